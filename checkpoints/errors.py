@@ -1,0 +1,26 @@
+"""Errors raised by the checkpoint store and the audit."""
+
+from __future__ import annotations
+
+
+class CheckpointError(Exception):
+    """Base of every error raised by the ``checkpoints`` package."""
+
+    exit_code: int = 1
+    transient: bool = False
+
+    def __init__(self, message: str, *, hint: str = "", transient: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if transient is not None:
+            self.transient = transient
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ChainBroken(CheckpointError):
+    """The hash chain does not verify: a checkpoint was edited, removed, reordered or is missing."""
+
+    exit_code = 3

@@ -1,0 +1,181 @@
+"""The ``replicator`` command line: thin by design.
+
+Each command parses its options, calls one library function and renders its result. Errors from
+any of our packages become one line on stderr (``error: what — what to do``) and the exit code the
+error carries: 0 ok, 1 operational failure, 2 usage or bad input, 3 verification mismatch. The
+traceback is shown only with ``-v``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar, cast
+
+import click
+import msgspec
+
+from checkpoints.errors import CheckpointError
+from replicator import __version__, config, log
+from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
+from triggers.errors import CaptureError
+
+F = TypeVar("F", bound=Callable[..., Any])
+KNOWN_ERRORS = (ReplicatorError, CaptureError, CheckpointError)
+
+
+class Context(msgspec.Struct):
+    """What every command receives: the effective config and the output switches."""
+
+    config: config.Config
+    verbose: int
+    quiet: bool
+
+    @property
+    def source(self) -> Path:
+        if not self.config.source.path:
+            raise UsageError("no source SQLite file given", hint="pass --source app.db or set REPLICATOR_SOURCE")
+        return Path(self.config.source.path)
+
+    @property
+    def target(self) -> str:
+        if not self.config.target.dsn:
+            raise UsageError(
+                "no target PostgreSQL given",
+                hint="pass --target postgresql://user@host/db or set REPLICATOR_TARGET",
+            )
+        return self.config.target.dsn
+
+
+def fail(exc: BaseException, verbose: int) -> NoReturn:
+    """Print one line for the operator (plus the traceback with -v) and exit with the error's code."""
+    if isinstance(exc, KNOWN_ERRORS):
+        message, hint, code = exc.message, exc.hint, exc.exit_code
+    else:
+        message, hint, code = f"unexpected {type(exc).__name__}: {exc}", "rerun with -v and report it", EXIT_FAILURE
+    if verbose:
+        click.echo(log.redact("".join(traceback.format_exception(exc))), err=True)
+    line = f"error: {message}" + (f" — {hint}" if hint else "")
+    click.echo(log.redact(" ".join(line.split())), err=True)
+    sys.exit(code)
+
+
+def common_options(func: F) -> F:
+    """``--source --target --config --log-format -v -q`` on every command, resolved to a Context."""
+
+    @click.option(
+        "--source",
+        "source",
+        type=click.Path(path_type=Path),
+        envvar="REPLICATOR_SOURCE",
+        help="The application's SQLite file [env REPLICATOR_SOURCE].",
+    )
+    @click.option(
+        "--target", "target", envvar="REPLICATOR_TARGET", metavar="DSN", help="PostgreSQL URI [env REPLICATOR_TARGET]."
+    )
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="TOML config file [default: ./replicator.toml if present].",
+    )
+    @click.option(
+        "--log-format",
+        type=click.Choice(["auto", "console", "json"]),
+        default=None,
+        help="Log output: console on a terminal, JSON otherwise.",
+    )
+    @click.option("-v", "--verbose", count=True, help="More log output; tracebacks on errors.")
+    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+    @functools.wraps(func)
+    def wrapper(
+        source: Path | None,
+        target: str | None,
+        config_file: Path | None,
+        log_format: str | None,
+        verbose: int,
+        quiet: bool,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            overrides: dict[str, Any] = {}
+            if source is not None:
+                overrides.setdefault("source", {})["path"] = str(source)
+            if target is not None:
+                overrides.setdefault("target", {})["dsn"] = target
+            if log_format is not None:
+                overrides.setdefault("log", {})["format"] = log_format
+            if verbose:
+                overrides.setdefault("log", {})["level"] = "debug"
+            elif quiet:
+                overrides.setdefault("log", {})["level"] = "warning"
+            cfg = config.load(config_file, overrides=overrides)
+            log.register_secret(_password(cfg.target.dsn))
+            log.configure(cfg.log.format, cfg.log.level)
+            return func(Context(config=cfg, verbose=verbose, quiet=quiet), **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was left half-written; rerun the command to continue", err=True)
+            sys.exit(130)
+        except SystemExit:
+            raise
+        except click.exceptions.ClickException:
+            raise
+        except Exception as exc:  # the one place where every error becomes an exit code
+            fail(exc, verbose)
+
+    return cast(F, wrapper)
+
+
+def _password(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    try:
+        from psycopg import conninfo
+
+        password = conninfo.conninfo_to_dict(dsn).get("password")
+        return str(password) if password else None
+    except Exception:
+        return None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="replicator")
+def cli() -> None:
+    """Move a live application from SQLite to PostgreSQL with near-zero downtime.
+
+    Exit codes: 0 ok, 1 operational failure, 2 usage or bad input, 3 verification mismatch.
+    """
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the report as JSON to this file ('-' for stdout).",
+)
+def analyze(ctx: Context, json_out: Path | None) -> None:
+    """Report what is about to be migrated and what will bite: tables, keys, storage classes, formats."""
+    from replicator import analyze as analyze_mod
+
+    report = analyze_mod.analyze(ctx.source, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    if json_out is not None and str(json_out) == "-":
+        sys.stdout.write(analyze_mod.to_json(report) + "\n")
+        return
+    if json_out is not None:
+        analyze_mod.write_json(report, json_out)
+    if not ctx.quiet:
+        analyze_mod.render(report)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="replicator", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (EXIT_USAGE if exc.code else 0)
+        sys.exit(code)

@@ -1,0 +1,93 @@
+"""The replicator's error hierarchy and the classification of PostgreSQL failures.
+
+Each error carries the message an operator reads, a ``hint`` saying what to do, an ``exit_code``
+(documented in the README: 0 ok, 1 operational failure, 2 usage or bad input, 3 verification
+mismatch) and a ``transient`` flag: retry loops retry exactly the errors that say they are
+transient, never by matching message text.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import psycopg
+import psycopg.errors
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_MISMATCH = 3
+
+
+class OperatorError(Protocol):
+    """What the CLI needs from any package's error: ours, ``triggers``' and ``checkpoints``'."""
+
+    message: str
+    hint: str
+    exit_code: int
+    transient: bool
+
+
+class ReplicatorError(Exception):
+    """Base of every error raised by the ``replicator`` package."""
+
+    exit_code: int = EXIT_FAILURE
+    transient: bool = False
+
+    def __init__(self, message: str, *, hint: str = "", transient: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if transient is not None:
+            self.transient = transient
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(ReplicatorError):
+    """A configuration file, variable or flag is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(ReplicatorError):
+    """The command was asked for something it cannot do as given."""
+
+    exit_code = EXIT_USAGE
+
+
+class TargetError(ReplicatorError):
+    """PostgreSQL refused or failed an operation."""
+
+
+class TargetNotEmpty(TargetError):
+    exit_code = EXIT_USAGE
+
+
+class BadValue(ReplicatorError):
+    """A source value cannot be represented exactly in its target column."""
+
+    exit_code = EXIT_FAILURE
+
+
+class VerificationFailed(ReplicatorError):
+    """Both sides were compared and differ."""
+
+    exit_code = EXIT_MISMATCH
+
+
+#: SQLSTATE classes (first two characters) after which retrying can succeed.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
+#: But not these: wrong password or missing database do not heal by waiting.
+TERMINAL_SQLSTATES = frozenset({"28000", "28P01", "3D000", "42501", "57014"})
+
+
+def is_transient_pg(exc: BaseException) -> bool:
+    """Whether a psycopg error is worth retrying: connection loss, shutdown, serialization."""
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return sqlstate not in TERMINAL_SQLSTATES and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.ProgrammingError)

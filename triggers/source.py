@@ -1,0 +1,132 @@
+"""Open the application's SQLite file without ever disturbing the live app.
+
+Why a module of its own: every stage (analyze, snapshot, capture, apply, cutover) opens the same
+file, and each must fail the same way on a bad file: one line naming the file and what to do.
+Read-only opens use a ``mode=ro`` URI so that no code path can write to the app's database by
+mistake; all opens set a busy timeout so that a writer holding the lock makes us wait, not fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import urllib.parse
+from pathlib import Path
+
+from triggers.errors import SourceBusy, SourceError
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "afs", "ceph"})
+
+
+def check_file(path: Path) -> None:
+    """Refuse, with a clear reason, a path that cannot be an application's SQLite database."""
+    if not path.exists():
+        raise SourceError(f"source {path} does not exist", hint="pass the path of the app's SQLite file")
+    if path.is_dir():
+        raise SourceError(f"source {path} is a directory", hint="pass the SQLite file itself, not its folder")
+    try:
+        mode = path.stat().st_mode
+        with path.open("rb") as handle:
+            header = handle.read(100)
+    except PermissionError:
+        raise SourceError(
+            f"source {path} is not readable by this user",
+            hint="run as the app's user or grant read access to the file and its directory",
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"source {path} is not a regular file", hint="pass the SQLite database file")
+    if len(header) == 0:
+        raise SourceError(f"source {path} is empty (0 bytes)", hint="check the path: an app database has tables")
+    if not header.startswith(SQLITE_HEADER):
+        raise SourceError(
+            f"source {path} is not a SQLite 3 database (bad header)",
+            hint="if it is encrypted (SQLCipher, SEE), export a plain copy first; else check the path",
+        )
+    if len(header) < 100:
+        raise SourceError(f"source {path} is truncated (header incomplete)", hint="restore it from a backup")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    page_count = int.from_bytes(header[28:32], "big")
+    change_counter = header[24:28]
+    valid_for = header[92:96]
+    size = path.stat().st_size
+    if change_counter == valid_for and page_count and size < page_size * page_count:
+        raise SourceError(
+            f"source {path} is truncated: {size} bytes, header says {page_size * page_count}",
+            hint="the copy is incomplete; copy it again or restore it from a backup",
+        )
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The filesystem type holding ``path`` from /proc/mounts, or None where that is not known."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        prefix = mount_point.rstrip("/") + "/"
+        if (target == mount_point or target.startswith(prefix)) and len(mount_point) > len(best):
+            best, best_type = mount_point, parts[2]
+    return best_type
+
+
+def connect(
+    path: Path | str,
+    *,
+    readonly: bool = True,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    check: bool = True,
+) -> sqlite3.Connection:
+    """Open the source in autocommit mode (we issue BEGIN ourselves) and prove it is readable."""
+    path = Path(path)
+    if check:
+        check_file(path)
+    quoted = urllib.parse.quote(str(path.resolve()))
+    uri = f"file:{quoted}?mode={'ro' if readonly else 'rw'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise SourceError(f"cannot open source {path}: {exc}", hint="check the path and permissions") from None
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate(exc, path) from None
+    return conn
+
+
+def translate(exc: sqlite3.Error, path: Path | str) -> SourceError | SourceBusy:
+    """Map a sqlite3 exception to our error with an operator hint; never by guessing from SQL."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+        return SourceBusy(
+            f"source {path} is locked by another connection ({text})",
+            hint="a writer holds a long transaction; retry, or raise busy_timeout",
+        )
+    if code == sqlite3.SQLITE_NOTADB or "not a database" in text or "encrypted" in text:
+        return SourceError(
+            f"source {path} is not a readable SQLite database ({text})",
+            hint="if it is encrypted, export a plain copy first; else restore it from a backup",
+        )
+    if code == sqlite3.SQLITE_CORRUPT or "malformed" in text:
+        return SourceError(
+            f"source {path} is corrupt ({text})",
+            hint="run `sqlite3 FILE 'PRAGMA integrity_check'` and restore from a backup",
+        )
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY):
+        return SourceError(
+            f"cannot open source {path} ({text})",
+            hint="check permissions on the file and its directory (WAL needs the -shm file)",
+        )
+    return SourceError(f"source {path}: {text}", hint="check the file with the sqlite3 shell")
