@@ -1,0 +1,520 @@
+"""Install, remove and report the capture triggers in the application's live SQLite file.
+
+Everything happens in one ``BEGIN IMMEDIATE`` transaction: the app sees the triggers appear (or
+vanish) atomically between two of its own transactions, never half of them. Install is idempotent
+and doubles as *reconcile*: a rerun re-creates missing or stale triggers (bumping that table's
+generation), drops our triggers left on renamed tables and adopts new tables.
+
+Which key a table is captured by:
+
+* INTEGER PRIMARY KEY (the rowid alias): that column.
+* Any other PRIMARY KEY, WITHOUT ROWID included: its columns, unless a PK column holds NULL (d8).
+* No PK, or NULL in a PK column: the *no-key policy*, per table or the default:
+  ``refuse`` (install fails naming every such table and the fix), ``rowid`` (key = rowid; stable
+  only until a VACUUM or a table rebuild renumbers rowids, d5; ``triggers.drift`` flags these
+  tables whenever ``schema_version`` moves, which VACUUM does) or ``snapshot-only`` (no triggers;
+  the table is copied again at cutover). ``snapshot-only`` may also be chosen for a keyed table.
+* Virtual tables (FTS...) cannot have triggers (d21) and are skipped with a note; their shadow
+  tables too (the virtual table is re-created and rebuilt on the target side).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import structlog
+
+from triggers import journal
+from triggers.ddl import (
+    FORMAT_VERSION,
+    JOURNAL,
+    META,
+    OPS,
+    TRIGGER_PREFIX,
+    drop_trigger_sql,
+    journal_table_sql,
+    meta_table_sql,
+    rowid_name,
+    trigger_name,
+    trigger_sql,
+)
+from triggers.errors import CaptureError, SchemaUnsupported, SourceBusy
+from triggers.schema import Schema, Table, quote_ident, read_schema
+from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, connect, translate
+
+Policy = Literal["refuse", "rowid", "snapshot-only"]
+Mode = Literal["key", "rowid", "snapshot-only"]
+POLICIES: tuple[Policy, ...] = ("refuse", "rowid", "snapshot-only")
+TABLE_PREFIX = "table:"
+
+
+class TableCapture(msgspec.Struct, frozen=True):
+    """What install decided for one table; stored as JSON in ``_replicator_meta`` (``table:<name>``)."""
+
+    name: str
+    mode: Mode
+    key_columns: tuple[str, ...] | None
+    """Key columns in key order; None when the key is the rowid or nothing is captured."""
+    rowid_alias: str | None
+    rowid: str
+    """The rowid spelling not shadowed by a column (``rowid``, ``_rowid_`` or ``oid``)."""
+    columns: tuple[str, ...]
+    """Column names at install time, in order: drift compares against them."""
+    generation: int
+    """Bumped each time this table's triggers are (re)created; journal rows carry it as ``gen``."""
+    note: str = ""
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        return () if self.mode == "snapshot-only" else tuple(trigger_name(self.name, op) for op in OPS)
+
+    def expected_sql(self) -> dict[str, str]:
+        """Trigger name → the exact SQL install writes (sqlite_schema keeps it verbatim)."""
+        if self.mode == "snapshot-only":
+            return {}
+        return {
+            trigger_name(self.name, op): trigger_sql(
+                self.name, op, self.key_columns, self.generation, rowid_alias=self.rowid_alias, rowid=self.rowid
+            )
+            for op in OPS
+        }
+
+
+class Skipped(msgspec.Struct, frozen=True):
+    name: str
+    reason: str
+
+
+class InstallReport(msgspec.Struct, frozen=True):
+    source_id: str
+    format_version: int
+    tables: tuple[TableCapture, ...]
+    skipped: tuple[Skipped, ...]
+    changed: tuple[str, ...]
+    """Tables whose triggers were created or re-created by this run (empty on an idempotent rerun)."""
+    dropped_orphans: tuple[str, ...]
+    schema_version: int
+
+
+class RemoveReport(msgspec.Struct, frozen=True):
+    removed: bool
+    triggers_dropped: int
+    journal_rows_dropped: int
+    note: str = ""
+
+
+TableState = Literal["captured", "snapshot-only", "triggers-missing", "triggers-stale", "dropped", "not-captured"]
+
+
+class TableStatus(msgspec.Struct, frozen=True):
+    name: str
+    state: TableState
+    mode: Mode | None
+    generation: int | None
+    note: str = ""
+
+
+class Status(msgspec.Struct, frozen=True):
+    installed: bool
+    source_id: str | None
+    format_version: int | None
+    tables: tuple[TableStatus, ...]
+    journal: journal.JournalStats | None
+    schema_version: int
+
+
+class Meta(msgspec.Struct, frozen=True):
+    source_id: str
+    format_version: int
+    created_sqlite_sequence: bool
+    tables: dict[str, TableCapture]
+
+
+# --- meta -------------------------------------------------------------------------------------
+
+
+def read_meta(conn: sqlite3.Connection) -> Meta | None:
+    """The install record, or None when capture is not installed."""
+    found = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (META,)).fetchone()
+    if found is None:
+        return None
+    values: dict[str, str] = {}
+    tables: dict[str, TableCapture] = {}
+    for key, value in conn.execute('SELECT key, value FROM "_replicator_meta"'):
+        if key.startswith(TABLE_PREFIX):
+            tables[key[len(TABLE_PREFIX) :]] = msgspec.json.decode(value, type=TableCapture)
+        else:
+            values[key] = value
+    return Meta(
+        source_id=values.get("source_id", ""),
+        format_version=int(values.get("format_version", "0")),
+        created_sqlite_sequence=values.get("created_sqlite_sequence") == "1",
+        tables=tables,
+    )
+
+
+def _put(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute('INSERT OR REPLACE INTO "_replicator_meta" (key, value) VALUES (?, ?)', (key, value))
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+def _has_null_key(conn: sqlite3.Connection, table: Table) -> bool:
+    nullable = [c.name for c in table.columns if c.pk_position and not c.notnull]
+    if table.without_rowid or table.rowid_alias or not nullable:
+        return False
+    where = " OR ".join(f"{quote_ident(c)} IS NULL" for c in nullable)
+    sql = f"SELECT 1 FROM {quote_ident(table.name)} WHERE {where} LIMIT 1"  # noqa: S608 (quoted identifiers)
+    return conn.execute(sql).fetchone() is not None
+
+
+def _capture_for(
+    conn: sqlite3.Connection, table: Table, policy: Policy, explicit: bool, generation: int
+) -> TableCapture | str:
+    """The capture decision for one table, or the refusal text when the policy is ``refuse``."""
+    columns = tuple(c.name for c in table.columns)
+    rowid = "rowid" if table.without_rowid else rowid_name(columns)
+
+    def make(mode: Mode, key_columns: tuple[str, ...] | None, note: str = "") -> TableCapture:
+        return TableCapture(
+            name=table.name,
+            mode=mode,
+            key_columns=key_columns,
+            rowid_alias=table.rowid_alias,
+            rowid=rowid,
+            columns=columns,
+            generation=generation,
+            note=note,
+        )
+
+    if explicit and policy == "snapshot-only":
+        return make("snapshot-only", None, "snapshot-only by config")
+    if table.rowid_alias:
+        return make("key", (table.rowid_alias,))
+    problem = ""
+    if not table.primary_key:
+        problem = "has no primary key"
+    elif _has_null_key(conn, table):
+        problem = "has NULL values in primary key columns " + ", ".join(table.primary_key)
+    if not problem:
+        note = ""
+        if not table.without_rowid and any(c.pk_position and not c.notnull for c in table.columns):
+            note = "PK columns allow NULL (d8): a NULL key written later cannot be told apart"
+        return make("key", table.primary_key, note)
+    if policy == "snapshot-only":
+        return make("snapshot-only", None, problem)
+    if policy == "rowid":
+        return make("rowid", None, f"{problem}; keyed by rowid, which VACUUM or a table rebuild renumbers")
+    return problem
+
+
+def _refusal(problems: dict[str, str]) -> SchemaUnsupported:
+    listed = "; ".join(f"{quote_ident(name)} {why}" for name, why in sorted(problems.items()))
+    return SchemaUnsupported(
+        f"{len(problems)} table(s) cannot be captured by key: {listed}",
+        hint="add a primary key, or set capture.no_key_policy (or capture.tables.<name>) to "
+        "'rowid' (unstable across VACUUM) or 'snapshot-only' (copied again at cutover)",
+    )
+
+
+# --- transactions -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection, path: Path | str) -> Iterator[None]:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise translate(exc, path) from None
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One consistent view of meta, schema and journal (a deferred BEGIN; the first read pins it)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _our_triggers(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    """Every trigger we own: name → (table it sits on, its SQL)."""
+    rows = conn.execute(
+        "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, ?) = ?",
+        (len(TRIGGER_PREFIX), TRIGGER_PREFIX),
+    ).fetchall()
+    return {str(n): (str(t), str(s)) for n, t, s in rows}
+
+
+def install_on(
+    conn: sqlite3.Connection,
+    *,
+    default_policy: Policy = "refuse",
+    policies: Mapping[str, Policy] | None = None,
+    path: Path | str = "source",
+) -> InstallReport:
+    """Install or reconcile capture on an open read-write connection in autocommit mode."""
+    policies = dict(policies or {})
+    for name, policy in [("default", default_policy), *policies.items()]:
+        if policy not in POLICIES:
+            raise SchemaUnsupported(
+                f"unknown no-key policy {policy!r} for {name}", hint="use refuse|rowid|snapshot-only"
+            )
+    logger = structlog.get_logger().bind(component="capture.install", source=str(path))
+    with _write_transaction(conn, path):
+        schema = read_schema(conn)
+        meta = read_meta(conn)
+        if meta is not None and meta.format_version != FORMAT_VERSION:
+            raise SchemaUnsupported(
+                f"capture format {meta.format_version} is installed; this replicator writes format {FORMAT_VERSION}",
+                hint="drain the journal, then `replicator capture remove` and install again",
+            )
+        decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies)
+        if problems:
+            raise _refusal(problems)
+        if meta is None:
+            had_sequence = _has_sequence_table(conn)
+            conn.execute(meta_table_sql())
+            conn.execute(journal_table_sql())
+            _put(conn, "source_id", secrets.token_hex(16))
+            _put(conn, "format_version", str(FORMAT_VERSION))
+            _put(conn, "created_sqlite_sequence", "0" if had_sequence else "1")
+            _put(conn, "installed_at_ms", str(int(time.time() * 1000)))
+        changed, orphans = _apply_triggers(conn, decisions, meta)
+        result_meta = read_meta(conn)
+        assert result_meta is not None
+        (version,) = conn.execute("PRAGMA schema_version").fetchone()
+    report = InstallReport(
+        source_id=result_meta.source_id,
+        format_version=FORMAT_VERSION,
+        tables=tuple(result_meta.tables[d.name] for d in decisions),
+        skipped=tuple(skipped),
+        changed=tuple(changed),
+        dropped_orphans=tuple(orphans),
+        schema_version=int(version),
+    )
+    logger.info(
+        "capture installed",
+        tables=len(report.tables),
+        changed=len(changed),
+        skipped=len(skipped),
+        orphans_dropped=len(orphans),
+    )
+    return report
+
+
+def _has_sequence_table(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'").fetchone()
+    return row is not None
+
+
+def _decide(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    meta: Meta | None,
+    default_policy: Policy,
+    policies: Mapping[str, Policy],
+) -> tuple[list[TableCapture], list[Skipped], dict[str, str]]:
+    decisions: list[TableCapture] = []
+    problems: dict[str, str] = {}
+    skipped = [
+        Skipped(v.name, f"virtual table ({v.module or 'unknown module'}): cannot have triggers")
+        for v in schema.virtual_tables
+    ]
+    skipped += [Skipped(name, "shadow table of a virtual table") for name in schema.shadow_tables]
+    for table in schema.tables:
+        previous = meta.tables.get(table.name) if meta else None
+        generation = previous.generation if previous else 1
+        explicit = table.name in policies
+        decision = _capture_for(conn, table, policies.get(table.name, default_policy), explicit, generation)
+        if isinstance(decision, str):
+            problems[table.name] = decision
+        else:
+            decisions.append(decision)
+    return decisions, skipped, problems
+
+
+def _apply_triggers(
+    conn: sqlite3.Connection, decisions: list[TableCapture], meta: Meta | None
+) -> tuple[list[str], list[str]]:
+    """Create what is missing or different, drop what is not ours any more; update meta rows."""
+    existing = _our_triggers(conn)
+    wanted: set[str] = set()
+    changed: list[str] = []
+    for decision in decisions:
+        previous = meta.tables.get(decision.name) if meta else None
+        current = decision
+        expected = current.expected_sql()
+        same_shape = previous is not None and (previous.mode, previous.key_columns, previous.rowid) == (
+            current.mode,
+            current.key_columns,
+            current.rowid,
+        )
+        intact = all(existing.get(n) == (current.name, sql) for n, sql in expected.items())
+        if not (same_shape and intact):
+            if previous is not None and expected:
+                current = msgspec.structs.replace(current, generation=previous.generation + 1)
+                expected = current.expected_sql()
+            for name in current.triggers:
+                conn.execute(drop_trigger_sql(name))
+            for sql in expected.values():
+                conn.execute(sql)
+            changed.append(current.name)
+        wanted.update(expected)
+        if previous != current:
+            _put(conn, TABLE_PREFIX + current.name, msgspec.json.encode(current).decode())
+    orphans = sorted(name for name in _our_triggers(conn) if name not in wanted)
+    for name in orphans:
+        conn.execute(drop_trigger_sql(name))
+    names = {d.name for d in decisions}
+    for gone in sorted(set(meta.tables) - names if meta else set()):
+        conn.execute('DELETE FROM "_replicator_meta" WHERE key = ?', (TABLE_PREFIX + gone,))
+    return changed, orphans
+
+
+def install(
+    path: Path | str,
+    *,
+    default_policy: Policy = "refuse",
+    policies: Mapping[str, Policy] | None = None,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+) -> InstallReport:
+    """Install (or reconcile) capture in the SQLite file at ``path``; see the module docstring."""
+    from triggers.watch import check_wal_location
+
+    conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
+    try:
+        check_wal_location(Path(path), conn)
+        return install_on(conn, default_policy=default_policy, policies=policies, path=path)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    finally:
+        conn.close()
+
+
+# --- remove -----------------------------------------------------------------------------------
+
+
+def remove_on(conn: sqlite3.Connection, *, path: Path | str = "source") -> RemoveReport:
+    """Drop our triggers, journal and meta table: the app's schema is left exactly as before install.
+
+    One exception SQLite imposes: ``sqlite_sequence`` (created by the journal's AUTOINCREMENT when no
+    app table had one) cannot be dropped; our row in it is deleted and the empty table stays.
+    """
+    with _write_transaction(conn, path):
+        meta = read_meta(conn)
+        triggers = _our_triggers(conn)
+        for name in triggers:
+            conn.execute(drop_trigger_sql(name))
+        rows = 0
+        if journal.exists(conn):
+            rows = int(conn.execute('SELECT count(*) FROM "_replicator_journal"').fetchone()[0])
+            conn.execute('DROP TABLE "_replicator_journal"')
+        if _has_sequence_table(conn):
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (JOURNAL,))
+        conn.execute('DROP TABLE IF EXISTS "_replicator_meta"')
+    note = ""
+    if meta is not None and meta.created_sqlite_sequence:
+        note = "an empty sqlite_sequence table remains (SQLite forbids dropping it; it is harmless)"
+    structlog.get_logger().bind(component="capture.remove", source=str(path)).info(
+        "capture removed", triggers=len(triggers), journal_rows=rows
+    )
+    return RemoveReport(
+        removed=meta is not None or bool(triggers), triggers_dropped=len(triggers), journal_rows_dropped=rows, note=note
+    )
+
+
+def remove(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> RemoveReport:
+    conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
+    try:
+        return remove_on(conn, path=path)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    finally:
+        conn.close()
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def status_on(conn: sqlite3.Connection) -> Status:
+    """Per-table capture state and journal size/lag, read in one read transaction."""
+    with _read_transaction(conn):
+        meta = read_meta(conn)
+        schema = read_schema(conn)
+        if meta is None:
+            return Status(False, None, None, (), None, schema.schema_version)
+        existing = _our_triggers(conn)
+        names = {t.name for t in schema.tables}
+        tables: list[TableStatus] = []
+        for name, cap in sorted(meta.tables.items()):
+            tables.append(TableStatus(name, _state(cap, names, existing), cap.mode, cap.generation, cap.note))
+        for table in schema.tables:
+            if table.name not in meta.tables:
+                tables.append(
+                    TableStatus(table.name, "not-captured", None, None, "new since install: run install again")
+                )
+        stats = journal.stats(conn) if journal.exists(conn) else None
+        return Status(True, meta.source_id, meta.format_version, tuple(tables), stats, schema.schema_version)
+
+
+def _state(cap: TableCapture, names: set[str], existing: dict[str, tuple[str, str]]) -> TableState:
+    if cap.name not in names:
+        return "dropped"
+    if cap.mode == "snapshot-only":
+        return "snapshot-only"
+    expected = cap.expected_sql()
+    if any(n not in existing or existing[n][0] != cap.name for n in expected):
+        return "triggers-missing"
+    if any(existing[n][1] != sql for n, sql in expected.items()):
+        return "triggers-stale"
+    return "captured"
+
+
+def status(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Status:
+    conn = connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
+    try:
+        return status_on(conn)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    finally:
+        conn.close()
+
+
+__all__ = [
+    "POLICIES",
+    "CaptureError",
+    "InstallReport",
+    "Meta",
+    "Policy",
+    "RemoveReport",
+    "Skipped",
+    "SourceBusy",
+    "Status",
+    "TableCapture",
+    "TableStatus",
+    "install",
+    "install_on",
+    "read_meta",
+    "remove",
+    "remove_on",
+    "status",
+    "status_on",
+]
