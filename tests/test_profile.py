@@ -1,0 +1,413 @@
+"""The column profiler: SQL-side classification checked against an independent Python oracle.
+
+The oracle restates each FORMATS definition as a regular expression over the Python value, so a
+mistake in the GLOB translation shows up as a count that differs. Values are written to real SQLite
+files; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from replicator import profile
+from replicator.profile import TEMPORAL_FORMATS, ColumnProfile, profile_table
+from triggers import source
+from triggers.errors import SourceBusy
+from triggers.schema import read_schema
+
+Value = int | float | str | bytes | None
+
+_YMD = r"[0-9]{4}-[01][0-9]-[0-3][0-9]"
+_HMS = r"[0-2][0-9]:[0-5][0-9]:[0-6][0-9]"
+_FRAC = r"(\.[0-9]+)?"
+_ORACLE_TEXT = {
+    "iso8601_tz": re.compile(rf"{_YMD}[T ]{_HMS}{_FRAC}(Z|[+-][0-2][0-9]:?[0-5][0-9])"),
+    "iso8601": re.compile(rf"{_YMD}T{_HMS}{_FRAC}"),
+    "sql_datetime": re.compile(rf"{_YMD} {_HMS}{_FRAC}"),
+    "date": re.compile(_YMD),
+    "uuid": re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
+    "decimal_text": re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"),
+    "uuid_hex32": re.compile(r"[0-9a-fA-F]{32}"),
+}
+
+
+def oracle(value: Value) -> set[str]:
+    """The formats of one value, straight from the FORMATS comments, computed in Python."""
+    found: set[str] = set()
+    if isinstance(value, int):
+        if profile.UNIX_S_MIN <= value <= profile.UNIX_S_MAX:
+            found.add("unix_s")
+        if profile.UNIX_MS_MIN <= value <= profile.UNIX_MS_MAX:
+            found.add("unix_ms")
+        if value in (0, 1):
+            found.add("bool01")
+    elif isinstance(value, float):
+        if profile.UNIX_S_MIN <= value <= profile.UNIX_S_MAX:
+            found.add("unix_s")
+    elif isinstance(value, bytes):  # stored as TEXT with these exact bytes
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            found.add("invalid_utf8")
+            if b"\x00" in value:
+                found.add("nul_text")
+            return found
+        found |= oracle(value)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            found.add("nul_text")
+            value = value.split("\x00", 1)[0]  # SQLite's text functions stop at the first NUL
+        found |= {name for name, rx in _ORACLE_TEXT.items() if rx.fullmatch(value)}
+        if value.encode().lower() in (b"t", b"f", b"true", b"false", b"yes", b"no"):
+            found.add("bool_text")
+        if value in ("0", "1"):
+            found.add("bool01_text")
+        if value[:1] in ("{", "["):
+            try:
+                json.loads(value)
+                found.add("json_object" if value[0] == "{" else "json_array")
+            except ValueError:
+                pass
+    return found
+
+
+def storage_class(value: Value) -> str:
+    return {int: "integer", float: "real", str: "text", bytes: "text", type(None): "null"}[type(value)]
+
+
+def write_values(path: Path, values: list[Value]) -> None:
+    """One untyped column (no affinity: values stay exactly as given); bytes become TEXT as-is."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t(v)")
+    for value in values:
+        if isinstance(value, bytes):
+            conn.execute("INSERT INTO t VALUES (CAST(? AS TEXT))", (value,))
+        else:
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+    conn.commit()
+    conn.close()
+
+
+def profile_values(path: Path, values: list[Value]) -> ColumnProfile:
+    write_values(path, values)
+    conn = source.connect(path)
+    try:
+        return profile_table(conn, read_schema(conn).table("t")).column("v")
+    finally:
+        conn.close()
+
+
+def expected_formats(values: list[Value]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for value in values:
+        counts.update(oracle(value))
+    return dict(counts)
+
+
+EDGE_CASES: list[Value] = [
+    # instants and dates
+    "2024-03-05 06:07:08",
+    "2024-03-05 06:07:08.009000",
+    "2024-03-05T06:07:08",
+    "2024-03-05T06:07:08.9",
+    "2024-03-05T06:07:08.009+00:00",
+    "2024-03-05 06:07:08Z",
+    "2024-03-05T06:07:08-0530",
+    "2024-03-05T06:07:08+05",
+    "2024-03-05T06:07:08.Z",
+    "2024-03-05T06:07",
+    "2024-03-05T06:07:08.",
+    "2024-03-05T06:07:08 ",
+    "2024-03-05",
+    "2024-3-05",
+    "2024-03-05x",
+    "20240305",
+    1709618828,
+    1709618828009,
+    1709618828.5,
+    99_999_999,
+    profile.UNIX_S_MAX,
+    profile.UNIX_S_MAX + 1,
+    profile.UNIX_MS_MIN,
+    -2208988800000,
+    # booleans
+    0,
+    1,
+    2,
+    0.0,
+    1.0,
+    "t",
+    "F",
+    "TRUE",
+    "yes",
+    "No",
+    "y",
+    "0",
+    "1",
+    "01",
+    # json
+    '{"a": [1, 2]}',
+    "[1, 2, 3]",
+    "{",
+    "[1,",
+    '{"a":1} trailing',
+    "null",
+    "42",
+    # uuids
+    "5d9025c9-39bc-4278-a565-8d168b7310ea",
+    "5D9025C9-39BC-4278-A565-8D168B7310EA",
+    "5d9025c939bc4278a5658d168b7310ea",
+    "5d9025c9-39bc-4278-a565-8d168b7310e",
+    "g d9025c9-39bc-4278-a565-8d168b7310ea",
+    # decimals
+    "12.50",
+    "-3",
+    "+.5",
+    "5.",
+    ".",
+    "+",
+    "1.2.3",
+    "1e5",
+    "--1",
+    "1-2",
+    " 1",
+    "",
+    # hostile text
+    "a\x00b",
+    "\x001",
+    "日本語",
+    "tab\tand\nnewline",
+    b"file\x96name.txt",
+    b"caf\xe9",
+    b"\xed\xa0\x80",
+    b"\xc0\xaf",
+    b"ok\x00\xff",
+    "😀".encode(),
+    None,
+    None,
+]
+
+
+def test_edge_cases_match_the_oracle(tmp_path: Path) -> None:
+    col = profile_values(tmp_path / "edge.db", EDGE_CASES)
+    assert col.formats == expected_formats(EDGE_CASES)
+    assert col.storage == dict(Counter(storage_class(v) for v in EDGE_CASES))
+    # spot checks that the oracle itself is what the contract says
+    assert oracle("2024-03-05T06:07:08.009+00:00") == {"iso8601_tz"}
+    assert oracle(b"file\x96name.txt") == {"invalid_utf8"}
+    assert oracle("1") == {"decimal_text", "bool01_text"}
+    assert oracle(1) == {"bool01"}
+
+
+_digits = st.integers(0, 9).map(str)
+
+
+@st.composite
+def datetime_like(draw: st.DrawFn) -> str:
+    """Strings near the date-time grammar: valid shapes plus single-character damage."""
+    text = f"{draw(st.integers(0, 9999)):04d}-{draw(st.integers(0, 19)):02d}-{draw(st.integers(0, 39)):02d}"
+    if draw(st.booleans()):
+        text += draw(st.sampled_from(["T", " ", "t", "_"]))
+        text += "{:02d}:{:02d}:{:02d}".format(*(draw(st.integers(0, 69)) for _ in range(3)))
+        text += draw(st.sampled_from(["", ".", ".0", ".123", ".123456789"]))
+        text += draw(st.sampled_from(["", "Z", "z", "+00:00", "-05:30", "+0530", "+05", "+0:00", "+00:00x"]))
+    if draw(st.booleans()) and text:
+        i = draw(st.integers(0, len(text) - 1))
+        text = text[:i] + draw(st.sampled_from(["", "x", "-", " ", "9"])) + text[i + 1 :]
+    return text
+
+
+values_strategy = st.lists(
+    st.one_of(
+        st.none(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(profile.UNIX_S_MIN - 10, profile.UNIX_S_MAX + 10),
+        st.integers(profile.UNIX_MS_MIN - 10, profile.UNIX_MS_MAX + 10),
+        st.integers(-2, 3),
+        st.floats(allow_nan=False),
+        st.floats(profile.UNIX_S_MIN - 1, profile.UNIX_S_MAX + 1),
+        datetime_like(),
+        st.text(max_size=40),
+        st.text(alphabet="0123456789abcdefABCDEF-.+{}[]", max_size=40),
+        st.uuids().map(str),
+        st.uuids().map(lambda u: u.hex),
+        st.decimals(allow_nan=False, allow_infinity=False).map(str),
+        st.sampled_from(["t", "f", "true", "false", "yes", "no", "0", "1", "TRUE", "Yes"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        ).map(json.dumps),
+        st.binary(max_size=12),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=values_strategy)
+def test_profile_matches_the_oracle_on_generated_values(values: list[Value]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        col = profile_values(Path(tmp) / "gen.db", values)
+    assert col.formats == expected_formats(values)
+    assert col.storage == dict(Counter(storage_class(v) for v in values))
+    ints = [v for v in values if isinstance(v, int)]
+    assert (col.min_integer, col.max_integer) == ((min(ints), max(ints)) if ints else (None, None))
+    temporal = sum(1 for v in values if oracle(v) & set(TEMPORAL_FORMATS))
+    assert col.temporal == temporal  # the temporal formats never overlap
+
+
+def test_sizes_count_bytes_not_characters(tmp_path: Path) -> None:
+    path = tmp_path / "sizes.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT, b BLOB, n INTEGER)")
+    conn.executemany(
+        "INSERT INTO t(s, b, n) VALUES (?, ?, ?)",
+        [("日本", b"\x00" * 1000, -(2**63)), ("abc", b"x", 2**63 - 1), (None, None, None)],
+    )
+    conn.commit()
+    conn.close()
+    ro = source.connect(path)
+    prof = profile_table(ro, "t")
+    assert prof.rows == 3
+    assert prof.column("s").max_text_bytes == 6
+    assert prof.column("b").max_blob_bytes == 1000
+    assert prof.column("b").storage == {"blob": 2, "null": 1}
+    assert (prof.column("n").min_integer, prof.column("n").max_integer) == (-(2**63), 2**63 - 1)
+    assert prof.column("id").min_integer == 1
+
+
+def test_null_primary_key_rows_are_counted(tmp_path: Path) -> None:
+    """Trap d8: SQLite accepts NULL in a composite (or non-INTEGER) primary key."""
+    path = tmp_path / "nullpk.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t(a TEXT, b INT, v, PRIMARY KEY (a, b))")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [("x", 1, 0), (None, 1, 0), ("y", None, 0), (None, None, 0)])
+    conn.commit()
+    conn.close()
+    prof = profile_table(source.connect(path), "t")
+    assert prof.rows == 4
+    assert prof.null_key_rows == 3
+
+
+def test_awkward_names_generated_columns_and_without_rowid(tmp_path: Path) -> None:
+    path = tmp_path / "names.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE "Order ""Details"" @c" ("@c" INTEGER PRIMARY KEY, "select" TEXT, "x y" REAL,
+            g INTEGER GENERATED ALWAYS AS ("@c" * 2) VIRTUAL) ;
+        INSERT INTO "Order ""Details"" @c" ("@c", "select", "x y") VALUES (1, '2024-01-01', 1.5), (2, 'no', NULL);
+        CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+        INSERT INTO kv VALUES ('a', '{"x": 1}'), ('b', '[1]');
+        """
+    )
+    conn.close()
+    ro = source.connect(path)
+    schema = read_schema(ro)
+    odd = profile_table(ro, schema.table('Order "Details" @c'))
+    assert [c.name for c in odd.columns] == ["@c", "select", "x y", "g"]
+    assert odd.column("select").formats == {"date": 1, "bool_text": 1}
+    assert odd.column("g").storage == {"integer": 2}
+    assert (odd.column("g").min_integer, odd.column("g").max_integer) == (2, 4)
+    assert odd.column("x y").storage == {"real": 1, "null": 1}
+    kv = profile_table(ro, schema.table("kv"))
+    assert kv.column("v").formats == {"json_object": 1, "json_array": 1}
+
+
+def test_wide_table_takes_several_scans_and_keeps_column_order(tmp_path: Path) -> None:
+    width = profile.COLUMNS_PER_SCAN * 2 + 5
+    path = tmp_path / "wide.db"
+    conn = sqlite3.connect(path)
+    cols = ", ".join(f"c{i} INTEGER" for i in range(width))
+    conn.execute(f"CREATE TABLE w(id INTEGER PRIMARY KEY, {cols})")
+    conn.executemany(
+        f"INSERT INTO w VALUES (NULL, {', '.join('?' * width)})", [tuple(range(r, r + width)) for r in range(3)]
+    )
+    conn.commit()
+    conn.close()
+    prof = profile_table(source.connect(path), "w")
+    assert len(prof.columns) == width + 1
+    assert [c.name for c in prof.columns[1:]] == [f"c{i}" for i in range(width)]
+    for i, col in enumerate(prof.columns[1:]):
+        assert (col.min_integer, col.max_integer) == (i, i + 2)
+    assert prof.rows == 3
+
+
+def test_empty_table(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE e(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.close()
+    prof = profile_table(source.connect(path), "e")
+    assert prof.rows == 0
+    assert prof.column("v") == ColumnProfile(name="v", storage={}, formats={})
+
+
+def test_locked_source_is_reported_as_busy(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t(v)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    reader = source.connect(path, busy_timeout_ms=50)
+    schema = read_schema(reader)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(SourceBusy, match="locked"):
+            profile_table(reader, schema.table("t"))
+    finally:
+        writer.execute("ROLLBACK")
+    assert profile_table(reader, schema.table("t")).rows == 1
+
+
+# --- real files: facts recorded in shared/research/realworld.md, checked against a plain SQL count ----
+
+
+def _typeof_counts(path: Path, table: str, column: str) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    q = f'SELECT typeof("{column}"), count(*) FROM "{table}" GROUP BY 1'
+    return dict(conn.execute(q).fetchall())
+
+
+@pytest.mark.parametrize(
+    ("file", "table", "column", "fmt", "expected"),
+    [
+        ("chinook/Chinook_Sqlite.sqlite", "Invoice", "InvoiceDate", "sql_datetime", 412),
+        ("northwind/northwind.db", "Products", "Discontinued", "bool01_text", 77),
+        ("northwind/northwind.db", "Orders", "OrderDate", "date", 830),
+        ("orm-samples/prisma7_small_iso8601.db", "Account", "createdAt", "iso8601_tz", None),
+        ("orm-samples/prisma7_small_unixms.db", "Account", "createdAt", "unix_ms", None),
+        ("orm-samples/django52_sample.db", "app_thing", "uid", "uuid_hex32", None),
+    ],
+)
+def test_real_files(realworld: Path, file: str, table: str, column: str, fmt: str, expected: int | None) -> None:
+    path = realworld / file
+    conn = source.connect(path)
+    col = profile_table(conn, table).column(column)
+    assert col.storage == _typeof_counts(path, table, column)
+    if expected is None:  # ORM probes: every non-null value has the ORM's format
+        assert col.non_null > 0
+        assert col.formats.get(fmt) == col.non_null
+    else:
+        assert col.formats.get(fmt) == expected
+
+
+def test_real_mixed_numeric_and_type_mismatch(realworld: Path) -> None:
+    northwind = profile_table(source.connect(realworld / "northwind/northwind.db"), "Order Details")
+    assert northwind.column("UnitPrice").storage == {"integer": 943, "real": 1212}
+    mismatch = profile_table(source.connect(realworld / "pgloader-tests/type-mismatch.db"), "products")
+    assert mismatch.column("qty").storage.get("text") == 1
+    # pgloader's bad-utf8.db: the undecodable file name is stored as a BLOB in a TEXT column, not as TEXT
+    bad = profile_table(source.connect(realworld / "pgloader-tests/bad-utf8.db"), "files").column("filename")
+    assert bad.storage == {"text": 2, "blob": 1}
+    assert "invalid_utf8" not in bad.formats
+    chinook = profile_table(source.connect(realworld / "chinook/Chinook_Sqlite.sqlite"), "Invoice")
+    assert chinook.column("Total").storage == {"real": 412}
