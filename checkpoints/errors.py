@@ -24,3 +24,13 @@ class ChainBroken(CheckpointError):
     """The hash chain does not verify: a checkpoint was edited, removed, reordered or is missing."""
 
     exit_code = 3
+
+
+class CheckpointNotFound(CheckpointError):
+    """The checkpoint asked for does not exist (a usage error: the number is wrong)."""
+
+    exit_code = 2
+
+
+class WriterConflict(CheckpointError):
+    """Another writer appended to the chain first; this writer's view of the head is stale."""

@@ -1,0 +1,285 @@
+"""The checkpoint: one hash-chained record of what was applied to PostgreSQL, and how to make the next.
+
+A checkpoint's ``body`` is its canonical encoding: msgspec JSON of every field except ``hash``, with
+struct fields and dict keys sorted, no whitespace, UTF-8. ``hash`` is the SHA-256 of exactly those
+bytes in lowercase hex. Each checkpoint carries the previous one's hash in ``prev_hash``, so editing,
+removing or reordering any record that has a successor breaks the chain. The store keeps the body
+bytes as written, so re-hashing never depends on re-encoding.
+
+Numbers run 1, 2, 3... without gaps. Journal sequence ranges are contiguous: a checkpoint covers the
+journal entries ``seq_from..seq_to`` and the next starts at ``seq_to + 1``; an empty range
+(``seq_to == seq_from - 1``) is a checkpoint that applied nothing (a cutover, an idle heartbeat).
+The genesis checkpoint (number 1) records the snapshot: per table, the rows loaded and their
+:mod:`checkpoints.digest` checksum, with ``seq_from = 0`` and ``seq_to`` the journal position the
+snapshot was read at.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any, Final
+
+import msgspec
+
+from checkpoints.digest import EMPTY, add_hex
+from checkpoints.errors import CheckpointError
+
+FORMAT: Final = 1
+"""Version of the body layout; part of the hashed body, so it cannot be changed unnoticed."""
+
+ZERO_HASH: Final = "0" * 64
+"""``prev_hash`` of a chain's first record (the genesis, or a compaction that replaced it)."""
+
+
+class Kind(enum.StrEnum):
+    GENESIS = "genesis"
+    """The snapshot: per-table row counts and checksums of what was loaded."""
+    BATCH = "batch"
+    """One applied journal batch, written in the same transaction as the batch."""
+    COMPACTION = "compaction"
+    """Stands in for the checkpoints it replaced, at the base of the chain."""
+    CUTOVER = "cutover"
+    """The final drain at cutover; the chain's last record for this migration."""
+
+
+class TableChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one checkpoint wrote to one table: counts, and digests of exactly those row images."""
+
+    upserted: int = 0
+    deleted: int = 0
+    upserted_digest: str = EMPTY
+    """checkpoints.digest sum over the row images inserted or updated (for genesis: the table's checksum)."""
+    deleted_digest: str = EMPTY
+    """checkpoints.digest sum over the primary-key tuples deleted."""
+
+    def __add__(self, other: TableChange) -> TableChange:
+        """Both changes together (the digests of a multiset union add)."""
+        return TableChange(
+            upserted=self.upserted + other.upserted,
+            deleted=self.deleted + other.deleted,
+            upserted_digest=add_hex(self.upserted_digest, other.upserted_digest),
+            deleted_digest=add_hex(self.deleted_digest, other.deleted_digest),
+        )
+
+
+class Compaction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a compaction checkpoint replaced: enough to check it against an older export."""
+
+    first: int
+    """Number of the first replaced checkpoint (1 unless the chain was already cut)."""
+    last: int
+    """Number of the last replaced checkpoint; the compaction record takes this number."""
+    count: int
+    """How many original checkpoints it stands for (``last - first + 1``)."""
+    head_hash: str
+    """Hash of checkpoint ``last``: the next checkpoint's ``prev_hash`` still points at it."""
+    hashes_digest: str
+    """Fold of the replaced hashes in order: d = 0*64; d = sha256(ascii(d + hash)).hexdigest()."""
+
+
+class Checkpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    number: int
+    kind: Kind
+    seq_from: int
+    seq_to: int
+    tables: dict[str, TableChange]
+    at: str
+    """Wall time of the write, UTC, ISO 8601 with microseconds and a ``Z``."""
+    tool: str
+    """Version of the program that wrote it."""
+    prev_hash: str
+    hash: str = ""
+    """SHA-256 of the body; empty until sealed."""
+    compaction: Compaction | None = None
+    format: int = FORMAT
+
+    @property
+    def link_hash(self) -> str:
+        """What the next checkpoint's ``prev_hash`` must equal.
+
+        A compaction record stands for the checkpoints it replaced, so its successor keeps pointing at
+        the last of them; every other record is pointed at by its own hash.
+        """
+        if self.kind is Kind.COMPACTION and self.compaction is not None:
+            return self.compaction.head_hash
+        return self.hash
+
+
+class Record(msgspec.Struct, frozen=True):
+    """A checkpoint as stored or exported: its number, hash and exact body bytes, undecoded.
+
+    ``columns`` holds the store's copies of body fields (kind, seq_from...), which the audit checks.
+    """
+
+    number: int
+    hash: str
+    body: bytes
+    columns: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> Record:
+        """The record a checkpoint in memory would be stored as."""
+        return cls(number=checkpoint.number, hash=checkpoint.hash, body=encode_body(checkpoint))
+
+    def decode(self) -> Checkpoint:
+        return decode_body(self.body, self.hash)
+
+
+_body_encoder = msgspec.json.Encoder(order="sorted")
+_body_decoder = msgspec.json.Decoder(Checkpoint)
+
+
+def encode_body(checkpoint: Checkpoint) -> bytes:
+    """The canonical bytes that are hashed and stored: every field but ``hash``, keys sorted."""
+    fields: dict[str, Any] = msgspec.to_builtins(checkpoint)
+    fields.pop("hash", None)
+    return _body_encoder.encode(fields)
+
+
+def hash_body(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def seal(checkpoint: Checkpoint) -> tuple[Checkpoint, bytes]:
+    """The checkpoint with its hash filled in, and the exact body bytes that hash covers."""
+    body = encode_body(checkpoint)
+    return msgspec.structs.replace(checkpoint, hash=hash_body(body)), body
+
+
+def decode_body(body: bytes, hash: str) -> Checkpoint:
+    """A checkpoint from stored body bytes and the stored hash (not checked here: see audit)."""
+    try:
+        checkpoint = _body_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CheckpointError(
+            f"checkpoint body is not a valid checkpoint: {exc}",
+            hint="run 'replicator checkpoints verify' to see which record is damaged",
+        ) from None
+    if checkpoint.hash:
+        raise CheckpointError("checkpoint body carries a hash field", hint="bodies exclude the hash; rewrite refused")
+    return msgspec.structs.replace(checkpoint, hash=hash)
+
+
+def utc_now() -> str:
+    return format_time(dt.datetime.now(dt.UTC))
+
+
+def format_time(moment: dt.datetime) -> str:
+    """UTC ISO 8601 with microseconds and ``Z``: the one spelling of ``at``."""
+    if moment.tzinfo is None:
+        raise CheckpointError("checkpoint time must be timezone-aware", hint="pass datetime.now(datetime.UTC)")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def tool_version() -> str:
+    """The installed replicator distribution's version, read without importing it."""
+    try:
+        return "replicator " + metadata.version("replicator")
+    except metadata.PackageNotFoundError:
+        return "replicator unknown"
+
+
+def genesis(
+    tables: Mapping[str, TableChange],
+    *,
+    seq_to: int,
+    at: str | None = None,
+    tool: str | None = None,
+) -> Checkpoint:
+    """Checkpoint 1: the snapshot, read at journal position ``seq_to``, with each table's count and checksum."""
+    if seq_to < 0:
+        raise CheckpointError(f"snapshot journal position {seq_to} is negative", hint="pass max(seq) or 0")
+    draft = Checkpoint(
+        number=1,
+        kind=Kind.GENESIS,
+        seq_from=0,
+        seq_to=seq_to,
+        tables=dict(tables),
+        at=at or utc_now(),
+        tool=tool or tool_version(),
+        prev_hash=ZERO_HASH,
+    )
+    return seal(draft)[0]
+
+
+def next_checkpoint(
+    prev: Checkpoint,
+    *,
+    seq_to: int,
+    tables: Mapping[str, TableChange],
+    kind: Kind = Kind.BATCH,
+    at: str | None = None,
+    tool: str | None = None,
+) -> Checkpoint:
+    """The checkpoint after ``prev``, covering journal entries ``prev.seq_to + 1 .. seq_to``."""
+    if not prev.hash:
+        raise CheckpointError("previous checkpoint is not sealed", hint="build checkpoints with genesis()/seal()")
+    if kind in (Kind.GENESIS, Kind.COMPACTION):
+        raise CheckpointError(f"a {kind} checkpoint cannot follow another", hint="use batch or cutover")
+    if seq_to < prev.seq_to:
+        raise CheckpointError(
+            f"journal position {seq_to} is behind checkpoint {prev.number}'s {prev.seq_to}",
+            hint="the journal was reset or another writer is ahead; do not append",
+        )
+    if prev.kind is Kind.CUTOVER:
+        raise CheckpointError("the chain ended with a cutover checkpoint", hint="start a new migration instead")
+    draft = Checkpoint(
+        number=prev.number + 1,
+        kind=kind,
+        seq_from=prev.seq_to + 1,
+        seq_to=seq_to,
+        tables=dict(tables),
+        at=at or utc_now(),
+        tool=tool or tool_version(),
+        prev_hash=prev.link_hash,
+    )
+    return seal(draft)[0]
+
+
+def fold_hashes(hashes: list[str], start: str = ZERO_HASH) -> str:
+    """The compaction digest of replaced hashes, continuing from ``start`` (an earlier compaction's)."""
+    digest = start
+    for value in hashes:
+        digest = hashlib.sha256((digest + value).encode("ascii")).hexdigest()
+    return digest
+
+
+def compaction_of(replaced: list[Checkpoint], *, at: str | None = None, tool: str | None = None) -> Checkpoint:
+    """One compaction record standing for ``replaced`` (the chain's first records, in order)."""
+    if not replaced:
+        raise CheckpointError("nothing to compact", hint="pass --upto above the chain's first checkpoint")
+    base = replaced[0]
+    if base.kind is Kind.COMPACTION and base.compaction is not None:
+        first, count, start, fresh = base.compaction.first, base.compaction.count, base.compaction.hashes_digest, 1
+    else:
+        first, count, start, fresh = base.number, 0, ZERO_HASH, 0
+    rest = replaced[fresh:]
+    if not rest:
+        raise CheckpointError(f"checkpoint {base.number} is already the compaction base", hint="pass a larger --upto")
+    tables: dict[str, TableChange] = {}
+    for checkpoint in replaced:
+        for name, change in checkpoint.tables.items():
+            tables[name] = tables[name] + change if name in tables else change
+    last = replaced[-1]
+    draft = Checkpoint(
+        number=last.number,
+        kind=Kind.COMPACTION,
+        seq_from=base.seq_from,
+        seq_to=last.seq_to,
+        tables=tables,
+        at=at or utc_now(),
+        tool=tool or tool_version(),
+        prev_hash=ZERO_HASH,
+        compaction=Compaction(
+            first=first,
+            last=last.number,
+            count=count + len(rest),
+            head_hash=last.link_hash,
+            hashes_digest=fold_hashes([c.hash for c in rest], start),
+        ),
+    )
+    return seal(draft)[0]
