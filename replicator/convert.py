@@ -1,0 +1,739 @@
+"""Convert SQLite values to PostgreSQL column types: every value exact, or refused by name.
+
+SQLite lets any column hold any storage class (d9 in shared/research/anchors-mission.md), and
+applications spell datetimes, booleans, decimals and JSON in several ways (realworld.md §2). This
+module turns each value Python's ``sqlite3`` returns (None, int, float, str, bytes) into the Python
+value psycopg's *binary* COPY dumper for the target type accepts, or raises :class:`ValueRefused`
+with a short reason. Nothing is rounded, truncated or re-encoded silently: PostgreSQL would round
+``timestamp(3)`` microseconds, cut trailing spaces off ``varchar(n)``, and reject NUL, bad UTF-8,
+out-of-range numbers and NaN; we name each of those instead. Two alterations exist, both opt-in per
+column: ``strip_nul`` and ``replace_bad_utf8``.
+
+Reading convention (invalid UTF-8). ``sqlite3`` raises on TEXT that is not valid UTF-8. The reader
+reads with the default ``str`` text factory and, only on that error, re-reads with
+``conn.text_factory = decode_text``: bytes that are not UTF-8 then arrive as lone surrogates
+U+DC80..U+DCFF (Python's ``surrogateescape``). Valid UTF-8 can never produce a surrogate, so a
+surrogate in a ``str`` always means "these source bytes were not UTF-8": text targets refuse it
+(or replace it by U+FFFD with ``replace_bad_utf8``) and ``bytea`` targets restore the exact bytes.
+
+Speed. :func:`value_converter` builds one closure per column, and :func:`row_converter` compiles one
+function per table in which each column's "already the right Python type" test is inlined, so the
+common value (an in-range int into bigint, an ASCII str without NUL into text) costs no call.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final, NamedTuple
+
+import msgspec
+from psycopg.types.json import Json, Jsonb
+
+from replicator.config import ColumnOverride
+from replicator.errors import BadValue, UsageError
+from replicator.formats import (
+    EPOCH,
+    EPOCH_UTC,
+    UNIX_FORMATS,
+    ValueRefused,
+    check_fraction,
+    decimal_fits,
+    epoch_micros,
+    float4_value,
+    float_to_decimal,
+    from_epoch_micros,
+    midnight_date,
+    parse_datetime_text,
+    parse_decimal_text,
+    parse_epoch_text,
+    parse_int_text,
+    parse_time_text,
+    shortest_float4_repr,
+    to_utc_naive,
+    unit_of,
+)
+
+__all__ = [
+    "RowRefused",
+    "TargetType",
+    "UnsupportedType",
+    "ValueRefused",
+    "copy_types",
+    "decode_text",
+    "parse_type",
+    "row_converter",
+    "value_converter",
+    "with_override",
+]
+
+Converter = Callable[[object], object]
+RowConverter = Callable[[Sequence[object]], tuple[object, ...]]
+
+
+class TargetType(msgspec.Struct, frozen=True):
+    """A PostgreSQL column type, normalised, plus how the SQLite side stores it."""
+
+    name: str
+    """smallint, integer, bigint, real, double precision, numeric, text, varchar, char, bytea, boolean,
+    timestamptz, timestamp, date, time, json, jsonb, uuid, or "enum"."""
+    precision: int | None = None
+    """numeric: total digits; timestamp, timestamptz, time: fractional-second digits (None = 6)."""
+    scale: int | None = None
+    length: int | None = None
+    """varchar(n), char(n)."""
+    enum_labels: tuple[str, ...] = ()
+    enum_name: str | None = None
+    """The enum type's name (for DDL; binary COPY sends enum labels as text, see copy_types)."""
+    format: str | None = None
+    """How the source stores it (profile.FORMATS). Only unix_s / unix_ms change a conversion: they fix
+    the unit of epoch numbers (and allow numeric text) in datetime columns. None = per value."""
+    strip_nul: bool = False
+    replace_bad_utf8: bool = False
+
+
+class UnsupportedType(UsageError):
+    """A PostgreSQL type this converter does not write (arrays, intervals, geometric types...)."""
+
+
+class RowRefused(BadValue):
+    """A row holds a value its target column cannot hold exactly; names table, column and value."""
+
+    def __init__(self, table: str, column: str, value: object, reason: str, hint: str = "") -> None:
+        self.table = table
+        self.column = column
+        self.value = value
+        self.reason = reason
+        super().__init__(
+            f"{table}.{column}: {reason}; value {excerpt(value)}",
+            hint=hint or "fix the value, override the column type in [types], or set snapshot.on_bad_value",
+        )
+
+
+def decode_text(data: bytes) -> str:
+    """``sqlite3`` text factory for the fallback read: invalid UTF-8 bytes become lone surrogates."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+EXCERPT_CHARS: Final = 40
+
+
+def excerpt(value: object) -> str:
+    """A short, printable rendering of a source value for error messages and quarantine rows."""
+    if isinstance(value, str | bytes) and len(value) > EXCERPT_CHARS:
+        kind = "chars" if isinstance(value, str) else "bytes"
+        return f"{value[:EXCERPT_CHARS]!r}… ({len(value)} {kind})"
+    if isinstance(value, str):
+        return repr(value).encode("ascii", "backslashreplace").decode("ascii")
+    return repr(value)
+
+
+def _storage(value: object) -> str:
+    """The SQLite storage class name of a Python value, for reasons."""
+    return {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), type(value).__name__)
+
+
+# -- types -----------------------------------------------------------------------------------------
+
+INT_RANGES: Final[Mapping[str, tuple[int, int]]] = {
+    "smallint": (-(2**15), 2**15 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+
+#: Type names for ``Copy.set_types``. varchar, char and enum columns take the text binary format
+#: (their receive functions read a label / string), so they need no registration with psycopg.
+COPY_NAMES: Final[Mapping[str, str]] = {
+    "smallint": "int2",
+    "integer": "int4",
+    "bigint": "int8",
+    "real": "float4",
+    "double precision": "float8",
+    "numeric": "numeric",
+    "text": "text",
+    "varchar": "text",
+    "char": "text",
+    "bytea": "bytea",
+    "boolean": "bool",
+    "timestamptz": "timestamptz",
+    "timestamp": "timestamp",
+    "date": "date",
+    "time": "time",
+    "json": "json",
+    "jsonb": "jsonb",
+    "uuid": "uuid",
+    "enum": "text",
+}
+
+TYPE_NAMES: Final = frozenset(COPY_NAMES)
+
+
+def copy_types(types: Sequence[TargetType]) -> list[str]:
+    """What to pass to ``Copy.set_types`` for a binary COPY of the converted values."""
+    return [COPY_NAMES[t.name] for t in types]
+
+
+_ALIASES: Final[Mapping[str, str]] = {
+    "int2": "smallint",
+    "smallserial": "smallint",
+    "int": "integer",
+    "int4": "integer",
+    "serial": "integer",
+    "int8": "bigint",
+    "bigserial": "bigint",
+    "float4": "real",
+    "float8": "double precision",
+    "double": "double precision",
+    "decimal": "numeric",
+    "character varying": "varchar",
+    "character": "char",
+    "bpchar": "char",
+    "bool": "boolean",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+    "time without time zone": "time",
+}
+_MODIFIERS = re.compile(r"\(\s*([0-9]+)\s*(?:,\s*(-?[0-9]+)\s*)?\)")
+
+
+def parse_type(pg_type_text: str) -> TargetType:
+    """A TargetType from ``format_type()`` / information_schema / DDL text.
+
+    ``timestamp(3) without time zone`` → timestamp precision 3; ``numeric(65,30)`` → numeric 65, 30;
+    ``character varying(191)`` → varchar length 191. Enums (``USER-DEFINED``) need their labels: the
+    caller builds ``TargetType("enum", enum_name=..., enum_labels=...)``.
+    """
+    text = pg_type_text.strip().lower()
+    text = text.removeprefix("pg_catalog.")
+    mods = _MODIFIERS.search(text)
+    first = int(mods.group(1)) if mods else None
+    second = int(mods.group(2)) if mods and mods.group(2) is not None else None
+    base = " ".join(_MODIFIERS.sub(" ", text).replace('"', "").split())
+    if base == "float" and first is not None:
+        base = "real" if first <= 24 else "double precision"
+        first = None
+    base = _ALIASES.get(base, base)
+    if base not in TYPE_NAMES or base == "enum":
+        raise UnsupportedType(
+            f"PostgreSQL type {pg_type_text!r} is not supported by the converter",
+            hint="override the column type in [types] with one of: " + ", ".join(sorted(TYPE_NAMES - {"enum"})),
+        )
+    if base == "numeric":
+        return TargetType(base, precision=first, scale=(second or 0) if first is not None else None)
+    if base in ("timestamp", "timestamptz", "time"):
+        return TargetType(base, precision=first)
+    if base == "varchar":
+        return TargetType(base, length=first)
+    if base == "char":
+        # DDL "character" means character(1); "bpchar" without a length is unbounded.
+        return TargetType(base, length=first if first is not None or "bpchar" in text else 1)
+    return TargetType(base)
+
+
+def with_override(target: TargetType, override: ColumnOverride) -> TargetType:
+    """Apply a ``[types.table.column]`` override: its type (if any), format and text flags."""
+    base = parse_type(override.type) if override.type else target
+    return msgspec.structs.replace(
+        base,
+        format=override.format or target.format,
+        strip_nul=override.strip_nul or target.strip_nul,
+        replace_bad_utf8=override.replace_bad_utf8 or target.replace_bad_utf8,
+        enum_labels=base.enum_labels or target.enum_labels,
+        enum_name=base.enum_name or target.enum_name,
+    )
+
+
+# -- per-type converters ---------------------------------------------------------------------------
+
+
+class _Plan(NamedTuple):
+    """A column's converter plus an optional inline test of values that pass unchanged.
+
+    ``guard`` is a Python expression over ``{v}`` (the value) and ``{k}`` (``const``); it must only
+    be true for non-None values the converter would return unchanged.
+    """
+
+    convert: Converter
+    guard: str | None = None
+    const: object = None
+
+
+def _refuse_storage(value: object, target: str) -> ValueRefused:
+    return ValueRefused(f"{_storage(value)} value cannot be stored as {target}")
+
+
+def _integer(t: TargetType) -> _Plan:
+    lo, hi = INT_RANGES[t.name]
+    name = t.name
+
+    def in_range(number: int) -> int:
+        if lo <= number <= hi:
+            return number
+        raise ValueRefused(f"{number} is outside the {name} range {lo}..{hi}")
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is int:
+            return in_range(v)
+        if type(v) is float:
+            if v.is_integer():
+                return in_range(int(v))
+            raise ValueRefused(f"real {v!r} is not a whole number; {name} would lose the fraction")
+        if type(v) is str:
+            return in_range(parse_int_text(v))
+        raise _refuse_storage(v, name)
+
+    return _Plan(convert, f"type({{v}}) is int and {lo} <= {{v}} <= {hi}")
+
+
+def _double(t: TargetType) -> _Plan:
+    def convert(v: object) -> object:
+        if v is None or type(v) is float:
+            return v
+        if type(v) is int:
+            as_float = float(v)
+            if as_float == v:
+                return as_float
+            raise ValueRefused(f"integer {v} has more than 53 significant bits; double precision would round it")
+        if type(v) is str:
+            exact = parse_decimal_text(v)
+            as_float = float(exact)
+            if as_float in (float("inf"), float("-inf")) or Decimal(repr(as_float)) != exact:
+                raise ValueRefused("text number has no exact double precision value")
+            return as_float
+        raise _refuse_storage(v, "double precision")
+
+    return _Plan(convert, "type({v}) is float")
+
+
+def _real(t: TargetType) -> _Plan:
+    """float4: accepted when PostgreSQL will print the same shortest decimal SQLite printed."""
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is int:
+            number = float(v)
+            if number != v:
+                raise ValueRefused(f"integer {v} cannot be a double exactly")
+        elif type(v) is float:
+            number = v
+        elif type(v) is str:
+            number = float(parse_decimal_text(v))
+            if Decimal(repr(number)) != Decimal(v):
+                raise ValueRefused("text number has no exact real value")
+        else:
+            raise _refuse_storage(v, "real")
+        near = float4_value(number)
+        if near == number or near != near or float(shortest_float4_repr(near)) == number:
+            return number
+        raise ValueRefused(
+            f"{number!r} would become {shortest_float4_repr(near)} in real (float4)",
+            hint="use double precision for this column",
+        )
+
+    return _Plan(convert)
+
+
+def _numeric(t: TargetType) -> _Plan:
+    precision, scale = t.precision, t.scale
+    label = f"numeric({precision},{scale or 0})" if precision is not None else "numeric"
+
+    def checked(number: Decimal) -> Decimal:
+        reason = decimal_fits(number, precision, scale)
+        if reason is not None:
+            raise ValueRefused(reason)
+        return number
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is int:
+            return v if precision is None else checked(Decimal(v))
+        if type(v) is float:
+            return checked(float_to_decimal(v))
+        if type(v) is str:
+            return checked(parse_decimal_text(v))
+        raise _refuse_storage(v, label)
+
+    if precision is None:
+        return _Plan(convert, "type({v}) is int")
+    limit = 10 ** (precision - (scale or 0))
+    return _Plan(convert, f"type({{v}}) is int and {-limit} < {{v}} < {limit}")
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]+")
+
+
+def _clean_text(t: TargetType) -> Callable[[str], str]:
+    """NUL and invalid-UTF-8 handling shared by text, varchar, char, json and jsonb."""
+    strip_nul, replace_bad = t.strip_nul, t.replace_bad_utf8
+
+    def clean(s: str) -> str:
+        if "\x00" in s:
+            if not strip_nul:
+                raise ValueRefused(
+                    f"text contains NUL (\\x00) at character {s.index(chr(0))}; PostgreSQL text cannot hold it",
+                    hint="set strip_nul = true for this column in [types] to drop NUL characters",
+                )
+            s = s.replace("\x00", "")
+        if not s.isascii():
+            bad = _SURROGATE.search(s)
+            if bad is not None:
+                if not replace_bad:
+                    raw = bad.group().encode("utf-8", "surrogateescape") if bad.group() >= "\udc80" else b"?"
+                    raise ValueRefused(
+                        f"text is not valid UTF-8 (bytes {raw[:8].hex(' ')} at character {bad.start()})",
+                        hint="set replace_bad_utf8 = true for this column in [types] to store U+FFFD instead",
+                    )
+                s = s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return s
+
+    return clean
+
+
+def _as_text(v: object, clean: Callable[[str], str]) -> str:
+    """Any storage class as exact text: numbers by their shortest repr, blobs if they are UTF-8."""
+    if type(v) is str:
+        return clean(v)
+    if type(v) is int:
+        return str(v)
+    if type(v) is float:
+        return repr(v)
+    if type(v) is bytes:
+        try:
+            return clean(v.decode("utf-8"))
+        except UnicodeDecodeError:
+            return clean(decode_text(v))
+    raise _refuse_storage(v, "text")
+
+
+def _text(t: TargetType) -> _Plan:
+    clean = _clean_text(t)
+    limit = t.length if t.name in ("varchar", "char") else None
+    label = f"{t.name}({limit})"
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        s = _as_text(v, clean)
+        if limit is not None and len(s) > limit:
+            raise ValueRefused(f"{len(s)} characters do not fit {label}")
+        return s
+
+    guard = "type({v}) is str and {v}.isascii() and '\\x00' not in {v}"
+    if limit is not None:
+        guard += f" and len({{v}}) <= {limit}"
+    return _Plan(convert, guard)
+
+
+def _bytea(t: TargetType) -> _Plan:
+    def convert(v: object) -> object:
+        if v is None or type(v) is bytes:
+            return v
+        if type(v) is str:
+            return v.encode("utf-8", "surrogateescape")
+        raise _refuse_storage(v, "bytea")
+
+    return _Plan(convert, "type({v}) is bytes")
+
+
+_BOOLEANS: Final[Mapping[object, bool]] = {
+    0: False,
+    1: True,
+    **dict.fromkeys(("f", "false", "n", "no", "off", "0"), False),
+    **dict.fromkeys(("t", "true", "y", "yes", "on", "1"), True),
+}
+
+
+def _boolean(t: TargetType) -> _Plan:
+    """0/1 (also 0.0/1.0) and PostgreSQL's own full spellings, any case: t/f, true/false, y/n,
+    yes/no, on/off, '1'/'0'. No prefixes (PostgreSQL reads 'tr' as true), no spaces."""
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        result = _BOOLEANS.get(v)
+        if result is None and type(v) is str:
+            result = _BOOLEANS.get(v.lower())
+        if result is None or type(v) is bytes:
+            raise ValueRefused(f"{_storage(v)} value is not a boolean (0/1, t/f, true/false, yes/no, y/n, on/off)")
+        return result
+
+    return _Plan(convert)
+
+
+_UUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
+)
+
+
+def _uuid(t: TargetType) -> _Plan:
+    """36-char hyphenated (Prisma) or 32 hex digits (Django, SQLAlchemy), any case; 16-byte blobs."""
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is str:
+            if _UUID.fullmatch(v):
+                return uuid.UUID(v)
+            raise ValueRefused("text is not a UUID (8-4-4-4-12 or 32 hex digits)")
+        if type(v) is bytes and len(v) == 16:
+            return uuid.UUID(bytes=v)
+        raise _refuse_storage(v, "uuid")
+
+    return _Plan(convert)
+
+
+def _enum(t: TargetType) -> _Plan:
+    labels = frozenset(t.enum_labels)
+    if not labels:
+        raise UnsupportedType(f"enum type {t.enum_name!r} has no labels", hint="pass enum_labels")
+    shown = ", ".join(t.enum_labels[:8]) + (", …" if len(t.enum_labels) > 8 else "")
+
+    def convert(v: object) -> object:
+        if v is None or v in labels:
+            return v
+        raise ValueRefused(f"{_storage(v)} value is not a label of enum {t.enum_name or '(unnamed)'}: {shown}")
+
+    return _Plan(convert, "{v} in {k}", labels)
+
+
+_JSON_VALIDATOR: Final = msgspec.json.Decoder(msgspec.Raw)
+_NUL_ESCAPE: Final = re.compile(r"(\\+)u0000")
+
+
+def _identity(text: str) -> str:
+    """The ``dumps`` of our Json/Jsonb wrappers: the value already is JSON text, sent verbatim."""
+    return text
+
+
+def _strip_nul_escapes(text: str) -> str:
+    """Remove ``\\u0000`` escapes (an odd run of backslashes before u0000), keep ``\\\\u0000``."""
+
+    def replace(match: re.Match[str]) -> str:
+        slashes = match.group(1)
+        return slashes[:-1] if len(slashes) % 2 else match.group()
+
+    return _NUL_ESCAPE.sub(replace, text)
+
+
+def _has_nul_escape(text: str) -> bool:
+    return any(len(m.group(1)) % 2 for m in _NUL_ESCAPE.finditer(text))
+
+
+def _json(t: TargetType) -> _Plan:
+    """JSON text verbatim (validated), and bare numbers SQLite's NUMERIC affinity stored as numbers.
+
+    jsonb refuses the ``\\u0000`` escape (json keeps it); ``strip_nul`` removes it from jsonb text.
+    """
+    clean = _clean_text(t)
+    binary = t.name == "jsonb"
+    wrap: Callable[[Any, Callable[[str], str]], object] = Jsonb if binary else Json
+    strip_nul = t.strip_nul
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is float and (v != v or v in (float("inf"), float("-inf"))):
+            raise ValueRefused(f"real {v!r} is not a JSON number")
+        if type(v) is bytes:
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueRefused(
+                    "blob is not UTF-8 JSON text", hint="a SQLite JSONB blob: read the column as json(column)"
+                ) from None
+        text = _as_text(v, clean)
+        try:
+            _JSON_VALIDATOR.decode(text)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ValueRefused(f"not valid JSON: {exc}") from None
+        if binary and "\\u0000" in text and _has_nul_escape(text):
+            if not strip_nul:
+                raise ValueRefused(
+                    "JSON contains the escape \\u0000, which jsonb cannot hold",
+                    hint="set strip_nul = true for this column, or use json instead of jsonb",
+                )
+            text = _strip_nul_escapes(text)
+        return wrap(text, _identity)
+
+    return _Plan(convert)
+
+
+def _instant(t: TargetType) -> Callable[[object], datetime]:
+    """Any datetime storage to a naive UTC (or, for timestamp, wall-clock) datetime, exactly.
+
+    Numbers are epoch seconds or milliseconds (``format`` or the magnitude rule); text is ISO-8601
+    or SQL text, date-only text meaning midnight. Aware text is converted to UTC; naive text is
+    taken as UTC (timestamptz) or kept as wall time (timestamp) — the same thing, as every ORM in
+    realworld.md §2 writes UTC (except SQLAlchemy DateTime(timezone=True), which drops the offset).
+    """
+    unit_format = t.format if t.format in UNIX_FORMATS else None
+
+    def instant(v: object) -> datetime:
+        if type(v) is int or type(v) is float:
+            return from_epoch_micros(epoch_micros(v, unit_of(v, unit_format)), EPOCH)
+        if type(v) is str:
+            if unit_format is not None and v[:1] in "+-0123456789" and "-" not in v[1:]:
+                number = parse_epoch_text(v)
+                return from_epoch_micros(epoch_micros(number, unit_of(float(number), unit_format)), EPOCH)
+            return to_utc_naive(parse_datetime_text(v))
+        raise _refuse_storage(v, t.name)
+
+    return instant
+
+
+def _timestamp(t: TargetType) -> _Plan:
+    instant = _instant(t)
+    precision = 6 if t.precision is None else min(t.precision, 6)
+    step = 10 ** (6 - precision)
+    aware = t.name == "timestamptz"
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if aware and type(v) is int and (t.format == "unix_ms" or (t.format != "unix_s" and abs(v) >= 10**11)):
+            # Hot path of Prisma's default storage: integer milliseconds into an aware datetime.
+            result = from_epoch_micros(v * 1000, EPOCH_UTC)
+            if step > 1000 and result.microsecond % step:
+                check_fraction(result, step, precision)
+            return result
+        result = instant(v)
+        if step > 1 and result.microsecond % step:
+            check_fraction(result, step, precision)
+        return result.replace(tzinfo=UTC) if aware else result
+
+    return _Plan(convert)
+
+
+def _date(t: TargetType) -> _Plan:
+    instant = _instant(t)
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        return midnight_date(instant(v))
+
+    return _Plan(convert)
+
+
+def _time(t: TargetType) -> _Plan:
+    precision = 6 if t.precision is None else min(t.precision, 6)
+    step = 10 ** (6 - precision)
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is not str:
+            raise _refuse_storage(v, "time")
+        result = parse_time_text(v)
+        if step > 1 and result.microsecond % step:
+            check_fraction(result, step, precision)
+        return result
+
+    return _Plan(convert)
+
+
+_BUILDERS: Final[Mapping[str, Callable[[TargetType], _Plan]]] = {
+    "smallint": _integer,
+    "integer": _integer,
+    "bigint": _integer,
+    "real": _real,
+    "double precision": _double,
+    "numeric": _numeric,
+    "text": _text,
+    "varchar": _text,
+    "char": _text,
+    "bytea": _bytea,
+    "boolean": _boolean,
+    "timestamptz": _timestamp,
+    "timestamp": _timestamp,
+    "date": _date,
+    "time": _time,
+    "json": _json,
+    "jsonb": _json,
+    "uuid": _uuid,
+    "enum": _enum,
+}
+
+
+def _plan(t: TargetType) -> _Plan:
+    builder = _BUILDERS.get(t.name)
+    if builder is None:
+        raise UnsupportedType(
+            f"target type {t.name!r} is not a normalised type name", hint="build TargetType with parse_type()"
+        )
+    return builder(t)
+
+
+def value_converter(t: TargetType) -> Converter:
+    """One column's converter: source value → value for psycopg's binary dumper of ``t``.
+
+    Raises :class:`ValueRefused` (with ``.reason``) for a value that the column cannot hold exactly.
+    """
+    return _plan(t).convert
+
+
+def row_converter(table: str, columns: Sequence[str], types: Sequence[TargetType]) -> RowConverter:
+    """One table's row converter, compiled once; raises :class:`RowRefused` naming the column.
+
+    The generated function unpacks the row and, per column, returns the value itself when its
+    inline guard says it already has the right Python type and range, else calls the converter.
+    """
+    if len(columns) != len(types):
+        raise ValueError(f"{len(columns)} columns but {len(types)} types for table {table}")
+    plans = [_plan(t) for t in types]
+    converters = [p.convert for p in plans]
+    namespace: dict[str, object] = {"_locate": _locator(table, columns, converters), "ValueRefused": ValueRefused}
+    exprs: list[str] = []
+    for i, p in enumerate(plans):
+        namespace[f"c{i}"] = p.convert
+        if p.guard is None:
+            exprs.append(f"c{i}(v{i})")
+            continue
+        namespace[f"k{i}"] = p.const
+        guard = p.guard.format(v=f"v{i}", k=f"k{i}")
+        exprs.append(f"(v{i} if v{i} is None or ({guard}) else c{i}(v{i}))")
+    if not plans:
+        return lambda row: ()
+    names = ", ".join(f"v{i}" for i in range(len(plans)))
+    source = (
+        "def convert_row(row):\n"
+        "    try:\n"
+        f"        {names}, = row\n"
+        f"        return ({', '.join(exprs)},)\n"
+        "    except ValueRefused:\n"
+        "        raise _locate(row) from None\n"
+    )
+    exec(compile(source, f"<row_converter {table}>", "exec"), namespace)
+    function: RowConverter = namespace["convert_row"]  # type: ignore[assignment]
+    return function
+
+
+def _locator(
+    table: str, columns: Sequence[str], converters: Sequence[Converter]
+) -> Callable[[Sequence[object]], RowRefused]:
+    """Error path only: find the first refused value of a row and describe it."""
+
+    def locate(row: Sequence[object]) -> RowRefused:
+        for column, convert, value in zip(columns, converters, row, strict=True):
+            try:
+                convert(value)
+            except ValueRefused as exc:
+                return RowRefused(table, column, value, exc.reason, exc.hint)
+        return RowRefused(table, "?", row, "refused, but no single value is refused on its own")
+
+    return locate
+
+
+def convert_value(table: str, column: str, t: TargetType, value: object) -> object:
+    """Convert one value outside a row; raises RowRefused. Builds the converter: not for loops."""
+    try:
+        return value_converter(t)(value)
+    except ValueRefused as exc:
+        raise RowRefused(table, column, value, exc.reason, exc.hint) from None
