@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
 import msgspec
+from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
 from replicator.config import ColumnOverride
@@ -66,6 +67,7 @@ __all__ = [
     "decode_text",
     "parse_type",
     "row_converter",
+    "type_sql",
     "value_converter",
     "with_override",
 ]
@@ -231,6 +233,28 @@ def parse_type(pg_type_text: str) -> TargetType:
         # DDL "character" means character(1); "bpchar" without a length is unbounded.
         return TargetType(base, length=first if first is not None or "bpchar" in text else 1)
     return TargetType(base)
+
+
+def type_sql(t: TargetType) -> sql.Composable:
+    """The column type as SQL for DDL: ``timestamp(3)``, ``numeric(65,30)``, ``varchar(191)``, an enum's name."""
+    if t.name == "enum":
+        if not t.enum_name:
+            raise UnsupportedType("an enum TargetType needs enum_name to be rendered", hint="set enum_name")
+        return sql.Identifier(*t.enum_name.split(".", 1)) if "." in t.enum_name else sql.Identifier(t.enum_name)
+    mods: tuple[int, ...] = ()
+    if t.name == "numeric" and t.precision is not None:
+        mods = (t.precision, t.scale or 0)
+    elif t.name in ("timestamp", "timestamptz", "time") and t.precision is not None:
+        mods = (t.precision,)
+    elif t.name in ("varchar", "char") and t.length is not None:
+        mods = (t.length,)
+    name = {"char": "character", "varchar": "character varying"}.get(t.name, t.name)
+    if name not in TYPE_NAMES and name not in ("character", "character varying"):
+        raise UnsupportedType(f"target type {t.name!r} is not a normalised type name")
+    suffix = "(" + ",".join(str(m) for m in mods) + ")" if mods else ""
+    if name == "timestamptz" and suffix:
+        return sql.SQL("timestamp{} with time zone").format(sql.SQL(suffix))
+    return sql.SQL(name + suffix)
 
 
 def with_override(target: TargetType, override: ColumnOverride) -> TargetType:
