@@ -1,0 +1,151 @@
+"""The canonical key encoding: what the trigger writes decodes to the exact SQLite value, for every
+storage class, and Python's encoder produces the same text as the trigger's SQL."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from triggers import install, journal
+from triggers.ddl import encode_expr
+
+INVALID_UTF8 = b"a\xff\xfeb"
+
+KEY_VALUES: list[object] = [
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    0.1,
+    0.1 + 0.2,
+    1e308,
+    -1e308,
+    5e-324,
+    math.inf,
+    -math.inf,
+    1.5,
+    123456789.12345679,
+    "",
+    "plain",
+    "it's",
+    'dq"uote',
+    "a,b,c",
+    "a\x00b",
+    "NULL",
+    "X'00'",
+    "T41",
+    "日本語 ✓",
+    b"",
+    b"\x00\xff,'",
+    bytes(range(256)),
+]
+
+
+def _app(tmp_path: Path, ddl: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(ddl)
+    return conn
+
+
+def _journaled_keys(conn: sqlite3.Connection) -> list[str]:
+    return [e.key for e in journal.read(conn, 0)]
+
+
+@pytest.mark.parametrize("value", KEY_VALUES, ids=repr)
+def test_every_storage_class_round_trips_through_the_trigger(tmp_path: Path, value: object) -> None:
+    conn = _app(tmp_path, "CREATE TABLE t (k PRIMARY KEY, v)")  # no type: BLOB affinity keeps the class
+    install.install_on(conn)
+    conn.execute("INSERT INTO t (k, v) VALUES (?, 'x')", (value,))
+    (key,) = _journaled_keys(conn)
+    assert key.isascii()
+    assert "," not in key  # text and blobs are hex: a single-column key never contains the separator
+    (decoded,) = journal.decode_key(key)
+    assert type(decoded) is type(value)
+    assert decoded == value
+    assert journal.encode_value(decoded) == key
+    where, params = journal.key_predicate(("k",), (decoded,))
+    assert conn.execute(f"SELECT count(*) FROM t WHERE {where}", params).fetchone()[0] == 1
+
+
+def test_invalid_utf8_text_key_decodes_to_the_exact_bytes(tmp_path: Path) -> None:
+    conn = _app(tmp_path, "CREATE TABLE t (k TEXT PRIMARY KEY, v)")
+    install.install_on(conn)
+    conn.execute("INSERT INTO t (k, v) VALUES (CAST(? AS TEXT), 1)", (INVALID_UTF8,))
+    (key,) = _journaled_keys(conn)
+    (decoded,) = journal.decode_key(key)
+    assert isinstance(decoded, str)
+    assert decoded.encode("utf-8", "surrogateescape") == INVALID_UTF8
+    assert conn.execute("SELECT typeof(k), hex(k) FROM t").fetchone() == ("text", INVALID_UTF8.hex().upper())
+    where, params = journal.key_predicate(("k",), (decoded,))
+    assert params == [INVALID_UTF8]  # bound as bytes, cast to TEXT in SQL
+    assert conn.execute(f"SELECT v FROM t WHERE {where}", params).fetchone() == (1,)
+
+
+def test_null_in_a_non_integer_pk_column_is_encodable_and_findable(tmp_path: Path) -> None:
+    conn = _app(tmp_path, "CREATE TABLE t (a TEXT, b INT, v, PRIMARY KEY (a, b))")
+    install.install_on(conn)
+    conn.execute("INSERT INTO t VALUES (NULL, 1, 'n')")
+    (key,) = _journaled_keys(conn)
+    assert key == "NULL,1"
+    values = journal.decode_key(key)
+    assert values == (None, 1)
+    where, params = journal.key_predicate(("a", "b"), values)
+    assert conn.execute(f"SELECT v FROM t WHERE {where}", params).fetchall() == [("n",)]
+
+
+def test_affinity_is_applied_before_the_key_is_encoded(tmp_path: Path) -> None:
+    """NEW in an AFTER trigger holds the stored value: '5' into an INTEGER PK column is integer 5."""
+    conn = _app(tmp_path, "CREATE TABLE t (k INT PRIMARY KEY, s TEXT, v)")
+    install.install_on(conn)
+    conn.execute("INSERT INTO t VALUES ('5', 'x', 1)")
+    assert journal.decode_key(_journaled_keys(conn)[0]) == (5,)
+
+
+def test_composite_keys_of_mixed_classes(tmp_path: Path) -> None:
+    conn = _app(tmp_path, "CREATE TABLE t (a, b, c, v, PRIMARY KEY (a, b, c)) WITHOUT ROWID")
+    install.install_on(conn)
+    rows: list[tuple[journal.KeyValue, ...]] = [
+        (1, "x,y", b","),
+        (0.1, "", b""),
+        ("a\x00", 2**62, 1e308),
+        (-5, "'", "T"),
+    ]
+    for row in rows:
+        conn.execute("INSERT INTO t VALUES (?, ?, ?, 0)", row)
+    decoded = [journal.decode_key(k) for k in _journaled_keys(conn)]
+    assert decoded == rows
+    assert [journal.encode_key(r) for r in rows] == _journaled_keys(conn)
+
+
+def test_decode_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a journal key token"):
+        journal.decode_key("hello")
+
+
+_values = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(max_size=64),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_values, min_size=1, max_size=4))
+def test_python_encoder_matches_the_trigger_sql(values: list[journal.KeyValue]) -> None:
+    """Property: the SQL expression and encode_key agree, and decode inverts both."""
+    conn = sqlite3.connect(":memory:")
+    placeholders = " || ',' || ".join(encode_expr("?") for _ in values)
+    params = [v for v in values for _ in range(3)]  # encode_expr names its argument three times
+    (sql_key,) = conn.execute(f"SELECT {placeholders}", params).fetchone()
+    assert sql_key == journal.encode_key(values)
+    decoded = journal.decode_key(sql_key)
+    expected = tuple(0.0 if isinstance(v, float) and v == 0 else v for v in values)
+    assert decoded == expected

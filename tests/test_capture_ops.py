@@ -1,0 +1,267 @@
+"""Every kind of application write reaches the journal in its own transaction, and none fails
+because of the capture (traps d1-d4, d8, d10, d12, d14, d16, d20 of the research notes)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from triggers import install, journal
+from triggers.schema import read_schema
+
+
+def _app(tmp_path: Path, *ddl: str, name: str = "app.db") -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / name, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    for statement in ddl:
+        conn.execute(statement)
+    return conn
+
+
+def _log(conn: sqlite3.Connection, after: int = 0) -> list[tuple[str, str, tuple[journal.KeyValue, ...], object]]:
+    """(table, op, key, old key) of every entry after ``after``, keys decoded."""
+    return [
+        (e.table, e.op, journal.decode_key(e.key), None if e.old_key is None else journal.decode_key(e.old_key))
+        for e in journal.read(conn, after)
+    ]
+
+
+USERS = "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE, name TEXT, n INT DEFAULT 0)"
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> sqlite3.Connection:
+    conn = _app(tmp_path, USERS)
+    install.install_on(conn)
+    return conn
+
+
+def test_insert_update_delete(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a@x', 'A')")
+    users.execute("UPDATE users SET name = 'B' WHERE id = 1")
+    users.execute("DELETE FROM users WHERE id = 1")
+    assert _log(users) == [("users", "I", (1,), None), ("users", "U", (1,), None), ("users", "D", (1,), None)]
+
+
+def test_update_changing_the_primary_key_records_the_old_key(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email) VALUES (1, 'a@x')")
+    users.execute("UPDATE users SET id = 7 WHERE id = 1")
+    assert _log(users, 1) == [("users", "U", (7,), (1,))]
+
+
+def test_pk_change_visible_only_to_collation_is_still_recorded(tmp_path: Path) -> None:
+    """'a' → 'A' under NOCASE: SQLite calls them equal, PostgreSQL will not; compared as encoded text."""
+    conn = _app(tmp_path, "CREATE TABLE t (k TEXT COLLATE NOCASE PRIMARY KEY, v)")
+    install.install_on(conn)
+    conn.execute("INSERT INTO t VALUES ('a', 1)")
+    conn.execute("UPDATE t SET k = 'A'")
+    assert _log(conn, 1) == [("t", "U", ("A",), ("a",))]
+
+
+def test_insert_or_replace_over_a_secondary_unique_lets_the_apply_find_the_victim(users: sqlite3.Connection) -> None:
+    """d1: REPLACE deletes the row conflicting on email without a DELETE trigger: only I(2) is journaled.
+
+    The apply reads the current row for key 2 and deletes, on the target, every row that conflicts
+    with it on any unique key: here email 'a@x', which is the victim (id 1).
+    """
+    users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a@x', 'victim')")
+    before = journal.head(users)
+    users.execute("INSERT OR REPLACE INTO users (id, email, name) VALUES (2, 'a@x', 'winner')")
+    log = _log(users, before)
+    assert log == [("users", "I", (2,), None)]  # no D for id 1: the trap, shown
+    assert users.execute("SELECT id FROM users").fetchall() == [(2,)]
+
+    table = read_schema(users).table("users")
+    where, params = journal.key_predicate(table.primary_key, log[0][2])
+    current = users.execute(f"SELECT * FROM users WHERE {where}", params).fetchone()
+    row = dict(zip([c.name for c in table.columns], current, strict=True))
+    unique_values = {cols: tuple(row[c] for c in cols) for cols in table.unique_keys}
+    assert unique_values == {("id",): (2,), ("email",): ("a@x",)}
+    victim = {"id": 1, "email": "a@x", "name": "victim"}  # what the target still holds
+    assert any(tuple(victim[c] for c in cols) == vals for cols, vals in unique_values.items() if cols != ("id",))
+
+
+def test_insert_or_replace_on_the_primary_key(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email) VALUES (1, 'a@x')")
+    users.execute("INSERT OR REPLACE INTO users (id, email) VALUES (1, 'b@x')")
+    assert _log(users) == [("users", "I", (1,), None), ("users", "I", (1,), None)]
+
+
+def test_upsert_journals_an_update(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email, n) VALUES (1, 'a@x', 1)")
+    users.execute(
+        "INSERT INTO users (id, email, n) VALUES (1, 'a@x', 1) ON CONFLICT (id) DO UPDATE SET n = n + excluded.n"
+    )
+    assert _log(users) == [("users", "I", (1,), None), ("users", "U", (1,), None)]
+    assert users.execute("SELECT n FROM users").fetchone() == (2,)
+
+
+def test_insert_or_ignore_journals_only_what_was_inserted(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email) VALUES (1, 'a@x')")
+    users.execute("INSERT OR IGNORE INTO users (id, email) VALUES (1, 'zzz')")  # PK conflict: ignored
+    users.execute("INSERT OR IGNORE INTO users (id, email) VALUES (2, 'a@x')")  # unique conflict: ignored
+    users.execute("INSERT OR IGNORE INTO users (id, email) VALUES (3, 'c@x')")
+    assert _log(users) == [("users", "I", (1,), None), ("users", "I", (3,), None)]
+
+
+def test_outer_conflict_clause_cannot_drop_journal_rows(users: sqlite3.Connection) -> None:
+    """d2: UPDATE OR IGNORE / OR REPLACE override the trigger's conflict handling; the journal has no
+    constraint that could conflict, so every row is still journaled."""
+    users.executemany("INSERT INTO users (id, email) VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+    start = journal.head(users)
+    users.execute("UPDATE OR IGNORE users SET name = 'x'")
+    users.execute("UPDATE OR REPLACE users SET email = 'a' WHERE id = 2")  # deletes id 1 silently
+    users.execute("UPDATE OR ROLLBACK users SET n = 5 WHERE id = 3")
+    ops = [(op, key) for _t, op, key, _o in _log(users, start)]
+    assert ops == [("U", (1,)), ("U", (2,)), ("U", (3,)), ("U", (2,)), ("U", (3,))]
+
+
+def test_cascaded_deletes_are_journaled(tmp_path: Path) -> None:
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, pid INT REFERENCES parent(id) ON DELETE CASCADE)",
+    )
+    install.install_on(conn)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("INSERT INTO parent VALUES (1)")
+    conn.executemany("INSERT INTO child VALUES (?, 1)", [(10,), (11,)])
+    start = journal.head(conn)
+    conn.execute("DELETE FROM parent WHERE id = 1")
+    assert sorted(_log(conn, start)) == [
+        ("child", "D", (10,), None),
+        ("child", "D", (11,), None),
+        ("parent", "D", (1,), None),
+    ]
+
+
+def test_delete_without_where_journals_every_row(users: sqlite3.Connection) -> None:
+    """d14: the truncate optimisation is off when the table has triggers."""
+    users.executemany("INSERT INTO users (id, email) VALUES (?, ?)", [(i, f"{i}@x") for i in range(1, 101)])
+    start = journal.head(users)
+    users.execute("DELETE FROM users")
+    log = _log(users, start)
+    assert len(log) == 100
+    assert {k for _t, op, k, _o in log if op == "D"} == {(i,) for i in range(1, 101)}
+
+
+def test_noop_updates_are_journaled(users: sqlite3.Connection) -> None:
+    """Documented choice: no-op UPDATEs are journaled (no WHEN filter); the state-based apply is idempotent."""
+    users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a', NULL)")
+    users.execute("UPDATE users SET name = name")
+    users.execute("UPDATE users SET name = NULL WHERE id = 1")
+    assert [op for _t, op, _k, _o in _log(users, 1)] == ["U", "U"]
+
+
+def test_odd_values_in_key_and_other_columns_never_fail_the_app_write(tmp_path: Path) -> None:
+    """d10: a json_object() trigger would abort these writes; ours must not."""
+    conn = _app(tmp_path, "CREATE TABLE t (k PRIMARY KEY, txt TEXT, num REAL, big BLOB, j TEXT)")
+    install.install_on(conn)
+    huge = b"\x00" * (8 * 1024 * 1024)
+    rows = [
+        (b"\x00blob-key", b"\x01blob in text column", "text in real", huge, "x\x00y"),
+        (1e308, float("inf"), -0.0, "ünï" * 100_000, None),
+        ("k\x00", 0.1, 10**18, None, b"\xff"),
+    ]
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", rows)
+    conn.execute("INSERT INTO t VALUES (CAST(x'ff00fe' AS TEXT), CAST(x'c3' AS TEXT), NULL, NULL, NULL)")
+    conn.execute("UPDATE t SET txt = ? WHERE k = ?", (b"\xff" * 1000, b"\x00blob-key"))
+    conn.execute("DELETE FROM t WHERE k = 1e308")
+    keys = [journal.decode_key(e.key)[0] for e in journal.read(conn, 0)]
+    assert keys[:3] == [b"\x00blob-key", 1e308, "k\x00"]
+    assert keys[3] == b"\xff\x00\xfe".decode("utf-8", "surrogateescape")
+    assert keys[4:] == [b"\x00blob-key", 1e308]
+
+
+def test_rollback_leaves_nothing_in_the_journal(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email) VALUES (1, 'a')")
+    head = journal.head(users)
+    users.execute("BEGIN")
+    users.execute("INSERT INTO users (id, email) VALUES (2, 'b')")
+    users.execute("UPDATE users SET name = 'x'")
+    users.execute("DELETE FROM users WHERE id = 1")
+    users.execute("ROLLBACK")
+    assert journal.head(users) == head
+    assert journal.read(users, head) == []
+
+
+def test_failed_statement_inside_a_transaction_journals_nothing_for_it(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email) VALUES (1, 'a')")
+    with pytest.raises(sqlite3.IntegrityError):
+        users.execute("INSERT INTO users (id, email) VALUES (2, 'b'), (3, 'a')")  # 2nd row fails: statement undone
+    assert _log(users) == [("users", "I", (1,), None)]
+
+
+def test_app_alter_table_with_capture_installed(users: sqlite3.Connection) -> None:
+    """d12: our triggers name only the key column, so ADD/DROP/RENAME COLUMN of others all work."""
+    users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a', 'A')")
+    users.execute("ALTER TABLE users ADD COLUMN age INT")
+    users.execute("ALTER TABLE users RENAME COLUMN name TO full_name")
+    users.execute("ALTER TABLE users DROP COLUMN n")
+    users.execute("ALTER TABLE users DROP COLUMN full_name")
+    users.execute("UPDATE users SET age = 3 WHERE id = 1")
+    users.execute("ALTER TABLE users RENAME COLUMN id TO user_id")  # the key itself: SQLite rewrites our triggers
+    users.execute("INSERT INTO users (user_id, email) VALUES (2, 'b')")
+    assert _log(users, 1) == [("users", "U", (1,), None), ("users", "I", (2,), None)]
+
+
+def test_app_trigger_touching_updated_at_is_harmless(tmp_path: Path) -> None:
+    """d16: firing order among triggers is undocumented; a key-only journal does not care."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v, updated_at)",
+    )
+    install.install_on(conn)
+    conn.execute(
+        "CREATE TRIGGER touch AFTER UPDATE OF v ON t BEGIN UPDATE t SET updated_at = 'T2' WHERE id = NEW.id; END"
+    )
+    conn.execute("INSERT INTO t VALUES (1, 'a', 'T0')")
+    conn.execute("UPDATE t SET v = 'b' WHERE id = 1")
+    log = _log(conn, 1)
+    assert {(op, k) for _t, op, k, _o in log} == {("U", (1,))}
+    assert len(log) == 2  # the outer update and the nested one; the apply reads the final row once
+    assert conn.execute("SELECT v, updated_at FROM t").fetchone() == ("b", "T2")
+
+
+def test_triggers_work_with_trusted_schema_off(users: sqlite3.Connection, tmp_path: Path) -> None:
+    """d21: only innocuous built-ins in the trigger bodies."""
+    app = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    app.execute("PRAGMA trusted_schema = OFF")
+    app.execute("INSERT INTO users (id, email) VALUES (9, 'z')")
+    assert _log(users) == [("users", "I", (9,), None)]
+
+
+def test_without_rowid_table_by_primary_key(tmp_path: Path) -> None:
+    conn = _app(tmp_path, "CREATE TABLE kv (ns TEXT, k TEXT, v, PRIMARY KEY (ns, k)) WITHOUT ROWID")
+    install.install_on(conn)
+    conn.execute("INSERT INTO kv VALUES ('a', 'b', 1)")
+    conn.execute("UPDATE kv SET k = 'c' WHERE ns = 'a'")
+    conn.execute("DELETE FROM kv")
+    assert _log(conn) == [
+        ("kv", "I", ("a", "b"), None),
+        ("kv", "U", ("a", "c"), ("a", "b")),
+        ("kv", "D", ("a", "c"), None),
+    ]
+
+
+def test_rowid_policy_with_a_column_named_rowid(tmp_path: Path) -> None:
+    conn = _app(tmp_path, "CREATE TABLE log (rowid TEXT, msg TEXT)")
+    report = install.install_on(conn, default_policy="rowid")
+    assert report.tables[0].mode == "rowid"
+    assert report.tables[0].rowid == "_rowid_"
+    conn.execute("INSERT INTO log VALUES ('not-a-rowid', 'm')")
+    conn.execute("UPDATE log SET msg = 'n'")
+    assert _log(conn) == [("log", "I", (1,), None), ("log", "U", (1,), None)]
+
+
+def test_each_app_transaction_lands_atomically(users: sqlite3.Connection) -> None:
+    users.execute("BEGIN")
+    for i in range(50):
+        users.execute("INSERT INTO users (id, email) VALUES (?, ?)", (i + 1, str(i)))
+    reader = sqlite3.connect(users.execute("PRAGMA database_list").fetchone()[2], isolation_level=None)
+    assert journal.head(reader) == 0  # uncommitted: invisible to other connections
+    users.execute("COMMIT")
+    assert journal.head(reader) == 50
