@@ -34,3 +34,9 @@ class CheckpointNotFound(CheckpointError):
 
 class WriterConflict(CheckpointError):
     """Another writer appended to the chain first; this writer's view of the head is stale."""
+
+
+class CheckpointUsageError(CheckpointError):
+    """The request cannot be done as given (e.g. compacting past the head)."""
+
+    exit_code = 2

@@ -1,0 +1,404 @@
+"""Verify the checkpoint chain, export it for an auditor, verify an export offline, and compact it.
+
+``verify`` returns every finding, each a typed record naming the checkpoint, never just the first:
+an operator deciding whether to trust a migration needs the whole picture. What it checks:
+
+* each body hashes to its stored hash (``edited``) and agrees with the store's copied columns;
+* each record sits where its body says (``reordered``), once (``duplicate``);
+* numbers have no holes (``deleted``), and the chain starts at a genesis or a compaction (``bad_root``);
+* each ``prev_hash`` is its predecessor's link hash (``broken_link``);
+* consecutive journal ranges neither overlap nor leave a gap (``seq_overlap``, ``seq_gap``);
+* an unreadable last record is a torn write (``torn_tail``); an unreadable one before it is ``corrupt``.
+
+An export is JSON Lines: one ``{"number", "hash", "body"}`` object per checkpoint (``body`` is the
+canonical body text, so ``sha256(utf8(body)) == hash``), then ``{"head": {...}}`` naming the last
+checkpoint and the count. An export without its head line was cut short (``torn_tail``).
+
+Compaction replaces checkpoints ``first..upto`` with one record numbered ``upto`` that carries the
+hash of the original checkpoint ``upto`` (its successor still points at it), their count, and a fold
+of their hashes that an auditor holding an older export can recompute (:func:`verify_compaction`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from checkpoints.errors import ChainBroken, CheckpointError, CheckpointUsageError
+from checkpoints.model import (
+    ZERO_HASH,
+    Checkpoint,
+    Kind,
+    Record,
+    compaction_of,
+    fold_hashes,
+    format_time,
+    hash_body,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = structlog.get_logger().bind(component="checkpoints")
+
+
+class Problem(enum.StrEnum):
+    EDITED = "edited"
+    BROKEN_LINK = "broken_link"
+    DELETED = "deleted"
+    REORDERED = "reordered"
+    DUPLICATE = "duplicate"
+    SEQ_OVERLAP = "seq_overlap"
+    SEQ_GAP = "seq_gap"
+    BAD_ROOT = "bad_root"
+    BAD_COMPACTION = "bad_compaction"
+    CORRUPT = "corrupt"
+    TORN_TAIL = "torn_tail"
+    HEAD_MISMATCH = "head_mismatch"
+
+
+class Finding(msgspec.Struct, frozen=True):
+    """One thing wrong with the chain, named by the checkpoint it concerns (None: the file as a whole)."""
+
+    number: int | None
+    problem: Problem
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"checkpoint {self.number}" if self.number is not None else "export"
+        return f"{where}: {self.problem}: {self.detail}"
+
+
+class Head(msgspec.Struct, frozen=True):
+    """The last line of an export: what the chain's head was when it was written."""
+
+    number: int
+    hash: str
+    count: int
+    exported_at: str
+
+
+class _Line(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    number: int
+    hash: str
+    body: str
+
+
+class _HeadLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    head: Head
+
+
+def verify(items: Iterable[Record | Checkpoint]) -> list[Finding]:
+    """Every finding about a chain given in stored order; an empty list means it verifies."""
+    records = [item if isinstance(item, Record) else Record.of(item) for item in items]
+    findings: list[Finding] = []
+    decoded: list[Checkpoint] = []
+    for index, record in enumerate(records):
+        checkpoint = _check_record(record, index == len(records) - 1, findings)
+        if checkpoint is not None:
+            decoded.append(checkpoint)
+    for before, after in itertools.pairwise(decoded):
+        if after.number == before.number:
+            findings.append(Finding(after.number, Problem.DUPLICATE, "stored twice"))
+        elif after.number < before.number:
+            findings.append(Finding(after.number, Problem.REORDERED, f"stored after checkpoint {before.number}"))
+    chain: dict[int, Checkpoint] = {}
+    for checkpoint in decoded:
+        chain.setdefault(checkpoint.number, checkpoint)
+    ordered = [chain[number] for number in sorted(chain)]
+    if ordered:
+        _check_root(ordered[0], findings)
+    for prev, cur in itertools.pairwise(ordered):
+        _check_link(prev, cur, findings)
+    return findings
+
+
+def _check_record(record: Record, is_last: bool, findings: list[Finding]) -> Checkpoint | None:
+    try:
+        checkpoint = record.decode()
+    except CheckpointError as exc:
+        problem = Problem.TORN_TAIL if is_last else Problem.CORRUPT
+        findings.append(Finding(record.number, problem, f"body cannot be read: {exc.message}"))
+        return None
+    actual = hash_body(record.body)
+    if actual != record.hash:
+        findings.append(
+            Finding(record.number, Problem.EDITED, f"body hashes to {actual[:12]}…, stored hash is {record.hash[:12]}…")
+        )
+    if checkpoint.number != record.number:
+        findings.append(
+            Finding(record.number, Problem.REORDERED, f"stored as {record.number} but its body is {checkpoint.number}")
+        )
+    for column, value in record.columns.items():
+        expected = getattr(checkpoint, column, None)
+        if str(value) != str(expected):
+            findings.append(
+                Finding(checkpoint.number, Problem.EDITED, f"column {column} is {value!r}, its body says {expected!r}")
+            )
+    # Links are judged on what the body really hashes to, so an edit shows at its successor too.
+    return msgspec.structs.replace(checkpoint, hash=actual)
+
+
+def _check_root(root: Checkpoint, findings: list[Finding]) -> None:
+    if root.prev_hash != ZERO_HASH:
+        findings.append(
+            Finding(root.number, Problem.BROKEN_LINK, "the chain's first record must have a zero prev_hash")
+        )
+    if root.kind is Kind.GENESIS:
+        if root.number != 1:
+            findings.append(Finding(root.number, Problem.BAD_ROOT, "a genesis checkpoint must be number 1"))
+        return
+    if root.kind is Kind.COMPACTION and root.compaction is not None:
+        c = root.compaction
+        if c.first != 1:
+            findings.append(Finding(root.number, Problem.DELETED, f"checkpoints 1..{c.first - 1} are missing"))
+        if c.last != root.number or c.count != c.last - c.first + 1 or c.first > c.last:
+            findings.append(
+                Finding(
+                    root.number,
+                    Problem.BAD_COMPACTION,
+                    f"stands for {c.first}..{c.last} ({c.count} checkpoints) but is numbered {root.number}",
+                )
+            )
+        return
+    findings.append(
+        Finding(
+            root.number,
+            Problem.DELETED,
+            f"the chain starts at {root.number} ({root.kind}): checkpoints 1..{root.number - 1} are missing "
+            "and no compaction stands for them",
+        )
+    )
+
+
+def _check_link(prev: Checkpoint, cur: Checkpoint, findings: list[Finding]) -> None:
+    if cur.kind in (Kind.GENESIS, Kind.COMPACTION):
+        findings.append(Finding(cur.number, Problem.BAD_ROOT, f"a {cur.kind} checkpoint can only start the chain"))
+    if cur.number != prev.number + 1:
+        # The hole is the finding; the link and seq range across it cannot hold and would only repeat it.
+        span = str(prev.number + 1) if cur.number == prev.number + 2 else f"{prev.number + 1}..{cur.number - 1}"
+        findings.append(Finding(cur.number, Problem.DELETED, f"checkpoint {span} before it is missing"))
+        return
+    if cur.prev_hash != prev.link_hash:
+        findings.append(
+            Finding(
+                cur.number,
+                Problem.BROKEN_LINK,
+                f"prev_hash {cur.prev_hash[:12]}… is not checkpoint {prev.number}'s hash {prev.link_hash[:12]}…",
+            )
+        )
+    if cur.seq_to < cur.seq_from - 1:
+        findings.append(
+            Finding(
+                cur.number, Problem.SEQ_OVERLAP, f"journal range {cur.seq_from}..{cur.seq_to} ends before it starts"
+            )
+        )
+    if cur.seq_from > prev.seq_to + 1:
+        findings.append(
+            Finding(
+                cur.number,
+                Problem.SEQ_GAP,
+                f"journal entries {prev.seq_to + 1}..{cur.seq_from - 1} are in no checkpoint "
+                f"(checkpoint {prev.number} ends at {prev.seq_to}, this starts at {cur.seq_from})",
+            )
+        )
+    elif cur.seq_from < prev.seq_to + 1:
+        findings.append(
+            Finding(
+                cur.number,
+                Problem.SEQ_OVERLAP,
+                f"journal entries {cur.seq_from}..{min(prev.seq_to, cur.seq_to)} were already in checkpoint "
+                f"{prev.number} (which ends at {prev.seq_to})",
+            )
+        )
+
+
+def verify_compaction(base: Checkpoint, replaced: Iterable[Record | Checkpoint]) -> list[Finding]:
+    """Check a compaction record against the checkpoints it replaced, e.g. from an export made before."""
+    if base.kind is not Kind.COMPACTION or base.compaction is None:
+        return [Finding(base.number, Problem.BAD_COMPACTION, "not a compaction checkpoint")]
+    c = base.compaction
+    old = [item if isinstance(item, Record) else Record.of(item) for item in replaced]
+    old = [r for r in old if c.first <= r.number <= c.last]
+    findings = verify(old)
+    if [r.number for r in old] != list(range(c.first, c.last + 1)):
+        findings.append(
+            Finding(base.number, Problem.BAD_COMPACTION, f"the archive does not hold all of {c.first}..{c.last}")
+        )
+        return findings
+    if fold_hashes([r.hash for r in old]) != c.hashes_digest:
+        findings.append(
+            Finding(base.number, Problem.BAD_COMPACTION, "the replaced hashes do not fold to hashes_digest")
+        )
+    if old[-1].hash != c.head_hash:
+        findings.append(Finding(base.number, Problem.BAD_COMPACTION, f"head_hash is not checkpoint {c.last}'s hash"))
+    return findings
+
+
+def verify_db(conn: psycopg.Connection[Any], *, schema: str | None = None) -> list[Finding]:
+    """Verify the chain stored in PostgreSQL."""
+    from checkpoints import store
+
+    return verify(store.records(conn, schema=schema or store.DEFAULT_SCHEMA))
+
+
+def _write_durably(path: Path, lines: Iterable[bytes]) -> None:
+    """temp file → fsync → rename → fsync the directory: a crash leaves the old file or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as out:
+        for line in lines:
+            out.write(line)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export(conn: psycopg.Connection[Any], path: Path, *, schema: str | None = None) -> Head:
+    """Write the whole chain to ``path`` as JSON Lines plus a head line; returns the head."""
+    from checkpoints import store
+
+    records = store.records(conn, schema=schema or store.DEFAULT_SCHEMA)
+    if not records:
+        raise CheckpointError("there are no checkpoints to export", hint="the snapshot writes the first one")
+    encoder = msgspec.json.Encoder()
+    last = records[-1]
+    head = Head(
+        number=last.number, hash=last.hash, count=len(records), exported_at=format_time(dt.datetime.now(dt.UTC))
+    )
+    try:
+        lines = [
+            encoder.encode(_Line(number=r.number, hash=r.hash, body=r.body.decode("utf-8"))) + b"\n" for r in records
+        ]
+    except UnicodeDecodeError:
+        raise ChainBroken("a stored checkpoint body is not UTF-8", hint="run 'replicator checkpoints verify'") from None
+    lines.append(encoder.encode(_HeadLine(head=head)) + b"\n")
+    try:
+        _write_durably(Path(path), lines)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}", hint="check the path and free space") from None
+    log.info("checkpoints exported", path=str(path), count=head.count, head=head.number)
+    return head
+
+
+def read_file(path: Path) -> tuple[list[Record], Head | None, list[Finding]]:
+    """The records and head line of an export, and findings about lines that cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    records: list[Record] = []
+    head: Head | None = None
+    findings: list[Finding] = []
+    line_decoder = msgspec.json.Decoder(_Line)
+    head_decoder = msgspec.json.Decoder(_HeadLine)
+    for index, line in enumerate(lines, start=1):
+        is_last = index == len(lines)
+        if head is not None:
+            findings.append(Finding(None, Problem.CORRUPT, f"line {index} follows the head line"))
+            continue
+        try:
+            item = line_decoder.decode(line)
+            records.append(Record(number=item.number, hash=item.hash, body=item.body.encode("utf-8")))
+            continue
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        try:
+            head = head_decoder.decode(line).head
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            after = f" after checkpoint {records[-1].number}" if records else ""
+            problem = Problem.TORN_TAIL if is_last else Problem.CORRUPT
+            findings.append(Finding(None, problem, f"line {index}{after} is not a checkpoint or head line"))
+    return records, head, findings
+
+
+def verify_file(path: Path) -> list[Finding]:
+    """Verify an export offline: no database, nothing but this package."""
+    records, head, findings = read_file(path)
+    findings.extend(verify(records))
+    if head is None:
+        if not any(f.problem is Problem.TORN_TAIL for f in findings):
+            where = f"after checkpoint {records[-1].number}" if records else "before any checkpoint"
+            findings.append(Finding(None, Problem.TORN_TAIL, f"the export ends {where} without its head line"))
+    elif not records:
+        findings.append(
+            Finding(None, Problem.HEAD_MISMATCH, f"head names checkpoint {head.number} but none are present")
+        )
+    else:
+        last = records[-1]
+        if (head.number, head.hash, head.count) != (last.number, last.hash, len(records)):
+            findings.append(
+                Finding(
+                    head.number,
+                    Problem.HEAD_MISMATCH,
+                    f"head says {head.count} checkpoints ending at {head.number} ({head.hash[:12]}…), "
+                    f"the file holds {len(records)} ending at {last.number} ({last.hash[:12]}…)",
+                )
+            )
+    return findings
+
+
+def compact(
+    conn: psycopg.Connection[Any],
+    upto: int,
+    *,
+    schema: str | None = None,
+    at: str | None = None,
+    tool: str | None = None,
+) -> Checkpoint:
+    """Replace checkpoints numbered ``upto`` and below with one compaction record, in one transaction.
+
+    Refuses a chain that does not verify (compacting would hide the evidence) and keeps at least
+    the head after the compaction, so the compaction record's head_hash stays bound by a successor.
+    Appends wait for the table lock meanwhile rather than fail.
+    """
+    from checkpoints import store
+
+    schema = schema or store.DEFAULT_SCHEMA
+    with conn.transaction():
+        store.lock(conn, schema=schema)
+        records = store.records(conn, schema=schema)
+        findings = verify(records)
+        if findings:
+            raise ChainBroken(
+                f"refusing to compact a chain with {len(findings)} finding(s), first: {findings[0]}",
+                hint="run 'replicator checkpoints verify' and export the chain for investigation first",
+            )
+        chain = [r.decode() for r in records]
+        _check_upto(chain, upto)
+        replaced = [c for c in chain if c.number <= upto]
+        compaction = compaction_of(replaced, at=at, tool=tool)
+        removed = store.replace_prefix(conn, upto, compaction, schema=schema)
+    log.info("checkpoints compacted", upto=upto, removed=removed)
+    return compaction
+
+
+def _check_upto(chain: Sequence[Checkpoint], upto: int) -> None:
+    if not chain:
+        raise CheckpointUsageError("there are no checkpoints to compact", hint="the snapshot writes the first one")
+    base, head = chain[0], chain[-1]
+    if upto >= head.number:
+        raise CheckpointUsageError(
+            f"cannot compact up to {upto}: the head is checkpoint {head.number} and must stay",
+            hint=f"pass --upto {head.number - 1} or less",
+        )
+    if upto <= base.number:
+        raise CheckpointUsageError(
+            f"nothing to compact up to {upto}: the chain already starts at {base.number} ({base.kind})",
+            hint=f"pass --upto between {base.number + 1} and {head.number - 1}",
+        )

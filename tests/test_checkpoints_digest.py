@@ -1,0 +1,402 @@
+"""The canonical row digest: its algebra, its encoding rules, and a round trip through PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+import math
+import struct
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+from psycopg.types.json import Json as PgJson
+from psycopg.types.json import Jsonb
+
+from checkpoints import digest
+from checkpoints.digest import EMPTY, Json, RowEncoder, TableDigest, encode_row, kinds_from_oids, table_digest
+from checkpoints.errors import CheckpointError
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=False, allow_infinity=False, places=None),
+    st.text(),
+    st.binary(max_size=20),
+    st.datetimes(timezones=st.none() | st.timezones()),
+    st.dates(),
+    st.uuids(),
+)
+rows = st.lists(st.tuples(scalars, scalars, scalars), max_size=12)
+
+
+def _digest(rs: list[tuple[Any, ...]]) -> TableDigest:
+    return table_digest(rs)
+
+
+@given(rows, st.randoms(use_true_random=False))
+def test_digest_does_not_depend_on_row_order(rs: list[tuple[Any, ...]], rnd: Any) -> None:
+    shuffled = list(rs)
+    rnd.shuffle(shuffled)
+    assert _digest(rs) == _digest(shuffled)
+    assert _digest(rs).hexdigest() == _digest(shuffled).hexdigest()
+
+
+@given(rows, st.tuples(scalars, scalars, scalars))
+def test_duplicate_rows_count_and_do_not_cancel(rs: list[tuple[Any, ...]], row: tuple[Any, ...]) -> None:
+    once, twice = _digest([*rs, row]), _digest([*rs, row, row])
+    assert twice.count == once.count + 1
+    assert twice.hexdigest() != once.hexdigest()
+    assert _digest([row, row]).hexdigest() != EMPTY  # XOR would give the empty digest here
+
+
+@given(rows, rows)
+def test_merge_is_the_digest_of_the_union_and_remove_undoes_add(
+    a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]
+) -> None:
+    merged = _digest(a)
+    merged.merge(_digest(b))
+    assert merged == _digest(a + b)
+    incremental = _digest(a + b)
+    for row in b:
+        incremental.remove(row)
+    assert incremental == _digest(a)
+    assert incremental.hexdigest() == _digest(a).hexdigest()
+    resumed = TableDigest.from_hex(_digest(a).count, _digest(a).hexdigest())
+    resumed.add_rows(b)
+    assert resumed == _digest(a + b)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False), st.integers(min_value=1, max_value=12))
+def test_decimal_scale_padding_does_not_change_the_encoding(value: Decimal, extra: int) -> None:
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    padded = Decimal((sign, (*digits, *([0] * extra)), exponent - extra))
+    assert padded == value
+    assert encode_row([padded]) == encode_row([value])
+
+
+@given(st.integers())
+def test_an_int_and_the_same_exact_decimal_encode_alike(value: int) -> None:
+    sign, digits, _ = Decimal(value).as_tuple()
+    with_scale = Decimal((sign, (*digits, 0, 0), -2))  # what numeric(p,2) returns for it
+    assert encode_row([value]) == encode_row([Decimal(value)]) == encode_row([with_scale])
+
+
+def test_exact_number_text() -> None:
+    assert digest.exact_number(Decimal("1.50")) == "1.5"
+    assert digest.exact_number(Decimal("1E+2")) == "100"
+    assert digest.exact_number(Decimal("-0.000")) == "0"
+    assert digest.exact_number(Decimal("15E-1")) == "1.5"
+    assert digest.exact_number(Decimal("0.00100")) == "0.001"
+    assert digest.exact_number(Decimal("NaN")) == "NaN"
+    assert digest.exact_number(Decimal("-Infinity")) == "-Infinity"
+    long = "1." + "0" * 40 + "1"
+    assert digest.exact_number(Decimal(long)) == long  # no 28-digit context rounding
+
+
+def _float_payload(value: float) -> bytes:
+    encoded = encode_row([value])
+    assert encoded[:1] == b"f"
+    (length,) = struct.unpack(">I", encoded[1:5])
+    return encoded[5 : 5 + length]
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True))
+def test_floats_are_encoded_exactly(a: float, b: float) -> None:
+    back = float(_float_payload(a))
+    assert (math.isnan(a) and math.isnan(back)) or struct.pack(">d", back) == struct.pack(">d", a)
+    same_bits = struct.pack(">d", a) == struct.pack(">d", b) or (math.isnan(a) and math.isnan(b))
+    assert (encode_row([a]) == encode_row([b])) == same_bits
+
+
+def test_float_special_values() -> None:
+    assert _float_payload(-0.0) == b"-0.0"
+    assert encode_row([0.0]) != encode_row([-0.0])
+    assert _float_payload(float("nan")) == _float_payload(-float("nan")) == b"nan"
+    assert _float_payload(float("inf")) == b"inf"
+    assert _float_payload(0.1) == b"0.1"
+    assert _float_payload(1e16) == b"1e+16"
+
+
+@given(st.datetimes(), st.timezones())
+def test_aware_datetimes_are_normalised_to_utc(moment: dt.datetime, zone: dt.tzinfo) -> None:
+    aware = moment.replace(tzinfo=dt.UTC)
+    try:
+        elsewhere = aware.astimezone(zone)
+    except (OverflowError, ValueError):
+        return  # outside datetime's range in that zone: nothing to compare
+    assert encode_row([elsewhere]) == encode_row([aware])
+    assert encode_row([moment]) != encode_row([aware])  # naive is kept naive, and differs
+
+
+def test_type_tags_keep_look_alikes_apart() -> None:
+    values: list[Any] = [1, 1.0, "1", True, b"1", Json(1), None, Json("1"), [1], dt.timedelta(microseconds=1)]
+    encodings = {encode_row([v]) for v in values}
+    assert len(encodings) == len(values)
+    assert encode_row([False]) != encode_row([0]) != encode_row([None])
+
+
+def test_value_boundaries_are_unambiguous() -> None:
+    assert encode_row(["ab", "c"]) != encode_row(["a", "bc"])
+    assert encode_row([b"", b"x"]) != encode_row([b"x", b""])
+    assert encode_row([[1, 2], 3]) != encode_row([[1], 2, 3])
+
+
+def test_encoding_is_the_documented_bytes() -> None:
+    when = dt.datetime(2024, 1, 2, 5, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    encoded = encode_row([None, True, 7, Decimal("2.50"), 0.5, "é", b"\x00", when, dt.date(2024, 1, 2), uid])
+    expected = (
+        b"N\x00\x00\x00\x00"
+        + b"b\x00\x00\x00\x01t"
+        + b"n\x00\x00\x00\x017"
+        + b"n\x00\x00\x00\x032.5"
+        + b"f\x00\x00\x00\x030.5"
+        + b"s\x00\x00\x00\x02\xc3\xa9"
+        + b"x\x00\x00\x00\x01\x00"
+        + b"Z\x00\x00\x00\x1a2024-01-02T03:04:05.000006"
+        + b"d\x00\x00\x00\x0a2024-01-02"
+        + b"u\x00\x00\x00\x10"
+        + uid.bytes
+    )
+    assert encoded == expected
+    digest_of_one = int.from_bytes(hashlib.sha256(expected).digest(), "big")
+    assert table_digest(
+        [[None, True, 7, Decimal("2.5"), 0.5, "é", b"\x00", when, dt.date(2024, 1, 2), uid]]
+    ).hexdigest() == (format(digest_of_one, "064x"))
+
+
+def test_json_is_canonical() -> None:
+    enc = RowEncoder(["json"])
+    assert enc.encode([{"b": 1, "a": [1, 2.5, None]}]) == enc.encode([{"a": [1, 2.5, None], "b": 1}])
+    assert enc.encode([{"x": 100.0}]) == enc.encode([{"x": 100}]) == enc.encode([{"x": Decimal("1E+2")}])
+    assert enc.encode([{"x": 1.5}]) == enc.encode([{"x": Decimal("1.50")}])
+    assert digest.canonical_json({"é": "a\nb", "a": True}) == '{"a":true,"é":"a\\nb"}'
+    assert enc.encode(["1"]) != enc.encode([1])
+    assert enc.encode([None]) == encode_row([None])
+    assert enc.encode([{"k": 1}]) == encode_row([Json({"k": 1})]) == encode_row([Jsonb({"k": 1})])
+
+
+def test_unknown_values_are_refused_with_a_hint() -> None:
+    with pytest.raises(CheckpointError, match="json"):
+        encode_row([{"a": 1}])
+    with pytest.raises(CheckpointError, match="cannot digest") as info:
+        encode_row([object()])
+    assert info.value.hint
+    with pytest.raises(CheckpointError, match="column kinds"):
+        RowEncoder(["auto", "json"]).encode([1])
+
+
+# --- the same digest on both sides of PostgreSQL -------------------------------------------------
+
+COLUMNS = (
+    ("i", "integer"),
+    ("b", "bigint"),
+    ("f", "double precision"),
+    ("n", "numeric"),
+    ("n4", "numeric(14,4)"),
+    ("t", "text"),
+    ("x", "bytea"),
+    ("ok", "boolean"),
+    ("tz", "timestamptz"),
+    ("ts", "timestamp"),
+    ("d", "date"),
+    ("jb", "jsonb"),
+    ("js", "json"),
+    ("u", "uuid"),
+)
+KINDS: list[digest.Kind] = ["json" if kind in ("jsonb", "json") else "auto" for _, kind in COLUMNS]
+
+
+def _create(pg: psycopg.Connection[Any]) -> None:
+    pg.execute(
+        sql.SQL("CREATE TABLE mixed ({})").format(
+            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in COLUMNS)
+        )
+    )
+
+
+def _write(pg: psycopg.Connection[Any], python_rows: list[tuple[Any, ...]]) -> None:
+    """Write rows as the replicator would: JSON columns wrapped for psycopg."""
+    with pg.cursor() as cur:
+        for row in python_rows:
+            wire = [
+                Jsonb(v) if k == "jsonb" else PgJson(v) if k == "json" else v
+                for v, (_, k) in zip(row, COLUMNS, strict=True)
+            ]
+            cur.execute(
+                sql.SQL("INSERT INTO mixed VALUES ({})").format(sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS))),
+                wire,
+            )
+
+
+def _read_back(pg: psycopg.Connection[Any]) -> TableDigest:
+    with pg.cursor() as cur:
+        cur.execute("SELECT * FROM mixed")
+        assert cur.description is not None
+        back = TableDigest(kinds_from_oids(c.type_code for c in cur.description))
+        back.add_rows(cur)
+    return back
+
+
+def test_postgres_round_trip_gives_the_digest_of_what_was_written(pg: psycopg.Connection[Any]) -> None:
+    _create(pg)
+    pg.execute("SET TIME ZONE 'America/New_York'")  # read back in another zone: must not matter
+    ist = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    python_rows: list[tuple[Any, ...]] = [
+        (
+            1,
+            2**40,
+            0.1,
+            Decimal("1.50"),
+            Decimal("2.5"),  # comes back as 2.5000
+            "héllo\n",
+            b"\x00\xff",
+            True,
+            dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=ist),
+            dt.datetime(2024, 3, 1, 12, 0, 0),
+            dt.date(1999, 12, 31),
+            {"b": [1, 2.5, None], "a": {"z": "x", "y": 1e2}},  # jsonb reorders and turns 1e2 into 100
+            {"b": 1, "a": 2},  # json keeps the text as written
+            uuid.UUID("00000000-0000-0000-0000-0000000000ff"),
+        ),
+        (
+            -(2**31),
+            -(2**63),
+            -0.0,
+            Decimal("-12345678901234567890.000100"),
+            7,
+            "",
+            b"",
+            False,
+            None,
+            None,
+            None,
+            [],
+            "s",
+            None,
+        ),
+        (
+            0,
+            0,
+            float("inf"),
+            Decimal("NaN"),
+            Decimal("0.0001"),
+            "x" * 300,
+            bytes(range(256)),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            0,
+            0,
+            float("inf"),
+            Decimal("NaN"),
+            Decimal("0.0001"),
+            "x" * 300,
+            bytes(range(256)),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    ]
+    _write(pg, python_rows)
+    written = table_digest(python_rows, KINDS)
+    assert written.count == 4
+    assert _read_back(pg) == written
+
+    # jsonb duplicate keys: PostgreSQL keeps the last, as Python's json.loads does on the source side.
+    text = '{"k": 1, "k": 2, "a": 1.50}'
+    pg.execute("DELETE FROM mixed")
+    pg.execute("INSERT INTO mixed (i, jb, js) VALUES (1, %s::jsonb, %s::json)", (text, text))
+    parsed = json.loads(text)
+    assert _read_back(pg) == table_digest(
+        [(1, None, None, None, None, None, None, None, None, None, None, parsed, parsed, None)], KINDS
+    )
+
+
+def test_a_changed_value_changes_the_digest(pg: psycopg.Connection[Any]) -> None:
+    _create(pg)
+    row = (1, 2, 1.0, Decimal(1), Decimal(1), "a", b"a", True, None, None, None, {"a": 1}, {"a": 1}, None)
+    _write(pg, [row])
+    pg.execute("UPDATE mixed SET f = 1.0000000000000002")
+    assert _read_back(pg) != table_digest([row], KINDS)
+    pg.execute("UPDATE mixed SET f = 1.0, jb = '{\"a\": 2}'")
+    assert _read_back(pg) != table_digest([row], KINDS)
+    pg.execute("UPDATE mixed SET jb = '{\"a\": 1.0}'")
+    assert _read_back(pg) == table_digest([row], KINDS)  # jsonb numbers compare as numbers
+
+
+pg_values = st.tuples(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**20), max_value=10**20),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")),
+    st.datetimes(
+        min_value=dt.datetime(1900, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.just(dt.timezone(dt.timedelta(hours=-7))),
+    ),
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53), 2**53)
+        | st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=0xD7FF)),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3, alphabet="abcé"), inner, max_size=3)
+        ),
+        max_leaves=8,
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(pg_values, min_size=1, max_size=5))
+def test_random_values_survive_postgres_with_the_same_digest(
+    pg: psycopg.Connection[Any], values: list[tuple[Any, ...]]
+) -> None:
+    pg.execute("CREATE TABLE IF NOT EXISTS r (f double precision, n numeric(40,8), t text, tz timestamptz, j jsonb)")
+    pg.execute("TRUNCATE r")
+    with pg.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO r VALUES (%s, %s, %s, %s, %s)", [(f, n, t, tz, Jsonb(j)) for f, n, t, tz, j in values]
+        )
+        cur.execute("SELECT f, n, t, tz, j FROM r")
+        back = table_digest(cur.fetchall(), ["auto", "auto", "auto", "auto", "json"])
+    assert back == table_digest(values, ["auto", "auto", "auto", "auto", "json"])
+
+
+@pytest.mark.slow
+def test_hashing_a_million_small_rows_takes_seconds() -> None:
+    import time
+
+    data = [(i, f"user{i}@example.com", i * 0.5) for i in range(1_000_000)]
+    start = time.perf_counter()
+    total = table_digest(data)
+    elapsed = time.perf_counter() - start
+    assert total.count == 1_000_000
+    assert elapsed < 10, f"{1_000_000 / elapsed:,.0f} rows/s is too slow"
+
+
+def test_decimal_context_is_left_alone() -> None:
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3
+        assert encode_row([Decimal("1.23456789")]) == b"n\x00\x00\x00\x0a1.23456789"
