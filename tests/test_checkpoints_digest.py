@@ -358,6 +358,7 @@ pg_values = st.tuples(
     st.recursive(
         st.none()
         | st.booleans()
+        | st.floats(allow_nan=False, allow_infinity=False)
         | st.integers(-(2**53), 2**53)
         | st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=0xD7FF)),
         lambda inner: (
