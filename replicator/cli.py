@@ -173,6 +173,80 @@ def analyze(ctx: Context, json_out: Path | None) -> None:
         analyze_mod.render(report)
 
 
+def _with_snapshot_options(ctx: Context, identifiers: str | None) -> config.Config:
+    """The context's config with ``--identifiers`` applied (flags win over file and environment)."""
+    if identifiers is None:
+        return ctx.config
+    snap = msgspec.structs.replace(ctx.config.snapshot, identifiers=identifiers)
+    return msgspec.structs.replace(ctx.config, snapshot=snap)
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the DDL instead of applying it (default without --target)."
+)
+@click.option(
+    "--identifiers",
+    type=click.Choice(["keep", "downcase"]),
+    default=None,
+    help="Keep names' case (default) or downcase them.",
+)
+@click.option("--replace", is_flag=True, help="Drop and recreate tables that already exist in the target schema.")
+def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: bool) -> None:
+    """Translate the SQLite schema to PostgreSQL DDL: print it, or apply it to --target (no data)."""
+    from replicator import pgschema, snapshot
+
+    cfg = _with_snapshot_options(ctx, identifiers)
+    conn = snapshot.open_source(ctx.source, cfg)
+    try:
+        read = snapshot.read_source(conn)
+    finally:
+        conn.close()
+    plan = pgschema.plan_create(read.schema, read.profiles, cfg)
+    if print_only or not cfg.target.dsn:
+        sys.stdout.write(pgschema.render_script(plan))
+        return
+    warnings = pgschema.apply_schema(ctx.target, plan, replace=replace)
+    if not ctx.quiet:
+        click.echo(f"created {len(plan.tables)} table(s) in schema {plan.schema}; {len(warnings)} warning(s)")
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "create", "existing"]),
+    default=None,
+    help="create: generate the schema; existing: load into the app's own; auto: create if the target schema is empty.",
+)
+@click.option(
+    "--on-bad-value",
+    type=click.Choice(["stop", "quarantine"]),
+    default=None,
+    help="stop at the first value PostgreSQL cannot hold exactly, or skip its row and record it in the quarantine.",
+)
+@click.option(
+    "--identifiers",
+    type=click.Choice(["keep", "downcase"]),
+    default=None,
+    help="Keep names' case (default) or downcase them (create mode).",
+)
+@click.option(
+    "--replace", is_flag=True, help="Reload tables that already hold rows (create mode drops and recreates them)."
+)
+def snapshot(ctx: Context, mode: str | None, on_bad_value: str | None, identifiers: str | None, replace: bool) -> None:
+    """Load every table into PostgreSQL by binary COPY, one transaction per table, then build indexes."""
+    from replicator import snapshot as snapshot_mod
+
+    cfg = _with_snapshot_options(ctx, identifiers)
+    result = snapshot_mod.snapshot(ctx.source, ctx.target, cfg, mode=mode, on_bad_value=on_bad_value, replace=replace)
+    if not ctx.quiet:
+        snapshot_mod.render(result)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="replicator", standalone_mode=True)

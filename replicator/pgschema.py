@@ -1,0 +1,920 @@
+"""The PostgreSQL side of the schema: DDL for create mode, reflection and mapping for existing mode.
+
+Both modes produce the same :class:`SchemaPlan`: for each SQLite table, the PostgreSQL table it
+loads into and, per column, the source name, target name and :class:`~replicator.convert.TargetType`.
+The loader only reads the plan, so it does not care who created the tables.
+
+Create mode splits the DDL in two phases because that is what makes the load fast and safe: tables
+with their primary key before the load; UNIQUE indexes, secondary and expression indexes, CHECKs
+and foreign keys after it (FKs ``NOT VALID`` and ``DEFERRABLE INITIALLY IMMEDIATE``: SQLite
+does not enforce FKs by default, so orphans may exist and are reported at cutover, when the FKs
+are validated; DEFERRABLE lets the apply stage defer them inside a replayed transaction without
+changing what the application sees). Each post-load statement runs in its own savepoint: one that
+PostgreSQL refuses (a CHECK whose translation is not equivalent) becomes a warning, never a
+half-built schema.
+
+Every identifier goes through ``psycopg.sql.Identifier`` with its original case, unless
+``identifiers = "downcase"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator import log, sqlexpr, typemap
+from replicator.config import ColumnOverride, Config
+from replicator.convert import TargetType, parse_type
+from replicator.errors import TargetError, UsageError
+from replicator.profile import TableProfile
+from triggers.schema import Column, Generated, Schema, Table, dependency_order
+
+#: PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
+MAX_IDENTIFIER_BYTES = 63
+_log = log.get("pgschema")
+
+
+class ColumnPlan(msgspec.Struct, frozen=True):
+    source: str | None
+    """SQLite column name; None for a target column the source does not have (existing mode, skipped)."""
+    name: str
+    """PostgreSQL column name."""
+    type: TargetType
+    notnull: bool = False
+    identity: bool = False
+    default: str | None = None
+    """Rendered PostgreSQL default expression (create mode)."""
+    generated: str | None = None
+    """Rendered ``GENERATED ALWAYS AS`` expression: such a column is never written on load."""
+    reason: str = ""
+
+    @property
+    def loaded(self) -> bool:
+        return self.source is not None and self.generated is None
+
+
+class Statement(msgspec.Struct, frozen=True):
+    kind: str
+    """``schema``, ``table``, ``unique``, ``index``, ``check``, ``fk``."""
+    table: str
+    name: str
+    sql: str
+
+
+class TablePlan(msgspec.Struct, frozen=True):
+    source: str
+    name: str
+    columns: tuple[ColumnPlan, ...]
+    primary_key: tuple[str, ...] = ()
+    """PostgreSQL names of the primary-key columns (create mode)."""
+    key_source: tuple[str, ...] = ()
+    """SQLite columns that identify a row in messages and the quarantine (PK, else rowid)."""
+    autoincrement: bool = False
+    post_load: tuple[Statement, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def load_columns(self) -> tuple[ColumnPlan, ...]:
+        return tuple(c for c in self.columns if c.loaded)
+
+
+class SchemaPlan(msgspec.Struct, frozen=True):
+    mode: str
+    schema: str
+    tables: tuple[TablePlan, ...]
+    order: tuple[str, ...]
+    """Source table names, parents first."""
+    warnings: tuple[str, ...] = ()
+
+    def table(self, source: str) -> TablePlan:
+        for table in self.tables:
+            if table.source == source:
+                return table
+        raise KeyError(source)
+
+
+def target_name(name: str, identifiers: str) -> str:
+    return name.lower() if identifiers == "downcase" else name
+
+
+def short_name(*parts: str) -> str:
+    """A generated object name within 63 bytes: a hash suffix keeps truncated names distinct."""
+    name = "_".join(parts)
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    head = name.encode()[: MAX_IDENTIFIER_BYTES - 9].decode(errors="ignore")
+    return f"{head}_{digest}"
+
+
+def _truncated(name: str) -> str:
+    return name.encode()[:MAX_IDENTIFIER_BYTES].decode(errors="ignore")
+
+
+def check_identifiers(schema: Schema, identifiers: str) -> list[str]:
+    """Refuse names that PostgreSQL would truncate into one another; warn about long ones.
+
+    PostgreSQL cuts identifiers at 63 bytes, in DDL and in the app's queries alike, so a single long
+    name still works; two names sharing their first 63 bytes become one, and the load would fail or
+    write into the wrong column (pgloader#353). That is refused before anything is created.
+    """
+    warnings: list[str] = []
+    collisions: list[str] = []
+
+    def scan(kind: str, names: Sequence[str]) -> None:
+        seen: dict[str, str] = {}
+        for name in names:
+            pg = _truncated(target_name(name, identifiers))
+            if pg in seen:
+                collisions.append(f"{kind} {seen[pg]!r} and {name!r}")
+            seen[pg] = name
+            if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+                warnings.append(f"{kind} name {name!r} is longer than 63 bytes: PostgreSQL truncates it")
+
+    scan("table", [t.name for t in schema.tables])
+    for table in schema.tables:
+        scan(f"columns of {table.name!r}:", [c.name for c in table.columns])
+    if collisions:
+        raise UsageError(
+            "names collide once PostgreSQL truncates them to 63 bytes: " + "; ".join(collisions),
+            hint="rename one of each pair in SQLite; PostgreSQL cannot hold both names",
+        )
+    return warnings
+
+
+# --------------------------------------------------------------------------------------------
+# create mode
+
+
+_NOW_PATTERNS = {
+    "datetime": re.compile(
+        r"^(CURRENT_TIMESTAMP|DATETIME\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\)|"
+        r"STRFTIME\s*\(\s*'%Y-%m-%d[ T]%H:%M:%(S|f)'\s*,\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$",
+        re.IGNORECASE,
+    ),
+    "date": re.compile(r"^(CURRENT_DATE|DATE\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$", re.IGNORECASE),
+    "time": re.compile(r"^(CURRENT_TIME|TIME\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$", re.IGNORECASE),
+    "epoch": re.compile(r"^(UNIXEPOCH\s*\(\s*('NOW'\s*)?\)|STRFTIME\s*\(\s*'%s'\s*,\s*'NOW'\s*\))$", re.IGNORECASE),
+}
+
+
+def _strip_parens(text: str) -> str:
+    text = text.strip()
+    while text.startswith("(") and text.endswith(")"):
+        try:
+            tokens = sqlexpr.tokenize(text)
+        except sqlexpr.Untranslatable:
+            return text
+        if tokens and sqlexpr._group(tokens, 0) == len(tokens):
+            text = text[1:-1].strip()
+        else:
+            break
+    return text
+
+
+def _now_default(kind: str, local: bool, millis: bool, chosen: TargetType) -> sql.Composable | None:
+    """SQLite's 'now' defaults are UTC text; give PostgreSQL the same instant in the column's type."""
+    utc = sql.SQL("LOCALTIMESTAMP") if local else sql.SQL("(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')")
+    name = chosen.name
+    if kind == "epoch":
+        if name in ("bigint", "integer", "numeric", "double precision"):
+            return sql.SQL("(extract(epoch from CURRENT_TIMESTAMP))::bigint")
+        return None
+    if name == "timestamptz":
+        return sql.SQL("CURRENT_TIMESTAMP") if kind != "time" else None
+    if name == "timestamp":
+        return utc if kind != "time" else None
+    if name == "date":
+        return sql.SQL("({})::date").format(utc) if kind != "time" else None
+    if name == "time":
+        return sql.SQL("({})::time").format(utc)
+    if name in ("text", "varchar"):
+        fmt = {"datetime": "YYYY-MM-DD HH24:MI:SS" + (".MS" if millis else ""), "date": "YYYY-MM-DD"}.get(
+            kind, "HH24:MI:SS"
+        )
+        return sql.SQL("to_char({}, {})").format(utc, sql.Literal(fmt))
+    if name in ("bigint",) and millis:
+        return None
+    return None
+
+
+_CONSTANT_TOKENS = {"string", "number", "blob", "op", "ident"}
+
+
+def translate_default(column: Column, chosen: TargetType) -> tuple[sql.Composable | None, str | None]:
+    """The PostgreSQL default for a SQLite default: (expression or None, warning or None).
+
+    Time functions map to PostgreSQL's clock (UTC, as SQLite's are). A constant is evaluated by
+    SQLite itself, under the column's declared type (so ``'0'`` in an INTEGER column is 0, and
+    ``"0"`` in double quotes is the string SQLite made of it), then converted like any loaded value:
+    a default the target type cannot hold is dropped with a warning, never written as broken DDL.
+    """
+    text = column.default
+    if text is None:
+        return None, None
+    body = _strip_parens(text)
+    if body.upper() == "NULL":
+        return None, None
+    for kind, pattern in _NOW_PATTERNS.items():
+        match = pattern.match(body)
+        if match:
+            upper = body.upper()
+            expr = _now_default(kind, "LOCALTIME" in upper, "%F" in body.upper() and "%f" in body, chosen)
+            if expr is None:
+                return None, f"default {text} has no equivalent for type {chosen.name}: dropped"
+            return expr, None
+    try:
+        tokens = sqlexpr.tokenize(body)
+    except sqlexpr.Untranslatable as exc:
+        return None, f"default {text} cannot be read ({exc}): dropped"
+    if any(t.kind not in _CONSTANT_TOKENS and not sqlexpr._is(t, "TRUE", "FALSE", "NULL") for t in tokens):
+        return None, f"default {text} is an expression with no PostgreSQL translation: dropped"
+    try:
+        value = _evaluate_default(column, text)
+    except sqlite3.Error as exc:
+        return None, f"default {text} cannot be evaluated ({exc}): dropped"
+    if value is None:
+        return None, None
+    try:
+        converted = _convert_one(column, chosen, value)
+    except Exception as exc:  # RowRefused or ValueRefused: the type cannot hold it
+        return None, f"default {text} does not fit {chosen.name} ({_reason(exc)}): dropped"
+    if converted is None:
+        return None, None
+    return sql.Literal(converted), None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "") or exc)
+
+
+def _evaluate_default(column: Column, text: str) -> Any:
+    """What SQLite stores for ``DEFAULT text`` in a column of this declared type."""
+    with sqlite3.connect(":memory:") as mem:
+        decl = column.declared_type.replace('"', "")
+        mem.execute(f"CREATE TABLE d (c {decl} DEFAULT {text}, z)")
+        mem.execute("INSERT INTO d (z) VALUES (1)")
+        return mem.execute("SELECT c FROM d").fetchone()[0]
+
+
+def _convert_one(column: Column, chosen: TargetType, value: Any) -> Any:
+    from replicator import convert
+
+    return convert.convert_value("default", column.name, chosen, value)
+
+
+def _key_columns(table: Table, referenced: Mapping[str, set[str]]) -> set[str]:
+    keys = set(table.primary_key) | referenced.get(table.name, set())
+    for fk in table.foreign_keys:
+        keys.update(fk.columns)
+    return keys
+
+
+def _referenced(schema: Schema) -> dict[str, set[str]]:
+    """Parent columns that foreign keys point at: they must keep the type their children get."""
+    out: dict[str, set[str]] = {}
+    for table in schema.tables:
+        for fk in table.foreign_keys:
+            try:
+                parent = schema.table(fk.ref_table)
+            except KeyError:
+                continue
+            out.setdefault(parent.name, set()).update(fk.ref_columns or parent.primary_key)
+    return out
+
+
+def plan_create(
+    schema: Schema,
+    profiles: Mapping[str, TableProfile],
+    config: Config,
+) -> SchemaPlan:
+    """Decide every table's PostgreSQL definition: columns, types, defaults, PK and post-load DDL."""
+    identifiers = config.snapshot.identifiers
+    warnings = check_identifiers(schema, identifiers)
+    referenced = _referenced(schema)
+    order, cycles = dependency_order(schema.tables)
+    if cycles:
+        warnings.append(f"foreign-key cycles {cycles}: load order is by name; FKs are created after the load")
+    tables = []
+    for table in schema.tables:
+        overrides = config.types.get(table.name, {})
+        if overrides.get("*", ColumnOverride()).skip:
+            continue
+        tables.append(_plan_table(schema, table, profiles.get(table.name), overrides, config, referenced))
+    names = {t.source: t.name for t in tables}
+    tables = [_with_post_load(schema.table(t.source), t, names, config) for t in tables]
+    for virtual in schema.virtual_tables:
+        warnings.append(f"virtual table {virtual.name!r} ({virtual.module}) is not migrated: recreate it in PostgreSQL")
+    if schema.views:
+        listed = ", ".join(v.name for v in schema.views)
+        warnings.append(f"{len(schema.views)} view(s) not migrated (SQLite view SQL is not portable): {listed}")
+    if schema.triggers:
+        listed = ", ".join(t.name for t in schema.triggers)
+        warnings.append(f"{len(schema.triggers)} trigger(s) not migrated (rewrite them in PL/pgSQL): {listed}")
+    kept = {t.source for t in tables}
+    return SchemaPlan(
+        mode="create",
+        schema=config.target.schema,
+        tables=tuple(tables),
+        order=tuple(n for n in order if n in kept),
+        warnings=tuple(warnings),
+    )
+
+
+def _plan_table(
+    schema: Schema,
+    table: Table,
+    profile: TableProfile | None,
+    overrides: Mapping[str, ColumnOverride],
+    config: Config,
+    referenced: Mapping[str, set[str]],
+) -> TablePlan:
+    identifiers = config.snapshot.identifiers
+    keys = _key_columns(table, referenced)
+    ddl = _parse_table(table)
+    warnings: list[str] = []
+    columns: list[ColumnPlan] = []
+    col_names = {c.name: target_name(c.name, identifiers) for c in table.columns}
+    for column in table.columns:
+        override = overrides.get(column.name)
+        if override is not None and override.skip:
+            warnings.append(f"column {column.name!r} skipped by config")
+            continue
+        col_profile = _column_profile(profile, column.name)
+        choice = typemap.choose(
+            column,
+            col_profile,
+            override,
+            rowid_alias=column.name == table.rowid_alias,
+            key=column.name in keys,
+        )
+        warnings.extend(f"column {column.name!r}: {w}" for w in choice.warnings)
+        default_sql: str | None = None
+        if column.default is not None and not choice.identity:
+            expr, warning = translate_default(column, choice.target)
+            if warning:
+                warnings.append(f"column {column.name!r}: {warning}")
+            if expr is not None:
+                default_sql = expr.as_string(None)
+        generated: str | None = None
+        if column.generated is not Generated.NO:
+            tokens = ddl.generated.get(column.name) if ddl else None
+            try:
+                if tokens is None:
+                    raise sqlexpr.Untranslatable("expression not found in CREATE TABLE")
+                generated = sqlexpr.translate(tokens, col_names).as_string(None)
+            except sqlexpr.Untranslatable as exc:
+                warnings.append(
+                    f"generated column {column.name!r}: {exc}; created as a plain column loaded with SQLite's values"
+                )
+        if ddl and column.name in ddl.collations and ddl.collations[column.name] != "BINARY":
+            warnings.append(
+                f"column {column.name!r}: COLLATE {ddl.collations[column.name]} is not carried over "
+                "(PostgreSQL compares case-sensitively; consider citext or lower() indexes)"
+            )
+        notnull = column.notnull or column.name in table.primary_key
+        columns.append(
+            ColumnPlan(
+                source=column.name,
+                name=col_names[column.name],
+                type=choice.target,
+                notnull=notnull and not _has_null_keys(profile, column, table),
+                identity=choice.identity,
+                default=default_sql,
+                generated=generated,
+                reason=choice.reason,
+            )
+        )
+    primary_key = tuple(col_names[c] for c in table.primary_key if c in col_names)
+    if profile is not None and profile.null_key_rows and primary_key:
+        warnings.append(
+            f"{profile.null_key_rows} row(s) have NULL in the primary key: created as a UNIQUE index, not a PRIMARY KEY"
+        )
+    return TablePlan(
+        source=table.name,
+        name=target_name(table.name, identifiers),
+        columns=tuple(columns),
+        primary_key=primary_key,
+        key_source=table.primary_key,
+        autoincrement=table.autoincrement,
+        warnings=tuple(warnings),
+    )
+
+
+def _has_null_keys(profile: TableProfile | None, column: Column, table: Table) -> bool:
+    if profile is None or not profile.null_key_rows or column.name not in table.primary_key:
+        return False
+    col = _column_profile(profile, column.name)
+    return bool(col and col.storage.get("null", 0)) and not column.notnull
+
+
+def _column_profile(profile: TableProfile | None, name: str) -> Any:
+    if profile is None:
+        return None
+    try:
+        return profile.column(name)
+    except KeyError:
+        return None
+
+
+def _parse_table(table: Table) -> sqlexpr.TableDDL | None:
+    try:
+        return sqlexpr.parse_create_table(table.sql)
+    except sqlexpr.Untranslatable:
+        return None
+
+
+def _with_post_load(table: Table, plan: TablePlan, names: Mapping[str, str], config: Config) -> TablePlan:
+    """Attach the UNIQUE/index/CHECK/FK statements, each translated or dropped with a warning."""
+    schema_name = config.target.schema
+    ident = sql.Identifier(schema_name, plan.name)
+    col_names = {c.source: c.name for c in plan.columns if c.source is not None}
+    statements: list[Statement] = []
+    warnings = list(plan.warnings)
+    if plan.primary_key and any(not c.notnull for c in plan.columns if c.name in plan.primary_key):
+        name = short_name(plan.name, "pkey")
+        stmt = sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+            sql.Identifier(name), ident, sql.SQL(", ").join(map(sql.Identifier, plan.primary_key))
+        )
+        statements.append(Statement("unique", plan.name, name, stmt.as_string(None)))
+    for index in table.indexes:
+        if index.origin == "pk":
+            continue
+        try:
+            statements.append(
+                _index_statement(table, plan, index, ident, col_names, warnings, config.snapshot.identifiers)
+            )
+        except sqlexpr.Untranslatable as exc:
+            warnings.append(f"index {index.name!r} not created: {exc}")
+    ddl = _parse_table(table)
+    for n, (check_name, tokens) in enumerate(ddl.checks if ddl else (), start=1):
+        name = short_name(plan.name, check_name or f"check{n}")
+        try:
+            expr = sqlexpr.translate(tokens, col_names)
+        except sqlexpr.Untranslatable as exc:
+            warnings.append(f"CHECK {check_name or n} not created: {exc}")
+            continue
+        stmt = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(ident, sql.Identifier(name), expr)
+        statements.append(Statement("check", plan.name, name, stmt.as_string(None)))
+    for fk in table.foreign_keys:
+        if fk.ref_table not in names:
+            warnings.append(f"foreign key to {fk.ref_table!r} not created: that table is not migrated")
+            continue
+        missing = [c for c in fk.columns if c not in col_names]
+        if missing:
+            warnings.append(f"foreign key on {missing} not created: column skipped")
+            continue
+        name = short_name(plan.name, *[col_names[c] for c in fk.columns], "fkey")
+        parent_cols = fk.ref_columns
+        ref_target = names[fk.ref_table]
+        ref_cols = [target_name(c, config.snapshot.identifiers) for c in parent_cols]
+        stmt = sql.SQL(
+            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} {} ON UPDATE {} ON DELETE {} "
+            "DEFERRABLE INITIALLY IMMEDIATE NOT VALID"
+        ).format(
+            ident,
+            sql.Identifier(name),
+            sql.SQL(", ").join(sql.Identifier(col_names[c]) for c in fk.columns),
+            sql.Identifier(schema_name, ref_target),
+            sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Identifier, ref_cols))) if ref_cols else sql.SQL(""),
+            sql.SQL(_fk_action(fk.on_update)),
+            sql.SQL(_fk_action(fk.on_delete)),
+        )
+        statements.append(Statement("fk", plan.name, name, stmt.as_string(None)))
+    return msgspec.structs.replace(plan, post_load=tuple(statements), warnings=tuple(warnings))
+
+
+def _fk_action(action: str) -> str:
+    upper = action.upper()
+    return upper if upper in ("NO ACTION", "RESTRICT", "CASCADE", "SET NULL", "SET DEFAULT") else "NO ACTION"
+
+
+def _index_statement(
+    table: Table,
+    plan: TablePlan,
+    index: Any,
+    ident: sql.Composable,
+    col_names: Mapping[str, str],
+    warnings: list[str],
+    identifiers: str,
+) -> Statement:
+    unique = sql.SQL("UNIQUE ") if index.unique else sql.SQL("")
+    if index.origin == "u" or not index.sql:
+        if None in index.columns:
+            raise sqlexpr.Untranslatable("expression in an automatic index")
+        if any(c not in col_names for c in index.columns):
+            raise sqlexpr.Untranslatable("a column of it is skipped")
+        name = short_name(plan.name, *[col_names[c] for c in index.columns], "key")
+        keys: list[sql.Composable] = [sql.Identifier(col_names[c]) for c in index.columns]
+        where: sql.Composable = sql.SQL("")
+    else:
+        name = short_name(target_name(index.name, identifiers))
+        parsed = sqlexpr.parse_create_index(index.sql)
+        keys = [_index_key(term, col_names, index.name, warnings) for term in parsed.keys]
+        where = sql.SQL(" WHERE {}").format(sqlexpr.translate(parsed.where, col_names)) if parsed.where else sql.SQL("")
+    stmt = sql.SQL("CREATE {}INDEX {} ON {} ({}){}").format(
+        unique, sql.Identifier(name), ident, sql.SQL(", ").join(keys), where
+    )
+    return Statement("unique" if index.unique else "index", plan.name, name, stmt.as_string(None))
+
+
+def _index_key(
+    term: Sequence[sqlexpr.Token], col_names: Mapping[str, str], index: str, warnings: list[str]
+) -> sql.Composable:
+    tokens = list(term)
+    order = ""
+    if tokens and sqlexpr._is(tokens[-1], "ASC", "DESC"):
+        order = " " + tokens.pop().text.upper()
+    if len(tokens) >= 2 and sqlexpr._is(tokens[-2], "COLLATE"):
+        collation = tokens[-1].value.upper()
+        tokens = tokens[:-2]
+        if collation != "BINARY":
+            warnings.append(f"index {index!r}: COLLATE {collation} dropped (PostgreSQL compares case-sensitively)")
+    folded = {k.lower(): v for k, v in col_names.items()}
+    if len(tokens) == 1 and tokens[0].kind in ("word", "ident") and tokens[0].value.lower() in folded:
+        return sql.SQL("{}" + order).format(sql.Identifier(folded[tokens[0].value.lower()]))
+    return sql.SQL("({})" + order).format(sqlexpr.translate(tokens, col_names))
+
+
+def table_statement(plan: TablePlan, schema_name: str, *, with_generated: bool = True) -> sql.Composed:
+    """``CREATE TABLE`` with columns, NOT NULL, defaults, identity and the primary key."""
+    parts: list[sql.Composable] = []
+    for col in plan.columns:
+        piece = sql.SQL("{} {}").format(sql.Identifier(col.name), typemap.render(col.type))
+        if col.generated is not None and with_generated:
+            piece = sql.SQL("{} GENERATED ALWAYS AS ({}) STORED").format(piece, sql.SQL(col.generated))
+        elif col.identity:
+            piece = sql.SQL("{} GENERATED BY DEFAULT AS IDENTITY").format(piece)
+        elif col.default is not None:
+            piece = sql.SQL("{} DEFAULT {}").format(piece, sql.SQL(col.default))
+        if col.notnull:
+            piece = sql.SQL("{} NOT NULL").format(piece)
+        parts.append(piece)
+    if plan.primary_key and all(c.notnull for c in plan.columns if c.name in plan.primary_key):
+        parts.append(
+            sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+                sql.Identifier(short_name(plan.name, "pkey")),
+                sql.SQL(", ").join(map(sql.Identifier, plan.primary_key)),
+            )
+        )
+    return sql.SQL("CREATE TABLE {} (\n    {}\n)").format(
+        sql.Identifier(schema_name, plan.name), sql.SQL(",\n    ").join(parts)
+    )
+
+
+def render_script(plan: SchemaPlan) -> str:
+    """The whole DDL as one SQL script (``replicator schema --print``), warnings as comments."""
+    lines = [f"-- replicator schema ({plan.mode} mode) into schema {plan.schema}"]
+    lines += [f"-- WARNING: {w}" for w in plan.warnings]
+    lines.append(sql.SQL("CREATE SCHEMA IF NOT EXISTS {};").format(sql.Identifier(plan.schema)).as_string(None))
+    ordered = [plan.table(n) for n in plan.order]
+    for table in ordered:
+        lines.append("")
+        lines += [f"-- WARNING {table.source}: {w}" for w in table.warnings]
+        for col in table.columns:
+            if col.reason:
+                rendered = typemap.render(col.type).as_string(None)
+                lines.append(f"-- {table.source}.{col.source}: {rendered} ({col.reason})")
+        lines.append(table_statement(table, plan.schema).as_string(None) + ";")
+    lines.append("")
+    lines.append("-- after the load: unique keys, indexes, checks, then foreign keys (validated at cutover)")
+    for kind in ("unique", "index", "check", "fk"):
+        for table in ordered:
+            lines += [s.sql + ";" for s in table.post_load if s.kind == kind]
+    return "\n".join(lines) + "\n"
+
+
+class Created(msgspec.Struct, frozen=True):
+    warnings: tuple[str, ...]
+    plain_generated: tuple[str, ...]
+    """Tables whose generated columns PostgreSQL refused: created as plain columns, loaded from SQLite."""
+
+
+def create_tables(conn: psycopg.Connection[Any], plan: SchemaPlan) -> Created:
+    """Create the schema and every table in one transaction; a refused generated column falls back."""
+    warnings: list[str] = []
+    plain: list[str] = []
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(plan.schema)))
+        for name in plan.order:
+            table = plan.table(name)
+            try:
+                with conn.transaction():
+                    conn.execute(table_statement(table, plan.schema))
+            except psycopg.Error as exc:
+                if not any(c.generated for c in table.columns):
+                    raise TargetError(
+                        f"cannot create table {table.name!r}: {_pg_message(exc)}",
+                        hint="override the column type in config ([types.T.c] type = ...) and rerun",
+                    ) from None
+                warnings.append(
+                    f"table {table.name!r}: generated column(s) rejected by PostgreSQL ({_pg_message(exc)}); "
+                    "created as plain columns loaded with SQLite's values"
+                )
+                conn.execute(table_statement(table, plan.schema, with_generated=False))
+                plain.append(table.name)
+    return Created(warnings=tuple(warnings), plain_generated=tuple(plain))
+
+
+def without_generated(plan: SchemaPlan, tables: Sequence[str]) -> SchemaPlan:
+    """The plan after PostgreSQL refused some generated expressions: those columns are loaded."""
+    new = []
+    for table in plan.tables:
+        if table.name in tables:
+            table = msgspec.structs.replace(
+                table, columns=tuple(msgspec.structs.replace(c, generated=None) for c in table.columns)
+            )
+        new.append(table)
+    return msgspec.structs.replace(plan, tables=tuple(new))
+
+
+def _pg_message(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    return str(primary or str(exc).strip().splitlines()[0])
+
+
+def apply_post_load(conn: psycopg.Connection[Any], plan: SchemaPlan) -> list[str]:
+    """UNIQUE, indexes, CHECKs, then FKs; each in a savepoint, a refusal becomes a warning."""
+    warnings: list[str] = []
+    ordered = [plan.table(n) for n in plan.order]
+    for kind in ("unique", "index", "check", "fk"):
+        for table in ordered:
+            for stmt in table.post_load:
+                if stmt.kind != kind:
+                    continue
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL(stmt.sql))
+                except psycopg.Error as exc:
+                    warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {_pg_message(exc)}")
+                    _log.warning("post-load statement refused", table=table.name, name=stmt.name, kind=kind)
+    return warnings
+
+
+# --------------------------------------------------------------------------------------------
+# existing mode
+
+
+class PgColumn(msgspec.Struct, frozen=True):
+    name: str
+    type_text: str
+    notnull: bool
+    has_default: bool
+    generated: bool
+    identity: bool
+    enum_name: str | None = None
+    enum_labels: tuple[str, ...] = ()
+
+
+class PgTable(msgspec.Struct, frozen=True):
+    name: str
+    columns: tuple[PgColumn, ...]
+
+
+_REFLECT = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
+       a.attgenerated <> '', a.attidentity <> '', t.typtype = 'e', t.typname, a.atttypid
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
+ORDER BY c.relname, a.attnum
+"""
+
+
+def reflect(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, PgTable]:
+    """The target schema's tables and columns, with enum labels read from pg_enum."""
+    columns: dict[str, list[PgColumn]] = {}
+    labels: dict[int, tuple[str, ...]] = {}
+    for rel, att, type_text, notnull, hasdef, gen, ident, is_enum, typname, typoid in conn.execute(
+        _REFLECT, (schema_name,)
+    ):
+        enum_labels: tuple[str, ...] = ()
+        if is_enum:
+            if typoid not in labels:
+                rows = conn.execute(
+                    "SELECT enumlabel FROM pg_enum WHERE enumtypid = %s ORDER BY enumsortorder", (typoid,)
+                ).fetchall()
+                labels[typoid] = tuple(r[0] for r in rows)
+            enum_labels = labels[typoid]
+        columns.setdefault(rel, []).append(
+            PgColumn(
+                name=att,
+                type_text=type_text,
+                notnull=notnull,
+                has_default=hasdef,
+                generated=gen,
+                identity=ident,
+                enum_name=typname if is_enum else None,
+                enum_labels=enum_labels,
+            )
+        )
+    return {name: PgTable(name=name, columns=tuple(cols)) for name, cols in columns.items()}
+
+
+def _match(name: str, candidates: Sequence[str]) -> tuple[str | None, bool]:
+    """Exact name first, then a unique case-insensitive match (reported)."""
+    if name in candidates:
+        return name, False
+    folded = [c for c in candidates if c.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0], True
+    return None, False
+
+
+def target_type(column: PgColumn) -> TargetType:
+    if column.enum_name is not None:
+        return msgspec.convert(
+            {"name": "enum", "enum_name": column.enum_name, "enum_labels": list(column.enum_labels)}, TargetType
+        )
+    try:
+        return parse_type(column.type_text)
+    except Exception as exc:
+        raise UsageError(
+            f"target column {column.name!r} has type {column.type_text} that replicator cannot convert to ({exc})",
+            hint="set [types.T.c] type = ... in config to a supported type, or skip = true",
+        ) from None
+
+
+def plan_existing(
+    schema: Schema,
+    pg_tables: Mapping[str, PgTable],
+    profiles: Mapping[str, TableProfile],
+    config: Config,
+) -> SchemaPlan:
+    """Map each SQLite table and column to the app-created PostgreSQL ones, by name.
+
+    A case-insensitive match is accepted and reported (Prisma keeps ``"createdAt"``; Django lower-cases).
+    A column missing on either side is an error naming every one of them, unless config skips it:
+    loading a table without a column the app expects is a silent data loss.
+    """
+    warnings: list[str] = []
+    problems: list[str] = []
+    tables: list[TablePlan] = []
+    order, _cycles = dependency_order(schema.tables)
+    kept: list[str] = []
+    for table in schema.tables:
+        overrides = config.types.get(table.name, {})
+        if overrides.get("*", ColumnOverride()).skip:
+            continue
+        pg_name, folded = _match(table.name, list(pg_tables))
+        if pg_name is None:
+            problems.append(f"table {table.name!r} has no table in target schema {config.target.schema!r}")
+            continue
+        if folded:
+            warnings.append(f"table {table.name!r} matched {pg_name!r} ignoring case")
+        pg_table = pg_tables[pg_name]
+        plan = _map_table(table, pg_table, profiles.get(table.name), overrides, problems, warnings)
+        tables.append(plan)
+        kept.append(table.name)
+    if problems:
+        raise UsageError(
+            "the target schema does not match the SQLite schema: " + "; ".join(problems),
+            hint='run the app\'s migrations first, or skip with [types.T.c] skip = true (T."*" for a whole table)',
+        )
+    return SchemaPlan(
+        mode="existing",
+        schema=config.target.schema,
+        tables=tuple(tables),
+        order=tuple(n for n in order if n in kept),
+        warnings=tuple(warnings),
+    )
+
+
+def _map_table(
+    table: Table,
+    pg_table: PgTable,
+    profile: TableProfile | None,
+    overrides: Mapping[str, ColumnOverride],
+    problems: list[str],
+    warnings: list[str],
+) -> TablePlan:
+    pg_by_name = {c.name: c for c in pg_table.columns}
+    used: set[str] = set()
+    columns: list[ColumnPlan] = []
+    for column in table.columns:
+        override = overrides.get(column.name)
+        if override is not None and override.skip:
+            continue
+        name, folded = _match(column.name, list(pg_by_name))
+        if name is None:
+            if column.generated is Generated.NO:
+                problems.append(f"column {table.name}.{column.name} is missing in {pg_table.name!r}")
+            continue
+        if folded:
+            warnings.append(f"column {table.name}.{column.name} matched {name!r} ignoring case")
+        used.add(name)
+        pg_col = pg_by_name[name]
+        chosen = target_type(pg_col)
+        if override is not None and override.type:
+            chosen = parse_type(override.type)
+        chosen = msgspec.structs.replace(
+            chosen,
+            format=(override.format if override and override.format else None)
+            or typemap.detect_format(chosen, _column_profile(profile, column.name)),
+            strip_nul=bool(override and override.strip_nul),
+            replace_bad_utf8=bool(override and override.replace_bad_utf8),
+        )
+        columns.append(
+            ColumnPlan(
+                source=None if pg_col.generated else column.name,
+                name=name,
+                type=chosen,
+                notnull=pg_col.notnull,
+                identity=pg_col.identity,
+                generated="(target)" if pg_col.generated else None,
+                reason=f"target column {pg_col.type_text}",
+            )
+        )
+    for pg_col in pg_table.columns:
+        if pg_col.name in used or pg_col.generated:
+            continue
+        override = overrides.get(pg_col.name)
+        if override is not None and override.skip:
+            continue
+        problems.append(f"target column {pg_table.name}.{pg_col.name} has no column in SQLite table {table.name!r}")
+    return TablePlan(
+        source=table.name,
+        name=pg_table.name,
+        columns=tuple(columns),
+        key_source=table.primary_key,
+        autoincrement=table.autoincrement,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# after the load
+
+
+def sync_sequences(
+    conn: psycopg.Connection[Any], plan: SchemaPlan, sqlite_sequence: Mapping[str, int]
+) -> dict[str, int]:
+    """Set every identity/serial sequence past the loaded keys, so the app can insert after cutover.
+
+    For AUTOINCREMENT tables SQLite never reuses an id up to ``sqlite_sequence.seq`` even after
+    deletes; the sequence starts after the larger of that and max(id).
+    """
+    result: dict[str, int] = {}
+    for table in plan.tables:
+        qualified = sql.Identifier(plan.schema, table.name).as_string(conn)
+        for col in table.columns:
+            seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (qualified, col.name)).fetchone()
+            if not seq or seq[0] is None:
+                continue
+            row = conn.execute(
+                sql.SQL("SELECT max({}) FROM {}").format(
+                    sql.Identifier(col.name), sql.Identifier(plan.schema, table.name)
+                )
+            ).fetchone()
+            top = int(row[0]) if row and row[0] is not None else 0
+            if table.autoincrement:
+                top = max(top, sqlite_sequence.get(table.source, 0))
+            if top >= 1:
+                conn.execute("SELECT setval(%s, %s, true)", (seq[0], top))
+            else:
+                conn.execute("SELECT setval(%s, 1, false)", (seq[0],))
+            result[f"{table.name}.{col.name}"] = top + 1
+    return result
+
+
+def read_sqlite_sequence(conn: sqlite3.Connection) -> dict[str, int]:
+    try:
+        return {str(name): int(seq) for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence")}
+    except sqlite3.Error:
+        return {}
+
+
+def apply_schema(dsn: str, plan: SchemaPlan, *, replace: bool = False) -> list[str]:
+    """``replicator schema --target``: create every table, index and constraint, without data."""
+    from replicator import pg
+
+    with pg.connect(dsn, autocommit=True) as conn:
+        names = [t.name for t in plan.tables]
+        existing = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s) ORDER BY 1",
+            (plan.schema, names),
+        ).fetchall()
+        if existing and not replace:
+            raise UsageError(
+                f"tables already exist in schema {plan.schema!r}: {', '.join(r[0] for r in existing)}",
+                hint="pass --replace to drop and recreate them, or use snapshot --mode existing",
+            )
+        if existing:
+            conn.execute(
+                sql.SQL("DROP TABLE {} CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(plan.schema, r[0]) for r in existing)
+                )
+            )
+        created = create_tables(conn, plan)
+        plan = without_generated(plan, created.plain_generated)
+        return list(created.warnings) + apply_post_load(conn, plan)

@@ -1,0 +1,159 @@
+"""Values PostgreSQL cannot hold exactly, kept aside instead of altered.
+
+Policy (``snapshot.on_bad_value``): ``stop`` names the first refused value (table, key, column,
+excerpt, reason) and leaves that table unchanged; ``quarantine`` loads the rest and records each
+refused value here. **The whole row is skipped, not loaded with a NULL**: a NULL would be an
+alteration the application cannot tell from a real NULL, and could violate NOT NULL or a foreign
+key later. The original value is kept byte for byte (base64 of its SQLite representation) with its
+storage class, so an operator can repair it in SQLite or load it by hand. Cutover refuses while any
+row is not ``acknowledged``.
+
+A table's quarantine rows are replaced in the same transaction that reloads the table, so they
+always describe the rows currently missing from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+EXCERPT_CHARS = 60
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """One value that was refused, with enough to find and fix it."""
+
+    table: str
+    key: dict[str, Any]
+    """Primary-key column → SQLite value (rowid when the table has no primary key)."""
+    column: str
+    storage_class: str
+    original: str
+    """Base64 of the value's SQLite representation (UTF-8 text, blob bytes, decimal repr of numbers)."""
+    reason: str
+
+    def excerpt(self) -> str:
+        raw = base64.b64decode(self.original)
+        text = raw.decode("utf-8", errors="backslashreplace")
+        if self.storage_class == "blob":
+            text = "x'" + raw[: EXCERPT_CHARS // 2].hex() + ("…'" if len(raw) > EXCERPT_CHARS // 2 else "'")
+            return text
+        return repr(text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else ""))
+
+
+def storage_class(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int):
+        return "integer"
+    if isinstance(value, float):
+        return "real"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "blob"
+    return "text"
+
+
+def original_bytes(value: object) -> bytes:
+    """The value as SQLite holds it: text as UTF-8 (invalid bytes restored), blob as is, numbers as repr."""
+    if value is None:
+        return b""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, float):
+        return (repr(value) if math.isfinite(value) else str(value)).encode()
+    if isinstance(value, int):
+        return str(value).encode()
+    return str(value).encode("utf-8", errors="surrogateescape")
+
+
+def make(table: str, key: dict[str, Any], column: str, value: object, reason: str) -> Refusal:
+    return Refusal(
+        table=table,
+        key={k: _json_safe(v) for k, v in key.items()},
+        column=column,
+        storage_class=storage_class(value),
+        original=base64.b64encode(original_bytes(value)).decode(),
+        reason=reason,
+    )
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+_DDL = """CREATE TABLE IF NOT EXISTS {schema}.quarantine (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id bigint,
+    table_name text NOT NULL,
+    key jsonb NOT NULL,
+    column_name text NOT NULL,
+    storage_class text NOT NULL,
+    original_base64 text NOT NULL,
+    reason text NOT NULL,
+    action text NOT NULL DEFAULT 'row skipped',
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    acknowledged boolean NOT NULL DEFAULT false,
+    acknowledged_at timestamptz
+)"""
+
+
+def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
+    conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS quarantine_table_idx ON {}.quarantine (table_name)").format(
+            sql.Identifier(schema_name)
+        )
+    )
+
+
+def replace_for_table(
+    conn: psycopg.Connection[Any], schema_name: str, table: str, refusals: Sequence[Refusal], run_id: int | None
+) -> None:
+    """Drop the table's previous quarantine rows and write the new ones (in the load transaction)."""
+    schema = sql.Identifier(schema_name)
+    conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s").format(schema), (table,))
+    if not refusals:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {}.quarantine (run_id, table_name, key, column_name, storage_class, original_base64, "
+                "reason) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s)"
+            ).format(schema),
+            [(run_id, r.table, json.dumps(r.key), r.column, r.storage_class, r.original, r.reason) for r in refusals],
+        )
+
+
+def unacknowledged(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, int]:
+    """Table → count of quarantined values nobody has acknowledged (cutover refuses while any)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema_name}".quarantine',)).fetchone()
+    if not exists or exists[0] is None:
+        return {}
+    rows = conn.execute(
+        sql.SQL("SELECT table_name, count(*) FROM {}.quarantine WHERE NOT acknowledged GROUP BY 1 ORDER BY 1").format(
+            sql.Identifier(schema_name)
+        )
+    ).fetchall()
+    return {str(t): int(n) for t, n in rows}
+
+
+def acknowledge(conn: psycopg.Connection[Any], schema_name: str, table: str | None = None) -> int:
+    """Mark quarantined values as seen (all, or one table's); returns how many changed."""
+    query = sql.SQL(
+        "UPDATE {}.quarantine SET acknowledged = true, acknowledged_at = now() WHERE NOT acknowledged"
+    ).format(sql.Identifier(schema_name))
+    where = sql.SQL(" AND table_name = %s") if table is not None else sql.SQL("")
+    return conn.execute(query + where, (table,) if table is not None else None).rowcount

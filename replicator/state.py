@@ -1,0 +1,161 @@
+"""The replicator's own state in the target: a schema (``replicator`` by default) we own entirely.
+
+It lives in PostgreSQL, not in a local file, so that every later stage (apply, verify, cutover)
+and every operator on any machine reads the same truth, and so that a table's state row commits in
+the same transaction as the table's data: a crash can never leave "loaded" recorded for rows that
+are not there. ``CREATE ... IF NOT EXISTS`` makes ``ensure`` idempotent and safe to run from every
+command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator import quarantine
+
+
+class SourceIdentity(msgspec.Struct, frozen=True):
+    path: str
+    id: str
+    """Stable identity of the SQLite file: device, inode and the database header's creation facts."""
+
+
+def source_identity(path: Path) -> SourceIdentity:
+    """Identify the source file so a later stage can refuse a different file at the same path."""
+    resolved = path.resolve()
+    st = resolved.stat()
+    with resolved.open("rb") as handle:
+        header = handle.read(100)
+    digest = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:".encode() + header[40:100]).hexdigest()[:16]
+    return SourceIdentity(path=os.fspath(resolved), id=digest)
+
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS {schema}.runs (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        command text NOT NULL,
+        mode text,
+        source_path text NOT NULL,
+        source_id text NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz,
+        status text NOT NULL DEFAULT 'running',
+        rows bigint,
+        quarantined bigint,
+        message text
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.snapshot_tables (
+        table_name text PRIMARY KEY,
+        target_table text NOT NULL,
+        rows bigint NOT NULL,
+        quarantined bigint NOT NULL DEFAULT 0,
+        seconds double precision,
+        finished_at timestamptz NOT NULL DEFAULT now(),
+        source_path text NOT NULL,
+        source_id text NOT NULL,
+        run_id bigint REFERENCES {schema}.runs (id)
+    )""",
+)
+
+
+def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    """Create the state schema and its tables if absent (in the caller's transaction)."""
+    schema = sql.Identifier(schema_name)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+    for ddl in _DDL:
+        conn.execute(sql.SQL(ddl).format(schema=schema))
+    quarantine.ensure(conn, schema_name)
+
+
+def start_run(
+    conn: psycopg.Connection[Any], schema_name: str, *, command: str, mode: str, source: SourceIdentity
+) -> int:
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.runs (command, mode, source_path, source_id) VALUES (%s, %s, %s, %s) RETURNING id"
+        ).format(sql.Identifier(schema_name)),
+        (command, mode, source.path, source.id),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def finish_run(
+    conn: psycopg.Connection[Any],
+    schema_name: str,
+    run_id: int,
+    *,
+    status: str,
+    rows: int | None = None,
+    quarantined: int | None = None,
+    message: str | None = None,
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.runs SET finished_at = now(), status = %s, rows = %s, quarantined = %s, message = %s "
+            "WHERE id = %s"
+        ).format(sql.Identifier(schema_name)),
+        (status, rows, quarantined, message, run_id),
+    )
+
+
+def record_table(
+    conn: psycopg.Connection[Any],
+    schema_name: str,
+    *,
+    table: str,
+    target_table: str,
+    rows: int,
+    quarantined: int,
+    seconds: float,
+    source: SourceIdentity,
+    run_id: int,
+) -> None:
+    """Mark a table loaded; called inside the table's own load transaction."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.snapshot_tables "
+            "(table_name, target_table, rows, quarantined, seconds, finished_at, source_path, source_id, run_id) "
+            "VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s) "
+            "ON CONFLICT (table_name) DO UPDATE SET target_table = EXCLUDED.target_table, rows = EXCLUDED.rows, "
+            "quarantined = EXCLUDED.quarantined, seconds = EXCLUDED.seconds, finished_at = EXCLUDED.finished_at, "
+            "source_path = EXCLUDED.source_path, source_id = EXCLUDED.source_id, run_id = EXCLUDED.run_id"
+        ).format(sql.Identifier(schema_name)),
+        (table, target_table, rows, quarantined, seconds, source.path, source.id, run_id),
+    )
+
+
+class TableState(msgspec.Struct, frozen=True):
+    table_name: str
+    target_table: str
+    rows: int
+    quarantined: int
+    finished_at: datetime
+    source_path: str
+    source_id: str
+
+
+def loaded_tables(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, TableState]:
+    """What ``snapshot_tables`` records; empty when the state schema does not exist yet."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema_name)}.snapshot_tables",)).fetchone()
+    if not exists or exists[0] is None:
+        return {}
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT table_name, target_table, rows, quarantined, finished_at, source_path, source_id "
+            "FROM {}.snapshot_tables"
+        ).format(sql.Identifier(schema_name))
+    ).fetchall()
+    return {r[0]: TableState(*r) for r in rows}
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
