@@ -116,6 +116,12 @@ def _check_extends(checkpoint: Checkpoint, head: Checkpoint | None) -> None:
             hint="another writer is appending to this target, or this process resumed from a stale head; "
             "stop the other writer and restart",
         )
+    if checkpoint.seq_from != head.seq_to + 1 or checkpoint.seq_to < head.seq_to:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.number} covers journal entries {checkpoint.seq_from}..{checkpoint.seq_to}, "
+            f"but the head ends at {head.seq_to}",
+            hint="a batch must start right after the previous one; build it with checkpoints.model.next_checkpoint()",
+        )
 
 
 def _insert(cur: psycopg.Cursor[Any], table: sql.Composed, checkpoint: Checkpoint, body: bytes) -> None:
