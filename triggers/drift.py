@@ -153,7 +153,8 @@ def _compare(
                 result.append(TableDrift(name, dropped=True))
             continue
         columns = tuple(c.name for c in table.columns)
-        added, dropped, renamed = column_changes(cap.columns, columns)
+        types = tuple(c.declared_type for c in table.columns)
+        added, dropped, renamed = column_changes(cap.columns, columns, cap.column_types or None, types)
         drift = TableDrift(
             name,
             triggers_missing=cap.mode != "snapshot-only" and any(triggers.get(n) != name for n in cap.triggers),
@@ -183,15 +184,30 @@ def _key_changed(
 
 
 def column_changes(
-    old: tuple[str, ...], new: tuple[str, ...]
+    old: tuple[str, ...],
+    new: tuple[str, ...],
+    old_types: tuple[str, ...] | None = None,
+    new_types: tuple[str, ...] | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
     """(added, dropped, renamed) between two column lists.
 
-    RENAME COLUMN keeps the position, ADD COLUMN appends, DROP COLUMN closes the gap: so a name that
-    changed at the same position, where neither name exists on the other side, is a rename.
+    RENAME COLUMN keeps the position and the declared type; ADD COLUMN appends; DROP COLUMN closes
+    the gap. So a name that changed at the same position, with the same declared type (when types
+    are known), where neither name exists on the other side, is a rename. A drop of column X plus an
+    add of a column Y of the same type that slides into X's slot looks the same: reported as a rename.
     """
     old_set, new_set = set(old), set(new)
-    renamed = tuple((o, n) for o, n in zip(old, new, strict=False) if o != n and o not in new_set and n not in old_set)
+    ot = old_types if old_types is not None and len(old_types) == len(old) else None
+    nt = new_types if new_types is not None and len(new_types) == len(new) else None
+
+    def same_type(i: int) -> bool:
+        return ot is None or nt is None or ot[i].upper() == nt[i].upper()
+
+    renamed = tuple(
+        (o, n)
+        for i, (o, n) in enumerate(zip(old, new, strict=False))
+        if o != n and o not in new_set and n not in old_set and same_type(i)
+    )
     sources = {o for o, _ in renamed}
     targets = {n for _, n in renamed}
     added = tuple(c for c in new if c not in old_set and c not in targets)

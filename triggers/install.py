@@ -70,6 +70,8 @@ class TableCapture(msgspec.Struct, frozen=True):
     generation: int
     """Bumped each time this table's triggers are (re)created; journal rows carry it as ``gen``."""
     note: str = ""
+    column_types: tuple[str, ...] = ()
+    """Declared types, parallel to ``columns``: drift tells a rename from a drop plus an add by them."""
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -193,6 +195,7 @@ def _capture_for(
             columns=columns,
             generation=generation,
             note=note,
+            column_types=tuple(c.declared_type for c in table.columns),
         )
 
     if explicit and policy == "snapshot-only":

@@ -21,14 +21,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import msgspec
+import structlog
 
 from triggers.ddl import JOURNAL
 from triggers.errors import CaptureNotInstalled, SourceBusy
 from triggers.schema import quote_ident
 
 KeyValue = int | float | str | bytes | None
+_log = structlog.get_logger().bind(component="capture.journal")
 _INT = re.compile(r"-?[0-9]+\Z")
 DEFAULT_PRUNE_CHUNK = 5_000
+MIN_PRUNE_PAUSE_S = 0.005
 DEFAULT_READ_LIMIT = 10_000
 
 
@@ -222,13 +225,18 @@ def prune(
     applied: int,
     *,
     chunk: int = DEFAULT_PRUNE_CHUNK,
-    pause_s: float = 0.0,
+    pause_s: float | None = None,
 ) -> int:
     """Delete entries with ``seq <= applied`` in short write transactions of at most ``chunk`` rows.
 
-    Each chunk is its own ``BEGIN IMMEDIATE … COMMIT`` lasting milliseconds, so an app writer waits
-    at most one chunk (well inside any sane busy_timeout) and never sees ``database is locked``.
-    Returns the number of rows deleted. Safe to rerun: it only ever deletes applied entries.
+    Each chunk is its own ``BEGIN IMMEDIATE … COMMIT`` lasting milliseconds, and between chunks we
+    sleep at least as long as the chunk took (``pause_s`` None) or ``pause_s``: without the pause we
+    would grab the lock again before a waiting app writer's busy handler wakes up (it sleeps 1, 2, 5,
+    10... ms), starving it towards its busy_timeout and ``database is locked``. With it, an app
+    writer waits about one chunk.
+    Returns the number of rows deleted; when the lock cannot be had within the busy timeout after some
+    chunks, it stops there and returns (the rest goes next cycle). Safe to rerun: it only ever
+    deletes applied entries.
     """
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
@@ -242,10 +250,14 @@ def prune(
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if deleted:  # partial progress is progress: the rest is pruned next cycle
+                _log.warning("prune stopped early: database busy", deleted=deleted, applied=applied, error=str(exc))
+                return deleted
             raise SourceBusy(
                 f"cannot prune the journal: the database stayed locked ({exc})",
-                hint="an app transaction is holding the write lock; pruning will retry next cycle",
+                hint="app writers kept the write lock for the whole busy timeout; pruning retries next cycle",
             ) from None
+        started = time.perf_counter()
         try:
             cur = conn.execute('DELETE FROM "_replicator_journal" WHERE seq <= ?', (upper,))
             conn.execute("COMMIT")
@@ -254,5 +266,4 @@ def prune(
                 conn.execute("ROLLBACK")
             raise
         deleted += cur.rowcount
-        if pause_s:
-            time.sleep(pause_s)
+        time.sleep(max(MIN_PRUNE_PAUSE_S, time.perf_counter() - started) if pause_s is None else pause_s)
