@@ -1,0 +1,328 @@
+"""``replicator analyze``: findings on a database built to hold every trap, facts on real files, CLI.
+
+Expected numbers come from plain SQL run by the test itself (``SELECT count(*)``, ``typeof``), or from
+what the test wrote, never from the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from replicator.analyze import Report, analyze, render, to_json, write_json
+from replicator.analyze_report import REPORT_VERSION
+from replicator.cli import cli
+from replicator.errors import ReplicatorError
+from triggers.errors import SourceError
+
+LONG = "x" * 70
+
+TRAPS_SQL = f"""
+CREATE TABLE nokey (a TEXT, b INTEGER);
+CREATE TABLE nullkey (a TEXT, b INTEGER, PRIMARY KEY (a, b));
+CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT);
+CREATE TABLE child (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER REFERENCES parent(id),
+    parent_code TEXT REFERENCES parent(code),
+    ghost_id INTEGER REFERENCES ghost(id)
+);
+CREATE TABLE values_ (
+    id INTEGER PRIMARY KEY,
+    body TEXT,
+    picture BLOB,
+    qty INTEGER,
+    seen_at DATETIME,
+    flag BOOLEAN,
+    price DECIMAL(10, 2),
+    doubled INTEGER GENERATED ALWAYS AS (qty * 2) VIRTUAL
+);
+CREATE TABLE hen (id INTEGER PRIMARY KEY, egg_id INTEGER REFERENCES egg(id));
+CREATE TABLE egg (id INTEGER PRIMARY KEY, hen_id INTEGER REFERENCES hen(id));
+CREATE TABLE longnames ("{LONG}a" INTEGER PRIMARY KEY, "{LONG}b" TEXT);
+CREATE VIRTUAL TABLE docs USING fts5(body);
+CREATE VIEW v_parent AS SELECT id FROM parent;
+CREATE TRIGGER touch AFTER UPDATE ON parent BEGIN UPDATE parent SET code = code WHERE id = NEW.id; END;
+CREATE TRIGGER _replicator_i_parent AFTER INSERT ON parent BEGIN SELECT 1; END;
+
+INSERT INTO nokey VALUES ('a', 1);
+INSERT INTO nullkey VALUES ('a', 1), (NULL, 2), ('c', NULL);
+INSERT INTO parent VALUES (1, 'p1'), (2, 'p2');
+INSERT INTO child VALUES (1, 1, NULL, NULL), (2, 7, NULL, NULL), (3, 8, NULL, NULL), (4, NULL, 'p1', 5);
+INSERT INTO values_ (id, body, picture, qty, seen_at, flag, price) VALUES
+    (1, 'plain', x'00ff', 1, 1709618828009, 1, 9.99),
+    (2, 'nul' || char(0) || 'inside', 'just text', 'lots', '2024-03-05T06:07:08.009+00:00', 't', 3),
+    (3, CAST(x'66696c65966e616d65' AS TEXT), NULL, 3, '2024-03-05 06:07:08', 'maybe', '12.50'),
+    (4, x'0102', NULL, NULL, 'someday', 2, NULL);
+INSERT INTO hen VALUES (1, 1);
+INSERT INTO egg VALUES (1, 1);
+INSERT INTO docs VALUES ('hello');
+"""
+
+EXPECTED = {
+    ("error", "no_primary_key", "nokey", None),
+    ("error", "null_primary_key", "nullkey", None),
+    ("error", "fk_orphans", "child", None),
+    ("error", "fk_parent_not_unique", "child", None),
+    ("error", "fk_missing_parent", "child", None),
+    ("error", "nul_in_text", "values_", "body"),
+    ("error", "invalid_utf8", "values_", "body"),
+    ("error", "identifier_collision", "longnames", None),
+    ("warning", "identifier_truncated", "longnames", f"{LONG}a"),
+    ("warning", "identifier_truncated", "longnames", f"{LONG}b"),
+    ("warning", "blob_in_typed_column", "values_", "body"),
+    ("warning", "text_in_blob_column", "values_", "picture"),
+    ("warning", "text_in_numeric_column", "values_", "qty"),
+    ("warning", "unrecognised_datetime", "values_", "seen_at"),
+    ("warning", "mixed_datetime_formats", "values_", "seen_at"),
+    ("warning", "unrecognised_boolean", "values_", "flag"),
+    ("warning", "virtual_table", "docs", None),
+    ("warning", "not_wal", None, None),
+    ("info", "decimal_as_real", "values_", "price"),
+    ("info", "generated_columns", "values_", None),
+    ("info", "app_triggers", None, None),
+    ("info", "views", None, None),
+    ("info", "fk_cycle", None, None),
+    ("info", "capture_installed", None, None),
+}
+
+
+@pytest.fixture
+def traps(tmp_path: Path) -> Path:
+    path = tmp_path / "traps.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(TRAPS_SQL)  # foreign_keys is off by default: the orphans get in
+    conn.close()
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_trap_is_found_exactly_once(traps: Path) -> None:
+    report = analyze(traps)
+    got = [(f.severity, f.code, f.table, f.column) for f in report.findings]
+    assert len(got) == len(set(got)), "no finding is reported twice"
+    assert set(got) == EXPECTED
+    by_code = {f.code: f for f in report.findings}
+    assert "2 row(s)" in by_code["fk_orphans"].message  # parent_id 7 and 8
+    assert "2 row(s)" in by_code["null_primary_key"].message
+    assert "1 of 4" in by_code["unrecognised_datetime"].message  # 'someday'
+    assert "unix_ms 1" in by_code["mixed_datetime_formats"].message
+    assert "2 of 4" in by_code["unrecognised_boolean"].message  # 'maybe' and 2
+    assert all(f.hint for f in report.findings), "every finding says what to do"
+    severities = [f.severity for f in report.findings]
+    assert severities == sorted(severities, key=("error", "warning", "info").index)
+
+
+def test_trap_report_facts(traps: Path) -> None:
+    report = analyze(traps)
+    child = report.table("child")
+    fks = {fk.columns: fk for fk in child.foreign_keys}
+    assert fks[("parent_id",)].orphan_rows == 2
+    assert fks[("parent_code",)].parent_key_unique is False
+    assert fks[("parent_code",)].orphan_rows is None
+    assert fks[("ghost_id",)].parent_exists is False
+    assert report.table("nullkey").null_key_rows == 2
+    assert report.table("parent").triggers == ("touch",)  # ours (_replicator_*) are not the app's
+    assert report.capture_installed
+    assert report.virtual_tables == ("docs",)
+    assert report.views == ("v_parent",)
+    assert report.fk_cycles == (("egg", "hen"),)
+    assert {"docs", "v_parent"}.isdisjoint(report.load_order)
+    assert report.load_order.index("parent") < report.load_order.index("child")
+    body = report.table("values_").columns[1]
+    assert body.storage == {"text": 3, "blob": 1}
+    assert body.formats == {"nul_text": 1, "invalid_utf8": 1}
+
+
+def test_analyze_never_writes_to_the_source(traps: Path) -> None:
+    before = _digest(traps), traps.stat().st_mtime_ns, sorted(os.listdir(traps.parent))
+    analyze(traps)
+    assert (_digest(traps), traps.stat().st_mtime_ns, sorted(os.listdir(traps.parent))) == before
+
+
+def test_wal_database_has_no_wal_warning_and_reads_while_a_writer_is_open(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    app = sqlite3.connect(path, isolation_level=None)
+    app.execute("PRAGMA journal_mode=WAL")
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    app.executemany("INSERT INTO t (v) VALUES (?)", [("a",), ("b",)])
+    app.execute("BEGIN")
+    app.execute("INSERT INTO t (v) VALUES ('uncommitted')")  # the app mid-transaction
+    report = analyze(path, busy_timeout_ms=100)
+    app.execute("COMMIT")
+    assert report.source.journal_mode == "wal"
+    assert "not_wal" not in {f.code for f in report.findings}
+    assert report.table("t").rows == 2
+
+
+def _count(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "file", ["chinook/Chinook_Sqlite_AutoIncrementPKs.sqlite", "northwind/northwind.db", "sakila/sakila.db"]
+)
+def test_real_databases(realworld: Path, file: str) -> None:
+    path = realworld / file
+    report = analyze(path)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    query = "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    names = [str(row[0]) for row in conn.execute(query)]
+    conn.close()
+    assert sorted(t.name for t in report.tables) == names
+    assert sorted(report.load_order) == names
+    for table in report.tables:
+        quoted = '"' + table.name.replace('"', '""') + '"'
+        assert table.rows == _count(path, f"SELECT count(*) FROM {quoted}")
+        for col in table.columns:
+            c = '"' + col.name.replace('"', '""') + '"'
+            assert col.storage.get("null", 0) == _count(path, f"SELECT count(*) FROM {quoted} WHERE {c} IS NULL")
+        for fk in table.foreign_keys:
+            if fk.ref_table != table.name and table.name not in _after_cycles(report):
+                assert report.load_order.index(fk.ref_table) < report.load_order.index(table.name)
+    assert report.count("error") == 0  # these sample databases migrate as they are
+
+
+def _after_cycles(report: Report) -> set[str]:
+    """Cycle members and every table that depends on one: dependency_order puts them last, by name."""
+    tainted = {name for cycle in report.fk_cycles for name in cycle}
+    while True:
+        more = {t.name for t in report.tables if any(fk.ref_table in tainted for fk in t.foreign_keys)} - tainted
+        if not more:
+            return tainted
+        tainted |= more
+
+
+def test_sequences_and_decimal_facts(realworld: Path) -> None:
+    path = realworld / "chinook/Chinook_Sqlite_AutoIncrementPKs.sqlite"
+    report = analyze(path)
+    assert report.table("Genre").sequence == _count(path, "SELECT seq FROM sqlite_sequence WHERE name = 'Genre'")
+    assert report.table("Genre").autoincrement
+    findings = {(f.code, f.table, f.column) for f in report.findings}
+    assert ("decimal_as_real", "Invoice", "Total") in findings
+    sakila = analyze(realworld / "sakila/sakila.db")
+    staff_active = [f for f in sakila.findings if (f.table, f.column) == ("staff", "active")]
+    assert [f.code for f in staff_active] == ["text_in_numeric_column"]  # SMALLINT holding 't'
+    assert sakila.fk_cycles == (("staff", "store"),)
+
+
+def test_collision_file_from_pgloader(realworld: Path) -> None:
+    report = analyze(realworld / "pgloader-tests/collision.db")
+    assert [f.code for f in report.findings if f.severity == "error"] == ["identifier_collision"]
+
+
+def test_json_round_trip_and_atomic_write(traps: Path, tmp_path: Path) -> None:
+    report = analyze(traps)
+    assert msgspec.json.decode(to_json(report), type=Report) == report
+    out = tmp_path / "out" / "report.json"
+    out.parent.mkdir()
+    write_json(report, out)
+    assert json.loads(out.read_text())["report_version"] == 1
+    assert os.listdir(out.parent) == ["report.json"]  # no temp file left behind
+    with pytest.raises(ReplicatorError, match="cannot write the JSON report"):
+        write_json(report, tmp_path / "missing-dir" / "r.json")
+
+
+def test_render_names_every_table_and_finding(traps: Path) -> None:
+    report = analyze(traps)
+    buffer = io.StringIO()
+    render(report, buffer)
+    text = buffer.getvalue()
+    for table in report.tables:
+        assert table.name[:20] in text
+    for finding in report.findings:
+        assert finding.code in text
+    assert not any(line != line.rstrip() for line in text.splitlines())
+    totals = {s: sum(1 for e in EXPECTED if e[0] == s) for s in ("error", "warning", "info")}
+    assert f"{totals['error']} errors, {totals['warning']} warnings, {totals['info']} info" in text
+
+
+def test_bad_sources_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        analyze(tmp_path / "nope.db")
+    notdb = tmp_path / "notes.txt"
+    notdb.write_text("hello " * 100)
+    with pytest.raises(SourceError, match="not a SQLite 3 database"):
+        analyze(notdb)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_text_and_json_file(traps: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["analyze", "--source", str(traps), "--json", str(out), "--log-format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "Findings" in result.stdout
+    assert "no_primary_key" in result.stdout
+    data = json.loads(out.read_text())
+    assert {f["code"] for f in data["findings"]} == {code for _, code, _, _ in EXPECTED}
+
+
+def test_cli_quiet_json_file_prints_nothing(traps: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["analyze", "-q", "--source", str(traps), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert out.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "text"),
+    [
+        (lambda p: None, 2, "does not exist"),
+        (lambda p: p.write_text("not a database " * 20), 2, "not a SQLite 3 database"),
+    ],
+)
+def test_cli_bad_source_is_one_line_and_exit_2(tmp_path: Path, make: object, code: int, text: str) -> None:
+    path = tmp_path / "app.db"
+    make(path)  # type: ignore[operator]
+    result = CliRunner().invoke(cli, ["analyze", "--source", str(path)])
+    assert result.exit_code == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert text in lines[0]
+    assert " — " in lines[0]
+
+
+def test_cli_unwritable_json_is_exit_1(traps: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["analyze", "--source", str(traps), "--json", str(tmp_path / "no" / "r.json")])
+    assert result.exit_code == 1
+    assert "cannot write the JSON report" in result.stderr
+
+
+@pytest.mark.e2e
+def test_installed_command_json_to_stdout(realworld: Path) -> None:
+    """The README's first command, as a user runs it (JSON on stdout, logs on stderr)."""
+    source = realworld / "chinook/Chinook_Sqlite.sqlite"
+    exe = Path(sys.executable).with_name("replicator")
+    proc = subprocess.run(
+        [str(exe), "analyze", "--source", str(source), "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert {t["name"]: t["rows"] for t in data["tables"]}["Track"] == _count(source, "SELECT count(*) FROM Track")
+    assert data["load_order"][-1] in {"InvoiceLine", "PlaylistTrack"}
+    assert data["report_version"] == REPORT_VERSION
