@@ -86,6 +86,29 @@ class Head(msgspec.Struct, frozen=True):
     exported_at: str
 
 
+class Report(msgspec.Struct, frozen=True):
+    """A verification's outcome: how much was checked, the head it ends at, and every finding."""
+
+    count: int
+    head: int | None
+    head_hash: str | None
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def _report(records: Sequence[Record], findings: list[Finding]) -> Report:
+    last = records[-1] if records else None
+    return Report(
+        count=len(records),
+        head=last.number if last else None,
+        head_hash=last.hash if last else None,
+        findings=findings,
+    )
+
+
 class _Line(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     number: int
     hash: str
@@ -245,9 +268,14 @@ def verify_compaction(base: Checkpoint, replaced: Iterable[Record | Checkpoint])
 
 def verify_db(conn: psycopg.Connection[Any], *, schema: str | None = None) -> list[Finding]:
     """Verify the chain stored in PostgreSQL."""
+    return report_db(conn, schema=schema).findings
+
+
+def report_db(conn: psycopg.Connection[Any], *, schema: str | None = None) -> Report:
     from checkpoints import store
 
-    return verify(store.records(conn, schema=schema or store.DEFAULT_SCHEMA))
+    records = store.records(conn, schema=schema or store.DEFAULT_SCHEMA)
+    return _report(records, verify(records))
 
 
 def _write_durably(path: Path, lines: Iterable[bytes]) -> None:
@@ -329,6 +357,10 @@ def read_file(path: Path) -> tuple[list[Record], Head | None, list[Finding]]:
 
 def verify_file(path: Path) -> list[Finding]:
     """Verify an export offline: no database, nothing but this package."""
+    return report_file(path).findings
+
+
+def report_file(path: Path) -> Report:
     records, head, findings = read_file(path)
     findings.extend(verify(records))
     if head is None:
@@ -350,7 +382,7 @@ def verify_file(path: Path) -> list[Finding]:
                     f"the file holds {len(records)} ending at {last.number} ({last.hash[:12]}…)",
                 )
             )
-    return findings
+    return _report(records, findings)
 
 
 def compact(

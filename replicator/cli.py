@@ -247,6 +247,117 @@ def snapshot(ctx: Context, mode: str | None, on_bad_value: str | None, identifie
         snapshot_mod.render(result)
 
 
+@cli.group("checkpoints")
+def checkpoints_group() -> None:
+    """Inspect, verify, export and compact the hash-chained checkpoint record."""
+
+
+@checkpoints_group.command("list")
+@common_options
+@click.option("--since", type=int, default=None, metavar="N", help="Only checkpoints numbered above N (next page).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N checkpoints.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def checkpoints_list(ctx: Context, since: int | None, limit: int | None, as_json: bool) -> None:
+    """List checkpoints in number order: kind, journal range, rows written, time and hash."""
+    from rich.console import Console
+
+    from checkpoints import report, store
+    from replicator import pg
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        found = store.read(conn, since, limit, schema=ctx.config.target.state_schema)
+    if as_json:
+        click.echo(report.as_json(found))
+    else:
+        report.render_list(found, Console())
+
+
+@checkpoints_group.command("show")
+@common_options
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def checkpoints_show(ctx: Context, number: int, as_json: bool) -> None:
+    """Show one checkpoint in full, with its per-table counts and digests."""
+    from rich.console import Console
+
+    from checkpoints import report, store
+    from replicator import pg
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        found = store.get(conn, number, schema=ctx.config.target.state_schema)
+    if as_json:
+        click.echo(report.as_json(found))
+    else:
+        report.render_show(found, Console())
+
+
+@checkpoints_group.command("verify")
+@common_options
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Verify an export instead of the database (no database needed).",
+)
+def checkpoints_verify(ctx: Context, file: Path | None) -> None:
+    """Verify the hash chain; on failure print every finding and exit 3."""
+    from rich.console import Console
+
+    from checkpoints import audit, report
+    from checkpoints.errors import ChainBroken
+    from replicator import pg
+
+    if file is not None:
+        result = audit.report_file(file)
+        where = str(file)
+    else:
+        with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+            result = audit.report_db(conn, schema=ctx.config.target.state_schema)
+        where = pg.describe(ctx.target)
+    if result.findings:
+        report.render_findings(result.findings, Console())
+        raise ChainBroken(
+            f"the checkpoint chain in {where} does not verify: {len(result.findings)} finding(s)",
+            hint="each is listed above; export the chain before changing anything, and do not cut over",
+        )
+    if not ctx.quiet:
+        head = f", head {result.head} {result.head_hash}" if result.head is not None else ""
+        click.echo(f"ok: {result.count} checkpoint(s) in {where} verify{head}")
+
+
+@checkpoints_group.command("export")
+@common_options
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def checkpoints_export(ctx: Context, file: Path) -> None:
+    """Write the chain to FILE as JSON Lines plus a head line, for an auditor (see verify --file)."""
+    from checkpoints import audit
+    from replicator import pg
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        head = audit.export(conn, file, schema=ctx.config.target.state_schema)
+    if not ctx.quiet:
+        click.echo(f"exported {head.count} checkpoint(s) to {file}, head {head.number} {head.hash}")
+
+
+@checkpoints_group.command("compact")
+@common_options
+@click.option("--upto", type=int, required=True, metavar="N", help="Replace checkpoints numbered N and below.")
+def checkpoints_compact(ctx: Context, upto: int) -> None:
+    """Replace old checkpoints with one compaction record; the rest of the chain still verifies."""
+    from checkpoints import audit
+    from replicator import pg
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        base = audit.compact(conn, upto, schema=ctx.config.target.state_schema)
+    if not ctx.quiet and base.compaction is not None:
+        c = base.compaction
+        click.echo(
+            f"compacted checkpoints {c.first}..{c.last} ({c.count}) into checkpoint {base.number}; "
+            f"hashes digest {c.hashes_digest}"
+        )
+
+
 def main() -> None:
     try:
         cli.main(prog_name="replicator", standalone_mode=True)

@@ -1,0 +1,100 @@
+"""Rendering checkpoints for people (rich tables) and for programs (JSON), kept out of the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from checkpoints.audit import Finding, Head
+from checkpoints.model import Checkpoint
+
+
+def as_json(value: Checkpoint | Sequence[Checkpoint]) -> str:
+    """Checkpoints as JSON, hash included (the stored body bytes are what ``export`` writes)."""
+    builtins: Any = msgspec.to_builtins(value)
+    return msgspec.json.format(msgspec.json.encode(builtins), indent=2).decode()
+
+
+def _seq(checkpoint: Checkpoint) -> str:
+    if checkpoint.seq_to < checkpoint.seq_from:
+        return "-"
+    return f"{checkpoint.seq_from}..{checkpoint.seq_to}"
+
+
+def render_list(checkpoints: Sequence[Checkpoint], console: Console) -> None:
+    table = Table(title=None, show_lines=False)
+    for name, justify in (
+        ("#", "right"),
+        ("kind", "left"),
+        ("journal seq", "right"),
+        ("tables", "right"),
+        ("upserted", "right"),
+        ("deleted", "right"),
+        ("at (UTC)", "left"),
+        ("hash", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for c in checkpoints:
+        table.add_row(
+            str(c.number),
+            str(c.kind),
+            _seq(c),
+            str(len(c.tables)),
+            f"{sum(t.upserted for t in c.tables.values()):,}",
+            f"{sum(t.deleted for t in c.tables.values()):,}",
+            c.at.replace("T", " ")[:19],
+            c.hash[:12],
+        )
+    console.print(table)
+    if checkpoints:
+        console.print(f"next page: --since {checkpoints[-1].number}", style="dim")
+    else:
+        console.print("no checkpoints", style="dim")
+
+
+def render_show(checkpoint: Checkpoint, console: Console) -> None:
+    c = checkpoint
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column()
+    for name, value in (
+        ("number", str(c.number)),
+        ("kind", str(c.kind)),
+        ("journal seq", _seq(c)),
+        ("at", c.at),
+        ("tool", c.tool),
+        ("hash", c.hash),
+        ("prev_hash", c.prev_hash),
+    ):
+        fields.add_row(name, value)
+    if c.compaction is not None:
+        fields.add_row("replaces", f"checkpoints {c.compaction.first}..{c.compaction.last} ({c.compaction.count})")
+        fields.add_row("head_hash", c.compaction.head_hash)
+        fields.add_row("hashes_digest", c.compaction.hashes_digest)
+    console.print(fields)
+    if c.tables:
+        tables = Table()
+        for name in ("table", "upserted", "deleted", "upserted digest", "deleted digest"):
+            tables.add_column(name, no_wrap=name == "table")
+        for name, change in sorted(c.tables.items()):
+            tables.add_row(
+                name,
+                f"{change.upserted:,}",
+                f"{change.deleted:,}",
+                change.upserted_digest[:16],
+                change.deleted_digest[:16],
+            )
+        console.print(tables)
+
+
+def render_findings(findings: Sequence[Finding], console: Console) -> None:
+    for finding in findings:
+        console.print(str(finding), markup=False, highlight=False, soft_wrap=True)
+
+
+def render_head(head: Head, console: Console, *, what: str) -> None:
+    console.print(f"{what}: {head.count} checkpoints, head {head.number} {head.hash}", highlight=False)
