@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,14 @@ from rich.table import Table
 
 from checkpoints.audit import Finding, Head
 from checkpoints.model import Checkpoint
+
+PIPE_WIDTH = 160
+"""Output width when stdout is not a terminal: a pipe or a file has no reason to squeeze columns."""
+
+
+def console() -> Console:
+    """A console on stdout, as wide as the terminal, or PIPE_WIDTH when piped."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
 
 
 def as_json(value: Checkpoint | Sequence[Checkpoint]) -> str:
@@ -26,28 +35,23 @@ def _seq(checkpoint: Checkpoint) -> str:
 
 
 def render_list(checkpoints: Sequence[Checkpoint], console: Console) -> None:
-    table = Table(title=None, show_lines=False)
-    for name, justify in (
-        ("#", "right"),
-        ("kind", "left"),
-        ("journal seq", "right"),
-        ("tables", "right"),
-        ("upserted", "right"),
-        ("deleted", "right"),
-        ("at (UTC)", "left"),
-        ("hash", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    table.add_column("#", justify="right", no_wrap=True, min_width=3)
+    table.add_column("kind", no_wrap=True, min_width=10)
+    table.add_column("journal seq", justify="right", no_wrap=True)
+    table.add_column("upserted", justify="right", no_wrap=True)
+    table.add_column("deleted", justify="right", no_wrap=True)
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("hash", no_wrap=True, min_width=10)
     for c in checkpoints:
         table.add_row(
             str(c.number),
             str(c.kind),
             _seq(c),
-            str(len(c.tables)),
             f"{sum(t.upserted for t in c.tables.values()):,}",
             f"{sum(t.deleted for t in c.tables.values()):,}",
-            c.at.replace("T", " ")[:19],
-            c.hash[:12],
+            c.at.replace("T", " ")[:16],
+            c.hash[:10],
         )
     console.print(table)
     if checkpoints:

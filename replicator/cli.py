@@ -259,8 +259,6 @@ def checkpoints_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def checkpoints_list(ctx: Context, since: int | None, limit: int | None, as_json: bool) -> None:
     """List checkpoints in number order: kind, journal range, rows written, time and hash."""
-    from rich.console import Console
-
     from checkpoints import report, store
     from replicator import pg
 
@@ -269,7 +267,7 @@ def checkpoints_list(ctx: Context, since: int | None, limit: int | None, as_json
     if as_json:
         click.echo(report.as_json(found))
     else:
-        report.render_list(found, Console())
+        report.render_list(found, report.console())
 
 
 @checkpoints_group.command("show")
@@ -278,8 +276,6 @@ def checkpoints_list(ctx: Context, since: int | None, limit: int | None, as_json
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def checkpoints_show(ctx: Context, number: int, as_json: bool) -> None:
     """Show one checkpoint in full, with its per-table counts and digests."""
-    from rich.console import Console
-
     from checkpoints import report, store
     from replicator import pg
 
@@ -288,7 +284,7 @@ def checkpoints_show(ctx: Context, number: int, as_json: bool) -> None:
     if as_json:
         click.echo(report.as_json(found))
     else:
-        report.render_show(found, Console())
+        report.render_show(found, report.console())
 
 
 @checkpoints_group.command("verify")
@@ -302,8 +298,6 @@ def checkpoints_show(ctx: Context, number: int, as_json: bool) -> None:
 )
 def checkpoints_verify(ctx: Context, file: Path | None) -> None:
     """Verify the hash chain; on failure print every finding and exit 3."""
-    from rich.console import Console
-
     from checkpoints import audit, report
     from checkpoints.errors import ChainBroken
     from replicator import pg
@@ -316,7 +310,7 @@ def checkpoints_verify(ctx: Context, file: Path | None) -> None:
             result = audit.report_db(conn, schema=ctx.config.target.state_schema)
         where = pg.describe(ctx.target)
     if result.findings:
-        report.render_findings(result.findings, Console())
+        report.render_findings(result.findings, report.console())
         raise ChainBroken(
             f"the checkpoint chain in {where} does not verify: {len(result.findings)} finding(s)",
             hint="each is listed above; export the chain before changing anything, and do not cut over",
