@@ -57,6 +57,9 @@ class SnapshotResult(msgspec.Struct, frozen=True):
     warnings: tuple[str, ...]
     seconds: float
     sequences: dict[str, int] = msgspec.field(default_factory=dict)
+    """``table.column`` → the next value its identity/serial sequence will give."""
+    plan: pgschema.SchemaPlan | None = None
+    """The plan that was loaded (types per column), for verification."""
 
     @property
     def rows(self) -> int:
@@ -380,6 +383,7 @@ def snapshot(
                 warnings=tuple(warnings),
                 seconds=time.monotonic() - started,
                 sequences=sequences,
+                plan=plan,
             )
             with pconn.transaction():
                 state.finish_run(

@@ -1,0 +1,227 @@
+"""Compare every row of a loaded PostgreSQL table with its SQLite source, under the documented mapping.
+
+An oracle written independently of ``replicator.convert``: each side's value is brought to one
+canonical Python value by plain standard-library rules (``Decimal(repr(float))`` for decimals,
+``datetime.fromisoformat`` for text date-times read as UTC, epoch numbers by the column's format,
+``json.loads`` for JSON...). Rows are compared as multisets of canonical tuples, so no ordering or
+collation difference between the two databases can hide or invent a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator.convert import TargetType
+from replicator.pgschema import SchemaPlan, TablePlan
+from triggers.schema import quote_ident
+
+EPOCH = datetime(1970, 1, 1)
+_TRUE = {1, "1", "t", "true", "y", "yes", "on"}
+_FALSE = {0, "0", "f", "false", "n", "no", "off"}
+
+
+class TableDiff(msgspec.Struct):
+    table: str
+    compared: int
+    missing: list[tuple[Any, ...]]
+    """Canonical SQLite rows absent from PostgreSQL."""
+    extra: list[tuple[Any, ...]]
+    """Canonical PostgreSQL rows absent from SQLite."""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _instant_from_sqlite(value: Any, fmt: str | None) -> datetime:
+    """SQLite date-time storage → naive UTC datetime (text without offset is UTC)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if fmt == "unix_ms" or (fmt != "unix_s" and abs(value) >= 10**11):
+            return EPOCH + timedelta(milliseconds=value)
+        return EPOCH + timedelta(seconds=value)
+    text = str(value).strip().replace(" ", "T", 1)
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ("{}", tuple(sorted((k, _hashable(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("[]", tuple(_hashable(v) for v in value))
+    if isinstance(value, Decimal):
+        return value.normalize()
+    return value
+
+
+def json_canon(value: Any) -> Any:
+    """JSON by value: key order, spacing and number spelling (1.5e1 vs 15) do not matter."""
+    if isinstance(value, float):
+        return Decimal(repr(value)).normalize()
+    if isinstance(value, int):
+        return Decimal(value).normalize()
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return _hashable(json.loads(text, parse_float=Decimal, parse_int=Decimal))
+
+
+def sqlite_canon(t: TargetType) -> Callable[[Any], Any]:
+    """How a SQLite value of a column mapped to ``t`` reads, canonically."""
+    name = t.name
+
+    def canon(v: Any) -> Any:
+        if v is None:
+            return None
+        if name in ("smallint", "integer", "bigint"):
+            return int(v) if not isinstance(v, str) else int(v.strip())
+        if name in ("double precision", "real"):
+            return float(v)
+        if name == "numeric":
+            return Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v).strip())
+        if name in ("text", "varchar", "char", "enum"):
+            text = _text(v)
+            if t.strip_nul:
+                text = text.replace("\x00", "")
+            return text
+        if name == "bytea":
+            return bytes(v) if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
+        if name == "boolean":
+            key = v.lower() if isinstance(v, str) else v
+            if key in _TRUE:
+                return True
+            if key in _FALSE:
+                return False
+            raise AssertionError(f"not a boolean: {v!r}")
+        if name in ("timestamp", "timestamptz"):
+            return _instant_from_sqlite(v, t.format)
+        if name == "date":
+            return _instant_from_sqlite(v, t.format).date()
+        if name == "time":
+            return time.fromisoformat(str(v))
+        if name in ("json", "jsonb"):
+            return json_canon(v)
+        if name == "uuid":
+            return uuid.UUID(str(v))
+        raise AssertionError(f"no canonical form for {name}")
+
+    return canon
+
+
+def pg_canon(t: TargetType) -> Callable[[Any], Any]:
+    """How a value psycopg returns for a column of type ``t`` reads, canonically."""
+    name = t.name
+
+    def canon(v: Any) -> Any:
+        if v is None:
+            return None
+        if name == "timestamptz":
+            assert isinstance(v, datetime)
+            assert v.tzinfo is not None
+            return v.astimezone(UTC).replace(tzinfo=None)
+        if name == "timestamp":
+            assert isinstance(v, datetime)
+            assert v.tzinfo is None
+            return v
+        if name == "date":
+            assert isinstance(v, date)
+            return v
+        if name in ("json", "jsonb"):
+            return json_canon(v)  # selected as ::text, so JSON null stays distinct from SQL NULL
+        if name == "bytea":
+            return bytes(v)
+        if name == "numeric":
+            return Decimal(v)
+        if name in ("double precision", "real"):
+            return float(v)
+        if name == "uuid":
+            return v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))
+        return v
+
+    return canon
+
+
+def _sqlite_rows(
+    conn: sqlite3.Connection, table: TablePlan, exclude: set[tuple[Any, ...]]
+) -> Iterable[tuple[Any, ...]]:
+    cols = [c.source for c in table.load_columns if c.source is not None]
+    keys = list(table.key_source) or ["rowid"]
+    query = f"SELECT {', '.join(quote_ident(c) for c in cols + keys)} FROM {quote_ident(table.source)}"
+    previous = conn.text_factory
+    conn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+    try:
+        for row in conn.execute(query):
+            if tuple(row[len(cols) :]) in exclude:
+                continue
+            yield tuple(row[: len(cols)])
+    finally:
+        conn.text_factory = previous
+
+
+def compare_table(
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    plan: SchemaPlan,
+    table: TablePlan,
+    *,
+    exclude_keys: Iterable[tuple[Any, ...]] = (),
+) -> TableDiff:
+    """Every row of one table, both sides canonical; ``exclude_keys`` are quarantined source keys."""
+    columns = table.load_columns
+    s_canon = [sqlite_canon(c.type) for c in columns]
+    p_canon = [pg_canon(c.type) for c in columns]
+    expected: Counter[tuple[Any, ...]] = Counter()
+    for row in _sqlite_rows(sconn, table, set(exclude_keys)):
+        expected[tuple(f(v) for f, v in zip(s_canon, row, strict=True))] += 1
+    actual: Counter[tuple[Any, ...]] = Counter()
+    selected = [
+        sql.SQL("{}::text").format(sql.Identifier(c.name))
+        if c.type.name in ("json", "jsonb")
+        else sql.Identifier(c.name)
+        for c in columns
+    ]
+    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(selected), sql.Identifier(plan.schema, table.name))
+    with pconn.cursor() as cur:
+        for row in cur.execute(query):
+            actual[tuple(f(v) for f, v in zip(p_canon, row, strict=True))] += 1
+    missing = list((expected - actual).elements())
+    extra = list((actual - expected).elements())
+    return TableDiff(table.source, sum(expected.values()), missing[:5], extra[:5])
+
+
+def assert_same(
+    sqlite_path: Any,
+    pconn: psycopg.Connection[Any],
+    plan: SchemaPlan,
+    *,
+    exclude: dict[str, set[tuple[Any, ...]]] | None = None,
+) -> dict[str, int]:
+    """Assert every loaded table equals its source row for row; returns rows compared per table."""
+    sconn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    try:
+        counts = {}
+        problems = []
+        for table in plan.tables:
+            diff = compare_table(sconn, pconn, plan, table, exclude_keys=(exclude or {}).get(table.source, set()))
+            counts[table.source] = diff.compared
+            if diff.missing or diff.extra:
+                problems.append(f"{table.source}: missing {diff.missing} extra {diff.extra}")
+        assert not problems, "\n".join(problems)
+        return counts
+    finally:
+        sconn.close()
