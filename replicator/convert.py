@@ -365,6 +365,7 @@ def _real(t: TargetType) -> _Plan:
 
 def _numeric(t: TargetType) -> _Plan:
     precision, scale = t.precision, t.scale
+    limit = 10 ** (precision - (scale or 0)) if precision is not None else 0
     label = f"numeric({precision},{scale or 0})" if precision is not None else "numeric"
 
     def checked(number: Decimal) -> Decimal:
@@ -377,7 +378,9 @@ def _numeric(t: TargetType) -> _Plan:
         if v is None:
             return None
         if type(v) is int:
-            return v if precision is None else checked(Decimal(v))
+            if precision is None or -limit < v < limit:
+                return v
+            return checked(Decimal(v))
         if type(v) is float:
             return checked(float_to_decimal(v))
         if type(v) is str:
@@ -386,7 +389,6 @@ def _numeric(t: TargetType) -> _Plan:
 
     if precision is None:
         return _Plan(convert, "type({v}) is int")
-    limit = 10 ** (precision - (scale or 0))
     return _Plan(convert, f"type({{v}}) is int and {-limit} < {{v}} < {limit}")
 
 

@@ -1,0 +1,461 @@
+"""Property tests of the converter through a real PostgreSQL (hypothesis), and the ORM sample files.
+
+Instants from year 1 to 9999 in every storage format, floats through numeric and double precision,
+integers around the int2/int4/int8 boundaries, arbitrary text and JSON documents: what is accepted
+comes back from PostgreSQL exactly, what is refused is refused for exactly the documented reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Context, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from replicator.convert import RowRefused, TargetType, ValueRefused, parse_type, row_converter, value_converter
+from replicator.formats import MS_THRESHOLD
+from tests.test_convert import ROLE, Pg, roundtrip, target
+
+PG_SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+EPOCH = datetime(1970, 1, 1)
+MIN_DT = datetime(1, 1, 1)
+MAX_DT = datetime(9999, 12, 31, 23, 59, 59, 999999)
+
+instants = st.datetimes(min_value=MIN_DT, max_value=MAX_DT)
+offsets = st.integers(min_value=-(14 * 60), max_value=14 * 60)
+
+
+def _offset_text(minutes: int) -> str:
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{mins:02d}"
+
+
+def _storages(instant: datetime, offset_minutes: int) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """One instant in every storage format, and what PostgreSQL must give back for each column."""
+    ms = instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+    s = instant.replace(microsecond=0)
+    ms_number = (ms - EPOCH) // timedelta(milliseconds=1)
+    s_number = (s - EPOCH) // timedelta(seconds=1)
+    offset = timezone(timedelta(minutes=offset_minutes))
+    try:
+        local = instant.replace(tzinfo=UTC).astimezone(offset)
+        with_offset: object = local.isoformat(timespec="microseconds")
+        expect_offset: object = instant.replace(tzinfo=UTC)
+    except OverflowError:  # the local wall time would be outside years 1..9999
+        with_offset = expect_offset = None
+    values = (
+        ms_number,
+        s_number,
+        with_offset,
+        instant.isoformat(timespec="microseconds"),
+        ms.isoformat(sep=" ", timespec="milliseconds"),
+        ms_number if abs(ms_number) >= MS_THRESHOLD else None,
+        s.isoformat(sep=" "),
+    )
+    expected = (
+        ms,
+        s.replace(tzinfo=UTC),
+        expect_offset,
+        instant,
+        ms,
+        ms.replace(tzinfo=UTC) if values[5] is not None else None,
+        s,
+    )
+    return values, expected
+
+
+INSTANT_TYPES = [
+    target("timestamp(3)", format="unix_ms"),
+    target("timestamptz(0)", format="unix_s"),
+    target("timestamptz"),
+    target("timestamp(6)"),
+    target("timestamp(3)"),
+    target("timestamptz(3)"),  # magnitude rule: no format
+    target("timestamp(0)"),
+]
+
+
+@PG_SETTINGS
+@given(st.lists(st.tuples(instants, offsets), min_size=1, max_size=20))
+@example(
+    [(MIN_DT, 0), (MAX_DT, 0), (MIN_DT, 60), (MAX_DT, -60), (EPOCH, 0), (datetime(1969, 12, 31, 23, 59, 59, 999999), 0)]
+)
+def test_instants_round_trip_in_every_storage_format(pg: Pg, cases: list[tuple[datetime, int]]) -> None:
+    rows = [_storages(instant, offset) for instant, offset in cases]
+    back = roundtrip(pg, INSTANT_TYPES, [values for values, _ in rows])
+    assert back == [expected for _, expected in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(instants, st.sampled_from([0, 1, 2, 3, 4, 5, 6]))
+def test_fraction_digits_are_kept_or_refused_never_rounded(instant: datetime, precision: int) -> None:
+    convert = value_converter(TargetType("timestamp", precision=precision))
+    text = instant.isoformat(sep=" ", timespec="microseconds")
+    if instant.microsecond % 10 ** (6 - precision):
+        with pytest.raises(ValueRefused, match=f"precision {precision} would round"):
+            convert(text)
+    else:
+        assert convert(text) == instant
+
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@PG_SETTINGS
+@given(st.lists(finite_floats, min_size=1, max_size=30))
+@example([0.1, 0.03201, 1e308, -5e-324, 1.2345678901234567e19, -0.0, 2.0**53 + 2, 123456789.12345679])
+def test_floats_keep_their_shortest_repr(pg: Pg, floats: list[float]) -> None:
+    back = roundtrip(
+        pg,
+        [target("numeric"), target("double precision")],
+        [(f, f) for f in floats],
+        select=[sql.SQL("c0, c0::text, c1")],
+    )
+    for f, (as_decimal, as_text, as_double) in zip(floats, back, strict=True):
+        assert as_decimal == Decimal(repr(f))
+        assert Decimal(as_text) == Decimal(repr(f))
+        assert float(as_decimal) == f
+        assert as_double == f
+        assert repr(as_double) == repr(f)
+
+
+_WIDE = Context(prec=1000)
+
+
+@PG_SETTINGS
+@given(st.lists(finite_floats, min_size=1, max_size=30))
+@example([1e35, 9.999999999999999e34, 1e-30, 1.5e-30, 123.456])
+def test_numeric_65_30_accepts_exactly_what_fits(pg: Pg, floats: list[float]) -> None:
+    convert = value_converter(target("numeric(65,30)"))
+    accepted = []
+    for f in floats:
+        exact = Decimal(repr(f))
+        fits = exact == _WIDE.quantize(exact, Decimal("1e-30")) and abs(exact) < Decimal(10) ** 35
+        if fits:
+            assert convert(f) == exact
+            accepted.append(f)
+        else:
+            with pytest.raises(ValueRefused, match="numeric\\(65,30\\)"):
+                convert(f)
+    back = roundtrip(pg, [target("numeric(65,30)")], [(f,) for f in accepted])
+    assert [b[0] for b in back] == [Decimal(repr(f)) for f in accepted]
+
+
+INT_TYPES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
+
+
+def _boundary_ints() -> st.SearchStrategy[int]:
+    edges = [sign * limit + delta for limit in INT_TYPES.values() for sign in (1, -1) for delta in (-2, -1, 0, 1)]
+    return st.one_of(st.sampled_from(edges), st.integers(min_value=-(2**64), max_value=2**64))
+
+
+@PG_SETTINGS
+@given(
+    st.sampled_from(sorted(INT_TYPES)), st.lists(st.tuples(_boundary_ints(), st.booleans()), min_size=1, max_size=30)
+)
+def test_integers_refused_exactly_outside_range(pg: Pg, name: str, values: list[tuple[int, bool]]) -> None:
+    limit = INT_TYPES[name]
+    convert = value_converter(parse_type(name))
+    accepted = []
+    for number, as_text in values:
+        source: object = str(number) if as_text else number
+        if -limit <= number < limit:
+            assert convert(source) == number
+            accepted.append(source)
+        else:
+            with pytest.raises(ValueRefused, match=f"outside the {name} range"):
+                convert(source)
+    back = roundtrip(pg, [parse_type(name)], [(v,) for v in accepted])
+    assert [b[0] for b in back] == [int(str(v)) for v in accepted]
+
+
+def test_integral_floats_at_int_boundaries() -> None:
+    for name, limit in INT_TYPES.items():
+        convert = value_converter(parse_type(name))
+        assert convert(float(-limit)) == -limit
+        with pytest.raises(ValueRefused):
+            convert(float(limit))  # 2.0**63 etc. is one past the maximum
+        if limit < 2**53:
+            assert convert(float(limit - 1)) == limit - 1
+
+
+@PG_SETTINGS
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])), min_size=1, max_size=20))
+@example(["a\x00", "", "\U0010ffff", "日本"])
+def test_text_round_trips_or_names_the_nul(pg: Pg, texts: list[str]) -> None:
+    convert = value_converter(target("text"))
+    accepted = []
+    for text in texts:
+        if "\x00" in text:
+            with pytest.raises(ValueRefused, match="NUL"):
+                convert(text)
+        else:
+            accepted.append(text)
+    assert roundtrip(pg, [target("text")], [(t,) for t in accepted]) == [(t,) for t in accepted]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | finite_floats | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+@PG_SETTINGS
+@given(st.lists(json_values, min_size=1, max_size=10), st.booleans())
+def test_json_documents_round_trip_in_jsonb(pg: Pg, docs: list[Any], ascii_only: bool) -> None:
+    convert = value_converter(target("jsonb"))
+    accepted = []
+    for doc in docs:
+        text = json.dumps(doc, ensure_ascii=ascii_only)
+        if _has_nul(doc):
+            with pytest.raises(ValueRefused, match=r"NUL|u0000"):
+                convert(text)
+        else:
+            accepted.append((text, doc))
+    back = roundtrip(
+        pg,
+        [target("jsonb"), target("json")],
+        [(text, text) for text, _ in accepted],
+        select=[sql.SQL("c0::text, c1::text")],
+    )
+    # JSON numbers are decimals: jsonb prints 7.205759403792162e+16 as 72057594037921620.
+    assert [(_decimal_json(b), _decimal_json(t)) for b, t in back] == [
+        (_decimal_json(text), _decimal_json(text)) for text, _ in accepted
+    ]
+    assert [t for _, t in back] == [text for text, _ in accepted]
+
+
+def _decimal_json(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+# -- the ORM sample files in shared/realworld ------------------------------------------------------
+
+
+def _sqlite_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+PRISMA_ACCOUNT = {
+    "id": "text",
+    "uid": "text",
+    "email": "text",
+    "active": "boolean",
+    "balance": "numeric(65,30)",
+    "bigCount": "bigint",
+    "ratio": "double precision",
+    "hits": "integer",
+    "settings": "jsonb",
+    "avatar": "bytea",
+    "role": "enum",
+    "createdAt": "timestamp(3) without time zone",
+    "updatedAt": "timestamp(3) without time zone",
+}
+
+
+def _types(mapping: dict[str, str]) -> list[TargetType]:
+    return [ROLE if text == "enum" else parse_type(text) for text in mapping.values()]
+
+
+def _load(pg: Pg, path: Path, table: str, mapping: dict[str, str], extra: str = "") -> list[tuple[Any, ...]]:
+    columns = ", ".join(f'"{c}"' for c in mapping)
+    rows = _sqlite_rows(path, f'SELECT {columns} FROM "{table}" ORDER BY rowid')
+    return roundtrip(pg, _types(mapping), rows, table=table, columns=list(mapping))
+
+
+def _check_instants(pg: Pg, path: Path, table: str, column: str) -> None:
+    """Our converted instants equal PostgreSQL's own reading of the source values (an independent parser).
+
+    Text is cast by PostgreSQL (session TimeZone UTC, so naive text is UTC), integers are epoch ms.
+    """
+    pg.execute("SET TimeZone = 'UTC'")
+    raw = [r[0] for r in _sqlite_rows(path, f'SELECT "{column}" FROM "{table}" ORDER BY rowid')]
+    expected: list[datetime | None] = []
+    for value in raw:
+        if value is None:
+            expected.append(None)
+            continue
+        query = (
+            "SELECT timestamp 'epoch' + %s * interval '1 millisecond'"
+            if isinstance(value, int)
+            else "SELECT %s::text::timestamptz AT TIME ZONE 'UTC'"
+        )
+        row = pg.execute(query, (value,)).fetchone()
+        assert row is not None
+        expected.append(row[0])
+    got = pg.execute(
+        sql.SQL("SELECT {c} FROM {t} ORDER BY _n").format(c=sql.Identifier(column), t=sql.Identifier(table)),
+        prepare=False,
+    ).fetchall()
+    naive = [g[0].astimezone(UTC).replace(tzinfo=None) if g[0] and g[0].tzinfo else g[0] for g in got]
+    assert naive == expected
+    assert any(v is not None for v in naive)
+
+
+@pytest.mark.parametrize("name", ["prisma7_small_unixms.db", "prisma7_small_iso8601.db", "prisma7_json_scalars.db"])
+def test_prisma_files_load_as_prisma_postgres_types(pg: Pg, realworld: Path, name: str) -> None:
+    path = realworld / "orm-samples" / name
+    back = _load(pg, path, "Account", PRISMA_ACCOUNT)
+    assert back
+    for column in ("createdAt", "updatedAt"):
+        _check_instants(pg, path, "Account", column)
+    balances = {r[4] for r in back}
+    assert balances <= {
+        Decimal(0),
+        Decimal("0.1"),
+        Decimal("19.99"),
+        Decimal("12345678901234567000"),
+        Decimal("0.30000000000000004"),
+    }
+    settings_values = [r[8] for r in back]
+    assert any(v in (42, 1.5, "just a string", "123", True) for v in settings_values)
+
+
+def test_prisma_json_null_text_stays_json_null(pg: Pg, realworld: Path) -> None:
+    path = realworld / "orm-samples" / "prisma7_json_scalars.db"
+    _load(pg, path, "Account", PRISMA_ACCOUNT)
+    nulls = _sqlite_rows(path, "SELECT count(*) FROM Account WHERE settings = 'null'")[0][0]
+    got = pg.execute("""SELECT count(*) FROM "Account" WHERE settings = 'null'::jsonb""").fetchone()
+    assert got == (nulls,)
+
+
+DJANGO = {
+    "id": "bigint",
+    "uid": "uuid",
+    "flag": "boolean",
+    "amount": "numeric",
+    "big": "numeric",
+    "data": "jsonb",
+    "created": "timestamp with time zone",
+    "day": "date",
+    "t": "time without time zone",
+    "dur": "bigint",
+    "blob": "bytea",
+    "owner_id": "bigint",
+}
+RAILS = {
+    "id": "bigint",
+    "flag": "boolean",
+    "amount": "numeric(12,2)",
+    "data": "jsonb",
+    "ts": "timestamp(6) without time zone",
+    "d": "date",
+    "b": "bytea",
+    "name": "character varying",
+    "parent_id": "bigint",
+    "created_at": "timestamp(6) without time zone",
+    "updated_at": "timestamp(6) without time zone",
+}
+SQLALCHEMY = {
+    "id": "integer",
+    "u": "uuid",
+    "flag": "boolean",
+    "amount": "numeric(12,2)",
+    "data": "json",
+    "ts": "timestamp without time zone",
+    "tstz": "timestamp with time zone",
+    "d": "date",
+    "tm": "time without time zone",
+    "iv": "timestamp without time zone",
+    "color": "character varying(5)",
+    "blob": "bytea",
+    "big": "bigint",
+    "parent": "integer",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "table", "mapping", "datetimes"),
+    [
+        ("django52_sample.db", "app_thing", DJANGO, ["created"]),
+        ("activerecord61_sample.db", "things", RAILS, ["ts", "created_at", "updated_at"]),
+        ("sqlalchemy21_sample.db", "t", SQLALCHEMY, ["ts", "tstz", "iv"]),
+    ],
+)
+def test_orm_files_load_exactly(
+    pg: Pg, realworld: Path, name: str, table: str, mapping: dict[str, str], datetimes: list[str]
+) -> None:
+    path = realworld / "orm-samples" / name
+    back = _load(pg, path, table, mapping)
+    assert back
+    for column in datetimes:
+        _check_instants(pg, path, table, column)
+
+
+def test_django_microsecond_time_and_uuid(pg: Pg, realworld: Path) -> None:
+    back = _load(pg, realworld / "orm-samples" / "django52_sample.db", "app_thing", DJANGO)
+    first = dict(zip(DJANGO, back[0], strict=True))
+    assert str(first["uid"]) == "256f0900-27a0-41bb-afeb-104a4c0760b6"
+    assert first["t"].isoformat() == "01:02:03.000004"
+    assert first["data"] == {"a": [1, 2], "ü": "日本"}
+    assert first["big"] == Decimal("1.2345678901234569E+23")
+    assert first["created"] == datetime(2024, 3, 5, 6, 7, 8, 9000, tzinfo=UTC)
+
+
+def _refused(path: Path, table: str, mapping: dict[str, str]) -> list[RowRefused]:
+    convert = row_converter(table, list(mapping), [parse_type(t) for t in mapping.values()])
+    columns = ", ".join(f'"{c}"' for c in mapping)
+    errors = []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.text_factory = _decode
+    try:
+        for row in conn.execute(f'SELECT {columns} FROM "{table}" ORDER BY rowid'):
+            try:
+                convert(row)
+            except RowRefused as exc:
+                errors.append(exc)
+    finally:
+        conn.close()
+    return errors
+
+
+def _decode(data: bytes) -> str:
+    from replicator.convert import decode_text
+
+    return decode_text(data)
+
+
+def test_pgloader_type_mismatch_and_bad_utf8_are_named(realworld: Path) -> None:
+    tests = realworld / "pgloader-tests"
+    (mismatch,) = _refused(tests / "type-mismatch.db", "products", {"id": "integer", "name": "text", "qty": "integer"})
+    assert (mismatch.table, mismatch.column, mismatch.value) == ("products", "qty", "lots-of-it")
+    assert "not an integer" in str(mismatch)
+    (bad,) = _refused(tests / "bad-utf8.db", "files", {"id": "integer", "filename": "text"})
+    assert (bad.column, bad.value) == ("filename", b"file\x96name.txt")
+    assert "not valid UTF-8 (bytes 96 at character 4)" in str(bad)
+    assert _refused(tests / "bad-utf8.db", "files", {"id": "integer", "filename": "bytea"}) == []
+
+
+def test_chinook_invoice_dates_and_totals(pg: Pg, realworld: Path) -> None:
+    """A real table: DATETIME text and NUMERIC(10,2) REALs into timestamp and numeric(10,2)."""
+    path = realworld / "chinook" / "Chinook_Sqlite.sqlite"
+    mapping = {"InvoiceId": "integer", "CustomerId": "integer", "InvoiceDate": "timestamp", "Total": "numeric(10,2)"}
+    back = _load(pg, path, "Invoice", mapping)
+    oracle = _sqlite_rows(path, 'SELECT printf(\'%.2f\', "Total") FROM "Invoice" ORDER BY rowid')
+    assert [str(r[3]) for r in back] == [r[0] for r in oracle]
+    _check_instants(pg, path, "Invoice", "InvoiceDate")
