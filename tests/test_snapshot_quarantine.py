@@ -1,0 +1,143 @@
+"""Refused values: each kind under on_bad_value = stop and = quarantine, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from replicator import config, quarantine, snapshot
+from replicator.config import ColumnOverride
+from replicator.errors import BadValue
+from tests.compare import assert_same
+
+CFG = config.load(None, environ={})
+
+#: kind → (declared type, SQL literal of the bad value, override type or None, reason fragment)
+KINDS: dict[str, tuple[str, str, str | None, str]] = {
+    "text_in_integer": ("INTEGER", "'lots-of-it'", None, "not an integer"),
+    "invalid_utf8_text": ("TEXT", "CAST(x'66696c65966e616d65' AS TEXT)", None, "not valid UTF-8"),
+    "invalid_utf8_blob_in_text": ("TEXT", "x'66696c65966e616d65'", None, "not valid UTF-8"),
+    "nul_in_text": ("TEXT", "'a' || char(0) || 'b'", None, "NUL"),
+    "numeric_scale": ("NUMERIC(4,2)", "1.234", "numeric(4,2)", "numeric(4,2)"),
+    "smallint_range": ("SMALLINT", "70000", "smallint", "range"),
+    "bad_datetime": ("DATETIME", "'next tuesday'", "timestamptz", ""),
+    "bad_boolean": ("BOOLEAN", "'maybe'", "boolean", "not a boolean"),
+    "bad_json": ("JSON", "'{bad'", "jsonb", "not valid JSON"),
+}
+GOOD = {
+    "INTEGER": "7",
+    "TEXT": "'fine'",
+    "NUMERIC(4,2)": "12.5",
+    "SMALLINT": "3",
+    "DATETIME": "'2024-03-05 06:07:08'",
+    "BOOLEAN": "1",
+    "JSON": "'{\"a\": 1}'",
+}
+
+
+def _database(tmp_path: Path, declared: str, bad: str) -> Path:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE items (id INTEGER PRIMARY KEY, v {declared}, note TEXT)")
+        good = GOOD[declared]
+        conn.execute(f"INSERT INTO items VALUES (1, {good}, 'first'), (2, {bad}, 'bad'), (3, {good}, 'last')")
+    return path
+
+
+def _config(override: str | None) -> config.Config:
+    if override is None:
+        return CFG
+    return msgspec.structs.replace(CFG, types={"items": {"v": ColumnOverride(type=override)}})
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_stop_names_the_value_and_leaves_the_table_empty(kind: str, tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    declared, bad, override, reason = KINDS[kind]
+    path = _database(tmp_path, declared, bad)
+    with pytest.raises(BadValue) as info:
+        snapshot.snapshot(path, pg_dsn, _config(override), mode="create", on_bad_value="stop")
+    message = info.value.message
+    assert "items (id=2) column v" in message
+    assert reason in message
+    assert "value " in message
+    assert "quarantine" in info.value.hint
+    assert pg.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    run = pg.execute("SELECT status, message FROM replicator.runs").fetchone()
+    assert run[0] == "failed"
+    assert "column v" in run[1]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_quarantine_skips_the_row_and_records_the_original(kind: str, tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    declared, bad, override, reason = KINDS[kind]
+    path = _database(tmp_path, declared, bad)
+    result = snapshot.snapshot(path, pg_dsn, _config(override), mode="create", on_bad_value="quarantine")
+    assert result.quarantined == 1
+    assert result.rows == 2
+    assert result.plan is not None
+    assert assert_same(path, pg, result.plan, exclude={"items": {(2,)}}) == {"items": 2}
+    row = pg.execute(
+        "SELECT table_name, key::text, column_name, storage_class, original_base64, reason, action, acknowledged "
+        "FROM replicator.quarantine"
+    ).fetchone()
+    with sqlite3.connect(path) as conn:
+        conn.text_factory = bytes
+        original, storage = conn.execute("SELECT v, typeof(v) FROM items WHERE id = 2").fetchone()
+    expected = (
+        original
+        if isinstance(original, bytes)
+        else (repr(original) if isinstance(original, float) else str(original)).encode()
+    )
+    assert row[:4] == ("items", '{"id": 2}', "v", storage.decode())
+    assert base64.b64decode(row[4]) == expected
+    assert reason in row[5]
+    assert row[6:] == ("row skipped", False)
+    assert quarantine.unacknowledged(pg, "replicator") == {"items": 1}
+    assert pg.execute("SELECT quarantined FROM replicator.snapshot_tables").fetchone() == (1,)
+
+
+def test_reload_replaces_the_quarantine_and_acknowledge_clears_it(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = _database(tmp_path, "INTEGER", "'x'")
+    snapshot.snapshot(path, pg_dsn, CFG, mode="create", on_bad_value="quarantine")
+    snapshot.snapshot(path, pg_dsn, CFG, mode="create", on_bad_value="quarantine", replace=True)
+    assert pg.execute("SELECT count(*) FROM replicator.quarantine").fetchone() == (1,)
+    assert quarantine.acknowledge(pg, "replicator", "items") == 1
+    assert quarantine.unacknowledged(pg, "replicator") == {}
+
+
+@pytest.mark.parametrize(
+    ("bad", "flag", "stored"),
+    [
+        ("CAST(x'66696c65966e616d65' AS TEXT)", "replace_bad_utf8", "file\ufffdname"),
+        ("'a' || char(0) || 'b'", "strip_nul", "ab"),
+    ],
+)
+def test_opt_in_alterations_load_the_row(
+    bad: str, flag: str, stored: str, tmp_path: Path, pg_dsn: str, pg: Any
+) -> None:
+    path = _database(tmp_path, "TEXT", bad)
+    cfg = msgspec.structs.replace(CFG, types={"items": {"v": ColumnOverride(**{flag: True})}})
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create")
+    assert result.quarantined == 0
+    assert pg.execute("SELECT v FROM items WHERE id = 2").fetchone() == (stored,)
+
+
+def test_enum_label_refused_in_existing_mode(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, role TEXT NOT NULL)")
+        conn.execute("INSERT INTO users VALUES (1, 'ADMIN'), (2, 'SUPERUSER'), (3, 'USER')")
+    pg.execute(
+        "CREATE TYPE role AS ENUM ('USER', 'ADMIN'); CREATE TABLE users (id serial PRIMARY KEY, role role NOT NULL)"
+    )
+    with pytest.raises(BadValue, match=r"users \(id=2\) column role: text value is not a label of enum role"):
+        snapshot.snapshot(path, pg_dsn, CFG, mode="existing")
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="existing", on_bad_value="quarantine")
+    assert result.quarantined == 1
+    assert pg.execute("SELECT id, role::text FROM users ORDER BY id").fetchall() == [(1, "ADMIN"), (3, "USER")]
+    assert result.sequences["users.id"] == 4
