@@ -121,7 +121,8 @@ def test_opt_in_alterations_load_the_row(
     bad: str, flag: str, stored: str, tmp_path: Path, pg_dsn: str, pg: Any
 ) -> None:
     path = _database(tmp_path, "TEXT", bad)
-    cfg = msgspec.structs.replace(CFG, types={"items": {"v": ColumnOverride(**{flag: True})}})
+    override = msgspec.convert({flag: True}, ColumnOverride)
+    cfg = msgspec.structs.replace(CFG, types={"items": {"v": override}})
     result = snapshot.snapshot(path, pg_dsn, cfg, mode="create")
     assert result.quarantined == 0
     assert pg.execute("SELECT v FROM items WHERE id = 2").fetchone() == (stored,)
