@@ -266,16 +266,72 @@ def verify_compaction(base: Checkpoint, replaced: Iterable[Record | Checkpoint])
     return findings
 
 
+def verify_against(current: Sequence[Record | Checkpoint], archived: Sequence[Record | Checkpoint]) -> list[Finding]:
+    """Compare a chain with an earlier export of it: the check that needs an anchor from outside.
+
+    A chain alone cannot show that its newest checkpoints were cut off, or that the whole chain was
+    rewritten with fresh hashes; an export kept elsewhere can. Every archived checkpoint must still
+    be there with the same hash, or be accounted for by the current compaction record.
+    """
+    now = [item if isinstance(item, Record) else Record.of(item) for item in current]
+    old = [item if isinstance(item, Record) else Record.of(item) for item in archived]
+    findings: list[Finding] = []
+    by_number = {r.number: r for r in now}
+    base: Checkpoint | None = None
+    if now:
+        try:
+            base = now[0].decode()
+        except CheckpointError:
+            base = None
+    cut = base.compaction.last if base is not None and base.compaction is not None else 0
+    for record in old:
+        if record.number < cut:
+            continue
+        if record.number == cut and base is not None and base.compaction is not None:
+            if record.hash != base.compaction.head_hash:
+                findings.append(
+                    Finding(
+                        cut, Problem.EDITED, "the compaction's head_hash is not this checkpoint's hash in the export"
+                    )
+                )
+            continue
+        present = by_number.get(record.number)
+        if present is None:
+            findings.append(Finding(record.number, Problem.DELETED, "in the export, but no longer in the chain"))
+        elif present.hash != record.hash:
+            findings.append(
+                Finding(
+                    record.number,
+                    Problem.EDITED,
+                    f"hash {present.hash[:12]}… differs from the export's {record.hash[:12]}…",
+                )
+            )
+    if base is not None and base.compaction is not None and old and old[0].number <= base.compaction.first:
+        findings.extend(verify_compaction(base, old))
+    return findings
+
+
 def verify_db(conn: psycopg.Connection[Any], *, schema: str | None = None) -> list[Finding]:
     """Verify the chain stored in PostgreSQL."""
     return report_db(conn, schema=schema).findings
 
 
-def report_db(conn: psycopg.Connection[Any], *, schema: str | None = None) -> Report:
+def report_db(conn: psycopg.Connection[Any], *, schema: str | None = None, against: Path | None = None) -> Report:
+    """Verify the stored chain and, given an earlier export, that nothing in it was cut off or rewritten."""
     from checkpoints import store
 
     records = store.records(conn, schema=schema or store.DEFAULT_SCHEMA)
-    return _report(records, verify(records))
+    return _report(records, verify(records) + _against(records, against))
+
+
+def _against(records: Sequence[Record], path: Path | None) -> list[Finding]:
+    if path is None:
+        return []
+    archived, _, unreadable = read_file(path)
+    return [
+        *(msgspec.structs.replace(f, detail=f"{path}: {f.detail}") for f in unreadable),
+        *verify_against(records, archived),
+    ]
 
 
 def _write_durably(path: Path, lines: Iterable[bytes]) -> None:
@@ -360,8 +416,10 @@ def verify_file(path: Path) -> list[Finding]:
     return report_file(path).findings
 
 
-def report_file(path: Path) -> Report:
+def report_file(path: Path, *, against: Path | None = None) -> Report:
+    """Verify an export offline and, given an earlier export, that the later one still contains it."""
     records, head, findings = read_file(path)
+    findings.extend(_against(records, against))
     findings.extend(verify(records))
     if head is None:
         if not any(f.problem is Problem.TORN_TAIL for f in findings):

@@ -296,18 +296,24 @@ def checkpoints_show(ctx: Context, number: int, as_json: bool) -> None:
     default=None,
     help="Verify an export instead of the database (no database needed).",
 )
-def checkpoints_verify(ctx: Context, file: Path | None) -> None:
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Also check that an earlier export is still wholly in the chain (catches a cut-off or rewritten chain).",
+)
+def checkpoints_verify(ctx: Context, file: Path | None, against: Path | None) -> None:
     """Verify the hash chain; on failure print every finding and exit 3."""
     from checkpoints import audit, report
     from checkpoints.errors import ChainBroken
     from replicator import pg
 
     if file is not None:
-        result = audit.report_file(file)
+        result = audit.report_file(file, against=against)
         where = str(file)
     else:
         with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
-            result = audit.report_db(conn, schema=ctx.config.target.state_schema)
+            result = audit.report_db(conn, schema=ctx.config.target.state_schema, against=against)
         where = pg.describe(ctx.target)
     if result.findings:
         report.render_findings(result.findings, report.console())

@@ -445,3 +445,81 @@ def test_records_round_trip_through_the_model() -> None:
     assert record.decode() == first
     with pytest.raises(CheckpointError, match="not a valid checkpoint"):
         Record(number=1, hash=first.hash, body=b'{"number": "one"}').decode()
+
+
+# --- against an earlier export: the anchor from outside ---------------------------------------
+
+
+def test_cut_off_or_rewritten_chain_is_found_against_an_earlier_export(
+    pg: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    chain = build_chain(pg, 6)
+    earlier = tmp_path / "earlier.jsonl"
+    audit.export(pg, earlier)
+    following = next_checkpoint(chain[-1], seq_to=100, tables={})
+    with pg.transaction():
+        store.append(pg, following)
+    assert audit.report_db(pg, against=earlier).findings == []  # growing is fine
+
+    audit.compact(pg, 3)
+    assert audit.report_db(pg, against=earlier).findings == []  # compaction accounts for 1..3
+
+    pg.execute("DELETE FROM replicator.checkpoints WHERE number >= 6")  # the newest cut off: the chain alone verifies
+    assert audit.verify_db(pg) == []
+    assert problems(audit.report_db(pg, against=earlier).findings) == {(6, Problem.DELETED)}
+
+
+def test_rewritten_history_is_found_against_an_earlier_export(pg: psycopg.Connection[Any], tmp_path: Path) -> None:
+    build_chain(pg, 4)
+    earlier = tmp_path / "earlier.jsonl"
+    audit.export(pg, earlier)
+    pg.execute("DELETE FROM replicator.checkpoints")
+    build_chain(pg, 4)  # a whole new chain with fresh times: it verifies on its own
+    assert audit.verify_db(pg) == []
+    found = audit.report_db(pg, against=earlier).findings
+    assert problems(found) == {(n, Problem.EDITED) for n in range(1, 5)}
+    later = tmp_path / "later.jsonl"
+    audit.export(pg, later)
+    assert problems(audit.report_file(later, against=earlier).findings) == {(n, Problem.EDITED) for n in range(1, 5)}
+
+
+def test_python_m_checkpoints_verifies_an_export_without_the_replicator(
+    pg: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    build_chain(pg, 3)
+    path = tmp_path / "chain.jsonl"
+    audit.export(pg, path)
+    probe = (
+        "import sys, runpy; sys.argv = ['checkpoints', 'verify', sys.argv[1]];"
+        "code = 0\n"
+        "try:\n    runpy.run_module('checkpoints', run_name='__main__')\n"
+        "except SystemExit as exc:\n    code = exc.code\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('replicator', 'triggers', 'psycopg')]\n"
+        "print('loaded', loaded); sys.exit(code)"
+    )
+    ok = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok: 3 checkpoint(s) verify" in ok.stdout
+    assert "loaded []" in ok.stdout
+    path.write_text(path.read_text().replace('\\"seq_to\\":15', '\\"seq_to\\":16'))
+    bad = subprocess.run(
+        [sys.executable, "-m", "checkpoints", "verify", str(path)], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 3
+    assert "checkpoint 2: edited" in bad.stdout
+
+
+def test_checkpoints_never_imports_the_replicator_or_triggers() -> None:
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "checkpoints"
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not [n for n in names if n.split(".")[0] in ("replicator", "triggers")], module.name
