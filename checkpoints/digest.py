@@ -25,8 +25,8 @@ f     float (binary64)                       shortest round-trip repr, see below
 s     str                                    UTF-8 (lone surrogates, which PostgreSQL never returns,
                                              as in Python's ``surrogatepass``)
 x     bytes, bytearray, memoryview           the bytes
-Z     datetime with a tzinfo                 converted to UTC, ``YYYY-MM-DDTHH:MM:SS.ffffff``
-T     datetime without a tzinfo              as is, ``YYYY-MM-DDTHH:MM:SS.ffffff``
+Z     datetime with a tzinfo                 microseconds since 1970-01-01T00:00:00Z, decimal integer
+T     datetime without a tzinfo              microseconds since 1970-01-01T00:00:00, decimal integer
 d     date                                   ``YYYY-MM-DD``
 t     time                                   ``HH:MM:SS.ffffff`` plus ``+HH:MM`` if it has a tzinfo
 i     timedelta                              total microseconds as a decimal integer
@@ -35,7 +35,10 @@ a     list or tuple (a PostgreSQL array)      the concatenated encodings of its 
 j     JSON value (column kind ``json``)       canonical JSON text in UTF-8, see below
 ====  =====================================  =========================================================
 
-Years are zero-padded to four digits, every time part carries exactly six fractional digits.
+Decimal integers have no leading zeros or ``+`` and a ``-`` when negative (before 1970, for instance).
+An aware datetime therefore encodes the instant, whatever its zone: 14:00+02:00 equals 12:00Z. A
+tzinfo whose ``utcoffset()`` is None counts as naive. Time-of-day parts carry exactly six fractional
+digits.
 
 *Exact numbers.* int and Decimal share tag ``n`` because a numeric column returns Decimal even for a
 value written as int, and numeric(10,2) pads ``1.5`` to ``1.50``: the payload is the plain decimal
@@ -98,6 +101,8 @@ JSON_OIDS: Final = frozenset({114, 3802})
 
 _pack_len = struct.Struct(">I").pack
 _encode_json_str: Callable[[str], str] = json.encoder.encode_basestring
+_EPOCH: Final = dt.datetime(1970, 1, 1)
+_EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NULL: Final = b"N" + _pack_len(0)
 _TRUE: Final = b"b" + _pack_len(1) + b"t"
 _FALSE: Final = b"b" + _pack_len(1) + b"f"
@@ -216,23 +221,18 @@ def _enc_bytes(value: bytes | bytearray | memoryview) -> bytes:
 
 
 def _enc_datetime(value: dt.datetime) -> bytes:
-    offset = value.utcoffset() if value.tzinfo is not None else None
-    tag = b"T"
-    if offset is not None:
-        tag = b"Z"
-        if offset:
-            try:
-                value = value - offset  # aware arithmetic is wall-clock arithmetic: the fields become UTC
-            except OverflowError:
-                raise CheckpointError(
-                    f"timestamp {value.isoformat()} lies outside Python's range once converted to UTC",
-                    hint="such a value cannot be compared; set the session TimeZone to UTC when reading",
-                ) from None
-    text = (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
-    return tag + _pack_len(26) + text.encode()
+    if value.tzinfo is not None:
+        try:
+            delta = value - _EPOCH_UTC  # an aware difference is between instants: the offset is applied exactly
+        except TypeError:  # a tzinfo whose utcoffset() is None: the value is naive after all
+            pass
+        else:
+            payload = str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds).encode()
+            return b"Z" + _pack_len(len(payload)) + payload
+        value = value.replace(tzinfo=None)
+    delta = value - _EPOCH
+    payload = str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds).encode()
+    return b"T" + _pack_len(len(payload)) + payload
 
 
 def _enc_date(value: dt.date) -> bytes:

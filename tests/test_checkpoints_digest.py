@@ -139,6 +139,24 @@ def test_aware_datetimes_are_normalised_to_utc(moment: dt.datetime, zone: dt.tzi
     assert encode_row([moment]) != encode_row([aware])  # naive is kept naive, and differs
 
 
+def test_datetimes_at_the_edges() -> None:
+    assert encode_row([dt.datetime(1969, 12, 31, 23, 59, 59, 999999)]) == b"T\x00\x00\x00\x02-1"
+    far_east = dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5)))  # before datetime.min in UTC
+    assert encode_row([far_east]) == b"Z\x00\x00\x00\x12-62135614800000000"
+
+    class NoOffset(dt.tzinfo):
+        def utcoffset(self, moment: dt.datetime | None) -> dt.timedelta | None:
+            return None
+
+        def dst(self, moment: dt.datetime | None) -> dt.timedelta | None:
+            return None
+
+        def tzname(self, moment: dt.datetime | None) -> str | None:
+            return None
+
+    assert encode_row([dt.datetime(2024, 1, 1, tzinfo=NoOffset())]) == encode_row([dt.datetime(2024, 1, 1)])
+
+
 def test_type_tags_keep_look_alikes_apart() -> None:
     values: list[Any] = [1, 1.0, "1", True, b"1", Json(1), None, Json("1"), [1], dt.timedelta(microseconds=1)]
     encodings = {encode_row([v]) for v in values}
@@ -164,7 +182,7 @@ def test_encoding_is_the_documented_bytes() -> None:
         + b"f\x00\x00\x00\x030.5"
         + b"s\x00\x00\x00\x02\xc3\xa9"
         + b"x\x00\x00\x00\x01\x00"
-        + b"Z\x00\x00\x00\x1a2024-01-02T03:04:05.000006"
+        + b"Z\x00\x00\x00\x101704164645000006"  # 2024-01-02T03:04:05.000006Z in microseconds
         + b"d\x00\x00\x00\x0a2024-01-02"
         + b"u\x00\x00\x00\x10"
         + uid.bytes
