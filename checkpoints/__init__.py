@@ -1,4 +1,17 @@
 """Checksummed, hash-chained checkpoints: the durable record of what was applied, and its audit.
 
-This package never imports ``replicator``: an auditor can verify an exported chain with it alone.
+This package never imports ``replicator`` or ``triggers``: an auditor can verify an exported chain
+with it alone (``python -m checkpoints verify chain.jsonl``), with no database.
+
+Modules, each with its contract in its docstring:
+
+* :mod:`checkpoints.digest` -- THE canonical row encoding and the order-independent ``TableDigest``
+  used by snapshot checksums, ``verify`` and checkpoint content digests;
+* :mod:`checkpoints.model` -- the ``Checkpoint`` record, its canonical body and hash, ``genesis`` and
+  ``next_checkpoint``;
+* :mod:`checkpoints.store` -- the chain in PostgreSQL: ``ensure_schema``, ``append`` (in the caller's
+  transaction), ``latest``, ``read``, ``get``;
+* :mod:`checkpoints.audit` -- ``verify`` (every finding), ``export``/``verify_file``, ``compact`` and
+  ``verify_against`` an earlier export;
+* :mod:`checkpoints.report` -- rendering for the ``replicator checkpoints`` commands.
 """

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
-from checkpoints.digest import EMPTY, add_hex
+from checkpoints.digest import EMPTY, TableDigest, add_hex
 from checkpoints.errors import CheckpointError
 
 FORMAT: Final = 1
@@ -55,6 +55,19 @@ class TableChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """checkpoints.digest sum over the row images inserted or updated (for genesis: the table's checksum)."""
     deleted_digest: str = EMPTY
     """checkpoints.digest sum over the primary-key tuples deleted."""
+
+    @classmethod
+    def of(cls, upserted: TableDigest, deleted: TableDigest | None = None) -> TableChange:
+        """From the digests the writer kept: upserted row images and, if any, deleted keys.
+
+        For the genesis, ``upserted`` is the snapshot's per-table checksum of the loaded rows.
+        """
+        return cls(
+            upserted=upserted.count,
+            deleted=deleted.count if deleted is not None else 0,
+            upserted_digest=upserted.hexdigest(),
+            deleted_digest=deleted.hexdigest() if deleted is not None else EMPTY,
+        )
 
     def __add__(self, other: TableChange) -> TableChange:
         """Both changes together (the digests of a multiset union add)."""

@@ -32,14 +32,7 @@ SCHEMA = "replicator"
 def _tables(step: int) -> dict[str, TableChange]:
     upserts = table_digest([(step, f"user{step}"), (step + 1, f"user{step + 1}")])
     deletes = table_digest([(step - 1,)])
-    return {
-        "users": TableChange(
-            upserted=upserts.count,
-            deleted=deletes.count,
-            upserted_digest=upserts.hexdigest(),
-            deleted_digest=deletes.hexdigest(),
-        )
-    }
+    return {"users": TableChange.of(upserts, deletes)}
 
 
 def build_chain(conn: psycopg.Connection[Any], length: int, schema: str = SCHEMA) -> list[Checkpoint]:
@@ -48,7 +41,7 @@ def build_chain(conn: psycopg.Connection[Any], length: int, schema: str = SCHEMA
     snapshot = table_digest([(i, f"user{i}") for i in range(100)])
     chain = [
         genesis(
-            {"users": TableChange(upserted=snapshot.count, upserted_digest=snapshot.hexdigest())},
+            {"users": TableChange.of(snapshot)},
             seq_to=10,
             tool="test",
         )
