@@ -186,7 +186,13 @@ def _now_default(kind: str, local: bool, millis: bool, chosen: TargetType) -> sq
     if kind == "epoch":
         if name in ("bigint", "integer", "numeric", "double precision"):
             return sql.SQL("(extract(epoch from CURRENT_TIMESTAMP))::bigint")
-        return None
+        if name in ("timestamptz", "timestamp"):  # epoch seconds read as an instant
+            kind = "datetime"
+        else:
+            return None
+    if kind == "date" and name in ("timestamptz", "timestamp"):
+        day = sql.SQL("date_trunc('day', {})").format(utc)
+        return sql.SQL("({} AT TIME ZONE 'UTC')").format(day) if name == "timestamptz" and not local else day
     if name == "timestamptz":
         return sql.SQL("CURRENT_TIMESTAMP") if kind != "time" else None
     if name == "timestamp":
@@ -257,11 +263,21 @@ def _reason(exc: BaseException) -> str:
 
 def _evaluate_default(column: Column, text: str) -> Any:
     """What SQLite stores for ``DEFAULT text`` in a column of this declared type."""
-    with sqlite3.connect(":memory:") as mem:
-        decl = column.declared_type.replace('"', "")
-        mem.execute(f"CREATE TABLE d (c {decl} DEFAULT {text}, z)")
+    decl = column.declared_type.replace('"', "")
+    try:
+        return _evaluate(f"CREATE TABLE d (c {decl} DEFAULT {text}, z)")
+    except sqlite3.Error:  # the PRAGMA drops the parentheses of DEFAULT (1 + 2)
+        return _evaluate(f"CREATE TABLE d (c {decl} DEFAULT ({text}), z)")
+
+
+def _evaluate(ddl: str) -> Any:
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.execute(ddl)
         mem.execute("INSERT INTO d (z) VALUES (1)")
         return mem.execute("SELECT c FROM d").fetchone()[0]
+    finally:
+        mem.close()
 
 
 def _convert_one(column: Column, chosen: TargetType, value: Any) -> Any:

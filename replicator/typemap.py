@@ -55,7 +55,7 @@ BLOB                                blobs                                      b
 BLOB                                only text                                  text (warning)
 empty / unknown name                one storage class                          bigint, double, text or bytea
 empty / unknown name                integers and reals                         numeric
-anything                            incompatible storage classes               text (warning)
+anything                            3+ storage classes, or incompatible ones   text (warning)
 config [types.T.c] type = ...       anything                                   that type, values converted or refused
 """
 
@@ -218,6 +218,24 @@ def _numeric_with_text(v: _Values, chosen: TargetType, declared: str) -> tuple[T
     ]
 
 
+def _epoch_unit(v: _Values) -> str | None:
+    """unix_ms or unix_s for a date-time column's integers; None when they are not epoch values.
+
+    Milliseconds also when some values fall outside the profile's plausible 1970..2100 window but
+    their magnitude (≥ 10^11) can only be milliseconds: Prisma writes 1900-01-01 as -2208988800000.
+    Small integers that are not plausible seconds (0, 2024) are not guessed at: the caller keeps text.
+    """
+    in_ms, in_s = v.fmt("unix_ms"), v.fmt("unix_s")
+    magnitude = max(abs(v.min_integer or 0), abs(v.max_integer or 0))
+    if in_ms == v.integer and (in_s < v.integer or magnitude > 10**11):
+        return "unix_ms"
+    if in_s == v.integer:
+        return "unix_s"
+    if magnitude >= 10**11 and in_s == 0:
+        return "unix_ms"
+    return None
+
+
 def _timestamp(declared: Declared, v: _Values) -> tuple[TargetType, list[str]] | None:
     """Date-time families: None when the values are not date-times (the caller falls back)."""
     text_ok = v.fmt("iso8601_tz") + v.fmt("iso8601") + v.fmt("sql_datetime") + v.fmt("date")
@@ -225,12 +243,8 @@ def _timestamp(declared: Declared, v: _Values) -> tuple[TargetType, list[str]] |
         return None
     fmt: str | None = None
     if v.integer:
-        in_ms, in_s = v.fmt("unix_ms"), v.fmt("unix_s")
-        if in_ms == v.integer and (in_s < v.integer or (v.max_integer or 0) > 10**11):
-            fmt = "unix_ms"
-        elif in_s == v.integer:
-            fmt = "unix_s"
-        else:
+        fmt = _epoch_unit(v)
+        if fmt is None:
             return None
     elif v.text:
         fmt = "iso8601"
@@ -259,6 +273,11 @@ def choose(
     declared = parse_declared(column.declared_type)
     fam = family(declared, column.affinity)
     v = _values(profile)
+    classes = sum(1 for n in (v.integer, v.real, v.text, v.blob) if n)
+    if classes >= 3 and fam not in ("json", "jsonb"):
+        chosen = _apply_override(target("text"), override, profile) if override else target("text")
+        warning = f"declared {column.declared_type or '(none)'} but mixed storage classes ({v.describe()}): text"
+        return TypeChoice(column.name, chosen, reason=warning, warnings=(warning,))
     chosen, warnings = _choose_family(fam, declared, v, key=key, declared_text=column.declared_type or "(none)")
     if override is not None:
         chosen = _apply_override(chosen, override, profile)
@@ -341,10 +360,7 @@ def detect_format(chosen: TargetType, profile: ColumnProfile | None) -> str | No
     v = _values(profile)
     if chosen.name in ("timestamptz", "timestamp", "date"):
         if v.integer:
-            if v.fmt("unix_ms") == v.integer and (v.fmt("unix_s") < v.integer or (v.max_integer or 0) > 10**11):
-                return "unix_ms"
-            if v.fmt("unix_s") == v.integer:
-                return "unix_s"
+            return _epoch_unit(v) or "iso8601"
         return "iso8601"
     return chosen.format
 
