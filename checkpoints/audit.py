@@ -25,7 +25,7 @@ import datetime as dt
 import enum
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,14 +120,21 @@ class _HeadLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def verify(items: Iterable[Record | Checkpoint]) -> list[Finding]:
-    """Every finding about a chain given in stored order; an empty list means it verifies."""
-    records = [item if isinstance(item, Record) else Record.of(item) for item in items]
+    """Every finding about a chain given in stored order; an empty list means it verifies.
+
+    ``items`` is consumed once, as a stream: bodies are hashed and dropped, and only each
+    checkpoint's chain fields are kept, so a long chain costs hundreds of bytes per checkpoint.
+    """
     findings: list[Finding] = []
     decoded: list[Checkpoint] = []
-    for index, record in enumerate(records):
-        checkpoint = _check_record(record, index == len(records) - 1, findings)
-        if checkpoint is not None:
-            decoded.append(checkpoint)
+    pending: Record | None = None
+    for item in items:
+        record = item if isinstance(item, Record) else Record.of(item)
+        if pending is not None:
+            _keep(_check_record(pending, False, findings), decoded)
+        pending = record
+    if pending is not None:
+        _keep(_check_record(pending, True, findings), decoded)
     for before, after in itertools.pairwise(decoded):
         if after.number == before.number:
             findings.append(Finding(after.number, Problem.DUPLICATE, "stored twice"))
@@ -142,6 +149,11 @@ def verify(items: Iterable[Record | Checkpoint]) -> list[Finding]:
     for prev, cur in itertools.pairwise(ordered):
         _check_link(prev, cur, findings)
     return findings
+
+
+def _keep(checkpoint: Checkpoint | None, decoded: list[Checkpoint]) -> None:
+    if checkpoint is not None:
+        decoded.append(checkpoint)
 
 
 def _check_record(record: Record, is_last: bool, findings: list[Finding]) -> Checkpoint | None:
@@ -167,7 +179,8 @@ def _check_record(record: Record, is_last: bool, findings: list[Finding]) -> Che
                 Finding(checkpoint.number, Problem.EDITED, f"column {column} is {value!r}, its body says {expected!r}")
             )
     # Links are judged on what the body really hashes to, so an edit shows at its successor too.
-    return msgspec.structs.replace(checkpoint, hash=actual)
+    # The per-table changes play no part in the chain checks: drop them to keep memory small.
+    return msgspec.structs.replace(checkpoint, hash=actual, tables={})
 
 
 def _check_root(root: Checkpoint, findings: list[Finding]) -> None:
@@ -266,49 +279,74 @@ def verify_compaction(base: Checkpoint, replaced: Iterable[Record | Checkpoint])
     return findings
 
 
-def verify_against(current: Sequence[Record | Checkpoint], archived: Sequence[Record | Checkpoint]) -> list[Finding]:
+def verify_against(current: Iterable[Record | Checkpoint], archived: Sequence[Record | Checkpoint]) -> list[Finding]:
     """Compare a chain with an earlier export of it: the check that needs an anchor from outside.
 
     A chain alone cannot show that its newest checkpoints were cut off, or that the whole chain was
     rewritten with fresh hashes; an export kept elsewhere can. Every archived checkpoint must still
     be there with the same hash, or be accounted for by the current compaction record.
     """
-    now = [item if isinstance(item, Record) else Record.of(item) for item in current]
     old = [item if isinstance(item, Record) else Record.of(item) for item in archived]
     findings: list[Finding] = []
-    by_number = {r.number: r for r in now}
+    hashes: dict[int, str] = {}
     base: Checkpoint | None = None
-    if now:
-        try:
-            base = now[0].decode()
-        except CheckpointError:
-            base = None
-    cut = base.compaction.last if base is not None and base.compaction is not None else 0
+    for item in current:
+        record = item if isinstance(item, Record) else Record.of(item)
+        if not hashes:
+            try:
+                base = record.decode()
+            except CheckpointError:
+                base = None
+        hashes[record.number] = record.hash
+    compaction = base.compaction if base is not None else None
+    cut = compaction.last if compaction is not None else 0
     for record in old:
         if record.number < cut:
             continue
-        if record.number == cut and base is not None and base.compaction is not None:
-            if record.hash != base.compaction.head_hash:
+        if compaction is not None and record.number == cut:
+            if record.hash != compaction.head_hash:
                 findings.append(
                     Finding(
                         cut, Problem.EDITED, "the compaction's head_hash is not this checkpoint's hash in the export"
                     )
                 )
             continue
-        present = by_number.get(record.number)
+        present = hashes.get(record.number)
         if present is None:
             findings.append(Finding(record.number, Problem.DELETED, "in the export, but no longer in the chain"))
-        elif present.hash != record.hash:
+        elif present != record.hash:
             findings.append(
                 Finding(
-                    record.number,
-                    Problem.EDITED,
-                    f"hash {present.hash[:12]}… differs from the export's {record.hash[:12]}…",
+                    record.number, Problem.EDITED, f"hash {present[:12]}… differs from the export's {record.hash[:12]}…"
                 )
             )
-    if base is not None and base.compaction is not None and old and old[0].number <= base.compaction.first:
+    if base is not None and compaction is not None and old and old[0].number <= compaction.first:
         findings.extend(verify_compaction(base, old))
     return findings
+
+
+class _Tally:
+    """Passes records through, counting them and remembering the last: a report's count and head."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self._records = records
+        self.count = 0
+        self.last: Record | None = None
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self._records:
+            self.count += 1
+            self.last = record
+            yield record
+
+    def report(self, findings: list[Finding]) -> Report:
+        last = self.last
+        return Report(
+            count=self.count,
+            head=last.number if last else None,
+            head_hash=last.hash if last else None,
+            findings=findings,
+        )
 
 
 def verify_db(conn: psycopg.Connection[Any], *, schema: str | None = None) -> list[Finding]:
@@ -320,11 +358,15 @@ def report_db(conn: psycopg.Connection[Any], *, schema: str | None = None, again
     """Verify the stored chain and, given an earlier export, that nothing in it was cut off or rewritten."""
     from checkpoints import store
 
-    records = store.records(conn, schema=schema or store.DEFAULT_SCHEMA)
-    return _report(records, verify(records) + _against(records, against))
+    schema = schema or store.DEFAULT_SCHEMA
+    tally = _Tally(store.iter_records(conn, schema=schema))
+    findings = verify(tally)
+    if against is not None:
+        findings += _against(store.iter_records(conn, schema=schema), against)
+    return tally.report(findings)
 
 
-def _against(records: Sequence[Record], path: Path | None) -> list[Finding]:
+def _against(records: Iterable[Record], path: Path | None) -> list[Finding]:
     if path is None:
         return []
     archived, _, unreadable = read_file(path)
@@ -337,12 +379,16 @@ def _against(records: Sequence[Record], path: Path | None) -> list[Finding]:
 def _write_durably(path: Path, lines: Iterable[bytes]) -> None:
     """temp file → fsync → rename → fsync the directory: a crash leaves the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as out:
-        for line in lines:
-            out.write(line)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as out:
+            for line in lines:
+                out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -351,30 +397,34 @@ def _write_durably(path: Path, lines: Iterable[bytes]) -> None:
 
 
 def export(conn: psycopg.Connection[Any], path: Path, *, schema: str | None = None) -> Head:
-    """Write the whole chain to ``path`` as JSON Lines plus a head line; returns the head."""
+    """Write the whole chain to ``path`` as JSON Lines plus a head line, streaming; returns the head."""
     from checkpoints import store
 
-    records = store.records(conn, schema=schema or store.DEFAULT_SCHEMA)
-    if not records:
-        raise CheckpointError("there are no checkpoints to export", hint="the snapshot writes the first one")
+    tally = _Tally(store.iter_records(conn, schema=schema or store.DEFAULT_SCHEMA))
+    exported_at = format_time(dt.datetime.now(dt.UTC))
     encoder = msgspec.json.Encoder()
-    last = records[-1]
-    head = Head(
-        number=last.number, hash=last.hash, count=len(records), exported_at=format_time(dt.datetime.now(dt.UTC))
-    )
+    heads: list[Head] = []
+
+    def lines() -> Iterator[bytes]:
+        for r in tally:
+            try:
+                body = r.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ChainBroken(
+                    f"checkpoint {r.number}'s stored body is not UTF-8", hint="run 'replicator checkpoints verify'"
+                ) from None
+            yield encoder.encode(_Line(number=r.number, hash=r.hash, body=body)) + b"\n"
+        if tally.last is None:
+            raise CheckpointError("there are no checkpoints to export", hint="the snapshot writes the first one")
+        heads.append(Head(number=tally.last.number, hash=tally.last.hash, count=tally.count, exported_at=exported_at))
+        yield encoder.encode(_HeadLine(head=heads[0])) + b"\n"
+
     try:
-        lines = [
-            encoder.encode(_Line(number=r.number, hash=r.hash, body=r.body.decode("utf-8"))) + b"\n" for r in records
-        ]
-    except UnicodeDecodeError:
-        raise ChainBroken("a stored checkpoint body is not UTF-8", hint="run 'replicator checkpoints verify'") from None
-    lines.append(encoder.encode(_HeadLine(head=head)) + b"\n")
-    try:
-        _write_durably(Path(path), lines)
+        _write_durably(Path(path), lines())
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror}", hint="check the path and free space") from None
-    log.info("checkpoints exported", path=str(path), count=head.count, head=head.number)
-    return head
+    log.info("checkpoints exported", path=str(path), count=heads[0].count, head=heads[0].number)
+    return heads[0]
 
 
 def read_file(path: Path) -> tuple[list[Record], Head | None, list[Finding]]:
@@ -462,33 +512,32 @@ def compact(
     schema = schema or store.DEFAULT_SCHEMA
     with conn.transaction():
         store.lock(conn, schema=schema)
-        records = store.records(conn, schema=schema)
-        findings = verify(records)
+        tally = _Tally(store.iter_records(conn, schema=schema))
+        findings = verify(tally)
         if findings:
             raise ChainBroken(
                 f"refusing to compact a chain with {len(findings)} finding(s), first: {findings[0]}",
                 hint="run 'replicator checkpoints verify' and export the chain for investigation first",
             )
-        chain = [r.decode() for r in records]
-        _check_upto(chain, upto)
-        replaced = [c for c in chain if c.number <= upto]
+        replaced = store.read(conn, until=upto, schema=schema)
+        _check_upto(replaced, tally.last.number if tally.last else None, upto)
         compaction = compaction_of(replaced, at=at, tool=tool)
         removed = store.replace_prefix(conn, upto, compaction, schema=schema)
     log.info("checkpoints compacted", upto=upto, removed=removed)
     return compaction
 
 
-def _check_upto(chain: Sequence[Checkpoint], upto: int) -> None:
-    if not chain:
+def _check_upto(replaced: Sequence[Checkpoint], head: int | None, upto: int) -> None:
+    if head is None:
         raise CheckpointUsageError("there are no checkpoints to compact", hint="the snapshot writes the first one")
-    base, head = chain[0], chain[-1]
-    if upto >= head.number:
+    if upto >= head:
         raise CheckpointUsageError(
-            f"cannot compact up to {upto}: the head is checkpoint {head.number} and must stay",
-            hint=f"pass --upto {head.number - 1} or less",
+            f"cannot compact up to {upto}: the head is checkpoint {head} and must stay",
+            hint=f"pass --upto {head - 1} or less",
         )
-    if upto <= base.number:
+    if len(replaced) < 2:
+        first = f"{replaced[0].number} ({replaced[0].kind})" if replaced else "above it"
         raise CheckpointUsageError(
-            f"nothing to compact up to {upto}: the chain already starts at {base.number} ({base.kind})",
-            hint=f"pass --upto between {base.number + 1} and {head.number - 1}",
+            f"nothing to compact up to {upto}: the chain already starts at {first}",
+            hint=f"pass --upto between the first checkpoint + 1 and {head - 1}",
         )

@@ -27,6 +27,9 @@ from checkpoints.model import ZERO_HASH, Checkpoint, Kind, Record, decode_body, 
 DEFAULT_SCHEMA: Final = "replicator"
 TABLE: Final = "checkpoints"
 
+STREAM_CHUNK: Final = 1_000
+"""Rows per round trip when streaming the chain."""
+
 #: Columns that copy a body field, for SQL; the audit compares each with the body.
 COPIED_COLUMNS: Final = ("kind", "seq_from", "seq_to", "prev_hash")
 
@@ -166,20 +169,28 @@ def iter_records(
     conn: psycopg.Connection[Any],
     *,
     since: int | None = None,
+    until: int | None = None,
     limit: int | None = None,
     schema: str = DEFAULT_SCHEMA,
 ) -> Iterator[Record]:
-    """Stored records in number order, undecoded: what the audit and the export read."""
+    """Stored records numbered above ``since`` and up to ``until``, in number order, undecoded, streamed.
+
+    What the audit and the export read: rows arrive in chunks, so a long chain is never all in memory.
+    """
     if limit is not None and limit < 0:
         raise CheckpointError(f"limit {limit} is negative", hint="pass --limit 1 or more")
-    where: sql.Composable = sql.SQL("")
-    params: tuple[int, ...] = ()
+    conditions: list[sql.Composable] = []
+    params: list[int] = []
     if since is not None:
-        where, params = sql.SQL("WHERE number > %s"), (since,)
+        conditions.append(sql.SQL("number > %s"))
+        params.append(since)
+    if until is not None:
+        conditions.append(sql.SQL("number <= %s"))
+        params.append(until)
+    where = sql.SQL("WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
     try:
         with conn.cursor() as cur:
-            cur.execute(_select(schema, where, limit), params)
-            for row in cur:
+            for row in cur.stream(_select(schema, where, limit), params, size=STREAM_CHUNK):
                 yield _record(row)
     except psycopg.errors.UndefinedTable:
         raise _missing_table(schema) from None
@@ -201,10 +212,11 @@ def read(
     since: int | None = None,
     limit: int | None = None,
     *,
+    until: int | None = None,
     schema: str = DEFAULT_SCHEMA,
 ) -> list[Checkpoint]:
-    """Checkpoints numbered above ``since`` (all if None), at most ``limit``, in number order."""
-    return [_decode(r) for r in iter_records(conn, since=since, limit=limit, schema=schema)]
+    """Checkpoints numbered above ``since`` and up to ``until`` (None: no bound), at most ``limit``."""
+    return [_decode(r) for r in iter_records(conn, since=since, until=until, limit=limit, schema=schema)]
 
 
 def latest(conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> Checkpoint | None:

@@ -516,3 +516,11 @@ def test_checkpoints_never_imports_the_replicator_or_triggers() -> None:
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not [n for n in names if n.split(".")[0] in ("replicator", "triggers")], module.name
+
+
+def test_exporting_an_empty_chain_writes_nothing(pg: psycopg.Connection[Any], tmp_path: Path) -> None:
+    store.ensure_schema(pg, SCHEMA)
+    with pytest.raises(CheckpointError, match="no checkpoints to export"):
+        audit.export(pg, tmp_path / "chain.jsonl")
+    assert list(tmp_path.iterdir()) == []
+    assert audit.report_db(pg) == audit.Report(count=0, head=None, head_hash=None, findings=[])
