@@ -627,11 +627,11 @@ def create_tables(conn: psycopg.Connection[Any], plan: SchemaPlan) -> Created:
             except psycopg.Error as exc:
                 if not any(c.generated for c in table.columns):
                     raise TargetError(
-                        f"cannot create table {table.name!r}: {_pg_message(exc)}",
+                        f"cannot create table {table.name!r}: {pg_message(exc)}",
                         hint="override the column type in config ([types.T.c] type = ...) and rerun",
                     ) from None
                 warnings.append(
-                    f"table {table.name!r}: generated column(s) rejected by PostgreSQL ({_pg_message(exc)}); "
+                    f"table {table.name!r}: generated column(s) rejected by PostgreSQL ({pg_message(exc)}); "
                     "created as plain columns loaded with SQLite's values"
                 )
                 conn.execute(table_statement(table, plan.schema, with_generated=False))
@@ -651,7 +651,7 @@ def without_generated(plan: SchemaPlan, tables: Sequence[str]) -> SchemaPlan:
     return msgspec.structs.replace(plan, tables=tuple(new))
 
 
-def _pg_message(exc: BaseException) -> str:
+def pg_message(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     return str(primary or str(exc).strip().splitlines()[0])
@@ -670,7 +670,7 @@ def apply_post_load(conn: psycopg.Connection[Any], plan: SchemaPlan) -> list[str
                     with conn.transaction():
                         conn.execute(sql.SQL(stmt.sql))
                 except psycopg.Error as exc:
-                    warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {_pg_message(exc)}")
+                    warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {pg_message(exc)}")
                     _log.warning("post-load statement refused", table=table.name, name=stmt.name, kind=kind)
     return warnings
 

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from replicator import convert, log, pg, pgschema, quarantine, state
 from replicator.config import Config
-from replicator.errors import BadValue, TargetError, TargetNotEmpty, UsageError
+from replicator.errors import BadValue, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.profile import TableProfile, profile_table
 from triggers import source as sqlite_source
 from triggers.schema import Schema, quote_ident, read_schema
@@ -166,6 +166,30 @@ def _drop_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequenc
         )
 
 
+def _truncate_all(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> None:
+    """``--replace`` in existing mode: empty every mapped table in one statement.
+
+    One TRUNCATE over all of them is what foreign keys between them allow (a per-table TRUNCATE
+    of a referenced parent is refused, and a DELETE would trip the children's rows). A table
+    outside the plan that references one of them makes PostgreSQL refuse: that is reported.
+    """
+    populated = _tables_with_rows(conn, plan.schema, [t.name for t in plan.tables])
+    if not populated:
+        return
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("TRUNCATE {}").format(
+                    sql.SQL(", ").join(sql.Identifier(plan.schema, t.name) for t in plan.tables)
+                )
+            )
+    except psycopg.errors.FeatureNotSupported as exc:
+        raise TargetError(
+            f"cannot empty the target tables for --replace: {pgschema.pg_message(exc)}",
+            hint="a table the SQLite file does not have references them; empty it first",
+        ) from None
+
+
 class _DecodeFallback(Exception):
     """sqlite3 met TEXT that is not UTF-8: the table is re-read with a bytes-tolerant text factory."""
 
@@ -206,6 +230,8 @@ def load_table(
     bound = log.get("snapshot", table=table.source)
     try:
         return _load_table(sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, None)
+    except psycopg.Error as exc:
+        raise _copy_error(table, exc) from None
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
@@ -288,6 +314,23 @@ def _load_table(
     return TableResult(table.source, table.name, written, len(refusals), seconds)
 
 
+def _copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
+    """PostgreSQL refused the table's rows: name the table and say what to do; nothing was committed."""
+    message = f"loading {table.source} into {table.name} failed: {pgschema.pg_message(exc)}; nothing was committed"
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        hint = (
+            "SQLite holds rows whose parent is missing (its foreign keys are off by default): fix the orphans, "
+            "or load in create mode where foreign keys are created NOT VALID and checked at cutover"
+        )
+    elif isinstance(
+        exc, psycopg.errors.UniqueViolation | psycopg.errors.CheckViolation | psycopg.errors.NotNullViolation
+    ):
+        hint = "the target schema is stricter than the SQLite data; fix the rows or relax the constraint"
+    else:
+        hint = "check the target table's definition against the SQLite table; rerun with -v for details"
+    return TargetError(message, hint=hint, transient=is_transient_pg(exc))
+
+
 def _empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> None:
     """TRUNCATE when the table holds rows; DELETE when a foreign key forbids TRUNCATE."""
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()
@@ -341,6 +384,9 @@ def snapshot(
             with pconn.transaction():
                 state.ensure(pconn, state_schema)
                 run_id = state.start_run(pconn, state_schema, command="snapshot", mode=chosen, source=identity)
+            if chosen == "existing" and replace:
+                with pconn.transaction():
+                    _truncate_all(pconn, plan)
             if chosen == "create":
                 if replace:
                     with pconn.transaction():

@@ -131,3 +131,33 @@ def test_missing_columns_on_either_side_are_named(tmp_path: Path, pg_dsn: str, p
     assert any("matched 'users' ignoring case" in w for w in result.warnings)
     assert any("Email matched 'email'" in w for w in result.warnings)
     assert pg.execute("SELECT id, email FROM users").fetchall() == [(1, "a@x")]
+
+
+def test_replace_reloads_related_tables_and_orphans_are_named(realworld: Path, pg_dsn: str, pg: Any) -> None:
+    _apply(pg, "prisma.sql")
+    path = realworld / "orm-samples" / "prisma7_small_unixms.db"
+    snapshot.snapshot(path, pg_dsn, CFG)
+    result = snapshot.snapshot(path, pg_dsn, CFG, replace=True)  # Post references Account: one TRUNCATE
+    assert {t.table: t.rows for t in result.tables} == {"Account": 3, "Post": 1}
+
+
+def test_orphans_under_an_app_foreign_key_are_named(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    import sqlite3
+
+    from replicator.errors import TargetError
+
+    db = tmp_path / "orphans.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id))")
+        conn.execute("INSERT INTO child VALUES (1, 42)")  # SQLite's FKs are off: an orphan
+    pg.execute("CREATE TABLE parent (id bigint PRIMARY KEY)")
+    pg.execute("CREATE TABLE child (id bigint PRIMARY KEY, parent_id bigint REFERENCES parent(id))")
+    with pytest.raises(TargetError, match="loading child into child failed") as info:
+        snapshot.snapshot(db, pg_dsn, CFG, mode="existing")
+    assert "orphans" in info.value.hint
+    assert pg.execute("SELECT count(*) FROM child").fetchone() == (0,)
+    # Create mode keeps them: its foreign keys are NOT VALID until cutover validates them.
+    pg.execute("DROP TABLE child; DROP TABLE parent")
+    result = snapshot.snapshot(db, pg_dsn, CFG, mode="create")
+    assert result.rows == 1
