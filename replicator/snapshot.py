@@ -93,7 +93,12 @@ def read_source(conn: sqlite3.Connection) -> SourceRead:
 
 
 def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None) -> str:
-    """``auto``: create when the target schema has no tables, else load into the existing ones."""
+    """``auto``: create when the target schema has no tables, else load into the existing ones.
+
+    Except when the tables are ours: if the last snapshot into this target ran in create mode
+    (finished or not), auto stays in create mode, so a rerun after a refused value rebuilds the
+    indexes and constraints that the failed run never reached (with ``--replace``).
+    """
     chosen = mode or config.snapshot.mode
     if chosen != "auto":
         return chosen
@@ -102,7 +107,9 @@ def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None
         "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
         (config.target.schema,),
     ).fetchone()
-    return "existing" if row and row[0] else "create"
+    if not row or not row[0]:
+        return "create"
+    return "create" if state.last_snapshot_mode(conn, config.target.state_schema) == "create" else "existing"
 
 
 def build_plan(
@@ -350,7 +357,7 @@ def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: convert.RowRef
         f"value {convert.excerpt(exc.value)}; nothing was written to {table.name}",
         hint=(
             f"fix the value in SQLite, override the type ([types.{table.source}.{exc.column}] type = ...), "
-            "or rerun with --on-bad-value quarantine to skip and record such rows"
+            "or use --on-bad-value quarantine to skip and record such rows; rerun with --replace"
         ),
     )
 

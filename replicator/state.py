@@ -159,3 +159,16 @@ def loaded_tables(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def last_snapshot_mode(conn: psycopg.Connection[Any], schema_name: str) -> str | None:
+    """The mode of the most recent snapshot run recorded in this target, if any."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema_name)}.runs",)).fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT mode FROM {}.runs WHERE command = 'snapshot' ORDER BY id DESC LIMIT 1").format(
+            sql.Identifier(schema_name)
+        )
+    ).fetchone()
+    return str(row[0]) if row else None

@@ -142,3 +142,28 @@ def test_enum_label_refused_in_existing_mode(tmp_path: Path, pg_dsn: str, pg: An
     assert result.quarantined == 1
     assert pg.execute("SELECT id, role::text FROM users ORDER BY id").fetchall() == [(1, "ADMIN"), (3, "USER")]
     assert result.sequences["users.id"] == 4
+
+
+def test_rerun_after_a_stop_rebuilds_in_create_mode(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT); CREATE INDEX a_name ON a (name);
+            CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INTEGER REFERENCES a(id), n INTEGER NOT NULL);
+            INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, 5), (2, 1, 'five'), (3, 1, 6);
+            """
+        )
+    with pytest.raises(BadValue, match="--replace"):
+        snapshot.snapshot(path, pg_dsn, CFG)
+    assert pg.execute("SELECT count(*) FROM a").fetchone() == (1,)  # loaded before the refusal
+    assert pg.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'a_name'").fetchone() == (0,)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE b SET n = 55 WHERE id = 2")
+    result = snapshot.snapshot(path, pg_dsn, CFG, replace=True)
+    assert result.mode == "create"
+    assert result.rows == 4
+    assert pg.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'a_name'").fetchone() == (1,)
+    assert pg.execute(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conname = 'b_a_id_fkey'"
+    ).fetchone() == (1,)
