@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import tempfile
 import time
+import tracemalloc
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +104,11 @@ def bench_pg(dsn: str, rows: int, n: int) -> None:
             started = time.perf_counter()
             assert audit.verify_db(conn) == []
             rate("store: verify_db", n, started)
+            tracemalloc.start()  # a second run: tracing slows allocation, so it is not timed
+            assert audit.verify_db(conn) == []
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"{'verify_db peak Python memory':<48} {peak / n:>10,.0f} bytes per checkpoint")
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "chain.jsonl"
                 started = time.perf_counter()
@@ -121,12 +127,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chain", type=int, default=100_000)
+    parser.add_argument("--db-chain", type=int, default=10_000, help="checkpoints appended to PostgreSQL")
     parser.add_argument("--dsn", default=None, help="admin DSN; creates and drops a scratch database")
     args = parser.parse_args()
     bench_digest(args.rows)
     bench_chain(args.chain)
     if args.dsn:
-        bench_pg(args.dsn, args.rows, min(args.chain, 10_000))
+        bench_pg(args.dsn, args.rows, args.db_chain)
 
 
 if __name__ == "__main__":
