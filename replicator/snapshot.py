@@ -373,77 +373,103 @@ def snapshot(
     fetch_rows: int = FETCH_ROWS,
 ) -> SnapshotResult:
     """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE."""
+    identity = state.source_identity(source)
+    sconn = open_source(source, config)
+    try:
+        return snapshot_from(
+            sconn,
+            identity,
+            dsn,
+            config,
+            mode=mode,
+            on_bad_value=on_bad_value,
+            replace=replace,
+            fetch_rows=fetch_rows,
+        )
+    finally:
+        sconn.close()
+
+
+def snapshot_from(
+    sconn: sqlite3.Connection,
+    identity: state.SourceIdentity,
+    dsn: str,
+    config: Config,
+    *,
+    mode: str | None = None,
+    on_bad_value: str | None = None,
+    replace: bool = False,
+    fetch_rows: int = FETCH_ROWS,
+) -> SnapshotResult:
+    """The load from a source connection whose read transaction is already open (see open_source).
+
+    The caller owns that transaction: the capture stage opens it, reads the journal's high-water
+    mark as its first statement, then calls this, so the snapshot and the mark describe one state.
+    """
     started = time.monotonic()
     policy = on_bad_value or config.snapshot.on_bad_value
     state_schema = config.target.state_schema
-    identity = state.source_identity(source)
     _log = log.get("snapshot")
-    sconn = open_source(source, config)
-    try:
-        read = read_source(sconn)
-        with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-            chosen = resolve_mode(pconn, config, mode)
-            plan = build_plan(pconn, read, config, chosen)
-            check_target(pconn, plan, replace=replace)
-            warnings = list(plan.warnings)
-            for table in plan.tables:
-                warnings.extend(f"{table.source}: {w}" for w in table.warnings)
+    read = read_source(sconn)
+    with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
+        chosen = resolve_mode(pconn, config, mode)
+        plan = build_plan(pconn, read, config, chosen)
+        check_target(pconn, plan, replace=replace)
+        warnings = list(plan.warnings)
+        for table in plan.tables:
+            warnings.extend(f"{table.source}: {w}" for w in table.warnings)
+        with pconn.transaction():
+            state.ensure(pconn, state_schema)
+            run_id = state.start_run(pconn, state_schema, command="snapshot", mode=chosen, source=identity)
+        if chosen == "existing" and replace:
             with pconn.transaction():
-                state.ensure(pconn, state_schema)
-                run_id = state.start_run(pconn, state_schema, command="snapshot", mode=chosen, source=identity)
-            if chosen == "existing" and replace:
+                _truncate_all(pconn, plan)
+        if chosen == "create":
+            if replace:
                 with pconn.transaction():
-                    _truncate_all(pconn, plan)
-            if chosen == "create":
-                if replace:
-                    with pconn.transaction():
-                        _drop_tables(
-                            pconn, plan.schema, _existing_tables(pconn, plan.schema, [t.name for t in plan.tables])
-                        )
-                created = pgschema.create_tables(pconn, plan)
-                warnings.extend(created.warnings)
-                plan = pgschema.without_generated(plan, created.plain_generated)
-            _log.info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
-            results: list[TableResult] = []
-            try:
-                for name in plan.order:
-                    results.append(
-                        load_table(
-                            sconn,
-                            pconn,
-                            plan,
-                            plan.table(name),
-                            policy=policy,
-                            state_schema=state_schema,
-                            source=identity,
-                            run_id=run_id,
-                            fetch_rows=fetch_rows,
-                        )
+                    _drop_tables(
+                        pconn, plan.schema, _existing_tables(pconn, plan.schema, [t.name for t in plan.tables])
                     )
-            except Exception as exc:
-                with pconn.transaction():
-                    state.finish_run(pconn, state_schema, run_id, status="failed", message=str(exc)[:1000])
-                raise
-            if chosen == "create":
-                warnings.extend(pgschema.apply_post_load(pconn, plan))
-            sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
-            for table in plan.tables:
-                pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
-            result = SnapshotResult(
-                mode=chosen,
-                run_id=run_id,
-                tables=tuple(results),
-                warnings=tuple(warnings),
-                seconds=time.monotonic() - started,
-                sequences=sequences,
-                plan=plan,
-            )
-            with pconn.transaction():
-                state.finish_run(
-                    pconn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined
+            created = pgschema.create_tables(pconn, plan)
+            warnings.extend(created.warnings)
+            plan = pgschema.without_generated(plan, created.plain_generated)
+        _log.info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
+        results: list[TableResult] = []
+        try:
+            for name in plan.order:
+                results.append(
+                    load_table(
+                        sconn,
+                        pconn,
+                        plan,
+                        plan.table(name),
+                        policy=policy,
+                        state_schema=state_schema,
+                        source=identity,
+                        run_id=run_id,
+                        fetch_rows=fetch_rows,
+                    )
                 )
-    finally:
-        sconn.close()
+        except Exception as exc:
+            with pconn.transaction():
+                state.finish_run(pconn, state_schema, run_id, status="failed", message=str(exc)[:1000])
+            raise
+        if chosen == "create":
+            warnings.extend(pgschema.apply_post_load(pconn, plan))
+        sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
+        for table in plan.tables:
+            pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
+        result = SnapshotResult(
+            mode=chosen,
+            run_id=run_id,
+            tables=tuple(results),
+            warnings=tuple(warnings),
+            seconds=time.monotonic() - started,
+            sequences=sequences,
+            plan=plan,
+        )
+        with pconn.transaction():
+            state.finish_run(pconn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined)
     for warning in result.warnings:
         _log.warning("schema", detail=warning)
     return result
