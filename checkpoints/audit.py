@@ -17,6 +17,10 @@ checkpoint and the count. An export without its head line was cut short (``torn_
 Compaction replaces checkpoints ``first..upto`` with one record numbered ``upto`` that carries the
 hash of the original checkpoint ``upto`` (its successor still points at it), their count, and a fold
 of their hashes that an auditor holding an older export can recompute (:func:`verify_compaction`).
+
+A chain alone cannot reveal that its newest records were cut off, or that it was rewritten whole
+with fresh hashes. :func:`verify_against` closes that gap with an anchor kept elsewhere: an earlier
+export, every record of which must still be present unchanged or be covered by the compaction.
 """
 
 from __future__ import annotations
@@ -304,7 +308,8 @@ def verify_against(current: Iterable[Record | Checkpoint], archived: Sequence[Re
         if record.number < cut:
             continue
         if compaction is not None and record.number == cut:
-            if record.hash != compaction.head_hash:
+            # The export holds either the original checkpoint or this very compaction record.
+            if record.hash not in (compaction.head_hash, hashes.get(cut)):
                 findings.append(
                     Finding(
                         cut, Problem.EDITED, "the compaction's head_hash is not this checkpoint's hash in the export"

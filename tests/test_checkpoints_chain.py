@@ -457,6 +457,13 @@ def test_cut_off_or_rewritten_chain_is_found_against_an_earlier_export(
     audit.compact(pg, 3)
     assert audit.report_db(pg, against=earlier).findings == []  # compaction accounts for 1..3
 
+    compacted = tmp_path / "compacted.jsonl"
+    audit.export(pg, compacted)
+    assert audit.report_db(pg, against=compacted).findings == []  # holding the compaction record itself
+    audit.compact(pg, 4)
+    assert audit.report_db(pg, against=compacted).findings == []
+    assert audit.report_db(pg, against=earlier).findings == []
+
     pg.execute("DELETE FROM replicator.checkpoints WHERE number >= 6")  # the newest cut off: the chain alone verifies
     assert audit.verify_db(pg) == []
     assert problems(audit.report_db(pg, against=earlier).findings) == {(6, Problem.DELETED)}
