@@ -4,10 +4,14 @@
 checkpoint in one transaction, so PostgreSQL holds a batch if and only if it holds its checkpoint.
 
 Each row keeps the exact canonical body bytes (``bytea``, so no server encoding or jsonb
-normalisation can alter them) and its hash; ``kind``, ``seq_from``, ``seq_to``, ``at`` and
-``prev_hash`` are copies for SQL queries, which the audit checks against the body. Two writers are
-fenced twice over: ``append`` locks the head row and refuses a checkpoint that does not extend it,
-and the primary key refuses a second checkpoint with the same number.
+normalisation can alter them) and its hash; ``kind``, ``seq_from``, ``seq_to``, ``prev_hash`` and
+``at`` are copies for SQL queries (the audit checks all but ``at`` against the body; readers decode
+the body, never trust a copy). Two writers are fenced twice over: ``append`` locks the head row and
+refuses a checkpoint that does not extend it (number, prev_hash, journal range), and the primary
+key refuses a second checkpoint with the same number. A maintenance ``compact`` takes a table lock,
+so appends wait for it rather than fail.
+
+In psql: ``SELECT number, kind, seq_to, convert_from(body, 'UTF8')::jsonb FROM replicator.checkpoints``.
 """
 
 from __future__ import annotations
