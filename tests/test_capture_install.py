@@ -66,17 +66,18 @@ def test_install_remove_restores_the_schema_exactly(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_remove_leaves_only_an_empty_sqlite_sequence_when_we_created_it(tmp_path: Path) -> None:
+def test_remove_leaves_no_sqlite_sequence_behind(tmp_path: Path) -> None:
+    """No AUTOINCREMENT on the journal, so remove leaves nothing, not even sqlite_sequence."""
     path = tmp_path / "app.db"
-    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v)")
+    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v)", "CREATE TABLE w (a, b, c, PRIMARY KEY (a, b, c))")
     before = _schema_rows(conn)
     install.install(path)
     conn.execute("INSERT INTO t VALUES (1, 1)")
+    conn.execute("INSERT INTO w VALUES (1, 2, 3)")
     report = install.remove(path)
-    assert "sqlite_sequence" in report.note
-    after = [row for row in _schema_rows(conn) if row[1] != "sqlite_sequence"]
-    assert after == before
-    assert conn.execute("SELECT count(*) FROM sqlite_sequence").fetchone() == (0,)
+    assert report.note == ""
+    assert _schema_rows(conn) == before
+    assert install.remove(path).note == "capture was not installed"
 
 
 def test_install_is_idempotent_and_deterministic(tmp_path: Path) -> None:
@@ -109,9 +110,9 @@ def test_odd_identifiers_are_quoted_everywhere(tmp_path: Path, name: str) -> Non
     conn.execute(f"UPDATE {quote_ident(name)} SET {quote_ident(name)} = 3")
     entries = journal.read(conn, 0)
     assert [(e.table, e.op) for e in entries] == [(name, "I"), (name, "U")]
-    assert journal.decode_key(entries[1].key) == ("k'1", 3)
-    assert journal.decode_key(entries[1].old_key or "") == ("k'1", 2)
-    where, params = journal.key_predicate((col, name), journal.decode_key(entries[1].key))
+    assert entries[1].key == ("k'1", 3)
+    assert entries[1].old_key == ("k'1", 2)
+    where, params = journal.key_predicate((col, name), entries[1].key)
     assert conn.execute(f"SELECT v FROM {quote_ident(name)} WHERE {where}", params).fetchone() == ("x",)
     assert install.status(path).tables[0].state == "captured"
     install.remove(path)
@@ -146,7 +147,7 @@ def test_rowid_and_snapshot_only_policies(tmp_path: Path) -> None:
     assert "VACUUM" in next(t.note for t in report.tables if t.name == "nopk")
     conn.execute("INSERT INTO nopk VALUES (1, 2)")
     conn.execute("INSERT INTO big VALUES (1, 2)")
-    assert [(e.table, e.key) for e in journal.read(conn, 0)] == [("nopk", "1")]
+    assert [(e.table, e.key) for e in journal.read(conn, 0)] == [("nopk", (1,))]
     states = {t.name: t.state for t in install.status(path).tables}
     assert states == {"big": "snapshot-only", "nopk": "captured", "x": "snapshot-only"}
     # switching a table from snapshot-only to captured later is a reconcile
@@ -179,43 +180,46 @@ def test_virtual_and_shadow_tables_are_skipped_with_a_note(tmp_path: Path) -> No
     conn.execute("INSERT INTO fts VALUES ('hello')")  # the app's FTS writes still work
 
 
-def test_status_reports_journal_size_and_lag(tmp_path: Path) -> None:
+def test_status_reports_journal_size_and_backlog(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
     assert install.status(path).installed is False
     install.install(path)
     conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(10)])
-    time.sleep(0.05)
     status = install.status(path)
     assert status.installed
-    assert status.format_version == 1
+    assert status.format_version == 2
     assert len(status.source_id or "") == 32
     assert status.journal is not None
     assert (status.journal.rows, status.journal.first_seq, status.journal.head) == (10, 1, 10)
-    assert status.journal.lag_s is not None
-    assert status.journal.lag_s >= 0.04
+    assert (status.journal.pruned_through, status.journal.pending) == (0, 10)
+    journal.prune(conn, 10)
+    after = install.status(path).journal
+    assert after is not None
+    assert (after.rows, after.head, after.pruned_through, after.pending) == (1, 10, 9, 1)
     conn.execute("CREATE TABLE later (id INTEGER PRIMARY KEY)")
     assert {t.name: t.state for t in install.status(path).tables}["later"] == "not-captured"
 
 
 def test_journal_has_no_constraint_but_its_rowid_primary_key(tmp_path: Path) -> None:
-    """d2, d6: nothing an outer OR IGNORE/OR REPLACE could resolve against; AUTOINCREMENT."""
+    """d2: nothing an outer OR IGNORE/OR REPLACE could resolve against; keys in untyped columns."""
     path = tmp_path / "app.db"
-    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)", "CREATE TABLE c (a, b, PRIMARY KEY (a, b))")
     install.install(path)
     info = conn.execute(f"PRAGMA table_info({quote_ident(JOURNAL)})").fetchall()
-    assert [(name, notnull, default, pk) for _cid, name, _type, notnull, default, pk in info] == [
-        ("seq", 0, None, 1),
-        ("tbl", 0, None, 0),
-        ("op", 0, None, 0),
-        ("key", 0, None, 0),
-        ("old_key", 0, None, 0),
-        ("gen", 0, None, 0),
-        ("ts_ms", 0, None, 0),
+    assert [(name, decl, notnull, default, pk) for _cid, name, decl, notnull, default, pk in info] == [
+        ("seq", "INTEGER", 0, None, 1),
+        ("tbl", "TEXT", 0, None, 0),
+        ("op", "TEXT", 0, None, 0),
+        ("gen", "INTEGER", 0, None, 0),
+        ("nk", "INTEGER", 0, None, 0),
+        ("k1", "", 0, None, 0),
+        ("o1", "", 0, None, 0),
+        ("k2", "", 0, None, 0),
+        ("o2", "", 0, None, 0),
     ]
     assert conn.execute(f"PRAGMA index_list({quote_ident(JOURNAL)})").fetchall() == []
     sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (JOURNAL,)).fetchone()[0]
-    assert "AUTOINCREMENT" in sql
     assert "CHECK" not in sql.upper()
     assert "UNIQUE" not in sql.upper()
     assert read_schema(conn).tables == read_schema(conn).tables  # our tables are internal: not in the app schema
@@ -254,7 +258,7 @@ def test_install_drops_our_triggers_left_on_a_renamed_table(tmp_path: Path) -> N
     assert set(report.changed) == {"t", "t2"}
     conn.execute("INSERT INTO t2 VALUES (1)")
     conn.execute("INSERT INTO t VALUES (5)")
-    assert sorted((e.table, e.key) for e in journal.read(conn, 0)) == [("t", "5"), ("t2", "1")]
+    assert sorted((e.table, e.key) for e in journal.read(conn, 0)) == [("t", (5,)), ("t2", (1,))]
 
 
 # --- real files ---------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ def test_install_on_real_world_files(tmp_path: Path, source: Path, realworld: Pa
         conn.execute(f"UPDATE {table} SET {first_col} = {first_col} WHERE {where}", params)
         mine = [e for e in journal.read(conn, start) if e.table == cap.name]
         assert mine, f"no journal entry for {cap.name}"
-        assert journal.decode_key(mine[0].key) == tuple(row)
+        assert mine[0].key == tuple(row)
         touched += 1
     assert touched == nonempty
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -319,7 +323,7 @@ def test_sakila_app_triggers_and_ours_coexist(tmp_path: Path, realworld: Path) -
     start = journal.head(conn)
     conn.execute("INSERT INTO actor (first_name, last_name, last_update) VALUES ('ADA', 'LOVELACE', 'then')")
     (actor_id,) = conn.execute("SELECT max(actor_id) FROM actor").fetchone()
-    entries = [(e.table, e.op, journal.decode_key(e.key)) for e in journal.read(conn, start)]
+    entries = [(e.table, e.op, e.key) for e in journal.read(conn, start)]
     # ours for the INSERT, and for the app trigger's own UPDATE that stamps last_update (in either order)
     # (actor_trigger_ai's UPDATE fires actor_trigger_au, whose UPDATE is journaled too)
     assert set(entries) == {("actor", "I", (actor_id,)), ("actor", "U", (actor_id,))}
@@ -331,7 +335,7 @@ def test_sakila_app_triggers_and_ours_coexist(tmp_path: Path, realworld: Path) -
 
 def _assert_suffix_journaled(conn: sqlite3.Connection, total: int) -> int:
     """Writes committed after install are all journaled, earlier ones none: a contiguous id suffix."""
-    keys = [journal.decode_key(e.key)[0] for e in journal.read(conn, 0, limit=1_000_000)]
+    keys = [e.key[0] for e in journal.read(conn, 0, limit=1_000_000)]
     assert keys, "the writer finished before install committed: make it slower"
     first = keys[0]
     assert isinstance(first, int)

@@ -1,5 +1,5 @@
-"""The canonical key encoding: what the trigger writes decodes to the exact SQLite value, for every
-storage class, and Python's encoder produces the same text as the trigger's SQL."""
+"""Keys reach the reader as the exact SQLite values, for every storage class; and the canonical text
+encoding of keys is total and round-trips."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triggers import install, journal
-from triggers.ddl import encode_expr
 
 INVALID_UTF8 = b"a\xff\xfeb"
 
@@ -53,7 +52,7 @@ def _app(tmp_path: Path, ddl: str) -> sqlite3.Connection:
     return conn
 
 
-def _journaled_keys(conn: sqlite3.Connection) -> list[str]:
+def _journaled_keys(conn: sqlite3.Connection) -> list[tuple[journal.KeyValue, ...]]:
     return [e.key for e in journal.read(conn, 0)]
 
 
@@ -62,14 +61,21 @@ def test_every_storage_class_round_trips_through_the_trigger(tmp_path: Path, val
     conn = _app(tmp_path, "CREATE TABLE t (k PRIMARY KEY, v)")  # no type: BLOB affinity keeps the class
     install.install_on(conn)
     conn.execute("INSERT INTO t (k, v) VALUES (?, 'x')", (value,))
-    (key,) = _journaled_keys(conn)
-    assert key.isascii()
-    assert "," not in key  # text and blobs are hex: a single-column key never contains the separator
-    (decoded,) = journal.decode_key(key)
-    assert type(decoded) is type(value)
-    assert decoded == value
-    assert journal.encode_value(decoded) == key
-    where, params = journal.key_predicate(("k",), (decoded,))
+    conn.execute("UPDATE t SET v = 'y'")
+    conn.execute("DELETE FROM t")
+    entries = journal.read(conn, 0)
+    assert [e.op for e in entries] == ["I", "U", "D"]
+    for entry in entries:
+        (got,) = entry.key
+        assert type(got) is type(value)
+        assert got == value
+        assert entry.old_key is None  # the UPDATE did not change the key
+    text = journal.encode_key(entries[0].key)
+    assert text.isascii()
+    assert "," not in text  # text and blobs are hex: a single-column key never contains the separator
+    assert journal.decode_key(text) == entries[0].key
+    conn.execute("INSERT INTO t (k, v) VALUES (?, 'x')", (value,))
+    where, params = journal.key_predicate(("k",), entries[0].key)
     assert conn.execute(f"SELECT count(*) FROM t WHERE {where}", params).fetchone()[0] == 1
 
 
@@ -77,8 +83,7 @@ def test_invalid_utf8_text_key_decodes_to_the_exact_bytes(tmp_path: Path) -> Non
     conn = _app(tmp_path, "CREATE TABLE t (k TEXT PRIMARY KEY, v)")
     install.install_on(conn)
     conn.execute("INSERT INTO t (k, v) VALUES (CAST(? AS TEXT), 1)", (INVALID_UTF8,))
-    (key,) = _journaled_keys(conn)
-    (decoded,) = journal.decode_key(key)
+    ((decoded,),) = _journaled_keys(conn)
     assert isinstance(decoded, str)
     assert decoded.encode("utf-8", "surrogateescape") == INVALID_UTF8
     assert conn.execute("SELECT typeof(k), hex(k) FROM t").fetchone() == ("text", INVALID_UTF8.hex().upper())
@@ -91,10 +96,9 @@ def test_null_in_a_non_integer_pk_column_is_encodable_and_findable(tmp_path: Pat
     conn = _app(tmp_path, "CREATE TABLE t (a TEXT, b INT, v, PRIMARY KEY (a, b))")
     install.install_on(conn)
     conn.execute("INSERT INTO t VALUES (NULL, 1, 'n')")
-    (key,) = _journaled_keys(conn)
-    assert key == "NULL,1"
-    values = journal.decode_key(key)
+    (values,) = _journaled_keys(conn)
     assert values == (None, 1)
+    assert journal.encode_key(values) == "NULL,1"
     where, params = journal.key_predicate(("a", "b"), values)
     assert conn.execute(f"SELECT v FROM t WHERE {where}", params).fetchall() == [("n",)]
 
@@ -104,7 +108,7 @@ def test_affinity_is_applied_before_the_key_is_encoded(tmp_path: Path) -> None:
     conn = _app(tmp_path, "CREATE TABLE t (k INT PRIMARY KEY, s TEXT, v)")
     install.install_on(conn)
     conn.execute("INSERT INTO t VALUES ('5', 'x', 1)")
-    assert journal.decode_key(_journaled_keys(conn)[0]) == (5,)
+    assert _journaled_keys(conn) == [(5,)]
 
 
 def test_composite_keys_of_mixed_classes(tmp_path: Path) -> None:
@@ -118,9 +122,8 @@ def test_composite_keys_of_mixed_classes(tmp_path: Path) -> None:
     ]
     for row in rows:
         conn.execute("INSERT INTO t VALUES (?, ?, ?, 0)", row)
-    decoded = [journal.decode_key(k) for k in _journaled_keys(conn)]
-    assert decoded == rows
-    assert [journal.encode_key(r) for r in rows] == _journaled_keys(conn)
+    assert _journaled_keys(conn) == rows
+    assert [journal.decode_key(journal.encode_key(r)) for r in rows] == rows
 
 
 def test_decode_rejects_garbage() -> None:
@@ -139,13 +142,14 @@ _values = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_values, min_size=1, max_size=4))
-def test_python_encoder_matches_the_trigger_sql(values: list[journal.KeyValue]) -> None:
-    """Property: the SQL expression and encode_key agree, and decode inverts both."""
+def test_canonical_encoding_round_trips_and_matches_sqlite_quote(values: list[journal.KeyValue]) -> None:
+    """Property: decode(encode(k)) == k exactly; each token is SQLite's quote() except TEXT (hex)."""
+    text = journal.encode_key(values)
+    assert text.isascii()
+    decoded = journal.decode_key(text)
+    assert [type(v) for v in decoded] == [type(v) for v in values]
+    assert decoded == tuple(values)
     conn = sqlite3.connect(":memory:")
-    placeholders = " || ',' || ".join(encode_expr("?") for _ in values)
-    params = [v for v in values for _ in range(3)]  # encode_expr names its argument three times
-    (sql_key,) = conn.execute(f"SELECT {placeholders}", params).fetchone()
-    assert sql_key == journal.encode_key(values)
-    decoded = journal.decode_key(sql_key)
-    expected = tuple(0.0 if isinstance(v, float) and v == 0 else v for v in values)
-    assert decoded == expected
+    for value, token in zip(values, text.split(","), strict=True):
+        if not isinstance(value, str):
+            assert conn.execute("SELECT quote(?)", (value,)).fetchone()[0] == token

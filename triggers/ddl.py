@@ -10,15 +10,28 @@ Design (see ``triggers.journal`` for the reading side):
   by the apply, in one read transaction with the journal range. So trigger firing order (d16), the
   column list (d12: only key columns are named, so ``DROP COLUMN`` of any other column still works)
   and values that some SQL functions reject (d10: ``json_object`` raises on BLOB) do not matter.
-* The journal has no constraint but ``seq INTEGER PRIMARY KEY AUTOINCREMENT`` (d2, d6): the outer
-  statement's ``OR IGNORE``/``OR REPLACE`` overrides conflict handling inside the trigger, so any
-  UNIQUE, CHECK or NOT NULL could silently drop a journal row or fail the app's write.
-* Keys are encoded by a total function that never raises (``typeof`` → ``quote``/``hex``), see
-  :func:`encode_expr`.
-* Only built-in, innocuous functions are used, so the triggers work with ``trusted_schema=OFF`` and
-  under any SQLite that can open the file (d21).
+* Key values are copied **verbatim** into untyped journal columns ``k1..kN`` (``o1..oN`` for the OLD
+  key of an UPDATE). A column without a declared type has no affinity, so every storage class is
+  kept exactly: INTEGER, REAL, TEXT with NUL or invalid UTF-8, BLOB, NULL. Nothing is converted, no
+  SQL function is called, so nothing can raise and the app's write never fails because of us.
+  (Measured: on this build the *first* function call in a trigger program costs ~0.6 µs per
+  statement, ``quote``/``hex``/``julianday`` alike; copying columns costs nothing comparable.)
+  The canonical *text* encoding of a key lives in Python (:func:`triggers.journal.encode_key`).
+* The journal has no constraint but ``seq INTEGER PRIMARY KEY`` (d2): the outer statement's
+  ``OR IGNORE``/``OR REPLACE`` overrides conflict handling inside the trigger, so any UNIQUE, CHECK
+  or NOT NULL could silently drop a journal row or fail the app's write.
+* ``seq`` is never reused (d6) without AUTOINCREMENT: SQLite gives a new row max(rowid)+1, and
+  :func:`triggers.journal.prune` never deletes the highest row (the high-water row), so the max never
+  goes down. AUTOINCREMENT would guarantee the same at the price of reading and rewriting
+  ``sqlite_sequence`` in every app statement (+1 page per commit, measured +0.6 µs per statement
+  and up to +15 % on autocommit writes); it would also leave ``sqlite_sequence`` behind on remove.
+* No timestamp is written by the trigger: any time function costs that per-statement function call,
+  and SQLite's 'now' is the statement's start anyway (d15), not the commit. Lag is measured by the
+  reader when it first sees a seq (:class:`triggers.journal.LagTracker`), which is closer to the commit.
 * No-op UPDATEs are journaled (the UPDATE trigger has no WHEN clause): filtering would cost a
   NULL-safe compare of every column per row (d20) and the state-based apply is idempotent anyway.
+  The OLD key is always written on UPDATE; the reader drops it when equal to the new key.
+* Only column references and literals: the triggers work with ``trusted_schema=OFF`` (d21).
 """
 
 from __future__ import annotations
@@ -30,36 +43,50 @@ from triggers.schema import quote_ident
 JOURNAL = "_replicator_journal"
 META = "_replicator_meta"
 TRIGGER_PREFIX = "_replicator_"
-FORMAT_VERSION = 1
-"""Bumped whenever the journal layout or the key encoding changes; install refuses a mismatch."""
+FORMAT_VERSION = 2
+"""Bumped whenever the journal layout changes; install refuses a mismatch."""
 
 Op = Literal["I", "U", "D"]
 OPS: tuple[Op, ...] = ("I", "U", "D")
 _EVENT = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 _SUFFIX = {"I": "ins", "U": "upd", "D": "del"}
-ROWID = None
-"""Marker for "the key is the rowid" (the ``rowid`` no-key policy) in ``key_columns`` arguments."""
-
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
-
-# Milliseconds since the Unix epoch. julianday('now') is fixed for one statement (d15), so this is a
-# statement time, not a commit time: good for lag, never for ordering (``seq`` orders).
-_TS_MS = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+FIXED_COLUMNS = ("seq", "tbl", "op", "gen", "nk")
 
 
-def journal_table_sql() -> str:
-    """The journal: only the rowid PK as a constraint (d2), AUTOINCREMENT so ids never repeat (d6)."""
+def key_column(i: int) -> str:
+    """Journal column holding the i-th (1-based) key value of the changed row."""
+    return f"k{i}"
+
+
+def old_key_column(i: int) -> str:
+    """Journal column holding the i-th key value before an UPDATE."""
+    return f"o{i}"
+
+
+def journal_table_sql(width: int) -> str:
+    """The journal for keys of up to ``width`` columns; only the rowid PK as a constraint (d2)."""
+    if width < 1:
+        raise ValueError("width must be >= 1")
+    keys = "".join(f",\n  {key_column(i)},\n  {old_key_column(i)}" for i in range(1, width + 1))
     return (
         f"CREATE TABLE IF NOT EXISTS {quote_ident(JOURNAL)} (\n"
-        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "  seq INTEGER PRIMARY KEY,\n"
         "  tbl TEXT,\n"
         "  op TEXT,\n"
-        "  key TEXT,\n"
-        "  old_key TEXT,\n"
         "  gen INTEGER,\n"
-        "  ts_ms INTEGER\n"
+        f"  nk INTEGER{keys}\n"
         ")"
     )
+
+
+def widen_journal_sql(current: int, width: int) -> list[str]:
+    """ALTER TABLE statements adding key columns ``current+1..width`` (instant: no table rewrite)."""
+    statements = []
+    for i in range(current + 1, width + 1):
+        for col in (key_column(i), old_key_column(i)):
+            statements.append(f"ALTER TABLE {quote_ident(JOURNAL)} ADD COLUMN {col}")
+    return statements
 
 
 def meta_table_sql() -> str:
@@ -81,40 +108,13 @@ def rowid_name(column_names: tuple[str, ...]) -> str:
     raise ValueError("every rowid alias (rowid, _rowid_, oid) is shadowed by a column")
 
 
-def encode_expr(ref: str) -> str:
-    """SQL rendering one value as a token of the canonical key encoding; total: it never raises.
-
-    * NULL → ``NULL``; INTEGER → decimal; REAL → ``quote()`` (round-trips exactly: 15 digits, or
-      20 when 15 do not; ``Inf``/``-Inf``); BLOB → ``X'HEX'``: all from ``quote()``.
-    * TEXT → ``T`` + ``hex()`` of its bytes, because ``quote()`` stops at a NUL and passes invalid
-      UTF-8 through (which the reader could not even decode).
-
-    No token contains a comma, so composite keys are tokens joined by ``,``.
-    """
-    return f"CASE typeof({ref}) WHEN 'text' THEN 'T' || hex({ref}) ELSE quote({ref}) END"
-
-
-def key_expr(prefix: Literal["NEW", "OLD"], key_columns: tuple[str, ...] | None, rowid: str = "rowid") -> str:
-    """The encoded key of the NEW or OLD row; ``key_columns`` None means the rowid."""
+def key_refs(prefix: Literal["NEW", "OLD"], key_columns: tuple[str, ...] | None, rowid: str = "rowid") -> list[str]:
+    """``NEW."a"``, ``NEW."b"``... (or ``NEW.rowid`` when ``key_columns`` is None: the rowid policy)."""
     if key_columns is None:
-        return f"quote({prefix}.{rowid})"
+        return [f"{prefix}.{rowid}"]
     if not key_columns:
         raise ValueError("a key needs at least one column")
-    parts = [encode_expr(f"{prefix}.{quote_ident(col)}") for col in key_columns]
-    return " || ',' || ".join(parts)
-
-
-def integer_key(key_columns: tuple[str, ...] | None, rowid_alias: str | None) -> bool:
-    """Keys that are always an INTEGER (rowid or its alias) skip the typeof() branch."""
-    return key_columns is None or (rowid_alias is not None and key_columns == (rowid_alias,))
-
-
-def _key(
-    prefix: Literal["NEW", "OLD"], key_columns: tuple[str, ...] | None, rowid_alias: str | None, rowid: str
-) -> str:
-    if key_columns is not None and integer_key(key_columns, rowid_alias):
-        return f"quote({prefix}.{quote_ident(key_columns[0])})"
-    return key_expr(prefix, key_columns, rowid)
+    return [f"{prefix}.{quote_ident(col)}" for col in key_columns]
 
 
 def trigger_sql(
@@ -123,32 +123,30 @@ def trigger_sql(
     key_columns: tuple[str, ...] | None,
     generation: int,
     *,
-    rowid_alias: str | None = None,
     rowid: str = "rowid",
 ) -> str:
-    """``CREATE TRIGGER`` for one table and event.
-
-    INSERT journals NEW's key, DELETE OLD's key, UPDATE NEW's key plus OLD's key when the two
-    encodings differ (a PK change, including a case-only change under NOCASE: compared as encoded
-    text, so collations and affinities cannot hide it).
-    """
+    """``CREATE TRIGGER`` for one table and event: INSERT journals NEW's key, DELETE OLD's key,
+    UPDATE both (the reader keeps the OLD key only when it differs: a PK change)."""
     if generation < 1:
         raise ValueError("generation starts at 1")
     name = quote_ident(trigger_name(table, op))
     target = quote_ident(table)
     journal = quote_ident(JOURNAL)
     tbl = "'" + table.replace("'", "''") + "'"
-    if op == "I":
-        key, old = _key("NEW", key_columns, rowid_alias, rowid), "NULL"
-    elif op == "D":
-        key, old = _key("OLD", key_columns, rowid_alias, rowid), "NULL"
-    else:
-        key = _key("NEW", key_columns, rowid_alias, rowid)
-        old = f"nullif({_key('OLD', key_columns, rowid_alias, rowid)}, {key})"
+    new = key_refs("NEW", key_columns, rowid)
+    old = key_refs("OLD", key_columns, rowid)
+    width = len(new)
+    cols = ["tbl", "op", "gen", "nk"]
+    values = [tbl, f"'{op}'", str(int(generation)), str(width)]
+    refs = old if op == "D" else new
+    cols += [key_column(i) for i in range(1, width + 1)]
+    values += refs
+    if op == "U":
+        cols += [old_key_column(i) for i in range(1, width + 1)]
+        values += old
     # Every identifier is quote_ident()-ed and the table literal ''-escaped: no injection possible.
-    insert = f"INSERT INTO {journal} (tbl, op, key, old_key, gen, ts_ms)"
-    values = f"VALUES ({tbl}, '{op}', {key}, {old}, {int(generation)}, {_TS_MS})"
-    return f"CREATE TRIGGER {name} AFTER {_EVENT[op]} ON {target} BEGIN {insert} {values}; END"
+    insert = f"INSERT INTO {journal} ({', '.join(cols)})"
+    return f"CREATE TRIGGER {name} AFTER {_EVENT[op]} ON {target} BEGIN {insert} VALUES ({', '.join(values)}); END"
 
 
 def drop_trigger_sql(name: str) -> str:

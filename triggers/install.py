@@ -34,7 +34,6 @@ import structlog
 from triggers import journal
 from triggers.ddl import (
     FORMAT_VERSION,
-    JOURNAL,
     META,
     OPS,
     TRIGGER_PREFIX,
@@ -44,6 +43,7 @@ from triggers.ddl import (
     rowid_name,
     trigger_name,
     trigger_sql,
+    widen_journal_sql,
 )
 from triggers.errors import CaptureError, SchemaUnsupported, SourceBusy
 from triggers.schema import Schema, Table, quote_ident, read_schema
@@ -82,9 +82,7 @@ class TableCapture(msgspec.Struct, frozen=True):
         if self.mode == "snapshot-only":
             return {}
         return {
-            trigger_name(self.name, op): trigger_sql(
-                self.name, op, self.key_columns, self.generation, rowid_alias=self.rowid_alias, rowid=self.rowid
-            )
+            trigger_name(self.name, op): trigger_sql(self.name, op, self.key_columns, self.generation, rowid=self.rowid)
             for op in OPS
         }
 
@@ -135,7 +133,6 @@ class Status(msgspec.Struct, frozen=True):
 class Meta(msgspec.Struct, frozen=True):
     source_id: str
     format_version: int
-    created_sqlite_sequence: bool
     tables: dict[str, TableCapture]
 
 
@@ -157,7 +154,6 @@ def read_meta(conn: sqlite3.Connection) -> Meta | None:
     return Meta(
         source_id=values.get("source_id", ""),
         format_version=int(values.get("format_version", "0")),
-        created_sqlite_sequence=values.get("created_sqlite_sequence") == "1",
         tables=tables,
     )
 
@@ -292,14 +288,15 @@ def install_on(
         decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies)
         if problems:
             raise _refusal(problems)
+        needed = max([len(d.key_columns or ("rowid",)) for d in decisions if d.mode != "snapshot-only"] + [1])
         if meta is None:
-            had_sequence = _has_sequence_table(conn)
             conn.execute(meta_table_sql())
-            conn.execute(journal_table_sql())
+            conn.execute(journal_table_sql(needed))
             _put(conn, "source_id", secrets.token_hex(16))
             _put(conn, "format_version", str(FORMAT_VERSION))
-            _put(conn, "created_sqlite_sequence", "0" if had_sequence else "1")
             _put(conn, "installed_at_ms", str(int(time.time() * 1000)))
+        for statement in widen_journal_sql(journal.width(conn), needed):
+            conn.execute(statement)
         changed, orphans = _apply_triggers(conn, decisions, meta)
         result_meta = read_meta(conn)
         assert result_meta is not None
@@ -321,11 +318,6 @@ def install_on(
         orphans_dropped=len(orphans),
     )
     return report
-
-
-def _has_sequence_table(conn: sqlite3.Connection) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'").fetchone()
-    return row is not None
 
 
 def _decide(
@@ -416,11 +408,8 @@ def install(
 
 
 def remove_on(conn: sqlite3.Connection, *, path: Path | str = "source") -> RemoveReport:
-    """Drop our triggers, journal and meta table: the app's schema is left exactly as before install.
-
-    One exception SQLite imposes: ``sqlite_sequence`` (created by the journal's AUTOINCREMENT when no
-    app table had one) cannot be dropped; our row in it is deleted and the empty table stays.
-    """
+    """Drop our triggers, journal and meta table: the app's schema is left exactly as before install
+    (the journal has no AUTOINCREMENT, so not even a ``sqlite_sequence`` table is left behind)."""
     with _write_transaction(conn, path):
         meta = read_meta(conn)
         triggers = _our_triggers(conn)
@@ -430,12 +419,8 @@ def remove_on(conn: sqlite3.Connection, *, path: Path | str = "source") -> Remov
         if journal.exists(conn):
             rows = int(conn.execute('SELECT count(*) FROM "_replicator_journal"').fetchone()[0])
             conn.execute('DROP TABLE "_replicator_journal"')
-        if _has_sequence_table(conn):
-            conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (JOURNAL,))
         conn.execute('DROP TABLE IF EXISTS "_replicator_meta"')
-    note = ""
-    if meta is not None and meta.created_sqlite_sequence:
-        note = "an empty sqlite_sequence table remains (SQLite forbids dropping it; it is harmless)"
+    note = "" if meta is not None or triggers else "capture was not installed"
     structlog.get_logger().bind(component="capture.remove", source=str(path)).info(
         "capture removed", triggers=len(triggers), journal_rows=rows
     )
@@ -458,7 +443,7 @@ def remove(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) 
 
 
 def status_on(conn: sqlite3.Connection) -> Status:
-    """Per-table capture state and journal size/lag, read in one read transaction."""
+    """Per-table capture state and journal size/backlog, read in one read transaction."""
     with _read_transaction(conn):
         meta = read_meta(conn)
         schema = read_schema(conn)

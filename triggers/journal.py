@@ -1,13 +1,16 @@
-"""The change journal: its entries, the key encoding, and reading, heading and pruning it.
+"""The change journal: its entries, reading, heading and pruning it, and the canonical key encoding.
 
 The journal is key-only: an entry says that the row with this key in this table changed at ``seq``;
 the apply reads the *current* row for that key in the same read transaction as the journal range
-(state-based apply). Keys use one canonical text encoding, produced by the trigger in SQL
-(:func:`triggers.ddl.encode_expr`) and decoded here back to the exact SQLite values:
-``int``, ``float``, ``str``, ``bytes`` or ``None``.
+(state-based apply). The trigger copies key values verbatim into untyped columns, so
+:func:`read` returns them as the exact SQLite values: ``int``, ``float``, ``str``, ``bytes`` or
+``None``. Text that is not valid UTF-8 comes back as a ``str`` with lone surrogates (PEP 383
+``surrogateescape``); :func:`bind_value` turns it back into the exact bytes for a lookup.
 
-Text that is not valid UTF-8 decodes to a ``str`` with lone surrogates (PEP 383 ``surrogateescape``);
-:func:`bind_value` turns such a value back into the exact bytes for a lookup.
+For consumers that need one string per key (dict keys, hashing into checkpoints, logs) there is a
+canonical, total text encoding: :func:`encode_key` / :func:`decode_key` (``NULL``, decimal INTEGER,
+REAL as SQLite's round-tripping ``quote()``, ``X'..'`` BLOB, ``T`` + hex of the UTF-8 bytes for TEXT;
+tokens joined by commas, which no token contains).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from contextlib import contextmanager
 import msgspec
 import structlog
 
-from triggers.ddl import JOURNAL
-from triggers.errors import CaptureNotInstalled, SourceBusy
+from triggers.ddl import JOURNAL, key_column, old_key_column
+from triggers.errors import CaptureError, CaptureNotInstalled, SourceBusy
 from triggers.schema import quote_ident
 
 KeyValue = int | float | str | bytes | None
@@ -33,27 +36,28 @@ _INT = re.compile(r"-?[0-9]+\Z")
 DEFAULT_PRUNE_CHUNK = 5_000
 MIN_PRUNE_PAUSE_S = 0.005
 DEFAULT_READ_LIMIT = 10_000
+PRUNED_THROUGH = "pruned_through"
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True):
+class Entry(msgspec.Struct, frozen=True):
     """One journal row: the row of ``table`` with ``key`` changed (``old_key``: its key before a PK change)."""
 
     seq: int
     table: str
     op: str
     """``I``, ``U`` or ``D``. Informational: the apply reads the current row whatever the op."""
-    key: str
-    old_key: str | None
+    key: tuple[KeyValue, ...]
+    old_key: tuple[KeyValue, ...] | None
+    """Set only when an UPDATE changed the key (compared exactly: storage class and bytes)."""
     gen: int
-    ts_ms: int
-    """Statement time in ms since the epoch (constant within one statement): for lag, not ordering."""
+    """The trigger generation that wrote it (bumped by each reinstall of that table's triggers)."""
 
 
 # --- key encoding -----------------------------------------------------------------------------
 
 
 def _float_token(value: float) -> str:
-    """SQLite's own ``quote()`` rendering of a REAL, so Python and trigger tokens are identical."""
+    """SQLite's own ``quote()`` rendering of a REAL: it round-trips (15 digits, else 20; ``Inf``)."""
     if math.isnan(value):
         return "NULL"  # SQLite stores NaN as NULL
     with _FLOAT_LOCK:
@@ -66,7 +70,7 @@ _FLOAT_LOCK = threading.Lock()
 
 
 def encode_value(value: KeyValue) -> str:
-    """One token of the canonical key encoding (the same text the trigger's SQL produces)."""
+    """One token of the canonical key encoding; total: defined for every SQLite value."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -87,7 +91,7 @@ def encode_key(values: Sequence[KeyValue]) -> str:
 
 
 def decode_value(token: str) -> KeyValue:
-    """Inverse of :func:`encode_value`; raises ValueError on text no trigger can have produced."""
+    """Inverse of :func:`encode_value`; raises ValueError on text it cannot have produced."""
     if token == "NULL":
         return None
     if token.startswith("T"):
@@ -150,19 +154,35 @@ def _require(conn: sqlite3.Connection) -> None:
         )
 
 
-def head(conn: sqlite3.Connection) -> int:
-    """The highest seq ever assigned and committed, as seen by this connection's snapshot.
+def width(conn: sqlite3.Connection) -> int:
+    """How many key columns the journal has (the widest key among captured tables)."""
+    names = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({quote_ident(JOURNAL)})")}
+    n = 0
+    while key_column(n + 1) in names:
+        n += 1
+    return n
 
-    After pruning empties the journal, ``sqlite_sequence`` still holds the last seq, so the head
-    never goes backwards. 0 when nothing was ever journaled.
+
+def _pruned_through(conn: sqlite3.Connection) -> int:
+    row = conn.execute('SELECT value FROM "_replicator_meta" WHERE key = ?', (PRUNED_THROUGH,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def head(conn: sqlite3.Connection) -> int:
+    """The highest committed seq visible to this connection; 0 when nothing was ever journaled.
+
+    Raises when the journal lost its high-water row (someone deleted journal rows by hand): seqs
+    could then be reused, and every position recorded downstream would be ambiguous.
     """
     _require(conn)
-    row = conn.execute(
-        'SELECT coalesce((SELECT max(seq) FROM "_replicator_journal"),'
-        " (SELECT seq FROM sqlite_sequence WHERE name = ?), 0)",
-        (JOURNAL,),
-    ).fetchone()
-    return int(row[0])
+    top = conn.execute('SELECT max(seq) FROM "_replicator_journal"').fetchone()[0]
+    pruned = _pruned_through(conn)
+    if (top or 0) < pruned:
+        raise CaptureError(
+            f"the journal's highest seq ({top}) is below what was pruned ({pruned}): rows were deleted by hand",
+            hint="seq numbers may repeat now; run `replicator capture remove`, install again and re-snapshot",
+        )
+    return int(top or 0)
 
 
 @contextmanager
@@ -180,40 +200,98 @@ def read_transaction(conn: sqlite3.Connection) -> Iterator[int]:
             conn.execute("COMMIT")
 
 
+def _select_sql(n: int) -> str:
+    """Key columns read as (is_text, value-or-bytes): invalid UTF-8 text cannot be fetched as str."""
+    parts = []
+    for i in range(1, n + 1):
+        for col in (key_column(i), old_key_column(i)):
+            parts.append(
+                f"typeof({col}) = 'text', CASE WHEN typeof({col}) = 'text' THEN CAST({col} AS BLOB) ELSE {col} END"
+            )
+    cols = ", ".join(parts)
+    return f'SELECT seq, tbl, op, gen, nk, {cols} FROM "_replicator_journal" WHERE seq > ? ORDER BY seq LIMIT ?'  # noqa: S608
+
+
+def _value(is_text: int, raw: object) -> KeyValue:
+    if is_text:
+        assert isinstance(raw, bytes)
+        return raw.decode("utf-8", "surrogateescape")
+    assert raw is None or isinstance(raw, (int, float, bytes))
+    return raw
+
+
+def _same(a: tuple[KeyValue, ...], b: tuple[KeyValue, ...]) -> bool:
+    """Exact equality: 1 and 1.0 differ, and so do 'a' and 'A' whatever the column's collation."""
+    return all(type(x) is type(y) and x == y for x, y in zip(a, b, strict=True))
+
+
 def read(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) -> list[Entry]:
     """Entries with ``seq > after`` in seq order, at most ``limit`` of them."""
     _require(conn)
-    rows = conn.execute(
-        'SELECT seq, tbl, op, key, old_key, gen, ts_ms FROM "_replicator_journal" WHERE seq > ? ORDER BY seq LIMIT ?',
-        (after, limit),
-    ).fetchall()
-    return [
-        Entry(int(s), str(t), str(o), str(k), None if ok is None else str(ok), int(g), int(ts))
-        for s, t, o, k, ok, g, ts in rows
-    ]
+    n = width(conn)
+    entries = []
+    for row in conn.execute(_select_sql(n), (after, limit)):
+        seq, tbl, op, gen, nk = row[:5]
+        values = row[5:]
+        key = tuple(_value(values[4 * i], values[4 * i + 1]) for i in range(nk))
+        old: tuple[KeyValue, ...] | None = None
+        if op == "U":
+            old = tuple(_value(values[4 * i + 2], values[4 * i + 3]) for i in range(nk))
+            if _same(old, key):
+                old = None
+        entries.append(Entry(int(seq), str(tbl), str(op), key, old, int(gen)))
+    return entries
+
+
+class LagTracker:
+    """Replication lag in seconds, from when the reader first *saw* each head.
+
+    The trigger writes no timestamp (a time function costs every app statement, and SQLite's 'now'
+    is the statement start, d15). The daemon calls :meth:`observe` whenever the Watcher fires —
+    within milliseconds of the commit — so ``lag_s`` is close to "now minus commit time" of the
+    oldest change not applied yet. Thread-safe; memory is bounded by the pending heads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[tuple[int, float]] = []
+
+    def observe(self, head_seq: int, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        with self._lock:
+            if not self._seen or head_seq > self._seen[-1][0]:
+                self._seen.append((head_seq, at))
+
+    def lag_s(self, applied: int, now: float | None = None) -> float:
+        """0.0 when everything seen is applied; else the age of the oldest unapplied observation."""
+        now = time.time() if now is None else now
+        with self._lock:
+            while self._seen and self._seen[0][0] <= applied:
+                self._seen.pop(0)
+            return max(0.0, now - self._seen[0][1]) if self._seen else 0.0
 
 
 class JournalStats(msgspec.Struct, frozen=True):
     rows: int
+    """Rows in the journal, the kept high-water row included."""
     first_seq: int | None
     head: int
-    oldest_ts_ms: int | None
-    lag_s: float | None
-    """Age of the oldest unpruned entry: how far behind the apply is (None when empty)."""
+    pruned_through: int
+    pending: int
+    """Entries above ``pruned_through``: the backlog not yet applied and pruned."""
 
 
-def stats(conn: sqlite3.Connection, now_ms: int | None = None) -> JournalStats:
+def stats(conn: sqlite3.Connection) -> JournalStats:
     _require(conn)
     count, first = conn.execute('SELECT count(*), min(seq) FROM "_replicator_journal"').fetchone()
-    oldest = conn.execute('SELECT ts_ms FROM "_replicator_journal" ORDER BY seq LIMIT 1').fetchone()
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    oldest_ts = None if oldest is None or oldest[0] is None else int(oldest[0])
+    pruned = _pruned_through(conn)
+    pending = conn.execute('SELECT count(*) FROM "_replicator_journal" WHERE seq > ?', (pruned,)).fetchone()[0]
     return JournalStats(
         rows=int(count),
         first_seq=None if first is None else int(first),
         head=head(conn),
-        oldest_ts_ms=oldest_ts,
-        lag_s=None if oldest_ts is None else max(0.0, (now_ms - oldest_ts) / 1000.0),
+        pruned_through=pruned,
+        pending=int(pending),
     )
 
 
@@ -229,24 +307,28 @@ def prune(
 ) -> int:
     """Delete entries with ``seq <= applied`` in short write transactions of at most ``chunk`` rows.
 
+    The highest row is never deleted (the high-water row): SQLite numbers a new row max(seq)+1, so
+    keeping the max is what makes seqs never repeat (d6). ``pruned_through`` is recorded in the
+    meta table in the same transaction, so a hand-made deletion is detected by :func:`head`.
+
     Each chunk is its own ``BEGIN IMMEDIATE … COMMIT`` lasting milliseconds, and between chunks we
     sleep at least as long as the chunk took (``pause_s`` None) or ``pause_s``: without the pause we
     would grab the lock again before a waiting app writer's busy handler wakes up (it sleeps 1, 2, 5,
     10... ms), starving it towards its busy_timeout and ``database is locked``. With it, an app
     writer waits about one chunk.
+
     Returns the number of rows deleted; when the lock cannot be had within the busy timeout after some
-    chunks, it stops there and returns (the rest goes next cycle). Safe to rerun: it only ever
-    deletes applied entries.
+    chunks, it stops there and returns (the rest goes next cycle). Safe to rerun.
     """
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
     _require(conn)
     deleted = 0
     while True:
-        first = conn.execute('SELECT min(seq) FROM "_replicator_journal"').fetchone()[0]
-        if first is None or first > applied:
+        first, top = conn.execute('SELECT min(seq), max(seq) FROM "_replicator_journal"').fetchone()
+        if first is None or first > applied or first >= top:
             return deleted
-        upper = min(applied, int(first) + chunk - 1)
+        upper = min(applied, int(first) + chunk - 1, int(top) - 1)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -260,6 +342,10 @@ def prune(
         started = time.perf_counter()
         try:
             cur = conn.execute('DELETE FROM "_replicator_journal" WHERE seq <= ?', (upper,))
+            conn.execute(
+                'INSERT OR REPLACE INTO "_replicator_meta" (key, value) VALUES (?, ?)',
+                (PRUNED_THROUGH, str(max(upper, _pruned_through(conn)))),
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
