@@ -4,7 +4,10 @@ A checkpoint's ``body`` is its canonical encoding: msgspec JSON of every field e
 struct fields and dict keys sorted, no whitespace, UTF-8. ``hash`` is the SHA-256 of exactly those
 bytes in lowercase hex. Each checkpoint carries the previous one's hash in ``prev_hash``, so editing,
 removing or reordering any record that has a successor breaks the chain. The store keeps the body
-bytes as written, so re-hashing never depends on re-encoding.
+bytes as written, so re-hashing never depends on re-encoding; an auditor hashes the stored bytes
+and needs no JSON encoder at all. A compaction record (see :func:`compaction_of`) is the one record
+whose successor points not at its own hash but at ``compaction.head_hash``, the hash of the last
+checkpoint it replaced (:attr:`Checkpoint.link_hash`).
 
 Numbers run 1, 2, 3... without gaps. Journal sequence ranges are contiguous: a checkpoint covers the
 journal entries ``seq_from..seq_to`` and the next starts at ``seq_to + 1``; an empty range
