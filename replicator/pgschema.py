@@ -934,3 +934,37 @@ def apply_schema(dsn: str, plan: SchemaPlan, *, replace: bool = False) -> list[s
         created = create_tables(conn, plan)
         plan = without_generated(plan, created.plain_generated)
         return list(created.warnings) + apply_post_load(conn, plan)
+
+
+class FkCheck(msgspec.Struct, frozen=True):
+    table: str
+    name: str
+    error: str | None = None
+    """None when the constraint validated; else PostgreSQL's reason (orphan rows)."""
+
+
+def validate_foreign_keys(conn: psycopg.Connection[Any], schema_name: str) -> list[FkCheck]:
+    """Validate every NOT VALID foreign key of the schema (cutover), each in its own savepoint.
+
+    The load created them NOT VALID because SQLite does not enforce foreign keys by default; here
+    each is checked against the data, and an orphan is reported by constraint, not fixed.
+    """
+    rows = conn.execute(
+        "SELECT c.conrelid::regclass::text, cl.relname, c.conname FROM pg_constraint c "
+        "JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE c.contype = 'f' AND NOT c.convalidated AND n.nspname = %s ORDER BY 2, 3",
+        (schema_name,),
+    ).fetchall()
+    checks: list[FkCheck] = []
+    for _qualified, table, name in rows:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                        sql.Identifier(schema_name, table), sql.Identifier(name)
+                    )
+                )
+            checks.append(FkCheck(table=table, name=name))
+        except psycopg.Error as exc:
+            checks.append(FkCheck(table=table, name=name, error=pg_message(exc)))
+    return checks

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -104,3 +105,24 @@ def test_sakila_defaults_checks_and_triggers(realworld: Path, pg_dsn: str, pg: A
         pg.execute("INSERT INTO film (title, language_id, last_update, rating) VALUES ('Y', 1, now(), 'XXX')")
     assert pg.execute("SELECT active FROM staff ORDER BY staff_id").fetchall() == [(True,), (True,)]
     assert pg.execute("SELECT count(*) FROM film WHERE special_features ILIKE '%trailers%'").fetchone()[0] > 0
+
+
+def test_foreign_keys_validate_at_cutover(realworld: Path, tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    import sqlite3
+
+    from replicator import pgschema
+
+    snapshot.snapshot(realworld / "northwind" / "northwind.db", pg_dsn, CFG, mode="create")
+    checks = pgschema.validate_foreign_keys(pg, "public")
+    assert len(checks) == 13
+    assert [c for c in checks if c.error] == []
+    orphan = tmp_path / "orphan.db"
+    with sqlite3.connect(orphan) as conn:
+        conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p(id))")
+        conn.execute("INSERT INTO c VALUES (1, 7)")
+    cfg = msgspec.structs.replace(CFG, target=msgspec.structs.replace(CFG.target, schema="orphans"))
+    snapshot.snapshot(orphan, pg_dsn, cfg, mode="create")
+    (check,) = pgschema.validate_foreign_keys(pg, "orphans")
+    assert check.name == "c_p_id_fkey"
+    assert "violates foreign key constraint" in (check.error or "")
