@@ -155,14 +155,47 @@ def check_identifiers(schema: Schema, identifiers: str) -> list[str]:
 
 _NOW_PATTERNS = {
     "datetime": re.compile(
-        r"^(CURRENT_TIMESTAMP|DATETIME\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\)|"
-        r"STRFTIME\s*\(\s*'%Y-%m-%d[ T]%H:%M:%(S|f)'\s*,\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$",
+        r"^(CURRENT_TIMESTAMP|DATETIME\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$",
         re.IGNORECASE,
     ),
     "date": re.compile(r"^(CURRENT_DATE|DATE\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$", re.IGNORECASE),
     "time": re.compile(r"^(CURRENT_TIME|TIME\s*\(\s*'NOW'\s*(,\s*'(LOCALTIME|UTC)'\s*)?\))$", re.IGNORECASE),
-    "epoch": re.compile(r"^(UNIXEPOCH\s*\(\s*('NOW'\s*)?\)|STRFTIME\s*\(\s*'%s'\s*,\s*'NOW'\s*\))$", re.IGNORECASE),
+    "epoch": re.compile(r"^UNIXEPOCH\s*\(\s*('NOW'\s*)?\)$", re.IGNORECASE),
 }
+_STRFTIME_NOW = re.compile(r"^STRFTIME\s*\(\s*'([^']*)'\s*,\s*'NOW'\s*(?:,\s*'(LOCALTIME|UTC)'\s*)?\)$", re.IGNORECASE)
+#: strftime directives → to_char patterns (SQLite's %f is seconds with milliseconds, SS.SSS).
+_TO_CHAR = {"%Y": "YYYY", "%m": "MM", "%d": "DD", "%H": "HH24", "%M": "MI", "%S": "SS", "%f": "SS.MS", "%j": "DDD"}
+
+
+def _strftime_default(fmt: str, local: bool, chosen: TargetType) -> sql.Composable | None:
+    """``strftime(fmt, 'now')``: the clock in the column's type, or the same text via to_char."""
+    if fmt == "%s":
+        return _now_default("epoch", local, chosen)
+    has_date = all(d in fmt for d in ("%Y", "%m", "%d"))
+    has_time = "%H" in fmt
+    if chosen.name in ("timestamptz", "timestamp", "date"):
+        if not has_date:
+            return None
+        return _now_default("datetime" if has_time else "date", local, chosen)
+    if chosen.name not in ("text", "varchar"):
+        return None
+    pattern: list[str] = []
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            directive = fmt[i : i + 2]
+            if directive == "%%":
+                pattern.append('"%"')
+            elif directive in _TO_CHAR:
+                pattern.append(_TO_CHAR[directive])
+            else:
+                return None
+            i += 2
+        else:
+            pattern.append('"' + fmt[i].replace('"', '\\"') + '"')
+            i += 1
+    clock = sql.SQL("LOCALTIMESTAMP") if local else sql.SQL("(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')")
+    return sql.SQL("to_char({}, {})").format(clock, sql.Literal("".join(pattern)))
 
 
 def _strip_parens(text: str) -> str:
@@ -172,14 +205,14 @@ def _strip_parens(text: str) -> str:
             tokens = sqlexpr.tokenize(text)
         except sqlexpr.Untranslatable:
             return text
-        if tokens and sqlexpr._group(tokens, 0) == len(tokens):
+        if tokens and sqlexpr.group_end(tokens, 0) == len(tokens):
             text = text[1:-1].strip()
         else:
             break
     return text
 
 
-def _now_default(kind: str, local: bool, millis: bool, chosen: TargetType) -> sql.Composable | None:
+def _now_default(kind: str, local: bool, chosen: TargetType) -> sql.Composable | None:
     """SQLite's 'now' defaults are UTC text; give PostgreSQL the same instant in the column's type."""
     utc = sql.SQL("LOCALTIMESTAMP") if local else sql.SQL("(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')")
     name = chosen.name
@@ -202,12 +235,8 @@ def _now_default(kind: str, local: bool, millis: bool, chosen: TargetType) -> sq
     if name == "time":
         return sql.SQL("({})::time").format(utc)
     if name in ("text", "varchar"):
-        fmt = {"datetime": "YYYY-MM-DD HH24:MI:SS" + (".MS" if millis else ""), "date": "YYYY-MM-DD"}.get(
-            kind, "HH24:MI:SS"
-        )
+        fmt = {"datetime": "YYYY-MM-DD HH24:MI:SS", "date": "YYYY-MM-DD"}.get(kind, "HH24:MI:SS")
         return sql.SQL("to_char({}, {})").format(utc, sql.Literal(fmt))
-    if name in ("bigint",) and millis:
-        return None
     return None
 
 
@@ -228,11 +257,16 @@ def translate_default(column: Column, chosen: TargetType) -> tuple[sql.Composabl
     body = _strip_parens(text)
     if body.upper() == "NULL":
         return None, None
+    strftime = _STRFTIME_NOW.match(body)
+    if strftime:
+        expr = _strftime_default(strftime.group(1), (strftime.group(2) or "").upper() == "LOCALTIME", chosen)
+        if expr is None:
+            return None, f"default {text} has no equivalent for type {chosen.name}: dropped"
+        return expr, None
     for kind, pattern in _NOW_PATTERNS.items():
         match = pattern.match(body)
         if match:
-            upper = body.upper()
-            expr = _now_default(kind, "LOCALTIME" in upper, "%F" in body.upper() and "%f" in body, chosen)
+            expr = _now_default(kind, "LOCALTIME" in body.upper(), chosen)
             if expr is None:
                 return None, f"default {text} has no equivalent for type {chosen.name}: dropped"
             return expr, None
@@ -240,7 +274,7 @@ def translate_default(column: Column, chosen: TargetType) -> tuple[sql.Composabl
         tokens = sqlexpr.tokenize(body)
     except sqlexpr.Untranslatable as exc:
         return None, f"default {text} cannot be read ({exc}): dropped"
-    if any(t.kind not in _CONSTANT_TOKENS and not sqlexpr._is(t, "TRUE", "FALSE", "NULL") for t in tokens):
+    if any(t.kind not in _CONSTANT_TOKENS and not sqlexpr.is_word(t, "TRUE", "FALSE", "NULL") for t in tokens):
         return None, f"default {text} is an expression with no PostgreSQL translation: dropped"
     try:
         value = _evaluate_default(column, text)
@@ -546,9 +580,9 @@ def _index_key(
 ) -> sql.Composable:
     tokens = list(term)
     order = ""
-    if tokens and sqlexpr._is(tokens[-1], "ASC", "DESC"):
+    if tokens and sqlexpr.is_word(tokens[-1], "ASC", "DESC"):
         order = " " + tokens.pop().text.upper()
-    if len(tokens) >= 2 and sqlexpr._is(tokens[-2], "COLLATE"):
+    if len(tokens) >= 2 and sqlexpr.is_word(tokens[-2], "COLLATE"):
         collation = tokens[-1].value.upper()
         tokens = tokens[:-2]
         if collation != "BINARY":

@@ -74,7 +74,7 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
-def _is(token: Token | None, *words: str) -> bool:
+def is_word(token: Token | None, *words: str) -> bool:
     return token is not None and token.kind == "word" and token.text.upper() in words
 
 
@@ -94,7 +94,7 @@ def split_top(tokens: Sequence[Token], sep: str = ",") -> list[list[Token]]:
     return [p for p in parts if p]
 
 
-def _group(tokens: Sequence[Token], start: int) -> int:
+def group_end(tokens: Sequence[Token], start: int) -> int:
     """Index just past the parenthesised group opening at ``start``."""
     depth = 0
     for i in range(start, len(tokens)):
@@ -133,12 +133,12 @@ def parse_create_table(text: str) -> TableDDL:
     start = next((i for i, t in enumerate(tokens) if t.kind == "op" and t.text == "("), None)
     if start is None:
         return TableDDL(checks=(), generated={}, collations={})
-    body = tokens[start + 1 : _group(tokens, start) - 1]
+    body = tokens[start + 1 : group_end(tokens, start) - 1]
     checks: list[tuple[str | None, tuple[Token, ...]]] = []
     generated: dict[str, tuple[Token, ...]] = {}
     collations: dict[str, str] = {}
     for item in split_top(body):
-        if _is(item[0], *_TABLE_CONSTRAINT_WORDS):
+        if is_word(item[0], *_TABLE_CONSTRAINT_WORDS):
             checks.extend(_checks_in(item))
             continue
         column = _name(item[0])
@@ -146,15 +146,15 @@ def parse_create_table(text: str) -> TableDDL:
         i = 1
         while i < len(item):
             token = item[i]
-            if _is(token, "AS") and i + 1 < len(item) and item[i + 1].text == "(":
-                end = _group(item, i + 1)
+            if is_word(token, "AS") and i + 1 < len(item) and item[i + 1].text == "(":
+                end = group_end(item, i + 1)
                 generated[column] = tuple(item[i + 2 : end - 1])
                 i = end
                 continue
-            if _is(token, "COLLATE") and i + 1 < len(item):
+            if is_word(token, "COLLATE") and i + 1 < len(item):
                 collations[column] = _name(item[i + 1]).upper()
             if token.kind == "op" and token.text == "(":
-                i = _group(item, i)
+                i = group_end(item, i)
                 continue
             i += 1
     return TableDDL(checks=tuple(checks), generated=generated, collations=collations)
@@ -166,18 +166,18 @@ def _checks_in(item: Sequence[Token]) -> list[tuple[str | None, tuple[Token, ...
     i = 0
     while i < len(item):
         token = item[i]
-        if _is(token, "CONSTRAINT") and i + 1 < len(item):
+        if is_word(token, "CONSTRAINT") and i + 1 < len(item):
             name = _name(item[i + 1])
             i += 2
             continue
-        if _is(token, "CHECK") and i + 1 < len(item) and item[i + 1].text == "(":
-            end = _group(item, i + 1)
+        if is_word(token, "CHECK") and i + 1 < len(item) and item[i + 1].text == "(":
+            end = group_end(item, i + 1)
             found.append((name, tuple(item[i + 2 : end - 1])))
             name = None
             i = end
             continue
         if token.kind == "op" and token.text == "(":
-            i = _group(item, i)
+            i = group_end(item, i)
             continue
         i += 1
     return found
@@ -192,15 +192,15 @@ class IndexDDL(msgspec.Struct, frozen=True):
 def parse_create_index(text: str) -> IndexDDL:
     """Key terms and the WHERE clause of a ``CREATE INDEX`` statement."""
     tokens = tokenize(text)
-    on = next((i for i, t in enumerate(tokens) if _is(t, "ON")), None)
+    on = next((i for i, t in enumerate(tokens) if is_word(t, "ON")), None)
     if on is None:
         raise Untranslatable("CREATE INDEX without ON")
     start = next(i for i in range(on, len(tokens)) if tokens[i].kind == "op" and tokens[i].text == "(")
-    end = _group(tokens, start)
+    end = group_end(tokens, start)
     keys = tuple(tuple(p) for p in split_top(tokens[start + 1 : end - 1]))
     rest = tokens[end:]
     where: tuple[Token, ...] = ()
-    if rest and _is(rest[0], "WHERE"):
+    if rest and is_word(rest[0], "WHERE"):
         where = tuple(t for t in rest[1:] if not (t.kind == "op" and t.text == ";"))
     return IndexDDL(keys=keys, where=where)
 
@@ -262,7 +262,7 @@ def translate(tokens: Sequence[Token], columns: Mapping[str, str]) -> sql.Compos
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
         upper = token.text.upper()
         if token.kind == "word" and nxt is not None and nxt.text == "(" and upper not in ("IN", "NOT", "AND", "OR"):
-            end = _group(tokens, i + 1)
+            end = group_end(tokens, i + 1)
             out.append(_function(upper, tokens[i + 2 : end - 1], columns))
             i = end
             continue
@@ -275,9 +275,9 @@ def translate(tokens: Sequence[Token], columns: Mapping[str, str]) -> sql.Compos
         elif token.kind == "word" and upper == "LIKE":
             out.append(sql.SQL("ILIKE"))
         elif token.kind == "word" and upper == "IS":
-            negate = _is(nxt, "NOT")
+            negate = is_word(nxt, "NOT")
             after = tokens[i + 2] if negate and i + 2 < len(tokens) else nxt
-            if _is(after, "NULL", "TRUE", "FALSE"):
+            if is_word(after, "NULL", "TRUE", "FALSE"):
                 out.append(sql.SQL("IS NOT" if negate else "IS"))
             else:
                 out.append(sql.SQL("IS DISTINCT FROM" if negate else "IS NOT DISTINCT FROM"))

@@ -37,7 +37,8 @@ CREATE TABLE user (id INTEGER PRIMARY KEY, name TEXT);
 CREATE TABLE t548 (foo numeric(20, 6), bar numeric(12,4));
 CREATE TABLE double (x "double precision", y real);
 CREATE TABLE datetime_default (id INTEGER PRIMARY KEY, foo datetime default(DATETIME('now','localtime')),
-    bar DATETIME DEFAULT current_timestamp, baz TEXT DEFAULT CURRENT_TIMESTAMP, d DATE DEFAULT (date('now')));
+    bar DATETIME DEFAULT current_timestamp, baz TEXT DEFAULT CURRENT_TIMESTAMP, d DATE DEFAULT (date('now')),
+    iso TEXT DEFAULT (STRFTIME('%Y-%m-%dT%H:%M:%fZ', 'NOW')), ymd TEXT DEFAULT (strftime('%Y%m%d', 'now')));
 CREATE TABLE flags (id INTEGER PRIMARY KEY, a BOOLEAN DEFAULT 'true', b BOOLEAN DEFAULT FALSE);
 CREATE TABLE odd (id INTEGER PRIMARY KEY, a int(5) DEFAULT -1, b number DEFAULT 1.5, c, e INT DEFAULT (1 + 2));
 CREATE TABLE epochs (id INTEGER PRIMARY KEY, ms DATETIME, s DATETIME NOT NULL DEFAULT (unixepoch()));
@@ -145,6 +146,10 @@ def test_defaults_are_translated_and_applied(torture: Path, pg_dsn: str, pg: Any
     assert len(baz) == 19
     assert baz[4] == "-"
     assert day == datetime.now(UTC).date()
+    iso, ymd = pg.execute("SELECT iso, ymd FROM datetime_default WHERE id = 2").fetchone()
+    assert datetime.fromisoformat(iso) >= before.replace(tzinfo=UTC)
+    assert iso[-5] == "."
+    assert ymd == datetime.now(UTC).strftime("%Y%m%d")
     pg.execute("INSERT INTO def DEFAULT VALUES")
     assert pg.execute("SELECT f1, f2, f3 FROM def").fetchall()[-1] == ("", "null", "CURRENT_TIMESTAMP")
     pg.execute("INSERT INTO flags (id) VALUES (9)")
