@@ -200,14 +200,18 @@ def read_transaction(conn: sqlite3.Connection) -> Iterator[int]:
             conn.execute("COMMIT")
 
 
-def _select_sql(n: int) -> str:
-    """Key columns read as (is_text, value-or-bytes): invalid UTF-8 text cannot be fetched as str."""
+def _select_sql(n: int, *, safe: bool) -> str:
+    """The page query. ``safe`` reads each key column as (is_text, bytes-or-value), because Python's
+    sqlite3 cannot fetch text that is not valid UTF-8; the fast form reads the values as they are."""
     parts = []
     for i in range(1, n + 1):
         for col in (key_column(i), old_key_column(i)):
-            parts.append(
-                f"typeof({col}) = 'text', CASE WHEN typeof({col}) = 'text' THEN CAST({col} AS BLOB) ELSE {col} END"
-            )
+            if safe:
+                parts.append(
+                    f"typeof({col}) = 'text', CASE WHEN typeof({col}) = 'text' THEN CAST({col} AS BLOB) ELSE {col} END"
+                )
+            else:
+                parts.append(col)
     cols = ", ".join(parts)
     return f'SELECT seq, tbl, op, gen, nk, {cols} FROM "_replicator_journal" WHERE seq > ? ORDER BY seq LIMIT ?'  # noqa: S608
 
@@ -216,7 +220,7 @@ def _value(is_text: int, raw: object) -> KeyValue:
     if is_text:
         assert isinstance(raw, bytes)
         return raw.decode("utf-8", "surrogateescape")
-    assert raw is None or isinstance(raw, (int, float, bytes))
+    assert raw is None or isinstance(raw, (int, float, str, bytes))
     return raw
 
 
@@ -229,17 +233,24 @@ def read(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) 
     """Entries with ``seq > after`` in seq order, at most ``limit`` of them."""
     _require(conn)
     n = width(conn)
+    try:
+        rows = conn.execute(_select_sql(n, safe=False), (after, limit)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+        # A key holds text that is not valid UTF-8: this page goes the slow, exact way.
+        rows = conn.execute(_select_sql(n, safe=True), (after, limit)).fetchall()
+        rows = [row[:5] + tuple(_value(row[j], row[j + 1]) for j in range(5, len(row), 2)) for row in rows]
     entries = []
-    for row in conn.execute(_select_sql(n), (after, limit)):
+    for row in rows:
         seq, tbl, op, gen, nk = row[:5]
-        values = row[5:]
-        key = tuple(_value(values[4 * i], values[4 * i + 1]) for i in range(nk))
+        key = row[5 : 5 + 2 * nk : 2]  # k1, o1, k2, o2... → k1, k2
         old: tuple[KeyValue, ...] | None = None
         if op == "U":
-            old = tuple(_value(values[4 * i + 2], values[4 * i + 3]) for i in range(nk))
+            old = row[6 : 6 + 2 * nk : 2]
             if _same(old, key):
                 old = None
-        entries.append(Entry(int(seq), str(tbl), str(op), key, old, int(gen)))
+        entries.append(Entry(seq, tbl, op, key, old, gen))
     return entries
 
 
