@@ -7,14 +7,15 @@ CONTRACT (shared by analyze and schema translation; extend, do not rename):
 ``profile_table(conn, table) -> TableProfile`` reads the table once with aggregate SQL
 (``sum(typeof(c) = 'integer')`` etc.), never row by row in Python.
 
-How: every column contributes a fixed set of aggregates (storage histogram, one
-``count(*) FILTER (WHERE ...)`` per format, extremes) to a single ``SELECT ... FROM table``; the
-formats are recognised with ``GLOB``, ``typeof`` and ``json_valid``, all evaluated inside SQLite.
-The one exception is UTF-8 validity, which SQLite cannot test: a deterministic Python function sees
-only the text values that contain a non-ASCII byte or a NUL (pure-ASCII text is valid UTF-8 by
-construction), still inside the same scan. SQLite caps a result row at 2000 columns, so tables wider
-than ``COLUMNS_PER_SCAN`` are read in several scans of that many columns each (run them in one read
-transaction for one point in time).
+How: one ``SELECT`` over the table, in two layers. The inner query turns each value into a bit mask
+(its storage class, plus every format it matches) by dispatching once on ``typeof`` and then testing
+only that class's formats, each behind a cheap gate (a character at a fixed place, a length) before
+any ``GLOB`` or ``json_valid``. The outer query counts each bit with ``count(*) FILTER (WHERE ...)``
+and takes the extremes. Classifying once per value instead of once per aggregate is what makes this
+fast: measured in ``bench/profile_bench.py``. UTF-8 validity is the one thing SQLite cannot test: a
+deterministic Python function checks each text value's bytes inside the same scan.
+SQLite caps a result row at 2000 columns, so tables wider than ``COLUMNS_PER_SCAN`` are read in
+several scans of that many columns each (run them in one read transaction for one point in time).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ FORMATS = (
     "json_array",  # text json_valid and starting with '['
     "uuid",  # text 8-4-4-4-12 hex
     "decimal_text",  # text that is a plain decimal number
-    "nul_text",  # text containing a NUL character (PostgreSQL text cannot hold it)
+    "nul_text",  # text containing a NUL character (PostgreSQL text cannot hold it); such text has no other format
     "invalid_utf8",  # text that is not valid UTF-8
     # Extensions (appended; the names above are the contract):
     "bool01_text",  # text '0' or '1' (Northwind's Discontinued, Sakila's active)
@@ -64,8 +65,6 @@ UNIX_MS_MAX = UNIX_S_MAX * 1000
 #: SQLite's default SQLITE_MAX_COLUMN (2000) bounds the aggregates of one SELECT.
 MAX_RESULT_COLUMNS = 1900
 UTF8_FUNCTION = "replicator_utf8_invalid"
-#: Text with a character outside tab, LF, CR and printable ASCII (invalid bytes included) matches.
-NON_ASCII_GLOB = "*[^\t\n\r -~]*"
 
 
 class ColumnProfile(msgspec.Struct, frozen=True):
@@ -106,80 +105,121 @@ class TableProfile(msgspec.Struct, frozen=True):
 
 # --- SQL for one column. ``@c`` stands for the quoted column name; all other text is constant. -----
 
-_TEXT = "typeof(@c) = 'text'"
 _YMD = "[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]"
 _HMS = "[0-2][0-9]:[0-5][0-9]:[0-6][0-9]"
 _HEX = "[0-9a-fA-F]"
 _UUID = "-".join(_HEX * n for n in (8, 4, 4, 4, 12))
-_HAS_NUL = "instr(CAST(@c AS BLOB), x'00') > 0"
 
 
-def _fraction_or_empty(rest: str) -> str:
-    """``rest`` is '' or '.' followed by one or more digits."""
-    return f"({rest} = '' OR ({rest} GLOB '.[0-9]*' AND substr({rest}, 2) NOT GLOB '*[^0-9]*'))"
-
-
-def _datetime_head(*separators: str) -> str:
-    """The first 19 characters: 'YYYY-MM-DD', one of ``separators``, 'HH:MM:SS' (cheapest tests first)."""
-    seps = ", ".join(f"'{s}'" for s in separators)
+def _fraction_or_empty(cut: int) -> str:
+    """Characters 20.. up to ``cut`` from the end are '' or '.' and digits (length arithmetic, one GLOB)."""
+    rest = f"(length(@c) - {19 + cut})"
     return (
-        f"substr(@c, 11, 1) IN ({seps}) AND substr(@c, 5, 1) = '-'"
-        f" AND substr(@c, 1, 10) GLOB '{_YMD}' AND substr(@c, 12, 8) GLOB '{_HMS}'"
+        f"({rest} = 0 OR ({rest} > 1 AND substr(@c, 20, 1) = '.' AND substr(@c, 21, {rest} - 1) NOT GLOB '*[^0-9]*'))"
     )
+
+
+def _datetime_head(separator: str) -> str:
+    """The first 19 characters: 'YYYY-MM-DD', the separator, 'HH:MM:SS' (one GLOB over the prefix)."""
+    return f"@c GLOB '{_YMD}{separator}{_HMS}*'"
 
 
 def _offset_suffix() -> str:
     """After the 19 head characters: an optional fraction, then Z, ±HH:MM or ±HHMM."""
-    cases = (("*Z", 20), ("*[+-][0-2][0-9]:[0-5][0-9]", 25), ("*[+-][0-2][0-9][0-5][0-9]", 24))
-    whens = " ".join(
-        f"WHEN @c GLOB '{glob}' THEN {_fraction_or_empty(f'substr(@c, 20, length(@c) - {cut})')}" for glob, cut in cases
-    )
+    cases = (("*Z", 1), ("*[+-][0-2][0-9]:[0-5][0-9]", 6), ("*[+-][0-2][0-9][0-5][0-9]", 5))
+    whens = " ".join(f"WHEN @c GLOB '{glob}' THEN {_fraction_or_empty(cut)}" for glob, cut in cases)
     return f"CASE {whens} ELSE 0 END"
 
 
-#: One boolean SQL condition per format, used as ``count(*) FILTER (WHERE condition)``. SQLite
-#: short-circuits AND only where a condition decides a jump (WHERE, FILTER), not inside ``sum(a AND b)``:
-#: measured on Sakila's payment table, FILTER is 2-9x faster. Each condition starts with the cheap
-#: storage-class and length tests, so the GLOB work runs only on candidate values.
-FORMAT_SQL: dict[str, str] = {
-    "unix_s": f"typeof(@c) IN ('integer', 'real') AND @c BETWEEN {UNIX_S_MIN} AND {UNIX_S_MAX}",
-    "unix_ms": f"typeof(@c) = 'integer' AND @c BETWEEN {UNIX_MS_MIN} AND {UNIX_MS_MAX}",
-    "iso8601_tz": f"{_TEXT} AND length(@c) > 19 AND {_datetime_head('T', ' ')} AND {_offset_suffix()}",
-    "iso8601": f"{_TEXT} AND {_datetime_head('T')} AND {_fraction_or_empty('substr(@c, 20)')}",
-    "sql_datetime": f"{_TEXT} AND {_datetime_head(' ')} AND {_fraction_or_empty('substr(@c, 20)')}",
-    "date": f"{_TEXT} AND substr(@c, 5, 1) = '-' AND @c GLOB '{_YMD}'",
-    "bool01": "typeof(@c) = 'integer' AND @c IN (0, 1)",
-    "bool_text": f"{_TEXT} AND lower(@c) IN ('t', 'f', 'true', 'false', 'yes', 'no')",
-    "json_object": f"{_TEXT} AND substr(@c, 1, 1) = '{{' AND json_valid(@c)",
-    "json_array": f"{_TEXT} AND substr(@c, 1, 1) = '[' AND json_valid(@c)",
-    "uuid": f"{_TEXT} AND @c GLOB '{_UUID}'",
-    "decimal_text": f"{_TEXT} AND @c GLOB '*[0-9]*' AND @c NOT GLOB '*[^0-9.+-]*'"
-    " AND substr(@c, 2) NOT GLOB '*[^0-9.]*' AND @c NOT GLOB '*.*.*'",
-    "nul_text": f"{_TEXT} AND {_HAS_NUL}",
-    "invalid_utf8": f"{_TEXT} AND (@c GLOB :non_ascii OR {_HAS_NUL}) AND {UTF8_FUNCTION}(CAST(@c AS BLOB))",
-    "bool01_text": f"{_TEXT} AND @c IN ('0', '1')",
-    "uuid_hex32": f"{_TEXT} AND length(@c) = 32 AND @c NOT GLOB '*[^0-9a-fA-F]*'",
-}
-assert tuple(FORMAT_SQL) == FORMATS, "every format has exactly one SQL condition"
+_EPOCH_S = f"@c BETWEEN {UNIX_S_MIN} AND {UNIX_S_MAX}"
 
-EXTREMES_SQL = (
-    ("min_integer", "min(@c) FILTER (WHERE typeof(@c) = 'integer')"),
-    ("max_integer", "max(@c) FILTER (WHERE typeof(@c) = 'integer')"),
-    ("max_text_bytes", "max(length(CAST(@c AS BLOB))) FILTER (WHERE typeof(@c) = 'text')"),
-    ("max_blob_bytes", "max(length(@c)) FILTER (WHERE typeof(@c) = 'blob')"),
+#: Each format as a condition on a value already known to be of the listed storage class. Every
+#: condition starts with a cheap gate (a character at a fixed place, a length) before any GLOB.
+INTEGER_FORMATS = {
+    "unix_s": _EPOCH_S,
+    "unix_ms": f"@c BETWEEN {UNIX_MS_MIN} AND {UNIX_MS_MAX}",
+    "bool01": "@c IN (0, 1)",
+}
+REAL_FORMATS = {"unix_s": _EPOCH_S}
+#: The date and time text formats exclude each other, so they are tested as one CASE chain.
+TEMPORAL_TEXT_FORMATS = {
+    "date": f"length(@c) = 10 AND @c GLOB '{_YMD}'",
+    "sql_datetime": f"substr(@c, 11, 1) = ' ' AND {_datetime_head(' ')} AND {_fraction_or_empty(0)}",
+    "iso8601": f"substr(@c, 11, 1) = 'T' AND {_datetime_head('T')} AND {_fraction_or_empty(0)}",
+    "iso8601_tz": f"length(@c) > 19 AND {_datetime_head('[T ]')} AND {_offset_suffix()}",
+}
+OTHER_TEXT_FORMATS = {
+    "bool_text": "length(@c) <= 5 AND lower(@c) IN ('t', 'f', 'true', 'false', 'yes', 'no')",
+    "json_object": "substr(@c, 1, 1) = '{' AND json_valid(@c)",
+    "json_array": "substr(@c, 1, 1) = '[' AND json_valid(@c)",
+    "uuid": f"substr(@c, 9, 1) = '-' AND @c GLOB '{_UUID}'",
+    # '+', '-', '.' or a digit first, '.' or a digit last, no exponent, and SQLite's own whole-string
+    # number test: ``+x`` has no affinity, so comparing it with a NUMERIC CAST converts it only if well formed.
+    "decimal_text": "unicode(@c) BETWEEN 43 AND 57 AND unicode(substr(@c, -1)) BETWEEN 46 AND 57"
+    " AND (+@c) = CAST(@c AS NUMERIC) AND instr(@c, 'e') = 0 AND instr(@c, 'E') = 0",
+    "bool01_text": "@c IN ('0', '1')",
+    "uuid_hex32": "length(@c) = 32 AND @c NOT GLOB '*[^0-9a-fA-F]*'",
+}
+#: Tested on every text value. SQLite's text functions stop at a NUL, so a text holding one counts
+#: only as nul_text (and invalid_utf8 if so), never in a format judged on the part before the NUL.
+HAS_NUL = "instr(CAST(@c AS BLOB), x'00') > 0"
+ENCODING_FORMATS = {
+    "nul_text": HAS_NUL,
+    # A Python call on every text value: measured cheaper than any GLOB gate that would spare it.
+    "invalid_utf8": f"{UTF8_FUNCTION}(CAST(@c AS BLOB))",
+}
+assert {*INTEGER_FORMATS, *REAL_FORMATS, *TEMPORAL_TEXT_FORMATS, *OTHER_TEXT_FORMATS, *ENCODING_FORMATS} == set(FORMATS)
+
+#: Bit of each format, then of each storage class, in the per-value mask.
+FORMAT_BIT = {name: 1 << i for i, name in enumerate(FORMATS)}
+STORAGE_BIT = {cls: 1 << (len(FORMATS) + i) for i, cls in enumerate(STORAGE_CLASSES)}
+
+
+def _bits(conditions: dict[str, str]) -> str:
+    return " | ".join(f"(CASE WHEN {cond} THEN {FORMAT_BIT[name]} ELSE 0 END)" for name, cond in conditions.items())
+
+
+def _mask_sql() -> str:
+    """One integer per value: its storage class bit OR the bits of every format it matches.
+
+    Dispatching on ``typeof`` once means a value is only tested against its own class's formats.
+    """
+    temporal = " ".join(f"WHEN {cond} THEN {FORMAT_BIT[name]}" for name, cond in TEMPORAL_TEXT_FORMATS.items())
+    utf8 = _bits({"invalid_utf8": ENCODING_FORMATS["invalid_utf8"]})
+    clean = f"(CASE WHEN substr(@c, 5, 1) <> '-' THEN 0 {temporal} ELSE 0 END) | {_bits(OTHER_TEXT_FORMATS)}"
+    text = f"CASE WHEN {HAS_NUL} THEN {FORMAT_BIT['nul_text']} | {utf8} ELSE {clean} | {utf8} END"
+    return (
+        f"CASE typeof(@c) WHEN 'null' THEN {STORAGE_BIT['null']}"
+        f" WHEN 'integer' THEN {STORAGE_BIT['integer']} | {_bits(INTEGER_FORMATS)}"
+        f" WHEN 'real' THEN {STORAGE_BIT['real']} | {_bits(REAL_FORMATS)}"
+        f" WHEN 'text' THEN {STORAGE_BIT['text']} | {text}"
+        f" ELSE {STORAGE_BIT['blob']} END"
+    )
+
+
+MASK_SQL = _mask_sql()
+#: Per column, the inner query yields the mask, the integer (for min/max) and the byte length.
+INNER_SQL = (
+    MASK_SQL,
+    "CASE WHEN typeof(@c) = 'integer' THEN @c END",
+    "CASE typeof(@c) WHEN 'text' THEN length(CAST(@c AS BLOB)) WHEN 'blob' THEN length(@c) END",
 )
-PER_COLUMN = len(STORAGE_CLASSES) + len(FORMATS) + len(EXTREMES_SQL)
+PER_COLUMN = len(STORAGE_CLASSES) + len(FORMATS) + 4
 COLUMNS_PER_SCAN = (MAX_RESULT_COLUMNS - 2) // PER_COLUMN
 
 
-def column_aggregates(column: str) -> list[str]:
-    """The aggregates of one column, in the order ``_column_profile`` reads them back."""
-    exprs = [f"count(*) FILTER (WHERE typeof(@c) = '{cls}')" for cls in STORAGE_CLASSES]
-    exprs += [f"count(*) FILTER (WHERE {FORMAT_SQL[name]})" for name in FORMATS]
-    exprs += [expr for _, expr in EXTREMES_SQL]
-    # str.replace scans the template only, never the inserted name: a column named "@c" stays intact.
-    quoted = quote_ident(column)
-    return [expr.replace("@c", quoted) for expr in exprs]
+def _outer_aggregates(i: int) -> list[str]:
+    """Column ``i``'s aggregates over the inner query's ``m{i}``, ``n{i}``, ``l{i}``, in read-back order."""
+    m, n, length = f"m{i}", f"n{i}", f"l{i}"
+    exprs = [f"count(*) FILTER (WHERE {m} & {STORAGE_BIT[cls]})" for cls in STORAGE_CLASSES]
+    exprs += [f"count(*) FILTER (WHERE {m} & {FORMAT_BIT[name]})" for name in FORMATS]
+    exprs += [
+        f"min({n})",
+        f"max({n})",
+        f"max({length}) FILTER (WHERE {m} & {STORAGE_BIT['text']})",
+        f"max({length}) FILTER (WHERE {m} & {STORAGE_BIT['blob']})",
+    ]
+    return exprs
 
 
 def _utf8_invalid(value: bytes | None) -> int:
@@ -217,12 +257,23 @@ def _column_profile(name: str, values: Sequence[object]) -> ColumnProfile:
     )
 
 
-def _scan_sql(table: Table, columns: Sequence[Column]) -> str:
-    key = " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) or "0"
-    exprs = ["count(*)", f"count(*) FILTER (WHERE {key})"]
-    for col in columns:
-        exprs.extend(column_aggregates(col.name))
-    return f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}"  # noqa: S608 (quoted names)
+def scan_sql(table: Table, columns: Sequence[Column]) -> str:
+    """One pass over the table: the inner query classifies each value once, the outer one counts.
+
+    ``LIMIT -1`` keeps SQLite from flattening the subquery (which would re-evaluate each mask in every
+    aggregate that reads it): it runs as a co-routine, a row at a time, never materialised.
+    """
+    inner = ["NULL AS k"]
+    if table.primary_key:
+        inner[0] = " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) + " AS k"
+    outer = ["count(*)", "count(*) FILTER (WHERE k)"]
+    for i, col in enumerate(columns):
+        quoted = quote_ident(col.name)
+        # str.replace scans the template only, never the inserted name: a column named "@c" stays intact.
+        inner += [f"{expr.replace('@c', quoted)} AS {alias}{i}" for expr, alias in zip(INNER_SQL, "mnl", strict=True)]
+        outer += _outer_aggregates(i)
+    source_table = f"main.{quote_ident(table.name)}"
+    return f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {source_table} LIMIT -1)"  # noqa: S608
 
 
 def _database_path(conn: sqlite3.Connection) -> str:
@@ -249,7 +300,7 @@ def profile_table(conn: sqlite3.Connection, table: Table | str) -> TableProfile:
     rows = null_key_rows = 0
     for chunk in chunks:
         try:
-            result = conn.execute(_scan_sql(table, chunk), {"non_ascii": NON_ASCII_GLOB}).fetchone()
+            result = conn.execute(scan_sql(table, chunk)).fetchone()
         except sqlite3.Error as exc:
             raise source.translate(exc, _database_path(conn)) from None
         rows, null_key_rows = int(result[0]), int(result[1] or 0)

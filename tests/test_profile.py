@@ -64,8 +64,7 @@ def oracle(value: Value) -> set[str]:
         found |= oracle(value)
     elif isinstance(value, str):
         if "\x00" in value:
-            found.add("nul_text")
-            value = value.split("\x00", 1)[0]  # SQLite's text functions stop at the first NUL
+            return found | {"nul_text"}  # a text holding a NUL counts in no other format
         found |= {name for name, rx in _ORACLE_TEXT.items() if rx.fullmatch(value)}
         if value.encode().lower() in (b"t", b"f", b"true", b"false", b"yes", b"no"):
             found.add("bool_text")
@@ -184,6 +183,16 @@ EDGE_CASES: list[Value] = [
     # hostile text
     "a\x00b",
     "\x001",
+    "1\x00",
+    "2024-03-05\x00x",
+    "1E5",
+    "5e",
+    "1.5 ",
+    "\t1",
+    "0x10",
+    "-.",
+    "00012",
+    "9" * 400,
     "日本語",
     "tab\tand\nnewline",
     b"file\x96name.txt",
