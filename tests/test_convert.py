@@ -60,6 +60,7 @@ def roundtrip(
     table: str = "t",
     columns: Sequence[str] | None = None,
     select: Sequence[sql.Composable] | None = None,
+    wire: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Convert ``rows``, write them with binary COPY into a fresh table, return what PostgreSQL reads back."""
     columns = list(columns or [f"c{i}" for i in range(len(types))])
@@ -76,13 +77,13 @@ def roundtrip(
             sql.Identifier(table), sql.SQL(", ").join(definitions)
         )
     )
-    convert = row_converter(table, columns, types)
+    convert = row_converter(table, columns, types, wire=wire)
     names = sql.SQL(", ").join(sql.Identifier(c) for c in ["_n", *columns])
     with (
         pg.cursor() as cur,
         cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(table), names)) as copy,
     ):
-        copy.set_types(["int4", *copy_types(types)])
+        copy.set_types(["int4", *copy_types(types, wire=wire)])
         for n, row in enumerate(rows):
             copy.write_row((n, *convert(row)))
     what = sql.SQL(", ").join(select) if select else sql.SQL(", ").join(sql.Identifier(c) for c in columns)
@@ -292,11 +293,12 @@ CASES: dict[str, tuple[TargetType, list[tuple[object, object]]]] = {
 }
 
 
+@pytest.mark.parametrize("wire", [False, True], ids=["values", "wire"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_accepted_values_round_trip(pg: Pg, case: str) -> None:
+def test_accepted_values_round_trip(pg: Pg, case: str, wire: bool) -> None:
     t, pairs = CASES[case]
     pairs = [*pairs, (None, None)]
-    back = roundtrip(pg, [t], [(value,) for value, _ in pairs])
+    back = roundtrip(pg, [t], [(value,) for value, _ in pairs], wire=wire)
     for (value, expected), (got,) in zip(pairs, back, strict=True):
         if expected is None and value is not None:
             continue  # checked elsewhere (e.g. scale padding)
@@ -305,15 +307,32 @@ def test_accepted_values_round_trip(pg: Pg, case: str) -> None:
             assert type(got) is type(expected)
 
 
-def test_value_converter_matches_row_converter() -> None:
+@pytest.mark.parametrize("wire", [False, True], ids=["values", "wire"])
+def test_value_converter_matches_row_converter(wire: bool) -> None:
     """The per-column closure and the compiled row function agree on every case (fast paths included)."""
     for case, (t, pairs) in CASES.items():
-        convert = value_converter(t)
-        rows = row_converter("t", ["c"], [t])
+        convert = value_converter(t, wire=wire)
+        rows = row_converter("t", ["c"], [t], wire=wire)
         for value, _ in pairs:
             single = convert(value)
             (inline,) = rows((value,))
             assert repr(single) == repr(inline), case
+
+
+def test_wire_forms() -> None:
+    """wire=True: PostgreSQL's binary forms, counted from 2000-01-01."""
+    types = [
+        target("timestamp(3)"),
+        target("timestamptz"),
+        target("date"),
+        target("time"),
+        target("jsonb"),
+        target("json"),
+    ]
+    assert copy_types(types, wire=True) == ["int8", "int8", "int4", "int8", "bytea", "text"]
+    convert = row_converter("t", [f"c{i}" for i in range(6)], types, wire=True)
+    row = (946684800001, "2000-01-01T00:00:01+00:00", "2000-01-02", "00:00:01.5", '{"a":1}', "[]")
+    assert convert(row) == (1000, 1_000_000, 1, 1_500_000, b'\x01{"a":1}', "[]")
 
 
 def test_numeric_scale_is_padded_not_rounded(pg: Pg) -> None:

@@ -92,8 +92,9 @@ INSTANT_TYPES = [
 )
 def test_instants_round_trip_in_every_storage_format(pg: Pg, cases: list[tuple[datetime, int]]) -> None:
     rows = [_storages(instant, offset) for instant, offset in cases]
-    back = roundtrip(pg, INSTANT_TYPES, [values for values, _ in rows])
-    assert back == [expected for _, expected in rows]
+    for wire in (False, True):
+        back = roundtrip(pg, INSTANT_TYPES, [values for values, _ in rows], wire=wire)
+        assert back == [expected for _, expected in rows]
 
 
 @settings(max_examples=300, deadline=None)
@@ -459,3 +460,64 @@ def test_chinook_invoice_dates_and_totals(pg: Pg, realworld: Path) -> None:
     oracle = _sqlite_rows(path, 'SELECT printf(\'%.2f\', "Total") FROM "Invoice" ORDER BY rowid')
     assert [str(r[3]) for r in back] == [r[0] for r in oracle]
     _check_instants(pg, path, "Invoice", "InvoiceDate")
+
+
+# -- the compiled row function and the per-column closures agree on anything -------------------------
+
+ALL_TYPES = [
+    *(parse_type(n) for n in ("smallint", "integer", "bigint", "real", "double precision", "numeric", "text")),
+    *(parse_type(n) for n in ("numeric(65,30)", "numeric(12,2)", "varchar(8)", "char(2)", "bytea", "boolean")),
+    *(parse_type(n) for n in ("timestamp(3)", "timestamptz", "timestamp(0)", "date", "time(3)", "json", "jsonb")),
+    *(parse_type(n) for n in ("uuid", "timestamp")),
+    target("timestamp(3)", format="unix_ms"),
+    target("timestamptz(6)", format="unix_s"),
+    ROLE,
+]
+EDGE_INTS = [
+    0,
+    1,
+    2,
+    -1,
+    MS_THRESHOLD,
+    MS_THRESHOLD - 1,
+    -MS_THRESHOLD,
+    -MS_THRESHOLD + 1,
+    -62_135_596_800,
+    -62_135_596_801,
+    253_402_300_799,
+    253_402_300_800,
+    -62_135_596_800_000,
+    -62_135_596_800_001,
+    253_402_300_799_999,
+    253_402_300_800_000,
+    2**63 - 1,
+    -(2**63),
+]
+any_value = st.one_of(
+    st.none(),
+    st.sampled_from(EDGE_INTS),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(),
+    st.sampled_from([1e-4, -1e-4, 9.999999999999998e15, 1e16, -1e16, 0.0, -0.0]),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["USER", "t", "0", "1", "2024-03-05", "12:00", '{"a":1}', "null", "5d9025c939bc4278a5658d168b7310ea"]
+    ),
+    st.binary(max_size=20),
+)
+
+
+def _outcome(call: Any, value: object) -> str:
+    try:
+        return repr(call(value))
+    except (ValueRefused, RowRefused) as exc:
+        return f"refused: {exc.reason}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(range(len(ALL_TYPES))), any_value, st.booleans())
+def test_row_function_agrees_with_value_converter(index: int, value: object, wire: bool) -> None:
+    t = ALL_TYPES[index]
+    single = value_converter(t, wire=wire)
+    row = row_converter("t", ["c"], [t], wire=wire)
+    assert _outcome(lambda v: row((v,))[0], value) == _outcome(single, value)
