@@ -358,6 +358,92 @@ def checkpoints_compact(ctx: Context, upto: int) -> None:
         )
 
 
+@cli.group("capture")
+def capture_group() -> None:
+    """Capture triggers and the key-only change journal in the app's SQLite file."""
+
+
+@capture_group.command("install")
+@common_options
+@click.option(
+    "--no-key-policy",
+    type=click.Choice(["refuse", "rowid", "snapshot-only"]),
+    default=None,
+    help="Tables without a usable primary key [default: capture.no_key_policy, i.e. refuse].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the install report as JSON.")
+def capture_install(ctx: Context, no_key_policy: str | None, as_json: bool) -> None:
+    """Install (or reconcile) the capture triggers in one transaction; safe to rerun."""
+    from triggers import install as capture
+
+    policy = cast(capture.Policy, no_key_policy or ctx.config.capture.no_key_policy)
+    report = capture.install(
+        ctx.source,
+        default_policy=policy,
+        policies=dict(ctx.config.capture.tables),
+        busy_timeout_ms=ctx.config.source.busy_timeout_ms,
+    )
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+        return
+    if ctx.quiet:
+        return
+    click.echo(f"capture format {report.format_version}, source id {report.source_id}")
+    for table in report.tables:
+        key = ", ".join(table.key_columns) if table.key_columns else ("rowid" if table.mode == "rowid" else "-")
+        mark = "changed" if table.name in report.changed else "ok"
+        note = f" ({table.note})" if table.note else ""
+        click.echo(f"  {mark:8} {table.name}: {table.mode} by {key}, generation {table.generation}{note}")
+    for skipped in report.skipped:
+        click.echo(f"  skipped  {skipped.name}: {skipped.reason}")
+    for orphan in report.dropped_orphans:
+        click.echo(f"  dropped  stale trigger {orphan}")
+
+
+@capture_group.command("remove")
+@common_options
+def capture_remove(ctx: Context) -> None:
+    """Drop our triggers, journal and meta table; the app's schema is left exactly as it was."""
+    from triggers import install as capture
+
+    report = capture.remove(ctx.source, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    if not ctx.quiet:
+        click.echo(
+            f"removed {report.triggers_dropped} trigger(s) and a journal of {report.journal_rows_dropped} row(s)"
+            + (f" ({report.note})" if report.note else "")
+        )
+
+
+@capture_group.command("status")
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def capture_status(ctx: Context, as_json: bool) -> None:
+    """Per-table capture state and the journal's size and backlog; exit 1 if a table lost its triggers."""
+    from triggers import install as capture
+
+    status = capture.status(ctx.source, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    if as_json:
+        click.echo(msgspec.json.encode(status).decode())
+    elif not status.installed:
+        click.echo("capture is not installed (run `replicator capture install`)")
+    else:
+        click.echo(f"capture format {status.format_version}, source id {status.source_id}")
+        for table in status.tables:
+            note = f" ({table.note})" if table.note else ""
+            click.echo(f"  {table.state:16} {table.name}{note}")
+        if status.journal is not None:
+            j = status.journal
+            click.echo(
+                f"journal: head {j.head}, {j.pending} pending, {j.rows} row(s), pruned through {j.pruned_through}"
+            )
+    broken = [t.name for t in status.tables if t.state in ("triggers-missing", "dropped")]
+    if broken:
+        raise CaptureError(
+            f"capture is broken for {', '.join(broken)}: changes there are not journaled",
+            hint="run `replicator capture install` again and re-snapshot those tables",
+        )
+
+
 def main() -> None:
     try:
         cli.main(prog_name="replicator", standalone_mode=True)
