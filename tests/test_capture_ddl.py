@@ -1,0 +1,63 @@
+"""The rendered DDL as text: the properties every app write depends on, checked without a database."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import pytest
+
+from triggers import ddl
+
+
+@pytest.mark.parametrize("op", ddl.OPS)
+@pytest.mark.parametrize("key", [("id",), ("a b", 'q"x', "ü"), None])
+def test_trigger_bodies_call_no_sql_function(op: ddl.Op, key: tuple[str, ...] | None) -> None:
+    """No function call: nothing that can raise (d10), nothing trusted_schema forbids (d21), and the
+    per-statement cost of a function call in a trigger program is avoided."""
+    sql = ddl.trigger_sql("t'x", op, key, 3, rowid="_rowid_")
+    body = sql.split(" BEGIN ", 1)[1]
+    calls = [c for c in re.findall(r"\b([A-Za-z_]+)\s*\(", body) if c.upper() != "VALUES"]
+    assert calls == [], calls  # (the journal's column list and VALUES are not calls)
+    assert "'t''x'" in body  # the table name literal is escaped
+    assert "OR IGNORE" not in sql.upper()
+    assert "WHEN" not in sql.upper()  # no-op UPDATEs are journaled, by design
+
+
+def test_trigger_sql_executes_for_odd_names() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute(ddl.journal_table_sql(3))
+    conn.execute('CREATE TABLE "we""ird; DROP TABLE x" ("a b" TEXT, "c,d" INT, v, PRIMARY KEY ("a b", "c,d"))')
+    for op in ddl.OPS:
+        conn.execute(ddl.trigger_sql('we"ird; DROP TABLE x', op, ("a b", "c,d"), 1))
+    conn.execute('INSERT INTO "we""ird; DROP TABLE x" VALUES (\'k\', 1, 2)')
+    assert conn.execute('SELECT tbl, op, nk, k1, k2, k3 FROM "_replicator_journal"').fetchall() == [
+        ('we"ird; DROP TABLE x', "I", 2, "k", 1, None)
+    ]
+
+
+def test_journal_ddl_has_no_constraint_but_the_rowid() -> None:
+    sql = ddl.journal_table_sql(2).upper()
+    for word in ("UNIQUE", "CHECK", "NOT NULL", "DEFAULT", "AUTOINCREMENT", "REFERENCES", "COLLATE"):
+        assert word not in sql
+    assert "SEQ INTEGER PRIMARY KEY" in sql
+    assert ddl.widen_journal_sql(2, 4) == [
+        'ALTER TABLE "_replicator_journal" ADD COLUMN k3',
+        'ALTER TABLE "_replicator_journal" ADD COLUMN o3',
+        'ALTER TABLE "_replicator_journal" ADD COLUMN k4',
+        'ALTER TABLE "_replicator_journal" ADD COLUMN o4',
+    ]
+
+
+def test_names_are_deterministic_and_bad_arguments_refused() -> None:
+    assert ddl.trigger_name("Order", "U") == "_replicator_upd_Order"
+    assert ddl.trigger_sql("t", "I", ("id",), 1) == ddl.trigger_sql("t", "I", ("id",), 1)
+    assert ddl.rowid_name(("rowid", "x")) == "_rowid_"
+    with pytest.raises(ValueError, match="shadowed"):
+        ddl.rowid_name(("ROWID", "_rowid_", "oid"))
+    with pytest.raises(ValueError, match="generation"):
+        ddl.trigger_sql("t", "I", ("id",), 0)
+    with pytest.raises(ValueError, match="at least one column"):
+        ddl.trigger_sql("t", "I", (), 1)
+    with pytest.raises(ValueError, match="width"):
+        ddl.journal_table_sql(0)
