@@ -113,6 +113,10 @@ def _report(records: Sequence[Record], findings: list[Finding]) -> Report:
     )
 
 
+#: What a damaged line can raise while being parsed (invalid UTF-8, a lone surrogate escape...).
+_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeError)
+
+
 class _Line(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     number: int
     hash: str
@@ -455,11 +459,11 @@ def read_file(path: Path) -> tuple[list[Record], Head | None, list[Finding]]:
             item = line_decoder.decode(line)
             records.append(Record(number=item.number, hash=item.hash, body=item.body.encode("utf-8")))
             continue
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _UNREADABLE:
             pass
         try:
             head = head_decoder.decode(line).head
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _UNREADABLE:
             after = f" after checkpoint {records[-1].number}" if records else ""
             problem = Problem.TORN_TAIL if is_last else Problem.CORRUPT
             findings.append(Finding(None, problem, f"line {index}{after} is not a checkpoint or head line"))

@@ -170,7 +170,7 @@ def decode_body(body: bytes, hash: str) -> Checkpoint:
     """A checkpoint from stored body bytes and the stored hash (not checked here: see audit)."""
     try:
         checkpoint = _body_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"checkpoint body is not a valid checkpoint: {exc}",
             hint="run 'replicator checkpoints verify' to see which record is damaged",
