@@ -7,7 +7,49 @@ value psycopg's *binary* COPY dumper for the target type accepts, or raises :cla
 with a short reason. Nothing is rounded, truncated or re-encoded silently: PostgreSQL would round
 ``timestamp(3)`` microseconds, cut trailing spaces off ``varchar(n)``, and reject NUL, bad UTF-8,
 out-of-range numbers and NaN; we name each of those instead. Two alterations exist, both opt-in per
-column: ``strip_nul`` and ``replace_bad_utf8``.
+column: ``strip_nul`` and ``replace_bad_utf8``. None is NULL for every type (NOT NULL is the DDL's).
+
+Rules (storage class → target → value; anything else is refused with the reason given):
+
+* smallint / integer / bigint: integer in range; real only if whole (``3.0``); text only if it is
+  ``[+-]digits`` (ASCII, no spaces). Out of range is refused, never wrapped.
+* double precision: real as is (Infinity too); integer if the double holds it exactly (|n| ≤ 2**53 or
+  a multiple that fits); decimal text if its double's shortest repr is the same number.
+* real (float4): accepted when PostgreSQL will print the same shortest decimal the double printed
+  (``0.1`` is accepted, ``0.1234567891`` would print ``0.12345679`` and is refused).
+* numeric(p,s): real → the shortest round-trip repr (``Decimal(repr(x))``: ``0.03201``, never
+  ``Decimal(0.03201)``'s binary noise); integer and decimal text exactly. More decimals than s or more
+  integer digits than p-s is refused (no rounding), and so are NaN and ±Infinity even where
+  PostgreSQL 14+ would store them (SQLite only produces them by overflow, and Prisma and Django read
+  them back as errors).
+* text / varchar(n) / char(n): text as is; integer → ``str(n)``; real → ``repr(x)`` (shortest
+  round-trip); a blob that is valid UTF-8 → its text. NUL and invalid UTF-8 refused (see the flags);
+  more than n characters refused (PostgreSQL would silently cut trailing spaces). char(n) pads with
+  spaces on read, as PostgreSQL's char(n) does.
+* bytea: blob as is; text → its UTF-8 bytes (the original bytes when they were not UTF-8).
+* boolean: 0/1 (and 0.0/1.0); text t/f, true/false, y/n, yes/no, on/off, 1/0 in any case — the
+  spellings PostgreSQL itself accepts, minus its unique-prefix abbreviations and whitespace.
+* timestamp(p) / timestamptz(p): integer or real epoch — unix_s or unix_ms per ``format``, else the
+  magnitude rule |v| ≥ 1e11 → milliseconds (formats.MS_THRESHOLD); text ``YYYY-MM-DD``,
+  ``YYYY-MM-DD[T ]HH:MM[:SS[.f]]`` with optional ``Z``/``UTC``/``±HH[:MM]``. Text with an offset is
+  an instant: converted to UTC, for timestamp too (Prisma writes ``+00:00``, Django converts to UTC
+  before writing, so UTC is what apps mean). Naive text is UTC for timestamptz and kept as wall time
+  for timestamp (the same thing under that convention). Outside years 1..9999 refused (Python's
+  datetime range; PostgreSQL's is wider); more fractional digits than p refused (PostgreSQL would
+  round), as are leap second 60 and hour 24 (PostgreSQL would roll them over).
+* date: ``YYYY-MM-DD`` text, or any instant above that is a UTC midnight (Prisma stores dates as ms
+  at 00:00 UTC); an instant with a time of day is refused.
+* time(p): ``HH:MM[:SS[.f]]`` text (Django/SQLAlchemy TimeField), precision checked like timestamps.
+* json / jsonb: text validated as JSON and sent verbatim (jsonb then normalises key order,
+  duplicates and number spelling, as PostgreSQL always does); integer/real (bare JSON numbers that
+  SQLite's NUMERIC affinity turned into numbers) → their exact repr; a UTF-8 blob → its text. Text
+  ``null`` is JSON null, not SQL NULL. jsonb refuses the ``\\u0000`` escape (json keeps it).
+* uuid: ``8-4-4-4-12`` or 32 hex digits in any case, or a 16-byte blob.
+* enum: text equal to a label (case-sensitive).
+
+``TargetType.format`` only changes datetime conversions (unix_s / unix_ms fix the unit and also
+admit numeric text); other formats (bool01, iso8601, ...) are descriptive, since every other storage
+spelling is unambiguous and parsed per value.
 
 Reading convention (invalid UTF-8). ``sqlite3`` raises on TEXT that is not valid UTF-8. The reader
 reads with the default ``str`` text factory and, only on that error, re-reads with
@@ -16,9 +58,12 @@ U+DC80..U+DCFF (Python's ``surrogateescape``). Valid UTF-8 can never produce a s
 surrogate in a ``str`` always means "these source bytes were not UTF-8": text targets refuse it
 (or replace it by U+FFFD with ``replace_bad_utf8``) and ``bytea`` targets restore the exact bytes.
 
-Speed. :func:`value_converter` builds one closure per column, and :func:`row_converter` compiles one
-function per table in which each column's "already the right Python type" test is inlined, so the
-common value (an in-range int into bigint, an ASCII str without NUL into text) costs no call.
+Speed. :func:`value_converter` builds one closure per column; :func:`row_converter` compiles one
+function per table in which each column's common case is inlined (an in-range int into bigint, an
+ASCII str without NUL into text, integer milliseconds into timestamp(3), a double into
+numeric(65,30)), so those cost no call. ``wire=True`` additionally emits PostgreSQL's binary forms
+for datetimes and jsonb (see row_converter). The generated code contains only column indices and
+numeric constants, never names or values from the source.
 """
 
 from __future__ import annotations

@@ -521,3 +521,51 @@ def test_row_function_agrees_with_value_converter(index: int, value: object, wir
     single = value_converter(t, wire=wire)
     row = row_converter("t", ["c"], [t], wire=wire)
     assert _outcome(lambda v: row((v,))[0], value) == _outcome(single, value)
+
+
+def test_sakila_payments_rentals_and_text_booleans(pg: Pg, realworld: Path) -> None:
+    """16k-row tables: DECIMAL(5,2) REALs, TIMESTAMP text, and booleans spelled 't' and '0'/'1' as text."""
+    path = realworld / "sakila" / "sakila.db"
+    payment = {
+        "payment_id": "integer",
+        "customer_id": "smallint",
+        "amount": "numeric(5,2)",
+        "payment_date": "timestamp without time zone",
+    }
+    back = _load(pg, path, "payment", payment)
+    oracle = _sqlite_rows(path, "SELECT printf('%.2f', amount) FROM payment ORDER BY rowid")
+    assert [str(r[2]) for r in back] == [r[0] for r in oracle]
+    _check_instants(pg, path, "payment", "payment_date")
+    rental = {"rental_id": "integer", "rental_date": "timestamp(0)", "return_date": "timestamp(0)"}
+    _load(pg, path, "rental", rental)
+    _check_instants(pg, path, "rental", "return_date")
+    staff = _load(pg, path, "staff", {"staff_id": "smallint", "active": "boolean", "username": "varchar(16)"})
+    assert [r[1] for r in staff] == [True, True]
+    customer = _load(pg, path, "customer", {"customer_id": "integer", "active": "boolean", "create_date": "date"})
+    actives = _sqlite_rows(path, "SELECT active = '1' FROM customer ORDER BY rowid")
+    assert [r[1] for r in customer] == [bool(a[0]) for a in actives]
+    language = _load(pg, path, "language", {"language_id": "smallint", "name": "character(20)"})
+    assert language[0][1] == "English".ljust(20)
+
+
+def test_northwind_mixed_numeric_storage(pg: Pg, realworld: Path) -> None:
+    path = realworld / "northwind" / "northwind.db"
+    details = {"OrderID": "integer", "ProductID": "integer", "UnitPrice": "numeric(10,4)", "Discount": "real"}
+    back = _load(pg, path, "Order Details", details)
+    oracle = _sqlite_rows(path, 'SELECT UnitPrice, Discount FROM "Order Details" ORDER BY rowid')
+    assert [(r[2], r[3]) for r in back] == [(Decimal(repr(p)), d) for p, d in oracle]
+    products = _load(pg, path, "Products", {"ProductID": "integer", "Discontinued": "boolean"})
+    assert {r[1] for r in products} == {True, False}
+
+
+def test_wide_table_compiles() -> None:
+    """The generated row function handles very wide tables (SQLite allows 2000 columns by default)."""
+    width = 2000
+    types = [parse_type(("bigint", "text", "timestamp(3)", "jsonb")[i % 4]) for i in range(width)]
+    convert = row_converter("wide", [f"c{i}" for i in range(width)], types)
+    row = tuple((7, "x", 1709618828009, "{}")[i % 4] for i in range(width))
+    out = convert(row)
+    assert len(out) == width
+    assert out[2] == datetime(2024, 3, 5, 6, 7, 8, 9000)
+    with pytest.raises(RowRefused, match=r"wide\.c1999"):
+        convert((*row[:-1], "{"))
