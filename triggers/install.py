@@ -174,8 +174,27 @@ def _has_null_key(conn: sqlite3.Connection, table: Table) -> bool:
     return conn.execute(sql).fetchone() is not None
 
 
+def null_key_scan(conn: sqlite3.Connection) -> dict[tuple[str, str], bool]:
+    """Which tables hold NULL in a PK column (d8), keyed by (name, CREATE sql).
+
+    This can scan whole tables, so install runs it in a plain read transaction *before* taking the
+    write lock: app writers are never blocked by it. Inside the write transaction only tables
+    created or altered in between are scanned again.
+    """
+    conn.execute("BEGIN")
+    try:
+        return {(t.name, t.sql): _has_null_key(conn, t) for t in read_schema(conn).tables}
+    finally:
+        conn.execute("COMMIT")
+
+
 def _capture_for(
-    conn: sqlite3.Connection, table: Table, policy: Policy, explicit: bool, generation: int
+    conn: sqlite3.Connection,
+    table: Table,
+    policy: Policy,
+    explicit: bool,
+    generation: int,
+    null_keys: Mapping[tuple[str, str], bool],
 ) -> TableCapture | str:
     """The capture decision for one table, or the refusal text when the policy is ``refuse``."""
     columns = tuple(c.name for c in table.columns)
@@ -201,7 +220,7 @@ def _capture_for(
     problem = ""
     if not table.primary_key:
         problem = "has no primary key"
-    elif _has_null_key(conn, table):
+    elif null_keys[(table.name, table.sql)] if (table.name, table.sql) in null_keys else _has_null_key(conn, table):
         problem = "has NULL values in primary key columns " + ", ".join(table.primary_key)
     if not problem:
         note = ""
@@ -277,6 +296,7 @@ def install_on(
                 f"unknown no-key policy {policy!r} for {name}", hint="use refuse|rowid|snapshot-only"
             )
     logger = structlog.get_logger().bind(component="capture.install", source=str(path))
+    null_keys = null_key_scan(conn)
     with _write_transaction(conn, path):
         schema = read_schema(conn)
         meta = read_meta(conn)
@@ -285,7 +305,7 @@ def install_on(
                 f"capture format {meta.format_version} is installed; this replicator writes format {FORMAT_VERSION}",
                 hint="drain the journal, then `replicator capture remove` and install again",
             )
-        decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies)
+        decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies, null_keys)
         if problems:
             raise _refusal(problems)
         needed = max([len(d.key_columns or ("rowid",)) for d in decisions if d.mode != "snapshot-only"] + [1])
@@ -326,6 +346,7 @@ def _decide(
     meta: Meta | None,
     default_policy: Policy,
     policies: Mapping[str, Policy],
+    null_keys: Mapping[tuple[str, str], bool],
 ) -> tuple[list[TableCapture], list[Skipped], dict[str, str]]:
     decisions: list[TableCapture] = []
     problems: dict[str, str] = {}
@@ -338,7 +359,8 @@ def _decide(
         previous = meta.tables.get(table.name) if meta else None
         generation = previous.generation if previous else 1
         explicit = table.name in policies
-        decision = _capture_for(conn, table, policies.get(table.name, default_policy), explicit, generation)
+        policy = policies.get(table.name, default_policy)
+        decision = _capture_for(conn, table, policy, explicit, generation, null_keys)
         if isinstance(decision, str):
             problems[table.name] = decision
         else:
