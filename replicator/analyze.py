@@ -37,6 +37,9 @@ from triggers.schema import ForeignKey, Schema, Table, dependency_order, is_inte
 
 __all__ = ["Report", "analyze", "render", "to_json", "write_json"]
 
+#: A table that takes longer than this to read is logged at info level (progress on big files).
+SLOW_TABLE_SECONDS = 2.0
+
 
 def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS) -> Report:
     """Read ``path`` (never writing to it) and build the report; each table is one short read.
@@ -44,6 +47,7 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
     No read transaction spans the whole run: on a live database a long reader would hold back WAL
     checkpoints (or, in rollback-journal mode, block the app's commits) for minutes.
     """
+    path = Path(path)
     started = time.perf_counter()
     logger = log.get("analyze", source=str(path))
     conn = source.connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
@@ -53,10 +57,14 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
         sequences = _sequences(conn)
         tables = []
         for table in schema.tables:
+            table_started = time.perf_counter()
             prof = profile_table(conn, table)
             fks = tuple(_foreign_key(conn, table, fk, schema) for fk in table.foreign_keys)
             tables.append(_table_report(table, prof, fks, sequences.get(table.name), schema))
-            logger.debug("table analyzed", table=table.name, rows=prof.rows)
+            seconds = round(time.perf_counter() - table_started, 3)
+            # Big tables take a while: say so, so a long run shows progress; small ones stay quiet.
+            emit = logger.info if seconds >= SLOW_TABLE_SECONDS else logger.debug
+            emit("table analyzed", table=table.name, rows=prof.rows, seconds=seconds)
     except sqlite3.Error as exc:
         raise source.translate(exc, path) from None
     finally:

@@ -109,10 +109,11 @@ def _collisions(names: list[str]) -> Iterator[tuple[str, list[str]]]:
 
 
 def _identifier_checks(report: Report) -> Iterator[Finding]:
-    """PostgreSQL truncates long names (pgloader#353): two names cut to the same 63 bytes collide."""
-    relations = [t.name for t in report.tables]
-    relations += [i.name for t in report.tables for i in t.indexes if not i.name.startswith("sqlite_autoindex_")]
-    scopes: list[tuple[str | None, list[str]]] = [(None, relations)]
+    """PostgreSQL truncates long names (pgloader#353): two names cut to the same 63 bytes collide.
+
+    Tables and columns only: the schema translation gives long index names a hash suffix.
+    """
+    scopes: list[tuple[str | None, list[str]]] = [(None, [t.name for t in report.tables])]
     scopes += [(t.name, [c.name for c in t.columns]) for t in report.tables]
     for table, names in scopes:
         for kept, members in _collisions(names):
