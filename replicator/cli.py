@@ -371,8 +371,13 @@ def capture_group() -> None:
     default=None,
     help="Tables without a usable primary key [default: capture.no_key_policy, i.e. refuse].",
 )
+@click.option(
+    "--stamp-time",
+    is_flag=True,
+    help="Triggers also write a timestamp, so status shows lag in seconds (costs ~0.6 µs per app statement).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the install report as JSON.")
-def capture_install(ctx: Context, no_key_policy: str | None, as_json: bool) -> None:
+def capture_install(ctx: Context, no_key_policy: str | None, stamp_time: bool, as_json: bool) -> None:
     """Install (or reconcile) the capture triggers in one transaction; safe to rerun."""
     from triggers import install as capture
 
@@ -382,6 +387,7 @@ def capture_install(ctx: Context, no_key_policy: str | None, as_json: bool) -> N
         default_policy=policy,
         policies=dict(ctx.config.capture.tables),
         busy_timeout_ms=ctx.config.source.busy_timeout_ms,
+        stamp_time=stamp_time,
     )
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
@@ -433,8 +439,9 @@ def capture_status(ctx: Context, as_json: bool) -> None:
             click.echo(f"  {table.state:16} {table.name}{note}")
         if status.journal is not None:
             j = status.journal
+            lag = f", lag {j.lag_s:.1f} s" if j.lag_s is not None else ""
             click.echo(
-                f"journal: head {j.head}, {j.pending} pending, {j.rows} row(s), pruned through {j.pruned_through}"
+                f"journal: head {j.head}, {j.pending} pending{lag}, {j.rows} row(s), pruned through {j.pruned_through}"
             )
     broken = [t.name for t in status.tables if t.state in ("triggers-missing", "dropped")]
     if broken:

@@ -49,7 +49,15 @@ def test_install_refuses_then_installs_with_a_policy_then_status_and_remove(tmp_
     app.commit()
     code, out = _run("capture", "status", "--source", str(path))
     assert code == 0
-    assert "journal: head 1, 1 pending" in out
+    assert "journal: head 1, 1 pending, 1 row(s)" in out
+
+    code, out = _run("capture", "install", "--source", str(path), "--no-key-policy", "snapshot-only", "--stamp-time")
+    assert code == 0
+    assert "changed  users: key by id, generation 2" in out
+    app.execute("INSERT INTO users (email) VALUES ('b')")
+    app.commit()
+    code, out = _run("capture", "status", "--source", str(path))
+    assert "journal: head 2, 2 pending, lag " in out
 
     app.executescript(
         "CREATE TABLE u2 (id INTEGER PRIMARY KEY, email TEXT UNIQUE); INSERT INTO u2 SELECT * FROM users;"
@@ -62,7 +70,7 @@ def test_install_refuses_then_installs_with_a_policy_then_status_and_remove(tmp_
 
     code, out = _run("capture", "remove", "--source", str(path))
     assert code == 0
-    assert "removed 0 trigger(s) and a journal of 1 row(s)" in out  # the rebuild had dropped ours already
+    assert "removed 0 trigger(s) and a journal of 2 row(s)" in out  # the rebuild had dropped ours already
     after = sqlite3.connect(path).execute("SELECT type, name FROM sqlite_schema ORDER BY name").fetchall()
     assert after == [(t, n) for t, n, _sql in before]  # the app's own rebuild changed users' SQL text only
 

@@ -201,6 +201,28 @@ def test_status_reports_journal_size_and_backlog(tmp_path: Path) -> None:
     assert {t.name: t.state for t in install.status(path).tables}["later"] == "not-captured"
 
 
+def test_stamp_time_gives_status_a_lag_in_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    install.install(path)
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert journal.read(conn, 0)[0].ts_ms is None
+    assert install.status(path).journal is not None
+    assert install.status(path).journal.lag_s is None  # type: ignore[union-attr]
+    report = install.install(path, stamp_time=True)
+    assert report.changed == ("t",)  # the triggers were re-created with the stamp
+    assert report.tables[0].generation == 2
+    conn.execute("INSERT INTO t VALUES (2)")
+    stamped = journal.read(conn, 1)[0]
+    assert stamped.ts_ms is not None
+    assert abs(stamped.ts_ms / 1000 - time.time()) < 5
+    time.sleep(0.05)
+    stats = install.status(path).journal
+    assert stats is not None
+    assert stats.lag_s is not None
+    assert stats.lag_s >= 0.04
+
+
 def test_journal_has_no_constraint_but_its_rowid_primary_key(tmp_path: Path) -> None:
     """d2: nothing an outer OR IGNORE/OR REPLACE could resolve against; keys in untyped columns."""
     path = tmp_path / "app.db"
@@ -213,6 +235,7 @@ def test_journal_has_no_constraint_but_its_rowid_primary_key(tmp_path: Path) -> 
         ("op", "TEXT", 0, None, 0),
         ("gen", "INTEGER", 0, None, 0),
         ("nk", "INTEGER", 0, None, 0),
+        ("ts_ms", "INTEGER", 0, None, 0),
         ("k1", "", 0, None, 0),
         ("o1", "", 0, None, 0),
         ("k2", "", 0, None, 0),

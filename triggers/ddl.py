@@ -25,9 +25,11 @@ Design (see ``triggers.journal`` for the reading side):
   goes down. AUTOINCREMENT would guarantee the same at the price of reading and rewriting
   ``sqlite_sequence`` in every app statement (+1 page per commit, measured +0.6 µs per statement
   and up to +15 % on autocommit writes); it would also leave ``sqlite_sequence`` behind on remove.
-* No timestamp is written by the trigger: any time function costs that per-statement function call,
-  and SQLite's 'now' is the statement's start anyway (d15), not the commit. Lag is measured by the
-  reader when it first sees a seq (:class:`triggers.journal.LagTracker`), which is closer to the commit.
+* No timestamp by default: any time function costs that per-statement function call, and SQLite's
+  'now' is the statement's start anyway (d15), not the commit. Lag is measured by the reader when it
+  first sees a seq (:class:`triggers.journal.LagTracker`), which is closer to the commit. Install
+  with ``stamp_time`` to have the triggers fill ``ts_ms`` (ms since the epoch, statement time), so a
+  separate process (``capture status``) can show lag in seconds; the bench shows what it costs.
 * No-op UPDATEs are journaled (the UPDATE trigger has no WHEN clause): filtering would cost a
   NULL-safe compare of every column per row (d20) and the state-based apply is idempotent anyway.
   The OLD key is always written on UPDATE; the reader drops it when equal to the new key.
@@ -51,7 +53,9 @@ OPS: tuple[Op, ...] = ("I", "U", "D")
 _EVENT = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 _SUFFIX = {"I": "ins", "U": "upd", "D": "del"}
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
-FIXED_COLUMNS = ("seq", "tbl", "op", "gen", "nk")
+FIXED_COLUMNS = ("seq", "tbl", "op", "gen", "nk", "ts_ms")
+TS_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+"""Milliseconds since the Unix epoch; constant within one statement (d15)."""
 
 
 def key_column(i: int) -> str:
@@ -75,7 +79,8 @@ def journal_table_sql(width: int) -> str:
         "  tbl TEXT,\n"
         "  op TEXT,\n"
         "  gen INTEGER,\n"
-        f"  nk INTEGER{keys}\n"
+        "  nk INTEGER,\n"
+        f"  ts_ms INTEGER{keys}\n"
         ")"
     )
 
@@ -124,6 +129,7 @@ def trigger_sql(
     generation: int,
     *,
     rowid: str = "rowid",
+    stamp_time: bool = False,
 ) -> str:
     """``CREATE TRIGGER`` for one table and event: INSERT journals NEW's key, DELETE OLD's key,
     UPDATE both (the reader keeps the OLD key only when it differs: a PK change)."""
@@ -138,6 +144,9 @@ def trigger_sql(
     width = len(new)
     cols = ["tbl", "op", "gen", "nk"]
     values = [tbl, f"'{op}'", str(int(generation)), str(width)]
+    if stamp_time:
+        cols.append("ts_ms")
+        values.append(TS_MS_SQL)
     refs = old if op == "D" else new
     cols += [key_column(i) for i in range(1, width + 1)]
     values += refs

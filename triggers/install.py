@@ -72,6 +72,8 @@ class TableCapture(msgspec.Struct, frozen=True):
     note: str = ""
     column_types: tuple[str, ...] = ()
     """Declared types, parallel to ``columns``: drift tells a rename from a drop plus an add by them."""
+    stamp_time: bool = False
+    """Triggers write ``ts_ms`` (costs one SQL function call per app statement; see triggers.ddl)."""
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -82,7 +84,9 @@ class TableCapture(msgspec.Struct, frozen=True):
         if self.mode == "snapshot-only":
             return {}
         return {
-            trigger_name(self.name, op): trigger_sql(self.name, op, self.key_columns, self.generation, rowid=self.rowid)
+            trigger_name(self.name, op): trigger_sql(
+                self.name, op, self.key_columns, self.generation, rowid=self.rowid, stamp_time=self.stamp_time
+            )
             for op in OPS
         }
 
@@ -195,6 +199,7 @@ def _capture_for(
     explicit: bool,
     generation: int,
     null_keys: Mapping[tuple[str, str], bool],
+    stamp_time: bool = False,
 ) -> TableCapture | str:
     """The capture decision for one table, or the refusal text when the policy is ``refuse``."""
     columns = tuple(c.name for c in table.columns)
@@ -211,6 +216,7 @@ def _capture_for(
             generation=generation,
             note=note,
             column_types=tuple(c.declared_type for c in table.columns),
+            stamp_time=stamp_time and mode != "snapshot-only",
         )
 
     if explicit and policy == "snapshot-only":
@@ -287,8 +293,13 @@ def install_on(
     default_policy: Policy = "refuse",
     policies: Mapping[str, Policy] | None = None,
     path: Path | str = "source",
+    stamp_time: bool = False,
 ) -> InstallReport:
-    """Install or reconcile capture on an open read-write connection in autocommit mode."""
+    """Install or reconcile capture on an open read-write connection in autocommit mode.
+
+    ``stamp_time`` makes the triggers write a statement timestamp (``ts_ms``) for lag in seconds,
+    at the cost of one SQL function call per app statement (measured in bench/capture_overhead.py).
+    """
     policies = dict(policies or {})
     for name, policy in [("default", default_policy), *policies.items()]:
         if policy not in POLICIES:
@@ -305,7 +316,7 @@ def install_on(
                 f"capture format {meta.format_version} is installed; this replicator writes format {FORMAT_VERSION}",
                 hint="drain the journal, then `replicator capture remove` and install again",
             )
-        decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies, null_keys)
+        decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies, null_keys, stamp_time)
         if problems:
             raise _refusal(problems)
         needed = max([len(d.key_columns or ("rowid",)) for d in decisions if d.mode != "snapshot-only"] + [1])
@@ -347,6 +358,7 @@ def _decide(
     default_policy: Policy,
     policies: Mapping[str, Policy],
     null_keys: Mapping[tuple[str, str], bool],
+    stamp_time: bool = False,
 ) -> tuple[list[TableCapture], list[Skipped], dict[str, str]]:
     decisions: list[TableCapture] = []
     problems: dict[str, str] = {}
@@ -360,7 +372,7 @@ def _decide(
         generation = previous.generation if previous else 1
         explicit = table.name in policies
         policy = policies.get(table.name, default_policy)
-        decision = _capture_for(conn, table, policy, explicit, generation, null_keys)
+        decision = _capture_for(conn, table, policy, explicit, generation, null_keys, stamp_time)
         if isinstance(decision, str):
             problems[table.name] = decision
         else:
@@ -412,6 +424,7 @@ def install(
     default_policy: Policy = "refuse",
     policies: Mapping[str, Policy] | None = None,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    stamp_time: bool = False,
 ) -> InstallReport:
     """Install (or reconcile) capture in the SQLite file at ``path``; see the module docstring."""
     from triggers.watch import check_wal_location
@@ -419,7 +432,7 @@ def install(
     conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
     try:
         check_wal_location(Path(path), conn)
-        return install_on(conn, default_policy=default_policy, policies=policies, path=path)
+        return install_on(conn, default_policy=default_policy, policies=policies, path=path, stamp_time=stamp_time)
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
     finally:

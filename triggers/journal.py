@@ -51,6 +51,8 @@ class Entry(msgspec.Struct, frozen=True):
     """Set only when an UPDATE changed the key (compared exactly: storage class and bytes)."""
     gen: int
     """The trigger generation that wrote it (bumped by each reinstall of that table's triggers)."""
+    ts_ms: int | None = None
+    """Statement time in ms since the epoch when installed with ``stamp_time``; else None."""
 
 
 # --- key encoding -----------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def _select_sql(n: int, *, safe: bool) -> str:
             else:
                 parts.append(col)
     cols = ", ".join(parts)
-    return f'SELECT seq, tbl, op, gen, nk, {cols} FROM "_replicator_journal" WHERE seq > ? ORDER BY seq LIMIT ?'  # noqa: S608
+    return f'SELECT seq, tbl, op, gen, nk, ts_ms, {cols} FROM "_replicator_journal" WHERE seq > ? ORDER BY seq LIMIT ?'  # noqa: S608
 
 
 def _value(is_text: int, raw: object) -> KeyValue:
@@ -240,17 +242,17 @@ def read(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) 
             raise
         # A key holds text that is not valid UTF-8: this page goes the slow, exact way.
         rows = conn.execute(_select_sql(n, safe=True), (after, limit)).fetchall()
-        rows = [row[:5] + tuple(_value(row[j], row[j + 1]) for j in range(5, len(row), 2)) for row in rows]
+        rows = [row[:6] + tuple(_value(row[j], row[j + 1]) for j in range(6, len(row), 2)) for row in rows]
     entries = []
     for row in rows:
-        seq, tbl, op, gen, nk = row[:5]
-        key = row[5 : 5 + 2 * nk : 2]  # k1, o1, k2, o2... → k1, k2
+        seq, tbl, op, gen, nk, ts = row[:6]
+        key = row[6 : 6 + 2 * nk : 2]  # k1, o1, k2, o2... → k1, k2
         old: tuple[KeyValue, ...] | None = None
         if op == "U":
-            old = row[6 : 6 + 2 * nk : 2]
+            old = row[7 : 7 + 2 * nk : 2]
             if _same(old, key):
                 old = None
-        entries.append(Entry(seq, tbl, op, key, old, gen))
+        entries.append(Entry(seq, tbl, op, key, old, gen, ts))
     return entries
 
 
@@ -290,19 +292,26 @@ class JournalStats(msgspec.Struct, frozen=True):
     pruned_through: int
     pending: int
     """Entries above ``pruned_through``: the backlog not yet applied and pruned."""
+    lag_s: float | None = None
+    """Age of the oldest pending stamped entry (tables installed with ``stamp_time``); None otherwise."""
 
 
-def stats(conn: sqlite3.Connection) -> JournalStats:
+def stats(conn: sqlite3.Connection, now_ms: int | None = None) -> JournalStats:
     _require(conn)
     count, first = conn.execute('SELECT count(*), min(seq) FROM "_replicator_journal"').fetchone()
     pruned = _pruned_through(conn)
     pending = conn.execute('SELECT count(*) FROM "_replicator_journal" WHERE seq > ?', (pruned,)).fetchone()[0]
+    oldest = conn.execute(
+        'SELECT ts_ms FROM "_replicator_journal" WHERE seq > ? AND ts_ms IS NOT NULL ORDER BY seq LIMIT 1', (pruned,)
+    ).fetchone()
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     return JournalStats(
         rows=int(count),
         first_seq=None if first is None else int(first),
         head=head(conn),
         pruned_through=pruned,
         pending=int(pending),
+        lag_s=None if oldest is None else max(0.0, (now_ms - int(oldest[0])) / 1000.0),
     )
 
 
