@@ -321,22 +321,23 @@ def _convert_one(column: Column, chosen: TargetType, value: Any) -> Any:
 
 
 def _key_columns(table: Table, referenced: Mapping[str, set[str]]) -> set[str]:
-    keys = set(table.primary_key) | referenced.get(table.name, set())
+    """Lower-cased names of the columns in a PK, an FK, or pointed at by another table's FK."""
+    keys = {c.lower() for c in table.primary_key} | referenced.get(table.name.lower(), set())
     for fk in table.foreign_keys:
-        keys.update(fk.columns)
+        keys.update(c.lower() for c in fk.columns)
     return keys
 
 
 def _referenced(schema: Schema) -> dict[str, set[str]]:
     """Parent columns that foreign keys point at: they must keep the type their children get."""
+    by_name = {t.name.lower(): t for t in schema.tables}
     out: dict[str, set[str]] = {}
     for table in schema.tables:
         for fk in table.foreign_keys:
-            try:
-                parent = schema.table(fk.ref_table)
-            except KeyError:
-                continue
-            out.setdefault(parent.name, set()).update(fk.ref_columns or parent.primary_key)
+            parent = by_name.get(fk.ref_table.lower())
+            if parent is not None:
+                cols = fk.ref_columns or parent.primary_key
+                out.setdefault(parent.name.lower(), set()).update(c.lower() for c in cols)
     return out
 
 
@@ -358,8 +359,8 @@ def plan_create(
         if overrides.get("*", ColumnOverride()).skip:
             continue
         tables.append(_plan_table(schema, table, profiles.get(table.name), overrides, config, referenced))
-    names = {t.source: t.name for t in tables}
-    tables = [_with_post_load(schema.table(t.source), t, names, config) for t in tables]
+    by_source = {t.source.lower(): t for t in tables}
+    tables = [_with_post_load(schema.table(t.source), t, by_source, config) for t in tables]
     for virtual in schema.virtual_tables:
         warnings.append(f"virtual table {virtual.name!r} ({virtual.module}) is not migrated: recreate it in PostgreSQL")
     if schema.views:
@@ -403,7 +404,7 @@ def _plan_table(
             col_profile,
             override,
             rowid_alias=column.name == table.rowid_alias,
-            key=column.name in keys,
+            key=column.name.lower() in keys,
         )
         warnings.extend(f"column {column.name!r}: {w}" for w in choice.warnings)
         default_sql: str | None = None
@@ -481,11 +482,17 @@ def _parse_table(table: Table) -> sqlexpr.TableDDL | None:
         return None
 
 
-def _with_post_load(table: Table, plan: TablePlan, names: Mapping[str, str], config: Config) -> TablePlan:
+def _folded_columns(plan: TablePlan) -> dict[str, str]:
+    """Source column name, lower-cased → target name: SQLite matches names in FK clauses ignoring case."""
+    return {c.source.lower(): c.name for c in plan.columns if c.source is not None}
+
+
+def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, TablePlan], config: Config) -> TablePlan:
     """Attach the UNIQUE/index/CHECK/FK statements, each translated or dropped with a warning."""
     schema_name = config.target.schema
     ident = sql.Identifier(schema_name, plan.name)
     col_names = {c.source: c.name for c in plan.columns if c.source is not None}
+    folded = _folded_columns(plan)
     statements: list[Statement] = []
     warnings = list(plan.warnings)
     if plan.primary_key and any(not c.notnull for c in plan.columns if c.name in plan.primary_key):
@@ -514,24 +521,28 @@ def _with_post_load(table: Table, plan: TablePlan, names: Mapping[str, str], con
         stmt = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(ident, sql.Identifier(name), expr)
         statements.append(Statement("check", plan.name, name, stmt.as_string(None)))
     for fk in table.foreign_keys:
-        if fk.ref_table not in names:
+        parent = by_source.get(fk.ref_table.lower())
+        if parent is None:
             warnings.append(f"foreign key to {fk.ref_table!r} not created: that table is not migrated")
             continue
-        missing = [c for c in fk.columns if c not in col_names]
+        parent_cols = _folded_columns(parent)
+        missing = [c for c in fk.columns if c.lower() not in folded] + [
+            c for c in fk.ref_columns if c.lower() not in parent_cols
+        ]
         if missing:
-            warnings.append(f"foreign key on {missing} not created: column skipped")
+            warnings.append(f"foreign key on {missing} not created: column skipped or unknown")
             continue
-        name = short_name(plan.name, *[col_names[c] for c in fk.columns], "fkey")
-        parent_cols = fk.ref_columns
-        ref_target = names[fk.ref_table]
-        ref_cols = [target_name(c, config.snapshot.identifiers) for c in parent_cols]
+        child_cols = [folded[c.lower()] for c in fk.columns]
+        name = short_name(plan.name, *child_cols, "fkey")
+        ref_target = parent.name
+        ref_cols = [parent_cols[c.lower()] for c in fk.ref_columns]
         stmt = sql.SQL(
             "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} {} ON UPDATE {} ON DELETE {} "
             "DEFERRABLE INITIALLY IMMEDIATE NOT VALID"
         ).format(
             ident,
             sql.Identifier(name),
-            sql.SQL(", ").join(sql.Identifier(col_names[c]) for c in fk.columns),
+            sql.SQL(", ").join(map(sql.Identifier, child_cols)),
             sql.Identifier(schema_name, ref_target),
             sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Identifier, ref_cols))) if ref_cols else sql.SQL(""),
             sql.SQL(_fk_action(fk.on_update)),

@@ -273,3 +273,24 @@ def test_rowid_alias_is_an_identity_and_overrides_win() -> None:
     override = config.ColumnOverride(type="timestamptz", format="unix_s")
     chosen = typemap.choose(col, _profile({"integer": 1}), override).target
     assert chosen == TargetType("timestamptz", format="unix_s")
+
+
+def test_foreign_keys_written_in_another_case(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = tmp_path / "case.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE Parent (Id INTEGER PRIMARY KEY, Code SMALLINT UNIQUE);
+            CREATE TABLE child (id INTEGER PRIMARY KEY, parent_ID INTEGER REFERENCES PARENT(ID),
+                code SMALLINT REFERENCES parent(code));
+            INSERT INTO Parent VALUES (1, 10); INSERT INTO child VALUES (1, 1, 10);
+            """
+        )
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
+    assert not [w for w in result.warnings if "foreign key" in w]
+    fks = pg.execute(
+        "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1"
+    ).fetchall()
+    assert fks == [("child_code_fkey",), ("child_parent_ID_fkey",)]
+    # A referenced SMALLINT key is widened like its child: both bigint, so the FK types match.
+    assert _columns(pg, "Parent")["Code"][0] == "bigint"
