@@ -5,7 +5,8 @@ the capture triggers; ratios are of medians over ``--rounds`` rounds, both varia
 round, in alternating order. The primary number is CPU time of this process (user + system:
 with synchronous=NORMAL in WAL there is no fsync per commit, so it holds nearly all the cost and is
 robust to other processes competing for the CPU); wall-clock ratios are printed too.
-``--autoincrement`` adds a third variant whose journal uses AUTOINCREMENT, to show what that costs.
+``--autoincrement`` adds a variant whose journal uses AUTOINCREMENT, ``--stamp-time`` one whose
+triggers also write a timestamp (``install(stamp_time=True)``), to show what each would cost.
 Phases: INSERT, UPDATE (non-key columns, by PK), DELETE (by PK), each in
 autocommit (one transaction per statement) and in 100-statement transactions. Tables: ``indexed``
 (INTEGER PK plus a UNIQUE and three secondary indexes), ``plain`` (INTEGER PK only) and ``textkey``
@@ -77,12 +78,12 @@ def _statements(kind: str) -> dict[str, tuple[str, Callable[[int], tuple[object,
 
 AUTOINC_JOURNAL = (
     'CREATE TABLE "_replicator_journal" (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT, op TEXT, gen INTEGER,'
-    " nk INTEGER, k1, o1, k2, o2)"
+    " nk INTEGER, ts_ms INTEGER, k1, o1, k2, o2)"
 )
 
 
 def run_once(directory: Path, kind: str, variant: str, rows: int, per_tx: int) -> dict[str, tuple[float, float]]:
-    """(CPU seconds, wall seconds) per phase for one fresh database; variant base|capture|autoinc."""
+    """(CPU seconds, wall seconds) per phase for one fresh database; variant base|capture|autoinc|stamped."""
     path = directory / f"{kind}-{variant}-{per_tx}-{time.monotonic_ns()}.db"
     conn = _open(path)
     for ddl in TABLES[kind]:
@@ -91,7 +92,7 @@ def run_once(directory: Path, kind: str, variant: str, rows: int, per_tx: int) -
     if variant == "autoinc":
         conn.execute(AUTOINC_JOURNAL)  # install keeps an existing journal (CREATE TABLE IF NOT EXISTS)
     if capture:
-        install.install_on(conn)
+        install.install_on(conn, stamp_time=variant == "stamped")
     timings: dict[str, tuple[float, float]] = {}
     for phase in PHASES:
         sql, params = _statements(kind)[phase]
@@ -124,12 +125,12 @@ def run_once(directory: Path, kind: str, variant: str, rows: int, per_tx: int) -
     return timings
 
 
-Row = tuple[str, str, str, float, float, float, float, float | None]
+Row = tuple[str, str, str, float, float, float, float, dict[str, float]]
 
 
-def overhead(directory: Path, rounds: int, rows: int, tx_rows: int, autoinc: bool) -> list[Row]:
-    """Per (table, mode, op): base rows/s, capture rows/s, CPU ratio, wall ratio, AUTOINCREMENT CPU ratio."""
-    variants = ["base", "capture"] + (["autoinc"] if autoinc else [])
+def overhead(directory: Path, rounds: int, rows: int, tx_rows: int, extra: list[str]) -> list[Row]:
+    """Per (table, mode, op): base rows/s, capture rows/s, CPU ratio, wall ratio, extra variants' CPU ratios."""
+    variants = ["base", "capture", *extra]
     results: list[Row] = []
     for kind in TABLES:
         for mode, per_tx, n in (("autocommit", 1, rows), ("tx100", 100, tx_rows)):
@@ -146,9 +147,9 @@ def overhead(directory: Path, rounds: int, rows: int, tx_rows: int, autoinc: boo
                 cap_cpu = statistics.median(cpu["capture"][phase])
                 base_wall = statistics.median(wall["base"][phase])
                 cap_wall = statistics.median(wall["capture"][phase])
-                auto = statistics.median(cpu["autoinc"][phase]) / base_cpu if autoinc else None
+                others = {v: statistics.median(cpu[v][phase]) / base_cpu for v in extra}
                 results.append(
-                    (kind, mode, phase, n / base_cpu, n / cap_cpu, cap_cpu / base_cpu, cap_wall / base_wall, auto)
+                    (kind, mode, phase, n / base_cpu, n / cap_cpu, cap_cpu / base_cpu, cap_wall / base_wall, others)
                 )
     return results
 
@@ -189,22 +190,25 @@ def main() -> None:
     parser.add_argument("--tx-rows", type=int, default=30_000, help="rows per phase in 100-statement transactions")
     parser.add_argument("--journal-entries", type=int, default=200_000)
     parser.add_argument("--autoincrement", action="store_true", help="also measure an AUTOINCREMENT journal")
+    parser.add_argument("--stamp-time", action="store_true", help="also measure triggers that write ts_ms")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds must be >= 3 (medians)")
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
         directory = Path(tmp)
-        results = overhead(directory, args.rounds, args.rows, args.tx_rows, args.autoincrement)
+        extra = (["autoinc"] if args.autoincrement else []) + (["stamped"] if args.stamp_time else [])
+        results = overhead(directory, args.rounds, args.rows, args.tx_rows, extra)
         raw, encoded = read_throughput(directory, args.journal_entries, args.rounds)
     print(f"SQLite {sqlite3.sqlite_version}, WAL, synchronous=NORMAL, medians of {args.rounds} rounds\n")
-    auto_head = " AUTOINCREMENT journal (CPU) |" if args.autoincrement else ""
-    auto_rule = "---:|" if args.autoincrement else ""
+    titles = {"autoinc": " AUTOINCREMENT journal (CPU) |", "stamped": " with stamp_time (CPU) |"}
+    auto_head = "".join(titles[v] for v in extra)
+    auto_rule = "---:|" * len(extra)
     head = "| table | mode | op | rows/s without (CPU) | rows/s with (CPU) | overhead (CPU) | overhead (wall) |"
     print(head + auto_head)
     print(f"|---|---|---|---:|---:|---:|---:|{auto_rule}")
-    for kind, mode, phase, base, cap, ratio, wall, auto in results:
-        extra = f" {auto:.2f}× |" if auto is not None else ""
-        print(f"| {kind} | {mode} | {phase} | {base:,.0f} | {cap:,.0f} | {ratio:.2f}× | {wall:.2f}× |{extra}")
+    for kind, mode, phase, base, cap, ratio, wall, others in results:
+        cells = "".join(f" {others[v]:.2f}× |" for v in extra)
+        print(f"| {kind} | {mode} | {phase} | {base:,.0f} | {cap:,.0f} | {ratio:.2f}× | {wall:.2f}× |{cells}")
     for kind in TABLES:
         worst = max(r[5] for r in results if r[0] == kind)
         print(f"\nworst CPU overhead on {kind}: {worst:.2f}×", end="")
