@@ -294,3 +294,16 @@ def test_foreign_keys_written_in_another_case(tmp_path: Path, pg_dsn: str, pg: A
     assert fks == [("child_code_fkey",), ("child_parent_ID_fkey",)]
     # A referenced SMALLINT key is widened like its child: both bigint, so the FK types match.
     assert _columns(pg, "Parent")["Code"][0] == "bigint"
+
+
+def test_generated_column_postgresql_refuses_becomes_a_loaded_plain_column(
+    tmp_path: Path, pg_dsn: str, pg: Any
+) -> None:
+    path = tmp_path / "gen.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, c TEXT AS (a || b) STORED)")
+        conn.execute("INSERT INTO g (id, a, b) VALUES (1, 12, 34)")
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
+    assert any("generated column(s) rejected by PostgreSQL" in w for w in result.warnings)
+    assert _columns(pg, "g")["c"][2] == "NEVER"
+    assert pg.execute("SELECT c FROM g").fetchone() == ("1234",)
