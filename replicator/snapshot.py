@@ -35,6 +35,7 @@ from triggers import source as sqlite_source
 from triggers.schema import Schema, quote_ident, read_schema
 
 FETCH_ROWS = 5_000
+_log = log.get("snapshot")
 _DECODE_ERROR = "Could not decode to UTF-8"
 
 
@@ -409,56 +410,37 @@ def snapshot_from(
     started = time.monotonic()
     policy = on_bad_value or config.snapshot.on_bad_value
     state_schema = config.target.state_schema
-    _log = log.get("snapshot")
     read = read_source(sconn)
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
         chosen = resolve_mode(pconn, config, mode)
         plan = build_plan(pconn, read, config, chosen)
         check_target(pconn, plan, replace=replace)
-        warnings = list(plan.warnings)
-        for table in plan.tables:
-            warnings.extend(f"{table.source}: {w}" for w in table.warnings)
+        warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
         with pconn.transaction():
             state.ensure(pconn, state_schema)
             run_id = state.start_run(pconn, state_schema, command="snapshot", mode=chosen, source=identity)
-        if chosen == "existing" and replace:
-            with pconn.transaction():
-                _truncate_all(pconn, plan)
-        if chosen == "create":
-            if replace:
-                with pconn.transaction():
-                    _drop_tables(
-                        pconn, plan.schema, _existing_tables(pconn, plan.schema, [t.name for t in plan.tables])
-                    )
-            created = pgschema.create_tables(pconn, plan)
-            warnings.extend(created.warnings)
-            plan = pgschema.without_generated(plan, created.plain_generated)
-        _log.info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
-        results: list[TableResult] = []
         try:
-            for name in plan.order:
-                results.append(
-                    load_table(
-                        sconn,
-                        pconn,
-                        plan,
-                        plan.table(name),
-                        policy=policy,
-                        state_schema=state_schema,
-                        source=identity,
-                        run_id=run_id,
-                        fetch_rows=fetch_rows,
-                    )
+            plan = _prepare_target(pconn, plan, replace=replace, warnings=warnings)
+            _log.info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
+            results = [
+                load_table(
+                    sconn,
+                    pconn,
+                    plan,
+                    plan.table(name),
+                    policy=policy,
+                    state_schema=state_schema,
+                    source=identity,
+                    run_id=run_id,
+                    fetch_rows=fetch_rows,
                 )
+                for name in plan.order
+            ]
+            sequences = _finish_target(pconn, plan, read, warnings)
         except Exception as exc:
             with pconn.transaction():
                 state.finish_run(pconn, state_schema, run_id, status="failed", message=str(exc)[:1000])
             raise
-        if chosen == "create":
-            warnings.extend(pgschema.apply_post_load(pconn, plan))
-        sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
-        for table in plan.tables:
-            pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
         result = SnapshotResult(
             mode=chosen,
             run_id=run_id,
@@ -473,6 +455,35 @@ def snapshot_from(
     for warning in result.warnings:
         _log.warning("schema", detail=warning)
     return result
+
+
+def _prepare_target(
+    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, *, replace: bool, warnings: list[str]
+) -> pgschema.SchemaPlan:
+    """Existing mode: empty the tables for --replace. Create mode: (re)create the tables."""
+    if plan.mode == "existing":
+        if replace:
+            with pconn.transaction():
+                _truncate_all(pconn, plan)
+        return plan
+    if replace:
+        with pconn.transaction():
+            _drop_tables(pconn, plan.schema, _existing_tables(pconn, plan.schema, [t.name for t in plan.tables]))
+    created = pgschema.create_tables(pconn, plan)
+    warnings.extend(created.warnings)
+    return pgschema.without_generated(plan, created.plain_generated)
+
+
+def _finish_target(
+    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, read: SourceRead, warnings: list[str]
+) -> dict[str, int]:
+    """After every table: indexes and constraints (create mode), sequences past the keys, ANALYZE."""
+    if plan.mode == "create":
+        warnings.extend(pgschema.apply_post_load(pconn, plan))
+    sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
+    for table in plan.tables:
+        pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
+    return sequences
 
 
 def render(result: SnapshotResult) -> None:
