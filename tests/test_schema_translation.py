@@ -307,3 +307,24 @@ def test_generated_column_postgresql_refuses_becomes_a_loaded_plain_column(
     assert any("generated column(s) rejected by PostgreSQL" in w for w in result.warnings)
     assert _columns(pg, "g")["c"][2] == "NEVER"
     assert pg.execute("SELECT c FROM g").fetchone() == ("1234",)
+
+
+def test_identity_respects_sqlite_sequence_after_deletes(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = tmp_path / "seq.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+            CREATE TABLE r (id INTEGER PRIMARY KEY, v TEXT);
+            CREATE TABLE e (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+            INSERT INTO a (v) VALUES ('1'), ('2'), ('3'); DELETE FROM a WHERE id = 3;
+            INSERT INTO r (v) VALUES ('1'), ('2'), ('3'); DELETE FROM r WHERE id = 3;
+            INSERT INTO e (v) VALUES ('1'); DELETE FROM e;
+            """
+        )
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
+    # AUTOINCREMENT never reuses 3 (sqlite_sequence says 3); a plain rowid table would, as SQLite does.
+    assert result.sequences == {"a.id": 4, "r.id": 3, "e.id": 2}
+    assert pg.execute("INSERT INTO a (v) VALUES ('x') RETURNING id").fetchone() == (4,)
+    assert pg.execute("INSERT INTO r (v) VALUES ('x') RETURNING id").fetchone() == (3,)
+    assert pg.execute("INSERT INTO e (v) VALUES ('x') RETURNING id").fetchone() == (2,)
