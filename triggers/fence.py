@@ -173,9 +173,14 @@ def _transaction(conn: sqlite3.Connection, path: Path | str) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
+        if _in_transaction(conn):
             conn.execute("ROLLBACK")
         raise
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    """Read afresh: a COMMIT that failed may or may not have ended the transaction."""
+    return conn.in_transaction
 
 
 def fence_on(
