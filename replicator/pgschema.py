@@ -38,7 +38,6 @@ from triggers.schema import Column, Generated, Schema, Table, dependency_order
 
 #: PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
 MAX_IDENTIFIER_BYTES = 63
-_log = log.get("pgschema")
 
 
 class ColumnPlan(msgspec.Struct, frozen=True):
@@ -716,7 +715,9 @@ def apply_post_load(conn: psycopg.Connection[Any], plan: SchemaPlan) -> list[str
                         conn.execute(sql.SQL(stmt.sql))
                 except psycopg.Error as exc:
                     warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {pg_message(exc)}")
-                    _log.warning("post-load statement refused", table=table.name, name=stmt.name, kind=kind)
+                    log.get("pgschema", table=table.name).warning(
+                        "post-load statement refused", name=stmt.name, kind=kind
+                    )
     return warnings
 
 

@@ -35,7 +35,6 @@ from triggers import source as sqlite_source
 from triggers.schema import Schema, quote_ident, read_schema
 
 FETCH_ROWS = 5_000
-_log = log.get("snapshot")
 _DECODE_ERROR = "Could not decode to UTF-8"
 
 
@@ -421,7 +420,7 @@ def snapshot_from(
             run_id = state.start_run(pconn, state_schema, command="snapshot", mode=chosen, source=identity)
         try:
             plan = _prepare_target(pconn, plan, replace=replace, warnings=warnings)
-            _log.info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
+            log.get("snapshot").info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
             results = [
                 load_table(
                     sconn,
@@ -453,7 +452,7 @@ def snapshot_from(
         with pconn.transaction():
             state.finish_run(pconn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined)
     for warning in result.warnings:
-        _log.warning("schema", detail=warning)
+        log.get("snapshot").warning("schema", detail=warning)
     return result
 
 
