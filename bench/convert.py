@@ -112,6 +112,14 @@ def convert_all(
         convert(row)
 
 
+def column_cost(rounds: int, cells: list[tuple[object, ...]], column: str, target: TargetType, wire: bool) -> float:
+    """ns per value of one column's conversion inside a one-column row function, minus tuple(row)."""
+    single = row_converter("t", [column], [target], wire=wire)
+    base = median_time(rounds, lambda: convert_all(tuple, cells))
+    seconds = median_time(rounds, lambda: convert_all(single, cells))
+    return max(0.0, seconds - base) / len(cells) * 1e9
+
+
 def copy_rows(
     conn: psycopg.Connection[tuple[object, ...]],
     table: sql.Composable,
@@ -133,6 +141,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     n, rounds = args.rows, args.rounds
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} (client and PostgreSQL share them)")
 
     targets: list[TargetType] = [parse_type(pg) for _, _, pg, _ in COLUMNS]
     names = [c for c, _, _, _ in COLUMNS]
@@ -162,13 +172,7 @@ def main() -> None:
         # 2. per column, inside a one-column row function (fast paths inlined), minus tuple(row)
         print(f"\n{'column':<12}{'target':<34}{'ns/value':>10}{'wire':>10}")
         for i, (column, _, pg_type, _) in enumerate(COLUMNS):
-            cells = [(row[i],) for row in rows]
-            base = median_time(rounds, lambda cells=cells: convert_all(tuple, cells))
-            costs = []
-            for wire in (False, True):
-                single = row_converter("t", [column], [targets[i]], wire=wire)
-                seconds = median_time(rounds, lambda single=single, cells=cells: convert_all(single, cells))
-                costs.append(max(0.0, seconds - base) / n * 1e9)
+            costs = [column_cost(rounds, [(row[i],) for row in rows], column, targets[i], w) for w in (False, True)]
             print(f"{column:<12}{pg_type:<34}{costs[0]:>10.0f}{costs[1]:>10.0f}")
 
         # 3. end to end: SQLite read -> (convert) -> binary COPY
@@ -185,8 +189,9 @@ def main() -> None:
                 conn.execute(sql.SQL("CREATE TABLE {} ({})").format(typed, sql.SQL(", ").join(typed_columns)))
                 conn.execute(sql.SQL("CREATE TABLE {} ({})").format(raw, sql.SQL(", ").join(raw_columns)))
                 raw_types = [RAW_COPY[s] for *_, s in COLUMNS]
-                values, wire = copy_types(targets), copy_types(targets, wire=True)
+                value_types, wire_types = copy_types(targets), copy_types(targets, wire=True)
                 converted = [convert(row) for row in rows]
+                converted_wire = [convert_wire(row) for row in rows]
 
                 def sqlite_rows() -> Iterable[tuple[object, ...]]:
                     with sqlite3.connect(path) as src:
@@ -202,25 +207,32 @@ def main() -> None:
 
                 results = [
                     ("SQLite → COPY, pass-through (raw classes)", timed(raw, raw_types, sqlite_rows)),
-                    ("SQLite → convert → COPY", timed(typed, values, lambda: map(convert, sqlite_rows()))),
-                    ("SQLite → convert(wire) → COPY", timed(typed, wire, lambda: map(convert_wire, sqlite_rows()))),
+                    ("SQLite → convert → COPY", timed(typed, value_types, lambda: map(convert, sqlite_rows()))),
+                    (
+                        "SQLite → convert(wire) → COPY",
+                        timed(typed, wire_types, lambda: map(convert_wire, sqlite_rows())),
+                    ),
                     ("memory → COPY, pass-through (raw classes)", timed(raw, raw_types, lambda: rows)),
-                    ("memory → COPY, already-converted values", timed(typed, values, lambda: converted)),
-                    ("memory → convert → COPY", timed(typed, values, lambda: map(convert, rows))),
-                    ("memory → convert(wire) → COPY", timed(typed, wire, lambda: map(convert_wire, rows))),
+                    ("memory → COPY, already-converted values", timed(typed, value_types, lambda: converted)),
+                    ("memory → convert → COPY", timed(typed, value_types, lambda: map(convert, rows))),
+                    ("memory → COPY, already-converted wire values", timed(typed, wire_types, lambda: converted_wire)),
+                    ("memory → convert(wire) → COPY", timed(typed, wire_types, lambda: map(convert_wire, rows))),
                 ]
             finally:
                 conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
-        raw_e2e, raw_mem, typed_mem = results[0][1], results[3][1], results[4][1]
+        raw_e2e, raw_mem = results[0][1], results[3][1]
+        typed_of = {"memory → convert → COPY": results[4][1], "memory → convert(wire) → COPY": results[6][1]}
         print(f"\n{'binary COPY':<48}{'rows/s':>12}{'vs raw':>10}{'vs typed':>10}")
         for label, seconds in results:
             against_raw = (raw_e2e if label.startswith("SQLite") else raw_mem) / seconds
-            against_typed = f"{typed_mem / seconds:>10.2f}" if label.startswith("memory") else f"{'':>10}"
+            typed_seconds = typed_of.get(label)
+            against_typed = f"{typed_seconds / seconds:>10.2f}" if typed_seconds else f"{'':>10}"
             print(f"{label:<48}{n / seconds:>12,.0f}{against_raw:>10.2f}{against_typed}")
         print(
-            "\nvs raw: the same rows COPYed unconverted into a table of their storage classes (bigint/float8/text/bytea);"
-            "\nvs typed: already-converted values COPYed into the typed table (same server-side work, no conversion)."
+            "\nvs raw: pass-through, the same rows COPYed unconverted into columns of their storage classes"
+            "\n        (bigint/float8/text/bytea: no datetime, numeric or jsonb work on either side);"
+            "\nvs typed: the same already-converted values COPYed into the typed table (identical server work)."
         )
 
 

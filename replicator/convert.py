@@ -94,13 +94,12 @@ from replicator.formats import (
     float_to_decimal,
     from_epoch_micros,
     midnight_date,
-    parse_datetime_text,
     parse_decimal_text,
     parse_epoch_text,
+    parse_instant_text,
     parse_int_text,
     parse_time_text,
     shortest_float4_repr,
-    to_utc_naive,
     unit_of,
 )
 
@@ -227,7 +226,7 @@ WIRE_COPY_NAMES: Final[Mapping[str, str]] = {
     "date": "int4",
     "time": "int8",
     "json": "text",
-    "jsonb": "bytea",
+    "jsonb": "text",
 }
 
 
@@ -665,8 +664,8 @@ def _json(t: TargetType, wire: bool) -> _Plan:
     """JSON text verbatim (validated), and bare numbers SQLite's NUMERIC affinity stored as numbers.
 
     Values are Json/Jsonb wrappers whose ``dumps`` is the identity (the text is sent as it is); on
-    the wire, json is its text and jsonb is b"\\x01" + UTF-8 text. jsonb refuses the ``\\u0000``
-    escape (json keeps it); ``strip_nul`` removes it from jsonb text.
+    the wire, json is its text and jsonb is "\\x01" + text (its binary form once UTF-8 encoded).
+    jsonb refuses the ``\\u0000`` escape (json keeps it); ``strip_nul`` removes it from jsonb text.
     """
     clean = _clean_text(t)
     binary = t.name == "jsonb"
@@ -701,14 +700,14 @@ def _json(t: TargetType, wire: bool) -> _Plan:
                 )
             text = _strip_nul_escapes(text)
         if wire:
-            return b"\x01" + text.encode() if binary else text
+            return "\x01" + text if binary else text
         return wrap(text, _identity)
 
     return _Plan(convert)
 
 
-def _instant(t: TargetType) -> Callable[[object], datetime]:
-    """Any datetime storage to a naive UTC (or, for timestamp, wall-clock) datetime, exactly.
+def _instant(t: TargetType, aware: bool = False) -> Callable[[object], datetime]:
+    """Any datetime storage to a UTC datetime (aware or naive as asked), exactly.
 
     Numbers are epoch seconds or milliseconds (``format`` or the magnitude rule); text is ISO-8601
     or SQL text, date-only text meaning midnight. Aware text is converted to UTC; naive text is
@@ -716,15 +715,16 @@ def _instant(t: TargetType) -> Callable[[object], datetime]:
     realworld.md §2 writes UTC (except SQLAlchemy DateTime(timezone=True), which drops the offset).
     """
     unit_format = t.format if t.format in UNIX_FORMATS else None
+    base = EPOCH_UTC if aware else EPOCH
 
     def instant(v: object) -> datetime:
-        if type(v) is int or type(v) is float:
-            return from_epoch_micros(epoch_micros(v, unit_of(v, unit_format)), EPOCH)
         if type(v) is str:
             if unit_format is not None and v[:1] in "+-0123456789" and "-" not in v[1:]:
                 number = parse_epoch_text(v)
-                return from_epoch_micros(epoch_micros(number, unit_of(float(number), unit_format)), EPOCH)
-            return to_utc_naive(parse_datetime_text(v))
+                return from_epoch_micros(epoch_micros(number, unit_of(float(number), unit_format)), base)
+            return parse_instant_text(v, aware)
+        if type(v) is int or type(v) is float:
+            return from_epoch_micros(epoch_micros(v, unit_of(v, unit_format)), base)
         raise _refuse_storage(v, t.name)
 
     return instant
@@ -740,10 +740,10 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 
 def _timestamp(t: TargetType, wire: bool) -> _Plan:
     """timestamp / timestamptz: a datetime (naive UTC / aware UTC), or on the wire int8 µs since 2000."""
-    instant = _instant(t)
+    aware = t.name == "timestamptz"
+    instant = _instant(t, aware)
     precision = 6 if t.precision is None else min(t.precision, 6)
     step = 10 ** (6 - precision)
-    aware = t.name == "timestamptz"
     base = EPOCH_UTC if aware else EPOCH
     pg_base = PG_EPOCH_UTC if aware else PG_EPOCH
     unit = t.format if t.format in UNIX_FORMATS else None
@@ -762,8 +762,6 @@ def _timestamp(t: TargetType, wire: bool) -> _Plan:
                 raise ValueRefused("outside years 1..9999 (Python's datetime range)") from None
         else:
             result = instant(v)
-            if aware:
-                result = result.replace(tzinfo=UTC)
         if step > 1 and result.microsecond % step:
             check_fraction(result, step, precision)
         return (result - pg_base) // _MICROSECOND if wire else result
@@ -876,9 +874,9 @@ def row_converter(
 
     ``wire=True`` is for binary COPY only (pair it with ``copy_types(types, wire=True)``): datetimes
     are produced directly in PostgreSQL's binary form (int8 µs / int4 days since 2000-01-01) and
-    jsonb as its binary form (version byte 1 + UTF-8 text, sent as bytea), skipping the datetime
-    and Json objects and psycopg's Python JSON dumper: the same bytes reach the server, faster. The
-    default (semantic) values suit SQL parameters as well as COPY.
+    jsonb as its binary form (version byte 1 + the text, sent with psycopg's C text dumper),
+    skipping the datetime and Json objects and psycopg's Python JSON dumper: the same bytes reach
+    the server, faster. The default (semantic) values suit SQL parameters as well as COPY.
     """
     if len(columns) != len(types):
         raise ValueError(f"{len(columns)} columns but {len(types)} types for table {table}")

@@ -86,6 +86,24 @@ def _offset(text: str) -> timezone:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
+def _parse(text: str) -> tuple[datetime, str | None]:
+    """The datetime a text spells (aware when it has an offset) and its offset text, by the grammar."""
+    match = _DATETIME.fullmatch(text)
+    if match is None:
+        raise ValueRefused("not an ISO-8601 or 'YYYY-MM-DD HH:MM:SS[.fff]' datetime")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        if hour is None:
+            return datetime(int(year), int(month), int(day)), None
+        tz = _offset(offset) if offset else None
+        parts = int(year), int(month), int(day), int(hour), int(minute), int(second or 0), _micros(fraction)
+        return datetime(*parts, tzinfo=tz), offset
+    except ValueError as exc:
+        if isinstance(exc, ValueRefused):
+            raise
+        raise ValueRefused(f"not a valid datetime: {exc}") from None
+
+
 def parse_datetime_text(text: str) -> datetime:
     """An ISO-8601 / SQL datetime or date text, exactly; aware when the text has an offset.
 
@@ -94,30 +112,78 @@ def parse_datetime_text(text: str) -> datetime:
     would roll them into the next minute), hour 24, year 0, and fractions finer than 1 µs unless
     the extra digits are zeros.
     """
-    match = _DATETIME.fullmatch(text)
-    if match is None:
-        raise ValueRefused("not an ISO-8601 or 'YYYY-MM-DD HH:MM:SS[.fff]' datetime")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    if text.isascii():
+        cut = _FAST_SHAPES.get(text.encode().translate(_NINES))
+        if cut is not None:
+            try:
+                return datetime.fromisoformat(text)
+            except ValueError:
+                pass  # the grammar's reading below gives the precise reason
+    return _parse(text)[0]
+
+
+# Fast path. The grammar's common layouts are read by datetime.fromisoformat (C, ~10x faster than
+# the regex). A layout is recognised by its "shape": the text's bytes with every ASCII digit made 9.
+# Each candidate shape is checked once, at import, against the grammar's own reading of a sample,
+# so a Python whose fromisoformat reads a layout differently (or not at all) simply keeps the slow
+# path for it: fromisoformat in 3.11 refuses "08.5 +01:00", for one.
+_NINES: Final = bytes.maketrans(b"0123456789", b"9999999999")
+_ZERO_OFFSETS: Final = frozenset({"Z", "+00", "-00", "+0000", "-0000", "+00:00", "-00:00"})
+
+
+def _fast_shapes() -> dict[bytes, int]:
+    """Shape → length of the part before the offset, for layouts fromisoformat reads like _parse."""
+    times = ["06:07", "06:07:08", *(f"06:07:08{mark}{'123456'[:n]}" for mark in ".," for n in range(1, 7))]
+    zones = ("Z", "+01", "-01", "+0130", "-0130", "+01:30", "-01:30")
+    offsets = ["", *(f"{space}{zone}" for space in ("", " ") for zone in zones)]
+    shapes: dict[bytes, int] = {}
+    for sep in "Tt ":
+        for clock in times:
+            for offset in offsets:
+                text = f"2024-03-05{sep}{clock}{offset}"
+                try:
+                    if datetime.fromisoformat(text) != _parse(text)[0]:
+                        continue
+                except (ValueError, ValueRefused):
+                    continue
+                shapes[text.encode().translate(_NINES)] = len(text) - len(offset)
+    return shapes
+
+
+_FAST_SHAPES: Final = _fast_shapes()
+
+
+def parse_instant_text(text: str, aware: bool) -> datetime:
+    """The UTC instant of a datetime text: aware UTC when ``aware``, else naive UTC wall time.
+
+    Text without an offset is taken as UTC. For the common layouts with no or a zero offset this
+    costs one fromisoformat call (``datetime.replace`` is avoided: it is slower than parsing): the
+    hot path for Prisma 7's ``2024-03-05T06:07:08.009+00:00`` and SQL ``2024-03-05 06:07:08``.
+    """
+    if text.isascii():
+        cut = _FAST_SHAPES.get(text.encode().translate(_NINES))
+        if cut is not None:
+            zone = text[cut:].lstrip(" ")
+            try:
+                if not zone:
+                    return datetime.fromisoformat(text + "+00:00" if aware else text)
+                if zone in _ZERO_OFFSETS:
+                    return datetime.fromisoformat(text) if aware else datetime.fromisoformat(text[:cut])
+                return _to_utc(datetime.fromisoformat(text), aware)
+            except ValueError:
+                pass  # the grammar's reading below gives the precise reason
+    value, offset = _parse(text)
+    if offset is None:
+        return value.replace(tzinfo=UTC) if aware else value
+    return _to_utc(value, aware)
+
+
+def _to_utc(value: datetime, aware: bool) -> datetime:
     try:
-        if hour is None:
-            return datetime(int(year), int(month), int(day))
-        if (fraction is None or len(fraction) <= 6) and offset not in ("z", "UTC"):
-            # The grammar above is a subset of what fromisoformat reads, and this is 10x faster.
-            return datetime.fromisoformat(text)
-        return datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            int(second or 0),
-            _micros(fraction),
-            _offset(offset) if offset else None,
-        )
-    except ValueError as exc:
-        if isinstance(exc, ValueRefused):
-            raise
-        raise ValueRefused(f"not a valid datetime: {exc}") from None
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueRefused(f"{value.isoformat()} is outside years 1..9999 in UTC") from None
+    return utc if aware else utc.replace(tzinfo=None)
 
 
 def parse_time_text(text: str) -> time:

@@ -569,3 +569,50 @@ def test_wide_table_compiles() -> None:
     assert out[2] == datetime(2024, 3, 5, 6, 7, 8, 9000)
     with pytest.raises(RowRefused, match=r"wide\.c1999"):
         convert((*row[:-1], "{"))
+
+
+@st.composite
+def datetime_texts(draw: st.DrawFn) -> tuple[str, datetime]:
+    """A UTC instant written in any layout of the grammar (separator, precision, offset spelling)."""
+    instant = draw(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)))
+    minutes = draw(st.sampled_from([0, 0, 60, -90, 330, -600, 14 * 60]))
+    digits = draw(st.integers(min_value=-1, max_value=9))  # -1: no seconds, 0: seconds, n: n fraction digits
+    if digits == -1:
+        instant = instant.replace(second=0, microsecond=0)
+    elif digits <= 6:
+        instant = instant.replace(microsecond=instant.microsecond // 10 ** (6 - digits) * 10 ** (6 - digits))
+    local = instant.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=minutes)))
+    text = local.strftime("%m-%d") + draw(st.sampled_from(["T", "t", " "])) + local.strftime("%H:%M")
+    text = f"{local.year:04d}-{text}"
+    if digits >= 0:
+        text += f":{local.second:02d}"
+    if digits > 0:
+        fraction = (
+            f"{local.microsecond:06d}"[:digits] if digits <= 6 else f"{local.microsecond:06d}" + "0" * (digits - 6)
+        )
+        text += draw(st.sampled_from([".", ","])) + fraction
+    sign, magnitude = ("-" if minutes < 0 else "+"), abs(minutes)
+    hh, mm = divmod(magnitude, 60)
+    if minutes == 0:
+        spellings = ["Z", "z", "UTC", "+00:00", "-00:00", "+0000", "+00", ""]
+    elif mm == 0:
+        spellings = [f"{sign}{hh:02d}", f"{sign}{hh:02d}00", f"{sign}{hh:02d}:00"]
+    else:
+        spellings = [f"{sign}{hh:02d}{mm:02d}", f"{sign}{hh:02d}:{mm:02d}"]
+    zone = draw(st.sampled_from(spellings))
+    if zone:
+        text += draw(st.sampled_from(["", " "])) + zone
+    return text, instant
+
+
+@settings(max_examples=500, deadline=None)
+@given(datetime_texts(), st.booleans())
+def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: bool) -> None:
+    """The fromisoformat fast path and the grammar agree on every layout: same instant, or none."""
+    from replicator.formats import parse_instant_text
+
+    text, instant = case
+    expected = instant.replace(tzinfo=UTC) if aware else instant
+    got = parse_instant_text(text, aware)
+    assert got == expected
+    assert (got.tzinfo is UTC) if aware else (got.tzinfo is None)
