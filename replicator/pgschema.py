@@ -725,6 +725,28 @@ def apply_post_load(conn: psycopg.Connection[Any], plan: SchemaPlan) -> list[str
 # existing mode
 
 
+#: Tables in which an ORM records the migrations it applied. In existing mode the target's own
+#: migrations (``prisma migrate deploy``, ``manage.py migrate``...) wrote them: SQLite's rows describe
+#: another history and would collide, so they are not loaded unless config names the table. A generic
+#: name such as ``migrations`` is left out on purpose: it may be an application table.
+MIGRATION_TABLES = frozenset(
+    {
+        "_prisma_migrations",
+        "django_migrations",
+        "schema_migrations",
+        "ar_internal_metadata",
+        "alembic_version",
+        "knex_migrations",
+        "knex_migrations_lock",
+        "sequelizemeta",
+        "__efmigrationshistory",
+        "flyway_schema_history",
+        "goose_db_version",
+        "typeorm_migrations",
+    }
+)
+
+
 class PgColumn(msgspec.Struct, frozen=True):
     name: str
     type_text: str
@@ -827,6 +849,12 @@ def plan_existing(
     for table in schema.tables:
         overrides = config.types.get(table.name, {})
         if overrides.get("*", ColumnOverride()).skip:
+            continue
+        if table.name.lower() in MIGRATION_TABLES and "*" not in overrides:
+            warnings.append(
+                f"table {table.name!r} is the ORM's migration bookkeeping: not loaded (the target's own "
+                f'migrations filled it); set [types."{table.name}"."*"] skip = false to load it anyway'
+            )
             continue
         pg_name, folded = _match(table.name, list(pg_tables))
         if pg_name is None:

@@ -109,8 +109,15 @@ def test_activerecord_schema_case_and_extra_tables(realworld: Path, pg_dsn: str,
     path = realworld / "orm-samples" / "activerecord61_sample.db"
     result = snapshot.snapshot(path, pg_dsn, CFG, mode="existing")
     assert result.plan is not None
-    assert assert_same(path, pg, result.plan) == {"ar_internal_metadata": 1, "things": 2}
+    assert assert_same(path, pg, result.plan) == {"things": 2}
     assert result.sequences["things.id"] == 3
+    assert any("ar_internal_metadata' is the ORM's migration bookkeeping" in w for w in result.warnings)
+    assert pg.execute("SELECT count(*) FROM ar_internal_metadata").fetchone() == (0,)
+    # Named in config, it loads like any table.
+    cfg = _with_types({"ar_internal_metadata": {"*": ColumnOverride(skip=False)}})
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="existing", replace=True)
+    assert result.plan is not None
+    assert assert_same(path, pg, result.plan) == {"ar_internal_metadata": 1, "things": 2}
 
 
 def test_missing_columns_on_either_side_are_named(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
