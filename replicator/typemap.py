@@ -281,8 +281,21 @@ def choose(
     chosen, warnings = _choose_family(fam, declared, v, key=key, declared_text=column.declared_type or "(none)")
     if override is not None:
         chosen = _apply_override(chosen, override, profile)
+    warnings.extend(_text_hazards(chosen, v))
     reason = f"declared {column.declared_type or '(none)'}; {v.describe()}"
     return TypeChoice(column.name, chosen, reason=reason, warnings=tuple(warnings))
+
+
+def _text_hazards(chosen: TargetType, v: _Values) -> list[str]:
+    """Values PostgreSQL text cannot hold: announced here, refused (or altered if asked) on load."""
+    if chosen.name not in ("text", "varchar", "char", "json", "jsonb", "enum"):
+        return []
+    found = []
+    if v.fmt("nul_text") and not chosen.strip_nul:
+        found.append(f"{v.fmt('nul_text')} value(s) contain NUL: refused unless strip_nul = true")
+    if v.fmt("invalid_utf8") and not chosen.replace_bad_utf8:
+        found.append(f"{v.fmt('invalid_utf8')} value(s) are not valid UTF-8: refused unless replace_bad_utf8 = true")
+    return found
 
 
 def _choose_family(
