@@ -93,21 +93,26 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
     return report
 
 
-def _pragma_int(conn: sqlite3.Connection, name: str) -> int:
-    return int(conn.execute(f"PRAGMA main.{name}").fetchone()[0])
+#: The file's own settings, read in one statement from the pragma table-valued functions.
+_SETTINGS_SQL = (
+    "SELECT p.page_size, c.page_count, f.freelist_count, j.journal_mode, e.encoding, u.user_version,"
+    " s.schema_version FROM pragma_page_size AS p, pragma_page_count AS c, pragma_freelist_count AS f,"
+    " pragma_journal_mode AS j, pragma_encoding AS e, pragma_user_version AS u, pragma_schema_version AS s"
+)
 
 
 def _source_info(conn: sqlite3.Connection, path: Path) -> SourceInfo:
+    page_size, page_count, freelist, journal, encoding, user_version, version = conn.execute(_SETTINGS_SQL).fetchone()
     return SourceInfo(
         path=str(path),
         bytes=path.stat().st_size,
-        page_size=_pragma_int(conn, "page_size"),
-        page_count=_pragma_int(conn, "page_count"),
-        freelist_count=_pragma_int(conn, "freelist_count"),
-        journal_mode=str(conn.execute("PRAGMA main.journal_mode").fetchone()[0]).lower(),
-        encoding=str(conn.execute("PRAGMA encoding").fetchone()[0]),
-        user_version=_pragma_int(conn, "user_version"),
-        schema_version=_pragma_int(conn, "schema_version"),
+        page_size=int(page_size),
+        page_count=int(page_count),
+        freelist_count=int(freelist),
+        journal_mode=str(journal).lower(),
+        encoding=str(encoding),
+        user_version=int(user_version),
+        schema_version=int(version),
         sqlite_version=sqlite3.sqlite_version,
         filesystem=source.filesystem_type(path),
     )
