@@ -451,6 +451,58 @@ def capture_status(ctx: Context, as_json: bool) -> None:
         )
 
 
+@cli.command()
+@common_options
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Directory for the copy."
+)
+@click.option("--verify", is_flag=True, help="Run PRAGMA integrity_check on the copy before naming it final.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def backup(ctx: Context, out_dir: Path, verify: bool, as_json: bool) -> None:
+    """Copy the live SQLite file through the online backup API, with a SHA-256 manifest."""
+    from replicator import backup as backup_mod
+
+    result = backup_mod.backup(ctx.source, out_dir, verify, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    if as_json:
+        click.echo(msgspec.json.encode(result.manifest).decode())
+    elif not ctx.quiet:
+        m = result.manifest
+        checked = ", integrity_check ok" if m.integrity_check else ""
+        click.echo(f"backup {result.path}: {m.size:,} bytes, {m.page_count:,} pages, sha256 {m.sha256}{checked}")
+        click.echo(f"manifest {result.manifest_path}")
+
+
+@cli.command(hidden=True)
+@common_options
+@click.option("--message", default="", help="Appended to the fence message (say where the data is now).")
+def fence(ctx: Context, message: str) -> None:
+    """Fence writes to the SQLite file (cutover does this itself; for tests and emergencies)."""
+    from triggers import fence as fence_mod
+
+    report = fence_mod.fence(ctx.source, message_extra=message, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    if not ctx.quiet:
+        click.echo(f"fenced {len(report.tables)} table(s) at {report.at} ({len(report.created)} trigger(s) created)")
+        for name in report.not_fenced:
+            click.echo(f"warning: virtual table {name} cannot be fenced", err=True)
+
+
+@cli.command()
+@common_options
+def unfence(ctx: Context) -> None:
+    """Emergency: drop the write fence so the app can write to the SQLite file again."""
+    from triggers import fence as fence_mod
+
+    report = fence_mod.unfence(ctx.source, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    if ctx.quiet:
+        return
+    if not report.dropped and not report.record_removed:
+        click.echo(f"{ctx.source} was not fenced; nothing changed")
+        return
+    since = f" (fenced at {report.was_fenced_at})" if report.was_fenced_at else ""
+    click.echo(f"unfenced {ctx.source}{since}: dropped {len(report.dropped)} fence trigger(s); writes work again")
+    click.echo("warning: writes made now are not in PostgreSQL unless capture and apply still run", err=True)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="replicator", standalone_mode=True)
