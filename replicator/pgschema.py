@@ -641,7 +641,8 @@ def render_script(plan: SchemaPlan) -> str:
         for col in table.columns:
             if col.reason:
                 rendered = typemap.render(col.type).as_string(None)
-                lines.append(f"-- {table.source}.{col.source}: {rendered} ({col.reason})")
+                stored = f", stored as {col.type.format}" if col.type.format in ("unix_ms", "unix_s") else ""
+                lines.append(f"-- {table.source}.{col.source}: {rendered} ({col.reason}{stored})")
         lines.append(table_statement(table, plan.schema).as_string(None) + ";")
     lines.append("")
     lines.append("-- after the load: unique keys, indexes, checks, then foreign keys (validated at cutover)")
