@@ -1,0 +1,843 @@
+"""Apply one journal batch to PostgreSQL, state-based and exactly once.
+
+The journal is key-only, so a batch is applied as *state*, never as a replay of operations:
+
+1. In one SQLite read transaction: read the journal range ``after+1 .. seq_to`` and, for every key
+   it names (new keys and the old keys of PK changes), the row as it is *now* (:func:`read_batch`).
+2. In one PostgreSQL transaction (:func:`write_batch`): binary-COPY the keys and the current rows
+   into temp staging tables; ``DELETE`` every batch key; ``DELETE`` every row that conflicts with an
+   incoming row on any UNIQUE index; ``INSERT ... SELECT`` the current rows; write the checkpoint
+   and the per-table running digests; commit.
+
+Why this is exact:
+
+* A key whose row is gone stays deleted; a key whose row exists gets exactly SQLite's current row.
+  Unique-key swaps inside a batch cannot collide: both rows are deleted before either is inserted.
+* ``INSERT OR REPLACE`` deletes rows that conflict on a secondary UNIQUE key *without* a DELETE
+  trigger (recursive_triggers is off), so the journal never names them. The conflict delete removes
+  them in PostgreSQL too. It is always correct: SQLite's current state has no such conflict, so any
+  PostgreSQL row that conflicts was deleted or changed in SQLite since, and if it still exists, a
+  later journal entry (it was changed, so it was journaled) rewrites it.
+* A batch may end before the visible journal end; rows then already hold values newer than
+  ``seq_to``. The same keys come again in a later batch, which rewrites them: the state converges
+  and is exact once the journal is drained.
+* Foreign keys must not *act* (an ``ON DELETE CASCADE`` on a delete-then-reinsert would wipe the
+  children): see :func:`fk_mode` — ``session_replication_role = replica`` where the role may set
+  it, else the FKs are parked (dropped, definitions kept in the state schema) until cutover.
+* Generated columns are never written (the plan's load columns exclude them).
+
+The checkpoint row commits with the data, so PostgreSQL holds a batch if and only if it holds its
+checkpoint; the journal is pruned only after that commit (the worker does it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Literal
+
+import msgspec
+import psycopg
+import psycopg.errors
+from psycopg import sql
+
+from checkpoints import store
+from checkpoints.digest import TableDigest, kinds_from_oids
+from checkpoints.model import Checkpoint, TableChange, next_checkpoint
+from replicator import convert, faults, log, quarantine
+from replicator.convert import TargetType
+from replicator.errors import BadValue, TargetError, UsageError, is_transient_pg
+from replicator.pgschema import SchemaPlan, TablePlan, pg_message
+from triggers import journal
+from triggers.install import Meta
+from triggers.schema import quote_ident
+
+KeyTuple = tuple[Any, ...]
+FkMode = Literal["replica", "parked"]
+
+READ_CHUNK: Final = 2_000
+"""Keys per SQLite lookup statement (well under SQLITE_MAX_VARIABLE_NUMBER for any key width)."""
+_DECODE_ERROR: Final = "Could not decode to UTF-8"
+_VALUE_BYTES: Final = 16
+"""Rough in-memory cost of a non-text value, for the batch byte bound."""
+
+
+# --- what the apply needs per table ----------------------------------------------------------
+
+
+class TableTarget(msgspec.Struct, frozen=True):
+    """One captured table, resolved against the plan: what to read in SQLite, what to write in PostgreSQL."""
+
+    source: str
+    target: str
+    schema: str
+    key_source: tuple[str, ...]
+    """SQLite columns of the capture key, in journal key order."""
+    key_target: tuple[str, ...]
+    key_types: tuple[TargetType, ...]
+    columns_source: tuple[str, ...]
+    """SQLite columns that are loaded (generated columns excluded), in plan order."""
+    columns_target: tuple[str, ...]
+    types: tuple[TargetType, ...]
+
+    @property
+    def key_positions(self) -> tuple[int, ...]:
+        """Where each key column sits among the loaded columns (the digest of deleted keys reads them)."""
+        return tuple(self.columns_target.index(k) for k in self.key_target)
+
+
+def resolve_targets(plan: SchemaPlan, meta: Meta) -> tuple[dict[str, TableTarget], dict[str, str]]:
+    """Captured tables the apply can write, and the ones it cannot, each with the reason.
+
+    A table captured by rowid has no column PostgreSQL could address its rows by: it is reported,
+    never applied half-way. Snapshot-only tables are not journaled and are absent from both.
+    """
+    targets: dict[str, TableTarget] = {}
+    problems: dict[str, str] = {}
+    for name, cap in meta.tables.items():
+        if cap.mode == "snapshot-only":
+            continue
+        try:
+            table = plan.table(name)
+        except KeyError:
+            problems[name] = "is captured but not in the target plan (skipped by config or created after the snapshot)"
+            continue
+        if cap.mode == "rowid" or cap.key_columns is None:
+            problems[name] = (
+                "is captured by rowid, which PostgreSQL has no column for; set capture.tables."
+                f"{name} = 'snapshot-only' (copied again at cutover) or give it a primary key"
+            )
+            continue
+        targets[name] = _target(plan, table, cap.key_columns, problems)
+    return {n: t for n, t in targets.items() if n not in problems}, problems
+
+
+def _target(plan: SchemaPlan, table: TablePlan, key_columns: Sequence[str], problems: dict[str, str]) -> TableTarget:
+    loaded = table.load_columns
+    by_source = {c.source: c for c in loaded if c.source is not None}
+    missing = [k for k in key_columns if k not in by_source]
+    if missing:
+        problems[table.source] = f"key column(s) {', '.join(missing)} are not loaded into {table.name}"
+    keys = [by_source[k] for k in key_columns if k in by_source]
+    return TableTarget(
+        source=table.source,
+        target=table.name,
+        schema=plan.schema,
+        key_source=tuple(key_columns),
+        key_target=tuple(c.name for c in keys),
+        key_types=tuple(c.type for c in keys),
+        columns_source=tuple(c.source for c in loaded if c.source is not None),
+        columns_target=tuple(c.name for c in loaded),
+        types=tuple(c.type for c in loaded),
+    )
+
+
+# --- reading a batch from SQLite -------------------------------------------------------------
+
+
+class TableRows(msgspec.Struct):
+    """One table's part of a batch: every key the range names, and the current rows that exist."""
+
+    keys: list[KeyTuple]
+    rows: list[tuple[Any, ...]]
+    """Loaded column values as SQLite holds them, followed by the key values."""
+    last_seq: int
+    bytes: int = 0
+
+
+class Batch(msgspec.Struct):
+    seq_from: int
+    seq_to: int
+    """Last journal seq covered: ``seq_from - 1`` for an empty batch."""
+    head: int
+    """The journal head the read transaction saw (``> seq_to`` means a backlog remains)."""
+    entries: int
+    tables: dict[str, TableRows]
+
+    @property
+    def empty(self) -> bool:
+        return self.entries == 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tables.values())
+
+
+def read_batch(
+    conn: sqlite3.Connection,
+    after: int,
+    targets: dict[str, TableTarget],
+    *,
+    max_rows: int,
+    max_bytes: int,
+) -> Batch:
+    """The next batch after ``after``, in one read transaction, bounded by entries and row bytes.
+
+    When the rows for ``max_rows`` entries exceed ``max_bytes``, the range is halved (in the same
+    transaction) until it fits or is one entry long: memory stays flat whatever the backlog.
+    """
+    with journal.read_transaction(conn) as head:
+        if head <= after:
+            return Batch(after + 1, after, head, 0, {})
+        entries = journal.read(conn, after, limit=max_rows)
+        while True:
+            tables = _read_rows(conn, entries, targets)
+            size = sum(t.bytes for t in tables.values())
+            if size <= max_bytes or len(entries) <= 1:
+                break
+            entries = entries[: len(entries) // 2]
+        faults.point("apply.after_read")
+        return Batch(after + 1, entries[-1].seq, head, len(entries), tables)
+
+
+def _read_rows(
+    conn: sqlite3.Connection, entries: Sequence[journal.Entry], targets: dict[str, TableTarget]
+) -> dict[str, TableRows]:
+    keys: dict[str, dict[KeyTuple, None]] = {}
+    last: dict[str, int] = {}
+    for entry in entries:
+        found = keys.setdefault(entry.table, {})
+        found[entry.key] = None
+        if entry.old_key is not None:
+            found[entry.old_key] = None
+        last[entry.table] = entry.seq
+    unknown = sorted(set(keys) - set(targets))
+    if unknown:
+        raise UsageError(
+            f"the journal names table(s) the apply has no target for: {', '.join(unknown)}",
+            hint="the capture was reinstalled with new tables; re-run the snapshot for them "
+            "(replicator snapshot --replace) or exclude them from capture",
+        )
+    out: dict[str, TableRows] = {}
+    for name, found in keys.items():
+        rows = current_rows(conn, targets[name], list(found))
+        out[name] = TableRows(list(found), rows, last[name], _size(rows))
+    return out
+
+
+def _size(rows: Iterable[Sequence[Any]]) -> int:
+    total = 0
+    for row in rows:
+        for v in row:
+            total += len(v) if isinstance(v, str | bytes) else _VALUE_BYTES
+    return total
+
+
+def current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+    """The rows that exist now for ``keys``: loaded columns then key columns, exact SQLite values.
+
+    Plain keys go through ``IN`` lists; a key holding NULL or text that is not UTF-8 is looked up
+    alone with ``IS`` (journal.key_predicate), which matches exactly what the trigger recorded.
+    """
+    try:
+        return _current_rows(conn, target, keys)
+    except sqlite3.OperationalError as exc:
+        if _DECODE_ERROR not in str(exc):
+            raise
+    previous = conn.text_factory
+    conn.text_factory = convert.decode_text
+    try:
+        return _current_rows(conn, target, keys)
+    finally:
+        conn.text_factory = previous
+
+
+def _plain(key: KeyTuple) -> bool:
+    for v in key:
+        if v is None:
+            return False
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+    columns = ", ".join(quote_ident(c) for c in (*target.columns_source, *target.key_source))
+    base = f"SELECT {columns} FROM {quote_ident(target.source)} WHERE "  # noqa: S608 - quoted identifiers
+    width = len(target.key_source)
+    plain = [k for k in keys if _plain(k)]
+    rows: list[tuple[Any, ...]] = []
+    if width == 1:
+        lhs = quote_ident(target.key_source[0])
+        for i in range(0, len(plain), READ_CHUNK):
+            chunk = plain[i : i + READ_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows += conn.execute(f"{base}{lhs} IN ({marks})", [k[0] for k in chunk]).fetchall()
+    else:
+        lhs = "(" + ", ".join(quote_ident(c) for c in target.key_source) + ")"
+        one = "(" + ",".join("?" * width) + ")"
+        step = max(1, READ_CHUNK // width)
+        for i in range(0, len(plain), step):
+            chunk = plain[i : i + step]
+            params = [v for k in chunk for v in k]
+            rows += conn.execute(f"{base}{lhs} IN (VALUES {','.join([one] * len(chunk))})", params).fetchall()
+    slow = [k for k in keys if not _plain(k)]
+    for key in slow:
+        where, params = journal.key_predicate(target.key_source, key)
+        rows += conn.execute(base + where, params).fetchall()
+    if slow:  # a row found by two lookups (NULL keys, a NOCASE key) is written once
+        unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for row in rows:
+            unique[tuple((type(v), v) for v in row[-width:])] = row
+        rows = list(unique.values())
+    return rows
+
+
+# --- writing a batch to PostgreSQL -----------------------------------------------------------
+
+
+class UniqueIndex(msgspec.Struct, frozen=True):
+    name: str
+    exprs: tuple[str, ...]
+    """Each key column's definition as pg_get_indexdef prints it: a quoted column name or an expression."""
+    predicate: str | None
+
+
+class TableResult(msgspec.Struct, frozen=True):
+    change: TableChange
+    digest_count: int
+    digest_hex: str
+    conflicts: int
+    """PostgreSQL rows removed because an incoming row conflicted with them on a UNIQUE key."""
+    quarantined: int
+
+
+class Applied(msgspec.Struct, frozen=True):
+    checkpoint: Checkpoint
+    tables: dict[str, TableResult]
+    entries: int
+
+    @property
+    def rows_written(self) -> int:
+        return sum(t.change.upserted for t in self.tables.values())
+
+
+class Writer:
+    """Applies batches over one PostgreSQL connection; holds per-connection staging tables.
+
+    A new connection (after a reconnect) needs a new Writer: temp tables live in the session.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        targets: dict[str, TableTarget],
+        *,
+        state_schema: str,
+        fk: FkMode,
+        on_bad_value: str,
+    ) -> None:
+        self.conn = conn
+        self.targets = targets
+        self.state_schema = state_schema
+        self.fk = fk
+        self.on_bad_value = on_bad_value
+        self._staged: dict[str, tuple[sql.Identifier, sql.Identifier]] = {}
+        self._uniques: dict[str, list[UniqueIndex]] = {}
+        self._converters = {n: convert.row_converter(t.source, t.columns_source, t.types) for n, t in targets.items()}
+        self._key_converters = {n: [convert.value_converter(ty) for ty in t.key_types] for n, t in targets.items()}
+        self._log = log.get("apply")
+
+    # staging ---------------------------------------------------------------------------------
+
+    def _staging(self, name: str) -> tuple[sql.Identifier, sql.Identifier]:
+        """Temp tables shaped like the target (rows) and like its key (keys); emptied at each commit."""
+        if name in self._staged:
+            return self._staged[name]
+        t = self.targets[name]
+        n = len(self._staged)
+        rows, keys = sql.Identifier(f"_replicator_rows_{n}"), sql.Identifier(f"_replicator_keys_{n}")
+        ident = sql.Identifier(t.schema, t.target)
+        with self.conn.transaction():
+            self.conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT * FROM {} WITH NO DATA").format(
+                    rows, ident
+                )
+            )
+            self.conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA").format(
+                    keys, sql.SQL(", ").join(map(sql.Identifier, t.key_target)), ident
+                )
+            )
+        self._staged[name] = (rows, keys)
+        self._uniques[name] = unique_indexes(self.conn, t)
+        return rows, keys
+
+    # one batch -------------------------------------------------------------------------------
+
+    def write_batch(self, batch: Batch, prev: Checkpoint, extra: Any = None) -> Applied:
+        """Apply ``batch`` and append its checkpoint in one transaction; returns what was written.
+
+        ``extra(conn, applied)`` runs inside the transaction before commit (the worker records its
+        phase there). Raises BadValue (policy stop) naming table, key and column; nothing is written.
+        """
+        for name in batch.tables:
+            self._staging(name)
+        results: dict[str, TableResult] = {}
+        with self.conn.transaction():
+            if self.fk == "replica":
+                self.conn.execute("SET LOCAL session_replication_role = replica")
+            digests = read_digests(self.conn, self.state_schema, list(batch.tables))
+            for name, part in batch.tables.items():
+                bound = self._log.bind(table=name, seq_from=batch.seq_from, seq_to=batch.seq_to)
+                try:
+                    results[name] = self._write_table(name, part, digests.get(name))
+                except psycopg.Error as exc:
+                    raise _write_error(name, self.targets[name].target, exc) from None
+                bound.debug(
+                    "table applied", upserted=results[name].change.upserted, deleted=results[name].change.deleted
+                )
+            faults.point("apply.after_write")
+            cp = next_checkpoint(prev, seq_to=batch.seq_to, tables={n: r.change for n, r in results.items()})
+            store.append(self.conn, cp, self.state_schema)
+            for name, result in results.items():
+                write_table_state(self.conn, self.state_schema, self.targets[name], result, batch.tables[name].last_seq)
+            applied = Applied(cp, results, batch.entries)
+            if extra is not None:
+                extra(self.conn, applied)
+            faults.point("apply.before_commit")
+        return applied
+
+    def _write_table(self, name: str, part: TableRows, running: tuple[int, str] | None) -> TableResult:
+        t = self.targets[name]
+        rows_tmp, keys_tmp = self._staged[name]
+        ident = sql.Identifier(t.schema, t.target)
+        width = len(t.columns_source)
+        refusals: list[quarantine.Refusal] = []
+        keys = self._convert_keys(name, part.keys)
+        cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
+        with self.conn.cursor() as cur:
+            with cur.copy(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    keys_tmp, sql.SQL(", ").join(map(sql.Identifier, t.key_target))
+                )
+            ) as copy:
+                copy.set_types(convert.copy_types(t.key_types))
+                for key in keys:
+                    copy.write_row(key)
+            convert_row = self._converters[name]
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(rows_tmp, cols)) as copy:
+                copy.set_types(convert.copy_types(t.types))
+                for row in part.rows:
+                    try:
+                        copy.write_row(convert_row(row[:width]))
+                    except convert.RowRefused as exc:
+                        refusals.append(self._refused(t, row[width:], exc))
+            removed = TableDigest()
+            removed_keys: set[KeyTuple] = set()
+            returning = sql.SQL(" RETURNING {}").format(
+                sql.SQL(", ").join(sql.SQL("{}.{}").format(ident, sql.Identifier(c)) for c in t.columns_target)
+            )
+            join = sql.SQL(" AND ").join(
+                sql.SQL("{}.{} = k.{}").format(ident, sql.Identifier(c), sql.Identifier(c)) for c in t.key_target
+            )
+            cur.execute(
+                sql.SQL("DELETE FROM {} USING {} k WHERE {}").format(ident, keys_tmp, join) + returning, binary=True
+            )
+            self._fold(cur, removed, removed_keys, t)
+            conflicts = 0
+            for index in self._uniques[name]:
+                cur.execute(_conflict_delete(ident, rows_tmp, index) + returning, binary=True)
+                conflicts += self._fold(cur, removed, removed_keys, t)
+            added = TableDigest()
+            added_keys: set[KeyTuple] = set()
+            cur.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
+                + sql.SQL(" RETURNING {}").format(cols),
+                binary=True,
+            )
+            self._fold(cur, added, added_keys, t)
+        record_refusals(self.conn, self.state_schema, name, t.key_source, part.keys, refusals)
+        deleted = TableDigest()
+        deleted.add_rows(removed_keys - added_keys)
+        total = TableDigest() if running is None else TableDigest.from_hex(running[0], running[1])
+        total.subtract(removed)
+        total.merge(added)
+        return TableResult(
+            change=TableChange.of(added, deleted),
+            digest_count=total.count,
+            digest_hex=total.hexdigest(),
+            conflicts=conflicts,
+            quarantined=len(refusals),
+        )
+
+    @staticmethod
+    def _fold(cur: psycopg.Cursor[Any], digest: TableDigest, keys: set[KeyTuple], t: TableTarget) -> int:
+        """Digest the returned row images into ``digest`` (json columns by OID) and collect their keys."""
+        rows = cur.fetchall()
+        if not rows:
+            return 0
+        assert cur.description is not None
+        kinds = kinds_from_oids(d.type_code for d in cur.description)
+        part = TableDigest(kinds)
+        part.add_rows(rows)
+        digest.merge(part)
+        positions = t.key_positions
+        for row in rows:
+            keys.add(tuple(row[i] for i in positions))
+        return len(rows)
+
+    def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
+        """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
+        converters = self._key_converters[name]
+        out: list[KeyTuple] = []
+        for key in keys:
+            try:
+                out.append(tuple(c(v) for c, v in zip(converters, key, strict=True)))
+            except convert.ValueRefused:
+                continue
+        return out
+
+    def _refused(self, t: TableTarget, key: Sequence[Any], exc: convert.RowRefused) -> quarantine.Refusal:
+        named = dict(zip(t.key_source, key, strict=True))
+        if self.on_bad_value != "quarantine":
+            shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
+            raise BadValue(
+                f"refused value in {t.source} ({shown}) column {exc.column}: {exc.reason}; "
+                f"value {convert.excerpt(exc.value)}; the batch was not applied",
+                hint=(
+                    f"fix the value in SQLite (the daemon resumes at this batch), override the type "
+                    f"([types.{t.source}.{exc.column}] type = ...), or set snapshot.on_bad_value = 'quarantine'"
+                ),
+            )
+        return quarantine.make(t.source, named, exc.column, exc.value, exc.reason)
+
+
+def _conflict_delete(ident: sql.Identifier, staged: sql.Identifier, index: UniqueIndex) -> sql.Composed:
+    """``DELETE FROM t WHERE (e1, e2) IN (SELECT e1, e2 FROM staged WHERE pred) AND pred``.
+
+    The index definitions come from pg_get_indexdef, so they are valid SQL for the target table;
+    inside the subquery the same bare column names resolve to the staging table, which has the
+    target's columns. NULLs never match ``IN``, exactly as a (NULLS DISTINCT) unique index allows them.
+    """
+    exprs = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in index.exprs)
+    where = sql.SQL(" WHERE ({})").format(sql.SQL(index.predicate)) if index.predicate else sql.SQL("")
+    also = sql.SQL(" AND ({})").format(sql.SQL(index.predicate)) if index.predicate else sql.SQL("")
+    return sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {}{}){}").format(
+        ident, exprs, exprs, staged, where, also
+    )
+
+
+def unique_indexes(conn: psycopg.Connection[Any], t: TableTarget) -> list[UniqueIndex]:
+    """The target's valid UNIQUE indexes other than the one on exactly the capture key."""
+    rows = conn.execute(
+        "SELECT c.relname, i.indnkeyatts, pg_get_expr(i.indpred, i.indrelid), "
+        "  array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k) "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid ORDER BY c.relname",
+        (sql.Identifier(t.schema, t.target).as_string(conn),),
+    ).fetchall()
+    key = {sql.Identifier(k).as_string(conn) for k in t.key_target} | set(t.key_target)
+    out: list[UniqueIndex] = []
+    for name, _n, predicate, exprs in rows:
+        if predicate is None and len(exprs) == len(t.key_target) and set(exprs) <= key:
+            continue  # the key delete already removed every row this index could conflict on
+        out.append(UniqueIndex(str(name), tuple(str(e) for e in exprs), predicate))
+    return out
+
+
+def _write_error(table: str, target: str, exc: psycopg.Error) -> TargetError:
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        hint = (
+            "a unique index the conflict delete cannot evaluate (NULLS NOT DISTINCT, or an expression over "
+            "generated columns) rejected a row; report it with the index definition"
+        )
+    elif isinstance(
+        exc, psycopg.errors.ForeignKeyViolation | psycopg.errors.CheckViolation | psycopg.errors.NotNullViolation
+    ):
+        hint = "the target schema is stricter than the SQLite data; fix the row in SQLite or relax the constraint"
+    else:
+        hint = "check the target table against the SQLite table; the batch was rolled back and is retried on restart"
+    return TargetError(
+        f"applying to {target} (from {table}) failed: {pg_message(exc)}", hint=hint, transient=is_transient_pg(exc)
+    )
+
+
+# --- quarantine for the apply ---------------------------------------------------------------
+
+
+def record_refusals(
+    conn: psycopg.Connection[Any],
+    schema_name: str,
+    table: str,
+    key_columns: Sequence[str],
+    keys: Sequence[KeyTuple],
+    refusals: Sequence[quarantine.Refusal],
+) -> None:
+    """Replace the quarantine rows of exactly these keys: a key fixed in SQLite leaves the quarantine."""
+    if not refusals and not _has_quarantine(conn, schema_name, table):
+        return
+    target = sql.Identifier(schema_name, "quarantine")
+    named = [json.dumps(quarantine.make(table, dict(zip(key_columns, k, strict=True)), "", None, "").key) for k in keys]
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE table_name = %s AND key = ANY(%s::jsonb[])").format(target), (table, named)
+    )
+    if refusals:
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (run_id, table_name, key, column_name, storage_class, original_base64, reason, "
+                    "action) VALUES (NULL, %s, %s::jsonb, %s, %s, %s, %s, 'row skipped by apply')"
+                ).format(target),
+                [(r.table, json.dumps(r.key), r.column, r.storage_class, r.original, r.reason) for r in refusals],
+            )
+
+
+def _has_quarantine(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
+    row = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = %s AND NOT acknowledged)").format(
+            sql.Identifier(schema_name, "quarantine")
+        ),
+        (table,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+# --- the apply's own state: plan, running digests, parked foreign keys ----------------------
+
+_DDL: Final = (
+    """CREATE TABLE IF NOT EXISTS {schema}.apply_plan (
+        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        body bytea NOT NULL,
+        saved_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.apply_tables (
+        table_name text PRIMARY KEY,
+        target_table text NOT NULL,
+        digest_count bigint NOT NULL,
+        digest text NOT NULL,
+        upserted bigint NOT NULL DEFAULT 0,
+        deleted bigint NOT NULL DEFAULT 0,
+        conflicts bigint NOT NULL DEFAULT 0,
+        quarantined bigint NOT NULL DEFAULT 0,
+        last_seq bigint,
+        last_change_at timestamptz,
+        error text,
+        hint text
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.parked_foreign_keys (
+        table_name text NOT NULL,
+        constraint_name text NOT NULL,
+        definition text NOT NULL,
+        parked_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (table_name, constraint_name)
+    )""",
+)
+
+
+def ensure_state(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    schema = sql.Identifier(schema_name)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+    for ddl in _DDL:
+        conn.execute(sql.SQL(ddl).format(schema=schema))
+    quarantine.ensure(conn, schema_name)
+    store.ensure_schema(conn, schema_name)
+
+
+def save_plan(conn: psycopg.Connection[Any], schema_name: str, plan: SchemaPlan) -> None:
+    """Keep the plan the snapshot loaded with: the apply must convert exactly as it did."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.apply_plan (id, body) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body, saved_at = now()"
+        ).format(sql.Identifier(schema_name)),
+        (msgspec.json.encode(plan),),
+    )
+
+
+def load_plan(conn: psycopg.Connection[Any], schema_name: str) -> SchemaPlan | None:
+    row = conn.execute(
+        sql.SQL("SELECT body FROM {}.apply_plan WHERE id = 1").format(sql.Identifier(schema_name))
+    ).fetchone()
+    return None if row is None else msgspec.json.decode(bytes(row[0]), type=SchemaPlan)
+
+
+def read_digests(conn: psycopg.Connection[Any], schema_name: str, tables: Sequence[str]) -> dict[str, tuple[int, str]]:
+    rows = conn.execute(
+        sql.SQL("SELECT table_name, digest_count, digest FROM {}.apply_tables WHERE table_name = ANY(%s)").format(
+            sql.Identifier(schema_name)
+        ),
+        (list(tables),),
+    ).fetchall()
+    return {str(n): (int(c), str(d)) for n, c, d in rows}
+
+
+def write_table_state(
+    conn: psycopg.Connection[Any], schema_name: str, t: TableTarget, result: TableResult, last_seq: int
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.apply_tables AS a (table_name, target_table, digest_count, digest, upserted, deleted, "
+            "conflicts, quarantined, last_seq, last_change_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
+            "ON CONFLICT (table_name) DO UPDATE SET digest_count = EXCLUDED.digest_count, digest = EXCLUDED.digest, "
+            "upserted = a.upserted + EXCLUDED.upserted, deleted = a.deleted + EXCLUDED.deleted, "
+            "conflicts = a.conflicts + EXCLUDED.conflicts, quarantined = a.quarantined + EXCLUDED.quarantined, "
+            "last_seq = EXCLUDED.last_seq, last_change_at = EXCLUDED.last_change_at"
+        ).format(sql.Identifier(schema_name)),
+        (
+            t.source,
+            t.target,
+            result.digest_count,
+            result.digest_hex,
+            result.change.upserted,
+            result.change.deleted,
+            result.conflicts,
+            result.quarantined,
+            last_seq,
+        ),
+    )
+
+
+def set_table_error(
+    conn: psycopg.Connection[Any], schema_name: str, table: str, target: str, error: str | None, hint: str | None
+) -> None:
+    """Record (or clear, with None) a table's error: a table in error never disappears from status."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.apply_tables AS a (table_name, target_table, digest_count, digest, error, hint) "
+            "VALUES (%s, %s, 0, %s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET error = EXCLUDED.error, "
+            "hint = EXCLUDED.hint"
+        ).format(sql.Identifier(schema_name)),
+        (table, target, "0" * 64, error, hint),
+    )
+
+
+def table_digest_of(conn: psycopg.Connection[Any], t: TableTarget) -> TableDigest:
+    """The digest of a target table as PostgreSQL holds it now (seeds the running digest once)."""
+    digest: TableDigest | None = None
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, t.columns_target)), sql.Identifier(t.schema, t.target)
+    )
+    with conn.transaction(), conn.cursor(name="replicator_digest_seed", binary=True) as cur:
+        cur.itersize = 5_000
+        cur.execute(query)
+        while True:
+            rows = cur.fetchmany(5_000)
+            if digest is None:
+                assert cur.description is not None
+                digest = TableDigest(kinds_from_oids(d.type_code for d in cur.description))
+            if not rows:
+                break
+            digest.add_rows(rows)
+    assert digest is not None
+    return digest
+
+
+def seed_digests(conn: psycopg.Connection[Any], schema_name: str, targets: dict[str, TableTarget]) -> list[str]:
+    """Compute and store the running digest of every table that has none yet; returns their names."""
+    have = read_digests(conn, schema_name, list(targets))
+    seeded = []
+    for name, t in targets.items():
+        if name in have:
+            continue
+        digest = table_digest_of(conn, t)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.apply_tables (table_name, target_table, digest_count, digest) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (table_name) DO UPDATE SET digest_count = EXCLUDED.digest_count, digest = EXCLUDED.digest"
+            ).format(sql.Identifier(schema_name)),
+            (name, t.target, digest.count, digest.hexdigest()),
+        )
+        seeded.append(name)
+    return seeded
+
+
+# --- foreign keys during replication ---------------------------------------------------------
+
+
+def fk_mode(conn: psycopg.Connection[Any]) -> FkMode:
+    """``replica`` if this role may ``SET session_replication_role`` (then FK triggers, cascades
+    included, do not fire inside apply transactions); otherwise ``parked``: FKs must be absent."""
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+        return "replica"
+    except psycopg.errors.InsufficientPrivilege:
+        return "parked"
+
+
+def park_foreign_keys(
+    conn: psycopg.Connection[Any], schema_name: str, target_schema: str, tables: Sequence[str]
+) -> list[str]:
+    """Record, then drop, every FK on or referencing ``tables`` (one transaction); returns their names.
+
+    Without the privilege to disable FK triggers, an FK would cascade or refuse on the
+    delete-then-insert of a batch. The definitions are kept so cutover recreates them NOT VALID and
+    then VALIDATEs (:func:`restore_foreign_keys`).
+    """
+    rows = conn.execute(
+        "SELECT DISTINCT c.conrelid::regclass::text, cl.relname, c.conname, pg_get_constraintdef(c.oid) "
+        "FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace "
+        "LEFT JOIN pg_class rf ON rf.oid = c.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rf.relnamespace "
+        "WHERE c.contype = 'f' AND ((n.nspname = %s AND cl.relname = ANY(%s)) "
+        "OR (rn.nspname = %s AND rf.relname = ANY(%s))) ORDER BY 2, 3",
+        (target_schema, list(tables), target_schema, list(tables)),
+    ).fetchall()
+    names = []
+    with conn.transaction():
+        for _qualified, table, name, definition in rows:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.parked_foreign_keys (table_name, constraint_name, definition) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(sql.Identifier(schema_name)),
+                (table, name, definition),
+            )
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    sql.Identifier(target_schema, table), sql.Identifier(name)
+                )
+            )
+            names.append(f"{table}.{name}")
+    return names
+
+
+class RestoredFk(msgspec.Struct, frozen=True):
+    table: str
+    name: str
+    error: str | None = None
+
+
+def restore_foreign_keys(conn: psycopg.Connection[Any], schema_name: str, target_schema: str) -> list[RestoredFk]:
+    """Cutover: re-add each parked FK ``NOT VALID``, then ``VALIDATE`` it; each in its own savepoint."""
+    rows = conn.execute(
+        sql.SQL("SELECT table_name, constraint_name, definition FROM {}.parked_foreign_keys ORDER BY 1, 2").format(
+            sql.Identifier(schema_name)
+        )
+    ).fetchall()
+    out = []
+    for table, name, definition in rows:
+        ident = sql.Identifier(target_schema, table)
+        text = str(definition).removesuffix(" NOT VALID")
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
+                        ident, sql.Identifier(name), sql.SQL(text)
+                    )
+                )
+                conn.execute(
+                    sql.SQL("DELETE FROM {}.parked_foreign_keys WHERE table_name = %s AND constraint_name = %s").format(
+                        sql.Identifier(schema_name)
+                    ),
+                    (table, name),
+                )
+        except psycopg.Error as exc:
+            out.append(RestoredFk(table, name, pg_message(exc)))
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(ident, sql.Identifier(name)))
+            out.append(RestoredFk(table, name))
+        except psycopg.Error as exc:
+            out.append(RestoredFk(table, name, pg_message(exc)))
+    return out
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

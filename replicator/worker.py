@@ -1,0 +1,675 @@
+"""THE loop: ``replicator run``. Read it top to bottom: :meth:`Worker.run`, then :meth:`Worker._cycle`.
+
+One cycle::
+
+    wait for the wake-up (Watcher: file events + PRAGMA data_version poll)
+    → check drift (one PRAGMA unless the schema moved)
+    → read a batch (journal range + current rows, one SQLite read transaction)
+    → apply it and append its checkpoint (one PostgreSQL transaction)
+    → prune the journal up to what PostgreSQL committed
+    → repeat
+
+Exactly once: the checkpoint commits with the data; on (re)start and after every reconnect the
+position is re-read from the checkpoint head, never from memory; the journal is pruned only after
+the commit. Every window between those steps has a failpoint (:mod:`replicator.faults`).
+
+Errors are absorbed only here: a transient one (connection loss, admin shutdown, serialization
+failure, SQLite busy) is retried with capped exponential backoff and jitter, logged once when the
+state changes and once on recovery; a terminal one sets phase ERRORED with its hint and stops.
+SIGTERM/SIGINT finish (or roll back) the current batch and return normally.
+
+Two daemons on one source are refused twice: a lock file next to the source, and a PostgreSQL
+advisory lock keyed by the capture's source id held by the apply connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from checkpoints import store
+from checkpoints.errors import CheckpointError
+from checkpoints.model import Checkpoint, TableChange, genesis, next_checkpoint
+from replicator import apply, faults, log, pg, pgschema, phase, snapshot, state, typemap
+from replicator.config import Config
+from replicator.errors import ReplicatorError, UsageError, is_transient_pg
+from replicator.metrics import Metrics
+from replicator.phase import ApplyState, Phase
+from triggers import drift, journal
+from triggers import source as sqlite_source
+from triggers.errors import CaptureError, CaptureNotInstalled
+from triggers.install import Meta, install_on, read_meta
+from triggers.watch import Watcher
+
+LOCK_NAMESPACE = 0x5250_4C43
+"""High half of the advisory lock key ('RPLC'); the low half comes from the source id."""
+RATE_WINDOW_S = 10.0
+
+
+class WorkerError(ReplicatorError):
+    """A terminal condition the loop stops on (phase ERRORED)."""
+
+
+class RunResult(msgspec.Struct, frozen=True):
+    batches: int
+    changes: int
+    applied_seq: int
+    head_seq: int
+    phase: Phase
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ReplicatorError | CaptureError):
+        return exc.transient
+    if isinstance(exc, psycopg.Error):
+        return is_transient_pg(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return sqlite_source.translate(exc, "source").transient
+    return False
+
+
+def _hint(exc: BaseException) -> str:
+    return str(getattr(exc, "hint", "")) or "see the log above; fix the cause and run again"
+
+
+def _message(exc: BaseException) -> str:
+    return str(getattr(exc, "message", "")) or str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+
+
+def lock_key(source_id: str) -> int:
+    """A signed 64-bit advisory lock key for one source: two sources never share a daemon lock."""
+    low = int.from_bytes(hashlib.sha256(source_id.encode()).digest()[:4], "big")
+    value = (LOCK_NAMESPACE << 32) | low
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class Worker:
+    """The apply daemon for one source and one target. ``stop()`` may be called from any thread."""
+
+    def __init__(self, source: Path, dsn: str, config: Config, *, metrics: Metrics | None = None) -> None:
+        self.source = Path(source)
+        self.dsn = dsn
+        self.config = config
+        self.metrics = metrics
+        self.state_schema = config.target.state_schema
+        self._stop = threading.Event()
+        self._log = log.get("worker", source=str(self.source))
+        self._lag = journal.LagTracker()
+        self._rate: deque[tuple[float, int]] = deque()
+        self._phase = Phase.INIT
+        self._errors = 0
+        self._changes = 0
+        self._batches = 0
+
+    # --- public -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish or roll back the current batch, then return from :meth:`run`."""
+        self._stop.set()
+
+    def run(self, *, once: bool = False, until_drained: bool = False) -> RunResult:
+        """Run until stopped (or one batch with ``once``, or until the journal is drained)."""
+        with self._signals(), self._file_lock(), self._source() as sconn, self._writer_conn() as wconn:
+            meta = read_meta(sconn)
+            if meta is None:
+                raise CaptureNotInstalled(
+                    f"capture is not installed in {self.source}",
+                    hint="run `replicator capture install --source ...` first, then `replicator run`",
+                )
+            self._meta = meta
+            self._sconn, self._wconn = sconn, wconn
+            watcher = Watcher(self.source, self.config.apply.poll_interval_s)
+            try:
+                return self._loop(watcher, once=once, until_drained=until_drained)
+            finally:
+                watcher.close()
+                self._close_pg()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _loop(self, watcher: Watcher, *, once: bool, until_drained: bool) -> RunResult:
+        failing: BaseException | None = None
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if self._pconn is None:
+                    self._start()
+                progressed, drained = self._cycle()
+                if failing is not None:
+                    self._log.info("recovered", after_errors=attempt, error=_message(failing))
+                    failing, attempt = None, 0
+                if once or (until_drained and drained):
+                    break
+                if not progressed:
+                    self._idle(watcher)
+            except Exception as exc:
+                if not _transient(exc):
+                    self._errored(exc)
+                    raise
+                attempt += 1
+                if self.metrics is not None:
+                    self.metrics.errors.labels(kind=type(exc).__name__).inc()
+                if failing is None or type(failing) is not type(exc):
+                    self._log.warning("transient error; retrying with backoff", error=_message(exc), hint=_hint(exc))
+                failing = exc
+                self._close_pg()
+                self._stop.wait(backoff(attempt, self.config.apply.retry_max_wait_s))
+        return RunResult(self._batches, self._changes, self._applied, self._head, self._phase)
+
+    def _cycle(self) -> tuple[bool, bool]:
+        """One pass: drift, one batch, checkpoint, prune. Returns (applied something, drained)."""
+        self._check_drift()
+        apply_cfg = self.config.apply
+        started = time.perf_counter()
+        batch = apply.read_batch(
+            self._sconn, self._applied, self._targets, max_rows=apply_cfg.batch_rows, max_bytes=apply_cfg.batch_bytes
+        )
+        self._head = batch.head
+        self._lag.observe(batch.head)
+        if batch.empty:
+            self._set_phase(Phase.STREAMING)
+            return False, True
+        bound = self._log.bind(seq_from=batch.seq_from, seq_to=batch.seq_to)
+        next_phase = Phase.CATCHUP if batch.head > batch.seq_to else Phase.STREAMING
+        applied = self._writer.write_batch(batch, self._prev, extra=self._record(batch, next_phase))
+        faults.point("apply.after_commit")
+        self._prev = applied.checkpoint
+        self._applied = batch.seq_to
+        self._phase = next_phase
+        self._prune()
+        faults.point("prune.after")
+        seconds = time.perf_counter() - started
+        self._account(batch, applied, seconds)
+        bound.info(
+            "batch applied",
+            entries=batch.entries,
+            rows=applied.rows_written,
+            tables=len(batch.tables),
+            checkpoint=applied.checkpoint.number,
+            seconds=round(seconds, 4),
+            behind=batch.head - batch.seq_to,
+        )
+        return True, batch.head <= batch.seq_to
+
+    def _idle(self, watcher: Watcher) -> None:
+        """Wait for the next commit in SQLite, waking at least every poll interval to see a stop."""
+        deadline = time.monotonic() + self.config.apply.poll_interval_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if watcher.wait(min(0.2, self.config.apply.poll_interval_s)):
+                return
+
+    # --- start-up -------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Connect, take the advisory lock, snapshot if needed, resolve tables, resume from the head."""
+        conn = self._connect()
+        self._pconn = conn
+        self._lock_target(conn)
+        with conn.transaction():
+            phase.ensure(conn, self.state_schema)
+            apply.ensure_state(conn, self.state_schema)
+        prev = self._latest(conn)
+        if prev is None:
+            self._set_phase(Phase.SNAPSHOT)
+            prev = self._snapshot_first(conn)
+        plan = self._plan(conn)
+        self._plan_obj = plan
+        self._targets, problems = apply.resolve_targets(plan, self._meta)
+        if problems:
+            with conn.transaction():
+                for name, why in problems.items():
+                    apply.set_table_error(conn, self.state_schema, name, name, why, "see the message")
+            listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
+            raise WorkerError(f"cannot apply table(s): {listed}", hint="fix the capture policy or the plan, then rerun")
+        fk = apply.fk_mode(conn)
+        if fk == "parked":
+            parked = apply.park_foreign_keys(
+                conn, self.state_schema, plan.schema, [t.target for t in self._targets.values()]
+            )
+            if parked:
+                self._log.warning("foreign keys parked until cutover (no privilege for replica role)", fks=parked)
+        with conn.transaction():
+            seeded = apply.seed_digests(conn, self.state_schema, self._targets)
+        if seeded:
+            self._log.info("running digests seeded from the target", tables=seeded)
+        self._writer = apply.Writer(
+            conn,
+            self._targets,
+            state_schema=self.state_schema,
+            fk=fk,
+            on_bad_value=self.config.snapshot.on_bad_value,
+        )
+        self._prev = prev
+        self._applied = prev.seq_to
+        self._mark = drift.SchemaMark(-1, "")
+        self._log.info(
+            "resuming", checkpoint=prev.number, applied_seq=prev.seq_to, fk_mode=fk, tables=len(self._targets)
+        )
+        self._prune()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """Connect with retries at this I/O edge only (the predicate is the error's transient flag)."""
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_random_exponential(multiplier=0.2, max=self.config.apply.retry_max_wait_s),
+            stop=stop_after_delay(self.config.apply.retry_max_wait_s * 4),
+            reraise=True,
+        ):
+            with attempt:
+                return pg.connect(self.dsn, autocommit=True, connect_timeout=self.config.target.connect_timeout_s)
+        raise AssertionError("unreachable")
+
+    def _lock_target(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self._meta.source_id),)).fetchone()
+        if not row or not row[0]:
+            raise WorkerError(
+                f"another replicator is already applying source {self._meta.source_id} to this target",
+                hint="stop the other `replicator run` (see pg_stat_activity, application_name=replicator) first",
+            )
+
+    def _latest(self, conn: psycopg.Connection[Any]) -> Checkpoint | None:
+        try:
+            return store.latest(conn, schema=self.state_schema)
+        except CheckpointError as exc:
+            if "there is no checkpoint table" in exc.message:
+                return None
+            raise
+
+    def _snapshot_first(self, conn: psycopg.Connection[Any]) -> Checkpoint:
+        """No genesis: load the snapshot now, in one SQLite read transaction with the journal head."""
+        identity = state.source_identity(self.source)
+        sconn = snapshot.open_source(self.source, self.config)
+        try:
+            head = journal.head(sconn)  # same read transaction as every row the snapshot loads
+            retry = state.last_snapshot_mode(conn, self.state_schema) is not None
+            self._log.info("no snapshot in the target: taking it first", journal_head=head, replace=retry)
+            result = snapshot.snapshot_from(sconn, identity, self.dsn, self.config, replace=retry)
+        finally:
+            sconn.close()
+        assert result.plan is not None
+        with conn.transaction():
+            apply.save_plan(conn, self.state_schema, result.plan)
+            existing = self._latest(conn)
+            if existing is not None:  # the snapshot stage wrote its own genesis
+                return existing
+            targets, _ = apply.resolve_targets(result.plan, self._meta)
+            tables = {}
+            for name, t in targets.items():
+                digest = apply.table_digest_of(conn, t)
+                tables[name] = TableChange.of(digest)
+            cp = genesis(tables, seq_to=head)
+            store.append(conn, cp, self.state_schema)
+            faults.point("snapshot.after_genesis")
+        return cp
+
+    def _plan(self, conn: psycopg.Connection[Any]) -> pgschema.SchemaPlan:
+        """The plan the snapshot loaded with; rebuilt from the target (and saved) when none was kept."""
+        plan = apply.load_plan(conn, self.state_schema)
+        if plan is not None:
+            return plan
+        read = snapshot.read_source(self._sconn)
+        self._sconn.execute("COMMIT") if self._sconn.in_transaction else None
+        plan = pgschema.plan_existing(
+            read.schema, pgschema.reflect(conn, self.config.target.schema), read.profiles, self.config
+        )
+        with conn.transaction():
+            apply.save_plan(conn, self.state_schema, plan)
+        self._log.warning("no saved plan: mapped the target tables by name (snapshot run by an older version)")
+        return plan
+
+    # --- drift ----------------------------------------------------------------------------------
+
+    def _check_drift(self) -> None:
+        """Every cycle: one PRAGMA, unless the schema moved; then act per table, loudly, or stop."""
+        found = drift.check(self._sconn, self._mark)
+        self._mark = found.mark
+        if not found.changed:
+            return
+        if not found.installed:
+            raise WorkerError("the capture was removed from the source", hint="install it again and re-snapshot")
+        for new in found.new_tables:
+            self._log.warning(
+                "new table in SQLite is not captured", table=new, hint="run capture install, then snapshot it"
+            )
+        resnapshot: list[str] = []
+        for t in found.tables:
+            self._table_drift(t, resnapshot)
+        if resnapshot or any(t.needs_reinstall for t in found.tables):
+            report = install_on(
+                self._wconn,
+                default_policy=self.config.capture.no_key_policy,
+                policies=self.config.capture.tables,
+                path=self.source,
+            )
+            self._log.warning("capture triggers reinstalled", changed=list(report.changed))
+            meta = read_meta(self._sconn)
+            assert meta is not None
+            self._meta = meta
+            self._mark = drift.mark(self._sconn)
+        for name in resnapshot:
+            self._resnapshot(name)
+
+    def _table_drift(self, t: drift.TableDrift, resnapshot: list[str]) -> None:
+        name = t.table
+        if t.dropped or t.renamed_to is not None:
+            what = "dropped" if t.dropped else f"renamed to {t.renamed_to!r}"
+            self._fail_table(
+                name,
+                f"table {name!r} was {what} in SQLite",
+                "drop or rename it in PostgreSQL to match, "
+                "reinstall capture and re-snapshot (replicator snapshot --replace); never silently skipped",
+            )
+        if t.columns_dropped or t.columns_renamed:
+            cols = ", ".join([*t.columns_dropped, *(f"{a}->{b}" for a, b in t.columns_renamed)])
+            self._fail_table(
+                name,
+                f"columns of {name!r} were dropped or renamed in SQLite: {cols}",
+                "apply the same change in PostgreSQL, then `replicator snapshot --replace` this target",
+            )
+        if t.columns_added:
+            self._add_columns(name, t.columns_added)
+            resnapshot.append(name)
+        if t.needs_resnapshot and name not in resnapshot:
+            self._log.warning(
+                "table lost journal coverage: re-snapshotting it online",
+                table=name,
+                triggers_missing=t.triggers_missing,
+                key_changed=t.key_changed,
+            )
+            resnapshot.append(name)
+
+    def _fail_table(self, table: str, message: str, hint: str) -> None:
+        target = self._targets[table].target if table in self._targets else table
+        assert self._pconn is not None
+        with self._pconn.transaction():
+            apply.set_table_error(self._pconn, self.state_schema, table, target, message, hint)
+        raise WorkerError(message, hint=hint)
+
+    def _add_columns(self, table: str, columns: tuple[str, ...]) -> None:
+        """ADD COLUMN: create mode adds it in PostgreSQL (then the table is re-snapshotted); existing mode stops."""
+        if self._plan_obj.mode != "create":
+            self._fail_table(
+                table,
+                f"column(s) {', '.join(columns)} added to {table!r} in SQLite",
+                f"add them to {self._targets[table].target if table in self._targets else table} in "
+                "PostgreSQL (the app's migration), then restart `replicator run`",
+            )
+        assert self._pconn is not None
+        self._sconn.execute("BEGIN")
+        try:
+            read = snapshot.read_source(self._sconn)
+        finally:
+            self._sconn.execute("COMMIT")
+        fresh = pgschema.plan_create(read.schema, read.profiles, self.config).table(table)
+        old = self._plan_obj.table(table)
+        have = {c.name for c in old.columns}
+        added = [c for c in fresh.columns if c.name not in have]
+        with self._pconn.transaction():
+            for col in added:
+                self._pconn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        sql.Identifier(self._plan_obj.schema, old.name),
+                        sql.Identifier(col.name),
+                        typemap.render(col.type),
+                    )
+                )
+            new_table = msgspec.structs.replace(old, columns=old.columns + tuple(added))
+            self._plan_obj = msgspec.structs.replace(
+                self._plan_obj, tables=tuple(new_table if t.source == table else t for t in self._plan_obj.tables)
+            )
+            apply.save_plan(self._pconn, self.state_schema, self._plan_obj)
+        self._log.warning("column(s) added in PostgreSQL", table=table, columns=[c.name for c in added])
+        self._rebuild_writer()
+
+    def _rebuild_writer(self) -> None:
+        assert self._pconn is not None
+        self._targets, problems = apply.resolve_targets(self._plan_obj, self._meta)
+        if problems:
+            raise WorkerError("; ".join(f"{n} {w}" for n, w in problems.items()), hint="fix the capture policy")
+        self._writer = apply.Writer(
+            self._pconn,
+            self._targets,
+            state_schema=self.state_schema,
+            fk=self._writer.fk,
+            on_bad_value=self.config.snapshot.on_bad_value,
+        )
+
+    def _resnapshot(self, table: str) -> None:
+        """Reload one table from a fresh read transaction, with an empty-range checkpoint, in one PG transaction.
+
+        The triggers were reinstalled first, so every change after this read is journaled; journal
+        entries already between the checkpoint and this read are applied again later, which the
+        state-based apply makes harmless.
+        """
+        assert self._pconn is not None
+        conn = self._pconn
+        self._rebuild_writer()
+        target = self._targets[table]
+        plan_table = self._plan_obj.table(table)
+        identity = state.source_identity(self.source)
+        sconn = snapshot.open_source(self.source, self.config)
+        try:
+            with conn.transaction():
+                run_id = state.start_run(
+                    conn, self.state_schema, command="resnapshot", mode=self._plan_obj.mode, source=identity
+                )
+            with conn.transaction():
+                if self._writer.fk == "replica":
+                    conn.execute("SET LOCAL session_replication_role = replica")
+                result = snapshot.load_table(
+                    sconn,
+                    conn,
+                    self._plan_obj,
+                    plan_table,
+                    policy=self.config.snapshot.on_bad_value,
+                    state_schema=self.state_schema,
+                    source=identity,
+                    run_id=run_id,
+                )
+                digest = apply.table_digest_of(conn, target)
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {}.apply_tables SET digest_count = %s, digest = %s, error = NULL, hint = NULL "
+                        "WHERE table_name = %s"
+                    ).format(sql.Identifier(self.state_schema)),
+                    (digest.count, digest.hexdigest(), table),
+                )
+                cp = next_checkpoint(self._prev, seq_to=self._prev.seq_to, tables={table: TableChange.of(digest)})
+                store.append(conn, cp, self.state_schema)
+                state.finish_run(
+                    conn, self.state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined
+                )
+                faults.point("resnapshot.before_commit")
+            self._prev = cp
+        finally:
+            sconn.close()
+        self._log.warning("table re-snapshotted online", table=table, rows=result.rows, checkpoint=cp.number)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _record(self, batch: apply.Batch, next_phase: Phase) -> Any:
+        def record(conn: psycopg.Connection[Any], applied: apply.Applied) -> None:
+            phase.write(conn, self.state_schema, self._state(next_phase, batch.seq_to, batch.head, applied.entries))
+
+        return record
+
+    def _state(self, current: Phase, applied_seq: int, head: int, entries: int = 0, **error: Any) -> ApplyState:
+        now = time.time()
+        self._rate.append((now, entries))
+        while self._rate and now - self._rate[0][0] > RATE_WINDOW_S:
+            self._rate.popleft()
+        span = max(now - self._rate[0][0], 1.0) if self._rate else 1.0
+        rate = sum(n for _, n in self._rate) / span
+        lag = self._lag.lag_s(applied_seq, now)
+        import datetime as dt
+
+        behind = dt.datetime.fromtimestamp(now - lag, dt.UTC) if head > applied_seq else None
+        return ApplyState(
+            phase=current, applied_seq=applied_seq, head_seq=head, rate=rate, behind_since=behind, **error
+        )
+
+    def _set_phase(self, new: Phase) -> None:
+        """Persist a phase change (idle transitions only; batches record theirs in their transaction)."""
+        if new == self._phase and new != Phase.STREAMING:
+            return
+        if new == self._phase and self._persisted_head == self._head:
+            return
+        conn = self._pconn
+        if conn is None:
+            return
+        with conn.transaction():
+            phase.write(conn, self.state_schema, self._state(new, getattr(self, "_applied", 0), self._head))
+        if new != self._phase:
+            self._log.info("phase", phase=str(new))
+        self._phase = new
+        self._persisted_head = self._head
+
+    def _errored(self, exc: BaseException) -> None:
+        """Record ERRORED with the reason and hint on a fresh connection (the current one may be broken)."""
+        self._log.error("stopped", error=_message(exc), hint=_hint(exc), kind=type(exc).__name__)
+        self._phase = Phase.ERRORED
+        try:
+            with pg.connect(self.dsn, autocommit=True, connect_timeout=self.config.target.connect_timeout_s) as conn:
+                phase.ensure(conn, self.state_schema)
+                phase.write(
+                    conn,
+                    self.state_schema,
+                    self._state(
+                        Phase.ERRORED,
+                        getattr(self, "_applied", 0),
+                        self._head,
+                        reason=_message(exc)[:2000],
+                        hint=_hint(exc)[:2000],
+                        retryable=False,
+                    ),
+                )
+        except Exception as inner:  # the original error matters more than this bookkeeping
+            self._log.warning("could not record ERRORED in the target", error=str(inner))
+
+    def _prune(self) -> None:
+        """Delete journal rows PostgreSQL has committed; busy means later, never an error."""
+        try:
+            journal.prune(self._wconn, self._applied)
+        except CaptureError as exc:
+            if not exc.transient:
+                raise
+            self._log.info("prune deferred: source busy", applied_seq=self._applied)
+
+    def _account(self, batch: apply.Batch, applied: apply.Applied, seconds: float) -> None:
+        self._batches += 1
+        self._changes += batch.entries
+        if self.metrics is not None:
+            self.metrics.observe_batch(batch.entries, seconds, batch.head - batch.seq_to, self._lag.lag_s(batch.seq_to))
+
+    # --- resources ------------------------------------------------------------------------------
+
+    _pconn: psycopg.Connection[Any] | None = None
+    _prev: Checkpoint
+    _writer: apply.Writer
+    _targets: dict[str, apply.TableTarget]
+    _plan_obj: pgschema.SchemaPlan
+    _mark: drift.SchemaMark
+    _meta: Meta
+    _sconn: sqlite3.Connection
+    _wconn: sqlite3.Connection
+    _head = 0
+    _applied = 0
+    _persisted_head = -1
+
+    def _close_pg(self) -> None:
+        conn, self._pconn = self._pconn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextlib.contextmanager
+    def _source(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite_source.connect(self.source, readonly=True, busy_timeout_ms=self.config.source.busy_timeout_ms)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _writer_conn(self) -> Iterator[sqlite3.Connection]:
+        """Read-write connection used only to prune the journal and reinstall triggers."""
+        conn = sqlite_source.connect(self.source, readonly=False, busy_timeout_ms=self.config.source.busy_timeout_ms)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        path = self.source.with_name(self.source.name + ".replicator.lock")
+        handle: IO[str] = path.open("a")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkerError(
+                    f"another replicator run holds {path}",
+                    hint="only one daemon may apply a source; stop the other one first",
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT request a stop; only the main thread may install handlers (tests run us in threads)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self._log.info("signal received: finishing the current batch", signal=signal.Signals(signum).name)
+            self.stop()
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def backoff(attempt: int, cap_s: float) -> float:
+    """Capped exponential backoff with jitter: 0.2 s, 0.4 s, 0.8 s... at most ``cap_s``, times U(0.5, 1)."""
+    return float(min(cap_s, 0.2 * 2 ** min(attempt - 1, 30)) * random.uniform(0.5, 1.0))
+
+
+def run(
+    source: Path,
+    dsn: str,
+    config: Config,
+    *,
+    once: bool = False,
+    until_drained: bool = False,
+    metrics: Metrics | None = None,
+) -> RunResult:
+    """``replicator run``: the library entry point the CLI calls."""
+    if not Path(source).exists():
+        raise UsageError(f"source {source} does not exist", hint="pass --source path/to/app.db")
+    return Worker(Path(source), dsn, config, metrics=metrics).run(once=once, until_drained=until_drained)

@@ -1,0 +1,254 @@
+"""Each state-based apply case against real SQLite and PostgreSQL, compared row by row at the end."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from checkpoints import audit, store
+from replicator import apply, config, phase
+from replicator.worker import RunResult, Worker
+from tests.compare import assert_same
+from triggers import install, journal
+
+SCHEMA = """
+CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, score REAL);
+CREATE TABLE child (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE,
+    label TEXT,
+    code TEXT UNIQUE
+);
+CREATE TABLE pair (a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b));
+"""
+
+
+def make_source(path: Path, schema: str = SCHEMA, rows: str = "") -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.executescript(schema)
+    if rows:
+        conn.executescript(rows)
+    conn.close()
+    install.install(path)
+    return path
+
+
+def app(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def cfg(**apply_opts: Any) -> config.Config:
+    return config.load(overrides={"apply": {"poll_interval_s": 0.05, **apply_opts}}, environ={})
+
+
+def drain(path: Path, dsn: str, conf: config.Config | None = None) -> RunResult:
+    return Worker(path, dsn, conf or cfg()).run(until_drained=True)
+
+
+def check_same(path: Path, dsn: str) -> dict[str, int]:
+    """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        plan = apply.load_plan(conn, "replicator")
+        assert plan is not None
+        counts = assert_same(path, conn, plan)
+        assert audit.verify(store.records(conn)) == []
+        meta = install.read_meta(sqlite3.connect(path))
+        assert meta is not None
+        targets, _ = apply.resolve_targets(plan, meta)
+        running = apply.read_digests(conn, "replicator", list(targets))
+        for name, t in targets.items():
+            actual = apply.table_digest_of(conn, t)
+            assert running[name] == (actual.count, actual.hexdigest()), name
+    return counts
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    return make_source(
+        tmp_path / "app.db",
+        rows="""
+        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
+        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11'), (12, 2, 'z', 'c12');
+        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
+        """,
+    )
+
+
+def test_snapshot_first_then_inserts_updates_deletes(src: Path, pg_dsn: str) -> None:
+    first = drain(src, pg_dsn)
+    assert first.changes == 0
+    db = app(src)
+    db.execute("INSERT INTO parent VALUES (4, 'd', 3.0)")
+    db.execute("UPDATE parent SET score = 9.5 WHERE id = 1")
+    db.execute("DELETE FROM child WHERE id = 12")
+    db.execute("UPDATE pair SET v = 'uno' WHERE a = 'k' AND b = 1")
+    result = drain(src, pg_dsn)
+    assert result.changes == 4
+    assert check_same(src, pg_dsn) == {"parent": 4, "child": 2, "pair": 2}
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        state = phase.read(conn, "replicator")
+        assert state is not None and state.phase is phase.Phase.STREAMING
+        assert state.applied_seq == result.applied_seq
+    sconn = sqlite3.connect(src)
+    assert journal.stats(sconn).rows == 1  # pruned after the commit (the high-water row stays)
+
+
+def test_primary_key_change(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("UPDATE parent SET id = 100 WHERE id = 3")
+    db.execute("UPDATE pair SET b = 7 WHERE a = 'k' AND b = 2")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM parent ORDER BY id")]
+    assert ids == [1, 2, 100]
+
+
+def test_unique_swap_inside_one_batch(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("BEGIN")
+    db.execute("UPDATE parent SET name = 'tmp' WHERE id = 1")
+    db.execute("UPDATE parent SET name = 'a' WHERE id = 2")
+    db.execute("UPDATE parent SET name = 'b' WHERE id = 1")
+    db.execute("COMMIT")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+def test_insert_or_replace_victim_on_secondary_unique(src: Path, pg_dsn: str) -> None:
+    """REPLACE deletes the row that conflicts on `name` without a DELETE trigger: PG must lose it too."""
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("PRAGMA foreign_keys = OFF")  # the victim's children stay, as SQLite leaves them
+    db.execute("INSERT OR REPLACE INTO parent (id, name, score) VALUES (50, 'a', 0.5)")
+    rows = db.execute("SELECT id FROM parent WHERE name = 'a'").fetchall()
+    assert rows == [(50,)]
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+def test_replace_victim_changed_later_in_a_later_batch(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("PRAGMA foreign_keys = OFF")
+    db.execute("INSERT OR REPLACE INTO child (id, parent_id, label, code) VALUES (20, 1, 'new', 'c11')")
+    db.execute("INSERT INTO child VALUES (11, 2, 'back', 'c99')")  # the victim's key comes back, changed
+    drain(src, pg_dsn, cfg(batch_rows=1))
+    check_same(src, pg_dsn)
+
+
+def test_upsert_and_insert_or_ignore(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("INSERT INTO parent VALUES (1, 'a', 7.0) ON CONFLICT (id) DO UPDATE SET score = excluded.score")
+    db.execute("INSERT OR IGNORE INTO parent VALUES (2, 'zz', 0.0)")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+def test_cascade_never_fires_on_delete_then_reinsert(src: Path, pg_dsn: str) -> None:
+    """Updating a parent deletes and re-inserts it in PostgreSQL: its ON DELETE CASCADE must not act."""
+    drain(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        fks = conn.execute(
+            "SELECT confdeltype FROM pg_constraint WHERE contype = 'f' AND conrelid = 'public.child'::regclass"
+        ).fetchall()
+        assert fks == [("c",)]  # ON DELETE CASCADE in PostgreSQL too
+    db = app(src)
+    db.execute("UPDATE parent SET score = 0 WHERE id = 1")
+    drain(src, pg_dsn)
+    assert check_same(src, pg_dsn)["child"] == 3
+    db.execute("DELETE FROM parent WHERE id = 1")  # SQLite cascades (foreign_keys on): journaled child deletes
+    drain(src, pg_dsn)
+    assert check_same(src, pg_dsn)["child"] == 1
+
+
+def test_parent_child_order_within_a_batch(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("BEGIN")
+    db.execute("INSERT INTO child VALUES (30, NULL, 'orphan-first', 'c30')")
+    db.execute("INSERT INTO parent VALUES (9, 'nine', 0)")
+    db.execute("UPDATE child SET parent_id = 9 WHERE id = 30")
+    db.execute("DELETE FROM parent WHERE id = 2")
+    db.execute("COMMIT")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+def test_generated_columns_never_written(tmp_path: Path, pg_dsn: str) -> None:
+    path = make_source(
+        tmp_path / "gen.db",
+        "CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) STORED);",
+        "INSERT INTO g (id, a) VALUES (1, 1), (2, 2);",
+    )
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("UPDATE g SET a = 10 WHERE id = 1")
+    db.execute("INSERT INTO g (id, a) VALUES (3, 3)")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT a, b FROM g WHERE id = 1").fetchone() == (10, 20)
+
+
+def test_batch_ending_before_journal_end_converges(src: Path, pg_dsn: str) -> None:
+    """With one entry per batch, later keys already hold newer values mid-drain; the end state is exact."""
+    drain(src, pg_dsn)
+    db = app(src)
+    for i in range(20):
+        db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
+        db.execute("INSERT OR REPLACE INTO pair VALUES ('k', ?, ?)", (i % 3, f"v{i}"))
+    result = drain(src, pg_dsn, cfg(batch_rows=1))
+    assert result.batches == 40
+    check_same(src, pg_dsn)
+
+
+def test_batch_bytes_bound_splits_batches(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    for i in range(10):
+        db.execute("INSERT INTO child VALUES (?, 1, ?, ?)", (100 + i, "x" * 10_000, f"big{i}"))
+    result = drain(src, pg_dsn, cfg(batch_bytes=25_000))
+    assert result.batches >= 4
+    check_same(src, pg_dsn)
+
+
+def test_bad_value_stop_names_table_key_column(tmp_path: Path, pg_dsn: str) -> None:
+    path = make_source(tmp_path / "bad.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES (1, 5);")
+    drain(path, pg_dsn)
+    app(path).execute("UPDATE t SET n = 'not a number' WHERE id = 1")
+    with pytest.raises(Exception, match=r"refused value in t \(id=1\) column n"):
+        drain(path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        state = phase.read(conn, "replicator")
+        assert state is not None and state.phase is phase.Phase.ERRORED
+        assert "column n" in state.reason and state.hint
+    app(path).execute("UPDATE t SET n = 6 WHERE id = 1")  # the fix: the daemon resumes at that batch
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+
+
+def test_bad_value_quarantine_skips_row_and_recovers(tmp_path: Path, pg_dsn: str) -> None:
+    path = make_source(tmp_path / "q.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES (1, 5);")
+    conf = config.load(overrides={"snapshot": {"on_bad_value": "quarantine"}}, environ={})
+    drain(path, pg_dsn, conf)
+    app(path).execute("UPDATE t SET n = 'oops' WHERE id = 1")
+    drain(path, pg_dsn, conf)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        assert conn.execute("SELECT column_name FROM replicator.quarantine").fetchall() == [("n",)]
+    app(path).execute("UPDATE t SET n = 7 WHERE id = 1")
+    drain(path, pg_dsn, conf)
+    check_same(path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM replicator.quarantine").fetchone() == (0,)
