@@ -359,12 +359,16 @@ _MAX_S: Final = 253_402_300_799
 _MIN_MS: Final = _MIN_S * 1000
 _MAX_MS: Final = _MAX_S * 1000 + 999
 
+#: Integers below this (1e1000) fit an unconstrained numeric; SQLite's never exceed 2**63 anyway.
+_NUMERIC_INT_LIMIT: Final = 10**1000
+
 #: Helpers the generated row functions may use in fast-path expressions.
 _INLINE_NAMES: Final[Mapping[str, object]] = {
     "_td": timedelta,
     "_D": Decimal,
     "_repr": repr,
     "_INF": float("inf"),
+    "_NUMERIC_INT_LIMIT": _NUMERIC_INT_LIMIT,
     "_utf8_ok": _utf8_ok,
     "_T": MS_THRESHOLD,
     "_MIN_S": _MIN_S,
@@ -464,7 +468,8 @@ _REPR_MAX_INTEGER: Final = 16
 
 def _numeric(t: TargetType) -> _Plan:
     precision, scale = t.precision, t.scale
-    limit = 10 ** (precision - (scale or 0)) if precision is not None else 0
+    # Integers pass unchanged when every integer below the limit fits (never for a negative scale).
+    limit = 10 ** (precision - (scale or 0)) if precision is not None and (scale or 0) >= 0 else 0
     label = f"numeric({precision},{scale or 0})" if precision is not None else "numeric"
 
     def checked(number: Decimal) -> Decimal:
@@ -477,7 +482,7 @@ def _numeric(t: TargetType) -> _Plan:
         if v is None:
             return None
         if type(v) is int:
-            if precision is None or -limit < v < limit:
+            if (precision is None and -_NUMERIC_INT_LIMIT < v < _NUMERIC_INT_LIMIT) or -limit < v < limit:
                 return v
             return checked(Decimal(v))
         if type(v) is float:
@@ -487,12 +492,15 @@ def _numeric(t: TargetType) -> _Plan:
         raise _refuse_storage(v, label)
 
     if precision is None:
-        # Any finite double fits an unconstrained numeric.
+        # Any finite double (and any SQLite integer) fits an unconstrained numeric.
         return _Plan(
             convert,
-            (("type({v}) is int", "{v}"), ("type({v}) is float and -_INF < {v} < _INF", "_D(_repr({v}))")),
+            (
+                ("type({v}) is int and -_NUMERIC_INT_LIMIT < {v} < _NUMERIC_INT_LIMIT", "{v}"),
+                ("type({v}) is float and -_INF < {v} < _INF", "_D(_repr({v}))"),
+            ),
         )
-    fast = [(f"type({{v}}) is int and {-limit} < {{v}} < {limit}", "{v}")]
+    fast = [(f"type({{v}}) is int and {-limit} < {{v}} < {limit}", "{v}")] if limit else []
     if (scale or 0) >= _REPR_MAX_FRACTION and precision - (scale or 0) >= _REPR_MAX_INTEGER:
         # The shortest repr of a double in [1e-4, 1e16) has at most 20 decimals and 16 integer
         # digits, so numeric(65,30) holds every such value: no digit counting needed.

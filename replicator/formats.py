@@ -303,13 +303,21 @@ def float_to_decimal(number: float) -> Decimal:
     return Decimal(repr(number))
 
 
+#: Unconstrained numeric holds up to 131072 digits before the point and 16383 after it.
+NUMERIC_MAX_INTEGER_DIGITS: Final = 131_072
+NUMERIC_MAX_SCALE: Final = 16_383
+
+
 def decimal_fits(value: Decimal, precision: int | None, scale: int | None) -> str | None:
-    """Why ``value`` does not fit numeric(precision, scale) exactly, or None when it does."""
+    """Why ``value`` does not fit numeric(precision, scale) exactly, or None when it does.
+
+    Handles PostgreSQL 15's negative scales (numeric(2,-3) holds multiples of 1000) and scales above
+    the precision (numeric(3,5) holds values below 0.001).
+    """
     if not value.is_finite():
         return f"{value} is not a finite number; numeric holds neither NaN nor infinities here"
-    if precision is None:
+    if not value:
         return None
-    scale = scale or 0
     _sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     # Trailing zeros of the coefficient are not significant ("25000" = 25 with exponent 3).
@@ -317,14 +325,21 @@ def decimal_fits(value: Decimal, precision: int | None, scale: int | None) -> st
     while stripped > 1 and digits[stripped - 1] == 0:
         stripped -= 1
         exponent += 1
-    if stripped == 1 and digits[0] == 0:
+    top = value.adjusted()  # the power of ten of the leading digit
+    if precision is None:
+        if -exponent > NUMERIC_MAX_SCALE or top >= NUMERIC_MAX_INTEGER_DIGITS:
+            return f"{value} is beyond the range of numeric"
         return None
-    fraction_digits = max(0, -exponent)
-    if fraction_digits > scale:
-        return f"{value} has {fraction_digits} decimal places; numeric({precision},{scale}) would round it"
-    integer_digits = max(0, stripped + exponent)
-    if integer_digits > precision - scale:
-        return f"{value} has {integer_digits} integer digits; numeric({precision},{scale}) allows {precision - scale}"
+    scale = scale or 0
+    label = f"numeric({precision},{scale})"
+    if -exponent > scale:
+        if scale >= 0:
+            return f"{value} has {-exponent} decimal places; {label} would round it"
+        return f"{value} is not a multiple of 1e{-scale}; {label} would round it"
+    if top >= precision - scale:
+        if scale >= 0 and precision > scale:
+            return f"{value} has {top + 1} integer digits; {label} allows {precision - scale}"
+        return f"{value} is too large for {label} (its magnitude must be below 1e{precision - scale})"
     return None
 
 

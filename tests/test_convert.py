@@ -157,6 +157,11 @@ CASES: dict[str, tuple[TargetType, list[tuple[object, object]]]] = {
         ],
     ),
     "numeric(12,2)": (target("numeric(12,2)"), [(12.5, Decimal("12.50")), (3, Decimal(3)), (-9999999999.99, None)]),
+    "numeric(2,-3)": (
+        target("numeric(2,-3)"),
+        [(3000, Decimal(3000)), (99000.0, Decimal(99000)), ("-1e3", Decimal(-1000))],
+    ),
+    "numeric(3,5)": (target("numeric(3,5)"), [(0.00123, Decimal("0.00123")), ("0.00999", Decimal("0.00999"))]),
     "text": (
         target("text"),
         [
@@ -433,6 +438,10 @@ REFUSALS: list[tuple[str, TargetType, object, str]] = [
     ("numeric scale text", target("numeric(65,30)"), "1e-31", "31 decimal places"),
     ("numeric precision", target("numeric(5,2)"), 1000, "4 integer digits; numeric(5,2) allows 3"),
     ("numeric precision real", target("numeric(65,30)"), 1e36, "37 integer digits"),
+    ("numeric negative scale", target("numeric(2,-3)"), 1500, "not a multiple of 1e3"),
+    ("numeric negative scale range", target("numeric(2,-3)"), 100000, "too large for numeric(2,-3)"),
+    ("numeric scale above precision", target("numeric(3,5)"), 0.01, "too large for numeric(3,5)"),
+    ("numeric beyond range", target("numeric"), "1e131072", "beyond the range of numeric"),
     ("boolean 2", target("boolean"), 2, "not a boolean"),
     ("boolean text", target("boolean"), "maybe", "not a boolean"),
     ("boolean prefix", target("boolean"), "tr", "not a boolean"),
@@ -551,6 +560,7 @@ def test_decode_text_convention_with_sqlite(tmp_path: Path) -> None:
         ("timestamptz", TargetType("timestamptz")),
         ("numeric(65,30)", TargetType("numeric", precision=65, scale=30)),
         ("NUMERIC(10)", TargetType("numeric", precision=10, scale=0)),
+        ("numeric(2,-3)", TargetType("numeric", precision=2, scale=-3)),
         ("decimal", TargetType("numeric")),
         ("character varying(191)", TargetType("varchar", length=191)),
         ("character varying", TargetType("varchar")),
