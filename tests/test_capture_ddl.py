@@ -61,3 +61,21 @@ def test_names_are_deterministic_and_bad_arguments_refused() -> None:
         ddl.trigger_sql("t", "I", (), 1)
     with pytest.raises(ValueError, match="width"):
         ddl.journal_table_sql(0)
+
+
+def test_victim_trigger_sql() -> None:
+    sql = ddl.victim_trigger_sql("u", "RU", ("id",), ((("e", "NOCASE"),), (("f", "BINARY"), ("g", "BINARY"))), 2)
+    assert sql.startswith('CREATE TRIGGER "_replicator_rup_u" BEFORE UPDATE OF "e", "f", "g" ON "u" BEGIN ')
+    assert '"e" = NEW."e" COLLATE "NOCASE"' in sql
+    assert '"f" = NEW."f" COLLATE "BINARY" AND "g" = NEW."g" COLLATE "BINARY"' in sql
+    assert sql.count("INSERT INTO") == 2
+    conn = sqlite3.connect(":memory:")
+    conn.execute(ddl.journal_table_sql(1))
+    conn.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, e, f, g)")
+    conn.execute(sql)
+    conn.execute(ddl.victim_trigger_sql("u", "RI", None, ((("e", "NOCASE"),),), 1, rowid="rowid"))
+    conn.execute("INSERT INTO u VALUES (1, 'A', 'f', 1)")
+    conn.execute("INSERT INTO u VALUES (2, 'a', 'f', 2)")  # no UNIQUE here: both rows stay, R(1) is journaled
+    assert conn.execute('SELECT op, k1 FROM "_replicator_journal"').fetchall() == [("R", 1)]
+    with pytest.raises(ValueError, match="no unique key"):
+        ddl.victim_trigger_sql("u", "RI", ("id",), (), 1)

@@ -183,3 +183,16 @@ def test_column_changes(
 def test_column_changes_uses_declared_types_to_tell_a_rename_from_drop_plus_add() -> None:
     assert drift.column_changes(("a", "b"), ("a", "c"), ("TEXT", "TEXT"), ("TEXT", "INT")) == (("c",), ("b",), ())
     assert drift.column_changes(("a", "b"), ("a", "c"), ("TEXT", "TEXT"), ("TEXT", "text")) == ((), (), (("b", "c"),))
+
+
+def test_unique_index_added_needs_reinstall(app: sqlite3.Connection) -> None:
+    mark = drift.mark(app)
+    app.execute("CREATE UNIQUE INDEX o_v ON other (v)")
+    t = _only(drift.check(app, mark), "other")
+    assert t.unique_keys_changed
+    assert t.needs_reinstall
+    assert not t.needs_resnapshot
+    install.install_on(app)
+    mark = drift.mark(app)
+    app.execute("DROP INDEX o_v")
+    assert _only(drift.check(app, mark), "other").unique_keys_changed

@@ -58,21 +58,20 @@ def test_pk_change_visible_only_to_collation_is_still_recorded(tmp_path: Path) -
     assert _log(conn, 1) == [("t", "U", ("A",), ("a",))]
 
 
-def test_insert_or_replace_over_a_secondary_unique_lets_the_apply_find_the_victim(users: sqlite3.Connection) -> None:
-    """d1: REPLACE deletes the row conflicting on email without a DELETE trigger: only I(2) is journaled.
-
-    The apply reads the current row for key 2 and deletes, on the target, every row that conflicts
-    with it on any unique key: here email 'a@x', which is the victim (id 1).
-    """
+def test_insert_or_replace_over_a_secondary_unique_journals_the_victim(users: sqlite3.Connection) -> None:
+    """d1: REPLACE deletes the row conflicting on email and fires no DELETE trigger. The BEFORE INSERT
+    victim trigger journals it as R(1); the apply can also find it from I(2)'s current row's unique
+    values (shown below), but only while row 2 keeps that email: the convergence test shows why R is
+    needed."""
     users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a@x', 'victim')")
     before = journal.head(users)
     users.execute("INSERT OR REPLACE INTO users (id, email, name) VALUES (2, 'a@x', 'winner')")
     log = _log(users, before)
-    assert log == [("users", "I", (2,), None)]  # no D for id 1: the trap, shown
+    assert log == [("users", "R", (1,), None), ("users", "I", (2,), None)]
     assert users.execute("SELECT id FROM users").fetchall() == [(2,)]
 
     table = read_schema(users).table("users")
-    where, params = journal.key_predicate(table.primary_key, log[0][2])
+    where, params = journal.key_predicate(table.primary_key, log[1][2])
     current = users.execute(f"SELECT * FROM users WHERE {where}", params).fetchone()
     row = dict(zip([c.name for c in table.columns], current, strict=True))
     unique_values = {cols: tuple(row[c] for c in cols) for cols in table.unique_keys}
@@ -92,7 +91,8 @@ def test_upsert_journals_an_update(users: sqlite3.Connection) -> None:
     users.execute(
         "INSERT INTO users (id, email, n) VALUES (1, 'a@x', 1) ON CONFLICT (id) DO UPDATE SET n = n + excluded.n"
     )
-    assert _log(users) == [("users", "I", (1,), None), ("users", "U", (1,), None)]
+    # BEFORE INSERT sees email 'a@x' taken by row 1: a (harmless) R(1) before the U(1)
+    assert _log(users) == [("users", "I", (1,), None), ("users", "R", (1,), None), ("users", "U", (1,), None)]
     assert users.execute("SELECT n FROM users").fetchone() == (2,)
 
 
@@ -101,7 +101,8 @@ def test_insert_or_ignore_journals_only_what_was_inserted(users: sqlite3.Connect
     users.execute("INSERT OR IGNORE INTO users (id, email) VALUES (1, 'zzz')")  # PK conflict: ignored
     users.execute("INSERT OR IGNORE INTO users (id, email) VALUES (2, 'a@x')")  # unique conflict: ignored
     users.execute("INSERT OR IGNORE INTO users (id, email) VALUES (3, 'c@x')")
-    assert _log(users) == [("users", "I", (1,), None), ("users", "I", (3,), None)]
+    # the ignored unique conflict leaves a superset R(1): the apply rewrites row 1 as it is, harmless
+    assert _log(users) == [("users", "I", (1,), None), ("users", "R", (1,), None), ("users", "I", (3,), None)]
 
 
 def test_outer_conflict_clause_cannot_drop_journal_rows(users: sqlite3.Connection) -> None:
@@ -113,7 +114,7 @@ def test_outer_conflict_clause_cannot_drop_journal_rows(users: sqlite3.Connectio
     users.execute("UPDATE OR REPLACE users SET email = 'a' WHERE id = 2")  # deletes id 1 silently
     users.execute("UPDATE OR ROLLBACK users SET n = 5 WHERE id = 3")
     ops = [(op, key) for _t, op, key, _o in _log(users, start)]
-    assert ops == [("U", (1,)), ("U", (2,)), ("U", (3,)), ("U", (2,)), ("U", (3,))]
+    assert ops == [("U", (1,)), ("U", (2,)), ("U", (3,)), ("R", (1,)), ("U", (2,)), ("U", (3,))]
 
 
 def test_cascaded_deletes_are_journaled(tmp_path: Path) -> None:
@@ -262,3 +263,46 @@ def test_each_app_transaction_lands_atomically(users: sqlite3.Connection) -> Non
     assert journal.head(reader) == 0  # uncommitted: invisible to other connections
     users.execute("COMMIT")
     assert journal.head(reader) == 50
+
+
+def test_replace_victim_is_journaled_even_when_the_winner_changes_again(users: sqlite3.Connection) -> None:
+    """Why victims are journaled at write time: after this transaction no current row holds 'a@x',
+    so an apply searching victims by the winner's unique values would keep row 1 forever."""
+    users.execute("INSERT INTO users (id, email) VALUES (1, 'a@x')")
+    start = journal.head(users)
+    users.execute("BEGIN")
+    users.execute("INSERT OR REPLACE INTO users (id, email) VALUES (2, 'a@x')")
+    users.execute("UPDATE users SET email = 'b@x' WHERE id = 2")
+    users.execute("COMMIT")
+    keys = {(op, key) for _t, op, key, _o in _log(users, start)}
+    assert ("R", (1,)) in keys
+    assert users.execute("SELECT id, email FROM users").fetchall() == [(2, "b@x")]
+
+
+def test_victims_under_index_collation_partial_and_expression_indexes(tmp_path: Path) -> None:
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, e TEXT, f TEXT, g INT)",
+        "CREATE UNIQUE INDEX t_e ON t (e COLLATE NOCASE)",
+        "CREATE UNIQUE INDEX t_fg ON t (f, g) WHERE g > 0",
+        "CREATE UNIQUE INDEX t_lower ON t (lower(f))",
+    )
+    report = install.install_on(conn)
+    cap = report.tables[0]
+    assert cap.unique_keys == ((("e", "NOCASE"),), (("f", "BINARY"), ("g", "BINARY")))
+    assert "t_lower" in cap.note
+    conn.execute("INSERT INTO t VALUES (1, 'Mail', 'x', 1)")
+    start = journal.head(conn)
+    conn.execute("INSERT OR REPLACE INTO t VALUES (2, 'MAIL', 'y', 1)")  # NOCASE conflict: 1 is the victim
+    assert ("t", "R", (1,), None) in _log(conn, start)
+    assert conn.execute("SELECT id FROM t").fetchall() == [(2,)]
+    start = journal.head(conn)
+    conn.execute("INSERT OR REPLACE INTO t VALUES (3, 'other', 'y', 1)")  # partial (f, g) conflict with 2
+    assert ("t", "R", (2,), None) in _log(conn, start)
+
+
+def test_victim_triggers_only_watch_unique_columns_on_update(users: sqlite3.Connection) -> None:
+    users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a', 'x')")
+    start = journal.head(users)
+    users.execute("UPDATE users SET name = 'y'")  # not a unique column: the BEFORE UPDATE OF trigger stays quiet
+    assert [op for _t, op, _k, _o in _log(users, start)] == ["U"]

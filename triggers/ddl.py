@@ -34,6 +34,15 @@ Design (see ``triggers.journal`` for the reading side):
   NULL-safe compare of every column per row (d20) and the state-based apply is idempotent anyway.
   The OLD key is always written on UPDATE; the reader drops it when equal to the new key.
 * Only column references and literals: the triggers work with ``trusted_schema=OFF`` (d21).
+* REPLACE victims (d1): ``INSERT OR REPLACE`` / ``UPDATE OR REPLACE`` delete the rows conflicting on
+  a secondary UNIQUE index without any DELETE trigger. Looking for them later through the new row's
+  unique values fails when that row changes again before the apply reads it (found by the random
+  convergence test). So tables with secondary UNIQUE indexes also get BEFORE INSERT and
+  BEFORE UPDATE OF <unique columns> triggers that journal (op ``R``) the key of every row holding
+  the same unique values as NEW, compared with the index's collation: a superset of the victims
+  (if the write is ignored or fails, the extra entry is harmless to a state-based apply; if the
+  statement fails, it is rolled back with it). Partial indexes are treated as full (superset).
+  Unique indexes on expressions are not covered: install reports them.
 """
 
 from __future__ import annotations
@@ -52,6 +61,11 @@ Op = Literal["I", "U", "D"]
 OPS: tuple[Op, ...] = ("I", "U", "D")
 _EVENT = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 _SUFFIX = {"I": "ins", "U": "upd", "D": "del"}
+VictimOp = Literal["RI", "RU"]
+VICTIM_OPS: tuple[VictimOp, ...] = ("RI", "RU")
+_VICTIM_SUFFIX = {"RI": "rin", "RU": "rup"}
+UniqueKey = tuple[tuple[str, str], ...]
+"""A secondary UNIQUE index as ((column, collation), ...)."""
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
 FIXED_COLUMNS = ("seq", "tbl", "op", "gen", "nk", "ts_ms")
 TS_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
@@ -99,9 +113,10 @@ def meta_table_sql() -> str:
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(META)} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
-def trigger_name(table: str, op: Op) -> str:
+def trigger_name(table: str, op: Op | VictimOp) -> str:
     """Deterministic: the same table and event always give the same name (idempotent install)."""
-    return f"{TRIGGER_PREFIX}{_SUFFIX[op]}_{table}"
+    suffix = _VICTIM_SUFFIX[op] if op in _VICTIM_SUFFIX else _SUFFIX[op]
+    return f"{TRIGGER_PREFIX}{suffix}_{table}"
 
 
 def rowid_name(column_names: tuple[str, ...]) -> str:
@@ -156,6 +171,43 @@ def trigger_sql(
     # Every identifier is quote_ident()-ed and the table literal ''-escaped: no injection possible.
     insert = f"INSERT INTO {journal} ({', '.join(cols)})"
     return f"CREATE TRIGGER {name} AFTER {_EVENT[op]} ON {target} BEGIN {insert} VALUES ({', '.join(values)}); END"
+
+
+def victim_trigger_sql(
+    table: str,
+    op: VictimOp,
+    key_columns: tuple[str, ...] | None,
+    unique_keys: tuple[UniqueKey, ...],
+    generation: int,
+    *,
+    rowid: str = "rowid",
+) -> str:
+    """BEFORE INSERT (``RI``) or BEFORE UPDATE OF the unique columns (``RU``): journal, as op ``R``,
+    the key of every row that has NEW's values on some secondary UNIQUE index (see module doc)."""
+    if not unique_keys:
+        raise ValueError("no unique key: no victim trigger")
+    if generation < 1:
+        raise ValueError("generation starts at 1")
+    name = quote_ident(trigger_name(table, op))
+    target = quote_ident(table)
+    refs = [rowid] if key_columns is None else [quote_ident(c) for c in key_columns]
+    cols = ", ".join(["tbl", "op", "gen", "nk"] + [key_column(i) for i in range(1, len(refs) + 1)])
+    tbl = "'" + table.replace("'", "''") + "'"
+    head = f"{tbl}, 'R', {int(generation)}, {len(refs)}, {', '.join(refs)}"
+    statements = []
+    for unique in unique_keys:
+        where = " AND ".join(
+            f"{quote_ident(col)} = NEW.{quote_ident(col)} COLLATE {quote_ident(coll)}" for col, coll in unique
+        )
+        statements.append(
+            f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where};"  # noqa: S608
+        )
+    if op == "RI":
+        event = "INSERT"
+    else:
+        watched = sorted({col for unique in unique_keys for col, _coll in unique})
+        event = "UPDATE OF " + ", ".join(quote_ident(c) for c in watched)
+    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} BEGIN {' '.join(statements)} END"
 
 
 def drop_trigger_sql(name: str) -> str:

@@ -14,6 +14,8 @@ Only when it moved do we read the schema and compare it with what install record
 * **table dropped / renamed**: a renamed table keeps our triggers, which still write the *old* name
   into the journal (E7b); reinstall, and treat the table as new on the target.
 * **new tables**: not captured until install runs again.
+* **unique keys changed**: a secondary UNIQUE index was added or dropped; the victim triggers must
+  follow (between the index creation and the reinstall, REPLACE victims on it are not journaled).
 * **rowid renumber risk**: VACUUM renumbers rowids of tables without an INTEGER PRIMARY KEY (d5) and
   bumps ``schema_version`` without changing any schema text. When the version moved but the schema
   text did not, VACUUM is suspected and every rowid-keyed table is flagged for re-snapshot. (If a
@@ -27,7 +29,8 @@ import sqlite3
 
 import msgspec
 
-from triggers.install import Meta, TableCapture, read_meta
+from triggers.ddl import UniqueKey
+from triggers.install import Meta, TableCapture, read_meta, unique_keys
 from triggers.schema import Schema, is_internal, read_schema
 
 
@@ -49,6 +52,8 @@ class TableDrift(msgspec.Struct, frozen=True):
     columns_dropped: tuple[str, ...] = ()
     columns_renamed: tuple[tuple[str, str], ...] = ()
     rowid_renumber_risk: bool = False
+    unique_keys_changed: bool = False
+    """A secondary UNIQUE index was added or dropped: reinstall so REPLACE victims are journaled by it."""
 
     @property
     def needs_resnapshot(self) -> bool:
@@ -57,7 +62,13 @@ class TableDrift(msgspec.Struct, frozen=True):
 
     @property
     def needs_reinstall(self) -> bool:
-        return self.triggers_missing or self.triggers_stale or self.key_changed or self.renamed_to is not None
+        return (
+            self.triggers_missing
+            or self.triggers_stale
+            or self.key_changed
+            or self.unique_keys_changed
+            or self.renamed_to is not None
+        )
 
 
 class Drift(msgspec.Struct, frozen=True):
@@ -119,12 +130,13 @@ def check(conn: sqlite3.Connection, last: SchemaMark) -> Drift:
             str(name): str(sql)
             for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'")
         }
+        uniques = {t.name: unique_keys(conn, t)[0] for t in schema.tables}
     finally:
         conn.execute("COMMIT")
     if meta is None:
         return Drift(changed=True, mark=now, installed=False)
     vacuum = now.fingerprint == last.fingerprint
-    tables, renamed_targets = _compare(meta, schema, triggers, trigger_sql, vacuum)
+    tables, renamed_targets = _compare(meta, schema, triggers, trigger_sql, vacuum, uniques)
     new = tuple(
         sorted(
             t.name
@@ -136,7 +148,12 @@ def check(conn: sqlite3.Connection, last: SchemaMark) -> Drift:
 
 
 def _compare(
-    meta: Meta, schema: Schema, triggers: dict[str, str], trigger_sql: dict[str, str], vacuum: bool
+    meta: Meta,
+    schema: Schema,
+    triggers: dict[str, str],
+    trigger_sql: dict[str, str],
+    vacuum: bool,
+    uniques: dict[str, tuple[UniqueKey, ...]],
 ) -> tuple[list[TableDrift], set[str]]:
     current = {t.name: t for t in schema.tables}
     result: list[TableDrift] = []
@@ -163,6 +180,7 @@ def _compare(
             columns_dropped=dropped,
             columns_renamed=renamed,
             rowid_renumber_risk=vacuum and cap.mode == "rowid",
+            unique_keys_changed=cap.mode != "snapshot-only" and uniques.get(name, ()) != cap.unique_keys,
         )
         expected = cap.expected_sql()
         if not drift.triggers_missing and any(trigger_sql.get(n) != sql for n, sql in expected.items()):

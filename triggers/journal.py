@@ -124,10 +124,12 @@ def bind_value(value: KeyValue) -> tuple[str, KeyValue]:
 
 
 def key_predicate(key_columns: Sequence[str], values: Sequence[KeyValue]) -> tuple[str, list[KeyValue]]:
-    """``"a" IS ? AND "b" IS ?`` and its parameters, to read the current row for a decoded key.
+    """``"a" IS ? AND "b" IS ?`` and its parameters, to read the current row for a key.
 
-    ``IS`` so a NULL in a key column (d8) matches; the column's own collation and affinity apply,
-    exactly as for the app's own lookups.
+    ``IS`` so a NULL in a key column (d8) matches. The column's own collation applies, so the PK
+    index is used; under a NOCASE or RTRIM key that can return the row whose key differs from the
+    journal's in case or trailing spaces (the same row after a PK change): keep only rows for which
+    :func:`same_key` holds.
     """
     if len(key_columns) != len(values):
         raise ValueError(f"key has {len(values)} values for {len(key_columns)} columns")
@@ -226,7 +228,7 @@ def _value(is_text: int, raw: object) -> KeyValue:
     return raw
 
 
-def _same(a: tuple[KeyValue, ...], b: tuple[KeyValue, ...]) -> bool:
+def same_key(a: Sequence[object], b: Sequence[object]) -> bool:
     """Exact equality: 1 and 1.0 differ, and so do 'a' and 'A' whatever the column's collation."""
     return all(type(x) is type(y) and x == y for x, y in zip(a, b, strict=True))
 
@@ -250,7 +252,7 @@ def read(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) 
         old: tuple[KeyValue, ...] | None = None
         if op == "U":
             old = row[7 : 7 + 2 * nk : 2]
-            if _same(old, key):
+            if same_key(old, key):
                 old = None
         entries.append(Entry(seq, tbl, op, key, old, gen, ts))
     return entries
