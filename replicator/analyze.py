@@ -53,6 +53,12 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
     conn = source.connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
     try:
         info = _source_info(conn, path)
+        if info.journal_mode != "wal":
+            logger.warning(
+                "source is not in WAL mode: while a table is read the app's commits wait",
+                journal_mode=info.journal_mode,
+                hint="run analyze when the app is quiet, or switch the file to WAL first",
+            )
         schema = read_schema(conn)
         sequences = _sequences(conn)
         tables = []
@@ -214,20 +220,31 @@ def to_json(report: Report) -> str:
 
 
 def write_json(report: Report, path: Path) -> None:
-    """Write atomically (temp file in the same directory, then rename): never half a report."""
+    """Write the JSON report; a regular file is replaced atomically, anything else is written into.
+
+    Atomic means a temp file in the same directory, then a rename, so a reader never sees half a
+    report. A device, FIFO or ``/dev/stdout`` must never be renamed over (as root that would replace
+    ``/dev/null`` with a file): those are written in place. A symlink keeps pointing where it did.
+    """
     target = Path(path)
+    text = to_json(report) + "\n"
     try:
+        if target.exists() and not target.is_file():
+            with target.open("w", encoding="utf-8") as handle:
+                handle.write(text)
+            return
+        target = target.resolve() if target.is_symlink() else target
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(to_json(report) + "\n")
+                handle.write(text)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise ReplicatorError(
-            f"cannot write the JSON report to {target}: {exc.strerror or exc}",
+            f"cannot write the JSON report to {path}: {exc.strerror or exc}",
             hint="check that the directory exists and is writable",
         ) from None
 

@@ -11,8 +11,10 @@ import io
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import msgspec
@@ -238,6 +240,27 @@ def test_json_round_trip_and_atomic_write(traps: Path, tmp_path: Path) -> None:
     assert os.listdir(out.parent) == ["report.json"]  # no temp file left behind
     with pytest.raises(ReplicatorError, match="cannot write the JSON report"):
         write_json(report, tmp_path / "missing-dir" / "r.json")
+
+
+def test_json_into_a_fifo_or_through_a_symlink_never_replaces_it(traps: Path, tmp_path: Path) -> None:
+    """As root, renaming over /dev/null would turn the device into a file: special files are written into."""
+    report = analyze(traps)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    write_json(report, fifo)
+    reader.join(timeout=10)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert json.loads(received[0])["report_version"] == REPORT_VERSION
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_json(report, link)
+    assert link.is_symlink()
+    assert json.loads(real.read_text())["report_version"] == REPORT_VERSION
 
 
 def test_render_names_every_table_and_finding(traps: Path) -> None:
