@@ -45,7 +45,8 @@ class Entry(msgspec.Struct, frozen=True):
     seq: int
     table: str
     op: str
-    """``I``, ``U`` or ``D``. Informational: the apply reads the current row whatever the op."""
+    """``I``, ``U``, ``D``, or ``R``: a row that a REPLACE may have deleted (a superset, see triggers.ddl).
+    Informational: the apply deletes the key on the target and writes the current row, if any."""
     key: tuple[KeyValue, ...]
     old_key: tuple[KeyValue, ...] | None
     """Set only when an UPDATE changed the key (compared exactly: storage class and bytes)."""
