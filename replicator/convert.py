@@ -108,8 +108,10 @@ __all__ = [
     "TargetType",
     "UnsupportedType",
     "ValueRefused",
+    "convert_value",
     "copy_types",
     "decode_text",
+    "excerpt",
     "parse_type",
     "row_converter",
     "type_sql",
@@ -247,6 +249,7 @@ _ALIASES: Final[Mapping[str, str]] = {
     "float4": "real",
     "float8": "double precision",
     "double": "double precision",
+    "float": "double precision",
     "decimal": "numeric",
     "character varying": "varchar",
     "character": "char",
@@ -298,7 +301,7 @@ def type_sql(t: TargetType) -> sql.Composable:
     if t.name == "enum":
         if not t.enum_name:
             raise UnsupportedType("an enum TargetType needs enum_name to be rendered", hint="set enum_name")
-        return sql.Identifier(*t.enum_name.split(".", 1)) if "." in t.enum_name else sql.Identifier(t.enum_name)
+        return sql.Identifier(t.enum_name)  # resolved through search_path, like the app's own DDL
     mods: tuple[int, ...] = ()
     if t.name == "numeric" and t.precision is not None:
         mods = (t.precision, t.scale or 0)

@@ -576,6 +576,7 @@ def test_decode_text_convention_with_sqlite(tmp_path: Path) -> None:
         ("float8", TargetType("double precision")),
         ("float(24)", TargetType("real")),
         ("float(53)", TargetType("double precision")),
+        ("float", TargetType("double precision")),
         ("bool", TargetType("boolean")),
         ("time(3) without time zone", TargetType("time", precision=3)),
         ("jsonb", TargetType("jsonb")),

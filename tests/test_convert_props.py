@@ -468,7 +468,7 @@ ALL_TYPES = [
     *(parse_type(n) for n in ("smallint", "integer", "bigint", "real", "double precision", "numeric", "text")),
     *(parse_type(n) for n in ("numeric(65,30)", "numeric(12,2)", "varchar(8)", "char(2)", "bytea", "boolean")),
     *(parse_type(n) for n in ("timestamp(3)", "timestamptz", "timestamp(0)", "date", "time(3)", "json", "jsonb")),
-    *(parse_type(n) for n in ("uuid", "timestamp")),
+    *(parse_type(n) for n in ("uuid", "timestamp", "numeric(2,-3)", "numeric(3,5)", "numeric(10,0)")),
     target("timestamp(3)", format="unix_ms"),
     target("timestamptz(6)", format="unix_s"),
     ROLE,
