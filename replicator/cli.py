@@ -503,6 +503,48 @@ def unfence(ctx: Context) -> None:
     click.echo("warning: writes made now are not in PostgreSQL unless capture and apply still run", err=True)
 
 
+@cli.command()
+@common_options
+@click.option("--once", is_flag=True, help="Apply at most one batch, then exit.")
+@click.option("--until-drained", is_flag=True, help="Apply until the journal is drained, then exit (cutover, tests).")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="N", help="Serve Prometheus metrics on N."
+)
+def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None) -> None:
+    """Apply the change journal to PostgreSQL exactly once (snapshot first if the target has none)."""
+    from replicator import worker
+    from replicator.metrics import Metrics
+
+    metrics = None
+    port = metrics_port or ctx.config.metrics.port
+    if port is not None:
+        metrics = Metrics()
+        metrics.serve(port, ctx.config.metrics.host)
+    result = worker.run(ctx.source, ctx.target, ctx.config, once=once, until_drained=until_drained, metrics=metrics)
+    if not ctx.quiet:
+        click.echo(
+            f"{result.phase}: {result.changes} change(s) in {result.batches} batch(es); "
+            f"applied seq {result.applied_seq}, journal head {result.head_seq}"
+        )
+
+
+@cli.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(ctx: Context, as_json: bool) -> None:
+    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 if ERRORED."""
+    from replicator import status as status_mod
+
+    source = Path(ctx.config.source.path) if ctx.config.source.path else None
+    result = status_mod.read_status(ctx.target, ctx.config, source)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+    else:
+        status_mod.render(result)
+    if result.phase == "ERRORED":
+        sys.exit(EXIT_FAILURE)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="replicator", standalone_mode=True)

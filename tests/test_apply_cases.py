@@ -94,7 +94,8 @@ def test_snapshot_first_then_inserts_updates_deletes(src: Path, pg_dsn: str) -> 
     assert check_same(src, pg_dsn) == {"parent": 4, "child": 2, "pair": 2}
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         state = phase.read(conn, "replicator")
-        assert state is not None and state.phase is phase.Phase.STREAMING
+        assert state is not None
+        assert state.phase is phase.Phase.STREAMING
         assert state.applied_seq == result.applied_seq
     sconn = sqlite3.connect(src)
     assert journal.stats(sconn).rows == 1  # pruned after the commit (the high-water row stays)
@@ -224,22 +225,28 @@ def test_batch_bytes_bound_splits_batches(src: Path, pg_dsn: str) -> None:
 
 
 def test_bad_value_stop_names_table_key_column(tmp_path: Path, pg_dsn: str) -> None:
-    path = make_source(tmp_path / "bad.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES (1, 5);")
+    path = make_source(
+        tmp_path / "bad.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES (1, 5);"
+    )
     drain(path, pg_dsn)
     app(path).execute("UPDATE t SET n = 'not a number' WHERE id = 1")
     with pytest.raises(Exception, match=r"refused value in t \(id=1\) column n"):
         drain(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         state = phase.read(conn, "replicator")
-        assert state is not None and state.phase is phase.Phase.ERRORED
-        assert "column n" in state.reason and state.hint
+        assert state is not None
+        assert state.phase is phase.Phase.ERRORED
+        assert "column n" in state.reason
+        assert state.hint
     app(path).execute("UPDATE t SET n = 6 WHERE id = 1")  # the fix: the daemon resumes at that batch
     drain(path, pg_dsn)
     check_same(path, pg_dsn)
 
 
 def test_bad_value_quarantine_skips_row_and_recovers(tmp_path: Path, pg_dsn: str) -> None:
-    path = make_source(tmp_path / "q.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES (1, 5);")
+    path = make_source(
+        tmp_path / "q.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES (1, 5);"
+    )
     conf = config.load(overrides={"snapshot": {"on_bad_value": "quarantine"}}, environ={})
     drain(path, pg_dsn, conf)
     app(path).execute("UPDATE t SET n = 'oops' WHERE id = 1")
