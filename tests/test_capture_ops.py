@@ -306,3 +306,17 @@ def test_victim_triggers_only_watch_unique_columns_on_update(users: sqlite3.Conn
     start = journal.head(users)
     users.execute("UPDATE users SET name = 'y'")  # not a unique column: the BEFORE UPDATE OF trigger stays quiet
     assert [op for _t, op, _k, _o in _log(users, start)] == ["U"]
+
+
+def test_lastrowid_and_rowcount_seen_by_the_app_are_unchanged(users: sqlite3.Connection) -> None:
+    """ORMs read lastrowid and rowcount after each write: our journal INSERTs must not leak into them."""
+    users.execute("INSERT INTO users (id, email) VALUES (500, 'seed')")
+    users.execute("INSERT INTO users (email) VALUES ('x')")  # journal seq 2, victim probe included
+    cur = users.execute("INSERT INTO users (email) VALUES ('y')")
+    assert cur.lastrowid == 502
+    assert users.execute("SELECT last_insert_rowid()").fetchone() == (502,)
+    cur = users.execute("UPDATE users SET name = 'n' WHERE id >= 501")
+    assert cur.rowcount == 2
+    assert users.execute("SELECT changes()").fetchone() == (2,)
+    cur = users.execute("DELETE FROM users")
+    assert cur.rowcount == 3
