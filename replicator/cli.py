@@ -453,6 +453,32 @@ def capture_status(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @common_options
+@click.option("--tables", "tables", multiple=True, metavar="NAME", help="Only these SQLite tables (repeatable).")
+@click.option("--keys", is_flag=True, help="Find the differing primary keys (bisection over key ranges).")
+@click.option(
+    "--max-keys", type=click.IntRange(min=1), default=100, show_default=True, help="At most N keys per table."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_json: bool) -> None:
+    """Compare row counts and canonical checksums of every table on both sides; exit 3 on a mismatch."""
+    from replicator import verify as verify_mod
+    from replicator.errors import VerificationFailed
+
+    names = [n for item in tables for n in item.split(",") if n]
+    report = verify_mod.verify(ctx.source, ctx.target, ctx.config, names or None, keys, max_keys)
+    if as_json:
+        click.echo(verify_mod.to_json(report))
+    elif not ctx.quiet:
+        verify_mod.render(report, keys=keys)
+    if not report.match:
+        raise VerificationFailed(
+            f"{len(report.mismatched)} table(s) differ between SQLite and PostgreSQL: {', '.join(report.mismatched)}",
+            hint="rerun with --keys to list the differing keys; do not cut over",
+        )
+
+
+@cli.command()
+@common_options
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Directory for the copy."
 )

@@ -1,0 +1,873 @@
+"""``replicator verify``: both sides read, digested with the canonical encoding, compared per table.
+
+What "the same" means: each SQLite row is converted by the table's ``row_converter`` (exactly what
+the snapshot and the apply write), each PostgreSQL row is read back as psycopg returns it, and both
+are hashed by :mod:`checkpoints.digest` (the encoding the snapshot checksums and the checkpoints
+use). A table matches when the row counts and the order-independent digests are equal. A source
+row the converter refuses (quarantined at snapshot) is counted apart, never compared.
+
+Normalisation to "what psycopg returns": ``real`` (float4) values are rounded to float4 on the SQLite
+side, ``char(n)`` is compared without its padding (read as text on both sides), enums as text, and
+JSON columns are compared as parsed documents (``json.loads`` on both sides, kind ``json``).
+
+Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
+transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
+view. When capture is installed and the latest checkpoint says the apply stopped at seq A while the
+SQLite view is at journal head H > A, the rows journaled in (A, H] are "in flight": a table whose
+differing keys are all in flight reports ``in-flight``, not a mismatch. After a drain (cutover)
+A == H and every difference is real.
+
+Both sides run concurrently (two threads: sqlite3 and libpq release the GIL while they fetch; the
+Python encoding of one side overlaps the other's I/O). Measured in ``bench/verify.py``.
+
+Differing keys (``keys=True``), by bisection over key ranges (as data-diff/reladiff do): the first
+pass already splits the table into up to ``FANOUT`` key ranges (boundaries taken from SQLite in key
+order) and keeps a digest per range on each side, so it costs one scan. Ranges whose digests
+differ are re-read with a range predicate (an index range scan), split again, until a range holds
+at most ``LEAF_ROWS`` rows; those rows are compared by key. A 1M-row table with 3 bad rows costs
+one full scan plus ~3 × ``LEAF_ROWS`` rows. Ranges need the same order on both sides, which holds
+for integer and text keys (SQLite ``COLLATE BINARY``, PostgreSQL ``COLLATE "C"``, Python code
+point order: all UTF-8 byte order). Other keys (uuid, datetime, char...) and keyless tables are
+compared as one leaf: every row's key and hash held in memory, so bounded by the table's size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from checkpoints.digest import Kind, RowEncoder, TableDigest
+from replicator import convert, log, pg, pgschema, state
+from replicator.config import ColumnOverride, Config
+from replicator.errors import UsageError
+from replicator.formats import float4_value
+from replicator.profile import TableProfile, profile_table
+from triggers import journal
+from triggers import source as sqlite_source
+from triggers.schema import Schema, quote_ident, read_schema
+
+FETCH_ROWS: Final = 5_000
+FANOUT: Final = 1_024
+"""Key ranges per bisection level (the first level is computed during the full scan)."""
+SUBFANOUT: Final = 32
+LEAF_ROWS: Final = 2_000
+"""A differing range with at most this many rows (on the larger side) is compared row by row."""
+MAX_KEYS: Final = 100
+_ORDERED_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "varchar"})
+_TEXT_TYPES: Final = frozenset({"text", "varchar"})
+_TEMPORAL: Final = ("timestamp", "date")
+_DECODE_ERROR: Final = "Could not decode to UTF-8"
+_MODULUS: Final = 1 << 256
+
+Status: TypeAlias = Literal["match", "mismatch", "in-flight"]
+Key: TypeAlias = tuple[Any, ...]
+Bound: TypeAlias = Key | None
+
+
+class TableVerify(msgspec.Struct, frozen=True):
+    """One table compared: counts and canonical digests on both sides, and what differs."""
+
+    table: str
+    target: str
+    source_rows: int
+    target_rows: int
+    source_digest: str
+    target_digest: str
+    status: Status
+    refused: int = 0
+    """Source rows the converter refuses (quarantined at snapshot): not in PostgreSQL, not compared."""
+    key_columns: tuple[str, ...] = ()
+    """SQLite key columns the keys below are given in; empty for a keyless table (whole rows then)."""
+    missing: tuple[Key, ...] = ()
+    """Keys in SQLite that PostgreSQL lacks."""
+    extra: tuple[Key, ...] = ()
+    """Keys in PostgreSQL that SQLite lacks."""
+    different: tuple[Key, ...] = ()
+    """Keys on both sides whose rows differ."""
+    keys_truncated: bool = False
+    """More differing keys exist than ``max_keys``."""
+    in_flight: int = 0
+    """Differing keys journaled after the applied position (expected to converge)."""
+    seconds: float = 0.0
+
+    @property
+    def match(self) -> bool:
+        return self.status == "match"
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    source: str
+    target: str
+    tables: tuple[TableVerify, ...]
+    seconds: float
+    journal_head: int | None = None
+    """The capture journal's head in the SQLite view compared (None: capture not installed)."""
+    applied_through: int | None = None
+    """The latest checkpoint's ``seq_to`` in the PostgreSQL view compared (None: no checkpoints)."""
+
+    @property
+    def match(self) -> bool:
+        """No table differs (``in-flight`` tables do not count: they converge as the apply runs)."""
+        return all(t.status != "mismatch" for t in self.tables)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.source_rows for t in self.tables)
+
+    @property
+    def mismatched(self) -> tuple[str, ...]:
+        return tuple(t.table for t in self.tables if t.status == "mismatch")
+
+
+# --------------------------------------------------------------------------------------------
+# table shape: columns, keys, value normalisation
+
+
+class Shape(msgspec.Struct, frozen=True):
+    """How one table is read on both sides; built once from its TablePlan."""
+
+    source: str
+    target: str
+    schema: str
+    source_columns: tuple[str, ...]
+    target_columns: tuple[str, ...]
+    types: tuple[convert.TargetType, ...]
+    key_positions: tuple[int, ...]
+    """Positions of the key columns in the row; empty: no usable key (whole rows are compared)."""
+    key_source: tuple[str, ...]
+    key_target: tuple[str, ...]
+    ordered: bool
+    """Key ranges mean the same rows on both sides (integer/text key columns)."""
+    nullable_key: bool
+
+    @property
+    def kinds(self) -> list[Kind]:
+        return ["json" if t.name in ("json", "jsonb") else "auto" for t in self.types]
+
+
+def shape_of(table: pgschema.TablePlan, schema_name: str) -> Shape:
+    columns = table.load_columns
+    names = [c.source for c in columns if c.source is not None]
+    positions: list[int] = []
+    for key in table.key_source:
+        if key not in names:
+            positions = []
+            break
+        positions.append(names.index(key))
+    key_types = [columns[p].type.name for p in positions]
+    return Shape(
+        source=table.source,
+        target=table.name,
+        schema=schema_name,
+        source_columns=tuple(names),
+        target_columns=tuple(c.name for c in columns),
+        types=tuple(c.type for c in columns),
+        key_positions=tuple(positions),
+        key_source=tuple(names[p] for p in positions),
+        key_target=tuple(columns[p].name for p in positions),
+        ordered=bool(positions) and all(t in _ORDERED_TYPES for t in key_types),
+        nullable_key=any(not columns[p].notnull for p in positions),
+    )
+
+
+def _finisher(types: Sequence[convert.TargetType]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    """Bring converted SQLite values to what psycopg returns for the column (see module docstring)."""
+    fixes: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, t in enumerate(types):
+        if t.name == "real":
+            fixes.append((i, float4_value))
+        elif t.name == "char":
+            fixes.append((i, lambda v: v.rstrip(" ")))
+        elif t.name in ("json", "jsonb"):
+            fixes.append((i, lambda v: json.loads(v if isinstance(v, str) else v.obj)))
+    if not fixes:
+        return None
+
+    def finish(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, fix in fixes:
+            if values[i] is not None:
+                values[i] = fix(values[i])
+        return tuple(values)
+
+    return finish
+
+
+def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tuple[Any, ...] | None]]:
+    """SQLite rows → canonical Python rows (converted as loaded); refused rows become None."""
+    convert_row = convert.row_converter(shape.source, shape.source_columns, shape.types)
+    finish = _finisher(shape.types)
+
+    def rows(raw: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...] | None]:
+        for row in raw:
+            try:
+                values = tuple(convert_row(row))
+            except convert.RowRefused:
+                yield None
+                continue
+            yield finish(values) if finish is not None else values
+
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# one side's digest over a key range, split into sub-ranges
+
+
+class SideDigest(msgspec.Struct):
+    """One side's count and digest over a range, and per sub-range (``bounds``) when asked."""
+
+    count: int
+    sum: int
+    refused: int = 0
+    counts: list[int] = msgspec.field(default_factory=list)
+    """Per sub-range: index i covers [bounds[i-1], bounds[i]); the last entry holds NULL keys."""
+    sums: list[int] = msgspec.field(default_factory=list)
+    seconds: float = 0.0
+
+    def hexdigest(self) -> str:
+        return format(self.sum % _MODULUS, "064x")
+
+    def table_digest(self) -> TableDigest:
+        return TableDigest.from_hex(self.count, self.hexdigest())
+
+
+def _digest_rows(
+    rows: Iterable[tuple[Any, ...] | None],
+    encoder: RowEncoder,
+    key_positions: Sequence[int],
+    bounds: Sequence[Key] | None,
+) -> SideDigest:
+    encode, sha256, from_bytes = encoder.encode, hashlib.sha256, int.from_bytes
+    total = count = refused = 0
+    if bounds is None:
+        for row in rows:
+            if row is None:
+                refused += 1
+                continue
+            total += from_bytes(sha256(encode(row)).digest(), "big")
+            count += 1
+        return SideDigest(count, total % _MODULUS, refused)
+    counts = [0] * (len(bounds) + 2)
+    sums = [0] * (len(bounds) + 2)
+    null_slot = len(bounds) + 1
+    where = bisect.bisect_right
+    for row in rows:
+        if row is None:
+            refused += 1
+            continue
+        h = from_bytes(sha256(encode(row)).digest(), "big")
+        key = tuple([row[p] for p in key_positions])
+        slot = null_slot if None in key else where(bounds, key)
+        counts[slot] += 1
+        sums[slot] += h
+        total += h
+        count += 1
+    return SideDigest(count, total % _MODULUS, refused, counts, sums)
+
+
+def _sqlite_key_expr(shape: Shape) -> list[str]:
+    return [
+        f"{quote_ident(c)} COLLATE BINARY" if shape.types[p].name in _TEXT_TYPES else quote_ident(c)
+        for c, p in zip(shape.key_source, shape.key_positions, strict=True)
+    ]
+
+
+def _row_value(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+
+
+def _sqlite_where(shape: Shape, lo: Bound, hi: Bound, nulls: bool = False) -> tuple[str, list[Any]]:
+    """SQLite predicate for the key range [lo, hi) (bounds as raw SQLite values), or NULL keys."""
+    if nulls:
+        return " WHERE " + " OR ".join(f"{quote_ident(c)} IS NULL" for c in shape.key_source), []
+    parts: list[str] = []
+    params: list[Any] = []
+    expr = _row_value(_sqlite_key_expr(shape))
+    for op, bound in ((">=", lo), ("<", hi)):
+        if bound is not None:
+            parts.append(f"{expr} {op} {_row_value(['?'] * len(bound))}")
+            params.extend(bound)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def _sqlite_select(shape: Shape, where: str = "") -> str:
+    cols = ", ".join(quote_ident(c) for c in shape.source_columns) or "NULL"
+    return f"SELECT {cols} FROM {quote_ident(shape.source)}{where}"  # noqa: S608 - quote_ident
+
+
+def _sqlite_fetch(
+    conn: sqlite3.Connection, query: str, params: Sequence[Any], fetch_rows: int
+) -> Iterator[Sequence[Any]]:
+    cursor = conn.execute(query, params)
+    while batch := cursor.fetchmany(fetch_rows):
+        yield from batch
+
+
+def _with_text_fallback(conn: sqlite3.Connection, read: Callable[[], Any]) -> Any:
+    """Run ``read``; if SQLite holds text that is not UTF-8, run it again with the snapshot's fallback."""
+    try:
+        return read()
+    except sqlite3.OperationalError as exc:
+        if _DECODE_ERROR not in str(exc):
+            raise sqlite_source.translate(exc, "source") from None
+    conn.text_factory = convert.decode_text
+    try:
+        return read()
+    finally:
+        conn.text_factory = str
+
+
+def table_digest_sqlite(
+    conn: sqlite3.Connection,
+    shape: Shape,
+    *,
+    lo: Bound = None,
+    hi: Bound = None,
+    bounds: Sequence[Key] | None = None,
+    fetch_rows: int = FETCH_ROWS,
+) -> SideDigest:
+    """SQLite side: rows of [lo, hi) (default: the table) converted and digested, in the caller's read
+    transaction. ``lo``/``hi`` are raw SQLite key values; ``bounds`` converted ones (see SideDigest)."""
+    started = time.monotonic()
+    where, params = _sqlite_where(shape, lo, hi)
+    query = _sqlite_select(shape, where)
+    to_rows = source_rows(shape)
+    encoder = RowEncoder(shape.kinds)
+
+    def read() -> SideDigest:
+        rows = to_rows(_sqlite_fetch(conn, query, params, fetch_rows))
+        return _digest_rows(rows, encoder, shape.key_positions, bounds)
+
+    result: SideDigest = _with_text_fallback(conn, read)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _pg_columns(shape: Shape) -> sql.Composable:
+    """enum and char(n) are read as text: labels, and values without char's blank padding."""
+    parts = []
+    for name, t in zip(shape.target_columns, shape.types, strict=True):
+        ident = sql.Identifier(name)
+        parts.append(sql.SQL("{}::text").format(ident) if t.name in ("enum", "char") else ident)
+    return sql.SQL(", ").join(parts) if parts else sql.SQL("NULL")
+
+
+def _pg_where(shape: Shape, lo: Bound, hi: Bound, nulls: bool = False) -> tuple[sql.Composable, list[Any]]:
+    if nulls:
+        return sql.SQL(" WHERE ") + sql.SQL(" OR ").join(
+            sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in shape.key_target
+        ), []
+    keys = [
+        sql.SQL('{} COLLATE "C"').format(sql.Identifier(c)) if shape.types[p].name in _TEXT_TYPES else sql.Identifier(c)
+        for c, p in zip(shape.key_target, shape.key_positions, strict=True)
+    ]
+    expr = keys[0] if len(keys) == 1 else sql.SQL("({})").format(sql.SQL(", ").join(keys))
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for op, bound in ((">=", lo), ("<", hi)):
+        if bound is not None:
+            marks = sql.SQL(", ").join([sql.Placeholder()] * len(bound))
+            value = marks if len(bound) == 1 else sql.SQL("({})").format(marks)
+            parts.append(sql.SQL("{} {} {}").format(expr, sql.SQL(op), value))
+            params.extend(bound)
+    if not parts:
+        return sql.SQL(""), []
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
+
+
+def _pg_fetch(
+    conn: psycopg.Connection[Any], shape: Shape, where: sql.Composable, params: Sequence[Any], fetch_rows: int
+) -> Iterator[tuple[Any, ...]]:
+    """Stream rows through a binary server-side cursor (memory bounded by ``fetch_rows``)."""
+    query = sql.SQL("SELECT {} FROM {}").format(_pg_columns(shape), sql.Identifier(shape.schema, shape.target)) + where
+    with conn.cursor(name="replicator_verify", binary=True) as cur:
+        cur.itersize = fetch_rows
+        cur.execute(query, params)
+        while batch := cur.fetchmany(fetch_rows):
+            yield from batch
+
+
+def table_digest_pg(
+    conn: psycopg.Connection[Any],
+    shape: Shape,
+    *,
+    lo: Bound = None,
+    hi: Bound = None,
+    bounds: Sequence[Key] | None = None,
+    fetch_rows: int = FETCH_ROWS,
+) -> SideDigest:
+    """PostgreSQL side: rows of [lo, hi) digested as psycopg returns them, in the caller's transaction
+    (a server-side cursor needs one). ``lo``/``hi``/``bounds`` are converted key values."""
+    started = time.monotonic()
+    where, params = _pg_where(shape, lo, hi)
+    rows = _pg_fetch(conn, shape, where, params, fetch_rows)
+    result = _digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, bounds)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# bisection
+
+
+class _Sides:
+    """Both connections, and the pool that runs one query on each side at the same time."""
+
+    def __init__(self, sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], pool: ThreadPoolExecutor) -> None:
+        self.sconn, self.pconn, self.pool = sconn, pconn, pool
+
+    def both(self, on_sqlite: Callable[[], Any], on_pg: Callable[[], Any]) -> tuple[Any, Any]:
+        future = self.pool.submit(on_sqlite)
+        theirs = on_pg()
+        return future.result(), theirs
+
+
+def _key_converters(shape: Shape) -> list[convert.Converter]:
+    return [convert.value_converter(shape.types[p]) for p in shape.key_positions]
+
+
+def _boundaries(sides: _Sides, shape: Shape, lo: Bound, hi: Bound, count: int, fanout: int) -> list[tuple[Key, Key]]:
+    """Up to ``fanout - 1`` split keys of [lo, hi), in key order, as (raw SQLite, converted) pairs.
+
+    Taken from SQLite (every n-th key by ``row_number()``); keys its converter refuses are skipped.
+    """
+    step = max(1, -(-count // fanout))
+    if count <= step:
+        return []
+    cols = ", ".join(quote_ident(c) for c in shape.key_source)
+    order = ", ".join(_sqlite_key_expr(shape))
+    where, params = _sqlite_where(shape, lo, hi)
+    nonnull = " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in shape.key_source)
+    where = f"{where} AND {nonnull}" if where else f" WHERE {nonnull}"
+    query = (
+        f"SELECT {cols} FROM (SELECT {cols}, row_number() OVER (ORDER BY {order}) AS rn "  # noqa: S608 - quote_ident
+        f"FROM {quote_ident(shape.source)}{where}) WHERE rn % ? = 1 AND rn > 1 ORDER BY rn"
+    )
+    converters = _key_converters(shape)
+    found: list[tuple[Key, Key]] = []
+
+    def read() -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in sides.sconn.execute(query, [*params, step])]
+
+    for raw in _with_text_fallback(sides.sconn, read):
+        try:
+            converted = tuple(c(v) for c, v in zip(converters, raw, strict=True))
+        except convert.ValueRefused:
+            continue
+        if not found or converted > found[-1][1]:
+            found.append((raw, converted))
+    return found
+
+
+class _Diff:
+    """Differing keys found so far, capped at ``limit`` in total."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.missing: list[Key] = []
+        self.extra: list[Key] = []
+        self.different: list[Key] = []
+        self.truncated = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.missing) + len(self.extra) + len(self.different) >= self.limit
+
+    def add(self, kind: Literal["missing", "extra", "different"], key: Key) -> None:
+        if self.full:
+            self.truncated = True
+            return
+        getattr(self, kind).append(key)
+
+
+def _leaf_rows(
+    rows: Iterable[tuple[Any, ...] | None], shape: Shape, encoder: RowEncoder
+) -> dict[bytes, tuple[Key, bytes]]:
+    """key encoding → (key, row hash); for a keyless range the whole row is the key (multiset)."""
+    out: dict[bytes, tuple[Key, bytes]] = {}
+    seen: Counter[bytes] = Counter()
+    positions = shape.key_positions
+    for row in rows:
+        if row is None:
+            continue
+        encoded = encoder.encode(row)
+        row_hash = hashlib.sha256(encoded).digest()
+        if positions:
+            key = tuple([row[p] for p in positions])
+            ident = RowEncoder().encode(key)
+        else:
+            key, ident = row, row_hash
+        seen[ident] += 1
+        if seen[ident] > 1:  # a duplicate key (NULL keys, keyless rows): count each copy
+            ident = ident + b"#" + str(seen[ident]).encode()
+        out[ident] = (key, row_hash)
+    return out
+
+
+def _compare_leaf(
+    sides: _Sides, shape: Shape, lo: Bound, hi: Bound, converted: tuple[Bound, Bound], nulls: bool, diff: _Diff
+) -> None:
+    encoder = RowEncoder(shape.kinds)
+    to_rows = source_rows(shape)
+    swhere, sparams = _sqlite_where(shape, lo, hi, nulls) if shape.key_positions else ("", [])
+    pwhere, pparams = _pg_where(shape, *converted, nulls) if shape.key_positions else (sql.SQL(""), [])
+
+    def on_sqlite() -> dict[bytes, tuple[Key, bytes]]:
+        found: dict[bytes, tuple[Key, bytes]] = _with_text_fallback(
+            sides.sconn,
+            lambda: _leaf_rows(
+                to_rows(_sqlite_fetch(sides.sconn, _sqlite_select(shape, swhere), sparams, FETCH_ROWS)), shape, encoder
+            ),
+        )
+        return found
+
+    def on_pg() -> dict[bytes, tuple[Key, bytes]]:
+        return _leaf_rows(_pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS), shape, encoder)
+
+    theirs: dict[bytes, tuple[Key, bytes]]
+    ours, theirs = sides.both(on_sqlite, on_pg)
+    for ident, (key, row_hash) in sorted(ours.items(), key=lambda item: item[0]):
+        other = theirs.get(ident)
+        if other is None:
+            diff.add("missing", key)
+        elif other[1] != row_hash:
+            diff.add("different", key)
+    for ident, (key, _row_hash) in sorted(theirs.items(), key=lambda item: item[0]):
+        if ident not in ours:
+            diff.add("extra", key)
+
+
+def _range_digests(
+    sides: _Sides, shape: Shape, lo: tuple[Bound, Bound], hi: tuple[Bound, Bound], bounds: list[Key]
+) -> tuple[SideDigest, SideDigest]:
+    """Both sides' digests of [lo, hi) split at ``bounds``, read concurrently."""
+    ours, theirs = sides.both(
+        lambda: table_digest_sqlite(sides.sconn, shape, lo=lo[0], hi=hi[0], bounds=bounds),
+        lambda: table_digest_pg(sides.pconn, shape, lo=lo[1], hi=hi[1], bounds=bounds),
+    )
+    return ours, theirs
+
+
+def _bisect(
+    sides: _Sides,
+    shape: Shape,
+    lo: tuple[Bound, Bound],
+    hi: tuple[Bound, Bound],
+    ours: SideDigest,
+    theirs: SideDigest,
+    bounds: list[tuple[Key, Key]],
+    diff: _Diff,
+) -> None:
+    """Recurse into every sub-range whose digests differ; compare small ranges row by row."""
+    edges_raw: list[Bound] = [lo[0], *(b[0] for b in bounds), hi[0]]
+    edges_conv: list[Bound] = [lo[1], *(b[1] for b in bounds), hi[1]]
+    null_slot = len(bounds) + 1
+    if ours.counts[null_slot] != theirs.counts[null_slot] or ours.sums[null_slot] != theirs.sums[null_slot]:
+        _compare_leaf(sides, shape, None, None, (None, None), True, diff)
+    for i in range(len(bounds) + 1):
+        if diff.full:
+            diff.truncated = True
+            return
+        if ours.counts[i] == theirs.counts[i] and ours.sums[i] % _MODULUS == theirs.sums[i] % _MODULUS:
+            continue
+        sub_lo, sub_hi = (edges_raw[i], edges_conv[i]), (edges_raw[i + 1], edges_conv[i + 1])
+        size = max(ours.counts[i], theirs.counts[i])
+        sub_bounds = (
+            _boundaries(sides, shape, sub_lo[0], sub_hi[0], ours.counts[i], SUBFANOUT) if size > LEAF_ROWS else []
+        )
+        if not sub_bounds:
+            _compare_leaf(sides, shape, sub_lo[0], sub_hi[0], (sub_lo[1], sub_hi[1]), False, diff)
+            continue
+        sub_ours, sub_theirs = _range_digests(sides, shape, sub_lo, sub_hi, [b[1] for b in sub_bounds])
+        _bisect(sides, shape, sub_lo, sub_hi, sub_ours, sub_theirs, sub_bounds, diff)
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def plan_for(
+    sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], config: Config, schema: Schema
+) -> pgschema.SchemaPlan:
+    """Map SQLite tables to the target's as they are now (existing-mode mapping: by name, PG types).
+
+    Profiles are needed only to tell epoch seconds from milliseconds in integer-stored date-time
+    columns; only those columns are profiled, so verify does not pay a profile scan per table.
+    An ORM bookkeeping table (which existing mode leaves alone) is compared when the snapshot
+    recorded loading it (create mode loads it).
+    """
+    loaded = state.loaded_tables(pconn, config.target.state_schema)
+    bookkeeping = {
+        name: {**config.types.get(name, {}), "*": ColumnOverride()}
+        for name in loaded
+        if name.lower() in pgschema.MIGRATION_TABLES and "*" not in config.types.get(name, {})
+    }
+    if bookkeeping:
+        config = msgspec.structs.replace(config, types={**config.types, **bookkeeping})
+    reflected = pgschema.reflect(pconn, config.target.schema)
+    folded = {name.lower(): t for name, t in reflected.items()}
+    profiles: dict[str, TableProfile] = {}
+    for table in schema.tables:
+        target = reflected.get(table.name) or folded.get(table.name.lower())
+        if target is None:
+            continue
+        types = {c.name.lower(): c.type_text for c in target.columns}
+        temporal = tuple(c for c in table.columns if types.get(c.name.lower(), "").startswith(_TEMPORAL))
+        if temporal:
+            profiles[table.name] = profile_table(sconn, msgspec.structs.replace(table, columns=temporal))
+    return pgschema.plan_existing(schema, reflected, profiles, config)
+
+
+def _applied_through(pconn: psycopg.Connection[Any], state_schema: str) -> int | None:
+    """The latest checkpoint's seq_to, read in the caller's transaction; None without checkpoints."""
+    from checkpoints import store
+
+    exists = pconn.execute(
+        "SELECT to_regclass(%s)", (sql.Identifier(state_schema, "checkpoints").as_string(pconn),)
+    ).fetchone()
+    if not exists or exists[0] is None:
+        return None
+    with pconn.transaction():  # a savepoint: a damaged head must not abort the read transaction
+        head = store.latest(pconn, schema=state_schema)
+    return head.seq_to if head is not None else None
+
+
+def _pending_keys(sconn: sqlite3.Connection, after: int, head: int) -> dict[str, list[tuple[Any, ...]]]:
+    """Raw SQLite keys journaled in (after, head], per table (old keys of key changes included)."""
+    pending: dict[str, list[tuple[Any, ...]]] = {}
+    position = after
+    while position < head:
+        entries = journal.read(sconn, position)
+        if not entries:
+            break
+        for entry in entries:
+            if entry.seq > head:
+                return pending
+            pending.setdefault(entry.table, []).append(entry.key)
+            if entry.old_key is not None:
+                pending[entry.table].append(entry.old_key)
+        position = entries[-1].seq
+    return pending
+
+
+def _in_flight(shape: Shape, keys: Sequence[tuple[Any, ...]]) -> set[bytes]:
+    converters = _key_converters(shape)
+    out: set[bytes] = set()
+    for raw in keys:
+        try:
+            out.add(RowEncoder().encode(tuple(c(v) for c, v in zip(converters, raw, strict=True))))
+        except (convert.ValueRefused, ValueError):
+            continue
+    return out
+
+
+def verify_table(
+    sides: _Sides,
+    shape: Shape,
+    *,
+    keys: bool = False,
+    max_keys: int = MAX_KEYS,
+    pending: Sequence[tuple[Any, ...]] | None = None,
+) -> TableVerify:
+    """Compare one table; with ``keys`` (or rows in flight) find the differing keys by bisection."""
+    started = time.monotonic()
+    bound = log.get("verify", table=shape.source)
+    ranged = keys and shape.ordered
+    bounds: list[tuple[Key, Key]] = []
+    if ranged:
+        (count,) = sides.sconn.execute(f"SELECT count(*) FROM {quote_ident(shape.source)}").fetchone()  # noqa: S608
+        bounds = _boundaries(sides, shape, None, None, int(count), FANOUT)
+    conv = [b[1] for b in bounds] if ranged else None
+    ours, theirs = sides.both(
+        lambda: table_digest_sqlite(sides.sconn, shape, bounds=conv),
+        lambda: table_digest_pg(sides.pconn, shape, bounds=conv),
+    )
+    same = ours.count == theirs.count and ours.sum == theirs.sum
+    diff = _Diff(max_keys)
+    need_keys = not same and (keys or bool(pending))
+    if need_keys:
+        if ranged:
+            _bisect(sides, shape, (None, None), (None, None), ours, theirs, bounds, diff)
+        else:
+            _compare_leaf(sides, shape, None, None, (None, None), False, diff)
+    status: Status = "match" if same else "mismatch"
+    flying = 0
+    if not same and pending and shape.key_positions and not diff.truncated:
+        journaled = _in_flight(shape, pending)
+        differing = diff.missing + diff.extra + diff.different
+        flying = sum(1 for k in differing if RowEncoder().encode(k) in journaled)
+        if differing and flying == len(differing):
+            status = "in-flight"
+    result = TableVerify(
+        table=shape.source,
+        target=shape.target,
+        source_rows=ours.count,
+        target_rows=theirs.count,
+        source_digest=ours.hexdigest(),
+        target_digest=theirs.hexdigest(),
+        status=status,
+        refused=ours.refused,
+        key_columns=shape.key_source,
+        missing=tuple(diff.missing) if keys or status == "in-flight" else (),
+        extra=tuple(diff.extra) if keys or status == "in-flight" else (),
+        different=tuple(diff.different) if keys or status == "in-flight" else (),
+        keys_truncated=diff.truncated,
+        in_flight=flying,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    bound.info(
+        "table verified",
+        status=status,
+        rows=ours.count,
+        target_rows=theirs.count,
+        sqlite_s=round(ours.seconds, 3),
+        pg_s=round(theirs.seconds, 3),
+        seconds=result.seconds,
+    )
+    return result
+
+
+def verify(
+    source: Path | str,
+    dsn: str,
+    config: Config,
+    tables: Sequence[str] | None = None,
+    keys: bool = False,
+    max_keys: int = MAX_KEYS,
+    *,
+    plan: pgschema.SchemaPlan | None = None,
+) -> VerifyReport:
+    """Compare every (or each named) table of ``source`` with the target; see the module docstring.
+
+    ``plan`` (cutover passes the one it holds) defaults to mapping SQLite onto the target by name.
+    """
+    started = time.monotonic()
+    with pg.connect(dsn, connect_timeout=config.target.connect_timeout_s) as pconn:
+        pconn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        applied = _applied_through(pconn, config.target.state_schema)  # the PG snapshot is taken here
+        sconn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
+        try:
+            sconn.execute("BEGIN")
+            sconn.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # the SQLite snapshot starts here
+            head = journal.head(sconn) if journal.exists(sconn) else None
+            schema = read_schema(sconn)
+            chosen = plan or plan_for(sconn, pconn, config, schema)
+            names = _selected(chosen, tables)
+            pending: dict[str, list[tuple[Any, ...]]] = {}
+            if head is not None and applied is not None and head > applied:
+                pending = _pending_keys(sconn, applied, head)
+            results = []
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-sqlite") as pool:
+                sides = _Sides(sconn, pconn, pool)
+                for name in names:
+                    shape = shape_of(chosen.table(name), chosen.schema)
+                    results.append(verify_table(sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name)))
+        finally:
+            sconn.close()
+        pconn.rollback()
+    report = VerifyReport(
+        source=str(source),
+        target=pg.describe(dsn),
+        tables=tuple(results),
+        seconds=round(time.monotonic() - started, 3),
+        journal_head=head,
+        applied_through=applied,
+    )
+    log.get("verify").info(
+        "verify finished", tables=len(results), mismatched=list(report.mismatched), seconds=report.seconds
+    )
+    return report
+
+
+def _selected(plan: pgschema.SchemaPlan, tables: Sequence[str] | None) -> list[str]:
+    known = [t.source for t in plan.tables]
+    if not tables:
+        return [n for n in plan.order if n in known] or known
+    unknown = [t for t in tables if t not in known]
+    if unknown:
+        raise UsageError(
+            f"no such table to verify: {', '.join(unknown)}",
+            hint=f"name SQLite tables; known: {', '.join(sorted(known)[:20])}",
+        )
+    return list(dict.fromkeys(tables))
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def to_json(report: VerifyReport) -> str:
+    data = msgspec.to_builtins(report, enc_hook=_enc_hook)
+    data["match"] = report.match
+    for table, result in zip(data["tables"], report.tables, strict=True):
+        table["match"] = result.match
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return str(value)
+
+
+def _key_text(key: Key) -> str:
+    return ", ".join(convert.excerpt(v) for v in key)
+
+
+def render(report: VerifyReport, *, keys: bool = False) -> None:
+    """Per table: rows and digest prefix on each side and the verdict; then the differing keys."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=f"verify {report.source} against {report.target}")
+    for column, justify in (("table", "left"), ("SQLite rows", "right"), ("PostgreSQL rows", "right")):
+        out.add_column(column, justify=justify)  # type: ignore[arg-type]
+    out.add_column("SQLite digest")
+    out.add_column("PostgreSQL digest")
+    out.add_column("result")
+    styles = {"match": "green", "mismatch": "bold red", "in-flight": "yellow"}
+    for t in report.tables:
+        note = f" ({t.refused} refused)" if t.refused else ""
+        out.add_row(
+            t.table,
+            f"{t.source_rows:,}",
+            f"{t.target_rows:,}",
+            t.source_digest[:16],
+            t.target_digest[:16],
+            f"[{styles[t.status]}]{t.status}[/]{note}",
+        )
+    console = Console()
+    console.print(out)
+    for t in report.tables:
+        if not (t.missing or t.extra or t.different):
+            continue
+        cols = ", ".join(t.key_columns) if t.key_columns else "whole row"
+        console.print(f"[bold]{t.table}[/] differing keys ({cols}):")
+        for label, found in (
+            ("missing in PostgreSQL", t.missing),
+            ("extra in PostgreSQL", t.extra),
+            ("different", t.different),
+        ):
+            for key in found:
+                console.print(f"  {label}: {_key_text(key)}")
+        if t.keys_truncated:
+            console.print("  … more (raise --max-keys)")
+    if report.journal_head is not None and report.applied_through is not None:
+        console.print(f"journal head {report.journal_head}, applied through {report.applied_through}")
+    verdict = "[green]match[/]" if report.match else f"[bold red]MISMATCH[/] in {', '.join(report.mismatched)}"
+    console.print(f"{report.rows:,} rows in {len(report.tables)} table(s), {report.seconds:.2f}s: {verdict}")
+    if not report.match and not keys:
+        console.print("rerun with --keys to list the differing keys")
