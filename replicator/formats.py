@@ -200,17 +200,6 @@ def parse_time_text(text: str) -> time:
         raise ValueRefused(f"not a valid time: {exc}") from None
 
 
-def to_utc_naive(value: datetime) -> datetime:
-    """UTC wall time of an aware datetime, naive ones unchanged (they are UTC by convention)."""
-    offset = value.utcoffset()
-    if offset is None:
-        return value
-    try:
-        return (value - offset).replace(tzinfo=None)
-    except OverflowError:
-        raise ValueRefused(f"{value.isoformat()} is outside years 1..9999 in UTC") from None
-
-
 def unit_of(number: int | float, unit: str | None) -> Unit:
     """The epoch unit of a number: the column's declared format, else the magnitude rule."""
     if unit == "unix_s":

@@ -638,6 +638,15 @@ def test_row_converter_with_no_columns_and_mismatch() -> None:
         row_converter("t", ["a", "b"], [parse_type("text")])
 
 
+def test_parse_datetime_text_keeps_the_offset() -> None:
+    from replicator.formats import parse_datetime_text
+
+    assert parse_datetime_text("2024-03-05T08:07:08+02:00").utcoffset() == timedelta(hours=2)
+    assert parse_datetime_text("2024-03-05 08:07:08.5 +02:00").utcoffset() == timedelta(hours=2)
+    assert parse_datetime_text("2024-03-05 08:07").tzinfo is None
+    assert parse_datetime_text("2024-03-05") == datetime(2024, 3, 5)
+
+
 def test_offsets_are_fixed_not_named_zones() -> None:
     """An offset text is an instant: any fixed offset converts to the same UTC instant."""
     convert = value_converter(target("timestamptz"))
