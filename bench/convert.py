@@ -94,6 +94,10 @@ def read(path: Path) -> list[tuple[object, ...]]:
         return conn.execute("SELECT * FROM t ORDER BY id").fetchall()
 
 
+def identity(value: object) -> object:
+    return value
+
+
 def median_time(rounds: int, run: Callable[[], object], before: Callable[[], object] | None = None) -> float:
     times = []
     for _ in range(rounds):
@@ -156,12 +160,17 @@ def main() -> None:
 
         # 1. the converter alone
         t_pass = median_time(rounds, lambda: convert_all(tuple, rows))
+        identities = [identity] * len(COLUMNS)
+        t_ident = median_time(
+            rounds, lambda: convert_all(lambda row: tuple([f(v) for f, v in zip(identities, row, strict=True)]), rows)
+        )
         t_conv = median_time(rounds, lambda: convert_all(convert, rows))
         t_wire = median_time(rounds, lambda: convert_all(convert_wire, rows))
         print(f"\n{n:,} rows x {len(COLUMNS)} columns, medians of {rounds} rounds\n")
         print(f"{'in memory':<48}{'rows/s':>12}{'µs/row':>10}{'ns/value':>10}")
         for label, seconds in (
             ("pass-through (tuple(row))", t_pass),
+            ("pass-through, one identity call per value", t_ident),
             ("row_converter", t_conv),
             ("row_converter(wire=True)", t_wire),
         ):
