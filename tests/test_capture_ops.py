@@ -320,3 +320,20 @@ def test_lastrowid_and_rowcount_seen_by_the_app_are_unchanged(users: sqlite3.Con
     assert users.execute("SELECT changes()").fetchone() == (2,)
     cur = users.execute("DELETE FROM users")
     assert cur.rowcount == 3
+
+
+def test_rows_cascade_deleted_by_a_replace_are_journaled(tmp_path: Path) -> None:
+    """A REPLACE victim's FK children go by ON DELETE CASCADE; those child deletes fire our triggers."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE p (id INTEGER PRIMARY KEY, email TEXT UNIQUE)",
+        "CREATE TABLE ch (id INTEGER PRIMARY KEY, pid INT REFERENCES p(id) ON DELETE CASCADE)",
+    )
+    install.install_on(conn)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("INSERT INTO p VALUES (1, 'a')")
+    conn.execute("INSERT INTO ch VALUES (10, 1)")
+    start = journal.head(conn)
+    conn.execute("INSERT OR REPLACE INTO p VALUES (2, 'a')")
+    assert _log(conn, start) == [("p", "R", (1,), None), ("ch", "D", (10,), None), ("p", "I", (2,), None)]
+    assert conn.execute("SELECT count(*) FROM ch").fetchone() == (0,)
