@@ -116,3 +116,17 @@ def test_network_filesystem_with_wal_is_refused() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         Watcher(tmp_path / "nope.db")
+
+
+def test_rollback_journal_mode_database(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.close()
+    with Watcher(path, poll_interval_s=10.0) as watcher:
+        thread = _commit_later(path, 0.1)
+        started = time.monotonic()
+        assert watcher.wait(timeout=5.0) is True
+        assert time.monotonic() - started < 1.0  # woken by the file event, not the 10 s poll
+        thread.join()
