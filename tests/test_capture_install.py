@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import realworld_files
 from triggers import install, journal
 from triggers.ddl import JOURNAL
-from triggers.errors import CaptureNotInstalled, SchemaUnsupported
+from triggers.errors import CaptureNotInstalled, SchemaUnsupported, SourceBusy
 from triggers.schema import quote_ident, read_schema
 
 
@@ -412,3 +412,19 @@ def test_install_while_an_app_process_writes(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     first = _assert_suffix_journaled(sqlite3.connect(path), total)
     assert 1 < first <= total
+
+
+def test_install_waits_then_reports_a_busy_database_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    app = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    app.execute("BEGIN IMMEDIATE")  # an app transaction holding the write lock
+    app.execute("INSERT INTO t VALUES (1)")
+    started = time.monotonic()
+    with pytest.raises(SourceBusy) as info:
+        install.install(path, busy_timeout_ms=200)
+    assert time.monotonic() - started >= 0.2  # it waited for the app first
+    assert info.value.transient
+    assert "retry" in info.value.hint
+    app.execute("COMMIT")
+    assert install.install(path).changed == ("t",)
+    assert read_schema(app).table("t").name == "t"
