@@ -98,15 +98,20 @@ def identity(value: object) -> object:
     return value
 
 
-def median_time(rounds: int, run: Callable[[], object], before: Callable[[], object] | None = None) -> float:
-    times = []
+def interleaved(
+    rounds: int, runs: dict[str, Callable[[], object]], before: Callable[[], object] | None = None
+) -> dict[str, float]:
+    """Median seconds per variant; each round runs every variant once, so a load spike on a shared
+    machine hits all variants of that round rather than one variant's every round."""
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for label, run in runs.items():
+            if before is not None:
+                before()
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def convert_all(
@@ -119,9 +124,8 @@ def convert_all(
 def column_cost(rounds: int, cells: list[tuple[object, ...]], column: str, target: TargetType, wire: bool) -> float:
     """ns per value of one column's conversion inside a one-column row function, minus tuple(row)."""
     single = row_converter("t", [column], [target], wire=wire)
-    base = median_time(rounds, lambda: convert_all(tuple, cells))
-    seconds = median_time(rounds, lambda: convert_all(single, cells))
-    return max(0.0, seconds - base) / len(cells) * 1e9
+    times = interleaved(rounds, {"base": lambda: convert_all(tuple, cells), "conv": lambda: convert_all(single, cells)})
+    return max(0.0, times["conv"] - times["base"]) / len(cells) * 1e9
 
 
 def copy_rows(
@@ -159,21 +163,21 @@ def main() -> None:
         rows = read(path)
 
         # 1. the converter alone
-        t_pass = median_time(rounds, lambda: convert_all(tuple, rows))
         identities = [identity] * len(COLUMNS)
-        t_ident = median_time(
-            rounds, lambda: convert_all(lambda row: tuple([f(v) for f, v in zip(identities, row, strict=True)]), rows)
+        memory = interleaved(
+            rounds,
+            {
+                "pass-through (tuple(row))": lambda: convert_all(tuple, rows),
+                "pass-through, one identity call per value": lambda: convert_all(
+                    lambda row: tuple([f(v) for f, v in zip(identities, row, strict=True)]), rows
+                ),
+                "row_converter": lambda: convert_all(convert, rows),
+                "row_converter(wire=True)": lambda: convert_all(convert_wire, rows),
+            },
         )
-        t_conv = median_time(rounds, lambda: convert_all(convert, rows))
-        t_wire = median_time(rounds, lambda: convert_all(convert_wire, rows))
-        print(f"\n{n:,} rows x {len(COLUMNS)} columns, medians of {rounds} rounds\n")
+        print(f"\n{n:,} rows x {len(COLUMNS)} columns, medians of {rounds} interleaved rounds\n")
         print(f"{'in memory':<48}{'rows/s':>12}{'µs/row':>10}{'ns/value':>10}")
-        for label, seconds in (
-            ("pass-through (tuple(row))", t_pass),
-            ("pass-through, one identity call per value", t_ident),
-            ("row_converter", t_conv),
-            ("row_converter(wire=True)", t_wire),
-        ):
+        for label, seconds in memory.items():
             print(
                 f"{label:<48}{n / seconds:>12,.0f}{seconds / n * 1e6:>10.2f}{seconds / n / len(COLUMNS) * 1e9:>10.0f}"
             )
@@ -209,24 +213,30 @@ def main() -> None:
                 def truncate() -> None:
                     conn.execute(sql.SQL("TRUNCATE {}, {}").format(typed, raw))
 
-                def timed(
+                def copying(
                     table: sql.Identifier, types: list[str], source: Callable[[], Iterable[Sequence[object]]]
-                ) -> float:
-                    return median_time(rounds, lambda: copy_rows(conn, table, types, source()), truncate)
+                ) -> Callable[[], None]:
+                    return lambda: copy_rows(conn, table, types, source())
 
-                results = [
-                    ("SQLite → COPY, pass-through (raw classes)", timed(raw, raw_types, sqlite_rows)),
-                    ("SQLite → convert → COPY", timed(typed, value_types, lambda: map(convert, sqlite_rows()))),
-                    (
-                        "SQLite → convert(wire) → COPY",
-                        timed(typed, wire_types, lambda: map(convert_wire, sqlite_rows())),
-                    ),
-                    ("memory → COPY, pass-through (raw classes)", timed(raw, raw_types, lambda: rows)),
-                    ("memory → COPY, already-converted values", timed(typed, value_types, lambda: converted)),
-                    ("memory → convert → COPY", timed(typed, value_types, lambda: map(convert, rows))),
-                    ("memory → COPY, already-converted wire values", timed(typed, wire_types, lambda: converted_wire)),
-                    ("memory → convert(wire) → COPY", timed(typed, wire_types, lambda: map(convert_wire, rows))),
-                ]
+                timings = interleaved(
+                    rounds,
+                    {
+                        "SQLite → COPY, pass-through (raw classes)": copying(raw, raw_types, sqlite_rows),
+                        "SQLite → convert → COPY": copying(typed, value_types, lambda: map(convert, sqlite_rows())),
+                        "SQLite → convert(wire) → COPY": copying(
+                            typed, wire_types, lambda: map(convert_wire, sqlite_rows())
+                        ),
+                        "memory → COPY, pass-through (raw classes)": copying(raw, raw_types, lambda: rows),
+                        "memory → COPY, already-converted values": copying(typed, value_types, lambda: converted),
+                        "memory → convert → COPY": copying(typed, value_types, lambda: map(convert, rows)),
+                        "memory → COPY, already-converted wire values": copying(
+                            typed, wire_types, lambda: converted_wire
+                        ),
+                        "memory → convert(wire) → COPY": copying(typed, wire_types, lambda: map(convert_wire, rows)),
+                    },
+                    truncate,
+                )
+                results = list(timings.items())
             finally:
                 conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
