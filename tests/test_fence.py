@@ -188,11 +188,6 @@ def test_with_capture_installed_the_fence_is_recorded_in_meta(tmp_path: Path) ->
     assert conn.execute("SELECT count(*) FROM _replicator_journal WHERE tbl = 't'").fetchone() == (1,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="triggers/install.py treats every _replicator_* trigger as a capture trigger and drops the fence "
-    "as an orphan; it needs `and not fence.is_fence_trigger(name)` in _our_triggers",
-)
 def test_capture_reinstall_keeps_the_fence(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v)")

@@ -320,11 +320,17 @@ def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("COMMIT")
 
 
+#: Cutover's write-fence triggers (triggers/fence.py) share our prefix but are not capture triggers:
+#: a capture reinstall must never drop the fence.
+FENCE_TRIGGER_PREFIX = "_replicator_fence_"
+
+
 def _our_triggers(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
-    """Every trigger we own: name → (table it sits on, its SQL)."""
+    """Every capture trigger we own: name → (table it sits on, its SQL)."""
     rows = conn.execute(
-        "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, ?) = ?",
-        (len(TRIGGER_PREFIX), TRIGGER_PREFIX),
+        "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, ?) = ?"
+        " AND substr(name, 1, ?) <> ?",
+        (len(TRIGGER_PREFIX), TRIGGER_PREFIX, len(FENCE_TRIGGER_PREFIX), FENCE_TRIGGER_PREFIX),
     ).fetchall()
     return {str(n): (str(t), str(s)) for n, t, s in rows}
 
