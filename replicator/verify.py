@@ -36,13 +36,15 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import multiprocessing
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 import psycopg
@@ -65,12 +67,15 @@ SUBFANOUT: Final = 32
 LEAF_ROWS: Final = 2_000
 """A differing range with at most this many rows (on the larger side) is compared row by row."""
 MAX_KEYS: Final = 100
+PROCESS_MIN_BYTES: Final = 32 << 20
 _ORDERED_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "varchar"})
 _TEXT_TYPES: Final = frozenset({"text", "varchar"})
 _TEMPORAL: Final = ("timestamp", "date")
 _DECODE_ERROR: Final = "Could not decode to UTF-8"
 _MODULUS: Final = 1 << 256
 
+T = TypeVar("T")
+U = TypeVar("U")
 Status: TypeAlias = Literal["match", "mismatch", "in-flight"]
 Key: TypeAlias = tuple[Any, ...]
 Bound: TypeAlias = Key | None
@@ -333,7 +338,6 @@ def _with_text_fallback(conn: sqlite3.Connection, read: Callable[[], Any]) -> An
 def table_digest_sqlite(
     conn: sqlite3.Connection,
     shape: Shape,
-    *,
     lo: Bound = None,
     hi: Bound = None,
     bounds: Sequence[Key] | None = None,
@@ -423,16 +427,103 @@ def table_digest_pg(
 # bisection
 
 
+Parallel: TypeAlias = Literal["process", "thread", "off"]
+
+_CHILD: sqlite3.Connection | None = None
+"""The SQLite connection of a verify child process; its one read transaction spans the whole run."""
+
+
+def _child_open(path: str, busy_timeout_ms: int) -> None:
+    """Child initializer: open the source and start the read transaction every later call reads in."""
+    global _CHILD
+    conn = sqlite_source.connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    _CHILD = conn
+
+
+def _in_child(fn: Callable[..., T], *args: Any) -> T:
+    assert _CHILD is not None, "verify child process was not initialised"
+    return fn(_CHILD, *args)
+
+
+def _run_now(fn: Callable[..., T], conn: sqlite3.Connection, *args: Any) -> Future[T]:
+    future: Future[T] = Future()
+    try:
+        future.set_result(fn(conn, *args))
+    except BaseException as exc:
+        future.set_exception(exc)
+    return future
+
+
 class _Sides:
-    """Both connections, and the pool that runs one query on each side at the same time."""
+    """Runs each SQLite-side call (``fn(conn, *args)``) next to a PostgreSQL-side call.
 
-    def __init__(self, sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], pool: ThreadPoolExecutor) -> None:
-        self.sconn, self.pconn, self.pool = sconn, pconn, pool
+    ``process``: in one child process holding the SQLite read transaction (true parallelism: the
+    encoding of both sides is Python code, which threads would serialise on the GIL);
+    ``thread``: in one thread, on the caller's connection; ``off``: one after the other.
+    """
 
-    def both(self, on_sqlite: Callable[[], Any], on_pg: Callable[[], Any]) -> tuple[Any, Any]:
-        future = self.pool.submit(on_sqlite)
+    def __init__(
+        self, sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], pool: Executor | None, parallel: Parallel
+    ) -> None:
+        self.sconn, self.pconn, self.pool, self.parallel = sconn, pconn, pool, parallel
+
+    def sqlite(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        if self.pool is None:
+            return _run_now(fn, self.sconn, *args)
+        if self.parallel == "process":
+            return self.pool.submit(_in_child, fn, *args)
+        return self.pool.submit(fn, self.sconn, *args)
+
+    def both(self, fn: Callable[..., T], args: Sequence[Any], on_pg: Callable[[], U]) -> tuple[T, U]:
+        future = self.sqlite(fn, *args)
         theirs = on_pg()
         return future.result(), theirs
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """A fresh interpreter, never a plain fork: a forked child would inherit SQLite's in-process lock
+    bookkeeping for this very file (the caller's connections, cutover's write lock) and could read
+    without a real lock. The fork server is spawned once per process, then forks cheaply."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["replicator.verify"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _choose(parallel: Parallel | Literal["auto"], source: Path | str) -> Parallel:
+    """``auto``: a child process for files of ``PROCESS_MIN_BYTES`` and more (it costs ~1 s to start
+    the first time); below that both sides run one after the other (threads gain nothing, measured)."""
+    if parallel != "auto":
+        return parallel
+    return "process" if Path(source).stat().st_size >= PROCESS_MIN_BYTES else "off"
+
+
+@contextmanager
+def _sides(
+    source: Path | str,
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    parallel: Parallel,
+    busy_timeout_ms: int,
+) -> Iterator[_Sides]:
+    if parallel == "off":
+        yield _Sides(sconn, pconn, None, parallel)
+        return
+    pool: Executor
+    if parallel == "process":
+        pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=_process_context(),
+            initializer=_child_open,
+            initargs=(str(Path(source).resolve()), busy_timeout_ms),
+        )
+    else:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-sqlite")
+    with pool:
+        yield _Sides(sconn, pconn, pool, parallel)
 
 
 def _key_converters(shape: Shape) -> list[convert.Converter]:
@@ -458,11 +549,7 @@ def _boundaries(sides: _Sides, shape: Shape, lo: Bound, hi: Bound, count: int, f
     )
     converters = _key_converters(shape)
     found: list[tuple[Key, Key]] = []
-
-    def read() -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in sides.sconn.execute(query, [*params, step])]
-
-    for raw in _with_text_fallback(sides.sconn, read):
+    for raw in sides.sqlite(_boundary_rows, query, [*params, step]).result():
         try:
             converted = tuple(c(v) for c, v in zip(converters, raw, strict=True))
         except convert.ValueRefused:
@@ -470,6 +557,11 @@ def _boundaries(sides: _Sides, shape: Shape, lo: Bound, hi: Bound, count: int, f
         if not found or converted > found[-1][1]:
             found.append((raw, converted))
     return found
+
+
+def _boundary_rows(conn: sqlite3.Connection, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = _with_text_fallback(conn, lambda: [tuple(r) for r in conn.execute(query, params)])
+    return rows
 
 
 class _Diff:
@@ -517,28 +609,30 @@ def _leaf_rows(
     return out
 
 
+def _sqlite_leaf(
+    conn: sqlite3.Connection, shape: Shape, lo: Bound, hi: Bound, nulls: bool
+) -> dict[bytes, tuple[Key, bytes]]:
+    """SQLite side of a leaf: key → (key, row hash) for the rows of [lo, hi) (or the NULL keys)."""
+    where, params = _sqlite_where(shape, lo, hi, nulls) if shape.key_positions else ("", [])
+    query = _sqlite_select(shape, where)
+    to_rows = source_rows(shape)
+    encoder = RowEncoder(shape.kinds)
+    found: dict[bytes, tuple[Key, bytes]] = _with_text_fallback(
+        conn, lambda: _leaf_rows(to_rows(_sqlite_fetch(conn, query, params, FETCH_ROWS)), shape, encoder)
+    )
+    return found
+
+
 def _compare_leaf(
     sides: _Sides, shape: Shape, lo: Bound, hi: Bound, converted: tuple[Bound, Bound], nulls: bool, diff: _Diff
 ) -> None:
     encoder = RowEncoder(shape.kinds)
-    to_rows = source_rows(shape)
-    swhere, sparams = _sqlite_where(shape, lo, hi, nulls) if shape.key_positions else ("", [])
     pwhere, pparams = _pg_where(shape, *converted, nulls) if shape.key_positions else (sql.SQL(""), [])
-
-    def on_sqlite() -> dict[bytes, tuple[Key, bytes]]:
-        found: dict[bytes, tuple[Key, bytes]] = _with_text_fallback(
-            sides.sconn,
-            lambda: _leaf_rows(
-                to_rows(_sqlite_fetch(sides.sconn, _sqlite_select(shape, swhere), sparams, FETCH_ROWS)), shape, encoder
-            ),
-        )
-        return found
-
-    def on_pg() -> dict[bytes, tuple[Key, bytes]]:
-        return _leaf_rows(_pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS), shape, encoder)
-
-    theirs: dict[bytes, tuple[Key, bytes]]
-    ours, theirs = sides.both(on_sqlite, on_pg)
+    ours, theirs = sides.both(
+        _sqlite_leaf,
+        (shape, lo, hi, nulls),
+        lambda: _leaf_rows(_pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS), shape, encoder),
+    )
     for ident, (key, row_hash) in sorted(ours.items(), key=lambda item: item[0]):
         other = theirs.get(ident)
         if other is None:
@@ -554,11 +648,11 @@ def _range_digests(
     sides: _Sides, shape: Shape, lo: tuple[Bound, Bound], hi: tuple[Bound, Bound], bounds: list[Key]
 ) -> tuple[SideDigest, SideDigest]:
     """Both sides' digests of [lo, hi) split at ``bounds``, read concurrently."""
-    ours, theirs = sides.both(
-        lambda: table_digest_sqlite(sides.sconn, shape, lo=lo[0], hi=hi[0], bounds=bounds),
+    return sides.both(
+        table_digest_sqlite,
+        (shape, lo[0], hi[0], bounds),
         lambda: table_digest_pg(sides.pconn, shape, lo=lo[1], hi=hi[1], bounds=bounds),
     )
-    return ours, theirs
 
 
 def _bisect(
@@ -625,10 +719,23 @@ def plan_for(
         if target is None:
             continue
         types = {c.name.lower(): c.type_text for c in target.columns}
-        temporal = tuple(c for c in table.columns if types.get(c.name.lower(), "").startswith(_TEMPORAL))
+        temporal = tuple(
+            c
+            for c in table.columns
+            if types.get(c.name.lower(), "").startswith(_TEMPORAL) and _holds_numbers(sconn, table.name, c.name)
+        )
         if temporal:
             profiles[table.name] = profile_table(sconn, msgspec.structs.replace(table, columns=temporal))
     return pgschema.plan_existing(schema, reflected, profiles, config)
+
+
+def _holds_numbers(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether a date-time column stores any number (epoch): only then does its unit matter."""
+    query = (
+        f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)} "  # noqa: S608 - quote_ident
+        f"WHERE typeof({quote_ident(column)}) IN ('integer', 'real'))"
+    )
+    return bool(conn.execute(query).fetchone()[0])
 
 
 def _applied_through(pconn: psycopg.Connection[Any], state_schema: str) -> int | None:
@@ -674,6 +781,19 @@ def _in_flight(shape: Shape, keys: Sequence[tuple[Any, ...]]) -> set[bytes]:
     return out
 
 
+def _sqlite_count(conn: sqlite3.Connection, shape: Shape) -> int:
+    (count,) = conn.execute(f"SELECT count(*) FROM {quote_ident(shape.source)}").fetchone()  # noqa: S608
+    return int(count)
+
+
+def _sqlite_position(conn: sqlite3.Connection, applied: int | None) -> tuple[int | None, dict[str, list[Key]]]:
+    """The journal head in this read transaction, and the keys journaled after ``applied``."""
+    head = journal.head(conn) if journal.exists(conn) else None
+    if head is None or applied is None or head <= applied:
+        return head, {}
+    return head, _pending_keys(conn, applied, head)
+
+
 def verify_table(
     sides: _Sides,
     shape: Shape,
@@ -688,12 +808,10 @@ def verify_table(
     ranged = keys and shape.ordered
     bounds: list[tuple[Key, Key]] = []
     if ranged:
-        (count,) = sides.sconn.execute(f"SELECT count(*) FROM {quote_ident(shape.source)}").fetchone()  # noqa: S608
-        bounds = _boundaries(sides, shape, None, None, int(count), FANOUT)
+        bounds = _boundaries(sides, shape, None, None, sides.sqlite(_sqlite_count, shape).result(), FANOUT)
     conv = [b[1] for b in bounds] if ranged else None
     ours, theirs = sides.both(
-        lambda: table_digest_sqlite(sides.sconn, shape, bounds=conv),
-        lambda: table_digest_pg(sides.pconn, shape, bounds=conv),
+        table_digest_sqlite, (shape, None, None, conv), lambda: table_digest_pg(sides.pconn, shape, bounds=conv)
     )
     same = ours.count == theirs.count and ours.sum == theirs.sum
     diff = _Diff(max_keys)
@@ -749,10 +867,12 @@ def verify(
     max_keys: int = MAX_KEYS,
     *,
     plan: pgschema.SchemaPlan | None = None,
+    parallel: Parallel | Literal["auto"] = "auto",
 ) -> VerifyReport:
     """Compare every (or each named) table of ``source`` with the target; see the module docstring.
 
     ``plan`` (cutover passes the one it holds) defaults to mapping SQLite onto the target by name.
+    ``parallel``: how the two sides overlap (see ``_Sides``); measured in bench/verify.py.
     """
     started = time.monotonic()
     with pg.connect(dsn, connect_timeout=config.target.connect_timeout_s) as pconn:
@@ -762,16 +882,14 @@ def verify(
         try:
             sconn.execute("BEGIN")
             sconn.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # the SQLite snapshot starts here
-            head = journal.head(sconn) if journal.exists(sconn) else None
             schema = read_schema(sconn)
             chosen = plan or plan_for(sconn, pconn, config, schema)
             names = _selected(chosen, tables)
-            pending: dict[str, list[tuple[Any, ...]]] = {}
-            if head is not None and applied is not None and head > applied:
-                pending = _pending_keys(sconn, applied, head)
             results = []
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-sqlite") as pool:
-                sides = _Sides(sconn, pconn, pool)
+            mode = _choose(parallel, source)
+            with _sides(source, sconn, pconn, mode, config.source.busy_timeout_ms) as sides:
+                # Every row is read in the read transaction this call runs in (the child's, in process mode).
+                head, pending = sides.sqlite(_sqlite_position, applied).result()
                 for name in names:
                     shape = shape_of(chosen.table(name), chosen.schema)
                     results.append(verify_table(sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name)))

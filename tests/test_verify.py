@@ -49,10 +49,11 @@ def _damage(pg: psycopg.Connection[Any]) -> None:
     pg.execute("""INSERT INTO "PlaylistTrack" VALUES (18, 1)""")
 
 
-def test_damaged_chinook_names_exactly_the_bad_keys(realworld: Path, pg_dsn: str, pg: Any) -> None:
+@pytest.mark.parametrize("parallel", ["off", "thread", "process"])
+def test_damaged_chinook_names_exactly_the_bad_keys(realworld: Path, pg_dsn: str, pg: Any, parallel: Any) -> None:
     snapshot.snapshot(CHINOOK, pg_dsn, CFG, mode="create")
     _damage(pg)
-    report = verify.verify(CHINOOK, pg_dsn, CFG, keys=True)
+    report = verify.verify(CHINOOK, pg_dsn, CFG, keys=True, parallel=parallel)
     assert not report.match
     by_table = {t.table: t for t in report.tables}
     assert set(report.mismatched) == {"Track", "InvoiceLine", "Genre", "PlaylistTrack"}
@@ -67,7 +68,7 @@ def test_damaged_chinook_names_exactly_the_bad_keys(realworld: Path, pg_dsn: str
     assert by_table["PlaylistTrack"].extra == ((18, 1),)
     assert by_table["Album"].match
     # Without --keys: the same verdicts, no keys listed.
-    plain = verify.verify(CHINOOK, pg_dsn, CFG, tables=["Track", "Album"])
+    plain = verify.verify(CHINOOK, pg_dsn, CFG, tables=["Track", "Album"], parallel=parallel)
     assert [(t.table, t.status, t.different) for t in plain.tables] == [
         ("Track", "mismatch", ()),
         ("Album", "match", ()),
@@ -180,3 +181,16 @@ def test_refused_source_rows_are_counted_not_compared(realworld: Path, pg_dsn: s
     products = next(t for t in report.tables if t.table == "products")
     assert products.refused == 1
     assert products.match
+
+
+def test_invalid_utf8_source_in_a_child_process(realworld: Path, pg_dsn: str, pg: Any) -> None:
+    path = REALWORLD / "pgloader-tests" / "bad-utf8.db"
+    snapshot.snapshot(path, pg_dsn, CFG, mode="create", on_bad_value="quarantine")
+    report = verify.verify(path, pg_dsn, CFG, keys=True, parallel="process")
+    assert report.match
+    assert sum(t.refused for t in report.tables) == 1
+    pg.execute("DELETE FROM files WHERE id = (SELECT min(id) FROM files)")
+    broken = verify.verify(path, pg_dsn, CFG, keys=True, parallel="process")
+    files = next(t for t in broken.tables if t.table == "files")
+    assert files.status == "mismatch"
+    assert len(files.missing) == 1
