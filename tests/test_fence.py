@@ -217,3 +217,18 @@ def test_message_with_quotes_is_escaped(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError, match=r"ask O'Brien; '\); DROP TABLE t; --"):
         conn.execute("INSERT INTO t VALUES (1)")
     assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 't'").fetchone() == (1,)
+
+
+def test_capture_remove_keeps_the_fence_and_its_time(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v)")
+    install.install(path)
+    fence.fence(path, at=AT)
+    install.remove(path)  # drops _replicator_meta, where the fence was recorded
+    status = fence.status_on(conn)
+    assert status.fenced
+    assert status.at == "2026-11-25T21:00:00Z"
+    with pytest.raises(sqlite3.IntegrityError, match="fenced"):
+        conn.execute("INSERT INTO t VALUES (1, 1)")
+    assert len(fence.unfence(path).dropped) == 3
+    conn.execute("INSERT INTO t VALUES (1, 1)")

@@ -194,3 +194,53 @@ def test_invalid_utf8_source_in_a_child_process(realworld: Path, pg_dsn: str, pg
     files = next(t for t in broken.tables if t.table == "files")
     assert files.status == "mismatch"
     assert len(files.missing) == 1
+
+
+def test_rows_journaled_after_the_applied_position_are_in_flight(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    from checkpoints import model, store
+    from triggers import install, journal
+
+    path = tmp_path / "app.db"
+    app = sqlite3.connect(path, isolation_level=None)
+    app.execute("PRAGMA journal_mode=WAL")
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    app.execute("CREATE TABLE quiet (id INTEGER PRIMARY KEY)")
+    install.install(path)
+    app.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(1, 101)])
+    snapshot.snapshot(path, pg_dsn, CFG, mode="create")
+    head = journal.head(app)
+    genesis = store.latest(pg)  # the snapshot's genesis: applied through the journal head it read at
+    assert genesis is not None
+    assert genesis.seq_to == head
+    app.execute("UPDATE t SET v = 'new' WHERE id = 5")
+    app.execute("DELETE FROM t WHERE id = 7")
+    app.execute("INSERT INTO t VALUES (1000, 'late')")
+    report = verify.verify(path, pg_dsn, CFG)
+    assert report.applied_through == head
+    assert {name: change.upserted_digest for name, change in genesis.tables.items()} == {
+        "t": next(x for x in verify.verify(path, pg_dsn, CFG).tables if x.table == "t").target_digest,
+        "quiet": "0" * 64,
+    }
+    assert report.journal_head == head + 3
+    t = next(x for x in report.tables if x.table == "t")
+    assert t.status == "in-flight"
+    assert t.in_flight == 3
+    assert (t.different, t.extra, t.missing) == (((5,),), ((7,),), ((1000,),))
+    assert report.match  # in flight converges; it is not a mismatch
+    pg.execute("UPDATE t SET v = 'forged' WHERE id = 9")  # a real difference next to the in-flight ones
+    mixed = verify.verify(path, pg_dsn, CFG)
+    t = next(x for x in mixed.tables if x.table == "t")
+    assert t.status == "mismatch"
+    assert t.in_flight == 3
+    assert not mixed.match
+    pg.execute("UPDATE t SET v = 'v9' WHERE id = 9")
+    pg.execute("UPDATE t SET v = 'new' WHERE id = 5")  # what the apply would do, then its checkpoint
+    pg.execute("DELETE FROM t WHERE id = 7")
+    pg.execute("INSERT INTO t VALUES (1000, 'late')")
+    with pg.transaction():
+        first = store.latest(pg)
+        assert first is not None
+        store.append(pg, model.next_checkpoint(first, seq_to=head + 3, tables={}))
+    drained = verify.verify(path, pg_dsn, CFG)
+    assert drained.applied_through == drained.journal_head == head + 3
+    assert all(x.status == "match" for x in drained.tables)

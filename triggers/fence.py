@@ -33,6 +33,7 @@ the schema does not change for them), else into a small table of our own, ``_rep
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ FENCE_TABLE = "_replicator_fence"
 KEY_AT = "fenced_at"
 KEY_MESSAGE = "fence_message"
 _EVENTS = (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
+_MESSAGE_AT = re.compile(r"migrated to PostgreSQL at ([^;']+); writes are fenced")
 
 
 class FenceReport(msgspec.Struct, frozen=True):
@@ -77,7 +79,7 @@ class UnfenceReport(msgspec.Struct, frozen=True):
 
 class FenceStatus(msgspec.Struct, frozen=True):
     fenced: bool
-    """Every ordinary table carries all three fence triggers."""
+    """Every ordinary table carries all three fence triggers (the record is informational)."""
     at: str | None
     message: str | None
     tables: tuple[str, ...]
@@ -268,8 +270,11 @@ def status_on(conn: sqlite3.Connection) -> FenceStatus:
             conn.execute("COMMIT")
     on = {table for table, _sql in triggers.values()}
     missing = tuple(n for n in names if any(trigger_name(n, e) not in triggers for e, _k in _EVENTS))
+    if at is None and triggers:  # the record went with _replicator_meta (capture removed): read a trigger
+        found = _MESSAGE_AT.search(next(iter(triggers.values()))[1])
+        at = found.group(1) if found else None
     return FenceStatus(
-        fenced=bool(names) and not missing and at is not None,
+        fenced=bool(names) and not missing,
         at=at,
         message=message,
         tables=tuple(sorted(on)),
@@ -278,7 +283,7 @@ def status_on(conn: sqlite3.Connection) -> FenceStatus:
 
 
 def is_fenced(conn: sqlite3.Connection) -> bool:
-    """True when every ordinary table has its three fence triggers and the fence is recorded."""
+    """True when every ordinary table has its three fence triggers."""
     return status_on(conn).fenced
 
 
