@@ -232,3 +232,27 @@ def test_capture_remove_keeps_the_fence_and_its_time(tmp_path: Path) -> None:
         conn.execute("INSERT INTO t VALUES (1, 1)")
     assert len(fence.unfence(path).dropped) == 3
     conn.execute("INSERT INTO t VALUES (1, 1)")
+
+
+def test_cli_fence_and_unfence_say_what_they_did(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from replicator.cli import cli
+
+    path = tmp_path / "app.db"
+    conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    runner = CliRunner()
+    assert "  fence " not in runner.invoke(cli, ["--help"]).stdout  # hidden: cutover fences; this is for emergencies
+    done = runner.invoke(cli, ["fence", "--source", str(path), "--message", "use postgresql://db/app"])
+    assert done.exit_code == 0, done.output
+    assert "fenced 1 table(s)" in done.stdout
+    with pytest.raises(sqlite3.IntegrityError, match="use postgresql://db/app"):
+        conn.execute("INSERT INTO t VALUES (1)")
+    undone = runner.invoke(cli, ["unfence", "--source", str(path)])
+    assert undone.exit_code == 0, undone.output
+    assert "dropped 3 fence trigger(s); writes work again" in undone.stdout
+    conn.execute("INSERT INTO t VALUES (1)")
+    again = runner.invoke(cli, ["unfence", "--source", str(path)])
+    assert "was not fenced; nothing changed" in again.stdout
+    missing = runner.invoke(cli, ["unfence", "--source", str(tmp_path / "nope.db")])
+    assert missing.exit_code == 2
