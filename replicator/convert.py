@@ -29,8 +29,11 @@ Rules (storage class → target → value; anything else is refused with the rea
 * bytea: blob as is; text → its UTF-8 bytes (the original bytes when they were not UTF-8).
 * boolean: 0/1 (and 0.0/1.0); text t/f, true/false, y/n, yes/no, on/off, 1/0 in any case — the
   spellings PostgreSQL itself accepts, minus its unique-prefix abbreviations and whitespace.
-* timestamp(p) / timestamptz(p): integer or real epoch — unix_s or unix_ms per ``format``, else the
-  magnitude rule |v| ≥ 1e11 → milliseconds (formats.MS_THRESHOLD); text ``YYYY-MM-DD``,
+* timestamp(p) / timestamptz(p): integer or real epoch — unix_s, unix_ms or julian_day per
+  ``format``, else the magnitude rule |v| ≥ 1e11 → milliseconds (formats.MS_THRESHOLD), below →
+  seconds, except that a number in the julian-day range (1721425.5 ≤ v < 5373484.5, i.e. seconds
+  in Jan–Mar 1970) is refused as ambiguous; julian days are read as SQLite reads them (rounded to
+  the millisecond, formats.julian_millis); text ``YYYY-MM-DD``,
   ``YYYY-MM-DD[T ]HH:MM[:SS[.f]]`` with optional ``Z``/``UTC``/``±HH[:MM]``. Text with an offset is
   an instant: converted to UTC, for timestamp too (Prisma writes ``+00:00``, Django converts to UTC
   before writing, so UTC is what apps mean). Naive text is UTC for timestamptz and kept as wall time
@@ -47,9 +50,9 @@ Rules (storage class → target → value; anything else is refused with the rea
 * uuid: ``8-4-4-4-12`` or 32 hex digits in any case, or a 16-byte blob.
 * enum: text equal to a label (case-sensitive).
 
-``TargetType.format`` only changes datetime conversions (unix_s / unix_ms fix the unit and also
-admit numeric text); other formats (bool01, iso8601, ...) are descriptive, since every other storage
-spelling is unambiguous and parsed per value.
+``TargetType.format`` only changes datetime conversions (unix_s / unix_ms / julian_day fix the unit
+and also admit numeric text); other formats (bool01, iso8601, ...) are descriptive, since every
+other storage spelling is unambiguous and parsed per value.
 
 Reading convention (invalid UTF-8). ``sqlite3`` raises on TEXT that is not valid UTF-8. The reader
 reads with the default ``str`` text factory and, only on that error, re-reads with
@@ -68,6 +71,7 @@ numeric constants, never names or values from the source.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -84,8 +88,10 @@ from replicator.errors import BadValue, UsageError
 from replicator.formats import (
     EPOCH,
     EPOCH_UTC,
+    JULIAN_MAX,
+    JULIAN_MIN,
     MS_THRESHOLD,
-    UNIX_FORMATS,
+    NUMBER_FORMATS,
     ValueRefused,
     check_fraction,
     decimal_fits,
@@ -138,8 +144,9 @@ class TargetType(msgspec.Struct, frozen=True):
     enum_name: str | None = None
     """The enum type's name (for DDL; binary COPY sends enum labels as text, see copy_types)."""
     format: str | None = None
-    """How the source stores it (profile.FORMATS). Only unix_s / unix_ms change a conversion: they fix
-    the unit of epoch numbers (and allow numeric text) in datetime columns. None = per value."""
+    """How the source stores it (profile.FORMATS). Only unix_s / unix_ms / julian_day change a
+    conversion: they fix the unit of numbers (and allow numeric text) in datetime columns. None = per
+    value (the magnitude rule)."""
     strip_nul: bool = False
     replace_bad_utf8: bool = False
 
@@ -374,6 +381,8 @@ _INLINE_NAMES: Final[Mapping[str, object]] = {
     "_NUMERIC_INT_LIMIT": _NUMERIC_INT_LIMIT,
     "_utf8_ok": _utf8_ok,
     "_T": MS_THRESHOLD,
+    "_JD_LO": math.ceil(JULIAN_MIN),
+    "_JD_HI": math.ceil(JULIAN_MAX),
     "_MIN_S": _MIN_S,
     "_MAX_S": _MAX_S,
     "_MIN_MS": _MIN_MS,
@@ -725,7 +734,7 @@ def _instant(t: TargetType, aware: bool = False) -> Callable[[object], datetime]
     taken as UTC (timestamptz) or kept as wall time (timestamp) — the same thing, as every ORM in
     realworld.md §2 writes UTC (except SQLAlchemy DateTime(timezone=True), which drops the offset).
     """
-    unit_format = t.format if t.format in UNIX_FORMATS else None
+    unit_format = t.format if t.format in NUMBER_FORMATS else None
     base = EPOCH_UTC if aware else EPOCH
 
     def instant(v: object) -> datetime:
@@ -757,18 +766,16 @@ def _timestamp(t: TargetType, wire: bool) -> _Plan:
     step = 10 ** (6 - precision)
     base = EPOCH_UTC if aware else EPOCH
     pg_base = PG_EPOCH_UTC if aware else PG_EPOCH
-    unit = t.format if t.format in UNIX_FORMATS else None
+    unit = t.format if t.format in NUMBER_FORMATS else None
 
     def convert(v: object) -> object:
         if v is None:
             return None
-        if type(v) is int:
+        if type(v) is int and unit != "julian_day":
             # Integer epochs are the hot path (Prisma's native storage): one timedelta, no parsing.
+            kind = unit or unit_of(v, None)
             try:
-                if unit == "unix_ms" or (unit is None and (v >= MS_THRESHOLD or v <= -MS_THRESHOLD)):
-                    result = base + timedelta(0, 0, 0, v)
-                else:
-                    result = base + timedelta(0, v)
+                result = base + (timedelta(0, 0, 0, v) if kind == "unix_ms" else timedelta(0, v))
             except OverflowError:
                 raise ValueRefused("outside years 1..9999 (Python's datetime range)") from None
         else:
@@ -785,12 +792,13 @@ def _timestamp(t: TargetType, wire: bool) -> _Plan:
     seconds = ("_MIN_S <= {v} <= _MAX_S", from_s)
     millis = ("_MIN_MS <= {v} <= _MAX_MS", from_ms)
     if unit is None:
-        seconds = ("_MIN_S <= {v} < _T", from_s)  # the magnitude rule; 1e11 s is within 9999
+        # The magnitude rule (1e11 s is within 9999), minus the ambiguous julian-day range.
+        seconds = ("(_MIN_S <= {v} < _JD_LO or _JD_HI <= {v} < _T)", from_s)
         millis = ("(_T <= {v} <= _MAX_MS or _MIN_MS <= {v} <= -_T)", from_ms)
     paths = []
-    if unit != "unix_ms":
+    if unit in (None, "unix_s"):
         paths.append(seconds)
-    if unit != "unix_s" and precision >= 3:  # whole milliseconds need no fraction check
+    if unit in (None, "unix_ms") and precision >= 3:  # whole milliseconds need no fraction check
         paths.append(millis)
     return _Plan(convert, tuple((f"type({{v}}) is int and {g}", r) for g, r in paths), base)
 

@@ -25,8 +25,17 @@ EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: 5138): set ``format = "unix_ms"`` for such a column.
 MS_THRESHOLD: Final = 100_000_000_000
 
-Unit = Literal["unix_s", "unix_ms"]
-UNIX_FORMATS: Final = ("unix_s", "unix_ms")
+Unit = Literal["unix_s", "unix_ms", "julian_day"]
+#: Formats that say how a datetime column's numbers count time.
+NUMBER_FORMATS: Final = ("unix_s", "unix_ms", "julian_day")
+
+#: Julian day numbers (SQLite's julianday(), a REAL) of 0001-01-01 and 10000-01-01, 00:00 UTC.
+#: Read as unix seconds they would be 1970-01-20 .. 1970-03-04, so without a format a number in
+#: this range is refused as ambiguous rather than guessed.
+JULIAN_MIN: Final = 1_721_425.5
+JULIAN_MAX: Final = 5_373_484.5
+#: SQLite's date.c: julian day 0 in milliseconds, and the unix epoch as such (iJD).
+_UNIX_EPOCH_IJD: Final = 210_866_760_000_000
 
 _MICROS_PER_UNIT: Final = {"unix_s": 1_000_000, "unix_ms": 1_000}
 #: Multiplies exactly (or raises Inexact): the default context would round past 28 digits.
@@ -201,16 +210,50 @@ def parse_time_text(text: str) -> time:
 
 
 def unit_of(number: int | float, unit: str | None) -> Unit:
-    """The epoch unit of a number: the column's declared format, else the magnitude rule."""
+    """The unit of a datetime number: the column's declared format, else the magnitude rule.
+
+    Without a format: |v| >= MS_THRESHOLD is milliseconds; a number in the julian-day range is
+    refused as ambiguous; anything else is seconds.
+    """
     if unit == "unix_s":
         return "unix_s"
     if unit == "unix_ms":
         return "unix_ms"
-    return "unix_ms" if abs(number) >= MS_THRESHOLD else "unix_s"
+    if unit == "julian_day":
+        return "julian_day"
+    if abs(number) >= MS_THRESHOLD:
+        return "unix_ms"
+    if JULIAN_MIN <= number < JULIAN_MAX:
+        raise ValueRefused(
+            f"{number!r} is ambiguous: a julian day number (SQLite julianday()) or unix seconds in early 1970",
+            hint="set format = 'julian_day' or 'unix_s' for this column in [types]",
+        )
+    return "unix_s"
+
+
+def julian_millis(number: int | float | Decimal) -> int:
+    """Unix milliseconds of a julian day number, read exactly as SQLite reads it.
+
+    SQLite's date functions keep julian days as integer milliseconds, rounding the REAL to the
+    nearest millisecond (date.c: ``iJD = r*86400000.0 + 0.5``); that is the instant the application
+    sees through datetime()/strftime(), so it is the exact value here, not an alteration.
+    """
+    if type(number) is int:
+        ijd = number * 86_400_000
+    else:
+        real = float(number)
+        if real != real or real in (float("inf"), float("-inf")):
+            raise ValueRefused(f"{number!r} is not an instant")
+        if not JULIAN_MIN <= real < JULIAN_MAX:
+            raise ValueRefused(f"julian day {number} is outside years 1..9999")
+        ijd = int(real * 86_400_000.0 + 0.5)
+    return ijd - _UNIX_EPOCH_IJD
 
 
 def epoch_micros(number: int | float | Decimal, unit: Unit) -> int:
     """Microseconds since 1970 of an epoch number; refuses NaN, infinities and sub-µs parts."""
+    if unit == "julian_day":
+        return julian_millis(number) * 1000
     scale = _MICROS_PER_UNIT[unit]
     if type(number) is int:
         return number * scale

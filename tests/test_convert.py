@@ -248,6 +248,15 @@ CASES: dict[str, tuple[TargetType, list[tuple[object, object]]]] = {
         target("timestamp", format="unix_ms"),
         [(1000, datetime(1970, 1, 1, 0, 0, 1)), ("1709618828009.5", DT_2024 + timedelta(microseconds=500))],
     ),
+    "timestamp julian_day": (
+        target("timestamp(3)", format="julian_day"),
+        [
+            (2460374.7549538077, DT_2024),
+            (2460375, datetime(2024, 3, 5, 12)),
+            ("2460374.5", datetime(2024, 3, 5)),
+            (1721425.5, datetime(1, 1, 1)),
+        ],
+    ),
     "date": (
         target("date"),
         [
@@ -463,6 +472,10 @@ REFUSALS: list[tuple[str, TargetType, object, str]] = [
     ("timestamp digits without format", target("timestamp"), "1709618828", "not an ISO-8601"),
     ("timestamp bad offset", target("timestamp"), "2024-03-05 06:07:08+25:00", "offset"),
     ("timestamp inf", target("timestamp"), float("inf"), "not an instant"),
+    ("timestamp julian ambiguous real", target("timestamp"), 2460374.75, "ambiguous: a julian day number"),
+    ("timestamp julian ambiguous int", target("timestamptz"), 2460375, "ambiguous"),
+    ("date julian ambiguous", target("date"), 2460375, "ambiguous"),
+    ("timestamp julian out of range", target("timestamp", format="julian_day"), 1e7, "outside years 1..9999"),
     ("timestamp blob", target("timestamp"), b"2024", "blob value"),
     ("date with time", target("date"), "2024-03-05 06:07:08", "time of day"),
     ("date with time ms", target("date"), MS_2024, "time of day"),

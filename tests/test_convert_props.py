@@ -471,6 +471,8 @@ ALL_TYPES = [
     *(parse_type(n) for n in ("uuid", "timestamp", "numeric(2,-3)", "numeric(3,5)", "numeric(10,0)")),
     target("timestamp(3)", format="unix_ms"),
     target("timestamptz(6)", format="unix_s"),
+    target("timestamp(3)", format="julian_day"),
+    target("date", format="julian_day"),
     ROLE,
 ]
 EDGE_INTS = [
@@ -484,6 +486,10 @@ EDGE_INTS = [
     -MS_THRESHOLD + 1,
     -62_135_596_800,
     -62_135_596_801,
+    1_721_425,
+    1_721_426,
+    5_373_484,
+    5_373_485,
     253_402_300_799,
     253_402_300_800,
     -62_135_596_800_000,
@@ -616,3 +622,15 @@ def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: 
     got = parse_instant_text(text, aware)
     assert got == expected
     assert (got.tzinfo is UTC) if aware else (got.tzinfo is None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=1_721_425.5, max_value=5_373_484.4), st.booleans())
+def test_julian_days_read_as_sqlite_reads_them(julian: float, as_int: bool) -> None:
+    """SQLite's own strftime is the oracle: the same millisecond, for REAL and INTEGER julian days."""
+    value: float | int = max(int(julian), 1_721_426) if as_int else julian
+    with sqlite3.connect(":memory:") as conn:
+        (expected,) = conn.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', ?)", (value,)).fetchone()
+    got = value_converter(target("timestamp(3)", format="julian_day"))(value)
+    assert isinstance(got, datetime)
+    assert f"{got.year:04d}-{got:%m-%d %H:%M:%S}.{got.microsecond // 1000:03d}" == expected
