@@ -958,7 +958,7 @@ def sync_sequences(
     for table in plan.tables:
         qualified = sql.Identifier(plan.schema, table.name).as_string(conn)
         for col in table.columns:
-            seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (qualified, col.name)).fetchone()
+            seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (qualified, _truncated(col.name))).fetchone()
             if not seq or seq[0] is None:
                 continue
             row = conn.execute(
