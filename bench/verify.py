@@ -13,6 +13,13 @@ loaded by the create-mode snapshot into a scratch database. Then, measured:
    keys (detects) and with ``keys=True`` (names them): seconds, and what bisection added.
 
 Creates database ``replicator_bench_verify`` on the server and drops it at the end.
+
+Measured 2026-11-25, 1,000,000 rows, 2 CPUs shared with PostgreSQL (load average ~3 from other jobs):
+SQLite side alone 3.70 s (270k rows/s), PostgreSQL side alone 3.24 s (308k rows/s); verify end to end
+sequential 6.99 s (143k rows/s), threads 7.16 s (0.98x: both sides are Python-bound, the GIL
+serialises them), child process 3.92 s (255k rows/s, 1.78x). Mismatch detected in 3.45 s; the 3 bad
+keys (one UPDATE, one DELETE, one INSERT) named exactly in 4.31 s: bisection added 0.86 s. Most of
+each side's time is the canonical encoding (checkpoints.digest.RowEncoder.encode, ~50 % in cProfile).
 """
 
 from __future__ import annotations
@@ -120,7 +127,9 @@ def main() -> None:
             path = Path(tmp) / "app.db"
             _none, build_s = timed(lambda: build_sqlite(path, args.rows))
             _res, snap_s = timed(lambda: snapshot.snapshot(path, dsn, cfg, mode="create"))
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             print(f"{args.rows:,} rows: built in {build_s:.1f} s, snapshot in {snap_s:.1f} s")
+            print(f"machine: {os.cpu_count()} CPUs, load average {load} (PostgreSQL on the same machine)")
             print("one table, full read + convert + canonical digest:")
             sides(path, dsn, cfg, args.rows)
             expected = damage(dsn, args.rows, args.bad)
