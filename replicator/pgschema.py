@@ -807,7 +807,10 @@ def reflect(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, PgTabl
 
 
 def _match(name: str, candidates: Sequence[str]) -> tuple[str | None, bool]:
-    """Exact name first, then a unique case-insensitive match (reported)."""
+    """Exact name first (as PostgreSQL truncates it to 63 bytes), then a unique case-insensitive match (reported)."""
+    if name in candidates:
+        return name, False
+    name = _truncated(name)
     if name in candidates:
         return name, False
     folded = [c for c in candidates if c.lower() == name.lower()]
