@@ -244,3 +244,24 @@ def test_rows_journaled_after_the_applied_position_are_in_flight(tmp_path: Path,
     drained = verify.verify(path, pg_dsn, CFG)
     assert drained.applied_through == drained.journal_head == head + 3
     assert all(x.status == "match" for x in drained.tables)
+
+
+def test_key_whose_sqlite_storage_orders_differently_is_still_diagnosed(
+    tmp_path: Path, pg_dsn: str, pg: Any, monkeypatch: Any
+) -> None:
+    path = tmp_path / "mixed.db"
+    _app(
+        path,
+        "CREATE TABLE m (code PRIMARY KEY, v TEXT)",  # no affinity: integers and text side by side
+        *[f"INSERT INTO m VALUES ({i}, 'int {i}')" for i in range(0, 300, 3)],
+        *[f"INSERT INTO m VALUES ('{i}', 'text {i}')" for i in range(1, 300, 3)],
+    )
+    snapshot.snapshot(path, pg_dsn, CFG, mode="create")
+    assert verify.verify(path, pg_dsn, CFG, keys=True).match
+    monkeypatch.setattr(verify, "FANOUT", 4)
+    monkeypatch.setattr(verify, "SUBFANOUT", 4)
+    monkeypatch.setattr(verify, "LEAF_ROWS", 5)
+    pg.execute("UPDATE m SET v = 'x' WHERE code IN ('3', '4')")
+    m = verify.verify(path, pg_dsn, CFG, keys=True).tables[0]
+    assert m.status == "mismatch"
+    assert sorted(m.different) == [("3",), ("4",)]
