@@ -796,10 +796,10 @@ def _timestamp(t: TargetType, wire: bool) -> _Plan:
         seconds = ("(_MIN_S <= {v} < _JD_LO or _JD_HI <= {v} < _T)", from_s)
         millis = ("(_T <= {v} <= _MAX_MS or _MIN_MS <= {v} <= -_T)", from_ms)
     paths = []
+    if unit in (None, "unix_ms") and precision >= 3:  # whole milliseconds need no fraction check
+        paths.append(millis)  # first: milliseconds are Prisma's storage, the common case
     if unit in (None, "unix_s"):
         paths.append(seconds)
-    if unit in (None, "unix_ms") and precision >= 3:  # whole milliseconds need no fraction check
-        paths.append(millis)
     return _Plan(convert, tuple((f"type({{v}}) is int and {g}", r) for g, r in paths), base)
 
 
