@@ -108,6 +108,7 @@ def connect(
 def translate(exc: sqlite3.Error, path: Path | str) -> SourceError | SourceBusy:
     """Map a sqlite3 exception to our error with an operator hint; never by guessing from SQL."""
     code = getattr(exc, "sqlite_errorcode", None)
+    code = code & 0xFF if isinstance(code, int) else code  # extended codes (SQLITE_READONLY_DIRECTORY) -> primary
     text = str(exc)
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
         return SourceBusy(
