@@ -62,6 +62,8 @@ def connect_error(exc: psycopg.Error, dsn: str) -> TargetError:
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in ("28P01", "28000") or "password authentication failed" in text:
         hint = "check the user and password in the DSN"
+    elif 'role "' in text and "does not exist" in text:
+        hint = "check the user in the DSN, or create that role in PostgreSQL"
     elif sqlstate == "3D000" or "does not exist" in text:
         hint = "create the database first (createdb) or fix the DSN"
     else:
