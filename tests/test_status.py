@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from tests.test_worker_restart import daemon
 pytestmark = pytest.mark.e2e
 
 
-def status_json(source: Path, dsn: str) -> tuple[int, dict[str, object]]:
+def status_json(source: Path, dsn: str) -> tuple[int, dict[str, Any]]:
     cmd = [sys.executable, "-m", "replicator", "status", "--source", str(source), "--target", dsn, "--json"]
     proc = subprocess.run(cmd, capture_output=True, timeout=60, env={**os.environ}, check=False)
     return proc.returncode, json.loads(proc.stdout)
@@ -50,7 +51,7 @@ def test_status_during_a_run_and_after(src: Path, pg_dsn: str) -> None:
         assert got["journal_head"] == got["applied_seq"] == 50
         assert got["seconds_behind"] == 0.0
         assert got["rate"] > 0
-        tables = {t["table"]: t for t in got["tables"]}  # type: ignore[attr-defined]
+        tables = {t["table"]: t for t in got["tables"]}
         assert tables["parent"]["rows"] == 52
         assert tables["parent"]["upserted"] == 50
         head = got["last_checkpoint"]
