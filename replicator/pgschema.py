@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import psycopg.errors
 from psycopg import sql
 
 from replicator import log, sqlexpr, typemap
@@ -670,6 +671,11 @@ def create_tables(conn: psycopg.Connection[Any], plan: SchemaPlan) -> Created:
                 with conn.transaction():
                     conn.execute(table_statement(table, plan.schema))
             except psycopg.Error as exc:
+                if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                    raise TargetError(
+                        f"cannot create table {table.name!r}: {pg_message(exc)}",
+                        hint=f"grant the role USAGE, CREATE ON SCHEMA {plan.schema} (see docs/least-privilege.md)",
+                    ) from None
                 if not any(c.generated for c in table.columns):
                     raise TargetError(
                         f"cannot create table {table.name!r}: {pg_message(exc)}",
