@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 import msgspec
+import psycopg.errors
 
 from checkpoints.errors import CheckpointError
 from replicator import __version__, config, log
@@ -54,6 +55,10 @@ def fail(exc: BaseException, verbose: int) -> NoReturn:
     """Print one line for the operator (plus the traceback with -v) and exit with the error's code."""
     if isinstance(exc, KNOWN_ERRORS):
         message, hint, code = exc.message, exc.hint, exc.exit_code
+    elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
+        message = f"PostgreSQL refused: {first}"
+        hint, code = "grant the role the privileges listed in docs/least-privilege.md", EXIT_FAILURE
     else:
         message, hint, code = f"unexpected {type(exc).__name__}: {exc}", "rerun with -v and report it", EXIT_FAILURE
     if verbose:
@@ -573,7 +578,17 @@ def status(ctx: Context, as_json: bool) -> None:
 
 def main() -> None:
     try:
-        cli.main(prog_name="replicator", standalone_mode=True)
+        code = cli.main(prog_name="replicator", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click prints it
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.ClickException as exc:  # unknown option, bad value: one line too, exit 2
+        where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "replicator"
+        click.echo(f"error: {' '.join(exc.format_message().split())} — see `{where} --help`", err=True)
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted: nothing was left half-written; rerun the command to continue", err=True)
+        sys.exit(130)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (EXIT_USAGE if exc.code else 0)
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
