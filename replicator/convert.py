@@ -73,6 +73,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -658,6 +660,28 @@ def _enum(t: TargetType) -> _Plan:
 
 
 _JSON_VALIDATOR: Final = msgspec.json.Decoder(msgspec.Raw)
+#: msgspec recurses per nesting level within Python's recursion limit (1000); PostgreSQL's parser
+#: goes to about 10k-40k levels with the default max_stack_depth. Deeper documents than this are
+#: refused by name.
+JSON_MAX_DEPTH: Final = 20_000
+_DEEP_JSON_LOCK: Final = threading.Lock()
+
+
+def _validate_deep_json(text: str) -> None:
+    """Validate JSON nested deeper than the recursion limit by raising it for this one call (rare)."""
+    with _DEEP_JSON_LOCK:
+        previous = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(previous, JSON_MAX_DEPTH + 200))
+        try:
+            _JSON_VALIDATOR.decode(text)
+        except msgspec.DecodeError as exc:
+            raise ValueRefused(f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueRefused(f"JSON nests deeper than {JSON_MAX_DEPTH} levels") from None
+        finally:
+            sys.setrecursionlimit(previous)
+
+
 _NUL_ESCAPE: Final = re.compile(r"(\\+)u0000")
 
 
@@ -710,8 +734,10 @@ def _json(t: TargetType, wire: bool) -> _Plan:
             text = _as_text(v, clean)
         try:
             _JSON_VALIDATOR.decode(text)
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except msgspec.DecodeError as exc:
             raise ValueRefused(f"not valid JSON: {exc}") from None
+        except RecursionError:
+            _validate_deep_json(text)
         if binary and "\\u0000" in text and _has_nul_escape(text):
             if not strip_nul:
                 raise ValueRefused(

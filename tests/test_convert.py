@@ -375,6 +375,15 @@ def test_json_null_text_is_json_null_not_sql_null(pg: Pg) -> None:
     assert back == [(False, "null"), (True, None)]
 
 
+def test_deeply_nested_json_is_accepted_up_to_the_limit(pg: Pg) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    assert roundtrip(pg, [target("jsonb")], [(deep,)], select=[sql.SQL("jsonb_array_length(c0)")]) == [(1,)]
+    with pytest.raises(ValueRefused, match="deeper than 20000"):
+        value_converter(target("jsonb"))("[" * 30_000 + "]" * 30_000)
+    with pytest.raises(ValueRefused, match="not valid JSON"):
+        value_converter(target("json"))("[" * 3000 + "]" * 2999)
+
+
 def test_json_text_is_sent_verbatim(pg: Pg) -> None:
     text = '{"b": 1.10, "a": [1e2, 12345678901234567890123]}'
     back = roundtrip(pg, [target("json"), target("jsonb")], [(text, text)], select=[sql.SQL("c0::text, c1::text")])
