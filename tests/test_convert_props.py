@@ -283,10 +283,10 @@ def _types(mapping: dict[str, str]) -> list[TargetType]:
     return [ROLE if text == "enum" else parse_type(text) for text in mapping.values()]
 
 
-def _load(pg: Pg, path: Path, table: str, mapping: dict[str, str], extra: str = "") -> list[tuple[Any, ...]]:
+def _load(pg: Pg, path: Path, table: str, mapping: dict[str, str], wire: bool = False) -> list[tuple[Any, ...]]:
     columns = ", ".join(f'"{c}"' for c in mapping)
     rows = _sqlite_rows(path, f'SELECT {columns} FROM "{table}" ORDER BY rowid')
-    return roundtrip(pg, _types(mapping), rows, table=table, columns=list(mapping))
+    return roundtrip(pg, _types(mapping), rows, table=table, columns=list(mapping), wire=wire)
 
 
 def _check_instants(pg: Pg, path: Path, table: str, column: str) -> None:
@@ -318,10 +318,11 @@ def _check_instants(pg: Pg, path: Path, table: str, column: str) -> None:
     assert any(v is not None for v in naive)
 
 
+@pytest.mark.parametrize("wire", [False, True], ids=["values", "wire"])
 @pytest.mark.parametrize("name", ["prisma7_small_unixms.db", "prisma7_small_iso8601.db", "prisma7_json_scalars.db"])
-def test_prisma_files_load_as_prisma_postgres_types(pg: Pg, realworld: Path, name: str) -> None:
+def test_prisma_files_load_as_prisma_postgres_types(pg: Pg, realworld: Path, name: str, wire: bool) -> None:
     path = realworld / "orm-samples" / name
-    back = _load(pg, path, "Account", PRISMA_ACCOUNT)
+    back = _load(pg, path, "Account", PRISMA_ACCOUNT, wire)
     assert back
     for column in ("createdAt", "updatedAt"):
         _check_instants(pg, path, "Account", column)
@@ -398,11 +399,12 @@ SQLALCHEMY = {
         ("sqlalchemy21_sample.db", "t", SQLALCHEMY, ["ts", "tstz", "iv"]),
     ],
 )
+@pytest.mark.parametrize("wire", [False, True], ids=["values", "wire"])
 def test_orm_files_load_exactly(
-    pg: Pg, realworld: Path, name: str, table: str, mapping: dict[str, str], datetimes: list[str]
+    pg: Pg, realworld: Path, name: str, table: str, mapping: dict[str, str], datetimes: list[str], wire: bool
 ) -> None:
     path = realworld / "orm-samples" / name
-    back = _load(pg, path, table, mapping)
+    back = _load(pg, path, table, mapping, wire)
     assert back
     for column in datetimes:
         _check_instants(pg, path, table, column)
