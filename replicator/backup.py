@@ -207,6 +207,8 @@ def _integrity_check(path: Path) -> str:
     conn = sqlite_source.connect(path, readonly=True, check=False)
     try:
         rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # damage bad enough that the check itself stops
+        rows = [str(exc)]
     finally:
         conn.close()
     if rows != ["ok"]:
