@@ -868,7 +868,12 @@ def plan_existing(
             continue
         pg_name, folded = _match(table.name, list(pg_tables))
         if pg_name is None:
-            problems.append(f"table {table.name!r} has no table in target schema {config.target.schema!r}")
+            twins = [repr(c) for c in pg_tables if c.lower() == table.name.lower()]
+            problems.append(
+                f"table {table.name!r} matches {' and '.join(twins)} ignoring case (ambiguous)"
+                if len(twins) > 1
+                else f"table {table.name!r} has no table in target schema {config.target.schema!r}"
+            )
             continue
         if folded:
             warnings.append(f"table {table.name!r} matched {pg_name!r} ignoring case")
@@ -907,7 +912,10 @@ def _map_table(
             continue
         name, folded = _match(column.name, list(pg_by_name))
         if name is None:
-            if column.generated is Generated.NO:
+            twins = [repr(c) for c in pg_by_name if c.lower() == column.name.lower()]
+            if len(twins) > 1:
+                problems.append(f"column {table.name}.{column.name} matches {' and '.join(twins)} ignoring case")
+            elif column.generated is Generated.NO:
                 problems.append(f"column {table.name}.{column.name} is missing in {pg_table.name!r}")
             continue
         if folded:
