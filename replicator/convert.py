@@ -169,6 +169,11 @@ class RowRefused(BadValue):
             f"{table}.{column}: {reason}; value {excerpt(value)}",
             hint=hint or "fix the value, override the column type in [types], or set snapshot.on_bad_value",
         )
+        self._hint_given = hint
+
+    def __reduce__(self) -> tuple[type[RowRefused], tuple[str, str, object, str, str]]:
+        """Picklable (worker processes send refusals back): rebuilt from its own fields."""
+        return (RowRefused, (self.table, self.column, self.value, self.reason, self._hint_given))
 
 
 def decode_text(data: bytes) -> str:

@@ -58,6 +58,9 @@ class ValueRefused(Exception):
         self.reason = reason
         self.hint = hint
 
+    def __reduce__(self) -> tuple[type[ValueRefused], tuple[str, str]]:
+        return (ValueRefused, (self.reason, self.hint))
+
 
 # -- datetimes -----------------------------------------------------------------------------------
 

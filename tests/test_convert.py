@@ -523,6 +523,24 @@ def test_refused_values_name_table_column_value_and_reason(t: TargetType, value:
     assert error.exit_code == 1
 
 
+def test_refusals_survive_pickling() -> None:
+    """Worker processes send refusals back to the parent."""
+    import pickle
+
+    error = refusal(target("text"), "a\x00b")
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.table, again.column, again.value, again.reason, again.hint) == (
+        error.table,
+        error.column,
+        error.value,
+        error.reason,
+        error.hint,
+    )
+    assert str(again) == str(error)
+    value_error = pickle.loads(pickle.dumps(ValueRefused("why", "hint")))
+    assert (value_error.reason, value_error.hint) == ("why", "hint")
+
+
 def test_refusal_excerpt_is_short_for_big_values() -> None:
     error = refusal(target("varchar(10)"), "x" * 100_000)
     assert "(100000 chars)" in str(error)
