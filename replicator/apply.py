@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
 
 import msgspec
@@ -44,7 +45,7 @@ import psycopg.errors
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.digest import TableDigest, kinds_from_oids
+from checkpoints.digest import Kind, TableDigest, kinds_from_oids
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
 from replicator import convert, faults, log, quarantine
 from replicator.convert import TargetType
@@ -317,6 +318,45 @@ class Applied(msgspec.Struct, frozen=True):
         return sum(t.change.upserted for t in self.tables.values())
 
 
+_Folded = tuple[TableDigest, set[KeyTuple]]
+
+
+def _fold_rows(rows: list[tuple[Any, ...]], kinds: list[Kind], positions: tuple[int, ...]) -> _Folded:
+    """The digest of row images (json columns by kind) and the set of their keys."""
+    digest = TableDigest(kinds)
+    digest.add_rows(rows)
+    return digest, {tuple(row[i] for i in positions) for row in rows}
+
+
+class _Pending(msgspec.Struct):
+    """One table's statements are done; its digests may still be being computed."""
+
+    removed: list[Future[_Folded]]
+    added: Future[_Folded]
+    conflicts: int
+    quarantined: int
+
+    def result(self, running: tuple[int, str] | None) -> TableResult:
+        removed, removed_keys = TableDigest(), set()
+        for future in self.removed:
+            digest, keys = future.result()
+            removed.merge(digest)
+            removed_keys |= keys
+        added, added_keys = self.added.result()
+        deleted = TableDigest()
+        deleted.add_rows(removed_keys - added_keys)
+        total = TableDigest() if running is None else TableDigest.from_hex(running[0], running[1])
+        total.subtract(removed)
+        total.merge(added)
+        return TableResult(
+            change=TableChange.of(added, deleted),
+            digest_count=total.count,
+            digest_hex=total.hexdigest(),
+            conflicts=self.conflicts,
+            quarantined=self.quarantined,
+        )
+
+
 class Writer:
     """Applies batches over one PostgreSQL connection; holds per-connection staging tables.
 
@@ -340,7 +380,10 @@ class Writer:
         self._staged: dict[str, tuple[sql.Identifier, sql.Identifier]] = {}
         self._uniques: dict[str, list[UniqueIndex]] = {}
         self._converters = {n: convert.row_converter(t.source, t.columns_source, t.types) for n, t in targets.items()}
-        self._key_converters = {n: [convert.value_converter(ty) for ty in t.key_types] for n, t in targets.items()}
+        self._key_converters = {
+            n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
+        }
+        self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-digest")
         self._log = log.get("apply")
 
     # staging ---------------------------------------------------------------------------------
@@ -383,14 +426,21 @@ class Writer:
             if self.fk == "replica":
                 self.conn.execute("SET LOCAL session_replication_role = replica")
             digests = read_digests(self.conn, self.state_schema, list(batch.tables))
+            pending: dict[str, _Pending] = {}
             for name, part in batch.tables.items():
-                bound = self._log.bind(table=name, seq_from=batch.seq_from, seq_to=batch.seq_to)
                 try:
-                    results[name] = self._write_table(name, part, digests.get(name))
+                    pending[name] = self._write_table(name, part)
                 except psycopg.Error as exc:
                     raise _write_error(name, self.targets[name].target, exc) from None
-                bound.debug(
-                    "table applied", upserted=results[name].change.upserted, deleted=results[name].change.deleted
+            for name, work in pending.items():  # the digests were computed while PostgreSQL worked
+                results[name] = work.result(digests.get(name))
+                self._log.debug(
+                    "table applied",
+                    table=name,
+                    seq_from=batch.seq_from,
+                    seq_to=batch.seq_to,
+                    upserted=results[name].change.upserted,
+                    deleted=results[name].change.deleted,
                 )
             faults.point("apply.after_write")
             cp = next_checkpoint(prev, seq_to=batch.seq_to, tables={n: r.change for n, r in results.items()})
@@ -403,7 +453,7 @@ class Writer:
             faults.point("apply.before_commit")
         return applied
 
-    def _write_table(self, name: str, part: TableRows, running: tuple[int, str] | None) -> TableResult:
+    def _write_table(self, name: str, part: TableRows) -> _Pending:
         t = self.targets[name]
         rows_tmp, keys_tmp = self._staged[name]
         ident = sql.Identifier(t.schema, t.target)
@@ -428,8 +478,7 @@ class Writer:
                         copy.write_row(convert_row(row[:width]))
                     except convert.RowRefused as exc:
                         refusals.append(self._refused(t, row[width:], exc))
-            removed = TableDigest()
-            removed_keys: set[KeyTuple] = set()
+            removed: list[Future[_Folded]] = []
             returning = sql.SQL(" RETURNING {}").format(
                 sql.SQL(", ").join(sql.SQL("{}.{}").format(ident, sql.Identifier(c)) for c in t.columns_target)
             )
@@ -439,57 +488,39 @@ class Writer:
             cur.execute(
                 sql.SQL("DELETE FROM {} USING {} k WHERE {}").format(ident, keys_tmp, join) + returning, binary=True
             )
-            self._fold(cur, removed, removed_keys, t)
+            removed.append(self._fold(cur, t))
             conflicts = 0
             for index in self._uniques[name]:
                 cur.execute(_conflict_delete(ident, rows_tmp, index) + returning, binary=True)
-                conflicts += self._fold(cur, removed, removed_keys, t)
-            added = TableDigest()
-            added_keys: set[KeyTuple] = set()
+                conflicts += cur.rowcount
+                removed.append(self._fold(cur, t))
             cur.execute(
                 sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
                 + sql.SQL(" RETURNING {}").format(cols),
                 binary=True,
             )
-            self._fold(cur, added, added_keys, t)
+            added = self._fold(cur, t)
         record_refusals(self.conn, self.state_schema, name, t.key_source, part.keys, refusals)
-        deleted = TableDigest()
-        deleted.add_rows(removed_keys - added_keys)
-        total = TableDigest() if running is None else TableDigest.from_hex(running[0], running[1])
-        total.subtract(removed)
-        total.merge(added)
-        return TableResult(
-            change=TableChange.of(added, deleted),
-            digest_count=total.count,
-            digest_hex=total.hexdigest(),
-            conflicts=conflicts,
-            quarantined=len(refusals),
-        )
+        return _Pending(removed, added, conflicts, len(refusals))
 
-    @staticmethod
-    def _fold(cur: psycopg.Cursor[Any], digest: TableDigest, keys: set[KeyTuple], t: TableTarget) -> int:
-        """Digest the returned row images into ``digest`` (json columns by OID) and collect their keys."""
+    def _fold(self, cur: psycopg.Cursor[Any], t: TableTarget) -> Future[_Folded]:
+        """Hand the returned row images to the digest thread, which hashes them while PostgreSQL works."""
         rows = cur.fetchall()
-        if not rows:
-            return 0
         assert cur.description is not None
         kinds = kinds_from_oids(d.type_code for d in cur.description)
-        part = TableDigest(kinds)
-        part.add_rows(rows)
-        digest.merge(part)
-        positions = t.key_positions
-        for row in rows:
-            keys.add(tuple(row[i] for i in positions))
-        return len(rows)
+        return self._digester.submit(_fold_rows, rows, kinds, t.key_positions)
+
+    def close(self) -> None:
+        self._digester.shutdown(wait=True)
 
     def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
         """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
-        converters = self._key_converters[name]
+        convert_key = self._key_converters[name]
         out: list[KeyTuple] = []
         for key in keys:
             try:
-                out.append(tuple(c(v) for c, v in zip(converters, key, strict=True)))
-            except convert.ValueRefused:
+                out.append(convert_key(key))
+            except convert.RowRefused:
                 continue
         return out
 

@@ -136,9 +136,11 @@ class Worker:
             self._meta = meta
             self._sconn, self._wconn = sconn, wconn
             watcher = Watcher(self.source, self.config.apply.poll_interval_s)
+            self._pruner = Pruner(self.source, self.config.source.busy_timeout_ms)
             try:
                 return self._loop(watcher, once=once, until_drained=until_drained)
             finally:
+                self._pruner.close()
                 watcher.close()
                 self._close_pg()
 
@@ -194,7 +196,6 @@ class Worker:
         self._applied = batch.seq_to
         self._phase = next_phase
         self._prune()
-        faults.point("prune.after")
         seconds = time.perf_counter() - started
         self._account(batch, applied, seconds)
         bound.info(
@@ -564,13 +565,10 @@ class Worker:
             self._log.warning("could not record ERRORED in the target", error=str(inner))
 
     def _prune(self) -> None:
-        """Delete journal rows PostgreSQL has committed; busy means later, never an error."""
-        try:
-            journal.prune(self._wconn, self._applied)
-        except CaptureError as exc:
-            if not exc.transient:
-                raise
-            self._log.info("prune deferred: source busy", applied_seq=self._applied)
+        """Ask the pruner to delete journal rows up to what PostgreSQL has committed."""
+        self._pruner.request(self._applied)
+        if self._pruner.error is not None:
+            raise self._pruner.error
 
     def _account(self, batch: apply.Batch, applied: apply.Applied, seconds: float) -> None:
         self._batches += 1
@@ -589,11 +587,15 @@ class Worker:
     _meta: Meta
     _sconn: sqlite3.Connection
     _wconn: sqlite3.Connection
+    _pruner: Pruner
     _head = 0
     _applied = 0
     _persisted_head = -1
 
     def _close_pg(self) -> None:
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.close()
         conn, self._pconn = self._pconn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -653,6 +655,64 @@ class Worker:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+class Pruner:
+    """Prunes the journal behind the apply, in its own thread and on its own read-write connection.
+
+    Pruning runs in short write transactions with pauses for the app's writers (journal.prune); off
+    the loop's thread, those pauses never delay the next batch. Only seqs PostgreSQL has committed
+    are ever requested, so a crash at any moment leaves at worst rows that are pruned next time.
+    """
+
+    def __init__(self, source: Path, busy_timeout_ms: int) -> None:
+        self._source = source
+        self._busy_timeout_ms = busy_timeout_ms
+        self._wanted = 0
+        self._done = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self.error: BaseException | None = None
+        self._log = log.get("pruner", source=str(source))
+        self._thread = threading.Thread(target=self._run, name="replicator-prune", daemon=True)
+        self._thread.start()
+
+    def request(self, applied: int) -> None:
+        self._wanted = max(self._wanted, applied)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Prune what was requested, then stop."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        conn = sqlite_source.connect(self._source, readonly=False, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                target = self._wanted
+                if target > self._done:
+                    self._prune(conn, target)
+                if self._closing:
+                    return
+        finally:
+            conn.close()
+
+    def _prune(self, conn: sqlite3.Connection, target: int) -> None:
+        try:
+            journal.prune(conn, target)
+            self._done = target
+            faults.point("prune.after")
+        except CaptureError as exc:
+            if not exc.transient:
+                self.error = exc
+            else:
+                self._log.info("prune deferred: source busy", applied_seq=target)
+        except Exception as exc:  # surfaced by the loop at its next prune request
+            self.error = exc
 
 
 def backoff(attempt: int, cap_s: float) -> float:

@@ -69,7 +69,8 @@ def test_restart_after_crash_at_failpoint(src: Path, pg_dsn: str, name: str) -> 
         before = store.latest(conn)
     assert before is not None
     committed = name in ("apply.after_commit", "prune.after")
-    assert (before.number == 2) is committed  # genesis, plus the crashed batch only if it committed
+    # genesis, plus the crashed batch only if it committed (prune runs behind the apply: maybe more batches)
+    assert before.number == 1 if not committed else before.number >= 2
     resumed = daemon(src, pg_dsn, "--until-drained")
     _out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err.decode()[-2000:]

@@ -1,0 +1,240 @@
+"""Apply throughput on a journal backlog vs a raw binary COPY of as many rows into the same indexed tables.
+
+    .venv/bin/python bench/apply.py --dsn postgresql://postgres@127.0.0.1:5432/postgres --changes 1000000
+
+Per round: build a backlog of ``--changes`` journal entries (60 % UPDATE, 30 % INSERT, 10 % DELETE over
+three tables with secondary indexes, untimed), drain it with ``replicator run --until-drained`` in a
+subprocess (timed; its peak RSS read with wait4, to show memory stays flat), then binary-COPY the same
+number of rows into empty copies of the same tables with the same indexes (timed; rows prepared in
+memory before the clock starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians
+over ``--rounds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from triggers import install
+
+SCHEMA = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL, score REAL, created_at TEXT NOT NULL
+);
+CREATE INDEX users_name ON users (name);
+CREATE TABLE orders (
+    id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX orders_user ON orders (user_id);
+CREATE INDEX orders_status ON orders (status, created_at);
+CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload TEXT, at INTEGER NOT NULL);
+CREATE INDEX events_kind ON events (kind, at);
+"""
+TABLES = ("users", "orders", "events")
+
+
+def _user(i: int, rng: random.Random) -> tuple[Any, ...]:
+    return (
+        i,
+        f"u{i}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}@example.com",
+        f"name {i % 5000}",
+        rng.random() * 100,
+        f"2024-01-{1 + i % 28:02d} 10:00:00",
+    )
+
+
+def _order(i: int, rng: random.Random) -> tuple[Any, ...]:
+    return (
+        i,
+        rng.randint(1, 50_000),
+        rng.randint(1, 100_000),
+        rng.choice(("new", "paid", "shipped")),
+        f"2024-02-{1 + i % 28:02d} 12:00:00",
+    )
+
+
+def _event(i: int, rng: random.Random) -> tuple[Any, ...]:
+    return (i, rng.choice(("click", "view", "buy", "login")), "x" * rng.randint(20, 120), 1_700_000_000_000 + i)
+
+
+MAKERS = {"users": _user, "orders": _order, "events": _event}
+INSERT = {
+    "users": "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+    "orders": "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+    "events": "INSERT INTO events VALUES (?, ?, ?, ?)",
+}
+UPDATE = {
+    "users": "UPDATE users SET score = ?, name = 'n' || id WHERE id = ?",
+    "orders": "UPDATE orders SET amount = ?, status = 'paid' WHERE id = ?",
+    "events": "UPDATE events SET payload = 'p' || ? WHERE id = ?",
+}
+
+
+def build_source(path: Path, initial: int, rng: random.Random) -> dict[str, int]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.execute("PRAGMA synchronous = normal")
+    conn.executescript(SCHEMA)
+    conn.execute("BEGIN")
+    for table in TABLES:
+        conn.executemany(INSERT[table], (MAKERS[table](i, rng) for i in range(1, initial + 1)))
+    conn.execute("COMMIT")
+    conn.close()
+    install.install(path)
+    return dict.fromkeys(TABLES, initial)
+
+
+def make_backlog(path: Path, changes: int, top: dict[str, int], rng: random.Random) -> None:
+    """``changes`` journal entries: 60 % updates, 30 % inserts, 10 % deletes, spread over the tables."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = normal")
+    done = 0
+    while done < changes:
+        conn.execute("BEGIN")
+        for _ in range(min(10_000, changes - done)):
+            table = rng.choice(TABLES)
+            roll = rng.random()
+            if roll < 0.6:
+                conn.execute(UPDATE[table], (rng.randint(1, 100_000), rng.randint(1, top[table])))
+            elif roll < 0.9:
+                top[table] += 1
+                conn.execute(INSERT[table], MAKERS[table](top[table], rng))
+            else:
+                conn.execute(f"DELETE FROM {table} WHERE id = ?", (rng.randint(1, top[table]),))
+            done += 1
+        conn.execute("COMMIT")
+    (head,) = conn.execute("SELECT max(seq) FROM _replicator_journal").fetchone()
+    conn.close()
+    del head
+
+
+def pending(path: Path, applied: int) -> int:
+    conn = sqlite3.connect(path)
+    (n,) = conn.execute("SELECT count(*) FROM _replicator_journal WHERE seq > ?", (applied,)).fetchone()
+    conn.close()
+    return int(n)
+
+
+def drain(path: Path, dsn: str, env: dict[str, str]) -> tuple[float, int]:
+    """Run the daemon until drained in a subprocess: (seconds, peak RSS in KiB)."""
+    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "--until-drained", "-q"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"replicator run failed with exit code {proc.returncode}")
+    return seconds, int(usage.ru_maxrss)
+
+
+def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
+    """Binary COPY of ``changes`` rows (split like the backlog) into empty same-shaped, same-indexed tables."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
+        conn.execute("CREATE SCHEMA raw")
+        types: dict[str, list[str]] = {}
+        for table in TABLES:
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                    sql.Identifier("raw", table), sql.Identifier("public", table)
+                )
+            )
+            rows = conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                (f"public.{table}",),
+            ).fetchall()
+            types[table] = [r[0] for r in rows]
+        from replicator import convert
+
+        prepared: dict[str, list[tuple[Any, ...]]] = {}
+        base = 10_000_000
+        per = changes // len(TABLES)
+        for table in TABLES:
+            tts = [convert.parse_type(t) for t in types[table]]
+            conv = convert.row_converter(table, [f"c{i}" for i in range(len(tts))], tts)
+            prepared[table] = [conv(MAKERS[table](base + i, rng)) for i in range(per)]
+        started = time.perf_counter()
+        with conn.transaction():
+            for table in TABLES:
+                tts = [convert.parse_type(t) for t in types[table]]
+                with (
+                    conn.cursor() as cur,
+                    cur.copy(
+                        sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier("raw", table))
+                    ) as copy,
+                ):
+                    copy.set_types(convert.copy_types(tts))
+                    for row in prepared[table]:
+                        copy.write_row(row)
+        seconds = time.perf_counter() - started
+        conn.execute("DROP SCHEMA raw CASCADE")
+    return seconds
+
+
+def fresh_db(admin: str) -> str:
+    name = f"bench_apply_{os.getpid()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return psycopg.conninfo.make_conninfo(admin, dbname=name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--dsn", default=os.environ.get("REPLICATOR_TEST_DSN", "postgresql://postgres@127.0.0.1/postgres")
+    )
+    parser.add_argument("--changes", type=int, default=200_000)
+    parser.add_argument("--initial", type=int, default=100_000, help="rows per table before the backlog")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    env = {**os.environ, "REPLICATOR_LOG__LEVEL": "warning"}
+    if args.batch_rows:
+        env["REPLICATOR_APPLY__BATCH_ROWS"] = str(args.batch_rows)
+    dsn = fresh_db(args.dsn)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        top = build_source(path, args.initial, rng)
+        drain(path, dsn, env)  # the snapshot (untimed)
+        applied_rates, copy_rates, rss = [], [], []
+        for round_no in range(1, args.rounds + 1):
+            make_backlog(path, args.changes, top, rng)
+            seconds, peak = drain(path, dsn, env)
+            copy_seconds = raw_copy(dsn, args.changes, rng)
+            applied_rates.append(args.changes / seconds)
+            copy_rates.append(args.changes / copy_seconds)
+            rss.append(peak)
+            print(
+                f"round {round_no}: apply {args.changes:,} changes in {seconds:.2f} s = {args.changes / seconds:,.0f}/s "
+                f"(peak RSS {peak / 1024:.0f} MiB); raw COPY {args.changes / copy_seconds:,.0f} rows/s; "
+                f"ratio {copy_seconds / seconds:.2f}x",
+                flush=True,
+            )
+    apply_median, copy_median = statistics.median(applied_rates), statistics.median(copy_rates)
+    print(
+        f"median: apply {apply_median:,.0f} changes/s, raw COPY {copy_median:,.0f} rows/s, "
+        f"ratio {apply_median / copy_median:.2f}x, peak RSS {max(rss) / 1024:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
