@@ -389,7 +389,9 @@ def _write_durably(path: Path, lines: Iterable[bytes]) -> None:
     """temp file → fsync → rename → fsync the directory: a crash leaves the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # private like every export (a stale temp file would keep its mode)
+        with os.fdopen(fd, "wb") as out:
             for line in lines:
                 out.write(line)
             out.flush()
