@@ -34,7 +34,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -137,9 +138,11 @@ class Worker:
             self._sconn, self._wconn = sconn, wconn
             watcher = Watcher(self.source, self.config.apply.poll_interval_s)
             self._pruner = Pruner(self.source, self.config.source.busy_timeout_ms)
+            self._prefetch = Prefetcher(self.source, self.config.source.busy_timeout_ms)
             try:
                 return self._loop(watcher, once=once, until_drained=until_drained)
             finally:
+                self._prefetch.close()
                 self._pruner.close()
                 watcher.close()
                 self._close_pg()
@@ -162,6 +165,7 @@ class Worker:
                 if not progressed:
                     self._idle(watcher)
             except Exception as exc:
+                self._prefetch.discard()
                 if not _transient(exc):
                     self._errored(exc)
                     raise
@@ -177,12 +181,12 @@ class Worker:
 
     def _cycle(self) -> tuple[bool, bool]:
         """One pass: drift, one batch, checkpoint, prune. Returns (applied something, drained)."""
-        self._check_drift()
-        apply_cfg = self.config.apply
+        if self._check_drift():
+            self._prefetch.discard()  # read with the old tables' shape
         started = time.perf_counter()
-        batch = apply.read_batch(
-            self._sconn, self._applied, self._targets, max_rows=apply_cfg.batch_rows, max_bytes=apply_cfg.batch_bytes
-        )
+        batch = self._prefetch.take(self._applied) or self._read(self._sconn, self._applied)
+        if not batch.empty:  # read the next batch while PostgreSQL applies this one
+            self._prefetch.start(lambda conn: self._read(conn, batch.seq_to), batch.seq_to)
         self._head = batch.head
         self._lag.observe(batch.head)
         if batch.empty:
@@ -208,6 +212,10 @@ class Worker:
             behind=batch.head - batch.seq_to,
         )
         return True, batch.head <= batch.seq_to
+
+    def _read(self, conn: sqlite3.Connection, after: int) -> apply.Batch:
+        cfg = self.config.apply
+        return apply.read_batch(conn, after, self._targets, max_rows=cfg.batch_rows, max_bytes=cfg.batch_bytes)
 
     def _idle(self, watcher: Watcher) -> None:
         """Wait for the next commit in SQLite, waking at least every poll interval to see a stop."""
@@ -337,12 +345,12 @@ class Worker:
 
     # --- drift ----------------------------------------------------------------------------------
 
-    def _check_drift(self) -> None:
+    def _check_drift(self) -> bool:
         """Every cycle: one PRAGMA, unless the schema moved; then act per table, loudly, or stop."""
         found = drift.check(self._sconn, self._mark)
         self._mark = found.mark
         if not found.changed:
-            return
+            return False
         if not found.installed:
             raise WorkerError("the capture was removed from the source", hint="install it again and re-snapshot")
         for new in found.new_tables:
@@ -366,6 +374,7 @@ class Worker:
             self._mark = drift.mark(self._sconn)
         for name in resnapshot:
             self._resnapshot(name)
+        return True
 
     def _table_drift(self, t: drift.TableDrift, resnapshot: list[str]) -> None:
         name = t.table
@@ -588,6 +597,7 @@ class Worker:
     _sconn: sqlite3.Connection
     _wconn: sqlite3.Connection
     _pruner: Pruner
+    _prefetch: Prefetcher
     _head = 0
     _applied = 0
     _persisted_head = -1
@@ -655,6 +665,46 @@ class Worker:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+class Prefetcher:
+    """Reads the next batch on its own SQLite connection while the loop applies the current one.
+
+    Each batch is still one read transaction (journal range and rows together). A prefetched batch
+    is used only if it starts where the loop now is, and is dropped on drift or on any error.
+    """
+
+    def __init__(self, source: Path, busy_timeout_ms: int) -> None:
+        self._conn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-read")
+        self._future: Future[apply.Batch] | None = None
+        self._after = -1
+
+    def start(self, read: Callable[[sqlite3.Connection], apply.Batch], after: int) -> None:
+        self.discard()
+        self._after = after
+        self._future = self._pool.submit(read, self._conn)
+
+    def take(self, after: int) -> apply.Batch | None:
+        future, self._future = self._future, None
+        if future is None:
+            return None
+        if self._after != after:
+            with contextlib.suppress(Exception):
+                future.result()
+            return None
+        return future.result()
+
+    def discard(self) -> None:
+        future, self._future = self._future, None
+        if future is not None:
+            with contextlib.suppress(Exception):
+                future.result()
+
+    def close(self) -> None:
+        self.discard()
+        self._pool.shutdown(wait=True)
+        self._conn.close()
 
 
 class Pruner:
