@@ -1,41 +1,86 @@
 """The initial load: every SQLite table into PostgreSQL by binary COPY, one transaction per table.
 
-Consistency: the SQLite side is read through one read-only connection inside one read transaction
-(``BEGIN`` then a read as its first statement, d17), so every table comes from the same committed
-state even while the app writes. The schema and the profiles are read inside it too.
+Consistency with the journal (one read transaction, by choice): the SQLite side is read through one
+read-only connection inside one read transaction (``BEGIN``, then a read as its first statement:
+SQLite's BEGIN is deferred, d17). When capture is installed, the journal's high-water mark is read
+in that same transaction before any row, so the snapshot and the mark describe exactly one state:
+streaming starts at ``mark + 1`` and the genesis checkpoint's per-table digests describe the rows as
+of the mark. We chose this over chunked short read transactions because it makes the genesis exact
+(auditable: digests at ``seq_to`` are the state at ``seq_to``) and lets the count check compare with
+SQLite's own count of the same state; the price is that WAL checkpoints cannot pass the reader while
+the snapshot runs, so the ``-wal`` file grows by what the app writes during the load (minutes, not
+hours, at the measured rates; ``analyze`` warns up front). A resumed snapshot loads the remaining
+tables from a newer read transaction: the genesis then takes the *oldest* mark of the tables it
+covers, and the state-based apply (which re-reads the current row of every journaled key) makes the
+replay of entries between the two marks harmless, so nothing is lost or doubled.
+
+Never disturbing the app: read-only connection, ``busy_timeout``, retries on SQLITE_BUSY in
+``triggers.source``, no write and no lock beyond a reader's.
 
 Atomicity per table: TRUNCATE (when the table holds rows), COPY, the quarantine rows and the
-``snapshot_tables`` row commit together, after a count check against SQLite's own count in the same
-read transaction. A crash or a refused value leaves each table either fully loaded and recorded or
-untouched; rerunning reloads it. This is the unit a later resumable/chunked snapshot grows from:
-:func:`load_table` takes a plan and a row source and is independent of the run around it.
+``snapshot_tables`` row (rows, checksum, mark) commit together, after a count check against SQLite's
+own count in the same read transaction. A crash or Ctrl-C leaves each table either fully loaded and
+recorded or untouched. ``--resume`` skips recorded tables (refusing another source file: the source
+id is recorded per table) and reloads the interrupted one from scratch; ``--replace`` starts over.
+The plan (types per column) is saved in the target at the start, so a resumed run loads with the
+same types and skips the profile scan.
+
+Checksums: while copying, every converted row is hashed with :mod:`checkpoints.digest` (the one
+canonical row encoding, defined there), after bringing each value to what psycopg returns when the
+row is read back (float4 rounding for ``real``, ``char(n)`` without padding, JSON parsed): see
+:func:`digest_finisher`. So the snapshot's checksums, ``verify`` and the checkpoints agree. The
+genesis checkpoint (``checkpoints.model.genesis``, per-table counts and digests, ``seq_to`` = the
+mark) is appended with ``checkpoints.store.append`` in the final transaction that records the mark.
 
 Speed: binary COPY with ``set_types`` (no text formatting on either side), rows streamed with
 ``fetchmany`` (memory bounded by ``fetch_rows``), one compiled row converter per table. Secondary
-indexes, UNIQUE, CHECK and FK constraints are built after the load, then ANALYZE.
+indexes, UNIQUE, CHECK and FK constraints are built after the load (FKs NOT VALID, validated at
+cutover), then sequences past the keys and ANALYZE. Measured in ``bench/snapshot.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import convert, log, pg, pgschema, quarantine, state
+from checkpoints import store
+from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder
+from checkpoints.model import TableChange, genesis
+from replicator import convert, faults, log, pg, pgschema, quarantine, state
 from replicator.config import Config
 from replicator.errors import BadValue, TargetError, TargetNotEmpty, UsageError, is_transient_pg
+from replicator.formats import float4_value
 from replicator.profile import TableProfile, profile_table
+from triggers import journal
 from triggers import source as sqlite_source
+from triggers.install import read_meta
 from triggers.schema import Schema, quote_ident, read_schema
 
 FETCH_ROWS = 5_000
 _DECODE_ERROR = "Could not decode to UTF-8"
+PROGRESS_LOG_S = 5.0
+"""Seconds between JSON progress lines in non-interactive runs."""
+
+
+class Progress(Protocol):
+    """Told how far each table got; the CLI draws bars, tests may interrupt at a chosen row."""
+
+    def start(self, table: str, total: int) -> None: ...
+
+    def advance(self, table: str, rows: int) -> None:
+        """``rows`` read so far for ``table`` (called once per fetched batch)."""
+
+    def finish(self, table: str, rows: int, seconds: float) -> None: ...
 
 
 class TableResult(msgspec.Struct, frozen=True):
@@ -44,6 +89,10 @@ class TableResult(msgspec.Struct, frozen=True):
     rows: int
     quarantined: int
     seconds: float
+    checksum: str = EMPTY
+    """checkpoints.digest hexdigest of the rows loaded (see the module docstring)."""
+    resumed: bool = False
+    """Loaded by an earlier run and skipped by ``--resume``."""
 
     @property
     def rows_per_second(self) -> float:
@@ -60,6 +109,9 @@ class SnapshotResult(msgspec.Struct, frozen=True):
     """``table.column`` → the next value its identity/serial sequence will give."""
     plan: pgschema.SchemaPlan | None = None
     """The plan that was loaded (types per column), for verification."""
+    snapshot_seq: int | None = None
+    """The journal high-water mark streaming starts after; None when capture is not installed."""
+    genesis_hash: str | None = None
 
     @property
     def rows(self) -> int:
@@ -142,28 +194,44 @@ def _tables_with_rows(conn: psycopg.Connection[Any], schema_name: str, names: Se
     return found
 
 
-def check_target(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, *, replace: bool) -> None:
-    """Refuse to overwrite data, naming the tables that hold rows, unless ``--replace``."""
+def check_target(
+    conn: psycopg.Connection[Any],
+    plan: pgschema.SchemaPlan,
+    *,
+    replace: bool,
+    resume: bool = False,
+    loaded: Sequence[str] = (),
+) -> None:
+    """Refuse to overwrite data, naming the tables that hold rows, unless ``--replace`` or ``--resume``.
+
+    ``--resume`` accepts rows only in tables an earlier run of the same source recorded as loaded
+    (``loaded``, target names): rows anywhere else are someone else's and are never truncated.
+    """
     names = [t.name for t in plan.tables]
     existing = _existing_tables(conn, plan.schema, names)
-    if plan.mode == "create" and existing and not replace:
-        populated = _tables_with_rows(conn, plan.schema, existing)
-        if populated:
+    if replace:
+        return
+    populated = _tables_with_rows(conn, plan.schema, existing)
+    if resume:
+        foreign = [n for n in populated if n not in set(loaded)]
+        if foreign:
             raise TargetNotEmpty(
-                f"target tables already hold rows: {', '.join(populated)}",
-                hint="pass --replace to drop and reload them, or point --target at an empty database",
+                f"target tables hold rows no earlier snapshot of this source recorded: {', '.join(foreign)}",
+                hint="pass --replace to reload everything, or empty those tables",
             )
+        return
+    if populated:
+        raise TargetNotEmpty(
+            f"target tables already hold rows: {', '.join(populated)}",
+            hint="pass --resume to continue an interrupted snapshot of this source, --replace to reload "
+            "everything, or point --target at an empty database",
+        )
+    if plan.mode == "create" and existing:
         raise UsageError(
             f"tables already exist in schema {plan.schema!r}: {', '.join(existing)}",
-            hint="use --mode existing to load into them, or --replace to drop and recreate them",
+            hint="pass --resume to continue an interrupted snapshot, --mode existing to load into them, "
+            "or --replace to drop and recreate them",
         )
-    if plan.mode == "existing" and not replace:
-        populated = _tables_with_rows(conn, plan.schema, existing)
-        if populated:
-            raise TargetNotEmpty(
-                f"target tables already hold rows: {', '.join(populated)}",
-                hint="pass --replace to truncate and reload them, or point --target at an empty database",
-            )
 
 
 def _drop_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> None:
@@ -197,6 +265,9 @@ def _truncate_all(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> N
         ) from None
 
 
+# --- reading SQLite -----------------------------------------------------------------------------
+
+
 class _DecodeFallback(Exception):
     """sqlite3 met TEXT that is not UTF-8: the table is re-read with a bytes-tolerant text factory."""
 
@@ -206,7 +277,7 @@ def _select(table: str, columns: Sequence[str]) -> str:
     return f"SELECT {cols} FROM {quote_ident(table)}"  # noqa: S608 - SQLite identifiers quoted by quote_ident
 
 
-def _rows(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[Sequence[Any]]:
+def _batches(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[list[Any]]:
     """Stream rows in batches of ``fetch_rows``; bounded memory whatever the table size."""
     try:
         cursor = conn.execute(query)
@@ -214,11 +285,127 @@ def _rows(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[Seq
             batch = cursor.fetchmany(fetch_rows)
             if not batch:
                 return
-            yield from batch
+            yield batch
     except sqlite3.OperationalError as exc:
         if _DECODE_ERROR in str(exc):
             raise _DecodeFallback(str(exc)) from None
         raise sqlite_source.translate(exc, "source") from None
+
+
+# --- the checksum -------------------------------------------------------------------------------
+
+Finisher = Callable[[tuple[Any, ...]], tuple[Any, ...]]
+
+
+def _parsed_json(value: Any) -> Any:
+    return json.loads(value if isinstance(value, str) else value.obj)
+
+
+def _unpadded(value: str) -> str:
+    return value.rstrip(" ")
+
+
+def digest_finisher(types: Sequence[convert.TargetType]) -> Finisher | None:
+    """Converted values → what psycopg returns when the row is read back, for the checksum.
+
+    The same normalisation ``replicator verify`` applies, so both sides hash the same thing:
+    ``real`` is float4 (the double rounded to float4), ``char(n)`` is compared without its blank
+    padding, JSON as the parsed document (digest kind ``json``). None when no column needs it.
+    """
+    fixes: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, t in enumerate(types):
+        if t.name == "real":
+            fixes.append((i, float4_value))
+        elif t.name == "char":
+            fixes.append((i, _unpadded))
+        elif t.name in ("json", "jsonb"):
+            fixes.append((i, _parsed_json))
+    if not fixes:
+        return None
+
+    def finish(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, fix in fixes:
+            if values[i] is not None:
+                values[i] = fix(values[i])
+        return tuple(values)
+
+    return finish
+
+
+def digest_kinds(types: Sequence[convert.TargetType]) -> list[Kind]:
+    return ["json" if t.name in ("json", "jsonb") else "auto" for t in types]
+
+
+# --- one table: rows in, COPY out ---------------------------------------------------------------
+
+
+class Copied(msgspec.Struct):
+    """What one COPY wrote: the rows, the refused ones, and the running checksum."""
+
+    written: int
+    read: int
+    refusals: list[quarantine.Refusal]
+    digest_sum: int
+
+    @property
+    def checksum(self) -> str:
+        return format(self.digest_sum % MODULUS, "064x")
+
+
+KeyOf = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+def copy_rows(
+    pconn: psycopg.Connection[Any],
+    schema_name: str,
+    table: pgschema.TablePlan,
+    batches: Iterable[Sequence[Sequence[Any]]],
+    *,
+    width: int,
+    key_of: KeyOf,
+    policy: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> Copied:
+    """Convert, checksum and binary-COPY a stream of source rows into ``table`` (caller's transaction).
+
+    Every row source goes through here: SQLite for the snapshot, an export's JSON Lines for import.
+    A row holds the SQLite values of the plan's load columns first (``width`` of them) and may carry
+    extra key values after them (for messages). A refused value stops the load (``BadValue`` naming
+    table, key, column and value) or, with the quarantine policy, skips and records the row.
+    """
+    columns = table.load_columns
+    source_cols = [c.source for c in columns if c.source is not None]
+    types = [c.type for c in columns]
+    convert_row = convert.row_converter(table.source, source_cols, types)
+    finish = digest_finisher(types)
+    encode = RowEncoder(digest_kinds(types)).encode
+    sha256, from_bytes = hashlib.sha256, int.from_bytes
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(schema_name, table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    )
+    refusals: list[quarantine.Refusal] = []
+    written = read = total = 0
+    with pconn.cursor() as cur, cur.copy(copy_sql) as copy:
+        copy.set_types(convert.copy_types(types))
+        write_row = copy.write_row
+        for batch in batches:
+            for row in batch:
+                values = row[:width] if len(row) != width else row
+                try:
+                    out = convert_row(values)
+                except convert.RowRefused as exc:
+                    if policy != "quarantine":
+                        raise _stopped(table, key_of(row), exc) from None
+                    refusals.append(quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason))
+                    continue
+                write_row(out)
+                total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+                written += 1
+            read += len(batch)
+            if on_batch is not None:
+                on_batch(read)
+    return Copied(written=written, read=read, refusals=refusals, digest_sum=total)
 
 
 def load_table(
@@ -232,19 +419,22 @@ def load_table(
     source: state.SourceIdentity,
     run_id: int,
     fetch_rows: int = FETCH_ROWS,
+    snapshot_seq: int | None = None,
+    progress: Progress | None = None,
 ) -> TableResult:
     """Load one table in one PostgreSQL transaction; re-read once with the bytes fallback if needed."""
     bound = log.get("snapshot", table=table.source)
+    args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress)
     try:
-        return _load_table(sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, None)
+        return _load_table(*args, None)
     except psycopg.Error as exc:
-        raise _copy_error(table, exc) from None
+        raise copy_error(table, exc) from None
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
-            return _load_table(
-                sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, convert.decode_text
-            )
+            return _load_table(*args, convert.decode_text)
+        except psycopg.Error as exc:
+            raise copy_error(table, exc) from None
         finally:
             sconn.text_factory = str
 
@@ -259,69 +449,74 @@ def _load_table(
     source: state.SourceIdentity,
     run_id: int,
     fetch_rows: int,
+    snapshot_seq: int | None,
+    progress: Progress | None,
     text_factory: Callable[[bytes], str] | None,
 ) -> TableResult:
     bound = log.get("snapshot", table=table.source)
     started = time.monotonic()
-    columns = table.load_columns
-    source_cols = [c.source for c in columns if c.source is not None]
+    source_cols = [c.source for c in table.load_columns if c.source is not None]
     key_cols = list(table.key_source) or ["rowid"]
     extra = [k for k in key_cols if k not in source_cols]
     positions = {name: i for i, name in enumerate(source_cols + extra)}
-    width = len(source_cols)
-    convert_row = convert.row_converter(table.source, source_cols, [c.type for c in columns])
     ident = sql.Identifier(plan.schema, table.name)
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        ident, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
-    )
     (source_count,) = sconn.execute(f"SELECT count(*) FROM {quote_ident(table.source)}").fetchone()  # noqa: S608
-    refusals: list[quarantine.Refusal] = []
-    written = 0
+    if progress is not None:
+        progress.start(table.source, int(source_count))
     if text_factory is not None:
         sconn.text_factory = text_factory
+
+    def key_of(row: Sequence[Any]) -> dict[str, Any]:
+        return {k: row[positions[k]] for k in key_cols}
+
+    def on_batch(read: int) -> None:
+        if progress is not None:
+            progress.advance(table.source, read)
+
     with pconn.transaction():
         _empty_table(pconn, ident)
-        with pconn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.set_types(convert.copy_types([c.type for c in columns]))
-            for row in _rows(sconn, _select(table.source, source_cols + extra), fetch_rows):
-                values = row[:width] if extra else row
-                try:
-                    copy.write_row(convert_row(values))
-                except convert.RowRefused as exc:
-                    key = {k: row[positions[k]] for k in key_cols}
-                    if policy != "quarantine":
-                        raise _stopped(table, key, exc) from None
-                    refusals.append(quarantine.make(table.source, key, exc.column, exc.value, exc.reason))
-                    continue
-                written += 1
+        copied = copy_rows(
+            pconn,
+            plan.schema,
+            table,
+            _batches(sconn, _select(table.source, source_cols + extra), fetch_rows),
+            width=len(source_cols),
+            key_of=key_of,
+            policy=policy,
+            on_batch=on_batch,
+        )
         row_count = pconn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
         loaded = int(row_count[0]) if row_count else -1
-        if loaded != written or written + len(refusals) != source_count:
+        if loaded != copied.written or copied.read != source_count:
             raise TargetError(
                 f"count check failed for {table.source!r}: SQLite has {source_count} rows, read "
-                f"{written + len(refusals)}, PostgreSQL holds {loaded}",
+                f"{copied.read}, PostgreSQL holds {loaded}",
                 hint="nothing was committed for this table; rerun, and report it if it repeats",
             )
-        quarantine.replace_for_table(pconn, state_schema, table.source, refusals, run_id)
+        quarantine.replace_for_table(pconn, state_schema, table.source, copied.refusals, run_id)
         seconds = time.monotonic() - started
         state.record_table(
             pconn,
             state_schema,
             table=table.source,
             target_table=table.name,
-            rows=written,
-            quarantined=len(refusals),
+            rows=copied.written,
+            quarantined=len(copied.refusals),
             seconds=seconds,
             source=source,
             run_id=run_id,
+            checksum=copied.checksum,
+            snapshot_seq=snapshot_seq,
         )
-    if refusals:
-        bound.warning("values quarantined; their rows were skipped", quarantined=len(refusals))
-    bound.info("table loaded", rows=written, seconds=round(seconds, 3))
-    return TableResult(table.source, table.name, written, len(refusals), seconds)
+    if copied.refusals:
+        bound.warning("values quarantined; their rows were skipped", quarantined=len(copied.refusals))
+    if progress is not None:
+        progress.finish(table.source, copied.written, seconds)
+    bound.info("table loaded", rows=copied.written, seconds=round(seconds, 3), checksum=copied.checksum[:16])
+    return TableResult(table.source, table.name, copied.written, len(copied.refusals), seconds, copied.checksum)
 
 
-def _copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
+def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     """PostgreSQL refused the table's rows: name the table and say what to do; nothing was committed."""
     message = f"loading {table.source} into {table.name} failed: {pgschema.pg_message(exc)}; nothing was committed"
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
@@ -362,6 +557,9 @@ def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: convert.RowRef
     )
 
 
+# --- the run --------------------------------------------------------------------------------------
+
+
 def snapshot(
     source: Path,
     dsn: str,
@@ -370,7 +568,9 @@ def snapshot(
     mode: str | None = None,
     on_bad_value: str | None = None,
     replace: bool = False,
+    resume: bool = False,
     fetch_rows: int = FETCH_ROWS,
+    progress: Progress | None = None,
 ) -> SnapshotResult:
     """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE."""
     identity = state.source_identity(source)
@@ -384,10 +584,85 @@ def snapshot(
             mode=mode,
             on_bad_value=on_bad_value,
             replace=replace,
+            resume=resume,
             fetch_rows=fetch_rows,
+            progress=progress,
         )
     finally:
         sconn.close()
+
+
+class _Setup(msgspec.Struct):
+    plan: pgschema.SchemaPlan
+    read: SourceRead
+    loaded: dict[str, state.TableState]
+    reused_plan: bool
+
+
+def _setup(
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    identity: state.SourceIdentity,
+    config: Config,
+    mode: str | None,
+    *,
+    replace: bool,
+    resume: bool,
+) -> _Setup:
+    """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
+    from replicator import apply
+
+    state_schema = config.target.state_schema
+    with pconn.transaction():
+        state.ensure(pconn, state_schema)
+        apply.ensure_state(pconn, state_schema)
+    loaded = {} if replace else state.loaded_tables(pconn, state_schema)
+    if resume:
+        _same_source(pconn, state_schema, identity, loaded)
+    saved = apply.load_plan(pconn, state_schema) if resume and _last_run_source(pconn, state_schema) else None
+    if saved is not None:
+        read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=pgschema.read_sqlite_sequence(sconn))
+        plan = saved
+    else:
+        read = read_source(sconn)
+        plan = build_plan(pconn, read, config, resolve_mode(pconn, config, mode))
+    check_target(pconn, plan, replace=replace, resume=resume, loaded=[s.target_table for s in loaded.values()])
+    if not replace and not resume:
+        head = store.latest(pconn, schema=state_schema)
+        if head is not None:
+            raise TargetNotEmpty(
+                f"the target already holds a checkpoint chain (head {head.number}) from an earlier snapshot",
+                hint="pass --replace to start the migration over (the chain is cleared), or --resume",
+            )
+    return _Setup(plan=plan, read=read, loaded=loaded, reused_plan=saved is not None)
+
+
+def _last_run_source(conn: psycopg.Connection[Any], schema_name: str) -> str | None:
+    row = conn.execute(
+        sql.SQL("SELECT source_id FROM {}.runs WHERE command = 'snapshot' ORDER BY id DESC LIMIT 1").format(
+            sql.Identifier(schema_name)
+        )
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _same_source(
+    conn: psycopg.Connection[Any],
+    schema_name: str,
+    identity: state.SourceIdentity,
+    loaded: dict[str, state.TableState],
+) -> None:
+    """``--resume`` never mixes two source files: every recorded table and the last run must be this one."""
+    others = sorted({(s.source_path, s.source_id) for s in loaded.values() if s.source_id != identity.id})
+    last = _last_run_source(conn, schema_name)
+    if not others and last is not None and last != identity.id:
+        others = [("(the last snapshot run)", last)]
+    if others:
+        shown = ", ".join(f"{path} (id {sid})" for path, sid in others)
+        raise UsageError(
+            f"the target holds a snapshot of another source file: {shown}; this is {identity.path} (id {identity.id})",
+            hint="resume with the same file, or pass --replace to reload everything from this one",
+        )
 
 
 def snapshot_from(
@@ -399,67 +674,185 @@ def snapshot_from(
     mode: str | None = None,
     on_bad_value: str | None = None,
     replace: bool = False,
+    resume: bool = False,
     fetch_rows: int = FETCH_ROWS,
+    progress: Progress | None = None,
 ) -> SnapshotResult:
     """The load from a source connection whose read transaction is already open (see open_source).
 
-    The caller owns that transaction: the capture stage opens it, reads the journal's high-water
-    mark as its first statement, then calls this, so the snapshot and the mark describe one state.
+    The caller owns that transaction (the daemon opens it and reads the journal head too). When
+    capture is installed, the journal's high-water mark is read here, in that transaction, before any
+    row: streaming starts right after it, and the genesis checkpoint records it.
     """
+    if replace and resume:
+        raise UsageError("--replace and --resume exclude each other", hint="pass one of them")
     started = time.monotonic()
+    meta = read_meta(sconn)
+    mark = journal.head(sconn) if meta is not None else None
+    if meta is not None:
+        identity = state.capture_identity(identity.path, meta.source_id)
     policy = on_bad_value or config.snapshot.on_bad_value
     state_schema = config.target.state_schema
-    read = read_source(sconn)
+    bound = log.get("snapshot")
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-        chosen = resolve_mode(pconn, config, mode)
-        plan = build_plan(pconn, read, config, chosen)
-        check_target(pconn, plan, replace=replace)
+        setup = _setup(sconn, pconn, identity, config, mode, replace=replace, resume=resume)
+        plan, read = setup.plan, setup.read
         warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
         with pconn.transaction():
-            state.ensure(pconn, state_schema)
-            run_id = state.start_run(pconn, state_schema, command="snapshot", mode=chosen, source=identity)
+            run_id = state.start_run(pconn, state_schema, command="snapshot", mode=plan.mode, source=identity)
         try:
-            plan = _prepare_target(pconn, plan, replace=replace, warnings=warnings)
-            log.get("snapshot").info("snapshot started", mode=chosen, tables=len(plan.tables), run_id=run_id)
-            results = [
-                load_table(
-                    sconn,
-                    pconn,
-                    plan,
-                    plan.table(name),
-                    policy=policy,
-                    state_schema=state_schema,
-                    source=identity,
-                    run_id=run_id,
-                    fetch_rows=fetch_rows,
-                )
-                for name in plan.order
-            ]
-            sequences = _finish_target(pconn, plan, read, warnings)
-        except Exception as exc:
+            plan = _prepare_target(pconn, plan, replace=replace, reuse=setup.reused_plan, warnings=warnings)
             with pconn.transaction():
-                state.finish_run(pconn, state_schema, run_id, status="failed", message=str(exc)[:1000])
+                _save_plan(pconn, state_schema, plan, replace=replace)
+            bound.info("snapshot started", mode=plan.mode, tables=len(plan.tables), run_id=run_id, journal_mark=mark)
+            results: list[TableResult] = []
+            for name in plan.order:
+                done = setup.loaded.get(name) if resume else None
+                if done is not None and done.source_id == identity.id:
+                    results.append(_resumed(done))
+                    bound.info("table already loaded; skipped", table=name, rows=done.rows)
+                    continue
+                table = plan.table(name)
+                results.append(
+                    load_table(
+                        sconn,
+                        pconn,
+                        plan,
+                        table,
+                        policy=policy,
+                        state_schema=state_schema,
+                        source=identity,
+                        run_id=run_id,
+                        fetch_rows=fetch_rows,
+                        snapshot_seq=mark,
+                        progress=progress,
+                    )
+                )
+            sequences = _finish_target(pconn, plan, read, warnings)
+            seq_to, genesis_hash = _finish_run(pconn, plan, state_schema, identity, run_id, mark, results)
+        except BaseException as exc:
+            _mark_failed(pconn, state_schema, run_id, exc)
             raise
         result = SnapshotResult(
-            mode=chosen,
+            mode=plan.mode,
             run_id=run_id,
             tables=tuple(results),
             warnings=tuple(warnings),
             seconds=time.monotonic() - started,
             sequences=sequences,
             plan=plan,
+            snapshot_seq=seq_to,
+            genesis_hash=genesis_hash,
         )
-        with pconn.transaction():
-            state.finish_run(pconn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined)
     for warning in result.warnings:
-        log.get("snapshot").warning("schema", detail=warning)
+        bound.warning("schema", detail=warning)
     return result
 
 
+def _resumed(done: state.TableState) -> TableResult:
+    return TableResult(
+        table=done.table_name,
+        target=done.target_table,
+        rows=done.rows,
+        quarantined=done.quarantined,
+        seconds=0.0,
+        checksum=done.checksum or EMPTY,
+        resumed=True,
+    )
+
+
+def _mark_failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int, exc: BaseException) -> None:
+    """Record the failure (Ctrl-C included) without hiding the original error if that fails too."""
+    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)[:1000]
+    try:
+        with pconn.transaction():
+            state.finish_run(pconn, state_schema, run_id, status="failed", message=message)
+    except psycopg.Error:
+        log.get("snapshot").warning("could not record the failed run", run_id=run_id)
+
+
+def _save_plan(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, *, replace: bool) -> None:
+    """Keep the plan (a resumed run and the daemon convert exactly as this run does); on ``--replace``
+    forget every earlier table mark, the mark, and the checkpoint chain: this snapshot supersedes them."""
+    from replicator import apply
+
+    apply.save_plan(pconn, state_schema, plan)
+    if replace:
+        state.forget_tables(pconn, state_schema)
+        state.clear_mark(pconn, state_schema)
+        schema = sql.Identifier(state_schema)
+        dropped = pconn.execute(sql.SQL("DELETE FROM {}.checkpoints").format(schema)).rowcount
+        pconn.execute(sql.SQL("DELETE FROM {}.apply_tables").format(schema))
+        if dropped:
+            log.get("snapshot").warning("--replace: the earlier checkpoint chain was cleared", checkpoints=dropped)
+
+
+def _finish_run(
+    pconn: psycopg.Connection[Any],
+    plan: pgschema.SchemaPlan,
+    state_schema: str,
+    identity: state.SourceIdentity,
+    run_id: int,
+    mark: int | None,
+    results: Sequence[TableResult],
+) -> tuple[int | None, str | None]:
+    """One transaction: the genesis checkpoint (capture installed), the mark, the run's end.
+
+    The genesis covers every table with its count and checksum; its ``seq_to`` is the oldest mark a
+    loaded table was read at (a resumed run's earlier tables), so streaming replays from there.
+    """
+    loaded = state.loaded_tables(pconn, state_schema)
+    rows = sum(r.rows for r in results)
+    quarantined = sum(r.quarantined for r in results)
+    seq_to: int | None = None
+    genesis_hash: str | None = None
+    with pconn.transaction():
+        if mark is not None:
+            marks = [loaded[name].snapshot_seq for name in plan.order if name in loaded]
+            unmarked = [name for name in plan.order if name in loaded and loaded[name].snapshot_seq is None]
+            if unmarked:
+                raise UsageError(
+                    f"table(s) {', '.join(unmarked)} were loaded before capture was installed: changes since are lost",
+                    hint="pass --replace to reload every table now that capture is installed",
+                )
+            seq_to = min([m for m in marks if m is not None] + [mark])
+            head = store.latest(pconn, schema=state_schema)
+            if head is None:
+                tables = {
+                    name: TableChange(upserted=loaded[name].rows, upserted_digest=loaded[name].checksum or EMPTY)
+                    for name in plan.order
+                    if name in loaded
+                }
+                checkpoint = genesis(tables, seq_to=seq_to)
+                store.append(pconn, checkpoint, state_schema)
+                faults.point("snapshot.after_genesis")
+                genesis_hash = checkpoint.hash
+            else:
+                genesis_hash = None if head.number != 1 else head.hash
+                seq_to = None if head.number != 1 else head.seq_to
+        state.record_mark(
+            pconn, state_schema, source=identity, snapshot_seq=seq_to, genesis_hash=genesis_hash, run_id=run_id
+        )
+        state.finish_run(pconn, state_schema, run_id, status="ok", rows=rows, quarantined=quarantined)
+    if mark is not None:
+        log.get("snapshot").info("journal mark recorded", snapshot_seq=seq_to, genesis=genesis_hash)
+    return seq_to, genesis_hash
+
+
 def _prepare_target(
-    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, *, replace: bool, warnings: list[str]
+    pconn: psycopg.Connection[Any],
+    plan: pgschema.SchemaPlan,
+    *,
+    replace: bool,
+    reuse: bool,
+    warnings: list[str],
 ) -> pgschema.SchemaPlan:
-    """Existing mode: empty the tables for --replace. Create mode: (re)create the tables."""
+    """Existing mode: empty the tables for --replace. Create mode: (re)create the tables.
+
+    ``reuse``: a resumed run with the saved plan; the tables exist already and keep their rows.
+    """
+    if reuse:
+        return plan
     if plan.mode == "existing":
         if replace:
             with pconn.transaction():
@@ -473,20 +866,124 @@ def _prepare_target(
     return pgschema.without_generated(plan, created.plain_generated)
 
 
+def _existing_objects(pconn: psycopg.Connection[Any], schema_name: str) -> set[str]:
+    rows = pconn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind = 'i' "
+        "UNION SELECT con.conname FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace "
+        "WHERE n.nspname = %s",
+        (schema_name, schema_name),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def _pending_post_load(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> pgschema.SchemaPlan:
+    """The plan without the post-load statements an interrupted earlier run already completed."""
+    have = _existing_objects(pconn, plan.schema)
+    tables = tuple(
+        msgspec.structs.replace(t, post_load=tuple(s for s in t.post_load if s.name not in have)) for t in plan.tables
+    )
+    return msgspec.structs.replace(plan, tables=tables)
+
+
 def _finish_target(
     pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, read: SourceRead, warnings: list[str]
 ) -> dict[str, int]:
     """After every table: indexes and constraints (create mode), sequences past the keys, ANALYZE."""
     if plan.mode == "create":
-        warnings.extend(pgschema.apply_post_load(pconn, plan))
+        warnings.extend(pgschema.apply_post_load(pconn, _pending_post_load(pconn, plan)))
     sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
     for table in plan.tables:
         pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
     return sequences
 
 
+# --- progress and the summary ---------------------------------------------------------------------
+
+
+class LogProgress:
+    """Non-interactive runs: one JSON log line per table every ``PROGRESS_LOG_S`` seconds."""
+
+    def __init__(self, interval_s: float = PROGRESS_LOG_S) -> None:
+        self.interval_s = interval_s
+        self._started: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._total: dict[str, int] = {}
+
+    def start(self, table: str, total: int) -> None:
+        now = time.monotonic()
+        self._started[table], self._last[table], self._total[table] = now, now, total
+
+    def advance(self, table: str, rows: int) -> None:
+        now = time.monotonic()
+        if now - self._last.get(table, now) < self.interval_s:
+            return
+        self._last[table] = now
+        elapsed = max(now - self._started[table], 1e-9)
+        rate = rows / elapsed
+        total = self._total.get(table, 0)
+        eta = (total - rows) / rate if rate > 0 and total > rows else 0.0
+        log.get("snapshot", table=table).info(
+            "progress", rows=rows, total=total, rows_per_s=round(rate), eta_s=round(eta, 1)
+        )
+
+    def finish(self, table: str, rows: int, seconds: float) -> None:
+        self._started.pop(table, None)
+
+
+class RichProgress:
+    """Interactive runs: a rich progress bar per table (rows, rows/s, ETA), on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskID,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bars
+
+        self._bars = Bars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} rows/s"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._started: dict[str, float] = {}
+
+    def __enter__(self) -> RichProgress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.stop()
+
+    def start(self, table: str, total: int) -> None:
+        self._tasks[table] = self._bars.add_task(table, total=total, rate="-")
+        self._started[table] = time.monotonic()
+
+    def advance(self, table: str, rows: int) -> None:
+        elapsed = max(time.monotonic() - self._started[table], 1e-9)
+        self._bars.update(self._tasks[table], completed=rows, rate=f"{rows / elapsed:,.0f}")
+
+    def finish(self, table: str, rows: int, seconds: float) -> None:
+        rate = rows / seconds if seconds > 0 else float(rows)
+        self._bars.update(self._tasks[table], completed=rows, total=max(rows, 1), rate=f"{rate:,.0f}")
+
+
+def interactive(config: Config) -> bool:
+    """Progress bars on a terminal unless JSON logs were asked for; JSON progress lines otherwise."""
+    return sys.stderr.isatty() and config.log.format != "json"
+
+
 def render(result: SnapshotResult) -> None:
-    """The run summary: rows, seconds and rows/s per table, quarantined counts, totals."""
+    """The run summary like pgloader's: rows, seconds, rows/s and checksum per table, totals."""
     from rich.console import Console
     from rich.table import Table
 
@@ -496,8 +993,11 @@ def render(result: SnapshotResult) -> None:
     out.add_column("quarantined", justify="right")
     out.add_column("seconds", justify="right")
     out.add_column("rows/s", justify="right")
+    out.add_column("checksum")
     for t in result.tables:
-        out.add_row(t.table, f"{t.rows:,}", f"{t.quarantined:,}", f"{t.seconds:.2f}", f"{t.rows_per_second:,.0f}")
+        seconds = "resumed" if t.resumed else f"{t.seconds:.2f}"
+        rate = "" if t.resumed else f"{t.rows_per_second:,.0f}"
+        out.add_row(t.table, f"{t.rows:,}", f"{t.quarantined:,}", seconds, rate, t.checksum[:16])
     total_rate = result.rows / result.seconds if result.seconds else 0.0
     out.add_row(
         "total",
@@ -505,10 +1005,16 @@ def render(result: SnapshotResult) -> None:
         f"{result.quarantined:,}",
         f"{result.seconds:.2f}",
         f"{total_rate:,.0f}",
+        "",
         style="bold",
     )
     console = Console()
     console.print(out)
+    if result.snapshot_seq is not None:
+        console.print(
+            f"journal mark {result.snapshot_seq}: `replicator run` streams from entry {result.snapshot_seq + 1}"
+            + (f" (genesis checkpoint {result.genesis_hash[:16]})" if result.genesis_hash else "")
+        )
     if result.quarantined:
         console.print(
             f"[yellow]{result.quarantined} row(s) quarantined (skipped): see replicator.quarantine; "

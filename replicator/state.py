@@ -28,14 +28,33 @@ class SourceIdentity(msgspec.Struct, frozen=True):
     """Stable identity of the SQLite file: device, inode and the database header's creation facts."""
 
 
+#: Header fields that never change while an app writes: page size, file format versions, reserved
+#: bytes, payload fractions (16..24), text encoding (56..60) and application id (68..72). The change
+#: counter, the schema cookie and the version-valid-for number change with writes, so a resumed
+#: snapshot of the same live file would otherwise look like another file.
+_STABLE_HEADER = ((16, 24), (56, 60), (68, 72))
+
+
 def source_identity(path: Path) -> SourceIdentity:
-    """Identify the source file so a later stage can refuse a different file at the same path."""
+    """Identify the source file so a later stage can refuse a different file at the same path.
+
+    File identity (device, inode) plus the header fields that writes never change: stable for one
+    live file however much the app writes, different for another file moved into place. When capture
+    is installed, the snapshot uses the capture's own random source id instead (see
+    :func:`capture_identity`), which survives even a copy of the file.
+    """
     resolved = path.resolve()
     st = resolved.stat()
     with resolved.open("rb") as handle:
         header = handle.read(100)
-    digest = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:".encode() + header[40:100]).hexdigest()[:16]
+    stable = b"".join(header[a:b] for a, b in _STABLE_HEADER)
+    digest = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:".encode() + stable).hexdigest()[:16]
     return SourceIdentity(path=os.fspath(resolved), id=digest)
+
+
+def capture_identity(path: str, capture_source_id: str) -> SourceIdentity:
+    """The identity of a source whose capture is installed: the id the triggers' meta table holds."""
+    return SourceIdentity(path=path, id=f"capture:{capture_source_id}")
 
 
 _DDL = (
@@ -62,6 +81,19 @@ _DDL = (
         source_path text NOT NULL,
         source_id text NOT NULL,
         run_id bigint REFERENCES {schema}.runs (id)
+    )""",
+    # Additive columns (older targets gain them on the next ensure()).
+    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
+    "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS checksum text",
+    "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
+    """CREATE TABLE IF NOT EXISTS {schema}.replication (
+        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        source_path text NOT NULL,
+        source_id text NOT NULL,
+        snapshot_seq bigint,
+        genesis_hash text,
+        run_id bigint,
+        recorded_at timestamptz NOT NULL DEFAULT now()
     )""",
 )
 
@@ -118,19 +150,90 @@ def record_table(
     seconds: float,
     source: SourceIdentity,
     run_id: int,
+    checksum: str | None = None,
+    snapshot_seq: int | None = None,
 ) -> None:
-    """Mark a table loaded; called inside the table's own load transaction."""
+    """Mark a table loaded; called inside the table's own load transaction.
+
+    ``checksum`` is the table's :mod:`checkpoints.digest` hexdigest over the rows loaded;
+    ``snapshot_seq`` the journal high-water mark of the read transaction the rows came from (None
+    when capture is not installed).
+    """
     conn.execute(
         sql.SQL(
-            "INSERT INTO {}.snapshot_tables "
-            "(table_name, target_table, rows, quarantined, seconds, finished_at, source_path, source_id, run_id) "
-            "VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s) "
+            "INSERT INTO {}.snapshot_tables (table_name, target_table, rows, quarantined, seconds, finished_at, "
+            "source_path, source_id, run_id, checksum, snapshot_seq) "
+            "VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s) "
             "ON CONFLICT (table_name) DO UPDATE SET target_table = EXCLUDED.target_table, rows = EXCLUDED.rows, "
             "quarantined = EXCLUDED.quarantined, seconds = EXCLUDED.seconds, finished_at = EXCLUDED.finished_at, "
-            "source_path = EXCLUDED.source_path, source_id = EXCLUDED.source_id, run_id = EXCLUDED.run_id"
+            "source_path = EXCLUDED.source_path, source_id = EXCLUDED.source_id, run_id = EXCLUDED.run_id, "
+            "checksum = EXCLUDED.checksum, snapshot_seq = EXCLUDED.snapshot_seq"
         ).format(sql.Identifier(schema_name)),
-        (table, target_table, rows, quarantined, seconds, source.path, source.id, run_id),
+        (table, target_table, rows, quarantined, seconds, source.path, source.id, run_id, checksum, snapshot_seq),
     )
+
+
+def forget_tables(conn: psycopg.Connection[Any], schema_name: str, names: list[str] | None = None) -> None:
+    """Drop the loaded marks of ``names`` (all when None): ``--replace`` reloads them from scratch."""
+    if names is None:
+        conn.execute(sql.SQL("DELETE FROM {}.snapshot_tables").format(sql.Identifier(schema_name)))
+    else:
+        conn.execute(
+            sql.SQL("DELETE FROM {}.snapshot_tables WHERE table_name = ANY(%s)").format(sql.Identifier(schema_name)),
+            (names,),
+        )
+
+
+class Mark(msgspec.Struct, frozen=True):
+    """Where streaming starts: the journal position the snapshot was read at (None: no capture)."""
+
+    source_path: str
+    source_id: str
+    snapshot_seq: int | None
+    genesis_hash: str | None
+    run_id: int | None
+
+
+def record_mark(
+    conn: psycopg.Connection[Any],
+    schema_name: str,
+    *,
+    source: SourceIdentity,
+    snapshot_seq: int | None,
+    genesis_hash: str | None,
+    run_id: int,
+) -> None:
+    """Record the snapshot's journal high-water mark (the daemon streams from ``snapshot_seq + 1``)."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.replication (id, source_path, source_id, snapshot_seq, genesis_hash, run_id) "
+            "VALUES (1, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET source_path = EXCLUDED.source_path, "
+            "source_id = EXCLUDED.source_id, snapshot_seq = EXCLUDED.snapshot_seq, "
+            "genesis_hash = EXCLUDED.genesis_hash, run_id = EXCLUDED.run_id, recorded_at = now()"
+        ).format(sql.Identifier(schema_name)),
+        (source.path, source.id, snapshot_seq, genesis_hash, run_id),
+    )
+    conn.execute(
+        sql.SQL("UPDATE {}.runs SET snapshot_seq = %s WHERE id = %s").format(sql.Identifier(schema_name)),
+        (snapshot_seq, run_id),
+    )
+
+
+def read_mark(conn: psycopg.Connection[Any], schema_name: str) -> Mark | None:
+    """The recorded mark; None before a snapshot finished (or when the state schema is absent)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema_name)}.replication",)).fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT source_path, source_id, snapshot_seq, genesis_hash, run_id FROM {}.replication WHERE id = 1"
+        ).format(sql.Identifier(schema_name))
+    ).fetchone()
+    return None if row is None else Mark(*row)
+
+
+def clear_mark(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    conn.execute(sql.SQL("DELETE FROM {}.replication").format(sql.Identifier(schema_name)))
 
 
 class TableState(msgspec.Struct, frozen=True):
@@ -141,6 +244,8 @@ class TableState(msgspec.Struct, frozen=True):
     finished_at: datetime
     source_path: str
     source_id: str
+    checksum: str | None = None
+    snapshot_seq: int | None = None
 
 
 def loaded_tables(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, TableState]:
@@ -150,8 +255,8 @@ def loaded_tables(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, 
         return {}
     rows = conn.execute(
         sql.SQL(
-            "SELECT table_name, target_table, rows, quarantined, finished_at, source_path, source_id "
-            "FROM {}.snapshot_tables"
+            "SELECT table_name, target_table, rows, quarantined, finished_at, source_path, source_id, "
+            "checksum, snapshot_seq FROM {}.snapshot_tables"
         ).format(sql.Identifier(schema_name))
     ).fetchall()
     return {r[0]: TableState(*r) for r in rows}
