@@ -383,6 +383,7 @@ class Writer:
         self._key_converters = {
             n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
         }
+        self._quarantined: dict[str, bool] = {}
         self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-digest")
         self._log = log.get("apply")
 
@@ -500,7 +501,11 @@ class Writer:
                 binary=True,
             )
             added = self._fold(cur, t)
-        record_refusals(self.conn, self.state_schema, name, t.key_source, part.keys, refusals)
+        if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
+            self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
+        if refusals or self._quarantined[name]:
+            record_refusals(self.conn, self.state_schema, name, t.key_source, part.keys, refusals)
+            self._quarantined[name] = True
         return _Pending(removed, added, conflicts, len(refusals))
 
     def _fold(self, cur: psycopg.Cursor[Any], t: TableTarget) -> Future[_Folded]:
@@ -601,8 +606,7 @@ def record_refusals(
     refusals: Sequence[quarantine.Refusal],
 ) -> None:
     """Replace the quarantine rows of exactly these keys: a key fixed in SQLite leaves the quarantine."""
-    if not refusals and not _has_quarantine(conn, schema_name, table):
-        return
+
     target = sql.Identifier(schema_name, "quarantine")
     named = [json.dumps(quarantine.make(table, dict(zip(key_columns, k, strict=True)), "", None, "").key) for k in keys]
     conn.execute(
@@ -619,7 +623,8 @@ def record_refusals(
             )
 
 
-def _has_quarantine(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
+def has_quarantine(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
+    """Whether the table has quarantine rows not acknowledged yet."""
     row = conn.execute(
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = %s AND NOT acknowledged)").format(
             sql.Identifier(schema_name, "quarantine")

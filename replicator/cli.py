@@ -546,6 +546,7 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     from replicator import worker
     from replicator.metrics import Metrics
 
+    sys.setswitchinterval(worker.SWITCH_INTERVAL_S)
     metrics = None
     port = metrics_port or ctx.config.metrics.port
     if port is not None:

@@ -62,6 +62,9 @@ from triggers.watch import Watcher
 LOCK_NAMESPACE = 0x5250_4C43
 """High half of the advisory lock key ('RPLC'); the low half comes from the source id."""
 RATE_WINDOW_S = 10.0
+SWITCH_INTERVAL_S = 0.001
+"""The daemon's GIL switch interval: the reader and digest threads must not keep the loop's thread,
+back from a PostgreSQL round trip, waiting the default 5 ms for the GIL at every statement."""
 
 
 class WorkerError(ReplicatorError):
