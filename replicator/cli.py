@@ -240,14 +240,54 @@ def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: boo
     help="Keep names' case (default) or downcase them (create mode).",
 )
 @click.option(
-    "--replace", is_flag=True, help="Reload tables that already hold rows (create mode drops and recreates them)."
+    "--replace",
+    is_flag=True,
+    help="Reload everything: drop (create mode) or empty (existing mode) the tables; clears the earlier "
+    "snapshot's state and checkpoint chain.",
 )
-def snapshot(ctx: Context, mode: str | None, on_bad_value: str | None, identifiers: str | None, replace: bool) -> None:
-    """Load every table into PostgreSQL by binary COPY, one transaction per table, then build indexes."""
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted snapshot of the same source: finished tables are skipped, the interrupted "
+    "one is reloaded from scratch.",
+)
+@click.option("--tables", "tables", multiple=True, metavar="NAME[,NAME]", help="Only these SQLite tables (repeatable).")
+def snapshot(
+    ctx: Context,
+    mode: str | None,
+    on_bad_value: str | None,
+    identifiers: str | None,
+    replace: bool,
+    resume: bool,
+    tables: tuple[str, ...],
+) -> None:
+    """Load every table into PostgreSQL by binary COPY, one transaction per table, then build indexes.
+
+    With capture installed, records the journal's high-water mark and the genesis checkpoint.
+    """
     from replicator import snapshot as snapshot_mod
 
     cfg = _with_snapshot_options(ctx, identifiers)
-    result = snapshot_mod.snapshot(ctx.source, ctx.target, cfg, mode=mode, on_bad_value=on_bad_value, replace=replace)
+    names = [n for item in tables for n in item.split(",") if n] or None
+
+    def run(progress: snapshot_mod.Progress) -> snapshot_mod.SnapshotResult:
+        return snapshot_mod.snapshot(
+            ctx.source,
+            ctx.target,
+            cfg,
+            mode=mode,
+            on_bad_value=on_bad_value,
+            replace=replace,
+            resume=resume,
+            tables=names,
+            progress=progress,
+        )
+
+    if snapshot_mod.interactive(cfg) and not ctx.quiet:
+        with snapshot_mod.RichProgress() as bars:
+            result = run(bars)
+    else:
+        result = run(snapshot_mod.LogProgress())
     if not ctx.quiet:
         snapshot_mod.render(result)
 

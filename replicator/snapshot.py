@@ -569,6 +569,7 @@ def snapshot(
     on_bad_value: str | None = None,
     replace: bool = False,
     resume: bool = False,
+    tables: Sequence[str] | None = None,
     fetch_rows: int = FETCH_ROWS,
     progress: Progress | None = None,
 ) -> SnapshotResult:
@@ -585,6 +586,7 @@ def snapshot(
             on_bad_value=on_bad_value,
             replace=replace,
             resume=resume,
+            tables=tables,
             fetch_rows=fetch_rows,
             progress=progress,
         )
@@ -608,6 +610,7 @@ def _setup(
     *,
     replace: bool,
     resume: bool,
+    tables: Sequence[str] | None = None,
 ) -> _Setup:
     """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
     from replicator import apply
@@ -626,6 +629,8 @@ def _setup(
     else:
         read = read_source(sconn)
         plan = build_plan(pconn, read, config, resolve_mode(pconn, config, mode))
+    if tables:
+        plan = only_tables(plan, tables)
     check_target(pconn, plan, replace=replace, resume=resume, loaded=[s.target_table for s in loaded.values()])
     if not replace and not resume:
         head = store.latest(pconn, schema=state_schema)
@@ -635,6 +640,24 @@ def _setup(
                 hint="pass --replace to start the migration over (the chain is cleared), or --resume",
             )
     return _Setup(plan=plan, read=read, loaded=loaded, reused_plan=saved is not None)
+
+
+def only_tables(plan: pgschema.SchemaPlan, names: Sequence[str]) -> pgschema.SchemaPlan:
+    """``--tables``: the plan restricted to these SQLite tables (foreign keys to the others are dropped
+    with a warning by the post-load step); an unknown name is an error, not a silent skip."""
+    known = {t.source for t in plan.tables}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"--tables names table(s) the plan does not have: {', '.join(unknown)}",
+            hint="names are SQLite table names, case-sensitive; `replicator analyze` lists them",
+        )
+    wanted = set(names)
+    return msgspec.structs.replace(
+        plan,
+        tables=tuple(t for t in plan.tables if t.source in wanted),
+        order=tuple(n for n in plan.order if n in wanted),
+    )
 
 
 def _last_run_source(conn: psycopg.Connection[Any], schema_name: str) -> str | None:
@@ -675,6 +698,7 @@ def snapshot_from(
     on_bad_value: str | None = None,
     replace: bool = False,
     resume: bool = False,
+    tables: Sequence[str] | None = None,
     fetch_rows: int = FETCH_ROWS,
     progress: Progress | None = None,
 ) -> SnapshotResult:
@@ -695,7 +719,7 @@ def snapshot_from(
     state_schema = config.target.state_schema
     bound = log.get("snapshot")
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-        setup = _setup(sconn, pconn, identity, config, mode, replace=replace, resume=resume)
+        setup = _setup(sconn, pconn, identity, config, mode, replace=replace, resume=resume, tables=tables)
         plan, read = setup.plan, setup.read
         warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
         with pconn.transaction():

@@ -81,3 +81,24 @@ def test_snapshot_bad_value_exit_1_names_it(tmp_path: Path, pg_dsn: str) -> None
     )
     assert quarantined.exit_code == 0, quarantined.output
     assert "1 row(s) quarantined" in quarantined.output
+
+
+def test_snapshot_resume_tables_summary_and_json_progress(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    app = _app(tmp_path)
+    only = _run("snapshot", "--source", str(app), "--target", pg_dsn, "--tables", "Users", "--log-format", "json")
+    assert only.exit_code == 0, only.output
+    assert '"event": "table loaded"' in only.output  # JSON log lines when not on a terminal
+    assert "checksum" in only.output  # the summary table's column
+    assert pg.execute("SELECT table_name FROM replicator.snapshot_tables").fetchall() == [("Users",)]
+    unknown = _run("snapshot", "--source", str(app), "--target", pg_dsn, "--tables", "nope", "--resume")
+    assert unknown.exit_code == 2
+    assert "--tables names table(s) the plan does not have: nope" in unknown.output
+    resumed = _run("snapshot", "--source", str(app), "--target", pg_dsn, "--resume")  # continues that plan
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed" in resumed.output
+    whole = _run("snapshot", "--source", str(app), "--target", pg_dsn, "--replace")
+    assert whole.exit_code == 0, whole.output
+    assert pg.execute("SELECT count(*) FROM posts").fetchone() == (2,)
+    both = _run("snapshot", "--source", str(app), "--target", pg_dsn, "--resume", "--replace")
+    assert both.exit_code == 2
+    assert "exclude each other" in both.output

@@ -1,0 +1,143 @@
+"""Resumable snapshots: interrupted at a random row, rerun with --resume; never two sources mixed."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from replicator import config, snapshot, state
+from replicator.errors import TargetNotEmpty, UsageError
+from tests.compare import assert_same
+from tests.pgserver import fresh_database
+
+CFG = config.load(None, environ={})
+SIZES = {"author": 300, "book": 900, "review": 1500}
+
+
+def make_source(path: Path) -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.executescript(
+        """
+        CREATE TABLE author (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, born DATE);
+        CREATE TABLE book (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES author (id), title TEXT,
+                           price REAL, cover BLOB);
+        CREATE INDEX book_author ON book (author_id);
+        CREATE TABLE review (id INTEGER PRIMARY KEY, book_id INTEGER REFERENCES book (id), stars INTEGER,
+                             body TEXT, at DATETIME);
+        """
+    )
+    rnd = random.Random(3)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO author (name, born) VALUES (?, ?)",
+        [(f"author {i}", f"19{i % 90 + 10}-0{i % 9 + 1}-1{i % 9}") for i in range(SIZES["author"])],
+    )
+    conn.executemany(
+        "INSERT INTO book VALUES (?, ?, ?, ?, ?)",
+        [(i, i % 300 + 1, f"title {i} ✓", rnd.random() * 50, rnd.randbytes(16)) for i in range(1, SIZES["book"] + 1)],
+    )
+    conn.executemany(
+        "INSERT INTO review VALUES (?, ?, ?, ?, ?)",
+        [(i, i % 900 + 1, i % 5, "x" * (i % 200), f"2023-05-0{i % 9 + 1}T12:00:00Z") for i in range(1, 1501)],
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+class Interrupt:
+    """Progress hook that raises KeyboardInterrupt (Ctrl-C) once ``at`` rows of the whole run were read."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.before = 0
+        self.read = 0
+
+    def start(self, table: str, total: int) -> None:
+        self.before = self.read
+
+    def advance(self, table: str, rows: int) -> None:
+        self.read = self.before + rows
+        if self.read >= self.at:
+            raise KeyboardInterrupt
+
+    def finish(self, table: str, rows: int, seconds: float) -> None:
+        pass
+
+
+def loaded(pg: psycopg.Connection[Any]) -> dict[str, int]:
+    return dict(pg.execute("SELECT table_name, rows FROM replicator.snapshot_tables").fetchall())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_interrupted_at_a_random_row_then_resumed(
+    tmp_path: Path, pg_dsn: str, pg: Any, pg_server: str, seed: int
+) -> None:
+    path = make_source(tmp_path / "app.db")
+    at = random.Random(seed).randrange(1, sum(SIZES.values()))
+    with pytest.raises(KeyboardInterrupt):
+        snapshot.snapshot(path, pg_dsn, CFG, fetch_rows=37, progress=Interrupt(at))
+    done = loaded(pg)
+    order = ["author", "book", "review"]
+    finished = [t for t in order if t in done]
+    assert finished == order[: len(finished)]  # only whole tables are recorded
+    assert all(done[t] == SIZES[t] for t in finished)
+    interrupted = order[len(finished)]
+    assert pg.execute(f"SELECT count(*) FROM {interrupted}").fetchone() == (0,)
+    assert pg.execute("SELECT status, message FROM replicator.runs").fetchall() == [("failed", "interrupted")]
+
+    if finished:  # a plain rerun refuses and names the tables that hold rows
+        with pytest.raises(TargetNotEmpty, match=", ".join(finished)):
+            snapshot.snapshot(path, pg_dsn, CFG)
+    result = snapshot.snapshot(path, pg_dsn, CFG, resume=True)
+    assert [t.table for t in result.tables if t.resumed] == finished
+    assert result.plan is not None
+    assert assert_same(path, pg, result.plan) == SIZES
+    indexes = {r[0] for r in pg.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'").fetchall()}
+    assert "book_author" in indexes
+    assert pg.execute("SELECT nextval(pg_get_serial_sequence('author', 'id'))").fetchone() == (SIZES["author"] + 1,)
+
+    # The checksums of a resumed snapshot equal those of one uninterrupted run.
+    with fresh_database(pg_server) as other:
+        whole = snapshot.snapshot(path, other, CFG)
+    assert {t.table: t.checksum for t in result.tables} == {t.table: t.checksum for t in whole.tables}
+    assert {t.table: t.checksum for t in result.tables} == dict(
+        pg.execute("SELECT table_name, checksum FROM replicator.snapshot_tables").fetchall()
+    )
+
+
+def test_resume_refuses_another_source_file(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    first = make_source(tmp_path / "a.db")
+    second = make_source(tmp_path / "b.db")
+    with pytest.raises(KeyboardInterrupt):
+        snapshot.snapshot(first, pg_dsn, CFG, fetch_rows=50, progress=Interrupt(SIZES["author"] + 100))
+    with pytest.raises(UsageError, match=r"another source file: .*a\.db"):
+        snapshot.snapshot(second, pg_dsn, CFG, resume=True)
+    assert loaded(pg) == {"author": SIZES["author"]}
+    result = snapshot.snapshot(second, pg_dsn, CFG, replace=True)
+    assert result.rows == sum(SIZES.values())
+    assert {s.source_id for s in state.loaded_tables(pg, "replicator").values()} == {state.source_identity(second).id}
+
+
+def test_resume_of_a_finished_snapshot_loads_nothing(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = make_source(tmp_path / "app.db")
+    first = snapshot.snapshot(path, pg_dsn, CFG)
+    again = snapshot.snapshot(path, pg_dsn, CFG, resume=True)
+    assert all(t.resumed for t in again.tables)
+    assert [t.checksum for t in again.tables] == [t.checksum for t in first.tables]
+    assert pg.execute("SELECT count(*) FROM review").fetchone() == (SIZES["review"],)
+
+
+def test_resume_refuses_rows_it_did_not_load(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = make_source(tmp_path / "app.db")
+    with pytest.raises(KeyboardInterrupt):
+        snapshot.snapshot(path, pg_dsn, CFG, fetch_rows=50, progress=Interrupt(SIZES["author"] + 100))
+    pg.execute("INSERT INTO review (id) VALUES (1)")  # someone else's row
+    with pytest.raises(TargetNotEmpty, match="no earlier snapshot of this source recorded: review"):
+        snapshot.snapshot(path, pg_dsn, CFG, resume=True)
