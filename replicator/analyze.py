@@ -10,18 +10,21 @@ PostgreSQL or the capture will do, and what the operator can do about it.
 
 from __future__ import annotations
 
+import functools
 import os
+import queue
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 import msgspec
 
-from replicator import log
+from replicator import log, profile
 from replicator.analyze_checks import findings
 from replicator.analyze_report import (
     ColumnReport,
@@ -31,14 +34,14 @@ from replicator.analyze_report import (
     TableReport,
 )
 from replicator.errors import ReplicatorError
-from replicator.profile import TableProfile, profile_table
+from replicator.profile import TableProfile
 from triggers import source
 from triggers.schema import ForeignKey, Schema, Table, dependency_order, is_internal, quote_ident, read_schema
 
 __all__ = ["Report", "analyze", "render", "to_json", "write_json"]
 
-#: A table that takes longer than this to read is logged at info level (progress on big files).
-SLOW_TABLE_SECONDS = 2.0
+#: Read-only connections that read the tables at the same time (SQLite steps without the GIL).
+WORKERS = 2
 
 
 def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS) -> Report:
@@ -61,16 +64,11 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
             )
         schema = read_schema(conn)
         sequences = _sequences(conn)
+        profiles, orphans = _read_tables(conn, path, schema, busy_timeout_ms, logger)
         tables = []
         for table in schema.tables:
-            table_started = time.perf_counter()
-            prof = profile_table(conn, table)
-            fks = tuple(_foreign_key(conn, table, fk, schema) for fk in table.foreign_keys)
-            tables.append(_table_report(table, prof, fks, sequences.get(table.name), schema))
-            seconds = round(time.perf_counter() - table_started, 3)
-            # Big tables take a while: say so, so a long run shows progress; small ones stay quiet.
-            emit = logger.info if seconds >= SLOW_TABLE_SECONDS else logger.debug
-            emit("table analyzed", table=table.name, rows=prof.rows, seconds=seconds)
+            fks = tuple(_foreign_key(table, fk, schema, orphans) for fk in table.foreign_keys)
+            tables.append(_table_report(table, profiles[table.name], fks, sequences.get(table.name), schema))
     except sqlite3.Error as exc:
         raise source.translate(exc, path) from None
     finally:
@@ -144,11 +142,17 @@ def _is_unique(parent: Table, key: Sequence[str]) -> bool:
     return any({c.lower() for c in unique} == wanted for unique in parent.unique_keys)
 
 
-def _foreign_key(conn: sqlite3.Connection, table: Table, fk: ForeignKey, schema: Schema) -> ForeignKeyReport:
-    """The FK with its parent key resolved and, where SQLite itself could check it, its orphan count."""
+def _checkable_key(fk: ForeignKey, schema: Schema) -> tuple[Table | None, tuple[str, ...], bool]:
+    """The parent, its key columns, and whether SQLite itself could check the FK (a unique parent key)."""
     parent = _parent(fk, schema)
     key = (fk.ref_columns or parent.primary_key) if parent else fk.ref_columns
     checkable = parent is not None and len(key) == len(fk.columns) and _is_unique(parent, key)
+    return parent, key, checkable
+
+
+def _foreign_key(table: Table, fk: ForeignKey, schema: Schema, orphans: dict[tuple[str, int], int]) -> ForeignKeyReport:
+    """The FK with its parent key resolved and, where SQLite itself could check it, its orphan count."""
+    parent, key, checkable = _checkable_key(fk, schema)
     return ForeignKeyReport(
         columns=fk.columns,
         ref_table=fk.ref_table,
@@ -157,21 +161,90 @@ def _foreign_key(conn: sqlite3.Connection, table: Table, fk: ForeignKey, schema:
         on_delete=fk.on_delete,
         parent_exists=parent is not None,
         parent_key_unique=checkable,
-        orphan_rows=_count_orphans(conn, table.name, fk.columns, parent.name, key) if parent and checkable else None,
+        orphan_rows=orphans.get((table.name, fk.id)) if checkable else None,
     )
+
+
+def orphan_sql(child: str, columns: Sequence[str], parent: Table, key: Sequence[str]) -> str:
+    """Rows whose FK columns are all non-NULL (MATCH SIMPLE) and match no parent row.
+
+    A parent keyed by its rowid is probed through a compact copy of its keys (``NOT IN`` a subquery
+    SQLite materialises once): probing the table itself reads a random page of it per child row.
+    Other keys keep ``NOT EXISTS``, whose comparison uses the parent column's collation as SQLite's
+    own foreign-key check does.
+    """
+    present = " AND ".join(f"c.{quote_ident(col)} IS NOT NULL" for col in columns)
+    if len(key) == 1 and parent.rowid_alias and key[0].lower() == parent.rowid_alias.lower():
+        keys = f"SELECT {quote_ident(key[0])} FROM main.{quote_ident(parent.name)} LIMIT -1"  # noqa: S608
+        missing = f"c.{quote_ident(columns[0])} NOT IN ({keys})"
+    else:
+        match = " AND ".join(f"p.{quote_ident(k)} = c.{quote_ident(col)}" for k, col in zip(key, columns, strict=True))
+        missing = f"NOT EXISTS (SELECT 1 FROM main.{quote_ident(parent.name)} AS p WHERE {match})"  # noqa: S608
+    return f"SELECT count(*) FROM main.{quote_ident(child)} AS c WHERE {present} AND {missing}"  # noqa: S608
 
 
 def _count_orphans(
-    conn: sqlite3.Connection, child: str, columns: Sequence[str], parent: str, key: Sequence[str]
+    conn: sqlite3.Connection, child: str, columns: Sequence[str], parent: Table, key: Sequence[str]
 ) -> int:
-    """Rows whose FK columns are all non-NULL (MATCH SIMPLE) and match no parent row (an index probe each)."""
-    present = " AND ".join(f"c.{quote_ident(col)} IS NOT NULL" for col in columns)
-    match = " AND ".join(f"p.{quote_ident(k)} = c.{quote_ident(col)}" for k, col in zip(key, columns, strict=True))
-    query = (
-        f"SELECT count(*) FROM main.{quote_ident(child)} AS c WHERE {present}"  # noqa: S608 (quoted names)
-        f" AND NOT EXISTS (SELECT 1 FROM main.{quote_ident(parent)} AS p WHERE {match})"
-    )
-    return int(conn.execute(query).fetchone()[0])
+    return int(conn.execute(orphan_sql(child, columns, parent, key)).fetchone()[0])
+
+
+def _read_tables(
+    conn: sqlite3.Connection, path: Path, schema: Schema, busy_timeout_ms: int, logger: Any
+) -> tuple[dict[str, TableProfile], dict[tuple[str, int], int]]:
+    """Profile every table and count every FK's orphans, spread over WORKERS read-only connections.
+
+    The work is cut into rowid chunks (``replicator.profile.chunks``) and orphan queries, biggest
+    first, and handed to the next free connection: SQLite releases the GIL while it steps, so two
+    connections keep two cores busy. Each piece is its own short read (no long read transaction).
+    """
+    tasks: list[tuple[int, Callable[[sqlite3.Connection], object], str]] = []
+    parts: dict[str, list[profile.Chunk]] = {t.name: profile.chunks(conn, t) for t in schema.tables}
+    for table in schema.tables:
+        width = len(table.columns)
+        for chunk in parts[table.name]:
+            span = (chunk.high - chunk.low) if chunk.low is not None and chunk.high is not None else 0
+            weight = min(span, profile.CHUNK_CHARS) * width if span else profile.CHUNK_CHARS
+            tasks.append((weight, functools.partial(profile.scan_chunk, table=table, chunk=chunk), table.name))
+        for fk in table.foreign_keys:
+            parent, key, checkable = _checkable_key(fk, schema)
+            if parent is not None and checkable:
+                count = functools.partial(_count_orphans, child=table.name, columns=fk.columns, parent=parent, key=key)
+                tasks.append((profile.CHUNK_CHARS, count, f"{table.name}#{fk.id}"))
+    tasks.sort(key=lambda t: -t[0])
+    workers = max(1, min(WORKERS, len(tasks)))
+    pool_conns: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+    opened = [conn] + [source.connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms) for _ in range(workers - 1)]
+    for c in opened:
+        profile.register(c)
+        pool_conns.put(c)
+
+    def run(task: Callable[[sqlite3.Connection], object]) -> object:
+        c = pool_conns.get()
+        try:
+            return task(c)
+        finally:
+            pool_conns.put(c)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyze") as pool:
+            futures = [(label, pool.submit(run, task)) for _, task, label in tasks]
+            done = [(label, future.result()) for label, future in futures]
+    finally:
+        for c in opened[1:]:
+            c.close()
+    chunks: dict[str, list[profile.ChunkResult]] = {t.name: [] for t in schema.tables}
+    orphans: dict[tuple[str, int], int] = {}
+    for label, result in done:
+        if isinstance(result, profile.ChunkResult):
+            chunks[label].append(result)
+        else:
+            name, fk_id = label.rsplit("#", 1)
+            orphans[(name, int(fk_id))] = int(cast(int, result))
+    profiles = {t.name: profile.finish_profile(conn, t, chunks[t.name]) for t in schema.tables}
+    for name, prof in profiles.items():
+        logger.debug("table analyzed", table=name, rows=prof.rows, chunks=len(parts[name]))
+    return profiles, orphans
 
 
 def _table_report(

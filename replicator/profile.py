@@ -20,6 +20,8 @@ several scans of that many columns each (run them in one read transaction for on
 
 from __future__ import annotations
 
+import itertools
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -28,7 +30,7 @@ import msgspec
 
 from replicator import log
 from triggers import source
-from triggers.schema import Column, Table, quote_ident, read_schema
+from triggers.schema import Affinity, Column, Table, quote_ident, read_schema
 
 #: Value formats detected per column (keys of ColumnProfile.formats):
 FORMATS = (
@@ -283,29 +285,474 @@ def _database_path(conn: sqlite3.Connection) -> str:
     return "source"
 
 
+# --- The fast scan: one character per value, counted in Python ---------------------------------------
+#
+# Counting 21 flags per column with ``count(*) FILTER`` costs 30 aggregate steps per value, which is
+# most of the time. Instead each value becomes ONE character naming its category (storage class
+# plus formats; the categories are disjoint), each row one string (``char(code1, code2, ...)``), and
+# each rowid chunk one ``group_concat`` of those strings: a single cheap aggregate step per row. Python
+# then counts the characters of each column's slice of that string (``str.count``, a C loop). The
+# formats are tested only where the value can have them: integers against the epoch ranges in one
+# chain, text by one Python call that checks UTF-8 and NUL and names the first character's group, so
+# that a value starting with a letter is never tested as a date, and only '{' or '[' reach json_valid.
+
+
+class Category(msgspec.Struct, frozen=True):
+    storage: str
+    formats: frozenset[str]
+
+
+#: Every category a value can fall in; the character of category ``i`` is ``chr(CODE_BASE + i)``.
+CATEGORIES: tuple[Category, ...] = tuple(
+    Category(cls, frozenset(fmts))
+    for cls, fmts in (
+        ("null", ()),
+        ("integer", ()),
+        ("integer", ("unix_s",)),
+        ("integer", ("unix_ms",)),
+        ("integer", ("bool01",)),
+        ("real", ()),
+        ("real", ("unix_s",)),
+        ("blob", ()),
+        ("text", ()),
+        ("text", ("invalid_utf8",)),
+        ("text", ("nul_text",)),
+        ("text", ("nul_text", "invalid_utf8")),
+        ("text", ("date",)),
+        ("text", ("sql_datetime",)),
+        ("text", ("iso8601",)),
+        ("text", ("iso8601_tz",)),
+        ("text", ("bool_text",)),
+        ("text", ("json_object",)),
+        ("text", ("json_array",)),
+        ("text", ("uuid",)),
+        ("text", ("decimal_text",)),
+        ("text", ("decimal_text", "bool01_text")),
+        ("text", ("decimal_text", "uuid_hex32")),
+        ("text", ("uuid_hex32",)),
+    )
+)
+CODE_BASE = 65  # 'A': every code is one ASCII character
+_CODE = {(c.storage, c.formats): CODE_BASE + i for i, c in enumerate(CATEGORIES)}
+
+
+TEXT_FUNCTION = "replicator_text_class"
+#: ``replicator_text_class`` returns this for valid NUL-free text starting with '{' or '[': only
+#: SQLite's own ``json_valid`` decides those (C, and exactly what SQLite's JSON functions accept).
+JSON_CANDIDATE = 0
+
+_B_YMD = rb"[0-9]{4}-[01][0-9]-[0-3][0-9]"
+_B_HMS = rb"[0-2][0-9]:[0-5][0-9]:[0-6][0-9]"
+_B_FRACTION = rb"(?:\.[0-9]+)?"
+_B_HEX = rb"[0-9a-fA-F]"
+#: The text formats as byte patterns, each tested only on pure-ASCII text of a plausible length and
+#: first character (the GLOBs above say the same thing; these are what the fast scan runs).
+#: One pattern for every date and instant: which groups matched names the format.
+_TEMPORAL_RX = re.compile(_B_YMD + rb"(?:([T ])" + _B_HMS + _B_FRACTION + rb"(Z|[+-][0-2][0-9]:?[0-5][0-9])?)?")
+_UUID_RX = re.compile(rb"-".join(_B_HEX + b"{%d}" % n for n in (8, 4, 4, 4, 12)))
+_HEX32_RX = re.compile(_B_HEX + rb"{32}")
+_DECIMAL_RX = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_BOOL_WORDS = frozenset({b"t", b"f", b"true", b"false", b"yes", b"no"})
+_DIGITS, _HEX_LETTERS, _SIGNS = frozenset(b"0123456789"), frozenset(b"abcdefABCDEF"), frozenset(b"+-.")
+_BOOL_FIRST = frozenset(b"tTfFyYnN")
+
+
+def _code(storage: str, *formats: str) -> int:
+    return _CODE[(storage, frozenset(formats))]
+
+
+_TEXT = _code("text")
+_INVALID, _NUL, _NUL_INVALID = (
+    _code("text", "invalid_utf8"),
+    _code("text", "nul_text"),
+    _code("text", "nul_text", "invalid_utf8"),
+)
+#: (separator, has offset) -> code
+_TEMPORAL_CODES = {
+    (None, False): _code("text", "date"),
+    (b" ", False): _code("text", "sql_datetime"),
+    (b"T", False): _code("text", "iso8601"),
+    (b" ", True): _code("text", "iso8601_tz"),
+    (b"T", True): _code("text", "iso8601_tz"),
+}
+_UUID_CODE, _HEX32_CODE, _BOOL_CODE = _code("text", "uuid"), _code("text", "uuid_hex32"), _code("text", "bool_text")
+_DECIMAL, _DECIMAL_01, _DECIMAL_32 = (
+    _code("text", "decimal_text"),
+    _code("text", "decimal_text", "bool01_text"),
+    _code("text", "decimal_text", "uuid_hex32"),
+)
+
+
+def _ascii_text_code(value: bytes) -> int:
+    """The category of pure-ASCII, NUL-free text: only the formats its first character allows are tried."""
+    first, n = value[0], len(value)
+    if first in _DIGITS:
+        if n >= 10 and value[4] == 45:  # 'YYYY-'
+            match = _TEMPORAL_RX.fullmatch(value)
+            return _TEMPORAL_CODES[(match[1], match[2] is not None)] if match else _TEXT
+        if n == 36 and _UUID_RX.fullmatch(value):
+            return _UUID_CODE
+        if _DECIMAL_RX.fullmatch(value):
+            return _DECIMAL_01 if n == 1 and first in b"01" else _DECIMAL_32 if n == 32 else _DECIMAL
+        return _HEX32_CODE if n == 32 and _HEX32_RX.fullmatch(value) else _TEXT
+    if first in _SIGNS:
+        return _DECIMAL if _DECIMAL_RX.fullmatch(value) else _TEXT
+    if first in _BOOL_FIRST and n <= 5 and value.lower() in _BOOL_WORDS:
+        return _BOOL_CODE
+    if first in _HEX_LETTERS:
+        if n == 36:
+            return _UUID_CODE if _UUID_RX.fullmatch(value) else _TEXT
+        return _HEX32_CODE if n == 32 and _HEX32_RX.fullmatch(value) else _TEXT
+    return JSON_CANDIDATE if first in (123, 91) else _TEXT  # '{' '['
+
+
+def _text_class(value: bytes | None) -> int:
+    """The category code of one TEXT value (its bytes): UTF-8 (strict, as PostgreSQL) and NUL first,
+    since such text counts in no other format; JSON_CANDIDATE when only json_valid can decide."""
+    if not value:
+        return _TEXT
+    nul = 0 in value
+    if value.isascii():
+        return _NUL if nul else _ascii_text_code(value)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NUL_INVALID if nul else _INVALID
+    if nul:
+        return _NUL
+    return JSON_CANDIDATE if value[0] in (123, 91) else _TEXT  # non-ASCII text can only be JSON
+
+
+def _text_code_sql() -> str:
+    """The category of a value known to be TEXT: one Python call; json_valid only for '{' and '['."""
+    obj, arr = _code("text", "json_object"), _code("text", "json_array")
+    json = f"CASE WHEN json_valid(@c) THEN CASE WHEN substr(@c, 1, 1) = '{{' THEN {obj} ELSE {arr} END ELSE {_TEXT} END"
+    return f"coalesce(nullif({TEXT_FUNCTION}(CAST(@c AS BLOB)), {JSON_CANDIDATE}), {json})"
+
+
+def _integer_code_sql() -> str:
+    """Epoch seconds, epoch milliseconds and 0/1 exclude each other: one ordered chain of comparisons."""
+    return (
+        f"CASE WHEN @c < {UNIX_S_MIN} THEN CASE WHEN @c BETWEEN 0 AND 1 THEN {_code('integer', 'bool01')}"
+        f" ELSE {_code('integer')} END"
+        f" WHEN @c <= {UNIX_S_MAX} THEN {_code('integer', 'unix_s')}"
+        f" WHEN @c BETWEEN {UNIX_MS_MIN} AND {UNIX_MS_MAX} THEN {_code('integer', 'unix_ms')}"
+        f" ELSE {_code('integer')} END"
+    )
+
+
+_CLASS_SQL = {
+    "null": str(_code("null")),
+    "integer": _integer_code_sql(),
+    "real": f"CASE WHEN {_EPOCH_S} THEN {_code('real', 'unix_s')} ELSE {_code('real')} END",
+    "text": _text_code_sql(),
+    "blob": str(_code("blob")),
+}
+#: The storage class a column most likely holds goes first in its ``CASE typeof()`` (the last is the ELSE).
+_CLASS_ORDER = {
+    Affinity.INTEGER: ("integer", "null", "real", "text", "blob"),
+    Affinity.NUMERIC: ("integer", "real", "null", "text", "blob"),
+    Affinity.REAL: ("real", "null", "integer", "text", "blob"),
+    Affinity.TEXT: ("text", "null", "integer", "real", "blob"),
+}
+
+
+def code_sql(column: Column) -> str:
+    """The category code (an integer, a character's code point) of one value of ``column``."""
+    order = _CLASS_ORDER.get(column.affinity)
+    if order is None:  # BLOB affinity: declared BLOB holds blobs; no type at all, anything
+        typed = "BLOB" in column.declared_type.upper()
+        order = ("blob", "null", "text", "integer", "real") if typed else ("null", "text", "integer", "real", "blob")
+    whens = " ".join(f"WHEN '{cls}' THEN {_CLASS_SQL[cls]}" for cls in order[:-1])
+    return f"CASE typeof(@c) {whens} ELSE {_CLASS_SQL[order[-1]]} END".replace("@c", quote_ident(column.name))
+
+
+#: Extremes read in the same scan, chosen by affinity (what the column almost always holds). Raw
+#: ``min(c)`` is the least integer only when the column holds nothing but integers and NULLs; a
+#: column whose values prove the guess wrong gets the exact aggregates in one more scan.
+_EXACT = {
+    "min_integer": "min(CASE WHEN typeof(@c) = 'integer' THEN @c END)",
+    "max_integer": "max(CASE WHEN typeof(@c) = 'integer' THEN @c END)",
+    "max_text_bytes": "max(CASE WHEN typeof(@c) = 'text' THEN length(CAST(@c AS BLOB)) END)",
+    "max_blob_bytes": "max(CASE WHEN typeof(@c) = 'blob' THEN length(@c) END)",
+}
+_RAW_INTEGER = {"min_integer": "min(@c)", "max_integer": "max(@c)"}
+_RAW_LENGTH = "max(length(CAST(@c AS BLOB)))"
+_EXTREME_CLASS = {
+    "min_integer": "integer",
+    "max_integer": "integer",
+    "max_text_bytes": "text",
+    "max_blob_bytes": "blob",
+}
+
+
+class _Extreme(msgspec.Struct, frozen=True):
+    """One aggregate of the scan: which extremes it yields, and the only classes under which it is exact."""
+
+    sql: str
+    names: tuple[str, ...]
+    valid_if: frozenset[str]
+
+
+def _extremes(column: Column) -> list[_Extreme]:
+    q = quote_ident(column.name)
+    if column.affinity is Affinity.INTEGER:
+        ints = frozenset({"null", "integer"})
+        return [_Extreme(sql.replace("@c", q), (name,), ints) for name, sql in _RAW_INTEGER.items()]
+    if column.affinity is Affinity.TEXT:
+        sql = _RAW_LENGTH.replace("@c", q)
+        return [_Extreme(sql, ("max_text_bytes",), frozenset({"null", "text"}))]
+    if column.affinity is Affinity.REAL:
+        return []
+    names = ("min_integer", "max_integer") if column.affinity is Affinity.NUMERIC else tuple(_EXACT)
+    return [_Extreme(_EXACT[n].replace("@c", q), (n,), frozenset(STORAGE_CLASSES)) for n in names]
+
+
+#: SQLite's default SQLITE_MAX_FUNCTION_ARG is 127: ``char()`` takes the codes in groups.
+CHAR_ARGS = 100
+#: Rows per chunk aim at this many characters (one per value) in one ``group_concat``.
+CHUNK_CHARS = 4_000_000
+#: A table is split into at most this many rowid ranges up front (sparse rowids: wider ranges).
+MAX_CHUNKS = 1024
+
+
+def _rowid_name(table: Table) -> str | None:
+    """A name that reaches the rowid in this table, or None (WITHOUT ROWID, or every alias shadowed)."""
+    if table.without_rowid:
+        return None
+    if table.rowid_alias:
+        return quote_ident(table.rowid_alias)
+    names = {c.name.lower() for c in table.columns}
+    return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
+
+
+class Chunk(msgspec.Struct, frozen=True):
+    """One statement's share of a table: rowids in ``[low, high]``, or the whole table when ``low`` is None."""
+
+    table: str
+    low: int | None = None
+    high: int | None = None
+
+
+def chunk_sql(table: Table, columns: Sequence[Column], *, ranged: bool) -> tuple[str, list[_Extreme]]:
+    """The statement for one chunk: the codes of every row as one string, then the extremes and NULL keys."""
+    codes = [code_sql(c) for c in columns]
+    row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
+    extremes = [e for c in columns for e in _extremes(c)]
+    exprs = [f"group_concat({row}, '')", *(e.sql for e in extremes)]
+    if table.primary_key and not table.rowid_alias:
+        exprs.append("sum(" + " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) + ")")
+    where = ""
+    if ranged:
+        rowid = _rowid_name(table)
+        where = f" WHERE {rowid} BETWEEN ? AND ?"
+    return f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}{where}", extremes  # noqa: S608
+
+
+def chunks(conn: sqlite3.Connection, table: Table) -> list[Chunk]:
+    """Rowid ranges of about CHUNK_CHARS values each (exact for dense rowids), or the whole table."""
+    rowid = _rowid_name(table)
+    if rowid is None:
+        return [Chunk(table.name)]
+    query = f"SELECT min({rowid}), max({rowid}) FROM main.{quote_ident(table.name)}"  # noqa: S608
+    try:
+        low, high = conn.execute(query).fetchone()
+    except sqlite3.Error as exc:
+        raise source.translate(exc, _database_path(conn)) from None
+    if low is None:
+        return [Chunk(table.name)]
+    rows_per_chunk = max(1, CHUNK_CHARS // max(1, len(table.columns)))
+    span = int(high) - int(low) + 1
+    count = min(MAX_CHUNKS, -(-span // rows_per_chunk))
+    width = -(-span // count)
+    bounds = [int(low) + i * width for i in range(count)] + [int(high) + 1]
+    out = [Chunk(table.name, lo, hi - 1) for lo, hi in itertools.pairwise(bounds) if lo < hi]
+    # Rows added beyond either end while we read belong to the first or the last chunk.
+    out[0] = Chunk(table.name, -(2**63), out[0].high)
+    out[-1] = Chunk(table.name, out[-1].low, 2**63 - 1)
+    return out
+
+
+class ChunkResult(msgspec.Struct):
+    rows: int = 0
+    null_key_rows: int = 0
+    counts: list[dict[str, int]] = msgspec.field(default_factory=list)
+    extremes: list[dict[str, int | None]] = msgspec.field(default_factory=list)
+
+
+def _count_chars(text: str) -> dict[str, int]:
+    """How often each character occurs, in as many C passes as there are distinct characters."""
+    counts: dict[str, int] = {}
+    while text:
+        ch = text[0]
+        n = text.count(ch)
+        counts[ch] = n
+        if n == len(text):
+            break
+        text = text.replace(ch, "")
+    return counts
+
+
+def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkResult:
+    """Read one chunk: per column, how many values of each category and the extremes the scan could take."""
+    columns = list(table.columns)
+    sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None)
+    params = () if chunk.low is None else (chunk.low, chunk.high)
+    try:
+        result = conn.execute(sql, params).fetchone()
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_TOOBIG:
+            raise source.translate(exc, _database_path(conn)) from None
+        if chunk.low is None or chunk.high is None or chunk.low >= chunk.high:
+            raise TooBig(table.name) from None
+        # More rows in this range than one string holds (sparse rowids guessed wrong): halve it.
+        middle = chunk.low + (chunk.high - chunk.low) // 2
+        halves = (Chunk(chunk.table, chunk.low, middle), Chunk(chunk.table, middle + 1, chunk.high))
+        return combine([scan_chunk(conn, table, half) for half in halves])
+    text = str(result[0] or "")
+    width = len(columns)
+    out = ChunkResult(rows=len(text) // width if width else 0)
+    out.counts = [_count_chars(text[i::width]) for i in range(width)]
+    by_column: dict[str, dict[str, int | None]] = {c.name: {} for c in columns}
+    values = iter(result[1:])
+    for column in columns:
+        for extreme in _extremes(column):
+            value = next(values)
+            for name in extreme.names:
+                by_column[column.name][name] = value if isinstance(value, int) else None
+    out.extremes = [by_column[c.name] for c in columns]
+    if table.primary_key and not table.rowid_alias:
+        out.null_key_rows = int(next(values) or 0)
+    return out
+
+
+def _merge_extreme(name: str, a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b) if name.startswith("min") else max(a, b)
+
+
+def combine(results: Sequence[ChunkResult]) -> ChunkResult:
+    """Several chunks of one table as one."""
+    out = ChunkResult(rows=sum(r.rows for r in results), null_key_rows=sum(r.null_key_rows for r in results))
+    width = max((len(r.counts) for r in results), default=0)
+    for i in range(width):
+        counts: dict[str, int] = {}
+        extremes: dict[str, int | None] = {}
+        for r in results:
+            for ch, n in r.counts[i].items():
+                counts[ch] = counts.get(ch, 0) + n
+            for name, value in r.extremes[i].items():
+                extremes[name] = _merge_extreme(name, extremes.get(name), value)
+        out.counts.append(counts)
+        out.extremes.append(extremes)
+    return out
+
+
+class TooBig(Exception):
+    """A chunk that cannot be split further does not fit in one string (SQLITE_TOOBIG)."""
+
+
+def finish_profile(conn: sqlite3.Connection, table: Table, results: Sequence[ChunkResult]) -> TableProfile:
+    """Add up the chunks; columns whose values defeated the affinity guess get exact extremes in one scan."""
+    columns = list(table.columns)
+    total = combine(results)
+    rows, null_keys = total.rows, total.null_key_rows
+    merged: list[tuple[dict[str, int], dict[str, int], dict[str, int | None]]] = []
+    missing: list[tuple[int, str]] = []
+    for i, column in enumerate(columns):
+        storage: dict[str, int] = {}
+        formats: dict[str, int] = {}
+        for ch, n in total.counts[i].items():
+            cat = CATEGORIES[ord(ch) - CODE_BASE]
+            storage[cat.storage] = storage.get(cat.storage, 0) + n
+            for f in cat.formats:
+                formats[f] = formats.get(f, 0) + n
+        classes = frozenset(storage)
+        extremes: dict[str, int | None] = {}
+        taken = {
+            name: extreme.valid_if
+            for extreme in _extremes(column)
+            for name in extreme.names
+            if classes <= extreme.valid_if
+        }
+        for name in _EXACT:
+            if _EXTREME_CLASS[name] not in storage:
+                extremes[name] = None
+            elif name in taken:
+                extremes[name] = total.extremes[i].get(name)
+            else:
+                missing.append((i, name))
+        merged.append((storage, formats, extremes))
+    if missing:
+        exprs = [_EXACT[name].replace("@c", quote_ident(columns[i].name)) for i, name in missing]
+        query = f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}"  # noqa: S608
+        try:
+            exact = conn.execute(query).fetchone()
+        except sqlite3.Error as exc:
+            raise source.translate(exc, _database_path(conn)) from None
+        for (i, name), value in zip(missing, exact, strict=True):
+            merged[i][2][name] = value if isinstance(value, int) else None
+    profiles = tuple(
+        ColumnProfile(
+            name=column.name,
+            storage=dict(sorted(storage.items(), key=lambda kv: STORAGE_CLASSES.index(kv[0]))),
+            formats=dict(sorted(formats.items(), key=lambda kv: FORMATS.index(kv[0]))),
+            min_integer=extremes["min_integer"],
+            max_integer=extremes["max_integer"],
+            max_text_bytes=extremes["max_text_bytes"],
+            max_blob_bytes=extremes["max_blob_bytes"],
+        )
+        for column, (storage, formats, extremes) in zip(columns, merged, strict=True)
+    )
+    return TableProfile(name=table.name, rows=rows, columns=profiles, null_key_rows=null_keys)
+
+
+def register(conn: sqlite3.Connection) -> None:
+    """The Python functions the scans call (per connection)."""
+    conn.create_function(TEXT_FUNCTION, 1, _text_class, deterministic=True)
+    conn.create_function(UTF8_FUNCTION, 1, _utf8_invalid, deterministic=True)
+
+
 def profile_table(conn: sqlite3.Connection, table: Table | str) -> TableProfile:
-    """Measure every column of ``table`` in one scan (several only beyond COLUMNS_PER_SCAN columns).
+    """Measure every column of ``table``: one statement per rowid chunk, counted in Python.
 
     ``table`` is a ``triggers.schema.Table`` (or a name, read from the schema). Runs in whatever
-    transaction the caller holds; in autocommit each scan is its own short read.
+    transaction the caller holds (one point in time); in autocommit each chunk is its own short read.
     """
     if isinstance(table, str):
         table = read_schema(conn).table(table)
     logger = log.get("profile", table=table.name)
     started = time.perf_counter()
-    conn.create_function(UTF8_FUNCTION, 1, _utf8_invalid, deterministic=True)
+    register(conn)
+    parts = chunks(conn, table)
+    try:
+        results = [scan_chunk(conn, table, part) for part in parts]
+    except TooBig:
+        return legacy_profile_table(conn, table)
+    prof = finish_profile(conn, table, results)
+    logger.debug(
+        "profiled", rows=prof.rows, columns=len(table.columns), chunks=len(parts), seconds=time.perf_counter() - started
+    )
+    return prof
+
+
+def legacy_profile_table(conn: sqlite3.Connection, table: Table) -> TableProfile:
+    """The aggregate-per-format scan (``scan_sql``): no string per chunk, for a WITHOUT ROWID table too big for one."""
+    register(conn)
     columns = list(table.columns)
-    chunks = [columns[i : i + COLUMNS_PER_SCAN] for i in range(0, len(columns), COLUMNS_PER_SCAN)] or [[]]
+    parts = [columns[i : i + COLUMNS_PER_SCAN] for i in range(0, len(columns), COLUMNS_PER_SCAN)] or [[]]
     profiles: list[ColumnProfile] = []
     rows = null_key_rows = 0
-    for chunk in chunks:
+    for part in parts:
         try:
-            result = conn.execute(scan_sql(table, chunk)).fetchone()
+            result = conn.execute(scan_sql(table, part)).fetchone()
         except sqlite3.Error as exc:
             raise source.translate(exc, _database_path(conn)) from None
         rows, null_key_rows = int(result[0]), int(result[1] or 0)
-        for i, col in enumerate(chunk):
+        for i, col in enumerate(part):
             start = 2 + i * PER_COLUMN
             profiles.append(_column_profile(col.name, result[start : start + PER_COLUMN]))
-    logger.debug("profiled", rows=rows, columns=len(columns), scans=len(chunks), seconds=time.perf_counter() - started)
     return TableProfile(name=table.name, rows=rows, columns=tuple(profiles), null_key_rows=null_key_rows)
