@@ -32,7 +32,9 @@ checkpoint; the journal is pruned only after that commit (the worker does it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -319,6 +321,7 @@ class Applied(msgspec.Struct, frozen=True):
 
 
 _Folded = tuple[TableDigest, set[KeyTuple]]
+_WRITER_IDS = itertools.count(1)
 
 
 def _fold_rows(rows: list[tuple[Any, ...]], kinds: list[Kind], positions: tuple[int, ...]) -> _Folded:
@@ -384,6 +387,7 @@ class Writer:
             n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
         }
         self._quarantined: dict[str, bool] = {}
+        self._id = next(_WRITER_IDS)
         self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-digest")
         self._log = log.get("apply")
 
@@ -394,7 +398,7 @@ class Writer:
         if name in self._staged:
             return self._staged[name]
         t = self.targets[name]
-        n = len(self._staged)
+        n = f"{self._id}_{len(self._staged)}"
         rows, keys = sql.Identifier(f"_replicator_rows_{n}"), sql.Identifier(f"_replicator_keys_{n}")
         ident = sql.Identifier(t.schema, t.target)
         with self.conn.transaction():
@@ -516,7 +520,14 @@ class Writer:
         return self._digester.submit(_fold_rows, rows, kinds, t.key_positions)
 
     def close(self) -> None:
+        """Stop the digest thread and drop this writer's staging tables (a rebuilt writer, after an
+        ADD COLUMN, stages rows of the new shape on the same connection)."""
         self._digester.shutdown(wait=True)
+        staged, self._staged = self._staged, {}
+        if staged and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error), self.conn.transaction():
+                for rows, keys in staged.values():
+                    self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(rows, keys))
 
     def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
         """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""

@@ -241,6 +241,8 @@ class Worker:
         if prev is None:
             self._set_phase(Phase.SNAPSHOT)
             prev = self._snapshot_first(conn)
+        else:
+            self._check_same_source(conn)
         plan = self._plan(conn)
         self._plan_obj = plan
         self._targets, problems = apply.resolve_targets(plan, self._meta)
@@ -294,6 +296,27 @@ class Worker:
             raise WorkerError(
                 f"another replicator is already applying source {self._meta.source_id} to this target",
                 hint="stop the other `replicator run` (see pg_stat_activity, application_name=replicator) first",
+            )
+
+    def _check_same_source(self, conn: psycopg.Connection[Any]) -> None:
+        """Refuse to apply this file's journal to a target loaded from another file (its positions mean nothing)."""
+        if conn.execute("SELECT to_regclass(%s)", (f"{self.state_schema}.runs",)).fetchone() == (None,):
+            return
+        row = conn.execute(
+            sql.SQL(
+                "SELECT source_path, source_id FROM {}.runs WHERE command = 'snapshot' AND status = 'ok' "
+                "ORDER BY id DESC LIMIT 1"
+            ).format(sql.Identifier(self.state_schema))
+        ).fetchone()
+        if row is None:
+            return
+        ours = {f"capture:{self._meta.source_id}", state.source_identity(self.source).id}
+        if str(row[1]) not in ours:
+            raise UsageError(
+                f"the target was loaded from another source file: {row[0]} (id {row[1]}); "
+                f"this is {self.source} (capture source id {self._meta.source_id})",
+                hint="run against the file the target was snapshotted from, "
+                "or reload the target from this one with `replicator snapshot --replace`",
             )
 
     def _latest(self, conn: psycopg.Connection[Any]) -> Checkpoint | None:
@@ -456,6 +479,7 @@ class Worker:
         self._targets, problems = apply.resolve_targets(self._plan_obj, self._meta)
         if problems:
             raise WorkerError("; ".join(f"{n} {w}" for n, w in problems.items()), hint="fix the capture policy")
+        self._writer.close()
         self._writer = apply.Writer(
             self._pconn,
             self._targets,

@@ -129,3 +129,38 @@ def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivil
         state = phase.read(conn, "replicator")
         assert state is not None
         assert state.phase is phase.Phase.STREAMING
+
+
+def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
+    """The writer is rebuilt on the same connection: staging tables of the old shape must not collide."""
+    import threading
+    import time
+
+    from replicator.worker import Worker
+
+    drain(src, pg_dsn)
+    worker = Worker(src, pg_dsn, cfg())
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        db = app(src)
+        db.execute("UPDATE parent SET score = 1 WHERE id = 1")
+        time.sleep(0.5)
+        db.execute("ALTER TABLE parent ADD COLUMN extra INTEGER")
+        db.execute("UPDATE parent SET extra = 5, score = 2 WHERE id = 1")
+        time.sleep(0.5)
+        db.execute("INSERT INTO parent VALUES (9, 'nine', 9.0, 9)")
+        time.sleep(0.5)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    assert not errors, errors
+    check_same(src, pg_dsn)
