@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,21 +47,32 @@ DB = "replicator_bench_verify"
 T = TypeVar("T")
 
 
-def build_sqlite(path: Path, rows: int) -> None:
+def build_sqlite(path: Path, rows: int, key: str = "int") -> None:
+    """``key``: ``int`` (INTEGER PRIMARY KEY: bisection over ranges) or ``uuid`` (32-hex text, a uuid
+    in PostgreSQL: not ordered alike on both sides, so hash buckets)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
+    key_type = "INTEGER" if key == "int" else "UUID"
     conn.execute(
-        "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount REAL, "
+        f"CREATE TABLE orders (id {key_type} PRIMARY KEY, n INTEGER NOT NULL, customer TEXT NOT NULL, amount REAL, "
         "created_at TEXT, paid INTEGER, meta TEXT)"
     )
     conn.execute("BEGIN")
     conn.execute(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-        "INSERT INTO orders SELECT i, 'customer ' || (i % 5000) || ' ünï', (i % 100000) / 100.0, "
+        "INSERT INTO orders SELECT i, i, 'customer ' || (i % 5000) || ' ünï', (i % 100000) / 100.0, "
         "strftime('%Y-%m-%d %H:%M:%S', 1600000000 + i * 37, 'unixepoch'), i % 2, "
         "json_object('n', i, 'tag', 't' || (i % 7)) FROM n",
         (rows,),
     )
+    if key == "uuid":  # hyphenated UUID text, as Prisma writes it: a uuid column in PostgreSQL
+        conn.execute("CREATE TEMP TABLE ids (n INTEGER PRIMARY KEY, id TEXT)")
+        rng = random.Random(1)
+        conn.executemany(
+            "INSERT INTO ids VALUES (?, ?)",
+            ((i, str(uuid.UUID(int=rng.getrandbits(128), version=4))) for i in range(1, rows + 1)),
+        )
+        conn.execute("UPDATE orders SET id = (SELECT id FROM ids WHERE ids.n = orders.n)")
     conn.execute("COMMIT")
     conn.close()
 
@@ -88,25 +101,27 @@ def sides(path: Path, dsn: str, cfg: config.Config, rows: int) -> None:
         print(f"  verify parallel={mode:8} {seconds:6.2f} s  {rows / seconds:>10,.0f} rows/s (both sides, end to end)")
 
 
-def damage(dsn: str, rows: int, bad: int) -> list[tuple[str, int]]:
-    """Spread ``bad`` damages over the key range: update, delete, insert in turn."""
-    done: list[tuple[str, int]] = []
+def damage(dsn: str, rows: int, bad: int, key: str) -> list[tuple[str, Any]]:
+    """Spread ``bad`` damages over the table: update, delete, insert in turn; returns (kind, key)."""
+    done: list[tuple[str, Any]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         for i in range(bad):
-            key = (i + 1) * rows // (bad + 1) + 7
+            n = (i + 1) * rows // (bad + 1) + 7
             kind = ("different", "missing", "extra")[i % 3]
             if kind == "different":
-                conn.execute("UPDATE orders SET amount = amount + 0.01 WHERE id = %s", (key,))
+                row = conn.execute("UPDATE orders SET amount = amount + 0.01 WHERE n = %s RETURNING id", (n,))
             elif kind == "missing":
-                conn.execute("DELETE FROM orders WHERE id = %s", (key,))
+                row = conn.execute("DELETE FROM orders WHERE n = %s RETURNING id", (n,))
             else:
-                key = rows + 1000 + i
-                conn.execute(
-                    "INSERT INTO orders (id, customer, amount, created_at, paid, meta) "
-                    "SELECT %s, customer, amount, created_at, paid, meta FROM orders WHERE id = 1",
-                    (key,),
+                new_key: Any = uuid.UUID(int=i + 1, version=4) if key == "uuid" else rows + 1000 + i
+                row = conn.execute(
+                    "INSERT INTO orders (id, n, customer, amount, created_at, paid, meta) "
+                    "SELECT %s, %s, customer, amount, created_at, paid, meta FROM orders WHERE n = 1 RETURNING id",
+                    (new_key, rows + 1000 + i),
                 )
-            done.append((kind, key))
+            found = row.fetchone()
+            assert found is not None
+            done.append((kind, found[0]))
     return done
 
 
@@ -114,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--bad", type=int, default=3)
+    parser.add_argument("--key", choices=["int", "uuid"], default="int")
     args = parser.parse_args()
     admin = os.environ.get("REPLICATOR_BENCH_DSN", DEFAULT_DSN)
     params: dict[str, Any] = conninfo.conninfo_to_dict(admin)
@@ -125,25 +141,25 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "app.db"
-            _none, build_s = timed(lambda: build_sqlite(path, args.rows))
+            _none, build_s = timed(lambda: build_sqlite(path, args.rows, args.key))
             _res, snap_s = timed(lambda: snapshot.snapshot(path, dsn, cfg, mode="create"))
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             print(f"{args.rows:,} rows: built in {build_s:.1f} s, snapshot in {snap_s:.1f} s")
             print(f"machine: {os.cpu_count()} CPUs, load average {load} (PostgreSQL on the same machine)")
             print("one table, full read + convert + canonical digest:")
             sides(path, dsn, cfg, args.rows)
-            expected = damage(dsn, args.rows, args.bad)
+            expected = damage(dsn, args.rows, args.bad, args.key)
             found, plain_s = timed(lambda: verify.verify(path, dsn, cfg))
             assert not found.match
             print(f"verify (damaged, no keys): {plain_s:6.2f} s  -> mismatch detected")
             keyed, keys_s = timed(lambda: verify.verify(path, dsn, cfg, keys=True))
             table = keyed.tables[0]
             got = sorted(
-                [("different", k[0]) for k in table.different]
-                + [("missing", k[0]) for k in table.missing]
-                + [("extra", k[0]) for k in table.extra]
+                [("different", str(k[0])) for k in table.different]
+                + [("missing", str(k[0])) for k in table.missing]
+                + [("extra", str(k[0])) for k in table.extra]
             )
-            assert got == sorted(expected), (got, expected)
+            assert got == sorted((kind, str(key)) for kind, key in expected), (got, expected)
             print(
                 f"verify --keys (damaged):   {keys_s:6.2f} s  -> {len(got)} bad keys named exactly: {got}; "
                 f"bisection added {keys_s - plain_s:+.2f} s"

@@ -73,6 +73,10 @@ _TEXT_TYPES: Final = frozenset({"text", "varchar"})
 _TEMPORAL: Final = ("timestamp", "date")
 _DECODE_ERROR: Final = "Could not decode to UTF-8"
 _MODULUS: Final = 1 << 256
+BUCKET_ROWS: Final = 256
+"""Unordered keys: rows per hash bucket on average (so a differing bucket is a small leaf)."""
+MAX_BUCKETS: Final = 1 << 16
+_KEY_ENCODER: Final = RowEncoder()
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -237,7 +241,8 @@ class SideDigest(msgspec.Struct):
     sum: int
     refused: int = 0
     counts: list[int] = msgspec.field(default_factory=list)
-    """Per sub-range: index i covers [bounds[i-1], bounds[i]); the last entry holds NULL keys."""
+    """Per sub-range: index i covers [bounds[i-1], bounds[i]), the last entry holds NULL keys; or per
+    hash bucket (see ``_hash_slot``)."""
     sums: list[int] = msgspec.field(default_factory=list)
     seconds: float = 0.0
 
@@ -248,15 +253,26 @@ class SideDigest(msgspec.Struct):
         return TableDigest.from_hex(self.count, self.hexdigest())
 
 
+def _hash_slot(row: Sequence[Any], row_hash: int, key_positions: Sequence[int], buckets: int) -> int:
+    """A bucket by the key's canonical encoding (the whole row's hash for a keyless table): the same
+    on both sides, whatever order either database sorts the key in."""
+    if not key_positions:
+        return row_hash % buckets
+    key = tuple([row[p] for p in key_positions])
+    return int.from_bytes(hashlib.sha256(_KEY_ENCODER.encode(key)).digest()[:8], "big") % buckets
+
+
 def _digest_rows(
     rows: Iterable[tuple[Any, ...] | None],
     encoder: RowEncoder,
     key_positions: Sequence[int],
     bounds: Sequence[Key] | None,
+    buckets: int = 0,
 ) -> SideDigest:
+    """Count and digest ``rows``; per key range (``bounds``) or per hash bucket (``buckets``) too."""
     encode, sha256, from_bytes = encoder.encode, hashlib.sha256, int.from_bytes
     total = count = refused = 0
-    if bounds is None:
+    if bounds is None and not buckets:
         for row in rows:
             if row is None:
                 refused += 1
@@ -264,17 +280,20 @@ def _digest_rows(
             total += from_bytes(sha256(encode(row)).digest(), "big")
             count += 1
         return SideDigest(count, total % _MODULUS, refused)
-    counts = [0] * (len(bounds) + 2)
-    sums = [0] * (len(bounds) + 2)
-    null_slot = len(bounds) + 1
+    slots = buckets if bounds is None else len(bounds) + 2
+    counts, sums = [0] * slots, [0] * slots
+    null_slot = slots - 1
     where = bisect.bisect_right
     for row in rows:
         if row is None:
             refused += 1
             continue
         h = from_bytes(sha256(encode(row)).digest(), "big")
-        key = tuple([row[p] for p in key_positions])
-        slot = null_slot if None in key else where(bounds, key)
+        if bounds is None:
+            slot = _hash_slot(row, h, key_positions, buckets)
+        else:
+            key = tuple([row[p] for p in key_positions])
+            slot = null_slot if None in key else where(bounds, key)
         counts[slot] += 1
         sums[slot] += h
         total += h
@@ -340,6 +359,7 @@ def table_digest_sqlite(
     lo: Bound = None,
     hi: Bound = None,
     bounds: Sequence[Key] | None = None,
+    buckets: int = 0,
     fetch_rows: int = FETCH_ROWS,
 ) -> SideDigest:
     """SQLite side: rows of [lo, hi) (default: the table) converted and digested, in the caller's read
@@ -352,7 +372,7 @@ def table_digest_sqlite(
 
     def read() -> SideDigest:
         rows = to_rows(_sqlite_fetch(conn, query, params, fetch_rows))
-        return _digest_rows(rows, encoder, shape.key_positions, bounds)
+        return _digest_rows(rows, encoder, shape.key_positions, bounds, buckets)
 
     result: SideDigest = _with_text_fallback(conn, read)
     result.seconds = time.monotonic() - started
@@ -410,6 +430,7 @@ def table_digest_pg(
     lo: Bound = None,
     hi: Bound = None,
     bounds: Sequence[Key] | None = None,
+    buckets: int = 0,
     fetch_rows: int = FETCH_ROWS,
 ) -> SideDigest:
     """PostgreSQL side: rows of [lo, hi) digested as psycopg returns them, in the caller's transaction
@@ -417,7 +438,7 @@ def table_digest_pg(
     started = time.monotonic()
     where, params = _pg_where(shape, lo, hi)
     rows = _pg_fetch(conn, shape, where, params, fetch_rows)
-    result = _digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, bounds)
+    result = _digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, bounds, buckets)
     result.seconds = time.monotonic() - started
     return result
 
@@ -568,6 +589,9 @@ class _Diff:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.reset()
+
+    def reset(self) -> None:
         self.missing: list[Key] = []
         self.extra: list[Key] = []
         self.different: list[Key] = []
@@ -598,8 +622,12 @@ class _Diff:
         getattr(self, kind).append(key)
 
 
+Keep: TypeAlias = tuple[int, frozenset[int]] | None
+"""Only the rows in these hash buckets: (bucket count, buckets)."""
+
+
 def _leaf_rows(
-    rows: Iterable[tuple[Any, ...] | None], shape: Shape, encoder: RowEncoder
+    rows: Iterable[tuple[Any, ...] | None], shape: Shape, encoder: RowEncoder, keep: Keep = None
 ) -> dict[bytes, tuple[Key, bytes]]:
     """key encoding → (key, row hash); for a keyless range the whole row is the key (multiset)."""
     out: dict[bytes, tuple[Key, bytes]] = {}
@@ -610,9 +638,11 @@ def _leaf_rows(
             continue
         encoded = encoder.encode(row)
         row_hash = hashlib.sha256(encoded).digest()
+        if keep is not None and _hash_slot(row, int.from_bytes(row_hash, "big"), positions, keep[0]) not in keep[1]:
+            continue
         if positions:
             key = tuple([row[p] for p in positions])
-            ident = RowEncoder().encode(key)
+            ident = _KEY_ENCODER.encode(key)
         else:
             key, ident = row, row_hash
         seen[ident] += 1
@@ -623,7 +653,7 @@ def _leaf_rows(
 
 
 def _sqlite_leaf(
-    conn: sqlite3.Connection, shape: Shape, lo: Bound, hi: Bound, nulls: bool
+    conn: sqlite3.Connection, shape: Shape, lo: Bound, hi: Bound, nulls: bool, keep: Keep = None
 ) -> dict[bytes, tuple[Key, bytes]]:
     """SQLite side of a leaf: key → (key, row hash) for the rows of [lo, hi) (or the NULL keys)."""
     where, params = _sqlite_where(shape, lo, hi, nulls) if shape.key_positions else ("", [])
@@ -631,20 +661,28 @@ def _sqlite_leaf(
     to_rows = source_rows(shape)
     encoder = RowEncoder(shape.kinds)
     found: dict[bytes, tuple[Key, bytes]] = _with_text_fallback(
-        conn, lambda: _leaf_rows(to_rows(_sqlite_fetch(conn, query, params, FETCH_ROWS)), shape, encoder)
+        conn, lambda: _leaf_rows(to_rows(_sqlite_fetch(conn, query, params, FETCH_ROWS)), shape, encoder, keep)
     )
     return found
 
 
 def _compare_leaf(
-    sides: _Sides, shape: Shape, lo: Bound, hi: Bound, converted: tuple[Bound, Bound], nulls: bool, diff: _Diff
+    sides: _Sides,
+    shape: Shape,
+    lo: Bound,
+    hi: Bound,
+    converted: tuple[Bound, Bound],
+    nulls: bool,
+    diff: _Diff,
+    keep: Keep = None,
 ) -> None:
+    """Compare the rows of one range (or hash buckets) by key on both sides, into ``diff``."""
     encoder = RowEncoder(shape.kinds)
     pwhere, pparams = _pg_where(shape, *converted, nulls) if shape.key_positions else (sql.SQL(""), [])
     ours, theirs = sides.both(
         _sqlite_leaf,
-        (shape, lo, hi, nulls),
-        lambda: _leaf_rows(_pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS), shape, encoder),
+        (shape, lo, hi, nulls, keep),
+        lambda: _leaf_rows(_pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS), shape, encoder, keep),
     )
     for ident, (key, row_hash) in sorted(ours.items(), key=lambda item: item[0]):
         other = theirs.get(ident)
@@ -810,6 +848,35 @@ def _sqlite_position(conn: sqlite3.Connection, applied: int | None) -> tuple[int
     return head, _pending_keys(conn, applied, head)
 
 
+def _find_keys(
+    sides: _Sides,
+    shape: Shape,
+    ours: SideDigest,
+    theirs: SideDigest,
+    bounds: list[tuple[Key, Key]] | None,
+    buckets: int,
+    diff: _Diff,
+) -> None:
+    """The differing keys: bisection over key ranges, or the differing hash buckets compared."""
+    whole = (None, None)
+    if bounds is not None:
+        _bisect(sides, shape, whole, whole, ours, theirs, bounds, diff)
+        if diff.truncated or diff.explains(ours, theirs):
+            return
+        # The ranges did not isolate every difference: a key column whose SQLite storage orders
+        # unlike its converted values (integers in a text key). Compare by hash buckets instead.
+        log.get("verify", table=shape.source).warning("key ranges differ between the sides; comparing by hash")
+        diff.reset()
+        buckets = max(1, min(MAX_BUCKETS, ours.count // BUCKET_ROWS))
+        ours, theirs = sides.both(
+            table_digest_sqlite,
+            (shape, None, None, None, buckets),
+            lambda: table_digest_pg(sides.pconn, shape, buckets=buckets),
+        )
+    slots = frozenset(i for i in range(buckets) if ours.counts[i] != theirs.counts[i] or ours.sums[i] != theirs.sums[i])
+    _compare_leaf(sides, shape, None, None, whole, False, diff, (buckets, slots))
+
+
 def verify_table(
     sides: _Sides,
     shape: Shape,
@@ -821,27 +888,27 @@ def verify_table(
     """Compare one table; with ``keys`` (or rows in flight) find the differing keys by bisection."""
     started = time.monotonic()
     bound = log.get("verify", table=shape.source)
-    ranged = keys and shape.ordered
+    want = keys or bool(pending)
+    ranged = want and shape.ordered
     bounds: list[tuple[Key, Key]] = []
-    if ranged:
-        bounds = _boundaries(sides, shape, None, None, sides.sqlite(_sqlite_count, shape).result(), FANOUT)
+    buckets = 0
+    if want:
+        count = sides.sqlite(_sqlite_count, shape).result()
+        if ranged:
+            bounds = _boundaries(sides, shape, None, None, count, FANOUT)
+        else:
+            buckets = max(1, min(MAX_BUCKETS, count // BUCKET_ROWS))
     conv = [b[1] for b in bounds] if ranged else None
     ours, theirs = sides.both(
-        table_digest_sqlite, (shape, None, None, conv), lambda: table_digest_pg(sides.pconn, shape, bounds=conv)
+        table_digest_sqlite,
+        (shape, None, None, conv, buckets),
+        lambda: table_digest_pg(sides.pconn, shape, bounds=conv, buckets=buckets),
     )
     same = ours.count == theirs.count and ours.sum == theirs.sum
-    diff = _Diff(max_keys)
-    need_keys = not same and (keys or bool(pending))
-    if need_keys:
-        if ranged:
-            _bisect(sides, shape, (None, None), (None, None), ours, theirs, bounds, diff)
-        if ranged and not diff.truncated and not diff.explains(ours, theirs):
-            # The ranges did not isolate every difference: a key column whose SQLite storage orders
-            # unlike its converted values (integers in a text key). Compare the whole table instead.
-            bound.warning("key ranges do not partition this table alike on both sides; comparing all rows")
-            diff = _Diff(max_keys)
-        if not ranged or not (diff.missing or diff.extra or diff.different or diff.truncated):
-            _compare_leaf(sides, shape, None, None, (None, None), False, diff)
+    # Keys in flight can all differ without a real mismatch: room for them on top of the cap.
+    diff = _Diff(max_keys + len(pending or ()))
+    if not same and want:
+        _find_keys(sides, shape, ours, theirs, bounds if ranged else None, buckets, diff)
     status: Status = "match" if same else "mismatch"
     flying = 0
     if not same and pending and shape.key_positions and not diff.truncated:
