@@ -4,10 +4,11 @@
 
 Per round: build a backlog of ``--changes`` journal entries (60 % UPDATE, 30 % INSERT, 10 % DELETE over
 three tables with secondary indexes, untimed), drain it with ``replicator run --until-drained`` in a
-subprocess (timed; its peak RSS read with wait4, to show memory stays flat), then binary-COPY the same
-number of rows into empty copies of the same tables with the same indexes (timed; rows prepared in
-memory before the clock starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians
-over ``--rounds``.
+subprocess (timed from process start, so start-up is included; its peak RSS read with wait4, to show
+memory stays flat), then binary-COPY the same number of new rows into the same populated, indexed
+tables inside a transaction that is rolled back (timed; rows converted in memory before the clock
+starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians over ``--rounds``.
+``--fastpath`` also times the insert step three ways (see :func:`fastpath`).
 """
 
 from __future__ import annotations
@@ -143,48 +144,79 @@ def drain(path: Path, dsn: str, env: dict[str, str]) -> tuple[float, int]:
 
 
 def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
-    """Binary COPY of ``changes`` rows (split like the backlog) into empty same-shaped, same-indexed tables."""
+    """Binary COPY of ``changes`` new rows (split like the backlog) into the same, populated, indexed
+    tables, in a transaction rolled back afterwards (the rollback is not timed)."""
+    from replicator import convert
+
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
-        conn.execute("CREATE SCHEMA raw")
-        types: dict[str, list[str]] = {}
+        prepared: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+        per = changes // len(TABLES)
         for table in TABLES:
-            conn.execute(
-                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                    sql.Identifier("raw", table), sql.Identifier("public", table)
-                )
-            )
             rows = conn.execute(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                 (f"public.{table}",),
             ).fetchall()
-            types[table] = [r[0] for r in rows]
-        from replicator import convert
-
-        prepared: dict[str, list[tuple[Any, ...]]] = {}
-        base = 10_000_000
-        per = changes // len(TABLES)
-        for table in TABLES:
-            tts = [convert.parse_type(t) for t in types[table]]
+            tts = [convert.parse_type(r[0]) for r in rows]
             conv = convert.row_converter(table, [f"c{i}" for i in range(len(tts))], tts)
-            prepared[table] = [conv(MAKERS[table](base + i, rng)) for i in range(per)]
-        started = time.perf_counter()
-        with conn.transaction():
+            prepared[table] = (convert.copy_types(tts), [conv(MAKERS[table](50_000_000 + i, rng)) for i in range(per)])
+        with conn.transaction(force_rollback=True):
+            started = time.perf_counter()
             for table in TABLES:
-                tts = [convert.parse_type(t) for t in types[table]]
-                with (
-                    conn.cursor() as cur,
-                    cur.copy(
-                        sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier("raw", table))
-                    ) as copy,
-                ):
-                    copy.set_types(convert.copy_types(tts))
-                    for row in prepared[table]:
+                types, data = prepared[table]
+                copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier("public", table))
+                with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+                    copy.set_types(types)
+                    for row in data:
                         copy.write_row(row)
-        seconds = time.perf_counter() - started
-        conn.execute("DROP SCHEMA raw CASCADE")
+            seconds = time.perf_counter() - started
     return seconds
+
+
+def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str, float]:
+    """The insert step of a batch, three ways, on ``users`` (PK + UNIQUE email + name index).
+
+    Each rep deletes the same ``rows_per_batch`` rows and puts them back, inside a transaction that
+    is rolled back; only the put-back is timed. (a) binary COPY into a temp staging table, then
+    INSERT ... SELECT ... RETURNING (what the apply does: the returned images feed the digests);
+    (b) the same without RETURNING; (c) binary COPY straight into the table.
+    """
+    from replicator import convert
+
+    out: dict[str, list[float]] = {"staging+insert returning": [], "staging+insert": [], "copy direct": []}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        types = [
+            convert.parse_type(r[0])
+            for r in conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.users'::regclass "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            )
+        ]
+        with conn.cursor(binary=True) as cur:
+            rows = cur.execute("SELECT * FROM users ORDER BY id LIMIT %s", (rows_per_batch,)).fetchall()
+        conn.execute("CREATE TEMP TABLE stage AS SELECT * FROM users WITH NO DATA")
+        copy_types = convert.copy_types(types)
+        for _ in range(reps):
+            for variant in out:
+                with conn.transaction(force_rollback=True):
+                    conn.execute("DELETE FROM users WHERE id <= %s", (rows[-1][0],))
+                    started = time.perf_counter()
+                    target = "users" if variant == "copy direct" else "stage"
+                    with (
+                        conn.cursor() as cur,
+                        cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(target))) as copy,
+                    ):
+                        copy.set_types(copy_types)
+                        for row in rows:
+                            copy.write_row(row)
+                    if variant != "copy direct":
+                        returning = " RETURNING *" if "returning" in variant else ""
+                        with conn.cursor(binary=True) as cur:
+                            cur.execute("INSERT INTO users SELECT * FROM stage" + returning)
+                            if returning:
+                                cur.fetchall()
+                    out[variant].append(time.perf_counter() - started)
+    return {k: rows_per_batch / statistics.median(v) for k, v in out.items()}
 
 
 def fresh_db(admin: str) -> str:
@@ -205,6 +237,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-rows", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fastpath", action="store_true", help="also time the insert step three ways")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     env = {**os.environ, "REPLICATOR_LOG__LEVEL": "warning"}
@@ -215,6 +248,9 @@ def main() -> None:
         path = Path(tmp) / "bench.db"
         top = build_source(path, args.initial, rng)
         drain(path, dsn, env)  # the snapshot (untimed)
+        if args.fastpath:
+            for variant, rate in fastpath(dsn).items():
+                print(f"insert step, {variant}: {rate:,.0f} rows/s", flush=True)
         applied_rates, copy_rates, rss = [], [], []
         for round_no in range(1, args.rounds + 1):
             make_backlog(path, args.changes, top, rng)
@@ -224,7 +260,8 @@ def main() -> None:
             copy_rates.append(args.changes / copy_seconds)
             rss.append(peak)
             print(
-                f"round {round_no}: apply {args.changes:,} changes in {seconds:.2f} s = {args.changes / seconds:,.0f}/s "
+                f"round {round_no}: apply {args.changes:,} changes in {seconds:.2f} s "
+                f"= {args.changes / seconds:,.0f}/s "
                 f"(peak RSS {peak / 1024:.0f} MiB); raw COPY {args.changes / copy_seconds:,.0f} rows/s; "
                 f"ratio {copy_seconds / seconds:.2f}x",
                 flush=True,
