@@ -636,9 +636,10 @@ def _leaf_rows(
     for row in rows:
         if row is None:
             continue
-        encoded = encoder.encode(row)
-        row_hash = hashlib.sha256(encoded).digest()
-        if keep is not None and _hash_slot(row, int.from_bytes(row_hash, "big"), positions, keep[0]) not in keep[1]:
+        if keep is not None and positions and _hash_slot(row, 0, positions, keep[0]) not in keep[1]:
+            continue  # decided by the key alone: the row is not encoded
+        row_hash = hashlib.sha256(encoder.encode(row)).digest()
+        if keep is not None and not positions and int.from_bytes(row_hash, "big") % keep[0] not in keep[1]:
             continue
         if positions:
             key = tuple([row[p] for p in positions])
