@@ -474,7 +474,7 @@ def _load_table(
             progress.advance(table.source, read)
 
     with pconn.transaction():
-        _empty_table(pconn, ident)
+        empty_table(pconn, ident)
         copied = copy_rows(
             pconn,
             plan.schema,
@@ -533,7 +533,7 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     return TargetError(message, hint=hint, transient=is_transient_pg(exc))
 
 
-def _empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> None:
+def empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> None:
     """TRUNCATE when the table holds rows; DELETE when a foreign key forbids TRUNCATE."""
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()
     if not row or not row[0]:
@@ -725,7 +725,7 @@ def snapshot_from(
         with pconn.transaction():
             run_id = state.start_run(pconn, state_schema, command="snapshot", mode=plan.mode, source=identity)
         try:
-            plan = _prepare_target(pconn, plan, replace=replace, reuse=setup.reused_plan, warnings=warnings)
+            plan = prepare_target(pconn, plan, replace=replace, reuse=setup.reused_plan, warnings=warnings)
             with pconn.transaction():
                 _save_plan(pconn, state_schema, plan, replace=replace)
             bound.info("snapshot started", mode=plan.mode, tables=len(plan.tables), run_id=run_id, journal_mark=mark)
@@ -752,7 +752,7 @@ def snapshot_from(
                         progress=progress,
                     )
                 )
-            sequences = _finish_target(pconn, plan, read, warnings)
+            sequences = finish_target(pconn, plan, read, warnings)
             seq_to, genesis_hash = _finish_run(pconn, plan, state_schema, identity, run_id, mark, results)
         except BaseException as exc:
             _mark_failed(pconn, state_schema, run_id, exc)
@@ -863,7 +863,7 @@ def _finish_run(
     return seq_to, genesis_hash
 
 
-def _prepare_target(
+def prepare_target(
     pconn: psycopg.Connection[Any],
     plan: pgschema.SchemaPlan,
     *,
@@ -910,7 +910,7 @@ def _pending_post_load(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan
     return msgspec.structs.replace(plan, tables=tables)
 
 
-def _finish_target(
+def finish_target(
     pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, read: SourceRead, warnings: list[str]
 ) -> dict[str, int]:
     """After every table: indexes and constraints (create mode), sequences past the keys, ANALYZE."""

@@ -1,0 +1,226 @@
+"""export → verify-export: exact values, safe files, and every kind of damage named (exit 3)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from replicator import config, export
+from replicator.cli import cli
+from replicator.errors import UsageError
+
+CFG = config.load(None, environ={})
+
+VALUES: list[tuple[int, Any]] = [
+    (1, None),
+    (2, 2**63 - 1),
+    (3, -(2**63)),
+    (4, 0.1),
+    (5, 1.0),
+    (6, -0.0),
+    (7, 1e300),
+    (8, float("inf")),
+    (9, float("-inf")),
+    (10, "plain"),
+    (11, "nul\x00inside"),
+    (12, "émoji 🎉"),
+    (13, b""),
+    (14, b"\x00\xff binary"),
+    (15, '{"looks": "like json"}'),
+    (16, 5e-324),
+]
+BAD_UTF8 = b"caf\xe9 \xff\xfe"
+
+
+def make_source(path: Path) -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.executescript(
+        """
+        CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id), v);
+        CREATE INDEX child_parent ON child (parent_id);
+        CREATE TABLE pair (a TEXT, b INTEGER, PRIMARY KEY (a, b)) WITHOUT ROWID;
+        """
+    )
+    conn.executemany("INSERT INTO parent VALUES (?, ?)", [(i, f"p{i}") for i in range(1, 6)])
+    conn.executemany("INSERT INTO child VALUES (?, ?, ?)", [(i, i % 5 + 1, v) for i, v in VALUES])
+    conn.execute("INSERT INTO child VALUES (100, 1, CAST(? AS TEXT))", (BAD_UTF8,))
+    conn.executemany("INSERT INTO pair VALUES (?, ?)", [("x", 1), ("x", 2), ("y", 1)])
+    conn.close()
+    return path
+
+
+def read_exact(path: Path, table: str) -> list[tuple[Any, ...]]:
+    """Rows as SQLite holds them, with text that is not UTF-8 as its bytes."""
+    conn = sqlite3.connect(path)
+    conn.text_factory = bytes
+    rows = conn.execute(f"SELECT *, typeof(v) FROM {table} ORDER BY id").fetchall()
+    conn.close()
+    out = []
+    for row in rows:
+        kind = row[-1].decode()
+        v = row[2]
+        if kind == "text":
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                v = ("bad text", v)
+        out.append((row[0], row[1], v, kind))
+    return out
+
+
+def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
+    src = make_source(tmp_path / "app.db")
+    out = tmp_path / "dump"
+    result = export.export(src, out, CFG)
+    assert result.path == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "app.db-shm", "app.db-wal", "dump"]
+    for file in out.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["order"] == ["pair", "parent", "child"] or manifest["order"].index("parent") < manifest[
+        "order"
+    ].index("child")
+    assert manifest["source"]["name"] == "app.db"
+    assert manifest["source"]["sha256"] == export.sha256_file(src)
+    assert any(s.startswith("CREATE INDEX child_parent") for s in manifest["schema"])
+    child = next(t for t in manifest["tables"] if t["name"] == "child")
+    assert child["rows"] == len(VALUES) + 1
+    assert child["columns"] == ["id", "parent_id", "v"]
+
+    lines = (out / child["file"]).read_bytes().splitlines()
+    assert json.loads(lines[7]) == {"id": 8, "parent_id": 4, "v": {"$real": "inf"}}
+    assert json.loads(lines[-1])["v"] == {"$bytes_text": base64.b64encode(BAD_UTF8).decode()}
+    assert b'"v":0.1}' in lines[3]
+    assert b'"v":1.0}' in lines[4]
+    assert b'"v":9223372036854775807}' in lines[1]
+
+    with export.Reader(out) as reader:
+        entry = export.read_manifest(reader).table("child")
+        decoded = [(n, values) for n, values in export.iter_rows(reader, entry)]
+    expected = read_exact(src, "child")
+    for (_n, (id_, parent, v)), (eid, eparent, ev, _kind) in zip(decoded, expected, strict=True):
+        assert (id_, parent) == (eid, eparent)
+        if isinstance(ev, tuple):  # text that is not UTF-8: exact bytes, and still text
+            assert isinstance(v, str)
+            assert v.encode("utf-8", "surrogateescape") == ev[1]
+        else:
+            assert type(v) is type(ev), (id_, v, ev)
+            assert repr(v) == repr(ev)
+    assert export.verify_export(out).ok
+
+
+def test_tar_export_verifies_and_never_overwrites(tmp_path: Path) -> None:
+    src = make_source(tmp_path / "app.db")
+    out = tmp_path / "dump.tar"
+    export.export(src, out, CFG, tar=True)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    report = export.verify_export(out)
+    assert report.ok, report.problems
+    assert report.rows == 5 + len(VALUES) + 1 + 3
+    with pytest.raises(UsageError, match="already exists"):
+        export.export(src, out, CFG, tar=True)
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def reseal(out: Path, edit_file: str | None = None, content: bytes | None = None, **manifest_edits: Any) -> None:
+    """Edit a file and recompute the manifest's SHA-256s and checksum: a well-formed but bad export."""
+    if edit_file is not None and content is not None:
+        (out / edit_file).write_bytes(content)
+    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
+    tables = tuple(msgspec.structs.replace(t, sha256=export.sha256_file(out / t.file)) for t in manifest.tables)
+    manifest = msgspec.structs.replace(manifest, tables=tables, **manifest_edits)
+    manifest = msgspec.structs.replace(manifest, checksum=manifest.computed_checksum())
+    (out / "manifest.json").write_bytes(msgspec.json.encode(manifest))
+
+
+@pytest.fixture
+def dump(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    out = tmp_path / "dump"
+    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    manifest = json.loads((out / "manifest.json").read_text())
+    return out, {t["name"]: t["file"] for t in manifest["tables"]}
+
+
+def verify_cli(out: Path) -> Any:
+    return CliRunner().invoke(cli, ["verify-export", str(out)], catch_exceptions=False)
+
+
+def test_verify_export_ok_through_the_cli(dump: tuple[Path, dict[str, str]]) -> None:
+    result = verify_cli(dump[0])
+    assert result.exit_code == 0, result.output
+    assert "verifies" in result.output
+
+
+def test_corrupted_file_is_named_exit_3(dump: tuple[Path, dict[str, str]]) -> None:
+    out, files = dump
+    data = bytearray((out / files["child"]).read_bytes())
+    data[10] ^= 0x01
+    (out / files["child"]).write_bytes(bytes(data))
+    result = verify_cli(out)
+    assert result.exit_code == 3
+    assert f"file {files['child']} of table child does not match its SHA-256" in result.output
+
+
+def test_missing_file_is_named_exit_3(dump: tuple[Path, dict[str, str]]) -> None:
+    out, files = dump
+    (out / files["pair"]).unlink()
+    result = verify_cli(out)
+    assert result.exit_code == 3
+    assert f"file {files['pair']} of table pair is missing" in result.output
+
+
+def test_edited_manifest_is_detected_exit_3(dump: tuple[Path, dict[str, str]]) -> None:
+    out, _files = dump
+    text = (out / "manifest.json").read_text().replace('"rows": 5', '"rows": 6', 1)
+    (out / "manifest.json").write_text(text)
+    result = verify_cli(out)
+    assert result.exit_code == 3
+    assert "manifest.json was edited" in result.output
+
+
+def test_count_mismatch_in_a_resealed_manifest(dump: tuple[Path, dict[str, str]]) -> None:
+    out, files = dump
+    lines = (out / files["parent"]).read_bytes().splitlines(keepends=True)
+    reseal(out, files["parent"], b"".join(lines[:-1]))
+    report = export.verify_export(out)
+    assert "parent: the manifest says 5 rows, the file holds 4" in report.problems
+
+
+def test_orphans_are_each_reported(tmp_path: Path) -> None:
+    src = make_source(tmp_path / "app.db")
+    with sqlite3.connect(src) as conn:  # foreign keys are off by default: SQLite keeps orphans
+        conn.execute("INSERT INTO child VALUES (200, 42, 'lost'), (201, 43, 'lost too'), (202, NULL, 'no parent')")
+    out = tmp_path / "dump"
+    export.export(src, out, CFG)
+    result = verify_cli(out)
+    assert result.exit_code == 3
+    assert "orphan in child (id=200): parent_id = (42) has no row in parent" in result.output
+    assert "orphan in child (id=201): parent_id = (43) has no row in parent" in result.output
+    assert "202" not in result.output  # a NULL reference is no orphan
+
+
+def test_duplicate_and_null_keys_and_bad_rows(dump: tuple[Path, dict[str, str]]) -> None:
+    out, files = dump
+    pair = (out / files["pair"]).read_bytes()
+    extra = b'{"a":"x","b":1}\n{"a":null,"b":3}\n{"a":"z","b":{"$blob":"AA=="}}\n'
+    child = (out / files["parent"]).read_bytes() + b'{"id":"seven","name":"p7"}\n'
+    reseal(out, files["pair"], pair + extra)
+    reseal(out, files["parent"], child)
+    problems = export.verify_export(out).problems
+    assert "pair: primary key ('x', 1) appears 2 times" in problems
+    assert "pair line 5: primary key holds NULL" in problems
+    assert "parent line 6: column id holds str, its type allows int only" in problems
+    bad = (out / files["pair"]).read_bytes() + b'{"a":"q"}\n'
+    reseal(out, files["pair"], bad)
+    problems = export.verify_export(out).problems
+    assert any(p.startswith("pair line 7: columns differ (missing ['b']") for p in problems)
