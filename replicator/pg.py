@@ -60,12 +60,13 @@ def connect_error(exc: psycopg.Error, dsn: str) -> TargetError:
     where = describe(dsn)
     text = log.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate in ("28P01", "28000") or "password authentication failed" in text:
-        hint = "check the user and password in the DSN"
+    transient = is_transient_pg(exc)  # connection failures carry no SQLSTATE: the text tells what waiting cannot heal
+    if sqlstate in ("28P01", "28000") or "password authentication failed" in text or "pg_hba.conf" in text:
+        hint, transient = "check the user and password in the DSN", False
     elif 'role "' in text and "does not exist" in text:
-        hint = "check the user in the DSN, or create that role in PostgreSQL"
+        hint, transient = "check the user in the DSN, or create that role in PostgreSQL", False
     elif sqlstate == "3D000" or "does not exist" in text:
-        hint = "create the database first (createdb) or fix the DSN"
+        hint, transient = "create the database first (createdb) or fix the DSN", False
     else:
         hint = "check that PostgreSQL is running and reachable, and the host/port in the DSN"
-    return TargetError(f"cannot connect to PostgreSQL at {where}: {text}", hint=hint, transient=is_transient_pg(exc))
+    return TargetError(f"cannot connect to PostgreSQL at {where}: {text}", hint=hint, transient=transient)
