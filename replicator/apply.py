@@ -33,7 +33,6 @@ checkpoint; the journal is pruned only after that commit (the worker does it).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import itertools
 import json
 import sqlite3
@@ -91,7 +90,9 @@ class TableTarget(msgspec.Struct, frozen=True):
         return tuple(self.columns_target.index(k) for k in self.key_target)
 
 
-def resolve_targets(plan: SchemaPlan, meta: Meta) -> tuple[dict[str, TableTarget], dict[str, str]]:
+def resolve_targets(
+    plan: SchemaPlan, meta: Meta, skipped: frozenset[str] = frozenset()
+) -> tuple[dict[str, TableTarget], dict[str, str]]:
     """Captured tables the apply can write, and the ones it cannot, each with the reason.
 
     A table captured by rowid has no column PostgreSQL could address its rows by: it is reported,
@@ -100,7 +101,7 @@ def resolve_targets(plan: SchemaPlan, meta: Meta) -> tuple[dict[str, TableTarget
     targets: dict[str, TableTarget] = {}
     problems: dict[str, str] = {}
     for name, cap in meta.tables.items():
-        if cap.mode == "snapshot-only":
+        if cap.mode == "snapshot-only" or name in skipped:
             continue
         try:
             table = plan.table(name)
@@ -175,6 +176,7 @@ def read_batch(
     *,
     max_rows: int,
     max_bytes: int,
+    ignore: frozenset[str] = frozenset(),
 ) -> Batch:
     """The next batch after ``after``, in one read transaction, bounded by entries and row bytes.
 
@@ -186,7 +188,7 @@ def read_batch(
             return Batch(after + 1, after, head, 0, {})
         entries = journal.read(conn, after, limit=max_rows)
         while True:
-            tables = _read_rows(conn, entries, targets)
+            tables = _read_rows(conn, entries, targets, ignore)
             size = sum(t.bytes for t in tables.values())
             if size <= max_bytes or len(entries) <= 1:
                 break
@@ -196,11 +198,16 @@ def read_batch(
 
 
 def _read_rows(
-    conn: sqlite3.Connection, entries: Sequence[journal.Entry], targets: dict[str, TableTarget]
+    conn: sqlite3.Connection,
+    entries: Sequence[journal.Entry],
+    targets: dict[str, TableTarget],
+    ignore: frozenset[str],
 ) -> dict[str, TableRows]:
     keys: dict[str, dict[KeyTuple, None]] = {}
     last: dict[str, int] = {}
     for entry in entries:
+        if entry.table in ignore:  # skipped by config ([types.T."*"] skip = true): never migrated
+            continue
         found = keys.setdefault(entry.table, {})
         found[entry.key] = None
         if entry.old_key is not None:
@@ -884,7 +891,3 @@ def restore_foreign_keys(conn: psycopg.Connection[Any], schema_name: str, target
         except psycopg.Error as exc:
             out.append(RestoredFk(table, name, pg_message(exc)))
     return out
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

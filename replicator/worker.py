@@ -94,7 +94,8 @@ def _hint(exc: BaseException) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    return str(getattr(exc, "message", "")) or str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    text = str(getattr(exc, "message", "")) or str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
 
 
 def lock_key(source_id: str) -> int:
@@ -121,6 +122,8 @@ class Worker:
         self._errors = 0
         self._changes = 0
         self._batches = 0
+        self._skipped = frozenset(name for name, cols in config.types.items() if "*" in cols and cols["*"].skip)
+        """Tables config excludes from the migration: their journal entries are passed over."""
 
     # --- public -------------------------------------------------------------------------------
 
@@ -218,7 +221,9 @@ class Worker:
 
     def _read(self, conn: sqlite3.Connection, after: int) -> apply.Batch:
         cfg = self.config.apply
-        return apply.read_batch(conn, after, self._targets, max_rows=cfg.batch_rows, max_bytes=cfg.batch_bytes)
+        return apply.read_batch(
+            conn, after, self._targets, max_rows=cfg.batch_rows, max_bytes=cfg.batch_bytes, ignore=self._skipped
+        )
 
     def _idle(self, watcher: Watcher) -> None:
         """Wait for the next commit in SQLite, waking at least every poll interval to see a stop."""
@@ -245,7 +250,7 @@ class Worker:
             self._check_same_source(conn)
         plan = self._plan(conn)
         self._plan_obj = plan
-        self._targets, problems = apply.resolve_targets(plan, self._meta)
+        self._targets, problems = apply.resolve_targets(plan, self._meta, self._skipped)
         if problems:
             with conn.transaction():
                 for name, why in problems.items():
@@ -344,7 +349,7 @@ class Worker:
             existing = self._latest(conn)
             if existing is not None:  # the snapshot stage wrote its own genesis
                 return existing
-            targets, _ = apply.resolve_targets(result.plan, self._meta)
+            targets, _ = apply.resolve_targets(result.plan, self._meta, self._skipped)
             tables = {}
             for name, t in targets.items():
                 digest = apply.table_digest_of(conn, t)
@@ -476,7 +481,7 @@ class Worker:
 
     def _rebuild_writer(self) -> None:
         assert self._pconn is not None
-        self._targets, problems = apply.resolve_targets(self._plan_obj, self._meta)
+        self._targets, problems = apply.resolve_targets(self._plan_obj, self._meta, self._skipped)
         if problems:
             raise WorkerError("; ".join(f"{n} {w}" for n, w in problems.items()), hint="fix the capture policy")
         self._writer.close()

@@ -259,3 +259,18 @@ def test_bad_value_quarantine_skips_row_and_recovers(tmp_path: Path, pg_dsn: str
     check_same(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM replicator.quarantine").fetchone() == (0,)
+
+
+def test_table_skipped_by_config_is_passed_over(src: Path, pg_dsn: str) -> None:
+    conf = config.load(
+        overrides={"apply": {"poll_interval_s": 0.05}, "types": {"pair": {"*": {"skip": True}}}}, environ={}
+    )
+    drain(src, pg_dsn, conf)
+    db = app(src)
+    db.execute("UPDATE pair SET v = 'ignored' WHERE a = 'k' AND b = 1")
+    db.execute("UPDATE parent SET score = 3.5 WHERE id = 2")
+    result = drain(src, pg_dsn, conf)
+    assert result.changes == 2
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('public.pair')").fetchone() == (None,)
+        assert conn.execute("SELECT score FROM parent WHERE id = 2").fetchone() == (3.5,)
