@@ -42,6 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, TypeVar
@@ -947,6 +948,28 @@ def verify_table(
     return result
 
 
+def _compare(
+    source: Path | str,
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    mode: Parallel,
+    config: Config,
+    plan: pgschema.SchemaPlan,
+    names: Sequence[str],
+    applied: int | None,
+    keys: bool,
+    max_keys: int,
+) -> tuple[int | None, list[TableVerify]]:
+    results = []
+    with _sides(source, sconn, pconn, mode, config.source.busy_timeout_ms) as sides:
+        # Every row is read in the read transaction this call runs in (the child's, in process mode).
+        head, pending = sides.sqlite(_sqlite_position, applied).result()
+        for name in names:
+            shape = shape_of(plan.table(name), plan.schema)
+            results.append(verify_table(sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name)))
+    return head, results
+
+
 def verify(
     source: Path | str,
     dsn: str,
@@ -974,14 +997,12 @@ def verify(
             schema = read_schema(sconn)
             chosen = plan or plan_for(sconn, pconn, config, schema)
             names = _selected(chosen, tables)
-            results = []
             mode = _choose(parallel, source)
-            with _sides(source, sconn, pconn, mode, config.source.busy_timeout_ms) as sides:
-                # Every row is read in the read transaction this call runs in (the child's, in process mode).
-                head, pending = sides.sqlite(_sqlite_position, applied).result()
-                for name in names:
-                    shape = shape_of(chosen.table(name), chosen.schema)
-                    results.append(verify_table(sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name)))
+            try:
+                head, results = _compare(source, sconn, pconn, mode, config, chosen, names, applied, keys, max_keys)
+            except BrokenProcessPool as exc:  # the child could not start (no importable __main__...)
+                log.get("verify").warning("verify child process failed; comparing in this process", error=str(exc))
+                head, results = _compare(source, sconn, pconn, "off", config, chosen, names, applied, keys, max_keys)
         finally:
             sconn.close()
         pconn.rollback()
