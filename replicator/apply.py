@@ -437,6 +437,12 @@ class Writer:
         with self.conn.transaction():
             if self.fk == "replica":
                 self.conn.execute("SET LOCAL session_replication_role = replica")
+            # A batch's keys are few next to the table, and the staging tables have no statistics:
+            # left alone the planner merge- or hash-joins them against a full scan of the target,
+            # a cost that grows with the table (measured: 250 ms vs 30 ms for 11k keys in 370k rows).
+            # Index nested loops cost O(keys log n) whatever the table size.
+            self.conn.execute("SET LOCAL enable_mergejoin = off")
+            self.conn.execute("SET LOCAL enable_hashjoin = off")
             digests = read_digests(self.conn, self.state_schema, list(batch.tables))
             pending: dict[str, _Pending] = {}
             for name, part in batch.tables.items():
