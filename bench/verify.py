@@ -20,6 +20,10 @@ sequential 6.99 s (143k rows/s), threads 7.16 s (0.98x: both sides are Python-bo
 serialises them), child process 3.92 s (255k rows/s, 1.78x). Mismatch detected in 3.45 s; the 3 bad
 keys (one UPDATE, one DELETE, one INSERT) named exactly in 4.31 s: bisection added 0.86 s. Most of
 each side's time is the canonical encoding (checkpoints.digest.RowEncoder.encode, ~50 % in cProfile).
+A rerun at load average 4.3 (no idle core) gave sequential 9.17 s, threads 8.79 s, process 9.46 s: the
+child process only pays when a core is free. ``--key uuid`` (a uuid key: hash buckets, two passes),
+100,000 rows: verify 0.74 s (process), bad keys named in 2.28 s; 1,000,000 rows under load ~2.8:
+named in 29.6 s (before the leaf skipped unkept rows by key; ordered keys are the fast path).
 """
 
 from __future__ import annotations
