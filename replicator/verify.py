@@ -37,6 +37,7 @@ import bisect
 import hashlib
 import json
 import multiprocessing
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -412,6 +413,15 @@ def _pg_where(shape: Shape, lo: Bound, hi: Bound, nulls: bool = False) -> tuple[
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
 
 
+_QUOTED_IDENTIFIER = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _percent_safe(conn: psycopg.Connection[Any], query: sql.Composable) -> sql.SQL:
+    """With parameters, psycopg reads ``%`` inside a quoted identifier (a table named ``a%s``) as a
+    placeholder (psycopg2#825, same in psycopg 3): double it there. The queries here hold no literals."""
+    return sql.SQL(_QUOTED_IDENTIFIER.sub(lambda m: m[0].replace("%", "%%"), query.as_string(conn)))
+
+
 def _pg_fetch(
     conn: psycopg.Connection[Any], shape: Shape, where: sql.Composable, params: Sequence[Any], fetch_rows: int
 ) -> Iterator[tuple[Any, ...]]:
@@ -419,7 +429,7 @@ def _pg_fetch(
     query = sql.SQL("SELECT {} FROM {}").format(_pg_columns(shape), sql.Identifier(shape.schema, shape.target)) + where
     with conn.cursor(name="replicator_verify", binary=True) as cur:
         cur.itersize = fetch_rows
-        cur.execute(query, params)
+        cur.execute(_percent_safe(conn, query) if params else query, params or None)
         while batch := cur.fetchmany(fetch_rows):
             yield from batch
 
