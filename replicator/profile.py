@@ -24,7 +24,9 @@ import itertools
 import re
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 
@@ -383,6 +385,22 @@ _DECIMAL, _DECIMAL_01, _DECIMAL_32 = (
 )
 
 
+def _repeated(pattern: bytes) -> re.Pattern[bytes]:
+    """``pattern`` for every value of a NUL-joined column at once."""
+    return re.compile(rb"(?:" + pattern + rb")(?:\x00(?:" + pattern + rb"))*")
+
+
+_B_DATETIME = _B_YMD + rb"[T ]" + _B_HMS + _B_FRACTION
+#: Codes whose values can all be proven in one regex over the column (the first value decides which).
+_WHOLE_COLUMN = {
+    _code("text", "date"): _repeated(_B_YMD),
+    _code("text", "sql_datetime"): _repeated(_B_YMD + b" " + _B_HMS + _B_FRACTION),
+    _code("text", "iso8601"): _repeated(_B_YMD + b"T" + _B_HMS + _B_FRACTION),
+    _code("text", "iso8601_tz"): _repeated(_B_DATETIME + rb"(?:Z|[+-][0-2][0-9]:?[0-5][0-9])"),
+    _UUID_CODE: _repeated(rb"-".join(_B_HEX + b"{%d}" % n for n in (8, 4, 4, 4, 12))),
+}
+
+
 def _ascii_text_code(value: bytes) -> int:
     """The category of pure-ASCII, NUL-free text: only the formats its first character allows are tried."""
     first, n = value[0], len(value)
@@ -457,14 +475,96 @@ _CLASS_ORDER = {
 }
 
 
-def code_sql(column: Column) -> str:
-    """The category code (an integer, a character's code point) of one value of ``column``."""
+#: A TEXT value of a bulk column: classified in Python from the chunk's concatenated text (not a category).
+TEXT_PENDING = CODE_BASE + len(CATEGORIES)
+
+
+def is_bulk(column: Column) -> bool:
+    """Columns that may well hold text (all but INTEGER, REAL and declared BLOB): their text is read in
+    bulk. NUMERIC affinity is here because DATE, DATETIME, TIMESTAMP and BOOLEAN columns hold text."""
+    if column.affinity in (Affinity.INTEGER, Affinity.REAL):
+        return False
+    return column.affinity is not Affinity.BLOB or not column.declared_type.strip()
+
+
+def code_sql(column: Column, *, bulk: bool = False) -> str:
+    """The category code (an integer, a character's code point) of one value of ``column``.
+
+    With ``bulk``, a TEXT value is only marked TEXT_PENDING: its bytes come in the chunk's
+    concatenation (``bulk_text_sql``) and Python classifies them all at once.
+    """
     order = _CLASS_ORDER.get(column.affinity)
     if order is None:  # BLOB affinity: declared BLOB holds blobs; no type at all, anything
         typed = "BLOB" in column.declared_type.upper()
         order = ("blob", "null", "text", "integer", "real") if typed else ("null", "text", "integer", "real", "blob")
-    whens = " ".join(f"WHEN '{cls}' THEN {_CLASS_SQL[cls]}" for cls in order[:-1])
-    return f"CASE typeof(@c) {whens} ELSE {_CLASS_SQL[order[-1]]} END".replace("@c", quote_ident(column.name))
+    sql = {**_CLASS_SQL, "text": str(TEXT_PENDING)} if bulk else _CLASS_SQL
+    whens = " ".join(f"WHEN '{cls}' THEN {sql[cls]}" for cls in order[:-1])
+    return f"CASE typeof(@c) {whens} ELSE {sql[order[-1]]} END".replace("@c", quote_ident(column.name))
+
+
+def bulk_text_sql(column: Column) -> tuple[str, str]:
+    """The chunk's TEXT values of ``column`` as one BLOB, NUL-separated; and json_valid of the values
+    starting with '{' (low 32 bits) and '[' (high bits), the one test left to SQLite."""
+    q = quote_ident(column.name)
+    data = f"CAST(group_concat(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END, x'00') AS BLOB)"
+    valid = f"(typeof({q}) = 'text' AND json_valid({q}))"
+    json = f"sum(CASE unicode({q}) WHEN 123 THEN {valid} WHEN 91 THEN {valid} << 32 END)"
+    if column.affinity is not Affinity.TEXT:  # numbers would be turned into text by unicode()
+        json = f"sum(CASE WHEN typeof({q}) = 'text' THEN CASE unicode({q}) WHEN 123 THEN json_valid({q})"
+        json += f" WHEN 91 THEN json_valid({q}) << 32 END END)"
+    return data, json
+
+
+_OBJECT_CH, _ARRAY_CH = chr(_code("text", "json_object")), chr(_code("text", "json_array"))
+_TEXT_CH, _PENDING_CH = chr(_TEXT), chr(TEXT_PENDING)
+
+
+def bulk_text_counts(data: bytes | None, values: int, json: int) -> tuple[dict[str, int], int] | None:
+    """Categories of ``values`` TEXT values joined by NULs in ``data``, and the longest in bytes; None
+    when the fast path cannot decide.
+
+    One ``count`` proves no value holds a NUL (then the split is exact), one ``decode`` that every
+    value is valid UTF-8 (a NUL cannot complete a sequence, so the join is valid only if each part
+    is). Each distinct value is classified once. Anything else goes back to the per-value path.
+    """
+    data = data or b""
+    if data.count(0) != values - 1:
+        return None
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    parts = data.split(b"\x00")
+    longest = max(map(len, parts))
+    counts: dict[str, int] = {}
+    objects = arrays = 0
+    first = _text_class(parts[0])
+    if first == JSON_CANDIDATE:  # a JSON column, likely all of it: count the first characters in C
+        objects = data.count(b"\x00{") + (data[0] == 123)
+        arrays = data.count(b"\x00[") + (data[0] == 91) if objects < values else 0
+    elif first in _WHOLE_COLUMN and _WHOLE_COLUMN[first].fullmatch(data):
+        counts[chr(first)] = values  # every value has the first one's format: one regex over the column
+    if objects + arrays < values and not counts:
+        objects = arrays = 0
+        for value, n in Counter(parts).items():
+            code = _text_class(value)
+            if code != JSON_CANDIDATE:
+                ch = chr(code)
+                counts[ch] = counts.get(ch, 0) + n
+            elif value[0] == 123:
+                objects += n
+            else:
+                arrays += n
+    valid_objects, valid_arrays = json & 0xFFFFFFFF, json >> 32
+    for ch, n in (
+        (_OBJECT_CH, valid_objects),
+        (_ARRAY_CH, valid_arrays),
+        (_TEXT_CH, objects + arrays - valid_objects - valid_arrays),
+    ):
+        if n:
+            counts[ch] = counts.get(ch, 0) + n
+    return counts, longest
 
 
 #: Extremes read in the same scan, chosen by affinity (what the column almost always holds). Raw
@@ -495,23 +595,33 @@ class _Extreme(msgspec.Struct, frozen=True):
 
 
 def _extremes(column: Column) -> list[_Extreme]:
+    """The extremes one chunk statement reads for ``column`` (``sql`` empty: measured in Python)."""
     q = quote_ident(column.name)
+    out: list[_Extreme] = []
     if column.affinity is Affinity.INTEGER:
         ints = frozenset({"null", "integer"})
-        return [_Extreme(sql.replace("@c", q), (name,), ints) for name, sql in _RAW_INTEGER.items()]
-    if column.affinity is Affinity.TEXT:
-        sql = _RAW_LENGTH.replace("@c", q)
-        return [_Extreme(sql, ("max_text_bytes",), frozenset({"null", "text"}))]
-    if column.affinity is Affinity.REAL:
-        return []
-    names = ("min_integer", "max_integer") if column.affinity is Affinity.NUMERIC else tuple(_EXACT)
-    return [_Extreme(_EXACT[n].replace("@c", q), (n,), frozenset(STORAGE_CLASSES)) for n in names]
+        out = [_Extreme(sql.replace("@c", q), (name,), ints) for name, sql in _RAW_INTEGER.items()]
+    elif column.affinity in (Affinity.NUMERIC, Affinity.BLOB) and is_bulk(column):
+        names = (
+            ("min_integer", "max_integer")
+            if column.affinity is Affinity.NUMERIC
+            else ("min_integer", "max_integer", "max_blob_bytes")
+        )
+        out = [_Extreme(_EXACT[n].replace("@c", q), (n,), frozenset(STORAGE_CLASSES)) for n in names]
+    elif column.affinity is Affinity.BLOB:  # declared BLOB
+        out = [_Extreme(f"max(length({q}))", ("max_blob_bytes",), frozenset({"null", "blob"}))]
+    if is_bulk(column):  # the longest text comes with the bulk text
+        out.append(_Extreme("", ("max_text_bytes",), frozenset(STORAGE_CLASSES)))
+    return out
 
 
 #: SQLite's default SQLITE_MAX_FUNCTION_ARG is 127: ``char()`` takes the codes in groups.
 CHAR_ARGS = 100
-#: Rows per chunk aim at this many characters (one per value) in one ``group_concat``.
-CHUNK_CHARS = 4_000_000
+#: Rows per chunk aim at this many characters (one per value) in one ``group_concat``...
+CHUNK_CHARS = 1_000_000
+#: ... and at about this many bytes of row data (the bulk text of a chunk is at most that).
+CHUNK_BYTES = 16 * 2**20
+MIN_CHUNK_ROWS = 256
 #: A table is split into at most this many rowid ranges up front (sparse rowids: wider ranges).
 MAX_CHUNKS = 1024
 
@@ -534,12 +644,18 @@ class Chunk(msgspec.Struct, frozen=True):
     high: int | None = None
 
 
-def chunk_sql(table: Table, columns: Sequence[Column], *, ranged: bool) -> tuple[str, list[_Extreme]]:
-    """The statement for one chunk: the codes of every row as one string, then the extremes and NULL keys."""
-    codes = [code_sql(c) for c in columns]
+def chunk_sql(
+    table: Table, columns: Sequence[Column], *, ranged: bool, bulk: bool = True
+) -> tuple[str, list[_Extreme]]:
+    """The statement for one chunk: the codes of every row as one string, each bulk column's text and
+    JSON counts, then the extremes and the NULL-key count. ``bulk=False``: every value coded in SQL."""
+    codes = [code_sql(c, bulk=bulk and is_bulk(c)) for c in columns]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
-    extremes = [e for c in columns for e in _extremes(c)]
-    exprs = [f"group_concat({row}, '')", *(e.sql for e in extremes)]
+    extremes = [e for c in columns for e in _extremes(c) if e.sql]
+    exprs = [f"group_concat({row}, '')"]
+    if bulk:
+        exprs += [sql for c in columns if is_bulk(c) for sql in bulk_text_sql(c)]
+    exprs += [e.sql for e in extremes]
     if table.primary_key and not table.rowid_alias:
         exprs.append("sum(" + " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) + ")")
     where = ""
@@ -561,8 +677,14 @@ def chunks(conn: sqlite3.Connection, table: Table) -> list[Chunk]:
         raise source.translate(exc, _database_path(conn)) from None
     if low is None:
         return [Chunk(table.name)]
-    rows_per_chunk = max(1, CHUNK_CHARS // max(1, len(table.columns)))
     span = int(high) - int(low) + 1
+    # Bytes per row: at most the whole file over this table's rowid span (other tables count too,
+    # so this errs towards smaller chunks); the text of a chunk stays near CHUNK_BYTES.
+    page_size, pages = conn.execute(
+        "SELECT p.page_size, c.page_count FROM pragma_page_size p, pragma_page_count c"
+    ).fetchone()
+    row_bytes = max(1, int(page_size) * int(pages) // span)
+    rows_per_chunk = max(MIN_CHUNK_ROWS, min(CHUNK_CHARS // max(1, len(table.columns)), CHUNK_BYTES // row_bytes))
     count = min(MAX_CHUNKS, -(-span // rows_per_chunk))
     width = -(-span // count)
     bounds = [int(low) + i * width for i in range(count)] + [int(high) + 1]
@@ -593,19 +715,26 @@ def _count_chars(text: str) -> dict[str, int]:
     return counts
 
 
+def _execute_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk, sql: str) -> tuple[object, ...] | None:
+    """The chunk's one result row; None when it does not fit in one string (SQLITE_TOOBIG)."""
+    params = () if chunk.low is None else (chunk.low, chunk.high)
+    try:
+        return tuple(conn.execute(sql, params).fetchone())
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_TOOBIG:
+            raise source.translate(exc, _database_path(conn)) from None
+        return None
+
+
 def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkResult:
     """Read one chunk: per column, how many values of each category and the extremes the scan could take."""
     columns = list(table.columns)
     sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None)
-    params = () if chunk.low is None else (chunk.low, chunk.high)
-    try:
-        result = conn.execute(sql, params).fetchone()
-    except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_TOOBIG:
-            raise source.translate(exc, _database_path(conn)) from None
+    result = _execute_chunk(conn, table, chunk, sql)
+    if result is None:
         if chunk.low is None or chunk.high is None or chunk.low >= chunk.high:
-            raise TooBig(table.name) from None
-        # More rows in this range than one string holds (sparse rowids guessed wrong): halve it.
+            raise TooBig(table.name)
+        # More rows or text in this range than one string holds (rowids or sizes guessed wrong): halve it.
         middle = chunk.low + (chunk.high - chunk.low) // 2
         halves = (Chunk(chunk.table, chunk.low, middle), Chunk(chunk.table, middle + 1, chunk.high))
         return combine([scan_chunk(conn, table, half) for half in halves])
@@ -613,17 +742,53 @@ def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkRes
     width = len(columns)
     out = ChunkResult(rows=len(text) // width if width else 0)
     out.counts = [_count_chars(text[i::width]) for i in range(width)]
-    by_column: dict[str, dict[str, int | None]] = {c.name: {} for c in columns}
     values = iter(result[1:])
-    for column in columns:
+    exact: list[int] = []
+    out.extremes = [{} for _ in columns]
+    for i, column in enumerate(columns):
+        if not is_bulk(column):
+            continue
+        data, json = next(values), next(values)
+        pending = out.counts[i].pop(_PENDING_CH, 0)
+        out.extremes[i]["max_text_bytes"] = None
+        if not pending:
+            continue
+        found = bulk_text_counts(data if isinstance(data, bytes) else None, pending, int(cast(int, json or 0)))
+        if found is None:
+            exact.append(i)
+            continue
+        counts, out.extremes[i]["max_text_bytes"] = found
+        for ch, n in counts.items():
+            out.counts[i][ch] = out.counts[i].get(ch, 0) + n
+    for i, column in enumerate(columns):
         for extreme in _extremes(column):
-            value = next(values)
-            for name in extreme.names:
-                by_column[column.name][name] = value if isinstance(value, int) else None
-    out.extremes = [by_column[c.name] for c in columns]
+            if extreme.sql:
+                value = next(values)
+                for name in extreme.names:
+                    out.extremes[i][name] = value if isinstance(value, int) else None
     if table.primary_key and not table.rowid_alias:
-        out.null_key_rows = int(next(values) or 0)
+        out.null_key_rows = int(cast(int, next(values) or 0))
+    if exact:
+        # Text with a NUL or invalid UTF-8 in this chunk: these columns again, each value coded in SQL.
+        again = _execute_chunk(conn, table, chunk, exact_sql(table, [columns[i] for i in exact], chunk))
+        if again is None:
+            raise TooBig(table.name)
+        codes = str(again[0] or "")
+        for j, i in enumerate(exact):
+            out.counts[i] = _count_chars(codes[j :: len(exact)])
+            longest = again[1 + j]
+            out.extremes[i]["max_text_bytes"] = longest if isinstance(longest, int) else None
     return out
+
+
+def exact_sql(table: Table, columns: Sequence[Column], chunk: Chunk) -> str:
+    """Every value of ``columns`` coded in SQL (a Python call per TEXT value), and the longest text."""
+    codes = [code_sql(c) for c in columns]
+    row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
+    exprs = [f"group_concat({row}, '')"]
+    exprs += [_EXACT["max_text_bytes"].replace("@c", quote_ident(c.name)) for c in columns]
+    where = f" WHERE {_rowid_name(table)} BETWEEN ? AND ?" if chunk.low is not None else ""
+    return f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}{where}"  # noqa: S608
 
 
 def _merge_extreme(name: str, a: int | None, b: int | None) -> int | None:
