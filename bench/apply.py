@@ -219,6 +219,48 @@ def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str,
     return {k: rows_per_batch / statistics.median(v) for k, v in out.items()}
 
 
+def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, rate: int, top: dict[str, int]) -> list[float]:
+    """Streaming lag: the app commits small transactions at ``rate`` changes/s while the daemon runs;
+    each commit's lag is the ``at`` of the first checkpoint covering its seq minus its commit time."""
+    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    time.sleep(2.0)  # start-up
+    conn = sqlite3.connect(path, isolation_level=None)
+    rng = random.Random(1)
+    commits: list[tuple[int, float]] = []
+    per_tx = 5
+    interval = per_tx / rate
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        conn.execute("BEGIN")
+        for _ in range(per_tx):
+            conn.execute(UPDATE["users"], (rng.randint(1, 100_000), rng.randint(1, top["users"])))
+        conn.execute("COMMIT")
+        (seq,) = conn.execute("SELECT max(seq) FROM _replicator_journal").fetchone()
+        commits.append((int(seq), time.time()))
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    time.sleep(2.0)
+    proc.terminate()
+    proc.wait(timeout=30)
+    with psycopg.connect(dsn, autocommit=True) as pconn:
+        marks = pconn.execute(
+            "SELECT seq_to, extract(epoch FROM at)::float8 FROM replicator.checkpoints ORDER BY number"
+        ).fetchall()
+    lags = []
+    i = 0
+    for seq, at in commits:
+        while i < len(marks) and marks[i][0] < seq:
+            i += 1
+        if i < len(marks):
+            lags.append(marks[i][1] - at)
+    return lags
+
+
+def conninfo_dbname(dsn: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
+
 def fresh_db(admin: str) -> str:
     name = f"bench_apply_{os.getpid()}"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -238,6 +280,8 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fastpath", action="store_true", help="also time the insert step three ways")
+    parser.add_argument("--lag-seconds", type=float, default=0, help="also measure streaming lag for N seconds")
+    parser.add_argument("--lag-rate", type=int, default=2_000, help="app changes per second during --lag-seconds")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     env = {**os.environ, "REPLICATOR_LOG__LEVEL": "warning"}
@@ -266,6 +310,14 @@ def main() -> None:
                 f"ratio {copy_seconds / seconds:.2f}x",
                 flush=True,
             )
+        if args.lag_seconds:
+            lags = sorted(lag(path, dsn, env, args.lag_seconds, args.lag_rate, top))
+            print(
+                f"streaming lag at {args.lag_rate:,} changes/s: p50 {lags[len(lags) // 2] * 1000:.0f} ms, "
+                f"p99 {lags[int(len(lags) * 0.99)] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms ({len(lags)} commits)"
+            )
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conninfo_dbname(dsn))))
     apply_median, copy_median = statistics.median(applied_rates), statistics.median(copy_rates)
     print(
         f"median: apply {apply_median:,.0f} changes/s, raw COPY {copy_median:,.0f} rows/s, "
