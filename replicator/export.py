@@ -349,6 +349,8 @@ def export(source: Path, out: Path, config: Config, *, tar: bool = False) -> Exp
             handle.flush()
             os.fsync(handle.fileno())
         _publish(work, out, tar=tar)
+    except sqlite3.Error as exc:  # a corrupt page found mid-read: one line, nothing left behind
+        raise sqlite_source.translate(exc, source) from None
     finally:
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
