@@ -317,9 +317,20 @@ def export(source: Path, out: Path, config: Config, *, tar: bool = False) -> Exp
     if not parent.is_dir():
         raise UsageError(f"directory {parent} does not exist", hint="create it first")
     bound = log.get("export")
+    sqlite_source.check_file(source)  # missing, empty, not SQLite: one line before anything is read
     source_file = SourceFile(name=source.name, size=source.stat().st_size, sha256=sha256_file(source))
-    conn = snapshot.open_source(source, config)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))  # mode 0700
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))  # mode 0700
+    except OSError as exc:
+        raise ReplicatorError(
+            f"cannot create the export in {parent}: {exc.strerror}",
+            hint="check the directory's permissions and free space",
+        ) from None
+    try:
+        conn = snapshot.open_source(source, config)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     try:
         schema = read_schema(conn)
         order, _cycles = dependency_order(schema.tables)
