@@ -125,7 +125,10 @@ def _rows(table: str, n: int, parents: dict[str, int], rnd: random.Random) -> It
                         "street": f"{rnd.randrange(1, 999)} {_text(rnd, 2)} street",
                         "city": _text(rnd, 1),
                         "zip": f"{rnd.randrange(10_000, 99_999)}",
-                        "items": [{"sku": rnd.randrange(10**6), "qty": rnd.randrange(1, 5)} for _ in range(rnd.randrange(2, 12))],
+                        "items": [
+                            {"sku": rnd.randrange(10**6), "qty": rnd.randrange(1, 5)}
+                            for _ in range(rnd.randrange(2, 12))
+                        ],
                     }
                 ),
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)),
@@ -238,7 +241,9 @@ def main() -> None:
             print(f"built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         size_mb = path.stat().st_size / 2**20
         plain_read(path)  # warm the page cache for both
-        times = median_times({"analyze": lambda: run_analyze(path), "plain read": lambda: plain_read(path)}, args.repeat)
+        times = median_times(
+            {"analyze": lambda: run_analyze(path), "plain read": lambda: plain_read(path)}, args.repeat
+        )
         a, b = statistics.median(times["analyze"]), statistics.median(times["plain read"])
         print(f"{args.rows:,} rows in {len(SHARES)} tables, {size_mb:.0f} MB, SQLite {sqlite3.sqlite_version}")
         print()

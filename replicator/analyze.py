@@ -84,6 +84,12 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
         capture_installed=any(is_internal(t.name) for t in schema.triggers),
         findings=(),
         seconds=0.0,
+        self_references=tuple(
+            t.name for t in schema.tables if any(fk.ref_table.lower() == t.name.lower() for fk in t.foreign_keys)
+        ),
+        sequences=sequences,
+        virtual_table_modules={v.name: v.module for v in schema.virtual_tables},
+        shadow_tables=schema.shadow_tables,
     )
     report = msgspec.structs.replace(report, findings=findings(report), seconds=round(time.perf_counter() - started, 3))
     logger.info(

@@ -85,6 +85,15 @@ def _schema_checks(report: Report) -> Iterator[Finding]:
             " they are not recreated on PostgreSQL",
             hint="port them to PostgreSQL before cutover if the app still needs them there",
         )
+    for name in report.self_references:
+        yield Finding(
+            "info",
+            "fk_self_reference",
+            f"table {name!r} references itself (a tree or a chain): it loads in one pass and its foreign keys"
+            " are added after the load, so the order of its rows does not matter",
+            hint="nothing to do; rows whose parent row is missing are counted in fk_orphans like any other",
+            table=name,
+        )
     for cycle in report.fk_cycles:
         yield Finding(
             "info",

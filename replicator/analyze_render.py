@@ -69,6 +69,25 @@ def _summary(console: Console, report: Report) -> None:
         _plural(len(report.virtual_tables), "virtual table"),
     ]
     console.print(f"  {', '.join(counts)}; read in {report.seconds:.2f} s")
+    for label, items in _listed(report):
+        line = Text(f"  {label}: ", style="bold")
+        line.append(", ".join(items))
+        console.print(line)
+
+
+def _listed(report: Report) -> list[tuple[str, list[str]]]:
+    """What holds no rows to copy, or is easy to miss, named one by one (empty lists are left out)."""
+    modules = report.virtual_table_modules
+    virtual = [f"{name} ({modules[name]})" if modules.get(name) else name for name in report.virtual_tables]
+    listed = [
+        ("views (not copied)", list(report.views)),
+        ("virtual tables (not copied)", virtual),
+        ("shadow tables of virtual tables", list(report.shadow_tables)),
+        ("self-referencing tables", list(report.self_references)),
+        ("FK cycles", [" ↔ ".join(cycle) for cycle in report.fk_cycles]),
+        ("sqlite_sequence", [f"{name} = {seq}" for name, seq in report.sequences.items()]),
+    ]
+    return [(label, items) for label, items in listed if items]
 
 
 def _plural(n: int, noun: str) -> str:

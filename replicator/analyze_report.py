@@ -102,6 +102,15 @@ class Report(msgspec.Struct, frozen=True):
     findings: tuple[Finding, ...]
     seconds: float
     report_version: int = REPORT_VERSION
+    # Added within version 1 (a consumer of version 1 may find these absent in older reports):
+    self_references: tuple[str, ...] = ()
+    """Tables with a foreign key to themselves (not a cycle: they load in one pass, FKs come after)."""
+    sequences: dict[str, int] = msgspec.field(default_factory=dict)
+    """The whole ``sqlite_sequence`` table (name -> seq), including rows whose table no longer exists."""
+    virtual_table_modules: dict[str, str] = msgspec.field(default_factory=dict)
+    """The module of each virtual table (``fts5``, ``rtree``...)."""
+    shadow_tables: tuple[str, ...] = ()
+    """The tables a virtual table keeps its data in (``docs_data``...): not copied, like their owner."""
 
     def table(self, name: str) -> TableReport:
         for table in self.tables:

@@ -622,8 +622,9 @@ CHUNK_CHARS = 1_000_000
 #: ... and at about this many bytes of row data (the bulk text of a chunk is at most that).
 CHUNK_BYTES = 16 * 2**20
 MIN_CHUNK_ROWS = 256
-#: A table is split into at most this many rowid ranges up front (sparse rowids: wider ranges).
+#: Beyond this many equal rowid ranges, chunk boundaries are found by stepping over the rowids.
 MAX_CHUNKS = 1024
+_FILE_BYTES_SQL = "SELECT p.page_size * c.page_count FROM pragma_page_size AS p, pragma_page_count AS c"
 
 
 def _rowid_name(table: Table) -> str | None:
@@ -666,28 +667,43 @@ def chunk_sql(
 
 
 def chunks(conn: sqlite3.Connection, table: Table) -> list[Chunk]:
-    """Rowid ranges of about CHUNK_CHARS values each (exact for dense rowids), or the whole table."""
+    """Rowid ranges of about CHUNK_CHARS values and CHUNK_BYTES bytes each, or the whole table."""
     rowid = _rowid_name(table)
     if rowid is None:
         return [Chunk(table.name)]
-    query = f"SELECT min({rowid}), max({rowid}) FROM main.{quote_ident(table.name)}"  # noqa: S608
     try:
-        low, high = conn.execute(query).fetchone()
+        return _chunks(conn, table, rowid)
     except sqlite3.Error as exc:
         raise source.translate(exc, _database_path(conn)) from None
+
+
+def _chunks(conn: sqlite3.Connection, table: Table, rowid: str) -> list[Chunk]:
+    query = f"SELECT min({rowid}), max({rowid}) FROM main.{quote_ident(table.name)}"  # noqa: S608
+    low, high = conn.execute(query).fetchone()
     if low is None:
         return [Chunk(table.name)]
     span = int(high) - int(low) + 1
     # Bytes per row: at most the whole file over this table's rowid span (other tables count too,
     # so this errs towards smaller chunks); the text of a chunk stays near CHUNK_BYTES.
-    page_size, pages = conn.execute(
-        "SELECT p.page_size, c.page_count FROM pragma_page_size p, pragma_page_count c"
-    ).fetchone()
-    row_bytes = max(1, int(page_size) * int(pages) // span)
-    rows_per_chunk = max(MIN_CHUNK_ROWS, min(CHUNK_CHARS // max(1, len(table.columns)), CHUNK_BYTES // row_bytes))
-    count = min(MAX_CHUNKS, -(-span // rows_per_chunk))
-    width = -(-span // count)
-    bounds = [int(low) + i * width for i in range(count)] + [int(high) + 1]
+    file_bytes = int(conn.execute(_FILE_BYTES_SQL).fetchone()[0])
+    width = max(1, len(table.columns))
+
+    def rows_per_chunk(rows: int) -> int:
+        return max(MIN_CHUNK_ROWS, min(CHUNK_CHARS // width, CHUNK_BYTES // max(1, file_bytes // max(1, rows))))
+
+    per_chunk = rows_per_chunk(span)
+    count = -(-span // per_chunk)
+    if count <= MAX_CHUNKS:  # dense enough: equal rowid ranges, no extra read
+        step = -(-span // count)
+        bounds = [int(low) + i * step for i in range(count)] + [int(high) + 1]
+    else:  # sparse rowids (or a huge table): exact boundaries, stepping over the rowids
+        table_sql = f"main.{quote_ident(table.name)}"
+        per_chunk = rows_per_chunk(int(conn.execute(f"SELECT count(*) FROM {table_sql}").fetchone()[0]))  # noqa: S608
+        bounds = [int(low)]
+        step_sql = f"SELECT {rowid} FROM {table_sql} WHERE {rowid} >= ? ORDER BY {rowid} LIMIT 1 OFFSET ?"  # noqa: S608
+        while (row := conn.execute(step_sql, (bounds[-1], per_chunk)).fetchone()) is not None:
+            bounds.append(int(row[0]))
+        bounds.append(int(high) + 1)
     out = [Chunk(table.name, lo, hi - 1) for lo, hi in itertools.pairwise(bounds) if lo < hi]
     # Rows added beyond either end while we read belong to the first or the last chunk.
     out[0] = Chunk(table.name, -(2**63), out[0].high)

@@ -349,3 +349,115 @@ def test_installed_command_json_to_stdout(realworld: Path) -> None:
     assert {t["name"]: t["rows"] for t in data["tables"]}["Track"] == _count(source, "SELECT count(*) FROM Track")
     assert data["load_order"][-1] in {"InvoiceLine", "PlaylistTrack"}
     assert data["report_version"] == REPORT_VERSION
+
+
+# --- self-references, sqlite_sequence, views and virtual tables, the parallel read ----------------
+
+
+SELF_SQL = """
+CREATE TABLE tags (id INTEGER PRIMARY KEY AUTOINCREMENT, parent_id INTEGER REFERENCES tags(id), label TEXT);
+CREATE TABLE nodes (code TEXT PRIMARY KEY, parent_code TEXT REFERENCES nodes(code));
+CREATE TABLE hen (id INTEGER PRIMARY KEY, egg_id INTEGER REFERENCES egg(id));
+CREATE TABLE egg (id INTEGER PRIMARY KEY, hen_id INTEGER REFERENCES hen(id));
+INSERT INTO tags (parent_id, label) VALUES (NULL, 'root'), (1, 'child'), (99, 'lost'), (2, 'grandchild');
+INSERT INTO nodes VALUES ('a', NULL), ('b', 'a'), ('c', 'zz'), ('d', 'A');
+INSERT INTO hen VALUES (1, 1);
+INSERT INTO egg VALUES (1, 1);
+INSERT INTO sqlite_sequence (name, seq) VALUES ('dropped_long_ago', 41);
+"""
+
+
+@pytest.fixture
+def selfref(tmp_path: Path) -> Path:
+    path = tmp_path / "selfref.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(SELF_SQL)
+    conn.close()
+    return path
+
+
+def test_self_references_are_reported_beside_cycles_and_are_not_fatal(selfref: Path) -> None:
+    report = analyze(selfref)
+    assert report.self_references == ("nodes", "tags")
+    assert report.fk_cycles == (("egg", "hen"),)  # a self-reference is not a cycle
+    assert set(report.load_order) == {"egg", "hen", "nodes", "tags"}
+    infos = {(f.code, f.table) for f in report.findings if f.severity == "info"}
+    assert {("fk_self_reference", "nodes"), ("fk_self_reference", "tags"), ("fk_cycle", None)} <= infos
+    assert all(f.code == "fk_orphans" for f in report.findings if f.severity == "error")
+    # orphans of a self-reference, counted by SQL written here (rowid key, then a TEXT key)
+    for table, fk_col, key in (("tags", "parent_id", "id"), ("nodes", "parent_code", "code")):
+        expected = _count(
+            selfref,
+            f"SELECT count(*) FROM {table} c WHERE {fk_col} IS NOT NULL"
+            f" AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.{key} = c.{fk_col})",
+        )
+        assert report.table(table).foreign_keys[0].orphan_rows == expected == (1 if table == "tags" else 2)
+    text = io.StringIO()
+    render(report, text)
+    assert "self-referencing tables: nodes, tags" in text.getvalue()
+
+
+def test_sqlite_sequence_contents_are_shown(selfref: Path) -> None:
+    report = analyze(selfref)
+    conn = sqlite3.connect(f"file:{selfref}?mode=ro", uri=True)
+    expected = {str(n): int(s) for n, s in conn.execute("SELECT name, seq FROM sqlite_sequence")}
+    conn.close()
+    assert report.sequences == expected == {"tags": 4, "dropped_long_ago": 41}
+    assert report.table("tags").sequence == 4
+    text = io.StringIO()
+    render(report, text)
+    assert "sqlite_sequence: tags = 4, dropped_long_ago = 41" in text.getvalue()
+    assert json.loads(to_json(report))["sequences"] == expected
+
+
+def test_views_virtual_tables_and_their_shadow_tables_are_listed(traps: Path) -> None:
+    report = analyze(traps)
+    conn = sqlite3.connect(f"file:{traps}?mode=ro", uri=True)
+    shadow = sorted(str(r[1]) for r in conn.execute("PRAGMA table_list") if r[2] == "shadow")
+    conn.close()
+    assert report.virtual_table_modules == {"docs": "fts5"}
+    assert sorted(report.shadow_tables) == shadow
+    assert shadow
+    assert not set(shadow) & {t.name for t in report.tables}
+    text = io.StringIO()
+    render(report, text)
+    out = text.getvalue()
+    assert "views (not copied): v_parent" in out
+    assert "virtual tables (not copied): docs (fts5)" in out
+    assert f"shadow tables of virtual tables: {', '.join(report.shadow_tables)}" in out
+
+
+def test_one_or_two_connections_and_any_chunk_size_give_the_same_report(
+    traps: Path, selfref: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replicator import analyze as analyze_module
+    from replicator import profile
+
+    big = tmp_path / "big.db"
+    conn = sqlite3.connect(big)
+    conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p(id), at TEXT, n)")
+    conn.executemany("INSERT INTO p VALUES (?, ?)", [(i, f"v{i}") for i in range(1, 2001)])
+    conn.executemany(
+        "INSERT INTO c VALUES (?, ?, ?, ?)",
+        [(i, i % 2100, f"2024-01-{i % 28 + 1:02d}", [i, "x", 1.5, None][i % 4]) for i in range(1, 5001)],
+    )
+    conn.commit()
+    conn.close()
+
+    def strip(report: Report) -> Report:
+        return msgspec.structs.replace(report, seconds=0.0)
+
+    for path in (traps, selfref, big):
+        monkeypatch.setattr(analyze_module, "WORKERS", 1)
+        one = strip(analyze(path))
+        monkeypatch.setattr(analyze_module, "WORKERS", 2)
+        monkeypatch.setattr(profile, "CHUNK_BYTES", 2048)
+        monkeypatch.setattr(profile, "MIN_CHUNK_ROWS", 16)
+        assert strip(analyze(path)) == one
+        monkeypatch.undo()
+    report = analyze(big)
+    assert report.table("c").rows == _count(big, "SELECT count(*) FROM c")
+    assert report.table("c").foreign_keys[0].orphan_rows == _count(
+        big, "SELECT count(*) FROM c WHERE p_id IS NOT NULL AND p_id NOT IN (SELECT id FROM p)"
+    )

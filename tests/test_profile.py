@@ -420,3 +420,149 @@ def test_real_mixed_numeric_and_type_mismatch(realworld: Path) -> None:
     assert "invalid_utf8" not in bad.formats
     chinook = profile_table(source.connect(realworld / "chinook/Chinook_Sqlite.sqlite"), "Invoice")
     assert chinook.column("Total").storage == {"real": 412}
+
+
+# --- the chunked scan: chunk boundaries, the bulk text path and its per-value fallback ---------------
+
+
+def _stored(path: Path, column: str) -> list[Value]:
+    """The values as SQLite holds them (affinity applied), read back as the oracle needs them."""
+    conn = sqlite3.connect(path)
+    conn.text_factory = bytes
+    out: list[Value] = []
+    for value, kind in conn.execute(f'SELECT "{column}", typeof("{column}") FROM t ORDER BY rowid'):
+        if kind == "blob":
+            out.append(None)  # counted apart below
+        elif kind == "text":
+            try:
+                out.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(value)
+        else:
+            out.append(value)
+    conn.close()
+    return out
+
+
+def _check_against_oracle(path: Path, prof: profile.TableProfile, column: str) -> None:
+    values = _stored(path, column)
+    blobs = _count(path, f"SELECT count(*) FROM t WHERE typeof(\"{column}\") = 'blob'")
+    col = prof.column(column)
+    assert col.formats == expected_formats(values), column
+    storage = Counter(storage_class(v) for v in values)
+    storage["null"] -= blobs
+    if blobs:
+        storage["blob"] = blobs
+    assert col.storage == {k: v for k, v in storage.items() if v}, column
+    texts = [v.encode() if isinstance(v, str) else v for v in values if isinstance(v, str | bytes)]
+    assert col.max_text_bytes == (max(map(len, texts)) if texts else None), column
+    ints = [v for v in values if isinstance(v, int)]
+    assert (col.min_integer, col.max_integer) == ((min(ints), max(ints)) if ints else (None, None)), column
+
+
+def _count(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+MIXED_COLUMNS = "id INTEGER PRIMARY KEY, body TEXT, day DATE, qty INTEGER, anything, price REAL, pic BLOB"
+
+
+def _mixed_rows(n: int, seed: int) -> list[tuple[object, ...]]:
+    import random
+
+    rnd = random.Random(seed)
+    texts = [v for v in EDGE_CASES if isinstance(v, str | bytes)]
+    rows: list[tuple[object, ...]] = []
+    for i in range(1, n + 1):
+        rows.append(
+            (
+                i * 7 if i % 50 else i * 10**9,  # sparse rowids, and gaps far wider than a chunk
+                rnd.choice(texts) if i % 4 else json.dumps({"i": i}),
+                rnd.choice(["2024-03-05", "2024-03-05 06:07:08", 1709618828, None, "someday", b"\xff"]),
+                rnd.choice([1, 0, 1709618828009, "lots", None, 2.5]),
+                rnd.choice([*texts, 1, 1.5, None, b"\x00\x01".decode("latin-1")]),
+                rnd.choice([1.5, 1709618828.5, None, "x"]),
+                rnd.choice([b"\x00\xff", None]) if i % 3 else "text in a blob column",
+            )
+        )
+    return rows
+
+
+@pytest.mark.parametrize("chunk_bytes", [16 * 2**20, 4096])
+def test_chunked_scan_matches_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> None:
+    """Many chunks or one: the same counts; chunks with NUL or invalid UTF-8 take the per-value path."""
+    monkeypatch.setattr(profile, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(profile, "MIN_CHUNK_ROWS", 16)
+    path = tmp_path / "mixed.db"
+    rows = _mixed_rows(600, seed=chunk_bytes)
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE t ({MIXED_COLUMNS})")
+    for row in rows:
+        cells = ", ".join("CAST(? AS TEXT)" if isinstance(v, bytes) and j != 6 else "?" for j, v in enumerate(row))
+        conn.execute(f"INSERT INTO t VALUES ({cells})", row)
+    conn.commit()
+    conn.close()
+    ro = source.connect(path)
+    table = read_schema(ro).table("t")
+    parts = profile.chunks(ro, table)
+    assert (len(parts) > 1) == (chunk_bytes == 4096)
+    prof = profile_table(ro, table)
+    assert prof.rows == len(rows)
+    for column in ("body", "day", "qty", "anything", "price"):
+        _check_against_oracle(path, prof, column)
+    pic = prof.column("pic")
+    assert pic.storage == {
+        k: v
+        for k, v in {
+            "blob": _count(path, "SELECT count(*) FROM t WHERE typeof(pic) = 'blob'"),
+            "text": _count(path, "SELECT count(*) FROM t WHERE typeof(pic) = 'text'"),
+            "null": _count(path, "SELECT count(*) FROM t WHERE pic IS NULL"),
+        }.items()
+        if v
+    }
+    assert pic.max_blob_bytes == 2
+    assert pic.max_text_bytes == len("text in a blob column")
+    # the aggregate-per-format scan, an independent implementation, agrees on the counts
+    legacy = profile.legacy_profile_table(ro, table)
+    for col in prof.columns:
+        assert col.storage == legacy.column(col.name).storage, col.name
+
+
+def test_rowid_shadowed_and_without_rowid_tables_are_one_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "shadow.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE s (rowid TEXT, _rowid_ TEXT, oid TEXT, v);
+        INSERT INTO s VALUES ('a', 'b', 'c', '2024-03-05'), ('d', 'e', 'f', '{"a": 1}'), ('g', 'h', 'i', 5);
+        CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+        INSERT INTO w VALUES ('x', 'true'), ('y', '550e8400-e29b-41d4-a716-446655440000');
+        """
+    )
+    conn.close()
+    ro = source.connect(path)
+    schema = read_schema(ro)
+    for name in ("s", "w"):
+        assert profile.chunks(ro, schema.table(name)) == [profile.Chunk(name)]
+    assert profile_table(ro, "s").column("v").formats == {"date": 1, "json_object": 1}
+    assert profile_table(ro, "w").column("v").formats == {"bool_text": 1, "uuid": 1}
+    assert profile_table(ro, "w").column("k").max_text_bytes == 1
+
+
+def test_whole_column_shortcut_and_mixed_column_agree(tmp_path: Path) -> None:
+    """A column of one format is proven by one regex; one odd value sends it to per-value classification."""
+    path = tmp_path / "dates.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)")
+    days = [f"2024-{m:02d}-{d:02d} 10:11:12" for m in range(1, 13) for d in range(1, 29)]
+    conn.executemany("INSERT INTO t (a, b) VALUES (?, ?)", [(d, d) for d in days])
+    conn.execute("UPDATE t SET b = '2024-01-01 10:11:12+02:00' WHERE id = 200")
+    conn.commit()
+    conn.close()
+    prof = profile_table(source.connect(path), "t")
+    assert prof.column("a").formats == {"sql_datetime": len(days)}
+    assert prof.column("b").formats == {"sql_datetime": len(days) - 1, "iso8601_tz": 1}
