@@ -327,7 +327,7 @@ def verify_export(path: Path, as_json: bool, quiet: bool) -> None:
             click.echo(msgspec.json.encode(report).decode())
         elif not quiet:
             for problem in report.problems:
-                click.echo(f"mismatch: {problem}", err=True)
+                click.echo(f"mismatch: {problem}")  # the report; stderr holds the one error line
             if report.ok:
                 click.echo(f"export {path} verifies: {report.tables} table(s), {report.rows:,} rows")
         if not report.ok:
