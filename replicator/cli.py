@@ -9,6 +9,7 @@ traceback is shown only with ``-v``.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import psycopg.errors
 from checkpoints.errors import CheckpointError
 from replicator import __version__, config, log
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
+from triggers import source as sqlite_source
 from triggers.errors import CaptureError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,8 +53,11 @@ class Context(msgspec.Struct):
         return self.config.target.dsn
 
 
-def fail(exc: BaseException, verbose: int) -> NoReturn:
+def fail(exc: BaseException, verbose: int, source: str | None = None) -> NoReturn:
     """Print one line for the operator (plus the traceback with -v) and exit with the error's code."""
+    original = exc
+    if isinstance(exc, sqlite3.Error):  # escaped a module's own mapping: corrupt, locked, read-only
+        exc = sqlite_source.translate(exc, source or "the source")
     if isinstance(exc, KNOWN_ERRORS):
         message, hint, code = exc.message, exc.hint, exc.exit_code
     elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
@@ -62,7 +67,7 @@ def fail(exc: BaseException, verbose: int) -> NoReturn:
     else:
         message, hint, code = f"unexpected {type(exc).__name__}: {exc}", "rerun with -v and report it", EXIT_FAILURE
     if verbose:
-        click.echo(log.redact("".join(traceback.format_exception(exc))), err=True)
+        click.echo(log.redact("".join(traceback.format_exception(original))), err=True)
     line = f"error: {message}" + (f" — {hint}" if hint else "")
     click.echo(log.redact(" ".join(line.split())), err=True)
     sys.exit(code)
@@ -129,7 +134,7 @@ def common_options(func: F) -> F:
         except click.exceptions.ClickException:
             raise
         except Exception as exc:  # the one place where every error becomes an exit code
-            fail(exc, verbose)
+            fail(exc, verbose, str(source) if source is not None else None)
 
     return cast(F, wrapper)
 
