@@ -84,8 +84,6 @@ def _transient(exc: BaseException) -> bool:
         return exc.transient
     if isinstance(exc, psycopg.Error):
         return is_transient_pg(exc)
-    if isinstance(exc, sqlite3.OperationalError):
-        return sqlite_source.translate(exc, "source").transient
     return False
 
 
@@ -170,11 +168,14 @@ class Worker:
                     break
                 if not progressed:
                     self._idle(watcher)
-            except Exception as exc:
+            except Exception as raw:
                 self._prefetch.discard()
+                exc = sqlite_source.translate(raw, self.source) if isinstance(raw, sqlite3.Error) else raw
                 if not _transient(exc):
                     self._errored(exc)
-                    raise
+                    if exc is raw:
+                        raise
+                    raise exc from raw
                 attempt += 1
                 if self.metrics is not None:
                     self.metrics.errors.labels(kind=type(exc).__name__).inc()

@@ -165,3 +165,44 @@ def test_tampered_checkpoint_is_detected(src: Path, pg_dsn: str) -> None:
         findings = audit.verify(store.records(conn))
     assert [f.problem for f in findings] == [audit.Problem.EDITED]
     assert findings[0].number == 2
+
+
+def test_connection_loss_is_retried_and_resumes_from_the_checkpoint(src: Path, pg_dsn: str) -> None:
+    """pg_terminate_backend on the apply connection mid-stream: transient, reconnect, no loss, no double."""
+    import threading
+
+    from replicator.worker import Worker
+    from tests.test_apply_cases import cfg
+
+    drain(src, pg_dsn)
+    worker = Worker(src, pg_dsn, cfg(batch_rows=2, retry_max_wait_s=0.5))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        db = app(src)
+        db.execute("PRAGMA foreign_keys = OFF")
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            for round_no in range(3):
+                for i in range(20):
+                    db.execute("INSERT INTO parent VALUES (?, ?, 0)", (1000 + round_no * 100 + i, f"r{round_no}-{i}"))
+                time.sleep(0.05)
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'replicator' AND datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+                assert killed is not None
+                time.sleep(0.7)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    assert not errors, errors
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
