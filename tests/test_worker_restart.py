@@ -206,3 +206,38 @@ def test_connection_loss_is_retried_and_resumes_from_the_checkpoint(src: Path, p
     assert not errors, errors
     drain(src, pg_dsn)
     check_same(src, pg_dsn)
+
+
+def test_advisory_lock_refuses_a_second_daemon_on_a_copy_of_the_source(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """A copy of the file has another lock file but the same source id: PostgreSQL's advisory lock refuses."""
+    drain(src, pg_dsn)
+    copy_path = tmp_path / "copy.db"
+    with sqlite3.connect(src) as original, sqlite3.connect(copy_path) as copy:
+        original.backup(copy)
+    first = daemon(src, pg_dsn)
+    try:
+        time.sleep(1.5)
+        second = daemon(copy_path, pg_dsn, "--until-drained")
+        _out, err = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert b"another replicator is already applying source" in err
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+
+
+def test_tampered_head_checkpoint_stops_the_daemon(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    changes(src)
+    drain(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE replicator.checkpoints SET body = convert_to(replace(convert_from(body, 'UTF8'), "
+            "'\"upserted\":', '\"upserted\":1'), 'UTF8') "
+            "WHERE number = (SELECT max(number) FROM replicator.checkpoints)"
+        )
+    app(src).execute("UPDATE parent SET score = 1 WHERE id = 1")
+    proc = daemon(src, pg_dsn, "--until-drained")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert b"does not match its hash" in err
