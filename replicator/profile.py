@@ -519,34 +519,47 @@ _OBJECT_CH, _ARRAY_CH = chr(_code("text", "json_object")), chr(_code("text", "js
 _TEXT_CH, _PENDING_CH = chr(_TEXT), chr(TEXT_PENDING)
 
 
-def bulk_text_counts(data: bytes | None, values: int, json: int) -> tuple[dict[str, int], int] | None:
-    """Categories of ``values`` TEXT values joined by NULs in ``data``, and the longest in bytes; None
-    when the fast path cannot decide.
+#: A value starting with none of these characters has no format (when valid and NUL-free).
+_FORMAT_START = re.compile(rb"(?:^|\x00)[0-9a-fA-F+.\-tTyYnN{\[]")
 
-    One ``count`` proves no value holds a NUL (then the split is exact), one ``decode`` that every
-    value is valid UTF-8 (a NUL cannot complete a sequence, so the join is valid only if each part
-    is). Each distinct value is classified once. Anything else goes back to the per-value path.
+
+def bulk_text_counts(data: bytes | None, values: int, json: int) -> dict[str, int] | None:
+    """Categories of ``values`` TEXT values joined by NULs in ``data``; None when the fast path cannot decide.
+
+    The number of NULs proves that no value holds one (then the split is exact), one ``decode`` that
+    every value is valid UTF-8 (a NUL cannot complete a sequence, so the join is valid only if each
+    part is). Then the cheapest proof that fits: a JSON column counts its first characters, a column
+    whose first value has a format is matched by one regex, a column where no value starts like a
+    format is plain text; else each distinct value is classified once. Anything else goes back to
+    the per-value path.
     """
     data = data or b""
-    if data.count(0) != values - 1:
-        return None
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    parts = data.split(b"\x00")
-    longest = max(map(len, parts))
+    end = data.find(0)
+    first = _text_class(data if end < 0 else data[:end])
     counts: dict[str, int] = {}
     objects = arrays = 0
-    first = _text_class(parts[0])
-    if first == JSON_CANDIDATE:  # a JSON column, likely all of it: count the first characters in C
-        objects = data.count(b"\x00{") + (data[0] == 123)
-        arrays = data.count(b"\x00[") + (data[0] == 91) if objects < values else 0
-    elif first in _WHOLE_COLUMN and _WHOLE_COLUMN[first].fullmatch(data):
-        counts[chr(first)] = values  # every value has the first one's format: one regex over the column
-    if objects + arrays < values and not counts:
-        objects = arrays = 0
+    if first in (JSON_CANDIDATE, _TEXT, *_WHOLE_COLUMN):  # C passes over the whole column only
+        if data.count(0) != values - 1:
+            return None
+        if first == JSON_CANDIDATE:
+            objects = data.count(b"\x00{") + (data[0] == 123)
+            arrays = data.count(b"\x00[") + (data[0] == 91) if objects < values else 0
+            if objects + arrays < values:
+                objects = arrays = 0
+        elif first == _TEXT:
+            if _FORMAT_START.search(data) is None:
+                counts[_TEXT_CH] = values
+        elif _WHOLE_COLUMN[first].fullmatch(data):
+            counts[chr(first)] = values
+    if not counts and objects + arrays < values:
+        parts = data.split(b"\x00")
+        if len(parts) != values:
+            return None
         for value, n in Counter(parts).items():
             code = _text_class(value)
             if code != JSON_CANDIDATE:
@@ -564,7 +577,7 @@ def bulk_text_counts(data: bytes | None, values: int, json: int) -> tuple[dict[s
     ):
         if n:
             counts[ch] = counts.get(ch, 0) + n
-    return counts, longest
+    return counts
 
 
 #: Extremes read in the same scan, chosen by affinity (what the column almost always holds). Raw
@@ -594,25 +607,24 @@ class _Extreme(msgspec.Struct, frozen=True):
     valid_if: frozenset[str]
 
 
-def _extremes(column: Column) -> list[_Extreme]:
-    """The extremes one chunk statement reads for ``column`` (``sql`` empty: measured in Python)."""
+def _extremes(column: Column, table: Table) -> list[_Extreme]:
+    """The extremes one chunk statement reads for ``column`` (the rowid's come from its index)."""
     q = quote_ident(column.name)
-    out: list[_Extreme] = []
+    if column.name == table.rowid_alias:
+        return []
     if column.affinity is Affinity.INTEGER:
         ints = frozenset({"null", "integer"})
-        out = [_Extreme(sql.replace("@c", q), (name,), ints) for name, sql in _RAW_INTEGER.items()]
-    elif column.affinity in (Affinity.NUMERIC, Affinity.BLOB) and is_bulk(column):
-        names = (
-            ("min_integer", "max_integer")
-            if column.affinity is Affinity.NUMERIC
-            else ("min_integer", "max_integer", "max_blob_bytes")
-        )
-        out = [_Extreme(_EXACT[n].replace("@c", q), (n,), frozenset(STORAGE_CLASSES)) for n in names]
-    elif column.affinity is Affinity.BLOB:  # declared BLOB
-        out = [_Extreme(f"max(length({q}))", ("max_blob_bytes",), frozenset({"null", "blob"}))]
-    if is_bulk(column):  # the longest text comes with the bulk text
-        out.append(_Extreme("", ("max_text_bytes",), frozenset(STORAGE_CLASSES)))
-    return out
+        return [_Extreme(sql.replace("@c", q), (name,), ints) for name, sql in _RAW_INTEGER.items()]
+    if column.affinity is Affinity.TEXT:
+        return [_Extreme(_RAW_LENGTH.replace("@c", q), ("max_text_bytes",), frozenset({"null", "text"}))]
+    if column.affinity is Affinity.REAL:
+        return []
+    if column.affinity is Affinity.BLOB and column.declared_type.strip():  # declared BLOB
+        return [_Extreme(f"max(length({q}))", ("max_blob_bytes",), frozenset({"null", "blob"}))]
+    names = ["min_integer", "max_integer", "max_text_bytes"]
+    if column.affinity is Affinity.BLOB:
+        names.append("max_blob_bytes")
+    return [_Extreme(_EXACT[n].replace("@c", q), (n,), frozenset(STORAGE_CLASSES)) for n in names]
 
 
 #: SQLite's default SQLITE_MAX_FUNCTION_ARG is 127: ``char()`` takes the codes in groups.
@@ -652,7 +664,7 @@ def chunk_sql(
     JSON counts, then the extremes and the NULL-key count. ``bulk=False``: every value coded in SQL."""
     codes = [code_sql(c, bulk=bulk and is_bulk(c)) for c in columns]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
-    extremes = [e for c in columns for e in _extremes(c) if e.sql]
+    extremes = [e for c in columns for e in _extremes(c, table) if e.sql]
     exprs = [f"group_concat({row}, '')"]
     if bulk:
         exprs += [sql for c in columns if is_bulk(c) for sql in bulk_text_sql(c)]
@@ -766,18 +778,16 @@ def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkRes
             continue
         data, json = next(values), next(values)
         pending = out.counts[i].pop(_PENDING_CH, 0)
-        out.extremes[i]["max_text_bytes"] = None
         if not pending:
             continue
-        found = bulk_text_counts(data if isinstance(data, bytes) else None, pending, int(cast(int, json or 0)))
-        if found is None:
+        counts = bulk_text_counts(data if isinstance(data, bytes) else None, pending, int(cast(int, json or 0)))
+        if counts is None:
             exact.append(i)
             continue
-        counts, out.extremes[i]["max_text_bytes"] = found
         for ch, n in counts.items():
             out.counts[i][ch] = out.counts[i].get(ch, 0) + n
     for i, column in enumerate(columns):
-        for extreme in _extremes(column):
+        for extreme in _extremes(column, table):
             if extreme.sql:
                 value = next(values)
                 for name in extreme.names:
@@ -792,17 +802,14 @@ def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkRes
         codes = str(again[0] or "")
         for j, i in enumerate(exact):
             out.counts[i] = _count_chars(codes[j :: len(exact)])
-            longest = again[1 + j]
-            out.extremes[i]["max_text_bytes"] = longest if isinstance(longest, int) else None
     return out
 
 
 def exact_sql(table: Table, columns: Sequence[Column], chunk: Chunk) -> str:
-    """Every value of ``columns`` coded in SQL (a Python call per TEXT value), and the longest text."""
+    """Every value of ``columns`` coded in SQL (a Python call per TEXT value)."""
     codes = [code_sql(c) for c in columns]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
     exprs = [f"group_concat({row}, '')"]
-    exprs += [_EXACT["max_text_bytes"].replace("@c", quote_ident(c.name)) for c in columns]
     where = f" WHERE {_rowid_name(table)} BETWEEN ? AND ?" if chunk.low is not None else ""
     return f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}{where}"  # noqa: S608
 
@@ -855,13 +862,20 @@ def finish_profile(conn: sqlite3.Connection, table: Table, results: Sequence[Chu
         extremes: dict[str, int | None] = {}
         taken = {
             name: extreme.valid_if
-            for extreme in _extremes(column)
+            for extreme in _extremes(column, table)
             for name in extreme.names
             if classes <= extreme.valid_if
         }
         for name in _EXACT:
             if _EXTREME_CLASS[name] not in storage:
                 extremes[name] = None
+            elif column.name == table.rowid_alias:  # from the table's b-tree: two seeks
+                bound = "min" if name == "min_integer" else "max"
+                query = f"SELECT {bound}({quote_ident(column.name)}) FROM main.{quote_ident(table.name)}"  # noqa: S608
+                try:
+                    extremes[name] = int(conn.execute(query).fetchone()[0])
+                except sqlite3.Error as exc:
+                    raise source.translate(exc, _database_path(conn)) from None
             elif name in taken:
                 extremes[name] = total.extremes[i].get(name)
             else:
