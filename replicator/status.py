@@ -24,6 +24,7 @@ from replicator.config import Config
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError
+from triggers.install import read_meta
 
 
 class TableStatus(msgspec.Struct, frozen=True):
@@ -67,6 +68,8 @@ class Status(msgspec.Struct, frozen=True):
     quarantined: int
     tables: tuple[TableStatus, ...]
     source_note: str = ""
+    daemon_running: bool | None = None
+    """Whether a daemon holds the source's advisory lock on the target now (None: source unknown)."""
 
 
 def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
@@ -77,8 +80,9 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         head = _checkpoint_head(conn, schema)
         tables = _tables(conn, schema)
         waiting = quarantine.unacknowledged(conn, schema)
-    applied = state.applied_seq if state is not None else (head.seq_to if head is not None else 0)
-    journal_head, seconds, note = _journal(source, config, applied)
+        applied = state.applied_seq if state is not None else (head.seq_to if head is not None else 0)
+        journal_head, seconds, note, source_id = _journal(source, config, applied)
+        running = None if source_id is None else _daemon_running(conn, source_id)
     behind = None if journal_head is None else max(0, journal_head - applied)
     if seconds is None and behind is not None:
         if behind == 0:
@@ -106,6 +110,7 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         quarantined=sum(waiting.values()),
         tables=merged,
         source_note=note,
+        daemon_running=running,
     )
 
 
@@ -152,22 +157,37 @@ def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
     ]
 
 
-def _journal(source: Path | None, config: Config, applied: int) -> tuple[int | None, float | None, str]:
-    """(journal head, seconds behind from the first unapplied stamped entry, a note when unreadable)."""
+def _journal(source: Path | None, config: Config, applied: int) -> tuple[int | None, float | None, str, str | None]:
+    """(journal head, seconds behind from the first unapplied stamped entry, a note, the source id)."""
     if source is None:
-        return None, None, "no --source: journal head unknown"
+        return None, None, "no --source: journal head unknown", None
     try:
         conn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
     except CaptureError as exc:
-        return None, None, exc.message
+        return None, None, exc.message, None
     try:
         with journal.read_transaction(conn) as head:
             seconds = _stamped_age(conn, applied)
-        return head, seconds, ""
+            meta = read_meta(conn)
+        return head, seconds, "", None if meta is None else meta.source_id
     except (CaptureError, sqlite3.Error) as exc:
-        return None, None, str(getattr(exc, "message", exc))
+        return None, None, str(getattr(exc, "message", exc)), None
     finally:
         conn.close()
+
+
+def _daemon_running(conn: psycopg.Connection[Any], source_id: str) -> bool:
+    """A daemon holds the advisory lock keyed by the source id for as long as it runs."""
+    from replicator.worker import lock_key
+
+    key = lock_key(source_id) & 0xFFFF_FFFF_FFFF_FFFF
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND classid::bigint = %s AND objid::bigint = %s AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())",
+        (key >> 32, key & 0xFFFF_FFFF),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _stamped_age(conn: sqlite3.Connection, applied: int) -> float | None:
@@ -192,9 +212,12 @@ def render(status: Status) -> None:
 
     console = Console()
     style = "red" if status.phase == "ERRORED" else "green" if status.phase == "STREAMING" else "yellow"
-    console.print(
-        f"phase [{style}]{status.phase}[/{style}]" + (f" (pid {status.pid} on {status.host})" if status.pid else "")
-    )
+    daemon = ""
+    if status.daemon_running is not None:
+        daemon = (
+            f", daemon running (pid {status.pid} on {status.host})" if status.daemon_running else ", no daemon running"
+        )
+    console.print(f"phase [{style}]{status.phase}[/{style}]{daemon}")
     if status.reason:
         console.print(f"  error: {status.reason}")
         console.print(f"  hint:  {status.hint}")

@@ -59,6 +59,7 @@ def test_status_during_a_run_and_after(src: Path, pg_dsn: str) -> None:
         assert head["seq_to"] == 50
         assert len(head["hash"]) == 64
         assert got["quarantined"] == 0
+        assert got["daemon_running"] is True
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
@@ -71,6 +72,7 @@ def test_status_shows_backlog_when_daemon_is_stopped(src: Path, pg_dsn: str) -> 
     for i in range(7):
         db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
     got = status_mod.read_status(pg_dsn, cfg(), src)
+    assert got.daemon_running is False
     assert got.changes_behind == 7
     assert got.journal_head == 7
     assert got.applied_seq == 0
