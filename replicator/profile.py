@@ -1,21 +1,36 @@
-"""What the values in each column actually are, measured in SQL (one scan per table).
+"""What the values in each column actually are, measured in SQL, chunk by chunk.
 
 SQLite lets any column hold any storage class, so the declared type proves nothing: analyze reports
 this profile to the operator, and the schema translation picks PostgreSQL types from it.
 
 CONTRACT (shared by analyze and schema translation; extend, do not rename):
-``profile_table(conn, table) -> TableProfile`` reads the table once with aggregate SQL
-(``sum(typeof(c) = 'integer')`` etc.), never row by row in Python.
+``profile_table(conn, table) -> TableProfile``: every value's storage class (``typeof``), formats
+(FORMATS) and extremes, measured with aggregate SQL over the whole table, never by fetching rows
+into Python one at a time.
 
-How: one ``SELECT`` over the table, in two layers. The inner query turns each value into a bit mask
-(its storage class, plus every format it matches) by dispatching once on ``typeof`` and then testing
-only that class's formats, each behind a cheap gate (a character at a fixed place, a length) before
-any ``GLOB`` or ``json_valid``. The outer query counts each bit with ``count(*) FILTER (WHERE ...)``
-and takes the extremes. Classifying once per value instead of once per aggregate is what makes this
-fast: measured in ``bench/profile_bench.py``. UTF-8 validity is the one thing SQLite cannot test: a
-deterministic Python function checks each text value's bytes inside the same scan.
-SQLite caps a result row at 2000 columns, so tables wider than ``COLUMNS_PER_SCAN`` are read in
-several scans of that many columns each (run them in one read transaction for one point in time).
+How (measured in ``bench/analyze.py`` and ``bench/profile_bench.py``):
+
+* The table is read in rowid chunks (``chunks``: equal rowid ranges, or boundaries found by
+  stepping when rowids are sparse; one chunk for WITHOUT ROWID tables), one statement per chunk.
+  Several connections can read chunks at once (``replicator.analyze``).
+* Each value becomes ONE character naming its category (storage class plus formats; the
+  CATEGORIES are disjoint), computed by dispatching once on ``typeof`` and testing only that class's
+  formats; a row becomes ``char(code1, code2, ...)`` and the chunk one ``group_concat`` of them,
+  which Python counts per column with ``str.count``. One aggregate step per row instead of one
+  ``count(*) FILTER`` per format (the first design, kept as ``legacy_profile_table``).
+* TEXT values of columns that may hold text (``is_bulk``) are not classified in SQL: the chunk
+  hands Python their bytes joined by NULs. One ``count`` proves no value holds a NUL, one
+  ``decode`` that all are valid UTF-8 (which SQLite cannot test), and then the cheapest proof that
+  fits classifies them: a JSON column counts first characters (SQLite's ``json_valid`` is summed in
+  the same statement), one regex matches a column that has a single format throughout, one search
+  shows that no value starts like a format; otherwise each distinct value is classified once.
+  A chunk with a NUL or invalid UTF-8 is coded again value by value (``replicator_text_class``).
+* Extremes are plain ``min``/``max`` where the affinity says what the column holds; a column whose
+  values prove the guess wrong gets the exact ``CASE typeof`` aggregates in one more statement.
+* SQLite caps a result row at 2000 columns: wider tables take one statement per column group.
+
+Runs in whatever transaction the caller holds (one point in time, as the snapshot does); in
+autocommit every statement is its own short read.
 """
 
 from __future__ import annotations
@@ -658,7 +673,7 @@ class Chunk(msgspec.Struct, frozen=True):
 
 
 def chunk_sql(
-    table: Table, columns: Sequence[Column], *, ranged: bool, bulk: bool = True
+    table: Table, columns: Sequence[Column], *, ranged: bool, bulk: bool = True, null_keys: bool = True
 ) -> tuple[str, list[_Extreme]]:
     """The statement for one chunk: the codes of every row as one string, each bulk column's text and
     JSON counts, then the extremes and the NULL-key count. ``bulk=False``: every value coded in SQL."""
@@ -669,7 +684,7 @@ def chunk_sql(
     if bulk:
         exprs += [sql for c in columns if is_bulk(c) for sql in bulk_text_sql(c)]
     exprs += [e.sql for e in extremes]
-    if table.primary_key and not table.rowid_alias:
+    if null_keys and table.primary_key and not table.rowid_alias:
         exprs.append("sum(" + " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) + ")")
     where = ""
     if ranged:
@@ -754,18 +769,46 @@ def _execute_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk, sql: st
         return None
 
 
+def column_groups(table: Table) -> list[list[Column]]:
+    """The columns in groups whose statement stays under SQLite's 2000 result columns (one group mostly)."""
+    groups: list[list[Column]] = [[]]
+    used = 2
+    for column in table.columns:
+        cost = (2 if is_bulk(column) else 0) + sum(1 for e in _extremes(column, table) if e.sql)
+        if groups[-1] and used + cost > MAX_RESULT_COLUMNS:
+            groups.append([])
+            used = 2
+        groups[-1].append(column)
+        used += cost
+    return groups
+
+
 def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkResult:
     """Read one chunk: per column, how many values of each category and the extremes the scan could take."""
-    columns = list(table.columns)
-    sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None)
-    result = _execute_chunk(conn, table, chunk, sql)
-    if result is None:
+    groups = column_groups(table)
+    parts = [_scan_group(conn, table, chunk, group, null_keys=i == 0) for i, group in enumerate(groups)]
+    if any(part is None for part in parts):
         if chunk.low is None or chunk.high is None or chunk.low >= chunk.high:
             raise TooBig(table.name)
         # More rows or text in this range than one string holds (rowids or sizes guessed wrong): halve it.
         middle = chunk.low + (chunk.high - chunk.low) // 2
         halves = (Chunk(chunk.table, chunk.low, middle), Chunk(chunk.table, middle + 1, chunk.high))
         return combine([scan_chunk(conn, table, half) for half in halves])
+    found = [part for part in parts if part is not None]
+    out = ChunkResult(rows=found[0].rows, null_key_rows=found[0].null_key_rows)
+    for part in found:
+        out.counts += part.counts
+        out.extremes += part.extremes
+    return out
+
+
+def _scan_group(
+    conn: sqlite3.Connection, table: Table, chunk: Chunk, columns: list[Column], *, null_keys: bool
+) -> ChunkResult | None:
+    sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None, null_keys=null_keys)
+    result = _execute_chunk(conn, table, chunk, sql)
+    if result is None:
+        return None
     text = str(result[0] or "")
     width = len(columns)
     out = ChunkResult(rows=len(text) // width if width else 0)
@@ -792,13 +835,13 @@ def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkRes
                 value = next(values)
                 for name in extreme.names:
                     out.extremes[i][name] = value if isinstance(value, int) else None
-    if table.primary_key and not table.rowid_alias:
+    if null_keys and table.primary_key and not table.rowid_alias:
         out.null_key_rows = int(cast(int, next(values) or 0))
     if exact:
         # Text with a NUL or invalid UTF-8 in this chunk: these columns again, each value coded in SQL.
         again = _execute_chunk(conn, table, chunk, exact_sql(table, [columns[i] for i in exact], chunk))
         if again is None:
-            raise TooBig(table.name)
+            return None
         codes = str(again[0] or "")
         for j, i in enumerate(exact):
             out.counts[i] = _count_chars(codes[j :: len(exact)])

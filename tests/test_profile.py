@@ -566,3 +566,25 @@ def test_whole_column_shortcut_and_mixed_column_agree(tmp_path: Path) -> None:
     prof = profile_table(source.connect(path), "t")
     assert prof.column("a").formats == {"sql_datetime": len(days)}
     assert prof.column("b").formats == {"sql_datetime": len(days) - 1, "iso8601_tz": 1}
+
+
+def test_table_wider_than_one_statement(tmp_path: Path) -> None:
+    """700 TEXT columns need more result columns than SQLite allows in one SELECT: several statements."""
+    width = 700
+    path = tmp_path / "widetext.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE w (id INTEGER PRIMARY KEY, {', '.join(f'c{i} TEXT' for i in range(width))})")
+    rows = [(None, *(["2024-03-05", "x", '{"a": 1}', None][(r + i) % 4] for i in range(width))) for r in range(5)]
+    conn.executemany(f"INSERT INTO w VALUES ({', '.join('?' * (width + 1))})", rows)
+    conn.commit()
+    conn.close()
+    ro = source.connect(path)
+    table = read_schema(ro).table("w")
+    assert len(profile.column_groups(table)) > 1
+    prof = profile_table(ro, table)
+    assert prof.rows == 5
+    for i in range(width):
+        expected = Counter(["date", "plain", "json_object", "null"][(r + i) % 4] for r in range(5))
+        col = prof.column(f"c{i}")
+        assert col.formats == {k: v for k, v in expected.items() if k in ("date", "json_object")}
+        assert col.storage == {k: v for k, v in {"text": 5 - expected["null"], "null": expected["null"]}.items() if v}
