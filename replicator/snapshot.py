@@ -1,18 +1,28 @@
 """The initial load: every SQLite table into PostgreSQL by binary COPY, one transaction per table.
 
-Consistency with the journal (one read transaction, by choice): the SQLite side is read through one
-read-only connection inside one read transaction (``BEGIN``, then a read as its first statement:
-SQLite's BEGIN is deferred, d17). When capture is installed, the journal's high-water mark is read
-in that same transaction before any row, so the snapshot and the mark describe exactly one state:
-streaming starts at ``mark + 1`` and the genesis checkpoint's per-table digests describe the rows as
-of the mark. We chose this over chunked short read transactions because it makes the genesis exact
-(auditable: digests at ``seq_to`` are the state at ``seq_to``) and lets the count check compare with
-SQLite's own count of the same state; the price is that WAL checkpoints cannot pass the reader while
-the snapshot runs, so the ``-wal`` file grows by what the app writes during the load (minutes, not
-hours, at the measured rates; ``analyze`` warns up front). A resumed snapshot loads the remaining
-tables from a newer read transaction: the genesis then takes the *oldest* mark of the tables it
-covers, and the state-based apply (which re-reads the current row of every journaled key) makes the
-replay of entries between the two marks harmless, so nothing is lost or doubled.
+Consistency with the journal. The main read transaction opens first (``BEGIN``, then a read as its
+first statement: SQLite's BEGIN is deferred, d17); when capture is installed, the journal's
+high-water mark is read in it before any row. What we chose, and why:
+
+* ``snapshot.workers = 1``: every table comes from that one read transaction, so the snapshot and
+  the mark describe exactly one state (the genesis digests are the state at ``seq_to``).
+* ``snapshot.workers = 2`` (the default, create mode): a helper process loads about half the rows
+  (largest tables first, balanced by size), each table from its own read transaction opened
+  *after* the mark. On 2 cores this is what buys the speed (conversion and checksums are Python,
+  one core each), and each reader is shorter, so WAL checkpoints stall less. It is exact because
+  the apply is state-based: for every journaled key it re-reads the current row, so replaying
+  entries between the mark and a table's later read point rewrites rows to the values they
+  already have; nothing is lost (every change after a table's read is journaled after the mark)
+  and nothing is doubled (a key is deleted before its current row is inserted). The genesis holds
+  the digests of the rows loaded; the running digests the apply keeps start from them. Without
+  capture, an app writing during a parallel snapshot means tables from slightly different moments:
+  for one instant use ``workers = 1`` or stop the app. Existing mode loads one table at a time in
+  the main transaction (the app's foreign keys are enforced, so parents must come first).
+* A resumed snapshot loads the remaining tables from a newer read transaction: the genesis takes
+  the *oldest* mark of the tables it covers, by the same argument.
+
+The price of the long main reader: WAL checkpoints cannot pass it while the snapshot runs, so the
+``-wal`` file grows by what the app writes meanwhile (minutes at the measured rates).
 
 Never disturbing the app: read-only connection, ``busy_timeout``, retries on SQLITE_BUSY in
 ``triggers.source``, no write and no lock beyond a reader's.
@@ -42,10 +52,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import queue as queue_module
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,7 +71,7 @@ from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder
 from checkpoints.model import TableChange, genesis
 from replicator import convert, faults, log, pg, pgschema, quarantine, state
 from replicator.config import Config
-from replicator.errors import BadValue, TargetError, TargetNotEmpty, UsageError, is_transient_pg
+from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
 from replicator.profile import TableProfile, profile_table
 from triggers import journal
@@ -337,6 +350,80 @@ def digest_kinds(types: Sequence[convert.TargetType]) -> list[Kind]:
     return ["json" if t.name in ("json", "jsonb") else "auto" for t in types]
 
 
+_FAST_TYPES: dict[str, str] = {
+    "smallint": "int",
+    "integer": "int",
+    "bigint": "int",
+    "real": "float",
+    "double precision": "float",
+    "text": "str",
+    "varchar": "str",
+    "char": "str",
+    "enum": "str",
+    "bytea": "bytes",
+    "timestamp": "naive",
+    "timestamptz": "aware",
+}
+#: Inline encodings, byte for byte the ones checkpoints.digest defines (tests compare them); a value
+#: of any other Python type falls back to checkpoints.digest itself.
+_INLINE: dict[str, tuple[str, str]] = {
+    "int": ("type({v}) is int", 'b"n" + _len(len(_p := str({v}).encode())) + _p'),
+    "float": ("type({v}) is float", 'b"f" + _len(len(_p := repr({v}).encode())) + _p'),
+    "str": ("type({v}) is str", 'b"s" + _len(len(_p := {v}.encode("utf-8", "surrogatepass"))) + _p'),
+    "bytes": ("type({v}) is bytes", 'b"x" + _len(len({v})) + {v}'),
+    "naive": (
+        "type({v}) is _dt and {v}.tzinfo is None",
+        'b"T" + _len(len(_p := str(((_d := {v} - _EPOCH).days * 86400 + _d.seconds) * 1000000 '
+        "+ _d.microseconds).encode())) + _p",
+    ),
+    "aware": (
+        "type({v}) is _dt and {v}.tzinfo is _UTC",
+        'b"Z" + _len(len(_p := str(((_d := {v} - _EPOCH_UTC).days * 86400 + _d.seconds) * 1000000 '
+        "+ _d.microseconds).encode())) + _p",
+    ),
+}
+
+
+def compile_encoder(types: Sequence[convert.TargetType]) -> Callable[[Sequence[Any]], bytes]:
+    """The table's row encoding (checkpoints.digest's, exactly), compiled once like the row converter.
+
+    Per column, the common Python type of its converted values is encoded inline; None, and any other
+    type, goes through ``RowEncoder`` (JSON columns always do). About half the digest's cost per row.
+    """
+    import datetime as dt
+    import struct
+
+    generic = RowEncoder(digest_kinds(types))
+    one = [RowEncoder([kind]).encode for kind in digest_kinds(types)]
+    namespace: dict[str, Any] = {
+        "_len": struct.Struct(">I").pack,
+        "_dt": dt.datetime,
+        "_EPOCH": dt.datetime(1970, 1, 1),
+        "_EPOCH_UTC": dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+        "_UTC": dt.UTC,
+        "_NULL": b"N" + struct.pack(">I", 0),
+        "_generic": generic.encode,
+    }
+    parts = []
+    for i, t in enumerate(types):
+        v = f"v{i}"
+        namespace[f"g{i}"] = one[i]
+        fallback = f"g{i}(({v},))"
+        fast = _FAST_TYPES.get(t.name) if t.name not in ("json", "jsonb") else None
+        if fast is None:
+            parts.append(fallback)
+            continue
+        guard, expr = _INLINE[fast]
+        parts.append(f"(_NULL if {v} is None else ({expr.format(v=v)}) if {guard.format(v=v)} else {fallback})")
+    if not parts:
+        return generic.encode
+    names = ", ".join(f"v{i}" for i in range(len(parts)))
+    source = f"def encode(row):\n    {names}, = row\n    return b''.join(({', '.join(parts)},))\n"
+    exec(compile(source, "<row_encoder>", "exec"), namespace)  # generated from type names only
+    encoder: Callable[[Sequence[Any]], bytes] = namespace["encode"]
+    return encoder
+
+
 # --- one table: rows in, COPY out ---------------------------------------------------------------
 
 
@@ -379,7 +466,7 @@ def copy_rows(
     types = [c.type for c in columns]
     convert_row = convert.row_converter(table.source, source_cols, types)
     finish = digest_finisher(types)
-    encode = RowEncoder(digest_kinds(types)).encode
+    encode = compile_encoder(types)
     sha256, from_bytes = hashlib.sha256, int.from_bytes
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(schema_name, table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
@@ -575,6 +662,8 @@ def snapshot(
 ) -> SnapshotResult:
     """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE."""
     identity = state.source_identity(source)
+    config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
+    helper = Helper(config, progress) if config.snapshot.workers > 1 else None
     sconn = open_source(source, config)
     try:
         return snapshot_from(
@@ -589,9 +678,13 @@ def snapshot(
             tables=tables,
             fetch_rows=fetch_rows,
             progress=progress,
+            helper=helper,
+            source_path=source,
         )
     finally:
         sconn.close()
+        if helper is not None:
+            helper.close()
 
 
 class _Setup(msgspec.Struct):
@@ -611,6 +704,7 @@ def _setup(
     replace: bool,
     resume: bool,
     tables: Sequence[str] | None = None,
+    parallel: tuple[Helper, Path] | None = None,
 ) -> _Setup:
     """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
     from replicator import apply
@@ -627,7 +721,9 @@ def _setup(
         read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=pgschema.read_sqlite_sequence(sconn))
         plan = saved
     else:
-        read = read_source(sconn)
+        read = (
+            read_source(sconn) if parallel is None else read_source_parallel(sconn, parallel[1], config, *parallel[:1])
+        )
         plan = build_plan(pconn, read, config, resolve_mode(pconn, config, mode))
     if tables:
         plan = only_tables(plan, tables)
@@ -701,6 +797,8 @@ def snapshot_from(
     tables: Sequence[str] | None = None,
     fetch_rows: int = FETCH_ROWS,
     progress: Progress | None = None,
+    helper: Helper | None = None,
+    source_path: Path | None = None,
 ) -> SnapshotResult:
     """The load from a source connection whose read transaction is already open (see open_source).
 
@@ -719,7 +817,10 @@ def snapshot_from(
     state_schema = config.target.state_schema
     bound = log.get("snapshot")
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-        setup = _setup(sconn, pconn, identity, config, mode, replace=replace, resume=resume, tables=tables)
+        parallel = (helper, source_path) if helper is not None and source_path is not None else None
+        setup = _setup(
+            sconn, pconn, identity, config, mode, replace=replace, resume=resume, tables=tables, parallel=parallel
+        )
         plan, read = setup.plan, setup.read
         warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
         with pconn.transaction():
@@ -729,29 +830,20 @@ def snapshot_from(
             with pconn.transaction():
                 _save_plan(pconn, state_schema, plan, replace=replace)
             bound.info("snapshot started", mode=plan.mode, tables=len(plan.tables), run_id=run_id, journal_mark=mark)
-            results: list[TableResult] = []
-            for name in plan.order:
-                done = setup.loaded.get(name) if resume else None
-                if done is not None and done.source_id == identity.id:
-                    results.append(_resumed(done))
-                    bound.info("table already loaded; skipped", table=name, rows=done.rows)
-                    continue
-                table = plan.table(name)
-                results.append(
-                    load_table(
-                        sconn,
-                        pconn,
-                        plan,
-                        table,
-                        policy=policy,
-                        state_schema=state_schema,
-                        source=identity,
-                        run_id=run_id,
-                        fetch_rows=fetch_rows,
-                        snapshot_seq=mark,
-                        progress=progress,
-                    )
-                )
+            done = {
+                name: _resumed(setup.loaded[name])
+                for name in plan.order
+                if resume and name in setup.loaded and setup.loaded[name].source_id == identity.id
+            }
+            for name in done:
+                bound.info("table already loaded; skipped", table=name, rows=done[name].rows)
+            todo = [name for name in plan.order if name not in done]
+            load = _Loader(sconn, pconn, plan, policy, config, identity, run_id, fetch_rows, mark, progress)
+            if parallel is None or plan.mode != "create":  # existing mode: enforced FKs need parents first
+                done.update({name: load.here(name) for name in todo})
+            else:
+                done.update(load.shared(todo, read, *parallel))
+            results = [done[name] for name in plan.order]
             sequences = finish_target(pconn, plan, read, warnings)
             seq_to, genesis_hash = _finish_run(pconn, plan, state_schema, identity, run_id, mark, results)
         except BaseException as exc:
@@ -771,6 +863,80 @@ def snapshot_from(
     for warning in result.warnings:
         bound.warning("schema", detail=warning)
     return result
+
+
+class _Loader:
+    """Loads tables here (the caller's read transaction) or shared with the helper process."""
+
+    def __init__(
+        self,
+        sconn: sqlite3.Connection,
+        pconn: psycopg.Connection[Any],
+        plan: pgschema.SchemaPlan,
+        policy: str,
+        config: Config,
+        identity: state.SourceIdentity,
+        run_id: int,
+        fetch_rows: int,
+        mark: int | None,
+        progress: Progress | None,
+    ) -> None:
+        self.sconn, self.pconn, self.plan, self.policy, self.config = sconn, pconn, plan, policy, config
+        self.identity, self.run_id, self.fetch_rows, self.mark, self.progress = (
+            identity,
+            run_id,
+            fetch_rows,
+            mark,
+            progress,
+        )
+
+    def here(self, name: str, progress: Progress | None = None) -> TableResult:
+        return load_table(
+            self.sconn,
+            self.pconn,
+            self.plan,
+            self.plan.table(name),
+            policy=self.policy,
+            state_schema=self.config.target.state_schema,
+            source=self.identity,
+            run_id=self.run_id,
+            fetch_rows=self.fetch_rows,
+            snapshot_seq=self.mark,
+            progress=progress or self.progress,
+        )
+
+    def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
+        """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
+        sizes = {n: read.profiles[n].rows if n in read.profiles else _row_estimate(self.sconn, n) for n in names}
+        mine, theirs = split(sizes)
+        futures = {
+            name: helper.pool.submit(
+                _helper_load,
+                _LoadJob(
+                    str(path),
+                    self.config,
+                    self.plan,
+                    name,
+                    self.policy,
+                    self.identity,
+                    self.run_id,
+                    self.fetch_rows,
+                    self.mark,
+                ),
+            )
+            for name in names
+            if name in theirs
+        }
+        relay = _Relay(self.progress, helper)
+        done = {name: self.here(name, relay) for name in names if name in mine}
+        helper.wait(list(futures.values()))
+        for name, future in futures.items():
+            result = future.result()
+            if isinstance(result, _Failure):
+                _raise(result)
+            else:
+                done[name] = result
+        return done
 
 
 def _resumed(done: state.TableState) -> TableResult:
@@ -914,12 +1080,218 @@ def finish_target(
     pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, read: SourceRead, warnings: list[str]
 ) -> dict[str, int]:
     """After every table: indexes and constraints (create mode), sequences past the keys, ANALYZE."""
+    bound = log.get("snapshot")
+    started = time.monotonic()
     if plan.mode == "create":
         warnings.extend(pgschema.apply_post_load(pconn, _pending_post_load(pconn, plan)))
+    indexed = time.monotonic()
     sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
     for table in plan.tables:
         pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
+    bound.info(
+        "indexes, constraints, sequences and ANALYZE done",
+        post_load_s=round(indexed - started, 3),
+        sequences_analyze_s=round(time.monotonic() - indexed, 3),
+    )
     return sequences
+
+
+# --- the second core: a helper process that profiles and loads its share of the tables -------------
+
+
+class _Failure(msgspec.Struct, frozen=True):
+    """An error in the helper, carried back as data (our errors' constructors do not all pickle)."""
+
+    kind: str
+    message: str
+    hint: str
+    exit_code: int
+
+
+_helper_queue: Any = None
+
+
+def _init_helper(queue: Any, fmt: str, level: str) -> None:
+    global _helper_queue  # one queue per helper process, set once by the pool
+    _helper_queue = queue
+    log.configure(fmt, level)
+
+
+class _QueueProgress:
+    """Progress events from the helper, relayed to the main process's bars or log lines."""
+
+    def start(self, table: str, total: int) -> None:
+        _helper_queue.put(("start", table, total, 0.0))
+
+    def advance(self, table: str, rows: int) -> None:
+        _helper_queue.put(("advance", table, rows, 0.0))
+
+    def finish(self, table: str, rows: int, seconds: float) -> None:
+        _helper_queue.put(("finish", table, rows, seconds))
+
+
+def _failure(exc: BaseException) -> _Failure:
+    if isinstance(exc, ReplicatorError):
+        return _Failure(type(exc).__name__, exc.message, exc.hint, exc.exit_code)
+    return _Failure(type(exc).__name__, str(exc), "rerun with -v and report it", 1)
+
+
+def _raise(failure: _Failure) -> None:
+    error = TargetError(failure.message, hint=failure.hint)
+    error.exit_code = failure.exit_code
+    raise error
+
+
+class _LoadJob(msgspec.Struct, frozen=True):
+    path: str
+    config: Config
+    plan: pgschema.SchemaPlan
+    table: str
+    policy: str
+    source: state.SourceIdentity
+    run_id: int
+    fetch_rows: int
+    snapshot_seq: int | None
+
+
+def _helper_profile(path: str, config: Config, names: list[str]) -> dict[str, TableProfile] | _Failure:
+    """Profile ``names`` in the helper's own read transaction (the type choice only; see the module doc)."""
+    try:
+        conn = open_source(Path(path), config)
+        try:
+            schema = read_schema(conn)
+            return {name: profile_table(conn, schema.table(name)) for name in names}
+        finally:
+            conn.close()
+    except Exception as exc:
+        return _failure(exc)
+
+
+def _helper_load(job: _LoadJob) -> TableResult | _Failure:
+    """Load one table from the helper's own read transaction, over its own PostgreSQL connection."""
+    try:
+        sconn = open_source(Path(job.path), job.config)
+        try:
+            timeout = job.config.target.connect_timeout_s
+            with pg.connect(job.config.target.dsn, autocommit=True, connect_timeout=timeout) as pconn:
+                return load_table(
+                    sconn,
+                    pconn,
+                    job.plan,
+                    job.plan.table(job.table),
+                    policy=job.policy,
+                    state_schema=job.config.target.state_schema,
+                    source=job.source,
+                    run_id=job.run_id,
+                    fetch_rows=job.fetch_rows,
+                    snapshot_seq=job.snapshot_seq,
+                    progress=_QueueProgress(),
+                )
+        finally:
+            sconn.close()
+    except Exception as exc:
+        return _failure(exc)
+
+
+class Helper:
+    """One spawned process beside the main one; progress comes back through a queue."""
+
+    def __init__(self, config: Config, progress: Progress | None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.queue = context.Queue()
+        self.progress = progress
+        level = config.log.level
+        fmt = "json" if config.log.format == "auto" and not sys.stderr.isatty() else config.log.format
+        self.pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=_init_helper, initargs=(self.queue, fmt, level)
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.drain()
+        self.queue.close()
+
+    def drain(self) -> None:
+        """Relay the helper's progress events (called from the main process's own progress calls)."""
+        while True:
+            try:
+                event, table, value, seconds = self.queue.get_nowait()
+            except queue_module.Empty:
+                return
+            if self.progress is None:
+                continue
+            if event == "start":
+                self.progress.start(table, value)
+            elif event == "advance":
+                self.progress.advance(table, value)
+            else:
+                self.progress.finish(table, value, seconds)
+
+    def wait(self, futures: Sequence[Future[Any]]) -> None:
+        pending = set(futures)
+        while pending:
+            _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            self.drain()
+
+
+class _Relay:
+    """The main process's progress, draining the helper's events as it goes."""
+
+    def __init__(self, progress: Progress | None, helper: Helper) -> None:
+        self.progress = progress
+        self.helper = helper
+
+    def start(self, table: str, total: int) -> None:
+        if self.progress is not None:
+            self.progress.start(table, total)
+        self.helper.drain()
+
+    def advance(self, table: str, rows: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(table, rows)
+        self.helper.drain()
+
+    def finish(self, table: str, rows: int, seconds: float) -> None:
+        if self.progress is not None:
+            self.progress.finish(table, rows, seconds)
+        self.helper.drain()
+
+
+def split(sizes: dict[str, int]) -> tuple[list[str], list[str]]:
+    """Largest first, each to the lighter side: (main process's tables, helper's tables)."""
+    sides: tuple[list[str], list[str]] = ([], [])
+    weight = [0, 0]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        side = 0 if weight[0] <= weight[1] else 1
+        sides[side].append(name)
+        weight[side] += sizes[name] + 1
+    return sides
+
+
+def read_source_parallel(conn: sqlite3.Connection, path: Path, config: Config, helper: Helper) -> SourceRead:
+    """read_source with the profiles split between this process and the helper."""
+    schema = read_schema(conn)
+    sizes = {t.name: _row_estimate(conn, t.name) for t in schema.tables}
+    mine, theirs = split(sizes)
+    future = helper.pool.submit(_helper_profile, str(path), config, theirs) if theirs else None
+    profiles = {name: profile_table(conn, schema.table(name)) for name in mine}
+    if future is not None:
+        helper.wait([future])
+        other = future.result()
+        if isinstance(other, _Failure):
+            _raise(other)
+        else:
+            profiles.update(other)
+    return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn))
+
+
+def _row_estimate(conn: sqlite3.Connection, table: str) -> int:
+    """Rows, for balancing only: max(rowid) is an index seek; count(*) for WITHOUT ROWID tables."""
+    try:
+        row = conn.execute(f"SELECT max(rowid) FROM {quote_ident(table)}").fetchone()  # noqa: S608 - quoted
+    except sqlite3.OperationalError:
+        row = conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()  # noqa: S608 - quoted
+    return int(row[0] or 0)
 
 
 # --- progress and the summary ---------------------------------------------------------------------

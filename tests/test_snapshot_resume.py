@@ -15,7 +15,9 @@ from replicator.errors import TargetNotEmpty, UsageError
 from tests.compare import assert_same
 from tests.pgserver import fresh_database
 
-CFG = config.load(None, environ={})
+#: One process: Ctrl-C here stops the one table being loaded (a parallel run is tested apart).
+CFG = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
+PARALLEL = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
 SIZES = {"author": 300, "book": 900, "review": 1500}
 
 
@@ -141,3 +143,18 @@ def test_resume_refuses_rows_it_did_not_load(tmp_path: Path, pg_dsn: str, pg: An
     pg.execute("INSERT INTO review (id) VALUES (1)")  # someone else's row
     with pytest.raises(TargetNotEmpty, match="no earlier snapshot of this source recorded: review"):
         snapshot.snapshot(path, pg_dsn, CFG, resume=True)
+
+
+def test_parallel_run_interrupted_then_resumed(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """Two processes: the helper finishes (or rolls back) its own table; only whole tables are recorded."""
+    path = make_source(tmp_path / "app.db")
+    with pytest.raises(KeyboardInterrupt):
+        snapshot.snapshot(path, pg_dsn, PARALLEL, fetch_rows=37, progress=Interrupt(500))
+    done = loaded(pg)
+    assert all(done[t] == SIZES[t] for t in done)
+    for table in set(SIZES) - set(done):
+        assert pg.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    result = snapshot.snapshot(path, pg_dsn, PARALLEL, resume=True)
+    assert {t.table for t in result.tables if t.resumed} == set(done)
+    assert result.plan is not None
+    assert assert_same(path, pg, result.plan) == SIZES
