@@ -365,14 +365,20 @@ class Worker:
         plan = apply.load_plan(conn, self.state_schema)
         if plan is not None:
             return plan
-        read = snapshot.read_source(self._sconn)
-        self._sconn.execute("COMMIT") if self._sconn.in_transaction else None
+        self._sconn.execute("BEGIN")
+        try:
+            read = snapshot.read_source(self._sconn)
+        finally:
+            self._sconn.execute("COMMIT")
         plan = pgschema.plan_existing(
             read.schema, pgschema.reflect(conn, self.config.target.schema), read.profiles, self.config
         )
         with conn.transaction():
             apply.save_plan(conn, self.state_schema, plan)
-        self._log.warning("no saved plan: mapped the target tables by name (snapshot run by an older version)")
+        self._log.warning(
+            "no saved plan: mapped the target tables by name",
+            hint="the snapshot stage should save its plan (replicator.apply.save_plan) so formats match exactly",
+        )
         return plan
 
     # --- drift ----------------------------------------------------------------------------------

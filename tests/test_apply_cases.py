@@ -329,3 +329,17 @@ def test_running_digest_from_converted_values(tmp_path: Path, pg_dsn: str) -> No
     db.execute("UPDATE t SET n = 7, dt = '2030-06-01 12:00:00', fl = 1e300 WHERE id = 1")
     drain(path, pg_dsn)
     check_same(path, pg_dsn)
+
+
+def test_without_a_saved_plan_the_target_is_mapped_by_name(src: Path, pg_dsn: str) -> None:
+    """A snapshot taken by another stage leaves no plan: the apply maps the target's own tables."""
+    drain(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM replicator.apply_plan")
+    app(src).execute("UPDATE parent SET name = 'renamed' WHERE id = 3")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        plan = apply.load_plan(conn, "replicator")
+    assert plan is not None
+    assert plan.mode == "existing"
