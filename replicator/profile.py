@@ -534,8 +534,12 @@ _OBJECT_CH, _ARRAY_CH = chr(_code("text", "json_object")), chr(_code("text", "js
 _TEXT_CH, _PENDING_CH = chr(_TEXT), chr(TEXT_PENDING)
 
 
-#: A value starting with none of these characters has no format (when valid and NUL-free).
-_FORMAT_START = re.compile(rb"(?:^|\x00)[0-9a-fA-F+.\-tTyYnN{\[]")
+#: Where a value that may have a format starts (for valid NUL-free text; see _ascii_text_code): a
+#: digit, sign, dot or bracket first; 8 hex digits and a dash (UUID); exactly 32 hex digits; a
+#: boolean word. A column where this never matches is plain text throughout.
+_FORMAT_START = re.compile(
+    rb"(?:^|\x00)(?:[0-9+.\-{\[]|[0-9a-fA-F]{8}-|[0-9a-fA-F]{32}(?:\x00|$)|(?i:t|f|true|false|yes|no)(?:\x00|$))"
+)
 
 
 def bulk_text_counts(data: bytes | None, values: int, json: int) -> dict[str, int] | None:

@@ -588,3 +588,21 @@ def test_table_wider_than_one_statement(tmp_path: Path) -> None:
         col = prof.column(f"c{i}")
         assert col.formats == {k: v for k, v in expected.items() if k in ("date", "json_object")}
         assert col.storage == {k: v for k, v in {"text": 5 - expected["null"], "null": expected["null"]}.items() if v}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["TRUE", "no", "5d9025c939bc4278a5658d168b7310ea", "5d9025c9-39bc-4278-a565-8d168b7310ea", "-1.5", "[1]", "7"],
+)
+def test_plain_text_column_with_one_formatted_value(tmp_path: Path, odd: str) -> None:
+    """The one-search proof that a column is plain text must not miss a single formatted value."""
+    path = tmp_path / "plain.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    plain = ["alpha beta", "Bravo", "délta", "yes sir", "f x", "deadbeef", "a" * 33, ""]
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in [*plain * 20, odd]])
+    conn.commit()
+    conn.close()
+    col = profile_table(source.connect(path), "t").column("v")
+    assert col.formats == expected_formats([*plain * 20, odd])
+    assert col.formats
