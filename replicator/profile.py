@@ -517,9 +517,10 @@ def code_sql(column: Column, *, bulk: bool = False) -> str:
     return f"CASE typeof(@c) {whens} ELSE {sql[order[-1]]} END".replace("@c", quote_ident(column.name))
 
 
-def bulk_text_sql(column: Column) -> tuple[str, str]:
-    """The chunk's TEXT values of ``column`` as one BLOB, NUL-separated; and json_valid of the values
-    starting with '{' (low 32 bits) and '[' (high bits), the one test left to SQLite."""
+def bulk_text_sql(column: Column) -> tuple[str, str, str]:
+    """The chunk's TEXT values of ``column`` as one BLOB, NUL-separated; json_valid of the values
+    starting with '{' (low 32 bits) and '[' (high bits), the one test left to SQLite; and (TEXT
+    affinity, where only text and blobs have a length) the total of SQLite's ``length()``."""
     q = quote_ident(column.name)
     data = f"CAST(group_concat(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END, x'00') AS BLOB)"
     valid = f"(typeof({q}) = 'text' AND json_valid({q}))"
@@ -527,11 +528,12 @@ def bulk_text_sql(column: Column) -> tuple[str, str]:
     if column.affinity is not Affinity.TEXT:  # numbers would be turned into text by unicode()
         json = f"sum(CASE WHEN typeof({q}) = 'text' THEN CASE unicode({q}) WHEN 123 THEN json_valid({q})"
         json += f" WHEN 91 THEN json_valid({q}) << 32 END END)"
-    return data, json
+    chars = f"sum(length({q}))" if column.affinity is Affinity.TEXT else "NULL"
+    return data, json, chars
 
 
 _OBJECT_CH, _ARRAY_CH = chr(_code("text", "json_object")), chr(_code("text", "json_array"))
-_TEXT_CH, _PENDING_CH = chr(_TEXT), chr(TEXT_PENDING)
+_TEXT_CH, _PENDING_CH, _BLOB_CH = chr(_TEXT), chr(TEXT_PENDING), chr(_code("blob"))
 
 
 #: Where a value that may have a format starts (for valid NUL-free text; see _ascii_text_code): a
@@ -542,7 +544,7 @@ _FORMAT_START = re.compile(
 )
 
 
-def bulk_text_counts(data: bytes | None, values: int, json: int) -> dict[str, int] | None:
+def bulk_text_counts(data: bytes | None, values: int, json: int, chars: int | None = None) -> dict[str, int] | None:
     """Categories of ``values`` TEXT values joined by NULs in ``data``; None when the fast path cannot decide.
 
     The number of NULs proves that no value holds one (then the split is exact), one ``decode`` that
@@ -553,17 +555,21 @@ def bulk_text_counts(data: bytes | None, values: int, json: int) -> dict[str, in
     the per-value path.
     """
     data = data or b""
-    if not data.isascii():
+    ascii_only = data.isascii()
+    if not ascii_only:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
+    # ``chars``: SQLite's length() of the values, which stops at a NUL: for ASCII, the bytes minus
+    # the separators exactly when no value holds a NUL (no pass over the bytes needed).
+    nul_free = ascii_only and chars == len(data) - (values - 1)
     end = data.find(0)
     first = _text_class(data if end < 0 else data[:end])
     counts: dict[str, int] = {}
     objects = arrays = 0
     if first in (JSON_CANDIDATE, _TEXT, *_WHOLE_COLUMN):  # C passes over the whole column only
-        if data.count(0) != values - 1:
+        if not nul_free and data.count(0) != values - 1:
             return None
         if first == JSON_CANDIDATE:
             objects = data.count(b"\x00{") + (data[0] == 123)
@@ -778,7 +784,7 @@ def column_groups(table: Table) -> list[list[Column]]:
     groups: list[list[Column]] = [[]]
     used = 2
     for column in table.columns:
-        cost = (2 if is_bulk(column) else 0) + sum(1 for e in _extremes(column, table) if e.sql)
+        cost = (3 if is_bulk(column) else 0) + sum(1 for e in _extremes(column, table) if e.sql)
         if groups[-1] and used + cost > MAX_RESULT_COLUMNS:
             groups.append([])
             used = 2
@@ -823,11 +829,17 @@ def _scan_group(
     for i, column in enumerate(columns):
         if not is_bulk(column):
             continue
-        data, json = next(values), next(values)
+        data, json, chars = next(values), next(values), next(values)
         pending = out.counts[i].pop(_PENDING_CH, 0)
         if not pending:
             continue
-        counts = bulk_text_counts(data if isinstance(data, bytes) else None, pending, int(cast(int, json or 0)))
+        counts = bulk_text_counts(
+            data if isinstance(data, bytes) else None,
+            pending,
+            int(cast(int, json or 0)),
+            # a blob's length() would count too: trust the sum only when the chunk has none here
+            chars if isinstance(chars, int) and _BLOB_CH not in out.counts[i] else None,
+        )
         if counts is None:
             exact.append(i)
             continue

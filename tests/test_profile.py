@@ -606,3 +606,16 @@ def test_plain_text_column_with_one_formatted_value(tmp_path: Path, odd: str) ->
     col = profile_table(source.connect(path), "t").column("v")
     assert col.formats == expected_formats([*plain * 20, odd])
     assert col.formats
+
+
+def test_nul_text_beside_a_blob_in_a_text_column(tmp_path: Path) -> None:
+    """A blob's length could make up for the characters a NUL hides from length(): still nul_text."""
+    path = tmp_path / "nulblob.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("INSERT INTO t (v) VALUES ('a' || char(0) || 'b'), (x'0102'), ('plain')")
+    conn.commit()
+    conn.close()
+    col = profile_table(source.connect(path), "t").column("v")
+    assert col.formats == {"nul_text": 1}
+    assert col.storage == {"text": 2, "blob": 1}
