@@ -35,6 +35,8 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from tests.pgserver import as_uri
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 UNREACHABLE = "postgresql://postgres:pw@127.0.0.1:9/postgres?connect_timeout=3"
@@ -108,6 +110,10 @@ class Env:
         conn = psycopg.connect(self.dsn, autocommit=True)
         self.request.addfinalizer(conn.close)
         return conn
+
+    def dsn_with(self, **params: str) -> str:
+        """The test database's DSN with other connection parameters (user, dbname)."""
+        return as_uri(conninfo.make_conninfo(self.dsn, **params))
 
     def cli(self, *args: str, extra_env: dict[str, str] | None = None, unprivileged: bool = False) -> Ran:
         return run_cli(*args, cwd=self.tmp, extra_env=extra_env, unprivileged=unprivileged)
@@ -1094,13 +1100,13 @@ def _no_target(env: Env) -> Ran:
     ["does not exist", "createdb"],
 )
 def _no_database(env: Env) -> Ran:
-    dsn = env.dsn.rsplit("/", 1)[0] + "/replicator_no_such_db"
+    dsn = env.dsn_with(dbname="replicator_no_such_db")
     return env.cli("snapshot", "--source", str(simple(env)), "--target", dsn)
 
 
 @case("pg-no-role", "PostgreSQL", "the DSN's user does not exist", "snapshot", "refused", 1, ["role", "check the user"])
 def _no_role(env: Env) -> Ran:
-    dsn = env.dsn.replace("postgresql://postgres", "postgresql://replicator_no_such_role", 1)
+    dsn = env.dsn_with(user="replicator_no_such_role")
     return env.cli("snapshot", "--source", str(simple(env)), "--target", dsn)
 
 
@@ -1144,8 +1150,8 @@ def _wrong_password_daemon(env: Env) -> Ran:
 
 def _weak_role(env: Env, *grants: str) -> str:
     """A login role with only ``grants`` (formatted with the database name); returns its DSN."""
-    name = f"weak_{env.dsn.rsplit('/', 1)[1]}"[:63]
-    database = env.dsn.rsplit("/", 1)[1]
+    database = str(conninfo.conninfo_to_dict(env.dsn)["dbname"])
+    name = f"weak_{database}"[:63]
     env.pg.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
 
     def drop() -> None:
@@ -1156,7 +1162,7 @@ def _weak_role(env: Env, *grants: str) -> str:
     env.request.addfinalizer(drop)
     for grant in grants:
         env.pg.execute(sql.SQL(grant).format(db=sql.Identifier(database), role=sql.Identifier(name)))
-    return env.dsn.replace("postgresql://postgres", f"postgresql://{name}", 1)
+    return env.dsn_with(user=name, password="")
 
 
 @case(

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from tests.pgserver import as_uri
 from tests.test_bad_inputs import (
     SENTINEL,
     Ran,
@@ -360,7 +361,7 @@ def app_role(pg_dsn: str, pg: psycopg.Connection[tuple[Any, ...]]) -> Iterator[s
     pg.execute(sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), role))
     pg.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(role))
     try:
-        yield pg_dsn.replace("postgresql://postgres", f"postgresql://{APP_ROLE}", 1)
+        yield as_uri(conninfo.make_conninfo(pg_dsn, user=APP_ROLE, password=""))
     finally:
         pg.execute(sql.SQL("DROP OWNED BY {}").format(role))
         # the role is shared by the server's databases: drop it only when nothing else holds grants
