@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import msgspec
 import psycopg
@@ -85,6 +85,26 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):
         return is_transient_pg(exc)
     return False
+
+
+T = TypeVar("T")
+
+
+def at_edge(open_: Callable[[], T], max_wait_s: float) -> T:
+    """Open a resource, retrying transient failures (SQLite busy, connection refused) with capped
+    exponential backoff and jitter: tenacity at the I/O edges only, the predicate the transient flag."""
+    for attempt in Retrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_random_exponential(multiplier=0.2, max=max_wait_s),
+        stop=stop_after_delay(max_wait_s * 4),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                return open_()
+            except sqlite3.Error as exc:
+                raise sqlite_source.translate(exc, "source") from exc
+    raise AssertionError("unreachable")
 
 
 def _hint(exc: BaseException) -> str:
@@ -140,9 +160,9 @@ class Worker:
                 )
             self._meta = meta
             self._sconn, self._wconn = sconn, wconn
-            watcher = Watcher(self.source, self.config.apply.poll_interval_s)
-            self._pruner = Pruner(self.source, self.config.source.busy_timeout_ms)
-            self._prefetch = Prefetcher(self.source, self.config.source.busy_timeout_ms)
+            watcher = at_edge(lambda: Watcher(self.source, self.config.apply.poll_interval_s), self._max_wait)
+            self._pruner = Pruner(lambda: self._open_source(readonly=False))
+            self._prefetch = Prefetcher(self._open_source(readonly=True))
             try:
                 return self._loop(watcher, once=once, until_drained=until_drained)
             finally:
@@ -285,16 +305,18 @@ class Worker:
         self._prune()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        """Connect with retries at this I/O edge only (the predicate is the error's transient flag)."""
-        for attempt in Retrying(
-            retry=retry_if_exception(_transient),
-            wait=wait_random_exponential(multiplier=0.2, max=self.config.apply.retry_max_wait_s),
-            stop=stop_after_delay(self.config.apply.retry_max_wait_s * 4),
-            reraise=True,
-        ):
-            with attempt:
-                return pg.connect(self.dsn, autocommit=True, connect_timeout=self.config.target.connect_timeout_s)
-        raise AssertionError("unreachable")
+        timeout = self.config.target.connect_timeout_s
+        return at_edge(lambda: pg.connect(self.dsn, autocommit=True, connect_timeout=timeout), self._max_wait)
+
+    def _open_source(self, *, readonly: bool) -> sqlite3.Connection:
+        busy = self.config.source.busy_timeout_ms
+        return at_edge(
+            lambda: sqlite_source.connect(self.source, readonly=readonly, busy_timeout_ms=busy), self._max_wait
+        )
+
+    @property
+    def _max_wait(self) -> float:
+        return self.config.apply.retry_max_wait_s
 
     def _lock_target(self, conn: psycopg.Connection[Any]) -> None:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self._meta.source_id),)).fetchone()
@@ -652,7 +674,7 @@ class Worker:
 
     @contextlib.contextmanager
     def _source(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite_source.connect(self.source, readonly=True, busy_timeout_ms=self.config.source.busy_timeout_ms)
+        conn = self._open_source(readonly=True)
         try:
             yield conn
         finally:
@@ -661,7 +683,7 @@ class Worker:
     @contextlib.contextmanager
     def _writer_conn(self) -> Iterator[sqlite3.Connection]:
         """Read-write connection used only to prune the journal and reinstall triggers."""
-        conn = sqlite_source.connect(self.source, readonly=False, busy_timeout_ms=self.config.source.busy_timeout_ms)
+        conn = self._open_source(readonly=False)
         try:
             yield conn
         finally:
@@ -713,8 +735,8 @@ class Prefetcher:
     is used only if it starts where the loop now is, and is dropped on drift or on any error.
     """
 
-    def __init__(self, source: Path, busy_timeout_ms: int) -> None:
-        self._conn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-read")
         self._future: Future[apply.Batch] | None = None
         self._after = -1
@@ -754,15 +776,14 @@ class Pruner:
     are ever requested, so a crash at any moment leaves at worst rows that are pruned next time.
     """
 
-    def __init__(self, source: Path, busy_timeout_ms: int) -> None:
-        self._source = source
-        self._busy_timeout_ms = busy_timeout_ms
+    def __init__(self, open_source: Callable[[], sqlite3.Connection]) -> None:
+        self._open = open_source
         self._wanted = 0
         self._done = 0
         self._wake = threading.Event()
         self._closing = False
         self.error: BaseException | None = None
-        self._log = log.get("pruner", source=str(source))
+        self._log = log.get("pruner")
         self._thread = threading.Thread(target=self._run, name="replicator-prune", daemon=True)
         self._thread.start()
 
@@ -777,7 +798,11 @@ class Pruner:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        conn = sqlite_source.connect(self._source, readonly=False, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            conn = self._open()
+        except Exception as exc:  # surfaced by the loop at its next prune request
+            self.error = exc
+            return
         try:
             while True:
                 self._wake.wait()

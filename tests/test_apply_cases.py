@@ -343,3 +343,40 @@ def test_without_a_saved_plan_the_target_is_mapped_by_name(src: Path, pg_dsn: st
         plan = apply.load_plan(conn, "replicator")
     assert plan is not None
     assert plan.mode == "existing"
+
+
+def test_once_applies_at_most_one_batch(src: Path, pg_dsn: str) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    for i in range(5):
+        db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
+    result = Worker(src, pg_dsn, cfg(batch_rows=2)).run(once=True)
+    assert (result.batches, result.changes, result.applied_seq, result.head_seq) == (1, 2, 2, 5)
+
+
+def test_sqlite_busy_is_transient_and_retried(tmp_path: Path, pg_dsn: str) -> None:
+    """Rollback-journal mode: an app holding an EXCLUSIVE lock blocks our reads; we wait, then recover."""
+    import threading
+    import time
+
+    path = tmp_path / "busy.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');")
+    conn.close()
+    install.install(path)
+    conf = config.load(
+        overrides={"apply": {"poll_interval_s": 0.05, "retry_max_wait_s": 0.3}, "source": {"busy_timeout_ms": 50}},
+        environ={},
+    )
+    drain(path, pg_dsn, conf)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("UPDATE t SET v = 'b' WHERE id = 1")
+    db.execute("BEGIN EXCLUSIVE")
+    released = threading.Timer(1.0, lambda: db.execute("COMMIT"))
+    released.start()
+    started = time.monotonic()
+    result = drain(path, pg_dsn, conf)
+    released.join()
+    assert time.monotonic() - started >= 0.9
+    assert result.changes == 1
+    check_same(path, pg_dsn)
