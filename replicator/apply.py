@@ -786,6 +786,14 @@ def set_table_error(
     )
 
 
+def clear_table_errors(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {}.apply_tables SET error = NULL, hint = NULL WHERE error IS NOT NULL").format(
+            sql.Identifier(schema_name)
+        )
+    )
+
+
 def table_digest_of(conn: psycopg.Connection[Any], t: TableTarget) -> TableDigest:
     """The digest of a target table as PostgreSQL holds it now (seeds the running digest once)."""
     digest: TableDigest | None = None

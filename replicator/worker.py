@@ -287,6 +287,8 @@ class Worker:
                 self._log.warning("foreign keys parked until cutover (no privilege for replica role)", fks=parked)
         with conn.transaction():
             seeded = apply.seed_digests(conn, self.state_schema, self._targets)
+            # errors recorded by an earlier run are re-raised by this run's first drift check if still true
+            apply.clear_table_errors(conn, self.state_schema)
         if seeded:
             self._log.info("running digests seeded from the target", tables=seeded)
         self._writer = apply.Writer(
