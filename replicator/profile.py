@@ -523,11 +523,12 @@ def bulk_text_sql(column: Column) -> tuple[str, str, str]:
     affinity, where only text and blobs have a length) the total of SQLite's ``length()``."""
     q = quote_ident(column.name)
     data = f"CAST(group_concat(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END, x'00') AS BLOB)"
+    # Four 16-bit counts in one sum: values starting with '{', those json_valid, same for '['.
     valid = f"(typeof({q}) = 'text' AND json_valid({q}))"
-    json = f"sum(CASE unicode({q}) WHEN 123 THEN {valid} WHEN 91 THEN {valid} << 32 END)"
+    json = f"sum(CASE unicode({q}) WHEN 123 THEN 1 + ({valid} << 16) WHEN 91 THEN {1 << 32} + ({valid} << 48) END)"
     if column.affinity is not Affinity.TEXT:  # numbers would be turned into text by unicode()
-        json = f"sum(CASE WHEN typeof({q}) = 'text' THEN CASE unicode({q}) WHEN 123 THEN json_valid({q})"
-        json += f" WHEN 91 THEN json_valid({q}) << 32 END END)"
+        json = f"sum(CASE WHEN typeof({q}) = 'text' THEN CASE unicode({q}) WHEN 123 THEN 1 + (json_valid({q}) << 16)"
+        json += f" WHEN 91 THEN {1 << 32} + (json_valid({q}) << 48) END END)"
     chars = f"sum(length({q}))" if column.affinity is Affinity.TEXT else "NULL"
     return data, json, chars
 
@@ -544,7 +545,9 @@ _FORMAT_START = re.compile(
 )
 
 
-def bulk_text_counts(data: bytes | None, values: int, json: int, chars: int | None = None) -> dict[str, int] | None:
+def bulk_text_counts(
+    data: bytes | None, values: int, json: int, chars: int | None = None, rows: int = 0
+) -> dict[str, int] | None:
     """Categories of ``values`` TEXT values joined by NULs in ``data``; None when the fast path cannot decide.
 
     The number of NULs proves that no value holds one (then the split is exact), one ``decode`` that
@@ -555,6 +558,8 @@ def bulk_text_counts(data: bytes | None, values: int, json: int, chars: int | No
     the per-value path.
     """
     data = data or b""
+    if rows > MAX_CHUNK_ROWS:  # the 16-bit JSON counts may have overflowed (an unranged chunk)
+        return None
     ascii_only = data.isascii()
     if not ascii_only:
         try:
@@ -571,11 +576,10 @@ def bulk_text_counts(data: bytes | None, values: int, json: int, chars: int | No
     if first in (JSON_CANDIDATE, _TEXT, *_WHOLE_COLUMN):  # C passes over the whole column only
         if not nul_free and data.count(0) != values - 1:
             return None
+        starts = (json & 0xFFFF, (json >> 32) & 0xFFFF)  # values starting with '{', with '['
         if first == JSON_CANDIDATE:
-            objects = data.count(b"\x00{") + (data[0] == 123)
-            arrays = data.count(b"\x00[") + (data[0] == 91) if objects < values else 0
-            if objects + arrays < values:
-                objects = arrays = 0
+            if sum(starts) == values:  # every value is a JSON candidate: json_valid said the rest
+                objects, arrays = starts
         elif first == _TEXT:
             if _FORMAT_START.search(data) is None:
                 counts[_TEXT_CH] = values
@@ -594,7 +598,7 @@ def bulk_text_counts(data: bytes | None, values: int, json: int, chars: int | No
                 objects += n
             else:
                 arrays += n
-    valid_objects, valid_arrays = json & 0xFFFFFFFF, json >> 32
+    valid_objects, valid_arrays = (json >> 16) & 0xFFFF, json >> 48
     for ch, n in (
         (_OBJECT_CH, valid_objects),
         (_ARRAY_CH, valid_arrays),
@@ -659,6 +663,8 @@ CHUNK_CHARS = 1_000_000
 #: ... and at about this many bytes of row data (the bulk text of a chunk is at most that).
 CHUNK_BYTES = 16 * 2**20
 MIN_CHUNK_ROWS = 256
+#: At most this many rows per chunk: the JSON counts of a chunk are packed 16 bits each.
+MAX_CHUNK_ROWS = 65535
 #: Beyond this many equal rowid ranges, chunk boundaries are found by stepping over the rowids.
 MAX_CHUNKS = 1024
 _FILE_BYTES_SQL = "SELECT p.page_size * c.page_count FROM pragma_page_size AS p, pragma_page_count AS c"
@@ -726,7 +732,8 @@ def _chunks(conn: sqlite3.Connection, table: Table, rowid: str) -> list[Chunk]:
     width = max(1, len(table.columns))
 
     def rows_per_chunk(rows: int) -> int:
-        return max(MIN_CHUNK_ROWS, min(CHUNK_CHARS // width, CHUNK_BYTES // max(1, file_bytes // max(1, rows))))
+        by_bytes = CHUNK_BYTES // max(1, file_bytes // max(1, rows))
+        return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, CHUNK_CHARS // width, by_bytes))
 
     per_chunk = rows_per_chunk(span)
     count = -(-span // per_chunk)
@@ -839,6 +846,7 @@ def _scan_group(
             int(cast(int, json or 0)),
             # a blob's length() would count too: trust the sum only when the chunk has none here
             chars if isinstance(chars, int) and _BLOB_CH not in out.counts[i] else None,
+            out.rows,
         )
         if counts is None:
             exact.append(i)

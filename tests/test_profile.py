@@ -619,3 +619,21 @@ def test_nul_text_beside_a_blob_in_a_text_column(tmp_path: Path) -> None:
     col = profile_table(source.connect(path), "t").column("v")
     assert col.formats == {"nul_text": 1}
     assert col.storage == {"text": 2, "blob": 1}
+
+
+def test_unranged_chunk_beyond_the_packed_counts(tmp_path: Path) -> None:
+    """A WITHOUT ROWID table is one chunk: past 65535 rows its JSON counts come from the per-value path."""
+    path = tmp_path / "big_without_rowid.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, doc TEXT, tag TEXT) WITHOUT ROWID")
+    n = profile.MAX_CHUNK_ROWS + 10
+    conn.executemany(
+        "INSERT INTO t VALUES (?, ?, ?)", [(i, '{"i": %d}' % i if i % 7 else "[1, 2", "t") for i in range(n)]
+    )
+    conn.commit()
+    conn.close()
+    prof = profile_table(source.connect(path), "t")
+    invalid = len(range(0, n, 7))
+    assert prof.column("doc").formats == {"json_object": n - invalid}
+    assert prof.column("doc").storage == {"text": n}
+    assert prof.column("tag").formats == {"bool_text": n}
