@@ -20,6 +20,10 @@ SIGTERM/SIGINT finish (or roll back) the current batch and return normally.
 
 Two daemons on one source are refused twice: a lock file next to the source, and a PostgreSQL
 advisory lock keyed by the capture's source id held by the apply connection.
+
+Two helper threads keep PostgreSQL busy without changing any of the above: the :class:`Prefetcher`
+reads batch N+1 (its own read transaction, its own connection) while batch N is applied, and the
+:class:`Pruner` deletes journal rows behind the apply. The loop's thread alone writes to PostgreSQL.
 """
 
 from __future__ import annotations
