@@ -628,7 +628,7 @@ def test_unranged_chunk_beyond_the_packed_counts(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, doc TEXT, tag TEXT) WITHOUT ROWID")
     n = profile.MAX_CHUNK_ROWS + 10
     conn.executemany(
-        "INSERT INTO t VALUES (?, ?, ?)", [(i, '{"i": %d}' % i if i % 7 else "[1, 2", "t") for i in range(n)]
+        "INSERT INTO t VALUES (?, ?, ?)", [(i, f'{{"i": {i}}}' if i % 7 else "[1, 2", "t") for i in range(n)]
     )
     conn.commit()
     conn.close()
