@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from checkpoints.audit import Finding, Head
@@ -86,7 +87,7 @@ def render_show(checkpoint: Checkpoint, console: Console) -> None:
             tables.add_column(name, no_wrap=name == "table")
         for name, change in sorted(c.tables.items()):
             tables.add_row(
-                name,
+                escape(name),
                 f"{change.upserted:,}",
                 f"{change.deleted:,}",
                 change.upserted_digest[:16],

@@ -1381,6 +1381,7 @@ def interactive(config: Config) -> bool:
 def render(result: SnapshotResult) -> None:
     """The run summary like pgloader's: rows, seconds, rows/s and checksum per table, totals."""
     from rich.console import Console
+    from rich.markup import escape  # app names are text, never markup ("[/x]" crashed rich)
     from rich.table import Table
 
     out = Table(title=f"snapshot ({result.mode} mode, run {result.run_id})")
@@ -1393,7 +1394,7 @@ def render(result: SnapshotResult) -> None:
     for t in result.tables:
         seconds = "resumed" if t.resumed else f"{t.seconds:.2f}"
         rate = "" if t.resumed else f"{t.rows_per_second:,.0f}"
-        out.add_row(t.table, f"{t.rows:,}", f"{t.quarantined:,}", seconds, rate, t.checksum[:16])
+        out.add_row(escape(t.table), f"{t.rows:,}", f"{t.quarantined:,}", seconds, rate, t.checksum[:16])
     total_rate = result.rows / result.seconds if result.seconds else 0.0
     out.add_row(
         "total",

@@ -208,6 +208,7 @@ def _stamped_age(conn: sqlite3.Connection, applied: int) -> float | None:
 def render(status: Status) -> None:
     """Human-readable status on stdout."""
     from rich.console import Console
+    from rich.markup import escape  # app names are text, never markup ("[/x]" crashed rich)
     from rich.table import Table
 
     console = Console()
@@ -219,8 +220,8 @@ def render(status: Status) -> None:
         )
     console.print(f"phase [{style}]{status.phase}[/{style}]{daemon}")
     if status.reason:
-        console.print(f"  error: {status.reason}")
-        console.print(f"  hint:  {status.hint}")
+        console.print(f"  error: {escape(status.reason)}")
+        console.print(f"  hint:  {escape(status.hint or '')}")
     head = "?" if status.journal_head is None else str(status.journal_head)
     behind = "?" if status.changes_behind is None else f"{status.changes_behind:,}"
     seconds = "?" if status.seconds_behind is None else f"{status.seconds_behind:.1f} s"
@@ -238,14 +239,14 @@ def render(status: Status) -> None:
         out.add_column(column)
     for t in status.tables:
         out.add_row(
-            t.table,
+            escape(t.table),
             f"{t.rows:,}",
             f"{t.upserted:,}",
             f"{t.deleted:,}",
             "" if t.last_seq is None else str(t.last_seq),
             "" if t.last_change_at is None else t.last_change_at.strftime("%Y-%m-%d %H:%M:%S"),
             str(t.quarantined or ""),
-            (t.error or "") + (f" ({t.hint})" if t.hint else ""),
+            escape((t.error or "") + (f" ({t.hint})" if t.hint else "")),
             style="red" if t.error else None,
         )
     console.print(out)

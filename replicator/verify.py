@@ -1068,6 +1068,7 @@ def _key_text(key: Key) -> str:
 def render(report: VerifyReport, *, keys: bool = False) -> None:
     """Per table: rows and digest prefix on each side and the verdict; then the differing keys."""
     from rich.console import Console
+    from rich.markup import escape  # app names are text, never markup ("[/x]" crashed rich)
     from rich.table import Table
 
     out = Table(title=f"verify {report.source} against {report.target}")
@@ -1080,7 +1081,7 @@ def render(report: VerifyReport, *, keys: bool = False) -> None:
     for t in report.tables:
         note = f" ({t.refused} refused)" if t.refused else ""
         out.add_row(
-            t.table,
+            escape(t.table),
             f"{t.source_rows:,}",
             f"{t.target_rows:,}",
             t.source_digest[:16],
@@ -1093,19 +1094,19 @@ def render(report: VerifyReport, *, keys: bool = False) -> None:
         if not (t.missing or t.extra or t.different):
             continue
         cols = ", ".join(t.key_columns) if t.key_columns else "whole row"
-        console.print(f"[bold]{t.table}[/] differing keys ({cols}):")
+        console.print(f"[bold]{escape(t.table)}[/] differing keys ({escape(cols)}):")
         for label, found in (
             ("missing in PostgreSQL", t.missing),
             ("extra in PostgreSQL", t.extra),
             ("different", t.different),
         ):
             for key in found:
-                console.print(f"  {label}: {_key_text(key)}")
+                console.print(f"  {label}: {escape(_key_text(key))}")
         if t.keys_truncated:
             console.print("  … more (raise --max-keys)")
     if report.journal_head is not None and report.applied_through is not None:
         console.print(f"journal head {report.journal_head}, applied through {report.applied_through}")
-    verdict = "[green]match[/]" if report.match else f"[bold red]MISMATCH[/] in {', '.join(report.mismatched)}"
+    verdict = "[green]match[/]" if report.match else f"[bold red]MISMATCH[/] in {escape(', '.join(report.mismatched))}"
     console.print(f"{report.rows:,} rows in {len(report.tables)} table(s), {report.seconds:.2f}s: {verdict}")
     if not report.match and not keys:
         console.print("rerun with --keys to list the differing keys")
