@@ -715,6 +715,136 @@ def status(ctx: Context, as_json: bool) -> None:
         sys.exit(EXIT_FAILURE)
 
 
+def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    """``5s``, ``500ms``, ``2m`` or a bare number of seconds."""
+    text = value.strip().lower()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix):
+            text, factor = text[: -len(suffix)], scale
+            break
+    else:
+        factor = 1.0
+    try:
+        seconds = float(text) * factor
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration (5s, 500ms, 2m)") from None
+    if seconds <= 0:
+        raise click.BadParameter("must be positive")
+    return seconds
+
+
+@cli.command()
+@common_options
+@click.option("--dry-run", is_flag=True, help="Run preflight, freeze, drain, verify, finish PostgreSQL; roll back.")
+@click.option(
+    "--max-downtime", default="5s", show_default=True, callback=_seconds, help="Abort if the freeze would exceed it."
+)
+@click.option("--accept-quarantine", is_flag=True, help="Proceed with unacknowledged quarantined rows (recorded).")
+@click.option("--no-backup", is_flag=True, help="Do not back up the SQLite file before fencing.")
+@click.option("--backup-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Backup directory.")
+@click.option("--certificate", "certificate_path", type=click.Path(path_type=Path), default=None, help="Output file.")
+@click.option("--operator", default="", help="Who runs the cutover (default: the login name).")
+@click.option("--skip-full-verify", is_flag=True, help="Skip the preflight's full verify (the stop point is verified).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def cutover(
+    ctx: Context,
+    dry_run: bool,
+    max_downtime: float,
+    accept_quarantine: bool,
+    no_backup: bool,
+    backup_dir: Path | None,
+    certificate_path: Path | None,
+    operator: str,
+    skip_full_verify: bool,
+    as_json: bool,
+) -> None:
+    """Freeze SQLite, drain, prove completeness, finish PostgreSQL, fence SQLite; write the certificate."""
+    from replicator import certificate as cert_mod
+    from replicator import cutover as cutover_mod
+
+    options = cutover_mod.Options(
+        dry_run=dry_run,
+        max_downtime_s=max_downtime,
+        accept_quarantine=accept_quarantine,
+        backup=not no_backup,
+        backup_dir=backup_dir,
+        certificate_path=certificate_path,
+        operator=operator,
+        full_verify=not skip_full_verify,
+    )
+    result = cutover_mod.cutover(ctx.source, ctx.target, ctx.config, options)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+    elif not ctx.quiet:
+        if result.certificate is not None:
+            click.echo(cert_mod.render(result.certificate))
+            click.echo(f"certificate written to {result.certificate_path} and stored in the target")
+        else:
+            steps = ", ".join(f"{k} {v:.3f}s" for k, v in result.steps.items())
+            click.echo(f"dry run: stop seq {result.stop_seq}, {len(result.tables)} table(s) equal; rolled back")
+            click.echo(f"write outage {result.write_outage_s:.3f}s; steps: {steps}")
+        for line in result.warnings:
+            click.echo(f"warning: {line}", err=True)
+
+
+@cli.command()
+@common_options
+@click.option("--force", is_flag=True, help="Go back even though PostgreSQL changed since the cutover.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def rollback(ctx: Context, force: bool, as_json: bool) -> None:
+    """After a cutover: un-fence SQLite so the app can go back; report what PostgreSQL changed since."""
+    from replicator import rollback as rollback_mod
+
+    report = rollback_mod.rollback(ctx.source, ctx.target, ctx.config, force=force)
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+    elif not ctx.quiet:
+        for m in report.changed:
+            click.echo(f"lost: {m.table}: {m.certified_rows} rows at cutover, {m.rows} in PostgreSQL now", err=True)
+        click.echo(f"rolled back cutover {report.certificate_sha256[:16]}: SQLite writable again")
+
+
+@cli.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
+@click.option("--verify", "verify_file", type=click.Path(path_type=Path), default=None, help="Check this file.")
+@click.option("--live", is_flag=True, help="Also re-read both databases: did anything change since?")
+def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: bool) -> None:
+    """Show the stored cutover certificate and check its SHA-256; exit 3 if it does not verify."""
+    from replicator import certificate as cert_mod
+    from replicator import pg
+    from replicator.errors import VerificationFailed
+
+    stored = None
+    if ctx.config.target.dsn:
+        with pg.connect(ctx.target, autocommit=True) as conn:
+            stored = cert_mod.latest(conn, ctx.config.target.state_schema)
+    cert = cert_mod.read_file(verify_file) if verify_file is not None else stored
+    if cert is None:
+        raise UsageError("no cutover certificate in the target", hint="pass --verify FILE or run cutover first")
+    cert_mod.check(cert)
+    if verify_file is not None and stored is not None and stored.sha256 != cert.sha256:
+        raise VerificationFailed(
+            f"{verify_file} is sealed ({cert.sha256[:16]}) but is not the certificate stored in the target "
+            f"({stored.sha256[:16]})",
+            hint="an older cutover's file, or another target",
+        )
+    moved = []
+    if live:
+        source = Path(ctx.config.source.path) if ctx.config.source.path else None
+        moved = cert_mod.live_check(cert, source, ctx.target, ctx.config)
+    if as_json:
+        click.echo(msgspec.json.encode(cert).decode())
+    elif not ctx.quiet:
+        click.echo(cert_mod.render(cert))
+        click.echo("seal: SHA-256 verifies" + ("; live: unchanged since the cutover" if live and not moved else ""))
+    if moved:
+        listed = "; ".join(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved)
+        raise VerificationFailed(
+            f"changed since the cutover: {listed}", hint="see `replicator rollback` before going back"
+        )
+
+
 def main() -> None:
     try:
         code = cli.main(prog_name="replicator", standalone_mode=False)

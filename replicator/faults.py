@@ -33,6 +33,12 @@ NAMES: Final = (
     "prune.after",
     "snapshot.after_genesis",
     "resnapshot.before_commit",
+    "cutover.after_preflight",
+    "cutover.after_freeze",
+    "cutover.after_drain",
+    "cutover.after_verify",
+    "cutover.after_finish_pg",
+    "cutover.before_fence_commit",
 )
 
 

@@ -1,0 +1,251 @@
+"""The cutover certificate: what was proven at the stop point, sealed with its own SHA-256.
+
+Written by ``replicator cutover`` as a JSON file and stored in the target's state schema
+(``<state>.cutover_certificates``). The seal is the SHA-256 of the certificate's canonical JSON
+encoding with ``sha256`` empty, so anyone can re-check it (``replicator certificate --verify FILE``):
+a changed byte in any field changes the hash. Against the live databases, :func:`live_check`
+re-reads both sides and reports every table whose count or checksum moved since the stop point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator import pg, pgschema, verify
+from replicator.config import Config
+from replicator.errors import ReplicatorError, UsageError, VerificationFailed
+from triggers import source as sqlite_source
+
+FORMAT = 1
+
+
+class TableProof(msgspec.Struct, frozen=True):
+    """One table at the stop point: count and checksum on each side, and how the SQLite side was read."""
+
+    table: str
+    target: str
+    sqlite_rows: int
+    sqlite_digest: str
+    pg_rows: int
+    pg_digest: str
+    how: str = "full"
+    """``prepass``: unchanged since the pre-freeze read; ``incremental``: changed keys re-read; ``full``."""
+
+
+class Certificate(msgspec.Struct, frozen=True):
+    source_path: str
+    source_id: str
+    source_sha256: str
+    target: str
+    stop_seq: int
+    chain_head: int
+    chain_head_hash: str
+    tables: tuple[TableProof, ...]
+    steps: dict[str, float]
+    """Seconds per step, in the order they ran."""
+    frozen_at: str
+    fenced_at: str
+    write_outage_s: float
+    tool: str
+    operator: str
+    accept_quarantine: bool = False
+    quarantined: dict[str, int] = msgspec.field(default_factory=dict)
+    backup: str | None = None
+    backup_sha256: str | None = None
+    sequences: dict[str, int] = msgspec.field(default_factory=dict)
+    foreign_keys: tuple[str, ...] = ()
+    """Each FK restored/validated (``table.name``)."""
+    format: int = FORMAT
+    sha256: str = ""
+
+
+class CertificateError(ReplicatorError):
+    """The certificate is missing, unreadable, or its seal does not verify (exit 3)."""
+
+    exit_code = 3
+
+
+def _body(cert: Certificate) -> bytes:
+    return msgspec.json.encode(msgspec.structs.replace(cert, sha256=""), order="sorted")
+
+
+def seal(cert: Certificate) -> Certificate:
+    return msgspec.structs.replace(cert, sha256=hashlib.sha256(_body(cert)).hexdigest())
+
+
+def seal_ok(cert: Certificate) -> bool:
+    return bool(cert.sha256) and hashlib.sha256(_body(cert)).hexdigest() == cert.sha256
+
+
+def encode(cert: Certificate) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(cert, order="sorted"), indent=2) + b"\n"
+
+
+def write_file(path: Path, cert: Certificate) -> None:
+    """Temp file, fsync, rename: a reader never sees half a certificate."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, encode(cert))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+
+
+def read_file(path: Path) -> Certificate:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Certificate)
+    except FileNotFoundError:
+        raise UsageError(f"certificate file {path} does not exist", hint="pass the file cutover wrote") from None
+    except msgspec.DecodeError as exc:
+        raise CertificateError(
+            f"{path} is not a cutover certificate: {exc}", hint="pass the file cutover wrote"
+        ) from None
+
+
+_DDL = """CREATE TABLE IF NOT EXISTS {}.cutover_certificates (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    sha256 text NOT NULL,
+    body bytea NOT NULL
+)"""
+
+
+def store(conn: psycopg.Connection[Any], schema_name: str, cert: Certificate) -> None:
+    conn.execute(sql.SQL(_DDL).format(sql.Identifier(schema_name)))
+    conn.execute(
+        sql.SQL("INSERT INTO {}.cutover_certificates (sha256, body) VALUES (%s, %s)").format(
+            sql.Identifier(schema_name)
+        ),
+        (cert.sha256, encode(cert)),
+    )
+
+
+def latest(conn: psycopg.Connection[Any], schema_name: str) -> Certificate | None:
+    found = conn.execute(
+        "SELECT to_regclass(%s)", (sql.Identifier(schema_name, "cutover_certificates").as_string(conn),)
+    ).fetchone()
+    if not found or found[0] is None:
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT body FROM {}.cutover_certificates ORDER BY id DESC LIMIT 1").format(sql.Identifier(schema_name))
+    ).fetchone()
+    return None if row is None else msgspec.json.decode(bytes(row[0]), type=Certificate)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Moved(msgspec.Struct, frozen=True):
+    """A table whose count or checksum differs from the certificate on one side."""
+
+    table: str
+    side: str
+    certified_rows: int
+    certified_digest: str
+    rows: int
+    digest: str
+
+
+def pg_side(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, names: list[str]) -> dict[str, tuple[int, str]]:
+    """Count and canonical digest of each table as PostgreSQL holds it now (one REPEATABLE READ snapshot).
+
+    ``conn`` must be in autocommit mode (the snapshot is this function's own transaction)."""
+    out: dict[str, tuple[int, str]] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for name in names:
+            side = verify.table_digest_pg(conn, verify.shape_of(plan.table(name), plan.schema))
+            out[name] = (side.count, side.hexdigest())
+    return out
+
+
+def sqlite_side(path: Path, plan: pgschema.SchemaPlan, names: list[str], busy_ms: int) -> dict[str, tuple[int, str]]:
+    conn = sqlite_source.connect(path, readonly=True, busy_timeout_ms=busy_ms)
+    try:
+        conn.execute("BEGIN")
+        out: dict[str, tuple[int, str]] = {}
+        for name in names:
+            side = verify.table_digest_sqlite(conn, verify.shape_of(plan.table(name), plan.schema))
+            out[name] = (side.count, side.hexdigest())
+        return out
+    except sqlite3.Error as exc:
+        raise sqlite_source.translate(exc, path) from None
+    finally:
+        conn.close()
+
+
+def moved(cert: Certificate, side: str, now: dict[str, tuple[int, str]]) -> list[Moved]:
+    result = []
+    for proof in cert.tables:
+        rows, digest = (
+            (proof.sqlite_rows, proof.sqlite_digest) if side == "sqlite" else (proof.pg_rows, proof.pg_digest)
+        )
+        got = now.get(proof.table)
+        if got is None or got != (rows, digest):
+            result.append(Moved(proof.table, side, rows, digest, *(got or (-1, ""))))
+    return result
+
+
+def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config) -> list[Moved]:
+    """Tables whose count or checksum moved since the certificate, on each side that is reachable."""
+    from replicator import apply
+
+    names = [t.table for t in cert.tables]
+    with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+        plan = apply.load_plan(conn, config.target.state_schema)
+        if plan is None:
+            raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
+        found = moved(cert, "postgresql", pg_side(conn, plan, names))
+    if source is not None:
+        found += moved(cert, "sqlite", sqlite_side(source, plan, names, config.source.busy_timeout_ms))
+    return found
+
+
+def check(cert: Certificate) -> None:
+    """Raise (exit 3) unless the seal verifies."""
+    if not seal_ok(cert):
+        raise VerificationFailed(
+            f"certificate SHA-256 does not verify (recorded {cert.sha256 or 'none'})",
+            hint="the file was edited or damaged; compare it with the copy stored in the target "
+            "(`replicator certificate`)",
+        )
+
+
+def render(cert: Certificate) -> str:
+    """The summary table the operator reads."""
+    lines = [
+        f"cutover certificate {cert.sha256}",
+        f"  source   {cert.source_path} (id {cert.source_id}, sha256 {cert.source_sha256[:16]}…)",
+        f"  target   {cert.target}",
+        f"  stop seq {cert.stop_seq}; chain head #{cert.chain_head} {cert.chain_head_hash[:16]}…",
+        f"  frozen   {cert.frozen_at}  fenced {cert.fenced_at}  write outage {cert.write_outage_s:.3f} s",
+        f"  operator {cert.operator}; {cert.tool}",
+    ]
+    if cert.accept_quarantine:
+        lines.append(f"  quarantine accepted: {cert.quarantined}")
+    if cert.backup:
+        lines.append(f"  backup   {cert.backup}")
+    width = max([5, *(len(t.table) for t in cert.tables)])
+    lines.append(f"  {'table':<{width}}  {'sqlite rows':>12}  {'pg rows':>12}  checksum          how")
+    for t in cert.tables:
+        same = "=" if (t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) else "≠"
+        lines.append(
+            f"  {t.table:<{width}}  {t.sqlite_rows:>12,}  {t.pg_rows:>12,}  {t.sqlite_digest[:12]} {same}  {t.how}"
+        )
+    lines.append("  steps: " + ", ".join(f"{k} {v:.3f}s" for k, v in cert.steps.items()))
+    return "\n".join(lines)

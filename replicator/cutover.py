@@ -1,0 +1,896 @@
+"""``replicator cutover``: the maintenance-window command. Read :func:`cutover` top to bottom: the 7 steps.
+
+1. **Preflight** (no writes blocked): the daemon is not running (we take its two locks: the lock file
+   next to the source and the PostgreSQL advisory lock per source id; a running daemon holds both,
+   so we refuse with a hint to stop it — the cutover then drains with the same apply machinery
+   itself), capture installed, WAL mode, no drift, no unacknowledged quarantine (unless
+   ``--accept-quarantine``, recorded), the checkpoint chain verifies, catch-up to a small backlog,
+   a full verify passes (in-flight rows tolerated). Then the backup (outside the outage) and the
+   SQLite pre-pass: every table's count and checksum read in one SQLite read transaction at journal
+   head H0, kept open so the freeze can read the rows *as they were at H0*.
+2. **Freeze**: ``BEGIN IMMEDIATE`` on a connection we hold: the app's writers wait (busy timeout) or
+   get SQLITE_BUSY; readers keep working (WAL). Stop seq S = journal head.
+3. **Drain** to S with the apply :class:`~replicator.apply.Writer`, then prove it: the chain verifies
+   (no gap, no overlap, every link) and its head covers exactly S.
+4. **Verify at the stop point**: the PostgreSQL side is the running per-table digests the apply
+   maintains in each batch's transaction; the SQLite side is the pre-pass digest, adjusted for the
+   keys journaled in (H0, S] (old rows read from the pre-pass transaction, new rows now). Cost:
+   O(changed keys), not O(table). A mismatch is re-checked by a full read of both sides and, if
+   real, reported by key (verify's bisection).
+5. **Finish PostgreSQL** in one transaction kept open: parked FKs restored, NOT VALID FKs
+   validated (orphans reported by key), sequences past max(id) and SQLite's AUTOINCREMENT
+   high-water, remaining post-load statements, the ``cutover`` checkpoint, phase DONE.
+6. **Fence SQLite** in the held transaction (BEFORE triggers raising the fence message); commit
+   PostgreSQL, then SQLite. The write outage ends here.
+7. **Certificate** (JSON file and a row in the target), sealed with its SHA-256; ANALYZE (after the
+   outage: statistics are not needed for correctness).
+
+Any failure or Ctrl-C before step 6 commits rolls back the open PostgreSQL transaction and the
+SQLite one (the app's writers proceed), records phase STREAMING with the reason, releases both
+locks and says so; restarting ``replicator run`` resumes replication where the drain left it.
+``--dry-run`` runs 1–5 and rolls back. ``--max-downtime`` bounds the freeze: every PostgreSQL
+statement in it gets the remaining budget as ``statement_timeout``, and the fence is not committed
+past the budget. Failpoints: ``cutover.after_<step>`` and ``cutover.before_fence_commit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, Final
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from checkpoints import audit, store
+from checkpoints.digest import RowEncoder
+from checkpoints.model import Checkpoint, Kind, next_checkpoint, tool_version
+from replicator import apply, backup, faults, log, pg, pgschema, phase, quarantine, verify
+from replicator.certificate import Certificate, TableProof
+from replicator.config import Config
+from replicator.errors import ReplicatorError, UsageError, VerificationFailed
+from replicator.phase import ApplyState, Phase
+from replicator.worker import lock_key
+from triggers import drift, fence, journal
+from triggers import source as sqlite_source
+from triggers.install import Meta, read_meta
+from triggers.schema import quote_ident
+
+CATCHUP_BACKLOG: Final = 2_000
+"""Preflight catches up until at most this many journal entries remain for the freeze to drain."""
+FULL_RECHECK_FRACTION: Final = 0.25
+"""A table with more changed keys than this fraction of its rows is re-read whole, not adjusted."""
+_MODULUS: Final = 1 << 256
+
+
+class CutoverAborted(ReplicatorError):
+    """Cutover stopped before the fence committed: nothing is fenced, replication can continue."""
+
+
+class CutoverInterrupted(CutoverAborted):
+    exit_code = 130
+
+
+class Options(msgspec.Struct, frozen=True):
+    dry_run: bool = False
+    max_downtime_s: float = 5.0
+    accept_quarantine: bool = False
+    backup: bool = True
+    backup_dir: Path | None = None
+    certificate_path: Path | None = None
+    operator: str = ""
+    full_verify: bool = True
+    """Run a full verify in the preflight (both sides read whole; outside the outage)."""
+
+
+class Result(msgspec.Struct, frozen=True):
+    dry_run: bool
+    stop_seq: int
+    steps: dict[str, float]
+    write_outage_s: float
+    tables: tuple[TableProof, ...]
+    certificate: Certificate | None = None
+    certificate_path: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
+    """Steps 1–7 (see the module docstring); raises CutoverAborted with the state things are in."""
+    clock = _Clock()
+    session = _Session.open(Path(source), dsn, config)
+    try:
+        with clock.step("preflight"):
+            quarantined = preflight(session, options)
+        faults.point("cutover.after_preflight")
+        backed_up = None
+        if options.backup and not options.dry_run:
+            with clock.step("backup"):
+                backed_up = _backup(session, options)
+        with clock.step("prepass"):
+            prepass = Prepass.read(session)
+        try:
+            frozen = freeze(session, clock)
+            try:
+                finished = _frozen_steps(session, prepass, frozen, clock, options)
+            except BaseException as exc:
+                raise _abort(session, frozen, clock, exc) from exc
+        finally:
+            prepass.close()
+        outage = frozen.outage()
+        session.log.info("write outage ended", seconds=round(outage, 3), steps=clock.steps)
+        if options.dry_run:
+            _set_phase(session, Phase.STREAMING, frozen.stop_seq, "cutover --dry-run finished; nothing was changed")
+            return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs)
+        return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
+    finally:
+        session.close()
+
+
+def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _Clock, options: Options) -> Finished:
+    """Steps 2–6: everything that runs while the app's writers wait."""
+    budget = _Budget(frozen, options.max_downtime_s, session.pconn)
+    faults.point("cutover.after_freeze")
+    with clock.step("drain"):
+        head = drain(session, stop=frozen.stop_seq, budget=budget)
+        prove_chain(session, head, frozen.stop_seq)
+    faults.point("cutover.after_drain")
+    budget.check("drain")
+    with clock.step("verify"):
+        proofs = verify_stop_point(session, prepass, frozen.stop_seq)
+    faults.point("cutover.after_verify")
+    budget.check("verify")
+    with session.pconn.transaction(force_rollback=options.dry_run):
+        with clock.step("finish_pg"):
+            finished = finish_postgres(session, head, frozen, proofs)
+        faults.point("cutover.after_finish_pg")
+        budget.check("finish PostgreSQL")
+        if options.dry_run:
+            frozen.rollback()
+            return finished
+        with clock.step("fence"):
+            fence.fence_on(frozen.conn, frozen.fenced_at, path=session.source)
+            faults.point("cutover.before_fence_commit")
+            budget.check("fence")
+    with clock.step("commit"):
+        frozen.commit()  # PostgreSQL committed when the block above ended
+    budget.clear()
+    return finished
+
+
+def _after_fence(
+    session: _Session,
+    options: Options,
+    clock: _Clock,
+    frozen: Frozen,
+    finished: Finished,
+    quarantined: dict[str, int],
+    backed_up: backup.BackupResult | None,
+) -> Result:
+    """Step 7, after the outage: ANALYZE, the certificate (file and target), the summary."""
+    from replicator import certificate
+
+    warnings = list(finished.warnings)
+    with clock.step("analyze"):
+        try:
+            analyze(session)
+        except psycopg.Error as exc:
+            warnings.append(f"ANALYZE failed: {pgschema.pg_message(exc)}; run it by hand")
+    with clock.step("certificate"):
+        source_sha = _settled_sha256(session)
+        cert = certificate.seal(
+            Certificate(
+                source_path=str(session.source.resolve()),
+                source_id=session.meta.source_id,
+                source_sha256=source_sha,
+                target=pg.describe(session.dsn),
+                stop_seq=frozen.stop_seq,
+                chain_head=finished.head.number,
+                chain_head_hash=finished.head.hash,
+                tables=finished.proofs,
+                steps=dict(clock.steps),
+                frozen_at=_iso(frozen.frozen_wall),
+                fenced_at=frozen.fenced_at,
+                write_outage_s=round(frozen.outage(), 4),
+                tool=tool_version(),
+                operator=options.operator or getpass.getuser(),
+                accept_quarantine=options.accept_quarantine,
+                quarantined=quarantined,
+                backup=backed_up.path if backed_up else None,
+                backup_sha256=backed_up.manifest.sha256 if backed_up else None,
+                sequences=finished.sequences,
+                foreign_keys=finished.foreign_keys,
+            )
+        )
+        path = options.certificate_path or session.source.with_name(session.source.name + ".cutover.json")
+        certificate.write_file(path, cert)
+        try:
+            with session.pconn.transaction():
+                certificate.store(session.pconn, session.state_schema, cert)
+        except psycopg.Error as exc:
+            warnings.append(f"certificate not stored in the target ({pgschema.pg_message(exc)}); the file {path} is")
+    for w in warnings:
+        session.log.warning(w)
+    return Result(
+        False, frozen.stop_seq, clock.steps, frozen.outage(), finished.proofs, cert, str(path), tuple(warnings)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the session: locks, connections, the apply machinery
+
+
+class _Session:
+    """Both locks a daemon would hold, a PostgreSQL connection and a SQLite read connection."""
+
+    def __init__(self, source: Path, dsn: str, config: Config) -> None:
+        self.source, self.dsn, self.config = source, dsn, config
+        self.state_schema = config.target.state_schema
+        self.log = log.get("cutover", source=str(source))
+        self._lock_file: IO[str] | None = None
+        self.pconn: psycopg.Connection[Any]
+        self.sconn: sqlite3.Connection
+        self.meta: Meta
+        self.plan: pgschema.SchemaPlan
+        self.targets: dict[str, apply.TableTarget] = {}
+        self.writer: apply.Writer | None = None
+        self.prev: Checkpoint
+        self.verified: Checkpoint
+        """The chain head the preflight verified the whole chain up to."""
+
+    @classmethod
+    def open(cls, source: Path, dsn: str, config: Config) -> _Session:
+        if not source.exists():
+            raise UsageError(f"source {source} does not exist", hint="pass --source path/to/app.db")
+        session = cls(source, dsn, config)
+        try:
+            session._take_file_lock()
+            session.sconn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
+            meta = read_meta(session.sconn)
+            if meta is None:
+                raise UsageError(
+                    f"capture is not installed in {source}", hint="cutover follows `capture install` and `run`"
+                )
+            session.meta = meta
+            session.pconn = pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s)
+            session._take_advisory_lock()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _take_file_lock(self) -> None:
+        path = self.source.with_name(self.source.name + ".replicator.lock")
+        handle: IO[str] = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise CutoverAborted(
+                f"a `replicator run` daemon holds {path}",
+                hint="stop the daemon (SIGTERM/Ctrl-C: it finishes its batch) and run cutover again; "
+                "cutover drains the journal itself and holds the daemon's locks until it ends",
+            ) from None
+        self._lock_file = handle
+
+    def _take_advisory_lock(self) -> None:
+        row = self.pconn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.meta.source_id),)).fetchone()
+        if not row or not row[0]:
+            raise CutoverAborted(
+                f"another replicator is applying source {self.meta.source_id} to this target",
+                hint="stop `replicator run` (see pg_stat_activity, application_name=replicator) and run cutover again",
+            )
+
+    def prepare_apply(self) -> None:
+        """The daemon's start-up, minus the snapshot: plan, targets, FK mode, digests, writer, chain head."""
+        conn = self.pconn
+        with conn.transaction():
+            phase.ensure(conn, self.state_schema)
+            apply.ensure_state(conn, self.state_schema)
+        plan = apply.load_plan(conn, self.state_schema)
+        prev = store.latest(conn, schema=self.state_schema)
+        if plan is None or prev is None:
+            raise CutoverAborted(
+                "the target holds no snapshot (no saved plan or no genesis checkpoint)",
+                hint="run `replicator run` until it streams, then cut over",
+            )
+        self.plan, self.prev = plan, prev
+        skipped = frozenset(n for n, cols in self.config.types.items() if "*" in cols and cols["*"].skip)
+        self.targets, problems = apply.resolve_targets(plan, self.meta, skipped)
+        if problems:
+            listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
+            raise CutoverAborted(f"cannot apply table(s): {listed}", hint="fix the capture policy, then cut over")
+        fk = apply.fk_mode(conn)
+        if fk == "parked":
+            apply.park_foreign_keys(conn, self.state_schema, plan.schema, [t.target for t in self.targets.values()])
+        with conn.transaction():
+            apply.seed_digests(conn, self.state_schema, self.targets)
+        self.writer = apply.Writer(
+            conn,
+            self.targets,
+            state_schema=self.state_schema,
+            fk=fk,
+            on_bad_value=self.config.snapshot.on_bad_value,
+        )
+
+    def certified_tables(self) -> list[str]:
+        """Every planned table the migration moves (config-skipped ones excluded)."""
+        skipped = {n for n, cols in self.config.types.items() if "*" in cols and cols["*"].skip}
+        return [t.source for t in self.plan.tables if t.source not in skipped]
+
+    def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        for conn in (getattr(self, "pconn", None), getattr(self, "sconn", None)):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+
+# --------------------------------------------------------------------------------------------
+# step 1: preflight
+
+
+def preflight(session: _Session, options: Options) -> dict[str, int]:
+    """Every check that can refuse before writes are blocked; returns the quarantine counts accepted."""
+    bound = session.log.bind(step="preflight")
+    mode = str(session.sconn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    if mode != "wal":
+        raise CutoverAborted(
+            f"the source is in {mode!r} journal mode, not WAL",
+            hint="in rollback-journal mode the fence commit would have to wait for every reader (and block new "
+            "ones); switch once with `PRAGMA journal_mode=WAL` while the app is stopped, then cut over",
+        )
+    found = drift.check(session.sconn, drift.SchemaMark(-1, ""))
+    if found.changed and (not found.installed or found.tables or found.new_tables):
+        what = ", ".join([*(t.table for t in found.tables), *(f"{n} (new, not captured)" for n in found.new_tables)])
+        raise CutoverAborted(
+            f"the SQLite schema drifted since capture was installed: {what or 'capture removed'}",
+            hint="run `replicator run` (it follows or reports drift) until it streams, then cut over",
+        )
+    state = phase.read(session.pconn, session.state_schema)
+    if state is not None and state.phase == Phase.DONE:
+        raise CutoverAborted("this target was already cut over", hint="see `replicator certificate`")
+    if state is not None and state.phase == Phase.ERRORED:
+        raise CutoverAborted(
+            f"the daemon stopped on an error: {state.reason}", hint=state.hint or "fix it and run `replicator run`"
+        )
+    session.prepare_apply()
+    findings = audit.verify(store.records(session.pconn, schema=session.state_schema))
+    if findings:
+        raise VerificationFailed(
+            f"the checkpoint chain does not verify: {findings[0]}", hint="run `replicator checkpoints verify`"
+        )
+    session.verified = session.prev
+    quarantined = quarantine.unacknowledged(session.pconn, session.state_schema)
+    if quarantined and not options.accept_quarantine:
+        listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())
+        raise CutoverAborted(
+            f"quarantined values nobody acknowledged ({listed}): those rows are not in PostgreSQL",
+            hint="review them, then `replicator quarantine ack` or pass --accept-quarantine (recorded)",
+        )
+    caught_up = drain(session, stop=None, budget=None, leave=CATCHUP_BACKLOG)
+    bound.info("caught up", applied_seq=caught_up.seq_to)
+    if options.full_verify:
+        report = verify.verify(session.source, session.dsn, session.config, plan=session.plan)
+        if not report.match:
+            _report_keys(session, list(report.mismatched))
+        bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
+    return quarantined if options.accept_quarantine else {}
+
+
+def _backup(session: _Session, options: Options) -> backup.BackupResult:
+    out = options.backup_dir or session.source.parent / "replicator-backups"
+    return backup.backup(session.source, out, busy_timeout_ms=session.config.source.busy_timeout_ms)
+
+
+# --------------------------------------------------------------------------------------------
+# the SQLite pre-pass (before the freeze)
+
+
+class Prepass:
+    """Counts and digests of every table at journal head H0, and the open read transaction they came from."""
+
+    def __init__(self, session: _Session, conn: sqlite3.Connection, head: int, digests: dict[str, tuple[int, int]]):
+        self.session, self.conn, self.head, self.digests = session, conn, head, digests
+
+    @classmethod
+    def read(cls, session: _Session) -> Prepass:
+        """SQLite at H0 in this thread; PostgreSQL checked against its running digests in another."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover-pg-prepass") as pool:
+            pg_check = pool.submit(_pg_inconsistent, session)
+            conn = sqlite_source.connect(
+                session.source, readonly=True, busy_timeout_ms=session.config.source.busy_timeout_ms
+            )
+            try:
+                conn.execute("BEGIN")
+                head = journal.head(conn)
+                digests = {}
+                for name in session.certified_tables():
+                    side = verify.table_digest_sqlite(conn, _shape(session, name))
+                    digests[name] = (side.count, side.sum)
+                bad = pg_check.result()
+            except BaseException:
+                conn.close()
+                raise
+        if bad:
+            conn.close()
+            _report_keys(session, bad)
+        session.log.info("pre-pass read", journal_head=head, tables=len(digests))
+        return cls(session, conn, head, digests)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# step 2: freeze
+
+
+class Frozen:
+    """The held write transaction: the app's writers wait until :meth:`commit` or :meth:`rollback`."""
+
+    def __init__(self, conn: sqlite3.Connection, stop_seq: int, started: float, wall: dt.datetime) -> None:
+        self.conn, self.stop_seq, self.started, self.frozen_wall = conn, stop_seq, started, wall
+        self.fenced_at = _iso(wall)
+        self.ended: float | None = None
+
+    def outage(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self.ended = time.perf_counter()
+        self.conn.close()
+
+    def rollback(self) -> None:
+        if self.ended is None:
+            with contextlib.suppress(sqlite3.Error):
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            self.ended = time.perf_counter()
+            self.conn.close()
+
+
+def freeze(session: _Session, clock: _Clock) -> Frozen:
+    """BEGIN IMMEDIATE (waits for the app's current writer) and read the stop seq."""
+    conn = sqlite_source.connect(session.source, readonly=False, busy_timeout_ms=session.config.source.busy_timeout_ms)
+    with clock.step("freeze"):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise sqlite_source.translate(exc, session.source) from None
+        started = time.perf_counter()
+        stop = journal.head(conn)
+    session.log.info("writes frozen", stop_seq=stop)
+    return Frozen(conn, stop, started, dt.datetime.now(dt.UTC))
+
+
+class _Budget:
+    """``--max-downtime``: statement_timeout for the remaining budget; a check between steps."""
+
+    def __init__(self, frozen: Frozen, max_s: float, conn: psycopg.Connection[Any]) -> None:
+        self.frozen, self.max_s, self.conn = frozen, max_s, conn
+        self.arm()
+
+    def remaining_ms(self) -> int:
+        return max(1, int((self.max_s - self.frozen.outage()) * 1000))
+
+    def arm(self) -> None:
+        self.conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(self.remaining_ms())))
+
+    def check(self, after: str) -> None:
+        if self.frozen.outage() > self.max_s:
+            raise CutoverAborted(
+                f"the freeze would exceed --max-downtime {self.max_s:g}s "
+                f"(at {self.frozen.outage():.2f}s after {after})",
+                hint="cut over at a quieter moment, after `replicator run` caught up, or raise --max-downtime",
+            )
+        self.arm()
+
+    def clear(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute("SET statement_timeout = 0")
+
+
+# --------------------------------------------------------------------------------------------
+# step 3: drain and prove
+
+
+def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave: int = 0) -> Checkpoint:
+    """Apply batches until the journal is applied through ``stop`` (frozen) or within ``leave`` of its head."""
+    assert session.writer is not None
+    cfg = session.config.apply
+    skipped = frozenset(n for n, cols in session.config.types.items() if "*" in cols and cols["*"].skip)
+    while True:
+        batch = apply.read_batch(
+            session.sconn,
+            session.prev.seq_to,
+            session.targets,
+            max_rows=cfg.batch_rows,
+            max_bytes=cfg.batch_bytes,
+            ignore=skipped,
+        )
+        if stop is not None and batch.head != stop:
+            raise CutoverAborted(
+                f"the journal head moved during the freeze ({stop} → {batch.head})",
+                hint="another connection wrote despite the lock; report this",
+            )
+        if batch.empty:
+            return session.prev
+        current = Phase.CUTOVER if stop is not None else Phase.CATCHUP
+        applied = session.writer.write_batch(batch, session.prev, extra=_record(session, batch, current))
+        session.prev = applied.checkpoint
+        if budget is not None:
+            budget.check("a drain batch")
+        if stop is None and batch.head - batch.seq_to <= leave:
+            return session.prev
+
+
+def _record(
+    session: _Session, batch: apply.Batch, current: Phase
+) -> Callable[[psycopg.Connection[Any], apply.Applied], None]:
+    def record(conn: psycopg.Connection[Any], applied: apply.Applied) -> None:
+        phase.write(
+            conn, session.state_schema, ApplyState(phase=current, applied_seq=batch.seq_to, head_seq=batch.head)
+        )
+
+    return record
+
+
+def prove_chain(session: _Session, head: Checkpoint, stop: int) -> None:
+    """Every seq ≤ stop is covered by exactly one checkpoint: the chain verifies and its head is at stop.
+
+    The preflight verified the whole chain up to ``session.verified``; here the records from that one
+    on are verified (links, hashes, contiguous seq ranges), and it must still be the record verified.
+    """
+    base = session.verified
+    records = list(store.iter_records(session.pconn, since=base.number - 1, schema=session.state_schema))
+    if not records or records[0].number != base.number or records[0].hash != base.hash:
+        raise VerificationFailed(
+            f"checkpoint {base.number} changed since the preflight verified it",
+            hint="run `replicator checkpoints verify`",
+        )
+    findings = [
+        f
+        for f in audit.verify(records)
+        if not (f.number == base.number and f.problem in (audit.Problem.BROKEN_LINK, audit.Problem.BAD_ROOT))
+    ]
+    if findings:
+        raise VerificationFailed(f"the checkpoint chain does not verify after the drain: {findings[0]}", hint="")
+    if head.seq_to != stop or records[-1].number != head.number:
+        raise VerificationFailed(
+            f"the chain head #{head.number} covers seq {head.seq_to}, not the stop seq {stop}",
+            hint="run `replicator checkpoints verify`",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# step 4: verify at the stop point
+
+
+def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[TableProof, ...]:
+    """Counts and checksums of every table equal on both sides at ``stop``; else abort naming keys."""
+    names = session.certified_tables()
+    running = apply.read_digests(session.pconn, session.state_schema, names)
+    changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
+    now = sqlite_source.connect(session.source, readonly=True, busy_timeout_ms=session.config.source.busy_timeout_ms)
+    try:
+        now.execute("BEGIN")
+        sqlite_side = {name: _sqlite_at_stop(session, prepass, now, name, changed.get(name)) for name in names}
+    finally:
+        now.close()
+    proofs, bad = [], []
+    for name in names:
+        (s_rows, s_sum), how = sqlite_side[name]
+        s_digest = format(s_sum % _MODULUS, "064x")
+        p_rows, p_digest = running.get(name, (-1, ""))
+        if (p_rows, p_digest) != (s_rows, s_digest):  # not journaled, or a type read back unlike it is written
+            side = _pg_full(session, name)
+            p_rows, p_digest = side
+            how = how if name in running else "full"
+        proofs.append(TableProof(name, session.plan.table(name).name, s_rows, s_digest, p_rows, p_digest, how))
+        if (p_rows, p_digest) != (s_rows, s_digest):
+            bad.append(name)
+    if bad:
+        _report_keys(session, bad)
+    session.log.info("stop point verified", tables=len(proofs), changed=sorted(changed))
+    return tuple(proofs)
+
+
+def _shape(session: _Session, name: str) -> verify.Shape:
+    return verify.shape_of(session.plan.table(name), session.plan.schema)
+
+
+def _sqlite_at_stop(
+    session: _Session, prepass: Prepass, now: sqlite3.Connection, name: str, keys: list[tuple[Any, ...]] | None
+) -> tuple[tuple[int, int], str]:
+    """The SQLite side at the stop point: the pre-pass, adjusted by the changed keys, or re-read."""
+    base = prepass.digests[name]
+    if not keys:
+        return base, "prepass"
+    cap = session.meta.tables.get(name)
+    if cap is None or cap.key_columns is None or len(set(keys)) > max(1, base[0]) * FULL_RECHECK_FRACTION:
+        side = verify.table_digest_sqlite(now, _shape(session, name))
+        return (side.count, side.sum), "full"
+    shape = _shape(session, name)
+    try:
+        old = _rows_by_key(prepass.conn, shape, cap.key_columns, keys)
+        new = _rows_by_key(now, shape, cap.key_columns, keys)
+    except (sqlite3.OperationalError, UnicodeDecodeError):  # text that is not UTF-8: the full read handles it
+        side = verify.table_digest_sqlite(now, shape)
+        return (side.count, side.sum), "full"
+    count, total = base
+    count += new[0] - old[0]
+    total += new[1] - old[1]
+    return (count, total % _MODULUS), "incremental"
+
+
+def _rows_by_key(
+    conn: sqlite3.Connection, shape: verify.Shape, key_columns: tuple[str, ...], keys: list[tuple[Any, ...]]
+) -> tuple[int, int]:
+    """Count and digest sum of the rows holding ``keys`` in this connection's read transaction."""
+    to_rows = verify.source_rows(shape)
+    encoder = RowEncoder(shape.kinds)
+    cols = ", ".join(quote_ident(c) for c in shape.source_columns) or "NULL"
+    keyed = ", ".join(quote_ident(c) for c in key_columns)
+    seen: set[tuple[Any, ...]] = set()
+    count = total = 0
+    for key in keys:
+        marker = tuple((type(v).__name__, v) for v in key)
+        if marker in seen:
+            continue
+        seen.add(marker)
+        where, params = journal.key_predicate(key_columns, key)
+        query = f"SELECT {cols}, {keyed} FROM {quote_ident(shape.source)} WHERE {where}"  # noqa: S608 - quote_ident
+        raw = [r for r in conn.execute(query, params).fetchall() if journal.same_key(r[-len(key_columns) :], key)]
+        for row in to_rows([r[: len(r) - len(key_columns)] for r in raw]):
+            if row is None:
+                continue
+            count += 1
+            total += int.from_bytes(hashlib.sha256(encoder.encode(row)).digest(), "big")
+    return count, total
+
+
+def _pg_inconsistent(session: _Session) -> list[str]:
+    """Tables whose rows in PostgreSQL no longer add up to the running digest: written by someone else.
+
+    Nothing applies meanwhile (we hold the daemon's lock), so from here to the stop point PostgreSQL
+    changes only through the drain, whose batches keep the running digests exact."""
+    with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as conn:
+        running = apply.read_digests(conn, session.state_schema, list(session.targets))
+        bad = []
+        for name, target in session.targets.items():
+            digest = apply.table_digest_of(conn, target)
+            if running.get(name) != (digest.count, digest.hexdigest()):
+                bad.append(name)
+    return bad
+
+
+def _pg_full(session: _Session, name: str) -> tuple[int, str]:
+    with session.pconn.transaction():
+        side = verify.table_digest_pg(session.pconn, _shape(session, name))
+    return side.count, side.hexdigest()
+
+
+def _report_keys(session: _Session, tables: list[str]) -> None:
+    """A real difference: find the keys (verify's bisection) and abort naming them."""
+    report = verify.verify(session.source, session.dsn, session.config, tables, keys=True, plan=session.plan)
+    parts = []
+    for t in report.tables:
+        keys = [*(f"missing {k}" for k in t.missing), *(f"extra {k}" for k in t.extra)]
+        keys += [f"different {k}" for k in t.different]
+        parts.append(f"{t.table} ({t.source_rows} vs {t.target_rows} rows; {', '.join(keys[:10]) or 'no key'})")
+    raise VerificationFailed(
+        f"tables differ at the stop point: {'; '.join(parts)}",
+        hint="nothing was fenced; fix PostgreSQL (or re-snapshot the table) and cut over again",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# step 5: finish PostgreSQL (inside the transaction the fence commit waits for)
+
+
+class Finished(msgspec.Struct, frozen=True):
+    head: Checkpoint
+    proofs: tuple[TableProof, ...]
+    sequences: dict[str, int]
+    foreign_keys: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs: tuple[TableProof, ...]) -> Finished:
+    conn, schema = session.pconn, session.state_schema
+    restored = apply.restore_foreign_keys(conn, schema, session.plan.schema)
+    checks = pgschema.validate_foreign_keys(conn, session.plan.schema)
+    results = [(c.table, c.name, c.error) for c in restored] + [(c.table, c.name, c.error) for c in checks]
+    broken = [f"{table}.{name}: {error}" for table, name, error in results if error is not None]
+    if broken:
+        details = [f"{b} (orphans: {_orphans(conn, session.plan.schema, b.split(':')[0])})" for b in broken]
+        raise CutoverAborted(
+            "foreign key(s) do not hold in PostgreSQL: " + "; ".join(details),
+            hint="the orphans exist in SQLite too (it does not enforce FKs): fix them there, let them replicate, "
+            "cut over again",
+        )
+    sequences = pgschema.sync_sequences(conn, session.plan, pgschema.read_sqlite_sequence(frozen.conn))
+    warnings = _remaining_post_load(conn, session.plan)
+    cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables={}, kind=Kind.CUTOVER)
+    store.append(conn, cut, schema)
+    phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
+    fks = tuple(f"{table}.{name}" for table, name, _error in results)
+    return Finished(cut, proofs, sequences, fks, tuple(warnings))
+
+
+def _orphans(conn: psycopg.Connection[Any], schema_name: str, qualified: str, limit: int = 10) -> str:
+    """The first orphan keys of a foreign key, as ``(col)=(value)`` text."""
+    table, _, name = qualified.partition(".")
+    row = conn.execute(
+        "SELECT c.conrelid, c.confrelid, c.conkey, c.confkey FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s AND c.conname = %s "
+        "AND c.conrelid = %s::regclass",
+        (schema_name, name, sql.Identifier(schema_name, table).as_string(conn)),
+    ).fetchone()
+    if row is None:
+        return "constraint not found"
+    rel, frel, keys, fkeys = row
+
+    def names(relid: int, nums: list[int]) -> list[str]:
+        got = conn.execute(
+            "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum = ANY(%s)", (relid, nums)
+        ).fetchall()
+        by_num = dict(got)
+        return [str(by_num[n]) for n in nums]
+
+    child, parent = names(rel, list(keys)), names(frel, list(fkeys))
+    fref = conn.execute("SELECT %s::regclass::text", (frel,)).fetchone()
+    assert fref is not None
+    match = sql.SQL(" AND ").join(
+        sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c)) for p, c in zip(parent, child, strict=True)
+    )
+    not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in child)
+    query = sql.SQL(
+        "SELECT DISTINCT {} FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {}) LIMIT {}"
+    ).format(
+        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child),
+        sql.Identifier(schema_name, table),
+        not_null,
+        sql.SQL(str(fref[0])),
+        match,
+        sql.Literal(limit),
+    )
+    with conn.transaction():
+        found = conn.execute(query).fetchall()
+    return ", ".join(f"({', '.join(child)})=({', '.join(map(str, r))})" for r in found) or "none found"
+
+
+def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> list[str]:
+    """UNIQUE/indexes/CHECKs/FKs the snapshot could not create yet (e.g. refused then, fixable now)."""
+    have = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s "
+            "UNION SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            (plan.schema, plan.schema),
+        )
+    }
+    missing = [
+        msgspec.structs.replace(t, post_load=tuple(s for s in t.post_load if s.name not in have)) for t in plan.tables
+    ]
+    if not any(t.post_load for t in missing):
+        return []
+    return pgschema.apply_post_load(conn, msgspec.structs.replace(plan, tables=tuple(missing)))
+
+
+def analyze(session: _Session) -> None:
+    for t in session.plan.tables:
+        session.pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(session.plan.schema, t.name)))
+
+
+# --------------------------------------------------------------------------------------------
+# failure before the fence committed
+
+
+def _set_phase(session: _Session, current: Phase, stop: int, reason: str, hint: str = "") -> None:
+    with contextlib.suppress(Exception):
+        session.pconn.execute("SET statement_timeout = 0")
+        with session.pconn.transaction():
+            state = ApplyState(
+                phase=current, applied_seq=session.prev.seq_to, head_seq=stop, reason=reason[:2000], hint=hint
+            )
+            phase.write(session.pconn, session.state_schema, state)
+
+
+def _abort(session: _Session, frozen: Frozen, clock: _Clock, exc: BaseException) -> BaseException:
+    """Roll back, release the app's writers, record STREAMING with the reason; the error to raise."""
+    if clock.current == "commit":  # PostgreSQL committed (phase DONE), the SQLite COMMIT failed
+        frozen.rollback()
+        return CutoverAborted(
+            f"PostgreSQL was finished (phase DONE) but the SQLite fence did not commit: {exc}; "
+            "SQLite is writable and not fenced",
+            hint="stop the app, run `replicator fence --source ...`, then point the app at PostgreSQL",
+        )
+    frozen.rollback()
+    with contextlib.suppress(Exception):
+        if session.pconn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            session.pconn.rollback()
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    reason = "interrupted (Ctrl-C)" if interrupted else str(getattr(exc, "message", "")) or str(exc)
+    step = clock.current or "freeze"
+    _set_phase(
+        session,
+        Phase.STREAMING,
+        frozen.stop_seq,
+        f"cutover aborted at {step}: {reason}",
+        "restart `replicator run`; fix the cause and run cutover again",
+    )
+    state = (
+        f"after {frozen.outage():.2f}s frozen: SQLite is NOT fenced and writable again, PostgreSQL's finishing "
+        f"work was rolled back (replicated batches through seq {session.prev.seq_to} stay), both locks released"
+    )
+    session.log.warning("cutover aborted", step=step, reason=reason, outage_s=round(frozen.outage(), 3))
+    hint = getattr(exc, "hint", "") or "see the log above"
+    cls = CutoverInterrupted if interrupted else CutoverAborted
+    error = cls(f"cutover aborted at {step} ({reason}); {state}", hint=f"{hint}; restart `replicator run`")
+    if isinstance(exc, ReplicatorError):
+        error.exit_code = exc.exit_code
+    return error
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+class _Clock:
+    """Seconds per step, in order; ``current`` names the step running (for the abort message)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self.current: str | None = None
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        outer, self.current = self.current, name
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.steps[name] = round(self.steps.get(name, 0.0) + time.perf_counter() - started, 4)
+            if outer is not None and self.current == name:
+                self.current = outer
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _settled_sha256(session: _Session) -> str:
+    """SHA-256 of the fenced file after folding the WAL into it (nothing can write it any more)."""
+    from replicator import certificate
+
+    with (
+        contextlib.closing(
+            sqlite_source.connect(session.source, readonly=False, busy_timeout_ms=session.config.source.busy_timeout_ms)
+        ) as conn,
+        contextlib.suppress(sqlite3.Error),
+    ):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return certificate.file_sha256(session.source)

@@ -1,0 +1,339 @@
+"""Cutover end to end against a real PostgreSQL: completeness under a concurrent writer, failure at
+every step leaves replication running and SQLite unfenced, dry run changes nothing, the certificate."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from checkpoints import audit, store
+from checkpoints.model import Kind
+from replicator import certificate, faults, phase
+from replicator.cutover import CutoverAborted, Options, cutover
+from replicator.errors import VerificationFailed
+from tests.test_apply_cases import app, cfg, check_same, drain, make_source
+
+pytestmark = pytest.mark.e2e
+
+FENCED = "writes are fenced"
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    return make_source(
+        tmp_path / "app.db",
+        rows="""
+        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
+        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11');
+        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
+        """,
+    )
+
+
+def opts(tmp_path: Path, **kw: Any) -> Options:
+    return Options(backup_dir=tmp_path / "backups", certificate_path=tmp_path / "cert.json", **kw)
+
+
+def writable(path: Path) -> bool:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("INSERT INTO pair VALUES ('probe', ?, 'w')", (int(time.time() * 1e6),))
+        return True
+    except sqlite3.DatabaseError as exc:
+        if FENCED not in str(exc):
+            raise
+        return False
+    finally:
+        db.close()
+
+
+def user_tables(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            t: conn.execute(f"SELECT * FROM public.{t} ORDER BY 1, 2").fetchall() for t in ("parent", "child", "pair")
+        }
+
+
+def sqlite_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    db = sqlite3.connect(path)
+    try:
+        out = {t: db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in ("parent", "child", "pair")}
+        out["schema"] = db.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name").fetchall()
+        return out
+    finally:
+        db.close()
+
+
+def test_cutover_happy_path_certificate(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("INSERT INTO parent VALUES (4, 'd', 4.0)")
+    db.execute("UPDATE parent SET score = 9 WHERE id = 1")
+    db.execute("DELETE FROM child WHERE id = 11")
+    result = cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    assert result.certificate is not None
+    cert = result.certificate
+    assert certificate.seal_ok(cert)
+    assert {t.table for t in cert.tables} == {"parent", "child", "pair"}
+    assert all((t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) for t in cert.tables)
+    assert cert.write_outage_s < 5
+    assert cert.backup is not None
+    assert Path(cert.backup).exists()
+    check_same(src, pg_dsn)
+    assert not writable(src)
+    with pytest.raises(sqlite3.DatabaseError, match=FENCED):
+        db.execute("UPDATE parent SET score = 1 WHERE id = 1")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        head = store.latest(conn)
+        assert head is not None
+        assert head.kind is Kind.CUTOVER
+        assert head.seq_to == cert.stop_seq
+        assert head.hash == cert.chain_head_hash
+        assert audit.verify(store.records(conn)) == []
+        st = phase.read(conn, "replicator")
+        assert st is not None
+        assert st.phase == phase.Phase.DONE
+        stored = certificate.latest(conn, "replicator")
+        assert stored == cert
+    on_disk = certificate.read_file(tmp_path / "cert.json")
+    assert on_disk == cert
+    assert certificate.live_check(cert, src, pg_dsn, cfg()) == []
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # sequences past max(id): the app inserts in PostgreSQL
+        conn.execute("INSERT INTO parent (name) VALUES ('new')")
+    moved = certificate.live_check(cert, src, pg_dsn, cfg())
+    assert [(m.table, m.side, m.certified_rows, m.rows) for m in moved] == [("parent", "postgresql", 4, 5)]
+
+
+def test_certificate_cli_verifies_and_tampered_fails(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), opts(tmp_path, accept_quarantine=True))
+    path = tmp_path / "cert.json"
+    ok = _cli("certificate", "--target", pg_dsn, "--source", str(src), "--verify", str(path), "--live")
+    assert ok.returncode == 0, ok.stderr
+    assert "SHA-256 verifies" in ok.stdout
+    body = json.loads(path.read_text())
+    body["stop_seq"] += 1
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(body))
+    bad = _cli("certificate", "--verify", str(tampered))
+    assert bad.returncode == 3, bad.stderr
+    assert "does not verify" in bad.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "replicator", *args, "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_dry_run_changes_nothing(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    before_pg, before_sqlite = user_tables(pg_dsn), sqlite_tables(src)
+    with psycopg.connect(pg_dsn) as conn:
+        chain_before = [r.hash for r in store.records(conn)]
+    result = cutover(src, pg_dsn, cfg(), opts(tmp_path, dry_run=True))
+    assert result.dry_run
+    assert result.certificate is None
+    assert user_tables(pg_dsn) == before_pg
+    assert sqlite_tables(src) == before_sqlite
+    with psycopg.connect(pg_dsn) as conn:
+        assert [r.hash for r in store.records(conn)] == chain_before
+        st = phase.read(conn, "replicator")
+        assert st is not None
+        assert st.phase == phase.Phase.STREAMING
+    assert writable(src)
+    assert not (tmp_path / "cert.json").exists()
+    drain(src, pg_dsn)  # replication goes on
+    check_same(src, pg_dsn)
+
+
+STEPS = [
+    "cutover.after_preflight",
+    "cutover.after_freeze",
+    "cutover.after_drain",
+    "cutover.after_verify",
+    "cutover.after_finish_pg",
+    "cutover.before_fence_commit",
+]
+
+
+@pytest.mark.parametrize("name", STEPS)
+def test_failure_at_each_step_leaves_replicating_and_unfenced(
+    src: Path, pg_dsn: str, tmp_path: Path, name: str
+) -> None:
+    drain(src, pg_dsn)
+    app(src).execute("INSERT INTO parent VALUES (5, 'e', 5.0)")
+    faults.arm(name, "raise")
+    try:
+        with pytest.raises((CutoverAborted, faults.FailpointHit)) as caught:
+            cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    finally:
+        faults.disarm_all()
+    if name != "cutover.after_preflight":
+        assert "NOT fenced" in str(caught.value)
+    assert writable(src)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        head = store.latest(conn)
+        assert head is not None
+        assert head.kind is Kind.BATCH
+        assert certificate.latest(conn, "replicator") is None
+        st = phase.read(conn, "replicator")
+        assert st is not None
+        assert st.phase != phase.Phase.DONE
+        locks = conn.execute(
+            "SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        ).fetchall()
+        assert locks == []
+    app(src).execute("UPDATE parent SET score = 6 WHERE id = 5")
+    drain(src, pg_dsn)  # the daemon takes the locks again and goes on
+    check_same(src, pg_dsn)
+
+
+def test_crash_in_freeze_releases_everything(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """A real process killed while holding the write lock (os._exit): the OS releases both locks."""
+    drain(src, pg_dsn)
+    env = {**os.environ, "REPLICATOR_FAILPOINTS": "cutover.after_verify:crash"}
+    cmd = [sys.executable, "-m", "replicator", "cutover", "--source", str(src), "--target", pg_dsn, "--no-backup"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == faults.CRASH_EXIT, done.stderr[-2000:]
+    assert writable(src)
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        from replicator.worker import lock_key
+        from triggers.install import read_meta
+
+        meta = read_meta(sqlite3.connect(src))
+        assert meta is not None
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(meta.source_id),))
+        with pytest.raises(CutoverAborted, match="another replicator"):
+            cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    assert writable(src)
+
+
+def test_unacknowledged_quarantine_refused_then_accepted_and_recorded(tmp_path: Path, pg_dsn: str) -> None:
+    src = make_source(
+        tmp_path / "q.db",
+        schema="CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);",
+        rows="INSERT INTO t VALUES (1, 1), (2, 2);",
+    )
+    conf = cfg()
+    drain(src, pg_dsn, conf)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO replicator.quarantine (table_name, key, column_name, storage_class, original_base64, reason) "
+            "VALUES ('t', '{\"id\": 3}', 'n', 'text', 'eA==', 'test')"
+        )
+    with pytest.raises(CutoverAborted, match="quarantined"):
+        cutover(src, pg_dsn, conf, opts(tmp_path))
+    assert writable_t(src)
+    result = cutover(src, pg_dsn, conf, opts(tmp_path, accept_quarantine=True))
+    assert result.certificate is not None
+    assert result.certificate.accept_quarantine
+    assert result.certificate.quarantined == {"t": 1}
+
+
+def writable_t(path: Path) -> bool:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("INSERT INTO t (n) VALUES (0)")
+        return True
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        db.close()
+
+
+def test_corrupted_row_in_postgres_found_by_key(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.parent SET name = 'corrupt' WHERE id = 2")
+    with pytest.raises((VerificationFailed, CutoverAborted)) as caught:
+        cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    assert "parent" in str(caught.value)
+    assert "(2,)" in str(caught.value)
+    assert writable(src)
+
+
+def test_corruption_found_by_prepass_without_full_verify(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """PostgreSQL written behind the apply's back: its rows no longer add up to the running digest."""
+    drain(src, pg_dsn)
+    result = cutover(src, pg_dsn, cfg(), opts(tmp_path, dry_run=True, full_verify=False))
+    assert result.dry_run
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM public.pair WHERE a = 'k' AND b = 2")
+    with pytest.raises((VerificationFailed, CutoverAborted)) as caught:
+        cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False, full_verify=False))
+    assert "pair" in str(caught.value)
+    assert "'k', 2" in str(caught.value)
+    assert writable(src)
+
+
+def test_concurrent_writer_every_write_accounted(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """Writes committed before the freeze are in PostgreSQL; every later write fails with the fence message."""
+    drain(src, pg_dsn)
+    committed: list[int] = []
+    refused: list[int] = []
+    other: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        db = sqlite3.connect(src, isolation_level=None, timeout=30)
+        i = 1000
+        while not stop.is_set():
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO parent VALUES (?, ?, ?)", (i, f"w{i}", float(i)))
+                db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
+                db.execute("COMMIT")
+                committed.append(i)
+            except sqlite3.DatabaseError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if FENCED in str(exc):
+                    refused.append(i)
+                else:
+                    other.append(f"{i}: {exc}")
+            i += 1
+            time.sleep(0.002)
+        db.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        result = cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.certificate is not None
+    assert other == []
+    assert committed
+    assert refused
+    with psycopg.connect(pg_dsn) as conn:
+        ids = {r[0] for r in conn.execute("SELECT id FROM public.parent WHERE id >= 1000")}
+    assert ids == set(committed)
+    assert min(refused) > max(committed)
+    check_same(src, pg_dsn)
