@@ -540,9 +540,10 @@ _TEXT_CH, _PENDING_CH, _BLOB_CH = chr(_TEXT), chr(TEXT_PENDING), chr(_code("blob
 #: Where a value that may have a format starts (for valid NUL-free text; see _ascii_text_code): a
 #: digit, sign, dot or bracket first; 8 hex digits and a dash (UUID); exactly 32 hex digits; a
 #: boolean word. A column where this never matches is plain text throughout.
-_FORMAT_START = re.compile(
-    rb"(?:^|\x00)(?:[0-9+.\-{\[]|[0-9a-fA-F]{8}-|[0-9a-fA-F]{32}(?:\x00|$)|(?i:t|f|true|false|yes|no)(?:\x00|$))"
-)
+_FORMAT_HEAD = rb"(?:[0-9+.\-{\[]|[0-9a-fA-F]{8}-|[0-9a-fA-F]{32}(?:\x00|$)|(?i:t|f|true|false|yes|no)(?:\x00|$))"
+#: The first value is matched in place; the others are found after a NUL (a literal the regex
+#: engine scans for quickly, where an alternation with ``^`` would be tried at every byte).
+_FORMAT_FIRST, _FORMAT_NEXT = re.compile(_FORMAT_HEAD), re.compile(rb"\x00" + _FORMAT_HEAD)
 
 
 def bulk_text_counts(
@@ -581,7 +582,7 @@ def bulk_text_counts(
             if sum(starts) == values:  # every value is a JSON candidate: json_valid said the rest
                 objects, arrays = starts
         elif first == _TEXT:
-            if _FORMAT_START.search(data) is None:
+            if _FORMAT_FIRST.match(data) is None and _FORMAT_NEXT.search(data) is None:
                 counts[_TEXT_CH] = values
         elif _WHOLE_COLUMN[first].fullmatch(data):
             counts[chr(first)] = values
