@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import sqlite3
 import statistics
 import sys
@@ -211,17 +213,29 @@ def run_analyze(path: Path) -> int:
     return sum(t.rows for t in report.tables)
 
 
-def median_times(fns: dict[str, Callable[[], int]], repeat: int) -> dict[str, list[float]]:
-    """Round-robin so both see the same machine load; results must agree on the row count."""
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def median_times(
+    fns: dict[str, Callable[[], int]], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Round-robin so both see the same machine load; results must agree on the row count.
+
+    Returns wall-clock seconds and CPU seconds (all threads of this process) per run.
+    """
     times: dict[str, list[float]] = {label: [] for label in fns}
+    cpu: dict[str, list[float]] = {label: [] for label in fns}
     for _ in range(repeat):
         seen = set()
         for label, fn in fns.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), _cpu()
             seen.add(fn())
             times[label].append(time.perf_counter() - started)
+            cpu[label].append(_cpu() - cpu_started)
         assert len(seen) == 1, f"row counts differ: {seen}"
-    return times
+    return times, cpu
 
 
 def main() -> None:
@@ -241,19 +255,20 @@ def main() -> None:
             print(f"built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         size_mb = path.stat().st_size / 2**20
         plain_read(path)  # warm the page cache for both
-        times = median_times(
-            {"analyze": lambda: run_analyze(path), "plain read": lambda: plain_read(path)}, args.repeat
-        )
+        fns = {"analyze": lambda: run_analyze(path), "plain read": lambda: plain_read(path)}
+        times, cpu = median_times(fns, args.repeat)
         a, b = statistics.median(times["analyze"]), statistics.median(times["plain read"])
-        print(f"{args.rows:,} rows in {len(SHARES)} tables, {size_mb:.0f} MB, SQLite {sqlite3.sqlite_version}")
+        ca, cb = statistics.median(cpu["analyze"]), statistics.median(cpu["plain read"])
+        print(f"{args.rows:,} rows in {len(SHARES)} tables, {size_mb:.0f} MB, SQLite {sqlite3.sqlite_version},")
+        print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
         print()
-        print("| measure | median s | runs s | rows/s |")
-        print("|---|---:|---|---:|")
+        print("| measure | median wall s | runs wall s | rows/s | median CPU s |")
+        print("|---|---:|---|---:|---:|")
         for label, ts in times.items():
             med = statistics.median(ts)
             runs = ", ".join(f"{t:.2f}" for t in ts)
-            print(f"| {label} | {med:.2f} | {runs} | {args.rows / med:,.0f} |")
-        print(f"| **ratio analyze / plain read** | **{a / b:.2f}** | | |")
+            print(f"| {label} | {med:.2f} | {runs} | {args.rows / med:,.0f} | {statistics.median(cpu[label]):.2f} |")
+        print(f"| **ratio analyze / plain read** | **{a / b:.2f}** | | | {ca / cb:.2f} |")
 
 
 if __name__ == "__main__":
