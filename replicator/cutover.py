@@ -123,6 +123,9 @@ def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
         with clock.step("prepass"):
             prepass = Prepass.read(session)
         try:
+            with clock.step("catchup"):  # what the app wrote during the pre-pass, so the freeze drains little
+                drain(session, stop=None, budget=None, leave=0)
+                prepass.advance()
             frozen = freeze(session, clock)
             try:
                 finished = _frozen_steps(session, prepass, frozen, clock, options)
@@ -434,6 +437,25 @@ class Prepass:
             _report_keys(session, bad)
         session.log.info("pre-pass read", journal_head=head, tables=len(digests))
         return cls(session, conn, head, digests)
+
+    def advance(self) -> None:
+        """Roll the pre-pass forward to the current head: re-read only the keys journaled since."""
+        session = self.session
+        conn = sqlite_source.connect(
+            session.source, readonly=True, busy_timeout_ms=session.config.source.busy_timeout_ms
+        )
+        try:
+            conn.execute("BEGIN")
+            head = journal.head(conn)
+            changed = verify._pending_keys(conn, self.head, head) if head > self.head else {}
+            for name, keys in changed.items():
+                if name in self.digests:
+                    self.digests[name], _how = _sqlite_at_stop(session, self, conn, name, keys)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn.close()
+        self.conn, self.head = conn, head
 
     def close(self) -> None:
         self.conn.close()
