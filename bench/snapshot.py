@@ -421,16 +421,17 @@ def main() -> None:
     total = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SHARES)
     conn.close()
     print(f"{total:,} rows, {size / 1e6:.0f} MB ({size / total:.0f} B/row), rounds {args.rounds}")
-    results: dict[str, tuple[float, int, int]] = {}
-    for approach in args.only:
-        rounds = args.slow_rounds if approach == "c" else args.rounds
-        times, rss = [], []
-        for n in range(rounds):
+    times: dict[str, list[float]] = {a: [] for a in args.only}
+    peaks: dict[str, list[int]] = {a: [] for a in args.only}
+    for n in range(max(args.rounds, args.slow_rounds)):  # interleaved: a busy machine hurts every approach alike
+        for approach in args.only:
+            if n >= (args.slow_rounds if approach == "c" else args.rounds):
+                continue
             seconds, peak = run_round(approach, db, args.dsn, n)
-            times.append(seconds)
-            rss.append(peak)
+            times[approach].append(seconds)
+            peaks[approach].append(peak)
             print(f"  {approach} round {n + 1}: {seconds:.2f}s, peak RSS {peak / 1024:.0f} MB", flush=True)
-        results[approach] = (statistics.median(times), max(rss), rounds)
+    results = {a: (statistics.median(times[a]), max(peaks[a]), len(times[a])) for a in args.only}
     print()
     print("| approach | rounds | median s | rows/s | peak RSS MB |")
     print("| --- | ---: | ---: | ---: | ---: |")

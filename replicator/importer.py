@@ -189,8 +189,7 @@ class _Job(msgspec.Struct):
                     policy=self.policy,
                     on_batch=on_batch,
                 )
-                count = pconn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
-                held = int(count[0]) if count else -1
+                held = copied.server_rows  # emptied in this transaction: COPY's count is the table's
                 if copied.read != entry.rows or held != copied.written:
                     raise TargetError(
                         f"count check failed for {table.source!r}: the manifest says {entry.rows} rows, the file "

@@ -434,6 +434,8 @@ class Copied(msgspec.Struct):
     read: int
     refusals: list[quarantine.Refusal]
     digest_sum: int
+    server_rows: int = -1
+    """Rows PostgreSQL says the COPY stored (its ``COPY n`` tag): the count check, without a scan."""
 
     @property
     def checksum(self) -> str:
@@ -473,26 +475,28 @@ def copy_rows(
     )
     refusals: list[quarantine.Refusal] = []
     written = read = total = 0
-    with pconn.cursor() as cur, cur.copy(copy_sql) as copy:
-        copy.set_types(convert.copy_types(types))
-        write_row = copy.write_row
-        for batch in batches:
-            for row in batch:
-                values = row[:width] if len(row) != width else row
-                try:
-                    out = convert_row(values)
-                except convert.RowRefused as exc:
-                    if policy != "quarantine":
-                        raise _stopped(table, key_of(row), exc) from None
-                    refusals.append(quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason))
-                    continue
-                write_row(out)
-                total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
-                written += 1
-            read += len(batch)
-            if on_batch is not None:
-                on_batch(read)
-    return Copied(written=written, read=read, refusals=refusals, digest_sum=total)
+    with pconn.cursor() as cur:
+        with cur.copy(copy_sql) as copy:
+            copy.set_types(convert.copy_types(types))
+            write_row = copy.write_row
+            for batch in batches:
+                for row in batch:
+                    values = row[:width] if len(row) != width else row
+                    try:
+                        out = convert_row(values)
+                    except convert.RowRefused as exc:
+                        if policy != "quarantine":
+                            raise _stopped(table, key_of(row), exc) from None
+                        refusals.append(quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason))
+                        continue
+                    write_row(out)
+                    total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+                    written += 1
+                read += len(batch)
+                if on_batch is not None:
+                    on_batch(read)
+        server_rows = cur.rowcount
+    return Copied(written=written, read=read, refusals=refusals, digest_sum=total, server_rows=server_rows)
 
 
 def load_table(
@@ -572,8 +576,7 @@ def _load_table(
             policy=policy,
             on_batch=on_batch,
         )
-        row_count = pconn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
-        loaded = int(row_count[0]) if row_count else -1
+        loaded = copied.server_rows  # the table was emptied in this transaction: COPY's count is the table's
         if loaded != copied.written or copied.read != source_count:
             raise TargetError(
                 f"count check failed for {table.source!r}: SQLite has {source_count} rows, read "
