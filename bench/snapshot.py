@@ -281,7 +281,7 @@ def _raw_schema(conn: psycopg.Connection[Any]) -> None:
 
 def _post(conn: psycopg.Connection[Any]) -> None:
     for statement in RAW_POST:
-        conn.execute(sql.SQL(statement))  # type: ignore[arg-type]
+        conn.execute(sql.SQL(statement))
 
 
 def _source_rows(db: Path, table: str, columns: Sequence[str]) -> Iterator[list[Any]]:
