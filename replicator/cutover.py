@@ -138,7 +138,15 @@ def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
         if options.dry_run:
             _set_phase(session, Phase.STREAMING, frozen.stop_seq, "cutover --dry-run finished; nothing was changed")
             return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs)
-        return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
+        try:
+            return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
+        except BaseException as exc:  # the cutover itself is complete: say so, whatever failed after it
+            cls = CutoverInterrupted if isinstance(exc, KeyboardInterrupt) else ReplicatorError
+            raise cls(
+                f"cutover is complete (SQLite fenced, PostgreSQL phase DONE, chain head #{finished.head.number}) "
+                f"but writing the certificate failed: {exc!r}",
+                hint="point the app at PostgreSQL; ANALYZE the tables; `replicator certificate` shows what was stored",
+            ) from exc
     finally:
         session.close()
 
@@ -646,6 +654,9 @@ def _sqlite_at_stop(
 ) -> tuple[tuple[int, int], str]:
     """The SQLite side at the stop point: the pre-pass, adjusted by the changed keys, or re-read."""
     base = prepass.digests[name]
+    if name not in session.targets:  # not journaled (snapshot-only): no key tells what changed, read it whole
+        side = verify.table_digest_sqlite(now, _shape(session, name))
+        return (side.count, side.sum), "full"
     if not keys:
         return base, "prepass"
     cap = session.meta.tables.get(name)

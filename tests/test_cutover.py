@@ -19,7 +19,7 @@ import pytest
 from checkpoints import audit, store
 from checkpoints.model import Kind
 from replicator import certificate, faults, phase
-from replicator.cutover import CutoverAborted, Options, cutover
+from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 
@@ -336,4 +336,35 @@ def test_concurrent_writer_every_write_accounted(src: Path, pg_dsn: str, tmp_pat
         ids = {r[0] for r in conn.execute("SELECT id FROM public.parent WHERE id >= 1000")}
     assert ids == set(committed)
     assert min(refused) > max(committed)
+    check_same(src, pg_dsn)
+
+
+def test_ctrl_c_in_the_freeze_says_what_state_things_are_in(
+    src: Path, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drain(src, pg_dsn)
+    real = faults.point
+
+    def interrupt(name: str) -> None:
+        if name == "cutover.after_drain":
+            raise KeyboardInterrupt
+        real(name)
+
+    monkeypatch.setattr(faults, "point", interrupt)
+    with pytest.raises(CutoverInterrupted) as caught:
+        cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    assert caught.value.exit_code == 130
+    assert "interrupted" in caught.value.message
+    assert "NOT fenced" in caught.value.message
+    assert writable(src)
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+def test_max_downtime_exceeded_rolls_back(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    with pytest.raises(CutoverAborted, match="max-downtime"):
+        cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False, max_downtime_s=0.000001))
+    assert writable(src)
+    drain(src, pg_dsn)
     check_same(src, pg_dsn)
