@@ -758,11 +758,14 @@ def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs:
     restored = apply.restore_foreign_keys(conn, schema, session.plan.schema)
     checks = pgschema.validate_foreign_keys(conn, session.plan.schema)
     results = [(c.table, c.name, c.error) for c in restored] + [(c.table, c.name, c.error) for c in checks]
-    broken = [f"{table}.{name}: {error}" for table, name, error in results if error is not None]
+    broken = [
+        f"{table}.{name}: {error} (orphans: {_orphans(conn, session.plan.schema, table, name)})"
+        for table, name, error in results
+        if error is not None
+    ]
     if broken:
-        details = [f"{b} (orphans: {_orphans(conn, session.plan.schema, b.split(':')[0])})" for b in broken]
         raise CutoverAborted(
-            "foreign key(s) do not hold in PostgreSQL: " + "; ".join(details),
+            "foreign key(s) do not hold in PostgreSQL: " + "; ".join(broken),
             hint="the orphans exist in SQLite too (it does not enforce FKs): fix them there, let them replicate, "
             "cut over again",
         )
@@ -775,9 +778,8 @@ def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs:
     return Finished(cut, proofs, sequences, fks, tuple(warnings))
 
 
-def _orphans(conn: psycopg.Connection[Any], schema_name: str, qualified: str, limit: int = 10) -> str:
+def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: str, limit: int = 10) -> str:
     """The first orphan keys of a foreign key, as ``(col)=(value)`` text."""
-    table, _, name = qualified.partition(".")
     row = conn.execute(
         "SELECT c.conrelid, c.confrelid, c.conkey, c.confkey FROM pg_constraint c "
         "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s AND c.conname = %s "

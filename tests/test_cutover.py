@@ -22,6 +22,7 @@ from replicator import certificate, faults, phase
 from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
+from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -368,3 +369,33 @@ def test_max_downtime_exceeded_rolls_back(src: Path, pg_dsn: str, tmp_path: Path
     assert writable(src)
     drain(src, pg_dsn)
     check_same(src, pg_dsn)
+
+
+def test_orphan_foreign_key_reported_by_key(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    drain(src, pg_dsn)
+    db = sqlite3.connect(src, isolation_level=None)  # SQLite does not enforce FKs by default
+    db.execute("INSERT INTO child VALUES (99, 999, 'orphan', 'c99')")
+    with pytest.raises(CutoverAborted) as caught:
+        cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    assert "child_parent_id_fkey" in caught.value.message
+    assert "(parent_id)=(999)" in caught.value.message
+    assert "NOT fenced" in caught.value.message
+    assert writable(src)
+    db.execute("DELETE FROM child WHERE id = 99")
+    result = cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    assert result.certificate is not None
+
+
+def test_parked_foreign_keys_restored_and_validated(src: Path, unprivileged_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+    dsn = unprivileged_dsn
+    drain(src, dsn)
+    app(src).execute("UPDATE parent SET score = 0 WHERE id = 1")
+    result = cutover(src, dsn, cfg(), opts(tmp_path, backup=False))
+    assert result.certificate is not None
+    assert result.certificate.foreign_keys == ("child.child_parent_id_fkey",)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT convalidated, confdeltype FROM pg_constraint WHERE contype = 'f' AND conrelid = 'child'::regclass"
+        ).fetchone()
+        assert row == (True, "c")
+        assert conn.execute("SELECT count(*) FROM replicator.parked_foreign_keys").fetchone() == (0,)
