@@ -629,6 +629,33 @@ def _hostile_verify(env: Env) -> Ran:
     return env.cli("verify", "--source", str(path), "--target", env.dsn)
 
 
+MARKUP = """CREATE TABLE "[/x]" ("[bold]c" INTEGER PRIMARY KEY, "[/]" TEXT); INSERT INTO "[/x]" VALUES (1, '[red]v');"""
+
+
+@case(
+    "markup-identifiers",
+    "app schema",
+    "names that look like console markup (`[/x]`, `[bold]c`, `[/]`)",
+    "snapshot, verify, status, checkpoints show",
+    "works",
+    0,
+    ["[/x]"],
+    untouched="names printed verbatim in every table",
+)
+def _markup(env: Env) -> Ran:
+    path = make_db(env.tmp / "markup.db", MARKUP)
+    runs = [
+        env.cli("capture", "install", "-q", "--source", str(path)),
+        env.cli("snapshot", "--source", str(path), "--target", env.dsn),
+        env.cli("verify", "--source", str(path), "--target", env.dsn),
+        env.cli("status", "--source", str(path), "--target", env.dsn),
+        env.cli("checkpoints", "show", "1", "--target", env.dsn),
+    ]
+    for ran in runs[:-1]:
+        assert ran.code == 0, ran
+    return Ran(runs[-1].code, "".join(r.out for r in runs), "".join(r.err for r in runs))
+
+
 LONG_TABLE, LONG_COLUMN = "t" * 70, "c" * 80
 
 

@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -177,7 +179,7 @@ def test_sentinel_never_printed_when_the_server_rejects_it(tmp_path: Path, scram
 
 def test_sentinel_never_printed_when_the_server_accepts_it(tmp_path: Path, scram_server: ScramServer) -> None:
     outputs = Outputs()
-    source = _app(tmp_path / "app.db")
+    source = make_db(tmp_path / "app.db", SIMPLE, wal=True)  # cutover wants WAL
     dsn = scram_server.dsn(SENTINEL, dbname="sentinel")
     steps: list[tuple[str, ...]] = [
         ("capture", "install", "--source", str(source)),
@@ -200,12 +202,21 @@ def test_sentinel_never_printed_when_the_server_accepts_it(tmp_path: Path, scram
         assert ran.code == (2 if args[0] == "import" else 0), ran
         if args[0] == "snapshot":
             sqlite_write(source, "INSERT INTO parent VALUES (3, 'c'); UPDATE child SET note = 'changed' WHERE id = 10")
+    _metrics_scrape(outputs, tmp_path, source, dsn)
+    certificate, backups = tmp_path / "certificate.json", tmp_path / "cutover-backup"
+    cutover = ("cutover", "--source", str(source), "--target", dsn)
+    for args in (
+        (*cutover, "--certificate", str(certificate), "--backup-dir", str(backups)),
+        ("certificate", "--target", dsn),
+    ):
+        ran = _cli(outputs, tmp_path, *args)
+        assert ran.code == 0, ran
+    assert certificate.stat().st_mode & 0o077 == 0, oct(certificate.stat().st_mode)
     for path in tmp_path.rglob("*"):
         if path.is_file() and not path.name.startswith("app.db"):
             outputs.add_text(str(path), path.read_bytes().decode("utf-8", errors="replace"))
     with psycopg.connect(scram_server.dsn(SENTINEL, dbname="sentinel"), autocommit=True) as conn:
         outputs.add_text("state schema", _state_text(conn))
-    _metrics_scrape(outputs, tmp_path, source, dsn)
     outputs.assert_clean()
 
 
@@ -352,9 +363,14 @@ APP_ROLE = "replicator_app"
 
 @pytest.fixture
 def app_role(pg_dsn: str, pg: psycopg.Connection[tuple[Any, ...]]) -> Iterator[str]:
-    """``replicator_app`` with exactly the GRANTs of docs/least-privilege.md; yields its DSN."""
+    """``replicator_app`` with exactly the GRANTs of docs/least-privilege.md; yields its DSN.
+
+    A role belongs to the whole server: tests using it (on other xdist workers too) take turns.
+    """
     database = str(conninfo.conninfo_to_dict(pg_dsn)["dbname"])
     role = sql.Identifier(APP_ROLE)
+    turn = (Path(tempfile.gettempdir()) / "replicator_app.role.lock").open("a")
+    fcntl.flock(turn, fcntl.LOCK_EX)
     with contextlib.suppress(psycopg.errors.DuplicateObject):
         pg.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(role))
     pg.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER").format(role))
@@ -367,6 +383,7 @@ def app_role(pg_dsn: str, pg: psycopg.Connection[tuple[Any, ...]]) -> Iterator[s
         # the role is shared by the server's databases: drop it only when nothing else holds grants
         with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
             pg.execute(sql.SQL("DROP ROLE {}").format(role))
+        turn.close()  # releases the lock
 
 
 def test_least_privilege_role_runs_snapshot_and_daemon(
