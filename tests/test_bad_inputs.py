@@ -1590,6 +1590,46 @@ def _tampered_run(env: Env) -> Ran:
     return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
 
 
+@case(
+    "cutover-not-wal",
+    "daemon",
+    "cutover of a source in rollback-journal (DELETE) mode",
+    "cutover",
+    "refused",
+    1,
+    ["not WAL", "journal_mode=WAL"],
+    untouched="SQLite not fenced: the app can still write",
+)
+def _cutover_not_wal(env: Env) -> Ran:
+    path = simple(env)
+    installed_and_drained(env, path)
+    env.then(lambda: sqlite_write(path, "INSERT INTO t VALUES (9, 'still writable')"))
+    return env.cli("cutover", "--source", str(path), "--target", env.dsn)
+
+
+@case(
+    "certificate-edited",
+    "checkpoints and exports",
+    "cutover certificate file with one number edited",
+    "certificate --verify",
+    "refused",
+    3,
+    ["does not verify", "edited or damaged"],
+)
+def _certificate_edited(env: Env) -> Ran:
+    path = make_db(env.tmp / "app.db", SIMPLE, wal=True)
+    installed_and_drained(env, path)
+    certificate = env.tmp / "certificate.json"
+    args = ("--certificate", str(certificate), "--backup-dir", str(env.tmp / "backup"))
+    done = env.cli("cutover", "-q", "--source", str(path), "--target", env.dsn, *args)
+    assert done.code == 0, done
+    text = certificate.read_text()
+    edited = re.sub(r'("stop_seq": *)(\d+)', lambda m: m[1] + str(int(m[2]) + 1), text, count=1)
+    assert edited != text
+    certificate.write_text(edited)
+    return env.cli("certificate", "--verify", str(certificate), "--target", env.dsn)
+
+
 # daemon --------------------------------------------------------------------------------------------
 
 
