@@ -25,6 +25,11 @@ from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
 
 FORMAT = 1
+STEP_ORDER = (
+    *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify"),
+    *("finish_pg", "fence", "commit", "analyze", "certificate"),
+)
+"""The order cutover runs its steps in (the sealed JSON sorts keys)."""
 
 
 class TableProof(msgspec.Struct, frozen=True):
@@ -247,5 +252,6 @@ def render(cert: Certificate) -> str:
         lines.append(
             f"  {t.table:<{width}}  {t.sqlite_rows:>12,}  {t.pg_rows:>12,}  {t.sqlite_digest[:12]} {same}  {t.how}"
         )
-    lines.append("  steps: " + ", ".join(f"{k} {v:.3f}s" for k, v in cert.steps.items()))
+    ordered = sorted(cert.steps.items(), key=lambda kv: STEP_ORDER.index(kv[0]) if kv[0] in STEP_ORDER else 99)
+    lines.append("  steps: " + ", ".join(f"{k} {v:.3f}s" for k, v in ordered))
     return "\n".join(lines)

@@ -173,7 +173,7 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
             frozen.rollback()
             return finished
         with clock.step("fence"):
-            fence.fence_on(frozen.conn, frozen.fenced_at, path=session.source)
+            fence.fence_on(frozen.conn, frozen.frozen_wall, path=session.source)
             faults.point("cutover.before_fence_commit")
             budget.check("fence")
     with clock.step("commit"):
@@ -214,13 +214,13 @@ def _after_fence(
                 tables=finished.proofs,
                 steps=dict(clock.steps),
                 frozen_at=_iso(frozen.frozen_wall),
-                fenced_at=frozen.fenced_at,
+                fenced_at=_iso(frozen.committed_wall or frozen.frozen_wall),
                 write_outage_s=round(frozen.outage(), 4),
                 tool=tool_version(),
                 operator=options.operator or getpass.getuser(),
                 accept_quarantine=options.accept_quarantine,
                 quarantined=quarantined,
-                backup=backed_up.path if backed_up else None,
+                backup=str(Path(backed_up.path).resolve()) if backed_up else None,
                 backup_sha256=backed_up.manifest.sha256 if backed_up else None,
                 sequences=finished.sequences,
                 foreign_keys=finished.foreign_keys,
@@ -478,7 +478,8 @@ class Frozen:
 
     def __init__(self, conn: sqlite3.Connection, stop_seq: int, started: float, wall: dt.datetime) -> None:
         self.conn, self.stop_seq, self.started, self.frozen_wall = conn, stop_seq, started, wall
-        self.fenced_at = _iso(wall)
+        self.committed_wall: dt.datetime | None = None
+        """When the fence committed; the fence message names the freeze time (no write was accepted after it)."""
         self.ended: float | None = None
 
     def outage(self) -> float:
@@ -487,6 +488,7 @@ class Frozen:
     def commit(self) -> None:
         self.conn.execute("COMMIT")
         self.ended = time.perf_counter()
+        self.committed_wall = dt.datetime.now(dt.UTC)
         self.conn.close()
 
     def rollback(self) -> None:
