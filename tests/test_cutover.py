@@ -48,7 +48,7 @@ def opts(tmp_path: Path, **kw: Any) -> Options:
 def writable(path: Path) -> bool:
     db = sqlite3.connect(path, isolation_level=None)
     try:
-        db.execute("INSERT INTO pair VALUES ('probe', ?, 'w')", (int(time.time() * 1e6),))
+        db.execute("INSERT INTO pair (a, b, v) VALUES ('probe', ?, 'w')", (int(time.time() * 1e6),))
         return True
     except sqlite3.DatabaseError as exc:
         if FENCED not in str(exc):
@@ -399,3 +399,26 @@ def test_parked_foreign_keys_restored_and_validated(src: Path, unprivileged_dsn:
         ).fetchone()
         assert row == (True, "c")
         assert conn.execute("SELECT count(*) FROM replicator.parked_foreign_keys").fetchone() == (0,)
+
+
+def test_refusals_before_anything_is_blocked(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """Daemon lock file held, rollback-journal mode, schema drift: each refused with its hint, nothing changed."""
+    import fcntl
+
+    drain(src, pg_dsn)
+    with (src.parent / "app.db.replicator.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CutoverAborted, match="daemon holds") as caught:
+            cutover(src, pg_dsn, cfg(), opts(tmp_path))
+        assert "stop the daemon" in caught.value.hint
+    db = sqlite3.connect(src, isolation_level=None)
+    db.execute("PRAGMA journal_mode = delete")
+    with pytest.raises(CutoverAborted, match="not WAL") as caught:
+        cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    assert "journal_mode=WAL" in caught.value.hint
+    db.execute("PRAGMA journal_mode = wal")
+    db.execute("ALTER TABLE pair ADD COLUMN extra TEXT")
+    with pytest.raises(CutoverAborted, match="drifted"):
+        cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    assert writable(src)
+    assert not (tmp_path / "backups").exists()
