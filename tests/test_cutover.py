@@ -291,52 +291,75 @@ def test_corruption_found_by_prepass_without_full_verify(src: Path, pg_dsn: str,
     assert writable(src)
 
 
-def test_concurrent_writer_every_write_accounted(src: Path, pg_dsn: str, tmp_path: Path) -> None:
-    """Writes committed before the freeze are in PostgreSQL; every later write fails with the fence message."""
-    drain(src, pg_dsn)
-    committed: list[int] = []
-    refused: list[int] = []
-    other: list[str] = []
-    stop = threading.Event()
+WRITER = """
+import sqlite3, sys, time, pathlib
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+stop = pathlib.Path(sys.argv[2])
+i = 1000
+while not stop.exists():
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO parent VALUES (?, ?, ?)", (i, f"w{i}", float(i)))
+        db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
+        db.execute("COMMIT")
+        print("ok", i, flush=True)
+    except sqlite3.DatabaseError as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        print("fenced" if "writes are fenced" in str(exc) else "other", i, str(exc).replace(chr(10), " "), flush=True)
+    i += 1
+    time.sleep(0.002)
+"""
 
-    def writer() -> None:
-        db = sqlite3.connect(src, isolation_level=None, timeout=30)
-        i = 1000
-        while not stop.is_set():
+
+def test_concurrent_writer_every_write_accounted(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """An app process writing throughout: writes committed before the freeze are in PostgreSQL, every later
+    write fails with the fence message, nothing else happens to it; readers keep reading during the freeze."""
+    drain(src, pg_dsn)
+    stop_file = tmp_path / "stop"
+    app_proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(src), str(stop_file)], stdout=subprocess.PIPE, text=True
+    )
+    reads: list[float] = []
+    read_errors: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        db = sqlite3.connect(src, isolation_level=None, timeout=0.05)
+        while not done.is_set():
+            started = time.monotonic()
             try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT INTO parent VALUES (?, ?, ?)", (i, f"w{i}", float(i)))
-                db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
-                db.execute("COMMIT")
-                committed.append(i)
-            except sqlite3.DatabaseError as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if FENCED in str(exc):
-                    refused.append(i)
-                else:
-                    other.append(f"{i}: {exc}")
-            i += 1
-            time.sleep(0.002)
+                db.execute("SELECT count(*) FROM parent").fetchone()
+            except sqlite3.Error as exc:
+                read_errors.append(str(exc))
+            reads.append(time.monotonic() - started)
+            time.sleep(0.001)
         db.close()
 
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=reader)
     thread.start()
     try:
         time.sleep(0.5)
         result = cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
         time.sleep(0.3)
     finally:
-        stop.set()
+        done.set()
+        stop_file.touch()
+        out, _ = app_proc.communicate(timeout=60)
         thread.join()
+    outcomes = [line.split(" ", 2) for line in out.splitlines()]
+    committed = [int(o[1]) for o in outcomes if o[0] == "ok"]
+    refused = [int(o[1]) for o in outcomes if o[0] == "fenced"]
+    assert [o for o in outcomes if o[0] == "other"] == []
     assert result.certificate is not None
-    assert other == []
     assert committed
     assert refused
     with psycopg.connect(pg_dsn) as conn:
         ids = {r[0] for r in conn.execute("SELECT id FROM public.parent WHERE id >= 1000")}
     assert ids == set(committed)
     assert min(refused) > max(committed)
+    assert read_errors == []
+    assert max(reads) < 0.5
     check_same(src, pg_dsn)
 
 
