@@ -164,18 +164,23 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
         proofs = verify_stop_point(session, prepass, frozen.stop_seq)
     faults.point("cutover.after_verify")
     budget.check("verify")
-    with session.pconn.transaction(force_rollback=options.dry_run):
-        with clock.step("finish_pg"):
-            finished = finish_postgres(session, head, frozen, proofs)
-        faults.point("cutover.after_finish_pg")
-        budget.check("finish PostgreSQL")
-        if options.dry_run:
-            frozen.rollback()
-            return finished
-        with clock.step("fence"):
-            fence.fence_on(frozen.conn, frozen.frozen_wall, path=session.source)
-            faults.point("cutover.before_fence_commit")
-            budget.check("fence")
+    try:
+        with session.pconn.transaction(force_rollback=options.dry_run):
+            with clock.step("finish_pg"):
+                finished = finish_postgres(session, head, frozen, proofs)
+            faults.point("cutover.after_finish_pg")
+            budget.check("finish PostgreSQL")
+            if options.dry_run:
+                frozen.rollback()
+                return finished
+            with clock.step("fence"):
+                fence.fence_on(frozen.conn, frozen.frozen_wall, path=session.source)
+                faults.point("cutover.before_fence_commit")
+                budget.check("fence")
+    except psycopg.OperationalError:  # the connection broke, maybe during COMMIT: did PostgreSQL commit?
+        if options.dry_run or not _committed(session, frozen.stop_seq):
+            raise
+        session.log.warning("PostgreSQL committed though its acknowledgement was lost: fencing")
     with clock.step("commit"):
         frozen.commit()  # PostgreSQL committed when the block above ended
     budget.clear()
@@ -837,6 +842,16 @@ def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPla
     if not any(t.post_load for t in missing):
         return []
     return pgschema.apply_post_load(conn, msgspec.structs.replace(plan, tables=tuple(missing)))
+
+
+def _committed(session: _Session, stop: int) -> bool:
+    """Asked on a new connection: is the cutover checkpoint for ``stop`` the chain's head?"""
+    try:
+        with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as c:
+            head = store.latest(c, schema=session.state_schema)
+    except psycopg.Error:
+        return False  # unknown: treated as not committed, and said so in the abort message
+    return head is not None and head.kind is Kind.CUTOVER and head.seq_to == stop
 
 
 def analyze(session: _Session) -> None:

@@ -445,3 +445,31 @@ def test_refusals_before_anything_is_blocked(src: Path, pg_dsn: str, tmp_path: P
         cutover(src, pg_dsn, cfg(), opts(tmp_path))
     assert writable(src)
     assert not (tmp_path / "backups").exists()
+
+
+def test_postgres_connection_lost_before_commit_leaves_unfenced(
+    src: Path, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dies with the finishing transaction open: asked afresh, PostgreSQL did not commit."""
+    drain(src, pg_dsn)
+    real = faults.point
+
+    def kill(name: str) -> None:
+        if name == "cutover.before_fence_commit":
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        real(name)
+
+    monkeypatch.setattr(faults, "point", kill)
+    with pytest.raises(CutoverAborted, match="NOT fenced"):
+        cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    assert writable(src)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        head = store.latest(conn)
+        assert head is not None
+        assert head.kind is not Kind.CUTOVER
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
