@@ -805,7 +805,10 @@ def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: 
         return [str(by_num[n]) for n in nums]
 
     child, parent = names(rel, list(keys)), names(frel, list(fkeys))
-    fref = conn.execute("SELECT %s::regclass::text", (frel,)).fetchone()
+    fref = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+        (frel,),
+    ).fetchone()
     assert fref is not None
     match = sql.SQL(" AND ").join(
         sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c)) for p, c in zip(parent, child, strict=True)
@@ -817,7 +820,7 @@ def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: 
         sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child),
         sql.Identifier(schema_name, table),
         not_null,
-        sql.SQL(str(fref[0])),
+        sql.Identifier(str(fref[0]), str(fref[1])),
         match,
         sql.Literal(limit),
     )
