@@ -1,0 +1,1 @@
+"""Reliability harness (issue 9): crash matrix, outages, differential fuzzing, figures."""
