@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from triggers.errors import SourceBusy, SourceError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
+TRUNCATION_RECHECKS = 10
+TRUNCATION_RECHECK_S = 0.05
+"""A file shorter than its header says is re-read for up to 0.5 s before it is called truncated."""
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "afs", "ceph"})
 
 
@@ -47,6 +51,29 @@ def check_file(path: Path) -> None:
         )
     if len(header) < 100:
         raise SourceError(f"source {path} is truncated (header incomplete)", hint="restore it from a backup")
+    for _ in range(TRUNCATION_RECHECKS):
+        short = _short_by(path, header)
+        if short is None:
+            return
+        # A live WAL database is short for a moment while a checkpoint runs: SQLite writes page 1 (the new
+        # page count) before the pages that grow the file. Only a shortfall that persists is a truncated copy.
+        time.sleep(TRUNCATION_RECHECK_S)
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(100)
+        except OSError:
+            break
+    short = _short_by(path, header)
+    if short is not None:
+        size, expected = short
+        raise SourceError(
+            f"source {path} is truncated: {size} bytes, header says {expected}",
+            hint="the copy is incomplete; copy it again or restore it from a backup",
+        )
+
+
+def _short_by(path: Path, header: bytes) -> tuple[int, int] | None:
+    """(file size, size the header claims) when the file is shorter than its header says, else None."""
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     page_count = int.from_bytes(header[28:32], "big")
@@ -54,10 +81,8 @@ def check_file(path: Path) -> None:
     valid_for = header[92:96]
     size = path.stat().st_size
     if change_counter == valid_for and page_count and size < page_size * page_count:
-        raise SourceError(
-            f"source {path} is truncated: {size} bytes, header says {page_size * page_count}",
-            hint="the copy is incomplete; copy it again or restore it from a backup",
-        )
+        return size, page_size * page_count
+    return None
 
 
 def filesystem_type(path: Path) -> str | None:
