@@ -126,6 +126,7 @@ def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
             with clock.step("catchup"):  # what the app wrote during the pre-pass, so the freeze drains little
                 drain(session, stop=None, budget=None, leave=0)
                 prepass.advance()
+                drain(session, stop=None, budget=None, leave=0)  # and during the roll-forward
             frozen = freeze(session, clock)
             try:
                 finished = _frozen_steps(session, prepass, frozen, clock, options)
