@@ -1660,15 +1660,39 @@ def _no_capture(env: Env) -> Ran:
     slow=True,
 )
 def _two_daemons(env: Env) -> Ran:
+    return _second_daemon(env, copy=False)
+
+
+@case(
+    "two-daemons-copy",
+    "daemon",
+    "a second `run` on a copy of the source (own lock file, same capture id) while one runs",
+    "run",
+    "refused",
+    1,
+    ["another replicator is already applying", "pg_stat_activity"],
+    untouched="the first daemon keeps running and exits 0 on SIGTERM (PostgreSQL advisory lock)",
+    slow=True,
+)
+def _two_daemons_copy(env: Env) -> Ran:
+    return _second_daemon(env, copy=True)
+
+
+def _second_daemon(env: Env, *, copy: bool) -> Ran:
     path = simple(env)
     installed_and_drained(env, path)
+    second_path = path
+    if copy:
+        second_path = env.tmp / "copy" / path.name
+        second_path.parent.mkdir()
+        shutil.copyfile(path, second_path)
     cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", env.dsn]
     first = subprocess.Popen(cmd, cwd=env.tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _streaming(env):
             time.sleep(0.1)
-        second = env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
+        second = env.cli("run", "--until-drained", "--source", str(second_path), "--target", env.dsn)
     finally:
         first.send_signal(signal.SIGTERM)
         _out, err = first.communicate(timeout=30)
