@@ -1766,7 +1766,7 @@ def _config_syntax(env: Env) -> Ran:
     "analyze",
     "refused",
     2,
-    ["apply.batch_rows", "Expected `int`"],
+    ["apply.batch_rows", "expected"],
 )
 def _config_env(env: Env) -> Ran:
     return env.cli("analyze", "--source", str(simple(env)), extra_env={"REPLICATOR_APPLY__BATCH_ROWS": "abc"})
