@@ -847,7 +847,7 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
 
 @cli.command()
 @click.option(
-    "--rows", type=click.IntRange(min=200), default=50_000, show_default=True, help="Rows in the demo app's database."
+    "--rows", type=click.IntRange(min=200), default=20_000, show_default=True, help="Rows in the demo app's database."
 )
 @click.option(
     "--keep", is_flag=True, help="Keep the working directory (app.db, certificate, backups, PostgreSQL data)."
