@@ -433,9 +433,7 @@ class Prepass:
         """SQLite at H0 in this thread; PostgreSQL checked against its running digests in another."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover-pg-prepass") as pool:
             pg_check = pool.submit(_pg_inconsistent, session)
-            conn = sqlite_source.connect(
-                session.source, readonly=True, busy_timeout_ms=session.config.source.busy_timeout_ms
-            )
+            conn = _open_again(session)
             try:
                 conn.execute("BEGIN")
                 head = journal.head(conn)
@@ -456,9 +454,7 @@ class Prepass:
     def advance(self) -> None:
         """Roll the pre-pass forward to the current head: re-read only the keys journaled since."""
         session = self.session
-        conn = sqlite_source.connect(
-            session.source, readonly=True, busy_timeout_ms=session.config.source.busy_timeout_ms
-        )
+        conn = _open_again(session)
         try:
             conn.execute("BEGIN")
             head = journal.head(conn)
@@ -509,7 +505,7 @@ class Frozen:
 
 def freeze(session: _Session, clock: _Clock) -> Frozen:
     """BEGIN IMMEDIATE (waits for the app's current writer) and read the stop seq."""
-    conn = sqlite_source.connect(session.source, readonly=False, busy_timeout_ms=session.config.source.busy_timeout_ms)
+    conn = _open_again(session, readonly=False)
     with clock.step("freeze"):
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -634,7 +630,7 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
     names = session.certified_tables()
     running = apply.read_digests(session.pconn, session.state_schema, names)
     changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
-    now = sqlite_source.connect(session.source, readonly=True, busy_timeout_ms=session.config.source.busy_timeout_ms)
+    now = _open_again(session)
     try:
         now.execute("BEGIN")
         sqlite_side = {name: _sqlite_at_stop(session, prepass, now, name, changed.get(name)) for name in names}
@@ -939,6 +935,13 @@ class _Clock:
                 self.current = outer
 
 
+def _open_again(session: _Session, *, readonly: bool = True) -> sqlite3.Connection:
+    """Another connection to the source, already checked when the session opened it: the file-shape
+    check is skipped (under a live app's checkpoints it can race; a false alarm must not abort the freeze)."""
+    busy = session.config.source.busy_timeout_ms
+    return sqlite_source.connect(session.source, readonly=readonly, busy_timeout_ms=busy, check=False)
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -948,9 +951,7 @@ def _settled_sha256(session: _Session) -> str:
     from replicator import certificate
 
     with (
-        contextlib.closing(
-            sqlite_source.connect(session.source, readonly=False, busy_timeout_ms=session.config.source.busy_timeout_ms)
-        ) as conn,
+        contextlib.closing(_open_again(session, readonly=False)) as conn,
         contextlib.suppress(sqlite3.Error),
     ):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
