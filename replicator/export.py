@@ -609,6 +609,25 @@ def verify_export(path: Path) -> VerifyExportReport:
     return VerifyExportReport(str(path), len(manifest.tables), rows, tuple(problems))
 
 
+#: The scratch table's column type per affinity: constants, never the manifest's own text (untrusted).
+_AFFINITY_SQL: Final = {"INTEGER": " INTEGER", "TEXT": " TEXT", "BLOB": "", "REAL": " REAL", "NUMERIC": " NUMERIC"}
+
+
+def affinity(declared: str) -> str:
+    """SQLite's column affinity of a declared type (the five rules of section 3.1 of its datatype doc),
+    so key comparisons in the scratch database convert values exactly as the source's columns did."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
+        return "TEXT"
+    if "BLOB" in upper or not upper.strip():
+        return "BLOB"
+    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
+        return "REAL"
+    return "NUMERIC"
+
+
 def _scratch_name(table: str) -> str:
     return quote_ident("k_" + table.lower())
 
@@ -620,7 +639,7 @@ def _scan_table(
     key_cols = _key_columns(manifest, entry)
     declared = dict(zip(entry.columns, entry.declared, strict=True))
     name = _scratch_name(entry.name)
-    defs = ", ".join(f"{quote_ident(c)} {declared[c]}" for c in key_cols) or "dummy"
+    defs = ", ".join(quote_ident(c) + _AFFINITY_SQL[affinity(declared[c])] for c in key_cols) or quote_ident("dummy")
     keys.execute(f"CREATE TABLE {name} (line INTEGER, {defs})")
     positions = [entry.columns.index(c) for c in key_cols]
     pk_positions = [entry.columns.index(c) for c in entry.primary_key if c in entry.columns]

@@ -17,11 +17,12 @@ one transaction and rolls it back at the end.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -47,12 +48,37 @@ class ImportResult(msgspec.Struct, frozen=True):
         return sum(t.rows for t in self.tables)
 
 
+_DDL: Final = re.compile(r"\s*CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\b", re.IGNORECASE)
+#: What the manifest's DDL may not do in the in-memory database: touch files or settings (the
+#: manifest is input, not trusted code; the statements are also checked to be CREATE TABLE / INDEX).
+_DENIED: Final = frozenset(
+    {
+        sqlite3.SQLITE_ATTACH,
+        sqlite3.SQLITE_DETACH,
+        sqlite3.SQLITE_PRAGMA,
+        sqlite3.SQLITE_CREATE_VTABLE,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+    }
+)
+
+
+def _ddl_only(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+    return sqlite3.SQLITE_DENY if action in _DENIED else sqlite3.SQLITE_OK
+
+
 def schema_of(manifest: export.Manifest) -> Schema:
     """The exported schema, described by SQLite itself from the manifest's DDL."""
     mem = sqlite3.connect(":memory:")
+    mem.set_authorizer(_ddl_only)
     try:
         for statement in manifest.schema:
+            if not _DDL.match(statement):
+                raise export.ExportError(
+                    [f"the manifest's schema holds a statement that is not DDL: {statement[:60]!r}"]
+                )
             mem.execute(statement)
+        mem.set_authorizer(None)
         return read_schema(mem)
     except sqlite3.Error as exc:
         raise export.ExportError([f"the manifest's schema DDL does not run in SQLite: {exc}"]) from None

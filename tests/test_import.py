@@ -158,3 +158,21 @@ def test_cli_export_then_import(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     assert loaded.exit_code == 0, loaded.output
     assert "checksum" in loaded.output
     assert pg.execute("SELECT count(*) FROM pair").fetchone() == (3,)
+
+
+def test_manifest_ddl_is_input_not_code(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """A resealed manifest whose schema ATTACHes a file, or whose declared types carry SQL, does nothing."""
+    out = tmp_path / "dump"
+    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
+    victim = tmp_path / "created-by-attach.db"
+    reseal(out, schema=(*manifest.schema, f"ATTACH DATABASE '{victim}' AS x"))
+    with pytest.raises(export.ExportError, match="not DDL"):
+        importer.import_export(out, pg_dsn, Q)
+    assert not victim.exists()
+    hostile = tuple(
+        msgspec.structs.replace(t, declared=tuple(d + ", evil INT); ATTACH 'x' AS y; --" for d in t.declared))
+        for t in manifest.tables
+    )
+    reseal(out, schema=manifest.schema, tables=hostile)
+    assert export.verify_export(out).ok  # the declared text never reaches SQL: only its affinity does

@@ -37,10 +37,9 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     ("replicator/demo_app.py", "create", "t"): "constant table names",
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.
     ("replicator/convert.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
-    # KNOWN ISSUE, reported: the declared column types come from the export's manifest (untrusted
-    # input to verify-export) into CREATE TABLE of the in-memory scratch database. sqlite3 runs a
-    # single statement per execute, so the reach is that scratch database; still, validate them.
-    ("replicator/export.py", "_scan_table", "defs"): "reported: declared types from the manifest",
+    # verify-export's scratch table: each column is quote_ident(name) + an affinity keyword looked up in
+    # the constant export._AFFINITY_SQL (never the manifest's declared-type text).
+    ("replicator/export.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
     ("replicator/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
