@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from replicator import log
 from tests.pgserver import fresh_database, server_dsn
 from tests.reliability import crash, fuzz, outages
 
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
+    log.configure("json", "warning", sys.stderr)  # in-process runs (fuzz, capture install): only trouble, on stderr
     bugs = not args.no_known_bugs
     started = time.monotonic()
     fig = Figures(started=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
