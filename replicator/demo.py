@@ -10,8 +10,9 @@ daemon → cutover (freeze, drain, prove, fence, certificate) → check the cert
 app's next write to the old file is refused by the fence → a full verify of both sides.
 
 Everything lives in one working directory (a temporary one, or ``--dir``), removed at the end unless
-``--keep``. Exit code: 0 when every step passed and the final verify matched; otherwise the failing
-step's code (1 operational, 2 usage, 3 mismatch), 130 on Ctrl-C.
+``--keep`` or a step failed (then it is kept, and named, for a look). Exit code: 0 when every step
+passed and the final verify matched; otherwise the failing step's code (1 operational, 2 usage,
+3 mismatch), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -533,7 +534,7 @@ class Demo:
                 self._server.cleanup()  # stops the server (its data stays with --keep)
         if not self.workdir.parts:
             return
-        if self.keep or (failed and self.given_dir is not None):
+        if self.keep or failed:  # a failed run keeps its evidence
             where = f"kept {self.workdir}"
             if self._created_db and self.keep:
                 where += f" and database {self._created_db}"
