@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -129,6 +130,16 @@ def test_certificate_cli_verifies_and_tampered_fails(src: Path, pg_dsn: str, tmp
     bad = _cli("certificate", "--verify", str(tampered))
     assert bad.returncode == 3, bad.stderr
     assert "does not verify" in bad.stderr
+    stored = _cli("certificate", "--target", pg_dsn, "--json")
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["sha256"] == json.loads(path.read_text())["sha256"]
+    assert certificate.seal_ok(certificate.read_file(path))
+    resealed = certificate.seal(msgspec.structs.replace(certificate.read_file(path), operator="someone else"))
+    other = tmp_path / "other.json"
+    certificate.write_file(other, resealed)
+    not_stored = _cli("certificate", "--target", pg_dsn, "--verify", str(other))
+    assert not_stored.returncode == 3, not_stored.stderr
+    assert "not the certificate stored in the target" in not_stored.stderr
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
