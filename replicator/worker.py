@@ -66,6 +66,8 @@ from triggers.watch import Watcher
 LOCK_NAMESPACE = 0x5250_4C43
 """High half of the advisory lock key ('RPLC'); the low half comes from the source id."""
 RATE_WINDOW_S = 10.0
+LOCK_GRACE_S = 2.0
+"""How long a start waits for the advisory lock before refusing (another daemon really runs)."""
 SWITCH_INTERVAL_S = 0.001
 """The daemon's GIL switch interval: the reader and digest threads must not keep the loop's thread,
 back from a PostgreSQL round trip, waiting the default 5 ms for the GIL at every statement."""
@@ -325,12 +327,20 @@ class Worker:
         return self.config.apply.retry_max_wait_s
 
     def _lock_target(self, conn: psycopg.Connection[Any]) -> None:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self._meta.source_id),)).fetchone()
-        if not row or not row[0]:
-            raise WorkerError(
-                f"another replicator is already applying source {self._meta.source_id} to this target",
-                hint="stop the other `replicator run` (see pg_stat_activity, application_name=replicator) first",
-            )
+        """Take the advisory lock; a holder is waited for briefly: the backend of a daemon that has just
+        exited can hold it for a few ms after the client closed (a back-to-back restart was refused)."""
+        deadline = time.monotonic() + LOCK_GRACE_S
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self._meta.source_id),)).fetchone()
+            if row and row[0]:
+                return
+            if time.monotonic() >= deadline or self._stop.is_set():
+                break
+            time.sleep(0.05)
+        raise WorkerError(
+            f"another replicator is already applying source {self._meta.source_id} to this target",
+            hint="stop the other `replicator run` (see pg_stat_activity, application_name=replicator) first",
+        )
 
     def _check_same_source(self, conn: psycopg.Connection[Any]) -> None:
         """Refuse to apply this file's journal to a target loaded from another file (its positions mean nothing)."""
