@@ -174,8 +174,8 @@ def statements(schema: tuple[Table, ...]) -> st.SearchStrategy[Statement]:
 
 
 def settle(dsn: str, timeout: float = 5.0) -> None:
-    """Wait until the previous worker's backend is gone (its advisory lock released): a worker started
-    in the same millisecond refuses to run (finding 4 of the reliability report: seen once in ~900 drains)."""
+    """Wait until the previous worker's backend is gone (its advisory lock released). Before the grace in
+    Worker._lock_target (finding 4) a worker started in the same millisecond refused to run."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
