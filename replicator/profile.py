@@ -426,7 +426,9 @@ def _ascii_text_code(value: bytes) -> int:
         if n == 36 and _UUID_RX.fullmatch(value):
             return _UUID_CODE
         if _DECIMAL_RX.fullmatch(value):
-            return _DECIMAL_01 if n == 1 and first in b"01" else _DECIMAL_32 if n == 32 else _DECIMAL
+            if n == 1 and first in b"01":
+                return _DECIMAL_01
+            return _DECIMAL_32 if n == 32 and _HEX32_RX.fullmatch(value) else _DECIMAL
         return _HEX32_CODE if n == 32 and _HEX32_RX.fullmatch(value) else _TEXT
     if first in _SIGNS:
         return _DECIMAL if _DECIMAL_RX.fullmatch(value) else _TEXT

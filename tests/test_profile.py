@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from replicator import profile
@@ -263,6 +263,7 @@ values_strategy = st.lists(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=values_strategy)
+@example(values=["0.000001444538970879085199963855"])  # 32 characters of decimal text are not 32 hex digits
 def test_profile_matches_the_oracle_on_generated_values(values: list[Value]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         col = profile_values(Path(tmp) / "gen.db", values)
