@@ -845,6 +845,56 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
         )
 
 
+@cli.group("quarantine")
+def quarantine_group() -> None:
+    """Review the values PostgreSQL could not hold exactly, and acknowledge them before cutover."""
+
+
+@quarantine_group.command("list")
+@common_options
+@click.option("--table", default=None, help="Only this source table.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many values.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) -> None:
+    """List quarantined values: table, key, column, reason, original bytes (base64)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from replicator import pg, quarantine
+
+    with pg.connect(ctx.target, autocommit=True) as conn:
+        values = quarantine.list_values(conn, ctx.config.target.state_schema, table, limit)
+    if as_json:
+        click.echo(msgspec.json.encode(values).decode())
+        return
+    grid = Table("id", "table", "key", "column", "reason", "ack")
+    for v in values:
+        grid.add_row(
+            str(v.id),
+            escape(v.table),
+            escape(str(v.key)),
+            escape(v.column),
+            escape(v.reason),
+            "yes" if v.acknowledged else "",
+        )
+    Console().print(grid)
+    click.echo(f"{len(values)} value(s)")
+
+
+@quarantine_group.command("ack")
+@common_options
+@click.option("--table", default=None, help="Only this source table (default: all).")
+def quarantine_ack(ctx: Context, table: str | None) -> None:
+    """Acknowledge quarantined values: the operator has seen them; cutover then proceeds and records it."""
+    from replicator import pg, quarantine
+
+    with pg.connect(ctx.target, autocommit=True) as conn:
+        quarantine.ensure(conn, ctx.config.target.state_schema)
+        changed = quarantine.acknowledge(conn, ctx.config.target.state_schema, table)
+    click.echo(f"acknowledged {changed} quarantined value(s)")
+
+
 @cli.command()
 @click.option(
     "--rows", type=click.IntRange(min=200), default=20_000, show_default=True, help="Rows in the demo app's database."

@@ -157,3 +157,48 @@ def acknowledge(conn: psycopg.Connection[Any], schema_name: str, table: str | No
     ).format(sql.Identifier(schema_name))
     where = sql.SQL(" AND table_name = %s") if table is not None else sql.SQL("")
     return conn.execute(query + where, (table,) if table is not None else None).rowcount
+
+
+class QuarantinedValue(msgspec.Struct, frozen=True):
+    """One refused value as an operator reviews it."""
+
+    id: int
+    table: str
+    key: Any
+    column: str
+    storage_class: str
+    original_base64: str
+    reason: str
+    action: str
+    recorded_at: str
+    acknowledged: bool
+
+
+def list_values(
+    conn: psycopg.Connection[Any], schema_name: str, table: str | None = None, limit: int = 1000
+) -> list[QuarantinedValue]:
+    """The quarantined values, oldest first, for review before cutover."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema_name}".quarantine',)).fetchone()
+    if not exists or exists[0] is None:
+        return []
+    where = sql.SQL("WHERE table_name = %s") if table is not None else sql.SQL("")
+    query = sql.SQL(
+        "SELECT id, table_name, key, column_name, storage_class, original_base64, reason, action,"
+        " recorded_at, acknowledged FROM {}.quarantine {} ORDER BY id LIMIT %s"
+    ).format(sql.Identifier(schema_name), where)
+    params: tuple[Any, ...] = (table, limit) if table is not None else (limit,)
+    return [
+        QuarantinedValue(
+            id=int(r[0]),
+            table=str(r[1]),
+            key=r[2],
+            column=str(r[3]),
+            storage_class=str(r[4]),
+            original_base64=str(r[5]),
+            reason=str(r[6]),
+            action=str(r[7]),
+            recorded_at=r[8].isoformat(),
+            acknowledged=bool(r[9]),
+        )
+        for r in conn.execute(query, params).fetchall()
+    ]
