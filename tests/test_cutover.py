@@ -484,3 +484,15 @@ def test_postgres_connection_lost_before_commit_leaves_unfenced(
         assert head.kind is not Kind.CUTOVER
     drain(src, pg_dsn)
     check_same(src, pg_dsn)
+
+
+def test_cutover_after_the_daemon_applied_batches(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """The preflight's verified head is a batch, not the genesis: the tail proof starts there."""
+    drain(src, pg_dsn)
+    app(src).execute("INSERT INTO parent VALUES (6, 'f', 6.0)")
+    drain(src, pg_dsn, cfg(batch_rows=1))
+    app(src).execute("UPDATE parent SET score = 7 WHERE id = 6")
+    result = cutover(src, pg_dsn, cfg(batch_rows=1), opts(tmp_path, backup=False))
+    assert result.certificate is not None
+    assert result.certificate.chain_head > 3
+    check_same(src, pg_dsn)
