@@ -2,7 +2,8 @@
 
 The first step of every migration, and read-only by construction (``mode=ro``): it reads the schema
 through the PRAGMAs, profiles every table chunk by chunk (``replicator.profile``) and counts
-foreign-key orphans, spread over WORKERS read-only connections, and reads the file's own settings. The result is one ``Report``
+foreign-key orphans, spread over WORKERS read-only connections, and reads the file's own settings.
+The result is one ``Report``
 (``replicator.analyze_report``) that is rendered for a terminal or written as JSON, with
 ``Finding``s from ``replicator.analyze_checks``: each names the table and column, says what
 PostgreSQL or the capture will do, and what the operator can do about it.
