@@ -3,7 +3,7 @@
 1. **Preflight** (no writes blocked): the daemon is not running (we take its two locks: the lock file
    next to the source and the PostgreSQL advisory lock per source id; a running daemon holds both,
    so we refuse with a hint to stop it — the cutover then drains with the same apply machinery
-   itself), capture installed, WAL mode, no drift, no unacknowledged quarantine (unless
+   itself), capture installed, WAL mode, no drift, no interrupted re-snapshot owed, no unacknowledged quarantine (unless
    ``--accept-quarantine``, recorded), the checkpoint chain verifies, catch-up to a small backlog,
    a full verify passes (in-flight rows tolerated). Then the backup (outside the outage) and the
    SQLite pre-pass: every table's count and checksum read in one SQLite read transaction at journal
@@ -55,7 +55,7 @@ from psycopg import sql
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
 from checkpoints.model import Checkpoint, Kind, next_checkpoint, tool_version
-from replicator import apply, backup, faults, log, pg, pgschema, phase, quarantine, verify
+from replicator import apply, backup, faults, log, pg, pgschema, phase, quarantine, resnapshot, verify
 from replicator.certificate import Certificate, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
@@ -317,6 +317,7 @@ class _Session:
         with conn.transaction():
             phase.ensure(conn, self.state_schema)
             apply.ensure_state(conn, self.state_schema)
+            resnapshot.ensure(conn, self.state_schema)
         plan = apply.load_plan(conn, self.state_schema)
         prev = store.latest(conn, schema=self.state_schema)
         if plan is None or prev is None:
@@ -389,6 +390,12 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             f"the daemon stopped on an error: {state.reason}", hint=state.hint or "fix it and run `replicator run`"
         )
     session.prepare_apply()
+    owed = resnapshot.pending(session.pconn, session.state_schema)
+    if owed:
+        raise CutoverAborted(
+            f"an online re-snapshot was interrupted and is still owed: {', '.join(sorted(owed))}",
+            hint="run `replicator run` (it redoes the re-snapshot first) until it streams, then cut over",
+        )
     findings = audit.verify(store.records(session.pconn, schema=session.state_schema))
     if findings:
         raise VerificationFailed(

@@ -32,6 +32,8 @@ NAMES: Final = (
     "apply.after_commit",
     "prune.after",
     "snapshot.after_genesis",
+    "resnapshot.after_pending",
+    "resnapshot.after_reinstall",
     "resnapshot.before_commit",
     "cutover.after_preflight",
     "cutover.after_freeze",
@@ -65,15 +67,25 @@ def parse(text: str) -> dict[str, Action]:
 
 
 _armed: dict[str, Action] = parse(os.environ.get(ENV, ""))
+_left: dict[str, int] = {}
+"""Points armed for a number of hits only (``arm(..., times=N)``)."""
 
 
-def arm(name: str, action: Action = "crash") -> None:
-    """Arm a point in this process (in-process tests); ``disarm_all`` undoes it."""
+def arm(name: str, action: Action = "crash", *, times: int | None = None) -> None:
+    """Arm a point in this process (in-process tests), for ``times`` hits or until ``disarm_all``."""
     _armed.update(parse(f"{name}:{action}"))
+    if times is not None:
+        _left[name] = times
+
+
+def armed() -> frozenset[str]:
+    """The points armed now (one armed for N hits is gone after the Nth)."""
+    return frozenset(_armed)
 
 
 def disarm_all() -> None:
     _armed.clear()
+    _left.clear()
 
 
 def point(name: str) -> None:
@@ -81,6 +93,10 @@ def point(name: str) -> None:
     action = _armed.get(name)
     if action is None:
         return
+    if name in _left:
+        _left[name] -= 1
+        if _left[name] <= 0:
+            del _left[name], _armed[name]
     if action == "crash":
         sys.stderr.write(f"failpoint {name}: crash\n")
         sys.stderr.flush()

@@ -4,6 +4,7 @@ One cycle::
 
     wait for the wake-up (Watcher: file events + PRAGMA data_version poll)
     → check drift (one PRAGMA unless the schema moved)
+    → redo any owed table reload (online re-snapshot, :mod:`replicator.resnapshot`)
     → read a batch (journal range + current rows, one SQLite read transaction)
     → apply it and append its checkpoint (one PostgreSQL transaction)
     → prune the journal up to what PostgreSQL committed
@@ -51,8 +52,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from checkpoints import store
 from checkpoints.errors import CheckpointError
-from checkpoints.model import Checkpoint, TableChange, genesis, next_checkpoint
-from replicator import apply, faults, log, pg, pgschema, phase, snapshot, state, typemap
+from checkpoints.model import Checkpoint, TableChange, genesis
+from replicator import apply, faults, log, pg, pgschema, phase, resnapshot, snapshot, state, typemap
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
 from replicator.metrics import Metrics
@@ -216,6 +217,9 @@ class Worker:
         """One pass: drift, one batch, checkpoint, prune. Returns (applied something, drained)."""
         if self._check_drift():
             self._prefetch.discard()  # read with the old tables' shape
+        if self._pending:  # after the drift check: the reloads read SQLite with the triggers back in place
+            self._prefetch.discard()
+            self._reload_pending()
         started = time.perf_counter()
         batch = self._prefetch.take(self._applied) or self._read(self._sconn, self._applied)
         if not batch.empty:  # read the next batch while PostgreSQL applies this one
@@ -269,6 +273,7 @@ class Worker:
         with conn.transaction():
             phase.ensure(conn, self.state_schema)
             apply.ensure_state(conn, self.state_schema)
+            resnapshot.ensure(conn, self.state_schema)
         prev = self._latest(conn)
         if prev is None:
             self._set_phase(Phase.SNAPSHOT)
@@ -307,6 +312,9 @@ class Worker:
         self._prev = prev
         self._applied = prev.seq_to
         self._mark = drift.SchemaMark(-1, "")
+        self._pending = resnapshot.pending(conn, self.state_schema)
+        if self._pending:
+            self._log.warning("an interrupted online re-snapshot is redone", tables=sorted(self._pending))
         self._log.info(
             "resuming", checkpoint=prev.number, applied_seq=prev.seq_to, fk_mode=fk, tables=len(self._targets)
         )
@@ -433,10 +441,16 @@ class Worker:
             self._log.warning(
                 "new table in SQLite is not captured", table=new, hint="run capture install, then snapshot it"
             )
-        resnapshot: list[str] = []
+        reload: dict[str, str] = {}
         for t in found.tables:
-            self._table_drift(t, resnapshot)
-        if resnapshot or any(t.needs_reinstall for t in found.tables):
+            self._table_drift(t, reload)
+        if reload:  # owed durably before the reinstall hides the drift (ordering: replicator.resnapshot)
+            assert self._pconn is not None
+            with self._pconn.transaction():
+                resnapshot.mark(self._pconn, self.state_schema, reload.items())
+            self._pending.update(reload)
+            faults.point("resnapshot.after_pending")
+        if reload or any(t.needs_reinstall for t in found.tables):
             report = install_on(
                 self._wconn,
                 default_policy=self.config.capture.no_key_policy,
@@ -448,11 +462,11 @@ class Worker:
             assert meta is not None
             self._meta = meta
             self._mark = drift.mark(self._sconn)
-        for name in resnapshot:
-            self._resnapshot(name)
+            faults.point("resnapshot.after_reinstall")
         return True
 
-    def _table_drift(self, t: drift.TableDrift, resnapshot: list[str]) -> None:
+    def _table_drift(self, t: drift.TableDrift, reload: dict[str, str]) -> None:
+        """Fail the table, or add it to ``reload`` (table → reason) for an online re-snapshot."""
         name = t.table
         if t.dropped or t.renamed_to is not None:
             what = "dropped" if t.dropped else f"renamed to {t.renamed_to!r}"
@@ -471,15 +485,15 @@ class Worker:
             )
         if t.columns_added:
             self._add_columns(name, t.columns_added)
-            resnapshot.append(name)
-        if t.needs_resnapshot and name not in resnapshot:
+            reload[name] = "column(s) added: " + ", ".join(t.columns_added)
+        if t.needs_resnapshot and name not in reload:
             self._log.warning(
                 "table lost journal coverage: re-snapshotting it online",
                 table=name,
                 triggers_missing=t.triggers_missing,
                 key_changed=t.key_changed,
             )
-            resnapshot.append(name)
+            reload[name] = "lost journal coverage"
 
     def _fail_table(self, table: str, message: str, hint: str) -> None:
         target = self._targets[table].target if table in self._targets else table
@@ -538,56 +552,38 @@ class Worker:
             on_bad_value=self.config.snapshot.on_bad_value,
         )
 
-    def _resnapshot(self, table: str) -> None:
-        """Reload one table from a fresh read transaction, with an empty-range checkpoint, in one PG transaction.
-
-        The triggers were reinstalled first, so every change after this read is journaled; journal
-        entries already between the checkpoint and this read are applied again later, which the
-        state-based apply makes harmless.
-        """
+    def _reload_pending(self) -> None:
+        """Redo every owed table reload (see :mod:`replicator.resnapshot`), each in one PostgreSQL transaction."""
         assert self._pconn is not None
         conn = self._pconn
         self._rebuild_writer()
-        target = self._targets[table]
-        plan_table = self._plan_obj.table(table)
-        identity = state.source_identity(self.source)
-        sconn = snapshot.open_source(self.source, self.config)
-        try:
-            with conn.transaction():
-                run_id = state.start_run(
-                    conn, self.state_schema, command="resnapshot", mode=self._plan_obj.mode, source=identity
-                )
-            with conn.transaction():
-                if self._writer.fk == "replica":
-                    conn.execute("SET LOCAL session_replication_role = replica")
-                result = snapshot.load_table(
-                    sconn,
-                    conn,
-                    self._plan_obj,
-                    plan_table,
-                    policy=self.config.snapshot.on_bad_value,
-                    state_schema=self.state_schema,
-                    source=identity,
-                    run_id=run_id,
-                )
-                digest = apply.table_digest_of(conn, target)
-                conn.execute(
-                    sql.SQL(
-                        "UPDATE {}.apply_tables SET digest_count = %s, digest = %s, error = NULL, hint = NULL "
-                        "WHERE table_name = %s"
-                    ).format(sql.Identifier(self.state_schema)),
-                    (digest.count, digest.hexdigest(), table),
-                )
-                cp = next_checkpoint(self._prev, seq_to=self._prev.seq_to, tables={table: TableChange.of(digest)})
-                store.append(conn, cp, self.state_schema)
-                state.finish_run(
-                    conn, self.state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined
-                )
-                faults.point("resnapshot.before_commit")
-            self._prev = cp
-        finally:
-            sconn.close()
-        self._log.warning("table re-snapshotted online", table=table, rows=result.rows, checkpoint=cp.number)
+        for table in list(self._pending):
+            target = self._targets.get(table)
+            if target is None:  # no longer applied (config skips it now): nothing to reload into
+                with conn.transaction():
+                    resnapshot.clear(conn, self.state_schema, table)
+                self._pending.pop(table)
+                self._log.warning("owed re-snapshot dropped: the table is not applied", table=table)
+                continue
+            done = resnapshot.reload(
+                conn,
+                source=self.source,
+                config=self.config,
+                plan=self._plan_obj,
+                target=target,
+                prev=self._prev,
+                fk=self._writer.fk,
+                state_schema=self.state_schema,
+            )
+            self._prev = done.checkpoint
+            reason = self._pending.pop(table)
+            self._log.warning(
+                "table re-snapshotted online",
+                table=table,
+                reason=reason,
+                rows=done.rows,
+                checkpoint=done.checkpoint.number,
+            )
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
@@ -670,6 +666,8 @@ class Worker:
     _targets: dict[str, apply.TableTarget]
     _plan_obj: pgschema.SchemaPlan
     _mark: drift.SchemaMark
+    _pending: dict[str, str]
+    """Owed table reloads (table → reason), as recorded in PostgreSQL."""
     _meta: Meta
     _sconn: sqlite3.Connection
     _wconn: sqlite3.Connection

@@ -7,7 +7,7 @@ and a list of kills. Kinds of kill:
 
 * a failpoint name from :data:`replicator.faults.NAMES` — armed with action ``crash`` (``os._exit``:
   no ``finally``, no flush, no rollback: what SIGKILL does), so the process dies exactly in that window;
-  ``resnapshot.before_commit`` is reached by adding a column to a table in SQLite (online re-snapshot),
+  ``resnapshot.*`` are reached by adding a column to a table in SQLite (online re-snapshot),
   ``cutover.*`` by running ``replicator cutover`` with the daemon stopped;
 * ``copy`` — SIGKILL while PostgreSQL reports a snapshot COPY in progress (``pg_stat_progress_copy``);
 * ``table`` — SIGKILL once the snapshot committed its first table (``snapshot_tables``), before the genesis;
@@ -45,11 +45,10 @@ STREAM_POINTS: Final = (
     "apply.after_commit",
     "prune.after",
 )
-KNOWN_BUGS: Final = {
-    "resnapshot.before_commit": "finding 1: an interrupted online re-snapshot is never redone",
-}
+KNOWN_BUGS: Final[dict[str, str]] = {}
 """Windows where the harness found a bug not fixed yet: run in rounds of their own (they fail the round)."""
-ALL_KINDS: Final = (*SNAPSHOT_KINDS, *STREAM_POINTS, "resnapshot.before_commit", *CUTOVER_POINTS, "random")
+RESNAPSHOT_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("resnapshot."))
+ALL_KINDS: Final = (*SNAPSHOT_KINDS, *STREAM_POINTS, *RESNAPSHOT_POINTS, *CUTOVER_POINTS, "random")
 """Every kind once."""
 KILL_TIMEOUT_S: Final = 20.0
 """How long a kill waits for its window (a failpoint to fire, a COPY to show) before it counts as not reached."""
@@ -146,7 +145,7 @@ class Matrix:
 
     def _failpoint(self, name: str, result: Kill) -> None:
         proc = harness.daemon(self.source, self.dsn, self._log(name), failpoints=f"{name}:crash")
-        if name == "resnapshot.before_commit":
+        if name in RESNAPSHOT_POINTS:
             self._add_column(proc)
         try:
             code = proc.wait(KILL_TIMEOUT_S)

@@ -8,26 +8,29 @@ from pathlib import Path
 import pytest
 
 from replicator import faults
-from replicator.cutover import Options, cutover
+from replicator.cutover import CutoverAborted, Options, cutover
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
+from tests.test_worker_restart import daemon
+
+RESNAPSHOT_WINDOWS = ["resnapshot.after_pending", "resnapshot.after_reinstall", "resnapshot.before_commit"]
+"""Between the commits of an online re-snapshot: owed reload recorded, triggers reinstalled, reload."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 finding 1: an interrupted online re-snapshot is never redone (worker._resnapshot runs after "
-    "the column was added in PostgreSQL and the triggers were reinstalled; the restarted loop sees no drift)",
-)
-def test_interrupted_resnapshot_after_add_column_is_redone(tmp_path: Path, pg_dsn: str) -> None:
+@pytest.mark.parametrize("window", RESNAPSHOT_WINDOWS)
+def test_interrupted_resnapshot_after_add_column_is_redone(tmp_path: Path, pg_dsn: str, window: str) -> None:
+    """Finding 1: the column was added in PostgreSQL and the triggers reinstalled, then the reload was lost;
+    the restarted loop saw no drift (PostgreSQL kept NULL in parent.extra, SQLite has 'd')."""
     src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5);")
     drain(src, pg_dsn)
     app(src).execute("ALTER TABLE parent ADD COLUMN extra TEXT DEFAULT 'd'")
-    faults.arm("resnapshot.before_commit", "raise")  # one transient error (or a crash) in that window
+    faults.arm(window, "raise", times=1)  # one transient error in that window: the loop restarts as after a crash
     try:
         drain(src, pg_dsn, cfg(retry_max_wait_s=0.2))
+        assert window not in faults.armed()  # the window was reached
     finally:
         faults.disarm_all()
     drain(src, pg_dsn)
-    check_same(src, pg_dsn)  # PostgreSQL: parent.extra NULL; SQLite: 'd'
+    check_same(src, pg_dsn)
 
 
 def test_cutover_after_a_batch_checkpoint(tmp_path: Path, pg_dsn: str) -> None:
@@ -41,24 +44,42 @@ def test_cutover_after_a_batch_checkpoint(tmp_path: Path, pg_dsn: str) -> None:
     assert result.stop_seq > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 finding 1b: the same window after lost triggers: the changes made while a capture trigger "
-    "was missing are never applied once the re-snapshot is interrupted (triggers already reinstalled)",
-)
-def test_interrupted_resnapshot_after_lost_trigger_is_redone(tmp_path: Path, pg_dsn: str) -> None:
+@pytest.mark.parametrize("window", RESNAPSHOT_WINDOWS)
+def test_interrupted_resnapshot_after_lost_trigger_is_redone(tmp_path: Path, pg_dsn: str, window: str) -> None:
+    """Finding 1b: the same windows after a lost trigger: the change made while it was missing was never
+    applied once the reload was interrupted (PostgreSQL kept score 1.5)."""
     src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5);")
     drain(src, pg_dsn)
     db = app(src)
     db.execute("DROP TRIGGER _replicator_upd_parent")  # an app migration that lost the trigger
     db.execute("UPDATE parent SET score = 9.5 WHERE id = 1")  # not journaled
-    faults.arm("resnapshot.before_commit", "raise")
+    faults.arm(window, "raise", times=1)
     try:
         drain(src, pg_dsn, cfg(retry_max_wait_s=0.2))
+        assert window not in faults.armed()  # the window was reached
     finally:
         faults.disarm_all()
     drain(src, pg_dsn)
-    check_same(src, pg_dsn)  # PostgreSQL keeps score 1.5
+    check_same(src, pg_dsn)
+
+
+def test_killed_resnapshot_blocks_cutover_until_redone(tmp_path: Path, pg_dsn: str) -> None:
+    """Finding 1, a real kill (os._exit) before the reload commits: cutover refuses while the reload is owed,
+    the next daemon redoes it, then cutover goes through."""
+    src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5);")
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("DROP TRIGGER _replicator_upd_parent")
+    db.execute("UPDATE parent SET score = 9.5 WHERE id = 1")  # not journaled
+    killed = daemon(src, pg_dsn, "--until-drained", failpoints="resnapshot.before_commit:crash")
+    _out, err = killed.communicate(timeout=60)
+    assert killed.returncode == faults.CRASH_EXIT, err.decode()[-2000:]
+    with pytest.raises(CutoverAborted, match="re-snapshot was interrupted"):
+        cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    assert (tmp_path / "cert.json").exists()
 
 
 @pytest.mark.soak
