@@ -9,6 +9,13 @@ memory stays flat), then binary-COPY the same number of new rows into the same p
 tables inside a transaction that is rolled back (timed; rows converted in memory before the clock
 starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians over ``--rounds``.
 ``--fastpath`` also times the insert step three ways (see :func:`fastpath`).
+
+``--compare LABEL=DIR`` (repeatable) compares code versions in one run: each round's backlog is
+drained once per version (this checkout first in odd rounds, last in even ones), each on its own
+copy of the same SQLite file and PostgreSQL database, with ``PYTHONPATH=DIR`` (e.g. DIR made by
+``git archive <commit> replicator checkpoints triggers | tar -x -C DIR``; ``.`` is this checkout, and
+``,NAME=VALUE`` after DIR sets an environment variable, e.g. a batch size). Reported per version:
+changes/s, wall, the daemon's CPU (user+sys) and its PostgreSQL backends' CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -132,15 +140,120 @@ def pending(path: Path, applied: int) -> int:
 
 def drain(path: Path, dsn: str, env: dict[str, str]) -> tuple[float, int]:
     """Run the daemon until drained in a subprocess: (seconds, peak RSS in KiB)."""
+    run = drain_measured(path, dsn, env)
+    return run.seconds, run.rss_kib
+
+
+class Drained:
+    def __init__(self, seconds: float, rss_kib: int, cpu: float, pg_cpu: float) -> None:
+        self.seconds, self.rss_kib, self.cpu, self.pg_cpu = seconds, rss_kib, cpu, pg_cpu
+
+
+class BackendCpu(threading.Thread):
+    """CPU seconds used by the PostgreSQL backends connected to one database (local server, /proc
+    readable; 0 where it is not), sampled every 50 ms: the last sample of each backend counts."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.seen, self.done = dsn, dict[int, float](), threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            me = conn.info.backend_pid
+            while not self.done.is_set():
+                pids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s", (me,)
+                    )
+                ]
+                for pid in pids:
+                    try:
+                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+                time.sleep(0.05)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+def drain_measured(path: Path, dsn: str, env: dict[str, str]) -> Drained:
+    """Run the daemon until drained in a subprocess: wall, peak RSS, its CPU and its backends' CPU."""
     cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "--until-drained", "-q"]
+    backends = BackendCpu(dsn)
+    backends.start()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
+    pg_cpu = backends.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"replicator run failed with exit code {proc.returncode}")
-    return seconds, int(usage.ru_maxrss)
+    return Drained(seconds, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime, pg_cpu)
+
+
+def copy_source(path: Path, to: Path) -> None:
+    src, dst = sqlite3.connect(path), sqlite3.connect(to)
+    src.backup(dst)
+    dst.close()
+    src.close()
+
+
+def clone_db(admin: str, dsn: str, name: str) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(conninfo_dbname(dsn)))
+        )
+    return psycopg.conninfo.make_conninfo(admin, dbname=name)
+
+
+def drop_db(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+Variant = tuple[str, str | None, dict[str, str]]
+
+
+def compare_round(
+    admin: str, dsn: str, path: Path, env: dict[str, str], variants: list[Variant], reverse: bool
+) -> dict[str, Drained]:
+    """Drain the pending backlog once per variant, each on copies of the source and target; the main
+    copies are then replaced by this checkout's result (the next round builds on it)."""
+    out: dict[str, Drained] = {}
+    copies: dict[str, tuple[Path, str]] = {}
+    for i, (label, _dir, _env) in enumerate(variants):
+        name = f"{conninfo_dbname(dsn)}_v{i}"
+        copy = path.with_name(f"v{i}.db")
+        copy_source(path, copy)
+        copies[label] = (copy, clone_db(admin, dsn, name))
+    for label, code, extra in reversed(variants) if reverse else variants:
+        copy, copy_dsn = copies[label]
+        venv = {**env, **extra}
+        if code is not None:
+            venv["PYTHONPATH"] = code
+        out[label] = drain_measured(copy, copy_dsn, venv)
+    this_copy, this_dsn = copies[variants[0][0]]
+    copy_source(this_copy, path)
+    drop_db(admin, conninfo_dbname(dsn))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(conninfo_dbname(this_dsn)), sql.Identifier(conninfo_dbname(dsn))
+            )
+        )
+    for label, (copy, copy_dsn) in copies.items():
+        copy.unlink(missing_ok=True)
+        if label != variants[0][0]:
+            drop_db(admin, conninfo_dbname(copy_dsn))
+    return out
 
 
 def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
@@ -282,6 +395,15 @@ def main() -> None:
     parser.add_argument("--fastpath", action="store_true", help="also time the insert step three ways")
     parser.add_argument("--lag-seconds", type=float, default=0, help="also measure streaming lag for N seconds")
     parser.add_argument("--lag-rate", type=int, default=2_000, help="app changes per second during --lag-seconds")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also drain each round's backlog with the code in DIR (PYTHONPATH; '.' for this checkout) on "
+        "copies of the same data; ',NAME=VALUE' after DIR sets environment variables (e.g. "
+        "REPLICATOR_APPLY__BATCH_ROWS=50000)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     env = {**os.environ, "REPLICATOR_LOG__LEVEL": "warning"}
@@ -296,20 +418,38 @@ def main() -> None:
             for variant, rate in fastpath(dsn).items():
                 print(f"insert step, {variant}: {rate:,.0f} rows/s", flush=True)
         applied_rates, copy_rates, rss = [], [], []
+        variants: list[Variant] = [("this", None, {})]
+        for spec in args.compare:
+            label, _, rest = spec.partition("=")
+            code, *assignments = rest.split(",")
+            extra = dict(a.split("=", 1) for a in assignments)
+            variants.append((label, None if code == "." else str(Path(code).resolve()), extra))
+        runs: dict[str, list[Drained]] = {label: [] for label, _, _ in variants}
         for round_no in range(1, args.rounds + 1):
             make_backlog(path, args.changes, top, rng)
-            seconds, peak = drain(path, dsn, env)
+            if len(variants) > 1:
+                measured = compare_round(args.dsn, dsn, path, env, variants, reverse=round_no % 2 == 0)
+                for label, run in measured.items():
+                    runs[label].append(run)
+                seconds, peak = measured["this"].seconds, measured["this"].rss_kib
+            else:
+                run = drain_measured(path, dsn, env)
+                runs["this"].append(run)
+                seconds, peak = run.seconds, run.rss_kib
             copy_seconds = raw_copy(dsn, args.changes, rng)
             applied_rates.append(args.changes / seconds)
             copy_rates.append(args.changes / copy_seconds)
             rss.append(peak)
-            print(
-                f"round {round_no}: apply {args.changes:,} changes in {seconds:.2f} s "
-                f"= {args.changes / seconds:,.0f}/s "
-                f"(peak RSS {peak / 1024:.0f} MiB); raw COPY {args.changes / copy_seconds:,.0f} rows/s; "
-                f"ratio {copy_seconds / seconds:.2f}x",
-                flush=True,
-            )
+            for label, done in runs.items():
+                last = done[-1]
+                print(
+                    f"round {round_no} [{label}]: apply {args.changes:,} changes in {last.seconds:.2f} s "
+                    f"= {args.changes / last.seconds:,.0f}/s; daemon CPU {last.cpu:.2f} s, PostgreSQL backends "
+                    f"CPU {last.pg_cpu:.2f} s (peak RSS {last.rss_kib / 1024:.0f} MiB); "
+                    f"ratio vs raw COPY {copy_seconds / last.seconds:.2f}x",
+                    flush=True,
+                )
+            print(f"round {round_no}: raw COPY {args.changes / copy_seconds:,.0f} rows/s", flush=True)
         if args.lag_seconds:
             lags = sorted(lag(path, dsn, env, args.lag_seconds, args.lag_rate, top))
             print(
@@ -319,6 +459,15 @@ def main() -> None:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conninfo_dbname(dsn))))
     apply_median, copy_median = statistics.median(applied_rates), statistics.median(copy_rates)
+    if len(variants) > 1:
+        for label, done in runs.items():
+            rate = statistics.median(args.changes / r.seconds for r in done)
+            print(
+                f"median [{label}]: {rate:,.0f} changes/s, ratio {rate / copy_median:.2f}x, wall "
+                f"{statistics.median(r.seconds for r in done):.2f} s, daemon CPU "
+                f"{statistics.median(r.cpu for r in done):.2f} s, PostgreSQL CPU "
+                f"{statistics.median(r.pg_cpu for r in done):.2f} s"
+            )
     print(
         f"median: apply {apply_median:,.0f} changes/s, raw COPY {copy_median:,.0f} rows/s, "
         f"ratio {apply_median / copy_median:.2f}x, peak RSS {max(rss) / 1024:.0f} MiB"
