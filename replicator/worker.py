@@ -52,7 +52,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from checkpoints import store
 from checkpoints.errors import CheckpointError
-from checkpoints.model import Checkpoint, TableChange, genesis
+from checkpoints.model import Checkpoint, Kind, TableChange, genesis
 from replicator import apply, faults, log, pg, pgschema, phase, resnapshot, snapshot, state, typemap
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
@@ -76,6 +76,15 @@ back from a PostgreSQL round trip, waiting the default 5 ms for the GIL at every
 
 class WorkerError(ReplicatorError):
     """A terminal condition the loop stops on (phase ERRORED)."""
+
+
+class AlreadyCutOver(WorkerError):
+    """The chain ends in a cutover checkpoint: replication is finished, nothing may be applied.
+
+    Not an ERRORED condition: the phase stays DONE, so ``status`` keeps telling the truth.
+    """
+
+    exit_code = 2
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -199,7 +208,8 @@ class Worker:
                 self._prefetch.discard()
                 exc = sqlite_source.translate(raw, self.source) if isinstance(raw, sqlite3.Error) else raw
                 if not _transient(exc):
-                    self._errored(exc)
+                    if not isinstance(exc, AlreadyCutOver):
+                        self._errored(exc)
                     if exc is raw:
                         raise
                     raise exc from raw
@@ -275,6 +285,12 @@ class Worker:
             apply.ensure_state(conn, self.state_schema)
             resnapshot.ensure(conn, self.state_schema)
         prev = self._latest(conn)
+        if prev is not None and prev.kind is Kind.CUTOVER:
+            raise AlreadyCutOver(
+                f"this target was cut over at {prev.at} (checkpoint {prev.number}): replication is finished "
+                "and the old SQLite file is fenced",
+                hint="nothing to run; `replicator certificate` shows the cutover, `replicator rollback` goes back",
+            )
         if prev is None:
             self._set_phase(Phase.SNAPSHOT)
             prev = self._snapshot_first(conn)

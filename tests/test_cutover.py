@@ -496,3 +496,20 @@ def test_cutover_after_the_daemon_applied_batches(src: Path, pg_dsn: str, tmp_pa
     assert result.certificate is not None
     assert result.certificate.chain_head > 3
     check_same(src, pg_dsn)
+
+
+def test_run_after_cutover_refuses_and_keeps_phase_done(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """A daemon restarted by a service manager after the cutover must not reopen replication."""
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    done = _cli("run", "--source", str(src), "--target", pg_dsn, "--until-drained")
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    assert "cut over" in lines[0]
+    assert "rollback" in lines[0]
+    assert "Traceback" not in done.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        state = phase.read(conn, "replicator")
+        assert state is not None
+        assert state.phase is phase.Phase.DONE
