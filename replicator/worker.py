@@ -87,6 +87,15 @@ class AlreadyCutOver(WorkerError):
     exit_code = 2
 
 
+class WrongSource(UsageError):
+    """The target was loaded from another SQLite file: this run is refused, the target stays healthy."""
+
+
+#: Refusals about *this invocation*, not the replication: they must not mark the target ERRORED
+#: (the daemon that really owns the target may be fine and resume at any time).
+REFUSALS = (AlreadyCutOver, WrongSource)
+
+
 class RunResult(msgspec.Struct, frozen=True):
     batches: int
     changes: int
@@ -208,7 +217,7 @@ class Worker:
                 self._prefetch.discard()
                 exc = sqlite_source.translate(raw, self.source) if isinstance(raw, sqlite3.Error) else raw
                 if not _transient(exc):
-                    if not isinstance(exc, AlreadyCutOver):
+                    if not isinstance(exc, REFUSALS):
                         self._errored(exc)
                     if exc is raw:
                         raise
@@ -380,7 +389,7 @@ class Worker:
             return
         ours = {f"capture:{self._meta.source_id}", state.source_identity(self.source).id}
         if str(row[1]) not in ours:
-            raise UsageError(
+            raise WrongSource(
                 f"the target was loaded from another source file: {row[0]} (id {row[1]}); "
                 f"this is {self.source} (capture source id {self._meta.source_id})",
                 hint="run against the file the target was snapshotted from, "

@@ -1731,7 +1731,13 @@ def _wrong_source(env: Env) -> Ran:
         other, "INSERT INTO t VALUES (99, 'other'); INSERT INTO t VALUES (98, 'x'); DELETE FROM t WHERE id = 98"
     )
     env.then(lambda: _assert_equal([r[0] for r in env.rows("t")], [1, 2], "rows"))
+    env.then(lambda: _assert_equal(_phase(env), "STREAMING", "phase (a refused run must not mark the target ERRORED)"))
     return env.cli("run", "--until-drained", "--source", str(other), "--target", env.dsn)
+
+
+def _phase(env: Env) -> str:
+    row = env.pg.execute("SELECT phase FROM replicator.apply_state").fetchone()
+    return str(row[0]) if row else ""
 
 
 # configuration and usage ---------------------------------------------------------------------------
