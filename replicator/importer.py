@@ -116,7 +116,7 @@ def import_export(
             with pconn.transaction():
                 state.ensure(pconn, state_schema)
             plan = snapshot.build_plan(pconn, read, config, snapshot.resolve_mode(pconn, config, mode))
-            snapshot.check_target(pconn, plan, replace=replace)
+            snapshot.check_target(pconn, plan, replace=replace, can_resume=False)
             warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
             with pconn.transaction():
                 run_id = state.start_run(pconn, state_schema, command="import", mode=plan.mode, source=identity)

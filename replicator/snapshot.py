@@ -214,8 +214,11 @@ def check_target(
     replace: bool,
     resume: bool = False,
     loaded: Sequence[str] = (),
+    can_resume: bool = True,
 ) -> None:
     """Refuse to overwrite data, naming the tables that hold rows, unless ``--replace`` or ``--resume``.
+
+    ``can_resume`` False (``import``, which has no ``--resume``) keeps that option out of the hints.
 
     ``--resume`` accepts rows only in tables an earlier run of the same source recorded as loaded
     (``loaded``, target names): rows anywhere else are someone else's and are never truncated.
@@ -236,14 +239,14 @@ def check_target(
     if populated:
         raise TargetNotEmpty(
             f"target tables already hold rows: {', '.join(populated)}",
-            hint="pass --resume to continue an interrupted snapshot of this source, --replace to reload "
-            "everything, or point --target at an empty database",
+            hint=("pass --resume to continue an interrupted snapshot of this source, " if can_resume else "pass ")
+            + "--replace to reload everything, or point --target at an empty database",
         )
     if plan.mode == "create" and existing:
         raise UsageError(
             f"tables already exist in schema {plan.schema!r}: {', '.join(existing)}",
-            hint="pass --resume to continue an interrupted snapshot, --mode existing to load into them, "
-            "or --replace to drop and recreate them",
+            hint=("pass --resume to continue an interrupted snapshot, " if can_resume else "pass ")
+            + "--mode existing to load into them, or --replace to drop and recreate them",
         )
 
 

@@ -72,8 +72,10 @@ def test_import_refuses_a_non_empty_target_and_replaces(tmp_path: Path, pg_dsn: 
     out = tmp_path / "dump"
     export.export(make_source(tmp_path / "app.db"), out, CFG)
     importer.import_export(out, pg_dsn, Q)
-    with pytest.raises(TargetNotEmpty, match="target tables already hold rows: child, pair, parent"):
+    with pytest.raises(TargetNotEmpty, match="target tables already hold rows: child, pair, parent") as refused:
         importer.import_export(out, pg_dsn, Q)
+    assert "--replace" in refused.value.hint
+    assert "--resume" not in refused.value.hint  # import has no --resume
     again = importer.import_export(out, pg_dsn, Q, replace=True)
     assert again.tables[-1].quarantined == 3  # NUL text, text and a blob that are not UTF-8
     assert (
