@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from replicator import __version__, log
+from replicator import __version__, files, log
 from replicator.errors import ReplicatorError, UsageError
 from triggers import source as sqlite_source
 
@@ -40,6 +40,7 @@ PAGES_PER_STEP = 256
 STEP_SLEEP_S = 0.002
 MAX_RESTARTS = 3
 _HASH_CHUNK = 1 << 20
+OTHER_DIR = "choose another output directory"
 
 
 class BackupFailed(ReplicatorError):
@@ -89,10 +90,11 @@ def backup(
 ) -> BackupResult:
     """Copy ``source`` into ``out_dir`` while the app runs; see the module docstring for the method."""
     source, out_dir = Path(source), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(UTC)
     name = f"{source.stem}-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}.db"
     final, partial = out_dir / name, out_dir / f".{name}.partial"
+    with files.writing(final, what="the backup", instead=OTHER_DIR):
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     bound = log.get("backup", source=str(source), out=str(final))
     started = time.monotonic()
     src = sqlite_source.connect(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
@@ -113,8 +115,10 @@ def backup(
             raise
     except sqlite3.Error as exc:
         raise BackupFailed(
-            f"backup of {source} failed: {exc}", hint="check free space in the output directory"
+            f"backup of {source} failed: {exc}", hint=f"check free space in {out_dir} or {OTHER_DIR}"
         ) from None
+    except OSError as exc:  # a full disk, a quota, a size limit: one line, the partial copy removed
+        raise files.write_error(exc, final, what="the backup", instead=OTHER_DIR) from exc
     finally:
         src.close()
     manifest = BackupManifest(
@@ -134,7 +138,8 @@ def backup(
         integrity_check=integrity,
     )
     manifest_path = out_dir / f"{name}.json"
-    _write_private(manifest_path, msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
+    with files.writing(manifest_path, what="the backup manifest", instead=OTHER_DIR):
+        _write_private(manifest_path, msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
     bound.info("backup written", bytes=size, pages=page_count, sha256=digest, steps=steps, restarts=restarts)
     return BackupResult(path=os.fspath(final), manifest_path=os.fspath(manifest_path), manifest=manifest)
 
@@ -147,11 +152,16 @@ def _create_private(path: Path) -> None:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` owner-only; a failed write leaves no half file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _progress(pages_per_step: int, sleep_s: float, max_restarts: int, counters: list[int]) -> Callable[..., None]:

@@ -19,7 +19,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import pg, pgschema, verify
+from replicator import files, pg, pgschema, verify
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
@@ -95,15 +95,23 @@ def encode(cert: Certificate) -> bytes:
 
 
 def write_file(path: Path, cert: Certificate) -> None:
-    """Temp file, fsync, rename: a reader never sees half a certificate."""
+    """Temp file, fsync, rename: a reader never sees half a certificate. A full disk, a quota or a size limit
+    raises :class:`replicator.files.WriteFailed` naming the path; the temp file is removed."""
     partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, encode(cert))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(partial, path)
+    with files.writing(path, what="the certificate", instead="choose another --certificate"):
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                left = memoryview(encode(cert))
+                while left:  # a short write is followed by one that says why (ENOSPC, EFBIG)
+                    left = left[os.write(fd, left) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def read_file(path: Path) -> Certificate:

@@ -55,7 +55,7 @@ from psycopg import sql
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
 from checkpoints.model import Checkpoint, Kind, next_checkpoint, tool_version
-from replicator import apply, backup, faults, log, pg, pgschema, phase, quarantine, resnapshot, verify
+from replicator import apply, backup, faults, files, log, pg, pgschema, phase, quarantine, resnapshot, verify
 from replicator.certificate import Certificate, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
@@ -145,7 +145,7 @@ def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
             cls = CutoverInterrupted if isinstance(exc, KeyboardInterrupt) else ReplicatorError
             raise cls(
                 f"cutover is complete (SQLite fenced, PostgreSQL phase DONE, chain head #{finished.head.number}) "
-                f"but writing the certificate failed: {exc!r}",
+                f"but writing the certificate failed: {exc.message if isinstance(exc, ReplicatorError) else repr(exc)}",
                 hint="point the app at PostgreSQL; ANALYZE the tables; `replicator certificate` shows what was stored",
             ) from exc
     finally:
@@ -233,12 +233,18 @@ def _after_fence(
             )
         )
         path = options.certificate_path or session.source.with_name(session.source.name + ".cutover.json")
-        certificate.write_file(path, cert)
+        unwritten: files.WriteFailed | None = None
+        try:
+            certificate.write_file(path, cert)
+        except files.WriteFailed as exc:  # stored in the target all the same, then reported
+            unwritten = exc
         try:
             with session.pconn.transaction():
                 certificate.store(session.pconn, session.state_schema, cert)
         except psycopg.Error as exc:
             warnings.append(f"certificate not stored in the target ({pgschema.pg_message(exc)}); the file {path} is")
+        if unwritten is not None:
+            raise unwritten
     for w in warnings:
         session.log.warning(w)
     return Result(

@@ -61,7 +61,7 @@ from typing import IO, Any, Final
 
 import msgspec
 
-from replicator import __version__, log
+from replicator import __version__, files, log
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.profile import TableProfile, profile_table
@@ -75,6 +75,7 @@ WRITE_BUFFER: Final = 1 << 20
 _HASH_CHUNK: Final = 1 << 20
 _DECODE_ERROR: Final = "Could not decode to UTF-8"
 MAX_REPORTED: Final = 100
+OTHER_OUT: Final = "choose another --out"
 """Orphans and bad rows listed per check before the rest is only counted."""
 
 
@@ -319,13 +320,8 @@ def export(source: Path, out: Path, config: Config, *, tar: bool = False) -> Exp
     bound = log.get("export")
     sqlite_source.check_file(source)  # missing, empty, not SQLite: one line before anything is read
     source_file = SourceFile(name=source.name, size=source.stat().st_size, sha256=sha256_file(source))
-    try:
+    with files.writing(out, what="the export", instead=OTHER_OUT):
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))  # mode 0700
-    except OSError as exc:
-        raise ReplicatorError(
-            f"cannot create the export in {parent}: {exc.strerror}",
-            hint="check the directory's permissions and free space",
-        ) from None
     try:
         conn = snapshot.open_source(source, config)
     except BaseException:
@@ -362,6 +358,8 @@ def export(source: Path, out: Path, config: Config, *, tar: bool = False) -> Exp
         _publish(work, out, tar=tar)
     except sqlite3.Error as exc:  # a corrupt page found mid-read: one line, nothing left behind
         raise sqlite_source.translate(exc, source) from None
+    except OSError as exc:  # a full disk, a quota, a file size limit: one line, nothing left behind
+        raise files.write_error(exc, out, what="the export", instead=OTHER_OUT) from exc
     finally:
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -373,13 +371,17 @@ def _publish(work: Path, out: Path, *, tar: bool) -> None:
     """Rename the finished export into place (fsynced first): never a half export under the final name."""
     if tar:
         partial = out.parent / f".{out.name}.partial"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as archive:
-            for path in sorted(work.iterdir()):
-                archive.add(path, arcname=path.name)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(partial, out)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as archive:
+                for path in sorted(work.iterdir()):
+                    archive.add(path, arcname=path.name)
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(partial, out)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     else:
         _fsync_dir(work)
         os.rename(work, out)

@@ -1403,7 +1403,7 @@ def _export_corrupt(env: Env) -> Ran:
     "export",
     "refused",
     1,
-    ["cannot create the export", "permissions"],
+    ["cannot write the export", "permission denied"],
     untouched="nothing created",
     needs=["unprivileged"],
 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -13,7 +15,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, export
+from replicator import config, export, files
 from replicator.cli import cli
 from replicator.errors import UsageError
 
@@ -225,3 +227,46 @@ def test_duplicate_and_null_keys_and_bad_rows(dump: tuple[Path, dict[str, str]])
     reseal(out, files["pair"], bad)
     problems = export.verify_export(out).problems
     assert any(p.startswith("pair line 7: columns differ (missing ['b']") for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("code", "problem", "hint"),
+    [
+        (errno.ENOSPC, "no space left on the device holding {dir}", "free space there or choose another --out"),
+        (errno.EDQUOT, "disk quota exceeded on the device holding {dir}", "free space there or choose another --out"),
+        (errno.EFBIG, "file size limit reached", "choose another --out on a file system that allows larger files"),
+    ],
+)
+def test_write_errors_name_the_path_and_what_to_do(tmp_path: Path, code: int, problem: str, hint: str) -> None:
+    err = files.write_error(
+        OSError(code, os.strerror(code)), tmp_path / "exp", what="the export", instead="choose another --out"
+    )
+    assert err.message == f"cannot write the export {tmp_path / 'exp'}: " + problem.format(dir=tmp_path)
+    assert err.hint.startswith(hint)
+    assert err.exit_code == 1
+
+
+def test_certificate_write_failure_names_the_file(tmp_path: Path) -> None:
+    from replicator import certificate
+
+    cert = certificate.Certificate(
+        source_path="app.db",
+        source_id="id",
+        source_sha256="0" * 64,
+        target="postgresql://x",
+        stop_seq=1,
+        chain_head=1,
+        chain_head_hash="0" * 64,
+        tables=(),
+        steps={},
+        frozen_at="",
+        fenced_at="",
+        write_outage_s=0.0,
+        tool="test",
+        operator="test",
+    )
+    path = tmp_path / "missing" / "cert.json"
+    with pytest.raises(files.WriteFailed, match=r"cannot write the certificate .*cert\.json") as caught:
+        certificate.write_file(path, cert)
+    assert "choose another --certificate" in caught.value.hint
+    assert not path.parent.exists()

@@ -38,10 +38,15 @@ def test_export_on_a_full_disk_fails_cleanly(tmp_path: Path, tar: bool) -> None:
     assert out.leftovers == [], out  # no export, no partial work directory
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 finding 3: a full disk reads 'unexpected OSError ... report it'")
-def test_export_on_a_full_disk_says_what_to_do(tmp_path: Path) -> None:
-    out = outages.export_disk_full(tmp_path)
-    assert "unexpected" not in out.error_lines[0], out.error_lines
+@pytest.mark.parametrize("tar", [False, True], ids=["directory", "tar"])
+def test_export_on_a_full_disk_says_what_to_do(tmp_path: Path, tar: bool) -> None:
+    """Finding 3 (fixed): the line read 'unexpected OSError: [Errno 27] File too large ... report it'."""
+    out = outages.export_disk_full(tmp_path, tar=tar)
+    line = out.error_lines[0]
+    assert "unexpected" not in line, out.error_lines
+    assert f"cannot write the export {tmp_path / 'exports' / ('exp.tar' if tar else 'exp')}:" in line, line
+    assert "file size limit reached" in line, line
+    assert "choose another --out" in line, line
 
 
 @pytest.mark.soak
