@@ -60,7 +60,7 @@ from replicator.certificate import Certificate, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.phase import ApplyState, Phase
-from replicator.worker import lock_key
+from replicator.worker import take_lock
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
 from triggers.install import Meta, read_meta
@@ -310,8 +310,7 @@ class _Session:
         self._lock_file = handle
 
     def _take_advisory_lock(self) -> None:
-        row = self.pconn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.meta.source_id),)).fetchone()
-        if not row or not row[0]:
+        if not take_lock(self.pconn, self.meta.source_id):  # a daemon stopped just now: its backend may still hold it
             raise CutoverAborted(
                 f"another replicator is applying source {self.meta.source_id} to this target",
                 hint="stop `replicator run` (see pg_stat_activity, application_name=replicator) and run cutover again",

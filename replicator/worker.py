@@ -148,6 +148,22 @@ def lock_key(source_id: str) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def take_lock(
+    conn: psycopg.Connection[Any], source_id: str, *, grace_s: float = LOCK_GRACE_S, stop: threading.Event | None = None
+) -> bool:
+    """Take the source's advisory lock (the daemon's, and the cutover's); a holder is waited for up to
+    ``grace_s``: the backend of a daemon that has just exited can hold it for a few ms after the client
+    closed (a back-to-back start was refused). False: someone still holds it."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(source_id),)).fetchone()
+        if row and row[0]:
+            return True
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return False
+        time.sleep(0.05)
+
+
 class Worker:
     """The apply daemon for one source and one target. ``stop()`` may be called from any thread."""
 
@@ -360,16 +376,9 @@ class Worker:
         return self.config.apply.retry_max_wait_s
 
     def _lock_target(self, conn: psycopg.Connection[Any]) -> None:
-        """Take the advisory lock; a holder is waited for briefly: the backend of a daemon that has just
-        exited can hold it for a few ms after the client closed (a back-to-back restart was refused)."""
-        deadline = time.monotonic() + LOCK_GRACE_S
-        while True:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self._meta.source_id),)).fetchone()
-            if row and row[0]:
-                return
-            if time.monotonic() >= deadline or self._stop.is_set():
-                break
-            time.sleep(0.05)
+        """Take the advisory lock (with :func:`take_lock`'s grace for a daemon that has just exited)."""
+        if take_lock(conn, self._meta.source_id, stop=self._stop):
+            return
         raise WorkerError(
             f"another replicator is already applying source {self._meta.source_id} to this target",
             hint="stop the other `replicator run` (see pg_stat_activity, application_name=replicator) first",

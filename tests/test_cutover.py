@@ -244,6 +244,27 @@ def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     assert writable(src)
 
 
+def test_lock_of_a_daemon_that_just_exited_is_waited_for(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """The daemon's start waits LOCK_GRACE_S for a backend that still holds the lock (87c4b7b); cutover too."""
+    from replicator.worker import LOCK_GRACE_S, lock_key
+    from triggers.install import read_meta
+
+    drain(src, pg_dsn)
+    meta = read_meta(sqlite3.connect(src))
+    assert meta is not None
+    other = psycopg.connect(pg_dsn, autocommit=True)
+    other.execute("SELECT pg_advisory_lock(%s)", (lock_key(meta.source_id),))
+    release = threading.Timer(LOCK_GRACE_S / 4, other.close)  # the old backend lets go a moment later
+    release.start()
+    try:
+        result = cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    finally:
+        release.join()
+        other.close()
+    assert not result.dry_run
+    assert not writable(src)
+
+
 def test_unacknowledged_quarantine_refused_then_accepted_and_recorded(tmp_path: Path, pg_dsn: str) -> None:
     src = make_source(
         tmp_path / "q.db",
