@@ -412,8 +412,8 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
         listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())
         raise CutoverAborted(
             f"quarantined values nobody acknowledged ({listed}): those rows are not in PostgreSQL",
-            hint=f"review them in {session.state_schema}.quarantine and set acknowledged = true there, "
-            "or pass --accept-quarantine (recorded in the certificate)",
+            hint="review them with `replicator quarantine list`, then acknowledge them with "
+            "`replicator quarantine ack`, or pass --accept-quarantine (recorded in the certificate)",
         )
     caught_up = drain(session, stop=None, budget=None, leave=CATCHUP_BACKLOG)
     bound.info("caught up", applied_seq=caught_up.seq_to)

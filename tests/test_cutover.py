@@ -278,8 +278,11 @@ def test_unacknowledged_quarantine_refused_then_accepted_and_recorded(tmp_path: 
             "INSERT INTO replicator.quarantine (table_name, key, column_name, storage_class, original_base64, reason) "
             "VALUES ('t', '{\"id\": 3}', 'n', 'text', 'eA==', 'test')"
         )
-    with pytest.raises(CutoverAborted, match="quarantined"):
+    with pytest.raises(CutoverAborted, match="quarantined") as refused:
         cutover(src, pg_dsn, conf, opts(tmp_path))
+    assert "`replicator quarantine list`" in refused.value.hint
+    assert "`replicator quarantine ack`" in refused.value.hint
+    assert "--accept-quarantine" in refused.value.hint
     assert writable_t(src)
     result = cutover(src, pg_dsn, conf, opts(tmp_path, accept_quarantine=True))
     assert result.certificate is not None
