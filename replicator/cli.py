@@ -886,7 +886,7 @@ def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) 
 @common_options
 @click.option("--table", default=None, help="Only this source table (default: all).")
 def quarantine_ack(ctx: Context, table: str | None) -> None:
-    """Acknowledge quarantined values: the operator has seen them; cutover then proceeds and records it."""
+    """Acknowledge quarantined values after review; cutover then proceeds (the values stay listed)."""
     from replicator import pg, quarantine
 
     with pg.connect(ctx.target, autocommit=True) as conn:

@@ -17,6 +17,7 @@ network filesystems do not provide (https://www.sqlite.org/wal.html).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -30,6 +31,12 @@ from watchdog.events import FileSystemEventHandler
 
 from triggers.errors import SourceError
 from triggers.source import NETWORK_FILESYSTEMS, connect, filesystem_type
+
+# watchdog's inotify emitter logs "queue_events() called when the thread is inactive" at ERROR when the
+# observer stops while an event is in flight (a daemon that exits right after starting). It is a
+# harmless shutdown race, file events are only a hint (PRAGMA data_version polling is the safety net),
+# and a stray line on stderr breaks the one-line error contract of the CLI.
+logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
 
 FAST_RECHECKS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 """Re-check delays after a file event: the commit becomes visible just after the WAL write."""
