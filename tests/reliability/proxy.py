@@ -33,9 +33,20 @@ class Proxy:
     def to_dsn(cls, dsn: str) -> Proxy:
         params: dict[str, Any] = conninfo.conninfo_to_dict(dsn)
         host = params.get("host") or "127.0.0.1"
-        if host.startswith("/") or host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"the proxy only forwards to a loopback TCP server, not {host!r}")
+        if host.startswith("/"):  # a Unix-socket server (the embedded PostgreSQL): forward to its socket file
+            return cls(host, int(params.get("port") or 5432))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"the proxy only forwards to a loopback server, not {host!r}")
         return cls("127.0.0.1", int(params.get("port") or 5432))
+
+    def _connect_upstream(self) -> socket.socket:
+        host, port = self.target
+        if host.startswith("/"):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            upstream.connect(f"{host}/.s.PGSQL.{port}")
+            return upstream
+        return socket.create_connection(self.target, timeout=5)
 
     def dsn(self, dsn: str) -> str:
         """``dsn`` with host and port pointing at the proxy."""
@@ -105,7 +116,7 @@ class Proxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect_upstream()
             except OSError:
                 client.close()
                 continue
