@@ -45,7 +45,7 @@ import structlog
 
 from triggers.ddl import META
 from triggers.schema import quote_ident, read_schema
-from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, connect, translate
+from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, opened, translate
 
 FENCE_PREFIX = "_replicator_fence_"
 FENCE_TABLE = "_replicator_fence"
@@ -300,34 +300,19 @@ def fence(
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
 ) -> FenceReport:
     """Fence the file at ``path`` in one ``BEGIN IMMEDIATE`` transaction of our own."""
-    conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
-    try:
+    with opened(path, readonly=False, busy_timeout_ms=busy_timeout_ms) as conn:
         return fence_on(conn, at, message_extra, path=path)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
-    finally:
-        conn.close()
 
 
 def unfence(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> UnfenceReport:
     """Make the file at ``path`` writable again (emergency rollback of a cutover)."""
-    conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
-    try:
+    with opened(path, readonly=False, busy_timeout_ms=busy_timeout_ms) as conn:
         return unfence_on(conn, path=path)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
-    finally:
-        conn.close()
 
 
 def status(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> FenceStatus:
-    conn = connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
-    try:
+    with opened(path, busy_timeout_ms=busy_timeout_ms) as conn:
         return status_on(conn)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
-    finally:
-        conn.close()
 
 
 __all__ = [

@@ -55,7 +55,7 @@ from triggers.ddl import (
 )
 from triggers.errors import SchemaUnsupported
 from triggers.schema import Schema, Table, quote_ident, read_schema
-from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, connect, translate
+from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, opened, translate
 
 Policy = Literal["refuse", "rowid", "snapshot-only"]
 Mode = Literal["key", "rowid", "snapshot-only"]
@@ -477,14 +477,9 @@ def install(
     """Install (or reconcile) capture in the SQLite file at ``path``; see the module docstring."""
     from triggers.watch import check_wal_location
 
-    conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
-    try:
+    with opened(path, readonly=False, busy_timeout_ms=busy_timeout_ms) as conn:
         check_wal_location(Path(path), conn)
         return install_on(conn, default_policy=default_policy, policies=policies, path=path, stamp_time=stamp_time)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
-    finally:
-        conn.close()
 
 
 # --- remove -----------------------------------------------------------------------------------
@@ -513,13 +508,8 @@ def remove_on(conn: sqlite3.Connection, *, path: Path | str = "source") -> Remov
 
 
 def remove(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> RemoveReport:
-    conn = connect(path, readonly=False, busy_timeout_ms=busy_timeout_ms)
-    try:
+    with opened(path, readonly=False, busy_timeout_ms=busy_timeout_ms) as conn:
         return remove_on(conn, path=path)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
-    finally:
-        conn.close()
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -560,13 +550,8 @@ def _state(cap: TableCapture, names: set[str], existing: dict[str, tuple[str, st
 
 
 def status(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Status:
-    conn = connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
-    try:
+    with opened(path, busy_timeout_ms=busy_timeout_ms) as conn:
         return status_on(conn)
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
-    finally:
-        conn.close()
 
 
 __all__ = [

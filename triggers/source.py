@@ -12,6 +12,8 @@ import os
 import sqlite3
 import stat
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from triggers.errors import SourceBusy, SourceError
@@ -127,6 +129,20 @@ def connect(
         conn.close()
         raise translate(exc, path) from None
     return conn
+
+
+@contextmanager
+def opened(
+    path: Path | str, *, readonly: bool = True, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+) -> Iterator[sqlite3.Connection]:
+    """A connection for one standalone operation: any sqlite3 error inside becomes our one-line error."""
+    conn = connect(path, readonly=readonly, busy_timeout_ms=busy_timeout_ms)
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    finally:
+        conn.close()
 
 
 def translate(exc: sqlite3.Error, path: Path | str) -> SourceError | SourceBusy:
