@@ -21,10 +21,15 @@ changes/s, wall, the daemon's CPU (user+sys) and its PostgreSQL backends' CPU.
 from __future__ import annotations
 
 import argparse
+import array
+import contextlib
+import multiprocessing
 import os
 import random
+import signal
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -332,42 +337,148 @@ def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str,
     return {k: rows_per_batch / statistics.median(v) for k, v in out.items()}
 
 
-def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, rate: int, top: dict[str, int]) -> list[float]:
-    """Streaming lag: the app commits small transactions at ``rate`` changes/s while the daemon runs;
-    each commit's lag is the ``at`` of the first checkpoint covering its seq minus its commit time."""
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "-q"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    time.sleep(2.0)  # start-up
+def app_load(path: str, out: str, seconds: float, txn_rate: int, top: dict[str, int], seed: int) -> None:
+    """The app (run in its own process): ``txn_rate`` transactions/s for ``seconds``, each of 1-5 rows
+    (60 % UPDATE, 30 % INSERT, 10 % DELETE over the three tables), paced to an absolute schedule (a
+    late transaction does not push the next ones back). Writes one ``(last seq, commit time)`` pair
+    per transaction to ``out``: the seq is read inside the transaction (the writer holds the lock, so
+    the journal's max is its own last entry), the time right after COMMIT returns."""
     conn = sqlite3.connect(path, isolation_level=None)
-    rng = random.Random(1)
-    commits: list[tuple[int, float]] = []
-    per_tx = 5
-    interval = per_tx / rate
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        started = time.monotonic()
-        conn.execute("BEGIN")
-        for _ in range(per_tx):
-            conn.execute(UPDATE["users"], (rng.randint(1, 100_000), rng.randint(1, top["users"])))
-        conn.execute("COMMIT")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA synchronous = normal")
+    rng = random.Random(seed)
+    seqs, times = array.array("q"), array.array("d")
+    interval = 1.0 / txn_rate
+    start = time.monotonic()
+    n = 0
+    while True:
+        due = start + n * interval
+        now = time.monotonic()
+        if due - start >= seconds:
+            break
+        if due > now:
+            time.sleep(due - now)
+        conn.execute("BEGIN IMMEDIATE")
+        for _ in range(rng.randint(1, 5)):
+            table = rng.choice(TABLES)
+            roll = rng.random()
+            if roll < 0.6:
+                conn.execute(UPDATE[table], (rng.randint(1, 100_000), rng.randint(1, top[table])))
+            elif roll < 0.9:
+                top[table] += 1
+                conn.execute(INSERT[table], MAKERS[table](top[table], rng))
+            else:
+                conn.execute(f"DELETE FROM {table} WHERE id = ?", (rng.randint(1, top[table]),))
         (seq,) = conn.execute("SELECT max(seq) FROM _replicator_journal").fetchone()
-        commits.append((int(seq), time.time()))
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    time.sleep(2.0)
-    proc.terminate()
-    proc.wait(timeout=30)
+        conn.execute("COMMIT")
+        times.append(time.time())
+        seqs.append(int(seq))
+        n += 1
+    conn.close()
+    with open(out, "wb") as fh:
+        fh.write(struct.pack("<qd", n, time.monotonic() - start))
+        seqs.tofile(fh)
+        times.tofile(fh)
+
+
+class Lag:
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.txns = 0
+        self.txn_rate = 0.0
+        self.changes = 0
+        self.rss_peak_kib = 0
+        self.rss_samples: list[int] = []
+        self.journal_rows: list[int] = []
+        self.wal_bytes: list[int] = []
+        self.cpu = 0.0
+
+
+def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, txn_rate: int, top: dict[str, int]) -> Lag:
+    """End-to-end lag at a steady app load: the daemon (``replicator run``) and the app (:func:`app_load`)
+    each in their own process. A commit's lag is the time PostgreSQL first showed a checkpoint covering
+    its seq (polled every 5 ms by this process, so at most ~5 ms late) minus its SQLite commit time.
+    Sampled every 250 ms: the daemon's RSS, the journal's row count and the -wal file's size."""
+    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "-q"]
+    daemon = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        return _lag(daemon, path, dsn, seconds, txn_rate, top)
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def _lag(
+    daemon: subprocess.Popen[bytes], path: Path, dsn: str, seconds: float, txn_rate: int, top: dict[str, int]
+) -> Lag:
+    out = Lag()
+    seen: list[tuple[int, float]] = []
     with psycopg.connect(dsn, autocommit=True) as pconn:
-        marks = pconn.execute(
-            "SELECT seq_to, extract(epoch FROM at)::float8 FROM replicator.checkpoints ORDER BY number"
-        ).fetchall()
-    lags = []
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # start-up: wait until this daemon has caught up
+            row = pconn.execute("SELECT pid, upper(phase) FROM replicator.apply_state").fetchone()
+            if row == (daemon.pid, "STREAMING"):
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit("the daemon did not reach STREAMING within 120 s")
+        result = Path(path).with_name("app_load.bin")
+        app = multiprocessing.get_context("spawn").Process(
+            target=app_load, args=(str(path), str(result), seconds, txn_rate, dict(top), 11)
+        )
+        app.start()
+        last_sample = 0.0
+        last_seq = -1
+        wal = Path(f"{path}-wal")
+        while app.is_alive():
+            now = time.monotonic()
+            (top_seq,) = pconn.execute("SELECT max(seq_to) FROM replicator.checkpoints").fetchone()
+            if top_seq is not None and top_seq > last_seq:
+                seen.append((int(top_seq), time.time()))
+                last_seq = int(top_seq)
+            if now - last_sample >= 0.25:
+                last_sample = now
+                out.journal_rows.append(int(probe.execute("SELECT count(*) FROM _replicator_journal").fetchone()[0]))
+                out.wal_bytes.append(wal.stat().st_size if wal.exists() else 0)
+                with contextlib.suppress(OSError):
+                    for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            out.rss_samples.append(int(line.split()[1]))
+            time.sleep(0.005)
+        app.join()
+        with open(result, "rb") as fh:
+            n, elapsed = struct.unpack("<qd", fh.read(16))
+            seqs, times = array.array("q"), array.array("d")
+            seqs.fromfile(fh, n)
+            times.fromfile(fh, n)
+        out.txns, out.txn_rate = n, n / elapsed
+        final = seqs[-1]
+        deadline = time.monotonic() + 30
+        while last_seq < final and time.monotonic() < deadline:  # the tail
+            (top_seq,) = pconn.execute("SELECT max(seq_to) FROM replicator.checkpoints").fetchone()
+            if top_seq is not None and top_seq > last_seq:
+                seen.append((int(top_seq), time.time()))
+                last_seq = int(top_seq)
+            time.sleep(0.005)
+        (first,) = probe.execute("SELECT min(seq) FROM _replicator_journal").fetchone()
+        del first
+        probe.close()
+    daemon.send_signal(signal.SIGTERM)
+    _pid, status, usage = os.wait4(daemon.pid, 0)
+    daemon.returncode = os.waitstatus_to_exitcode(status)
+    out.rss_peak_kib, out.cpu = int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
+    out.changes = seqs[-1] - seqs[0]
     i = 0
-    for seq, at in commits:
-        while i < len(marks) and marks[i][0] < seq:
+    for seq, at in zip(seqs, times, strict=True):
+        while i < len(seen) and seen[i][0] < seq:
             i += 1
-        if i < len(marks):
-            lags.append(marks[i][1] - at)
-    return lags
+        if i == len(seen):
+            raise SystemExit(f"the daemon did not apply seq {seq} within 30 s of the load's end")
+        out.lags.append(seen[i][1] - at)
+    out.lags.sort()
+    return out
 
 
 def conninfo_dbname(dsn: str) -> str:
@@ -394,7 +505,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fastpath", action="store_true", help="also time the insert step three ways")
     parser.add_argument("--lag-seconds", type=float, default=0, help="also measure streaming lag for N seconds")
-    parser.add_argument("--lag-rate", type=int, default=2_000, help="app changes per second during --lag-seconds")
+    parser.add_argument(
+        "--lag-txn-rate",
+        type=int,
+        default=1_000,
+        help="app transactions (1-5 rows each) per second during --lag-seconds",
+    )
     parser.add_argument(
         "--compare",
         action="append",
@@ -451,13 +567,23 @@ def main() -> None:
                 )
             print(f"round {round_no}: raw COPY {args.changes / copy_seconds:,.0f} rows/s", flush=True)
         if args.lag_seconds:
-            lags = sorted(lag(path, dsn, env, args.lag_seconds, args.lag_rate, top))
+            m = lag(path, dsn, env, args.lag_seconds, args.lag_txn_rate, top)
+            lags = m.lags
             print(
-                f"streaming lag at {args.lag_rate:,} changes/s: p50 {lags[len(lags) // 2] * 1000:.0f} ms, "
-                f"p99 {lags[int(len(lags) * 0.99)] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms ({len(lags)} commits)"
+                f"streaming lag, app at {args.lag_txn_rate:,} txn/s (1-5 rows each) for {args.lag_seconds:.0f} s: "
+                f"achieved {m.txn_rate:,.0f} txn/s = {m.changes / args.lag_seconds:,.0f} changes/s; "
+                f"p50 {lags[len(lags) // 2] * 1000:.0f} ms, p99 {lags[int(len(lags) * 0.99)] * 1000:.0f} ms, "
+                f"max {lags[-1] * 1000:.0f} ms ({len(lags):,} commits); daemon peak RSS "
+                f"{m.rss_peak_kib / 1024:.0f} MiB (sampled {min(m.rss_samples) / 1024:.0f}-"
+                f"{max(m.rss_samples) / 1024:.0f} MiB), CPU {m.cpu:.1f} s; journal rows sampled "
+                f"median {statistics.median(m.journal_rows):,.0f}, max {max(m.journal_rows):,}; -wal size "
+                f"median {statistics.median(m.wal_bytes) / 2**20:.1f} MiB, max {max(m.wal_bytes) / 2**20:.1f} MiB",
+                flush=True,
             )
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conninfo_dbname(dsn))))
+    if not applied_rates:
+        return
     apply_median, copy_median = statistics.median(applied_rates), statistics.median(copy_rates)
     if len(variants) > 1:
         for label, done in runs.items():
