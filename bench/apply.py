@@ -8,7 +8,15 @@ subprocess (timed from process start, so start-up is included; its peak RSS read
 memory stays flat), then binary-COPY the same number of new rows into the same populated, indexed
 tables inside a transaction that is rolled back (timed; rows converted in memory before the clock
 starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians over ``--rounds``.
+Next to raw COPY, the *floor*: PostgreSQL's own cost of applying the same change set set-based
+(:func:`floor`: the distinct keys the backlog names and SQLite's current rows for them, staged in
+temp tables beforehand, then timed: ``DELETE`` of the keys + ``INSERT`` of the rows, into the same
+populated indexed tables, rolled back), in the daemon's batches of ``--batch-rows`` entries, with and
+without the staging COPY, and for the whole backlog merged into one set.
 ``--fastpath`` also times the insert step three ways (see :func:`fastpath`).
+
+``--lag-seconds N`` then measures end-to-end lag at a steady app load (:func:`lag`): the app in its
+own process at ``--lag-txn-rate`` transactions/s of 1-5 rows each, the daemon as a subprocess.
 
 ``--compare LABEL=DIR`` (repeatable) compares code versions in one run: each round's backlog is
 drained once per version (this checkout first in odd rounds, last in even ones), each on its own
@@ -42,6 +50,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from replicator.config import DEFAULT_BATCH_ROWS
 from triggers import install
 
 SCHEMA = """
@@ -291,6 +300,95 @@ def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
     return seconds
 
 
+ChangeSet = dict[str, tuple[list[int], list[tuple[Any, ...]]]]
+
+
+def change_sets(path: Path, dsn: str, batch: int) -> tuple[ChangeSet, list[ChangeSet]]:
+    """What any state-based applier of the pending backlog must write: the distinct keys it names per
+    table and SQLite's current rows for them, for the whole backlog at once and per ``batch`` entries
+    (the daemon's batches: a key changed in two batches is written twice)."""
+    with psycopg.connect(dsn, autocommit=True) as pconn:
+        (applied,) = pconn.execute("SELECT max(seq_to) FROM replicator.checkpoints").fetchone()
+    conn = sqlite3.connect(path)
+    entries = conn.execute("SELECT tbl, k1 FROM _replicator_journal WHERE seq > ? ORDER BY seq", (applied,)).fetchall()
+    current: dict[str, dict[int, tuple[Any, ...]]] = {}
+    for table in TABLES:
+        keys = sorted({int(k) for t, k in entries if t == table})
+        found: dict[int, tuple[Any, ...]] = {}
+        for i in range(0, len(keys), 10_000):
+            chunk = keys[i : i + 10_000]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT * FROM {table} WHERE id IN ({marks})", chunk):
+                found[int(row[0])] = row
+        current[table] = found
+    conn.close()
+
+    def of(part: list[tuple[str, int]]) -> ChangeSet:
+        out: ChangeSet = {}
+        for table in TABLES:
+            keys = sorted({int(k) for t, k in part if t == table})
+            out[table] = (keys, [current[table][k] for k in keys if k in current[table]])
+        return out
+
+    return of(entries), [of(entries[i : i + batch]) for i in range(0, len(entries), batch)]
+
+
+def _pg_types(conn: psycopg.Connection[Any], table: str) -> list[Any]:
+    from replicator import convert
+
+    rows = conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (f"public.{table}",),
+    ).fetchall()
+    return [convert.parse_type(r[0]) for r in rows]
+
+
+def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
+    """PostgreSQL's own cost of applying the change sets set-based, one after the other, in
+    transactions rolled back: (``DELETE`` of each set's keys + ``INSERT`` of its current rows from
+    temp tables staged beforehand; that plus the staging binary COPY of the keys and rows). Seconds,
+    the faster of index nested loops (what the daemon forces) and the planner's own choice."""
+    from replicator import convert
+
+    best_sql, best_all = float("inf"), float("inf")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        types = {table: _pg_types(conn, table) for table in TABLES}
+        convs = {t: convert.row_converter(t, [f"c{i}" for i in range(len(tt))], tt) for t, tt in types.items()}
+        for nested in (True, False):
+            with conn.transaction(force_rollback=True):
+                if nested:
+                    conn.execute("SET LOCAL enable_mergejoin = off")
+                    conn.execute("SET LOCAL enable_hashjoin = off")
+                staging = 0.0
+                for n, part in enumerate(batches):
+                    for table, (keys, rows) in part.items():
+                        data = [convs[table](r) for r in rows]
+                        started = time.perf_counter()
+                        conn.execute(f"CREATE TEMP TABLE fk_{table}_{n} (id bigint) ON COMMIT DROP")
+                        conn.execute(
+                            f"CREATE TEMP TABLE fr_{table}_{n} ON COMMIT DROP AS SELECT * FROM {table} WITH NO DATA"
+                        )
+                        with conn.cursor() as cur:
+                            with cur.copy(f"COPY fk_{table}_{n} FROM STDIN (FORMAT BINARY)") as copy:
+                                copy.set_types(["int8"])
+                                for k in keys:
+                                    copy.write_row((k,))
+                            with cur.copy(f"COPY fr_{table}_{n} FROM STDIN (FORMAT BINARY)") as copy:
+                                copy.set_types(convert.copy_types(types[table]))
+                                for row in data:
+                                    copy.write_row(row)
+                        staging += time.perf_counter() - started
+                started = time.perf_counter()
+                for n, part in enumerate(batches):
+                    for table in part:
+                        conn.execute(f"DELETE FROM {table} t USING fk_{table}_{n} k WHERE t.id = k.id")
+                        conn.execute(f"INSERT INTO {table} SELECT * FROM fr_{table}_{n}")
+                applying = time.perf_counter() - started
+            best_sql, best_all = min(best_sql, applying), min(best_all, applying + staging)
+    return best_sql, best_all
+
+
 def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str, float]:
     """The insert step of a batch, three ways, on ``users`` (PK + UNIQUE email + name index).
 
@@ -533,7 +631,7 @@ def main() -> None:
         if args.fastpath:
             for variant, rate in fastpath(dsn).items():
                 print(f"insert step, {variant}: {rate:,.0f} rows/s", flush=True)
-        applied_rates, copy_rates, rss = [], [], []
+        applied_rates, copy_rates, floor_rates, floor_all_rates, merged_rates, rss = [], [], [], [], [], []
         variants: list[Variant] = [("this", None, {})]
         for spec in args.compare:
             label, _, rest = spec.partition("=")
@@ -543,6 +641,9 @@ def main() -> None:
         runs: dict[str, list[Drained]] = {label: [] for label, _, _ in variants}
         for round_no in range(1, args.rounds + 1):
             make_backlog(path, args.changes, top, rng)
+            whole, batched = change_sets(path, dsn, args.batch_rows or DEFAULT_BATCH_ROWS)
+            distinct = sum(len(k) for k, _ in whole.values())
+            distinct_batched = sum(len(k) for part in batched for k, _ in part.values())
             if len(variants) > 1:
                 measured = compare_round(args.dsn, dsn, path, env, variants, reverse=round_no % 2 == 0)
                 for label, run in measured.items():
@@ -553,8 +654,14 @@ def main() -> None:
                 runs["this"].append(run)
                 seconds, peak = run.seconds, run.rss_kib
             copy_seconds = raw_copy(dsn, args.changes, rng)
+            floor_sql, floor_all = floor(dsn, batched)
+            merged_sql, _ = floor(dsn, [whole])
+            del whole, batched
             applied_rates.append(args.changes / seconds)
             copy_rates.append(args.changes / copy_seconds)
+            floor_rates.append(args.changes / floor_sql)
+            floor_all_rates.append(args.changes / floor_all)
+            merged_rates.append(args.changes / merged_sql)
             rss.append(peak)
             for label, done in runs.items():
                 last = done[-1]
@@ -562,10 +669,18 @@ def main() -> None:
                     f"round {round_no} [{label}]: apply {args.changes:,} changes in {last.seconds:.2f} s "
                     f"= {args.changes / last.seconds:,.0f}/s; daemon CPU {last.cpu:.2f} s, PostgreSQL backends "
                     f"CPU {last.pg_cpu:.2f} s (peak RSS {last.rss_kib / 1024:.0f} MiB); "
-                    f"ratio vs raw COPY {copy_seconds / last.seconds:.2f}x",
+                    f"ratio vs raw COPY {copy_seconds / last.seconds:.2f}x, vs floor {floor_sql / last.seconds:.2f}x, "
+                    f"vs floor+staging {floor_all / last.seconds:.2f}x",
                     flush=True,
                 )
-            print(f"round {round_no}: raw COPY {args.changes / copy_seconds:,.0f} rows/s", flush=True)
+            print(
+                f"round {round_no}: raw COPY {args.changes / copy_seconds:,.0f} rows/s ({copy_seconds:.2f} s); "
+                f"floor in the daemon's batches ({distinct_batched:,} keys) DELETE+INSERT from staged rows "
+                f"{args.changes / floor_sql:,.0f} changes/s ({floor_sql:.2f} s), with the staging COPY "
+                f"{args.changes / floor_all:,.0f} changes/s ({floor_all:.2f} s); whole backlog merged "
+                f"({distinct:,} keys) {args.changes / merged_sql:,.0f} changes/s ({merged_sql:.2f} s)",
+                flush=True,
+            )
         if args.lag_seconds:
             m = lag(path, dsn, env, args.lag_seconds, args.lag_txn_rate, top)
             lags = m.lags
@@ -585,18 +700,26 @@ def main() -> None:
     if not applied_rates:
         return
     apply_median, copy_median = statistics.median(applied_rates), statistics.median(copy_rates)
+    floor_median, floor_all_median = statistics.median(floor_rates), statistics.median(floor_all_rates)
+    merged_median = statistics.median(merged_rates)
     if len(variants) > 1:
         for label, done in runs.items():
             rate = statistics.median(args.changes / r.seconds for r in done)
             print(
-                f"median [{label}]: {rate:,.0f} changes/s, ratio {rate / copy_median:.2f}x, wall "
+                f"median [{label}]: {rate:,.0f} changes/s, ratio {rate / copy_median:.2f}x of raw COPY, "
+                f"{rate / floor_median:.2f}x of floor, {rate / floor_all_median:.2f}x of floor+staging, wall "
                 f"{statistics.median(r.seconds for r in done):.2f} s, daemon CPU "
                 f"{statistics.median(r.cpu for r in done):.2f} s, PostgreSQL CPU "
                 f"{statistics.median(r.pg_cpu for r in done):.2f} s"
             )
     print(
-        f"median: apply {apply_median:,.0f} changes/s, raw COPY {copy_median:,.0f} rows/s, "
-        f"ratio {apply_median / copy_median:.2f}x, peak RSS {max(rss) / 1024:.0f} MiB"
+        f"median: apply {apply_median:,.0f} changes/s, raw COPY {copy_median:,.0f} rows/s, floor "
+        f"{floor_median:,.0f} changes/s, floor+staging {floor_all_median:,.0f} changes/s; ratio "
+        f"{apply_median / copy_median:.2f}x of raw COPY, {apply_median / floor_median:.2f}x of floor, "
+        f"{apply_median / floor_all_median:.2f}x of floor+staging, {apply_median / merged_median:.2f}x of the "
+        f"merged floor ({merged_median:,.0f} changes/s); floor "
+        f"is {floor_median / copy_median:.2f}x of raw COPY; "
+        f"peak RSS {max(rss) / 1024:.0f} MiB"
     )
 
 
