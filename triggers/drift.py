@@ -13,7 +13,9 @@ Only when it moved do we read the schema and compare it with what install record
   target schema must follow before the apply writes rows of the new shape.
 * **table dropped / renamed**: a renamed table keeps our triggers, which still write the *old* name
   into the journal (E7b); reinstall, and treat the table as new on the target.
-* **new tables**: not captured until install runs again.
+* **new tables**: not captured until install runs again. The daemon picks them up online
+  (:mod:`replicator.resnapshot`); :func:`new_table_captures` says how install would capture each one
+  under the no-key policy, so a table that cannot be captured by key is reported, not installed.
 * **unique keys changed**: a secondary UNIQUE index was added or dropped; the victim triggers must
   follow (between the index creation and the reinstall, REPLACE victims on it are not journaled).
 * **rowid renumber risk**: VACUUM renumbers rowids of tables without an INTEGER PRIMARY KEY (d5) and
@@ -26,11 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Collection, Mapping
 
 import msgspec
 
 from triggers.ddl import UniqueKey
-from triggers.install import Meta, TableCapture, read_meta, unique_keys
+from triggers.install import Meta, Policy, TableCapture, _capture_for, read_meta, unique_keys
 from triggers.schema import Schema, is_internal, read_schema
 
 
@@ -147,6 +150,31 @@ def check(conn: sqlite3.Connection, last: SchemaMark) -> Drift:
     return Drift(changed=True, mark=now, tables=tuple(tables), new_tables=new, vacuum_suspected=vacuum)
 
 
+def new_table_captures(
+    conn: sqlite3.Connection,
+    names: Collection[str],
+    *,
+    default_policy: Policy,
+    policies: Mapping[str, Policy],
+) -> dict[str, TableCapture | str]:
+    """How install would capture each of ``names`` now (tables it has no record of), or why it would
+    refuse: the no-key policy decides, exactly as in ``capture install``. One read transaction; the
+    NULL-in-key scan reads the table (a new table is usually small). Tables gone since are left out."""
+    if not names:
+        return {}
+    conn.execute("BEGIN")
+    try:
+        schema = read_schema(conn)
+        out: dict[str, TableCapture | str] = {}
+        for table in schema.tables:
+            if table.name in names:
+                policy = policies.get(table.name, default_policy)
+                out[table.name] = _capture_for(conn, table, policy, table.name in policies, 1, {})
+        return out
+    finally:
+        conn.execute("COMMIT")
+
+
 def _compare(
     meta: Meta,
     schema: Schema,
@@ -233,4 +261,13 @@ def column_changes(
     return added, dropped, renamed
 
 
-__all__ = ["Drift", "SchemaMark", "TableDrift", "check", "column_changes", "fingerprint", "mark"]
+__all__ = [
+    "Drift",
+    "SchemaMark",
+    "TableDrift",
+    "check",
+    "column_changes",
+    "fingerprint",
+    "mark",
+    "new_table_captures",
+]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -342,11 +342,14 @@ def install_on(
     policies: Mapping[str, Policy] | None = None,
     path: Path | str = "source",
     stamp_time: bool = False,
+    exclude: Collection[str] = (),
 ) -> InstallReport:
     """Install or reconcile capture on an open read-write connection in autocommit mode.
 
     ``stamp_time`` makes the triggers write a statement timestamp (``ts_ms``) for lag in seconds,
     at the cost of one SQL function call per app statement (measured in bench/capture_overhead.py).
+    ``exclude``: tables not captured yet to leave uncaptured (reported as skipped; the daemon passes
+    new tables it cannot apply, so their refusal does not block the reinstall of the others).
     """
     policies = dict(policies or {})
     for name, policy in [("default", default_policy), *policies.items()]:
@@ -364,7 +367,9 @@ def install_on(
                 f"capture format {meta.format_version} is installed; this replicator writes format {FORMAT_VERSION}",
                 hint="drain the journal, then `replicator capture remove` and install again",
             )
-        decisions, skipped, problems = _decide(conn, schema, meta, default_policy, policies, null_keys, stamp_time)
+        decisions, skipped, problems = _decide(
+            conn, schema, meta, default_policy, policies, null_keys, stamp_time, frozenset(exclude)
+        )
         if problems:
             raise _refusal(problems)
         needed = max([len(d.key_columns or ("rowid",)) for d in decisions if d.mode != "snapshot-only"] + [1])
@@ -407,6 +412,7 @@ def _decide(
     policies: Mapping[str, Policy],
     null_keys: Mapping[tuple[str, str], bool],
     stamp_time: bool = False,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[list[TableCapture], list[Skipped], dict[str, str]]:
     decisions: list[TableCapture] = []
     problems: dict[str, str] = {}
@@ -417,6 +423,9 @@ def _decide(
     skipped += [Skipped(name, "shadow table of a virtual table") for name in schema.shadow_tables]
     for table in schema.tables:
         previous = meta.tables.get(table.name) if meta else None
+        if table.name in exclude and previous is None:
+            skipped.append(Skipped(table.name, "left uncaptured by the caller"))
+            continue
         generation = previous.generation if previous else 1
         explicit = table.name in policies
         policy = policies.get(table.name, default_policy)
