@@ -35,6 +35,7 @@ NAMES: Final = (
     "resnapshot.after_pending",
     "resnapshot.after_reinstall",
     "resnapshot.before_commit",
+    "newtable.after_plan",
     "cutover.after_preflight",
     "cutover.after_freeze",
     "cutover.after_drain",

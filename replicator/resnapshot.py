@@ -23,10 +23,23 @@ SQLite read starts after 3 committed, so every change made while coverage was mi
 every later change is journaled. The reload is state-based (empty the table, copy it whole), so
 redoing it is always safe. The worker redoes owed reloads at start-up and at every cycle, after the
 drift check (which reinstalls triggers still missing) and before it applies a batch.
+
+**A table created in SQLite after the snapshot** is picked up the same way (:func:`adopt`, then a
+reload owed with the reason :data:`NEW_TABLE`). Step 1 is its plan: create mode plans it like the
+snapshot does (``pgschema.plan_create``, its own profile) and creates the PostgreSQL table; existing
+mode maps it onto the table the app's migration created (``pgschema.plan_existing``) or refuses,
+naming the fix. The table joins the saved plan in the same PostgreSQL transaction, so later runs,
+``status``, ``verify`` and ``cutover`` see it. A crash after 1 leaves the table new in SQLite (no
+install record): found again, and the plan already has it, so nothing is planned or created twice.
+Steps 2-4 are the ones above (3 installs its triggers); the reload of a new table also builds its
+indexes and constraints (create mode, after the copy, like the snapshot) and parks its foreign keys
+when the role cannot disable them. A table the no-key policy keeps out of the journal
+(``snapshot-only``) is planned and loaded once, like at the snapshot.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -37,8 +50,11 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import apply, faults, pgschema, snapshot, state
+from replicator import apply, faults, log, pgschema, snapshot, state
 from replicator.config import Config
+from replicator.errors import ReplicatorError, UsageError
+from replicator.profile import profile_table
+from triggers.schema import read_schema
 
 _DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.resnapshot_pending (
     table_name text PRIMARY KEY,
@@ -47,9 +63,23 @@ _DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.resnapshot_pending (
 )"""
 
 
+NEW_TABLE: Final = "new table"
+"""The reason of an owed reload that picks up a table created in SQLite after the snapshot."""
+
+
 class Reloaded(msgspec.Struct, frozen=True):
     checkpoint: Checkpoint
     rows: int
+    warnings: tuple[str, ...] = ()
+    """Indexes or constraints PostgreSQL refused (a new table's, create mode)."""
+
+
+class NotAdopted(ReplicatorError):
+    """A new SQLite table cannot be applied as things are: the message names it, the hint says the fix."""
+
+
+def is_new_table(reason: str) -> bool:
+    return reason.startswith(NEW_TABLE)
 
 
 def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
@@ -86,21 +116,144 @@ def pending(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, str]:
     return {str(t): str(r) for t, r in rows}
 
 
+def _table_exists(conn: psycopg.Connection[Any], schema_name: str, name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema_name, name).as_string(conn),)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def adopt(
+    conn: psycopg.Connection[Any],
+    sconn: sqlite3.Connection,
+    *,
+    plan: pgschema.SchemaPlan,
+    table: str,
+    config: Config,
+    state_schema: str,
+) -> pgschema.SchemaPlan:
+    """Step 1 for a new SQLite table: plan it (create mode: and create it) and save the plan with it,
+    in one PostgreSQL transaction; returns the new plan. Idempotent: a planned table is only checked.
+
+    ``sconn`` is a read-only connection in autocommit mode (one read transaction is opened here).
+    Raises :class:`NotAdopted` when the table cannot be applied (existing mode without a matching
+    PostgreSQL table, a name taken by a table that is not ours).
+    """
+    try:
+        planned = plan.table(table)
+    except KeyError:
+        planned = None
+    if planned is not None:  # planned by an earlier attempt (a crash after step 1)
+        if not _table_exists(conn, plan.schema, planned.name):
+            if plan.mode != "create":
+                raise _missing(table, planned.name, plan.schema)
+            with conn.transaction():
+                pgschema.create_tables(conn, _only(plan, planned))
+        return plan
+    sconn.execute("BEGIN")
+    try:
+        schema = read_schema(sconn)
+        source_table = schema.table(table)
+        profiles = {table: profile_table(sconn, source_table)}
+    finally:
+        sconn.execute("COMMIT")
+    taken = {t.name: t.source for t in plan.tables}
+    if plan.mode == "create":
+        fresh = pgschema.plan_create(schema, profiles, config).table(table)
+        if fresh.name in taken or _table_exists(conn, plan.schema, fresh.name):
+            owner = f"SQLite table {taken[fresh.name]!r}" if fresh.name in taken else "no table replicator created"
+            raise NotAdopted(
+                f"new table {table!r}: PostgreSQL table {plan.schema}.{fresh.name} already exists and holds {owner}",
+                hint=f"drop or rename {plan.schema}.{fresh.name} in PostgreSQL (replicator creates it), "
+                f'or leave {table!r} out with [types."{table}"."*"] skip = true; then restart `replicator run`',
+            )
+    else:
+        only = msgspec.structs.replace(schema, tables=(source_table,))
+        try:
+            mapped = pgschema.plan_existing(only, pgschema.reflect(conn, plan.schema), profiles, config)
+        except UsageError as exc:
+            if "has no table in target schema" in exc.message:
+                raise _missing(table, table, plan.schema) from None
+            raise NotAdopted(
+                f"new table {table!r} cannot be loaded into PostgreSQL (existing mode): {exc.message}",
+                hint=exc.hint,
+            ) from None
+        if not mapped.tables:
+            raise NotAdopted(
+                f"new table {table!r} is left out by the existing-mode mapping: {'; '.join(mapped.warnings)}",
+                hint=f'set [types."{table}"."*"] skip = true to leave it out (then restart `replicator run`)',
+            )
+        fresh = mapped.tables[0]
+        if fresh.name in taken:
+            raise NotAdopted(
+                f"new table {table!r} maps onto {plan.schema}.{fresh.name}, already loaded from {taken[fresh.name]!r}",
+                hint=f'rename one of them, or leave {table!r} out with [types."{table}"."*"] skip = true',
+            )
+    with conn.transaction():
+        if plan.mode == "create":
+            created = pgschema.create_tables(conn, _only(plan, fresh))
+            fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
+        new_plan = msgspec.structs.replace(plan, tables=(*plan.tables, fresh), order=(*plan.order, table))
+        apply.save_plan(conn, state_schema, new_plan)
+    bound = log.get("resnapshot", table=table)
+    for warning in fresh.warnings:
+        bound.warning("new table: schema", detail=warning)
+    faults.point("newtable.after_plan")
+    return new_plan
+
+
+def _only(plan: pgschema.SchemaPlan, table: pgschema.TablePlan) -> pgschema.SchemaPlan:
+    return pgschema.SchemaPlan(mode=plan.mode, schema=plan.schema, tables=(table,), order=(table.source,))
+
+
+def _missing(table: str, target: str, schema_name: str) -> NotAdopted:
+    return NotAdopted(
+        f"new table {table!r} has no table in PostgreSQL schema {schema_name!r} (existing mode: the target "
+        "schema is the app's)",
+        hint=f"create {schema_name}.{target} in PostgreSQL (the app's migration for PostgreSQL), then restart "
+        "`replicator run`: it picks the table up online",
+    )
+
+
+def _post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, table: pgschema.TablePlan) -> list[str]:
+    """The table's indexes and constraints not built yet (a redone reload finds some), after its rows."""
+    have = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'i' "
+            "UNION SELECT con.conname FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace "
+            "WHERE n.nspname = %s",
+            (plan.schema, plan.schema),
+        )
+    }
+    todo = msgspec.structs.replace(table, post_load=tuple(s for s in table.post_load if s.name not in have))
+    return pgschema.apply_post_load(conn, _only(plan, todo))
+
+
 def reload(
     conn: psycopg.Connection[Any],
     *,
     source: Path,
     config: Config,
     plan: pgschema.SchemaPlan,
-    target: apply.TableTarget,
+    target: apply.TableTarget | None,
     prev: Checkpoint,
     fk: apply.FkMode,
     state_schema: str,
+    table_name: str | None = None,
+    new_table: bool = False,
 ) -> Reloaded:
     """Reload one table from a fresh SQLite read transaction, with an empty-range checkpoint and the pending
-    row struck off, in one PostgreSQL transaction."""
-    table = target.source
+    row struck off, in one PostgreSQL transaction.
+
+    ``new_table``: the table was created in SQLite after the snapshot; its indexes and constraints are
+    built after the copy (create mode), and with ``fk == "parked"`` its foreign keys are parked. ``target``
+    None: a table not journaled (``snapshot-only``, named by ``table_name``): loaded, no running digest.
+    """
+    table = target.source if target is not None else table_name
+    assert table is not None
+    table_plan = plan.table(table)
     identity = state.source_identity(source)
+    warnings: list[str] = []
     sconn = snapshot.open_source(source, config)
     try:
         with conn.transaction():
@@ -108,29 +261,41 @@ def reload(
         with conn.transaction():
             if fk == "replica":
                 conn.execute("SET LOCAL session_replication_role = replica")
+            elif new_table:  # existing mode: the app's FKs on it would refuse rows whose parent is not there yet
+                apply.park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
             result = snapshot.load_table(
                 sconn,
                 conn,
                 plan,
-                plan.table(table),
+                table_plan,
                 policy=config.snapshot.on_bad_value,
                 state_schema=state_schema,
                 source=identity,
                 run_id=run_id,
             )
-            digest = apply.table_digest_of(conn, target)
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {}.apply_tables SET digest_count = %s, digest = %s, error = NULL, hint = NULL "
-                    "WHERE table_name = %s"
-                ).format(sql.Identifier(state_schema)),
-                (digest.count, digest.hexdigest(), table),
-            )
-            cp = next_checkpoint(prev, seq_to=prev.seq_to, tables={table: TableChange.of(digest)})
+            if new_table and plan.mode == "create":
+                warnings = _post_load(conn, plan, table_plan)
+                if fk == "parked":
+                    apply.park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
+            if target is not None:
+                digest = apply.table_digest_of(conn, target)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.apply_tables AS a (table_name, target_table, digest_count, digest) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET "
+                        "target_table = EXCLUDED.target_table, digest_count = EXCLUDED.digest_count, "
+                        "digest = EXCLUDED.digest, error = NULL, hint = NULL"
+                    ).format(sql.Identifier(state_schema)),
+                    (table, target.target, digest.count, digest.hexdigest()),
+                )
+                change = TableChange.of(digest)
+            else:
+                change = TableChange(upserted=result.rows, upserted_digest=result.checksum)
+            cp = next_checkpoint(prev, seq_to=prev.seq_to, tables={table: change})
             store.append(conn, cp, state_schema)
             state.finish_run(conn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined)
             clear(conn, state_schema, table)
             faults.point("resnapshot.before_commit")
     finally:
         sconn.close()
-    return Reloaded(cp, result.rows)
+    return Reloaded(cp, result.rows, tuple(warnings))

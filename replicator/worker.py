@@ -61,7 +61,7 @@ from replicator.phase import ApplyState, Phase
 from triggers import drift, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, CaptureNotInstalled
-from triggers.install import Meta, install_on, read_meta
+from triggers.install import Meta, TableCapture, install_on, read_meta
 from triggers.watch import Watcher
 
 LOCK_NAMESPACE = 0x5250_4C43
@@ -324,6 +324,7 @@ class Worker:
         plan = self._plan(conn)
         self._plan_obj = plan
         self._targets, problems = apply.resolve_targets(plan, self._meta, self._skipped)
+        problems = self._fatal(problems)
         if problems:
             with conn.transaction():
                 for name, why in problems.items():
@@ -471,25 +472,27 @@ class Worker:
             return False
         if not found.installed:
             raise WorkerError("the capture was removed from the source", hint="install it again and re-snapshot")
-        for new in found.new_tables:
-            self._log.warning(
-                "new table in SQLite is not captured", table=new, hint="run capture install, then snapshot it"
-            )
+        meta = read_meta(self._sconn)  # `capture install` may have run meanwhile
+        if meta is not None:
+            self._meta = meta
         reload: dict[str, str] = {}
         for t in found.tables:
             self._table_drift(t, reload)
+        left_out = self._new_tables(found.new_tables, reload)
         if reload:  # owed durably before the reinstall hides the drift (ordering: replicator.resnapshot)
             assert self._pconn is not None
             with self._pconn.transaction():
                 resnapshot.mark(self._pconn, self.state_schema, reload.items())
             self._pending.update(reload)
             faults.point("resnapshot.after_pending")
-        if reload or any(t.needs_reinstall for t in found.tables):
+        if reload or any(t.needs_reinstall for t in found.tables) or set(found.new_tables) - set(left_out):
             report = install_on(
                 self._wconn,
                 default_policy=self.config.capture.no_key_policy,
                 policies=self.config.capture.tables,
                 path=self.source,
+                stamp_time=any(c.stamp_time for c in self._meta.tables.values()),
+                exclude=left_out,
             )
             self._log.warning("capture triggers reinstalled", changed=list(report.changed))
             meta = read_meta(self._sconn)
@@ -529,11 +532,79 @@ class Worker:
             )
             reload[name] = "lost journal coverage"
 
+    def _new_tables(self, new: tuple[str, ...], reload: dict[str, str]) -> list[str]:
+        """Tables created in SQLite after the snapshot (and captured tables the plan lacks, after a manual
+        `capture install`): each is planned (create mode: created) and its load owed in ``reload``, like a
+        rebuilt table's (:mod:`replicator.resnapshot`); or it is left uncaptured with its error in status
+        (cutover refuses while it is). Returns the tables left out. Tables skipped by config stay skipped:
+        captured like at install, never applied."""
+        cfg = self.config.capture
+        planned = {t.source for t in self._plan_obj.tables}
+        unplanned = sorted(n for n in self._meta.tables if n not in planned and n not in self._skipped)
+        fresh = [n for n in new if n not in self._skipped]
+        decisions: dict[str, TableCapture | str] = {
+            **{n: self._meta.tables[n] for n in unplanned},
+            **drift.new_table_captures(self._sconn, fresh, default_policy=cfg.no_key_policy, policies=cfg.tables),
+        }
+        left_out: list[str] = []
+        for name, decision in decisions.items():
+            problem: resnapshot.NotAdopted | None = None
+            if isinstance(decision, str):
+                problem = resnapshot.NotAdopted(
+                    f"new table {name!r} {decision}: not captured (capture.no_key_policy is 'refuse')",
+                    hint=f"add a primary key to it, or set capture.tables.{name} (or capture.no_key_policy) to "
+                    "'snapshot-only'; then restart `replicator run`",
+                )
+            elif decision.mode == "rowid":
+                problem = resnapshot.NotAdopted(
+                    f"new table {name!r} {decision.note.split(';')[0] or 'has no usable key'}: captured by rowid, "
+                    "which PostgreSQL has no column for",
+                    hint=f"add a primary key to it, or set capture.tables.{name} = 'snapshot-only'; "
+                    "then restart `replicator run`",
+                )
+            else:
+                try:
+                    self._plan_obj = resnapshot.adopt(
+                        self._pconn_or_fail(),
+                        self._sconn,
+                        plan=self._plan_obj,
+                        table=name,
+                        config=self.config,
+                        state_schema=self.state_schema,
+                    )
+                except resnapshot.NotAdopted as exc:
+                    problem = exc
+            if problem is None:
+                assert not isinstance(decision, str)
+                reload[name] = resnapshot.NEW_TABLE + (" (snapshot-only)" if decision.mode == "snapshot-only" else "")
+                self._log.warning("new table in SQLite: picking it up online", table=name, capture=decision.mode)
+            elif name in unplanned:  # captured already: its journal entries would have nowhere to go
+                self._fail_table(name, f"captured table not in the plan: {problem.message}", problem.hint)
+            else:
+                self._table_error(name, name, problem.message, problem.hint)
+                self._log.error(
+                    "new table in SQLite is not applied", table=name, error=problem.message, hint=problem.hint
+                )
+                left_out.append(name)
+        return left_out
+
+    def _fatal(self, problems: dict[str, str]) -> dict[str, str]:
+        """Problems that stop the apply: a captured table the plan lacks is picked up by the drift check."""
+        planned = {t.source for t in self._plan_obj.tables} if hasattr(self, "_plan_obj") else set()
+        return {n: why for n, why in problems.items() if n in planned}
+
+    def _pconn_or_fail(self) -> psycopg.Connection[Any]:
+        assert self._pconn is not None
+        return self._pconn
+
+    def _table_error(self, table: str, target: str, message: str, hint: str) -> None:
+        """Record a table's error for status (a table in error never disappears from it)."""
+        with self._pconn_or_fail().transaction():
+            apply.set_table_error(self._pconn_or_fail(), self.state_schema, table, target, message, hint)
+
     def _fail_table(self, table: str, message: str, hint: str) -> None:
         target = self._targets[table].target if table in self._targets else table
-        assert self._pconn is not None
-        with self._pconn.transaction():
-            apply.set_table_error(self._pconn, self.state_schema, table, target, message, hint)
+        self._table_error(table, target, message, hint)
         raise WorkerError(message, hint=hint)
 
     def _add_columns(self, table: str, columns: tuple[str, ...]) -> None:
@@ -575,6 +646,7 @@ class Worker:
     def _rebuild_writer(self) -> None:
         assert self._pconn is not None
         self._targets, problems = apply.resolve_targets(self._plan_obj, self._meta, self._skipped)
+        problems = self._fatal(problems)
         if problems:
             raise WorkerError("; ".join(f"{n} {w}" for n, w in problems.items()), hint="fix the capture policy")
         self._writer.close()
@@ -591,14 +663,18 @@ class Worker:
         assert self._pconn is not None
         conn = self._pconn
         self._rebuild_writer()
-        for table in list(self._pending):
+        planned = {t.source for t in self._plan_obj.tables}
+        for table, reason in list(self._pending.items()):
             target = self._targets.get(table)
-            if target is None:  # no longer applied (config skips it now): nothing to reload into
+            cap = self._meta.tables.get(table)
+            solo = cap is not None and cap.mode == "snapshot-only" and table in planned and table not in self._skipped
+            if target is None and not solo:  # no longer applied (config skips it now): nothing to reload into
                 with conn.transaction():
                     resnapshot.clear(conn, self.state_schema, table)
                 self._pending.pop(table)
                 self._log.warning("owed re-snapshot dropped: the table is not applied", table=table)
                 continue
+            new = resnapshot.is_new_table(reason)
             done = resnapshot.reload(
                 conn,
                 source=self.source,
@@ -608,15 +684,18 @@ class Worker:
                 prev=self._prev,
                 fk=self._writer.fk,
                 state_schema=self.state_schema,
+                table_name=table,
+                new_table=new,
             )
             self._prev = done.checkpoint
-            reason = self._pending.pop(table)
+            self._pending.pop(table)
             self._log.warning(
-                "table re-snapshotted online",
+                "new table picked up online" if new else "table re-snapshotted online",
                 table=table,
                 reason=reason,
                 rows=done.rows,
                 checkpoint=done.checkpoint.number,
+                **({"refused": list(done.warnings)} if done.warnings else {}),
             )
 
     # --- bookkeeping ----------------------------------------------------------------------------
