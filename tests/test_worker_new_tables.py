@@ -22,6 +22,7 @@ from checkpoints import audit, store
 from replicator import apply, config, faults, resnapshot, status, verify
 from replicator.worker import RunResult, Worker
 from tests.test_apply_cases import app, check_same, make_source
+from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 (fixture)
 from triggers import drift, install
 
 
@@ -447,3 +448,25 @@ def test_kill_while_picking_up_a_new_table(src: Path, pg_dsn: str, point: str, n
         assert chain[-1].seq_to == head
         assert sum(cp.seq_to - cp.seq_from + 1 for cp in chain[1:]) == head - chain[0].seq_to
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'tag'").fetchone() == (2,)
+
+
+def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged_dsn: str) -> None:  # noqa: F811
+    """A role that may not disable FK triggers: the new table's FK is built after its copy, then parked like
+    the snapshot's FKs, and restored (validated) at cutover."""
+    dsn = unprivileged_dsn
+    drain(src, dsn)
+    migrate(src, TAG)
+    app(src).execute("INSERT INTO tag (id, parent_id, label) VALUES (3, 3, 'three')")
+    drain(src, dsn)
+    app(src).execute("UPDATE parent SET score = 0 WHERE id = 1")  # delete + insert of a referenced parent
+    app(src).execute("UPDATE tag SET parent_id = 2 WHERE id = 1")
+    drain(src, dsn)
+    assert check_same(src, dsn)["tag"] == 3
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'tag'::regclass"
+        ).fetchone() == (0,)
+        parked = conn.execute("SELECT table_name FROM replicator.parked_foreign_keys ORDER BY 1").fetchall()
+        assert parked == [("child",), ("tag",)]
+        restored = apply.restore_foreign_keys(conn, "replicator", "public")
+        assert sorted((r.table, r.error) for r in restored) == [("child", None), ("tag", None)]
