@@ -470,3 +470,26 @@ def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged
         assert parked == [("child",), ("tag",)]
         restored = apply.restore_foreign_keys(conn, "replicator", "public")
         assert sorted((r.table, r.error) for r in restored) == [("child", None), ("tag", None)]
+
+
+def test_cutover_certifies_the_new_table(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """Cutover refuses while a new table is in error, and after the pick-up certifies it like any table:
+    proven at the stop point, its identity sequence set past max(id)."""
+    from replicator.cutover import CutoverAborted, Options, cutover
+
+    options = Options(backup_dir=tmp_path / "backups", certificate_path=tmp_path / "cert.json")
+    drain(src, pg_dsn)
+    migrate(src, "CREATE TABLE log (at INTEGER, line TEXT); INSERT INTO log VALUES (1, 'x');")
+    drain(src, pg_dsn)
+    with pytest.raises(CutoverAborted, match="log"):
+        cutover(src, pg_dsn, conf(), options)
+    migrate(src, "DROP TABLE log;" + TAG)
+    app(src).execute("INSERT INTO tag (id, label) VALUES (7, 'seven')")
+    drain(src, pg_dsn)
+    result = cutover(src, pg_dsn, conf(), options)
+    proof = {t.table: t for t in result.tables}
+    assert proof["tag"].sqlite_rows == proof["tag"].pg_rows == 3
+    assert proof["tag"].sqlite_digest == proof["tag"].pg_digest
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO tag (label) VALUES ('after cutover')")  # the sequence is past max(id)
+        assert conn.execute("SELECT max(id) FROM tag").fetchone() == (8,)
