@@ -19,7 +19,8 @@ SQLite side alone 3.70 s (270k rows/s), PostgreSQL side alone 3.24 s (308k rows/
 sequential 6.99 s (143k rows/s), threads 7.16 s (0.98x: both sides are Python-bound, the GIL
 serialises them), child process 3.92 s (255k rows/s, 1.78x). Mismatch detected in 3.45 s; the 3 bad
 keys (one UPDATE, one DELETE, one INSERT) named exactly in 4.31 s: bisection added 0.86 s. Most of
-each side's time is the canonical encoding (checkpoints.digest.RowEncoder.encode, ~50 % in cProfile).
+each side's time was the canonical encoding (~50 % in cProfile) -- measured before the MessagePack encoding of
+2026-11-26, which made a row's encoding ~10x cheaper (rerun for current figures).
 A rerun at load average 4.3 (no idle core) gave sequential 9.17 s, threads 8.79 s, process 9.46 s: the
 child process only pays when a core is free. ``--key uuid`` (a uuid key: hash buckets, two passes),
 100,000 rows: verify 0.74 s (process), bad keys named in 2.28 s; 1,000,000 rows at load 4.8: mismatch

@@ -23,7 +23,7 @@ import hashlib
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -710,11 +710,26 @@ def pg_message(exc: BaseException) -> str:
     return str(primary or str(exc).strip().splitlines()[0])
 
 
-def apply_post_load(conn: psycopg.Connection[Any], plan: SchemaPlan) -> list[str]:
-    """UNIQUE, indexes, CHECKs, then FKs; each in a savepoint, a refusal becomes a warning."""
+POST_LOAD_KINDS: Final = ("unique", "index", "check", "fk")
+#: What one table's load can be followed by at once: nothing here reads another table.
+TABLE_LOCAL_KINDS: Final = ("unique", "index", "check")
+
+
+def apply_post_load(
+    conn: psycopg.Connection[Any],
+    plan: SchemaPlan,
+    *,
+    kinds: Sequence[str] = POST_LOAD_KINDS,
+    tables: Sequence[str] | None = None,
+) -> list[str]:
+    """UNIQUE, indexes, CHECKs, then FKs; each in a savepoint, a refusal becomes a warning.
+
+    ``tables`` (SQLite names) and ``kinds`` narrow it: the snapshot indexes each table as soon as it
+    is loaded (``TABLE_LOCAL_KINDS``), overlapping the other process's COPY, and adds FKs last.
+    """
     warnings: list[str] = []
-    ordered = [plan.table(n) for n in plan.order]
-    for kind in ("unique", "index", "check", "fk"):
+    ordered = [plan.table(n) for n in plan.order if tables is None or n in tables]
+    for kind in kinds:
         for table in ordered:
             for stmt in table.post_load:
                 if stmt.kind != kind:

@@ -40,7 +40,7 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import cast
 
 import msgspec
@@ -483,6 +483,7 @@ _CLASS_SQL = {
     "text": _text_code_sql(),
     "blob": str(_code("blob")),
 }
+_PLAIN_SQL = {cls: str(_code(cls)) for cls in STORAGE_CLASSES}
 #: The storage class a column most likely holds goes first in its ``CASE typeof()`` (the last is the ELSE).
 _CLASS_ORDER = {
     Affinity.INTEGER: ("integer", "null", "real", "text", "blob"),
@@ -504,17 +505,22 @@ def is_bulk(column: Column) -> bool:
     return column.affinity is not Affinity.BLOB or not column.declared_type.strip()
 
 
-def code_sql(column: Column, *, bulk: bool = False) -> str:
+def _bulk(column: Column, plain: frozenset[str]) -> bool:
+    return column.name not in plain and is_bulk(column)
+
+
+def code_sql(column: Column, *, bulk: bool = False, plain: bool = False) -> str:
     """The category code (an integer, a character's code point) of one value of ``column``.
 
     With ``bulk``, a TEXT value is only marked TEXT_PENDING: its bytes come in the chunk's
-    concatenation (``bulk_text_sql``) and Python classifies them all at once.
+    concatenation (``bulk_text_sql``) and Python classifies them all at once. With ``plain``, only
+    the storage class is coded (no formats): for columns whose type choice needs nothing more.
     """
     order = _CLASS_ORDER.get(column.affinity)
     if order is None:  # BLOB affinity: declared BLOB holds blobs; no type at all, anything
         typed = "BLOB" in column.declared_type.upper()
         order = ("blob", "null", "text", "integer", "real") if typed else ("null", "text", "integer", "real", "blob")
-    sql = {**_CLASS_SQL, "text": str(TEXT_PENDING)} if bulk else _CLASS_SQL
+    sql = _PLAIN_SQL if plain else {**_CLASS_SQL, "text": str(TEXT_PENDING)} if bulk else _CLASS_SQL
     whens = " ".join(f"WHEN '{cls}' THEN {sql[cls]}" for cls in order[:-1])
     return f"CASE typeof(@c) {whens} ELSE {sql[order[-1]]} END".replace("@c", quote_ident(column.name))
 
@@ -692,16 +698,23 @@ class Chunk(msgspec.Struct, frozen=True):
 
 
 def chunk_sql(
-    table: Table, columns: Sequence[Column], *, ranged: bool, bulk: bool = True, null_keys: bool = True
+    table: Table,
+    columns: Sequence[Column],
+    *,
+    ranged: bool,
+    bulk: bool = True,
+    null_keys: bool = True,
+    plain: frozenset[str] = frozenset(),
 ) -> tuple[str, list[_Extreme]]:
     """The statement for one chunk: the codes of every row as one string, each bulk column's text and
-    JSON counts, then the extremes and the NULL-key count. ``bulk=False``: every value coded in SQL."""
-    codes = [code_sql(c, bulk=bulk and is_bulk(c)) for c in columns]
+    JSON counts, then the extremes and the NULL-key count. ``bulk=False``: every value coded in SQL.
+    Columns named in ``plain`` get their storage class only (see ``profile_table``)."""
+    codes = [code_sql(c, bulk=bulk and _bulk(c, plain), plain=c.name in plain) for c in columns]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
     extremes = [e for c in columns for e in _extremes(c, table) if e.sql]
     exprs = [f"group_concat({row}, '')"]
     if bulk:
-        exprs += [sql for c in columns if is_bulk(c) for sql in bulk_text_sql(c)]
+        exprs += [sql for c in columns if _bulk(c, plain) for sql in bulk_text_sql(c)]
     exprs += [e.sql for e in extremes]
     if null_keys and table.primary_key and not table.rowid_alias:
         exprs.append("sum(" + " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) + ")")
@@ -789,12 +802,12 @@ def _execute_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk, sql: st
         return None
 
 
-def column_groups(table: Table) -> list[list[Column]]:
+def column_groups(table: Table, plain: frozenset[str] = frozenset()) -> list[list[Column]]:
     """The columns in groups whose statement stays under SQLite's 2000 result columns (one group mostly)."""
     groups: list[list[Column]] = [[]]
     used = 2
     for column in table.columns:
-        cost = (3 if is_bulk(column) else 0) + sum(1 for e in _extremes(column, table) if e.sql)
+        cost = (3 if _bulk(column, plain) else 0) + sum(1 for e in _extremes(column, table) if e.sql)
         if groups[-1] and used + cost > MAX_RESULT_COLUMNS:
             groups.append([])
             used = 2
@@ -803,17 +816,19 @@ def column_groups(table: Table) -> list[list[Column]]:
     return groups
 
 
-def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkResult:
+def scan_chunk(
+    conn: sqlite3.Connection, table: Table, chunk: Chunk, plain: frozenset[str] = frozenset()
+) -> ChunkResult:
     """Read one chunk: per column, how many values of each category and the extremes the scan could take."""
-    groups = column_groups(table)
-    parts = [_scan_group(conn, table, chunk, group, null_keys=i == 0) for i, group in enumerate(groups)]
+    groups = column_groups(table, plain)
+    parts = [_scan_group(conn, table, chunk, group, null_keys=i == 0, plain=plain) for i, group in enumerate(groups)]
     if any(part is None for part in parts):
         if chunk.low is None or chunk.high is None or chunk.low >= chunk.high:
             raise TooBig(table.name)
         # More rows or text in this range than one string holds (rowids or sizes guessed wrong): halve it.
         middle = chunk.low + (chunk.high - chunk.low) // 2
         halves = (Chunk(chunk.table, chunk.low, middle), Chunk(chunk.table, middle + 1, chunk.high))
-        return combine([scan_chunk(conn, table, half) for half in halves])
+        return combine([scan_chunk(conn, table, half, plain) for half in halves])
     found = [part for part in parts if part is not None]
     out = ChunkResult(rows=found[0].rows, null_key_rows=found[0].null_key_rows)
     for part in found:
@@ -823,9 +838,15 @@ def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk) -> ChunkRes
 
 
 def _scan_group(
-    conn: sqlite3.Connection, table: Table, chunk: Chunk, columns: list[Column], *, null_keys: bool
+    conn: sqlite3.Connection,
+    table: Table,
+    chunk: Chunk,
+    columns: list[Column],
+    *,
+    null_keys: bool,
+    plain: frozenset[str] = frozenset(),
 ) -> ChunkResult | None:
-    sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None, null_keys=null_keys)
+    sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None, null_keys=null_keys, plain=plain)
     result = _execute_chunk(conn, table, chunk, sql)
     if result is None:
         return None
@@ -837,7 +858,7 @@ def _scan_group(
     exact: list[int] = []
     out.extremes = [{} for _ in columns]
     for i, column in enumerate(columns):
-        if not is_bulk(column):
+        if not _bulk(column, plain):
             continue
         data, json, chars = next(values), next(values), next(values)
         pending = out.counts[i].pop(_PENDING_CH, 0)
@@ -981,11 +1002,16 @@ def register(conn: sqlite3.Connection) -> None:
     conn.create_function(UTF8_FUNCTION, 1, _utf8_invalid, deterministic=True)
 
 
-def profile_table(conn: sqlite3.Connection, table: Table | str) -> TableProfile:
+def profile_table(
+    conn: sqlite3.Connection, table: Table | str, *, plain: Collection[str] = frozenset()
+) -> TableProfile:
     """Measure every column of ``table``: one statement per rowid chunk, counted in Python.
 
     ``table`` is a ``triggers.schema.Table`` (or a name, read from the schema). Runs in whatever
     transaction the caller holds (one point in time); in autocommit each chunk is its own short read.
+    Columns named in ``plain`` are measured by storage class only (no formats, so no NUL or UTF-8
+    counts either): the snapshot's type choice for a TEXT or BLOB column needs no more, and proving
+    every text value's formats is most of a profile's cost (``typemap.needs_formats``).
     """
     if isinstance(table, str):
         table = read_schema(conn).table(table)
@@ -994,7 +1020,7 @@ def profile_table(conn: sqlite3.Connection, table: Table | str) -> TableProfile:
     register(conn)
     parts = chunks(conn, table)
     try:
-        results = [scan_chunk(conn, table, part) for part in parts]
+        results = [scan_chunk(conn, table, part, frozenset(plain)) for part in parts]
     except TooBig:
         return legacy_profile_table(conn, table)
     prof = finish_profile(conn, table, results)

@@ -67,9 +67,9 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder
+from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
-from replicator import convert, faults, log, pg, pgschema, quarantine, state
+from replicator import convert, faults, log, pg, pgschema, quarantine, state, typemap
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
@@ -77,7 +77,7 @@ from replicator.profile import TableProfile, profile_table
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
-from triggers.schema import Schema, quote_ident, read_schema
+from triggers.schema import Schema, Table, quote_ident, read_schema
 
 FETCH_ROWS = 5_000
 _DECODE_ERROR = "Could not decode to UTF-8"
@@ -106,6 +106,10 @@ class TableResult(msgspec.Struct, frozen=True):
     """checkpoints.digest hexdigest of the rows loaded (see the module docstring)."""
     resumed: bool = False
     """Loaded by an earlier run and skipped by ``--resume``."""
+    analyzed: bool = False
+    """Indexed and analyzed right after its load (``index_table``)."""
+    warnings: tuple[str, ...] = ()
+    """Post-load statements PostgreSQL refused right after the load."""
 
     @property
     def rows_per_second(self) -> float:
@@ -151,10 +155,24 @@ def open_source(path: Path, config: Config) -> sqlite3.Connection:
     return conn
 
 
-def read_source(conn: sqlite3.Connection) -> SourceRead:
+def read_source(conn: sqlite3.Connection, create: Config | None = None) -> SourceRead:
+    """The schema and every table's profile; ``create``: only what create mode's type choice needs
+    (``plain_columns``), with that config's overrides. Without it every column is fully profiled."""
     schema = read_schema(conn)
-    profiles = {t.name: profile_table(conn, t) for t in schema.tables}
+    profiles = {t.name: profile_table(conn, t, plain=plain_columns(t, create)) for t in schema.tables}
     return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn))
+
+
+def plain_columns(table: Table, create: Config | None) -> frozenset[str]:
+    """Columns whose create-mode type depends on their storage classes only (``typemap.needs_formats``).
+
+    Only in create mode: an existing target's timestamp column reads its source format from the
+    profile whatever the SQLite declared type, so there every column keeps its full profile.
+    """
+    if create is None:
+        return frozenset()
+    overrides = create.types.get(table.name, {})
+    return frozenset(c.name for c in table.columns if not typemap.needs_formats(c, overrides.get(c.name)))
 
 
 def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None) -> str:
@@ -350,81 +368,7 @@ def digest_finisher(types: Sequence[convert.TargetType]) -> Finisher | None:
 
 
 def digest_kinds(types: Sequence[convert.TargetType]) -> list[Kind]:
-    return ["json" if t.name in ("json", "jsonb") else "auto" for t in types]
-
-
-_FAST_TYPES: dict[str, str] = {
-    "smallint": "int",
-    "integer": "int",
-    "bigint": "int",
-    "real": "float",
-    "double precision": "float",
-    "text": "str",
-    "varchar": "str",
-    "char": "str",
-    "enum": "str",
-    "bytea": "bytes",
-    "timestamp": "naive",
-    "timestamptz": "aware",
-}
-#: Inline encodings, byte for byte the ones checkpoints.digest defines (tests compare them); a value
-#: of any other Python type falls back to checkpoints.digest itself.
-_INLINE: dict[str, tuple[str, str]] = {
-    "int": ("type({v}) is int", 'b"n" + _len(len(_p := str({v}).encode())) + _p'),
-    "float": ("type({v}) is float", 'b"f" + _len(len(_p := repr({v}).encode())) + _p'),
-    "str": ("type({v}) is str", 'b"s" + _len(len(_p := {v}.encode("utf-8", "surrogatepass"))) + _p'),
-    "bytes": ("type({v}) is bytes", 'b"x" + _len(len({v})) + {v}'),
-    "naive": (
-        "type({v}) is _dt and {v}.tzinfo is None",
-        'b"T" + _len(len(_p := str(((_d := {v} - _EPOCH).days * 86400 + _d.seconds) * 1000000 '
-        "+ _d.microseconds).encode())) + _p",
-    ),
-    "aware": (
-        "type({v}) is _dt and {v}.tzinfo is _UTC",
-        'b"Z" + _len(len(_p := str(((_d := {v} - _EPOCH_UTC).days * 86400 + _d.seconds) * 1000000 '
-        "+ _d.microseconds).encode())) + _p",
-    ),
-}
-
-
-def compile_encoder(types: Sequence[convert.TargetType]) -> Callable[[Sequence[Any]], bytes]:
-    """The table's row encoding (checkpoints.digest's, exactly), compiled once like the row converter.
-
-    Per column, the common Python type of its converted values is encoded inline; None, and any other
-    type, goes through ``RowEncoder`` (JSON columns always do). About half the digest's cost per row.
-    """
-    import datetime as dt
-    import struct
-
-    generic = RowEncoder(digest_kinds(types))
-    one = [RowEncoder([kind]).encode for kind in digest_kinds(types)]
-    namespace: dict[str, Any] = {
-        "_len": struct.Struct(">I").pack,
-        "_dt": dt.datetime,
-        "_EPOCH": dt.datetime(1970, 1, 1),
-        "_EPOCH_UTC": dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
-        "_UTC": dt.UTC,
-        "_NULL": b"N" + struct.pack(">I", 0),
-        "_generic": generic.encode,
-    }
-    parts = []
-    for i, t in enumerate(types):
-        v = f"v{i}"
-        namespace[f"g{i}"] = one[i]
-        fallback = f"g{i}(({v},))"
-        fast = _FAST_TYPES.get(t.name) if t.name not in ("json", "jsonb") else None
-        if fast is None:
-            parts.append(fallback)
-            continue
-        guard, expr = _INLINE[fast]
-        parts.append(f"(_NULL if {v} is None else ({expr.format(v=v)}) if {guard.format(v=v)} else {fallback})")
-    if not parts:
-        return generic.encode
-    names = ", ".join(f"v{i}" for i in range(len(parts)))
-    source = f"def encode(row):\n    {names}, = row\n    return b''.join(({', '.join(parts)},))\n"
-    exec(compile(source, "<row_encoder>", "exec"), namespace)  # generated from type names only
-    encoder: Callable[[Sequence[Any]], bytes] = namespace["encode"]
-    return encoder
+    return kinds_from_types(t.name for t in types)
 
 
 # --- one table: rows in, COPY out ---------------------------------------------------------------
@@ -471,7 +415,7 @@ def copy_rows(
     types = [c.type for c in columns]
     convert_row = convert.row_converter(table.source, source_cols, types)
     finish = digest_finisher(types)
-    encode = compile_encoder(types)
+    encode = RowEncoder(digest_kinds(types)).encode
     sha256, from_bytes = hashlib.sha256, int.from_bytes
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(schema_name, table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
@@ -727,10 +671,14 @@ def _setup(
         read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=pgschema.read_sqlite_sequence(sconn))
         plan = saved
     else:
+        resolved = resolve_mode(pconn, config, mode)
+        create = config if resolved == "create" else None
         read = (
-            read_source(sconn) if parallel is None else read_source_parallel(sconn, parallel[1], config, *parallel[:1])
+            read_source(sconn, create)
+            if parallel is None
+            else read_source_parallel(sconn, parallel[1], config, parallel[0], create=create is not None)
         )
-        plan = build_plan(pconn, read, config, resolve_mode(pconn, config, mode))
+        plan = build_plan(pconn, read, config, resolved)
     if tables:
         plan = only_tables(plan, tables)
     check_target(pconn, plan, replace=replace, resume=resume, loaded=[s.target_table for s in loaded.values()])
@@ -850,7 +798,9 @@ def snapshot_from(
             else:
                 done.update(load.shared(todo, read, *parallel))
             results = [done[name] for name in plan.order]
-            sequences = finish_target(pconn, plan, read, warnings)
+            warnings.extend(w for r in results for w in r.warnings)
+            analyzed = frozenset(r.table for r in results if r.analyzed)
+            sequences = finish_target(pconn, plan, read, warnings, analyzed)
             seq_to, genesis_hash = _finish_run(pconn, plan, state_schema, identity, run_id, mark, results)
         except BaseException as exc:
             _mark_failed(pconn, state_schema, run_id, exc)
@@ -897,7 +847,7 @@ class _Loader:
         )
 
     def here(self, name: str, progress: Progress | None = None) -> TableResult:
-        return load_table(
+        result = load_table(
             self.sconn,
             self.pconn,
             self.plan,
@@ -910,6 +860,7 @@ class _Loader:
             snapshot_seq=self.mark,
             progress=progress or self.progress,
         )
+        return index_table(self.pconn, self.plan, result)
 
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
         """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
@@ -1082,10 +1033,29 @@ def _pending_post_load(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan
     return msgspec.structs.replace(plan, tables=tables)
 
 
+def index_table(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, result: TableResult) -> TableResult:
+    """Right after a table's load (create mode): its UNIQUE constraints, indexes and CHECKs, then
+    ANALYZE. With two loading processes one indexes while the other still copies, so the post-load
+    step that used to follow every load runs mostly in the shadow of the loads. Foreign keys read
+    other tables and wait for ``finish_target``; so does anything this step could not create."""
+    if plan.mode != "create":
+        return result
+    table = plan.table(result.table)
+    pending = _pending_post_load(pconn, only_tables(plan, [result.table]))
+    refused = pgschema.apply_post_load(pconn, pending, kinds=pgschema.TABLE_LOCAL_KINDS)
+    pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
+    return msgspec.structs.replace(result, analyzed=True, warnings=result.warnings + tuple(refused))
+
+
 def finish_target(
-    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, read: SourceRead, warnings: list[str]
+    pconn: psycopg.Connection[Any],
+    plan: pgschema.SchemaPlan,
+    read: SourceRead,
+    warnings: list[str],
+    analyzed: frozenset[str] = frozenset(),
 ) -> dict[str, int]:
-    """After every table: indexes and constraints (create mode), sequences past the keys, ANALYZE."""
+    """After every table: what ``index_table`` left (FKs; everything for resumed tables), sequences
+    past the keys, ANALYZE of the tables not analyzed yet."""
     bound = log.get("snapshot")
     started = time.monotonic()
     if plan.mode == "create":
@@ -1093,7 +1063,8 @@ def finish_target(
     indexed = time.monotonic()
     sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
     for table in plan.tables:
-        pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
+        if table.source not in analyzed:
+            pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
     bound.info(
         "indexes, constraints, sequences and ANALYZE done",
         post_load_s=round(indexed - started, 3),
@@ -1160,13 +1131,18 @@ class _LoadJob(msgspec.Struct, frozen=True):
     snapshot_seq: int | None
 
 
-def _helper_profile(path: str, config: Config, names: list[str]) -> dict[str, TableProfile] | _Failure:
+def _helper_profile(path: str, config: Config, names: list[str], create: bool) -> dict[str, TableProfile] | _Failure:
     """Profile ``names`` in the helper's own read transaction (the type choice only; see the module doc)."""
     try:
         conn = open_source(Path(path), config)
         try:
             schema = read_schema(conn)
-            return {name: profile_table(conn, schema.table(name)) for name in names}
+            create_config = config if create else None
+            return {
+                name: profile_table(conn, t, plain=plain_columns(t, create_config))
+                for name in names
+                for t in (schema.table(name),)
+            }
         finally:
             conn.close()
     except Exception as exc:
@@ -1180,7 +1156,7 @@ def _helper_load(job: _LoadJob) -> TableResult | _Failure:
         try:
             timeout = job.config.target.connect_timeout_s
             with pg.connect(job.config.target.dsn, autocommit=True, connect_timeout=timeout) as pconn:
-                return load_table(
+                result = load_table(
                     sconn,
                     pconn,
                     job.plan,
@@ -1193,6 +1169,7 @@ def _helper_load(job: _LoadJob) -> TableResult | _Failure:
                     snapshot_seq=job.snapshot_seq,
                     progress=_QueueProgress(),
                 )
+                return index_table(pconn, job.plan, result)
         finally:
             sconn.close()
     except Exception as exc:
@@ -1274,13 +1251,20 @@ def split(sizes: dict[str, int]) -> tuple[list[str], list[str]]:
     return sides
 
 
-def read_source_parallel(conn: sqlite3.Connection, path: Path, config: Config, helper: Helper) -> SourceRead:
+def read_source_parallel(
+    conn: sqlite3.Connection, path: Path, config: Config, helper: Helper, *, create: bool
+) -> SourceRead:
     """read_source with the profiles split between this process and the helper."""
     schema = read_schema(conn)
     sizes = {t.name: _row_estimate(conn, t.name) for t in schema.tables}
     mine, theirs = split(sizes)
-    future = helper.pool.submit(_helper_profile, str(path), config, theirs) if theirs else None
-    profiles = {name: profile_table(conn, schema.table(name)) for name in mine}
+    future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
+    create_config = config if create else None
+    profiles = {
+        name: profile_table(conn, t, plain=plain_columns(t, create_config))
+        for name in mine
+        for t in (schema.table(name),)
+    }
     if future is not None:
         helper.wait([future])
         other = future.result()

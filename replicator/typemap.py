@@ -123,6 +123,23 @@ def family(declared: Declared, affinity: Affinity) -> str:
     return "any"
 
 
+#: Families whose type choice reads value formats (epoch ranges, ISO shapes, 0/1, UUID text, decimal
+#: text); every other family is decided by the storage classes alone (see ``_choose_family``).
+_FORMAT_FAMILIES = frozenset({"bool", "timestamp", "date", "uuid", "int", "real", "numeric"})
+
+
+def needs_formats(column: Column, override: ColumnOverride | None = None) -> bool:
+    """Whether ``choose`` needs the column's value formats, not just its storage classes (create mode).
+
+    A TEXT, BLOB, JSON, TIME or untyped column is decided by which storage classes it holds; proving
+    the formats of every text value is most of a profile's cost, so the snapshot skips it for them.
+    A config override may name a format-dependent type, so it always gets the full profile.
+    """
+    if override is not None:
+        return True
+    return family(parse_declared(column.declared_type), column.affinity) in _FORMAT_FAMILIES
+
+
 def target(name: str, **fields: Any) -> TargetType:
     """A TargetType with only the fields that matter set (the rest keep convert's defaults)."""
     return TargetType(name, **fields)

@@ -52,7 +52,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from checkpoints.digest import Kind, RowEncoder, TableDigest
+from checkpoints.digest import Kind, RowEncoder, TableDigest, kinds_from_types
 from replicator import convert, log, pg, pgschema, state
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
@@ -164,7 +164,7 @@ class Shape(msgspec.Struct, frozen=True):
 
     @property
     def kinds(self) -> list[Kind]:
-        return ["json" if t.name in ("json", "jsonb") else "auto" for t in self.types]
+        return kinds_from_types(t.name for t in self.types)
 
 
 def shape_of(table: pgschema.TablePlan, schema_name: str) -> Shape:

@@ -13,13 +13,15 @@ import sqlite3
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replicator import profile
+from replicator import profile, typemap
 from replicator.profile import TEMPORAL_FORMATS, ColumnProfile, profile_table
+from tests.conftest import realworld_files
 from triggers import source
 from triggers.errors import SourceBusy
 from triggers.schema import read_schema
@@ -638,3 +640,63 @@ def test_unranged_chunk_beyond_the_packed_counts(tmp_path: Path) -> None:
     assert prof.column("doc").formats == {"json_object": n - invalid}
     assert prof.column("doc").storage == {"text": n}
     assert prof.column("tag").formats == {"bool_text": n}
+
+
+# --- the snapshot's storage-class-only profile ------------------------------------------------------
+
+
+def _plan_types(plan: Any) -> dict[tuple[str, str], Any]:
+    return {(t.source, c.name): (c.type, c.identity) for t in plan.tables for c in t.columns}
+
+
+@pytest.mark.parametrize("path", realworld_files(), ids=lambda p: p.name)
+def test_plain_columns_choose_the_same_types_as_the_full_profile(path: Path) -> None:
+    """Skipping the formats of TEXT/BLOB/JSON/untyped columns (the snapshot, create mode) must not
+    change one type choice: every real-world file planned both ways gives the same columns."""
+    from replicator import config, pgschema, snapshot
+
+    cfg = config.load(None, environ={})
+    conn = snapshot.open_source(path, cfg)
+    try:
+        full = snapshot.read_source(conn)
+        plain = snapshot.read_source(conn, cfg)
+    finally:
+        conn.close()
+    skipped = {(t, c) for t, p in plain.profiles.items() for c in snapshot.plain_columns(full.schema.table(t), cfg)}
+    assert (
+        skipped
+        or not full.schema.tables
+        or all(typemap.needs_formats(c) for t in full.schema.tables for c in t.columns)
+    )
+    for name, prof in full.profiles.items():
+        for col in prof.columns:
+            lite = plain.profiles[name].column(col.name)
+            assert lite.storage == col.storage, (name, col.name)  # the storage classes are always exact
+            if (name, col.name) not in skipped:
+                assert lite == col, (name, col.name)
+    assert _planned(pgschema, plain, cfg) == _planned(pgschema, full, cfg)
+
+
+def _planned(pgschema: Any, read: Any, cfg: Any) -> Any:
+    try:
+        return _plan_types(pgschema.plan_create(read.schema, read.profiles, cfg))
+    except Exception as exc:  # collision.db is refused: both ways alike
+        return str(exc)
+
+
+def test_plain_text_column_still_counts_every_storage_class(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT, raw BLOB, any_)")
+    rows = [(i, "2024-01-01" if i % 3 else i, b"x" if i % 2 else "t", 1.5 if i % 5 else None) for i in range(2000)]
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    table = read_schema(conn).table("t")
+    full = profile_table(conn, table)
+    lite = profile_table(conn, table, plain={"body", "raw", "any_"})
+    conn.close()
+    for name in ("body", "raw", "any_"):
+        assert lite.column(name).storage == full.column(name).storage
+        assert lite.column(name).formats == {}
+    assert full.column("body").formats.get("date") == sum(1 for r in rows if r[1] == "2024-01-01")
+    assert lite.column("id") == full.column("id")

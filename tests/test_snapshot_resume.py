@@ -158,3 +158,28 @@ def test_parallel_run_interrupted_then_resumed(tmp_path: Path, pg_dsn: str, pg: 
     assert {t.table for t in result.tables if t.resumed} == set(done)
     assert result.plan is not None
     assert assert_same(path, pg, result.plan) == SIZES
+
+
+@pytest.mark.parametrize("cfg", [CFG, PARALLEL], ids=["one-process", "two-processes"])
+def test_each_table_is_indexed_and_analyzed_after_its_load(tmp_path: Path, pg_dsn: str, pg: Any, cfg: Any) -> None:
+    """Indexes, UNIQUE and ANALYZE follow each table's load (overlapping the other process's COPY);
+    the FKs come last, NOT VALID, once every table they reference is there."""
+    path = make_source(tmp_path / "app.db")
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create")
+    assert all(t.analyzed for t in result.tables)
+    analyzed = dict(
+        pg.execute(
+            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    )
+    assert analyzed == {"author": True, "book": True, "review": True}
+    indexes = {r[0] for r in pg.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'").fetchall()}
+    assert any("book_author" in i for i in indexes)
+    assert any("UNIQUE" in i and "(name)" in i for i in indexes)
+    fks = pg.execute(
+        "SELECT conrelid::regclass::text, convalidated FROM pg_constraint WHERE contype = 'f'"
+        " AND connamespace = 'public'::regnamespace ORDER BY 1"
+    ).fetchall()
+    assert fks == [("book", False), ("review", False)]
+    assert result.plan is not None
+    assert_same(path, pg, result.plan)
