@@ -40,8 +40,8 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
-from typing import cast
+from collections.abc import Mapping, Sequence
+from typing import Final, cast
 
 import msgspec
 
@@ -484,6 +484,7 @@ _CLASS_SQL = {
     "blob": str(_code("blob")),
 }
 _PLAIN_SQL = {cls: str(_code(cls)) for cls in STORAGE_CLASSES}
+_NO_PLAIN: Plain = {}
 #: The storage class a column most likely holds goes first in its ``CASE typeof()`` (the last is the ELSE).
 _CLASS_ORDER = {
     Affinity.INTEGER: ("integer", "null", "real", "text", "blob"),
@@ -505,22 +506,31 @@ def is_bulk(column: Column) -> bool:
     return column.affinity is not Affinity.BLOB or not column.declared_type.strip()
 
 
-def _bulk(column: Column, plain: frozenset[str]) -> bool:
-    return column.name not in plain and is_bulk(column)
+Plain = Mapping[str, frozenset[str]]
+"""Per column name, the storage classes counted without their formats (see ``profile_table``)."""
+#: Every class of a column plain: its storage classes are all that is counted.
+STORAGE_ONLY: Final = frozenset(STORAGE_CLASSES)
+NUMBERS_ONLY: Final = frozenset({"integer", "real"})
 
 
-def code_sql(column: Column, *, bulk: bool = False, plain: bool = False) -> str:
+def _bulk(column: Column, plain: Plain) -> bool:
+    return "text" not in plain.get(column.name, ()) and is_bulk(column)
+
+
+def code_sql(column: Column, *, bulk: bool = False, plain: frozenset[str] = frozenset()) -> str:
     """The category code (an integer, a character's code point) of one value of ``column``.
 
     With ``bulk``, a TEXT value is only marked TEXT_PENDING: its bytes come in the chunk's
-    concatenation (``bulk_text_sql``) and Python classifies them all at once. With ``plain``, only
-    the storage class is coded (no formats): for columns whose type choice needs nothing more.
+    concatenation (``bulk_text_sql``) and Python classifies them all at once. Values of the storage
+    classes in ``plain`` are coded by class only (no formats): the type choice needs nothing more.
     """
     order = _CLASS_ORDER.get(column.affinity)
     if order is None:  # BLOB affinity: declared BLOB holds blobs; no type at all, anything
         typed = "BLOB" in column.declared_type.upper()
         order = ("blob", "null", "text", "integer", "real") if typed else ("null", "text", "integer", "real", "blob")
-    sql = _PLAIN_SQL if plain else {**_CLASS_SQL, "text": str(TEXT_PENDING)} if bulk else _CLASS_SQL
+    sql = {**_CLASS_SQL, "text": str(TEXT_PENDING)} if bulk else _CLASS_SQL
+    if plain:
+        sql = {**sql, **{cls: _PLAIN_SQL[cls] for cls in plain}}
     whens = " ".join(f"WHEN '{cls}' THEN {sql[cls]}" for cls in order[:-1])
     return f"CASE typeof(@c) {whens} ELSE {sql[order[-1]]} END".replace("@c", quote_ident(column.name))
 
@@ -704,12 +714,17 @@ def chunk_sql(
     ranged: bool,
     bulk: bool = True,
     null_keys: bool = True,
-    plain: frozenset[str] = frozenset(),
+    plain: Plain = _NO_PLAIN,
 ) -> tuple[str, list[_Extreme]]:
     """The statement for one chunk: the codes of every row as one string, each bulk column's text and
     JSON counts, then the extremes and the NULL-key count. ``bulk=False``: every value coded in SQL.
     Columns named in ``plain`` get their storage class only (see ``profile_table``)."""
-    codes = [code_sql(c, bulk=bulk and _bulk(c, plain), plain=c.name in plain) for c in columns]
+    codes = [
+        str(_code("integer"))  # the rowid itself: always an integer
+        if c.name == table.rowid_alias
+        else code_sql(c, bulk=bulk and _bulk(c, plain), plain=plain.get(c.name, frozenset()))
+        for c in columns
+    ]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
     extremes = [e for c in columns for e in _extremes(c, table) if e.sql]
     exprs = [f"group_concat({row}, '')"]
@@ -802,7 +817,7 @@ def _execute_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk, sql: st
         return None
 
 
-def column_groups(table: Table, plain: frozenset[str] = frozenset()) -> list[list[Column]]:
+def column_groups(table: Table, plain: Plain = _NO_PLAIN) -> list[list[Column]]:
     """The columns in groups whose statement stays under SQLite's 2000 result columns (one group mostly)."""
     groups: list[list[Column]] = [[]]
     used = 2
@@ -816,9 +831,7 @@ def column_groups(table: Table, plain: frozenset[str] = frozenset()) -> list[lis
     return groups
 
 
-def scan_chunk(
-    conn: sqlite3.Connection, table: Table, chunk: Chunk, plain: frozenset[str] = frozenset()
-) -> ChunkResult:
+def scan_chunk(conn: sqlite3.Connection, table: Table, chunk: Chunk, plain: Plain = _NO_PLAIN) -> ChunkResult:
     """Read one chunk: per column, how many values of each category and the extremes the scan could take."""
     groups = column_groups(table, plain)
     parts = [_scan_group(conn, table, chunk, group, null_keys=i == 0, plain=plain) for i, group in enumerate(groups)]
@@ -844,7 +857,7 @@ def _scan_group(
     columns: list[Column],
     *,
     null_keys: bool,
-    plain: frozenset[str] = frozenset(),
+    plain: Plain = _NO_PLAIN,
 ) -> ChunkResult | None:
     sql, _ = chunk_sql(table, columns, ranged=chunk.low is not None, null_keys=null_keys, plain=plain)
     result = _execute_chunk(conn, table, chunk, sql)
@@ -1002,16 +1015,15 @@ def register(conn: sqlite3.Connection) -> None:
     conn.create_function(UTF8_FUNCTION, 1, _utf8_invalid, deterministic=True)
 
 
-def profile_table(
-    conn: sqlite3.Connection, table: Table | str, *, plain: Collection[str] = frozenset()
-) -> TableProfile:
+def profile_table(conn: sqlite3.Connection, table: Table | str, *, plain: Plain = _NO_PLAIN) -> TableProfile:
     """Measure every column of ``table``: one statement per rowid chunk, counted in Python.
 
     ``table`` is a ``triggers.schema.Table`` (or a name, read from the schema). Runs in whatever
     transaction the caller holds (one point in time); in autocommit each chunk is its own short read.
-    Columns named in ``plain`` are measured by storage class only (no formats, so no NUL or UTF-8
-    counts either): the snapshot's type choice for a TEXT or BLOB column needs no more, and proving
-    every text value's formats is most of a profile's cost (``typemap.needs_formats``).
+    ``plain`` names columns whose values of some storage classes are counted by class only, without
+    formats (so a text class in it means no NUL or UTF-8 counts either): create mode's type choice
+    for a TEXT or BLOB column reads nothing else, nor does an INTEGER column's for its numbers, and
+    proving every value's formats is most of a profile's cost (``typemap.plain_classes``).
     """
     if isinstance(table, str):
         table = read_schema(conn).table(table)
@@ -1020,7 +1032,7 @@ def profile_table(
     register(conn)
     parts = chunks(conn, table)
     try:
-        results = [scan_chunk(conn, table, part, frozenset(plain)) for part in parts]
+        results = [scan_chunk(conn, table, part, plain) for part in parts]
     except TooBig:
         return legacy_profile_table(conn, table)
     prof = finish_profile(conn, table, results)

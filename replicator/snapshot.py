@@ -73,7 +73,7 @@ from replicator import convert, faults, log, pg, pgschema, quarantine, state, ty
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
-from replicator.profile import TableProfile, profile_table
+from replicator.profile import Plain, TableProfile, profile_table
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -163,16 +163,17 @@ def read_source(conn: sqlite3.Connection, create: Config | None = None) -> Sourc
     return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn))
 
 
-def plain_columns(table: Table, create: Config | None) -> frozenset[str]:
-    """Columns whose create-mode type depends on their storage classes only (``typemap.needs_formats``).
+def plain_columns(table: Table, create: Config | None) -> Plain:
+    """Per column, the storage classes whose formats create mode's type choice ignores (``typemap.plain_classes``).
 
     Only in create mode: an existing target's timestamp column reads its source format from the
     profile whatever the SQLite declared type, so there every column keeps its full profile.
     """
     if create is None:
-        return frozenset()
+        return {}
     overrides = create.types.get(table.name, {})
-    return frozenset(c.name for c in table.columns if not typemap.needs_formats(c, overrides.get(c.name)))
+    found = {c.name: typemap.plain_classes(c, overrides.get(c.name)) for c in table.columns}
+    return {name: classes for name, classes in found.items() if classes}
 
 
 def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None) -> str:
@@ -402,8 +403,14 @@ def copy_rows(
     key_of: KeyOf,
     policy: str,
     on_batch: Callable[[int], None] | None = None,
+    freeze: bool = False,
 ) -> Copied:
     """Convert, checksum and binary-COPY a stream of source rows into ``table`` (caller's transaction).
+
+    ``freeze``: the caller truncated the table in this transaction, so COPY may write the rows
+    frozen and all-visible (``COPY ... FREEZE``): the index builds and ANALYZE that follow, and every
+    later reader, skip setting hint bits on (and so rewriting) every page, and VACUUM has nothing
+    to freeze.
 
     Every row source goes through here: SQLite for the snapshot, an export's JSON Lines for import.
     A row holds the SQLite values of the plan's load columns first (``width`` of them) and may carry
@@ -417,8 +424,10 @@ def copy_rows(
     finish = digest_finisher(types)
     encode = RowEncoder(digest_kinds(types)).encode
     sha256, from_bytes = hashlib.sha256, int.from_bytes
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(schema_name, table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
+        sql.Identifier(schema_name, table.name),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
+        sql.SQL(", FREEZE" if freeze else ""),
     )
     refusals: list[quarantine.Refusal] = []
     written = read = total = 0
@@ -512,7 +521,7 @@ def _load_table(
             progress.advance(table.source, read)
 
     with pconn.transaction():
-        empty_table(pconn, ident)
+        freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
         copied = copy_rows(
             pconn,
             plan.schema,
@@ -522,6 +531,7 @@ def _load_table(
             key_of=key_of,
             policy=policy,
             on_batch=on_batch,
+            freeze=freeze,
         )
         loaded = copied.server_rows  # the table was emptied in this transaction: COPY's count is the table's
         if loaded != copied.written or copied.read != source_count:
@@ -570,16 +580,29 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     return TargetError(message, hint=hint, transient=is_transient_pg(exc))
 
 
-def empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> None:
-    """TRUNCATE when the table holds rows; DELETE when a foreign key forbids TRUNCATE."""
+def empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> bool:
+    """TRUNCATE when the table holds rows; DELETE when a foreign key forbids TRUNCATE.
+
+    True when it was truncated in the caller's transaction (``COPY ... FREEZE`` may follow).
+    """
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()
     if not row or not row[0]:
-        return
+        return False
+    return truncate_table(conn, ident)
+
+
+def truncate_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> bool:
+    """TRUNCATE (in a savepoint), else DELETE when a foreign key forbids it; True if truncated.
+
+    Create mode truncates even an empty table: it costs a catalog update and lets the COPY freeze.
+    """
     try:
         with conn.transaction():
             conn.execute(sql.SQL("TRUNCATE {}").format(ident))
     except psycopg.errors.FeatureNotSupported:
         conn.execute(sql.SQL("DELETE FROM {}").format(ident))
+        return False
+    return True
 
 
 def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: convert.RowRefused) -> BadValue:

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from replicator.config import ColumnOverride
 from replicator.convert import TargetType, parse_type
-from replicator.profile import ColumnProfile
+from replicator.profile import NUMBERS_ONLY, STORAGE_ONLY, ColumnProfile
 from triggers.schema import Affinity, Column
 
 INT16 = (-(2**15), 2**15 - 1)
@@ -123,21 +123,32 @@ def family(declared: Declared, affinity: Affinity) -> str:
     return "any"
 
 
-#: Families whose type choice reads value formats (epoch ranges, ISO shapes, 0/1, UUID text, decimal
-#: text); every other family is decided by the storage classes alone (see ``_choose_family``).
-_FORMAT_FAMILIES = frozenset({"bool", "timestamp", "date", "uuid", "int", "real", "numeric"})
+#: Per family, the storage classes whose value formats ``choose`` never reads (see ``_choose_family``):
+#: a TEXT, BLOB, JSON, TIME or untyped column is decided by which classes it holds; a number column
+#: reads formats of its text only (boolean words, decimal text); date-times, booleans and UUIDs read all.
+_PLAIN_BY_FAMILY: dict[str, frozenset[str]] = {
+    "text": STORAGE_ONLY,
+    "blob": STORAGE_ONLY,
+    "json": STORAGE_ONLY,
+    "jsonb": STORAGE_ONLY,
+    "time": STORAGE_ONLY,
+    "any": STORAGE_ONLY,
+    "int": NUMBERS_ONLY,
+    "real": NUMBERS_ONLY,
+    "numeric": NUMBERS_ONLY,
+}
 
 
-def needs_formats(column: Column, override: ColumnOverride | None = None) -> bool:
-    """Whether ``choose`` needs the column's value formats, not just its storage classes (create mode).
+def plain_classes(column: Column, override: ColumnOverride | None = None) -> frozenset[str]:
+    """Storage classes of ``column`` whose value formats create mode's type choice never reads.
 
-    A TEXT, BLOB, JSON, TIME or untyped column is decided by which storage classes it holds; proving
-    the formats of every text value is most of a profile's cost, so the snapshot skips it for them.
-    A config override may name a format-dependent type, so it always gets the full profile.
+    Proving the format of every value is most of a profile's cost, so the snapshot skips it where
+    the answer cannot change a type. A config override may name a format-dependent type (an
+    epoch-integer timestamp), so an overridden column is always fully profiled.
     """
     if override is not None:
-        return True
-    return family(parse_declared(column.declared_type), column.affinity) in _FORMAT_FAMILIES
+        return frozenset()
+    return _PLAIN_BY_FAMILY.get(family(parse_declared(column.declared_type), column.affinity), frozenset())
 
 
 def target(name: str, **fields: Any) -> TargetType:

@@ -662,16 +662,17 @@ def test_plain_columns_choose_the_same_types_as_the_full_profile(path: Path) -> 
         plain = snapshot.read_source(conn, cfg)
     finally:
         conn.close()
-    skipped = {(t, c) for t, p in plain.profiles.items() for c in snapshot.plain_columns(full.schema.table(t), cfg)}
+    skipped = {(t, c) for t in plain.profiles for c in snapshot.plain_columns(full.schema.table(t), cfg)}
     assert (
         skipped
         or not full.schema.tables
-        or all(typemap.needs_formats(c) for t in full.schema.tables for c in t.columns)
+        or all(not typemap.plain_classes(c) for t in full.schema.tables for c in t.columns)
     )
     for name, prof in full.profiles.items():
         for col in prof.columns:
             lite = plain.profiles[name].column(col.name)
             assert lite.storage == col.storage, (name, col.name)  # the storage classes are always exact
+            assert (lite.min_integer, lite.max_integer) == (col.min_integer, col.max_integer), (name, col.name)
             if (name, col.name) not in skipped:
                 assert lite == col, (name, col.name)
     assert _planned(pgschema, plain, cfg) == _planned(pgschema, full, cfg)
@@ -693,10 +694,27 @@ def test_plain_text_column_still_counts_every_storage_class(tmp_path: Path) -> N
     conn.commit()
     table = read_schema(conn).table("t")
     full = profile_table(conn, table)
-    lite = profile_table(conn, table, plain={"body", "raw", "any_"})
+    lite = profile_table(conn, table, plain=dict.fromkeys(("body", "raw", "any_"), profile.STORAGE_ONLY))
     conn.close()
     for name in ("body", "raw", "any_"):
         assert lite.column(name).storage == full.column(name).storage
         assert lite.column(name).formats == {}
     assert full.column("body").formats.get("date") == sum(1 for r in rows if r[1] == "2024-01-01")
+    assert lite.column("id") == full.column("id")
+
+
+def test_numbers_only_keeps_the_formats_of_text_in_a_number_column(tmp_path: Path) -> None:
+    path = tmp_path / "n.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, "yes" if i == 7 else 1_700_000_000 + i) for i in range(500)])
+    conn.commit()
+    table = read_schema(conn).table("t")
+    full = profile_table(conn, table)
+    lite = profile_table(conn, table, plain={"n": profile.NUMBERS_ONLY})
+    conn.close()
+    assert full.column("n").formats["unix_s"] == 499
+    assert "unix_s" not in lite.column("n").formats  # the integers' formats are not measured...
+    assert lite.column("n").formats["bool_text"] == 1  # ...but the text's are
+    assert lite.column("n").storage == full.column("n").storage
     assert lite.column("id") == full.column("id")
