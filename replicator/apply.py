@@ -37,7 +37,8 @@ import itertools
 import json
 import operator
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
 
@@ -92,12 +93,14 @@ class TableTarget(msgspec.Struct, frozen=True):
 
 
 def resolve_targets(
-    plan: SchemaPlan, meta: Meta, skipped: frozenset[str] = frozenset()
+    plan: SchemaPlan, meta: Meta, skipped: Collection[str] = frozenset()
 ) -> tuple[dict[str, TableTarget], dict[str, str]]:
     """Captured tables the apply can write, and the ones it cannot, each with the reason.
 
     A table captured by rowid has no column PostgreSQL could address its rows by: it is reported,
-    never applied half-way. Snapshot-only tables are not journaled and are absent from both.
+    never applied half-way. Snapshot-only tables are not journaled, and ``skipped`` ones (config skips
+    them, or existing mode leaves an ORM's migration table out: :mod:`replicator.skips`) are never
+    applied: both are absent from both.
     """
     targets: dict[str, TableTarget] = {}
     problems: dict[str, str] = {}
@@ -107,7 +110,10 @@ def resolve_targets(
         try:
             table = plan.table(name)
         except KeyError:
-            problems[name] = "is captured but not in the target plan (skipped by config or created after the snapshot)"
+            problems[name] = (
+                "is captured but not in the target plan (created or captured after the snapshot and not picked up "
+                "yet: `replicator run` picks it up online)"
+            )
             continue
         if cap.mode == "rowid" or cap.key_columns is None:
             problems[name] = (
@@ -160,6 +166,8 @@ class Batch(msgspec.Struct):
     """The journal head the read transaction saw (``> seq_to`` means a backlog remains)."""
     entries: int
     tables: dict[str, TableRows]
+    ignored: dict[str, int] = msgspec.field(default_factory=dict)
+    """Entries of skipped tables per table: covered by the batch's checkpoint, never applied."""
 
     @property
     def empty(self) -> bool:
@@ -195,7 +203,8 @@ def read_batch(
                 break
             entries = entries[: len(entries) // 2]
         faults.point("apply.after_read")
-        return Batch(after + 1, entries[-1].seq, head, len(entries), tables)
+        ignored = dict(Counter(e.table for e in entries if e.table in ignore)) if ignore else {}
+        return Batch(after + 1, entries[-1].seq, head, len(entries), tables, ignored)
 
 
 def _read_rows(
@@ -207,7 +216,7 @@ def _read_rows(
     keys: dict[str, dict[KeyTuple, None]] = {}
     last: dict[str, int] = {}
     for entry in entries:
-        if entry.table in ignore:  # skipped by config ([types.T."*"] skip = true): never migrated
+        if entry.table in ignore:  # skipped (replicator.skips): consumed, never applied
             continue
         found = keys.setdefault(entry.table, {})
         found[entry.key] = None
@@ -218,20 +227,42 @@ def _read_rows(
     if unknown:
         raise UsageError(
             f"the journal names table(s) the apply has no target for: {', '.join(unknown)}",
-            hint="the capture was reinstalled with new tables; re-run the snapshot for them "
-            "(replicator snapshot --replace) or exclude them from capture",
+            hint="they were captured after the snapshot: `replicator run` picks new tables up online; "
+            'or leave them out with [types."T"."*"] skip = true',
         )
     out: dict[str, TableRows] = {}
     for name, found in keys.items():
-        rows = current_rows(conn, targets[name], list(found))
-        out[name] = TableRows(list(found), rows, last[name], _size(rows))
+        ordered = _key_order(found)
+        rows = current_rows(conn, targets[name], ordered)
+        out[name] = TableRows(ordered, rows, last[name], _size(rows))
     return out
 
 
+def _key_order(keys: Iterable[KeyTuple]) -> list[KeyTuple]:
+    """The keys sorted when their values compare (a key column of one storage class), else in journal order.
+
+    Sorted keys are read from SQLite in key order and staged in key order, so PostgreSQL's key delete
+    walks the primary key index and the heap forward instead of jumping around: fewer pages touched
+    and evicted per batch.
+    """
+    try:
+        return sorted(keys)
+    except TypeError:  # mixed storage classes (1 and 'a') or NULLs in one key column
+        return list(keys)
+
+
 _TEXT: Final = (str, bytes)
+_SIZER: Final = msgspec.msgpack.Encoder()
 
 
-def _size(rows: Iterable[Sequence[Any]]) -> int:
+def _size(rows: list[tuple[Any, ...]]) -> int:
+    """Roughly the bytes the rows hold: their msgpack length (text and blobs at their length, numbers
+    at 1-9 bytes; 8x faster than a loop over the values), or, when text holds lone surrogates (not
+    UTF-8 in SQLite) that msgpack refuses, a loop counting each non-text value as ``_VALUE_BYTES``."""
+    try:
+        return len(_SIZER.encode(rows))
+    except UnicodeEncodeError:
+        pass
     total = 0
     for row in rows:
         for v in row:
@@ -274,7 +305,10 @@ def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[
     columns = ", ".join(quote_ident(c) for c in (*target.columns_source, *target.key_source))
     base = f"SELECT {columns} FROM {quote_ident(target.source)} WHERE "  # noqa: S608 - quoted identifiers
     width = len(target.key_source)
-    plain = [k for k in keys if _plain(k)]
+    plain: list[KeyTuple] = []
+    slow: list[KeyTuple] = []
+    for k in keys:
+        (plain if _plain(k) else slow).append(k)
     rows: list[tuple[Any, ...]] = []
     if width == 1:
         lhs = quote_ident(target.key_source[0])
@@ -290,7 +324,6 @@ def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[
             chunk = plain[i : i + step]
             params = [v for k in chunk for v in k]
             rows += conn.execute(f"{base}{lhs} IN (VALUES {','.join([one] * len(chunk))})", params).fetchall()
-    slow = [k for k in keys if not _plain(k)]
     for key in slow:
         where, params = journal.key_predicate(target.key_source, key)
         rows += conn.execute(base + where, params).fetchall()
