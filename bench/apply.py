@@ -202,7 +202,10 @@ def drain_measured(path: Path, dsn: str, env: dict[str, str]) -> Drained:
     backends = BackendCpu(dsn)
     backends.start()
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    # ``python -m`` puts the working directory first on sys.path, before PYTHONPATH: run in the
+    # version's directory, or every version would import this checkout's code
+    cwd = env.get("PYTHONPATH") or str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, cwd=cwd)
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     pg_cpu = backends.stop()
