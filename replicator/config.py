@@ -27,7 +27,6 @@ DEFAULT_STATE_SCHEMA = "replicator"
 DEFAULT_TARGET_SCHEMA = "public"
 DEFAULT_CONNECT_TIMEOUT_S = 10
 DEFAULT_SNAPSHOT_WORKERS = 2
-DEFAULT_CHUNK_ROWS = 50_000
 DEFAULT_BATCH_ROWS = 20_000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 DEFAULT_POLL_INTERVAL_S = 0.5
@@ -72,7 +71,6 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """stop names the first value PostgreSQL cannot hold exactly; quarantine loads the rest and records it."""
     identifiers: Identifiers = "keep"
     workers: int = DEFAULT_SNAPSHOT_WORKERS
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
 
 
 class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
