@@ -589,7 +589,10 @@ def capture_status(ctx: Context, as_json: bool) -> None:
     if broken:
         raise CaptureError(
             f"capture is broken for {', '.join(broken)}: changes there are not journaled",
-            hint="run `replicator capture install` again and re-snapshot those tables",
+            hint="keep `replicator run` running (or start it): it re-snapshots a rebuilt table online (it "
+            "reinstalls the triggers, then reloads the table) and stops a dropped one with what to do; new tables "
+            "are picked up online too. A `capture install` by hand hides the gap from it: then reload those tables "
+            "with `replicator snapshot --replace`",
         )
 
 

@@ -539,7 +539,9 @@ def status_on(conn: sqlite3.Connection) -> Status:
         for table in schema.tables:
             if table.name not in meta.tables:
                 tables.append(
-                    TableStatus(table.name, "not-captured", None, None, "new since install: run install again")
+                    TableStatus(
+                        table.name, "not-captured", None, None, "new since install: `replicator run` picks it up online"
+                    )
                 )
         stats = journal.stats(conn) if journal.exists(conn) else None
         return Status(True, meta.source_id, meta.format_version, tuple(tables), stats, schema.schema_version)
