@@ -26,7 +26,7 @@ from triggers import source as sqlite_source
 
 FORMAT = 1
 STEP_ORDER = (
-    *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify"),
+    *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify", "copy"),
     *("finish_pg", "fence", "commit", "analyze", "certificate"),
 )
 """The order cutover runs its steps in (the sealed JSON sorts keys)."""
@@ -42,7 +42,8 @@ class TableProof(msgspec.Struct, frozen=True):
     pg_rows: int
     pg_digest: str
     how: str = "full"
-    """``prepass``: unchanged since the pre-freeze read; ``incremental``: changed keys re-read; ``full``."""
+    """``prepass``: unchanged since the pre-freeze read; ``incremental``: changed keys re-read; ``full``;
+    ``copied``: a snapshot-only table copied again from the frozen SQLite, then both sides read whole."""
 
 
 class Certificate(msgspec.Struct, frozen=True):

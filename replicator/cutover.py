@@ -55,7 +55,22 @@ from psycopg import sql
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
 from checkpoints.model import Checkpoint, Kind, next_checkpoint, tool_version
-from replicator import apply, backup, faults, files, log, pg, pgschema, phase, quarantine, resnapshot, verify
+from replicator import (
+    apply,
+    backup,
+    faults,
+    files,
+    log,
+    pg,
+    pgschema,
+    phase,
+    quarantine,
+    resnapshot,
+    skips,
+    snapshot,
+    verify,
+)
+from replicator import state as runs
 from replicator.certificate import Certificate, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
@@ -167,6 +182,10 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
     budget.check("verify")
     try:
         with session.pconn.transaction(force_rollback=options.dry_run):
+            if session.copied_tables():
+                with clock.step("copy"):
+                    proofs = _in_order(session, (*proofs, *copy_again(session, frozen, options)))
+                budget.check("copying the snapshot-only tables")
             with clock.step("finish_pg"):
                 finished = finish_postgres(session, head, frozen, proofs)
             faults.point("cutover.after_finish_pg")
@@ -269,6 +288,8 @@ class _Session:
         self.meta: Meta
         self.plan: pgschema.SchemaPlan
         self.targets: dict[str, apply.TableTarget] = {}
+        self.skipped: dict[str, str] = {}
+        """Captured tables the migration leaves out (:mod:`replicator.skips`), with the reason."""
         self.writer: apply.Writer | None = None
         self.prev: Checkpoint
         self.verified: Checkpoint
@@ -323,6 +344,7 @@ class _Session:
             phase.ensure(conn, self.state_schema)
             apply.ensure_state(conn, self.state_schema)
             resnapshot.ensure(conn, self.state_schema)
+            skips.ensure(conn, self.state_schema)
         plan = apply.load_plan(conn, self.state_schema)
         prev = store.latest(conn, schema=self.state_schema)
         if plan is None or prev is None:
@@ -331,11 +353,15 @@ class _Session:
                 hint="run `replicator run` until it streams, then cut over",
             )
         self.plan, self.prev = plan, prev
-        skipped = frozenset(n for n, cols in self.config.types.items() if "*" in cols and cols["*"].skip)
-        self.targets, problems = apply.resolve_targets(plan, self.meta, skipped)
+        self.skipped = skips.skipped(self.config, plan, {*self.meta.tables, *self.config.types})
+        self.targets, problems = apply.resolve_targets(plan, self.meta, self.skipped)
         if problems:
             listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
-            raise CutoverAborted(f"cannot apply table(s): {listed}", hint="fix the capture policy, then cut over")
+            raise CutoverAborted(
+                f"cannot apply table(s): {listed}",
+                hint="run `replicator run` until it streams (it picks up new tables and reports what it cannot "
+                "apply in `replicator status`), or fix the capture policy; then cut over",
+            )
         fk = apply.fk_mode(conn)
         if fk == "parked":
             apply.park_foreign_keys(conn, self.state_schema, plan.schema, [t.target for t in self.targets.values()])
@@ -350,9 +376,21 @@ class _Session:
         )
 
     def certified_tables(self) -> list[str]:
-        """Every planned table the migration moves (config-skipped ones excluded)."""
-        skipped = {n for n, cols in self.config.types.items() if "*" in cols and cols["*"].skip}
-        return [t.source for t in self.plan.tables if t.source not in skipped]
+        """Every planned table the migration moves (skipped ones excluded)."""
+        return [t.source for t in self.plan.tables if t.source not in self.skipped]
+
+    def copied_tables(self) -> list[str]:
+        """Planned tables captured ``snapshot-only``: not journaled, so copied again while SQLite is frozen."""
+        return [
+            n
+            for n in self.certified_tables()
+            if n not in self.targets and (cap := self.meta.tables.get(n)) is not None and cap.mode == "snapshot-only"
+        ]
+
+    def journaled_tables(self) -> list[str]:
+        """Certified tables whose PostgreSQL rows the journal keeps current (proven at the stop point)."""
+        copied = set(self.copied_tables())
+        return [n for n in self.certified_tables() if n not in copied]
 
     def close(self) -> None:
         if self.writer is not None:
@@ -417,8 +455,9 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
         )
     caught_up = drain(session, stop=None, budget=None, leave=CATCHUP_BACKLOG)
     bound.info("caught up", applied_seq=caught_up.seq_to)
-    if options.full_verify:
-        report = verify.verify(session.source, session.dsn, session.config, plan=session.plan)
+    journaled = session.journaled_tables()
+    if options.full_verify and journaled:  # snapshot-only tables may differ: they are copied again in the freeze
+        report = verify.verify(session.source, session.dsn, session.config, journaled, plan=session.plan)
         if not report.match:
             _report_keys(session, list(report.mismatched))
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
@@ -450,7 +489,7 @@ class Prepass:
                 conn.execute("BEGIN")
                 head = journal.head(conn)
                 digests = {}
-                for name in session.certified_tables():
+                for name in session.journaled_tables():  # snapshot-only tables are copied again, then proven
                     side = verify.table_digest_sqlite(conn, _shape(session, name))
                     digests[name] = (side.count, side.sum)
                 bad = pg_check.result()
@@ -565,7 +604,7 @@ def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave:
     """Apply batches until the journal is applied through ``stop`` (frozen) or within ``leave`` of its head."""
     assert session.writer is not None
     cfg = session.config.apply
-    skipped = frozenset(n for n, cols in session.config.types.items() if "*" in cols and cols["*"].skip)
+    skipped = frozenset(session.skipped)
     while True:
         batch = apply.read_batch(
             session.sconn,
@@ -598,6 +637,8 @@ def _record(
         phase.write(
             conn, session.state_schema, ApplyState(phase=current, applied_seq=batch.seq_to, head_seq=batch.head)
         )
+        if batch.ignored:
+            skips.count_ignored(conn, session.state_schema, batch.ignored, batch.seq_to, session.skipped)
 
     return record
 
@@ -638,8 +679,10 @@ def prove_chain(session: _Session, head: Checkpoint, stop: int) -> None:
 
 
 def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[TableProof, ...]:
-    """Counts and checksums of every table equal on both sides at ``stop``; else abort naming keys."""
-    names = session.certified_tables()
+    """Counts and checksums of every journaled table equal on both sides at ``stop``; else abort naming keys.
+
+    Snapshot-only tables are proven by :func:`copy_again`, after they are copied from the frozen SQLite."""
+    names = session.journaled_tables()
     running = apply.read_digests(session.pconn, session.state_schema, names)
     changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
     now = _open_again(session)
@@ -756,6 +799,69 @@ def _report_keys(session: _Session, tables: list[str]) -> None:
         f"tables differ at the stop point: {'; '.join(parts)}",
         hint="nothing was fenced; fix PostgreSQL (or re-snapshot the table) and cut over again",
     )
+
+
+def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[TableProof, ...]:
+    """Every ``snapshot-only`` table (no key the journal could name) emptied and loaded again from the frozen
+    SQLite, then proven whole: both sides read in full, SQLite through the held write transaction (no write
+    can reach it). Runs in the PostgreSQL transaction the fence commit waits for: an abort (or ``--dry-run``)
+    leaves PostgreSQL's copy as it was. Foreign keys do not act on the reload (``session_replication_role``
+    = replica, or parked here and restored and validated by :func:`finish_postgres`)."""
+    conn, names = session.pconn, session.copied_tables()
+    assert session.writer is not None
+    tables = [session.plan.table(n) for n in names]
+    identity = runs.source_identity(session.source)
+    run_id = runs.start_run(conn, session.state_schema, command="cutover-copy", mode=session.plan.mode, source=identity)
+    row = conn.execute("SELECT current_setting('session_replication_role')").fetchone()
+    role = str(row[0]) if row else "origin"
+    if session.writer.fk == "replica":
+        conn.execute("SET LOCAL session_replication_role = replica")
+    else:
+        apply.park_foreign_keys(conn, session.state_schema, session.plan.schema, [t.name for t in tables])
+    proofs, rows, refused = [], 0, 0
+    for table in tables:
+        result = snapshot.load_table(
+            frozen.conn,
+            conn,
+            session.plan,
+            table,
+            policy=session.config.snapshot.on_bad_value,
+            state_schema=session.state_schema,
+            source=identity,
+            run_id=run_id,
+        )
+        if result.quarantined and not options.accept_quarantine:
+            raise CutoverAborted(
+                f"{result.quarantined} row(s) of snapshot-only table {table.source!r} hold values PostgreSQL cannot "
+                "hold exactly (quarantined): those rows would be missing",
+                hint="fix them in SQLite, or pass --accept-quarantine (recorded in the certificate)",
+            )
+        rows, refused = rows + result.rows, refused + result.quarantined
+        shape = _shape(session, table.source)
+        ours = verify.table_digest_sqlite(frozen.conn, shape)
+        theirs = verify.table_digest_pg(conn, shape)
+        proofs.append(
+            TableProof(
+                table.source, table.name, ours.count, ours.hexdigest(), theirs.count, theirs.hexdigest(), "copied"
+            )
+        )
+    if session.writer.fk == "replica":
+        conn.execute("SELECT set_config('session_replication_role', %s, true)", (role,))
+    runs.finish_run(conn, session.state_schema, run_id, status="ok", rows=rows, quarantined=refused)
+    bad = [p.table for p in proofs if (p.sqlite_rows, p.sqlite_digest) != (p.pg_rows, p.pg_digest)]
+    if bad:
+        raise VerificationFailed(
+            f"snapshot-only table(s) differ right after they were copied again: {', '.join(bad)}",
+            hint="nothing was fenced; rerun with -v and report it",
+        )
+    session.log.info("snapshot-only tables copied again", tables=names, rows=rows)
+    return tuple(proofs)
+
+
+def _in_order(session: _Session, proofs: tuple[TableProof, ...]) -> tuple[TableProof, ...]:
+    """The proofs in the plan's table order (the certificate lists tables the same way every time)."""
+    order = {name: i for i, name in enumerate(session.certified_tables())}
+    return tuple(sorted(proofs, key=lambda p: order.get(p.table, len(order))))
 
 
 # --------------------------------------------------------------------------------------------

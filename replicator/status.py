@@ -19,7 +19,7 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.errors import CheckpointError
-from replicator import pg, phase, quarantine
+from replicator import pg, phase, quarantine, skips
 from replicator.config import Config
 from triggers import journal
 from triggers import source as sqlite_source
@@ -70,6 +70,8 @@ class Status(msgspec.Struct, frozen=True):
     source_note: str = ""
     daemon_running: bool | None = None
     """Whether a daemon holds the source's advisory lock on the target now (None: source unknown)."""
+    skipped: tuple[skips.SkippedTable, ...] = ()
+    """Tables the migration leaves out on purpose (not errors): the reason and the journal entries ignored."""
 
 
 def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
@@ -78,7 +80,9 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
         state = phase.read(conn, schema)
         head = _checkpoint_head(conn, schema)
-        tables = _tables(conn, schema)
+        left_out = tuple(skips.read(conn, schema))
+        named = {s.table for s in left_out}
+        tables = [t for t in _tables(conn, schema) if t.table not in named]
         waiting = quarantine.unacknowledged(conn, schema)
         applied = state.applied_seq if state is not None else (head.seq_to if head is not None else 0)
         journal_head, seconds, note, source_id = _journal(source, config, applied)
@@ -111,6 +115,7 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         tables=merged,
         source_note=note,
         daemon_running=running,
+        skipped=left_out,
     )
 
 
@@ -250,3 +255,6 @@ def render(status: Status) -> None:
             style="red" if t.error else None,
         )
     console.print(out)
+    for s in status.skipped:  # left out on purpose: not an error
+        ignored = f"; {s.ignored:,} journal entr{'y' if s.ignored == 1 else 'ies'} ignored" if s.ignored else ""
+        console.print(f"[dim]{escape(s.table)} skipped: {escape(s.reason)}{ignored}[/dim]")

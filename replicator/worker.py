@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -53,7 +53,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from checkpoints import store
 from checkpoints.errors import CheckpointError
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis
-from replicator import apply, faults, log, pg, pgschema, phase, resnapshot, snapshot, state, typemap
+from replicator import apply, faults, log, pg, pgschema, phase, resnapshot, skips, snapshot, state, typemap
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
 from replicator.metrics import Metrics
@@ -181,8 +181,9 @@ class Worker:
         self._errors = 0
         self._changes = 0
         self._batches = 0
-        self._skipped = frozenset(name for name, cols in config.types.items() if "*" in cols and cols["*"].skip)
-        """Tables config excludes from the migration: their journal entries are passed over."""
+        self._skip_reasons: dict[str, str] = skips.skipped(config, None, config.types)
+        self._skipped = frozenset(self._skip_reasons)
+        """Tables the migration leaves out (:mod:`replicator.skips`): their journal entries are passed over."""
 
     # --- public -------------------------------------------------------------------------------
 
@@ -282,6 +283,7 @@ class Worker:
             checkpoint=applied.checkpoint.number,
             seconds=round(seconds, 4),
             behind=batch.head - batch.seq_to,
+            **({"ignored": sum(batch.ignored.values())} if batch.ignored else {}),
         )
         return True, batch.head <= batch.seq_to
 
@@ -309,6 +311,7 @@ class Worker:
             phase.ensure(conn, self.state_schema)
             apply.ensure_state(conn, self.state_schema)
             resnapshot.ensure(conn, self.state_schema)
+            skips.ensure(conn, self.state_schema)
         prev = self._latest(conn)
         if prev is not None and prev.kind is Kind.CUTOVER:
             raise AlreadyCutOver(
@@ -323,6 +326,7 @@ class Worker:
             self._check_same_source(conn)
         plan = self._plan(conn)
         self._plan_obj = plan
+        self._update_skips(conn, force=True)
         self._targets, problems = apply.resolve_targets(plan, self._meta, self._skipped)
         problems = self._fatal(problems)
         if problems:
@@ -431,7 +435,8 @@ class Worker:
             existing = self._latest(conn)
             if existing is not None:  # the snapshot stage wrote its own genesis
                 return existing
-            targets, _ = apply.resolve_targets(result.plan, self._meta, self._skipped)
+            left_out = skips.skipped(self.config, result.plan, self._meta.tables)
+            targets, _ = apply.resolve_targets(result.plan, self._meta, left_out)
             tables = {}
             for name, t in targets.items():
                 digest = apply.table_digest_of(conn, t)
@@ -475,6 +480,7 @@ class Worker:
         meta = read_meta(self._sconn)  # `capture install` may have run meanwhile
         if meta is not None:
             self._meta = meta
+        self._update_skips(self._pconn_or_fail(), found.new_tables)
         reload: dict[str, str] = {}
         for t in found.tables:
             self._table_drift(t, reload)
@@ -536,8 +542,9 @@ class Worker:
         """Tables created in SQLite after the snapshot (and captured tables the plan lacks, after a manual
         `capture install`): each is planned (create mode: created) and its load owed in ``reload``, like a
         rebuilt table's (:mod:`replicator.resnapshot`); or it is left uncaptured with its error in status
-        (cutover refuses while it is). Returns the tables left out. Tables skipped by config stay skipped:
-        captured like at install, never applied."""
+        (cutover refuses while it is). Returns the tables left out. Skipped tables (:mod:`replicator.skips`:
+        by config, or an ORM's migration table in existing mode) stay skipped: captured like at install,
+        their journal entries consumed, never applied."""
         cfg = self.config.capture
         planned = {t.source for t in self._plan_obj.tables}
         unplanned = sorted(n for n in self._meta.tables if n not in planned and n not in self._skipped)
@@ -587,6 +594,18 @@ class Worker:
                 )
                 left_out.append(name)
         return left_out
+
+    def _update_skips(self, conn: psycopg.Connection[Any], new: Iterable[str] = (), *, force: bool = False) -> None:
+        """Which captured (or ``new``) tables the migration leaves out; recorded for status when that changed."""
+        reasons = skips.skipped(self.config, self._plan_obj, {*self._meta.tables, *self.config.types, *new})
+        if reasons == self._skip_reasons and not force:
+            return
+        with conn.transaction():
+            skips.record(conn, self.state_schema, reasons)
+        captured = sorted(n for n in reasons if n in self._meta.tables)
+        if captured:
+            self._log.info("skipped tables: their journal entries are consumed, never applied", tables=captured)
+        self._skip_reasons, self._skipped = reasons, frozenset(reasons)
 
     def _fatal(self, problems: dict[str, str]) -> dict[str, str]:
         """Problems that stop the apply: a captured table the plan lacks is picked up by the drift check."""
@@ -703,6 +722,8 @@ class Worker:
     def _record(self, batch: apply.Batch, next_phase: Phase) -> Any:
         def record(conn: psycopg.Connection[Any], applied: apply.Applied) -> None:
             phase.write(conn, self.state_schema, self._state(next_phase, batch.seq_to, batch.head, applied.entries))
+            if batch.ignored:
+                skips.count_ignored(conn, self.state_schema, batch.ignored, batch.seq_to, self._skip_reasons)
 
         return record
 
