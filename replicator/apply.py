@@ -37,7 +37,6 @@ import itertools
 import json
 import operator
 import sqlite3
-from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
@@ -195,34 +194,27 @@ def read_batch(
     with journal.read_transaction(conn) as head:
         if head <= after:
             return Batch(after + 1, after, head, 0, {})
-        entries = journal.read(conn, after, limit=max_rows)
+        entries = journal.read_keys(conn, after, limit=max_rows)
         while True:
             tables = _read_rows(conn, entries, targets, ignore)
             size = sum(t.bytes for t in tables.values())
-            if size <= max_bytes or len(entries) <= 1:
+            if size <= max_bytes or entries.count <= 1:
                 break
-            entries = entries[: len(entries) // 2]
+            entries = journal.read_keys(conn, after, limit=entries.count // 2)
         faults.point("apply.after_read")
-        ignored = dict(Counter(e.table for e in entries if e.table in ignore)) if ignore else {}
-        return Batch(after + 1, entries[-1].seq, head, len(entries), tables, ignored)
+        ignored = {t: n for t, n in entries.entries.items() if t in ignore}
+        return Batch(after + 1, entries.seq_to, head, entries.count, tables, ignored)
 
 
 def _read_rows(
     conn: sqlite3.Connection,
-    entries: Sequence[journal.Entry],
+    entries: journal.KeyRange,
     targets: dict[str, TableTarget],
     ignore: frozenset[str],
 ) -> dict[str, TableRows]:
-    keys: dict[str, dict[KeyTuple, None]] = {}
-    last: dict[str, int] = {}
-    for entry in entries:
-        if entry.table in ignore:  # skipped (replicator.skips): consumed, never applied
-            continue
-        found = keys.setdefault(entry.table, {})
-        found[entry.key] = None
-        if entry.old_key is not None:
-            found[entry.old_key] = None
-        last[entry.table] = entry.seq
+    # skipped tables (replicator.skips): consumed, never applied
+    keys = {t: found for t, found in entries.keys.items() if t not in ignore}
+    last = entries.last
     unknown = sorted(set(keys) - set(targets))
     if unknown:
         raise UsageError(

@@ -163,3 +163,59 @@ def test_pruning_never_makes_an_app_writer_see_locked(tmp_path: Path) -> None:
     remaining = journal.read(pruner, 0, limit=10)
     assert remaining
     assert remaining[0].seq > 60_000
+
+
+def _grouped(
+    entries: list[journal.Entry],
+) -> tuple[dict[str, list[tuple[object, ...]]], dict[str, int], dict[str, int]]:
+    keys: dict[str, dict[tuple[object, ...], None]] = {}
+    last: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for e in entries:
+        found = keys.setdefault(e.table, {})
+        found[e.key] = None
+        if e.old_key is not None:
+            found[e.old_key] = None
+        last[e.table] = e.seq
+        counts[e.table] = counts.get(e.table, 0) + 1
+    return {t: list(k) for t, k in keys.items()}, last, counts
+
+
+def _typed(keys: dict[str, list[tuple[object, ...]]]) -> dict[str, list[tuple[tuple[type, object], ...]]]:
+    return {t: [tuple((type(v), v) for v in k) for k in ks] for t, ks in keys.items()}
+
+
+@pytest.mark.parametrize("bad_utf8", [False, True])
+def test_read_keys_groups_exactly_like_read(tmp_path: Path, bad_utf8: bool) -> None:
+    """The apply's grouped reader names the same keys as read(): old keys only when an UPDATE changed the
+    key exactly (1 -> 1.0 and 'a' -> 'A' under NOCASE are changes), composite keys, NULLs, and pages
+    holding text that is not UTF-8 (the slow path)."""
+    conn = sqlite3.connect(tmp_path / "k.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE one (id PRIMARY KEY, v)")
+    conn.execute("CREATE TABLE ci (name TEXT COLLATE NOCASE PRIMARY KEY, v)")
+    conn.execute("CREATE TABLE two (a, b, v, PRIMARY KEY (a, b))")
+    install.install_on(conn)
+    conn.execute("INSERT INTO one VALUES (1, 'x'), ('k', 'y'), (NULL, 'z'), (2.5, 'w')")
+    conn.execute("UPDATE one SET v = 'x2' WHERE id = 1")
+    conn.execute("UPDATE one SET id = 1.0 WHERE id = 1 AND typeof(id) = 'integer'")
+    conn.execute("UPDATE one SET id = 7 WHERE id = 'k'")
+    conn.execute("INSERT INTO ci VALUES ('abc', 1)")
+    conn.execute("UPDATE ci SET name = 'ABC' WHERE name = 'abc'")
+    conn.execute("UPDATE ci SET v = 2")
+    conn.execute("INSERT INTO two VALUES (1, 'a', 0), (1, 'b', 0)")
+    conn.execute("UPDATE two SET v = 1 WHERE a = 1 AND b = 'a'")
+    conn.execute("UPDATE two SET b = 'c' WHERE a = 1 AND b = 'b'")
+    conn.execute("DELETE FROM two WHERE b = 'a'")
+    if bad_utf8:
+        conn.execute("INSERT INTO one VALUES (CAST(X'FF61' AS TEXT), 'bad')")
+    entries = journal.read(conn, 0, limit=1000)
+    for after, limit in [(0, 1000), (0, 3), (4, 5), (len(entries), 10)]:
+        page = [e for e in entries if e.seq > after][:limit]
+        got = journal.read_keys(conn, after, limit)
+        keys, last, counts = _grouped(page)
+        assert _typed({t: list(k) for t, k in got.keys.items()}) == _typed(keys)
+        assert got.last == last
+        assert got.entries == counts
+        assert got.count == len(page)
+        assert got.seq_to == (page[-1].seq if page else after)

@@ -259,6 +259,81 @@ def read(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) 
     return entries
 
 
+class KeyRange(msgspec.Struct):
+    """A journal range as the apply needs it: per table, the keys it names (old keys of key changes
+    included, each once, in first-seen order), its last seq and its number of entries."""
+
+    count: int
+    seq_to: int
+    """Seq of the last entry (``after`` when the range is empty)."""
+    keys: dict[str, dict[tuple[KeyValue, ...], None]]
+    last: dict[str, int]
+    entries: dict[str, int]
+
+
+def _keys_sql(n: int) -> str:
+    """The apply's page query: the old key only where an UPDATE changed it (``IS`` and ``typeof``: exact,
+    as :func:`same_key`; the journal's columns have no collation, so text compares byte for byte)."""
+    keys = ", ".join(key_column(i) for i in range(1, n + 1))
+    olds = ", ".join(old_key_column(i) for i in range(1, n + 1))
+    same = " AND ".join(
+        f"{old_key_column(i)} IS {key_column(i)} AND typeof({old_key_column(i)}) = typeof({key_column(i)})"
+        for i in range(1, n + 1)
+    )
+    return (
+        f"SELECT seq, tbl, nk, op = 'U' AND NOT ({same}), {keys}, {olds} "  # noqa: S608 - generated column names
+        'FROM "_replicator_journal" WHERE seq > ? ORDER BY seq LIMIT ?'
+    )
+
+
+def read_keys(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) -> KeyRange:
+    """:func:`read` grouped by table for the apply, without an :class:`Entry` per row (3x less CPU)."""
+    _require(conn)
+    n = width(conn)
+    keys: dict[str, dict[tuple[KeyValue, ...], None]] = {}
+    last: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    try:
+        rows = conn.execute(_keys_sql(n), (after, limit)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+        rows = None  # a key holds text that is not valid UTF-8: the exact, slow way
+    if rows is None:
+        for e in read(conn, after, limit):
+            named = keys.setdefault(e.table, {})
+            named[e.key] = None
+            if e.old_key is not None:
+                named[e.old_key] = None
+            last[e.table] = e.seq
+            counts[e.table] = counts.get(e.table, 0) + 1
+        return KeyRange(sum(counts.values()), max(last.values(), default=after), keys, last, counts)
+    if n == 1:
+        for seq, tbl, _nk, moved, k1, o1 in rows:
+            found = keys.get(tbl)
+            if found is None:
+                found = keys[tbl] = {}
+                counts[tbl] = 0
+            found[(k1,)] = None
+            if moved:
+                found[(o1,)] = None
+            last[tbl] = seq
+            counts[tbl] += 1
+    else:
+        for row in rows:
+            seq, tbl, nk, moved = row[:4]
+            found = keys.get(tbl)
+            if found is None:
+                found = keys[tbl] = {}
+                counts[tbl] = 0
+            found[row[4 : 4 + nk]] = None
+            if moved:
+                found[row[4 + n : 4 + n + nk]] = None
+            last[tbl] = seq
+            counts[tbl] += 1
+    return KeyRange(len(rows), rows[-1][0] if rows else after, keys, last, counts)
+
+
 class LagTracker:
     """Replication lag in seconds, from when the reader first *saw* each head.
 
