@@ -16,7 +16,9 @@
    maintains in each batch's transaction; the SQLite side is the pre-pass digest, adjusted for the
    keys journaled in (H0, S] (old rows read from the pre-pass transaction, new rows now). Cost:
    O(changed keys), not O(table). A mismatch is re-checked by a full read of both sides and, if
-   real, reported by key (verify's bisection).
+   real, reported by key (verify's bisection). ``snapshot-only`` tables (no key the journal could
+   name) are copied again instead (:func:`copy_again`, in step 5's transaction): emptied, loaded from
+   the frozen SQLite, then read whole on both sides.
 5. **Finish PostgreSQL** in one transaction kept open: parked FKs restored, NOT VALID FKs
    validated (orphans reported by key), sequences past max(id) and SQLite's AUTOINCREMENT
    high-water, remaining post-load statements, the ``cutover`` checkpoint, phase DONE.
