@@ -1040,19 +1040,22 @@ class _Clock:
     def __init__(self) -> None:
         self.steps: dict[str, float] = {}
         self.current: str | None = None
+        """The innermost step running, else the last one that ran (a failure between steps follows it)."""
+        self._running: list[str] = []
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        outer, self.current = self.current, name
+        self._running.append(name)
+        self.current = name
         started = time.perf_counter()
         try:
             yield
         finally:
             with self._lock:
                 self.steps[name] = round(self.steps.get(name, 0.0) + time.perf_counter() - started, 4)
-            if outer is not None and self.current == name:
-                self.current = outer
+            self._running.remove(name)
+            self.current = self._running[-1] if self._running else name
 
 
 def _open_again(session: _Session, *, readonly: bool = True) -> sqlite3.Connection:

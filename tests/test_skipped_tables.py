@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from checkpoints import audit, store
-from replicator import apply, certificate, config, status
+from replicator import apply, certificate, config, phase, status
 from replicator.cli import cli
-from replicator.cutover import Options, cutover
+from replicator.cutover import CutoverAborted, Options, cutover
 from tests.compare import assert_same
 from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
 from tests.test_worker_new_tables import Daemon, wait_for
@@ -284,6 +284,29 @@ def test_snapshot_only_table_changed_after_the_snapshot_is_copied_again_at_cutov
         assert [v for _n, v in fks] == [True]
         assert conn.execute("SELECT current_setting('session_replication_role')").fetchone() == ("origin",)
     assert certificate.live_check(result.certificate, path, dsn, c) == []
+
+
+def test_a_snapshot_only_copy_that_fails_aborts_at_copy_and_rolls_back(tmp_path: Path, pg_dsn: str) -> None:
+    path = _snapshot_only_source(tmp_path / "app.db")
+    c = conf(capture={"no_key_policy": "snapshot-only"})
+    with Daemon(path, pg_dsn, c) as daemon:
+        wait_for(lambda: drained(pg_dsn, path, c) or bool(daemon.errors), timeout=60)
+        assert not daemon.errors
+    snapshotted = _pg_audit(pg_dsn)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("INSERT INTO audit VALUES (105, 'nul' || char(0) || 'byte', 2)")  # PostgreSQL text cannot hold it
+    db.execute("INSERT INTO item VALUES (4, 'd')")
+    with pytest.raises(CutoverAborted, match="cutover aborted at copy") as info:
+        cutover(path, pg_dsn, c, opts(tmp_path, backup=False))
+    assert "audit" in info.value.message
+    assert _pg_audit(pg_dsn) == snapshotted  # the copy was rolled back with the finishing transaction
+    db.execute("INSERT INTO item VALUES (5, 'e')")  # not fenced
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        st = phase.read(conn, "replicator")
+        assert st is not None
+        assert st.phase == phase.Phase.STREAMING
+        assert "cutover aborted at copy" in st.reason
+    db.close()
 
 
 def test_capture_status_hint_and_new_table_note(tmp_path: Path) -> None:
