@@ -153,3 +153,13 @@ def test_canonical_encoding_round_trips_and_matches_sqlite_quote(values: list[jo
     for value, token in zip(values, text.split(","), strict=True):
         if not isinstance(value, str):
             assert conn.execute("SELECT quote(?)", (value,)).fetchone()[0] == token
+
+
+def test_a_real_key_that_python_parses_to_a_neighbour_decodes_as_sqlite_stored_it() -> None:
+    """quote() keeps 15 digits when SQLite's own parser gets the value back from them; Python's
+    correctly rounded float() would read the key of 5.6220172868976805e-301 as its neighbour."""
+    value = 5.6220172868976805e-301
+    token = journal.encode_value(value)
+    assert token == "5.62201728689768e-301"
+    assert float(token) != value
+    assert journal.decode_value(token) == value

@@ -104,9 +104,20 @@ def decode_value(token: str) -> KeyValue:
     if _INT.match(token):
         return int(token)
     try:
-        return float(token)  # also 'Inf' / '-Inf'
+        value = float(token)  # also 'Inf' / '-Inf'
     except ValueError:
         raise ValueError(f"not a journal key token: {token[:40]!r}") from None
+    return value if math.isinf(value) else _sqlite_float(token)
+
+
+def _sqlite_float(token: str) -> float:
+    """The REAL SQLite reads from its own ``quote()`` text. Not Python's ``float()``: quote() keeps
+    15 digits whenever SQLite's own (not correctly rounded) parser gets the value back from them,
+    and for some values Python's correctly rounded parser gets a neighbouring double instead
+    (5.6220172868976805e-301 is quoted as 5.62201728689768e-301)."""
+    with _FLOAT_LOCK:
+        row = _FLOAT_CONN.execute("SELECT CAST(? AS REAL)", (token,)).fetchone()
+    return float(row[0])
 
 
 def decode_key(text: str) -> tuple[KeyValue, ...]:
