@@ -11,8 +11,9 @@ starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians over 
 Next to raw COPY, the *floor*: PostgreSQL's own cost of applying the same change set set-based
 (:func:`floor`: the distinct keys the backlog names and SQLite's current rows for them, staged in
 temp tables beforehand, then timed: ``DELETE`` of the keys + ``INSERT`` of the rows, into the same
-populated indexed tables, rolled back), in the daemon's batches of ``--batch-rows`` entries, with and
-without the staging COPY, and for the whole backlog merged into one set.
+populated indexed tables): in the daemon's batches of ``--batch-rows`` entries, each committed, on a
+throw-away copy of the database (:func:`floor_batches`), with and without the staging COPY; and for
+the whole backlog merged into one set, rolled back (:func:`floor`).
 ``--fastpath`` also times the insert step three ways (see :func:`fastpath`).
 
 ``--lag-seconds N`` then measures end-to-end lag at a steady app load (:func:`lag`): the app in its
@@ -392,6 +393,53 @@ def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
     return best_sql, best_all
 
 
+def floor_batches(admin: str, dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
+    """The floor in the daemon's batches, each committed like the daemon's (a batch in one transaction
+    with the ones before it would find every earlier batch's dead row versions still unprunable), on a
+    throw-away copy of the database: seconds of (``DELETE`` + ``INSERT`` + commit, that plus the
+    staging COPY), index nested loops as the daemon forces them."""
+    from replicator import convert
+
+    name = f"{conninfo_dbname(dsn)}_floor"
+    copy_dsn = clone_db(admin, dsn, name)
+    applying = staging = 0.0
+    try:
+        with psycopg.connect(copy_dsn, autocommit=True) as conn:
+            types = {table: _pg_types(conn, table) for table in TABLES}
+            convs = {t: convert.row_converter(t, [f"c{i}" for i in range(len(tt))], tt) for t, tt in types.items()}
+            for table in TABLES:
+                conn.execute(f"CREATE TEMP TABLE fk_{table} (id bigint) ON COMMIT DELETE ROWS")
+                conn.execute(
+                    f"CREATE TEMP TABLE fr_{table} ON COMMIT DELETE ROWS AS SELECT * FROM {table} WITH NO DATA"
+                )
+            for part in batches:
+                data = {table: [convs[table](r) for r in rows] for table, (_keys, rows) in part.items()}
+                with conn.transaction():
+                    conn.execute("SET LOCAL enable_mergejoin = off")
+                    conn.execute("SET LOCAL enable_hashjoin = off")
+                    started = time.perf_counter()
+                    for table, (keys, _rows) in part.items():
+                        with conn.cursor() as cur:
+                            with cur.copy(f"COPY fk_{table} FROM STDIN (FORMAT BINARY)") as copy:
+                                copy.set_types(["int8"])
+                                for k in keys:
+                                    copy.write_row((k,))
+                            with cur.copy(f"COPY fr_{table} FROM STDIN (FORMAT BINARY)") as copy:
+                                copy.set_types(convert.copy_types(types[table]))
+                                for row in data[table]:
+                                    copy.write_row(row)
+                    staged = time.perf_counter()
+                    for table in part:
+                        conn.execute(f"DELETE FROM {table} t USING fk_{table} k WHERE t.id = k.id")
+                        conn.execute(f"INSERT INTO {table} SELECT * FROM fr_{table}")
+                committed = time.perf_counter()
+                staging += staged - started
+                applying += committed - staged
+    finally:
+        drop_db(admin, name)
+    return applying, applying + staging
+
+
 def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str, float]:
     """The insert step of a batch, three ways, on ``users`` (PK + UNIQUE email + name index).
 
@@ -657,7 +705,7 @@ def main() -> None:
                 runs["this"].append(run)
                 seconds, peak = run.seconds, run.rss_kib
             copy_seconds = raw_copy(dsn, args.changes, rng)
-            floor_sql, floor_all = floor(dsn, batched)
+            floor_sql, floor_all = floor_batches(args.dsn, dsn, batched)
             merged_sql, _ = floor(dsn, [whole])
             del whole, batched
             applied_rates.append(args.changes / seconds)
