@@ -175,7 +175,19 @@ def test_value_boundaries_are_unambiguous() -> None:
 def test_encoding_is_the_documented_bytes() -> None:
     when = dt.datetime(2024, 1, 2, 5, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
-    row: list[Any] = [None, True, 7, Decimal("2.50"), Decimal("300.00"), 0.5, "é", b"\x00", when, dt.date(2024, 1, 2), uid]
+    row: list[Any] = [
+        None,
+        True,
+        7,
+        Decimal("2.50"),
+        Decimal("300.00"),
+        0.5,
+        "é",
+        b"\x00",
+        when,
+        dt.date(2024, 1, 2),
+        uid,
+    ]
     row += [dt.time(1, 2, 3, tzinfo=dt.UTC), dt.timedelta(seconds=1), 2**70, -300, [1, "a"]]
     expected = (
         b"\xdc\x00\x10"  # array 16 of 16 values
