@@ -163,3 +163,11 @@ def test_a_real_key_that_python_parses_to_a_neighbour_decodes_as_sqlite_stored_i
     assert token == "5.62201728689768e-301"
     assert float(token) != value
     assert journal.decode_value(token) == value
+
+
+def test_a_real_key_that_sqlite_parses_to_a_neighbour_decodes_exactly() -> None:
+    """The other way round: quote() writes 20 digits that SQLite's own parser misreads."""
+    value = 3.8521434872836237e-292
+    token = journal.encode_value(value)
+    assert token == "3.85214348728362367601e-292"
+    assert journal.decode_value(token) == value

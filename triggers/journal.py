@@ -111,13 +111,21 @@ def decode_value(token: str) -> KeyValue:
 
 
 def _sqlite_float(token: str) -> float:
-    """The REAL SQLite reads from its own ``quote()`` text. Not Python's ``float()``: quote() keeps
-    15 digits whenever SQLite's own (not correctly rounded) parser gets the value back from them,
-    and for some values Python's correctly rounded parser gets a neighbouring double instead
-    (5.6220172868976805e-301 is quoted as 5.62201728689768e-301)."""
+    """The REAL whose SQLite ``quote()`` is ``token``.
+
+    Neither parser alone inverts quote(): it writes 15 digits whenever SQLite's own (not correctly
+    rounded) parser reads the value back from them, where Python's correctly rounded ``float()`` may
+    land on the neighbouring double (5.62201728689768e-301); and when it writes 20 digits, SQLite's
+    parser may miss while Python's is exact (3.85214348728362367601e-292). So both are tried and
+    the one that quotes back to the token wins.
+    """
+    python = float(token)
     with _FLOAT_LOCK:
-        row = _FLOAT_CONN.execute("SELECT CAST(? AS REAL)", (token,)).fetchone()
-    return float(row[0])
+        (native,) = _FLOAT_CONN.execute("SELECT CAST(? AS REAL)", (token,)).fetchone()
+    for candidate in (python, float(native)):
+        if _float_token(candidate) == token:
+            return candidate
+    return python
 
 
 def decode_key(text: str) -> tuple[KeyValue, ...]:
