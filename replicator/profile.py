@@ -655,10 +655,11 @@ class _Extreme(msgspec.Struct, frozen=True):
     valid_if: frozenset[str]
 
 
-def _extremes(column: Column, table: Table) -> list[_Extreme]:
-    """The extremes one chunk statement reads for ``column`` (the rowid's come from its index)."""
+def _extremes(column: Column, table: Table, plain: Plain = _NO_PLAIN) -> list[_Extreme]:
+    """The extremes one chunk statement reads for ``column`` (the rowid's come from its index);
+    none for a column profiled by storage class only (its type choice reads no extreme)."""
     q = quote_ident(column.name)
-    if column.name == table.rowid_alias:
+    if column.name == table.rowid_alias or plain.get(column.name) == STORAGE_ONLY:
         return []
     if column.affinity is Affinity.INTEGER:
         ints = frozenset({"null", "integer"})
@@ -726,7 +727,7 @@ def chunk_sql(
         for c in columns
     ]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
-    extremes = [e for c in columns for e in _extremes(c, table) if e.sql]
+    extremes = [e for c in columns for e in _extremes(c, table, plain) if e.sql]
     exprs = [f"group_concat({row}, '')"]
     if bulk:
         exprs += [sql for c in columns if _bulk(c, plain) for sql in bulk_text_sql(c)]
@@ -822,7 +823,7 @@ def column_groups(table: Table, plain: Plain = _NO_PLAIN) -> list[list[Column]]:
     groups: list[list[Column]] = [[]]
     used = 2
     for column in table.columns:
-        cost = (3 if _bulk(column, plain) else 0) + sum(1 for e in _extremes(column, table) if e.sql)
+        cost = (3 if _bulk(column, plain) else 0) + sum(1 for e in _extremes(column, table, plain) if e.sql)
         if groups[-1] and used + cost > MAX_RESULT_COLUMNS:
             groups.append([])
             used = 2
@@ -891,7 +892,7 @@ def _scan_group(
         for ch, n in counts.items():
             out.counts[i][ch] = out.counts[i].get(ch, 0) + n
     for i, column in enumerate(columns):
-        for extreme in _extremes(column, table):
+        for extreme in _extremes(column, table, plain):
             if extreme.sql:
                 value = next(values)
                 for name in extreme.names:
@@ -947,7 +948,9 @@ class TooBig(Exception):
     """A chunk that cannot be split further does not fit in one string (SQLITE_TOOBIG)."""
 
 
-def finish_profile(conn: sqlite3.Connection, table: Table, results: Sequence[ChunkResult]) -> TableProfile:
+def finish_profile(
+    conn: sqlite3.Connection, table: Table, results: Sequence[ChunkResult], plain: Plain = _NO_PLAIN
+) -> TableProfile:
     """Add up the chunks; columns whose values defeated the affinity guess get exact extremes in one scan."""
     columns = list(table.columns)
     total = combine(results)
@@ -971,7 +974,7 @@ def finish_profile(conn: sqlite3.Connection, table: Table, results: Sequence[Chu
             if classes <= extreme.valid_if
         }
         for name in _EXACT:
-            if _EXTREME_CLASS[name] not in storage:
+            if _EXTREME_CLASS[name] not in storage or plain.get(column.name) == STORAGE_ONLY:
                 extremes[name] = None
             elif column.name == table.rowid_alias:  # from the table's b-tree: two seeks
                 bound = "min" if name == "min_integer" else "max"
@@ -1021,7 +1024,8 @@ def profile_table(conn: sqlite3.Connection, table: Table | str, *, plain: Plain 
     ``table`` is a ``triggers.schema.Table`` (or a name, read from the schema). Runs in whatever
     transaction the caller holds (one point in time); in autocommit each chunk is its own short read.
     ``plain`` names columns whose values of some storage classes are counted by class only, without
-    formats (so a text class in it means no NUL or UTF-8 counts either): create mode's type choice
+    formats (so a text class in it means no NUL or UTF-8 counts either; a column plain in every
+    class gets no extremes either): create mode's type choice
     for a TEXT or BLOB column reads nothing else, nor does an INTEGER column's for its numbers, and
     proving every value's formats is most of a profile's cost (``typemap.plain_classes``).
     """
@@ -1035,7 +1039,7 @@ def profile_table(conn: sqlite3.Connection, table: Table | str, *, plain: Plain 
         results = [scan_chunk(conn, table, part, plain) for part in parts]
     except TooBig:
         return legacy_profile_table(conn, table)
-    prof = finish_profile(conn, table, results)
+    prof = finish_profile(conn, table, results, plain)
     logger.debug(
         "profiled", rows=prof.rows, columns=len(table.columns), chunks=len(parts), seconds=time.perf_counter() - started
     )
