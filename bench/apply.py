@@ -4,8 +4,8 @@
 
 Per round: build a backlog of ``--changes`` journal entries (60 % UPDATE, 30 % INSERT, 10 % DELETE over
 three tables with secondary indexes, untimed), drain it with ``replicator run --until-drained`` in a
-subprocess (timed from process start, so start-up is included; its peak RSS read with wait4, to show
-memory stays flat), then binary-COPY the same number of new rows into the same populated, indexed
+subprocess (timed from process start, so start-up is included; its peak RSS, VmHWM sampled from
+/proc, to show memory stays flat), then binary-COPY the same number of new rows into the same populated, indexed
 tables inside a transaction that is rolled back (timed; rows converted in memory before the clock
 starts, so the baseline is PostgreSQL's and psycopg's cost alone). Medians over ``--rounds``.
 Next to raw COPY, the *floor*: PostgreSQL's own cost of applying the same change set set-based
@@ -197,6 +197,29 @@ class BackendCpu(threading.Thread):
         return sum(self.seen.values())
 
 
+class PeakRss(threading.Thread):
+    """A process's peak RSS (VmHWM) in KiB, sampled every 20 ms. Not wait4's ru_maxrss: Linux carries
+    the high-water mark of the forking process (this benchmark, holding a change set in memory) across
+    fork and exec into the child's."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak = max(self.peak, int(line.split()[1]))
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return self.peak
+
+
 def drain_measured(path: Path, dsn: str, env: dict[str, str]) -> Drained:
     """Run the daemon until drained in a subprocess: wall, peak RSS, its CPU and its backends' CPU."""
     cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "--until-drained", "-q"]
@@ -207,13 +230,16 @@ def drain_measured(path: Path, dsn: str, env: dict[str, str]) -> Drained:
     # version's directory, or every version would import this checkout's code
     cwd = env.get("PYTHONPATH") or str(Path(__file__).resolve().parent.parent)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, cwd=cwd)
+    peak = PeakRss(proc.pid)
+    peak.start()
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     pg_cpu = backends.stop()
+    rss_kib = peak.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"replicator run failed with exit code {proc.returncode}")
-    return Drained(seconds, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime, pg_cpu)
+    return Drained(seconds, rss_kib, usage.ru_utime + usage.ru_stime, pg_cpu)
 
 
 def copy_source(path: Path, to: Path) -> None:
@@ -595,6 +621,8 @@ def _lag(
                     for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):
                             out.rss_samples.append(int(line.split()[1]))
+                        elif line.startswith("VmHWM:"):
+                            out.rss_peak_kib = max(out.rss_peak_kib, int(line.split()[1]))
             time.sleep(0.005)
         app.join()
         with open(result, "rb") as fh:
@@ -617,7 +645,7 @@ def _lag(
     daemon.send_signal(signal.SIGTERM)
     _pid, status, usage = os.wait4(daemon.pid, 0)
     daemon.returncode = os.waitstatus_to_exitcode(status)
-    out.rss_peak_kib, out.cpu = int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
+    out.cpu = usage.ru_utime + usage.ru_stime
     out.changes = seqs[-1] - seqs[0]
     i = 0
     for seq, at in zip(seqs, times, strict=True):
@@ -632,6 +660,17 @@ def _lag(
 
 def conninfo_dbname(dsn: str) -> str:
     return str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+
+
+def vacuum(dsn: str) -> None:
+    """VACUUM ANALYZE the three tables (untimed). A database copied with CREATE DATABASE ... TEMPLATE
+    starts with no statistics, so autovacuum never learns of the dead rows a drain leaves there and
+    every round would start on the bloat of all the rounds before it (measured: the apply and the floor
+    both ran twice as long in round 3 as in round 1). Each round starts from a vacuumed table, as a
+    database autovacuum keeps up with would."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier("public", table)))
 
 
 def fresh_db(admin: str) -> str:
@@ -692,6 +731,7 @@ def main() -> None:
         runs: dict[str, list[Drained]] = {label: [] for label, _, _ in variants}
         for round_no in range(1, args.rounds + 1):
             make_backlog(path, args.changes, top, rng)
+            vacuum(dsn)
             whole, batched = change_sets(path, dsn, args.batch_rows or DEFAULT_BATCH_ROWS)
             distinct = sum(len(k) for k, _ in whole.values())
             distinct_batched = sum(len(k) for part in batched for k, _ in part.values())
@@ -704,6 +744,7 @@ def main() -> None:
                 run = drain_measured(path, dsn, env)
                 runs["this"].append(run)
                 seconds, peak = run.seconds, run.rss_kib
+            vacuum(dsn)  # the references start from a vacuumed table too
             copy_seconds = raw_copy(dsn, args.changes, rng)
             floor_sql, floor_all = floor_batches(args.dsn, dsn, batched)
             merged_sql, _ = floor(dsn, [whole])
