@@ -57,10 +57,10 @@ import queue as queue_module
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 import psycopg
@@ -887,8 +887,7 @@ class _Loader:
 
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
         """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
-        sizes = {n: read.profiles[n].rows if n in read.profiles else _row_estimate(self.sconn, n) for n in names}
-        mine, theirs = split(sizes)
+        mine, theirs = split(load_costs(self.sconn, read.schema, names, read.profiles))
         futures = {
             name: helper.pool.submit(
                 _helper_load,
@@ -1279,8 +1278,7 @@ def read_source_parallel(
 ) -> SourceRead:
     """read_source with the profiles split between this process and the helper."""
     schema = read_schema(conn)
-    sizes = {t.name: _row_estimate(conn, t.name) for t in schema.tables}
-    mine, theirs = split(sizes)
+    mine, theirs = split(load_costs(conn, schema, [t.name for t in schema.tables]))
     future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
     create_config = config if create else None
     profiles = {
@@ -1296,6 +1294,51 @@ def read_source_parallel(
         else:
             profiles.update(other)
     return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn))
+
+
+#: The cost model of one table's load, fitted on the benchmark database (bench/snapshot.py, 2 cores):
+#: per row (read, convert, checksum, write), per date-time text value (parsed), per stored byte.
+ROW_COST_NS: Final = 1_500
+DATETIME_TEXT_COST_NS: Final = 1_800
+BYTE_COST_NS: Final = 6
+
+
+def load_costs(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    names: Sequence[str],
+    profiles: Mapping[str, TableProfile] | None = None,
+) -> dict[str, int]:
+    """Each table's expected load time in ns, to split the tables between the two processes.
+
+    Rows alone balance badly: a row of a wide text table costs several narrow ones, and every
+    date-time text is parsed. Bytes per row are sampled from the table's first rows.
+    """
+    costs = {}
+    for name in names:
+        table = schema.table(name)
+        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, name)
+        dated = sum(
+            1
+            for c in table.columns
+            if typemap.family(typemap.parse_declared(c.declared_type), c.affinity) in ("timestamp", "date")
+        )
+        per_row = ROW_COST_NS + dated * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
+        costs[name] = rows * per_row
+    return costs
+
+
+def _row_bytes(conn: sqlite3.Connection, table: Table, sample: int = 256) -> int:
+    """Average bytes of a row's values among the table's first ``sample`` rows (a few page reads)."""
+    if not table.columns:
+        return 0
+    lengths = " + ".join(f"ifnull(length(CAST({quote_ident(c.name)} AS BLOB)), 0)" for c in table.columns)
+    query = f"SELECT avg({lengths}) FROM (SELECT * FROM main.{quote_ident(table.name)} LIMIT {sample})"  # noqa: S608
+    try:
+        (average,) = conn.execute(query).fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(average or 0)
 
 
 def _row_estimate(conn: sqlite3.Connection, table: str) -> int:
