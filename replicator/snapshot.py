@@ -1030,7 +1030,7 @@ def prepare_target(
     if replace:
         with pconn.transaction():
             _drop_tables(pconn, plan.schema, _existing_tables(pconn, plan.schema, [t.name for t in plan.tables]))
-    created = pgschema.create_tables(pconn, plan)
+    created = pgschema.create_tables(pconn, plan, defer_pk=True)
     warnings.extend(created.warnings)
     return pgschema.without_generated(plan, created.plain_generated)
 
@@ -1056,13 +1056,15 @@ def _pending_post_load(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan
 
 
 def index_table(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, result: TableResult) -> TableResult:
-    """Right after a table's load (create mode): its UNIQUE constraints, indexes and CHECKs, then
-    ANALYZE. With two loading processes one indexes while the other still copies, so the post-load
-    step that used to follow every load runs mostly in the shadow of the loads. Foreign keys read
+    """Right after a table's load (create mode): its primary key (deferred, built over the loaded
+    rows), UNIQUE constraints, indexes and CHECKs, then ANALYZE. With two loading processes one
+    indexes while the other still copies, so the post-load step that used to follow every load runs
+    mostly in the shadow of the loads. Foreign keys read
     other tables and wait for ``finish_target``; so does anything this step could not create."""
     if plan.mode != "create":
         return result
     table = plan.table(result.table)
+    pgschema.add_primary_key(pconn, plan.schema, table)
     pending = _pending_post_load(pconn, only_tables(plan, [result.table]))
     refused = pgschema.apply_post_load(pconn, pending, kinds=pgschema.TABLE_LOCAL_KINDS)
     pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
@@ -1081,6 +1083,8 @@ def finish_target(
     bound = log.get("snapshot")
     started = time.monotonic()
     if plan.mode == "create":
+        for table in plan.tables:  # tables an earlier, interrupted run loaded before their key was built
+            pgschema.add_primary_key(pconn, plan.schema, table)
         warnings.extend(pgschema.apply_post_load(pconn, _pending_post_load(pconn, plan)))
     indexed = time.monotonic()
     sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
@@ -1333,9 +1337,9 @@ def _row_bytes(conn: sqlite3.Connection, table: Table, sample: int = 256) -> int
     if not table.columns:
         return 0
     lengths = " + ".join(f"ifnull(length(CAST({quote_ident(c.name)} AS BLOB)), 0)" for c in table.columns)
-    query = f"SELECT avg({lengths}) FROM (SELECT * FROM main.{quote_ident(table.name)} LIMIT {sample})"  # noqa: S608
+    query = f"SELECT avg({lengths}) FROM (SELECT * FROM main.{quote_ident(table.name)} LIMIT ?)"  # noqa: S608
     try:
-        (average,) = conn.execute(query).fetchone()
+        (average,) = conn.execute(query, (sample,)).fetchone()
     except sqlite3.Error:
         return 0
     return int(average or 0)

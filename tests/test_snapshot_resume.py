@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from replicator import config, snapshot, state
-from replicator.errors import TargetNotEmpty, UsageError
+from replicator.errors import TargetError, TargetNotEmpty, UsageError
 from tests.compare import assert_same
 from tests.pgserver import fresh_database
 from triggers.schema import read_schema
@@ -209,3 +209,29 @@ def test_tables_are_split_by_expected_cost_not_rows(tmp_path: Path) -> None:
     mine, theirs = snapshot.split(costs)
     assert mine == ["wide"]
     assert sorted(theirs) == ["narrow", "small"]
+
+
+def test_the_primary_key_is_built_after_the_load_and_a_collision_is_an_error(
+    tmp_path: Path, pg_dsn: str, pg: Any
+) -> None:
+    """Create mode COPYs into key-less tables and adds each primary key over the loaded rows. Two
+    SQLite keys that one narrower PostgreSQL type makes equal stop the snapshot, naming the table."""
+    path = make_source(tmp_path / "app.db")
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
+    keys = pg.execute(
+        "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'p'"
+        " AND connamespace = 'public'::regnamespace ORDER BY 1"
+    ).fetchall()
+    assert keys == [("author",), ("book",), ("review",)]
+    assert result.plan is not None
+    assert_same(path, pg, result.plan)
+
+    narrow = tmp_path / "narrow.db"
+    with sqlite3.connect(narrow) as conn:
+        conn.execute("CREATE TABLE m (k TEXT PRIMARY KEY, v TEXT)")  # two spellings of one instant
+        conn.executemany(
+            "INSERT INTO m VALUES (?, ?)", [("2024-01-01T00:00:00Z", "a"), ("2024-01-01T01:00:00+01:00", "b")]
+        )
+    cfg = config.load(overrides={"types": {"m": {"k": {"type": "timestamptz"}}}}, environ={})
+    with fresh_database(pg_dsn) as other, pytest.raises(TargetError, match="primary key of 'm' cannot be built"):
+        snapshot.snapshot(narrow, other, cfg, mode="create")
