@@ -1266,10 +1266,13 @@ class _Relay:
         self.helper.drain()
 
 
-def split(sizes: dict[str, int]) -> tuple[list[str], list[str]]:
-    """Largest first, each to the lighter side: (main process's tables, helper's tables)."""
+def split(sizes: dict[str, int], helper_start: int = 0) -> tuple[list[str], list[str]]:
+    """Largest first, each to the lighter side: (main process's tables, helper's tables).
+
+    ``helper_start``: work the helper has before its first table (starting its interpreter).
+    """
     sides: tuple[list[str], list[str]] = ([], [])
-    weight = [0, 0]
+    weight = [0, helper_start]
     for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
         side = 0 if weight[0] <= weight[1] else 1
         sides[side].append(name)
@@ -1282,7 +1285,7 @@ def read_source_parallel(
 ) -> SourceRead:
     """read_source with the profiles split between this process and the helper."""
     schema = read_schema(conn)
-    mine, theirs = split(load_costs(conn, schema, [t.name for t in schema.tables]))
+    mine, theirs = split(profile_costs(conn, schema), helper_start=HELPER_START_NS)
     future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
     create_config = config if create else None
     profiles = {
@@ -1322,14 +1325,34 @@ def load_costs(
     for name in names:
         table = schema.table(name)
         rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, name)
-        dated = sum(
-            1
-            for c in table.columns
-            if typemap.family(typemap.parse_declared(c.declared_type), c.affinity) in ("timestamp", "date")
-        )
-        per_row = ROW_COST_NS + dated * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
+        per_row = ROW_COST_NS + _dated(table) * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
         costs[name] = rows * per_row
     return costs
+
+
+#: The profile's cost model (same fit): per row and column coded in SQL, per date-time column
+#: proven by a regex; the helper first spends about this long starting (spawn, imports).
+PROFILE_COLUMN_NS: Final = 150
+PROFILE_DATETIME_NS: Final = 750
+HELPER_START_NS: Final = 300_000_000
+
+
+def profile_costs(conn: sqlite3.Connection, schema: Schema) -> dict[str, int]:
+    """Each table's expected profile time in ns: the two processes profile in parallel, and the load
+    waits for both (the plan needs every table's types)."""
+    return {
+        t.name: _row_estimate(conn, t.name) * (len(t.columns) * PROFILE_COLUMN_NS + _dated(t) * PROFILE_DATETIME_NS)
+        for t in schema.tables
+    }
+
+
+def _dated(table: Table) -> int:
+    """Columns of a date-time family (their text values are parsed on load and proven on profile)."""
+    return sum(
+        1
+        for c in table.columns
+        if typemap.family(typemap.parse_declared(c.declared_type), c.affinity) in ("timestamp", "date")
+    )
 
 
 def _row_bytes(conn: sqlite3.Connection, table: Table, sample: int = 256) -> int:

@@ -204,7 +204,10 @@ def test_tables_are_split_by_expected_cost_not_rows(tmp_path: Path) -> None:
     conn.commit()
     schema = read_schema(conn)
     costs = snapshot.load_costs(conn, schema, ["narrow", "wide", "small"])
+    profiling = snapshot.profile_costs(conn, schema)
     conn.close()
+    assert profiling["wide"] > profiling["small"]  # the date-time column is proven value by value
+    assert snapshot.split(profiling, helper_start=10**12)[1] == []  # a helper slow to start gets nothing
     assert costs["wide"] > costs["narrow"] > costs["small"]  # 1,000 wide rows outweigh 3,000 narrow ones
     mine, theirs = snapshot.split(costs)
     assert mine == ["wide"]
