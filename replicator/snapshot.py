@@ -583,12 +583,15 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
 def empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> bool:
     """TRUNCATE when the table holds rows; DELETE when a foreign key forbids TRUNCATE.
 
-    True when it was truncated in the caller's transaction (``COPY ... FREEZE`` may follow).
+    True when it was truncated in the caller's transaction and is a plain table (``COPY ... FREEZE``
+    may follow; PostgreSQL refuses it for a partitioned table).
     """
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()
     if not row or not row[0]:
         return False
-    return truncate_table(conn, ident)
+    # An app's table (existing mode) may be partitioned: PostgreSQL refuses COPY FREEZE into one.
+    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (ident.as_string(conn),)).fetchone()
+    return truncate_table(conn, ident) and kind is not None and kind[0] == "r"
 
 
 def truncate_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> bool:
