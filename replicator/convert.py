@@ -914,7 +914,14 @@ def value_converter(t: TargetType, *, wire: bool = False) -> Converter:
 
 
 def row_converter(
-    table: str, columns: Sequence[str], types: Sequence[TargetType], *, wire: bool = False
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[TargetType],
+    *,
+    wire: bool = False,
+    watch: Mapping[int, Callable[[object], bool]] | None = None,
+    missed: list[int] | None = None,
+    extra: bool = False,
 ) -> RowConverter:
     """One table's row converter, compiled once; raises :class:`RowRefused` naming the column.
 
@@ -927,6 +934,12 @@ def row_converter(
     jsonb as its binary form (version byte 1 + the text, sent with psycopg's C text dumper),
     skipping the datetime and Json objects and psycopg's Python JSON dumper: the same bytes reach
     the server, faster. The default (semantic) values suit SQL parameters as well as COPY.
+
+    ``watch`` (column position → predicate) checks every value of those columns that misses the
+    fast paths: one the predicate rejects appends its position to ``missed`` before it is
+    converted (a NULL counts as missed when the predicate rejects None). The snapshot uses it to
+    prove that a type chosen from a sample of the table held for every row. ``extra``: rows may
+    carry more values after these columns (ignored).
     """
     if len(columns) != len(types):
         raise ValueError(f"{len(columns)} columns but {len(types)} types for table {table}")
@@ -938,6 +951,7 @@ def row_converter(
         "ValueRefused": ValueRefused,
     }
     exprs: list[str] = []
+    watch = watch or {}
     for i, p in enumerate(plans):
         namespace[f"c{i}"] = p.convert
         namespace[f"k{i}"] = p.const
@@ -945,6 +959,14 @@ def row_converter(
         branches = "".join(
             f"({result.format(v=v, k=k)}) if ({guard.format(v=v, k=k)}) else " for guard, result in p.fast
         )
+        if i in watch:
+            assert missed is not None, "watch needs a missed list"
+            namespace[f"c{i}"] = _watched(i, watch[i], p.convert, missed)
+            null = f"c{i}(None)" if not watch[i](None) else "None"
+            if types[i].name not in _EXACT_FAST:  # a fast path for another storage class: watch every value
+                branches = ""
+            exprs.append(f"({null} if {v} is None else {branches}c{i}({v}))")
+            continue
         exprs.append(f"(None if {v} is None else {branches}c{i}({v}))")
     if not plans:
         return lambda row: ()
@@ -952,7 +974,7 @@ def row_converter(
     source = (
         "def convert_row(row):\n"
         "    try:\n"
-        f"        {names}, = row\n"
+        f"        {names}, {'*_' if extra else ''} = row\n"
         f"        return ({', '.join(exprs)},)\n"
         "    except ValueRefused:\n"
         "        raise _locate(row) from None\n"
@@ -960,6 +982,22 @@ def row_converter(
     exec(compile(source, f"<row_converter {table}>", "exec"), namespace)
     function: RowConverter = namespace["convert_row"]  # type: ignore[assignment]
     return function
+
+
+#: Types whose fast paths take only values already of the target's Python type (``_unchanged``):
+#: a watched column keeps them. Others (a timestamp's integer epochs) send every value to the watch.
+_EXACT_FAST: Final = frozenset(
+    {"smallint", "integer", "bigint", "double precision", "text", "varchar", "char", "bytea"}
+)
+
+
+def _watched(position: int, ok: Callable[[object], bool], convert: Converter, missed: list[int]) -> Converter:
+    def watched(v: object) -> object:
+        if not ok(v) and not missed:  # the first miss is all the caller needs
+            missed.append(position)
+        return None if v is None else convert(v)
+
+    return watched
 
 
 def _locator(

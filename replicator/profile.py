@@ -97,6 +97,8 @@ class ColumnProfile(msgspec.Struct, frozen=True):
     max_integer: int | None = None
     max_text_bytes: int | None = None
     max_blob_bytes: int | None = None
+    sampled: int | None = None
+    """Counted over this many first rows only: a snapshot's guess, which its load verifies."""
 
     @property
     def non_null(self) -> int:
@@ -1018,7 +1020,9 @@ def register(conn: sqlite3.Connection) -> None:
     conn.create_function(UTF8_FUNCTION, 1, _utf8_invalid, deterministic=True)
 
 
-def profile_table(conn: sqlite3.Connection, table: Table | str, *, plain: Plain = _NO_PLAIN) -> TableProfile:
+def profile_table(
+    conn: sqlite3.Connection, table: Table | str, *, plain: Plain = _NO_PLAIN, sample: int | None = None
+) -> TableProfile:
     """Measure every column of ``table``: one statement per rowid chunk, counted in Python.
 
     ``table`` is a ``triggers.schema.Table`` (or a name, read from the schema). Runs in whatever
@@ -1028,13 +1032,15 @@ def profile_table(conn: sqlite3.Connection, table: Table | str, *, plain: Plain 
     class gets no extremes either): create mode's type choice
     for a TEXT or BLOB column reads nothing else, nor does an INTEGER column's for its numbers, and
     proving every value's formats is most of a profile's cost (``typemap.plain_classes``).
+    ``sample``: only the rows among the first ``sample`` rowids (the snapshot's guess, which its
+    load then verifies row by row; see ``replicator.snapshot.guess_profile``).
     """
     if isinstance(table, str):
         table = read_schema(conn).table(table)
     logger = log.get("profile", table=table.name)
     started = time.perf_counter()
     register(conn)
-    parts = chunks(conn, table)
+    parts = chunks(conn, table) if sample is None else _first_rows(conn, table, sample)
     try:
         results = [scan_chunk(conn, table, part, plain) for part in parts]
     except TooBig:
@@ -1044,6 +1050,20 @@ def profile_table(conn: sqlite3.Connection, table: Table | str, *, plain: Plain 
         "profiled", rows=prof.rows, columns=len(table.columns), chunks=len(parts), seconds=time.perf_counter() - started
     )
     return prof
+
+
+def _first_rows(conn: sqlite3.Connection, table: Table, rows: int) -> list[Chunk]:
+    """One chunk of the ``rows`` lowest rowids (a sample; the whole table when it has no rowid)."""
+    rowid = _rowid_name(table)
+    if rowid is None:
+        return [Chunk(table.name)]
+    try:
+        (low,) = conn.execute(f"SELECT min({rowid}) FROM main.{quote_ident(table.name)}").fetchone()  # noqa: S608
+    except sqlite3.Error as exc:
+        raise source.translate(exc, _database_path(conn)) from None
+    if low is None:
+        return [Chunk(table.name)]
+    return [Chunk(table.name, int(low), int(low) + rows - 1)]
 
 
 def legacy_profile_table(conn: sqlite3.Connection, table: Table) -> TableProfile:

@@ -54,10 +54,11 @@ import hashlib
 import json
 import multiprocessing
 import queue as queue_module
+import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -73,7 +74,7 @@ from replicator import convert, faults, log, pg, pgschema, quarantine, state, ty
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
-from replicator.profile import Plain, TableProfile, profile_table
+from replicator.profile import STORAGE_CLASSES, Plain, TableProfile, profile_table
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -145,6 +146,8 @@ class SourceRead(msgspec.Struct, frozen=True):
     schema: Schema
     profiles: dict[str, TableProfile]
     sqlite_sequence: dict[str, int]
+    guessed: frozenset[str] = frozenset()
+    """Tables whose profile is a sample (``guess_profile``): their load verifies every row."""
 
 
 def open_source(path: Path, config: Config) -> sqlite3.Connection:
@@ -155,12 +158,138 @@ def open_source(path: Path, config: Config) -> sqlite3.Connection:
     return conn
 
 
-def read_source(conn: sqlite3.Connection, create: Config | None = None) -> SourceRead:
+def read_source(conn: sqlite3.Connection, create: Config | None = None, *, guess: bool = True) -> SourceRead:
     """The schema and every table's profile; ``create``: only what create mode's type choice needs
     (``plain_columns``), with that config's overrides. Without it every column is fully profiled."""
     schema = read_schema(conn)
-    profiles = {t.name: profile_table(conn, t, plain=plain_columns(t, create)) for t in schema.tables}
-    return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn))
+    profiles, guessed = _profiles(conn, schema, [t.name for t in schema.tables], create, guess=guess)
+    return SourceRead(
+        schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn), guessed=guessed
+    )
+
+
+def _profiles(
+    conn: sqlite3.Connection, schema: Schema, names: Sequence[str], create: Config | None, *, guess: bool = True
+) -> tuple[dict[str, TableProfile], frozenset[str]]:
+    """Each table's profile: a verified guess where one is possible (create mode), else measured."""
+    profiles: dict[str, TableProfile] = {}
+    guessed: set[str] = set()
+    for name in names:
+        table = schema.table(name)
+        guessed_profile = guess_profile(conn, table, create) if create is not None and guess else None
+        if guessed_profile is not None:
+            profiles[name] = guessed_profile
+            guessed.add(name)
+        else:
+            profiles[name] = profile_table(conn, table, plain=plain_columns(table, create))
+    return profiles, frozenset(guessed)
+
+
+#: Rows the guess reads (the lowest rowids); the load then checks every row against it.
+GUESS_SAMPLE_ROWS: Final = 1_000
+_YMD = r"[0-9]{4}-[01][0-9]-[0-3][0-9]"
+_CLOCK = r"[T ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](?:\.[0-9]+)?"
+_OFFSET = r"(?:Z|[+-][0-2][0-9]:?[0-5][0-9])"
+#: The profile's temporal text formats (replicator.profile: date, sql_datetime, iso8601, iso8601_tz).
+_NAIVE_TEXT = re.compile(f"{_YMD}(?:{_CLOCK})?")
+_ANY_TEXT = re.compile(f"{_YMD}(?:{_CLOCK}{_OFFSET}?)?")
+_DATE_TEXT = re.compile(_YMD)
+#: Per family, the storage classes a sample may show for its guess to be verifiable by type alone.
+_GUESSABLE: dict[str, frozenset[str]] = {
+    "int": frozenset({"integer"}),
+    "real": frozenset({"integer", "real"}),
+    "text": frozenset({"text"}),
+    "blob": frozenset({"blob"}),
+    "time": frozenset(STORAGE_CLASSES) - {"null"},
+    "date": frozenset({"text"}),
+    "timestamp": frozenset({"text"}),
+}
+
+
+def guess_profile(conn: sqlite3.Connection, table: Table, create: Config) -> TableProfile | None:
+    """The type choice's profile from the first rows, when the load can prove it for every row.
+
+    Profiling every value before the load costs a second full read of the table (a quarter of a
+    snapshot's CPU). For a table whose every column the sample shows holding only its declared
+    family's natural storage class (integers in an INTEGER column, text in TEXT, ISO text in a
+    DATETIME...), the plan is made from the sample and ``copy_rows`` checks each value that misses
+    the converter's fast path (``verifier``): one that the full profile could have counted
+    differently -- another storage class, a date-time in another format, a NULL key -- stops the
+    table's load, which is then profiled in full and reloaded (``_Loader``). So the choice is the
+    full profile's whenever the guess stands, and the full profile's own when it does not.
+    None: not guessable (overrides, WITHOUT ROWID, NUMERIC/JSON/UUID/BOOLEAN/untyped columns,
+    a sample holding anything else).
+    """
+    if table.without_rowid or create.types.get(table.name):
+        return None
+    families = {c.name: typemap.family(typemap.parse_declared(c.declared_type), c.affinity) for c in table.columns}
+    if any(f not in _GUESSABLE for f in families.values()):
+        return None
+    sample = profile_table(conn, table, plain=plain_columns(table, create), sample=GUESS_SAMPLE_ROWS)
+    if sample.null_key_rows:
+        return None
+    for col in sample.columns:
+        family = families[col.name]
+        held = {cls for cls, n in col.storage.items() if n and cls != "null"}
+        if not held <= _GUESSABLE[family]:
+            return None
+        if family in ("date", "timestamp") and col.storage.get("text", 0):
+            temporal = sum(col.formats.get(f, 0) for f in ("date", "sql_datetime", "iso8601", "iso8601_tz"))
+            if temporal != col.storage["text"] or (family == "date" and col.formats.get("date", 0) != temporal):
+                return None
+    columns = tuple(msgspec.structs.replace(c, sampled=GUESS_SAMPLE_ROWS) for c in sample.columns)
+    return msgspec.structs.replace(sample, rows=_row_estimate(conn, table.name), columns=columns)
+
+
+def verifier(types: Sequence[convert.TargetType], keys: Collection[int]) -> dict[int, Callable[[object], bool]] | None:
+    """What a guessed table's load accepts off the converter's fast paths, per column position.
+
+    A value the fast path takes is of the guessed storage class; of the others only these keep the
+    full profile's choice: NULL outside the key, numbers in a double column, any text in a text
+    column, blobs in bytea, ISO text of the guessed kind in date-time columns, anything in ``time``.
+    None when a type has no such rule (the table cannot be guessed).
+    """
+    rules: dict[int, Callable[[object], bool]] = {}
+    for i, t in enumerate(types):
+        rule = _rule(t)
+        if rule is None:
+            return None
+        nullable = i not in keys
+        rules[i] = lambda v, rule=rule, nullable=nullable: nullable if v is None else rule(v)  # type: ignore[misc]
+    return rules
+
+
+def _rule(t: convert.TargetType) -> Callable[[object], bool] | None:
+    name = t.name
+    if name in ("smallint", "integer", "bigint"):
+        return lambda v: False
+    if name == "double precision":
+        return lambda v: type(v) is float or type(v) is int
+    if name == "text":
+        return lambda v: type(v) is str
+    if name == "bytea":
+        return lambda v: type(v) is bytes
+    if name == "time":
+        return lambda v: True
+    if name in ("timestamp", "timestamptz", "date") and t.format == "iso8601":
+        pattern = _DATE_TEXT if name == "date" else _NAIVE_TEXT if name == "timestamp" else _ANY_TEXT
+        match = pattern.fullmatch
+        return lambda v: type(v) is str and v.isascii() and match(v) is not None
+    return None
+
+
+def _types_of(table: pgschema.TablePlan) -> pgschema.TablePlan:
+    """The table's plan without its reasons and warnings (a guess and a full profile word them apart)."""
+    columns = tuple(msgspec.structs.replace(c, reason="") for c in table.columns)
+    return msgspec.structs.replace(table, columns=columns, warnings=())
+
+
+class _Unverified(Exception):
+    """A guessed table's load met a value its guess cannot account for: profile it in full, reload."""
+
+    def __init__(self, table: str, column: str) -> None:
+        super().__init__(f"{table}.{column}")
+        self.table, self.column = table, column
 
 
 def plain_columns(table: Table, create: Config | None) -> Plain:
@@ -404,8 +533,13 @@ def copy_rows(
     policy: str,
     on_batch: Callable[[int], None] | None = None,
     freeze: bool = False,
+    verify: bool = False,
+    extra: bool = True,
 ) -> Copied:
     """Convert, checksum and binary-COPY a stream of source rows into ``table`` (caller's transaction).
+
+    ``verify``: the table's types are a guess (``guess_profile``): any value off the guess raises
+    ``_Unverified`` (the caller's transaction then rolls back).
 
     ``freeze``: the caller truncated the table in this transaction, so COPY may write the rows
     frozen and all-visible (``COPY ... FREEZE``): the index builds and ANALYZE that follow, and every
@@ -414,13 +548,22 @@ def copy_rows(
 
     Every row source goes through here: SQLite for the snapshot, an export's JSON Lines for import.
     A row holds the SQLite values of the plan's load columns first (``width`` of them) and may carry
-    extra key values after them (for messages). A refused value stops the load (``BadValue`` naming
-    table, key, column and value) or, with the quarantine policy, skips and records the row.
+    extra key values after them (for messages; ``extra=False`` promises none, a little faster). A
+    refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
+    quarantine policy, skips and records the row.
     """
     columns = table.load_columns
     source_cols = [c.source for c in columns if c.source is not None]
     types = [c.type for c in columns]
-    convert_row = convert.row_converter(table.source, source_cols, types)
+    missed: list[int] = []
+    rules = None
+    if verify:
+        keys = {i for i, c in enumerate(columns) if c.name in table.primary_key}
+        rules = verifier(types, keys)
+        if rules is None:
+            raise _Unverified(table.source, "?")
+    # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
+    convert_row = convert.row_converter(table.source, source_cols, types, watch=rules, missed=missed, extra=extra)
     finish = digest_finisher(types)
     encode = RowEncoder(digest_kinds(types)).encode
     sha256, from_bytes = hashlib.sha256, int.from_bytes
@@ -430,28 +573,38 @@ def copy_rows(
         sql.SQL(", FREEZE" if freeze else ""),
     )
     refusals: list[quarantine.Refusal] = []
-    written = read = total = 0
+    read = total = 0
     with pconn.cursor() as cur:
-        with cur.copy(copy_sql) as copy:
-            copy.set_types(convert.copy_types(types))
-            write_row = copy.write_row
-            for batch in batches:
-                for row in batch:
-                    values = row[:width] if len(row) != width else row
-                    try:
-                        out = convert_row(values)
-                    except convert.RowRefused as exc:
-                        if policy != "quarantine":
-                            raise _stopped(table, key_of(row), exc) from None
-                        refusals.append(quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason))
-                        continue
-                    write_row(out)
-                    total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
-                    written += 1
-                read += len(batch)
-                if on_batch is not None:
-                    on_batch(read)
+        try:
+            with cur.copy(copy_sql) as copy:
+                copy.set_types(convert.copy_types(types))
+                write_row = copy.write_row
+                for batch in batches:
+                    for row in batch:
+                        try:
+                            out = convert_row(row)
+                        except convert.RowRefused as exc:
+                            if missed:
+                                raise _Unverified(table.source, columns[missed[0]].name) from None
+                            if policy != "quarantine":
+                                raise _stopped(table, key_of(row), exc) from None
+                            refusals.append(
+                                quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason)
+                            )
+                            continue
+                        write_row(out)
+                        total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+                    read += len(batch)
+                    if missed:
+                        raise _Unverified(table.source, columns[missed[0]].name)
+                    if on_batch is not None:
+                        on_batch(read)
+        except psycopg.Error:
+            if missed:  # PostgreSQL refused a value off the guess (a NULL key...): the guess, not the data
+                raise _Unverified(table.source, columns[missed[0]].name) from None
+            raise
         server_rows = cur.rowcount
+    written = read - len(refusals)
     return Copied(written=written, read=read, refusals=refusals, digest_sum=total, server_rows=server_rows)
 
 
@@ -468,10 +621,14 @@ def load_table(
     fetch_rows: int = FETCH_ROWS,
     snapshot_seq: int | None = None,
     progress: Progress | None = None,
+    verify: bool = False,
 ) -> TableResult:
-    """Load one table in one PostgreSQL transaction; re-read once with the bytes fallback if needed."""
+    """Load one table in one PostgreSQL transaction; re-read once with the bytes fallback if needed.
+
+    ``verify``: the table's types are a guess; raises ``_Unverified`` (nothing committed) if a row
+    does not bear it out."""
     bound = log.get("snapshot", table=table.source)
-    args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress)
+    args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress, verify)
     try:
         return _load_table(*args, None)
     except psycopg.Error as exc:
@@ -498,6 +655,7 @@ def _load_table(
     fetch_rows: int,
     snapshot_seq: int | None,
     progress: Progress | None,
+    verify: bool,
     text_factory: Callable[[bytes], str] | None,
 ) -> TableResult:
     bound = log.get("snapshot", table=table.source)
@@ -532,6 +690,8 @@ def _load_table(
             policy=policy,
             on_batch=on_batch,
             freeze=freeze,
+            verify=verify,
+            extra=bool(extra),
         )
         loaded = copied.server_rows  # the table was emptied in this transaction: COPY's count is the table's
         if loaded != copied.written or copied.read != source_count:
@@ -818,11 +978,13 @@ def snapshot_from(
             for name in done:
                 bound.info("table already loaded; skipped", table=name, rows=done[name].rows)
             todo = [name for name in plan.order if name not in done]
-            load = _Loader(sconn, pconn, plan, policy, config, identity, run_id, fetch_rows, mark, progress)
+            load = _Loader(sconn, pconn, plan, policy, config, identity, run_id, fetch_rows, mark, progress, read)
             if parallel is None or plan.mode != "create":  # existing mode: enforced FKs need parents first
                 done.update({name: load.here(name) for name in todo})
             else:
                 done.update(load.shared(todo, read, *parallel))
+                parallel[0].pool.shutdown(wait=False)  # the helper's work is done: let it exit meanwhile
+            plan = load.plan  # a disproved guess may have changed a table's types
             results = [done[name] for name in plan.order]
             warnings.extend(w for r in results for w in r.warnings)
             analyzed = frozenset(r.table for r in results if r.analyzed)
@@ -862,6 +1024,7 @@ class _Loader:
         fetch_rows: int,
         mark: int | None,
         progress: Progress | None,
+        read: SourceRead | None = None,
     ) -> None:
         self.sconn, self.pconn, self.plan, self.policy, self.config = sconn, pconn, plan, policy, config
         self.identity, self.run_id, self.fetch_rows, self.mark, self.progress = (
@@ -871,22 +1034,53 @@ class _Loader:
             mark,
             progress,
         )
+        self.read = read
+        self.guessed = read.guessed if read is not None and plan.mode == "create" else frozenset()
 
-    def here(self, name: str, progress: Progress | None = None) -> TableResult:
-        result = load_table(
-            self.sconn,
-            self.pconn,
-            self.plan,
-            self.plan.table(name),
-            policy=self.policy,
-            state_schema=self.config.target.state_schema,
-            source=self.identity,
-            run_id=self.run_id,
-            fetch_rows=self.fetch_rows,
-            snapshot_seq=self.mark,
-            progress=progress or self.progress,
-        )
+    def here(self, name: str, progress: Progress | None = None, *, verify: bool | None = None) -> TableResult:
+        try:
+            result = load_table(
+                self.sconn,
+                self.pconn,
+                self.plan,
+                self.plan.table(name),
+                policy=self.policy,
+                state_schema=self.config.target.state_schema,
+                source=self.identity,
+                run_id=self.run_id,
+                fetch_rows=self.fetch_rows,
+                snapshot_seq=self.mark,
+                progress=progress or self.progress,
+                verify=name in self.guessed if verify is None else verify,
+            )
+        except _Unverified as exc:
+            return self.measured(name, exc.column, progress)
         return index_table(self.pconn, self.plan, result)
+
+    def measured(self, name: str, column: str, progress: Progress | None = None) -> TableResult:
+        """A guess the rows disproved: profile the table in full, re-plan and (if its types changed)
+        recreate it, save the plan, load it again unguessed."""
+        assert self.read is not None
+        bound = log.get("snapshot", table=name)
+        bound.info("guessed types disproved by a row; profiling the table in full", column=column)
+        table = self.read.schema.table(name)
+        full = profile_table(self.sconn, table, plain=plain_columns(table, self.config))
+        profiles = {**self.read.profiles, name: full}
+        fresh = pgschema.plan_create(self.read.schema, profiles, self.config).table(name)
+        old = self.plan.table(name)
+        if _types_of(fresh) != _types_of(old):
+            bound.warning("types changed by the full profile; table recreated", table=name)
+            alone = msgspec.structs.replace(self.plan, tables=(fresh,), order=(name,))
+            with self.pconn.transaction():
+                _drop_tables(self.pconn, self.plan.schema, [old.name])
+            created = pgschema.create_tables(self.pconn, alone, defer_pk=True)
+            fresh = pgschema.without_generated(alone, created.plain_generated).table(name)
+            self.plan = msgspec.structs.replace(
+                self.plan, tables=tuple(fresh if t.source == name else t for t in self.plan.tables)
+            )
+            with self.pconn.transaction():
+                _save_plan(self.pconn, self.config.target.state_schema, self.plan, replace=False)
+        return self.here(name, progress, verify=False)
 
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
         """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
@@ -904,6 +1098,7 @@ class _Loader:
                     self.run_id,
                     self.fetch_rows,
                     self.mark,
+                    name in self.guessed,
                 ),
             )
             for name in names
@@ -915,6 +1110,9 @@ class _Loader:
         for name, future in futures.items():
             result = future.result()
             if isinstance(result, _Failure):
+                if result.kind == _UNVERIFIED:  # the helper's rows disproved the guess: redo it here
+                    done[name] = self.measured(name, result.message, relay)
+                    continue
                 _raise(result)
             else:
                 done[name] = result
@@ -1158,20 +1356,21 @@ class _LoadJob(msgspec.Struct, frozen=True):
     run_id: int
     fetch_rows: int
     snapshot_seq: int | None
+    verify: bool = False
 
 
-def _helper_profile(path: str, config: Config, names: list[str], create: bool) -> dict[str, TableProfile] | _Failure:
+#: The _Failure kind of an _Unverified load in the helper (its message: the column).
+_UNVERIFIED: Final = "unverified"
+
+
+def _helper_profile(
+    path: str, config: Config, names: list[str], create: bool
+) -> tuple[dict[str, TableProfile], frozenset[str]] | _Failure:
     """Profile ``names`` in the helper's own read transaction (the type choice only; see the module doc)."""
     try:
         conn = open_source(Path(path), config)
         try:
-            schema = read_schema(conn)
-            create_config = config if create else None
-            return {
-                name: profile_table(conn, t, plain=plain_columns(t, create_config))
-                for name in names
-                for t in (schema.table(name),)
-            }
+            return _profiles(conn, read_schema(conn), names, config if create else None, guess=False)
         finally:
             conn.close()
     except Exception as exc:
@@ -1197,12 +1396,19 @@ def _helper_load(job: _LoadJob) -> TableResult | _Failure:
                     fetch_rows=job.fetch_rows,
                     snapshot_seq=job.snapshot_seq,
                     progress=_QueueProgress(),
+                    verify=job.verify,
                 )
                 return index_table(pconn, job.plan, result)
         finally:
             sconn.close()
+    except _Unverified as exc:
+        return _Failure(kind=_UNVERIFIED, message=exc.column, hint="", exit_code=1)
     except Exception as exc:
         return _failure(exc)
+
+
+def _ready() -> None:
+    """Nothing: the first task a helper runs, so that it is started (and imported) early."""
 
 
 class Helper:
@@ -1217,6 +1423,7 @@ class Helper:
         self.pool = ProcessPoolExecutor(
             max_workers=1, mp_context=context, initializer=_init_helper, initargs=(self.queue, fmt, level)
         )
+        self.pool.submit(_ready)  # start the process now: it imports while this one plans
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -1286,24 +1493,35 @@ def split(sizes: dict[str, int], helper_start: int = 0) -> tuple[list[str], list
 def read_source_parallel(
     conn: sqlite3.Connection, path: Path, config: Config, helper: Helper, *, create: bool
 ) -> SourceRead:
-    """read_source with the profiles split between this process and the helper."""
+    """read_source with the profiles split between this process and the helper.
+
+    Guesses (create mode) cost a sample each and are made here; only the tables that need a full
+    profile are split, so a schema the guesses cover never waits for the helper to start.
+    """
     schema = read_schema(conn)
-    mine, theirs = split(profile_costs(conn, schema), helper_start=HELPER_START_NS)
-    future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
     create_config = config if create else None
-    profiles = {
-        name: profile_table(conn, t, plain=plain_columns(t, create_config))
-        for name in mine
-        for t in (schema.table(name),)
+    guesses = {
+        t.name: guess_profile(conn, t, create_config) if create_config is not None else None for t in schema.tables
     }
+    profiles = {name: guess for name, guess in guesses.items() if guess is not None}
+    costs = {name: cost for name, cost in profile_costs(conn, schema).items() if name not in profiles}
+    mine, theirs = split(costs, helper_start=HELPER_START_NS)
+    future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
+    measured, _ = _profiles(conn, schema, mine, create_config, guess=False)
+    profiles.update(measured)
     if future is not None:
         helper.wait([future])
         other = future.result()
         if isinstance(other, _Failure):
             _raise(other)
         else:
-            profiles.update(other)
-    return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn))
+            profiles.update(other[0])
+    return SourceRead(
+        schema=schema,
+        profiles=profiles,
+        sqlite_sequence=pgschema.read_sqlite_sequence(conn),
+        guessed=frozenset(name for name, guess in guesses.items() if guess is not None),
+    )
 
 
 #: The cost model of one table's load, fitted on the benchmark database (bench/snapshot.py, 2 cores):

@@ -310,8 +310,15 @@ def choose(
     if override is not None:
         chosen = _apply_override(chosen, override, profile)
     warnings.extend(_text_hazards(chosen, v))
-    reason = f"declared {column.declared_type or '(none)'}; {v.describe()}"
+    found = v.describe() if profile is None or profile.sampled is None else _sampled(v, profile.sampled)
+    reason = f"declared {column.declared_type or '(none)'}; {found}"
     return TypeChoice(column.name, chosen, reason=reason, warnings=tuple(warnings))
+
+
+def _sampled(v: _Values, rows: int) -> str:
+    """The classes a guess saw, without counts that would describe only its sample."""
+    held = [k for k, n in (("integer", v.integer), ("real", v.real), ("text", v.text), ("blob", v.blob)) if n]
+    return f"{', '.join(held) or 'no values'} in the first {rows:,} rows, verified on every row while loading"
 
 
 def _text_hazards(chosen: TargetType, v: _Values) -> list[str]:

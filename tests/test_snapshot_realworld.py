@@ -9,7 +9,7 @@ import msgspec
 import psycopg
 import pytest
 
-from replicator import config, snapshot
+from replicator import config, pgschema, snapshot
 from replicator.errors import UsageError
 from tests.compare import assert_same
 from tests.conftest import REALWORLD, realworld_files
@@ -45,6 +45,17 @@ def test_create_mode_loads_every_row_exactly(path: Path, pg_dsn: str, pg: psycop
     assert quarantined == expected
     recorded = dict(pg.execute("SELECT table_name, rows FROM replicator.snapshot_tables").fetchall())
     assert recorded == counts
+    # Types guessed from a sample and verified on every row (or re-profiled when a row disproved the
+    # guess) are exactly the types a full profile of every value chooses.
+    conn = snapshot.open_source(path, CFG)
+    try:
+        full = snapshot.read_source(conn)
+    finally:
+        conn.close()
+    measured = pgschema.plan_create(full.schema, full.profiles, CFG)
+    assert {t.source: [c.type for c in t.columns] for t in result.plan.tables} == {
+        t.source: [c.type for c in t.columns] for t in measured.tables
+    }
 
 
 def test_collision_is_refused_before_anything_is_created(realworld: Path, pg_dsn: str, pg: Any) -> None:

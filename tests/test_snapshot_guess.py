@@ -1,0 +1,104 @@
+"""Create mode plans from a sample of each table and verifies every row while copying: a row the
+guess cannot account for sends the table to a full profile and a reload, whichever process loads it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replicator import config, pgschema, snapshot
+from tests.compare import assert_same
+
+ONE = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
+TWO = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
+LATE = snapshot.GUESS_SAMPLE_ROWS + 500  # a row the sample does not see
+
+
+def _source(path: Path, late_value: str | None) -> Path:
+    """Four tables the guess can take; ``late_value`` names the one that a late row contradicts."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE nums (id INTEGER PRIMARY KEY, n INTEGER, x REAL);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, raw BLOB);
+        CREATE TABLE stamps (id INTEGER PRIMARY KEY, at DATETIME, day DATE);
+        CREATE TABLE pairs (a TEXT, b INTEGER, v TEXT, PRIMARY KEY (a, b));
+        """
+    )
+    rows = range(1, 3 * snapshot.GUESS_SAMPLE_ROWS)
+    conn.executemany("INSERT INTO nums VALUES (?, ?, ?)", [(i, i * 7, i / 4) for i in rows])
+    conn.executemany("INSERT INTO notes VALUES (?, ?, ?)", [(i, f"note {i} ✓", bytes([i % 256])) for i in rows])
+    conn.executemany(
+        "INSERT INTO stamps VALUES (?, ?, ?)", [(i, f"2024-01-02 03:04:{i % 60:02d}", "2024-02-03") for i in rows]
+    )
+    conn.executemany("INSERT INTO pairs VALUES (?, ?, ?)", [(f"k{i}", i, "v") for i in rows])
+    late = {
+        "text in an integer column": "UPDATE nums SET n = 'many' WHERE id = ?",
+        "an offset in a naive date-time column": "UPDATE stamps SET at = '2024-01-02T03:04:05+02:00' WHERE id = ?",
+        "epoch milliseconds in a date-time column": "UPDATE stamps SET at = 1704164645000 WHERE id = ?",
+        "a blob in a text column": "UPDATE notes SET body = x'00ff' WHERE id = ?",
+        "text in a blob column": "UPDATE notes SET raw = 'plain' WHERE id = ?",
+        "a NULL in a composite key": "UPDATE pairs SET a = NULL WHERE rowid = ?",
+    }
+    if late_value is not None:
+        conn.execute(late[late_value], (LATE,))
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _full_plan(path: Path) -> pgschema.SchemaPlan:
+    conn = snapshot.open_source(path, ONE)
+    try:
+        read = snapshot.read_source(conn)
+    finally:
+        conn.close()
+    return pgschema.plan_create(read.schema, read.profiles, ONE)
+
+
+def _types(plan: pgschema.SchemaPlan) -> dict[str, Any]:
+    return {t.source: ([(c.name, c.type) for c in t.columns], t.primary_key) for t in plan.tables}
+
+
+LATE_VALUES = [
+    None,
+    "text in an integer column",
+    "an offset in a naive date-time column",
+    "epoch milliseconds in a date-time column",
+    "a blob in a text column",
+    "text in a blob column",
+    "a NULL in a composite key",
+]
+
+
+@pytest.mark.parametrize("cfg", [ONE, TWO], ids=["one-process", "two-processes"])
+@pytest.mark.parametrize("late_value", LATE_VALUES, ids=lambda v: v or "nothing-late")
+def test_guessed_types_are_the_full_profiles_types(
+    tmp_path: Path, pg_dsn: str, pg: Any, cfg: config.Config, late_value: str | None
+) -> None:
+    path = _source(tmp_path / "app.db", late_value)
+    conn = snapshot.open_source(path, cfg)
+    try:
+        guessed = snapshot.read_source(conn, cfg).guessed
+    finally:
+        conn.close()
+    assert guessed == {"nums", "notes", "stamps", "pairs"}  # every table is planned from its sample
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create", on_bad_value="quarantine")
+    assert result.plan is not None
+    assert _types(result.plan) == _types(_full_plan(path))
+    refused = dict(pg.execute("SELECT table_name, count(*) FROM replicator.quarantine GROUP BY 1").fetchall())
+    assert_same(path, pg, result.plan, exclude={t: {(LATE,)} for t in refused})
+    saved = pg.execute("SELECT count(*) FROM replicator.snapshot_tables").fetchone()
+    assert saved == (4,)
+    if late_value is None:
+        return
+    # the contradicted table was reloaded under the full profile's plan; the saved plan says so too
+    from replicator import apply
+
+    with pg.transaction():
+        stored = apply.load_plan(pg, "replicator")
+    assert stored is not None
+    assert _types(stored) == _types(result.plan)
