@@ -54,8 +54,10 @@ before the point other than a single ``0``, no trailing zeros after the point: `
 and ``15E-1`` all give ``1.5``. Non-finite Decimals give ``NaN``, ``Infinity``, ``-Infinity`` (sNaN
 counts as NaN).
 
-*Floats* are kept apart from exact numbers (``1.0`` is not ``1``) and written as their bits: every
-NaN Python or psycopg produces is ``0x7FF8000000000000`` (SQLite cannot store NaN at all).
+*Floats* are kept apart from exact numbers (``1.0`` is not ``1``) and written as their bits, a NaN's
+included (``float('nan')`` is ``0x7FF8000000000000``; PostgreSQL's arithmetic can yield
+``0xFFF8...`` and psycopg's binary reads keep it): SQLite stores no NaN at all, so a NaN in
+PostgreSQL never matches the source, whatever its bits.
 
 *JSON* (json and jsonb columns) is ambiguous to psycopg's caller (it returns parsed dict, list, str,
 int, ...), so the caller names those columns: ``RowEncoder(kinds)`` with ``"json"`` in their places, or

@@ -1058,7 +1058,7 @@ def _first_rows(conn: sqlite3.Connection, table: Table, rows: int) -> list[Chunk
     if rowid is None:
         return [Chunk(table.name)]
     try:
-        (low,) = conn.execute(f"SELECT min({rowid}) FROM main.{quote_ident(table.name)}").fetchone()  # noqa: S608
+        (low,) = conn.execute(f"SELECT min({rowid}) FROM main.{quote_ident(table.name)}").fetchone()  # noqa: S608 - quoted
     except sqlite3.Error as exc:
         raise source.translate(exc, _database_path(conn)) from None
     if low is None:

@@ -799,9 +799,10 @@ def snapshot(
     """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE."""
     identity = state.source_identity(source)
     config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
-    helper = Helper(config, progress) if config.snapshot.workers > 1 else None
     sconn = open_source(source, config)
+    helper: Helper | None = None
     try:
+        helper = Helper(config, progress) if config.snapshot.workers > 1 else None
         return snapshot_from(
             sconn,
             identity,
@@ -1286,7 +1287,15 @@ def finish_target(
     if plan.mode == "create":
         for table in plan.tables:  # tables an earlier, interrupted run loaded before their key was built
             pgschema.add_primary_key(pconn, plan.schema, table)
-        warnings.extend(pgschema.apply_post_load(pconn, _pending_post_load(pconn, plan)))
+        pending = _pending_post_load(pconn, plan)
+        # What index_table already tried and PostgreSQL refused is not tried (and warned) twice.
+        tables = tuple(
+            msgspec.structs.replace(t, post_load=tuple(x for x in t.post_load if x.kind == "fk"))
+            if t.source in analyzed
+            else t
+            for t in pending.tables
+        )
+        warnings.extend(pgschema.apply_post_load(pconn, msgspec.structs.replace(pending, tables=tables)))
     indexed = time.monotonic()
     sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
     for table in plan.tables:
@@ -1423,9 +1432,12 @@ class Helper:
         self.pool = ProcessPoolExecutor(
             max_workers=1, mp_context=context, initializer=_init_helper, initargs=(self.queue, fmt, level)
         )
-        self.pool.submit(_ready)  # start the process now: it imports while this one plans
+        self._started = self.pool.submit(_ready)  # start the process now: it imports while this one plans
 
     def close(self) -> None:
+        # A helper still starting when the work is done (a tiny source) must finish starting first:
+        # shut down mid-spawn, it fails to unpickle its queue and prints a traceback.
+        wait([self._started], timeout=30)
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.drain()
         self.queue.close()

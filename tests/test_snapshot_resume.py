@@ -238,3 +238,16 @@ def test_the_primary_key_is_built_after_the_load_and_a_collision_is_an_error(
     cfg = config.load(overrides={"types": {"m": {"k": {"type": "timestamptz"}}}}, environ={})
     with fresh_database(pg_dsn) as other, pytest.raises(TargetError, match="primary key of 'm' cannot be built"):
         snapshot.snapshot(narrow, other, cfg, mode="create")
+
+
+def test_a_refused_unique_index_is_warned_about_once(tmp_path: Path, pg_dsn: str) -> None:
+    """index_table tries a table's indexes right after its load; finish_target does not try again."""
+    path = tmp_path / "dupes.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, at TEXT UNIQUE)")  # two spellings, one instant
+        conn.executemany("INSERT INTO m VALUES (?, ?)", [(1, "2024-01-01T00:00:00Z"), (2, "2024-01-01T01:00:00+01:00")])
+    cfg = config.load(overrides={"types": {"m": {"at": {"type": "timestamptz"}}}}, environ={})
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create")
+    refused = [w for w in result.warnings if "not created" in w]
+    assert len(refused) == 1, result.warnings
+    assert "unique" in refused[0]

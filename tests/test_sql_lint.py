@@ -44,6 +44,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     ("replicator/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
     ("replicator/profile.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/profile.py", "_first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
     # SQLite: exprs are constant templates from _EXACT with @c replaced by quote_ident(column).
     ("replicator/profile.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
     # In these branches chosen.name is one of the literals the if just tested (varchar/char/time...).
