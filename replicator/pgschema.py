@@ -80,6 +80,9 @@ class TablePlan(msgspec.Struct, frozen=True):
     autoincrement: bool = False
     post_load: tuple[Statement, ...] = ()
     warnings: tuple[str, ...] = ()
+    guessed: bool = False
+    """Types chosen from a sample (``snapshot.guess_profile``): its load must verify every row. Kept
+    in the saved plan so that a resumed snapshot verifies the tables the interrupted one left."""
 
     @property
     def load_columns(self) -> tuple[ColumnPlan, ...]:

@@ -281,7 +281,7 @@ def _rule(t: convert.TargetType) -> Callable[[object], bool] | None:
 def _types_of(table: pgschema.TablePlan) -> pgschema.TablePlan:
     """The table's plan without its reasons and warnings (a guess and a full profile word them apart)."""
     columns = tuple(msgspec.structs.replace(c, reason="") for c in table.columns)
-    return msgspec.structs.replace(table, columns=columns, warnings=())
+    return msgspec.structs.replace(table, columns=columns, warnings=(), guessed=False)
 
 
 class _Unverified(Exception):
@@ -866,6 +866,9 @@ def _setup(
             else read_source_parallel(sconn, parallel[1], config, parallel[0], create=create is not None)
         )
         plan = build_plan(pconn, read, config, resolved)
+        if read.guessed:
+            guessed = tuple(msgspec.structs.replace(t, guessed=t.source in read.guessed) for t in plan.tables)
+            plan = msgspec.structs.replace(plan, tables=guessed)
     if tables:
         plan = only_tables(plan, tables)
     check_target(pconn, plan, replace=replace, resume=resume, loaded=[s.target_table for s in loaded.values()])
@@ -1036,7 +1039,8 @@ class _Loader:
             progress,
         )
         self.read = read
-        self.guessed = read.guessed if read is not None and plan.mode == "create" else frozenset()
+        guessed = (t.source for t in plan.tables if t.guessed)
+        self.guessed = frozenset(guessed) if plan.mode == "create" else frozenset()
 
     def here(self, name: str, progress: Progress | None = None, *, verify: bool | None = None) -> TableResult:
         try:

@@ -102,3 +102,20 @@ def test_guessed_types_are_the_full_profiles_types(
         stored = apply.load_plan(pg, "replicator")
     assert stored is not None
     assert _types(stored) == _types(result.plan)
+
+
+def test_a_resumed_snapshot_still_verifies_the_guessed_tables_it_loads(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """The saved plan marks guessed tables: a run interrupted before the contradicted table loads
+    is resumed with the saved plan, and the resumed load still verifies, re-profiles and reloads it."""
+    from tests.test_snapshot_resume import Interrupt
+
+    path = _source(tmp_path / "app.db", "an offset in a naive date-time column")  # timestamptz in full
+    with pytest.raises(KeyboardInterrupt):
+        snapshot.snapshot(path, pg_dsn, ONE, mode="create", progress=Interrupt(at=100))
+    done = dict(pg.execute("SELECT table_name, rows FROM replicator.snapshot_tables").fetchall())
+    assert "stamps" not in done  # the interrupted run never reached the contradicted table
+    result = snapshot.snapshot(path, pg_dsn, ONE, mode="create", resume=True, on_bad_value="quarantine")
+    assert result.plan is not None
+    assert _types(result.plan) == _types(_full_plan(path))
+    assert result.plan.table("stamps").columns[1].type.name == "timestamptz"
+    assert_same(path, pg, result.plan)
