@@ -31,6 +31,8 @@ NAMES: Final = (
     "apply.before_commit",
     "apply.after_commit",
     "prune.after",
+    "snapshot.copying",
+    "snapshot.after_table",
     "snapshot.after_genesis",
     "resnapshot.after_pending",
     "resnapshot.after_reinstall",

@@ -595,6 +595,7 @@ def copy_rows(
                         write_row(out)
                         total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
                     read += len(batch)
+                    faults.point("snapshot.copying")  # rows streamed, nothing committed
                     if missed:
                         raise _Unverified(table.source, columns[missed[0]].name)
                     if on_batch is not None:
@@ -715,6 +716,7 @@ def _load_table(
             checksum=copied.checksum,
             snapshot_seq=snapshot_seq,
         )
+    faults.point("snapshot.after_table")  # this table committed with its state row, the next not begun
     if copied.refusals:
         bound.warning("values quarantined; their rows were skipped", quarantined=len(copied.refusals))
     if progress is not None:

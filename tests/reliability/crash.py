@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-import psycopg
 
 from replicator import faults, phase
 from tests.pgserver import fresh_database
 from tests.reliability import harness, loadgen
 
 CUTOVER_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("cutover."))
-SNAPSHOT_KINDS: Final = ("copy", "table", "snapshot.after_genesis")
+SNAPSHOT_KINDS: Final = ("snapshot.copying", "snapshot.after_table", "snapshot.after_genesis")
 STREAM_POINTS: Final = (
     "apply.after_read",
     "apply.after_write",
@@ -101,7 +100,6 @@ class Matrix:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._n = 0
         self._columns = 0
-        self._last_run = 0
 
     def _log(self, what: str) -> Path:
         self._n += 1
@@ -115,10 +113,6 @@ class Matrix:
         try:
             if kind in CUTOVER_POINTS:
                 self._cutover(kind, result)
-            elif kind == "copy":
-                self._watched(result, self._copying)
-            elif kind == "table":
-                self._watched(result, self._table_loaded)
             elif kind == "random":
                 proc = harness.daemon(self.source, self.dsn, self._log("random"))
                 time.sleep(self.rng.uniform(0.05, 2.5))
@@ -164,51 +158,6 @@ class Matrix:
         self._columns += 1
         with contextlib.closing(sqlite3.connect(self.source, timeout=30, isolation_level=None)) as db:
             db.execute(f"ALTER TABLE event ADD COLUMN x{self._columns} TEXT DEFAULT 'd{self._columns}'")
-
-    def _watched(self, result: Kill, window: object) -> None:
-        """Start the daemon on a target without a genesis; SIGKILL it as soon as ``window()`` is true."""
-        assert callable(window)
-        self._last_run = self._latest_run()
-        proc = harness.daemon(self.source, self.dsn, self._log(result.kind))
-        with harness.connect(self.dsn) as conn:
-            seen = harness.wait_for(lambda: proc.poll() is not None or bool(window(conn)), KILL_TIMEOUT_S, 0.002)
-            code = proc.poll()
-            if code is None:
-                proc.kill()
-                result.hit = seen
-                if not seen:
-                    result.note = "window not reached; killed"
-            else:
-                result.note = "window not reached: " + (
-                    "the snapshot finished first" if code == faults.CRASH_EXIT or code == 0 else ""
-                )
-                if code not in (0, faults.CRASH_EXIT):
-                    result.note = f"daemon stopped by itself (exit {code}): {proc.tail(600)}"
-
-    @staticmethod
-    def _copying(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = current_database() AND tuples_processed > 0"
-        ).fetchone()
-        return bool(row and row[0])
-
-    def _table_loaded(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-        """A table committed by this attempt's snapshot run (not an earlier, killed one)."""
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM replicator.snapshot_tables WHERE run_id > %s", (self._last_run,)
-            ).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return False
-        return bool(row and row[0])
-
-    def _latest_run(self) -> int:
-        with harness.connect(self.dsn) as conn:
-            try:
-                row = conn.execute("SELECT coalesce(max(id), 0) FROM replicator.runs").fetchone()
-            except psycopg.errors.UndefinedTable:
-                return 0
-        return int(row[0]) if row else 0
 
     def _cutover(self, name: str, result: Kill) -> None:
         """The daemon is down (killed by the previous kill); cutover crashes in its step; the app stays writable."""

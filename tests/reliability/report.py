@@ -29,8 +29,8 @@ from tests.pgserver import fresh_database, server_dsn
 from tests.reliability import crash, fuzz, outages
 
 WINDOWS = {
-    "copy": "snapshot: mid-COPY",
-    "table": "snapshot: between tables",
+    "snapshot.copying": "snapshot: mid-COPY",
+    "snapshot.after_table": "snapshot: between tables",
     "random": "random time",
 }
 
