@@ -307,7 +307,8 @@ def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[
         for i in range(0, len(plain), READ_CHUNK):
             chunk = plain[i : i + READ_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows += conn.execute(f"{base}{lhs} IN ({marks})", [k[0] for k in chunk]).fetchall()
+            query = f"{base}{lhs} IN ({marks})"
+            rows += conn.execute(query, [k[0] for k in chunk]).fetchall()
     else:
         lhs = "(" + ", ".join(quote_ident(c) for c in target.key_source) + ")"
         one = "(" + ",".join("?" * width) + ")"
@@ -315,7 +316,8 @@ def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[
         for i in range(0, len(plain), step):
             chunk = plain[i : i + step]
             params = [v for k in chunk for v in k]
-            rows += conn.execute(f"{base}{lhs} IN (VALUES {','.join([one] * len(chunk))})", params).fetchall()
+            query = f"{base}{lhs} IN (VALUES {','.join([one] * len(chunk))})"
+            rows += conn.execute(query, params).fetchall()
     for key in slow:
         where, params = journal.key_predicate(target.key_source, key)
         rows += conn.execute(base + where, params).fetchall()

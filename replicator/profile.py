@@ -368,6 +368,9 @@ _B_HEX = rb"[0-9a-fA-F]"
 #: first character (the GLOBs above say the same thing; these are what the fast scan runs).
 #: One pattern for every date and instant: which groups matched names the format.
 _TEMPORAL_RX = re.compile(_B_YMD + rb"(?:([T ])" + _B_HMS + _B_FRACTION + rb"(Z|[+-][0-2][0-9]:?[0-5][0-9])?)?")
+#: The same pattern for ``str`` values (the snapshot's check of a guessed date-time column): group 1
+#: is the date/time separator (None: a date), group 2 the offset (None: naive), as the profile reads them.
+TEMPORAL_TEXT: Final = re.compile(_TEMPORAL_RX.pattern.decode("ascii"))
 _UUID_RX = re.compile(rb"-".join(_B_HEX + b"{%d}" % n for n in (8, 4, 4, 4, 12)))
 _HEX32_RX = re.compile(_B_HEX + rb"{32}")
 _DECIMAL_RX = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")

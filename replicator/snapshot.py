@@ -54,12 +54,12 @@ import hashlib
 import json
 import multiprocessing
 import queue as queue_module
-import re
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -74,7 +74,7 @@ from replicator import convert, faults, log, pg, pgschema, quarantine, state, ty
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
-from replicator.profile import STORAGE_CLASSES, Plain, TableProfile, profile_table
+from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Plain, TableProfile, profile_table
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -187,13 +187,6 @@ def _profiles(
 
 #: Rows the guess reads (the lowest rowids); the load then checks every row against it.
 GUESS_SAMPLE_ROWS: Final = 1_000
-_YMD = r"[0-9]{4}-[01][0-9]-[0-3][0-9]"
-_CLOCK = r"[T ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](?:\.[0-9]+)?"
-_OFFSET = r"(?:Z|[+-][0-2][0-9]:?[0-5][0-9])"
-#: The profile's temporal text formats (replicator.profile: date, sql_datetime, iso8601, iso8601_tz).
-_NAIVE_TEXT = re.compile(f"{_YMD}(?:{_CLOCK})?")
-_ANY_TEXT = re.compile(f"{_YMD}(?:{_CLOCK}{_OFFSET}?)?")
-_DATE_TEXT = re.compile(_YMD)
 #: Per family, the storage classes a sample may show for its guess to be verifiable by type alone.
 _GUESSABLE: dict[str, frozenset[str]] = {
     "int": frozenset({"integer"}),
@@ -272,10 +265,19 @@ def _rule(t: convert.TargetType) -> Callable[[object], bool] | None:
     if name == "time":
         return lambda v: True
     if name in ("timestamp", "timestamptz", "date") and t.format == "iso8601":
-        pattern = _DATE_TEXT if name == "date" else _NAIVE_TEXT if name == "timestamp" else _ANY_TEXT
-        match = pattern.fullmatch
-        return lambda v: type(v) is str and v.isascii() and match(v) is not None
+        return partial(_temporal_text, name)
     return None
+
+
+def _temporal_text(name: str, v: object) -> bool:
+    """ISO text of the kind the guess saw, by the profile's own pattern: a date (date columns), no
+    offset (timestamp), or any (timestamptz)."""
+    if type(v) is not str or not v.isascii():
+        return False
+    match = TEMPORAL_TEXT.fullmatch(v)
+    if match is None:
+        return False
+    return match[1] is None if name == "date" else match[2] is None if name == "timestamp" else True
 
 
 def _types_of(table: pgschema.TablePlan) -> pgschema.TablePlan:
