@@ -20,6 +20,8 @@ import psycopg
 from psycopg import sql
 
 from replicator import quarantine
+from triggers import source as sqlite_source
+from triggers.errors import SourceError
 
 
 class SourceIdentity(msgspec.Struct, frozen=True):
@@ -45,8 +47,9 @@ def source_identity(path: Path) -> SourceIdentity:
     """
     resolved = path.resolve()
     st = resolved.stat()
-    with resolved.open("rb") as handle:
-        header = handle.read(100)
+    header = sqlite_source.read_header(resolved)  # never an open() that would drop this process's SQLite locks
+    if header is None:
+        raise SourceError(f"cannot read the header of source {resolved}", hint="check that this user can read the file")
     stable = b"".join(header[a:b] for a, b in _STABLE_HEADER)
     digest = hashlib.sha256(f"{st.st_dev}:{st.st_ino}:".encode() + stable).hexdigest()[:16]
     return SourceIdentity(path=os.fspath(resolved), id=digest)

@@ -4,6 +4,15 @@ Why a module of its own: every stage (analyze, snapshot, capture, apply, cutover
 file, and each must fail the same way on a bad file: one line naming the file and what to do.
 Read-only opens use a ``mode=ro`` URI so that no code path can write to the app's database by
 mistake; all opens set a busy timeout so that a writer holding the lock makes us wait, not fail.
+
+The file is never opened any other way while this process holds a SQLite connection to it. POSIX
+releases every lock a process holds on a file when *any* descriptor of that file is closed, SQLite's
+own included (SQLite's "How To Corrupt An SQLite Database File", 2.2): one ``open()``/``close()`` of
+the database by the daemon let the app's last connection believe it was alone and delete ``-wal`` and
+``-shm`` under the daemon, and would let an app write through a cutover's freeze. So every connection
+this module opens counts itself per file (device, inode), and the 100-byte header that
+:func:`check_file` and the source identity need is read raw only while that count is zero, under the
+same lock that connections are opened under; otherwise the header read at the first open is reused.
 """
 
 from __future__ import annotations
@@ -11,7 +20,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,16 +34,90 @@ DEFAULT_BUSY_TIMEOUT_MS = 5_000
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "afs", "ceph"})
 
 
+FileKey = tuple[int, int]
+
+#: Connections this process holds open per file (device, inode), and each file's header as read raw
+#: while none was open. ``_LOCK`` is held while a connection is opened and while the header is read.
+_LIVE: dict[FileKey, int] = {}
+_HEADERS: dict[FileKey, bytes] = {}
+_LOCK = threading.Lock()
+
+
+def _file_key(st: os.stat_result) -> FileKey:
+    return (st.st_dev, st.st_ino)
+
+
+def _release(key: FileKey) -> None:
+    with _LOCK:
+        left = _LIVE.get(key, 0) - 1
+        if left > 0:
+            _LIVE[key] = left
+        else:
+            _LIVE.pop(key, None)
+
+
+class SourceConnection(sqlite3.Connection):
+    """A connection to the app's file that counts itself in ``_LIVE`` until it is closed or collected."""
+
+    _released: weakref.finalize[[FileKey], SourceConnection] | None = None
+
+    def track(self, key: FileKey) -> None:
+        _LIVE[key] = _LIVE.get(key, 0) + 1  # caller holds _LOCK
+        self._released = weakref.finalize(self, _release, key)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._released is not None:
+                self._released()  # a finalizer runs once: a later collection does not count it again
+
+
+def live_connections(path: Path) -> int:
+    """How many SQLite connections this process holds to the file at ``path`` now (0 if it is gone)."""
+    try:
+        key = _file_key(path.stat())
+    except OSError:
+        return 0
+    with _LOCK:
+        return _LIVE.get(key, 0)
+
+
+def read_header(path: Path) -> bytes | None:
+    """The file's first 100 bytes, read without ever dropping a SQLite lock this process holds.
+
+    Read raw only while this process has no connection to the file (then no lock can be lost); while
+    one is open, the header read before it opened is returned (None if there was none). Fields that
+    change with writes are therefore as of the first open: callers use only what writes never change,
+    or use it only before any connection exists.
+    """
+    key = _file_key(path.stat())
+    with _LOCK:
+        if _LIVE.get(key):
+            return _HEADERS.get(key)
+        with path.open("rb") as handle:
+            header = handle.read(100)
+        _HEADERS[key] = header
+        return header
+
+
 def check_file(path: Path) -> None:
-    """Refuse, with a clear reason, a path that cannot be an application's SQLite database."""
+    """Refuse, with a clear reason, a path that cannot be an application's SQLite database.
+
+    While this process holds a connection to the file, the file has already been opened as a database
+    and the checks of its header are not repeated (see :func:`read_header`).
+    """
     if not path.exists():
         raise SourceError(f"source {path} does not exist", hint="pass the path of the app's SQLite file")
     if path.is_dir():
         raise SourceError(f"source {path} is a directory", hint="pass the SQLite file itself, not its folder")
     try:
         mode = path.stat().st_mode
-        with path.open("rb") as handle:
-            header = handle.read(100)
+        if not os.access(path, os.R_OK):
+            raise PermissionError(path)
+        if live_connections(path):
+            return
+        header = read_header(path) or b""
     except PermissionError:
         raise SourceError(
             f"source {path} is not readable by this user",
@@ -119,7 +204,7 @@ def connect(
     quoted = urllib.parse.quote(str(path.resolve()))
     uri = f"file:{quoted}?mode={'ro' if readonly else 'rw'}"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn = _open_tracked(path, uri)
     except sqlite3.Error as exc:
         raise SourceError(f"cannot open source {path}: {exc}", hint="check the path and permissions") from None
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -128,6 +213,25 @@ def connect(
     except sqlite3.Error as exc:
         conn.close()
         raise translate(exc, path) from None
+    return conn
+
+
+def _open_tracked(path: Path, uri: str) -> SourceConnection:
+    """Open and count a connection; the header is cached first if this is the process's only one."""
+    try:
+        key: FileKey | None = _file_key(path.stat())
+    except OSError:
+        key = None  # sqlite3 raises the reason below
+    with _LOCK:
+        if key is not None and not _LIVE.get(key) and key not in _HEADERS:
+            try:
+                with path.open("rb") as handle:
+                    _HEADERS[key] = handle.read(100)
+            except OSError:
+                pass
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, factory=SourceConnection)
+        if key is not None:
+            conn.track(key)
     return conn
 
 

@@ -1,0 +1,191 @@
+"""The daemon beside apps that close their last connection: restarts, cron jobs, per-request writers.
+
+POSIX drops every lock a process holds on a file when it closes *any* descriptor of that file, SQLite's
+own included (SQLite's "How To Corrupt An SQLite Database File", 2.2). A daemon that opened the app's
+file with ``open()`` while it held SQLite connections lost its locks; the app's last close then believed
+it was alone and deleted ``-wal``/``-shm`` under the daemon, which stalled for good while ``status``
+said STREAMING. These tests write from another process the way such apps do and check that every
+change arrives and that the daemon never holds a deleted file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.test_apply_cases import check_same, drain, make_source
+
+pytestmark = pytest.mark.e2e
+
+SCHEMA = """
+CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT NOT NULL, n INTEGER);
+"""
+
+#: One process; every cycle opens the file, writes one transaction and closes it, so each close is the
+#: app's last (nothing else of the app's is open): SQLite checkpoints and deletes -wal and -shm then.
+WRITER = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    path, start, count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    def write(i):
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            if mode == "deferred":  # Django's default: read first, upgrade to a write lock later
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM note").fetchone()
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO note (id, body, n) VALUES (?, ?, ?)", (i, f"écrit {i}", i))
+            conn.execute("UPDATE note SET n = n + 1 WHERE id = ?", (i - 1,))
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+    for i in range(start, start + count):
+        for attempt in range(50):  # a deferred upgrade can meet SQLITE_BUSY: the app's request is retried
+            try:
+                write(i)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        else:
+            raise SystemExit(f"transaction {i} kept failing")
+        time.sleep(0.01)
+    """
+)
+
+
+def daemon(source: Path, dsn: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05"}
+    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def deleted_files(pid: int) -> list[str]:
+    """What the process holds open that has been unlinked (``/proc/PID/fd`` links end in ' (deleted)')."""
+    held = []
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.endswith(" (deleted)"):
+            held.append(target)
+    return held
+
+
+def pg_rows(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM note").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for_rows(dsn: str, expected: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    seen = pg_rows(dsn)
+    while seen < expected and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        time.sleep(0.2)
+        seen = pg_rows(dsn)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+def test_connection_per_write_app_keeps_streaming(tmp_path: Path, pg_dsn: str, mode: str) -> None:
+    source = make_source(tmp_path / "app.db", SCHEMA, "INSERT INTO note VALUES (0, 'zéro', 0);")
+    drain(source, pg_dsn)  # snapshot + genesis, in this process, before the daemon starts
+    proc = daemon(source, pg_dsn)
+    try:
+        time.sleep(1.0)  # the daemon is up and has opened the file
+        writer = [sys.executable, "-c", WRITER, str(source)]
+        for start in (1, 51):  # two app "restarts" of 50 open-write-close cycles each: 100 cycles
+            subprocess.run([*writer, str(start), "50", mode], check=True, timeout=120)
+            assert deleted_files(proc.pid) == []
+        assert wait_for_rows(pg_dsn, 101, proc) == 101
+        assert deleted_files(proc.pid) == []
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    drain(source, pg_dsn)
+    check_same(source, pg_dsn)
+
+
+def test_shell_sessions_and_another_process_vacuum(tmp_path: Path, pg_dsn: str) -> None:
+    """The sqlite3 shell (one process per session, its close the last) and a VACUUM from another process."""
+    shell = shutil.which("sqlite3")
+    if shell is None:
+        pytest.skip("the sqlite3 command-line shell is not installed (apt-get install sqlite3)")
+    source = make_source(tmp_path / "app.db", SCHEMA, "INSERT INTO note VALUES (0, 'zéro', 0);")
+    drain(source, pg_dsn)
+    proc = daemon(source, pg_dsn)
+    try:
+        time.sleep(1.0)
+        for i in range(1, 21):
+            sql = f"INSERT INTO note VALUES ({i}, 'shell {i}', {i}); UPDATE note SET n = n * 2 WHERE id = {i - 1};"
+            subprocess.run([shell, str(source), sql], check=True, timeout=30)
+            if i % 5 == 0:
+                subprocess.run([shell, str(source), "DELETE FROM note WHERE id = 1; VACUUM;"], check=True, timeout=30)
+                subprocess.run([sys.executable, "-c", WRITER, str(source), str(100 + i), "3", "deferred"], check=True)
+        assert wait_for_rows(pg_dsn, 20 + 12, proc) == 32
+        assert deleted_files(proc.pid) == []
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    drain(source, pg_dsn)
+    check_same(source, pg_dsn)
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_a_held_write_lock_survives_every_check_of_the_file(tmp_path: Path, journal_mode: str) -> None:
+    """Cutover's freeze holds BEGIN IMMEDIATE while it identifies the source: the lock must hold throughout.
+
+    In rollback-journal mode that lock is a POSIX lock on the database file itself, the one an ``open()``
+    and ``close()`` of the file would have dropped.
+    """
+    from replicator import state
+    from triggers import source as sqlite_source
+
+    path = make_source(tmp_path / "app.db", SCHEMA)
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute(f"PRAGMA journal_mode = {journal_mode}")
+    setup.close()
+    identity = state.source_identity(path)
+    freeze = sqlite_source.connect(path, readonly=False)
+    freeze.execute("BEGIN IMMEDIATE")
+    try:
+        sqlite_source.check_file(path)
+        assert state.source_identity(path) == identity
+        other = sqlite_source.connect(path, readonly=True)  # a second connection: still no raw open
+        other.close()
+        probe = [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0);"
+            " c.execute('INSERT INTO note VALUES (1, 1, 1)'); c.commit()",
+            str(path),
+        ]
+        result = subprocess.run(probe, capture_output=True, timeout=30)
+        assert result.returncode != 0, "another process wrote through the held lock"
+        assert b"database is locked" in result.stderr, result.stderr.decode()
+    finally:
+        freeze.execute("ROLLBACK")
+        freeze.close()
+    assert sqlite_source.live_connections(path) == 0
