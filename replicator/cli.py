@@ -673,6 +673,7 @@ def unfence(ctx: Context) -> None:
     since = f" (fenced at {report.was_fenced_at})" if report.was_fenced_at else ""
     click.echo(f"unfenced {ctx.source}{since}: dropped {len(report.dropped)} fence trigger(s); writes work again")
     click.echo("warning: writes made now are not in PostgreSQL unless capture and apply still run", err=True)
+    click.echo("restart the app: a connection that was refused a write keeps failing until it next reads", err=True)
 
 
 @cli.command()

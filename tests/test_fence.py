@@ -63,7 +63,7 @@ def test_every_write_on_every_hostile_name_is_refused_with_the_message(tmp_path:
     assert report.at == "2026-11-25T21:00:00Z"
     other = sqlite3.connect(path, isolation_level=None)  # any connection, opened after the fence
     with pytest.raises(
-        sqlite3.IntegrityError, match="migrated to PostgreSQL at 2026-11-25T21:00:00Z; writes are fenced"
+        sqlite3.OperationalError, match="migrated to PostgreSQL at 2026-11-25T21:00:00Z; writes are fenced"
     ):
         other.execute(write.format(t=quote_ident(name), c=quote_ident(name)))
     assert other.execute(f"SELECT id, {quote_ident(name)} FROM {quote_ident(name)}").fetchall() == [(1, "one")]
@@ -75,7 +75,7 @@ def test_connection_open_before_the_fence_is_fenced_too(tmp_path: Path) -> None:
     app.execute("INSERT INTO t VALUES (1, 'a')")
     app.execute("SELECT * FROM t").fetchall()  # statements prepared before the fence are re-prepared
     fence.fence(path, at=AT, message_extra="the app now uses postgresql://db/app")
-    with pytest.raises(sqlite3.IntegrityError, match="writes are fenced; the app now uses postgresql://db/app"):
+    with pytest.raises(sqlite3.OperationalError, match="writes are fenced; the app now uses postgresql://db/app"):
         app.execute("INSERT INTO t VALUES (2, 'b')")
     assert app.execute("SELECT count(*) FROM t").fetchone() == (1,)
 
@@ -87,7 +87,7 @@ def test_a_separate_process_cannot_write(tmp_path: Path) -> None:
     code = (
         "import sqlite3, sys\n"
         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-        "try:\n    c.execute('INSERT INTO t VALUES (1, 2)')\nexcept sqlite3.IntegrityError as e:\n    print(e)\n"
+        "try:\n    c.execute('INSERT INTO t VALUES (1, 2)')\nexcept sqlite3.OperationalError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert "writes are fenced" in out.stdout
@@ -105,7 +105,7 @@ def test_fk_cascade_into_a_child_is_refused(tmp_path: Path) -> None:
     fence.fence(path, at=AT)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
-    with pytest.raises(sqlite3.IntegrityError, match="fenced"):
+    with pytest.raises(sqlite3.OperationalError, match="fenced"):
         conn.execute("DELETE FROM p")
     assert conn.execute("SELECT count(*) FROM c").fetchone() == (1,)
 
@@ -166,7 +166,7 @@ def test_fence_joins_the_callers_write_transaction(tmp_path: Path) -> None:
     fence.fence_on(cutover, AT)
     cutover.execute("COMMIT")
     assert fence.is_fenced(other)
-    with pytest.raises(sqlite3.IntegrityError, match="fenced"):
+    with pytest.raises(sqlite3.OperationalError, match="fenced"):
         other.execute("INSERT INTO t VALUES (2)")
 
 
@@ -178,7 +178,7 @@ def test_with_capture_installed_the_fence_is_recorded_in_meta(tmp_path: Path) ->
     report = fence.fence(path, at=AT)
     assert report.recorded_in == "_replicator_meta"
     assert conn.execute("SELECT value FROM _replicator_meta WHERE key = 'fenced_at'").fetchone() == (report.at,)
-    with pytest.raises(sqlite3.IntegrityError, match="fenced"):
+    with pytest.raises(sqlite3.OperationalError, match="fenced"):
         conn.execute("INSERT INTO t VALUES (1, 1)")
     assert conn.execute("SELECT count(*) FROM _replicator_journal WHERE tbl = 't'").fetchone() == (0,)
     fence.unfence(path)
@@ -206,7 +206,7 @@ def test_virtual_tables_are_reported_not_fenced(tmp_path: Path) -> None:
     report = fence.fence(path, at=AT)
     assert report.tables == ("t",)
     assert report.not_fenced == ("docs",)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(sqlite3.OperationalError):
         conn.execute("INSERT INTO t VALUES (1)")
 
 
@@ -214,7 +214,7 @@ def test_message_with_quotes_is_escaped(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
     fence.fence(path, at=AT, message_extra="ask O'Brien; '); DROP TABLE t; --")
-    with pytest.raises(sqlite3.IntegrityError, match=r"ask O'Brien; '\); DROP TABLE t; --"):
+    with pytest.raises(sqlite3.OperationalError, match=r"ask O'Brien; '\); DROP TABLE t; --"):
         conn.execute("INSERT INTO t VALUES (1)")
     assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 't'").fetchone() == (1,)
 
@@ -228,9 +228,10 @@ def test_capture_remove_keeps_the_fence_and_its_time(tmp_path: Path) -> None:
     status = fence.status_on(conn)
     assert status.fenced
     assert status.at == "2026-11-25T21:00:00Z"
-    with pytest.raises(sqlite3.IntegrityError, match="fenced"):
+    with pytest.raises(sqlite3.OperationalError, match="fenced"):
         conn.execute("INSERT INTO t VALUES (1, 1)")
     assert len(fence.unfence(path).dropped) == 3
+    conn.execute("SELECT count(*) FROM t").fetchone()  # a refused connection re-reads the schema when it next reads
     conn.execute("INSERT INTO t VALUES (1, 1)")
 
 
@@ -246,11 +247,14 @@ def test_cli_fence_and_unfence_say_what_they_did(tmp_path: Path) -> None:
     done = runner.invoke(cli, ["fence", "--source", str(path), "--message", "use postgresql://db/app"])
     assert done.exit_code == 0, done.output
     assert "fenced 1 table(s)" in done.stdout
-    with pytest.raises(sqlite3.IntegrityError, match="use postgresql://db/app"):
+    with pytest.raises(sqlite3.OperationalError, match="use postgresql://db/app"):
         conn.execute("INSERT INTO t VALUES (1)")
     undone = runner.invoke(cli, ["unfence", "--source", str(path)])
     assert undone.exit_code == 0, undone.output
     assert "dropped 3 fence trigger(s); writes work again" in undone.stdout
+    with pytest.raises(sqlite3.OperationalError, match="fenced"):  # its schema is as of its refused write...
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.execute("SELECT count(*) FROM t").fetchone()  # ...until it reads once (a new connection never sees it)
     conn.execute("INSERT INTO t VALUES (1)")
     again = runner.invoke(cli, ["unfence", "--source", str(path)])
     assert "was not fenced; nothing changed" in again.stdout

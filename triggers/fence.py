@@ -5,23 +5,39 @@ second app instance still pointed at the SQLite file would otherwise keep writin
 writes would be silently lost. The fence turns each such write into an immediate, explicit error
 whose message says where the data went.
 
-How: on every ordinary table, three ``BEFORE INSERT / UPDATE / DELETE`` triggers whose only action is
-``RAISE(ABORT, 'this database was migrated to PostgreSQL at <time>; writes are fenced')``. A BEFORE
-trigger runs before the row is touched, for every connection and every process (triggers live in
-the file's schema), and ABORT rolls back the statement. That covers INSERT, UPDATE, DELETE,
-``REPLACE``/``INSERT OR REPLACE`` and UPSERT (the BEFORE INSERT trigger fires first), ``INSERT OR
-IGNORE`` (RAISE is not a constraint conflict, so IGNORE does not swallow it), a DELETE without WHERE
+How: on every ordinary table, three ``BEFORE INSERT / UPDATE / DELETE`` triggers whose body reads a
+table that does not exist and whose name is the message:
+``SELECT 1 FROM "this database was migrated to PostgreSQL at <time>; writes are fenced"``. SQLite
+compiles a table's triggers into every statement that would fire them, for every connection and
+every process (triggers live in the file's schema), so each such statement fails when it is prepared,
+before any row is touched, with ``SQLITE_ERROR`` and the message "no such table: main.this database
+was migrated ...". That covers INSERT, UPDATE, DELETE, ``REPLACE``/``INSERT OR REPLACE`` and UPSERT,
+``INSERT OR IGNORE`` (no conflict is involved, so IGNORE does not swallow it), a DELETE without WHERE
 (triggers disable the truncate optimisation) and FK cascades (the child table is fenced too).
+
+Why not ``RAISE(ABORT, ...)``: RAISE always reports ``SQLITE_CONSTRAINT``, which Python's sqlite3 (and
+so Django, SQLAlchemy, Optuna) raises as ``IntegrityError``, the class ORMs read as "duplicate key":
+Django's session ``create()`` retried it forever, ``get_or_create`` went to read the row it believed
+another process had inserted, and Optuna reported "already exists". ``SQLITE_ERROR`` arrives as
+``OperationalError``, which every ORM propagates as the failure it is.
 
 Limits, by SQLite's design, documented so nobody relies on more than the fence gives:
 
-* DDL is not fenced: triggers cannot block ``ALTER TABLE``, ``DROP TABLE``, ``CREATE ...``, nor a
-  ``DROP TRIGGER`` of the fence itself; ``VACUUM`` still runs (it writes no rows).
+* DDL: ``ALTER TABLE ... RENAME`` (of any table or column) fails, because SQLite re-checks every
+  trigger body when it renames, so an ORM's table-rebuild migration fails on a fenced file;
+  ``CREATE``, ``DROP``, ``ALTER TABLE ... ADD COLUMN`` and a ``DROP TRIGGER`` of the fence itself are
+  not blocked (a table created after the fence is not fenced: ``status_on`` lists it);
+  ``VACUUM`` still runs (it writes no rows).
 * A connection that disabled triggers (``SQLITE_DBCONFIG_ENABLE_TRIGGER`` off) or edits
   ``sqlite_schema`` with ``writable_schema`` is not fenced.
 * Virtual tables (FTS...) cannot have triggers; they are listed in the report as not fenced.
 * Our own tables (``_replicator_*``: the journal, meta) are not fenced, so a final drain can run.
 * A statement that writes no row (an UPDATE matching nothing) succeeds: nothing was written.
+* After ``unfence``, a connection that was refused a write keeps the schema it had (SQLite re-reads
+  the schema when a statement fails on a *stale* table only for the statement's own tables, not for
+  a trigger's): its writes fail until it next reads anything or reconnects. New connections, and
+  connections that never wrote to a fenced table, write at once. An app going back to SQLite restarts
+  anyway (its database URL changes back); ``unfence`` says so.
 
 Naming: ``_replicator_fence_{ins,upd,del}_<table>`` (deterministic, so fencing twice is a no-op).
 The capture triggers are ``_replicator_{ins,upd,del}_<table>``, so the two never collide.
@@ -53,7 +69,7 @@ FENCE_TABLE = "_replicator_fence"
 KEY_AT = "fenced_at"
 KEY_MESSAGE = "fence_message"
 _EVENTS = (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
-_MESSAGE_AT = re.compile(r"migrated to PostgreSQL at ([^;']+); writes are fenced")
+_MESSAGE_AT = re.compile(r"migrated to PostgreSQL at ([^;'\"]+); writes are fenced")
 
 
 class FenceReport(msgspec.Struct, frozen=True):
@@ -98,17 +114,11 @@ def fence_message(at: str, message_extra: str = "") -> str:
     return f"{text}; {message_extra}" if message_extra else text
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def trigger_sql(table: str, event: str, keyword: str, message: str) -> str:
-    """One fence trigger; identifiers quoted, the message a ''-escaped literal: nothing injectable."""
+    """One fence trigger; identifiers quoted, the message a quoted identifier: nothing injectable."""
     name = quote_ident(trigger_name(table, event))
-    return (
-        f"CREATE TRIGGER {name} BEFORE {keyword} ON {quote_ident(table)} "
-        f"BEGIN SELECT RAISE(ABORT, {_literal(message)}); END"
-    )
+    body = f"SELECT 1 FROM {quote_ident(message)}"  # noqa: S608 - a quoted identifier, prepared to fail
+    return f"CREATE TRIGGER {name} BEFORE {keyword} ON {quote_ident(table)} BEGIN {body}; END"
 
 
 def _format_at(at: datetime | str | None) -> str | None:
