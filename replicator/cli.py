@@ -644,11 +644,11 @@ def backup(ctx: Context, out_dir: Path, verify: bool, as_json: bool) -> None:
         click.echo(f"manifest {result.manifest_path}")
 
 
-@cli.command(hidden=True)
+@cli.command()
 @common_options
 @click.option("--message", default="", help="Appended to the fence message (say where the data is now).")
 def fence(ctx: Context, message: str) -> None:
-    """Fence writes to the SQLite file (cutover does this itself; for tests and emergencies)."""
+    """Refuse every row write to the SQLite file (cutover fences it itself; this re-fences by hand)."""
     from triggers import fence as fence_mod
 
     report = fence_mod.fence(ctx.source, message_extra=message, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
@@ -694,7 +694,14 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     if port is not None:
         metrics = Metrics()
         metrics.serve(port, ctx.config.metrics.host)
-    result = worker.run(ctx.source, ctx.target, ctx.config, once=once, until_drained=until_drained, metrics=metrics)
+    try:
+        result = worker.run(ctx.source, ctx.target, ctx.config, once=once, until_drained=until_drained, metrics=metrics)
+    except worker.AlreadyCutOver as exc:
+        if exc.exit_code != 0:
+            raise
+        if not ctx.quiet:  # finished, not failed: exit 0 so that Restart=on-failure leaves the daemon down
+            click.echo(f"{exc.message}; {exc.hint}")
+        return
     if not ctx.quiet:
         click.echo(
             f"{result.phase}: {result.changes} change(s) in {result.batches} batch(es); "
@@ -706,7 +713,7 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(ctx: Context, as_json: bool) -> None:
-    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 if ERRORED."""
+    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 on a problem."""
     from replicator import status as status_mod
 
     source = Path(ctx.config.source.path) if ctx.config.source.path else None
@@ -715,7 +722,7 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(msgspec.json.encode(result).decode())
     else:
         status_mod.render(result)
-    if result.phase == "ERRORED":
+    if result.phase == "ERRORED" or result.problem:
         sys.exit(EXIT_FAILURE)
 
 

@@ -23,7 +23,14 @@
    validated (orphans reported by key), sequences past max(id) and SQLite's AUTOINCREMENT
    high-water, remaining post-load statements, the ``cutover`` checkpoint, phase DONE.
 6. **Fence SQLite** in the held transaction (BEFORE triggers raising the fence message); commit
-   PostgreSQL, then SQLite. The write outage ends here.
+   SQLite, then PostgreSQL. The write outage ends here. Two databases cannot commit atomically
+   without two-phase commit, which PostgreSQL disables by default (``max_prepared_transactions =
+   0``), so a crash can fall between the commits. PostgreSQL first (the earlier order) left
+   PostgreSQL DONE and SQLite writable and unfenced: the app kept writing to SQLite and those
+   writes were never migrated, silently. SQLite first leaves SQLite fenced and PostgreSQL's finish
+   rolled back: every app write is refused loudly, nothing is lost (the drained batches committed
+   one by one before), ``status`` and ``run`` name the state, ``cutover`` run again finishes
+   PostgreSQL and writes the certificate, and ``unfence`` goes back instead.
 7. **Certificate** (JSON file and a row in the target), sealed with its SHA-256; ANALYZE (after the
    outage: statistics are not needed for correctness).
 
@@ -32,7 +39,8 @@ SQLite one (the app's writers proceed), records phase STREAMING with the reason,
 locks and says so; restarting ``replicator run`` resumes replication where the drain left it.
 ``--dry-run`` runs 1–5 and rolls back. ``--max-downtime`` bounds the freeze: every PostgreSQL
 statement in it gets the remaining budget as ``statement_timeout``, and the fence is not committed
-past the budget. Failpoints: ``cutover.after_<step>`` and ``cutover.before_fence_commit``.
+past the budget. Failpoints: ``cutover.after_<step>``, ``cutover.before_fence_commit`` and
+``cutover.between_commits``.
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ from replicator import state as runs
 from replicator.certificate import Certificate, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
-from replicator.phase import ApplyState, Phase
+from replicator.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
 from replicator.worker import take_lock
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
@@ -199,12 +207,13 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
                 fence.fence_on(frozen.conn, frozen.frozen_wall, path=session.source)
                 faults.point("cutover.before_fence_commit")
                 budget.check("fence")
+            with clock.step("commit"):
+                frozen.commit()  # SQLite first (module docstring, step 6); PostgreSQL commits as this block ends
+                faults.point("cutover.between_commits")
     except psycopg.OperationalError:  # the connection broke, maybe during COMMIT: did PostgreSQL commit?
-        if options.dry_run or not _committed(session, frozen.stop_seq):
+        if options.dry_run or not frozen.fenced or not _committed(session, frozen.stop_seq):
             raise
-        session.log.warning("PostgreSQL committed though its acknowledgement was lost: fencing")
-    with clock.step("commit"):
-        frozen.commit()  # PostgreSQL committed when the block above ended
+        session.log.warning("PostgreSQL committed though its acknowledgement was lost")
     budget.clear()
     return finished
 
@@ -428,8 +437,17 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             hint="run `replicator run` (it follows or reports drift) until it streams, then cut over",
         )
     state = phase.read(session.pconn, session.state_schema)
+    fenced = fence.status_on(session.sconn)
     if state is not None and state.phase == Phase.DONE:
+        if not fenced.fenced:
+            raise CutoverAborted(
+                "this target was cut over, but the SQLite file is not fenced (unfenced since?): "
+                "app writes to it since then are not in PostgreSQL",
+                hint="if the app went back to SQLite, run `replicator rollback`; else run `replicator fence`",
+            )
         raise CutoverAborted("this target was already cut over", hint="see `replicator certificate`")
+    if fenced.tables:
+        bound.warning("completing a cutover interrupted between its two commits", fenced_at=fenced.at)
     if state is not None and state.phase == Phase.ERRORED:
         raise CutoverAborted(
             f"the daemon stopped on an error: {state.reason}", hint=state.hint or "fix it and run `replicator run`"
@@ -540,6 +558,11 @@ class Frozen:
 
     def outage(self) -> float:
         return (self.ended or time.perf_counter()) - self.started
+
+    @property
+    def fenced(self) -> bool:
+        """SQLite's fence committed: from then on nothing can be undone on the SQLite side."""
+        return self.committed_wall is not None
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -996,12 +1019,13 @@ def _set_phase(session: _Session, current: Phase, stop: int, reason: str, hint: 
 
 def _abort(session: _Session, frozen: Frozen, clock: _Clock, exc: BaseException) -> BaseException:
     """Roll back, release the app's writers, record STREAMING with the reason; the error to raise."""
-    if clock.current == "commit":  # PostgreSQL committed (phase DONE), the SQLite COMMIT failed
-        frozen.rollback()
+    if frozen.fenced:  # SQLite's fence committed, PostgreSQL's finishing transaction did not
+        reason = str(getattr(exc, "message", "")) or str(exc) or type(exc).__name__
+        _set_phase(session, Phase.STREAMING, frozen.stop_seq, f"{INTERRUPTED_BETWEEN_COMMITS}: {reason}", FINISH_HINT)
         return CutoverAborted(
-            f"PostgreSQL was finished (phase DONE) but the SQLite fence did not commit: {exc}; "
-            "SQLite is writable and not fenced",
-            hint="stop the app, run `replicator fence --source ...`, then point the app at PostgreSQL",
+            f"{INTERRUPTED_BETWEEN_COMMITS} ({reason}): SQLite is fenced (the app's writes are refused, nothing "
+            f"is lost) and PostgreSQL's finishing work was rolled back (batches through seq {frozen.stop_seq} stay)",
+            hint=FINISH_HINT,
         )
     frozen.rollback()
     with contextlib.suppress(Exception):

@@ -44,6 +44,7 @@ NAMES: Final = (
     "cutover.after_verify",
     "cutover.after_finish_pg",
     "cutover.before_fence_commit",
+    "cutover.between_commits",
 )
 
 

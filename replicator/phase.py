@@ -20,7 +20,7 @@ import datetime as dt
 import enum
 import os
 import socket
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -35,6 +35,15 @@ class Phase(enum.StrEnum):
     CUTOVER = "CUTOVER"
     DONE = "DONE"
     ERRORED = "ERRORED"
+
+
+INTERRUPTED_BETWEEN_COMMITS: Final = "cutover interrupted between its two commits"
+"""SQLite's fence committed, PostgreSQL's finish did not (``replicator.cutover``, step 6): no phase of
+its own, because the target's row rolled back with the finish; the fenced SQLite file shows it."""
+FINISH_HINT: Final = (
+    "run `replicator cutover` again to finish PostgreSQL and write the certificate, "
+    "or `replicator unfence` to go back to SQLite"
+)
 
 
 class ApplyState(msgspec.Struct, frozen=True):

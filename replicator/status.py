@@ -21,7 +21,7 @@ from checkpoints import store
 from checkpoints.errors import CheckpointError
 from replicator import pg, phase, quarantine, skips
 from replicator.config import Config
-from triggers import journal
+from triggers import fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError
 from triggers.install import read_meta
@@ -72,6 +72,12 @@ class Status(msgspec.Struct, frozen=True):
     """Whether a daemon holds the source's advisory lock on the target now (None: source unknown)."""
     skipped: tuple[skips.SkippedTable, ...] = ()
     """Tables the migration leaves out on purpose (not errors): the reason and the journal entries ignored."""
+    fenced: bool | None = None
+    """Whether the SQLite file carries the cutover's write fence (None: source unknown)."""
+    problem: str = ""
+    """A state that needs the operator although the phase looks healthy (``status`` exits 1): a cutover
+    interrupted between its two commits, or a cut-over target whose SQLite file is writable again."""
+    problem_hint: str = ""
 
 
 def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
@@ -85,8 +91,9 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         tables = [t for t in _tables(conn, schema) if t.table not in named]
         waiting = quarantine.unacknowledged(conn, schema)
         applied = state.applied_seq if state is not None else (head.seq_to if head is not None else 0)
-        journal_head, seconds, note, source_id = _journal(source, config, applied)
+        journal_head, seconds, note, source_id, fenced = _journal(source, config, applied)
         running = None if source_id is None else _daemon_running(conn, source_id)
+    problem, problem_hint = _two_sides(str(state.phase) if state is not None else "NONE", fenced)
     behind = None if journal_head is None else max(0, journal_head - applied)
     if seconds is None and behind is not None:
         if behind == 0:
@@ -116,7 +123,27 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         source_note=note,
         daemon_running=running,
         skipped=left_out,
+        fenced=fenced,
+        problem=problem,
+        problem_hint=problem_hint,
     )
+
+
+def _two_sides(current: str, fenced: bool | None) -> tuple[str, str]:
+    """What the phase alone cannot show: the SQLite side disagrees with it (see cutover, step 6)."""
+    if fenced is None or current == "NONE":
+        return "", ""
+    if fenced and current != "DONE":
+        return (
+            f"{phase.INTERRUPTED_BETWEEN_COMMITS}: SQLite is fenced but PostgreSQL is not finished",
+            phase.FINISH_HINT,
+        )
+    if not fenced and current == "DONE":
+        return (
+            "cut over, but the SQLite file is not fenced: app writes to it since then are not in PostgreSQL",
+            "if the app went back to SQLite, run `replicator rollback`; else run `replicator fence`",
+        )
+    return "", ""
 
 
 def _missing(name: str, quarantined: int) -> TableStatus:
@@ -162,21 +189,24 @@ def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
     ]
 
 
-def _journal(source: Path | None, config: Config, applied: int) -> tuple[int | None, float | None, str, str | None]:
-    """(journal head, seconds behind from the first unapplied stamped entry, a note, the source id)."""
+def _journal(
+    source: Path | None, config: Config, applied: int
+) -> tuple[int | None, float | None, str, str | None, bool | None]:
+    """(journal head, seconds behind from the first unapplied stamped entry, a note, the source id, fenced)."""
     if source is None:
-        return None, None, "no --source: journal head unknown", None
+        return None, None, "no --source: journal head unknown", None, None
     try:
         conn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
     except CaptureError as exc:
-        return None, None, exc.message, None
+        return None, None, exc.message, None, None
     try:
         with journal.read_transaction(conn) as head:
             seconds = _stamped_age(conn, applied)
             meta = read_meta(conn)
-        return head, seconds, "", None if meta is None else meta.source_id
+            fenced = bool(fence.status_on(conn).tables)
+        return head, seconds, "", None if meta is None else meta.source_id, fenced
     except (CaptureError, sqlite3.Error) as exc:
-        return None, None, str(getattr(exc, "message", exc)), None
+        return None, None, str(getattr(exc, "message", exc)), None, None
     finally:
         conn.close()
 
@@ -227,6 +257,9 @@ def render(status: Status) -> None:
     if status.reason:
         console.print(f"  error: {escape(status.reason)}")
         console.print(f"  hint:  {escape(status.hint or '')}")
+    if status.problem:
+        console.print(f"[red]problem: {escape(status.problem)}[/red]")
+        console.print(f"  hint:  {escape(status.problem_hint)}")
     head = "?" if status.journal_head is None else str(status.journal_head)
     behind = "?" if status.changes_behind is None else f"{status.changes_behind:,}"
     seconds = "?" if status.seconds_behind is None else f"{status.seconds_behind:.1f} s"

@@ -58,7 +58,7 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
 from replicator.metrics import Metrics
 from replicator.phase import ApplyState, Phase
-from triggers import drift, journal
+from triggers import drift, fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, CaptureNotInstalled
 from triggers.install import Meta, TableCapture, install_on, read_meta
@@ -89,8 +89,16 @@ class WorkerError(ReplicatorError):
 class AlreadyCutOver(WorkerError):
     """The chain ends in a cutover checkpoint: replication is finished, nothing may be applied.
 
-    Not an ERRORED condition: the phase stays DONE, so ``status`` keeps telling the truth.
+    Not an ERRORED condition: the phase stays DONE, so ``status`` keeps telling the truth. ``run``
+    exits 0 when the SQLite file is fenced as the cutover left it, so that a service manager with
+    ``Restart=on-failure`` leaves the daemon down after the window; 2 when it is writable again.
     """
+
+    exit_code = 2
+
+
+class CutoverUnfinished(WorkerError):
+    """SQLite is fenced but the chain has no cutover checkpoint: a cutover died between its two commits."""
 
     exit_code = 2
 
@@ -101,7 +109,7 @@ class WrongSource(UsageError):
 
 #: Refusals about *this invocation*, not the replication: they must not mark the target ERRORED
 #: (the daemon that really owns the target may be fine and resume at any time).
-REFUSALS = (AlreadyCutOver, WrongSource)
+REFUSALS = (AlreadyCutOver, CutoverUnfinished, WrongSource)
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -310,6 +318,30 @@ class Worker:
 
     # --- start-up -------------------------------------------------------------------------------
 
+    def _refuse_after_cutover(self, prev: Checkpoint | None) -> None:
+        """A cut-over target applies nothing; say which of the two cutover states it is in, truthfully."""
+        fenced = bool(fence.status(self.source, busy_timeout_ms=self.config.source.busy_timeout_ms).tables)
+        if prev is not None and prev.kind is Kind.CUTOVER:
+            if fenced:
+                error = AlreadyCutOver(
+                    f"this target was cut over at {prev.at} (checkpoint {prev.number}): replication is finished "
+                    "and the old SQLite file is fenced",
+                    hint="nothing to run; `replicator certificate` shows the cutover, `replicator rollback` goes back",
+                )
+                error.exit_code = 0
+                raise error
+            raise AlreadyCutOver(
+                f"this target was cut over at {prev.at} (checkpoint {prev.number}), and the SQLite file is "
+                "writable again (rolled back or unfenced): nothing more is applied to this target",
+                hint="to migrate again: `replicator snapshot --replace`, then `replicator run`",
+            )
+        if prev is not None and fenced:
+            raise CutoverUnfinished(
+                f"{phase.INTERRUPTED_BETWEEN_COMMITS}: the SQLite file is fenced but PostgreSQL has no cutover "
+                "checkpoint, so nothing is left to replicate",
+                hint=phase.FINISH_HINT,
+            )
+
     def _start(self) -> None:
         """Connect, take the advisory lock, snapshot if needed, resolve tables, resume from the head."""
         conn = self._connect()
@@ -321,12 +353,7 @@ class Worker:
             resnapshot.ensure(conn, self.state_schema)
             skips.ensure(conn, self.state_schema)
         prev = self._latest(conn)
-        if prev is not None and prev.kind is Kind.CUTOVER:
-            raise AlreadyCutOver(
-                f"this target was cut over at {prev.at} (checkpoint {prev.number}): replication is finished "
-                "and the old SQLite file is fenced",
-                hint="nothing to run; `replicator certificate` shows the cutover, `replicator rollback` goes back",
-            )
+        self._refuse_after_cutover(prev)
         if prev is None:
             self._set_phase(Phase.SNAPSHOT)
             prev = self._snapshot_first(conn)

@@ -523,17 +523,91 @@ def test_cutover_after_the_daemon_applied_batches(src: Path, pg_dsn: str, tmp_pa
 
 
 def test_run_after_cutover_refuses_and_keeps_phase_done(src: Path, pg_dsn: str, tmp_path: Path) -> None:
-    """A daemon restarted by a service manager after the cutover must not reopen replication."""
+    """A daemon restarted by a service manager after the cutover must not reopen replication, and exits 0
+    (finished, not failed) so that ``Restart=on-failure`` leaves it down."""
     drain(src, pg_dsn)
     cutover(src, pg_dsn, cfg(), opts(tmp_path))
     done = _cli("run", "--source", str(src), "--target", pg_dsn, "--until-drained")
-    assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
-    assert "cut over" in lines[0]
-    assert "rollback" in lines[0]
+    assert done.returncode == 0, done.stderr
+    assert "error:" not in done.stderr
+    assert "cut over" in done.stdout
+    assert "rollback" in done.stdout
     assert "Traceback" not in done.stderr
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         state = phase.read(conn, "replicator")
         assert state is not None
         assert state.phase is phase.Phase.DONE
+
+
+def _replicator(*args: str, failpoints: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REPLICATOR_FAILPOINTS": failpoints}
+    cmd = [sys.executable, "-m", "replicator", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_crash_between_the_two_commits_loses_nothing_and_cutover_finishes_it(
+    src: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Killed after SQLite's fence committed and before PostgreSQL's finish: the app's writes are refused
+    (nothing silently lost), status and run name the state, and cutover run again completes it."""
+    drain(src, pg_dsn)
+    app(src).execute("INSERT INTO parent VALUES (8, 'h', 8.0)")  # journaled, drained by the freeze
+    where = ["--source", str(src), "--target", pg_dsn]
+    cert = tmp_path / "cert.json"
+    crashed = _replicator(
+        "cutover", *where, "--no-backup", "--certificate", str(cert), failpoints="cutover.between_commits:crash"
+    )
+    assert crashed.returncode == faults.CRASH_EXIT, crashed.stderr[-2000:]
+    assert not writable(src)  # every app write is refused loudly from here on
+    assert not cert.exists()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        head = store.latest(conn)
+        assert head is not None
+        assert head.kind is Kind.BATCH  # the finish rolled back with the dead connection
+        assert conn.execute("SELECT name FROM parent WHERE id = 8").fetchone() == ("h",)  # the drain had committed
+
+    status = _replicator("status", *where)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "cutover interrupted between its two commits" in status.stdout
+    assert "run `replicator cutover` again" in status.stdout
+    run = _replicator("run", *where, "--until-drained")
+    assert run.returncode == 2, run.stderr
+    assert "cutover interrupted between its two commits" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+    finished = _replicator("cutover", *where, "--no-backup", "--certificate", str(cert))
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert cert.exists()
+    assert not writable(src)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        head = store.latest(conn)
+        assert head is not None
+        assert head.kind is Kind.CUTOVER
+        assert audit.verify(store.records(conn)) == []
+        st = phase.read(conn, "replicator")
+        assert st is not None
+        assert st.phase == phase.Phase.DONE
+    assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
+    after = _replicator("status", *where)
+    assert after.returncode == 0, after.stdout + after.stderr
+    done = _replicator("run", *where)  # a service restarted after the window: finished, exit 0
+    assert done.returncode == 0, done.stderr
+    assert "replication is finished" in done.stdout
+
+
+def test_unfenced_after_cutover_is_a_problem_status_and_run_name(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    from triggers import fence
+
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
+    fence.unfence(src)
+    where = ["--source", str(src), "--target", pg_dsn]
+    status = _replicator("status", *where)
+    assert status.returncode == 1
+    assert "the SQLite file is not fenced" in status.stdout
+    run = _replicator("run", *where)
+    assert run.returncode == 2
+    assert "writable again" in run.stderr
+    again = _replicator("cutover", *where, "--no-backup")
+    assert again.returncode != 0
+    assert "not fenced" in again.stderr

@@ -243,7 +243,7 @@ def test_cli_fence_and_unfence_say_what_they_did(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
     runner = CliRunner()
-    assert "  fence " not in runner.invoke(cli, ["--help"]).stdout  # hidden: cutover fences; this is for emergencies
+    assert "  fence " in runner.invoke(cli, ["--help"]).stdout  # documented: status names when to use it
     done = runner.invoke(cli, ["fence", "--source", str(path), "--message", "use postgresql://db/app"])
     assert done.exit_code == 0, done.output
     assert "fenced 1 table(s)" in done.stdout
