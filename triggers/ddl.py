@@ -43,6 +43,9 @@ Design (see ``triggers.journal`` for the reading side):
   (if the write is ignored or fails, the extra entry is harmless to a state-based apply; if the
   statement fails, it is rolled back with it). Partial indexes are treated as full (superset).
   Unique indexes on expressions are not covered: install reports them.
+  The primary key counts as such an index when a key column compares with NOCASE, RTRIM or another
+  non-BINARY collation: ``REPLACE ('tag')`` then deletes the row keyed 'Tag', whose bytes no entry
+  of the new row names (issue 14 item 3). A BINARY key conflicts only with its own bytes.
 """
 
 from __future__ import annotations

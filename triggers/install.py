@@ -83,7 +83,8 @@ class TableCapture(msgspec.Struct, frozen=True):
     stamp_time: bool = False
     """Triggers write ``ts_ms`` (costs one SQL function call per app statement; see triggers.ddl)."""
     unique_keys: tuple[UniqueKey, ...] = ()
-    """Secondary UNIQUE indexes as ((column, collation), ...): REPLACE victims are journaled by them."""
+    """UNIQUE indexes as ((column, collation), ...) whose REPLACE victims are journaled by them: the
+    secondary ones, and the primary key when it has a non-BINARY collation (see :func:`unique_keys`)."""
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -195,12 +196,18 @@ def _has_null_key(conn: sqlite3.Connection, table: Table) -> bool:
 
 
 def unique_keys(conn: sqlite3.Connection, table: Table) -> tuple[tuple[UniqueKey, ...], tuple[str, ...]]:
-    """Secondary UNIQUE indexes on plain columns, with collations; and the names of those on
-    expressions, which victim capture cannot cover."""
+    """UNIQUE indexes whose REPLACE victim can have another key than the new row, with collations;
+    and the names of those on expressions, which victim capture cannot cover.
+
+    That is every secondary UNIQUE index, and the primary key itself when one of its columns compares
+    with another collation than BINARY: under NOCASE or RTRIM, ``REPLACE ('tag')`` deletes the row
+    keyed 'Tag', a key the new row's journal entry does not name (issue 14 item 3). A BINARY key
+    conflicts only with the same bytes, which the new row's entry names already.
+    """
     keys: list[UniqueKey] = []
     expressions: list[str] = []
     for index in table.indexes:
-        if not index.unique or index.origin == "pk":
+        if not index.unique:
             continue
         info = conn.execute(f"PRAGMA index_xinfo({quote_ident(index.name)})").fetchall()
         parts = [(col, str(coll)) for _seq, cid, col, _desc, coll, key in info if key and cid != -2 and col]
@@ -208,10 +215,15 @@ def unique_keys(conn: sqlite3.Connection, table: Table) -> tuple[tuple[UniqueKey
             expressions.append(index.name)
             continue
         unique = tuple(parts)
-        if tuple(c for c, _ in unique) == table.primary_key or not unique or unique in keys:
-            continue  # conflicts on the key itself replace the same key, already journaled
+        if not unique or unique in keys or _replaces_same_key(unique, table.primary_key):
+            continue
         keys.append(unique)
     return tuple(keys), tuple(expressions)
+
+
+def _replaces_same_key(unique: UniqueKey, primary_key: tuple[str, ...]) -> bool:
+    """A conflict on this index deletes a row with exactly the new row's key bytes (already journaled)."""
+    return tuple(c for c, _ in unique) == primary_key and all(coll.upper() == "BINARY" for _, coll in unique)
 
 
 def null_key_scan(conn: sqlite3.Connection) -> dict[tuple[str, str], bool]:
