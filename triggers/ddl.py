@@ -52,11 +52,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from triggers.names import JOURNAL, META, capture_trigger_name
 from triggers.schema import quote_ident
 
-JOURNAL = "_replicator_journal"
-META = "_replicator_meta"
-TRIGGER_PREFIX = "_replicator_"
 FORMAT_VERSION = 2
 """Bumped whenever the journal layout changes; install refuses a mismatch."""
 
@@ -119,7 +117,7 @@ def meta_table_sql() -> str:
 def trigger_name(table: str, op: Op | VictimOp) -> str:
     """Deterministic: the same table and event always give the same name (idempotent install)."""
     suffix = _VICTIM_SUFFIX[op] if op in _VICTIM_SUFFIX else _SUFFIX[op]
-    return f"{TRIGGER_PREFIX}{suffix}_{table}"
+    return capture_trigger_name(table, suffix)
 
 
 def rowid_name(column_names: tuple[str, ...]) -> str:
