@@ -37,7 +37,8 @@ from replicator.analyze_report import (
 from replicator.errors import ReplicatorError
 from replicator.profile import TableProfile
 from triggers import source
-from triggers.schema import ForeignKey, Schema, Table, dependency_order, is_internal, quote_ident, read_schema
+from triggers.names import is_capture_trigger, is_tool_trigger
+from triggers.schema import ForeignKey, Schema, Table, dependency_order, quote_ident, read_schema
 
 __all__ = ["Report", "analyze", "render", "to_json", "write_json"]
 
@@ -82,7 +83,7 @@ def analyze(path: Path, *, busy_timeout_ms: int = source.DEFAULT_BUSY_TIMEOUT_MS
         fk_cycles=tuple(tuple(c) for c in cycles),
         views=tuple(v.name for v in schema.views),
         virtual_tables=tuple(v.name for v in schema.virtual_tables),
-        capture_installed=any(is_internal(t.name) for t in schema.triggers),
+        capture_installed=any(is_capture_trigger(t.name, t.table) for t in schema.triggers),
         findings=(),
         seconds=0.0,
         self_references=tuple(
@@ -290,7 +291,9 @@ def _table_report(
         columns=tuple(columns),
         foreign_keys=fks,
         indexes=table.indexes,
-        triggers=tuple(t.name for t in schema.triggers if t.table == table.name and not is_internal(t.name)),
+        triggers=tuple(
+            t.name for t in schema.triggers if t.table == table.name and not is_tool_trigger(t.name, t.table)
+        ),
     )
 
 

@@ -73,7 +73,7 @@ class TableReport(msgspec.Struct, frozen=True):
     foreign_keys: tuple[ForeignKeyReport, ...]
     indexes: tuple[Index, ...]
     triggers: tuple[str, ...]
-    """The application's own triggers on this table (ours, ``_replicator_*``, are not listed)."""
+    """The application's own triggers on this table (ours, named by ``triggers.names``, are not listed)."""
 
 
 class SourceInfo(msgspec.Struct, frozen=True):

@@ -302,17 +302,17 @@ def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[
     for k in keys:
         (plain if _plain(k) else slow).append(k)
     rows: list[tuple[Any, ...]] = []
+    step = max(1, READ_CHUNK // width)
     if width == 1:
         lhs = quote_ident(target.key_source[0])
-        for i in range(0, len(plain), READ_CHUNK):
-            chunk = plain[i : i + READ_CHUNK]
+        for i in range(0, len(plain), step):
+            chunk = plain[i : i + step]
             marks = ",".join("?" * len(chunk))
             query = f"{base}{lhs} IN ({marks})"
             rows += conn.execute(query, [k[0] for k in chunk]).fetchall()
     else:
         lhs = "(" + ", ".join(quote_ident(c) for c in target.key_source) + ")"
         one = "(" + ",".join("?" * width) + ")"
-        step = max(1, READ_CHUNK // width)
         for i in range(0, len(plain), step):
             chunk = plain[i : i + step]
             params = [v for k in chunk for v in k]
@@ -321,10 +321,29 @@ def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[
     for key in slow:
         where, params = journal.key_predicate(target.key_source, key)
         rows += conn.execute(base + where, params).fetchall()
-    if slow:  # a row found by two lookups (NULL keys, a NOCASE key) is written once
+    return _exactly(rows, keys, width, lookups=-(-len(plain) // step) + len(slow))
+
+
+def _exactly(rows: list[tuple[Any, ...]], keys: Sequence[KeyTuple], width: int, lookups: int) -> list[tuple[Any, ...]]:
+    """Only the rows whose key is one of ``keys`` byte for byte, each once.
+
+    The lookups compare with the key columns' own collation (so the primary key index is used): under
+    NOCASE or RTRIM the key 'Tag' also finds the row keyed 'tag'. That row belongs to the key 'tag'
+    only: written for 'Tag' as well, it would be inserted twice, or in the batch that names only the
+    REPLACE victim 'Tag'. Python compares text by code point, so set membership is exact for text
+    (1 and 1.0 are one key to SQLite and to Python alike, and the journal reader keeps one of them).
+    A row is found twice only by two lookup statements (chunks, or single-key lookups).
+    """
+    if width == 1:
+        single = {k[0] for k in keys}
+        rows = [row for row in rows if row[-1] in single]
+    else:
+        wanted = set(keys)
+        rows = [row for row in rows if row[-width:] in wanted]
+    if lookups > 1:
         unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for row in rows:
-            unique[tuple((type(v), v) for v in row[-width:])] = row
+            unique.setdefault(row[-width:], row)
         rows = list(unique.values())
     return rows
 

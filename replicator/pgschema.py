@@ -35,7 +35,7 @@ from replicator.config import ColumnOverride, Config
 from replicator.convert import TargetType, parse_type
 from replicator.errors import TargetError, UsageError
 from replicator.profile import TableProfile
-from triggers.ddl import TRIGGER_PREFIX
+from triggers.names import is_tool_trigger
 from triggers.schema import Column, Generated, Schema, Table, dependency_order
 
 #: PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
@@ -370,7 +370,7 @@ def plan_create(
     if schema.views:
         listed = ", ".join(v.name for v in schema.views)
         warnings.append(f"{len(schema.views)} view(s) not migrated (SQLite view SQL is not portable): {listed}")
-    app_triggers = [t for t in schema.triggers if not t.name.startswith(TRIGGER_PREFIX)]  # ours: capture, fence
+    app_triggers = [t for t in schema.triggers if not is_tool_trigger(t.name, t.table)]  # ours: capture, fence
     if app_triggers:
         listed = ", ".join(t.name for t in app_triggers)
         warnings.append(f"{len(app_triggers)} trigger(s) not migrated (rewrite them in PL/pgSQL): {listed}")

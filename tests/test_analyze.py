@@ -55,7 +55,7 @@ CREATE TABLE longnames ("{LONG}a" INTEGER PRIMARY KEY, "{LONG}b" TEXT);
 CREATE VIRTUAL TABLE docs USING fts5(body);
 CREATE VIEW v_parent AS SELECT id FROM parent;
 CREATE TRIGGER touch AFTER UPDATE ON parent BEGIN UPDATE parent SET code = code WHERE id = NEW.id; END;
-CREATE TRIGGER _replicator_i_parent AFTER INSERT ON parent BEGIN SELECT 1; END;
+CREATE TRIGGER _replicator_ins_parent AFTER INSERT ON parent BEGIN SELECT 1; END;
 
 INSERT INTO nokey VALUES ('a', 1);
 INSERT INTO nullkey VALUES ('a', 1), (NULL, 2), ('c', NULL);
@@ -137,7 +137,7 @@ def test_trap_report_facts(traps: Path) -> None:
     assert fks[("parent_code",)].orphan_rows is None
     assert fks[("ghost_id",)].parent_exists is False
     assert report.table("nullkey").null_key_rows == 2
-    assert report.table("parent").triggers == ("touch",)  # ours (_replicator_*) are not the app's
+    assert report.table("parent").triggers == ("touch",)  # ours (named by triggers.names) are not the app's
     assert report.capture_installed
     assert report.virtual_tables == ("docs",)
     assert report.views == ("v_parent",)

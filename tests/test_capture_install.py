@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import realworld_files
 from triggers import install, journal
-from triggers.ddl import JOURNAL
 from triggers.errors import CaptureNotInstalled, SchemaUnsupported, SourceBusy
+from triggers.names import JOURNAL
 from triggers.schema import quote_ident, read_schema
 
 

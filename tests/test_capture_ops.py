@@ -50,12 +50,32 @@ def test_update_changing_the_primary_key_records_the_old_key(users: sqlite3.Conn
 
 
 def test_pk_change_visible_only_to_collation_is_still_recorded(tmp_path: Path) -> None:
-    """'a' → 'A' under NOCASE: SQLite calls them equal, PostgreSQL will not; compared as encoded text."""
+    """'a' → 'A' under NOCASE: SQLite calls them equal, PostgreSQL will not; compared as encoded text.
+    The key's REPLACE-victim trigger also names 'a' (the updated row matches NEW under NOCASE): a
+    harmless superset."""
     conn = _app(tmp_path, "CREATE TABLE t (k TEXT COLLATE NOCASE PRIMARY KEY, v)")
     install.install_on(conn)
     conn.execute("INSERT INTO t VALUES ('a', 1)")
     conn.execute("UPDATE t SET k = 'A'")
-    assert _log(conn, 1) == [("t", "U", ("A",), ("a",))]
+    assert _log(conn, 1) == [("t", "R", ("a",), None), ("t", "U", ("A",), ("a",))]
+
+
+def test_replace_over_a_nocase_primary_key_journals_the_victim(tmp_path: Path) -> None:
+    """Issue 14 item 3: REPLACE ('tag') deletes the row keyed 'Tag' under NOCASE (no DELETE trigger
+    fires); the key's victim trigger names it, in bytes, before the new row's entry."""
+    conn = _app(tmp_path, "CREATE TABLE t (k TEXT COLLATE NOCASE PRIMARY KEY, v) WITHOUT ROWID")
+    install.install_on(conn)
+    conn.execute("INSERT INTO t VALUES ('Tag', 1)")
+    conn.execute("INSERT OR REPLACE INTO t VALUES ('tag', 2)")
+    assert _log(conn, 1) == [("t", "R", ("Tag",), None), ("t", "I", ("tag",), None)]
+
+
+def test_binary_primary_key_has_no_victim_trigger(tmp_path: Path) -> None:
+    """A BINARY key conflicts only with the same bytes, which the new row's entry names: no extra trigger."""
+    conn = _app(tmp_path, "CREATE TABLE t (k TEXT PRIMARY KEY, v) WITHOUT ROWID")
+    report = install.install_on(conn)
+    assert report.tables[0].unique_keys == ()
+    assert len(report.tables[0].triggers) == 3
 
 
 def test_insert_or_replace_over_a_secondary_unique_journals_the_victim(users: sqlite3.Connection) -> None:

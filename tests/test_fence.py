@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from triggers import fence, install
+from triggers import fence, install, names
 from triggers.schema import quote_ident
 
 WEIRD = ["select", "my table", 'qu"ote', "it's", "ünïcødé 表", "[br]", "a.b", "Order"]
@@ -117,7 +117,7 @@ def test_unfence_restores_sqlite_schema_row_for_row_and_writability(tmp_path: Pa
     conn.execute("CREATE TRIGGER app_t AFTER INSERT ON " + quote_ident("Order") + " BEGIN SELECT 1; END")
     before = _schema_rows(conn)
     report = fence.fence(path, at=AT)
-    assert report.recorded_in == fence.FENCE_TABLE
+    assert report.recorded_in == names.FENCE_TABLE
     assert len(report.created) == 3 * len(WEIRD)
     assert _schema_rows(conn) != before
     assert fence.is_fenced(conn)

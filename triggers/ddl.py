@@ -43,17 +43,18 @@ Design (see ``triggers.journal`` for the reading side):
   (if the write is ignored or fails, the extra entry is harmless to a state-based apply; if the
   statement fails, it is rolled back with it). Partial indexes are treated as full (superset).
   Unique indexes on expressions are not covered: install reports them.
+  The primary key counts as such an index when a key column compares with NOCASE, RTRIM or another
+  non-BINARY collation: ``REPLACE ('tag')`` then deletes the row keyed 'Tag', whose bytes no entry
+  of the new row names (issue 14 item 3). A BINARY key conflicts only with its own bytes.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from triggers.names import JOURNAL, META, capture_trigger_name
 from triggers.schema import quote_ident
 
-JOURNAL = "_replicator_journal"
-META = "_replicator_meta"
-TRIGGER_PREFIX = "_replicator_"
 FORMAT_VERSION = 2
 """Bumped whenever the journal layout changes; install refuses a mismatch."""
 
@@ -116,7 +117,7 @@ def meta_table_sql() -> str:
 def trigger_name(table: str, op: Op | VictimOp) -> str:
     """Deterministic: the same table and event always give the same name (idempotent install)."""
     suffix = _VICTIM_SUFFIX[op] if op in _VICTIM_SUFFIX else _SUFFIX[op]
-    return f"{TRIGGER_PREFIX}{suffix}_{table}"
+    return capture_trigger_name(table, suffix)
 
 
 def rowid_name(column_names: tuple[str, ...]) -> str:

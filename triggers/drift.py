@@ -34,7 +34,7 @@ import msgspec
 
 from triggers.ddl import UniqueKey
 from triggers.install import Meta, Policy, TableCapture, _capture_for, read_meta, unique_keys
-from triggers.schema import Schema, is_internal, read_schema
+from triggers.schema import Schema, read_schema
 
 
 class SchemaMark(msgspec.Struct, frozen=True):
@@ -144,7 +144,7 @@ def check(conn: sqlite3.Connection, last: SchemaMark) -> Drift:
         sorted(
             t.name
             for t in schema.tables
-            if t.name not in meta.tables and t.name not in renamed_targets and not is_internal(t.name)
+            if t.name not in meta.tables and t.name not in renamed_targets  # read_schema left ours out
         )
     )
     return Drift(changed=True, mark=now, tables=tuple(tables), new_tables=new, vacuum_suspected=vacuum)

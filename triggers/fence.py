@@ -31,7 +31,8 @@ Limits, by SQLite's design, documented so nobody relies on more than the fence g
 * A connection that disabled triggers (``SQLITE_DBCONFIG_ENABLE_TRIGGER`` off) or edits
   ``sqlite_schema`` with ``writable_schema`` is not fenced.
 * Virtual tables (FTS...) cannot have triggers; they are listed in the report as not fenced.
-* Our own tables (``_replicator_*``: the journal, meta) are not fenced, so a final drain can run.
+* Our own tables (exactly the journal, meta and fence record tables: ``triggers.names``) are not
+  fenced, so a final drain can run. An app table that merely starts with ``_replicator_`` is fenced.
 * A statement that writes no row (an UPDATE matching nothing) succeeds: nothing was written.
 * After ``unfence``, a connection that was refused a write keeps the schema it had (SQLite re-reads
   the schema when a statement fails on a *stale* table only for the statement's own tables, not for
@@ -59,13 +60,12 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from triggers.ddl import META
+from triggers import names
+from triggers.install import read_meta
+from triggers.names import FENCE_TABLE, META
 from triggers.schema import quote_ident, read_schema
 from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, opened, translate
 
-FENCE_PREFIX = "_replicator_fence_"
-FENCE_TABLE = "_replicator_fence"
-"""Our record of the fence when ``_replicator_meta`` (capture) is absent."""
 KEY_AT = "fenced_at"
 KEY_MESSAGE = "fence_message"
 _EVENTS = (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
@@ -106,7 +106,7 @@ class FenceStatus(msgspec.Struct, frozen=True):
 
 def trigger_name(table: str, event: str) -> str:
     """``_replicator_fence_ins_<table>`` etc.: the same table and event always give the same name."""
-    return f"{FENCE_PREFIX}{event}_{table}"
+    return names.fence_trigger_name(table, event)
 
 
 def fence_message(at: str, message_extra: str = "") -> str:
@@ -130,12 +130,13 @@ def _format_at(at: datetime | str | None) -> str | None:
 
 
 def _fence_triggers(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
-    """Every fence trigger in the file: name → (table, SQL)."""
-    rows = conn.execute(
-        "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, ?) = ?",
-        (len(FENCE_PREFIX), FENCE_PREFIX),
-    ).fetchall()
-    return {str(n): (str(t), str(s)) for n, t, s in rows}
+    """Every fence trigger in the file: name → (table, SQL). Ours by :func:`triggers.names.is_fence_trigger`
+    (named for the table it sits on, or for one the capture record names: renamed since); an app
+    trigger that merely shares our prefix is never touched."""
+    meta = read_meta(conn)
+    former = meta.tables.keys() if meta is not None else ()
+    rows = conn.execute("SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger'").fetchall()
+    return {str(n): (str(t), str(s)) for n, t, s in rows if names.is_fence_trigger(str(n), str(t), former)}
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -297,11 +298,6 @@ def is_fenced(conn: sqlite3.Connection) -> bool:
     return status_on(conn).fenced
 
 
-def is_fence_trigger(name: str) -> bool:
-    """For the capture code: these ``_replicator_*`` triggers are not capture triggers."""
-    return name.startswith(FENCE_PREFIX)
-
-
 def fence(
     path: Path | str,
     at: datetime | str | None = None,
@@ -326,13 +322,11 @@ def status(path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) 
 
 
 __all__ = [
-    "FENCE_PREFIX",
     "FenceReport",
     "FenceStatus",
     "UnfenceReport",
     "fence",
     "fence_on",
-    "is_fence_trigger",
     "is_fenced",
     "status",
     "status_on",

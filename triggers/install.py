@@ -36,12 +36,10 @@ from typing import Literal
 import msgspec
 import structlog
 
-from triggers import journal
+from triggers import journal, names
 from triggers.ddl import (
     FORMAT_VERSION,
-    META,
     OPS,
-    TRIGGER_PREFIX,
     VICTIM_OPS,
     UniqueKey,
     drop_trigger_sql,
@@ -83,7 +81,8 @@ class TableCapture(msgspec.Struct, frozen=True):
     stamp_time: bool = False
     """Triggers write ``ts_ms`` (costs one SQL function call per app statement; see triggers.ddl)."""
     unique_keys: tuple[UniqueKey, ...] = ()
-    """Secondary UNIQUE indexes as ((column, collation), ...): REPLACE victims are journaled by them."""
+    """UNIQUE indexes as ((column, collation), ...) whose REPLACE victims are journaled by them: the
+    secondary ones, and the primary key when it has a non-BINARY collation (see :func:`unique_keys`)."""
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -161,7 +160,7 @@ class Meta(msgspec.Struct, frozen=True):
 
 def read_meta(conn: sqlite3.Connection) -> Meta | None:
     """The install record, or None when capture is not installed."""
-    found = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (META,)).fetchone()
+    found = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (names.META,)).fetchone()
     if found is None:
         return None
     values: dict[str, str] = {}
@@ -195,12 +194,18 @@ def _has_null_key(conn: sqlite3.Connection, table: Table) -> bool:
 
 
 def unique_keys(conn: sqlite3.Connection, table: Table) -> tuple[tuple[UniqueKey, ...], tuple[str, ...]]:
-    """Secondary UNIQUE indexes on plain columns, with collations; and the names of those on
-    expressions, which victim capture cannot cover."""
+    """UNIQUE indexes whose REPLACE victim can have another key than the new row, with collations;
+    and the names of those on expressions, which victim capture cannot cover.
+
+    That is every secondary UNIQUE index, and the primary key itself when one of its columns compares
+    with another collation than BINARY: under NOCASE or RTRIM, ``REPLACE ('tag')`` deletes the row
+    keyed 'Tag', a key the new row's journal entry does not name (issue 14 item 3). A BINARY key
+    conflicts only with the same bytes, which the new row's entry names already.
+    """
     keys: list[UniqueKey] = []
     expressions: list[str] = []
     for index in table.indexes:
-        if not index.unique or index.origin == "pk":
+        if not index.unique:
             continue
         info = conn.execute(f"PRAGMA index_xinfo({quote_ident(index.name)})").fetchall()
         parts = [(col, str(coll)) for _seq, cid, col, _desc, coll, key in info if key and cid != -2 and col]
@@ -208,10 +213,15 @@ def unique_keys(conn: sqlite3.Connection, table: Table) -> tuple[tuple[UniqueKey
             expressions.append(index.name)
             continue
         unique = tuple(parts)
-        if tuple(c for c, _ in unique) == table.primary_key or not unique or unique in keys:
-            continue  # conflicts on the key itself replace the same key, already journaled
+        if not unique or unique in keys or _replaces_same_key(unique, table.primary_key):
+            continue
         keys.append(unique)
     return tuple(keys), tuple(expressions)
+
+
+def _replaces_same_key(unique: UniqueKey, primary_key: tuple[str, ...]) -> bool:
+    """A conflict on this index deletes a row with exactly the new row's key bytes (already journaled)."""
+    return tuple(c for c, _ in unique) == primary_key and all(coll.upper() == "BINARY" for _, coll in unique)
 
 
 def null_key_scan(conn: sqlite3.Connection) -> dict[tuple[str, str], bool]:
@@ -320,19 +330,28 @@ def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("COMMIT")
 
 
-#: Cutover's write-fence triggers (triggers/fence.py) share our prefix but are not capture triggers:
-#: a capture reinstall must never drop the fence.
-FENCE_TRIGGER_PREFIX = "_replicator_fence_"
+def _our_triggers(conn: sqlite3.Connection, meta: Meta | None) -> dict[str, tuple[str, str]]:
+    """Every capture trigger we own: name → (table it sits on, its SQL).
+
+    Ours by :func:`triggers.names.is_capture_trigger`: named for the table it sits on, or for a table
+    ``meta`` records (renamed since). Never the app's triggers that merely share our prefix, and
+    never the write fence (a capture reinstall must not drop it)."""
+    former = meta.tables.keys() if meta is not None else ()
+    rows = conn.execute("SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger'").fetchall()
+    return {str(n): (str(t), str(s)) for n, t, s in rows if names.is_capture_trigger(str(n), str(t), former)}
 
 
-def _our_triggers(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
-    """Every capture trigger we own: name → (table it sits on, its SQL)."""
-    rows = conn.execute(
-        "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, ?) = ?"
-        " AND substr(name, 1, ?) <> ?",
-        (len(TRIGGER_PREFIX), TRIGGER_PREFIX, len(FENCE_TRIGGER_PREFIX), FENCE_TRIGGER_PREFIX),
-    ).fetchall()
-    return {str(n): (str(t), str(s)) for n, t, s in rows}
+def _refuse_name_collisions(conn: sqlite3.Connection) -> None:
+    """Before a first install: an app table with our journal's or meta table's name (SQLite ignores
+    ASCII case) would be written into as if it were ours."""
+    rows = conn.execute("SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')").fetchall()
+    taken = sorted(str(n) for (n,) in rows if names.fold(str(n)) in (names.JOURNAL, names.META))
+    if taken:
+        raise SchemaUnsupported(
+            f"the app has a table named {', '.join(map(quote_ident, taken))}: replicator keeps its change "
+            "journal and its record under these names",
+            hint="rename that table (ALTER TABLE ... RENAME TO ...), then install capture",
+        )
 
 
 def install_on(
@@ -362,6 +381,8 @@ def install_on(
     with _write_transaction(conn, path):
         schema = read_schema(conn)
         meta = read_meta(conn)
+        if meta is None:
+            _refuse_name_collisions(conn)
         if meta is not None and meta.format_version != FORMAT_VERSION:
             raise SchemaUnsupported(
                 f"capture format {meta.format_version} is installed; this replicator writes format {FORMAT_VERSION}",
@@ -441,7 +462,7 @@ def _apply_triggers(
     conn: sqlite3.Connection, decisions: list[TableCapture], meta: Meta | None
 ) -> tuple[list[str], list[str]]:
     """Create what is missing or different, drop what is not ours any more; update meta rows."""
-    existing = _our_triggers(conn)
+    existing = _our_triggers(conn, meta)
     wanted: set[str] = set()
     changed: list[str] = []
     for decision in decisions:
@@ -466,11 +487,11 @@ def _apply_triggers(
         wanted.update(expected)
         if previous != current:
             _put(conn, TABLE_PREFIX + current.name, msgspec.json.encode(current).decode())
-    orphans = sorted(name for name in _our_triggers(conn) if name not in wanted)
+    orphans = sorted(name for name in _our_triggers(conn, meta) if name not in wanted)
     for name in orphans:
         conn.execute(drop_trigger_sql(name))
-    names = {d.name for d in decisions}
-    for gone in sorted(set(meta.tables) - names if meta else set()):
+    decided = {d.name for d in decisions}
+    for gone in sorted(set(meta.tables) - decided if meta else set()):
         conn.execute('DELETE FROM "_replicator_meta" WHERE key = ?', (TABLE_PREFIX + gone,))
     return changed, orphans
 
@@ -499,7 +520,7 @@ def remove_on(conn: sqlite3.Connection, *, path: Path | str = "source") -> Remov
     (the journal has no AUTOINCREMENT, so not even a ``sqlite_sequence`` table is left behind)."""
     with _write_transaction(conn, path):
         meta = read_meta(conn)
-        triggers = _our_triggers(conn)
+        triggers = _our_triggers(conn, meta)
         for name in triggers:
             conn.execute(drop_trigger_sql(name))
         rows = 0
@@ -531,11 +552,11 @@ def status_on(conn: sqlite3.Connection) -> Status:
         schema = read_schema(conn)
         if meta is None:
             return Status(False, None, None, (), None, schema.schema_version)
-        existing = _our_triggers(conn)
-        names = {t.name for t in schema.tables}
+        existing = _our_triggers(conn, meta)
+        present = {t.name for t in schema.tables}
         tables: list[TableStatus] = []
         for name, cap in sorted(meta.tables.items()):
-            tables.append(TableStatus(name, _state(cap, names, existing), cap.mode, cap.generation, cap.note))
+            tables.append(TableStatus(name, _state(cap, present, existing), cap.mode, cap.generation, cap.note))
         for table in schema.tables:
             if table.name not in meta.tables:
                 tables.append(
@@ -547,8 +568,8 @@ def status_on(conn: sqlite3.Connection) -> Status:
         return Status(True, meta.source_id, meta.format_version, tuple(tables), stats, schema.schema_version)
 
 
-def _state(cap: TableCapture, names: set[str], existing: dict[str, tuple[str, str]]) -> TableState:
-    if cap.name not in names:
+def _state(cap: TableCapture, present: set[str], existing: dict[str, tuple[str, str]]) -> TableState:
+    if cap.name not in present:
         return "dropped"
     if cap.mode == "snapshot-only":
         return "snapshot-only"

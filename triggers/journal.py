@@ -26,8 +26,9 @@ from contextlib import contextmanager
 import msgspec
 import structlog
 
-from triggers.ddl import JOURNAL, key_column, old_key_column
+from triggers.ddl import key_column, old_key_column
 from triggers.errors import CaptureError, CaptureNotInstalled, SourceBusy
+from triggers.names import JOURNAL
 from triggers.schema import quote_ident
 
 KeyValue = int | float | str | bytes | None

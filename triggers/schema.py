@@ -15,8 +15,7 @@ from enum import StrEnum
 
 import msgspec
 
-#: Tables that belong to SQLite itself or to us; never migrated, never captured.
-INTERNAL_PREFIXES = ("sqlite_", "_replicator_")
+from triggers.names import is_internal_table
 
 
 class Affinity(StrEnum):
@@ -144,10 +143,6 @@ def affinity(declared_type: str) -> Affinity:
     return Affinity.NUMERIC
 
 
-def is_internal(name: str) -> bool:
-    return name.lower().startswith(INTERNAL_PREFIXES)
-
-
 def quote_ident(name: str) -> str:
     """Quote an identifier for SQLite text (PRAGMA arguments and DDL we generate)."""
     return '"' + name.replace('"', '""') + '"'
@@ -268,7 +263,7 @@ def read_schema(conn: sqlite3.Connection) -> Schema:
     ).fetchall()
     for kind, name, tbl_name, sql in entries:
         if kind == "table":
-            if is_internal(name):
+            if is_internal_table(name):  # ours or SQLite's: exact names (triggers.names)
                 continue
             table_type, wr, strict = kinds.get(name, ("table", False, False))
             if table_type == "virtual":
