@@ -106,6 +106,10 @@ class CutoverInterrupted(CutoverAborted):
     exit_code = 130
 
 
+class CertificateFailed(ReplicatorError):
+    """The cutover is complete (SQLite fenced, PostgreSQL DONE); only writing its certificate failed."""
+
+
 class Options(msgspec.Struct, frozen=True):
     dry_run: bool = False
     max_downtime_s: float = 5.0
@@ -136,45 +140,85 @@ class Result(msgspec.Struct, frozen=True):
 def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
     """Steps 1–7 (see the module docstring); raises CutoverAborted with the state things are in."""
     clock = _Clock()
-    session = _Session.open(Path(source), dsn, config)
+    bounded = pg.with_lock_timeout(dsn, int(options.max_downtime_s * 1000))  # no lock wait outlasts the budget
+    session = _Session.open(Path(source), bounded, config)
     try:
-        with clock.step("preflight"):
-            quarantined = preflight(session, options)
-        faults.point("cutover.after_preflight")
-        backed_up = None
-        if options.backup and not options.dry_run:
-            with clock.step("backup"):
-                backed_up = _backup(session, options)
-        with clock.step("prepass"):
-            prepass = Prepass.read(session)
-        try:
-            with clock.step("catchup"):  # what the app wrote during the pre-pass, so the freeze drains little
-                drain(session, stop=None, budget=None, leave=0)
-                prepass.advance()
-                drain(session, stop=None, budget=None, leave=0)  # and during the roll-forward
-            frozen = freeze(session, clock)
-            try:
-                finished = _frozen_steps(session, prepass, frozen, clock, options)
-            except BaseException as exc:
-                raise _abort(session, frozen, clock, exc) from exc
-        finally:
-            prepass.close()
-        outage = frozen.outage()
-        session.log.info("write outage ended", seconds=round(outage, 3), steps=clock.steps)
-        if options.dry_run:
-            _set_phase(session, Phase.STREAMING, frozen.stop_seq, "cutover --dry-run finished; nothing was changed")
-            return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs)
-        try:
-            return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
-        except BaseException as exc:  # the cutover itself is complete: say so, whatever failed after it
-            cls = CutoverInterrupted if isinstance(exc, KeyboardInterrupt) else ReplicatorError
-            raise cls(
-                f"cutover is complete (SQLite fenced, PostgreSQL phase DONE, chain head #{finished.head.number}) "
-                f"but writing the certificate failed: {exc.message if isinstance(exc, ReplicatorError) else repr(exc)}",
-                hint="point the app at PostgreSQL; ANALYZE the tables; `replicator certificate` shows what was stored",
-            ) from exc
+        return _steps(session, clock, options)
+    except BaseException as exc:
+        waited = _lock_wait(session, exc, clock, options)
+        if waited is None:
+            raise
+        raise waited from exc
     finally:
         session.close()
+
+
+def _steps(session: _Session, clock: _Clock, options: Options) -> Result:
+    """:func:`cutover` in order; raises CutoverAborted with the state things are in."""
+    with clock.step("preflight"):
+        quarantined = preflight(session, options)
+    faults.point("cutover.after_preflight")
+    backed_up = None
+    if options.backup and not options.dry_run:
+        with clock.step("backup"):
+            backed_up = _backup(session, options)
+    with clock.step("prepass"):
+        prepass = Prepass.read(session)
+    try:
+        with clock.step("catchup"):  # what the app wrote during the pre-pass, so the freeze drains little
+            drain(session, stop=None, budget=None, leave=0)
+            prepass.advance()
+            drain(session, stop=None, budget=None, leave=0)  # and during the roll-forward
+        frozen = freeze(session, clock)
+        try:
+            finished = _frozen_steps(session, prepass, frozen, clock, options)
+        except BaseException as exc:
+            raise _abort(session, frozen, clock, exc) from exc
+    finally:
+        prepass.close()
+    outage = frozen.outage()
+    session.log.info("write outage ended", seconds=round(outage, 3), steps=clock.steps)
+    if options.dry_run:
+        _set_phase(session, Phase.STREAMING, frozen.stop_seq, "cutover --dry-run finished; nothing was changed")
+        return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs)
+    try:
+        return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
+    except BaseException as exc:  # the cutover itself is complete: say so, whatever failed after it
+        cls = CutoverInterrupted if isinstance(exc, KeyboardInterrupt) else CertificateFailed
+        raise cls(
+            f"cutover is complete (SQLite fenced, PostgreSQL phase DONE, chain head #{finished.head.number}) "
+            f"but writing the certificate failed: {exc.message if isinstance(exc, ReplicatorError) else repr(exc)}",
+            hint="point the app at PostgreSQL; ANALYZE the tables; `replicator certificate` shows what was stored",
+        ) from exc
+
+
+def _lock_wait(session: _Session, exc: BaseException, clock: _Clock, options: Options) -> CutoverAborted | None:
+    """A ``lock_timeout`` anywhere in ``exc``'s chain, as one line naming the step and the blocking sessions."""
+    if isinstance(exc, CertificateFailed):
+        return None
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    try:
+        with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as c:
+            holders = pg.blockers(c, [session.plan.schema, session.state_schema])
+    except (psycopg.Error, ReplicatorError, AttributeError):  # AttributeError: failed before the plan was read
+        holders = []
+    who = "; ".join(holders) if holders else "a session that has since let go"
+    step = clock.current or "preflight"
+    where = (
+        str(exc)
+        if isinstance(exc, CutoverAborted)
+        else f"cutover aborted at {step}: SQLite is not fenced, nothing was changed"
+    )
+    pids = " ".join(h.split()[1] for h in holders)
+    return CutoverAborted(
+        f"{where}; waited more than --max-downtime {options.max_downtime_s:g}s for a lock on a target table: {who}",
+        hint=(f"end or wait for session(s) {pids} (SELECT pg_terminate_backend(pid)), then " if pids else "")
+        + "run cutover again",
+    )
 
 
 def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _Clock, options: Options) -> Finished:

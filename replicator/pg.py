@@ -28,6 +28,42 @@ def describe(dsn: str) -> str:
     return f"{params.get('user') or ''}{'@' if params.get('user') else ''}{host}:{port}/{params.get('dbname') or ''}"
 
 
+def with_lock_timeout(dsn: str, milliseconds: int) -> str:
+    """The same DSN whose sessions give up waiting for a lock after ``milliseconds`` (``lock_timeout``).
+
+    For commands with a time budget (cutover's ``--max-downtime``): every connection they open, their
+    own and the ones library code opens from the DSN (verify), is bounded the same way.
+    """
+    params = parse(dsn)
+    option = f"-c lock_timeout={max(1, int(milliseconds))}"
+    params["options"] = f"{params['options']} {option}" if params.get("options") else option
+    return conninfo.make_conninfo("", **params)
+
+
+def blockers(conn: psycopg.Connection[Any], schemas: list[str]) -> list[str]:
+    """Other sessions holding a lock on a table in ``schemas``: pid, user, application, state, for how long.
+
+    Asked after a ``lock_timeout``, so that the abort names who to talk to rather than only what timed out.
+    """
+    rows = conn.execute(
+        """SELECT a.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''), coalesce(a.state, ''),
+                  coalesce(extract(epoch FROM clock_timestamp() - a.xact_start), 0)::int,
+                  string_agg(DISTINCT n.nspname || '.' || c.relname || ' (' || l.mode || ')', ', ')
+           FROM pg_locks l
+           JOIN pg_class c ON c.oid = l.relation
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.granted AND l.pid <> pg_backend_pid() AND n.nspname = ANY(%s)
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           GROUP BY 1, 2, 3, 4, 5 ORDER BY 5 DESC, 1 LIMIT 5""",
+        (schemas,),
+    ).fetchall()
+    return [
+        f"pid {pid} (user {user or '?'}, application {app or '?'}, {state or '?'} for {age}s) holds {locks}"
+        for pid, user, app, state, age, locks in rows
+    ]
+
+
 def parse(dsn: str | None) -> dict[str, Any]:
     if not dsn:
         raise UsageError(

@@ -611,3 +611,28 @@ def test_unfenced_after_cutover_is_a_problem_status_and_run_name(src: Path, pg_d
     again = _replicator("cutover", *where, "--no-backup")
     assert again.returncode != 0
     assert "not fenced" in again.stderr
+
+
+def test_a_session_holding_a_target_table_lock_bounds_the_wait_and_is_named(
+    src: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Another session holds a lock on a target table: cutover gives up after --max-downtime, names it."""
+    drain(src, pg_dsn)
+    app(src).execute("UPDATE parent SET score = 9 WHERE id = 1")  # the catch-up must write to parent
+    with psycopg.connect(pg_dsn, application_name="reporting-job") as holder:
+        holder.execute("LOCK TABLE public.parent IN ACCESS EXCLUSIVE MODE")  # held: the transaction stays open
+        pid = holder.info.backend_pid
+        started = time.monotonic()
+        done = _replicator("cutover", "--source", str(src), "--target", pg_dsn, "--no-backup", "--max-downtime", "2s")
+        waited = time.monotonic() - started
+        holder.rollback()
+    assert done.returncode == 1, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"pid {pid}" in line
+    assert "reporting-job" in line
+    assert "--max-downtime 2s" in line
+    assert "not fenced" in line
+    assert waited < 60
+    assert writable(src)
+    drain(src, pg_dsn)  # nothing was left half-done: replication goes on
+    check_same(src, pg_dsn)
