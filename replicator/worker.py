@@ -546,10 +546,8 @@ class Worker:
                 "drop or rename it in PostgreSQL to match, "
                 "reinstall capture and re-snapshot (replicator snapshot --replace); never silently skipped",
             )
-        sources = self._planned_sources(name)
-        if not sources:  # not applied (skipped, or a captured table the plan lacks: _new_tables picks it up)
-            return bool(t.columns_added or t.columns_dropped or t.columns_renamed) and not t.needs_resnapshot
-        renamed = [(a, b) for a, b in t.columns_renamed if a in sources or b not in sources]
+        sources = self._planned_sources(name)  # none: not applied (skipped, or not picked up yet): nothing to follow
+        renamed = [(a, b) for a, b in t.columns_renamed if sources and (a in sources or b not in sources)]
         if renamed:
             cols = ", ".join(f"{a}->{b}" for a, b in renamed)
             self._fail_table(
@@ -562,7 +560,7 @@ class Worker:
         if dropped:
             self._drop_columns(name, dropped)
             reload[name] = f"{resnapshot.COLUMNS_DROPPED}: " + ", ".join(dropped)
-        if t.columns_added:
+        if t.columns_added and sources:
             self._add_columns(name, t.columns_added)
             reload[name] = "column(s) added: " + ", ".join(t.columns_added)
         if t.needs_resnapshot and name not in reload:
@@ -573,7 +571,7 @@ class Worker:
                 key_changed=t.key_changed,
             )
             reload[name] = "lost journal coverage"
-        return bool(t.columns_dropped or t.columns_renamed) and name not in reload
+        return bool(t.columns_added or t.columns_dropped or t.columns_renamed) and name not in reload
 
     def _planned_sources(self, table: str) -> set[str]:
         """The table's SQLite columns the plan loads (none for a table the plan lacks)."""
@@ -589,6 +587,7 @@ class Worker:
         its running digest covers the remaining columns only."""
         if self._plan_obj.mode != "create":
             return
+        reason = f"{resnapshot.COLUMNS_DROPPED}: " + ", ".join(columns)
         old = self._plan_obj.table(table)
         gone = [c for c in old.columns if c.source in columns]
         ident = sql.Identifier(self._plan_obj.schema, old.name)
@@ -603,6 +602,10 @@ class Worker:
                 self._plan_obj, tables=tuple(new_table if t.source == table else t for t in self._plan_obj.tables)
             )
             apply.save_plan(pconn, self.state_schema, self._plan_obj)
+            # owed in the same commit: after it the plan lacks the columns, and a restart could not tell
+            # this table's (stale) running digest from one `snapshot --replace --tables` already renewed
+            resnapshot.mark(pconn, self.state_schema, [(table, reason)])
+        self._pending[table] = reason
         self._log.warning("column(s) dropped in PostgreSQL", table=table, columns=[c.name for c in gone])
         self._rebuild_writer()
 
