@@ -248,7 +248,8 @@ def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: boo
     "--replace",
     is_flag=True,
     help="Reload everything: drop (create mode) or empty (existing mode) the tables; clears the earlier "
-    "snapshot's state and checkpoint chain.",
+    "snapshot's state and checkpoint chain. With --tables on a target that streams: reload only those "
+    "tables (planned again from SQLite as it is now); the chain and every other table keep their position.",
 )
 @click.option(
     "--resume",

@@ -1,8 +1,12 @@
 """The online re-snapshot of one table, and the durable record that one is owed.
 
 The daemon reloads a table when drift shows it lost journal coverage (a capture trigger missing after
-a rebuild, the key changed, VACUUM renumbered rowids) or, in create mode, when a column was added
-(PostgreSQL's ``ADD COLUMN ... DEFAULT`` is not SQLite's: existing rows must be copied again). Once
+a rebuild, the key changed, VACUUM renumbered rowids), in create mode when a column was added
+(PostgreSQL's ``ADD COLUMN ... DEFAULT`` is not SQLite's: existing rows must be copied again), and when
+a column was dropped (the running digest covers the remaining columns; existing mode first maps the
+table again onto what the app's migration left in PostgreSQL, :func:`replan`, and holds the table, its
+reload still owed, while PostgreSQL keeps the column). ``snapshot --replace --tables`` on a streaming
+target reloads tables the same way (:func:`replace_tables`). Once
 the capture triggers are reinstalled, drift no longer shows anything, so the reload that is still owed
 is written down in PostgreSQL first (``{state}.resnapshot_pending``) and struck off by the reload's
 own transaction. Commits in order, and what a crash (or a transient error, which restarts the loop
@@ -40,7 +44,8 @@ when the role cannot disable them. A table the no-key policy keeps out of the jo
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,10 +55,13 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import apply, faults, log, pgschema, snapshot, state
+from replicator import apply, faults, log, pg, pgschema, skips, snapshot, state
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.profile import profile_table
+from triggers import drift
+from triggers import source as sqlite_source
+from triggers.install import read_meta
 from triggers.schema import read_schema
 
 _DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.resnapshot_pending (
@@ -72,6 +80,8 @@ class Reloaded(msgspec.Struct, frozen=True):
     rows: int
     warnings: tuple[str, ...] = ()
     """Indexes or constraints PostgreSQL refused (a new table's, create mode)."""
+    loaded: snapshot.TableResult | None = None
+    run_id: int = 0
 
 
 class NotAdopted(ReplicatorError):
@@ -200,6 +210,63 @@ def adopt(
     return new_plan
 
 
+COLUMNS_DROPPED: Final = "column(s) dropped"
+"""The reason of an owed reload after DROP COLUMN in SQLite: existing mode re-maps the table first (:func:`replan`)."""
+
+
+def is_columns_dropped(reason: str) -> bool:
+    return reason.startswith(COLUMNS_DROPPED)
+
+
+def dropped_columns(sconn: sqlite3.Connection, plan: pgschema.SchemaPlan, table: str) -> list[pgschema.ColumnPlan]:
+    """The table's planned columns SQLite no longer has (read now, not from the owed reason: a restart
+    sees the same answer). ``sconn``: read-only, autocommit."""
+    sconn.execute("BEGIN")
+    try:
+        current = {c.name for c in read_schema(sconn).table(table).columns}
+    finally:
+        sconn.execute("COMMIT")
+    return [c for c in plan.table(table).columns if c.source is not None and c.source not in current]
+
+
+def replan(
+    conn: psycopg.Connection[Any],
+    sconn: sqlite3.Connection,
+    *,
+    plan: pgschema.SchemaPlan,
+    table: str,
+    config: Config,
+    state_schema: str,
+) -> pgschema.SchemaPlan:
+    """Existing mode, a table whose SQLite columns changed: map it again onto the PostgreSQL table as the
+    app's migration left it, and save the plan; returns the new plan. Raises :class:`NotAdopted` (nothing
+    saved) while the two do not match. Idempotent: a table that maps the same is saved unchanged."""
+    sconn.execute("BEGIN")
+    try:
+        schema = read_schema(sconn)
+        source_table = schema.table(table)
+        profiles = {table: profile_table(sconn, source_table)}
+    finally:
+        sconn.execute("COMMIT")
+    only = msgspec.structs.replace(schema, tables=(source_table,))
+    try:
+        mapped = pgschema.plan_existing(only, pgschema.reflect(conn, plan.schema), profiles, config)
+    except UsageError as exc:
+        raise NotAdopted(
+            f"table {table!r} cannot be mapped again (existing mode): {exc.message}", hint=exc.hint
+        ) from None
+    if not mapped.tables:
+        raise NotAdopted(
+            f"table {table!r} is left out by the existing-mode mapping: {'; '.join(mapped.warnings)}",
+            hint=f'set [types."{table}"."*"] skip = true to leave it out (then restart `replicator run`)',
+        )
+    fresh = mapped.tables[0]
+    new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
+    with conn.transaction():
+        apply.save_plan(conn, state_schema, new_plan)
+    return new_plan
+
+
 def _only(plan: pgschema.SchemaPlan, table: pgschema.TablePlan) -> pgschema.SchemaPlan:
     return pgschema.SchemaPlan(mode=plan.mode, schema=plan.schema, tables=(table,), order=(table.source,))
 
@@ -298,4 +365,136 @@ def reload(
             faults.point("resnapshot.before_commit")
     finally:
         sconn.close()
-    return Reloaded(cp, result.rows, tuple(warnings))
+    return Reloaded(cp, result.rows, tuple(warnings), result, run_id)
+
+
+def replace_tables(
+    source: Path, dsn: str, config: Config, names: Sequence[str], *, mode: str | None = None
+) -> snapshot.SnapshotResult:
+    """``snapshot --replace --tables`` on a target that streams (a checkpoint chain exists): reload only these
+    tables, each like the daemon's online re-snapshot (:func:`reload`: the table read in one SQLite read
+    transaction after its capture was checked, an empty-range checkpoint appended to the chain). Every other
+    table keeps its rows and the chain its position, so no journal entry is skipped; the entries since the
+    head are applied by the next `replicator run` (state-based: harmless for the reloaded tables).
+
+    Each table is planned again from SQLite as it is now: create mode drops and recreates it (foreign keys of
+    other tables that pointed at it are put back as they were); existing mode maps it onto the PostgreSQL table
+    the app's migration left (:func:`replan`). Refused while a daemon applies this source (stop it first).
+    """
+    from replicator.worker import take_lock  # the daemon imports this module
+
+    started = time.monotonic()
+    schema_name = config.target.state_schema
+    sconn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
+    try:
+        meta = read_meta(sconn)
+        if meta is None:
+            raise UsageError(f"capture is not installed in {source}", hint="run `replicator capture install` first")
+        with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+            plan = apply.load_plan(conn, schema_name)
+            head = store.latest(conn, schema=schema_name)
+            if plan is None or head is None:
+                raise UsageError(
+                    "the target has no saved plan or no checkpoint chain", hint="run `replicator snapshot`"
+                )
+            if mode not in (None, "auto", plan.mode):
+                raise UsageError(
+                    f"--mode {mode}: the target was loaded in {plan.mode} mode", hint=f"pass --mode {plan.mode}"
+                )
+            snapshot.only_tables(plan, names)  # unknown names are refused by name
+            if not take_lock(conn, meta.source_id):
+                raise UsageError(
+                    "a `replicator run` is applying this source to the target",
+                    hint="stop it, run this again, then restart `replicator run`",
+                )
+            results: list[snapshot.TableResult] = []
+            warnings: list[str] = []
+            run_id = 0
+            for name in names:
+                _check_captured(sconn, name)
+                plan = _plan_again(conn, sconn, plan, name, config, schema_name)
+                left_out = skips.skipped(config, plan, meta.tables)
+                targets, problems = apply.resolve_targets(plan, meta, left_out)
+                if name in problems:
+                    raise UsageError(f"table {name!r} {problems[name]}", hint="fix the capture policy, then run again")
+                done = reload(
+                    conn,
+                    source=source,
+                    config=config,
+                    plan=plan,
+                    target=targets.get(name),
+                    prev=head,
+                    fk=apply.fk_mode(conn),
+                    state_schema=schema_name,
+                    table_name=name,
+                    new_table=plan.mode == "create",
+                )
+                head, run_id = done.checkpoint, done.run_id
+                warnings.extend(done.warnings)
+                if done.loaded is not None:
+                    results.append(done.loaded)
+                log.get("resnapshot", table=name).info(
+                    "table reloaded; the chain keeps its position", checkpoint=head.number, seq_to=head.seq_to
+                )
+    finally:
+        sconn.close()
+    return snapshot.SnapshotResult(
+        mode=plan.mode,
+        run_id=run_id,
+        tables=tuple(results),
+        warnings=tuple(warnings),
+        seconds=time.monotonic() - started,
+        plan=plan,
+    )
+
+
+def _check_captured(sconn: sqlite3.Connection, table: str) -> None:
+    """The reload is only consistent with the journal if the table's changes are journaled from its read on."""
+    found = drift.check(sconn, drift.SchemaMark(-1, ""))
+    lost = [t for t in found.tables if t.table == table and (t.needs_resnapshot or t.dropped)]
+    if lost or table in found.new_tables:
+        raise UsageError(
+            f"table {table!r} is not fully captured now (rebuilt, new or renamed since capture was installed)",
+            hint="run `replicator run`: it re-snapshots such tables online",
+        )
+
+
+def _plan_again(
+    conn: psycopg.Connection[Any],
+    sconn: sqlite3.Connection,
+    plan: pgschema.SchemaPlan,
+    table: str,
+    config: Config,
+    state_schema: str,
+) -> pgschema.SchemaPlan:
+    """The table planned from SQLite as it is now and saved with the plan; create mode recreates it."""
+    if plan.mode != "create":
+        return replan(conn, sconn, plan=plan, table=table, config=config, state_schema=state_schema)
+    sconn.execute("BEGIN")
+    try:
+        schema = read_schema(sconn)
+        profiles = {table: profile_table(sconn, schema.table(table))}
+    finally:
+        sconn.execute("COMMIT")
+    old = plan.table(table)
+    fresh = pgschema.plan_create(schema, profiles, config).table(table)
+    ident = sql.Identifier(plan.schema, old.name)
+    with conn.transaction():
+        referencing = conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = to_regclass(%s) AND conrelid <> confrelid",
+            (ident.as_string(conn),),
+        ).fetchall()
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(ident))
+        created = pgschema.create_tables(conn, _only(plan, fresh))
+        fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
+        for owner, name, definition in referencing:  # dropped by CASCADE: put back (validated at cutover)
+            unchecked = "" if str(definition).endswith("NOT VALID") else " NOT VALID"
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}{}").format(
+                    sql.SQL(owner), sql.Identifier(name), sql.SQL(definition), sql.SQL(unchecked)
+                )
+            )
+        new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
+        apply.save_plan(conn, state_schema, new_plan)
+    return new_plan

@@ -800,9 +800,21 @@ def snapshot(
     fetch_rows: int = FETCH_ROWS,
     progress: Progress | None = None,
 ) -> SnapshotResult:
-    """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE."""
-    identity = state.source_identity(source)
+    """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE.
+
+    ``replace`` with ``tables`` on a target that streams (it has a checkpoint chain) reloads only those
+    tables and keeps the chain and every other table's position (:func:`replicator.resnapshot.replace_tables`).
+    """
     config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
+    if on_bad_value is not None:
+        config = msgspec.structs.replace(
+            config, snapshot=msgspec.structs.replace(config.snapshot, on_bad_value=on_bad_value)
+        )
+    if replace and tables and not resume and _has_chain(dsn, config):
+        from replicator import resnapshot  # it loads tables with this module
+
+        return resnapshot.replace_tables(source, dsn, config, tables, mode=mode)
+    identity = state.source_identity(source)
     sconn = open_source(source, config)
     helper: Helper | None = None
     try:
@@ -826,6 +838,15 @@ def snapshot(
         sconn.close()
         if helper is not None:
             helper.close()
+
+
+def _has_chain(dsn: str, config: Config) -> bool:
+    """Does the target hold a checkpoint chain (a snapshot with capture, maybe streaming since)?"""
+    schema_name = config.target.state_schema
+    with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema_name, "checkpoints").as_string(conn),))
+        row = found.fetchone()
+        return bool(row and row[0] is not None) and store.latest(conn, schema=schema_name) is not None
 
 
 class _Setup(msgspec.Struct):

@@ -103,6 +103,12 @@ class CutoverUnfinished(WorkerError):
     exit_code = 2
 
 
+class SchemaMoved(WorkerError):
+    """A batch read failed because the schema changed after this cycle's drift check: the next cycle sees it."""
+
+    transient = True
+
+
 class WrongSource(UsageError):
     """The target was loaded from another SQLite file: this run is refused, the target stays healthy."""
 
@@ -199,6 +205,7 @@ class Worker:
         self._batches = 0
         self._skip_reasons: dict[str, str] = skips.skipped(config, None, config.types)
         self._skipped = frozenset(self._skip_reasons)
+        self._held = {}
         """Tables the migration leaves out (:mod:`replicator.skips`): their journal entries are passed over."""
 
     # --- public -------------------------------------------------------------------------------
@@ -269,11 +276,15 @@ class Worker:
         """One pass: drift, one batch, checkpoint, prune. Returns (applied something, drained)."""
         if self._check_drift():
             self._prefetch.discard()  # read with the old tables' shape
-        if self._pending:  # after the drift check: the reloads read SQLite with the triggers back in place
-            self._prefetch.discard()
+        if set(self._pending) - set(self._held):  # after the drift check: the reloads read SQLite with the
+            self._prefetch.discard()  # triggers back in place
             self._reload_pending()
         started = time.perf_counter()
-        batch = self._prefetch.take(self._applied) or self._read(self._sconn, self._applied)
+        try:
+            batch = self._prefetch.take(self._applied) or self._read(self._sconn, self._applied)
+        except SchemaMoved:  # e.g. DROP COLUMN between the drift check and the read: check again at once
+            self._prefetch.discard()
+            return True, False
         if not batch.empty:  # read the next batch while PostgreSQL applies this one
             self._prefetch.start(lambda conn: self._read(conn, batch.seq_to), batch.seq_to)
         self._head = batch.head
@@ -304,10 +315,17 @@ class Worker:
         return True, batch.head <= batch.seq_to
 
     def _read(self, conn: sqlite3.Connection, after: int) -> apply.Batch:
+        """One batch; held tables' entries pass by unapplied like skipped ones (their reload is owed)."""
         cfg = self.config.apply
-        return apply.read_batch(
-            conn, after, self._targets, max_rows=cfg.batch_rows, max_bytes=cfg.batch_bytes, ignore=self._skipped
-        )
+        ignore = self._skipped | frozenset(self._held)
+        try:
+            return apply.read_batch(
+                conn, after, self._targets, max_rows=cfg.batch_rows, max_bytes=cfg.batch_bytes, ignore=ignore
+            )
+        except sqlite3.OperationalError:
+            if drift.schema_version(conn) == self._mark.version:
+                raise
+            raise SchemaMoved("the SQLite schema changed under the batch read", hint="checked again at once") from None
 
     def _idle(self, watcher: Watcher) -> None:
         """Wait for the next commit in SQLite, waking at least every poll interval to see a stop."""
@@ -394,6 +412,7 @@ class Worker:
         self._applied = prev.seq_to
         self._mark = drift.SchemaMark(-1, "")
         self._pending = resnapshot.pending(conn, self.state_schema)
+        self._held = {}  # tried again at every start (the hint says: fix it, then restart)
         if self._pending:
             self._log.warning("an interrupted online re-snapshot is redone", tables=sorted(self._pending))
         self._log.info(
@@ -517,8 +536,7 @@ class Worker:
             self._meta = meta
         self._update_skips(self._pconn_or_fail(), found.new_tables)
         reload: dict[str, str] = {}
-        for t in found.tables:
-            self._table_drift(t, reload)
+        refresh = [t.table for t in found.tables if self._table_drift(t, reload)]
         left_out = self._new_tables(found.new_tables, reload)
         if reload:  # owed durably before the reinstall hides the drift (ordering: replicator.resnapshot)
             assert self._pconn is not None
@@ -526,7 +544,7 @@ class Worker:
                 resnapshot.mark(self._pconn, self.state_schema, reload.items())
             self._pending.update(reload)
             faults.point("resnapshot.after_pending")
-        if reload or any(t.needs_reinstall for t in found.tables) or set(found.new_tables) - set(left_out):
+        if reload or refresh or any(t.needs_reinstall for t in found.tables) or set(found.new_tables) - set(left_out):
             report = install_on(
                 self._wconn,
                 default_policy=self.config.capture.no_key_policy,
@@ -543,8 +561,9 @@ class Worker:
             faults.point("resnapshot.after_reinstall")
         return True
 
-    def _table_drift(self, t: drift.TableDrift, reload: dict[str, str]) -> None:
-        """Fail the table, or add it to ``reload`` (table → reason) for an online re-snapshot."""
+    def _table_drift(self, t: drift.TableDrift, reload: dict[str, str]) -> bool:
+        """Fail the table, or add it to ``reload`` (table → reason) for an online re-snapshot. True: only the
+        capture record is behind (the plan already has the table's new columns): reinstall to refresh it."""
         name = t.table
         if t.dropped or t.renamed_to is not None:
             what = "dropped" if t.dropped else f"renamed to {t.renamed_to!r}"
@@ -554,14 +573,21 @@ class Worker:
                 "drop or rename it in PostgreSQL to match, "
                 "reinstall capture and re-snapshot (replicator snapshot --replace); never silently skipped",
             )
-        if t.columns_dropped or t.columns_renamed:
-            cols = ", ".join([*t.columns_dropped, *(f"{a}->{b}" for a, b in t.columns_renamed)])
+        sources = self._planned_sources(name)  # none: not applied (skipped, or not picked up yet): nothing to follow
+        renamed = [(a, b) for a, b in t.columns_renamed if sources and (a in sources or b not in sources)]
+        if renamed:
+            cols = ", ".join(f"{a}->{b}" for a, b in renamed)
             self._fail_table(
                 name,
-                f"columns of {name!r} were dropped or renamed in SQLite: {cols}",
-                "apply the same change in PostgreSQL, then `replicator snapshot --replace` this target",
+                f"columns of {name!r} were renamed in SQLite: {cols}",
+                "rename them in PostgreSQL too (existing mode), then "
+                f"`replicator snapshot --replace --tables {name}` and restart `replicator run`",
             )
-        if t.columns_added:
+        dropped = [c for c in t.columns_dropped if c in sources]
+        if dropped:
+            self._drop_columns(name, dropped)
+            reload[name] = f"{resnapshot.COLUMNS_DROPPED}: " + ", ".join(dropped)
+        if t.columns_added and sources:
             self._add_columns(name, t.columns_added)
             reload[name] = "column(s) added: " + ", ".join(t.columns_added)
         if t.needs_resnapshot and name not in reload:
@@ -572,6 +598,43 @@ class Worker:
                 key_changed=t.key_changed,
             )
             reload[name] = "lost journal coverage"
+        return bool(t.columns_added or t.columns_dropped or t.columns_renamed) and name not in reload
+
+    def _planned_sources(self, table: str) -> set[str]:
+        """The table's SQLite columns the plan loads (none for a table the plan lacks)."""
+        try:
+            return {c.source for c in self._plan_obj.table(table).columns if c.source is not None}
+        except KeyError:
+            return set()
+
+    def _drop_columns(self, table: str, columns: list[str]) -> None:
+        """DROP COLUMN, followed online. Create mode (the tool owns the PostgreSQL table): dropped there too
+        and the plan saved without them, in one transaction. Existing mode (the app's migration owns it): the
+        owed reload maps the table again first (:meth:`_reload_pending`). Either way the table is reloaded:
+        its running digest covers the remaining columns only."""
+        if self._plan_obj.mode != "create":
+            return
+        reason = f"{resnapshot.COLUMNS_DROPPED}: " + ", ".join(columns)
+        old = self._plan_obj.table(table)
+        gone = [c for c in old.columns if c.source in columns]
+        ident = sql.Identifier(self._plan_obj.schema, old.name)
+        new_table = msgspec.structs.replace(old, columns=tuple(c for c in old.columns if c.source not in columns))
+        pconn = self._pconn_or_fail()
+        with pconn.transaction():
+            for col in gone:
+                pconn.execute(
+                    sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(ident, sql.Identifier(col.name))
+                )
+            self._plan_obj = msgspec.structs.replace(
+                self._plan_obj, tables=tuple(new_table if t.source == table else t for t in self._plan_obj.tables)
+            )
+            apply.save_plan(pconn, self.state_schema, self._plan_obj)
+            # owed in the same commit: after it the plan lacks the columns, and a restart could not tell
+            # this table's (stale) running digest from one `snapshot --replace --tables` already renewed
+            resnapshot.mark(pconn, self.state_schema, [(table, reason)])
+        self._pending[table] = reason
+        self._log.warning("column(s) dropped in PostgreSQL", table=table, columns=[c.name for c in gone])
+        self._rebuild_writer()
 
     def _new_tables(self, new: tuple[str, ...], reload: dict[str, str]) -> list[str]:
         """Tables created in SQLite after the snapshot (and captured tables the plan lacks, after a manual
@@ -728,6 +791,11 @@ class Worker:
                 self._pending.pop(table)
                 self._log.warning("owed re-snapshot dropped: the table is not applied", table=table)
                 continue
+            if table in self._held:
+                continue
+            if resnapshot.is_columns_dropped(reason) and self._plan_obj.mode != "create" and not self._replan(table):
+                continue
+            target = self._targets.get(table)
             new = resnapshot.is_new_table(reason)
             done = resnapshot.reload(
                 conn,
@@ -752,13 +820,45 @@ class Worker:
                 **({"refused": list(done.warnings)} if done.warnings else {}),
             )
 
+    def _replan(self, table: str) -> bool:
+        """Existing mode, before the reload owed for a DROP COLUMN: map the table again onto PostgreSQL. While
+        PostgreSQL still has the column the table is held (its journal entries pass by unapplied, the reload
+        stays owed, ``status`` shows the error and the fix); the other tables go on. False: held."""
+        conn = self._pconn_or_fail()
+        gone = resnapshot.dropped_columns(self._sconn, self._plan_obj, table)
+        try:
+            self._plan_obj = resnapshot.replan(
+                conn, self._sconn, plan=self._plan_obj, table=table, config=self.config, state_schema=self.state_schema
+            )
+        except resnapshot.NotAdopted as exc:
+            message, hint = exc.message, exc.hint
+            if gone:
+                target = self._plan_obj.table(table).name
+                drop = sql.SQL("ALTER TABLE {} ").format(sql.Identifier(self._plan_obj.schema, target)) + sql.SQL(
+                    ", "
+                ).join(sql.SQL("DROP COLUMN {}").format(sql.Identifier(c.name)) for c in gone)
+                cols = ", ".join(c.source or c.name for c in gone)
+                message = f"column(s) {cols} dropped from {table!r} in SQLite are still in PostgreSQL: table held"
+                hint = (
+                    f"run `{drop.as_string(conn)}` in PostgreSQL (existing mode: the app's migration owns its schema), "
+                    "then restart `replicator run`; the table is reloaded online"
+                )
+            self._held[table] = message
+            self._table_error(table, self._plan_obj.table(table).name, message, hint)
+            self._log.error("table held: not applied until fixed", table=table, error=message, hint=hint)
+            return False
+        self._log.warning("table mapped again onto PostgreSQL", table=table, dropped=[c.name for c in gone])
+        self._rebuild_writer()
+        return True
+
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _record(self, batch: apply.Batch, next_phase: Phase) -> Any:
         def record(conn: psycopg.Connection[Any], applied: apply.Applied) -> None:
             phase.write(conn, self.state_schema, self._state(next_phase, batch.seq_to, batch.head, applied.entries))
-            if batch.ignored:
-                skips.count_ignored(conn, self.state_schema, batch.ignored, batch.seq_to, self._skip_reasons)
+            skipped = {t: n for t, n in batch.ignored.items() if t in self._skipped}  # not a held table's
+            if skipped:
+                skips.count_ignored(conn, self.state_schema, skipped, batch.seq_to, self._skip_reasons)
 
         return record
 
@@ -837,6 +937,8 @@ class Worker:
     _mark: drift.SchemaMark
     _pending: dict[str, str]
     """Owed table reloads (table → reason), as recorded in PostgreSQL."""
+    _held: dict[str, str]
+    """Owed reloads that cannot run until the user fixes something (table → why); not applied meanwhile."""
     _meta: Meta
     _sconn: sqlite3.Connection
     _wconn: sqlite3.Connection

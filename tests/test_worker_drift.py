@@ -1,12 +1,23 @@
 """Schema drift under the running apply: rebuilt tables are re-snapshotted online, added columns are
-followed in create mode, dropped columns stop the daemon with the fix; and FKs parked without privilege."""
+followed in create mode, dropped columns are followed online (existing mode: that table is held until
+PostgreSQL drops it too), renamed columns stop the daemon with a fix that works as printed, `snapshot --replace
+--tables` keeps every other table's position; and FKs parked without privilege."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +26,7 @@ from psycopg import conninfo, sql
 from replicator import apply, phase, status
 from replicator.worker import WorkerError
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
+from tests.test_bad_inputs import Ran, run_cli
 
 
 @pytest.fixture
@@ -77,9 +89,9 @@ def test_added_column_followed_in_create_mode(src: Path, pg_dsn: str) -> None:
         assert conn.execute("SELECT extra FROM parent ORDER BY id").fetchall() == [("d",), ("set",), ("d",), ("five",)]
 
 
-def test_dropped_column_stops_with_the_fix_and_stays_in_status(src: Path, pg_dsn: str) -> None:
+def test_renamed_column_stops_with_the_fix_and_stays_in_status(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    app(src).execute("ALTER TABLE child DROP COLUMN label")
+    app(src).execute("ALTER TABLE child RENAME COLUMN label TO title")
     with pytest.raises(WorkerError, match="label"):
         drain(src, pg_dsn)
     got = status.read_status(pg_dsn, cfg(), src)
@@ -164,3 +176,244 @@ def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
         thread.join(timeout=60)
     assert not errors, errors
     check_same(src, pg_dsn)
+
+
+# --- DROP COLUMN while `replicator run` streams, the way apps write (issue 14 item 6) ---------------
+
+
+class DaemonProcess:
+    """`replicator run` as its own process: the app's connections are another process's, as in production."""
+
+    def __init__(self, source: Path, dsn: str, env: dict[str, str] | None = None) -> None:
+        self.log = source.with_name(f"run-{time.monotonic_ns()}.log")
+        self.env = {"REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05", **(env or {})}
+        cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*cmd, "--log-format", "json"],
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}, **self.env},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def stop(self) -> int:
+        """SIGTERM (finish the batch, exit); the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def output(self) -> str:
+        return self.log.read_text()[-4000:]
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write(path: Path, statement: str, params: tuple[Any, ...] = ()) -> None:
+    """One app write on its own connection, closed at once (a request, a cron job, a shell)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute(statement, params)
+    finally:
+        db.close()
+
+
+def cli(source: Path, dsn: str, *args: str, env: dict[str, str] | None = None) -> Ran:
+    extra = {"REPLICATOR_SOURCE": str(source), "REPLICATOR_TARGET": dsn, **(env or {})}
+    return run_cli(*args, cwd=source.parent, extra_env=extra)
+
+
+def status_json(source: Path, dsn: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    ran = cli(source, dsn, "status", "--json", env=env)
+    return ran.code, json.loads(ran.out)
+
+
+def eventually(check: Callable[[], bool], daemon: DaemonProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert daemon.proc.poll() is None, f"the daemon exited {daemon.proc.returncode}:\n{daemon.output()}"
+        assert time.monotonic() < deadline, f"timed out; daemon log:\n{daemon.output()}"
+        time.sleep(0.1)
+
+
+def caught_up(source: Path, dsn: str, env: dict[str, str] | None = None) -> bool:
+    code, got = status_json(source, dsn, env)
+    return code == 0 and got["phase"] == "STREAMING" and got["changes_behind"] == 0
+
+
+def app_writes(path: Path, n: int) -> None:
+    """Changes to several tables, each through its own connection."""
+    write(path, "INSERT INTO parent VALUES (?, ?, ?)", (100 + n, f"p{n}", float(n)))
+    write(path, "INSERT INTO child (id, parent_id, code) VALUES (?, 1, ?)", (100 + n, f"c{100 + n}"))
+    write(path, "UPDATE pair SET v = ? WHERE a = 'k' AND b = 1", (f"v{n}",))
+
+
+def assert_converged(source: Path, dsn: str, env: dict[str, str] | None = None) -> None:
+    """PostgreSQL equals SQLite by `replicator verify` and row by row; `status` exits 0 with nothing behind."""
+    verified = cli(source, dsn, "verify", env=env)
+    assert verified.code == 0, verified
+    code, got = status_json(source, dsn, env)
+    assert code == 0, got
+    assert got["phase"] == "STREAMING"
+    assert got["changes_behind"] == 0
+    assert all(t["error"] is None for t in got["tables"]), got["tables"]
+    check_same(source, dsn)
+
+
+def pg_columns(dsn: str, table: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Path:
+    return make_source(
+        tmp_path / "app.db",
+        rows="""
+        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
+        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11'), (12, 2, 'z', 'c12');
+        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
+        """,
+    )
+
+
+@pytest.mark.e2e
+def test_dropped_column_followed_online_in_create_mode(three: Path, pg_dsn: str) -> None:
+    """The reproduction: DROP COLUMN stopped the whole daemon (ERRORED) and its hint did not clear it. In create
+    mode the tool owns the PostgreSQL table: the column is dropped there too, the table reloaded online, and
+    the changes to the other tables made meanwhile arrive."""
+    with DaemonProcess(three, pg_dsn) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        for n in range(5):
+            app_writes(three, n)
+        write(three, "ALTER TABLE child DROP COLUMN label")
+        write(three, "UPDATE child SET code = 'changed' WHERE id = 10")
+        for n in range(5, 10):
+            app_writes(three, n)  # pending in every table while the daemon follows the drop
+        eventually(lambda: caught_up(three, pg_dsn) and "label" not in pg_columns(pg_dsn, "child"), daemon)
+        assert_converged(three, pg_dsn)
+        write(three, "INSERT INTO child VALUES (999, 2, 'late')")  # captured with the new shape
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    assert pg_columns(pg_dsn, "child") == ["id", "parent_id", "code"]
+    assert_converged(three, pg_dsn)
+    counts = check_same(three, pg_dsn)
+    assert counts == {"parent": 13, "child": 14, "pair": 2}
+
+
+EXISTING = {"REPLICATOR_SNAPSHOT__MODE": "existing"}
+
+
+@pytest.mark.e2e
+def test_dropped_column_holds_only_that_table_in_existing_mode(three: Path, pg_dsn: str) -> None:
+    """Existing mode: the app's migration owns the PostgreSQL schema. While PostgreSQL still has the column the
+    table is held (its error and the fix in `status`), every other table keeps streaming; the hint, followed
+    word for word, clears it: the SQL it prints, then a restart of `replicator run`."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(PG_SCHEMA)
+    with DaemonProcess(three, pg_dsn, EXISTING) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn, EXISTING), daemon)
+        app_writes(three, 0)
+        write(three, "ALTER TABLE child DROP COLUMN label")
+        write(three, "UPDATE child SET code = 'changed' WHERE id = 10")
+        for n in range(1, 6):
+            app_writes(three, n)
+
+        def held() -> bool:
+            _code, got = status_json(three, pg_dsn, EXISTING)
+            return any(t["table"] == "child" and t["error"] for t in got["tables"])
+
+        eventually(lambda: held() and caught_up(three, pg_dsn, EXISTING), daemon)
+        _code, got = status_json(three, pg_dsn, EXISTING)
+        child = next(t for t in got["tables"] if t["table"] == "child")
+        assert "label" in child["error"]
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the other tables kept streaming
+            assert conn.execute("SELECT count(*) FROM parent").fetchone() == (9,)
+            assert conn.execute("SELECT v FROM pair WHERE a = 'k' AND b = 1").fetchone() == ("v5",)
+        hint = str(child["hint"])
+        assert cli(three, pg_dsn, "verify", env=EXISTING).code != 0  # the schemas differ: verify refuses
+        assert daemon.stop() == 0, daemon.output()
+
+    statement = re.fullmatch(r"run `([^`]+)` in PostgreSQL .*then restart `replicator run`.*", hint)
+    assert statement is not None, hint
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(statement.group(1))
+    write(three, "UPDATE child SET code = 'again' WHERE id = 11")
+    with DaemonProcess(three, pg_dsn, EXISTING) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn, EXISTING) and not held(), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    assert pg_columns(pg_dsn, "child") == ["id", "parent_id", "code"]
+    assert_converged(three, pg_dsn, EXISTING)
+
+
+PG_SCHEMA = """
+CREATE TABLE parent (id bigint PRIMARY KEY, name text NOT NULL UNIQUE, score double precision);
+CREATE TABLE child (id bigint PRIMARY KEY, parent_id bigint REFERENCES parent (id) ON DELETE CASCADE,
+                    label text, code text UNIQUE);
+CREATE TABLE pair (a text NOT NULL, b bigint NOT NULL, v text, PRIMARY KEY (a, b));
+"""
+
+
+@pytest.mark.e2e
+def test_snapshot_replace_tables_keeps_the_other_tables_positions(three: Path, pg_dsn: str) -> None:
+    """The reproduction: `snapshot --replace --tables child` started a new genesis at the journal head, so a
+    change pending in another table was skipped (`status` 0 behind, `verify` MISMATCH). Now it reloads child
+    only, appends a checkpoint for the reload, and the pending change is applied by the next run."""
+    with DaemonProcess(three, pg_dsn) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        app_writes(three, 0)
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        chain = conn.execute("SELECT number, kind, hash FROM replicator.checkpoints ORDER BY number").fetchall()
+    write(three, "UPDATE parent SET score = 77 WHERE id = 1")  # pending: no daemon runs
+    write(three, "UPDATE child SET label = 'pending' WHERE id = 11")
+    reloaded = cli(three, pg_dsn, "snapshot", "--replace", "--tables", "child")
+    assert reloaded.code == 0, reloaded
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        after = conn.execute("SELECT number, kind, hash FROM replicator.checkpoints ORDER BY number").fetchall()
+        assert conn.execute("SELECT score FROM parent WHERE id = 1").fetchone() == (1.5,)  # not applied yet
+        assert conn.execute("SELECT label FROM child WHERE id = 11").fetchone() == ("pending",)  # reloaded
+    assert after[: len(chain)] == chain  # the same genesis and history
+    assert len(after) == len(chain) + 1
+    code, got = status_json(three, pg_dsn)
+    assert code == 0
+    assert got["changes_behind"] == 2  # both changes still to apply: nothing skipped
+    with DaemonProcess(three, pg_dsn) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    assert_converged(three, pg_dsn)
+
+
+@pytest.mark.e2e
+def test_renamed_column_hint_followed_word_for_word(three: Path, pg_dsn: str) -> None:
+    """A renamed column still stops the daemon; the hint's command, run as printed (with the source and target
+    in the environment), then a restart, brings it back with every table equal."""
+    with DaemonProcess(three, pg_dsn) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        write(three, "ALTER TABLE child RENAME COLUMN label TO title")
+        write(three, "UPDATE parent SET score = 5 WHERE id = 2")
+        daemon.proc.wait(timeout=60)
+        assert daemon.proc.returncode != 0
+    code, got = status_json(three, pg_dsn)
+    assert code == 1
+    assert got["phase"] == "ERRORED"
+    commands = re.findall(r"`(replicator [^`]+)`", got["hint"])
+    assert commands[-1] == "replicator run", got["hint"]
+    for command in commands[:-1]:
+        ran = cli(three, pg_dsn, *shlex.split(command)[1:])
+        assert ran.code == 0, (command, ran)
+    write(three, "UPDATE child SET title = 'renamed' WHERE id = 10")
+    with DaemonProcess(three, pg_dsn) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    assert "title" in pg_columns(pg_dsn, "child")
+    assert_converged(three, pg_dsn)

@@ -22,7 +22,13 @@ from checkpoints import audit, store
 from replicator import apply, config, faults, resnapshot, status, verify
 from replicator.worker import RunResult, Worker
 from tests.test_apply_cases import app, check_same, make_source
-from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 (fixture)
+from tests.test_worker_drift import (
+    DaemonProcess,
+    caught_up,
+    eventually,
+    unprivileged_dsn,  # noqa: F401 (fixture)
+    write,
+)
 from triggers import drift, install
 
 
@@ -493,3 +499,53 @@ def test_cutover_certifies_the_new_table(src: Path, pg_dsn: str, tmp_path: Path)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO tag (label) VALUES ('after cutover')")  # the sequence is past max(id)
         assert conn.execute("SELECT max(id) FROM tag").fetchone() == (8,)
+
+
+# --- a keyless and a keyed table in one migration (issue 14 item 5) ------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("policy", ["refuse", "rowid", "snapshot-only"])
+def test_keyless_and_keyed_new_tables_in_one_migration(src: Path, pg_dsn: str, policy: str) -> None:
+    """The reproduction: a keyless `log` created in the same migration transaction as a keyed `tag`, while
+    `replicator run` streams in its own process, stopped the whole daemon (ERRORED: the keyed table's online
+    load opened the file with open(), which dropped the daemon's SQLite locks, and the migration's connection
+    closing deleted the WAL under it: issue 14 item 1). Now `log` follows `capture.no_key_policy` (refuse and
+    rowid: left uncaptured, its error and fix in status; snapshot-only: loaded), `tag` is picked up, and the
+    other tables keep replicating through the app's own short-lived connections."""
+    env = {"REPLICATOR_CAPTURE__NO_KEY_POLICY": policy}
+    c = conf(capture={"no_key_policy": policy})
+    with DaemonProcess(src, pg_dsn, env) as daemon:
+        eventually(lambda: caught_up(src, pg_dsn, env), daemon)
+        write(src, "UPDATE parent SET score = 1 WHERE id = 1")
+        migrate(src, "CREATE TABLE log (at INTEGER, line TEXT); INSERT INTO log VALUES (1, 'x');" + TAG)
+        write(src, "INSERT INTO tag (id, parent_id, label) VALUES (3, 2, 'three')")
+        eventually(lambda: "tag" in planned(pg_dsn) and caught_up(src, pg_dsn, env), daemon)
+        write(src, "UPDATE tag SET label = 'uno' WHERE id = 1")
+        if policy != "snapshot-only":  # a snapshot-only table is not journaled: copied again at cutover
+            write(src, "INSERT INTO log VALUES (2, 'y')")
+        write(src, "UPDATE parent SET score = 8 WHERE id = 3")
+        write(src, "DELETE FROM child WHERE id = 12")
+        eventually(lambda: caught_up(src, pg_dsn, env), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    phase, tables = table_status(pg_dsn, src, c)
+    assert phase == "STREAMING"
+    assert tables["tag"].error is None
+    counts = check_same(src, pg_dsn)
+    assert counts["tag"] == 3
+    assert counts["child"] == 2
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT score FROM parent WHERE id = 3").fetchone() == (8.0,)
+        assert conn.execute("SELECT label FROM tag WHERE id = 1").fetchone() == ("uno",)
+    meta = install.read_meta(sqlite3.connect(src))
+    assert meta is not None
+    if policy == "snapshot-only":
+        assert "log" in planned(pg_dsn)
+        assert meta.tables["log"].mode == "snapshot-only"
+        verified(src, pg_dsn, c)  # `log` too: loaded when picked up; cutover copies it again
+    else:
+        assert "log" not in planned(pg_dsn)
+        assert "log" not in meta.tables
+        assert tables["log"].error is not None
+        assert tables["log"].hint is not None
+        assert "snapshot-only" in tables["log"].hint
