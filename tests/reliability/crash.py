@@ -16,11 +16,15 @@ and a list of kills. Kinds of kill:
 A kill counts as *survived* when the chain still verifies after it, the next daemon starts and goes on
 without stopping on an error, and the round ends with PostgreSQL equal to SQLite row for row (0 rows
 lost, 0 doubled) and the chain head covering the journal head exactly.
+(a ``random`` kill also requires that the daemon held no deleted ``-wal``/``-shm`` when killed: with the
+``conn-per-txn`` writer every commit is the app's last close). The load generator's mode is
+:func:`soak_writer` unless a round names one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sqlite3
 import subprocess
@@ -61,6 +65,9 @@ class Kill(msgspec.Struct):
     """Survived: chain verified after it, the next start went on, the round ended equal."""
     seconds: float = 0.0
     note: str = ""
+    held_deleted: list[str] = msgspec.field(default_factory=list)
+    """Deleted db/-wal/-shm files the daemon held when killed: an app's last close removed them under it, so
+    it read a WAL nobody writes any more (a stall, and its pruner wrote through the deleted file)."""
 
 
 class Round(msgspec.Struct):
@@ -89,8 +96,10 @@ def order(kinds: Sequence[str]) -> list[str]:
 class Matrix:
     """One round: a source, a fresh target, a load generator, the kills, the final check."""
 
-    def __init__(self, workdir: Path, dsn: str, seed: int, *, tps: float = 40.0) -> None:
+    def __init__(self, workdir: Path, dsn: str, seed: int, *, tps: float = 40.0, writer: str = "keep-open") -> None:
         self.dir = workdir
+        self.writer = writer
+        """The load generator's mode (``loadgen.MODES``): ``conn-per-txn`` is the churn writer."""
         self.dsn = dsn
         self.seed = seed
         self.rng = random.Random(f"matrix:{seed}")
@@ -123,7 +132,7 @@ class Matrix:
             problems = harness.chain_problems(self.dsn) if self._has_chain() else []
             if problems:
                 result.note += f"chain after kill: {problems}"
-            result.ok = not problems and not result.note.startswith("daemon stopped")
+            result.ok = not problems and not result.note.startswith("daemon stopped") and not result.held_deleted
         except Exception as exc:  # recorded, the round goes on and fails at the end
             result.note += f"harness: {type(exc).__name__}: {exc}"
         result.seconds = round(time.monotonic() - started, 3)
@@ -133,6 +142,10 @@ class Matrix:
         """SIGKILL ``proc``; a daemon that already exited on its own stopped on an error."""
         code = proc.poll()
         if code is None:
+            with contextlib.suppress(OSError):  # it died between the poll and the look
+                result.held_deleted = harness.deleted_files(proc.pid, self.source)
+            if result.held_deleted:
+                result.note += f"daemon held deleted files: {result.held_deleted} "
             proc.kill()
         elif expect_alive:
             result.note += f"daemon stopped by itself (exit {code}): {proc.tail(600)}"
@@ -205,7 +218,9 @@ class Matrix:
         started = time.monotonic()
         out = Round(self.seed, [])
         loadgen.create(self.source, rows, self.seed)
-        gen = harness.loadgen(self.source, self.logs / "loadgen.log", seconds=1800, seed=self.seed, tps=self.tps)
+        gen = harness.loadgen(
+            self.source, self.logs / "loadgen.log", seconds=1800, seed=self.seed, tps=self.tps, mode=self.writer
+        )
         try:
             for kind in order(kinds):
                 out.kills.append(self.kill(kind))
@@ -251,11 +266,22 @@ def writable(path: Path) -> bool:
             raise
 
 
-def run_round(workdir: Path, admin_dsn: str, kinds: Sequence[str], *, seed: int, rows: int = 3000) -> Round:
-    """One round in a fresh database of ``admin_dsn``'s server (dropped afterwards)."""
+def run_round(
+    workdir: Path, admin_dsn: str, kinds: Sequence[str], *, seed: int, rows: int = 3000, writer: str | None = None
+) -> Round:
+    """One round in a fresh database of ``admin_dsn``'s server (dropped afterwards); ``writer``: the load
+    generator's mode, by default :func:`soak_writer`."""
     workdir.mkdir(parents=True, exist_ok=True)
     with fresh_database(admin_dsn) as dsn:
-        return Matrix(workdir, dsn, seed).run(kinds, rows=rows)
+        return Matrix(workdir, dsn, seed, writer=writer or soak_writer()).run(kinds, rows=rows)
+
+
+def soak_writer() -> str:
+    """``REPLICATOR_SOAK_WRITER`` (a ``loadgen.MODES`` name, e.g. ``conn-per-txn``), else ``keep-open``."""
+    mode = os.environ.get("REPLICATOR_SOAK_WRITER") or "keep-open"
+    if mode not in loadgen.MODES:
+        raise ValueError(f"REPLICATOR_SOAK_WRITER={mode!r}: one of {', '.join(loadgen.MODES)}")
+    return mode
 
 
 def plan(kills: int, seed: int, per_round: int = 25) -> list[list[str]]:

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import audit, store
-from replicator import apply
+from replicator import apply, phase
 from tests.compare import pg_canon, sqlite_canon
 from triggers.schema import quote_ident
 
@@ -96,9 +96,45 @@ def replicator(args: list[str], log_path: Path, failpoints: str = "", **extra: s
     return Proc([sys.executable, "-m", "replicator", *args], log_path, env(REPLICATOR_FAILPOINTS=failpoints, **extra))
 
 
-def loadgen(source: Path, log_path: Path, *, seconds: float, seed: int, tps: float) -> Proc:
+def loadgen(source: Path, log_path: Path, *, seconds: float, seed: int, tps: float, mode: str = "keep-open") -> Proc:
+    """The load generator in its own process; ``mode``: how it reaches SQLite (``loadgen.MODES``)."""
     cmd = [sys.executable, "-m", "tests.reliability.loadgen", str(source), "--seconds", str(seconds)]
-    return Proc([*cmd, "--seed", str(seed), "--tps", str(tps)], log_path, env())
+    return Proc([*cmd, "--seed", str(seed), "--tps", str(tps), "--mode", mode], log_path, env())
+
+
+def deleted_files(pid: int, source: Path) -> list[str]:
+    """The database, ``-wal`` or ``-shm`` files that process ``pid`` holds open although they were deleted
+    (the app's last close removed them under it: it reads a WAL nobody writes any more)."""
+    names = {str(source.resolve()) + suffix for suffix in ("", "-wal", "-shm")}
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed between the listing and the readlink
+            target = os.readlink(fd)
+            if target.endswith(" (deleted)") and target.removesuffix(" (deleted)") in names:
+                held.add(target)
+    return sorted(held)
+
+
+def journal_head(source: Path) -> int:
+    """The journal's head as a new connection sees it (the truth, whatever a stalled daemon still reads)."""
+    with contextlib.closing(sqlite3.connect(source, timeout=30)) as s:
+        (head,) = s.execute("SELECT coalesce(max(seq), 0) FROM _replicator_journal").fetchone()
+    return int(head)
+
+
+def applied_seq(dsn: str) -> int:
+    """How far the target's chain reaches (0 before the genesis)."""
+    with connect(dsn) as conn:
+        row = conn.execute(f"SELECT to_regclass('{STATE}.checkpoints')").fetchone()
+        head = store.latest(conn) if row and row[0] else None
+    return head.seq_to if head is not None else 0
+
+
+def phase_of(dsn: str) -> str:
+    """The daemon's phase as the target records it (``NONE`` before any daemon ran)."""
+    with connect(dsn) as conn:
+        state = phase.read(conn, STATE)
+    return str(state.phase) if state is not None else "NONE"
 
 
 def drain(source: Path, dsn: str, log_path: Path, timeout: float = 120) -> None:

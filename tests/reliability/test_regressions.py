@@ -3,14 +3,21 @@ each flips to a failure the day the bug is fixed, so the marker is removed then)
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from replicator import faults
+from replicator import faults, phase
 from replicator.cutover import CutoverAborted, Options, cutover
+from replicator.errors import ReplicatorError
+from tests.reliability import harness
+from tests.reliability.test_writers import LOCKS_DROPPED
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_worker_restart import daemon
+from triggers.errors import CaptureError
 
 RESNAPSHOT_WINDOWS = ["resnapshot.after_pending", "resnapshot.after_reinstall", "resnapshot.before_commit"]
 """Between the commits of an online re-snapshot: owed reload recorded, triggers reinstalled, reload."""
@@ -94,3 +101,115 @@ def test_back_to_back_runs_never_refuse_each_other(tmp_path: Path, pg_dsn: str) 
         db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
         drain(src, pg_dsn)
     check_same(src, pg_dsn)
+
+
+# --- issue 14: how apps write, and what they store -------------------------------------------------------
+
+
+def converges_or_refuses(src: Path, dsn: str) -> None:
+    """The differential fuzz's oracle, for one case: PostgreSQL equals SQLite after the drain, or the apply
+    stopped ERRORED on an error of the project's hierarchy (a collision SQLite keeps apart). Never silence."""
+    try:
+        drain(src, dsn)
+    except (ReplicatorError, CaptureError):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            state = phase.read(conn, "replicator")
+        assert state is not None
+        assert state.phase == phase.Phase.ERRORED
+        return
+    check_same(src, dsn)
+
+
+DATETIME_VARIANTS = (
+    "issue 14 item 2b: two date-time texts SQLite keeps apart are one timestamp in PostgreSQL; a row is lost silently"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DATETIME_VARIANTS)
+def test_datetime_key_written_two_ways(tmp_path: Path, pg_dsn: str) -> None:
+    """Found by the rich differential fuzz (shrunk by hand): a DATETIME primary key, 'T' and ' ' variants."""
+    src = make_source(tmp_path / "app.db", "CREATE TABLE t0 (k DATETIME PRIMARY KEY NOT NULL, c0 INTEGER);")
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("INSERT INTO t0 VALUES ('2024-05-01T10:00:00', NULL)")
+    drain(src, pg_dsn)
+    db.execute("INSERT INTO t0 VALUES ('2024-05-01 10:00:00', NULL)")
+    converges_or_refuses(src, pg_dsn)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DATETIME_VARIANTS)
+def test_datetime_unique_written_two_ways(tmp_path: Path, pg_dsn: str) -> None:
+    """The issue's case: UNIQUE (room, starts_at); the apply's conflict delete removes the earlier row."""
+    schema = "CREATE TABLE booking (id INTEGER PRIMARY KEY, room TEXT, starts_at DATETIME, UNIQUE (room, starts_at));"
+    src = make_source(tmp_path / "app.db", schema, "INSERT INTO booking VALUES (1, 'a', '2024-05-01 10:00:00');")
+    drain(src, pg_dsn)
+    app(src).execute("INSERT INTO booking VALUES (2, 'a', '2024-05-01T10:00:00')")
+    converges_or_refuses(src, pg_dsn)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 14 item 2a: SQLite's lower() folds ASCII only; the apply deletes 'Émile' for 'émile'",
+)
+def test_lower_expression_unique_with_accents(tmp_path: Path, pg_dsn: str) -> None:
+    schema = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); CREATE UNIQUE INDEX u ON users (lower(name));"
+    src = make_source(tmp_path / "app.db", schema, "INSERT INTO users VALUES (1, 'Émile');")
+    drain(src, pg_dsn)
+    app(src).execute("INSERT INTO users VALUES (2, 'émile')")
+    converges_or_refuses(src, pg_dsn)
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="issue 14 item 3: REPLACE over a NOCASE key leaves a ghost row"
+)
+def test_replace_over_a_nocase_key(tmp_path: Path, pg_dsn: str) -> None:
+    schema = "CREATE TABLE tags (name TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER) WITHOUT ROWID;"
+    src = make_source(tmp_path / "app.db", schema, "INSERT INTO tags VALUES ('Straße', 1);")
+    drain(src, pg_dsn)
+    app(src).execute("INSERT OR REPLACE INTO tags VALUES ('STRASSE', 2), ('straße', 4)")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="issue 14 item 3: REPLACE over an RTRIM key leaves a ghost row"
+)
+def test_replace_over_an_rtrim_key(tmp_path: Path, pg_dsn: str) -> None:
+    schema = "CREATE TABLE t (k TEXT COLLATE RTRIM, n INTEGER, v TEXT, PRIMARY KEY (k, n));"
+    src = make_source(tmp_path / "app.db", schema, "INSERT INTO t VALUES ('a', 1, 'one');")
+    drain(src, pg_dsn)
+    app(src).execute("INSERT OR REPLACE INTO t VALUES ('a  ', 1, 'two')")
+    drain(src, pg_dsn)
+    check_same(src, pg_dsn)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOCKS_DROPPED)
+def test_app_closing_its_last_connection_does_not_stall_the_daemon(tmp_path: Path, pg_dsn: str) -> None:
+    """Found by the load generator's conn-per-txn mode: three open-write-close cycles of another process while
+    the daemon streams; the daemon must apply them all and hold no deleted -wal/-shm."""
+    src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5);")
+    proc = harness.daemon(src, pg_dsn, tmp_path / "daemon.log")
+    try:
+        assert harness.wait_for(lambda: harness.phase_of(pg_dsn) == "STREAMING", 30, 0.1), proc.tail()
+        for i in range(3):
+            subprocess.run(
+                [sys.executable, "-c", WRITE_ONCE, str(src), str(10 + i)], check=True, timeout=30, cwd=harness.ROOT
+            )
+        head = harness.journal_head(src)
+        caught_up = harness.wait_for(lambda: harness.applied_seq(pg_dsn) >= head, 10, 0.1)
+        held = harness.deleted_files(proc.pid, src)
+    finally:
+        proc.term(30)
+    assert caught_up, f"the daemon applied up to {harness.applied_seq(pg_dsn)}, the journal head is {head}"
+    assert held == []
+    check_same(src, pg_dsn)
+
+
+WRITE_ONCE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("INSERT INTO parent VALUES (?, ?, 0.5)", (int(sys.argv[2]), "p" + sys.argv[2]))
+db.close()
+"""
+"""An app process: open, one write, close (its last connection: SQLite checkpoints and deletes -wal/-shm)."""
