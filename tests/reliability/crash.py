@@ -40,6 +40,9 @@ from tests.pgserver import fresh_database
 from tests.reliability import harness, loadgen
 
 CUTOVER_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("cutover."))
+FINISHING: Final = "cutover.between_commits"
+"""SQLite's fence committed, PostgreSQL's finish not: the kill leaves the file fenced, and cutover run again
+finishes the migration, so it is the round's last kill (nothing streams after it)."""
 SNAPSHOT_KINDS: Final = ("snapshot.copying", "snapshot.after_table", "snapshot.after_genesis")
 STREAM_POINTS: Final = (
     "apply.after_read",
@@ -89,8 +92,9 @@ class Round(msgspec.Struct):
 def order(kinds: Sequence[str]) -> list[str]:
     """Snapshot kills first (they need a target without a genesis), cutover kills last, the rest as given."""
     first = [k for k in kinds if k in SNAPSHOT_KINDS]
-    last = [k for k in kinds if k in CUTOVER_POINTS]
-    return first + [k for k in kinds if k not in SNAPSHOT_KINDS and k not in CUTOVER_POINTS] + last
+    last = [k for k in kinds if k in CUTOVER_POINTS and k != FINISHING]
+    final = [FINISHING] if FINISHING in kinds else []
+    return first + [k for k in kinds if k not in SNAPSHOT_KINDS and k not in CUTOVER_POINTS] + last + final
 
 
 class Matrix:
@@ -109,6 +113,8 @@ class Matrix:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._n = 0
         self._columns = 0
+        self.finished = False
+        """A kill between the commits was followed by a cutover that finished the migration."""
 
     def _log(self, what: str) -> Path:
         self._n += 1
@@ -189,9 +195,25 @@ class Matrix:
             result.hit = True
         else:
             result.note = f"cutover exited {code} before the step: {proc.tail(400)}"
-        if not writable(self.source):
+        if name == FINISHING:
+            self._finish(result)
+        elif not writable(self.source):
             result.note += " SQLite left fenced after the crash"
             result.hit = False
+
+    def _finish(self, result: Kill) -> None:
+        """Killed between the two commits: the file must be fenced (no write lost), and cutover again finishes."""
+        if writable(self.source):
+            result.note += " SQLite writable after a kill between the commits: app writes would be lost"
+            result.hit = False
+            return
+        args = ["cutover", "--source", str(self.source), "--target", self.dsn, "--no-backup", "--skip-full-verify"]
+        args += ["--max-downtime", "60s", "--certificate", str(self.dir / "cert.json"), "--log-format", "json"]
+        proc = harness.replicator(args, self._log("cutover-again"))
+        code = proc.wait(120)
+        if code != 0:
+            result.note += f" cutover run again exited {code}: {proc.tail(400)}"
+        self.finished = code == 0
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -224,7 +246,7 @@ class Matrix:
         try:
             for kind in order(kinds):
                 out.kills.append(self.kill(kind))
-                if gen.poll() is not None:
+                if gen.poll() is not None and not self.finished:  # a finished cutover fences the writer out
                     out.error = f"load generator stopped: {gen.tail(600)}"
                     break
         finally:

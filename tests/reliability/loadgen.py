@@ -230,15 +230,13 @@ class Writer:
         db = self.db
         try:
             transaction(db, rng)
-        except sqlite3.OperationalError as exc:  # busy past the timeout (a cutover's freeze) or at the upgrade
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
+        except sqlite3.DatabaseError as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise Busy(str(exc)) from exc
-        except sqlite3.DatabaseError as exc:  # fenced by a cutover: stop writing, as the app would
-            if "fenced" in str(exc):
+            if "fenced" in str(exc):  # the fence's OperationalError: stop writing, as the app would
                 raise Fenced(str(exc)) from exc
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+                raise Busy(str(exc)) from exc  # busy past the timeout (a cutover's freeze) or at the upgrade
             raise
         finally:
             if self.mode == "conn-per-txn":

@@ -53,12 +53,6 @@ def test_kill_in_online_resnapshot(tmp_path: Path, pg_server: str) -> None:
     assert all(k.hit for k in result.kills), [f"{k.kind}: {k.note[-300:]}" for k in result.kills]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 14 item 1: the daemon's open() of the db file drops its POSIX locks; the writer's close "
-    "deletes -wal/-shm under it (daemons hold deleted files; snapshots stop on 'corrupt' or a count check)",
-)
 def test_kills_under_a_connection_per_transaction_writer(tmp_path: Path, pg_server: str) -> None:
     """Issue 14: the churn writer (a new connection per transaction, so every commit ends with the app's last
     close) under a few kills; the soak runs 200 of them with ``REPLICATOR_SOAK_WRITER=conn-per-txn``. Seed 26

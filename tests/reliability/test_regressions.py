@@ -14,7 +14,6 @@ from replicator import faults, phase
 from replicator.cutover import CutoverAborted, Options, cutover
 from replicator.errors import ReplicatorError
 from tests.reliability import harness
-from tests.reliability.test_writers import LOCKS_DROPPED
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_worker_restart import daemon
 from triggers.errors import CaptureError
@@ -160,9 +159,6 @@ def test_lower_expression_unique_with_accents(tmp_path: Path, pg_dsn: str) -> No
     converges_or_refuses(src, pg_dsn)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="issue 14 item 3: REPLACE over a NOCASE key leaves a ghost row"
-)
 def test_replace_over_a_nocase_key(tmp_path: Path, pg_dsn: str) -> None:
     schema = "CREATE TABLE tags (name TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER) WITHOUT ROWID;"
     src = make_source(tmp_path / "app.db", schema, "INSERT INTO tags VALUES ('Straße', 1);")
@@ -172,9 +168,6 @@ def test_replace_over_a_nocase_key(tmp_path: Path, pg_dsn: str) -> None:
     check_same(src, pg_dsn)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="issue 14 item 3: REPLACE over an RTRIM key leaves a ghost row"
-)
 def test_replace_over_an_rtrim_key(tmp_path: Path, pg_dsn: str) -> None:
     schema = "CREATE TABLE t (k TEXT COLLATE RTRIM, n INTEGER, v TEXT, PRIMARY KEY (k, n));"
     src = make_source(tmp_path / "app.db", schema, "INSERT INTO t VALUES ('a', 1, 'one');")
@@ -184,7 +177,6 @@ def test_replace_over_an_rtrim_key(tmp_path: Path, pg_dsn: str) -> None:
     check_same(src, pg_dsn)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOCKS_DROPPED)
 def test_app_closing_its_last_connection_does_not_stall_the_daemon(tmp_path: Path, pg_dsn: str) -> None:
     """Found by the load generator's conn-per-txn mode: three open-write-close cycles of another process while
     the daemon streams; the daemon must apply them all and hold no deleted -wal/-shm."""

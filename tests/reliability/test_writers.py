@@ -12,35 +12,26 @@ from tests.reliability import loadgen, writers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-LOCKS_DROPPED = (
-    "issue 14 item 1: the daemon opens the db file with Python open(); closing it drops the process's POSIX "
-    "locks, so the app's last close deletes -wal/-shm under the daemon, which then applies nothing more"
-)
-
 
 def _check(out: writers.Outcome) -> None:
     assert out.passed, out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOCKS_DROPPED)
 def test_connection_per_transaction(tmp_path: Path, pg_dsn: str) -> None:
     _check(writers.beside(tmp_path, pg_dsn, "conn-per-txn"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOCKS_DROPPED)
 def test_app_restarts(tmp_path: Path, pg_dsn: str) -> None:
     out = writers.beside(tmp_path, pg_dsn, "restarts")
     assert int(out.writer.get("restarts", 0)) > 0, out  # the writer did restart mid-run
     _check(out)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOCKS_DROPPED)
 @pytest.mark.skipif(loadgen.shell_binary() is None, reason="the sqlite3 command-line shell is not installed")
 def test_sqlite3_shell_sessions(tmp_path: Path, pg_dsn: str) -> None:
     _check(writers.beside(tmp_path, pg_dsn, "shell"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOCKS_DROPPED)
 def test_deferred_read_then_write(tmp_path: Path, pg_dsn: str) -> None:
     """Mid-run (the writer's connection open) it holds today; the writer's exit is the app's last close."""
     _check(writers.beside(tmp_path, pg_dsn, "deferred"))
