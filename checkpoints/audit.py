@@ -394,12 +394,14 @@ def check_anchor(
     if root is None or (root.kind is Kind.GENESIS and first is not None and first.hash != anchor.root):
         return []
     if high < anchor.number:
-        span = f"checkpoint {high + 1}" if high + 1 == anchor.number else f"checkpoints {high + 1}..{anchor.number}"
+        span = (
+            f"checkpoint {high + 1} is" if high + 1 == anchor.number else f"checkpoints {high + 1}..{anchor.number} are"
+        )
         return [
             Finding(
                 anchor.number,
                 Problem.DELETED,
-                f"{span} are missing: the source's anchor records checkpoint {anchor.number} (journal seq "
+                f"{span} missing: the source's anchor records checkpoint {anchor.number} (journal seq "
                 f"{anchor.seq_to}) as committed, but the chain ends at checkpoint {high}",
             )
         ]

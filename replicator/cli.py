@@ -717,8 +717,11 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(ctx: Context, as_json: bool) -> None:
-    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 if ERRORED,
-    if the chain or journal was tampered with, or if the running daemon stalled (status.stall_after_s)."""
+    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 if ERRORED.
+
+    Also exit 1 when the checkpoint chain or the journal was tampered with (each finding named), or when
+    the daemon holds the lock but has recorded no progress for status.stall_after_s while changes wait.
+    """
     from replicator import status as status_mod
 
     result = status_mod.read_status(ctx.target, ctx.config, _optional_source(ctx))
