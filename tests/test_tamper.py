@@ -293,6 +293,11 @@ def test_a_stopped_daemon_is_reported_as_stalled_and_recovers(src: Path, pg_dsn:
     try:
         wait_caught_up(src, pg_dsn)
         time.sleep(float(STALL_S) * 1.5)  # idle longer than stall_after_s: an idle daemon is not stalled
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # its heartbeat keeps the phase row young
+            age = conn.execute("SELECT extract(epoch FROM clock_timestamp() - updated_at) FROM replicator.apply_state")
+            row = age.fetchone()
+        assert row is not None
+        assert float(row[0]) < float(STALL_S)
         app(src).execute("UPDATE parent SET score = 1 WHERE id = 1")
         code, got = stall_status(src, pg_dsn)
         assert code == 0, got
