@@ -26,7 +26,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from checkpoints.errors import ChainBroken, CheckpointError, CheckpointNotFound, WriterConflict
-from checkpoints.model import ZERO_HASH, Checkpoint, Kind, Record, decode_body, encode_body, hash_body
+from checkpoints.model import ZERO_HASH, Checkpoint, Kind, Record, encode_body, hash_body
 
 DEFAULT_SCHEMA: Final = "replicator"
 TABLE: Final = "checkpoints"
@@ -98,7 +98,8 @@ def append(conn: psycopg.Connection[Any], checkpoint: Checkpoint, schema: str = 
                 sql.SQL("SELECT number, hash, body FROM {} ORDER BY number DESC LIMIT 1 FOR UPDATE").format(table)
             )
             head = cur.fetchone()
-            _check_extends(checkpoint, None if head is None else decode_body(bytes(head[2]), head[1]))
+            found = None if head is None else Record(number=int(head[0]), hash=str(head[1]), body=bytes(head[2]))
+            _check_extends(checkpoint, None if found is None else _head_of(found))
             _insert(cur, table, checkpoint, body)
     except psycopg.errors.UniqueViolation:
         raise WriterConflict(
@@ -231,16 +232,48 @@ def latest(conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> Ch
             row = cur.fetchone()
     except psycopg.errors.UndefinedTable:
         raise _missing_table(schema) from None
-    if row is None:
-        return None
-    record = _record(row)
+    return None if row is None else _head_of(_record(row))
+
+
+def _head_of(record: Record) -> Checkpoint:
+    """The head record decoded, refused unless it is what it claims: its own hash, in its own place.
+
+    A record whose body names another number was swapped or renumbered by hand; building on it
+    would collide with the real checkpoint of that number and be blamed on another writer.
+    """
     checkpoint = _decode(record)
+    hint = "run 'replicator checkpoints verify' to see every finding; do not resume until the chain verifies"
     if hash_body(record.body) != record.hash:
+        raise ChainBroken(f"the head checkpoint {record.number} does not match its hash", hint=hint)
+    if checkpoint.number != record.number:
         raise ChainBroken(
-            f"the head checkpoint {record.number} does not match its hash",
-            hint="run 'replicator checkpoints verify'; do not resume until the chain verifies",
+            f"checkpoint {record.number} holds the body of checkpoint {checkpoint.number}: "
+            "checkpoints were swapped or renumbered by hand",
+            hint=hint,
         )
     return checkpoint
+
+
+def started_at(conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> dt.datetime | None:
+    """When the chain's first stored record was written (PostgreSQL's clock); None for an empty chain."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT written_at FROM {} ORDER BY number LIMIT 1").format(_table(schema)))
+            row = cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise _missing_table(schema) from None
+    return None if row is None else row[0]
+
+
+def bounds(conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> tuple[int | None, int | None]:
+    """The lowest and highest stored checkpoint numbers; (None, None) for an empty chain."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT min(number), max(number) FROM {}").format(_table(schema)))
+            row = cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise _missing_table(schema) from None
+    return (None, None) if row is None else (row[0], row[1])
 
 
 def get(conn: psycopg.Connection[Any], number: int, *, schema: str = DEFAULT_SCHEMA) -> Checkpoint:
@@ -248,9 +281,7 @@ def get(conn: psycopg.Connection[Any], number: int, *, schema: str = DEFAULT_SCH
     found = list(iter_records(conn, since=number - 1, limit=1, schema=schema))
     if found and found[0].number == number:
         return _decode(found[0])
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT min(number), max(number) FROM {}").format(_table(schema)))
-        low, high = cur.fetchone() or (None, None)
+    low, high = bounds(conn, schema=schema)
     span = f"it holds {low}..{high}" if low is not None else "it is empty"
     raise CheckpointNotFound(f"there is no checkpoint {number}: {span}", hint="see 'replicator checkpoints list'")
 

@@ -446,27 +446,39 @@ def checkpoints_show(ctx: Context, number: int, as_json: bool) -> None:
     help="Also check that an earlier export is still wholly in the chain (catches a cut-off or rewritten chain).",
 )
 def checkpoints_verify(ctx: Context, file: Path | None, against: Path | None) -> None:
-    """Verify the hash chain; on failure print every finding and exit 3."""
+    """Verify the hash chain; on failure print every finding and exit 3.
+
+    Against the database it also checks what the chain alone cannot show: the phase row's applied seq
+    and, with --source, the anchor the daemon keeps in SQLite and the journal above the chain's head
+    (checkpoints cut off, swapped, journal entries deleted by hand).
+    """
     from checkpoints import audit, report
     from checkpoints.errors import ChainBroken
-    from replicator import pg
+    from replicator import integrity, pg
 
+    extra: list[str] = []
     if file is not None:
         result = audit.report_file(file, against=against)
         where = str(file)
     else:
         with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
-            result = audit.report_db(conn, schema=ctx.config.target.state_schema, against=against)
+            result, extra = integrity.verify_target(conn, ctx.config, _optional_source(ctx), against=against)
         where = pg.describe(ctx.target)
-    if result.findings:
+    if result.findings or extra:
         report.render_findings(result.findings, report.console())
+        for line in extra:
+            click.echo(f"tampered: {line}")
         raise ChainBroken(
-            f"the checkpoint chain in {where} does not verify: {len(result.findings)} finding(s)",
+            f"the checkpoint chain in {where} does not verify: {len(result.findings) + len(extra)} finding(s)",
             hint="each is listed above; export the chain before changing anything, and do not cut over",
         )
     if not ctx.quiet:
         head = f", head {result.head} {result.head_hash}" if result.head is not None else ""
         click.echo(f"ok: {result.count} checkpoint(s) in {where} verify{head}")
+
+
+def _optional_source(ctx: Context) -> Path | None:
+    return Path(ctx.config.source.path) if ctx.config.source.path else None
 
 
 @checkpoints_group.command("export")
@@ -714,16 +726,20 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(ctx: Context, as_json: bool) -> None:
-    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 on a problem."""
+    """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 if ERRORED.
+
+    Also exit 1 when the checkpoint chain or the journal was tampered with (each finding named), when
+    the daemon holds the lock but has recorded no progress for status.stall_after_s while changes wait,
+    or when the SQLite side disagrees with the phase (a cutover interrupted between its two commits).
+    """
     from replicator import status as status_mod
 
-    source = Path(ctx.config.source.path) if ctx.config.source.path else None
-    result = status_mod.read_status(ctx.target, ctx.config, source)
+    result = status_mod.read_status(ctx.target, ctx.config, _optional_source(ctx))
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
     else:
         status_mod.render(result)
-    if result.phase == "ERRORED" or result.problem:
+    if result.phase == "ERRORED" or result.problem or result.tampering or result.stalled_s is not None:
         sys.exit(EXIT_FAILURE)
 
 

@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -32,6 +32,7 @@ DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 DEFAULT_POLL_INTERVAL_S = 0.5
 DEFAULT_RETRY_MAX_WAIT_S = 30.0
 DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_STALL_AFTER_S = 60.0
 
 OnBadValue = Literal["stop", "quarantine"]
 Mode = Literal["auto", "create", "existing"]
@@ -81,6 +82,12 @@ class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry_max_wait_s: float = DEFAULT_RETRY_MAX_WAIT_S
 
 
+class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    stall_after_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_STALL_AFTER_S
+    """A running daemon that records no progress for this long while changes wait is stalled: ``status``
+    exits 1 and the metrics say so. The daemon writes a heartbeat every quarter of it (at most 10 s)."""
+
+
 class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: LogFormat = "auto"
     """auto: console on a terminal, JSON lines otherwise."""
@@ -109,6 +116,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     capture: Capture = Capture()
     snapshot: Snapshot = Snapshot()
     apply: Apply = Apply()
+    status: Status = Status()
     log: Log = Log()
     metrics: Metrics = Metrics()
     types: dict[str, dict[str, ColumnOverride]] = msgspec.field(default_factory=dict)

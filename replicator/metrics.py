@@ -7,6 +7,8 @@ numbers describe a production database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -34,6 +36,21 @@ class Metrics:
             registry=self.registry,
         )
         self.errors = Counter("replicator_errors", "Errors seen by the loop, by kind", ["kind"], registry=self.registry)
+        self.without_progress = Gauge(
+            "replicator_seconds_without_progress",
+            "Seconds since the daemon last committed a batch while journal entries wait (0 when none wait)",
+            registry=self.registry,
+        )
+        self.stalled = Gauge(
+            "replicator_stalled",
+            "1 while entries wait and nothing was applied for status.stall_after_s, else 0",
+            registry=self.registry,
+        )
+
+    def watch_progress(self, stalled_for: Callable[[], float], stall_after_s: float) -> None:
+        """Compute both stall gauges at scrape time: they must move while the loop's thread is stuck."""
+        self.without_progress.set_function(stalled_for)
+        self.stalled.set_function(lambda: 1.0 if stalled_for() >= stall_after_s else 0.0)
 
     def observe_batch(self, entries: int, seconds: float, behind: int, lag_s: float) -> None:
         self.applied.inc(entries)

@@ -4,6 +4,15 @@ Works while the daemon runs: it only reads (PostgreSQL in autocommit, SQLite thr
 connection), so it never blocks the daemon or the app. Nothing here is cached by the daemon for us:
 the phase row, the per-table rows and the checkpoint head are committed with each batch, so what
 status shows is what PostgreSQL holds.
+
+It also says what is wrong though nothing failed: **tampering** (:mod:`replicator.integrity`: the
+anchor kept in SQLite, the phase row and the journal each checked against the other side) and a
+**stall** (a daemon holds the lock, entries wait, and its phase row, which it rewrites with every
+batch and as a heartbeat while idle, is older than ``status.stall_after_s``). Either exits 1.
+
+The reads come in an order that makes a concurrent daemon harmless: the anchor before the chain
+(it anchors only what committed), the phase row before the chain head, PostgreSQL before the
+journal (the journal only grows ahead of what was applied).
 """
 
 from __future__ import annotations
@@ -18,12 +27,15 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.errors import CheckpointError
-from replicator import pg, phase, quarantine, skips
+from checkpoints.audit import Anchor
+from checkpoints.errors import ChainBroken, CheckpointError
+from checkpoints.model import Checkpoint
+from replicator import integrity, pg, phase, quarantine, skips
 from replicator.config import Config
+from replicator.phase import ApplyState, Phase
 from triggers import fence, journal
 from triggers import source as sqlite_source
-from triggers.errors import CaptureError
+from triggers.errors import CaptureError, JournalTampered
 from triggers.install import read_meta
 
 
@@ -72,6 +84,11 @@ class Status(msgspec.Struct, frozen=True):
     """Whether a daemon holds the source's advisory lock on the target now (None: source unknown)."""
     skipped: tuple[skips.SkippedTable, ...] = ()
     """Tables the migration leaves out on purpose (not errors): the reason and the journal entries ignored."""
+    tampering: tuple[str, ...] = ()
+    """Damage to the checkpoint chain or the journal found by :mod:`replicator.integrity`, one line each."""
+    stalled_s: float | None = None
+    """Seconds the running daemon has recorded no progress while changes wait, once that passes
+    ``status.stall_after_s``; None when it is not stalled."""
     fenced: bool | None = None
     """Whether the SQLite file carries the cutover's write fence (None: source unknown)."""
     problem: str = ""
@@ -80,20 +97,42 @@ class Status(msgspec.Struct, frozen=True):
     problem_hint: str = ""
 
 
+_STALLABLE = (Phase.CATCHUP, Phase.STREAMING)
+"""Phases in which a running daemon rewrites its row with every batch and heartbeat (a snapshot or an
+INIT seeding digests may legitimately take longer)."""
+
+
 def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
-    """Everything ``status`` shows, from one target connection and one journal read."""
+    """Everything ``status`` shows, from one target connection and two short journal reads."""
     schema = config.target.state_schema
-    with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        state = phase.read(conn, schema)
-        head = _checkpoint_head(conn, schema)
-        left_out = tuple(skips.read(conn, schema))
-        named = {s.table for s in left_out}
-        tables = [t for t in _tables(conn, schema) if t.table not in named]
-        waiting = quarantine.unacknowledged(conn, schema)
-        applied = state.applied_seq if state is not None else (head.seq_to if head is not None else 0)
-        journal_head, seconds, note, source_id, fenced = _journal(source, config, applied)
-        running = None if source_id is None else _daemon_running(conn, source_id)
-    problem, problem_hint = _two_sides(str(state.phase) if state is not None else "NONE", fenced)
+    sconn, note = _open(source, config)
+    try:
+        tampering: list[str] = []
+        anchor = _anchor(sconn, tampering)
+        with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+            now = _now(conn)
+            state = phase.read(conn, schema)
+            chain = _chain_head(conn, schema, tampering)
+            recorded = integrity.for_chain(conn, schema, state)
+            if chain is not None:
+                tampering += integrity.chain_findings(
+                    conn, schema, anchor=anchor, state=recorded, head=chain, tail_only=True
+                )
+            left_out = tuple(skips.read(conn, schema))
+            named = {s.table for s in left_out}
+            tables = [t for t in _tables(conn, schema) if t.table not in named]
+            waiting = quarantine.unacknowledged(conn, schema)
+            applied = state.applied_seq if state is not None else (chain.seq_to if chain is not None else 0)
+            found = _journal(sconn, note, applied)
+            tampering += found.tampering
+            if sconn is not None and chain is not None and found.head is not None:
+                tampering += integrity.journal_findings(sconn, conn, schema, chain.seq_to, recorded)
+            journal_head, seconds, source_id, note = found.head, found.seconds, found.source_id, found.note
+            running = None if source_id is None else _daemon_running(conn, source_id)
+    finally:
+        if sconn is not None:
+            sconn.close()
+    problem, problem_hint = _two_sides(str(state.phase) if state is not None else "NONE", found.fenced)
     behind = None if journal_head is None else max(0, journal_head - applied)
     if seconds is None and behind is not None:
         if behind == 0:
@@ -105,6 +144,7 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         msgspec.structs.replace(counts[n], quarantined=waiting.get(n, 0)) if n in counts else _missing(n, waiting[n])
         for n in sorted(set(counts) | set(waiting))
     )
+    head = None if chain is None else CheckpointHead(chain.number, str(chain.kind), chain.seq_to, chain.at, chain.hash)
     return Status(
         phase=str(state.phase) if state is not None else "NONE",
         reason=state.reason if state is not None else "",
@@ -123,7 +163,9 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         source_note=note,
         daemon_running=running,
         skipped=left_out,
-        fenced=fenced,
+        tampering=tuple(tampering),
+        stalled_s=_stalled(state, running, behind, now, config.status.stall_after_s),
+        fenced=found.fenced,
         problem=problem,
         problem_hint=problem_hint,
     )
@@ -146,20 +188,88 @@ def _two_sides(current: str, fenced: bool | None) -> tuple[str, str]:
     return "", ""
 
 
-def _missing(name: str, quarantined: int) -> TableStatus:
-    return TableStatus(name, name, 0, 0, 0, None, None, quarantined)
+def _stalled(
+    state: ApplyState | None, running: bool | None, behind: int | None, now: dt.datetime, after_s: float
+) -> float | None:
+    """How long a running, behind daemon has not rewritten its row, once that reaches ``after_s``.
+
+    An idle daemon rewrites it as a heartbeat (``worker.HEARTBEAT_MAX_S``, a quarter of ``after_s``),
+    a working one with every batch: a row this old means the loop is not going round.
+    """
+    if not running or not behind or state is None or state.updated_at is None or state.phase not in _STALLABLE:
+        return None
+    age = (now - state.updated_at).total_seconds()
+    return age if age >= after_s else None
 
 
-def _checkpoint_head(conn: psycopg.Connection[Any], schema: str) -> CheckpointHead | None:
+def _now(conn: psycopg.Connection[Any]) -> dt.datetime:
+    """PostgreSQL's clock: the phase row's times are its, and this host's clock may differ."""
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+def _open(source: Path | None, config: Config) -> tuple[sqlite3.Connection | None, str]:
+    if source is None:
+        return None, "no --source: journal head unknown"
     try:
-        cp = store.latest(conn, schema=schema)
+        return sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms), ""
+    except CaptureError as exc:
+        return None, exc.message
+
+
+def _anchor(sconn: sqlite3.Connection | None, tampering: list[str]) -> Anchor | None:
+    """The anchor the daemon keeps in SQLite, read before the chain (see the module docstring)."""
+    if sconn is None:
+        return None
+    try:
+        return integrity.read_anchor(sconn)
+    except ChainBroken as exc:
+        tampering.append(exc.message)
+    except (CaptureError, sqlite3.Error):
+        pass  # no capture, or unreadable: the journal read below says why
+    return None
+
+
+def _chain_head(conn: psycopg.Connection[Any], schema: str, tampering: list[str]) -> Checkpoint | None:
+    try:
+        return store.latest(conn, schema=schema)
+    except ChainBroken as exc:
+        tampering.append(exc.message)
+        return None
     except CheckpointError as exc:
         if "there is no checkpoint table" in exc.message:
             return None
         raise
-    if cp is None:
-        return None
-    return CheckpointHead(cp.number, str(cp.kind), cp.seq_to, cp.at, cp.hash)
+
+
+class _Journal(msgspec.Struct):
+    head: int | None
+    seconds: float | None
+    note: str
+    source_id: str | None
+    tampering: list[str]
+    fenced: bool | None = None
+
+
+def _journal(sconn: sqlite3.Connection | None, note: str, applied: int) -> _Journal:
+    """The journal head, seconds behind from the first unapplied stamped entry, and the source id."""
+    if sconn is None:
+        return _Journal(None, None, note, None, [])
+    try:
+        with journal.read_transaction(sconn) as head:
+            seconds = _stamped_age(sconn, applied)
+            meta = read_meta(sconn)
+            fenced = bool(fence.status_on(sconn).tables)
+        return _Journal(head, seconds, "", None if meta is None else meta.source_id, [], fenced)
+    except JournalTampered as exc:
+        return _Journal(None, None, exc.message, None, [exc.message])
+    except (CaptureError, sqlite3.Error) as exc:
+        return _Journal(None, None, str(getattr(exc, "message", exc)), None, [])
+
+
+def _missing(name: str, quarantined: int) -> TableStatus:
+    return TableStatus(name, name, 0, 0, 0, None, None, quarantined)
 
 
 def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
@@ -187,28 +297,6 @@ def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
         )
         for r in rows
     ]
-
-
-def _journal(
-    source: Path | None, config: Config, applied: int
-) -> tuple[int | None, float | None, str, str | None, bool | None]:
-    """(journal head, seconds behind from the first unapplied stamped entry, a note, the source id, fenced)."""
-    if source is None:
-        return None, None, "no --source: journal head unknown", None, None
-    try:
-        conn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
-    except CaptureError as exc:
-        return None, None, exc.message, None, None
-    try:
-        with journal.read_transaction(conn) as head:
-            seconds = _stamped_age(conn, applied)
-            meta = read_meta(conn)
-            fenced = bool(fence.status_on(conn).tables)
-        return head, seconds, "", None if meta is None else meta.source_id, fenced
-    except (CaptureError, sqlite3.Error) as exc:
-        return None, None, str(getattr(exc, "message", exc)), None, None
-    finally:
-        conn.close()
 
 
 def _daemon_running(conn: psycopg.Connection[Any], source_id: str) -> bool:
@@ -260,6 +348,18 @@ def render(status: Status) -> None:
     if status.problem:
         console.print(f"[red]problem: {escape(status.problem)}[/red]")
         console.print(f"  hint:  {escape(status.problem_hint)}")
+    for finding in status.tampering:
+        console.print(f"[red]tampered: {escape(finding)}[/red]")
+    if status.tampering:
+        console.print(f"  hint:  {escape(integrity.HINT)}")
+    if status.stalled_s is not None:
+        console.print(
+            f"[red]stalled: {status.changes_behind:,} change(s) wait and the daemon (pid {status.pid}) has "
+            f"recorded no progress for {status.stalled_s:.0f} s[/red]"
+        )
+        console.print(
+            "  hint:  see its log; if it does not recover, stop it (SIGTERM) and start `replicator run` again"
+        )
     head = "?" if status.journal_head is None else str(status.journal_head)
     behind = "?" if status.changes_behind is None else f"{status.changes_behind:,}"
     seconds = "?" if status.seconds_behind is None else f"{status.seconds_behind:.1f} s"

@@ -53,7 +53,20 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from checkpoints import store
 from checkpoints.errors import CheckpointError
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis
-from replicator import apply, faults, log, pg, pgschema, phase, resnapshot, skips, snapshot, state, typemap
+from replicator import (
+    apply,
+    faults,
+    integrity,
+    log,
+    pg,
+    pgschema,
+    phase,
+    resnapshot,
+    skips,
+    snapshot,
+    state,
+    typemap,
+)
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
 from replicator.metrics import Metrics
@@ -73,6 +86,10 @@ SWITCH_INTERVAL_S = 0.001
 """The daemon's GIL switch interval: the reader and digest threads must not keep the loop's thread,
 back from a PostgreSQL round trip, waiting the default 5 ms for the GIL at every statement."""
 
+
+HEARTBEAT_MAX_S = 10.0
+"""An idle daemon rewrites its phase row at least this often (and at least four times per
+``status.stall_after_s``), so ``status`` tells an idle daemon from a stalled one by the row's age."""
 
 PRUNE_MIN_SEQS = 2_000
 PRUNE_MAX_DELAY_S = 1.0
@@ -207,6 +224,12 @@ class Worker:
         self._skipped = frozenset(self._skip_reasons)
         self._held = {}
         """Tables the migration leaves out (:mod:`replicator.skips`): their journal entries are passed over."""
+        self._progress_at = time.monotonic()
+        """When a batch last committed or a read found nothing to apply: what a stall is measured from."""
+        self._written_at = 0.0
+        self._heartbeat_s = min(HEARTBEAT_MAX_S, config.status.stall_after_s / 4)
+        if metrics is not None:
+            metrics.watch_progress(self._stalled_for, config.status.stall_after_s)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -287,9 +310,11 @@ class Worker:
             return True, False
         if not batch.empty:  # read the next batch while PostgreSQL applies this one
             self._prefetch.start(lambda conn: self._read(conn, batch.seq_to), batch.seq_to)
+        journal.check_head(batch.head, self._applied, seen=self._head)  # the journal never goes back
         self._head = batch.head
         self._lag.observe(batch.head)
         if batch.empty:
+            self._progress_at = time.monotonic()
             self._set_phase(Phase.STREAMING)
             return False, True
         bound = self._log.bind(seq_from=batch.seq_from, seq_to=batch.seq_to)
@@ -299,6 +324,7 @@ class Worker:
         self._prev = applied.checkpoint
         self._applied = batch.seq_to
         self._phase = next_phase
+        self._progress_at = self._written_at = time.monotonic()
         self._prune()
         seconds = time.perf_counter() - started
         self._account(batch, applied, seconds)
@@ -377,6 +403,8 @@ class Worker:
             prev = self._snapshot_first(conn)
         else:
             self._check_same_source(conn)
+            self._check_integrity(conn, prev)
+        self._root = integrity.chain_root(conn, self.state_schema) or prev.hash
         plan = self._plan(conn)
         self._plan_obj = plan
         self._update_skips(conn, force=True)
@@ -419,6 +447,16 @@ class Worker:
             "resuming", checkpoint=prev.number, applied_seq=prev.seq_to, fk_mode=fk, tables=len(self._targets)
         )
         self._prune()
+
+    def _check_integrity(self, conn: psycopg.Connection[Any], prev: Checkpoint) -> None:
+        """Refuse to resume on a chain or journal changed by hand (:mod:`replicator.integrity`): the
+        anchor kept in SQLite, the phase row (read before anything here rewrites it), then the journal
+        above the head. The whole segment from the anchor to the head is verified: a start is rare."""
+        anchor = integrity.read_anchor(self._sconn)
+        recorded = integrity.for_chain(conn, self.state_schema, phase.read(conn, self.state_schema))
+        integrity.refuse(integrity.chain_findings(conn, self.state_schema, anchor=anchor, state=recorded, head=prev))
+        with journal.read_transaction(self._sconn):
+            journal.check_range(self._sconn, prev.seq_to, seen=recorded.head_seq if recorded else 0)
 
     def _connect(self) -> psycopg.Connection[Any]:
         timeout = self.config.target.connect_timeout_s
@@ -881,13 +919,15 @@ class Worker:
         """Persist a phase change (idle transitions only; batches record theirs in their transaction)."""
         if new == self._phase and new != Phase.STREAMING:
             return
-        if new == self._phase and self._persisted_head == self._head:
+        beat_due = time.monotonic() - self._written_at >= self._heartbeat_s
+        if new == self._phase and self._persisted_head == self._head and not beat_due:
             return
         conn = self._pconn
         if conn is None:
             return
         with conn.transaction():
             phase.write(conn, self.state_schema, self._state(new, getattr(self, "_applied", 0), self._head))
+        self._written_at = time.monotonic()
         if new != self._phase:
             self._log.info("phase", phase=str(new))
         self._phase = new
@@ -900,13 +940,17 @@ class Worker:
         try:
             with pg.connect(self.dsn, autocommit=True, connect_timeout=self.config.target.connect_timeout_s) as conn:
                 phase.ensure(conn, self.state_schema)
+                applied, head = self._applied, self._head
+                recorded = None if hasattr(self, "_prev") else phase.read(conn, self.state_schema)
+                if recorded is not None:  # refused before resuming: keep what the row says was applied and seen
+                    applied, head = max(applied, recorded.applied_seq), max(head, recorded.head_seq)
                 phase.write(
                     conn,
                     self.state_schema,
                     self._state(
                         Phase.ERRORED,
-                        getattr(self, "_applied", 0),
-                        self._head,
+                        applied,
+                        head,
                         reason=_message(exc)[:2000],
                         hint=_hint(exc)[:2000],
                         retryable=False,
@@ -916,10 +960,14 @@ class Worker:
             self._log.warning("could not record ERRORED in the target", error=str(inner))
 
     def _prune(self) -> None:
-        """Ask the pruner to delete journal rows up to what PostgreSQL has committed."""
-        self._pruner.request(self._applied)
+        """Ask the pruner to delete journal rows up to what PostgreSQL has committed (and anchor it)."""
+        self._pruner.request(self._applied, integrity.anchor_for(self._prev, self._root))
         if self._pruner.error is not None:
             raise self._pruner.error
+
+    def _stalled_for(self) -> float:
+        """Seconds without progress while entries wait (0 when none wait): the metrics' stall measure."""
+        return time.monotonic() - self._progress_at if self._head > self._applied else 0.0
 
     def _account(self, batch: apply.Batch, applied: apply.Applied, seconds: float) -> None:
         self._batches += 1
@@ -947,6 +995,8 @@ class Worker:
     _head = 0
     _applied = 0
     _persisted_head = -1
+    _root = ""
+    """Hash of the chain's first record, stored in each anchor (:mod:`replicator.integrity`)."""
 
     def _close_pg(self) -> None:
         writer = getattr(self, "_writer", None)
@@ -1063,7 +1113,9 @@ class Pruner:
 
     def __init__(self, open_source: Callable[[], sqlite3.Connection]) -> None:
         self._open = open_source
-        self._wanted = 0
+        self._wanted: tuple[int, str | None] = (0, None)
+        """The seq to prune up to, and the anchor of the checkpoint covering it: one attribute, so the
+        prune thread never pairs a seq with another checkpoint's anchor."""
         self._done = 0
         self._last = 0.0
         self._wake = threading.Event()
@@ -1073,8 +1125,11 @@ class Pruner:
         self._thread = threading.Thread(target=self._run, name="replicator-prune", daemon=True)
         self._thread.start()
 
-    def request(self, applied: int) -> None:
-        self._wanted = max(self._wanted, applied)
+    def request(self, applied: int, anchor: str | None = None) -> None:
+        """Prune up to ``applied`` (committed in PostgreSQL), recording ``anchor``, the checkpoint covering
+        it, in the same SQLite transaction (:func:`triggers.journal.prune`)."""
+        if applied >= self._wanted[0]:
+            self._wanted = (applied, anchor)
         self._wake.set()
 
     def close(self) -> None:
@@ -1095,11 +1150,11 @@ class Pruner:
                 self._wake.wait(timeout)
                 self._wake.clear()
                 timeout = None
-                target = self._wanted
+                target, anchor = self._wanted
                 if target > self._done:
                     since = time.monotonic() - self._last
                     if self._closing or target - self._done >= PRUNE_MIN_SEQS or since >= PRUNE_MAX_DELAY_S:
-                        self._prune(conn, target)
+                        self._prune(conn, target, anchor)
                         self._last = time.monotonic()
                     else:  # streaming: gather small batches' entries, prune at the next request or the delay
                         timeout = PRUNE_MAX_DELAY_S - since
@@ -1108,9 +1163,9 @@ class Pruner:
         finally:
             conn.close()
 
-    def _prune(self, conn: sqlite3.Connection, target: int) -> None:
+    def _prune(self, conn: sqlite3.Connection, target: int, anchor: str | None) -> None:
         try:
-            journal.prune(conn, target)
+            journal.prune(conn, target, anchor=anchor)
             self._done = target
             faults.point("prune.after")
         except CaptureError as exc:

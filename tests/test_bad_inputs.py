@@ -1590,6 +1590,80 @@ def _tampered_run(env: Env) -> Ran:
     return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
 
 
+def _journal_head(path: Path) -> int:
+    return int(sqlite3.connect(path).execute("SELECT max(seq) FROM _replicator_journal").fetchone()[0] or 0)
+
+
+@case(
+    "journal-rows-deleted-run",
+    "checkpoints and exports",
+    "journal rows deleted by hand before the daemon applied them",
+    "run --until-drained",
+    "refused",
+    3,
+    ["journal entries", "deleted from _replicator_journal by hand", "snapshot --replace"],
+    untouched="no change applied",
+)
+def _journal_rows_deleted_run(env: Env) -> Ran:
+    path = simple(env)
+    installed_and_drained(env, path)
+    head = _journal_head(path)
+    sqlite_write(path, "INSERT INTO t VALUES (4, 'd'); INSERT INTO t VALUES (5, 'e'); INSERT INTO t VALUES (6, 'f');")
+    sqlite_write(path, f"DELETE FROM _replicator_journal WHERE seq = {head + 2}")
+    env.then(lambda: _assert_equal([r[0] for r in env.rows("t")], [1, 2], "rows"))
+    return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
+
+
+def _two_batches(env: Env) -> Path:
+    path = simple(env)
+    installed_and_drained(env, path)
+    for row in ("(3, 'c')", "(4, 'd')"):
+        sqlite_write(path, f"INSERT INTO t VALUES {row}")
+        drained = env.cli("run", "-q", "--until-drained", "--source", str(path), "--target", env.dsn)
+        assert drained.code == 0, drained
+    return path
+
+
+@case(
+    "checkpoints-cut-off-run",
+    "checkpoints and exports",
+    "every checkpoint after the genesis deleted in PostgreSQL",
+    "run --until-drained",
+    "refused",
+    3,
+    ["checkpoint 2 is missing", "anchor"],
+    untouched="nothing appended to the cut-off chain",
+)
+def _cut_off_run(env: Env) -> Ran:
+    path = _two_batches(env)
+    env.pg.execute("DELETE FROM replicator.checkpoints WHERE number > 1")
+    env.then(
+        lambda: _assert_equal(env.pg.execute("SELECT count(*) FROM replicator.checkpoints").fetchone(), (1,), "chain")
+    )
+    return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
+
+
+@case(
+    "checkpoints-swapped-run",
+    "checkpoints and exports",
+    "the two newest checkpoints swapped in PostgreSQL",
+    "run --until-drained",
+    "refused",
+    3,
+    ["checkpoint 3 holds the body of checkpoint 2", "swapped"],
+    untouched="no change applied",
+)
+def _swapped_run(env: Env) -> Ran:
+    path = _two_batches(env)
+    with env.pg.transaction():
+        env.pg.execute("UPDATE replicator.checkpoints SET number = 99 WHERE number = 2")
+        env.pg.execute("UPDATE replicator.checkpoints SET number = 2 WHERE number = 3")
+        env.pg.execute("UPDATE replicator.checkpoints SET number = 3 WHERE number = 99")
+    sqlite_write(path, "INSERT INTO t VALUES (5, 'e')")
+    env.then(lambda: _assert_equal([r[0] for r in env.rows("t")], [1, 2, 3, 4], "rows"))
+    return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
+
+
 @case(
     "cutover-not-wal",
     "daemon",

@@ -47,3 +47,12 @@ class CaptureNotInstalled(CaptureError):
     """An operation needs capture triggers that are not installed."""
 
     exit_code = 2
+
+
+class JournalTampered(CaptureError):
+    """Journal rows we never pruned are gone (deleted by hand), or the journal's head went backwards.
+
+    Never transient: the changes those rows recorded cannot be replayed, so applying on would skip
+    them silently. Exit 3, like a chain that does not verify."""
+
+    exit_code = 3

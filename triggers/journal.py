@@ -27,7 +27,7 @@ import msgspec
 import structlog
 
 from triggers.ddl import key_column, old_key_column
-from triggers.errors import CaptureError, CaptureNotInstalled, SourceBusy
+from triggers.errors import CaptureNotInstalled, JournalTampered, SourceBusy
 from triggers.names import JOURNAL
 from triggers.schema import quote_ident
 
@@ -38,6 +38,11 @@ DEFAULT_PRUNE_CHUNK = 5_000
 MIN_PRUNE_PAUSE_S = 0.005
 DEFAULT_READ_LIMIT = 10_000
 PRUNED_THROUGH = "pruned_through"
+ANCHOR = "applied_checkpoint"
+"""Meta key of the consumer's anchor: its own encoding of the last checkpoint it committed, written by
+:func:`prune` in the transaction that deletes the entries that checkpoint covers. Opaque here: the
+journal only keeps it next to ``pruned_through``, so the consumer can later prove its record of what
+was applied was not cut off (``replicator.integrity``)."""
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -188,9 +193,19 @@ def width(conn: sqlite3.Connection) -> int:
     return n
 
 
+def _meta_value(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute('SELECT value FROM "_replicator_meta" WHERE key = ?', (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def _pruned_through(conn: sqlite3.Connection) -> int:
-    row = conn.execute('SELECT value FROM "_replicator_meta" WHERE key = ?', (PRUNED_THROUGH,)).fetchone()
-    return int(row[0]) if row else 0
+    return int(_meta_value(conn, PRUNED_THROUGH) or 0)
+
+
+def anchor(conn: sqlite3.Connection) -> str | None:
+    """The anchor the last :func:`prune` recorded (see :data:`ANCHOR`); None before the first."""
+    _require(conn)
+    return _meta_value(conn, ANCHOR)
 
 
 def head(conn: sqlite3.Connection) -> int:
@@ -203,11 +218,74 @@ def head(conn: sqlite3.Connection) -> int:
     top = conn.execute('SELECT max(seq) FROM "_replicator_journal"').fetchone()[0]
     pruned = _pruned_through(conn)
     if (top or 0) < pruned:
-        raise CaptureError(
+        raise JournalTampered(
             f"the journal's highest seq ({top}) is below what was pruned ({pruned}): rows were deleted by hand",
             hint="seq numbers may repeat now; run `replicator capture remove`, install again and re-snapshot",
         )
     return int(top or 0)
+
+
+_LOST_HINT = (
+    "the changes they recorded cannot be replayed: reload the target from SQLite with "
+    "`replicator snapshot --replace`, then start `replicator run` again"
+)
+
+
+def check_range(conn: sqlite3.Connection, applied: int, *, seen: int = 0) -> int:
+    """Prove the journal still holds every entry a consumer at ``applied`` has yet to read; returns the head.
+
+    Seqs are contiguous (each new row is max(seq)+1 and :func:`prune` keeps the highest), and prune
+    deletes only up to what the consumer committed: so above ``applied`` no seq may be missing, the
+    head may not be below ``applied`` nor below a head the consumer has ``seen``, and ``pruned_through``
+    may not pass ``applied`` (the consumer's record of what it applied would then be behind the
+    journal: cut off, or restored from an older backup). Each is raised as :class:`JournalTampered`,
+    naming the seqs. One count over the pending range; the gap is located only when one exists.
+    """
+    top = head(conn)
+    pruned = _pruned_through(conn)
+    if pruned > applied:
+        raise _behind(pruned, applied)
+    check_head(top, applied, seen=seen)
+    (count,) = conn.execute('SELECT count(*) FROM "_replicator_journal" WHERE seq > ?', (applied,)).fetchone()
+    if count != top - applied:
+        raise _gap(conn, applied, top)
+    return top
+
+
+def check_head(top: int, applied: int, *, seen: int = 0) -> None:
+    """Refuse a journal head below what a consumer applied or saw: seqs never go back, rows were deleted."""
+    if top < max(applied, seen):
+        what = f"the target applied up to seq {applied}" if top < applied else f"the daemon saw seq {seen}"
+        raise JournalTampered(
+            f"the journal ends at seq {top}, but {what}: journal rows were deleted by hand",
+            hint=_LOST_HINT,
+        )
+
+
+def _gap(conn: sqlite3.Connection, after: int, top: int) -> JournalTampered:
+    """The first missing seq range in (after, top], named (call only when one is missing)."""
+    row = conn.execute(
+        "SELECT prev + 1, seq - 1 FROM (SELECT seq, lag(seq, 1, ?) OVER (ORDER BY seq) AS prev "
+        'FROM "_replicator_journal" WHERE seq > ? AND seq <= ?) WHERE seq > prev + 1 LIMIT 1',
+        (after, after, top),
+    ).fetchone()
+    first, last = (int(row[0]), int(row[1])) if row else (after + 1, top)
+    pruned = _pruned_through(conn)
+    if first <= pruned:
+        return _behind(pruned, after)
+    return JournalTampered(
+        f"journal entries {first}..{last} are missing: they were deleted from {JOURNAL} by hand, "
+        f"not pruned (pruned through seq {pruned})",
+        hint=_LOST_HINT,
+    )
+
+
+def _behind(pruned: int, applied: int) -> JournalTampered:
+    return JournalTampered(
+        f"the journal was pruned up to seq {pruned}, but the target's checkpoints end at seq {applied}: "
+        "the target lost checkpoints it had committed (deleted, or restored from an older backup)",
+        hint="run `replicator checkpoints verify --source ...` to see what is missing; " + _LOST_HINT,
+    )
 
 
 @contextmanager
@@ -320,7 +398,10 @@ def read_keys(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LI
             raise
         rows = None  # a key holds text that is not valid UTF-8: the exact, slow way
     if rows is None:
-        for e in read(conn, after, limit):
+        slow = read(conn, after, limit)
+        if slow and slow[-1].seq - after != len(slow):
+            raise _gap(conn, after, slow[-1].seq)
+        for e in slow:
             named = keys.setdefault(e.table, {})
             named[e.key] = None
             if e.old_key is not None:
@@ -351,6 +432,8 @@ def read_keys(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LI
                 found[row[4 + n : 4 + n + nk]] = None
             last[tbl] = seq
             counts[tbl] += 1
+    if rows and rows[-1][0] - after != len(rows):  # contiguous seqs: O(1) proof that none is missing
+        raise _gap(conn, after, rows[-1][0])
     return KeyRange(len(rows), rows[-1][0] if rows else after, keys, last, counts)
 
 
@@ -428,12 +511,15 @@ def prune(
     *,
     chunk: int = DEFAULT_PRUNE_CHUNK,
     pause_s: float | None = None,
+    anchor: str | None = None,
 ) -> int:
     """Delete entries with ``seq <= applied`` in short write transactions of at most ``chunk`` rows.
 
     The highest row is never deleted (the high-water row): SQLite numbers a new row max(seq)+1, so
     keeping the max is what makes seqs never repeat (d6). ``pruned_through`` is recorded in the
-    meta table in the same transaction, so a hand-made deletion is detected by :func:`head`.
+    meta table in the same transaction, so a hand-made deletion is detected by :func:`head`, and so is
+    ``anchor`` (the consumer's record of the checkpoint that covers ``applied``, see :data:`ANCHOR`):
+    one more row in a transaction that already writes the meta table, no write of its own.
 
     Each chunk is its own ``BEGIN IMMEDIATE … COMMIT`` lasting milliseconds, and between chunks we
     sleep at least as long as the chunk took (``pause_s`` None) or ``pause_s``: without the pause we
@@ -470,6 +556,8 @@ def prune(
                 'INSERT OR REPLACE INTO "_replicator_meta" (key, value) VALUES (?, ?)',
                 (PRUNED_THROUGH, str(max(upper, _pruned_through(conn)))),
             )
+            if anchor is not None:
+                conn.execute('INSERT OR REPLACE INTO "_replicator_meta" (key, value) VALUES (?, ?)', (ANCHOR, anchor))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
