@@ -31,6 +31,8 @@ DEFAULT_BATCH_ROWS = 20_000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 DEFAULT_POLL_INTERVAL_S = 0.5
 DEFAULT_RETRY_MAX_WAIT_S = 30.0
+DEFAULT_PRUNE_IDLE_S = 2.0
+DEFAULT_PRUNE_MAX_ROWS = 1_000_000
 DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_STALL_AFTER_S = 60.0
 
@@ -80,6 +82,14 @@ class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
     """Safety-net poll of PRAGMA data_version; file events usually wake the daemon sooner."""
     retry_max_wait_s: float = DEFAULT_RETRY_MAX_WAIT_S
+    prune_idle_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_PRUNE_IDLE_S
+    """Delete applied journal entries once the app has written nothing for this long. Any commit of ours
+    fails every app transaction that read before it and writes after it (a deferred ``BEGIN``, Django's
+    default: SQLITE_BUSY_SNAPSHOT, "database is locked"), so the tool writes to the app's file when the app
+    is quiet (see README, "Living beside the app")."""
+    prune_max_rows: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_PRUNE_MAX_ROWS
+    """...and, for an app that is never quiet that long, once this many applied entries wait (about 25 bytes
+    each): the bound on the journal."""
 
 
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,9 +1,12 @@
 """``replicator cutover``: the maintenance-window command. Read :func:`cutover` top to bottom: the 7 steps.
 
-1. **Preflight** (no writes blocked): the daemon is not running (we take its two locks: the lock file
-   next to the source and the PostgreSQL advisory lock per source id; a running daemon holds both,
-   so we refuse with a hint to stop it — the cutover then drains with the same apply machinery
-   itself), capture installed, WAL mode, no drift, no interrupted re-snapshot owed, no unacknowledged quarantine (unless
+1. **Preflight** (no writes blocked): we take the daemon's two locks (the lock file next to the
+   source and the PostgreSQL advisory lock per source id). A running daemon holds both: it is asked
+   to hand them over (``SIGUSR1`` to the pid in the lock file), finishes its batch, lets go and waits;
+   when the cutover ends it starts again, and either resumes streaming (an abort) or finds the target
+   cut over and exits 0, so one command does the window with the daemon left running as a service.
+   The cutover drains with the same apply machinery itself. Then: capture installed, WAL mode, no
+   drift, no interrupted re-snapshot owed, no unacknowledged quarantine (unless
    ``--accept-quarantine``, recorded), the checkpoint chain verifies, catch-up to a small backlog,
    a full verify passes (in-flight rows tolerated). Then the backup (outside the outage) and the
    SQLite pre-pass: every table's count and checksum read in one SQLite read transaction at journal
@@ -50,6 +53,7 @@ import datetime as dt
 import fcntl
 import getpass
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -85,12 +89,14 @@ from replicator.certificate import Certificate, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
-from replicator.worker import take_lock
+from replicator.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
 from triggers.install import Meta, read_meta
 from triggers.schema import quote_ident
 
+HANDOVER_TIMEOUT_S: Final = 60.0
+"""How long cutover waits for a running daemon to finish its batch and release its locks."""
 CATCHUP_BACKLOG: Final = 2_000
 """Preflight catches up until at most this many journal entries remain for the freeze to drain."""
 FULL_RECHECK_FRACTION: Final = 0.25
@@ -372,18 +378,50 @@ class _Session:
         return session
 
     def _take_file_lock(self) -> None:
-        path = self.source.with_name(self.source.name + ".replicator.lock")
+        """The daemon's lock file; a running daemon is asked to hand it over (it resumes if we abort)."""
+        path = lock_path(self.source)
         handle: IO[str] = path.open("a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.close()
-            raise CutoverAborted(
-                f"a `replicator run` daemon holds {path}",
-                hint="stop the daemon (SIGTERM/Ctrl-C: it finishes its batch) and run cutover again; "
-                "cutover drains the journal itself and holds the daemon's locks until it ends",
-            ) from None
+            try:
+                self._ask_daemon(path, handle)
+            except BaseException:
+                handle.close()
+                raise
         self._lock_file = handle
+
+    def _ask_daemon(self, path: Path, handle: IO[str]) -> None:
+        """Signal the daemon whose pid the lock file holds; wait until it has finished its batch and let go."""
+        pid = lock_holder(self.source)
+        refused = f"a `replicator run` daemon{f' (pid {pid})' if pid else ''} holds {path}"
+        if pid is None:
+            raise CutoverAborted(
+                f"{refused}, on another host or container, so it cannot be asked to hand over",
+                hint="run cutover where the daemon runs (`docker compose exec replicator replicator cutover`), "
+                "or stop the daemon (SIGTERM: it finishes its batch) and run cutover again",
+            )
+        try:
+            os.kill(pid, HANDOVER_SIGNAL)
+        except ProcessLookupError:
+            pass  # it exited just now: its lock goes with it
+        except PermissionError:
+            raise CutoverAborted(
+                f"{refused}, and it runs as another user", hint="run cutover as the daemon's user, or stop it first"
+            ) from None
+        self.log.info("asked the daemon for its locks", pid=pid)
+        deadline = time.monotonic() + HANDOVER_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CutoverAborted(
+                        f"{refused} and did not hand it over within {HANDOVER_TIMEOUT_S:g}s",
+                        hint="see the daemon's log; stop it (SIGTERM) and run cutover again",
+                    ) from None
+                time.sleep(0.05)
 
     def _take_advisory_lock(self) -> None:
         if not take_lock(self.pconn, self.meta.source_id):  # a daemon stopped just now: its backend may still hold it

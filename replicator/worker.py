@@ -35,6 +35,7 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -43,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import msgspec
 import psycopg
@@ -90,13 +91,6 @@ back from a PostgreSQL round trip, waiting the default 5 ms for the GIL at every
 HEARTBEAT_MAX_S = 10.0
 """An idle daemon rewrites its phase row at least this often (and at least four times per
 ``status.stall_after_s``), so ``status`` tells an idle daemon from a stalled one by the row's age."""
-
-PRUNE_MIN_SEQS = 2_000
-PRUNE_MAX_DELAY_S = 1.0
-"""The pruner deletes applied entries once ``PRUNE_MIN_SEQS`` of them are due or ``PRUNE_MAX_DELAY_S`` after
-the last prune: streaming at 1,000 app transactions/s, one write transaction (and WAL sync) a second
-instead of one per batch (~40/s), each of them a moment the app's writers wait for the lock. The
-journal stays bounded: at most a second of entries, or ``PRUNE_MIN_SEQS``, above a batch's size."""
 
 
 class WorkerError(ReplicatorError):
@@ -213,6 +207,8 @@ class Worker:
         self.metrics = metrics
         self.state_schema = config.target.state_schema
         self._stop = threading.Event()
+        self.handed_over = False
+        """Stopped because a cutover asked for the locks (SIGUSR1, :func:`hand_over`), not to end."""
         self._log = log.get("worker", source=str(self.source))
         self._lag = journal.LagTracker()
         self._rate: deque[tuple[float, int]] = deque()
@@ -249,7 +245,11 @@ class Worker:
             self._meta = meta
             self._sconn, self._wconn = sconn, wconn
             watcher = at_edge(lambda: Watcher(self.source, self.config.apply.poll_interval_s), self._max_wait)
-            self._pruner = Pruner(lambda: self._open_source(readonly=False))
+            self._pruner = Pruner(
+                lambda: self._open_source(readonly=False),
+                idle_s=self.config.apply.prune_idle_s,
+                max_rows=self.config.apply.prune_max_rows,
+            )
             self._prefetch = Prefetcher(self._open_source(readonly=True))
             try:
                 return self._loop(watcher, once=once, until_drained=until_drained)
@@ -1026,7 +1026,7 @@ class Worker:
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
-        path = self.source.with_name(self.source.name + ".replicator.lock")
+        path = lock_path(self.source)
         handle: IO[str] = path.open("a")
         try:
             try:
@@ -1038,7 +1038,7 @@ class Worker:
                 ) from None
             handle.seek(0)
             handle.truncate()
-            handle.write(f"{os.getpid()}\n")
+            handle.write(f"{os.getpid()} {socket.gethostname()}\n")  # who to ask for a hand-over (cutover)
             handle.flush()
             yield
         finally:
@@ -1055,7 +1055,13 @@ class Worker:
             self._log.info("signal received: finishing the current batch", signal=signal.Signals(signum).name)
             self.stop()
 
+        def hand_over(_signum: int, _frame: FrameType | None) -> None:
+            self._log.info("a cutover asked for the locks: finishing the current batch, then waiting for it")
+            self.handed_over = True
+            self.stop()
+
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[HANDOVER_SIGNAL] = signal.signal(HANDOVER_SIGNAL, hand_over)
         try:
             yield
         finally:
@@ -1106,18 +1112,30 @@ class Prefetcher:
 class Pruner:
     """Prunes the journal behind the apply, in its own thread and on its own read-write connection.
 
+    When: once the app has been quiet for ``idle_s`` (no new entry applied), or once ``max_rows``
+    applied entries wait. A commit of ours is a commit the app did not make: every app transaction
+    that read before it and tries to write after it fails at once with SQLITE_BUSY_SNAPSHOT ("database
+    is locked"), whatever its busy timeout, when it began with a deferred ``BEGIN`` (Django's default,
+    Python's sqlite3 default). Pruning about once a second, as the daemon did, caused several such
+    errors a minute in a Django app; the cost is per transaction of ours *and* per row deleted (an app
+    transaction that starts while we hold the write lock fails too), so bigger, rarer prunes do not
+    help: only pruning while the app is quiet does (``bench/app_errors.py``, README). An app that is
+    never quiet still gets its journal bounded by ``max_rows``, at the price of those errors.
+
     Pruning runs in short write transactions with pauses for the app's writers (journal.prune); off
     the loop's thread, those pauses never delay the next batch. Only seqs PostgreSQL has committed
     are ever requested, so a crash at any moment leaves at worst rows that are pruned next time.
     """
 
-    def __init__(self, open_source: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, open_source: Callable[[], sqlite3.Connection], *, idle_s: float, max_rows: int) -> None:
         self._open = open_source
+        self._idle_s, self._max_rows = idle_s, max_rows
         self._wanted: tuple[int, str | None] = (0, None)
         """The seq to prune up to, and the anchor of the checkpoint covering it: one attribute, so the
         prune thread never pairs a seq with another checkpoint's anchor."""
         self._done = 0
-        self._last = 0.0
+        self._advanced = time.monotonic()
+        """When the applied position last moved: the app wrote then (what the daemon applies, it wrote)."""
         self._wake = threading.Event()
         self._closing = False
         self.error: BaseException | None = None
@@ -1128,6 +1146,8 @@ class Pruner:
     def request(self, applied: int, anchor: str | None = None) -> None:
         """Prune up to ``applied`` (committed in PostgreSQL), recording ``anchor``, the checkpoint covering
         it, in the same SQLite transaction (:func:`triggers.journal.prune`)."""
+        if applied > self._wanted[0]:
+            self._advanced = time.monotonic()
         if applied >= self._wanted[0]:
             self._wanted = (applied, anchor)
         self._wake.set()
@@ -1152,12 +1172,11 @@ class Pruner:
                 timeout = None
                 target, anchor = self._wanted
                 if target > self._done:
-                    since = time.monotonic() - self._last
-                    if self._closing or target - self._done >= PRUNE_MIN_SEQS or since >= PRUNE_MAX_DELAY_S:
+                    quiet = time.monotonic() - self._advanced
+                    if self._closing or target - self._done >= self._max_rows or quiet >= self._idle_s:
                         self._prune(conn, target, anchor)
-                        self._last = time.monotonic()
-                    else:  # streaming: gather small batches' entries, prune at the next request or the delay
-                        timeout = PRUNE_MAX_DELAY_S - since
+                    else:  # the app is writing: wait until it has been quiet for idle_s
+                        timeout = self._idle_s - quiet
                 if self._closing:
                     return
         finally:
@@ -1191,7 +1210,87 @@ def run(
     until_drained: bool = False,
     metrics: Metrics | None = None,
 ) -> RunResult:
-    """``replicator run``: the library entry point the CLI calls."""
+    """``replicator run``: the library entry point the CLI calls.
+
+    A cutover started while this daemon runs asks it for its locks (:data:`HANDOVER_SIGNAL`): the daemon
+    finishes its batch, releases them, waits for the cutover to end, and starts again, which either
+    resumes streaming (the cutover aborted) or finds the target cut over and returns (the CLI exits 0).
+    """
     if not Path(source).exists():
         raise UsageError(f"source {source} does not exist", hint="pass --source path/to/app.db")
-    return Worker(Path(source), dsn, config, metrics=metrics).run(once=once, until_drained=until_drained)
+    if threading.current_thread() is threading.main_thread():  # a hand-over asked for before the loop runs
+        signal.signal(HANDOVER_SIGNAL, signal.SIG_IGN)  # must not kill us (its default action)
+    while True:
+        worker = Worker(Path(source), dsn, config, metrics=metrics)
+        result = worker.run(once=once, until_drained=until_drained)
+        if not worker.handed_over or not _wait_for_cutover(Path(source)):
+            return result
+
+
+HANDOVER_SIGNAL: Final = signal.SIGUSR1
+"""What ``replicator cutover`` sends the daemon that holds the source's lock file (its pid is in it)."""
+HANDOVER_WAIT_S: Final = 60.0
+"""How long a daemon that handed over waits for the cutover to take the lock before it resumes."""
+
+
+def lock_path(source: Path) -> Path:
+    """The file a daemon (and a cutover) holds an exclusive flock on, with the daemon's pid and host in it."""
+    return source.with_name(source.name + ".replicator.lock")
+
+
+def lock_holder(source: Path) -> int | None:
+    """The pid of the daemon holding the lock file, when it runs on this host (in this PID namespace: the
+    host name of a container differs) and so may be signalled; None when that cannot be known."""
+    try:
+        pid, _, host = lock_path(source).read_text().strip().partition(" ")
+    except OSError:
+        return None
+    return int(pid) if pid.isdigit() and host == socket.gethostname() else None
+
+
+def _wait_for_cutover(source: Path) -> bool:
+    """After a hand-over: wait until a cutover has held the lock file and let it go. False: stopped by a signal.
+
+    Two phases, so that the daemon does not take its lock straight back before the cutover has it: first
+    until someone else holds it (at most :data:`HANDOVER_WAIT_S`: a cutover that never came), then until it
+    is free again (the cutover ended, whatever way).
+    """
+    stop = threading.Event()
+    on_signal = _stop_on_signals(stop)
+    log_ = log.get("worker", source=str(source))
+    try:
+        with lock_path(source).open("a") as handle:
+            deadline = time.monotonic() + HANDOVER_WAIT_S
+            while not _held_elsewhere(handle) and time.monotonic() < deadline:
+                if stop.wait(0.05):
+                    return False
+            log_.info("waiting for the cutover to end")
+            while _held_elsewhere(handle):
+                if stop.wait(0.2):
+                    return False
+        log_.info("the cutover ended: starting again")
+        return True
+    finally:
+        on_signal()
+
+
+def _held_elsewhere(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT set ``stop`` (main thread only); returns what restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT, HANDOVER_SIGNAL)}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore
