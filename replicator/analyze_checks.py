@@ -49,6 +49,7 @@ def _source_checks(report: Report) -> Iterator[Finding]:
             "cannot commit, and long reads make its writes wait or fail with 'database is locked'",
             hint="switch once to WAL: sqlite3 FILE 'PRAGMA journal_mode=WAL' (persistent; apps need no change)",
         )
+    yield _deferred_transactions(report)
     if report.capture_installed:
         yield Finding(
             "info",
@@ -56,6 +57,30 @@ def _source_checks(report: Report) -> Iterator[Finding]:
             "replicator's capture triggers are already installed in this file",
             hint="`replicator status` shows the migration in progress",
         )
+
+
+def _deferred_transactions(report: Report) -> Finding:
+    """Apps that begin with a deferred ``BEGIN`` fail when another connection commits between their read
+    and their write; the daemon commits too (journal pruning, only while the app is quiet), and so does
+    the cutover's freeze. Django's default is deferred; Django 5.1+ has ``transaction_mode``."""
+    django = any(t.name == "django_migrations" for t in report.tables)
+    if django:
+        return Finding(
+            "warning",
+            "deferred_transactions",
+            "a Django app: Django begins transactions with a deferred BEGIN, which fails with 'database is locked' "
+            "when any other connection commits between its read and its write (a second worker, cron, the tool)",
+            hint='set "OPTIONS": {"transaction_mode": "IMMEDIATE"} in DATABASES (Django 5.1+); the daemon writes '
+            "to the file only while the app is quiet (apply.prune_idle_s)",
+        )
+    return Finding(
+        "info",
+        "deferred_transactions",
+        "apps whose transactions read before they write with a deferred BEGIN (Python's sqlite3 and many ORMs by "
+        "default) fail with 'database is locked' when another connection commits in between",
+        hint="prefer BEGIN IMMEDIATE for transactions that write; the daemon writes to the file only while the app "
+        "is quiet (apply.prune_idle_s)",
+    )
 
 
 def _schema_checks(report: Report) -> Iterator[Finding]:

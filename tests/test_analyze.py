@@ -96,6 +96,7 @@ EXPECTED = {
     ("info", "views", None, None),
     ("info", "fk_cycle", None, None),
     ("info", "capture_installed", None, None),
+    ("info", "deferred_transactions", None, None),
 }
 
 
@@ -461,3 +462,18 @@ def test_one_or_two_connections_and_any_chunk_size_give_the_same_report(
     assert report.table("c").foreign_keys[0].orphan_rows == _count(
         big, "SELECT count(*) FROM c WHERE p_id IS NOT NULL AND p_id NOT IN (SELECT id FROM p)"
     )
+
+
+def test_a_django_app_is_told_about_deferred_transactions(tmp_path: Path) -> None:
+    """Django begins deferred: another commit between its read and its write fails the request."""
+    path = tmp_path / "django.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT, name TEXT, applied TEXT);"
+        "CREATE TABLE shop_item (id INTEGER PRIMARY KEY, name TEXT);"
+    )
+    conn.close()
+    found = [f for f in analyze(path).findings if f.code == "deferred_transactions"]
+    assert len(found) == 1
+    assert found[0].severity == "warning"
+    assert '"transaction_mode": "IMMEDIATE"' in found[0].hint
