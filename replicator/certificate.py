@@ -24,7 +24,10 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
 
-FORMAT = 1
+FORMAT = 2
+"""2 added what the migration left out (skipped tables and columns, every quarantined value). A format-1
+certificate is sealed without those fields, and :func:`_body` leaves them out to check its seal."""
+_ADDED_IN_2 = ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine")
 STEP_ORDER = (
     *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify", "copy"),
     *("finish_pg", "fence", "commit", "analyze", "certificate"),
@@ -44,6 +47,17 @@ class TableProof(msgspec.Struct, frozen=True):
     how: str = "full"
     """``prepass``: unchanged since the pre-freeze read; ``incremental``: changed keys re-read; ``full``;
     ``copied``: a snapshot-only table copied again from the frozen SQLite, then both sides read whole."""
+
+
+class QuarantineEntry(msgspec.Struct, frozen=True):
+    """One value the migration did not carry (``--on-bad-value quarantine``), and whether someone accepted it."""
+
+    table: str
+    key: Any
+    column: str
+    reason: str
+    action: str
+    acknowledged: bool
 
 
 class Certificate(msgspec.Struct, frozen=True):
@@ -69,6 +83,14 @@ class Certificate(msgspec.Struct, frozen=True):
     sequences: dict[str, int] = msgspec.field(default_factory=dict)
     foreign_keys: tuple[str, ...] = ()
     """Each FK restored/validated (``table.name``)."""
+    skipped_tables: dict[str, str] = msgspec.field(default_factory=dict)
+    """Tables in SQLite the migration left out on purpose, with the reason (config, an ORM's migration table)."""
+    skipped_columns: dict[str, str] = msgspec.field(default_factory=dict)
+    """``table.column`` left out by config, with the reason: their values are not in PostgreSQL."""
+    accept_skipped_columns: bool = False
+    """The operator passed ``--accept-skipped-columns`` (required when any column is skipped)."""
+    quarantine: tuple[QuarantineEntry, ...] = ()
+    """Every quarantined value, acknowledged or accepted with ``--accept-quarantine``."""
     format: int = FORMAT
     sha256: str = ""
 
@@ -80,7 +102,11 @@ class CertificateError(ReplicatorError):
 
 
 def _body(cert: Certificate) -> bytes:
-    return msgspec.json.encode(msgspec.structs.replace(cert, sha256=""), order="sorted")
+    body = msgspec.structs.replace(cert, sha256="")
+    if cert.format >= 2:
+        return msgspec.json.encode(body, order="sorted")
+    fields = msgspec.to_builtins(body)  # what a format-1 certificate was sealed over
+    return msgspec.json.encode({k: v for k, v in fields.items() if k not in _ADDED_IN_2}, order="sorted")
 
 
 def seal(cert: Certificate) -> Certificate:
@@ -252,6 +278,13 @@ def render(cert: Certificate) -> str:
     ]
     if cert.accept_quarantine:
         lines.append(f"  quarantine accepted: {cert.quarantined}")
+    for q in cert.quarantine:
+        state = "acknowledged" if q.acknowledged else "accepted at cutover"
+        lines.append(f"  quarantined {q.table}.{q.column} key {q.key}: {q.reason} ({q.action}; {state})")
+    for name, why in sorted(cert.skipped_tables.items()):
+        lines.append(f"  skipped table {name}: {why}")
+    for name, why in sorted(cert.skipped_columns.items()):
+        lines.append(f"  skipped column {name}: {why} (accepted with --accept-skipped-columns)")
     if cert.backup:
         lines.append(f"  backup   {cert.backup}")
     width = max([5, *(len(t.table) for t in cert.tables)])

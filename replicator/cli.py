@@ -768,6 +768,9 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     "--max-downtime", default="5s", show_default=True, callback=_seconds, help="Abort if the freeze would exceed it."
 )
 @click.option("--accept-quarantine", is_flag=True, help="Proceed with unacknowledged quarantined rows (recorded).")
+@click.option(
+    "--accept-skipped-columns", is_flag=True, help="Proceed although config skips columns (recorded, values lost)."
+)
 @click.option("--no-backup", is_flag=True, help="Do not back up the SQLite file before fencing.")
 @click.option("--backup-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Backup directory.")
 @click.option("--certificate", "certificate_path", type=click.Path(path_type=Path), default=None, help="Output file.")
@@ -779,6 +782,7 @@ def cutover(
     dry_run: bool,
     max_downtime: float,
     accept_quarantine: bool,
+    accept_skipped_columns: bool,
     no_backup: bool,
     backup_dir: Path | None,
     certificate_path: Path | None,
@@ -794,6 +798,7 @@ def cutover(
         dry_run=dry_run,
         max_downtime_s=max_downtime,
         accept_quarantine=accept_quarantine,
+        accept_skipped_columns=accept_skipped_columns,
         backup=not no_backup,
         backup_dir=backup_dir,
         certificate_path=certificate_path,

@@ -85,7 +85,7 @@ from replicator import (
     verify,
 )
 from replicator import state as runs
-from replicator.certificate import Certificate, TableProof
+from replicator.certificate import Certificate, QuarantineEntry, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
@@ -120,6 +120,8 @@ class Options(msgspec.Struct, frozen=True):
     dry_run: bool = False
     max_downtime_s: float = 5.0
     accept_quarantine: bool = False
+    accept_skipped_columns: bool = False
+    """Required when config skips columns of migrated tables: their values are lost at cutover (recorded)."""
     backup: bool = True
     backup_dir: Path | None = None
     certificate_path: Path | None = None
@@ -196,6 +198,12 @@ def _steps(session: _Session, clock: _Clock, options: Options) -> Result:
             f"but writing the certificate failed: {exc.message if isinstance(exc, ReplicatorError) else repr(exc)}",
             hint="point the app at PostgreSQL; ANALYZE the tables; `replicator certificate` shows what was stored",
         ) from exc
+
+
+def _quarantine_entries(session: _Session) -> tuple[QuarantineEntry, ...]:
+    """Every quarantined value, for the certificate (reviewed and acknowledged, or accepted at cutover)."""
+    values = quarantine.list_values(session.pconn, session.state_schema, limit=10_000_000)
+    return tuple(QuarantineEntry(v.table, v.key, v.column, v.reason, v.action, v.acknowledged) for v in values)
 
 
 def _lock_wait(session: _Session, exc: BaseException, clock: _Clock, options: Options) -> CutoverAborted | None:
@@ -310,6 +318,10 @@ def _after_fence(
                 backup_sha256=backed_up.manifest.sha256 if backed_up else None,
                 sequences=finished.sequences,
                 foreign_keys=finished.foreign_keys,
+                skipped_tables=dict(sorted(session.skipped.items())),
+                skipped_columns=skips.skipped_columns(session.config, session.plan),
+                accept_skipped_columns=options.accept_skipped_columns,
+                quarantine=_quarantine_entries(session),
             )
         )
         path = options.certificate_path or session.source.with_name(session.source.name + ".cutover.json")
@@ -547,6 +559,13 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             f"the checkpoint chain does not verify: {findings[0]}", hint="run `replicator checkpoints verify`"
         )
     session.verified = session.prev
+    left_out = skips.skipped_columns(session.config, session.plan)
+    if left_out and not options.accept_skipped_columns:
+        raise CutoverAborted(
+            f"config skips columns whose values are not in PostgreSQL: {', '.join(left_out)}",
+            hint="pass --accept-skipped-columns (recorded in the certificate), or remove `skip = true` and "
+            "reload the table with `replicator snapshot --replace --tables T`",
+        )
     quarantined = quarantine.unacknowledged(session.pconn, session.state_schema)
     if quarantined and not options.accept_quarantine:
         listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())

@@ -60,6 +60,18 @@ def reason(config: Config, plan: SchemaPlan | None, name: str) -> str | None:
     return None
 
 
+def skipped_columns(config: Config, plan: SchemaPlan) -> dict[str, str]:
+    """``table.column`` of each migrated table's column that config leaves out (``skip = true``), with why."""
+    migrated = {t.source for t in plan.tables}
+    return {
+        f"{table}.{column}": f"skipped by config ([types.{table}.{column}] skip = true): its values are not migrated"
+        for table, columns in sorted(config.types.items())
+        if table in migrated
+        for column, override in sorted(columns.items())
+        if column != "*" and override.skip
+    }
+
+
 def skipped(config: Config, plan: SchemaPlan | None, names: Iterable[str]) -> dict[str, str]:
     """Each of ``names`` the migration leaves out, with the reason (see the module docstring)."""
     out = {}

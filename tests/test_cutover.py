@@ -276,7 +276,7 @@ def test_unacknowledged_quarantine_refused_then_accepted_and_recorded(tmp_path: 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO replicator.quarantine (table_name, key, column_name, storage_class, original_base64, reason) "
-            "VALUES ('t', '{\"id\": 3}', 'n', 'text', 'eA==', 'test')"
+            "VALUES ('t', '{\"id\": 99}', 'n', 'text', 'eA==', 'test')"  # writable_t's probe takes id 3
         )
     with pytest.raises(CutoverAborted, match="quarantined") as refused:
         cutover(src, pg_dsn, conf, opts(tmp_path))
@@ -288,6 +288,76 @@ def test_unacknowledged_quarantine_refused_then_accepted_and_recorded(tmp_path: 
     assert result.certificate is not None
     assert result.certificate.accept_quarantine
     assert result.certificate.quarantined == {"t": 1}
+    (entry,) = result.certificate.quarantine  # every value, not only the count
+    assert (entry.table, entry.key, entry.column, entry.reason, entry.acknowledged) == (
+        "t",
+        {"id": 99},
+        "n",
+        "test",
+        False,
+    )
+    assert "quarantined t.n key {'id': 99}: test" in certificate.render(result.certificate)
+    assert certificate.seal_ok(certificate.read_file(tmp_path / "cert.json"))
+
+
+def test_skipped_columns_need_a_flag_and_are_in_the_certificate(tmp_path: Path, pg_dsn: str) -> None:
+    from replicator import config
+
+    src = make_source(
+        tmp_path / "s.db",
+        schema="CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, secret TEXT);",
+        rows="INSERT INTO t VALUES (1, 1, 'a'), (2, 2, 'b');",
+    )
+    conf = config.load(
+        overrides={"apply": {"poll_interval_s": 0.05}, "types": {"t": {"secret": {"skip": True}}}}, environ={}
+    )
+    drain(src, pg_dsn, conf)
+    with pytest.raises(CutoverAborted, match=r"t\.secret") as refused:
+        cutover(src, pg_dsn, conf, opts(tmp_path))
+    assert "--accept-skipped-columns" in refused.value.hint
+    assert writable_t(src)
+    result = cutover(src, pg_dsn, conf, opts(tmp_path, accept_skipped_columns=True))
+    assert result.certificate is not None
+    assert result.certificate.accept_skipped_columns
+    assert list(result.certificate.skipped_columns) == ["t.secret"]
+    assert "skipped column t.secret" in certificate.render(result.certificate)
+
+
+def test_a_format_1_certificate_still_verifies(tmp_path: Path) -> None:
+    """Certificates written before format 2 are sealed without its fields: their seal still checks."""
+    import hashlib
+
+    body = {
+        "source_path": "/srv/app.db",
+        "source_id": "x",
+        "source_sha256": "0" * 64,
+        "target": "t",
+        "stop_seq": 5,
+        "chain_head": 3,
+        "chain_head_hash": "1" * 64,
+        "tables": [],
+        "steps": {},
+        "frozen_at": "a",
+        "fenced_at": "b",
+        "write_outage_s": 0.1,
+        "tool": "replicator 0.1",
+        "operator": "me",
+        "accept_quarantine": False,
+        "quarantined": {},
+        "backup": None,
+        "backup_sha256": None,
+        "sequences": {},
+        "foreign_keys": [],
+        "format": 1,
+        "sha256": "",
+    }
+    body["sha256"] = hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+    path = tmp_path / "old.json"
+    path.write_bytes(msgspec.json.encode(body))
+    assert certificate.seal_ok(certificate.read_file(path))
+    forged = {**body, "stop_seq": 6}
+    path.write_bytes(msgspec.json.encode(forged))
+    assert not certificate.seal_ok(certificate.read_file(path))
 
 
 def writable_t(path: Path) -> bool:
