@@ -618,7 +618,13 @@ def capture_status(ctx: Context, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_json: bool) -> None:
-    """Compare row counts and canonical checksums of every table on both sides; exit 3 on a mismatch."""
+    """Compare row counts and canonical checksums of every table on both sides; exit 3 on a mismatch.
+
+    Keys journaled after the position PostgreSQL was compared at are "in flight" (no mismatch) only
+    while a daemon is running and advancing: it holds the source's lock, in CATCHUP or STREAMING, and
+    is not stalled. After a cutover, unfence or rollback, after an error, or with no daemon running,
+    nothing applies them: they are a mismatch, named by key, and the hint says why.
+    """
     from replicator import verify as verify_mod
     from replicator.errors import VerificationFailed
 
@@ -629,10 +635,14 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     elif not ctx.quiet:
         verify_mod.render(report, keys=keys)
     if not report.match:
+        listed = keys or verify_mod.keys_listed(report)
+        hint = "the differing keys are listed above" if listed else "rerun with --keys to list the differing keys"
+        hint += "; do not cut over"
+        if report.not_applying is not None:  # journaled keys that nothing applies: say why they are not in flight
+            hint = f"{report.not_applying.reason}, so these differences are not in flight: {report.not_applying.hint}"
         raise VerificationFailed(
             f"{len(report.mismatched)} table(s) differ between SQLite and PostgreSQL: {', '.join(report.mismatched)}",
-            hint=("the differing keys are listed above" if keys else "rerun with --keys to list the differing keys")
-            + "; do not cut over",
+            hint=hint,
         )
 
 

@@ -8,9 +8,10 @@
    The cutover drains with the same apply machinery itself. Then: capture installed, WAL mode, no
    drift, no interrupted re-snapshot owed, no unacknowledged quarantine (unless
    ``--accept-quarantine``, recorded), the checkpoint chain verifies, catch-up to a small backlog,
-   a full verify passes (in-flight rows tolerated). Then the backup (outside the outage) and the
-   SQLite pre-pass: every table's count and checksum read in one SQLite read transaction at journal
-   head H0, kept open so the freeze can read the rows *as they were at H0*.
+   a full verify passes (keys journaled since the compared position are in flight: the drain applies
+   them). Then the backup (outside the outage) and the SQLite pre-pass: every table's count and
+   checksum read in one SQLite read transaction at journal head H0, kept open so the freeze can read
+   the rows *as they were at H0*.
 2. **Freeze**: ``BEGIN IMMEDIATE`` on a connection we hold: the app's writers wait (busy timeout) or
    get SQLITE_BUSY; readers keep working (WAL). Stop seq S = journal head.
 3. **Drain** to S with the apply :class:`~replicator.apply.Writer`, then prove it: the chain verifies
@@ -578,7 +579,9 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
     bound.info("caught up", applied_seq=caught_up.seq_to)
     journaled = session.journaled_tables()
     if options.full_verify and journaled:  # snapshot-only tables may differ: they are copied again in the freeze
-        report = verify.verify(session.source, session.dsn, session.config, journaled, plan=session.plan)
+        report = verify.verify(  # the drain below applies what was journaled since: in flight without a daemon
+            session.source, session.dsn, session.config, journaled, plan=session.plan, applied_by_caller=True
+        )
         if not report.match:
             _report_keys(session, list(report.mismatched))
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)

@@ -202,6 +202,55 @@ def _stalled(
     return age if age >= after_s else None
 
 
+class NotApplying(msgspec.Struct, frozen=True):
+    """Why nothing will apply the journal's later entries to the target now, and what to do."""
+
+    reason: str
+    hint: str
+
+
+def not_applying(
+    conn: psycopg.Connection[Any], schema: str, source_id: str, journal_head: int, stall_after_s: float
+) -> NotApplying | None:
+    """None while a daemon is alive and advancing: it holds the source's advisory lock, its phase is
+    CATCHUP or STREAMING and it is not stalled (:func:`_stalled`); else why not.
+
+    This is what lets ``verify`` call a difference "in flight": only a daemon that is applying the journal
+    will make keys journaled after the compared position converge. After DONE (cut over, whether or not
+    the file was unfenced since), after a rollback or an error (ERRORED) and while no daemon runs, nothing
+    will. ``conn`` reads now (autocommit or a fresh transaction), not in an old snapshot: the lock is live.
+    """
+    state = phase.read(conn, schema)
+    if state is None:
+        return NotApplying("no daemon has run against this target", "run `replicator run` to apply them")
+    if state.phase == Phase.DONE:
+        return NotApplying(
+            "this target was cut over (phase DONE): nothing applies SQLite writes to it any more",
+            "writes to the SQLite file since the cutover are not in PostgreSQL: if the app went back to SQLite, "
+            "run `replicator rollback`; else run `replicator fence`",
+        )
+    if state.phase == Phase.ERRORED:
+        return NotApplying(
+            f"nothing applies the journal (phase ERRORED): {state.reason}",
+            state.hint or "fix it and run `replicator run`",
+        )
+    running = _daemon_running(conn, source_id)
+    if not running:
+        return NotApplying("no daemon is running", "run `replicator run` to apply them")
+    if state.phase not in _STALLABLE:
+        return NotApplying(
+            f"the daemon is in phase {state.phase}, not applying the journal",
+            "verify again once `replicator status` shows STREAMING",
+        )
+    stalled = _stalled(state, running, max(0, journal_head - state.applied_seq), _now(conn), stall_after_s)
+    if stalled is not None:
+        return NotApplying(
+            f"the daemon (pid {state.pid}) holds the lock but has recorded no progress for {stalled:.0f} s",
+            "see `replicator status`; restart the daemon if it is stuck",
+        )
+    return None
+
+
 def _now(conn: psycopg.Connection[Any]) -> dt.datetime:
     """PostgreSQL's clock: the phase row's times are its, and this host's clock may differ."""
     row = conn.execute("SELECT clock_timestamp()").fetchone()

@@ -13,9 +13,13 @@ JSON columns are compared as parsed documents (``json.loads`` on both sides, kin
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
 view. When capture is installed and the latest checkpoint says the apply stopped at seq A while the
-SQLite view is at journal head H > A, the rows journaled in (A, H] are "in flight": a table whose
-differing keys are all in flight reports ``in-flight``, not a mismatch. After a drain (cutover)
-A == H and every difference is real.
+SQLite view is at journal head H > A, the keys journaled in (A, H] are "in flight" if something will
+apply them: a daemon alive and advancing (:func:`replicator.status.not_applying`: it holds the source's
+lock, in CATCHUP or STREAMING, not stalled), checked after the comparison, or the caller itself
+(cutover's preflight, which drains them). A table whose differing keys are all in flight then reports
+``in-flight``, not a mismatch. After DONE, a rollback, an error, or with no daemon running, nothing
+applies them: they are a mismatch, named by key, and the report says why (``not_applying``). After a
+drain (cutover) A == H and every difference is real.
 
 Both sides run concurrently (two threads: sqlite3 and libpq release the GIL while they fetch; the
 Python encoding of one side overlaps the other's I/O). Measured in ``bench/verify.py``.
@@ -53,13 +57,14 @@ import psycopg
 from psycopg import sql
 
 from checkpoints.digest import Kind, RowEncoder, TableDigest, kinds_from_types
-from replicator import convert, log, pg, pgschema, state
+from replicator import convert, log, pg, pgschema, state, status
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.formats import float4_value
 from replicator.profile import TableProfile, profile_table
 from triggers import journal
 from triggers import source as sqlite_source
+from triggers.install import read_meta
 from triggers.schema import Schema, quote_ident, read_schema
 
 FETCH_ROWS: Final = 5_000
@@ -110,7 +115,8 @@ class TableVerify(msgspec.Struct, frozen=True):
     keys_truncated: bool = False
     """More differing keys exist than ``max_keys``."""
     in_flight: int = 0
-    """Differing keys journaled after the applied position (expected to converge)."""
+    """Differing keys journaled after the applied position (they converge only if something applies them:
+    see ``VerifyReport.not_applying``)."""
     seconds: float = 0.0
 
     @property
@@ -127,6 +133,9 @@ class VerifyReport(msgspec.Struct, frozen=True):
     """The capture journal's head in the SQLite view compared (None: capture not installed)."""
     applied_through: int | None = None
     """The latest checkpoint's ``seq_to`` in the PostgreSQL view compared (None: no checkpoints)."""
+    not_applying: status.NotApplying | None = None
+    """Why keys journaled after ``applied_through`` are not in flight (nothing applies them); None when
+    a daemon is applying the journal or no differing key was journaled since."""
 
     @property
     def match(self) -> bool:
@@ -939,9 +948,9 @@ def verify_table(
         status=status,
         refused=ours.refused,
         key_columns=shape.key_source,
-        missing=tuple(diff.missing) if keys or status == "in-flight" else (),
-        extra=tuple(diff.extra) if keys or status == "in-flight" else (),
-        different=tuple(diff.different) if keys or status == "in-flight" else (),
+        missing=tuple(diff.missing),  # found only with ``keys`` or keys journaled since: named either way
+        extra=tuple(diff.extra),
+        different=tuple(diff.different),
         keys_truncated=diff.truncated,
         in_flight=flying,
         seconds=round(time.monotonic() - started, 3),
@@ -990,11 +999,14 @@ def verify(
     *,
     plan: pgschema.SchemaPlan | None = None,
     parallel: Parallel | Literal["auto"] = "auto",
+    applied_by_caller: bool = False,
 ) -> VerifyReport:
     """Compare every (or each named) table of ``source`` with the target; see the module docstring.
 
     ``plan`` (cutover passes the one it holds) defaults to mapping SQLite onto the target by name.
     ``parallel``: how the two sides overlap (see ``_Sides``); measured in bench/verify.py.
+    ``applied_by_caller``: the caller holds the apply locks and drains the journal itself (cutover's
+    preflight), so keys journaled after the compared position are in flight without a daemon.
     """
     started = time.monotonic()
     with pg.connect(dsn, connect_timeout=config.target.connect_timeout_s) as pconn:
@@ -1013,9 +1025,15 @@ def verify(
             except BrokenProcessPool as exc:  # the child could not start (no importable __main__...)
                 log.get("verify").warning("verify child process failed; comparing in this process", error=str(exc))
                 head, results = _compare(source, sconn, pconn, "off", config, chosen, names, applied, keys, max_keys)
+            meta = read_meta(sconn) if head is not None else None
         finally:
             sconn.close()
         pconn.rollback()
+        idle = None
+        if meta is not None and head is not None and not applied_by_caller and any(t.in_flight for t in results):
+            idle = _not_applying(pconn, config, meta.source_id, head)
+        if idle is not None:
+            results = [msgspec.structs.replace(t, status="mismatch") if t.status == "in-flight" else t for t in results]
     report = VerifyReport(
         source=str(source),
         target=pg.describe(dsn),
@@ -1023,11 +1041,23 @@ def verify(
         seconds=round(time.monotonic() - started, 3),
         journal_head=head,
         applied_through=applied,
+        not_applying=idle,
     )
     log.get("verify").info(
         "verify finished", tables=len(results), mismatched=list(report.mismatched), seconds=report.seconds
     )
     return report
+
+
+def _not_applying(
+    pconn: psycopg.Connection[Any], config: Config, source_id: str, head: int
+) -> status.NotApplying | None:
+    """Whether a daemon applies the journal *now*, after the comparison (a fresh read: the lock is live, and
+    a daemon that stopped while we compared no longer makes anything converge)."""
+    try:
+        return status.not_applying(pconn, config.target.state_schema, source_id, head, config.status.stall_after_s)
+    finally:
+        pconn.rollback()
 
 
 def _selected(plan: pgschema.SchemaPlan, tables: Sequence[str] | None) -> list[str]:
@@ -1106,7 +1136,14 @@ def render(report: VerifyReport, *, keys: bool = False) -> None:
             console.print("  … more (raise --max-keys)")
     if report.journal_head is not None and report.applied_through is not None:
         console.print(f"journal head {report.journal_head}, applied through {report.applied_through}")
+    if report.not_applying is not None:
+        console.print(f"keys journaled since are not in flight: {escape(report.not_applying.reason)}", highlight=False)
     verdict = "[green]match[/]" if report.match else f"[bold red]MISMATCH[/] in {escape(', '.join(report.mismatched))}"
     console.print(f"{report.rows:,} rows in {len(report.tables)} table(s), {report.seconds:.2f}s: {verdict}")
-    if not report.match and not keys:
+    if not report.match and not keys and not keys_listed(report):
         console.print("rerun with --keys to list the differing keys")
+
+
+def keys_listed(report: VerifyReport) -> bool:
+    """Whether every mismatched table's differing keys are in the report (``--keys``, or journaled keys)."""
+    return all(t.missing or t.extra or t.different for t in report.tables if t.status == "mismatch")

@@ -200,7 +200,7 @@ def test_invalid_utf8_source_in_a_child_process(realworld: Path, pg_dsn: str, pg
     assert len(files.missing) == 1
 
 
-def test_rows_journaled_after_the_applied_position_are_in_flight(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+def test_rows_journaled_after_the_applied_position_with_no_daemon_differ(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     from checkpoints import model, store
     from triggers import install, journal
 
@@ -227,10 +227,13 @@ def test_rows_journaled_after_the_applied_position_are_in_flight(tmp_path: Path,
     }
     assert report.journal_head == head + 3
     t = next(x for x in report.tables if x.table == "t")
-    assert t.status == "in-flight"
     assert t.in_flight == 3
-    assert (t.different, t.extra, t.missing) == (((5,),), ((7,),), ((1000,),))
-    assert report.match  # in flight converges; it is not a mismatch
+    assert (t.different, t.extra, t.missing) == (((5,),), ((7,),), ((1000,),))  # named without keys=True
+    # Journaled after the compared position, but no daemon applies them: not in flight, a mismatch
+    # (tests/test_verify_in_flight.py has the daemon that makes them in flight).
+    assert t.status == "mismatch"
+    assert not report.match
+    assert report.not_applying is not None
     pg.execute("UPDATE t SET v = 'forged' WHERE id = 9")  # a real difference next to the in-flight ones
     mixed = verify.verify(path, pg_dsn, CFG)
     t = next(x for x in mixed.tables if x.table == "t")
@@ -248,6 +251,7 @@ def test_rows_journaled_after_the_applied_position_are_in_flight(tmp_path: Path,
     drained = verify.verify(path, pg_dsn, CFG)
     assert drained.applied_through == drained.journal_head == head + 3
     assert all(x.status == "match" for x in drained.tables)
+    assert drained.not_applying is None
 
 
 def test_key_whose_sqlite_storage_orders_differently_is_still_diagnosed(
