@@ -1040,7 +1040,11 @@ class Worker:
             handle.truncate()
             handle.write(f"{os.getpid()} {socket.gethostname()}\n")  # who to ask for a hand-over (cutover)
             handle.flush()
-            yield
+            try:
+                yield
+            finally:  # no stale pid for a cutover to signal once we are gone (pids are reused)
+                handle.seek(0)
+                handle.truncate()
         finally:
             handle.close()
 
@@ -1245,7 +1249,16 @@ def lock_holder(source: Path) -> int | None:
         pid, _, host = lock_path(source).read_text().strip().partition(" ")
     except OSError:
         return None
-    return int(pid) if pid.isdigit() and host == socket.gethostname() else None
+    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
+        return None
+    try:  # the pid must still be a replicator (a pid is reused once its process is gone)
+        if b"replicator" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # no /proc here: host and pid are all we know
+    return int(pid)
 
 
 def _wait_for_cutover(source: Path) -> bool:

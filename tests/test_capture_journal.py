@@ -111,7 +111,7 @@ def test_read_transaction_pins_head_and_rows_together(app: sqlite3.Connection, t
 def test_journal_read_in_batches_returns_every_entry_once(app: sqlite3.Connection) -> None:
     """Correctness only: speed is bench/capture_overhead.py's (a timed assertion failed on a loaded CI)."""
     _fill(app, 50_000)
-    after, seqs = 0, []
+    after, seqs = 0, list[int]()
     while batch := journal.read(app, after, limit=10_000):
         seqs.extend(e.seq for e in batch)
         after = batch[-1].seq
