@@ -58,9 +58,15 @@ APP = textwrap.dedent(
 
 
 def daemon(source: Path, dsn: str, **env: str) -> subprocess.Popen[bytes]:
+    """Its log goes to a file: a pipe nobody reads fills up and blocks the daemon on its next log line."""
     cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
     full = {**os.environ, "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05", **env}
-    return subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with source.with_name("daemon.log").open("ab") as log:
+        return subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def log_tail(source: Path) -> str:
+    return source.with_name("daemon.log").read_text(errors="replace")[-2000:]
 
 
 def journal_rows(source: Path) -> int:
@@ -85,7 +91,7 @@ def app_beside_daemon(tmp_path: Path, dsn: str, seconds: float, **env: str) -> t
         busy = journal_rows(source)
         time.sleep(3.0)  # the app is quiet now: the pruner catches up
         idle = journal_rows(source)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.poll() is None, log_tail(source)
     finally:
         proc.terminate()
         proc.wait(60)
