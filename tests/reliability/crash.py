@@ -56,6 +56,9 @@ KNOWN_BUGS: Final[dict[str, str]] = {}
 RESNAPSHOT_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("resnapshot."))
 ALL_KINDS: Final = (*SNAPSHOT_KINDS, *STREAM_POINTS, *RESNAPSHOT_POINTS, *CUTOVER_POINTS, "random")
 """Every kind once."""
+PRUNE_OFTEN: Final = {"REPLICATOR_APPLY__PRUNE_MAX_ROWS": "200"}
+"""The load generator never pauses long enough for the daemon's idle pruning (``apply.prune_idle_s``): the
+matrix's daemons prune every 200 applied entries instead, so that kills land in and around pruning."""
 KILL_TIMEOUT_S: Final = 20.0
 """How long a kill waits for its window (a failpoint to fire, a COPY to show) before it counts as not reached."""
 
@@ -129,7 +132,7 @@ class Matrix:
             if kind in CUTOVER_POINTS:
                 self._cutover(kind, result)
             elif kind == "random":
-                proc = harness.daemon(self.source, self.dsn, self._log("random"))
+                proc = harness.daemon(self.source, self.dsn, self._log("random"), **PRUNE_OFTEN)
                 time.sleep(self.rng.uniform(0.05, 2.5))
                 self._died(proc, result, expect_alive=True)
                 result.hit = True
@@ -157,7 +160,7 @@ class Matrix:
             result.note += f"daemon stopped by itself (exit {code}): {proc.tail(600)}"
 
     def _failpoint(self, name: str, result: Kill) -> None:
-        proc = harness.daemon(self.source, self.dsn, self._log(name), failpoints=f"{name}:crash")
+        proc = harness.daemon(self.source, self.dsn, self._log(name), failpoints=f"{name}:crash", **PRUNE_OFTEN)
         if name in RESNAPSHOT_POINTS:
             self._add_column(proc)
         try:
