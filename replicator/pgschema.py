@@ -10,8 +10,13 @@ and foreign keys after it (FKs ``NOT VALID`` and ``DEFERRABLE INITIALLY IMMEDIAT
 does not enforce FKs by default, so orphans may exist and are reported at cutover, when the FKs
 are validated; DEFERRABLE lets the apply stage defer them inside a replayed transaction without
 changing what the application sees). Each post-load statement runs in its own savepoint: one that
-PostgreSQL refuses (a CHECK whose translation is not equivalent) becomes a warning, never a
-half-built schema.
+PostgreSQL refuses (existing rows that break a CHECK, say) becomes a warning, never a half-built
+schema.
+
+Generated columns, CHECKs and expression indexes go through :func:`sqlexpr.translate`, which knows
+each column's kind on both sides (:func:`operand`) and accepts only expressions proved to compute
+SQLite's value. A generated column it refuses stays a plain column (loaded and applied from
+SQLite's computed value); a CHECK or index it refuses is dropped with a warning.
 
 Every identifier goes through ``psycopg.sql.Identifier`` with its original case, unless
 ``identifiers = "downcase"``.
@@ -442,7 +447,7 @@ def _plan_table(
                 reason=choice.reason,
             )
         )
-    operands = operands_of(table, columns, generated=False)
+    operands = operands_of(table, columns, ddl, generated=False)
     by_name = {c.name: c for c in table.columns}
     columns = [_with_generated(by_name[c.source or ""], ddl, c, operands, warnings) for c in columns]
     primary_key = tuple(col_names[c] for c in table.primary_key if c in col_names)
@@ -489,7 +494,7 @@ def _with_generated(
     return msgspec.structs.replace(plan, generated=expr)
 
 
-def operand(column: Column, plan: ColumnPlan) -> sqlexpr.Operand:
+def operand(column: Column, plan: ColumnPlan, collation: str = "BINARY") -> sqlexpr.Operand:
     """What a planned column's values are on both sides, for :func:`sqlexpr.translate`.
 
     INT: SQLite INTEGER affinity planned as bigint (the load refuses any value that is not a 64-bit
@@ -501,15 +506,18 @@ def operand(column: Column, plan: ColumnPlan) -> sqlexpr.Operand:
     if t.name == "bigint" and column.affinity is Affinity.INTEGER:
         return sqlexpr.Operand(plan.name, sqlexpr.Kind.INT)
     if t.name in ("text", "varchar") and column.affinity is Affinity.TEXT:
-        return sqlexpr.Operand(plan.name, sqlexpr.Kind.TEXT)
+        return sqlexpr.Operand(plan.name, sqlexpr.Kind.TEXT, collation=collation)
     declared = column.declared_type or "no type"
     return sqlexpr.Operand(plan.name, sqlexpr.Kind.OTHER, f"column {column.name!r} ({declared} planned as {t.name})")
 
 
-def operands_of(table: Table, columns: Sequence[ColumnPlan], *, generated: bool) -> dict[str, sqlexpr.Operand]:
+def operands_of(
+    table: Table, columns: Sequence[ColumnPlan], ddl: sqlexpr.TableDDL | None, *, generated: bool
+) -> dict[str, sqlexpr.Operand]:
     """Every planned column as an operand; ``generated=False`` keeps SQLite's generated columns out
     (PostgreSQL computes no generated column from another)."""
     by_name = {c.name: c for c in table.columns}
+    collations = ddl.collations if ddl else {}
     out: dict[str, sqlexpr.Operand] = {}
     for plan in columns:
         column = by_name.get(plan.source or "")
@@ -519,7 +527,7 @@ def operands_of(table: Table, columns: Sequence[ColumnPlan], *, generated: bool)
             why = f"generated column {column.name!r} (PostgreSQL computes no generated column from another)"
             out[column.name] = sqlexpr.Operand(plan.name, sqlexpr.Kind.OTHER, why)
         else:
-            out[column.name] = operand(column, plan)
+            out[column.name] = operand(column, plan, collations.get(column.name, "BINARY"))
     return out
 
 
@@ -556,7 +564,8 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
     schema_name = config.target.schema
     ident = sql.Identifier(schema_name, plan.name)
     col_names = {c.source: c.name for c in plan.columns if c.source is not None}
-    operands = operands_of(table, plan.columns, generated=True)
+    ddl = _parse_table(table)
+    operands = operands_of(table, plan.columns, ddl, generated=True)
     folded = _folded_columns(plan)
     statements: list[Statement] = []
     warnings = list(plan.warnings)
@@ -575,11 +584,10 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
             )
         except sqlexpr.Untranslatable as exc:
             warnings.append(f"index {index.name!r} not created: {exc}")
-    ddl = _parse_table(table)
     for n, (check_name, tokens) in enumerate(ddl.checks if ddl else (), start=1):
         name = short_name(plan.name, check_name or f"check{n}")
         try:
-            expr = sqlexpr.translate(tokens, operands, {sqlexpr.Kind.BOOL})
+            expr = sqlexpr.translate(tokens, operands, {sqlexpr.Kind.BOOL}, text_equality=True)
         except sqlexpr.Untranslatable as exc:
             warnings.append(f"CHECK {check_name or n} not created: {exc}")
             continue

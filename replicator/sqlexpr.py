@@ -222,8 +222,9 @@ def parse_create_index(text: str) -> IndexDDL:
 #   of range", so the row is refused (the snapshot or the apply stops and names the table), never
 #   stored with another value.
 # * TEXT: ``||``, ``upper``/``lower`` as ASCII-only folding (SQLite's, without ICU) via translate().
-#   Operations that read a BLOB differently from its text are left out: length(), substr(), text
-#   comparisons (a BLOB never equals a TEXT in SQLite).
+#   Operations that read a BLOB differently from its text are left out: length(), substr(), and text
+#   comparisons (a BLOB never equals a TEXT in SQLite), except ``= <> IS IN`` in a CHECK under
+#   BINARY collation (``text_equality``: there a BLOB can only make PostgreSQL refuse a row, loudly).
 # * ``coalesce``/``ifnull`` over one kind; ``IS [NOT] NULL`` on any column; ``AND OR NOT`` on booleans.
 #
 # Everything else raises Untranslatable with the reason, named after what differs: scalar max/min
@@ -247,6 +248,8 @@ class Operand(msgspec.Struct, frozen=True):
     kind: Kind
     why: str = ""
     """For OTHER: why its values cannot feed a proved expression (read in IS NULL only)."""
+    collation: str = "BINARY"
+    """The column's SQLite collation: SQLite compares text under it, PostgreSQL byte for byte."""
 
 
 class _Typed(NamedTuple):
@@ -254,6 +257,7 @@ class _Typed(NamedTuple):
     kind: Kind
     const: bool = False
     why: str = ""
+    collation: str = "BINARY"
 
 
 _INT64_MAX: Final = (1 << 63) - 1
@@ -275,14 +279,20 @@ _REFUSED_WORDS: Final = {
 }
 
 
-def translate(tokens: Sequence[Token], columns: Mapping[str, Operand], want: Collection[Kind]) -> sql.Composable:
+def translate(
+    tokens: Sequence[Token], columns: Mapping[str, Operand], want: Collection[Kind], *, text_equality: bool = False
+) -> sql.Composable:
     """The PostgreSQL form of a SQLite expression proved to compute the same value (see above).
 
     ``columns`` maps source column names (matched ignoring case, as SQLite does) to operands;
     ``want`` is the kinds the caller can use (a CHECK or WHERE needs BOOL, a generated column its own
-    kind). Raises Untranslatable naming what is not proved.
+    kind). ``text_equality`` (for a CHECK) also admits ``= <> IS IN`` between text values under
+    BINARY collation: equal on text, and a BLOB in a TEXT column (never equal to text in SQLite, its
+    text in PostgreSQL) can only make PostgreSQL refuse a row SQLite kept, loudly; a CHECK changes no
+    data. Raises Untranslatable naming what is not proved.
     """
-    typed = _Parser(tokens, {name.lower(): op for name, op in columns.items()}).whole()
+    folded = {name.lower(): op for name, op in columns.items()}
+    typed = _Parser(tokens, folded, text_equality).whole()
     if typed.kind not in want:
         raise Untranslatable(f"the expression is {_kind_name(typed)}, not {' or '.join(sorted(want))}")
     return typed.sql
@@ -296,10 +306,14 @@ class _Parser:
     """Recursive descent in SQLite's operator precedence; each operation is rendered parenthesised,
     so PostgreSQL's different precedence (``||`` below ``+`` there) cannot regroup it."""
 
-    def __init__(self, tokens: Sequence[Token], columns: Mapping[str, Operand]) -> None:
+    def __init__(self, tokens: Sequence[Token], columns: Mapping[str, Operand], text_equality: bool) -> None:
         self.tokens = list(tokens)
         self.columns = columns
+        self.text_equality = text_equality
         self.pos = 0
+
+    def _sub(self, tokens: Sequence[Token]) -> _Typed:
+        return _Parser(tokens, self.columns, self.text_equality).whole()
 
     def whole(self) -> _Typed:
         if not self.tokens:
@@ -359,7 +373,7 @@ class _Parser:
                 word = token.text.upper() if not is_word(token, "NOT") else (self._peek(1) or token).text.upper()
                 raise Untranslatable(_REFUSED_WORDS[word])
             if op := self._op("=", "==", "!=", "<>"):
-                left = _integers("<>" if op in ("!=", "<>") else "=", left, self._comparison())
+                left = self._equal("<>" if op in ("!=", "<>") else "=", left, self._comparison())
             elif self._word("ISNULL"):
                 left = _null_test(left, negate=False)
             elif self._word("NOTNULL"):
@@ -375,7 +389,7 @@ class _Parser:
                     raise Untranslatable(f"IS {self.tokens[self.pos].text.upper()} is not on the proved list")
                 else:
                     op = "IS DISTINCT FROM" if negate else "IS NOT DISTINCT FROM"
-                    left = _integers(op, left, self._comparison())
+                    left = self._equal(op, left, self._comparison())
             elif is_word(token, "IN") or (is_word(token, "NOT") and is_word(self._peek(1), "IN")):
                 negate = self._word("NOT")
                 self.pos += 1
@@ -392,14 +406,29 @@ class _Parser:
         inner = self.tokens[start + 1 : end - 1]
         if not inner or is_word(inner[0], "SELECT"):
             raise Untranslatable("IN needs a non-empty list of values (no subquery)")
-        items = [_Parser(part, self.columns).whole() for part in split_top(inner)]
+        items = [self._sub(part) for part in split_top(inner)]
         self.pos = end
-        _need(left, Kind.INT, "IN")
+        kind = self._equality_kind("IN", left, *items)
         for item in items:
-            _need(item, Kind.INT, "IN")
+            _need(item, kind, "IN")
         listed = sql.SQL(", ").join(item.sql for item in items)
         op = sql.SQL("NOT IN" if negate else "IN")
         return _Typed(sql.SQL("({} {} ({}))").format(left.sql, op, listed), Kind.BOOL)
+
+    def _equal(self, op: str, left: _Typed, right: _Typed) -> _Typed:
+        kind = self._equality_kind(op, left, right)
+        _need(right, kind, op)
+        return _Typed(sql.SQL("({} " + op + " {})").format(left.sql, right.sql), Kind.BOOL)
+
+    def _equality_kind(self, op: str, *operands: _Typed) -> Kind:
+        """INT, or TEXT where ``text_equality`` admits it and no operand carries a SQLite collation."""
+        if not (self.text_equality and operands[0].kind is Kind.TEXT):
+            _need(operands[0], Kind.INT, op)
+            return Kind.INT
+        collated = next((o.collation for o in operands if o.collation != "BINARY"), None)
+        if collated is not None:
+            raise Untranslatable(f"{op} compares under COLLATE {collated} in SQLite, byte for byte in PostgreSQL")
+        return Kind.TEXT
 
     def _comparison(self) -> _Typed:
         left = self._bitwise()
@@ -459,7 +488,7 @@ class _Parser:
             if len(split_top(inner)) > 1:
                 raise Untranslatable("row values are not on the proved list")
             self.pos = end
-            return _Parser(inner, self.columns).whole()
+            return self._sub(inner)
         if token.kind == "word" and nxt is not None and nxt.kind == "op" and nxt.text == "(":
             end = group_end(self.tokens, self.pos + 1)
             args = self.tokens[self.pos + 2 : end - 1]
@@ -472,7 +501,7 @@ class _Parser:
             return _Typed(sql.Literal(token.value), Kind.TEXT, const=True)
         if token.kind in ("word", "ident") and token.value.lower() in self.columns:
             op = self.columns[token.value.lower()]
-            return _Typed(sql.Identifier(op.name), op.kind, why=op.why)
+            return _Typed(sql.Identifier(op.name), op.kind, why=op.why, collation=op.collation)
         if token.kind == "ident" and token.text.startswith('"'):  # SQLite reads an unknown "word" as a string
             return _Typed(sql.Literal(token.value), Kind.TEXT, const=True)
         if token.kind in ("word", "ident") and token.text.upper() not in ("NULL", "TRUE", "FALSE", "CASE", "CAST"):
@@ -484,7 +513,7 @@ class _Parser:
             raise Untranslatable(_REFUSED_FUNCTIONS[name])
         if args and (is_word(args[0], "DISTINCT", "ALL") or args[0].text == "*"):
             raise Untranslatable(f"{name.lower()}({args[0].text} ...) is not on the proved list")
-        parsed = [_Parser(part, self.columns).whole() for part in split_top(args)]
+        parsed = [self._sub(part) for part in split_top(args)]
         if name == "ABS" and len(parsed) == 1:
             _need(parsed[0], Kind.INT, "abs()")
             return _Typed(sql.SQL("abs({})").format(parsed[0].sql), Kind.INT, parsed[0].const)
@@ -514,7 +543,7 @@ def _logic(op: str, left: _Typed, right: _Typed) -> _Typed:
 
 
 def _integers(op: str, left: _Typed, right: _Typed) -> _Typed:
-    """A comparison: integers only (a BLOB in a TEXT column never equals text in SQLite)."""
+    """An ordering: integers only (SQLite orders text by its collation, PostgreSQL by the database's)."""
     _need(left, Kind.INT, op)
     _need(right, Kind.INT, op)
     return _Typed(sql.SQL("({} " + op + " {})").format(left.sql, right.sql), Kind.BOOL)

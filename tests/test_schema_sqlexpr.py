@@ -32,6 +32,7 @@ COLS = {
     "g": sqlexpr.Operand("g", TEXT),
     "Order Id": sqlexpr.Operand("order_id", INT),
     "d": sqlexpr.Operand("d", OTHER, "column 'd' (DATETIME planned as timestamptz)"),
+    "n": sqlexpr.Operand("n", TEXT, collation="NOCASE"),
 }
 
 
@@ -101,6 +102,27 @@ def test_translate(sqlite: str, postgres: str) -> None:
 def test_off_the_list_is_refused_with_the_reason(sqlite: str, reason: str) -> None:
     with pytest.raises(sqlexpr.Untranslatable, match=reason):
         _pg(sqlite)
+
+
+def test_text_equality_only_in_a_check_and_only_under_binary_collation() -> None:
+    """A CHECK may compare text for equality (a BLOB in the column can only make PostgreSQL refuse a row)."""
+
+    def check(text: str) -> str:
+        return sqlexpr.translate(sqlexpr.tokenize(text), COLS, {BOOL}, text_equality=True).as_string(None)
+
+    assert check("h IN ('G', 'PG') AND g <> 'x'") == "((\"h\" IN ('G', 'PG')) AND (\"g\" <> 'x'))"
+    assert (
+        check("upper(n) = 'X'")
+        == "(translate(\"n\", 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') = 'X')"
+    )
+    with pytest.raises(sqlexpr.Untranslatable, match="COLLATE NOCASE"):
+        check("n = 'x'")
+    with pytest.raises(sqlexpr.Untranslatable, match="COLLATE NOCASE"):
+        check("'x' IN (n)")
+    with pytest.raises(sqlexpr.Untranslatable, match="integer values only"):
+        check("h < g")
+    with pytest.raises(sqlexpr.Untranslatable, match="text values only, not integer"):
+        check("h = 1")
 
 
 def test_the_caller_gets_only_the_kind_it_can_use() -> None:
@@ -217,8 +239,9 @@ class Both:
             return "error", str(exc)
         return "value", value.decode() if isinstance(value, bytes) else value
 
-    def postgres(self, expr: str) -> tuple[str, Any]:
-        translated = sqlexpr.translate(sqlexpr.tokenize(expr), COLS, ANY).as_string(None)
+    def postgres(self, expr: str, *, text_equality: bool = False) -> tuple[str, Any]:
+        tokens = sqlexpr.tokenize(expr)
+        translated = sqlexpr.translate(tokens, COLS, ANY, text_equality=text_equality).as_string(None)
         try:
             return "value", _one(self.pconn, f"SELECT {translated} FROM t")
         except psycopg.errors.NumericValueOutOfRange as exc:
@@ -260,6 +283,18 @@ def test_allowed_expressions_compute_the_same_in_both_databases(
     for expr in ALLOWED:
         s, p = both.sqlite(expr), both.postgres(expr)
         assert _same(expr, s, p), (expr, (a, b, h, g), s, p)
+
+
+TEXT_EQUALITY = ["h = g", "h == 'héllo'", "h <> g", "h != 'ıi İ'", "h IS g", "h IS NOT 'ß'", "h IN ('Ωmega', g)"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.one_of(st.none(), plain_text), g=st.one_of(st.none(), plain_text))
+def test_text_equality_is_the_same_on_text_values(both: Both, h: str | None, g: str | None) -> None:
+    both.load((None, None, h, g))
+    for expr in TEXT_EQUALITY:
+        s, p = both.sqlite(expr), both.postgres(expr, text_equality=True)
+        assert _same(expr, s, p), (expr, (h, g), s, p)
 
 
 @pytest.mark.parametrize(
