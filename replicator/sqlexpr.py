@@ -212,9 +212,10 @@ def parse_create_index(text: str) -> IndexDDL:
 #
 # An expression is translated only when PostgreSQL computes the same value as SQLite for every row
 # the load can write. Each operand's kind says what its values are on *both* sides (``Operand``): an
-# INT column is SQLite INTEGER affinity planned as bigint (the load refuses any value that is not a
-# 64-bit integer), a TEXT column is TEXT affinity planned as text or varchar without strip_nul or
-# replace_bad_utf8 (the load writes exactly SQLite's text, or a BLOB's UTF-8 text). On those domains:
+# INT column is SQLite INTEGER affinity planned as bigint (every value the load accepts is stored by
+# SQLite as that 64-bit INTEGER: the affinity converts '12' and 3.0, the load refuses the rest), a
+# TEXT column is TEXT affinity planned as text or varchar without strip_nul or replace_bad_utf8 (the
+# load writes exactly SQLite's text, or a BLOB's UTF-8 text). On those domains:
 #
 # * INT: ``+ - *`` and unary ``-`` (not both operands constant: PostgreSQL would compute two literals
 #   in 32 bits), ``< <= > >= = == != <> IS [NOT] IN (...)``, ``abs``. One difference remains, always
