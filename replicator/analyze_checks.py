@@ -195,8 +195,11 @@ def _table_checks(table: TableReport) -> Iterator[Finding]:
         yield Finding(
             "info",
             "generated_columns",
-            f"{t!r} has generated column(s) {_names(generated)}: copied as plain values",
-            hint="declare them GENERATED on PostgreSQL after cutover if they must stay computed",
+            f"{t!r} has generated column(s) {_names(generated)}: PostgreSQL computes one only when its "
+            "expression is proved to give SQLite's value (a short allow-list); any other is a plain column "
+            "holding SQLite's value, loaded by the snapshot and kept current by the apply. verify compares both",
+            hint="`replicator schema --print` shows which: GENERATED ALWAYS AS ... STORED, or a warning naming "
+            "what is not proved",
             table=t,
         )
     yield from _foreign_key_checks(table)

@@ -24,7 +24,9 @@ Why this is exact:
 * Foreign keys must not *act* (an ``ON DELETE CASCADE`` on a delete-then-reinsert would wipe the
   children): see :func:`fk_mode` — ``session_replication_role = replica`` where the role may set
   it, else the FKs are parked (dropped, definitions kept in the state schema) until cutover.
-* Generated columns are never written (the plan's load columns exclude them).
+* A column PostgreSQL generates is never written (the plan's load columns exclude it). A SQLite
+  generated column whose expression is not proved identical is a plain column in PostgreSQL: it is
+  loaded, and rewritten here with SQLite's computed value like any other column.
 
 The checkpoint row commits with the data, so PostgreSQL holds a batch if and only if it holds its
 checkpoint; the journal is pruned only after that commit (the worker does it).
@@ -81,7 +83,7 @@ class TableTarget(msgspec.Struct, frozen=True):
     key_target: tuple[str, ...]
     key_types: tuple[TargetType, ...]
     columns_source: tuple[str, ...]
-    """SQLite columns that are loaded (generated columns excluded), in plan order."""
+    """SQLite columns that are loaded (the ones PostgreSQL generates excluded), in plan order."""
     columns_target: tuple[str, ...]
     types: tuple[TargetType, ...]
 

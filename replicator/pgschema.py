@@ -10,8 +10,13 @@ and foreign keys after it (FKs ``NOT VALID`` and ``DEFERRABLE INITIALLY IMMEDIAT
 does not enforce FKs by default, so orphans may exist and are reported at cutover, when the FKs
 are validated; DEFERRABLE lets the apply stage defer them inside a replayed transaction without
 changing what the application sees). Each post-load statement runs in its own savepoint: one that
-PostgreSQL refuses (a CHECK whose translation is not equivalent) becomes a warning, never a
-half-built schema.
+PostgreSQL refuses (existing rows that break a CHECK, say) becomes a warning, never a half-built
+schema.
+
+Generated columns, CHECKs and expression indexes go through :func:`sqlexpr.translate`, which knows
+each column's kind on both sides (:func:`operand`) and accepts only expressions proved to compute
+SQLite's value. A generated column it refuses stays a plain column (loaded and applied from
+SQLite's computed value); a CHECK or index it refuses is dropped with a warning.
 
 Every identifier goes through ``psycopg.sql.Identifier`` with its original case, unless
 ``identifiers = "downcase"``.
@@ -36,7 +41,7 @@ from replicator.convert import TargetType, parse_type
 from replicator.errors import TargetError, UsageError
 from replicator.profile import TableProfile
 from triggers.names import is_tool_trigger
-from triggers.schema import Column, Generated, Schema, Table, dependency_order
+from triggers.schema import Affinity, Column, Generated, Schema, Table, dependency_order
 
 #: PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
 MAX_IDENTIFIER_BYTES = 63
@@ -53,7 +58,8 @@ class ColumnPlan(msgspec.Struct, frozen=True):
     default: str | None = None
     """Rendered PostgreSQL default expression (create mode)."""
     generated: str | None = None
-    """Rendered ``GENERATED ALWAYS AS`` expression: such a column is never written on load."""
+    """Rendered ``GENERATED ALWAYS AS`` expression (``(target)`` in existing mode: the app's own): such a
+    column is never written on load or apply, and verify compares it with SQLite's value."""
     reason: str = ""
 
     @property
@@ -87,6 +93,11 @@ class TablePlan(msgspec.Struct, frozen=True):
     @property
     def load_columns(self) -> tuple[ColumnPlan, ...]:
         return tuple(c for c in self.columns if c.loaded)
+
+    @property
+    def compared_columns(self) -> tuple[ColumnPlan, ...]:
+        """Columns with a SQLite column to compare against: the loaded ones and those PostgreSQL computes."""
+        return tuple(c for c in self.columns if c.source is not None)
 
 
 class SchemaPlan(msgspec.Struct, frozen=True):
@@ -419,17 +430,6 @@ def _plan_table(
                 warnings.append(f"column {column.name!r}: {warning}")
             if expr is not None:
                 default_sql = expr.as_string(None)
-        generated: str | None = None
-        if column.generated is not Generated.NO:
-            tokens = ddl.generated.get(column.name) if ddl else None
-            try:
-                if tokens is None:
-                    raise sqlexpr.Untranslatable("expression not found in CREATE TABLE")
-                generated = sqlexpr.translate(tokens, col_names).as_string(None)
-            except sqlexpr.Untranslatable as exc:
-                warnings.append(
-                    f"generated column {column.name!r}: {exc}; created as a plain column loaded with SQLite's values"
-                )
         if ddl and column.name in ddl.collations and ddl.collations[column.name] != "BINARY":
             warnings.append(
                 f"column {column.name!r}: COLLATE {ddl.collations[column.name]} is not carried over "
@@ -444,10 +444,12 @@ def _plan_table(
                 notnull=notnull and not _has_null_keys(profile, column, table),
                 identity=choice.identity,
                 default=default_sql,
-                generated=generated,
                 reason=choice.reason,
             )
         )
+    operands = operands_of(table, columns, ddl, generated=False)
+    by_name = {c.name: c for c in table.columns}
+    columns = [_with_generated(by_name[c.source or ""], ddl, c, operands, warnings) for c in columns]
     primary_key = tuple(col_names[c] for c in table.primary_key if c in col_names)
     if profile is not None and profile.null_key_rows and primary_key:
         warnings.append(
@@ -462,6 +464,71 @@ def _plan_table(
         autoincrement=table.autoincrement,
         warnings=tuple(warnings),
     )
+
+
+def _with_generated(
+    column: Column,
+    ddl: sqlexpr.TableDDL | None,
+    plan: ColumnPlan,
+    operands: Mapping[str, sqlexpr.Operand],
+    warnings: list[str],
+) -> ColumnPlan:
+    """A SQLite generated column becomes a PostgreSQL one only if its expression is proved identical;
+    otherwise it stays a plain column that the snapshot loads and the apply rewrites from SQLite's value."""
+    if column.generated is Generated.NO:
+        return plan
+    tokens = ddl.generated.get(column.name) if ddl else None
+    try:
+        if tokens is None:
+            raise sqlexpr.Untranslatable("expression not found in CREATE TABLE")
+        kind = operand(column, plan).kind
+        if kind is sqlexpr.Kind.OTHER:
+            raise sqlexpr.Untranslatable(f"the column is planned as {plan.type.name}, not bigint or text")
+        expr = sqlexpr.translate(tokens, operands, {kind}).as_string(None)
+    except sqlexpr.Untranslatable as exc:
+        warnings.append(
+            f"generated column {column.name!r}: {exc}; created as a plain column holding SQLite's values "
+            "(loaded, and kept current by the apply)"
+        )
+        return plan
+    return msgspec.structs.replace(plan, generated=expr)
+
+
+def operand(column: Column, plan: ColumnPlan, collation: str = "BINARY") -> sqlexpr.Operand:
+    """What a planned column's values are on both sides, for :func:`sqlexpr.translate`.
+
+    INT: SQLite INTEGER affinity planned as bigint (the load refuses any value that is not a 64-bit
+    integer); TEXT: TEXT affinity planned as text/varchar, written unaltered (no strip_nul or
+    replace_bad_utf8). Anything else can only be tested for NULL."""
+    t = plan.type
+    if t.strip_nul or t.replace_bad_utf8:
+        return sqlexpr.Operand(plan.name, sqlexpr.Kind.OTHER, f"column {column.name!r} (its text is altered on load)")
+    if t.name == "bigint" and column.affinity is Affinity.INTEGER:
+        return sqlexpr.Operand(plan.name, sqlexpr.Kind.INT)
+    if t.name in ("text", "varchar") and column.affinity is Affinity.TEXT:
+        return sqlexpr.Operand(plan.name, sqlexpr.Kind.TEXT, collation=collation)
+    declared = column.declared_type or "no type"
+    return sqlexpr.Operand(plan.name, sqlexpr.Kind.OTHER, f"column {column.name!r} ({declared} planned as {t.name})")
+
+
+def operands_of(
+    table: Table, columns: Sequence[ColumnPlan], ddl: sqlexpr.TableDDL | None, *, generated: bool
+) -> dict[str, sqlexpr.Operand]:
+    """Every planned column as an operand; ``generated=False`` keeps SQLite's generated columns out
+    (PostgreSQL computes no generated column from another)."""
+    by_name = {c.name: c for c in table.columns}
+    collations = ddl.collations if ddl else {}
+    out: dict[str, sqlexpr.Operand] = {}
+    for plan in columns:
+        column = by_name.get(plan.source or "")
+        if column is None:
+            continue
+        if column.generated is not Generated.NO and not generated:
+            why = f"generated column {column.name!r} (PostgreSQL computes no generated column from another)"
+            out[column.name] = sqlexpr.Operand(plan.name, sqlexpr.Kind.OTHER, why)
+        else:
+            out[column.name] = operand(column, plan, collations.get(column.name, "BINARY"))
+    return out
 
 
 def _has_null_keys(profile: TableProfile | None, column: Column, table: Table) -> bool:
@@ -497,6 +564,8 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
     schema_name = config.target.schema
     ident = sql.Identifier(schema_name, plan.name)
     col_names = {c.source: c.name for c in plan.columns if c.source is not None}
+    ddl = _parse_table(table)
+    operands = operands_of(table, plan.columns, ddl, generated=True)
     folded = _folded_columns(plan)
     statements: list[Statement] = []
     warnings = list(plan.warnings)
@@ -511,15 +580,14 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
             continue
         try:
             statements.append(
-                _index_statement(table, plan, index, ident, col_names, warnings, config.snapshot.identifiers)
+                _index_statement(plan, index, ident, col_names, operands, warnings, config.snapshot.identifiers)
             )
         except sqlexpr.Untranslatable as exc:
             warnings.append(f"index {index.name!r} not created: {exc}")
-    ddl = _parse_table(table)
     for n, (check_name, tokens) in enumerate(ddl.checks if ddl else (), start=1):
         name = short_name(plan.name, check_name or f"check{n}")
         try:
-            expr = sqlexpr.translate(tokens, col_names)
+            expr = sqlexpr.translate(tokens, operands, {sqlexpr.Kind.BOOL}, text_equality=True)
         except sqlexpr.Untranslatable as exc:
             warnings.append(f"CHECK {check_name or n} not created: {exc}")
             continue
@@ -563,11 +631,11 @@ def _fk_action(action: str) -> str:
 
 
 def _index_statement(
-    table: Table,
     plan: TablePlan,
     index: Any,
     ident: sql.Composable,
     col_names: Mapping[str, str],
+    operands: Mapping[str, sqlexpr.Operand],
     warnings: list[str],
     identifiers: str,
 ) -> Statement:
@@ -583,16 +651,22 @@ def _index_statement(
     else:
         name = short_name(target_name(index.name, identifiers))
         parsed = sqlexpr.parse_create_index(index.sql)
-        keys = [_index_key(term, col_names, index.name, warnings) for term in parsed.keys]
-        where = sql.SQL(" WHERE {}").format(sqlexpr.translate(parsed.where, col_names)) if parsed.where else sql.SQL("")
+        keys = [_index_key(term, operands, index.name, warnings) for term in parsed.keys]
+        where = sql.SQL("")
+        if parsed.where:
+            where = sql.SQL(" WHERE {}").format(sqlexpr.translate(parsed.where, operands, {sqlexpr.Kind.BOOL}))
     stmt = sql.SQL("CREATE {}INDEX {} ON {} ({}){}").format(
         unique, sql.Identifier(name), ident, sql.SQL(", ").join(keys), where
     )
     return Statement("unique" if index.unique else "index", plan.name, name, stmt.as_string(None))
 
 
+#: What an index key expression may compute (uniqueness is the only semantics an index adds).
+_KEY_KINDS: Final = frozenset({sqlexpr.Kind.INT, sqlexpr.Kind.TEXT, sqlexpr.Kind.BOOL})
+
+
 def _index_key(
-    term: Sequence[sqlexpr.Token], col_names: Mapping[str, str], index: str, warnings: list[str]
+    term: Sequence[sqlexpr.Token], operands: Mapping[str, sqlexpr.Operand], index: str, warnings: list[str]
 ) -> sql.Composable:
     tokens = list(term)
     order = ""
@@ -603,10 +677,10 @@ def _index_key(
         tokens = tokens[:-2]
         if collation != "BINARY":
             warnings.append(f"index {index!r}: COLLATE {collation} dropped (PostgreSQL compares case-sensitively)")
-    folded = {k.lower(): v for k, v in col_names.items()}
+    folded = {k.lower(): v for k, v in operands.items()}
     if len(tokens) == 1 and tokens[0].kind in ("word", "ident") and tokens[0].value.lower() in folded:
-        return sql.SQL("{}" + order).format(sql.Identifier(folded[tokens[0].value.lower()]))
-    return sql.SQL("({})" + order).format(sqlexpr.translate(tokens, col_names))
+        return sql.SQL("{}" + order).format(sql.Identifier(folded[tokens[0].value.lower()].name))
+    return sql.SQL("({})" + order).format(sqlexpr.translate(tokens, operands, _KEY_KINDS))
 
 
 def table_statement(
@@ -996,7 +1070,7 @@ def _map_table(
         )
         columns.append(
             ColumnPlan(
-                source=None if pg_col.generated else column.name,
+                source=column.name,
                 name=name,
                 type=chosen,
                 notnull=pg_col.notnull,

@@ -4,7 +4,9 @@ What "the same" means: each SQLite row is converted by the table's ``row_convert
 the snapshot and the apply write), each PostgreSQL row is read back as psycopg returns it, and both
 are hashed by :mod:`checkpoints.digest` (the encoding the snapshot checksums and the checkpoints
 use). A table matches when the row counts and the order-independent digests are equal. A source
-row the converter refuses (quarantined at snapshot) is counted apart, never compared.
+row the converter refuses (quarantined at snapshot) is counted apart, never compared. Generated
+columns are compared like the others, both kinds: a plain one holds what the load wrote, one that
+PostgreSQL computes is read there and set against the value SQLite computes.
 
 Normalisation to "what psycopg returns": ``real`` (float4) values are rounded to float4 on the SQLite
 side, ``char(n)`` is compared without its padding (read as text on both sides), enums as text, and
@@ -176,9 +178,13 @@ class Shape(msgspec.Struct, frozen=True):
         return kinds_from_types(t.name for t in self.types)
 
 
-def shape_of(table: pgschema.TablePlan, schema_name: str) -> Shape:
-    """The read shape of a planned table: ``shape_of(plan.table(name), plan.schema)``."""
-    columns = table.load_columns
+def shape_of(table: pgschema.TablePlan, schema_name: str, *, computed: bool = False) -> Shape:
+    """The read shape of a planned table: ``shape_of(plan.table(name), plan.schema)``.
+
+    ``computed``: also the columns PostgreSQL generates, read on both sides (SQLite computes its own
+    value): verify compares them. Without it, the loaded columns the running digests cover (cutover's
+    stop point and the certificate compare with those)."""
+    columns = table.compared_columns if computed else table.load_columns
     names = [c.source for c in columns if c.source is not None]
     positions: list[int] = []
     for key in table.key_source:
@@ -984,7 +990,7 @@ def _compare(
         # Every row is read in the read transaction this call runs in (the child's, in process mode).
         head, pending = sides.sqlite(_sqlite_position, applied).result()
         for name in names:
-            shape = shape_of(plan.table(name), plan.schema)
+            shape = shape_of(plan.table(name), plan.schema, computed=True)
             results.append(verify_table(sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name)))
     return head, results
 

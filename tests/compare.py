@@ -159,7 +159,7 @@ def pg_canon(t: TargetType) -> Callable[[Any], Any]:
 def _sqlite_rows(
     conn: sqlite3.Connection, table: TablePlan, exclude: set[tuple[Any, ...]]
 ) -> Iterable[tuple[Any, ...]]:
-    cols = [c.source for c in table.load_columns if c.source is not None]
+    cols = [c.source for c in table.compared_columns if c.source is not None]
     keys = list(table.key_source) or ["rowid"]
     query = f"SELECT {', '.join(quote_ident(c) for c in cols + keys)} FROM {quote_ident(table.source)}"
     previous = conn.text_factory
@@ -182,7 +182,7 @@ def compare_table(
     exclude_keys: Iterable[tuple[Any, ...]] = (),
 ) -> TableDiff:
     """Every row of one table, both sides canonical; ``exclude_keys`` are quarantined source keys."""
-    columns = table.load_columns
+    columns = table.compared_columns
     s_canon = [sqlite_canon(c.type) for c in columns]
     p_canon = [pg_canon(c.type) for c in columns]
     expected: Counter[tuple[Any, ...]] = Counter()

@@ -124,6 +124,7 @@ def test_every_trap_is_found_exactly_once(traps: Path) -> None:
     assert "1 of 4" in by_code["unrecognised_datetime"].message  # 'someday'
     assert "unix_ms 1" in by_code["mixed_datetime_formats"].message
     assert "2 of 4" in by_code["unrecognised_boolean"].message  # 'maybe' and 2
+    assert "kept current by the apply" in by_code["generated_columns"].message  # what schema and the docs say
     assert all(f.hint for f in report.findings), "every finding says what to do"
     severities = [f.severity for f in report.findings]
     assert severities == sorted(severities, key=("error", "warning", "info").index)

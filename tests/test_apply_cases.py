@@ -187,19 +187,30 @@ def test_parent_child_order_within_a_batch(src: Path, pg_dsn: str) -> None:
 
 
 def test_generated_columns_never_written(tmp_path: Path, pg_dsn: str) -> None:
+    """b is generated in PostgreSQL too (a * 2 is proved): never written. c's substr() with a negative
+    start is not proved: a plain column the apply writes with SQLite's value."""
     path = make_source(
         tmp_path / "gen.db",
-        "CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) STORED);",
+        "CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) STORED,"
+        " c TEXT GENERATED ALWAYS AS (substr('héllo', -a)) VIRTUAL);",
         "INSERT INTO g (id, a) VALUES (1, 1), (2, 2);",
     )
     drain(path, pg_dsn)
     db = app(path)
-    db.execute("UPDATE g SET a = 10 WHERE id = 1")
+    db.execute("UPDATE g SET a = 4 WHERE id = 1")
     db.execute("INSERT INTO g (id, a) VALUES (3, 3)")
     drain(path, pg_dsn)
     check_same(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT a, b FROM g WHERE id = 1").fetchone() == (10, 20)
+        kinds = conn.execute(
+            "SELECT column_name, is_generated FROM information_schema.columns WHERE table_name = 'g'"
+        ).fetchall()
+        assert dict(kinds) == {"id": "NEVER", "a": "NEVER", "b": "ALWAYS", "c": "NEVER"}
+        assert conn.execute("SELECT a, b, c FROM g ORDER BY id").fetchall() == [
+            (4, 8, "éllo"),
+            (2, 4, "lo"),
+            (3, 6, "llo"),
+        ]
 
 
 def test_batch_ending_before_journal_end_converges(src: Path, pg_dsn: str) -> None:

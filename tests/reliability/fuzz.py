@@ -269,14 +269,17 @@ def apply_all(path: Path, dsn: str, batch_rows: int) -> None:
     drain(path, dsn, cfg(batch_rows=batch_rows))
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def pg_forms(column: Column, lowered: bool, value: Any) -> set[Any]:
-    """The values PostgreSQL may compare ``value`` as, under the index term: ``lower()`` folds every letter
-    there (SQLite's folds ASCII only); a date-time text becomes a timestamp, its offset either applied
-    (timestamptz) or dropped (timestamp)."""
+    """The values PostgreSQL may compare ``value`` as, under the index term: ``lower()`` folds ASCII letters
+    only, as SQLite's does (the index is created on ``translate(...)``); a date-time text becomes a
+    timestamp, its offset either applied (timestamptz) or dropped (timestamp)."""
     if not isinstance(value, str):
         return {value}
     if lowered:
-        return {value.lower()}
+        return {value.translate(_ASCII_LOWER)}
     if column.kind == "DATETIME":
         try:
             parsed = dt.datetime.fromisoformat(value)
