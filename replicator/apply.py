@@ -57,7 +57,7 @@ from checkpoints.model import Checkpoint, TableChange, next_checkpoint
 from replicator import convert, faults, log, quarantine
 from replicator.convert import TargetType
 from replicator.errors import BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
-from replicator.pgschema import SchemaPlan, TablePlan, pg_message
+from replicator.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
 from triggers import journal
 from triggers.install import Meta
 from triggers.schema import quote_ident
@@ -689,15 +689,13 @@ class Writer:
         t = self.targets[name]
         rows_tmp, _keys_tmp = self._staged[name]
         for index in self._uniques[name]:
-            cur.execute(_duplicates_select(rows_tmp, index, t.key_target))
+            cur.execute(duplicates_query(rows_tmp, index.exprs, index.predicate, t.key_target))
             row = cur.fetchone()
             if row is None:
                 continue
-            named = sorted(", ".join(f"{c}={v!r}" for c, v in zip(t.key_source, k, strict=True)) for k in row[0])
-            first, second = named[:2]
             raise UniqueCollision(
-                f"rows {t.source} ({first}) and ({second}) are distinct in SQLite but equal in PostgreSQL on unique "
-                f"index {index.name} ({', '.join(index.exprs)}); the batch was not applied, so neither is lost",
+                collision_message(t.source, t.key_source, row[0], index.name, index.exprs)
+                + "; the batch was not applied, so neither is lost",
                 hint=(
                     "make the two values distinct as PostgreSQL compares them (its lower()/upper() fold every "
                     "letter, SQLite's only ASCII; date-time text is compared as the instant it names) and run "
@@ -778,20 +776,6 @@ def _conflict_select(
     exprs, where, also = _index_terms(index)
     return sql.SQL("SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM {}{}){}").format(
         sql.SQL(", ").join(map(sql.Identifier, key)), ident, exprs, exprs, staged, where, also
-    )
-
-
-def _duplicates_select(staged: sql.Identifier, index: UniqueIndex, key: Sequence[str]) -> sql.Composed:
-    """The keys (as JSON arrays) of the first group of staged rows that are equal on ``index``, if any.
-
-    Rows with a NULL in a key expression are left out: a (NULLS DISTINCT) unique index allows them.
-    """
-    exprs, where, _also = _index_terms(index)
-    nonnull = sql.SQL(" AND ").join(sql.SQL("({}) IS NOT NULL").format(sql.SQL(e)) for e in index.exprs)
-    where = sql.SQL("{} AND {}").format(where, nonnull) if index.predicate else sql.SQL(" WHERE {}").format(nonnull)
-    keys = sql.SQL("jsonb_build_array({})").format(sql.SQL(", ").join(map(sql.Identifier, key)))
-    return sql.SQL("SELECT array_agg({}) FROM {}{} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
-        keys, staged, where, exprs
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from replicator import phase
+from replicator import config, phase, snapshot
 from replicator.errors import UniqueCollision
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_status import status_json
@@ -142,3 +142,54 @@ def test_a_row_that_moved_away_later_is_rewritten_not_lost(tmp_path: Path, pg_ds
     assert first.changes == 3
     check_same(path, pg_dsn)
     assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(1, "z"), (2, "X")]
+
+
+SLOTS = """
+CREATE TABLE slots (day DATE PRIMARY KEY, label TEXT NOT NULL);
+CREATE UNIQUE INDEX slots_label ON slots (lower(label));
+"""
+
+
+def test_a_converted_key_is_found_in_sqlite_by_its_converted_value(tmp_path: Path, pg_dsn: str) -> None:
+    """A date key read back from PostgreSQL is not SQLite's text: the lookup converts SQLite's keys to find
+    it. The REPLACE victim (gone in SQLite) is deleted, the row SQLite keeps is not."""
+    path = make_source(
+        tmp_path / "s.db", SLOTS, "INSERT INTO slots VALUES ('2024-05-01', 'Bob'), ('2024-05-03', 'ZOË');"
+    )
+    drain(path, pg_dsn)
+    assert pg_rows(
+        pg_dsn, "SELECT data_type FROM information_schema.columns WHERE table_name = 'slots' AND column_name = 'day'"
+    ) == [("date",)]
+    db = app(path)
+    db.execute("INSERT OR REPLACE INTO slots VALUES ('2024-05-02', 'bob')")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    db.execute("INSERT INTO slots VALUES ('2024-05-04', 'zoë')")
+    with pytest.raises(UniqueCollision, match=r"day='2024-05-03'.*day='2024-05-04'.*slots_label"):
+        drain(path, pg_dsn)
+    assert [str(r[0]) for r in pg_rows(pg_dsn, "SELECT day FROM slots ORDER BY day")] == ["2024-05-02", "2024-05-03"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "rows", "table", "index"),
+    [
+        (USERS, "INSERT INTO users VALUES (1, 'Émile'), (2, 'émile');", "users", "users_lower"),
+        (
+            BOOKINGS,
+            "INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00'), (2, 7, '2024-05-01T10:00:00');",
+            "bookings",
+            "bookings_room_starts_at_key",
+        ),
+    ],
+)
+def test_snapshot_names_both_rows_a_unique_index_cannot_hold(
+    tmp_path: Path, pg_dsn: str, schema: str, rows: str, table: str, index: str
+) -> None:
+    """Both rows already in SQLite: the snapshot loads both and says which two rows kept the index out."""
+    path = make_source(tmp_path / "snap.db", schema, rows)
+    result = snapshot.snapshot(path, pg_dsn, config.load(environ={}), mode="create")
+    refused = [w for w in result.warnings if "not created" in w]
+    assert len(refused) == 1, result.warnings
+    assert f"rows {table} (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL" in refused[0]
+    assert f"unique index {index}" in refused[0]
+    assert [r[0] for r in pg_rows(pg_dsn, f"SELECT id FROM {table} ORDER BY id")] == [1, 2]
