@@ -570,14 +570,19 @@ class Writer:
             conflicts, looked_up = 0, list[KeyTuple]()
             if self._uniques[name]:
                 conflicts, looked_up = self._rewrite_conflicts(cur, name, ident, written, removed, refusals)
-                self._refuse_collisions(cur, name)
-            added = self._digester.submit(_fold_rows, written, None, t.key_positions) if digest_exact(t.types) else None
+            exact = digest_exact(t.types)
             insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
-            if added is None:  # PostgreSQL may store these values differently: digest what it returns
-                cur.execute(insert + sql.SQL(" RETURNING {}").format(cols), binary=True)
-                added = self._fold(cur, t)
-            else:
-                cur.execute(insert)
+            if not exact:  # PostgreSQL may store these values differently: digest what it returns
+                insert += sql.SQL(" RETURNING {}").format(cols)
+            try:
+                # a savepoint (cheaper than looking for equal staged rows in every batch): a unique violation
+                # is then explained by _refuse_collisions, which reads the staging table
+                with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
+                    cur.execute(insert, binary=not exact)
+            except psycopg.errors.UniqueViolation:
+                self._refuse_collisions(cur, name)
+                raise
+            added = self._digester.submit(_fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
         if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
@@ -684,8 +689,9 @@ class Writer:
 
     def _refuse_collisions(self, cur: psycopg.Cursor[Any], name: str) -> None:
         """Refuse when two staged rows are equal on a UNIQUE index: SQLite holds both (they are its current
-        rows), so PostgreSQL would have to lose one. Named here, with both keys and the index, instead
-        of PostgreSQL's bare unique violation at the INSERT."""
+        rows, and _rewrite_conflicts staged every row SQLite still has that PostgreSQL held in their way),
+        so PostgreSQL would have to lose one. Named with both keys and the index, instead of PostgreSQL's
+        bare unique violation at the INSERT; returns if no two staged rows are equal."""
         t = self.targets[name]
         rows_tmp, _keys_tmp = self._staged[name]
         for index in self._uniques[name]:

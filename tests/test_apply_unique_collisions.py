@@ -193,3 +193,22 @@ def test_snapshot_names_both_rows_a_unique_index_cannot_hold(
     assert f"rows {table} (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL" in refused[0]
     assert f"unique index {index}" in refused[0]
     assert [r[0] for r in pg_rows(pg_dsn, f"SELECT id FROM {table} ORDER BY id")] == [1, 2]
+
+
+def test_rows_postgresql_normalises_take_the_same_path(tmp_path: Path, pg_dsn: str) -> None:
+    """A json column: the inserted rows are digested from what PostgreSQL returns (not the converted
+    values), inside the savepoint that lets a collision be named."""
+    schema = USERS.replace("name TEXT NOT NULL", "name TEXT NOT NULL, prefs JSON")
+    path = make_source(tmp_path / "j.db", schema, """INSERT INTO users VALUES (1, 'Bob', '{"b": 1, "a": 2}');""")
+    drain(path, pg_dsn)
+    assert pg_rows(
+        pg_dsn, "SELECT data_type FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'prefs'"
+    ) == [("json",)]
+    db = app(path)
+    db.execute("""INSERT OR REPLACE INTO users VALUES (2, 'bob', '{"z": [1,  2]}')""")
+    db.execute("""INSERT INTO users VALUES (3, 'ÉLODIE', '{}')""")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    db.execute("""INSERT INTO users VALUES (4, 'élodie', '{}')""")
+    with pytest.raises(UniqueCollision, match=r"id=3.*id=4.*users_lower"):
+        drain(path, pg_dsn)
