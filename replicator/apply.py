@@ -567,7 +567,7 @@ class Writer:
         with self.conn.cursor() as cur:
             written = self._stage(cur, name, keys, part.rows, refusals)
             removed = [self._delete_keys(cur, t, ident, keys_tmp)]
-            conflicts, looked_up = 0, list[KeyTuple]()
+            conflicts, looked_up = 0, list[tuple[Any, ...]]()
             if self._uniques[name]:
                 conflicts, looked_up = self._rewrite_conflicts(cur, name, ident, written, removed, refusals)
             exact = digest_exact(t.types)
@@ -580,13 +580,15 @@ class Writer:
                 with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
                     cur.execute(insert, binary=not exact)
             except psycopg.errors.UniqueViolation:
-                self._refuse_collisions(cur, name)
+                self._refuse_collisions(cur, name, [*part.rows, *looked_up])
                 raise
             added = self._digester.submit(_fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
         if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
-            record_refusals(self.conn, self.state_schema, name, t.key_source, [*part.keys, *looked_up], refusals)
+            width = len(t.columns_source)
+            keys_named = [*part.keys, *(row[width:] for row in looked_up)]
+            record_refusals(self.conn, self.state_schema, name, t.key_source, keys_named, refusals)
             self._quarantined[name] = True
         return _Pending(removed, added, conflicts, len(refusals))
 
@@ -648,7 +650,7 @@ class Writer:
         refusals: list[quarantine.Refusal],
     ) -> tuple[int, list[KeyTuple]]:
         """Make room for the staged rows: rewrite every PostgreSQL row they conflict with on a UNIQUE index
-        from SQLite's current state. Returns (rows SQLite no longer has, SQLite keys looked up).
+        from SQLite's current state. Returns (rows SQLite no longer has, the SQLite rows looked up).
 
         SQLite's REPLACE deletes the rows conflicting on a UNIQUE index without a DELETE trigger (an
         expression index has no victim trigger at all), and a batch may end before the entry that
@@ -660,7 +662,7 @@ class Writer:
         t = self.targets[name]
         _rows_tmp, keys_tmp = self._staged[name]
         victims = 0
-        looked_up: list[KeyTuple] = []
+        looked_up: list[tuple[Any, ...]] = []
         seen: set[KeyTuple] = set()
         # a key seen twice was not deleted (a NULL in a nullable key): the INSERT reports the conflict
         while found := self._conflicting_keys(cur, name, ident) - seen:
@@ -668,7 +670,7 @@ class Writer:
             rows = rows_for_target_keys(self.source, t, found, self._key_converters[name])
             width = len(t.columns_source)
             sqlite_keys = [row[width:] for row in rows]
-            looked_up += sqlite_keys
+            looked_up += rows
             cur.execute(sql.SQL("DELETE FROM {}").format(keys_tmp))
             still = self._convert_keys(name, sqlite_keys)
             written += self._stage(cur, name, [*found, *(k for k in still if k not in found)], rows, refusals)
@@ -687,20 +689,33 @@ class Writer:
             found.update(tuple(row) for row in cur.fetchall())
         return found
 
-    def _refuse_collisions(self, cur: psycopg.Cursor[Any], name: str) -> None:
-        """Refuse when two staged rows are equal on a UNIQUE index: SQLite holds both (they are its current
-        rows, and _rewrite_conflicts staged every row SQLite still has that PostgreSQL held in their way),
-        so PostgreSQL would have to lose one. Named with both keys and the index, instead of PostgreSQL's
-        bare unique violation at the INSERT; returns if no two staged rows are equal."""
+    def _refuse_collisions(self, cur: psycopg.Cursor[Any], name: str, staged: Sequence[tuple[Any, ...]]) -> None:
+        """Refuse when two staged rows are equal on a UNIQUE index and SQLite holds both as staged: then
+        they are distinct in SQLite (its own index accepted them) and PostgreSQL would have to lose
+        one. Named with both keys and the index, instead of PostgreSQL's bare unique violation at the
+        INSERT. Returns if no two staged rows are equal. ``staged``: the SQLite rows that were staged.
+
+        The batch's rows were read before the rows _rewrite_conflicts looked up: if SQLite has
+        changed either since (two rows swapping a value), the batch is retried, re-read (transient).
+        """
         t = self.targets[name]
         rows_tmp, _keys_tmp = self._staged[name]
         for index in self._uniques[name]:
-            cur.execute(duplicates_query(rows_tmp, index.exprs, index.predicate, t.key_target))
-            row = cur.fetchone()
-            if row is None:
+            cur.execute(duplicates_query(rows_tmp, index.exprs, index.predicate, t.key_target), binary=True)
+            keys = {tuple(row) for row in cur.fetchall()}
+            if len(keys) < 2:
                 continue
+            if self._by_key(name, staged, keys) != self._by_key(
+                name, rows_for_target_keys(self.source, t, keys, self._key_converters[name]), keys
+            ):
+                raise TargetError(
+                    f"rows of {t.source} changed in SQLite while a batch was applied (two rows swapping a value "
+                    f"of unique index {index.name}); the batch is read again",
+                    hint="nothing to do: the daemon retries",
+                    transient=True,
+                )
             raise UniqueCollision(
-                collision_message(t.source, t.key_source, row[0], index.name, index.exprs)
+                collision_message(t.source, t.key_source, sorted(keys, key=repr)[:2], index.name, index.exprs)
                 + "; the batch was not applied, so neither is lost",
                 hint=(
                     "make the two values distinct as PostgreSQL compares them (its lower()/upper() fold every "
@@ -708,6 +723,17 @@ class Writer:
                     f"again: the daemon resumes at this batch; or drop index {index.name} in PostgreSQL"
                 ),
             )
+
+    def _by_key(
+        self, name: str, rows: Iterable[tuple[Any, ...]], keys: set[KeyTuple]
+    ) -> dict[KeyTuple, tuple[Any, ...]]:
+        """SQLite rows (as read: loaded columns, then key) by their key in PostgreSQL form, for ``keys`` only."""
+        width = len(self.targets[name].columns_source)
+        out: dict[KeyTuple, tuple[Any, ...]] = {}
+        for key, row in zip(self._convert_keys_of(name, [r[width:] for r in rows]), rows, strict=True):
+            if key in keys:
+                out[key] = tuple(row)
+        return out
 
     def _fold(self, cur: psycopg.Cursor[Any], t: TableTarget) -> Future[_Folded]:
         """Hand the returned row images to the digest thread, which hashes them while PostgreSQL works."""
@@ -726,16 +752,20 @@ class Writer:
                 for rows, keys in staged.values():
                     self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(rows, keys))
 
-    def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
-        """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
+    def _convert_keys_of(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple | None]:
+        """Each key in PostgreSQL form, None where its column type refuses it (positions kept)."""
         convert_key = self._key_converters[name]
-        out: list[KeyTuple] = []
+        out: list[KeyTuple | None] = []
         for key in keys:
             try:
                 out.append(convert_key(key))
             except convert.RowRefused:
-                continue
+                out.append(None)
         return out
+
+    def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
+        """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
+        return [k for k in self._convert_keys_of(name, keys) if k is not None]
 
     def _refused(self, t: TableTarget, key: Sequence[Any], exc: convert.RowRefused) -> quarantine.Refusal:
         named = dict(zip(t.key_source, key, strict=True))

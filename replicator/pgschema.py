@@ -758,7 +758,7 @@ def pg_message(exc: BaseException) -> str:
 def duplicates_query(
     table: sql.Composable, exprs: Sequence[str], predicate: str | None, key: Sequence[str]
 ) -> sql.Composed:
-    """The keys (JSON arrays) of the first group of ``table``'s rows equal on a unique index's terms.
+    """The keys of the first group of ``table``'s rows that are equal on a unique index's terms (none: no rows).
 
     ``exprs`` and ``predicate`` as pg_get_indexdef and pg_get_expr print them. Rows with a NULL in a
     term are left out: a (NULLS DISTINCT) unique index allows those.
@@ -767,21 +767,25 @@ def duplicates_query(
     where = sql.SQL(" AND ").join(sql.SQL("({}) IS NOT NULL").format(sql.SQL(e)) for e in exprs)
     if predicate is not None:
         where = sql.SQL("({}) AND {}").format(sql.SQL(predicate), where)
-    keys = sql.SQL("jsonb_build_array({})").format(sql.SQL(", ").join(map(sql.Identifier, key)))
-    return sql.SQL("SELECT array_agg({}) FROM {} WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
-        keys, table, where, terms
-    )
+    return sql.SQL(
+        "SELECT {} FROM {} WHERE {} AND ({}) IN (SELECT {} FROM {} WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1)"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, key)), table, where, terms, terms, table, where, terms)
 
 
 def collision_message(
     table: str, key_names: Sequence[str], keys: Sequence[Sequence[Any]], index: str, exprs: Sequence[str]
 ) -> str:
     """'rows t (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL on unique index i (e)'."""
-    named = sorted(", ".join(f"{c}={v!r}" for c, v in zip(key_names, k, strict=True)) for k in keys)
+    named = sorted(", ".join(f"{c}={_shown(v)}" for c, v in zip(key_names, k, strict=True)) for k in keys)
     return (
         f"rows {table} ({named[0]}) and ({named[1]}) are distinct in SQLite but equal in PostgreSQL on unique "
         f"index {index} ({', '.join(exprs)})"
     )
+
+
+def _shown(value: Any) -> str:
+    """A key value as a message shows it: Python literals as such, a date or a uuid as its quoted text."""
+    return repr(value) if value is None or isinstance(value, str | int | float | bytes) else repr(str(value))
 
 
 def _unique_collision(conn: psycopg.Connection[Any], schema: str, table: TablePlan, stmt: Statement) -> str | None:
@@ -802,10 +806,10 @@ def _unique_collision(conn: psycopg.Connection[Any], schema: str, table: TablePl
                 " pg_get_expr(i.indpred, i.indrelid) FROM pg_index i WHERE i.indexrelid = %s::regclass",
                 (sql.Identifier(schema, stmt.name).as_string(conn),),
             ).fetchone() or ([], None)
-            row = conn.execute(
+            rows = conn.execute(
                 duplicates_query(sql.Identifier(schema, table.name), exprs, predicate, table.primary_key)
-            ).fetchone()
-            found = None if row is None else (row[0], exprs)
+            ).fetchall()
+            found = (rows, exprs) if len(rows) > 1 else None
     except psycopg.Error:
         return None
     if found is None:

@@ -8,15 +8,18 @@ A row SQLite really removed (a REPLACE victim) is still removed.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from replicator import config, phase, snapshot
-from replicator.errors import UniqueCollision
+from checkpoints import store
+from replicator import apply, config, phase, snapshot
+from replicator.errors import TargetError, UniqueCollision
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_status import status_json
+from triggers import install
 
 pytestmark = pytest.mark.e2e
 
@@ -212,3 +215,44 @@ def test_rows_postgresql_normalises_take_the_same_path(tmp_path: Path, pg_dsn: s
     db.execute("""INSERT INTO users VALUES (4, 'élodie', '{}')""")
     with pytest.raises(UniqueCollision, match=r"id=3.*id=4.*users_lower"):
         drain(path, pg_dsn)
+
+
+def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_refused(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """The batch holds key 2 at 'x' (read first); the row PostgreSQL has at 'x' (key 1) is looked up
+    later, after the app swapped the value back to it. Both staged rows hold 'x', but SQLite never held
+    both at once: the batch is retried (transient), not refused, and the state converges."""
+    path = make_source(tmp_path / "w.db", USERS, "INSERT INTO users VALUES (1, 'x'), (2, 'y');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("UPDATE users SET name = 'y' WHERE id = 2")  # seq 1: key 2 (its current name will be 'x')
+    db.execute("UPDATE users SET name = 'w' WHERE id = 1")  # seq 2: key 1 leaves 'x'
+    db.execute("UPDATE users SET name = 'x' WHERE id = 2")  # seq 3: key 2 takes 'x'
+    with psycopg.connect(pg_dsn, autocommit=True) as pconn, sqlite3.connect(path, isolation_level=None) as sconn:
+        plan = apply.load_plan(pconn, "replicator")
+        meta = install.read_meta(sconn)
+        assert plan is not None
+        assert meta is not None
+        targets, _ = apply.resolve_targets(plan, meta)
+        prev = store.latest(pconn, schema="replicator")
+        assert prev is not None
+        batch = apply.read_batch(sconn, prev.seq_to, targets, max_rows=1, max_bytes=1 << 20)
+        assert batch.tables["users"].rows == [(2, "x", 2)]
+        db.execute("BEGIN")  # the swap back, after the batch was read
+        db.execute("UPDATE users SET name = 'tmp' WHERE id = 2")
+        db.execute("UPDATE users SET name = 'x' WHERE id = 1")
+        db.execute("COMMIT")
+        writer = apply.Writer(
+            pconn, targets, state_schema="replicator", fk="replica", on_bad_value="stop", source=sconn
+        )
+        try:
+            with pytest.raises(TargetError) as raised:
+                writer.write_batch(batch, prev)
+        finally:
+            writer.close()
+        assert not isinstance(raised.value, UniqueCollision)
+        assert raised.value.transient
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(1, "x"), (2, "y")]  # rolled back
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
