@@ -298,9 +298,9 @@ def rows_for_target_keys(
     Keys of integer, text and bytea columns are looked up as they are. Other key types (a timestamp
     converted from text, say) have several SQLite spellings per value: the table's keys are read and
     converted to find them, a full read of the key column that only a UNIQUE conflict on such a
-    table costs.
+    table costs. One read transaction, unless the caller holds one (the cutover's frozen source).
     """
-    with journal.read_transaction(conn):
+    with contextlib.nullcontext() if conn.in_transaction else journal.read_transaction(conn):
         if all(k.name in _SAME_KEY_TYPES and not k.strip_nul and not k.replace_bad_utf8 for k in target.key_types):
             return current_rows(conn, target, list(keys))
         wanted = set(keys)
