@@ -648,7 +648,7 @@ class Writer:
         written: list[tuple[Any, ...]],
         removed: list[Future[_Folded]],
         refusals: list[quarantine.Refusal],
-    ) -> tuple[int, list[KeyTuple]]:
+    ) -> tuple[int, list[tuple[Any, ...]]]:
         """Make room for the staged rows: rewrite every PostgreSQL row they conflict with on a UNIQUE index
         from SQLite's current state. Returns (rows SQLite no longer has, the SQLite rows looked up).
 
