@@ -9,11 +9,12 @@ shared/research/anchors-mission.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from replicator import sqlexpr
 from replicator.analyze_report import SEVERITIES, ColumnReport, Finding, Report, TableReport
 from replicator.profile import TEMPORAL_FORMATS
-from triggers.schema import Affinity, Generated
+from triggers.schema import Affinity, Generated, Index
 from triggers.source import NETWORK_FILESYSTEMS
 
 #: PostgreSQL keeps NAMEDATALEN - 1 bytes of an identifier and silently drops the rest.
@@ -203,6 +204,86 @@ def _table_checks(table: TableReport) -> Iterator[Finding]:
             table=t,
         )
     yield from _foreign_key_checks(table)
+    for index in table.indexes:
+        if index.unique:
+            yield from _unique_checks(table, index)
+
+
+#: What SQLite's collations treat as one value that PostgreSQL's (deterministic) equality keeps apart.
+_FOLDED_BY = {"NOCASE": "'a' and 'A' (ASCII case)", "RTRIM": "'a' and 'a ' (trailing spaces)"}
+
+
+def _unique_checks(table: TableReport, index: Index) -> Iterator[Finding]:
+    """UNIQUE indexes whose equality differs between SQLite and PostgreSQL. Where PostgreSQL is coarser
+    (an expression, a date-time conversion) two rows SQLite holds cannot both be applied: the apply
+    stops naming both. Where it is finer (NOCASE, RTRIM) PostgreSQL accepts what SQLite refused."""
+    t, name = table.name, index.name
+    what = "primary key" if index.origin == "pk" else f"UNIQUE index {name!r}"
+    if None in index.columns:
+        terms = _index_terms(index)
+        folds = any(w in terms.upper() for w in ("LOWER(", "UPPER("))
+        yield Finding(
+            "warning",
+            "unique_expression",
+            f"{what} is on {terms or 'an expression'}: PostgreSQL evaluates it by its own rules, so rows SQLite"
+            " keeps distinct may be equal there"
+            + (
+                " (lower()/upper() fold every letter in PostgreSQL, only ASCII in SQLite: 'É' and 'é')" if folds else ""
+            ),
+            hint="check that no two rows collide as PostgreSQL computes it; if two do, the apply stops naming both"
+            " (it never drops one): make them distinct in SQLite",
+            table=t,
+        )
+    columns = {c.name: c for c in table.columns}
+    for position, col_name in enumerate(index.columns):
+        col = columns.get(col_name or "")
+        if col is None:
+            continue
+        if _is_temporal(col) and col.storage.get("text", 0):
+            yield Finding(
+                "warning",
+                "unique_datetime_text",
+                f"{what} includes {col_name!r}, date-times stored as text: spellings of one instant"
+                " ('2024-05-01 10:00:00', '2024-05-01T10:00:00') are distinct in SQLite but one timestamp in"
+                " PostgreSQL",
+                hint="keep one spelling in the app (if two meet, the apply stops naming both rows), or keep the"
+                f" column as text: {_override(table, col)} type = 'text'",
+                table=t,
+                column=col_name,
+            )
+        collation = index.collations[position].upper() if position < len(index.collations) else "BINARY"
+        if collation in _FOLDED_BY:
+            yield Finding(
+                "warning",
+                "unique_collation",
+                f"{what} compares {col_name!r} with COLLATE {collation}: SQLite treats {_FOLDED_BY[collation]} as"
+                " one value, PostgreSQL's index does not, so after cutover it accepts rows SQLite refused",
+                hint="enforce it in PostgreSQL after cutover, e.g. a unique index on lower(column) or a"
+                " nondeterministic collation",
+                table=t,
+                column=col_name,
+            )
+
+
+def _index_terms(index: Index) -> str:
+    """The key terms of a CREATE INDEX statement as written, or '' when they cannot be read."""
+    if not index.sql:
+        return ""
+    try:
+        keys = sqlexpr.parse_create_index(index.sql).keys
+    except sqlexpr.Untranslatable:
+        return ""
+    return ", ".join(_spelled(term) for term in keys)
+
+
+def _spelled(tokens: Sequence[sqlexpr.Token]) -> str:
+    """Tokens as SQL text: ``lower(name)``, ``a || b``."""
+    out = ""
+    for i, token in enumerate(tokens):
+        glued = token.text in (")", ",") or (i > 0 and tokens[i - 1].text == "(")
+        call = token.text == "(" and i > 0 and tokens[i - 1].kind in ("word", "ident")
+        out += ("" if i == 0 or glued or call else " ") + token.text
+    return out
 
 
 def _foreign_key_checks(table: TableReport) -> Iterator[Finding]:

@@ -5,19 +5,24 @@ The journal is key-only, so a batch is applied as *state*, never as a replay of 
 1. In one SQLite read transaction: read the journal range ``after+1 .. seq_to`` and, for every key
    it names (new keys and the old keys of PK changes), the row as it is *now* (:func:`read_batch`).
 2. In one PostgreSQL transaction (:func:`write_batch`): binary-COPY the keys and the current rows
-   into temp staging tables; ``DELETE`` every batch key; ``DELETE`` every row that conflicts with an
-   incoming row on any UNIQUE index; ``INSERT ... SELECT`` the current rows; write the checkpoint
-   and the per-table running digests; commit.
+   into temp staging tables; ``DELETE`` every batch key; rewrite every row that conflicts with an
+   incoming row on any UNIQUE index from SQLite's current state (deleted if SQLite no longer has it);
+   refuse if two rows SQLite holds are equal on a UNIQUE index; ``INSERT ... SELECT`` the current
+   rows; write the checkpoint and the per-table running digests; commit.
 
 Why this is exact:
 
 * A key whose row is gone stays deleted; a key whose row exists gets exactly SQLite's current row.
   Unique-key swaps inside a batch cannot collide: both rows are deleted before either is inserted.
 * ``INSERT OR REPLACE`` deletes rows that conflict on a secondary UNIQUE key *without* a DELETE
-  trigger (recursive_triggers is off), so the journal never names them. The conflict delete removes
-  them in PostgreSQL too. It is always correct: SQLite's current state has no such conflict, so any
-  PostgreSQL row that conflicts was deleted or changed in SQLite since, and if it still exists, a
-  later journal entry (it was changed, so it was journaled) rewrites it.
+  trigger (recursive_triggers is off; the victim triggers cover column indexes, not expression
+  indexes), so the journal may never name them. A PostgreSQL row that conflicts with an incoming
+  row is therefore looked up in SQLite (:func:`rows_for_target_keys`): gone, it is deleted; still
+  there (it moved away from the value after the batch's range), it is written as it is now and a
+  later entry rewrites it again. Never is a row SQLite still has deleted: if SQLite holds two rows
+  that PostgreSQL finds equal on a UNIQUE index (lower() folds every letter there, ASCII only in
+  SQLite; two spellings of one instant are one timestamp), the batch is refused with both keys and
+  the index (:class:`~replicator.errors.UniqueCollision`).
 * A batch may end before the visible journal end; rows then already hold values newer than
   ``seq_to``. The same keys come again in a later batch, which rewrites them: the state converges
   and is exact once the journal is drained.
@@ -53,8 +58,8 @@ from checkpoints.digest import Kind, TableDigest, kinds_from_oids
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
 from replicator import convert, faults, log, quarantine
 from replicator.convert import TargetType
-from replicator.errors import BadValue, TargetError, UsageError, is_transient_pg
-from replicator.pgschema import SchemaPlan, TablePlan, pg_message
+from replicator.errors import BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
+from replicator.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
 from triggers import journal
 from triggers.install import Meta
 from triggers.schema import quote_ident
@@ -283,6 +288,35 @@ def current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[K
         conn.text_factory = previous
 
 
+#: Key types whose PostgreSQL value is the SQLite value itself, so it finds the SQLite row directly.
+_SAME_KEY_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "varchar", "bytea"})
+
+
+def rows_for_target_keys(
+    conn: sqlite3.Connection, target: TableTarget, keys: Collection[KeyTuple], convert_key: convert.RowConverter
+) -> list[tuple[Any, ...]]:
+    """SQLite's current rows for keys read from PostgreSQL (as :func:`current_rows` returns them).
+
+    Keys of integer, text and bytea columns are looked up as they are. Other key types (a timestamp
+    converted from text, say) have several SQLite spellings per value: the table's keys are read and
+    converted to find them, a full read of the key column that only a UNIQUE conflict on such a
+    table costs. One read transaction, unless the caller holds one (the cutover's frozen source).
+    """
+    with contextlib.nullcontext() if conn.in_transaction else journal.read_transaction(conn):
+        if all(k.name in _SAME_KEY_TYPES and not k.strip_nul and not k.replace_bad_utf8 for k in target.key_types):
+            return current_rows(conn, target, list(keys))
+        wanted = set(keys)
+        names = ", ".join(quote_ident(c) for c in target.key_source)
+        found: list[KeyTuple] = []
+        for raw in conn.execute(f"SELECT {names} FROM {quote_ident(target.source)}"):  # noqa: S608 - quoted
+            try:
+                if convert_key(raw) in wanted:
+                    found.append(tuple(raw))
+            except convert.RowRefused:
+                continue
+        return current_rows(conn, target, found)
+
+
 def _plain(key: KeyTuple) -> bool:
     for v in key:
         if v is None:
@@ -451,8 +485,11 @@ class Writer:
         state_schema: str,
         fk: FkMode,
         on_bad_value: str,
+        source: sqlite3.Connection,
     ) -> None:
         self.conn = conn
+        self.source = source
+        """SQLite, read (outside any batch's read transaction) for rows that conflict on a UNIQUE index."""
         self.targets = targets
         self.state_schema = state_schema
         self.fk = fk
@@ -545,60 +582,179 @@ class Writer:
         t = self.targets[name]
         rows_tmp, keys_tmp = self._staged[name]
         ident = sql.Identifier(t.schema, t.target)
-        width = len(t.columns_source)
         refusals: list[quarantine.Refusal] = []
         keys = self._convert_keys(name, part.keys)
         cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
         with self.conn.cursor() as cur:
-            with cur.copy(
-                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                    keys_tmp, sql.SQL(", ").join(map(sql.Identifier, t.key_target))
-                )
-            ) as copy:
-                copy.set_types(convert.copy_types(t.key_types))
-                for key in keys:
-                    copy.write_row(key)
-            convert_row = self._converters[name]
-            written: list[tuple[Any, ...]] = []
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(rows_tmp, cols)) as copy:
-                copy.set_types(convert.copy_types(t.types))
-                for row in part.rows:
-                    try:
-                        values = convert_row(row[:width])
-                    except convert.RowRefused as exc:
-                        refusals.append(self._refused(t, row[width:], exc))
-                        continue
-                    copy.write_row(values)
-                    written.append(values)
-            added = self._digester.submit(_fold_rows, written, None, t.key_positions) if digest_exact(t.types) else None
-            removed: list[Future[_Folded]] = []
-            returning = sql.SQL(" RETURNING {}").format(
-                sql.SQL(", ").join(sql.SQL("{}.{}").format(ident, sql.Identifier(c)) for c in t.columns_target)
-            )
-            join = sql.SQL(" AND ").join(
-                sql.SQL("{}.{} = k.{}").format(ident, sql.Identifier(c), sql.Identifier(c)) for c in t.key_target
-            )
-            cur.execute(
-                sql.SQL("DELETE FROM {} USING {} k WHERE {}").format(ident, keys_tmp, join) + returning, binary=True
-            )
-            removed.append(self._fold(cur, t))
-            conflicts = 0
-            for index in self._uniques[name]:
-                cur.execute(_conflict_delete(ident, rows_tmp, index) + returning, binary=True)
-                conflicts += cur.rowcount
-                removed.append(self._fold(cur, t))
+            written = self._stage(cur, name, keys, part.rows, refusals)
+            removed = [self._delete_keys(cur, t, ident, keys_tmp)]
+            conflicts, looked_up = 0, list[tuple[Any, ...]]()
+            if self._uniques[name]:
+                conflicts, looked_up = self._rewrite_conflicts(cur, name, ident, written, removed, refusals)
+            exact = digest_exact(t.types)
             insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
-            if added is None:  # PostgreSQL may store these values differently: digest what it returns
-                cur.execute(insert + sql.SQL(" RETURNING {}").format(cols), binary=True)
-                added = self._fold(cur, t)
-            else:
-                cur.execute(insert)
+            if not exact:  # PostgreSQL may store these values differently: digest what it returns
+                insert += sql.SQL(" RETURNING {}").format(cols)
+            try:
+                # a savepoint (cheaper than looking for equal staged rows in every batch): a unique violation
+                # is then explained by _refuse_collisions, which reads the staging table
+                with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
+                    cur.execute(insert, binary=not exact)
+            except psycopg.errors.UniqueViolation:
+                self._refuse_collisions(cur, name, [*part.rows, *looked_up])
+                raise
+            added = self._digester.submit(_fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
         if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
-            record_refusals(self.conn, self.state_schema, name, t.key_source, part.keys, refusals)
+            width = len(t.columns_source)
+            keys_named = [*part.keys, *(row[width:] for row in looked_up)]
+            record_refusals(self.conn, self.state_schema, name, t.key_source, keys_named, refusals)
             self._quarantined[name] = True
         return _Pending(removed, added, conflicts, len(refusals))
+
+    def _stage(
+        self,
+        cur: psycopg.Cursor[Any],
+        name: str,
+        keys: Sequence[KeyTuple],
+        rows: Sequence[tuple[Any, ...]],
+        refusals: list[quarantine.Refusal],
+    ) -> list[tuple[Any, ...]]:
+        """COPY keys (PostgreSQL form) and converted rows into the staging tables; returns the rows written."""
+        t = self.targets[name]
+        rows_tmp, keys_tmp = self._staged[name]
+        width = len(t.columns_source)
+        with cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                keys_tmp, sql.SQL(", ").join(map(sql.Identifier, t.key_target))
+            )
+        ) as copy:
+            copy.set_types(convert.copy_types(t.key_types))
+            for key in keys:
+                copy.write_row(key)
+        convert_row = self._converters[name]
+        written: list[tuple[Any, ...]] = []
+        cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(rows_tmp, cols)) as copy:
+            copy.set_types(convert.copy_types(t.types))
+            for row in rows:
+                try:
+                    values = convert_row(row[:width])
+                except convert.RowRefused as exc:
+                    refusals.append(self._refused(t, row[width:], exc))
+                    continue
+                copy.write_row(values)
+                written.append(values)
+        return written
+
+    def _delete_keys(
+        self, cur: psycopg.Cursor[Any], t: TableTarget, ident: sql.Identifier, keys_tmp: sql.Identifier
+    ) -> Future[_Folded]:
+        """DELETE the staged keys, returning the removed row images to the digest thread."""
+        join = sql.SQL(" AND ").join(
+            sql.SQL("{}.{} = k.{}").format(ident, sql.Identifier(c), sql.Identifier(c)) for c in t.key_target
+        )
+        cur.execute(
+            sql.SQL("DELETE FROM {} USING {} k WHERE {}").format(ident, keys_tmp, join) + _returning(ident, t),
+            binary=True,
+        )
+        return self._fold(cur, t)
+
+    def _rewrite_conflicts(
+        self,
+        cur: psycopg.Cursor[Any],
+        name: str,
+        ident: sql.Identifier,
+        written: list[tuple[Any, ...]],
+        removed: list[Future[_Folded]],
+        refusals: list[quarantine.Refusal],
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """Make room for the staged rows: rewrite every PostgreSQL row they conflict with on a UNIQUE index
+        from SQLite's current state. Returns (rows SQLite no longer has, the SQLite rows looked up).
+
+        SQLite's REPLACE deletes the rows conflicting on a UNIQUE index without a DELETE trigger (an
+        expression index has no victim trigger at all), and a batch may end before the entry that
+        moved a row away from a value. So a conflicting PostgreSQL row is looked up in SQLite now: a
+        row that is gone is deleted; one that exists is written as it is now (a later entry names it
+        again, so the state converges). Its new values may conflict with yet another row: repeat.
+        A looked-up row that still holds the value is a collision, refused by _refuse_collisions.
+        """
+        t = self.targets[name]
+        _rows_tmp, keys_tmp = self._staged[name]
+        victims = 0
+        looked_up: list[tuple[Any, ...]] = []
+        seen: set[KeyTuple] = set()
+        # a key seen twice was not deleted (a NULL in a nullable key): the INSERT reports the conflict
+        while found := self._conflicting_keys(cur, name, ident) - seen:
+            seen |= found
+            rows = rows_for_target_keys(self.source, t, found, self._key_converters[name])
+            width = len(t.columns_source)
+            sqlite_keys = [row[width:] for row in rows]
+            looked_up += rows
+            cur.execute(sql.SQL("DELETE FROM {}").format(keys_tmp))
+            still = self._convert_keys(name, sqlite_keys)
+            written += self._stage(cur, name, [*found, *(k for k in still if k not in found)], rows, refusals)
+            removed.append(self._delete_keys(cur, t, ident, keys_tmp))
+            victims += len(found - set(still))
+            self._log.debug("unique conflicts rewritten", table=name, found=len(found), gone=len(found - set(still)))
+        return victims, looked_up
+
+    def _conflicting_keys(self, cur: psycopg.Cursor[Any], name: str, ident: sql.Identifier) -> set[KeyTuple]:
+        """Keys of the PostgreSQL rows that conflict with a staged row on any UNIQUE index."""
+        t = self.targets[name]
+        rows_tmp, _keys_tmp = self._staged[name]
+        found: set[KeyTuple] = set()
+        for index in self._uniques[name]:
+            cur.execute(_conflict_select(ident, rows_tmp, index, t.key_target), binary=True)
+            found.update(tuple(row) for row in cur.fetchall())
+        return found
+
+    def _refuse_collisions(self, cur: psycopg.Cursor[Any], name: str, staged: Sequence[tuple[Any, ...]]) -> None:
+        """Refuse when two staged rows are equal on a UNIQUE index and SQLite holds both as staged: then
+        they are distinct in SQLite (its own index accepted them) and PostgreSQL would have to lose
+        one. Named with both keys and the index, instead of PostgreSQL's bare unique violation at the
+        INSERT. Returns if no two staged rows are equal. ``staged``: the SQLite rows that were staged.
+
+        The batch's rows were read before the rows _rewrite_conflicts looked up: if SQLite has
+        changed either since (two rows swapping a value), the batch is retried, re-read (transient).
+        """
+        t = self.targets[name]
+        rows_tmp, _keys_tmp = self._staged[name]
+        for index in self._uniques[name]:
+            cur.execute(duplicates_query(rows_tmp, index.exprs, index.predicate, t.key_target), binary=True)
+            keys = {tuple(row) for row in cur.fetchall()}
+            if len(keys) < 2:
+                continue
+            if self._by_key(name, staged, keys) != self._by_key(
+                name, rows_for_target_keys(self.source, t, keys, self._key_converters[name]), keys
+            ):
+                raise TargetError(
+                    f"rows of {t.source} changed in SQLite while a batch was applied (two rows swapping a value "
+                    f"of unique index {index.name}); the batch is read again",
+                    hint="nothing to do: the daemon retries",
+                    transient=True,
+                )
+            raise UniqueCollision(
+                collision_message(t.source, t.key_source, sorted(keys, key=repr)[:2], index.name, index.exprs)
+                + "; the batch was not applied, so neither is lost",
+                hint=(
+                    "make the two values distinct as PostgreSQL compares them (its lower()/upper() fold every "
+                    "letter, SQLite's only ASCII; date-time text is compared as the instant it names) and run "
+                    f"again: the daemon resumes at this batch; or drop index {index.name} in PostgreSQL"
+                ),
+            )
+
+    def _by_key(
+        self, name: str, rows: Iterable[tuple[Any, ...]], keys: set[KeyTuple]
+    ) -> dict[KeyTuple, tuple[Any, ...]]:
+        """SQLite rows (as read: loaded columns, then key) by their key in PostgreSQL form, for ``keys`` only."""
+        width = len(self.targets[name].columns_source)
+        out: dict[KeyTuple, tuple[Any, ...]] = {}
+        for key, row in zip(self._convert_keys_of(name, [r[width:] for r in rows]), rows, strict=True):
+            if key in keys:
+                out[key] = tuple(row)
+        return out
 
     def _fold(self, cur: psycopg.Cursor[Any], t: TableTarget) -> Future[_Folded]:
         """Hand the returned row images to the digest thread, which hashes them while PostgreSQL works."""
@@ -617,16 +773,20 @@ class Writer:
                 for rows, keys in staged.values():
                     self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(rows, keys))
 
-    def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
-        """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
+    def _convert_keys_of(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple | None]:
+        """Each key in PostgreSQL form, None where its column type refuses it (positions kept)."""
         convert_key = self._key_converters[name]
-        out: list[KeyTuple] = []
+        out: list[KeyTuple | None] = []
         for key in keys:
             try:
                 out.append(convert_key(key))
             except convert.RowRefused:
-                continue
+                out.append(None)
         return out
+
+    def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
+        """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
+        return [k for k in self._convert_keys_of(name, keys) if k is not None]
 
     def _refused(self, t: TableTarget, key: Sequence[Any], exc: convert.RowRefused) -> quarantine.Refusal:
         named = dict(zip(t.key_source, key, strict=True))
@@ -643,18 +803,36 @@ class Writer:
         return quarantine.make(t.source, named, exc.column, exc.value, exc.reason)
 
 
-def _conflict_delete(ident: sql.Identifier, staged: sql.Identifier, index: UniqueIndex) -> sql.Composed:
-    """``DELETE FROM t WHERE (e1, e2) IN (SELECT e1, e2 FROM staged WHERE pred) AND pred``.
+def _returning(ident: sql.Identifier, t: TableTarget) -> sql.Composed:
+    return sql.SQL(" RETURNING {}").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(ident, sql.Identifier(c)) for c in t.columns_target)
+    )
+
+
+def _index_terms(index: UniqueIndex) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """The index's key expressions, and its predicate as `` WHERE (p)`` and `` AND (p)`` (or nothing)."""
+    exprs = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in index.exprs)
+    if index.predicate is None:
+        return exprs, sql.SQL(""), sql.SQL("")
+    return (
+        exprs,
+        sql.SQL(" WHERE ({})").format(sql.SQL(index.predicate)),
+        sql.SQL(" AND ({})").format(sql.SQL(index.predicate)),
+    )
+
+
+def _conflict_select(
+    ident: sql.Identifier, staged: sql.Identifier, index: UniqueIndex, key: Sequence[str]
+) -> sql.Composed:
+    """``SELECT key FROM t WHERE (e1, e2) IN (SELECT e1, e2 FROM staged WHERE pred) AND pred``.
 
     The index definitions come from pg_get_indexdef, so they are valid SQL for the target table;
     inside the subquery the same bare column names resolve to the staging table, which has the
     target's columns. NULLs never match ``IN``, exactly as a (NULLS DISTINCT) unique index allows them.
     """
-    exprs = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in index.exprs)
-    where = sql.SQL(" WHERE ({})").format(sql.SQL(index.predicate)) if index.predicate else sql.SQL("")
-    also = sql.SQL(" AND ({})").format(sql.SQL(index.predicate)) if index.predicate else sql.SQL("")
-    return sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {}{}){}").format(
-        ident, exprs, exprs, staged, where, also
+    exprs, where, also = _index_terms(index)
+    return sql.SQL("SELECT {} FROM {} WHERE ({}) IN (SELECT {} FROM {}{}){}").format(
+        sql.SQL(", ").join(map(sql.Identifier, key)), ident, exprs, exprs, staged, where, also
     )
 
 
@@ -679,8 +857,8 @@ def unique_indexes(conn: psycopg.Connection[Any], t: TableTarget) -> list[Unique
 def _write_error(table: str, target: str, exc: psycopg.Error) -> TargetError:
     if isinstance(exc, psycopg.errors.UniqueViolation):
         hint = (
-            "a unique index the conflict delete cannot evaluate (NULLS NOT DISTINCT, or an expression over "
-            "generated columns) rejected a row; report it with the index definition"
+            "a unique index the conflict check cannot evaluate (NULLS NOT DISTINCT, a NULL in the key, or an "
+            "expression over generated columns) rejected a row; report it with the index definition"
         )
     elif isinstance(
         exc, psycopg.errors.ForeignKeyViolation | psycopg.errors.CheckViolation | psycopg.errors.NotNullViolation

@@ -479,6 +479,7 @@ class _Session:
             state_schema=self.state_schema,
             fk=fk,
             on_bad_value=self.config.snapshot.on_bad_value,
+            source=self.sconn,
         )
 
     def certified_tables(self) -> list[str]:

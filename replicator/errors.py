@@ -71,6 +71,11 @@ class BadValue(ReplicatorError):
     exit_code = EXIT_FAILURE
 
 
+class UniqueCollision(BadValue):
+    """Rows SQLite keeps distinct are equal in PostgreSQL on a UNIQUE index (a collation, an expression
+    such as lower(), or a conversion such as two spellings of one instant): one of them would be lost."""
+
+
 class VerificationFailed(ReplicatorError):
     """Both sides were compared and differ."""
 

@@ -829,6 +829,69 @@ def pg_message(exc: BaseException) -> str:
     return str(primary or str(exc).strip().splitlines()[0])
 
 
+def duplicates_query(
+    table: sql.Composable, exprs: Sequence[str], predicate: str | None, key: Sequence[str]
+) -> sql.Composed:
+    """The keys of the first group of ``table``'s rows that are equal on a unique index's terms (none: no rows).
+
+    ``exprs`` and ``predicate`` as pg_get_indexdef and pg_get_expr print them. Rows with a NULL in a
+    term are left out: a (NULLS DISTINCT) unique index allows those.
+    """
+    terms = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in exprs)
+    where = sql.SQL(" AND ").join(sql.SQL("({}) IS NOT NULL").format(sql.SQL(e)) for e in exprs)
+    if predicate is not None:
+        where = sql.SQL("({}) AND {}").format(sql.SQL(predicate), where)
+    return sql.SQL(
+        "SELECT {} FROM {} WHERE {} AND ({}) IN (SELECT {} FROM {} WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1)"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, key)), table, where, terms, terms, table, where, terms)
+
+
+def collision_message(
+    table: str, key_names: Sequence[str], keys: Sequence[Sequence[Any]], index: str, exprs: Sequence[str]
+) -> str:
+    """'rows t (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL on unique index i (e)'."""
+    named = sorted(", ".join(f"{c}={_shown(v)}" for c, v in zip(key_names, k, strict=True)) for k in keys)
+    return (
+        f"rows {table} ({named[0]}) and ({named[1]}) are distinct in SQLite but equal in PostgreSQL on unique "
+        f"index {index} ({', '.join(exprs)})"
+    )
+
+
+def _shown(value: Any) -> str:
+    """A key value as a message shows it: Python literals as such, a date or a uuid as its quoted text."""
+    return repr(value) if value is None or isinstance(value, str | int | float | bytes) else repr(str(value))
+
+
+def _unique_collision(conn: psycopg.Connection[Any], schema: str, table: TablePlan, stmt: Statement) -> str | None:
+    """Why a UNIQUE index could not be built, naming two rows it found equal; None if that cannot be said.
+
+    The index is built without UNIQUE in a savepoint that is rolled back, only to read its terms back
+    from PostgreSQL as the apply does (pg_get_indexdef): this runs only after the build failed.
+    """
+    if not table.primary_key or not stmt.sql.startswith("CREATE UNIQUE INDEX "):
+        return None
+    names = table.key_source if len(table.key_source) == len(table.primary_key) else table.primary_key
+    found: tuple[Any, ...] | None = None
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(sql.SQL("CREATE INDEX " + stmt.sql.removeprefix("CREATE UNIQUE INDEX ")))
+            exprs, predicate = conn.execute(
+                "SELECT array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k),"
+                " pg_get_expr(i.indpred, i.indrelid) FROM pg_index i WHERE i.indexrelid = %s::regclass",
+                (sql.Identifier(schema, stmt.name).as_string(conn),),
+            ).fetchone() or ([], None)
+            rows = conn.execute(
+                duplicates_query(sql.Identifier(schema, table.name), exprs, predicate, table.primary_key)
+            ).fetchall()
+            found = (rows, exprs) if len(rows) > 1 else None
+    except psycopg.Error:
+        return None
+    if found is None:
+        return None
+    keys, exprs = found
+    return collision_message(table.source, names, keys, stmt.name, exprs)
+
+
 POST_LOAD_KINDS: Final = ("unique", "index", "check", "fk")
 #: What one table's load can be followed by at once: nothing here reads another table.
 TABLE_LOCAL_KINDS: Final = ("unique", "index", "check")
@@ -857,7 +920,10 @@ def apply_post_load(
                     with conn.transaction():
                         conn.execute(sql.SQL(stmt.sql))
                 except psycopg.Error as exc:
-                    warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {pg_message(exc)}")
+                    reason = pg_message(exc)
+                    if isinstance(exc, psycopg.errors.UniqueViolation):
+                        reason = _unique_collision(conn, plan.schema, table, stmt) or reason
+                    warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {reason}")
                     log.get("pgschema", table=table.name).warning(
                         "post-load statement refused", name=stmt.name, kind=kind
                     )

@@ -435,6 +435,7 @@ class Worker:
             state_schema=self.state_schema,
             fk=fk,
             on_bad_value=self.config.snapshot.on_bad_value,
+            source=self._sconn,
         )
         self._prev = prev
         self._applied = prev.seq_to
@@ -811,6 +812,7 @@ class Worker:
             state_schema=self.state_schema,
             fk=self._writer.fk,
             on_bad_value=self.config.snapshot.on_bad_value,
+            source=self._sconn,
         )
 
     def _reload_pending(self) -> None:

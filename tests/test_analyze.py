@@ -478,3 +478,47 @@ def test_a_django_app_is_told_about_deferred_transactions(tmp_path: Path) -> Non
     assert len(found) == 1
     assert found[0].severity == "warning"
     assert '"transaction_mode": "IMMEDIATE"' in found[0].hint
+
+
+UNIQUE_SQL = """
+CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, email TEXT UNIQUE);
+CREATE UNIQUE INDEX users_lower ON users (lower(name));
+CREATE TABLE bookings (id INTEGER PRIMARY KEY, room INTEGER, starts_at DATETIME, UNIQUE (room, starts_at));
+CREATE TABLE events (id INTEGER PRIMARY KEY, at DATETIME UNIQUE);
+CREATE TABLE slots (at DATETIME PRIMARY KEY, label TEXT);
+CREATE TABLE tags (name TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER) WITHOUT ROWID;
+CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT);
+CREATE UNIQUE INDEX codes_code ON codes (code COLLATE RTRIM);
+INSERT INTO users VALUES (1, 'Émile', 'e@x');
+INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00');
+INSERT INTO events VALUES (1, 1714557600000);
+INSERT INTO slots VALUES ('2024-05-01 10:00:00', 'a');
+INSERT INTO tags VALUES ('Straße', 1);
+INSERT INTO codes VALUES (1, 'a');
+"""
+
+
+def test_unique_indexes_whose_equality_differs_in_postgresql_are_warned_about(tmp_path: Path) -> None:
+    """Expression UNIQUE indexes, UNIQUE over date-time text, NOCASE/RTRIM keys; and nothing else:
+    a plain UNIQUE text column, and a date-time column stored as epoch integers, are left alone."""
+    path = tmp_path / "unique.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(UNIQUE_SQL)
+    conn.close()
+    report = analyze(path)
+    got = {(f.code, f.table, f.column) for f in report.findings if f.code.startswith("unique_")}
+    assert got == {
+        ("unique_expression", "users", None),
+        ("unique_datetime_text", "bookings", "starts_at"),
+        ("unique_datetime_text", "slots", "at"),
+        ("unique_collation", "tags", "name"),
+        ("unique_collation", "codes", "code"),
+    }
+    by_code = {(f.code, f.table): f for f in report.findings if f.code.startswith("unique_")}
+    assert all(f.severity == "warning" and f.hint for f in by_code.values())
+    assert "'users_lower' is on lower(name)" in by_code["unique_expression", "users"].message
+    assert "ASCII" in by_code["unique_expression", "users"].message
+    assert "2024-05-01T10:00:00" in by_code["unique_datetime_text", "bookings"].message
+    assert by_code["unique_datetime_text", "slots"].message.startswith("primary key includes 'at'")
+    tags = next(t for t in report.tables if t.name == "tags")
+    assert [i.collations for i in tags.indexes if i.origin == "pk"] == [("NOCASE",)]

@@ -63,6 +63,8 @@ class Index(msgspec.Struct, frozen=True):
     columns: tuple[str | None, ...]
     """Column names in key order; None stands for an expression."""
     sql: str | None
+    collations: tuple[str, ...] = ()
+    """Each key column's collation as SQLite compares it (``BINARY``, ``NOCASE``, ``RTRIM``...)."""
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -215,6 +217,7 @@ def _indexes(conn: sqlite3.Connection, name: str) -> tuple[Index, ...]:
                 partial=bool(partial),
                 columns=key_cols,
                 sql=sql_by_name.get(idx_name),
+                collations=tuple(str(coll) for _seqno, _cid, _col, _desc, coll, key in cols if key),
             )
         )
     return tuple(sorted(indexes, key=lambda i: i.name))

@@ -1,0 +1,258 @@
+"""UNIQUE indexes where values SQLite keeps distinct are equal in PostgreSQL (issue 14, item 2).
+
+SQLite's lower() folds ASCII only, PostgreSQL's folds every letter; two spellings of one instant are
+two texts in SQLite and one timestamp in PostgreSQL. The apply must never delete a PostgreSQL row
+whose key SQLite still has: it stops, naming both keys and the index, and the daemon is ERRORED.
+A row SQLite really removed (a REPLACE victim) is still removed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from checkpoints import store
+from replicator import apply, config, phase, snapshot
+from replicator.errors import TargetError, UniqueCollision
+from tests.test_apply_cases import app, cfg, check_same, drain, make_source
+from tests.test_status import status_json
+from triggers import install
+
+pytestmark = pytest.mark.e2e
+
+USERS = """
+CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE UNIQUE INDEX users_lower ON users (lower(name));
+"""
+BOOKINGS = """
+CREATE TABLE bookings (
+    id INTEGER PRIMARY KEY, room INTEGER NOT NULL, starts_at DATETIME NOT NULL, UNIQUE (room, starts_at)
+);
+"""
+
+
+def pg_rows(dsn: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query).fetchall()
+
+
+def assert_refused_and_errored(path: Path, dsn: str, index: str) -> None:
+    """The drain stops with one line naming both keys and the index; status says ERRORED and exits 1."""
+    with pytest.raises(UniqueCollision) as raised:
+        drain(path, dsn)
+    message = raised.value.message
+    assert "\n" not in message
+    assert "id=1" in message, message
+    assert "id=2" in message, message
+    assert index in message, message
+    assert raised.value.hint
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        state = phase.read(conn, "replicator")
+        assert state is not None
+        assert state.phase is phase.Phase.ERRORED
+    code, got = status_json(path, dsn)
+    assert code == 1
+    assert got["phase"] == "ERRORED"
+    assert index in str(got["reason"])
+    assert got["hint"]
+
+
+def test_lower_expression_index_never_deletes_a_row_sqlite_keeps(tmp_path: Path, pg_dsn: str) -> None:
+    path = make_source(tmp_path / "a.db", USERS, "INSERT INTO users VALUES (1, 'Émile');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("INSERT INTO users VALUES (2, 'émile')")  # lower() in SQLite: 'Émile' and 'émile', distinct
+    assert db.execute("SELECT count(*) FROM users").fetchone() == (2,)
+    assert_refused_and_errored(path, pg_dsn, "users_lower")
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(1, "Émile")]
+
+
+def test_two_spellings_of_one_instant_never_delete_a_row_sqlite_keeps(tmp_path: Path, pg_dsn: str) -> None:
+    path = make_source(tmp_path / "b.db", BOOKINGS, "INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00');")
+    drain(path, pg_dsn)
+    types = pg_rows(
+        pg_dsn,
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'bookings' AND column_name = 'starts_at'",
+    )
+    assert types == [("timestamp without time zone",)]
+    db = app(path)
+    db.execute("INSERT INTO bookings VALUES (2, 7, '2024-05-01T10:00:00')")  # distinct text in SQLite
+    assert_refused_and_errored(path, pg_dsn, "bookings_room_starts_at_key")
+    assert [r[0] for r in pg_rows(pg_dsn, "SELECT id FROM bookings ORDER BY id")] == [1]
+
+
+def test_collision_inside_one_batch_names_both_keys(tmp_path: Path, pg_dsn: str) -> None:
+    """Both rows new in the same batch: the refusal names both, not PostgreSQL's bare unique violation."""
+    path = make_source(tmp_path / "c.db", USERS, "INSERT INTO users VALUES (3, 'Zoé');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("BEGIN")
+    db.execute("INSERT INTO users VALUES (1, 'Ålesund')")
+    db.execute("INSERT INTO users VALUES (2, 'ålesund')")
+    db.execute("COMMIT")
+    assert_refused_and_errored(path, pg_dsn, "users_lower")
+    assert pg_rows(pg_dsn, "SELECT id FROM users ORDER BY id") == [(3,)]
+
+
+def test_fixing_the_row_in_sqlite_lets_the_daemon_resume(tmp_path: Path, pg_dsn: str) -> None:
+    """The hint works word for word: make the values distinct as PostgreSQL compares them, run again."""
+    path = make_source(tmp_path / "d.db", USERS, "INSERT INTO users VALUES (1, 'Émile');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("INSERT INTO users VALUES (2, 'émile')")
+    with pytest.raises(UniqueCollision):
+        drain(path, pg_dsn)
+    db.execute("UPDATE users SET name = 'émile 2' WHERE id = 2")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+
+
+def test_replace_victim_of_an_expression_index_is_still_deleted(tmp_path: Path, pg_dsn: str) -> None:
+    """SQLite's REPLACE deletes the row equal under lower() (no trigger journals it): PostgreSQL loses it too."""
+    path = make_source(tmp_path / "e.db", USERS, "INSERT INTO users VALUES (1, 'Bob'), (3, 'Ann');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("INSERT OR REPLACE INTO users VALUES (2, 'bob')")
+    assert db.execute("SELECT id FROM users ORDER BY id").fetchall() == [(2,), (3,)]
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(2, "bob"), (3, "Ann")]
+
+
+def test_replace_victim_of_a_column_index_is_still_deleted(tmp_path: Path, pg_dsn: str) -> None:
+    path = make_source(tmp_path / "f.db", BOOKINGS, "INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("INSERT OR REPLACE INTO bookings VALUES (2, 7, '2024-05-01 10:00:00')")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    assert [r[0] for r in pg_rows(pg_dsn, "SELECT id FROM bookings")] == [2]
+
+
+def test_a_row_that_moved_away_later_is_rewritten_not_lost(tmp_path: Path, pg_dsn: str) -> None:
+    """A batch ends before the entry that moved the old holder of a value away: that row is rewritten
+    from SQLite's current state in the same transaction, never deleted, and the state converges."""
+    path = make_source(tmp_path / "g.db", USERS, "INSERT INTO users VALUES (1, 'x'), (2, 'y');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("UPDATE users SET name = 'y2' WHERE id = 2")  # seq 1: key 2, whose current name will be 'x'
+    db.execute("UPDATE users SET name = 'z' WHERE id = 1")  # seq 2: key 1 moves away from 'x'
+    db.execute("UPDATE users SET name = 'X' WHERE id = 2")  # seq 3: key 2 takes 'x' (as lower() sees it)
+    first = drain(path, pg_dsn, cfg(batch_rows=1, batch_bytes=1 << 20))
+    assert first.changes == 3
+    check_same(path, pg_dsn)
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(1, "z"), (2, "X")]
+
+
+SLOTS = """
+CREATE TABLE slots (day DATE PRIMARY KEY, label TEXT NOT NULL);
+CREATE UNIQUE INDEX slots_label ON slots (lower(label));
+"""
+
+
+def test_a_converted_key_is_found_in_sqlite_by_its_converted_value(tmp_path: Path, pg_dsn: str) -> None:
+    """A date key read back from PostgreSQL is not SQLite's text: the lookup converts SQLite's keys to find
+    it. The REPLACE victim (gone in SQLite) is deleted, the row SQLite keeps is not."""
+    path = make_source(
+        tmp_path / "s.db", SLOTS, "INSERT INTO slots VALUES ('2024-05-01', 'Bob'), ('2024-05-03', 'ZOË');"
+    )
+    drain(path, pg_dsn)
+    assert pg_rows(
+        pg_dsn, "SELECT data_type FROM information_schema.columns WHERE table_name = 'slots' AND column_name = 'day'"
+    ) == [("date",)]
+    db = app(path)
+    db.execute("INSERT OR REPLACE INTO slots VALUES ('2024-05-02', 'bob')")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    db.execute("INSERT INTO slots VALUES ('2024-05-04', 'zoë')")
+    with pytest.raises(UniqueCollision, match=r"day='2024-05-03'.*day='2024-05-04'.*slots_label"):
+        drain(path, pg_dsn)
+    assert [str(r[0]) for r in pg_rows(pg_dsn, "SELECT day FROM slots ORDER BY day")] == ["2024-05-02", "2024-05-03"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "rows", "table", "index"),
+    [
+        (USERS, "INSERT INTO users VALUES (1, 'Émile'), (2, 'émile');", "users", "users_lower"),
+        (
+            BOOKINGS,
+            "INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00'), (2, 7, '2024-05-01T10:00:00');",
+            "bookings",
+            "bookings_room_starts_at_key",
+        ),
+    ],
+)
+def test_snapshot_names_both_rows_a_unique_index_cannot_hold(
+    tmp_path: Path, pg_dsn: str, schema: str, rows: str, table: str, index: str
+) -> None:
+    """Both rows already in SQLite: the snapshot loads both and says which two rows kept the index out."""
+    path = make_source(tmp_path / "snap.db", schema, rows)
+    result = snapshot.snapshot(path, pg_dsn, config.load(environ={}), mode="create")
+    refused = [w for w in result.warnings if "not created" in w]
+    assert len(refused) == 1, result.warnings
+    assert f"rows {table} (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL" in refused[0]
+    assert f"unique index {index}" in refused[0]
+    assert [r[0] for r in pg_rows(pg_dsn, f"SELECT id FROM {table} ORDER BY id")] == [1, 2]
+
+
+def test_rows_postgresql_normalises_take_the_same_path(tmp_path: Path, pg_dsn: str) -> None:
+    """A json column: the inserted rows are digested from what PostgreSQL returns (not the converted
+    values), inside the savepoint that lets a collision be named."""
+    schema = USERS.replace("name TEXT NOT NULL", "name TEXT NOT NULL, prefs JSON")
+    path = make_source(tmp_path / "j.db", schema, """INSERT INTO users VALUES (1, 'Bob', '{"b": 1, "a": 2}');""")
+    drain(path, pg_dsn)
+    assert pg_rows(
+        pg_dsn, "SELECT data_type FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'prefs'"
+    ) == [("json",)]
+    db = app(path)
+    db.execute("""INSERT OR REPLACE INTO users VALUES (2, 'bob', '{"z": [1,  2]}')""")
+    db.execute("""INSERT INTO users VALUES (3, 'ÉLODIE', '{}')""")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    db.execute("""INSERT INTO users VALUES (4, 'élodie', '{}')""")
+    with pytest.raises(UniqueCollision, match=r"id=3.*id=4.*users_lower"):
+        drain(path, pg_dsn)
+
+
+def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_refused(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """The batch holds key 2 at 'x' (read first); the row PostgreSQL has at 'x' (key 1) is looked up
+    later, after the app swapped the value back to it. Both staged rows hold 'x', but SQLite never held
+    both at once: the batch is retried (transient), not refused, and the state converges."""
+    path = make_source(tmp_path / "w.db", USERS, "INSERT INTO users VALUES (1, 'x'), (2, 'y');")
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("UPDATE users SET name = 'y' WHERE id = 2")  # seq 1: key 2 (its current name will be 'x')
+    db.execute("UPDATE users SET name = 'w' WHERE id = 1")  # seq 2: key 1 leaves 'x'
+    db.execute("UPDATE users SET name = 'x' WHERE id = 2")  # seq 3: key 2 takes 'x'
+    with psycopg.connect(pg_dsn, autocommit=True) as pconn, sqlite3.connect(path, isolation_level=None) as sconn:
+        plan = apply.load_plan(pconn, "replicator")
+        meta = install.read_meta(sconn)
+        assert plan is not None
+        assert meta is not None
+        targets, _ = apply.resolve_targets(plan, meta)
+        prev = store.latest(pconn, schema="replicator")
+        assert prev is not None
+        batch = apply.read_batch(sconn, prev.seq_to, targets, max_rows=1, max_bytes=1 << 20)
+        assert batch.tables["users"].rows == [(2, "x", 2)]
+        db.execute("BEGIN")  # the swap back, after the batch was read
+        db.execute("UPDATE users SET name = 'tmp' WHERE id = 2")
+        db.execute("UPDATE users SET name = 'x' WHERE id = 1")
+        db.execute("COMMIT")
+        writer = apply.Writer(
+            pconn, targets, state_schema="replicator", fk="replica", on_bad_value="stop", source=sconn
+        )
+        try:
+            with pytest.raises(TargetError) as raised:
+                writer.write_batch(batch, prev)
+        finally:
+            writer.close()
+        assert not isinstance(raised.value, UniqueCollision)
+        assert raised.value.transient
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(1, "x"), (2, "y")]  # rolled back
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
