@@ -21,7 +21,7 @@ import msgspec
 import psycopg.errors
 
 from checkpoints.errors import CheckpointError
-from replicator import __version__, config, log
+from replicator import __version__, config, log, pg
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError
@@ -123,7 +123,7 @@ def common_options(func: F) -> F:
             elif quiet:
                 overrides.setdefault("log", {})["level"] = "warning"
             cfg = config.load(config_file, overrides=overrides)
-            log.register_secret(_password(cfg.target.dsn))
+            log.register_secret(pg.password(cfg.target.dsn))
             log.configure(cfg.log.format, cfg.log.level)
             return func(Context(config=cfg, verbose=verbose, quiet=quiet), **kwargs)
         except KeyboardInterrupt:
@@ -137,18 +137,6 @@ def common_options(func: F) -> F:
             fail(exc, verbose, str(source) if source is not None else None)
 
     return cast(F, wrapper)
-
-
-def _password(dsn: str | None) -> str | None:
-    if not dsn:
-        return None
-    try:
-        from psycopg import conninfo
-
-        password = conninfo.conninfo_to_dict(dsn).get("password")
-        return str(password) if password else None
-    except Exception:
-        return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -881,7 +869,7 @@ def quarantine_group() -> None:
 @quarantine_group.command("list")
 @common_options
 @click.option("--table", default=None, help="Only this source table.")
-@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many values.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="At most this many values.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) -> None:
     """List quarantined values: table, key, column, reason, original bytes (base64)."""

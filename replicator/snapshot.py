@@ -231,7 +231,7 @@ def guess_profile(conn: sqlite3.Connection, table: Table, create: Config) -> Tab
             if temporal != col.storage["text"] or (family == "date" and col.formats.get("date", 0) != temporal):
                 return None
     columns = tuple(msgspec.structs.replace(c, sampled=GUESS_SAMPLE_ROWS) for c in sample.columns)
-    return msgspec.structs.replace(sample, rows=_row_estimate(conn, table.name), columns=columns)
+    return msgspec.structs.replace(sample, rows=_row_estimate(conn, table), columns=columns)
 
 
 def verifier(types: Sequence[convert.TargetType], keys: Collection[int]) -> dict[int, Callable[[object], bool]] | None:
@@ -1586,7 +1586,7 @@ def load_costs(
     costs = {}
     for name in names:
         table = schema.table(name)
-        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, name)
+        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, table)
         per_row = ROW_COST_NS + _dated(table) * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
         costs[name] = rows * per_row
     return costs
@@ -1603,7 +1603,7 @@ def profile_costs(conn: sqlite3.Connection, schema: Schema) -> dict[str, int]:
     """Each table's expected profile time in ns: the two processes profile in parallel, and the load
     waits for both (the plan needs every table's types)."""
     return {
-        t.name: _row_estimate(conn, t.name) * (len(t.columns) * PROFILE_COLUMN_NS + _dated(t) * PROFILE_DATETIME_NS)
+        t.name: _row_estimate(conn, t) * (len(t.columns) * PROFILE_COLUMN_NS + _dated(t) * PROFILE_DATETIME_NS)
         for t in schema.tables
     }
 
@@ -1630,12 +1630,14 @@ def _row_bytes(conn: sqlite3.Connection, table: Table, sample: int = 256) -> int
     return int(average or 0)
 
 
-def _row_estimate(conn: sqlite3.Connection, table: str) -> int:
-    """Rows, for balancing only: max(rowid) is an index seek; count(*) for WITHOUT ROWID tables."""
-    try:
-        row = conn.execute(f"SELECT max(rowid) FROM {quote_ident(table)}").fetchone()  # noqa: S608 - quoted
-    except sqlite3.OperationalError:
-        row = conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()  # noqa: S608 - quoted
+def _row_estimate(conn: sqlite3.Connection, table: Table) -> int:
+    """Rows, for balancing only: max(rowid) is an index seek; count(*) for WITHOUT ROWID tables and
+    where a column is named rowid (max(rowid) would read that column, which may hold text)."""
+    name = quote_ident(table.name)
+    if table.without_rowid or any(c.name.lower() == "rowid" for c in table.columns):
+        row = conn.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - quoted
+    else:
+        row = conn.execute(f"SELECT max(rowid) FROM {name}").fetchone()  # noqa: S608 - quoted
     return int(row[0] or 0)
 
 
