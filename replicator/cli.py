@@ -690,13 +690,12 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     from replicator.metrics import Metrics
 
     sys.setswitchinterval(worker.SWITCH_INTERVAL_S)
-    metrics = None
-    port = metrics_port or ctx.config.metrics.port
-    if port is not None:
-        metrics = Metrics()
-        metrics.serve(port, ctx.config.metrics.host)
+    cfg = ctx.config
+    if metrics_port is not None:
+        cfg = msgspec.structs.replace(cfg, metrics=msgspec.structs.replace(cfg.metrics, port=metrics_port))
+    metrics = Metrics() if cfg.metrics.port is not None else None  # served by the daemon once it holds its lock
     try:
-        result = worker.run(ctx.source, ctx.target, ctx.config, once=once, until_drained=until_drained, metrics=metrics)
+        result = worker.run(ctx.source, ctx.target, cfg, once=once, until_drained=until_drained, metrics=metrics)
     except worker.AlreadyCutOver as exc:
         if exc.exit_code != 0:
             raise

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -1820,7 +1821,50 @@ def _two_daemons_copy(env: Env) -> Ran:
     return _second_daemon(env, copy=True)
 
 
-def _second_daemon(env: Env, *, copy: bool) -> Ran:
+@case(
+    "two-daemons-metrics-port",
+    "daemon",
+    "a second `run` with the same `--metrics-port` while one runs",
+    "run --metrics-port",
+    "refused",
+    1,
+    ["another replicator", "stop the other"],
+    untouched="the first daemon keeps running and exits 0 on SIGTERM",
+    slow=True,
+)
+def _two_daemons_port(env: Env) -> Ran:
+    return _second_daemon(env, copy=False, options=("--metrics-port", str(free_port())))
+
+
+@case(
+    "metrics-port-in-use",
+    "daemon",
+    "`--metrics-port` that another program listens on",
+    "run --metrics-port",
+    "refused",
+    2,
+    ["cannot serve metrics", "in use", "--metrics-port"],
+    untouched="the change journaled since the snapshot is not applied (nothing started)",
+)
+def _metrics_port_in_use(env: Env) -> Ran:
+    path = simple(env)
+    installed_and_drained(env, path)
+    sqlite_write(path, "INSERT INTO t VALUES (3, 'c')")
+    env.then(lambda: _assert_equal([r[0] for r in env.rows("t")], [1, 2], "rows"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        return env.cli("run", "--until-drained", "--metrics-port", port, "--source", str(path), "--target", env.dsn)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _second_daemon(env: Env, *, copy: bool, options: tuple[str, ...] = ()) -> Ran:
     path = simple(env)
     installed_and_drained(env, path)
     second_path = path
@@ -1828,13 +1872,13 @@ def _second_daemon(env: Env, *, copy: bool) -> Ran:
         second_path = env.tmp / "copy" / path.name
         second_path.parent.mkdir()
         shutil.copyfile(path, second_path)
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", env.dsn]
+    cmd = [sys.executable, "-m", "replicator", "run", *options, "--source", str(path), "--target", env.dsn]
     first = subprocess.Popen(cmd, cwd=env.tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _streaming(env):
             time.sleep(0.1)
-        second = env.cli("run", "--until-drained", "--source", str(second_path), "--target", env.dsn)
+        second = env.cli("run", "--until-drained", *options, "--source", str(second_path), "--target", env.dsn)
     finally:
         first.send_signal(signal.SIGTERM)
         _out, err = first.communicate(timeout=30)
