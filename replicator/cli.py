@@ -259,13 +259,13 @@ def snapshot(
 
     With capture installed, records the journal's high-water mark and the genesis checkpoint.
     """
+    from replicator import progress
     from replicator import snapshot as snapshot_mod
 
     cfg = _with_snapshot_options(ctx, identifiers)
     names = [n for item in tables for n in item.split(",") if n] or None
-
-    def run(progress: snapshot_mod.Progress) -> snapshot_mod.SnapshotResult:
-        return snapshot_mod.snapshot(
+    with progress.shown(cfg, quiet=ctx.quiet, component="snapshot") as shown:
+        result = snapshot_mod.snapshot(
             ctx.source,
             ctx.target,
             cfg,
@@ -274,14 +274,8 @@ def snapshot(
             replace=replace,
             resume=resume,
             tables=names,
-            progress=progress,
+            progress=shown,
         )
-
-    if snapshot_mod.interactive(cfg) and not ctx.quiet:
-        with snapshot_mod.RichProgress() as bars:
-            result = run(bars)
-    else:
-        result = run(snapshot_mod.LogProgress())
     if not ctx.quiet:
         snapshot_mod.render(result)
 
@@ -299,8 +293,10 @@ def snapshot(
 def export(ctx: Context, out: Path, tar: bool) -> None:
     """Export every table to JSON Lines (exact values) with a SHA-256 manifest, from one read transaction."""
     from replicator import export as export_mod
+    from replicator import progress
 
-    result = export_mod.export(ctx.source, out, ctx.config, tar=tar)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="export") as shown:
+        result = export_mod.export(ctx.source, out, ctx.config, tar=tar, progress=shown)
     if not ctx.quiet:
         m = result.manifest
         rows = sum(t.rows for t in m.tables)
@@ -353,11 +349,10 @@ def import_(
     dry_run: bool,
 ) -> None:
     """Load an export into PostgreSQL through the snapshot's binary COPY path, checksums verified first."""
-    from replicator import importer
-    from replicator import snapshot as snapshot_mod
+    from replicator import importer, progress
 
-    def run(progress: snapshot_mod.Progress) -> importer.ImportResult:
-        return importer.import_export(
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="import") as shown:
+        result = importer.import_export(
             path,
             ctx.target,
             ctx.config,
@@ -366,14 +361,8 @@ def import_(
             replace=replace,
             single_transaction=single_transaction,
             dry_run=dry_run,
-            progress=progress,
+            progress=shown,
         )
-
-    if snapshot_mod.interactive(ctx.config) and not ctx.quiet:
-        with snapshot_mod.RichProgress() as bars:
-            result = run(bars)
-    else:
-        result = run(snapshot_mod.LogProgress())
     if not ctx.quiet:
         importer.render(result)
 
@@ -607,11 +596,13 @@ def capture_status(ctx: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_json: bool) -> None:
     """Compare row counts and canonical checksums of every table on both sides; exit 3 on a mismatch."""
+    from replicator import progress
     from replicator import verify as verify_mod
     from replicator.errors import VerificationFailed
 
     names = [n for item in tables for n in item.split(",") if n]
-    report = verify_mod.verify(ctx.source, ctx.target, ctx.config, names or None, keys, max_keys)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="verify") as shown:
+        report = verify_mod.verify(ctx.source, ctx.target, ctx.config, names or None, keys, max_keys, progress=shown)
     if as_json:
         click.echo(verify_mod.to_json(report))
     elif not ctx.quiet:
@@ -634,8 +625,11 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
 def backup(ctx: Context, out_dir: Path, verify: bool, as_json: bool) -> None:
     """Copy the live SQLite file through the online backup API, with a SHA-256 manifest."""
     from replicator import backup as backup_mod
+    from replicator import progress
 
-    result = backup_mod.backup(ctx.source, out_dir, verify, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="backup", unit="pages") as shown:
+        busy = ctx.config.source.busy_timeout_ms
+        result = backup_mod.backup(ctx.source, out_dir, verify, busy_timeout_ms=busy, progress=shown)
     if as_json:
         click.echo(msgspec.json.encode(result.manifest).decode())
     elif not ctx.quiet:
@@ -776,6 +770,7 @@ def cutover(
     """Freeze SQLite, drain, prove completeness, finish PostgreSQL, fence SQLite; write the certificate."""
     from replicator import certificate as cert_mod
     from replicator import cutover as cutover_mod
+    from replicator import progress
 
     options = cutover_mod.Options(
         dry_run=dry_run,
@@ -787,7 +782,8 @@ def cutover(
         operator=operator,
         full_verify=not skip_full_verify,
     )
-    result = cutover_mod.cutover(ctx.source, ctx.target, ctx.config, options)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="cutover") as shown:
+        result = cutover_mod.cutover(ctx.source, ctx.target, ctx.config, options, progress=shown)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
     elif not ctx.quiet:
