@@ -34,6 +34,7 @@ import msgspec
 
 from replicator import __version__, files, log
 from replicator.errors import ReplicatorError, UsageError
+from replicator.progress import Progress
 from triggers import source as sqlite_source
 
 PAGES_PER_STEP = 256
@@ -87,8 +88,10 @@ def backup(
     step_sleep_s: float = STEP_SLEEP_S,
     max_restarts: int = MAX_RESTARTS,
     busy_timeout_ms: int = sqlite_source.DEFAULT_BUSY_TIMEOUT_MS,
+    progress: Progress | None = None,
 ) -> BackupResult:
-    """Copy ``source`` into ``out_dir`` while the app runs; see the module docstring for the method."""
+    """Copy ``source`` into ``out_dir`` while the app runs; see the module docstring for the method.
+    ``progress`` is told the pages copied (one task, named after the source file)."""
     source, out_dir = Path(source), Path(out_dir)
     stamp = datetime.now(UTC)
     name = f"{source.stem}-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}.db"
@@ -103,7 +106,7 @@ def backup(
         (journal_mode,) = src.execute("PRAGMA journal_mode").fetchone()
         _create_private(partial)
         try:
-            steps, restarts = _copy(src, partial, pages_per_step, step_sleep_s, max_restarts)
+            steps, restarts = _copy(src, partial, pages_per_step, step_sleep_s, max_restarts, _Pages(progress, source))
             page_size, page_count = _finish_copy(partial)
             integrity = _integrity_check(partial) if verify else None
             size, digest = partial.stat().st_size, _sha256(partial)
@@ -164,12 +167,36 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def _progress(pages_per_step: int, sleep_s: float, max_restarts: int, counters: list[int]) -> Callable[..., None]:
+class _Pages:
+    """The copy's pages as one progress task: started at the first step, when SQLite tells the total."""
+
+    def __init__(self, progress: Progress | None, source: Path) -> None:
+        self.progress, self.task = progress, source.name
+        self.started: float | None = None
+        self.total = 0
+
+    def step(self, remaining: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if self.started is None or total != self.total:  # the source grew: a restart counts anew
+            self.started, self.total = time.monotonic(), total
+            self.progress.start(self.task, total)
+        self.progress.advance(self.task, total - remaining)
+
+    def done(self) -> None:
+        if self.progress is not None and self.started is not None:
+            self.progress.finish(self.task, self.total, time.monotonic() - self.started)
+
+
+def _progress(
+    pages_per_step: int, sleep_s: float, max_restarts: int, counters: list[int], pages: _Pages
+) -> Callable[..., None]:
     """Sleep between steps; count restarts (``remaining`` going up) and give up stepping after too many."""
     last = [-1]
 
-    def progress(_status: int, remaining: int, _total: int) -> None:
+    def progress(_status: int, remaining: int, total: int) -> None:
         counters[0] += 1
+        pages.step(remaining, total)
         if last[0] >= 0 and remaining > last[0]:
             counters[1] += 1
             if counters[1] > max_restarts:
@@ -182,7 +209,7 @@ def _progress(pages_per_step: int, sleep_s: float, max_restarts: int, counters: 
 
 
 def _copy(
-    src: sqlite3.Connection, dest_path: Path, pages_per_step: int, sleep_s: float, max_restarts: int
+    src: sqlite3.Connection, dest_path: Path, pages_per_step: int, sleep_s: float, max_restarts: int, pages: _Pages
 ) -> tuple[int, int]:
     """Stepped copy; on too many restarts, one more attempt in a single step. Returns (steps, restarts)."""
     counters = [0, 0]
@@ -190,7 +217,9 @@ def _copy(
     try:
         try:
             src.backup(
-                dest, pages=max(1, pages_per_step), progress=_progress(pages_per_step, sleep_s, max_restarts, counters)
+                dest,
+                pages=max(1, pages_per_step),
+                progress=_progress(pages_per_step, sleep_s, max_restarts, counters, pages),
             )
         except _Restarted:
             log.get("backup").info("source busy: copying the rest in one step", restarts=counters[1])
@@ -198,6 +227,7 @@ def _copy(
             counters[0] += 1
     finally:
         dest.close()
+    pages.done()
     return counters[0], counters[1]
 
 

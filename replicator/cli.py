@@ -21,7 +21,7 @@ import msgspec
 import psycopg.errors
 
 from checkpoints.errors import CheckpointError
-from replicator import __version__, config, log
+from replicator import __version__, config, log, pg
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError
@@ -123,7 +123,7 @@ def common_options(func: F) -> F:
             elif quiet:
                 overrides.setdefault("log", {})["level"] = "warning"
             cfg = config.load(config_file, overrides=overrides)
-            log.register_secret(_password(cfg.target.dsn))
+            log.register_secret(pg.password(cfg.target.dsn))
             log.configure(cfg.log.format, cfg.log.level)
             return func(Context(config=cfg, verbose=verbose, quiet=quiet), **kwargs)
         except KeyboardInterrupt:
@@ -137,18 +137,6 @@ def common_options(func: F) -> F:
             fail(exc, verbose, str(source) if source is not None else None)
 
     return cast(F, wrapper)
-
-
-def _password(dsn: str | None) -> str | None:
-    if not dsn:
-        return None
-    try:
-        from psycopg import conninfo
-
-        password = conninfo.conninfo_to_dict(dsn).get("password")
-        return str(password) if password else None
-    except Exception:
-        return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -271,13 +259,13 @@ def snapshot(
 
     With capture installed, records the journal's high-water mark and the genesis checkpoint.
     """
+    from replicator import progress
     from replicator import snapshot as snapshot_mod
 
     cfg = _with_snapshot_options(ctx, identifiers)
     names = [n for item in tables for n in item.split(",") if n] or None
-
-    def run(progress: snapshot_mod.Progress) -> snapshot_mod.SnapshotResult:
-        return snapshot_mod.snapshot(
+    with progress.shown(cfg, quiet=ctx.quiet, component="snapshot") as shown:
+        result = snapshot_mod.snapshot(
             ctx.source,
             ctx.target,
             cfg,
@@ -286,14 +274,8 @@ def snapshot(
             replace=replace,
             resume=resume,
             tables=names,
-            progress=progress,
+            progress=shown,
         )
-
-    if snapshot_mod.interactive(cfg) and not ctx.quiet:
-        with snapshot_mod.RichProgress() as bars:
-            result = run(bars)
-    else:
-        result = run(snapshot_mod.LogProgress())
     if not ctx.quiet:
         snapshot_mod.render(result)
 
@@ -311,8 +293,10 @@ def snapshot(
 def export(ctx: Context, out: Path, tar: bool) -> None:
     """Export every table to JSON Lines (exact values) with a SHA-256 manifest, from one read transaction."""
     from replicator import export as export_mod
+    from replicator import progress
 
-    result = export_mod.export(ctx.source, out, ctx.config, tar=tar)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="export") as shown:
+        result = export_mod.export(ctx.source, out, ctx.config, tar=tar, progress=shown)
     if not ctx.quiet:
         m = result.manifest
         rows = sum(t.rows for t in m.tables)
@@ -365,11 +349,10 @@ def import_(
     dry_run: bool,
 ) -> None:
     """Load an export into PostgreSQL through the snapshot's binary COPY path, checksums verified first."""
-    from replicator import importer
-    from replicator import snapshot as snapshot_mod
+    from replicator import importer, progress
 
-    def run(progress: snapshot_mod.Progress) -> importer.ImportResult:
-        return importer.import_export(
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="import") as shown:
+        result = importer.import_export(
             path,
             ctx.target,
             ctx.config,
@@ -378,14 +361,8 @@ def import_(
             replace=replace,
             single_transaction=single_transaction,
             dry_run=dry_run,
-            progress=progress,
+            progress=shown,
         )
-
-    if snapshot_mod.interactive(ctx.config) and not ctx.quiet:
-        with snapshot_mod.RichProgress() as bars:
-            result = run(bars)
-    else:
-        result = run(snapshot_mod.LogProgress())
     if not ctx.quiet:
         importer.render(result)
 
@@ -625,11 +602,13 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     is not stalled. After a cutover, unfence or rollback, after an error, or with no daemon running,
     nothing applies them: they are a mismatch, named by key, and the hint says why.
     """
+    from replicator import progress
     from replicator import verify as verify_mod
     from replicator.errors import VerificationFailed
 
     names = [n for item in tables for n in item.split(",") if n]
-    report = verify_mod.verify(ctx.source, ctx.target, ctx.config, names or None, keys, max_keys)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="verify") as shown:
+        report = verify_mod.verify(ctx.source, ctx.target, ctx.config, names or None, keys, max_keys, progress=shown)
     if as_json:
         click.echo(verify_mod.to_json(report))
     elif not ctx.quiet:
@@ -656,8 +635,11 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
 def backup(ctx: Context, out_dir: Path, verify: bool, as_json: bool) -> None:
     """Copy the live SQLite file through the online backup API, with a SHA-256 manifest."""
     from replicator import backup as backup_mod
+    from replicator import progress
 
-    result = backup_mod.backup(ctx.source, out_dir, verify, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="backup", unit="pages") as shown:
+        busy = ctx.config.source.busy_timeout_ms
+        result = backup_mod.backup(ctx.source, out_dir, verify, busy_timeout_ms=busy, progress=shown)
     if as_json:
         click.echo(msgspec.json.encode(result.manifest).decode())
     elif not ctx.quiet:
@@ -712,13 +694,12 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     from replicator.metrics import Metrics
 
     sys.setswitchinterval(worker.SWITCH_INTERVAL_S)
-    metrics = None
-    port = metrics_port or ctx.config.metrics.port
-    if port is not None:
-        metrics = Metrics()
-        metrics.serve(port, ctx.config.metrics.host)
+    cfg = ctx.config
+    if metrics_port is not None:
+        cfg = msgspec.structs.replace(cfg, metrics=msgspec.structs.replace(cfg.metrics, port=metrics_port))
+    metrics = Metrics() if cfg.metrics.port is not None else None  # served by the daemon once it holds its lock
     try:
-        result = worker.run(ctx.source, ctx.target, ctx.config, once=once, until_drained=until_drained, metrics=metrics)
+        result = worker.run(ctx.source, ctx.target, cfg, once=once, until_drained=until_drained, metrics=metrics)
     except worker.AlreadyCutOver as exc:
         if exc.exit_code != 0:
             raise
@@ -803,6 +784,7 @@ def cutover(
     """Freeze SQLite, drain, prove completeness, finish PostgreSQL, fence SQLite; write the certificate."""
     from replicator import certificate as cert_mod
     from replicator import cutover as cutover_mod
+    from replicator import progress
 
     options = cutover_mod.Options(
         dry_run=dry_run,
@@ -815,7 +797,8 @@ def cutover(
         operator=operator,
         full_verify=not skip_full_verify,
     )
-    result = cutover_mod.cutover(ctx.source, ctx.target, ctx.config, options)
+    with progress.shown(ctx.config, quiet=ctx.quiet, component="cutover") as shown:
+        result = cutover_mod.cutover(ctx.source, ctx.target, ctx.config, options, progress=shown)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
     elif not ctx.quiet:
@@ -896,7 +879,7 @@ def quarantine_group() -> None:
 @quarantine_group.command("list")
 @common_options
 @click.option("--table", default=None, help="Only this source table.")
-@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many values.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="At most this many values.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) -> None:
     """List quarantined values: table, key, column, reason, original bytes (base64)."""

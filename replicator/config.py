@@ -77,11 +77,12 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    batch_rows: int = DEFAULT_BATCH_ROWS
-    batch_bytes: int = DEFAULT_BATCH_BYTES
-    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
-    """Safety-net poll of PRAGMA data_version; file events usually wake the daemon sooner."""
-    retry_max_wait_s: float = DEFAULT_RETRY_MAX_WAIT_S
+    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_BATCH_ROWS
+    """Journal entries per batch at most (0 would apply nothing and call the journal drained)."""
+    batch_bytes: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_BATCH_BYTES
+    poll_interval_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_POLL_INTERVAL_S
+    """Safety-net poll of PRAGMA data_version; file events usually wake the daemon sooner (0 would spin)."""
+    retry_max_wait_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_RETRY_MAX_WAIT_S
     prune_idle_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_PRUNE_IDLE_S
     """Delete applied journal entries once the app has written nothing for this long. Any commit of ours
     fails every app transaction that read before it and writes after it (a deferred ``BEGIN``, Django's
@@ -105,7 +106,7 @@ class Log(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    port: int | None = None
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     host: str = DEFAULT_METRICS_HOST
 
 
@@ -162,11 +163,15 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return found
 
 
-def _describe(error: msgspec.ValidationError, origin: str) -> ConfigError:
+def _describe(error: msgspec.ValidationError, origin: str, env: Mapping[str, Any] | None = None) -> ConfigError:
+    """One line naming the key and where its value came from: the environment variable when it was one."""
     text = str(error)
     key = text.rsplit(" - at `$.", 1)[-1].rstrip("`") if " - at `$." in text else ""
     what = text.split(" - at ")[0]
     where = f"key {key!r}" if key else "config"
+    section, _, name = key.partition(".")
+    if env and name in env.get(section, {}):
+        origin = f"environment variable {ENV_PREFIX}{section.upper()}__{name.upper()}"
     return ConfigError(f"{origin}: {where}: {what}", hint="see replicator.example.toml for every key")
 
 
@@ -203,4 +208,4 @@ def load(
     try:
         return msgspec.convert(merged, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise _describe(exc, "environment or flags" if env or overrides else origin) from None
+        raise _describe(exc, "environment or flags" if env or overrides else origin, env) from None

@@ -90,6 +90,7 @@ from replicator.certificate import Certificate, QuarantineEntry, TableProof
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
+from replicator.progress import Progress
 from replicator.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
@@ -146,11 +147,13 @@ class Result(msgspec.Struct, frozen=True):
 # the command
 
 
-def cutover(source: Path, dsn: str, config: Config, options: Options) -> Result:
-    """Steps 1–7 (see the module docstring); raises CutoverAborted with the state things are in."""
+def cutover(source: Path, dsn: str, config: Config, options: Options, progress: Progress | None = None) -> Result:
+    """Steps 1–7 (see the module docstring); raises CutoverAborted with the state things are in.
+    ``progress`` follows the reads before the freeze: the preflight's full verify and the pre-pass."""
     clock = _Clock()
     bounded = pg.with_lock_timeout(dsn, int(options.max_downtime_s * 1000))  # no lock wait outlasts the budget
     session = _Session.open(Path(source), bounded, config)
+    session.progress = progress
     try:
         return _steps(session, clock, options)
     except BaseException as exc:
@@ -368,6 +371,7 @@ class _Session:
         self.prev: Checkpoint
         self.verified: Checkpoint
         """The chain head the preflight verified the whole chain up to."""
+        self.progress: Progress | None = None
 
     @classmethod
     def open(cls, source: Path, dsn: str, config: Config) -> _Session:
@@ -581,7 +585,13 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
     journaled = session.journaled_tables()
     if options.full_verify and journaled:  # snapshot-only tables may differ: they are copied again in the freeze
         report = verify.verify(  # the drain below applies what was journaled since: in flight without a daemon
-            session.source, session.dsn, session.config, journaled, plan=session.plan, applied_by_caller=True
+            session.source,
+            session.dsn,
+            session.config,
+            journaled,
+            plan=session.plan,
+            applied_by_caller=True,
+            progress=session.progress,
         )
         if not report.match:
             _report_keys(session, list(report.mismatched))
@@ -607,6 +617,8 @@ class Prepass:
     @classmethod
     def read(cls, session: _Session) -> Prepass:
         """SQLite at H0 in this thread; PostgreSQL checked against its running digests in another."""
+        names = session.journaled_tables()  # snapshot-only tables are copied again, then proven
+        counts = apply.read_digests(session.pconn, session.state_schema, names)  # the progress bars' totals
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover-pg-prepass") as pool:
             pg_check = pool.submit(_pg_inconsistent, session)
             conn = _open_again(session)
@@ -614,8 +626,10 @@ class Prepass:
                 conn.execute("BEGIN")
                 head = journal.head(conn)
                 digests = {}
-                for name in session.journaled_tables():  # snapshot-only tables are copied again, then proven
-                    side = verify.table_digest_sqlite(conn, _shape(session, name))
+                for name in names:
+                    shown = verify.TableProgress(session.progress, name, counts.get(name, (0, ""))[0])
+                    side = verify.table_digest_sqlite(conn, _shape(session, name), on_rows=shown.side("sqlite"))
+                    shown.finish(side.count + side.refused)
                     digests[name] = (side.count, side.sum)
                 bad = pg_check.result()
             except BaseException:

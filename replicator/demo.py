@@ -315,13 +315,13 @@ class Demo:
         return f"{triggers} triggers on {len(report.tables)} tables, key-only journal (source {report.source_id})", None
 
     def _snapshot(self) -> tuple[str, None]:
-        from replicator import snapshot
+        from replicator import progress, snapshot
 
-        progress: Any = None
-        if snapshot.interactive(self.config):
-            progress = snapshot.RichProgress()
-        with progress if progress is not None else contextlib.nullcontext():
-            result = snapshot.snapshot(self.db, self.dsn, self.config, progress=progress)
+        bars: Any = None
+        if progress.interactive(self.config):
+            bars = progress.RichProgress()
+        with bars if bars is not None else contextlib.nullcontext():
+            result = snapshot.snapshot(self.db, self.dsn, self.config, progress=bars)
         self.summary.rows = result.rows
         rate = result.rows / result.seconds if result.seconds else 0
         return (

@@ -65,6 +65,7 @@ from replicator import __version__, files, log
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.profile import TableProfile, profile_table
+from replicator.progress import Progress
 from triggers import source as sqlite_source
 from triggers.schema import Schema, Table, dependency_order, quote_ident, read_schema
 
@@ -238,16 +239,18 @@ class _Written(msgspec.Struct):
     sha256: str
 
 
-def _write_table(conn: sqlite3.Connection, table: Table, path: Path, columns: Sequence[str]) -> _Written:
+def _write_table(
+    conn: sqlite3.Connection, table: Table, path: Path, columns: Sequence[str], progress: Progress | None = None
+) -> _Written:
     """Stream one table to its file; re-read once with the bytes-tolerant text factory if needed."""
     try:
-        return _write_rows(conn, table, path, columns)
+        return _write_rows(conn, table, path, columns, progress)
     except _Redo:
         log.get("export", table=table.name).warning("text that is not UTF-8: re-reading with the bytes fallback")
         path.unlink()
         conn.text_factory = _fallback_text
         try:
-            return _write_rows(conn, table, path, columns)
+            return _write_rows(conn, table, path, columns, progress)
         finally:
             conn.text_factory = str
 
@@ -256,7 +259,9 @@ class _Redo(Exception):
     pass
 
 
-def _write_rows(conn: sqlite3.Connection, table: Table, path: Path, columns: Sequence[str]) -> _Written:
+def _write_rows(
+    conn: sqlite3.Connection, table: Table, path: Path, columns: Sequence[str], progress: Progress | None
+) -> _Written:
     encoder = msgspec.json.Encoder()
     digest = hashlib.sha256()
     rows = 0
@@ -270,6 +275,8 @@ def _write_rows(conn: sqlite3.Connection, table: Table, path: Path, columns: Seq
                     encoder.encode_into(encode_row(columns, row), buffer, len(buffer))
                     buffer += b"\n"
                 rows += len(batch)
+                if progress is not None:
+                    progress.advance(table.name, rows)
                 if len(buffer) >= WRITE_BUFFER:
                     digest.update(buffer)
                     out.write(buffer)
@@ -307,8 +314,11 @@ def _ddl(schema: Schema) -> tuple[str, ...]:
     return tuple(tables + indexes)
 
 
-def export(source: Path, out: Path, config: Config, *, tar: bool = False) -> ExportResult:
-    """Write the export of ``source`` to ``out`` (a directory, or a .tar file with ``tar``)."""
+def export(
+    source: Path, out: Path, config: Config, *, tar: bool = False, progress: Progress | None = None
+) -> ExportResult:
+    """Write the export of ``source`` to ``out`` (a directory, or a .tar file with ``tar``); ``progress``
+    is told each table's rows as they are written."""
     from replicator import pgschema, snapshot
 
     started = time.monotonic()
@@ -334,7 +344,13 @@ def export(source: Path, out: Path, config: Config, *, tar: bool = False) -> Exp
         for index, name in enumerate(order, start=1):
             table = schema.table(name)
             file = _file_name(index, name)
-            written = _write_table(conn, table, work / file, [c.name for c in table.columns])
+            began = time.monotonic()
+            if progress is not None:
+                (total,) = conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()  # noqa: S608
+                progress.start(name, int(total))
+            written = _write_table(conn, table, work / file, [c.name for c in table.columns], progress)
+            if progress is not None:
+                progress.finish(name, written.rows, time.monotonic() - began)
             entries.append(_entry(table, file, written))
             bound.info("table exported", table=name, rows=written.rows)
         manifest = Manifest(

@@ -31,6 +31,7 @@ from psycopg import sql
 from replicator import export, log, pg, pgschema, quarantine, snapshot, state
 from replicator.config import Config
 from replicator.errors import TargetError
+from replicator.progress import Progress
 from triggers.schema import Schema, read_schema
 
 
@@ -96,7 +97,7 @@ def import_export(
     replace: bool = False,
     single_transaction: bool = False,
     dry_run: bool = False,
-    progress: snapshot.Progress | None = None,
+    progress: Progress | None = None,
 ) -> ImportResult:
     """Verify the export's checksums, then load it; see the module docstring."""
     started = time.monotonic()
@@ -169,7 +170,7 @@ class _Job(msgspec.Struct):
     state_schema: str
     policy: str
     run_id: int
-    progress: snapshot.Progress | None
+    progress: Progress | None
 
     def run(
         self, pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, replace: bool, warnings: list[str]

@@ -17,23 +17,31 @@ from typing import Any, TextIO
 import structlog
 
 REDACTED = "****"
-_secrets: set[str] = set()
+SHORT_SECRET = 4
+"""Registered secrets shorter than this are redacted only where they stand alone, never inside a word:
+a password ``p`` replaced everywhere would turn every ``p`` of every line into ``****``."""
+_secrets: dict[str, re.Pattern[str]] = {}
 
-_URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
+# Greedy up to the last '@' of the authority: an unescaped '@' in the password (``app:p@ss@host``)
+# must not leave the password's tail in the text.
+_URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^/?#\s]*)(@)", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def register_secret(secret: str | None) -> None:
-    if secret:
-        _secrets.add(secret)
+    """Redact ``secret`` (a whole password) from every line from now on; empty means nothing to hide."""
+    if not secret or secret in _secrets:
+        return
+    escaped = re.escape(secret)
+    _secrets[secret] = re.compile(escaped if len(secret) >= SHORT_SECRET else rf"(?<!\w){escaped}(?!\w)")
 
 
 def redact(text: str) -> str:
     """Remove passwords from any text: URI userinfo, ``password=`` pairs and registered secrets."""
     text = _URI_PASSWORD.sub(rf"\g<1>{REDACTED}\g<3>", text)
     text = _KV_PASSWORD.sub(rf"\g<1>{REDACTED}", text)
-    for secret in _secrets:
-        text = text.replace(secret, REDACTED)
+    for pattern in _secrets.values():
+        text = pattern.sub(REDACTED, text)
     return text
 
 

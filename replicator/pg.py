@@ -6,7 +6,9 @@ and database (never the password) and says what to do.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import conninfo
@@ -15,10 +17,46 @@ from replicator import log
 from replicator.errors import TargetError, UsageError, is_transient_pg
 
 APPLICATION_NAME = "replicator"
+_URI_AUTHORITY = re.compile(r"^\s*postgres(?:ql)?://([^/?#]*)", re.IGNORECASE)
+"""A URI's authority: ``user:password@host:port``, up to the path, query or fragment."""
+
+
+def _authority(dsn: str) -> str | None:
+    found = _URI_AUTHORITY.match(dsn)
+    return found.group(1) if found else None
+
+
+def unescaped_at(dsn: str) -> bool:
+    """Whether a URI's authority holds more than one '@': an '@' in the user name or password that was
+    not written ``%40``. libpq splits at the first one, so the rest of the password becomes the host name
+    and ends up in every error message (``failed to resolve host 'ss@localhost'``)."""
+    authority = _authority(dsn)
+    return authority is not None and authority.count("@") > 1
+
+
+def password(dsn: str | None) -> str | None:
+    """The DSN's whole password, for :func:`replicator.log.register_secret`; None if it has none.
+
+    With an unescaped '@' (see :func:`unescaped_at`) it is everything between the user name and the
+    last '@', not the fragment libpq would take: the secret to hide is what the operator typed.
+    """
+    if not dsn:
+        return None
+    authority = _authority(dsn)
+    if authority is not None and authority.count("@") > 1:
+        userinfo = authority.rsplit("@", 1)[0]
+        return unquote(userinfo.partition(":")[2]) or None
+    try:
+        found = conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        return None
+    return str(found) if found else None
 
 
 def describe(dsn: str) -> str:
     """``user@host:port/dbname`` for messages; never includes the password."""
+    if unescaped_at(dsn):
+        return "<DSN with an unescaped '@'>"
     try:
         params = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
@@ -70,6 +108,13 @@ def parse(dsn: str | None) -> dict[str, Any]:
             "no target PostgreSQL given",
             hint="pass --target postgresql://user@host/db or set REPLICATOR_TARGET",
         )
+    log.register_secret(password(dsn))
+    if unescaped_at(dsn):
+        raise UsageError(
+            "the target DSN has more than one '@' before its host: an '@' in the user name or password "
+            "must be percent-encoded",
+            hint="write each '@' in the user name or password as %40 (x@y becomes x%40y), ':' as %3A and '/' as %2F",
+        )
     try:
         params: dict[str, Any] = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -77,7 +122,6 @@ def parse(dsn: str | None) -> dict[str, Any]:
             f"target DSN is not valid: {log.redact(str(exc))}",
             hint="use postgresql://user:password@host:5432/dbname",
         ) from None
-    log.register_secret(params.get("password"))
     return params
 
 

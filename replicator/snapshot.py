@@ -61,7 +61,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -75,6 +75,7 @@ from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
 from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Plain, TableProfile, profile_table
+from replicator.progress import Progress
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -82,19 +83,6 @@ from triggers.schema import Schema, Table, quote_ident, read_schema
 
 FETCH_ROWS = 5_000
 _DECODE_ERROR = "Could not decode to UTF-8"
-PROGRESS_LOG_S = 5.0
-"""Seconds between JSON progress lines in non-interactive runs."""
-
-
-class Progress(Protocol):
-    """Told how far each table got; the CLI draws bars, tests may interrupt at a chosen row."""
-
-    def start(self, table: str, total: int) -> None: ...
-
-    def advance(self, table: str, rows: int) -> None:
-        """``rows`` read so far for ``table`` (called once per fetched batch)."""
-
-    def finish(self, table: str, rows: int, seconds: float) -> None: ...
 
 
 class TableResult(msgspec.Struct, frozen=True):
@@ -231,7 +219,7 @@ def guess_profile(conn: sqlite3.Connection, table: Table, create: Config) -> Tab
             if temporal != col.storage["text"] or (family == "date" and col.formats.get("date", 0) != temporal):
                 return None
     columns = tuple(msgspec.structs.replace(c, sampled=GUESS_SAMPLE_ROWS) for c in sample.columns)
-    return msgspec.structs.replace(sample, rows=_row_estimate(conn, table.name), columns=columns)
+    return msgspec.structs.replace(sample, rows=_row_estimate(conn, table), columns=columns)
 
 
 def verifier(types: Sequence[convert.TargetType], keys: Collection[int]) -> dict[int, Callable[[object], bool]] | None:
@@ -1586,7 +1574,7 @@ def load_costs(
     costs = {}
     for name in names:
         table = schema.table(name)
-        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, name)
+        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, table)
         per_row = ROW_COST_NS + _dated(table) * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
         costs[name] = rows * per_row
     return costs
@@ -1603,7 +1591,7 @@ def profile_costs(conn: sqlite3.Connection, schema: Schema) -> dict[str, int]:
     """Each table's expected profile time in ns: the two processes profile in parallel, and the load
     waits for both (the plan needs every table's types)."""
     return {
-        t.name: _row_estimate(conn, t.name) * (len(t.columns) * PROFILE_COLUMN_NS + _dated(t) * PROFILE_DATETIME_NS)
+        t.name: _row_estimate(conn, t) * (len(t.columns) * PROFILE_COLUMN_NS + _dated(t) * PROFILE_DATETIME_NS)
         for t in schema.tables
     }
 
@@ -1630,97 +1618,18 @@ def _row_bytes(conn: sqlite3.Connection, table: Table, sample: int = 256) -> int
     return int(average or 0)
 
 
-def _row_estimate(conn: sqlite3.Connection, table: str) -> int:
-    """Rows, for balancing only: max(rowid) is an index seek; count(*) for WITHOUT ROWID tables."""
-    try:
-        row = conn.execute(f"SELECT max(rowid) FROM {quote_ident(table)}").fetchone()  # noqa: S608 - quoted
-    except sqlite3.OperationalError:
-        row = conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()  # noqa: S608 - quoted
+def _row_estimate(conn: sqlite3.Connection, table: Table) -> int:
+    """Rows, for balancing only: max(rowid) is an index seek; count(*) for WITHOUT ROWID tables and
+    where a column is named rowid (max(rowid) would read that column, which may hold text)."""
+    name = quote_ident(table.name)
+    if table.without_rowid or any(c.name.lower() == "rowid" for c in table.columns):
+        row = conn.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608 - quoted
+    else:
+        row = conn.execute(f"SELECT max(rowid) FROM {name}").fetchone()  # noqa: S608 - quoted
     return int(row[0] or 0)
 
 
 # --- progress and the summary ---------------------------------------------------------------------
-
-
-class LogProgress:
-    """Non-interactive runs: one JSON log line per table every ``PROGRESS_LOG_S`` seconds."""
-
-    def __init__(self, interval_s: float = PROGRESS_LOG_S) -> None:
-        self.interval_s = interval_s
-        self._started: dict[str, float] = {}
-        self._last: dict[str, float] = {}
-        self._total: dict[str, int] = {}
-
-    def start(self, table: str, total: int) -> None:
-        now = time.monotonic()
-        self._started[table], self._last[table], self._total[table] = now, now, total
-
-    def advance(self, table: str, rows: int) -> None:
-        now = time.monotonic()
-        if now - self._last.get(table, now) < self.interval_s:
-            return
-        self._last[table] = now
-        elapsed = max(now - self._started[table], 1e-9)
-        rate = rows / elapsed
-        total = self._total.get(table, 0)
-        eta = (total - rows) / rate if rate > 0 and total > rows else 0.0
-        log.get("snapshot", table=table).info(
-            "progress", rows=rows, total=total, rows_per_s=round(rate), eta_s=round(eta, 1)
-        )
-
-    def finish(self, table: str, rows: int, seconds: float) -> None:
-        self._started.pop(table, None)
-
-
-class RichProgress:
-    """Interactive runs: a rich progress bar per table (rows, rows/s, ETA), on stderr."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TaskID,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as Bars
-
-        self._bars = Bars(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} rows/s"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._tasks: dict[str, TaskID] = {}
-        self._started: dict[str, float] = {}
-
-    def __enter__(self) -> RichProgress:
-        self._bars.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bars.stop()
-
-    def start(self, table: str, total: int) -> None:
-        self._tasks[table] = self._bars.add_task(table, total=total, rate="-")
-        self._started[table] = time.monotonic()
-
-    def advance(self, table: str, rows: int) -> None:
-        elapsed = max(time.monotonic() - self._started[table], 1e-9)
-        self._bars.update(self._tasks[table], completed=rows, rate=f"{rows / elapsed:,.0f}")
-
-    def finish(self, table: str, rows: int, seconds: float) -> None:
-        rate = rows / seconds if seconds > 0 else float(rows)
-        self._bars.update(self._tasks[table], completed=rows, total=max(rows, 1), rate=f"{rate:,.0f}")
-
-
-def interactive(config: Config) -> bool:
-    """Progress bars on a terminal unless JSON logs were asked for; JSON progress lines otherwise."""
-    return sys.stderr.isatty() and config.log.format != "json"
 
 
 def render(result: SnapshotResult) -> None:

@@ -64,6 +64,7 @@ from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.formats import float4_value
 from replicator.profile import TableProfile, profile_table
+from replicator.progress import Progress
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -89,6 +90,8 @@ _KEY_ENCODER: Final = RowEncoder()
 
 T = TypeVar("T")
 U = TypeVar("U")
+OnRows: TypeAlias = Callable[[int], None]
+"""Told the size of each batch a side fetched (progress)."""
 Status: TypeAlias = Literal["match", "mismatch", "in-flight"]
 Key: TypeAlias = tuple[Any, ...]
 Bound: TypeAlias = Key | None
@@ -349,10 +352,12 @@ def _sqlite_select(shape: Shape, where: str = "") -> str:
 
 
 def _sqlite_fetch(
-    conn: sqlite3.Connection, query: str, params: Sequence[Any], fetch_rows: int
+    conn: sqlite3.Connection, query: str, params: Sequence[Any], fetch_rows: int, on_rows: OnRows | None = None
 ) -> Iterator[Sequence[Any]]:
     cursor = conn.execute(query, params)
     while batch := cursor.fetchmany(fetch_rows):
+        if on_rows is not None:
+            on_rows(len(batch))
         yield from batch
 
 
@@ -378,9 +383,11 @@ def table_digest_sqlite(
     bounds: Sequence[Key] | None = None,
     buckets: int = 0,
     fetch_rows: int = FETCH_ROWS,
+    on_rows: OnRows | None = None,
 ) -> SideDigest:
     """SQLite side: rows of [lo, hi) (default: the table) converted and digested, in the caller's read
-    transaction. ``lo``/``hi`` are raw SQLite key values; ``bounds`` converted ones (see SideDigest)."""
+    transaction. ``lo``/``hi`` are raw SQLite key values; ``bounds`` converted ones (see SideDigest).
+    ``on_rows`` is told each fetched batch's size (progress)."""
     started = time.monotonic()
     where, params = _sqlite_where(shape, lo, hi)
     query = _sqlite_select(shape, where)
@@ -388,7 +395,7 @@ def table_digest_sqlite(
     encoder = RowEncoder(shape.kinds)
 
     def read() -> SideDigest:
-        rows = to_rows(_sqlite_fetch(conn, query, params, fetch_rows))
+        rows = to_rows(_sqlite_fetch(conn, query, params, fetch_rows, on_rows))
         return _digest_rows(rows, encoder, shape.key_positions, bounds, buckets)
 
     result: SideDigest = _with_text_fallback(conn, read)
@@ -438,7 +445,12 @@ def _percent_safe(conn: psycopg.Connection[Any], query: sql.Composable) -> sql.S
 
 
 def _pg_fetch(
-    conn: psycopg.Connection[Any], shape: Shape, where: sql.Composable, params: Sequence[Any], fetch_rows: int
+    conn: psycopg.Connection[Any],
+    shape: Shape,
+    where: sql.Composable,
+    params: Sequence[Any],
+    fetch_rows: int,
+    on_rows: OnRows | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """Stream rows through a binary server-side cursor (memory bounded by ``fetch_rows``)."""
     query = sql.SQL("SELECT {} FROM {}").format(_pg_columns(shape), sql.Identifier(shape.schema, shape.target)) + where
@@ -446,6 +458,8 @@ def _pg_fetch(
         cur.itersize = fetch_rows
         cur.execute(_percent_safe(conn, query) if params else query, params or None)
         while batch := cur.fetchmany(fetch_rows):
+            if on_rows is not None:
+                on_rows(len(batch))
             yield from batch
 
 
@@ -458,12 +472,13 @@ def table_digest_pg(
     bounds: Sequence[Key] | None = None,
     buckets: int = 0,
     fetch_rows: int = FETCH_ROWS,
+    on_rows: OnRows | None = None,
 ) -> SideDigest:
     """PostgreSQL side: rows of [lo, hi) digested as psycopg returns them, in the caller's transaction
     (a server-side cursor needs one). ``lo``/``hi``/``bounds`` are converted key values."""
     started = time.monotonic()
     where, params = _pg_where(shape, lo, hi)
-    rows = _pg_fetch(conn, shape, where, params, fetch_rows)
+    rows = _pg_fetch(conn, shape, where, params, fetch_rows, on_rows)
     result = _digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, bounds, buckets)
     result.seconds = time.monotonic() - started
     return result
@@ -904,6 +919,46 @@ def _find_keys(
     _compare_leaf(sides, shape, None, None, whole, False, diff, (buckets, slots))
 
 
+class TableProgress:
+    """One table's progress while both sides read it whole: the rows of the side that got furthest.
+
+    (Run one after the other, the bar fills with SQLite's rows and stays full while PostgreSQL reads;
+    in a child process the SQLite side cannot report, and PostgreSQL's rows move the bar.)
+    """
+
+    def __init__(self, progress: Progress | None, table: str, total: int) -> None:
+        self.progress, self.table = progress, table
+        self.read = {"sqlite": 0, "pg": 0}
+        self.started = time.monotonic()
+        if progress is not None:
+            progress.start(table, total)
+
+    def side(self, name: str) -> OnRows | None:
+        if self.progress is None:
+            return None
+        progress = self.progress
+
+        def add(rows: int) -> None:
+            self.read[name] += rows
+            progress.advance(self.table, max(self.read.values()))
+
+        return add
+
+    def finish(self, rows: int) -> None:
+        if self.progress is not None:
+            self.progress.finish(self.table, rows, time.monotonic() - self.started)
+
+
+def estimate_rows(conn: psycopg.Connection[Any], shape: Shape) -> int:
+    """PostgreSQL's estimate of the table's rows (``reltuples``, no scan): a progress bar's total."""
+    row = conn.execute(
+        "SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (shape.schema, shape.target),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def verify_table(
     sides: _Sides,
     shape: Shape,
@@ -911,8 +966,10 @@ def verify_table(
     keys: bool = False,
     max_keys: int = MAX_KEYS,
     pending: Sequence[tuple[Any, ...]] | None = None,
+    progress: Progress | None = None,
 ) -> TableVerify:
-    """Compare one table; with ``keys`` (or rows in flight) find the differing keys by bisection."""
+    """Compare one table; with ``keys`` (or rows in flight) find the differing keys by bisection.
+    ``progress`` follows the full read of both sides (the bisection after it re-reads little)."""
     started = time.monotonic()
     bound = log.get("verify", table=shape.source)
     want = keys or bool(pending)
@@ -926,11 +983,13 @@ def verify_table(
         else:
             buckets = max(1, min(MAX_BUCKETS, count // BUCKET_ROWS))
     conv = [b[1] for b in bounds] if ranged else None
+    shown = TableProgress(progress, shape.source, count if want else estimate_rows(sides.pconn, shape))
     ours, theirs = sides.both(
         table_digest_sqlite,
-        (shape, None, None, conv, buckets),
-        lambda: table_digest_pg(sides.pconn, shape, bounds=conv, buckets=buckets),
+        (shape, None, None, conv, buckets, FETCH_ROWS, shown.side("sqlite") if sides.parallel != "process" else None),
+        lambda: table_digest_pg(sides.pconn, shape, bounds=conv, buckets=buckets, on_rows=shown.side("pg")),
     )
+    shown.finish(max(ours.count + ours.refused, theirs.count))
     same = ours.count == theirs.count and ours.sum == theirs.sum
     # Keys in flight can all differ without a real mismatch: room for them on top of the cap.
     diff = _Diff(max_keys + len(pending or ()))
@@ -984,6 +1043,7 @@ def _compare(
     applied: int | None,
     keys: bool,
     max_keys: int,
+    progress: Progress | None,
 ) -> tuple[int | None, list[TableVerify]]:
     results = []
     with _sides(source, sconn, pconn, mode, config.source.busy_timeout_ms) as sides:
@@ -991,7 +1051,10 @@ def _compare(
         head, pending = sides.sqlite(_sqlite_position, applied).result()
         for name in names:
             shape = shape_of(plan.table(name), plan.schema, computed=True)
-            results.append(verify_table(sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name)))
+            found = verify_table(
+                sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name), progress=progress
+            )
+            results.append(found)
     return head, results
 
 
@@ -1006,6 +1069,7 @@ def verify(
     plan: pgschema.SchemaPlan | None = None,
     parallel: Parallel | Literal["auto"] = "auto",
     applied_by_caller: bool = False,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Compare every (or each named) table of ``source`` with the target; see the module docstring.
 
@@ -1013,6 +1077,7 @@ def verify(
     ``parallel``: how the two sides overlap (see ``_Sides``); measured in bench/verify.py.
     ``applied_by_caller``: the caller holds the apply locks and drains the journal itself (cutover's
     preflight), so keys journaled after the compared position are in flight without a daemon.
+    ``progress``: one task per table, its rows read.
     """
     started = time.monotonic()
     with pg.connect(dsn, connect_timeout=config.target.connect_timeout_s) as pconn:
@@ -1027,10 +1092,14 @@ def verify(
             names = _selected(chosen, tables)
             mode = _choose(parallel, source)
             try:
-                head, results = _compare(source, sconn, pconn, mode, config, chosen, names, applied, keys, max_keys)
+                head, results = _compare(
+                    source, sconn, pconn, mode, config, chosen, names, applied, keys, max_keys, progress
+                )
             except BrokenProcessPool as exc:  # the child could not start (no importable __main__...)
                 log.get("verify").warning("verify child process failed; comparing in this process", error=str(exc))
-                head, results = _compare(source, sconn, pconn, "off", config, chosen, names, applied, keys, max_keys)
+                head, results = _compare(
+                    source, sconn, pconn, "off", config, chosen, names, applied, keys, max_keys, progress
+                )
             meta = read_meta(sconn) if head is not None else None
         finally:
             sconn.close()

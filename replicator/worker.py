@@ -30,6 +30,7 @@ reads batch N+1 (its own read transaction, its own connection) while batch N is 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -70,7 +71,7 @@ from replicator import (
 )
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
-from replicator.metrics import Metrics
+from replicator.metrics import SCRAPE_BUSY_MS, Metrics
 from replicator.phase import ApplyState, Phase
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
@@ -226,6 +227,8 @@ class Worker:
         self._heartbeat_s = min(HEARTBEAT_MAX_S, config.status.stall_after_s / 4)
         if metrics is not None:
             metrics.watch_progress(self._stalled_for, config.status.stall_after_s)
+            metrics.watch_daemon(lambda: self._phase.value, lambda: self._pconn is not None, self._checkpoint_at)
+            metrics.watch_journal(self._journal_reading(journal.size), self._journal_reading(journal.page_bytes))
 
     # --- public -------------------------------------------------------------------------------
 
@@ -235,7 +238,7 @@ class Worker:
 
     def run(self, *, once: bool = False, until_drained: bool = False) -> RunResult:
         """Run until stopped (or one batch with ``once``, or until the journal is drained)."""
-        with self._signals(), self._file_lock(), self._source() as sconn, self._writer_conn() as wconn:
+        with self._signals(), self._file_lock(), self._serving(), self._source() as sconn, self._writer_conn() as wconn:
             meta = read_meta(sconn)
             if meta is None:
                 raise CaptureNotInstalled(
@@ -971,6 +974,24 @@ class Worker:
         """Seconds without progress while entries wait (0 when none wait): the metrics' stall measure."""
         return time.monotonic() - self._progress_at if self._head > self._applied else 0.0
 
+    def _checkpoint_at(self) -> float | None:
+        """When the chain head this daemon knows was written (UNIX time); None before it read one."""
+        prev: Checkpoint | None = getattr(self, "_prev", None)
+        return None if prev is None else dt.datetime.fromisoformat(prev.at).timestamp()
+
+    def _journal_reading(self, read: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+        """``read`` on a connection of its own (metrics are read in the HTTP server's thread), which
+        waits for no lock longer than a scrape can afford."""
+
+        def reading() -> T:
+            conn = sqlite_source.connect(self.source, readonly=True, busy_timeout_ms=SCRAPE_BUSY_MS, check=False)
+            try:
+                return read(conn)
+            finally:
+                conn.close()
+
+        return reading
+
     def _account(self, batch: apply.Batch, applied: apply.Applied, seconds: float) -> None:
         self._batches += 1
         self._changes += batch.entries
@@ -1049,6 +1070,19 @@ class Worker:
                 handle.truncate()
         finally:
             handle.close()
+
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """The /metrics endpoint (``metrics.port``), bound once the lock is ours: a second daemon is
+        refused as one, never as a port clash; a port taken by anything else is one line, exit 2."""
+        if self.metrics is None or self.config.metrics.port is None:
+            yield
+            return
+        stop = self.metrics.serve(self.config.metrics.port, self.config.metrics.host)
+        try:
+            yield
+        finally:
+            stop()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -802,6 +803,49 @@ def _no_pk_policy(env: Env) -> Ran:
     return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
 
 
+SHADOWED_ROWID = "CREATE TABLE t (rowid TEXT, oid INTEGER, _rowid_ INTEGER, v TEXT{key});"
+"""Every rowid alias (rowid, oid, _rowid_) is a real column: the rowid is reachable only through an
+INTEGER PRIMARY KEY, if there is one."""
+
+
+@case(
+    "rowid-shadowed-keyless",
+    "app schema",
+    "keyless table with columns named rowid, oid and _rowid_ (no way to reach its rowid), `--no-key-policy rowid`",
+    "capture install",
+    "refused",
+    2,
+    ["hide its rowid", "snapshot-only"],
+    untouched="file unchanged (no trigger installed)",
+)
+def _rowid_shadowed_keyless(env: Env) -> Ran:
+    path = make_db(env.tmp / "app.db", SHADOWED_ROWID.format(key=""), ("INSERT INTO t VALUES ('x', 1, 2, 'a')", ()))
+    env.unchanged(path)
+    return env.cli("capture", "install", "--no-key-policy", "rowid", "--source", str(path))
+
+
+@case(
+    "rowid-shadowed-keyed",
+    "app schema",
+    "columns named rowid (holding text), oid and _rowid_ beside an INTEGER PRIMARY KEY",
+    "capture install, run --until-drained",
+    "works",
+    0,
+    untouched="rows and a later change applied",
+)
+def _rowid_shadowed_keyed(env: Env) -> Ran:
+    path = make_db(
+        env.tmp / "app.db",
+        SHADOWED_ROWID.format(key=", id INTEGER PRIMARY KEY"),
+        ("INSERT INTO t VALUES ('x', 1, 2, 'a', 1)", ()),
+        wal=True,
+    )
+    installed_and_drained(env, path)
+    sqlite_write(path, "INSERT INTO t VALUES ('y', 3, 4, 'b', 2); UPDATE t SET v = 'c' WHERE id = 1")
+    env.then(lambda: _assert_equal(env.rows("t"), [("x", 1, 2, "c", 1), ("y", 3, 4, "b", 2)], "rows"))
+    return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
+
+
 @case(
     "no-tables", "app schema", "a valid SQLite file without tables", "snapshot", "works", 0, untouched="nothing to load"
 )
@@ -1110,6 +1154,31 @@ def _unreachable(env: Env) -> Ran:
 @case("pg-bad-dsn", "PostgreSQL", "malformed DSN", "snapshot", "refused", 2, ["DSN is not valid"])
 def _bad_dsn(env: Env) -> Ran:
     return env.cli("snapshot", "--source", str(simple(env)), "--target", "host=127.0.0.1 dbname")
+
+
+AT_PASSWORD = "Sentinel@9f2c7e-tail"
+"""A password holding an '@' nobody percent-encoded: libpq would take ``Sentinel`` as the password and
+``9f2c7e-tail@host`` as the host, and print that host in its error."""
+
+
+@case(
+    "pg-dsn-unescaped-at",
+    "PostgreSQL",
+    "DSN whose password holds an unescaped '@' (`postgresql://app:p@ss@host/db`)",
+    "snapshot",
+    "refused",
+    2,
+    ["more than one '@'", "%40"],
+    untouched="no part of the password in the output; no table in PostgreSQL",
+)
+def _dsn_unescaped_at(env: Env) -> Ran:
+    host = conninfo.conninfo_to_dict(env.dsn)
+    dsn = f"postgresql://app:{AT_PASSWORD}@{host.get('host') or '127.0.0.1'}:{host.get('port') or 5432}/postgres"
+    env.no_app_tables()
+    ran = env.cli("snapshot", "--source", str(simple(env)), "--target", dsn)
+    printed = [part for part in AT_PASSWORD.split("@") if part in ran.out + ran.err]
+    env.then(lambda: _assert_equal(printed, [], "parts of the password printed"))
+    return ran
 
 
 @case("pg-no-target", "PostgreSQL", "no --target and no REPLICATOR_TARGET", "snapshot", "refused", 2, ["no target"])
@@ -1752,7 +1821,50 @@ def _two_daemons_copy(env: Env) -> Ran:
     return _second_daemon(env, copy=True)
 
 
-def _second_daemon(env: Env, *, copy: bool) -> Ran:
+@case(
+    "two-daemons-metrics-port",
+    "daemon",
+    "a second `run` with the same `--metrics-port` while one runs",
+    "run --metrics-port",
+    "refused",
+    1,
+    ["another replicator", "stop the other"],
+    untouched="the first daemon keeps running and exits 0 on SIGTERM",
+    slow=True,
+)
+def _two_daemons_port(env: Env) -> Ran:
+    return _second_daemon(env, copy=False, options=("--metrics-port", str(free_port())))
+
+
+@case(
+    "metrics-port-in-use",
+    "daemon",
+    "`--metrics-port` that another program listens on",
+    "run --metrics-port",
+    "refused",
+    2,
+    ["cannot serve metrics", "in use", "--metrics-port"],
+    untouched="the change journaled since the snapshot is not applied (nothing started)",
+)
+def _metrics_port_in_use(env: Env) -> Ran:
+    path = simple(env)
+    installed_and_drained(env, path)
+    sqlite_write(path, "INSERT INTO t VALUES (3, 'c')")
+    env.then(lambda: _assert_equal([r[0] for r in env.rows("t")], [1, 2], "rows"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        return env.cli("run", "--until-drained", "--metrics-port", port, "--source", str(path), "--target", env.dsn)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _second_daemon(env: Env, *, copy: bool, options: tuple[str, ...] = ()) -> Ran:
     path = simple(env)
     installed_and_drained(env, path)
     second_path = path
@@ -1760,13 +1872,13 @@ def _second_daemon(env: Env, *, copy: bool) -> Ran:
         second_path = env.tmp / "copy" / path.name
         second_path.parent.mkdir()
         shutil.copyfile(path, second_path)
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", env.dsn]
+    cmd = [sys.executable, "-m", "replicator", "run", *options, "--source", str(path), "--target", env.dsn]
     first = subprocess.Popen(cmd, cwd=env.tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _streaming(env):
             time.sleep(0.1)
-        second = env.cli("run", "--until-drained", "--source", str(second_path), "--target", env.dsn)
+        second = env.cli("run", "--until-drained", *options, "--source", str(second_path), "--target", env.dsn)
     finally:
         first.send_signal(signal.SIGTERM)
         _out, err = first.communicate(timeout=30)
@@ -1850,6 +1962,54 @@ def _config_syntax(env: Env) -> Ran:
 )
 def _config_env(env: Env) -> Ran:
     return env.cli("analyze", "--source", str(simple(env)), extra_env={"REPLICATOR_APPLY__BATCH_ROWS": "abc"})
+
+
+@case(
+    "config-poll-interval-zero",
+    "configuration",
+    "`REPLICATOR_APPLY__POLL_INTERVAL_S=0` (the daemon would spin)",
+    "run --until-drained",
+    "refused",
+    2,
+    ["REPLICATOR_APPLY__POLL_INTERVAL_S", "apply.poll_interval_s", "> 0"],
+)
+def _config_poll_zero(env: Env) -> Ran:
+    path = simple(env)
+    return env.cli(
+        "run", "--until-drained", "--source", str(path), extra_env={"REPLICATOR_APPLY__POLL_INTERVAL_S": "0"}
+    )
+
+
+@case(
+    "config-batch-rows-zero",
+    "configuration",
+    "`[apply] batch_rows = 0` (would apply nothing and call the journal drained)",
+    "run --until-drained",
+    "refused",
+    2,
+    ["apply.batch_rows", ">= 1"],
+    untouched="the change journaled since the snapshot is still not applied",
+)
+def _config_batch_zero(env: Env) -> Ran:
+    path = simple(env)
+    installed_and_drained(env, path)
+    sqlite_write(path, "INSERT INTO t VALUES (3, 'c')")
+    (env.tmp / "replicator.toml").write_text("[apply]\nbatch_rows = 0\n")
+    env.then(lambda: _assert_equal([r[0] for r in env.rows("t")], [1, 2], "rows"))
+    return env.cli("run", "--until-drained", "--source", str(path), "--target", env.dsn)
+
+
+@case(
+    "quarantine-negative-limit",
+    "configuration",
+    "`quarantine list --limit -1`",
+    "quarantine list",
+    "refused",
+    2,
+    ["--limit", "x>=1"],
+)
+def _quarantine_limit(env: Env) -> Ran:
+    return env.cli("quarantine", "list", "--limit", "-1", "--target", env.dsn)
 
 
 @case(

@@ -157,6 +157,44 @@ def test_sentinel_never_printed_when_the_server_is_unreachable(tmp_path: Path) -
     outputs.assert_clean()
 
 
+def test_password_with_an_unescaped_at_is_refused_whole_and_never_printed(tmp_path: Path) -> None:
+    """libpq splits ``app:Sentinel@9f2c7e-tail@host`` at the first '@': password ``Sentinel``, host
+    ``9f2c7e-tail@host``, printed in its error. Every command refuses the DSN with the %40 hint instead,
+    from a flag, the environment or the config file, with -v and JSON logs, and no part is printed."""
+    outputs = Outputs()
+    source = _app(tmp_path / "app.db")
+    head, tail = SENTINEL[:8], SENTINEL[8:]
+    dsn = f"postgresql://postgres:{head}@{tail}@127.0.0.1:9/postgres"
+    for args in _refusing_commands(source, dsn):
+        ran = _cli(outputs, tmp_path, *args)
+        assert ran.code == 2, ran
+        assert "%40" in ran.err, ran
+    ran = _cli(outputs, tmp_path, "run", "--until-drained", "--source", str(source), env={"REPLICATOR_TARGET": dsn})
+    assert ran.code == 2, ran
+    leaks = [what for what, text in outputs.items if head in text or tail in text]
+    assert not leaks, f"part of the password appears in: {leaks}"
+
+
+def test_a_one_letter_password_masks_no_letter_of_the_output(tmp_path: Path) -> None:
+    """A password ``p`` registered as a secret used to turn every 'p' of every line into ``****``:
+    a short secret is redacted where it stands alone, never inside a word."""
+    source = _app(tmp_path / "app.db")
+    ran = run_cli(
+        "snapshot",
+        "-v",
+        "--source",
+        str(source),
+        "--target",
+        "postgresql://app:p@127.0.0.1:9/db?connect_timeout=3",
+        cwd=tmp_path,
+    )
+    assert ran.code == 1, ran
+    assert "port 9" in ran.err, ran
+    assert "replicator" in ran.err, ran  # the traceback's paths
+    assert "****ort" not in ran.err, ran
+    assert ":p@" not in ran.err, ran
+
+
 def test_sentinel_never_printed_when_the_server_rejects_it(tmp_path: Path, scram_server: ScramServer) -> None:
     outputs = Outputs()
     source = _app(tmp_path / "app.db")

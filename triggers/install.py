@@ -40,6 +40,7 @@ from triggers import journal, names
 from triggers.ddl import (
     FORMAT_VERSION,
     OPS,
+    ROWID_NAMES,
     VICTIM_OPS,
     UniqueKey,
     drop_trigger_sql,
@@ -70,7 +71,9 @@ class TableCapture(msgspec.Struct, frozen=True):
     """Key columns in key order; None when the key is the rowid or nothing is captured."""
     rowid_alias: str | None
     rowid: str
-    """The rowid spelling not shadowed by a column (``rowid``, ``_rowid_`` or ``oid``)."""
+    """The rowid spelling not shadowed by a column (``rowid``, ``_rowid_`` or ``oid``), the INTEGER PRIMARY
+    KEY's name when a column shadows each of those, or "" when nothing reaches the rowid (a table keyed
+    by its primary key then, which never uses it)."""
     columns: tuple[str, ...]
     """Column names at install time, in order: drift compares against them."""
     generation: int
@@ -249,7 +252,7 @@ def _capture_for(
 ) -> TableCapture | str:
     """The capture decision for one table, or the refusal text when the policy is ``refuse``."""
     columns = tuple(c.name for c in table.columns)
-    rowid = "rowid" if table.without_rowid else rowid_name(columns)
+    rowid = _rowid_spelling(table, columns)
 
     uniques, expressions = unique_keys(conn, table)
 
@@ -287,9 +290,25 @@ def _capture_for(
         return make("key", table.primary_key, note)
     if policy == "snapshot-only":
         return make("snapshot-only", None, problem)
+    if not rowid:
+        return (
+            f"{problem}, and columns named rowid, _rowid_ and oid hide its rowid (the 'rowid' policy cannot "
+            "key it: use 'snapshot-only')"
+        )
     if policy == "rowid":
         return make("rowid", None, f"{problem}; keyed by rowid, which VACUUM or a table rebuild renumbers")
     return problem
+
+
+def _rowid_spelling(table: Table, columns: tuple[str, ...]) -> str:
+    """How a trigger names the rowid: the first alias no column shadows, else the INTEGER PRIMARY KEY
+    (which is the rowid), else "" (a column is named each of rowid, _rowid_ and oid: unreachable)."""
+    if table.without_rowid:
+        return "rowid"  # never used: such a table always has a primary key
+    taken = {name.lower() for name in columns}
+    if all(name in taken for name in ROWID_NAMES):
+        return quote_ident(table.rowid_alias) if table.rowid_alias else ""
+    return rowid_name(columns)
 
 
 def _refusal(problems: dict[str, str]) -> SchemaUnsupported:

@@ -505,6 +505,25 @@ _BOUNDS = 'SELECT (SELECT min(seq) FROM "_replicator_journal"), (SELECT max(seq)
 per prune chunk)."""
 
 
+def size(conn: sqlite3.Connection) -> int:
+    """Entries in the journal, from its seq bounds (two index seeks, whatever its size): the seqs held are
+    contiguous, since pruning deletes from the bottom and SQLite numbers a new row max(seq)+1."""
+    _require(conn)
+    first, top = conn.execute(_BOUNDS).fetchone()
+    return 0 if first is None else int(top) - int(first) + 1
+
+
+def page_bytes(conn: sqlite3.Connection) -> int | None:
+    """Bytes of the journal's pages in the file (``dbstat``, which walks them: not for every call); None
+    where SQLite was built without the dbstat table."""
+    _require(conn)
+    try:
+        row = conn.execute("SELECT sum(pgsize) FROM dbstat('main', 1) WHERE name = ?", (JOURNAL,)).fetchone()
+    except sqlite3.OperationalError:  # no such table: dbstat
+        return None
+    return int(row[0] or 0)
+
+
 def prune(
     conn: sqlite3.Connection,
     applied: int,
