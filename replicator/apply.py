@@ -303,7 +303,7 @@ def rows_for_target_keys(
     table costs. One read transaction, unless the caller holds one (the cutover's frozen source).
     """
     with contextlib.nullcontext() if conn.in_transaction else journal.read_transaction(conn):
-        if all(k.name in _SAME_KEY_TYPES and not k.strip_nul and not k.replace_bad_utf8 for k in target.key_types):
+        if exact_keys(target):
             return current_rows(conn, target, list(keys))
         wanted = set(keys)
         names = ", ".join(quote_ident(c) for c in target.key_source)
@@ -315,6 +315,11 @@ def rows_for_target_keys(
             except convert.RowRefused:
                 continue
         return current_rows(conn, target, found)
+
+
+def exact_keys(target: TableTarget) -> bool:
+    """Every key column converts one SQLite value to one PostgreSQL value and back (no two spellings)."""
+    return all(k.name in _SAME_KEY_TYPES and not k.strip_nul and not k.replace_bad_utf8 for k in target.key_types)
 
 
 def _plain(key: KeyTuple) -> bool:
@@ -584,9 +589,10 @@ class Writer:
         ident = sql.Identifier(t.schema, t.target)
         refusals: list[quarantine.Refusal] = []
         keys = self._convert_keys(name, part.keys)
+        rows = part.rows if exact_keys(t) else self._rows_of_every_spelling(name, keys)
         cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
         with self.conn.cursor() as cur:
-            written = self._stage(cur, name, keys, part.rows, refusals)
+            written = self._stage(cur, name, keys, rows, refusals)
             removed = [self._delete_keys(cur, t, ident, keys_tmp)]
             conflicts, looked_up = 0, list[tuple[Any, ...]]()
             if self._uniques[name]:
@@ -601,14 +607,15 @@ class Writer:
                 with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
                     cur.execute(insert, binary=not exact)
             except psycopg.errors.UniqueViolation:
-                self._refuse_collisions(cur, name, [*part.rows, *looked_up])
+                self._refuse_collisions(cur, name, [*rows, *looked_up])
                 raise
             added = self._digester.submit(_fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
         if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
             width = len(t.columns_source)
-            keys_named = [*part.keys, *(row[width:] for row in looked_up)]
+            spelled = [] if rows is part.rows else rows  # other spellings of the batch's keys (their own keys)
+            keys_named = [*part.keys, *(row[width:] for row in [*spelled, *looked_up])]
             record_refusals(self.conn, self.state_schema, name, t.key_source, keys_named, refusals)
             self._quarantined[name] = True
         return _Pending(removed, added, conflicts, len(refusals))
@@ -744,6 +751,34 @@ class Writer:
                     f"again: the daemon resumes at this batch; or drop index {index.name} in PostgreSQL"
                 ),
             )
+
+    def _rows_of_every_spelling(self, name: str, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+        """SQLite's current rows for the batch's keys in PostgreSQL form, whatever their SQLite spelling.
+
+        A key column whose conversion is not one-to-one (date-time text: '2024-05-01 10:00:00' and
+        '2024-05-01T10:00:00' name one instant) lets the batch's key name a PostgreSQL row that another
+        spelling wrote. Deleting the key and inserting only the batch spelling's row would lose that
+        row, silently: so every spelling's row is written back, and two spellings alive at once (two
+        rows SQLite keeps apart, one key in PostgreSQL) are refused, both named. Costs a read of the
+        table's keys per batch (:func:`rows_for_target_keys`), on such tables only.
+        """
+        t = self.targets[name]
+        width = len(t.columns_source)
+        rows = rows_for_target_keys(self.source, t, set(keys), self._key_converters[name])
+        raw = [row[width:] for row in rows]
+        spellings: dict[KeyTuple, list[KeyTuple]] = {}
+        for converted, original in zip(self._convert_keys_of(name, raw), raw, strict=True):
+            if converted is not None:
+                spellings.setdefault(converted, []).append(tuple(original))
+        for found in spellings.values():
+            if len(found) > 1:
+                raise UniqueCollision(
+                    collision_message(t.source, t.key_source, found[:2], "primary key", t.key_source)
+                    + "; the batch was not applied, so neither is lost",
+                    hint="write the key in one spelling in SQLite (PostgreSQL compares date-time text as the "
+                    "instant it names) and run again: the daemon resumes at this batch",
+                )
+        return rows
 
     def _by_key(
         self, name: str, rows: Iterable[tuple[Any, ...]], keys: set[KeyTuple]

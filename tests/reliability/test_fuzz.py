@@ -20,12 +20,6 @@ def test_soak_generated_schemas_and_operations_converge(pg_dsn: str) -> None:
     fuzz.run(pg_dsn, max_examples=int(os.environ.get("REPLICATOR_SOAK_EXAMPLES", "300")), steps=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 14 items 2b and 3: date-time texts distinct in SQLite collapse into one PostgreSQL row "
-    "(test_regressions.py::test_datetime_*); REPLACE over NOCASE/RTRIM keys leaves ghost rows",
-)
 def test_app_data_collations_unicode_datetimes_converge(pg_dsn: str) -> None:
     """Issue 14: NOCASE/RTRIM keys and UNIQUE columns, lower() UNIQUE indexes, non-ASCII text, date-time text
     variants. A fixed seed (the failure is reproducible), not shrunk (that takes minutes; the shrunk cases are
