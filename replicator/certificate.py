@@ -4,7 +4,9 @@ Written by ``replicator cutover`` as a JSON file and stored in the target's stat
 (``<state>.cutover_certificates``). The seal is the SHA-256 of the certificate's canonical JSON
 encoding with ``sha256`` empty, so anyone can re-check it (``replicator certificate --verify FILE``):
 a changed byte in any field changes the hash. Against the live databases, :func:`live_check`
-re-reads both sides and reports every table whose count or checksum moved since the stop point.
+re-reads both sides and reports every table whose count or checksum moved since the stop point, and
+:func:`live_compare` compares the two sides with verify's independent reading (:mod:`replicator.proof`),
+the comparison each table's ``independent`` proof records.
 """
 
 from __future__ import annotations
@@ -279,6 +281,18 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
     if source is not None:
         found += moved(cert, "sqlite", sqlite_side(source, plan, names, config.source.busy_timeout_ms))
     return found
+
+
+def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify.VerifyReport:
+    """The certified tables compared now, SQLite against PostgreSQL, by verify's independent reading (the
+    comparison cutover's preflight ran; the moved check above compares each side with its own record)."""
+    from replicator import apply
+
+    with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+        plan = apply.load_plan(conn, config.target.state_schema)
+    if plan is None:
+        raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
+    return verify.verify(source, dsn, config, [t.table for t in cert.tables], keys=True, plan=plan)
 
 
 def check(cert: Certificate) -> None:

@@ -1,14 +1,20 @@
 """``replicator verify``: both sides read, digested with the canonical encoding, compared per table.
 
-What "the same" means: each SQLite row is converted by the table's ``row_converter`` (exactly what
-the snapshot and the apply write), each PostgreSQL row is read back as psycopg returns it, and both
-are hashed by :mod:`checkpoints.digest` (the encoding the snapshot checksums and the checkpoints
-use). A table matches when the row counts and the order-independent digests are equal. A source
-row the converter refuses (quarantined at snapshot) is counted apart, never compared.
+What "the same" means (:func:`verify`, so also cutover's preflight and ``certificate --live``): the
+**independent reading** of :mod:`replicator.proof`. Each SQLite value as ``sqlite3`` returns it and
+each PostgreSQL value as psycopg returns it are brought to one canonical form under the column's
+meaning (its PostgreSQL type and the storage format the plan recorded), without the converters the
+snapshot and the apply use, so a conversion mistake in the load path shows as a difference instead of
+being repeated on both sides. Canonical rows are hashed with :mod:`checkpoints.digest`'s encoding. A
+table matches when the row counts and the order-independent digests are equal. A source row whose key
+the load quarantined is counted apart (``refused``), never compared.
 
-Normalisation to "what psycopg returns": ``real`` (float4) values are rounded to float4 on the SQLite
-side, ``char(n)`` is compared without its padding (read as text on both sides), enums as text, and
-JSON columns are compared as parsed documents (``json.loads`` on both sides, kind ``json``).
+The **load-path reading** (``shape_of(..., independent=False)``: each SQLite row converted by the
+table's ``row_converter``, exactly what the snapshot and the apply write) remains for the digests that
+must equal the ones the load keeps: cutover's pre-pass and stop point against the apply's running
+digests, and the certificate's per-side records. There ``real`` (float4) values are rounded to float4
+on the SQLite side, ``char(n)`` is compared without its padding, enums as text, and JSON columns as
+parsed documents (kind ``json``).
 
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite

@@ -190,3 +190,24 @@ def test_the_independent_reading_imports_no_converter() -> None:
         *(a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names),
     }
     assert not imported & {"replicator.convert", "replicator.formats", "replicator.typemap", "replicator"}, imported
+
+
+def test_certificate_live_compares_independently(tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cutover without its full verify rests on the load path's digests only: a planted bug passes it, the
+    certificate says no independent comparison ran, and ``certificate --live`` (verify's reading) names the key."""
+    path = _source(tmp_path)
+    _load(path, pg_dsn, decimal_rounded_at_the_wrong_digit, monkeypatch)
+    result = cutover(path, pg_dsn, conf(), Options(backup=False, full_verify=False))
+    assert result.certificate is not None
+    assert [t.independent for t in result.certificate.tables] == [None]
+    args = ["certificate", "--live", "--source", str(path), "--target", pg_dsn]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 3, out.output
+    assert "SQLite ≠ PostgreSQL t (different (2,))" in out.stderr
+    monkeypatch.undo()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # repaired by hand: both sides agree again
+        conn.execute("UPDATE public.t SET price = 12.345678 WHERE id = 2")
+    repaired = CliRunner().invoke(cli, args)
+    assert repaired.exit_code == 3  # PostgreSQL moved since the certificate (the moved check): named as such
+    assert "postgresql t: 3 → 3 rows" in repaired.stderr
+    assert "SQLite ≠ PostgreSQL" not in repaired.stderr
