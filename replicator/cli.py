@@ -623,6 +623,11 @@ def capture_status(ctx: Context, as_json: bool) -> None:
 def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_json: bool) -> None:
     """Compare row counts and canonical checksums of every table on both sides; exit 3 on a mismatch.
 
+    Each side is read on its own, not through the converters the snapshot and the apply use: what
+    SQLite stores and what PostgreSQL returns are compared by meaning (the column's PostgreSQL type
+    and the storage format the plan recorded: epoch ms, ISO text, 0/1...), so a conversion mistake in
+    the load shows as a difference. The rule per type is in the docstring of replicator/proof.py.
+
     Keys journaled after the position PostgreSQL was compared at are "in flight" (no mismatch) only
     while a daemon is running and advancing: it holds the source's lock, in CATCHUP or STREAMING, and
     is not stalled. After a cutover, unfence or rollback, after an error, or with no daemon running,
