@@ -211,3 +211,28 @@ def test_certificate_live_compares_independently(tmp_path: Path, pg_dsn: str, mo
     assert repaired.exit_code == 3  # PostgreSQL moved since the certificate (the moved check): named as such
     assert "postgresql t: 3 → 3 rows" in repaired.stderr
     assert "SQLite ≠ PostgreSQL" not in repaired.stderr
+
+
+def test_a_format_2_certificate_still_verifies(tmp_path: Path) -> None:
+    """Format 2 was sealed without the per-table ``independent`` entry: its seal still checks, a forgery fails."""
+    import hashlib
+
+    from replicator import certificate
+
+    table = {"table": "t", "target": "t", "sqlite_rows": 1, "sqlite_digest": "a", "pg_rows": 1, "pg_digest": "a"}
+    body: dict[str, Any] = {
+        **{"source_path": "/srv/app.db", "source_id": "x", "source_sha256": "0" * 64, "target": "t"},
+        **{"stop_seq": 5, "chain_head": 3, "chain_head_hash": "1" * 64, "tables": [{**table, "how": "prepass"}]},
+        **{"steps": {}, "frozen_at": "a", "fenced_at": "b", "write_outage_s": 0.1, "tool": "r", "operator": "me"},
+        **{"accept_quarantine": False, "quarantined": {}, "backup": None, "backup_sha256": None, "sequences": {}},
+        **{"foreign_keys": [], "skipped_tables": {}, "skipped_columns": {}, "accept_skipped_columns": False},
+        **{"quarantine": [], "format": 2, "sha256": ""},
+    }
+    body["sha256"] = hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+    path = tmp_path / "old.json"
+    path.write_bytes(msgspec.json.encode(body))
+    old = certificate.read_file(path)
+    assert old.tables[0].independent is None
+    assert certificate.seal_ok(old)
+    path.write_bytes(msgspec.json.encode({**body, "tables": [{**table, "how": "full"}]}))
+    assert not certificate.seal_ok(certificate.read_file(path))
