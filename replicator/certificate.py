@@ -4,7 +4,9 @@ Written by ``replicator cutover`` as a JSON file and stored in the target's stat
 (``<state>.cutover_certificates``). The seal is the SHA-256 of the certificate's canonical JSON
 encoding with ``sha256`` empty, so anyone can re-check it (``replicator certificate --verify FILE``):
 a changed byte in any field changes the hash. Against the live databases, :func:`live_check`
-re-reads both sides and reports every table whose count or checksum moved since the stop point.
+re-reads both sides and reports every table whose count or checksum moved since the stop point, and
+:func:`live_compare` compares the two sides with verify's independent reading (:mod:`replicator.proof`),
+the comparison each table's ``independent`` proof records.
 """
 
 from __future__ import annotations
@@ -24,15 +26,35 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
 
-FORMAT = 2
-"""2 added what the migration left out (skipped tables and columns, every quarantined value). A format-1
-certificate is sealed without those fields, and :func:`_body` leaves them out to check its seal."""
+FORMAT = 3
+"""2 added what the migration left out (skipped tables and columns, every quarantined value); 3 added each
+table's independent comparison (``TableProof.independent``). An older certificate is sealed without the
+fields added after its format, and :func:`_body` leaves them out to check its seal."""
 _ADDED_IN_2 = ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine")
+_ADDED_IN_3_PER_TABLE = ("independent",)
 STEP_ORDER = (
     *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify", "copy"),
     *("finish_pg", "fence", "commit", "analyze", "certificate"),
 )
 """The order cutover runs its steps in (the sealed JSON sorts keys)."""
+
+
+class IndependentCheck(msgspec.Struct, frozen=True):
+    """One table compared by the reading the load path cannot bias (:mod:`replicator.proof`, verify's).
+
+    ``preflight``: cutover's full verify, before the freeze, at applied position ``seq`` (keys journaled
+    after it were ``in_flight``: the drain applied them and the stop-point digests cover them);
+    ``copied``: a snapshot-only table read whole on both sides after it was copied again at the stop point.
+    The digests are over the canonical rows, not comparable with ``TableProof``'s load-path digests."""
+
+    at: str
+    status: str
+    sqlite_rows: int
+    sqlite_digest: str
+    pg_rows: int
+    pg_digest: str
+    seq: int | None = None
+    in_flight: int = 0
 
 
 class TableProof(msgspec.Struct, frozen=True):
@@ -47,6 +69,8 @@ class TableProof(msgspec.Struct, frozen=True):
     how: str = "full"
     """``prepass``: unchanged since the pre-freeze read; ``incremental``: changed keys re-read; ``full``;
     ``copied``: a snapshot-only table copied again from the frozen SQLite, then both sides read whole."""
+    independent: IndependentCheck | None = None
+    """The independent comparison the verdict rests on; None: none ran (cutover ``--skip-full-verify``)."""
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True):
@@ -103,10 +127,13 @@ class CertificateError(ReplicatorError):
 
 def _body(cert: Certificate) -> bytes:
     body = msgspec.structs.replace(cert, sha256="")
-    if cert.format >= 2:
+    if cert.format >= FORMAT:
         return msgspec.json.encode(body, order="sorted")
-    fields = msgspec.to_builtins(body)  # what a format-1 certificate was sealed over
-    return msgspec.json.encode({k: v for k, v in fields.items() if k not in _ADDED_IN_2}, order="sorted")
+    fields = msgspec.to_builtins(body)  # what an older certificate was sealed over
+    fields["tables"] = [{k: v for k, v in t.items() if k not in _ADDED_IN_3_PER_TABLE} for t in fields["tables"]]
+    if cert.format < 2:
+        fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_2}
+    return msgspec.json.encode(fields, order="sorted")
 
 
 def seal(cert: Certificate) -> Certificate:
@@ -254,6 +281,18 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
     if source is not None:
         found += moved(cert, "sqlite", sqlite_side(source, plan, names, config.source.busy_timeout_ms))
     return found
+
+
+def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify.VerifyReport:
+    """The certified tables compared now, SQLite against PostgreSQL, by verify's independent reading (the
+    comparison cutover's preflight ran; the moved check above compares each side with its own record)."""
+    from replicator import apply
+
+    with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+        plan = apply.load_plan(conn, config.target.state_schema)
+    if plan is None:
+        raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
+    return verify.verify(source, dsn, config, [t.table for t in cert.tables], keys=True, plan=plan)
 
 
 def check(cert: Certificate) -> None:

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 import msgspec
@@ -25,6 +25,9 @@ from replicator import __version__, config, log, pg
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError
+
+if TYPE_CHECKING:
+    from replicator.verify import TableVerify
 
 F = TypeVar("F", bound=Callable[..., Any])
 KNOWN_ERRORS = (ReplicatorError, CaptureError, CheckpointError)
@@ -597,6 +600,11 @@ def capture_status(ctx: Context, as_json: bool) -> None:
 def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_json: bool) -> None:
     """Compare row counts and canonical checksums of every table on both sides; exit 3 on a mismatch.
 
+    Each side is read on its own, not through the converters the snapshot and the apply use: what
+    SQLite stores and what PostgreSQL returns are compared by meaning (the column's PostgreSQL type
+    and the storage format the plan recorded: epoch ms, ISO text, 0/1...), so a conversion mistake in
+    the load shows as a difference. The rule per type is in the docstring of replicator/proof.py.
+
     Keys journaled after the position PostgreSQL was compared at are "in flight" (no mismatch) only
     while a daemon is running and advancing: it holds the source's lock, in CATCHUP or STREAMING, and
     is not stalled. After a cutover, unfence or rollback, after an error, or with no daemon running,
@@ -834,7 +842,11 @@ def rollback(ctx: Context, force: bool, as_json: bool) -> None:
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
 @click.option("--verify", "verify_file", type=click.Path(path_type=Path), default=None, help="Check this file.")
-@click.option("--live", is_flag=True, help="Also re-read both databases: did anything change since?")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also re-read both databases: did anything change since, and do they still compare equal (verify's reading)?",
+)
 def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: bool) -> None:
     """Show the stored cutover certificate and check its SHA-256; exit 3 if it does not verify."""
     from replicator import certificate as cert_mod
@@ -856,19 +868,31 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
             hint="an older cutover's file, or another target",
         )
     moved = []
+    differ: list[str] = []
     if live:
         source = Path(ctx.config.source.path) if ctx.config.source.path else None
         moved = cert_mod.live_check(cert, source, ctx.target, ctx.config)
+        if source is not None:
+            report = cert_mod.live_compare(cert, source, ctx.target, ctx.config)
+            differ = [_differing(t) for t in report.tables if t.status == "mismatch"]
     if as_json:
         click.echo(msgspec.json.encode(cert).decode())
     elif not ctx.quiet:
         click.echo(cert_mod.render(cert))
-        click.echo("seal: SHA-256 verifies" + ("; live: unchanged since the cutover" if live and not moved else ""))
-    if moved:
-        listed = "; ".join(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved)
+        unchanged = live and not moved and not differ
+        click.echo("seal: SHA-256 verifies" + ("; live: unchanged since the cutover" if unchanged else ""))
+    if moved or differ:
+        listed = "; ".join([*(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved), *differ])
         raise VerificationFailed(
             f"changed since the cutover: {listed}", hint="see `replicator rollback` before going back"
         )
+
+
+def _differing(t: TableVerify) -> str:
+    """One table the live independent comparison found different, with its first keys."""
+    keys = [*(f"missing {k}" for k in t.missing), *(f"extra {k}" for k in t.extra)]
+    keys += [f"different {k}" for k in t.different]
+    return f"SQLite ≠ PostgreSQL {t.table} ({', '.join(keys[:5]) or 'no key'})"
 
 
 @cli.group("quarantine")

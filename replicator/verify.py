@@ -1,16 +1,22 @@
 """``replicator verify``: both sides read, digested with the canonical encoding, compared per table.
 
-What "the same" means: each SQLite row is converted by the table's ``row_converter`` (exactly what
-the snapshot and the apply write), each PostgreSQL row is read back as psycopg returns it, and both
-are hashed by :mod:`checkpoints.digest` (the encoding the snapshot checksums and the checkpoints
-use). A table matches when the row counts and the order-independent digests are equal. A source
-row the converter refuses (quarantined at snapshot) is counted apart, never compared. Generated
+What "the same" means (:func:`verify`, so also cutover's preflight and ``certificate --live``): the
+**independent reading** of :mod:`replicator.proof`. Each SQLite value as ``sqlite3`` returns it and
+each PostgreSQL value as psycopg returns it are brought to one canonical form under the column's
+meaning (its PostgreSQL type and the storage format the plan recorded), without the converters the
+snapshot and the apply use, so a conversion mistake in the load path shows as a difference instead of
+being repeated on both sides. Canonical rows are hashed with :mod:`checkpoints.digest`'s encoding. A
+table matches when the row counts and the order-independent digests are equal. A source row whose key
+the load quarantined is counted apart (``refused``), never compared. Generated
 columns are compared like the others, both kinds: a plain one holds what the load wrote, one that
 PostgreSQL computes is read there and set against the value SQLite computes.
 
-Normalisation to "what psycopg returns": ``real`` (float4) values are rounded to float4 on the SQLite
-side, ``char(n)`` is compared without its padding (read as text on both sides), enums as text, and
-JSON columns are compared as parsed documents (``json.loads`` on both sides, kind ``json``).
+The **load-path reading** (``shape_of(..., independent=False)``: each SQLite row converted by the
+table's ``row_converter``, exactly what the snapshot and the apply write) remains for the digests that
+must equal the ones the load keeps: cutover's pre-pass and stop point against the apply's running
+digests, and the certificate's per-side records. There ``real`` (float4) values are rounded to float4
+on the SQLite side, ``char(n)`` is compared without its padding, enums as text, and JSON columns as
+parsed documents (kind ``json``).
 
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
@@ -59,7 +65,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints.digest import Kind, RowEncoder, TableDigest, kinds_from_types
-from replicator import convert, log, pg, pgschema, state, status
+from replicator import convert, log, pg, pgschema, proof, quarantine, state, status
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.formats import float4_value
@@ -175,18 +181,27 @@ class Shape(msgspec.Struct, frozen=True):
     key_target: tuple[str, ...]
     ordered: bool
     """Key ranges mean the same rows on both sides (integer/text key columns)."""
+    independent: bool = False
+    """Read for the independent comparison (:mod:`replicator.proof`), not through the load's converters."""
+    quarantined: frozenset[str] = frozenset()
+    """Independent reading: the keys the load quarantined (:func:`_quarantine_ident`): left out, counted as refused."""
 
     @property
     def kinds(self) -> list[Kind]:
+        if self.independent:  # canonical rows hold only plain values
+            return ["native"] * len(self.types)
         return kinds_from_types(t.name for t in self.types)
 
 
-def shape_of(table: pgschema.TablePlan, schema_name: str, *, computed: bool = False) -> Shape:
+def shape_of(
+    table: pgschema.TablePlan, schema_name: str, *, computed: bool = False, independent: bool = False
+) -> Shape:
     """The read shape of a planned table: ``shape_of(plan.table(name), plan.schema)``.
 
     ``computed``: also the columns PostgreSQL generates, read on both sides (SQLite computes its own
     value): verify compares them. Without it, the loaded columns the running digests cover (cutover's
-    stop point and the certificate compare with those)."""
+    stop point and the certificate compare with those). ``independent``: for the comparison the load
+    path cannot bias (verify, cutover's preflight, ``certificate --live``)."""
     columns = table.compared_columns if computed else table.load_columns
     names = [c.source for c in columns if c.source is not None]
     positions: list[int] = []
@@ -207,6 +222,7 @@ def shape_of(table: pgschema.TablePlan, schema_name: str, *, computed: bool = Fa
         key_source=tuple(names[p] for p in positions),
         key_target=tuple(columns[p].name for p in positions),
         ordered=bool(positions) and all(t in _ORDERED_TYPES for t in key_types),
+        independent=independent,
     )
 
 
@@ -234,7 +250,9 @@ def _finisher(types: Sequence[convert.TargetType]) -> Callable[[tuple[Any, ...]]
 
 
 def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tuple[Any, ...] | None]]:
-    """SQLite rows → canonical Python rows (converted as loaded); refused rows become None."""
+    """SQLite rows → canonical Python rows (converted as loaded, or read independently); refused rows become None."""
+    if shape.independent:
+        return _independent_source_rows(shape)
     convert_row = convert.row_converter(shape.source, shape.source_columns, shape.types)
     finish = _finisher(shape.types)
 
@@ -248,6 +266,61 @@ def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tu
             yield finish(values) if finish is not None else values
 
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# the independent reading (replicator.proof): no converter of the load path is called
+
+
+def _independent_source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tuple[Any, ...] | None]]:
+    """SQLite rows → canonical rows (:func:`replicator.proof.source_row`); quarantined keys become None."""
+    read = proof.source_row(shape.types)
+    skip, positions = shape.quarantined, shape.key_positions
+
+    def rows(raw: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...] | None]:
+        for row in raw:
+            if skip and _quarantine_ident([row[p] for p in positions]) in skip:
+                yield None
+                continue
+            yield read(row)
+
+    return rows
+
+
+def _target_rows(shape: Shape, rows: Iterable[tuple[Any, ...]]) -> Iterable[tuple[Any, ...]]:
+    """PostgreSQL rows as the shape compares them: canonical (independent), or as psycopg returns them."""
+    if not shape.independent:
+        return rows
+    return map(proof.target_row(shape.types), rows)
+
+
+def _quarantine_ident(key: Sequence[Any]) -> str:
+    """A raw SQLite key as the quarantine records it (``quarantine.make``'s JSON-safe values), as one string."""
+    return json.dumps(list(quarantine.make("", {str(i): v for i, v in enumerate(key)}, "", None, "").key.values()))
+
+
+def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: pgschema.TablePlan) -> frozenset[str]:
+    """The keys of ``table`` the load quarantined (read in the caller's transaction).
+
+    Only keyed tables: a keyless table's quarantine names rowids, which verify does not read, so its
+    quarantined rows count as missing in PostgreSQL (they are)."""
+    if not table.key_source:
+        return frozenset()
+    ident = sql.Identifier(state_schema, "quarantine")
+    found = pconn.execute("SELECT to_regclass(%s)", (ident.as_string(pconn),)).fetchone()
+    if not found or found[0] is None:
+        return frozenset()
+    keys = pconn.execute(sql.SQL("SELECT key FROM {} WHERE table_name = %s").format(ident), (table.source,)).fetchall()
+    return frozenset(
+        json.dumps([k[c] for c in table.key_source]) for (k,) in keys if all(c in k for c in table.key_source)
+    )
+
+
+def independent_shape(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, name: str) -> Shape:
+    """The shape verify compares ``name`` with: the independent reading, without the quarantined keys."""
+    table = plan.table(name)
+    shape = shape_of(table, plan.schema, computed=True, independent=True)
+    return msgspec.structs.replace(shape, quarantined=_quarantined(pconn, state_schema, table))
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +386,10 @@ def _digest_rows(
             slot = _hash_slot(row, h, key_positions, buckets)
         else:
             key = tuple([row[p] for p in key_positions])
-            slot = null_slot if None in key else where(bounds, key)
+            try:
+                slot = null_slot if None in key else where(bounds, key)
+            except TypeError:  # an unreadable key value (a text marker in an integer key): found by hash
+                slot = null_slot
         counts[slot] += 1
         sums[slot] += h
         total += h
@@ -408,7 +484,8 @@ def _pg_columns(shape: Shape) -> sql.Composable:
     parts = []
     for name, t in zip(shape.target_columns, shape.types, strict=True):
         ident = sql.Identifier(name)
-        parts.append(sql.SQL("{}::text").format(ident) if t.name in ("enum", "char") else ident)
+        as_text = proof.text_output(t) if shape.independent else t.name in ("enum", "char")
+        parts.append(sql.SQL("{}::text").format(ident) if as_text else ident)
     return sql.SQL(", ").join(parts) if parts else sql.SQL("NULL")
 
 
@@ -478,7 +555,7 @@ def table_digest_pg(
     (a server-side cursor needs one). ``lo``/``hi``/``bounds`` are converted key values."""
     started = time.monotonic()
     where, params = _pg_where(shape, lo, hi)
-    rows = _pg_fetch(conn, shape, where, params, fetch_rows, on_rows)
+    rows = _target_rows(shape, _pg_fetch(conn, shape, where, params, fetch_rows, on_rows))
     result = _digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, bounds, buckets)
     result.seconds = time.monotonic() - started
     return result
@@ -588,6 +665,9 @@ def _sides(
 
 
 def _key_converters(shape: Shape) -> list[convert.Converter]:
+    """Raw SQLite key values → the values rows are compared by (raise ValueRefused / proof.Unreadable)."""
+    if shape.independent:
+        return [proof.key_value(shape.types[p]) for p in shape.key_positions]
     return [convert.value_converter(shape.types[p]) for p in shape.key_positions]
 
 
@@ -613,7 +693,7 @@ def _boundaries(sides: _Sides, shape: Shape, lo: Bound, hi: Bound, count: int, f
     for raw in sides.sqlite(_boundary_rows, query, [*params, step]).result():
         try:
             converted = tuple(c(v) for c, v in zip(converters, raw, strict=True))
-        except convert.ValueRefused:
+        except (convert.ValueRefused, proof.Unreadable):
             continue
         if not found or converted > found[-1][1]:
             found.append((raw, converted))
@@ -724,7 +804,9 @@ def _compare_leaf(
     ours, theirs = sides.both(
         _sqlite_leaf,
         (shape, lo, hi, nulls, keep),
-        lambda: _leaf_rows(_pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS), shape, encoder, keep),
+        lambda: _leaf_rows(
+            _target_rows(shape, _pg_fetch(sides.pconn, shape, pwhere, pparams, FETCH_ROWS)), shape, encoder, keep
+        ),
     )
     for ident, (key, row_hash) in sorted(ours.items(), key=lambda item: item[0]):
         other = theirs.get(ident)
@@ -1050,7 +1132,7 @@ def _compare(
         # Every row is read in the read transaction this call runs in (the child's, in process mode).
         head, pending = sides.sqlite(_sqlite_position, applied).result()
         for name in names:
-            shape = shape_of(plan.table(name), plan.schema, computed=True)
+            shape = independent_shape(pconn, config.target.state_schema, plan, name)
             found = verify_table(
                 sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name), progress=progress
             )
