@@ -529,6 +529,22 @@ _REPR_MAX_FRACTION: Final = 20
 _REPR_MAX_INTEGER: Final = 16
 
 
+def _refuse_real(v: float, number: Decimal, precision: int | None, scale: int | None) -> None:
+    """A REAL that does not fit: when its 15-significant-digit reading does (the digits SQLite keeps
+    turning decimal text into a REAL, and Django's reading), the refusal names that setting."""
+    reason = decimal_fits(number, precision, scale) or ""
+    try:
+        fifteen = app_decimal(v, precision, scale, REAL15)
+    except ValueRefused:
+        raise ValueRefused(reason) from None
+    if decimal_fits(fifteen, precision, scale) is not None:
+        raise ValueRefused(reason)
+    raise ValueRefused(
+        f"{reason} (read with the 15 significant digits SQLite keeps, it is {fifteen})",
+        setting=f'format = "{REAL15}"',
+    )
+
+
 def _numeric(t: TargetType) -> _Plan:
     precision, scale = t.precision, t.scale
     # Integers pass unchanged when every integer below the limit fits (never for a negative scale).
@@ -553,7 +569,10 @@ def _numeric(t: TargetType) -> _Plan:
                 return v
             return checked(app_decimal(v, precision, scale, reader))
         if type(v) is float:
-            return checked(app_decimal(v, precision, scale, reader))
+            number = app_decimal(v, precision, scale, reader)
+            if reader is None and decimal_fits(number, precision, scale) is not None:
+                _refuse_real(v, number, precision, scale)
+            return checked(number)
         if type(v) is str:
             return checked(parse_decimal_text(v))
         raise _refuse_storage(v, label)

@@ -419,3 +419,25 @@ def test_plan_reflects_a_domain_as_its_base_type(pg: Any) -> None:
     pg.execute("CREATE TABLE dom (p positive)")
     (column,) = pgschema.reflect(pg, "public")["dom"].columns
     assert pgschema.target_type(column) == parse_type("integer")
+
+
+def test_a_one_ulp_real_outside_django_names_the_reading_that_loads_it(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """Not a Django project: the shortest repr (what Prisma and Python print) has a 9th decimal, so the
+    value is refused; the hint names format = "real15", and followed as written the price loads."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE item (id integer PRIMARY KEY, price decimal)")
+        conn.execute("INSERT INTO item VALUES (1, '30475227.150471')")  # SQLite stores 30475227.150471002
+    conn.close()
+    pg.execute("CREATE TABLE item (id bigint PRIMARY KEY, price numeric(20, 6))")
+    config_file = tmp_path / "replicator.toml"
+    config_file.write_text("")
+    args = ("snapshot", "--source", str(path), "--target", pg_dsn, "--mode", "existing", "--config", str(config_file))
+    first = _cli(*args, cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    assert "item (id=1) column price" in first.stderr
+    _follow(first.stderr, config_file)
+    assert 'format = "real15"' in config_file.read_text()
+    second = _cli(*args, "--replace", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert pg.execute("SELECT price::text FROM item").fetchall() == [("30475227.150471",)]
