@@ -965,8 +965,25 @@ def plan_existing(
 
     A case-insensitive match is accepted and reported (Prisma keeps ``"createdAt"``; Django lower-cases).
     A column missing on either side is an error naming every one of them, unless config skips it:
-    loading a table without a column the app expects is a silent data loss.
+    loading a table without a column the app expects is a silent data loss. Every problem is named
+    in the one refusal, each with its fix (:func:`map_existing` returns them instead).
     """
+    plan, problems = map_existing(schema, pg_tables, profiles, config)
+    if problems:
+        raise UsageError(
+            f"the target schema does not match the SQLite schema ({len(problems)} problem(s)): " + "; ".join(problems),
+            hint="each problem names its fix; fix them all, then rerun (nothing was written)",
+        )
+    return plan
+
+
+def map_existing(
+    schema: Schema,
+    pg_tables: Mapping[str, PgTable],
+    profiles: Mapping[str, TableProfile],
+    config: Config,
+) -> tuple[SchemaPlan, list[str]]:
+    """:func:`plan_existing`'s mapping and its problems: the plan holds every column that maps."""
     warnings: list[str] = []
     problems: list[str] = []
     tables: list[TablePlan] = []
@@ -998,18 +1015,14 @@ def plan_existing(
         plan = _map_table(table, pg_table, profiles.get(table.name), overrides, problems, warnings, django=django)
         tables.append(plan)
         kept.append(table.name)
-    if problems:
-        raise UsageError(
-            f"the target schema does not match the SQLite schema ({len(problems)} problem(s)): " + "; ".join(problems),
-            hint="each problem names its fix; fix them all, then rerun (nothing was written)",
-        )
-    return SchemaPlan(
+    mapped = SchemaPlan(
         mode="existing",
         schema=config.target.schema,
         tables=tuple(tables),
         order=tuple(n for n in order if n in kept),
         warnings=tuple(warnings),
     )
+    return mapped, problems
 
 
 def _map_table(

@@ -441,3 +441,39 @@ def test_a_one_ulp_real_outside_django_names_the_reading_that_loads_it(tmp_path:
     second = _cli(*args, "--replace", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert pg.execute("SELECT price::text FROM item").fetchall() == [("30475227.150471",)]
+
+
+def test_analyze_existing_lists_every_problem_in_one_pass(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """What took a Django project eight snapshot attempts: one read-only pass names every schema problem
+    and every column holding refused values, with row counts, the first key and each fix."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE a (id integer PRIMARY KEY, ip text, u text, price decimal, s text, pt text);
+            INSERT INTO a VALUES (1, '300.1.1.1', 'nope', '30475227.150471', 'a' || char(0) || 'b', '(1,2)');
+            INSERT INTO a VALUES (2, 'also bad', '256f090027a041bbafeb104a4c0760b6', '1.5', 'ok', NULL);
+            CREATE TABLE b (id integer PRIMARY KEY, n integer);
+            INSERT INTO b VALUES (7, 40000);
+            """
+        )
+    conn.close()
+    pg.execute(
+        "CREATE TABLE a (id bigint PRIMARY KEY, ip inet, u uuid, price numeric(20, 6), s text, pt point);"
+        "CREATE TABLE b (id bigint PRIMARY KEY, n smallint)"
+    )
+    args = ("analyze", "--source", str(path), "--target", pg_dsn, "--mode", "existing", "--json", "-")
+    ran = _cli(*args, cwd=tmp_path)
+    assert ran.returncode == 1, ran.stderr
+    assert "6 problem(s) would stop a snapshot" in ran.stderr
+    findings = [f for f in json.loads(ran.stdout)["findings"] if f["code"] in ("target_schema", "refused_values")]
+    by_column = {(f["table"], f["column"]): f for f in findings if f["code"] == "refused_values"}
+    assert set(by_column) == {("a", "ip"), ("a", "u"), ("a", "price"), ("a", "s"), ("b", "n")}
+    assert by_column[("a", "ip")]["message"].startswith("2 row(s) of a.ip cannot be loaded")
+    assert "(first: id=1)" in by_column[("a", "u")]["message"]
+    assert 'add [types."a"."price"] with format = "real15"' in by_column[("a", "price")]["hint"]
+    assert 'add [types."a"."s"] with strip_nul = true' in by_column[("a", "s")]["hint"]
+    assert "outside the smallint range" in by_column[("b", "n")]["message"]
+    (schema_problem,) = [f for f in findings if f["code"] == "target_schema"]
+    assert "a.pt: target type point cannot be loaded" in schema_problem["message"]
+    assert pg.execute("SELECT count(*) FROM a").fetchone() == (0,)  # read-only: nothing written
