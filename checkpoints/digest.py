@@ -34,6 +34,8 @@ time                               str ``HH:MM:SS[.ffffff]``, then ``Z`` for a z
                                    ``+HH:MM``/``-HH:MM`` when it has a tzinfo
 timedelta                          int: total microseconds
 uuid.UUID                          str: 36 lowercase characters, 8-4-4-4-12
+ipaddress address/interface/net    str: Python's ``str()`` (``192.0.2.1``, ``192.0.2.1/24``,
+                                   ``2001:db8::/32``: compressed, lowercase), for inet and cidr
 list or tuple (a PostgreSQL array) array of its elements, mapped alike
 JSON value (column kind ``json``)  str: the canonical JSON text, see below
 =================================  ==============================================================
@@ -91,6 +93,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import ipaddress
 import json.encoder
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -125,6 +128,8 @@ _SAFE: Final = _NATIVE - {int, str, dt.datetime}
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
 _EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: What psycopg returns for inet (addresses, interfaces) and cidr (networks).
+_IP_TYPES: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
 class Json:
@@ -278,6 +283,8 @@ def _mapped(value: Any) -> Any:
         return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     if isinstance(value, uuid.UUID):
         return uuid.UUID(int=value.int)
+    if isinstance(value, _IP_TYPES):
+        return str(value)
     if isinstance(value, list | tuple):
         return [_mapped(item) for item in value]
     if isinstance(value, Json) or _is_psycopg_json(value):

@@ -160,18 +160,36 @@ def cli() -> None:
     default=None,
     help="Also write the report as JSON to this file ('-' for stdout).",
 )
-def analyze(ctx: Context, json_out: Path | None) -> None:
+@click.option(
+    "--mode",
+    type=click.Choice(["existing"]),
+    default=None,
+    help="existing: also map onto the --target schema the app's migrations created and convert every row "
+    "without writing: every schema problem and every column a snapshot would refuse, at once (exit 1 if any).",
+)
+def analyze(ctx: Context, json_out: Path | None, mode: str | None) -> None:
     """Report what is about to be migrated and what will bite: tables, keys, storage classes, formats."""
     from replicator import analyze as analyze_mod
 
     report = analyze_mod.analyze(ctx.source, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
+    refused = 0
+    if mode == "existing":
+        from replicator import preflight
+
+        found = preflight.check_existing(ctx.source, ctx.target, ctx.config)
+        refused = len(found)
+        report = msgspec.structs.replace(report, findings=(*found, *report.findings))
     if json_out is not None and str(json_out) == "-":
         sys.stdout.write(analyze_mod.to_json(report) + "\n")
-        return
-    if json_out is not None:
+    elif json_out is not None:
         analyze_mod.write_json(report, json_out)
-    if not ctx.quiet:
+    if not ctx.quiet and (json_out is None or str(json_out) != "-"):
         analyze_mod.render(report)
+    if refused:
+        raise ReplicatorError(
+            f"{refused} problem(s) would stop a snapshot into the existing schema (listed above)",
+            hint="apply each one's fix, then run analyze --mode existing again",
+        )
 
 
 def _with_snapshot_options(ctx: Context, identifiers: str | None) -> config.Config:

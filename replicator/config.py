@@ -134,6 +134,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Per table, per column overrides: ``[types."Table".column] type = "timestamptz"``."""
 
 
+def column_fix(table: str, column: str, setting: str) -> str:
+    """A per-column config change spelled so that it can be typed as it reads: the TOML table, then the key."""
+    return f'add [types."{table}"."{column}"] with {setting} to the config file'
+
+
 SECTIONS = {name for name in Config.__struct_fields__ if name != "types"}
 
 

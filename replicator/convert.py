@@ -49,6 +49,16 @@ Rules (storage class → target → value; anything else is refused with the rea
   ``null`` is JSON null, not SQL NULL. jsonb refuses the ``\\u0000`` escape (json keeps it).
 * uuid: ``8-4-4-4-12`` or 32 hex digits in any case, or a 16-byte blob.
 * enum: text equal to a label (case-sensitive).
+* citext: as text.
+* interval(p): integer microseconds (Django's DurationField; a whole real too) or a datetime text counted
+  from 1970-01-01 (SQLAlchemy's Interval); a timedelta, as psycopg writes and reads it.
+* inet / cidr: address text (``192.0.2.1``, ``10.1.2.3/8``, IPv6) as Python's ipaddress reads it;
+  cidr refuses host bits; zone ids refused. ``1.2.3.4/32`` is the address, as PostgreSQL prints it.
+* macaddr / macaddr8: every spelling PostgreSQL accepts, or the raw 6/8 bytes; a 6-byte address in a
+  macaddr8 gets ``ff:fe`` inserted, as PostgreSQL does.
+* timetz(p): ``HH:MM[:SS[.f]]`` with an optional offset; without one it is UTC.
+* numeric with ``format = "real15"`` (chosen for Django projects): numbers are read as Django reads
+  them (15 significant digits, then decimal_places), see formats.app_decimal.
 
 ``TargetType.format`` only changes datetime conversions (unix_s / unix_ms / julian_day fix the unit
 and also admit numeric text); other formats (bool01, iso8601, ...) are descriptive, since every
@@ -85,7 +95,7 @@ import msgspec
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from replicator.config import ColumnOverride
+from replicator.config import ColumnOverride, column_fix
 from replicator.errors import BadValue, UsageError
 from replicator.formats import (
     EPOCH,
@@ -94,19 +104,26 @@ from replicator.formats import (
     JULIAN_MIN,
     MS_THRESHOLD,
     NUMBER_FORMATS,
+    REAL15,
+    SQLITE_REAL_DIGITS,
     ValueRefused,
+    app_decimal,
     check_fraction,
     decimal_fits,
     epoch_micros,
     float4_value,
-    float_to_decimal,
     from_epoch_micros,
     midnight_date,
+    parse_cidr,
     parse_decimal_text,
     parse_epoch_text,
+    parse_inet,
     parse_instant_text,
     parse_int_text,
+    parse_interval,
+    parse_macaddr,
     parse_time_text,
+    parse_timetz_text,
     shortest_float4_repr,
     unit_of,
 )
@@ -160,20 +177,30 @@ class UnsupportedType(UsageError):
 class RowRefused(BadValue):
     """A row holds a value its target column cannot hold exactly; names table, column and value."""
 
-    def __init__(self, table: str, column: str, value: object, reason: str, hint: str = "") -> None:
+    def __init__(self, table: str, column: str, value: object, reason: str, hint: str = "", setting: str = "") -> None:
         self.table = table
         self.column = column
         self.value = value
         self.reason = reason
+        self.setting = setting
+        """A column setting that makes such values load (``strip_nul = true``), or empty."""
+        fixes = [column_fix(table, column, setting)] if setting else []
+        fixes += [hint] if hint else []
         super().__init__(
             f"{table}.{column}: {reason}; value {excerpt(value)}",
-            hint=hint or "fix the value, override the column type in [types], or set snapshot.on_bad_value",
+            hint="; or ".join(fixes) or "fix the value in SQLite, or set snapshot.on_bad_value = quarantine",
         )
         self._hint_given = hint
 
-    def __reduce__(self) -> tuple[type[RowRefused], tuple[str, str, object, str, str]]:
+    @property
+    def fixes(self) -> str:
+        """What makes this value load, naming the table and column; empty when only the data can change."""
+        fixes = [column_fix(self.table, self.column, self.setting)] if self.setting else []
+        return "; or ".join(fixes + ([self._hint_given] if self._hint_given else []))
+
+    def __reduce__(self) -> tuple[type[RowRefused], tuple[str, str, object, str, str, str]]:
         """Picklable (worker processes send refusals back): rebuilt from its own fields."""
-        return (RowRefused, (self.table, self.column, self.value, self.reason, self._hint_given))
+        return (RowRefused, (self.table, self.column, self.value, self.reason, self._hint_given, self.setting))
 
 
 def decode_text(data: bytes) -> str:
@@ -229,6 +256,15 @@ COPY_NAMES: Final[Mapping[str, str]] = {
     "jsonb": "jsonb",
     "uuid": "uuid",
     "enum": "text",
+    "citext": "text",  # citext's binary receive is text's
+    "interval": "interval",
+    "inet": "inet",
+    "cidr": "cidr",
+    "timetz": "timetz",
+    # psycopg has no macaddr type: the converter produces the 6 (8) bytes of the binary form, which
+    # bytea's binary dumper sends unchanged and psycopg reads back as bytes.
+    "macaddr": "bytea",
+    "macaddr8": "bytea",
 }
 
 TYPE_NAMES: Final = frozenset(COPY_NAMES)
@@ -272,6 +308,7 @@ _ALIASES: Final[Mapping[str, str]] = {
     "timestamp without time zone": "timestamp",
     "timestamp with time zone": "timestamptz",
     "time without time zone": "time",
+    "time with time zone": "timetz",
 }
 _MODIFIERS = re.compile(r"\(\s*([0-9]+)\s*(?:,\s*(-?[0-9]+)\s*)?\)")
 
@@ -289,6 +326,8 @@ def parse_type(pg_type_text: str) -> TargetType:
     first = int(mods.group(1)) if mods else None
     second = int(mods.group(2)) if mods and mods.group(2) is not None else None
     base = " ".join(_MODIFIERS.sub(" ", text).replace('"', "").split())
+    if base.startswith("interval"):  # "interval", "interval(3)", "interval day to second(3)"
+        return TargetType("interval", precision=first)
     if base == "float" and first is not None:
         base = "real" if first <= 24 else "double precision"
         first = None
@@ -300,7 +339,7 @@ def parse_type(pg_type_text: str) -> TargetType:
         )
     if base == "numeric":
         return TargetType(base, precision=first, scale=(second or 0) if first is not None else None)
-    if base in ("timestamp", "timestamptz", "time"):
+    if base in ("timestamp", "timestamptz", "time", "timetz"):
         return TargetType(base, precision=first)
     if base == "varchar":
         return TargetType(base, length=first)
@@ -319,7 +358,7 @@ def type_sql(t: TargetType) -> sql.Composable:
     mods: tuple[int, ...] = ()
     if t.name == "numeric" and t.precision is not None:
         mods = (t.precision, t.scale or 0)
-    elif t.name in ("timestamp", "timestamptz", "time") and t.precision is not None:
+    elif t.name in ("timestamp", "timestamptz", "time", "timetz", "interval") and t.precision is not None:
         mods = (t.precision,)
     elif t.name in ("varchar", "char") and t.length is not None:
         mods = (t.length,)
@@ -329,6 +368,8 @@ def type_sql(t: TargetType) -> sql.Composable:
     suffix = "(" + ",".join(str(m) for m in mods) + ")" if mods else ""
     if name == "timestamptz" and suffix:
         return sql.SQL("timestamp{} with time zone").format(sql.SQL(suffix))
+    if name == "timetz" and suffix:
+        return sql.SQL("time{} with time zone").format(sql.SQL(suffix))
     return sql.SQL(name + suffix)
 
 
@@ -480,9 +521,28 @@ def _real(t: TargetType) -> _Plan:
     return _Plan(convert)
 
 
+#: Integers below this have at most 15 digits: Django's 15-significant-digit read keeps them whole.
+_REAL15_EXACT: Final = 10**SQLITE_REAL_DIGITS
+
 #: Bounds on the shortest repr of a double with 1e-4 <= |x| < 1e16: 17 significant digits at most.
 _REPR_MAX_FRACTION: Final = 20
 _REPR_MAX_INTEGER: Final = 16
+
+
+def _refuse_real(v: float, number: Decimal, precision: int | None, scale: int | None) -> None:
+    """A REAL that does not fit: when its 15-significant-digit reading does (the digits SQLite keeps
+    turning decimal text into a REAL, and Django's reading), the refusal names that setting."""
+    reason = decimal_fits(number, precision, scale) or ""
+    try:
+        fifteen = app_decimal(v, precision, scale, REAL15)
+    except ValueRefused:
+        raise ValueRefused(reason) from None
+    if decimal_fits(fifteen, precision, scale) is not None:
+        raise ValueRefused(reason)
+    raise ValueRefused(
+        f"{reason} (read with the 15 significant digits SQLite keeps, it is {fifteen})",
+        setting=f'format = "{REAL15}"',
+    )
 
 
 def _numeric(t: TargetType) -> _Plan:
@@ -497,19 +557,30 @@ def _numeric(t: TargetType) -> _Plan:
             raise ValueRefused(reason)
         return number
 
+    reader = t.format if t.format == REAL15 else None
+
     def convert(v: object) -> object:
         if v is None:
             return None
         if type(v) is int:
-            if (precision is None and -_NUMERIC_INT_LIMIT < v < _NUMERIC_INT_LIMIT) or -limit < v < limit:
+            if reader is None and (
+                (precision is None and -_NUMERIC_INT_LIMIT < v < _NUMERIC_INT_LIMIT) or -limit < v < limit
+            ):
                 return v
-            return checked(Decimal(v))
+            return checked(app_decimal(v, precision, scale, reader))
         if type(v) is float:
-            return checked(float_to_decimal(v))
+            number = app_decimal(v, precision, scale, reader)
+            if reader is None and decimal_fits(number, precision, scale) is not None:
+                _refuse_real(v, number, precision, scale)
+            return checked(number)
         if type(v) is str:
             return checked(parse_decimal_text(v))
         raise _refuse_storage(v, label)
 
+    if reader is not None:
+        # Integers of up to 15 digits read as themselves; every other number goes through app_decimal.
+        small = min(limit, _REAL15_EXACT) if precision is not None else _REAL15_EXACT
+        return _Plan(convert, ((f"type({{v}}) is int and {-small} < {{v}} < {small}", "{v}"),))
     if precision is None:
         # Any finite double (and any SQLite integer) fits an unconstrained numeric.
         return _Plan(
@@ -539,7 +610,7 @@ def _clean_text(t: TargetType) -> Callable[[str], str]:
             if not strip_nul:
                 raise ValueRefused(
                     f"text contains NUL (\\x00) at character {s.index(chr(0))}; PostgreSQL text cannot hold it",
-                    hint="set strip_nul = true for this column in [types] to drop NUL characters",
+                    setting="strip_nul = true",
                 )
             s = s.replace("\x00", "")
         if not s.isascii() and not _utf8_ok(s):
@@ -549,7 +620,7 @@ def _clean_text(t: TargetType) -> Callable[[str], str]:
                     raw = bad.group().encode("utf-8", "surrogateescape") if bad.group() >= "\udc80" else b"?"
                     raise ValueRefused(
                         f"text is not valid UTF-8 (bytes {raw[:8].hex(' ')} at character {bad.start()})",
-                        hint="set replace_bad_utf8 = true for this column in [types] to store U+FFFD instead",
+                        setting="replace_bad_utf8 = true",
                     )
                 s = s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return s
@@ -747,7 +818,7 @@ def _json(t: TargetType, wire: bool) -> _Plan:
             if not strip_nul:
                 raise ValueRefused(
                     "JSON contains the escape \\u0000, which jsonb cannot hold",
-                    hint="set strip_nul = true for this column, or use json instead of jsonb",
+                    setting="strip_nul = true",
                 )
             text = _strip_nul_escapes(text)
         if wire:
@@ -867,6 +938,76 @@ def _time(t: TargetType, wire: bool) -> _Plan:
     return _Plan(convert)
 
 
+def _timetz(t: TargetType) -> _Plan:
+    """timetz: an aware time; text without an offset is UTC (see formats.parse_timetz_text)."""
+    precision = 6 if t.precision is None else min(t.precision, 6)
+    step = 10 ** (6 - precision)
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is not str:
+            raise _refuse_storage(v, "timetz")
+        result = parse_timetz_text(v)
+        if step > 1 and result.microsecond % step:
+            check_fraction(result, step, precision)
+        return result
+
+    return _Plan(convert)
+
+
+def _interval(t: TargetType) -> _Plan:
+    """interval: integer microseconds (Django) or epoch-relative datetime text (SQLAlchemy), a timedelta."""
+    precision = 6 if t.precision is None else min(t.precision, 6)
+    step = 10 ** (6 - precision)
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is int or type(v) is float or type(v) is str:
+            result = parse_interval(v)
+        else:
+            raise _refuse_storage(v, "interval")
+        if step > 1 and result.microseconds % step:
+            raise ValueRefused(f"has {result.microseconds:06d} microseconds; interval({precision}) would round them")
+        return result
+
+    if step > 1:
+        return _Plan(convert)
+    # Every SQLite integer (int64) is within timedelta's range (±8.6e19 µs).
+    return _Plan(convert, (("type({v}) is int", "_td(0, 0, {v})"),))
+
+
+def _network(t: TargetType) -> _Plan:
+    """inet / cidr: text to the ipaddress object psycopg writes, and reads back."""
+    parse = parse_cidr if t.name == "cidr" else parse_inet
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is not str:
+            raise _refuse_storage(v, t.name)
+        return parse(v)
+
+    return _Plan(convert)
+
+
+def _macaddr(t: TargetType) -> _Plan:
+    """macaddr / macaddr8: text in any spelling PostgreSQL accepts, or the raw bytes, as the binary form."""
+    size = 8 if t.name == "macaddr8" else 6
+
+    def convert(v: object) -> object:
+        if v is None:
+            return None
+        if type(v) is str:
+            return parse_macaddr(v, size)
+        if type(v) is bytes and len(v) == size:
+            return v
+        raise _refuse_storage(v, t.name)
+
+    return _Plan(convert)
+
+
 def _plain(builder: Callable[[TargetType], _Plan]) -> Callable[[TargetType, bool], _Plan]:
     """A builder whose values are the same in wire mode."""
     return lambda t, wire: builder(t)
@@ -892,6 +1033,13 @@ _BUILDERS: Final[Mapping[str, Callable[[TargetType, bool], _Plan]]] = {
     "jsonb": _json,
     "uuid": _plain(_uuid),
     "enum": _plain(_enum),
+    "citext": _plain(_text),
+    "interval": _plain(_interval),
+    "inet": _plain(_network),
+    "cidr": _plain(_network),
+    "macaddr": _plain(_macaddr),
+    "macaddr8": _plain(_macaddr),
+    "timetz": _plain(_timetz),
 }
 
 
@@ -987,7 +1135,7 @@ def row_converter(
 #: Types whose fast paths take only values already of the target's Python type (``_unchanged``):
 #: a watched column keeps them. Others (a timestamp's integer epochs) send every value to the watch.
 _EXACT_FAST: Final = frozenset(
-    {"smallint", "integer", "bigint", "double precision", "text", "varchar", "char", "bytea"}
+    {"smallint", "integer", "bigint", "double precision", "text", "varchar", "char", "bytea", "citext"}
 )
 
 
@@ -1010,7 +1158,7 @@ def _locator(
             try:
                 convert(value)
             except ValueRefused as exc:
-                return RowRefused(table, column, value, exc.reason, exc.hint)
+                return RowRefused(table, column, value, exc.reason, exc.hint, exc.setting)
         return RowRefused(table, "?", row, "refused, but no single value is refused on its own")
 
     return locate
@@ -1021,4 +1169,4 @@ def convert_value(table: str, column: str, t: TargetType, value: object) -> obje
     try:
         return value_converter(t)(value)
     except ValueRefused as exc:
-        raise RowRefused(table, column, value, exc.reason, exc.hint) from None
+        raise RowRefused(table, column, value, exc.reason, exc.hint, exc.setting) from None

@@ -10,10 +10,11 @@ only, no surrounding whitespace) so that what is accepted is unambiguous.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import struct
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Context, Decimal, Inexact
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Final, Literal
 
 EPOCH: Final = datetime(1970, 1, 1)
@@ -51,15 +52,18 @@ class ValueRefused(Exception):
     ``hint``); :class:`replicator.convert.RowRefused` adds table, column and value.
     """
 
-    __slots__ = ("hint", "reason")
+    __slots__ = ("hint", "reason", "setting")
 
-    def __init__(self, reason: str, hint: str = "") -> None:
+    def __init__(self, reason: str, hint: str = "", setting: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.hint = hint
+        self.setting = setting
+        """A column setting that makes the value load (``strip_nul = true``): the hint spells it out
+        with the table and column (:func:`replicator.config.column_fix`)."""
 
-    def __reduce__(self) -> tuple[type[ValueRefused], tuple[str, str]]:
-        return (ValueRefused, (self.reason, self.hint))
+    def __reduce__(self) -> tuple[type[ValueRefused], tuple[str, str, str]]:
+        return (ValueRefused, (self.reason, self.hint, self.setting))
 
 
 # -- datetimes -----------------------------------------------------------------------------------
@@ -212,6 +216,22 @@ def parse_time_text(text: str) -> time:
         raise ValueRefused(f"not a valid time: {exc}") from None
 
 
+def parse_timetz_text(text: str) -> time:
+    """A time of day with an offset, ``HH:MM[:SS[.f]][±HH[:MM]|Z]``, as an aware time.
+
+    Without an offset the time is UTC: SQLAlchemy's ``Time(timezone=True)`` on SQLite stores the
+    wall time and drops the zone (realworld.md §2.4), and every ORM here writes UTC.
+    """
+    match = _TIMETZ.fullmatch(text)
+    if match is None:
+        raise ValueRefused("not a 'HH:MM[:SS[.ffffff]][+HH:MM]' time of day")
+    clock, offset = match.groups()
+    return parse_time_text(clock).replace(tzinfo=_offset(offset) if offset else UTC)
+
+
+_TIMETZ = re.compile(r"([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?) ?(Z|z|UTC|[+-][0-9]{2}(?::?[0-9]{2})?)?")
+
+
 def unit_of(number: int | float, unit: str | None) -> Unit:
     """The unit of a datetime number: the column's declared format, else the magnitude rule.
 
@@ -229,7 +249,8 @@ def unit_of(number: int | float, unit: str | None) -> Unit:
     if JULIAN_MIN <= number < JULIAN_MAX:
         raise ValueRefused(
             f"{number!r} is ambiguous: a julian day number (SQLite julianday()) or unix seconds in early 1970",
-            hint="set format = 'julian_day' or 'unix_s' for this column in [types]",
+            hint="format = 'unix_s' reads it as seconds instead",
+            setting='format = "julian_day"',
         )
     return "unix_s"
 
@@ -311,6 +332,102 @@ def midnight_date(value: datetime) -> date:
     return value.date()
 
 
+# -- intervals -----------------------------------------------------------------------------------
+
+#: PostgreSQL's interval holds microseconds in an int64 and days in an int32; Python's timedelta
+#: (what psycopg reads back) is the narrower of the two.
+_MAX_INTERVAL_MICROS: Final = (timedelta.max.days + 1) * 86_400_000_000 - 1
+
+
+def parse_interval(value: int | float | str) -> timedelta:
+    """A duration: integer microseconds (Django's DurationField on SQLite) or a datetime text counted
+    from 1970-01-01 (SQLAlchemy's ``Interval`` on SQLite stores epoch + delta as DATETIME text)."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueRefused(f"real {value!r} is not a whole number of microseconds")
+        value = int(value)
+    if isinstance(value, int):
+        if abs(value) > _MAX_INTERVAL_MICROS:
+            raise ValueRefused(f"{value} microseconds is outside the interval range Python can read back")
+        return timedelta(microseconds=value)
+    if _INTEGER.fullmatch(value):
+        return parse_interval(int(value))
+    moment, offset = _parse(value)
+    if offset is not None:
+        raise ValueRefused("an interval stored as a datetime has no time zone; this text has one")
+    return moment - EPOCH
+
+
+# -- network addresses -----------------------------------------------------------------------------
+
+IpValue = ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def parse_inet(text: str) -> IpValue:
+    """An ``inet``: an address, or address/prefix, as psycopg reads it back from PostgreSQL.
+
+    An address with its full prefix (``/32``, ``/128``) is the bare address, as PostgreSQL prints it.
+    Zone ids (``fe80::1%eth0``) and spaces are refused: PostgreSQL has no such inet.
+    """
+    try:
+        if "/" not in text:
+            if "%" in text:
+                raise ValueError("zone ids are not part of an inet")
+            return ipaddress.ip_address(text)
+        interface = ipaddress.ip_interface(text)
+    except ValueError as exc:
+        raise ValueRefused(f"text is not an IP address ({exc})") from None
+    if "%" in text:
+        raise ValueRefused("text is not an IP address (zone ids are not part of an inet)")
+    if interface.network.prefixlen == interface.max_prefixlen:
+        return interface.ip
+    return interface
+
+
+def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A ``cidr`` network; host bits set are refused (PostgreSQL refuses them too)."""
+    try:
+        if "%" in text:
+            raise ValueError("zone ids are not part of a cidr")
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueRefused(f"text is not a network in CIDR notation ({exc})") from None
+
+
+_HEX2: Final = "[0-9a-fA-F]{2}"
+#: The macaddr spellings PostgreSQL accepts (its documentation's list), 6 bytes; macaddr8 alike with 8.
+_MAC_FORMS: Final = {
+    size: re.compile(
+        "|".join(
+            [
+                ":".join([_HEX2] * size),
+                "-".join([_HEX2] * size),
+                _HEX2 * (size // 2) + "[:-]" + _HEX2 * (size // 2),
+                r"\.".join([_HEX2 * 2] * (size // 2)),
+                "-".join([_HEX2 * 2] * (size // 2)),
+                _HEX2 * size,
+            ]
+        )
+    )
+    for size in (6, 8)
+}
+
+
+def parse_macaddr(text: str, size: int) -> bytes:
+    """A ``macaddr`` (size 6) or ``macaddr8`` (size 8) as its bytes, from the spellings PostgreSQL
+    accepts (``08:00:2b:01:02:03``, ``08-00-2b-01-02-03``, ``08002b:010203``, ``0800.2b01.0203``,
+    ``0800-2b01-0203``, ``08002b010203``). A 6-byte address in a macaddr8 becomes its EUI-64 form
+    (``ff:fe`` inserted in the middle), as PostgreSQL converts it. The bytes are macaddr's binary
+    form, and what psycopg reads back (it has no macaddr type)."""
+    for length in (size, 6):
+        if _MAC_FORMS[length].fullmatch(text):
+            digits = re.sub("[^0-9a-fA-F]", "", text)
+            if length < size:
+                digits = digits[:6] + "fffe" + digits[6:]
+            return bytes.fromhex(digits)
+    raise ValueRefused(f"text is not a {size}-byte MAC address")
+
+
 # -- numbers -------------------------------------------------------------------------------------
 
 
@@ -336,6 +453,49 @@ def float_to_decimal(number: float) -> Decimal:
     if number != number or number in (float("inf"), float("-inf")):
         raise ValueRefused(f"{number!r} has no exact numeric value")
     return Decimal(repr(number))
+
+
+#: SQLite keeps only this many significant digits when it turns decimal text into a REAL (a NUMERIC
+#: column's affinity, sqlite.org/datatype3.html §3), and Django's SQLite backend reads a
+#: DecimalField's REAL with this many (``get_decimalfield_converter``). The digits past it are noise
+#: of SQLite's conversion: 30475227.150471 written as text is stored as 30475227.150471002.
+SQLITE_REAL_DIGITS: Final = 15
+_REAL_DIGITS: Final = Context(prec=SQLITE_REAL_DIGITS)
+
+#: ``TargetType.format`` of a numeric column whose REALs are read as Django reads them.
+REAL15: Final = "real15"
+
+
+def app_decimal(number: int | float, precision: int | None, scale: int | None, reader: str | None) -> Decimal:
+    """The decimal the application reads for a number SQLite stores in a decimal column.
+
+    This is the one rule for numbers loaded into ``numeric``: PostgreSQL gets what the app reads.
+
+    * ``reader`` None (Prisma, SQLAlchemy, plain SQL): an integer is itself; a REAL is its shortest
+      round-trip decimal (:func:`float_to_decimal`), the digits every language prints.
+    * ``reader`` ``"real15"`` (Django, chosen automatically for a Django project): Django's SQLite
+      backend reads ``Context(prec=15).create_decimal_from_float(value)`` -- integers too -- then
+      quantizes to ``decimal_places`` in a context of ``max_digits`` digits, both rounding half to even.
+      So 30475227.150471002, the REAL SQLite made of the text 30475227.150471, reads 30475227.150471,
+      and a 20-digit price SQLite kept as a 15-digit REAL reads those 15 digits. A value Django cannot
+      read (the quantized value needs more than max_digits digits) is refused: Django's own read fails.
+
+    The caller still checks the result fits numeric(precision, scale) (:func:`decimal_fits`).
+    """
+    if reader != REAL15:
+        return Decimal(number) if isinstance(number, int) else float_to_decimal(number)
+    if isinstance(number, float) and (number != number or number in (float("inf"), float("-inf"))):
+        raise ValueRefused(f"{number!r} has no exact numeric value")
+    value = _REAL_DIGITS.create_decimal_from_float(number)
+    if scale is None:
+        return value
+    try:
+        return value.quantize(Decimal(1).scaleb(-scale), context=Context(prec=precision or 1000))
+    except InvalidOperation:
+        raise ValueRefused(
+            f"{value} does not fit numeric({precision},{scale}) once rounded to {scale} decimal places, "
+            "so Django cannot read it from SQLite either"
+        ) from None
 
 
 #: Unconstrained numeric holds up to 131072 digits before the point and 16383 after it.

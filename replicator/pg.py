@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 import psycopg
 from psycopg import conninfo
+from psycopg.types.string import TextBinaryLoader
 
 from replicator import log
 from replicator.errors import TargetError, UsageError, is_transient_pg
@@ -131,9 +132,35 @@ def connect(dsn: str | None, *, autocommit: bool = False, connect_timeout: int =
     params.setdefault("application_name", APPLICATION_NAME)
     params.setdefault("connect_timeout", connect_timeout)
     try:
-        return psycopg.connect(**params, autocommit=autocommit)
+        conn = psycopg.connect(**params, autocommit=autocommit)
     except psycopg.Error as exc:
         raise connect_error(exc, dsn) from None
+    try:
+        read_citext_as_text(conn)
+    except psycopg.Error as exc:
+        conn.close()
+        raise connect_error(exc, dsn) from None
+    return conn
+
+
+#: The citext extension's type: its binary form is its text, but psycopg does not know the type
+#: (its oid differs per database) and would return binary values as bytes.
+_CITEXT = "SELECT oid FROM pg_type WHERE typname = 'citext' AND typtype = 'b'"
+
+
+def read_citext_as_text(conn: psycopg.Connection[Any]) -> None:
+    """Read citext as ``str`` in binary results too, as in text results.
+
+    The converter produces ``str`` for it, and the digests of the snapshot (converted values), of
+    the apply (row images PostgreSQL returns in binary) and of verify must encode the same value.
+    One catalog query per connection; the loader is the connection's own. (Enums are read as text
+    where digests are taken: verify casts them, the apply digests them as PostgreSQL returns them.)
+    """
+    oids = [row[0] for row in conn.execute(_CITEXT)]
+    if not conn.autocommit:
+        conn.rollback()  # leave no transaction open: the caller may still set its isolation level
+    for oid in oids:
+        conn.adapters.register_loader(oid, TextBinaryLoader)
 
 
 def connect_error(exc: psycopg.Error, dsn: str) -> TargetError:

@@ -36,9 +36,10 @@ import psycopg.errors
 from psycopg import sql
 
 from replicator import log, sqlexpr, typemap
-from replicator.config import ColumnOverride, Config
-from replicator.convert import TargetType, parse_type
+from replicator.config import ColumnOverride, Config, column_fix
+from replicator.convert import TargetType, UnsupportedType, copy_types, parse_type
 from replicator.errors import TargetError, UsageError
+from replicator.formats import REAL15
 from replicator.profile import TableProfile
 from triggers.names import is_tool_trigger
 from triggers.schema import Affinity, Column, Generated, Schema, Table, dependency_order
@@ -965,6 +966,9 @@ class PgColumn(msgspec.Struct, frozen=True):
     identity: bool
     enum_name: str | None = None
     enum_labels: tuple[str, ...] = ()
+    domain_base: str | None = None
+    """For a column of a domain type, the domain's base type (``format_type`` text): values are
+    converted and COPYed as the base type, and PostgreSQL checks the domain's constraints."""
 
 
 class PgTable(msgspec.Struct, frozen=True):
@@ -974,11 +978,13 @@ class PgTable(msgspec.Struct, frozen=True):
 
 _REFLECT = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
-       a.attgenerated <> '', a.attidentity <> '', t.typtype = 'e', t.typname, a.atttypid
+       a.attgenerated <> '', a.attidentity <> '', b.typtype = 'e', b.typname, b.oid,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
 WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
 ORDER BY c.relname, a.attnum
 """
@@ -988,7 +994,7 @@ def reflect(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, PgTabl
     """The target schema's tables and columns, with enum labels read from pg_enum."""
     columns: dict[str, list[PgColumn]] = {}
     labels: dict[int, tuple[str, ...]] = {}
-    for rel, att, type_text, notnull, hasdef, gen, ident, is_enum, typname, typoid in conn.execute(
+    for rel, att, type_text, notnull, hasdef, gen, ident, is_enum, typname, typoid, base in conn.execute(
         _REFLECT, (schema_name,)
     ):
         enum_labels: tuple[str, ...] = ()
@@ -1009,6 +1015,7 @@ def reflect(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, PgTabl
                 identity=ident,
                 enum_name=typname if is_enum else None,
                 enum_labels=enum_labels,
+                domain_base=base,
             )
         )
     return {name: PgTable(name=name, columns=tuple(cols)) for name, cols in columns.items()}
@@ -1028,17 +1035,64 @@ def _match(name: str, candidates: Sequence[str]) -> tuple[str | None, bool]:
 
 
 def target_type(column: PgColumn) -> TargetType:
+    """The converter's type for a target column; raises UnsupportedType for a type it cannot write."""
     if column.enum_name is not None:
         return msgspec.convert(
             {"name": "enum", "enum_name": column.enum_name, "enum_labels": list(column.enum_labels)}, TargetType
         )
+    return parse_type(column.domain_base or column.type_text)
+
+
+def _same_wire(a: TargetType, b: TargetType) -> bool:
+    """Values of type ``a`` can be COPYed (binary) into a column of type ``b``."""
+    return all(copy_types([a], wire=w) == copy_types([b], wire=w) for w in (False, True)) and (
+        a.name != "enum" or a.enum_labels == b.enum_labels
+    )
+
+
+def _column_type(
+    table: Table,
+    column: Column,
+    pg_col: PgColumn,
+    override: ColumnOverride | None,
+    *,
+    django: bool,
+) -> tuple[TargetType | None, str | None]:
+    """The type to convert one column's values to, or (None, the problem and its fix).
+
+    The app's migrations decide the column's type; config may say how SQLite stores the values
+    (``format``), alter text (``strip_nul``...), or leave the column out (``skip``). A ``type``
+    override is honoured when its values have the column's binary form (``text`` for a
+    ``varchar`` column, ``numeric(20,6)`` for ``numeric``): anything else would write another
+    type's bytes into the column.
+    """
+    where = f"{table.name}.{column.name}"
+    skip = column_fix(table.name, column.name, "skip = true")
     try:
-        return parse_type(column.type_text)
-    except Exception as exc:
-        raise UsageError(
-            f"target column {column.name!r} has type {column.type_text} that replicator cannot convert to ({exc})",
-            hint="set [types.T.c] type = ... in config to a supported type, or skip = true",
-        ) from None
+        native = target_type(pg_col)
+    except UnsupportedType:
+        return None, (
+            f"column {where}: target type {pg_col.type_text} cannot be loaded; {skip} to leave it out "
+            "(its values are not moved: cutover then needs --accept-skipped-columns), or give it a "
+            "supported type in the app's migrations (docs/types.md)"
+        )
+    if override is None or not override.type:
+        chosen = native
+    else:
+        try:
+            chosen = parse_type(override.type)
+        except UnsupportedType:
+            return None, f"column {where}: override type = {override.type!r} is not a type replicator writes"
+        if not _same_wire(chosen, native):
+            return None, (
+                f"column {where}: override type = {override.type!r} cannot be written into the target's "
+                f'{pg_col.type_text} column; remove type from [types."{table.name}"."{column.name}"] '
+                "(in existing mode the app's migrations decide the type; format says how SQLite stores it)"
+            )
+        chosen = msgspec.structs.replace(chosen, enum_name=native.enum_name, enum_labels=native.enum_labels)
+    if django and chosen.name == "numeric" and not (override and override.format):
+        chosen = msgspec.structs.replace(chosen, format=REAL15)
+    return chosen, None
 
 
 def plan_existing(
@@ -1051,12 +1105,30 @@ def plan_existing(
 
     A case-insensitive match is accepted and reported (Prisma keeps ``"createdAt"``; Django lower-cases).
     A column missing on either side is an error naming every one of them, unless config skips it:
-    loading a table without a column the app expects is a silent data loss.
+    loading a table without a column the app expects is a silent data loss. Every problem is named
+    in the one refusal, each with its fix (:func:`map_existing` returns them instead).
     """
+    plan, problems = map_existing(schema, pg_tables, profiles, config)
+    if problems:
+        raise UsageError(
+            f"the target schema does not match the SQLite schema ({len(problems)} problem(s)): " + "; ".join(problems),
+            hint="each problem names its fix; fix them all, then rerun (nothing was written)",
+        )
+    return plan
+
+
+def map_existing(
+    schema: Schema,
+    pg_tables: Mapping[str, PgTable],
+    profiles: Mapping[str, TableProfile],
+    config: Config,
+) -> tuple[SchemaPlan, list[str]]:
+    """:func:`plan_existing`'s mapping and its problems: the plan holds every column that maps."""
     warnings: list[str] = []
     problems: list[str] = []
     tables: list[TablePlan] = []
     order, _cycles = dependency_order(schema.tables)
+    django = any(name.lower() == "django_migrations" for name in pg_tables)
     kept: list[str] = []
     for table in schema.tables:
         overrides = config.types.get(table.name, {})
@@ -1080,21 +1152,17 @@ def plan_existing(
         if folded:
             warnings.append(f"table {table.name!r} matched {pg_name!r} ignoring case")
         pg_table = pg_tables[pg_name]
-        plan = _map_table(table, pg_table, profiles.get(table.name), overrides, problems, warnings)
+        plan = _map_table(table, pg_table, profiles.get(table.name), overrides, problems, warnings, django=django)
         tables.append(plan)
         kept.append(table.name)
-    if problems:
-        raise UsageError(
-            "the target schema does not match the SQLite schema: " + "; ".join(problems),
-            hint='run the app\'s migrations first, or skip with [types.T.c] skip = true (T."*" for a whole table)',
-        )
-    return SchemaPlan(
+    mapped = SchemaPlan(
         mode="existing",
         schema=config.target.schema,
         tables=tuple(tables),
         order=tuple(n for n in order if n in kept),
         warnings=tuple(warnings),
     )
+    return mapped, problems
 
 
 def _map_table(
@@ -1104,6 +1172,8 @@ def _map_table(
     overrides: Mapping[str, ColumnOverride],
     problems: list[str],
     warnings: list[str],
+    *,
+    django: bool = False,
 ) -> TablePlan:
     pg_by_name = {c.name: c for c in pg_table.columns}
     used: set[str] = set()
@@ -1118,19 +1188,23 @@ def _map_table(
             if len(twins) > 1:
                 problems.append(f"column {table.name}.{column.name} matches {' and '.join(twins)} ignoring case")
             elif column.generated is Generated.NO:
-                problems.append(f"column {table.name}.{column.name} is missing in {pg_table.name!r}")
+                problems.append(
+                    f"column {table.name}.{column.name} is missing in {pg_table.name!r}; run the app's "
+                    f"migrations first, or {column_fix(table.name, column.name, 'skip = true')} to leave it out"
+                )
             continue
         if folded:
             warnings.append(f"column {table.name}.{column.name} matched {name!r} ignoring case")
         used.add(name)
         pg_col = pg_by_name[name]
-        chosen = target_type(pg_col)
-        if override is not None and override.type:
-            chosen = parse_type(override.type)
+        native, problem = _column_type(table, column, pg_col, override, django=django)
+        if native is None:
+            problems.append(problem or f"column {table.name}.{column.name}")
+            continue
         chosen = msgspec.structs.replace(
-            chosen,
+            native,
             format=(override.format if override and override.format else None)
-            or typemap.detect_format(chosen, _column_profile(profile, column.name)),
+            or typemap.detect_format(native, _column_profile(profile, column.name)),
             strip_nul=bool(override and override.strip_nul),
             replace_bad_utf8=bool(override and override.replace_bad_utf8),
         )
@@ -1151,7 +1225,14 @@ def _map_table(
         override = overrides.get(pg_col.name)
         if override is not None and override.skip:
             continue
-        problems.append(f"target column {pg_table.name}.{pg_col.name} has no column in SQLite table {table.name!r}")
+        if pg_col.has_default or pg_col.identity or not pg_col.notnull:
+            fill = "the app's default" if pg_col.has_default or pg_col.identity else "NULL"
+            fix = column_fix(table.name, pg_col.name, "skip = true") + f" to load the table without it ({fill})"
+        else:
+            fix = "it is NOT NULL without a default: give it one in the app's migrations"
+        problems.append(
+            f"target column {pg_table.name}.{pg_col.name} has no column in SQLite table {table.name!r}; {fix}"
+        )
     return TablePlan(
         source=table.name,
         name=pg_table.name,

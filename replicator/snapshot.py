@@ -766,8 +766,8 @@ def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: convert.RowRef
         f"refused value in {table.source} ({shown}) column {exc.column}: {exc.reason}; "
         f"value {convert.excerpt(exc.value)}; nothing was written to {table.name}",
         hint=(
-            f"fix the value in SQLite, override the type ([types.{table.source}.{exc.column}] type = ...), "
-            "or use --on-bad-value quarantine to skip and record such rows; rerun with --replace"
+            f"{exc.fixes + '; or ' if exc.fixes else ''}fix the value in SQLite, or use --on-bad-value "
+            "quarantine to skip and record such rows; then rerun with --replace"
         ),
     )
 

@@ -9,13 +9,15 @@ collation difference between the two databases can hide or invent a mismatch.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import msgspec
@@ -93,8 +95,23 @@ def sqlite_canon(t: TargetType) -> Callable[[Any], Any]:
         if name in ("double precision", "real"):
             return float(v)
         if name == "numeric":
+            if t.format == "real15" and not isinstance(v, str):  # Django: 15 digits, then decimal_places
+                django = Context(prec=15).create_decimal_from_float(v)
+                return django if t.scale is None else django.quantize(Decimal(1).scaleb(-t.scale))
             return Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v).strip())
-        if name in ("text", "varchar", "char", "enum"):
+        if name == "interval":
+            return timedelta(microseconds=v) if isinstance(v, int) else datetime.fromisoformat(v) - EPOCH
+        if name == "inet":
+            return ipaddress.ip_interface(v)
+        if name == "cidr":
+            return ipaddress.ip_network(v)
+        if name in ("macaddr", "macaddr8"):
+            digits = re.sub("[^0-9a-f]", "", v.lower())
+            return digits[:6] + "fffe" + digits[6:] if name == "macaddr8" and len(digits) == 12 else digits
+        if name == "timetz":
+            clock = time.fromisoformat(v)
+            return clock.replace(tzinfo=None), clock.utcoffset() or timedelta(0)
+        if name in ("text", "varchar", "char", "enum", "citext"):
             text = _text(v)
             if t.strip_nul:
                 text = text.replace("\x00", "")
@@ -117,7 +134,7 @@ def sqlite_canon(t: TargetType) -> Callable[[Any], Any]:
         if name in ("json", "jsonb"):
             return json_canon(v)
         if name == "uuid":
-            return uuid.UUID(str(v))
+            return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
         raise AssertionError(f"no canonical form for {name}")
 
     return canon
@@ -151,6 +168,14 @@ def pg_canon(t: TargetType) -> Callable[[Any], Any]:
             return float(v)
         if name == "uuid":
             return v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))
+        if name == "char":
+            return v.rstrip(" ")  # char(n) pads; the SQLite text had no padding to compare
+        if name == "inet":
+            return ipaddress.ip_interface(str(v))
+        if name in ("macaddr", "macaddr8"):
+            return str(v).replace(":", "")
+        if name == "timetz":
+            return v.replace(tzinfo=None), v.utcoffset()
         return v
 
     return canon

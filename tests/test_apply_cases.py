@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from checkpoints import audit, store
-from replicator import apply, config, phase
+from replicator import apply, config, pg, phase
 from replicator.worker import RunResult, Worker
 from tests.compare import assert_same
 from triggers import install, journal
@@ -53,8 +53,9 @@ def drain(path: Path, dsn: str, conf: config.Config | None = None) -> RunResult:
 
 
 def check_same(path: Path, dsn: str) -> dict[str, int]:
-    """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests
+    (read on a connection set up as the replicator's own: enum labels and citext as text)."""
+    with pg.connect(dsn, autocommit=True) as conn:
         plan = apply.load_plan(conn, "replicator")
         assert plan is not None
         counts = assert_same(path, conn, plan)

@@ -6,6 +6,7 @@ back. Refused values must raise RowRefused naming table, column, value and reaso
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def roundtrip(
     """Convert ``rows``, write them with binary COPY into a fresh table, return what PostgreSQL reads back."""
     columns = list(columns or [f"c{i}" for i in range(len(types))])
     for t in types:
+        if t.name == "citext":
+            pg.execute("CREATE EXTENSION IF NOT EXISTS citext")
         if t.name == "enum" and t.enum_name:
             exists = pg.execute("SELECT 1 FROM pg_type WHERE typname = %s", (t.enum_name,)).fetchone()
             if exists is None:
@@ -305,6 +308,37 @@ CASES: dict[str, tuple[TargetType, list[tuple[object, object]]]] = {
         ],
     ),
     "enum": (ROLE, [("USER", "USER"), ("ADMIN", "ADMIN")]),
+    "interval": (  # Django: bigint microseconds; SQLAlchemy: epoch + delta as datetime text
+        target("interval"),
+        [
+            (86402000000, timedelta(days=1, seconds=2)),
+            (-1, timedelta(microseconds=-1)),
+            (3.0, timedelta(microseconds=3)),
+            ("1970-01-02 00:00:02.000000", timedelta(days=1, seconds=2)),
+            ("1969-12-31 23:00:00", timedelta(hours=-1)),
+        ],
+    ),
+    "interval(3)": (target("interval(3)"), [(1_000, timedelta(milliseconds=1))]),
+    "inet": (
+        target("inet"),
+        [
+            ("192.168.0.1", ipaddress.ip_address("192.168.0.1")),
+            ("192.168.0.1/32", ipaddress.ip_address("192.168.0.1")),
+            ("10.1.2.3/8", ipaddress.ip_interface("10.1.2.3/8")),
+            ("2001:DB8::1", ipaddress.ip_address("2001:db8::1")),
+            ("::ffff:1.2.3.4", ipaddress.ip_address("::ffff:1.2.3.4")),
+        ],
+    ),
+    "cidr": (target("cidr"), [("10.0.0.0/8", ipaddress.ip_network("10.0.0.0/8"))]),
+    "timetz": (
+        target("time with time zone"),
+        [
+            ("01:02:03", time(1, 2, 3, tzinfo=UTC)),
+            ("01:02:03.5+02:00", time(1, 2, 3, 500000, tzinfo=timezone(timedelta(hours=2)))),
+            ("23:59-0530", time(23, 59, tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
+        ],
+    ),
+    "citext": (target("citext"), [("Hé", "Hé"), (12, "12")]),
 }
 
 
@@ -508,6 +542,21 @@ REFUSALS: list[tuple[str, TargetType, object, str]] = [
     ("bytea from int", target("bytea"), 7, "integer value cannot be stored as bytea"),
     ("real out of range", target("real"), 1e39, "outside the range of real"),
     ("real rounds", target("real"), 0.1234567891, "would become 0.12345679"),
+    ("interval fraction", target("interval"), 1.5, "not a whole number of microseconds"),
+    ("interval zone", target("interval"), "1970-01-02 00:00:00+02:00", "has one"),
+    ("interval words", target("interval"), "2 days", "not an ISO-8601"),
+    ("interval blob", target("interval"), b"x", "blob value cannot be stored as interval"),
+    ("interval(3) rounds", target("interval(3)"), 1, "interval(3) would round them"),
+    ("inet zone id", target("inet"), "fe80::1%eth0", "zone ids"),
+    ("inet leading zero", target("inet"), "010.1.1.1", "not an IP address"),
+    ("inet integer", target("inet"), 16909060, "integer value cannot be stored as inet"),
+    ("cidr host bits", target("cidr"), "10.0.0.1/8", "host bits set"),
+    ("macaddr short", target("macaddr"), "08:00:2b:01:02", "not a 6-byte MAC address"),
+    ("macaddr mixed", target("macaddr"), "08:00-2b:01:02:03", "not a 6-byte MAC address"),
+    ("macaddr blob 8", target("macaddr"), bytes(8), "blob value cannot be stored as macaddr"),
+    ("timetz garbage", target("time with time zone"), "noon", "time of day"),
+    ("timetz offset", target("time with time zone"), "01:00+25:00", "offset"),
+    ("citext nul", target("citext"), "a\x00b", "NUL"),
 ]
 
 
@@ -629,7 +678,7 @@ def test_parse_type(text: str, expected: TargetType) -> None:
     assert parse_type(text) == expected
 
 
-@pytest.mark.parametrize("text", ["USER-DEFINED", "integer[]", "interval", "money", "enum", "time with time zone", ""])
+@pytest.mark.parametrize("text", ["USER-DEFINED", "integer[]", "point", "money", "enum", "tsvector", ""])
 def test_parse_type_refuses_unsupported(text: str) -> None:
     with pytest.raises(UnsupportedType, match="not supported"):
         parse_type(text)
@@ -667,7 +716,7 @@ def test_with_override() -> None:
 
 def test_unknown_target_name_is_a_usage_error() -> None:
     with pytest.raises(UnsupportedType):
-        value_converter(TargetType("interval"))
+        value_converter(TargetType("point"))
     with pytest.raises(UnsupportedType):
         value_converter(TargetType("enum", enum_name="E"))
 

@@ -7,6 +7,7 @@ decimals exact, enums by label.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,13 @@ def test_prisma_schema_receives_every_row(name: str, realworld: Path, pg_dsn: st
     assert row == (True, "USER", True)
 
 
-def test_django_schema_with_a_skipped_interval(realworld: Path, pg_dsn: str, pg: Any) -> None:
+def test_django_schema_with_an_interval(realworld: Path, pg_dsn: str, pg: Any) -> None:
     _apply(pg, "django.sql")
     path = realworld / "orm-samples" / "django52_sample.db"
-    with pytest.raises(UsageError, match="interval"):
-        snapshot.snapshot(path, pg_dsn, CFG, mode="existing")
-    cfg = _with_types({"app_thing": {"dur": ColumnOverride(skip=True)}})
-    result = snapshot.snapshot(path, pg_dsn, cfg, mode="existing")
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="existing")
     assert result.plan is not None
     assert assert_same(path, pg, result.plan) == {"app_thing": 3}
+    assert pg.execute("SELECT dur FROM app_thing WHERE id = 1").fetchone()[0] == timedelta(days=1, seconds=2)
     assert (
         pg.execute("SELECT uid::text FROM app_thing WHERE id = 1").fetchone()[0]
         == "256f0900-27a0-41bb-afeb-104a4c0760b6"
@@ -92,10 +91,10 @@ def test_django_schema_with_a_skipped_interval(realworld: Path, pg_dsn: str, pg:
 def test_sqlalchemy_schema_enum_and_uuid(realworld: Path, pg_dsn: str, pg: Any) -> None:
     _apply(pg, "sqlalchemy.sql")
     path = realworld / "orm-samples" / "sqlalchemy21_sample.db"
-    cfg = _with_types({"t": {"iv": ColumnOverride(skip=True)}})
-    result = snapshot.snapshot(path, pg_dsn, cfg, mode="existing")
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="existing")
     assert result.plan is not None
     assert assert_same(path, pg, result.plan) == {"t": 2}
+    assert pg.execute("SELECT iv FROM t WHERE id = 1").fetchone()[0] == timedelta(days=1, seconds=2)
     assert pg.execute("SELECT color::text, big, data::text FROM t WHERE id = 1").fetchone() == (
         "GREEN",
         4611686018427387904,
