@@ -75,6 +75,7 @@ anything else          **fallback**: str, PostgreSQL's text output (``::text``) 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import math
 import re
@@ -121,7 +122,7 @@ KNOWN: Final = frozenset(
     {
         *("smallint", "integer", "bigint", "double precision", "real", "numeric"),
         *("text", "varchar", "char", "bytea", "boolean", "timestamp", "timestamptz", "date", "time"),
-        *("json", "jsonb", "uuid", "enum"),
+        *("json", "jsonb", "uuid", "enum", "interval", "inet", "cidr"),
     }
 )
 UNREADABLE: Final = "\x00?"
@@ -169,13 +170,21 @@ def plain(number: Decimal) -> str:
     return format(number.normalize(_EXACT), "f")
 
 
-def decimal_of_real(number: float, scale: int | None) -> Decimal:
-    """The meaning of a REAL stored for a decimal column: the value the ORM reads back.
+def decimal_of_real(number: float | int, scale: int | None, reader: str | None = None) -> Decimal:
+    """The meaning of a number stored for a decimal column: the value the ORM reads back.
 
-    Rule: the shortest decimal that round-trips the double (``repr``), quantized to the column's scale
-    (half-even). Change only this function if the load adopts another ORM's rule (Django reads 15
-    significant digits)."""
-    exact = Decimal(repr(number))
+    The plan records which reader the column has (``TargetType.format``); how it reads is written here,
+    apart from the load's :func:`replicator.formats.app_decimal`:
+
+    * no reader (Prisma, SQLAlchemy, plain SQL): the shortest decimal that round-trips the double
+      (``repr``), quantized to the column's scale (half-even); an integer is itself;
+    * ``real15`` (a Django project): Django's SQLite backend, 15 significant digits of the number
+      (``Context(prec=15).create_decimal_from_float``, integers too), then quantized to the scale.
+    """
+    if reader == "real15":
+        fifteen = Context(prec=15, rounding=ROUND_HALF_EVEN).create_decimal_from_float(number)
+        return fifteen if scale is None else fifteen.quantize(Decimal(1).scaleb(-scale), context=_EXACT)
+    exact = Decimal(number) if type(number) is int else Decimal(repr(number))
     if scale is None or not exact.is_finite():
         return exact
     return exact.quantize(Decimal(1).scaleb(-scale), context=_EXACT)
@@ -243,11 +252,11 @@ def _real_target(value: object) -> object:
 
 
 def _numeric_source(t: ColumnType) -> Read:
-    scale = t.scale
+    scale, reader = t.scale, t.format
 
     def read(value: object) -> object:
-        if type(value) is float:
-            return plain(decimal_of_real(value, scale))
+        if type(value) is float or (reader == "real15" and type(value) is int):
+            return plain(decimal_of_real(value, scale, reader))
         number = _number(value)
         return unreadable(value) if number is None else plain(number)
 
@@ -516,6 +525,90 @@ def _same(value: object) -> object:
     return value
 
 
+# --- interval, network addresses, timetz -------------------------------------------------------------
+
+
+def _interval_source(value: object) -> object:
+    """Django stores a duration as integer microseconds; SQLAlchemy as the epoch plus the duration."""
+    if type(value) is int:
+        return value
+    if type(value) is str:
+        micros = _instant_text(value)
+        if micros is None:
+            micros = _interval_text(value)
+        if micros is not None:
+            return micros
+    return unreadable(value)
+
+
+_INTERVAL: Final = re.compile(r"(?:([+-]?\d+) days?)?\s*(?:([+-]?)(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?)?")
+
+
+def _interval_text(text: str) -> int | None:
+    """PostgreSQL's own interval spelling ('1 day', '-1 days +23:59:59.999999', '00:00:05') in microseconds."""
+    match = _INTERVAL.fullmatch(text.strip())
+    if match is None or not text.strip():
+        return None
+    days, sign, hours, minutes, seconds, fraction = match.groups()
+    clock = 0
+    if hours is not None:
+        clock = ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1_000_000 + int((fraction or "").ljust(6, "0"))
+        clock = -clock if sign == "-" else clock
+    return int(days or 0) * 86_400_000_000 + clock
+
+
+def _interval_target(value: object) -> object:
+    if isinstance(value, dt.timedelta):
+        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    return value
+
+
+def _inet(value: object) -> object:
+    """An address as PostgreSQL's inet prints it: the prefix only when it is not the whole address."""
+    try:
+        iface = ipaddress.ip_interface(str(value))
+    except ValueError:
+        return unreadable(value)
+    return str(iface.ip) if iface.network.prefixlen == iface.max_prefixlen else str(iface)
+
+
+def _cidr(value: object) -> object:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=True))
+    except ValueError:
+        return unreadable(value)
+
+
+def _mac(eight: bool) -> Read:
+    def read(value: object) -> object:
+        if type(value) is not str:
+            return unreadable(value)
+        digits = re.sub(r"[:.\-]", "", value).lower()
+        if eight and len(digits) == 12:  # a 6-byte address in a macaddr8 column: ff:fe in the middle
+            digits = digits[:6] + "fffe" + digits[6:]
+        if len(digits) != (16 if eight else 12) or not re.fullmatch(r"[0-9a-f]+", digits):
+            return unreadable(value)
+        return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+
+    return read
+
+
+_TIMETZ: Final = re.compile(r"(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?\s*(?:(Z|UTC)|([+-])(\d\d)(?::?(\d\d))?)?")
+
+
+def _timetz(value: object) -> object:
+    """(microseconds since midnight, offset in seconds): text without an offset is UTC."""
+    if type(value) is not str:
+        return unreadable(value)
+    match = _TIMETZ.fullmatch(value.strip())
+    if match is None:
+        return unreadable(value)
+    hour, minute, second, fraction, _utc, sign, oh, om = match.groups()
+    micros = ((int(hour) * 60 + int(minute)) * 60 + int(second or 0)) * 1_000_000 + int((fraction or "").ljust(6, "0"))
+    offset = 0 if sign is None else (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om or 0) * 60)
+    return f"{micros}{offset:+d}"
+
+
 def _text_form(value: object) -> object:
     """Fallback: SQLite's value as text, the way PostgreSQL would print the same thing."""
     if type(value) is str:
@@ -555,6 +648,16 @@ def _source(t: ColumnType) -> Read:
         return _json_source(t)
     if name == "uuid":
         return _uuid_source
+    if name == "interval":
+        return _interval_source
+    if name == "inet":
+        return _inet
+    if name == "cidr":
+        return _cidr
+    if name in ("macaddr", "macaddr8"):
+        return _mac(name == "macaddr8")
+    if name == "timetz":
+        return _timetz
     return _text_form
 
 
@@ -572,7 +675,15 @@ def _target(t: ColumnType) -> Read:
         return _timestamp_target
     if name in ("json", "jsonb"):
         return _json_target(t)
-    return _same  # int, float, str, bool, date, time and UUID are canonical as psycopg returns them
+    if name == "interval":
+        return _interval_target
+    if name == "inet":
+        return _inet
+    if name == "cidr":
+        return _cidr
+    if name == "timetz":
+        return _timetz
+    return _same  # int, float, str, bool, date, time, UUID and macaddr text are canonical as psycopg returns them
 
 
 def text_output(t: ColumnType) -> bool:

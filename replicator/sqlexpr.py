@@ -419,7 +419,7 @@ class _Parser:
     def _equal(self, op: str, left: _Typed, right: _Typed) -> _Typed:
         kind = self._equality_kind(op, left, right)
         _need(right, kind, op)
-        return _Typed(sql.SQL("({} " + op + " {})").format(left.sql, right.sql), Kind.BOOL)
+        return _Typed(sql.SQL("({} {} {})").format(left.sql, sql.SQL(op), right.sql), Kind.BOOL)
 
     def _equality_kind(self, op: str, *operands: _Typed) -> Kind:
         """INT, or TEXT where ``text_equality`` admits it and no operand carries a SQLite collation."""
@@ -540,14 +540,14 @@ def _need(typed: _Typed, kind: Kind, what: str) -> None:
 def _logic(op: str, left: _Typed, right: _Typed) -> _Typed:
     _need(left, Kind.BOOL, op)
     _need(right, Kind.BOOL, op)
-    return _Typed(sql.SQL("({} " + op + " {})").format(left.sql, right.sql), Kind.BOOL)
+    return _Typed(sql.SQL("({} {} {})").format(left.sql, sql.SQL(op), right.sql), Kind.BOOL)
 
 
 def _integers(op: str, left: _Typed, right: _Typed) -> _Typed:
     """An ordering: integers only (SQLite orders text by its collation, PostgreSQL by the database's)."""
     _need(left, Kind.INT, op)
     _need(right, Kind.INT, op)
-    return _Typed(sql.SQL("({} " + op + " {})").format(left.sql, right.sql), Kind.BOOL)
+    return _Typed(sql.SQL("({} {} {})").format(left.sql, sql.SQL(op), right.sql), Kind.BOOL)
 
 
 def _arithmetic(op: str, left: _Typed, right: _Typed) -> _Typed:
@@ -555,7 +555,7 @@ def _arithmetic(op: str, left: _Typed, right: _Typed) -> _Typed:
     _need(right, Kind.INT, op)
     if left.const and right.const:
         raise Untranslatable(f"{op!r} between two constants: PostgreSQL computes it in 32 bits")
-    return _Typed(sql.SQL("({} " + op + " {})").format(left.sql, right.sql), Kind.INT)
+    return _Typed(sql.SQL("({} {} {})").format(left.sql, sql.SQL(op), right.sql), Kind.INT)
 
 
 def _null_test(operand: _Typed, *, negate: bool) -> _Typed:
