@@ -193,7 +193,7 @@ def test_a_running_daemon_keeps_keys_journaled_after_the_compared_position_in_fl
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
-    assert len(written) > 10
+    assert written  # the app wrote while verify compared (how many depends on the machine)
 
 
 def test_a_paused_daemon_is_in_flight_until_it_counts_as_stalled(src: Path, pg_dsn: str) -> None:
