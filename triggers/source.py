@@ -24,7 +24,7 @@ import threading
 import urllib.parse
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from triggers.errors import SourceBusy, SourceError
@@ -95,10 +95,15 @@ def read_header(path: Path) -> bytes | None:
     with _LOCK:
         if _LIVE.get(key):
             return _HEADERS.get(key)
-        with path.open("rb") as handle:
-            header = handle.read(100)
-        _HEADERS[key] = header
-        return header
+        return _read_raw(path, key)
+
+
+def _read_raw(path: Path, key: FileKey) -> bytes:
+    """The one raw read of the file; the caller holds ``_LOCK`` and has seen no live connection to it."""
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    _HEADERS[key] = header
+    return header
 
 
 def check_file(path: Path) -> None:
@@ -224,11 +229,8 @@ def _open_tracked(path: Path, uri: str) -> SourceConnection:
         key = None  # sqlite3 raises the reason below
     with _LOCK:
         if key is not None and not _LIVE.get(key) and key not in _HEADERS:
-            try:
-                with path.open("rb") as handle:
-                    _HEADERS[key] = handle.read(100)
-            except OSError:
-                pass
+            with suppress(OSError):
+                _read_raw(path, key)
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, factory=SourceConnection)
         if key is not None:
             conn.track(key)
