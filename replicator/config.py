@@ -39,6 +39,7 @@ DEFAULT_STALL_AFTER_S = 60.0
 OnBadValue = Literal["stop", "quarantine"]
 Mode = Literal["auto", "create", "existing"]
 Identifiers = Literal["keep", "downcase"]
+Orm = Literal["auto", "django", "sqlalchemy", "rails", "none"]
 NoKeyPolicy = Literal["refuse", "rowid", "snapshot-only"]
 LogFormat = Literal["auto", "console", "json"]
 
@@ -74,6 +75,10 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """stop names the first value PostgreSQL cannot hold exactly; quarantine loads the rest and records it."""
     identifiers: Identifiers = "keep"
     workers: int = DEFAULT_SNAPSHOT_WORKERS
+    orm: Orm = "auto"
+    """Existing mode: the ORM that reads the database, so each decimal stored as a REAL loads as that ORM
+    reads it (docs/types.md). auto: Django if the target has django_migrations, Rails if ar_internal_metadata,
+    SQLAlchemy if alembic_version; none: the shortest round-trip decimal. A column's format overrides it."""
 
 
 class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

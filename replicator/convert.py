@@ -58,7 +58,8 @@ Rules (storage class → target → value; anything else is refused with the rea
   macaddr8 gets ``ff:fe`` inserted, as PostgreSQL does.
 * timetz(p): ``HH:MM[:SS[.f]]`` with an optional offset; without one it is UTC.
 * numeric with ``format = "real15"`` (chosen for Django projects): numbers are read as Django reads
-  them (15 significant digits, then decimal_places), see formats.app_decimal.
+  them (15 significant digits, then decimal_places); ``"sqlalchemy"`` and ``"rails"`` as those ORMs read
+  them; see formats.app_decimal.
 
 ``TargetType.format`` only changes datetime conversions (unix_s / unix_ms / julian_day fix the unit
 and also admit numeric text); other formats (bool01, iso8601, ...) are descriptive, since every
@@ -98,13 +99,16 @@ from psycopg.types.json import Json, Jsonb
 from replicator.config import ColumnOverride, column_fix
 from replicator.errors import BadValue, UsageError
 from replicator.formats import (
+    DECIMAL_READERS,
     EPOCH,
     EPOCH_UTC,
     JULIAN_MAX,
     JULIAN_MIN,
     MS_THRESHOLD,
     NUMBER_FORMATS,
+    RAILS,
     REAL15,
+    SQLALCHEMY,
     SQLITE_REAL_DIGITS,
     ValueRefused,
     app_decimal,
@@ -523,6 +527,8 @@ def _real(t: TargetType) -> _Plan:
 
 #: Integers below this have at most 15 digits: Django's 15-significant-digit read keeps them whole.
 _REAL15_EXACT: Final = 10**SQLITE_REAL_DIGITS
+#: Integers below this are exact as doubles: SQLAlchemy's "%.6f" % v reads them as themselves.
+_DOUBLE_EXACT: Final = 2**53
 
 #: Bounds on the shortest repr of a double with 1e-4 <= |x| < 1e16: 17 significant digits at most.
 _REPR_MAX_FRACTION: Final = 20
@@ -557,13 +563,13 @@ def _numeric(t: TargetType) -> _Plan:
             raise ValueRefused(reason)
         return number
 
-    reader = t.format if t.format == REAL15 else None
+    reader = t.format if t.format in DECIMAL_READERS else None
 
     def convert(v: object) -> object:
         if v is None:
             return None
         if type(v) is int:
-            if reader is None and (
+            if reader in (None, RAILS) and (
                 (precision is None and -_NUMERIC_INT_LIMIT < v < _NUMERIC_INT_LIMIT) or -limit < v < limit
             ):
                 return v
@@ -577,10 +583,17 @@ def _numeric(t: TargetType) -> _Plan:
             return checked(parse_decimal_text(v))
         raise _refuse_storage(v, label)
 
-    if reader is not None:
+    if reader == REAL15:
         # Integers of up to 15 digits read as themselves; every other number goes through app_decimal.
         small = min(limit, _REAL15_EXACT) if precision is not None else _REAL15_EXACT
         return _Plan(convert, ((f"type({{v}}) is int and {-small} < {{v}} < {small}", "{v}"),))
+    if reader == SQLALCHEMY:
+        # SQLAlchemy formats integers as doubles: exact below 2**53. An unconstrained numeric keeps the
+        # digits it is given, so there every number takes SQLAlchemy's spelling (3.0000000000).
+        small = min(limit, _DOUBLE_EXACT)
+        return _Plan(convert, ((f"type({{v}}) is int and {-small} < {{v}} < {small}", "{v}"),) if small else ())
+    if reader == RAILS:
+        return _Plan(convert, ((f"type({{v}}) is int and {-limit} < {{v}} < {limit}", "{v}"),) if limit else ())
     if precision is None:
         # Any finite double (and any SQLite integer) fits an unconstrained numeric.
         return _Plan(

@@ -11,10 +11,12 @@ only, no surrounding whitespace) so that what is accepted is unambiguous.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import struct
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Context, Decimal, Inexact, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation
+from fractions import Fraction
 from typing import Final, Literal
 
 EPOCH: Final = datetime(1970, 1, 1)
@@ -464,6 +466,19 @@ _REAL_DIGITS: Final = Context(prec=SQLITE_REAL_DIGITS)
 
 #: ``TargetType.format`` of a numeric column whose REALs are read as Django reads them.
 REAL15: Final = "real15"
+#: ... as SQLAlchemy's ``Numeric`` reads them from SQLite (:func:`sqlalchemy_decimal`).
+SQLALCHEMY: Final = "sqlalchemy"
+#: ... as ActiveRecord's decimal type reads them from SQLite (:func:`rails_decimal`).
+RAILS: Final = "rails"
+#: Every ORM reading of a decimal column; any other format (None) is the shortest round-trip decimal.
+DECIMAL_READERS: Final = (REAL15, SQLALCHEMY, RAILS)
+
+#: SQLAlchemy's ``Numeric._default_decimal_return_scale``: the digits it formats when the type has no scale.
+SQLALCHEMY_DEFAULT_SCALE: Final = 10
+#: Ruby's ``Float::DIG + 1``: the most significant digits ActiveRecord and BigDecimal take from a Float.
+RUBY_FLOAT_DIGITS: Final = 16
+_RUBY_SHORTEST: Final = Context(prec=RUBY_FLOAT_DIGITS, rounding=ROUND_DOWN)
+_WIDE: Final = Context(prec=2000)
 
 
 def app_decimal(number: int | float, precision: int | None, scale: int | None, reader: str | None) -> Decimal:
@@ -471,17 +486,22 @@ def app_decimal(number: int | float, precision: int | None, scale: int | None, r
 
     This is the one rule for numbers loaded into ``numeric``: PostgreSQL gets what the app reads.
 
-    * ``reader`` None (Prisma, SQLAlchemy, plain SQL): an integer is itself; a REAL is its shortest
-      round-trip decimal (:func:`float_to_decimal`), the digits every language prints.
+    * ``reader`` None (Prisma, plain SQL): an integer is itself; a REAL is its shortest round-trip
+      decimal (:func:`float_to_decimal`), the digits every language prints.
     * ``reader`` ``"real15"`` (Django, chosen automatically for a Django project): Django's SQLite
       backend reads ``Context(prec=15).create_decimal_from_float(value)`` -- integers too -- then
       quantizes to ``decimal_places`` in a context of ``max_digits`` digits, both rounding half to even.
       So 30475227.150471002, the REAL SQLite made of the text 30475227.150471, reads 30475227.150471,
       and a 20-digit price SQLite kept as a 15-digit REAL reads those 15 digits. A value Django cannot
       read (the quantized value needs more than max_digits digits) is refused: Django's own read fails.
+    * ``"sqlalchemy"`` and ``"rails"``: :func:`sqlalchemy_decimal`, :func:`rails_decimal`.
 
     The caller still checks the result fits numeric(precision, scale) (:func:`decimal_fits`).
     """
+    if reader == SQLALCHEMY:
+        return sqlalchemy_decimal(number, scale)
+    if reader == RAILS:
+        return rails_decimal(number, precision, scale)
     if reader != REAL15:
         return Decimal(number) if isinstance(number, int) else float_to_decimal(number)
     if isinstance(number, float) and (number != number or number in (float("inf"), float("-inf"))):
@@ -496,6 +516,88 @@ def app_decimal(number: int | float, precision: int | None, scale: int | None, r
             f"{value} does not fit numeric({precision},{scale}) once rounded to {scale} decimal places, "
             "so Django cannot read it from SQLite either"
         ) from None
+
+
+def sqlalchemy_decimal(number: int | float, scale: int | None) -> Decimal:
+    """What SQLAlchemy's ``Numeric`` (``asdecimal=True``) reads from SQLite for a stored number.
+
+    pysqlite returns REALs as floats and SQLAlchemy's SQLite dialect has ``supports_native_decimal =
+    False``, so ``Numeric.result_processor`` is ``processors.to_decimal_processor_factory(Decimal,
+    self._effective_decimal_return_scale)``: ``Decimal("%.{scale}f" % value)``, the scale being the
+    type's ``scale`` or, without one, ``_default_decimal_return_scale`` (10). ``%`` formats the exact
+    binary value correctly rounded (half to even), integers included after Python turns them into a
+    double. 30475227.150471002 in a ``Numeric(20, 6)`` reads 30475227.150471, the 17-digit double
+    12345678901234.568 reads 12345678901234.568359. The text keeps its trailing zeros, so an unconstrained
+    numeric gets ``0.1000000000`` and SQLAlchemy reads the same digits back from PostgreSQL.
+    """
+    digits = SQLALCHEMY_DEFAULT_SCALE if scale is None else scale
+    if digits < 0:
+        raise ValueRefused(f"SQLAlchemy cannot read a Numeric with scale {digits} from SQLite ('%.{digits}f')")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueRefused(f"{number!r} has no exact numeric value")
+    return Decimal(f"%.{digits}f" % number)
+
+
+def rails_decimal(number: int | float, precision: int | None, scale: int | None) -> Decimal:
+    """What ActiveRecord's decimal type reads from SQLite for a stored number.
+
+    The sqlite3 gem returns REALs as Floats and integers as Integers; ``ActiveModel::Type::Decimal#cast_value``
+    (the same since Rails 5.0) reads an Integer exactly, and a Float, for a column with a precision, as
+    ``BigDecimal(value.round(scale), [precision, Float::DIG + 1].min)`` then ``.round(scale)`` (BigDecimal's
+    default ROUND_HALF_UP), and without one (``t.decimal`` with no options) as ``value.to_d``: BigDecimal's
+    shortest digits of the Float, cut (not rounded) to 16. A column of scale 0 (``decimal(10)``) is
+    ``Type::DecimalWithoutScale``, an integer type: ``Float#to_i`` truncates toward zero. ``Float#round``
+    is Ruby's (:func:`ruby_float_round`), half away from zero on the double's own arithmetic.
+    """
+    if type(number) is int:
+        return Decimal(number)
+    if not math.isfinite(number):
+        raise ValueRefused(f"{number!r} has no exact numeric value")
+    if scale == 0:
+        return Decimal(int(number))
+    if precision is None or scale is None or scale < 0:  # BigDecimal keeps no trailing zeros
+        return _RUBY_SHORTEST.plus(Decimal(repr(number))).normalize(_WIDE)
+    rounded = ruby_float_round(number, scale)
+    digits = min(precision, RUBY_FLOAT_DIGITS)
+    value = Decimal(f"{rounded:.{digits - 1}e}") if rounded else Decimal(0)
+    return value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP, context=_WIDE)
+
+
+def ruby_float_round(number: float, ndigits: int) -> float:
+    """Ruby's ``Float#round(ndigits)`` for ``ndigits > 0`` (numeric.c ``flo_round``), double for double.
+
+    A number with fewer than ``ndigits`` decimals of precision is returned as is, one far below the last
+    digit is 0.0; above 14 digits the exact value is rounded half up, then its numerator and denominator
+    divided as doubles (``rb_flo_round_by_rational``); otherwise ``round_half_up(x, 10**ndigits) /
+    10**ndigits``, whose ``(f + 0.5) / s <= x`` correction makes 2.675 (binary 2.67499999...) round to
+    2.68 as its shortest digits suggest.
+    """
+    if number == 0.0 or not math.isfinite(number):
+        return number
+    binexp = math.frexp(number)[1]
+    if ndigits >= 17 - (_c_div(binexp, 4) if binexp > 0 else _c_div(binexp, 3) - 1):
+        return number
+    if ndigits < -(_c_div(binexp, 3) + 1 if binexp > 0 else _c_div(binexp, 4)):
+        return 0.0
+    if ndigits > 14:  # Rational#round, then Rational#to_f: numerator and denominator each made a double
+        exact = Fraction(Decimal(number).quantize(Decimal(1).scaleb(-ndigits), rounding=ROUND_HALF_UP, context=_WIDE))
+        return float(exact.numerator) / float(exact.denominator)
+    s = float(10**ndigits)
+    xs = number * s
+    f = float(math.floor(abs(xs)))
+    if abs(xs) - f >= 0.5:  # C's round(): half away from zero
+        f += 1.0
+    f = math.copysign(f, xs)
+    if number > 0 and (f + 0.5) / s <= number:
+        f += 1.0
+    elif number < 0 and (f - 0.5) / s >= number:
+        f -= 1.0
+    return f / s
+
+
+def _c_div(a: int, b: int) -> int:
+    """C's integer division: truncates toward zero."""
+    return -(-a // b) if a < 0 else a // b
 
 
 #: Unconstrained numeric holds up to 131072 digits before the point and 16383 after it.

@@ -39,7 +39,7 @@ from replicator import log, sqlexpr, typemap
 from replicator.config import ColumnOverride, Config, column_fix
 from replicator.convert import TargetType, UnsupportedType, copy_types, parse_type
 from replicator.errors import TargetError, UsageError
-from replicator.formats import REAL15
+from replicator.formats import RAILS, REAL15, SQLALCHEMY
 from replicator.profile import TableProfile
 from triggers.names import is_tool_trigger
 from triggers.schema import Affinity, Column, Generated, Schema, Table, dependency_order
@@ -957,6 +957,25 @@ MIGRATION_TABLES = frozenset(
 )
 
 
+#: The bookkeeping table that marks a schema made by an ORM's migrations, in the order they are tried.
+ORM_MARKERS: Final = (
+    ("django_migrations", "django"),
+    ("ar_internal_metadata", "rails"),
+    ("alembic_version", "sqlalchemy"),
+)
+#: How each ORM reads a decimal column's REALs from SQLite (``TargetType.format``, formats.app_decimal).
+ORM_DECIMAL_READERS: Final = {"django": REAL15, "sqlalchemy": SQLALCHEMY, "rails": RAILS}
+
+
+def decimal_reader(pg_tables: Sequence[str], orm: str) -> str | None:
+    """The numeric reader of an app-created schema: config's ``[snapshot] orm``, or with ``auto`` the ORM
+    whose migration table the target holds (Alembic is SQLAlchemy's). None: the shortest round-trip decimal."""
+    if orm == "auto":
+        names = {name.lower() for name in pg_tables}
+        orm = next((name for marker, name in ORM_MARKERS if marker in names), "none")
+    return ORM_DECIMAL_READERS.get(orm)
+
+
 class PgColumn(msgspec.Struct, frozen=True):
     name: str
     type_text: str
@@ -1056,7 +1075,7 @@ def _column_type(
     pg_col: PgColumn,
     override: ColumnOverride | None,
     *,
-    django: bool,
+    reader: str | None,
 ) -> tuple[TargetType | None, str | None]:
     """The type to convert one column's values to, or (None, the problem and its fix).
 
@@ -1090,8 +1109,8 @@ def _column_type(
                 "(in existing mode the app's migrations decide the type; format says how SQLite stores it)"
             )
         chosen = msgspec.structs.replace(chosen, enum_name=native.enum_name, enum_labels=native.enum_labels)
-    if django and chosen.name == "numeric" and not (override and override.format):
-        chosen = msgspec.structs.replace(chosen, format=REAL15)
+    if reader and chosen.name == "numeric" and not (override and override.format):
+        chosen = msgspec.structs.replace(chosen, format=reader)
     return chosen, None
 
 
@@ -1128,7 +1147,7 @@ def map_existing(
     problems: list[str] = []
     tables: list[TablePlan] = []
     order, _cycles = dependency_order(schema.tables)
-    django = any(name.lower() == "django_migrations" for name in pg_tables)
+    reader = decimal_reader(list(pg_tables), config.snapshot.orm)
     kept: list[str] = []
     for table in schema.tables:
         overrides = config.types.get(table.name, {})
@@ -1152,7 +1171,7 @@ def map_existing(
         if folded:
             warnings.append(f"table {table.name!r} matched {pg_name!r} ignoring case")
         pg_table = pg_tables[pg_name]
-        plan = _map_table(table, pg_table, profiles.get(table.name), overrides, problems, warnings, django=django)
+        plan = _map_table(table, pg_table, profiles.get(table.name), overrides, problems, warnings, reader=reader)
         tables.append(plan)
         kept.append(table.name)
     mapped = SchemaPlan(
@@ -1173,7 +1192,7 @@ def _map_table(
     problems: list[str],
     warnings: list[str],
     *,
-    django: bool = False,
+    reader: str | None = None,
 ) -> TablePlan:
     pg_by_name = {c.name: c for c in pg_table.columns}
     used: set[str] = set()
@@ -1197,7 +1216,7 @@ def _map_table(
             warnings.append(f"column {table.name}.{column.name} matched {name!r} ignoring case")
         used.add(name)
         pg_col = pg_by_name[name]
-        native, problem = _column_type(table, column, pg_col, override, django=django)
+        native, problem = _column_type(table, column, pg_col, override, reader=reader)
         if native is None:
             problems.append(problem or f"column {table.name}.{column.name}")
             continue
