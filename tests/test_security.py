@@ -99,19 +99,25 @@ def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return args[:n], args[n:]
 
 
-def _daemon_briefly(outputs: Outputs, tmp: Path, source: Path, dsn: str, seconds: float = 2.0) -> None:
+def _daemon_briefly(outputs: Outputs, tmp: Path, source: Path, dsn: str, seconds: float = 60.0) -> None:
+    """Run the daemon until it has logged a retry (within ``seconds``: a loaded machine starts Python slowly),
+    then SIGTERM it; its whole output joins the outputs searched for the password."""
     cmd = [sys.executable, "-m", "replicator", "run", "-v", "--log-format", "json", "--until-drained"]
-    proc = subprocess.Popen(
-        [*cmd, "--source", str(source), "--target", dsn],
-        cwd=tmp,
-        env=cli_env({"REPLICATOR_APPLY__RETRY_MAX_WAIT_S": "0.2", "REPLICATOR_TARGET__CONNECT_TIMEOUT_S": "2"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(seconds)
+    log = tmp / f"daemon-{time.monotonic_ns()}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*cmd, "--source", str(source), "--target", dsn],
+            cwd=tmp,
+            env=cli_env({"REPLICATOR_APPLY__RETRY_MAX_WAIT_S": "0.2", "REPLICATOR_TARGET__CONNECT_TIMEOUT_S": "2"}),
+            stdout=sink,
+            stderr=sink,
+        )
+    deadline = time.monotonic() + seconds
+    while "retrying" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    text = out.decode() + err.decode()
+    proc.wait(timeout=30)
+    text = log.read_text()
     outputs.add_text(f"run (daemon) {dsn}", text)
     assert "retrying" in text, text[-2000:]
 

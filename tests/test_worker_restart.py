@@ -32,6 +32,13 @@ def daemon(source: Path, dsn: str, *args: str, failpoints: str = "", batch_rows:
     return subprocess.Popen([*cmd, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def applied_parents(dsn: str) -> int:
+    """Rows of ``parent`` in PostgreSQL now (0 before the daemon made its first commit)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM parent").fetchone()
+    return int(row[0]) if row else 0
+
+
 def changes(source: Path) -> None:
     db = app(source)
     db.execute("PRAGMA foreign_keys = OFF")
@@ -125,7 +132,9 @@ def test_sigterm_mid_stream_exits_zero(src: Path, pg_dsn: str) -> None:
     db.execute("PRAGMA foreign_keys = OFF")
     for i in range(200):
         db.execute("INSERT INTO parent VALUES (?, ?, ?)", (1000 + i, f"n{i}", 0.0))
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60  # mid-stream: the daemon has applied some, not all (Python starts slowly)
+    while applied_parents(pg_dsn) <= 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
