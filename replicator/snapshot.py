@@ -70,7 +70,7 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
-from replicator import convert, faults, log, pg, pgschema, quarantine, state, typemap
+from replicator import convert, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
@@ -322,7 +322,7 @@ def build_plan(
         return pgschema.plan_create(read.schema, read.profiles, config)
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
-    return pgschema.plan_existing(read.schema, pgschema.reflect(conn, config.target.schema), read.profiles, config)
+    return pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
 
 
 def _existing_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> list[str]:
