@@ -256,9 +256,10 @@ def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: boo
 @click.option(
     "--replace",
     is_flag=True,
-    help="Reload everything: drop (create mode) or empty (existing mode) the tables; clears the earlier "
-    "snapshot's state and checkpoint chain. With --tables on a target that streams: reload only those "
-    "tables (planned again from SQLite as it is now); the chain and every other table keep their position.",
+    help="Reload everything: drop (create mode) or empty (existing mode: TRUNCATE, the app's schema stays; "
+    "e.g. rows its migrations seeded) the tables; clears the earlier snapshot's state and checkpoint chain. "
+    "With --tables on a target that streams: reload only those tables (planned again from SQLite as it is "
+    "now); the chain and every other table keep their position.",
 )
 @click.option(
     "--resume",
@@ -357,7 +358,12 @@ def verify_export(path: Path, as_json: bool, quiet: bool) -> None:
     help="create: generate the schema; existing: load into the app's own; auto: create if the target schema is empty.",
 )
 @click.option("--on-bad-value", type=click.Choice(["stop", "quarantine"]), default=None, help="As for snapshot.")
-@click.option("--replace", is_flag=True, help="Reload tables that already hold rows.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Reload tables that already hold rows: drop (create mode) or empty (existing mode: TRUNCATE, "
+    "e.g. rows the app's migrations seeded) them first.",
+)
 @click.option("--single-transaction", is_flag=True, help="One transaction for everything instead of one per table.")
 @click.option("--dry-run", is_flag=True, help="Do everything, then roll back: nothing is committed.")
 def import_(

@@ -40,6 +40,7 @@ from replicator.config import ColumnOverride, Config, column_fix
 from replicator.convert import TargetType, UnsupportedType, copy_types, parse_type
 from replicator.errors import TargetError, UsageError
 from replicator.formats import RAILS, REAL15, SQLALCHEMY
+from replicator.pgreflect import PgColumn, PgTable, target_type
 from replicator.profile import TableProfile
 from triggers.names import is_tool_trigger
 from triggers.schema import Affinity, Column, Generated, Schema, Table, dependency_order
@@ -976,70 +977,6 @@ def decimal_reader(pg_tables: Sequence[str], orm: str) -> str | None:
     return ORM_DECIMAL_READERS.get(orm)
 
 
-class PgColumn(msgspec.Struct, frozen=True):
-    name: str
-    type_text: str
-    notnull: bool
-    has_default: bool
-    generated: bool
-    identity: bool
-    enum_name: str | None = None
-    enum_labels: tuple[str, ...] = ()
-    domain_base: str | None = None
-    """For a column of a domain type, the domain's base type (``format_type`` text): values are
-    converted and COPYed as the base type, and PostgreSQL checks the domain's constraints."""
-
-
-class PgTable(msgspec.Struct, frozen=True):
-    name: str
-    columns: tuple[PgColumn, ...]
-
-
-_REFLECT = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
-       a.attgenerated <> '', a.attidentity <> '', b.typtype = 'e', b.typname, b.oid,
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-JOIN pg_type t ON t.oid = a.atttypid
-JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
-ORDER BY c.relname, a.attnum
-"""
-
-
-def reflect(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, PgTable]:
-    """The target schema's tables and columns, with enum labels read from pg_enum."""
-    columns: dict[str, list[PgColumn]] = {}
-    labels: dict[int, tuple[str, ...]] = {}
-    for rel, att, type_text, notnull, hasdef, gen, ident, is_enum, typname, typoid, base in conn.execute(
-        _REFLECT, (schema_name,)
-    ):
-        enum_labels: tuple[str, ...] = ()
-        if is_enum:
-            if typoid not in labels:
-                rows = conn.execute(
-                    "SELECT enumlabel FROM pg_enum WHERE enumtypid = %s ORDER BY enumsortorder", (typoid,)
-                ).fetchall()
-                labels[typoid] = tuple(r[0] for r in rows)
-            enum_labels = labels[typoid]
-        columns.setdefault(rel, []).append(
-            PgColumn(
-                name=att,
-                type_text=type_text,
-                notnull=notnull,
-                has_default=hasdef,
-                generated=gen,
-                identity=ident,
-                enum_name=typname if is_enum else None,
-                enum_labels=enum_labels,
-                domain_base=base,
-            )
-        )
-    return {name: PgTable(name=name, columns=tuple(cols)) for name, cols in columns.items()}
-
-
 def _match(name: str, candidates: Sequence[str]) -> tuple[str | None, bool]:
     """Exact name first (as PostgreSQL truncates it to 63 bytes), then a unique case-insensitive match (reported)."""
     if name in candidates:
@@ -1051,15 +988,6 @@ def _match(name: str, candidates: Sequence[str]) -> tuple[str | None, bool]:
     if len(folded) == 1:
         return folded[0], True
     return None, False
-
-
-def target_type(column: PgColumn) -> TargetType:
-    """The converter's type for a target column; raises UnsupportedType for a type it cannot write."""
-    if column.enum_name is not None:
-        return msgspec.convert(
-            {"name": "enum", "enum_name": column.enum_name, "enum_labels": list(column.enum_labels)}, TargetType
-        )
-    return parse_type(column.domain_base or column.type_text)
 
 
 def _same_wire(a: TargetType, b: TargetType) -> bool:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from replicator import convert, log, pg, pgschema, snapshot
+from replicator import convert, log, pg, pgreflect, pgschema, snapshot
 from replicator.analyze_report import Finding
 from replicator.config import Config
 from replicator.convert import RowRefused
@@ -48,7 +48,7 @@ def check_existing(path: Path, dsn: str, config: Config) -> list[Finding]:
     try:
         read = snapshot.read_source(conn)
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-            reflected = pgschema.reflect(pconn, config.target.schema)
+            reflected = pgreflect.reflect(pconn, config.target.schema)
         plan, problems = pgschema.map_existing(read.schema, reflected, read.profiles, config)
         conn.text_factory = convert.decode_text
         refused = [found for table in plan.tables for found in refused_columns(conn, table)]

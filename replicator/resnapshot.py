@@ -55,7 +55,7 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import apply, faults, log, pg, pgschema, skips, snapshot, state
+from replicator import apply, faults, log, pg, pgreflect, pgschema, skips, snapshot, state
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.profile import profile_table
@@ -178,7 +178,7 @@ def adopt(
     else:
         only = msgspec.structs.replace(schema, tables=(source_table,))
         try:
-            mapped = pgschema.plan_existing(only, pgschema.reflect(conn, plan.schema), profiles, config)
+            mapped = pgschema.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
         except UsageError as exc:
             if "has no table in target schema" in exc.message:
                 raise _missing(table, table, plan.schema) from None
@@ -250,7 +250,7 @@ def replan(
         sconn.execute("COMMIT")
     only = msgspec.structs.replace(schema, tables=(source_table,))
     try:
-        mapped = pgschema.plan_existing(only, pgschema.reflect(conn, plan.schema), profiles, config)
+        mapped = pgschema.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
     except UsageError as exc:
         raise NotAdopted(
             f"table {table!r} cannot be mapped again (existing mode): {exc.message}", hint=exc.hint

@@ -70,7 +70,7 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
-from replicator import convert, faults, log, pg, pgschema, quarantine, state, typemap
+from replicator import convert, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
@@ -322,7 +322,7 @@ def build_plan(
         return pgschema.plan_create(read.schema, read.profiles, config)
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
-    return pgschema.plan_existing(read.schema, pgschema.reflect(conn, config.target.schema), read.profiles, config)
+    return pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
 
 
 def _existing_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> list[str]:
@@ -360,6 +360,10 @@ def check_target(
 
     ``--resume`` accepts rows only in tables an earlier run of the same source recorded as loaded
     (``loaded``, target names): rows anywhere else are someone else's and are never truncated.
+
+    In existing mode the usual rows are the ones the app's migrations seeded (Django's content types
+    and permissions, Optuna's ``version_info``): the one line names the tables and the flag that
+    replaces them, and offers ``--resume`` only where it would be accepted.
     """
     names = [t.name for t in plan.tables]
     existing = _existing_tables(conn, plan.schema, names)
@@ -374,6 +378,15 @@ def check_target(
                 hint="pass --replace to reload everything, or empty those tables",
             )
         return
+    if populated and plan.mode == "existing":
+        resumable = can_resume and set(populated) <= set(loaded)
+        raise TargetNotEmpty(
+            f"target tables already hold rows: {', '.join(populated)}",
+            hint=("pass --resume to continue the interrupted snapshot of this source, or " if resumable else "")
+            + "rerun the same command with --replace: it empties every table it loads (TRUNCATE; the app's "
+            "schema and migration history stay) and loads SQLite's rows in their place, such as rows the app's "
+            "migrations seeded (Django's content types and permissions)",
+        )
     if populated:
         raise TargetNotEmpty(
             f"target tables already hold rows: {', '.join(populated)}",

@@ -65,7 +65,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints.digest import Kind, RowEncoder, TableDigest, kinds_from_types
-from replicator import convert, log, pg, pgschema, proof, quarantine, state, status
+from replicator import convert, log, pg, pgreflect, pgschema, proof, quarantine, state, status
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.formats import float4_value
@@ -86,7 +86,7 @@ MAX_KEYS: Final = 100
 PROCESS_MIN_BYTES: Final = 32 << 20
 _ORDERED_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "varchar"})
 _TEXT_TYPES: Final = frozenset({"text", "varchar"})
-_TEMPORAL: Final = ("timestamp", "date")
+_TEMPORAL: Final = frozenset({"timestamp", "timestamptz", "date"})
 _DECODE_ERROR: Final = "Could not decode to UTF-8"
 _MODULUS: Final = 1 << 256
 BUCKET_ROWS: Final = 256
@@ -889,18 +889,18 @@ def plan_for(
     }
     if bookkeeping:
         config = msgspec.structs.replace(config, types={**config.types, **bookkeeping})
-    reflected = pgschema.reflect(pconn, config.target.schema)
+    reflected = pgreflect.reflect(pconn, config.target.schema)
     folded = {name.lower(): t for name, t in reflected.items()}
     profiles: dict[str, TableProfile] = {}
     for table in schema.tables:
         target = reflected.get(table.name) or folded.get(table.name.lower())
         if target is None:
             continue
-        types = {c.name.lower(): c.type_text for c in target.columns}
+        types = {c.name.lower(): c.target.name for c in target.columns if c.target is not None}
         temporal = tuple(
             c
             for c in table.columns
-            if types.get(c.name.lower(), "").startswith(_TEMPORAL) and _holds_numbers(sconn, table.name, c.name)
+            if types.get(c.name.lower()) in _TEMPORAL and _holds_numbers(sconn, table.name, c.name)
         )
         if temporal:
             profiles[table.name] = profile_table(sconn, msgspec.structs.replace(table, columns=temporal))

@@ -61,6 +61,7 @@ from replicator import (
     integrity,
     log,
     pg,
+    pgreflect,
     pgschema,
     phase,
     resnapshot,
@@ -553,7 +554,7 @@ class Worker:
         finally:
             self._sconn.execute("COMMIT")
         plan = pgschema.plan_existing(
-            read.schema, pgschema.reflect(conn, self.config.target.schema), read.profiles, self.config
+            read.schema, pgreflect.reflect(conn, self.config.target.schema), read.profiles, self.config
         )
         with conn.transaction():
             apply.save_plan(conn, self.state_schema, plan)

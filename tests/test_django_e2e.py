@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -329,3 +330,51 @@ def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str)
     assert after["user"] == "ada"
     assert after["price"] == "1.500000"
     assert time.monotonic() - started < 90
+
+
+def _rows(pg_dsn: str, sqlite_path: Path, table: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Every row of ``table`` on both sides, PostgreSQL's columns in its order (Django's SQLite order differs)."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn) as conn:
+        names = [r[0] for r in conn.execute(f"SELECT * FROM {table} LIMIT 0").description or ()]
+        select = f"SELECT {', '.join(names)} FROM {table} ORDER BY 1"
+        on_pg = [tuple(r) for r in conn.execute(select)]
+    with sqlite3.connect(sqlite_path) as lite:
+        on_sqlite = [tuple(r) for r in lite.execute(select)]
+    lite.close()
+    return on_sqlite, on_pg
+
+
+def test_rows_the_migrations_seeded_are_replaced_as_the_refusal_says(tmp_path: Path, pg_dsn: str) -> None:
+    """Django's ``migrate`` seeds content types and permissions in PostgreSQL: the first existing-mode snapshot
+    stops on one line that names those tables and the flag; the same command with that flag loads SQLite's
+    rows in their place (ids included) and keeps the app's schema and its migration history."""
+    proj = _project(tmp_path, pg_dsn)
+    assert proj.manage("sqlite", "makemigrations", "shop", "--verbosity", "0").returncode == 0
+    assert proj.manage("sqlite", "migrate", "--verbosity", "0").returncode == 0
+    proj.run("sqlite", "seed")
+    with sqlite3.connect(proj.sqlite) as lite:  # SQLite's content types now differ from the ones PG is seeded with
+        lite.execute("INSERT INTO django_content_type (app_label, model) VALUES ('legacy', 'thing')")
+    lite.close()
+    assert proj.manage("pg", "migrate", "--verbosity", "0").returncode == 0
+    history = _rows(pg_dsn, proj.sqlite, "django_migrations")[1]
+    seeded = _rows(pg_dsn, proj.sqlite, "django_content_type")
+    assert seeded[1]
+    assert seeded[0] != seeded[1]
+    args = ("snapshot", "--source", str(proj.sqlite), "--target", pg_dsn, "--mode", "existing")
+    first = replicator(*args, cwd=tmp_path)
+    assert first.returncode == 2, first.stderr
+    (line,) = [x for x in first.stderr.splitlines() if x.startswith("error:")]
+    assert "already hold rows: auth_permission, django_content_type" in line
+    hinted = re.search(r"rerun the same command with (--[a-z-]+)", line)
+    assert hinted is not None, line
+    assert _rows(pg_dsn, proj.sqlite, "django_content_type")[1] == seeded[1]  # the refusal wrote nothing
+    second = replicator(*args, hinted.group(1), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    for table in ("django_content_type", "auth_permission", "auth_group_permissions", "auth_user_groups"):
+        on_sqlite, on_pg = _rows(pg_dsn, proj.sqlite, table)
+        assert on_sqlite == on_pg, table
+    assert _rows(pg_dsn, proj.sqlite, "django_migrations")[1] == history  # PostgreSQL's own history, untouched
+    check = proj.manage("pg", "migrate", "--check")
+    assert check.returncode == 0, check.stdout + check.stderr

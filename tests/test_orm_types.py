@@ -24,7 +24,7 @@ import msgspec
 import psycopg
 import pytest
 
-from replicator import config, cutover, pgschema, snapshot
+from replicator import config, cutover, pgreflect, snapshot
 from replicator.config import ColumnOverride
 from replicator.convert import RowRefused, convert_value, parse_type, value_converter
 from replicator.errors import BadValue, UsageError
@@ -417,8 +417,8 @@ def test_unsupported_refusal_names_table_key_column() -> None:
 def test_plan_reflects_a_domain_as_its_base_type(pg: Any) -> None:
     pg.execute(PG_SETUP)
     pg.execute("CREATE TABLE dom (p positive)")
-    (column,) = pgschema.reflect(pg, "public")["dom"].columns
-    assert pgschema.target_type(column) == parse_type("integer")
+    (column,) = pgreflect.reflect(pg, "public")["dom"].columns
+    assert pgreflect.target_type(column) == parse_type("integer")
 
 
 def test_a_one_ulp_real_outside_django_names_the_reading_that_loads_it(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
