@@ -295,14 +295,67 @@ def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> v
     return verify.verify(source, dsn, config, [t.table for t in cert.tables], keys=True, plan=plan)
 
 
-def check(cert: Certificate) -> None:
-    """Raise (exit 3) unless the seal verifies."""
+def check(cert: Certificate, stored: Certificate | None = None) -> None:
+    """Raise (exit 3) unless the seal verifies, saying what changed: the body or the seal (``stored``: the
+    copy in the target, compared field by field)."""
     if not seal_ok(cert):
         raise VerificationFailed(
-            f"certificate SHA-256 does not verify (recorded {cert.sha256 or 'none'})",
-            hint="the file was edited or damaged; compare it with the copy stored in the target "
-            "(`replicator certificate`)",
+            f"certificate SHA-256 does not verify: {seal_problem(cert, stored)}",
+            hint="the file was edited or damaged; the copy stored in the target is what the cutover wrote "
+            "(`replicator certificate --json`)",
         )
+
+
+def seal_problem(cert: Certificate, stored: Certificate | None = None) -> str:
+    """Why the seal does not verify, as far as can be told: a damaged seal, the fields that differ from the
+    stored copy, or (offline, unsigned) that the body and the seal disagree without saying which moved."""
+    if len(cert.sha256) != 64 or any(c not in "0123456789abcdef" for c in cert.sha256):
+        return f"the seal {cert.sha256 or '(empty)'!r} is not a SHA-256: the seal itself was damaged or removed"
+    if stored is not None:
+        changed = differences(stored, cert)
+        if changed == ["sha256"]:
+            return "the seal was changed; every field is as the cutover stored it in the target"
+        shown = "; ".join(c for c in changed[:8] if c != "sha256") + ("…" if len(changed) > 8 else "")
+        return f"the body differs from the certificate stored in the target: {shown}"
+    return (
+        f"the body does not hash to the recorded seal {cert.sha256[:16]}…: a field or the seal was changed, and "
+        "without a signature or the copy stored in the target it cannot be told which (pass --target to compare)"
+    )
+
+
+def differences(before: Certificate, after: Certificate) -> list[str]:
+    """Each field that differs, as ``path before → after`` (``sha256`` alone for the seal)."""
+    out: list[str] = []
+
+    def walk(path: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(f"{path}.{key}" if path else str(key), a.get(key), b.get(key))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(f"{path}[{i}]", x, y)
+        elif a != b:
+            out.append("sha256" if path == "sha256" else f"{path} {a!r} → {b!r}")
+
+    walk("", msgspec.to_builtins(before), msgspec.to_builtins(after))
+    return out
+
+
+def proof_problems(cert: Certificate) -> list[str]:
+    """Each table whose recorded proof does not hold: the two sides differ, or the independent reading did."""
+    found = []
+    for t in cert.tables:
+        if t.sqlite_rows != t.pg_rows:
+            found.append(f"{t.table}: PostgreSQL holds {t.pg_rows:,} rows, SQLite {t.sqlite_rows:,} rows")
+        elif t.sqlite_digest != t.pg_digest:
+            found.append(f"{t.table}: the same {t.pg_rows:,} rows on each side, but their checksums differ")
+        if t.independent is not None and t.independent.status == "mismatch":
+            i = t.independent
+            found.append(
+                f"{t.table}: the independent comparison ({i.at}) found the sides different "
+                f"({i.sqlite_rows:,} rows in SQLite, {i.pg_rows:,} in PostgreSQL)"
+            )
+    return found
 
 
 def render(cert: Certificate) -> str:

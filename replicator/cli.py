@@ -468,11 +468,21 @@ def checkpoints_verify(ctx: Context, file: Path | None, against: Path | None) ->
             click.echo(f"tampered: {line}")
         raise ChainBroken(
             f"the checkpoint chain in {where} does not verify: {len(result.findings) + len(extra)} finding(s)",
-            hint="each is listed above; export the chain before changing anything, and do not cut over",
+            hint=_chain_hint(result.cutover),
         )
     if not ctx.quiet:
         head = f", head {result.head} {result.head_hash}" if result.head is not None else ""
         click.echo(f"ok: {result.count} checkpoint(s) in {where} verify{head}")
+
+
+def _chain_hint(cutover: int | None) -> str:
+    """What to do about a chain that does not verify, before the cutover and after it."""
+    if cutover is None:
+        return "each is listed above; export the chain before changing anything, and do not cut over"
+    return (
+        f"each is listed above; the migration was cut over (checkpoint {cutover}): keep this chain and the "
+        "certificate as they are, as evidence, and check them together with `replicator audit`"
+    )
 
 
 def _optional_source(ctx: Context) -> Path | None:
@@ -878,7 +888,7 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
     cert = cert_mod.read_file(verify_file) if verify_file is not None else stored
     if cert is None:
         raise UsageError("no cutover certificate in the target", hint="pass --verify FILE or run cutover first")
-    cert_mod.check(cert)
+    cert_mod.check(cert, stored)
     if verify_file is not None and stored is not None and stored.sha256 != cert.sha256:
         raise VerificationFailed(
             f"{verify_file} is sealed ({cert.sha256[:16]}) but is not the certificate stored in the target "
@@ -893,12 +903,19 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
         if source is not None:
             report = cert_mod.live_compare(cert, source, ctx.target, ctx.config)
             differ = [_differing(t) for t in report.tables if t.status == "mismatch"]
+    unequal = cert_mod.proof_problems(cert)
     if as_json:
         click.echo(msgspec.json.encode(cert).decode())
     elif not ctx.quiet:
         click.echo(cert_mod.render(cert))
         unchanged = live and not moved and not differ
         click.echo("seal: SHA-256 verifies" + ("; live: unchanged since the cutover" if unchanged else ""))
+    if unequal:
+        raise VerificationFailed(
+            f"the certificate records tables that differ: {'; '.join(unequal)}",
+            hint="a cutover never certifies a difference: this certificate was edited and resealed; "
+            "`replicator audit` checks it with the chain",
+        )
     if moved or differ:
         listed = "; ".join([*(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved), *differ])
         raise VerificationFailed(

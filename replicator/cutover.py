@@ -69,7 +69,7 @@ from psycopg import sql
 
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
-from checkpoints.model import Checkpoint, Kind, next_checkpoint, tool_version
+from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, tool_version
 from replicator import (
     apply,
     backup,
@@ -374,6 +374,8 @@ class _Session:
         self.progress: Progress | None = None
         self.independent: dict[str, IndependentCheck] = {}
         """Per table, the preflight's comparison by the independent reading (the certificate's verdict rests on it)."""
+        self.running: dict[str, tuple[int, str]] = {}
+        """Per journaled table, the apply's running count and checksum at the stop point (the chain adds up to it)."""
 
     @classmethod
     def open(cls, source: Path, dsn: str, config: Config) -> _Session:
@@ -836,7 +838,7 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
 
     Snapshot-only tables are proven by :func:`copy_again`, after they are copied from the frozen SQLite."""
     names = session.journaled_tables()
-    running = apply.read_digests(session.pconn, session.state_schema, names)
+    running = session.running = apply.read_digests(session.pconn, session.state_schema, names)
     changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
     now = _open_again(session)
     try:
@@ -1066,11 +1068,24 @@ def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs:
         )
     sequences = pgschema.sync_sequences(conn, session.plan, pgschema.read_sqlite_sequence(frozen.conn))
     warnings = _remaining_post_load(conn, session.plan)
-    cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables={}, kind=Kind.CUTOVER)
+    cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables=_restated(session, proofs), kind=Kind.CUTOVER)
     store.append(conn, cut, schema)
     phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
     return Finished(cut, proofs, sequences, fks, tuple(warnings))
+
+
+def _restated(session: _Session, proofs: tuple[TableProof, ...]) -> dict[str, TableChange]:
+    """What the cutover checkpoint records, so the chain adds up to the certificate (:mod:`checkpoints.ledger`):
+    each snapshot-only table emptied and copied again, and each table whose certified checksum is a full read
+    that reads its values otherwise than the apply's running checksum (same rows: the ledger checks the count)."""
+    out = {}
+    for p in proofs:
+        if p.how == "copied":
+            out[p.table] = TableChange(upserted=p.pg_rows, upserted_digest=p.pg_digest, restated="reload")
+        elif session.running.get(p.table) != (p.pg_rows, p.pg_digest):
+            out[p.table] = TableChange(upserted=p.pg_rows, upserted_digest=p.pg_digest, restated="read")
+    return out
 
 
 def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: str, limit: int = 10) -> str:
