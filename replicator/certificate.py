@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
 
-FORMAT = 3
+FORMAT = 4
 """2 added what the migration left out (skipped tables and columns, every quarantined value); 3 added each
-table's independent comparison (``TableProof.independent``). An older certificate is sealed without the
-fields added after its format, and :func:`_body` leaves them out to check its seal."""
+table's independent comparison (``TableProof.independent``); 4 the Ed25519 ``signature`` of the seal
+(:mod:`replicator.signing`). An older certificate is sealed without the fields added after its format, and
+:func:`_body` leaves them out to check its seal."""
 _ADDED_IN_2 = ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine")
+_ADDED_IN_4 = ("signature",)
 _ADDED_IN_3_PER_TABLE = ("independent",)
 STEP_ORDER = (
     *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify", "copy"),
@@ -84,6 +87,16 @@ class QuarantineEntry(msgspec.Struct, frozen=True):
     acknowledged: bool
 
 
+class Signature(msgspec.Struct, frozen=True):
+    """Ed25519 over the seal (docs/audit.md, "Signature"): who holds the public key can check every field."""
+
+    algorithm: str
+    key_id: str
+    """First 16 hex digits of the SHA-256 of the raw 32-byte public key."""
+    value: str
+    """The 64-byte signature, hex."""
+
+
 class Certificate(msgspec.Struct, frozen=True):
     source_path: str
     source_id: str
@@ -117,6 +130,8 @@ class Certificate(msgspec.Struct, frozen=True):
     """Every quarantined value, acknowledged or accepted with ``--accept-quarantine``."""
     format: int = FORMAT
     sha256: str = ""
+    signature: Signature | None = None
+    """None: not signed (no ``[signing] key`` configured); the seal then detects accidental damage only."""
 
 
 class CertificateError(ReplicatorError):
@@ -126,11 +141,14 @@ class CertificateError(ReplicatorError):
 
 
 def _body(cert: Certificate) -> bytes:
-    body = msgspec.structs.replace(cert, sha256="")
+    """What the seal hashes: every field, ``sha256`` empty and ``signature`` null (it signs the seal)."""
+    body = msgspec.structs.replace(cert, sha256="", signature=None)
     if cert.format >= FORMAT:
         return msgspec.json.encode(body, order="sorted")
     fields = msgspec.to_builtins(body)  # what an older certificate was sealed over
-    fields["tables"] = [{k: v for k, v in t.items() if k not in _ADDED_IN_3_PER_TABLE} for t in fields["tables"]]
+    fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_4}
+    if cert.format < 3:
+        fields["tables"] = [{k: v for k, v in t.items() if k not in _ADDED_IN_3_PER_TABLE} for t in fields["tables"]]
     if cert.format < 2:
         fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_2}
     return msgspec.json.encode(fields, order="sorted")
@@ -306,11 +324,23 @@ def check(cert: Certificate, stored: Certificate | None = None) -> None:
         )
 
 
-def seal_problem(cert: Certificate, stored: Certificate | None = None) -> str:
+def body_hash(cert: Certificate) -> str:
+    """The SHA-256 the seal must equal."""
+    return hashlib.sha256(_body(cert)).hexdigest()
+
+
+def seal_problem(
+    cert: Certificate, stored: Certificate | None = None, signed: Callable[[str], bool] | None = None
+) -> str:
     """Why the seal does not verify, as far as can be told: a damaged seal, the fields that differ from the
-    stored copy, or (offline, unsigned) that the body and the seal disagree without saying which moved."""
+    stored copy, what the signature signed (``signed(seal)``: does the signature sign this seal), or
+    (offline, unsigned) that the body and the seal disagree without saying which moved."""
     if len(cert.sha256) != 64 or any(c not in "0123456789abcdef" for c in cert.sha256):
         return f"the seal {cert.sha256 or '(empty)'!r} is not a SHA-256: the seal itself was damaged or removed"
+    if signed is not None and signed(cert.sha256):
+        return "the body was changed after it was sealed and signed (the recorded seal is the signed one)"
+    if signed is not None and signed(body_hash(cert)):
+        return "the seal was changed; the body is as it was signed"
     if stored is not None:
         changed = differences(stored, cert)
         if changed == ["sha256"]:
@@ -331,7 +361,7 @@ def differences(before: Certificate, after: Certificate) -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b), key=str):
                 walk(f"{path}.{key}" if path else str(key), a.get(key), b.get(key))
-        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        elif isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
             for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 walk(f"{path}[{i}]", x, y)
         elif a != b:

@@ -930,6 +930,83 @@ def _differing(t: TableVerify) -> str:
     return f"SQLite ≠ PostgreSQL {t.table} ({', '.join(keys[:5]) or 'no key'})"
 
 
+@cli.command("audit")
+@click.option(
+    "--certificate",
+    "certificate_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The certificate cutover wrote (app.db.cutover.json).",
+)
+@click.option(
+    "--chain",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The chain as `checkpoints export` wrote it after the cutover.",
+)
+@click.option(
+    "--backup",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The SQLite backup the cutover took: its SHA-256 must be the certificate's.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The signing key's public half (`keys generate`): the signature must verify with it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON.")
+def audit_command(
+    certificate_path: Path, chain: Path, backup: Path | None, public_key: Path | None, as_json: bool
+) -> None:
+    """Check a cutover offline from its files: certificate, chain export, backup, signature; PASS or FAIL.
+
+    Needs no database. Exit 0 when every check that ran passed, 3 when one failed; the report says which
+    checks could not run (no --backup, no --public-key). The formats are in docs/audit.md.
+    """
+    from replicator import auditor
+    from replicator.errors import VerificationFailed
+
+    try:
+        result = auditor.audit(certificate_path, chain, backup=backup, public_key=public_key)
+        click.echo(msgspec.json.encode(result).decode() if as_json else auditor.render(result))
+        if not result.passed:
+            failed = [c.name for c in result.checks if c.status == "fail"]
+            raise VerificationFailed(
+                f"audit FAIL: {', '.join(failed)}", hint="each finding is listed above; keep the files as they are"
+            )
+    except KNOWN_ERRORS as exc:
+        fail(exc, 0)
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """The Ed25519 key that signs cutover certificates (docs/audit.md)."""
+
+
+@keys_group.command("generate")
+@click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to write replicator-signing.key (mode 0600) and replicator-signing.pub.",
+)
+@click.option("--force", is_flag=True, help="Replace key files that exist.")
+def keys_generate(out_dir: Path, force: bool) -> None:
+    """Make a signing key pair: set [signing] key to the private file; give auditors the .pub file."""
+    from replicator import signing
+
+    try:
+        private, public, key_id = signing.generate(out_dir, force=force)
+    except KNOWN_ERRORS as exc:
+        fail(exc, 0)
+    click.echo(f"private key {private} (mode 0600: keep it where cutover runs, and nowhere else)")
+    click.echo(f"public key  {public} (give it to auditors: `replicator audit --public-key {public.name}`)")
+    click.echo(f'key id {key_id}; sign certificates with it: [signing] key = "{private.resolve()}"')
+
+
 @cli.group("quarantine")
 def quarantine_group() -> None:
     """Review the values PostgreSQL could not hold exactly, and acknowledge them before cutover."""

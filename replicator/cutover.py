@@ -65,6 +65,7 @@ from typing import IO, Any, Final
 
 import msgspec
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from checkpoints import audit, store
@@ -81,6 +82,7 @@ from replicator import (
     phase,
     quarantine,
     resnapshot,
+    signing,
     skips,
     snapshot,
     verify,
@@ -151,9 +153,11 @@ def cutover(source: Path, dsn: str, config: Config, options: Options, progress: 
     """Steps 1–7 (see the module docstring); raises CutoverAborted with the state things are in.
     ``progress`` follows the reads before the freeze: the preflight's full verify and the pre-pass."""
     clock = _Clock()
+    key = signing.load_private(Path(config.signing.key)) if config.signing.key and not options.dry_run else None
     bounded = pg.with_lock_timeout(dsn, int(options.max_downtime_s * 1000))  # no lock wait outlasts the budget
     session = _Session.open(Path(source), bounded, config)
     session.progress = progress
+    session.signing_key = key
     try:
         return _steps(session, clock, options)
     except BaseException as exc:
@@ -328,6 +332,8 @@ def _after_fence(
                 quarantine=_quarantine_entries(session),
             )
         )
+        if session.signing_key is not None:
+            cert = signing.sign(cert, session.signing_key)
         path = options.certificate_path or session.source.with_name(session.source.name + ".cutover.json")
         unwritten: files.WriteFailed | None = None
         try:
@@ -374,6 +380,8 @@ class _Session:
         self.progress: Progress | None = None
         self.independent: dict[str, IndependentCheck] = {}
         """Per table, the preflight's comparison by the independent reading (the certificate's verdict rests on it)."""
+        self.signing_key: Ed25519PrivateKey | None = None
+        """Loaded before anything is locked: a key that cannot be read stops the cutover before it starts."""
         self.running: dict[str, tuple[int, str]] = {}
         """Per journaled table, the apply's running count and checksum at the stop point (the chain adds up to it)."""
 

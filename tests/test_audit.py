@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +234,26 @@ def test_finding_8_a_killed_import_is_marked_killed(tmp_path: Path, pg_dsn: str)
             "SELECT command, status, finished_at IS NOT NULL FROM replicator.runs ORDER BY id"
         ).fetchall()
     assert runs == [("import", "killed", True), ("import", "ok", True)]
+
+
+def test_a_run_whose_session_lives_is_not_marked_killed(pg_dsn: str) -> None:
+    """Negative control: only a run whose PostgreSQL session ended is settled."""
+    import psycopg
+
+    from replicator import state
+
+    alive = psycopg.connect(pg_dsn, autocommit=True)
+    with alive.transaction():
+        state.ensure(alive, "replicator")
+        run = state.start_run(
+            alive, "replicator", command="import", mode="create", source=state.SourceIdentity("p", "i")
+        )
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        assert state.mark_killed(other, "replicator") == 0
+        alive.close()
+        for _ in range(100):  # the backend ends as soon as it reads the closed socket
+            if state.mark_killed(other, "replicator"):
+                break
+            time.sleep(0.05)
+        row = other.execute("SELECT status, message FROM replicator.runs WHERE id = %s", (run,)).fetchone()
+    assert row == ("killed", state.KILLED_MESSAGE)
