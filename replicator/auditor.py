@@ -155,12 +155,12 @@ def _signature(cert: Certificate, public: Ed25519PublicKey | None) -> Check:
     if sig.key_id != given:
         return Check(name, "fail", f"the certificate is signed by key {sig.key_id}, not by the key given ({given})")
     if not signing.verifies(sig, cert.sha256, public) or not cert_mod.seal_ok(cert):
-        return Check(
-            name,
-            "fail",
-            f"the signature of key {given} does not sign this certificate",
-            (cert_mod.seal_problem(cert, None, lambda seal: signing.verifies(sig, seal, public)),),
+        why = (
+            cert_mod.seal_problem(cert, None, lambda seal: signing.verifies(sig, seal, public))
+            if not cert_mod.seal_ok(cert)
+            else "its fields were changed and its seal recomputed after it was signed"
         )
+        return Check(name, "fail", f"the signature of key {given} does not sign this certificate", (why,))
     return Check(
         name, "pass", f"signed by key {given}: every field is as the cutover wrote it, the chain's head included"
     )
