@@ -652,7 +652,7 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     if not report.match:
         listed = keys or verify_mod.keys_listed(report)
         hint = "the differing keys are listed above" if listed else "rerun with --keys to list the differing keys"
-        hint += "; do not cut over"
+        hint += "; " + (_after_cutover_hint if _cut_over(ctx) else "do not cut over")
         if report.not_applying is not None:  # journaled keys that nothing applies: say why they are not in flight
             hint = f"{report.not_applying.reason}, so these differences are not in flight: {report.not_applying.hint}"
         raise VerificationFailed(
@@ -786,6 +786,21 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     if seconds <= 0:
         raise click.BadParameter("must be positive")
     return seconds
+
+
+_after_cutover_hint = (
+    "this target was cut over, so one side changed since the stop point (the app writing to PostgreSQL, or "
+    "SQLite written after an unfence): `replicator certificate --live` compares both with the certificate"
+)
+
+
+def _cut_over(ctx: Context) -> bool:
+    """Whether the target's phase is DONE (advice after a cutover is not advice before one)."""
+    from replicator import phase
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        state = phase.read(conn, ctx.config.target.state_schema)
+    return state is not None and state.phase is phase.Phase.DONE
 
 
 @cli.command()

@@ -257,3 +257,17 @@ def test_a_run_whose_session_lives_is_not_marked_killed(pg_dsn: str) -> None:
             time.sleep(0.05)
         row = other.execute("SELECT status, message FROM replicator.runs WHERE id = %s", (run,)).fetchone()
     assert row == ("killed", state.KILLED_MESSAGE)
+
+
+def test_finding_8_verify_after_the_cutover_gives_advice_for_after(migration: Migration) -> None:
+    import psycopg
+
+    with psycopg.connect(migration.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO parent (id, name) VALUES (99, 'written in PostgreSQL after the cutover')")
+        try:
+            result = run_cli("verify", "--source", str(migration.source), "--target", migration.dsn, "-q")
+        finally:
+            conn.execute("DELETE FROM parent WHERE id = 99")
+    assert result.exit_code == 3, result.output
+    assert "do not cut over" not in result.stderr
+    assert "was cut over" in result.stderr
