@@ -971,9 +971,15 @@ def _differing(t: TableVerify) -> str:
     default=None,
     help="The signing key's public half (`keys generate`): the signature must verify with it.",
 )
+@click.option(
+    "--html",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the report as one self-contained HTML page (verdict, tables, timelines).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON.")
 def audit_command(
-    certificate_path: Path, chain: Path, backup: Path | None, public_key: Path | None, as_json: bool
+    certificate_path: Path, chain: Path, backup: Path | None, public_key: Path | None, html: Path | None, as_json: bool
 ) -> None:
     """Check a cutover offline from its files: certificate, chain export, backup, signature; PASS or FAIL.
 
@@ -986,6 +992,11 @@ def audit_command(
     try:
         result = auditor.audit(certificate_path, chain, backup=backup, public_key=public_key)
         click.echo(msgspec.json.encode(result).decode() if as_json else auditor.render(result))
+        if html is not None:
+            from replicator import audit_html, files
+
+            with files.writing(html, what="the HTML report", instead="choose another --html"):
+                html.write_text(audit_html.render(result), encoding="utf-8")
         if not result.passed:
             failed = [c.name for c in result.checks if c.status == "fail"]
             raise VerificationFailed(
