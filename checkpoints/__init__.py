@@ -13,5 +13,7 @@ Modules, each with its contract in its docstring:
   transaction), ``latest``, ``read``, ``get``;
 * :mod:`checkpoints.audit` -- ``verify`` (every finding), ``export``/``verify_file``, ``compact`` and
   ``verify_against`` an earlier export;
+* :mod:`checkpoints.ledger` -- the chain added up: each table's count and checksum from the genesis
+  through the head (what the cutover certificate records);
 * :mod:`checkpoints.report` -- rendering for the ``replicator checkpoints`` commands.
 """

@@ -8,7 +8,8 @@ an operator deciding whether to trust a migration needs the whole picture. What 
 * numbers have no holes (``deleted``), and the chain starts at a genesis or a compaction (``bad_root``);
 * each ``prev_hash`` is its predecessor's link hash (``broken_link``);
 * consecutive journal ranges neither overlap nor leave a gap (``seq_overlap``, ``seq_gap``);
-* an unreadable last record is a torn write (``torn_tail``); an unreadable one before it is ``corrupt``.
+* an unreadable last record is a torn write (``torn_tail``); an unreadable one before it is ``corrupt``;
+* nothing follows a cutover checkpoint, the migration's last record (``after_cutover``).
 
 An export is JSON Lines: one ``{"number", "hash", "body"}`` object per checkpoint (``body`` is the
 canonical body text, so ``sha256(utf8(body)) == hash``), then ``{"head": {...}}`` naming the last
@@ -71,6 +72,7 @@ class Problem(enum.StrEnum):
     CORRUPT = "corrupt"
     TORN_TAIL = "torn_tail"
     HEAD_MISMATCH = "head_mismatch"
+    AFTER_CUTOVER = "after_cutover"
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -101,19 +103,22 @@ class Report(msgspec.Struct, frozen=True):
     head: int | None
     head_hash: str | None
     findings: list[Finding]
+    cutover: int | None = None
+    """The number of the chain's cutover checkpoint: the migration is over (advice must fit that)."""
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
 
-def _report(records: Sequence[Record], findings: list[Finding]) -> Report:
+def _report(records: Sequence[Record], findings: list[Finding], cutover: int | None) -> Report:
     last = records[-1] if records else None
     return Report(
         count=len(records),
         head=last.number if last else None,
         head_hash=last.hash if last else None,
         findings=findings,
+        cutover=cutover,
     )
 
 
@@ -138,6 +143,11 @@ def verify(items: Iterable[Record | Checkpoint], *, whole: bool = True) -> list[
     checkpoint's chain fields are kept, so a long chain costs hundreds of bytes per checkpoint.
     ``whole=False`` checks a segment (from an anchor to the head): its first record need not be a root.
     """
+    return _verify(items, whole)[0]
+
+
+def _verify(items: Iterable[Record | Checkpoint], whole: bool) -> tuple[list[Finding], int | None]:
+    """:func:`verify`'s findings, and the number of the first cutover checkpoint (None: none)."""
     findings: list[Finding] = []
     decoded: list[Checkpoint] = []
     pending: Record | None = None
@@ -161,7 +171,7 @@ def verify(items: Iterable[Record | Checkpoint], *, whole: bool = True) -> list[
         _check_root(ordered[0], findings)
     for prev, cur in itertools.pairwise(ordered):
         _check_link(prev, cur, findings)
-    return findings
+    return findings, next((c.number for c in ordered if c.kind is Kind.CUTOVER), None)
 
 
 def _keep(checkpoint: Checkpoint | None, decoded: list[Checkpoint]) -> None:
@@ -229,6 +239,14 @@ def _check_root(root: Checkpoint, findings: list[Finding]) -> None:
 
 
 def _check_link(prev: Checkpoint, cur: Checkpoint, findings: list[Finding]) -> None:
+    if prev.kind is Kind.CUTOVER:
+        findings.append(
+            Finding(
+                cur.number,
+                Problem.AFTER_CUTOVER,
+                f"recorded after the cutover checkpoint {prev.number}: a migration applies nothing after its cutover",
+            )
+        )
     if cur.kind in (Kind.GENESIS, Kind.COMPACTION):
         findings.append(Finding(cur.number, Problem.BAD_ROOT, f"a {cur.kind} checkpoint can only start the chain"))
     if cur.number != prev.number + 1:
@@ -471,13 +489,14 @@ class _Tally:
             self.last = record
             yield record
 
-    def report(self, findings: list[Finding]) -> Report:
+    def report(self, findings: list[Finding], cutover: int | None = None) -> Report:
         last = self.last
         return Report(
             count=self.count,
             head=last.number if last else None,
             head_hash=last.hash if last else None,
             findings=findings,
+            cutover=cutover,
         )
 
 
@@ -492,10 +511,10 @@ def report_db(conn: psycopg.Connection[Any], *, schema: str | None = None, again
 
     schema = schema or store.DEFAULT_SCHEMA
     tally = _Tally(store.iter_records(conn, schema=schema))
-    findings = verify(tally)
+    findings, cutover = _verify(tally, True)
     if against is not None:
         findings += _against(store.iter_records(conn, schema=schema), against)
-    return tally.report(findings)
+    return tally.report(findings, cutover)
 
 
 def _against(records: Iterable[Record], path: Path | None) -> list[Finding]:
@@ -604,7 +623,8 @@ def report_file(path: Path, *, against: Path | None = None) -> Report:
     """Verify an export offline and, given an earlier export, that the later one still contains it."""
     records, head, findings = read_file(path)
     findings.extend(_against(records, against))
-    findings.extend(verify(records))
+    chain, cutover = _verify(records, True)
+    findings.extend(chain)
     if head is None:
         if not any(f.problem is Problem.TORN_TAIL for f in findings):
             where = f"after checkpoint {records[-1].number}" if records else "before any checkpoint"
@@ -624,7 +644,7 @@ def report_file(path: Path, *, against: Path | None = None) -> Report:
                     f"the file holds {len(records)} ending at {last.number} ({last.hash[:12]}…)",
                 )
             )
-    return _report(records, findings)
+    return _report(records, findings, cutover)
 
 
 def compact(

@@ -24,15 +24,19 @@ import enum
 import hashlib
 from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
 from checkpoints.digest import EMPTY, TableDigest, add_hex
 from checkpoints.errors import CheckpointError
 
-FORMAT: Final = 1
-"""Version of the body layout; part of the hashed body, so it cannot be changed unnoticed."""
+FORMAT: Final = 2
+"""Version of the body layout; part of the hashed body, so it cannot be changed unnoticed. 2 added
+``TableChange.removed``, ``removed_digest`` and ``restated``, and ``journal_head``: with them the chain adds
+up, from the genesis through the cutover, to each table's count and checksum (:mod:`checkpoints.ledger`)."""
+
+Restated: TypeAlias = Literal["", "reload", "read"]
 
 ZERO_HASH: Final = "0" * 64
 """``prev_hash`` of a chain's first record (the genesis, or a compaction that replaced it)."""
@@ -50,18 +54,41 @@ class Kind(enum.StrEnum):
 
 
 class TableChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What one checkpoint wrote to one table: counts, and digests of exactly those row images."""
+    """What one checkpoint wrote to one table: counts, and digests of exactly those row images.
+
+    The table after it holds the table before it, less the ``removed`` row images, plus the ``upserted``
+    ones (``replaced``: only the ``upserted`` ones), so counts and digests add up along the chain."""
 
     upserted: int = 0
+    """Row images written: each inserted row and the new image of each updated row."""
     deleted: int = 0
+    """Keys deleted and not written again (an update is not counted here: its key stays)."""
     upserted_digest: str = EMPTY
     """checkpoints.digest sum over the row images inserted or updated (for genesis: the table's checksum)."""
     deleted_digest: str = EMPTY
     """checkpoints.digest sum over the primary-key tuples deleted."""
+    removed: int = 0
+    """Row images taken out of the table: the old image of each updated or deleted row, and of each row an
+    incoming row displaced on a UNIQUE key (format 2; a format 1 batch did not record them)."""
+    removed_digest: str = EMPTY
+    """checkpoints.digest sum over those removed row images."""
+    restated: Restated = ""
+    """Not empty: this entry states the table whole, it holds exactly the ``upserted`` rows. ``reload``: the
+    table was emptied and loaded anew (a re-snapshot; a snapshot-only table copied again at the cutover).
+    ``read``: the same rows read anew by another reading (the apply's own, when it starts keeping the
+    table's running checksum; the cutover's, for a table whose values the two read differently): the count
+    cannot change there, only how the checksum reads the values."""
 
     @classmethod
-    def of(cls, upserted: TableDigest, deleted: TableDigest | None = None) -> TableChange:
-        """From the digests the writer kept: upserted row images and, if any, deleted keys.
+    def of(
+        cls,
+        upserted: TableDigest,
+        deleted: TableDigest | None = None,
+        removed: TableDigest | None = None,
+        *,
+        restated: Restated = "",
+    ) -> TableChange:
+        """From the digests the writer kept: upserted row images and, if any, deleted keys and removed images.
 
         For the genesis, ``upserted`` is the snapshot's per-table checksum of the loaded rows.
         """
@@ -70,15 +97,24 @@ class TableChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             deleted=deleted.count if deleted is not None else 0,
             upserted_digest=upserted.hexdigest(),
             deleted_digest=deleted.hexdigest() if deleted is not None else EMPTY,
+            removed=removed.count if removed is not None else 0,
+            removed_digest=removed.hexdigest() if removed is not None else EMPTY,
+            restated=restated,
         )
 
     def __add__(self, other: TableChange) -> TableChange:
-        """Both changes together (the digests of a multiset union add)."""
+        """Both changes together (the digests of a multiset union add); after a ``restated`` change only it
+        and what follows it count."""
+        if other.restated:
+            return other
         return TableChange(
             upserted=self.upserted + other.upserted,
             deleted=self.deleted + other.deleted,
             upserted_digest=add_hex(self.upserted_digest, other.upserted_digest),
             deleted_digest=add_hex(self.deleted_digest, other.deleted_digest),
+            removed=self.removed + other.removed,
+            removed_digest=add_hex(self.removed_digest, other.removed_digest),
+            restated=self.restated,
         )
 
 
@@ -112,6 +148,9 @@ class Checkpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """SHA-256 of the body; empty until sealed."""
     compaction: Compaction | None = None
     format: int = FORMAT
+    journal_head: int | None = None
+    """A batch's: the SQLite journal's newest entry when the batch was read, so ``journal_head - seq_to``
+    changes were still waiting after it (the lag an auditor can plot); None where not recorded (format 2)."""
 
     @property
     def link_hash(self) -> str:
@@ -230,6 +269,7 @@ def next_checkpoint(
     kind: Kind = Kind.BATCH,
     at: str | None = None,
     tool: str | None = None,
+    journal_head: int | None = None,
 ) -> Checkpoint:
     """The checkpoint after ``prev``, covering journal entries ``prev.seq_to + 1 .. seq_to``."""
     if not prev.hash:
@@ -252,6 +292,7 @@ def next_checkpoint(
         at=at or utc_now(),
         tool=tool or tool_version(),
         prev_hash=prev.link_hash,
+        journal_head=journal_head,
     )
     return seal(draft)[0]
 
@@ -290,6 +331,8 @@ def compaction_of(replaced: list[Checkpoint], *, at: str | None = None, tool: st
         at=at or utc_now(),
         tool=tool or tool_version(),
         prev_hash=ZERO_HASH,
+        # Its sums are only as complete as the batches it adds up (checkpoints.ledger).
+        format=min((c.format for c in replaced if c.kind in (Kind.BATCH, Kind.COMPACTION)), default=FORMAT),
         compaction=Compaction(
             first=first,
             last=last.number,

@@ -468,7 +468,7 @@ class _Pending(msgspec.Struct):
         total.subtract(removed)
         total.merge(added)
         return TableResult(
-            change=TableChange.of(added, deleted),
+            change=TableChange.of(added, deleted, removed),
             digest_count=total.count,
             digest_hex=total.hexdigest(),
             conflicts=self.conflicts,
@@ -573,7 +573,8 @@ class Writer:
                     deleted=results[name].change.deleted,
                 )
             faults.point("apply.after_write")
-            cp = next_checkpoint(prev, seq_to=batch.seq_to, tables={n: r.change for n, r in results.items()})
+            changes = {n: r.change for n, r in results.items()}
+            cp = next_checkpoint(prev, seq_to=batch.seq_to, tables=changes, journal_head=batch.head)
             store.append(self.conn, cp, self.state_schema)
             for name, result in results.items():
                 write_table_state(self.conn, self.state_schema, self.targets[name], result, batch.tables[name].last_seq)

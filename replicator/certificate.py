@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
 
-FORMAT = 3
+FORMAT = 4
 """2 added what the migration left out (skipped tables and columns, every quarantined value); 3 added each
-table's independent comparison (``TableProof.independent``). An older certificate is sealed without the
-fields added after its format, and :func:`_body` leaves them out to check its seal."""
+table's independent comparison (``TableProof.independent``); 4 the Ed25519 ``signature`` of the seal
+(:mod:`replicator.signing`). An older certificate is sealed without the fields added after its format, and
+:func:`_body` leaves them out to check its seal."""
 _ADDED_IN_2 = ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine")
+_ADDED_IN_4 = ("signature",)
 _ADDED_IN_3_PER_TABLE = ("independent",)
 STEP_ORDER = (
     *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify", "copy"),
@@ -84,6 +87,16 @@ class QuarantineEntry(msgspec.Struct, frozen=True):
     acknowledged: bool
 
 
+class Signature(msgspec.Struct, frozen=True):
+    """Ed25519 over the seal (docs/audit.md, "Signature"): who holds the public key can check every field."""
+
+    algorithm: str
+    key_id: str
+    """First 16 hex digits of the SHA-256 of the raw 32-byte public key."""
+    value: str
+    """The 64-byte signature, hex."""
+
+
 class Certificate(msgspec.Struct, frozen=True):
     source_path: str
     source_id: str
@@ -117,6 +130,8 @@ class Certificate(msgspec.Struct, frozen=True):
     """Every quarantined value, acknowledged or accepted with ``--accept-quarantine``."""
     format: int = FORMAT
     sha256: str = ""
+    signature: Signature | None = None
+    """None: not signed (no ``[signing] key`` configured); the seal then detects accidental damage only."""
 
 
 class CertificateError(ReplicatorError):
@@ -126,11 +141,14 @@ class CertificateError(ReplicatorError):
 
 
 def _body(cert: Certificate) -> bytes:
-    body = msgspec.structs.replace(cert, sha256="")
+    """What the seal hashes: every field, ``sha256`` empty and ``signature`` null (it signs the seal)."""
+    body = msgspec.structs.replace(cert, sha256="", signature=None)
     if cert.format >= FORMAT:
         return msgspec.json.encode(body, order="sorted")
     fields = msgspec.to_builtins(body)  # what an older certificate was sealed over
-    fields["tables"] = [{k: v for k, v in t.items() if k not in _ADDED_IN_3_PER_TABLE} for t in fields["tables"]]
+    fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_4}
+    if cert.format < 3:
+        fields["tables"] = [{k: v for k, v in t.items() if k not in _ADDED_IN_3_PER_TABLE} for t in fields["tables"]]
     if cert.format < 2:
         fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_2}
     return msgspec.json.encode(fields, order="sorted")
@@ -295,14 +313,79 @@ def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> v
     return verify.verify(source, dsn, config, [t.table for t in cert.tables], keys=True, plan=plan)
 
 
-def check(cert: Certificate) -> None:
-    """Raise (exit 3) unless the seal verifies."""
+def check(cert: Certificate, stored: Certificate | None = None) -> None:
+    """Raise (exit 3) unless the seal verifies, saying what changed: the body or the seal (``stored``: the
+    copy in the target, compared field by field)."""
     if not seal_ok(cert):
         raise VerificationFailed(
-            f"certificate SHA-256 does not verify (recorded {cert.sha256 or 'none'})",
-            hint="the file was edited or damaged; compare it with the copy stored in the target "
-            "(`replicator certificate`)",
+            f"certificate SHA-256 does not verify: {seal_problem(cert, stored)}",
+            hint="the file was edited or damaged; the copy stored in the target is what the cutover wrote "
+            "(`replicator certificate --json`)",
         )
+
+
+def body_hash(cert: Certificate) -> str:
+    """The SHA-256 the seal must equal."""
+    return hashlib.sha256(_body(cert)).hexdigest()
+
+
+def seal_problem(
+    cert: Certificate, stored: Certificate | None = None, signed: Callable[[str], bool] | None = None
+) -> str:
+    """Why the seal does not verify, as far as can be told: a damaged seal, the fields that differ from the
+    stored copy, what the signature signed (``signed(seal)``: does the signature sign this seal), or
+    (offline, unsigned) that the body and the seal disagree without saying which moved."""
+    if len(cert.sha256) != 64 or any(c not in "0123456789abcdef" for c in cert.sha256):
+        return f"the seal {cert.sha256 or '(empty)'!r} is not a SHA-256: the seal itself was damaged or removed"
+    if signed is not None and signed(cert.sha256):
+        return "the body was changed after it was sealed and signed (the recorded seal is the signed one)"
+    if signed is not None and signed(body_hash(cert)):
+        return "the seal was changed; the body is as it was signed"
+    if stored is not None:
+        changed = differences(stored, cert)
+        if changed == ["sha256"]:
+            return "the seal was changed; every field is as the cutover stored it in the target"
+        shown = "; ".join(c for c in changed[:8] if c != "sha256") + ("…" if len(changed) > 8 else "")
+        return f"the body differs from the certificate stored in the target: {shown}"
+    return (
+        f"the body does not hash to the recorded seal {cert.sha256[:16]}…: a field or the seal was changed, and "
+        "without a signature or the copy stored in the target it cannot be told which (pass --target to compare)"
+    )
+
+
+def differences(before: Certificate, after: Certificate) -> list[str]:
+    """Each field that differs, as ``path before → after`` (``sha256`` alone for the seal)."""
+    out: list[str] = []
+
+    def walk(path: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(f"{path}.{key}" if path else str(key), a.get(key), b.get(key))
+        elif isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(f"{path}[{i}]", x, y)
+        elif a != b:
+            out.append("sha256" if path == "sha256" else f"{path} {a!r} → {b!r}")
+
+    walk("", msgspec.to_builtins(before), msgspec.to_builtins(after))
+    return out
+
+
+def proof_problems(cert: Certificate) -> list[str]:
+    """Each table whose recorded proof does not hold: the two sides differ, or the independent reading did."""
+    found = []
+    for t in cert.tables:
+        if t.sqlite_rows != t.pg_rows:
+            found.append(f"{t.table}: PostgreSQL holds {t.pg_rows:,} rows, SQLite {t.sqlite_rows:,} rows")
+        elif t.sqlite_digest != t.pg_digest:
+            found.append(f"{t.table}: the same {t.pg_rows:,} rows on each side, but their checksums differ")
+        if t.independent is not None and t.independent.status == "mismatch":
+            i = t.independent
+            found.append(
+                f"{t.table}: the independent comparison ({i.at}) found the sides different "
+                f"({i.sqlite_rows:,} rows in SQLite, {i.pg_rows:,} in PostgreSQL)"
+            )
+    return found
 
 
 def render(cert: Certificate) -> str:

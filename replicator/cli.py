@@ -474,11 +474,21 @@ def checkpoints_verify(ctx: Context, file: Path | None, against: Path | None) ->
             click.echo(f"tampered: {line}")
         raise ChainBroken(
             f"the checkpoint chain in {where} does not verify: {len(result.findings) + len(extra)} finding(s)",
-            hint="each is listed above; export the chain before changing anything, and do not cut over",
+            hint=_chain_hint(result.cutover),
         )
     if not ctx.quiet:
         head = f", head {result.head} {result.head_hash}" if result.head is not None else ""
         click.echo(f"ok: {result.count} checkpoint(s) in {where} verify{head}")
+
+
+def _chain_hint(cutover: int | None) -> str:
+    """What to do about a chain that does not verify, before the cutover and after it."""
+    if cutover is None:
+        return "each is listed above; export the chain before changing anything, and do not cut over"
+    return (
+        f"each is listed above; the migration was cut over (checkpoint {cutover}): keep this chain and the "
+        "certificate as they are, as evidence, and check them together with `replicator audit`"
+    )
 
 
 def _optional_source(ctx: Context) -> Path | None:
@@ -648,7 +658,7 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     if not report.match:
         listed = keys or verify_mod.keys_listed(report)
         hint = "the differing keys are listed above" if listed else "rerun with --keys to list the differing keys"
-        hint += "; do not cut over"
+        hint += "; " + (_after_cutover_hint if _cut_over(ctx) else "do not cut over")
         if report.not_applying is not None:  # journaled keys that nothing applies: say why they are not in flight
             hint = f"{report.not_applying.reason}, so these differences are not in flight: {report.not_applying.hint}"
         raise VerificationFailed(
@@ -784,6 +794,21 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     return seconds
 
 
+_after_cutover_hint = (
+    "this target was cut over, so one side changed since the stop point (the app writing to PostgreSQL, or "
+    "SQLite written after an unfence): `replicator certificate --live` compares both with the certificate"
+)
+
+
+def _cut_over(ctx: Context) -> bool:
+    """Whether the target's phase is DONE (advice after a cutover is not advice before one)."""
+    from replicator import phase
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        state = phase.read(conn, ctx.config.target.state_schema)
+    return state is not None and state.phase is phase.Phase.DONE
+
+
 @cli.command()
 @common_options
 @click.option("--dry-run", is_flag=True, help="Run preflight, freeze, drain, verify, finish PostgreSQL; roll back.")
@@ -884,7 +909,7 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
     cert = cert_mod.read_file(verify_file) if verify_file is not None else stored
     if cert is None:
         raise UsageError("no cutover certificate in the target", hint="pass --verify FILE or run cutover first")
-    cert_mod.check(cert)
+    cert_mod.check(cert, stored)
     if verify_file is not None and stored is not None and stored.sha256 != cert.sha256:
         raise VerificationFailed(
             f"{verify_file} is sealed ({cert.sha256[:16]}) but is not the certificate stored in the target "
@@ -899,12 +924,19 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
         if source is not None:
             report = cert_mod.live_compare(cert, source, ctx.target, ctx.config)
             differ = [_differing(t) for t in report.tables if t.status == "mismatch"]
+    unequal = cert_mod.proof_problems(cert)
     if as_json:
         click.echo(msgspec.json.encode(cert).decode())
     elif not ctx.quiet:
         click.echo(cert_mod.render(cert))
         unchanged = live and not moved and not differ
         click.echo("seal: SHA-256 verifies" + ("; live: unchanged since the cutover" if unchanged else ""))
+    if unequal:
+        raise VerificationFailed(
+            f"the certificate records tables that differ: {'; '.join(unequal)}",
+            hint="a cutover never certifies a difference: this certificate was edited and resealed; "
+            "`replicator audit` checks it with the chain",
+        )
     if moved or differ:
         listed = "; ".join([*(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved), *differ])
         raise VerificationFailed(
@@ -917,6 +949,94 @@ def _differing(t: TableVerify) -> str:
     keys = [*(f"missing {k}" for k in t.missing), *(f"extra {k}" for k in t.extra)]
     keys += [f"different {k}" for k in t.different]
     return f"SQLite ≠ PostgreSQL {t.table} ({', '.join(keys[:5]) or 'no key'})"
+
+
+@cli.command("audit")
+@click.option(
+    "--certificate",
+    "certificate_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The certificate cutover wrote (app.db.cutover.json).",
+)
+@click.option(
+    "--chain",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The chain as `checkpoints export` wrote it after the cutover.",
+)
+@click.option(
+    "--backup",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The SQLite backup the cutover took: its SHA-256 must be the certificate's.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The signing key's public half (`keys generate`): the signature must verify with it.",
+)
+@click.option(
+    "--html",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the report as one self-contained HTML page (verdict, tables, timelines).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON.")
+def audit_command(
+    certificate_path: Path, chain: Path, backup: Path | None, public_key: Path | None, html: Path | None, as_json: bool
+) -> None:
+    """Check a cutover offline from its files: certificate, chain export, backup, signature; PASS or FAIL.
+
+    Needs no database. Exit 0 when every check that ran passed, 3 when one failed; the report says which
+    checks could not run (no --backup, no --public-key). The formats are in docs/audit.md.
+    """
+    from replicator import auditor
+    from replicator.errors import VerificationFailed
+
+    try:
+        result = auditor.audit(certificate_path, chain, backup=backup, public_key=public_key)
+        click.echo(msgspec.json.encode(result).decode() if as_json else auditor.render(result))
+        if html is not None:
+            from replicator import audit_html, files
+
+            with files.writing(html, what="the HTML report", instead="choose another --html"):
+                html.write_text(audit_html.render(result), encoding="utf-8")
+        if not result.passed:
+            failed = [c.name for c in result.checks if c.status == "fail"]
+            raise VerificationFailed(
+                f"audit FAIL: {', '.join(failed)}", hint="each finding is listed above; keep the files as they are"
+            )
+    except KNOWN_ERRORS as exc:
+        fail(exc, 0)
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """The Ed25519 key that signs cutover certificates (docs/audit.md)."""
+
+
+@keys_group.command("generate")
+@click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to write replicator-signing.key (mode 0600) and replicator-signing.pub.",
+)
+@click.option("--force", is_flag=True, help="Replace key files that exist.")
+def keys_generate(out_dir: Path, force: bool) -> None:
+    """Make a signing key pair: set [signing] key to the private file; give auditors the .pub file."""
+    from replicator import signing
+
+    try:
+        private, public, key_id = signing.generate(out_dir, force=force)
+    except KNOWN_ERRORS as exc:
+        fail(exc, 0)
+    click.echo(f"private key {private} (mode 0600: keep it where cutover runs, and nowhere else)")
+    click.echo(f"public key  {public} (give it to auditors: `replicator audit --public-key {public.name}`)")
+    click.echo(f'key id {key_id}; sign certificates with it: [signing] key = "{private.resolve()}"')
 
 
 @cli.group("quarantine")

@@ -115,6 +115,12 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = DEFAULT_METRICS_HOST
 
 
+class Signing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key: str | None = None
+    """Ed25519 private key file (``replicator keys generate``; mode 0600): cutover signs the certificate with it,
+    and an auditor checks it with the public key alone (``replicator audit --public-key``). None: unsigned."""
+
+
 class ColumnOverride(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: str | None = None
     """PostgreSQL type to create or to convert to, e.g. ``timestamptz``, ``jsonb``, ``boolean``."""
@@ -135,6 +141,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: Status = Status()
     log: Log = Log()
     metrics: Metrics = Metrics()
+    signing: Signing = Signing()
     types: dict[str, dict[str, ColumnOverride]] = msgspec.field(default_factory=dict)
     """Per table, per column overrides: ``[types."Table".column] type = "timestamptz"``."""
 

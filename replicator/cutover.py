@@ -65,11 +65,12 @@ from typing import IO, Any, Final
 
 import msgspec
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
-from checkpoints.model import Checkpoint, Kind, next_checkpoint, tool_version
+from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, tool_version
 from replicator import (
     apply,
     backup,
@@ -81,6 +82,7 @@ from replicator import (
     phase,
     quarantine,
     resnapshot,
+    signing,
     skips,
     snapshot,
     verify,
@@ -151,9 +153,11 @@ def cutover(source: Path, dsn: str, config: Config, options: Options, progress: 
     """Steps 1–7 (see the module docstring); raises CutoverAborted with the state things are in.
     ``progress`` follows the reads before the freeze: the preflight's full verify and the pre-pass."""
     clock = _Clock()
+    key = signing.load_private(Path(config.signing.key)) if config.signing.key and not options.dry_run else None
     bounded = pg.with_lock_timeout(dsn, int(options.max_downtime_s * 1000))  # no lock wait outlasts the budget
     session = _Session.open(Path(source), bounded, config)
     session.progress = progress
+    session.signing_key = key
     try:
         return _steps(session, clock, options)
     except BaseException as exc:
@@ -328,6 +332,8 @@ def _after_fence(
                 quarantine=_quarantine_entries(session),
             )
         )
+        if session.signing_key is not None:
+            cert = signing.sign(cert, session.signing_key)
         path = options.certificate_path or session.source.with_name(session.source.name + ".cutover.json")
         unwritten: files.WriteFailed | None = None
         try:
@@ -374,6 +380,10 @@ class _Session:
         self.progress: Progress | None = None
         self.independent: dict[str, IndependentCheck] = {}
         """Per table, the preflight's comparison by the independent reading (the certificate's verdict rests on it)."""
+        self.signing_key: Ed25519PrivateKey | None = None
+        """Loaded before anything is locked: a key that cannot be read stops the cutover before it starts."""
+        self.running: dict[str, tuple[int, str]] = {}
+        """Per journaled table, the apply's running count and checksum at the stop point (the chain adds up to it)."""
 
     @classmethod
     def open(cls, source: Path, dsn: str, config: Config) -> _Session:
@@ -836,7 +846,7 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
 
     Snapshot-only tables are proven by :func:`copy_again`, after they are copied from the frozen SQLite."""
     names = session.journaled_tables()
-    running = apply.read_digests(session.pconn, session.state_schema, names)
+    running = session.running = apply.read_digests(session.pconn, session.state_schema, names)
     changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
     now = _open_again(session)
     try:
@@ -1066,11 +1076,24 @@ def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs:
         )
     sequences = pgschema.sync_sequences(conn, session.plan, pgschema.read_sqlite_sequence(frozen.conn))
     warnings = _remaining_post_load(conn, session.plan)
-    cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables={}, kind=Kind.CUTOVER)
+    cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables=_restated(session, proofs), kind=Kind.CUTOVER)
     store.append(conn, cut, schema)
     phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
     return Finished(cut, proofs, sequences, fks, tuple(warnings))
+
+
+def _restated(session: _Session, proofs: tuple[TableProof, ...]) -> dict[str, TableChange]:
+    """What the cutover checkpoint records, so the chain adds up to the certificate (:mod:`checkpoints.ledger`):
+    each snapshot-only table emptied and copied again, and each table whose certified checksum is a full read
+    that reads its values otherwise than the apply's running checksum (same rows: the ledger checks the count)."""
+    out = {}
+    for p in proofs:
+        if p.how == "copied":
+            out[p.table] = TableChange(upserted=p.pg_rows, upserted_digest=p.pg_digest, restated="reload")
+        elif session.running.get(p.table) != (p.pg_rows, p.pg_digest):
+            out[p.table] = TableChange(upserted=p.pg_rows, upserted_digest=p.pg_digest, restated="read")
+    return out
 
 
 def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: str, limit: int = 10) -> str:

@@ -34,6 +34,7 @@ NAMES: Final = (
     "snapshot.copying",
     "snapshot.after_table",
     "snapshot.after_genesis",
+    "import.after_table",
     "resnapshot.after_pending",
     "resnapshot.after_reinstall",
     "resnapshot.before_commit",

@@ -28,7 +28,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import export, log, pg, pgschema, quarantine, snapshot, state
+from replicator import export, faults, log, pg, pgschema, quarantine, snapshot, state
 from replicator.config import Config
 from replicator.errors import TargetError
 from replicator.progress import Progress
@@ -239,6 +239,7 @@ class _Job(msgspec.Struct):
                 )
         except psycopg.Error as exc:
             raise snapshot.copy_error(table, exc) from None
+        faults.point("import.after_table")  # this table committed, the run not finished
         if self.progress is not None:
             self.progress.finish(table.source, copied.written, seconds)
         log.get("import", table=table.source).info("table imported", rows=copied.written, seconds=round(seconds, 3))

@@ -355,9 +355,9 @@ def reload(
                     ).format(sql.Identifier(state_schema)),
                     (table, target.target, digest.count, digest.hexdigest()),
                 )
-                change = TableChange.of(digest)
+                change = TableChange.of(digest, restated="reload")
             else:
-                change = TableChange(upserted=result.rows, upserted_digest=result.checksum)
+                change = TableChange(upserted=result.rows, upserted_digest=result.checksum, restated="reload")
             cp = next_checkpoint(prev, seq_to=prev.seq_to, tables={table: change})
             store.append(conn, cp, state_schema)
             state.finish_run(conn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined)

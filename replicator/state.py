@@ -87,6 +87,8 @@ _DDL = (
     )""",
     # Additive columns (older targets gain them on the next ensure()).
     "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
+    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS backend_pid integer",
+    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS backend_start timestamptz",
     "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS checksum text",
     "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
     """CREATE TABLE IF NOT EXISTS {schema}.replication (
@@ -108,6 +110,28 @@ def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
     for ddl in _DDL:
         conn.execute(sql.SQL(ddl).format(schema=schema))
     quarantine.ensure(conn, schema_name)
+    mark_killed(conn, schema_name)
+
+
+KILLED_MESSAGE = "the process ended without recording an outcome: killed, or it lost its connection"
+
+
+def mark_killed(conn: psycopg.Connection[Any], schema_name: str) -> int:
+    """Mark ``killed`` each run still ``running`` whose PostgreSQL session is gone.
+
+    A run killed by SIGKILL, the OOM killer or a power cut cannot record its own end. Its session can: each
+    run records the backend that started it (pid and start time, so a reused pid is not mistaken for it),
+    and PostgreSQL ends that backend when the process's connection closes. Every command that opens the
+    state (this runs in :func:`ensure`) settles such runs, so none stays ``running`` forever."""
+    cur = conn.execute(
+        sql.SQL(
+            "UPDATE {}.runs r SET status = 'killed', finished_at = now(), message = %s "
+            "WHERE r.status = 'running' AND r.backend_pid IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_start)"
+        ).format(sql.Identifier(schema_name)),
+        (KILLED_MESSAGE,),
+    )
+    return cur.rowcount
 
 
 def start_run(
@@ -115,7 +139,9 @@ def start_run(
 ) -> int:
     row = conn.execute(
         sql.SQL(
-            "INSERT INTO {}.runs (command, mode, source_path, source_id) VALUES (%s, %s, %s, %s) RETURNING id"
+            "INSERT INTO {}.runs (command, mode, source_path, source_id, backend_pid, backend_start) "
+            "SELECT %s, %s, %s, %s, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid() "
+            "RETURNING id"
         ).format(sql.Identifier(schema_name)),
         (command, mode, source.path, source.id),
     ).fetchone()

@@ -52,9 +52,9 @@ import psycopg
 from psycopg import sql
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from checkpoints import store
+from checkpoints import ledger, store
 from checkpoints.errors import CheckpointError
-from checkpoints.model import Checkpoint, Kind, TableChange, genesis
+from checkpoints.model import Checkpoint, Kind, TableChange, genesis, next_checkpoint
 from replicator import (
     apply,
     faults,
@@ -429,6 +429,7 @@ class Worker:
                 self._log.warning("foreign keys parked until cutover (no privilege for replica role)", fks=parked)
         with conn.transaction():
             seeded = apply.seed_digests(conn, self.state_schema, self._targets)
+            prev = self._restate(conn, prev, seeded)
             # errors recorded by an earlier run are re-raised by this run's first drift check if still true
             apply.clear_table_errors(conn, self.state_schema)
         if seeded:
@@ -452,6 +453,26 @@ class Worker:
             "resuming", checkpoint=prev.number, applied_seq=prev.seq_to, fk_mode=fk, tables=len(self._targets)
         )
         self._prune()
+
+    def _restate(self, conn: psycopg.Connection[Any], prev: Checkpoint, seeded: list[str]) -> Checkpoint:
+        """Tables whose running checksum was just seeded by reading PostgreSQL: where that reading differs from
+        what the chain adds up to (the snapshot's checksum reads some types otherwise), a checkpoint restates
+        them (``read``: same rows, so the count must agree), and the chain keeps adding up (checkpoints.ledger)."""
+        if not seeded or prev.kind is Kind.CUTOVER:
+            return prev
+        book = ledger.add_up(store.iter_records(conn, schema=self.state_schema))
+        running = apply.read_digests(conn, self.state_schema, seeded)
+        changes = {
+            name: TableChange(upserted=rows, upserted_digest=digest, restated="read")
+            for name, (rows, digest) in sorted(running.items())
+            if (f := book.tables.get(name)) is None or (f.rows, f.digest) != (rows, digest)
+        }
+        if not changes:
+            return prev
+        cp = next_checkpoint(prev, seq_to=prev.seq_to, tables=changes)
+        store.append(conn, cp, self.state_schema)
+        self._log.info("checksums restated in the chain", tables=sorted(changes), checkpoint=cp.number)
+        return cp
 
     def _check_integrity(self, conn: psycopg.Connection[Any], prev: Checkpoint) -> None:
         """Refuse to resume on a chain or journal changed by hand (:mod:`replicator.integrity`): the

@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 import pytest
 
-from checkpoints import audit, store
+from checkpoints import audit, ledger, store
 from checkpoints.audit import Finding, Problem
 from checkpoints.digest import table_digest
 from checkpoints.errors import ChainBroken, CheckpointError, CheckpointNotFound, CheckpointUsageError, WriterConflict
@@ -91,7 +91,9 @@ def test_hash_covers_every_field_but_itself() -> None:
     first = genesis({"t": TableChange(upserted=1)}, seq_to=3, at="2026-01-01T00:00:00.000000Z", tool="x")
     body = encode_body(first)
     assert b'"hash"' not in body
-    assert body.startswith(b'{"at":"2026-01-01T00:00:00.000000Z","compaction":null,"format":1,"kind":"genesis"')
+    assert body.startswith(
+        b'{"at":"2026-01-01T00:00:00.000000Z","compaction":null,"format":2,"journal_head":null,"kind":"genesis"'
+    )
     assert first.hash == seal(msgspec.structs.replace(first, hash=""))[0].hash
     changes: list[dict[str, Any]] = [
         {"seq_to": 4},
@@ -114,6 +116,29 @@ def test_table_changes_add_like_multisets() -> None:
     )
     assert both.upserted == 3
     assert both.upserted_digest == table_digest([(1,), (2,), (3,)]).hexdigest()
+
+
+def test_the_ledger_adds_up_rows_and_digests_through_updates_deletes_and_restatements() -> None:
+    """genesis {1,2,3}; batch: 2 updated (old image out, new in), 3 deleted; a read restatement keeps the
+    count; a second restatement that moves the count is a break; a format 1 batch cannot be added up."""
+    rows = {1: (1, "a"), 2: (2, "b"), 3: (3, "c")}
+    first = genesis({"t": TableChange.of(table_digest(rows.values()))}, seq_to=0)
+    change = TableChange.of(table_digest([(2, "B")]), table_digest([(3,)]), removed=table_digest([(2, "b"), (3, "c")]))
+    second = next_checkpoint(first, seq_to=2, tables={"t": change})
+    after = table_digest([(1, "a"), (2, "B")])
+    book = ledger.add_up([first, second])
+    assert book.tables["t"] == ledger.Figures(2, after.hexdigest(), since=1)
+    assert book.breaks == {}
+    reread = TableChange(upserted=2, upserted_digest="ab" * 32, restated="read")
+    third = next_checkpoint(second, seq_to=2, tables={"t": reread})
+    book = ledger.add_up([first, second, third])
+    assert book.tables["t"] == ledger.Figures(2, "ab" * 32, since=3, read_anew=(3,))
+    moved = next_checkpoint(third, seq_to=2, tables={"t": TableChange(upserted=5, restated="read")})
+    assert "5 rows" in ledger.add_up([first, second, third, moved]).breaks["t"]
+    reload = next_checkpoint(third, seq_to=2, tables={"t": TableChange(upserted=5, restated="reload")})
+    assert ledger.add_up([first, second, third, reload]).breaks == {}
+    old = msgspec.structs.replace(next_checkpoint(first, seq_to=2, tables={"t": change}), format=1)
+    assert "format 1" in ledger.add_up([first, old]).unknown["t"]
 
 
 # --- store -------------------------------------------------------------------------------------
