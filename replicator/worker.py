@@ -439,6 +439,7 @@ class Worker:
             fk=fk,
             on_bad_value=self.config.snapshot.on_bad_value,
             source=self._sconn,
+            plan=self._plan_obj,
         )
         self._prev = prev
         self._applied = prev.seq_to
@@ -816,6 +817,7 @@ class Worker:
             fk=self._writer.fk,
             on_bad_value=self.config.snapshot.on_bad_value,
             source=self._sconn,
+            plan=self._plan_obj,
         )
 
     def _reload_pending(self) -> None:
