@@ -650,7 +650,7 @@ class Writer:
                 self._refuse_collisions(cur, name, [*rows, *looked_up])
                 raise
             added = self._digester.submit(_fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
-        if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
+        if name not in self._quarantined:  # asked once: only this writer adds rows while it streams
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
             width = len(t.columns_source)
@@ -718,8 +718,8 @@ class Writer:
             name = min(todo, key=lambda n: (self._rank.get(n, len(self._rank)), n))
             todo.discard(name)
             work = planned[name] = self._plan_table(name, parts[name], self._follow)
-            for child, rows in self._dependents_of(name, work).items():
-                if self._add_rows(parts, child, rows, batch.seq_to):
+            for child, found in self._dependents_of(name, work).items():
+                if self._add_rows(parts, child, found, batch.seq_to):
                     todo.add(child)
         return {name: planned[name] for name in sorted(planned, key=lambda n: self._rank.get(n, len(self._rank)))}
 
@@ -731,7 +731,7 @@ class Writer:
         convert_row = self._converters[name]
         refusals: list[quarantine.Refusal] = []
         waiting: list[tuple[str, dependents.Key]] = []
-        if follow is not None:
+        if follow is not None and follow.involved(name):
             named = {*part.keys, *(row[width:] for row in rows)}
             waiting = follow.release(name, [_key_dict(t, k) for k in named])
         if follow is None:
@@ -752,47 +752,53 @@ class Writer:
         follow.settle(refusals)
         return _Planned(part, keys, rows, [values for _row, values in good], refusals, waiting)
 
-    def _dependents_of(self, name: str, work: _Planned) -> dict[str, list[tuple[Any, ...]]]:
-        """SQLite's current rows (as the batch reads them) of the rows to re-evaluate with ``name``'s."""
+    def _dependents_of(self, name: str, work: _Planned) -> dict[str, tuple[list[KeyTuple], list[tuple[Any, ...]]]]:
+        """The rows to re-evaluate with ``name``'s, per table: their keys, and SQLite's current rows for them.
+
+        The rows waiting for one the batch names (a key whose row is gone too: its entry leaves the
+        quarantine), and the children in PostgreSQL of a row the batch quarantines."""
         assert self._follow is not None
         t = self.targets[name]
         width = len(t.columns_source)
-        found: dict[str, list[tuple[Any, ...]]] = {}
+        found: dict[str, tuple[list[KeyTuple], list[tuple[Any, ...]]]] = {}
         waiting: dict[str, list[KeyTuple]] = {}
         for child, key in work.waiting:
             target = self.targets.get(child)
-            if target is not None:
-                waiting.setdefault(child, []).append(
-                    tuple(quarantine.from_json_safe(key.get(c)) for c in target.key_source)
-                )
+            if target is not None and all(c in key for c in target.key_source):
+                raw = tuple(quarantine.from_json_safe(key[c]) for c in target.key_source)
+                waiting.setdefault(child, []).append(raw)
         for child, keys in waiting.items():
-            found.setdefault(child, []).extend(_read_current(self.source, self.targets[child], keys))
+            found[child] = (keys, _read_current(self.source, self.targets[child], keys))
         if work.refusals:
             quarantined = {json.dumps(r.key, sort_keys=True) for r in work.refusals}
             rows = [row for row in work.rows if json.dumps(_key_dict(t, row[width:]), sort_keys=True) in quarantined]
             for child, pg_keys in self._follow.captured(self.conn, name, rows, self._key_target).items():
                 target = self.targets[child]
-                found.setdefault(child, []).extend(
-                    rows_for_target_keys(self.source, target, set(pg_keys), self._key_converters[child])
-                )
+                read = rows_for_target_keys(self.source, target, set(pg_keys), self._key_converters[child])
+                keys, before = found.setdefault(child, ([], []))
+                before.extend(read)
+                keys.extend(tuple(row[len(target.columns_source) :]) for row in read)
         return found
 
     def _key_target(self, name: str) -> tuple[str, ...] | None:
         target = self.targets.get(name)
         return target.key_target if target is not None else None
 
-    def _add_rows(self, parts: dict[str, TableRows], name: str, rows: list[tuple[Any, ...]], seq: int) -> bool:
-        """Add rows (SQLite's, key last) the batch must re-evaluate to ``name``'s part; True if one is new."""
-        width = len(self.targets[name].key_source)
-        part = parts.get(name)
-        if part is None:  # a table the journal range does not name: its last_seq becomes the batch's end
-            part = parts[name] = TableRows([], [], seq)
+    def _add_rows(
+        self, parts: dict[str, TableRows], name: str, found: tuple[list[KeyTuple], list[tuple[Any, ...]]], seq: int
+    ) -> bool:
+        """Add keys and their rows (SQLite's, key last) to ``name``'s part of the batch; True if a key is new.
+        A table the journal range does not name gets a part whose last_seq is the batch's end."""
+        keys, rows = found
+        part = parts.get(name) or TableRows([], [], seq)
         known = set(part.keys)
-        new = [row for row in rows if tuple(row[-width:]) not in known]
+        new = [k for k in dict.fromkeys(keys) if k not in known]
         if not new:
             return False
+        width = len(self.targets[name].key_source)
+        fresh = set(new)
         parts[name] = TableRows(
-            [*part.keys, *dict.fromkeys(tuple(row[-width:]) for row in new)], [*part.rows, *new], part.last_seq
+            [*part.keys, *new], [*part.rows, *(r for r in rows if tuple(r[-width:]) in fresh)], part.last_seq
         )
         return True
 
@@ -1069,9 +1075,11 @@ def record_refusals(
 
 
 def has_quarantine(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
-    """Whether the table has quarantine rows not acknowledged yet."""
+    """Whether the table has quarantine rows, acknowledged or not: a key the batch names leaves the
+    quarantine when its row is written (acknowledged, it would still make verify and cutover leave the
+    row out of SQLite's side while PostgreSQL holds it)."""
     row = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = %s AND NOT acknowledged)").format(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = %s)").format(
             sql.Identifier(schema_name, "quarantine")
         ),
         (table,),

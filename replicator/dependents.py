@@ -197,6 +197,8 @@ class Held:
         self._by_key: dict[tuple[str, str], list[tuple[_Edge, Hashable]]] = {}
         self._widths = {t.source: len(t.load_columns) for t in plan.tables}
         self._fresh: dict[str, list[tuple[_Edge, Hashable]]] = {}
+        self.holding: set[str] = set()
+        """Tables a row of which was ever held (the apply skips the bookkeeping of the others)."""
 
     def referenced(self, table: str) -> bool:
         """Rows of ``table`` are referenced by some followed foreign key."""
@@ -243,6 +245,7 @@ class Held:
                 if form is None or edge.values.get(form) == key:
                     continue
                 edge.values[form] = key
+                self.holding.add(table)
                 self._by_key.setdefault((table, _ident(key)), []).append((edge, form))
                 self._fresh.setdefault(table, []).append((edge, form))
                 new = True
@@ -394,6 +397,8 @@ class Follow:
         self.held = Held(plan)
         self._children: dict[tuple[str, str], dict[tuple[str, str], Key]] = {}
         self._parent: dict[tuple[str, str], tuple[str, str]] = {}
+        self._waiting: set[str] = set()
+        """Tables with a row waiting for a parent, or with a row others wait for (only ever grows)."""
         query = sql.SQL("SELECT table_name, key, refs, parent_table, parent_key FROM {}").format(
             sql.Identifier(state_schema, "quarantine")
         )
@@ -404,6 +409,7 @@ class Follow:
 
     def _wait(self, table: str, key: Key, parent: str, parent_key: Key) -> None:
         child, up = (table, _ident(key)), (parent, _ident(parent_key))
+        self._waiting.update((table, parent))
         self._forget(child)
         self._children.setdefault(up, {})[child] = key
         self._parent[child] = up
@@ -412,6 +418,11 @@ class Follow:
         up = self._parent.pop(child, None)
         if up is not None:
             self._children.get(up, {}).pop(child, None)
+
+    def involved(self, table: str) -> bool:
+        """Some row of ``table`` is held or waiting, or others wait for one: a batch naming its rows must
+        :meth:`release` them."""
+        return table in self.held.holding or table in self._waiting
 
     def release(self, table: str, keys: Iterable[Key]) -> list[tuple[str, Key]]:
         """The batch re-evaluates these rows of ``table``: forget what was held for them; returns the rows

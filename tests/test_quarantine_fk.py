@@ -240,3 +240,18 @@ def test_cutover_lists_the_quarantined_descendants_and_the_foreign_keys_hold(
     assert entries[("app_node", 1)] == "parent app_node key id=5 quarantined"
     proofs = {p.table: (p.sqlite_rows, p.pg_rows) for p in result.certificate.tables}
     assert proofs["app_child"] == (2, 2)  # SQLite's count leaves the quarantined keys out, as verify does
+
+
+def test_a_fixed_parent_releases_acknowledged_dependents_too(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = _source(tmp_path / "app.db", capture=True)
+    conf = _existing(path, pg_dsn)
+    drain(path, pg_dsn, conf)
+    assert quarantine.acknowledge(pg, "replicator") == 9  # reviewed: nothing waits unacknowledged
+    app(path).execute("UPDATE app_parent SET n = 2 WHERE id = 2")
+    drain(path, pg_dsn, conf)
+    # An acknowledged entry leaves the quarantine once its row is in PostgreSQL: kept, it would make
+    # verify leave the row out of SQLite's side while PostgreSQL holds it.
+    left = {t: sorted(keys) for t, keys in _quarantined(pg).items()}
+    assert left == {"app_node": [1, 2, 3, 4, 5]}
+    assert _ids(pg, "app_grandchild") == [100, 200, 300]
+    assert verify.verify(path, pg_dsn, conf).match
