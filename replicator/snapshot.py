@@ -318,11 +318,13 @@ def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None
 def build_plan(
     conn: psycopg.Connection[Any] | None, read: SourceRead, config: Config, mode: str
 ) -> pgschema.SchemaPlan:
+    """The plan, with the foreign keys the quarantine follows (:func:`replicator.dependents.with_foreign_keys`)."""
     if mode == "create":
-        return pgschema.plan_create(read.schema, read.profiles, config)
+        return dependents.with_foreign_keys(pgschema.plan_create(read.schema, read.profiles, config), conn, read.schema)
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
-    return pgschema.plan_existing(read.schema, pgschema.reflect(conn, config.target.schema), read.profiles, config)
+    plan = pgschema.plan_existing(read.schema, pgschema.reflect(conn, config.target.schema), read.profiles, config)
+    return dependents.with_foreign_keys(plan, conn, read.schema)
 
 
 def _existing_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> list[str]:
@@ -936,7 +938,7 @@ def _setup(
             if parallel is None
             else read_source_parallel(sconn, parallel[1], config, parallel[0], create=create is not None)
         )
-        plan = dependents.with_foreign_keys(build_plan(pconn, read, config, resolved), pconn, read.schema)
+        plan = build_plan(pconn, read, config, resolved)
         if read.guessed:
             guessed = tuple(msgspec.structs.replace(t, guessed=t.source in read.guessed) for t in plan.tables)
             plan = msgspec.structs.replace(plan, tables=guessed)
