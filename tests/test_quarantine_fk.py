@@ -255,3 +255,33 @@ def test_a_fixed_parent_releases_acknowledged_dependents_too(tmp_path: Path, pg_
     assert left == {"app_node": [1, 2, 3, 4, 5]}
     assert _ids(pg, "app_grandchild") == [100, 200, 300]
     assert verify.verify(path, pg_dsn, conf).match
+
+
+def test_existing_mode_follows_postgresqls_own_foreign_keys(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """SQLite declares no foreign key here (and its names sort the child first): PostgreSQL's keys decide
+    both the load order and which rows follow a quarantined parent."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            f"""
+            CREATE TABLE a_line (id INTEGER PRIMARY KEY, order_id INTEGER, sku TEXT);
+            CREATE TABLE b_order (id INTEGER PRIMARY KEY, total INTEGER);
+            INSERT INTO b_order VALUES (1, 5), (2, {BIG});
+            INSERT INTO a_line VALUES (10, 1, 'x'), (20, 2, 'y'), (21, 2, 'z');
+            """
+        )
+    pg.execute(
+        "CREATE TABLE b_order (id integer PRIMARY KEY, total integer);"
+        "CREATE TABLE a_line (id integer PRIMARY KEY, order_id integer REFERENCES b_order (id), sku text);"
+    )
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="existing", on_bad_value="quarantine")
+    assert result.plan is not None
+    assert result.plan.order == ("b_order", "a_line")
+    assert _ids(pg, "a_line") == [10]
+    _assert_expected(
+        _quarantined(pg),
+        {
+            "b_order": {2: "range"},
+            "a_line": {20: "parent b_order key id=2 quarantined", 21: "parent b_order key id=2 quarantined"},
+        },
+    )
