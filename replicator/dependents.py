@@ -25,6 +25,7 @@ SQLite declares, which the load creates. One over a column the plan does not loa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
@@ -43,12 +44,24 @@ Key = dict[str, Any]
 # --- which foreign keys -----------------------------------------------------------------------------
 
 
-def with_foreign_keys(plan: SchemaPlan, conn: psycopg.Connection[Any] | None, schema: Schema) -> SchemaPlan:
-    """The plan with the foreign keys the quarantine follows, and (existing mode) parents first by them."""
+def with_foreign_keys(
+    plan: SchemaPlan, conn: psycopg.Connection[Any] | None, schema: Schema, state_schema: str | None = None
+) -> SchemaPlan:
+    """The plan with the foreign keys the quarantine follows, and (existing mode) parents first by them.
+    ``state_schema``: also the app's keys the apply parked there (they come back at cutover)."""
     if plan.mode == "existing" and conn is not None:
         fks = existing_foreign_keys(conn, plan)
+        if state_schema is not None:
+            fks += tuple(fk for fk in parked_foreign_keys(conn, state_schema, plan) if fk not in fks)
         return msgspec.structs.replace(plan, foreign_keys=fks, order=parents_first(plan.order, fks))
     return msgspec.structs.replace(plan, foreign_keys=declared_foreign_keys(schema, plan))
+
+
+def adopted(plan: SchemaPlan, conn: psycopg.Connection[Any], schema: Schema, table: str) -> SchemaPlan:
+    """A table joined the plan (created in SQLite while streaming): add the foreign keys it takes part in."""
+    found = with_foreign_keys(plan, conn, schema).foreign_keys
+    new = tuple(fk for fk in found if table in (fk.child, fk.parent) and fk not in plan.foreign_keys)
+    return msgspec.structs.replace(plan, foreign_keys=plan.foreign_keys + new)
 
 
 _CATALOG = """
@@ -75,6 +88,37 @@ def existing_foreign_keys(conn: psycopg.Connection[Any], plan: SchemaPlan) -> tu
         if child is None or parent is None:
             continue
         cols, refs = _sources(child, columns), _sources(parent, ref_columns)
+        if cols is not None and refs is not None:
+            out.append(ForeignKey(str(name), child.source, cols, parent.source, refs))
+    return tuple(out)
+
+
+_IDENT = r'"(?:[^"]|"")*"|[^\s,()."]+'
+_PARKED = re.compile(
+    rf"FOREIGN KEY \((?P<cols>[^)]*)\) REFERENCES (?:(?:{_IDENT})\.)?(?P<table>{_IDENT})\((?P<refs>[^)]*)\)"
+)
+
+
+def _names(text: str) -> list[str]:
+    return [m[1:-1].replace('""', '"') if m.startswith('"') else m for m in re.findall(_IDENT, text)]
+
+
+def parked_foreign_keys(conn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan) -> tuple[ForeignKey, ...]:
+    """The app's foreign keys the apply parked (dropped until cutover: no privilege for the replica role)."""
+    ident = sql.Identifier(state_schema, "parked_foreign_keys")
+    found = conn.execute("SELECT to_regclass(%s)", (ident.as_string(conn),)).fetchone()
+    if not found or found[0] is None:
+        return ()
+    by_target = {t.name: t for t in plan.tables}
+    out: list[ForeignKey] = []
+    rows = conn.execute(sql.SQL("SELECT table_name, constraint_name, definition FROM {} ORDER BY 1, 2").format(ident))
+    for child_name, name, definition in rows:
+        parsed = _PARKED.match(str(definition))
+        child = by_target.get(str(child_name))
+        parent = by_target.get(_names(parsed["table"])[0]) if parsed else None
+        if parsed is None or child is None or parent is None:
+            continue
+        cols, refs = _sources(child, _names(parsed["cols"])), _sources(parent, _names(parsed["refs"]))
         if cols is not None and refs is not None:
             out.append(ForeignKey(str(name), child.source, cols, parent.source, refs))
     return tuple(out)

@@ -202,6 +202,7 @@ def adopt(
             created = pgschema.create_tables(conn, _only(plan, fresh))
             fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
         new_plan = msgspec.structs.replace(plan, tables=(*plan.tables, fresh), order=(*plan.order, table))
+        new_plan = dependents.adopted(new_plan, conn, schema, table)
         apply.save_plan(conn, state_schema, new_plan)
     bound = log.get("resnapshot", table=table)
     for warning in fresh.warnings:

@@ -324,7 +324,7 @@ def build_plan(
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
     plan = pgschema.plan_existing(read.schema, pgschema.reflect(conn, config.target.schema), read.profiles, config)
-    return dependents.with_foreign_keys(plan, conn, read.schema)
+    return dependents.with_foreign_keys(plan, conn, read.schema, config.target.state_schema)
 
 
 def _existing_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> list[str]:

@@ -57,6 +57,7 @@ from checkpoints.errors import CheckpointError
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis
 from replicator import (
     apply,
+    dependents,
     faults,
     integrity,
     log,
@@ -556,6 +557,7 @@ class Worker:
         plan = pgschema.plan_existing(
             read.schema, pgschema.reflect(conn, self.config.target.schema), read.profiles, self.config
         )
+        plan = dependents.with_foreign_keys(plan, conn, read.schema, self.state_schema)
         with conn.transaction():
             apply.save_plan(conn, self.state_schema, plan)
         self._log.warning(

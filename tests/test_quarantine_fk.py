@@ -23,6 +23,7 @@ from replicator import config, quarantine, snapshot, verify
 from replicator.cli import cli
 from replicator.cutover import Options, cutover
 from tests.test_apply_cases import app, check_same, drain, make_source
+from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
 
 BIG = 2**40  # an INTEGER SQLite holds that PostgreSQL's integer cannot
 
@@ -285,3 +286,26 @@ def test_existing_mode_follows_postgresqls_own_foreign_keys(tmp_path: Path, pg_d
             "a_line": {20: "parent b_order key id=2 quarantined", 21: "parent b_order key id=2 quarantined"},
         },
     )
+
+
+def test_parked_foreign_keys_are_followed_and_hold_at_cutover(
+    tmp_path: Path,
+    unprivileged_dsn: str,  # noqa: F811 - fixture
+) -> None:
+    """A role that may not disable FK triggers has the apply park the app's foreign keys (dropped until
+    cutover): a later snapshot still follows them, and cutover restores and validates them."""
+    dsn = unprivileged_dsn
+    path = _source(tmp_path / "app.db", capture=True)
+    conf = _existing(path, dsn)
+    drain(path, dsn, conf)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM replicator.parked_foreign_keys").fetchone() == (3,)
+        snapshot.snapshot(path, dsn, conf, mode="existing", on_bad_value="quarantine", replace=True)
+        _assert_expected(_quarantined(conn), EXPECTED)
+    app(path).execute("INSERT INTO app_child VALUES (22, 2, 'new child of two')")
+    drain(path, dsn, conf)
+    options = Options(backup_dir=tmp_path / "b", certificate_path=tmp_path / "c.json", accept_quarantine=True)
+    result = cutover(path, dsn, conf, options)
+    assert result.certificate is not None
+    assert len(result.certificate.quarantine) == 10
+    assert len(result.certificate.foreign_keys) == 3
