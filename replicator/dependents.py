@@ -252,6 +252,11 @@ class Held:
         """Rows of ``table`` may reference a held row (a parent holds one, or the table references itself)."""
         return any(e.values or e.fk.parent == table for e in self._into.get(table, ()))
 
+    def hooks(self, table: str) -> tuple[Any, Any]:
+        """For a load of ``table``: :meth:`check` if its rows may reference a held row, :meth:`quarantined`
+        if others reference its rows (each None when not: the load then pays nothing)."""
+        return (self.check if self.watching(table) else None, self.quarantined if self.referenced(table) else None)
+
     def into(self, table: str) -> list[ForeignKey]:
         """The followed foreign keys of ``table`` (to its parents)."""
         return [e.fk for e in self._into.get(table, ())]

@@ -50,6 +50,7 @@ cutover), then sequences past the keys and ANALYZE. Measured in ``bench/snapshot
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -545,8 +546,7 @@ def copy_rows(
     refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
     quarantine policy, skips and records the row.
 
-    ``held`` (quarantine policy): the quarantined rows other rows reference. A row referencing one is
-    quarantined too, naming its parent; a quarantined row that others reference is held for them.
+    ``held`` (quarantine policy): the quarantined rows that rows reference (:mod:`replicator.dependents`).
     """
     columns = table.load_columns
     source_cols = [c.source for c in columns if c.source is not None]
@@ -571,8 +571,7 @@ def copy_rows(
     refusals: list[quarantine.Refusal] = []
     read = total = 0
     name = table.source
-    check = held.check if held is not None and held.watching(name) else None
-    keep = held.quarantined if held is not None and held.referenced(name) else None
+    check, keep = held.hooks(name) if held is not None else (None, None)
     with pconn.cursor() as cur:
         try:
             with cur.copy(copy_sql) as copy:
@@ -670,14 +669,37 @@ class _Redo(Exception):
     """Rows of a table reference rows of it quarantined later in the same pass: load it again."""
 
 
-def _references_fresh(
-    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, held: dependents.Held, name: str
-) -> bool:
-    """Some loaded row references a row of its own table this pass quarantined after it."""
+@contextlib.contextmanager
+def _self_references(
+    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, held: dependents.Held | None, name: str
+) -> Iterator[None]:
+    """Around a table's COPY: raise ``_Redo`` when a loaded row references a row of its own table the
+    pass quarantined after it (existing mode: the COPY fails on the app's key; create mode: found)."""
+    if held is None:
+        yield
+        return
+    held.fresh(name)  # what an earlier pass held is known from the start of this one
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation:
+        if held.fresh(name):
+            raise _Redo from None
+        raise
     by_fk: dict[pgschema.ForeignKey, list[tuple[Any, ...]]] = {}
     for fk, value in held.fresh(name):
         by_fk.setdefault(fk, []).append(value)
-    return any(dependents.referencing(pconn, plan, fk, values, limit=1) for fk, values in by_fk.items())
+    if any(dependents.referencing(pconn, plan, fk, values, limit=1) for fk, values in by_fk.items()):
+        raise _Redo
+
+
+def _count_check(table: pgschema.TablePlan, source_count: int, copied: Copied) -> None:
+    """The table was emptied in the load's transaction: COPY's count is the table's."""
+    if copied.server_rows != copied.written or copied.read != source_count:
+        raise TargetError(
+            f"count check failed for {table.source!r}: SQLite has {source_count} rows, read "
+            f"{copied.read}, PostgreSQL holds {copied.server_rows}",
+            hint="nothing was committed for this table; rerun, and report it if it repeats",
+        )
 
 
 def _load_table(
@@ -716,11 +738,9 @@ def _load_table(
         if progress is not None:
             progress.advance(table.source, read)
 
-    if held is not None:
-        held.fresh(table.source)  # what an earlier pass held is known from the start of this one
     with pconn.transaction():
         freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
-        try:
+        with _self_references(pconn, plan, held, table.source):
             copied = copy_rows(
                 pconn,
                 plan.schema,
@@ -735,19 +755,7 @@ def _load_table(
                 extra=bool(extra),
                 held=held,
             )
-        except psycopg.errors.ForeignKeyViolation:  # existing mode: a row before its quarantined parent
-            if held is not None and held.fresh(table.source):
-                raise _Redo from None
-            raise
-        if held is not None and _references_fresh(pconn, plan, held, table.source):
-            raise _Redo
-        loaded = copied.server_rows  # the table was emptied in this transaction: COPY's count is the table's
-        if loaded != copied.written or copied.read != source_count:
-            raise TargetError(
-                f"count check failed for {table.source!r}: SQLite has {source_count} rows, read "
-                f"{copied.read}, PostgreSQL holds {loaded}",
-                hint="nothing was committed for this table; rerun, and report it if it repeats",
-            )
+        _count_check(table, int(source_count), copied)
         quarantine.replace_for_table(pconn, state_schema, table.source, copied.refusals, run_id)
         seconds = time.monotonic() - started
         state.record_table(
