@@ -97,11 +97,13 @@ def _ids(pg: Any, table: str) -> list[int]:
     return [r[0] for r in pg.execute(f"SELECT id FROM {table} ORDER BY id")]
 
 
+@pytest.mark.parametrize("deferred", [False, True], ids=["immediate", "deferred"])
 def test_existing_mode_quarantines_the_descendants_of_a_quarantined_parent(
-    tmp_path: Path, pg_dsn: str, pg: Any
+    deferred: bool, tmp_path: Path, pg_dsn: str, pg: Any
 ) -> None:
     path = _source(tmp_path / "app.db")
-    pg.execute(PG_SCHEMA)
+    # Django declares its keys DEFERRABLE INITIALLY DEFERRED: PostgreSQL then checks them at COMMIT.
+    pg.execute(PG_SCHEMA.replace(" (id)", " (id) DEFERRABLE INITIALLY DEFERRED") if deferred else PG_SCHEMA)
     runner = CliRunner()
     common = ["--source", str(path), "--target", pg_dsn]
     loaded = runner.invoke(cli, ["snapshot", *common, "--mode", "existing", "--on-bad-value", "quarantine"])
@@ -135,11 +137,14 @@ def test_existing_mode_stop_still_names_the_bad_value(tmp_path: Path, pg_dsn: st
     assert "refused value in app_node (id=2) column label" in result.output
 
 
-def test_a_genuine_orphan_still_refuses_with_the_orphan_message(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+@pytest.mark.parametrize("deferred", [False, True], ids=["immediate", "deferred"])
+def test_a_genuine_orphan_still_refuses_with_the_orphan_message(
+    deferred: bool, tmp_path: Path, pg_dsn: str, pg: Any
+) -> None:
     path = _source(tmp_path / "app.db")
     with sqlite3.connect(path) as conn:  # SQLite's foreign keys are off: it keeps a child of no parent
         conn.execute("INSERT INTO app_child VALUES (99, 77, 'orphan')")
-    pg.execute(PG_SCHEMA)
+    pg.execute(PG_SCHEMA.replace(" (id)", " (id) DEFERRABLE INITIALLY DEFERRED") if deferred else PG_SCHEMA)
     result = CliRunner().invoke(
         cli,
         ["snapshot", "--source", str(path), "--target", pg_dsn, "--mode", "existing", "--on-bad-value", "quarantine"],
