@@ -229,18 +229,23 @@ class Held:
     Rows are the load's and the apply's: the table's load columns first, in plan order.
     """
 
-    def __init__(self, plan: SchemaPlan) -> None:
-        planned = {t.source for t in plan.tables}
+    def __init__(self, plan: SchemaPlan, *, track_fresh: bool = True) -> None:
+        """``track_fresh``: remember what each table's pass held (:meth:`fresh`; a load, not the apply)."""
+        planned = {t.source: t for t in plan.tables}
         self._into: dict[str, list[_Edge]] = {}
         self._from: dict[str, list[_Edge]] = {}
         for fk in plan.foreign_keys:
-            if fk.child in planned and fk.parent in planned:
-                edge = _Edge(fk, plan)
-                self._into.setdefault(fk.child, []).append(edge)
-                self._from.setdefault(fk.parent, []).append(edge)
+            child, parent = planned.get(fk.child), planned.get(fk.parent)
+            if child is None or parent is None or _loaded(child, fk.columns) != fk.columns:
+                continue  # a table or a column the plan no longer loads (skipped, dropped): nothing to compare
+            if _loaded(parent, fk.ref_columns) != fk.ref_columns:
+                continue
+            edge = _Edge(fk, plan)
+            self._into.setdefault(fk.child, []).append(edge)
+            self._from.setdefault(fk.parent, []).append(edge)
         self._by_key: dict[tuple[str, str], list[tuple[_Edge, Hashable]]] = {}
         self._widths = {t.source: len(t.load_columns) for t in plan.tables}
-        self._fresh: dict[str, list[tuple[_Edge, Hashable]]] = {}
+        self._fresh: dict[str, list[tuple[_Edge, Hashable]]] | None = {} if track_fresh else None
         self.holding: set[str] = set()
         """Tables a row of which was ever held (the apply skips the bookkeeping of the others)."""
 
@@ -296,7 +301,8 @@ class Held:
                 edge.values[form] = key
                 self.holding.add(table)
                 self._by_key.setdefault((table, _ident(key)), []).append((edge, form))
-                self._fresh.setdefault(table, []).append((edge, form))
+                if self._fresh is not None:
+                    self._fresh.setdefault(table, []).append((edge, form))
                 new = True
         return new
 
@@ -335,7 +341,7 @@ class Held:
 
     def fresh(self, table: str) -> list[tuple[ForeignKey, tuple[Any, ...]]]:
         """The converted values held since the last call, for the table's foreign keys to itself."""
-        found = self._fresh.pop(table, [])
+        found = self._fresh.pop(table, []) if self._fresh is not None else []
         return [(e.fk, form[1]) for e, form in found if e.fk.child == table and form[0] == "pg"]  # type: ignore[index]
 
     def pg_values(self, fk: ForeignKey) -> list[tuple[Any, ...]]:
@@ -443,7 +449,7 @@ class Follow:
 
     def __init__(self, plan: SchemaPlan, conn: psycopg.Connection[Any], state_schema: str) -> None:
         self.plan = plan
-        self.held = Held(plan)
+        self.held = Held(plan, track_fresh=False)
         self._children: dict[tuple[str, str], dict[tuple[str, str], Key]] = {}
         self._parent: dict[tuple[str, str], tuple[str, str]] = {}
         self._waiting: set[str] = set()

@@ -314,3 +314,19 @@ def test_parked_foreign_keys_are_followed_and_hold_at_cutover(
     assert result.certificate is not None
     assert len(result.certificate.quarantine) == 10
     assert len(result.certificate.foreign_keys) == 3
+
+
+def test_a_foreign_key_over_a_column_no_longer_loaded_is_not_followed() -> None:
+    """A saved plan's key whose column was dropped (or skipped) since: the apply starts, the key is left."""
+    from replicator import dependents
+    from replicator.convert import parse_type
+    from replicator.pgschema import ColumnPlan, ForeignKey, SchemaPlan, TablePlan
+
+    integer = parse_type("integer")
+    parent = TablePlan("p", "p", (ColumnPlan("id", "id", integer),), ("id",), ("id",))
+    child = TablePlan("c", "c", (ColumnPlan("id", "id", integer),), ("id",), ("id",))
+    fk = ForeignKey("c_p_id_fkey", "c", ("p_id",), "p", ("id",))
+    held = dependents.Held(SchemaPlan("existing", "public", (parent, child), ("p", "c"), foreign_keys=(fk,)))
+    assert held.into("c") == []
+    assert not held.referenced("p")
+    assert held.hooks("c") == (None, None)
