@@ -56,7 +56,7 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import Kind, TableDigest, kinds_from_oids
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import convert, faults, log, quarantine
+from replicator import convert, dependents, faults, log, quarantine
 from replicator.convert import TargetType
 from replicator.errors import BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
 from replicator.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
@@ -476,6 +476,31 @@ class _Pending(msgspec.Struct):
         )
 
 
+class _Planned(msgspec.Struct):
+    """One table's part of a batch, converted: what it writes and what it quarantines."""
+
+    part: TableRows
+    keys: list[KeyTuple]
+    """The part's keys in PostgreSQL form (deleted, then the rows written)."""
+    rows: list[tuple[Any, ...]]
+    """SQLite's rows for them (every spelling of a key, :meth:`Writer._rows_of_every_spelling`)."""
+    written: list[tuple[Any, ...]]
+    refusals: list[quarantine.Refusal]
+    waiting: list[tuple[str, dependents.Key]] = msgspec.field(default_factory=list)
+    """Rows of other tables quarantined because one of these rows was: the batch re-evaluates them."""
+
+
+def _key_dict(t: TableTarget, key: Sequence[Any]) -> dependents.Key:
+    """A key of ``t`` as the quarantine records keys."""
+    return quarantine.json_safe_dict(dict(zip(t.key_source, key, strict=True)))
+
+
+def _read_current(conn: sqlite3.Connection, t: TableTarget, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+    """:func:`current_rows` in one read transaction of its own (unless the caller holds one)."""
+    with contextlib.nullcontext() if conn.in_transaction else journal.read_transaction(conn):
+        return current_rows(conn, t, keys)
+
+
 class Writer:
     """Applies batches over one PostgreSQL connection; holds per-connection staging tables.
 
@@ -491,6 +516,7 @@ class Writer:
         fk: FkMode,
         on_bad_value: str,
         source: sqlite3.Connection,
+        plan: SchemaPlan | None = None,
     ) -> None:
         self.conn = conn
         self.source = source
@@ -506,6 +532,10 @@ class Writer:
             n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
         }
         self._quarantined: dict[str, bool] = {}
+        self.plan = plan if plan is not None and on_bad_value == "quarantine" and plan.foreign_keys else None
+        """Followed for the quarantine: a row whose parent is quarantined is quarantined too (:mod:`dependents`)."""
+        self._rank = {name: i for i, name in enumerate(plan.order)} if plan is not None else {}
+        self._follow: dependents.Follow | None = None
         self._id = next(_WRITER_IDS)
         self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-digest")
         self._log = log.get("apply")
@@ -545,6 +575,17 @@ class Writer:
         """
         for name in batch.tables:
             self._staging(name)
+        if self.plan is not None:  # a batch may re-evaluate rows of any table that references another
+            for fk in self.plan.foreign_keys:
+                if fk.child in self.targets:
+                    self._staging(fk.child)
+        try:
+            return self._write_batch(batch, prev, extra)
+        except BaseException:
+            self._follow = None  # what it held for the batch rolled back with it: read again
+            raise
+
+    def _write_batch(self, batch: Batch, prev: Checkpoint, extra: Any) -> Applied:
         results: dict[str, TableResult] = {}
         with self.conn.transaction():
             if self.fk == "replica":
@@ -555,15 +596,16 @@ class Writer:
             # Index nested loops cost O(keys log n) whatever the table size.
             self.conn.execute("SET LOCAL enable_mergejoin = off")
             self.conn.execute("SET LOCAL enable_hashjoin = off")
-            digests = read_digests(self.conn, self.state_schema, list(batch.tables))
+            planned = self._plan_batch(batch)
+            digests = read_digests(self.conn, self.state_schema, list(planned))
             pending: dict[str, _Pending] = {}
-            for name, part in batch.tables.items():
+            for name, work in planned.items():
                 try:
-                    pending[name] = self._write_table(name, part)
+                    pending[name] = self._write_table(name, work)
                 except psycopg.Error as exc:
                     raise _write_error(name, self.targets[name].target, exc) from None
-            for name, work in pending.items():  # the digests were computed while PostgreSQL worked
-                results[name] = work.result(digests.get(name))
+            for name, done in pending.items():  # the digests were computed while PostgreSQL worked
+                results[name] = done.result(digests.get(name))
                 self._log.debug(
                     "table applied",
                     table=name,
@@ -577,23 +619,21 @@ class Writer:
             cp = next_checkpoint(prev, seq_to=batch.seq_to, tables=changes, journal_head=batch.head)
             store.append(self.conn, cp, self.state_schema)
             for name, result in results.items():
-                write_table_state(self.conn, self.state_schema, self.targets[name], result, batch.tables[name].last_seq)
+                write_table_state(self.conn, self.state_schema, self.targets[name], result, planned[name].part.last_seq)
             applied = Applied(cp, results, batch.entries)
             if extra is not None:
                 extra(self.conn, applied)
             faults.point("apply.before_commit")
         return applied
 
-    def _write_table(self, name: str, part: TableRows) -> _Pending:
+    def _write_table(self, name: str, work: _Planned) -> _Pending:
         t = self.targets[name]
         rows_tmp, keys_tmp = self._staged[name]
         ident = sql.Identifier(t.schema, t.target)
-        refusals: list[quarantine.Refusal] = []
-        keys = self._convert_keys(name, part.keys)
-        rows = part.rows if exact_keys(t) else self._rows_of_every_spelling(name, keys)
+        part, rows, refusals = work.part, work.rows, work.refusals
         cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
         with self.conn.cursor() as cur:
-            written = self._stage(cur, name, keys, rows, refusals)
+            written = self._stage(cur, name, work.keys, rows, refusals, converted=work.written)
             removed = [self._delete_keys(cur, t, ident, keys_tmp)]
             conflicts, looked_up = 0, list[tuple[Any, ...]]()
             if self._uniques[name]:
@@ -611,7 +651,7 @@ class Writer:
                 self._refuse_collisions(cur, name, [*rows, *looked_up])
                 raise
             added = self._digester.submit(_fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
-        if name not in self._quarantined:  # asked once: only this writer adds rows, acknowledging removes none
+        if name not in self._quarantined:  # asked once: only this writer adds rows while it streams
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
             width = len(t.columns_source)
@@ -628,8 +668,10 @@ class Writer:
         keys: Sequence[KeyTuple],
         rows: Sequence[tuple[Any, ...]],
         refusals: list[quarantine.Refusal],
+        converted: list[tuple[Any, ...]] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """COPY keys (PostgreSQL form) and converted rows into the staging tables; returns the rows written."""
+        """COPY keys (PostgreSQL form) and converted rows into the staging tables; returns the rows written.
+        ``converted``: the rows to write, converted already (:meth:`_plan_table`); else ``rows`` are."""
         t = self.targets[name]
         rows_tmp, keys_tmp = self._staged[name]
         width = len(t.columns_source)
@@ -646,6 +688,10 @@ class Writer:
         cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(rows_tmp, cols)) as copy:
             copy.set_types(convert.copy_types(t.types))
+            if converted is not None:
+                for values in converted:
+                    copy.write_row(values)
+                return converted
             for row in rows:
                 try:
                     values = convert_row(row[:width])
@@ -655,6 +701,107 @@ class Writer:
                 copy.write_row(values)
                 written.append(values)
         return written
+
+    # planning a batch: what each table writes and quarantines ---------------------------------
+
+    def _plan_batch(self, batch: Batch) -> dict[str, _Planned]:
+        """Each table's rows converted, the refused ones (and, following foreign keys, the ones whose parent
+        is quarantined) set apart, before anything is written. Following foreign keys, parents come first,
+        and a table gains the rows the batch must re-evaluate with a parent's: the ones waiting for a row
+        the batch names (released when it is fixed), and the children in PostgreSQL of a row it quarantines."""
+        if self.plan is None:
+            return {name: self._plan_table(name, part, None) for name, part in batch.tables.items()}
+        if self._follow is None:
+            self._follow = dependents.Follow(self.plan, self.conn, self.state_schema)
+        parts, planned = dict(batch.tables), dict[str, _Planned]()
+        todo = set(parts)
+        while todo:
+            name = min(todo, key=lambda n: (self._rank.get(n, len(self._rank)), n))
+            todo.discard(name)
+            work = planned[name] = self._plan_table(name, parts[name], self._follow)
+            for child, found in self._dependents_of(name, work).items():
+                if self._add_rows(parts, child, found, batch.seq_to):
+                    todo.add(child)
+        return {name: planned[name] for name in sorted(planned, key=lambda n: self._rank.get(n, len(self._rank)))}
+
+    def _plan_table(self, name: str, part: TableRows, follow: dependents.Follow | None) -> _Planned:
+        t = self.targets[name]
+        keys = self._convert_keys(name, part.keys)
+        rows = part.rows if exact_keys(t) else self._rows_of_every_spelling(name, keys)
+        width = len(t.columns_source)
+        convert_row = self._converters[name]
+        refusals: list[quarantine.Refusal] = []
+        waiting: list[tuple[str, dependents.Key]] = []
+        if follow is not None and follow.involved(name):
+            named = {*part.keys, *(row[width:] for row in rows)}
+            waiting = follow.release(name, [_key_dict(t, k) for k in named])
+        if follow is None:
+            written: list[tuple[Any, ...]] = []
+            for row in rows:
+                try:
+                    written.append(convert_row(row[:width]))
+                except convert.RowRefused as exc:
+                    refusals.append(self._refused(t, row[width:], exc))
+            return _Planned(part, keys, rows, written, refusals)
+        good: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        for row in rows:
+            try:
+                good.append((row, convert_row(row[:width])))
+            except convert.RowRefused as exc:
+                refusals.append(follow.held.quarantined(name, row, self._refused(t, row[width:], exc)))
+        good = follow.block(name, lambda row: dict(zip(t.key_source, row[width:], strict=True)), good, refusals)
+        follow.settle(refusals)
+        return _Planned(part, keys, rows, [values for _row, values in good], refusals, waiting)
+
+    def _dependents_of(self, name: str, work: _Planned) -> dict[str, tuple[list[KeyTuple], list[tuple[Any, ...]]]]:
+        """The rows to re-evaluate with ``name``'s, per table: their keys, and SQLite's current rows for them.
+
+        The rows waiting for one the batch names (a key whose row is gone too: its entry leaves the
+        quarantine), and the children in PostgreSQL of a row the batch quarantines."""
+        assert self._follow is not None
+        t = self.targets[name]
+        width = len(t.columns_source)
+        found: dict[str, tuple[list[KeyTuple], list[tuple[Any, ...]]]] = {}
+        waiting: dict[str, list[KeyTuple]] = {}
+        for child, key in work.waiting:
+            target = self.targets.get(child)
+            if target is not None and all(c in key for c in target.key_source):
+                raw = tuple(quarantine.from_json_safe(key[c]) for c in target.key_source)
+                waiting.setdefault(child, []).append(raw)
+        for child, keys in waiting.items():
+            found[child] = (keys, _read_current(self.source, self.targets[child], keys))
+        if work.refusals:
+            quarantined = {json.dumps(r.key, sort_keys=True) for r in work.refusals}
+            rows = [row for row in work.rows if json.dumps(_key_dict(t, row[width:]), sort_keys=True) in quarantined]
+            for child, pg_keys in self._follow.captured(self.conn, name, rows, self._key_target).items():
+                target = self.targets[child]
+                read = rows_for_target_keys(self.source, target, set(pg_keys), self._key_converters[child])
+                keys, before = found.setdefault(child, ([], []))
+                before.extend(read)
+                keys.extend(tuple(row[len(target.columns_source) :]) for row in read)
+        return found
+
+    def _key_target(self, name: str) -> tuple[str, ...] | None:
+        target = self.targets.get(name)
+        return target.key_target if target is not None else None
+
+    def _add_rows(
+        self, parts: dict[str, TableRows], name: str, found: tuple[list[KeyTuple], list[tuple[Any, ...]]], seq: int
+    ) -> bool:
+        """Add keys and their rows (SQLite's, key last) to ``name``'s part of the batch; True if a key is new.
+        A table the journal range does not name gets a part whose last_seq is the batch's end."""
+        keys, rows = found
+        part = parts.get(name) or TableRows([], [], seq)
+        known = set(part.keys)
+        new = [k for k in dict.fromkeys(keys) if k not in known]
+        if not new:
+            return False
+        width = len(self.targets[name].key_source)
+        fresh = set(new)
+        parts[name] = TableRows(
+            [*part.keys, *new], [*part.rows, *(r for r in rows if tuple(r[-width:]) in fresh)], part.last_seq
+        )
+        return True
 
     def _delete_keys(
         self, cur: psycopg.Cursor[Any], t: TableTarget, ident: sql.Identifier, keys_tmp: sql.Identifier
@@ -925,21 +1072,15 @@ def record_refusals(
     conn.execute(
         sql.SQL("DELETE FROM {} WHERE table_name = %s AND key = ANY(%s::jsonb[])").format(target), (table, named)
     )
-    if refusals:
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (run_id, table_name, key, column_name, storage_class, original_base64, reason, "
-                    "action) VALUES (NULL, %s, %s::jsonb, %s, %s, %s, %s, 'row skipped by apply')"
-                ).format(target),
-                [(r.table, json.dumps(r.key), r.column, r.storage_class, r.original, r.reason) for r in refusals],
-            )
+    quarantine.insert(conn, schema_name, refusals, None, "row skipped by apply")
 
 
 def has_quarantine(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
-    """Whether the table has quarantine rows not acknowledged yet."""
+    """Whether the table has quarantine rows, acknowledged or not: a key the batch names leaves the
+    quarantine when its row is written (acknowledged, it would still make verify and cutover leave the
+    row out of SQLite's side while PostgreSQL holds it)."""
     row = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = %s AND NOT acknowledged)").format(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE table_name = %s)").format(
             sql.Identifier(schema_name, "quarantine")
         ),
         (table,),

@@ -259,13 +259,23 @@ def pg_side(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, names: lis
     return out
 
 
-def sqlite_side(path: Path, plan: pgschema.SchemaPlan, names: list[str], busy_ms: int) -> dict[str, tuple[int, str]]:
+def sqlite_side(
+    path: Path,
+    plan: pgschema.SchemaPlan,
+    names: list[str],
+    busy_ms: int,
+    quarantined: dict[str, frozenset[str]] | None = None,
+) -> dict[str, tuple[int, str]]:
+    """Count and digest of each table in SQLite, without the rows the quarantine holds (as certified)."""
     conn = sqlite_source.connect(path, readonly=True, busy_timeout_ms=busy_ms)
     try:
         conn.execute("BEGIN")
         out: dict[str, tuple[int, str]] = {}
         for name in names:
-            side = verify.table_digest_sqlite(conn, verify.shape_of(plan.table(name), plan.schema))
+            shape = verify.shape_of(plan.table(name), plan.schema)
+            if quarantined and quarantined.get(name):
+                shape = msgspec.structs.replace(shape, quarantined=quarantined[name])
+            side = verify.table_digest_sqlite(conn, shape)
             out[name] = (side.count, side.hexdigest())
         return out
     except sqlite3.Error as exc:
@@ -296,8 +306,10 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
         if plan is None:
             raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
         found = moved(cert, "postgresql", pg_side(conn, plan, names))
+        quarantined = verify.quarantined_keys(conn, config.target.state_schema, plan.tables)
     if source is not None:
-        found += moved(cert, "sqlite", sqlite_side(source, plan, names, config.source.busy_timeout_ms))
+        busy_ms = config.source.busy_timeout_ms
+        found += moved(cert, "sqlite", sqlite_side(source, plan, names, busy_ms, quarantined))
     return found
 
 

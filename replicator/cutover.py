@@ -74,6 +74,7 @@ from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, to
 from replicator import (
     apply,
     backup,
+    dependents,
     faults,
     files,
     log,
@@ -496,6 +497,7 @@ class _Session:
             fk=fk,
             on_bad_value=self.config.snapshot.on_bad_value,
             source=self.sconn,
+            plan=plan,
         )
 
     def certified_tables(self) -> list[str]:
@@ -630,14 +632,25 @@ def _backup(session: _Session, options: Options) -> backup.BackupResult:
 class Prepass:
     """Counts and digests of every table at journal head H0, and the open read transaction they came from."""
 
-    def __init__(self, session: _Session, conn: sqlite3.Connection, head: int, digests: dict[str, tuple[int, int]]):
+    def __init__(
+        self,
+        session: _Session,
+        conn: sqlite3.Connection,
+        head: int,
+        digests: dict[str, tuple[int, int]],
+        quarantined: dict[str, frozenset[str]],
+    ):
         self.session, self.conn, self.head, self.digests = session, conn, head, digests
+        self.quarantined = quarantined
+        """The quarantine's keys per table the digests leave out: a table whose set changed since (a
+        parent fixed releases its dependents; one quarantined takes them) is read again whole."""
 
     @classmethod
     def read(cls, session: _Session) -> Prepass:
         """SQLite at H0 in this thread; PostgreSQL checked against its running digests in another."""
         names = session.journaled_tables()  # snapshot-only tables are copied again, then proven
         counts = apply.read_digests(session.pconn, session.state_schema, names)  # the progress bars' totals
+        quarantined = _quarantined(session)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover-pg-prepass") as pool:
             pg_check = pool.submit(_pg_inconsistent, session)
             conn = _open_again(session)
@@ -647,7 +660,8 @@ class Prepass:
                 digests = {}
                 for name in names:
                     shown = verify.TableProgress(session.progress, name, counts.get(name, (0, ""))[0])
-                    side = verify.table_digest_sqlite(conn, _shape(session, name), on_rows=shown.side("sqlite"))
+                    shape = _shape(session, name, quarantined)
+                    side = verify.table_digest_sqlite(conn, shape, on_rows=shown.side("sqlite"))
                     shown.finish(side.count + side.refused)
                     digests[name] = (side.count, side.sum)
                 bad = pg_check.result()
@@ -658,7 +672,7 @@ class Prepass:
             conn.close()
             _report_keys(session, bad)
         session.log.info("pre-pass read", journal_head=head, tables=len(digests))
-        return cls(session, conn, head, digests)
+        return cls(session, conn, head, digests, quarantined)
 
     def advance(self) -> None:
         """Roll the pre-pass forward to the current head: re-read only the keys journaled since."""
@@ -668,14 +682,17 @@ class Prepass:
             conn.execute("BEGIN")
             head = journal.head(conn)
             changed = verify._pending_keys(conn, self.head, head) if head > self.head else {}
-            for name, keys in changed.items():
+            quarantined = _quarantined(session)
+            moved = {n for n in self.digests if quarantined.get(n) != self.quarantined.get(n)}
+            for name in sorted(moved | set(changed)):
                 if name in self.digests:
-                    self.digests[name], _how = _sqlite_at_stop(session, self, conn, name, keys)
+                    keys = changed.get(name)
+                    self.digests[name], _how = _sqlite_at_stop(session, self, conn, name, keys, quarantined)
         except BaseException:
             conn.close()
             raise
         self.conn.close()
-        self.conn, self.head = conn, head
+        self.conn, self.head, self.quarantined = conn, head, quarantined
 
     def close(self) -> None:
         self.conn.close()
@@ -851,7 +868,10 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
     now = _open_again(session)
     try:
         now.execute("BEGIN")
-        sqlite_side = {name: _sqlite_at_stop(session, prepass, now, name, changed.get(name)) for name in names}
+        quarantined = _quarantined(session)
+        sqlite_side = {
+            name: _sqlite_at_stop(session, prepass, now, name, changed.get(name), quarantined) for name in names
+        }
     finally:
         now.close()
     proofs, bad = [], []
@@ -879,25 +899,40 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
     return tuple(proofs)
 
 
-def _shape(session: _Session, name: str) -> verify.Shape:
-    return verify.shape_of(session.plan.table(name), session.plan.schema)
+def _shape(session: _Session, name: str, quarantined: dict[str, frozenset[str]] | None = None) -> verify.Shape:
+    """The load-path shape; with ``quarantined``, the SQLite side leaves the table's quarantined keys out."""
+    shape = verify.shape_of(session.plan.table(name), session.plan.schema)
+    keys = (quarantined or {}).get(name)
+    return msgspec.structs.replace(shape, quarantined=keys) if keys else shape
+
+
+def _quarantined(session: _Session) -> dict[str, frozenset[str]]:
+    """The quarantine's keys per table, as the apply has left it so far (the caller's transaction)."""
+    return verify.quarantined_keys(session.pconn, session.state_schema, session.plan.tables)
 
 
 def _sqlite_at_stop(
-    session: _Session, prepass: Prepass, now: sqlite3.Connection, name: str, keys: list[tuple[Any, ...]] | None
+    session: _Session,
+    prepass: Prepass,
+    now: sqlite3.Connection,
+    name: str,
+    keys: list[tuple[Any, ...]] | None,
+    quarantined: dict[str, frozenset[str]],
 ) -> tuple[tuple[int, int], str]:
-    """The SQLite side at the stop point: the pre-pass, adjusted by the changed keys, or re-read."""
+    """The SQLite side at the stop point: the pre-pass, adjusted by the changed keys, or re-read (also when
+    the table's quarantined keys changed since the pre-pass: that changes rows no key names)."""
     base = prepass.digests[name]
-    if name not in session.targets:  # not journaled (snapshot-only): no key tells what changed, read it whole
-        side = verify.table_digest_sqlite(now, _shape(session, name))
+    shape = _shape(session, name, quarantined)
+    whole = quarantined.get(name) != prepass.quarantined.get(name)
+    if name not in session.targets or whole:  # not journaled (snapshot-only): read it whole
+        side = verify.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     if not keys:
         return base, "prepass"
     cap = session.meta.tables.get(name)
     if cap is None or cap.key_columns is None or len(set(keys)) > max(1, base[0]) * FULL_RECHECK_FRACTION:
-        side = verify.table_digest_sqlite(now, _shape(session, name))
+        side = verify.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
-    shape = _shape(session, name)
     try:
         old = _rows_by_key(prepass.conn, shape, cap.key_columns, keys)
         new = _rows_by_key(now, shape, cap.key_columns, keys)
@@ -989,16 +1024,19 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
     else:
         apply.park_foreign_keys(conn, session.state_schema, session.plan.schema, [t.name for t in tables])
     proofs, rows, refused, bad = [], 0, 0, []
+    policy = session.config.snapshot.on_bad_value
+    held = dependents.seeded(session.plan, policy, conn, session.state_schema, names)
     for table in tables:
         result = snapshot.load_table(
             frozen.conn,
             conn,
             session.plan,
             table,
-            policy=session.config.snapshot.on_bad_value,
+            policy=policy,
             state_schema=session.state_schema,
             source=identity,
             run_id=run_id,
+            held=held,
         )
         if result.quarantined and not options.accept_quarantine:
             raise CutoverAborted(
@@ -1007,7 +1045,7 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
                 hint="fix them in SQLite, or pass --accept-quarantine (recorded in the certificate)",
             )
         rows, refused = rows + result.rows, refused + result.quarantined
-        shape = _shape(session, table.source)
+        shape = _shape(session, table.source, _quarantined(session))
         ours = verify.table_digest_sqlite(frozen.conn, shape)
         theirs = verify.table_digest_pg(conn, shape)
         independent = verify.verify_table(

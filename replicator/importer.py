@@ -28,7 +28,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import export, faults, log, pg, pgschema, quarantine, snapshot, state
+from replicator import dependents, export, faults, log, pg, pgschema, quarantine, snapshot, state
 from replicator.config import Config
 from replicator.errors import TargetError
 from replicator.progress import Progress
@@ -178,12 +178,17 @@ class _Job(msgspec.Struct):
         plan = snapshot.prepare_target(pconn, plan, replace=replace, reuse=False, warnings=warnings)
         if replace:
             state.forget_tables(pconn, self.state_schema)
-        results = [self.load(pconn, plan, plan.table(name)) for name in plan.order]
+        parents = dependents.Held(plan) if self.policy == "quarantine" and plan.foreign_keys else None
+        results = [self.load(pconn, plan, plan.table(name), parents) for name in plan.order]
         sequences = snapshot.finish_target(pconn, plan, self.read, warnings)
         return plan, results, sequences
 
     def load(
-        self, pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, table: pgschema.TablePlan
+        self,
+        pconn: psycopg.Connection[Any],
+        plan: pgschema.SchemaPlan,
+        table: pgschema.TablePlan,
+        parents: dependents.Held | None = None,
     ) -> snapshot.TableResult:
         """One table in one transaction (a savepoint under --single-transaction), count-checked."""
         started = time.monotonic()
@@ -215,6 +220,7 @@ class _Job(msgspec.Struct):
                     key_of=key_of,
                     policy=self.policy,
                     on_batch=on_batch,
+                    held=parents,
                 )
                 held = copied.server_rows  # emptied in this transaction: COPY's count is the table's
                 if copied.read != entry.rows or held != copied.written:

@@ -102,6 +102,17 @@ class TablePlan(msgspec.Struct, frozen=True):
         return tuple(c for c in self.columns if c.source is not None)
 
 
+class ForeignKey(msgspec.Struct, frozen=True):
+    """A foreign key between two planned tables, in SQLite names: PostgreSQL's own (existing mode) or
+    the one the load creates (create mode). The quarantine follows it (:mod:`replicator.dependents`)."""
+
+    name: str
+    child: str
+    columns: tuple[str, ...]
+    parent: str
+    ref_columns: tuple[str, ...]
+
+
 class SchemaPlan(msgspec.Struct, frozen=True):
     mode: str
     schema: str
@@ -109,6 +120,8 @@ class SchemaPlan(msgspec.Struct, frozen=True):
     order: tuple[str, ...]
     """Source table names, parents first."""
     warnings: tuple[str, ...] = ()
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    """Saved with the plan: the apply quarantines the children of quarantined rows by them too."""
 
     def table(self, source: str) -> TablePlan:
         for table in self.tables:

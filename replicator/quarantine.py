@@ -8,6 +8,12 @@ key later. The original value is kept byte for byte (base64 of its SQLite repres
 storage class, so an operator can repair it in SQLite or load it by hand. Cutover refuses while any
 row is not ``acknowledged``.
 
+A row whose foreign key references a quarantined row is quarantined too (its parent is not in
+PostgreSQL, where the key is enforced or validated at cutover), with the reason ``parent <table>
+key <k> quarantined`` and the parent recorded (``parent_table``, ``parent_key``), so that fixing
+the parent in SQLite releases it (:mod:`replicator.dependents`). ``refs`` keeps the values
+children reference (foreign keys may point at a column other than the key).
+
 A table's quarantine rows are replaced in the same transaction that reloads the table, so they
 always describe the rows currently missing from it.
 """
@@ -38,6 +44,12 @@ class Refusal(msgspec.Struct, frozen=True):
     original: str
     """Base64 of the value's SQLite representation (UTF-8 text, blob bytes, decimal repr of numbers)."""
     reason: str
+    parent: str | None = None
+    """For a row quarantined because its parent is: the parent's table (source name)."""
+    parent_key: dict[str, Any] | None = None
+    """The parent's key, as ``key`` records keys."""
+    refs: dict[str, Any] | None = None
+    """Column → SQLite value (JSON-safe) of the row's columns that foreign keys reference, when any does."""
 
     def excerpt(self) -> str:
         raw = base64.b64decode(self.original)
@@ -76,12 +88,24 @@ def original_bytes(value: object) -> bytes:
 def make(table: str, key: dict[str, Any], column: str, value: object, reason: str) -> Refusal:
     return Refusal(
         table=table,
-        key={k: _json_safe(v) for k, v in key.items()},
+        key=json_safe_dict(key),
         column=column,
         storage_class=storage_class(value),
         original=base64.b64encode(original_bytes(value)).decode(),
         reason=reason,
     )
+
+
+def json_safe_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """SQLite values as the quarantine records them (JSON: blobs as base64, text with invalid UTF-8 escaped)."""
+    return {k: _json_safe(v) for k, v in values.items()}
+
+
+def from_json_safe(value: Any) -> Any:
+    """A recorded value back as SQLite holds it (blobs from base64); exact except for invalid UTF-8."""
+    if isinstance(value, dict) and set(value) == {"base64"}:
+        return base64.b64decode(value["base64"])
+    return value
 
 
 def _json_safe(value: object) -> object:
@@ -109,9 +133,16 @@ _DDL = """CREATE TABLE IF NOT EXISTS {schema}.quarantine (
     acknowledged_at timestamptz
 )"""
 
+#: Added after the first release: a target created by it gains them on the next ``ensure``.
+_COLUMNS = ("parent_table text", "parent_key jsonb", "refs jsonb")
+
 
 def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
     conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {}.quarantine ").format(sql.Identifier(schema_name))
+        + sql.SQL(", ").join(sql.SQL("ADD COLUMN IF NOT EXISTS " + c) for c in _COLUMNS)
+    )
     conn.execute(
         sql.SQL("CREATE INDEX IF NOT EXISTS quarantine_table_idx ON {}.quarantine (table_name)").format(
             sql.Identifier(schema_name)
@@ -125,15 +156,31 @@ def replace_for_table(
     """Drop the table's previous quarantine rows and write the new ones (in the load transaction)."""
     schema = sql.Identifier(schema_name)
     conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s").format(schema), (table,))
+    insert(conn, schema_name, refusals, run_id, "row skipped")
+
+
+def insert(
+    conn: psycopg.Connection[Any], schema_name: str, refusals: Sequence[Refusal], run_id: int | None, action: str
+) -> None:
+    """Record ``refusals`` (the caller removed what they replace)."""
     if not refusals:
         return
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
                 "INSERT INTO {}.quarantine (run_id, table_name, key, column_name, storage_class, original_base64, "
-                "reason) VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s)"
-            ).format(schema),
-            [(run_id, r.table, json.dumps(r.key), r.column, r.storage_class, r.original, r.reason) for r in refusals],
+                "reason, action, parent_table, parent_key, refs) "
+                "VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
+            ).format(sql.Identifier(schema_name)),
+            [
+                (
+                    *(run_id, r.table, json.dumps(r.key), r.column, r.storage_class, r.original, r.reason, action),
+                    r.parent,
+                    None if r.parent_key is None else json.dumps(r.parent_key),
+                    None if r.refs is None else json.dumps(r.refs),
+                )
+                for r in refusals
+            ],
         )
 
 

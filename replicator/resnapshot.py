@@ -55,7 +55,7 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import apply, faults, log, pg, pgreflect, pgschema, skips, snapshot, state
+from replicator import apply, dependents, faults, log, pg, pgreflect, pgschema, skips, snapshot, state
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.profile import profile_table
@@ -202,6 +202,7 @@ def adopt(
             created = pgschema.create_tables(conn, _only(plan, fresh))
             fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
         new_plan = msgspec.structs.replace(plan, tables=(*plan.tables, fresh), order=(*plan.order, table))
+        new_plan = dependents.adopted(new_plan, conn, schema, table)
         apply.save_plan(conn, state_schema, new_plan)
     bound = log.get("resnapshot", table=table)
     for warning in fresh.warnings:
@@ -330,15 +331,17 @@ def reload(
                 conn.execute("SET LOCAL session_replication_role = replica")
             elif new_table:  # existing mode: the app's FKs on it would refuse rows whose parent is not there yet
                 apply.park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
+            policy = config.snapshot.on_bad_value
             result = snapshot.load_table(
                 sconn,
                 conn,
                 plan,
                 table_plan,
-                policy=config.snapshot.on_bad_value,
+                policy=policy,
                 state_schema=state_schema,
                 source=identity,
                 run_id=run_id,
+                held=dependents.seeded(plan, policy, conn, state_schema, [table]),
             )
             if new_table and plan.mode == "create":
                 warnings = _post_load(conn, plan, table_plan)

@@ -50,6 +50,7 @@ cutover), then sequences past the keys and ANALYZE. Measured in ``bench/snapshot
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -70,7 +71,7 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
-from replicator import convert, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
+from replicator import convert, dependents, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
@@ -318,11 +319,13 @@ def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None
 def build_plan(
     conn: psycopg.Connection[Any] | None, read: SourceRead, config: Config, mode: str
 ) -> pgschema.SchemaPlan:
+    """The plan, with the foreign keys the quarantine follows (:func:`replicator.dependents.with_foreign_keys`)."""
     if mode == "create":
-        return pgschema.plan_create(read.schema, read.profiles, config)
+        return dependents.with_foreign_keys(pgschema.plan_create(read.schema, read.profiles, config), conn, read.schema)
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
-    return pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
+    plan = pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
+    return dependents.with_foreign_keys(plan, conn, read.schema, config.target.state_schema)
 
 
 def _existing_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> list[str]:
@@ -538,6 +541,7 @@ def copy_rows(
     freeze: bool = False,
     verify: bool = False,
     extra: bool = True,
+    held: dependents.Held | None = None,
 ) -> Copied:
     """Convert, checksum and binary-COPY a stream of source rows into ``table`` (caller's transaction).
 
@@ -554,6 +558,8 @@ def copy_rows(
     extra key values after them (for messages; ``extra=False`` promises none, a little faster). A
     refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
     quarantine policy, skips and records the row.
+
+    ``held`` (quarantine policy): the quarantined rows that rows reference (:mod:`replicator.dependents`).
     """
     columns = table.load_columns
     source_cols = [c.source for c in columns if c.source is not None]
@@ -577,6 +583,8 @@ def copy_rows(
     )
     refusals: list[quarantine.Refusal] = []
     read = total = 0
+    name = table.source
+    check, keep = held.hooks(name) if held is not None else (None, None)
     with pconn.cursor() as cur:
         try:
             with cur.copy(copy_sql) as copy:
@@ -591,9 +599,12 @@ def copy_rows(
                                 raise _Unverified(table.source, columns[missed[0]].name) from None
                             if policy != "quarantine":
                                 raise _stopped(table, key_of(row), exc) from None
-                            refusals.append(
-                                quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason)
-                            )
+                            refused = quarantine.make(name, key_of(row), exc.column, exc.value, exc.reason)
+                            refusals.append(keep(name, row, refused) if keep is not None else refused)
+                            continue
+                        if check is not None and (blocked := check(name, row, out)) is not None:
+                            refused = dependents.blocked_refusal(name, key_of(row), blocked)
+                            refusals.append(keep(name, row, refused) if keep is not None else refused)
                             continue
                         write_row(out)
                         total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
@@ -626,25 +637,82 @@ def load_table(
     snapshot_seq: int | None = None,
     progress: Progress | None = None,
     verify: bool = False,
+    held: dependents.Held | None = None,
 ) -> TableResult:
     """Load one table in one PostgreSQL transaction; re-read once with the bytes fallback if needed.
 
     ``verify``: the table's types are a guess; raises ``_Unverified`` (nothing committed) if a row
-    does not bear it out."""
+    does not bear it out. ``held``: see :func:`copy_rows`. A table whose rows reference rows of its own
+    quarantined *after* them (a tree read child first) is loaded again, those rows then known from the
+    start; each pass knows more, so it ends (a forward-ordered tree takes one pass)."""
     bound = log.get("snapshot", table=table.source)
     args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress, verify)
+
+    def load(text_factory: Callable[[bytes], str] | None) -> TableResult:
+        return _load_table(*args, text_factory, held)
+
+    while True:
+        try:
+            return _load_decoding(load, sconn, table, bound)
+        except _Redo:
+            bound.info("rows reference rows of their own table quarantined after them; loading the table again")
+
+
+def _load_decoding(
+    load: Callable[[Callable[[bytes], str] | None], TableResult],
+    sconn: sqlite3.Connection,
+    table: pgschema.TablePlan,
+    bound: Any,
+) -> TableResult:
     try:
-        return _load_table(*args, None)
+        return load(None)
     except psycopg.Error as exc:
         raise copy_error(table, exc) from None
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
-            return _load_table(*args, convert.decode_text)
+            return load(convert.decode_text)
         except psycopg.Error as exc:
             raise copy_error(table, exc) from None
         finally:
             sconn.text_factory = str
+
+
+class _Redo(Exception):
+    """Rows of a table reference rows of it quarantined later in the same pass: load it again."""
+
+
+@contextlib.contextmanager
+def _self_references(
+    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, held: dependents.Held | None, name: str
+) -> Iterator[None]:
+    """Around a table's COPY: raise ``_Redo`` when a loaded row references a row of its own table the
+    pass quarantined after it (existing mode: the COPY fails on the app's key; create mode: found)."""
+    if held is None:
+        yield
+        return
+    held.fresh(name)  # what an earlier pass held is known from the start of this one
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation:
+        if held.fresh(name):
+            raise _Redo from None
+        raise
+    by_fk: dict[pgschema.ForeignKey, list[tuple[Any, ...]]] = {}
+    for fk, value in held.fresh(name):
+        by_fk.setdefault(fk, []).append(value)
+    if any(dependents.referencing(pconn, plan, fk, values, limit=1) for fk, values in by_fk.items()):
+        raise _Redo
+
+
+def _count_check(table: pgschema.TablePlan, source_count: int, copied: Copied) -> None:
+    """The table was emptied in the load's transaction: COPY's count is the table's."""
+    if copied.server_rows != copied.written or copied.read != source_count:
+        raise TargetError(
+            f"count check failed for {table.source!r}: SQLite has {source_count} rows, read "
+            f"{copied.read}, PostgreSQL holds {copied.server_rows}",
+            hint="nothing was committed for this table; rerun, and report it if it repeats",
+        )
 
 
 def _load_table(
@@ -661,6 +729,7 @@ def _load_table(
     progress: Progress | None,
     verify: bool,
     text_factory: Callable[[bytes], str] | None,
+    held: dependents.Held | None = None,
 ) -> TableResult:
     bound = log.get("snapshot", table=table.source)
     started = time.monotonic()
@@ -684,26 +753,22 @@ def _load_table(
 
     with pconn.transaction():
         freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
-        copied = copy_rows(
-            pconn,
-            plan.schema,
-            table,
-            _batches(sconn, _select(table.source, source_cols + extra), fetch_rows),
-            width=len(source_cols),
-            key_of=key_of,
-            policy=policy,
-            on_batch=on_batch,
-            freeze=freeze,
-            verify=verify,
-            extra=bool(extra),
-        )
-        loaded = copied.server_rows  # the table was emptied in this transaction: COPY's count is the table's
-        if loaded != copied.written or copied.read != source_count:
-            raise TargetError(
-                f"count check failed for {table.source!r}: SQLite has {source_count} rows, read "
-                f"{copied.read}, PostgreSQL holds {loaded}",
-                hint="nothing was committed for this table; rerun, and report it if it repeats",
+        with _self_references(pconn, plan, held, table.source):
+            copied = copy_rows(
+                pconn,
+                plan.schema,
+                table,
+                _batches(sconn, _select(table.source, source_cols + extra), fetch_rows),
+                width=len(source_cols),
+                key_of=key_of,
+                policy=policy,
+                on_batch=on_batch,
+                freeze=freeze,
+                verify=verify,
+                extra=bool(extra),
+                held=held,
             )
+        _count_check(table, int(source_count), copied)
         quarantine.replace_for_table(pconn, state_schema, table.source, copied.refusals, run_id)
         seconds = time.monotonic() - started
         state.record_table(
@@ -732,9 +797,12 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     """PostgreSQL refused the table's rows: name the table and say what to do; nothing was committed."""
     message = f"loading {table.source} into {table.name} failed: {pgschema.pg_message(exc)}; nothing was committed"
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        detail = exc.diag.message_detail  # "Key (parent_id)=(77) is not present in table ...": the orphan
+        message = message.replace("; nothing", f" ({detail.rstrip('.')}); nothing") if detail else message
         hint = (
             "SQLite holds rows whose parent is missing (its foreign keys are off by default): fix the orphans, "
-            "or load in create mode where foreign keys are created NOT VALID and checked at cutover"
+            "or load in create mode where foreign keys are created NOT VALID and checked at cutover "
+            "(children of a quarantined row are quarantined with it, never reported here)"
         )
     elif isinstance(
         exc, psycopg.errors.UniqueViolation | psycopg.errors.CheckViolation | psycopg.errors.NotNullViolation
@@ -1009,11 +1077,15 @@ def snapshot_from(
                 bound.info("table already loaded; skipped", table=name, rows=done[name].rows)
             todo = [name for name in plan.order if name not in done]
             load = _Loader(sconn, pconn, plan, policy, config, identity, run_id, fetch_rows, mark, progress, read)
+            if load.held is not None and done:  # resumed: what the earlier run quarantined is held
+                with pconn.transaction():
+                    dependents.seed(load.held, pconn, state_schema, list(done))
             if parallel is None or plan.mode != "create":  # existing mode: enforced FKs need parents first
                 done.update({name: load.here(name) for name in todo})
             else:
                 done.update(load.shared(todo, read, *parallel))
                 parallel[0].pool.shutdown(wait=False)  # the helper's work is done: let it exit meanwhile
+                done.update(load.dependents())
             plan = load.plan  # a disproved guess may have changed a table's types
             results = [done[name] for name in plan.order]
             warnings.extend(w for r in results for w in r.warnings)
@@ -1067,6 +1139,7 @@ class _Loader:
         self.read = read
         guessed = (t.source for t in plan.tables if t.guessed)
         self.guessed = frozenset(guessed) if plan.mode == "create" else frozenset()
+        self.held = dependents.Held(plan) if policy == "quarantine" and plan.foreign_keys else None
 
     def here(self, name: str, progress: Progress | None = None, *, verify: bool | None = None) -> TableResult:
         try:
@@ -1083,6 +1156,7 @@ class _Loader:
                 snapshot_seq=self.mark,
                 progress=progress or self.progress,
                 verify=name in self.guessed if verify is None else verify,
+                held=self.held,
             )
         except _Unverified as exc:
             return self.measured(name, exc.column, progress)
@@ -1112,6 +1186,23 @@ class _Loader:
             with self.pconn.transaction():
                 _save_plan(self.pconn, self.config.target.state_schema, self.plan, replace=False)
         return self.here(name, progress, verify=False)
+
+    def dependents(self) -> dict[str, TableResult]:
+        """After a shared load: each table holding rows whose parent (in either process) was quarantined
+        is loaded again here, parents first, with every quarantined row held (read back from the
+        quarantine), so those rows are quarantined too, and theirs in the tables after it."""
+        if self.held is None:
+            return {}
+        self.held = held = dependents.Held(self.plan)
+        with self.pconn.transaction():
+            dependents.seed(held, self.pconn, self.config.target.state_schema)
+        again: dict[str, TableResult] = {}
+        for name in self.plan.order:
+            fks = held.into(name)
+            if any(dependents.referencing(self.pconn, self.plan, fk, held.pg_values(fk), limit=1) for fk in fks):
+                log.get("snapshot", table=name).info("rows reference quarantined rows; loading the table again")
+                again[name] = self.here(name)
+        return again
 
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
         """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
@@ -1436,6 +1527,7 @@ def _helper_load(job: _LoadJob) -> TableResult | _Failure:
                     snapshot_seq=job.snapshot_seq,
                     progress=_QueueProgress(),
                     verify=job.verify,
+                    held=dependents.Held(job.plan) if job.policy == "quarantine" and job.plan.foreign_keys else None,
                 )
                 return index_table(pconn, job.plan, result)
         finally:

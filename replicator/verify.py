@@ -184,7 +184,9 @@ class Shape(msgspec.Struct, frozen=True):
     independent: bool = False
     """Read for the independent comparison (:mod:`replicator.proof`), not through the load's converters."""
     quarantined: frozenset[str] = frozenset()
-    """Independent reading: the keys the load quarantined (:func:`_quarantine_ident`): left out, counted as refused."""
+    """The keys the load quarantined (:func:`_quarantine_ident`): left out, counted as refused. The
+    load-path reading leaves out the rows its converter refuses anyway; the set adds the rows
+    quarantined because their parent is (:mod:`replicator.dependents`)."""
 
     @property
     def kinds(self) -> list[Kind]:
@@ -255,9 +257,13 @@ def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tu
         return _independent_source_rows(shape)
     convert_row = convert.row_converter(shape.source, shape.source_columns, shape.types)
     finish = _finisher(shape.types)
+    skip, positions = shape.quarantined, shape.key_positions
 
     def rows(raw: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...] | None]:
         for row in raw:
+            if skip and _quarantine_ident([row[p] for p in positions]) in skip:
+                yield None  # a row the converter takes whose parent is quarantined (replicator.dependents)
+                continue
             try:
                 values = convert_row(row)
             except convert.RowRefused:
@@ -306,14 +312,25 @@ def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: pgsch
     quarantined rows count as missing in PostgreSQL (they are)."""
     if not table.key_source:
         return frozenset()
+    return quarantined_keys(pconn, state_schema, [table]).get(table.source, frozenset())
+
+
+def quarantined_keys(
+    pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[pgschema.TablePlan]
+) -> dict[str, frozenset[str]]:
+    """Per keyed table, the keys the quarantine holds (as :func:`_quarantine_ident` spells them)."""
     ident = sql.Identifier(state_schema, "quarantine")
     found = pconn.execute("SELECT to_regclass(%s)", (ident.as_string(pconn),)).fetchone()
     if not found or found[0] is None:
-        return frozenset()
-    keys = pconn.execute(sql.SQL("SELECT key FROM {} WHERE table_name = %s").format(ident), (table.source,)).fetchall()
-    return frozenset(
-        json.dumps([k[c] for c in table.key_source]) for (k,) in keys if all(c in k for c in table.key_source)
-    )
+        return {}
+    keyed = {t.source: t.key_source for t in tables if t.key_source}
+    out: dict[str, set[str]] = {}
+    query = sql.SQL("SELECT table_name, key FROM {} WHERE table_name = ANY(%s)").format(ident)
+    for name, k in pconn.execute(query, (list(keyed),)).fetchall():
+        columns = keyed[str(name)]
+        if all(c in k for c in columns):
+            out.setdefault(str(name), set()).add(json.dumps([k[c] for c in columns]))
+    return {name: frozenset(keys) for name, keys in out.items()}
 
 
 def independent_shape(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, name: str) -> Shape:

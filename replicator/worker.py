@@ -57,6 +57,7 @@ from checkpoints.errors import CheckpointError
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis, next_checkpoint
 from replicator import (
     apply,
+    dependents,
     faults,
     integrity,
     log,
@@ -441,6 +442,7 @@ class Worker:
             fk=fk,
             on_bad_value=self.config.snapshot.on_bad_value,
             source=self._sconn,
+            plan=self._plan_obj,
         )
         self._prev = prev
         self._applied = prev.seq_to
@@ -577,6 +579,7 @@ class Worker:
         plan = pgschema.plan_existing(
             read.schema, pgreflect.reflect(conn, self.config.target.schema), read.profiles, self.config
         )
+        plan = dependents.with_foreign_keys(plan, conn, read.schema, self.state_schema)
         with conn.transaction():
             apply.save_plan(conn, self.state_schema, plan)
         self._log.warning(
@@ -838,6 +841,7 @@ class Worker:
             fk=self._writer.fk,
             on_bad_value=self.config.snapshot.on_bad_value,
             source=self._sconn,
+            plan=self._plan_obj,
         )
 
     def _reload_pending(self) -> None:

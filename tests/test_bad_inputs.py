@@ -1135,6 +1135,68 @@ def _dates_quarantine(env: Env) -> Ran:
     return env.cli("snapshot", *args, "--source", str(path), "--target", env.dsn)
 
 
+FAMILY = """
+CREATE TABLE p (id INTEGER PRIMARY KEY, n INTEGER);
+CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p (id));
+CREATE TABLE g (id INTEGER PRIMARY KEY, c_id INTEGER REFERENCES c (id));
+INSERT INTO p VALUES (1, 1), (2, 1099511627776);
+INSERT INTO c VALUES (10, 1), (20, 2);
+INSERT INTO g VALUES (100, 10), (200, 20);
+"""
+FAMILY_PG = """
+CREATE TABLE p (id integer PRIMARY KEY, n integer);
+CREATE TABLE c (id integer PRIMARY KEY, p_id integer REFERENCES p (id));
+CREATE TABLE g (id integer PRIMARY KEY, c_id integer REFERENCES c (id));
+"""
+
+
+@case(
+    "quarantined-parent-existing",
+    "values",
+    "a parent row PostgreSQL's `integer` cannot hold, its child and grandchild, app-created schema with its "
+    "foreign keys, `--on-bad-value quarantine`",
+    "snapshot --mode existing",
+    "quarantined",
+    0,
+    untouched="the other rows loaded; the parent in replicator.quarantine, its child and grandchild with it "
+    "(`parent p key id=2 quarantined`, `parent c key id=20 quarantined`)",
+)
+def _quarantined_parent(env: Env) -> Ran:
+    env.pg.execute(FAMILY_PG)
+    path = make_db(env.tmp / "f.db", FAMILY)
+    env.then(lambda: _assert_equal([env.rows(t) for t in "pcg"], [[(1, 1)], [(10, 1)], [(100, 10)]], "rows"))
+    reasons = "SELECT table_name, key->>'id', reason FROM replicator.quarantine ORDER BY id"
+    want = [("p", "2", "range"), ("c", "20", "parent p key id=2 quarantined"), ("g", "200", "parent c key id=20")]
+
+    def recorded() -> None:
+        got = env.pg.execute(reasons).fetchall()
+        _assert_equal([(t, k) for t, k, _r in got], [(t, k) for t, k, _w in want], "quarantine")
+        assert all(w in r for (_t, _k, r), (_u, _l, w) in zip(got, want, strict=True)), got
+
+    env.then(recorded)
+    args = ("--mode", "existing", "--on-bad-value", "quarantine")
+    return env.cli("snapshot", *args, "--source", str(path), "--target", env.dsn)
+
+
+@case(
+    "orphan-existing",
+    "values",
+    "a child whose parent SQLite does not hold (its foreign keys are off), app-created schema with its foreign "
+    "keys, `--on-bad-value quarantine`",
+    "snapshot --mode existing",
+    "refused",
+    1,
+    ["SQLite holds rows whose parent is missing", "(p_id)=(9)"],
+    untouched="the child table still empty",
+)
+def _orphan(env: Env) -> Ran:
+    env.pg.execute(FAMILY_PG)
+    path = make_db(env.tmp / "f.db", FAMILY.replace("(2, 1099511627776)", "(2, 2)") + "INSERT INTO c VALUES (30, 9);")
+    env.then(lambda: _assert_equal(env.rows("c"), [], "rows"))
+    args = ("--mode", "existing", "--on-bad-value", "quarantine")
+    return env.cli("snapshot", *args, "--source", str(path), "--target", env.dsn)
+
+
 # PostgreSQL ----------------------------------------------------------------------------------------
 
 
