@@ -27,6 +27,7 @@ DEFAULT_STATE_SCHEMA = "replicator"
 DEFAULT_TARGET_SCHEMA = "public"
 DEFAULT_CONNECT_TIMEOUT_S = 10
 DEFAULT_SNAPSHOT_WORKERS = 2
+DEFAULT_SPLIT_ROWS = 100_000
 DEFAULT_BATCH_ROWS = 20_000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 DEFAULT_POLL_INTERVAL_S = 0.5
@@ -74,6 +75,10 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """stop names the first value PostgreSQL cannot hold exactly; quarantine loads the rest and records it."""
     identifiers: Identifiers = "keep"
     workers: int = DEFAULT_SNAPSHOT_WORKERS
+    split_rows: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_SPLIT_ROWS
+    """With two workers, a table of at least this many rows is read by the main process (in the read
+    transaction of the journal mark) and converted by both processes, so a dominant table keeps both
+    cores busy; 0: every table is loaded by one process."""
 
 
 class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -53,15 +53,18 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue as queue_module
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import psycopg
@@ -81,6 +84,9 @@ from triggers import source as sqlite_source
 from triggers.install import read_meta
 from triggers.schema import Schema, Table, quote_ident, read_schema
 
+if TYPE_CHECKING:
+    from replicator.share import Coprocessor
+
 FETCH_ROWS = 5_000
 _DECODE_ERROR = "Could not decode to UTF-8"
 
@@ -99,6 +105,8 @@ class TableResult(msgspec.Struct, frozen=True):
     """Indexed and analyzed right after its load (``index_table``)."""
     warnings: tuple[str, ...] = ()
     """Post-load statements PostgreSQL refused right after the load."""
+    helper_rows: int = 0
+    """Of ``rows``, those the helper process converted (a dominant table both processes shared)."""
 
     @property
     def rows_per_second(self) -> float:
@@ -503,6 +511,8 @@ class Copied(msgspec.Struct):
     digest_sum: int
     server_rows: int = -1
     """Rows PostgreSQL says the COPY stored (its ``COPY n`` tag): the count check, without a scan."""
+    helper_rows: int = 0
+    """Rows the helper process converted (a shared table, :mod:`replicator.share`)."""
 
     @property
     def checksum(self) -> str:
@@ -510,6 +520,91 @@ class Copied(msgspec.Struct):
 
 
 KeyOf = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+def read_layout(table: pgschema.TablePlan) -> tuple[list[str], list[str]]:
+    """What a table's load selects: its loaded source columns, then the key columns not among them
+    (``rowid`` for a table without a primary key), which only messages and quarantine rows use."""
+    source_cols = [c.source for c in table.load_columns if c.source is not None]
+    return source_cols, [k for k in list(table.key_source) or ["rowid"] if k not in source_cols]
+
+
+def key_getter(table: pgschema.TablePlan) -> KeyOf:
+    """A selected row (:func:`read_layout`) → its key, column → SQLite value."""
+    source_cols, extra = read_layout(table)
+    positions = {name: i for i, name in enumerate(source_cols + extra)}
+    key_cols = list(table.key_source) or ["rowid"]
+
+    def key_of(row: Sequence[Any]) -> dict[str, Any]:
+        return {k: row[positions[k]] for k in key_cols}
+
+    return key_of
+
+
+class RowPipe:
+    """One table's rows through the converter, the refusal policy and the checksum, a batch at a time.
+
+    What :func:`copy_rows` does to every row, apart from where the row goes, so that the helper
+    process runs the very same code on the batches of a shared table (:mod:`replicator.share`).
+    ``verify``: the table's types are a guess (``guess_profile``): a value off the guess raises
+    ``_Unverified`` once its batch is through. A refused value raises ``BadValue`` naming table,
+    key, column and value or, with the quarantine policy, is recorded in ``refusals`` and its row
+    skipped.
+    """
+
+    def __init__(self, table: pgschema.TablePlan, *, key_of: KeyOf, policy: str, verify: bool, extra: bool) -> None:
+        self.table, self.key_of, self.policy = table, key_of, policy
+        self.columns = table.load_columns
+        source_cols = [c.source for c in self.columns if c.source is not None]
+        self.types = [c.type for c in self.columns]
+        self.missed: list[int] = []
+        rules = None
+        if verify:
+            keys = {i for i, c in enumerate(self.columns) if c.name in table.primary_key}
+            rules = verifier(self.types, keys)
+            if rules is None:
+                raise _Unverified(table.source, "?")
+        # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
+        self.convert_row = convert.row_converter(
+            table.source, source_cols, self.types, watch=rules, missed=self.missed, extra=extra
+        )
+        self.finish = digest_finisher(self.types)
+        self.encode = RowEncoder(digest_kinds(self.types)).encode
+        self.refusals: list[quarantine.Refusal] = []
+
+    def run(self, batch: Iterable[Sequence[Any]], write_row: Callable[[tuple[Any, ...]], None]) -> int:
+        """Convert, write and hash the batch's rows: the sum of their row hashes (``checkpoints.digest``)."""
+        convert_row, finish, encode, missed = self.convert_row, self.finish, self.encode, self.missed
+        sha256, from_bytes = hashlib.sha256, int.from_bytes
+        total = 0
+        for row in batch:
+            try:
+                out = convert_row(row)
+            except convert.RowRefused as exc:
+                if missed:
+                    raise self.unverified() from None
+                if self.policy != "quarantine":
+                    raise _stopped(self.table, self.key_of(row), exc) from None
+                self.refusals.append(
+                    quarantine.make(self.table.source, self.key_of(row), exc.column, exc.value, exc.reason)
+                )
+                continue
+            write_row(out)
+            total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+        if missed:
+            raise self.unverified()
+        return total
+
+    def unverified(self) -> _Unverified:
+        return _Unverified(self.table.source, self.columns[self.missed[0]].name)
+
+
+def copy_statement(schema_name: str, table: pgschema.TablePlan, *, freeze: bool) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
+        sql.Identifier(schema_name, table.name),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in table.load_columns),
+        sql.SQL(", FREEZE" if freeze else ""),
+    )
 
 
 def copy_rows(
@@ -540,63 +635,27 @@ def copy_rows(
     A row holds the SQLite values of the plan's load columns first (``width`` of them) and may carry
     extra key values after them (for messages; ``extra=False`` promises none, a little faster). A
     refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
-    quarantine policy, skips and records the row.
+    quarantine policy, skips and records the row (:class:`RowPipe`).
     """
-    columns = table.load_columns
-    source_cols = [c.source for c in columns if c.source is not None]
-    types = [c.type for c in columns]
-    missed: list[int] = []
-    rules = None
-    if verify:
-        keys = {i for i, c in enumerate(columns) if c.name in table.primary_key}
-        rules = verifier(types, keys)
-        if rules is None:
-            raise _Unverified(table.source, "?")
-    # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
-    convert_row = convert.row_converter(table.source, source_cols, types, watch=rules, missed=missed, extra=extra)
-    finish = digest_finisher(types)
-    encode = RowEncoder(digest_kinds(types)).encode
-    sha256, from_bytes = hashlib.sha256, int.from_bytes
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
-        sql.Identifier(schema_name, table.name),
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
-        sql.SQL(", FREEZE" if freeze else ""),
-    )
-    refusals: list[quarantine.Refusal] = []
+    pipe = RowPipe(table, key_of=key_of, policy=policy, verify=verify, extra=extra)
     read = total = 0
     with pconn.cursor() as cur:
         try:
-            with cur.copy(copy_sql) as copy:
-                copy.set_types(convert.copy_types(types))
-                write_row = copy.write_row
+            with cur.copy(copy_statement(schema_name, table, freeze=freeze)) as copy:
+                copy.set_types(convert.copy_types(pipe.types))
                 for batch in batches:
-                    for row in batch:
-                        try:
-                            out = convert_row(row)
-                        except convert.RowRefused as exc:
-                            if missed:
-                                raise _Unverified(table.source, columns[missed[0]].name) from None
-                            if policy != "quarantine":
-                                raise _stopped(table, key_of(row), exc) from None
-                            refusals.append(
-                                quarantine.make(table.source, key_of(row), exc.column, exc.value, exc.reason)
-                            )
-                            continue
-                        write_row(out)
-                        total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+                    total += pipe.run(batch, copy.write_row)
                     read += len(batch)
                     faults.point("snapshot.copying")  # rows streamed, nothing committed
-                    if missed:
-                        raise _Unverified(table.source, columns[missed[0]].name)
                     if on_batch is not None:
                         on_batch(read)
         except psycopg.Error:
-            if missed:  # PostgreSQL refused a value off the guess (a NULL key...): the guess, not the data
-                raise _Unverified(table.source, columns[missed[0]].name) from None
+            if pipe.missed:  # PostgreSQL refused a value off the guess (a NULL key...): the guess, not the data
+                raise pipe.unverified() from None
             raise
         server_rows = cur.rowcount
-    written = read - len(refusals)
-    return Copied(written=written, read=read, refusals=refusals, digest_sum=total, server_rows=server_rows)
+    written = read - len(pipe.refusals)
+    return Copied(written=written, read=read, refusals=pipe.refusals, digest_sum=total, server_rows=server_rows)
 
 
 def load_table(
@@ -613,21 +672,23 @@ def load_table(
     snapshot_seq: int | None = None,
     progress: Progress | None = None,
     verify: bool = False,
+    shared: Coprocessor | None = None,
 ) -> TableResult:
     """Load one table in one PostgreSQL transaction; re-read once with the bytes fallback if needed.
 
     ``verify``: the table's types are a guess; raises ``_Unverified`` (nothing committed) if a row
-    does not bear it out."""
+    does not bear it out. ``shared``: the helper process converts some of the batches read here
+    (a dominant table, :mod:`replicator.share`)."""
     bound = log.get("snapshot", table=table.source)
     args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress, verify)
     try:
-        return _load_table(*args, None)
+        return _load_table(*args, shared, None)
     except psycopg.Error as exc:
         raise copy_error(table, exc) from None
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
-            return _load_table(*args, convert.decode_text)
+            return _load_table(*args, shared, convert.decode_text)
         except psycopg.Error as exc:
             raise copy_error(table, exc) from None
         finally:
@@ -647,14 +708,13 @@ def _load_table(
     snapshot_seq: int | None,
     progress: Progress | None,
     verify: bool,
+    shared: Coprocessor | None,
     text_factory: Callable[[bytes], str] | None,
 ) -> TableResult:
     bound = log.get("snapshot", table=table.source)
     started = time.monotonic()
-    source_cols = [c.source for c in table.load_columns if c.source is not None]
-    key_cols = list(table.key_source) or ["rowid"]
-    extra = [k for k in key_cols if k not in source_cols]
-    positions = {name: i for i, name in enumerate(source_cols + extra)}
+    source_cols, extra = read_layout(table)
+    key_of = key_getter(table)
     ident = sql.Identifier(plan.schema, table.name)
     (source_count,) = sconn.execute(f"SELECT count(*) FROM {quote_ident(table.source)}").fetchone()  # noqa: S608
     if progress is not None:
@@ -662,28 +722,31 @@ def _load_table(
     if text_factory is not None:
         sconn.text_factory = text_factory
 
-    def key_of(row: Sequence[Any]) -> dict[str, Any]:
-        return {k: row[positions[k]] for k in key_cols}
-
     def on_batch(read: int) -> None:
         if progress is not None:
             progress.advance(table.source, read)
 
     with pconn.transaction():
         freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
-        copied = copy_rows(
-            pconn,
-            plan.schema,
-            table,
-            _batches(sconn, _select(table.source, source_cols + extra), fetch_rows),
-            width=len(source_cols),
-            key_of=key_of,
-            policy=policy,
-            on_batch=on_batch,
-            freeze=freeze,
-            verify=verify,
-            extra=bool(extra),
-        )
+        batches = _batches(sconn, _select(table.source, source_cols + extra), fetch_rows)
+        if shared is None:
+            copied = copy_rows(
+                pconn,
+                plan.schema,
+                table,
+                batches,
+                width=len(source_cols),
+                key_of=key_of,
+                policy=policy,
+                on_batch=on_batch,
+                freeze=freeze,
+                verify=verify,
+                extra=bool(extra),
+            )
+        else:
+            copied = shared.copy(
+                pconn, plan.schema, table, batches, policy=policy, on_batch=on_batch, freeze=freeze, verify=verify
+            )
         loaded = copied.server_rows  # the table was emptied in this transaction: COPY's count is the table's
         if loaded != copied.written or copied.read != source_count:
             raise TargetError(
@@ -711,8 +774,22 @@ def _load_table(
         bound.warning("values quarantined; their rows were skipped", quarantined=len(copied.refusals))
     if progress is not None:
         progress.finish(table.source, copied.written, seconds)
-    bound.info("table loaded", rows=copied.written, seconds=round(seconds, 3), checksum=copied.checksum[:16])
-    return TableResult(table.source, table.name, copied.written, len(copied.refusals), seconds, copied.checksum)
+    bound.info(
+        "table loaded",
+        rows=copied.written,
+        seconds=round(seconds, 3),
+        checksum=copied.checksum[:16],
+        **({"helper_rows": copied.helper_rows} if shared is not None else {}),
+    )
+    return TableResult(
+        table.source,
+        table.name,
+        copied.written,
+        len(copied.refusals),
+        seconds,
+        copied.checksum,
+        helper_rows=copied.helper_rows,
+    )
 
 
 def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
@@ -966,6 +1043,7 @@ def snapshot_from(
     if replace and resume:
         raise UsageError("--replace and --resume exclude each other", hint="pass one of them")
     started = time.monotonic()
+    config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
     meta = read_meta(sconn)
     mark = journal.head(sconn) if meta is not None else None
     if meta is not None:
@@ -996,11 +1074,15 @@ def snapshot_from(
                 bound.info("table already loaded; skipped", table=name, rows=done[name].rows)
             todo = [name for name in plan.order if name not in done]
             load = _Loader(sconn, pconn, plan, policy, config, identity, run_id, fetch_rows, mark, progress, read)
-            if parallel is None or plan.mode != "create":  # existing mode: enforced FKs need parents first
+            if parallel is None:
                 done.update({name: load.here(name) for name in todo})
+            elif plan.mode != "create":  # existing mode: enforced FKs need parents first, all loaded here
+                load.share_dominant(todo, read, parallel[0])
+                done.update({name: load.here(name) for name in todo})
+                parallel[0].finish()
             else:
                 done.update(load.shared(todo, read, *parallel))
-                parallel[0].pool.shutdown(wait=False)  # the helper's work is done: let it exit meanwhile
+                parallel[0].finish()  # the helper's work is done: let it exit meanwhile
             plan = load.plan  # a disproved guess may have changed a table's types
             results = [done[name] for name in plan.order]
             warnings.extend(w for r in results for w in r.warnings)
@@ -1054,6 +1136,9 @@ class _Loader:
         self.read = read
         guessed = (t.source for t in plan.tables if t.guessed)
         self.guessed = frozenset(guessed) if plan.mode == "create" else frozenset()
+        self.dominant: frozenset[str] = frozenset()
+        """Tables read here and converted by both processes (:mod:`replicator.share`)."""
+        self.coprocessor: Coprocessor | None = None
 
     def here(self, name: str, progress: Progress | None = None, *, verify: bool | None = None) -> TableResult:
         try:
@@ -1070,6 +1155,7 @@ class _Loader:
                 snapshot_seq=self.mark,
                 progress=progress or self.progress,
                 verify=name in self.guessed if verify is None else verify,
+                shared=self.coprocessor if name in self.dominant else None,
             )
         except _Unverified as exc:
             return self.measured(name, exc.column, progress)
@@ -1100,9 +1186,35 @@ class _Loader:
                 _save_plan(self.pconn, self.config.target.state_schema, self.plan, replace=False)
         return self.here(name, progress, verify=False)
 
+    def share_dominant(self, names: Sequence[str], read: SourceRead, helper: Helper) -> list[str]:
+        """Tables of at least ``snapshot.split_rows`` rows, largest first: read here, converted here and
+        in the helper, whose conversion loop is queued after the tasks submitted to it so far."""
+        from replicator.share import shared_tables
+
+        dominant = shared_tables(
+            table_rows(self.sconn, read.schema, names, read.profiles), self.config.snapshot.split_rows
+        )
+        if dominant:
+            self.dominant, self.coprocessor = frozenset(dominant), helper.coprocessor(self.config)
+            log.get("snapshot").info("tables shared by both processes", tables=dominant)
+        return dominant
+
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
-        """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
-        mine, theirs = split(load_costs(self.sconn, read.schema, names, read.profiles))
+        """Half the work here, half in the helper: whole tables the helper loads from its own read
+        transaction (opened after the mark), then the dominant tables, read here and converted by both.
+
+        The main process starts with its own whole tables, then the dominant ones, and the helper
+        joins those once its tables are done: so the split by estimated cost only has to be about
+        right, the dealing of batches evens out the rest. The main process is given half of the
+        dominant tables' cost to begin with, the half it will convert.
+        """
+        from replicator.share import shared_tables
+
+        costs = load_costs(self.sconn, read.schema, names, read.profiles)
+        rows = table_rows(self.sconn, read.schema, names, read.profiles)
+        big = set(shared_tables(rows, self.config.snapshot.split_rows))
+        whole = {name: cost for name, cost in costs.items() if name not in big}
+        mine, theirs = split(whole, main_start=sum(costs[name] for name in big) // 2)
         futures = {
             name: helper.pool.submit(
                 _helper_load,
@@ -1122,8 +1234,10 @@ class _Loader:
             for name in names
             if name in theirs
         }
+        dominant = self.share_dominant(names, read, helper)  # after the helper's own tables
         relay = _Relay(self.progress, helper)
         done = {name: self.here(name, relay) for name in names if name in mine}
+        done.update({name: self.here(name, relay) for name in dominant})
         helper.wait(list(futures.values()))
         for name, future in futures.items():
             result = future.result()
@@ -1339,12 +1453,29 @@ class _Failure(msgspec.Struct, frozen=True):
 
 
 _helper_queue: Any = None
+_helper_work: Any = None
+_helper_results: Any = None
 
 
-def _init_helper(queue: Any, fmt: str, level: str) -> None:
-    global _helper_queue  # one queue per helper process, set once by the pool
-    _helper_queue = queue
+def _init_helper(queue: Any, work: Any, results: Any, fmt: str, level: str) -> None:
+    global _helper_queue, _helper_work, _helper_results  # one set per helper process, set once by the pool
+    _helper_queue, _helper_work, _helper_results = queue, work, results
     log.configure(fmt, level)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with(sentinel: int) -> None:
+    """A main process killed outright (SIGKILL, OOM) leaves its helper blocked on a queue nobody
+    feeds: the pool's or the shared tables'. It exits too, and PostgreSQL rolls back what it held."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+def helper_queues() -> tuple[Any, Any]:
+    """In the helper: the shared tables' batches in, their converted blocks out (:mod:`replicator.share`)."""
+    return _helper_work, _helper_results
 
 
 class _QueueProgress:
@@ -1438,26 +1569,54 @@ def _ready() -> None:
 
 
 class Helper:
-    """One spawned process beside the main one; progress comes back through a queue."""
+    """One spawned process beside the main one; progress comes back through a queue, and the batches
+    of shared tables go and come back through two more (:mod:`replicator.share`)."""
 
     def __init__(self, config: Config, progress: Progress | None) -> None:
         context = multiprocessing.get_context("spawn")
         self.queue = context.Queue()
+        self.work = context.Queue()
+        self.results = context.Queue()
         self.progress = progress
+        self.config = config
+        self._coprocessor: Coprocessor | None = None
         level = config.log.level
         fmt = "json" if config.log.format == "auto" and not sys.stderr.isatty() else config.log.format
         self.pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=context, initializer=_init_helper, initargs=(self.queue, fmt, level)
+            max_workers=1,
+            mp_context=context,
+            initializer=_init_helper,
+            initargs=(self.queue, self.work, self.results, fmt, level),
         )
         self._started = self.pool.submit(_ready)  # start the process now: it imports while this one plans
+
+    def coprocessor(self, config: Config | None = None) -> Coprocessor:
+        """The helper's conversion loop for shared tables, queued after the tasks submitted so far
+        (``config``: the run's, with the target's DSN; the first call's is kept)."""
+        if self._coprocessor is None:
+            from replicator.share import Coprocessor
+
+            self._coprocessor = Coprocessor(self, config or self.config)
+        return self._coprocessor
+
+    def finish(self) -> None:
+        """The main process needs the helper no more: let it exit while the post-load steps run."""
+        if self._coprocessor is not None:
+            self._coprocessor.stop()
+        self.pool.shutdown(wait=False)
 
     def close(self) -> None:
         # A helper still starting when the work is done (a tiny source) must finish starting first:
         # shut down mid-spawn, it fails to unpickle its queue and prints a traceback.
         wait([self._started], timeout=30)
+        if self._coprocessor is not None:
+            self._coprocessor.stop()  # after an error too: its loop waits for this
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.drain()
         self.queue.close()
+        for channel in (self.work, self.results):  # what a failed load left unread must not block our exit
+            channel.cancel_join_thread()
+            channel.close()
 
     def drain(self) -> None:
         """Relay the helper's progress events (called from the main process's own progress calls)."""
@@ -1505,13 +1664,14 @@ class _Relay:
         self.helper.drain()
 
 
-def split(sizes: dict[str, int], helper_start: int = 0) -> tuple[list[str], list[str]]:
+def split(sizes: dict[str, int], helper_start: int = 0, main_start: int = 0) -> tuple[list[str], list[str]]:
     """Largest first, each to the lighter side: (main process's tables, helper's tables).
 
-    ``helper_start``: work the helper has before its first table (starting its interpreter).
+    ``helper_start``: work the helper has before its first table (starting its interpreter);
+    ``main_start``: the main process's part of the shared tables (it reads them).
     """
     sides: tuple[list[str], list[str]] = ([], [])
-    weight = [0, helper_start]
+    weight = [main_start, helper_start]
     for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
         side = 0 if weight[0] <= weight[1] else 1
         sides[side].append(name)
@@ -1572,12 +1732,22 @@ def load_costs(
     date-time text is parsed. Bytes per row are sampled from the table's first rows.
     """
     costs = {}
+    rows = table_rows(conn, schema, names, profiles)
     for name in names:
         table = schema.table(name)
-        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, table)
         per_row = ROW_COST_NS + _dated(table) * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
-        costs[name] = rows * per_row
+        costs[name] = rows[name] * per_row
     return costs
+
+
+def table_rows(
+    conn: sqlite3.Connection, schema: Schema, names: Sequence[str], profiles: Mapping[str, TableProfile] | None = None
+) -> dict[str, int]:
+    """Each table's rows, as the profile counted them, else estimated (for balancing only)."""
+    return {
+        name: profiles[name].rows if profiles and name in profiles else _row_estimate(conn, schema.table(name))
+        for name in names
+    }
 
 
 #: The profile's cost model (same fit): per row and column coded in SQL, per date-time column
