@@ -32,27 +32,33 @@ from __future__ import annotations
 
 import marshal
 import queue as queue_module
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 import psycopg
 from psycopg.copy import Copy, Writer
 
-from replicator import convert, faults, log, pg, pgschema, quarantine
+from replicator import convert, faults, log, pg, pgschema, profile, quarantine
 from replicator.config import Config
 from replicator.errors import BadValue, TargetError
+from replicator.profile import Chunk, ChunkResult, TableProfile
 from replicator.snapshot import (
     Copied,
     RowPipe,
+    Scanned,
     _Failure,
     _failure,
     _Unverified,
     copy_statement,
     key_getter,
+    plain_columns,
     read_layout,
+    table_rows,
 )
+from triggers.schema import Schema
 
 if TYPE_CHECKING:
     from replicator.snapshot import Helper
@@ -356,6 +362,71 @@ class _SharedLoad:
                 if block.error is not None:
                     errors[block.seq] = _raise_error(self.table, block.error)
         return errors[min(errors)]
+
+
+# --- the profile of a dominant table: its rowid chunks scanned by both processes ---------------------
+
+
+def profile_pieces(
+    conn: sqlite3.Connection, schema: Schema, costs: Mapping[str, int], split_rows: int
+) -> dict[str | Chunk, int]:
+    """What the two processes share of the profiles: whole tables, and the rowid chunks of each
+    dominant one (``split_rows``), so that a dominant table's profile is not one process's alone.
+
+    Like a whole table profiled in the helper, a chunk is scanned in the scanning process's own
+    read transaction: the profile only chooses types, and the load (from the mark's transaction)
+    refuses, by name, a value a type cannot hold."""
+    rows = table_rows(conn, schema, list(costs)) if split_rows > 0 else {}
+    pieces: dict[str | Chunk, int] = {}
+    for name, cost in costs.items():
+        parts = profile.chunks(conn, schema.table(name)) if rows.get(name, 0) >= split_rows > 0 else []
+        if len(parts) > 1:
+            pieces.update({part: cost // len(parts) for part in parts})
+        else:
+            pieces[name] = cost
+    return pieces
+
+
+def whole_and_chunks(pieces: Iterable[str | Chunk]) -> tuple[list[str], list[Chunk]]:
+    chosen = list(pieces)
+    return [p for p in chosen if isinstance(p, str)], [p for p in chosen if isinstance(p, Chunk)]
+
+
+def scan_chunks(conn: sqlite3.Connection, schema: Schema, parts: Sequence[Chunk], create: Config | None) -> Scanned:
+    """Scan one process's chunks; a table one of whose chunks is too big for a string gets None."""
+    profile.register(conn)
+    out: Scanned = {}
+    for part in parts:
+        results = out.setdefault(part.table, [])
+        if results is None:
+            continue
+        table = schema.table(part.table)
+        try:
+            results.append(profile.scan_chunk(conn, table, part, plain_columns(table, create)))
+        except profile.TooBig:
+            out[part.table] = None
+    return out
+
+
+def finish_profiles(
+    conn: sqlite3.Connection, schema: Schema, scanned: Sequence[Scanned], create: Config | None
+) -> dict[str, TableProfile]:
+    """The chunked tables' profiles from both processes' chunks (a table with a chunk too big: in full here)."""
+    merged: dict[str, list[ChunkResult] | None] = {}
+    for part in scanned:
+        for name, results in part.items():
+            have = merged.setdefault(name, [])
+            merged[name] = None if have is None or results is None else have + results
+    out = {}
+    for name, results in merged.items():
+        table = schema.table(name)
+        plain = plain_columns(table, create)
+        if results is None:
+            out[name] = profile.profile_table(conn, table, plain=plain)
+        else:
+            out[name] = profile.finish_profile(conn, table, results, plain)
+            log.get("profile", table=name).debug("profiled", rows=out[name].rows, chunks=len(results), shared=True)
+    return out
 
 
 def shared_tables(rows: dict[str, int], split_rows: int) -> list[str]:

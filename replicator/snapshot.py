@@ -60,11 +60,11 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 import psycopg
@@ -77,7 +77,7 @@ from replicator import convert, faults, log, pg, pgschema, quarantine, state, ty
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
-from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Plain, TableProfile, profile_table
+from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Chunk, ChunkResult, Plain, TableProfile, profile_table
 from replicator.progress import Progress
 from triggers import journal
 from triggers import source as sqlite_source
@@ -88,6 +88,9 @@ if TYPE_CHECKING:
     from replicator.share import Coprocessor
 
 FETCH_ROWS = 5_000
+K = TypeVar("K", bound=Hashable)
+#: Rowid chunks of dominant tables' profiles one process scanned, per table (None: one was too big).
+Scanned = dict[str, list[ChunkResult] | None]
 _DECODE_ERROR = "Could not decode to UTF-8"
 
 
@@ -1521,13 +1524,18 @@ _UNVERIFIED: Final = "unverified"
 
 
 def _helper_profile(
-    path: str, config: Config, names: list[str], create: bool
-) -> tuple[dict[str, TableProfile], frozenset[str]] | _Failure:
-    """Profile ``names`` in the helper's own read transaction (the type choice only; see the module doc)."""
+    path: str, config: Config, names: list[str], create: bool, chunks: Sequence[Chunk] = ()
+) -> tuple[dict[str, TableProfile], Scanned] | _Failure:
+    """Profile ``names``, and scan ``chunks`` of dominant tables, in the helper's own read transaction
+    (the type choice only; see the module doc)."""
+    from replicator import share
+
     try:
         conn = open_source(Path(path), config)
         try:
-            return _profiles(conn, read_schema(conn), names, config if create else None, guess=False)
+            schema, create_config = read_schema(conn), config if create else None
+            profiles, _ = _profiles(conn, schema, names, create_config, guess=False)
+            return profiles, share.scan_chunks(conn, schema, chunks, create_config)
         finally:
             conn.close()
     except Exception as exc:
@@ -1664,15 +1672,15 @@ class _Relay:
         self.helper.drain()
 
 
-def split(sizes: dict[str, int], helper_start: int = 0, main_start: int = 0) -> tuple[list[str], list[str]]:
+def split(sizes: Mapping[K, int], helper_start: int = 0, main_start: int = 0) -> tuple[list[K], list[K]]:
     """Largest first, each to the lighter side: (main process's tables, helper's tables).
 
     ``helper_start``: work the helper has before its first table (starting its interpreter);
     ``main_start``: the main process's part of the shared tables (it reads them).
     """
-    sides: tuple[list[str], list[str]] = ([], [])
+    sides: tuple[list[K], list[K]] = ([], [])
     weight = [main_start, helper_start]
-    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+    for name in sorted(sizes, key=lambda n: (-sizes[n], str(n))):
         side = 0 if weight[0] <= weight[1] else 1
         sides[side].append(name)
         weight[side] += sizes[name] + 1
@@ -1694,10 +1702,17 @@ def read_source_parallel(
     }
     profiles = {name: guess for name, guess in guesses.items() if guess is not None}
     costs = {name: cost for name, cost in profile_costs(conn, schema).items() if name not in profiles}
-    mine, theirs = split(costs, helper_start=HELPER_START_NS)
-    future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
-    measured, _ = _profiles(conn, schema, mine, create_config, guess=False)
+    from replicator import share
+
+    mine, theirs = split(share.profile_pieces(conn, schema, costs, config.snapshot.split_rows), HELPER_START_NS)
+    their_tables, their_chunks = share.whole_and_chunks(theirs)
+    future = (
+        helper.pool.submit(_helper_profile, str(path), config, their_tables, create, their_chunks) if theirs else None
+    )
+    my_tables, my_chunks = share.whole_and_chunks(mine)
+    measured, _ = _profiles(conn, schema, my_tables, create_config, guess=False)
     profiles.update(measured)
+    scanned = [share.scan_chunks(conn, schema, my_chunks, create_config)]
     if future is not None:
         helper.wait([future])
         other = future.result()
@@ -1705,6 +1720,8 @@ def read_source_parallel(
             _raise(other)
         else:
             profiles.update(other[0])
+            scanned.append(other[1])
+    profiles.update(share.finish_profiles(conn, schema, scanned, create_config))
     return SourceRead(
         schema=schema,
         profiles=profiles,

@@ -403,3 +403,54 @@ def test_the_split_counts_half_the_shared_tables_for_the_main_process() -> None:
     assert snapshot.split({"a": 40, "b": 30, "c": 45}) == (["c"], ["a", "b"])
     with pytest.raises(ConfigError, match="split_rows"):
         config.load(overrides={"snapshot": {"split_rows": -1}}, environ={})
+
+
+def test_a_dominant_tables_profile_is_scanned_by_both_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replicator import profile
+    from triggers.schema import read_schema
+
+    path = make_source(tmp_path / "app.db")
+    monkeypatch.setattr(profile, "CHUNK_CHARS", 1000)  # 256-row chunks (the helper scans what it is given)
+    monkeypatch.setattr(snapshot, "HELPER_START_NS", 0)  # a helper not yet started still gets its share
+    conf = cfg()
+    with sharing(path, conf) as (reader, hook):
+        submitted: list[tuple[Any, ...]] = []
+        submit = hook.helper.pool.submit
+
+        def spy(fn: Any, *args: Any) -> Any:
+            submitted.append(args)
+            return submit(fn, *args)
+
+        monkeypatch.setattr(hook.helper.pool, "submit", spy)
+        read = snapshot.read_source_parallel(reader, path, conf, hook.helper, create=True)
+        schema = read_schema(reader)
+        assert {"event", "kv"}.isdisjoint(read.guessed)  # JSON, WITHOUT ROWID: profiled in full
+        for name in ("event", "kv"):  # as one process profiles the whole table in its transaction
+            table = schema.table(name)
+            assert read.profiles[name] == profile.profile_table(
+                reader, table, plain=snapshot.plain_columns(table, conf)
+            )
+        event_chunks = len(profile.chunks(reader, schema.table("event")))
+    (args,) = submitted  # the helper's share: (path, config, whole tables, create, chunks)
+    assert 0 < [c.table for c in args[4]].count("event") < event_chunks
+    assert event_chunks > 10
+
+
+def test_a_guess_disproved_late_in_a_shared_table_is_profiled_and_reloaded(
+    tmp_path: Path, pg_dsn: str, pg: Any
+) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE event (id INTEGER PRIMARY KEY, n INTEGER, label TEXT)")
+        conn.executemany("INSERT INTO event VALUES (?, ?, ?)", [(i, i, f"l{i}") for i in range(1, 3001)])
+        conn.execute("UPDATE event SET n = 2.5 WHERE id = 2950")  # beyond the guess's sample
+    result = load(path, pg_dsn, cfg())
+    (event,) = result.tables
+    assert (event.rows, event.quarantined) == (3000, 0)
+    assert event.helper_rows > 0
+    assert result.plan is not None
+    (n,) = [c for c in result.plan.table("event").columns if c.name == "n"]
+    assert n.type.name not in ("bigint", "integer")
+    assert_same(path, pg, result.plan)
