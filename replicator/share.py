@@ -25,7 +25,14 @@ value refused in read order is the one reported (an error waits for the batches 
 
 Balance: the helper joins the shared tables once its own tables are done (it signals ``ready``);
 until then, and for every batch beyond the :data:`DEPTH` it holds, the main process converts
-locally. So both processes work until the last batch, whatever the cost model mispredicted.
+locally. So both processes work until the last batch, whatever the cost model mispredicted. The
+main process starts with its own whole tables and ends with the shared ones, and the split of
+whole tables by estimated cost counts half the shared tables' cost on its side.
+
+The profile that precedes the load (type choice) is shared the same way in spirit: a dominant
+table's rowid chunks (``replicator.profile.chunks``) are split between the two processes with the
+whole tables, each scanned in its process's read transaction like any table the helper profiles,
+and merged with ``profile.finish_profile``.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ DEPTH: Final = 2
 SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 TRAILER: Final = b"\xff\xff"
 _WAIT_S: Final = 0.2
+#: A batch larger than this (encoded) is converted where it was read.
+MAX_DEAL_BYTES: Final = 64 * 2**20
 
 
 class Block(msgspec.Struct, frozen=True):
@@ -199,8 +208,6 @@ class Coprocessor:
         self.stopped = False
         self.session = 0
         self.inflight: set[int] = set()
-        self.rows = 0
-        """Rows the helper converted, over every shared table."""
 
     def stop(self) -> None:
         """No more shared tables: the helper's loop returns (idempotent)."""
@@ -274,6 +281,8 @@ class Coprocessor:
         try:
             payload = marshal.dumps(cast(Any, rows))
         except ValueError:
+            return False
+        if len(payload) > MAX_DEAL_BYTES:  # a batch of huge values: not worth a third copy in memory
             return False
         self.helper.work.put(("rows", self.session, seq, payload))
         self.inflight.add(seq)
@@ -350,7 +359,6 @@ class _SharedLoad:
             self.refusals[block.seq] = block.refusals
         if remote:
             self.helper_rows += block.rows
-            self.copro.rows += block.rows
         faults.point("snapshot.copying")  # rows streamed, nothing committed
         self.on_batch(self.read)
 

@@ -18,6 +18,10 @@ high-water mark is read in it before any row. What we chose, and why:
   capture, an app writing during a parallel snapshot means tables from slightly different moments:
   for one instant use ``workers = 1`` or stop the app. Existing mode loads one table at a time in
   the main transaction (the app's foreign keys are enforced, so parents must come first).
+* A dominant table (``snapshot.split_rows`` rows or more, either mode) is never handed to the
+  helper whole: the main process reads it, from the mark's own read transaction, and the helper
+  converts batches of it once its own tables are done (:mod:`replicator.share`, which says why the
+  read cannot be split as pgcopydb splits one). So a split table is exactly the state at the mark.
 * A resumed snapshot loads the remaining tables from a newer read transaction: the genesis takes
   the *oldest* mark of the tables it covers, by the same argument.
 
