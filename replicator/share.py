@@ -437,8 +437,16 @@ def finish_profiles(
     return out
 
 
-def shared_tables(rows: dict[str, int], split_rows: int) -> list[str]:
-    """The tables both processes convert (at least ``split_rows`` rows; 0: none), largest first."""
+def dominant_tables(rows: Mapping[str, int], split_rows: int, costs: Mapping[str, int] | None = None) -> list[str]:
+    """The tables both processes convert, largest first: at least ``split_rows`` rows (0: none).
+
+    With ``costs`` (the helper loads whole tables too), only a table that costs more than all the
+    others together: any other mix the split of whole tables balances, without the main process
+    reading for the helper. Without (the helper is otherwise idle), every such table."""
     if split_rows <= 0:
         return []
-    return sorted((n for n, r in rows.items() if r >= split_rows), key=lambda n: (-rows[n], n))
+    big = sorted((n for n, r in rows.items() if r >= split_rows), key=lambda n: (-rows[n], n))
+    if costs is None:
+        return big
+    total = sum(costs.values())
+    return [n for n in big if costs[n] * 2 > total]

@@ -1084,7 +1084,10 @@ def snapshot_from(
             if parallel is None:
                 done.update({name: load.here(name) for name in todo})
             elif plan.mode != "create":  # existing mode: enforced FKs need parents first, all loaded here
-                load.share_dominant(todo, read, parallel[0])
+                from replicator.share import dominant_tables
+
+                rows = table_rows(sconn, read.schema, todo, read.profiles)
+                load.share(dominant_tables(rows, config.snapshot.split_rows), parallel[0])
                 done.update({name: load.here(name) for name in todo})
                 parallel[0].finish()
             else:
@@ -1193,35 +1196,30 @@ class _Loader:
                 _save_plan(self.pconn, self.config.target.state_schema, self.plan, replace=False)
         return self.here(name, progress, verify=False)
 
-    def share_dominant(self, names: Sequence[str], read: SourceRead, helper: Helper) -> list[str]:
-        """Tables of at least ``snapshot.split_rows`` rows, largest first: read here, converted here and
-        in the helper, whose conversion loop is queued after the tasks submitted to it so far."""
-        from replicator.share import shared_tables
-
-        dominant = shared_tables(
-            table_rows(self.sconn, read.schema, names, read.profiles), self.config.snapshot.split_rows
-        )
+    def share(self, dominant: Sequence[str], helper: Helper) -> None:
+        """These tables are read here and converted here and in the helper, whose conversion loop is
+        queued after the tasks submitted to it so far."""
         if dominant:
             self.dominant, self.coprocessor = frozenset(dominant), helper.coprocessor(self.config)
-            log.get("snapshot").info("tables shared by both processes", tables=dominant)
-        return dominant
+            log.get("snapshot").info("tables shared by both processes", tables=list(dominant))
 
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
         """Half the work here, half in the helper: whole tables the helper loads from its own read
         transaction (opened after the mark), then the dominant tables, read here and converted by both.
 
-        The main process starts with its own whole tables, then the dominant ones, and the helper
-        joins those once its tables are done: so the split by estimated cost only has to be about
+        A table is dominant when no split of whole tables can balance it (``share.dominant_tables``).
+        The main process starts with its own whole tables, then the dominant one, and the helper
+        joins it once its tables are done: so the split by estimated cost only has to be about
         right, the dealing of batches evens out the rest. The main process is given half of the
-        dominant tables' cost to begin with, the half it will convert.
+        dominant table's cost to begin with, the half it will convert.
         """
-        from replicator.share import shared_tables
+        from replicator.share import dominant_tables
 
         costs = load_costs(self.sconn, read.schema, names, read.profiles)
         rows = table_rows(self.sconn, read.schema, names, read.profiles)
-        big = set(shared_tables(rows, self.config.snapshot.split_rows))
-        whole = {name: cost for name, cost in costs.items() if name not in big}
-        mine, theirs = split(whole, main_start=sum(costs[name] for name in big) // 2)
+        dominant = dominant_tables(rows, self.config.snapshot.split_rows, costs)
+        whole = {name: cost for name, cost in costs.items() if name not in dominant}
+        mine, theirs = split(whole, main_start=sum(costs[name] for name in dominant) // 2)
         futures = {
             name: helper.pool.submit(
                 _helper_load,
@@ -1241,7 +1239,7 @@ class _Loader:
             for name in names
             if name in theirs
         }
-        dominant = self.share_dominant(names, read, helper)  # after the helper's own tables
+        self.share(dominant, helper)  # after the helper's own tables
         relay = _Relay(self.progress, helper)
         done = {name: self.here(name, relay) for name in names if name in mine}
         done.update({name: self.here(name, relay) for name in dominant})

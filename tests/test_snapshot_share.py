@@ -27,7 +27,9 @@ from tests.pgserver import fresh_database
 from triggers import install
 
 SIZES = {"event": 3000, "tag": 1500, "kv": 1200, "small": 10}
-SHARED = {"event", "tag", "kv"}
+#: The tables both processes convert: in create mode the one no split of whole tables balances
+#: (the helper loads the others whole), in existing mode every one over the threshold.
+SHARED = {"create": {"event"}, "existing": {"event", "tag", "kv"}}
 FETCH = 100
 
 
@@ -85,13 +87,14 @@ class Hook:
     """Progress: at the start of each shared table, wait until the helper's loop runs, so that its
     part is certain rather than likely on a busy machine; optionally let the app commit, or stop."""
 
-    def __init__(self, helper: snapshot.Helper, *, on_batch: Any = None) -> None:
+    def __init__(self, helper: snapshot.Helper, *, on_batch: Any = None, wait_for: set[str]) -> None:
         self.helper = helper
         self.on_batch = on_batch
+        self.wait_for = wait_for
         self.batches = 0
 
     def start(self, table: str, total: int) -> None:
-        if table in SHARED:
+        if table in self.wait_for:
             assert self.helper.coprocessor().wait_ready(60)
 
     def advance(self, table: str, rows: int) -> None:
@@ -104,24 +107,25 @@ class Hook:
 
 
 @contextmanager
-def sharing(path: Path, conf: config.Config, on_batch: Any = None) -> Iterator[tuple[Any, Hook]]:
+def sharing(path: Path, conf: config.Config, on_batch: Any = None, mode: str = "create") -> Iterator[tuple[Any, Hook]]:
     """An open source (the read transaction the snapshot uses) and a helper with a Hook."""
     reader = snapshot.open_source(path, conf)
     helper = snapshot.Helper(conf, None)
     try:
-        yield reader, Hook(helper, on_batch=on_batch)
+        yield reader, Hook(helper, on_batch=on_batch, wait_for=SHARED[mode])
     finally:
         helper.close()
         reader.close()
 
 
-def load(path: Path, dsn: str, conf: config.Config, **options: Any) -> snapshot.SnapshotResult:
-    with sharing(path, conf) as (reader, hook):
+def load(path: Path, dsn: str, conf: config.Config, mode: str = "create", **options: Any) -> snapshot.SnapshotResult:
+    with sharing(path, conf, mode=mode) as (reader, hook):
         return snapshot.snapshot_from(
             reader,
             state.source_identity(path),
             dsn,
             conf,
+            mode=mode,
             fetch_rows=FETCH,
             progress=hook,
             helper=hook.helper,
@@ -143,9 +147,14 @@ def test_both_processes_convert_a_dominant_table_with_the_checksums_of_one(
         app_schema(pg)
     result = load(path, pg_dsn, cfg(), mode=mode)
     tables = by_table(result)
-    for name in SHARED:  # both processes converted part of each shared table
-        assert 0 < tables[name].helper_rows < tables[name].rows == SIZES[name], tables[name]
-    assert tables["small"].helper_rows == 0
+    for name in SIZES:  # the helper converted batches of each shared table, and only of those
+        if name in SHARED[mode]:
+            assert 0 < tables[name].helper_rows <= tables[name].rows == SIZES[name], tables[name]
+        else:
+            assert tables[name].helper_rows == 0
+    # The main process too, of a table whose rows take longer to convert than to read and send
+    # (a tiny row's helper may keep up with every batch).
+    assert tables["event"].helper_rows < SIZES["event"]
     assert result.plan is not None
     assert assert_same(path, pg, result.plan) == SIZES
     assert dict(pg.execute("SELECT table_name, rows FROM replicator.snapshot_tables").fetchall()) == SIZES
@@ -224,11 +233,15 @@ class App(threading.Thread):
             conn.close()
 
 
+@pytest.mark.parametrize("mode", ["create", "existing"])
 def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies_the_rest(
-    tmp_path: Path, pg_dsn: str, pg: Any
+    tmp_path: Path, pg_dsn: str, pg: Any, mode: str
 ) -> None:
     path = make_source(tmp_path / "app.db")
     install.install(path)
+    if mode == "existing":
+        app_schema(pg)
+    shared = SHARED[mode]
     app = App(path)
     app.start()
 
@@ -237,38 +250,39 @@ def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies
         while app.commits < target and app.is_alive():
             app.stop.wait(0.001)
 
-    conf = cfg(split_rows=1)  # every table is read in the mark's transaction, "small" too
+    conf = cfg()
     try:
-        with sharing(path, conf, on_batch=let_the_app_commit) as (reader, hook):
+        with sharing(path, conf, on_batch=let_the_app_commit, mode=mode) as (reader, hook):
             result = snapshot.snapshot_from(
                 reader,
                 state.source_identity(path),
                 pg_dsn,
                 conf,
+                mode=mode,
                 fetch_rows=FETCH,
                 progress=hook,
                 helper=hook.helper,
                 source_path=path,
             )
             assert result.plan is not None
-            # PostgreSQL holds exactly what the mark's read transaction sees, every part of every table.
-            for table in result.plan.tables:
-                diff = compare_table(reader, pg, result.plan, table)
-                assert (diff.missing, diff.extra) == ([], []), table.source
+            # PostgreSQL holds exactly what the mark's read transaction sees, every part of a shared table.
+            for name in shared:
+                diff = compare_table(reader, pg, result.plan, result.plan.table(name))
+                assert (diff.missing, diff.extra) == ([], []), name
     finally:
         app.stop.set()
         app.join()
     assert app.error is None
     tables = by_table(result)
-    assert all(0 < tables[name].helper_rows < tables[name].rows for name in SHARED)
+    assert all(0 < tables[name].helper_rows <= tables[name].rows for name in shared)
     assert app.commits >= 100
     # The control: the app did change the tables while they loaded, so the equality above is the mark's.
     now = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        changed = {t.source for t in result.plan.tables if compare_table(now, pg, result.plan, t).missing}
+        changed = {n for n in shared if compare_table(now, pg, result.plan, result.plan.table(n)).missing}
     finally:
         now.close()
-    assert changed == SHARED
+    assert changed == shared
     # The journal then brings each row to SQLite's state exactly once.
     run = Worker(path, pg_dsn, cfg()).run(until_drained=True)
     assert run.applied_seq is not None
@@ -394,6 +408,16 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_table_is_shared_when_no_split_of_whole_tables_balances_it() -> None:
+    from replicator.share import dominant_tables
+
+    rows = {"big": 5000, "mid": 3000, "small": 10}
+    assert dominant_tables(rows, 1000, {"big": 60, "mid": 30, "small": 1}) == ["big"]
+    assert dominant_tables(rows, 1000, {"big": 45, "mid": 40, "small": 15}) == []  # 45 | 55: balanced
+    assert dominant_tables(rows, 1000) == ["big", "mid"]  # existing mode: the helper has nothing else
+    assert dominant_tables(rows, 0, {"big": 99, "mid": 0, "small": 0}) == []
 
 
 def test_the_split_counts_half_the_shared_tables_for_the_main_process() -> None:
