@@ -27,6 +27,7 @@ DEFAULT_STATE_SCHEMA = "replicator"
 DEFAULT_TARGET_SCHEMA = "public"
 DEFAULT_CONNECT_TIMEOUT_S = 10
 DEFAULT_SNAPSHOT_WORKERS = 2
+DEFAULT_SPLIT_ROWS = 100_000
 DEFAULT_BATCH_ROWS = 20_000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 DEFAULT_POLL_INTERVAL_S = 0.5
@@ -79,6 +80,10 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Existing mode: the ORM that reads the database, so each decimal stored as a REAL loads as that ORM
     reads it (docs/types.md). auto: Django if the target has django_migrations, Rails if ar_internal_metadata,
     SQLAlchemy if alembic_version; none: the shortest round-trip decimal. A column's format overrides it."""
+    split_rows: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_SPLIT_ROWS
+    """With two workers, a table of at least this many rows is read by the main process (in the read
+    transaction of the journal mark) and converted by both processes, so a dominant table keeps both
+    cores busy; 0: every table is loaded by one process."""
 
 
 class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

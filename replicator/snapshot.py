@@ -18,6 +18,10 @@ high-water mark is read in it before any row. What we chose, and why:
   capture, an app writing during a parallel snapshot means tables from slightly different moments:
   for one instant use ``workers = 1`` or stop the app. Existing mode loads one table at a time in
   the main transaction (the app's foreign keys are enforced, so parents must come first).
+* A dominant table (``snapshot.split_rows`` rows or more, either mode) is never handed to the
+  helper whole: the main process reads it, from the mark's own read transaction, and the helper
+  converts batches of it once its own tables are done (:mod:`replicator.share`, which says why the
+  read cannot be split as pgcopydb splits one). So a split table is exactly the state at the mark.
 * A resumed snapshot loads the remaining tables from a newer read transaction: the genesis takes
   the *oldest* mark of the tables it covers, by the same argument.
 
@@ -54,15 +58,18 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue as queue_module
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 import psycopg
@@ -75,14 +82,20 @@ from replicator import convert, dependents, faults, log, pg, pgreflect, pgschema
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
-from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Plain, TableProfile, profile_table
+from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Chunk, ChunkResult, Plain, TableProfile, profile_table
 from replicator.progress import Progress
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
 from triggers.schema import Schema, Table, quote_ident, read_schema
 
+if TYPE_CHECKING:
+    from replicator.share import Coprocessor
+
 FETCH_ROWS = 5_000
+K = TypeVar("K", bound=Hashable)
+#: Rowid chunks of dominant tables' profiles one process scanned, per table (None: one was too big).
+Scanned = dict[str, list[ChunkResult] | None]
 _DECODE_ERROR = "Could not decode to UTF-8"
 
 
@@ -100,6 +113,8 @@ class TableResult(msgspec.Struct, frozen=True):
     """Indexed and analyzed right after its load (``index_table``)."""
     warnings: tuple[str, ...] = ()
     """Post-load statements PostgreSQL refused right after the load."""
+    helper_rows: int = 0
+    """Of ``rows``, those the helper process converted (a dominant table both processes shared)."""
 
     @property
     def rows_per_second(self) -> float:
@@ -519,6 +534,8 @@ class Copied(msgspec.Struct):
     digest_sum: int
     server_rows: int = -1
     """Rows PostgreSQL says the COPY stored (its ``COPY n`` tag): the count check, without a scan."""
+    helper_rows: int = 0
+    """Rows the helper process converted (a shared table, :mod:`replicator.share`)."""
 
     @property
     def checksum(self) -> str:
@@ -526,6 +543,103 @@ class Copied(msgspec.Struct):
 
 
 KeyOf = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+def read_layout(table: pgschema.TablePlan) -> tuple[list[str], list[str]]:
+    """What a table's load selects: its loaded source columns, then the key columns not among them
+    (``rowid`` for a table without a primary key), which only messages and quarantine rows use."""
+    source_cols = [c.source for c in table.load_columns if c.source is not None]
+    return source_cols, [k for k in list(table.key_source) or ["rowid"] if k not in source_cols]
+
+
+def key_getter(table: pgschema.TablePlan) -> KeyOf:
+    """A selected row (:func:`read_layout`) → its key, column → SQLite value."""
+    source_cols, extra = read_layout(table)
+    positions = {name: i for i, name in enumerate(source_cols + extra)}
+    key_cols = list(table.key_source) or ["rowid"]
+
+    def key_of(row: Sequence[Any]) -> dict[str, Any]:
+        return {k: row[positions[k]] for k in key_cols}
+
+    return key_of
+
+
+class RowPipe:
+    """One table's rows through the converter, the refusal policy and the checksum, a batch at a time.
+
+    What :func:`copy_rows` does to every row, apart from where the row goes, so that the helper
+    process runs the very same code on the batches of a shared table (:mod:`replicator.share`).
+    ``verify``: the table's types are a guess (``guess_profile``): a value off the guess raises
+    ``_Unverified`` once its batch is through. A refused value raises ``BadValue`` naming table,
+    key, column and value or, with the quarantine policy, is recorded in ``refusals`` and its row
+    skipped.
+    """
+
+    def __init__(self, table: pgschema.TablePlan, *, key_of: KeyOf, policy: str, verify: bool, extra: bool) -> None:
+        self.table, self.key_of, self.policy = table, key_of, policy
+        self.columns = table.load_columns
+        source_cols = [c.source for c in self.columns if c.source is not None]
+        self.types = [c.type for c in self.columns]
+        self.missed: list[int] = []
+        rules = None
+        if verify:
+            keys = {i for i, c in enumerate(self.columns) if c.name in table.primary_key}
+            rules = verifier(self.types, keys)
+            if rules is None:
+                raise _Unverified(table.source, "?")
+        # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
+        self.convert_row = convert.row_converter(
+            table.source, source_cols, self.types, watch=rules, missed=self.missed, extra=extra
+        )
+        self.finish = digest_finisher(self.types)
+        self.encode = RowEncoder(digest_kinds(self.types)).encode
+        self.refusals: list[quarantine.Refusal] = []
+
+    def run(
+        self,
+        batch: Iterable[Sequence[Any]],
+        write_row: Callable[[tuple[Any, ...]], None],
+        check: Callable[..., Any] | None = None,
+        keep: Callable[..., Any] | None = None,
+    ) -> int:
+        """Convert, write and hash the batch's rows: the sum of their row hashes (``checkpoints.digest``).
+
+        ``check``/``keep`` (:meth:`replicator.dependents.Held.hooks`): a row whose parent is quarantined
+        is quarantined with it; each refused row is remembered for its own children."""
+        convert_row, finish, encode, missed = self.convert_row, self.finish, self.encode, self.missed
+        sha256, from_bytes = hashlib.sha256, int.from_bytes
+        name, total = self.table.source, 0
+        for row in batch:
+            try:
+                out = convert_row(row)
+            except convert.RowRefused as exc:
+                if missed:
+                    raise self.unverified() from None
+                if self.policy != "quarantine":
+                    raise _stopped(self.table, self.key_of(row), exc) from None
+                refused = quarantine.make(name, self.key_of(row), exc.column, exc.value, exc.reason)
+                self.refusals.append(keep(name, row, refused) if keep is not None else refused)
+                continue
+            if check is not None and (blocked := check(name, row, out)) is not None:
+                refused = dependents.blocked_refusal(name, self.key_of(row), blocked)
+                self.refusals.append(keep(name, row, refused) if keep is not None else refused)
+                continue
+            write_row(out)
+            total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+        if missed:
+            raise self.unverified()
+        return total
+
+    def unverified(self) -> _Unverified:
+        return _Unverified(self.table.source, self.columns[self.missed[0]].name)
+
+
+def copy_statement(schema_name: str, table: pgschema.TablePlan, *, freeze: bool) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
+        sql.Identifier(schema_name, table.name),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in table.load_columns),
+        sql.SQL(", FREEZE" if freeze else ""),
+    )
 
 
 def copy_rows(
@@ -557,70 +671,31 @@ def copy_rows(
     A row holds the SQLite values of the plan's load columns first (``width`` of them) and may carry
     extra key values after them (for messages; ``extra=False`` promises none, a little faster). A
     refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
-    quarantine policy, skips and records the row.
+    quarantine policy, skips and records the row (:class:`RowPipe`).
 
     ``held`` (quarantine policy): the quarantined rows that rows reference (:mod:`replicator.dependents`).
     """
-    columns = table.load_columns
-    source_cols = [c.source for c in columns if c.source is not None]
-    types = [c.type for c in columns]
-    missed: list[int] = []
-    rules = None
-    if verify:
-        keys = {i for i, c in enumerate(columns) if c.name in table.primary_key}
-        rules = verifier(types, keys)
-        if rules is None:
-            raise _Unverified(table.source, "?")
-    # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
-    convert_row = convert.row_converter(table.source, source_cols, types, watch=rules, missed=missed, extra=extra)
-    finish = digest_finisher(types)
-    encode = RowEncoder(digest_kinds(types)).encode
-    sha256, from_bytes = hashlib.sha256, int.from_bytes
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
-        sql.Identifier(schema_name, table.name),
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
-        sql.SQL(", FREEZE" if freeze else ""),
-    )
-    refusals: list[quarantine.Refusal] = []
+    pipe = RowPipe(table, key_of=key_of, policy=policy, verify=verify, extra=extra)
     read = total = 0
     name = table.source
     check, keep = held.hooks(name) if held is not None else (None, None)
     with pconn.cursor() as cur:
         try:
-            with cur.copy(copy_sql) as copy:
-                copy.set_types(convert.copy_types(types))
-                write_row = copy.write_row
+            with cur.copy(copy_statement(schema_name, table, freeze=freeze)) as copy:
+                copy.set_types(convert.copy_types(pipe.types))
                 for batch in batches:
-                    for row in batch:
-                        try:
-                            out = convert_row(row)
-                        except convert.RowRefused as exc:
-                            if missed:
-                                raise _Unverified(table.source, columns[missed[0]].name) from None
-                            if policy != "quarantine":
-                                raise _stopped(table, key_of(row), exc) from None
-                            refused = quarantine.make(name, key_of(row), exc.column, exc.value, exc.reason)
-                            refusals.append(keep(name, row, refused) if keep is not None else refused)
-                            continue
-                        if check is not None and (blocked := check(name, row, out)) is not None:
-                            refused = dependents.blocked_refusal(name, key_of(row), blocked)
-                            refusals.append(keep(name, row, refused) if keep is not None else refused)
-                            continue
-                        write_row(out)
-                        total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+                    total += pipe.run(batch, copy.write_row, check, keep)
                     read += len(batch)
                     faults.point("snapshot.copying")  # rows streamed, nothing committed
-                    if missed:
-                        raise _Unverified(table.source, columns[missed[0]].name)
                     if on_batch is not None:
                         on_batch(read)
         except psycopg.Error:
-            if missed:  # PostgreSQL refused a value off the guess (a NULL key...): the guess, not the data
-                raise _Unverified(table.source, columns[missed[0]].name) from None
+            if pipe.missed:  # PostgreSQL refused a value off the guess (a NULL key...): the guess, not the data
+                raise pipe.unverified() from None
             raise
         server_rows = cur.rowcount
-    written = read - len(refusals)
-    return Copied(written=written, read=read, refusals=refusals, digest_sum=total, server_rows=server_rows)
+    written = read - len(pipe.refusals)
+    return Copied(written=written, read=read, refusals=pipe.refusals, digest_sum=total, server_rows=server_rows)
 
 
 def load_table(
@@ -638,18 +713,21 @@ def load_table(
     progress: Progress | None = None,
     verify: bool = False,
     held: dependents.Held | None = None,
+    shared: Coprocessor | None = None,
 ) -> TableResult:
     """Load one table in one PostgreSQL transaction; re-read once with the bytes fallback if needed.
 
     ``verify``: the table's types are a guess; raises ``_Unverified`` (nothing committed) if a row
     does not bear it out. ``held``: see :func:`copy_rows`. A table whose rows reference rows of its own
     quarantined *after* them (a tree read child first) is loaded again, those rows then known from the
-    start; each pass knows more, so it ends (a forward-ordered tree takes one pass)."""
+    start; each pass knows more, so it ends (a forward-ordered tree takes one pass). ``shared``: the helper
+    process converts some of the batches read here (a dominant table, :mod:`replicator.share`; not with
+    ``held``, whose checks need every row here)."""
     bound = log.get("snapshot", table=table.source)
     args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress, verify)
 
     def load(text_factory: Callable[[bytes], str] | None) -> TableResult:
-        return _load_table(*args, text_factory, held)
+        return _load_table(*args, shared, text_factory, held)
 
     while True:
         try:
@@ -728,15 +806,14 @@ def _load_table(
     snapshot_seq: int | None,
     progress: Progress | None,
     verify: bool,
+    shared: Coprocessor | None,
     text_factory: Callable[[bytes], str] | None,
     held: dependents.Held | None = None,
 ) -> TableResult:
     bound = log.get("snapshot", table=table.source)
     started = time.monotonic()
-    source_cols = [c.source for c in table.load_columns if c.source is not None]
-    key_cols = list(table.key_source) or ["rowid"]
-    extra = [k for k in key_cols if k not in source_cols]
-    positions = {name: i for i, name in enumerate(source_cols + extra)}
+    source_cols, extra = read_layout(table)
+    key_of = key_getter(table)
     ident = sql.Identifier(plan.schema, table.name)
     (source_count,) = sconn.execute(f"SELECT count(*) FROM {quote_ident(table.source)}").fetchone()  # noqa: S608
     if progress is not None:
@@ -744,30 +821,33 @@ def _load_table(
     if text_factory is not None:
         sconn.text_factory = text_factory
 
-    def key_of(row: Sequence[Any]) -> dict[str, Any]:
-        return {k: row[positions[k]] for k in key_cols}
-
     def on_batch(read: int) -> None:
         if progress is not None:
             progress.advance(table.source, read)
 
     with pconn.transaction():
         freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
+        batches = _batches(sconn, _select(table.source, source_cols + extra), fetch_rows)
         with _self_references(pconn, plan, held, table.source):
-            copied = copy_rows(
-                pconn,
-                plan.schema,
-                table,
-                _batches(sconn, _select(table.source, source_cols + extra), fetch_rows),
-                width=len(source_cols),
-                key_of=key_of,
-                policy=policy,
-                on_batch=on_batch,
-                freeze=freeze,
-                verify=verify,
-                extra=bool(extra),
-                held=held,
-            )
+            if shared is None or held is not None:
+                copied = copy_rows(
+                    pconn,
+                    plan.schema,
+                    table,
+                    batches,
+                    width=len(source_cols),
+                    key_of=key_of,
+                    policy=policy,
+                    on_batch=on_batch,
+                    freeze=freeze,
+                    verify=verify,
+                    extra=bool(extra),
+                    held=held,
+                )
+            else:
+                copied = shared.copy(
+                    pconn, plan.schema, table, batches, policy=policy, on_batch=on_batch, freeze=freeze, verify=verify
+                )
         _count_check(table, int(source_count), copied)
         quarantine.replace_for_table(pconn, state_schema, table.source, copied.refusals, run_id)
         seconds = time.monotonic() - started
@@ -789,8 +869,22 @@ def _load_table(
         bound.warning("values quarantined; their rows were skipped", quarantined=len(copied.refusals))
     if progress is not None:
         progress.finish(table.source, copied.written, seconds)
-    bound.info("table loaded", rows=copied.written, seconds=round(seconds, 3), checksum=copied.checksum[:16])
-    return TableResult(table.source, table.name, copied.written, len(copied.refusals), seconds, copied.checksum)
+    bound.info(
+        "table loaded",
+        rows=copied.written,
+        seconds=round(seconds, 3),
+        checksum=copied.checksum[:16],
+        **({"helper_rows": copied.helper_rows} if shared is not None else {}),
+    )
+    return TableResult(
+        table.source,
+        table.name,
+        copied.written,
+        len(copied.refusals),
+        seconds,
+        copied.checksum,
+        helper_rows=copied.helper_rows,
+    )
 
 
 def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
@@ -1047,6 +1141,7 @@ def snapshot_from(
     if replace and resume:
         raise UsageError("--replace and --resume exclude each other", hint="pass one of them")
     started = time.monotonic()
+    config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
     meta = read_meta(sconn)
     mark = journal.head(sconn) if meta is not None else None
     if meta is not None:
@@ -1080,11 +1175,18 @@ def snapshot_from(
             if load.held is not None and done:  # resumed: what the earlier run quarantined is held
                 with pconn.transaction():
                     dependents.seed(load.held, pconn, state_schema, list(done))
-            if parallel is None or plan.mode != "create":  # existing mode: enforced FKs need parents first
+            if parallel is None:
                 done.update({name: load.here(name) for name in todo})
+            elif plan.mode != "create":  # existing mode: enforced FKs need parents first, all loaded here
+                from replicator.share import dominant_tables
+
+                rows = table_rows(sconn, read.schema, todo, read.profiles)
+                load.share(dominant_tables(rows, config.snapshot.split_rows), parallel[0])
+                done.update({name: load.here(name) for name in todo})
+                parallel[0].finish()
             else:
                 done.update(load.shared(todo, read, *parallel))
-                parallel[0].pool.shutdown(wait=False)  # the helper's work is done: let it exit meanwhile
+                parallel[0].finish()  # the helper's work is done: let it exit meanwhile
                 done.update(load.dependents())
             plan = load.plan  # a disproved guess may have changed a table's types
             results = [done[name] for name in plan.order]
@@ -1140,6 +1242,9 @@ class _Loader:
         guessed = (t.source for t in plan.tables if t.guessed)
         self.guessed = frozenset(guessed) if plan.mode == "create" else frozenset()
         self.held = dependents.Held(plan) if policy == "quarantine" and plan.foreign_keys else None
+        self.dominant: frozenset[str] = frozenset()
+        """Tables read here and converted by both processes (:mod:`replicator.share`)."""
+        self.coprocessor: Coprocessor | None = None
 
     def here(self, name: str, progress: Progress | None = None, *, verify: bool | None = None) -> TableResult:
         try:
@@ -1157,6 +1262,7 @@ class _Loader:
                 progress=progress or self.progress,
                 verify=name in self.guessed if verify is None else verify,
                 held=self.held,
+                shared=self.coprocessor if name in self.dominant else None,
             )
         except _Unverified as exc:
             return self.measured(name, exc.column, progress)
@@ -1204,9 +1310,32 @@ class _Loader:
                 again[name] = self.here(name)
         return again
 
+    def share(self, dominant: Sequence[str], helper: Helper) -> None:
+        """These tables are read here and converted here and in the helper, whose conversion loop is
+        queued after the tasks submitted to it so far."""
+        if dominant and self.held is not None:  # held rows are checked row by row, here
+            log.get("snapshot").info("quarantine follows foreign keys: tables not shared", tables=list(dominant))
+        elif dominant:
+            self.dominant, self.coprocessor = frozenset(dominant), helper.coprocessor(self.config)
+            log.get("snapshot").info("tables shared by both processes", tables=list(dominant))
+
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:
-        """Half the rows here, half in the helper (its own read transaction, opened after the mark)."""
-        mine, theirs = split(load_costs(self.sconn, read.schema, names, read.profiles))
+        """Half the work here, half in the helper: whole tables the helper loads from its own read
+        transaction (opened after the mark), then the dominant tables, read here and converted by both.
+
+        A table is dominant when no split of whole tables can balance it (``share.dominant_tables``).
+        The main process starts with its own whole tables, then the dominant one, and the helper
+        joins it once its tables are done: so the split by estimated cost only has to be about
+        right, the dealing of batches evens out the rest. The main process is given half of the
+        dominant table's cost to begin with, the half it will convert.
+        """
+        from replicator.share import dominant_tables
+
+        costs = load_costs(self.sconn, read.schema, names, read.profiles)
+        rows = table_rows(self.sconn, read.schema, names, read.profiles)
+        dominant = dominant_tables(rows, self.config.snapshot.split_rows, costs)
+        whole = {name: cost for name, cost in costs.items() if name not in dominant}
+        mine, theirs = split(whole, main_start=sum(costs[name] for name in dominant) // 2)
         futures = {
             name: helper.pool.submit(
                 _helper_load,
@@ -1226,8 +1355,10 @@ class _Loader:
             for name in names
             if name in theirs
         }
+        self.share(dominant, helper)  # after the helper's own tables
         relay = _Relay(self.progress, helper)
         done = {name: self.here(name, relay) for name in names if name in mine}
+        done.update({name: self.here(name, relay) for name in dominant})
         helper.wait(list(futures.values()))
         for name, future in futures.items():
             result = future.result()
@@ -1443,12 +1574,29 @@ class _Failure(msgspec.Struct, frozen=True):
 
 
 _helper_queue: Any = None
+_helper_work: Any = None
+_helper_results: Any = None
 
 
-def _init_helper(queue: Any, fmt: str, level: str) -> None:
-    global _helper_queue  # one queue per helper process, set once by the pool
-    _helper_queue = queue
+def _init_helper(queue: Any, work: Any, results: Any, fmt: str, level: str) -> None:
+    global _helper_queue, _helper_work, _helper_results  # one set per helper process, set once by the pool
+    _helper_queue, _helper_work, _helper_results = queue, work, results
     log.configure(fmt, level)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with(sentinel: int) -> None:
+    """A main process killed outright (SIGKILL, OOM) leaves its helper blocked on a queue nobody
+    feeds: the pool's or the shared tables'. It exits too, and PostgreSQL rolls back what it held."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+def helper_queues() -> tuple[Any, Any]:
+    """In the helper: the shared tables' batches in, their converted blocks out (:mod:`replicator.share`)."""
+    return _helper_work, _helper_results
 
 
 class _QueueProgress:
@@ -1494,13 +1642,18 @@ _UNVERIFIED: Final = "unverified"
 
 
 def _helper_profile(
-    path: str, config: Config, names: list[str], create: bool
-) -> tuple[dict[str, TableProfile], frozenset[str]] | _Failure:
-    """Profile ``names`` in the helper's own read transaction (the type choice only; see the module doc)."""
+    path: str, config: Config, names: list[str], create: bool, chunks: Sequence[Chunk] = ()
+) -> tuple[dict[str, TableProfile], Scanned] | _Failure:
+    """Profile ``names``, and scan ``chunks`` of dominant tables, in the helper's own read transaction
+    (the type choice only; see the module doc)."""
+    from replicator import share
+
     try:
         conn = open_source(Path(path), config)
         try:
-            return _profiles(conn, read_schema(conn), names, config if create else None, guess=False)
+            schema, create_config = read_schema(conn), config if create else None
+            profiles, _ = _profiles(conn, schema, names, create_config, guess=False)
+            return profiles, share.scan_chunks(conn, schema, chunks, create_config)
         finally:
             conn.close()
     except Exception as exc:
@@ -1543,26 +1696,54 @@ def _ready() -> None:
 
 
 class Helper:
-    """One spawned process beside the main one; progress comes back through a queue."""
+    """One spawned process beside the main one; progress comes back through a queue, and the batches
+    of shared tables go and come back through two more (:mod:`replicator.share`)."""
 
     def __init__(self, config: Config, progress: Progress | None) -> None:
         context = multiprocessing.get_context("spawn")
         self.queue = context.Queue()
+        self.work = context.Queue()
+        self.results = context.Queue()
         self.progress = progress
+        self.config = config
+        self._coprocessor: Coprocessor | None = None
         level = config.log.level
         fmt = "json" if config.log.format == "auto" and not sys.stderr.isatty() else config.log.format
         self.pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=context, initializer=_init_helper, initargs=(self.queue, fmt, level)
+            max_workers=1,
+            mp_context=context,
+            initializer=_init_helper,
+            initargs=(self.queue, self.work, self.results, fmt, level),
         )
         self._started = self.pool.submit(_ready)  # start the process now: it imports while this one plans
+
+    def coprocessor(self, config: Config | None = None) -> Coprocessor:
+        """The helper's conversion loop for shared tables, queued after the tasks submitted so far
+        (``config``: the run's, with the target's DSN; the first call's is kept)."""
+        if self._coprocessor is None:
+            from replicator.share import Coprocessor
+
+            self._coprocessor = Coprocessor(self, config or self.config)
+        return self._coprocessor
+
+    def finish(self) -> None:
+        """The main process needs the helper no more: let it exit while the post-load steps run."""
+        if self._coprocessor is not None:
+            self._coprocessor.stop()
+        self.pool.shutdown(wait=False)
 
     def close(self) -> None:
         # A helper still starting when the work is done (a tiny source) must finish starting first:
         # shut down mid-spawn, it fails to unpickle its queue and prints a traceback.
         wait([self._started], timeout=30)
+        if self._coprocessor is not None:
+            self._coprocessor.stop()  # after an error too: its loop waits for this
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.drain()
         self.queue.close()
+        for channel in (self.work, self.results):  # what a failed load left unread must not block our exit
+            channel.cancel_join_thread()
+            channel.close()
 
     def drain(self) -> None:
         """Relay the helper's progress events (called from the main process's own progress calls)."""
@@ -1610,14 +1791,15 @@ class _Relay:
         self.helper.drain()
 
 
-def split(sizes: dict[str, int], helper_start: int = 0) -> tuple[list[str], list[str]]:
+def split(sizes: Mapping[K, int], helper_start: int = 0, main_start: int = 0) -> tuple[list[K], list[K]]:
     """Largest first, each to the lighter side: (main process's tables, helper's tables).
 
-    ``helper_start``: work the helper has before its first table (starting its interpreter).
+    ``helper_start``: work the helper has before its first table (starting its interpreter);
+    ``main_start``: the main process's part of the shared tables (it reads them).
     """
-    sides: tuple[list[str], list[str]] = ([], [])
-    weight = [0, helper_start]
-    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+    sides: tuple[list[K], list[K]] = ([], [])
+    weight = [main_start, helper_start]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], str(n))):
         side = 0 if weight[0] <= weight[1] else 1
         sides[side].append(name)
         weight[side] += sizes[name] + 1
@@ -1639,10 +1821,17 @@ def read_source_parallel(
     }
     profiles = {name: guess for name, guess in guesses.items() if guess is not None}
     costs = {name: cost for name, cost in profile_costs(conn, schema).items() if name not in profiles}
-    mine, theirs = split(costs, helper_start=HELPER_START_NS)
-    future = helper.pool.submit(_helper_profile, str(path), config, theirs, create) if theirs else None
-    measured, _ = _profiles(conn, schema, mine, create_config, guess=False)
+    from replicator import share
+
+    mine, theirs = split(share.profile_pieces(conn, schema, costs, config.snapshot.split_rows), HELPER_START_NS)
+    their_tables, their_chunks = share.whole_and_chunks(theirs)
+    future = (
+        helper.pool.submit(_helper_profile, str(path), config, their_tables, create, their_chunks) if theirs else None
+    )
+    my_tables, my_chunks = share.whole_and_chunks(mine)
+    measured, _ = _profiles(conn, schema, my_tables, create_config, guess=False)
     profiles.update(measured)
+    scanned = [share.scan_chunks(conn, schema, my_chunks, create_config)]
     if future is not None:
         helper.wait([future])
         other = future.result()
@@ -1650,6 +1839,8 @@ def read_source_parallel(
             _raise(other)
         else:
             profiles.update(other[0])
+            scanned.append(other[1])
+    profiles.update(share.finish_profiles(conn, schema, scanned, create_config))
     return SourceRead(
         schema=schema,
         profiles=profiles,
@@ -1677,12 +1868,22 @@ def load_costs(
     date-time text is parsed. Bytes per row are sampled from the table's first rows.
     """
     costs = {}
+    rows = table_rows(conn, schema, names, profiles)
     for name in names:
         table = schema.table(name)
-        rows = profiles[name].rows if profiles and name in profiles else _row_estimate(conn, table)
         per_row = ROW_COST_NS + _dated(table) * DATETIME_TEXT_COST_NS + _row_bytes(conn, table) * BYTE_COST_NS
-        costs[name] = rows * per_row
+        costs[name] = rows[name] * per_row
     return costs
+
+
+def table_rows(
+    conn: sqlite3.Connection, schema: Schema, names: Sequence[str], profiles: Mapping[str, TableProfile] | None = None
+) -> dict[str, int]:
+    """Each table's rows, as the profile counted them, else estimated (for balancing only)."""
+    return {
+        name: profiles[name].rows if profiles and name in profiles else _row_estimate(conn, schema.table(name))
+        for name in names
+    }
 
 
 #: The profile's cost model (same fit): per row and column coded in SQL, per date-time column
