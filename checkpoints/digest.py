@@ -77,8 +77,10 @@ shortest repr: ``0.1`` is ``0.1``, ``1e2`` and ``100.0`` are ``100``, ``1e-7`` i
 ``Infinity``, ``-Infinity``. jsonb also drops duplicate keys (keeping the last) and reorders keys, so
 both sides agree. A SQL NULL and a JSON ``null`` (parsed or as text) both encode as nil. So the
 documents ``{"b": 1, "a": [1.50, "\\u00e9"]}`` and ``{"a":[1.5,"é"],"b":1.0}`` are both
-``{"a":[1.5,"é"],"b":1}``, while a different value, key, key order inside an array or string gives
-a different text (whitespace and key order outside strings never count).
+``{"a":[1.5,"é"],"b":1}``, while a different value, key, string or order of array elements gives a
+different text (whitespace and the order of object keys never count). Numbers with a fraction or an
+exponent are compared as doubles, as psycopg's parsed documents hold them: two that differ only past
+a double's precision (``0.1`` and ``0.1000000000000000000001``) share a text.
 
 *How the JSON text is computed* (not part of the definition, which the paragraph above is):
 :func:`canonical_json_text` decodes the text with ``msgspec`` (C) and encodes it with
