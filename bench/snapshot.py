@@ -1,13 +1,17 @@
 """The snapshot against pgloader, batched INSERTs and the raw binary-COPY limit, in one run.
 
     REPLICATOR_BENCH_DSN=postgresql://postgres@127.0.0.1:5432/postgres \\
-        .venv/bin/python bench/snapshot.py [--rows 1000000] [--rounds 3] [--slow-rounds 1]
+        .venv/bin/python bench/snapshot.py [--rows 1000000] [--rounds 3] [--slow-rounds 1] \\
+            [--shape narrow|wide] [--json-bytes 400]
 
-A realistic database is generated once (``--db`` keeps it between runs): users, orders, events and
-tags, ~500 bytes per row, text / integer / real / blob / datetime (ISO text and epoch ms) columns,
-UNIQUE and secondary indexes and foreign keys. Each approach loads the whole file into a fresh
-database (created and dropped per round), in its own process, so peak RSS is measured per approach
-(``wait4``):
+A realistic database is generated once (``--db`` keeps it between runs), of the ``--shape`` asked
+(bench/shapes.py). ``narrow``: users, orders, events and tags, ~500 bytes per row, text / integer /
+real / blob / datetime (ISO text and epoch ms) columns, UNIQUE and secondary indexes and foreign
+keys. ``wide``: a SaaS database whose 17-column ORM table ``documents`` holds 80 % of the rows, with
+a JSON object of ``--json-bytes`` per row, microsecond DATETIME texts, a DATE, BOOLEANs, a 16-byte
+BLOB and a unique UUID text, five secondary indexes and three foreign keys. Each approach loads the
+whole file into a fresh database (created and dropped per round), in its own process, so peak RSS
+is measured per approach (``wait4``):
 
 a. ``replicator snapshot`` (create mode: profile, plan, binary COPY with conversion and
    checksums, then indexes, NOT VALID FKs, sequences, ANALYZE);
@@ -23,264 +27,37 @@ for: a vs b (≥ 3×, must 2.5×), a vs c (≥ 10×), a vs d (≥ 0.9×), peak R
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from shapes import SHAPES, Shape  # bench/ is on sys.path when this file runs as a script
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parents[1]
 
-SCHEMA = """
-CREATE TABLE users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    email TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    created_at DATETIME NOT NULL,
-    score REAL,
-    active INTEGER NOT NULL DEFAULT 1,
-    bio TEXT,
-    avatar BLOB
-);
-CREATE TABLE orders (
-    id INTEGER PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users (id),
-    status TEXT NOT NULL,
-    total REAL NOT NULL,
-    created_at DATETIME NOT NULL,
-    shipped_at DATETIME,
-    notes TEXT
-);
-CREATE INDEX orders_user ON orders (user_id);
-CREATE INDEX orders_created ON orders (created_at);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users (id),
-    order_id INTEGER REFERENCES orders (id),
-    kind TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    payload TEXT,
-    digest BLOB
-);
-CREATE INDEX events_user_ts ON events (user_id, ts);
-CREATE INDEX events_order ON events (order_id);
-CREATE TABLE tags (
-    id INTEGER PRIMARY KEY,
-    event_id INTEGER NOT NULL REFERENCES events (id),
-    label TEXT NOT NULL,
-    weight REAL
-);
-CREATE UNIQUE INDEX tags_event_label ON tags (event_id, label);
-"""
-
-#: Share of the rows per table.
-SHARES = {"users": 0.1, "orders": 0.25, "events": 0.5, "tags": 0.15}
-
-#: The same tables in storage-class types, for c and d (PK before the load, the rest after).
-RAW_TABLES = {
-    "users": [
-        ("id", "bigint", "int8"),
-        ("email", "text", "text"),
-        ("name", "text", "text"),
-        ("created_at", "text", "text"),
-        ("score", "double precision", "float8"),
-        ("active", "bigint", "int8"),
-        ("bio", "text", "text"),
-        ("avatar", "bytea", "bytea"),
-    ],
-    "orders": [
-        ("id", "bigint", "int8"),
-        ("user_id", "bigint", "int8"),
-        ("status", "text", "text"),
-        ("total", "double precision", "float8"),
-        ("created_at", "text", "text"),
-        ("shipped_at", "text", "text"),
-        ("notes", "text", "text"),
-    ],
-    "events": [
-        ("id", "bigint", "int8"),
-        ("user_id", "bigint", "int8"),
-        ("order_id", "bigint", "int8"),
-        ("kind", "text", "text"),
-        ("ts", "bigint", "int8"),
-        ("payload", "text", "text"),
-        ("digest", "bytea", "bytea"),
-    ],
-    "tags": [
-        ("id", "bigint", "int8"),
-        ("event_id", "bigint", "int8"),
-        ("label", "text", "text"),
-        ("weight", "double precision", "float8"),
-    ],
-}
-RAW_POST = (
-    "CREATE UNIQUE INDEX users_email ON users (email)",
-    "CREATE INDEX orders_user ON orders (user_id)",
-    "CREATE INDEX orders_created ON orders (created_at)",
-    "CREATE INDEX events_user_ts ON events (user_id, ts)",
-    "CREATE INDEX events_order ON events (order_id)",
-    "CREATE UNIQUE INDEX tags_event_label ON tags (event_id, label)",
-    "ALTER TABLE orders ADD FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID",
-    "ALTER TABLE events ADD FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID",
-    "ALTER TABLE events ADD FOREIGN KEY (order_id) REFERENCES orders (id) NOT VALID",
-    "ALTER TABLE tags ADD FOREIGN KEY (event_id) REFERENCES events (id) NOT VALID",
-    "ANALYZE",
-)
-
-WORDS = [
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "theta",
-    "kappa",
-    "lambda",
-    "sigma",
-    "omega",
-    "order",
-    "ship",
-    "pay",
-    "refund",
-    "cart",
-    "item",
-    "stock",
-    "price",
-    "small",
-    "large",
-    "blue",
-    "green",
-    "red",
-    "fast",
-    "slow",
-    "early",
-    "late",
-    "north",
-    "south",
-    "east",
-    "west",
-    "café",
-    "naïve",
-]
-
-
-# --- the database --------------------------------------------------------------------------------
-
-
-def _text(rnd: random.Random, size: int) -> str:
-    words: list[str] = []
-    length = 0
-    while length < size:
-        word = rnd.choice(WORDS)
-        words.append(word)
-        length += len(word) + 1
-    return " ".join(words)
-
-
-def _iso(rnd: random.Random) -> str:
-    return f"20{rnd.randrange(15, 25)}-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 29):02d} " + (
-        f"{rnd.randrange(24):02d}:{rnd.randrange(60):02d}:{rnd.randrange(60):02d}"
-    )
-
-
-def build(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
-    """Generate the database (in batches: memory stays flat at any size)."""
-    rnd = random.Random(seed)
-    counts = {name: max(1, int(rows * share)) for name, share in SHARES.items()}
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.execute("PRAGMA synchronous = off")
-    conn.executescript(SCHEMA)
-    statuses = ("new", "paid", "shipped", "cancelled", "refunded")
-    kinds = ("view", "click", "add_to_cart", "purchase", "login", "logout")
-    texts = [_text(rnd, 700) for _ in range(4096)]
-
-    def batches(make: Callable[[int], tuple[Any, ...]], n: int) -> Iterator[list[tuple[Any, ...]]]:
-        for start in range(1, n + 1, 10_000):
-            yield [make(i) for i in range(start, min(n, start + 9_999) + 1)]
-
-    users, orders, events = counts["users"], counts["orders"], counts["events"]
-    conn.execute("BEGIN")
-    for batch in batches(
-        lambda i: (
-            i,
-            f"user{i}@example.com",
-            f"{rnd.choice(WORDS).title()} {rnd.choice(WORDS).title()} {i}",
-            _iso(rnd),
-            round(rnd.uniform(0, 1000), 3),
-            rnd.randrange(2),
-            texts[i % 4096][: rnd.randrange(150, 450)],
-            rnd.randbytes(64),
-        ),
-        users,
-    ):
-        conn.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
-    for batch in batches(
-        lambda i: (
-            i,
-            rnd.randrange(1, users + 1),
-            rnd.choice(statuses),
-            round(rnd.uniform(1, 500), 2),
-            _iso(rnd),
-            _iso(rnd) if rnd.random() < 0.6 else None,
-            texts[(i * 7) % 4096][: rnd.randrange(300, 650)] + f" #{i}",
-        ),
-        orders,
-    ):
-        conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
-    for batch in batches(
-        lambda i: (
-            i,
-            rnd.randrange(1, users + 1),
-            rnd.randrange(1, orders + 1) if rnd.random() < 0.5 else None,
-            rnd.choice(kinds),
-            1_600_000_000_000 + rnd.randrange(10**11),
-            json.dumps(
-                {"page": f"/p/{rnd.randrange(1000)}", "ref": texts[i % 4096][: rnd.randrange(300, 600)], "n": i}
-            ),
-            uuid.UUID(int=rnd.getrandbits(128)).bytes * 2,
-        ),
-        events,
-    ):
-        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
-    for batch in batches(
-        lambda i: (i, (i - 1) % events + 1, f"{rnd.choice(WORDS)}-{i}", rnd.random()),
-        counts["tags"],
-    ):
-        conn.executemany("INSERT INTO tags VALUES (?, ?, ?, ?)", batch)
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("PRAGMA journal_mode = delete")
-    conn.close()
-    return counts
-
-
 # --- c and d, run in a child process ----------------------------------------------------------------
 
 
-def _raw_schema(conn: psycopg.Connection[Any]) -> None:
-    for table, columns in RAW_TABLES.items():
+def _raw_schema(conn: psycopg.Connection[Any], shape: Shape) -> None:
+    for table, columns in shape.raw_tables.items():
         cols = [sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t, _ in columns]
         conn.execute(
             sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY (id))").format(sql.Identifier(table), sql.SQL(", ").join(cols))
         )
 
 
-def _post(conn: psycopg.Connection[Any]) -> None:
-    for statement in RAW_POST:
+def _post(conn: psycopg.Connection[Any], shape: Shape) -> None:
+    for statement in shape.raw_post:
         conn.execute(sql.SQL(statement))
 
 
@@ -294,11 +71,11 @@ def _source_rows(db: Path, table: str, columns: Sequence[str]) -> Iterator[list[
         conn.close()
 
 
-def load_executemany(db: Path, dsn: str) -> None:
+def load_executemany(db: Path, dsn: str, shape: Shape) -> None:
     """c: batched executemany INSERTs of 1000 rows, one transaction per table, then the indexes."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        _raw_schema(conn)
-        for table, columns in RAW_TABLES.items():
+        _raw_schema(conn, shape)
+        for table, columns in shape.raw_tables.items():
             names = [c for c, _, _ in columns]
             insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                 sql.Identifier(table),
@@ -314,14 +91,14 @@ def load_executemany(db: Path, dsn: str) -> None:
                         del pending[:1000]
                 if pending:
                     cur.executemany(insert, pending)
-        _post(conn)
+        _post(conn, shape)
 
 
-def load_raw_copy(db: Path, dsn: str) -> None:
+def load_raw_copy(db: Path, dsn: str, shape: Shape) -> None:
     """d: the limit: unconverted values through binary COPY, then the same indexes, FKs and ANALYZE."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        _raw_schema(conn)
-        for table, columns in RAW_TABLES.items():
+        _raw_schema(conn, shape)
+        for table, columns in shape.raw_tables.items():
             names = [c for c, _, _ in columns]
             copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                 sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
@@ -331,7 +108,7 @@ def load_raw_copy(db: Path, dsn: str) -> None:
                 for batch in _source_rows(db, table, names):
                     for row in batch:
                         copy.write_row(row)
-        _post(conn)
+        _post(conn, shape)
 
 
 # --- the runner ------------------------------------------------------------------------------------
@@ -356,7 +133,7 @@ def _measure(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[fl
     return seconds, int(usage.ru_maxrss)
 
 
-def run_round(approach: str, db: Path, admin_dsn: str, round_no: int) -> tuple[float, int]:
+def run_round(approach: str, db: Path, admin_dsn: str, round_no: int, shape: Shape) -> tuple[float, int]:
     name = f"bench_snapshot_{approach}_{os.getpid()}_{round_no}"
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
@@ -370,7 +147,8 @@ def run_round(approach: str, db: Path, admin_dsn: str, round_no: int) -> tuple[f
             return _measure(argv, env)
         if approach == "b":
             return _measure(["pgloader", "--quiet", str(_pgloader_command(db, dsn))])
-        return _measure([python, __file__, "--inner", approach, "--db", str(db), "--dsn", dsn])
+        inner = ["--inner", approach, "--db", str(db), "--dsn", dsn, "--shape", shape.name]
+        return _measure([python, __file__, *inner])
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -405,20 +183,24 @@ def main() -> None:
     parser.add_argument("--only", default="abcd", help="approaches to run, e.g. 'ad'")
     parser.add_argument("--db", type=Path, default=None, help="keep/reuse the generated database here")
     parser.add_argument("--dsn", default=os.environ.get("REPLICATOR_BENCH_DSN", DEFAULT_DSN))
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="narrow", help="see bench/shapes.py")
+    parser.add_argument("--json-bytes", type=int, default=400, help="wide shape: size of each row's JSON document")
     parser.add_argument("--inner", choices=["c", "d"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape = SHAPES[args.shape]
     if args.inner:
-        (load_executemany if args.inner == "c" else load_raw_copy)(args.db, args.dsn)
+        (load_executemany if args.inner == "c" else load_raw_copy)(args.db, args.dsn, shape)
         return
     scratch = tempfile.TemporaryDirectory(prefix="bench-snapshot-")
-    db = args.db or Path(scratch.name) / "bench.db"
+    db = args.db or Path(scratch.name) / f"bench-{shape.name}.db"
     if not db.exists():
         started = time.perf_counter()
-        counts = build(db, args.rows)
+        options = {"json_bytes": args.json_bytes} if shape.name == "wide" else {}
+        counts = shape.build(db, args.rows, **options)
         print(f"generated {db} ({db.stat().st_size / 1e6:.0f} MB, {counts}) in {time.perf_counter() - started:.1f}s")
     size = db.stat().st_size
     conn = sqlite3.connect(db)
-    total = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SHARES)
+    total = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in shape.shares)
     conn.close()
     print(f"{total:,} rows, {size / 1e6:.0f} MB ({size / total:.0f} B/row), rounds {args.rounds}")
     times: dict[str, list[float]] = {a: [] for a in args.only}
@@ -427,7 +209,7 @@ def main() -> None:
         for approach in args.only:
             if n >= (args.slow_rounds if approach == "c" else args.rounds):
                 continue
-            seconds, peak = run_round(approach, db, args.dsn, n)
+            seconds, peak = run_round(approach, db, args.dsn, n, shape)
             times[approach].append(seconds)
             peaks[approach].append(peak)
             print(f"  {approach} round {n + 1}: {seconds:.2f}s, peak RSS {peak / 1024:.0f} MB", flush=True)

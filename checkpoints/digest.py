@@ -63,15 +63,37 @@ PostgreSQL never matches the source, whatever its bits.
 
 *JSON* (json and jsonb columns) is ambiguous to psycopg's caller (it returns parsed dict, list, str,
 int, ...), so the caller names those columns: ``RowEncoder(kinds)`` with ``"json"`` in their places, or
-wraps a value in :class:`Json` (psycopg's own ``Json``/``Jsonb`` wrappers are recognised too). The
-canonical text is compact (no whitespace), objects with keys sorted by Unicode code point, strings
-escaped exactly as Python's ``json.dumps(ensure_ascii=False)`` does (``\\"``, ``\\\\``, ``\\n``, ``\\r``,
-``\\t``, ``\\b``, ``\\f``, other controls below U+0020 as lowercase ``\\u00XX``; nothing else), and
+wraps a value in :class:`Json` (psycopg's own ``Json``/``Jsonb`` wrappers are recognised too), or
+hands the document unparsed, as its text, in :class:`JsonText` (in any column). A document is read
+as Python's ``json.loads`` reads it (the last of duplicate keys kept; a number with a fraction or an
+exponent is the float ``float(literal)``, any other an exact int). The canonical text is compact (no
+whitespace), objects with keys sorted by Unicode code point, strings escaped exactly as Python's
+``json.dumps(ensure_ascii=False)`` does (``\\"``, ``\\\\``, ``\\n``, ``\\r``, ``\\t``, ``\\b``, ``\\f``, other
+controls below U+0020 as lowercase ``\\u00XX``; nothing else, so non-ASCII is written as itself), and
 every number -- int or float -- written as the canonical exact number above (floats through their
-repr), because jsonb stores numbers as numeric: it turns ``1e2`` into ``100`` and keeps ``1.50``.
-Non-finite floats, which are not JSON, are ``NaN``, ``Infinity``, ``-Infinity``. jsonb also drops
-duplicate keys (keeping the last) and reorders keys; parsing in Python keeps the last duplicate too,
-so both sides agree. A SQL NULL and a JSON ``null`` both arrive as None and both encode as nil.
+shortest repr: ``0.1`` is ``0.1``, ``1e2`` and ``100.0`` are ``100``, ``1e-7`` is ``0.0000001``,
+``-0.0`` is ``0``), because jsonb stores numbers as numeric: it turns ``1e2`` into ``100`` and keeps
+``1.50``. Non-finite floats, which are not JSON (``1e400`` overflows to one), are ``NaN``,
+``Infinity``, ``-Infinity``. jsonb also drops duplicate keys (keeping the last) and reorders keys, so
+both sides agree. A SQL NULL and a JSON ``null`` (parsed or as text) both encode as nil. So the
+documents ``{"b": 1, "a": [1.50, "\\u00e9"]}`` and ``{"a":[1.5,"é"],"b":1.0}`` are both
+``{"a":[1.5,"é"],"b":1}``, while a different value, key, string or order of array elements gives a
+different text (whitespace and the order of object keys never count). Numbers with a fraction or an
+exponent are compared as doubles, as psycopg's parsed documents hold them: two that differ only past
+a double's precision (``0.1`` and ``0.1000000000000000000001``) share a text.
+
+*How the JSON text is computed* (not part of the definition, which the paragraph above is):
+:func:`canonical_json_text` decodes the text with ``msgspec`` (C) and encodes it with
+``order="sorted"``: msgspec's key order (UTF-8 bytes) is code-point order and its escapes are
+exactly ``json.dumps``'s (a test checks every code point), and it writes a float in plain notation
+with the shortest round-trip digits -- its canonical text -- unless it needs an exponent or ends in
+``.0``. When the output holds neither (a digit then ``e``, or ``.0`` not followed by a digit,
+anywhere, strings included), it is the canonical text; otherwise the text is decoded again with a
+``float_hook`` that turns each fraction-or-exponent literal into its canonical text. A text msgspec
+refuses (a lone surrogate escape, ``NaN``, ints beyond its range, nesting beyond its depth) is read
+by ``json.loads`` and canonicalised in Python (:func:`canonical_json_py`, the definition written as
+code, which the tests hold the fast paths to). A parsed value is first written by msgspec and read
+back; only when that gives back an equal value (JSON's own types, no NaN) does it take the C path.
 
 Why MessagePack: a row of plain values (ints, floats, text, bytes, date-times) is encoded by one C
 call (``msgspec``), ~10x faster than building the bytes in Python; the checksum of every snapshot
@@ -95,6 +117,7 @@ import decimal
 import hashlib
 import ipaddress
 import json.encoder
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal, TypeAlias
@@ -170,8 +193,9 @@ def _float_as_exact(value: float) -> str:
     return exact_number(decimal.Decimal(repr(value)))
 
 
-def canonical_json(value: Any) -> str:
-    """The canonical JSON text of a parsed JSON value (see the module docstring)."""
+def canonical_json_py(value: Any) -> str:
+    """The canonical JSON text of a parsed JSON value, computed in Python: the definition as code
+    (see the module docstring), the fallback of :func:`canonical_json` and its reference in tests."""
     if value is None:
         return "null"
     if value is True:
@@ -192,14 +216,103 @@ def canonical_json(value: Any) -> str:
                     f"JSON object key {key!r} is not a string",
                     hint="JSON columns hold parsed JSON: keys are strings (json.loads gives them so)",
                 )
-            items.append(_encode_json_str(key) + ":" + canonical_json(value[key]))
+            items.append(_encode_json_str(key) + ":" + canonical_json_py(value[key]))
         return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(canonical_json(item) for item in value) + "]"
+        return "[" + ",".join(canonical_json_py(item) for item in value) + "]"
     raise CheckpointError(
         f"a JSON column holds a {type(value).__name__}, which JSON cannot",
         hint="pass JSON columns parsed (dict, list, str, int, float, bool, None)",
     )
+
+
+def _number(literal: str) -> msgspec.Raw:
+    """msgspec's ``float_hook``: a number literal with a fraction or exponent → its canonical text.
+
+    The float's shortest repr is already the canonical text unless it ends in ``.0`` (drop it) or
+    has an exponent or is not finite (the exact-number path)."""
+    text = repr(float(literal))
+    if text[-2:] == ".0":
+        text = text[:-2] if text != "-0.0" else "0"
+    elif "e" in text or "n" in text:
+        text = _float_as_exact(float(literal))
+    return msgspec.Raw(text)
+
+
+#: JSON text → Python values whose floats are already their canonical text (``msgspec.Raw``).
+_JSON_NUMBERS: Final = msgspec.json.Decoder(float_hook=_number)
+_JSON_PLAIN: Final = msgspec.json.Decoder()
+_JSON_SORTED: Final = msgspec.json.Encoder(order="sorted")
+#: msgspec's JSON writes a float unlike its canonical text only with an exponent (``1e16``, ``1e-7``:
+#: a digit, then ``e``) or a ``.0`` ending (``100.0``, ``-0.0``). Any other float it writes in plain
+#: notation with the shortest round-trip digits, the digits of Python's repr: its canonical text (a
+#: test checks). Digits are mapped to 0 to find "a digit, then e" with one substring search (a regex
+#: alternation costs ~5x more); a match inside a string only sends the document down the float_hook
+#: path, which gives the same text.
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_DOT_ZERO_END: Final = re.compile(rb"\.0(?![0-9])")
+
+
+def _sorted_json(value: Any) -> str | None:
+    """msgspec's sorted text of a decoded value, if every float in it is already canonical."""
+    out = _JSON_SORTED.encode(value)
+    if b"0e" in out.translate(_DIGITS_AS_ZERO) or _DOT_ZERO_END.search(out) is not None:
+        return None
+    return out.decode()
+
+
+def canonical_json_text(text: str | bytes) -> str:
+    """The canonical JSON text of a JSON document given as text (or UTF-8 bytes); see the module
+    docstring. Raises :class:`CheckpointError` when the text is not JSON."""
+    try:
+        fast = _sorted_json(_JSON_PLAIN.decode(text))  # floats as Python floats: one C pass each way
+        if fast is not None:
+            return fast
+    except (ValueError, RecursionError):  # msgspec.DecodeError and UnicodeError are ValueErrors
+        pass
+    try:
+        return _JSON_SORTED.encode(_JSON_NUMBERS.decode(text)).decode()  # each float through _number
+    except (ValueError, RecursionError):
+        pass
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"a JSON column holds text that is not JSON ({exc})", hint="pass the document as PostgreSQL returns it"
+        ) from None
+    return canonical_json_py(value)
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of a parsed JSON value (see the module docstring).
+
+    msgspec writes the value (keys sorted) and reads it back: when that gives an equal value, the
+    value held only JSON's own types (not a Decimal, datetime or NaN, which msgspec would write as a
+    string or null) and its canonical text is computed from msgspec's text, in C; otherwise in Python.
+    """
+    try:
+        first = _JSON_SORTED.encode(value)  # TypeError: a key that is not a str, a type JSON lacks
+        decoded = _JSON_PLAIN.decode(first)
+        if decoded == value:
+            return _sorted_json(decoded) or _JSON_SORTED.encode(_JSON_NUMBERS.decode(first)).decode()
+    except (TypeError, ValueError, RecursionError):
+        pass
+    return canonical_json_py(value)
+
+
+class JsonText:
+    """A JSON document as its text (``str``, or UTF-8 ``bytes``), not parsed: digested as the
+    document it spells (:func:`canonical_json_text`), so ``JsonText('{"a": 1.0}')`` encodes like
+    ``Json({"a": 1})``. What the snapshot has (the SQLite text it loads) and what a reader gets
+    from PostgreSQL without parsing: no Python objects are built for the document."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str | bytes) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"JsonText({self.text!r})"
 
 
 def _is_psycopg_json(value: Any) -> bool:
@@ -241,6 +354,9 @@ def _exact(value: int | decimal.Decimal) -> int | str:
 def _json(value: Any) -> str | None:
     if value is None:
         return None
+    if type(value) is JsonText:
+        text = canonical_json_text(value.text)
+        return None if text == "null" else text  # JSON null encodes as nil, parsed or not
     if isinstance(value, Json):
         value = value.value
     elif _is_psycopg_json(value):
@@ -287,8 +403,8 @@ def _mapped(value: Any) -> Any:
         return str(value)
     if isinstance(value, list | tuple):
         return [_mapped(item) for item in value]
-    if isinstance(value, Json) or _is_psycopg_json(value):
-        return _json(value)
+    if isinstance(value, Json | JsonText) or _is_psycopg_json(value):
+        return _mapped(_json(value))  # the text may hold a lone surrogate (JSON's "\\udc80")
     if isinstance(value, dict):
         raise CheckpointError(
             "a dict in a column not marked as JSON",
@@ -344,10 +460,11 @@ class RowEncoder:
 
     ``encode`` is chosen once: when every column is ``native`` a row is one msgspec call (a value
     msgspec refuses -- a huge int, a lone surrogate -- sends that row down the mapping); otherwise
-    each row's value types are checked first, and JSON columns are canonicalised.
+    JSON columns are canonicalised first, then the row is one msgspec call if every other column is
+    ``native``, else its value types are checked first.
     """
 
-    __slots__ = ("_json", "encode", "kinds")
+    __slots__ = ("_json", "_rest", "encode", "kinds")
 
     encode: Callable[[Sequence[Any]], bytes]
     """The canonical bytes of one row."""
@@ -355,6 +472,7 @@ class RowEncoder:
     def __init__(self, kinds: Sequence[Kind] | None = None) -> None:
         self.kinds: tuple[Kind, ...] | None = None
         self._json: tuple[int, ...] = ()
+        self._rest: Callable[[Sequence[Any]], bytes] = _encode_auto
         self.encode = _encode_auto
         if kinds is None:
             return
@@ -363,6 +481,8 @@ class RowEncoder:
                 raise CheckpointError(f"unknown column kind {kind!r}", hint="use 'auto', 'json' or 'native'")
         self.kinds = tuple(kinds)
         self._json = tuple(i for i, kind in enumerate(kinds) if kind == "json")
+        if all(kind in ("native", "json") for kind in kinds):  # a JSON document becomes a str or None
+            self._rest = _encode_native
         if self._json:
             self.encode = self._encode_json
         elif kinds and all(kind == "native" for kind in kinds):
@@ -378,7 +498,7 @@ class RowEncoder:
         values = list(row)
         for i in self._json:
             values[i] = _json(values[i])
-        return _encode_auto(values)
+        return self._rest(values)
 
     def hash(self, row: Sequence[Any]) -> bytes:
         """SHA-256 of the row's canonical bytes."""

@@ -56,7 +56,7 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import Kind, TableDigest, kinds_from_oids
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import convert, dependents, faults, log, quarantine
+from replicator import convert, dependents, faults, log, pg, quarantine
 from replicator.convert import TargetType
 from replicator.errors import BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
 from replicator.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
@@ -436,6 +436,13 @@ def digest_exact(types: Sequence[TargetType]) -> bool:
     return all(t.name in DIGEST_EXACT_TYPES for t in types)
 
 
+def _digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[TargetType]) -> None:
+    """Row images read back by ``cur`` are only digested: their JSON documents are read as text
+    (``JsonText``), canonicalised in C, instead of being parsed into Python objects first."""
+    if any(t.name in ("json", "jsonb") for t in types):
+        pg.json_as_text(cur)
+
+
 def _fold_rows(rows: list[tuple[Any, ...]], kinds: list[Kind] | None, positions: tuple[int, ...]) -> _Folded:
     """The digest of row images (json columns by kind) and the set of their keys."""
     digest = TableDigest(kinds)
@@ -633,6 +640,7 @@ class Writer:
         part, rows, refusals = work.part, work.rows, work.refusals
         cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
         with self.conn.cursor() as cur:
+            _digest_reads_json(cur, t.types)
             written = self._stage(cur, name, work.keys, rows, refusals, converted=work.written)
             removed = [self._delete_keys(cur, t, ident, keys_tmp)]
             conflicts, looked_up = 0, list[tuple[Any, ...]]()
@@ -1212,6 +1220,7 @@ def table_digest_of(conn: psycopg.Connection[Any], t: TableTarget) -> TableDiges
         sql.SQL(", ").join(map(sql.Identifier, t.columns_target)), sql.Identifier(t.schema, t.target)
     )
     with conn.transaction(), conn.cursor(name="replicator_digest_seed", binary=True) as cur:
+        _digest_reads_json(cur, t.types)
         cur.itersize = 5_000
         cur.execute(query)
         while True:

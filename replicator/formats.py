@@ -150,22 +150,26 @@ _ZERO_OFFSETS: Final = frozenset({"Z", "+00", "-00", "+0000", "-0000", "+00:00",
 
 
 def _fast_shapes() -> dict[bytes, int]:
-    """Shape → length of the part before the offset, for layouts fromisoformat reads like _parse."""
+    """Shape → length of the part before the offset, for layouts fromisoformat reads like _parse
+    (a date alone too: Django's DateField, SQLAlchemy's Date)."""
     times = ["06:07", "06:07:08", *(f"06:07:08{mark}{'123456'[:n]}" for mark in ".," for n in range(1, 7))]
     zones = ("Z", "+01", "-01", "+0130", "-0130", "+01:30", "-01:30")
     offsets = ["", *(f"{space}{zone}" for space in ("", " ") for zone in zones)]
     shapes: dict[bytes, int] = {}
-    for sep in "Tt ":
-        for clock in times:
-            for offset in offsets:
-                text = f"2024-03-05{sep}{clock}{offset}"
-                try:
-                    if datetime.fromisoformat(text) != _parse(text)[0]:
-                        continue
-                except (ValueError, ValueRefused):
-                    continue
-                shapes[text.encode().translate(_NINES)] = len(text) - len(offset)
+    samples = [("2024-03-05", "")]
+    samples += [(f"2024-03-05{sep}{clock}{offset}", offset) for sep in "Tt " for clock in times for offset in offsets]
+    for text, offset in samples:
+        try:
+            if datetime.fromisoformat(text) != _parse(text)[0]:
+                continue
+        except (ValueError, ValueRefused):
+            continue
+        shapes[text.encode().translate(_NINES)] = len(text) - len(offset)
     return shapes
+
+
+#: The shape of a date alone (``YYYY-MM-DD``): no time, so no offset to append for an aware result.
+_DATE_SHAPE_LENGTH: Final = 10
 
 
 _FAST_SHAPES: Final = _fast_shapes()
@@ -184,6 +188,10 @@ def parse_instant_text(text: str, aware: bool) -> datetime:
             zone = text[cut:].lstrip(" ")
             try:
                 if not zone:
+                    if cut == _DATE_SHAPE_LENGTH:  # a date alone: midnight UTC
+                        return (
+                            datetime.fromisoformat(text).replace(tzinfo=UTC) if aware else datetime.fromisoformat(text)
+                        )
                     return datetime.fromisoformat(text + "+00:00" if aware else text)
                 if zone in _ZERO_OFFSETS:
                     return datetime.fromisoformat(text) if aware else datetime.fromisoformat(text[:cut])

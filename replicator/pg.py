@@ -11,9 +11,12 @@ from typing import Any
 from urllib.parse import unquote
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, pq
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Loader
 from psycopg.types.string import TextBinaryLoader
 
+from checkpoints.digest import JsonText
 from replicator import log
 from replicator.errors import TargetError, UsageError, is_transient_pg
 
@@ -161,6 +164,43 @@ def read_citext_as_text(conn: psycopg.Connection[Any]) -> None:
         conn.rollback()  # leave no transaction open: the caller may still set its isolation level
     for oid in oids:
         conn.adapters.register_loader(oid, TextBinaryLoader)
+
+
+class _JsonTextLoader(Loader):
+    """json and jsonb in text format, json in binary (its text): the document's text, unparsed."""
+
+    def load(self, data: Buffer) -> JsonText:
+        return JsonText(bytes(data))
+
+
+class _JsonTextBinaryLoader(_JsonTextLoader):
+    format = pq.Format.BINARY
+
+
+class _JsonbTextBinaryLoader(Loader):
+    """jsonb in binary format: a version byte (1), then the document's text."""
+
+    format = pq.Format.BINARY
+
+    def load(self, data: Buffer) -> JsonText:
+        if data[:1] != b"\x01":
+            raise psycopg.DataError(f"unknown jsonb binary format: {bytes(data[:1])!r}")
+        return JsonText(bytes(data[1:]))
+
+
+def json_as_text(context: AdaptContext) -> None:
+    """Read json and jsonb as the document's text (:class:`checkpoints.digest.JsonText`), not parsed.
+
+    For cursors whose rows are only digested (the apply's row images, a digest seed, verify's
+    load-path reading): the digest canonicalises a document from its text in C, while psycopg's own
+    loaders build Python objects (``json.loads``) the digest would then walk and write out again.
+    Register on a cursor before it executes (its loaders are chosen then), not on a connection
+    whose other readers expect parsed documents."""
+    adapters = context.adapters
+    for name in ("json", "jsonb"):
+        adapters.register_loader(name, _JsonTextLoader)
+    adapters.register_loader("json", _JsonTextBinaryLoader)
+    adapters.register_loader("jsonb", _JsonbTextBinaryLoader)
 
 
 def connect_error(exc: psycopg.Error, dsn: str) -> TargetError:

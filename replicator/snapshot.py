@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -76,7 +75,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.digest import EMPTY, MODULUS, Kind, RowEncoder, kinds_from_types
+from checkpoints.digest import EMPTY, MODULUS, JsonText, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
 from replicator import convert, dependents, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
 from replicator.config import Config
@@ -482,8 +481,12 @@ def _batches(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[
 Finisher = Callable[[tuple[Any, ...]], tuple[Any, ...]]
 
 
-def _parsed_json(value: Any) -> Any:
-    return json.loads(value if isinstance(value, str) else value.obj)
+def _json_text(value: Any) -> JsonText:
+    """A converted JSON value as the digest reads a document's text: the text wrapped for psycopg,
+    or on the wire (``row_converter(wire=True)``) json's text or jsonb's "\\x01" + text."""
+    if isinstance(value, str):
+        return JsonText(value[1:] if value[:1] == "\x01" else value)  # no JSON text starts with \x01
+    return JsonText(value.obj)
 
 
 def _unpadded(value: str) -> str:
@@ -495,7 +498,8 @@ def digest_finisher(types: Sequence[convert.TargetType]) -> Finisher | None:
 
     The same normalisation ``replicator verify`` applies, so both sides hash the same thing:
     ``real`` is float4 (the double rounded to float4), ``char(n)`` is compared without its blank
-    padding, JSON as the parsed document (digest kind ``json``). None when no column needs it.
+    padding, JSON as the document its text spells (``JsonText``: canonicalised from the text, not
+    parsed into Python objects first). None when no column needs it.
     """
     fixes: list[tuple[int, Callable[[Any], Any]]] = []
     for i, t in enumerate(types):
@@ -504,7 +508,7 @@ def digest_finisher(types: Sequence[convert.TargetType]) -> Finisher | None:
         elif t.name == "char":
             fixes.append((i, _unpadded))
         elif t.name in ("json", "jsonb"):
-            fixes.append((i, _parsed_json))
+            fixes.append((i, _json_text))
     if not fixes:
         return None
 

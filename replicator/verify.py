@@ -16,7 +16,7 @@ table's ``row_converter``, exactly what the snapshot and the apply write) remain
 must equal the ones the load keeps: cutover's pre-pass and stop point against the apply's running
 digests, and the certificate's per-side records. There ``real`` (float4) values are rounded to float4
 on the SQLite side, ``char(n)`` is compared without its padding, enums as text, and JSON columns as
-parsed documents (kind ``json``).
+the documents they hold (kind ``json``: the converted text, ``JsonText``, against psycopg's parsed value).
 
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
@@ -64,7 +64,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from checkpoints.digest import Kind, RowEncoder, TableDigest, kinds_from_types
+from checkpoints.digest import JsonText, Kind, RowEncoder, TableDigest, kinds_from_types
 from replicator import convert, log, pg, pgreflect, pgschema, proof, quarantine, state, status
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
@@ -237,7 +237,7 @@ def _finisher(types: Sequence[convert.TargetType]) -> Callable[[tuple[Any, ...]]
         elif t.name == "char":
             fixes.append((i, lambda v: v.rstrip(" ")))
         elif t.name in ("json", "jsonb"):
-            fixes.append((i, lambda v: json.loads(v if isinstance(v, str) else v.obj)))
+            fixes.append((i, lambda v: JsonText(v if isinstance(v, str) else v.obj)))
     if not fixes:
         return None
 
@@ -549,6 +549,8 @@ def _pg_fetch(
     """Stream rows through a binary server-side cursor (memory bounded by ``fetch_rows``)."""
     query = sql.SQL("SELECT {} FROM {}").format(_pg_columns(shape), sql.Identifier(shape.schema, shape.target)) + where
     with conn.cursor(name="replicator_verify", binary=True) as cur:
+        if not shape.independent:  # rows only digested: JSON documents as their text (independent: ::text)
+            pg.json_as_text(cur)
         cur.itersize = fetch_rows
         cur.execute(_percent_safe(conn, query) if params else query, params or None)
         while batch := cur.fetchmany(fetch_rows):

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from checkpoints import audit, store
+from checkpoints.digest import JsonText, TableDigest, kinds_from_oids
 from replicator import apply, config, pg, phase
 from replicator.worker import RunResult, Worker
 from tests.compare import assert_same
@@ -392,3 +393,60 @@ def test_sqlite_busy_is_transient_and_retried(tmp_path: Path, pg_dsn: str) -> No
     assert time.monotonic() - started >= 0.9
     assert result.changes == 1
     check_same(path, pg_dsn)
+
+
+JSON_DOCS = [
+    '{"b": 1, "a": [1.50, 1e2, 100.0, -0.0, 1e-7, 0.7548, "é\\n", null, true]}',
+    "null",  # a JSON null document: digested like SQL NULL, on both sides
+    '"null"',
+    '{"a": 1, "a": 2, "k": {"z": [], "y": {}}}',
+    "[12345678901234567890123, -1.5e300, 3.141592653589793]",
+    '{"v": "1.0e5", "uuid": "3e4f5a6b-0000-1111-2222-333344445555"}',  # look like floats inside strings
+]
+
+
+def test_running_digests_of_json_tables_equal_the_parsed_reading(tmp_path: Path, pg_dsn: str) -> None:
+    """The apply reads its JSON row images as text (``JsonText``, no Python objects): its running
+    digests (and the snapshot's checksums they start from) must equal the digest of the table as
+    psycopg's own loaders parse it (``json.loads``)."""
+    inserts = ", ".join(f"({i}, '{d}', '{d}')" for i, d in enumerate(JSON_DOCS, 1))
+    path = make_source(
+        tmp_path / "docs.db",
+        "CREATE TABLE docs (id INTEGER PRIMARY KEY, j JSON, jb JSONB);",
+        f"INSERT INTO docs VALUES {inserts};",
+    )
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute('UPDATE docs SET j = \'{"x": 2.50}\', jb = \'[1e1, {"b": 0, "a": 0.0}]\' WHERE id = 1')
+    db.execute("DELETE FROM docs WHERE id = 2")
+    db.execute("INSERT INTO docs VALUES (9, '[null, 1E+2]', 'null'), (10, NULL, '{\"q\": -0}')")
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert [t for (t,) in conn.execute("SELECT pg_typeof(jb)::text FROM docs LIMIT 1")] == ["jsonb"]
+        running = apply.read_digests(conn, "replicator", ["docs"])["docs"]
+        assert running == _parsed_digest(conn)
+        conn.execute("""UPDATE docs SET jb = '[10, {"a": 0.001, "b": 0}]' WHERE id = 1""")  # negative control
+        assert running != _parsed_digest(conn)
+
+
+def _parsed_digest(conn: psycopg.Connection[Any]) -> tuple[int, str]:
+    """The digest of ``docs`` with psycopg's own loaders (parsed documents) and with the documents
+    read as text (``pg.json_as_text``), text and binary formats alike: one digest."""
+    found = set()
+    for binary in (False, True):
+        for as_text in (False, True):
+            with conn.cursor(binary=binary) as cur:
+                if as_text:
+                    pg.json_as_text(cur)
+                cur.execute("SELECT id, j, jb FROM docs")
+                assert cur.description is not None
+                digest = TableDigest(kinds_from_oids(d.type_code for d in cur.description))
+                rows = cur.fetchall()
+                kind = JsonText if as_text else dict
+                assert any(isinstance(row[1], kind) for row in rows)
+                assert any(isinstance(row[2], kind) for row in rows)
+                digest.add_rows(rows)
+                found.add((digest.count, digest.hexdigest()))
+    assert len(found) == 1
+    return found.pop()

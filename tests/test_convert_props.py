@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
@@ -624,6 +624,27 @@ def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: 
     got = parse_instant_text(text, aware)
     assert got == expected
     assert (got.tzinfo is UTC) if aware else (got.tzinfo is None)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(day=st.dates(), aware=st.booleans())
+def test_a_date_alone_is_read_by_fromisoformat(day: date, aware: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``YYYY-MM-DD`` (a DateField's storage) takes the fast path, as midnight UTC; the grammar only
+    explains refusals (a day that does not exist)."""
+    from replicator import formats
+
+    def grammar(text: str) -> tuple[datetime, str | None]:
+        raise AssertionError(f"the grammar read {text!r}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(formats, "_parse", grammar)
+        got = formats.parse_instant_text(day.isoformat(), aware)
+    midnight = datetime(day.year, day.month, day.day)
+    assert got == (midnight.replace(tzinfo=UTC) if aware else midnight)
+    assert (got.tzinfo is UTC) if aware else (got.tzinfo is None)
+    assert value_converter(target("date"))(day.isoformat()) == day
+    with pytest.raises(ValueRefused, match="day is out of range"):
+        formats.parse_instant_text(f"{day.year:04d}-02-30", aware)
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,219 @@
+"""The canonical JSON text of checkpoints.digest: the msgspec (C) path against the definition in Python.
+
+The fast path must give exactly the text ``canonical_json_py`` (the module docstring's definition as
+code) gives, for every document, or digests would stop matching those stored by earlier versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import struct
+import sys
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from checkpoints import digest
+from checkpoints.digest import Json, JsonText, RowEncoder, canonical_json, canonical_json_py, canonical_json_text
+from checkpoints.errors import CheckpointError
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=25,
+)
+
+
+def _bits_float(bits: int) -> float:
+    number: float = struct.unpack("<d", bits.to_bytes(8, "little"))[0]
+    return number if math.isfinite(number) else 0.5
+
+
+def _spellings(value: Any) -> list[str]:
+    """Several texts of one document: compact, spaced, indented, ASCII-escaped, keys unsorted/sorted."""
+    return [
+        json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+        json.dumps(value),
+        json.dumps(value, indent=2, sort_keys=True),
+        json.dumps(value, ensure_ascii=True, separators=(" ,", ": ")),
+    ]
+
+
+@settings(max_examples=400)
+@given(json_values)
+def test_the_text_path_gives_the_definitions_text(value: Any) -> None:
+    expected = canonical_json_py(value)
+    for text in _spellings(value):
+        assert canonical_json_text(text) == expected
+        assert canonical_json_text(text.encode()) == expected
+
+
+@settings(max_examples=400)
+@given(json_values)
+def test_the_parsed_path_gives_the_definitions_text(value: Any) -> None:
+    assert canonical_json(value) == canonical_json_py(value)
+
+
+def test_every_code_point_is_escaped_as_json_dumps_escapes_it() -> None:
+    everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    expected = canonical_json_py(everything)
+    assert canonical_json(everything) == expected
+    assert canonical_json_text(json.dumps(everything)) == expected
+    assert canonical_json_text(json.dumps(everything, ensure_ascii=False)) == expected
+    for c in range(0x80):  # one by one too: each escape on its own
+        assert canonical_json_text(json.dumps(chr(c))) == json.dumps(chr(c), ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("1e2", "100"),
+        ("1E+2", "100"),
+        ("100.0", "100"),
+        ("100", "100"),
+        ("1.00e2", "100"),
+        ("1.50", "1.5"),
+        ("-0.0", "0"),
+        ("-0", "0"),
+        ("0.1", "0.1"),
+        ("1e-7", "0.0000001"),
+        ("1e16", "10000000000000000"),
+        ("1.5e300", "15" + "0" * 299),
+        ("1e400", "Infinity"),
+        ("-1e400", "-Infinity"),
+        ("123456789012345678901234567890", "123456789012345678901234567890"),
+        ("-9223372036854775809", "-9223372036854775809"),
+        ("0.1000000000000000000001", "0.1"),  # read as the float json.loads gives
+        ("5e-324", "0." + "0" * 323 + "5"),
+    ],
+)
+def test_numbers_are_their_exact_value(text: str, canonical: str) -> None:
+    assert canonical_json_text(text) == canonical
+    assert canonical_json_text(f'{{"n": [{text}]}}') == f'{{"n":[{canonical}]}}'
+    assert canonical_json_py(json.loads(text)) == canonical
+
+
+def test_key_order_whitespace_and_duplicates_do_not_count() -> None:
+    texts = [
+        '{"a": 1, "b": [true, null, "x"]}',
+        '{"b":[true,null,"x"],"a":1}',
+        '\n{ "b" :\t[ true , null , "x" ] ,\r\n "a" : 1.0 }\n',
+        '{"a": 2, "b": [true, null, "x"], "a": 1}',  # the last duplicate wins, as in jsonb
+        '{"\\u0061": 1e0, "b": [true, null, "\\u0078"]}',
+    ]
+    enc = RowEncoder(["json"])
+    assert {canonical_json_text(t) for t in texts} == {'{"a":1,"b":[true,null,"x"]}'}
+    assert len({enc.encode([JsonText(t)]) for t in texts}) == 1
+    assert enc.encode([JsonText(texts[0])]) == enc.encode([{"b": [True, None, "x"], "a": 1}])
+
+
+def test_different_documents_never_share_a_digest() -> None:
+    """Negative control: values that differ in any way, including ones that look alike, differ."""
+    documents = [
+        "null", '"null"', "0", '"0"', "1", "1.5", "-1", "true", "false", '"true"', "[]", "{}", '""', "[null]",
+        '{"a":null}', '{"a":1}', '{"a":"1"}', '{"a":[1]}', '{"A":1}', '{"a ":1}', '{"b":1}', "[1,2]", "[2,1]",
+        '[[1],2]', '[1,[2]]', '{"a":{"b":1}}', '{"a.b":1}', '"a\\u0000"', '"a"', '"\\u00e9"', '"e\\u0301"',
+        '{"a":1,"b":2}', '{"a":2,"b":1}', "1e400", "-1e400", "123456789012345678901", "123456789012345678902",
+        '[{"a":1},{"b":2}]', '[{"a":1,"b":2}]', '["a,b"]', '["a","b"]',
+    ]  # fmt: skip
+    rows = [RowEncoder(["json"]).encode([JsonText(t)]) for t in documents]
+    assert len(set(rows)) == len(documents)
+    parsed = [RowEncoder(["json"]).encode([json.loads(t)]) for t in documents]
+    assert parsed[1:] == rows[1:]  # parsed and text agree (JSON null: see the next test)
+
+
+def test_json_null_is_sql_null_and_a_string_null_is_not() -> None:
+    enc = RowEncoder(["json"])
+    assert enc.encode([JsonText("null")]) == enc.encode([None]) == enc.encode([JsonText(" null ")])
+    assert enc.encode([JsonText('"null"')]) != enc.encode([None])
+    assert digest.encode_row([JsonText("[null]")]) == digest.encode_row([Json([None])])
+
+
+def test_what_msgspec_refuses_is_read_by_json_loads() -> None:
+    assert canonical_json_text('"\\ud800"') == canonical_json_py("\ud800")  # a lone surrogate escape
+    assert canonical_json_text("[NaN, -Infinity]") == "[NaN,-Infinity]"
+    assert digest.encode_row([JsonText('"\\udc80"')]) == digest.encode_row([Json("\udc80")])
+    with pytest.raises(CheckpointError, match="not JSON"):
+        canonical_json_text('{"a": ')
+
+
+def test_the_parsed_path_stays_strict() -> None:
+    """Values msgspec would write as something else take the Python path (and keep its rules)."""
+    assert canonical_json({"x": Decimal("1.50"), "y": Decimal("0.1000000000000000000001")}) == (
+        '{"x":1.5,"y":0.1000000000000000000001}'
+    )
+    assert canonical_json([float("nan"), float("inf"), None]) == "[NaN,Infinity,null]"
+    assert canonical_json((1, (2.0,))) == "[1,[2]]"
+    with pytest.raises(CheckpointError, match="not a string"):
+        canonical_json({1: "a"})
+    with pytest.raises(CheckpointError, match="datetime"):
+        canonical_json({"at": dt.datetime(2024, 1, 2)})
+    with pytest.raises(CheckpointError, match="bytes"):
+        canonical_json([b"x"])
+
+
+@settings(max_examples=3000)
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(0, 2**64 - 1).map(_bits_float))
+def test_a_float_msgspec_writes_without_exponent_or_dot_zero_is_canonical(number: float) -> None:
+    """What lets canonical_json_text return msgspec's own text (see _DIGITS_AS_ZERO)."""
+    written = msgspec.json.encode(number)
+    fast = digest._sorted_json(number)
+    if fast is not None:  # no exponent, no ".0" ending: msgspec's text is the canonical one
+        assert fast == written.decode() == canonical_json_py(number)
+    else:
+        assert "e" in written.decode() or written.endswith(b".0")
+    assert canonical_json_text(written) == canonical_json_py(number)
+    assert canonical_json_text(f"[{written.decode()}, 1]") == f"[{canonical_json_py(number)},1]"
+
+
+def test_the_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(value: Any) -> str:
+        raise AssertionError("the Python definition ran")
+
+    monkeypatch.setattr(digest, "canonical_json_py", refuse)
+    doc = '{"b": [1.25, 100.0, 1e-9, -0.0], "a": {"é": null, "n": 12345678901234567890123}}'
+    assert canonical_json_text(doc) == '{"a":{"n":12345678901234567890123,"é":null},"b":[1.25,100,0.000000001,0]}'
+    assert canonical_json(json.loads(doc)) == canonical_json_text(doc)
+    # floats msgspec already writes canonically: not even the float_hook runs
+    monkeypatch.setattr(digest, "_JSON_NUMBERS", None)
+    plain = '{"price": 471.5, "ratio": 0.7548, "tiny": 0.00001, "n": [1, -2], "s": "1.0e5"}'
+    assert canonical_json_text(plain.replace('"1.0e5"', '"x"')) == (
+        '{"n":[1,-2],"price":471.5,"ratio":0.7548,"s":"x","tiny":0.00001}'
+    )
+    with pytest.raises(AttributeError):  # ".0e" inside a string: the float_hook pass (harmless) runs
+        canonical_json_text(plain)
+
+
+#: Row digests computed by the implementation before the msgspec path (commit aa4f9db, recursive
+#: Python): the canonical form did not change, so stored checkpoints and running digests still match.
+PINNED = [
+    (
+        '{"b": 1, "a": [1.50, "\\u00e9", null, true, 1e2, -0.0, 1e-7, 12345678901234567890123]}',
+        "6b927af44380d7bb3940bb1be1b209d9ba1c7c84db8dd10450656673197d79bb",
+    ),
+    (
+        '{"z": {"y": [], "x": {}}, "": "\\n\\t\\u0001\\u007f\\u2028", "\\ud83d\\ude00": 0.1}',
+        "e5ea9b3232420bf2e6ee4a448a8ac8c912477a7cd5db34e128f3af49f4a8c257",
+    ),
+    (
+        "[1e400, -1e400, 3.141592653589793, 100.0, 5e-324, 1.7976931348623157e308]",
+        "986d69ffd2fa9d23b9bec8297c80892174dffbf656aa470834c17a376d2849f2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "sha"), PINNED)
+def test_digests_are_those_of_earlier_versions(text: str, sha: str) -> None:
+    for value in (JsonText(text), JsonText(text.encode()), Json(json.loads(text))):
+        assert hashlib.sha256(digest.encode_row([1, value, "x"])).hexdigest() == sha
