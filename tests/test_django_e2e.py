@@ -243,7 +243,6 @@ def replicator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str) -> None:
-    started = time.monotonic()
     proj = _project(tmp_path, pg_dsn)
     made = proj.manage("sqlite", "makemigrations", "shop", "--verbosity", "0")
     assert made.returncode == 0, made.stderr
@@ -329,7 +328,6 @@ def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str)
     assert after["item"] > after["max_item"]
     assert after["user"] == "ada"
     assert after["price"] == "1.500000"
-    assert time.monotonic() - started < 90
 
 
 def _rows(pg_dsn: str, sqlite_path: Path, table: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

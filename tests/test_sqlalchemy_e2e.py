@@ -249,7 +249,6 @@ def _move_under_writes(app: App, tmp_path: Path, pg_dsn: str, seeded: str | None
 
 def test_optuna_rdb_storage_moves_under_writes(tmp_path: Path, pg_dsn: str) -> None:
     pytest.importorskip("optuna", reason="optuna is a test dependency: pip install -e '.[test]'")
-    started = time.monotonic()
     app = App(tmp_path, OPTUNA_RUN, pg_dsn)
     app.run("sqlite", "setup")
     _wal(app.sqlite)
@@ -276,7 +275,6 @@ def test_optuna_rdb_storage_moves_under_writes(tmp_path: Path, pg_dsn: str) -> N
     after = checked["after"]
     assert after["new"] > after["before"]  # the sequence continues past every moved trial
     assert after["state"] == "COMPLETE"
-    assert time.monotonic() - started < 90
 
 
 MODELS = """
@@ -435,7 +433,6 @@ raise SystemExit(f"unknown command {command_name}")
 
 def test_sqlalchemy_model_with_alembic_moves_under_writes(tmp_path: Path, pg_dsn: str) -> None:
     pytest.importorskip("alembic", reason="alembic is a test dependency: pip install -e '.[test]'")
-    started = time.monotonic()
     app = App(tmp_path, SQLALCHEMY_RUN, pg_dsn, ("models.py", MODELS))
     app.run("sqlite", "setup")
     migration = next((app.root / "migrations" / "versions").glob("*.py")).read_text()
@@ -465,4 +462,3 @@ def test_sqlalchemy_model_with_alembic_moves_under_writes(tmp_path: Path, pg_dsn
     after = checked["after"]
     assert after["new"] > after["before"]  # the sequence continues past every moved row
     assert after["price"] == "1.500000"
-    assert time.monotonic() - started < 90
