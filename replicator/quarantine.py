@@ -134,14 +134,18 @@ _DDL = """CREATE TABLE IF NOT EXISTS {schema}.quarantine (
 )"""
 
 #: Added after the first release: a target created by it gains them on the next ``ensure``.
-_COLUMNS = ("parent_table text", "parent_key jsonb", "refs jsonb")
+_COLUMNS = (
+    "ADD COLUMN IF NOT EXISTS parent_table text",
+    "ADD COLUMN IF NOT EXISTS parent_key jsonb",
+    "ADD COLUMN IF NOT EXISTS refs jsonb",
+)
 
 
 def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
     conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
     conn.execute(
         sql.SQL("ALTER TABLE {}.quarantine ").format(sql.Identifier(schema_name))
-        + sql.SQL(", ").join(sql.SQL("ADD COLUMN IF NOT EXISTS " + c) for c in _COLUMNS)
+        + sql.SQL(", ").join(sql.SQL(c) for c in _COLUMNS)
     )
     conn.execute(
         sql.SQL("CREATE INDEX IF NOT EXISTS quarantine_table_idx ON {}.quarantine (table_name)").format(
