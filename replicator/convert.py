@@ -546,7 +546,8 @@ def _refuse_real(v: float, number: Decimal, precision: int | None, scale: int | 
     if decimal_fits(fifteen, precision, scale) is not None:
         raise ValueRefused(reason)
     raise ValueRefused(
-        f"{reason} (read with the 15 significant digits SQLite keeps, it is {fifteen})",
+        f"{reason} (read with the 15 significant digits SQLite keeps, it is {fifteen}; an app whose ORM reads"
+        ' it loads what the ORM reads with [snapshot] orm = "django", "sqlalchemy" or "rails")',
         setting=f'format = "{REAL15}"',
     )
 

@@ -396,6 +396,7 @@ class Worker:
         conn = self._connect()
         self._pconn = conn
         self._lock_target(conn)
+        pgreflect.warm()
         with conn.transaction():
             phase.ensure(conn, self.state_schema)
             apply.ensure_state(conn, self.state_schema)
