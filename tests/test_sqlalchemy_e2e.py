@@ -336,7 +336,7 @@ PRICES = [
 
 def alembic(db):
     cfg = Config(str(HERE / "alembic.ini"))  # written by command.init
-    cfg.set_main_option("sqlalchemy.url", url(db))
+    cfg.set_main_option("sqlalchemy.url", url(db).replace("%", "%%"))  # ConfigParser: %2F of a socket path
     return cfg
 
 def session(db):
