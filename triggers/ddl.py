@@ -42,7 +42,10 @@ Design (see ``triggers.journal`` for the reading side):
   the same unique values as NEW, compared with the index's collation: a superset of the victims
   (if the write is ignored or fails, the extra entry is harmless to a state-based apply; if the
   statement fails, it is rolled back with it). Partial indexes are treated as full (superset).
-  Unique indexes on expressions are not covered: install reports them.
+  Unique indexes on expressions are not covered: install reports them. The trigger's ``WHEN EXISTS``
+  probes the indexes and its body runs only on a match, so a write without conflict pays the probes
+  but no journal statement; the row an UPDATE rewrites is left out (no victim of its own update: an
+  ORM saving every column would otherwise journal each update twice).
   The primary key counts as such an index when a key column compares with NOCASE, RTRIM or another
   non-BINARY collation: ``REPLACE ('tag')`` then deletes the row keyed 'Tag', whose bytes no entry
   of the new row names (issue 14 item 3). A BINARY key conflicts only with its own bytes.
@@ -182,9 +185,18 @@ def victim_trigger_sql(
     generation: int,
     *,
     rowid: str = "rowid",
+    identity: tuple[str, ...] = (),
 ) -> str:
     """BEFORE INSERT (``RI``) or BEFORE UPDATE OF the unique columns (``RU``): journal, as op ``R``,
-    the key of every row that has NEW's values on some secondary UNIQUE index (see module doc)."""
+    the key of every row that has NEW's values on some secondary UNIQUE index (see module doc).
+
+    ``WHEN EXISTS`` probes the unique indexes first, so the journal INSERT ... SELECT runs only when a
+    row holds NEW's values: the common write (no conflict) pays the probes, not the journal statement.
+    ``identity`` (``RU`` only): SQL spellings of what names exactly one row, the rowid on a rowid table or
+    the quoted primary key columns of a WITHOUT ROWID table, by which the row being updated is left out: it is no victim
+    of its own update, and an ORM that writes every column on save would journal it twice otherwise.
+    Empty when nothing names a row exactly (the rowid is hidden): then that row is journaled too.
+    """
     if not unique_keys:
         raise ValueError("no unique key: no victim trigger")
     if generation < 1:
@@ -195,20 +207,25 @@ def victim_trigger_sql(
     cols = ", ".join(["tbl", "op", "gen", "nk"] + [key_column(i) for i in range(1, len(refs) + 1)])
     tbl = "'" + table.replace("'", "''") + "'"
     head = f"{tbl}, 'R', {int(generation)}, {len(refs)}, {', '.join(refs)}"
-    statements = []
-    for unique in unique_keys:
-        where = " AND ".join(
-            f"{quote_ident(col)} = NEW.{quote_ident(col)} COLLATE {quote_ident(coll)}" for col, coll in unique
-        )
-        statements.append(
-            f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where};"  # noqa: S608
-        )
+    others = ""
+    if op == "RU" and identity:
+        others = " AND NOT (" + " AND ".join(f"{c} IS OLD.{c}" for c in identity) + ")"
+    matches = [
+        " AND ".join(f"{quote_ident(col)} = NEW.{quote_ident(col)} COLLATE {quote_ident(coll)}" for col, coll in unique)
+        + others
+        for unique in unique_keys
+    ]
+    probe = " OR ".join(f"EXISTS (SELECT 1 FROM {target} WHERE {where})" for where in matches)  # noqa: S608
+    statements = " ".join(
+        f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where};"  # noqa: S608
+        for where in matches
+    )
     if op == "RI":
         event = "INSERT"
     else:
         watched = sorted({col for unique in unique_keys for col, _coll in unique})
         event = "UPDATE OF " + ", ".join(quote_ident(c) for c in watched)
-    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} BEGIN {' '.join(statements)} END"
+    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} WHEN {probe} BEGIN {statements} END"
 
 
 def drop_trigger_sql(name: str) -> str:

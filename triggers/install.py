@@ -86,6 +86,16 @@ class TableCapture(msgspec.Struct, frozen=True):
     unique_keys: tuple[UniqueKey, ...] = ()
     """UNIQUE indexes as ((column, collation), ...) whose REPLACE victims are journaled by them: the
     secondary ones, and the primary key when it has a non-BINARY collation (see :func:`unique_keys`)."""
+    without_rowid: bool = False
+    """A WITHOUT ROWID table: its primary key, not a rowid, names a row (the victim triggers use it)."""
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """SQL that names exactly one row: the rowid, or a WITHOUT ROWID table's primary key (NOT NULL
+        there, unique under its collations); empty when a rowid table's rowid is hidden by columns."""
+        if self.without_rowid:
+            return tuple(quote_ident(c) for c in self.key_columns or ())
+        return (self.rowid,) if self.rowid else ()
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -104,7 +114,13 @@ class TableCapture(msgspec.Struct, frozen=True):
         if self.unique_keys:
             for victim_op in VICTIM_OPS:
                 sql[trigger_name(self.name, victim_op)] = victim_trigger_sql(
-                    self.name, victim_op, self.key_columns, self.unique_keys, self.generation, rowid=self.rowid
+                    self.name,
+                    victim_op,
+                    self.key_columns,
+                    self.unique_keys,
+                    self.generation,
+                    rowid=self.rowid,
+                    identity=self.identity,
                 )
         return sql
 
@@ -272,6 +288,7 @@ def _capture_for(
             column_types=tuple(c.declared_type for c in table.columns),
             stamp_time=stamp_time and mode != "snapshot-only",
             unique_keys=uniques if mode != "snapshot-only" else (),
+            without_rowid=table.without_rowid,
         )
 
     if explicit and policy == "snapshot-only":
