@@ -371,14 +371,46 @@ def test_without_rowid_update_victims_leave_the_updated_row_out(tmp_path: Path) 
 
 def test_with_the_rowid_hidden_the_updated_row_stays_a_harmless_candidate(tmp_path: Path) -> None:
     """Columns named rowid, _rowid_ and oid hide the rowid, and a nullable TEXT key cannot name one row
-    exactly (two NULL keys may exist): the updated row is journaled as a candidate too, as before."""
-    conn = _app(tmp_path, "CREATE TABLE h (rowid, _rowid_, oid, k TEXT PRIMARY KEY, e TEXT UNIQUE)")
+    exactly (two NULL keys may exist): a partial index, probed on every UPDATE, names the updated row too."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE h (rowid, _rowid_, oid, k TEXT PRIMARY KEY, e TEXT, n INT)",
+        "CREATE UNIQUE INDEX h_e ON h (e) WHERE n > 0",
+    )
     cap = install.install_on(conn).tables[0]
-    assert (cap.rowid, cap.identity) == ("", ())
-    conn.execute("INSERT INTO h (k, e) VALUES ('k', 'e')")
+    assert (cap.rowid, cap.identity, cap.indirect_keys) == ("", (), ((("e", "BINARY"),),))
+    conn.execute("INSERT INTO h (k, e, n) VALUES ('k', 'e', 1)")
     start = journal.head(conn)
-    conn.execute("UPDATE h SET e = 'e' WHERE k = 'k'")
+    conn.execute("UPDATE h SET n = 2 WHERE k = 'k'")
     assert _log(conn, start) == [("h", "R", ("k",), None), ("h", "U", ("k",), None)]
+
+
+def test_update_or_replace_into_a_partial_unique_index_journals_the_victim(tmp_path: Path) -> None:
+    """The row joins the partial index by a column of its WHERE, not of the index: UPDATE OF the indexed
+    columns would not fire, so the victim trigger watches every UPDATE."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, active INT)",
+        "CREATE UNIQUE INDEX t_email ON t (email) WHERE active = 1",
+    )
+    install.install_on(conn)
+    conn.executemany("INSERT INTO t VALUES (?, 'a', ?)", [(3, 1), (5, 0)])
+    start = journal.head(conn)
+    conn.execute("UPDATE OR REPLACE t SET active = 1 WHERE id = 5")  # deletes row 3
+    assert conn.execute("SELECT id FROM t").fetchall() == [(5,)]
+    assert _log(conn, start) == [("t", "R", (3,), None), ("t", "U", (5,), None)]
+
+
+@pytest.mark.parametrize("kind", ["VIRTUAL", "STORED"])
+def test_update_or_replace_through_a_generated_unique_column_journals_the_victim(tmp_path: Path, kind: str) -> None:
+    """A UNIQUE generated column changes when its inputs do; no UPDATE names it in SET."""
+    conn = _app(tmp_path, f"CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT AS (lower(a)) {kind} UNIQUE)")
+    install.install_on(conn)
+    conn.executemany("INSERT INTO t (id, a) VALUES (?, ?)", [(1, "x"), (2, "y")])
+    start = journal.head(conn)
+    conn.execute("UPDATE OR REPLACE t SET a = 'X' WHERE id = 2")  # b becomes 'x': deletes row 1
+    assert conn.execute("SELECT id, b FROM t").fetchall() == [(2, "x")]
+    assert _log(conn, start) == [("t", "R", (1,), None), ("t", "U", (2,), None)]
 
 
 def test_lastrowid_and_rowcount_seen_by_the_app_are_unchanged(users: sqlite3.Connection) -> None:

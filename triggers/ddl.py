@@ -44,8 +44,10 @@ Design (see ``triggers.journal`` for the reading side):
   statement fails, it is rolled back with it). Partial indexes are treated as full (superset).
   Unique indexes on expressions are not covered: install reports them. The trigger's ``WHEN EXISTS``
   probes the indexes and its body runs only on a match, so a write without conflict pays the probes
-  but no journal statement; the row an UPDATE rewrites is left out (no victim of its own update: an
-  ORM saving every column would otherwise journal each update twice).
+  but no journal statement. On UPDATE the row being rewritten is left out (no victim of its own
+  update: an ORM saving every column would otherwise journal each update twice), an index is probed
+  only if NEW's values on it differ from OLD's, and a partial index or one over a generated column
+  makes the trigger fire on every UPDATE (``UPDATE OF`` sees only the columns named in SET).
   The primary key counts as such an index when a key column compares with NOCASE, RTRIM or another
   non-BINARY collation: ``REPLACE ('tag')`` then deletes the row keyed 'Tag', whose bytes no entry
   of the new row names (issue 14 item 3). A BINARY key conflicts only with its own bytes.
@@ -186,16 +188,24 @@ def victim_trigger_sql(
     *,
     rowid: str = "rowid",
     identity: tuple[str, ...] = (),
+    indirect: tuple[UniqueKey, ...] = (),
 ) -> str:
-    """BEFORE INSERT (``RI``) or BEFORE UPDATE OF the unique columns (``RU``): journal, as op ``R``,
-    the key of every row that has NEW's values on some secondary UNIQUE index (see module doc).
+    """BEFORE INSERT (``RI``) or BEFORE UPDATE (``RU``): journal, as op ``R``, the key of every row that
+    has NEW's values on some secondary UNIQUE index (see module doc).
 
     ``WHEN EXISTS`` probes the unique indexes first, so the journal INSERT ... SELECT runs only when a
     row holds NEW's values: the common write (no conflict) pays the probes, not the journal statement.
-    ``identity`` (``RU`` only): SQL spellings of what names exactly one row, the rowid on a rowid table or
-    the quoted primary key columns of a WITHOUT ROWID table, by which the row being updated is left out: it is no victim
-    of its own update, and an ORM that writes every column on save would journal it twice otherwise.
-    Empty when nothing names a row exactly (the rowid is hidden): then that row is journaled too.
+    ``RU`` only:
+
+    * ``identity``: SQL spellings of what names exactly one row, the rowid on a rowid table or the
+      quoted primary key columns of a WITHOUT ROWID table, by which the row being updated is left out:
+      it is no victim of its own update (an ORM that writes every column on save would journal it
+      twice otherwise). Empty when nothing names a row exactly (the rowid is hidden): it stays in.
+    * An index is probed only when NEW's values on it differ from OLD's under its collation: the index
+      is unique and holds OLD's, so no other row can hold values equal to them.
+    * ``indirect``: the unique keys an UPDATE can change without naming their columns in SET (a
+      partial index's WHERE, a generated column's inputs). ``UPDATE OF`` fires only for columns named
+      in SET, so with any of them the trigger fires on every UPDATE, and they are always probed.
     """
     if not unique_keys:
         raise ValueError("no unique key: no victim trigger")
@@ -210,22 +220,32 @@ def victim_trigger_sql(
     others = ""
     if op == "RU" and identity:
         others = " AND NOT (" + " AND ".join(f"{c} IS OLD.{c}" for c in identity) + ")"
-    matches = [
-        " AND ".join(f"{quote_ident(col)} = NEW.{quote_ident(col)} COLLATE {quote_ident(coll)}" for col, coll in unique)
-        + others
-        for unique in unique_keys
-    ]
-    probe = " OR ".join(f"EXISTS (SELECT 1 FROM {target} WHERE {where})" for where in matches)  # noqa: S608
-    statements = " ".join(
-        f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where};"  # noqa: S608
-        for where in matches
-    )
+    probes: list[str] = []
+    statements: list[str] = []
+    for unique in unique_keys:
+        where = _same_values(unique, "", "=")
+        probe = f"EXISTS (SELECT 1 FROM {target} WHERE {where}{others})"  # noqa: S608
+        if op == "RU" and unique not in indirect:
+            probe = f"NOT ({_same_values(unique, 'OLD.', 'IS')}) AND {probe}"
+        probes.append(probe)
+        statements.append(
+            f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where}{others};"  # noqa: S608
+        )
     if op == "RI":
         event = "INSERT"
+    elif indirect:
+        event = "UPDATE"
     else:
         watched = sorted({col for unique in unique_keys for col, _coll in unique})
         event = "UPDATE OF " + ", ".join(quote_ident(c) for c in watched)
-    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} WHEN {probe} BEGIN {statements} END"
+    when = " OR ".join(f"({p})" for p in probes) if len(probes) > 1 else probes[0]
+    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} WHEN {when} BEGIN {' '.join(statements)} END"
+
+
+def _same_values(unique: UniqueKey, row: str, op: str) -> str:
+    """``{row}"a" {op} NEW."a" COLLATE "NOCASE" AND ...``: the row's values equal NEW's under the index's
+    collations (an explicit COLLATE on either operand is the one the comparison uses)."""
+    return " AND ".join(f"{row}{quote_ident(c)} {op} NEW.{quote_ident(c)} COLLATE {quote_ident(k)}" for c, k in unique)
 
 
 def drop_trigger_sql(name: str) -> str:
