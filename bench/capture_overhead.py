@@ -14,13 +14,17 @@ commit, and on INSERT into a table with a UNIQUE or PRIMARY KEY check the statem
 opens for any statement that fires a trigger and may abort). ``--extra`` adds variants that show where
 the capture's cost over the floor goes: ``no-victim`` (capture without its REPLACE-victim triggers),
 ``floor-victim`` (the floor plus capture's REPLACE-victim triggers), ``autoinc`` (an AUTOINCREMENT
-journal), ``stamped`` (``install(stamp_time=True)``).
-Phases: INSERT, UPDATE (non-key columns, by PK), DELETE (by PK), each in
+journal), ``stamped`` (``install(stamp_time=True)``). ``--before CHECKOUT`` adds ``before``: the capture as
+the replicator checked out at CHECKOUT installs it (e.g. ``git worktree add /tmp/main main``), replayed as
+DDL, so two versions' triggers are measured in the same run.
+Phases: INSERT, UPDATE (two non-key columns, by PK), "save" (every non-key column, the UNIQUE one
+included with its own value, by PK: what an ORM's save() writes), DELETE (by PK), each in
 autocommit (one transaction per statement) and in 100-statement transactions. Tables: ``indexed``
 (INTEGER PK plus a UNIQUE and three secondary indexes), ``plain`` (INTEGER PK only) and ``textkey``
 (a composite TEXT key, WITHOUT ROWID: the most expensive key to encode).
 
     .venv/bin/python bench/capture_overhead.py [--rounds 5] [--rows 3000] [--tx-rows 30000] [--extra no-victim,...]
+        [--before /path/to/other/checkout]
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,7 +58,7 @@ TABLES = {
         " PRIMARY KEY (tenant, id)) WITHOUT ROWID"
     ],
 }
-PHASES = ("insert", "update", "delete")
+PHASES = ("insert", "update", "save", "delete")
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -74,6 +79,10 @@ def _statements(kind: str) -> dict[str, tuple[str, Callable[[int], tuple[object,
                 "UPDATE t SET n = n + 1, name = ? WHERE tenant = 'acme' AND id = ?",
                 lambda i: (f"nm{i}", f"id-{i:08d}"),
             ),
+            "save": (
+                "UPDATE t SET email = ?, name = ?, n = ?, created = ? WHERE tenant = 'acme' AND id = ?",
+                lambda i: (f"u{i}@example.com", f"sv{i}", i, "2026-01-02 00:00", f"id-{i:08d}"),
+            ),
             "delete": ("DELETE FROM t WHERE tenant = 'acme' AND id = ?", lambda i: (f"id-{i:08d}",)),
         }
     return {
@@ -82,6 +91,10 @@ def _statements(kind: str) -> dict[str, tuple[str, Callable[[int], tuple[object,
             lambda i: (i, f"u{i}@example.com", f"name {i % 97}", i, f"2026-01-01 {i % 24:02d}:00"),
         ),
         "update": ("UPDATE t SET n = n + 1, name = ? WHERE id = ?", lambda i: (f"nm{i}", i)),
+        "save": (
+            "UPDATE t SET email = ?, name = ?, n = ?, created = ? WHERE id = ?",
+            lambda i: (f"u{i}@example.com", f"sv{i}", i, "2026-01-02 00:00", i),
+        ),
         "delete": ("DELETE FROM t WHERE id = ?", lambda i: (i,)),
     }
 
@@ -107,8 +120,44 @@ VICTIM_TRIGGERS = tuple(names.capture_trigger_name("t", e) for e in ("rin", "rup
 """The capture's REPLACE-victim triggers on the bench table (BEFORE INSERT / BEFORE UPDATE OF)."""
 
 
-def _setup(conn: sqlite3.Connection, kind: str, variant: str) -> None:
+INSTALL_FROM = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import triggers
+assert triggers.__file__.startswith(sys.argv[1]), triggers.__file__
+from triggers import install
+install.install(sys.argv[2])
+"""
+
+
+def installed_by(checkout: Path, kind: str) -> list[str]:
+    """The capture DDL (journal, meta table, triggers) that the replicator checked out at ``checkout``
+    installs on this table, in order: the ``before`` variant replays it, so the triggers of two versions
+    are measured in the same run."""
+    with tempfile.TemporaryDirectory(prefix="capture-before-") as tmp:
+        path = Path(tmp) / "before.db"
+        conn = sqlite3.connect(path)
+        for ddl in TABLES[kind]:
+            conn.execute(ddl)
+        conn.close()
+        subprocess.run(
+            [sys.executable, "-c", INSTALL_FROM, str(checkout.resolve()), str(path)], check=True, capture_output=True
+        )
+        conn = sqlite3.connect(path)
+        rows = conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE name LIKE '\\_replicator\\_%' ESCAPE '\\' AND sql IS NOT NULL"
+            " ORDER BY type = 'trigger', rowid"
+        ).fetchall()
+        conn.close()
+    return [str(sql) for (sql,) in rows]
+
+
+def _setup(conn: sqlite3.Connection, kind: str, variant: str, before: Mapping[str, Sequence[str]]) -> None:
     if variant == "base":
+        return
+    if variant == "before":
+        for statement in before[kind]:
+            conn.execute(statement)
         return
     if variant == "floor":
         _floor(conn, kind)
@@ -127,17 +176,19 @@ def _setup(conn: sqlite3.Connection, kind: str, variant: str) -> None:
         _floor(conn, kind)
 
 
-def run_once(directory: Path, kind: str, variant: str, rows: int, per_tx: int) -> dict[str, tuple[float, float]]:
+def run_once(
+    directory: Path, kind: str, variant: str, rows: int, per_tx: int, before: Mapping[str, Sequence[str]]
+) -> dict[str, tuple[float, float]]:
     """(CPU seconds, wall seconds) per phase for one fresh database in one variant (see the module doc)."""
     path = directory / f"{kind}-{variant}-{per_tx}-{time.monotonic_ns()}.db"
     conn = _open(path)
     for ddl in TABLES[kind]:
         conn.execute(ddl)
-    _setup(conn, kind, variant)
+    _setup(conn, kind, variant, before)
     timings: dict[str, tuple[float, float]] = {}
     for phase in PHASES:
         sql, params = _statements(kind)[phase]
-        order = range(rows) if phase != "update" else range(rows - 1, -1, -1)
+        order = range(rows - 1, -1, -1) if phase in ("update", "save") else range(rows)
         started, cpu = time.perf_counter(), time.process_time()
         if per_tx == 1:
             for i in order:
@@ -170,7 +221,10 @@ def _check_journaled(conn: sqlite3.Connection, variant: str, rows: int) -> None:
         return
     table = "j" if variant in ("floor", "floor-victim") else '"_replicator_journal"'
     (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-    assert count == 3 * rows, f"{variant}: every write must be journaled ({count} rows for {3 * rows} writes)"
+    writes = len(PHASES) * rows
+    assert count >= writes, f"{variant}: every write must be journaled ({count} rows for {writes} writes)"
+    # No write here conflicts: one entry each (``before`` may journal a save twice, R and U).
+    assert count == writes or variant == "before", f"{variant}: {count} journal rows for {writes} writes"
 
 
 class Row(NamedTuple):
@@ -187,9 +241,12 @@ class Row(NamedTuple):
     """capture's median wall time over base's"""
 
 
-def overhead(directory: Path, rounds: int, rows: int, tx_rows: int, extra: list[str]) -> list[Row]:
+def overhead(
+    directory: Path, rounds: int, rows: int, tx_rows: int, extra: list[str], before: Path | None = None
+) -> list[Row]:
     """One row per (table, mode, op): medians of ``rounds`` rounds, each running every variant once."""
     variants = ["base", "floor", "capture", *extra]
+    replay = {kind: installed_by(before, kind) for kind in TABLES} if before else {}
     results: list[Row] = []
     for kind in TABLES:
         for mode, per_tx, n in (("autocommit", 1, rows), ("tx100", 100, tx_rows)):
@@ -198,7 +255,7 @@ def overhead(directory: Path, rounds: int, rows: int, tx_rows: int, extra: list[
             for r in range(rounds):
                 order = variants if r % 2 == 0 else list(reversed(variants))
                 for variant in order:
-                    for phase, (c, w) in run_once(directory, kind, variant, n, per_tx).items():
+                    for phase, (c, w) in run_once(directory, kind, variant, n, per_tx, replay).items():
                         cpu[variant][phase].append(c)
                         wall[variant][phase].append(w)
             for phase in PHASES:
@@ -269,6 +326,9 @@ def _print(results: list[Row], extra: list[str], rounds: int) -> None:
             f"worst on {kind}: {worst.cpu['capture']:.2f}× no capture ({worst.mode} {worst.phase}),"
             f" {floor:.2f}× the floor"
         )
+        if "before" in extra:
+            old = max(mine, key=lambda r: r.cpu["before"])
+            print(f"  before: {old.cpu['before']:.2f}× no capture ({old.mode} {old.phase})")
     print("(target ≤ 1.15×, must ≤ 1.30× no capture on indexed)\n")
 
 
@@ -279,6 +339,9 @@ def main() -> None:
     parser.add_argument("--tx-rows", type=int, default=30_000, help="rows per phase in 100-statement transactions")
     parser.add_argument("--journal-entries", type=int, default=200_000, help="0: skip the read throughput")
     parser.add_argument("--extra", default="", help=f"comma-separated extra variants: {', '.join(EXTRA)}")
+    parser.add_argument(
+        "--before", type=Path, help="also measure the capture a replicator checkout installs (e.g. a worktree of main)"
+    )
     parser.add_argument("--autoincrement", action="store_true", help="same as --extra autoinc")
     parser.add_argument("--stamp-time", action="store_true", help="same as --extra stamped")
     args = parser.parse_args()
@@ -288,9 +351,11 @@ def main() -> None:
     extra += (["autoinc"] if args.autoincrement else []) + (["stamped"] if args.stamp_time else [])
     if unknown := sorted(set(extra) - set(EXTRA)):
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(EXTRA)}")
+    if args.before:
+        extra.append("before")
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
         directory = Path(tmp)
-        results = overhead(directory, args.rounds, args.rows, args.tx_rows, extra)
+        results = overhead(directory, args.rounds, args.rows, args.tx_rows, extra, args.before)
         _print(results, extra, args.rounds)
         if args.journal_entries:
             raw, encoded = read_throughput(directory, args.journal_entries, args.rounds)
