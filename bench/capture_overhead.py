@@ -61,14 +61,14 @@ TABLES = {
 PHASES = ("insert", "update", "save", "delete")
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def open_db(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
 
-def _statements(kind: str) -> dict[str, tuple[str, Callable[[int], tuple[object, ...]]]]:
+def statements(kind: str) -> dict[str, tuple[str, Callable[[int], tuple[object, ...]]]]:
     if kind == "textkey":
         return {
             "insert": (
@@ -152,7 +152,7 @@ def installed_by(checkout: Path, kind: str) -> list[str]:
     return [str(sql) for (sql,) in rows]
 
 
-def _setup(conn: sqlite3.Connection, kind: str, variant: str, before: Mapping[str, Sequence[str]]) -> None:
+def setup(conn: sqlite3.Connection, kind: str, variant: str, before: Mapping[str, Sequence[str]]) -> None:
     if variant == "base":
         return
     if variant == "before":
@@ -181,13 +181,13 @@ def run_once(
 ) -> dict[str, tuple[float, float]]:
     """(CPU seconds, wall seconds) per phase for one fresh database in one variant (see the module doc)."""
     path = directory / f"{kind}-{variant}-{per_tx}-{time.monotonic_ns()}.db"
-    conn = _open(path)
+    conn = open_db(path)
     for ddl in TABLES[kind]:
         conn.execute(ddl)
-    _setup(conn, kind, variant, before)
+    setup(conn, kind, variant, before)
     timings: dict[str, tuple[float, float]] = {}
     for phase in PHASES:
-        sql, params = _statements(kind)[phase]
+        sql, params = statements(kind)[phase]
         order = range(rows - 1, -1, -1) if phase in ("update", "save") else range(rows)
         started, cpu = time.perf_counter(), time.process_time()
         if per_tx == 1:
@@ -273,7 +273,7 @@ def overhead(
 def read_throughput(directory: Path, entries: int, rounds: int) -> tuple[float, float]:
     """(entries/s read as Entry structs, entries/s read and canonically text-encoded), medians."""
     path = directory / "journal.db"
-    conn = _open(path)
+    conn = open_db(path)
     conn.execute("CREATE TABLE t (tenant TEXT, id INTEGER, v, PRIMARY KEY (tenant, id)) WITHOUT ROWID")
     install.install_on(conn)
     conn.execute("BEGIN")
