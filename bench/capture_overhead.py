@@ -30,6 +30,7 @@ autocommit (one transaction per statement) and in 100-statement transactions. Ta
 from __future__ import annotations
 
 import argparse
+import logging
 import sqlite3
 import statistics
 import subprocess
@@ -39,6 +40,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
+
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -345,6 +348,7 @@ def main() -> None:
     parser.add_argument("--autoincrement", action="store_true", help="same as --extra autoinc")
     parser.add_argument("--stamp-time", action="store_true", help="same as --extra stamped")
     args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # no line per install
     if args.rounds < 3:
         parser.error("--rounds must be >= 3 (medians)")
     extra = [v for v in args.extra.split(",") if v]
