@@ -14,8 +14,11 @@ Design (see ``triggers.journal`` for the reading side):
   key of an UPDATE). A column without a declared type has no affinity, so every storage class is
   kept exactly: INTEGER, REAL, TEXT with NUL or invalid UTF-8, BLOB, NULL. Nothing is converted, no
   SQL function is called, so nothing can raise and the app's write never fails because of us.
-  (Measured: on this build the *first* function call in a trigger program costs ~0.6 µs per
-  statement, ``quote``/``hex``/``julianday`` alike; copying columns costs nothing comparable.)
+  (A function call anywhere in a trigger program, ``abs`` as much as ``julianday``, makes SQLite
+  treat the app's statement as one that may abort: inside a transaction it then opens a statement
+  journal and copies every page the statement modifies, measured +20 % on an UPDATE by key of an
+  indexed table in 100-row transactions, bench/capture_instructions.py. Copying columns costs
+  nothing comparable.)
   The canonical *text* encoding of a key lives in Python (:func:`triggers.journal.encode_key`).
 * The journal has no constraint but ``seq INTEGER PRIMARY KEY`` (d2): the outer statement's
   ``OR IGNORE``/``OR REPLACE`` overrides conflict handling inside the trigger, so any UNIQUE, CHECK
@@ -25,7 +28,7 @@ Design (see ``triggers.journal`` for the reading side):
   goes down. AUTOINCREMENT would guarantee the same at the price of reading and rewriting
   ``sqlite_sequence`` in every app statement (+1 page per commit, measured +0.6 µs per statement
   and up to +15 % on autocommit writes); it would also leave ``sqlite_sequence`` behind on remove.
-* No timestamp by default: any time function costs that per-statement function call, and SQLite's
+* No timestamp by default: any time function costs that statement journal, and SQLite's
   'now' is the statement's start anyway (d15), not the commit. Lag is measured by the reader when it
   first sees a seq (:class:`triggers.journal.LagTracker`), which is closer to the commit. Install
   with ``stamp_time`` to have the triggers fill ``ts_ms`` (ms since the epoch, statement time), so a

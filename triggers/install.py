@@ -82,7 +82,8 @@ class TableCapture(msgspec.Struct, frozen=True):
     column_types: tuple[str, ...] = ()
     """Declared types, parallel to ``columns``: drift tells a rename from a drop plus an add by them."""
     stamp_time: bool = False
-    """Triggers write ``ts_ms`` (costs one SQL function call per app statement; see triggers.ddl)."""
+    """Triggers write ``ts_ms`` (one SQL function call per app statement, which makes SQLite journal the
+    pages of each app statement inside a transaction; see triggers.ddl)."""
     unique_keys: tuple[UniqueKey, ...] = ()
     """UNIQUE indexes as ((column, collation), ...) whose REPLACE victims are journaled by them: the
     secondary ones, and the primary key when it has a non-BINARY collation (see :func:`unique_keys`)."""
@@ -422,7 +423,8 @@ def install_on(
     """Install or reconcile capture on an open read-write connection in autocommit mode.
 
     ``stamp_time`` makes the triggers write a statement timestamp (``ts_ms``) for lag in seconds,
-    at the cost of one SQL function call per app statement (measured in bench/capture_overhead.py).
+    at the cost of one SQL function call per app statement (see triggers.ddl; bench/capture_overhead.py
+    measures it: ``--extra stamped``).
     ``exclude``: tables not captured yet to leave uncaptured (reported as skipped; the daemon passes
     new tables it cannot apply, so their refusal does not block the reinstall of the others).
     """
