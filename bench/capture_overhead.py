@@ -156,6 +156,8 @@ def installed_by(checkout: Path, kind: str) -> list[str]:
 
 
 def setup(conn: sqlite3.Connection, kind: str, variant: str, before: Mapping[str, Sequence[str]]) -> None:
+    """Put one variant's triggers on the bench table ``t`` (variants: see the module doc); ``before`` maps
+    each table kind to the DDL of :func:`installed_by`, for the ``before`` variant."""
     if variant == "base":
         return
     if variant == "before":
