@@ -247,13 +247,19 @@ class Row(NamedTuple):
 
 
 def overhead(
-    directory: Path, rounds: int, rows: int, tx_rows: int, extra: list[str], before: Path | None = None
+    directory: Path,
+    rounds: int,
+    rows: int,
+    tx_rows: int,
+    extra: list[str],
+    before: Path | None = None,
+    kinds: Sequence[str] = tuple(TABLES),
 ) -> list[Row]:
     """One row per (table, mode, op): medians of ``rounds`` rounds, each running every variant once."""
     variants = ["base", "floor", "capture", *extra]
-    replay = {kind: installed_by(before, kind) for kind in TABLES} if before else {}
+    replay = {kind: installed_by(before, kind) for kind in kinds} if before else {}
     results: list[Row] = []
-    for kind in TABLES:
+    for kind in kinds:
         for mode, per_tx, n in (("autocommit", 1, rows), ("tx100", 100, tx_rows)):
             cpu: dict[str, dict[str, list[float]]] = {v: {p: [] for p in PHASES} for v in variants}
             wall: dict[str, dict[str, list[float]]] = {v: {p: [] for p in PHASES} for v in variants}
@@ -323,7 +329,7 @@ def _print(results: list[Row], extra: list[str], rounds: int) -> None:
             f" {c['capture'] / c['floor']:.2f}× | {c['floor']:.2f}× | {row.wall:.2f}× |{more}"
         )
     print()
-    for kind in TABLES:
+    for kind in dict.fromkeys(r.kind for r in results):
         mine = [r for r in results if r.kind == kind]
         worst = max(mine, key=lambda r: r.cpu["capture"])
         floor = max(r.cpu["capture"] / r.cpu["floor"] for r in mine)
@@ -344,6 +350,7 @@ def main() -> None:
     parser.add_argument("--tx-rows", type=int, default=30_000, help="rows per phase in 100-statement transactions")
     parser.add_argument("--journal-entries", type=int, default=200_000, help="0: skip the read throughput")
     parser.add_argument("--extra", default="", help=f"comma-separated extra variants: {', '.join(EXTRA)}")
+    parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated: " + ", ".join(TABLES))
     parser.add_argument(
         "--before", type=Path, help="also measure the capture a replicator checkout installs (e.g. a worktree of main)"
     )
@@ -359,9 +366,12 @@ def main() -> None:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(EXTRA)}")
     if args.before:
         extra.append("before")
+    kinds = [k for k in args.tables.split(",") if k]
+    if unknown := sorted(set(kinds) - set(TABLES)):
+        parser.error(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)}")
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
         directory = Path(tmp)
-        results = overhead(directory, args.rounds, args.rows, args.tx_rows, extra, args.before)
+        results = overhead(directory, args.rounds, args.rows, args.tx_rows, extra, args.before, kinds)
         _print(results, extra, args.rounds)
         if args.journal_entries:
             raw, encoded = read_throughput(directory, args.journal_entries, args.rounds)
