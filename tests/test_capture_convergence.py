@@ -22,6 +22,8 @@ DDL = [
     "CREATE TABLE kv (ns TEXT, k BLOB, v, PRIMARY KEY (ns, k)) WITHOUT ROWID",
     "CREATE TABLE tags (name TEXT PRIMARY KEY COLLATE NOCASE, n REAL)",
     "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INT REFERENCES users(id) ON DELETE CASCADE, body)",
+    "CREATE TABLE acct (tenant TEXT, id INT, handle TEXT COLLATE NOCASE UNIQUE, PRIMARY KEY (tenant, id))"
+    " WITHOUT ROWID",
 ]
 
 
@@ -86,13 +88,14 @@ def _workload(conn: sqlite3.Connection, rng: random.Random, steps: int) -> None:
     ids = list(range(1, 40))
     emails = [f"u{i}@x" for i in range(30)]
     tags = ["a", "A", "b", "B", "c", "ü", "Ü"]
+    handles = ["h", "H", "g", "G", "f"]
     for _ in range(steps):
         rollback = rng.random() < 0.1
         conn.execute("BEGIN")
         for _ in range(rng.randint(1, 5)):
             i, j = rng.choice(ids), rng.choice(ids)
             email = rng.choice(emails)
-            op = rng.randrange(12)
+            op = rng.randrange(15)
             try:
                 if op == 0:
                     conn.execute("INSERT INTO users VALUES (?, ?, ?)", (i, email, "n"))
@@ -120,8 +123,17 @@ def _workload(conn: sqlite3.Connection, rng: random.Random, steps: int) -> None:
                     conn.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (rng.choice(tags), rng.random()))
                 elif op == 10:
                     conn.execute("UPDATE tags SET name = ? WHERE name = ?", (rng.choice(tags), rng.choice(tags)))
-                else:
+                elif op == 11:
                     conn.execute("DELETE FROM kv WHERE v < 0.2")
+                elif op == 12:
+                    conn.execute("INSERT OR REPLACE INTO acct VALUES ('t', ?, ?)", (i % 8, rng.choice(handles)))
+                elif op == 13:  # an ORM save: every column, the key and the unique one included
+                    conn.execute(
+                        "UPDATE OR REPLACE acct SET tenant = 't', id = ?, handle = ? WHERE tenant = 't' AND id = ?",
+                        (j % 8, rng.choice(handles), i % 8),
+                    )
+                else:  # a save that keeps the unique value: the updated row is no victim of itself
+                    conn.execute("UPDATE users SET email = email, name = ? WHERE id = ?", (rng.choice(tags), i))
             except sqlite3.IntegrityError:
                 pass  # a statement failing is part of real life: it journals nothing
         conn.execute("ROLLBACK" if rollback else "COMMIT")

@@ -65,10 +65,13 @@ def test_names_are_deterministic_and_bad_arguments_refused() -> None:
 
 def test_victim_trigger_sql() -> None:
     sql = ddl.victim_trigger_sql("u", "RU", ("id",), ((("e", "NOCASE"),), (("f", "BINARY"), ("g", "BINARY"))), 2)
-    assert sql.startswith('CREATE TRIGGER "_replicator_rup_u" BEFORE UPDATE OF "e", "f", "g" ON "u" BEGIN ')
+    assert sql.startswith('CREATE TRIGGER "_replicator_rup_u" BEFORE UPDATE OF "e", "f", "g" ON "u" WHEN (NOT (')
+    assert '(NOT (OLD."e" IS NEW."e" COLLATE "NOCASE") AND EXISTS (' in sql  # unchanged values: no probe
     assert '"e" = NEW."e" COLLATE "NOCASE"' in sql
     assert '"f" = NEW."f" COLLATE "BINARY" AND "g" = NEW."g" COLLATE "BINARY"' in sql
     assert sql.count("INSERT INTO") == 2
+    assert sql.count("EXISTS (SELECT 1 FROM") == 2  # the body runs only when some index holds NEW's values
+    assert "IS OLD." not in sql  # no identity given: the updated row itself is not left out
     conn = sqlite3.connect(":memory:")
     conn.execute(ddl.journal_table_sql(1))
     conn.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, e, f, g)")
@@ -79,3 +82,16 @@ def test_victim_trigger_sql() -> None:
     assert conn.execute('SELECT op, k1 FROM "_replicator_journal"').fetchall() == [("R", 1)]
     with pytest.raises(ValueError, match="no unique key"):
         ddl.victim_trigger_sql("u", "RI", ("id",), (), 1)
+
+
+def test_update_victim_trigger_leaves_the_updated_row_out() -> None:
+    """The row an UPDATE rewrites is never its own REPLACE victim: left out by rowid, or by the primary
+    key of a WITHOUT ROWID table, in the probe and in the body alike; an INSERT has no such row."""
+    unique = ((("e", "BINARY"),),)
+    by_rowid = ddl.victim_trigger_sql("u", "RU", ("id",), unique, 1, identity=("_rowid_",))
+    assert by_rowid.count("AND NOT (_rowid_ IS OLD._rowid_)") == 2
+    by_key = ddl.victim_trigger_sql("w", "RU", ("a", "b c"), unique, 1, identity=('"a"', '"b c"'))
+    assert by_key.count('AND NOT ("a" IS OLD."a" AND "b c" IS OLD."b c")') == 2
+    assert "OLD." not in ddl.victim_trigger_sql("u", "RI", ("id",), unique, 1, identity=("rowid",))
+    indirect = ddl.victim_trigger_sql("u", "RU", ("id",), unique, 1, indirect=unique)
+    assert indirect.startswith('CREATE TRIGGER "_replicator_rup_u" BEFORE UPDATE ON "u" WHEN EXISTS (')

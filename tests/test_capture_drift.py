@@ -196,3 +196,16 @@ def test_unique_index_added_needs_reinstall(app: sqlite3.Connection) -> None:
     mark = drift.mark(app)
     app.execute("DROP INDEX o_v")
     assert _only(drift.check(app, mark), "other").unique_keys_changed
+
+
+def test_unique_index_made_partial_needs_reinstall(app: sqlite3.Connection) -> None:
+    """Same columns, now partial: its WHERE columns must make the victim trigger fire on every UPDATE."""
+    app.execute("CREATE UNIQUE INDEX o_v ON other (v)")
+    install.install_on(app)
+    mark = drift.mark(app)
+    app.execute("DROP INDEX o_v")
+    app.execute("CREATE UNIQUE INDEX o_v ON other (v) WHERE v > 0")
+    t = _only(drift.check(app, mark), "other")
+    assert t.unique_keys_changed
+    tables = {cap.name: cap for cap in install.install_on(app).tables}
+    assert tables["other"].indirect_keys == ((("v", "BINARY"),),)

@@ -51,13 +51,13 @@ def test_update_changing_the_primary_key_records_the_old_key(users: sqlite3.Conn
 
 def test_pk_change_visible_only_to_collation_is_still_recorded(tmp_path: Path) -> None:
     """'a' → 'A' under NOCASE: SQLite calls them equal, PostgreSQL will not; compared as encoded text.
-    The key's REPLACE-victim trigger also names 'a' (the updated row matches NEW under NOCASE): a
-    harmless superset."""
+    The key's REPLACE-victim trigger leaves the updated row out (it matches NEW under NOCASE, but is
+    no victim of its own update): the U entry names both keys."""
     conn = _app(tmp_path, "CREATE TABLE t (k TEXT COLLATE NOCASE PRIMARY KEY, v)")
     install.install_on(conn)
     conn.execute("INSERT INTO t VALUES ('a', 1)")
     conn.execute("UPDATE t SET k = 'A'")
-    assert _log(conn, 1) == [("t", "R", ("a",), None), ("t", "U", ("A",), ("a",))]
+    assert _log(conn, 1) == [("t", "U", ("A",), ("a",))]
 
 
 def test_replace_over_a_nocase_primary_key_journals_the_victim(tmp_path: Path) -> None:
@@ -326,6 +326,91 @@ def test_victim_triggers_only_watch_unique_columns_on_update(users: sqlite3.Conn
     start = journal.head(users)
     users.execute("UPDATE users SET name = 'y'")  # not a unique column: the BEFORE UPDATE OF trigger stays quiet
     assert [op for _t, op, _k, _o in _log(users, start)] == ["U"]
+
+
+def test_saving_every_column_journals_the_update_once(users: sqlite3.Connection) -> None:
+    """An ORM's save() writes every column, unique ones included: the BEFORE UPDATE OF trigger fires,
+    but the row being updated is no victim of its own update, so only its U entry is journaled."""
+    users.execute("INSERT INTO users (id, email, name) VALUES (1, 'a@x', 'A')")
+    start = journal.head(users)
+    users.execute("UPDATE users SET email = 'a@x', name = 'B', n = 1 WHERE id = 1")
+    assert _log(users, start) == [("users", "U", (1,), None)]
+
+
+def test_update_or_replace_over_many_rows_journals_each_victim(users: sqlite3.Connection) -> None:
+    """Each row updated to the same email deletes the one before it: every victim is journaled, by rowid."""
+    users.executemany("INSERT INTO users (id, email) VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+    start = journal.head(users)
+    users.execute("UPDATE OR REPLACE users SET email = 'z'")
+    assert users.execute("SELECT id FROM users").fetchall() == [(3,)]
+    log = _log(users, start)
+    assert [(op, key) for _t, op, key, _o in log if op == "R"] == [("R", (1,)), ("R", (2,))]
+
+
+def test_without_rowid_update_victims_leave_the_updated_row_out(tmp_path: Path) -> None:
+    """A WITHOUT ROWID table names the updated row by its primary key (NOT NULL there, unique)."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE acct (tenant TEXT, id INT, handle TEXT COLLATE NOCASE UNIQUE, PRIMARY KEY (tenant, id))"
+        " WITHOUT ROWID",
+    )
+    install.install_on(conn)
+    conn.executemany("INSERT INTO acct VALUES ('a', ?, ?)", [(1, "x"), (2, "y")])
+    start = journal.head(conn)
+    conn.execute("UPDATE acct SET handle = 'Y' WHERE id = 2")  # its own value, under NOCASE: no victim
+    conn.execute("UPDATE acct SET id = 3, handle = 'y' WHERE id = 2")  # key change, same handle
+    conn.execute("UPDATE OR REPLACE acct SET handle = 'X' WHERE id = 3")  # deletes ('a', 1)
+    assert _log(conn, start) == [
+        ("acct", "U", ("a", 2), None),
+        ("acct", "U", ("a", 3), ("a", 2)),
+        ("acct", "R", ("a", 1), None),
+        ("acct", "U", ("a", 3), None),
+    ]
+    assert conn.execute("SELECT tenant, id, handle FROM acct").fetchall() == [("a", 3, "X")]
+
+
+def test_with_the_rowid_hidden_the_updated_row_stays_a_harmless_candidate(tmp_path: Path) -> None:
+    """Columns named rowid, _rowid_ and oid hide the rowid, and a nullable TEXT key cannot name one row
+    exactly (two NULL keys may exist): a partial index, probed on every UPDATE, names the updated row too."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE h (rowid, _rowid_, oid, k TEXT PRIMARY KEY, e TEXT, n INT)",
+        "CREATE UNIQUE INDEX h_e ON h (e) WHERE n > 0",
+    )
+    cap = install.install_on(conn).tables[0]
+    assert (cap.rowid, cap.identity, cap.indirect_keys) == ("", (), ((("e", "BINARY"),),))
+    conn.execute("INSERT INTO h (k, e, n) VALUES ('k', 'e', 1)")
+    start = journal.head(conn)
+    conn.execute("UPDATE h SET n = 2 WHERE k = 'k'")
+    assert _log(conn, start) == [("h", "R", ("k",), None), ("h", "U", ("k",), None)]
+
+
+def test_update_or_replace_into_a_partial_unique_index_journals_the_victim(tmp_path: Path) -> None:
+    """The row joins the partial index by a column of its WHERE, not of the index: UPDATE OF the indexed
+    columns would not fire, so the victim trigger watches every UPDATE."""
+    conn = _app(
+        tmp_path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, active INT)",
+        "CREATE UNIQUE INDEX t_email ON t (email) WHERE active = 1",
+    )
+    install.install_on(conn)
+    conn.executemany("INSERT INTO t VALUES (?, 'a', ?)", [(3, 1), (5, 0)])
+    start = journal.head(conn)
+    conn.execute("UPDATE OR REPLACE t SET active = 1 WHERE id = 5")  # deletes row 3
+    assert conn.execute("SELECT id FROM t").fetchall() == [(5,)]
+    assert _log(conn, start) == [("t", "R", (3,), None), ("t", "U", (5,), None)]
+
+
+@pytest.mark.parametrize("kind", ["VIRTUAL", "STORED"])
+def test_update_or_replace_through_a_generated_unique_column_journals_the_victim(tmp_path: Path, kind: str) -> None:
+    """A UNIQUE generated column changes when its inputs do; no UPDATE names it in SET."""
+    conn = _app(tmp_path, f"CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT AS (lower(a)) {kind} UNIQUE)")
+    install.install_on(conn)
+    conn.executemany("INSERT INTO t (id, a) VALUES (?, ?)", [(1, "x"), (2, "y")])
+    start = journal.head(conn)
+    conn.execute("UPDATE OR REPLACE t SET a = 'X' WHERE id = 2")  # b becomes 'x': deletes row 1
+    assert conn.execute("SELECT id, b FROM t").fetchall() == [(2, "x")]
+    assert _log(conn, start) == [("t", "R", (1,), None), ("t", "U", (2,), None)]
 
 
 def test_lastrowid_and_rowcount_seen_by_the_app_are_unchanged(users: sqlite3.Connection) -> None:

@@ -14,8 +14,11 @@ Design (see ``triggers.journal`` for the reading side):
   key of an UPDATE). A column without a declared type has no affinity, so every storage class is
   kept exactly: INTEGER, REAL, TEXT with NUL or invalid UTF-8, BLOB, NULL. Nothing is converted, no
   SQL function is called, so nothing can raise and the app's write never fails because of us.
-  (Measured: on this build the *first* function call in a trigger program costs ~0.6 µs per
-  statement, ``quote``/``hex``/``julianday`` alike; copying columns costs nothing comparable.)
+  (A function call anywhere in a trigger program, ``abs`` as much as ``julianday``, makes SQLite
+  treat the app's statement as one that may abort: inside a transaction it then opens a statement
+  journal and copies every page the statement modifies, measured +20 % on an UPDATE by key of an
+  indexed table in 100-row transactions, bench/capture_instructions.py. Copying columns costs
+  nothing comparable.)
   The canonical *text* encoding of a key lives in Python (:func:`triggers.journal.encode_key`).
 * The journal has no constraint but ``seq INTEGER PRIMARY KEY`` (d2): the outer statement's
   ``OR IGNORE``/``OR REPLACE`` overrides conflict handling inside the trigger, so any UNIQUE, CHECK
@@ -25,7 +28,7 @@ Design (see ``triggers.journal`` for the reading side):
   goes down. AUTOINCREMENT would guarantee the same at the price of reading and rewriting
   ``sqlite_sequence`` in every app statement (+1 page per commit, measured +0.6 µs per statement
   and up to +15 % on autocommit writes); it would also leave ``sqlite_sequence`` behind on remove.
-* No timestamp by default: any time function costs that per-statement function call, and SQLite's
+* No timestamp by default: any time function costs that statement journal, and SQLite's
   'now' is the statement's start anyway (d15), not the commit. Lag is measured by the reader when it
   first sees a seq (:class:`triggers.journal.LagTracker`), which is closer to the commit. Install
   with ``stamp_time`` to have the triggers fill ``ts_ms`` (ms since the epoch, statement time), so a
@@ -42,7 +45,12 @@ Design (see ``triggers.journal`` for the reading side):
   the same unique values as NEW, compared with the index's collation: a superset of the victims
   (if the write is ignored or fails, the extra entry is harmless to a state-based apply; if the
   statement fails, it is rolled back with it). Partial indexes are treated as full (superset).
-  Unique indexes on expressions are not covered: install reports them.
+  Unique indexes on expressions are not covered: install reports them. The trigger's ``WHEN EXISTS``
+  probes the indexes and its body runs only on a match, so a write without conflict pays the probes
+  but no journal statement. On UPDATE the row being rewritten is left out (no victim of its own
+  update: an ORM saving every column would otherwise journal each update twice), an index is probed
+  only if NEW's values on it differ from OLD's, and a partial index or one over a generated column
+  makes the trigger fire on every UPDATE (``UPDATE OF`` sees only the columns named in SET).
   The primary key counts as such an index when a key column compares with NOCASE, RTRIM or another
   non-BINARY collation: ``REPLACE ('tag')`` then deletes the row keyed 'Tag', whose bytes no entry
   of the new row names (issue 14 item 3). A BINARY key conflicts only with its own bytes.
@@ -182,9 +190,26 @@ def victim_trigger_sql(
     generation: int,
     *,
     rowid: str = "rowid",
+    identity: tuple[str, ...] = (),
+    indirect: tuple[UniqueKey, ...] = (),
 ) -> str:
-    """BEFORE INSERT (``RI``) or BEFORE UPDATE OF the unique columns (``RU``): journal, as op ``R``,
-    the key of every row that has NEW's values on some secondary UNIQUE index (see module doc)."""
+    """BEFORE INSERT (``RI``) or BEFORE UPDATE (``RU``): journal, as op ``R``, the key of every row that
+    has NEW's values on some secondary UNIQUE index (see module doc).
+
+    ``WHEN EXISTS`` probes the unique indexes first, so the journal INSERT ... SELECT runs only when a
+    row holds NEW's values: the common write (no conflict) pays the probes, not the journal statement.
+    ``RU`` only:
+
+    * ``identity``: SQL spellings of what names exactly one row, the rowid on a rowid table or the
+      quoted primary key columns of a WITHOUT ROWID table, by which the row being updated is left out:
+      it is no victim of its own update (an ORM that writes every column on save would journal it
+      twice otherwise). Empty when nothing names a row exactly (the rowid is hidden): it stays in.
+    * An index is probed only when NEW's values on it differ from OLD's under its collation: the index
+      is unique and holds OLD's, so no other row can hold values equal to them.
+    * ``indirect``: the unique keys an UPDATE can change without naming their columns in SET (a
+      partial index's WHERE, a generated column's inputs). ``UPDATE OF`` fires only for columns named
+      in SET, so with any of them the trigger fires on every UPDATE, and they are always probed.
+    """
     if not unique_keys:
         raise ValueError("no unique key: no victim trigger")
     if generation < 1:
@@ -195,20 +220,35 @@ def victim_trigger_sql(
     cols = ", ".join(["tbl", "op", "gen", "nk"] + [key_column(i) for i in range(1, len(refs) + 1)])
     tbl = "'" + table.replace("'", "''") + "'"
     head = f"{tbl}, 'R', {int(generation)}, {len(refs)}, {', '.join(refs)}"
-    statements = []
+    others = ""
+    if op == "RU" and identity:
+        others = " AND NOT (" + " AND ".join(f"{c} IS OLD.{c}" for c in identity) + ")"
+    probes: list[str] = []
+    statements: list[str] = []
     for unique in unique_keys:
-        where = " AND ".join(
-            f"{quote_ident(col)} = NEW.{quote_ident(col)} COLLATE {quote_ident(coll)}" for col, coll in unique
-        )
+        where = _same_values(unique, "", "=")
+        probe = f"EXISTS (SELECT 1 FROM {target} WHERE {where}{others})"  # noqa: S608
+        if op == "RU" and unique not in indirect:
+            probe = f"NOT ({_same_values(unique, 'OLD.', 'IS')}) AND {probe}"
+        probes.append(probe)
         statements.append(
-            f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where};"  # noqa: S608
+            f"INSERT INTO {quote_ident(JOURNAL)} ({cols}) SELECT {head} FROM {target} WHERE {where}{others};"  # noqa: S608
         )
     if op == "RI":
         event = "INSERT"
+    elif indirect:
+        event = "UPDATE"
     else:
         watched = sorted({col for unique in unique_keys for col, _coll in unique})
         event = "UPDATE OF " + ", ".join(quote_ident(c) for c in watched)
-    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} BEGIN {' '.join(statements)} END"
+    when = " OR ".join(f"({p})" for p in probes) if len(probes) > 1 else probes[0]
+    return f"CREATE TRIGGER {name} BEFORE {event} ON {target} WHEN {when} BEGIN {' '.join(statements)} END"
+
+
+def _same_values(unique: UniqueKey, row: str, op: str) -> str:
+    """``{row}"a" {op} NEW."a" COLLATE "NOCASE" AND ...``: the row's values equal NEW's under the index's
+    collations (an explicit COLLATE on either operand is the one the comparison uses)."""
+    return " AND ".join(f"{row}{quote_ident(c)} {op} NEW.{quote_ident(c)} COLLATE {quote_ident(k)}" for c, k in unique)
 
 
 def drop_trigger_sql(name: str) -> str:

@@ -16,8 +16,9 @@ Only when it moved do we read the schema and compare it with what install record
 * **new tables**: not captured until install runs again. The daemon picks them up online
   (:mod:`replicator.resnapshot`); :func:`new_table_captures` says how install would capture each one
   under the no-key policy, so a table that cannot be captured by key is reported, not installed.
-* **unique keys changed**: a secondary UNIQUE index was added or dropped; the victim triggers must
-  follow (between the index creation and the reinstall, REPLACE victims on it are not journaled).
+* **unique keys changed**: a secondary UNIQUE index was added or dropped, or became partial; the victim
+  triggers must follow (between the index creation and the reinstall, REPLACE victims on it are not
+  journaled).
 * **rowid renumber risk**: VACUUM renumbers rowids of tables without an INTEGER PRIMARY KEY (d5) and
   bumps ``schema_version`` without changing any schema text. When the version moved but the schema
   text did not, VACUUM is suspected and every rowid-keyed table is flagged for re-snapshot. (If a
@@ -133,7 +134,7 @@ def check(conn: sqlite3.Connection, last: SchemaMark) -> Drift:
             str(name): str(sql)
             for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'")
         }
-        uniques = {t.name: unique_keys(conn, t)[0] for t in schema.tables}
+        uniques = {t.name: unique_keys(conn, t)[:2] for t in schema.tables}
     finally:
         conn.execute("COMMIT")
     if meta is None:
@@ -181,7 +182,7 @@ def _compare(
     triggers: dict[str, str],
     trigger_sql: dict[str, str],
     vacuum: bool,
-    uniques: dict[str, tuple[UniqueKey, ...]],
+    uniques: dict[str, tuple[tuple[UniqueKey, ...], tuple[UniqueKey, ...]]],
 ) -> tuple[list[TableDrift], set[str]]:
     current = {t.name: t for t in schema.tables}
     result: list[TableDrift] = []
@@ -208,7 +209,8 @@ def _compare(
             columns_dropped=dropped,
             columns_renamed=renamed,
             rowid_renumber_risk=vacuum and cap.mode == "rowid",
-            unique_keys_changed=cap.mode != "snapshot-only" and uniques.get(name, ()) != cap.unique_keys,
+            unique_keys_changed=cap.mode != "snapshot-only"
+            and uniques.get(name, ((), ())) != (cap.unique_keys, cap.indirect_keys),
         )
         expected = cap.expected_sql()
         if not drift.triggers_missing and any(trigger_sql.get(n) != sql for n, sql in expected.items()):

@@ -31,7 +31,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 import structlog
@@ -53,7 +53,7 @@ from triggers.ddl import (
     widen_journal_sql,
 )
 from triggers.errors import SchemaUnsupported
-from triggers.schema import Schema, Table, quote_ident, read_schema
+from triggers.schema import Generated, Schema, Table, quote_ident, read_schema
 from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, opened, translate
 
 Policy = Literal["refuse", "rowid", "snapshot-only"]
@@ -82,10 +82,24 @@ class TableCapture(msgspec.Struct, frozen=True):
     column_types: tuple[str, ...] = ()
     """Declared types, parallel to ``columns``: drift tells a rename from a drop plus an add by them."""
     stamp_time: bool = False
-    """Triggers write ``ts_ms`` (costs one SQL function call per app statement; see triggers.ddl)."""
+    """Triggers write ``ts_ms`` (one SQL function call per app statement, which makes SQLite journal the
+    pages of each app statement inside a transaction; see triggers.ddl)."""
     unique_keys: tuple[UniqueKey, ...] = ()
     """UNIQUE indexes as ((column, collation), ...) whose REPLACE victims are journaled by them: the
     secondary ones, and the primary key when it has a non-BINARY collation (see :func:`unique_keys`)."""
+    without_rowid: bool = False
+    """A WITHOUT ROWID table: its primary key, not a rowid, names a row (the victim triggers use it)."""
+    indirect_keys: tuple[UniqueKey, ...] = ()
+    """Those of ``unique_keys`` that an UPDATE can change without naming their columns (partial, or over
+    a generated column): the BEFORE UPDATE victim trigger then fires on every UPDATE."""
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """SQL that names exactly one row: the rowid, or a WITHOUT ROWID table's primary key (NOT NULL
+        there, unique under its collations); empty when a rowid table's rowid is hidden by columns."""
+        if self.without_rowid:
+            return tuple(quote_ident(c) for c in self.key_columns or ())
+        return (self.rowid,) if self.rowid else ()
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -104,7 +118,14 @@ class TableCapture(msgspec.Struct, frozen=True):
         if self.unique_keys:
             for victim_op in VICTIM_OPS:
                 sql[trigger_name(self.name, victim_op)] = victim_trigger_sql(
-                    self.name, victim_op, self.key_columns, self.unique_keys, self.generation, rowid=self.rowid
+                    self.name,
+                    victim_op,
+                    self.key_columns,
+                    self.unique_keys,
+                    self.generation,
+                    rowid=self.rowid,
+                    identity=self.identity,
+                    indirect=self.indirect_keys,
                 )
         return sql
 
@@ -196,16 +217,27 @@ def _has_null_key(conn: sqlite3.Connection, table: Table) -> bool:
     return conn.execute(sql).fetchone() is not None
 
 
-def unique_keys(conn: sqlite3.Connection, table: Table) -> tuple[tuple[UniqueKey, ...], tuple[str, ...]]:
-    """UNIQUE indexes whose REPLACE victim can have another key than the new row, with collations;
-    and the names of those on expressions, which victim capture cannot cover.
+class UniqueKeys(NamedTuple):
+    keys: tuple[UniqueKey, ...]
+    """UNIQUE indexes whose REPLACE victims are journaled by them, as ((column, collation), ...)."""
+    indirect: tuple[UniqueKey, ...]
+    """Those of ``keys`` a write can change without naming their columns in SET: a partial index (its
+    WHERE decides which rows it holds) or one over a generated column (computed from other columns)."""
+    expressions: tuple[str, ...]
+    """Names of the unique indexes on expressions, which victim capture cannot cover."""
+
+
+def unique_keys(conn: sqlite3.Connection, table: Table) -> UniqueKeys:
+    """UNIQUE indexes whose REPLACE victim can have another key than the new row, with collations.
 
     That is every secondary UNIQUE index, and the primary key itself when one of its columns compares
     with another collation than BINARY: under NOCASE or RTRIM, ``REPLACE ('tag')`` deletes the row
     keyed 'Tag', a key the new row's journal entry does not name (issue 14 item 3). A BINARY key
     conflicts only with the same bytes, which the new row's entry names already.
     """
+    generated = {c.name for c in table.columns if c.generated is not Generated.NO}
     keys: list[UniqueKey] = []
+    indirect: list[UniqueKey] = []
     expressions: list[str] = []
     for index in table.indexes:
         if not index.unique:
@@ -216,10 +248,13 @@ def unique_keys(conn: sqlite3.Connection, table: Table) -> tuple[tuple[UniqueKey
             expressions.append(index.name)
             continue
         unique = tuple(parts)
-        if not unique or unique in keys or _replaces_same_key(unique, table.primary_key):
+        if not unique or _replaces_same_key(unique, table.primary_key):
             continue
-        keys.append(unique)
-    return tuple(keys), tuple(expressions)
+        if unique not in keys:
+            keys.append(unique)
+        if (index.partial or any(col in generated for col, _ in unique)) and unique not in indirect:
+            indirect.append(unique)
+    return UniqueKeys(tuple(keys), tuple(k for k in keys if k in indirect), tuple(expressions))
 
 
 def _replaces_same_key(unique: UniqueKey, primary_key: tuple[str, ...]) -> bool:
@@ -254,11 +289,12 @@ def _capture_for(
     columns = tuple(c.name for c in table.columns)
     rowid = _rowid_spelling(table, columns)
 
-    uniques, expressions = unique_keys(conn, table)
+    uniques = unique_keys(conn, table)
 
     def make(mode: Mode, key_columns: tuple[str, ...] | None, note: str = "") -> TableCapture:
-        if expressions and mode != "snapshot-only":
-            gap = "REPLACE victims on expression unique index(es) " + ", ".join(expressions) + " are not journaled"
+        if uniques.expressions and mode != "snapshot-only":
+            gap = "REPLACE victims on expression unique index(es) " + ", ".join(uniques.expressions)
+            gap += " are not journaled"
             note = f"{note}; {gap}" if note else gap
         return TableCapture(
             name=table.name,
@@ -271,7 +307,9 @@ def _capture_for(
             note=note,
             column_types=tuple(c.declared_type for c in table.columns),
             stamp_time=stamp_time and mode != "snapshot-only",
-            unique_keys=uniques if mode != "snapshot-only" else (),
+            unique_keys=uniques.keys if mode != "snapshot-only" else (),
+            indirect_keys=uniques.indirect if mode != "snapshot-only" else (),
+            without_rowid=table.without_rowid,
         )
 
     if explicit and policy == "snapshot-only":
@@ -385,7 +423,8 @@ def install_on(
     """Install or reconcile capture on an open read-write connection in autocommit mode.
 
     ``stamp_time`` makes the triggers write a statement timestamp (``ts_ms``) for lag in seconds,
-    at the cost of one SQL function call per app statement (measured in bench/capture_overhead.py).
+    at the cost of one SQL function call per app statement (see triggers.ddl; bench/capture_overhead.py
+    measures it: ``--extra stamped``).
     ``exclude``: tables not captured yet to leave uncaptured (reported as skipped; the daemon passes
     new tables it cannot apply, so their refusal does not block the reinstall of the others).
     """
