@@ -195,3 +195,39 @@ def test_a_held_write_lock_survives_every_check_of_the_file(tmp_path: Path, jour
         freeze.execute("ROLLBACK")
         freeze.close()
     assert sqlite_source.live_connections(path) == 0
+
+
+def test_a_connection_collected_while_another_opens_does_not_deadlock(tmp_path: Path) -> None:
+    """The hang of a CI run: a connection left in a reference cycle is finalized whenever the garbage
+    collector runs, which may be inside ``_open_tracked`` on the thread that holds ``_LOCK``; its
+    finalizer takes ``_LOCK`` too. Reproduced deterministically: collect such a connection while holding
+    the lock. With a plain Lock the thread waits for itself forever."""
+    import gc
+    import threading
+
+    from triggers import source
+
+    db = tmp_path / "app.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").connection.close()
+    finished = threading.Event()
+
+    def collect_inside_the_lock() -> None:
+        conn = source.connect(db)
+        holder: list[object] = [conn]
+        holder.append(holder)  # a cycle: only the collector frees it, whenever it runs
+        del conn, holder
+        with source._LOCK:
+            gc.collect()  # the dead connection's finalizer runs here, on the thread holding the lock
+        finished.set()
+
+    was_enabled = gc.isenabled()
+    gc.disable()  # the collection must happen inside the lock, not before
+    try:
+        worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert finished.is_set(), "a finalizer waited for the lock its own thread held"
+    assert source._LIVE.get(source._file_key(db.stat())) is None  # and it was counted out

@@ -38,9 +38,12 @@ FileKey = tuple[int, int]
 
 #: Connections this process holds open per file (device, inode), and each file's header as read raw
 #: while none was open. ``_LOCK`` is held while a connection is opened and while the header is read.
+#: It is re-entrant because a collected connection's finalizer (:func:`_release`) runs wherever the
+#: garbage collector does, including inside ``_open_tracked`` on the thread already holding the lock:
+#: with a plain Lock that thread waited for itself forever (seen as a test run that never ended).
 _LIVE: dict[FileKey, int] = {}
 _HEADERS: dict[FileKey, bytes] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def _file_key(st: os.stat_result) -> FileKey:
