@@ -58,7 +58,7 @@ from checkpoints.digest import Kind, TableDigest, kinds_from_oids
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
 from replicator import convert, dependents, faults, log, pg, quarantine
 from replicator.convert import TargetType
-from replicator.errors import BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
+from replicator.errors import WAIT_CUT_SHORT, BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
 from replicator.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
 from triggers import journal
 from triggers.install import Meta
@@ -1334,6 +1334,8 @@ def restore_foreign_keys(conn: psycopg.Connection[Any], schema_name: str, target
                     ),
                     (table, name),
                 )
+        except WAIT_CUT_SHORT:
+            raise  # a lock wait past the budget is not a broken key: the caller names the blocking session
         except psycopg.Error as exc:
             out.append(RestoredFk(table, name, pg_message(exc)))
             continue
@@ -1341,6 +1343,8 @@ def restore_foreign_keys(conn: psycopg.Connection[Any], schema_name: str, target
             with conn.transaction():
                 conn.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(ident, sql.Identifier(name)))
             out.append(RestoredFk(table, name))
+        except WAIT_CUT_SHORT:
+            raise
         except psycopg.Error as exc:
             out.append(RestoredFk(table, name, pg_message(exc)))
     return out

@@ -91,7 +91,7 @@ from replicator import (
 from replicator import state as runs
 from replicator.certificate import Certificate, IndependentCheck, QuarantineEntry, TableProof
 from replicator.config import Config
-from replicator.errors import ReplicatorError, UsageError, VerificationFailed
+from replicator.errors import WAIT_CUT_SHORT, ReplicatorError, UsageError, VerificationFailed
 from replicator.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
 from replicator.progress import Progress
 from replicator.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
@@ -220,7 +220,7 @@ def _lock_wait(session: _Session, exc: BaseException, clock: _Clock, options: Op
     if isinstance(exc, CertificateFailed):
         return None
     seen: BaseException | None = exc
-    while seen is not None and not isinstance(seen, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+    while seen is not None and not isinstance(seen, WAIT_CUT_SHORT):
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None

@@ -82,6 +82,10 @@ class VerificationFailed(ReplicatorError):
     exit_code = EXIT_MISMATCH
 
 
+#: A statement cut short by ``lock_timeout`` or ``statement_timeout`` (or a cancel): it says nothing about the
+#: data, so code that turns a failed statement into a verdict (a foreign key that does not hold) re-raises these.
+WAIT_CUT_SHORT: tuple[type[psycopg.Error], ...] = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
 #: SQLSTATE classes (first two characters) after which retrying can succeed.
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
 #: But not these: wrong password or missing database do not heal by waiting.

@@ -38,7 +38,7 @@ from psycopg import sql
 from replicator import log, sqlexpr, typemap
 from replicator.config import ColumnOverride, Config, column_fix
 from replicator.convert import TargetType, UnsupportedType, copy_types, parse_type
-from replicator.errors import TargetError, UsageError
+from replicator.errors import WAIT_CUT_SHORT, TargetError, UsageError
 from replicator.formats import RAILS, REAL15, SQLALCHEMY
 from replicator.pgreflect import PgColumn, PgTable, target_type
 from replicator.profile import TableProfile
@@ -1300,6 +1300,8 @@ def validate_foreign_keys(conn: psycopg.Connection[Any], schema_name: str) -> li
                     )
                 )
             checks.append(FkCheck(table=table, name=name))
+        except WAIT_CUT_SHORT:
+            raise  # a lock wait past the budget is not an orphan: the caller names the blocking session
         except psycopg.Error as exc:
             checks.append(FkCheck(table=table, name=name, error=pg_message(exc)))
     return checks

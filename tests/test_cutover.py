@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -765,4 +766,44 @@ def test_daemon_resumes_by_itself_after_an_aborted_cutover(src: Path, pg_dsn: st
         service.terminate()
         _out, err = service.communicate(timeout=60)
     assert service.returncode == 0, err[-2000:]
+    check_same(src, pg_dsn)
+
+
+def test_a_lock_taken_during_the_freeze_bounds_the_wait_and_is_named(
+    src: Path, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session locks a target table once the freeze has begun: the frozen steps give up within
+    --max-downtime, the abort names the frozen step and the blocking session, SQLite stays writable."""
+    drain(src, pg_dsn)
+    holder = psycopg.connect(pg_dsn, application_name="reporting-job")
+    holder.execute("SET lock_timeout = '5s'")  # never wait on the cutover's own locks forever
+    hook = faults.point
+
+    def lock_at_freeze(name: str) -> None:
+        if name == "cutover.after_freeze":
+            holder.execute("LOCK TABLE public.parent IN ACCESS EXCLUSIVE MODE")  # held until rolled back
+        hook(name)
+
+    monkeypatch.setattr(faults, "point", lock_at_freeze)
+    started = time.monotonic()
+    try:
+        with pytest.raises(CutoverAborted) as aborted:
+            cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False, max_downtime_s=2.0))
+        waited = time.monotonic() - started
+        pid = holder.info.backend_pid
+    finally:
+        holder.rollback()
+        holder.close()
+    message = aborted.value.message
+    frozen = re.search(r"after ([0-9.]+)s frozen", message)
+    assert frozen is not None, message
+    assert float(frozen.group(1)) < 2.0 + 0.5, message  # the app's writers waited no longer than the budget
+    assert "foreign key" not in message, message  # a lock wait is not a verdict on the data
+    assert "cutover aborted at finish_pg" in message, message  # a frozen step: the FK validation waited
+    assert f"pid {pid}" in message, message
+    assert "reporting-job" in message, message
+    assert "--max-downtime 2s" in message, message
+    assert waited < 30
+    assert writable(src)
+    drain(src, pg_dsn)  # nothing was left half-done: replication goes on
     check_same(src, pg_dsn)
