@@ -271,7 +271,7 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
                 frozen.rollback()
                 return finished
             with clock.step("fence"):
-                fence.fence_on(frozen.conn, frozen.frozen_wall, path=session.source)
+                fence.fence_on(frozen.conn, frozen.frozen_wall, fence_where(session.dsn), path=session.source)
                 faults.point("cutover.before_fence_commit")
                 budget.check("fence")
             with clock.step("commit"):
@@ -283,6 +283,12 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
         session.log.warning("PostgreSQL committed though its acknowledgement was lost")
     budget.clear()
     return finished
+
+
+def fence_where(dsn: str) -> str:
+    """The fence message's second half: where the data went, so whoever meets a refused write knows where to
+    look (user, host, port and database: never the password)."""
+    return f"its data is now in {pg.describe(dsn)}"
 
 
 def _after_fence(

@@ -20,8 +20,8 @@ import pytest
 
 from checkpoints import audit, store
 from checkpoints.model import Kind
-from replicator import certificate, faults, phase
-from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover
+from replicator import certificate, faults, pg, phase
+from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
@@ -94,8 +94,10 @@ def test_cutover_happy_path_certificate(src: Path, pg_dsn: str, tmp_path: Path) 
     assert Path(cert.backup).exists()
     check_same(src, pg_dsn)
     assert not writable(src)
-    with pytest.raises(sqlite3.DatabaseError, match=FENCED):
+    with pytest.raises(sqlite3.OperationalError, match=FENCED) as refused:  # never IntegrityError: ORMs retry those
         db.execute("UPDATE parent SET score = 1 WHERE id = 1")
+    assert f"its data is now in {pg.describe(pg_dsn)}" in str(refused.value)  # migrated, and where to
+    assert cert.target == pg.describe(pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         head = store.latest(conn)
         assert head is not None
@@ -807,3 +809,9 @@ def test_a_lock_taken_during_the_freeze_bounds_the_wait_and_is_named(
     assert writable(src)
     drain(src, pg_dsn)  # nothing was left half-done: replication goes on
     check_same(src, pg_dsn)
+
+
+def test_the_fence_message_names_the_target_never_its_password() -> None:
+    where = fence_where("postgresql://app:S3cr%40t-pw@db.internal:6432/shop?sslmode=require")
+    assert where == "its data is now in app@db.internal:6432/shop"
+    assert "S3cr" not in fence_where("host=db.internal dbname=shop user=app password=S3cr-pw")
