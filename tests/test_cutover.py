@@ -650,6 +650,7 @@ def test_crash_between_the_two_commits_loses_nothing_and_cutover_finishes_it(
 
     finished = _replicator("cutover", *where, "--no-backup", "--certificate", str(cert))
     assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "cutover interrupted between its two commits" in finished.stdout + finished.stderr  # named as it completes
     assert cert.exists()
     assert not writable(src)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -99,3 +99,30 @@ def test_a_running_daemon_serves_phase_up_journal_and_checkpoint_age(tmp_path: P
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_daemon_up_is_0_while_postgresql_is_unreachable_and_1_again_after(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The negative control of ``replicator_daemon_up``: PostgreSQL goes away under a streaming daemon
+    (a proxy refusing connections, as in a restart), the daemon retries with up = 0, then resumes."""
+    from tests.reliability.proxy import Proxy
+
+    monkeypatch.setenv("REPLICATOR_APPLY__RETRY_MAX_WAIT_S", "1")
+    src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.0);")
+    port = free_port()
+    with Proxy.to_dsn(pg_dsn).running() as proxy:
+        proc = daemon(src, proxy.dsn(pg_dsn), "--metrics-port", str(port), batch_rows=50)
+        try:
+            wait_for(port, lambda m: m.get('replicator_phase{phase="STREAMING"}') == 1.0)
+            assert scrape(port)["replicator_daemon_up"] == 1.0
+            proxy.outage()
+            app_write(src, 1)  # the daemon must talk to PostgreSQL to find it gone
+            wait_for(port, lambda m: m["replicator_daemon_up"] == 0.0)
+            proxy.resume()
+            got = wait_for(port, lambda m: m["replicator_daemon_up"] == 1.0 and m["replicator_changes_behind"] == 0.0)
+            assert got['replicator_phase{phase="STREAMING"}'] == 1.0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
