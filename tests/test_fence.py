@@ -260,3 +260,27 @@ def test_cli_fence_and_unfence_say_what_they_did(tmp_path: Path) -> None:
     assert "was not fenced; nothing changed" in again.stdout
     missing = runner.invoke(cli, ["unfence", "--source", str(tmp_path / "nope.db")])
     assert missing.exit_code == 2
+
+
+def test_ddl_on_a_fenced_file_does_what_the_docs_say(tmp_path: Path) -> None:
+    """The decision the README and the module docstring record: a change that makes SQLite re-check the
+    triggers (RENAME of a table or column, DROP COLUMN) fails with the fence message, so an ORM's migration
+    fails loudly; CREATE, CREATE INDEX, ADD COLUMN, DROP TABLE and VACUUM write no row and still run."""
+    path = tmp_path / "app.db"
+    _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v)", "CREATE TABLE u (id INTEGER PRIMARY KEY)").close()
+    fence.fence(path, at=AT)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for refused in ("ALTER TABLE t RENAME TO t2", "ALTER TABLE t RENAME COLUMN v TO w", "ALTER TABLE t DROP COLUMN v"):
+        with pytest.raises(sqlite3.OperationalError, match="writes are fenced"):
+            conn.execute(refused)
+    for allowed in (
+        "CREATE TABLE later (id INTEGER PRIMARY KEY)",
+        "CREATE INDEX t_v ON t (v)",
+        "ALTER TABLE t ADD COLUMN x",
+        "DROP TABLE u",
+        "VACUUM",
+    ):
+        conn.execute(allowed)
+    with pytest.raises(sqlite3.OperationalError, match="writes are fenced"):
+        conn.execute("INSERT INTO t (id) VALUES (2)")  # the table keeps its fence through the allowed DDL
+    assert fence.status_on(conn).unfenced_tables == ("later",)

@@ -23,11 +23,11 @@ another process had inserted, and Optuna reported "already exists". ``SQLITE_ERR
 
 Limits, by SQLite's design, documented so nobody relies on more than the fence gives:
 
-* DDL: ``ALTER TABLE ... RENAME`` (of any table or column) fails, because SQLite re-checks every
-  trigger body when it renames, so an ORM's table-rebuild migration fails on a fenced file;
-  ``CREATE``, ``DROP``, ``ALTER TABLE ... ADD COLUMN`` and a ``DROP TRIGGER`` of the fence itself are
-  not blocked (a table created after the fence is not fenced: ``status_on`` lists it);
-  ``VACUUM`` still runs (it writes no rows).
+* DDL: ``ALTER TABLE ... RENAME`` (of any table or column) and ``ALTER TABLE ... DROP COLUMN`` fail,
+  because SQLite re-checks every trigger body when it changes a table that way, so an ORM's
+  table-rebuild migration fails on a fenced file; ``CREATE`` (tables, indexes), ``DROP TABLE``,
+  ``ALTER TABLE ... ADD COLUMN`` and a ``DROP TRIGGER`` of the fence itself are not blocked (a table
+  created after the fence is not fenced: ``status_on`` lists it); ``VACUUM`` still runs (it writes no rows).
 * A connection that disabled triggers (``SQLITE_DBCONFIG_ENABLE_TRIGGER`` off) or edits
   ``sqlite_schema`` with ``writable_schema`` is not fenced.
 * Virtual tables (FTS...) cannot have triggers; they are listed in the report as not fenced.
