@@ -64,8 +64,9 @@ def test_every_write_on_every_hostile_name_is_refused_with_the_message(tmp_path:
     other = sqlite3.connect(path, isolation_level=None)  # any connection, opened after the fence
     with pytest.raises(
         sqlite3.OperationalError, match="migrated to PostgreSQL at 2026-11-25T21:00:00Z; writes are fenced"
-    ):
+    ) as refused:
         other.execute(write.format(t=quote_ident(name), c=quote_ident(name)))
+    assert refused.value.sqlite_errorcode == sqlite3.SQLITE_ERROR  # not SQLITE_CONSTRAINT: ORMs retry those
     assert other.execute(f"SELECT id, {quote_ident(name)} FROM {quote_ident(name)}").fetchall() == [(1, "one")]
 
 
