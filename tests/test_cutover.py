@@ -702,6 +702,7 @@ def test_a_session_holding_a_target_table_lock_bounds_the_wait_and_is_named(
         holder.rollback()
     assert done.returncode == 1, done.stderr
     line = done.stderr.strip().splitlines()[-1]
+    assert "cutover aborted at preflight" in line  # the step
     assert f"pid {pid}" in line
     assert "reporting-job" in line
     assert "--max-downtime 2s" in line
