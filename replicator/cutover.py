@@ -1199,7 +1199,7 @@ def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPla
     ]
     if not any(t.post_load for t in missing):
         return []
-    return pgschema.apply_post_load(conn, msgspec.structs.replace(plan, tables=tuple(missing)))
+    return pgschema.apply_post_load(conn, msgspec.structs.replace(plan, tables=tuple(missing)), timeouts_abort=True)
 
 
 def _committed(session: _Session, stop: int) -> bool:

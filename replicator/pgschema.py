@@ -918,11 +918,15 @@ def apply_post_load(
     *,
     kinds: Sequence[str] = POST_LOAD_KINDS,
     tables: Sequence[str] | None = None,
+    timeouts_abort: bool = False,
 ) -> list[str]:
     """UNIQUE, indexes, CHECKs, then FKs; each in a savepoint, a refusal becomes a warning.
 
     ``tables`` (SQLite names) and ``kinds`` narrow it: the snapshot indexes each table as soon as it
     is loaded (``TABLE_LOCAL_KINDS``), overlapping the other process's COPY, and adds FKs last.
+    ``timeouts_abort``: a statement cut short by a lock or statement timeout is raised, not warned about
+    (cutover's freeze: its budget is spent, and the abort names the session it waited for; a snapshot
+    leaves the statement to the cutover instead).
     """
     warnings: list[str] = []
     ordered = [plan.table(n) for n in plan.order if tables is None or n in tables]
@@ -935,6 +939,8 @@ def apply_post_load(
                     with conn.transaction():
                         conn.execute(sql.SQL(stmt.sql))
                 except psycopg.Error as exc:
+                    if timeouts_abort and isinstance(exc, WAIT_CUT_SHORT):
+                        raise
                     reason = pg_message(exc)
                     if isinstance(exc, psycopg.errors.UniqueViolation):
                         reason = _unique_collision(conn, plan.schema, table, stmt) or reason

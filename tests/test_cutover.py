@@ -20,7 +20,7 @@ import pytest
 
 from checkpoints import audit, store
 from checkpoints.model import Kind
-from replicator import certificate, faults, pg, phase
+from replicator import apply, certificate, faults, pg, phase
 from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
@@ -817,3 +817,48 @@ def test_the_fence_message_names_the_target_never_its_password() -> None:
     where = fence_where("postgresql://app:S3cr%40t-pw@db.internal:6432/shop?sslmode=require")
     assert where == "its data is now in app@db.internal:6432/shop"
     assert "S3cr" not in fence_where("host=db.internal dbname=shop user=app password=S3cr-pw")
+
+
+def test_a_lock_on_a_post_load_index_table_during_the_freeze_is_named_not_warned_about(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index the snapshot could not build is built again in the freeze; a session holding its table makes
+    that a lock wait, which must abort within --max-downtime naming the session, not end as a 'not created'
+    warning in the certificate (or a bare 'the freeze would exceed --max-downtime' after waiting)."""
+    src = make_source(
+        tmp_path / "app.db",
+        "CREATE TABLE tag (name TEXT PRIMARY KEY, code TEXT UNIQUE);",
+        "INSERT INTO tag VALUES ('a', 'x'), ('b', 'y');",
+    )
+    drain(src, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        plan = apply.load_plan(conn, "replicator")
+        assert plan is not None
+        [unique] = [s for s in plan.table("tag").post_load if s.kind == "unique"]
+        conn.execute(f'DROP INDEX IF EXISTS public."{unique.name}"')  # as if the snapshot had been refused it
+        conn.execute(f'ALTER TABLE public.tag DROP CONSTRAINT IF EXISTS "{unique.name}"')
+    holder = psycopg.connect(pg_dsn, application_name="reporting-job")
+    holder.execute("SET lock_timeout = '5s'")
+    hook = faults.point
+
+    def lock_at_freeze(name: str) -> None:
+        if name == "cutover.after_freeze":
+            holder.execute("LOCK TABLE public.tag IN ACCESS EXCLUSIVE MODE")
+        hook(name)
+
+    monkeypatch.setattr(faults, "point", lock_at_freeze)
+    try:
+        with pytest.raises(CutoverAborted) as aborted:
+            cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False, max_downtime_s=2.0))
+        pid = holder.info.backend_pid
+    finally:
+        holder.rollback()
+        holder.close()
+    message = aborted.value.message
+    frozen = re.search(r"after ([0-9.]+)s frozen", message)
+    assert frozen is not None, message
+    assert float(frozen.group(1)) < 2.0 + 0.5, message
+    assert "cutover aborted at finish_pg" in message, message
+    assert f"pid {pid}" in message, message
+    assert "reporting-job" in message, message
+    app(src).execute("INSERT INTO tag VALUES ('c', 'z')")  # SQLite is writable again
