@@ -713,18 +713,21 @@ def test_a_session_holding_a_target_table_lock_bounds_the_wait_and_is_named(
     check_same(src, pg_dsn)
 
 
-def _service(src: Path, pg_dsn: str) -> subprocess.Popen[str]:
-    """``replicator run`` as a service manager starts it (its own process, streaming until told otherwise)."""
+def _service(src: Path, pg_dsn: str, logs: Path) -> subprocess.Popen[str]:
+    """``replicator run`` as a service manager starts it (its own process, streaming until told otherwise),
+    its output in ``logs``/out and ``logs``/err: a pipe nobody reads while it runs would block it once full."""
     env = {**os.environ, "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05"}
     cmd = [sys.executable, "-m", "replicator", "run", "--source", str(src), "--target", pg_dsn]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs.mkdir(exist_ok=True)
+    with (logs / "out").open("w") as out, (logs / "err").open("w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             st = phase.read(conn, "replicator")
         if st is not None and st.phase == phase.Phase.STREAMING and st.pid == proc.pid:
             return proc
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert proc.poll() is None, (logs / "err").read_text()[-2000:]
         time.sleep(0.1)
     raise AssertionError("the daemon did not start streaming")
 
@@ -732,25 +735,27 @@ def _service(src: Path, pg_dsn: str) -> subprocess.Popen[str]:
 def test_one_command_window_with_the_daemon_running(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """cutover asks the running daemon for its locks; the daemon finishes its batch, waits, then exits 0."""
     drain(src, pg_dsn)
-    service = _service(src, pg_dsn)
+    logs = tmp_path / "service"
+    service = _service(src, pg_dsn, logs)
     try:
         app(src).execute("INSERT INTO parent VALUES (20, 't', 2.0)")
         where = ["--source", str(src), "--target", pg_dsn]
         done = _replicator("cutover", *where, "--no-backup", "--certificate", str(tmp_path / "cert.json"))
         assert done.returncode == 0, done.stderr[-2000:]
-        out, err = service.communicate(timeout=60)  # it saw the cutover done: finished, not failed
+        service.wait(timeout=60)  # it saw the cutover done: finished, not failed
     finally:
         if service.poll() is None:
             service.kill()
-    assert service.returncode == 0, err[-2000:]
-    assert "replication is finished" in out
+    assert service.returncode == 0, (logs / "err").read_text()[-2000:]
+    assert "replication is finished" in (logs / "out").read_text()
     assert not writable(src)
     assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
 
 
 def test_daemon_resumes_by_itself_after_an_aborted_cutover(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     drain(src, pg_dsn)
-    service = _service(src, pg_dsn)
+    logs = tmp_path / "service"
+    service = _service(src, pg_dsn, logs)
     try:
         where = ["--source", str(src), "--target", pg_dsn]
         aborted = _replicator("cutover", *where, "--no-backup", failpoints="cutover.after_verify:raise")
@@ -762,14 +767,14 @@ def test_daemon_resumes_by_itself_after_an_aborted_cutover(src: Path, pg_dsn: st
             with psycopg.connect(pg_dsn, autocommit=True) as conn:
                 if conn.execute("SELECT 1 FROM parent WHERE id = 21").fetchone():
                     break
-            assert service.poll() is None, service.communicate()[1][-2000:]
+            assert service.poll() is None, (logs / "err").read_text()[-2000:]
             time.sleep(0.1)
         else:
             raise AssertionError("the daemon did not resume after the aborted cutover")
     finally:
         service.terminate()
-        _out, err = service.communicate(timeout=60)
-    assert service.returncode == 0, err[-2000:]
+        service.wait(timeout=60)
+    assert service.returncode == 0, (logs / "err").read_text()[-2000:]
     check_same(src, pg_dsn)
 
 
