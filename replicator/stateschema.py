@@ -260,6 +260,8 @@ def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
         _refuse_newer(found, schema_name)
         if found == VERSION:
             return
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema_name,)).fetchone()
+        upgrading = bool(row and row[0])
         for step in STEPS[found:]:
             step.apply(conn, schema_name)
         _run(conn, schema_name, (_VERSION_DDL,))
@@ -270,4 +272,5 @@ def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
             ).format(sql.Identifier(schema_name)),
             (VERSION,),
         )
-    log.get("state").info("state schema upgraded", schema=schema_name, from_version=found, to_version=VERSION)
+    if upgrading:  # an operator learns their target's layout changed; a new target's creation is no news
+        log.get("state").info("state schema upgraded", schema=schema_name, from_version=found, to_version=VERSION)

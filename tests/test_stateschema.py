@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 import pytest
+from structlog.testing import capture_logs
 
 from checkpoints import audit, store
 from replicator import stateschema
@@ -95,13 +96,19 @@ def test_version_1_is_the_layout_before_versions(pg_dsn: str, pg: psycopg.Connec
     """The dump of the schema the unversioned code laid out equals a fresh ensure's, table for table."""
     from tests.pgserver import fresh_database
 
-    stateschema.ensure(pg, SCHEMA)
+    with capture_logs() as created:
+        stateschema.ensure(pg, SCHEMA)
+    assert created == []  # a new target's creation is no news
     fresh = layout(pg)
     with fresh_database(pg_server) as old_dsn, psycopg.connect(old_dsn, autocommit=True) as old:
         load_unversioned(old_dsn)
         before = layout(old)
         assert stateschema.recorded_version(old, SCHEMA) == 0
-        stateschema.ensure(old, SCHEMA)
+        with capture_logs() as upgraded:
+            stateschema.ensure(old, SCHEMA)
+        assert [(e["event"], e["from_version"], e["to_version"]) for e in upgraded] == [
+            ("state schema upgraded", 0, VERSION)
+        ]
         assert stateschema.recorded_version(old, SCHEMA) == VERSION
         after = layout(old)
     assert {k: v for k, v in fresh.items() if k != "schema_version"} == before
