@@ -1098,44 +1098,6 @@ def has_quarantine(conn: psycopg.Connection[Any], schema_name: str, table: str) 
 
 # --- the apply's own state: plan, running digests, parked foreign keys ----------------------
 
-_DDL: Final = (
-    """CREATE TABLE IF NOT EXISTS {schema}.apply_plan (
-        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-        body bytea NOT NULL,
-        saved_at timestamptz NOT NULL DEFAULT now()
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.apply_tables (
-        table_name text PRIMARY KEY,
-        target_table text NOT NULL,
-        digest_count bigint NOT NULL,
-        digest text NOT NULL,
-        upserted bigint NOT NULL DEFAULT 0,
-        deleted bigint NOT NULL DEFAULT 0,
-        conflicts bigint NOT NULL DEFAULT 0,
-        quarantined bigint NOT NULL DEFAULT 0,
-        last_seq bigint,
-        last_change_at timestamptz,
-        error text,
-        hint text
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.parked_foreign_keys (
-        table_name text NOT NULL,
-        constraint_name text NOT NULL,
-        definition text NOT NULL,
-        parked_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (table_name, constraint_name)
-    )""",
-)
-
-
-def ensure_state(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    schema = sql.Identifier(schema_name)
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-    for ddl in _DDL:
-        conn.execute(sql.SQL(ddl).format(schema=schema))
-    quarantine.ensure(conn, schema_name)
-    store.ensure_schema(conn, schema_name)
-
 
 def save_plan(conn: psycopg.Connection[Any], schema_name: str, plan: SchemaPlan) -> None:
     """Keep the plan the snapshot loaded with: the apply must convert exactly as it did."""

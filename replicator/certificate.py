@@ -22,7 +22,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import files, pg, pgschema, verify
+from replicator import files, pg, pgschema, stateschema, verify
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from triggers import source as sqlite_source
@@ -197,16 +197,8 @@ def read_file(path: Path) -> Certificate:
         ) from None
 
 
-_DDL = """CREATE TABLE IF NOT EXISTS {}.cutover_certificates (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    stored_at timestamptz NOT NULL DEFAULT now(),
-    sha256 text NOT NULL,
-    body bytea NOT NULL
-)"""
-
-
 def store(conn: psycopg.Connection[Any], schema_name: str, cert: Certificate) -> None:
-    conn.execute(sql.SQL(_DDL).format(sql.Identifier(schema_name)))
+    stateschema.ensure(conn, schema_name)
     conn.execute(
         sql.SQL("INSERT INTO {}.cutover_certificates (sha256, body) VALUES (%s, %s)").format(
             sql.Identifier(schema_name)

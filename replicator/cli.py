@@ -1081,10 +1081,10 @@ def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) 
 @click.option("--table", default=None, help="Only this source table (default: all).")
 def quarantine_ack(ctx: Context, table: str | None) -> None:
     """Acknowledge quarantined values after review; cutover then proceeds (the values stay listed)."""
-    from replicator import pg, quarantine
+    from replicator import pg, quarantine, stateschema
 
     with pg.connect(ctx.target, autocommit=True) as conn:
-        quarantine.ensure(conn, ctx.config.target.state_schema)
+        stateschema.ensure(conn, ctx.config.target.state_schema)
         changed = quarantine.acknowledge(conn, ctx.config.target.state_schema, table)
     click.echo(f"acknowledged {changed} quarantined value(s)")
 

@@ -86,6 +86,7 @@ from replicator import (
     signing,
     skips,
     snapshot,
+    stateschema,
     verify,
 )
 from replicator import state as runs
@@ -469,11 +470,7 @@ class _Session:
     def prepare_apply(self) -> None:
         """The daemon's start-up, minus the snapshot: plan, targets, FK mode, digests, writer, chain head."""
         conn = self.pconn
-        with conn.transaction():
-            phase.ensure(conn, self.state_schema)
-            apply.ensure_state(conn, self.state_schema)
-            resnapshot.ensure(conn, self.state_schema)
-            skips.ensure(conn, self.state_schema)
+        stateschema.ensure(conn, self.state_schema)
         plan = apply.load_plan(conn, self.state_schema)
         prev = store.latest(conn, schema=self.state_schema)
         if plan is None or prev is None:

@@ -28,7 +28,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import dependents, export, faults, log, pg, pgschema, quarantine, snapshot, state
+from replicator import dependents, export, faults, log, pg, pgschema, quarantine, snapshot, state, stateschema
 from replicator.config import Config
 from replicator.errors import TargetError
 from replicator.progress import Progress
@@ -114,8 +114,8 @@ def import_export(
         state_schema = config.target.state_schema
         policy = on_bad_value or config.snapshot.on_bad_value
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-            with pconn.transaction():
-                state.ensure(pconn, state_schema)
+            stateschema.ensure(pconn, state_schema)
+            state.mark_killed(pconn, state_schema)
             plan = snapshot.build_plan(pconn, read, config, snapshot.resolve_mode(pconn, config, mode))
             snapshot.check_target(pconn, plan, replace=replace, can_resume=False)
             warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]

@@ -62,27 +62,7 @@ class ApplyState(msgspec.Struct, frozen=True):
     updated_at: dt.datetime | None = None
 
 
-_DDL = """CREATE TABLE IF NOT EXISTS {schema}.apply_state (
-    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    phase text NOT NULL,
-    reason text NOT NULL DEFAULT '',
-    hint text NOT NULL DEFAULT '',
-    retryable boolean NOT NULL DEFAULT false,
-    applied_seq bigint NOT NULL DEFAULT 0,
-    head_seq bigint NOT NULL DEFAULT 0,
-    rate double precision NOT NULL DEFAULT 0,
-    behind_since timestamptz,
-    pid int,
-    host text NOT NULL DEFAULT '',
-    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
-)"""
-
 _COLUMNS = tuple(f for f in ApplyState.__struct_fields__ if f != "updated_at")
-
-
-def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema_name)))
-    conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
 
 
 def write(conn: psycopg.Connection[Any], schema_name: str, state: ApplyState) -> None:

@@ -118,42 +118,6 @@ def _json_safe(value: object) -> object:
     return value
 
 
-_DDL = """CREATE TABLE IF NOT EXISTS {schema}.quarantine (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    run_id bigint,
-    table_name text NOT NULL,
-    key jsonb NOT NULL,
-    column_name text NOT NULL,
-    storage_class text NOT NULL,
-    original_base64 text NOT NULL,
-    reason text NOT NULL,
-    action text NOT NULL DEFAULT 'row skipped',
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    acknowledged boolean NOT NULL DEFAULT false,
-    acknowledged_at timestamptz
-)"""
-
-#: Added after the first release: a target created by it gains them on the next ``ensure``.
-_COLUMNS = (
-    "ADD COLUMN IF NOT EXISTS parent_table text",
-    "ADD COLUMN IF NOT EXISTS parent_key jsonb",
-    "ADD COLUMN IF NOT EXISTS refs jsonb",
-)
-
-
-def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
-    conn.execute(
-        sql.SQL("ALTER TABLE {}.quarantine ").format(sql.Identifier(schema_name))
-        + sql.SQL(", ").join(sql.SQL(c) for c in _COLUMNS)
-    )
-    conn.execute(
-        sql.SQL("CREATE INDEX IF NOT EXISTS quarantine_table_idx ON {}.quarantine (table_name)").format(
-            sql.Identifier(schema_name)
-        )
-    )
-
-
 def replace_for_table(
     conn: psycopg.Connection[Any], schema_name: str, table: str, refusals: Sequence[Refusal], run_id: int | None
 ) -> None:

@@ -64,13 +64,6 @@ from triggers import source as sqlite_source
 from triggers.install import read_meta
 from triggers.schema import read_schema
 
-_DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.resnapshot_pending (
-    table_name text PRIMARY KEY,
-    reason text NOT NULL,
-    since timestamptz NOT NULL DEFAULT now()
-)"""
-
-
 NEW_TABLE: Final = "new table"
 """The reason of an owed reload that picks up a table created in SQLite after the snapshot."""
 
@@ -90,10 +83,6 @@ class NotAdopted(ReplicatorError):
 
 def is_new_table(reason: str) -> bool:
     return reason.startswith(NEW_TABLE)
-
-
-def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
 
 
 def mark(conn: psycopg.Connection[Any], schema_name: str, tables: Iterable[tuple[str, str]]) -> None:

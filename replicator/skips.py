@@ -34,14 +34,6 @@ BOOKKEEPING: Final = (
 )
 CONFIG: Final = 'skipped by config ([types."{name}"."*"] skip = true)'
 
-_DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.skipped_tables (
-    table_name text PRIMARY KEY,
-    reason text NOT NULL,
-    ignored bigint NOT NULL DEFAULT 0,
-    last_seq bigint,
-    last_ignored_at timestamptz
-)"""
-
 
 def reason(config: Config, plan: SchemaPlan | None, name: str) -> str | None:
     """Why ``name`` is not migrated, or None when it is (or may be: a table the plan lacks for another reason)."""
@@ -80,10 +72,6 @@ def skipped(config: Config, plan: SchemaPlan | None, names: Iterable[str]) -> di
         if why is not None:
             out[name] = why
     return out
-
-
-def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(schema_name)))
 
 
 def record(conn: psycopg.Connection[Any], schema_name: str, reasons: Mapping[str, str]) -> None:

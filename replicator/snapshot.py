@@ -77,7 +77,19 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import EMPTY, MODULUS, JsonText, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
-from replicator import convert, dependents, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
+from replicator import (
+    convert,
+    dependents,
+    faults,
+    log,
+    pg,
+    pgreflect,
+    pgschema,
+    quarantine,
+    state,
+    stateschema,
+    typemap,
+)
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
 from replicator.formats import float4_value
@@ -1039,9 +1051,8 @@ def _setup(
     from replicator import apply
 
     state_schema = config.target.state_schema
-    with pconn.transaction():
-        state.ensure(pconn, state_schema)
-        apply.ensure_state(pconn, state_schema)
+    stateschema.ensure(pconn, state_schema)
+    state.mark_killed(pconn, state_schema)
     loaded = {} if replace else state.loaded_tables(pconn, state_schema)
     if resume:
         _same_source(pconn, state_schema, identity, loaded)

@@ -3,8 +3,7 @@
 It lives in PostgreSQL, not in a local file, so that every later stage (apply, verify, cutover)
 and every operator on any machine reads the same truth, and so that a table's state row commits in
 the same transaction as the table's data: a crash can never leave "loaded" recorded for rows that
-are not there. ``CREATE ... IF NOT EXISTS`` makes ``ensure`` idempotent and safe to run from every
-command.
+are not there. The tables themselves are laid out by :mod:`replicator.stateschema`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import quarantine
 from triggers import source as sqlite_source
 from triggers.errors import SourceError
 
@@ -60,59 +58,6 @@ def capture_identity(path: str, capture_source_id: str) -> SourceIdentity:
     return SourceIdentity(path=path, id=f"capture:{capture_source_id}")
 
 
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS {schema}.runs (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        command text NOT NULL,
-        mode text,
-        source_path text NOT NULL,
-        source_id text NOT NULL,
-        started_at timestamptz NOT NULL DEFAULT now(),
-        finished_at timestamptz,
-        status text NOT NULL DEFAULT 'running',
-        rows bigint,
-        quarantined bigint,
-        message text
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.snapshot_tables (
-        table_name text PRIMARY KEY,
-        target_table text NOT NULL,
-        rows bigint NOT NULL,
-        quarantined bigint NOT NULL DEFAULT 0,
-        seconds double precision,
-        finished_at timestamptz NOT NULL DEFAULT now(),
-        source_path text NOT NULL,
-        source_id text NOT NULL,
-        run_id bigint REFERENCES {schema}.runs (id)
-    )""",
-    # Additive columns (older targets gain them on the next ensure()).
-    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
-    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS backend_pid integer",
-    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS backend_start timestamptz",
-    "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS checksum text",
-    "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
-    """CREATE TABLE IF NOT EXISTS {schema}.replication (
-        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-        source_path text NOT NULL,
-        source_id text NOT NULL,
-        snapshot_seq bigint,
-        genesis_hash text,
-        run_id bigint,
-        recorded_at timestamptz NOT NULL DEFAULT now()
-    )""",
-)
-
-
-def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    """Create the state schema and its tables if absent (in the caller's transaction)."""
-    schema = sql.Identifier(schema_name)
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-    for ddl in _DDL:
-        conn.execute(sql.SQL(ddl).format(schema=schema))
-    quarantine.ensure(conn, schema_name)
-    mark_killed(conn, schema_name)
-
-
 KILLED_MESSAGE = "the process ended without recording an outcome: killed, or it lost its connection"
 
 
@@ -122,7 +67,8 @@ def mark_killed(conn: psycopg.Connection[Any], schema_name: str) -> int:
     A run killed by SIGKILL, the OOM killer or a power cut cannot record its own end. Its session can: each
     run records the backend that started it (pid and start time, so a reused pid is not mistaken for it),
     and PostgreSQL ends that backend when the process's connection closes. Every command that opens the
-    state (this runs in :func:`ensure`) settles such runs, so none stays ``running`` forever."""
+    state (snapshot and import run this after :func:`replicator.stateschema.ensure`) settles such runs, so none
+    stays ``running`` forever."""
     cur = conn.execute(
         sql.SQL(
             "UPDATE {}.runs r SET status = 'killed', finished_at = now(), message = %s "

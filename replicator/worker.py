@@ -69,6 +69,7 @@ from replicator import (
     skips,
     snapshot,
     state,
+    stateschema,
     typemap,
 )
 from replicator.config import Config
@@ -397,11 +398,7 @@ class Worker:
         self._pconn = conn
         self._lock_target(conn)
         pgreflect.warm()
-        with conn.transaction():
-            phase.ensure(conn, self.state_schema)
-            apply.ensure_state(conn, self.state_schema)
-            resnapshot.ensure(conn, self.state_schema)
-            skips.ensure(conn, self.state_schema)
+        stateschema.ensure(conn, self.state_schema)
         prev = self._latest(conn)
         self._refuse_after_cutover(prev)
         if prev is None:
@@ -971,7 +968,7 @@ class Worker:
         self._phase = Phase.ERRORED
         try:
             with pg.connect(self.dsn, autocommit=True, connect_timeout=self.config.target.connect_timeout_s) as conn:
-                phase.ensure(conn, self.state_schema)
+                stateschema.ensure(conn, self.state_schema)
                 applied, head = self._applied, self._head
                 recorded = None if hasattr(self, "_prev") else phase.read(conn, self.state_schema)
                 if recorded is not None:  # refused before resuming: keep what the row says was applied and seen

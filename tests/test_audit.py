@@ -240,11 +240,12 @@ def test_a_run_whose_session_lives_is_not_marked_killed(pg_dsn: str) -> None:
     """Negative control: only a run whose PostgreSQL session ended is settled."""
     import psycopg
 
-    from replicator import state
+    from replicator import state, stateschema
 
     alive = psycopg.connect(pg_dsn, autocommit=True)
     with alive.transaction():
-        state.ensure(alive, "replicator")
+        stateschema.ensure(alive, "replicator")
+        state.mark_killed(alive, "replicator")
         run = state.start_run(
             alive, "replicator", command="import", mode="create", source=state.SourceIdentity("p", "i")
         )

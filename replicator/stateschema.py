@@ -1,0 +1,276 @@
+"""The one home of the target's state schema (``replicator`` by default): DDL, a version row, the upgrades.
+
+Every command that writes state calls :func:`ensure` first. When the schema is at :data:`VERSION` that is
+one SELECT of the version row. Otherwise it takes an advisory lock (so a daemon and another command
+starting together never race on ``CREATE``), reads the version again under the lock, runs each
+:data:`STEPS` entry above it in one transaction and records the new version: a crash mid-upgrade leaves
+the schema as it was. A target laid out before the schema had a version (no ``schema_version`` table) is
+version 0; step 1 is exactly the layout that code reached, written as ``IF NOT EXISTS`` statements, so it
+brings such a target (or any older one: the ``ADD COLUMN`` statements are the upgrades it shipped) to
+version 1 without touching its rows. A schema newer than :data:`VERSION` was written by a newer
+replicator whose layout this code cannot know: it is refused, never altered.
+
+A later layout change is a new :class:`Step` appended to :data:`STEPS` (never an edit of an old one),
+plus the table's line in :data:`TABLES` and in ARCHITECTURE.md's map of the state schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from checkpoints import store
+from replicator import log
+from replicator.errors import EXIT_USAGE, ReplicatorError
+
+LOCK_CLASS: Final = 0x5250_5353
+"""First key of the upgrade's two-key advisory lock ('RPSS'); the daemon's one-key lock never overlaps it."""
+
+
+class NewerStateSchema(ReplicatorError):
+    """The state schema was written by a newer replicator: this code would misread or damage it."""
+
+    exit_code = EXIT_USAGE
+
+
+class Step(msgspec.Struct, frozen=True):
+    """One upgrade: from ``version - 1`` to ``version``, in the caller's upgrade transaction."""
+
+    version: int
+    summary: str
+    apply: Callable[[psycopg.Connection[Any], str], None]
+
+
+#: Version 1: the layout replicator reached before the schema had a version, in the order it was created
+#: (state, quarantine, apply, checkpoints, phase, resnapshot, skips, certificates). ``{schema}`` is the
+#: quoted state schema. The ``ADD COLUMN`` lines are the upgrades that code ran on older targets.
+_V1_BEFORE_CHAIN: Final = (
+    "CREATE SCHEMA IF NOT EXISTS {schema}",
+    """CREATE TABLE IF NOT EXISTS {schema}.runs (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        command text NOT NULL,
+        mode text,
+        source_path text NOT NULL,
+        source_id text NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz,
+        status text NOT NULL DEFAULT 'running',
+        rows bigint,
+        quarantined bigint,
+        message text
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.snapshot_tables (
+        table_name text PRIMARY KEY,
+        target_table text NOT NULL,
+        rows bigint NOT NULL,
+        quarantined bigint NOT NULL DEFAULT 0,
+        seconds double precision,
+        finished_at timestamptz NOT NULL DEFAULT now(),
+        source_path text NOT NULL,
+        source_id text NOT NULL,
+        run_id bigint REFERENCES {schema}.runs (id)
+    )""",
+    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
+    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS backend_pid integer",
+    "ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS backend_start timestamptz",
+    "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS checksum text",
+    "ALTER TABLE {schema}.snapshot_tables ADD COLUMN IF NOT EXISTS snapshot_seq bigint",
+    """CREATE TABLE IF NOT EXISTS {schema}.replication (
+        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        source_path text NOT NULL,
+        source_id text NOT NULL,
+        snapshot_seq bigint,
+        genesis_hash text,
+        run_id bigint,
+        recorded_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.quarantine (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_id bigint,
+        table_name text NOT NULL,
+        key jsonb NOT NULL,
+        column_name text NOT NULL,
+        storage_class text NOT NULL,
+        original_base64 text NOT NULL,
+        reason text NOT NULL,
+        action text NOT NULL DEFAULT 'row skipped',
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        acknowledged boolean NOT NULL DEFAULT false,
+        acknowledged_at timestamptz
+    )""",
+    "ALTER TABLE {schema}.quarantine ADD COLUMN IF NOT EXISTS parent_table text, "
+    "ADD COLUMN IF NOT EXISTS parent_key jsonb, ADD COLUMN IF NOT EXISTS refs jsonb",
+    "CREATE INDEX IF NOT EXISTS quarantine_table_idx ON {schema}.quarantine (table_name)",
+    """CREATE TABLE IF NOT EXISTS {schema}.apply_plan (
+        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        body bytea NOT NULL,
+        saved_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.apply_tables (
+        table_name text PRIMARY KEY,
+        target_table text NOT NULL,
+        digest_count bigint NOT NULL,
+        digest text NOT NULL,
+        upserted bigint NOT NULL DEFAULT 0,
+        deleted bigint NOT NULL DEFAULT 0,
+        conflicts bigint NOT NULL DEFAULT 0,
+        quarantined bigint NOT NULL DEFAULT 0,
+        last_seq bigint,
+        last_change_at timestamptz,
+        error text,
+        hint text
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.parked_foreign_keys (
+        table_name text NOT NULL,
+        constraint_name text NOT NULL,
+        definition text NOT NULL,
+        parked_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (table_name, constraint_name)
+    )""",
+)
+# checkpoints/ never imports replicator, so the chain's table keeps its DDL there (store.ensure_schema).
+_V1_AFTER_CHAIN: Final = (
+    """CREATE TABLE IF NOT EXISTS {schema}.apply_state (
+        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        phase text NOT NULL,
+        reason text NOT NULL DEFAULT '',
+        hint text NOT NULL DEFAULT '',
+        retryable boolean NOT NULL DEFAULT false,
+        applied_seq bigint NOT NULL DEFAULT 0,
+        head_seq bigint NOT NULL DEFAULT 0,
+        rate double precision NOT NULL DEFAULT 0,
+        behind_since timestamptz,
+        pid int,
+        host text NOT NULL DEFAULT '',
+        updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.resnapshot_pending (
+        table_name text PRIMARY KEY,
+        reason text NOT NULL,
+        since timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.skipped_tables (
+        table_name text PRIMARY KEY,
+        reason text NOT NULL,
+        ignored bigint NOT NULL DEFAULT 0,
+        last_seq bigint,
+        last_ignored_at timestamptz
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.cutover_certificates (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        stored_at timestamptz NOT NULL DEFAULT now(),
+        sha256 text NOT NULL,
+        body bytea NOT NULL
+    )""",
+)
+
+_VERSION_DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    version int NOT NULL,
+    upgraded_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def _run(conn: psycopg.Connection[Any], schema_name: str, statements: tuple[str, ...]) -> None:
+    schema = sql.Identifier(schema_name)
+    for ddl in statements:
+        conn.execute(sql.SQL(ddl).format(schema=schema))
+
+
+def _layout_v1(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    _run(conn, schema_name, _V1_BEFORE_CHAIN)
+    store.ensure_schema(conn, schema_name)
+    _run(conn, schema_name, _V1_AFTER_CHAIN)
+
+
+STEPS: Final = (Step(1, "the layout of replicator before the schema had a version", _layout_v1),)
+"""Every upgrade, in order; ``STEPS[i].version == i + 1``."""
+
+VERSION: Final = STEPS[-1].version
+"""The layout this code reads and writes."""
+
+TABLES: Final = (
+    "runs",
+    "snapshot_tables",
+    "replication",
+    "quarantine",
+    "apply_plan",
+    "apply_tables",
+    "parked_foreign_keys",
+    store.TABLE,
+    "apply_state",
+    "resnapshot_pending",
+    "skipped_tables",
+    "cutover_certificates",
+    "schema_version",
+)
+"""The tables of the state schema at :data:`VERSION` (ARCHITECTURE.md says what each holds)."""
+
+
+def recorded_version(conn: psycopg.Connection[Any], schema_name: str) -> int:
+    """The version the target records; 0 when it records none (no schema, or one laid out before versions).
+
+    One SELECT. A missing table must not abort the caller's transaction, so inside one it runs in a savepoint.
+    """
+    query = sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema_name))
+    try:
+        if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+            row = conn.execute(query).fetchone()
+        else:
+            with conn.transaction():
+                row = conn.execute(query).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return 0 if row is None else int(row[0])
+
+
+def _refuse_newer(found: int, schema_name: str) -> None:
+    if found > VERSION:
+        raise NewerStateSchema(
+            f"the state schema {schema_name} is at version {found}, newer than this replicator knows ({VERSION})",
+            hint="upgrade replicator to the release that wrote it; an older one must not change that schema",
+        )
+
+
+def _lock_keys(schema_name: str) -> tuple[int, int]:
+    low = int.from_bytes(hashlib.sha256(schema_name.encode()).digest()[:4], "big", signed=True)
+    return LOCK_CLASS, low
+
+
+def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    """Bring the state schema to :data:`VERSION` (create it on a fresh target); one SELECT when it is there.
+
+    Raises :class:`NewerStateSchema` for a schema a newer replicator wrote. Inside the caller's transaction
+    the upgrade commits with it; otherwise it commits on its own.
+    """
+    found = recorded_version(conn, schema_name)
+    if found == VERSION:
+        return
+    _refuse_newer(found, schema_name)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _lock_keys(schema_name))
+        found = recorded_version(conn, schema_name)  # another process may have upgraded it while we waited
+        _refuse_newer(found, schema_name)
+        if found == VERSION:
+            return
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema_name,)).fetchone()
+        upgrading = bool(row and row[0])
+        for step in STEPS[found:]:
+            step.apply(conn, schema_name)
+        _run(conn, schema_name, (_VERSION_DDL,))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.schema_version (id, version) VALUES (1, %s) "
+                "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, upgraded_at = now()"
+            ).format(sql.Identifier(schema_name)),
+            (VERSION,),
+        )
+    if upgrading:  # an operator learns their target's layout changed; a new target's creation is no news
+        log.get("state").info("state schema upgraded", schema=schema_name, from_version=found, to_version=VERSION)
