@@ -1,9 +1,11 @@
 """Negative controls for verify's independence (issue 15 item 4): a wrong converter planted in the load
-path (the snapshot and the apply, in this process), or a wrong value written into PostgreSQL after a
-correct load, is caught by ``replicator verify`` (exit 3, naming the key) and by cutover's preflight
-(aborted, naming the key, nothing fenced). The load path's own digests agree with the planted bug on
-both sides: only a comparison that does not share its converters can see it. A change that keeps the
-value (JSON ``1.0`` re-serialized as ``1``) is not a mismatch."""
+path (the snapshot and the apply, in this process), a generated column PostgreSQL computes differently,
+or a wrong value written into PostgreSQL after a correct load, is caught by ``replicator verify`` (exit 3,
+naming the key), by cutover's preflight, and, for a row the app writes after the preflight compared
+(applied by the cutover's own drains), by the stop point (aborted, naming the key, nothing fenced). The
+load path's own digests agree with the planted bug on both sides: only a comparison that does not share
+its converters can see it. A change that keeps the value (JSON ``1.0`` re-serialized as ``1``) is not a
+mismatch."""
 
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, convert, proof
+from replicator import config, convert, proof, sqlexpr
+from replicator import cutover as cutover_module
 from replicator.cli import cli
-from replicator.cutover import Options, cutover
+from replicator.cutover import CutoverAborted, Options, cutover
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import drain, make_source
 
@@ -33,16 +36,20 @@ CREATE TABLE t (
     score REAL,
     name TEXT,
     doc JSON,
-    price NUMERIC(20, 6)
+    price NUMERIC(20, 6),
+    up TEXT GENERATED ALWAYS AS (upper(name)) STORED
 );
 """
 #: Rows 1 and 3 are loaded by the snapshot, row 2 by the apply; every planted bug leaves rows 1 and 3
 #: as they are (0 ms is 0 s, 1.5 keeps its digits, 'short' is short, 1.0 → 1 keeps the value...).
 SNAPSHOT_ROWS = """
-INSERT INTO t VALUES (1, 0, 1.5, 'short', '{"a": 1.0, "b": [1, 2]}', 1.25);
-INSERT INTO t VALUES (3, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO t (id, at, score, name, doc, price) VALUES (1, 0, 1.5, 'short', '{"a": 1.0, "b": [1, 2]}', 1.25);
+INSERT INTO t (id) VALUES (3);
 """
-APPLIED_ROW = "INSERT INTO t VALUES (2, 200000000000, 2.718281828, 'a text longer than ten', '{\"a\": 1.5}', 12.345678)"
+APPLIED_ROW = (
+    "INSERT INTO t (id, at, score, name, doc, price) "
+    "VALUES (2, 200000000000, 2.718281828, 'a téxt longer than ten', '{\"a\": 1.5}', 12.345678)"
+)
 
 
 def conf() -> config.Config:
@@ -105,6 +112,12 @@ def decimal_rounded_at_the_wrong_digit(mp: pytest.MonkeyPatch) -> None:
     _plant(mp, "numeric", after=lambda v: Decimal(v).quantize(Decimal("0.00001")))
 
 
+def generated_column_computed_differently(mp: pytest.MonkeyPatch) -> None:
+    """upper() translated to fold é too (PostgreSQL's own upper() would fold every letter): 'É' in
+    PostgreSQL where SQLite, folding ASCII only, keeps 'é'."""
+    mp.setattr(sqlexpr, "_ASCII_LOWER", sqlexpr._ASCII_LOWER + "é")
+
+
 def _load(path: Path, dsn: str, plant: Planter | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Snapshot rows 1 and 3, then the apply row 2, with the planted bug in both."""
     if plant is not None:
@@ -122,6 +135,7 @@ BUGS = {
     "text truncated": text_truncated,
     "json number re-serialized": json_number_reserialized,
     "decimal rounded at the wrong digit": decimal_rounded_at_the_wrong_digit,
+    "generated column computed differently": generated_column_computed_differently,
     "plain column changed in PostgreSQL": None,
 }
 
@@ -133,7 +147,7 @@ def _source(tmp_path: Path) -> Path:
 def _break(dsn: str, bug: str) -> None:
     if BUGS[bug] is None:  # a correct load, then a wrong value written straight into PostgreSQL
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE public.t SET name = 'a text longer than te' WHERE id = 2")
+            conn.execute("UPDATE public.t SET name = 'a téxt longer than te' WHERE id = 2")
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
@@ -164,6 +178,68 @@ def test_cutover_preflight_catches_a_planted_load_bug(
     db = sqlite3.connect(path, isolation_level=None)  # nothing fenced: the app still writes
     db.execute("INSERT INTO t (id) VALUES (4)")
     db.close()
+
+
+PLANTED = [bug for bug, plant in BUGS.items() if plant is not None]
+
+
+@pytest.mark.parametrize("bug", PLANTED)
+def test_cutover_stop_point_catches_a_planted_bug_in_a_row_written_after_the_preflight(
+    bug: str, tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row 2 is written once the preflight compared: the cutover's own drains apply it with the bug, and
+    the load path's digests agree with it on both sides. The stop point compares the keys journaled since
+    the preflight's position by the independent reading and names it."""
+    path = _source(tmp_path)
+    BUGS[bug](monkeypatch)  # type: ignore[misc]
+    drain(path, pg_dsn, conf())  # rows 1 and 3: the bug leaves them as they are
+    checked = cutover_module.preflight
+
+    def then_the_app_writes(session: Any, options: Options) -> dict[str, int]:
+        accepted = checked(session, options)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute(APPLIED_ROW)
+        db.close()
+        return accepted
+
+    monkeypatch.setattr(cutover_module, "preflight", then_the_app_writes)
+    with pytest.raises(CutoverAborted) as caught:
+        cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    assert "aborted at verify (tables differ at the stop point: t (3 vs 3 rows; different (2,)))" in str(caught.value)
+    assert "SQLite is NOT fenced" in str(caught.value)
+    assert not (tmp_path / "cert.json").exists()
+    db = sqlite3.connect(path, isolation_level=None)  # nothing fenced: the app still writes
+    db.execute("INSERT INTO t (id) VALUES (4)")
+    db.close()
+
+
+def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control's control: an insert, an update and a delete after the preflight, converted right."""
+    path = _source(tmp_path)
+    drain(path, pg_dsn, conf())
+    checked = cutover_module.preflight
+
+    def then_the_app_writes(session: Any, options: Options) -> dict[str, int]:
+        accepted = checked(session, options)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute(APPLIED_ROW)
+        db.execute("UPDATE t SET name = 'Ωmega', doc = '[1.5e3, {\"b\": 2, \"a\": 1}]', at = 1.5 WHERE id = 1")
+        db.execute("DELETE FROM t WHERE id = 3")
+        db.close()
+        return accepted
+
+    monkeypatch.setattr(cutover_module, "preflight", then_the_app_writes)
+    result = cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    assert result.certificate is not None
+    (proven,) = result.certificate.tables
+    assert (proven.sqlite_rows, proven.pg_rows) == (2, 2)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT id, up FROM public.t ORDER BY id").fetchall() == [
+            (1, "ΩMEGA"),
+            (2, "A TéXT LONGER THAN TEN"),
+        ]
 
 
 def test_without_a_bug_verify_and_cutover_pass_and_the_certificate_says_which_check_ran(
