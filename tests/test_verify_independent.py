@@ -242,6 +242,50 @@ def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
         ]
 
 
+def _django_source(tmp_path: Path) -> tuple[Path, config.Config]:
+    """Issue 15 item 4: a Django DecimalField(max_digits=20, decimal_places=6) REAL that Django reads with
+    15 significant digits (51891460955981.900000), the shortest repr being 51891460955981.88."""
+    path = make_source(
+        tmp_path / "dj.db",
+        schema="CREATE TABLE shop_item (id INTEGER PRIMARY KEY, price decimal);",
+        rows="INSERT INTO shop_item VALUES (1, 51891460955981.88), (2, 1.5);",
+    )
+    toml = tmp_path / "replicator.toml"
+    toml.write_text('[snapshot]\nworkers = 1\n[types.shop_item.price]\ntype = "numeric(20,6)"\nformat = "real15"\n')
+    return path, config.load(toml, environ={})
+
+
+def test_a_django_decimal_loaded_by_its_shortest_repr_is_caught(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load writes 51891460955981.880000 where Django reads .900000: verify and the preflight name the key."""
+    path, conf_ = _django_source(tmp_path)
+    _plant(monkeypatch, "numeric", retype=lambda t: msgspec.structs.replace(t, format=None))
+    drain(path, pg_dsn, conf_)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT price::text FROM shop_item ORDER BY id").fetchall() == [
+            ("51891460955981.880000",),
+            ("1.500000",),
+        ]
+    args = ["verify", "--config", str(tmp_path / "replicator.toml"), "--source", str(path), "--target", pg_dsn]
+    out = CliRunner().invoke(cli, [*args, "--keys", "--json"])
+    assert out.exit_code == 3, out.output
+    (table,) = json.loads(out.stdout)["tables"]
+    assert (table["status"], table["different"]) == ("mismatch", [[1]])
+    with pytest.raises(VerificationFailed, match=r"shop_item \(2 vs 2 rows; different \(1,\)\)"):
+        cutover(path, pg_dsn, conf_, Options(backup=False, certificate_path=tmp_path / "cert.json"))
+
+
+def test_a_django_decimal_loaded_as_django_reads_it_matches(tmp_path: Path, pg_dsn: str) -> None:
+    path, conf_ = _django_source(tmp_path)
+    drain(path, pg_dsn, conf_)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT price::text FROM shop_item WHERE id = 1").fetchone() == ("51891460955981.900000",)
+    args = ["verify", "--config", str(tmp_path / "replicator.toml"), "--source", str(path), "--target", pg_dsn]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+
+
 def test_without_a_bug_verify_and_cutover_pass_and_the_certificate_says_which_check_ran(
     tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
