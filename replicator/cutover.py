@@ -185,7 +185,9 @@ def _steps(session: _Session, clock: _Clock, options: Options) -> Result:
         with clock.step("catchup"):  # what the app wrote during the pre-pass, so the freeze drains little
             drain(session, stop=None, budget=None, leave=0)
             prepass.advance()
-            drain(session, stop=None, budget=None, leave=0)  # and during the roll-forward
+            caught_up = drain(session, stop=None, budget=None, leave=0)  # and during the roll-forward
+            _prove_changed(session, caught_up.seq_to)
+            drain(session, stop=None, budget=None, leave=0)  # and during that comparison
         frozen = freeze(session, clock)
         try:
             finished = _frozen_steps(session, prepass, frozen, clock, options)
@@ -611,7 +613,7 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             progress=session.progress,
         )
         if not report.match:
-            _report_keys(session, list(report.mismatched))
+            _report_keys(session, list(report.mismatched), "in the preflight's full verify")
         session.independent = {t.table: _independent(t, "preflight", report.applied_through) for t in report.tables}
         session.compared_at = report.applied_through
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
@@ -674,7 +676,7 @@ class Prepass:
                 raise
         if bad:
             conn.close()
-            _report_keys(session, bad)
+            _report_keys(session, bad, "in the pre-pass (PostgreSQL against its running digests)")
         session.log.info("pre-pass read", journal_head=head, tables=len(digests))
         return cls(session, conn, head, digests, quarantined)
 
@@ -876,7 +878,7 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
         sqlite_side = {
             name: _sqlite_at_stop(session, prepass, now, name, changed.get(name), quarantined) for name in names
         }
-        bad = _changed_since_preflight(session, now, stop)
+        bad = _changed_differ(session, now, stop)
     finally:
         now.close()
     proofs = []
@@ -904,29 +906,52 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
     return tuple(proofs)
 
 
-def _changed_since_preflight(session: _Session, now: sqlite3.Connection, stop: int) -> list[str]:
-    """Tables whose rows journaled after the preflight's full verify differ by the independent reading.
+def _prove_changed(session: _Session, applied: int) -> None:
+    """Before the freeze: the keys journaled since the preflight compared, as far as the catch-up applied
+    them, compared by the independent reading; abort (nothing fenced) naming any that differ. The stop
+    point then reads only the keys journaled after ``applied``, so the outage pays for few."""
+    now = _open_again(session)
+    try:
+        now.execute("BEGIN")
+        bad = _changed_differ(session, now, applied)
+    finally:
+        now.close()
+    if bad:
+        _report_keys(session, bad, "in rows changed since the preflight")
+    if session.compared_at is not None:
+        session.compared_at = max(session.compared_at, applied)
 
-    The cutover's own drains applied those rows after the preflight compared, and the digests above are
-    the load path's: they agree with any conversion mistake. Only the changed keys are read (in the
-    outage: the app's writes during the preflight and the pre-pass); a table whose journal key is not its
-    compared key (keyless, rowid-captured) is compared whole by verify."""
-    if session.compared_at is None or stop <= session.compared_at:
+
+def _changed_differ(session: _Session, now: sqlite3.Connection, applied: int) -> list[str]:
+    """Tables whose rows journaled in (``session.compared_at``, ``applied``] differ by the independent reading.
+
+    The cutover's own drains applied those rows after the preflight compared, and the stop point's
+    digests are the load path's: they agree with any conversion mistake. Only the changed keys are read,
+    in ``now``'s read transaction, with PostgreSQL at ``applied`` (only the cutover applies: it holds the
+    locks). A key journaled again after ``applied`` is in flight and left to the next call (the stop
+    point's, where nothing is). A table whose journal key is not its compared key is compared whole."""
+    if session.compared_at is None or applied <= session.compared_at:
         return []
-    changed = verify._pending_keys(now, session.compared_at, stop)
+    changed = verify._pending_keys(now, session.compared_at, applied)
+    head = journal.head(now)
+    again = verify._pending_keys(now, applied, head) if head is not None and head > applied else {}
     bad, whole = [], []
     with session.pconn.transaction():
-        for name, keys in changed.items():
+        for name, journaled in changed.items():
             if name not in session.independent:  # compared whole when copied again (snapshot-only), or skipped
                 continue
+            flying = {verify.key_marker(k) for k in again.get(name, ())}
+            keys = [k for k in journaled if verify.key_marker(k) not in flying]
             shape = verify.independent_shape(session.pconn, session.state_schema, session.plan, name)
             cap = session.meta.tables.get(name)
             if cap is None or not shape.key_positions or tuple(cap.key_columns or ()) != shape.key_source:
                 whole.append(name)
-            elif verify.compare_keys(now, session.pconn, shape, keys):
+            elif keys and verify.compare_keys(now, session.pconn, shape, keys):
                 bad.append(name)
     if whole:
-        report = verify.verify(session.source, session.dsn, session.config, whole, plan=session.plan)
+        report = verify.verify(
+            session.source, session.dsn, session.config, whole, plan=session.plan, applied_by_caller=True
+        )
         bad += report.mismatched
     session.log.info("changed rows compared independently", tables=sorted(changed), differing=bad, whole=whole)
     return bad
@@ -1025,16 +1050,18 @@ def _pg_full(session: _Session, name: str) -> tuple[int, str]:
     return side.count, side.hexdigest()
 
 
-def _report_keys(session: _Session, tables: list[str]) -> None:
+def _report_keys(session: _Session, tables: list[str], where: str = "at the stop point") -> None:
     """A real difference: find the keys (verify's bisection) and abort naming them."""
-    report = verify.verify(session.source, session.dsn, session.config, tables, keys=True, plan=session.plan)
+    report = verify.verify(  # the cutover holds the apply locks: keys journaled past its drains are in flight
+        session.source, session.dsn, session.config, tables, keys=True, plan=session.plan, applied_by_caller=True
+    )
     parts = []
     for t in report.tables:
         keys = [*(f"missing {k}" for k in t.missing), *(f"extra {k}" for k in t.extra)]
         keys += [f"different {k}" for k in t.different]
         parts.append(f"{t.table} ({t.source_rows} vs {t.target_rows} rows; {', '.join(keys[:10]) or 'no key'})")
     raise VerificationFailed(
-        f"tables differ at the stop point: {'; '.join(parts)}",
+        f"tables differ {where}: {'; '.join(parts)}",
         hint="nothing was fenced; fix PostgreSQL (or re-snapshot the table) and cut over again",
     )
 

@@ -1041,7 +1041,7 @@ def compare_keys(
     key: missing or extra)."""
     seen: dict[tuple[tuple[str, Any], ...], Key] = {}
     for key in keys:
-        seen.setdefault(tuple((type(v).__name__, v) for v in key), key)
+        seen.setdefault(key_marker(key), key)
     unique = list(seen.values())
     encoder = RowEncoder(shape.kinds)
     to_rows = source_rows(shape)
@@ -1058,6 +1058,11 @@ def compare_keys(
         if ident not in ours:
             diff.add("extra", key)
     return [*diff.missing, *diff.extra, *diff.different]
+
+
+def key_marker(key: Key) -> tuple[tuple[str, Any], ...]:
+    """A raw SQLite key as a set member that keeps 1 and 1.0 (and 1 and '1') apart, as SQLite does."""
+    return tuple((type(v).__name__, v) for v in key)
 
 
 def _sqlite_by_key(conn: sqlite3.Connection, shape: Shape, keys: Sequence[Key]) -> Iterator[Sequence[Any]]:

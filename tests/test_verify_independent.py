@@ -183,34 +183,52 @@ def test_cutover_preflight_catches_a_planted_load_bug(
 PLANTED = [bug for bug, plant in BUGS.items() if plant is not None]
 
 
+def _app_writes_row_2_after(monkeypatch: pytest.MonkeyPatch, path: Path, step: str, *statements: str) -> None:
+    """The app writes (row 2 by default) right after the cutover's ``preflight`` or right before its ``freeze``."""
+    original = getattr(cutover_module, step)
+
+    def then_the_app_writes(*args: Any) -> Any:
+        if step == "freeze":
+            _write(path, *statements)
+        out = original(*args)
+        if step == "preflight":
+            _write(path, *statements)
+        return out
+
+    monkeypatch.setattr(cutover_module, step, then_the_app_writes)
+
+
+def _write(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in statements or (APPLIED_ROW,):
+        db.execute(statement)
+    db.close()
+
+
 @pytest.mark.parametrize("bug", PLANTED)
-def test_cutover_stop_point_catches_a_planted_bug_in_a_row_written_after_the_preflight(
-    bug: str, tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("step", "caught_where"),
+    [
+        ("preflight", "tables differ in rows changed since the preflight: "),  # before the freeze
+        ("freeze", "aborted at verify (tables differ at the stop point: "),  # in the outage
+    ],
+)
+def test_cutover_catches_a_planted_bug_in_a_row_written_after_the_preflight(
+    bug: str, step: str, caught_where: str, tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Row 2 is written once the preflight compared: the cutover's own drains apply it with the bug, and
-    the load path's digests agree with it on both sides. The stop point compares the keys journaled since
-    the preflight's position by the independent reading and names it."""
+    the load path's digests agree with it on both sides. The keys journaled since the preflight's position
+    are compared by the independent reading: after the catch-up (before the freeze), and those journaled
+    after it at the stop point."""
     path = _source(tmp_path)
     BUGS[bug](monkeypatch)  # type: ignore[misc]
     drain(path, pg_dsn, conf())  # rows 1 and 3: the bug leaves them as they are
-    checked = cutover_module.preflight
-
-    def then_the_app_writes(session: Any, options: Options) -> dict[str, int]:
-        accepted = checked(session, options)
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute(APPLIED_ROW)
-        db.close()
-        return accepted
-
-    monkeypatch.setattr(cutover_module, "preflight", then_the_app_writes)
-    with pytest.raises(CutoverAborted) as caught:
+    _app_writes_row_2_after(monkeypatch, path, step)
+    with pytest.raises((CutoverAborted, VerificationFailed)) as caught:
         cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
-    assert "aborted at verify (tables differ at the stop point: t (3 vs 3 rows; different (2,)))" in str(caught.value)
-    assert "SQLite is NOT fenced" in str(caught.value)
+    assert caught_where + "t (3 vs 3 rows; different (2,))" in str(caught.value)
     assert not (tmp_path / "cert.json").exists()
-    db = sqlite3.connect(path, isolation_level=None)  # nothing fenced: the app still writes
-    db.execute("INSERT INTO t (id) VALUES (4)")
-    db.close()
+    _write(path, "INSERT INTO t (id) VALUES (4)")  # nothing fenced: the app still writes
 
 
 def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
@@ -219,18 +237,13 @@ def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
     """The control's control: an insert, an update and a delete after the preflight, converted right."""
     path = _source(tmp_path)
     drain(path, pg_dsn, conf())
-    checked = cutover_module.preflight
-
-    def then_the_app_writes(session: Any, options: Options) -> dict[str, int]:
-        accepted = checked(session, options)
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute(APPLIED_ROW)
-        db.execute("UPDATE t SET name = 'Ωmega', doc = '[1.5e3, {\"b\": 2, \"a\": 1}]', at = 1.5 WHERE id = 1")
-        db.execute("DELETE FROM t WHERE id = 3")
-        db.close()
-        return accepted
-
-    monkeypatch.setattr(cutover_module, "preflight", then_the_app_writes)
+    _app_writes_row_2_after(monkeypatch, path, "preflight", APPLIED_ROW, "DELETE FROM t WHERE id = 3")
+    _app_writes_row_2_after(
+        monkeypatch,
+        path,
+        "freeze",
+        "UPDATE t SET name = 'Ωmega', doc = '[1.5e3, {\"b\": 2, \"a\": 1}]', at = 1.5 WHERE id = 1",
+    )
     result = cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
     assert result.certificate is not None
     (proven,) = result.certificate.tables
