@@ -184,11 +184,12 @@ PLANTED = [bug for bug, plant in BUGS.items() if plant is not None]
 
 
 def _app_writes_row_2_after(monkeypatch: pytest.MonkeyPatch, path: Path, step: str, *statements: str) -> None:
-    """The app writes (row 2 by default) right after the cutover's ``preflight`` or right before its ``freeze``."""
+    """The app writes (row 2 by default) right after the cutover's ``preflight``, or right before its
+    ``freeze`` or a ``_prove_changed`` comparison."""
     original = getattr(cutover_module, step)
 
     def then_the_app_writes(*args: Any) -> Any:
-        if step == "freeze":
+        if step != "preflight":
             _write(path, *statements)
         out = original(*args)
         if step == "preflight":
@@ -238,6 +239,8 @@ def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
     path = _source(tmp_path)
     drain(path, pg_dsn, conf())
     _app_writes_row_2_after(monkeypatch, path, "preflight", APPLIED_ROW, "DELETE FROM t WHERE id = 3")
+    # Row 2, applied by the catch-up, changes again before it is compared: in flight there, left to the stop point.
+    _app_writes_row_2_after(monkeypatch, path, "_prove_changed", "UPDATE t SET score = 9.5 WHERE id = 2")
     _app_writes_row_2_after(
         monkeypatch,
         path,
