@@ -46,7 +46,8 @@ class IndependentCheck(msgspec.Struct, frozen=True):
     """One table compared by the reading the load path cannot bias (:mod:`replicator.proof`, verify's).
 
     ``preflight``: cutover's full verify, before the freeze, at applied position ``seq`` (keys journaled
-    after it were ``in_flight``: the drain applied them and the stop-point digests cover them);
+    after it were ``in_flight``: the drains applied them, and the stop point compared every key journaled
+    after ``seq`` by this reading too);
     ``copied``: a snapshot-only table read whole on both sides after it was copied again at the stop point.
     The digests are over the canonical rows, not comparable with ``TableProof``'s load-path digests."""
 

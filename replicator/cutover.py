@@ -186,7 +186,10 @@ def _steps(session: _Session, clock: _Clock, options: Options) -> Result:
         with clock.step("catchup"):  # what the app wrote during the pre-pass, so the freeze drains little
             drain(session, stop=None, budget=None, leave=0)
             prepass.advance()
-            drain(session, stop=None, budget=None, leave=0)  # and during the roll-forward
+            for _ in range(2):  # what the roll-forward let in, compared independently; each pass reads fewer keys
+                caught_up = drain(session, stop=None, budget=None, leave=0)
+                _prove_changed(session, caught_up.seq_to)
+            drain(session, stop=None, budget=None, leave=0)  # and during the last comparison
         frozen = freeze(session, clock)
         try:
             finished = _frozen_steps(session, prepass, frozen, clock, options)
@@ -388,6 +391,9 @@ class _Session:
         self.progress: Progress | None = None
         self.independent: dict[str, IndependentCheck] = {}
         """Per table, the preflight's comparison by the independent reading (the certificate's verdict rests on it)."""
+        self.compared_at: int | None = None
+        """The applied position the preflight's full verify compared at; None without it. The stop point
+        compares the keys journaled after it by the same reading."""
         self.signing_key: Ed25519PrivateKey | None = None
         """Loaded before anything is locked: a key that cannot be read stops the cutover before it starts."""
         self.running: dict[str, tuple[int, str]] = {}
@@ -611,8 +617,9 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             progress=session.progress,
         )
         if not report.match:
-            _report_keys(session, list(report.mismatched))
+            _report_keys(session, list(report.mismatched), "in the preflight's full verify")
         session.independent = {t.table: _independent(t, "preflight", report.applied_through) for t in report.tables}
+        session.compared_at = report.applied_through
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
     return quarantined if options.accept_quarantine else {}
 
@@ -673,7 +680,7 @@ class Prepass:
                 raise
         if bad:
             conn.close()
-            _report_keys(session, bad)
+            _report_keys(session, bad, "in the pre-pass (PostgreSQL against its running digests)")
         session.log.info("pre-pass read", journal_head=head, tables=len(digests))
         return cls(session, conn, head, digests, quarantined)
 
@@ -875,9 +882,10 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
         sqlite_side = {
             name: _sqlite_at_stop(session, prepass, now, name, changed.get(name), quarantined) for name in names
         }
+        bad = _changed_differ(session, now, stop)
     finally:
         now.close()
-    proofs, bad = [], []
+    proofs = []
     for name in names:
         (s_rows, s_sum), how = sqlite_side[name]
         s_digest = format(s_sum % _MODULUS, "064x")
@@ -894,12 +902,63 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
                 independent=session.independent.get(name),
             )
         )
-        if (p_rows, p_digest) != (s_rows, s_digest):
+        if (p_rows, p_digest) != (s_rows, s_digest) and name not in bad:
             bad.append(name)
     if bad:
         _report_keys(session, bad)
     session.log.info("stop point verified", tables=len(proofs), changed=sorted(changed))
     return tuple(proofs)
+
+
+def _prove_changed(session: _Session, applied: int) -> None:
+    """Before the freeze: the keys journaled since the preflight compared, as far as the catch-up applied
+    them, compared by the independent reading; abort (nothing fenced) naming any that differ. The stop
+    point then reads only the keys journaled after ``applied``, so the outage pays for few."""
+    now = _open_again(session)
+    try:
+        now.execute("BEGIN")
+        bad = _changed_differ(session, now, applied)
+    finally:
+        now.close()
+    if bad:
+        _report_keys(session, bad, "in rows changed since the preflight")
+    if session.compared_at is not None:
+        session.compared_at = max(session.compared_at, applied)
+
+
+def _changed_differ(session: _Session, now: sqlite3.Connection, applied: int) -> list[str]:
+    """Tables whose rows journaled in (``session.compared_at``, ``applied``] differ by the independent reading.
+
+    The cutover's own drains applied those rows after the preflight compared, and the stop point's
+    digests are the load path's: they agree with any conversion mistake. Only the changed keys are read,
+    in ``now``'s read transaction, with PostgreSQL at ``applied`` (only the cutover applies: it holds the
+    locks). A key journaled again after ``applied`` is in flight and left to the next call (the stop
+    point's, where nothing is). A table whose journal key is not its compared key is compared whole."""
+    if session.compared_at is None or applied <= session.compared_at:
+        return []
+    changed = verify._pending_keys(now, session.compared_at, applied)
+    head = journal.head(now)
+    again = verify._pending_keys(now, applied, head) if head is not None and head > applied else {}
+    bad, whole = [], []
+    with session.pconn.transaction():
+        for name, journaled in changed.items():
+            if name not in session.independent:  # compared whole when copied again (snapshot-only), or skipped
+                continue
+            flying = {verify.key_marker(k) for k in again.get(name, ())}
+            keys = [k for k in journaled if verify.key_marker(k) not in flying]
+            shape = verify.independent_shape(session.pconn, session.state_schema, session.plan, name)
+            cap = session.meta.tables.get(name)
+            if cap is None or not shape.key_positions or tuple(cap.key_columns or ()) != shape.key_source:
+                whole.append(name)
+            elif keys and verify.compare_keys(now, session.pconn, shape, keys):
+                bad.append(name)
+    if whole:
+        report = verify.verify(
+            session.source, session.dsn, session.config, whole, plan=session.plan, applied_by_caller=True
+        )
+        bad += report.mismatched
+    session.log.info("changed rows compared independently", tables=sorted(changed), differing=bad, whole=whole)
+    return bad
 
 
 def _shape(session: _Session, name: str, quarantined: dict[str, frozenset[str]] | None = None) -> verify.Shape:
@@ -995,16 +1054,18 @@ def _pg_full(session: _Session, name: str) -> tuple[int, str]:
     return side.count, side.hexdigest()
 
 
-def _report_keys(session: _Session, tables: list[str]) -> None:
+def _report_keys(session: _Session, tables: list[str], where: str = "at the stop point") -> None:
     """A real difference: find the keys (verify's bisection) and abort naming them."""
-    report = verify.verify(session.source, session.dsn, session.config, tables, keys=True, plan=session.plan)
+    report = verify.verify(  # the cutover holds the apply locks: keys journaled past its drains are in flight
+        session.source, session.dsn, session.config, tables, keys=True, plan=session.plan, applied_by_caller=True
+    )
     parts = []
     for t in report.tables:
         keys = [*(f"missing {k}" for k in t.missing), *(f"extra {k}" for k in t.extra)]
         keys += [f"different {k}" for k in t.different]
         parts.append(f"{t.table} ({t.source_rows} vs {t.target_rows} rows; {', '.join(keys[:10]) or 'no key'})")
     raise VerificationFailed(
-        f"tables differ at the stop point: {'; '.join(parts)}",
+        f"tables differ {where}: {'; '.join(parts)}",
         hint="nothing was fenced; fix PostgreSQL (or re-snapshot the table) and cut over again",
     )
 

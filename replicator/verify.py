@@ -1020,6 +1020,83 @@ def _find_keys(
     _compare_leaf(sides, shape, None, None, whole, False, diff, (buckets, slots))
 
 
+KEYS_PER_QUERY: Final = 500
+"""Keys per PostgreSQL lookup in :func:`compare_keys` (one ``IN`` list each)."""
+
+
+def compare_keys(
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    shape: Shape,
+    keys: Sequence[Key],
+    max_keys: int = MAX_KEYS,
+) -> list[Key]:
+    """The rows of ``keys`` (raw SQLite key values, as journaled: columns ``shape.key_source``) compared on
+    both sides by ``shape``'s reading; returns the keys missing, extra or different (at most ``max_keys``).
+
+    Cutover's stop point runs it by the independent reading over the keys the app changed after the
+    preflight compared whole tables: the cutover's own drains applied them, and the load path's digests
+    would agree with any conversion mistake there. Reads in the callers' transactions; PostgreSQL is
+    looked up by the load's key converters, which only locates rows (a wrong one finds none or another
+    key: missing or extra)."""
+    seen: dict[tuple[tuple[str, Any], ...], Key] = {}
+    for key in keys:
+        seen.setdefault(key_marker(key), key)
+    unique = list(seen.values())
+    encoder = RowEncoder(shape.kinds)
+    to_rows = source_rows(shape)
+    ours: dict[bytes, tuple[Key, bytes]] = _with_text_fallback(
+        sconn, lambda: _leaf_rows(to_rows(_sqlite_by_key(sconn, shape, unique)), shape, encoder)
+    )
+    theirs = _leaf_rows(_target_rows(shape, _pg_by_key(pconn, shape, unique)), shape, encoder)
+    diff = _Diff(max_keys)
+    for ident, (key, row_hash) in sorted(ours.items(), key=lambda item: item[0]):
+        other = theirs.get(ident)
+        if other is None or other[1] != row_hash:
+            diff.add("missing" if other is None else "different", key)
+    for ident, (key, _) in sorted(theirs.items(), key=lambda item: item[0]):
+        if ident not in ours:
+            diff.add("extra", key)
+    return [*diff.missing, *diff.extra, *diff.different]
+
+
+def key_marker(key: Key) -> tuple[tuple[str, Any], ...]:
+    """A raw SQLite key as a set member that keeps 1 and 1.0 (and 1 and '1') apart, as SQLite does."""
+    return tuple((type(v).__name__, v) for v in key)
+
+
+def _sqlite_by_key(conn: sqlite3.Connection, shape: Shape, keys: Sequence[Key]) -> Iterator[Sequence[Any]]:
+    """SQLite rows holding exactly ``keys`` (a NOCASE key's lookup can return another spelling: left out)."""
+    width = len(shape.key_source)
+    cols = ", ".join(quote_ident(c) for c in (*shape.source_columns, *shape.key_source))
+    select = f"SELECT {cols} FROM {quote_ident(shape.source)} WHERE "  # noqa: S608 - quote_ident
+    for key in keys:
+        where, params = journal.key_predicate(shape.key_source, key)
+        for row in conn.execute(select + where, params).fetchall():
+            if journal.same_key(row[-width:], key):
+                yield row[:-width]
+
+
+def _pg_by_key(conn: psycopg.Connection[Any], shape: Shape, keys: Sequence[Key]) -> Iterator[tuple[Any, ...]]:
+    """PostgreSQL rows whose key is one of ``keys`` (raw SQLite values, converted as the load converts keys)."""
+    located = msgspec.structs.replace(shape, independent=False)
+    converters = _key_converters(located)
+    wanted: list[Key] = []
+    for raw in keys:
+        try:
+            wanted.append(tuple(c(v) for c, v in zip(converters, raw, strict=True)))
+        except (convert.ValueRefused, ValueError):
+            continue  # a key the load refuses has no row in PostgreSQL; SQLite's row (if any) is then missing
+    columns = [sql.Identifier(c) for c in shape.key_target]
+    expr = columns[0] if len(columns) == 1 else sql.SQL("({})").format(sql.SQL(", ").join(columns))
+    one = sql.SQL(", ").join([sql.Placeholder()] * len(columns))
+    one = one if len(columns) == 1 else sql.SQL("({})").format(one)
+    for start in range(0, len(wanted), KEYS_PER_QUERY):
+        chunk = wanted[start : start + KEYS_PER_QUERY]
+        where = sql.SQL(" WHERE {} IN ({})").format(expr, sql.SQL(", ").join([one] * len(chunk)))
+        yield from _pg_fetch(conn, shape, where, [v for key in chunk for v in key], FETCH_ROWS)
+
+
 class TableProgress:
     """One table's progress while both sides read it whole: the rows of the side that got furthest.
 

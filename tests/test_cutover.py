@@ -20,7 +20,7 @@ import pytest
 
 from checkpoints import audit, store
 from checkpoints.model import Kind
-from replicator import apply, certificate, faults, pg, phase
+from replicator import apply, certificate, faults, pg, phase, quarantine
 from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
@@ -300,6 +300,36 @@ def test_unacknowledged_quarantine_refused_then_accepted_and_recorded(tmp_path: 
         False,
     )
     assert "quarantined t.n key {'id': 99}: test" in certificate.render(result.certificate)
+    assert certificate.seal_ok(certificate.read_file(tmp_path / "cert.json"))
+
+
+def test_an_acknowledged_quarantine_needs_no_flag_and_is_in_the_certificate_as_acknowledged(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    src = make_source(
+        tmp_path / "q.db",
+        schema="CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER);",
+        rows="INSERT INTO t VALUES (1, 1), (2, 2);",
+    )
+    conf = cfg()
+    drain(src, pg_dsn, conf)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO replicator.quarantine (table_name, key, column_name, storage_class, original_base64, reason) "
+            "VALUES ('t', '{\"id\": 99}', 'n', 'text', 'eA==', 'test')"
+        )
+        assert quarantine.acknowledge(conn, "replicator") == 1
+    result = cutover(src, pg_dsn, conf, opts(tmp_path))
+    assert result.certificate is not None
+    assert not result.certificate.accept_quarantine
+    (entry,) = result.certificate.quarantine
+    assert (entry.table, entry.key, entry.column, entry.reason, entry.acknowledged) == (
+        "t",
+        {"id": 99},
+        "n",
+        "test",
+        True,
+    )
     assert certificate.seal_ok(certificate.read_file(tmp_path / "cert.json"))
 
 

@@ -155,6 +155,10 @@ def test_prisma_existing_mode_streams_and_cuts_over_with_its_migrations_table_sk
     cert = result.certificate
     assert certificate.seal_ok(cert)
     assert {t.table for t in cert.tables} == {"Account", "Post"}
+    # The certificate tells what the migration left out: the skipped table, with its reason.
+    assert list(cert.skipped_tables) == ["_prisma_migrations"]
+    assert "migration bookkeeping" in cert.skipped_tables["_prisma_migrations"]
+    assert "skipped table _prisma_migrations: " in certificate.render(cert)
     assert all((t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) for t in cert.tables)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         plan = apply.load_plan(conn, "replicator")

@@ -33,6 +33,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # values as parameters (a tuple-unpacked name the checker cannot follow).
     ("replicator/apply.py", "_current_rows", "where"): "quote_ident terms from journal.key_predicate",
     ("replicator/cutover.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/verify.py", "_sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
     # The demo app's own tables: t iterates the module constant TABLES (literal names, no quotes in them).
     ("replicator/demo_app.py", "create", "t"): "constant table names",
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.

@@ -129,6 +129,29 @@ def test_an_errored_daemon_with_rows_behind_is_a_mismatch(tmp_path: Path, pg_dsn
     assert "t (id=1) column n" in ran.stderr  # the daemon's own reason
 
 
+def test_a_daemon_errored_on_a_null_key_with_rows_behind_is_a_mismatch(tmp_path: Path, pg_dsn: str) -> None:
+    """Issue 15 item 3 as filed: the daemon stopped on a NULL key (SQLite lets a TEXT primary key hold NULL)."""
+    path = make_source(
+        tmp_path / "n.db", "CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER);", "INSERT INTO t VALUES ('a', 1);"
+    )
+    drain(path, pg_dsn)
+    db = app(path)
+    db.execute("INSERT INTO t VALUES ('b', 2)")
+    db.execute("INSERT INTO t VALUES ('c', 3)")
+    db.execute("INSERT INTO t VALUES (NULL, 4)")
+    with pytest.raises(Exception, match="null value in column"):
+        drain(path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT phase FROM replicator.apply_state").fetchone() == ("ERRORED",)
+        assert conn.execute("SELECT count(*) FROM public.t").fetchone() == (1,)  # two rows behind
+    ran, report = verify_cli(path, pg_dsn)
+    assert ran.returncode == 3, (ran.stdout, ran.stderr)
+    t = table(report, "t")
+    assert t["status"] == "mismatch"
+    assert {tuple(k) for k in t["missing"]} == {("b",), ("c",), (None,)}  # the NULL key's row too
+    assert "phase ERRORED" in ran.stderr
+
+
 def test_a_stopped_daemon_with_a_backlog_is_a_mismatch_and_says_so(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
     db = app(src)

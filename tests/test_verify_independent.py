@@ -1,9 +1,11 @@
 """Negative controls for verify's independence (issue 15 item 4): a wrong converter planted in the load
-path (the snapshot and the apply, in this process), or a wrong value written into PostgreSQL after a
-correct load, is caught by ``replicator verify`` (exit 3, naming the key) and by cutover's preflight
-(aborted, naming the key, nothing fenced). The load path's own digests agree with the planted bug on
-both sides: only a comparison that does not share its converters can see it. A change that keeps the
-value (JSON ``1.0`` re-serialized as ``1``) is not a mismatch."""
+path (the snapshot and the apply, in this process), a generated column PostgreSQL computes differently,
+or a wrong value written into PostgreSQL after a correct load, is caught by ``replicator verify`` (exit 3,
+naming the key), by cutover's preflight, and, for a row the app writes after the preflight compared
+(applied by the cutover's own drains), by the stop point (aborted, naming the key, nothing fenced). The
+load path's own digests agree with the planted bug on both sides: only a comparison that does not share
+its converters can see it. A change that keeps the value (JSON ``1.0`` re-serialized as ``1``) is not a
+mismatch."""
 
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, convert, proof
+from replicator import config, convert, proof, sqlexpr
+from replicator import cutover as cutover_module
 from replicator.cli import cli
-from replicator.cutover import Options, cutover
+from replicator.cutover import CutoverAborted, Options, cutover
 from replicator.errors import VerificationFailed
 from tests.test_apply_cases import drain, make_source
 
@@ -33,16 +36,20 @@ CREATE TABLE t (
     score REAL,
     name TEXT,
     doc JSON,
-    price NUMERIC(20, 6)
+    price NUMERIC(20, 6),
+    up TEXT GENERATED ALWAYS AS (upper(name)) STORED
 );
 """
 #: Rows 1 and 3 are loaded by the snapshot, row 2 by the apply; every planted bug leaves rows 1 and 3
 #: as they are (0 ms is 0 s, 1.5 keeps its digits, 'short' is short, 1.0 → 1 keeps the value...).
 SNAPSHOT_ROWS = """
-INSERT INTO t VALUES (1, 0, 1.5, 'short', '{"a": 1.0, "b": [1, 2]}', 1.25);
-INSERT INTO t VALUES (3, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO t (id, at, score, name, doc, price) VALUES (1, 0, 1.5, 'short', '{"a": 1.0, "b": [1, 2]}', 1.25);
+INSERT INTO t (id) VALUES (3);
 """
-APPLIED_ROW = "INSERT INTO t VALUES (2, 200000000000, 2.718281828, 'a text longer than ten', '{\"a\": 1.5}', 12.345678)"
+APPLIED_ROW = (
+    "INSERT INTO t (id, at, score, name, doc, price) "
+    "VALUES (2, 200000000000, 2.718281828, 'a téxt longer than ten', '{\"a\": 1.5}', 12.345678)"
+)
 
 
 def conf() -> config.Config:
@@ -105,6 +112,12 @@ def decimal_rounded_at_the_wrong_digit(mp: pytest.MonkeyPatch) -> None:
     _plant(mp, "numeric", after=lambda v: Decimal(v).quantize(Decimal("0.00001")))
 
 
+def generated_column_computed_differently(mp: pytest.MonkeyPatch) -> None:
+    """upper() translated to fold é too (PostgreSQL's own upper() would fold every letter): 'É' in
+    PostgreSQL where SQLite, folding ASCII only, keeps 'é'."""
+    mp.setattr(sqlexpr, "_ASCII_LOWER", sqlexpr._ASCII_LOWER + "é")
+
+
 def _load(path: Path, dsn: str, plant: Planter | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Snapshot rows 1 and 3, then the apply row 2, with the planted bug in both."""
     if plant is not None:
@@ -122,6 +135,7 @@ BUGS = {
     "text truncated": text_truncated,
     "json number re-serialized": json_number_reserialized,
     "decimal rounded at the wrong digit": decimal_rounded_at_the_wrong_digit,
+    "generated column computed differently": generated_column_computed_differently,
     "plain column changed in PostgreSQL": None,
 }
 
@@ -133,7 +147,7 @@ def _source(tmp_path: Path) -> Path:
 def _break(dsn: str, bug: str) -> None:
     if BUGS[bug] is None:  # a correct load, then a wrong value written straight into PostgreSQL
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE public.t SET name = 'a text longer than te' WHERE id = 2")
+            conn.execute("UPDATE public.t SET name = 'a téxt longer than te' WHERE id = 2")
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
@@ -164,6 +178,128 @@ def test_cutover_preflight_catches_a_planted_load_bug(
     db = sqlite3.connect(path, isolation_level=None)  # nothing fenced: the app still writes
     db.execute("INSERT INTO t (id) VALUES (4)")
     db.close()
+
+
+PLANTED = [bug for bug, plant in BUGS.items() if plant is not None]
+
+
+def _app_writes_row_2_after(monkeypatch: pytest.MonkeyPatch, path: Path, step: str, *statements: str) -> None:
+    """The app writes (row 2 by default) right after the cutover's ``preflight``, or right before its
+    ``freeze`` or a ``_prove_changed`` comparison."""
+    original = getattr(cutover_module, step)
+
+    def then_the_app_writes(*args: Any) -> Any:
+        if step != "preflight":
+            _write(path, *statements)
+        out = original(*args)
+        if step == "preflight":
+            _write(path, *statements)
+        return out
+
+    monkeypatch.setattr(cutover_module, step, then_the_app_writes)
+
+
+def _write(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in statements or (APPLIED_ROW,):
+        db.execute(statement)
+    db.close()
+
+
+@pytest.mark.parametrize("bug", PLANTED)
+@pytest.mark.parametrize(
+    ("step", "caught_where"),
+    [
+        ("preflight", "tables differ in rows changed since the preflight: "),  # before the freeze
+        ("freeze", "aborted at verify (tables differ at the stop point: "),  # in the outage
+    ],
+)
+def test_cutover_catches_a_planted_bug_in_a_row_written_after_the_preflight(
+    bug: str, step: str, caught_where: str, tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row 2 is written once the preflight compared: the cutover's own drains apply it with the bug, and
+    the load path's digests agree with it on both sides. The keys journaled since the preflight's position
+    are compared by the independent reading: after the catch-up (before the freeze), and those journaled
+    after it at the stop point."""
+    path = _source(tmp_path)
+    BUGS[bug](monkeypatch)  # type: ignore[misc]
+    drain(path, pg_dsn, conf())  # rows 1 and 3: the bug leaves them as they are
+    _app_writes_row_2_after(monkeypatch, path, step)
+    with pytest.raises((CutoverAborted, VerificationFailed)) as caught:
+        cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    assert caught_where + "t (3 vs 3 rows; different (2,))" in str(caught.value)
+    assert not (tmp_path / "cert.json").exists()
+    _write(path, "INSERT INTO t (id) VALUES (4)")  # nothing fenced: the app still writes
+
+
+def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control's control: an insert, an update and a delete after the preflight, converted right."""
+    path = _source(tmp_path)
+    drain(path, pg_dsn, conf())
+    _app_writes_row_2_after(monkeypatch, path, "preflight", APPLIED_ROW, "DELETE FROM t WHERE id = 3")
+    # Row 2, applied by the catch-up, changes again before it is compared: in flight there, left to the stop point.
+    _app_writes_row_2_after(monkeypatch, path, "_prove_changed", "UPDATE t SET score = 9.5 WHERE id = 2")
+    _app_writes_row_2_after(
+        monkeypatch,
+        path,
+        "freeze",
+        "UPDATE t SET name = 'Ωmega', doc = '[1.5e3, {\"b\": 2, \"a\": 1}]', at = 1.5 WHERE id = 1",
+    )
+    result = cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    assert result.certificate is not None
+    (proven,) = result.certificate.tables
+    assert (proven.sqlite_rows, proven.pg_rows) == (2, 2)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT id, up FROM public.t ORDER BY id").fetchall() == [
+            (1, "ΩMEGA"),
+            (2, "A TéXT LONGER THAN TEN"),
+        ]
+
+
+def _django_source(tmp_path: Path) -> tuple[Path, config.Config]:
+    """Issue 15 item 4: a Django DecimalField(max_digits=20, decimal_places=6) REAL that Django reads with
+    15 significant digits (51891460955981.900000), the shortest repr being 51891460955981.88."""
+    path = make_source(
+        tmp_path / "dj.db",
+        schema="CREATE TABLE shop_item (id INTEGER PRIMARY KEY, price decimal);",
+        rows="INSERT INTO shop_item VALUES (1, 51891460955981.88), (2, 1.5);",
+    )
+    toml = tmp_path / "replicator.toml"
+    toml.write_text('[snapshot]\nworkers = 1\n[types.shop_item.price]\ntype = "numeric(20,6)"\nformat = "real15"\n')
+    return path, config.load(toml, environ={})
+
+
+def test_a_django_decimal_loaded_by_its_shortest_repr_is_caught(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load writes 51891460955981.880000 where Django reads .900000: verify and the preflight name the key."""
+    path, conf_ = _django_source(tmp_path)
+    _plant(monkeypatch, "numeric", retype=lambda t: msgspec.structs.replace(t, format=None))
+    drain(path, pg_dsn, conf_)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT price::text FROM shop_item ORDER BY id").fetchall() == [
+            ("51891460955981.880000",),
+            ("1.500000",),
+        ]
+    args = ["verify", "--config", str(tmp_path / "replicator.toml"), "--source", str(path), "--target", pg_dsn]
+    out = CliRunner().invoke(cli, [*args, "--keys", "--json"])
+    assert out.exit_code == 3, out.output
+    (table,) = json.loads(out.stdout)["tables"]
+    assert (table["status"], table["different"]) == ("mismatch", [[1]])
+    with pytest.raises(VerificationFailed, match=r"shop_item \(2 vs 2 rows; different \(1,\)\)"):
+        cutover(path, pg_dsn, conf_, Options(backup=False, certificate_path=tmp_path / "cert.json"))
+
+
+def test_a_django_decimal_loaded_as_django_reads_it_matches(tmp_path: Path, pg_dsn: str) -> None:
+    path, conf_ = _django_source(tmp_path)
+    drain(path, pg_dsn, conf_)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT price::text FROM shop_item WHERE id = 1").fetchone() == ("51891460955981.900000",)
+    args = ["verify", "--config", str(tmp_path / "replicator.toml"), "--source", str(path), "--target", pg_dsn]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
 
 
 def test_without_a_bug_verify_and_cutover_pass_and_the_certificate_says_which_check_ran(
