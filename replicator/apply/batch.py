@@ -56,10 +56,12 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import Kind, TableDigest, kinds_from_oids
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import convert, dependents, faults, log, pg, quarantine
-from replicator.convert import TargetType
+from replicator import faults, log, pg
+from replicator.apply import dependents
 from replicator.errors import BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
-from replicator.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
+from replicator.plan.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
+from replicator.values import convert, quarantine
+from replicator.values.convert import TargetType
 from triggers import journal
 from triggers.install import Meta
 from triggers.schema import quote_ident
@@ -105,7 +107,7 @@ def resolve_targets(
 
     A table captured by rowid has no column PostgreSQL could address its rows by: it is reported,
     never applied half-way. Snapshot-only tables are not journaled, and ``skipped`` ones (config skips
-    them, or existing mode leaves an ORM's migration table out: :mod:`replicator.skips`) are never
+    them, or existing mode leaves an ORM's migration table out: :mod:`replicator.plan.skips`) are never
     applied: both are absent from both.
     """
     targets: dict[str, TableTarget] = {}
@@ -219,7 +221,7 @@ def _read_rows(
     targets: dict[str, TableTarget],
     ignore: frozenset[str],
 ) -> dict[str, TableRows]:
-    # skipped tables (replicator.skips): consumed, never applied
+    # skipped tables (replicator.plan.skips): consumed, never applied
     keys = {t: found for t, found in entries.keys.items() if t not in ignore}
     last = entries.last
     unknown = sorted(set(keys) - set(targets))

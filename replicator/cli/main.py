@@ -27,7 +27,7 @@ from triggers import source as sqlite_source
 from triggers.errors import CaptureError
 
 if TYPE_CHECKING:
-    from replicator.verify import TableVerify
+    from replicator.inspect.verify import TableVerify
 
 F = TypeVar("F", bound=Callable[..., Any])
 KNOWN_ERRORS = (ReplicatorError, CaptureError, CheckpointError)
@@ -169,12 +169,12 @@ def cli() -> None:
 )
 def analyze(ctx: Context, json_out: Path | None, mode: str | None) -> None:
     """Report what is about to be migrated and what will bite: tables, keys, storage classes, formats."""
-    from replicator import analyze as analyze_mod
+    from replicator.plan import analyze as analyze_mod
 
     report = analyze_mod.analyze(ctx.source, busy_timeout_ms=ctx.config.source.busy_timeout_ms)
     refused = 0
     if mode == "existing":
-        from replicator import preflight
+        from replicator.load import preflight
 
         found = preflight.check_existing(ctx.source, ctx.target, ctx.config)
         refused = len(found)
@@ -214,7 +214,8 @@ def _with_snapshot_options(ctx: Context, identifiers: str | None) -> config.Conf
 @click.option("--replace", is_flag=True, help="Drop and recreate tables that already exist in the target schema.")
 def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: bool) -> None:
     """Translate the SQLite schema to PostgreSQL DDL: print it, or apply it to --target (no data)."""
-    from replicator import pgschema, snapshot
+    from replicator.load import snapshot
+    from replicator.plan import pgschema
 
     cfg = _with_snapshot_options(ctx, identifiers)
     conn = snapshot.open_source(ctx.source, cfg)
@@ -282,7 +283,7 @@ def snapshot(
     With capture installed, records the journal's high-water mark and the genesis checkpoint.
     """
     from replicator import progress
-    from replicator import snapshot as snapshot_mod
+    from replicator.load import snapshot as snapshot_mod
 
     cfg = _with_snapshot_options(ctx, identifiers)
     names = [n for item in tables for n in item.split(",") if n] or None
@@ -314,8 +315,8 @@ def snapshot(
 @click.option("--tar", is_flag=True, help="Write one uncompressed tar file instead of a directory.")
 def export(ctx: Context, out: Path, tar: bool) -> None:
     """Export every table to JSON Lines (exact values) with a SHA-256 manifest, from one read transaction."""
-    from replicator import export as export_mod
     from replicator import progress
+    from replicator.load import export as export_mod
 
     with progress.shown(ctx.config, quiet=ctx.quiet, component="export") as shown:
         result = export_mod.export(ctx.source, out, ctx.config, tar=tar, progress=shown)
@@ -331,7 +332,7 @@ def export(ctx: Context, out: Path, tar: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 def verify_export(path: Path, as_json: bool, quiet: bool) -> None:
     """Check an export: files, SHA-256s, counts, row shapes, unique non-null keys, no FK orphans (exit 3)."""
-    from replicator import export as export_mod
+    from replicator.load import export as export_mod
 
     try:
         report = export_mod.verify_export(path)
@@ -376,7 +377,8 @@ def import_(
     dry_run: bool,
 ) -> None:
     """Load an export into PostgreSQL through the snapshot's binary COPY path, checksums verified first."""
-    from replicator import importer, progress
+    from replicator import progress
+    from replicator.load import importer
 
     with progress.shown(ctx.config, quiet=ctx.quiet, component="import") as shown:
         result = importer.import_export(
@@ -458,7 +460,8 @@ def checkpoints_verify(ctx: Context, file: Path | None, against: Path | None) ->
     """
     from checkpoints import audit, report
     from checkpoints.errors import ChainBroken
-    from replicator import integrity, pg
+    from replicator import pg
+    from replicator.state import integrity
 
     extra: list[str] = []
     if file is not None:
@@ -637,7 +640,7 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     Each side is read on its own, not through the converters the snapshot and the apply use: what
     SQLite stores and what PostgreSQL returns are compared by meaning (the column's PostgreSQL type
     and the storage format the plan recorded: epoch ms, ISO text, 0/1...), so a conversion mistake in
-    the load shows as a difference. The rule per type is in the docstring of replicator/proof.py.
+    the load shows as a difference. The rule per type is in the docstring of replicator/inspect/proof.py.
 
     Keys journaled after the position PostgreSQL was compared at are "in flight" (no mismatch) only
     while a daemon is running and advancing: it holds the source's lock, in CATCHUP or STREAMING, and
@@ -645,8 +648,8 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     nothing applies them: they are a mismatch, named by key, and the hint says why.
     """
     from replicator import progress
-    from replicator import verify as verify_mod
     from replicator.errors import VerificationFailed
+    from replicator.inspect import verify as verify_mod
 
     names = [n for item in tables for n in item.split(",") if n]
     with progress.shown(ctx.config, quiet=ctx.quiet, component="verify") as shown:
@@ -676,8 +679,8 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def backup(ctx: Context, out_dir: Path, verify: bool, as_json: bool) -> None:
     """Copy the live SQLite file through the online backup API, with a SHA-256 manifest."""
-    from replicator import backup as backup_mod
     from replicator import progress
+    from replicator.cutover import backup as backup_mod
 
     with progress.shown(ctx.config, quiet=ctx.quiet, component="backup", unit="pages") as shown:
         busy = ctx.config.source.busy_timeout_ms
@@ -732,8 +735,8 @@ def unfence(ctx: Context) -> None:
 )
 def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None) -> None:
     """Apply the change journal to PostgreSQL exactly once (snapshot first if the target has none)."""
-    from replicator import worker
-    from replicator.metrics import Metrics
+    from replicator.stream import worker
+    from replicator.stream.metrics import Metrics
 
     sys.setswitchinterval(worker.SWITCH_INTERVAL_S)
     cfg = ctx.config
@@ -765,7 +768,7 @@ def status(ctx: Context, as_json: bool) -> None:
     the daemon holds the lock but has recorded no progress for status.stall_after_s while changes wait,
     or when the SQLite side disagrees with the phase (a cutover interrupted between its two commits).
     """
-    from replicator import status as status_mod
+    from replicator.inspect import status as status_mod
 
     result = status_mod.read_status(ctx.target, ctx.config, _optional_source(ctx))
     if as_json:
@@ -802,7 +805,7 @@ _after_cutover_hint = (
 
 def _cut_over(ctx: Context) -> bool:
     """Whether the target's phase is DONE (advice after a cutover is not advice before one)."""
-    from replicator import phase
+    from replicator.state import phase
 
     with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
         state = phase.read(conn, ctx.config.target.state_schema)
@@ -839,9 +842,9 @@ def cutover(
     as_json: bool,
 ) -> None:
     """Freeze SQLite, drain, prove completeness, finish PostgreSQL, fence SQLite; write the certificate."""
-    from replicator import certificate as cert_mod
-    from replicator import cutover as cutover_mod
     from replicator import progress
+    from replicator.cutover import certificate as cert_mod
+    from replicator.cutover import window as cutover_mod
 
     options = cutover_mod.Options(
         dry_run=dry_run,
@@ -876,7 +879,7 @@ def cutover(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollback(ctx: Context, force: bool, as_json: bool) -> None:
     """After a cutover: un-fence SQLite so the app can go back; report what PostgreSQL changed since."""
-    from replicator import rollback as rollback_mod
+    from replicator.cutover import rollback as rollback_mod
 
     report = rollback_mod.rollback(ctx.source, ctx.target, ctx.config, force=force)
     if as_json:
@@ -898,8 +901,8 @@ def rollback(ctx: Context, force: bool, as_json: bool) -> None:
 )
 def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: bool) -> None:
     """Show the stored cutover certificate and check its SHA-256; exit 3 if it does not verify."""
-    from replicator import certificate as cert_mod
     from replicator import pg
+    from replicator.cutover import certificate as cert_mod
     from replicator.errors import VerificationFailed
 
     stored = None
@@ -992,14 +995,15 @@ def audit_command(
     Needs no database. Exit 0 when every check that ran passed, 3 when one failed; the report says which
     checks could not run (no --backup, no --public-key). The formats are in docs/audit.md.
     """
-    from replicator import auditor
+    from replicator.cutover import auditor
     from replicator.errors import VerificationFailed
 
     try:
         result = auditor.audit(certificate_path, chain, backup=backup, public_key=public_key)
         click.echo(msgspec.json.encode(result).decode() if as_json else auditor.render(result))
         if html is not None:
-            from replicator import audit_html, files
+            from replicator import files
+            from replicator.cutover import audit_html
 
             with files.writing(html, what="the HTML report", instead="choose another --html"):
                 html.write_text(audit_html.render(result), encoding="utf-8")
@@ -1028,7 +1032,7 @@ def keys_group() -> None:
 @click.option("--force", is_flag=True, help="Replace key files that exist.")
 def keys_generate(out_dir: Path, force: bool) -> None:
     """Make a signing key pair: set [signing] key to the private file; give auditors the .pub file."""
-    from replicator import signing
+    from replicator.cutover import signing
 
     try:
         private, public, key_id = signing.generate(out_dir, force=force)
@@ -1055,7 +1059,8 @@ def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) 
     from rich.markup import escape
     from rich.table import Table
 
-    from replicator import pg, quarantine
+    from replicator import pg
+    from replicator.values import quarantine
 
     with pg.connect(ctx.target, autocommit=True) as conn:
         values = quarantine.list_values(conn, ctx.config.target.state_schema, table, limit)
@@ -1081,7 +1086,8 @@ def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) 
 @click.option("--table", default=None, help="Only this source table (default: all).")
 def quarantine_ack(ctx: Context, table: str | None) -> None:
     """Acknowledge quarantined values after review; cutover then proceeds (the values stay listed)."""
-    from replicator import pg, quarantine
+    from replicator import pg
+    from replicator.values import quarantine
 
     with pg.connect(ctx.target, autocommit=True) as conn:
         quarantine.ensure(conn, ctx.config.target.state_schema)
@@ -1120,7 +1126,7 @@ def demo(rows: int, keep: bool, directory: Path | None, target: str | None, seco
     analyze → capture install → snapshot → apply daemon while the app writes → status → cutover →
     certificate → the fenced write → verify. Exit 0 only if every step passed and verify matched.
     """
-    from replicator import demo as demo_mod
+    from replicator.demo import tour as demo_mod
 
     try:
         code = demo_mod.demo(rows=rows, keep=keep, directory=directory, target=target, seconds=seconds, verbose=verbose)

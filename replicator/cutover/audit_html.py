@@ -14,8 +14,8 @@ import datetime as dt
 from html import escape
 from typing import Final
 
-from replicator.auditor import Audit, Check
-from replicator.certificate import STEP_ORDER
+from replicator.cutover.auditor import Audit, Check
+from replicator.cutover.certificate import STEP_ORDER
 
 PASS_COLOUR: Final = "#1a7f37"
 FAIL_COLOUR: Final = "#cf222e"

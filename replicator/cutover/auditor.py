@@ -24,9 +24,9 @@ from checkpoints import ledger
 from checkpoints.audit import Finding, Problem
 from checkpoints.errors import CheckpointError
 from checkpoints.model import Checkpoint, Kind, Record
-from replicator import certificate as cert_mod
-from replicator import signing
-from replicator.certificate import Certificate
+from replicator.cutover import certificate as cert_mod
+from replicator.cutover import signing
+from replicator.cutover.certificate import Certificate
 
 Status = Literal["pass", "fail", "not run"]
 

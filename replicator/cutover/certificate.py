@@ -5,7 +5,7 @@ Written by ``replicator cutover`` as a JSON file and stored in the target's stat
 encoding with ``sha256`` empty, so anyone can re-check it (``replicator certificate --verify FILE``):
 a changed byte in any field changes the hash. Against the live databases, :func:`live_check`
 re-reads both sides and reports every table whose count or checksum moved since the stop point, and
-:func:`live_compare` compares the two sides with verify's independent reading (:mod:`replicator.proof`),
+:func:`live_compare` compares the two sides with verify's independent reading (:mod:`replicator.inspect.proof`),
 the comparison each table's ``independent`` proof records.
 """
 
@@ -22,15 +22,17 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import files, pg, pgschema, verify
+from replicator import files, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
+from replicator.inspect import verify
+from replicator.plan import pgschema
 from triggers import source as sqlite_source
 
 FORMAT = 4
 """2 added what the migration left out (skipped tables and columns, every quarantined value); 3 added each
 table's independent comparison (``TableProof.independent``); 4 the Ed25519 ``signature`` of the seal
-(:mod:`replicator.signing`). An older certificate is sealed without the fields added after its format, and
+(:mod:`replicator.cutover.signing`). An older certificate is sealed without the fields added after its format, and
 :func:`_body` leaves them out to check its seal."""
 _ADDED_IN_2 = ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine")
 _ADDED_IN_4 = ("signature",)
@@ -43,7 +45,7 @@ STEP_ORDER = (
 
 
 class IndependentCheck(msgspec.Struct, frozen=True):
-    """One table compared by the reading the load path cannot bias (:mod:`replicator.proof`, verify's).
+    """One table compared by the reading the load path cannot bias (:mod:`replicator.inspect.proof`, verify's).
 
     ``preflight``: cutover's full verify, before the freeze, at applied position ``seq`` (keys journaled
     after it were ``in_flight``: the drain applied them and the stop-point digests cover them);
@@ -298,7 +300,7 @@ def moved(cert: Certificate, side: str, now: dict[str, tuple[int, str]]) -> list
 
 def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config) -> list[Moved]:
     """Tables whose count or checksum moved since the certificate, on each side that is reachable."""
-    from replicator import apply
+    from replicator.apply import batch as apply
 
     names = [t.table for t in cert.tables]
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
@@ -316,7 +318,7 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
 def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify.VerifyReport:
     """The certified tables compared now, SQLite against PostgreSQL, by verify's independent reading (the
     comparison cutover's preflight ran; the moved check above compares each side with its own record)."""
-    from replicator import apply
+    from replicator.apply import batch as apply
 
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
         plan = apply.load_plan(conn, config.target.state_schema)

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import msgspec
 
-from replicator import apply, certificate, log, pg, phase, state
-from replicator.certificate import Moved
+from replicator import log, pg
+from replicator.apply import batch as apply
 from replicator.config import Config
+from replicator.cutover import certificate
+from replicator.cutover.certificate import Moved
 from replicator.errors import UsageError, VerificationFailed
-from replicator.phase import ApplyState, Phase
+from replicator.state import phase
+from replicator.state import schema as state
+from replicator.state.phase import ApplyState, Phase
 from triggers import fence
 
 

@@ -1,6 +1,6 @@
 """Ed25519 signatures of cutover certificates: what makes the seal more than a checksum.
 
-The seal (:func:`replicator.certificate.seal`) is a bare SHA-256 of the certificate's fields: it detects
+The seal (:func:`replicator.cutover.certificate.seal`) is a bare SHA-256 of the certificate's fields: it detects
 accidental damage, but anyone who edits a count or the chain head recomputes it. With a signing key
 configured (``[signing] key``), cutover also signs the seal with Ed25519 (RFC 8032, through the
 ``cryptography`` package); the certificate carries the signature and the key's id. An auditor who holds
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from replicator import files
-from replicator.certificate import Certificate, Signature, seal_ok
+from replicator.cutover.certificate import Certificate, Signature, seal_ok
 from replicator.errors import ConfigError, UsageError
 
 ALGORITHM: Final = "ed25519"

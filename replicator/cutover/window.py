@@ -14,7 +14,7 @@
    the rows *as they were at H0*.
 2. **Freeze**: ``BEGIN IMMEDIATE`` on a connection we hold: the app's writers wait (busy timeout) or
    get SQLITE_BUSY; readers keep working (WAL). Stop seq S = journal head.
-3. **Drain** to S with the apply :class:`~replicator.apply.Writer`, then prove it: the chain verifies
+3. **Drain** to S with the apply :class:`~replicator.apply.batch.Writer`, then prove it: the chain verifies
    (no gap, no overlap, every link) and its head covers exactly S.
 4. **Verify at the stop point**: the PostgreSQL side is the running per-table digests the apply
    maintains in each batch's transaction; the SQLite side is the pre-pass digest, adjusted for the
@@ -71,30 +71,22 @@ from psycopg import sql
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
 from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, tool_version
-from replicator import (
-    apply,
-    backup,
-    dependents,
-    faults,
-    files,
-    log,
-    pg,
-    pgschema,
-    phase,
-    quarantine,
-    resnapshot,
-    signing,
-    skips,
-    snapshot,
-    verify,
-)
-from replicator import state as runs
-from replicator.certificate import Certificate, IndependentCheck, QuarantineEntry, TableProof
+from replicator import faults, files, log, pg
+from replicator.apply import batch as apply
+from replicator.apply import dependents
 from replicator.config import Config
+from replicator.cutover import backup, signing
+from replicator.cutover.certificate import Certificate, IndependentCheck, QuarantineEntry, TableProof
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
-from replicator.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
+from replicator.inspect import verify
+from replicator.load import resnapshot, snapshot
+from replicator.plan import pgschema, skips
 from replicator.progress import Progress
-from replicator.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
+from replicator.state import phase
+from replicator.state import schema as runs
+from replicator.state.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
+from replicator.stream.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
+from replicator.values import quarantine
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
 from triggers.install import Meta, read_meta
@@ -295,7 +287,7 @@ def _after_fence(
     backed_up: backup.BackupResult | None,
 ) -> Result:
     """Step 7, after the outage: ANALYZE, the certificate (file and target), the summary."""
-    from replicator import certificate
+    from replicator.cutover import certificate
 
     warnings = list(finished.warnings)
     with clock.step("analyze"):
@@ -373,7 +365,7 @@ class _Session:
         self.plan: pgschema.SchemaPlan
         self.targets: dict[str, apply.TableTarget] = {}
         self.skipped: dict[str, str] = {}
-        """Captured tables the migration leaves out (:mod:`replicator.skips`), with the reason."""
+        """Captured tables the migration leaves out (:mod:`replicator.plan.skips`), with the reason."""
         self.writer: apply.Writer | None = None
         self.prev: Checkpoint
         self.verified: Checkpoint
@@ -1303,7 +1295,7 @@ def _iso(moment: dt.datetime) -> str:
 
 def _settled_sha256(session: _Session) -> str:
     """SHA-256 of the fenced file after folding the WAL into it (nothing can write it any more)."""
-    from replicator import certificate
+    from replicator.cutover import certificate
 
     with (
         contextlib.closing(_open_again(session, readonly=False)) as conn,

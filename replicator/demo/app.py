@@ -5,7 +5,7 @@ Storage is what Prisma Client writes to SQLite: ``DATETIME`` columns hold unix m
 integers for the log tables), composite keys and ``ON DELETE CASCADE`` foreign keys as
 ``prisma migrate`` declares them.
 
-Run as ``python -m replicator.demo_app DB --seconds N`` it is the live backend: small transactions
+Run as ``python -m replicator.demo.app DB --seconds N`` it is the live backend: small transactions
 (sign-ups, AI usage logs, record edits, sync runs, upserts, deletes) at ``--rate`` per second, each
 one retried on SQLITE_BUSY like an app's ORM would. When the file is fenced by a cutover its writes
 fail with the fence message; the writer reports that and stops. Its last stdout line is a JSON
@@ -705,7 +705,7 @@ def _pid() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m replicator.demo_app", description="The replicator demo's live app: writes to DB."
+        prog="python -m replicator.demo.app", description="The replicator demo's live app: writes to DB."
     )
     parser.add_argument("db", type=Path, help="the app's SQLite file")
     parser.add_argument("--seconds", type=float, default=30.0, help="write for this long (default 30)")

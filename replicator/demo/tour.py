@@ -1,11 +1,11 @@
 """``replicator demo``: the whole migration, end to end, on a live app, in under a minute.
 
-It builds the demo app's database (``replicator.demo_app``: 12 Prisma-style tables), starts an
+It builds the demo app's database (``replicator.demo.app``: 12 Prisma-style tables), starts an
 embedded PostgreSQL 18 (or uses ``--target``), starts the app's writer as a separate process, and
 then runs the real steps through the library, narrating each one:
 
 analyze → capture install → snapshot (while the app writes) → the apply daemon (a thread running
-:class:`replicator.worker.Worker`, exactly what ``replicator run`` runs) with live status → stop the
+:class:`replicator.stream.worker.Worker`, exactly what ``replicator run`` runs) with live status → stop the
 daemon → cutover (freeze, drain, prove, fence, certificate) → check the certificate → show that the
 app's next write to the old file is refused by the fence → a full verify of both sides.
 
@@ -37,7 +37,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from replicator import config as config_mod
-from replicator import demo_app, log
+from replicator import log
+from replicator.demo import app as demo_app
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
 
 DEFAULT_ROWS: Final = 20_000
@@ -260,7 +261,7 @@ class Demo:
     def _start_writer(self) -> tuple[str, None]:
         out = (self.workdir / "writer.log").open("w")
         self._writer = subprocess.Popen(
-            [sys.executable, "-m", "replicator.demo_app", str(self.db), "--seconds", "600", "--rate", str(WRITE_RATE)],
+            [sys.executable, "-m", "replicator.demo.app", str(self.db), "--seconds", "600", "--rate", str(WRITE_RATE)],
             stdout=subprocess.PIPE,
             stderr=out,
             text=True,
@@ -288,7 +289,7 @@ class Demo:
         return text.splitlines()[-1] if text else "no output"
 
     def _analyze(self) -> tuple[str, None]:
-        from replicator import analyze
+        from replicator.plan import analyze
 
         report = analyze.analyze(self.db)
         formats: dict[str, int] = {}
@@ -315,7 +316,8 @@ class Demo:
         return f"{triggers} triggers on {len(report.tables)} tables, key-only journal (source {report.source_id})", None
 
     def _snapshot(self) -> tuple[str, None]:
-        from replicator import progress, snapshot
+        from replicator import progress
+        from replicator.load import snapshot
 
         bars: Any = None
         if progress.interactive(self.config):
@@ -332,8 +334,8 @@ class Demo:
     def _replicate(self) -> tuple[str, None]:
         from rich.live import Live
 
-        from replicator import status as status_mod
-        from replicator.worker import Worker
+        from replicator.inspect import status as status_mod
+        from replicator.stream.worker import Worker
 
         self._worker = Worker(self.db, self.dsn, self.config)
 
@@ -369,7 +371,7 @@ class Demo:
         )
 
     def _status(self) -> tuple[str, None]:
-        from replicator import status as status_mod
+        from replicator.inspect import status as status_mod
 
         st = status_mod.read_status(self.dsn, self.config, self.db)
         if st.phase == "ERRORED":
@@ -401,7 +403,7 @@ class Demo:
         ), None
 
     def _cutover(self) -> tuple[str, None]:
-        from replicator import cutover
+        from replicator.cutover import window as cutover
 
         options = cutover.Options(
             backup_dir=self.workdir / "backups",
@@ -421,7 +423,8 @@ class Demo:
         ), None
 
     def _certificate(self) -> tuple[str, None]:
-        from replicator import certificate, pg
+        from replicator import pg
+        from replicator.cutover import certificate
 
         with pg.connect(self.dsn, autocommit=True) as conn:
             stored = certificate.latest(conn, self.config.target.state_schema)
@@ -479,7 +482,7 @@ class Demo:
         return summaries[-1] if summaries else {}
 
     def _verify(self) -> tuple[str, None]:
-        from replicator import verify
+        from replicator.inspect import verify
 
         report = verify.verify(self.db, self.dsn, self.config)
         self.summary.verified_tables, self.summary.verified_rows = len(report.tables), report.rows

@@ -1,6 +1,6 @@
 """verify's independent reading: what a value *means*, read from each database without the load's code.
 
-Why: the snapshot and the apply convert every SQLite value with :mod:`replicator.convert`. A verify
+Why: the snapshot and the apply convert every SQLite value with :mod:`replicator.values.convert`. A verify
 that ran the same converters over SQLite and compared the result with PostgreSQL would agree with any
 mistake they make (a decimal rounded at the wrong digit, milliseconds read as seconds): it would only
 prove that PostgreSQL holds what the load wrote. So verify's SQLite side is computed here, from the
@@ -11,8 +11,8 @@ str, bytes, bool, datetime, date, time, UUID; json, jsonb, enum, char and unknow
 text output). Both sides are brought to one **canonical form** per column, decided by the column's
 *meaning*: its PostgreSQL type and the storage format the plan recorded for the SQLite column
 (``TargetType.format``: ``unix_ms`` and so on; the plan says *what* a stored value means, this module
-decides *how* to read it). This module imports nothing from ``replicator.convert``, ``replicator.formats``
-or ``replicator.typemap`` (a test checks it): a bug there cannot be repeated here.
+decides *how* to read it). This module imports nothing from ``replicator.values.convert``, ``replicator.values.formats``
+or ``replicator.plan.typemap`` (a test checks it): a bug there cannot be repeated here.
 
 Canonical forms (values ``checkpoints.digest`` encodes natively, so a row is one msgspec call: None,
 bool, int, float, str, bytes, datetime, date, time, UUID), hashed per row (SHA-256 of the MessagePack
@@ -177,7 +177,7 @@ def decimal_of_real(
     """The meaning of a number stored for a decimal column: the value the ORM reads back.
 
     The plan records which reader the column has (``TargetType.format``); how it reads is written here,
-    apart from the load's :func:`replicator.formats.app_decimal`:
+    apart from the load's :func:`replicator.values.formats.app_decimal`:
 
     * no reader (Prisma, plain SQL): the shortest decimal that round-trips the double (``repr``),
       quantized to the column's scale (half-even); an integer is itself;

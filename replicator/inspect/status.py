@@ -5,7 +5,7 @@ connection), so it never blocks the daemon or the app. Nothing here is cached by
 the phase row, the per-table rows and the checkpoint head are committed with each batch, so what
 status shows is what PostgreSQL holds.
 
-It also says what is wrong though nothing failed: **tampering** (:mod:`replicator.integrity`: the
+It also says what is wrong though nothing failed: **tampering** (:mod:`replicator.state.integrity`: the
 anchor kept in SQLite, the phase row and the journal each checked against the other side) and a
 **stall** (a daemon holds the lock, entries wait, and its phase row, which it rewrites with every
 batch and as a heartbeat while idle, is older than ``status.stall_after_s``). Either exits 1.
@@ -30,9 +30,12 @@ from checkpoints import store
 from checkpoints.audit import Anchor
 from checkpoints.errors import ChainBroken, CheckpointError
 from checkpoints.model import Checkpoint
-from replicator import integrity, pg, phase, quarantine, skips
+from replicator import pg
 from replicator.config import Config
-from replicator.phase import ApplyState, Phase
+from replicator.plan import skips
+from replicator.state import integrity, phase
+from replicator.state.phase import ApplyState, Phase
+from replicator.values import quarantine
 from triggers import fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, JournalTampered
@@ -85,7 +88,7 @@ class Status(msgspec.Struct, frozen=True):
     skipped: tuple[skips.SkippedTable, ...] = ()
     """Tables the migration leaves out on purpose (not errors): the reason and the journal entries ignored."""
     tampering: tuple[str, ...] = ()
-    """Damage to the checkpoint chain or the journal found by :mod:`replicator.integrity`, one line each."""
+    """Damage to the checkpoint chain or the journal found by :mod:`replicator.state.integrity`, one line each."""
     stalled_s: float | None = None
     """Seconds the running daemon has recorded no progress while changes wait, once that passes
     ``status.stall_after_s``; None when it is not stalled."""
@@ -350,7 +353,7 @@ def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
 
 def _daemon_running(conn: psycopg.Connection[Any], source_id: str) -> bool:
     """A daemon holds the advisory lock keyed by the source id for as long as it runs."""
-    from replicator.worker import lock_key
+    from replicator.stream.worker import lock_key
 
     key = lock_key(source_id) & 0xFFFF_FFFF_FFFF_FFFF
     row = conn.execute(

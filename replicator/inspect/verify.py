@@ -1,7 +1,7 @@
 """``replicator verify``: both sides read, digested with the canonical encoding, compared per table.
 
 What "the same" means (:func:`verify`, so also cutover's preflight and ``certificate --live``): the
-**independent reading** of :mod:`replicator.proof`. Each SQLite value as ``sqlite3`` returns it and
+**independent reading** of :mod:`replicator.inspect.proof`. Each SQLite value as ``sqlite3`` returns it and
 each PostgreSQL value as psycopg returns it are brought to one canonical form under the column's
 meaning (its PostgreSQL type and the storage format the plan recorded), without the converters the
 snapshot and the apply use, so a conversion mistake in the load path shows as a difference instead of
@@ -22,7 +22,7 @@ Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQ
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
 view. When capture is installed and the latest checkpoint says the apply stopped at seq A while the
 SQLite view is at journal head H > A, the keys journaled in (A, H] are "in flight" if something will
-apply them: a daemon alive and advancing (:func:`replicator.status.not_applying`: it holds the source's
+apply them: a daemon alive and advancing (:func:`replicator.inspect.status.not_applying`: it holds the source's
 lock, in CATCHUP or STREAMING, not stalled), checked after the comparison, or the caller itself
 (cutover's preflight, which drains them). A table whose differing keys are all in flight then reports
 ``in-flight``, not a mismatch. After DONE, a rollback, an error, or with no daemon running, nothing
@@ -65,12 +65,16 @@ import psycopg
 from psycopg import sql
 
 from checkpoints.digest import JsonText, Kind, RowEncoder, TableDigest, kinds_from_types
-from replicator import convert, log, pg, pgreflect, pgschema, proof, quarantine, state, status
+from replicator import log, pg
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
-from replicator.formats import float4_value
-from replicator.profile import TableProfile, profile_table
+from replicator.inspect import proof, status
+from replicator.plan import pgreflect, pgschema
+from replicator.plan.profile import TableProfile, profile_table
 from replicator.progress import Progress
+from replicator.state import schema as state
+from replicator.values import convert, quarantine
+from replicator.values.formats import float4_value
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -182,11 +186,11 @@ class Shape(msgspec.Struct, frozen=True):
     ordered: bool
     """Key ranges mean the same rows on both sides (integer/text key columns)."""
     independent: bool = False
-    """Read for the independent comparison (:mod:`replicator.proof`), not through the load's converters."""
+    """Read for the independent comparison (:mod:`replicator.inspect.proof`), not through the load's converters."""
     quarantined: frozenset[str] = frozenset()
     """The keys the load quarantined (:func:`_quarantine_ident`): left out, counted as refused. The
     load-path reading leaves out the rows its converter refuses anyway; the set adds the rows
-    quarantined because their parent is (:mod:`replicator.dependents`)."""
+    quarantined because their parent is (:mod:`replicator.apply.dependents`)."""
 
     @property
     def kinds(self) -> list[Kind]:
@@ -262,7 +266,7 @@ def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tu
     def rows(raw: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...] | None]:
         for row in raw:
             if skip and _quarantine_ident([row[p] for p in positions]) in skip:
-                yield None  # a row the converter takes whose parent is quarantined (replicator.dependents)
+                yield None  # a row the converter takes whose parent is quarantined (replicator.apply.dependents)
                 continue
             try:
                 values = convert_row(row)
@@ -275,11 +279,11 @@ def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tu
 
 
 # --------------------------------------------------------------------------------------------
-# the independent reading (replicator.proof): no converter of the load path is called
+# the independent reading (replicator.inspect.proof): no converter of the load path is called
 
 
 def _independent_source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tuple[Any, ...] | None]]:
-    """SQLite rows → canonical rows (:func:`replicator.proof.source_row`); quarantined keys become None."""
+    """SQLite rows → canonical rows (:func:`replicator.inspect.proof.source_row`); quarantined keys become None."""
     read = proof.source_row(shape.types)
     skip, positions = shape.quarantined, shape.key_positions
 
@@ -645,7 +649,7 @@ def _process_context() -> multiprocessing.context.BaseContext:
     without a real lock. The fork server is spawned once per process, then forks cheaply."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["replicator.verify"])
+        context.set_forkserver_preload(["replicator.inspect.verify"])
         return context
     return multiprocessing.get_context("spawn")
 

@@ -64,7 +64,7 @@ import msgspec
 from replicator import __version__, files, log
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
-from replicator.profile import TableProfile, profile_table
+from replicator.plan.profile import TableProfile, profile_table
 from replicator.progress import Progress
 from triggers import source as sqlite_source
 from triggers.schema import Schema, Table, dependency_order, quote_ident, read_schema
@@ -319,7 +319,8 @@ def export(
 ) -> ExportResult:
     """Write the export of ``source`` to ``out`` (a directory, or a .tar file with ``tar``); ``progress``
     is told each table's rows as they are written."""
-    from replicator import pgschema, snapshot
+    from replicator.load import snapshot
+    from replicator.plan import pgschema
 
     started = time.monotonic()
     if out.exists():

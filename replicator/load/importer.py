@@ -3,7 +3,7 @@
 An export is just another row source: the schema comes from the manifest's DDL (read back through
 an in-memory SQLite, so the same :func:`triggers.schema.read_schema` describes it), the types from
 the manifest's value profiles (so the plan equals what a direct snapshot of the file would choose),
-and every row goes through :func:`replicator.snapshot.copy_rows`: the same converter, the same
+and every row goes through :func:`replicator.load.snapshot.copy_rows`: the same converter, the same
 binary COPY, the same checksum. A direct snapshot and export → import therefore give the same
 tables and the same per-table checksums.
 
@@ -28,10 +28,15 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import dependents, export, faults, log, pg, pgschema, quarantine, snapshot, state
+from replicator import faults, log, pg
+from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import TargetError
+from replicator.load import export, snapshot
+from replicator.plan import pgschema
 from replicator.progress import Progress
+from replicator.state import schema as state
+from replicator.values import quarantine
 from triggers.schema import Schema, read_schema
 
 

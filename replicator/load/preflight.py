@@ -3,9 +3,9 @@ meet, found in one read-only pass.
 
 A snapshot stops at the first problem, so a project with several (a Django app needed eight
 attempts, one column each) learns them one run at a time. This maps the SQLite schema onto the
-target's tables exactly as the snapshot does (:func:`replicator.pgschema.map_existing`: every
+target's tables exactly as the snapshot does (:func:`replicator.plan.pgschema.map_existing`: every
 schema problem, not the first), then converts every row of every mapped table with the snapshot's
-own converter (:func:`replicator.convert.row_converter`) without writing anything, and reports each
+own converter (:func:`replicator.values.convert.row_converter`) without writing anything, and reports each
 column holding values the target cannot take exactly: how many rows, the first key, the reason and
 the fix (the config setting that makes them load, when there is one, else quarantine or the data).
 
@@ -22,10 +22,13 @@ from typing import Any, Final
 
 import msgspec
 
-from replicator import convert, log, pg, pgreflect, pgschema, snapshot
-from replicator.analyze_report import Finding
+from replicator import log, pg
 from replicator.config import Config
-from replicator.convert import RowRefused
+from replicator.load import snapshot
+from replicator.plan import pgreflect, pgschema
+from replicator.plan.analyze_report import Finding
+from replicator.values import convert
+from replicator.values.convert import RowRefused
 from triggers.schema import quote_ident
 
 FETCH_ROWS: Final = 5_000

@@ -55,10 +55,15 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
-from replicator import apply, dependents, faults, log, pg, pgreflect, pgschema, skips, snapshot, state
+from replicator import faults, log, pg
+from replicator.apply import batch as apply
+from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
-from replicator.profile import profile_table
+from replicator.load import snapshot
+from replicator.plan import pgreflect, pgschema, skips
+from replicator.plan.profile import profile_table
+from replicator.state import schema as state
 from triggers import drift
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -384,7 +389,7 @@ def replace_tables(
     other tables that pointed at it are put back as they were); existing mode maps it onto the PostgreSQL table
     the app's migration left (:func:`replan`). Refused while a daemon applies this source (stop it first).
     """
-    from replicator.worker import take_lock  # the daemon imports this module
+    from replicator.stream.worker import take_lock  # the daemon imports this module
 
     started = time.monotonic()
     schema_name = config.target.state_schema

@@ -15,7 +15,7 @@ So the split is of the *work*, not the read. The main process reads every row of
 in the read transaction that read the journal mark (exactly as for any other table it loads),
 and deals whole batches to the helper process whenever the helper is idle: ``marshal``, about half
 a microsecond a row to send, against tens to convert and hash one. The helper runs the same
-:class:`replicator.snapshot.RowPipe` and sends back each batch as binary COPY tuples, their digest
+:class:`replicator.load.snapshot.RowPipe` and sends back each batch as binary COPY tuples, their digest
 sum and their refused values; the main process writes those bytes into its own COPY. What does
 not change: one PostgreSQL transaction per table (TRUNCATE, COPY ``FREEZE``, the count check, the
 quarantine rows and the ``snapshot_tables`` row commit together), so ``--resume`` still reloads
@@ -30,7 +30,7 @@ main process starts with its own whole tables and ends with the shared ones, and
 whole tables by estimated cost counts half the shared tables' cost on its side.
 
 The profile that precedes the load (type choice) is shared the same way in spirit: a dominant
-table's rowid chunks (``replicator.profile.chunks``) are split between the two processes with the
+table's rowid chunks (``replicator.plan.profile.chunks``) are split between the two processes with the
 whole tables, each scanned in its process's read transaction like any table the helper profiles,
 and merged with ``profile.finish_profile``.
 """
@@ -48,11 +48,10 @@ import msgspec
 import psycopg
 from psycopg.copy import Copy, Writer
 
-from replicator import convert, faults, log, pg, pgschema, profile, quarantine
+from replicator import faults, log, pg
 from replicator.config import Config
 from replicator.errors import BadValue, TargetError
-from replicator.profile import Chunk, ChunkResult, TableProfile
-from replicator.snapshot import (
+from replicator.load.snapshot import (
     Copied,
     RowPipe,
     Scanned,
@@ -65,10 +64,13 @@ from replicator.snapshot import (
     read_layout,
     table_rows,
 )
+from replicator.plan import pgschema, profile
+from replicator.plan.profile import Chunk, ChunkResult, TableProfile
+from replicator.values import convert, quarantine
 from triggers.schema import Schema
 
 if TYPE_CHECKING:
-    from replicator.snapshot import Helper
+    from replicator.load.snapshot import Helper
 
 #: Batches the helper holds at most (one converting, one waiting): it never idles for want of work,
 #: and what waits for it is bounded (``fetch_rows`` rows each).
@@ -171,7 +173,7 @@ def coprocess(config: Config) -> _Failure | None:
     Runs in the helper after its own tables (the pool runs tasks in order). Its PostgreSQL
     connection only lends COPY formatting the dumpers a loading connection has; nothing is sent.
     """
-    from replicator import snapshot
+    from replicator.load import snapshot
 
     work, results = snapshot.helper_queues()
     results.cancel_join_thread()  # a main process that stopped reading must not block our exit
@@ -227,7 +229,7 @@ class Coprocessor:
         freeze: bool,
         verify: bool,
     ) -> Copied:
-        """What :func:`replicator.snapshot.copy_rows` does, the batches converted here or in the helper."""
+        """What :func:`replicator.load.snapshot.copy_rows` does, the batches converted here or in the helper."""
         _, extra = read_layout(table)
         pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
         self.session += 1

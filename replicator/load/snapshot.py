@@ -20,7 +20,7 @@ high-water mark is read in it before any row. What we chose, and why:
   the main transaction (the app's foreign keys are enforced, so parents must come first).
 * A dominant table (``snapshot.split_rows`` rows or more, either mode) is never handed to the
   helper whole: the main process reads it, from the mark's own read transaction, and the helper
-  converts batches of it once its own tables are done (:mod:`replicator.share`, which says why the
+  converts batches of it once its own tables are done (:mod:`replicator.load.share`, which says why the
   read cannot be split as pgcopydb splits one). So a split table is exactly the state at the mark.
 * A resumed snapshot loads the remaining tables from a newer read transaction: the genesis takes
   the *oldest* mark of the tables it covers, by the same argument.
@@ -77,19 +77,31 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.digest import EMPTY, MODULUS, JsonText, Kind, RowEncoder, kinds_from_types
 from checkpoints.model import TableChange, genesis
-from replicator import convert, dependents, faults, log, pg, pgreflect, pgschema, quarantine, state, typemap
+from replicator import faults, log, pg
+from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
-from replicator.formats import float4_value
-from replicator.profile import STORAGE_CLASSES, TEMPORAL_TEXT, Chunk, ChunkResult, Plain, TableProfile, profile_table
+from replicator.plan import pgreflect, pgschema, typemap
+from replicator.plan.profile import (
+    STORAGE_CLASSES,
+    TEMPORAL_TEXT,
+    Chunk,
+    ChunkResult,
+    Plain,
+    TableProfile,
+    profile_table,
+)
 from replicator.progress import Progress
+from replicator.state import schema as state
+from replicator.values import convert, quarantine
+from replicator.values.formats import float4_value
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
 from triggers.schema import Schema, Table, quote_ident, read_schema
 
 if TYPE_CHECKING:
-    from replicator.share import Coprocessor
+    from replicator.load.share import Coprocessor
 
 FETCH_ROWS = 5_000
 K = TypeVar("K", bound=Hashable)
@@ -333,7 +345,7 @@ def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None
 def build_plan(
     conn: psycopg.Connection[Any] | None, read: SourceRead, config: Config, mode: str
 ) -> pgschema.SchemaPlan:
-    """The plan, with the foreign keys the quarantine follows (:func:`replicator.dependents.with_foreign_keys`)."""
+    """The plan, with the foreign keys the quarantine follows (:func:`dependents.with_foreign_keys`)."""
     if mode == "create":
         return dependents.with_foreign_keys(pgschema.plan_create(read.schema, read.profiles, config), conn, read.schema)
     if conn is None:
@@ -539,7 +551,7 @@ class Copied(msgspec.Struct):
     server_rows: int = -1
     """Rows PostgreSQL says the COPY stored (its ``COPY n`` tag): the count check, without a scan."""
     helper_rows: int = 0
-    """Rows the helper process converted (a shared table, :mod:`replicator.share`)."""
+    """Rows the helper process converted (a shared table, :mod:`replicator.load.share`)."""
 
     @property
     def checksum(self) -> str:
@@ -572,7 +584,7 @@ class RowPipe:
     """One table's rows through the converter, the refusal policy and the checksum, a batch at a time.
 
     What :func:`copy_rows` does to every row, apart from where the row goes, so that the helper
-    process runs the very same code on the batches of a shared table (:mod:`replicator.share`).
+    process runs the very same code on the batches of a shared table (:mod:`replicator.load.share`).
     ``verify``: the table's types are a guess (``guess_profile``): a value off the guess raises
     ``_Unverified`` once its batch is through. A refused value raises ``BadValue`` naming table,
     key, column and value or, with the quarantine policy, is recorded in ``refusals`` and its row
@@ -608,7 +620,7 @@ class RowPipe:
     ) -> int:
         """Convert, write and hash the batch's rows: the sum of their row hashes (``checkpoints.digest``).
 
-        ``check``/``keep`` (:meth:`replicator.dependents.Held.hooks`): a row whose parent is quarantined
+        ``check``/``keep`` (:meth:`replicator.apply.dependents.Held.hooks`): a row whose parent is quarantined
         is quarantined with it; each refused row is remembered for its own children."""
         convert_row, finish, encode, missed = self.convert_row, self.finish, self.encode, self.missed
         sha256, from_bytes = hashlib.sha256, int.from_bytes
@@ -677,7 +689,7 @@ def copy_rows(
     refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
     quarantine policy, skips and records the row (:class:`RowPipe`).
 
-    ``held`` (quarantine policy): the quarantined rows that rows reference (:mod:`replicator.dependents`).
+    ``held`` (quarantine policy): the quarantined rows that rows reference (:mod:`replicator.apply.dependents`).
     """
     pipe = RowPipe(table, key_of=key_of, policy=policy, verify=verify, extra=extra)
     read = total = 0
@@ -725,7 +737,7 @@ def load_table(
     does not bear it out. ``held``: see :func:`copy_rows`. A table whose rows reference rows of its own
     quarantined *after* them (a tree read child first) is loaded again, those rows then known from the
     start; each pass knows more, so it ends (a forward-ordered tree takes one pass). ``shared``: the helper
-    process converts some of the batches read here (a dominant table, :mod:`replicator.share`; not with
+    process converts some of the batches read here (a dominant table, :mod:`replicator.load.share`; not with
     ``held``, whose checks need every row here)."""
     bound = log.get("snapshot", table=table.source)
     args = (sconn, pconn, plan, table, policy, state_schema, source, run_id, fetch_rows, snapshot_seq, progress, verify)
@@ -970,7 +982,7 @@ def snapshot(
     """Create (or map) the schema, load every table, then indexes, constraints, sequences, ANALYZE.
 
     ``replace`` with ``tables`` on a target that streams (it has a checkpoint chain) reloads only those
-    tables and keeps the chain and every other table's position (:func:`replicator.resnapshot.replace_tables`).
+    tables and keeps the chain and every other table's position (:func:`replicator.load.resnapshot.replace_tables`).
     """
     config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
     if on_bad_value is not None:
@@ -978,7 +990,7 @@ def snapshot(
             config, snapshot=msgspec.structs.replace(config.snapshot, on_bad_value=on_bad_value)
         )
     if replace and tables and not resume and _has_chain(dsn, config):
-        from replicator import resnapshot  # it loads tables with this module
+        from replicator.load import resnapshot  # it loads tables with this module
 
         return resnapshot.replace_tables(source, dsn, config, tables, mode=mode)
     identity = state.source_identity(source)
@@ -1036,7 +1048,7 @@ def _setup(
     parallel: tuple[Helper, Path] | None = None,
 ) -> _Setup:
     """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
-    from replicator import apply
+    from replicator.apply import batch as apply
 
     state_schema = config.target.state_schema
     with pconn.transaction():
@@ -1182,7 +1194,7 @@ def snapshot_from(
             if parallel is None:
                 done.update({name: load.here(name) for name in todo})
             elif plan.mode != "create":  # existing mode: enforced FKs need parents first, all loaded here
-                from replicator.share import dominant_tables
+                from replicator.load.share import dominant_tables
 
                 rows = table_rows(sconn, read.schema, todo, read.profiles)
                 load.share(dominant_tables(rows, config.snapshot.split_rows), parallel[0])
@@ -1247,7 +1259,7 @@ class _Loader:
         self.guessed = frozenset(guessed) if plan.mode == "create" else frozenset()
         self.held = dependents.Held(plan) if policy == "quarantine" and plan.foreign_keys else None
         self.dominant: frozenset[str] = frozenset()
-        """Tables read here and converted by both processes (:mod:`replicator.share`)."""
+        """Tables read here and converted by both processes (:mod:`replicator.load.share`)."""
         self.coprocessor: Coprocessor | None = None
 
     def here(self, name: str, progress: Progress | None = None, *, verify: bool | None = None) -> TableResult:
@@ -1333,7 +1345,7 @@ class _Loader:
         right, the dealing of batches evens out the rest. The main process is given half of the
         dominant table's cost to begin with, the half it will convert.
         """
-        from replicator.share import dominant_tables
+        from replicator.load.share import dominant_tables
 
         costs = load_costs(self.sconn, read.schema, names, read.profiles)
         rows = table_rows(self.sconn, read.schema, names, read.profiles)
@@ -1401,7 +1413,7 @@ def _mark_failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int,
 def _save_plan(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, *, replace: bool) -> None:
     """Keep the plan (a resumed run and the daemon convert exactly as this run does); on ``--replace``
     forget every earlier table mark, the mark, and the checkpoint chain: this snapshot supersedes them."""
-    from replicator import apply
+    from replicator.apply import batch as apply
 
     apply.save_plan(pconn, state_schema, plan)
     if replace:
@@ -1599,7 +1611,7 @@ def _exit_with(sentinel: int) -> None:
 
 
 def helper_queues() -> tuple[Any, Any]:
-    """In the helper: the shared tables' batches in, their converted blocks out (:mod:`replicator.share`)."""
+    """In the helper: the shared tables' batches in, their converted blocks out (:mod:`replicator.load.share`)."""
     return _helper_work, _helper_results
 
 
@@ -1650,7 +1662,7 @@ def _helper_profile(
 ) -> tuple[dict[str, TableProfile], Scanned] | _Failure:
     """Profile ``names``, and scan ``chunks`` of dominant tables, in the helper's own read transaction
     (the type choice only; see the module doc)."""
-    from replicator import share
+    from replicator.load import share
 
     try:
         conn = open_source(Path(path), config)
@@ -1701,7 +1713,7 @@ def _ready() -> None:
 
 class Helper:
     """One spawned process beside the main one; progress comes back through a queue, and the batches
-    of shared tables go and come back through two more (:mod:`replicator.share`)."""
+    of shared tables go and come back through two more (:mod:`replicator.load.share`)."""
 
     def __init__(self, config: Config, progress: Progress | None) -> None:
         context = multiprocessing.get_context("spawn")
@@ -1725,7 +1737,7 @@ class Helper:
         """The helper's conversion loop for shared tables, queued after the tasks submitted so far
         (``config``: the run's, with the target's DSN; the first call's is kept)."""
         if self._coprocessor is None:
-            from replicator.share import Coprocessor
+            from replicator.load.share import Coprocessor
 
             self._coprocessor = Coprocessor(self, config or self.config)
         return self._coprocessor
@@ -1825,7 +1837,7 @@ def read_source_parallel(
     }
     profiles = {name: guess for name, guess in guesses.items() if guess is not None}
     costs = {name: cost for name, cost in profile_costs(conn, schema).items() if name not in profiles}
-    from replicator import share
+    from replicator.load import share
 
     mine, theirs = split(share.profile_pieces(conn, schema, costs, config.snapshot.split_rows), HELPER_START_NS)
     their_tables, their_chunks = share.whole_and_chunks(theirs)

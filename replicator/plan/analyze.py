@@ -1,11 +1,11 @@
 """``replicator analyze``: what is about to be migrated, and what will bite, before anything is written.
 
 The first step of every migration, and read-only by construction (``mode=ro``): it reads the schema
-through the PRAGMAs, profiles every table chunk by chunk (``replicator.profile``) and counts
+through the PRAGMAs, profiles every table chunk by chunk (``replicator.plan.profile``) and counts
 foreign-key orphans, spread over WORKERS read-only connections, and reads the file's own settings.
 The result is one ``Report``
-(``replicator.analyze_report``) that is rendered for a terminal or written as JSON, with
-``Finding``s from ``replicator.analyze_checks``: each names the table and column, says what
+(``replicator.plan.analyze_report``) that is rendered for a terminal or written as JSON, with
+``Finding``s from ``replicator.plan.analyze_checks``: each names the table and column, says what
 PostgreSQL or the capture will do, and what the operator can do about it.
 """
 
@@ -25,17 +25,18 @@ from typing import Any, TextIO, cast
 
 import msgspec
 
-from replicator import log, profile
-from replicator.analyze_checks import findings
-from replicator.analyze_report import (
+from replicator import log
+from replicator.errors import ReplicatorError
+from replicator.plan import profile
+from replicator.plan.analyze_checks import findings
+from replicator.plan.analyze_report import (
     ColumnReport,
     ForeignKeyReport,
     Report,
     SourceInfo,
     TableReport,
 )
-from replicator.errors import ReplicatorError
-from replicator.profile import TableProfile
+from replicator.plan.profile import TableProfile
 from triggers import source
 from triggers.names import is_capture_trigger, is_tool_trigger
 from triggers.schema import ForeignKey, Schema, Table, dependency_order, quote_ident, read_schema
@@ -202,7 +203,7 @@ def _read_tables(
 ) -> tuple[dict[str, TableProfile], dict[tuple[str, int], int]]:
     """Profile every table and count every FK's orphans, spread over WORKERS read-only connections.
 
-    The work is cut into rowid chunks (``replicator.profile.chunks``) and orphan queries, biggest
+    The work is cut into rowid chunks (``replicator.plan.profile.chunks``) and orphan queries, biggest
     first, and handed to the next free connection: SQLite releases the GIL while it steps, so two
     connections keep two cores busy. Each piece is its own short read (no long read transaction).
     """
@@ -334,6 +335,6 @@ def write_json(report: Report, path: Path) -> None:
 
 def render(report: Report, stream: TextIO | None = None) -> None:
     """Print the report for a human: rich tables on a terminal, plain aligned text otherwise."""
-    from replicator.analyze_render import render as render_report
+    from replicator.plan.analyze_render import render as render_report
 
     render_report(report, stream or sys.stdout)

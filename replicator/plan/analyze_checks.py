@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from replicator import sqlexpr
-from replicator.analyze_report import SEVERITIES, ColumnReport, Finding, Report, TableReport
-from replicator.profile import TEMPORAL_FORMATS
+from replicator.plan import sqlexpr
+from replicator.plan.analyze_report import SEVERITIES, ColumnReport, Finding, Report, TableReport
+from replicator.plan.profile import TEMPORAL_FORMATS
 from triggers.schema import Affinity, Generated, Index
 from triggers.source import NETWORK_FILESYSTEMS
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from replicator.analyze_report import ColumnReport, Finding, Report, TableReport
-from replicator.profile import TEMPORAL_FORMATS
+from replicator.plan.analyze_report import ColumnReport, Finding, Report, TableReport
+from replicator.plan.profile import TEMPORAL_FORMATS
 
 PIPE_WIDTH = 160
 #: Formats shown in the columns table even for a single value (all counts are in --json).

@@ -1,7 +1,7 @@
 """The PostgreSQL side of the schema: DDL for create mode, reflection and mapping for existing mode.
 
 Both modes produce the same :class:`SchemaPlan`: for each SQLite table, the PostgreSQL table it
-loads into and, per column, the source name, target name and :class:`~replicator.convert.TargetType`.
+loads into and, per column, the source name, target name and :class:`~replicator.values.convert.TargetType`.
 The loader only reads the plan, so it does not care who created the tables.
 
 Create mode splits the DDL in two phases because that is what makes the load fast and safe: tables
@@ -35,13 +35,14 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from replicator import log, sqlexpr, typemap
+from replicator import log
 from replicator.config import ColumnOverride, Config, column_fix
-from replicator.convert import TargetType, UnsupportedType, copy_types, parse_type
 from replicator.errors import TargetError, UsageError
-from replicator.formats import RAILS, REAL15, SQLALCHEMY
-from replicator.pgreflect import PgColumn, PgTable, target_type
-from replicator.profile import TableProfile
+from replicator.plan import sqlexpr, typemap
+from replicator.plan.pgreflect import PgColumn, PgTable, target_type
+from replicator.plan.profile import TableProfile
+from replicator.values.convert import TargetType, UnsupportedType, copy_types, parse_type
+from replicator.values.formats import RAILS, REAL15, SQLALCHEMY
 from triggers.names import is_tool_trigger
 from triggers.schema import Affinity, Column, Generated, Schema, Table, dependency_order
 
@@ -104,7 +105,7 @@ class TablePlan(msgspec.Struct, frozen=True):
 
 class ForeignKey(msgspec.Struct, frozen=True):
     """A foreign key between two planned tables, in SQLite names: PostgreSQL's own (existing mode) or
-    the one the load creates (create mode). The quarantine follows it (:mod:`replicator.dependents`)."""
+    the one the load creates (create mode). The quarantine follows it (:mod:`replicator.apply.dependents`)."""
 
     name: str
     child: str
@@ -345,7 +346,7 @@ def _evaluate(ddl: str) -> Any:
 
 
 def _convert_one(column: Column, chosen: TargetType, value: Any) -> Any:
-    from replicator import convert
+    from replicator.values import convert
 
     return convert.convert_value("default", column.name, chosen, value)
 

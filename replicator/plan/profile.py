@@ -12,7 +12,7 @@ How (measured in ``bench/analyze.py`` and ``bench/profile_bench.py``):
 
 * The table is read in rowid chunks (``chunks``: equal rowid ranges, or boundaries found by
   stepping when rowids are sparse; one chunk for WITHOUT ROWID tables), one statement per chunk.
-  Several connections can read chunks at once (``replicator.analyze``).
+  Several connections can read chunks at once (``replicator.plan.analyze``).
 * Each value becomes ONE character naming its category (storage class plus formats; the
   CATEGORIES are disjoint), computed by dispatching once on ``typeof`` and testing only that class's
   formats; a row becomes ``char(code1, code2, ...)`` and the chunk one ``group_concat`` of them,
@@ -1036,7 +1036,7 @@ def profile_table(
     for a TEXT or BLOB column reads nothing else, nor does an INTEGER column's for its numbers, and
     proving every value's formats is most of a profile's cost (``typemap.plain_classes``).
     ``sample``: only the rows among the first ``sample`` rowids (the snapshot's guess, which its
-    load then verifies row by row; see ``replicator.snapshot.guess_profile``).
+    load then verifies row by row; see ``replicator.load.snapshot.guess_profile``).
     """
     if isinstance(table, str):
         table = read_schema(conn).table(table)

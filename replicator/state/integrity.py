@@ -34,10 +34,10 @@ import psycopg
 from checkpoints import audit, store
 from checkpoints.errors import ChainBroken
 from checkpoints.model import Checkpoint
-from replicator import phase
 from replicator.config import Config
 from replicator.errors import EXIT_MISMATCH, ReplicatorError
-from replicator.phase import ApplyState
+from replicator.state import phase
+from replicator.state.phase import ApplyState
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.errors import JournalTampered

@@ -38,7 +38,7 @@ class Phase(enum.StrEnum):
 
 
 INTERRUPTED_BETWEEN_COMMITS: Final = "cutover interrupted between its two commits"
-"""SQLite's fence committed, PostgreSQL's finish did not (``replicator.cutover``, step 6): no phase of
+"""SQLite's fence committed, PostgreSQL's finish did not (``replicator.cutover.window``, step 6): no phase of
 its own, because the target's row rolled back with the finish; the fenced SQLite file shows it."""
 FINISH_HINT: Final = (
     "run `replicator cutover` again to finish PostgreSQL and write the certificate, "

@@ -19,7 +19,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator import quarantine
+from replicator.values import quarantine
 from triggers import source as sqlite_source
 from triggers.errors import SourceError
 

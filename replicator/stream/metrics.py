@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from replicator import log
 from replicator.errors import UsageError
-from replicator.phase import Phase
+from replicator.state.phase import Phase
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOURNAL_BYTES_EVERY_S = 60.0

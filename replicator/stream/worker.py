@@ -4,7 +4,7 @@ One cycle::
 
     wait for the wake-up (Watcher: file events + PRAGMA data_version poll)
     → check drift (one PRAGMA unless the schema moved)
-    → redo any owed table reload (online re-snapshot, :mod:`replicator.resnapshot`)
+    → redo any owed table reload (online re-snapshot, :mod:`replicator.load.resnapshot`)
     → read a batch (journal range + current rows, one SQLite read transaction)
     → apply it and append its checkpoint (one PostgreSQL transaction)
     → prune the journal up to what PostgreSQL committed
@@ -55,26 +55,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from checkpoints import ledger, store
 from checkpoints.errors import CheckpointError
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis, next_checkpoint
-from replicator import (
-    apply,
-    dependents,
-    faults,
-    integrity,
-    log,
-    pg,
-    pgreflect,
-    pgschema,
-    phase,
-    resnapshot,
-    skips,
-    snapshot,
-    state,
-    typemap,
-)
+from replicator import faults, log, pg
+from replicator.apply import batch as apply
+from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
-from replicator.metrics import SCRAPE_BUSY_MS, Metrics
-from replicator.phase import ApplyState, Phase
+from replicator.load import resnapshot, snapshot
+from replicator.plan import pgreflect, pgschema, skips, typemap
+from replicator.state import integrity, phase
+from replicator.state import schema as state
+from replicator.state.phase import ApplyState, Phase
+from replicator.stream.metrics import SCRAPE_BUSY_MS, Metrics
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, CaptureNotInstalled
@@ -222,7 +213,7 @@ class Worker:
         self._skip_reasons: dict[str, str] = skips.skipped(config, None, config.types)
         self._skipped = frozenset(self._skip_reasons)
         self._held = {}
-        """Tables the migration leaves out (:mod:`replicator.skips`): their journal entries are passed over."""
+        """Tables the migration leaves out (:mod:`replicator.plan.skips`): their journal entries are passed over."""
         self._progress_at = time.monotonic()
         """When a batch last committed or a read found nothing to apply: what a stall is measured from."""
         self._written_at = 0.0
@@ -478,7 +469,7 @@ class Worker:
         return cp
 
     def _check_integrity(self, conn: psycopg.Connection[Any], prev: Checkpoint) -> None:
-        """Refuse to resume on a chain or journal changed by hand (:mod:`replicator.integrity`): the
+        """Refuse to resume on a chain or journal changed by hand (:mod:`replicator.state.integrity`): the
         anchor kept in SQLite, the phase row (read before anything here rewrites it), then the journal
         above the head. The whole segment from the anchor to the head is verified: a start is rare."""
         anchor = integrity.read_anchor(self._sconn)
@@ -585,7 +576,7 @@ class Worker:
             apply.save_plan(conn, self.state_schema, plan)
         self._log.warning(
             "no saved plan: mapped the target tables by name",
-            hint="the snapshot stage should save its plan (replicator.apply.save_plan) so formats match exactly",
+            hint="the snapshot stage should save its plan (replicator.apply.batch.save_plan) so formats match exactly",
         )
         return plan
 
@@ -606,7 +597,7 @@ class Worker:
         reload: dict[str, str] = {}
         refresh = [t.table for t in found.tables if self._table_drift(t, reload)]
         left_out = self._new_tables(found.new_tables, reload)
-        if reload:  # owed durably before the reinstall hides the drift (ordering: replicator.resnapshot)
+        if reload:  # owed durably before the reinstall hides the drift (ordering: replicator.load.resnapshot)
             assert self._pconn is not None
             with self._pconn.transaction():
                 resnapshot.mark(self._pconn, self.state_schema, reload.items())
@@ -707,8 +698,8 @@ class Worker:
     def _new_tables(self, new: tuple[str, ...], reload: dict[str, str]) -> list[str]:
         """Tables created in SQLite after the snapshot (and captured tables the plan lacks, after a manual
         `capture install`): each is planned (create mode: created) and its load owed in ``reload``, like a
-        rebuilt table's (:mod:`replicator.resnapshot`); or it is left uncaptured with its error in status
-        (cutover refuses while it is). Returns the tables left out. Skipped tables (:mod:`replicator.skips`:
+        rebuilt table's (:mod:`replicator.load.resnapshot`); or it is left uncaptured with its error in status
+        (cutover refuses while it is). Returns the tables left out. Skipped tables (:mod:`replicator.plan.skips`:
         by config, or an ORM's migration table in existing mode) stay skipped: captured like at install,
         their journal entries consumed, never applied."""
         cfg = self.config.capture
@@ -846,7 +837,7 @@ class Worker:
         )
 
     def _reload_pending(self) -> None:
-        """Redo every owed table reload (see :mod:`replicator.resnapshot`), each in one PostgreSQL transaction."""
+        """Redo every owed table reload (see :mod:`replicator.load.resnapshot`), each in one PostgreSQL transaction."""
         assert self._pconn is not None
         conn = self._pconn
         self._rebuild_writer()
@@ -1046,7 +1037,7 @@ class Worker:
     _applied = 0
     _persisted_head = -1
     _root = ""
-    """Hash of the chain's first record, stored in each anchor (:mod:`replicator.integrity`)."""
+    """Hash of the chain's first record, stored in each anchor (:mod:`replicator.state.integrity`)."""
 
     def _close_pg(self) -> None:
         writer = getattr(self, "_writer", None)

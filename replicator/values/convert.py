@@ -98,7 +98,7 @@ from psycopg.types.json import Json, Jsonb
 
 from replicator.config import ColumnOverride, column_fix
 from replicator.errors import BadValue, UsageError
-from replicator.formats import (
+from replicator.values.formats import (
     DECIMAL_READERS,
     EPOCH,
     EPOCH_UTC,

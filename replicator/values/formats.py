@@ -51,7 +51,7 @@ class ValueRefused(Exception):
     """One value cannot be written exactly to its target column.
 
     Raised per value on the hot path, so it carries only a short ``reason`` (and an optional
-    ``hint``); :class:`replicator.convert.RowRefused` adds table, column and value.
+    ``hint``); :class:`replicator.values.convert.RowRefused` adds table, column and value.
     """
 
     __slots__ = ("hint", "reason", "setting")

@@ -11,7 +11,7 @@ row is not ``acknowledged``.
 A row whose foreign key references a quarantined row is quarantined too (its parent is not in
 PostgreSQL, where the key is enforced or validated at cutover), with the reason ``parent <table>
 key <k> quarantined`` and the parent recorded (``parent_table``, ``parent_key``), so that fixing
-the parent in SQLite releases it (:mod:`replicator.dependents`). ``refs`` keeps the values
+the parent in SQLite releases it (:mod:`replicator.apply.dependents`). ``refs`` keeps the values
 children reference (foreign keys may point at a column other than the key).
 
 A table's quarantine rows are replaced in the same transaction that reloads the table, so they
