@@ -5,7 +5,7 @@
 The requirement: a full analysis of a 1M-row database is no slower than reading every row once in
 Python. So in one run, on the same file and the same warm page cache, this times
 
-(a) ``replicator.analyze.analyze(path)``: the whole report (settings, schema, profiles, orphan counts,
+(a) ``replicator.plan.analyze.analyze(path)``: the whole report (settings, schema, profiles, orphan counts,
     findings), as ``replicator analyze`` builds it;
 (b) a plain full read: ``for row in conn.execute('SELECT * FROM t'): pass`` over every table, on a
     read-only connection with the default text decoder (nothing classified, nothing counted);
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from replicator import log
-from replicator.analyze import analyze
+from replicator.plan.analyze import analyze
 
 SCHEMA = """
 CREATE TABLE customers (

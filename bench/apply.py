@@ -303,7 +303,7 @@ def compare_round(
 def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
     """Binary COPY of ``changes`` new rows (split like the backlog) into the same, populated, indexed
     tables, in a transaction rolled back afterwards (the rollback is not timed)."""
-    from replicator import convert
+    from replicator.values import convert
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         prepared: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
@@ -364,7 +364,7 @@ def change_sets(path: Path, dsn: str, batch: int) -> tuple[ChangeSet, list[Chang
 
 
 def _pg_types(conn: psycopg.Connection[Any], table: str) -> list[Any]:
-    from replicator import convert
+    from replicator.values import convert
 
     rows = conn.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
@@ -379,7 +379,7 @@ def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
     transactions rolled back: (``DELETE`` of each set's keys + ``INSERT`` of its current rows from
     temp tables staged beforehand; that plus the staging binary COPY of the keys and rows). Seconds,
     the faster of index nested loops (what the daemon forces) and the planner's own choice."""
-    from replicator import convert
+    from replicator.values import convert
 
     best_sql, best_all = float("inf"), float("inf")
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -424,7 +424,7 @@ def floor_batches(admin: str, dsn: str, batches: list[ChangeSet]) -> tuple[float
     with the ones before it would find every earlier batch's dead row versions still unprunable), on a
     throw-away copy of the database: seconds of (``DELETE`` + ``INSERT`` + commit, that plus the
     staging COPY), index nested loops as the daemon forces them."""
-    from replicator import convert
+    from replicator.values import convert
 
     name = f"{conninfo_dbname(dsn)}_floor"
     copy_dsn = clone_db(admin, dsn, name)
@@ -474,7 +474,7 @@ def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str,
     INSERT ... SELECT ... RETURNING (what the apply does: the returned images feed the digests);
     (b) the same without RETURNING; (c) binary COPY straight into the table.
     """
-    from replicator import convert
+    from replicator.values import convert
 
     out: dict[str, list[float]] = {"staging+insert returning": [], "staging+insert": [], "copy direct": []}
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -31,7 +31,10 @@ from typing import Any
 from shapes import SHAPES  # bench/ is on sys.path when this file runs as a script
 
 from checkpoints.digest import RowEncoder, TableDigest, kinds_from_types
-from replicator import config, convert, pg, pgschema, profile, snapshot
+from replicator import config, pg
+from replicator.load import snapshot
+from replicator.plan import pgschema, profile
+from replicator.values import convert
 from triggers import source as sqlite_source
 from triggers.schema import read_schema
 

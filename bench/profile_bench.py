@@ -3,7 +3,7 @@
     .venv/bin/python bench/profile_bench.py [--rows 1000000] [--repeat 3]
 
 1. ``profile_table`` as shipped: rowid chunks, one category character per value counted in Python,
-   TEXT read in bulk (see replicator/profile.py);
+   TEXT read in bulk (see replicator/plan/profile.py);
 2. ``legacy_profile_table``: one SELECT, each value classified into a bit mask, then one
    ``count(*) FILTER`` per bit (the design before the chunked scan);
 3. the first design: one ``count(*) FILTER (WHERE condition)`` per format, each re-testing the value;
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from replicator import profile
+from replicator.plan import profile
 from triggers import source
 from triggers.schema import read_schema
 

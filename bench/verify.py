@@ -43,7 +43,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import conninfo
 
-from replicator import config, snapshot, verify
+from replicator import config
+from replicator.inspect import verify
+from replicator.load import snapshot
 from triggers import source as sqlite_source
 from triggers.schema import read_schema
 

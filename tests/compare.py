@@ -1,6 +1,6 @@
 """Compare every row of a loaded PostgreSQL table with its SQLite source, under the documented mapping.
 
-An oracle written independently of ``replicator.convert``: each side's value is brought to one
+An oracle written independently of ``replicator.values.convert``: each side's value is brought to one
 canonical Python value by plain standard-library rules (``Decimal(repr(float))`` for decimals,
 ``datetime.fromisoformat`` for text date-times read as UTC, epoch numbers by the column's format,
 ``json.loads`` for JSON...). Rows are compared as multisets of canonical tuples, so no ordering or
@@ -24,8 +24,8 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator.convert import TargetType
-from replicator.pgschema import SchemaPlan, TablePlan
+from replicator.plan.pgschema import SchemaPlan, TablePlan
+from replicator.values.convert import TargetType
 from triggers.schema import quote_ident
 
 EPOCH = datetime(1970, 1, 1)

@@ -20,8 +20,8 @@ from typing import Any
 import msgspec
 from click.testing import CliRunner, Result
 
-from replicator.cli import cli
-from replicator.cutover import Options, cutover
+from replicator.cli.main import cli
+from replicator.cutover.window import Options, cutover
 from tests.independent_audit import canonical
 from tests.test_apply_cases import app, cfg, drain, make_source
 

@@ -21,10 +21,10 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from replicator.analyze import Report, analyze, render, to_json, write_json
-from replicator.analyze_report import REPORT_VERSION
-from replicator.cli import cli
+from replicator.cli.main import cli
 from replicator.errors import ReplicatorError
+from replicator.plan.analyze import Report, analyze, render, to_json, write_json
+from replicator.plan.analyze_report import REPORT_VERSION
 from triggers.errors import SourceError
 
 LONG = "x" * 70
@@ -432,8 +432,8 @@ def test_views_virtual_tables_and_their_shadow_tables_are_listed(traps: Path) ->
 def test_one_or_two_connections_and_any_chunk_size_give_the_same_report(
     traps: Path, selfref: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from replicator import analyze as analyze_module
-    from replicator import profile
+    from replicator.plan import analyze as analyze_module
+    from replicator.plan import profile
 
     big = tmp_path / "big.db"
     conn = sqlite3.connect(big)

@@ -11,8 +11,10 @@ import pytest
 
 from checkpoints import audit, store
 from checkpoints.digest import JsonText, TableDigest, kinds_from_oids
-from replicator import apply, config, pg, phase
-from replicator.worker import RunResult, Worker
+from replicator import config, pg
+from replicator.apply import batch as apply
+from replicator.state import phase
+from replicator.stream.worker import RunResult, Worker
 from tests.compare import assert_same
 from triggers import install, journal
 

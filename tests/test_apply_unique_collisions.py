@@ -15,8 +15,11 @@ import psycopg
 import pytest
 
 from checkpoints import store
-from replicator import apply, config, phase, snapshot
+from replicator import config
+from replicator.apply import batch as apply
 from replicator.errors import TargetError, UniqueCollision
+from replicator.load import snapshot
+from replicator.state import phase
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_status import status_json
 from triggers import install
@@ -61,7 +64,7 @@ def assert_refused_and_errored(path: Path, dsn: str, index: str) -> None:
 
 
 def test_lower_expression_index_keeps_both_rows_sqlite_keeps_apart(tmp_path: Path, pg_dsn: str) -> None:
-    """PostgreSQL's index on lower() folds ASCII letters only, as SQLite's does (replicator.sqlexpr): the
+    """PostgreSQL's index on lower() folds ASCII letters only, as SQLite's does (replicator.plan.sqlexpr): the
     rows SQLite keeps apart are apart in PostgreSQL too, and nothing collides."""
     path = make_source(tmp_path / "a.db", USERS, "INSERT INTO users VALUES (1, 'Émile');")
     drain(path, pg_dsn)

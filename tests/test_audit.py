@@ -240,7 +240,8 @@ def test_a_run_whose_session_lives_is_not_marked_killed(pg_dsn: str) -> None:
     """Negative control: only a run whose PostgreSQL session ended is settled."""
     import psycopg
 
-    from replicator import state, stateschema
+    from replicator.state import schema as state
+    from replicator.state import stateschema
 
     alive = psycopg.connect(pg_dsn, autocommit=True)
     with alive.transaction():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator import audit_html
+from replicator.cutover import audit_html
 from tests.migrated import Migration, copy_of, edit_certificate, run_cli
 from tests.test_audit import migration
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from replicator import config, signing
+from replicator import config
+from replicator.cutover import signing
 from replicator.errors import ConfigError
 from tests.migrated import Migration, copy_of, edit_certificate, edit_chain, migrate, point_at, rebody, relink, run_cli
 from tests.pgserver import fresh_database

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from replicator import backup
-from replicator.cli import cli
+from replicator.cli.main import cli
+from replicator.cutover import backup
 
 BATCH = 10
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from replicator.cli import cli
+from replicator.cli.main import cli
 
 
 def _db(tmp_path: Path) -> Path:

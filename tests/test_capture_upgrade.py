@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator import config, snapshot
+from replicator import config
+from replicator.load import snapshot
 from tests.test_apply_cases import app, check_same, drain
 from triggers import install, journal
 

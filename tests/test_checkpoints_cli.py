@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from replicator.cli import cli
+from replicator.cli.main import cli
 from tests.pgserver import as_uri
 from tests.test_checkpoints_chain import build_chain
 

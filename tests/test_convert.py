@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from replicator.config import ColumnOverride
-from replicator.convert import (
+from replicator.values.convert import (
     RowRefused,
     TargetType,
     UnsupportedType,
@@ -728,7 +728,7 @@ def test_row_converter_with_no_columns_and_mismatch() -> None:
 
 
 def test_parse_datetime_text_keeps_the_offset() -> None:
-    from replicator.formats import parse_datetime_text
+    from replicator.values.formats import parse_datetime_text
 
     assert parse_datetime_text("2024-03-05T08:07:08+02:00").utcoffset() == timedelta(hours=2)
     assert parse_datetime_text("2024-03-05 08:07:08.5 +02:00").utcoffset() == timedelta(hours=2)

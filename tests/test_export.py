@@ -15,9 +15,10 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, export, files
-from replicator.cli import cli
+from replicator import config, files
+from replicator.cli.main import cli
 from replicator.errors import UsageError
+from replicator.load import export
 
 CFG = config.load(None, environ={})
 
@@ -247,7 +248,7 @@ def test_write_errors_name_the_path_and_what_to_do(tmp_path: Path, code: int, pr
 
 
 def test_certificate_write_failure_names_the_file(tmp_path: Path) -> None:
-    from replicator import certificate
+    from replicator.cutover import certificate
 
     cert = certificate.Certificate(
         source_path="app.db",

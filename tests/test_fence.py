@@ -239,7 +239,7 @@ def test_capture_remove_keeps_the_fence_and_its_time(tmp_path: Path) -> None:
 def test_cli_fence_and_unfence_say_what_they_did(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from replicator.cli import cli
+    from replicator.cli.main import cli
 
     path = tmp_path / "app.db"
     conn = _app(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")

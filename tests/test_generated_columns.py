@@ -1,7 +1,7 @@
 """Generated columns end to end (issue 15, item 1), through the CLI on a real SQLite file and PostgreSQL.
 
 A generated column is computed by PostgreSQL only when its expression is on the proved allow-list
-(``replicator.sqlexpr``); every other one is a plain column holding SQLite's computed value, loaded by
+(``replicator.plan.sqlexpr``); every other one is a plain column holding SQLite's computed value, loaded by
 the snapshot and rewritten by the apply. Either way ``verify`` compares it: the negative controls
 plant a wrong value in each kind and expect exit 3.
 """

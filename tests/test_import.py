@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, export, importer, snapshot
-from replicator.cli import cli
+from replicator import config
+from replicator.cli.main import cli
 from replicator.errors import BadValue, TargetNotEmpty
+from replicator.load import export, importer, snapshot
 from tests.compare import assert_same
 from tests.conftest import REALWORLD
 from tests.pgserver import fresh_database

@@ -4,7 +4,7 @@ Each ORM reads a SQLite REAL in a decimal column its own way (docs/types.md): SQ
 ``Decimal("%.{scale}f" % value)``, ActiveRecord as ``BigDecimal(value.round(scale), 16).round(scale)``. The
 tests take real values (SQLite's own REAL for the text 30475227.150471 is 30475227.150471002; the double of
 a 17-digit price) and check, for each reader: the value the ORM reads from SQLite == the value PostgreSQL
-gets == what the ORM reads back from PostgreSQL; and the independent reading (replicator.proof) agrees.
+gets == what the ORM reads back from PostgreSQL; and the independent reading (replicator.inspect.proof) agrees.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from replicator import pgschema, snapshot
 from replicator.config import Config, Snapshot
-from replicator.convert import parse_type, value_converter
 from replicator.errors import BadValue
-from replicator.formats import RAILS, SQLALCHEMY, decimal_fits, rails_decimal, sqlalchemy_decimal
-from replicator.proof import decimal_of_real
+from replicator.inspect.proof import decimal_of_real
+from replicator.load import snapshot
+from replicator.plan import pgschema
+from replicator.values.convert import parse_type, value_converter
+from replicator.values.formats import RAILS, SQLALCHEMY, decimal_fits, rails_decimal, sqlalchemy_decimal
 
 CFG = Config()
 

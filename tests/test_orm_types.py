@@ -25,11 +25,14 @@ import psycopg
 import pytest
 
 from checkpoints import ledger, store
-from replicator import config, cutover, pgreflect, snapshot
+from replicator import config
 from replicator.config import ColumnOverride
-from replicator.convert import RowRefused, convert_value, parse_type, value_converter
+from replicator.cutover import window as cutover
 from replicator.errors import BadValue, UsageError
-from replicator.formats import REAL15
+from replicator.load import snapshot
+from replicator.plan import pgreflect
+from replicator.values.convert import RowRefused, convert_value, parse_type, value_converter
+from replicator.values.formats import REAL15
 from tests.test_apply_cases import app, cfg, check_same, drain
 from triggers import install
 

@@ -1,4 +1,4 @@
-"""Existing mode reads the app's PostgreSQL schema through SQLAlchemy's inspector (replicator.pgreflect).
+"""Existing mode reads the app's PostgreSQL schema through SQLAlchemy's inspector (replicator.plan.pgreflect).
 
 Each column type an ORM creates must come out as the converter's type, a domain as its base type with
 the base's modifier (which SQLAlchemy drops), and a type the converter cannot write must be refused by
@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator import pgreflect
-from replicator.convert import TargetType, UnsupportedType, parse_type
+from replicator.plan import pgreflect
+from replicator.values.convert import TargetType, UnsupportedType, parse_type
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS citext;

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replicator import profile, typemap
-from replicator.profile import TEMPORAL_FORMATS, ColumnProfile, profile_table
+from replicator.plan import profile, typemap
+from replicator.plan.profile import TEMPORAL_FORMATS, ColumnProfile, profile_table
 from tests.conftest import realworld_files
 from triggers import source
 from triggers.errors import SourceBusy
@@ -653,7 +653,9 @@ def _plan_types(plan: Any) -> dict[tuple[str, str], Any]:
 def test_plain_columns_choose_the_same_types_as_the_full_profile(path: Path) -> None:
     """Skipping the formats of TEXT/BLOB/JSON/untyped columns (the snapshot, create mode) must not
     change one type choice: every real-world file planned both ways gives the same columns."""
-    from replicator import config, pgschema, snapshot
+    from replicator import config
+    from replicator.load import snapshot
+    from replicator.plan import pgschema
 
     cfg = config.load(None, environ={})
     conn = snapshot.open_source(path, cfg)

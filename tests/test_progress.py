@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from replicator import backup, cutover, export, verify
-from replicator.worker import Worker
+from replicator.cutover import backup
+from replicator.cutover import window as cutover
+from replicator.inspect import verify
+from replicator.load import export
+from replicator.stream.worker import Worker
 from tests.test_apply_cases import cfg, make_source
 from tests.test_bad_inputs import cli_env
 

@@ -1,4 +1,4 @@
-"""replicator.proof's rules, value by value: what SQLite stores (as sqlite3 returns it from a real file)
+"""replicator.inspect.proof's rules, value by value: what SQLite stores (as sqlite3 returns it from a real file)
 against what a real PostgreSQL returns through psycopg. Spellings of the same value compare equal; a
 changed value (milliseconds read as seconds, a decimal rounded, 1.5 → 2 in JSON...) does not."""
 
@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from replicator import proof
-from replicator.convert import TargetType
+from replicator.inspect import proof
+from replicator.values.convert import TargetType
 
 TZ = TargetType("timestamptz", precision=6)
 MS = TargetType("timestamptz", precision=3, format="unix_ms")

@@ -9,7 +9,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from replicator.cli import cli
+from replicator.cli.main import cli
 
 
 def _app_with_a_nul(path: Path) -> None:

@@ -19,9 +19,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, quarantine, snapshot, verify
-from replicator.cli import cli
-from replicator.cutover import Options, cutover
+from replicator import config
+from replicator.cli.main import cli
+from replicator.cutover.window import Options, cutover
+from replicator.inspect import verify
+from replicator.load import snapshot
+from replicator.values import quarantine
 from tests.test_apply_cases import app, check_same, drain, make_source
 from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
 
@@ -318,9 +321,9 @@ def test_parked_foreign_keys_are_followed_and_hold_at_cutover(
 
 def test_a_foreign_key_over_a_column_no_longer_loaded_is_not_followed() -> None:
     """A saved plan's key whose column was dropped (or skipped) since: the apply starts, the key is left."""
-    from replicator import dependents
-    from replicator.convert import parse_type
-    from replicator.pgschema import ColumnPlan, ForeignKey, SchemaPlan, TablePlan
+    from replicator.apply import dependents
+    from replicator.plan.pgschema import ColumnPlan, ForeignKey, SchemaPlan, TablePlan
+    from replicator.values.convert import parse_type
 
     integer = parse_type("integer")
     parent = TablePlan("p", "p", (ColumnPlan("id", "id", integer),), ("id",), ("id",))

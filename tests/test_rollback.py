@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from replicator import phase
-from replicator.cutover import Options, cutover
-from replicator.rollback import RollbackRefused, rollback
+from replicator.cutover.rollback import RollbackRefused, rollback
+from replicator.cutover.window import Options, cutover
+from replicator.state import phase
 from tests.test_apply_cases import cfg, drain, make_source
 from tests.test_cutover import writable
 

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replicator import convert, sqlexpr
-from replicator.convert import TargetType
+from replicator.plan import sqlexpr
+from replicator.values import convert
+from replicator.values.convert import TargetType
 
 INT, TEXT, BOOL, OTHER = sqlexpr.Kind.INT, sqlexpr.Kind.TEXT, sqlexpr.Kind.BOOL, sqlexpr.Kind.OTHER
 ANY = {INT, TEXT, BOOL}

@@ -15,9 +15,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from replicator import config, pgschema, snapshot, typemap
-from replicator.convert import TargetType
-from replicator.profile import ColumnProfile
+from replicator import config
+from replicator.load import snapshot
+from replicator.plan import pgschema, typemap
+from replicator.plan.profile import ColumnProfile
+from replicator.values.convert import TargetType
 from tests.compare import assert_same
 from triggers.schema import Affinity, Column
 

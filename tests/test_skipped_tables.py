@@ -1,4 +1,4 @@
-"""Tables the migration leaves out on purpose (replicator.skips) and snapshot-only tables at cutover.
+"""Tables the migration leaves out on purpose (replicator.plan.skips) and snapshot-only tables at cutover.
 
 Real SQLite files (the Prisma probe from shared/realworld, copied) and the real PostgreSQL:
 
@@ -22,9 +22,13 @@ import pytest
 from click.testing import CliRunner
 
 from checkpoints import audit, store
-from replicator import apply, certificate, config, phase, status
-from replicator.cli import cli
-from replicator.cutover import CutoverAborted, Options, cutover
+from replicator import config
+from replicator.apply import batch as apply
+from replicator.cli.main import cli
+from replicator.cutover import certificate
+from replicator.cutover.window import CutoverAborted, Options, cutover
+from replicator.inspect import status
+from replicator.state import phase
 from tests.compare import assert_same
 from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
 from tests.test_worker_new_tables import Daemon, wait_for

@@ -15,8 +15,8 @@ from psycopg.types.json import Jsonb
 
 from checkpoints import digest
 from checkpoints.digest import JsonText, RowEncoder
-from replicator import snapshot
-from replicator.convert import TargetType, parse_type
+from replicator.load import snapshot
+from replicator.values.convert import TargetType, parse_type
 
 TYPES = [
     "bigint",

@@ -8,7 +8,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from replicator.cli import cli
+from replicator.cli.main import cli
 
 
 def _app(tmp_path: Path) -> Path:

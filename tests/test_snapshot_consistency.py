@@ -6,7 +6,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from replicator import config, snapshot, state
+from replicator import config
+from replicator.load import snapshot
+from replicator.state import schema as state
 
 CFG = config.load(None, environ={})
 

@@ -16,9 +16,10 @@ import msgspec
 import psycopg
 import pytest
 
-from replicator import config, snapshot
+from replicator import config
 from replicator.config import ColumnOverride
 from replicator.errors import UsageError
+from replicator.load import snapshot
 from tests.compare import assert_same
 
 FIXTURES = Path(__file__).parent / "fixtures" / "orm_pg"

@@ -9,7 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator import config, snapshot, state
+from replicator import config
+from replicator.load import snapshot
+from replicator.state import schema as state
 
 CFG = config.load(None, environ={})
 

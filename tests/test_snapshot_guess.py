@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from replicator import config, pgschema, snapshot
+from replicator import config
+from replicator.load import snapshot
+from replicator.plan import pgschema
 from tests.compare import assert_same
 
 ONE = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
@@ -96,7 +98,7 @@ def test_guessed_types_are_the_full_profiles_types(
     if late_value is None:
         return
     # the contradicted table was reloaded under the full profile's plan; the saved plan says so too
-    from replicator import apply
+    from replicator.apply import batch as apply
 
     with pg.transaction():
         stored = apply.load_plan(pg, "replicator")

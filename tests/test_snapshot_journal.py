@@ -19,9 +19,11 @@ import pytest
 from checkpoints import audit, store
 from checkpoints.digest import TableDigest, kinds_from_oids
 from checkpoints.model import Kind
-from replicator import config, snapshot, state
+from replicator import config
 from replicator.errors import TargetNotEmpty
-from replicator.worker import Worker
+from replicator.load import snapshot
+from replicator.state import schema as state
+from replicator.stream.worker import Worker
 from tests.compare import assert_same
 from triggers import install, journal
 

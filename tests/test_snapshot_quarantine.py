@@ -10,9 +10,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from replicator import config, pgschema, quarantine, snapshot
+from replicator import config
 from replicator.config import ColumnOverride
 from replicator.errors import BadValue
+from replicator.load import snapshot
+from replicator.plan import pgschema
+from replicator.values import quarantine
 from tests.compare import assert_same
 
 CFG = config.load(None, environ={})

@@ -9,8 +9,10 @@ import msgspec
 import psycopg
 import pytest
 
-from replicator import config, pgschema, snapshot
+from replicator import config
 from replicator.errors import UsageError
+from replicator.load import snapshot
+from replicator.plan import pgschema
 from tests.compare import assert_same
 from tests.conftest import REALWORLD, realworld_files
 
@@ -121,7 +123,7 @@ def test_sakila_defaults_checks_and_triggers(realworld: Path, pg_dsn: str, pg: A
 def test_foreign_keys_validate_at_cutover(realworld: Path, tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     import sqlite3
 
-    from replicator import pgschema
+    from replicator.plan import pgschema
 
     snapshot.snapshot(realworld / "northwind" / "northwind.db", pg_dsn, CFG, mode="create")
     checks = pgschema.validate_foreign_keys(pg, "public")

@@ -10,8 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator import config, snapshot, state
+from replicator import config
 from replicator.errors import TargetError, TargetNotEmpty, UsageError
+from replicator.load import snapshot
+from replicator.state import schema as state
 from tests.compare import assert_same
 from tests.pgserver import fresh_database
 from triggers.schema import read_schema

@@ -1,4 +1,4 @@
-"""A dominant table converted by both processes (replicator/share.py): read once, in the journal mark's
+"""A dominant table converted by both processes (replicator/load/share.py): read once, in the journal mark's
 read transaction; the same rows, checksums, refusals and resume as when one process loads it."""
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import psycopg
 import pytest
 
 from checkpoints import audit, store
-from replicator import config, snapshot, state
+from replicator import config
 from replicator.errors import BadValue, ConfigError
-from replicator.worker import Worker
+from replicator.load import snapshot
+from replicator.state import schema as state
+from replicator.stream.worker import Worker
 from tests.compare import assert_same, compare_table
 from tests.pgserver import fresh_database
 from triggers import install
@@ -360,7 +362,8 @@ def test_interrupted_in_the_middle_of_a_shared_table_then_resumed(
 KILLED = """
 import os, sys
 from pathlib import Path
-from replicator import config, faults, snapshot
+from replicator import config, faults
+from replicator.load import snapshot
 conf = config.load(overrides={"snapshot": {"workers": 2, "split_rows": 1000}}, environ={})
 
 class Hook:
@@ -411,7 +414,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_table_is_shared_when_no_split_of_whole_tables_balances_it() -> None:
-    from replicator.share import dominant_tables
+    from replicator.load.share import dominant_tables
 
     rows = {"big": 5000, "mid": 3000, "small": 10}
     assert dominant_tables(rows, 1000, {"big": 60, "mid": 30, "small": 1}) == ["big"]
@@ -432,7 +435,7 @@ def test_the_split_counts_half_the_shared_tables_for_the_main_process() -> None:
 def test_a_dominant_tables_profile_is_scanned_by_both_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from replicator import profile
+    from replicator.plan import profile
     from triggers.schema import read_schema
 
     path = make_source(tmp_path / "app.db")

@@ -166,7 +166,7 @@ def test_a_held_write_lock_survives_every_check_of_the_file(tmp_path: Path, jour
     In rollback-journal mode that lock is a POSIX lock on the database file itself, the one an ``open()``
     and ``close()`` of the file would have dropped.
     """
-    from replicator import state
+    from replicator.state import schema as state
     from triggers import source as sqlite_source
 
     path = make_source(tmp_path / "app.db", SCHEMA)

@@ -31,30 +31,30 @@ SAFE_CALLS = {"quote_ident", "int", "len"}
 ALLOWLIST: dict[tuple[str, str, str], str] = {
     # SQLite: journal.key_predicate returns '"col" = ?' / '"col" IS ?' terms built with quote_ident,
     # values as parameters (a tuple-unpacked name the checker cannot follow).
-    ("replicator/apply.py", "_current_rows", "where"): "quote_ident terms from journal.key_predicate",
-    ("replicator/cutover.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
-    ("replicator/verify.py", "_sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/apply/batch.py", "_current_rows", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/cutover/window.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/inspect/verify.py", "_sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
     # The demo app's own tables: t iterates the module constant TABLES (literal names, no quotes in them).
-    ("replicator/demo_app.py", "create", "t"): "constant table names",
+    ("replicator/demo/app.py", "create", "t"): "constant table names",
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.
-    ("replicator/convert.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
+    ("replicator/values/convert.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
     # verify-export's scratch table: each column is quote_ident(name) + an affinity keyword looked up in
     # the constant export._AFFINITY_SQL (never the manifest's declared-type text).
-    ("replicator/export.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
+    ("replicator/load/export.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
-    ("replicator/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
+    ("replicator/plan/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
-    ("replicator/profile.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
-    ("replicator/profile.py", "_first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/plan/profile.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/plan/profile.py", "_first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
     # SQLite: exprs are constant templates from _EXACT with @c replaced by quote_ident(column).
-    ("replicator/profile.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
+    ("replicator/plan/profile.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
     # The plan's own CREATE UNIQUE INDEX statement (built with sql.Identifier), re-run without UNIQUE to find
     # the two rows that kept it out (after its build failed).
-    ("replicator/pgschema.py", "_unique_collision", "stmt.sql.removeprefix('CREATE UNIQUE INDEX ')"): (
+    ("replicator/plan/pgschema.py", "_unique_collision", "stmt.sql.removeprefix('CREATE UNIQUE INDEX ')"): (
         "the planner's own statement"
     ),
     # In these branches chosen.name is one of the literals the if just tested (varchar/char/time...).
-    ("replicator/typemap.py", "render", "chosen.name"): "a fixed type name tested by the if",
+    ("replicator/plan/typemap.py", "render", "chosen.name"): "a fixed type name tested by the if",
 }
 
 

@@ -17,9 +17,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoints import audit, store
-from replicator import stateschema
 from replicator.errors import EXIT_USAGE
-from replicator.stateschema import VERSION, NewerStateSchema
+from replicator.state import stateschema
+from replicator.state.stateschema import VERSION, NewerStateSchema
 from tests.test_apply_cases import app, check_same, drain, make_source
 
 ROOT = Path(__file__).resolve().parents[1]

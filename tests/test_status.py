@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from replicator import status as status_mod
-from replicator.metrics import Metrics
+from replicator.inspect import status as status_mod
+from replicator.stream.metrics import Metrics
 from tests.test_apply_cases import app, cfg, drain, make_source
 from tests.test_worker_restart import daemon
 
@@ -98,7 +98,7 @@ def test_metrics_endpoint(src: Path, pg_dsn: str) -> None:
     for i in range(10):
         app(src).execute("UPDATE parent SET score = ? WHERE id = 2", (float(i),))
     metrics = Metrics()
-    from replicator.worker import Worker
+    from replicator.stream.worker import Worker
 
     Worker(src, pg_dsn, cfg(batch_rows=4), metrics=metrics).run(until_drained=True)
     port = 19000 + os.getpid() % 1000

@@ -23,9 +23,9 @@ import psycopg
 import pytest
 
 from checkpoints.audit import Anchor
-from replicator import phase
-from replicator.metrics import Metrics
-from replicator.worker import Worker
+from replicator.state import phase
+from replicator.stream.metrics import Metrics
+from replicator.stream.worker import Worker
 from tests.test_apply_cases import app, cfg, drain, make_source
 from tests.test_status import status_json
 from tests.test_worker_restart import changes, daemon

@@ -14,8 +14,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from replicator import config, snapshot, verify
-from replicator.cli import cli
+from replicator import config
+from replicator.cli.main import cli
+from replicator.inspect import verify
+from replicator.load import snapshot
 from tests.conftest import REALWORLD, realworld_files
 
 CFG = config.load(None, environ={})

@@ -23,9 +23,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator import config, status, verify
-from replicator.cutover import Options, cutover
-from replicator.rollback import rollback
+from replicator import config
+from replicator.cutover.rollback import rollback
+from replicator.cutover.window import Options, cutover
+from replicator.inspect import status, verify
 from tests.test_apply_cases import app, cfg, drain, make_source
 from tests.test_cutover import writable
 from tests.test_worker_restart import daemon

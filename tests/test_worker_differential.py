@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from replicator.worker import RunResult, Worker
+from replicator.stream.worker import RunResult, Worker
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 
 SCHEMA = """

@@ -23,8 +23,10 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from replicator import apply, phase, status
-from replicator.worker import WorkerError
+from replicator.apply import batch as apply
+from replicator.inspect import status
+from replicator.state import phase
+from replicator.stream.worker import WorkerError
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_bad_inputs import Ran, run_cli
 
@@ -148,7 +150,7 @@ def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
     import threading
     import time
 
-    from replicator.worker import Worker
+    from replicator.stream.worker import Worker
 
     drain(src, pg_dsn)
     worker = Worker(src, pg_dsn, cfg())

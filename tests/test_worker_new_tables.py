@@ -19,8 +19,11 @@ import psycopg
 import pytest
 
 from checkpoints import audit, store
-from replicator import apply, config, faults, resnapshot, status, verify
-from replicator.worker import RunResult, Worker
+from replicator import config, faults
+from replicator.apply import batch as apply
+from replicator.inspect import status, verify
+from replicator.load import resnapshot
+from replicator.stream.worker import RunResult, Worker
 from tests.test_apply_cases import app, check_same, make_source
 from tests.test_worker_drift import (
     DaemonProcess,
@@ -481,7 +484,7 @@ def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged
 def test_cutover_certifies_the_new_table(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """Cutover refuses while a new table is in error, and after the pick-up certifies it like any table:
     proven at the stop point, its identity sequence set past max(id)."""
-    from replicator.cutover import CutoverAborted, Options, cutover
+    from replicator.cutover.window import CutoverAborted, Options, cutover
 
     options = Options(backup_dir=tmp_path / "backups", certificate_path=tmp_path / "cert.json")
     drain(src, pg_dsn)

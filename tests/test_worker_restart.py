@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from checkpoints import audit, store
-from replicator import faults, phase
+from replicator import faults
+from replicator.state import phase
 from tests.test_apply_cases import app, check_same, drain, make_source
 
 pytestmark = pytest.mark.e2e
@@ -107,7 +108,7 @@ def test_transient_failpoint_is_retried_and_recovers(src: Path, pg_dsn: str) -> 
     changes(src)
     faults.arm("apply.before_commit", "raise")
     try:
-        from replicator.worker import Worker
+        from replicator.stream.worker import Worker
         from tests.test_apply_cases import cfg
 
         worker = Worker(src, pg_dsn, cfg())
@@ -180,7 +181,7 @@ def test_connection_loss_is_retried_and_resumes_from_the_checkpoint(src: Path, p
     """pg_terminate_backend on the apply connection mid-stream: transient, reconnect, no loss, no double."""
     import threading
 
-    from replicator.worker import Worker
+    from replicator.stream.worker import Worker
     from tests.test_apply_cases import cfg
 
     drain(src, pg_dsn)

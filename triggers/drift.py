@@ -14,7 +14,7 @@ Only when it moved do we read the schema and compare it with what install record
 * **table dropped / renamed**: a renamed table keeps our triggers, which still write the *old* name
   into the journal (E7b); reinstall, and treat the table as new on the target.
 * **new tables**: not captured until install runs again. The daemon picks them up online
-  (:mod:`replicator.resnapshot`); :func:`new_table_captures` says how install would capture each one
+  (:mod:`replicator.load.resnapshot`); :func:`new_table_captures` says how install would capture each one
   under the no-key policy, so a table that cannot be captured by key is reported, not installed.
 * **unique keys changed**: a secondary UNIQUE index was added or dropped, or became partial; the victim
   triggers must follow (between the index creation and the reinstall, REPLACE victims on it are not

@@ -42,7 +42,7 @@ ANCHOR = "applied_checkpoint"
 """Meta key of the consumer's anchor: its own encoding of the last checkpoint it committed, written by
 :func:`prune` in the transaction that deletes the entries that checkpoint covers. Opaque here: the
 journal only keeps it next to ``pruned_through``, so the consumer can later prove its record of what
-was applied was not cut off (``replicator.integrity``)."""
+was applied was not cut off (``replicator.state.integrity``)."""
 
 
 class Entry(msgspec.Struct, frozen=True):

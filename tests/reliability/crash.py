@@ -35,7 +35,8 @@ from typing import Final
 
 import msgspec
 
-from replicator import faults, phase
+from replicator import faults
+from replicator.state import phase
 from tests.pgserver import fresh_database
 from tests.reliability import harness, loadgen
 

@@ -28,8 +28,8 @@ import psycopg
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from replicator import phase
 from replicator.errors import ReplicatorError
+from replicator.state import phase
 from tests.test_apply_cases import cfg, check_same, drain, make_source
 from triggers.errors import CaptureError
 from triggers.schema import quote_ident

@@ -20,7 +20,8 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import audit, store
-from replicator import apply, phase
+from replicator.apply import batch as apply
+from replicator.state import phase
 from tests.compare import pg_canon, sqlite_canon
 from triggers.schema import quote_ident
 

@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 
 from replicator import config as config_mod
-from replicator.status import Status, read_status
+from replicator.inspect.status import Status, read_status
 from tests.reliability import harness, loadgen
 from tests.reliability.proxy import Proxy
 

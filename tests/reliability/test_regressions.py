@@ -10,9 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from replicator import faults, phase
-from replicator.cutover import CutoverAborted, Options, cutover
+from replicator import faults
+from replicator.cutover.window import CutoverAborted, Options, cutover
 from replicator.errors import ReplicatorError, UniqueCollision
+from replicator.state import phase
 from tests.reliability import harness
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_worker_restart import daemon

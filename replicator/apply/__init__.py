@@ -1,0 +1,1 @@
+"""Writing rows into the target exactly: a journal batch, the saved plan, digests, quarantined rows' dependents."""

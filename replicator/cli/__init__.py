@@ -1,0 +1,1 @@
+"""The replicator command line and its generated reference."""

@@ -1,0 +1,1 @@
+"""replicator demo: the whole migration on a live sample app."""

@@ -1,0 +1,289 @@
+"""``replicator import DIR --target DSN``: an export loaded through the snapshot's own COPY path.
+
+An export is just another row source: the schema comes from the manifest's DDL (read back through
+an in-memory SQLite, so the same :func:`triggers.schema.read_schema` describes it), the types from
+the manifest's value profiles (so the plan equals what a direct snapshot of the file would choose),
+and every row goes through :func:`replicator.load.snapshot.copy_rows`: the same converter, the same
+binary COPY, the same checksum. A direct snapshot and export → import therefore give the same
+tables and the same per-table checksums.
+
+Order of work: the files' SHA-256s and the manifest's own checksum are verified before anything
+touches PostgreSQL; a target holding rows is refused unless ``--replace``; tables load in dependency
+order, one transaction each (``--single-transaction``: one for everything), and each table's row
+count is checked against the manifest before its commit. Any error rolls back (that table, or
+everything) and names the table and the line (and key) of the row. ``--dry-run`` does all of it in
+one transaction and rolls it back at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator import faults, log, pg
+from replicator.apply import dependents
+from replicator.config import Config
+from replicator.errors import TargetError
+from replicator.load import export, snapshot
+from replicator.plan import pgschema
+from replicator.progress import Progress
+from replicator.state import schema as state
+from replicator.state import stateschema
+from replicator.values import quarantine
+from triggers.schema import Schema, read_schema
+
+
+class ImportResult(msgspec.Struct, frozen=True):
+    run_id: int
+    tables: tuple[snapshot.TableResult, ...]
+    seconds: float
+    dry_run: bool
+    warnings: tuple[str, ...]
+    plan: pgschema.SchemaPlan
+    sequences: dict[str, int]
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+_DDL: Final = re.compile(r"\s*CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\b", re.IGNORECASE)
+#: What the manifest's DDL may not do in the in-memory database: touch files or settings (the
+#: manifest is input, not trusted code; the statements are also checked to be CREATE TABLE / INDEX).
+_DENIED: Final = frozenset(
+    {
+        sqlite3.SQLITE_ATTACH,
+        sqlite3.SQLITE_DETACH,
+        sqlite3.SQLITE_PRAGMA,
+        sqlite3.SQLITE_CREATE_VTABLE,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+    }
+)
+
+
+def _ddl_only(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+    return sqlite3.SQLITE_DENY if action in _DENIED else sqlite3.SQLITE_OK
+
+
+def schema_of(manifest: export.Manifest) -> Schema:
+    """The exported schema, described by SQLite itself from the manifest's DDL."""
+    mem = sqlite3.connect(":memory:")
+    mem.set_authorizer(_ddl_only)
+    try:
+        for statement in manifest.schema:
+            if not _DDL.match(statement):
+                raise export.ExportError(
+                    [f"the manifest's schema holds a statement that is not DDL: {statement[:60]!r}"]
+                )
+            mem.execute(statement)
+        mem.set_authorizer(None)
+        return read_schema(mem)
+    except sqlite3.Error as exc:
+        raise export.ExportError([f"the manifest's schema DDL does not run in SQLite: {exc}"]) from None
+    finally:
+        mem.close()
+
+
+def import_export(
+    path: Path,
+    dsn: str,
+    config: Config,
+    *,
+    mode: str | None = None,
+    on_bad_value: str | None = None,
+    replace: bool = False,
+    single_transaction: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Verify the export's checksums, then load it; see the module docstring."""
+    started = time.monotonic()
+    bound = log.get("import")
+    with export.Reader(path) as reader:
+        manifest = export.read_manifest(reader)
+        problems = export.check_files(reader, manifest)
+        if problems:
+            raise export.ExportError(problems)
+        read = snapshot.SourceRead(
+            schema=schema_of(manifest), profiles=manifest.profiles, sqlite_sequence=manifest.sqlite_sequence
+        )
+        identity = state.SourceIdentity(path=str(path.resolve()), id=f"export:{manifest.source.sha256[:16]}")
+        state_schema = config.target.state_schema
+        policy = on_bad_value or config.snapshot.on_bad_value
+        with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
+            stateschema.ensure(pconn, state_schema)
+            state.mark_killed(pconn, state_schema)
+            plan = snapshot.build_plan(pconn, read, config, snapshot.resolve_mode(pconn, config, mode))
+            snapshot.check_target(pconn, plan, replace=replace, can_resume=False)
+            warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
+            with pconn.transaction():
+                run_id = state.start_run(pconn, state_schema, command="import", mode=plan.mode, source=identity)
+            job = _Job(reader, manifest, read, identity, state_schema, policy, run_id, progress)
+            try:
+                if dry_run or single_transaction:
+                    with pconn.transaction():
+                        plan, results, sequences = job.run(pconn, plan, replace, warnings)
+                        if dry_run:
+                            bound.info("dry run complete: rolling back", tables=len(results))
+                            raise psycopg.Rollback()
+                else:
+                    plan, results, sequences = job.run(pconn, plan, replace, warnings)
+                with pconn.transaction():
+                    state.finish_run(
+                        pconn,
+                        state_schema,
+                        run_id,
+                        status="dry-run" if dry_run else "ok",
+                        rows=sum(r.rows for r in results),
+                        quarantined=sum(r.quarantined for r in results),
+                    )
+            except BaseException as exc:
+                _failed(pconn, state_schema, run_id, exc)
+                raise
+    return ImportResult(
+        run_id=run_id,
+        tables=tuple(results),
+        seconds=time.monotonic() - started,
+        dry_run=dry_run,
+        warnings=tuple(warnings),
+        plan=plan,
+        sequences=sequences,
+    )
+
+
+def _failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int, exc: BaseException) -> None:
+    try:
+        with pconn.transaction():
+            state.finish_run(pconn, state_schema, run_id, status="failed", message=str(exc)[:1000] or "interrupted")
+    except psycopg.Error:
+        log.get("import").warning("could not record the failed run", run_id=run_id)
+
+
+class _Job(msgspec.Struct):
+    reader: export.Reader
+    manifest: export.Manifest
+    read: snapshot.SourceRead
+    identity: state.SourceIdentity
+    state_schema: str
+    policy: str
+    run_id: int
+    progress: Progress | None
+
+    def run(
+        self, pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, replace: bool, warnings: list[str]
+    ) -> tuple[pgschema.SchemaPlan, list[snapshot.TableResult], dict[str, int]]:
+        plan = snapshot.prepare_target(pconn, plan, replace=replace, reuse=False, warnings=warnings)
+        if replace:
+            state.forget_tables(pconn, self.state_schema)
+        parents = dependents.Held(plan) if self.policy == "quarantine" and plan.foreign_keys else None
+        results = [self.load(pconn, plan, plan.table(name), parents) for name in plan.order]
+        sequences = snapshot.finish_target(pconn, plan, self.read, warnings)
+        return plan, results, sequences
+
+    def load(
+        self,
+        pconn: psycopg.Connection[Any],
+        plan: pgschema.SchemaPlan,
+        table: pgschema.TablePlan,
+        parents: dependents.Held | None = None,
+    ) -> snapshot.TableResult:
+        """One table in one transaction (a savepoint under --single-transaction), count-checked."""
+        started = time.monotonic()
+        entry = self.manifest.table(table.source)
+        columns = [c.source for c in table.load_columns if c.source is not None]
+        key_cols = [k for k in table.key_source if k in entry.columns]
+        width = len(columns)
+        if self.progress is not None:
+            self.progress.start(table.source, entry.rows)
+
+        def key_of(row: Sequence[Any]) -> dict[str, Any]:
+            key = {k: row[columns.index(k)] for k in key_cols if k in columns}
+            return {**key, "line": row[-1]}
+
+        def on_batch(done: int) -> None:
+            if self.progress is not None:
+                self.progress.advance(table.source, done)
+
+        ident = sql.Identifier(plan.schema, table.name)
+        try:
+            with pconn.transaction():
+                snapshot.empty_table(pconn, ident)
+                copied = snapshot.copy_rows(
+                    pconn,
+                    plan.schema,
+                    table,
+                    _batches(self.reader, entry, columns),
+                    width=width,
+                    key_of=key_of,
+                    policy=self.policy,
+                    on_batch=on_batch,
+                    held=parents,
+                )
+                held = copied.server_rows  # emptied in this transaction: COPY's count is the table's
+                if copied.read != entry.rows or held != copied.written:
+                    raise TargetError(
+                        f"count check failed for {table.source!r}: the manifest says {entry.rows} rows, the file "
+                        f"gave {copied.read}, PostgreSQL holds {held}; rolled back",
+                        hint="run `replicator verify-export` on the export",
+                    )
+                quarantine.replace_for_table(pconn, self.state_schema, table.source, copied.refusals, self.run_id)
+                seconds = time.monotonic() - started
+                state.record_table(
+                    pconn,
+                    self.state_schema,
+                    table=table.source,
+                    target_table=table.name,
+                    rows=copied.written,
+                    quarantined=len(copied.refusals),
+                    seconds=seconds,
+                    source=self.identity,
+                    run_id=self.run_id,
+                    checksum=copied.checksum,
+                )
+        except psycopg.Error as exc:
+            raise snapshot.copy_error(table, exc) from None
+        faults.point("import.after_table")  # this table committed, the run not finished
+        if self.progress is not None:
+            self.progress.finish(table.source, copied.written, seconds)
+        log.get("import", table=table.source).info("table imported", rows=copied.written, seconds=round(seconds, 3))
+        return snapshot.TableResult(
+            table.source, table.name, copied.written, len(copied.refusals), seconds, copied.checksum
+        )
+
+
+def _batches(reader: export.Reader, entry: export.TableEntry, columns: Sequence[str]) -> Iterator[list[list[Any]]]:
+    """Rows of the load columns, each followed by its line number (for messages), in batches."""
+    batch: list[list[Any]] = []
+    for number, values in export.iter_rows(reader, entry, columns):
+        values.append(number)
+        batch.append(values)
+        if len(batch) >= export.FETCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def render(result: ImportResult) -> None:
+    """The same summary as a snapshot's, marked as a dry run when nothing was committed."""
+    summary = snapshot.SnapshotResult(
+        mode=result.plan.mode,
+        run_id=result.run_id,
+        tables=result.tables,
+        warnings=result.warnings,
+        seconds=result.seconds,
+    )
+    snapshot.render(summary)
+    if result.dry_run:
+        from rich.console import Console
+
+        Console().print("[yellow]dry run: everything was rolled back; nothing was committed[/yellow]")

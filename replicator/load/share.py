@@ -1,0 +1,454 @@
+"""A dominant table loaded by both processes: read once, in the mark's transaction, converted in two.
+
+A database whose rows are mostly one table used to load that table in one process while the
+other sat idle: conversion and checksums are Python, one core each. pgcopydb splits such a table
+into key or ``ctid`` ranges that several connections COPY at once, each reading the *same*
+source snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``). SQLite has no way to hand
+a snapshot to another connection here: ``sqlite3_snapshot_open`` needs ``SQLITE_ENABLE_SNAPSHOT``,
+which the system library lacks and the ``sqlite3`` module does not expose, and two WAL readers see
+one state only if no write committed between their first reads, which only the write lock (that
+is, stopping the app) could promise. Ranges read by the helper from its own read transaction
+would be torn: a row the app moves between ranges (a REPLACE, a key change) would be loaded twice
+or not at all, and the table would not be the state at the journal mark its genesis digest claims.
+
+So the split is of the *work*, not the read. The main process reads every row of a shared table
+in the read transaction that read the journal mark (exactly as for any other table it loads),
+and deals whole batches to the helper process whenever the helper is idle: ``marshal``, about half
+a microsecond a row to send, against tens to convert and hash one. The helper runs the same
+:class:`replicator.load.snapshot.RowPipe` and sends back each batch as binary COPY tuples, their digest
+sum and their refused values; the main process writes those bytes into its own COPY. What does
+not change: one PostgreSQL transaction per table (TRUNCATE, COPY ``FREEZE``, the count check, the
+quarantine rows and the ``snapshot_tables`` row commit together), so ``--resume`` still reloads
+an interrupted table whole; indexes and constraints after its last row; the table's checksum (a
+sum of row hashes: it does not depend on which process hashed a row, nor on row order); the first
+value refused in read order is the one reported (an error waits for the batches before it).
+
+Balance: the helper joins the shared tables once its own tables are done (it signals ``ready``);
+until then, and for every batch beyond the :data:`DEPTH` it holds, the main process converts
+locally. So both processes work until the last batch, whatever the cost model mispredicted. The
+main process starts with its own whole tables and ends with the shared ones, and the split of
+whole tables by estimated cost counts half the shared tables' cost on its side.
+
+The profile that precedes the load (type choice) is shared the same way in spirit: a dominant
+table's rowid chunks (``replicator.plan.profile.chunks``) are split between the two processes with the
+whole tables, each scanned in its process's read transaction like any table the helper profiles,
+and merged with ``profile.finish_profile``.
+"""
+
+from __future__ import annotations
+
+import marshal
+import queue as queue_module
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import msgspec
+import psycopg
+from psycopg.copy import Copy, Writer
+
+from replicator import faults, log, pg
+from replicator.config import Config
+from replicator.errors import BadValue, TargetError
+from replicator.load.snapshot import (
+    Copied,
+    RowPipe,
+    Scanned,
+    _Failure,
+    _failure,
+    _Unverified,
+    copy_statement,
+    key_getter,
+    plain_columns,
+    read_layout,
+    table_rows,
+)
+from replicator.plan import pgschema, profile
+from replicator.plan.profile import Chunk, ChunkResult, TableProfile
+from replicator.values import convert, quarantine
+from triggers.schema import Schema
+
+if TYPE_CHECKING:
+    from replicator.load.snapshot import Helper
+
+#: Batches the helper holds at most (one converting, one waiting): it never idles for want of work,
+#: and what waits for it is bounded (``fetch_rows`` rows each).
+DEPTH: Final = 2
+#: Binary COPY framing (PostgreSQL's documented file format): the 11-byte signature, the flags field
+#: and the header extension length; the trailer, a field count of -1.
+SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+TRAILER: Final = b"\xff\xff"
+_WAIT_S: Final = 0.2
+#: A batch larger than this (encoded) is converted where it was read.
+MAX_DEAL_BYTES: Final = 64 * 2**20
+
+
+class Block(msgspec.Struct, frozen=True):
+    """One batch converted: binary COPY tuples (no header, no trailer), what they sum to, what was refused."""
+
+    session: int
+    seq: int
+    rows: int
+    """Rows read (written ones and refused ones)."""
+    data: bytes = b""
+    digest_sum: int = 0
+    refusals: list[quarantine.Refusal] = []
+    error: tuple[str, str, str] | None = None
+    """(kind, message, hint): ``unverified`` (message: the column), ``bad_value``, ``failed``."""
+
+
+class _Collect(Writer):
+    """A COPY writer that keeps the formatted bytes (psycopg's documented use of ``Copy(writer=)``)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.parts.append(bytes(data))
+
+
+def format_block(cursor: psycopg.Cursor[Any], types: Sequence[str], pipe: RowPipe, rows: Sequence[Any]) -> Block:
+    """Convert ``rows`` and format them as binary COPY tuples with the cursor's connection's dumpers."""
+    sink = _Collect()
+    copy = Copy(cursor, binary=True, writer=sink)
+    copy.set_types(types)
+    refused = len(pipe.refusals)
+    total = pipe.run(rows, copy.write_row)
+    copy.finish(None)
+    data = b"".join(sink.parts)
+    if not (data.startswith(SIGNATURE) and data.endswith(TRAILER)):
+        raise TargetError("unexpected binary COPY framing from psycopg", hint="report it with the psycopg version")
+    refusals = pipe.refusals[refused:]
+    return Block(0, 0, len(rows), data[len(SIGNATURE) : -len(TRAILER)], total, refusals)
+
+
+def _error_of(exc: BaseException) -> tuple[str, str, str]:
+    if isinstance(exc, _Unverified):
+        return ("unverified", exc.column, "")
+    if isinstance(exc, BadValue):
+        return ("bad_value", exc.message, exc.hint)
+    failure = _failure(exc)
+    return ("failed", failure.message, failure.hint)
+
+
+def _raise_error(table: pgschema.TablePlan, error: tuple[str, str, str]) -> BaseException:
+    kind, message, hint = error
+    if kind == "unverified":
+        return _Unverified(table.source, message)
+    if kind == "bad_value":
+        return BadValue(message, hint=hint)
+    return TargetError(f"the helper process failed converting {table.source}: {message}", hint=hint)
+
+
+# --- the helper process's side ------------------------------------------------------------------
+
+
+class _Session:
+    """The helper's state for one shared table: its pipe, built from the plan the main process sent."""
+
+    def __init__(self, session: int, table: pgschema.TablePlan, verify: bool, policy: str) -> None:
+        self.session = session
+        self.pipe: RowPipe | None = None
+        self.error: tuple[str, str, str] | None = None
+        try:
+            _, extra = read_layout(table)
+            self.pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
+        except Exception as exc:  # answered with each batch
+            self.error = _error_of(exc)
+
+    def convert(self, cursor: psycopg.Cursor[Any], seq: int, rows: Sequence[Any]) -> Block:
+        if self.pipe is None:
+            return Block(self.session, seq, len(rows), error=self.error)
+        try:
+            block = format_block(cursor, convert.copy_types(self.pipe.types), self.pipe, rows)
+        except Exception as exc:
+            return Block(self.session, seq, len(rows), error=_error_of(exc))
+        return msgspec.structs.replace(block, session=self.session, seq=seq)
+
+
+def coprocess(config: Config) -> _Failure | None:
+    """The helper's conversion loop for shared tables, until the main process sends ``stop``.
+
+    Runs in the helper after its own tables (the pool runs tasks in order). Its PostgreSQL
+    connection only lends COPY formatting the dumpers a loading connection has; nothing is sent.
+    """
+    from replicator.load import snapshot
+
+    work, results = snapshot.helper_queues()
+    results.cancel_join_thread()  # a main process that stopped reading must not block our exit
+    try:
+        timeout = config.target.connect_timeout_s
+        with pg.connect(config.target.dsn, autocommit=True, connect_timeout=timeout) as pconn, pconn.cursor() as cur:
+            results.put(("ready",))
+            current: _Session | None = None
+            while True:
+                message = work.get()
+                if message[0] == "stop":
+                    return None
+                if message[0] == "table":
+                    current = _Session(*message[1:])
+                    continue
+                _, session, seq, payload = message
+                assert current is not None  # a table's batches follow its "table" message
+                assert current.session == session
+                results.put(current.convert(cur, seq, marshal.loads(payload)))
+    except Exception as exc:
+        return _failure(exc)
+
+
+# --- the main process's side --------------------------------------------------------------------
+
+
+class Coprocessor:
+    """The main process's end: deals batches of a shared table to the helper, collects its blocks."""
+
+    def __init__(self, helper: Helper, config: Config) -> None:
+        self.helper = helper
+        self.future = helper.pool.submit(coprocess, config)
+        self.ready = False
+        self.stopped = False
+        self.session = 0
+        self.inflight: set[int] = set()
+
+    def stop(self) -> None:
+        """No more shared tables: the helper's loop returns (idempotent)."""
+        if not self.stopped:
+            self.stopped = True
+            self.helper.work.put(("stop",))
+
+    def copy(
+        self,
+        pconn: psycopg.Connection[Any],
+        schema_name: str,
+        table: pgschema.TablePlan,
+        batches: Iterable[Sequence[Sequence[Any]]],
+        *,
+        policy: str,
+        on_batch: Callable[[int], None],
+        freeze: bool,
+        verify: bool,
+    ) -> Copied:
+        """What :func:`replicator.load.snapshot.copy_rows` does, the batches converted here or in the helper."""
+        _, extra = read_layout(table)
+        pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
+        self.session += 1
+        self.inflight = set()
+        self.helper.work.put(("table", self.session, table, verify, policy))
+        load = _SharedLoad(self, table, on_batch)
+        with pconn.cursor() as cur, pconn.cursor() as local:
+            try:
+                with cur.copy(copy_statement(schema_name, table, freeze=freeze)) as copy:
+                    copy.write(SIGNATURE)
+                    load.run(copy, local, pipe, batches)
+                    copy.write(TRAILER)
+            except psycopg.Error:
+                if pipe.missed:
+                    raise pipe.unverified() from None
+                raise
+            server_rows = cur.rowcount
+        refusals = [r for seq in sorted(load.refusals) for r in load.refusals[seq]]
+        return Copied(
+            written=load.read - len(refusals),
+            read=load.read,
+            refusals=refusals,
+            digest_sum=load.total,
+            server_rows=server_rows,
+            helper_rows=load.helper_rows,
+        )
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the helper's loop runs (tests: to make the helper's part certain, not likely).
+
+        ``ready`` is the first message the helper sends, so no block is consumed here."""
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            try:
+                self.ready = self.helper.results.get(timeout=_WAIT_S) == ("ready",)
+            except queue_module.Empty:
+                self._check_alive()
+        return self.ready
+
+    def can_take(self) -> bool:
+        if not self.ready or self.stopped or len(self.inflight) >= DEPTH:
+            return False
+        if self.future.done():  # the loop ended early (it could not connect...): convert here
+            self.stopped = True
+            log.get("snapshot").warning("the helper stopped converting shared tables", detail=self._ended())
+            return False
+        return True
+
+    def send(self, seq: int, rows: Sequence[Any]) -> bool:
+        """Deal one batch to the helper; False when a value cannot travel (then it is converted here)."""
+        try:
+            payload = marshal.dumps(cast(Any, rows))
+        except ValueError:
+            return False
+        if len(payload) > MAX_DEAL_BYTES:  # a batch of huge values: not worth a third copy in memory
+            return False
+        self.helper.work.put(("rows", self.session, seq, payload))
+        self.inflight.add(seq)
+        return True
+
+    def received(self, *, block: bool) -> Iterator[Block]:
+        """The current table's blocks that arrived (``block``: at least one, unless none is due)."""
+        while True:
+            try:
+                message = self.helper.results.get(timeout=_WAIT_S) if block else self.helper.results.get_nowait()
+            except queue_module.Empty:
+                if not block:
+                    return
+                self._check_alive()
+                continue
+            if isinstance(message, tuple):  # ("ready",)
+                self.ready = True
+                continue
+            if message.session != self.session or message.seq not in self.inflight:
+                continue  # a block of a table whose load was abandoned
+            self.inflight.discard(message.seq)
+            yield message
+            block = False
+
+    def _check_alive(self) -> None:
+        self.helper.drain()
+        if self.future.done():
+            raise TargetError(
+                f"the helper process stopped while converting a shared table: {self._ended()}",
+                hint="rerun with --resume; set snapshot.split_rows = 0 to keep every table in one process",
+            )
+
+    def _ended(self) -> str:
+        outcome = self.future.exception() or self.future.result()
+        return outcome.message if isinstance(outcome, _Failure) else str(outcome or "its loop returned")
+
+
+class _SharedLoad:
+    """One shared table's COPY: deals, converts, writes blocks, keeps the totals."""
+
+    def __init__(self, copro: Coprocessor, table: pgschema.TablePlan, on_batch: Callable[[int], None]) -> None:
+        self.copro, self.table, self.on_batch = copro, table, on_batch
+        self.read = self.total = self.helper_rows = 0
+        self.refusals: dict[int, list[quarantine.Refusal]] = {}
+        self.copy: Copy | None = None
+
+    def run(self, copy: Copy, local: psycopg.Cursor[Any], pipe: RowPipe, batches: Iterable[Sequence[Any]]) -> None:
+        self.copy = copy
+        types = convert.copy_types(pipe.types)
+        copro = self.copro
+        for seq, batch in enumerate(batches):
+            for block in copro.received(block=False):
+                self._write(block, remote=True)
+            if copro.can_take() and copro.send(seq, batch):
+                continue
+            try:
+                block = format_block(local, types, pipe, batch)
+            except (BadValue, _Unverified) as exc:
+                raise self._earliest(seq, exc) from None
+            self._write(msgspec.structs.replace(block, seq=seq), remote=False)
+        while copro.inflight:
+            for block in copro.received(block=True):
+                self._write(block, remote=True)
+
+    def _write(self, block: Block, *, remote: bool) -> None:
+        if block.error is not None:
+            raise self._earliest(block.seq, _raise_error(self.table, block.error))
+        assert self.copy is not None
+        if block.data:
+            self.copy.write(block.data)
+        self.read += block.rows
+        self.total += block.digest_sum
+        if block.refusals:
+            self.refusals[block.seq] = block.refusals
+        if remote:
+            self.helper_rows += block.rows
+        faults.point("snapshot.copying")  # rows streamed, nothing committed
+        self.on_batch(self.read)
+
+    def _earliest(self, seq: int, exc: BaseException) -> BaseException:
+        """The error of the first batch in read order: the helper's earlier batches are awaited."""
+        errors = {seq: exc}
+        while any(s < seq for s in self.copro.inflight):
+            for block in self.copro.received(block=True):
+                if block.error is not None:
+                    errors[block.seq] = _raise_error(self.table, block.error)
+        return errors[min(errors)]
+
+
+# --- the profile of a dominant table: its rowid chunks scanned by both processes ---------------------
+
+
+def profile_pieces(
+    conn: sqlite3.Connection, schema: Schema, costs: Mapping[str, int], split_rows: int
+) -> dict[str | Chunk, int]:
+    """What the two processes share of the profiles: whole tables, and the rowid chunks of each
+    dominant one (``split_rows``), so that a dominant table's profile is not one process's alone.
+
+    Like a whole table profiled in the helper, a chunk is scanned in the scanning process's own
+    read transaction: the profile only chooses types, and the load (from the mark's transaction)
+    refuses, by name, a value a type cannot hold."""
+    rows = table_rows(conn, schema, list(costs)) if split_rows > 0 else {}
+    pieces: dict[str | Chunk, int] = {}
+    for name, cost in costs.items():
+        parts = profile.chunks(conn, schema.table(name)) if rows.get(name, 0) >= split_rows > 0 else []
+        if len(parts) > 1:
+            pieces.update({part: cost // len(parts) for part in parts})
+        else:
+            pieces[name] = cost
+    return pieces
+
+
+def whole_and_chunks(pieces: Iterable[str | Chunk]) -> tuple[list[str], list[Chunk]]:
+    chosen = list(pieces)
+    return [p for p in chosen if isinstance(p, str)], [p for p in chosen if isinstance(p, Chunk)]
+
+
+def scan_chunks(conn: sqlite3.Connection, schema: Schema, parts: Sequence[Chunk], create: Config | None) -> Scanned:
+    """Scan one process's chunks; a table one of whose chunks is too big for a string gets None."""
+    profile.register(conn)
+    out: Scanned = {}
+    for part in parts:
+        results = out.setdefault(part.table, [])
+        if results is None:
+            continue
+        table = schema.table(part.table)
+        try:
+            results.append(profile.scan_chunk(conn, table, part, plain_columns(table, create)))
+        except profile.TooBig:
+            out[part.table] = None
+    return out
+
+
+def finish_profiles(
+    conn: sqlite3.Connection, schema: Schema, scanned: Sequence[Scanned], create: Config | None
+) -> dict[str, TableProfile]:
+    """The chunked tables' profiles from both processes' chunks (a table with a chunk too big: in full here)."""
+    merged: dict[str, list[ChunkResult] | None] = {}
+    for part in scanned:
+        for name, results in part.items():
+            have = merged.setdefault(name, [])
+            merged[name] = None if have is None or results is None else have + results
+    out = {}
+    for name, results in merged.items():
+        table = schema.table(name)
+        plain = plain_columns(table, create)
+        if results is None:
+            out[name] = profile.profile_table(conn, table, plain=plain)
+        else:
+            out[name] = profile.finish_profile(conn, table, results, plain)
+            log.get("profile", table=name).debug("profiled", rows=out[name].rows, chunks=len(results), shared=True)
+    return out
+
+
+def dominant_tables(rows: Mapping[str, int], split_rows: int, costs: Mapping[str, int] | None = None) -> list[str]:
+    """The tables both processes convert, largest first: at least ``split_rows`` rows (0: none).
+
+    With ``costs`` (the helper loads whole tables too), only a table that costs more than all the
+    others together: any other mix the split of whole tables balances, without the main process
+    reading for the helper. Without (the helper is otherwise idle), every such table."""
+    if split_rows <= 0:
+        return []
+    big = sorted((n for n, r in rows.items() if r >= split_rows), key=lambda n: (-rows[n], n))
+    if costs is None:
+        return big
+    total = sum(costs.values())
+    return [n for n in big if costs[n] * 2 > total]

@@ -1,0 +1,1 @@
+"""The replicator's own state in the target: the state schema, the daemon's phase, tamper checks."""

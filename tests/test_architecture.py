@@ -1,0 +1,369 @@
+"""The import rules and the failpoint names, read from the source with ``ast`` (nothing here imports the code
+it checks, except the crash matrix's lists).
+
+Why a test: the rules are what keeps the tree readable (ARCHITECTURE.md, "Inside replicator/"), and nobody
+re-reads every import of every change. Each checker is a plain function over source text, so each has a
+negative control: the same function run over a planted bad source must find the problem.
+
+* ``triggers/`` and ``checkpoints/`` never import ``replicator`` (any import, function-level included): the
+  capture and the chain stand on their own, an auditor runs ``python -m checkpoints`` without our code.
+* Inside ``replicator/`` the packages are layers (:data:`LAYERS`, lowest first) and every import points to
+  the same layer or a lower one; the one exception today is in :data:`ALLOWED_BACK_EDGES`, with its reason.
+* Failpoints (:mod:`replicator.faults`): every name is declared once and well formed, every call names a
+  declared point with a literal, every declared point is called, and the crash matrix
+  (``tests/reliability/crash.py``) kills at every point and only at declared ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Final, NamedTuple
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+
+LAYERS: Final = ("core", "values", "plan", "state", "apply", "load", "stream", "inspect", "cutover", "demo", "cli")
+"""Lowest first. ``core`` is the modules directly in ``replicator/`` (errors, config, log, pg, files, faults,
+progress); every other name is a package of ``replicator/``. apply/ sits under load/ because the snapshot saves
+the plan and the digests the apply reads through it, and the online re-load writes with its FK parking; stream/
+(the daemon's loop) is above both."""
+
+ENTRY_MODULES: Final = {"replicator.__main__": "cli"}
+"""Top-level modules that are not core: ``python -m replicator`` runs the CLI."""
+
+ALLOWED_BACK_EDGES: Final[dict[tuple[str, str], str]] = {
+    # The source lock (lock file + advisory lock) lives in the daemon's module; the online re-load takes it
+    # when `snapshot --replace --tables` runs on a streaming target. Goes away when the lock gets a module of
+    # its own below load/ (issue 19: one source lock shared by the daemon, cutover and status).
+    ("replicator.load.resnapshot", "replicator.stream.worker"): "take_lock",
+}
+"""(importer, imported) -> the names it needs; an upward import that must be removed, not copied."""
+
+FAILPOINT_NAME: Final = re.compile(r"[a-z]+\.[a-z]+(?:_[a-z]+)*")
+"""``stage.window``: the stage that owns the window, then where in it (``apply.after_commit``)."""
+
+SHARED_WINDOWS: Final[dict[str, str]] = {
+    "snapshot.copying": "the COPY of one table, by the main process (snapshot.py) or by both (share.py)",
+    "snapshot.after_genesis": "the genesis checkpoint, written by the snapshot or by the daemon's first start",
+}
+"""Failpoints called at more than one place: one window reached by two code paths, on purpose."""
+
+NOT_FAILPOINT_KINDS: Final = frozenset({"random"})
+"""Crash-matrix kill kinds that are not failpoints (a SIGKILL after a random delay)."""
+
+EXERCISED_ELSEWHERE: Final[dict[str, str]] = {
+    "import.after_table": "tests/test_audit.py",
+    "newtable.after_plan": "tests/test_worker_new_tables.py",
+}
+"""Failpoints the crash matrix does not kill at (not a daemon window), and the test that arms each."""
+
+
+class Edge(NamedTuple):
+    importer: str
+    imported: str
+    line: int
+
+
+# --- reading the source ---------------------------------------------------------------------------
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def sources(package: str, root: Path = ROOT) -> dict[str, str]:
+    """Dotted module name -> source, for every ``.py`` file of ``package`` (subpackages included)."""
+    return {module_name(p, root): p.read_text(encoding="utf-8") for p in sorted((root / package).rglob("*.py"))}
+
+
+def packages_of(root: Path = ROOT, package: str = "replicator") -> set[str]:
+    return {module_name(p.parent / "__init__.py", root) for p in (root / package).rglob("__init__.py")}
+
+
+def imported_names(source: str, module: str, *, is_package: bool = False) -> Iterator[tuple[str, int]]:
+    """Every name an ``import`` or ``from ... import`` anywhere in ``source`` (functions, ``TYPE_CHECKING``
+    blocks included) brings in, absolute (relative imports resolved against ``module``), with its line."""
+    here = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here[: len(here) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                yield f"{base}.{alias.name}", node.lineno
+
+
+# --- (a) triggers/ and checkpoints/ stand alone -----------------------------------------------------
+
+
+def replicator_imports(source: str, module: str) -> list[tuple[str, int]]:
+    """The imports of ``replicator`` (or anything under it) in ``source``; also a literal
+    ``importlib.import_module("replicator...")`` / ``__import__``."""
+    found = [(name, line) for name, line in imported_names(source, module) if name.split(".")[0] == "replicator"]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            target = node.args[0].value
+            if called in {"import_module", "__import__"} and str(target).split(".")[0] == "replicator":
+                found.append((str(target), node.lineno))
+    return found
+
+
+def test_triggers_and_checkpoints_never_import_replicator() -> None:
+    modules = {**sources("triggers"), **sources("checkpoints")}
+    assert len(modules) > 15, sorted(modules)  # the packages were read, not an empty glob
+    found = {m: hits for m, src in modules.items() if (hits := replicator_imports(src, m))}
+    assert found == {}
+
+
+def test_negative_control_a_planted_replicator_import_is_found() -> None:
+    planted = (
+        "import os\n"
+        "from triggers import names\n"
+        "def f():\n"
+        "    from replicator.stream import worker\n"
+        "    import replicator.pg as pg\n"
+        "    return importlib.import_module('replicator.errors')\n"
+    )
+    assert replicator_imports(planted, "triggers.planted") == [
+        ("replicator.stream.worker", 4),
+        ("replicator.pg", 5),
+        ("replicator.errors", 6),
+    ]
+    assert replicator_imports("from checkpoints import digest\nimport msgspec\n", "checkpoints.planted") == []
+
+
+# --- (b) the layers inside replicator/ point one way ------------------------------------------------
+
+
+def resolve(name: str, modules: Iterable[str]) -> str | None:
+    """The module an imported name lives in: its longest prefix that is a module of ours (``from
+    replicator.load.snapshot import copy_rows`` -> ``replicator.load.snapshot``)."""
+    known = set(modules)
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in known:
+            return ".".join(parts[:end])
+    return None
+
+
+def layer_of(module: str, packages: set[str]) -> str:
+    """``core`` for ``replicator`` itself and the modules directly in it, else the package's name."""
+    if module in ENTRY_MODULES:
+        return ENTRY_MODULES[module]
+    parts = module.split(".")
+    if len(parts) > 1 and ".".join(parts[:2]) in packages:
+        return parts[1]
+    return "core"
+
+
+def upward_imports(modules: Mapping[str, str]) -> list[Edge]:
+    """Every import from a ``replicator`` module to a module in a higher layer than its own."""
+    packages = {m for m, src in modules.items() if m.count(".") == 1 and _is_package(m, modules)}
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    edges: list[Edge] = []
+    for module, source in modules.items():
+        for name, line in imported_names(source, module, is_package=_is_package(module, modules)):
+            target = resolve(name, modules)
+            if target is None or target == module:
+                continue
+            if rank[layer_of(target, packages)] > rank[layer_of(module, packages)]:
+                edges.append(Edge(module, target, line))
+    return edges
+
+
+def _is_package(module: str, modules: Mapping[str, str]) -> bool:
+    return module == "replicator" or any(m.startswith(module + ".") for m in modules)
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {p.split(".")[1] for p in packages_of() if p != "replicator"}
+    assert packages == set(LAYERS) - {"core"}
+
+
+def test_imports_inside_replicator_point_down_the_layers() -> None:
+    modules = sources("replicator")
+    assert len(modules) > 50, len(modules)
+    edges = upward_imports(modules)
+    unexpected = [e for e in edges if (e.importer, e.imported) not in ALLOWED_BACK_EDGES]
+    assert unexpected == [], "an import points up the layers (ARCHITECTURE.md, Inside replicator/)"
+    stale = set(ALLOWED_BACK_EDGES) - {(e.importer, e.imported) for e in edges}
+    assert stale == set(), "this back-edge is gone: remove it from ALLOWED_BACK_EDGES"
+
+
+def test_negative_control_a_planted_upward_import_is_found() -> None:
+    modules = {
+        "replicator": '"""package"""\n',
+        "replicator.errors": "class ReplicatorError(Exception): ...\n",
+        "replicator.plan": "",
+        "replicator.plan.pgschema": (
+            "from replicator.errors import ReplicatorError\n"  # down: fine
+            "from . import typemap\n"  # same layer: fine
+            "def f():\n"
+            "    from replicator.stream.worker import take_lock\n"  # up, inside a function
+            "    from ..cutover import window\n"  # up, relative
+        ),
+        "replicator.plan.typemap": "from replicator.plan import pgschema\n",
+        "replicator.stream": "",
+        "replicator.stream.worker": "from replicator.plan import pgschema\n",
+        "replicator.cutover": "",
+        "replicator.cutover.window": "from replicator import errors\n",
+    }
+    assert upward_imports(modules) == [
+        Edge("replicator.plan.pgschema", "replicator.stream.worker", 4),
+        Edge("replicator.plan.pgschema", "replicator.cutover.window", 5),
+    ]
+
+
+def test_the_entry_point_is_the_top_layer() -> None:
+    packages = {"replicator.cli", "replicator.load"}
+    assert layer_of("replicator.__main__", packages) == "cli"
+    assert layer_of("replicator.errors", packages) == "core"
+    assert layer_of("replicator", packages) == "core"
+    assert layer_of("replicator.load.snapshot", packages) == "load"
+
+
+# --- (c) failpoint names -----------------------------------------------------------------------------
+
+
+def declared_failpoints(faults_source: str) -> list[str]:
+    """The literal tuple ``NAMES = (...)`` in faults.py, in order (duplicates kept, to be found)."""
+    for node in ast.walk(ast.parse(faults_source)):
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(_named(t, "NAMES") for t in targets):
+                assert isinstance(node.value, ast.Tuple), "faults.NAMES must stay a literal tuple"
+                return [e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    raise AssertionError("faults.NAMES not found")
+
+
+def failpoint_calls(source: str) -> list[tuple[str | None, int]]:
+    """Every call of the hook in ``source``: ``faults.point(...)`` or a ``point`` imported from
+    ``replicator.faults``; the name, or None when it is not a string literal."""
+    tree = ast.parse(source)
+    aliases = {
+        a.asname or a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "replicator.faults"
+        for a in n.names
+        if a.name == "point"
+    }
+    calls: list[tuple[str | None, int]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        hook = (isinstance(func, ast.Attribute) and func.attr == "point" and _named(func.value, "faults")) or (
+            isinstance(func, ast.Name) and func.id in aliases
+        )
+        if hook:
+            arg = node.args[0] if node.args else None
+            literal = arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
+            calls.append((literal, node.lineno))
+    return sorted(calls, key=lambda c: c[1])
+
+
+def _named(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def failpoint_problems(
+    declared: list[str], calls: Mapping[str, list[tuple[str | None, int]]], matrix: Iterable[str]
+) -> list[str]:
+    """Everything wrong between the declaration, the calls (module -> calls) and the crash matrix's kinds."""
+    problems = [f"declared twice: {n}" for n in sorted({n for n in declared if declared.count(n) > 1})]
+    problems += [f"malformed name: {n!r}" for n in declared if not FAILPOINT_NAME.fullmatch(n)]
+    sites: dict[str, list[str]] = {}
+    for module, found in calls.items():
+        for name, line in found:
+            if name is None:
+                problems.append(f"{module}:{line}: failpoint name is not a string literal")
+            elif name not in declared:
+                problems.append(f"{module}:{line}: failpoint {name!r} is not declared in faults.NAMES")
+            else:
+                sites.setdefault(name, []).append(f"{module}:{line}")
+    problems += [f"declared, never called: {n}" for n in declared if n not in sites]
+    problems += [
+        f"called at {len(where)} places, not listed in SHARED_WINDOWS: {n} ({', '.join(where)})"
+        for n, where in sorted(sites.items())
+        if len(where) > 1 and n not in SHARED_WINDOWS
+    ]
+    killed = set(matrix) - NOT_FAILPOINT_KINDS
+    problems += [f"the crash matrix kills at an undeclared failpoint: {n}" for n in sorted(killed - set(declared))]
+    problems += [
+        f"the crash matrix never kills at {n} (add it, or name its test in EXERCISED_ELSEWHERE)"
+        for n in declared
+        if n not in killed and n not in EXERCISED_ELSEWHERE
+    ]
+    return problems
+
+
+def _code_calls() -> dict[str, list[tuple[str | None, int]]]:
+    return {m: calls for m, src in sources("replicator").items() if (calls := failpoint_calls(src))}
+
+
+def test_failpoints_declared_called_and_killed_at_agree() -> None:
+    from tests.reliability import crash
+
+    declared = declared_failpoints((ROOT / "replicator" / "faults.py").read_text(encoding="utf-8"))
+    calls = _code_calls()
+    assert len(declared) >= 15, declared  # read from faults.py, not an empty tuple
+    assert len(calls) >= 5, calls
+    matrix = [*crash.ALL_KINDS, *crash.KNOWN_BUGS, crash.FINISHING]
+    assert failpoint_problems(declared, calls, matrix) == []
+    assert set(SHARED_WINDOWS) <= set(declared)
+
+
+def test_failpoints_exercised_elsewhere_are_armed_by_their_test() -> None:
+    for name, test_file in EXERCISED_ELSEWHERE.items():
+        strings = [
+            n.value
+            for n in ast.walk(ast.parse((ROOT / test_file).read_text(encoding="utf-8")))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        assert any(name in s for s in strings), f"{test_file} no longer arms {name}"
+
+
+def test_negative_control_planted_failpoint_mistakes_are_found() -> None:
+    declared = ["apply.after_read", "apply.after_read", "Apply-Commit", "prune.after", "import.after_table"]
+    code = {
+        "replicator.stream.worker": failpoint_calls(
+            "from replicator import faults\n"
+            "def f(name):\n"
+            "    faults.point('apply.after_read')\n"
+            "    faults.point('apply.afterread')\n"  # a typo: undeclared
+            "    faults.point(name)\n"  # not a literal
+            "    faults.point('prune.after')\n"
+        ),
+        "replicator.load.share": failpoint_calls(
+            "from replicator.faults import point as hook\nhook('prune.after')\n"  # a second site, not shared
+        ),
+    }
+    assert code["replicator.stream.worker"] == [
+        ("apply.after_read", 3),
+        ("apply.afterread", 4),
+        (None, 5),
+        ("prune.after", 6),
+    ]
+    problems = failpoint_problems(declared, code, ["apply.after_read", "apply.after_rread", "random"])
+    assert problems == [
+        "declared twice: apply.after_read",
+        "malformed name: 'Apply-Commit'",
+        "replicator.stream.worker:4: failpoint 'apply.afterread' is not declared in faults.NAMES",
+        "replicator.stream.worker:5: failpoint name is not a string literal",
+        "declared, never called: Apply-Commit",
+        "declared, never called: import.after_table",
+        "called at 2 places, not listed in SHARED_WINDOWS: prune.after "
+        "(replicator.stream.worker:6, replicator.load.share:2)",
+        "the crash matrix kills at an undeclared failpoint: apply.after_rread",
+        "the crash matrix never kills at Apply-Commit (add it, or name its test in EXERCISED_ELSEWHERE)",
+        "the crash matrix never kills at prune.after (add it, or name its test in EXERCISED_ELSEWHERE)",
+    ]
