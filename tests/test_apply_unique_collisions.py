@@ -322,3 +322,23 @@ def test_existing_mode_snapshot_names_the_key_two_spellings_share(tmp_path: Path
     assert "\n" not in message
     assert 'unique constraint "slots_pkey" (Key (at)=(2024-05-01 10:00:00) already exists)' in message, message
     assert pg_rows(pg_dsn, "SELECT count(*) FROM slots") == [(0,)]
+
+
+def test_existing_mode_apply_keeps_the_row_the_apps_lower_index_would_lose(tmp_path: Path, pg_dsn: str) -> None:
+    """Issue 14 item 2a where it still bites: the app's own PostgreSQL index on lower(), which folds 'É'. The
+    apply stops naming both keys and the index; 'Émile' is never deleted; status says ERRORED, exits 1."""
+    path = make_source(tmp_path / "e.db", USERS, "INSERT INTO users VALUES (1, 'Émile');")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL)")
+        conn.execute("CREATE UNIQUE INDEX users_lower ON users (lower(name))")
+    existing = config.load(overrides={"apply": {"poll_interval_s": 0.05}, "snapshot": {"mode": "existing"}}, environ={})
+    drain(path, pg_dsn, existing)
+    app(path).execute("INSERT INTO users VALUES (2, 'émile')")
+    with pytest.raises(UniqueCollision) as refused:
+        drain(path, pg_dsn, existing)
+    assert "rows users (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL" in refused.value.message
+    assert "unique index users_lower (lower(name))" in refused.value.message
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users") == [(1, "Émile")]
+    code, got = status_json(path, pg_dsn)
+    assert code == 1
+    assert got["phase"] == "ERRORED"
