@@ -62,6 +62,7 @@ from replicator.errors import WAIT_CUT_SHORT, BadValue, TargetError, UniqueColli
 from replicator.plan.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
 from replicator.values import convert, quarantine
 from replicator.values.convert import TargetType
+from replicator.values.readback import digest_exact
 from triggers import journal
 from triggers.install import Meta
 from triggers.schema import quote_ident
@@ -422,20 +423,6 @@ class Applied(msgspec.Struct, frozen=True):
 
 _Folded = tuple[TableDigest, set[KeyTuple]]
 _WRITER_IDS = itertools.count(1)
-
-
-#: Types whose converted Python value is exactly what psycopg reads back (so the digest of what was
-#: written equals the digest of what PostgreSQL holds): the digest of inserted rows is then taken
-#: from the converted values, and the INSERT needs no RETURNING. real (float4 rounding), char(n)
-#: (padding), json/jsonb (normalisation) and enums are read back instead.
-DIGEST_EXACT_TYPES: Final = frozenset(
-    {"smallint", "integer", "bigint", "double precision", "numeric", "text", "varchar", "bytea", "boolean"}
-    | {"timestamp", "timestamptz", "date", "time", "uuid"}
-)
-
-
-def digest_exact(types: Sequence[TargetType]) -> bool:
-    return all(t.name in DIGEST_EXACT_TYPES for t in types)
 
 
 def _digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[TargetType]) -> None:

@@ -14,9 +14,10 @@ PostgreSQL computes is read there and set against the value SQLite computes.
 The **load-path reading** (``shape_of(..., independent=False)``: each SQLite row converted by the
 table's ``row_converter``, exactly what the snapshot and the apply write) remains for the digests that
 must equal the ones the load keeps: cutover's pre-pass and stop point against the apply's running
-digests, and the certificate's per-side records. There ``real`` (float4) values are rounded to float4
-on the SQLite side, ``char(n)`` is compared without its padding, enums as text, and JSON columns as
-the documents they hold (kind ``json``: the converted text, ``JsonText``, against psycopg's parsed value).
+digests, and the certificate's per-side records. There, with the snapshot's own normalisation
+(:mod:`replicator.values.readback`), ``real`` (float4) values are rounded to float4 on the SQLite side,
+``char(n)`` is compared without its padding, enums as text, and JSON columns as the documents they hold
+(kind ``json``: the converted text, ``JsonText``, against psycopg's parsed value).
 
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
@@ -64,7 +65,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from checkpoints.digest import JsonText, Kind, RowEncoder, TableDigest, kinds_from_types
+from checkpoints.digest import Kind, RowEncoder, TableDigest, kinds_from_types
 from replicator import log, pg
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
@@ -73,8 +74,7 @@ from replicator.plan import pgreflect, pgschema
 from replicator.plan.profile import TableProfile, profile_table
 from replicator.progress import Progress
 from replicator.state import schema as state
-from replicator.values import convert, quarantine
-from replicator.values.formats import float4_value
+from replicator.values import convert, quarantine, readback
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -232,35 +232,12 @@ def shape_of(
     )
 
 
-def _finisher(types: Sequence[convert.TargetType]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
-    """Bring converted SQLite values to what psycopg returns for the column (see module docstring)."""
-    fixes: list[tuple[int, Callable[[Any], Any]]] = []
-    for i, t in enumerate(types):
-        if t.name == "real":
-            fixes.append((i, float4_value))
-        elif t.name == "char":
-            fixes.append((i, lambda v: v.rstrip(" ")))
-        elif t.name in ("json", "jsonb"):
-            fixes.append((i, lambda v: JsonText(v if isinstance(v, str) else v.obj)))
-    if not fixes:
-        return None
-
-    def finish(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        values = list(row)
-        for i, fix in fixes:
-            if values[i] is not None:
-                values[i] = fix(values[i])
-        return tuple(values)
-
-    return finish
-
-
 def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tuple[Any, ...] | None]]:
     """SQLite rows → canonical Python rows (converted as loaded, or read independently); refused rows become None."""
     if shape.independent:
         return _independent_source_rows(shape)
     convert_row = convert.row_converter(shape.source, shape.source_columns, shape.types)
-    finish = _finisher(shape.types)
+    finish = readback.digest_finisher(shape.types)  # the snapshot's and the apply's normalisation
     skip, positions = shape.quarantined, shape.key_positions
 
     def rows(raw: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...] | None]:
