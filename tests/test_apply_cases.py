@@ -15,6 +15,7 @@ from replicator import config, pg
 from replicator.apply import batch as apply
 from replicator.state import phase
 from replicator.stream.worker import RunResult, Worker
+from replicator.values import readback
 from tests.compare import assert_same
 from triggers import install, journal
 
@@ -316,7 +317,7 @@ def test_running_digest_exact_for_every_type(tmp_path: Path, pg_dsn: str) -> Non
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         plan = apply.load_plan(conn, "replicator")
     assert plan is not None
-    exact = [c.source for c in plan.table("t").load_columns if c.type.name in apply.DIGEST_EXACT_TYPES]
+    exact = [c.source for c in plan.table("t").load_columns if c.type.name in readback.DIGEST_EXACT_TYPES]
     assert len(exact) >= 12, exact
 
 
@@ -335,7 +336,7 @@ def test_running_digest_from_converted_values(tmp_path: Path, pg_dsn: str) -> No
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         plan = apply.load_plan(conn, "replicator")
     assert plan is not None
-    assert apply.digest_exact([c.type for c in plan.table("t").load_columns])
+    assert readback.digest_exact([c.type for c in plan.table("t").load_columns])
     db = app(path)
     db.execute(
         "INSERT INTO t VALUES (2, -3.1, 'é', '', x'', 0, '1999-12-31 23:59:59.123', '2000-02-29 00:00:00+02:00', "

@@ -60,8 +60,10 @@ from replicator import faults, log, pg
 from replicator.apply import dependents
 from replicator.errors import WAIT_CUT_SHORT, BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
 from replicator.plan.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
+from replicator.plan.shape import TableShape, table_shape, unread_key
 from replicator.values import convert, quarantine
 from replicator.values.convert import TargetType
+from replicator.values.readback import digest_exact
 from triggers import journal
 from triggers.install import Meta
 from triggers.schema import quote_ident
@@ -79,30 +81,14 @@ _VALUE_BYTES: Final = 16
 # --- what the apply needs per table ----------------------------------------------------------
 
 
-class TableTarget(msgspec.Struct, frozen=True):
-    """One captured table, resolved against the plan: what to read in SQLite, what to write in PostgreSQL."""
-
-    source: str
-    target: str
-    schema: str
-    key_source: tuple[str, ...]
-    """SQLite columns of the capture key, in journal key order."""
-    key_target: tuple[str, ...]
-    key_types: tuple[TargetType, ...]
-    columns_source: tuple[str, ...]
-    """SQLite columns that are loaded (the ones PostgreSQL generates excluded), in plan order."""
-    columns_target: tuple[str, ...]
-    types: tuple[TargetType, ...]
-
-    @property
-    def key_positions(self) -> tuple[int, ...]:
-        """Where each key column sits among the loaded columns (the digest of deleted keys reads them)."""
-        return tuple(self.columns_target.index(k) for k in self.key_target)
+TableTarget = TableShape
+"""The apply's name for the shared table model (:mod:`replicator.plan.shape`), kept while the other issue-19
+branches that still spell it merge; new code says ``TableShape``."""
 
 
 def resolve_targets(
     plan: SchemaPlan, meta: Meta, skipped: Collection[str] = frozenset()
-) -> tuple[dict[str, TableTarget], dict[str, str]]:
+) -> tuple[dict[str, TableShape], dict[str, str]]:
     """Captured tables the apply can write, and the ones it cannot, each with the reason.
 
     A table captured by rowid has no column PostgreSQL could address its rows by: it is reported,
@@ -110,7 +96,7 @@ def resolve_targets(
     them, or existing mode leaves an ORM's migration table out: :mod:`replicator.plan.skips`) are never
     applied: both are absent from both.
     """
-    targets: dict[str, TableTarget] = {}
+    targets: dict[str, TableShape] = {}
     problems: dict[str, str] = {}
     for name, cap in meta.tables.items():
         if cap.mode == "snapshot-only" or name in skipped:
@@ -133,24 +119,12 @@ def resolve_targets(
     return {n: t for n, t in targets.items() if n not in problems}, problems
 
 
-def _target(plan: SchemaPlan, table: TablePlan, key_columns: Sequence[str], problems: dict[str, str]) -> TableTarget:
-    loaded = table.load_columns
-    by_source = {c.source: c for c in loaded if c.source is not None}
-    missing = [k for k in key_columns if k not in by_source]
+def _target(plan: SchemaPlan, table: TablePlan, key_columns: Sequence[str], problems: dict[str, str]) -> TableShape:
+    """The table's shape keyed by its capture key (journal key order); a key column not loaded is a problem."""
+    missing = unread_key(table, key_columns)
     if missing:
         problems[table.source] = f"key column(s) {', '.join(missing)} are not loaded into {table.name}"
-    keys = [by_source[k] for k in key_columns if k in by_source]
-    return TableTarget(
-        source=table.source,
-        target=table.name,
-        schema=plan.schema,
-        key_source=tuple(key_columns),
-        key_target=tuple(c.name for c in keys),
-        key_types=tuple(c.type for c in keys),
-        columns_source=tuple(c.source for c in loaded if c.source is not None),
-        columns_target=tuple(c.name for c in loaded),
-        types=tuple(c.type for c in loaded),
-    )
+    return table_shape(table, plan.schema, key_columns)
 
 
 # --- reading a batch from SQLite -------------------------------------------------------------
@@ -189,7 +163,7 @@ class Batch(msgspec.Struct):
 def read_batch(
     conn: sqlite3.Connection,
     after: int,
-    targets: dict[str, TableTarget],
+    targets: dict[str, TableShape],
     *,
     max_rows: int,
     max_bytes: int,
@@ -218,7 +192,7 @@ def read_batch(
 def _read_rows(
     conn: sqlite3.Connection,
     entries: journal.KeyRange,
-    targets: dict[str, TableTarget],
+    targets: dict[str, TableShape],
     ignore: frozenset[str],
 ) -> dict[str, TableRows]:
     # skipped tables (replicator.plan.skips): consumed, never applied
@@ -271,7 +245,7 @@ def _size(rows: list[tuple[Any, ...]]) -> int:
     return total
 
 
-def current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+def current_rows(conn: sqlite3.Connection, target: TableShape, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
     """The rows that exist now for ``keys``: loaded columns then key columns, exact SQLite values.
 
     Plain keys go through ``IN`` lists; a key holding NULL or text that is not UTF-8 is looked up
@@ -295,7 +269,7 @@ _SAME_KEY_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "va
 
 
 def rows_for_target_keys(
-    conn: sqlite3.Connection, target: TableTarget, keys: Collection[KeyTuple], convert_key: convert.RowConverter
+    conn: sqlite3.Connection, target: TableShape, keys: Collection[KeyTuple], convert_key: convert.RowConverter
 ) -> list[tuple[Any, ...]]:
     """SQLite's current rows for keys read from PostgreSQL (as :func:`current_rows` returns them).
 
@@ -319,7 +293,7 @@ def rows_for_target_keys(
         return current_rows(conn, target, found)
 
 
-def exact_keys(target: TableTarget) -> bool:
+def exact_keys(target: TableShape) -> bool:
     """Every key column converts one SQLite value to one PostgreSQL value and back (no two spellings)."""
     return all(k.name in _SAME_KEY_TYPES and not k.strip_nul and not k.replace_bad_utf8 for k in target.key_types)
 
@@ -336,8 +310,8 @@ def _plain(key: KeyTuple) -> bool:
     return True
 
 
-def _current_rows(conn: sqlite3.Connection, target: TableTarget, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
-    columns = ", ".join(quote_ident(c) for c in (*target.columns_source, *target.key_source))
+def _current_rows(conn: sqlite3.Connection, target: TableShape, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+    columns = ", ".join(quote_ident(c) for c in (*target.source_columns, *target.key_source))
     base = f"SELECT {columns} FROM {quote_ident(target.source)} WHERE "  # noqa: S608 - quoted identifiers
     width = len(target.key_source)
     plain: list[KeyTuple] = []
@@ -424,20 +398,6 @@ _Folded = tuple[TableDigest, set[KeyTuple]]
 _WRITER_IDS = itertools.count(1)
 
 
-#: Types whose converted Python value is exactly what psycopg reads back (so the digest of what was
-#: written equals the digest of what PostgreSQL holds): the digest of inserted rows is then taken
-#: from the converted values, and the INSERT needs no RETURNING. real (float4 rounding), char(n)
-#: (padding), json/jsonb (normalisation) and enums are read back instead.
-DIGEST_EXACT_TYPES: Final = frozenset(
-    {"smallint", "integer", "bigint", "double precision", "numeric", "text", "varchar", "bytea", "boolean"}
-    | {"timestamp", "timestamptz", "date", "time", "uuid"}
-)
-
-
-def digest_exact(types: Sequence[TargetType]) -> bool:
-    return all(t.name in DIGEST_EXACT_TYPES for t in types)
-
-
 def _digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[TargetType]) -> None:
     """Row images read back by ``cur`` are only digested: their JSON documents are read as text
     (``JsonText``), canonicalised in C, instead of being parsed into Python objects first."""
@@ -499,12 +459,12 @@ class _Planned(msgspec.Struct):
     """Rows of other tables quarantined because one of these rows was: the batch re-evaluates them."""
 
 
-def _key_dict(t: TableTarget, key: Sequence[Any]) -> dependents.Key:
+def _key_dict(t: TableShape, key: Sequence[Any]) -> dependents.Key:
     """A key of ``t`` as the quarantine records keys."""
     return quarantine.json_safe_dict(dict(zip(t.key_source, key, strict=True)))
 
 
-def _read_current(conn: sqlite3.Connection, t: TableTarget, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
+def _read_current(conn: sqlite3.Connection, t: TableShape, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
     """:func:`current_rows` in one read transaction of its own (unless the caller holds one)."""
     with contextlib.nullcontext() if conn.in_transaction else journal.read_transaction(conn):
         return current_rows(conn, t, keys)
@@ -519,7 +479,7 @@ class Writer:
     def __init__(
         self,
         conn: psycopg.Connection[Any],
-        targets: dict[str, TableTarget],
+        targets: dict[str, TableShape],
         *,
         state_schema: str,
         fk: FkMode,
@@ -536,7 +496,7 @@ class Writer:
         self.on_bad_value = on_bad_value
         self._staged: dict[str, tuple[sql.Identifier, sql.Identifier]] = {}
         self._uniques: dict[str, list[UniqueIndex]] = {}
-        self._converters = {n: convert.row_converter(t.source, t.columns_source, t.types) for n, t in targets.items()}
+        self._converters = {n: convert.row_converter(t.source, t.source_columns, t.types) for n, t in targets.items()}
         self._key_converters = {
             n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
         }
@@ -640,7 +600,7 @@ class Writer:
         rows_tmp, keys_tmp = self._staged[name]
         ident = sql.Identifier(t.schema, t.target)
         part, rows, refusals = work.part, work.rows, work.refusals
-        cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
+        cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
         with self.conn.cursor() as cur:
             _digest_reads_json(cur, t.types)
             written = self._stage(cur, name, work.keys, rows, refusals, converted=work.written)
@@ -664,7 +624,7 @@ class Writer:
         if name not in self._quarantined:  # asked once: only this writer adds rows while it streams
             self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
         if refusals or self._quarantined[name]:
-            width = len(t.columns_source)
+            width = len(t.source_columns)
             spelled = [] if rows is part.rows else rows  # other spellings of the batch's keys (their own keys)
             keys_named = [*part.keys, *(row[width:] for row in [*spelled, *looked_up])]
             record_refusals(self.conn, self.state_schema, name, t.key_source, keys_named, refusals)
@@ -684,7 +644,7 @@ class Writer:
         ``converted``: the rows to write, converted already (:meth:`_plan_table`); else ``rows`` are."""
         t = self.targets[name]
         rows_tmp, keys_tmp = self._staged[name]
-        width = len(t.columns_source)
+        width = len(t.source_columns)
         with cur.copy(
             sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                 keys_tmp, sql.SQL(", ").join(map(sql.Identifier, t.key_target))
@@ -695,7 +655,7 @@ class Writer:
                 copy.write_row(key)
         convert_row = self._converters[name]
         written: list[tuple[Any, ...]] = []
-        cols = sql.SQL(", ").join(map(sql.Identifier, t.columns_target))
+        cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(rows_tmp, cols)) as copy:
             copy.set_types(convert.copy_types(t.types))
             if converted is not None:
@@ -738,7 +698,7 @@ class Writer:
         t = self.targets[name]
         keys = self._convert_keys(name, part.keys)
         rows = part.rows if exact_keys(t) else self._rows_of_every_spelling(name, keys)
-        width = len(t.columns_source)
+        width = len(t.source_columns)
         convert_row = self._converters[name]
         refusals: list[quarantine.Refusal] = []
         waiting: list[tuple[str, dependents.Key]] = []
@@ -770,7 +730,7 @@ class Writer:
         quarantine), and the children in PostgreSQL of a row the batch quarantines."""
         assert self._follow is not None
         t = self.targets[name]
-        width = len(t.columns_source)
+        width = len(t.source_columns)
         found: dict[str, tuple[list[KeyTuple], list[tuple[Any, ...]]]] = {}
         waiting: dict[str, list[KeyTuple]] = {}
         for child, key in work.waiting:
@@ -788,7 +748,7 @@ class Writer:
                 read = rows_for_target_keys(self.source, target, set(pg_keys), self._key_converters[child])
                 keys, before = found.setdefault(child, ([], []))
                 before.extend(read)
-                keys.extend(tuple(row[len(target.columns_source) :]) for row in read)
+                keys.extend(tuple(row[len(target.source_columns) :]) for row in read)
         return found
 
     def _key_target(self, name: str) -> tuple[str, ...] | None:
@@ -814,7 +774,7 @@ class Writer:
         return True
 
     def _delete_keys(
-        self, cur: psycopg.Cursor[Any], t: TableTarget, ident: sql.Identifier, keys_tmp: sql.Identifier
+        self, cur: psycopg.Cursor[Any], t: TableShape, ident: sql.Identifier, keys_tmp: sql.Identifier
     ) -> Future[_Folded]:
         """DELETE the staged keys, returning the removed row images to the digest thread."""
         join = sql.SQL(" AND ").join(
@@ -854,7 +814,7 @@ class Writer:
         while found := self._conflicting_keys(cur, name, ident) - seen:
             seen |= found
             rows = rows_for_target_keys(self.source, t, found, self._key_converters[name])
-            width = len(t.columns_source)
+            width = len(t.source_columns)
             sqlite_keys = [row[width:] for row in rows]
             looked_up += rows
             cur.execute(sql.SQL("DELETE FROM {}").format(keys_tmp))
@@ -921,7 +881,7 @@ class Writer:
         table's keys per batch (:func:`rows_for_target_keys`), on such tables only.
         """
         t = self.targets[name]
-        width = len(t.columns_source)
+        width = len(t.source_columns)
         rows = rows_for_target_keys(self.source, t, set(keys), self._key_converters[name])
         raw = [row[width:] for row in rows]
         spellings: dict[KeyTuple, list[KeyTuple]] = {}
@@ -942,14 +902,14 @@ class Writer:
         self, name: str, rows: Iterable[tuple[Any, ...]], keys: set[KeyTuple]
     ) -> dict[KeyTuple, tuple[Any, ...]]:
         """SQLite rows (as read: loaded columns, then key) by their key in PostgreSQL form, for ``keys`` only."""
-        width = len(self.targets[name].columns_source)
+        width = len(self.targets[name].source_columns)
         out: dict[KeyTuple, tuple[Any, ...]] = {}
         for key, row in zip(self._convert_keys_of(name, [r[width:] for r in rows]), rows, strict=True):
             if key in keys:
                 out[key] = tuple(row)
         return out
 
-    def _fold(self, cur: psycopg.Cursor[Any], t: TableTarget) -> Future[_Folded]:
+    def _fold(self, cur: psycopg.Cursor[Any], t: TableShape) -> Future[_Folded]:
         """Hand the returned row images to the digest thread, which hashes them while PostgreSQL works."""
         rows = cur.fetchall()
         assert cur.description is not None
@@ -981,7 +941,7 @@ class Writer:
         """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
         return [k for k in self._convert_keys_of(name, keys) if k is not None]
 
-    def _refused(self, t: TableTarget, key: Sequence[Any], exc: convert.RowRefused) -> quarantine.Refusal:
+    def _refused(self, t: TableShape, key: Sequence[Any], exc: convert.RowRefused) -> quarantine.Refusal:
         named = dict(zip(t.key_source, key, strict=True))
         if self.on_bad_value != "quarantine":
             shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
@@ -996,9 +956,9 @@ class Writer:
         return quarantine.make(t.source, named, exc.column, exc.value, exc.reason)
 
 
-def _returning(ident: sql.Identifier, t: TableTarget) -> sql.Composed:
+def _returning(ident: sql.Identifier, t: TableShape) -> sql.Composed:
     return sql.SQL(" RETURNING {}").format(
-        sql.SQL(", ").join(sql.SQL("{}.{}").format(ident, sql.Identifier(c)) for c in t.columns_target)
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(ident, sql.Identifier(c)) for c in t.target_columns)
     )
 
 
@@ -1029,7 +989,7 @@ def _conflict_select(
     )
 
 
-def unique_indexes(conn: psycopg.Connection[Any], t: TableTarget) -> list[UniqueIndex]:
+def unique_indexes(conn: psycopg.Connection[Any], t: TableShape) -> list[UniqueIndex]:
     """The target's valid UNIQUE indexes other than the one on exactly the capture key."""
     rows = conn.execute(
         "SELECT c.relname, i.indnkeyatts, pg_get_expr(i.indpred, i.indrelid), "
@@ -1130,7 +1090,7 @@ def read_digests(conn: psycopg.Connection[Any], schema_name: str, tables: Sequen
 
 
 def write_table_state(
-    conn: psycopg.Connection[Any], schema_name: str, t: TableTarget, result: TableResult, last_seq: int
+    conn: psycopg.Connection[Any], schema_name: str, t: TableShape, result: TableResult, last_seq: int
 ) -> None:
     conn.execute(
         sql.SQL(
@@ -1177,11 +1137,11 @@ def clear_table_errors(conn: psycopg.Connection[Any], schema_name: str) -> None:
     )
 
 
-def table_digest_of(conn: psycopg.Connection[Any], t: TableTarget) -> TableDigest:
+def table_digest_of(conn: psycopg.Connection[Any], t: TableShape) -> TableDigest:
     """The digest of a target table as PostgreSQL holds it now (seeds the running digest once)."""
     digest: TableDigest | None = None
     query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, t.columns_target)), sql.Identifier(t.schema, t.target)
+        sql.SQL(", ").join(map(sql.Identifier, t.target_columns)), sql.Identifier(t.schema, t.target)
     )
     with conn.transaction(), conn.cursor(name="replicator_digest_seed", binary=True) as cur:
         _digest_reads_json(cur, t.types)
@@ -1199,7 +1159,7 @@ def table_digest_of(conn: psycopg.Connection[Any], t: TableTarget) -> TableDiges
     return digest
 
 
-def seed_digests(conn: psycopg.Connection[Any], schema_name: str, targets: dict[str, TableTarget]) -> list[str]:
+def seed_digests(conn: psycopg.Connection[Any], schema_name: str, targets: dict[str, TableShape]) -> list[str]:
     """Compute and store the running digest of every table that has none yet; returns their names."""
     have = read_digests(conn, schema_name, list(targets))
     seeded = []

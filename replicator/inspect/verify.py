@@ -14,9 +14,10 @@ PostgreSQL computes is read there and set against the value SQLite computes.
 The **load-path reading** (``shape_of(..., independent=False)``: each SQLite row converted by the
 table's ``row_converter``, exactly what the snapshot and the apply write) remains for the digests that
 must equal the ones the load keeps: cutover's pre-pass and stop point against the apply's running
-digests, and the certificate's per-side records. There ``real`` (float4) values are rounded to float4
-on the SQLite side, ``char(n)`` is compared without its padding, enums as text, and JSON columns as
-the documents they hold (kind ``json``: the converted text, ``JsonText``, against psycopg's parsed value).
+digests, and the certificate's per-side records. There, with the snapshot's own normalisation
+(:mod:`replicator.values.readback`), ``real`` (float4) values are rounded to float4 on the SQLite side,
+``char(n)`` is compared without its padding, enums as text, and JSON columns as the documents they hold
+(kind ``json``: the converted text, ``JsonText``, against psycopg's parsed value).
 
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
@@ -64,17 +65,17 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from checkpoints.digest import JsonText, Kind, RowEncoder, TableDigest, kinds_from_types
+from checkpoints.digest import Kind, RowEncoder, TableDigest
 from replicator import log, pg
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.inspect import proof, status
 from replicator.plan import pgreflect, pgschema
 from replicator.plan.profile import TableProfile, profile_table
+from replicator.plan.shape import TableShape, table_shape
 from replicator.progress import Progress
 from replicator.state import schema as state
-from replicator.values import convert, quarantine
-from replicator.values.formats import float4_value
+from replicator.values import convert, quarantine, readback
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -170,19 +171,10 @@ class VerifyReport(msgspec.Struct, frozen=True):
 # table shape: columns, keys, value normalisation
 
 
-class Shape(msgspec.Struct, frozen=True):
-    """How one table is read on both sides; built once from its TablePlan."""
+class Shape(TableShape, frozen=True):
+    """How verify reads one table on both sides: the shared table model (:class:`TableShape`: names,
+    columns, types, key) and verify's own reading options; built once from its TablePlan."""
 
-    source: str
-    target: str
-    schema: str
-    source_columns: tuple[str, ...]
-    target_columns: tuple[str, ...]
-    types: tuple[convert.TargetType, ...]
-    key_positions: tuple[int, ...]
-    """Positions of the key columns in the row; empty: no usable key (whole rows are compared)."""
-    key_source: tuple[str, ...]
-    key_target: tuple[str, ...]
     ordered: bool
     """Key ranges mean the same rows on both sides (integer/text key columns)."""
     independent: bool = False
@@ -196,7 +188,7 @@ class Shape(msgspec.Struct, frozen=True):
     def kinds(self) -> list[Kind]:
         if self.independent:  # canonical rows hold only plain values
             return ["native"] * len(self.types)
-        return kinds_from_types(t.name for t in self.types)
+        return readback.digest_kinds(self.types)
 
 
 def shape_of(
@@ -207,52 +199,15 @@ def shape_of(
     ``computed``: also the columns PostgreSQL generates, read on both sides (SQLite computes its own
     value): verify compares them. Without it, the loaded columns the running digests cover (cutover's
     stop point and the certificate compare with those). ``independent``: for the comparison the load
-    path cannot bias (verify, cutover's preflight, ``certificate --live``)."""
-    columns = table.compared_columns if computed else table.load_columns
-    names = [c.source for c in columns if c.source is not None]
-    positions: list[int] = []
-    for key in table.key_source:
-        if key not in names:
-            positions = []
-            break
-        positions.append(names.index(key))
-    key_types = [columns[p].type.name for p in positions]
+    path cannot bias (verify, cutover's preflight, ``certificate --live``). Keyed by the plan's key; a
+    key column not read leaves the table keyless (whole rows compared)."""
+    table_model = table_shape(table, schema_name, computed=computed)
+    key_types = [t.name for t in table_model.key_types]
     return Shape(
-        source=table.source,
-        target=table.name,
-        schema=schema_name,
-        source_columns=tuple(names),
-        target_columns=tuple(c.name for c in columns),
-        types=tuple(c.type for c in columns),
-        key_positions=tuple(positions),
-        key_source=tuple(names[p] for p in positions),
-        key_target=tuple(columns[p].name for p in positions),
-        ordered=bool(positions) and all(t in _ORDERED_TYPES for t in key_types),
+        **msgspec.structs.asdict(table_model),
+        ordered=bool(key_types) and all(t in _ORDERED_TYPES for t in key_types),
         independent=independent,
     )
-
-
-def _finisher(types: Sequence[convert.TargetType]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
-    """Bring converted SQLite values to what psycopg returns for the column (see module docstring)."""
-    fixes: list[tuple[int, Callable[[Any], Any]]] = []
-    for i, t in enumerate(types):
-        if t.name == "real":
-            fixes.append((i, float4_value))
-        elif t.name == "char":
-            fixes.append((i, lambda v: v.rstrip(" ")))
-        elif t.name in ("json", "jsonb"):
-            fixes.append((i, lambda v: JsonText(v if isinstance(v, str) else v.obj)))
-    if not fixes:
-        return None
-
-    def finish(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        values = list(row)
-        for i, fix in fixes:
-            if values[i] is not None:
-                values[i] = fix(values[i])
-        return tuple(values)
-
-    return finish
 
 
 def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tuple[Any, ...] | None]]:
@@ -260,7 +215,7 @@ def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tu
     if shape.independent:
         return _independent_source_rows(shape)
     convert_row = convert.row_converter(shape.source, shape.source_columns, shape.types)
-    finish = _finisher(shape.types)
+    finish = readback.digest_finisher(shape.types)  # the snapshot's and the apply's normalisation
     skip, positions = shape.quarantined, shape.key_positions
 
     def rows(raw: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...] | None]:

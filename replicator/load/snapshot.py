@@ -75,7 +75,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.digest import EMPTY, MODULUS, JsonText, Kind, RowEncoder, kinds_from_types
+from checkpoints.digest import EMPTY, MODULUS, RowEncoder
 from checkpoints.model import TableChange, genesis
 from replicator import faults, log, pg
 from replicator.apply import dependents
@@ -103,7 +103,8 @@ from replicator.progress import Progress
 from replicator.state import schema as state
 from replicator.state import stateschema
 from replicator.values import convert, quarantine
-from replicator.values.formats import float4_value
+from replicator.values.readback import digest_finisher as digest_finisher  # re-exported: the names callers know
+from replicator.values.readback import digest_kinds as digest_kinds
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.install import read_meta
@@ -498,54 +499,8 @@ def _batches(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[
 
 
 # --- the checksum -------------------------------------------------------------------------------
-
-Finisher = Callable[[tuple[Any, ...]], tuple[Any, ...]]
-
-
-def _json_text(value: Any) -> JsonText:
-    """A converted JSON value as the digest reads a document's text: the text wrapped for psycopg,
-    or on the wire (``row_converter(wire=True)``) json's text or jsonb's "\\x01" + text."""
-    if isinstance(value, str):
-        return JsonText(value[1:] if value[:1] == "\x01" else value)  # no JSON text starts with \x01
-    return JsonText(value.obj)
-
-
-def _unpadded(value: str) -> str:
-    return value.rstrip(" ")
-
-
-def digest_finisher(types: Sequence[convert.TargetType]) -> Finisher | None:
-    """Converted values → what psycopg returns when the row is read back, for the checksum.
-
-    The same normalisation ``replicator verify`` applies, so both sides hash the same thing:
-    ``real`` is float4 (the double rounded to float4), ``char(n)`` is compared without its blank
-    padding, JSON as the document its text spells (``JsonText``: canonicalised from the text, not
-    parsed into Python objects first). None when no column needs it.
-    """
-    fixes: list[tuple[int, Callable[[Any], Any]]] = []
-    for i, t in enumerate(types):
-        if t.name == "real":
-            fixes.append((i, float4_value))
-        elif t.name == "char":
-            fixes.append((i, _unpadded))
-        elif t.name in ("json", "jsonb"):
-            fixes.append((i, _json_text))
-    if not fixes:
-        return None
-
-    def finish(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        values = list(row)
-        for i, fix in fixes:
-            if values[i] is not None:
-                values[i] = fix(values[i])
-        return tuple(values)
-
-    return finish
-
-
-def digest_kinds(types: Sequence[convert.TargetType]) -> list[Kind]:
-    return kinds_from_types(t.name for t in types)
-
+# The normalisation before hashing lives in replicator.values.readback (verify's load-path reading uses
+# the same one); re-exported here under the names callers know.
 
 # --- one table: rows in, COPY out ---------------------------------------------------------------
 
