@@ -22,6 +22,11 @@ class CheckpointNotFound(CheckpointError):
     exit_code = EXIT_USAGE
 
 
+class NoChainTable(CheckpointError):
+    """The state schema holds no checkpoint table: nothing was snapshotted into this target yet (or --target
+    and the state schema name another database). Callers that treat "no chain yet" as a state match this type."""
+
+
 class WriterConflict(CheckpointError):
     """Another writer appended to the chain first; this writer's view of the head is stale."""
 
