@@ -24,6 +24,8 @@ from replicator.demo.tour import StepFailed
 from replicator.errors import ReplicatorError, UsageError
 from replicator.inspect import status
 from replicator.plan import pgreflect, pgschema
+from triggers import fence
+from triggers import source as sqlite_source
 from triggers.errors import CaptureError, JournalTampered
 from triggers.schema import read_schema
 
@@ -124,3 +126,76 @@ def test_negative_control_an_ambiguous_table_is_not_missing(
         pgschema.plan_existing(read_schema(sconn), pgreflect.reflect(pg, "public"), {}, Config())
     assert refused.value.missing_tables == ()
     assert "ignoring case (ambiguous)" in refused.value.message
+
+
+# --- SQLite's errors: by result code, or one predicate --------------------------------------------------
+
+
+def _undecodable(path: Path) -> sqlite3.OperationalError:
+    conn = _sqlite(path, "CREATE TABLE t (x TEXT)", "INSERT INTO t VALUES (CAST(x'ff41' AS TEXT))")
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        conn.execute("SELECT x FROM t").fetchall()
+    return raised.value
+
+
+def test_text_that_is_not_utf8_is_recognised(tmp_path: Path) -> None:
+    exc = _undecodable(tmp_path / "app.db")
+    assert sqlite_source.undecodable_text(exc)
+    assert getattr(exc, "sqlite_errorcode", None) is None  # raised by Python's sqlite3, not reported by SQLite
+
+
+def test_negative_control_sqlite_errors_that_merely_say_decode_are_not_undecodable_text(tmp_path: Path) -> None:
+    conn = _sqlite(tmp_path / "app.db")
+    with pytest.raises(sqlite3.OperationalError) as named:  # SQLite's own error, quoting a name: has a code
+        conn.execute('SELECT * FROM "Could not decode to UTF-8"')
+    assert "Could not decode to UTF-8" in str(named.value)
+    assert not sqlite_source.undecodable_text(named.value)
+    assert not sqlite_source.undecodable_text(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+
+
+def _locked(path: Path) -> sqlite3.OperationalError:
+    holder = _sqlite(path, "CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        other.execute("INSERT INTO t VALUES (1)")
+    holder.execute("ROLLBACK")
+    return raised.value
+
+
+def test_busy_is_read_from_the_result_code(tmp_path: Path) -> None:
+    exc = _locked(tmp_path / "app.db")
+    assert sqlite_source.busy(exc)
+    assert not sqlite_source.undecodable_text(exc)
+    assert not fence.refused(exc)
+
+
+def test_negative_control_a_message_saying_locked_is_not_busy(tmp_path: Path) -> None:
+    conn = _sqlite(tmp_path / "app.db")
+    with pytest.raises(sqlite3.OperationalError) as named:
+        conn.execute('SELECT * FROM "locked busy"')
+    assert "locked" in str(named.value)  # the demo writer's old text match would have retried this forever
+    assert not sqlite_source.busy(named.value)
+
+
+def test_a_fenced_write_is_recognised(tmp_path: Path) -> None:
+    conn = _sqlite(tmp_path / "app.db", "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    fence.fence_on(conn)
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert fence.refused(refused.value)
+    assert not sqlite_source.busy(refused.value)
+
+
+def test_negative_control_an_app_error_that_says_fenced_is_not_the_fence(tmp_path: Path) -> None:
+    conn = _sqlite(
+        tmp_path / "app.db",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        "CREATE TRIGGER t_guard BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, "
+        "'this database was migrated to PostgreSQL at 2026-01-01T00:00:00Z; writes are fenced'); END",
+    )
+    with pytest.raises(sqlite3.IntegrityError) as raised:  # the app's own RAISE: SQLITE_CONSTRAINT, same words
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert "writes are fenced" in str(raised.value)
+    assert not fence.refused(raised.value)
+    assert not fence.refused(_locked(tmp_path / "other.db"))

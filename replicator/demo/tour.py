@@ -40,6 +40,7 @@ from replicator import config as config_mod
 from replicator import log
 from replicator.demo import app as demo_app
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, OperatorError, UsageError
+from triggers import fence
 
 DEFAULT_ROWS: Final = 20_000
 DEFAULT_SECONDS: Final = 6.0
@@ -451,7 +452,7 @@ class Demo:
                 ("cfenceprobe", "late@example.com", "x", now, now),
             )
         except sqlite3.DatabaseError as exc:
-            if demo_app.FENCED not in str(exc):
+            if not fence.refused(exc):
                 raise
             message = str(exc)
         else:
