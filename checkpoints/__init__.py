@@ -1,7 +1,8 @@
 """Checksummed, hash-chained checkpoints: the durable record of what was applied, and its audit.
 
-This package never imports ``replicator`` or ``triggers``: an auditor can verify an exported chain
-with it alone (``python -m checkpoints verify chain.jsonl``), with no database.
+This package never imports ``replicator`` or ``triggers`` (only ``errorbase``, the error base the three
+packages share): an auditor can verify an exported chain with it alone (``python -m checkpoints verify
+chain.jsonl``), with no database.
 
 Modules, each with its contract in its docstring:
 

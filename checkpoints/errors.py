@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
+from errorbase import EXIT_MISMATCH, EXIT_USAGE, OperatorError
 
-class CheckpointError(Exception):
-    """Base of every error raised by the ``checkpoints`` package."""
 
-    exit_code: int = 1
-    transient: bool = False
-
-    def __init__(self, message: str, *, hint: str = "", transient: bool | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        if transient is not None:
-            self.transient = transient
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+class CheckpointError(OperatorError):
+    """Base of every error raised by the ``checkpoints`` package (:class:`errorbase.OperatorError` holds the
+    message, hint, exit code and transient flag: one base for the three packages)."""
 
 
 class ChainBroken(CheckpointError):
     """The hash chain does not verify: a checkpoint was edited, removed, reordered or is missing."""
 
-    exit_code = 3
+    exit_code = EXIT_MISMATCH
 
 
 class CheckpointNotFound(CheckpointError):
     """The checkpoint asked for does not exist (a usage error: the number is wrong)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
+
+
+class NoChainTable(CheckpointError):
+    """The state schema holds no checkpoint table: nothing was snapshotted into this target yet (or --target
+    and the state schema name another database). Callers that treat "no chain yet" as a state match this type."""
 
 
 class WriterConflict(CheckpointError):
@@ -39,4 +34,4 @@ class WriterConflict(CheckpointError):
 class CheckpointUsageError(CheckpointError):
     """The request cannot be done as given (e.g. compacting past the head)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE

@@ -25,7 +25,7 @@ import psycopg.errors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from checkpoints.errors import ChainBroken, CheckpointError, CheckpointNotFound, WriterConflict
+from checkpoints.errors import ChainBroken, CheckpointError, CheckpointNotFound, NoChainTable, WriterConflict
 from checkpoints.model import ZERO_HASH, Checkpoint, Kind, Record, encode_body, hash_body
 
 DEFAULT_SCHEMA: Final = "replicator"
@@ -63,8 +63,8 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -
         cur.execute(sql.SQL(_CREATE).format(table=_table(schema)))
 
 
-def _missing_table(schema: str) -> CheckpointError:
-    return CheckpointError(
+def _missing_table(schema: str) -> NoChainTable:
+    return NoChainTable(
         f"there is no checkpoint table {schema}.{TABLE} in this database",
         hint="check --target and the state schema, or run the snapshot first: it writes the genesis checkpoint",
     )

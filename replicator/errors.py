@@ -1,48 +1,26 @@
 """The replicator's error hierarchy and the classification of PostgreSQL failures.
 
-Each error carries the message an operator reads, a ``hint`` saying what to do, an ``exit_code``
-(documented in the README: 0 ok, 1 operational failure, 2 usage or bad input, 3 verification
-mismatch) and a ``transient`` flag: retry loops retry exactly the errors that say they are
-transient, never by matching message text.
+Each error (an :class:`errorbase.OperatorError`, the base shared with ``triggers`` and ``checkpoints``)
+carries the message an operator reads, a ``hint`` saying what to do, an ``exit_code`` (documented in the
+README: 0 ok, 1 operational failure, 2 usage or bad input, 3 verification mismatch) and a ``transient``
+flag: retry loops retry exactly the errors that say they are transient, never by matching message text.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import psycopg
 import psycopg.errors
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_MISMATCH = 3
+from errorbase import EXIT_FAILURE as EXIT_FAILURE
+from errorbase import EXIT_MISMATCH as EXIT_MISMATCH
+from errorbase import EXIT_OK as EXIT_OK
+from errorbase import EXIT_USAGE as EXIT_USAGE
+from errorbase import OperatorError as OperatorError
 
 
-class OperatorError(Protocol):
-    """What the CLI needs from any package's error: ours, ``triggers``' and ``checkpoints``'."""
-
-    message: str
-    hint: str
-    exit_code: int
-    transient: bool
-
-
-class ReplicatorError(Exception):
-    """Base of every error raised by the ``replicator`` package."""
-
-    exit_code: int = EXIT_FAILURE
-    transient: bool = False
-
-    def __init__(self, message: str, *, hint: str = "", transient: bool | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        if transient is not None:
-            self.transient = transient
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+class ReplicatorError(OperatorError):
+    """Base of every error raised by the ``replicator`` package (its message, hint, exit code and transient
+    flag come from :class:`errorbase.OperatorError`, the one base ``triggers`` and ``checkpoints`` share)."""
 
 
 class ConfigError(ReplicatorError):

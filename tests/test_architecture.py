@@ -6,7 +6,8 @@ re-reads every import of every change. Each checker is a plain function over sou
 negative control: the same function run over a planted bad source must find the problem.
 
 * ``triggers/`` and ``checkpoints/`` never import ``replicator`` (any import, function-level included): the
-  capture and the chain stand on their own, an auditor runs ``python -m checkpoints`` without our code.
+  capture and the chain stand on their own, an auditor runs ``python -m checkpoints`` without our code. Of
+  our packages they import only ``errorbase`` (the one error base), which imports none (:data:`MAY_IMPORT`).
 * Inside ``replicator/`` the packages are layers (:data:`LAYERS`, lowest first) and every import points to
   the same layer or a lower one; the one exception today is in :data:`ALLOWED_BACK_EDGES`, with its reason.
 * Failpoints (:mod:`replicator.faults`): every name is declared once and well formed, every call names a
@@ -29,6 +30,16 @@ LAYERS: Final = ("core", "values", "plan", "state", "apply", "load", "stream", "
 progress); every other name is a package of ``replicator/``. apply/ sits under load/ because the snapshot saves
 the plan and the digests the apply reads through it, and the online re-load writes with its FK parking; stream/
 (the daemon's loop) is above both."""
+
+OUR_PACKAGES: Final = frozenset({"replicator", "triggers", "checkpoints", "errorbase"})
+MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
+    "errorbase": frozenset(),
+    "triggers": frozenset({"errorbase"}),
+    "checkpoints": frozenset({"errorbase"}),
+}
+"""What each package below ``replicator`` may import of ours: ``errorbase`` (the one error base, :mod:`errorbase`)
+nothing but the standard library, ``triggers`` and ``checkpoints`` only it (an auditor runs ``python -m
+checkpoints`` with ``checkpoints/`` and ``errorbase/``)."""
 
 ENTRY_MODULES: Final = {"replicator.__main__": "cli"}
 """Top-level modules that are not core: ``python -m replicator`` runs the CLI."""
@@ -103,16 +114,18 @@ def imported_names(source: str, module: str, *, is_package: bool = False) -> Ite
 # --- (a) triggers/ and checkpoints/ stand alone -----------------------------------------------------
 
 
-def replicator_imports(source: str, module: str) -> list[tuple[str, int]]:
-    """The imports of ``replicator`` (or anything under it) in ``source``; also a literal
-    ``importlib.import_module("replicator...")`` / ``__import__``."""
-    found = [(name, line) for name, line in imported_names(source, module) if name.split(".")[0] == "replicator"]
+def replicator_imports(
+    source: str, module: str, of: frozenset[str] = frozenset({"replicator"})
+) -> list[tuple[str, int]]:
+    """The imports of ``replicator`` (or of the packages ``of``, anything under them) in ``source``; also a
+    literal ``importlib.import_module("replicator...")`` / ``__import__``."""
+    found = [(name, line) for name, line in imported_names(source, module) if name.split(".")[0] in of]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             target = node.args[0].value
-            if called in {"import_module", "__import__"} and str(target).split(".")[0] == "replicator":
+            if called in {"import_module", "__import__"} and str(target).split(".")[0] in of:
                 found.append((str(target), node.lineno))
     return found
 
@@ -139,6 +152,25 @@ def test_negative_control_a_planted_replicator_import_is_found() -> None:
         ("replicator.errors", 6),
     ]
     assert replicator_imports("from checkpoints import digest\nimport msgspec\n", "checkpoints.planted") == []
+
+
+def test_below_replicator_each_package_imports_only_what_it_may() -> None:
+    for package, allowed in MAY_IMPORT.items():
+        modules = sources(package)
+        assert modules, package
+        others = OUR_PACKAGES - allowed - {package}
+        found = {m: hits for m, src in modules.items() if (hits := replicator_imports(src, m, of=others))}
+        assert found == {}, f"{package} may import only {sorted(allowed)} of our packages"
+
+
+def test_negative_control_a_planted_import_between_the_lower_packages_is_found() -> None:
+    others = OUR_PACKAGES - MAY_IMPORT["checkpoints"] - {"checkpoints"}
+    planted = (
+        "from errorbase import OperatorError\nfrom triggers.errors import CaptureError\nimport checkpoints.model\n"
+    )
+    assert replicator_imports(planted, "checkpoints.planted", of=others) == [("triggers.errors.CaptureError", 2)]
+    below_all = OUR_PACKAGES - MAY_IMPORT["errorbase"] - {"errorbase"}
+    assert replicator_imports("import checkpoints\n", "errorbase", of=below_all) == [("checkpoints", 1)]
 
 
 # --- (b) the layers inside replicator/ point one way ------------------------------------------------

@@ -7,28 +7,18 @@ is worth retrying; a corrupt file is not).
 
 from __future__ import annotations
 
+from errorbase import EXIT_MISMATCH, EXIT_USAGE, OperatorError
 
-class CaptureError(Exception):
-    """Base of every error raised by the ``triggers`` package."""
 
-    exit_code: int = 1
-    transient: bool = False
-
-    def __init__(self, message: str, *, hint: str = "", transient: bool | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        if transient is not None:
-            self.transient = transient
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+class CaptureError(OperatorError):
+    """Base of every error raised by the ``triggers`` package (:class:`errorbase.OperatorError` holds the
+    message, hint, exit code and transient flag: one base for the three packages)."""
 
 
 class SourceError(CaptureError):
     """The SQLite file cannot be used as given: missing, not SQLite, corrupt, unreadable."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class SourceBusy(CaptureError):
@@ -40,13 +30,13 @@ class SourceBusy(CaptureError):
 class SchemaUnsupported(CaptureError):
     """A table cannot be captured under the configured policy (no primary key, NULL keys...)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class CaptureNotInstalled(CaptureError):
     """An operation needs capture triggers that are not installed."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class JournalTampered(CaptureError):
@@ -55,4 +45,4 @@ class JournalTampered(CaptureError):
     Never transient: the changes those rows recorded cannot be replayed, so applying on would skip
     them silently. Exit 3, like a chain that does not verify."""
 
-    exit_code = 3
+    exit_code = EXIT_MISMATCH

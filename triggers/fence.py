@@ -114,6 +114,22 @@ def fence_message(at: str, message_extra: str = "") -> str:
     return f"{text}; {message_extra}" if message_extra else text
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write the fence refused: SQLite's ``SQLITE_ERROR`` for the missing table a fence
+    trigger names, and that name is :func:`fence_message`'s (read with the same pattern :func:`status_on` uses).
+
+    Why here: the demo's writer, the demo's last step and the tests tell a fenced write from any other failure;
+    the message is ours, so it is recognised in the module that writes it, and by the result code first (a
+    locked or corrupt file is never taken for the fence)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and isinstance(code, int)
+        and code & 0xFF == sqlite3.SQLITE_ERROR
+        and _MESSAGE_AT.search(str(exc)) is not None
+    )
+
+
 def trigger_sql(table: str, event: str, keyword: str, message: str) -> str:
     """One fence trigger; identifiers quoted, the message a quoted identifier: nothing injectable."""
     name = quote_ident(trigger_name(table, event))
@@ -328,6 +344,7 @@ __all__ = [
     "fence",
     "fence_on",
     "is_fenced",
+    "refused",
     "status",
     "status_on",
     "unfence",

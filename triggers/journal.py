@@ -30,6 +30,7 @@ from triggers.ddl import key_column, old_key_column
 from triggers.errors import CaptureNotInstalled, JournalTampered, SourceBusy
 from triggers.names import JOURNAL
 from triggers.schema import quote_ident
+from triggers.source import undecodable_text
 
 KeyValue = int | float | str | bytes | None
 _log = structlog.get_logger().bind(component="capture.journal")
@@ -339,7 +340,7 @@ def read(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LIMIT) 
     try:
         rows = conn.execute(_select_sql(n, safe=False), (after, limit)).fetchall()
     except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc):
+        if not undecodable_text(exc):
             raise
         # A key holds text that is not valid UTF-8: this page goes the slow, exact way.
         rows = conn.execute(_select_sql(n, safe=True), (after, limit)).fetchall()
@@ -394,7 +395,7 @@ def read_keys(conn: sqlite3.Connection, after: int, limit: int = DEFAULT_READ_LI
     try:
         rows = conn.execute(_keys_sql(n), (after, limit)).fetchall()
     except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc):
+        if not undecodable_text(exc):
             raise
         rows = None  # a key holds text that is not valid UTF-8: the exact, slow way
     if rows is None:

@@ -32,6 +32,11 @@ from triggers.errors import SourceBusy, SourceError
 SQLITE_HEADER = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "afs", "ceph"})
+_UNDECODABLE_TEXT = "Could not decode to UTF-8"
+"""The start of sqlite3's error for TEXT that is not UTF-8 under ``text_factory = str``. Python's sqlite3 raises
+it itself (an ``OperationalError`` without SQLite's ``sqlite_errorcode``: SQLite stored the bytes and returned
+them fine), so that missing code and its wording are all there is to tell it apart; :func:`undecodable_text`
+is the one place that reads them."""
 
 
 FileKey = tuple[int, int]
@@ -252,6 +257,26 @@ def opened(
         raise translate(exc, path) from None
     finally:
         conn.close()
+
+
+def undecodable_text(exc: BaseException) -> bool:
+    """Whether sqlite3 refused to turn a stored TEXT value into ``str`` (it is not UTF-8).
+
+    Why a predicate: every reader of the app's rows (snapshot, export, verify, the apply, the journal) then
+    re-reads with a bytes-tolerant text factory instead of failing, and each must recognise exactly this
+    error, not any OperationalError (a locked or corrupt file is not re-read)."""
+    raised_by_sqlite3 = getattr(exc, "sqlite_errorcode", None) is None  # not an error SQLite itself reported
+    return isinstance(exc, sqlite3.OperationalError) and raised_by_sqlite3 and _UNDECODABLE_TEXT in str(exc)
+
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether SQLite reported SQLITE_BUSY or SQLITE_LOCKED (extended codes included): another connection
+    holds the lock, so the same statement can succeed later. Read from the result code, not the message."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and isinstance(code, int) and code & 0xFF in _BUSY_CODES
 
 
 def translate(exc: sqlite3.Error, path: Path | str) -> SourceError | SourceBusy:

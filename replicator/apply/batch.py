@@ -65,6 +65,7 @@ from replicator.values import convert, quarantine
 from replicator.values.convert import TargetType
 from replicator.values.readback import digest_exact
 from triggers import journal
+from triggers import source as sqlite_source
 from triggers.install import Meta
 from triggers.schema import quote_ident
 
@@ -73,7 +74,6 @@ FkMode = Literal["replica", "parked"]
 
 READ_CHUNK: Final = 2_000
 """Keys per SQLite lookup statement (well under SQLITE_MAX_VARIABLE_NUMBER for any key width)."""
-_DECODE_ERROR: Final = "Could not decode to UTF-8"
 _VALUE_BYTES: Final = 16
 """Rough in-memory cost of a non-text value, for the batch byte bound."""
 
@@ -254,7 +254,7 @@ def current_rows(conn: sqlite3.Connection, target: TableShape, keys: Sequence[Ke
     try:
         return _current_rows(conn, target, keys)
     except sqlite3.OperationalError as exc:
-        if _DECODE_ERROR not in str(exc):
+        if not sqlite_source.undecodable_text(exc):
             raise
     previous = conn.text_factory
     conn.text_factory = convert.decode_text

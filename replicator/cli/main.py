@@ -20,9 +20,8 @@ import click
 import msgspec
 import psycopg.errors
 
-from checkpoints.errors import CheckpointError
 from replicator import __version__, config, log, pg
-from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
+from replicator.errors import EXIT_FAILURE, EXIT_USAGE, OperatorError, ReplicatorError, UsageError
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from replicator.inspect.verify import TableVerify
 
 F = TypeVar("F", bound=Callable[..., Any])
-KNOWN_ERRORS = (ReplicatorError, CaptureError, CheckpointError)
 
 
 class Context(msgspec.Struct):
@@ -61,7 +59,7 @@ def fail(exc: BaseException, verbose: int, source: str | None = None) -> NoRetur
     original = exc
     if isinstance(exc, sqlite3.Error):  # escaped a module's own mapping: corrupt, locked, read-only
         exc = sqlite_source.translate(exc, source or "the source")
-    if isinstance(exc, KNOWN_ERRORS):
+    if isinstance(exc, OperatorError):
         message, hint, code = exc.message, exc.hint, exc.exit_code
     elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
@@ -345,7 +343,7 @@ def verify_export(path: Path, as_json: bool, quiet: bool) -> None:
                 click.echo(f"export {path} verifies: {report.tables} table(s), {report.rows:,} rows")
         if not report.ok:
             raise export_mod.ExportError(list(report.problems))
-    except KNOWN_ERRORS as exc:
+    except OperatorError as exc:
         fail(exc, 0)
 
 
@@ -1012,7 +1010,7 @@ def audit_command(
             raise VerificationFailed(
                 f"audit FAIL: {', '.join(failed)}", hint="each finding is listed above; keep the files as they are"
             )
-    except KNOWN_ERRORS as exc:
+    except OperatorError as exc:
         fail(exc, 0)
 
 
@@ -1036,7 +1034,7 @@ def keys_generate(out_dir: Path, force: bool) -> None:
 
     try:
         private, public, key_id = signing.generate(out_dir, force=force)
-    except KNOWN_ERRORS as exc:
+    except OperatorError as exc:
         fail(exc, 0)
     click.echo(f"private key {private} (mode 0600: keep it where cutover runs, and nowhere else)")
     click.echo(f"public key  {public} (give it to auditors: `replicator audit --public-key {public.name}`)")
@@ -1131,7 +1129,7 @@ def demo(rows: int, keep: bool, directory: Path | None, target: str | None, seco
 
     try:
         code = demo_mod.demo(rows=rows, keep=keep, directory=directory, target=target, seconds=seconds, verbose=verbose)
-    except KNOWN_ERRORS as exc:
+    except OperatorError as exc:
         fail(exc, verbose)
     sys.exit(code)
 

@@ -28,6 +28,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from triggers import fence
+from triggers import source as sqlite_source
+
 SCHEMA = """
 CREATE TABLE "organizations" (
     "id" TEXT NOT NULL PRIMARY KEY,
@@ -257,7 +260,6 @@ APIS = ("procore", "quickbooks", "sap", "salesforce", "netsuite", "primavera")
 CATEGORIES = ("EQUIPMENT", "LABOR", "MATERIAL", "SUBCONTRACT", "RENTAL", "OVERHEAD")
 STATUSES = ("ACTIVE", "PENDING", "APPROVED", "CLOSED")
 FIELDS = ("name", "amount", "category", "period", "status", "owner", "vendor", "notes")
-FENCED = "writes are fenced"
 DAY_MS = 86_400_000
 
 
@@ -537,7 +539,7 @@ class Writer:
             except sqlite3.OperationalError as exc:  # SQLITE_BUSY after the busy timeout: retry, as an ORM would
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not sqlite_source.busy(exc):
                     raise
                 self.busy_retries += 1
             except BaseException:
@@ -669,7 +671,7 @@ def run_writer(path: Path, seconds: float, rate: float, seed: int, stop_when_fen
         try:
             writer.step()
         except sqlite3.DatabaseError as exc:
-            if FENCED not in str(exc):
+            if not fence.refused(exc):
                 raise
             fenced += 1
             if not fence_message:

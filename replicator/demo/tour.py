@@ -39,7 +39,8 @@ from rich.markup import escape
 from replicator import config as config_mod
 from replicator import log
 from replicator.demo import app as demo_app
-from replicator.errors import EXIT_FAILURE, EXIT_USAGE, ReplicatorError, UsageError
+from replicator.errors import EXIT_FAILURE, EXIT_USAGE, OperatorError, UsageError
+from triggers import fence
 
 DEFAULT_ROWS: Final = 20_000
 DEFAULT_SECONDS: Final = 6.0
@@ -50,12 +51,12 @@ INSTALL_HINT: Final = "pip install 'replicator[embedded]' (or pass --target post
 T = TypeVar("T")
 
 
-class StepFailed(Exception):
-    """A demo step failed; carries the exit code to end with."""
+class StepFailed(OperatorError):
+    """A demo step failed: the operator error the demo ends with, and the step it names."""
 
     def __init__(self, step: str, message: str, hint: str = "", exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.step, self.message, self.hint, self.exit_code = step, message, hint, exit_code
+        super().__init__(message, hint=hint)
+        self.step, self.exit_code = step, exit_code
 
 
 class Summary(msgspec.Struct):
@@ -180,7 +181,7 @@ class Demo:
                 detail, value = fn()
         except StepFailed:
             raise
-        except ReplicatorError as exc:
+        except OperatorError as exc:  # ours, the capture's or the chain's: each carries its message and code
             raise StepFailed(name, exc.message, exc.hint, exc.exit_code) from exc
         except Exception as exc:
             code = getattr(exc, "exit_code", EXIT_FAILURE)
@@ -451,7 +452,7 @@ class Demo:
                 ("cfenceprobe", "late@example.com", "x", now, now),
             )
         except sqlite3.DatabaseError as exc:
-            if demo_app.FENCED not in str(exc):
+            if not fence.refused(exc):
                 raise
             message = str(exc)
         else:

@@ -28,7 +28,7 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.audit import Anchor
-from checkpoints.errors import ChainBroken, CheckpointError
+from checkpoints.errors import ChainBroken, NoChainTable
 from checkpoints.model import Checkpoint
 from replicator import pg
 from replicator.config import Config
@@ -289,10 +289,8 @@ def _chain_head(conn: psycopg.Connection[Any], schema: str, tampering: list[str]
     except ChainBroken as exc:
         tampering.append(exc.message)
         return None
-    except CheckpointError as exc:
-        if "there is no checkpoint table" in exc.message:
-            return None
-        raise
+    except NoChainTable:
+        return None
 
 
 class _Journal(msgspec.Struct):

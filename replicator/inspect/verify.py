@@ -92,7 +92,6 @@ PROCESS_MIN_BYTES: Final = 32 << 20
 _ORDERED_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "varchar"})
 _TEXT_TYPES: Final = frozenset({"text", "varchar"})
 _TEMPORAL: Final = frozenset({"timestamp", "timestamptz", "date"})
-_DECODE_ERROR: Final = "Could not decode to UTF-8"
 _MODULUS: Final = 1 << 256
 BUCKET_ROWS: Final = 256
 """Unordered keys: rows per hash bucket on average (so a differing bucket is a small leaf)."""
@@ -418,7 +417,7 @@ def _with_text_fallback(conn: sqlite3.Connection, read: Callable[[], Any]) -> An
     try:
         return read()
     except sqlite3.OperationalError as exc:
-        if _DECODE_ERROR not in str(exc):
+        if not sqlite_source.undecodable_text(exc):
             raise sqlite_source.translate(exc, "source") from None
     conn.text_factory = convert.decode_text
     try:

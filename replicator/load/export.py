@@ -74,7 +74,6 @@ MANIFEST: Final = "manifest.json"
 FETCH_ROWS: Final = 5_000
 WRITE_BUFFER: Final = 1 << 20
 _HASH_CHUNK: Final = 1 << 20
-_DECODE_ERROR: Final = "Could not decode to UTF-8"
 MAX_REPORTED: Final = 100
 OTHER_OUT: Final = "choose another --out"
 """Orphans and bad rows listed per check before the rest is only counted."""
@@ -282,7 +281,7 @@ def _write_rows(
                     out.write(buffer)
                     buffer.clear()
         except sqlite3.OperationalError as exc:
-            if _DECODE_ERROR in str(exc) and conn.text_factory is str:
+            if sqlite_source.undecodable_text(exc) and conn.text_factory is str:
                 raise _Redo from None
             raise sqlite_source.translate(exc, "source") from None
         digest.update(buffer)

@@ -174,7 +174,7 @@ def adopt(
         try:
             mapped = pgschema.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
         except UsageError as exc:
-            if "has no table in target schema" in exc.message:
+            if isinstance(exc, pgschema.SchemaMismatch) and table in exc.missing_tables:
                 raise _missing(table, table, plan.schema) from None
             raise NotAdopted(
                 f"new table {table!r} cannot be loaded into PostgreSQL (existing mode): {exc.message}",

@@ -117,7 +117,6 @@ FETCH_ROWS = 5_000
 K = TypeVar("K", bound=Hashable)
 #: Rowid chunks of dominant tables' profiles one process scanned, per table (None: one was too big).
 Scanned = dict[str, list[ChunkResult] | None]
-_DECODE_ERROR = "Could not decode to UTF-8"
 
 
 class TableResult(msgspec.Struct, frozen=True):
@@ -493,7 +492,7 @@ def _batches(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[
                 return
             yield batch
     except sqlite3.OperationalError as exc:
-        if _DECODE_ERROR in str(exc):
+        if sqlite_source.undecodable_text(exc):
             raise _DecodeFallback(str(exc)) from None
         raise sqlite_source.translate(exc, "source") from None
 

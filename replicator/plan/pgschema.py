@@ -1062,6 +1062,16 @@ def _column_type(
     return chosen, None
 
 
+class SchemaMismatch(UsageError):
+    """The app's PostgreSQL schema does not match the SQLite schema: every problem in one refusal. Names the
+    SQLite tables with no PostgreSQL table at all, so a caller that treats those apart (the online load of a
+    new table) tells them by this attribute, not by the message."""
+
+    def __init__(self, message: str, *, hint: str, missing_tables: Sequence[str]) -> None:
+        super().__init__(message, hint=hint)
+        self.missing_tables = tuple(missing_tables)
+
+
 def plan_existing(
     schema: Schema,
     pg_tables: Mapping[str, PgTable],
@@ -1075,11 +1085,12 @@ def plan_existing(
     loading a table without a column the app expects is a silent data loss. Every problem is named
     in the one refusal, each with its fix (:func:`map_existing` returns them instead).
     """
-    plan, problems = map_existing(schema, pg_tables, profiles, config)
+    plan, problems, missing = _map_existing(schema, pg_tables, profiles, config)
     if problems:
-        raise UsageError(
+        raise SchemaMismatch(
             f"the target schema does not match the SQLite schema ({len(problems)} problem(s)): " + "; ".join(problems),
             hint="each problem names its fix; fix them all, then rerun (nothing was written)",
+            missing_tables=missing,
         )
     return plan
 
@@ -1091,8 +1102,20 @@ def map_existing(
     config: Config,
 ) -> tuple[SchemaPlan, list[str]]:
     """:func:`plan_existing`'s mapping and its problems: the plan holds every column that maps."""
+    plan, problems, _missing = _map_existing(schema, pg_tables, profiles, config)
+    return plan, problems
+
+
+def _map_existing(
+    schema: Schema,
+    pg_tables: Mapping[str, PgTable],
+    profiles: Mapping[str, TableProfile],
+    config: Config,
+) -> tuple[SchemaPlan, list[str], list[str]]:
+    """:func:`map_existing`, plus the SQLite tables that have no PostgreSQL table at all."""
     warnings: list[str] = []
     problems: list[str] = []
+    missing: list[str] = []
     tables: list[TablePlan] = []
     order, _cycles = dependency_order(schema.tables)
     reader = decimal_reader(list(pg_tables), config.snapshot.orm)
@@ -1110,6 +1133,8 @@ def map_existing(
         pg_name, folded = _match(table.name, list(pg_tables))
         if pg_name is None:
             twins = [repr(c) for c in pg_tables if c.lower() == table.name.lower()]
+            if len(twins) <= 1:
+                missing.append(table.name)
             problems.append(
                 f"table {table.name!r} matches {' and '.join(twins)} ignoring case (ambiguous)"
                 if len(twins) > 1
@@ -1129,7 +1154,7 @@ def map_existing(
         order=tuple(n for n in order if n in kept),
         warnings=tuple(warnings),
     )
-    return mapped, problems
+    return mapped, problems, missing
 
 
 def _map_table(

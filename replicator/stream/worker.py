@@ -53,7 +53,7 @@ from psycopg import sql
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from checkpoints import ledger, store
-from checkpoints.errors import CheckpointError
+from checkpoints.errors import NoChainTable
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis, next_checkpoint
 from replicator import faults, log, pg
 from replicator.apply import batch as apply
@@ -521,10 +521,8 @@ class Worker:
     def _latest(self, conn: psycopg.Connection[Any]) -> Checkpoint | None:
         try:
             return store.latest(conn, schema=self.state_schema)
-        except CheckpointError as exc:
-            if "there is no checkpoint table" in exc.message:
-                return None
-            raise
+        except NoChainTable:
+            return None
 
     def _snapshot_first(self, conn: psycopg.Connection[Any]) -> Checkpoint:
         """No genesis: load the snapshot now, in one SQLite read transaction with the journal head."""
