@@ -1,6 +1,6 @@
 """Checksummed, hash-chained checkpoints: the durable record of what was applied, and its audit.
 
-This package never imports ``replicator`` or ``triggers`` (only ``errorbase``, the error base the three
+This package never imports ``replicator`` or ``triggers`` (its :mod:`checkpoints.errors` holds the error base the three
 packages share): an auditor can verify an exported chain with it alone (``python -m checkpoints verify
 chain.jsonl``), with no database.
 

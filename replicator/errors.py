@@ -1,6 +1,6 @@
 """The replicator's error hierarchy and the classification of PostgreSQL failures.
 
-Each error (an :class:`errorbase.OperatorError`, the base shared with ``triggers`` and ``checkpoints``)
+Each error (an :class:`checkpoints.errors.OperatorError`, the base shared with ``triggers`` and ``checkpoints``)
 carries the message an operator reads, a ``hint`` saying what to do, an ``exit_code`` (documented in the
 README: 0 ok, 1 operational failure, 2 usage or bad input, 3 verification mismatch) and a ``transient``
 flag: retry loops retry exactly the errors that say they are transient, never by matching message text.
@@ -11,16 +11,16 @@ from __future__ import annotations
 import psycopg
 import psycopg.errors
 
-from errorbase import EXIT_FAILURE as EXIT_FAILURE
-from errorbase import EXIT_MISMATCH as EXIT_MISMATCH
-from errorbase import EXIT_OK as EXIT_OK
-from errorbase import EXIT_USAGE as EXIT_USAGE
-from errorbase import OperatorError as OperatorError
+from checkpoints.errors import EXIT_FAILURE as EXIT_FAILURE
+from checkpoints.errors import EXIT_MISMATCH as EXIT_MISMATCH
+from checkpoints.errors import EXIT_OK as EXIT_OK
+from checkpoints.errors import EXIT_USAGE as EXIT_USAGE
+from checkpoints.errors import OperatorError as OperatorError
 
 
 class ReplicatorError(OperatorError):
     """Base of every error raised by the ``replicator`` package (its message, hint, exit code and transient
-    flag come from :class:`errorbase.OperatorError`, the one base ``triggers`` and ``checkpoints`` share)."""
+    flag come from :class:`checkpoints.errors.OperatorError`, the one base ``triggers`` and ``checkpoints`` share)."""
 
 
 class ConfigError(ReplicatorError):

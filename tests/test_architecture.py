@@ -7,7 +7,8 @@ negative control: the same function run over a planted bad source must find the 
 
 * ``triggers/`` and ``checkpoints/`` never import ``replicator`` (any import, function-level included): the
   capture and the chain stand on their own, an auditor runs ``python -m checkpoints`` without our code. Of
-  our packages they import only ``errorbase`` (the one error base), which imports none (:data:`MAY_IMPORT`).
+  our packages ``checkpoints`` imports none and ``triggers`` only ``checkpoints.errors`` (the one error base)
+  (:data:`MAY_IMPORT`, :data:`MAY_IMPORT_MODULES`).
 * Inside ``replicator/`` the packages are layers (:data:`LAYERS`, lowest first) and every import points to
   the same layer or a lower one; the one exception today is in :data:`ALLOWED_BACK_EDGES`, with its reason.
 * Failpoints (:mod:`replicator.faults`): every name is declared once and well formed, every call names a
@@ -31,15 +32,16 @@ progress); every other name is a package of ``replicator/``. apply/ sits under l
 the plan and the digests the apply reads through it, and the online re-load writes with its FK parking; stream/
 (the daemon's loop) is above both."""
 
-OUR_PACKAGES: Final = frozenset({"replicator", "triggers", "checkpoints", "errorbase"})
+OUR_PACKAGES: Final = frozenset({"replicator", "triggers", "checkpoints"})
 MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
-    "errorbase": frozenset(),
-    "triggers": frozenset({"errorbase"}),
-    "checkpoints": frozenset({"errorbase"}),
+    "triggers": frozenset({"checkpoints"}),
+    "checkpoints": frozenset(),
 }
-"""What each package below ``replicator`` may import of ours: ``errorbase`` (the one error base, :mod:`errorbase`)
-nothing but the standard library, ``triggers`` and ``checkpoints`` only it (an auditor runs ``python -m
-checkpoints`` with ``checkpoints/`` and ``errorbase/``)."""
+"""What each package below ``replicator`` may import of ours: ``checkpoints`` nothing (an auditor runs ``python -m
+checkpoints`` with ``checkpoints/`` alone), ``triggers`` only the modules :data:`MAY_IMPORT_MODULES` names."""
+
+MAY_IMPORT_MODULES: Final[dict[str, frozenset[str]]] = {"triggers": frozenset({"checkpoints.errors"})}
+"""Of a package it may import, the only modules: ``triggers`` takes the one error base from ``checkpoints.errors``."""
 
 ENTRY_MODULES: Final = {"replicator.__main__": "cli"}
 """Top-level modules that are not core: ``python -m replicator`` runs the CLI."""
@@ -165,12 +167,22 @@ def test_below_replicator_each_package_imports_only_what_it_may() -> None:
 
 def test_negative_control_a_planted_import_between_the_lower_packages_is_found() -> None:
     others = OUR_PACKAGES - MAY_IMPORT["checkpoints"] - {"checkpoints"}
-    planted = (
-        "from errorbase import OperatorError\nfrom triggers.errors import CaptureError\nimport checkpoints.model\n"
-    )
+    planted = "from checkpoints.errors import OperatorError\nfrom triggers.errors import CaptureError\n"
     assert replicator_imports(planted, "checkpoints.planted", of=others) == [("triggers.errors.CaptureError", 2)]
-    below_all = OUR_PACKAGES - MAY_IMPORT["errorbase"] - {"errorbase"}
-    assert replicator_imports("import checkpoints\n", "errorbase", of=below_all) == [("checkpoints", 1)]
+    planted = "from checkpoints.errors import OperatorError\nfrom checkpoints import digest\n"
+    assert outside_allowed_modules(planted, "triggers.planted", "triggers") == [("checkpoints.digest", 2)]
+
+
+def outside_allowed_modules(src: str, module: str, package: str) -> list[tuple[str, int]]:
+    """Imports of the packages ``package`` may import that reach past the modules it may use of them."""
+    allowed = MAY_IMPORT_MODULES.get(package, frozenset())
+    hits = replicator_imports(src, module, of=MAY_IMPORT[package])
+    return [(name, line) for name, line in hits if not any(name == m or name.startswith(m + ".") for m in allowed)]
+
+
+def test_triggers_imports_only_the_error_base_of_checkpoints() -> None:
+    found = {m: hits for m, src in sources("triggers").items() if (hits := outside_allowed_modules(src, m, "triggers"))}
+    assert found == {}, f"triggers may import only {sorted(MAY_IMPORT_MODULES['triggers'])} of checkpoints"
 
 
 # --- (b) the layers inside replicator/ point one way ------------------------------------------------

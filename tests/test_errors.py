@@ -15,9 +15,8 @@ import psycopg
 import pytest
 
 from checkpoints import store
-from checkpoints.errors import ChainBroken, CheckpointError, NoChainTable
+from checkpoints.errors import EXIT_MISMATCH, EXIT_USAGE, ChainBroken, CheckpointError, NoChainTable, OperatorError
 from checkpoints.model import TableChange, genesis
-from errorbase import EXIT_MISMATCH, EXIT_USAGE, OperatorError
 from replicator.cli.main import fail
 from replicator.config import Config
 from replicator.demo.tour import StepFailed

@@ -7,11 +7,11 @@ is worth retrying; a corrupt file is not).
 
 from __future__ import annotations
 
-from errorbase import EXIT_MISMATCH, EXIT_USAGE, OperatorError
+from checkpoints.errors import EXIT_MISMATCH, EXIT_USAGE, OperatorError
 
 
 class CaptureError(OperatorError):
-    """Base of every error raised by the ``triggers`` package (:class:`errorbase.OperatorError` holds the
+    """Base of every error raised by the ``triggers`` package (:class:`checkpoints.errors.OperatorError` holds the
     message, hint, exit code and transient flag: one base for the three packages)."""
 
 
