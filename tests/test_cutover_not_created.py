@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator import config
+from replicator import config, faults
 from replicator.cutover import certificate
 from replicator.cutover.window import CutoverAborted, Options, cutover
 from replicator.load import snapshot
@@ -213,3 +213,69 @@ def test_a_format_4_certificate_still_verifies_without_the_new_fields(tmp_path: 
     assert independent_audit.seal(body) == body["sha256"]
     path.write_bytes(msgspec.json.encode({**body, "stop_seq": 6}))
     assert not certificate.seal_ok(certificate.read_file(path))
+
+
+def test_what_the_plan_could_not_translate_is_refused_and_certified_too(tmp_path: Path, pg_dsn: str) -> None:
+    """A CHECK and an index the translator refused never reached PostgreSQL: the same flag, the same record."""
+    schema = """
+    CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL, CONSTRAINT name_len CHECK (length(name) < 20));
+    CREATE INDEX tags_glob ON tags (name) WHERE name GLOB 'a*';
+    """
+    src = make_source(tmp_path / "app.db", schema, "INSERT INTO tags VALUES (1, 'a'), (2, 'b');")
+    drain(src, pg_dsn)
+    with pytest.raises(CutoverAborted) as refused:
+        cutover(src, pg_dsn, config.load(environ={}), _opts(tmp_path, backup=False))
+    assert "check tags_name_len on tags: length() counts a BLOB's bytes" in refused.value.message
+    assert "index tags_glob on tags" in refused.value.message
+    assert _writable_tags(src)
+    result = cutover(
+        src, pg_dsn, config.load(environ={}), _opts(tmp_path, backup=False, accept_missing_constraints=True)
+    )
+    assert result.certificate is not None
+    assert sorted((n.kind, n.name) for n in result.certificate.not_created) == [
+        ("check", "tags_name_len"),
+        ("index", "tags_glob"),
+    ]
+    assert certificate.seal_ok(result.certificate)
+
+
+def _writable_tags(path: Path) -> bool:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("INSERT INTO tags VALUES (100, 'probe')")
+        db.execute("DELETE FROM tags WHERE id = 100")
+        return True
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        db.close()
+
+
+def test_rows_that_collide_after_the_preflight_abort_the_freeze_without_the_flag(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is missing but buildable at the preflight; the app then writes the colliding row, the drain
+    applies it, and step 5 cannot build the index: the cutover aborts there, nothing fenced, not certified silently."""
+    src = make_source(tmp_path / "app.db", BOOKINGS, "INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00');")
+    drain(src, pg_dsn)
+    assert _pg_has_index(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as if the snapshot had been refused it
+        conn.execute(f'ALTER TABLE public.bookings DROP CONSTRAINT IF EXISTS "{INDEX}"')
+        conn.execute(f'DROP INDEX IF EXISTS public."{INDEX}"')
+    hook = faults.point
+
+    def collide_after_preflight(name: str) -> None:
+        if name == "cutover.after_preflight":
+            db = app(src)
+            db.execute("INSERT INTO bookings VALUES (2, 7, '2024-05-01T10:00:00')")
+            db.close()
+        hook(name)
+
+    monkeypatch.setattr(faults, "point", collide_after_preflight)
+    with pytest.raises(CutoverAborted) as aborted:
+        cutover(src, pg_dsn, config.load(environ={}), _opts(tmp_path, backup=False))
+    assert "finish_pg" in aborted.value.message, aborted.value.message
+    assert f"unique index {INDEX} on bookings" in aborted.value.message
+    assert BOTH_ROWS in aborted.value.message
+    assert _writable(src)
+    assert not (tmp_path / "cert.json").exists()
