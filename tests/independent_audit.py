@@ -58,6 +58,7 @@ MODULUS = 1 << 256
 _MESSAGE = "replicator cutover certificate seal "
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 _LATER_FIELDS = {  # docs/audit.md, "Seal": fields each format added, absent from older certificates' seals
+    5: ("not_created", "accept_missing_constraints"),
     4: ("signature",),
     2: ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine"),
 }

@@ -63,7 +63,7 @@ def test_keys_generate_writes_a_private_key_only_its_owner_reads(keys: tuple[Pat
 
 def test_the_signed_certificate_passes_with_the_public_key_alone(files: Migration, keys: tuple[Path, Path]) -> None:
     cert = json.loads(files.certificate.read_text())
-    assert cert["format"] == 4
+    assert cert["format"] == 5
     assert cert["signature"]["algorithm"] == "ed25519"
     result = audit(files, "--public-key", str(keys[1]), "--backup", str(files.backup))
     assert result.exit_code == 0, result.output

@@ -820,6 +820,11 @@ def _cut_over(ctx: Context) -> bool:
 @click.option(
     "--accept-skipped-columns", is_flag=True, help="Proceed although config skips columns (recorded, values lost)."
 )
+@click.option(
+    "--accept-missing-constraints",
+    is_flag=True,
+    help="Proceed although a UNIQUE, index, CHECK or FK of SQLite's is not in PostgreSQL (recorded).",
+)
 @click.option("--no-backup", is_flag=True, help="Do not back up the SQLite file before fencing.")
 @click.option("--backup-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Backup directory.")
 @click.option("--certificate", "certificate_path", type=click.Path(path_type=Path), default=None, help="Output file.")
@@ -832,6 +837,7 @@ def cutover(
     max_downtime: float,
     accept_quarantine: bool,
     accept_skipped_columns: bool,
+    accept_missing_constraints: bool,
     no_backup: bool,
     backup_dir: Path | None,
     certificate_path: Path | None,
@@ -849,6 +855,7 @@ def cutover(
         max_downtime_s=max_downtime,
         accept_quarantine=accept_quarantine,
         accept_skipped_columns=accept_skipped_columns,
+        accept_missing_constraints=accept_missing_constraints,
         backup=not no_backup,
         backup_dir=backup_dir,
         certificate_path=certificate_path,
@@ -867,6 +874,8 @@ def cutover(
             steps = ", ".join(f"{k} {v:.3f}s" for k, v in result.steps.items())
             click.echo(f"dry run: stop seq {result.stop_seq}, {len(result.tables)} table(s) equal; rolled back")
             click.echo(f"write outage {result.write_outage_s:.3f}s; steps: {steps}")
+            for n in result.not_created:
+                click.echo(f"would not be created in PostgreSQL: {n.kind} {n.name} on {n.table}: {n.reason}")
         for line in result.warnings:
             click.echo(f"warning: {line}", err=True)
 

@@ -14,7 +14,7 @@ import datetime as dt
 from html import escape
 from typing import Final
 
-from replicator.cutover.auditor import Audit, Check
+from replicator.cutover.auditor import Audit, Check, not_created
 from replicator.cutover.certificate import STEP_ORDER
 
 PASS_COLOUR: Final = "#1a7f37"
@@ -50,6 +50,7 @@ def render(result: Audit) -> str:
             _story(result),
             _section("The checks", _checks(result.checks)),
             _section("Each table, on both sides", _tables(result)),
+            _section("What PostgreSQL does not have", _not_created(result)),
             _section("The migration, start to end", _timeline(result)),
             _section("The cutover, second by second", _cutover(result)),
             _section("The chain of checkpoints", _chain(result)),
@@ -129,6 +130,31 @@ def _tables(result: Audit) -> str:
         "compares the two sides again in a way the copy itself cannot influence.</p>"
     )
     return f"<table>{head}{''.join(rows)}</table>{note}"
+
+
+def _not_created(result: Audit) -> str:
+    """The schema objects of SQLite's the certificate says PostgreSQL lacks: the app runs without them."""
+    missing = not_created(result.certificate)
+    if result.certificate.format < 5:
+        return (
+            f"<p>This certificate (format {result.certificate.format}) was written before certificates recorded "
+            "the indexes and rules of the SQLite schema that PostgreSQL lacks: it does not say.</p>"
+        )
+    if not missing:
+        return "<p>Every index and rule of the SQLite schema that the certificate covers exists in PostgreSQL.</p>"
+    accepted = (
+        "The operator accepted this at the cutover (<code>--accept-missing-constraints</code>)."
+        if result.certificate.accept_missing_constraints
+        else '<span class="bad">The certificate does not record that anyone accepted this.</span>'
+    )
+    items = "".join(
+        f'<li data-not-created="{escape(n.name)}">{escape(m)}</li>'
+        for n, m in zip(result.certificate.not_created, missing, strict=True)
+    )
+    return (
+        f"<p>After the cutover the application runs on PostgreSQL without these {len(missing)} part(s) of its "
+        f'SQLite schema. {accepted}</p><ul class="f">{items}</ul>'
+    )
 
 
 def _yes(ok: bool, good: str, bad: str) -> str:

@@ -285,6 +285,21 @@ def _backup(cert: Certificate, backup: Path | None) -> Check:
     return Check(name, "pass", f"{backup} is the copy of SQLite the cutover took (SHA-256 {actual[:16]}…)")
 
 
+def not_created(cert: Certificate) -> list[str]:
+    """Each schema object of SQLite's the certificate says PostgreSQL lacks, in an auditor's words: after the
+    cutover the application runs without it (not a failed check: the operator accepted it, and it is sealed)."""
+    what = {
+        "unique index": "a rule that no two rows may share these values",
+        "index": "an index (speed only: no rule is lost)",
+        "check": "a rule every row must obey",
+        "foreign key": "a rule that rows point at existing rows of another table",
+    }
+    return [
+        f"{n.kind} {n.name} on {n.table} ({what.get(n.kind, n.kind)}) was not created in PostgreSQL: {n.reason}"
+        for n in cert.not_created
+    ]
+
+
 def render(result: Audit) -> str:
     """The text report: what was audited, each check (ran / FAILED / not run) and its findings, the verdict."""
     cert = result.certificate
@@ -292,8 +307,13 @@ def render(result: Audit) -> str:
         f"audit of {result.certificate_path} with the chain {result.chain_path}",
         f"  migration {cert.source_path} → {cert.target}; cut over at {cert.fenced_at}, "
         f"writes stopped for {cert.write_outage_s:.3f} s; {len(cert.tables)} table(s)",
-        "checks:",
     ]
+    missing = not_created(cert)
+    if missing:
+        accepted = "accepted at the cutover" if cert.accept_missing_constraints else "NOT accepted at the cutover"
+        lines.append(f"  PostgreSQL lacks {len(missing)} schema object(s) of SQLite's ({accepted}):")
+        lines += [f"           - {m}" for m in missing]
+    lines.append("checks:")
     label = {"pass": "ran", "fail": "FAILED", "not run": "not run"}
     for check in result.checks:
         lines.append(f"  {label[check.status]:<8} {check.name}: {check.summary}")

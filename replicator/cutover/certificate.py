@@ -27,16 +27,19 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.inspect import verify
 from replicator.plan import pgschema
+from replicator.plan.pgschema import NotCreated
 from replicator.state import stateschema
 from triggers import source as sqlite_source
 
-FORMAT = 4
+FORMAT = 5
 """2 added what the migration left out (skipped tables and columns, every quarantined value); 3 added each
 table's independent comparison (``TableProof.independent``); 4 the Ed25519 ``signature`` of the seal
-(:mod:`replicator.cutover.signing`). An older certificate is sealed without the fields added after its format, and
+(:mod:`replicator.cutover.signing`); 5 each schema object not created in PostgreSQL (``not_created``) and
+``accept_missing_constraints``. An older certificate is sealed without the fields added after its format, and
 :func:`_body` leaves them out to check its seal."""
 _ADDED_IN_2 = ("skipped_tables", "skipped_columns", "accept_skipped_columns", "quarantine")
 _ADDED_IN_4 = ("signature",)
+_ADDED_IN_5 = ("not_created", "accept_missing_constraints")
 _ADDED_IN_3_PER_TABLE = ("independent",)
 STEP_ORDER = (
     *("preflight", "backup", "prepass", "catchup", "freeze", "drain", "verify", "copy"),
@@ -132,6 +135,11 @@ class Certificate(msgspec.Struct, frozen=True):
     """The operator passed ``--accept-skipped-columns`` (required when any column is skipped)."""
     quarantine: tuple[QuarantineEntry, ...] = ()
     """Every quarantined value, acknowledged or accepted with ``--accept-quarantine``."""
+    not_created: tuple[NotCreated, ...] = ()
+    """Each UNIQUE index, index, CHECK or foreign key of SQLite's that PostgreSQL does not hold: the app runs
+    without it after the cutover (format 5)."""
+    accept_missing_constraints: bool = False
+    """The operator passed ``--accept-missing-constraints`` (required when ``not_created`` is not empty)."""
     format: int = FORMAT
     sha256: str = ""
     signature: Signature | None = None
@@ -150,7 +158,9 @@ def _body(cert: Certificate) -> bytes:
     if cert.format >= FORMAT:
         return msgspec.json.encode(body, order="sorted")
     fields = msgspec.to_builtins(body)  # what an older certificate was sealed over
-    fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_4}
+    fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_5}
+    if cert.format < 4:
+        fields = {k: v for k, v in fields.items() if k not in _ADDED_IN_4}
     if cert.format < 3:
         fields["tables"] = [{k: v for k, v in t.items() if k not in _ADDED_IN_3_PER_TABLE} for t in fields["tables"]]
     if cert.format < 2:
@@ -415,6 +425,10 @@ def render(cert: Certificate) -> str:
         lines.append(f"  skipped table {name}: {why}")
     for name, why in sorted(cert.skipped_columns.items()):
         lines.append(f"  skipped column {name}: {why} (accepted with --accept-skipped-columns)")
+    for n in cert.not_created:
+        lines.append(f"  not created in PostgreSQL: {n.kind} {n.name} on {n.table}: {n.reason}")
+    if cert.not_created and cert.accept_missing_constraints:
+        lines.append("  (the app runs without them on PostgreSQL; accepted with --accept-missing-constraints)")
     if cert.backup:
         lines.append(f"  backup   {cert.backup}")
     width = max([5, *(len(t.table) for t in cert.tables)])

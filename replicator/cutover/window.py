@@ -119,6 +119,8 @@ class Options(msgspec.Struct, frozen=True):
     accept_quarantine: bool = False
     accept_skipped_columns: bool = False
     """Required when config skips columns of migrated tables: their values are lost at cutover (recorded)."""
+    accept_missing_constraints: bool = False
+    """Required when a UNIQUE index, index, CHECK or FK of SQLite's is not in PostgreSQL (recorded)."""
     backup: bool = True
     backup_dir: Path | None = None
     certificate_path: Path | None = None
@@ -136,6 +138,8 @@ class Result(msgspec.Struct, frozen=True):
     certificate: Certificate | None = None
     certificate_path: str | None = None
     warnings: tuple[str, ...] = ()
+    not_created: tuple[pgschema.NotCreated, ...] = ()
+    """What PostgreSQL lacks of SQLite's schema after this cutover (a dry run: would lack)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +196,7 @@ def _steps(session: _Session, clock: _Clock, options: Options) -> Result:
     session.log.info("write outage ended", seconds=round(outage, 3), steps=clock.steps)
     if options.dry_run:
         _set_phase(session, Phase.STREAMING, frozen.stop_seq, "cutover --dry-run finished; nothing was changed")
-        return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs)
+        return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs, not_created=finished.not_created)
     try:
         return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
     except BaseException as exc:  # the cutover itself is complete: say so, whatever failed after it
@@ -259,7 +263,7 @@ def _frozen_steps(session: _Session, prepass: Prepass, frozen: Frozen, clock: _C
                     proofs = _in_order(session, (*proofs, *copy_again(session, frozen, options)))
                 budget.check("copying the snapshot-only tables")
             with clock.step("finish_pg"):
-                finished = finish_postgres(session, head, frozen, proofs)
+                finished = finish_postgres(session, head, frozen, proofs, options)
             faults.point("cutover.after_finish_pg")
             budget.check("finish PostgreSQL")
             if options.dry_run:
@@ -332,6 +336,8 @@ def _after_fence(
                 skipped_columns=skips.skipped_columns(session.config, session.plan),
                 accept_skipped_columns=options.accept_skipped_columns,
                 quarantine=_quarantine_entries(session),
+                not_created=finished.not_created,
+                accept_missing_constraints=options.accept_missing_constraints,
             )
         )
         if session.signing_key is not None:
@@ -352,7 +358,15 @@ def _after_fence(
     for w in warnings:
         session.log.warning(w)
     return Result(
-        False, frozen.stop_seq, clock.steps, frozen.outage(), finished.proofs, cert, str(path), tuple(warnings)
+        False,
+        frozen.stop_seq,
+        clock.steps,
+        frozen.outage(),
+        finished.proofs,
+        cert,
+        str(path),
+        tuple(warnings),
+        finished.not_created,
     )
 
 
@@ -586,6 +600,8 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             hint="pass --accept-skipped-columns (recorded in the certificate), or remove `skip = true` and "
             "reload the table with `replicator snapshot --replace --tables T`",
         )
+    if not options.accept_missing_constraints:
+        _refuse_not_created(_dropped(session.plan) + pgschema.would_refuse(session.pconn, session.plan))
     quarantined = quarantine.unacknowledged(session.pconn, session.state_schema)
     if quarantined and not options.accept_quarantine:
         listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())
@@ -613,6 +629,22 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
         session.compared_at = report.applied_through
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
     return quarantined if options.accept_quarantine else {}
+
+
+def _dropped(plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:
+    """What the plan never had a statement for (untranslatable; naming a table or column not migrated)."""
+    return [n for t in plan.tables for n in t.dropped]
+
+
+def _refuse_not_created(missing: list[pgschema.NotCreated]) -> None:
+    """Without ``--accept-missing-constraints``, one line naming each object PostgreSQL would lack, and why."""
+    if missing:
+        listed = "; ".join(f"{n.kind} {n.name} on {n.table}: {n.reason}" for n in missing)
+        raise CutoverAborted(
+            f"PostgreSQL would run the app without {len(missing)} schema object(s) of SQLite's: {listed}",
+            hint="fix the rows or the schema in SQLite and let them replicate, or pass --accept-missing-constraints "
+            "(recorded in the certificate)",
+        )
 
 
 def _independent(t: verify.TableVerify, at: str, seq: int | None) -> IndependentCheck:
@@ -1149,9 +1181,12 @@ class Finished(msgspec.Struct, frozen=True):
     sequences: dict[str, int]
     foreign_keys: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    not_created: tuple[pgschema.NotCreated, ...] = ()
 
 
-def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs: tuple[TableProof, ...]) -> Finished:
+def finish_postgres(
+    session: _Session, head: Checkpoint, frozen: Frozen, proofs: tuple[TableProof, ...], options: Options
+) -> Finished:
     conn, schema = session.pconn, session.state_schema
     restored = apply.restore_foreign_keys(conn, schema, session.plan.schema)
     checks = pgschema.validate_foreign_keys(conn, session.plan.schema)
@@ -1168,12 +1203,16 @@ def finish_postgres(session: _Session, head: Checkpoint, frozen: Frozen, proofs:
             "cut over again",
         )
     sequences = pgschema.sync_sequences(conn, session.plan, pgschema.read_sqlite_sequence(frozen.conn))
-    warnings = _remaining_post_load(conn, session.plan)
+    refused = _remaining_post_load(conn, session.plan)
+    not_created = (*_dropped(session.plan), *refused)
+    if not options.accept_missing_constraints:  # refused since the preflight tried them: new rows collide
+        _refuse_not_created(list(not_created))
     cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables=_restated(session, proofs), kind=Kind.CUTOVER)
     store.append(conn, cut, schema)
     phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
-    return Finished(cut, proofs, sequences, fks, tuple(warnings))
+    warnings = tuple(pgschema.warning(n) for n in refused)
+    return Finished(cut, proofs, sequences, fks, warnings, not_created)
 
 
 def _restated(session: _Session, proofs: tuple[TableProof, ...]) -> dict[str, TableChange]:
@@ -1233,22 +1272,13 @@ def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: 
     return ", ".join(f"({', '.join(child)})=({', '.join(map(str, r))})" for r in found) or "none found"
 
 
-def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> list[str]:
-    """UNIQUE/indexes/CHECKs/FKs the snapshot could not create yet (e.g. refused then, fixable now)."""
-    have = {
-        str(r[0])
-        for r in conn.execute(
-            "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s "
-            "UNION SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
-            (plan.schema, plan.schema),
-        )
-    }
-    missing = [
-        msgspec.structs.replace(t, post_load=tuple(s for s in t.post_load if s.name not in have)) for t in plan.tables
-    ]
-    if not any(t.post_load for t in missing):
+def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:
+    """UNIQUE/indexes/CHECKs/FKs the snapshot could not create yet (e.g. refused then, fixable now); what
+    PostgreSQL still refuses is returned, for the certificate."""
+    missing = pgschema.missing_post_load(conn, plan)
+    if not any(t.post_load for t in missing.tables):
         return []
-    return pgschema.apply_post_load(conn, msgspec.structs.replace(plan, tables=tuple(missing)), timeouts_abort=True)
+    return pgschema.post_load_refusals(conn, missing, timeouts_abort=True)
 
 
 def _committed(session: _Session, stop: int) -> bool:

@@ -78,6 +78,21 @@ class Statement(msgspec.Struct, frozen=True):
     sql: str
 
 
+class NotCreated(msgspec.Struct, frozen=True):
+    """A schema object of SQLite's the migration did not create in PostgreSQL: after the cutover the app runs
+    without it there (a UNIQUE that no longer refuses duplicates, a CHECK that no longer checks), so the
+    cutover asks for ``--accept-missing-constraints`` and the certificate lists each one."""
+
+    kind: str
+    """``unique index``, ``index``, ``check`` or ``foreign key``."""
+    table: str
+    """The SQLite table."""
+    name: str
+    """The PostgreSQL name the object was to have."""
+    reason: str
+    """PostgreSQL's refusal (for a UNIQUE collision, the two rows) or why it was never attempted."""
+
+
 class TablePlan(msgspec.Struct, frozen=True):
     source: str
     name: str
@@ -89,6 +104,9 @@ class TablePlan(msgspec.Struct, frozen=True):
     autoincrement: bool = False
     post_load: tuple[Statement, ...] = ()
     warnings: tuple[str, ...] = ()
+    dropped: tuple[NotCreated, ...] = ()
+    """UNIQUE/indexes/CHECKs/FKs of SQLite's the plan has no statement for (untranslatable, or naming a table
+    or column not migrated): each is also among ``warnings``. A plan saved before this field has none."""
     guessed: bool = False
     """Types chosen from a sample (``snapshot.guess_profile``): its load must verify every row. Kept
     in the saved plan so that a resumed snapshot verifies the tables the interrupted one left."""
@@ -591,6 +609,12 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
             sql.Identifier(name), ident, sql.SQL(", ").join(map(sql.Identifier, plan.primary_key))
         )
         statements.append(Statement("unique", plan.name, name, stmt.as_string(None)))
+    dropped: list[NotCreated] = []
+
+    def drop(kind: str, name: str, reason: str, said: str) -> None:
+        warnings.append(said)
+        dropped.append(NotCreated(kind, table.name, name, reason))
+
     for index in table.indexes:
         if index.origin == "pk":
             continue
@@ -599,27 +623,33 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
                 _index_statement(plan, index, ident, col_names, operands, warnings, config.snapshot.identifiers)
             )
         except sqlexpr.Untranslatable as exc:
-            warnings.append(f"index {index.name!r} not created: {exc}")
+            kind = "unique index" if index.unique else "index"
+            drop(kind, index.name, str(exc), f"index {index.name!r} not created: {exc}")
     for n, (check_name, tokens) in enumerate(ddl.checks if ddl else (), start=1):
         name = short_name(plan.name, check_name or f"check{n}")
         try:
             expr = sqlexpr.translate(tokens, operands, {sqlexpr.Kind.BOOL}, text_equality=True)
         except sqlexpr.Untranslatable as exc:
-            warnings.append(f"CHECK {check_name or n} not created: {exc}")
+            drop("check", name, str(exc), f"CHECK {check_name or n} not created: {exc}")
             continue
         stmt = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(ident, sql.Identifier(name), expr)
         statements.append(Statement("check", plan.name, name, stmt.as_string(None)))
     for fk in table.foreign_keys:
         parent = by_source.get(fk.ref_table.lower())
+        fk_name = short_name(plan.name, *(folded.get(c.lower(), c) for c in fk.columns), "fkey")
         if parent is None:
-            warnings.append(f"foreign key to {fk.ref_table!r} not created: that table is not migrated")
+            why = f"the table it references, {fk.ref_table!r}, is not migrated"
+            drop(
+                "foreign key", fk_name, why, f"foreign key to {fk.ref_table!r} not created: that table is not migrated"
+            )
             continue
         parent_cols = _folded_columns(parent)
         missing = [c for c in fk.columns if c.lower() not in folded] + [
             c for c in fk.ref_columns if c.lower() not in parent_cols
         ]
         if missing:
-            warnings.append(f"foreign key on {missing} not created: column skipped or unknown")
+            why = f"column(s) {', '.join(missing)} skipped or unknown"
+            drop("foreign key", fk_name, why, f"foreign key on {missing} not created: column skipped or unknown")
             continue
         child_cols = [folded[c.lower()] for c in fk.columns]
         name = short_name(plan.name, *child_cols, "fkey")
@@ -638,7 +668,7 @@ def _with_post_load(table: Table, plan: TablePlan, by_source: Mapping[str, Table
             sql.SQL(_fk_action(fk.on_delete)),
         )
         statements.append(Statement("fk", plan.name, name, stmt.as_string(None)))
-    return msgspec.structs.replace(plan, post_load=tuple(statements), warnings=tuple(warnings))
+    return msgspec.structs.replace(plan, post_load=tuple(statements), warnings=tuple(warnings), dropped=tuple(dropped))
 
 
 def _fk_action(action: str) -> str:
@@ -913,6 +943,9 @@ POST_LOAD_KINDS: Final = ("unique", "index", "check", "fk")
 TABLE_LOCAL_KINDS: Final = ("unique", "index", "check")
 
 
+KIND_NAMES: Final = {"unique": "unique index", "index": "index", "check": "check", "fk": "foreign key"}
+
+
 def apply_post_load(
     conn: psycopg.Connection[Any],
     plan: SchemaPlan,
@@ -929,7 +962,26 @@ def apply_post_load(
     (cutover's freeze: its budget is spent, and the abort names the session it waited for; a snapshot
     leaves the statement to the cutover instead).
     """
-    warnings: list[str] = []
+    refused = post_load_refusals(conn, plan, kinds=kinds, tables=tables, timeouts_abort=timeouts_abort)
+    return [warning(n) for n in refused]
+
+
+def warning(refused: NotCreated) -> str:
+    """A refused post-load statement as the snapshot's warning says it."""
+    kind = next((k for k, v in KIND_NAMES.items() if v == refused.kind), refused.kind)
+    return f"{kind} {refused.name!r} on {refused.table!r} not created: {refused.reason}"
+
+
+def post_load_refusals(
+    conn: psycopg.Connection[Any],
+    plan: SchemaPlan,
+    *,
+    kinds: Sequence[str] = POST_LOAD_KINDS,
+    tables: Sequence[str] | None = None,
+    timeouts_abort: bool = False,
+) -> list[NotCreated]:
+    """:func:`apply_post_load`, each refusal as a record (the cutover certifies them)."""
+    refused: list[NotCreated] = []
     ordered = [plan.table(n) for n in plan.order if tables is None or n in tables]
     for kind in kinds:
         for table in ordered:
@@ -945,11 +997,38 @@ def apply_post_load(
                     reason = pg_message(exc)
                     if isinstance(exc, psycopg.errors.UniqueViolation):
                         reason = _unique_collision(conn, plan.schema, table, stmt) or reason
-                    warnings.append(f"{kind} {stmt.name!r} on {table.name!r} not created: {reason}")
+                    refused.append(NotCreated(KIND_NAMES.get(kind, kind), table.source, stmt.name, reason))
                     log.get("pgschema", table=table.name).warning(
                         "post-load statement refused", name=stmt.name, kind=kind
                     )
-    return warnings
+    return refused
+
+
+def missing_post_load(conn: psycopg.Connection[Any], plan: SchemaPlan) -> SchemaPlan:
+    """The plan narrowed to the post-load statements whose object PostgreSQL does not hold (refused, or
+    not reached by an interrupted snapshot)."""
+    have = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s "
+            "UNION SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            (plan.schema, plan.schema),
+        )
+    }
+    tables = [
+        msgspec.structs.replace(t, post_load=tuple(s for s in t.post_load if s.name not in have)) for t in plan.tables
+    ]
+    return msgspec.structs.replace(plan, tables=tuple(tables))
+
+
+def would_refuse(conn: psycopg.Connection[Any], plan: SchemaPlan) -> list[NotCreated]:
+    """The post-load statements PostgreSQL still lacks and would refuse now, tried in a transaction that is
+    rolled back (cutover's preflight: it refuses before the freeze what it would otherwise leave out)."""
+    missing = missing_post_load(conn, plan)
+    if not any(t.post_load for t in missing.tables):
+        return []
+    with conn.transaction(force_rollback=True):
+        return post_load_refusals(conn, missing, timeouts_abort=True)
 
 
 # --------------------------------------------------------------------------------------------
