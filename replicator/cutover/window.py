@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import getpass
 import hashlib
 import os
@@ -82,10 +81,9 @@ from replicator.inspect import verify
 from replicator.load import resnapshot, snapshot
 from replicator.plan import pgschema, skips
 from replicator.progress import Progress
-from replicator.state import phase, stateschema
+from replicator.state import lock, phase, stateschema
 from replicator.state import schema as runs
 from replicator.state.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
-from replicator.stream.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
 from replicator.values import quarantine
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
@@ -413,13 +411,10 @@ class _Session:
 
     def _take_file_lock(self) -> None:
         """The daemon's lock file; a running daemon is asked to hand it over (it resumes if we abort)."""
-        path = lock_path(self.source)
-        handle: IO[str] = path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        handle = lock.open_lock_file(self.source)
+        if not lock.try_flock(handle):
             try:
-                self._ask_daemon(path, handle)
+                self._ask_daemon(lock.lock_path(self.source), handle)
             except BaseException:
                 handle.close()
                 raise
@@ -427,7 +422,7 @@ class _Session:
 
     def _ask_daemon(self, path: Path, handle: IO[str]) -> None:
         """Signal the daemon whose pid the lock file holds; wait until it has finished its batch and let go."""
-        pid = lock_holder(self.source)
+        pid = lock.lock_holder(self.source)
         refused = f"a `replicator run` daemon{f' (pid {pid})' if pid else ''} holds {path}"
         if pid is None:
             raise CutoverAborted(
@@ -436,7 +431,7 @@ class _Session:
                 "or stop the daemon (SIGTERM: it finishes its batch) and run cutover again",
             )
         try:
-            os.kill(pid, HANDOVER_SIGNAL)
+            os.kill(pid, lock.HANDOVER_SIGNAL)
         except ProcessLookupError:
             pass  # it exited just now: its lock goes with it
         except PermissionError:
@@ -445,20 +440,17 @@ class _Session:
             ) from None
         self.log.info("asked the daemon for its locks", pid=pid)
         deadline = time.monotonic() + HANDOVER_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CutoverAborted(
-                        f"{refused} and did not hand it over within {HANDOVER_TIMEOUT_S:g}s",
-                        hint="see the daemon's log; stop it (SIGTERM) and run cutover again",
-                    ) from None
-                time.sleep(0.05)
+        while not lock.try_flock(handle):
+            if time.monotonic() > deadline:
+                raise CutoverAborted(
+                    f"{refused} and did not hand it over within {HANDOVER_TIMEOUT_S:g}s",
+                    hint="see the daemon's log; stop it (SIGTERM) and run cutover again",
+                )
+            time.sleep(0.05)
 
     def _take_advisory_lock(self) -> None:
-        if not take_lock(self.pconn, self.meta.source_id):  # a daemon stopped just now: its backend may still hold it
+        # with take_lock's grace: the backend of a daemon stopped just now may still hold it
+        if not lock.take_lock(self.pconn, self.meta.source_id):
             raise CutoverAborted(
                 f"another replicator is applying source {self.meta.source_id} to this target",
                 hint="stop `replicator run` (see pg_stat_activity, application_name=replicator) and run cutover again",

@@ -31,12 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import hashlib
-import os
 import random
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -45,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import psycopg
@@ -62,7 +58,7 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, is_transient_pg
 from replicator.load import resnapshot, snapshot
 from replicator.plan import pgreflect, pgschema, skips, typemap
-from replicator.state import integrity, phase, stateschema
+from replicator.state import integrity, lock, phase, stateschema
 from replicator.state import schema as state
 from replicator.state.phase import ApplyState, Phase
 from replicator.stream.metrics import SCRAPE_BUSY_MS, Metrics
@@ -72,11 +68,7 @@ from triggers.errors import CaptureError, CaptureNotInstalled
 from triggers.install import Meta, TableCapture, install_on, read_meta
 from triggers.watch import Watcher
 
-LOCK_NAMESPACE = 0x5250_4C43
-"""High half of the advisory lock key ('RPLC'); the low half comes from the source id."""
 RATE_WINDOW_S = 10.0
-LOCK_GRACE_S = 2.0
-"""How long a start waits for the advisory lock before refusing (another daemon really runs)."""
 SWITCH_INTERVAL_S = 0.001
 """The daemon's GIL switch interval: the reader and digest threads must not keep the loop's thread,
 back from a PostgreSQL round trip, waiting the default 5 ms for the GIL at every statement."""
@@ -166,29 +158,6 @@ def _hint(exc: BaseException) -> str:
 def _message(exc: BaseException) -> str:
     text = str(getattr(exc, "message", "")) or str(exc).strip()
     return text.splitlines()[0] if text else repr(exc)
-
-
-def lock_key(source_id: str) -> int:
-    """A signed 64-bit advisory lock key for one source: two sources never share a daemon lock."""
-    low = int.from_bytes(hashlib.sha256(source_id.encode()).digest()[:4], "big")
-    value = (LOCK_NAMESPACE << 32) | low
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def take_lock(
-    conn: psycopg.Connection[Any], source_id: str, *, grace_s: float = LOCK_GRACE_S, stop: threading.Event | None = None
-) -> bool:
-    """Take the source's advisory lock (the daemon's, and the cutover's); a holder is waited for up to
-    ``grace_s``: the backend of a daemon that has just exited can hold it for a few ms after the client
-    closed (a back-to-back start was refused). False: someone still holds it."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(source_id),)).fetchone()
-        if row and row[0]:
-            return True
-        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-            return False
-        time.sleep(0.05)
 
 
 class Worker:
@@ -489,8 +458,9 @@ class Worker:
         return self.config.apply.retry_max_wait_s
 
     def _lock_target(self, conn: psycopg.Connection[Any]) -> None:
-        """Take the advisory lock (with :func:`take_lock`'s grace for a daemon that has just exited)."""
-        if take_lock(conn, self._meta.source_id, stop=self._stop):
+        """Take the advisory lock (with :func:`~replicator.state.lock.take_lock`'s grace for a daemon that
+        has just exited)."""
+        if lock.take_lock(conn, self._meta.source_id, stop=self._stop):
             return
         raise WorkerError(
             f"another replicator is already applying source {self._meta.source_id} to this target",
@@ -1063,25 +1033,18 @@ class Worker:
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
-        path = lock_path(self.source)
-        handle: IO[str] = path.open("a")
+        handle = lock.open_lock_file(self.source)
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not lock.try_flock(handle):
                 raise WorkerError(
-                    f"another replicator run holds {path}",
+                    f"another replicator run holds {lock.lock_path(self.source)}",
                     hint="only one daemon may apply a source; stop the other one first",
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()} {socket.gethostname()}\n")  # who to ask for a hand-over (cutover)
-            handle.flush()
+                )
+            lock.write_holder(handle)  # who to ask for a hand-over (cutover)
             try:
                 yield
-            finally:  # no stale pid for a cutover to signal once we are gone (pids are reused)
-                handle.seek(0)
-                handle.truncate()
+            finally:
+                lock.clear_holder(handle)
         finally:
             handle.close()
 
@@ -1115,7 +1078,7 @@ class Worker:
             self.stop()
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        previous[HANDOVER_SIGNAL] = signal.signal(HANDOVER_SIGNAL, hand_over)
+        previous[lock.HANDOVER_SIGNAL] = signal.signal(lock.HANDOVER_SIGNAL, hand_over)
         try:
             yield
         finally:
@@ -1266,14 +1229,15 @@ def run(
 ) -> RunResult:
     """``replicator run``: the library entry point the CLI calls.
 
-    A cutover started while this daemon runs asks it for its locks (:data:`HANDOVER_SIGNAL`): the daemon
-    finishes its batch, releases them, waits for the cutover to end, and starts again, which either
-    resumes streaming (the cutover aborted) or finds the target cut over and returns (the CLI exits 0).
+    A cutover started while this daemon runs asks it for its locks
+    (:data:`~replicator.state.lock.HANDOVER_SIGNAL`): the daemon finishes its batch, releases them, waits for
+    the cutover to end, and starts again, which either resumes streaming (the cutover aborted) or finds the
+    target cut over and returns (the CLI exits 0).
     """
     if not Path(source).exists():
         raise UsageError(f"source {source} does not exist", hint="pass --source path/to/app.db")
     if threading.current_thread() is threading.main_thread():  # a hand-over asked for before the loop runs
-        signal.signal(HANDOVER_SIGNAL, signal.SIG_IGN)  # must not kill us (its default action)
+        signal.signal(lock.HANDOVER_SIGNAL, signal.SIG_IGN)  # must not kill us (its default action)
     while True:
         worker = Worker(Path(source), dsn, config, metrics=metrics)
         result = worker.run(once=once, until_drained=until_drained)
@@ -1281,34 +1245,8 @@ def run(
             return result
 
 
-HANDOVER_SIGNAL: Final = signal.SIGUSR1
-"""What ``replicator cutover`` sends the daemon that holds the source's lock file (its pid is in it)."""
 HANDOVER_WAIT_S: Final = 60.0
 """How long a daemon that handed over waits for the cutover to take the lock before it resumes."""
-
-
-def lock_path(source: Path) -> Path:
-    """The file a daemon (and a cutover) holds an exclusive flock on, with the daemon's pid and host in it."""
-    return source.with_name(source.name + ".replicator.lock")
-
-
-def lock_holder(source: Path) -> int | None:
-    """The pid of the daemon holding the lock file, when it runs on this host (in this PID namespace: the
-    host name of a container differs) and so may be signalled; None when that cannot be known."""
-    try:
-        pid, _, host = lock_path(source).read_text().strip().partition(" ")
-    except OSError:
-        return None
-    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
-        return None
-    try:  # the pid must still be a replicator (a pid is reused once its process is gone)
-        if b"replicator" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return None
-    except FileNotFoundError:
-        return None
-    except OSError:
-        pass  # no /proc here: host and pid are all we know
-    return int(pid)
 
 
 def _wait_for_cutover(source: Path) -> bool:
@@ -1322,13 +1260,13 @@ def _wait_for_cutover(source: Path) -> bool:
     on_signal = _stop_on_signals(stop)
     log_ = log.get("worker", source=str(source))
     try:
-        with lock_path(source).open("a") as handle:
+        with lock.open_lock_file(source) as handle:
             deadline = time.monotonic() + HANDOVER_WAIT_S
-            while not _held_elsewhere(handle) and time.monotonic() < deadline:
+            while not lock.held_elsewhere(handle) and time.monotonic() < deadline:
                 if stop.wait(0.05):
                     return False
             log_.info("waiting for the cutover to end")
-            while _held_elsewhere(handle):
+            while lock.held_elsewhere(handle):
                 if stop.wait(0.2):
                     return False
         log_.info("the cutover ended: starting again")
@@ -1337,20 +1275,13 @@ def _wait_for_cutover(source: Path) -> bool:
         on_signal()
 
 
-def _held_elsewhere(handle: IO[str]) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
     """SIGTERM/SIGINT set ``stop`` (main thread only); returns what restores the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT, HANDOVER_SIGNAL)}
+    previous = {
+        s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT, lock.HANDOVER_SIGNAL)
+    }
 
     def restore() -> None:
         for s, h in previous.items():
