@@ -22,9 +22,10 @@ SIGTERM/SIGINT finish (or roll back) the current batch and return normally.
 Two daemons on one source are refused twice: a lock file next to the source, and a PostgreSQL
 advisory lock keyed by the capture's source id held by the apply connection.
 
-Two helper threads keep PostgreSQL busy without changing any of the above: the :class:`Prefetcher`
-reads batch N+1 (its own read transaction, its own connection) while batch N is applied, and the
-:class:`Pruner` deletes journal rows behind the apply. The loop's thread alone writes to PostgreSQL.
+Two helper threads keep PostgreSQL busy without changing any of the above: the
+:class:`~replicator.stream.prefetch.Prefetcher` reads batch N+1 (its own read transaction, its own
+connection) while batch N is applied, and the :class:`~replicator.stream.prune.Pruner` deletes journal rows
+behind the apply. The loop's thread alone writes to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TypeVar
@@ -62,6 +62,8 @@ from replicator.state import integrity, lock, phase, stateschema
 from replicator.state import schema as state
 from replicator.state.phase import ApplyState, Phase
 from replicator.stream.metrics import SCRAPE_BUSY_MS, Metrics
+from replicator.stream.prefetch import Prefetcher
+from replicator.stream.prune import Pruner
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, CaptureNotInstalled
@@ -1084,133 +1086,6 @@ class Worker:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-
-
-class Prefetcher:
-    """Reads the next batch on its own SQLite connection while the loop applies the current one.
-
-    Each batch is still one read transaction (journal range and rows together). A prefetched batch
-    is used only if it starts where the loop now is, and is dropped on drift or on any error.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-read")
-        self._future: Future[apply.Batch] | None = None
-        self._after = -1
-
-    def start(self, read: Callable[[sqlite3.Connection], apply.Batch], after: int) -> None:
-        self.discard()
-        self._after = after
-        self._future = self._pool.submit(read, self._conn)
-
-    def take(self, after: int) -> apply.Batch | None:
-        future, self._future = self._future, None
-        if future is None:
-            return None
-        if self._after != after:
-            with contextlib.suppress(Exception):
-                future.result()
-            return None
-        return future.result()
-
-    def discard(self) -> None:
-        future, self._future = self._future, None
-        if future is not None:
-            with contextlib.suppress(Exception):
-                future.result()
-
-    def close(self) -> None:
-        self.discard()
-        self._pool.shutdown(wait=True)
-        self._conn.close()
-
-
-class Pruner:
-    """Prunes the journal behind the apply, in its own thread and on its own read-write connection.
-
-    When: once the app has been quiet for ``idle_s`` (no new entry applied), or once ``max_rows``
-    applied entries wait. A commit of ours is a commit the app did not make: every app transaction
-    that read before it and tries to write after it fails at once with SQLITE_BUSY_SNAPSHOT ("database
-    is locked"), whatever its busy timeout, when it began with a deferred ``BEGIN`` (Django's default,
-    Python's sqlite3 default). Pruning about once a second, as the daemon did, caused several such
-    errors a minute in a Django app; the cost is per transaction of ours *and* per row deleted (an app
-    transaction that starts while we hold the write lock fails too), so bigger, rarer prunes do not
-    help: only pruning while the app is quiet does (``bench/app_errors.py``, README). An app that is
-    never quiet still gets its journal bounded by ``max_rows``, at the price of those errors.
-
-    Pruning runs in short write transactions with pauses for the app's writers (journal.prune); off
-    the loop's thread, those pauses never delay the next batch. Only seqs PostgreSQL has committed
-    are ever requested, so a crash at any moment leaves at worst rows that are pruned next time.
-    """
-
-    def __init__(self, open_source: Callable[[], sqlite3.Connection], *, idle_s: float, max_rows: int) -> None:
-        self._open = open_source
-        self._idle_s, self._max_rows = idle_s, max_rows
-        self._wanted: tuple[int, str | None] = (0, None)
-        """The seq to prune up to, and the anchor of the checkpoint covering it: one attribute, so the
-        prune thread never pairs a seq with another checkpoint's anchor."""
-        self._done = 0
-        self._advanced = time.monotonic()
-        """When the applied position last moved: the app wrote then (what the daemon applies, it wrote)."""
-        self._wake = threading.Event()
-        self._closing = False
-        self.error: BaseException | None = None
-        self._log = log.get("pruner")
-        self._thread = threading.Thread(target=self._run, name="replicator-prune", daemon=True)
-        self._thread.start()
-
-    def request(self, applied: int, anchor: str | None = None) -> None:
-        """Prune up to ``applied`` (committed in PostgreSQL), recording ``anchor``, the checkpoint covering
-        it, in the same SQLite transaction (:func:`triggers.journal.prune`)."""
-        if applied > self._wanted[0]:
-            self._advanced = time.monotonic()
-        if applied >= self._wanted[0]:
-            self._wanted = (applied, anchor)
-        self._wake.set()
-
-    def close(self) -> None:
-        """Prune what was requested, then stop."""
-        self._closing = True
-        self._wake.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        try:
-            conn = self._open()
-        except Exception as exc:  # surfaced by the loop at its next prune request
-            self.error = exc
-            return
-        timeout: float | None = None
-        try:
-            while True:
-                self._wake.wait(timeout)
-                self._wake.clear()
-                timeout = None
-                target, anchor = self._wanted
-                if target > self._done:
-                    quiet = time.monotonic() - self._advanced
-                    if self._closing or target - self._done >= self._max_rows or quiet >= self._idle_s:
-                        self._prune(conn, target, anchor)
-                    else:  # the app is writing: wait until it has been quiet for idle_s
-                        timeout = self._idle_s - quiet
-                if self._closing:
-                    return
-        finally:
-            conn.close()
-
-    def _prune(self, conn: sqlite3.Connection, target: int, anchor: str | None) -> None:
-        try:
-            journal.prune(conn, target, anchor=anchor)
-            self._done = target
-            faults.point("prune.after")
-        except CaptureError as exc:
-            if not exc.transient:
-                self.error = exc
-            else:
-                self._log.info("prune deferred: source busy", applied_seq=target)
-        except Exception as exc:  # surfaced by the loop at its next prune request
-            self.error = exc
 
 
 def backoff(attempt: int, cap_s: float) -> float:
