@@ -84,6 +84,7 @@ from replicator.progress import Progress
 from replicator.state import lock, phase, stateschema
 from replicator.state import schema as runs
 from replicator.state.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
+from replicator.stream.session import ApplySession, skips_of
 from replicator.values import quarantine
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
@@ -217,11 +218,13 @@ def _lock_wait(session: _Session, exc: BaseException, clock: _Clock, options: Op
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None
-    try:
-        with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as c:
-            holders = pg.blockers(c, [session.plan.schema, session.state_schema])
-    except (psycopg.Error, ReplicatorError, AttributeError):  # AttributeError: failed before the plan was read
-        holders = []
+    holders: list[str] = []
+    if session.apply_session is not None:  # else it failed before the plan was read
+        try:
+            with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as c:
+                holders = pg.blockers(c, [session.plan.schema, session.state_schema])
+        except (psycopg.Error, ReplicatorError):
+            holders = []
     who = "; ".join(holders) if holders else "a session that has since let go"
     step = clock.current or "preflight"
     where = (
@@ -369,12 +372,9 @@ class _Session:
         self.pconn: psycopg.Connection[Any]
         self.sconn: sqlite3.Connection
         self.meta: Meta
-        self.plan: pgschema.SchemaPlan
-        self.targets: dict[str, apply.TableTarget] = {}
-        self.skipped: dict[str, str] = {}
-        """Captured tables the migration leaves out (:mod:`replicator.plan.skips`), with the reason."""
-        self.writer: apply.Writer | None = None
-        self.prev: Checkpoint
+        self.apply_session: ApplySession | None = None
+        """The daemon's apply machinery on our connection (:mod:`replicator.stream.session`), from the
+        preflight on: plan, targets, skipped tables, writer, chain head (the properties below)."""
         self.verified: Checkpoint
         """The chain head the preflight verified the whole chain up to."""
         self.progress: Progress | None = None
@@ -457,7 +457,7 @@ class _Session:
             )
 
     def prepare_apply(self) -> None:
-        """The daemon's start-up, minus the snapshot: plan, targets, FK mode, digests, writer, chain head."""
+        """The daemon's start-up, minus the snapshot: the same apply session, on our connection."""
         conn = self.pconn
         stateschema.ensure(conn, self.state_schema)
         plan = apply.load_plan(conn, self.state_schema)
@@ -467,30 +467,46 @@ class _Session:
                 "the target holds no snapshot (no saved plan or no genesis checkpoint)",
                 hint="run `replicator run` until it streams, then cut over",
             )
-        self.plan, self.prev = plan, prev
-        self.skipped = skips.skipped(self.config, plan, {*self.meta.tables, *self.config.types})
-        self.targets, problems = apply.resolve_targets(plan, self.meta, self.skipped)
-        if problems:
-            listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
-            raise CutoverAborted(
-                f"cannot apply table(s): {listed}",
-                hint="run `replicator run` until it streams (it picks up new tables and reports what it cannot "
-                "apply in `replicator status`), or fix the capture policy; then cut over",
-            )
-        fk = apply.fk_mode(conn)
-        if fk == "parked":
-            apply.park_foreign_keys(conn, self.state_schema, plan.schema, [t.target for t in self.targets.values()])
-        with conn.transaction():
-            apply.seed_digests(conn, self.state_schema, self.targets)
-        self.writer = apply.Writer(
+        self.apply_session = ApplySession(
             conn,
-            self.targets,
-            state_schema=self.state_schema,
-            fk=fk,
-            on_bad_value=self.config.snapshot.on_bad_value,
-            source=self.sconn,
+            self.sconn,
+            self.meta,
+            self.config,
             plan=plan,
+            prev=prev,
+            skip_reasons=skips_of(self.config, plan, self.meta),
+            refuse=_refuse_unresolved,
         )
+
+    def _applying(self) -> ApplySession:
+        assert self.apply_session is not None, "the preflight opens the apply session (prepare_apply)"
+        return self.apply_session
+
+    @property
+    def plan(self) -> pgschema.SchemaPlan:
+        return self._applying().plan
+
+    @property
+    def prev(self) -> Checkpoint:
+        """The chain head; every drained batch moves it."""
+        return self._applying().prev
+
+    @prev.setter
+    def prev(self, head: Checkpoint) -> None:
+        self._applying().prev = head
+
+    @property
+    def targets(self) -> dict[str, apply.TableTarget]:
+        return self._applying().targets
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Captured tables the migration leaves out (:mod:`replicator.plan.skips`), with the reason."""
+        return self._applying().skip_reasons
+
+    @property
+    def writer(self) -> apply.Writer:
+        return self._applying().writer
 
     def certified_tables(self) -> list[str]:
         """Every planned table the migration moves (skipped ones excluded)."""
@@ -510,15 +526,25 @@ class _Session:
         return [n for n in self.certified_tables() if n not in copied]
 
     def close(self) -> None:
-        if self.writer is not None:
+        if self.apply_session is not None:
             with contextlib.suppress(Exception):
-                self.writer.close()
+                self.apply_session.close()
         for conn in (getattr(self, "pconn", None), getattr(self, "sconn", None)):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
         if self._lock_file is not None:
             self._lock_file.close()
+
+
+def _refuse_unresolved(problems: dict[str, str]) -> None:
+    if problems:
+        listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
+        raise CutoverAborted(
+            f"cannot apply table(s): {listed}",
+            hint="run `replicator run` until it streams (it picks up new tables and reports what it cannot "
+            "apply in `replicator status`), or fix the capture policy; then cut over",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -775,7 +801,6 @@ class _Budget:
 
 def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave: int = 0) -> Checkpoint:
     """Apply batches until the journal is applied through ``stop`` (frozen) or within ``leave`` of its head."""
-    assert session.writer is not None
     cfg = session.config.apply
     skipped = frozenset(session.skipped)
     while True:
@@ -1060,7 +1085,6 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
     leaves PostgreSQL's copy as it was. Foreign keys do not act on the reload (``session_replication_role``
     = replica, or parked here and restored and validated by :func:`finish_postgres`)."""
     conn, names = session.pconn, session.copied_tables()
-    assert session.writer is not None
     tables = [session.plan.table(n) for n in names]
     identity = runs.source_identity(session.source)
     run_id = runs.start_run(conn, session.state_schema, command="cutover-copy", mode=session.plan.mode, source=identity)
