@@ -80,7 +80,15 @@ from checkpoints.model import TableChange, genesis
 from replicator import faults, log, pg
 from replicator.apply import dependents
 from replicator.config import Config
-from replicator.errors import BadValue, ReplicatorError, TargetError, TargetNotEmpty, UsageError, is_transient_pg
+from replicator.errors import (
+    BadValue,
+    ReplicatorError,
+    TargetError,
+    TargetNotEmpty,
+    UniqueCollision,
+    UsageError,
+    is_transient_pg,
+)
 from replicator.plan import pgreflect, pgschema, typemap
 from replicator.plan.profile import (
     STORAGE_CLASSES,
@@ -746,9 +754,14 @@ def load_table(
     def load(text_factory: Callable[[bytes], str] | None) -> TableResult:
         return _load_table(*args, shared, text_factory, held)
 
+    def refusal(exc: psycopg.Error) -> ReplicatorError:
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return unique_refusal(sconn, pconn, plan, table, exc, policy=policy, fetch_rows=fetch_rows)
+        return copy_error(table, exc)
+
     while True:
         try:
-            return _load_decoding(load, sconn, table, bound)
+            return _load_decoding(load, sconn, table, bound, refusal)
         except _Redo:
             bound.info("rows reference rows of their own table quarantined after them; loading the table again")
 
@@ -758,17 +771,18 @@ def _load_decoding(
     sconn: sqlite3.Connection,
     table: pgschema.TablePlan,
     bound: Any,
+    refusal: Callable[[psycopg.Error], ReplicatorError],
 ) -> TableResult:
     try:
         return load(None)
     except psycopg.Error as exc:
-        raise copy_error(table, exc) from None
+        raise refusal(exc) from None
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
             return load(convert.decode_text)
         except psycopg.Error as exc:
-            raise copy_error(table, exc) from None
+            raise refusal(exc) from None
         finally:
             sconn.text_factory = str
 
@@ -907,9 +921,13 @@ def _load_table(
 def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     """PostgreSQL refused the table's rows: name the table and say what to do; nothing was committed."""
     message = f"loading {table.source} into {table.name} failed: {pgschema.pg_message(exc)}; nothing was committed"
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation | psycopg.errors.UniqueViolation):
+        detail = exc.diag.message_detail  # "Key (parent_id)=(77) is not present in table ...": the orphan; or
+        # "Key (at)=(2024-05-01 10:00:00) already exists": the key two SQLite rows share (one line even if a value
+        # holds a newline)
+        shown = (detail or "").rstrip(".").replace("\n", "\\n")
+        message = message.replace("; nothing", f" ({shown}); nothing") if shown else message
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        detail = exc.diag.message_detail  # "Key (parent_id)=(77) is not present in table ...": the orphan
-        message = message.replace("; nothing", f" ({detail.rstrip('.')}); nothing") if detail else message
         hint = (
             "SQLite holds rows whose parent is missing (its foreign keys are off by default): fix the orphans, "
             "or load in create mode where foreign keys are created NOT VALID and checked at cutover "
@@ -922,6 +940,74 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     else:
         hint = "check the target table's definition against the SQLite table; rerun with -v for details"
     return TargetError(message, hint=hint, transient=is_transient_pg(exc))
+
+
+def unique_refusal(
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    plan: pgschema.SchemaPlan,
+    table: pgschema.TablePlan,
+    exc: psycopg.errors.UniqueViolation,
+    *,
+    policy: str,
+    fetch_rows: int,
+) -> ReplicatorError:
+    """A UNIQUE index of the target refused the table's rows: name two rows it finds equal, and the index.
+
+    In existing mode the index is the app's own (on PostgreSQL's lower(), which folds every letter, or over
+    a date-time column where two spellings are one instant): rows SQLite keeps distinct collide, and
+    PostgreSQL's message names neither. So the rows are copied again with that index dropped, in a
+    transaction that is rolled back (the index with it), and grouped on the index's terms as the apply
+    does (:func:`pgschema.duplicates_query`). PostgreSQL's own message when that cannot be said.
+    """
+    name = exc.diag.constraint_name
+    by_source = {c.source: c.name for c in table.columns if c.source is not None}
+    key = table.primary_key or tuple(by_source.get(k, "") for k in table.key_source)  # existing mode: the PG names
+    if not name or not key or "" in key:
+        return copy_error(table, exc)
+    ident = sql.Identifier(plan.schema, table.name)
+    source_cols, extra = read_layout(table)
+    try:
+        with pconn.transaction(force_rollback=True):
+            found = pconn.execute(
+                "SELECT array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k),"
+                " pg_get_expr(i.indpred, i.indrelid), c.conname FROM pg_index i LEFT JOIN pg_constraint c"
+                " ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid WHERE i.indexrelid = %s::regclass",
+                (sql.Identifier(plan.schema, name).as_string(pconn),),
+            ).fetchone()
+            if found is None:
+                return copy_error(table, exc)
+            exprs, predicate, constraint = found
+            if constraint is not None:
+                pconn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {} CASCADE").format(ident, sql.Identifier(name)))
+            else:
+                pconn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(plan.schema, name)))
+            empty_table(pconn, ident)
+            batches = _batches(sconn, _select(table.source, source_cols + extra), fetch_rows)
+            copy_rows(
+                pconn,
+                plan.schema,
+                table,
+                batches,
+                width=len(source_cols),
+                key_of=key_getter(table),
+                policy=policy,
+                extra=bool(extra),
+            )
+            keys = pconn.execute(pgschema.duplicates_query(ident, exprs, predicate, key)).fetchall()
+    except psycopg.Error:  # another constraint refused the copy without the index: PostgreSQL's own message
+        return copy_error(table, exc)
+    if len(set(keys)) < 2:  # the key itself collided: PostgreSQL would show one key twice
+        return copy_error(table, exc)
+    names = table.key_source if len(table.key_source) == len(key) else key
+    return UniqueCollision(
+        pgschema.collision_message(table.source, names, keys[:2], name, exprs) + "; nothing was committed",
+        hint=(
+            "make the two values distinct as PostgreSQL compares them (its lower()/upper() fold every letter, "
+            f"SQLite's only ASCII; date-time text is compared as the instant it names), or drop index {name} "
+            "in PostgreSQL, then run the snapshot again"
+        ),
+    )
 
 
 def empty_table(conn: psycopg.Connection[Any], ident: sql.Composable) -> bool:
