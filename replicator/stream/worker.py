@@ -20,7 +20,9 @@ state changes and once on recovery; a terminal one sets phase ERRORED with its h
 SIGTERM/SIGINT finish (or roll back) the current batch and return normally.
 
 Two daemons on one source are refused twice: a lock file next to the source, and a PostgreSQL
-advisory lock keyed by the capture's source id held by the apply connection.
+advisory lock keyed by the capture's source id held by the apply connection (:mod:`replicator.state.lock`).
+At every (re)start the loop opens an apply session (:mod:`replicator.stream.session`, the one the cutover
+drains with); schema drift is followed by :mod:`replicator.stream.drift`.
 
 Two helper threads keep PostgreSQL busy without changing any of the above: the
 :class:`~replicator.stream.prefetch.Prefetcher` reads batch N+1 (its own read transaction, its own
