@@ -10,7 +10,7 @@ negative control: the same function run over a planted bad source must find the 
   our packages ``checkpoints`` imports none and ``triggers`` only ``checkpoints.errors`` (the one error base)
   (:data:`MAY_IMPORT`, :data:`MAY_IMPORT_MODULES`).
 * Inside ``replicator/`` the packages are layers (:data:`LAYERS`, lowest first) and every import points to
-  the same layer or a lower one; the one exception today is in :data:`ALLOWED_BACK_EDGES`, with its reason.
+  the same layer or a lower one; an exception would be listed in :data:`ALLOWED_BACK_EDGES`, with its reason.
 * Failpoints (:mod:`replicator.faults`): every name is declared once and well formed, every call names a
   declared point with a literal, every declared point is called, and the crash matrix
   (``tests/reliability/crash.py``) kills at every point and only at declared ones.
@@ -46,12 +46,7 @@ MAY_IMPORT_MODULES: Final[dict[str, frozenset[str]]] = {"triggers": frozenset({"
 ENTRY_MODULES: Final = {"replicator.__main__": "cli"}
 """Top-level modules that are not core: ``python -m replicator`` runs the CLI."""
 
-ALLOWED_BACK_EDGES: Final[dict[tuple[str, str], str]] = {
-    # The source lock (lock file + advisory lock) lives in the daemon's module; the online re-load takes it
-    # when `snapshot --replace --tables` runs on a streaming target. Goes away when the lock gets a module of
-    # its own below load/ (issue 19: one source lock shared by the daemon, cutover and status).
-    ("replicator.load.resnapshot", "replicator.stream.worker"): "take_lock",
-}
+ALLOWED_BACK_EDGES: Final[dict[tuple[str, str], str]] = {}
 """(importer, imported) -> the names it needs; an upward import that must be removed, not copied."""
 
 FAILPOINT_NAME: Final = re.compile(r"[a-z]+\.[a-z]+(?:_[a-z]+)*")

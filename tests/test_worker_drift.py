@@ -26,7 +26,7 @@ from psycopg import conninfo, sql
 from replicator.apply import batch as apply
 from replicator.inspect import status
 from replicator.state import phase
-from replicator.stream.worker import WorkerError
+from replicator.stream.session import WorkerError
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
 from tests.test_bad_inputs import Ran, run_cli
 

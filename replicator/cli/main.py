@@ -735,6 +735,7 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     """Apply the change journal to PostgreSQL exactly once (snapshot first if the target has none)."""
     from replicator.stream import worker
     from replicator.stream.metrics import Metrics
+    from replicator.stream.session import AlreadyCutOver
 
     sys.setswitchinterval(worker.SWITCH_INTERVAL_S)
     cfg = ctx.config
@@ -743,7 +744,7 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     metrics = Metrics() if cfg.metrics.port is not None else None  # served by the daemon once it holds its lock
     try:
         result = worker.run(ctx.source, ctx.target, cfg, once=once, until_drained=until_drained, metrics=metrics)
-    except worker.AlreadyCutOver as exc:
+    except AlreadyCutOver as exc:
         if exc.exit_code != 0:
             raise
         if not ctx.quiet:  # finished, not failed: exit 0 so that Restart=on-failure leaves the daemon down

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import getpass
 import hashlib
 import os
@@ -82,10 +81,10 @@ from replicator.inspect import verify
 from replicator.load import resnapshot, snapshot
 from replicator.plan import pgschema, skips
 from replicator.progress import Progress
-from replicator.state import phase, stateschema
+from replicator.state import lock, phase, stateschema
 from replicator.state import schema as runs
 from replicator.state.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
-from replicator.stream.worker import HANDOVER_SIGNAL, lock_holder, lock_path, take_lock
+from replicator.stream.session import ApplySession, skips_of
 from replicator.values import quarantine
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
@@ -223,11 +222,13 @@ def _lock_wait(session: _Session, exc: BaseException, clock: _Clock, options: Op
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None
-    try:
-        with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as c:
-            holders = pg.blockers(c, [session.plan.schema, session.state_schema])
-    except (psycopg.Error, ReplicatorError, AttributeError):  # AttributeError: failed before the plan was read
-        holders = []
+    holders: list[str] = []
+    if session.apply_session is not None:  # else it failed before the plan was read
+        try:
+            with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as c:
+                holders = pg.blockers(c, [session.plan.schema, session.state_schema])
+        except (psycopg.Error, ReplicatorError):
+            holders = []
     who = "; ".join(holders) if holders else "a session that has since let go"
     step = clock.current or "preflight"
     where = (
@@ -385,12 +386,9 @@ class _Session:
         self.pconn: psycopg.Connection[Any]
         self.sconn: sqlite3.Connection
         self.meta: Meta
-        self.plan: pgschema.SchemaPlan
-        self.targets: dict[str, apply.TableTarget] = {}
-        self.skipped: dict[str, str] = {}
-        """Captured tables the migration leaves out (:mod:`replicator.plan.skips`), with the reason."""
-        self.writer: apply.Writer | None = None
-        self.prev: Checkpoint
+        self.apply_session: ApplySession | None = None
+        """The daemon's apply machinery on our connection (:mod:`replicator.stream.session`), from the
+        preflight on: plan, targets, skipped tables, writer, chain head (the properties below)."""
         self.verified: Checkpoint
         """The chain head the preflight verified the whole chain up to."""
         self.progress: Progress | None = None
@@ -427,13 +425,10 @@ class _Session:
 
     def _take_file_lock(self) -> None:
         """The daemon's lock file; a running daemon is asked to hand it over (it resumes if we abort)."""
-        path = lock_path(self.source)
-        handle: IO[str] = path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        handle = lock.open_lock_file(self.source)
+        if not lock.try_flock(handle):
             try:
-                self._ask_daemon(path, handle)
+                self._ask_daemon(lock.lock_path(self.source), handle)
             except BaseException:
                 handle.close()
                 raise
@@ -441,7 +436,7 @@ class _Session:
 
     def _ask_daemon(self, path: Path, handle: IO[str]) -> None:
         """Signal the daemon whose pid the lock file holds; wait until it has finished its batch and let go."""
-        pid = lock_holder(self.source)
+        pid = lock.lock_holder(self.source)
         refused = f"a `replicator run` daemon{f' (pid {pid})' if pid else ''} holds {path}"
         if pid is None:
             raise CutoverAborted(
@@ -450,7 +445,7 @@ class _Session:
                 "or stop the daemon (SIGTERM: it finishes its batch) and run cutover again",
             )
         try:
-            os.kill(pid, HANDOVER_SIGNAL)
+            os.kill(pid, lock.HANDOVER_SIGNAL)
         except ProcessLookupError:
             pass  # it exited just now: its lock goes with it
         except PermissionError:
@@ -459,27 +454,24 @@ class _Session:
             ) from None
         self.log.info("asked the daemon for its locks", pid=pid)
         deadline = time.monotonic() + HANDOVER_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CutoverAborted(
-                        f"{refused} and did not hand it over within {HANDOVER_TIMEOUT_S:g}s",
-                        hint="see the daemon's log; stop it (SIGTERM) and run cutover again",
-                    ) from None
-                time.sleep(0.05)
+        while not lock.try_flock(handle):
+            if time.monotonic() > deadline:
+                raise CutoverAborted(
+                    f"{refused} and did not hand it over within {HANDOVER_TIMEOUT_S:g}s",
+                    hint="see the daemon's log; stop it (SIGTERM) and run cutover again",
+                )
+            time.sleep(0.05)
 
     def _take_advisory_lock(self) -> None:
-        if not take_lock(self.pconn, self.meta.source_id):  # a daemon stopped just now: its backend may still hold it
+        # with take_lock's grace: the backend of a daemon stopped just now may still hold it
+        if not lock.take_lock(self.pconn, self.meta.source_id):
             raise CutoverAborted(
                 f"another replicator is applying source {self.meta.source_id} to this target",
                 hint="stop `replicator run` (see pg_stat_activity, application_name=replicator) and run cutover again",
             )
 
     def prepare_apply(self) -> None:
-        """The daemon's start-up, minus the snapshot: plan, targets, FK mode, digests, writer, chain head."""
+        """The daemon's start-up, minus the snapshot: the same apply session, on our connection."""
         conn = self.pconn
         stateschema.ensure(conn, self.state_schema)
         plan = apply.load_plan(conn, self.state_schema)
@@ -489,30 +481,46 @@ class _Session:
                 "the target holds no snapshot (no saved plan or no genesis checkpoint)",
                 hint="run `replicator run` until it streams, then cut over",
             )
-        self.plan, self.prev = plan, prev
-        self.skipped = skips.skipped(self.config, plan, {*self.meta.tables, *self.config.types})
-        self.targets, problems = apply.resolve_targets(plan, self.meta, self.skipped)
-        if problems:
-            listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
-            raise CutoverAborted(
-                f"cannot apply table(s): {listed}",
-                hint="run `replicator run` until it streams (it picks up new tables and reports what it cannot "
-                "apply in `replicator status`), or fix the capture policy; then cut over",
-            )
-        fk = apply.fk_mode(conn)
-        if fk == "parked":
-            apply.park_foreign_keys(conn, self.state_schema, plan.schema, [t.target for t in self.targets.values()])
-        with conn.transaction():
-            apply.seed_digests(conn, self.state_schema, self.targets)
-        self.writer = apply.Writer(
+        self.apply_session = ApplySession(
             conn,
-            self.targets,
-            state_schema=self.state_schema,
-            fk=fk,
-            on_bad_value=self.config.snapshot.on_bad_value,
-            source=self.sconn,
+            self.sconn,
+            self.meta,
+            self.config,
             plan=plan,
+            prev=prev,
+            skip_reasons=skips_of(self.config, plan, self.meta),
+            refuse=_refuse_unresolved,
         )
+
+    def _applying(self) -> ApplySession:
+        assert self.apply_session is not None, "the preflight opens the apply session (prepare_apply)"
+        return self.apply_session
+
+    @property
+    def plan(self) -> pgschema.SchemaPlan:
+        return self._applying().plan
+
+    @property
+    def prev(self) -> Checkpoint:
+        """The chain head; every drained batch moves it."""
+        return self._applying().prev
+
+    @prev.setter
+    def prev(self, head: Checkpoint) -> None:
+        self._applying().prev = head
+
+    @property
+    def targets(self) -> dict[str, apply.TableTarget]:
+        return self._applying().targets
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Captured tables the migration leaves out (:mod:`replicator.plan.skips`), with the reason."""
+        return self._applying().skip_reasons
+
+    @property
+    def writer(self) -> apply.Writer:
+        return self._applying().writer
 
     def certified_tables(self) -> list[str]:
         """Every planned table the migration moves (skipped ones excluded)."""
@@ -532,15 +540,25 @@ class _Session:
         return [n for n in self.certified_tables() if n not in copied]
 
     def close(self) -> None:
-        if self.writer is not None:
+        if self.apply_session is not None:
             with contextlib.suppress(Exception):
-                self.writer.close()
+                self.apply_session.close()
         for conn in (getattr(self, "pconn", None), getattr(self, "sconn", None)):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
         if self._lock_file is not None:
             self._lock_file.close()
+
+
+def _refuse_unresolved(problems: dict[str, str]) -> None:
+    if problems:
+        listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
+        raise CutoverAborted(
+            f"cannot apply table(s): {listed}",
+            hint="run `replicator run` until it streams (it picks up new tables and reports what it cannot "
+            "apply in `replicator status`), or fix the capture policy; then cut over",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,7 +833,6 @@ class _Budget:
 
 def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave: int = 0) -> Checkpoint:
     """Apply batches until the journal is applied through ``stop`` (frozen) or within ``leave`` of its head."""
-    assert session.writer is not None
     cfg = session.config.apply
     skipped = frozenset(session.skipped)
     while True:
@@ -1100,7 +1117,6 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
     leaves PostgreSQL's copy as it was. Foreign keys do not act on the reload (``session_replication_role``
     = replica, or parked here and restored and validated by :func:`finish_postgres`)."""
     conn, names = session.pconn, session.copied_tables()
-    assert session.writer is not None
     tables = [session.plan.table(n) for n in names]
     identity = runs.source_identity(session.source)
     run_id = runs.start_run(conn, session.state_schema, command="cutover-copy", mode=session.plan.mode, source=identity)

@@ -33,7 +33,7 @@ from checkpoints.model import Checkpoint
 from replicator import pg
 from replicator.config import Config
 from replicator.plan import skips
-from replicator.state import integrity, phase
+from replicator.state import integrity, lock, phase
 from replicator.state.phase import ApplyState, Phase
 from replicator.values import quarantine
 from triggers import fence, journal
@@ -351,9 +351,7 @@ def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
 
 def _daemon_running(conn: psycopg.Connection[Any], source_id: str) -> bool:
     """A daemon holds the advisory lock keyed by the source id for as long as it runs."""
-    from replicator.stream.worker import lock_key
-
-    key = lock_key(source_id) & 0xFFFF_FFFF_FFFF_FFFF
+    key = lock.lock_key(source_id) & 0xFFFF_FFFF_FFFF_FFFF
     row = conn.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
         "AND classid::bigint = %s AND objid::bigint = %s AND database = "

@@ -63,6 +63,7 @@ from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
 from replicator.plan import pgreflect, pgschema, skips
 from replicator.plan.profile import profile_table
+from replicator.state import lock
 from replicator.state import schema as state
 from triggers import drift
 from triggers import source as sqlite_source
@@ -378,8 +379,6 @@ def replace_tables(
     other tables that pointed at it are put back as they were); existing mode maps it onto the PostgreSQL table
     the app's migration left (:func:`replan`). Refused while a daemon applies this source (stop it first).
     """
-    from replicator.stream.worker import take_lock  # the daemon imports this module
-
     started = time.monotonic()
     schema_name = config.target.state_schema
     sconn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
@@ -399,7 +398,7 @@ def replace_tables(
                     f"--mode {mode}: the target was loaded in {plan.mode} mode", hint=f"pass --mode {plan.mode}"
                 )
             snapshot.only_tables(plan, names)  # unknown names are refused by name
-            if not take_lock(conn, meta.source_id):
+            if not lock.take_lock(conn, meta.source_id):
                 raise UsageError(
                     "a `replicator run` is applying this source to the target",
                     hint="stop it, run this again, then restart `replicator run`",
