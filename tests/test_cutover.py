@@ -24,7 +24,7 @@ from replicator import faults, pg
 from replicator.apply import batch as apply
 from replicator.cutover import certificate
 from replicator.cutover.window import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
-from replicator.errors import VerificationFailed
+from replicator.errors import TargetError, VerificationFailed
 from replicator.state import phase
 from replicator.values import quarantine
 from tests.test_apply_cases import app, cfg, check_same, drain, make_source
@@ -901,3 +901,43 @@ def test_a_lock_on_a_post_load_index_table_during_the_freeze_is_named_not_warned
     assert f"pid {pid}" in message, message
     assert "reporting-job" in message, message
     app(src).execute("INSERT INTO tag VALUES ('c', 'z')")  # SQLite is writable again
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_a_transient_error_in_the_catch_up_reads_the_batch_again(
+    src: Path, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transient: bool
+) -> None:
+    """The crash matrix saw a cutover abort before the freeze on the apply's transient refusal (the app swapped
+    two rows' unique values between the batch's read and its collision check). Before the freeze the app still
+    writes, so the catch-up reads the batch again, as the daemon does; a non-transient error still aborts
+    (the negative control), with nothing fenced."""
+    drain(src, pg_dsn)
+    db = app(src)
+    db.execute("INSERT INTO parent VALUES (4, 'd', 4.0)")
+    real = apply.Writer.write_batch
+    calls: list[int] = []
+
+    def swapped_once(self: apply.Writer, batch: apply.Batch, prev: Any, extra: Any = None) -> apply.Applied:
+        calls.append(batch.seq_to)
+        if len(calls) == 1:
+            raise TargetError(
+                "rows of parent changed in SQLite while a batch was applied (two rows swapping a value of unique "
+                "index parent_name_key); the batch is read again",
+                hint="nothing to do: the daemon retries",
+                transient=transient,
+            )
+        return real(self, batch, prev, extra)
+
+    monkeypatch.setattr(apply.Writer, "write_batch", swapped_once)
+    if not transient:
+        with pytest.raises(TargetError, match="swapping a value"):
+            cutover(src, pg_dsn, cfg(), opts(tmp_path))
+        assert writable(src)
+        return
+    result = cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    assert result.certificate is not None
+    assert certificate.seal_ok(result.certificate)
+    assert len(calls) >= 2
+    assert calls[0] == calls[1]
+    check_same(src, pg_dsn)
+    assert not writable(src)

@@ -93,6 +93,8 @@ from triggers.schema import quote_ident
 
 HANDOVER_TIMEOUT_S: Final = 60.0
 """How long cutover waits for a running daemon to finish its batch and release its locks."""
+CATCHUP_RETRIES: Final = 5
+"""Times in a row a catch-up batch is read again after a transient error (the app changed its rows meanwhile)."""
 CATCHUP_BACKLOG: Final = 2_000
 """Preflight catches up until at most this many journal entries remain for the freeze to drain."""
 FULL_RECHECK_FRACTION: Final = 0.25
@@ -835,6 +837,7 @@ def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave:
     """Apply batches until the journal is applied through ``stop`` (frozen) or within ``leave`` of its head."""
     cfg = session.config.apply
     skipped = frozenset(session.skipped)
+    retries = 0
     while True:
         batch = apply.read_batch(
             session.sconn,
@@ -852,7 +855,19 @@ def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave:
         if batch.empty:
             return session.prev
         current = Phase.CUTOVER if stop is not None else Phase.CATCHUP
-        applied = session.writer.write_batch(batch, session.prev, extra=_record(session, batch, current))
+        try:
+            applied = session.writer.write_batch(batch, session.prev, extra=_record(session, batch, current))
+        except ReplicatorError as exc:
+            # Before the freeze the app still writes: a batch can meet rows it changed since they were read
+            # (two rows swapping a unique value). Its transaction rolled back whole, so read it again, as the
+            # daemon would. In the freeze nothing writes: a transient error there is not a race; it aborts.
+            if stop is not None or not exc.transient or retries >= CATCHUP_RETRIES:
+                raise
+            retries += 1
+            session.log.warning("catch-up batch read again", error=exc.message, attempt=retries)
+            time.sleep(0.05 * retries)
+            continue
+        retries = 0
         session.prev = applied.checkpoint
         if budget is not None:
             budget.check("a drain batch")
