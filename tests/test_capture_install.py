@@ -406,7 +406,11 @@ def test_install_while_an_app_process_writes(tmp_path: Path) -> None:
         "    time.sleep(0.001)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stderr=subprocess.PIPE, text=True)
-    time.sleep(0.15)
+    # Install once the app has written (its interpreter may take longer than any fixed sleep to start on a
+    # loaded machine: a sleep let the install land before the first insert, and `first` was 1).
+    deadline = time.monotonic() + 60
+    while _rows(path) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     install.install(path)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -428,3 +432,12 @@ def test_install_waits_then_reports_a_busy_database_clearly(tmp_path: Path) -> N
     app.execute("COMMIT")
     assert install.install(path).changed == ("t",)
     assert read_schema(app).table("t").name == "t"
+
+
+def _rows(path: Path) -> int:
+    """Rows the app committed so far, read on a connection of its own (closed again at once)."""
+    conn = sqlite3.connect(path, timeout=5.0)
+    try:
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+    finally:
+        conn.close()
