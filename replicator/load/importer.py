@@ -201,7 +201,6 @@ class _Job(msgspec.Struct):
         entry = self.manifest.table(table.source)
         columns = [c.source for c in table.load_columns if c.source is not None]
         key_cols = [k for k in table.key_source if k in entry.columns]
-        width = len(columns)
         if self.progress is not None:
             self.progress.start(table.source, entry.rows)
 
@@ -222,7 +221,6 @@ class _Job(msgspec.Struct):
                     plan.schema,
                     table,
                     _batches(self.reader, entry, columns),
-                    width=width,
                     key_of=key_of,
                     policy=self.policy,
                     on_batch=on_batch,
