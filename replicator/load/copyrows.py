@@ -145,21 +145,18 @@ def copy_statement(schema_name: str, table: pgschema.TablePlan, *, freeze: bool)
 def copy_rows(
     pconn: psycopg.Connection[Any],
     schema_name: str,
-    table: pgschema.TablePlan,
+    pipe: RowPipe,
     batches: Iterable[Sequence[Sequence[Any]]],
     *,
-    key_of: KeyOf,
-    policy: str,
     on_batch: Callable[[int], None] | None = None,
     freeze: bool = False,
-    verify: bool = False,
-    extra: bool = True,
     held: dependents.Held | None = None,
 ) -> Copied:
-    """Convert, checksum and binary-COPY a stream of source rows into ``table`` (caller's transaction).
+    """Convert, checksum and binary-COPY a stream of source rows into ``pipe``'s table (caller's transaction).
 
-    ``verify``: the table's types are a guess (``guess_profile``): any value off the guess raises
-    ``_Unverified`` (the caller's transaction then rolls back).
+    ``pipe`` (:class:`RowPipe`) says how each row is read, converted and refused; with ``verify`` the
+    table's types are a guess (``guess_profile``): any value off the guess raises ``_Unverified`` (the
+    caller's transaction then rolls back).
 
     ``freeze``: the caller truncated the table in this transaction, so COPY may write the rows
     frozen and all-visible (``COPY ... FREEZE``): the index builds and ANALYZE that follow, and every
@@ -168,13 +165,13 @@ def copy_rows(
 
     Every row source goes through here: SQLite for the snapshot, an export's JSON Lines for import.
     A row holds the SQLite values of the plan's load columns first, in their order, and may carry
-    extra key values after them (for messages; ``extra=False`` promises none, a little faster). A
-    refused value stops the load (``BadValue`` naming table, key, column and value) or, with the
-    quarantine policy, skips and records the row (:class:`RowPipe`).
+    extra key values after them (for messages; the pipe's ``extra=False`` promises none, a little
+    faster). A refused value stops the load (``BadValue`` naming table, key, column and value) or,
+    with the quarantine policy, skips and records the row.
 
     ``held`` (quarantine policy): the quarantined rows that rows reference (:mod:`replicator.apply.dependents`).
     """
-    pipe = RowPipe(table, key_of=key_of, policy=policy, verify=verify, extra=extra)
+    table = pipe.table
     read = total = 0
     name = table.source
     check, keep = held.hooks(name) if held is not None else (None, None)

@@ -216,16 +216,9 @@ class _Job(msgspec.Struct):
         try:
             with pconn.transaction():
                 snapshot.empty_table(pconn, ident)
-                copied = snapshot.copy_rows(
-                    pconn,
-                    plan.schema,
-                    table,
-                    _batches(self.reader, entry, columns),
-                    key_of=key_of,
-                    policy=self.policy,
-                    on_batch=on_batch,
-                    held=parents,
-                )
+                pipe = snapshot.RowPipe(table, key_of=key_of, policy=self.policy, verify=False, extra=True)
+                batches = _batches(self.reader, entry, columns)
+                copied = snapshot.copy_rows(pconn, plan.schema, pipe, batches, on_batch=on_batch, held=parents)
                 held = copied.server_rows  # emptied in this transaction: COPY's count is the table's
                 if copied.read != entry.rows or held != copied.written:
                     raise TargetError(

@@ -21,7 +21,7 @@ from replicator import faults, log
 from replicator.apply import dependents
 from replicator.errors import TargetError
 from replicator.load.context import LoadContext
-from replicator.load.copyrows import Copied, copy_error, copy_rows, key_getter, read_layout
+from replicator.load.copyrows import Copied, RowPipe, copy_error, copy_rows, key_getter, read_layout
 from replicator.load.results import TableResult
 from replicator.load.source import _batches, _DecodeFallback, _select
 from replicator.plan import pgschema
@@ -189,19 +189,8 @@ def _copy_table(ctx: LoadContext, plan: pgschema.SchemaPlan, table: pgschema.Tab
     batches = _batches(ctx.sconn, _select(table.source, source_cols + extra), ctx.run.fetch_rows)
     with _self_references(pconn, plan, how.held, table.source):
         if how.shared is None or how.held is not None:
-            return copy_rows(
-                pconn,
-                plan.schema,
-                table,
-                batches,
-                key_of=key_getter(table),
-                policy=ctx.run.policy,
-                on_batch=on_batch,
-                freeze=freeze,
-                verify=how.verify,
-                extra=bool(extra),
-                held=how.held,
-            )
+            pipe = RowPipe(table, key_of=key_getter(table), policy=ctx.run.policy, verify=how.verify, extra=bool(extra))
+            return copy_rows(pconn, plan.schema, pipe, batches, on_batch=on_batch, freeze=freeze, held=how.held)
         return how.shared.copy(
             pconn,
             plan.schema,
