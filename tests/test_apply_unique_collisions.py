@@ -260,3 +260,88 @@ def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_ref
     assert pg_rows(pg_dsn, "SELECT id, name FROM users ORDER BY id") == [(1, "x"), (2, "y")]  # rolled back
     drain(path, pg_dsn)
     check_same(path, pg_dsn)
+
+
+def test_existing_mode_snapshot_names_both_rows_the_apps_index_cannot_hold(tmp_path: Path, pg_dsn: str) -> None:
+    """Existing mode: the app's own migration built the index on PostgreSQL's lower(), which folds every letter,
+    so 'Émile' and 'émile' (apart under SQLite's ASCII-only lower()) are equal there. The snapshot must refuse
+    in one line naming both rows and the index, with nothing committed."""
+    path = make_source(tmp_path / "x.db", USERS, "INSERT INTO users VALUES (1, 'Émile'), (2, 'émile');")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL)")
+        conn.execute("CREATE UNIQUE INDEX users_lower ON users (lower(name))")
+    with pytest.raises(UniqueCollision) as refused:
+        snapshot.snapshot(path, pg_dsn, config.load(environ={}), mode="existing")
+    message = refused.value.message
+    assert "\n" not in message
+    assert "rows users (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL" in message, message
+    assert "unique index users_lower (lower(name))" in message, message
+    assert refused.value.hint
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM users") == [(0,)]  # nothing committed
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the app's index is still there, unchanged
+        defined = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'users_lower'").fetchall()
+    assert defined == [("CREATE UNIQUE INDEX users_lower ON public.users USING btree (lower(name))",)]
+
+
+def test_existing_mode_snapshot_names_both_rows_a_unique_constraint_cannot_hold(tmp_path: Path, pg_dsn: str) -> None:
+    """The same over a UNIQUE constraint (Django's unique_together) on a timestamp column: two spellings of one
+    instant. The constraint is put back with the rolled-back transaction, and one fix lets the snapshot load."""
+    path = make_source(
+        tmp_path / "y.db",
+        BOOKINGS,
+        "INSERT INTO bookings VALUES (1, 7, '2024-05-01 10:00:00'), (2, 7, '2024-05-01T10:00:00');",
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE bookings (id bigint PRIMARY KEY, room bigint NOT NULL, starts_at timestamp NOT NULL,"
+            " CONSTRAINT bookings_slot UNIQUE (room, starts_at))"
+        )
+    with pytest.raises(
+        UniqueCollision, match=r"rows bookings \(id=1\) and \(id=2\) .* bookings_slot \(room, starts_at\)"
+    ):
+        snapshot.snapshot(path, pg_dsn, config.load(environ={}), mode="existing")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM bookings").fetchone() == (0,)
+        kept = conn.execute("SELECT contype FROM pg_constraint WHERE conname = 'bookings_slot'").fetchall()
+    assert kept == [("u",)]
+    app(path).execute("UPDATE bookings SET starts_at = '2024-05-01 11:00:00' WHERE id = 2")
+    snapshot.snapshot(path, pg_dsn, config.load(environ={}), mode="existing")
+    assert pg_rows(pg_dsn, "SELECT id FROM bookings ORDER BY id") == [(1,), (2,)]
+
+
+def test_existing_mode_snapshot_names_the_key_two_spellings_share(tmp_path: Path, pg_dsn: str) -> None:
+    """A date-time primary key written two ways: one key in PostgreSQL, so the refusal names that key (PostgreSQL's
+    detail) and the constraint, in one line, with nothing committed."""
+    path = make_source(
+        tmp_path / "k.db",
+        "CREATE TABLE slots (at DATETIME PRIMARY KEY NOT NULL, label TEXT);",
+        "INSERT INTO slots VALUES ('2024-05-01 10:00:00', 'a'), ('2024-05-01T10:00:00', 'b');",
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE slots (at timestamp PRIMARY KEY, label text)")
+    with pytest.raises(TargetError) as refused:
+        snapshot.snapshot(path, pg_dsn, config.load(environ={}), mode="existing")
+    message = refused.value.message
+    assert "\n" not in message
+    assert 'unique constraint "slots_pkey" (Key (at)=(2024-05-01 10:00:00) already exists)' in message, message
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM slots") == [(0,)]
+
+
+def test_existing_mode_apply_keeps_the_row_the_apps_lower_index_would_lose(tmp_path: Path, pg_dsn: str) -> None:
+    """Issue 14 item 2a where it still bites: the app's own PostgreSQL index on lower(), which folds 'É'. The
+    apply stops naming both keys and the index; 'Émile' is never deleted; status says ERRORED, exits 1."""
+    path = make_source(tmp_path / "e.db", USERS, "INSERT INTO users VALUES (1, 'Émile');")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL)")
+        conn.execute("CREATE UNIQUE INDEX users_lower ON users (lower(name))")
+    existing = config.load(overrides={"apply": {"poll_interval_s": 0.05}, "snapshot": {"mode": "existing"}}, environ={})
+    drain(path, pg_dsn, existing)
+    app(path).execute("INSERT INTO users VALUES (2, 'émile')")
+    with pytest.raises(UniqueCollision) as refused:
+        drain(path, pg_dsn, existing)
+    assert "rows users (id=1) and (id=2) are distinct in SQLite but equal in PostgreSQL" in refused.value.message
+    assert "unique index users_lower (lower(name))" in refused.value.message
+    assert pg_rows(pg_dsn, "SELECT id, name FROM users") == [(1, "Émile")]
+    code, got = status_json(path, pg_dsn)
+    assert code == 1
+    assert got["phase"] == "ERRORED"

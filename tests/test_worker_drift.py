@@ -396,6 +396,28 @@ def test_snapshot_replace_tables_keeps_the_other_tables_positions(three: Path, p
 
 
 @pytest.mark.e2e
+def test_snapshot_replace_tables_is_refused_while_the_daemon_applies(three: Path, pg_dsn: str) -> None:
+    """Beside a running daemon the reload would race its batches: refused in one line, nothing reloaded, the
+    chain and every table's position unchanged, and the daemon goes on applying."""
+    with DaemonProcess(three, pg_dsn) as daemon:
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            chain = conn.execute("SELECT number, hash FROM replicator.checkpoints ORDER BY number").fetchall()
+        refused = cli(three, pg_dsn, "snapshot", "--replace", "--tables", "child")
+        assert refused.code == 2, refused
+        assert len(refused.lines) == 1, refused
+        assert "a `replicator run` is applying this source" in refused.lines[0]
+        assert "stop it" in refused.lines[0]
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            after = conn.execute("SELECT number, hash FROM replicator.checkpoints ORDER BY number").fetchall()
+        assert after == chain  # the daemon was caught up and the app idle: no reload checkpoint, no batch
+        app_writes(three, 0)
+        eventually(lambda: caught_up(three, pg_dsn), daemon)
+        assert daemon.stop() == 0, daemon.output()
+    assert_converged(three, pg_dsn)
+
+
+@pytest.mark.e2e
 def test_renamed_column_hint_followed_word_for_word(three: Path, pg_dsn: str) -> None:
     """A renamed column still stops the daemon; the hint's command, run as printed (with the source and target
     in the environment), then a restart, brings it back with every table equal."""

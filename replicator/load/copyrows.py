@@ -197,9 +197,13 @@ def copy_rows(
 def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     """PostgreSQL refused the table's rows: name the table and say what to do; nothing was committed."""
     message = f"loading {table.source} into {table.name} failed: {pgschema.pg_message(exc)}; nothing was committed"
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation | psycopg.errors.UniqueViolation):
+        detail = exc.diag.message_detail  # "Key (parent_id)=(77) is not present in table ...": the orphan; or
+        # "Key (at)=(2024-05-01 10:00:00) already exists": the key two SQLite rows share (one line even if a value
+        # holds a newline)
+        shown = (detail or "").rstrip(".").replace("\n", "\\n")
+        message = message.replace("; nothing", f" ({shown}); nothing") if shown else message
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        detail = exc.diag.message_detail  # "Key (parent_id)=(77) is not present in table ...": the orphan
-        message = message.replace("; nothing", f" ({detail.rstrip('.')}); nothing") if detail else message
         hint = (
             "SQLite holds rows whose parent is missing (its foreign keys are off by default): fix the orphans, "
             "or load in create mode where foreign keys are created NOT VALID and checked at cutover "

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from replicator import faults, log
 from replicator.apply import dependents
-from replicator.errors import TargetError
+from replicator.errors import ReplicatorError, TargetError, UniqueCollision
 from replicator.load.context import LoadContext
 from replicator.load.copyrows import Copied, RowPipe, copy_error, copy_rows, key_getter, read_layout
 from replicator.load.results import TableResult
@@ -57,9 +57,14 @@ def load_table(
     def load(text_factory: Callable[[bytes], str] | None) -> TableResult:
         return _load_table(ctx, plan, table, how, text_factory)
 
+    def refusal(exc: psycopg.Error) -> ReplicatorError:
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return unique_refusal(ctx, plan, table, exc)
+        return copy_error(table, exc)
+
     while True:
         try:
-            return _load_decoding(load, ctx.sconn, table, bound)
+            return _load_decoding(load, ctx.sconn, table, bound, refusal)
         except _Redo:
             bound.info("rows reference rows of their own table quarantined after them; loading the table again")
 
@@ -78,17 +83,18 @@ def _load_decoding(
     sconn: sqlite3.Connection,
     table: pgschema.TablePlan,
     bound: Any,
+    refusal: Callable[[psycopg.Error], ReplicatorError],
 ) -> TableResult:
     try:
         return load(None)
     except psycopg.Error as exc:
-        raise copy_error(table, exc) from None
+        raise refusal(exc) from None
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
             return load(convert.decode_text)
         except psycopg.Error as exc:
-            raise copy_error(table, exc) from None
+            raise refusal(exc) from None
         finally:
             sconn.text_factory = str
 
@@ -218,6 +224,60 @@ def _loaded(
         seconds=round(seconds, 3),
         checksum=copied.checksum[:16],
         **({"helper_rows": copied.helper_rows} if shared else {}),
+    )
+
+
+def unique_refusal(
+    ctx: LoadContext, plan: pgschema.SchemaPlan, table: pgschema.TablePlan, exc: psycopg.errors.UniqueViolation
+) -> ReplicatorError:
+    """A UNIQUE index of the target refused the table's rows: name two rows it finds equal, and the index.
+
+    In existing mode the index is the app's own (on PostgreSQL's lower(), which folds every letter, or over
+    a date-time column where two spellings are one instant): rows SQLite keeps distinct collide, and
+    PostgreSQL's message names neither. So the rows are copied again with that index dropped, in a
+    transaction that is rolled back (the index with it), and grouped on the index's terms as the apply
+    does (:func:`pgschema.duplicates_query`). PostgreSQL's own message when that cannot be said.
+    """
+    sconn, pconn = ctx.sconn, ctx.pconn
+    name = exc.diag.constraint_name
+    by_source = {c.source: c.name for c in table.columns if c.source is not None}
+    key = table.primary_key or tuple(by_source.get(k, "") for k in table.key_source)  # existing mode: the PG names
+    if not name or not key or "" in key:
+        return copy_error(table, exc)
+    ident = sql.Identifier(plan.schema, table.name)
+    source_cols, extra = read_layout(table)
+    try:
+        with pconn.transaction(force_rollback=True):
+            found = pconn.execute(
+                "SELECT array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k),"
+                " pg_get_expr(i.indpred, i.indrelid), c.conname FROM pg_index i LEFT JOIN pg_constraint c"
+                " ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid WHERE i.indexrelid = %s::regclass",
+                (sql.Identifier(plan.schema, name).as_string(pconn),),
+            ).fetchone()
+            if found is None:
+                return copy_error(table, exc)
+            exprs, predicate, constraint = found
+            if constraint is not None:
+                pconn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {} CASCADE").format(ident, sql.Identifier(name)))
+            else:
+                pconn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(plan.schema, name)))
+            empty_table(pconn, ident)
+            batches = _batches(sconn, _select(table.source, source_cols + extra), ctx.run.fetch_rows)
+            pipe = RowPipe(table, key_of=key_getter(table), policy=ctx.run.policy, verify=False, extra=bool(extra))
+            copy_rows(pconn, plan.schema, pipe, batches)
+            keys = pconn.execute(pgschema.duplicates_query(ident, exprs, predicate, key)).fetchall()
+    except psycopg.Error:  # another constraint refused the copy without the index: PostgreSQL's own message
+        return copy_error(table, exc)
+    if len(set(keys)) < 2:  # the key itself collided: PostgreSQL would show one key twice
+        return copy_error(table, exc)
+    names = table.key_source if len(table.key_source) == len(key) else key
+    return UniqueCollision(
+        pgschema.collision_message(table.source, names, keys[:2], name, exprs) + "; nothing was committed",
+        hint=(
+            "make the two values distinct as PostgreSQL compares them (its lower()/upper() fold every letter, "
+            f"SQLite's only ASCII; date-time text is compared as the instant it names), or drop index {name} "
+            "in PostgreSQL, then run the snapshot again"
+        ),
     )
 
 

@@ -228,7 +228,10 @@ def _unique_checks(table: TableReport, index: Index) -> Iterator[Finding]:
             f"{what} is on {terms or 'an expression'}: PostgreSQL evaluates it by its own rules, so rows SQLite"
             " keeps distinct may be equal there"
             + (
-                " (lower()/upper() fold every letter in PostgreSQL, only ASCII in SQLite: 'É' and 'é')" if folds else ""
+                " (lower()/upper(): replicator builds it on SQLite's ASCII-only folding, so this concerns only an index"
+                " the app's own migration created in PostgreSQL, whose lower()/upper() fold every letter: 'É' and 'é')"
+                if folds
+                else ""
             ),
             hint="check that no two rows collide as PostgreSQL computes it; if two do, the apply stops naming both"
             " (it never drops one): make them distinct in SQLite",

@@ -8,14 +8,16 @@ and UNIQUE columns too), expression UNIQUE indexes (``ON t(lower(c))``), non-ASC
 emoji, case pairs such as 'É'/'é') and date-time text variants in DATETIME columns ('2024-05-01
 10:00:00', '...T10:00:00', fractions, 'Z', offsets). There, values distinct in SQLite may be equal in
 PostgreSQL; the oracle then accepts one outcome besides equality: the apply stopped, phase ERRORED, with
-a one-line error of the project's hierarchy, *and* SQLite really holds two rows that one unique index
-of PostgreSQL would take as equal (:func:`collisions`). A silent difference is never accepted."""
+one line naming both rows' keys and the index (:class:`UniqueCollision`, with a hint), *and* SQLite really
+holds two rows that one unique index of PostgreSQL would take as equal (:func:`collisions`). A silent
+difference is never accepted, nor a refusal that names neither row (PostgreSQL's bare unique violation)."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import itertools
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -28,7 +30,7 @@ import psycopg
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from replicator.errors import ReplicatorError
+from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
 from tests.test_apply_cases import cfg, check_same, drain, make_source
 from triggers.errors import CaptureError
@@ -311,6 +313,10 @@ def collisions(path: Path, schema: tuple[Table, ...]) -> list[str]:
     return found
 
 
+NAMED_COLLISION: Final = re.compile(r"rows \S+ \(.+\) and \(.+\) are distinct in SQLite but equal in PostgreSQL on \w")
+"""The refusal's line (``pgschema.collision_message``): both rows' keys, then the index or the primary key."""
+
+
 def reset(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS replicator CASCADE")
@@ -379,6 +385,8 @@ class Differential(RuleBasedStateMachine):
             ) from exc
         if not getattr(exc, "hint", ""):
             raise AssertionError(f"refusal without a hint: {message}") from exc
+        if not isinstance(exc, UniqueCollision) or not NAMED_COLLISION.search(message):
+            raise AssertionError(f"refusal naming neither row nor the index: {type(exc).__name__}: {message}") from exc
         self.refused = True
         Differential.refusals += 1
         Differential.refused_with.append(f"{type(exc).__name__}: {message}")
@@ -400,6 +408,12 @@ class Differential(RuleBasedStateMachine):
     @rule()
     def apply(self) -> None:
         self.drain_and_check()
+
+    @precondition(lambda self: self.refused)
+    @rule()
+    def refused_already(self) -> None:
+        """The example ended at its refusal; hypothesis still takes its remaining steps, and a step needs a
+        rule whose precondition holds (without one: InvalidDefinition, the run stopped on the harness)."""
 
     def teardown(self) -> None:
         try:
