@@ -53,7 +53,7 @@ FAILPOINT_NAME: Final = re.compile(r"[a-z]+\.[a-z]+(?:_[a-z]+)*")
 """``stage.window``: the stage that owns the window, then where in it (``apply.after_commit``)."""
 
 SHARED_WINDOWS: Final[dict[str, str]] = {
-    "snapshot.copying": "the COPY of one table, by the main process (snapshot.py) or by both (share.py)",
+    "snapshot.copying": "the COPY of one table, by the main process (copyrows.py) or by both (share.py)",
     "snapshot.after_genesis": "the genesis checkpoint, written by the snapshot or by the daemon's first start",
 }
 """Failpoints called at more than one place: one window reached by two code paths, on purpose."""

@@ -41,16 +41,8 @@ def test_reload_into_an_existing_table_that_holds_rows(partitioned: bool, tmp_pa
             with pconn.transaction():
                 run_id = state.start_run(pconn, state_schema, command="resnapshot", mode=plan.mode, source=identity)
             with pconn.transaction():
-                loaded = snapshot.load_table(
-                    sconn,
-                    pconn,
-                    plan,
-                    plan.table("events"),
-                    policy="stop",
-                    state_schema=state_schema,
-                    source=identity,
-                    run_id=run_id,
-                )
+                run = snapshot.LoadRun(state_schema, identity, run_id, policy="stop")
+                loaded = snapshot.load_table(snapshot.LoadContext(sconn, pconn, run), plan, plan.table("events"))
     finally:
         sconn.close()
     assert loaded.rows == 3

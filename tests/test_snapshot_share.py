@@ -21,7 +21,7 @@ import pytest
 from checkpoints import audit, store
 from replicator import config
 from replicator.errors import BadValue, ConfigError
-from replicator.load import snapshot
+from replicator.load import costs, snapshot
 from replicator.state import schema as state
 from replicator.stream.worker import Worker
 from tests.compare import assert_same, compare_table
@@ -440,7 +440,7 @@ def test_a_dominant_tables_profile_is_scanned_by_both_processes(
 
     path = make_source(tmp_path / "app.db")
     monkeypatch.setattr(profile, "CHUNK_CHARS", 1000)  # 256-row chunks (the helper scans what it is given)
-    monkeypatch.setattr(snapshot, "HELPER_START_NS", 0)  # a helper not yet started still gets its share
+    monkeypatch.setattr(costs, "HELPER_START_NS", 0)  # a helper not yet started still gets its share
     conf = cfg()
     with sharing(path, conf) as (reader, hook):
         submitted: list[tuple[Any, ...]] = []

@@ -1144,18 +1144,9 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
     proofs, rows, refused, bad = [], 0, 0, []
     policy = session.config.snapshot.on_bad_value
     held = dependents.seeded(session.plan, policy, conn, session.state_schema, names)
+    ctx = snapshot.LoadContext(frozen.conn, conn, snapshot.LoadRun(session.state_schema, identity, run_id, policy))
     for table in tables:
-        result = snapshot.load_table(
-            frozen.conn,
-            conn,
-            session.plan,
-            table,
-            policy=policy,
-            state_schema=session.state_schema,
-            source=identity,
-            run_id=run_id,
-            held=held,
-        )
+        result = snapshot.load_table(ctx, session.plan, table, held=held)
         if result.quarantined and not options.accept_quarantine:
             raise CutoverAborted(
                 f"{result.quarantined} row(s) of snapshot-only table {table.source!r} hold values PostgreSQL cannot "

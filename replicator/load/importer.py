@@ -201,7 +201,6 @@ class _Job(msgspec.Struct):
         entry = self.manifest.table(table.source)
         columns = [c.source for c in table.load_columns if c.source is not None]
         key_cols = [k for k in table.key_source if k in entry.columns]
-        width = len(columns)
         if self.progress is not None:
             self.progress.start(table.source, entry.rows)
 
@@ -217,17 +216,9 @@ class _Job(msgspec.Struct):
         try:
             with pconn.transaction():
                 snapshot.empty_table(pconn, ident)
-                copied = snapshot.copy_rows(
-                    pconn,
-                    plan.schema,
-                    table,
-                    _batches(self.reader, entry, columns),
-                    width=width,
-                    key_of=key_of,
-                    policy=self.policy,
-                    on_batch=on_batch,
-                    held=parents,
-                )
+                pipe = snapshot.RowPipe(table, key_of=key_of, policy=self.policy, verify=False, extra=True)
+                batches = _batches(self.reader, entry, columns)
+                copied = snapshot.copy_rows(pconn, plan.schema, pipe, batches, on_batch=on_batch, held=parents)
                 held = copied.server_rows  # emptied in this transaction: COPY's count is the table's
                 if copied.read != entry.rows or held != copied.written:
                     raise TargetError(

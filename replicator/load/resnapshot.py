@@ -327,16 +327,9 @@ def reload(
             elif new_table:  # existing mode: the app's FKs on it would refuse rows whose parent is not there yet
                 apply.park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
             policy = config.snapshot.on_bad_value
+            ctx = snapshot.LoadContext(sconn, conn, snapshot.LoadRun(state_schema, identity, run_id, policy))
             result = snapshot.load_table(
-                sconn,
-                conn,
-                plan,
-                table_plan,
-                policy=policy,
-                state_schema=state_schema,
-                source=identity,
-                run_id=run_id,
-                held=dependents.seeded(plan, policy, conn, state_schema, [table]),
+                ctx, plan, table_plan, held=dependents.seeded(plan, policy, conn, state_schema, [table])
             )
             if new_table and plan.mode == "create":
                 warnings = _post_load(conn, plan, table_plan)

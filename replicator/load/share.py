@@ -15,7 +15,7 @@ So the split is of the *work*, not the read. The main process reads every row of
 in the read transaction that read the journal mark (exactly as for any other table it loads),
 and deals whole batches to the helper process whenever the helper is idle: ``marshal``, about half
 a microsecond a row to send, against tens to convert and hash one. The helper runs the same
-:class:`replicator.load.snapshot.RowPipe` and sends back each batch as binary COPY tuples, their digest
+:class:`replicator.load.copyrows.RowPipe` and sends back each batch as binary COPY tuples, their digest
 sum and their refused values; the main process writes those bytes into its own COPY. What does
 not change: one PostgreSQL transaction per table (TRUNCATE, COPY ``FREEZE``, the count check, the
 quarantine rows and the ``snapshot_tables`` row commit together), so ``--resume`` still reloads
@@ -51,26 +51,17 @@ from psycopg.copy import Copy, Writer
 from replicator import faults, log, pg
 from replicator.config import Config
 from replicator.errors import BadValue, TargetError
-from replicator.load.snapshot import (
-    Copied,
-    RowPipe,
-    Scanned,
-    _Failure,
-    _failure,
-    _Unverified,
-    copy_statement,
-    key_getter,
-    plain_columns,
-    read_layout,
-    table_rows,
-)
+from replicator.load.copyrows import Copied, RowPipe, copy_statement, key_getter, read_layout
+from replicator.load.costs import table_rows
+from replicator.load.guess import _Unverified, plain_columns
+from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
 from replicator.plan import pgschema, profile
 from replicator.plan.profile import Chunk, ChunkResult, TableProfile
 from replicator.values import convert, quarantine
 from triggers.schema import Schema
 
 if TYPE_CHECKING:
-    from replicator.load.snapshot import Helper
+    from replicator.load.helper import Helper
 
 #: Batches the helper holds at most (one converting, one waiting): it never idles for want of work,
 #: and what waits for it is bounded (``fetch_rows`` rows each).
@@ -173,9 +164,7 @@ def coprocess(config: Config) -> _Failure | None:
     Runs in the helper after its own tables (the pool runs tasks in order). Its PostgreSQL
     connection only lends COPY formatting the dumpers a loading connection has; nothing is sent.
     """
-    from replicator.load import snapshot
-
-    work, results = snapshot.helper_queues()
+    work, results = helper_queues()
     results.cancel_join_thread()  # a main process that stopped reading must not block our exit
     try:
         timeout = config.target.connect_timeout_s
@@ -229,7 +218,7 @@ class Coprocessor:
         freeze: bool,
         verify: bool,
     ) -> Copied:
-        """What :func:`replicator.load.snapshot.copy_rows` does, the batches converted here or in the helper."""
+        """What :func:`replicator.load.copyrows.copy_rows` does, the batches converted here or in the helper."""
         _, extra = read_layout(table)
         pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
         self.session += 1
