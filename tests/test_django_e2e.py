@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import replicator
+
 pytestmark = pytest.mark.e2e
 
 pytest.importorskip("django", reason="Django is a test dependency: pip install -e '.[test]'")
@@ -227,19 +229,6 @@ def _project(tmp_path: Path, pg_dsn: str) -> Project:
     (root / "shop" / "models.py").write_text(textwrap.dedent(MODELS))
     (root / "run.py").write_text(textwrap.dedent(RUN))
     return Project(root, tmp_path / "app.db", pg_dsn)
-
-
-def replicator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "replicator", *args, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-        cwd=cwd,
-    )
 
 
 def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str) -> None:

@@ -32,19 +32,11 @@ import pytest
 from psycopg import conninfo, sql
 
 from tests.pgserver import as_uri
-from tests.test_bad_inputs import (
-    SENTINEL,
-    Ran,
-    ScramServer,
-    cli_env,
-    make_db,
-    run_cli,
-    sqlite_write,
-    start_scram_server,
-)
+from tests.support.cli import Ran, cli_env, run_cli
+from tests.support.scram import SENTINEL, ScramServer
+from tests.support.source import make_db, sqlite_write
 
 pytestmark = pytest.mark.e2e
-_scram_fixture = pytest.fixture(scope="session", name="scram_server")(start_scram_server)
 
 SIMPLE = """
 CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT NOT NULL);

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.test_django_e2e import replicator
+from tests.support.cli import replicator
 
 pytestmark = pytest.mark.e2e
 
