@@ -17,11 +17,8 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +30,8 @@ import pytest
 from psycopg import conninfo, sql
 
 from tests.pgserver import as_uri
-from tests.support.cli import Ran, cli_env, free_port, run_cli
+from tests.support.cli import Ran, free_port, run_cli
+from tests.support.daemon import DaemonProcess
 from tests.support.scram import ScramServer
 from tests.support.source import make_db, sqlite_write
 
@@ -1803,17 +1801,15 @@ def _second_daemon(env: Env, *, copy: bool, options: tuple[str, ...] = ()) -> Ra
         second_path = env.tmp / "copy" / path.name
         second_path.parent.mkdir()
         shutil.copyfile(path, second_path)
-    cmd = [sys.executable, "-m", "replicator", "run", *options, "--source", str(path), "--target", env.dsn]
-    first = subprocess.Popen(cmd, cwd=env.tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = DaemonProcess(path, env.dsn, *options, json_log=False, cwd=env.tmp)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _streaming(env):
             time.sleep(0.1)
         second = env.cli("run", "--until-drained", *options, "--source", str(second_path), "--target", env.dsn)
     finally:
-        first.send_signal(signal.SIGTERM)
-        _out, err = first.communicate(timeout=30)
-    env.then(lambda: _assert_equal(first.returncode, 0, f"first daemon: {err.decode()[-2000:]}"))
+        stopped = first.stop(30)
+    env.then(lambda: _assert_equal(stopped.code, 0, f"first daemon: {stopped.log[-2000:]}"))
     return second
 
 

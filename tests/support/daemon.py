@@ -64,6 +64,7 @@ class DaemonProcess:
         batch_rows: int | None = None,
         json_log: bool = True,
         log: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.log = log or source.with_name(f"run-{os.getpid()}-{next(_launches)}.log")
         self.out = self.log.with_suffix(".out")
@@ -75,7 +76,7 @@ class DaemonProcess:
         if json_log:
             cmd += ["--log-format", "json"]
         with self.out.open("ab") as out, self.log.open("ab") as err:
-            self.proc = subprocess.Popen([*cmd, *args], env=full, stdout=out, stderr=err)
+            self.proc = subprocess.Popen([*cmd, *args], env=full, stdout=out, stderr=err, cwd=cwd)
 
     @property
     def pid(self) -> int:
