@@ -9,69 +9,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from checkpoints import audit, store
 from checkpoints.digest import JsonText, TableDigest, kinds_from_oids
 from replicator import config, pg
 from replicator.apply import batch as apply
 from replicator.state import phase
-from replicator.stream.worker import RunResult, Worker
+from replicator.stream.worker import Worker
 from replicator.values import readback
-from tests.compare import assert_same
+from tests.support.compare import check_same, drain
+from tests.support.daemon import cfg
+from tests.support.source import app, make_source
 from triggers import install, journal
-
-SCHEMA = """
-CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, score REAL);
-CREATE TABLE child (
-    id INTEGER PRIMARY KEY,
-    parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE,
-    label TEXT,
-    code TEXT UNIQUE
-);
-CREATE TABLE pair (a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b));
-"""
-
-
-def make_source(path: Path, schema: str = SCHEMA, rows: str = "") -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.executescript(schema)
-    if rows:
-        conn.executescript(rows)
-    conn.close()
-    install.install(path)
-    return path
-
-
-def app(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def cfg(**apply_opts: Any) -> config.Config:
-    return config.load(overrides={"apply": {"poll_interval_s": 0.05, **apply_opts}}, environ={})
-
-
-def drain(path: Path, dsn: str, conf: config.Config | None = None) -> RunResult:
-    return Worker(path, dsn, conf or cfg()).run(until_drained=True)
-
-
-def check_same(path: Path, dsn: str) -> dict[str, int]:
-    """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests
-    (read on a connection set up as the replicator's own: enum labels and citext as text)."""
-    with pg.connect(dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
-        assert plan is not None
-        counts = assert_same(path, conn, plan)
-        assert audit.verify(store.records(conn)) == []
-        meta = install.read_meta(sqlite3.connect(path))
-        assert meta is not None
-        targets, _ = apply.resolve_targets(plan, meta)
-        running = apply.read_digests(conn, "replicator", list(targets))
-        for name, t in targets.items():
-            actual = apply.table_digest_of(conn, t)
-            assert running[name] == (actual.count, actual.hexdigest()), name
-    return counts
 
 
 @pytest.fixture

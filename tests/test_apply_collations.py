@@ -4,7 +4,7 @@ Under ``COLLATE NOCASE`` (ASCII only) or ``COLLATE RTRIM`` two keys that differ 
 SQLite: ``INSERT OR REPLACE ('tag')`` deletes the row keyed 'Tag' without firing a DELETE trigger
 (recursive_triggers is off), and PostgreSQL, which compares bytes, would keep both rows. Each test:
 snapshot by the daemon, the app writes through a new connection per write (as a per-request app does),
-the daemon applies, then PostgreSQL is compared with SQLite row by row (tests.compare).
+the daemon applies, then PostgreSQL is compared with SQLite row by row (tests.support.compare).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.test_apply_cases import cfg, check_same, drain, make_source
+from tests.support.compare import check_same, drain
+from tests.support.daemon import cfg
+from tests.support.source import make_source
 
 KEYS = ("Tag", "Straße", "alpha", "Zeta ", "mixed Case")
 """NOCASE folds ASCII letters only: 'Straße' and 'STRAßE' are equal, 'ß' itself is untouched."""

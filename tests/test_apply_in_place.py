@@ -12,7 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.test_apply_cases import app, cfg, check_same, drain, make_source
+from tests.support.compare import check_same, drain
+from tests.support.daemon import cfg
+from tests.support.source import app, make_source
 
 SCHEMA = """
 CREATE TABLE item (

@@ -20,8 +20,10 @@ from replicator.apply import batch as apply
 from replicator.errors import TargetError, UniqueCollision
 from replicator.load import snapshot
 from replicator.state import phase
-from tests.test_apply_cases import app, cfg, check_same, drain, make_source
-from tests.test_status import status_json
+from tests.support.cli import status_json
+from tests.support.compare import check_same, drain
+from tests.support.daemon import cfg
+from tests.support.source import app, make_source
 from triggers import install
 
 pytestmark = pytest.mark.e2e

@@ -11,61 +11,33 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 
-from tests.migrated import (
+from tests.support.migrated import (
     Migration,
     append_after_cutover,
+    audit,
+    check_line,
     copy_of,
     edit_and_rehash,
     edit_certificate,
     edit_chain,
-    migrate,
     point_at,
     read_chain,
     run_cli,
     truncate,
+    verdict,
 )
-from tests.pgserver import fresh_database
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def migration(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migration]:
-    with fresh_database(pg_server) as dsn:
-        yield migrate(tmp_path_factory.mktemp("migration"), dsn)
 
 
 @pytest.fixture
 def files(migration: Migration, tmp_path: Path) -> Migration:
     """The auditor's own copies, free to tamper with."""
     return copy_of(migration, tmp_path / "auditor")
-
-
-def audit(m: Migration, *extra: str) -> Result:
-    return run_cli("audit", "--certificate", str(m.certificate), "--chain", str(m.chain), *extra)
-
-
-def verdict(result: Result) -> str:
-    found = re.findall(r"^verdict: (PASS|FAIL)", result.stdout, re.MULTILINE)
-    assert len(found) == 1, result.output
-    return str(found[0])
-
-
-def check_line(result: Result, name: str) -> str:
-    """The line of the check list naming ``name`` (each check: ``ran``/``FAILED``/``not run``, then words)."""
-    lines = [
-        line
-        for line in result.stdout.splitlines()
-        if name in line and line.lstrip().startswith(("ran", "FAIL", "not run"))
-    ]
-    assert len(lines) == 1, (name, result.stdout)
-    return lines[0].strip()
 
 
 def test_the_real_files_pass_and_the_output_says_what_ran(files: Migration) -> None:
@@ -212,7 +184,7 @@ def test_finding_8_a_killed_import_is_marked_killed(tmp_path: Path, pg_dsn: str)
 
     import psycopg
 
-    from tests.test_export import make_source as export_source
+    from tests.support.export import export_source
 
     src = export_source(tmp_path / "app.db")
     out = tmp_path / "dump.tar"

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from replicator.cutover import audit_html
-from tests.migrated import Migration, copy_of, edit_certificate, run_cli
-from tests.test_audit import migration
+from tests.support.migrated import Migration, copy_of, edit_certificate, run_cli
 
 pytestmark = pytest.mark.e2e
-__all__ = ["migration"]  # the module's real migration (a fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from tests import independent_audit as mine
-from tests.migrated import (
+from tests.support.migrated import (
     Migration,
     append_after_cutover,
+    audit,
     copy_of,
     edit_and_rehash,
     edit_certificate,
@@ -28,14 +29,13 @@ from tests.migrated import (
     point_at,
     read_chain,
     reorder,
+    rewrite_history,
     truncate,
+    verdict,
     write_chain,
 )
-from tests.test_audit import audit, migration, verdict
-from tests.test_audit_signing import _rewrite_history, keys, signed
 
 pytestmark = pytest.mark.e2e
-__all__ = ["keys", "migration", "signed"]  # fixtures
 
 
 def both(m: Migration, *extra: Path) -> tuple[str, str]:
@@ -116,7 +116,7 @@ def test_a_rewritten_history_needs_the_signature_in_both(
 ) -> None:
     files = copy_of(signed, tmp_path)
     assert both(files, keys[1]) == ("PASS", "PASS")  # a signature made by the tool verifies by the RFC
-    edit_chain(files.chain, _rewrite_history)
+    edit_chain(files.chain, rewrite_history)
     point_at(files.certificate, files.chain)
     assert both(files) == ("PASS", "PASS")  # without the key neither can tell
     assert both(files, keys[1]) == ("FAIL", "FAIL")

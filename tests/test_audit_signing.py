@@ -10,35 +10,26 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from replicator import config
 from replicator.cutover import signing
 from replicator.errors import ConfigError
-from tests.migrated import Migration, copy_of, edit_certificate, edit_chain, migrate, point_at, rebody, relink, run_cli
-from tests.pgserver import fresh_database
-from tests.test_audit import audit, check_line, verdict
+from tests.support.migrated import (
+    Migration,
+    audit,
+    check_line,
+    copy_of,
+    edit_certificate,
+    edit_chain,
+    point_at,
+    rewrite_history,
+    run_cli,
+    verdict,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("keys")
-    made = run_cli("keys", "generate", "--out-dir", str(out))
-    assert made.exit_code == 0, made.output
-    return out / signing.PRIVATE_NAME, out / signing.PUBLIC_NAME
-
-
-@pytest.fixture(scope="module")
-def signed(pg_server: str, tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> Iterator[Migration]:
-    conf = config.load(overrides={"apply": {"poll_interval_s": 0.05}, "signing": {"key": str(keys[0])}}, environ={})
-    with fresh_database(pg_server) as dsn:
-        yield migrate(tmp_path_factory.mktemp("signed"), dsn, config=conf)
 
 
 @pytest.fixture
@@ -76,17 +67,8 @@ def test_the_signed_certificate_passes_with_the_public_key_alone(files: Migratio
     assert "accidental damage only" in check_line(unchecked, "signature")
 
 
-def _rewrite_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A batch's time moved, and every record after it rehashed and relinked: figures untouched."""
-    body = json.loads(records[2]["body"])
-    body["at"] = "2020-01-01T00:00:00.000000Z"
-    rebody(records[2], body)
-    relink(records, 3)
-    return records
-
-
 def test_a_rewritten_chain_is_caught_through_the_signed_head(files: Migration, keys: tuple[Path, Path]) -> None:
-    edit_chain(files.chain, _rewrite_history)
+    edit_chain(files.chain, rewrite_history)
     point_at(files.certificate, files.chain)  # the certificate names the new head, resealed
     without = audit(files)
     assert without.exit_code == 0, without.output  # every hash and figure agrees: the seal cannot tell

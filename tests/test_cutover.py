@@ -27,12 +27,11 @@ from replicator.cutover.window import CutoverAborted, CutoverInterrupted, Option
 from replicator.errors import TargetError, VerificationFailed
 from replicator.state import phase
 from replicator.values import quarantine
-from tests.test_apply_cases import app, cfg, check_same, drain, make_source
-from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
+from tests.support.compare import check_same, drain
+from tests.support.daemon import DaemonProcess, cfg
+from tests.support.source import FENCED, app, make_source, writable
 
 pytestmark = pytest.mark.e2e
-
-FENCED = "writes are fenced"
 
 
 @pytest.fixture
@@ -49,19 +48,6 @@ def src(tmp_path: Path) -> Path:
 
 def opts(tmp_path: Path, **kw: Any) -> Options:
     return Options(backup_dir=tmp_path / "backups", certificate_path=tmp_path / "cert.json", **kw)
-
-
-def writable(path: Path) -> bool:
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("INSERT INTO pair (a, b, v) VALUES ('probe', ?, 'w')", (int(time.time() * 1e6),))
-        return True
-    except sqlite3.DatabaseError as exc:
-        if FENCED not in str(exc):
-            raise
-        return False
-    finally:
-        db.close()
 
 
 def user_tables(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -551,7 +537,7 @@ def test_orphan_foreign_key_reported_by_key(src: Path, pg_dsn: str, tmp_path: Pa
     assert result.certificate is not None
 
 
-def test_parked_foreign_keys_restored_and_validated(src: Path, unprivileged_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+def test_parked_foreign_keys_restored_and_validated(src: Path, unprivileged_dsn: str, tmp_path: Path) -> None:
     dsn = unprivileged_dsn
     drain(src, dsn)
     app(src).execute("UPDATE parent SET score = 0 WHERE id = 1")
@@ -747,50 +733,30 @@ def test_a_session_holding_a_target_table_lock_bounds_the_wait_and_is_named(
     check_same(src, pg_dsn)
 
 
-def _service(src: Path, pg_dsn: str, logs: Path) -> subprocess.Popen[str]:
-    """``replicator run`` as a service manager starts it (its own process, streaming until told otherwise),
-    its output in ``logs``/out and ``logs``/err: a pipe nobody reads while it runs would block it once full."""
-    env = {**os.environ, "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05"}
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(src), "--target", pg_dsn]
-    logs.mkdir(exist_ok=True)
-    with (logs / "out").open("w") as out, (logs / "err").open("w") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            st = phase.read(conn, "replicator")
-        if st is not None and st.phase == phase.Phase.STREAMING and st.pid == proc.pid:
-            return proc
-        assert proc.poll() is None, (logs / "err").read_text()[-2000:]
-        time.sleep(0.1)
-    raise AssertionError("the daemon did not start streaming")
-
-
 def test_one_command_window_with_the_daemon_running(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """cutover asks the running daemon for its locks; the daemon finishes its batch, waits, then exits 0."""
     drain(src, pg_dsn)
-    logs = tmp_path / "service"
-    service = _service(src, pg_dsn, logs)
+    service = DaemonProcess(src, pg_dsn, json_log=False, log=tmp_path / "service.log")
     try:
+        service.wait_streaming(pg_dsn)
         app(src).execute("INSERT INTO parent VALUES (20, 't', 2.0)")
         where = ["--source", str(src), "--target", pg_dsn]
         done = _replicator("cutover", *where, "--no-backup", "--certificate", str(tmp_path / "cert.json"))
         assert done.returncode == 0, done.stderr[-2000:]
-        service.wait(timeout=60)  # it saw the cutover done: finished, not failed
+        finished = service.wait(60)  # it saw the cutover done: finished, not failed
     finally:
-        if service.poll() is None:
-            service.kill()
-    assert service.returncode == 0, (logs / "err").read_text()[-2000:]
-    assert "replication is finished" in (logs / "out").read_text()
+        service.kill()
+    assert finished.code == 0, finished.log[-2000:]
+    assert "replication is finished" in finished.out
     assert not writable(src)
     assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
 
 
 def test_daemon_resumes_by_itself_after_an_aborted_cutover(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     drain(src, pg_dsn)
-    logs = tmp_path / "service"
-    service = _service(src, pg_dsn, logs)
+    service = DaemonProcess(src, pg_dsn, json_log=False, log=tmp_path / "service.log")
     try:
+        service.wait_streaming(pg_dsn)
         where = ["--source", str(src), "--target", pg_dsn]
         aborted = _replicator("cutover", *where, "--no-backup", failpoints="cutover.after_verify:raise")
         assert aborted.returncode != 0
@@ -801,14 +767,13 @@ def test_daemon_resumes_by_itself_after_an_aborted_cutover(src: Path, pg_dsn: st
             with psycopg.connect(pg_dsn, autocommit=True) as conn:
                 if conn.execute("SELECT 1 FROM parent WHERE id = 21").fetchone():
                     break
-            assert service.poll() is None, (logs / "err").read_text()[-2000:]
+            assert service.alive(), service.output(2000)
             time.sleep(0.1)
         else:
             raise AssertionError("the daemon did not resume after the aborted cutover")
     finally:
-        service.terminate()
-        service.wait(timeout=60)
-    assert service.returncode == 0, (logs / "err").read_text()[-2000:]
+        stopped = service.stop(60)
+    assert stopped.code == 0, stopped.log[-2000:]
     check_same(src, pg_dsn)
 
 

@@ -23,8 +23,9 @@ from replicator.cutover import certificate
 from replicator.cutover.window import CutoverAborted, Options, cutover
 from replicator.load import snapshot
 from tests import independent_audit
-from tests.migrated import run_cli
-from tests.test_apply_cases import app, drain, make_source
+from tests.support.compare import drain
+from tests.support.migrated import run_cli
+from tests.support.source import app, make_source
 
 BOOKINGS = """
 CREATE TABLE bookings (

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli import replicator
+from tests.support.daemon import DaemonProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -229,19 +231,6 @@ def _project(tmp_path: Path, pg_dsn: str) -> Project:
     return Project(root, tmp_path / "app.db", pg_dsn)
 
 
-def replicator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "replicator", *args, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-        cwd=cwd,
-    )
-
-
 def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str) -> None:
     proj = _project(tmp_path, pg_dsn)
     made = proj.manage("sqlite", "makemigrations", "shop", "--verbosity", "0")
@@ -268,13 +257,7 @@ def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str)
     snap = replicator("snapshot", "--source", src, "--target", dsn, "--mode", "existing", "--replace", cwd=cwd)
     assert snap.returncode == 0, snap.stderr
     # The daemon streams while the app writes through the ORM; cutover runs with both running.
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "replicator", "run", "--source", src, "--target", dsn, "--log-format", "json"],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    daemon = DaemonProcess(Path(src), dsn, cwd=cwd)
     stop = tmp_path / "stop"
     writer = subprocess.Popen(
         [sys.executable, str(proj.root / "run.py"), "writer", str(stop)],
@@ -295,10 +278,9 @@ def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str)
         stop.touch()
         out, err = writer.communicate(timeout=60)
         try:
-            daemon.wait(timeout=15)  # after a cutover the daemon exits by itself
+            daemon.wait(15)  # after a cutover the daemon exits by itself
         except subprocess.TimeoutExpired:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.stop(30)
     outcomes = [line.split(" ", 2) for line in out.splitlines()]
     committed = [int(o[1]) for o in outcomes if o[0] == "ok"]
     refused = [o for o in outcomes if o[0] == "refused"]

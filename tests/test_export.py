@@ -11,7 +11,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -19,47 +18,9 @@ from replicator import config, files
 from replicator.cli.main import cli
 from replicator.errors import UsageError
 from replicator.load import export
+from tests.support.export import BAD_UTF8, VALUES, export_source, reseal
 
 CFG = config.load(None, environ={})
-
-VALUES: list[tuple[int, Any]] = [
-    (1, None),
-    (2, 2**63 - 1),
-    (3, -(2**63)),
-    (4, 0.1),
-    (5, 1.0),
-    (6, -0.0),
-    (7, 1e300),
-    (8, float("inf")),
-    (9, float("-inf")),
-    (10, "plain"),
-    (11, "nul\x00inside"),
-    (12, "émoji 🎉"),
-    (13, b""),
-    (14, b"\x00\xff binary"),
-    (15, '{"looks": "like json"}'),
-    (16, 5e-324),
-]
-BAD_UTF8 = b"caf\xe9 \xff\xfe"
-
-
-def make_source(path: Path) -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.executescript(
-        """
-        CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT UNIQUE);
-        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id), v);
-        CREATE INDEX child_parent ON child (parent_id);
-        CREATE TABLE pair (a TEXT, b INTEGER, PRIMARY KEY (a, b)) WITHOUT ROWID;
-        """
-    )
-    conn.executemany("INSERT INTO parent VALUES (?, ?)", [(i, f"p{i}") for i in range(1, 6)])
-    conn.executemany("INSERT INTO child VALUES (?, ?, ?)", [(i, i % 5 + 1, v) for i, v in VALUES])
-    conn.execute("INSERT INTO child VALUES (100, 1, CAST(? AS TEXT))", (BAD_UTF8,))
-    conn.executemany("INSERT INTO pair VALUES (?, ?)", [("x", 1), ("x", 2), ("y", 1)])
-    conn.close()
-    return path
 
 
 def read_exact(path: Path, table: str) -> list[tuple[Any, ...]]:
@@ -82,7 +43,7 @@ def read_exact(path: Path, table: str) -> list[tuple[Any, ...]]:
 
 
 def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
-    src = make_source(tmp_path / "app.db")
+    src = export_source(tmp_path / "app.db")
     out = tmp_path / "dump"
     result = export.export(src, out, CFG)
     assert result.path == str(out)
@@ -123,7 +84,7 @@ def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
 
 
 def test_tar_export_verifies_and_never_overwrites(tmp_path: Path) -> None:
-    src = make_source(tmp_path / "app.db")
+    src = export_source(tmp_path / "app.db")
     out = tmp_path / "dump.tar"
     export.export(src, out, CFG, tar=True)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -135,22 +96,10 @@ def test_tar_export_verifies_and_never_overwrites(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
-def reseal(out: Path, edit_file: str | None = None, content: bytes | None = None, **manifest_edits: Any) -> None:
-    """Edit a file and recompute the manifest's SHA-256s and checksum: a well-formed but bad export."""
-    if edit_file is not None and content is not None:
-        (out / edit_file).write_bytes(content)
-    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
-    manifest = msgspec.structs.replace(manifest, **manifest_edits)
-    tables = tuple(msgspec.structs.replace(t, sha256=export.sha256_file(out / t.file)) for t in manifest.tables)
-    manifest = msgspec.structs.replace(manifest, tables=tables)
-    manifest = msgspec.structs.replace(manifest, checksum=manifest.computed_checksum())
-    (out / "manifest.json").write_bytes(msgspec.json.encode(manifest))
-
-
 @pytest.fixture
 def dump(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     out = tmp_path / "dump"
-    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    export.export(export_source(tmp_path / "app.db"), out, CFG)
     manifest = json.loads((out / "manifest.json").read_text())
     return out, {t["name"]: t["file"] for t in manifest["tables"]}
 
@@ -201,7 +150,7 @@ def test_count_mismatch_in_a_resealed_manifest(dump: tuple[Path, dict[str, str]]
 
 
 def test_orphans_are_each_reported(tmp_path: Path) -> None:
-    src = make_source(tmp_path / "app.db")
+    src = export_source(tmp_path / "app.db")
     with sqlite3.connect(src) as conn:  # foreign keys are off by default: SQLite keeps orphans
         conn.execute("INSERT INTO child VALUES (200, 42, 'lost'), (201, 43, 'lost too'), (202, NULL, 'no parent')")
     out = tmp_path / "dump"

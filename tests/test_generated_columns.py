@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.test_bad_inputs import Ran, run_cli
+from tests.support.cli import Ran, run_cli
 
 TABLE = """
 CREATE TABLE g (

@@ -16,10 +16,10 @@ from replicator import config
 from replicator.cli.main import cli
 from replicator.errors import BadValue, TargetNotEmpty
 from replicator.load import export, importer, snapshot
-from tests.compare import assert_same
 from tests.conftest import REALWORLD
 from tests.pgserver import fresh_database
-from tests.test_export import make_source, reseal
+from tests.support.compare import assert_same
+from tests.support.export import export_source, reseal
 
 CFG = config.load(None, environ={})
 #: test_export's source holds NUL and non-UTF-8 values: quarantined (3 rows) by the import.
@@ -74,7 +74,7 @@ def test_export_verify_import_equals_a_direct_snapshot(
 
 def test_import_refuses_a_non_empty_target_and_replaces(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     out = tmp_path / "dump"
-    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    export.export(export_source(tmp_path / "app.db"), out, CFG)
     importer.import_export(out, pg_dsn, Q)
     with pytest.raises(TargetNotEmpty, match="target tables already hold rows: child, pair, parent") as refused:
         importer.import_export(out, pg_dsn, Q)
@@ -92,7 +92,7 @@ def test_import_refuses_a_non_empty_target_and_replaces(tmp_path: Path, pg_dsn: 
 
 def test_dry_run_commits_nothing(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     out = tmp_path / "dump"
-    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    export.export(export_source(tmp_path / "app.db"), out, CFG)
     result = importer.import_export(out, pg_dsn, Q, dry_run=True)
     assert result.dry_run
     assert result.rows > 0
@@ -141,7 +141,7 @@ def test_single_transaction_rolls_back_everything(tmp_path: Path, pg_dsn: str, p
 
 def test_damaged_export_is_refused_before_touching_the_target(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     out = tmp_path / "dump"
-    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    export.export(export_source(tmp_path / "app.db"), out, CFG)
     manifest = json.loads((out / "manifest.json").read_text())
     (out / manifest["tables"][0]["file"]).write_bytes(b"{}\n")
     result = CliRunner().invoke(cli, ["import", str(out), "--target", pg_dsn], catch_exceptions=False)
@@ -152,7 +152,7 @@ def test_damaged_export_is_refused_before_touching_the_target(tmp_path: Path, pg
 
 
 def test_cli_export_then_import(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    src = make_source(tmp_path / "app.db")
+    src = export_source(tmp_path / "app.db")
     out = tmp_path / "dump.tar"
     runner = CliRunner()
     done = runner.invoke(cli, ["export", "--source", str(src), "--out", str(out), "--tar"], catch_exceptions=False)
@@ -169,7 +169,7 @@ def test_cli_export_then_import(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
 def test_manifest_ddl_is_input_not_code(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     """A resealed manifest whose schema ATTACHes a file, or whose declared types carry SQL, does nothing."""
     out = tmp_path / "dump"
-    export.export(make_source(tmp_path / "app.db"), out, CFG)
+    export.export(export_source(tmp_path / "app.db"), out, CFG)
     manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
     victim = tmp_path / "created-by-attach.db"
     reseal(out, schema=(*manifest.schema, f"ATTACH DATABASE '{victim}' AS x"))

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.test_apply_cases import check_same
+from tests.support.compare import check_same
 from triggers import fence, install, names
 from triggers.errors import SchemaUnsupported
 from triggers.schema import read_schema

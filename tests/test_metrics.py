@@ -7,7 +7,6 @@ app writes to the SQLite file the way apps do (a connection per write).
 from __future__ import annotations
 
 import contextlib
-import signal
 import sqlite3
 import time
 import urllib.request
@@ -17,9 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_apply_cases import make_source
-from tests.test_bad_inputs import free_port
-from tests.test_worker_restart import daemon
+from tests.support.cli import free_port
+from tests.support.daemon import DaemonProcess
+from tests.support.source import make_source
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +64,7 @@ def app_write(path: Path, i: int) -> None:
 def test_a_running_daemon_serves_phase_up_journal_and_checkpoint_age(tmp_path: Path, pg_dsn: str) -> None:
     src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.0), (2, 'b', 2.0);")
     port = free_port()
-    proc = daemon(src, pg_dsn, "--metrics-port", str(port), batch_rows=50)
+    proc = DaemonProcess(src, pg_dsn, "--metrics-port", str(port), batch_rows=50)
     try:
         got = wait_for(port, lambda m: m.get('replicator_phase{phase="STREAMING"}') == 1.0)
         assert [p for p in PHASES if got[f'replicator_phase{{phase="{p}"}}'] != (p == "STREAMING")] == []
@@ -96,9 +95,8 @@ def test_a_running_daemon_serves_phase_up_journal_and_checkpoint_age(tmp_path: P
         assert size > 0
         assert size % page_size == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()[-2000:]
+        stopped = proc.stop(60)
+    assert stopped.code == 0, stopped.log[-2000:]
 
 
 def test_daemon_up_is_0_while_postgresql_is_unreachable_and_1_again_after(
@@ -112,7 +110,7 @@ def test_daemon_up_is_0_while_postgresql_is_unreachable_and_1_again_after(
     src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.0);")
     port = free_port()
     with Proxy.to_dsn(pg_dsn).running() as proxy:
-        proc = daemon(src, proxy.dsn(pg_dsn), "--metrics-port", str(port), batch_rows=50)
+        proc = DaemonProcess(src, proxy.dsn(pg_dsn), "--metrics-port", str(port), batch_rows=50)
         try:
             wait_for(port, lambda m: m.get('replicator_phase{phase="STREAMING"}') == 1.0)
             assert scrape(port)["replicator_daemon_up"] == 1.0
@@ -123,6 +121,5 @@ def test_daemon_up_is_0_while_postgresql_is_unreachable_and_1_again_after(
             got = wait_for(port, lambda m: m["replicator_daemon_up"] == 1.0 and m["replicator_changes_behind"] == 0.0)
             assert got['replicator_phase{phase="STREAMING"}'] == 1.0
         finally:
-            proc.send_signal(signal.SIGTERM)
-            _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()[-2000:]
+            stopped = proc.stop(60)
+    assert stopped.code == 0, stopped.log[-2000:]

@@ -33,7 +33,9 @@ from replicator.load import snapshot
 from replicator.plan import pgreflect
 from replicator.values.convert import RowRefused, convert_value, parse_type, value_converter
 from replicator.values.formats import REAL15
-from tests.test_apply_cases import app, cfg, check_same, drain
+from tests.support.compare import check_same, drain
+from tests.support.daemon import cfg
+from tests.support.source import app
 from triggers import install
 
 pytestmark = pytest.mark.e2e

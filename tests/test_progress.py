@@ -24,8 +24,9 @@ from replicator.cutover import window as cutover
 from replicator.inspect import verify
 from replicator.load import export
 from replicator.stream.worker import Worker
-from tests.test_apply_cases import cfg, make_source
-from tests.test_bad_inputs import cli_env
+from tests.support.cli import cli_env
+from tests.support.daemon import cfg
+from tests.support.source import make_source
 
 pytestmark = pytest.mark.e2e
 

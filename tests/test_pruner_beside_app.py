@@ -10,7 +10,6 @@ process; the negative control prunes after every batch, as the daemon did before
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_apply_cases import drain, make_source
+from tests.support.compare import drain
+from tests.support.daemon import DaemonProcess
+from tests.support.source import make_source
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,18 +58,6 @@ APP = textwrap.dedent(
 )
 
 
-def daemon(source: Path, dsn: str, **env: str) -> subprocess.Popen[bytes]:
-    """Its log goes to a file: a pipe nobody reads fills up and blocks the daemon on its next log line."""
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
-    full = {**os.environ, "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05", **env}
-    with source.with_name("daemon.log").open("ab") as log:
-        return subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=log)
-
-
-def log_tail(source: Path) -> str:
-    return source.with_name("daemon.log").read_text(errors="replace")[-2000:]
-
-
 def journal_rows(source: Path) -> int:
     conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
@@ -81,9 +70,9 @@ def app_beside_daemon(tmp_path: Path, dsn: str, seconds: float, **env: str) -> t
     """(the app's summary, journal rows just after it stopped, journal rows a few idle seconds later)."""
     source = make_source(tmp_path / "app.db", SCHEMA, "INSERT INTO item VALUES (1, 1, 'first');")
     drain(source, dsn)
-    proc = daemon(source, dsn, **env)
+    proc = DaemonProcess(source, dsn, env=env, json_log=False)
     try:
-        time.sleep(1.5)
+        proc.wait_streaming(dsn)
         done = subprocess.run(
             [sys.executable, "-c", APP, str(source), str(seconds)], capture_output=True, text=True, timeout=120
         )
@@ -91,10 +80,9 @@ def app_beside_daemon(tmp_path: Path, dsn: str, seconds: float, **env: str) -> t
         busy = journal_rows(source)
         time.sleep(3.0)  # the app is quiet now: the pruner catches up
         idle = journal_rows(source)
-        assert proc.poll() is None, log_tail(source)
+        assert proc.alive(), proc.output(2000)
     finally:
-        proc.terminate()
-        proc.wait(60)
+        proc.stop(60)
     return json.loads(done.stdout), busy, idle
 
 

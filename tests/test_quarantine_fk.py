@@ -25,8 +25,8 @@ from replicator.cutover.window import Options, cutover
 from replicator.inspect import verify
 from replicator.load import snapshot
 from replicator.values import quarantine
-from tests.test_apply_cases import app, check_same, drain, make_source
-from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
+from tests.support.compare import check_same, drain
+from tests.support.source import app, make_source
 
 BIG = 2**40  # an INTEGER SQLite holds that PostgreSQL's integer cannot
 
@@ -298,7 +298,7 @@ def test_existing_mode_follows_postgresqls_own_foreign_keys(tmp_path: Path, pg_d
 
 def test_parked_foreign_keys_are_followed_and_hold_at_cutover(
     tmp_path: Path,
-    unprivileged_dsn: str,  # noqa: F811 - fixture
+    unprivileged_dsn: str,
 ) -> None:
     """A role that may not disable FK triggers has the apply park the app's foreign keys (dropped until
     cutover): a later snapshot still follows them, and cutover restores and validates them."""

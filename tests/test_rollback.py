@@ -14,8 +14,9 @@ import pytest
 from replicator.cutover.rollback import RollbackRefused, rollback
 from replicator.cutover.window import Options, cutover
 from replicator.state import phase
-from tests.test_apply_cases import cfg, drain, make_source
-from tests.test_cutover import writable
+from tests.support.compare import drain
+from tests.support.daemon import cfg
+from tests.support.source import make_source, writable
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from replicator.load import snapshot
 from replicator.plan import pgschema, typemap
 from replicator.plan.profile import ColumnProfile
 from replicator.values.convert import TargetType
-from tests.compare import assert_same
+from tests.support.compare import assert_same
 from triggers.schema import Affinity, Column
 
 CFG = config.load(None, environ={})

@@ -14,11 +14,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -32,19 +29,12 @@ import pytest
 from psycopg import conninfo, sql
 
 from tests.pgserver import as_uri
-from tests.test_bad_inputs import (
-    SENTINEL,
-    Ran,
-    ScramServer,
-    cli_env,
-    make_db,
-    run_cli,
-    sqlite_write,
-    start_scram_server,
-)
+from tests.support.cli import Ran, run_cli
+from tests.support.daemon import DaemonProcess
+from tests.support.scram import SENTINEL, ScramServer
+from tests.support.source import make_db, sqlite_write
 
 pytestmark = pytest.mark.e2e
-_scram_fixture = pytest.fixture(scope="session", name="scram_server")(start_scram_server)
 
 SIMPLE = """
 CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
@@ -102,22 +92,15 @@ def _split(args: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _daemon_briefly(outputs: Outputs, tmp: Path, source: Path, dsn: str, seconds: float = 60.0) -> None:
     """Run the daemon until it has logged a retry (within ``seconds``: a loaded machine starts Python slowly),
     then SIGTERM it; its whole output joins the outputs searched for the password."""
-    cmd = [sys.executable, "-m", "replicator", "run", "-v", "--log-format", "json", "--until-drained"]
-    log = tmp / f"daemon-{time.monotonic_ns()}.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*cmd, "--source", str(source), "--target", dsn],
-            cwd=tmp,
-            env=cli_env({"REPLICATOR_APPLY__RETRY_MAX_WAIT_S": "0.2", "REPLICATOR_TARGET__CONNECT_TIMEOUT_S": "2"}),
-            stdout=sink,
-            stderr=sink,
-        )
+    env = {"REPLICATOR_APPLY__RETRY_MAX_WAIT_S": "0.2", "REPLICATOR_TARGET__CONNECT_TIMEOUT_S": "2"}
+    proc = DaemonProcess(
+        source, dsn, "-v", "--until-drained", env=env, cwd=tmp, log=tmp / f"daemon-{time.monotonic_ns()}.log"
+    )
     deadline = time.monotonic() + seconds
-    while "retrying" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+    while "retrying" not in proc.log.read_text() and proc.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
-    text = log.read_text()
+    stopped = proc.stop(30)
+    text = stopped.out + stopped.log
     outputs.add_text(f"run (daemon) {dsn}", text)
     assert "retrying" in text, text[-2000:]
 
@@ -282,23 +265,15 @@ def _state_text(conn: psycopg.Connection[Any]) -> str:
 
 def _metrics_scrape(outputs: Outputs, tmp: Path, source: Path, dsn: str) -> None:
     port = _free_port()
-    cmd = [sys.executable, "-m", "replicator", "run", "-v", "--log-format", "json", "--metrics-port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--source", str(source), "--target", dsn],
-        cwd=tmp,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = DaemonProcess(source, dsn, "-v", "--metrics-port", str(port), cwd=tmp)
     try:
         body = _scrape(port)
         outputs.add_text("metrics", body)
         assert "replicator" in body
     finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-        outputs.add_text("daemon with metrics", out.decode() + err.decode())
-    assert proc.returncode == 0, err.decode()[-2000:]
+        stopped = proc.stop(30)
+        outputs.add_text("daemon with metrics", stopped.out + stopped.log)
+    assert stopped.code == 0, stopped.log[-2000:]
 
 
 def _scrape(port: int, host: str = "127.0.0.1") -> str:
@@ -350,31 +325,13 @@ def test_metrics_endpoint_binds_to_loopback_by_default(tmp_path: Path, pg_dsn: s
     source = _app(tmp_path / "app.db")
     assert run_cli("capture", "install", "-q", "--source", str(source), cwd=tmp_path).code == 0
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "replicator",
-            "run",
-            "--metrics-port",
-            str(port),
-            "--source",
-            str(source),
-            "--target",
-            pg_dsn,
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = DaemonProcess(source, pg_dsn, "--metrics-port", str(port), json_log=False, cwd=tmp_path)
     try:
         _scrape(port)
         listening = _listeners(port)
     finally:
-        proc.terminate()
-        _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()[-2000:]
+        stopped = proc.stop(30)
+    assert stopped.code == 0, stopped.log[-2000:]
     assert listening == {"127.0.0.1"}, listening
 
 

@@ -29,9 +29,8 @@ from replicator.cutover import certificate
 from replicator.cutover.window import CutoverAborted, Options, cutover
 from replicator.inspect import status
 from replicator.state import phase
-from tests.compare import assert_same
-from tests.test_worker_drift import unprivileged_dsn  # noqa: F401 - fixture
-from tests.test_worker_new_tables import Daemon, wait_for
+from tests.support.compare import assert_same
+from tests.support.daemon import Daemon, wait_for
 from triggers import install
 
 pytestmark = pytest.mark.e2e
@@ -246,7 +245,7 @@ def _sqlite_audit(path: Path) -> list[tuple[Any, ...]]:
 def test_snapshot_only_table_changed_after_the_snapshot_is_copied_again_at_cutover(
     tmp_path: Path,
     pg_dsn: str,
-    unprivileged_dsn: str,  # noqa: F811 - the fixture
+    unprivileged_dsn: str,
     role: str,
 ) -> None:
     dsn = pg_dsn if role == "privileged" else unprivileged_dsn

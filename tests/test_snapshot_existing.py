@@ -20,7 +20,7 @@ from replicator import config
 from replicator.config import ColumnOverride
 from replicator.errors import UsageError
 from replicator.load import snapshot
-from tests.compare import assert_same
+from tests.support.compare import assert_same
 
 FIXTURES = Path(__file__).parent / "fixtures" / "orm_pg"
 CFG = config.load(None, environ={})

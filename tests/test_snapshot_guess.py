@@ -12,7 +12,7 @@ import pytest
 from replicator import config
 from replicator.load import snapshot
 from replicator.plan import pgschema
-from tests.compare import assert_same
+from tests.support.compare import assert_same
 
 ONE = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
 TWO = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
@@ -109,7 +109,7 @@ def test_guessed_types_are_the_full_profiles_types(
 def test_a_resumed_snapshot_still_verifies_the_guessed_tables_it_loads(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     """The saved plan marks guessed tables: a run interrupted before the contradicted table loads
     is resumed with the saved plan, and the resumed load still verifies, re-profiles and reloads it."""
-    from tests.test_snapshot_resume import Interrupt
+    from tests.support.snapshot import Interrupt
 
     path = _source(tmp_path / "app.db", "an offset in a naive date-time column")  # timestamptz in full
     with pytest.raises(KeyboardInterrupt):

@@ -24,7 +24,7 @@ from replicator.errors import TargetNotEmpty
 from replicator.load import snapshot
 from replicator.state import schema as state
 from replicator.stream.worker import Worker
-from tests.compare import assert_same
+from tests.support.compare import assert_same
 from triggers import install, journal
 
 SCHEMA = """

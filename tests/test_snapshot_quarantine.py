@@ -16,7 +16,7 @@ from replicator.errors import BadValue
 from replicator.load import snapshot
 from replicator.plan import pgschema
 from replicator.values import quarantine
-from tests.compare import assert_same
+from tests.support.compare import assert_same
 
 CFG = config.load(None, environ={})
 

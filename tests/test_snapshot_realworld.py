@@ -13,8 +13,8 @@ from replicator import config
 from replicator.errors import UsageError
 from replicator.load import snapshot
 from replicator.plan import pgschema
-from tests.compare import assert_same
 from tests.conftest import REALWORLD, realworld_files
+from tests.support.compare import assert_same
 
 #: Files holding values PostgreSQL cannot take as they are: loaded under quarantine, key → reason.
 REFUSING = {

@@ -14,8 +14,9 @@ from replicator import config
 from replicator.errors import TargetError, TargetNotEmpty, UsageError
 from replicator.load import snapshot
 from replicator.state import schema as state
-from tests.compare import assert_same
 from tests.pgserver import fresh_database
+from tests.support.compare import assert_same
+from tests.support.snapshot import Interrupt
 from triggers.schema import read_schema
 
 #: One process: Ctrl-C here stops the one table being loaded (a parallel run is tested apart).
@@ -54,26 +55,6 @@ def make_source(path: Path) -> Path:
     conn.execute("COMMIT")
     conn.close()
     return path
-
-
-class Interrupt:
-    """Progress hook that raises KeyboardInterrupt (Ctrl-C) once ``at`` rows of the whole run were read."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.before = 0
-        self.read = 0
-
-    def start(self, table: str, total: int) -> None:
-        self.before = self.read
-
-    def advance(self, table: str, rows: int) -> None:
-        self.read = self.before + rows
-        if self.read >= self.at:
-            raise KeyboardInterrupt
-
-    def finish(self, table: str, rows: int, seconds: float) -> None:
-        pass
 
 
 def loaded(pg: psycopg.Connection[Any]) -> dict[str, int]:

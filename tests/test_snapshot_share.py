@@ -24,8 +24,8 @@ from replicator.errors import BadValue, ConfigError
 from replicator.load import costs, snapshot
 from replicator.state import schema as state
 from replicator.stream.worker import Worker
-from tests.compare import assert_same, compare_table
 from tests.pgserver import fresh_database
+from tests.support.compare import assert_same, compare_table
 from triggers import install
 
 SIZES = {"event": 3000, "tag": 1500, "kv": 1200, "small": 10}

@@ -22,7 +22,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.test_apply_cases import check_same, drain, make_source
+from tests.support.compare import check_same, drain
+from tests.support.daemon import DaemonProcess
+from tests.support.source import make_source
 
 pytestmark = pytest.mark.e2e
 
@@ -69,18 +71,6 @@ WRITER = textwrap.dedent(
 )
 
 
-def daemon(source: Path, dsn: str) -> subprocess.Popen[bytes]:
-    """Its log goes to a file: a pipe nobody reads fills up and blocks the daemon on its next log line."""
-    env = {**os.environ, "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05"}
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
-    with source.with_name("daemon.log").open("ab") as log:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
-
-
-def log_tail(source: Path) -> str:
-    return source.with_name("daemon.log").read_text(errors="replace")[-2000:]
-
-
 def deleted_files(pid: int) -> list[str]:
     """What the process holds open that has been unlinked (``/proc/PID/fd`` links end in ' (deleted)')."""
     held = []
@@ -102,11 +92,11 @@ def pg_rows(dsn: str) -> int:
     return int(row[0])
 
 
-def wait_for_rows(dsn: str, expected: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+def wait_for_rows(dsn: str, expected: int, proc: DaemonProcess, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     seen = pg_rows(dsn)
     while seen < expected and time.monotonic() < deadline:
-        assert proc.poll() is None, "the daemon stopped"
+        assert proc.alive(), "the daemon stopped"
         time.sleep(0.2)
         seen = pg_rows(dsn)
     return seen
@@ -116,9 +106,9 @@ def wait_for_rows(dsn: str, expected: int, proc: subprocess.Popen[bytes], timeou
 def test_connection_per_write_app_keeps_streaming(tmp_path: Path, pg_dsn: str, mode: str) -> None:
     source = make_source(tmp_path / "app.db", SCHEMA, "INSERT INTO note VALUES (0, 'zéro', 0);")
     drain(source, pg_dsn)  # snapshot + genesis, in this process, before the daemon starts
-    proc = daemon(source, pg_dsn)
+    proc = DaemonProcess(source, pg_dsn, json_log=False)
     try:
-        time.sleep(1.0)  # the daemon is up and has opened the file
+        proc.wait_streaming(pg_dsn)  # the daemon is up and has opened the file
         writer = [sys.executable, "-c", WRITER, str(source)]
         for start in (1, 51):  # two app "restarts" of 50 open-write-close cycles each: 100 cycles
             subprocess.run([*writer, str(start), "50", mode], check=True, timeout=120)
@@ -126,9 +116,8 @@ def test_connection_per_write_app_keeps_streaming(tmp_path: Path, pg_dsn: str, m
         assert wait_for_rows(pg_dsn, 101, proc) == 101
         assert deleted_files(proc.pid) == []
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, log_tail(source)
+        stopped = proc.stop(60)
+    assert stopped.code == 0, stopped.log[-2000:]
     drain(source, pg_dsn)
     check_same(source, pg_dsn)
 
@@ -140,9 +129,9 @@ def test_shell_sessions_and_another_process_vacuum(tmp_path: Path, pg_dsn: str) 
         pytest.skip("the sqlite3 command-line shell is not installed (apt-get install sqlite3)")
     source = make_source(tmp_path / "app.db", SCHEMA, "INSERT INTO note VALUES (0, 'zéro', 0);")
     drain(source, pg_dsn)
-    proc = daemon(source, pg_dsn)
+    proc = DaemonProcess(source, pg_dsn, json_log=False)
     try:
-        time.sleep(1.0)
+        proc.wait_streaming(pg_dsn)
         for i in range(1, 21):
             sql = f"INSERT INTO note VALUES ({i}, 'shell {i}', {i}); UPDATE note SET n = n * 2 WHERE id = {i - 1};"
             subprocess.run([shell, str(source), sql], check=True, timeout=30)
@@ -152,9 +141,8 @@ def test_shell_sessions_and_another_process_vacuum(tmp_path: Path, pg_dsn: str) 
         assert wait_for_rows(pg_dsn, 20 + 12, proc) == 32
         assert deleted_files(proc.pid) == []
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, log_tail(source)
+        stopped = proc.stop(60)
+    assert stopped.code == 0, stopped.log[-2000:]
     drain(source, pg_dsn)
     check_same(source, pg_dsn)
 

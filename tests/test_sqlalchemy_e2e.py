@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.test_django_e2e import replicator
+from tests.support.cli import replicator
+from tests.support.daemon import DaemonProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -213,30 +213,21 @@ def _move_under_writes(app: App, tmp_path: Path, pg_dsn: str, seeded: str | None
         assert "--replace" in first.stderr
     done = replicator(*snap, *(["--replace"] if seeded else []), cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
-    daemon_log = tmp_path / "daemon.log"
-    with daemon_log.open("w") as log:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "replicator", "run", "--source", src, "--target", pg_dsn, "--log-format", "json"],
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")},
-        )
+    daemon = DaemonProcess(Path(src), pg_dsn, cwd=cwd, log=tmp_path / "daemon.log")
     stop = tmp_path / "stop"
     writer = app.writer(stop, tmp_path / "writer.log")
     try:
         time.sleep(2.0)
         cut = ("cutover", "--source", src, "--target", pg_dsn, "--no-backup", "--certificate", str(tmp_path / "c.json"))
         done = replicator(*cut, cwd=cwd)
-        assert done.returncode == 0, done.stderr[-3000:] + daemon_log.read_text()[-3000:]
+        assert done.returncode == 0, done.stderr[-3000:] + daemon.output(3000)
     finally:
         stop.touch()
         out, _ = writer.communicate(timeout=60)
         try:
-            daemon.wait(timeout=15)  # after a cutover the daemon exits by itself
+            daemon.wait(15)  # after a cutover the daemon exits by itself
         except subprocess.TimeoutExpired:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.stop(30)
     outcomes = [line.split(" ", 2) for line in out.splitlines()]
     committed = [int(o[1]) for o in outcomes if o[0] == "ok"]
     refused = [o for o in outcomes if o[0] == "refused"]

@@ -20,7 +20,8 @@ from checkpoints import audit, store
 from replicator.errors import EXIT_USAGE
 from replicator.state import stateschema
 from replicator.state.stateschema import VERSION, NewerStateSchema
-from tests.test_apply_cases import app, check_same, drain, make_source
+from tests.support.compare import check_same, drain
+from tests.support.source import app, make_source
 
 ROOT = Path(__file__).resolve().parents[1]
 UNVERSIONED = Path(__file__).parent / "fixtures" / "state_schema_unversioned.sql"

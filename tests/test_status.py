@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from replicator.inspect import status as status_mod
 from replicator.stream.metrics import Metrics
-from tests.test_apply_cases import app, cfg, drain, make_source
-from tests.test_worker_restart import daemon
+from tests.support.cli import status_json
+from tests.support.compare import drain
+from tests.support.daemon import DaemonProcess, cfg
+from tests.support.source import app, make_source
 
 pytestmark = pytest.mark.e2e
-
-
-def status_json(source: Path, dsn: str) -> tuple[int, dict[str, Any]]:
-    cmd = [sys.executable, "-m", "replicator", "status", "--source", str(source), "--target", dsn, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=60, env={**os.environ}, check=False)
-    return proc.returncode, json.loads(proc.stdout)
 
 
 @pytest.fixture
@@ -35,7 +26,7 @@ def src(tmp_path: Path) -> Path:
 
 def test_status_during_a_run_and_after(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    proc = daemon(src, pg_dsn, batch_rows=5)
+    proc = DaemonProcess(src, pg_dsn, batch_rows=5)
     try:
         db = app(src)
         for i in range(50):
@@ -61,9 +52,8 @@ def test_status_during_a_run_and_after(src: Path, pg_dsn: str) -> None:
         assert got["quarantined"] == 0
         assert got["daemon_running"] is True
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        stopped = proc.stop(30)
+    assert stopped.code == 0
 
 
 def test_status_shows_backlog_when_daemon_is_stopped(src: Path, pg_dsn: str) -> None:

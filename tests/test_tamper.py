@@ -26,9 +26,10 @@ from checkpoints.audit import Anchor
 from replicator.state import phase
 from replicator.stream.metrics import Metrics
 from replicator.stream.worker import Worker
-from tests.test_apply_cases import app, cfg, drain, make_source
-from tests.test_status import status_json
-from tests.test_worker_restart import changes, daemon
+from tests.support.cli import status_json
+from tests.support.compare import drain
+from tests.support.daemon import DaemonProcess, cfg
+from tests.support.source import app, changes, make_source
 from triggers.journal import ANCHOR
 
 pytestmark = pytest.mark.e2e
@@ -257,15 +258,7 @@ def status_env() -> dict[str, str]:
 
 
 def stall_status(src: Path, dsn: str) -> tuple[int, dict[str, Any]]:
-    old = os.environ.get("REPLICATOR_STATUS__STALL_AFTER_S")
-    os.environ["REPLICATOR_STATUS__STALL_AFTER_S"] = STALL_S
-    try:
-        return status_json(src, dsn)
-    finally:
-        if old is None:
-            del os.environ["REPLICATOR_STATUS__STALL_AFTER_S"]
-        else:
-            os.environ["REPLICATOR_STATUS__STALL_AFTER_S"] = old
+    return status_json(src, dsn, status_env())
 
 
 def wait_caught_up(src: Path, dsn: str, timeout: float = 30) -> dict[str, Any]:
@@ -281,15 +274,7 @@ def wait_caught_up(src: Path, dsn: str, timeout: float = 30) -> dict[str, Any]:
 
 def test_a_stopped_daemon_is_reported_as_stalled_and_recovers(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    old = os.environ.get("REPLICATOR_STATUS__STALL_AFTER_S")
-    os.environ["REPLICATOR_STATUS__STALL_AFTER_S"] = STALL_S  # the daemon's heartbeat follows it
-    try:
-        proc = daemon(src, pg_dsn)
-    finally:
-        if old is None:
-            del os.environ["REPLICATOR_STATUS__STALL_AFTER_S"]
-        else:
-            os.environ["REPLICATOR_STATUS__STALL_AFTER_S"] = old
+    proc = DaemonProcess(src, pg_dsn, batch_rows=3, env=status_env())  # the daemon's heartbeat follows it
     try:
         wait_caught_up(src, pg_dsn)
         time.sleep(float(STALL_S) * 1.5)  # idle longer than stall_after_s: an idle daemon is not stalled
@@ -325,9 +310,8 @@ def test_a_stopped_daemon_is_reported_as_stalled_and_recovers(src: Path, pg_dsn:
         got = wait_caught_up(src, pg_dsn)
         assert got["stalled_s"] is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        stopped = proc.stop(30)
+    assert stopped.code == 0
 
 
 def test_stall_metrics_while_a_batch_is_held_back(src: Path, pg_dsn: str) -> None:

@@ -27,9 +27,9 @@ from replicator import config
 from replicator.cutover.rollback import rollback
 from replicator.cutover.window import Options, cutover
 from replicator.inspect import status, verify
-from tests.test_apply_cases import app, cfg, drain, make_source
-from tests.test_cutover import writable
-from tests.test_worker_restart import daemon
+from tests.support.compare import drain
+from tests.support.daemon import DaemonProcess, cfg
+from tests.support.source import app, make_source, writable
 
 pytestmark = pytest.mark.e2e
 
@@ -192,7 +192,7 @@ def _writer(path: Path, stop: threading.Event, written: list[int]) -> None:
 
 def test_a_running_daemon_keeps_keys_journaled_after_the_compared_position_in_flight(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    proc = daemon(src, pg_dsn, batch_rows=5)
+    proc = DaemonProcess(src, pg_dsn, batch_rows=5)
     wait_running(src, pg_dsn)
     stop, written = threading.Event(), list[int]()
     writer = threading.Thread(target=_writer, args=(src, stop, written))
@@ -214,15 +214,14 @@ def test_a_running_daemon_keeps_keys_journaled_after_the_compared_position_in_fl
     finally:
         stop.set()
         writer.join(timeout=30)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        stopped = proc.stop(30)
+    assert stopped.code == 0
     assert written  # the app wrote while verify compared (how many depends on the machine)
 
 
 def test_a_paused_daemon_is_in_flight_until_it_counts_as_stalled(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    proc = daemon(src, pg_dsn)
+    proc = DaemonProcess(src, pg_dsn, batch_rows=3)
     try:
         wait_running(src, pg_dsn)
         os.kill(proc.pid, signal.SIGSTOP)  # alive, holding its lock, applying nothing
@@ -249,9 +248,8 @@ def test_a_paused_daemon_is_in_flight_until_it_counts_as_stalled(src: Path, pg_d
         finally:
             os.kill(proc.pid, signal.SIGCONT)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        stopped = proc.stop(30)
+    assert stopped.code == 0
 
 
 def wait_running(src: Path, dsn: str) -> None:

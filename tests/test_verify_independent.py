@@ -30,7 +30,8 @@ from replicator.errors import VerificationFailed
 from replicator.inspect import proof
 from replicator.plan import sqlexpr
 from replicator.values import convert
-from tests.test_apply_cases import drain, make_source
+from tests.support.compare import drain
+from tests.support.source import make_source
 
 SCHEMA = """
 CREATE TABLE t (

@@ -5,30 +5,23 @@ PostgreSQL drops it too), renamed columns stop the daemon with a fix that works 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shlex
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import conninfo, sql
 
 from replicator.apply import batch as apply
 from replicator.inspect import status
 from replicator.state import phase
 from replicator.stream.session import WorkerError
-from tests.test_apply_cases import app, cfg, check_same, drain, make_source
-from tests.test_bad_inputs import Ran, run_cli
+from tests.support.cli import caught_up, cli, status_json
+from tests.support.compare import check_same, drain
+from tests.support.daemon import DaemonProcess, cfg, eventually
+from tests.support.source import app, make_source, write
 
 
 @pytest.fixture
@@ -104,21 +97,6 @@ def test_renamed_column_stops_with_the_fix_and_stays_in_status(src: Path, pg_dsn
     assert child.hint
 
 
-@pytest.fixture
-def unprivileged_dsn(pg_dsn: str) -> Iterator[str]:
-    """The test database owned by a role that may not set session_replication_role."""
-    role = f"app_{uuid.uuid4().hex[:10]}"
-    dbname = conninfo.conninfo_to_dict(pg_dsn)["dbname"]
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(str(dbname)), sql.Identifier(role)))
-    yield conninfo.make_conninfo(pg_dsn, user=role)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-
-
 def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivileged_dsn: str) -> None:
     dsn = unprivileged_dsn
     drain(src, dsn)
@@ -148,7 +126,6 @@ def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivil
 def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
     """The writer is rebuilt on the same connection: staging tables of the old shape must not collide."""
     import threading
-    import time
 
     from replicator.stream.worker import Worker
 
@@ -181,70 +158,6 @@ def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
 
 
 # --- DROP COLUMN while `replicator run` streams, the way apps write (issue 14 item 6) ---------------
-
-
-class DaemonProcess:
-    """`replicator run` as its own process: the app's connections are another process's, as in production."""
-
-    def __init__(self, source: Path, dsn: str, env: dict[str, str] | None = None) -> None:
-        self.log = source.with_name(f"run-{time.monotonic_ns()}.log")
-        self.env = {"REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05", **(env or {})}
-        cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
-        with self.log.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [*cmd, "--log-format", "json"],
-                env={**{k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}, **self.env},
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    def stop(self) -> int:
-        """SIGTERM (finish the batch, exit); the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def output(self) -> str:
-        return self.log.read_text()[-4000:]
-
-    def __enter__(self) -> DaemonProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def write(path: Path, statement: str, params: tuple[Any, ...] = ()) -> None:
-    """One app write on its own connection, closed at once (a request, a cron job, a shell)."""
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute(statement, params)
-    finally:
-        db.close()
-
-
-def cli(source: Path, dsn: str, *args: str, env: dict[str, str] | None = None) -> Ran:
-    extra = {"REPLICATOR_SOURCE": str(source), "REPLICATOR_TARGET": dsn, **(env or {})}
-    return run_cli(*args, cwd=source.parent, extra_env=extra)
-
-
-def status_json(source: Path, dsn: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    ran = cli(source, dsn, "status", "--json", env=env)
-    return ran.code, json.loads(ran.out)
-
-
-def eventually(check: Callable[[], bool], daemon: DaemonProcess, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert daemon.proc.poll() is None, f"the daemon exited {daemon.proc.returncode}:\n{daemon.output()}"
-        assert time.monotonic() < deadline, f"timed out; daemon log:\n{daemon.output()}"
-        time.sleep(0.1)
-
-
-def caught_up(source: Path, dsn: str, env: dict[str, str] | None = None) -> bool:
-    code, got = status_json(source, dsn, env)
-    return code == 0 and got["phase"] == "STREAMING" and got["changes_behind"] == 0
 
 
 def app_writes(path: Path, n: int) -> None:
@@ -304,7 +217,7 @@ def test_dropped_column_followed_online_in_create_mode(three: Path, pg_dsn: str)
         assert_converged(three, pg_dsn)
         write(three, "INSERT INTO child VALUES (999, 2, 'late')")  # captured with the new shape
         eventually(lambda: caught_up(three, pg_dsn), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     assert pg_columns(pg_dsn, "child") == ["id", "parent_id", "code"]
     assert_converged(three, pg_dsn)
     counts = check_same(three, pg_dsn)
@@ -321,7 +234,7 @@ def test_dropped_column_holds_only_that_table_in_existing_mode(three: Path, pg_d
     word for word, clears it: the SQL it prints, then a restart of `replicator run`."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(PG_SCHEMA)
-    with DaemonProcess(three, pg_dsn, EXISTING) as daemon:
+    with DaemonProcess(three, pg_dsn, env=EXISTING) as daemon:
         eventually(lambda: caught_up(three, pg_dsn, EXISTING), daemon)
         app_writes(three, 0)
         write(three, "ALTER TABLE child DROP COLUMN label")
@@ -342,16 +255,16 @@ def test_dropped_column_holds_only_that_table_in_existing_mode(three: Path, pg_d
             assert conn.execute("SELECT v FROM pair WHERE a = 'k' AND b = 1").fetchone() == ("v5",)
         hint = str(child["hint"])
         assert cli(three, pg_dsn, "verify", env=EXISTING).code != 0  # the schemas differ: verify refuses
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
 
     statement = re.fullmatch(r"run `([^`]+)` in PostgreSQL .*then restart `replicator run`.*", hint)
     assert statement is not None, hint
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(statement.group(1))
     write(three, "UPDATE child SET code = 'again' WHERE id = 11")
-    with DaemonProcess(three, pg_dsn, EXISTING) as daemon:
+    with DaemonProcess(three, pg_dsn, env=EXISTING) as daemon:
         eventually(lambda: caught_up(three, pg_dsn, EXISTING) and not held(), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     assert pg_columns(pg_dsn, "child") == ["id", "parent_id", "code"]
     assert_converged(three, pg_dsn, EXISTING)
 
@@ -373,7 +286,7 @@ def test_snapshot_replace_tables_keeps_the_other_tables_positions(three: Path, p
         eventually(lambda: caught_up(three, pg_dsn), daemon)
         app_writes(three, 0)
         eventually(lambda: caught_up(three, pg_dsn), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         chain = conn.execute("SELECT number, kind, hash FROM replicator.checkpoints ORDER BY number").fetchall()
     write(three, "UPDATE parent SET score = 77 WHERE id = 1")  # pending: no daemon runs
@@ -391,7 +304,7 @@ def test_snapshot_replace_tables_keeps_the_other_tables_positions(three: Path, p
     assert got["changes_behind"] == 2  # both changes still to apply: nothing skipped
     with DaemonProcess(three, pg_dsn) as daemon:
         eventually(lambda: caught_up(three, pg_dsn), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     assert_converged(three, pg_dsn)
 
 
@@ -413,7 +326,7 @@ def test_snapshot_replace_tables_is_refused_while_the_daemon_applies(three: Path
         assert after == chain  # the daemon was caught up and the app idle: no reload checkpoint, no batch
         app_writes(three, 0)
         eventually(lambda: caught_up(three, pg_dsn), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     assert_converged(three, pg_dsn)
 
 
@@ -425,8 +338,7 @@ def test_renamed_column_hint_followed_word_for_word(three: Path, pg_dsn: str) ->
         eventually(lambda: caught_up(three, pg_dsn), daemon)
         write(three, "ALTER TABLE child RENAME COLUMN label TO title")
         write(three, "UPDATE parent SET score = 5 WHERE id = 2")
-        daemon.proc.wait(timeout=60)
-        assert daemon.proc.returncode != 0
+        assert daemon.wait().code != 0
     code, got = status_json(three, pg_dsn)
     assert code == 1
     assert got["phase"] == "ERRORED"
@@ -438,6 +350,6 @@ def test_renamed_column_hint_followed_word_for_word(three: Path, pg_dsn: str) ->
     write(three, "UPDATE child SET title = 'renamed' WHERE id = 10")
     with DaemonProcess(three, pg_dsn) as daemon:
         eventually(lambda: caught_up(three, pg_dsn), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     assert "title" in pg_columns(pg_dsn, "child")
     assert_converged(three, pg_dsn)

@@ -1,19 +1,15 @@
 """Tables created in SQLite while `replicator run` streams (issue 7, drift): picked up online like a rebuilt
 table is re-snapshotted, or reported per table without stopping the daemon. Real SQLite files, the real
-PostgreSQL; every end state is compared row by row (tests.compare) with the chain audited."""
+PostgreSQL; every end state is compared row by row (tests.support.compare) with the chain audited."""
 
 from __future__ import annotations
 
-import os
 import random
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -23,26 +19,11 @@ from replicator import config, faults
 from replicator.apply import batch as apply
 from replicator.inspect import status, verify
 from replicator.load import resnapshot
-from replicator.stream.worker import RunResult, Worker
-from tests.test_apply_cases import app, check_same, make_source
-from tests.test_worker_drift import (
-    DaemonProcess,
-    caught_up,
-    eventually,
-    unprivileged_dsn,  # noqa: F401 (fixture)
-    write,
-)
+from tests.support.cli import caught_up
+from tests.support.compare import check_same, drain
+from tests.support.daemon import Daemon, DaemonProcess, conf, eventually, wait_for
+from tests.support.source import app, make_source, write
 from triggers import drift, install
-
-
-def conf(**sections: dict[str, Any]) -> config.Config:
-    overrides: dict[str, Any] = {"apply": {"poll_interval_s": 0.05}}
-    overrides.update(sections)
-    return config.load(overrides=overrides, environ={})
-
-
-def drain(path: Path, dsn: str, c: config.Config | None = None) -> RunResult:
-    return Worker(path, dsn, c or conf()).run(until_drained=True)
 
 
 @pytest.fixture
@@ -82,37 +63,6 @@ def migrate(path: Path, script: str) -> None:
     db.execute("PRAGMA foreign_keys = OFF")
     db.executescript(f"BEGIN;\n{script}\nCOMMIT;")
     db.close()
-
-
-class Daemon:
-    """`replicator run` in a thread of this process (stopped like SIGTERM does)."""
-
-    def __init__(self, path: Path, dsn: str, c: config.Config | None = None) -> None:
-        self.worker = Worker(path, dsn, c or conf())
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:
-            self.errors.append(exc)
-
-    def __enter__(self) -> Daemon:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.worker.stop()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def planned(dsn: str) -> set[str]:
@@ -408,17 +358,6 @@ def test_existing_mode_uses_the_table_the_app_created(src: Path, pg_dsn: str) ->
 # --- a kill in the middle of the pick-up ------------------------------------------------------------
 
 
-def daemon_process(source: Path, dsn: str, failpoints: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "REPLICATOR_FAILPOINTS": failpoints,
-        "REPLICATOR_APPLY__BATCH_ROWS": "3",
-        "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05",
-    }
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn]
-    return subprocess.Popen([*cmd, "--log-format", "json", "--until-drained"], env=env, stderr=subprocess.PIPE)
-
-
 @pytest.fixture
 def no_failpoints() -> Iterator[None]:
     faults.disarm_all()
@@ -437,15 +376,13 @@ def test_kill_while_picking_up_a_new_table(src: Path, pg_dsn: str, point: str, n
     migrate(src, TAG)
     db = app(src)
     db.execute("UPDATE parent SET score = 1 WHERE id = 1")
-    crashed = daemon_process(src, pg_dsn, f"{point}:crash")
-    _out, err = crashed.communicate(timeout=120)
-    assert crashed.returncode == faults.CRASH_EXIT, err.decode()[-3000:]
-    assert f"failpoint {point}: crash" in err.decode()
+    crashed = DaemonProcess(src, pg_dsn, "--until-drained", failpoints=f"{point}:crash", batch_rows=3).wait(120)
+    assert crashed.code == faults.CRASH_EXIT, crashed.log[-3000:]
+    assert f"failpoint {point}: crash" in crashed.log
     db.execute("INSERT INTO tag (id, label) VALUES (5, 'five')")  # journaled or not, depending on the window
     db.execute("UPDATE tag SET label = 'uno' WHERE id = 1")
-    resumed = daemon_process(src, pg_dsn, "")
-    _out, err = resumed.communicate(timeout=120)
-    assert resumed.returncode == 0, err.decode()[-3000:]
+    resumed = DaemonProcess(src, pg_dsn, "--until-drained", batch_rows=3).wait(120)
+    assert resumed.code == 0, resumed.log[-3000:]
     db.execute("DELETE FROM tag WHERE id = 2")  # captured after the restart
     drain(src, pg_dsn)
     assert check_same(src, pg_dsn)["tag"] == 2
@@ -459,7 +396,7 @@ def test_kill_while_picking_up_a_new_table(src: Path, pg_dsn: str, point: str, n
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'tag'").fetchone() == (2,)
 
 
-def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged_dsn: str) -> None:  # noqa: F811
+def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged_dsn: str) -> None:
     """A role that may not disable FK triggers: the new table's FK is built after its copy, then parked like
     the snapshot's FKs, and restored (validated) at cutover."""
     dsn = unprivileged_dsn
@@ -518,7 +455,7 @@ def test_keyless_and_keyed_new_tables_in_one_migration(src: Path, pg_dsn: str, p
     other tables keep replicating through the app's own short-lived connections."""
     env = {"REPLICATOR_CAPTURE__NO_KEY_POLICY": policy}
     c = conf(capture={"no_key_policy": policy})
-    with DaemonProcess(src, pg_dsn, env) as daemon:
+    with DaemonProcess(src, pg_dsn, env=env) as daemon:
         eventually(lambda: caught_up(src, pg_dsn, env), daemon)
         write(src, "UPDATE parent SET score = 1 WHERE id = 1")
         migrate(src, "CREATE TABLE log (at INTEGER, line TEXT); INSERT INTO log VALUES (1, 'x');" + TAG)
@@ -530,7 +467,7 @@ def test_keyless_and_keyed_new_tables_in_one_migration(src: Path, pg_dsn: str, p
         write(src, "UPDATE parent SET score = 8 WHERE id = 3")
         write(src, "DELETE FROM child WHERE id = 12")
         eventually(lambda: caught_up(src, pg_dsn, env), daemon)
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.stop().code == 0, daemon.output()
     phase, tables = table_status(pg_dsn, src, c)
     assert phase == "STREAMING"
     assert tables["tag"].error is None

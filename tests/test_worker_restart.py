@@ -3,11 +3,7 @@ nothing was lost or applied twice: rows equal row by row, the chain verifies, ra
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,20 +13,11 @@ import pytest
 from checkpoints import audit, store
 from replicator import faults
 from replicator.state import phase
-from tests.test_apply_cases import app, check_same, drain, make_source
+from tests.support.compare import check_same, drain
+from tests.support.daemon import DaemonProcess
+from tests.support.source import app, changes, make_source
 
 pytestmark = pytest.mark.e2e
-
-
-def daemon(source: Path, dsn: str, *args: str, failpoints: str = "", batch_rows: int = 3) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "REPLICATOR_FAILPOINTS": failpoints,
-        "REPLICATOR_APPLY__BATCH_ROWS": str(batch_rows),
-        "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05",
-    }
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn, "--log-format", "json"]
-    return subprocess.Popen([*cmd, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def applied_parents(dsn: str) -> int:
@@ -38,18 +25,6 @@ def applied_parents(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM parent").fetchone()
     return int(row[0]) if row else 0
-
-
-def changes(source: Path) -> None:
-    db = app(source)
-    db.execute("PRAGMA foreign_keys = OFF")
-    for i in range(5):
-        db.execute("INSERT INTO parent VALUES (?, ?, ?)", (100 + i, f"p{i}", float(i)))
-        db.execute("UPDATE parent SET score = ? WHERE id = 1", (float(i),))
-        db.execute("INSERT INTO child VALUES (?, ?, 'l', ?)", (200 + i, 100 + i, f"c{i}"))
-    db.execute("DELETE FROM parent WHERE id = 2")
-    db.execute("INSERT OR REPLACE INTO parent VALUES (7, 'a', 0.0)")
-    db.execute("UPDATE pair SET b = 9 WHERE a = 'k' AND b = 1")
 
 
 @pytest.fixture
@@ -70,18 +45,16 @@ def src(tmp_path: Path) -> Path:
 def test_restart_after_crash_at_failpoint(src: Path, pg_dsn: str, name: str) -> None:
     drain(src, pg_dsn)
     changes(src)
-    crashed = daemon(src, pg_dsn, "--until-drained", failpoints=f"{name}:crash")
-    _out, err = crashed.communicate(timeout=60)
-    assert crashed.returncode == faults.CRASH_EXIT, err.decode()[-2000:]
+    crashed = DaemonProcess(src, pg_dsn, "--until-drained", failpoints=f"{name}:crash", batch_rows=3).wait(60)
+    assert crashed.code == faults.CRASH_EXIT, crashed.log[-2000:]
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         before = store.latest(conn)
     assert before is not None
     committed = name in ("apply.after_commit", "prune.after")
     # genesis, plus the crashed batch only if it committed (prune runs behind the apply: maybe more batches)
     assert before.number == 1 if not committed else before.number >= 2
-    resumed = daemon(src, pg_dsn, "--until-drained")
-    _out, err = resumed.communicate(timeout=60)
-    assert resumed.returncode == 0, err.decode()[-2000:]
+    resumed = DaemonProcess(src, pg_dsn, "--until-drained", batch_rows=3).wait(60)
+    assert resumed.code == 0, resumed.log[-2000:]
     check_same(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         chain = store.read(conn)
@@ -92,13 +65,11 @@ def test_restart_after_crash_at_failpoint(src: Path, pg_dsn: str, name: str) -> 
 
 
 def test_crash_before_genesis_commit_resnapshots(src: Path, pg_dsn: str) -> None:
-    crashed = daemon(src, pg_dsn, "--until-drained", failpoints="snapshot.after_genesis:crash")
-    crashed.communicate(timeout=60)
-    assert crashed.returncode == faults.CRASH_EXIT
+    crashed = DaemonProcess(src, pg_dsn, "--until-drained", failpoints="snapshot.after_genesis:crash", batch_rows=3)
+    assert crashed.wait(60).code == faults.CRASH_EXIT
     changes(src)
-    resumed = daemon(src, pg_dsn, "--until-drained")
-    _out, err = resumed.communicate(timeout=60)
-    assert resumed.returncode == 0, err.decode()[-2000:]
+    resumed = DaemonProcess(src, pg_dsn, "--until-drained", batch_rows=3).wait(60)
+    assert resumed.code == 0, resumed.log[-2000:]
     check_same(src, pg_dsn)
 
 
@@ -109,7 +80,7 @@ def test_transient_failpoint_is_retried_and_recovers(src: Path, pg_dsn: str) -> 
     faults.arm("apply.before_commit", "raise")
     try:
         from replicator.stream.worker import Worker
-        from tests.test_apply_cases import cfg
+        from tests.support.daemon import cfg
 
         worker = Worker(src, pg_dsn, cfg())
         import threading
@@ -128,17 +99,16 @@ def test_transient_failpoint_is_retried_and_recovers(src: Path, pg_dsn: str) -> 
 
 def test_sigterm_mid_stream_exits_zero(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    proc = daemon(src, pg_dsn, batch_rows=2)
+    proc = DaemonProcess(src, pg_dsn, batch_rows=2)
     db = app(src)
     db.execute("PRAGMA foreign_keys = OFF")
     for i in range(200):
         db.execute("INSERT INTO parent VALUES (?, ?, ?)", (1000 + i, f"n{i}", 0.0))
     deadline = time.monotonic() + 60  # mid-stream: the daemon has applied some, not all (Python starts slowly)
-    while applied_parents(pg_dsn) <= 3 and proc.poll() is None and time.monotonic() < deadline:
+    while applied_parents(pg_dsn) <= 3 and proc.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    stopped = proc.stop(30)
+    assert stopped.code == 0, stopped.log[-2000:]
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert audit.verify(store.records(conn)) == []
         state = phase.read(conn, "replicator")
@@ -150,17 +120,15 @@ def test_sigterm_mid_stream_exits_zero(src: Path, pg_dsn: str) -> None:
 
 def test_second_daemon_on_same_source_refuses(src: Path, pg_dsn: str) -> None:
     drain(src, pg_dsn)
-    first = daemon(src, pg_dsn)
+    first = DaemonProcess(src, pg_dsn, batch_rows=3)
     try:
-        time.sleep(1.5)
-        second = daemon(src, pg_dsn, "--until-drained")
-        _out, err = second.communicate(timeout=30)
-        assert second.returncode == 1
-        assert b"another replicator" in err
+        first.wait_streaming(pg_dsn)
+        second = DaemonProcess(src, pg_dsn, "--until-drained", batch_rows=3).wait(30)
+        assert second.code == 1
+        assert "another replicator" in second.log
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
-    assert first.returncode == 0
+        stopped = first.stop(30)
+    assert stopped.code == 0
 
 
 def test_tampered_checkpoint_is_detected(src: Path, pg_dsn: str) -> None:
@@ -182,7 +150,7 @@ def test_connection_loss_is_retried_and_resumes_from_the_checkpoint(src: Path, p
     import threading
 
     from replicator.stream.worker import Worker
-    from tests.test_apply_cases import cfg
+    from tests.support.daemon import cfg
 
     drain(src, pg_dsn)
     worker = Worker(src, pg_dsn, cfg(batch_rows=2, retry_max_wait_s=0.5))
@@ -224,16 +192,14 @@ def test_advisory_lock_refuses_a_second_daemon_on_a_copy_of_the_source(src: Path
     copy_path = tmp_path / "copy.db"
     with sqlite3.connect(src) as original, sqlite3.connect(copy_path) as copy:
         original.backup(copy)
-    first = daemon(src, pg_dsn)
+    first = DaemonProcess(src, pg_dsn, batch_rows=3)
     try:
-        time.sleep(1.5)
-        second = daemon(copy_path, pg_dsn, "--until-drained")
-        _out, err = second.communicate(timeout=30)
-        assert second.returncode == 1
-        assert b"another replicator is already applying source" in err
+        first.wait_streaming(pg_dsn)
+        second = DaemonProcess(copy_path, pg_dsn, "--until-drained", batch_rows=3).wait(30)
+        assert second.code == 1
+        assert "another replicator is already applying source" in second.log
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
+        first.stop(30)
 
 
 def test_tampered_head_checkpoint_stops_the_daemon(src: Path, pg_dsn: str) -> None:
@@ -247,7 +213,6 @@ def test_tampered_head_checkpoint_stops_the_daemon(src: Path, pg_dsn: str) -> No
             "WHERE number = (SELECT max(number) FROM replicator.checkpoints)"
         )
     app(src).execute("UPDATE parent SET score = 1 WHERE id = 1")
-    proc = daemon(src, pg_dsn, "--until-drained")
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    assert b"does not match its hash" in err
+    stopped = DaemonProcess(src, pg_dsn, "--until-drained", batch_rows=3).wait(60)
+    assert stopped.code != 0
+    assert "does not match its hash" in stopped.log

@@ -32,7 +32,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
-from tests.test_apply_cases import cfg, check_same, drain, make_source
+from tests.support.compare import check_same, drain
+from tests.support.daemon import cfg
+from tests.support.source import make_source
 from triggers.errors import CaptureError
 from triggers.schema import quote_ident
 

@@ -22,7 +22,7 @@ from psycopg import sql
 from checkpoints import audit, store
 from replicator.apply import batch as apply
 from replicator.state import phase
-from tests.compare import pg_canon, sqlite_canon
+from tests.support.compare import pg_canon, sqlite_canon
 from triggers.schema import quote_ident
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ class Diff(msgspec.Struct):
 
 
 def diff(source: Path, dsn: str) -> Diff:
-    """Every table row by row under the documented mapping (tests.compare's canonical values), counted."""
+    """Every table row by row under the documented mapping (tests.support.compare's canonical values), counted."""
     out = Diff()
     with psycopg.connect(dsn, autocommit=True) as pconn:
         plan = apply.load_plan(pconn, STATE)

@@ -30,8 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from tests.test_worker_differential import SCHEMA as DIFF_SCHEMA
-from tests.test_worker_differential import random_transaction
+from tests.support.workload import SCHEMA as DIFF_SCHEMA
+from tests.support.workload import random_transaction
 
 SCHEMA = (
     DIFF_SCHEMA

@@ -11,7 +11,8 @@ from hypothesis.stateful import initialize
 
 from replicator.errors import TargetError, UniqueCollision
 from tests.reliability import fuzz
-from tests.test_apply_cases import drain, make_source
+from tests.support.compare import drain
+from tests.support.source import make_source
 
 COLLIDING = fuzz.Table(
     "b", key=(fuzz.Column("id", "INTEGER"),), columns=(fuzz.Column("at", "DATETIME", unique=True),), without_rowid=False

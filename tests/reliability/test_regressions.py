@@ -15,8 +15,9 @@ from replicator.cutover.window import CutoverAborted, Options, cutover
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
 from tests.reliability import harness
-from tests.test_apply_cases import app, cfg, check_same, drain, make_source
-from tests.test_worker_restart import daemon
+from tests.support.compare import check_same, drain
+from tests.support.daemon import DaemonProcess, cfg
+from tests.support.source import app, make_source
 from triggers.errors import CaptureError
 
 RESNAPSHOT_WINDOWS = ["resnapshot.after_pending", "resnapshot.after_reinstall", "resnapshot.before_commit"]
@@ -78,9 +79,9 @@ def test_killed_resnapshot_blocks_cutover_until_redone(tmp_path: Path, pg_dsn: s
     db = app(src)
     db.execute("DROP TRIGGER _replicator_upd_parent")
     db.execute("UPDATE parent SET score = 9.5 WHERE id = 1")  # not journaled
-    killed = daemon(src, pg_dsn, "--until-drained", failpoints="resnapshot.before_commit:crash")
-    _out, err = killed.communicate(timeout=60)
-    assert killed.returncode == faults.CRASH_EXIT, err.decode()[-2000:]
+    killed = DaemonProcess(src, pg_dsn, "--until-drained", failpoints="resnapshot.before_commit:crash", batch_rows=3)
+    crashed = killed.wait(60)
+    assert crashed.code == faults.CRASH_EXIT, crashed.log[-2000:]
     with pytest.raises(CutoverAborted, match="re-snapshot was interrupted"):
         cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
     drain(src, pg_dsn)

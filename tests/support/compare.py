@@ -5,6 +5,9 @@ canonical Python value by plain standard-library rules (``Decimal(repr(float))``
 ``datetime.fromisoformat`` for text date-times read as UTC, epoch numbers by the column's format,
 ``json.loads`` for JSON...). Rows are compared as multisets of canonical tuples, so no ordering or
 collation difference between the two databases can hide or invent a mismatch.
+
+``drain`` + ``check_same`` is the tests' one drain-and-compare: apply the journal, then the rows, the
+chain and the running digests must all agree.
 """
 
 from __future__ import annotations
@@ -18,14 +21,21 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Context, Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
 from psycopg import sql
 
+from checkpoints import audit, store
+from replicator import config, pg
+from replicator.apply import batch as apply
 from replicator.plan.pgschema import SchemaPlan, TablePlan
+from replicator.stream.worker import RunResult, Worker
 from replicator.values.convert import TargetType
+from tests.support.daemon import cfg
+from triggers import install
 from triggers.schema import quote_ident
 
 EPOCH = datetime(1970, 1, 1)
@@ -250,3 +260,29 @@ def assert_same(
         return counts
     finally:
         sconn.close()
+
+
+# --- drain the journal, then compare ----------------------------------------------------------------
+
+
+def drain(path: Path, dsn: str, conf: config.Config | None = None) -> RunResult:
+    """Apply everything journaled so far (the snapshot first if there is none), in this process."""
+    return Worker(path, dsn, conf or cfg()).run(until_drained=True)
+
+
+def check_same(path: Path, dsn: str) -> dict[str, int]:
+    """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests
+    (read on a connection set up as the replicator's own: enum labels and citext as text)."""
+    with pg.connect(dsn, autocommit=True) as conn:
+        plan = apply.load_plan(conn, "replicator")
+        assert plan is not None
+        counts = assert_same(path, conn, plan)
+        assert audit.verify(store.records(conn)) == []
+        meta = install.read_meta(sqlite3.connect(path))
+        assert meta is not None
+        targets, _ = apply.resolve_targets(plan, meta)
+        running = apply.read_digests(conn, "replicator", list(targets))
+        for name, t in targets.items():
+            actual = apply.table_digest_of(conn, t)
+            assert running[name] == (actual.count, actual.hexdigest()), name
+    return counts

@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from click.testing import CliRunner, Result
 
+from replicator import config
 from replicator.cli.main import cli
+from replicator.cutover import signing
 from replicator.cutover.window import Options, cutover
 from tests.independent_audit import canonical
-from tests.test_apply_cases import app, cfg, drain, make_source
+from tests.pgserver import fresh_database
+from tests.support.compare import drain
+from tests.support.daemon import cfg
+from tests.support.source import app, make_source
 
 ROWS = """
 INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
@@ -201,3 +208,57 @@ def point_at(path: Path, chain: Path) -> None:
         cert["chain_head_hash"] = records[-1]["hash"]
 
     edit_certificate(path, change)
+
+
+# --- the auditor's command, and the migrations (module fixtures, registered by tests/conftest.py) ----
+
+
+def audit(m: Migration, *extra: str) -> Result:
+    return run_cli("audit", "--certificate", str(m.certificate), "--chain", str(m.chain), *extra)
+
+
+def verdict(result: Result) -> str:
+    found = re.findall(r"^verdict: (PASS|FAIL)", result.stdout, re.MULTILINE)
+    assert len(found) == 1, result.output
+    return str(found[0])
+
+
+def check_line(result: Result, name: str) -> str:
+    """The line of the check list naming ``name`` (each check: ``ran``/``FAILED``/``not run``, then words)."""
+    lines = [
+        line
+        for line in result.stdout.splitlines()
+        if name in line and line.lstrip().startswith(("ran", "FAIL", "not run"))
+    ]
+    assert len(lines) == 1, (name, result.stdout)
+    return lines[0].strip()
+
+
+def rewrite_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch's time moved, and every record after it rehashed and relinked: figures untouched."""
+    body = json.loads(records[2]["body"])
+    body["at"] = "2020-01-01T00:00:00.000000Z"
+    rebody(records[2], body)
+    relink(records, 3)
+    return records
+
+
+@pytest.fixture(scope="module")
+def migration(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migration]:
+    with fresh_database(pg_server) as dsn:
+        yield migrate(tmp_path_factory.mktemp("migration"), dsn)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("keys")
+    made = run_cli("keys", "generate", "--out-dir", str(out))
+    assert made.exit_code == 0, made.output
+    return out / signing.PRIVATE_NAME, out / signing.PUBLIC_NAME
+
+
+@pytest.fixture(scope="module")
+def signed(pg_server: str, tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> Iterator[Migration]:
+    conf = config.load(overrides={"apply": {"poll_interval_s": 0.05}, "signing": {"key": str(keys[0])}}, environ={})
+    with fresh_database(pg_server) as dsn:
+        yield migrate(tmp_path_factory.mktemp("signed"), dsn, config=conf)
