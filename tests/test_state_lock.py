@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from replicator.state import lock
@@ -54,6 +55,7 @@ def test_lock_holder_names_only_a_live_replicator_on_this_host(tmp_path: Path) -
         other.wait()
     replicator = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "replicator"])
     try:
+        _until_cmdline_has(replicator.pid, b"replicator")  # seen once as not yet: under load, an older argv
         path.write_text(f"{replicator.pid} {socket.gethostname()}\n")
         assert lock.lock_holder(source) == replicator.pid
         path.write_text(f"{replicator.pid} another-host\n")
@@ -70,3 +72,11 @@ def test_keys_differ_per_source_and_fit_a_signed_bigint() -> None:
     assert len(keys) == 1000
     assert all(-(1 << 63) <= k < (1 << 63) for k in keys)
     assert all((k & 0xFFFF_FFFF_FFFF_FFFF) >> 32 == lock.LOCK_NAMESPACE for k in keys)
+
+
+def _until_cmdline_has(pid: int, word: bytes, timeout_s: float = 10.0) -> None:
+    """Wait until the kernel shows the process's new argv (the test's precondition, not what it checks)."""
+    deadline = time.monotonic() + timeout_s
+    while word not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, f"process {pid} never showed {word!r} in its command line"
+        time.sleep(0.01)
