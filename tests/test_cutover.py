@@ -906,3 +906,17 @@ def test_a_transient_error_in_the_catch_up_reads_the_batch_again(
     assert calls[0] == calls[1]
     check_same(src, pg_dsn)
     assert not writable(src)
+
+
+def test_a_failpoint_raised_in_the_catch_up_ends_the_cutover(src: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """A failpoint's raise stands in for a crash in tests: the catch-up's re-read of a transient batch error
+    must not swallow it (FailpointHit is transient for the daemon's retry path, not a race with the app)."""
+    drain(src, pg_dsn)
+    app(src).execute("INSERT INTO parent VALUES (4, 'd', 4.0)")
+    faults.arm("apply.before_commit", "raise", times=1)
+    try:
+        with pytest.raises(faults.FailpointHit):
+            cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    finally:
+        faults.disarm_all()
+    assert writable(src)

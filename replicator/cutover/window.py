@@ -197,7 +197,15 @@ def _steps(session: _Session, clock: _Clock, options: Options) -> Result:
     session.log.info("write outage ended", seconds=round(outage, 3), steps=clock.steps)
     if options.dry_run:
         _set_phase(session, Phase.STREAMING, frozen.stop_seq, "cutover --dry-run finished; nothing was changed")
-        return Result(True, frozen.stop_seq, clock.steps, outage, finished.proofs, not_created=finished.not_created)
+        return Result(
+            True,
+            frozen.stop_seq,
+            clock.steps,
+            outage,
+            finished.proofs,
+            warnings=finished.warnings,
+            not_created=finished.not_created,
+        )
     try:
         return _after_fence(session, options, clock, frozen, finished, quarantined, backed_up)
     except BaseException as exc:  # the cutover itself is complete: say so, whatever failed after it
@@ -861,7 +869,15 @@ def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave:
             # Before the freeze the app still writes: a batch can meet rows it changed since they were read
             # (two rows swapping a unique value). Its transaction rolled back whole, so read it again, as the
             # daemon would. In the freeze nothing writes: a transient error there is not a race; it aborts.
-            if stop is not None or not exc.transient or retries >= CATCHUP_RETRIES:
+            # Not a failpoint's raise (a test's crash stand-in must end the cutover) nor a lost connection
+            # (the batch cannot be read again on it).
+            if (
+                stop is not None
+                or not exc.transient
+                or isinstance(exc, faults.FailpointHit)
+                or session.pconn.broken
+                or retries >= CATCHUP_RETRIES
+            ):
                 raise
             retries += 1
             session.log.warning("catch-up batch read again", error=exc.message, attempt=retries)
