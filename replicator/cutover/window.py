@@ -640,8 +640,16 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
         )
     caught_up = drain(session, stop=None, budget=None, leave=CATCHUP_BACKLOG)
     bound.info("caught up", applied_seq=caught_up.seq_to)
+    if options.full_verify:
+        _full_verify(session, bound)
+    return quarantined if options.accept_quarantine else {}
+
+
+def _full_verify(session: _Session, bound: Any) -> None:
+    """The preflight's full verify: every journaled table compared by the independent reading; its per-table
+    result and position are what the certificate records and where the catch-up comparisons start."""
     journaled = session.journaled_tables()
-    if options.full_verify and journaled:  # snapshot-only tables may differ: they are copied again in the freeze
+    if journaled:  # snapshot-only tables may differ: they are copied again in the freeze
         report = verify.verify(  # the drain below applies what was journaled since: in flight without a daemon
             session.source,
             session.dsn,
@@ -656,7 +664,6 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
         session.independent = {t.table: _independent(t, "preflight", report.applied_through) for t in report.tables}
         session.compared_at = report.applied_through
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
-    return quarantined if options.accept_quarantine else {}
 
 
 def _dropped(plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:

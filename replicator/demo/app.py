@@ -325,9 +325,33 @@ def create(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
 
 
 def _seed(conn: sqlite3.Connection, rng: random.Random, counts: dict[str, int], now: int) -> None:
+    """The demo app's rows, table by table in FK order; one generator (``rng``) in one fixed order, so a seed
+    gives the same database every time."""
+
     def when(days: int = 365) -> int:
         return now - rng.randrange(days * DAY_MS)
 
+    orgs, users = _seed_accounts(conn, rng, counts, when)
+    providers, apis = _seed_integrations(conn, rng, orgs, now, when)
+    mapping_ids = _seed_mappings(conn, rng, orgs, apis, when)
+    _insert_pfa(conn, rng, orgs, mapping_ids, counts["pfa_records"], now)
+    conn.executemany(
+        'INSERT INTO "ai_usage_logs" ("organizationId", "userId", "providerId", "model", "promptTokens", '
+        '"completionTokens", "costUsd", "latencyMs", "success", "errorMessage", "metadata", "createdAt") '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_usage_row(rng, orgs, users, providers, when(90)) for _ in range(counts["ai_usage_logs"])],
+    )
+    conn.executemany(
+        'INSERT INTO "sync_logs" ("organizationId", "mappingId", "status", "recordsRead", "recordsWritten", '
+        '"errors", "startedAt", "finishedAt", "durationMs") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [_sync_row(rng, orgs, mapping_ids, when(90)) for _ in range(counts["sync_logs"])],
+    )
+
+
+def _seed_accounts(
+    conn: sqlite3.Connection, rng: random.Random, counts: dict[str, int], when: Callable[..., int]
+) -> tuple[list[str], list[str]]:
+    """Organizations, users and their memberships."""
     orgs = [cuid(rng) for _ in range(counts["organizations"])]
     conn.executemany(
         'INSERT INTO "organizations" VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
@@ -371,6 +395,13 @@ def _seed(conn: sqlite3.Connection, rng: random.Random, counts: dict[str, int], 
         'INSERT INTO "user_organizations" VALUES (?, ?, ?, ?)',
         [(u, o, rng.choice(("OWNER", "ADMIN", "MEMBER", "MEMBER")), when()) for u, o in sorted(members)],
     )
+    return orgs, users
+
+
+def _seed_integrations(
+    conn: sqlite3.Connection, rng: random.Random, orgs: list[str], now: int, when: Callable[..., int]
+) -> tuple[list[str], list[str]]:
+    """AI providers and each organization's AI configs; external APIs and their credentials."""
     providers = [cuid(rng) for _ in PROVIDERS]
     conn.executemany(
         'INSERT INTO "ai_providers" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -415,6 +446,13 @@ def _seed(conn: sqlite3.Connection, rng: random.Random, counts: dict[str, int], 
                  None if rng.random() < 0.6 else now + rng.randrange(365) * DAY_MS, when(7), when(), when(30))
             )  # fmt: skip
     conn.executemany('INSERT INTO "organization_api_credentials" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', creds)
+    return providers, apis
+
+
+def _seed_mappings(
+    conn: sqlite3.Connection, rng: random.Random, orgs: list[str], apis: list[str], when: Callable[..., int]
+) -> list[str]:
+    """Each organization's data-source mappings and their field configurations."""
     mappings = []
     for o in orgs:
         for k in range(3):
@@ -433,18 +471,7 @@ def _seed(conn: sqlite3.Connection, rng: random.Random, counts: dict[str, int], 
             for n, f in enumerate(rng.sample(FIELDS, 6))
         ],
     )  # fmt: skip
-    _insert_pfa(conn, rng, orgs, mapping_ids, counts["pfa_records"], now)
-    conn.executemany(
-        'INSERT INTO "ai_usage_logs" ("organizationId", "userId", "providerId", "model", "promptTokens", '
-        '"completionTokens", "costUsd", "latencyMs", "success", "errorMessage", "metadata", "createdAt") '
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_usage_row(rng, orgs, users, providers, when(90)) for _ in range(counts["ai_usage_logs"])],
-    )
-    conn.executemany(
-        'INSERT INTO "sync_logs" ("organizationId", "mappingId", "status", "recordsRead", "recordsWritten", '
-        '"errors", "startedAt", "finishedAt", "durationMs") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        [_sync_row(rng, orgs, mapping_ids, when(90)) for _ in range(counts["sync_logs"])],
-    )
+    return mapping_ids
 
 
 def _insert_pfa(
