@@ -3,7 +3,10 @@ nothing was lost or applied twice: rows equal row by row, the chain verifies, ra
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from checkpoints import audit, store
 from replicator import faults
-from replicator.state import phase
+from replicator.state import lock, phase
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess
 from tests.support.source import app, changes, make_source
@@ -216,3 +219,39 @@ def test_tampered_head_checkpoint_stops_the_daemon(src: Path, pg_dsn: str) -> No
     stopped = DaemonProcess(src, pg_dsn, "--until-drained", batch_rows=3).wait(60)
     assert stopped.code != 0
     assert "does not match its hash" in stopped.log
+
+
+_SIGNAL_WHILE_LOGGING = """
+import os, signal, sys
+from pathlib import Path
+from structlog._output import _get_lock_for_file
+from replicator import config, log
+from replicator.stream.worker import Worker
+
+log.configure(fmt="json", stream=sys.stderr)
+worker = Worker(Path(sys.argv[1]), "postgresql://unused@127.0.0.1:1/none", config.load(environ={}))
+with worker._signals():
+    with _get_lock_for_file(sys.stderr):  # the main thread is inside a log write, holding the logger's lock
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+        for _ in range(1000):  # the handler runs between two of these bytecodes
+            pass
+print("stopped" if worker._stop.is_set() else "not stopped", worker._signalled, worker.handed_over)
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT", "SIGUSR1"])
+def test_a_signal_during_a_log_write_stops_the_daemon_without_deadlock(tmp_path: Path, name: str) -> None:
+    """A daemon once hung for good after SIGTERM (the full suite's test_sigterm_mid_stream_exits_zero; py-spy:
+    the handler's log line waiting for the logger's lock, which the main thread held mid-write). The handler
+    only records the signal; the loop logs it. Run in a child so the old deadlock fails in 30 s, not hangs."""
+    assert lock.HANDOVER_SIGNAL == signal.SIGUSR1
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_WHILE_LOGGING, str(tmp_path / "app.db"), name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = "None True" if name == "SIGUSR1" else f"{name} False"
+    assert proc.stdout.strip() == f"stopped {expected}"

@@ -142,6 +142,8 @@ class Worker:
         self._stop = threading.Event()
         self.handed_over = False
         """Stopped because a cutover asked for the locks (SIGUSR1, :func:`hand_over`), not to end."""
+        self._signalled: str | None = None
+        """The signal that asked us to stop, logged by the loop (a handler must not log: see :meth:`_signals`)."""
         self._log = log.get("worker", source=str(self.source))
         self._lag = journal.LagTracker()
         self._rate: deque[tuple[float, int]] = deque()
@@ -236,6 +238,10 @@ class Worker:
                 failing = exc
                 self._close_pg()
                 self._stop.wait(backoff(attempt, self.config.apply.retry_max_wait_s))
+        if self.handed_over:
+            self._log.info("a cutover asked for the locks: the current batch is finished, waiting for it")
+        elif self._signalled is not None:
+            self._log.info("signal received: the current batch is finished, stopping", signal=self._signalled)
         return RunResult(self._batches, self._changes, self._applied, self._head, self._phase)
 
     def _cycle(self, run: _Run, live: ApplySession) -> tuple[bool, bool]:
@@ -531,17 +537,21 @@ class Worker:
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT request a stop; only the main thread may install handlers (tests run us in threads)."""
+        """SIGTERM/SIGINT request a stop; only the main thread may install handlers (tests run us in threads).
+
+        A handler runs in the main thread between two bytecodes, wherever it is: it only records the signal
+        and sets the stop event. It must not log: a log line written while the main thread was inside the
+        logger's own write (holding its lock) deadlocked the daemon, deaf to every later SIGTERM (seen in
+        test_sigterm_mid_stream_exits_zero). The loop logs the stop once it has finished its batch."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum: int, _frame: FrameType | None) -> None:
-            self._log.info("signal received: finishing the current batch", signal=signal.Signals(signum).name)
+            self._signalled = signal.Signals(signum).name
             self.stop()
 
         def hand_over(_signum: int, _frame: FrameType | None) -> None:
-            self._log.info("a cutover asked for the locks: finishing the current batch, then waiting for it")
             self.handed_over = True
             self.stop()
 
