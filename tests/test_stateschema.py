@@ -173,6 +173,11 @@ def test_newer_version_is_refused_in_one_line(tmp_path: Path, pg_dsn: str, pg: p
     assert proc.stderr.startswith(f"error: the state schema replicator is at version {VERSION + 1}")
     assert "upgrade replicator" in proc.stderr
     assert "acknowledged" not in proc.stdout
+    status = [sys.executable, "-m", "replicator", "status", "--target", pg_dsn]
+    proc = subprocess.run(status, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == EXIT_USAGE, proc.stderr  # status only reads, and reads nothing it would misread
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: the state schema replicator is at version {VERSION + 1}")
     assert layout(pg) == before
     assert stateschema.recorded_version(pg, SCHEMA) == VERSION + 1
 

@@ -33,7 +33,7 @@ from checkpoints.model import Checkpoint
 from replicator import pg
 from replicator.config import Config
 from replicator.plan import skips
-from replicator.state import integrity, lock, phase
+from replicator.state import integrity, lock, phase, stateschema
 from replicator.state.phase import ApplyState, Phase
 from replicator.values import quarantine
 from triggers import fence, journal
@@ -113,6 +113,7 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         tampering: list[str] = []
         anchor = _anchor(sconn, tampering)
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
+            stateschema.refuse_newer(conn, schema)
             now = _now(conn)
             state = phase.read(conn, schema)
             chain = _chain_head(conn, schema, tampering)

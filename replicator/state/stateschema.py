@@ -231,6 +231,12 @@ def recorded_version(conn: psycopg.Connection[Any], schema_name: str) -> int:
     return 0 if row is None else int(row[0])
 
 
+def refuse_newer(conn: psycopg.Connection[Any], schema_name: str) -> None:
+    """For readers that never lay the schema out (``status``): refuse a layout a newer replicator wrote, whose
+    tables this code would misread; one SELECT."""
+    _refuse_newer(recorded_version(conn, schema_name), schema_name)
+
+
 def _refuse_newer(found: int, schema_name: str) -> None:
     if found > VERSION:
         raise NewerStateSchema(
