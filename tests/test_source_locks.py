@@ -10,6 +10,7 @@ change arrives and that the daemon never holds a deleted file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -219,3 +220,40 @@ def test_a_connection_collected_while_another_opens_does_not_deadlock(tmp_path: 
             gc.enable()
     assert finished.is_set(), "a finalizer waited for the lock its own thread held"
     assert source._LIVE.get(source._file_key(db.stat())) is None  # and it was counted out
+
+
+def _write_from_another_process(path: Path) -> subprocess.CompletedProcess[bytes]:
+    probe = [
+        sys.executable,
+        "-c",
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0);"
+        " c.execute('INSERT INTO note VALUES (2, 2, 2)'); c.commit()",
+        str(path),
+    ]
+    return subprocess.run(probe, capture_output=True, timeout=30, check=False)
+
+
+def test_hashing_the_file_keeps_a_held_lock(tmp_path: Path) -> None:
+    """Cutover hashes the fenced file for its certificate while its own connections are open: the hash must
+    not drop this process's locks (rollback-journal mode: the write lock is a POSIX lock on the file itself).
+    The negative control is the plain open()/close() it replaced, after which another process writes."""
+    from triggers import source as sqlite_source
+
+    path = make_source(tmp_path / "app.db", SCHEMA)
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode = delete")
+    setup.close()
+    held = sqlite_source.connect(path, readonly=False)
+    held.execute("BEGIN IMMEDIATE")
+    try:
+        digest = sqlite_source.sha256(path)
+        locked = _write_from_another_process(path)
+        assert locked.returncode != 0, "another process wrote through the held lock"
+        assert b"database is locked" in locked.stderr, locked.stderr.decode()
+        with path.open("rb") as handle:  # the negative control: a raw open and close in this process
+            raw = hashlib.sha256(handle.read()).hexdigest()
+        assert _write_from_another_process(path).returncode == 0, "the raw close was expected to drop the lock"
+    finally:
+        held.rollback()
+        held.close()
+    assert digest == raw

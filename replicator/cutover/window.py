@@ -1432,12 +1432,11 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def _settled_sha256(session: _Session) -> str:
-    """SHA-256 of the fenced file after folding the WAL into it (nothing can write it any more)."""
-    from replicator.cutover import certificate
-
+    """SHA-256 of the fenced file after folding the WAL into it (nothing can write it any more); read without
+    dropping this process's SQLite locks on it (the session's connections are still open)."""
     with (
         contextlib.closing(_open_again(session, readonly=False)) as conn,
         contextlib.suppress(sqlite3.Error),
     ):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return certificate.file_sha256(session.source)
+    return sqlite_source.sha256(session.source)
