@@ -329,7 +329,7 @@ def export(
         raise UsageError(f"directory {parent} does not exist", hint="create it first")
     bound = log.get("export")
     sqlite_source.check_file(source)  # missing, empty, not SQLite: one line before anything is read
-    source_file = SourceFile(name=source.name, size=source.stat().st_size, sha256=sha256_file(source))
+    source_file = SourceFile(name=source.name, size=source.stat().st_size, sha256=sqlite_source.sha256(source))
     with files.writing(out, what="the export", instead=OTHER_OUT):
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))  # mode 0700
     try:
