@@ -189,6 +189,7 @@ class Helper:
         self.progress = progress
         self.config = config
         self._coprocessor: Coprocessor | None = None
+        self._exiting: threading.Thread | None = None
         level = config.log.level
         fmt = "json" if config.log.format == "auto" and not sys.stderr.isatty() else config.log.format
         self.pool = ProcessPoolExecutor(
@@ -209,10 +210,17 @@ class Helper:
         return self._coprocessor
 
     def finish(self) -> None:
-        """The main process needs the helper no more: let it exit while the post-load steps run."""
+        """The main process needs the helper no more: let it exit while the post-load steps run.
+
+        The pool is shut down with ``wait=True`` in a thread of ours that :meth:`close` joins, not with
+        ``wait=False``: that leaves the pool's manager thread running unjoined (a later ``shutdown`` no
+        longer knows it), and at interpreter exit CPython's atexit hook writes to its wake-up pipe while
+        it closes it: ``OSError: [Errno 9] Bad file descriptor`` printed after a snapshot that succeeded."""
         if self._coprocessor is not None:
             self._coprocessor.stop()
-        self.pool.shutdown(wait=False)
+        if self._exiting is None:
+            self._exiting = threading.Thread(target=self.pool.shutdown, name="helper-exit", daemon=True)
+            self._exiting.start()
 
     def close(self) -> None:
         # A helper still starting when the work is done (a tiny source) must finish starting first:
@@ -220,7 +228,10 @@ class Helper:
         wait([self._started], timeout=30)
         if self._coprocessor is not None:
             self._coprocessor.stop()  # after an error too: its loop waits for this
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._exiting is None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            self._exiting.join()
         self.drain()
         self.queue.close()
         for channel in (self.work, self.results):  # what a failed load left unread must not block our exit
