@@ -549,10 +549,10 @@ def capture_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the install report as JSON.")
 def capture_install(ctx: Context, no_key_policy: str | None, stamp_time: bool, as_json: bool) -> None:
     """Install (or reconcile) the capture triggers in one transaction; safe to rerun."""
-    from triggers import install as capture
+    from triggers import install, keys
 
-    policy = cast(capture.Policy, no_key_policy or ctx.config.capture.no_key_policy)
-    report = capture.install(
+    policy = cast(keys.Policy, no_key_policy or ctx.config.capture.no_key_policy)
+    report = install.install(
         ctx.source,
         default_policy=policy,
         policies=dict(ctx.config.capture.tables),

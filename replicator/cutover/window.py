@@ -88,7 +88,7 @@ from replicator.stream.session import ApplySession, skips_of
 from replicator.values import quarantine
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
-from triggers.install import Meta, read_meta
+from triggers.meta import Meta, read_meta
 from triggers.schema import quote_ident
 
 HANDOVER_TIMEOUT_S: Final = 60.0
