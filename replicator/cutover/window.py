@@ -69,6 +69,7 @@ from psycopg import sql
 
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
+from checkpoints.findings import Problem
 from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, tool_version
 from replicator import faults, files, log, pg
 from replicator.apply import batch as apply
@@ -928,10 +929,7 @@ def prove_chain(session: _Session, head: Checkpoint, stop: int) -> None:
         f
         for f in audit.verify(records)
         # the list starts at base on purpose: its missing predecessors are not a finding
-        if not (
-            f.number == base.number
-            and f.problem in (audit.Problem.BROKEN_LINK, audit.Problem.BAD_ROOT, audit.Problem.DELETED)
-        )
+        if not (f.number == base.number and f.problem in (Problem.BROKEN_LINK, Problem.BAD_ROOT, Problem.DELETED))
     ]
     if findings:
         raise VerificationFailed(f"the checkpoint chain does not verify after the drain: {findings[0]}", hint="")

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.audit import Anchor
+from checkpoints.anchor import Anchor
 from checkpoints.errors import ChainBroken, NoChainTable
 from checkpoints.model import Checkpoint
 from replicator import pg
