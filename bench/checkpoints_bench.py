@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
-from checkpoints import audit, store
+from checkpoints import audit, exportfile, store
 from checkpoints.digest import TableDigest, kinds_from_oids, table_digest
 from checkpoints.model import Checkpoint, Record, TableChange, genesis, next_checkpoint
 
@@ -112,7 +112,7 @@ def bench_pg(dsn: str, rows: int, n: int) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "chain.jsonl"
                 started = time.perf_counter()
-                audit.export(conn, path)
+                exportfile.export(conn, path)
                 rate("export", n, started)
                 started = time.perf_counter()
                 assert audit.verify_file(path) == []

@@ -12,8 +12,12 @@ Modules, each with its contract in its docstring:
   ``next_checkpoint``;
 * :mod:`checkpoints.store` -- the chain in PostgreSQL: ``ensure_schema``, ``append`` (in the caller's
   transaction), ``latest``, ``read``, ``get``;
-* :mod:`checkpoints.audit` -- ``verify`` (every finding), ``export``/``verify_file``, ``compact`` and
+* :mod:`checkpoints.findings` -- what a verification reports: ``Problem``, ``Finding``, ``Report``;
+* :mod:`checkpoints.audit` -- ``verify`` (every finding), ``verify_db``, ``verify_file`` and
   ``verify_against`` an earlier export;
+* :mod:`checkpoints.exportfile` -- ``export`` the chain for an auditor and ``read_file`` it back;
+* :mod:`checkpoints.anchor` -- the ``Anchor`` kept in the source and ``check_anchor``;
+* :mod:`checkpoints.compaction` -- ``compact`` the chain's oldest checkpoints into one record;
 * :mod:`checkpoints.ledger` -- the chain added up: each table's count and checksum from the genesis
   through the head (what the cutover certificate records);
 * :mod:`checkpoints.report` -- rendering for the ``replicator checkpoints`` commands.

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from checkpoints.audit import Finding, Head
+from checkpoints.exportfile import Head
+from checkpoints.findings import Finding
 from checkpoints.model import Checkpoint
 
 PIPE_WIDTH = 160

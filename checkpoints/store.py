@@ -294,7 +294,7 @@ def replace_prefix(
     Only the audit's ``compact`` calls this, after verifying the chain under a table lock.
     """
     if not _in_transaction(conn):
-        raise CheckpointError("replace_prefix needs the caller's transaction", hint="call it via audit.compact")
+        raise CheckpointError("replace_prefix needs the caller's transaction", hint="call it via compaction.compact")
     table = _table(schema)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DELETE FROM {} WHERE number <= %s").format(table), (upto,))

@@ -24,7 +24,7 @@ from tests.support.cli import status_json
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
 from tests.support.source import app, make_source
-from triggers import install
+from triggers.meta import read_meta
 
 pytestmark = pytest.mark.e2e
 
@@ -237,7 +237,7 @@ def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_ref
     db.execute("UPDATE users SET name = 'x' WHERE id = 2")  # seq 3: key 2 takes 'x'
     with psycopg.connect(pg_dsn, autocommit=True) as pconn, sqlite3.connect(path, isolation_level=None) as sconn:
         plan = apply.load_plan(pconn, "replicator")
-        meta = install.read_meta(sconn)
+        meta = read_meta(sconn)
         assert plan is not None
         assert meta is not None
         targets, _ = apply.resolve_targets(plan, meta)

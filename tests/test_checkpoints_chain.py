@@ -10,10 +10,10 @@ import msgspec
 import psycopg
 import pytest
 
-from checkpoints import audit, ledger, store
-from checkpoints.audit import Finding, Problem
+from checkpoints import audit, compaction, exportfile, ledger, store
 from checkpoints.digest import table_digest
 from checkpoints.errors import ChainBroken, CheckpointError, CheckpointNotFound, CheckpointUsageError, WriterConflict
+from checkpoints.findings import Finding, Problem, Report
 from checkpoints.model import (
     ZERO_HASH,
     Checkpoint,
@@ -305,13 +305,13 @@ def test_every_finding_is_reported_at_once(pg: psycopg.Connection[Any]) -> None:
 def test_export_verifies_offline(pg: psycopg.Connection[Any], tmp_path: Path) -> None:
     chain = build_chain(pg, 5)
     path = tmp_path / "chain.jsonl"
-    head = audit.export(pg, path)
+    head = exportfile.export(pg, path)
     assert (head.number, head.hash, head.count) == (5, chain[-1].hash, 5)
     assert audit.verify_file(path) == []
     lines = path.read_text().splitlines()
     assert len(lines) == 6
     assert lines[-1].startswith('{"head":')
-    records, _, _ = audit.read_file(path)
+    records, _, _ = exportfile.read_file(path)
     assert [r.decode() for r in records] == chain
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -320,7 +320,7 @@ def test_export_verifies_offline(pg: psycopg.Connection[Any], tmp_path: Path) ->
 def exported(pg: psycopg.Connection[Any], tmp_path: Path) -> tuple[Path, list[str]]:
     build_chain(pg, 6)
     path = tmp_path / "chain.jsonl"
-    audit.export(pg, path)
+    exportfile.export(pg, path)
     return path, path.read_text().splitlines(keepends=True)
 
 
@@ -359,8 +359,8 @@ def test_truncated_export_is_a_torn_tail(exported: tuple[Path, list[str]]) -> No
 def test_compact_then_verify(pg: psycopg.Connection[Any], tmp_path: Path) -> None:
     chain = build_chain(pg, 8)
     before = tmp_path / "before.jsonl"
-    audit.export(pg, before)
-    base = audit.compact(pg, 4)
+    exportfile.export(pg, before)
+    base = compaction.compact(pg, 4)
     assert (base.number, base.kind, base.prev_hash, base.seq_from, base.seq_to) == (
         4,
         Kind.COMPACTION,
@@ -374,7 +374,7 @@ def test_compact_then_verify(pg: psycopg.Connection[Any], tmp_path: Path) -> Non
     assert base.tables["users"].upserted == sum(c.tables["users"].upserted for c in chain[:4])
     assert [c.number for c in store.read(pg)] == [4, 5, 6, 7, 8]
     assert audit.verify_db(pg) == []
-    old_records, _, _ = audit.read_file(before)
+    old_records, _, _ = exportfile.read_file(before)
     assert audit.verify_compaction(base, old_records) == []
     assert audit.verify_compaction(base, old_records[:2] + old_records[3:])
 
@@ -382,27 +382,27 @@ def test_compact_then_verify(pg: psycopg.Connection[Any], tmp_path: Path) -> Non
     following = next_checkpoint(store.latest(pg) or chain[-1], seq_to=200, tables={})
     with pg.transaction():
         store.append(pg, following)
-    again = audit.compact(pg, 6)
+    again = compaction.compact(pg, 6)
     assert again.compaction is not None
     assert (again.compaction.first, again.compaction.count) == (1, 6)
     assert audit.verify_db(pg) == []
     assert audit.verify_compaction(again, old_records) == []  # the fold continues across compactions
 
     after = tmp_path / "after.jsonl"
-    audit.export(pg, after)
+    exportfile.export(pg, after)
     assert audit.verify_file(after) == []
 
 
 def test_tampering_after_compaction_is_found(pg: psycopg.Connection[Any]) -> None:
     build_chain(pg, 8)
-    audit.compact(pg, 4)
+    compaction.compact(pg, 4)
     edit_body(pg, 4, '"count":4', '"count":3')
     assert (4, Problem.EDITED) in problems(audit.verify_db(pg))
 
 
 def test_forged_compaction_head_breaks_the_link(pg: psycopg.Connection[Any]) -> None:
     build_chain(pg, 8)
-    base = audit.compact(pg, 4)
+    base = compaction.compact(pg, 4)
     assert base.compaction is not None
     reseal_in_db(pg, 4, compaction=msgspec.structs.replace(base.compaction, head_hash="c" * 64))
     assert problems(audit.verify_db(pg)) == {(5, Problem.BROKEN_LINK)}
@@ -410,7 +410,7 @@ def test_forged_compaction_head_breaks_the_link(pg: psycopg.Connection[Any]) -> 
 
 def test_deleting_after_compaction_is_found(pg: psycopg.Connection[Any]) -> None:
     build_chain(pg, 8)
-    audit.compact(pg, 4)
+    compaction.compact(pg, 4)
     pg.execute("DELETE FROM replicator.checkpoints WHERE number = 5")
     assert (6, Problem.DELETED) in problems(audit.verify_db(pg))
     pg.execute("DELETE FROM replicator.checkpoints WHERE number = 4")
@@ -420,12 +420,12 @@ def test_deleting_after_compaction_is_found(pg: psycopg.Connection[Any]) -> None
 def test_compact_refuses_what_it_should(pg: psycopg.Connection[Any]) -> None:
     build_chain(pg, 5)
     with pytest.raises(CheckpointUsageError, match="head"):
-        audit.compact(pg, 5)
+        compaction.compact(pg, 5)
     with pytest.raises(CheckpointUsageError, match="nothing to compact"):
-        audit.compact(pg, 1)
+        compaction.compact(pg, 1)
     pg.execute("UPDATE replicator.checkpoints SET hash = repeat('d', 64) WHERE number = 2")
     with pytest.raises(ChainBroken, match="refusing"):
-        audit.compact(pg, 3)
+        compaction.compact(pg, 3)
     assert pg.execute("SELECT count(*) FROM replicator.checkpoints").fetchone() == (5,)
 
 
@@ -445,19 +445,19 @@ def test_cut_off_or_rewritten_chain_is_found_against_an_earlier_export(
 ) -> None:
     chain = build_chain(pg, 6)
     earlier = tmp_path / "earlier.jsonl"
-    audit.export(pg, earlier)
+    exportfile.export(pg, earlier)
     following = next_checkpoint(chain[-1], seq_to=100, tables={})
     with pg.transaction():
         store.append(pg, following)
     assert audit.report_db(pg, against=earlier).findings == []  # growing is fine
 
-    audit.compact(pg, 3)
+    compaction.compact(pg, 3)
     assert audit.report_db(pg, against=earlier).findings == []  # compaction accounts for 1..3
 
     compacted = tmp_path / "compacted.jsonl"
-    audit.export(pg, compacted)
+    exportfile.export(pg, compacted)
     assert audit.report_db(pg, against=compacted).findings == []  # holding the compaction record itself
-    audit.compact(pg, 4)
+    compaction.compact(pg, 4)
     assert audit.report_db(pg, against=compacted).findings == []
     assert audit.report_db(pg, against=earlier).findings == []
 
@@ -469,14 +469,14 @@ def test_cut_off_or_rewritten_chain_is_found_against_an_earlier_export(
 def test_rewritten_history_is_found_against_an_earlier_export(pg: psycopg.Connection[Any], tmp_path: Path) -> None:
     build_chain(pg, 4)
     earlier = tmp_path / "earlier.jsonl"
-    audit.export(pg, earlier)
+    exportfile.export(pg, earlier)
     pg.execute("DELETE FROM replicator.checkpoints")
     build_chain(pg, 4)  # a whole new chain with fresh times: it verifies on its own
     assert audit.verify_db(pg) == []
     found = audit.report_db(pg, against=earlier).findings
     assert problems(found) == {(n, Problem.EDITED) for n in range(1, 5)}
     later = tmp_path / "later.jsonl"
-    audit.export(pg, later)
+    exportfile.export(pg, later)
     assert problems(audit.report_file(later, against=earlier).findings) == {(n, Problem.EDITED) for n in range(1, 5)}
 
 
@@ -488,7 +488,7 @@ def test_python_m_checkpoints_verifies_an_export_without_the_replicator(
 
     build_chain(pg, 3)
     path = tmp_path / "chain.jsonl"
-    audit.export(pg, path)
+    exportfile.export(pg, path)
     probe = (
         "import sys, runpy; sys.argv = ['checkpoints', 'verify', sys.argv[1]];"
         "code = 0\n"
@@ -525,9 +525,9 @@ def test_checkpoints_never_imports_the_replicator_or_triggers() -> None:
 def test_exporting_an_empty_chain_writes_nothing(pg: psycopg.Connection[Any], tmp_path: Path) -> None:
     store.ensure_schema(pg, SCHEMA)
     with pytest.raises(CheckpointError, match="no checkpoints to export"):
-        audit.export(pg, tmp_path / "chain.jsonl")
+        exportfile.export(pg, tmp_path / "chain.jsonl")
     assert list(tmp_path.iterdir()) == []
-    assert audit.report_db(pg) == audit.Report(count=0, head=None, head_hash=None, findings=[])
+    assert audit.report_db(pg) == Report(count=0, head=None, head_hash=None, findings=[])
 
 
 # --- properties: any single tampering of a chain is found ---------------------------------------
@@ -579,7 +579,7 @@ def test_any_byte_changed_in_an_export_is_found(tmp_path_factory: pytest.TempPat
 
 
 def _write_export(path: Path) -> None:
-    """The export format, written without a database (what audit.export writes for _RECORDS)."""
+    """The export format, written without a database (what exportfile.export writes for _RECORDS)."""
     import msgspec as m
 
     lines = [m.json.encode({"number": r.number, "hash": r.hash, "body": r.body.decode()}) for r in _RECORDS]

@@ -227,7 +227,7 @@ def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     drain(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as other:
         from replicator.state.lock import lock_key
-        from triggers.install import read_meta
+        from triggers.meta import read_meta
 
         meta = read_meta(sqlite3.connect(src))
         assert meta is not None
@@ -240,7 +240,7 @@ def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
 def test_lock_of_a_daemon_that_just_exited_is_waited_for(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """The daemon's start waits LOCK_GRACE_S for a backend that still holds the lock (87c4b7b); cutover too."""
     from replicator.state.lock import LOCK_GRACE_S, lock_key
-    from triggers.install import read_meta
+    from triggers.meta import read_meta
 
     drain(src, pg_dsn)
     meta = read_meta(sqlite3.connect(src))

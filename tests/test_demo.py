@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.demo import app as demo_app
+from replicator.demo import database, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -55,7 +55,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     cert = json.loads((work / "app.db.cutover.json").read_text())
     assert len(cert["tables"]) == 12
     assert all(t["sqlite_digest"] == t["pg_digest"] for t in cert["tables"])
-    conn = demo_app.connect(work / "app.db")
+    conn = database.connect(work / "app.db")
     try:
         with pytest.raises(sqlite3.DatabaseError, match="writes are fenced"):
             conn.execute('UPDATE "organizations" SET "plan" = ?', ("TEAM",))
@@ -75,8 +75,8 @@ def test_demo_refuses_a_non_empty_dir(tmp_path: Path) -> None:
 
 def test_demo_app_writer_runs_as_documented(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    counts = demo_app.create(db, 1000)
-    assert set(counts) == set(demo_app.TABLES)
+    counts = seed.create(db, 1000)
+    assert set(counts) == set(database.TABLES)
     assert len(counts) == 12
     done = subprocess.run(
         [sys.executable, "-m", "replicator.demo.app", str(db), "--seconds", "1", "--rate", "200"],

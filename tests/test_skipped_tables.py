@@ -32,6 +32,7 @@ from replicator.state import phase
 from tests.support.compare import assert_same
 from tests.support.daemon import Daemon, wait_for
 from triggers import install
+from triggers.meta import read_meta
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +103,7 @@ def test_prisma_existing_mode_streams_and_cuts_over_with_its_migrations_table_sk
     prisma_app: Path, pg_dsn: str, tmp_path: Path
 ) -> None:
     path = prisma_app
-    meta = install.read_meta(sqlite3.connect(path))
+    meta = read_meta(sqlite3.connect(path))
     assert meta is not None
     assert "_prisma_migrations" in meta.tables  # captured: the daemon must tolerate it
     c = conf(snapshot={"mode": "existing"})
@@ -250,7 +251,7 @@ def test_snapshot_only_table_changed_after_the_snapshot_is_copied_again_at_cutov
 ) -> None:
     dsn = pg_dsn if role == "privileged" else unprivileged_dsn
     path = _snapshot_only_source(tmp_path / "app.db")
-    meta = install.read_meta(sqlite3.connect(path))
+    meta = read_meta(sqlite3.connect(path))
     assert meta is not None
     assert meta.tables["audit"].mode == "snapshot-only"
     c = conf(capture={"no_key_policy": "snapshot-only"})

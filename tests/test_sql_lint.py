@@ -35,7 +35,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     ("replicator/cutover/window.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
     ("replicator/inspect/verify.py", "_sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
     # The demo app's own tables: t iterates the module constant TABLES (literal names, no quotes in them).
-    ("replicator/demo/app.py", "create", "t"): "constant table names",
+    ("replicator/demo/seed.py", "create", "t"): "constant table names",
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.
     ("replicator/values/convert.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
     # verify-export's scratch table: each column is quote_ident(name) + an affinity keyword looked up in

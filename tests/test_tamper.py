@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from checkpoints.audit import Anchor
+from checkpoints.anchor import Anchor
 from replicator.state import phase
 from replicator.stream.metrics import Metrics
 from replicator.stream.worker import Worker

@@ -24,6 +24,7 @@ from tests.support.compare import check_same, drain
 from tests.support.daemon import Daemon, DaemonProcess, conf, eventually, wait_for
 from tests.support.source import app, make_source, write
 from triggers import drift, install
+from triggers.meta import read_meta
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ def test_stamp_time_survives_the_reinstall(tmp_path: Path, pg_dsn: str) -> None:
     drain(path, pg_dsn)
     migrate(path, "CREATE TABLE extra (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO extra VALUES (1, 'a');")
     drain(path, pg_dsn)
-    meta = install.read_meta(sqlite3.connect(path))
+    meta = read_meta(sqlite3.connect(path))
     assert meta is not None
     assert {n: (c.stamp_time, c.generation) for n, c in meta.tables.items()} == {
         "parent": (True, 1),  # not rewritten without ts_ms (it was: every drift reinstall dropped --stamp-time)
@@ -233,7 +234,7 @@ def test_keyless_new_table_is_reported_and_the_daemon_keeps_going(src: Path, pg_
     assert "snapshot-only" in tables["log"].hint
     check_same(src, pg_dsn)  # every planned table equal; `log` is not planned
     assert "log" not in planned(pg_dsn)
-    meta = install.read_meta(sqlite3.connect(src))
+    meta = read_meta(sqlite3.connect(src))
     assert meta is not None
     assert "log" not in meta.tables
     assert drift.check(sqlite3.connect(src), drift.SchemaMark(-1, "")).new_tables == ("log",)
@@ -477,7 +478,7 @@ def test_keyless_and_keyed_new_tables_in_one_migration(src: Path, pg_dsn: str, p
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT score FROM parent WHERE id = 3").fetchone() == (8.0,)
         assert conn.execute("SELECT label FROM tag WHERE id = 1").fetchone() == ("uno",)
-    meta = install.read_meta(sqlite3.connect(src))
+    meta = read_meta(sqlite3.connect(src))
     assert meta is not None
     if policy == "snapshot-only":
         assert "log" in planned(pg_dsn)

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from checkpoints import audit, store
+from checkpoints.findings import Problem
 from replicator import faults
 from replicator.state import lock, phase
 from tests.support.compare import check_same, drain
@@ -144,7 +145,7 @@ def test_tampered_checkpoint_is_detected(src: Path, pg_dsn: str) -> None:
             "'\"upserted\":', '\"upserted\":1'), 'UTF8') WHERE number = 2"
         )
         findings = audit.verify(store.records(conn))
-    assert [f.problem for f in findings] == [audit.Problem.EDITED]
+    assert [f.problem for f in findings] == [Problem.EDITED]
     assert findings[0].number == 2
 
 

@@ -34,7 +34,8 @@ from collections.abc import Collection, Mapping
 import msgspec
 
 from triggers.ddl import UniqueKey
-from triggers.install import Meta, Policy, TableCapture, _capture_for, read_meta, unique_keys
+from triggers.keys import Policy, capture_for, unique_keys
+from triggers.meta import Meta, TableCapture, read_meta
 from triggers.schema import Schema, read_schema
 
 
@@ -170,7 +171,7 @@ def new_table_captures(
         for table in schema.tables:
             if table.name in names:
                 policy = policies.get(table.name, default_policy)
-                out[table.name] = _capture_for(conn, table, policy, table.name in policies, 1, {})
+                out[table.name] = capture_for(conn, table, policy, table.name in policies, 1, {})
         return out
     finally:
         conn.execute("COMMIT")

@@ -61,7 +61,7 @@ import msgspec
 import structlog
 
 from triggers import names
-from triggers.install import read_meta
+from triggers.meta import read_meta
 from triggers.names import FENCE_TABLE, META
 from triggers.schema import quote_ident, read_schema
 from triggers.source import DEFAULT_BUSY_TIMEOUT_MS, opened, translate

@@ -66,7 +66,7 @@ from replicator.values.convert import TargetType
 from replicator.values.readback import digest_exact
 from triggers import journal
 from triggers import source as sqlite_source
-from triggers.install import Meta
+from triggers.meta import Meta
 from triggers.schema import quote_ident
 
 KeyTuple = tuple[Any, ...]

@@ -501,11 +501,11 @@ def _optional_source(ctx: Context) -> Path | None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def checkpoints_export(ctx: Context, file: Path) -> None:
     """Write the chain to FILE as JSON Lines plus a head line, for an auditor (see verify --file)."""
-    from checkpoints import audit
+    from checkpoints import exportfile
     from replicator import pg
 
     with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
-        head = audit.export(conn, file, schema=ctx.config.target.state_schema)
+        head = exportfile.export(conn, file, schema=ctx.config.target.state_schema)
     if not ctx.quiet:
         click.echo(f"exported {head.count} checkpoint(s) to {file}, head {head.number} {head.hash}")
 
@@ -515,11 +515,11 @@ def checkpoints_export(ctx: Context, file: Path) -> None:
 @click.option("--upto", type=int, required=True, metavar="N", help="Replace checkpoints numbered N and below.")
 def checkpoints_compact(ctx: Context, upto: int) -> None:
     """Replace old checkpoints with one compaction record; the rest of the chain still verifies."""
-    from checkpoints import audit
+    from checkpoints import compaction
     from replicator import pg
 
     with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
-        base = audit.compact(conn, upto, schema=ctx.config.target.state_schema)
+        base = compaction.compact(conn, upto, schema=ctx.config.target.state_schema)
     if not ctx.quiet and base.compaction is not None:
         c = base.compaction
         click.echo(
@@ -549,10 +549,10 @@ def capture_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the install report as JSON.")
 def capture_install(ctx: Context, no_key_policy: str | None, stamp_time: bool, as_json: bool) -> None:
     """Install (or reconcile) the capture triggers in one transaction; safe to rerun."""
-    from triggers import install as capture
+    from triggers import install, keys
 
-    policy = cast(capture.Policy, no_key_policy or ctx.config.capture.no_key_policy)
-    report = capture.install(
+    policy = cast(keys.Policy, no_key_policy or ctx.config.capture.no_key_policy)
+    report = install.install(
         ctx.source,
         default_policy=policy,
         policies=dict(ctx.config.capture.tables),

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from checkpoints import audit as chain_audit
 from checkpoints import ledger
-from checkpoints.audit import Finding, Problem
 from checkpoints.errors import CheckpointError
+from checkpoints.exportfile import read_file
+from checkpoints.findings import Finding, Problem, Report
 from checkpoints.model import Checkpoint, Kind, Record
 from replicator.cutover import certificate as cert_mod
 from replicator.cutover import signing
@@ -93,7 +94,7 @@ def audit(certificate: Path, chain: Path, *, backup: Path | None = None, public_
     cert = cert_mod.read_file(certificate)
     public = signing.load_public(public_key) if public_key is not None else None
     report = chain_audit.report_file(chain)
-    records, _, _ = chain_audit.read_file(chain)
+    records, _, _ = read_file(chain)
     decoded = _decoded(records)
     book = ledger.add_up(decoded) if decoded is not None else None
     checks = (
@@ -166,7 +167,7 @@ def _signature(cert: Certificate, public: Ed25519PublicKey | None) -> Check:
     )
 
 
-def _integrity(report: chain_audit.Report) -> Check:
+def _integrity(report: Report) -> Check:
     name = "chain integrity"
     if report.findings:
         return Check(
@@ -183,7 +184,7 @@ def _plain(finding: Finding) -> str:
     return f"{where} {PLAIN.get(finding.problem, str(finding.problem))} ({finding.problem}: {finding.detail})"
 
 
-def _head(cert: Certificate, report: chain_audit.Report, decoded: list[Checkpoint] | None) -> Check:
+def _head(cert: Certificate, report: Report, decoded: list[Checkpoint] | None) -> Check:
     name, found = "chain head", []
     if (report.head, report.head_hash) != (cert.chain_head, cert.chain_head_hash):
         found.append(

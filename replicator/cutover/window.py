@@ -69,6 +69,7 @@ from psycopg import sql
 
 from checkpoints import audit, store
 from checkpoints.digest import RowEncoder
+from checkpoints.findings import Problem
 from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, tool_version
 from replicator import faults, files, log, pg
 from replicator.apply import batch as apply
@@ -88,7 +89,7 @@ from replicator.stream.session import ApplySession, skips_of
 from replicator.values import quarantine
 from triggers import drift, fence, journal
 from triggers import source as sqlite_source
-from triggers.install import Meta, read_meta
+from triggers.meta import Meta, read_meta
 from triggers.schema import quote_ident
 
 HANDOVER_TIMEOUT_S: Final = 60.0
@@ -928,10 +929,7 @@ def prove_chain(session: _Session, head: Checkpoint, stop: int) -> None:
         f
         for f in audit.verify(records)
         # the list starts at base on purpose: its missing predecessors are not a finding
-        if not (
-            f.number == base.number
-            and f.problem in (audit.Problem.BROKEN_LINK, audit.Problem.BAD_ROOT, audit.Problem.DELETED)
-        )
+        if not (f.number == base.number and f.problem in (Problem.BROKEN_LINK, Problem.BAD_ROOT, Problem.DELETED))
     ]
     if findings:
         raise VerificationFailed(f"the checkpoint chain does not verify after the drain: {findings[0]}", hint="")

@@ -1,6 +1,6 @@
 """``replicator demo``: the whole migration, end to end, on a live app, in under a minute.
 
-It builds the demo app's database (``replicator.demo.app``: 12 Prisma-style tables), starts an
+It builds the demo app's database (``replicator.demo.seed``: 12 Prisma-style tables), starts an
 embedded PostgreSQL 18 (or uses ``--target``), starts the app's writer as a separate process, and
 then runs the real steps through the library, narrating each one:
 
@@ -38,7 +38,8 @@ from rich.markup import escape
 
 from replicator import config as config_mod
 from replicator import log
-from replicator.demo import app as demo_app
+from replicator.demo import database, seed
+from replicator.demo.rows import now_ms
 from replicator.errors import EXIT_FAILURE, EXIT_USAGE, OperatorError, UsageError
 from triggers import fence
 
@@ -208,7 +209,7 @@ class Demo:
         self.db = self.workdir / "app.db"
 
     def _create_app(self) -> tuple[str, dict[str, int]]:
-        counts = demo_app.create(self.db, self.rows)
+        counts = seed.create(self.db, self.rows)
         total = sum(counts.values())
         biggest = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
         listed = ", ".join(f"{n} {c:,}" for n, c in biggest)
@@ -444,9 +445,9 @@ class Demo:
 
     def _fence(self) -> tuple[str, None]:
         app = self._writer_summary()
-        conn = demo_app.connect(self.db)
+        conn = database.connect(self.db)
         try:
-            now = demo_app.now_ms()
+            now = now_ms()
             conn.execute(
                 'INSERT INTO "users" ("id", "email", "passwordHash", "createdAt", "updatedAt") VALUES (?, ?, ?, ?, ?)',
                 ("cfenceprobe", "late@example.com", "x", now, now),

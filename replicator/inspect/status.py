@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
-from checkpoints.audit import Anchor
+from checkpoints.anchor import Anchor
 from checkpoints.errors import ChainBroken, NoChainTable
 from checkpoints.model import Checkpoint
 from replicator import pg
@@ -39,7 +39,7 @@ from replicator.values import quarantine
 from triggers import fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, JournalTampered
-from triggers.install import read_meta
+from triggers.meta import read_meta
 
 
 class TableStatus(msgspec.Struct, frozen=True):

@@ -78,7 +78,7 @@ from replicator.state import schema as state
 from replicator.values import convert, quarantine, readback
 from triggers import journal
 from triggers import source as sqlite_source
-from triggers.install import read_meta
+from triggers.meta import read_meta
 from triggers.schema import Schema, quote_ident, read_schema
 
 FETCH_ROWS: Final = 5_000

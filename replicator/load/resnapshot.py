@@ -67,7 +67,7 @@ from replicator.state import lock
 from replicator.state import schema as state
 from triggers import drift
 from triggers import source as sqlite_source
-from triggers.install import read_meta
+from triggers.meta import read_meta
 from triggers.schema import read_schema
 
 NEW_TABLE: Final = "new table"

@@ -103,7 +103,7 @@ from replicator.progress import Progress
 from replicator.state import schema as state
 from replicator.values.readback import Finisher, digest_finisher, digest_kinds
 from triggers import journal
-from triggers.install import read_meta
+from triggers.meta import read_meta
 
 # The public names of the load, importable from here as before the split (the CLI, import, the daemon,
 # cutover and the tests use them); each lives in the module of its concern.

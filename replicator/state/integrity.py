@@ -5,7 +5,7 @@ newest checkpoints and what remains still verifies, and a daemon would resume fr
 read journal entries that were pruned long ago. Journal rows deleted by hand vanish without a trace
 in a chain that never saw them. So each side is checked against a record kept on the *other* side:
 
-* **The anchor** (:class:`checkpoints.audit.Anchor`): the daemon's pruner writes the last committed
+* **The anchor** (:class:`checkpoints.anchor.Anchor`): the daemon's pruner writes the last committed
   checkpoint's number, hash and seq into the SQLite file's meta table, in the very transaction that
   deletes the journal entries that checkpoint covers (no write of its own). The chain in PostgreSQL
   must still hold it, unchanged, and verify from it to the head. The anchor only ever lags the head,
@@ -32,7 +32,9 @@ from typing import Any
 import psycopg
 
 from checkpoints import audit, store
+from checkpoints.anchor import Anchor, check_anchor
 from checkpoints.errors import ChainBroken
+from checkpoints.findings import Report
 from checkpoints.model import Checkpoint
 from replicator.config import Config
 from replicator.errors import EXIT_MISMATCH, ReplicatorError
@@ -54,19 +56,19 @@ class Tampered(ReplicatorError):
     exit_code = EXIT_MISMATCH
 
 
-def read_anchor(sconn: sqlite3.Connection) -> audit.Anchor | None:
+def read_anchor(sconn: sqlite3.Connection) -> Anchor | None:
     """The anchor the daemon's last prune kept in the source (None before the first prune).
 
     Read it *before* the chain: the daemon anchors only committed checkpoints, so a chain read later
     can only be ahead of it.
     """
     text = journal.anchor(sconn)
-    return None if text is None else audit.Anchor.decode(text)
+    return None if text is None else Anchor.decode(text)
 
 
 def anchor_for(head: Checkpoint, root: str) -> str:
     """The anchor text the pruner stores for ``head`` (the chain's first record hashes to ``root``)."""
-    return audit.Anchor(number=head.number, hash=head.hash, seq_to=head.seq_to, root=root).encode()
+    return Anchor(number=head.number, hash=head.hash, seq_to=head.seq_to, root=root).encode()
 
 
 def chain_root(conn: psycopg.Connection[Any], schema: str) -> str | None:
@@ -88,7 +90,7 @@ def chain_findings(
     conn: psycopg.Connection[Any],
     schema: str,
     *,
-    anchor: audit.Anchor | None,
+    anchor: Anchor | None,
     state: ApplyState | None,
     head: Checkpoint | None,
     tail_only: bool = False,
@@ -96,7 +98,7 @@ def chain_findings(
     """What the anchor and the phase row (read before ``head``, see :func:`for_chain`) say is missing."""
     found: list[str] = []
     if anchor is not None:
-        found += [str(f) for f in audit.check_anchor(conn, anchor, schema=schema, tail_only=tail_only)]
+        found += [str(f) for f in check_anchor(conn, anchor, schema=schema, tail_only=tail_only)]
     if head is not None and state is not None and state.applied_seq > head.seq_to:
         found.append(
             f"the phase row records journal seq {state.applied_seq} as applied, but the checkpoint chain ends at "
@@ -138,7 +140,7 @@ def journal_findings(
 
 def verify_target(
     conn: psycopg.Connection[Any], config: Config, source: Path | None, *, against: Path | None = None
-) -> tuple[audit.Report, list[str]]:
+) -> tuple[Report, list[str]]:
     """``checkpoints verify`` against the database: the full chain audit, then what it cannot show
     alone (the phase row; with ``source``, the anchor and the journal), each finding once."""
     schema = config.target.state_schema

@@ -31,7 +31,8 @@ from replicator.load import resnapshot, snapshot
 from replicator.plan import pgschema, typemap
 from replicator.stream.session import ApplySession, WorkerError
 from triggers import drift
-from triggers.install import Meta, TableCapture, install_on, read_meta
+from triggers.install import install_on
+from triggers.meta import Meta, TableCapture, read_meta
 
 
 class DriftFollower:

@@ -36,7 +36,7 @@ from replicator.plan import pgreflect, pgschema, skips
 from replicator.state import integrity, phase, stateschema
 from replicator.state import schema as state
 from triggers import fence, journal
-from triggers.install import Meta
+from triggers.meta import Meta
 
 
 class WorkerError(ReplicatorError):

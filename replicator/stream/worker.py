@@ -73,7 +73,7 @@ from replicator.stream.session import (
 from triggers import drift, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureNotInstalled
-from triggers.install import Meta, read_meta
+from triggers.meta import Meta, read_meta
 from triggers.watch import Watcher
 
 RATE_WINDOW_S = 10.0

@@ -35,7 +35,7 @@ from replicator.plan.pgschema import SchemaPlan, TablePlan
 from replicator.stream.worker import RunResult, Worker
 from replicator.values.convert import TargetType
 from tests.support.daemon import cfg
-from triggers import install
+from triggers.meta import read_meta
 from triggers.schema import quote_ident
 
 EPOCH = datetime(1970, 1, 1)
@@ -278,7 +278,7 @@ def check_same(path: Path, dsn: str) -> dict[str, int]:
         assert plan is not None
         counts = assert_same(path, conn, plan)
         assert audit.verify(store.records(conn)) == []
-        meta = install.read_meta(sqlite3.connect(path))
+        meta = read_meta(sqlite3.connect(path))
         assert meta is not None
         targets, _ = apply.resolve_targets(plan, meta)
         running = apply.read_digests(conn, "replicator", list(targets))
