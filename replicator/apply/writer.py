@@ -32,7 +32,7 @@ from replicator.apply.lookup import KeyTuple, exact_keys, read_current, rows_for
 from replicator.apply.refusals import has_quarantine, record_refusals
 from replicator.apply.tablestate import read_digests, write_table_state
 from replicator.apply.uniques import UniqueIndex, conflict_select, unique_indexes
-from replicator.errors import BadValue, TargetError, UniqueCollision, is_transient_pg
+from replicator.errors import BadValue, TargetError, UniqueCollision, refused_by_target
 from replicator.plan.pgschema import SchemaPlan, collision_message, duplicates_query, pg_message
 from replicator.plan.shape import TableShape
 from replicator.values import convert, quarantine
@@ -564,17 +564,19 @@ def _returning(ident: sql.Identifier, t: TableShape) -> sql.Composed:
 
 
 def _write_error(table: str, target: str, exc: psycopg.Error) -> TargetError:
-    if isinstance(exc, psycopg.errors.UniqueViolation):
-        hint = (
-            "a unique index the conflict check cannot evaluate (NULLS NOT DISTINCT, a NULL in the key, or an "
-            "expression over generated columns) rejected a row; report it with the index definition"
-        )
-    elif isinstance(
-        exc, psycopg.errors.ForeignKeyViolation | psycopg.errors.CheckViolation | psycopg.errors.NotNullViolation
-    ):
-        hint = "the target schema is stricter than the SQLite data; fix the row in SQLite or relax the constraint"
-    else:
-        hint = "check the target table against the SQLite table; the batch was rolled back and is retried on restart"
-    return TargetError(
-        f"applying to {target} (from {table}) failed: {pg_message(exc)}", hint=hint, transient=is_transient_pg(exc)
+    return refused_by_target(
+        f"applying to {target} (from {table}) failed: {pg_message(exc)}",
+        exc,
+        [
+            (
+                psycopg.errors.UniqueViolation,
+                "a unique index the conflict check cannot evaluate (NULLS NOT DISTINCT, a NULL in the key, or an "
+                "expression over generated columns) rejected a row; report it with the index definition",
+            ),
+            (
+                (psycopg.errors.ForeignKeyViolation, psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation),
+                "the target schema is stricter than the SQLite data; fix the row in SQLite or relax the constraint",
+            ),
+        ],
+        "check the target table against the SQLite table; the batch was rolled back and is retried on restart",
     )
