@@ -8,6 +8,8 @@ flag: retry loops retry exactly the errors that say they are transient, never by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 import psycopg.errors
 
@@ -78,3 +80,17 @@ def is_transient_pg(exc: BaseException) -> bool:
     if sqlstate:
         return sqlstate not in TERMINAL_SQLSTATES and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
     return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.ProgrammingError)
+
+
+#: The kinds of error a hint is for: one class, or a tuple of them (as ``isinstance`` takes them).
+ErrorKinds = type[psycopg.Error] | tuple[type[psycopg.Error], ...]
+
+
+def refused_by_target(
+    message: str, exc: psycopg.Error, hints: Sequence[tuple[ErrorKinds, str]], otherwise: str
+) -> TargetError:
+    """PostgreSQL refused rows: ``message`` with the hint for the first kinds ``exc`` is one of (``otherwise`` for
+    none), transient by its SQLSTATE. The load and the apply each say what to do per kind of violation; the rule
+    that picks the hint and decides whether a retry can help is one."""
+    hint = next((h for kinds, h in hints if isinstance(exc, kinds)), otherwise)
+    return TargetError(message, hint=hint, transient=is_transient_pg(exc))

@@ -11,7 +11,8 @@ import pytest
 
 from checkpoints.digest import JsonText, TableDigest, kinds_from_oids
 from replicator import config, pg
-from replicator.apply import batch as apply
+from replicator.apply.savedplan import load_plan
+from replicator.apply.tablestate import read_digests
 from replicator.state import phase
 from replicator.stream.worker import Worker
 from replicator.values import readback
@@ -262,7 +263,7 @@ def test_running_digest_exact_for_every_type(tmp_path: Path, pg_dsn: str) -> Non
     drain(path, pg_dsn)
     check_same(path, pg_dsn)  # includes running digest == digest of the table read back
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
     assert plan is not None
     exact = [c.source for c in plan.table("t").load_columns if c.type.name in readback.DIGEST_EXACT_TYPES]
     assert len(exact) >= 12, exact
@@ -281,7 +282,7 @@ def test_running_digest_from_converted_values(tmp_path: Path, pg_dsn: str) -> No
     )
     drain(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
     assert plan is not None
     assert readback.digest_exact([c.type for c in plan.table("t").load_columns])
     db = app(path)
@@ -303,7 +304,7 @@ def test_without_a_saved_plan_the_target_is_mapped_by_name(src: Path, pg_dsn: st
     drain(src, pg_dsn)
     check_same(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
     assert plan is not None
     assert plan.mode == "existing"
 
@@ -374,7 +375,7 @@ def test_running_digests_of_json_tables_equal_the_parsed_reading(tmp_path: Path,
     check_same(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert [t for (t,) in conn.execute("SELECT pg_typeof(jb)::text FROM docs LIMIT 1")] == ["jsonb"]
-        running = apply.read_digests(conn, "replicator", ["docs"])["docs"]
+        running = read_digests(conn, "replicator", ["docs"])["docs"]
         assert running == _parsed_digest(conn)
         conn.execute("""UPDATE docs SET jb = '[10, {"a": 0.001, "b": 0}]' WHERE id = 1""")  # negative control
         assert running != _parsed_digest(conn)

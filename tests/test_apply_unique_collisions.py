@@ -16,7 +16,10 @@ import pytest
 
 from checkpoints import store
 from replicator import config
-from replicator.apply import batch as apply
+from replicator.apply.batch import read_batch
+from replicator.apply.savedplan import load_plan
+from replicator.apply.targets import resolve_targets
+from replicator.apply.writer import Writer
 from replicator.errors import TargetError, UniqueCollision
 from replicator.load import snapshot
 from replicator.state import phase
@@ -236,22 +239,20 @@ def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_ref
     db.execute("UPDATE users SET name = 'w' WHERE id = 1")  # seq 2: key 1 leaves 'x'
     db.execute("UPDATE users SET name = 'x' WHERE id = 2")  # seq 3: key 2 takes 'x'
     with psycopg.connect(pg_dsn, autocommit=True) as pconn, sqlite3.connect(path, isolation_level=None) as sconn:
-        plan = apply.load_plan(pconn, "replicator")
+        plan = load_plan(pconn, "replicator")
         meta = read_meta(sconn)
         assert plan is not None
         assert meta is not None
-        targets, _ = apply.resolve_targets(plan, meta)
+        targets, _ = resolve_targets(plan, meta)
         prev = store.latest(pconn, schema="replicator")
         assert prev is not None
-        batch = apply.read_batch(sconn, prev.seq_to, targets, max_rows=1, max_bytes=1 << 20)
+        batch = read_batch(sconn, prev.seq_to, targets, max_rows=1, max_bytes=1 << 20)
         assert batch.tables["users"].rows == [(2, "x", 2)]
         db.execute("BEGIN")  # the swap back, after the batch was read
         db.execute("UPDATE users SET name = 'tmp' WHERE id = 2")
         db.execute("UPDATE users SET name = 'x' WHERE id = 1")
         db.execute("COMMIT")
-        writer = apply.Writer(
-            pconn, targets, state_schema="replicator", fk="replica", on_bad_value="stop", source=sconn
-        )
+        writer = Writer(pconn, targets, state_schema="replicator", fk="replica", on_bad_value="stop", source=sconn)
         try:
             with pytest.raises(TargetError) as raised:
                 writer.write_batch(batch, prev)

@@ -416,7 +416,6 @@ OVERSIZED_MODULES: Final[dict[str, int]] = {
     "replicator.cutover.window": 1443,
     "replicator.plan.pgschema": 1418,
     "replicator.inspect.verify": 1360,
-    "replicator.apply.batch": 1274,
     "replicator.values.convert": 1186,
     "replicator.cli.main": 1162,
     "replicator.plan.profile": 1088,

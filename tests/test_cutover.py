@@ -21,7 +21,9 @@ import pytest
 from checkpoints import audit, store
 from checkpoints.model import Kind
 from replicator import faults, pg
-from replicator.apply import batch as apply
+from replicator.apply.batch import Batch
+from replicator.apply.savedplan import load_plan
+from replicator.apply.writer import Applied, Writer
 from replicator.cutover import certificate
 from replicator.cutover.window import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
 from replicator.errors import TargetError, VerificationFailed
@@ -836,7 +838,7 @@ def test_a_lock_on_a_post_load_index_table_during_the_freeze_is_named_not_warned
     )
     drain(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
         assert plan is not None
         [unique] = [s for s in plan.table("tag").post_load if s.kind == "unique"]
         conn.execute(f'DROP INDEX IF EXISTS public."{unique.name}"')  # as if the snapshot had been refused it
@@ -879,10 +881,10 @@ def test_a_transient_error_in_the_catch_up_reads_the_batch_again(
     drain(src, pg_dsn)
     db = app(src)
     db.execute("INSERT INTO parent VALUES (4, 'd', 4.0)")
-    real = apply.Writer.write_batch
+    real = Writer.write_batch
     calls: list[int] = []
 
-    def swapped_once(self: apply.Writer, batch: apply.Batch, prev: Any, extra: Any = None) -> apply.Applied:
+    def swapped_once(self: Writer, batch: Batch, prev: Any, extra: Any = None) -> Applied:
         calls.append(batch.seq_to)
         if len(calls) == 1:
             raise TargetError(
@@ -893,7 +895,7 @@ def test_a_transient_error_in_the_catch_up_reads_the_batch_again(
             )
         return real(self, batch, prev, extra)
 
-    monkeypatch.setattr(apply.Writer, "write_batch", swapped_once)
+    monkeypatch.setattr(Writer, "write_batch", swapped_once)
     if not transient:
         with pytest.raises(TargetError, match="swapping a value"):
             cutover(src, pg_dsn, cfg(), opts(tmp_path))

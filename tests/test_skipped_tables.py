@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from checkpoints import audit, store
 from replicator import config
-from replicator.apply import batch as apply
+from replicator.apply.savedplan import load_plan
 from replicator.cli.main import cli
 from replicator.cutover import certificate
 from replicator.cutover.window import CutoverAborted, Options, cutover
@@ -165,7 +165,7 @@ def test_prisma_existing_mode_streams_and_cuts_over_with_its_migrations_table_sk
     assert "skipped table _prisma_migrations: " in certificate.render(cert)
     assert all((t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) for t in cert.tables)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
         assert plan is not None
         assert "_prisma_migrations" not in {t.source for t in plan.tables}
         assert assert_same(path, conn, plan) == {"Account": 4, "Post": 1}

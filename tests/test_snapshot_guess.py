@@ -98,10 +98,10 @@ def test_guessed_types_are_the_full_profiles_types(
     if late_value is None:
         return
     # the contradicted table was reloaded under the full profile's plan; the saved plan says so too
-    from replicator.apply import batch as apply
+    from replicator.apply.savedplan import load_plan
 
     with pg.transaction():
-        stored = apply.load_plan(pg, "replicator")
+        stored = load_plan(pg, "replicator")
     assert stored is not None
     assert _types(stored) == _types(result.plan)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from replicator.apply import batch as apply
+from replicator.apply.foreignkeys import fk_mode, restore_foreign_keys
 from replicator.inspect import status
 from replicator.state import phase
 from replicator.stream.session import WorkerError
@@ -101,7 +101,7 @@ def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivil
     dsn = unprivileged_dsn
     drain(src, dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        assert apply.fk_mode(conn) == "parked"
+        assert fk_mode(conn) == "parked"
         assert conn.execute(
             "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'child'::regclass"
         ).fetchone() == (0,)
@@ -112,7 +112,7 @@ def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivil
     drain(src, dsn)
     assert check_same(src, dsn)["child"] == 3
     with psycopg.connect(dsn, autocommit=True) as conn:
-        restored = apply.restore_foreign_keys(conn, "replicator", "public")
+        restored = restore_foreign_keys(conn, "replicator", "public")
         assert [(r.table, r.error) for r in restored] == [("child", None)]
         row = conn.execute(
             "SELECT convalidated, confdeltype FROM pg_constraint WHERE contype = 'f' AND conrelid = 'child'::regclass"

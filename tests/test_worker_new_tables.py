@@ -16,7 +16,8 @@ import pytest
 
 from checkpoints import audit, store
 from replicator import config, faults
-from replicator.apply import batch as apply
+from replicator.apply.foreignkeys import restore_foreign_keys
+from replicator.apply.savedplan import load_plan
 from replicator.inspect import status, verify
 from replicator.load import resnapshot
 from tests.support.cli import caught_up
@@ -68,7 +69,7 @@ def migrate(path: Path, script: str) -> None:
 
 def planned(dsn: str) -> set[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
     assert plan is not None
     return {t.source for t in plan.tables}
 
@@ -415,7 +416,7 @@ def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged
         ).fetchone() == (0,)
         parked = conn.execute("SELECT table_name FROM replicator.parked_foreign_keys ORDER BY 1").fetchall()
         assert parked == [("child",), ("tag",)]
-        restored = apply.restore_foreign_keys(conn, "replicator", "public")
+        restored = restore_foreign_keys(conn, "replicator", "public")
         assert sorted((r.table, r.error) for r in restored) == [("child", None), ("tag", None)]
 
 

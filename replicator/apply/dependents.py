@@ -10,7 +10,7 @@ reason ``parent <table> key <k> quarantined``, and so are the rows that referenc
 The quarantine records each such row's parent (``parent_table``, ``parent_key``) and, for a row that
 others reference, the values they reference (``refs``): the apply keeps new children of a quarantined
 row out, and once the row is fixed in SQLite it releases every dependent in the same batch
-(:class:`replicator.apply.batch.Writer`).
+(:class:`replicator.apply.writer.Writer`).
 
 Matching. A row references a quarantined parent when its foreign-key columns, none NULL (``MATCH
 SIMPLE``), equal the parent's referenced columns as SQLite holds them, or as PostgreSQL compares them

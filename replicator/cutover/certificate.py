@@ -304,11 +304,11 @@ def moved(cert: Certificate, side: str, now: dict[str, tuple[int, str]]) -> list
 
 def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config) -> list[Moved]:
     """Tables whose count or checksum moved since the certificate, on each side that is reachable."""
-    from replicator.apply import batch as apply
+    from replicator.apply.savedplan import load_plan
 
     names = [t.table for t in cert.tables]
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        plan = apply.load_plan(conn, config.target.state_schema)
+        plan = load_plan(conn, config.target.state_schema)
         if plan is None:
             raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
         found = moved(cert, "postgresql", pg_side(conn, plan, names))
@@ -322,10 +322,10 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
 def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify.VerifyReport:
     """The certified tables compared now, SQLite against PostgreSQL, by verify's independent reading (the
     comparison cutover's preflight ran; the moved check above compares each side with its own record)."""
-    from replicator.apply import batch as apply
+    from replicator.apply.savedplan import load_plan
 
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        plan = apply.load_plan(conn, config.target.state_schema)
+        plan = load_plan(conn, config.target.state_schema)
     if plan is None:
         raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
     return verify.verify(source, dsn, config, [t.table for t in cert.tables], keys=True, plan=plan)

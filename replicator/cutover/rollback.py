@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from replicator import log, pg
-from replicator.apply import batch as apply
+from replicator.apply.savedplan import load_plan
 from replicator.config import Config
 from replicator.cutover import certificate
 from replicator.cutover.certificate import Moved
@@ -47,7 +47,7 @@ def changes_since(dsn: str, config: Config) -> tuple[certificate.Certificate, li
         if cert is None:
             raise UsageError("the target holds no cutover certificate", hint="rollback follows `replicator cutover`")
         certificate.check(cert)
-        plan = apply.load_plan(conn, config.target.state_schema)
+        plan = load_plan(conn, config.target.state_schema)
         if plan is None:
             raise UsageError("the target holds no saved plan", hint="is this the target that was cut over?")
         now = certificate.pg_side(conn, plan, [t.table for t in cert.tables])

@@ -14,7 +14,7 @@
    the rows *as they were at H0*.
 2. **Freeze**: ``BEGIN IMMEDIATE`` on a connection we hold: the app's writers wait (busy timeout) or
    get SQLITE_BUSY; readers keep working (WAL). Stop seq S = journal head.
-3. **Drain** to S with the apply :class:`~replicator.apply.batch.Writer`, then prove it: the chain verifies
+3. **Drain** to S with the apply :class:`~replicator.apply.writer.Writer`, then prove it: the chain verifies
    (no gap, no overlap, every link) and its head covers exactly S.
 4. **Verify at the stop point**: the PostgreSQL side is the running per-table digests the apply
    maintains in each batch's transaction; the SQLite side is the pre-pass digest, adjusted for the
@@ -72,8 +72,9 @@ from checkpoints.digest import RowEncoder
 from checkpoints.findings import Problem
 from checkpoints.model import Checkpoint, Kind, TableChange, next_checkpoint, tool_version
 from replicator import faults, files, log, pg
-from replicator.apply import batch as apply
-from replicator.apply import dependents
+from replicator.apply import dependents, digests, foreignkeys, savedplan, tablestate
+from replicator.apply.batch import Batch, read_batch
+from replicator.apply.writer import Applied, Writer
 from replicator.config import Config
 from replicator.cutover import backup, signing
 from replicator.cutover.certificate import Certificate, IndependentCheck, QuarantineEntry, TableProof
@@ -81,6 +82,7 @@ from replicator.errors import WAIT_CUT_SHORT, ReplicatorError, UsageError, Verif
 from replicator.inspect import verify
 from replicator.load import resnapshot, snapshot
 from replicator.plan import pgschema, skips
+from replicator.plan.shape import TableShape
 from replicator.progress import Progress
 from replicator.state import lock, phase, stateschema
 from replicator.state import schema as runs
@@ -485,7 +487,7 @@ class _Session:
         """The daemon's start-up, minus the snapshot: the same apply session, on our connection."""
         conn = self.pconn
         stateschema.ensure(conn, self.state_schema)
-        plan = apply.load_plan(conn, self.state_schema)
+        plan = savedplan.load_plan(conn, self.state_schema)
         prev = store.latest(conn, schema=self.state_schema)
         if plan is None or prev is None:
             raise CutoverAborted(
@@ -521,7 +523,7 @@ class _Session:
         self._applying().prev = head
 
     @property
-    def targets(self) -> dict[str, apply.TableTarget]:
+    def targets(self) -> dict[str, TableShape]:
         return self._applying().targets
 
     @property
@@ -530,7 +532,7 @@ class _Session:
         return self._applying().skip_reasons
 
     @property
-    def writer(self) -> apply.Writer:
+    def writer(self) -> Writer:
         return self._applying().writer
 
     def certified_tables(self) -> list[str]:
@@ -718,7 +720,7 @@ class Prepass:
     def read(cls, session: _Session) -> Prepass:
         """SQLite at H0 in this thread; PostgreSQL checked against its running digests in another."""
         names = session.journaled_tables()  # snapshot-only tables are copied again, then proven
-        counts = apply.read_digests(session.pconn, session.state_schema, names)  # the progress bars' totals
+        counts = tablestate.read_digests(session.pconn, session.state_schema, names)  # the progress bars' totals
         quarantined = _quarantined(session)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover-pg-prepass") as pool:
             pg_check = pool.submit(_pg_inconsistent, session)
@@ -855,7 +857,7 @@ def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave:
     skipped = frozenset(session.skipped)
     retries = 0
     while True:
-        batch = apply.read_batch(
+        batch = read_batch(
             session.sconn,
             session.prev.seq_to,
             session.targets,
@@ -899,10 +901,8 @@ def drain(session: _Session, *, stop: int | None, budget: _Budget | None, leave:
             return session.prev
 
 
-def _record(
-    session: _Session, batch: apply.Batch, current: Phase
-) -> Callable[[psycopg.Connection[Any], apply.Applied], None]:
-    def record(conn: psycopg.Connection[Any], applied: apply.Applied) -> None:
+def _record(session: _Session, batch: Batch, current: Phase) -> Callable[[psycopg.Connection[Any], Applied], None]:
+    def record(conn: psycopg.Connection[Any], applied: Applied) -> None:
         phase.write(
             conn, session.state_schema, ApplyState(phase=current, applied_seq=batch.seq_to, head_seq=batch.head)
         )
@@ -949,7 +949,7 @@ def verify_stop_point(session: _Session, prepass: Prepass, stop: int) -> tuple[T
 
     Snapshot-only tables are proven by :func:`copy_again`, after they are copied from the frozen SQLite."""
     names = session.journaled_tables()
-    running = session.running = apply.read_digests(session.pconn, session.state_schema, names)
+    running = session.running = tablestate.read_digests(session.pconn, session.state_schema, names)
     changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
     now = _open_again(session)
     try:
@@ -1115,10 +1115,10 @@ def _pg_inconsistent(session: _Session) -> list[str]:
     Nothing applies meanwhile (we hold the daemon's lock), so from here to the stop point PostgreSQL
     changes only through the drain, whose batches keep the running digests exact."""
     with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as conn:
-        running = apply.read_digests(conn, session.state_schema, list(session.targets))
+        running = tablestate.read_digests(conn, session.state_schema, list(session.targets))
         bad = []
         for name, target in session.targets.items():
-            digest = apply.table_digest_of(conn, target)
+            digest = digests.table_digest_of(conn, target)
             if running.get(name) != (digest.count, digest.hexdigest()):
                 bad.append(name)
     return bad
@@ -1161,7 +1161,7 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
     if session.writer.fk == "replica":
         conn.execute("SET LOCAL session_replication_role = replica")
     else:
-        apply.park_foreign_keys(conn, session.state_schema, session.plan.schema, [t.name for t in tables])
+        foreignkeys.park_foreign_keys(conn, session.state_schema, session.plan.schema, [t.name for t in tables])
     proofs, rows, refused, bad = [], 0, 0, []
     policy = session.config.snapshot.on_bad_value
     held = dependents.seeded(session.plan, policy, conn, session.state_schema, names)
@@ -1231,7 +1231,7 @@ def finish_postgres(
     session: _Session, head: Checkpoint, frozen: Frozen, proofs: tuple[TableProof, ...], options: Options
 ) -> Finished:
     conn, schema = session.pconn, session.state_schema
-    restored = apply.restore_foreign_keys(conn, schema, session.plan.schema)
+    restored = foreignkeys.restore_foreign_keys(conn, schema, session.plan.schema)
     checks = pgschema.validate_foreign_keys(conn, session.plan.schema)
     results = [(c.table, c.name, c.error) for c in restored] + [(c.table, c.name, c.error) for c in checks]
     broken = [

@@ -18,7 +18,7 @@ from psycopg import sql
 from checkpoints.digest import MODULUS, RowEncoder
 from replicator import faults
 from replicator.apply import dependents
-from replicator.errors import BadValue, TargetError, is_transient_pg
+from replicator.errors import BadValue, TargetError, refused_by_target
 from replicator.load.guess import _Unverified, verifier
 from replicator.plan import pgschema
 from replicator.values import convert, quarantine
@@ -203,19 +203,23 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
         # holds a newline)
         shown = (detail or "").rstrip(".").replace("\n", "\\n")
         message = message.replace("; nothing", f" ({shown}); nothing") if shown else message
-    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        hint = (
-            "SQLite holds rows whose parent is missing (its foreign keys are off by default): fix the orphans, "
-            "or load in create mode where foreign keys are created NOT VALID and checked at cutover "
-            "(children of a quarantined row are quarantined with it, never reported here)"
-        )
-    elif isinstance(
-        exc, psycopg.errors.UniqueViolation | psycopg.errors.CheckViolation | psycopg.errors.NotNullViolation
-    ):
-        hint = "the target schema is stricter than the SQLite data; fix the rows or relax the constraint"
-    else:
-        hint = "check the target table's definition against the SQLite table; rerun with -v for details"
-    return TargetError(message, hint=hint, transient=is_transient_pg(exc))
+    return refused_by_target(
+        message,
+        exc,
+        [
+            (
+                psycopg.errors.ForeignKeyViolation,
+                "SQLite holds rows whose parent is missing (its foreign keys are off by default): fix the orphans, "
+                "or load in create mode where foreign keys are created NOT VALID and checked at cutover "
+                "(children of a quarantined row are quarantined with it, never reported here)",
+            ),
+            (
+                (psycopg.errors.UniqueViolation, psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation),
+                "the target schema is stricter than the SQLite data; fix the rows or relax the constraint",
+            ),
+        ],
+        "check the target table's definition against the SQLite table; rerun with -v for details",
+    )
 
 
 def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: convert.RowRefused) -> BadValue:

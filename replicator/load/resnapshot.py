@@ -56,13 +56,17 @@ from psycopg import sql
 from checkpoints import store
 from checkpoints.model import Checkpoint, TableChange, next_checkpoint
 from replicator import faults, log, pg
-from replicator.apply import batch as apply
 from replicator.apply import dependents
+from replicator.apply.digests import table_digest_of
+from replicator.apply.foreignkeys import FkMode, fk_mode, park_foreign_keys
+from replicator.apply.savedplan import load_plan, save_plan
+from replicator.apply.targets import resolve_targets
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
 from replicator.plan import pgreflect, pgschema, skips
 from replicator.plan.profile import profile_table
+from replicator.plan.shape import TableShape
 from replicator.state import lock
 from replicator.state import schema as state
 from triggers import drift
@@ -198,7 +202,7 @@ def adopt(
             fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
         new_plan = msgspec.structs.replace(plan, tables=(*plan.tables, fresh), order=(*plan.order, table))
         new_plan = dependents.adopted(new_plan, conn, schema, table)
-        apply.save_plan(conn, state_schema, new_plan)
+        save_plan(conn, state_schema, new_plan)
     bound = log.get("resnapshot", table=table)
     for warning in fresh.warnings:
         bound.warning("new table: schema", detail=warning)
@@ -259,7 +263,7 @@ def replan(
     fresh = mapped.tables[0]
     new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
     with conn.transaction():
-        apply.save_plan(conn, state_schema, new_plan)
+        save_plan(conn, state_schema, new_plan)
     return new_plan
 
 
@@ -298,9 +302,9 @@ def reload(
     source: Path,
     config: Config,
     plan: pgschema.SchemaPlan,
-    target: apply.TableTarget | None,
+    target: TableShape | None,
     prev: Checkpoint,
-    fk: apply.FkMode,
+    fk: FkMode,
     state_schema: str,
     table_name: str | None = None,
     new_table: bool = False,
@@ -325,7 +329,7 @@ def reload(
             if fk == "replica":
                 conn.execute("SET LOCAL session_replication_role = replica")
             elif new_table:  # existing mode: the app's FKs on it would refuse rows whose parent is not there yet
-                apply.park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
+                park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
             policy = config.snapshot.on_bad_value
             ctx = snapshot.LoadContext(sconn, conn, snapshot.LoadRun(state_schema, identity, run_id, policy))
             result = snapshot.load_table(
@@ -334,9 +338,9 @@ def reload(
             if new_table and plan.mode == "create":
                 warnings = _post_load(conn, plan, table_plan)
                 if fk == "parked":
-                    apply.park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
+                    park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
             if target is not None:
-                digest = apply.table_digest_of(conn, target)
+                digest = table_digest_of(conn, target)
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO {}.apply_tables AS a (table_name, target_table, digest_count, digest) "
@@ -380,7 +384,7 @@ def replace_tables(
         if meta is None:
             raise UsageError(f"capture is not installed in {source}", hint="run `replicator capture install` first")
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-            plan = apply.load_plan(conn, schema_name)
+            plan = load_plan(conn, schema_name)
             head = store.latest(conn, schema=schema_name)
             if plan is None or head is None:
                 raise UsageError(
@@ -403,7 +407,7 @@ def replace_tables(
                 _check_captured(sconn, name)
                 plan = _plan_again(conn, sconn, plan, name, config, schema_name)
                 left_out = skips.skipped(config, plan, meta.tables)
-                targets, problems = apply.resolve_targets(plan, meta, left_out)
+                targets, problems = resolve_targets(plan, meta, left_out)
                 if name in problems:
                     raise UsageError(f"table {name!r} {problems[name]}", hint="fix the capture policy, then run again")
                 done = reload(
@@ -413,7 +417,7 @@ def replace_tables(
                     plan=plan,
                     target=targets.get(name),
                     prev=head,
-                    fk=apply.fk_mode(conn),
+                    fk=fk_mode(conn),
                     state_schema=schema_name,
                     table_name=name,
                     new_table=plan.mode == "create",
@@ -485,5 +489,5 @@ def _plan_again(
                 )
             )
         new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
-        apply.save_plan(conn, state_schema, new_plan)
+        save_plan(conn, state_schema, new_plan)
     return new_plan

@@ -63,7 +63,7 @@ def setup(
     parallel: tuple[Helper, Path] | None = None,
 ) -> Setup:
     """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
-    from replicator.apply import batch as apply
+    from replicator.apply.savedplan import load_plan
 
     state_schema = config.target.state_schema
     stateschema.ensure(pconn, state_schema)
@@ -72,7 +72,7 @@ def setup(
     loaded = {} if replace else state.loaded_tables(pconn, state_schema)
     if resume:
         _same_source(pconn, state_schema, identity, loaded)
-    saved = apply.load_plan(pconn, state_schema) if resume and _last_run_source(pconn, state_schema) else None
+    saved = load_plan(pconn, state_schema) if resume and _last_run_source(pconn, state_schema) else None
     if saved is not None:
         read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=pgschema.read_sqlite_sequence(sconn))
         plan = saved

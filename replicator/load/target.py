@@ -211,9 +211,9 @@ def prepare_target(
 def save_plan(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, *, replace: bool) -> None:
     """Keep the plan (a resumed run and the daemon convert exactly as this run does); on ``--replace``
     forget every earlier table mark, the mark, and the checkpoint chain: this snapshot supersedes them."""
-    from replicator.apply import batch as apply
+    from replicator.apply.savedplan import save_plan
 
-    apply.save_plan(pconn, state_schema, plan)
+    save_plan(pconn, state_schema, plan)
     if replace:
         state.forget_tables(pconn, state_schema)
         state.clear_mark(pconn, state_schema)

@@ -25,7 +25,8 @@ import msgspec
 from psycopg import sql
 
 from replicator import faults
-from replicator.apply import batch as apply
+from replicator.apply.savedplan import save_plan
+from replicator.apply.tablestate import set_table_error
 from replicator.config import Config
 from replicator.load import resnapshot, snapshot
 from replicator.plan import pgschema, typemap
@@ -167,7 +168,7 @@ class DriftFollower:
             s.plan = msgspec.structs.replace(
                 s.plan, tables=tuple(new_table if t.source == table else t for t in s.plan.tables)
             )
-            apply.save_plan(pconn, self.state_schema, s.plan)
+            save_plan(pconn, self.state_schema, s.plan)
             # owed in the same commit: after it the plan lacks the columns, and a restart could not tell
             # this table's (stale) running digest from one `snapshot --replace --tables` already renewed
             resnapshot.mark(pconn, self.state_schema, [(table, reason)])
@@ -235,7 +236,7 @@ class DriftFollower:
     def _table_error(self, s: ApplySession, table: str, target: str, message: str, hint: str) -> None:
         """Record a table's error for status (a table in error never disappears from it)."""
         with s.conn.transaction():
-            apply.set_table_error(s.conn, self.state_schema, table, target, message, hint)
+            set_table_error(s.conn, self.state_schema, table, target, message, hint)
 
     def _fail_table(self, s: ApplySession, table: str, message: str, hint: str) -> None:
         target = s.targets[table].target if table in s.targets else table
@@ -274,7 +275,7 @@ class DriftFollower:
             s.plan = msgspec.structs.replace(
                 s.plan, tables=tuple(new_table if t.source == table else t for t in s.plan.tables)
             )
-            apply.save_plan(s.conn, self.state_schema, s.plan)
+            save_plan(s.conn, self.state_schema, s.plan)
         self._log.warning("column(s) added in PostgreSQL", table=table, columns=[c.name for c in added])
         s.rebuild_writer(self.meta)
 

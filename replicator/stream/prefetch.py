@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from replicator.apply import batch as apply
+from replicator.apply.batch import Batch
 
 
 class Prefetcher:
@@ -24,15 +24,15 @@ class Prefetcher:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicator-read")
-        self._future: Future[apply.Batch] | None = None
+        self._future: Future[Batch] | None = None
         self._after = -1
 
-    def start(self, read: Callable[[sqlite3.Connection], apply.Batch], after: int) -> None:
+    def start(self, read: Callable[[sqlite3.Connection], Batch], after: int) -> None:
         self.discard()
         self._after = after
         self._future = self._pool.submit(read, self._conn)
 
-    def take(self, after: int) -> apply.Batch | None:
+    def take(self, after: int) -> Batch | None:
         future, self._future = self._future, None
         if future is None:
             return None

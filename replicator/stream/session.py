@@ -27,8 +27,13 @@ from checkpoints import ledger, store
 from checkpoints.errors import NoChainTable
 from checkpoints.model import Checkpoint, Kind, TableChange, genesis, next_checkpoint
 from replicator import faults
-from replicator.apply import batch as apply
 from replicator.apply import dependents
+from replicator.apply.digests import table_digest_of
+from replicator.apply.foreignkeys import fk_mode, park_foreign_keys
+from replicator.apply.savedplan import load_plan, save_plan
+from replicator.apply.tablestate import clear_table_errors, read_digests, seed_digests, set_table_error
+from replicator.apply.targets import resolve_targets
+from replicator.apply.writer import Writer
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
@@ -96,23 +101,21 @@ class ApplySession:
         self.skip_reasons = skip_reasons
         """Tables the migration leaves out (:mod:`replicator.plan.skips`): their journal entries are passed over."""
         self.skipped = frozenset(skip_reasons)
-        targets, problems = apply.resolve_targets(plan, meta, self.skipped)
+        targets, problems = resolve_targets(plan, meta, self.skipped)
         refuse(problems)
         self.targets = targets
-        self.fk = apply.fk_mode(conn)
+        self.fk = fk_mode(conn)
         self.parked: list[str] = []
         """The foreign keys parked until cutover (``fk == "parked"``: no privilege for the replica role)."""
         if self.fk == "parked":
-            self.parked = apply.park_foreign_keys(
-                conn, self.state_schema, plan.schema, [t.target for t in targets.values()]
-            )
+            self.parked = park_foreign_keys(conn, self.state_schema, plan.schema, [t.target for t in targets.values()])
         with conn.transaction():
-            self.seeded = apply.seed_digests(conn, self.state_schema, targets)
+            self.seeded = seed_digests(conn, self.state_schema, targets)
             self.prev = prev if in_seed is None else in_seed(conn, prev, self.seeded)
         self.writer = self._new_writer()
 
-    def _new_writer(self) -> apply.Writer:
-        return apply.Writer(
+    def _new_writer(self) -> Writer:
+        return Writer(
             self.conn,
             self.targets,
             state_schema=self.state_schema,
@@ -124,7 +127,7 @@ class ApplySession:
 
     def rebuild_writer(self, meta: Meta) -> None:
         """Resolve the tables again (the plan or the capture changed) and put a new writer on them."""
-        self.targets, problems = apply.resolve_targets(self.plan, meta, self.skipped)
+        self.targets, problems = resolve_targets(self.plan, meta, self.skipped)
         problems = fatal(self.plan, problems)
         if problems:
             raise WorkerError("; ".join(f"{n} {w}" for n, w in problems.items()), hint="fix the capture policy")
@@ -236,7 +239,7 @@ def _recorded_refusal(conn: psycopg.Connection[Any], state_schema: str, plan: pg
             return
         with conn.transaction():
             for name, why in problems.items():
-                apply.set_table_error(conn, state_schema, name, name, why, "see the message")
+                set_table_error(conn, state_schema, name, name, why, "see the message")
         listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
         raise WorkerError(f"cannot apply table(s): {listed}", hint="fix the capture policy or the plan, then rerun")
 
@@ -249,7 +252,7 @@ def _restated_and_cleared(state_schema: str) -> InSeed:
 
     def in_seed(conn: psycopg.Connection[Any], prev: Checkpoint, seeded: list[str]) -> Checkpoint:
         prev = restate(conn, state_schema, prev, seeded)
-        apply.clear_table_errors(conn, state_schema)
+        clear_table_errors(conn, state_schema)
         return prev
 
     return in_seed
@@ -339,15 +342,15 @@ def snapshot_first(
         sconn.close()
     assert result.plan is not None
     with conn.transaction():
-        apply.save_plan(conn, state_schema, result.plan)
+        save_plan(conn, state_schema, result.plan)
         existing = latest(conn, state_schema)
         if existing is not None:  # the snapshot stage wrote its own genesis
             return existing
         left_out = skips.skipped(config, result.plan, meta.tables)
-        targets, _ = apply.resolve_targets(result.plan, meta, left_out)
+        targets, _ = resolve_targets(result.plan, meta, left_out)
         tables = {}
         for name, t in targets.items():
-            digest = apply.table_digest_of(conn, t)
+            digest = table_digest_of(conn, t)
             tables[name] = TableChange.of(digest)
         cp = genesis(tables, seq_to=head)
         store.append(conn, cp, state_schema)
@@ -360,7 +363,7 @@ def saved_plan(
 ) -> pgschema.SchemaPlan:
     """The plan the snapshot loaded with; rebuilt from the target (and saved) when none was kept."""
     state_schema = config.target.state_schema
-    plan = apply.load_plan(conn, state_schema)
+    plan = load_plan(conn, state_schema)
     if plan is not None:
         return plan
     sconn.execute("BEGIN")
@@ -371,10 +374,10 @@ def saved_plan(
     plan = pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
     plan = dependents.with_foreign_keys(plan, conn, read.schema, state_schema)
     with conn.transaction():
-        apply.save_plan(conn, state_schema, plan)
+        save_plan(conn, state_schema, plan)
     log_.warning(
         "no saved plan: mapped the target tables by name",
-        hint="the snapshot stage should save its plan (replicator.apply.batch.save_plan) so formats match exactly",
+        hint="the snapshot stage should save its plan (replicator.apply.savedplan.save_plan) so formats match exactly",
     )
     return plan
 
@@ -386,7 +389,7 @@ def restate(conn: psycopg.Connection[Any], state_schema: str, prev: Checkpoint, 
     if not seeded or prev.kind is Kind.CUTOVER:
         return prev
     book = ledger.add_up(store.iter_records(conn, schema=state_schema))
-    running = apply.read_digests(conn, state_schema, seeded)
+    running = read_digests(conn, state_schema, seeded)
     changes = {
         name: TableChange(upserted=rows, upserted_digest=digest, restated="read")
         for name, (rows, digest) in sorted(running.items())

@@ -50,7 +50,8 @@ import psycopg
 
 from checkpoints.model import Checkpoint
 from replicator import faults, log, pg
-from replicator.apply import batch as apply
+from replicator.apply.batch import Batch, read_batch
+from replicator.apply.writer import Applied
 from replicator.config import Config
 from replicator.errors import UsageError
 from replicator.plan import skips
@@ -289,12 +290,12 @@ class Worker:
         )
         return True, batch.head <= batch.seq_to
 
-    def _read(self, conn: sqlite3.Connection, after: int, live: ApplySession, follow: DriftFollower) -> apply.Batch:
+    def _read(self, conn: sqlite3.Connection, after: int, live: ApplySession, follow: DriftFollower) -> Batch:
         """One batch; held tables' entries pass by unapplied like skipped ones (their reload is owed)."""
         cfg = self.config.apply
         ignore = live.skipped | frozenset(follow.held)
         try:
-            return apply.read_batch(
+            return read_batch(
                 conn, after, live.targets, max_rows=cfg.batch_rows, max_bytes=cfg.batch_bytes, ignore=ignore
             )
         except sqlite3.OperationalError:
@@ -370,8 +371,8 @@ class Worker:
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
-    def _record(self, batch: apply.Batch, next_phase: Phase, live: ApplySession) -> Any:
-        def record(conn: psycopg.Connection[Any], applied: apply.Applied) -> None:
+    def _record(self, batch: Batch, next_phase: Phase, live: ApplySession) -> Any:
+        def record(conn: psycopg.Connection[Any], applied: Applied) -> None:
             phase.write(conn, self.state_schema, self._state(next_phase, batch.seq_to, batch.head, applied.entries))
             skipped = {t: n for t, n in batch.ignored.items() if t in live.skipped}  # not a held table's
             if skipped:
@@ -470,7 +471,7 @@ class Worker:
 
         return reading
 
-    def _account(self, batch: apply.Batch, applied: apply.Applied, seconds: float) -> None:
+    def _account(self, batch: Batch, applied: Applied, seconds: float) -> None:
         self._batches += 1
         self._changes += batch.entries
         if self.metrics is not None:

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import audit, store
-from replicator.apply import batch as apply
+from replicator.apply.savedplan import load_plan
 from replicator.state import phase
 from tests.support.compare import pg_canon, sqlite_canon
 from triggers.schema import quote_ident
@@ -163,7 +163,7 @@ def diff(source: Path, dsn: str) -> Diff:
     """Every table row by row under the documented mapping (tests.support.compare's canonical values), counted."""
     out = Diff()
     with psycopg.connect(dsn, autocommit=True) as pconn:
-        plan = apply.load_plan(pconn, STATE)
+        plan = load_plan(pconn, STATE)
         assert plan is not None, "no saved plan in the target"
         sconn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
         sconn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")

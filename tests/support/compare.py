@@ -30,7 +30,10 @@ from psycopg import sql
 
 from checkpoints import audit, store
 from replicator import config, pg
-from replicator.apply import batch as apply
+from replicator.apply.digests import table_digest_of
+from replicator.apply.savedplan import load_plan
+from replicator.apply.tablestate import read_digests
+from replicator.apply.targets import resolve_targets
 from replicator.plan.pgschema import SchemaPlan, TablePlan
 from replicator.stream.worker import RunResult, Worker
 from replicator.values.convert import TargetType
@@ -274,15 +277,15 @@ def check_same(path: Path, dsn: str) -> dict[str, int]:
     """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests
     (read on a connection set up as the replicator's own: enum labels and citext as text)."""
     with pg.connect(dsn, autocommit=True) as conn:
-        plan = apply.load_plan(conn, "replicator")
+        plan = load_plan(conn, "replicator")
         assert plan is not None
         counts = assert_same(path, conn, plan)
         assert audit.verify(store.records(conn)) == []
         meta = read_meta(sqlite3.connect(path))
         assert meta is not None
-        targets, _ = apply.resolve_targets(plan, meta)
-        running = apply.read_digests(conn, "replicator", list(targets))
+        targets, _ = resolve_targets(plan, meta)
+        running = read_digests(conn, "replicator", list(targets))
         for name, t in targets.items():
-            actual = apply.table_digest_of(conn, t)
+            actual = table_digest_of(conn, t)
             assert running[name] == (actual.count, actual.hexdigest()), name
     return counts

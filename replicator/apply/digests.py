@@ -1,0 +1,106 @@
+"""The running digests: each batch's row images folded into digests and added to each table's running one.
+
+The row images a batch's DELETEs return and the rows it writes are hashed on a thread of their own while
+PostgreSQL works (:class:`Pending`). The running digest, kept per table (:mod:`replicator.apply.tablestate`), lets
+the cutover verify at its stop point at a cost proportional to the changed keys; :func:`table_digest_of` reads a
+whole target table, once, to seed it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from checkpoints.digest import Kind, TableDigest, kinds_from_oids
+from checkpoints.model import TableChange
+from replicator import pg
+from replicator.apply.lookup import KeyTuple
+from replicator.plan.shape import TableShape
+from replicator.values.convert import TargetType
+
+
+class TableResult(msgspec.Struct, frozen=True):
+    change: TableChange
+    digest_count: int
+    digest_hex: str
+    conflicts: int
+    """PostgreSQL rows removed because an incoming row conflicted with them on a UNIQUE key."""
+    quarantined: int
+
+
+Folded = tuple[TableDigest, set[KeyTuple]]
+
+
+def digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[TargetType]) -> None:
+    """Row images read back by ``cur`` are only digested: their JSON documents are read as text
+    (``JsonText``), canonicalised in C, instead of being parsed into Python objects first."""
+    if any(t.name in ("json", "jsonb") for t in types):
+        pg.json_as_text(cur)
+
+
+def fold_rows(rows: list[tuple[Any, ...]], kinds: list[Kind] | None, positions: tuple[int, ...]) -> Folded:
+    """The digest of row images (json columns by kind) and the set of their keys."""
+    digest = TableDigest(kinds)
+    digest.add_rows(rows)
+    if len(positions) == 1:  # 5x faster than a tuple built from a generator per row
+        (p,) = positions
+        return digest, {(row[p],) for row in rows}
+    key = operator.itemgetter(*positions)
+    return digest, {key(row) for row in rows}
+
+
+class Pending(msgspec.Struct):
+    """One table's statements are done; its digests may still be being computed."""
+
+    removed: list[Future[Folded]]
+    added: Future[Folded]
+    conflicts: int
+    quarantined: int
+
+    def result(self, running: tuple[int, str] | None) -> TableResult:
+        removed, removed_keys = TableDigest(), set()
+        for future in self.removed:
+            digest, keys = future.result()
+            removed.merge(digest)
+            removed_keys |= keys
+        added, added_keys = self.added.result()
+        deleted = TableDigest()
+        deleted.add_rows(removed_keys - added_keys)
+        total = TableDigest() if running is None else TableDigest.from_hex(running[0], running[1])
+        total.subtract(removed)
+        total.merge(added)
+        return TableResult(
+            change=TableChange.of(added, deleted, removed),
+            digest_count=total.count,
+            digest_hex=total.hexdigest(),
+            conflicts=self.conflicts,
+            quarantined=self.quarantined,
+        )
+
+
+def table_digest_of(conn: psycopg.Connection[Any], t: TableShape) -> TableDigest:
+    """The digest of a target table as PostgreSQL holds it now (seeds the running digest once)."""
+    digest: TableDigest | None = None
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, t.target_columns)), sql.Identifier(t.schema, t.target)
+    )
+    with conn.transaction(), conn.cursor(name="replicator_digest_seed", binary=True) as cur:
+        digest_reads_json(cur, t.types)
+        cur.itersize = 5_000
+        cur.execute(query)
+        while True:
+            rows = cur.fetchmany(5_000)
+            if digest is None:
+                assert cur.description is not None
+                digest = TableDigest(kinds_from_oids(d.type_code for d in cur.description))
+            if not rows:
+                break
+            digest.add_rows(rows)
+    assert digest is not None
+    return digest
