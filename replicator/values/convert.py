@@ -127,7 +127,7 @@ _BUILDERS: Final[Mapping[str, Callable[[TargetType, bool], Plan]]] = {
     "cidr": _plain(convert_addresses.network_plan),
     "macaddr": _plain(convert_addresses.macaddr_plan),
     "macaddr8": _plain(convert_addresses.macaddr_plan),
-    "timetz": _plain(convert_datetimes.timetz_plan),
+    "timetz": convert_datetimes.time_plan,
 }
 
 

@@ -32,6 +32,13 @@ from replicator.values.refusal import ValueRefused, refuse_storage
 from replicator.values.targettype import TargetType
 
 
+def _fraction_digits(t: TargetType) -> tuple[int, int]:
+    """The column's fractional-second digits (6 when unset, PostgreSQL's most) and the microsecond step
+    they keep: a value off the step would be rounded by PostgreSQL, so it is refused."""
+    precision = 6 if t.precision is None else min(t.precision, 6)
+    return precision, 10 ** (6 - precision)
+
+
 def _instant(t: TargetType, aware: bool = False) -> Callable[[object], datetime]:
     """Any datetime storage to a UTC datetime (aware or naive as asked), exactly.
 
@@ -68,8 +75,7 @@ def timestamp_plan(t: TargetType, wire: bool) -> Plan:
     """timestamp / timestamptz: a datetime (naive UTC / aware UTC), or on the wire int8 µs since 2000."""
     aware = t.name == "timestamptz"
     instant = _instant(t, aware)
-    precision = 6 if t.precision is None else min(t.precision, 6)
-    step = 10 ** (6 - precision)
+    precision, step = _fraction_digits(t)
     base = EPOCH_UTC if aware else EPOCH
     pg_base = PG_EPOCH_UTC if aware else PG_EPOCH
     unit = t.format if t.format in NUMBER_FORMATS else None
@@ -123,16 +129,19 @@ def date_plan(t: TargetType, wire: bool) -> Plan:
 
 
 def time_plan(t: TargetType, wire: bool) -> Plan:
-    """time: a time, or on the wire int8 µs since midnight."""
-    precision = 6 if t.precision is None else min(t.precision, 6)
-    step = 10 ** (6 - precision)
+    """time: a time, or on the wire int8 µs since midnight; timetz: an aware time, also on the wire (text
+    without an offset is UTC, see :func:`replicator.values.datetimes.parse_timetz_text`)."""
+    name = t.name
+    parse = parse_timetz_text if name == "timetz" else parse_time_text
+    wire = wire and name == "time"  # timetz has no wire form of its own: COPY sends the aware time
+    precision, step = _fraction_digits(t)
 
     def convert(v: object) -> object:
         if v is None:
             return None
         if type(v) is not str:
-            raise refuse_storage(v, "time")
-        result = parse_time_text(v)
+            raise refuse_storage(v, name)
+        result = parse(v)
         if step > 1 and result.microsecond % step:
             check_fraction(result, step, precision)
         if wire:
@@ -142,28 +151,9 @@ def time_plan(t: TargetType, wire: bool) -> Plan:
     return Plan(convert)
 
 
-def timetz_plan(t: TargetType) -> Plan:
-    """timetz: an aware time; text without an offset is UTC (see datetimes.parse_timetz_text)."""
-    precision = 6 if t.precision is None else min(t.precision, 6)
-    step = 10 ** (6 - precision)
-
-    def convert(v: object) -> object:
-        if v is None:
-            return None
-        if type(v) is not str:
-            raise refuse_storage(v, "timetz")
-        result = parse_timetz_text(v)
-        if step > 1 and result.microsecond % step:
-            check_fraction(result, step, precision)
-        return result
-
-    return Plan(convert)
-
-
 def interval_plan(t: TargetType) -> Plan:
     """interval: integer microseconds (Django) or epoch-relative datetime text (SQLAlchemy), a timedelta."""
-    precision = 6 if t.precision is None else min(t.precision, 6)
-    step = 10 ** (6 - precision)
+    precision, step = _fraction_digits(t)
 
     def convert(v: object) -> object:
         if v is None:
