@@ -303,7 +303,7 @@ def compare_round(
 def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
     """Binary COPY of ``changes`` new rows (split like the backlog) into the same, populated, indexed
     tables, in a transaction rolled back afterwards (the rollback is not timed)."""
-    from replicator.values import convert
+    from replicator.values import convert, targettype
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         prepared: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
@@ -314,9 +314,12 @@ def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                 (f"public.{table}",),
             ).fetchall()
-            tts = [convert.parse_type(r[0]) for r in rows]
+            tts = [targettype.parse_type(r[0]) for r in rows]
             conv = convert.row_converter(table, [f"c{i}" for i in range(len(tts))], tts)
-            prepared[table] = (convert.copy_types(tts), [conv(MAKERS[table](50_000_000 + i, rng)) for i in range(per)])
+            prepared[table] = (
+                targettype.copy_types(tts),
+                [conv(MAKERS[table](50_000_000 + i, rng)) for i in range(per)],
+            )
         with conn.transaction(force_rollback=True):
             started = time.perf_counter()
             for table in TABLES:
@@ -364,14 +367,14 @@ def change_sets(path: Path, dsn: str, batch: int) -> tuple[ChangeSet, list[Chang
 
 
 def _pg_types(conn: psycopg.Connection[Any], table: str) -> list[Any]:
-    from replicator.values import convert
+    from replicator.values import targettype
 
     rows = conn.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
         "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         (f"public.{table}",),
     ).fetchall()
-    return [convert.parse_type(r[0]) for r in rows]
+    return [targettype.parse_type(r[0]) for r in rows]
 
 
 def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
@@ -379,7 +382,7 @@ def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
     transactions rolled back: (``DELETE`` of each set's keys + ``INSERT`` of its current rows from
     temp tables staged beforehand; that plus the staging binary COPY of the keys and rows). Seconds,
     the faster of index nested loops (what the daemon forces) and the planner's own choice."""
-    from replicator.values import convert
+    from replicator.values import convert, targettype
 
     best_sql, best_all = float("inf"), float("inf")
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -405,7 +408,7 @@ def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
                                 for k in keys:
                                     copy.write_row((k,))
                             with cur.copy(f"COPY fr_{table}_{n} FROM STDIN (FORMAT BINARY)") as copy:
-                                copy.set_types(convert.copy_types(types[table]))
+                                copy.set_types(targettype.copy_types(types[table]))
                                 for row in data:
                                     copy.write_row(row)
                         staging += time.perf_counter() - started
@@ -424,7 +427,7 @@ def floor_batches(admin: str, dsn: str, batches: list[ChangeSet]) -> tuple[float
     with the ones before it would find every earlier batch's dead row versions still unprunable), on a
     throw-away copy of the database: seconds of (``DELETE`` + ``INSERT`` + commit, that plus the
     staging COPY), index nested loops as the daemon forces them."""
-    from replicator.values import convert
+    from replicator.values import convert, targettype
 
     name = f"{conninfo_dbname(dsn)}_floor"
     copy_dsn = clone_db(admin, dsn, name)
@@ -451,7 +454,7 @@ def floor_batches(admin: str, dsn: str, batches: list[ChangeSet]) -> tuple[float
                                 for k in keys:
                                     copy.write_row((k,))
                             with cur.copy(f"COPY fr_{table} FROM STDIN (FORMAT BINARY)") as copy:
-                                copy.set_types(convert.copy_types(types[table]))
+                                copy.set_types(targettype.copy_types(types[table]))
                                 for row in data[table]:
                                     copy.write_row(row)
                     staged = time.perf_counter()
@@ -474,12 +477,12 @@ def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str,
     INSERT ... SELECT ... RETURNING (what the apply does: the returned images feed the digests);
     (b) the same without RETURNING; (c) binary COPY straight into the table.
     """
-    from replicator.values import convert
+    from replicator.values import targettype
 
     out: dict[str, list[float]] = {"staging+insert returning": [], "staging+insert": [], "copy direct": []}
     with psycopg.connect(dsn, autocommit=True) as conn:
         types = [
-            convert.parse_type(r[0])
+            targettype.parse_type(r[0])
             for r in conn.execute(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.users'::regclass "
                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
@@ -488,7 +491,7 @@ def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str,
         with conn.cursor(binary=True) as cur:
             rows = cur.execute("SELECT * FROM users ORDER BY id LIMIT %s", (rows_per_batch,)).fetchall()
         conn.execute("CREATE TEMP TABLE stage AS SELECT * FROM users WITH NO DATA")
-        copy_types = convert.copy_types(types)
+        copy_types = targettype.copy_types(types)
         for _ in range(reps):
             for variant in out:
                 with conn.transaction(force_rollback=True):

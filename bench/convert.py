@@ -33,7 +33,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from replicator.values.convert import TargetType, copy_types, parse_type, row_converter, type_sql
+from replicator.values.convert import row_converter
+from replicator.values.targettype import TargetType, copy_types, parse_type, type_sql
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -17,20 +17,10 @@ import pytest
 from psycopg import sql
 
 from replicator.config import ColumnOverride
-from replicator.values.convert import (
-    RowRefused,
-    TargetType,
-    UnsupportedType,
-    ValueRefused,
-    copy_types,
-    decode_text,
-    excerpt,
-    parse_type,
-    row_converter,
-    type_sql,
-    value_converter,
-    with_override,
-)
+from replicator.values.convert import row_converter, value_converter
+from replicator.values.convert_text import decode_text
+from replicator.values.refusal import RowRefused, ValueRefused, excerpt
+from replicator.values.targettype import TargetType, UnsupportedType, copy_types, parse_type, type_sql, with_override
 from tests.support.convert import ROLE, Pg, roundtrip, target
 
 
@@ -668,7 +658,7 @@ def test_row_converter_with_no_columns_and_mismatch() -> None:
 
 
 def test_parse_datetime_text_keeps_the_offset() -> None:
-    from replicator.values.formats import parse_datetime_text
+    from replicator.values.datetimes import parse_datetime_text
 
     assert parse_datetime_text("2024-03-05T08:07:08+02:00").utcoffset() == timedelta(hours=2)
     assert parse_datetime_text("2024-03-05 08:07:08.5 +02:00").utcoffset() == timedelta(hours=2)

@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from replicator.values.convert import RowRefused, TargetType, ValueRefused, parse_type, row_converter, value_converter
-from replicator.values.formats import MS_THRESHOLD
+from replicator.values.convert import row_converter, value_converter
+from replicator.values.datetimes import MS_THRESHOLD
+from replicator.values.refusal import RowRefused, ValueRefused
+from replicator.values.targettype import TargetType, parse_type
 from tests.support.convert import ROLE, Pg, roundtrip, target
 
 PG_SETTINGS = settings(
@@ -438,7 +440,7 @@ def _refused(path: Path, table: str, mapping: dict[str, str]) -> list[RowRefused
 
 
 def _decode(data: bytes) -> str:
-    from replicator.values.convert import decode_text
+    from replicator.values.convert_text import decode_text
 
     return decode_text(data)
 
@@ -617,7 +619,7 @@ def datetime_texts(draw: st.DrawFn) -> tuple[str, datetime]:
 @given(datetime_texts(), st.booleans())
 def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: bool) -> None:
     """The fromisoformat fast path and the grammar agree on every layout: same instant, or none."""
-    from replicator.values.formats import parse_instant_text
+    from replicator.values.datetimes import parse_instant_text
 
     text, instant = case
     expected = instant.replace(tzinfo=UTC) if aware else instant
@@ -631,20 +633,20 @@ def test_every_layout_reads_the_same_instant(case: tuple[str, datetime], aware: 
 def test_a_date_alone_is_read_by_fromisoformat(day: date, aware: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``YYYY-MM-DD`` (a DateField's storage) takes the fast path, as midnight UTC; the grammar only
     explains refusals (a day that does not exist)."""
-    from replicator.values import formats
+    from replicator.values import datetimes
 
     def grammar(text: str) -> tuple[datetime, str | None]:
         raise AssertionError(f"the grammar read {text!r}")
 
     with monkeypatch.context() as patch:
-        patch.setattr(formats, "_parse", grammar)
-        got = formats.parse_instant_text(day.isoformat(), aware)
+        patch.setattr(datetimes, "_parse", grammar)
+        got = datetimes.parse_instant_text(day.isoformat(), aware)
     midnight = datetime(day.year, day.month, day.day)
     assert got == (midnight.replace(tzinfo=UTC) if aware else midnight)
     assert (got.tzinfo is UTC) if aware else (got.tzinfo is None)
     assert value_converter(target("date"))(day.isoformat()) == day
     with pytest.raises(ValueRefused, match="day is out of range"):
-        formats.parse_instant_text(f"{day.year:04d}-02-30", aware)
+        datetimes.parse_instant_text(f"{day.year:04d}-02-30", aware)
 
 
 @settings(max_examples=300, deadline=None)

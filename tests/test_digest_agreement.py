@@ -26,7 +26,7 @@ from replicator.load import snapshot
 from replicator.pg import connect
 from replicator.plan.pgschema import SchemaPlan
 from replicator.values import readback
-from replicator.values.convert import TYPE_NAMES, TargetType, parse_type
+from replicator.values.targettype import TYPE_NAMES, TargetType, parse_type
 
 CFG = config.load(None, environ={})
 

@@ -28,8 +28,9 @@ from replicator.errors import BadValue
 from replicator.inspect.proof import decimal_of_real
 from replicator.load import snapshot
 from replicator.plan import pgschema
-from replicator.values.convert import parse_type, value_converter
-from replicator.values.formats import RAILS, SQLALCHEMY, decimal_fits, rails_decimal, sqlalchemy_decimal
+from replicator.values.convert import value_converter
+from replicator.values.decimals import RAILS, SQLALCHEMY, decimal_fits, rails_decimal, sqlalchemy_decimal
+from replicator.values.targettype import parse_type
 
 CFG = Config()
 

@@ -31,8 +31,10 @@ from replicator.cutover import window as cutover
 from replicator.errors import BadValue, UsageError
 from replicator.load import snapshot
 from replicator.plan import pgreflect
-from replicator.values.convert import RowRefused, convert_value, parse_type, value_converter
-from replicator.values.formats import REAL15
+from replicator.values.convert import convert_value, value_converter
+from replicator.values.decimals import REAL15
+from replicator.values.refusal import RowRefused
+from replicator.values.targettype import parse_type
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
 from tests.support.source import app

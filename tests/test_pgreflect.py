@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from replicator.plan import pgreflect
-from replicator.values.convert import TargetType, UnsupportedType, parse_type
+from replicator.values.targettype import TargetType, UnsupportedType, parse_type
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS citext;

@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from replicator.inspect import proof
-from replicator.values.convert import TargetType
+from replicator.values.targettype import TargetType
 
 TZ = TargetType("timestamptz", precision=6)
 MS = TargetType("timestamptz", precision=3, format="unix_ms")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from replicator.plan import sqlexpr
 from replicator.values import convert
-from replicator.values.convert import TargetType
+from replicator.values.targettype import TargetType
 
 INT, TEXT, BOOL, OTHER = sqlexpr.Kind.INT, sqlexpr.Kind.TEXT, sqlexpr.Kind.BOOL, sqlexpr.Kind.OTHER
 ANY = {INT, TEXT, BOOL}

@@ -19,7 +19,7 @@ from replicator import config
 from replicator.load import snapshot
 from replicator.plan import pgschema, typemap
 from replicator.plan.profile import ColumnProfile
-from replicator.values.convert import TargetType
+from replicator.values.targettype import TargetType
 from tests.support.compare import assert_same
 from triggers.schema import Affinity, Column
 

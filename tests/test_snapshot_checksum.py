@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from checkpoints import digest
 from checkpoints.digest import JsonText, RowEncoder
 from replicator.load import snapshot
-from replicator.values.convert import TargetType, parse_type
+from replicator.values.targettype import TargetType, parse_type
 
 TYPES = [
     "bigint",

@@ -37,7 +37,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # The demo app's own tables: t iterates the module constant TABLES (literal names, no quotes in them).
     ("replicator/demo/seed.py", "create", "t"): "constant table names",
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.
-    ("replicator/values/convert.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
+    ("replicator/values/targettype.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
     # verify-export's scratch table: each column is quote_ident(name) + an affinity keyword looked up in
     # the constant export._AFFINITY_SQL (never the manifest's declared-type text).
     ("replicator/load/export.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",

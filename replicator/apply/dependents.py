@@ -34,7 +34,8 @@ import psycopg
 from psycopg import sql
 
 from replicator.plan.pgschema import ForeignKey, SchemaPlan, TablePlan
-from replicator.values import convert, quarantine
+from replicator.values import convert, quarantine, targettype
+from replicator.values.refusal import RowRefused
 from triggers.schema import Schema
 
 Key = dict[str, Any]
@@ -201,7 +202,7 @@ class _Edge:
         """``("sqlite", values)`` and ``("pg", converted values)`` of each quarantined parent → its key."""
 
 
-def _positions(table: TablePlan, names: Sequence[str]) -> tuple[tuple[int, ...], list[convert.TargetType]]:
+def _positions(table: TablePlan, names: Sequence[str]) -> tuple[tuple[int, ...], list[targettype.TargetType]]:
     """Where ``names`` sit among the table's load columns (the rows of the load and the apply start with them)."""
     loaded = table.load_columns
     sources = [c.source for c in loaded]
@@ -213,7 +214,7 @@ def _converted(conv: convert.RowConverter, values: Sequence[Any]) -> Hashable | 
     try:
         out = conv(values)
         hash(out)
-    except (convert.RowRefused, TypeError):
+    except (RowRefused, TypeError):
         return None
     return ("pg", out)
 

@@ -22,7 +22,7 @@ from checkpoints.model import TableChange
 from replicator import pg
 from replicator.apply.lookup import KeyTuple
 from replicator.plan.shape import TableShape
-from replicator.values.convert import TargetType
+from replicator.values.targettype import TargetType
 
 
 class TableResult(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 from replicator.plan.shape import TableShape
-from replicator.values import convert
+from replicator.values import convert, convert_text, refusal
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.schema import quote_ident
@@ -37,7 +37,7 @@ def current_rows(conn: sqlite3.Connection, target: TableShape, keys: Sequence[Ke
         if not sqlite_source.undecodable_text(exc):
             raise
     previous = conn.text_factory
-    conn.text_factory = convert.decode_text
+    conn.text_factory = convert_text.decode_text
     try:
         return _current_rows(conn, target, keys)
     finally:
@@ -68,7 +68,7 @@ def rows_for_target_keys(
             try:
                 if convert_key(raw) in wanted:
                     found.append(tuple(raw))
-            except convert.RowRefused:
+            except refusal.RowRefused:
                 continue
         return current_rows(conn, target, found)
 

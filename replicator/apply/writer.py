@@ -35,7 +35,7 @@ from replicator.apply.uniques import UniqueIndex, conflict_select, unique_indexe
 from replicator.errors import BadValue, TargetError, UniqueCollision, refused_by_target
 from replicator.plan.pgschema import SchemaPlan, collision_message, duplicates_query, pg_message
 from replicator.plan.shape import TableShape
-from replicator.values import convert, quarantine
+from replicator.values import convert, quarantine, refusal, targettype
 from replicator.values.readback import digest_exact
 
 
@@ -251,14 +251,14 @@ class Writer:
                 keys_tmp, sql.SQL(", ").join(map(sql.Identifier, t.key_target))
             )
         ) as copy:
-            copy.set_types(convert.copy_types(t.key_types))
+            copy.set_types(targettype.copy_types(t.key_types))
             for key in keys:
                 copy.write_row(key)
         convert_row = self._converters[name]
         written: list[tuple[Any, ...]] = []
         cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(rows_tmp, cols)) as copy:
-            copy.set_types(convert.copy_types(t.types))
+            copy.set_types(targettype.copy_types(t.types))
             if converted is not None:
                 for values in converted:
                     copy.write_row(values)
@@ -266,7 +266,7 @@ class Writer:
             for row in rows:
                 try:
                     values = convert_row(row[:width])
-                except convert.RowRefused as exc:
+                except refusal.RowRefused as exc:
                     refusals.append(self._refused(t, row[width:], exc))
                     continue
                 copy.write_row(values)
@@ -311,14 +311,14 @@ class Writer:
             for row in rows:
                 try:
                     written.append(convert_row(row[:width]))
-                except convert.RowRefused as exc:
+                except refusal.RowRefused as exc:
                     refusals.append(self._refused(t, row[width:], exc))
             return _Planned(part, keys, rows, written, refusals)
         good: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         for row in rows:
             try:
                 good.append((row, convert_row(row[:width])))
-            except convert.RowRefused as exc:
+            except refusal.RowRefused as exc:
                 refusals.append(follow.held.quarantined(name, row, self._refused(t, row[width:], exc)))
         good = follow.block(name, lambda row: dict(zip(t.key_source, row[width:], strict=True)), good, refusals)
         follow.settle(refusals)
@@ -534,7 +534,7 @@ class Writer:
         for key in keys:
             try:
                 out.append(convert_key(key))
-            except convert.RowRefused:
+            except refusal.RowRefused:
                 out.append(None)
         return out
 
@@ -542,13 +542,13 @@ class Writer:
         """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
         return [k for k in self._convert_keys_of(name, keys) if k is not None]
 
-    def _refused(self, t: TableShape, key: Sequence[Any], exc: convert.RowRefused) -> quarantine.Refusal:
+    def _refused(self, t: TableShape, key: Sequence[Any], exc: refusal.RowRefused) -> quarantine.Refusal:
         named = dict(zip(t.key_source, key, strict=True))
         if self.on_bad_value != "quarantine":
             shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
             raise BadValue(
                 f"refused value in {t.source} ({shown}) column {exc.column}: {exc.reason}; "
-                f"value {convert.excerpt(exc.value)}; the batch was not applied",
+                f"value {refusal.excerpt(exc.value)}; the batch was not applied",
                 hint=(
                     f"fix the value in SQLite (the daemon resumes at this batch), override the type "
                     f"([types.{t.source}.{exc.column}] type = ...), or set snapshot.on_bad_value = 'quarantine'"

@@ -5,14 +5,14 @@ that ran the same converters over SQLite and compared the result with PostgreSQL
 mistake they make (a decimal rounded at the wrong digit, milliseconds read as seconds): it would only
 prove that PostgreSQL holds what the load wrote. So verify's SQLite side is computed here, from the
 Python values ``sqlite3`` itself returns (None, int, float, str, bytes; a ``str`` holding lone
-surrogates U+DC80..U+DCFF means bytes that were not UTF-8, see ``convert.decode_text``'s reading
+surrogates U+DC80..U+DCFF means bytes that were not UTF-8, see ``convert_text.decode_text``'s reading
 convention), and its PostgreSQL side from the values psycopg's own loaders return (int, Decimal, float,
 str, bytes, bool, datetime, date, time, UUID; json, jsonb, enum, char and unknown types as PostgreSQL's
 text output). Both sides are brought to one **canonical form** per column, decided by the column's
 *meaning*: its PostgreSQL type and the storage format the plan recorded for the SQLite column
 (``TargetType.format``: ``unix_ms`` and so on; the plan says *what* a stored value means, this module
-decides *how* to read it). This module imports nothing from ``replicator.values.convert``, ``replicator.values.formats``
-or ``replicator.plan.typemap`` (a test checks it): a bug there cannot be repeated here.
+decides *how* to read it). This module imports nothing from ``replicator.values`` (its converters and
+parsers) or ``replicator.plan.typemap`` (a test checks it): a bug there cannot be repeated here.
 
 Canonical forms (values ``checkpoints.digest`` encodes natively, so a row is one msgspec call: None,
 bool, int, float, str, bytes, datetime, date, time, UUID), hashed per row (SHA-256 of the MessagePack
@@ -98,7 +98,7 @@ __all__ = [
 
 
 class ColumnType(Protocol):
-    """What this module needs of a column's type (``convert.TargetType`` has it; not imported here)."""
+    """What this module needs of a column's type (``targettype.TargetType`` has it; not imported here)."""
 
     @property
     def name(self) -> str: ...
@@ -177,7 +177,7 @@ def decimal_of_real(
     """The meaning of a number stored for a decimal column: the value the ORM reads back.
 
     The plan records which reader the column has (``TargetType.format``); how it reads is written here,
-    apart from the load's :func:`replicator.values.formats.app_decimal`:
+    apart from the load's :func:`replicator.values.decimals.app_decimal`:
 
     * no reader (Prisma, plain SQL): the shortest decimal that round-trips the double (``repr``),
       quantized to the column's scale (half-even); an integer is itself;

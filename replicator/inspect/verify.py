@@ -75,7 +75,7 @@ from replicator.plan.profile import TableProfile, profile_table
 from replicator.plan.shape import TableShape, table_shape
 from replicator.progress import Progress
 from replicator.state import schema as state
-from replicator.values import convert, quarantine, readback
+from replicator.values import convert, convert_text, fastpath, quarantine, readback, refusal
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.meta import read_meta
@@ -224,7 +224,7 @@ def source_rows(shape: Shape) -> Callable[[Iterable[Sequence[Any]]], Iterator[tu
                 continue
             try:
                 values = convert_row(row)
-            except convert.RowRefused:
+            except refusal.RowRefused:
                 yield None
                 continue
             yield finish(values) if finish is not None else values
@@ -419,7 +419,7 @@ def _with_text_fallback(conn: sqlite3.Connection, read: Callable[[], Any]) -> An
     except sqlite3.OperationalError as exc:
         if not sqlite_source.undecodable_text(exc):
             raise sqlite_source.translate(exc, "source") from None
-    conn.text_factory = convert.decode_text
+    conn.text_factory = convert_text.decode_text
     try:
         return read()
     finally:
@@ -641,7 +641,7 @@ def _sides(
         yield _Sides(sconn, pconn, pool, parallel)
 
 
-def _key_converters(shape: Shape) -> list[convert.Converter]:
+def _key_converters(shape: Shape) -> list[fastpath.Converter]:
     """Raw SQLite key values → the values rows are compared by (raise ValueRefused / proof.Unreadable)."""
     if shape.independent:
         return [proof.key_value(shape.types[p]) for p in shape.key_positions]
@@ -670,7 +670,7 @@ def _boundaries(sides: _Sides, shape: Shape, lo: Bound, hi: Bound, count: int, f
     for raw in sides.sqlite(_boundary_rows, query, [*params, step]).result():
         try:
             converted = tuple(c(v) for c, v in zip(converters, raw, strict=True))
-        except (convert.ValueRefused, proof.Unreadable):
+        except (refusal.ValueRefused, proof.Unreadable):
             continue
         if not found or converted > found[-1][1]:
             found.append((raw, converted))
@@ -931,7 +931,7 @@ def _in_flight(shape: Shape, keys: Sequence[tuple[Any, ...]]) -> set[bytes]:
     for raw in keys:
         try:
             out.add(RowEncoder().encode(tuple(c(v) for c, v in zip(converters, raw, strict=True))))
-        except (convert.ValueRefused, ValueError):
+        except (refusal.ValueRefused, ValueError):
             continue
     return out
 
@@ -1043,7 +1043,7 @@ def _pg_by_key(conn: psycopg.Connection[Any], shape: Shape, keys: Sequence[Key])
     for raw in keys:
         try:
             wanted.append(tuple(c(v) for c, v in zip(converters, raw, strict=True)))
-        except (convert.ValueRefused, ValueError):
+        except (refusal.ValueRefused, ValueError):
             continue  # a key the load refuses has no row in PostgreSQL; SQLite's row (if any) is then missing
     columns = [sql.Identifier(c) for c in shape.key_target]
     expr = columns[0] if len(columns) == 1 else sql.SQL("({})").format(sql.SQL(", ").join(columns))
@@ -1303,7 +1303,7 @@ def _enc_hook(value: Any) -> Any:
 
 
 def _key_text(key: Key) -> str:
-    return ", ".join(convert.excerpt(v) for v in key)
+    return ", ".join(refusal.excerpt(v) for v in key)
 
 
 def render(report: VerifyReport, *, keys: bool = False) -> None:

@@ -21,7 +21,7 @@ from replicator.apply import dependents
 from replicator.errors import BadValue, TargetError, refused_by_target
 from replicator.load.guess import _Unverified, verifier
 from replicator.plan import pgschema
-from replicator.values import convert, quarantine
+from replicator.values import convert, quarantine, refusal, targettype
 from replicator.values.readback import digest_finisher, digest_kinds
 
 
@@ -112,7 +112,7 @@ class RowPipe:
         for row in batch:
             try:
                 out = convert_row(row)
-            except convert.RowRefused as exc:
+            except refusal.RowRefused as exc:
                 if missed:
                     raise self.unverified() from None
                 if self.policy != "quarantine":
@@ -178,7 +178,7 @@ def copy_rows(
     with pconn.cursor() as cur:
         try:
             with cur.copy(copy_statement(schema_name, table, freeze=freeze)) as copy:
-                copy.set_types(convert.copy_types(pipe.types))
+                copy.set_types(targettype.copy_types(pipe.types))
                 for batch in batches:
                     total += pipe.run(batch, copy.write_row, check, keep)
                     read += len(batch)
@@ -222,11 +222,11 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     )
 
 
-def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: convert.RowRefused) -> BadValue:
+def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: refusal.RowRefused) -> BadValue:
     shown = ", ".join(f"{k}={v!r}" for k, v in key.items())
     return BadValue(
         f"refused value in {table.source} ({shown}) column {exc.column}: {exc.reason}; "
-        f"value {convert.excerpt(exc.value)}; nothing was written to {table.name}",
+        f"value {refusal.excerpt(exc.value)}; nothing was written to {table.name}",
         hint=(
             f"{exc.fixes + '; or ' if exc.fixes else ''}fix the value in SQLite, or use --on-bad-value "
             "quarantine to skip and record such rows; then rerun with --replace"

@@ -30,7 +30,7 @@ from replicator.plan.profile import (
     TableProfile,
     profile_table,
 )
-from replicator.values import convert
+from replicator.values import targettype
 from triggers.schema import Table
 
 if TYPE_CHECKING:
@@ -86,7 +86,9 @@ def guess_profile(conn: sqlite3.Connection, table: Table, create: Config) -> Tab
     return msgspec.structs.replace(sample, rows=row_estimate(conn, table), columns=columns)
 
 
-def verifier(types: Sequence[convert.TargetType], keys: Collection[int]) -> dict[int, Callable[[object], bool]] | None:
+def verifier(
+    types: Sequence[targettype.TargetType], keys: Collection[int]
+) -> dict[int, Callable[[object], bool]] | None:
     """What a guessed table's load accepts off the converter's fast paths, per column position.
 
     A value the fast path takes is of the guessed storage class; of the others only these keep the
@@ -104,7 +106,7 @@ def verifier(types: Sequence[convert.TargetType], keys: Collection[int]) -> dict
     return rules
 
 
-def _rule(t: convert.TargetType) -> Callable[[object], bool] | None:
+def _rule(t: targettype.TargetType) -> Callable[[object], bool] | None:
     name = t.name
     if name in ("smallint", "integer", "bigint"):
         return lambda v: False

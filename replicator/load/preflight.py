@@ -27,8 +27,8 @@ from replicator.config import Config
 from replicator.load import snapshot
 from replicator.plan import pgreflect, pgschema
 from replicator.plan.analyze_report import Finding
-from replicator.values import convert
-from replicator.values.convert import RowRefused
+from replicator.values import convert, convert_text
+from replicator.values.refusal import RowRefused, ValueRefused
 from triggers.schema import quote_ident
 
 FETCH_ROWS: Final = 5_000
@@ -53,7 +53,7 @@ def check_existing(path: Path, dsn: str, config: Config) -> list[Finding]:
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
             reflected = pgreflect.reflect(pconn, config.target.schema)
         plan, problems = pgschema.map_existing(read.schema, reflected, read.profiles, config)
-        conn.text_factory = convert.decode_text
+        conn.text_factory = convert_text.decode_text
         refused = [found for table in plan.tables for found in refused_columns(conn, table)]
     finally:
         conn.close()
@@ -96,7 +96,7 @@ def refused_columns(conn: sqlite3.Connection, table: pgschema.TablePlan) -> list
         for name, single, value in zip(names, singles, row, strict=False):
             try:
                 single(value)
-            except convert.ValueRefused as exc:
+            except ValueRefused as exc:
                 seen = found.get(name)
                 if seen is not None:
                     found[name] = msgspec.structs.replace(seen, rows=seen.rows + 1)

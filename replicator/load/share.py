@@ -57,7 +57,7 @@ from replicator.load.guess import _Unverified, plain_columns
 from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
 from replicator.plan import pgschema, profile
 from replicator.plan.profile import Chunk, ChunkResult, TableProfile
-from replicator.values import convert, quarantine
+from replicator.values import quarantine, targettype
 from triggers.schema import Schema
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class _Session:
         if self.pipe is None:
             return Block(self.session, seq, len(rows), error=self.error)
         try:
-            block = format_block(cursor, convert.copy_types(self.pipe.types), self.pipe, rows)
+            block = format_block(cursor, targettype.copy_types(self.pipe.types), self.pipe, rows)
         except Exception as exc:
             return Block(self.session, seq, len(rows), error=_error_of(exc))
         return msgspec.structs.replace(block, session=self.session, seq=seq)
@@ -322,7 +322,7 @@ class _SharedLoad:
 
     def run(self, copy: Copy, local: psycopg.Cursor[Any], pipe: RowPipe, batches: Iterable[Sequence[Any]]) -> None:
         self.copy = copy
-        types = convert.copy_types(pipe.types)
+        types = targettype.copy_types(pipe.types)
         copro = self.copro
         for seq, batch in enumerate(batches):
             for block in copro.received(block=False):

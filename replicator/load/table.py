@@ -27,7 +27,7 @@ from replicator.load.source import _batches, _DecodeFallback, _select
 from replicator.plan import pgschema
 from replicator.progress import Progress
 from replicator.state import schema as state
-from replicator.values import convert, quarantine
+from replicator.values import convert_text, quarantine
 from triggers.schema import quote_ident
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _load_decoding(
     except _DecodeFallback as exc:
         bound.warning("invalid UTF-8 in source text; re-reading the table with the bytes fallback", detail=str(exc))
         try:
-            return load(convert.decode_text)
+            return load(convert_text.decode_text)
         except psycopg.Error as exc:
             raise refusal(exc) from None
         finally:

@@ -1,7 +1,7 @@
 """Reading the app's PostgreSQL schema (existing mode) with SQLAlchemy's inspector.
 
 The app's migrations made the tables; the plan needs, per column, what the converter writes into it
-(:class:`~replicator.values.convert.TargetType`), whether it is NOT NULL, has a default, is an identity or
+(:class:`~replicator.values.targettype.TargetType`), whether it is NOT NULL, has a default, is an identity or
 generated column. ``sqlalchemy.inspect`` reads all of it for every table in a few batched catalog
 queries, and its PostgreSQL type objects already know enums (with their labels), domains (with
 their base type), ``interval``, ``inet``, ``macaddr``, ``citext`` and arrays: :func:`_target` only
@@ -23,7 +23,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from replicator import pg
-from replicator.values.convert import TYPE_NAMES, TargetType, UnsupportedType, parse_type, type_sql
+from replicator.values.targettype import TYPE_NAMES, TargetType, UnsupportedType, parse_type, type_sql
 
 if TYPE_CHECKING:
     from sqlalchemy.types import TypeEngine

@@ -1,7 +1,7 @@
 """The PostgreSQL side of the schema: DDL for create mode, reflection and mapping for existing mode.
 
 Both modes produce the same :class:`SchemaPlan`: for each SQLite table, the PostgreSQL table it
-loads into and, per column, the source name, target name and :class:`~replicator.values.convert.TargetType`.
+loads into and, per column, the source name, target name and :class:`~replicator.values.targettype.TargetType`.
 The loader only reads the plan, so it does not care who created the tables.
 
 Create mode splits the DDL in two phases because that is what makes the load fast and safe: tables
@@ -41,8 +41,8 @@ from replicator.errors import WAIT_CUT_SHORT, TargetError, UsageError
 from replicator.plan import sqlexpr, typemap
 from replicator.plan.pgreflect import PgColumn, PgTable, target_type
 from replicator.plan.profile import TableProfile
-from replicator.values.convert import TargetType, UnsupportedType, copy_types, parse_type
-from replicator.values.formats import RAILS, REAL15, SQLALCHEMY
+from replicator.values.decimals import RAILS, REAL15, SQLALCHEMY
+from replicator.values.targettype import TargetType, UnsupportedType, copy_types, parse_type
 from triggers.names import is_tool_trigger
 from triggers.schema import Affinity, Column, Generated, Schema, Table, dependency_order
 
@@ -1063,7 +1063,7 @@ ORM_MARKERS: Final = (
     ("ar_internal_metadata", "rails"),
     ("alembic_version", "sqlalchemy"),
 )
-#: How each ORM reads a decimal column's REALs from SQLite (``TargetType.format``, formats.app_decimal).
+#: How each ORM reads a decimal column's REALs from SQLite (``TargetType.format``, decimals.app_decimal).
 ORM_DECIMAL_READERS: Final = {"django": REAL15, "sqlalchemy": SQLALCHEMY, "rails": RAILS}
 
 

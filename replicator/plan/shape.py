@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import msgspec
 
 from replicator.plan.pgschema import ColumnPlan, TablePlan
-from replicator.values.convert import TargetType
+from replicator.values.targettype import TargetType
 
 
 class TableShape(msgspec.Struct, frozen=True):

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from replicator.config import ColumnOverride
 from replicator.plan.profile import NUMBERS_ONLY, STORAGE_ONLY, ColumnProfile
-from replicator.values.convert import TargetType, parse_type
+from replicator.values.targettype import TargetType, parse_type
 from triggers.schema import Affinity, Column
 
 INT16 = (-(2**15), 2**15 - 1)

@@ -10,7 +10,7 @@ this module says which and how. Two copies of it (there were: ``snapshot.digest_
 Why here and not in :mod:`checkpoints.digest`: the digest's encoding stands alone (``checkpoints/`` never
 imports ``replicator``), while this normalisation follows the converter's output conventions (psycopg's
 ``Json``/``Jsonb`` wrappers, the wire form of jsonb with its version byte) and its float4 rounding
-(:func:`replicator.values.formats.float4_value`), so it sits beside them, at the lowest layer both the
+(:func:`replicator.values.decimals.float4_value`), so it sits beside them, at the lowest layer both the
 load and ``inspect/`` can import.
 
 Not used by verify's *independent* reading (:mod:`replicator.inspect.proof`), which must share nothing
@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias
 
 from checkpoints.digest import JsonText, Kind, kinds_from_types
-from replicator.values.convert import TargetType
-from replicator.values.formats import float4_value
+from replicator.values.decimals import float4_value
+from replicator.values.targettype import TargetType
 
 Finisher: TypeAlias = Callable[[tuple[Any, ...]], tuple[Any, ...]]
 """A converted row → the row psycopg returns when it is read back (for the digest only)."""

@@ -1,7 +1,7 @@
 """Compare every row of a loaded PostgreSQL table with its SQLite source, under the documented mapping.
 
-An oracle written independently of ``replicator.values.convert``: each side's value is brought to one
-canonical Python value by plain standard-library rules (``Decimal(repr(float))`` for decimals,
+An oracle written independently of ``replicator.values`` (its converters and parsers): each side's value
+is brought to one canonical Python value by plain standard-library rules (``Decimal(repr(float))`` for decimals,
 ``datetime.fromisoformat`` for text date-times read as UTC, epoch numbers by the column's format,
 ``json.loads`` for JSON...). Rows are compared as multisets of canonical tuples, so no ordering or
 collation difference between the two databases can hide or invent a mismatch.
@@ -36,7 +36,7 @@ from replicator.apply.tablestate import read_digests
 from replicator.apply.targets import resolve_targets
 from replicator.plan.pgschema import SchemaPlan, TablePlan
 from replicator.stream.worker import RunResult, Worker
-from replicator.values.convert import TargetType
+from replicator.values.targettype import TargetType
 from tests.support.daemon import cfg
 from triggers.meta import read_meta
 from triggers.schema import quote_ident

@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from replicator.values.convert import TargetType, copy_types, parse_type, row_converter, type_sql
+from replicator.values.convert import row_converter
+from replicator.values.targettype import TargetType, copy_types, parse_type, type_sql
 
 Pg = psycopg.Connection[tuple[Any, ...]]
 
