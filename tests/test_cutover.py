@@ -23,7 +23,9 @@ from checkpoints.model import Kind
 from replicator import faults, pg
 from replicator.apply import batch as apply
 from replicator.cutover import certificate
-from replicator.cutover.window import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
+from replicator.cutover.finish import fence_where
+from replicator.cutover.session import CutoverAborted, CutoverInterrupted, Options
+from replicator.cutover.window import cutover
 from replicator.errors import TargetError, VerificationFailed
 from replicator.state import phase
 from replicator.values import quarantine
