@@ -25,9 +25,12 @@ from replicator.apply.batch import Batch
 from replicator.apply.savedplan import load_plan
 from replicator.apply.writer import Applied, Writer
 from replicator.cutover import certificate
-from replicator.cutover.window import CutoverAborted, CutoverInterrupted, Options, cutover, fence_where
+from replicator.cutover.finish import fence_where
+from replicator.cutover.session import CutoverAborted, CutoverInterrupted, Options
+from replicator.cutover.window import cutover
 from replicator.errors import TargetError, VerificationFailed
 from replicator.state import phase
+from replicator.state.lock import open_lock_file, try_flock
 from replicator.values import quarantine
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
@@ -234,9 +237,16 @@ def test_running_daemon_refused(src: Path, pg_dsn: str, tmp_path: Path) -> None:
         meta = read_meta(sqlite3.connect(src))
         assert meta is not None
         other.execute("SELECT pg_advisory_lock(%s)", (lock_key(meta.source_id),))
-        with pytest.raises(CutoverAborted, match="another replicator"):
+        with pytest.raises(CutoverAborted, match="another replicator") as caught:
             cutover(src, pg_dsn, cfg(), opts(tmp_path))
     assert writable(src)
+    # The refused cutover let go of the lock file it took, not the garbage collector: ``caught`` keeps its frames
+    # alive, and a flock on another descriptor of this process is refused while one it holds is open.
+    handle = open_lock_file(src)
+    try:
+        assert try_flock(handle), caught.value
+    finally:
+        handle.close()
 
 
 def test_lock_of_a_daemon_that_just_exited_is_waited_for(src: Path, pg_dsn: str, tmp_path: Path) -> None:

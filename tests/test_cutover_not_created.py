@@ -20,7 +20,8 @@ import pytest
 
 from replicator import config, faults
 from replicator.cutover import certificate
-from replicator.cutover.window import CutoverAborted, Options, cutover
+from replicator.cutover.session import CutoverAborted, Options
+from replicator.cutover.window import cutover
 from replicator.load import snapshot
 from tests import independent_audit
 from tests.support.compare import drain

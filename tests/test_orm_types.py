@@ -27,7 +27,8 @@ import pytest
 from checkpoints import ledger, store
 from replicator import config
 from replicator.config import ColumnOverride
-from replicator.cutover import window as cutover
+from replicator.cutover import window
+from replicator.cutover.session import Options
 from replicator.errors import BadValue, UsageError
 from replicator.load import snapshot
 from replicator.plan import pgreflect
@@ -218,7 +219,7 @@ def test_every_orm_type_loads_streams_and_cuts_over(tmp_path: Path, pg_dsn: str,
     )
     assert 2 not in after
     assert (after[50]["net"], after[50]["mood"], after[50]["price"]) == ("10.0.0.0/24", "SAD", "7.000000")
-    done = cutover.cutover(path, pg_dsn, cfg(), cutover.Options(backup=False, certificate_path=tmp_path / "c.json"))
+    done = window.cutover(path, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "c.json"))
     assert done.certificate is not None
     assert all((t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) for t in done.certificate.tables)
     # The chain adds up to the certificate, where the snapshot's checksum, the apply's and verify's read

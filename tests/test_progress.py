@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.cutover import backup
-from replicator.cutover import window as cutover
+from replicator.cutover import backup, window
+from replicator.cutover.session import Options
 from replicator.inspect import verify
 from replicator.load import export
 from replicator.stream.worker import Worker
@@ -106,8 +106,8 @@ def test_backup_reports_pages(src: Path, tmp_path: Path) -> None:
 
 def test_cutover_reports_the_full_verify_and_the_prepass(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     shown = Recorder()
-    options = cutover.Options(dry_run=True, backup=False, certificate_path=tmp_path / "cert.json")
-    result = cutover.cutover(src, pg_dsn, cfg(), options, progress=shown)
+    options = Options(dry_run=True, backup=False, certificate_path=tmp_path / "cert.json")
+    result = window.cutover(src, pg_dsn, cfg(), options, progress=shown)
     assert result.dry_run
     events = shown.of("parent")
     starts = [i for i, (kind, _n) in enumerate(events) if kind == "start"]

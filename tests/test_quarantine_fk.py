@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from replicator import config
 from replicator.cli.main import cli
-from replicator.cutover.window import Options, cutover
+from replicator.cutover.session import Options
+from replicator.cutover.window import cutover
 from replicator.inspect import verify
 from replicator.load import snapshot
 from replicator.values import quarantine

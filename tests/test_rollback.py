@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from replicator.cutover.rollback import RollbackRefused, rollback
-from replicator.cutover.window import Options, cutover
+from replicator.cutover.session import Options
+from replicator.cutover.window import cutover
 from replicator.state import phase
 from tests.support.compare import drain
 from tests.support.daemon import cfg

@@ -26,7 +26,8 @@ from replicator import config
 from replicator.apply.savedplan import load_plan
 from replicator.cli.main import cli
 from replicator.cutover import certificate
-from replicator.cutover.window import CutoverAborted, Options, cutover
+from replicator.cutover.session import CutoverAborted, Options
+from replicator.cutover.window import cutover
 from replicator.inspect import status
 from replicator.state import phase
 from tests.support.compare import assert_same

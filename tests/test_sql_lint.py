@@ -32,7 +32,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # SQLite: journal.key_predicate returns '"col" = ?' / '"col" IS ?' terms built with quote_ident,
     # values as parameters (a tuple-unpacked name the checker cannot follow).
     ("replicator/apply/lookup.py", "_current_rows", "where"): "quote_ident terms from journal.key_predicate",
-    ("replicator/cutover/window.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/cutover/prepass.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
     ("replicator/inspect/verify.py", "_sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
     # The demo app's own tables: t iterates the module constant TABLES (literal names, no quotes in them).
     ("replicator/demo/seed.py", "create", "t"): "constant table names",

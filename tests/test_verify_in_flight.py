@@ -25,7 +25,8 @@ import pytest
 
 from replicator import config
 from replicator.cutover.rollback import rollback
-from replicator.cutover.window import Options, cutover
+from replicator.cutover.session import Options
+from replicator.cutover.window import cutover
 from replicator.inspect import status, verify
 from tests.support.compare import drain
 from tests.support.daemon import DaemonProcess, cfg

@@ -24,8 +24,9 @@ from click.testing import CliRunner
 
 from replicator import config
 from replicator.cli.main import cli
-from replicator.cutover import window as cutover_module
-from replicator.cutover.window import CutoverAborted, Options, cutover
+from replicator.cutover import window
+from replicator.cutover.session import CutoverAborted, Options
+from replicator.cutover.window import cutover
 from replicator.errors import VerificationFailed
 from replicator.inspect import proof
 from replicator.plan import sqlexpr
@@ -189,8 +190,8 @@ PLANTED = [bug for bug, plant in BUGS.items() if plant is not None]
 
 def _app_writes_row_2_after(monkeypatch: pytest.MonkeyPatch, path: Path, step: str, *statements: str) -> None:
     """The app writes (row 2 by default) right after the cutover's ``preflight``, or right before its
-    ``freeze`` or a ``_prove_changed`` comparison."""
-    original = getattr(cutover_module, step)
+    ``freeze`` or a ``prove_changed`` comparison (each as :mod:`replicator.cutover.window` calls it)."""
+    original = getattr(window, step)
 
     def then_the_app_writes(*args: Any) -> Any:
         if step != "preflight":
@@ -200,7 +201,7 @@ def _app_writes_row_2_after(monkeypatch: pytest.MonkeyPatch, path: Path, step: s
             _write(path, *statements)
         return out
 
-    monkeypatch.setattr(cutover_module, step, then_the_app_writes)
+    monkeypatch.setattr(window, step, then_the_app_writes)
 
 
 def _write(path: Path, *statements: str) -> None:
@@ -244,7 +245,7 @@ def test_rows_written_after_the_preflight_without_a_bug_pass_the_stop_point(
     drain(path, pg_dsn, conf())
     _app_writes_row_2_after(monkeypatch, path, "preflight", APPLIED_ROW, "DELETE FROM t WHERE id = 3")
     # Row 2, applied by the catch-up, changes again before it is compared: in flight there, left to the stop point.
-    _app_writes_row_2_after(monkeypatch, path, "_prove_changed", "UPDATE t SET score = 9.5 WHERE id = 2")
+    _app_writes_row_2_after(monkeypatch, path, "prove_changed", "UPDATE t SET score = 9.5 WHERE id = 2")
     _app_writes_row_2_after(
         monkeypatch,
         path,

@@ -423,7 +423,8 @@ def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged
 def test_cutover_certifies_the_new_table(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """Cutover refuses while a new table is in error, and after the pick-up certifies it like any table:
     proven at the stop point, its identity sequence set past max(id)."""
-    from replicator.cutover.window import CutoverAborted, Options, cutover
+    from replicator.cutover.session import CutoverAborted, Options
+    from replicator.cutover.window import cutover
 
     options = Options(backup_dir=tmp_path / "backups", certificate_path=tmp_path / "cert.json")
     drain(src, pg_dsn)

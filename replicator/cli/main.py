@@ -849,9 +849,9 @@ def cutover(
     """Freeze SQLite, drain, prove completeness, finish PostgreSQL, fence SQLite; write the certificate."""
     from replicator import progress
     from replicator.cutover import certificate as cert_mod
-    from replicator.cutover import window as cutover_mod
+    from replicator.cutover import session, window
 
-    options = cutover_mod.Options(
+    options = session.Options(
         dry_run=dry_run,
         max_downtime_s=max_downtime,
         accept_quarantine=accept_quarantine,
@@ -864,7 +864,7 @@ def cutover(
         full_verify=not skip_full_verify,
     )
     with progress.shown(ctx.config, quiet=ctx.quiet, component="cutover") as shown:
-        result = cutover_mod.cutover(ctx.source, ctx.target, ctx.config, options, progress=shown)
+        result = window.cutover(ctx.source, ctx.target, ctx.config, options, progress=shown)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
     elif not ctx.quiet:

@@ -405,14 +405,15 @@ class Demo:
         ), None
 
     def _cutover(self) -> tuple[str, None]:
-        from replicator.cutover import window as cutover
+        from replicator.cutover import window
+        from replicator.cutover.session import Options
 
-        options = cutover.Options(
+        options = Options(
             backup_dir=self.workdir / "backups",
             certificate_path=self.workdir / "app.db.cutover.json",
             operator="replicator demo",
         )
-        result = cutover.cutover(self.db, self.dsn, self.config, options)
+        result = window.cutover(self.db, self.dsn, self.config, options)
         assert result.certificate is not None
         self.summary.stop_seq = result.stop_seq
         self.summary.write_outage_s = result.write_outage_s

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from replicator import faults
-from replicator.cutover.window import CutoverAborted, Options, cutover
+from replicator.cutover.session import CutoverAborted, Options
+from replicator.cutover.window import cutover
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
 from tests.reliability import harness

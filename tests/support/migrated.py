@@ -25,7 +25,8 @@ from click.testing import CliRunner, Result
 from replicator import config
 from replicator.cli.main import cli
 from replicator.cutover import signing
-from replicator.cutover.window import Options, cutover
+from replicator.cutover.session import Options
+from replicator.cutover.window import cutover
 from tests.independent_audit import canonical
 from tests.pgserver import fresh_database
 from tests.support.compare import drain
