@@ -44,10 +44,10 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
     ("replicator/plan/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
-    ("replicator/plan/profile.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
-    ("replicator/plan/profile.py", "_first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/plan/chunkscan.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/plan/chunkscan.py", "first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
     # SQLite: exprs are constant templates from _EXACT with @c replaced by quote_ident(column).
-    ("replicator/plan/profile.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
+    ("replicator/plan/chunkscan.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
     # The plan's own CREATE UNIQUE INDEX statement (built with sql.Identifier), re-run without UNIQUE to find
     # the two rows that kept it out (after its build failed).
     ("replicator/plan/pgschema.py", "_unique_collision", "stmt.sql.removeprefix('CREATE UNIQUE INDEX ')"): (

@@ -64,7 +64,7 @@ import msgspec
 from replicator import __version__, files, log
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
-from replicator.plan.profile import TableProfile, profile_table
+from replicator.plan.profile import TableProfile
 from replicator.progress import Progress
 from triggers import source as sqlite_source
 from triggers.schema import Schema, Table, dependency_order, quote_ident, read_schema
@@ -319,7 +319,7 @@ def export(
     """Write the export of ``source`` to ``out`` (a directory, or a .tar file with ``tar``); ``progress``
     is told each table's rows as they are written."""
     from replicator.load import snapshot
-    from replicator.plan import pgschema
+    from replicator.plan import pgschema, profiler
 
     started = time.monotonic()
     if out.exists():
@@ -362,7 +362,7 @@ def export(
             order=tuple(order),
             tables=tuple(entries),
             sqlite_sequence=pgschema.read_sqlite_sequence(conn),
-            profiles={t.name: profile_table(conn, t) for t in schema.tables},
+            profiles={t.name: profiler.profile_table(conn, t) for t in schema.tables},
             seconds=round(time.monotonic() - started, 3),
         )
         manifest = msgspec.structs.replace(manifest, checksum=manifest.computed_checksum())
