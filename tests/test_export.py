@@ -55,7 +55,7 @@ def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
         "order"
     ].index("child")
     assert manifest["source"]["name"] == "app.db"
-    assert manifest["source"]["sha256"] == export.sha256_file(src)
+    assert manifest["source"]["sha256"] == files.sha256_file(src)
     assert any(s.startswith("CREATE INDEX child_parent") for s in manifest["schema"])
     child = next(t for t in manifest["tables"] if t["name"] == "child")
     assert child["rows"] == len(VALUES) + 1

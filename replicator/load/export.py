@@ -73,7 +73,6 @@ FORMAT: Final = 1
 MANIFEST: Final = "manifest.json"
 FETCH_ROWS: Final = 5_000
 WRITE_BUFFER: Final = 1 << 20
-_HASH_CHUNK: Final = 1 << 20
 MAX_REPORTED: Final = 100
 OTHER_OUT: Final = "choose another --out"
 """Orphans and bad rows listed per check before the rest is only counted."""
@@ -223,14 +222,6 @@ def _create(path: Path) -> IO[bytes]:
     """A new file, owner-only from its first byte (never created wider, then narrowed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     return os.fdopen(fd, "wb")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Written(msgspec.Struct):
@@ -399,17 +390,9 @@ def _publish(work: Path, out: Path, *, tar: bool) -> None:
             partial.unlink(missing_ok=True)
             raise
     else:
-        _fsync_dir(work)
+        files.fsync_path(work)
         os.rename(work, out)
-    _fsync_dir(out.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.fsync_path(out.parent)
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -464,11 +447,8 @@ class Reader:
         return (self.path / name).open("rb")
 
     def sha256(self, name: str) -> str:
-        digest = hashlib.sha256()
         with self.open(name) as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return files.sha256_of(handle)
 
     def lines(self, name: str) -> Iterator[bytes]:
         with self.open(name) as handle:

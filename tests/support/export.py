@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from replicator import files
 from replicator.load import export
 
 VALUES: list[tuple[int, Any]] = [
@@ -58,7 +59,7 @@ def reseal(out: Path, edit_file: str | None = None, content: bytes | None = None
         (out / edit_file).write_bytes(content)
     manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
     manifest = msgspec.structs.replace(manifest, **manifest_edits)
-    tables = tuple(msgspec.structs.replace(t, sha256=export.sha256_file(out / t.file)) for t in manifest.tables)
+    tables = tuple(msgspec.structs.replace(t, sha256=files.sha256_file(out / t.file)) for t in manifest.tables)
     manifest = msgspec.structs.replace(manifest, tables=tables)
     manifest = msgspec.structs.replace(manifest, checksum=manifest.computed_checksum())
     (out / "manifest.json").write_bytes(msgspec.json.encode(manifest))
