@@ -420,7 +420,6 @@ OVERSIZED_MODULES: Final[dict[str, int]] = {
     "replicator.values.convert": 1186,
     "replicator.cli.main": 1162,
     "replicator.inspect.proof": 785,
-    "replicator.load.export": 745,
     "replicator.demo.app": 763,
     "checkpoints.audit": 697,
     "replicator.values.formats": 669,

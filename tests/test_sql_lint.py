@@ -39,8 +39,8 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.
     ("replicator/values/convert.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
     # verify-export's scratch table: each column is quote_ident(name) + an affinity keyword looked up in
-    # the constant export._AFFINITY_SQL (never the manifest's declared-type text).
-    ("replicator/load/export.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
+    # the constant verifier._AFFINITY_SQL (never the manifest's declared-type text).
+    ("replicator/load/offline/verifier.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
     ("replicator/plan/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
