@@ -55,6 +55,7 @@ def _offset_suffix() -> str:
     return f"CASE {whens} ELSE 0 END"
 
 
+#: A number within the epoch-seconds range (the fast scan codes a REAL by it too: ``category``).
 EPOCH_S = f"@c BETWEEN {UNIX_S_MIN} AND {UNIX_S_MAX}"
 
 #: Each format as a condition on a value already known to be of the listed storage class. Every
