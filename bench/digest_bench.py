@@ -33,7 +33,7 @@ from shapes import SHAPES  # bench/ is on sys.path when this file runs as a scri
 from checkpoints.digest import RowEncoder, TableDigest, kinds_from_types
 from replicator import config, pg
 from replicator.load import snapshot
-from replicator.plan import pgschema, profile
+from replicator.plan import pgschema, profiler
 from replicator.values import convert
 from triggers import source as sqlite_source
 from triggers.schema import read_schema
@@ -43,7 +43,7 @@ def plan_table(path: Path, name: str) -> pgschema.TablePlan:
     sconn = sqlite_source.connect(path)
     try:
         schema = read_schema(sconn)
-        profiles = {name: profile.profile_table(sconn, schema.table(name))}
+        profiles = {name: profiler.profile_table(sconn, schema.table(name))}
         return pgschema.plan_create(schema, profiles, config.load(None, environ={})).table(name)
     finally:
         sconn.close()

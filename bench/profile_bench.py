@@ -3,7 +3,7 @@
     .venv/bin/python bench/profile_bench.py [--rows 1000000] [--repeat 3]
 
 1. ``profile_table`` as shipped: rowid chunks, one category character per value counted in Python,
-   TEXT read in bulk (see replicator/plan/profile.py);
+   TEXT read in bulk (see replicator/plan/profiler.py);
 2. ``legacy_profile_table``: one SELECT, each value classified into a bit mask, then one
    ``count(*) FILTER`` per bit (the design before the chunked scan);
 3. the first design: one ``count(*) FILTER (WHERE condition)`` per format, each re-testing the value;
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from replicator.plan import profile
+from replicator.plan import formatsql, profile, profiler
 from triggers import source
 from triggers.schema import read_schema
 
@@ -117,9 +117,9 @@ def _per_format_conditions() -> dict[str, str]:
     """Each format as one self-contained condition (the storage-class test included)."""
     conds: dict[str, list[str]] = {}
     for cls, group in (
-        ("integer", profile.INTEGER_FORMATS),
-        ("real", profile.REAL_FORMATS),
-        ("text", {**profile.TEMPORAL_TEXT_FORMATS, **profile.OTHER_TEXT_FORMATS, **profile.ENCODING_FORMATS}),
+        ("integer", formatsql.INTEGER_FORMATS),
+        ("real", formatsql.REAL_FORMATS),
+        ("text", {**formatsql.TEMPORAL_TEXT_FORMATS, **formatsql.OTHER_TEXT_FORMATS, **formatsql.ENCODING_FORMATS}),
     ):
         for name, cond in group.items():
             conds.setdefault(name, []).append(f"(typeof(@c) = '{cls}' AND {cond})")
@@ -135,7 +135,7 @@ def per_aggregate_variant(conn: sqlite3.Connection, wrap: str) -> None:
         q = '"' + col.name + '"'
         exprs += [wrap.format(f"typeof({q}) = '{c}'") for c in profile.STORAGE_CLASSES]
         exprs += [wrap.format(conditions[f].replace("@c", q)) for f in profile.FORMATS]
-    conn.create_function(profile.UTF8_FUNCTION, 1, profile._utf8_invalid, deterministic=True)
+    conn.create_function(formatsql.UTF8_FUNCTION, 1, formatsql.utf8_invalid, deterministic=True)
     conn.execute(f"SELECT {', '.join(exprs)} FROM t").fetchone()
 
 
@@ -163,8 +163,8 @@ def main() -> None:
         table = read_schema(conn).table("t")
         cells = args.rows * len(table.columns)
         results = {
-            "profile_table (chunks)": timed(lambda: profile.profile_table(conn, table), args.repeat),
-            "legacy (bit mask)": timed(lambda: profile.legacy_profile_table(conn, table), args.repeat),
+            "profile_table (chunks)": timed(lambda: profiler.profile_table(conn, table), args.repeat),
+            "legacy (bit mask)": timed(lambda: profiler.legacy_profile_table(conn, table), args.repeat),
             "FILTER per format": timed(lambda: per_aggregate_variant(conn, "count(*) FILTER (WHERE {})"), args.repeat),
             "sum(cond) per format": timed(lambda: per_aggregate_variant(conn, "sum({})"), args.repeat),
             "plain read": timed(lambda: plain_read(path), args.repeat),

@@ -4,17 +4,24 @@ naming the path and the problem, with what to do, instead of ``unexpected OSErro
 A full disk (ENOSPC), a quota (EDQUOT) and a file size limit (EFBIG: RLIMIT_FSIZE, or a file system's
 largest file) are operational conditions, not bugs: exit 1 with a hint. The callers keep their own rule
 that nothing half-written stays under the final name.
+
+Also two steps the export and the backup share: a file's SHA-256 read in bounded memory, and an fsync by
+path (of the directory too, so that the rename that publishes a file is durable).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Final
 
 from replicator.errors import ReplicatorError
+
+_HASH_CHUNK: Final = 1 << 20
 
 
 class WriteFailed(ReplicatorError):
@@ -49,3 +56,27 @@ def writing(path: Path | str, *, what: str, instead: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise write_error(exc, path, what=what, instead=instead) from exc
+
+
+def sha256_of(handle: IO[bytes]) -> str:
+    """SHA-256 of what is left to read in ``handle``, a chunk at a time: memory stays bounded whatever its size."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(_HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file we wrote (an export's, a backup). Never the app's SQLite file: ``triggers.source.sha256``
+    reads that one without dropping a SQLite lock this process holds."""
+    with path.open("rb") as handle:
+        return sha256_of(handle)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory so that a rename into it survives a crash, by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

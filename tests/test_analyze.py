@@ -433,7 +433,7 @@ def test_one_or_two_connections_and_any_chunk_size_give_the_same_report(
     traps: Path, selfref: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from replicator.plan import analyze as analyze_module
-    from replicator.plan import profile
+    from replicator.plan import chunkscan
 
     big = tmp_path / "big.db"
     conn = sqlite3.connect(big)
@@ -454,8 +454,8 @@ def test_one_or_two_connections_and_any_chunk_size_give_the_same_report(
         monkeypatch.setattr(analyze_module, "WORKERS", 1)
         one = strip(analyze(path))
         monkeypatch.setattr(analyze_module, "WORKERS", 2)
-        monkeypatch.setattr(profile, "CHUNK_BYTES", 2048)
-        monkeypatch.setattr(profile, "MIN_CHUNK_ROWS", 16)
+        monkeypatch.setattr(chunkscan, "CHUNK_BYTES", 2048)
+        monkeypatch.setattr(chunkscan, "MIN_CHUNK_ROWS", 16)
         assert strip(analyze(path)) == one
         monkeypatch.undo()
     report = analyze(big)

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from replicator import config, files
 from replicator.cli.main import cli
 from replicator.errors import UsageError
-from replicator.load import export
+from replicator.load.offline import export, verifier
+from replicator.load.offline.reader import Reader, iter_rows
 from tests.support.export import BAD_UTF8, VALUES, export_source, reseal
 
 CFG = config.load(None, environ={})
@@ -55,7 +56,7 @@ def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
         "order"
     ].index("child")
     assert manifest["source"]["name"] == "app.db"
-    assert manifest["source"]["sha256"] == export.sha256_file(src)
+    assert manifest["source"]["sha256"] == files.sha256_file(src)
     assert any(s.startswith("CREATE INDEX child_parent") for s in manifest["schema"])
     child = next(t for t in manifest["tables"] if t["name"] == "child")
     assert child["rows"] == len(VALUES) + 1
@@ -68,9 +69,9 @@ def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
     assert b'"v":1.0}' in lines[4]
     assert b'"v":9223372036854775807}' in lines[1]
 
-    with export.Reader(out) as reader:
-        entry = export.read_manifest(reader).table("child")
-        decoded = [(n, values) for n, values in export.iter_rows(reader, entry)]
+    with Reader(out) as reader:
+        entry = verifier.read_manifest(reader).table("child")
+        decoded = [(n, values) for n, values in iter_rows(reader, entry)]
     expected = read_exact(src, "child")
     for (_n, (id_, parent, v)), (eid, eparent, ev, _kind) in zip(decoded, expected, strict=True):
         assert (id_, parent) == (eid, eparent)
@@ -80,7 +81,7 @@ def test_export_round_trips_every_value_exactly(tmp_path: Path) -> None:
         else:
             assert type(v) is type(ev), (id_, v, ev)
             assert repr(v) == repr(ev)
-    assert export.verify_export(out).ok
+    assert verifier.verify_export(out).ok
 
 
 def test_tar_export_verifies_and_never_overwrites(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_tar_export_verifies_and_never_overwrites(tmp_path: Path) -> None:
     out = tmp_path / "dump.tar"
     export.export(src, out, CFG, tar=True)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    report = export.verify_export(out)
+    report = verifier.verify_export(out)
     assert report.ok, report.problems
     assert report.rows == 5 + len(VALUES) + 1 + 3
     with pytest.raises(UsageError, match="already exists"):
@@ -145,7 +146,7 @@ def test_count_mismatch_in_a_resealed_manifest(dump: tuple[Path, dict[str, str]]
     out, files = dump
     lines = (out / files["parent"]).read_bytes().splitlines(keepends=True)
     reseal(out, files["parent"], b"".join(lines[:-1]))
-    report = export.verify_export(out)
+    report = verifier.verify_export(out)
     assert "parent: the manifest says 5 rows, the file holds 4" in report.problems
 
 
@@ -169,13 +170,13 @@ def test_duplicate_and_null_keys_and_bad_rows(dump: tuple[Path, dict[str, str]])
     child = (out / files["parent"]).read_bytes() + b'{"id":"seven","name":"p7"}\n'
     reseal(out, files["pair"], pair + extra)
     reseal(out, files["parent"], child)
-    problems = export.verify_export(out).problems
+    problems = verifier.verify_export(out).problems
     assert "pair: primary key ('x', 1) appears 2 times" in problems
     assert "pair line 5: primary key holds NULL" in problems
     assert "parent line 6: column id holds str, its type allows int only" in problems
     bad = (out / files["pair"]).read_bytes() + b'{"a":"q"}\n'
     reseal(out, files["pair"], bad)
-    problems = export.verify_export(out).problems
+    problems = verifier.verify_export(out).problems
     assert any(p.startswith("pair line 7: columns differ (missing ['b']") for p in problems)
 
 

@@ -15,7 +15,10 @@ from click.testing import CliRunner
 from replicator import config
 from replicator.cli.main import cli
 from replicator.errors import BadValue, TargetNotEmpty
-from replicator.load import export, importer, snapshot
+from replicator.load import snapshot
+from replicator.load.offline import export, importer
+from replicator.load.offline.manifest import Manifest
+from replicator.load.offline.verifier import ExportError, verify_export
 from tests.conftest import REALWORLD
 from tests.pgserver import fresh_database
 from tests.support.compare import assert_same
@@ -48,9 +51,7 @@ def test_export_verify_import_equals_a_direct_snapshot(
     policy = "quarantine" if name in QUARANTINE else "stop"
     out = tmp_path / "dump"
     export.export(source, out, CFG)
-    assert (
-        export.verify_export(out).ok or name in QUARANTINE or "orphan" in " ".join(export.verify_export(out).problems)
-    )
+    assert verify_export(out).ok or name in QUARANTINE or "orphan" in " ".join(verify_export(out).problems)
     imported = importer.import_export(out, pg_dsn, CFG, on_bad_value=policy)
     with fresh_database(pg_server) as other:
         direct = snapshot.snapshot(source, other, CFG, on_bad_value=policy)
@@ -170,10 +171,10 @@ def test_manifest_ddl_is_input_not_code(tmp_path: Path, pg_dsn: str, pg: Any) ->
     """A resealed manifest whose schema ATTACHes a file, or whose declared types carry SQL, does nothing."""
     out = tmp_path / "dump"
     export.export(export_source(tmp_path / "app.db"), out, CFG)
-    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
+    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=Manifest)
     victim = tmp_path / "created-by-attach.db"
     reseal(out, schema=(*manifest.schema, f"ATTACH DATABASE '{victim}' AS x"))
-    with pytest.raises(export.ExportError, match="not DDL"):
+    with pytest.raises(ExportError, match="not DDL"):
         importer.import_export(out, pg_dsn, Q)
     assert not victim.exists()
     hostile = tuple(
@@ -181,7 +182,7 @@ def test_manifest_ddl_is_input_not_code(tmp_path: Path, pg_dsn: str, pg: Any) ->
         for t in manifest.tables
     )
     reseal(out, schema=manifest.schema, tables=hostile)
-    assert export.verify_export(out).ok  # the declared text never reaches SQL: only its affinity does
+    assert verify_export(out).ok  # the declared text never reaches SQL: only its affinity does
 
 
 def _worded_alike(plan: Any) -> Any:

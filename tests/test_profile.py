@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replicator.plan import profile, typemap
-from replicator.plan.profile import TEMPORAL_FORMATS, ColumnProfile, profile_table
+from replicator.plan import category, chunkscan, formatsql, profile, profiler, typemap
+from replicator.plan.profile import TEMPORAL_FORMATS, ColumnProfile
+from replicator.plan.profiler import profile_table
 from tests.conftest import realworld_files
 from triggers import source
 from triggers.errors import SourceBusy
@@ -336,7 +337,7 @@ def test_awkward_names_generated_columns_and_without_rowid(tmp_path: Path) -> No
 
 
 def test_wide_table_takes_several_scans_and_keeps_column_order(tmp_path: Path) -> None:
-    width = profile.COLUMNS_PER_SCAN * 2 + 5
+    width = formatsql.COLUMNS_PER_SCAN * 2 + 5
     path = tmp_path / "wide.db"
     conn = sqlite3.connect(path)
     cols = ", ".join(f"c{i} INTEGER" for i in range(width))
@@ -498,8 +499,8 @@ def _mixed_rows(n: int, seed: int) -> list[tuple[object, ...]]:
 @pytest.mark.parametrize("chunk_bytes", [16 * 2**20, 4096])
 def test_chunked_scan_matches_the_oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> None:
     """Many chunks or one: the same counts; chunks with NUL or invalid UTF-8 take the per-value path."""
-    monkeypatch.setattr(profile, "CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(profile, "MIN_CHUNK_ROWS", 16)
+    monkeypatch.setattr(chunkscan, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(chunkscan, "MIN_CHUNK_ROWS", 16)
     path = tmp_path / "mixed.db"
     rows = _mixed_rows(600, seed=chunk_bytes)
     conn = sqlite3.connect(path)
@@ -511,7 +512,7 @@ def test_chunked_scan_matches_the_oracle(tmp_path: Path, monkeypatch: pytest.Mon
     conn.close()
     ro = source.connect(path)
     table = read_schema(ro).table("t")
-    parts = profile.chunks(ro, table)
+    parts = chunkscan.chunks(ro, table)
     assert (len(parts) > 1) == (chunk_bytes == 4096)
     prof = profile_table(ro, table)
     assert prof.rows == len(rows)
@@ -530,7 +531,7 @@ def test_chunked_scan_matches_the_oracle(tmp_path: Path, monkeypatch: pytest.Mon
     assert pic.max_blob_bytes == 2
     assert pic.max_text_bytes == len("text in a blob column")
     # the aggregate-per-format scan, an independent implementation, agrees on the counts
-    legacy = profile.legacy_profile_table(ro, table)
+    legacy = profiler.legacy_profile_table(ro, table)
     for col in prof.columns:
         assert col.storage == legacy.column(col.name).storage, col.name
 
@@ -550,7 +551,7 @@ def test_rowid_shadowed_and_without_rowid_tables_are_one_chunk(tmp_path: Path) -
     ro = source.connect(path)
     schema = read_schema(ro)
     for name in ("s", "w"):
-        assert profile.chunks(ro, schema.table(name)) == [profile.Chunk(name)]
+        assert chunkscan.chunks(ro, schema.table(name)) == [chunkscan.Chunk(name)]
     assert profile_table(ro, "s").column("v").formats == {"date": 1, "json_object": 1}
     assert profile_table(ro, "w").column("v").formats == {"bool_text": 1, "uuid": 1}
     assert profile_table(ro, "w").column("k").max_text_bytes == 1
@@ -583,7 +584,7 @@ def test_table_wider_than_one_statement(tmp_path: Path) -> None:
     conn.close()
     ro = source.connect(path)
     table = read_schema(ro).table("w")
-    assert len(profile.column_groups(table)) > 1
+    assert len(chunkscan.column_groups(table)) > 1
     prof = profile_table(ro, table)
     assert prof.rows == 5
     for i in range(width):
@@ -629,7 +630,7 @@ def test_unranged_chunk_beyond_the_packed_counts(tmp_path: Path) -> None:
     path = tmp_path / "big_without_rowid.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, doc TEXT, tag TEXT) WITHOUT ROWID")
-    n = profile.MAX_CHUNK_ROWS + 10
+    n = category.MAX_CHUNK_ROWS + 10
     conn.executemany(
         "INSERT INTO t VALUES (?, ?, ?)", [(i, f'{{"i": {i}}}' if i % 7 else "[1, 2", "t") for i in range(n)]
     )

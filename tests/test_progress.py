@@ -22,7 +22,7 @@ import pytest
 from replicator.cutover import backup, window
 from replicator.cutover.session import Options
 from replicator.inspect import verify
-from replicator.load import export
+from replicator.load.offline import export
 from replicator.stream.worker import Worker
 from tests.support.cli import cli_env
 from tests.support.daemon import cfg

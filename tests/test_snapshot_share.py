@@ -435,11 +435,11 @@ def test_the_split_counts_half_the_shared_tables_for_the_main_process() -> None:
 def test_a_dominant_tables_profile_is_scanned_by_both_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from replicator.plan import profile
+    from replicator.plan import chunkscan, profiler
     from triggers.schema import read_schema
 
     path = make_source(tmp_path / "app.db")
-    monkeypatch.setattr(profile, "CHUNK_CHARS", 1000)  # 256-row chunks (the helper scans what it is given)
+    monkeypatch.setattr(chunkscan, "CHUNK_CHARS", 1000)  # 256-row chunks (the helper scans what it is given)
     monkeypatch.setattr(costs, "HELPER_START_NS", 0)  # a helper not yet started still gets its share
     conf = cfg()
     with sharing(path, conf) as (reader, hook):
@@ -456,10 +456,10 @@ def test_a_dominant_tables_profile_is_scanned_by_both_processes(
         assert {"event", "kv"}.isdisjoint(read.guessed)  # JSON, WITHOUT ROWID: profiled in full
         for name in ("event", "kv"):  # as one process profiles the whole table in its transaction
             table = schema.table(name)
-            assert read.profiles[name] == profile.profile_table(
+            assert read.profiles[name] == profiler.profile_table(
                 reader, table, plain=snapshot.plain_columns(table, conf)
             )
-        event_chunks = len(profile.chunks(reader, schema.table("event")))
+        event_chunks = len(chunkscan.chunks(reader, schema.table("event")))
     (args,) = submitted  # the helper's share: (path, config, whole tables, create, chunks)
     assert 0 < [c.table for c in args[4]].count("event") < event_chunks
     assert event_chunks > 10

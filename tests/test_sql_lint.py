@@ -39,15 +39,15 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.
     ("replicator/values/targettype.py", "type_sql", "','.join((str(m) for m in mods))"): "ints only",
     # verify-export's scratch table: each column is quote_ident(name) + an affinity keyword looked up in
-    # the constant export._AFFINITY_SQL (never the manifest's declared-type text).
-    ("replicator/load/export.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
+    # the constant verifier._AFFINITY_SQL (never the manifest's declared-type text).
+    ("replicator/load/offline/verifier.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
     ("replicator/plan/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
-    ("replicator/plan/profile.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
-    ("replicator/plan/profile.py", "_first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/plan/chunkscan.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/plan/chunkscan.py", "first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
     # SQLite: exprs are constant templates from _EXACT with @c replaced by quote_ident(column).
-    ("replicator/plan/profile.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
+    ("replicator/plan/chunkscan.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
     # The plan's own CREATE UNIQUE INDEX statement (built with sql.Identifier), re-run without UNIQUE to find
     # the two rows that kept it out (after its build failed).
     ("replicator/plan/pgschema.py", "_unique_collision", "stmt.sql.removeprefix('CREATE UNIQUE INDEX ')"): (

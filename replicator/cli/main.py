@@ -314,7 +314,7 @@ def snapshot(
 def export(ctx: Context, out: Path, tar: bool) -> None:
     """Export every table to JSON Lines (exact values) with a SHA-256 manifest, from one read transaction."""
     from replicator import progress
-    from replicator.load import export as export_mod
+    from replicator.load.offline import export as export_mod
 
     with progress.shown(ctx.config, quiet=ctx.quiet, component="export") as shown:
         result = export_mod.export(ctx.source, out, ctx.config, tar=tar, progress=shown)
@@ -330,7 +330,7 @@ def export(ctx: Context, out: Path, tar: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 def verify_export(path: Path, as_json: bool, quiet: bool) -> None:
     """Check an export: files, SHA-256s, counts, row shapes, unique non-null keys, no FK orphans (exit 3)."""
-    from replicator.load import export as export_mod
+    from replicator.load.offline import verifier as export_mod
 
     try:
         report = export_mod.verify_export(path)
@@ -376,7 +376,7 @@ def import_(
 ) -> None:
     """Load an export into PostgreSQL through the snapshot's binary COPY path, checksums verified first."""
     from replicator import progress
-    from replicator.load import importer
+    from replicator.load.offline import importer
 
     with progress.shown(ctx.config, quiet=ctx.quiet, component="import") as shown:
         result = importer.import_export(

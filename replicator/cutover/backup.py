@@ -22,7 +22,6 @@ How, and why each step:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
@@ -40,7 +39,6 @@ from triggers import source as sqlite_source
 PAGES_PER_STEP = 256
 STEP_SLEEP_S = 0.002
 MAX_RESTARTS = 3
-_HASH_CHUNK = 1 << 20
 OTHER_DIR = "choose another output directory"
 
 
@@ -109,10 +107,10 @@ def backup(
             steps, restarts = _copy(src, partial, pages_per_step, step_sleep_s, max_restarts, _Pages(progress, source))
             page_size, page_count = _finish_copy(partial)
             integrity = _integrity_check(partial) if verify else None
-            size, digest = partial.stat().st_size, _sha256(partial)
-            _fsync(partial)
+            size, digest = partial.stat().st_size, files.sha256_file(partial)
+            files.fsync_path(partial)
             os.replace(partial, final)
-            _fsync(out_dir)
+            files.fsync_path(out_dir)
         except BaseException:
             _remove_partial(partial)
             raise
@@ -259,22 +257,6 @@ def _integrity_check(path: Path) -> str:
     return "ok"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_partial(path: Path) -> None:
     for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
@@ -287,7 +269,7 @@ def check_manifest(manifest_path: Path | str) -> BackupManifest:
     copy = manifest_path.parent / manifest.file
     if not copy.exists():
         raise UsageError(f"backup file {copy} named by {manifest_path} is missing", hint="restore it from elsewhere")
-    actual = _sha256(copy)
+    actual = files.sha256_file(copy)
     if actual != manifest.sha256:
         raise BackupFailed(
             f"backup {copy} has SHA-256 {actual}, its manifest says {manifest.sha256}",

@@ -70,8 +70,8 @@ from replicator import log, pg
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.inspect import proof, status
-from replicator.plan import pgreflect, pgschema
-from replicator.plan.profile import TableProfile, profile_table
+from replicator.plan import pgreflect, pgschema, profiler
+from replicator.plan.profile import TableProfile
 from replicator.plan.shape import TableShape, table_shape
 from replicator.progress import Progress
 from replicator.state import schema as state
@@ -880,7 +880,7 @@ def plan_for(
             if types.get(c.name.lower()) in _TEMPORAL and _holds_numbers(sconn, table.name, c.name)
         )
         if temporal:
-            profiles[table.name] = profile_table(sconn, msgspec.structs.replace(table, columns=temporal))
+            profiles[table.name] = profiler.profile_table(sconn, msgspec.structs.replace(table, columns=temporal))
     return pgschema.plan_existing(schema, reflected, profiles, config)
 
 

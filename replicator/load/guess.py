@@ -23,13 +23,13 @@ from replicator.load.context import LoadContext
 from replicator.load.costs import row_estimate
 from replicator.load.target import drop_tables, save_plan
 from replicator.plan import pgschema, typemap
+from replicator.plan.category import TEMPORAL_TEXT
 from replicator.plan.profile import (
     STORAGE_CLASSES,
-    TEMPORAL_TEXT,
     Plain,
     TableProfile,
-    profile_table,
 )
+from replicator.plan.profiler import profile_table
 from replicator.values import targettype
 from triggers.schema import Table
 

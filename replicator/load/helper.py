@@ -35,9 +35,8 @@ from replicator.load.results import TableResult
 from replicator.load.source import SourceRead, _profiles, open_source
 from replicator.load.table import load_table
 from replicator.plan import pgschema
+from replicator.plan.chunkscan import Chunk, ChunkResult
 from replicator.plan.profile import (
-    Chunk,
-    ChunkResult,
     TableProfile,
 )
 from replicator.progress import Progress

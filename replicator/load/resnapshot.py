@@ -65,7 +65,7 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
 from replicator.plan import pgreflect, pgschema, skips
-from replicator.plan.profile import profile_table
+from replicator.plan.profiler import profile_table
 from replicator.plan.shape import TableShape
 from replicator.state import lock
 from replicator.state import schema as state

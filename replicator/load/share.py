@@ -30,9 +30,9 @@ main process starts with its own whole tables and ends with the shared ones, and
 whole tables by estimated cost counts half the shared tables' cost on its side.
 
 The profile that precedes the load (type choice) is shared the same way in spirit: a dominant
-table's rowid chunks (``replicator.plan.profile.chunks``) are split between the two processes with the
+table's rowid chunks (``replicator.plan.chunkscan.chunks``) are split between the two processes with the
 whole tables, each scanned in its process's read transaction like any table the helper profiles,
-and merged with ``profile.finish_profile``.
+and merged with ``chunkscan.finish_profile``.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ from replicator.load.copyrows import Copied, RowPipe, copy_statement, key_getter
 from replicator.load.costs import table_rows
 from replicator.load.guess import _Unverified, plain_columns
 from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
-from replicator.plan import pgschema, profile
-from replicator.plan.profile import Chunk, ChunkResult, TableProfile
+from replicator.plan import chunkscan, pgschema, profiler
+from replicator.plan.chunkscan import Chunk, ChunkResult
+from replicator.plan.profile import TableProfile
 from replicator.values import quarantine, targettype
 from triggers.schema import Schema
 
@@ -378,7 +379,7 @@ def profile_pieces(
     rows = table_rows(conn, schema, list(costs)) if split_rows > 0 else {}
     pieces: dict[str | Chunk, int] = {}
     for name, cost in costs.items():
-        parts = profile.chunks(conn, schema.table(name)) if rows.get(name, 0) >= split_rows > 0 else []
+        parts = chunkscan.chunks(conn, schema.table(name)) if rows.get(name, 0) >= split_rows > 0 else []
         if len(parts) > 1:
             pieces.update({part: cost // len(parts) for part in parts})
         else:
@@ -393,7 +394,7 @@ def whole_and_chunks(pieces: Iterable[str | Chunk]) -> tuple[list[str], list[Chu
 
 def scan_chunks(conn: sqlite3.Connection, schema: Schema, parts: Sequence[Chunk], create: Config | None) -> Scanned:
     """Scan one process's chunks; a table one of whose chunks is too big for a string gets None."""
-    profile.register(conn)
+    profiler.register(conn)
     out: Scanned = {}
     for part in parts:
         results = out.setdefault(part.table, [])
@@ -401,8 +402,8 @@ def scan_chunks(conn: sqlite3.Connection, schema: Schema, parts: Sequence[Chunk]
             continue
         table = schema.table(part.table)
         try:
-            results.append(profile.scan_chunk(conn, table, part, plain_columns(table, create)))
-        except profile.TooBig:
+            results.append(chunkscan.scan_chunk(conn, table, part, plain_columns(table, create)))
+        except chunkscan.TooBig:
             out[part.table] = None
     return out
 
@@ -421,9 +422,9 @@ def finish_profiles(
         table = schema.table(name)
         plain = plain_columns(table, create)
         if results is None:
-            out[name] = profile.profile_table(conn, table, plain=plain)
+            out[name] = profiler.profile_table(conn, table, plain=plain)
         else:
-            out[name] = profile.finish_profile(conn, table, results, plain)
+            out[name] = chunkscan.finish_profile(conn, table, results, plain)
             log.get("profile", table=name).debug("profiled", rows=out[name].rows, chunks=len(results), shared=True)
     return out
 

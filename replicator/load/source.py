@@ -18,8 +18,8 @@ from replicator.load.guess import guess_profile, plain_columns
 from replicator.plan import pgschema
 from replicator.plan.profile import (
     TableProfile,
-    profile_table,
 )
+from replicator.plan.profiler import profile_table
 from triggers import source as sqlite_source
 from triggers.schema import Schema, quote_ident, read_schema
 

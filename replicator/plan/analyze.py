@@ -1,7 +1,7 @@
 """``replicator analyze``: what is about to be migrated, and what will bite, before anything is written.
 
 The first step of every migration, and read-only by construction (``mode=ro``): it reads the schema
-through the PRAGMAs, profiles every table chunk by chunk (``replicator.plan.profile``) and counts
+through the PRAGMAs, profiles every table chunk by chunk (``replicator.plan.profiler``) and counts
 foreign-key orphans, spread over WORKERS read-only connections, and reads the file's own settings.
 The result is one ``Report``
 (``replicator.plan.analyze_report``) that is rendered for a terminal or written as JSON, with
@@ -27,7 +27,7 @@ import msgspec
 
 from replicator import log
 from replicator.errors import ReplicatorError
-from replicator.plan import profile
+from replicator.plan import chunkscan, profiler
 from replicator.plan.analyze_checks import findings
 from replicator.plan.analyze_report import (
     ColumnReport,
@@ -203,29 +203,29 @@ def _read_tables(
 ) -> tuple[dict[str, TableProfile], dict[tuple[str, int], int]]:
     """Profile every table and count every FK's orphans, spread over WORKERS read-only connections.
 
-    The work is cut into rowid chunks (``replicator.plan.profile.chunks``) and orphan queries, biggest
+    The work is cut into rowid chunks (``replicator.plan.chunkscan.chunks``) and orphan queries, biggest
     first, and handed to the next free connection: SQLite releases the GIL while it steps, so two
     connections keep two cores busy. Each piece is its own short read (no long read transaction).
     """
     tasks: list[tuple[int, Callable[[sqlite3.Connection], object], str]] = []
-    parts: dict[str, list[profile.Chunk]] = {t.name: profile.chunks(conn, t) for t in schema.tables}
+    parts: dict[str, list[chunkscan.Chunk]] = {t.name: chunkscan.chunks(conn, t) for t in schema.tables}
     for table in schema.tables:
         width = len(table.columns)
         for chunk in parts[table.name]:
             span = (chunk.high - chunk.low) if chunk.low is not None and chunk.high is not None else 0
-            weight = min(span, profile.CHUNK_CHARS) * width if span else profile.CHUNK_CHARS
-            tasks.append((weight, functools.partial(profile.scan_chunk, table=table, chunk=chunk), table.name))
+            weight = min(span, chunkscan.CHUNK_CHARS) * width if span else chunkscan.CHUNK_CHARS
+            tasks.append((weight, functools.partial(chunkscan.scan_chunk, table=table, chunk=chunk), table.name))
         for fk in table.foreign_keys:
             parent, key, checkable = _checkable_key(fk, schema)
             if parent is not None and checkable:
                 count = functools.partial(_count_orphans, child=table.name, columns=fk.columns, parent=parent, key=key)
-                tasks.append((profile.CHUNK_CHARS, count, f"{table.name}#{fk.id}"))
+                tasks.append((chunkscan.CHUNK_CHARS, count, f"{table.name}#{fk.id}"))
     tasks.sort(key=lambda t: -t[0])
     workers = max(1, min(WORKERS, len(tasks)))
     pool_conns: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
     opened = [conn] + [source.connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms) for _ in range(workers - 1)]
     for c in opened:
-        profile.register(c)
+        profiler.register(c)
         pool_conns.put(c)
 
     def run(task: Callable[[sqlite3.Connection], object]) -> object:
@@ -242,15 +242,15 @@ def _read_tables(
     finally:
         for c in opened[1:]:
             c.close()
-    chunks: dict[str, list[profile.ChunkResult]] = {t.name: [] for t in schema.tables}
+    chunks: dict[str, list[chunkscan.ChunkResult]] = {t.name: [] for t in schema.tables}
     orphans: dict[tuple[str, int], int] = {}
     for label, result in done:
-        if isinstance(result, profile.ChunkResult):
+        if isinstance(result, chunkscan.ChunkResult):
             chunks[label].append(result)
         else:
             name, fk_id = label.rsplit("#", 1)
             orphans[(name, int(fk_id))] = int(cast(int, result))
-    profiles = {t.name: profile.finish_profile(conn, t, chunks[t.name]) for t in schema.tables}
+    profiles = {t.name: chunkscan.finish_profile(conn, t, chunks[t.name]) for t in schema.tables}
     for name, prof in profiles.items():
         logger.debug("table analyzed", table=name, rows=prof.rows, chunks=len(parts[name]))
     return profiles, orphans

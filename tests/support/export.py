@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from replicator.load import export
+from replicator import files
+from replicator.load.offline.manifest import Manifest
 
 VALUES: list[tuple[int, Any]] = [
     (1, None),
@@ -56,9 +57,9 @@ def reseal(out: Path, edit_file: str | None = None, content: bytes | None = None
     """Edit a file and recompute the manifest's SHA-256s and checksum: a well-formed but bad export."""
     if edit_file is not None and content is not None:
         (out / edit_file).write_bytes(content)
-    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=export.Manifest)
+    manifest = msgspec.json.decode((out / "manifest.json").read_bytes(), type=Manifest)
     manifest = msgspec.structs.replace(manifest, **manifest_edits)
-    tables = tuple(msgspec.structs.replace(t, sha256=export.sha256_file(out / t.file)) for t in manifest.tables)
+    tables = tuple(msgspec.structs.replace(t, sha256=files.sha256_file(out / t.file)) for t in manifest.tables)
     manifest = msgspec.structs.replace(manifest, tables=tables)
     manifest = msgspec.structs.replace(manifest, checksum=manifest.computed_checksum())
     (out / "manifest.json").write_bytes(msgspec.json.encode(manifest))

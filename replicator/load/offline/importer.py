@@ -32,7 +32,10 @@ from replicator import faults, log, pg
 from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import TargetError
-from replicator.load import export, snapshot
+from replicator.load import snapshot
+from replicator.load.offline.manifest import FETCH_ROWS, Manifest, TableEntry
+from replicator.load.offline.reader import Reader, iter_rows
+from replicator.load.offline.verifier import ExportError, check_files, read_manifest
 from replicator.plan import pgschema
 from replicator.progress import Progress
 from replicator.state import schema as state
@@ -74,21 +77,19 @@ def _ddl_only(action: int, arg1: str | None, arg2: str | None, db: str | None, t
     return sqlite3.SQLITE_DENY if action in _DENIED else sqlite3.SQLITE_OK
 
 
-def schema_of(manifest: export.Manifest) -> Schema:
+def schema_of(manifest: Manifest) -> Schema:
     """The exported schema, described by SQLite itself from the manifest's DDL."""
     mem = sqlite3.connect(":memory:")
     mem.set_authorizer(_ddl_only)
     try:
         for statement in manifest.schema:
             if not _DDL.match(statement):
-                raise export.ExportError(
-                    [f"the manifest's schema holds a statement that is not DDL: {statement[:60]!r}"]
-                )
+                raise ExportError([f"the manifest's schema holds a statement that is not DDL: {statement[:60]!r}"])
             mem.execute(statement)
         mem.set_authorizer(None)
         return read_schema(mem)
     except sqlite3.Error as exc:
-        raise export.ExportError([f"the manifest's schema DDL does not run in SQLite: {exc}"]) from None
+        raise ExportError([f"the manifest's schema DDL does not run in SQLite: {exc}"]) from None
     finally:
         mem.close()
 
@@ -108,11 +109,11 @@ def import_export(
     """Verify the export's checksums, then load it; see the module docstring."""
     started = time.monotonic()
     bound = log.get("import")
-    with export.Reader(path) as reader:
-        manifest = export.read_manifest(reader)
-        problems = export.check_files(reader, manifest)
+    with Reader(path) as reader:
+        manifest = read_manifest(reader)
+        problems = check_files(reader, manifest)
         if problems:
-            raise export.ExportError(problems)
+            raise ExportError(problems)
         read = snapshot.SourceRead(
             schema=schema_of(manifest), profiles=manifest.profiles, sqlite_sequence=manifest.sqlite_sequence
         )
@@ -169,8 +170,8 @@ def _failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int, exc:
 
 
 class _Job(msgspec.Struct):
-    reader: export.Reader
-    manifest: export.Manifest
+    reader: Reader
+    manifest: Manifest
     read: snapshot.SourceRead
     identity: state.SourceIdentity
     state_schema: str
@@ -251,13 +252,13 @@ class _Job(msgspec.Struct):
         )
 
 
-def _batches(reader: export.Reader, entry: export.TableEntry, columns: Sequence[str]) -> Iterator[list[list[Any]]]:
+def _batches(reader: Reader, entry: TableEntry, columns: Sequence[str]) -> Iterator[list[list[Any]]]:
     """Rows of the load columns, each followed by its line number (for messages), in batches."""
     batch: list[list[Any]] = []
-    for number, values in export.iter_rows(reader, entry, columns):
+    for number, values in iter_rows(reader, entry, columns):
         values.append(number)
         batch.append(values)
-        if len(batch) >= export.FETCH_ROWS:
+        if len(batch) >= FETCH_ROWS:
             yield batch
             batch = []
     if batch:
