@@ -418,7 +418,6 @@ OVERSIZED_MODULES: Final[dict[str, int]] = {
     "replicator.inspect.verify": 1360,
     "replicator.apply.batch": 1274,
     "replicator.values.convert": 1186,
-    "replicator.cli.main": 1162,
     "replicator.plan.profile": 1088,
     "replicator.inspect.proof": 785,
     "replicator.load.export": 765,
