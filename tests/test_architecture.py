@@ -415,7 +415,6 @@ MAX_MODULE_LINES: Final = 600
 OVERSIZED_MODULES: Final[dict[str, int]] = {
     "replicator.plan.pgschema": 1418,
     "replicator.inspect.verify": 1360,
-    "replicator.cli.main": 1162,
     "replicator.inspect.proof": 785,
 }
 """Modules still over :data:`MAX_MODULE_LINES` (issue 19: to be split by concern), with the most lines each may

@@ -17,7 +17,7 @@ import pytest
 from checkpoints import store
 from checkpoints.errors import EXIT_MISMATCH, EXIT_USAGE, ChainBroken, CheckpointError, NoChainTable, OperatorError
 from checkpoints.model import TableChange, genesis
-from replicator.cli.main import fail
+from replicator.cli.context import fail
 from replicator.config import Config
 from replicator.demo.tour import StepFailed
 from replicator.errors import ReplicatorError, UsageError
