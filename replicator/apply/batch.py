@@ -59,10 +59,10 @@ from checkpoints.model import Checkpoint, TableChange, next_checkpoint
 from replicator import faults, log, pg
 from replicator.apply import dependents
 from replicator.errors import WAIT_CUT_SHORT, BadValue, TargetError, UniqueCollision, UsageError, is_transient_pg
-from replicator.plan.pgschema import SchemaPlan, TablePlan, collision_message, duplicates_query, pg_message
+from replicator.plan.refusals import collision_message, duplicates_query, pg_message
+from replicator.plan.schemaplan import SchemaPlan, TablePlan
 from replicator.plan.shape import TableShape, table_shape, unread_key
 from replicator.values import convert, quarantine
-from replicator.values.convert import TargetType
 from replicator.values.readback import digest_exact
 from triggers import journal
 from triggers import source as sqlite_source
@@ -398,7 +398,7 @@ _Folded = tuple[TableDigest, set[KeyTuple]]
 _WRITER_IDS = itertools.count(1)
 
 
-def _digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[TargetType]) -> None:
+def _digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[convert.TargetType]) -> None:
     """Row images read back by ``cur`` are only digested: their JSON documents are read as text
     (``JsonText``), canonicalised in C, instead of being parsed into Python objects first."""
     if any(t.name in ("json", "jsonb") for t in types):

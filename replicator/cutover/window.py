@@ -79,7 +79,8 @@ from replicator.cutover.certificate import Certificate, IndependentCheck, Quaran
 from replicator.errors import WAIT_CUT_SHORT, ReplicatorError, UsageError, VerificationFailed
 from replicator.inspect import verify
 from replicator.load import resnapshot, snapshot
-from replicator.plan import pgschema, skips
+from replicator.plan import constraints, refusals, schemaplan, skips
+from replicator.plan.sequences import read_sqlite_sequence, sync_sequences
 from replicator.progress import Progress
 from replicator.state import lock, phase, stateschema
 from replicator.state import schema as runs
@@ -139,7 +140,7 @@ class Result(msgspec.Struct, frozen=True):
     certificate: Certificate | None = None
     certificate_path: str | None = None
     warnings: tuple[str, ...] = ()
-    not_created: tuple[pgschema.NotCreated, ...] = ()
+    not_created: tuple[schemaplan.NotCreated, ...] = ()
     """What PostgreSQL lacks of SQLite's schema after this cutover (a dry run: would lack)."""
 
 
@@ -318,7 +319,7 @@ def _after_fence(
         try:
             analyze(session)
         except psycopg.Error as exc:
-            warnings.append(f"ANALYZE failed: {pgschema.pg_message(exc)}; run it by hand")
+            warnings.append(f"ANALYZE failed: {refusals.pg_message(exc)}; run it by hand")
     with clock.step("certificate"):
         source_sha = _settled_sha256(session)
         cert = certificate.seal(
@@ -363,7 +364,7 @@ def _after_fence(
             with session.pconn.transaction():
                 certificate.store(session.pconn, session.state_schema, cert)
         except psycopg.Error as exc:
-            warnings.append(f"certificate not stored in the target ({pgschema.pg_message(exc)}); the file {path} is")
+            warnings.append(f"certificate not stored in the target ({refusals.pg_message(exc)}); the file {path} is")
         if unwritten is not None:
             raise unwritten
     for w in warnings:
@@ -507,7 +508,7 @@ class _Session:
         return self.apply_session
 
     @property
-    def plan(self) -> pgschema.SchemaPlan:
+    def plan(self) -> schemaplan.SchemaPlan:
         return self._applying().plan
 
     @property
@@ -629,7 +630,7 @@ def preflight(session: _Session, options: Options) -> dict[str, int]:
             "reload the table with `replicator snapshot --replace --tables T`",
         )
     if not options.accept_missing_constraints:
-        _refuse_not_created(_dropped(session.plan) + pgschema.would_refuse(session.pconn, session.plan))
+        _refuse_not_created(_dropped(session.plan) + constraints.would_refuse(session.pconn, session.plan))
     quarantined = quarantine.unacknowledged(session.pconn, session.state_schema)
     if quarantined and not options.accept_quarantine:
         listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())
@@ -666,12 +667,12 @@ def _full_verify(session: _Session, bound: Any) -> None:
         bound.info("full verify passed", tables=len(report.tables), seconds=report.seconds)
 
 
-def _dropped(plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:
+def _dropped(plan: schemaplan.SchemaPlan) -> list[schemaplan.NotCreated]:
     """What the plan never had a statement for (untranslatable; naming a table or column not migrated)."""
     return [n for t in plan.tables for n in t.dropped]
 
 
-def _refuse_not_created(missing: list[pgschema.NotCreated]) -> None:
+def _refuse_not_created(missing: list[schemaplan.NotCreated]) -> None:
     """Without ``--accept-missing-constraints``, one line naming each object PostgreSQL would lack, and why."""
     if missing:
         listed = "; ".join(f"{n.kind} {n.name} on {n.table}: {n.reason}" for n in missing)
@@ -1226,7 +1227,7 @@ class Finished(msgspec.Struct, frozen=True):
     sequences: dict[str, int]
     foreign_keys: tuple[str, ...]
     warnings: tuple[str, ...] = ()
-    not_created: tuple[pgschema.NotCreated, ...] = ()
+    not_created: tuple[schemaplan.NotCreated, ...] = ()
 
 
 def finish_postgres(
@@ -1234,7 +1235,7 @@ def finish_postgres(
 ) -> Finished:
     conn, schema = session.pconn, session.state_schema
     restored = apply.restore_foreign_keys(conn, schema, session.plan.schema)
-    checks = pgschema.validate_foreign_keys(conn, session.plan.schema)
+    checks = constraints.validate_foreign_keys(conn, session.plan.schema)
     results = [(c.table, c.name, c.error) for c in restored] + [(c.table, c.name, c.error) for c in checks]
     broken = [
         f"{table}.{name}: {error} (orphans: {_orphans(conn, session.plan.schema, table, name)})"
@@ -1247,7 +1248,7 @@ def finish_postgres(
             hint="the orphans exist in SQLite too (it does not enforce FKs): fix them there, let them replicate, "
             "cut over again",
         )
-    sequences = pgschema.sync_sequences(conn, session.plan, pgschema.read_sqlite_sequence(frozen.conn))
+    sequences = sync_sequences(conn, session.plan, read_sqlite_sequence(frozen.conn))
     refused = _remaining_post_load(conn, session.plan)
     not_created = (*_dropped(session.plan), *refused)
     if not options.accept_missing_constraints:  # refused since the preflight tried them: new rows collide
@@ -1256,7 +1257,7 @@ def finish_postgres(
     store.append(conn, cut, schema)
     phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
-    warnings = tuple(pgschema.warning(n) for n in refused)
+    warnings = tuple(constraints.warning(n) for n in refused)
     return Finished(cut, proofs, sequences, fks, warnings, not_created)
 
 
@@ -1317,13 +1318,13 @@ def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: 
     return ", ".join(f"({', '.join(child)})=({', '.join(map(str, r))})" for r in found) or "none found"
 
 
-def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:
+def _remaining_post_load(conn: psycopg.Connection[Any], plan: schemaplan.SchemaPlan) -> list[schemaplan.NotCreated]:
     """UNIQUE/indexes/CHECKs/FKs the snapshot could not create yet (e.g. refused then, fixable now); what
     PostgreSQL still refuses is returned, for the certificate."""
-    missing = pgschema.missing_post_load(conn, plan)
+    missing = constraints.missing_post_load(conn, plan)
     if not any(t.post_load for t in missing.tables):
         return []
-    return pgschema.post_load_refusals(conn, missing, timeouts_abort=True)
+    return constraints.post_load_refusals(conn, missing, timeouts_abort=True)
 
 
 def _committed(session: _Session, stop: int) -> bool:

@@ -70,8 +70,9 @@ from replicator import log, pg
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.inspect import proof, status
-from replicator.plan import pgreflect, pgschema
+from replicator.plan import existingmode, pgreflect
 from replicator.plan.profile import TableProfile, profile_table
+from replicator.plan.schemaplan import SchemaPlan, TablePlan
 from replicator.plan.shape import TableShape, table_shape
 from replicator.progress import Progress
 from replicator.state import schema as state
@@ -190,9 +191,7 @@ class Shape(TableShape, frozen=True):
         return readback.digest_kinds(self.types)
 
 
-def shape_of(
-    table: pgschema.TablePlan, schema_name: str, *, computed: bool = False, independent: bool = False
-) -> Shape:
+def shape_of(table: TablePlan, schema_name: str, *, computed: bool = False, independent: bool = False) -> Shape:
     """The read shape of a planned table: ``shape_of(plan.table(name), plan.schema)``.
 
     ``computed``: also the columns PostgreSQL generates, read on both sides (SQLite computes its own
@@ -263,7 +262,7 @@ def _quarantine_ident(key: Sequence[Any]) -> str:
     return json.dumps(list(quarantine.make("", {str(i): v for i, v in enumerate(key)}, "", None, "").key.values()))
 
 
-def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: pgschema.TablePlan) -> frozenset[str]:
+def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: TablePlan) -> frozenset[str]:
     """The keys of ``table`` the load quarantined (read in the caller's transaction).
 
     Only keyed tables: a keyless table's quarantine names rowids, which verify does not read, so its
@@ -274,7 +273,7 @@ def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: pgsch
 
 
 def quarantined_keys(
-    pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[pgschema.TablePlan]
+    pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[TablePlan]
 ) -> dict[str, frozenset[str]]:
     """Per keyed table, the keys the quarantine holds (as :func:`_quarantine_ident` spells them)."""
     ident = sql.Identifier(state_schema, "quarantine")
@@ -291,7 +290,7 @@ def quarantined_keys(
     return {name: frozenset(keys) for name, keys in out.items()}
 
 
-def independent_shape(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, name: str) -> Shape:
+def independent_shape(pconn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan, name: str) -> Shape:
     """The shape verify compares ``name`` with: the independent reading, without the quarantined keys."""
     table = plan.table(name)
     shape = shape_of(table, plan.schema, computed=True, independent=True)
@@ -848,9 +847,7 @@ def _bisect(
 # the run
 
 
-def plan_for(
-    sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], config: Config, schema: Schema
-) -> pgschema.SchemaPlan:
+def plan_for(sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], config: Config, schema: Schema) -> SchemaPlan:
     """Map SQLite tables to the target's as they are now (existing-mode mapping: by name, PG types).
 
     Profiles are needed only to tell epoch seconds from milliseconds in integer-stored date-time
@@ -862,7 +859,7 @@ def plan_for(
     bookkeeping = {
         name: {**config.types.get(name, {}), "*": ColumnOverride()}
         for name in loaded
-        if name.lower() in pgschema.MIGRATION_TABLES and "*" not in config.types.get(name, {})
+        if name.lower() in existingmode.MIGRATION_TABLES and "*" not in config.types.get(name, {})
     }
     if bookkeeping:
         config = msgspec.structs.replace(config, types={**config.types, **bookkeeping})
@@ -881,7 +878,7 @@ def plan_for(
         )
         if temporal:
             profiles[table.name] = profile_table(sconn, msgspec.structs.replace(table, columns=temporal))
-    return pgschema.plan_existing(schema, reflected, profiles, config)
+    return existingmode.plan_existing(schema, reflected, profiles, config)
 
 
 def _holds_numbers(conn: sqlite3.Connection, table: str, column: str) -> bool:
@@ -1174,7 +1171,7 @@ def _compare(
     pconn: psycopg.Connection[Any],
     mode: Parallel,
     config: Config,
-    plan: pgschema.SchemaPlan,
+    plan: SchemaPlan,
     names: Sequence[str],
     applied: int | None,
     keys: bool,
@@ -1202,7 +1199,7 @@ def verify(
     keys: bool = False,
     max_keys: int = MAX_KEYS,
     *,
-    plan: pgschema.SchemaPlan | None = None,
+    plan: SchemaPlan | None = None,
     parallel: Parallel | Literal["auto"] = "auto",
     applied_by_caller: bool = False,
     progress: Progress | None = None,
@@ -1271,7 +1268,7 @@ def _not_applying(
         pconn.rollback()
 
 
-def _selected(plan: pgschema.SchemaPlan, tables: Sequence[str] | None) -> list[str]:
+def _selected(plan: SchemaPlan, tables: Sequence[str] | None) -> list[str]:
     known = [t.source for t in plan.tables]
     if not tables:
         return [n for n in plan.order if n in known] or known

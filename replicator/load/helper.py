@@ -34,12 +34,13 @@ from replicator.load.postload import index_table
 from replicator.load.results import TableResult
 from replicator.load.source import SourceRead, _profiles, open_source
 from replicator.load.table import load_table
-from replicator.plan import pgschema
 from replicator.plan.profile import (
     Chunk,
     ChunkResult,
     TableProfile,
 )
+from replicator.plan.schemaplan import SchemaPlan
+from replicator.plan.sequences import read_sqlite_sequence
 from replicator.progress import Progress
 from triggers.schema import read_schema
 
@@ -119,7 +120,7 @@ class _LoadJob(msgspec.Struct, frozen=True):
 
     path: str
     config: Config
-    plan: pgschema.SchemaPlan
+    plan: SchemaPlan
     table: str
     run: LoadRun
     verify: bool = False
@@ -312,6 +313,6 @@ def read_source_parallel(
     return SourceRead(
         schema=schema,
         profiles=profiles,
-        sqlite_sequence=pgschema.read_sqlite_sequence(conn),
+        sqlite_sequence=read_sqlite_sequence(conn),
         guessed=frozenset(name for name, guess in guesses.items() if guess is not None),
     )

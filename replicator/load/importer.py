@@ -33,7 +33,7 @@ from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import TargetError
 from replicator.load import export, snapshot
-from replicator.plan import pgschema
+from replicator.plan.schemaplan import SchemaPlan, TablePlan
 from replicator.progress import Progress
 from replicator.state import schema as state
 from replicator.state import stateschema
@@ -47,7 +47,7 @@ class ImportResult(msgspec.Struct, frozen=True):
     seconds: float
     dry_run: bool
     warnings: tuple[str, ...]
-    plan: pgschema.SchemaPlan
+    plan: SchemaPlan
     sequences: dict[str, int]
 
     @property
@@ -179,8 +179,8 @@ class _Job(msgspec.Struct):
     progress: Progress | None
 
     def run(
-        self, pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, replace: bool, warnings: list[str]
-    ) -> tuple[pgschema.SchemaPlan, list[snapshot.TableResult], dict[str, int]]:
+        self, pconn: psycopg.Connection[Any], plan: SchemaPlan, replace: bool, warnings: list[str]
+    ) -> tuple[SchemaPlan, list[snapshot.TableResult], dict[str, int]]:
         plan = snapshot.prepare_target(pconn, plan, replace=replace, reuse=False, warnings=warnings)
         if replace:
             state.forget_tables(pconn, self.state_schema)
@@ -192,8 +192,8 @@ class _Job(msgspec.Struct):
     def load(
         self,
         pconn: psycopg.Connection[Any],
-        plan: pgschema.SchemaPlan,
-        table: pgschema.TablePlan,
+        plan: SchemaPlan,
+        table: TablePlan,
         parents: dependents.Held | None = None,
     ) -> snapshot.TableResult:
         """One table in one transaction (a savepoint under --single-transaction), count-checked."""

@@ -15,11 +15,11 @@ import msgspec
 
 from replicator.config import Config
 from replicator.load.guess import guess_profile, plain_columns
-from replicator.plan import pgschema
 from replicator.plan.profile import (
     TableProfile,
     profile_table,
 )
+from replicator.plan.sequences import read_sqlite_sequence
 from triggers import source as sqlite_source
 from triggers.schema import Schema, quote_ident, read_schema
 
@@ -49,9 +49,7 @@ def read_source(conn: sqlite3.Connection, create: Config | None = None, *, guess
     (``plain_columns``), with that config's overrides. Without it every column is fully profiled."""
     schema = read_schema(conn)
     profiles, guessed = _profiles(conn, schema, [t.name for t in schema.tables], create, guess=guess)
-    return SourceRead(
-        schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn), guessed=guessed
-    )
+    return SourceRead(schema=schema, profiles=profiles, sqlite_sequence=read_sqlite_sequence(conn), guessed=guessed)
 
 
 def _profiles(

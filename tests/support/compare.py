@@ -31,7 +31,7 @@ from psycopg import sql
 from checkpoints import audit, store
 from replicator import config, pg
 from replicator.apply import batch as apply
-from replicator.plan.pgschema import SchemaPlan, TablePlan
+from replicator.plan.schemaplan import SchemaPlan, TablePlan
 from replicator.stream.worker import RunResult, Worker
 from replicator.values.convert import TargetType
 from tests.support.daemon import cfg
