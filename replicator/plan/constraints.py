@@ -182,23 +182,14 @@ KIND_NAMES: Final = {"unique": "unique index", "index": "index", "check": "check
 
 
 def apply_post_load(
-    conn: psycopg.Connection[Any],
-    plan: SchemaPlan,
-    *,
-    kinds: Sequence[str] = POST_LOAD_KINDS,
-    tables: Sequence[str] | None = None,
-    timeouts_abort: bool = False,
+    conn: psycopg.Connection[Any], plan: SchemaPlan, *, kinds: Sequence[str] = POST_LOAD_KINDS
 ) -> list[str]:
     """UNIQUE, indexes, CHECKs, then FKs; each in a savepoint, a refusal becomes a warning.
 
-    ``tables`` (SQLite names) and ``kinds`` narrow it: the snapshot indexes each table as soon as it
-    is loaded (``TABLE_LOCAL_KINDS``), overlapping the other process's COPY, and adds FKs last.
-    ``timeouts_abort``: a statement cut short by a lock or statement timeout is raised, not warned about
-    (cutover's freeze: its budget is spent, and the abort names the session it waited for; a snapshot
-    leaves the statement to the cutover instead).
+    ``kinds`` narrows it: the snapshot indexes each table as soon as it is loaded (``TABLE_LOCAL_KINDS``,
+    on a plan narrowed to that table), overlapping the other process's COPY, and adds FKs last.
     """
-    refused = post_load_refusals(conn, plan, kinds=kinds, tables=tables, timeouts_abort=timeouts_abort)
-    return [warning(n) for n in refused]
+    return [warning(n) for n in post_load_refusals(conn, plan, kinds=kinds)]
 
 
 def warning(refused: NotCreated) -> str:
@@ -215,7 +206,12 @@ def post_load_refusals(
     tables: Sequence[str] | None = None,
     timeouts_abort: bool = False,
 ) -> list[NotCreated]:
-    """:func:`apply_post_load`, each refusal as a record (the cutover certifies them)."""
+    """:func:`apply_post_load`, each refusal as a record (the cutover certifies them).
+
+    ``tables`` (SQLite names) narrows it too. ``timeouts_abort``: a statement cut short by a lock or
+    statement timeout is raised, not recorded (cutover's freeze: its budget is spent, and the abort names
+    the session it waited for; a snapshot leaves the statement to the cutover instead).
+    """
     refused: list[NotCreated] = []
     ordered = [plan.table(n) for n in plan.order if tables is None or n in tables]
     for kind in kinds:
