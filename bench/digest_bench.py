@@ -33,23 +33,23 @@ from shapes import SHAPES  # bench/ is on sys.path when this file runs as a scri
 from checkpoints.digest import RowEncoder, TableDigest, kinds_from_types
 from replicator import config, pg
 from replicator.load import snapshot
-from replicator.plan import pgschema, profiler
+from replicator.plan import createmode, profiler, schemaplan
 from replicator.values import convert
 from triggers import source as sqlite_source
 from triggers.schema import read_schema
 
 
-def plan_table(path: Path, name: str) -> pgschema.TablePlan:
+def plan_table(path: Path, name: str) -> schemaplan.TablePlan:
     sconn = sqlite_source.connect(path)
     try:
         schema = read_schema(sconn)
         profiles = {name: profiler.profile_table(sconn, schema.table(name))}
-        return pgschema.plan_create(schema, profiles, config.load(None, environ={})).table(name)
+        return createmode.plan_create(schema, profiles, config.load(None, environ={})).table(name)
     finally:
         sconn.close()
 
 
-def read_rows(path: Path, table: pgschema.TablePlan) -> list[tuple[Any, ...]]:
+def read_rows(path: Path, table: schemaplan.TablePlan) -> list[tuple[Any, ...]]:
     columns = ", ".join(f'"{c.source}"' for c in table.load_columns if c.source is not None)
     sconn = sqlite_source.connect(path)
     try:
@@ -58,7 +58,7 @@ def read_rows(path: Path, table: pgschema.TablePlan) -> list[tuple[Any, ...]]:
         sconn.close()
 
 
-def snapshot_pass(table: pgschema.TablePlan) -> Callable[[Sequence[tuple[Any, ...]]], int]:
+def snapshot_pass(table: schemaplan.TablePlan) -> Callable[[Sequence[tuple[Any, ...]]], int]:
     """copy_rows' per-row work (snapshot.py), without the COPY: returns the checksum sum."""
     columns = table.load_columns
     types = [c.type for c in columns]
@@ -78,7 +78,7 @@ def snapshot_pass(table: pgschema.TablePlan) -> Callable[[Sequence[tuple[Any, ..
     return run
 
 
-def convert_only(table: pgschema.TablePlan) -> Callable[[Sequence[tuple[Any, ...]]], int]:
+def convert_only(table: schemaplan.TablePlan) -> Callable[[Sequence[tuple[Any, ...]]], int]:
     columns = table.load_columns
     types = [c.type for c in columns]
     source_cols = [c.source for c in columns if c.source is not None]
@@ -92,7 +92,7 @@ def convert_only(table: pgschema.TablePlan) -> Callable[[Sequence[tuple[Any, ...
     return run
 
 
-def pg_images(table: pgschema.TablePlan, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def pg_images(table: schemaplan.TablePlan, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rows as PostgreSQL sends them for this table's types: converted values, JSON as the text's
     bytes (json's binary form). Exact for tables without real (float4) or char(n)."""
     types = [c.type for c in table.load_columns]
@@ -108,7 +108,7 @@ def pg_images(table: pgschema.TablePlan, rows: Sequence[tuple[Any, ...]]) -> lis
     return out
 
 
-def apply_pass(table: pgschema.TablePlan) -> Callable[[Sequence[tuple[Any, ...]]], int]:
+def apply_pass(table: schemaplan.TablePlan) -> Callable[[Sequence[tuple[Any, ...]]], int]:
     """What the apply does with returned row images: psycopg's loader for the JSON columns (this
     version's: ``JsonText`` where replicator.pg has ``json_as_text``, else ``json.loads``), then the
     digest (``_fold_rows``: TableDigest with the kinds of the columns' types)."""

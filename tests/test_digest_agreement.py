@@ -24,7 +24,7 @@ from replicator import config
 from replicator.inspect import verify
 from replicator.load import snapshot
 from replicator.pg import connect
-from replicator.plan.pgschema import SchemaPlan
+from replicator.plan.schemaplan import SchemaPlan
 from replicator.values import readback
 from replicator.values.targettype import TYPE_NAMES, TargetType, parse_type
 

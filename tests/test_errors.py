@@ -22,7 +22,7 @@ from replicator.config import Config
 from replicator.demo.tour import StepFailed
 from replicator.errors import ReplicatorError, UsageError
 from replicator.inspect import status
-from replicator.plan import pgreflect, pgschema
+from replicator.plan import existingmode, pgreflect
 from triggers import fence
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, JournalTampered
@@ -105,8 +105,8 @@ def test_a_table_missing_in_postgres_is_named_by_type(
         tmp_path / "app.db", "CREATE TABLE a (id INTEGER PRIMARY KEY)", 'CREATE TABLE "B" (id INTEGER PRIMARY KEY)'
     )
     pg.execute("CREATE TABLE a (id integer PRIMARY KEY)")
-    with pytest.raises(pgschema.SchemaMismatch) as refused:
-        pgschema.plan_existing(read_schema(sconn), pgreflect.reflect(pg, "public"), {}, Config())
+    with pytest.raises(existingmode.SchemaMismatch) as refused:
+        existingmode.plan_existing(read_schema(sconn), pgreflect.reflect(pg, "public"), {}, Config())
     assert refused.value.missing_tables == ("B",)
     assert refused.value.message == (
         "the target schema does not match the SQLite schema (1 problem(s)): "
@@ -121,8 +121,8 @@ def test_negative_control_an_ambiguous_table_is_not_missing(
 ) -> None:
     sconn = _sqlite(tmp_path / "app.db", "CREATE TABLE item (id INTEGER PRIMARY KEY)")
     pg.execute('CREATE TABLE "Item" (id integer PRIMARY KEY); CREATE TABLE "ITEM" (id integer PRIMARY KEY)')
-    with pytest.raises(pgschema.SchemaMismatch) as refused:
-        pgschema.plan_existing(read_schema(sconn), pgreflect.reflect(pg, "public"), {}, Config())
+    with pytest.raises(existingmode.SchemaMismatch) as refused:
+        existingmode.plan_existing(read_schema(sconn), pgreflect.reflect(pg, "public"), {}, Config())
     assert refused.value.missing_tables == ()
     assert "ignoring case (ambiguous)" in refused.value.message
 

@@ -27,7 +27,7 @@ from replicator.config import Config, Snapshot
 from replicator.errors import BadValue
 from replicator.inspect.proof import decimal_of_real
 from replicator.load import snapshot
-from replicator.plan import pgschema
+from replicator.plan import existingmode
 from replicator.values.convert import value_converter
 from replicator.values.decimals import RAILS, SQLALCHEMY, decimal_fits, rails_decimal, sqlalchemy_decimal
 from replicator.values.targettype import parse_type
@@ -151,12 +151,12 @@ def test_rails_reader_against_activerecord_itself(tmp_path: Path) -> None:
 
 
 def test_detected_orm_chooses_the_reader() -> None:
-    assert pgschema.decimal_reader(["django_migrations", "alembic_version"], "auto") == "real15"
-    assert pgschema.decimal_reader(["ar_internal_metadata", "schema_migrations"], "auto") == RAILS
-    assert pgschema.decimal_reader(["alembic_version", "studies"], "auto") == SQLALCHEMY
-    assert pgschema.decimal_reader(["schema_migrations"], "auto") is None  # golang-migrate, Ecto: not Rails
-    assert pgschema.decimal_reader(["alembic_version"], "none") is None
-    assert pgschema.decimal_reader([], "rails") == RAILS
+    assert existingmode.decimal_reader(["django_migrations", "alembic_version"], "auto") == "real15"
+    assert existingmode.decimal_reader(["ar_internal_metadata", "schema_migrations"], "auto") == RAILS
+    assert existingmode.decimal_reader(["alembic_version", "studies"], "auto") == SQLALCHEMY
+    assert existingmode.decimal_reader(["schema_migrations"], "auto") is None  # golang-migrate, Ecto: not Rails
+    assert existingmode.decimal_reader(["alembic_version"], "none") is None
+    assert existingmode.decimal_reader([], "rails") == RAILS
 
 
 def _sqlalchemy_app(path: Path) -> sa.Table:

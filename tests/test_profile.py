@@ -656,7 +656,7 @@ def test_plain_columns_choose_the_same_types_as_the_full_profile(path: Path) -> 
     change one type choice: every real-world file planned both ways gives the same columns."""
     from replicator import config
     from replicator.load import snapshot
-    from replicator.plan import pgschema
+    from replicator.plan import createmode
 
     cfg = config.load(None, environ={})
     conn = snapshot.open_source(path, cfg)
@@ -685,12 +685,12 @@ def test_plain_columns_choose_the_same_types_as_the_full_profile(path: Path) -> 
             assert (lite.min_integer, lite.max_integer) == extremes, (name, col.name)
             if (name, col.name) not in skipped:
                 assert lite == col, (name, col.name)
-    assert _planned(pgschema, plain, cfg) == _planned(pgschema, full, cfg)
+    assert _planned(createmode, plain, cfg) == _planned(createmode, full, cfg)
 
 
-def _planned(pgschema: Any, read: Any, cfg: Any) -> Any:
+def _planned(createmode: Any, read: Any, cfg: Any) -> Any:
     try:
-        return _plan_types(pgschema.plan_create(read.schema, read.profiles, cfg))
+        return _plan_types(createmode.plan_create(read.schema, read.profiles, cfg))
     except Exception as exc:  # collision.db is refused: both ways alike
         return str(exc)
 

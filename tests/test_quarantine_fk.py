@@ -323,7 +323,7 @@ def test_parked_foreign_keys_are_followed_and_hold_at_cutover(
 def test_a_foreign_key_over_a_column_no_longer_loaded_is_not_followed() -> None:
     """A saved plan's key whose column was dropped (or skipped) since: the apply starts, the key is left."""
     from replicator.apply import dependents
-    from replicator.plan.pgschema import ColumnPlan, ForeignKey, SchemaPlan, TablePlan
+    from replicator.plan.schemaplan import ColumnPlan, ForeignKey, SchemaPlan, TablePlan
     from replicator.values.targettype import parse_type
 
     integer = parse_type("integer")

@@ -11,7 +11,8 @@ import pytest
 
 from replicator import config
 from replicator.load import snapshot
-from replicator.plan import pgschema
+from replicator.plan import createmode
+from replicator.plan.schemaplan import SchemaPlan
 from tests.support.compare import assert_same
 
 ONE = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
@@ -52,16 +53,16 @@ def _source(path: Path, late_value: str | None) -> Path:
     return path
 
 
-def _full_plan(path: Path) -> pgschema.SchemaPlan:
+def _full_plan(path: Path) -> SchemaPlan:
     conn = snapshot.open_source(path, ONE)
     try:
         read = snapshot.read_source(conn)
     finally:
         conn.close()
-    return pgschema.plan_create(read.schema, read.profiles, ONE)
+    return createmode.plan_create(read.schema, read.profiles, ONE)
 
 
-def _types(plan: pgschema.SchemaPlan) -> dict[str, Any]:
+def _types(plan: SchemaPlan) -> dict[str, Any]:
     return {t.source: ([(c.name, c.type) for c in t.columns], t.primary_key) for t in plan.tables}
 
 

@@ -14,7 +14,7 @@ from replicator import config
 from replicator.config import ColumnOverride
 from replicator.errors import BadValue
 from replicator.load import snapshot
-from replicator.plan import pgschema
+from replicator.plan import createmode
 from replicator.values import quarantine
 from tests.support.compare import assert_same
 
@@ -91,7 +91,7 @@ def test_quarantine_skips_the_row_and_records_the_original(kind: str, tmp_path: 
             read = snapshot.read_source(conn)
         finally:
             conn.close()
-        plan = pgschema.plan_create(read.schema, read.profiles, _config(override))
+        plan = createmode.plan_create(read.schema, read.profiles, _config(override))
         assert any("refused unless" in w for t in plan.tables for w in t.warnings)
     assert assert_same(path, pg, result.plan, exclude={"items": {(2,)}}) == {"items": 2}
     row = pg.execute(

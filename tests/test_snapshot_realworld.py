@@ -12,7 +12,7 @@ import pytest
 from replicator import config
 from replicator.errors import UsageError
 from replicator.load import snapshot
-from replicator.plan import pgschema
+from replicator.plan import createmode
 from tests.conftest import REALWORLD, realworld_files
 from tests.support.compare import assert_same
 
@@ -54,7 +54,7 @@ def test_create_mode_loads_every_row_exactly(path: Path, pg_dsn: str, pg: psycop
         full = snapshot.read_source(conn)
     finally:
         conn.close()
-    measured = pgschema.plan_create(full.schema, full.profiles, CFG)
+    measured = createmode.plan_create(full.schema, full.profiles, CFG)
     assert {t.source: [c.type for c in t.columns] for t in result.plan.tables} == {
         t.source: [c.type for c in t.columns] for t in measured.tables
     }
@@ -123,10 +123,10 @@ def test_sakila_defaults_checks_and_triggers(realworld: Path, pg_dsn: str, pg: A
 def test_foreign_keys_validate_at_cutover(realworld: Path, tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     import sqlite3
 
-    from replicator.plan import pgschema
+    from replicator.plan import constraints
 
     snapshot.snapshot(realworld / "northwind" / "northwind.db", pg_dsn, CFG, mode="create")
-    checks = pgschema.validate_foreign_keys(pg, "public")
+    checks = constraints.validate_foreign_keys(pg, "public")
     assert len(checks) == 13
     assert [c for c in checks if c.error] == []
     orphan = tmp_path / "orphan.db"
@@ -136,6 +136,6 @@ def test_foreign_keys_validate_at_cutover(realworld: Path, tmp_path: Path, pg_ds
         conn.execute("INSERT INTO c VALUES (1, 7)")
     cfg = msgspec.structs.replace(CFG, target=msgspec.structs.replace(CFG.target, schema="orphans"))
     snapshot.snapshot(orphan, pg_dsn, cfg, mode="create")
-    (check,) = pgschema.validate_foreign_keys(pg, "orphans")
+    (check,) = constraints.validate_foreign_keys(pg, "orphans")
     assert check.name == "c_p_id_fkey"
     assert "violates foreign key constraint" in (check.error or "")

@@ -42,7 +42,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # the constant verifier._AFFINITY_SQL (never the manifest's declared-type text).
     ("replicator/load/offline/verifier.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
-    ("replicator/plan/pgschema.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
+    ("replicator/plan/constraints.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
     # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
     ("replicator/plan/chunkscan.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
     ("replicator/plan/chunkscan.py", "first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
@@ -50,7 +50,7 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     ("replicator/plan/chunkscan.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
     # The plan's own CREATE UNIQUE INDEX statement (built with sql.Identifier), re-run without UNIQUE to find
     # the two rows that kept it out (after its build failed).
-    ("replicator/plan/pgschema.py", "_unique_collision", "stmt.sql.removeprefix('CREATE UNIQUE INDEX ')"): (
+    ("replicator/plan/refusals.py", "unique_collision", "stmt.sql.removeprefix('CREATE UNIQUE INDEX ')"): (
         "the planner's own statement"
     ),
     # In these branches chosen.name is one of the literals the if just tested (varchar/char/time...).

@@ -33,7 +33,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator.plan.pgschema import ForeignKey, SchemaPlan, TablePlan
+from replicator.plan.schemaplan import ForeignKey, SchemaPlan, TablePlan
 from replicator.values import convert, quarantine, targettype
 from replicator.values.refusal import RowRefused
 from triggers.schema import Schema

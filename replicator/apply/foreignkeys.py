@@ -17,7 +17,7 @@ import psycopg.errors
 from psycopg import sql
 
 from replicator.errors import WAIT_CUT_SHORT
-from replicator.plan.pgschema import pg_message
+from replicator.plan.refusals import pg_message
 
 FkMode = Literal["replica", "parked"]
 

@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from replicator.plan.pgschema import SchemaPlan
+from replicator.plan.schemaplan import SchemaPlan
 
 
 def save_plan(conn: psycopg.Connection[Any], schema_name: str, plan: SchemaPlan) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from replicator.plan.pgschema import SchemaPlan, TablePlan
+from replicator.plan.schemaplan import SchemaPlan, TablePlan
 from replicator.plan.shape import TableShape, table_shape, unread_key
 from triggers.meta import Meta
 

@@ -33,7 +33,8 @@ from replicator.apply.refusals import has_quarantine, record_refusals
 from replicator.apply.tablestate import read_digests, write_table_state
 from replicator.apply.uniques import UniqueIndex, conflict_select, unique_indexes
 from replicator.errors import BadValue, TargetError, UniqueCollision, refused_by_target
-from replicator.plan.pgschema import SchemaPlan, collision_message, duplicates_query, pg_message
+from replicator.plan.refusals import collision_message, duplicates_query, pg_message
+from replicator.plan.schemaplan import SchemaPlan
 from replicator.plan.shape import TableShape
 from replicator.values import convert, quarantine, refusal, targettype
 from replicator.values.readback import digest_exact

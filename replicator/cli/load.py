@@ -74,7 +74,7 @@ def _with_snapshot_options(ctx: Context, identifiers: str | None) -> config.Conf
 def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: bool) -> None:
     """Translate the SQLite schema to PostgreSQL DDL: print it, or apply it to --target (no data)."""
     from replicator.load import snapshot
-    from replicator.plan import pgschema
+    from replicator.plan import createmode, ddl
 
     cfg = _with_snapshot_options(ctx, identifiers)
     conn = snapshot.open_source(ctx.source, cfg)
@@ -82,11 +82,11 @@ def schema(ctx: Context, print_only: bool, identifiers: str | None, replace: boo
         read = snapshot.read_source(conn)
     finally:
         conn.close()
-    plan = pgschema.plan_create(read.schema, read.profiles, cfg)
+    plan = createmode.plan_create(read.schema, read.profiles, cfg)
     if print_only or not cfg.target.dsn:
-        sys.stdout.write(pgschema.render_script(plan))
+        sys.stdout.write(ddl.render_script(plan))
         return
-    warnings = pgschema.apply_schema(ctx.target, plan, replace=replace)
+    warnings = ddl.apply_schema(ctx.target, plan, replace=replace)
     if not ctx.quiet:
         click.echo(f"created {len(plan.tables)} table(s) in schema {plan.schema}; {len(warnings)} warning(s)")
         for warning in warnings:

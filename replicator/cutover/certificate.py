@@ -26,8 +26,7 @@ from replicator import files, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.inspect import verify
-from replicator.plan import pgschema
-from replicator.plan.pgschema import NotCreated
+from replicator.plan.schemaplan import NotCreated, SchemaPlan
 from replicator.state import stateschema
 from triggers import source as sqlite_source
 
@@ -252,7 +251,7 @@ class Moved(msgspec.Struct, frozen=True):
     digest: str
 
 
-def pg_side(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, names: list[str]) -> dict[str, tuple[int, str]]:
+def pg_side(conn: psycopg.Connection[Any], plan: SchemaPlan, names: list[str]) -> dict[str, tuple[int, str]]:
     """Count and canonical digest of each table as PostgreSQL holds it now (one REPEATABLE READ snapshot).
 
     ``conn`` must be in autocommit mode (the snapshot is this function's own transaction)."""
@@ -267,7 +266,7 @@ def pg_side(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, names: lis
 
 def sqlite_side(
     path: Path,
-    plan: pgschema.SchemaPlan,
+    plan: SchemaPlan,
     names: list[str],
     busy_ms: int,
     quarantined: dict[str, frozenset[str]] | None = None,

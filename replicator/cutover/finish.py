@@ -22,7 +22,7 @@ from replicator.apply.foreignkeys import restore_foreign_keys
 from replicator.cutover.certificate import TableProof
 from replicator.cutover.freeze import Frozen
 from replicator.cutover.session import CutoverAborted, Options, Session
-from replicator.plan import pgschema
+from replicator.plan import constraints, schemaplan, sequences
 from replicator.state import phase
 from replicator.state.phase import ApplyState, Phase
 
@@ -33,7 +33,7 @@ class Finished(msgspec.Struct, frozen=True):
     sequences: dict[str, int]
     foreign_keys: tuple[str, ...]
     warnings: tuple[str, ...] = ()
-    not_created: tuple[pgschema.NotCreated, ...] = ()
+    not_created: tuple[schemaplan.NotCreated, ...] = ()
 
 
 def finish_postgres(
@@ -41,7 +41,7 @@ def finish_postgres(
 ) -> Finished:
     conn, schema = session.pconn, session.state_schema
     restored = restore_foreign_keys(conn, schema, session.plan.schema)
-    checks = pgschema.validate_foreign_keys(conn, session.plan.schema)
+    checks = constraints.validate_foreign_keys(conn, session.plan.schema)
     results = [(c.table, c.name, c.error) for c in restored] + [(c.table, c.name, c.error) for c in checks]
     broken = [
         f"{table}.{name}: {error} (orphans: {_orphans(conn, session.plan.schema, table, name)})"
@@ -54,7 +54,7 @@ def finish_postgres(
             hint="the orphans exist in SQLite too (it does not enforce FKs): fix them there, let them replicate, "
             "cut over again",
         )
-    sequences = pgschema.sync_sequences(conn, session.plan, pgschema.read_sqlite_sequence(frozen.conn))
+    synced = sequences.sync_sequences(conn, session.plan, sequences.read_sqlite_sequence(frozen.conn))
     refused = _remaining_post_load(conn, session.plan)
     not_created = (*dropped(session.plan), *refused)
     if not options.accept_missing_constraints:  # refused since the preflight tried them: new rows collide
@@ -63,8 +63,8 @@ def finish_postgres(
     store.append(conn, cut, schema)
     phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
-    warnings = tuple(pgschema.warning(n) for n in refused)
-    return Finished(cut, proofs, sequences, fks, warnings, not_created)
+    warnings = tuple(constraints.warning(n) for n in refused)
+    return Finished(cut, proofs, synced, fks, warnings, not_created)
 
 
 def _restated(session: Session, proofs: tuple[TableProof, ...]) -> dict[str, TableChange]:
@@ -124,13 +124,13 @@ def _orphans(conn: psycopg.Connection[Any], schema_name: str, table: str, name: 
     return ", ".join(f"({', '.join(child)})=({', '.join(map(str, r))})" for r in found) or "none found"
 
 
-def _remaining_post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:
+def _remaining_post_load(conn: psycopg.Connection[Any], plan: schemaplan.SchemaPlan) -> list[schemaplan.NotCreated]:
     """UNIQUE/indexes/CHECKs/FKs the snapshot could not create yet (e.g. refused then, fixable now); what
     PostgreSQL still refuses is returned, for the certificate."""
-    missing = pgschema.missing_post_load(conn, plan)
+    missing = constraints.missing_post_load(conn, plan)
     if not any(t.post_load for t in missing.tables):
         return []
-    return pgschema.post_load_refusals(conn, missing, timeouts_abort=True)
+    return constraints.post_load_refusals(conn, missing, timeouts_abort=True)
 
 
 def committed(session: Session, stop: int) -> bool:
@@ -154,12 +154,12 @@ def fence_where(dsn: str) -> str:
     return f"its data is now in {pg.describe(dsn)}"
 
 
-def dropped(plan: pgschema.SchemaPlan) -> list[pgschema.NotCreated]:
+def dropped(plan: schemaplan.SchemaPlan) -> list[schemaplan.NotCreated]:
     """What the plan never had a statement for (untranslatable; naming a table or column not migrated)."""
     return [n for t in plan.tables for n in t.dropped]
 
 
-def refuse_not_created(missing: list[pgschema.NotCreated]) -> None:
+def refuse_not_created(missing: list[schemaplan.NotCreated]) -> None:
     """Without ``--accept-missing-constraints``, one line naming each object PostgreSQL would lack, and why."""
     if missing:
         listed = "; ".join(f"{n.kind} {n.name} on {n.table}: {n.reason}" for n in missing)

@@ -17,7 +17,7 @@ from replicator.cutover.session import CutoverAborted, Held, Options, Session
 from replicator.errors import VerificationFailed
 from replicator.inspect import verify
 from replicator.load import resnapshot
-from replicator.plan import pgschema, skips
+from replicator.plan import constraints, skips
 from replicator.state import phase
 from replicator.state.phase import Phase
 from replicator.values import quarantine
@@ -53,7 +53,7 @@ def preflight(held: Held, options: Options) -> tuple[Session, dict[str, int]]:
             "reload the table with `replicator snapshot --replace --tables T`",
         )
     if not options.accept_missing_constraints:
-        refuse_not_created(dropped(session.plan) + pgschema.would_refuse(session.pconn, session.plan))
+        refuse_not_created(dropped(session.plan) + constraints.would_refuse(session.pconn, session.plan))
     quarantined = quarantine.unacknowledged(session.pconn, session.state_schema)
     if quarantined and not options.accept_quarantine:
         listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())

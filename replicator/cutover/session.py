@@ -36,7 +36,7 @@ from replicator.apply.writer import Writer
 from replicator.config import Config
 from replicator.cutover.certificate import IndependentCheck
 from replicator.errors import ReplicatorError, UsageError
-from replicator.plan import pgschema
+from replicator.plan import schemaplan
 from replicator.plan.shape import TableShape
 from replicator.progress import Progress
 from replicator.state import lock, stateschema
@@ -259,7 +259,7 @@ class Session:
         empty before the stop point."""
 
     @property
-    def plan(self) -> pgschema.SchemaPlan:
+    def plan(self) -> schemaplan.SchemaPlan:
         return self.applying.plan
 
     @property

@@ -89,7 +89,7 @@ from replicator.cutover.session import (
 )
 from replicator.cutover.stoppoint import copy_again, in_order, verify_stop_point
 from replicator.errors import ReplicatorError
-from replicator.plan import pgschema, skips
+from replicator.plan import refusals, schemaplan, skips
 from replicator.progress import Progress
 from replicator.state import phase
 from replicator.state.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
@@ -107,7 +107,7 @@ class Result(msgspec.Struct, frozen=True):
     certificate: Certificate | None = None
     certificate_path: str | None = None
     warnings: tuple[str, ...] = ()
-    not_created: tuple[pgschema.NotCreated, ...] = ()
+    not_created: tuple[schemaplan.NotCreated, ...] = ()
     """What PostgreSQL lacks of SQLite's schema after this cutover (a dry run: would lack)."""
 
 
@@ -247,7 +247,7 @@ def _after_fence(
         try:
             analyze(session)
         except psycopg.Error as exc:
-            warnings.append(f"ANALYZE failed: {pgschema.pg_message(exc)}; run it by hand")
+            warnings.append(f"ANALYZE failed: {refusals.pg_message(exc)}; run it by hand")
     with clock.step("certificate"):
         source_sha = _settled_sha256(session)
         cert = certificate.seal(
@@ -292,7 +292,7 @@ def _after_fence(
             with session.pconn.transaction():
                 certificate.store(session.pconn, session.state_schema, cert)
         except psycopg.Error as exc:
-            warnings.append(f"certificate not stored in the target ({pgschema.pg_message(exc)}); the file {path} is")
+            warnings.append(f"certificate not stored in the target ({refusals.pg_message(exc)}); the file {path} is")
         if unwritten is not None:
             raise unwritten
     for w in warnings:

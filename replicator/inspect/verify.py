@@ -70,7 +70,7 @@ from replicator import log, pg
 from replicator.config import ColumnOverride, Config
 from replicator.errors import UsageError
 from replicator.inspect import proof, status
-from replicator.plan import pgreflect, pgschema, profiler
+from replicator.plan import existingmode, pgreflect, profiler, schemaplan
 from replicator.plan.profile import TableProfile
 from replicator.plan.shape import TableShape, table_shape
 from replicator.progress import Progress
@@ -191,7 +191,7 @@ class Shape(TableShape, frozen=True):
 
 
 def shape_of(
-    table: pgschema.TablePlan, schema_name: str, *, computed: bool = False, independent: bool = False
+    table: schemaplan.TablePlan, schema_name: str, *, computed: bool = False, independent: bool = False
 ) -> Shape:
     """The read shape of a planned table: ``shape_of(plan.table(name), plan.schema)``.
 
@@ -263,7 +263,7 @@ def _quarantine_ident(key: Sequence[Any]) -> str:
     return json.dumps(list(quarantine.make("", {str(i): v for i, v in enumerate(key)}, "", None, "").key.values()))
 
 
-def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: pgschema.TablePlan) -> frozenset[str]:
+def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: schemaplan.TablePlan) -> frozenset[str]:
     """The keys of ``table`` the load quarantined (read in the caller's transaction).
 
     Only keyed tables: a keyless table's quarantine names rowids, which verify does not read, so its
@@ -274,7 +274,7 @@ def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: pgsch
 
 
 def quarantined_keys(
-    pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[pgschema.TablePlan]
+    pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[schemaplan.TablePlan]
 ) -> dict[str, frozenset[str]]:
     """Per keyed table, the keys the quarantine holds (as :func:`_quarantine_ident` spells them)."""
     ident = sql.Identifier(state_schema, "quarantine")
@@ -291,7 +291,9 @@ def quarantined_keys(
     return {name: frozenset(keys) for name, keys in out.items()}
 
 
-def independent_shape(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, name: str) -> Shape:
+def independent_shape(
+    pconn: psycopg.Connection[Any], state_schema: str, plan: schemaplan.SchemaPlan, name: str
+) -> Shape:
     """The shape verify compares ``name`` with: the independent reading, without the quarantined keys."""
     table = plan.table(name)
     shape = shape_of(table, plan.schema, computed=True, independent=True)
@@ -850,7 +852,7 @@ def _bisect(
 
 def plan_for(
     sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], config: Config, schema: Schema
-) -> pgschema.SchemaPlan:
+) -> schemaplan.SchemaPlan:
     """Map SQLite tables to the target's as they are now (existing-mode mapping: by name, PG types).
 
     Profiles are needed only to tell epoch seconds from milliseconds in integer-stored date-time
@@ -862,7 +864,7 @@ def plan_for(
     bookkeeping = {
         name: {**config.types.get(name, {}), "*": ColumnOverride()}
         for name in loaded
-        if name.lower() in pgschema.MIGRATION_TABLES and "*" not in config.types.get(name, {})
+        if name.lower() in existingmode.MIGRATION_TABLES and "*" not in config.types.get(name, {})
     }
     if bookkeeping:
         config = msgspec.structs.replace(config, types={**config.types, **bookkeeping})
@@ -881,7 +883,7 @@ def plan_for(
         )
         if temporal:
             profiles[table.name] = profiler.profile_table(sconn, msgspec.structs.replace(table, columns=temporal))
-    return pgschema.plan_existing(schema, reflected, profiles, config)
+    return existingmode.plan_existing(schema, reflected, profiles, config)
 
 
 def _holds_numbers(conn: sqlite3.Connection, table: str, column: str) -> bool:
@@ -1174,7 +1176,7 @@ def _compare(
     pconn: psycopg.Connection[Any],
     mode: Parallel,
     config: Config,
-    plan: pgschema.SchemaPlan,
+    plan: schemaplan.SchemaPlan,
     names: Sequence[str],
     applied: int | None,
     keys: bool,
@@ -1202,7 +1204,7 @@ def verify(
     keys: bool = False,
     max_keys: int = MAX_KEYS,
     *,
-    plan: pgschema.SchemaPlan | None = None,
+    plan: schemaplan.SchemaPlan | None = None,
     parallel: Parallel | Literal["auto"] = "auto",
     applied_by_caller: bool = False,
     progress: Progress | None = None,
@@ -1271,7 +1273,7 @@ def _not_applying(
         pconn.rollback()
 
 
-def _selected(plan: pgschema.SchemaPlan, tables: Sequence[str] | None) -> list[str]:
+def _selected(plan: schemaplan.SchemaPlan, tables: Sequence[str] | None) -> list[str]:
     known = [t.source for t in plan.tables]
     if not tables:
         return [n for n in plan.order if n in known] or known

@@ -20,7 +20,7 @@ from replicator import faults
 from replicator.apply import dependents
 from replicator.errors import BadValue, TargetError, refused_by_target
 from replicator.load.guess import _Unverified, verifier
-from replicator.plan import pgschema
+from replicator.plan import refusals, schemaplan
 from replicator.values import convert, quarantine, refusal, targettype
 from replicator.values.readback import digest_finisher, digest_kinds
 
@@ -45,14 +45,14 @@ class Copied(msgspec.Struct):
 KeyOf = Callable[[Sequence[Any]], dict[str, Any]]
 
 
-def read_layout(table: pgschema.TablePlan) -> tuple[list[str], list[str]]:
+def read_layout(table: schemaplan.TablePlan) -> tuple[list[str], list[str]]:
     """What a table's load selects: its loaded source columns, then the key columns not among them
     (``rowid`` for a table without a primary key), which only messages and quarantine rows use."""
     source_cols = [c.source for c in table.load_columns if c.source is not None]
     return source_cols, [k for k in list(table.key_source) or ["rowid"] if k not in source_cols]
 
 
-def key_getter(table: pgschema.TablePlan) -> KeyOf:
+def key_getter(table: schemaplan.TablePlan) -> KeyOf:
     """A selected row (:func:`read_layout`) → its key, column → SQLite value."""
     source_cols, extra = read_layout(table)
     positions = {name: i for i, name in enumerate(source_cols + extra)}
@@ -75,7 +75,7 @@ class RowPipe:
     skipped.
     """
 
-    def __init__(self, table: pgschema.TablePlan, *, key_of: KeyOf, policy: str, verify: bool, extra: bool) -> None:
+    def __init__(self, table: schemaplan.TablePlan, *, key_of: KeyOf, policy: str, verify: bool, extra: bool) -> None:
         self.table, self.key_of, self.policy = table, key_of, policy
         self.columns = table.load_columns
         source_cols = [c.source for c in self.columns if c.source is not None]
@@ -134,7 +134,7 @@ class RowPipe:
         return _Unverified(self.table.source, self.columns[self.missed[0]].name)
 
 
-def copy_statement(schema_name: str, table: pgschema.TablePlan, *, freeze: bool) -> sql.Composed:
+def copy_statement(schema_name: str, table: schemaplan.TablePlan, *, freeze: bool) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
         sql.Identifier(schema_name, table.name),
         sql.SQL(", ").join(sql.Identifier(c.name) for c in table.load_columns),
@@ -194,9 +194,9 @@ def copy_rows(
     return Copied(written=written, read=read, refusals=pipe.refusals, digest_sum=total, server_rows=server_rows)
 
 
-def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
+def copy_error(table: schemaplan.TablePlan, exc: psycopg.Error) -> TargetError:
     """PostgreSQL refused the table's rows: name the table and say what to do; nothing was committed."""
-    message = f"loading {table.source} into {table.name} failed: {pgschema.pg_message(exc)}; nothing was committed"
+    message = f"loading {table.source} into {table.name} failed: {refusals.pg_message(exc)}; nothing was committed"
     if isinstance(exc, psycopg.errors.ForeignKeyViolation | psycopg.errors.UniqueViolation):
         detail = exc.diag.message_detail  # "Key (parent_id)=(77) is not present in table ...": the orphan; or
         # "Key (at)=(2024-05-01 10:00:00) already exists": the key two SQLite rows share (one line even if a value
@@ -222,7 +222,7 @@ def copy_error(table: pgschema.TablePlan, exc: psycopg.Error) -> TargetError:
     )
 
 
-def _stopped(table: pgschema.TablePlan, key: dict[str, Any], exc: refusal.RowRefused) -> BadValue:
+def _stopped(table: schemaplan.TablePlan, key: dict[str, Any], exc: refusal.RowRefused) -> BadValue:
     shown = ", ".join(f"{k}={v!r}" for k, v in key.items())
     return BadValue(
         f"refused value in {table.source} ({shown}) column {exc.column}: {exc.reason}; "

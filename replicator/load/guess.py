@@ -22,7 +22,7 @@ from replicator.config import Config
 from replicator.load.context import LoadContext
 from replicator.load.costs import row_estimate
 from replicator.load.target import drop_tables, save_plan
-from replicator.plan import pgschema, typemap
+from replicator.plan import createmode, ddl, schemaplan, typemap
 from replicator.plan.category import TEMPORAL_TEXT
 from replicator.plan.profile import (
     STORAGE_CLASSES,
@@ -134,7 +134,7 @@ def _temporal_text(name: str, v: object) -> bool:
     return match[1] is None if name == "date" else match[2] is None if name == "timestamp" else True
 
 
-def _types_of(table: pgschema.TablePlan) -> pgschema.TablePlan:
+def _types_of(table: schemaplan.TablePlan) -> schemaplan.TablePlan:
     """The table's plan without its reasons and warnings (a guess and a full profile word them apart)."""
     columns = tuple(msgspec.structs.replace(c, reason="") for c in table.columns)
     return msgspec.structs.replace(table, columns=columns, warnings=(), guessed=False)
@@ -162,15 +162,15 @@ def plain_columns(table: Table, create: Config | None) -> Plain:
 
 
 def replan(
-    ctx: LoadContext, plan: pgschema.SchemaPlan, read: SourceRead, config: Config, name: str
-) -> pgschema.SchemaPlan:
+    ctx: LoadContext, plan: schemaplan.SchemaPlan, read: SourceRead, config: Config, name: str
+) -> schemaplan.SchemaPlan:
     """The plan after a guess the rows disproved: the table profiled in full and re-planned; if its
     types changed, the table is recreated and the plan saved (a resumed run and the daemon use it)."""
     bound = log.get("snapshot", table=name)
     table = read.schema.table(name)
     full = profile_table(ctx.sconn, table, plain=plain_columns(table, config))
     profiles = {**read.profiles, name: full}
-    fresh = pgschema.plan_create(read.schema, profiles, config).table(name)
+    fresh = createmode.plan_create(read.schema, profiles, config).table(name)
     old = plan.table(name)
     if _types_of(fresh) == _types_of(old):
         return plan
@@ -178,8 +178,8 @@ def replan(
     alone = msgspec.structs.replace(plan, tables=(fresh,), order=(name,))
     with ctx.pconn.transaction():
         drop_tables(ctx.pconn, plan.schema, [old.name])
-    created = pgschema.create_tables(ctx.pconn, alone, defer_pk=True)
-    fresh = pgschema.without_generated(alone, created.plain_generated).table(name)
+    created = ddl.create_tables(ctx.pconn, alone, defer_pk=True)
+    fresh = ddl.without_generated(alone, created.plain_generated).table(name)
     plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == name else t for t in plan.tables))
     with ctx.pconn.transaction():
         save_plan(ctx.pconn, config.target.state_schema, plan, replace=False)

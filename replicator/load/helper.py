@@ -34,7 +34,7 @@ from replicator.load.postload import index_table
 from replicator.load.results import TableResult
 from replicator.load.source import SourceRead, _profiles, open_source
 from replicator.load.table import load_table
-from replicator.plan import pgschema
+from replicator.plan import schemaplan, sequences
 from replicator.plan.chunkscan import Chunk, ChunkResult
 from replicator.plan.profile import (
     TableProfile,
@@ -118,7 +118,7 @@ class _LoadJob(msgspec.Struct, frozen=True):
 
     path: str
     config: Config
-    plan: pgschema.SchemaPlan
+    plan: schemaplan.SchemaPlan
     table: str
     run: LoadRun
     verify: bool = False
@@ -322,6 +322,6 @@ def read_source_parallel(
     return SourceRead(
         schema=schema,
         profiles=profiles,
-        sqlite_sequence=pgschema.read_sqlite_sequence(conn),
+        sqlite_sequence=sequences.read_sqlite_sequence(conn),
         guessed=frozenset(name for name, guess in guesses.items() if guess is not None),
     )

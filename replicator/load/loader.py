@@ -21,7 +21,7 @@ from replicator.load.postload import index_table
 from replicator.load.results import TableResult
 from replicator.load.source import SourceRead
 from replicator.load.table import load_table
-from replicator.plan import pgschema
+from replicator.plan.schemaplan import SchemaPlan
 from replicator.progress import Progress
 
 if TYPE_CHECKING:
@@ -35,9 +35,7 @@ class Loader:
     quarantined rows foreign keys follow (``held``), and which tables both processes convert.
     """
 
-    def __init__(
-        self, ctx: LoadContext, plan: pgschema.SchemaPlan, config: Config, read: SourceRead | None = None
-    ) -> None:
+    def __init__(self, ctx: LoadContext, plan: SchemaPlan, config: Config, read: SourceRead | None = None) -> None:
         self.ctx, self.plan, self.config, self.read = ctx, plan, config, read
         guessed = (t.source for t in plan.tables if t.guessed)
         self.guessed = frozenset(guessed) if plan.mode == "create" else frozenset()

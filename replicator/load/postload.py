@@ -19,7 +19,9 @@ from replicator import log
 from replicator.load.results import TableResult
 from replicator.load.source import SourceRead
 from replicator.load.target import only_tables
-from replicator.plan import pgschema
+from replicator.plan import constraints, ddl
+from replicator.plan.schemaplan import SchemaPlan
+from replicator.plan.sequences import sync_sequences
 
 
 def _existing_objects(pconn: psycopg.Connection[Any], schema_name: str) -> set[str]:
@@ -33,7 +35,7 @@ def _existing_objects(pconn: psycopg.Connection[Any], schema_name: str) -> set[s
     return {str(r[0]) for r in rows}
 
 
-def _pending_post_load(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> pgschema.SchemaPlan:
+def _pending_post_load(pconn: psycopg.Connection[Any], plan: SchemaPlan) -> SchemaPlan:
     """The plan without the post-load statements an interrupted earlier run already completed."""
     have = _existing_objects(pconn, plan.schema)
     tables = tuple(
@@ -42,7 +44,7 @@ def _pending_post_load(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan
     return msgspec.structs.replace(plan, tables=tables)
 
 
-def index_table(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, result: TableResult) -> TableResult:
+def index_table(pconn: psycopg.Connection[Any], plan: SchemaPlan, result: TableResult) -> TableResult:
     """Right after a table's load (create mode): its primary key (deferred, built over the loaded
     rows), UNIQUE constraints, indexes and CHECKs, then ANALYZE. With two loading processes one
     indexes while the other still copies, so the post-load work runs mostly in the shadow of the
@@ -51,16 +53,16 @@ def index_table(pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, resul
     if plan.mode != "create":
         return result
     table = plan.table(result.table)
-    pgschema.add_primary_key(pconn, plan.schema, table)
+    ddl.add_primary_key(pconn, plan.schema, table)
     pending = _pending_post_load(pconn, only_tables(plan, [result.table]))
-    refused = pgschema.apply_post_load(pconn, pending, kinds=pgschema.TABLE_LOCAL_KINDS)
+    refused = constraints.apply_post_load(pconn, pending, kinds=constraints.TABLE_LOCAL_KINDS)
     pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
     return msgspec.structs.replace(result, analyzed=True, warnings=result.warnings + tuple(refused))
 
 
 def finish_target(
     pconn: psycopg.Connection[Any],
-    plan: pgschema.SchemaPlan,
+    plan: SchemaPlan,
     read: SourceRead,
     warnings: list[str],
     analyzed: frozenset[str] = frozenset(),
@@ -71,7 +73,7 @@ def finish_target(
     started = time.monotonic()
     if plan.mode == "create":
         for table in plan.tables:  # tables an earlier, interrupted run loaded before their key was built
-            pgschema.add_primary_key(pconn, plan.schema, table)
+            ddl.add_primary_key(pconn, plan.schema, table)
         pending = _pending_post_load(pconn, plan)
         # What index_table already tried and PostgreSQL refused is not tried (and warned) twice.
         tables = tuple(
@@ -80,9 +82,9 @@ def finish_target(
             else t
             for t in pending.tables
         )
-        warnings.extend(pgschema.apply_post_load(pconn, msgspec.structs.replace(pending, tables=tables)))
+        warnings.extend(constraints.apply_post_load(pconn, msgspec.structs.replace(pending, tables=tables)))
     indexed = time.monotonic()
-    sequences = pgschema.sync_sequences(pconn, plan, read.sqlite_sequence)
+    sequences = sync_sequences(pconn, plan, read.sqlite_sequence)
     for table in plan.tables:
         if table.source not in analyzed:
             pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))

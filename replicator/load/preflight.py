@@ -3,7 +3,7 @@ meet, found in one read-only pass.
 
 A snapshot stops at the first problem, so a project with several (a Django app needed eight
 attempts, one column each) learns them one run at a time. This maps the SQLite schema onto the
-target's tables exactly as the snapshot does (:func:`replicator.plan.pgschema.map_existing`: every
+target's tables exactly as the snapshot does (:func:`replicator.plan.existingmode.map_existing`: every
 schema problem, not the first), then converts every row of every mapped table with the snapshot's
 own converter (:func:`replicator.values.convert.row_converter`) without writing anything, and reports each
 column holding values the target cannot take exactly: how many rows, the first key, the reason and
@@ -25,7 +25,7 @@ import msgspec
 from replicator import log, pg
 from replicator.config import Config
 from replicator.load import snapshot
-from replicator.plan import pgreflect, pgschema
+from replicator.plan import existingmode, pgreflect, schemaplan
 from replicator.plan.analyze_report import Finding
 from replicator.values import convert, convert_text
 from replicator.values.refusal import RowRefused, ValueRefused
@@ -52,7 +52,7 @@ def check_existing(path: Path, dsn: str, config: Config) -> list[Finding]:
         read = snapshot.read_source(conn)
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
             reflected = pgreflect.reflect(pconn, config.target.schema)
-        plan, problems = pgschema.map_existing(read.schema, reflected, read.profiles, config)
+        plan, problems = existingmode.map_existing(read.schema, reflected, read.profiles, config)
         conn.text_factory = convert_text.decode_text
         refused = [found for table in plan.tables for found in refused_columns(conn, table)]
     finally:
@@ -73,7 +73,7 @@ def check_existing(path: Path, dsn: str, config: Config) -> list[Finding]:
     return findings
 
 
-def refused_columns(conn: sqlite3.Connection, table: pgschema.TablePlan) -> list[RefusedColumn]:
+def refused_columns(conn: sqlite3.Connection, table: schemaplan.TablePlan) -> list[RefusedColumn]:
     """Convert every row of ``table`` as the snapshot would; per column, the values it refuses.
 
     The row converter runs first (the snapshot's fast path); only a refused row is converted value

@@ -30,8 +30,8 @@ drift check (which reinstalls triggers still missing) and before it applies a ba
 
 **A table created in SQLite after the snapshot** is picked up the same way (:func:`adopt`, then a
 reload owed with the reason :data:`NEW_TABLE`). Step 1 is its plan: create mode plans it like the
-snapshot does (``pgschema.plan_create``, its own profile) and creates the PostgreSQL table; existing
-mode maps it onto the table the app's migration created (``pgschema.plan_existing``) or refuses,
+snapshot does (``createmode.plan_create``, its own profile) and creates the PostgreSQL table; existing
+mode maps it onto the table the app's migration created (``existingmode.plan_existing``) or refuses,
 naming the fix. The table joins the saved plan in the same PostgreSQL transaction, so later runs,
 ``status``, ``verify`` and ``cutover`` see it. A crash after 1 leaves the table new in SQLite (no
 install record): found again, and the plan already has it, so nothing is planned or created twice.
@@ -64,7 +64,7 @@ from replicator.apply.targets import resolve_targets
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
-from replicator.plan import pgreflect, pgschema, skips
+from replicator.plan import constraints, createmode, ddl, existingmode, pgreflect, schemaplan, skips
 from replicator.plan.profiler import profile_table
 from replicator.plan.shape import TableShape
 from replicator.state import lock
@@ -134,11 +134,11 @@ def adopt(
     conn: psycopg.Connection[Any],
     sconn: sqlite3.Connection,
     *,
-    plan: pgschema.SchemaPlan,
+    plan: schemaplan.SchemaPlan,
     table: str,
     config: Config,
     state_schema: str,
-) -> pgschema.SchemaPlan:
+) -> schemaplan.SchemaPlan:
     """Step 1 for a new SQLite table: plan it (create mode: and create it) and save the plan with it,
     in one PostgreSQL transaction; returns the new plan. Idempotent: a planned table is only checked.
 
@@ -155,7 +155,7 @@ def adopt(
             if plan.mode != "create":
                 raise _missing(table, planned.name, plan.schema)
             with conn.transaction():
-                pgschema.create_tables(conn, _only(plan, planned))
+                ddl.create_tables(conn, _only(plan, planned))
         return plan
     sconn.execute("BEGIN")
     try:
@@ -166,7 +166,7 @@ def adopt(
         sconn.execute("COMMIT")
     taken = {t.name: t.source for t in plan.tables}
     if plan.mode == "create":
-        fresh = pgschema.plan_create(schema, profiles, config).table(table)
+        fresh = createmode.plan_create(schema, profiles, config).table(table)
         if fresh.name in taken or _table_exists(conn, plan.schema, fresh.name):
             owner = f"SQLite table {taken[fresh.name]!r}" if fresh.name in taken else "no table replicator created"
             raise NotAdopted(
@@ -177,9 +177,9 @@ def adopt(
     else:
         only = msgspec.structs.replace(schema, tables=(source_table,))
         try:
-            mapped = pgschema.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
+            mapped = existingmode.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
         except UsageError as exc:
-            if isinstance(exc, pgschema.SchemaMismatch) and table in exc.missing_tables:
+            if isinstance(exc, existingmode.SchemaMismatch) and table in exc.missing_tables:
                 raise _missing(table, table, plan.schema) from None
             raise NotAdopted(
                 f"new table {table!r} cannot be loaded into PostgreSQL (existing mode): {exc.message}",
@@ -198,8 +198,8 @@ def adopt(
             )
     with conn.transaction():
         if plan.mode == "create":
-            created = pgschema.create_tables(conn, _only(plan, fresh))
-            fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
+            created = ddl.create_tables(conn, _only(plan, fresh))
+            fresh = ddl.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
         new_plan = msgspec.structs.replace(plan, tables=(*plan.tables, fresh), order=(*plan.order, table))
         new_plan = dependents.adopted(new_plan, conn, schema, table)
         save_plan(conn, state_schema, new_plan)
@@ -218,7 +218,7 @@ def is_columns_dropped(reason: str) -> bool:
     return reason.startswith(COLUMNS_DROPPED)
 
 
-def dropped_columns(sconn: sqlite3.Connection, plan: pgschema.SchemaPlan, table: str) -> list[pgschema.ColumnPlan]:
+def dropped_columns(sconn: sqlite3.Connection, plan: schemaplan.SchemaPlan, table: str) -> list[schemaplan.ColumnPlan]:
     """The table's planned columns SQLite no longer has (read now, not from the owed reason: a restart
     sees the same answer). ``sconn``: read-only, autocommit."""
     sconn.execute("BEGIN")
@@ -233,11 +233,11 @@ def replan(
     conn: psycopg.Connection[Any],
     sconn: sqlite3.Connection,
     *,
-    plan: pgschema.SchemaPlan,
+    plan: schemaplan.SchemaPlan,
     table: str,
     config: Config,
     state_schema: str,
-) -> pgschema.SchemaPlan:
+) -> schemaplan.SchemaPlan:
     """Existing mode, a table whose SQLite columns changed: map it again onto the PostgreSQL table as the
     app's migration left it, and save the plan; returns the new plan. Raises :class:`NotAdopted` (nothing
     saved) while the two do not match. Idempotent: a table that maps the same is saved unchanged."""
@@ -250,7 +250,7 @@ def replan(
         sconn.execute("COMMIT")
     only = msgspec.structs.replace(schema, tables=(source_table,))
     try:
-        mapped = pgschema.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
+        mapped = existingmode.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
     except UsageError as exc:
         raise NotAdopted(
             f"table {table!r} cannot be mapped again (existing mode): {exc.message}", hint=exc.hint
@@ -267,8 +267,8 @@ def replan(
     return new_plan
 
 
-def _only(plan: pgschema.SchemaPlan, table: pgschema.TablePlan) -> pgschema.SchemaPlan:
-    return pgschema.SchemaPlan(mode=plan.mode, schema=plan.schema, tables=(table,), order=(table.source,))
+def _only(plan: schemaplan.SchemaPlan, table: schemaplan.TablePlan) -> schemaplan.SchemaPlan:
+    return schemaplan.SchemaPlan(mode=plan.mode, schema=plan.schema, tables=(table,), order=(table.source,))
 
 
 def _missing(table: str, target: str, schema_name: str) -> NotAdopted:
@@ -280,7 +280,7 @@ def _missing(table: str, target: str, schema_name: str) -> NotAdopted:
     )
 
 
-def _post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, table: pgschema.TablePlan) -> list[str]:
+def _post_load(conn: psycopg.Connection[Any], plan: schemaplan.SchemaPlan, table: schemaplan.TablePlan) -> list[str]:
     """The table's indexes and constraints not built yet (a redone reload finds some), after its rows."""
     have = {
         str(r[0])
@@ -293,7 +293,7 @@ def _post_load(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, table: 
         )
     }
     todo = msgspec.structs.replace(table, post_load=tuple(s for s in table.post_load if s.name not in have))
-    return pgschema.apply_post_load(conn, _only(plan, todo))
+    return constraints.apply_post_load(conn, _only(plan, todo))
 
 
 def reload(
@@ -301,7 +301,7 @@ def reload(
     *,
     source: Path,
     config: Config,
-    plan: pgschema.SchemaPlan,
+    plan: schemaplan.SchemaPlan,
     target: TableShape | None,
     prev: Checkpoint,
     fk: FkMode,
@@ -455,11 +455,11 @@ def _check_captured(sconn: sqlite3.Connection, table: str) -> None:
 def _plan_again(
     conn: psycopg.Connection[Any],
     sconn: sqlite3.Connection,
-    plan: pgschema.SchemaPlan,
+    plan: schemaplan.SchemaPlan,
     table: str,
     config: Config,
     state_schema: str,
-) -> pgschema.SchemaPlan:
+) -> schemaplan.SchemaPlan:
     """The table planned from SQLite as it is now and saved with the plan; create mode recreates it."""
     if plan.mode != "create":
         return replan(conn, sconn, plan=plan, table=table, config=config, state_schema=state_schema)
@@ -470,7 +470,7 @@ def _plan_again(
     finally:
         sconn.execute("COMMIT")
     old = plan.table(table)
-    fresh = pgschema.plan_create(schema, profiles, config).table(table)
+    fresh = createmode.plan_create(schema, profiles, config).table(table)
     ident = sql.Identifier(plan.schema, old.name)
     with conn.transaction():
         referencing = conn.execute(
@@ -479,8 +479,8 @@ def _plan_again(
             (ident.as_string(conn),),
         ).fetchall()
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(ident))
-        created = pgschema.create_tables(conn, _only(plan, fresh))
-        fresh = pgschema.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
+        created = ddl.create_tables(conn, _only(plan, fresh))
+        fresh = ddl.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
         for owner, name, definition in referencing:  # dropped by CASCADE: put back (validated at cutover)
             unchecked = "" if str(definition).endswith("NOT VALID") else " NOT VALID"
             conn.execute(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from checkpoints.digest import EMPTY
-from replicator.plan import pgschema
+from replicator.plan.schemaplan import SchemaPlan
 
 
 class TableResult(msgspec.Struct, frozen=True):
@@ -42,7 +42,7 @@ class SnapshotResult(msgspec.Struct, frozen=True):
     seconds: float
     sequences: dict[str, int] = msgspec.field(default_factory=dict)
     """``table.column`` → the next value its identity/serial sequence will give."""
-    plan: pgschema.SchemaPlan | None = None
+    plan: SchemaPlan | None = None
     """The plan that was loaded (types per column), for verification."""
     snapshot_seq: int | None = None
     """The journal high-water mark streaming starts after; None when capture is not installed."""

@@ -30,7 +30,8 @@ from replicator.load.postload import finish_target
 from replicator.load.results import TableResult
 from replicator.load.source import SourceRead, read_source
 from replicator.load.target import build_plan, check_target, only_tables, prepare_target, resolve_mode, save_plan
-from replicator.plan import pgschema
+from replicator.plan.schemaplan import SchemaPlan
+from replicator.plan.sequences import read_sqlite_sequence
 from replicator.state import schema as state
 from replicator.state import stateschema
 from triggers.schema import read_schema
@@ -48,7 +49,7 @@ class Options(msgspec.Struct, frozen=True):
 class Setup(msgspec.Struct):
     """The plan the run loads with, the source read that made it, what earlier runs loaded."""
 
-    plan: pgschema.SchemaPlan
+    plan: SchemaPlan
     read: SourceRead
     loaded: dict[str, state.TableState]
     reused_plan: bool
@@ -74,7 +75,7 @@ def setup(
         _same_source(pconn, state_schema, identity, loaded)
     saved = load_plan(pconn, state_schema) if resume and _last_run_source(pconn, state_schema) else None
     if saved is not None:
-        read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=pgschema.read_sqlite_sequence(sconn))
+        read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=read_sqlite_sequence(sconn))
         plan = saved
     else:
         resolved = resolve_mode(pconn, config, options.mode)
@@ -108,7 +109,7 @@ def load_tables(
     options: Options,
     warnings: list[str],
     parallel: tuple[Helper, Path] | None,
-) -> tuple[pgschema.SchemaPlan, list[TableResult], dict[str, int]]:
+) -> tuple[SchemaPlan, list[TableResult], dict[str, int]]:
     """Prepare the target, load what is left to load, then what ``index_table`` left: the plan loaded
     (a disproved guess may have changed a table's types), each table's result, the sequences."""
     pconn = ctx.pconn
@@ -211,9 +212,7 @@ def mark_failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int, 
         log.get("snapshot").warning("could not record the failed run", run_id=run_id)
 
 
-def finish_run(
-    ctx: LoadContext, plan: pgschema.SchemaPlan, results: Sequence[TableResult]
-) -> tuple[int | None, str | None]:
+def finish_run(ctx: LoadContext, plan: SchemaPlan, results: Sequence[TableResult]) -> tuple[int | None, str | None]:
     """One transaction: the genesis checkpoint (capture installed), the mark, the run's end.
 
     The genesis covers every table with its count and checksum; its ``seq_to`` is the oldest mark a

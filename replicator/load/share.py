@@ -55,7 +55,7 @@ from replicator.load.copyrows import Copied, RowPipe, copy_statement, key_getter
 from replicator.load.costs import table_rows
 from replicator.load.guess import _Unverified, plain_columns
 from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
-from replicator.plan import chunkscan, pgschema, profiler
+from replicator.plan import chunkscan, profiler, schemaplan
 from replicator.plan.chunkscan import Chunk, ChunkResult
 from replicator.plan.profile import TableProfile
 from replicator.values import quarantine, targettype
@@ -124,7 +124,7 @@ def _error_of(exc: BaseException) -> tuple[str, str, str]:
     return ("failed", failure.message, failure.hint)
 
 
-def _raise_error(table: pgschema.TablePlan, error: tuple[str, str, str]) -> BaseException:
+def _raise_error(table: schemaplan.TablePlan, error: tuple[str, str, str]) -> BaseException:
     kind, message, hint = error
     if kind == "unverified":
         return _Unverified(table.source, message)
@@ -139,7 +139,7 @@ def _raise_error(table: pgschema.TablePlan, error: tuple[str, str, str]) -> Base
 class _Session:
     """The helper's state for one shared table: its pipe, built from the plan the main process sent."""
 
-    def __init__(self, session: int, table: pgschema.TablePlan, verify: bool, policy: str) -> None:
+    def __init__(self, session: int, table: schemaplan.TablePlan, verify: bool, policy: str) -> None:
         self.session = session
         self.pipe: RowPipe | None = None
         self.error: tuple[str, str, str] | None = None
@@ -211,7 +211,7 @@ class Coprocessor:
         self,
         pconn: psycopg.Connection[Any],
         schema_name: str,
-        table: pgschema.TablePlan,
+        table: schemaplan.TablePlan,
         batches: Iterable[Sequence[Sequence[Any]]],
         *,
         policy: str,
@@ -315,7 +315,7 @@ class Coprocessor:
 class _SharedLoad:
     """One shared table's COPY: deals, converts, writes blocks, keeps the totals."""
 
-    def __init__(self, copro: Coprocessor, table: pgschema.TablePlan, on_batch: Callable[[int], None]) -> None:
+    def __init__(self, copro: Coprocessor, table: schemaplan.TablePlan, on_batch: Callable[[int], None]) -> None:
         self.copro, self.table, self.on_batch = copro, table, on_batch
         self.read = self.total = self.helper_rows = 0
         self.refusals: dict[int, list[quarantine.Refusal]] = {}

@@ -15,7 +15,7 @@ import msgspec
 
 from replicator.config import Config
 from replicator.load.guess import guess_profile, plain_columns
-from replicator.plan import pgschema
+from replicator.plan import sequences
 from replicator.plan.profile import (
     TableProfile,
 )
@@ -50,7 +50,7 @@ def read_source(conn: sqlite3.Connection, create: Config | None = None, *, guess
     schema = read_schema(conn)
     profiles, guessed = _profiles(conn, schema, [t.name for t in schema.tables], create, guess=guess)
     return SourceRead(
-        schema=schema, profiles=profiles, sqlite_sequence=pgschema.read_sqlite_sequence(conn), guessed=guessed
+        schema=schema, profiles=profiles, sqlite_sequence=sequences.read_sqlite_sequence(conn), guessed=guessed
     )
 
 

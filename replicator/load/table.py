@@ -24,7 +24,8 @@ from replicator.load.context import LoadContext
 from replicator.load.copyrows import Copied, RowPipe, copy_error, copy_rows, key_getter, read_layout
 from replicator.load.results import TableResult
 from replicator.load.source import _batches, _DecodeFallback, _select
-from replicator.plan import pgschema
+from replicator.plan import refusals
+from replicator.plan.schemaplan import ForeignKey, SchemaPlan, TablePlan
 from replicator.progress import Progress
 from replicator.state import schema as state
 from replicator.values import convert_text, quarantine
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 
 def load_table(
     ctx: LoadContext,
-    plan: pgschema.SchemaPlan,
-    table: pgschema.TablePlan,
+    plan: SchemaPlan,
+    table: TablePlan,
     *,
     verify: bool = False,
     held: dependents.Held | None = None,
@@ -81,7 +82,7 @@ class _How:
 def _load_decoding(
     load: Callable[[Callable[[bytes], str] | None], TableResult],
     sconn: sqlite3.Connection,
-    table: pgschema.TablePlan,
+    table: TablePlan,
     bound: Any,
     refusal: Callable[[psycopg.Error], ReplicatorError],
 ) -> TableResult:
@@ -105,7 +106,7 @@ class _Redo(Exception):
 
 @contextlib.contextmanager
 def _self_references(
-    pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, held: dependents.Held | None, name: str
+    pconn: psycopg.Connection[Any], plan: SchemaPlan, held: dependents.Held | None, name: str
 ) -> Iterator[None]:
     """Around a table's COPY: raise ``_Redo`` when a loaded row references a row of its own table the
     pass quarantined after it (existing mode: the COPY fails on the app's key; create mode: found)."""
@@ -119,14 +120,14 @@ def _self_references(
         if held.fresh(name):
             raise _Redo from None
         raise
-    by_fk: dict[pgschema.ForeignKey, list[tuple[Any, ...]]] = {}
+    by_fk: dict[ForeignKey, list[tuple[Any, ...]]] = {}
     for fk, value in held.fresh(name):
         by_fk.setdefault(fk, []).append(value)
     if any(dependents.referencing(pconn, plan, fk, values, limit=1) for fk, values in by_fk.items()):
         raise _Redo
 
 
-def _count_check(table: pgschema.TablePlan, source_count: int, copied: Copied) -> None:
+def _count_check(table: TablePlan, source_count: int, copied: Copied) -> None:
     """The table was emptied in the load's transaction: COPY's count is the table's."""
     if copied.server_rows != copied.written or copied.read != source_count:
         raise TargetError(
@@ -138,8 +139,8 @@ def _count_check(table: pgschema.TablePlan, source_count: int, copied: Copied) -
 
 def _load_table(
     ctx: LoadContext,
-    plan: pgschema.SchemaPlan,
-    table: pgschema.TablePlan,
+    plan: SchemaPlan,
+    table: TablePlan,
     how: _How,
     text_factory: Callable[[bytes], str] | None,
 ) -> TableResult:
@@ -181,7 +182,7 @@ def _load_table(
     )
 
 
-def _copy_table(ctx: LoadContext, plan: pgschema.SchemaPlan, table: pgschema.TablePlan, how: _How) -> Copied:
+def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How) -> Copied:
     """Empty the table and COPY its rows into it, in the caller's transaction (here or shared with the helper)."""
     pconn, progress = ctx.pconn, ctx.progress
     source_cols, extra = read_layout(table)
@@ -209,9 +210,7 @@ def _copy_table(ctx: LoadContext, plan: pgschema.SchemaPlan, table: pgschema.Tab
         )
 
 
-def _loaded(
-    table: pgschema.TablePlan, copied: Copied, seconds: float, progress: Progress | None, *, shared: bool
-) -> None:
+def _loaded(table: TablePlan, copied: Copied, seconds: float, progress: Progress | None, *, shared: bool) -> None:
     """Report a committed table: quarantined rows, progress, the log line."""
     bound = log.get("snapshot", table=table.source)
     if copied.refusals:
@@ -228,7 +227,7 @@ def _loaded(
 
 
 def unique_refusal(
-    ctx: LoadContext, plan: pgschema.SchemaPlan, table: pgschema.TablePlan, exc: psycopg.errors.UniqueViolation
+    ctx: LoadContext, plan: SchemaPlan, table: TablePlan, exc: psycopg.errors.UniqueViolation
 ) -> ReplicatorError:
     """A UNIQUE index of the target refused the table's rows: name two rows it finds equal, and the index.
 
@@ -236,7 +235,7 @@ def unique_refusal(
     a date-time column where two spellings are one instant): rows SQLite keeps distinct collide, and
     PostgreSQL's message names neither. So the rows are copied again with that index dropped, in a
     transaction that is rolled back (the index with it), and grouped on the index's terms as the apply
-    does (:func:`pgschema.duplicates_query`). PostgreSQL's own message when that cannot be said.
+    does (:func:`refusals.duplicates_query`). PostgreSQL's own message when that cannot be said.
     """
     sconn, pconn = ctx.sconn, ctx.pconn
     name = exc.diag.constraint_name
@@ -265,14 +264,14 @@ def unique_refusal(
             batches = _batches(sconn, _select(table.source, source_cols + extra), ctx.run.fetch_rows)
             pipe = RowPipe(table, key_of=key_getter(table), policy=ctx.run.policy, verify=False, extra=bool(extra))
             copy_rows(pconn, plan.schema, pipe, batches)
-            keys = pconn.execute(pgschema.duplicates_query(ident, exprs, predicate, key)).fetchall()
+            keys = pconn.execute(refusals.duplicates_query(ident, exprs, predicate, key)).fetchall()
     except psycopg.Error:  # another constraint refused the copy without the index: PostgreSQL's own message
         return copy_error(table, exc)
     if len(set(keys)) < 2:  # the key itself collided: PostgreSQL would show one key twice
         return copy_error(table, exc)
     names = table.key_source if len(table.key_source) == len(key) else key
     return UniqueCollision(
-        pgschema.collision_message(table.source, names, keys[:2], name, exprs) + "; nothing was committed",
+        refusals.collision_message(table.source, names, keys[:2], name, exprs) + "; nothing was committed",
         hint=(
             "make the two values distinct as PostgreSQL compares them (its lower()/upper() fold every letter, "
             f"SQLite's only ASCII; date-time text is compared as the instant it names), or drop index {name} "

@@ -17,7 +17,9 @@ from replicator import log
 from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import TargetError, TargetNotEmpty, UsageError
-from replicator.plan import pgreflect, pgschema
+from replicator.plan import createmode, ddl, existingmode, pgreflect
+from replicator.plan.refusals import pg_message
+from replicator.plan.schemaplan import SchemaPlan
 from replicator.state import schema as state
 
 if TYPE_CHECKING:
@@ -44,15 +46,15 @@ def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None
     return "create" if state.last_snapshot_mode(conn, config.target.state_schema) == "create" else "existing"
 
 
-def build_plan(
-    conn: psycopg.Connection[Any] | None, read: SourceRead, config: Config, mode: str
-) -> pgschema.SchemaPlan:
+def build_plan(conn: psycopg.Connection[Any] | None, read: SourceRead, config: Config, mode: str) -> SchemaPlan:
     """The plan, with the foreign keys the quarantine follows (:func:`dependents.with_foreign_keys`)."""
     if mode == "create":
-        return dependents.with_foreign_keys(pgschema.plan_create(read.schema, read.profiles, config), conn, read.schema)
+        return dependents.with_foreign_keys(
+            createmode.plan_create(read.schema, read.profiles, config), conn, read.schema
+        )
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
-    plan = pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
+    plan = existingmode.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
     return dependents.with_foreign_keys(plan, conn, read.schema, config.target.state_schema)
 
 
@@ -78,7 +80,7 @@ def _tables_with_rows(conn: psycopg.Connection[Any], schema_name: str, names: Se
 
 def check_target(
     conn: psycopg.Connection[Any],
-    plan: pgschema.SchemaPlan,
+    plan: SchemaPlan,
     *,
     replace: bool,
     resume: bool = False,
@@ -139,7 +141,7 @@ def drop_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence
         )
 
 
-def _truncate_all(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> None:
+def _truncate_all(conn: psycopg.Connection[Any], plan: SchemaPlan) -> None:
     """``--replace`` in existing mode: empty every mapped table in one statement.
 
     One TRUNCATE over all of them is what foreign keys between them allow (a per-table TRUNCATE
@@ -158,12 +160,12 @@ def _truncate_all(conn: psycopg.Connection[Any], plan: pgschema.SchemaPlan) -> N
             )
     except psycopg.errors.FeatureNotSupported as exc:
         raise TargetError(
-            f"cannot empty the target tables for --replace: {pgschema.pg_message(exc)}",
+            f"cannot empty the target tables for --replace: {pg_message(exc)}",
             hint="a table the SQLite file does not have references them; empty it first",
         ) from None
 
 
-def only_tables(plan: pgschema.SchemaPlan, names: Sequence[str]) -> pgschema.SchemaPlan:
+def only_tables(plan: SchemaPlan, names: Sequence[str]) -> SchemaPlan:
     """``--tables``: the plan restricted to these SQLite tables (foreign keys to the others are dropped
     with a warning by the post-load step); an unknown name is an error, not a silent skip."""
     known = {t.source for t in plan.tables}
@@ -183,12 +185,12 @@ def only_tables(plan: pgschema.SchemaPlan, names: Sequence[str]) -> pgschema.Sch
 
 def prepare_target(
     pconn: psycopg.Connection[Any],
-    plan: pgschema.SchemaPlan,
+    plan: SchemaPlan,
     *,
     replace: bool,
     reuse: bool,
     warnings: list[str],
-) -> pgschema.SchemaPlan:
+) -> SchemaPlan:
     """Existing mode: empty the tables for --replace. Create mode: (re)create the tables.
 
     ``reuse``: a resumed run with the saved plan; the tables exist already and keep their rows.
@@ -203,12 +205,12 @@ def prepare_target(
     if replace:
         with pconn.transaction():
             drop_tables(pconn, plan.schema, _existing_tables(pconn, plan.schema, [t.name for t in plan.tables]))
-    created = pgschema.create_tables(pconn, plan, defer_pk=True)
+    created = ddl.create_tables(pconn, plan, defer_pk=True)
     warnings.extend(created.warnings)
-    return pgschema.without_generated(plan, created.plain_generated)
+    return ddl.without_generated(plan, created.plain_generated)
 
 
-def save_plan(pconn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan, *, replace: bool) -> None:
+def save_plan(pconn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan, *, replace: bool) -> None:
     """Keep the plan (a resumed run and the daemon convert exactly as this run does); on ``--replace``
     forget every earlier table mark, the mark, and the checkpoint chain: this snapshot supersedes them."""
     from replicator.apply.savedplan import save_plan

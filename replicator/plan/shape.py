@@ -1,7 +1,7 @@
 """One table as the row-moving stages see it: its columns on both sides, their types, and its key.
 
 Why one model: the apply (what to read in SQLite and write in PostgreSQL for a journaled key) and verify
-(what to read on each side and compare) both resolve a :class:`~replicator.plan.pgschema.TablePlan` into
+(what to read on each side and compare) both resolve a :class:`~replicator.plan.schemaplan.TablePlan` into
 the same things: the SQLite and PostgreSQL names of the table and of its loaded columns, the columns'
 types, and where the key sits among them. They used to build two structs for it (``apply.TableTarget``,
 ``verify.Shape``); the key's positions were computed twice, one way in each. verify's own reading options
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from replicator.plan.pgschema import ColumnPlan, TablePlan
+from replicator.plan.schemaplan import ColumnPlan, TablePlan
 from replicator.values.targettype import TargetType
 
 

@@ -3,10 +3,10 @@
 Two kinds of table are never applied:
 
 * **skipped by config**: ``[types."T"."*"] skip = true``, in either mode;
-* **an ORM's migration bookkeeping** (:data:`replicator.plan.pgschema.MIGRATION_TABLES`, e.g.
+* **an ORM's migration bookkeeping** (:data:`replicator.plan.existingmode.MIGRATION_TABLES`, e.g.
   ``_prisma_migrations``) that existing mode leaves out of the plan: the target's own migrations
   (``prisma migrate deploy``...) filled its PostgreSQL twin, and SQLite's rows describe another
-  history. The rule is :func:`replicator.plan.pgschema.plan_existing`'s (config naming the table with
+  history. The rule is :func:`replicator.plan.existingmode.plan_existing`'s (config naming the table with
   ``"*"`` loads it: then it is planned like any table).
 
 ``capture install`` runs before any plan exists (the mode is chosen by the snapshot), so it captures
@@ -26,7 +26,8 @@ import psycopg
 from psycopg import sql
 
 from replicator.config import Config
-from replicator.plan.pgschema import MIGRATION_TABLES, SchemaPlan
+from replicator.plan.existingmode import MIGRATION_TABLES
+from replicator.plan.schemaplan import SchemaPlan
 
 BOOKKEEPING: Final = (
     "the ORM's migration bookkeeping: existing mode leaves it to the target's own migrations "

@@ -29,7 +29,7 @@ from replicator.apply.savedplan import save_plan
 from replicator.apply.tablestate import set_table_error
 from replicator.config import Config
 from replicator.load import resnapshot, snapshot
-from replicator.plan import pgschema, typemap
+from replicator.plan import createmode, typemap
 from replicator.stream.session import ApplySession, WorkerError
 from triggers import drift
 from triggers.install import install_on
@@ -258,7 +258,7 @@ class DriftFollower:
             read = snapshot.read_source(self.sconn)
         finally:
             self.sconn.execute("COMMIT")
-        fresh = pgschema.plan_create(read.schema, read.profiles, self.config).table(table)
+        fresh = createmode.plan_create(read.schema, read.profiles, self.config).table(table)
         old = s.plan.table(table)
         have = {c.name for c in old.columns}
         added = [c for c in fresh.columns if c.name not in have]

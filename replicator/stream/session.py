@@ -37,7 +37,8 @@ from replicator.apply.writer import Writer
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
-from replicator.plan import pgreflect, pgschema, skips
+from replicator.plan import existingmode, pgreflect, skips
+from replicator.plan.schemaplan import SchemaPlan
 from replicator.state import integrity, phase, stateschema
 from replicator.state import schema as state
 from triggers import fence, journal
@@ -87,7 +88,7 @@ class ApplySession:
         meta: Meta,
         config: Config,
         *,
-        plan: pgschema.SchemaPlan,
+        plan: SchemaPlan,
         prev: Checkpoint,
         skip_reasons: dict[str, str],
         refuse: Refuse,
@@ -157,13 +158,13 @@ class ApplySession:
             self.conn.close()
 
 
-def fatal(plan: pgschema.SchemaPlan, problems: dict[str, str]) -> dict[str, str]:
+def fatal(plan: SchemaPlan, problems: dict[str, str]) -> dict[str, str]:
     """Problems that stop the apply: a captured table the plan lacks is picked up by the drift check."""
     planned = {t.source for t in plan.tables}
     return {n: why for n, why in problems.items() if n in planned}
 
 
-def skips_of(config: Config, plan: pgschema.SchemaPlan | None, meta: Meta, new: Iterable[str] = ()) -> dict[str, str]:
+def skips_of(config: Config, plan: SchemaPlan | None, meta: Meta, new: Iterable[str] = ()) -> dict[str, str]:
     """The tables left out among the captured, the typed and ``new`` ones, with the reason."""
     return skips.skipped(config, plan, {*meta.tables, *config.types, *new})
 
@@ -230,7 +231,7 @@ def open_for_daemon(
     return live, root
 
 
-def _recorded_refusal(conn: psycopg.Connection[Any], state_schema: str, plan: pgschema.SchemaPlan) -> Refuse:
+def _recorded_refusal(conn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan) -> Refuse:
     """Tables the plan has but the apply cannot resolve: each recorded for status, then the daemon stops."""
 
     def refuse(problems: dict[str, str]) -> None:
@@ -358,9 +359,7 @@ def snapshot_first(
     return cp
 
 
-def saved_plan(
-    conn: psycopg.Connection[Any], sconn: sqlite3.Connection, config: Config, log_: Any
-) -> pgschema.SchemaPlan:
+def saved_plan(conn: psycopg.Connection[Any], sconn: sqlite3.Connection, config: Config, log_: Any) -> SchemaPlan:
     """The plan the snapshot loaded with; rebuilt from the target (and saved) when none was kept."""
     state_schema = config.target.state_schema
     plan = load_plan(conn, state_schema)
@@ -371,7 +370,7 @@ def saved_plan(
         read = snapshot.read_source(sconn)
     finally:
         sconn.execute("COMMIT")
-    plan = pgschema.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
+    plan = existingmode.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
     plan = dependents.with_foreign_keys(plan, conn, read.schema, state_schema)
     with conn.transaction():
         save_plan(conn, state_schema, plan)

@@ -316,7 +316,7 @@ def collisions(path: Path, schema: tuple[Table, ...]) -> list[str]:
 
 
 NAMED_COLLISION: Final = re.compile(r"rows \S+ \(.+\) and \(.+\) are distinct in SQLite but equal in PostgreSQL on \w")
-"""The refusal's line (``pgschema.collision_message``): both rows' keys, then the index or the primary key."""
+"""The refusal's line (``refusals.collision_message``): both rows' keys, then the index or the primary key."""
 
 
 def reset(dsn: str) -> None:

@@ -34,7 +34,7 @@ from replicator.apply.digests import table_digest_of
 from replicator.apply.savedplan import load_plan
 from replicator.apply.tablestate import read_digests
 from replicator.apply.targets import resolve_targets
-from replicator.plan.pgschema import SchemaPlan, TablePlan
+from replicator.plan.schemaplan import SchemaPlan, TablePlan
 from replicator.stream.worker import RunResult, Worker
 from replicator.values.targettype import TargetType
 from tests.support.daemon import cfg

@@ -147,7 +147,7 @@ def export(
     """Write the export of ``source`` to ``out`` (a directory, or a .tar file with ``tar``); ``progress``
     is told each table's rows as they are written."""
     from replicator.load import snapshot
-    from replicator.plan import pgschema
+    from replicator.plan import sequences
 
     started = time.monotonic()
     if out.exists():
@@ -189,7 +189,7 @@ def export(
             schema=_ddl(schema),
             order=tuple(order),
             tables=tuple(entries),
-            sqlite_sequence=pgschema.read_sqlite_sequence(conn),
+            sqlite_sequence=sequences.read_sqlite_sequence(conn),
             profiles={t.name: profile_table(conn, t) for t in schema.tables},
             seconds=round(time.monotonic() - started, 3),
         )

@@ -36,7 +36,7 @@ from replicator.load import snapshot
 from replicator.load.offline.manifest import FETCH_ROWS, Manifest, TableEntry
 from replicator.load.offline.reader import Reader, iter_rows
 from replicator.load.offline.verifier import ExportError, check_files, read_manifest
-from replicator.plan import pgschema
+from replicator.plan import schemaplan
 from replicator.progress import Progress
 from replicator.state import schema as state
 from replicator.state import stateschema
@@ -50,7 +50,7 @@ class ImportResult(msgspec.Struct, frozen=True):
     seconds: float
     dry_run: bool
     warnings: tuple[str, ...]
-    plan: pgschema.SchemaPlan
+    plan: schemaplan.SchemaPlan
     sequences: dict[str, int]
 
     @property
@@ -180,8 +180,8 @@ class _Job(msgspec.Struct):
     progress: Progress | None
 
     def run(
-        self, pconn: psycopg.Connection[Any], plan: pgschema.SchemaPlan, replace: bool, warnings: list[str]
-    ) -> tuple[pgschema.SchemaPlan, list[snapshot.TableResult], dict[str, int]]:
+        self, pconn: psycopg.Connection[Any], plan: schemaplan.SchemaPlan, replace: bool, warnings: list[str]
+    ) -> tuple[schemaplan.SchemaPlan, list[snapshot.TableResult], dict[str, int]]:
         plan = snapshot.prepare_target(pconn, plan, replace=replace, reuse=False, warnings=warnings)
         if replace:
             state.forget_tables(pconn, self.state_schema)
@@ -193,8 +193,8 @@ class _Job(msgspec.Struct):
     def load(
         self,
         pconn: psycopg.Connection[Any],
-        plan: pgschema.SchemaPlan,
-        table: pgschema.TablePlan,
+        plan: schemaplan.SchemaPlan,
+        table: schemaplan.TablePlan,
         parents: dependents.Held | None = None,
     ) -> snapshot.TableResult:
         """One table in one transaction (a savepoint under --single-transaction), count-checked."""
