@@ -7,11 +7,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.pgserver import fresh_database, server_dsn
 from tests.support.fixtures import scram_server, unprivileged_dsn  # noqa: F401 - fixtures for every module
 from tests.support.migrated import keys, migration, signed  # noqa: F401 - one migration per module that asks
+from tests.support.paths import ROOT
+from tests.support.pgserver import fresh_database, server_dsn
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REPLICATOR_SHARED", ROOT.parent / "shared"))
 REALWORLD = SHARED / "realworld"
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
-ROOT: Final = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
 
 LAYERS: Final = ("core", "values", "plan", "state", "apply", "load", "stream", "inspect", "cutover", "demo", "cli")
 """Lowest first. ``core`` is the modules directly in ``replicator/`` (errors, config, log, pg, files, faults,
@@ -62,8 +62,8 @@ NOT_FAILPOINT_KINDS: Final = frozenset({"random"})
 """Crash-matrix kill kinds that are not failpoints (a SIGKILL after a random delay)."""
 
 EXERCISED_ELSEWHERE: Final[dict[str, str]] = {
-    "import.after_table": "tests/test_audit.py",
-    "newtable.after_plan": "tests/test_worker_new_tables.py",
+    "import.after_table": "tests/cutover/test_audit.py",
+    "newtable.after_plan": "tests/stream/test_worker_new_tables.py",
 }
 """Failpoints the crash matrix does not kill at (not a daemon window), and the test that arms each."""
 
@@ -226,6 +226,49 @@ def _is_package(module: str, modules: Mapping[str, str]) -> bool:
 def test_every_package_has_a_layer() -> None:
     packages = {p.split(".")[1] for p in packages_of() if p != "replicator"}
     assert packages == set(LAYERS) - {"core"}
+
+
+#: Test folders that are not one of our packages: the shared helpers, the reliability tier (crash matrix,
+#: fuzz, outages), data files, whole-app runs through real ORMs (Django, SQLAlchemy, Optuna) that cross
+#: every stage, and the modules directly in ``replicator/`` (errors, config, progress, …).
+TEST_FOLDERS_BESIDE_PACKAGES: Final = frozenset({"support", "reliability", "fixtures", "apps", "core"})
+#: Test modules that check the whole tree rather than one package.
+WHOLE_TREE_TESTS: Final = frozenset({"test_architecture.py", "test_sql_lint.py"})
+
+
+def misplaced_tests(tests: Path) -> list[str]:
+    """What breaks the mirror: a package without a test folder, a folder that is no package of ours, a test
+    module beside the folders, a folder without ``__init__.py`` (it would import as a top-level package)."""
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    packages = (set(LAYERS) - {"core"}) | {"triggers", "checkpoints"}
+    found = [f"no tests/{name}/" for name in sorted(packages - folders)]
+    found += [f"tests/{name}/ is no package" for name in sorted(folders - packages - TEST_FOLDERS_BESIDE_PACKAGES)]
+    found += [f"tests/{p.name}" for p in sorted(tests.glob("test_*.py")) if p.name not in WHOLE_TREE_TESTS]
+    found += [
+        f"tests/{name}/__init__.py"
+        for name in sorted(folders - {"fixtures"})
+        if not (tests / name / "__init__.py").is_file()
+    ]
+    return found
+
+
+def test_the_test_tree_mirrors_the_packages() -> None:
+    """A test lives in the folder of the package it tests."""
+    assert misplaced_tests(ROOT / "tests") == []
+
+
+def test_negative_control_a_misplaced_test_is_found(tmp_path: Path) -> None:
+    for name in ((set(LAYERS) - {"core"}) | {"triggers", "checkpoints"}) - {"demo"}:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").touch()
+    (tmp_path / "misc").mkdir()  # no package, and no __init__.py
+    (tmp_path / "test_loose.py").touch()
+    assert misplaced_tests(tmp_path) == [
+        "no tests/demo/",
+        "tests/misc/ is no package",
+        "tests/test_loose.py",
+        "tests/misc/__init__.py",
+    ]
 
 
 def test_imports_inside_replicator_point_down_the_layers() -> None:

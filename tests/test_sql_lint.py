@@ -20,9 +20,9 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 PACKAGES = ("replicator", "triggers", "checkpoints")
 SINKS = {"execute", "executemany", "executescript", "copy"}
 SAFE_CALLS = {"quote_ident", "int", "len"}

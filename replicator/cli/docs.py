@@ -3,7 +3,7 @@
 Writes ``docs/commands.md`` (every visible command's ``--help``, exactly as a 100-column terminal
 shows it) and the short command table in ``README.md`` between the ``commands:start`` and
 ``commands:end`` markers. ``--check`` writes nothing and exits 1 when either file is stale, which is
-what ``tests/test_docs.py`` asserts, so the reference can never drift from the code.
+what ``tests/cli/test_docs.py`` asserts, so the reference can never drift from the code.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def commands_md() -> str:
     parts = [
         "# Command reference",
         "",
-        "Generated from each command's `--help` by `python -m replicator.cli.docs`; `tests/test_docs.py` fails when",
-        "this file is stale. Every command also takes `--source`, `--target`, `--config`, `--log-format`, `-v`",
-        "and `-q` where shown; configuration keys are in [`replicator.example.toml`](../replicator.example.toml).",
+        "Generated from each command's `--help` by `python -m replicator.cli.docs`; `tests/cli/test_docs.py` fails",
+        "when this file is stale. Every command also takes `--source`, `--target`, `--config`, `--log-format`,",
+        "`-v` and `-q` where shown; configuration keys are in [`replicator.example.toml`](../replicator.example.toml).",
         "",
     ]
     listed = [(path, cmd) for path, cmd, _ in commands() if path != "replicator"]

@@ -231,7 +231,7 @@ def parse_create_index(text: str) -> IndexDDL:
 # Everything else raises Untranslatable with the reason, named after what differs: scalar max/min
 # (NULL in SQLite, greatest/least skip NULLs), substr (negative starts count from the end in SQLite),
 # LIKE (ASCII-only case folding in SQLite), division (NULL for a zero divisor in SQLite), real
-# literals (double in SQLite, numeric in PostgreSQL). tests/test_schema_sqlexpr.py runs every entry
+# literals (double in SQLite, numeric in PostgreSQL). tests/plan/test_schema_sqlexpr.py runs every entry
 # in both databases on NULL, negative, extreme and non-ASCII inputs.
 
 

@@ -37,8 +37,8 @@ import msgspec
 
 from replicator import faults
 from replicator.state import phase
-from tests.pgserver import fresh_database
 from tests.reliability import harness, loadgen
+from tests.support.pgserver import fresh_database
 
 CUTOVER_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("cutover."))
 FINISHING: Final = "cutover.between_commits"

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg import conninfo
 
-from tests.pgserver import as_uri
+from tests.support.pgserver import as_uri
 
 BUFFER = 65536
 

@@ -25,8 +25,8 @@ from typing import Any
 import msgspec
 
 from replicator import log
-from tests.pgserver import fresh_database, server_dsn
 from tests.reliability import crash, fuzz, outages
+from tests.support.pgserver import fresh_database, server_dsn
 
 WINDOWS = {
     "snapshot.copying": "snapshot: mid-COPY",

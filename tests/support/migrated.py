@@ -27,10 +27,10 @@ from replicator.cli.main import cli
 from replicator.cutover import signing
 from replicator.cutover.session import Options
 from replicator.cutover.window import cutover
-from tests.independent_audit import canonical
-from tests.pgserver import fresh_database
 from tests.support.compare import drain
 from tests.support.daemon import cfg
+from tests.support.independent_audit import canonical
+from tests.support.pgserver import fresh_database
 from tests.support.source import app, make_source
 
 ROWS = """

@@ -32,12 +32,13 @@ from replicator.inspect import status
 from replicator.state import phase
 from tests.support.compare import assert_same
 from tests.support.daemon import Daemon, wait_for
+from tests.support.paths import FIXTURES
 from triggers import install
 from triggers.meta import read_meta
 
 pytestmark = pytest.mark.e2e
 
-PRISMA_PG = Path(__file__).parent / "fixtures" / "orm_pg" / "prisma.sql"
+PRISMA_PG = FIXTURES / "orm_pg" / "prisma.sql"
 
 # What `prisma migrate` creates in a SQLite database (prisma-engines, sqlite flavour of the migrations table).
 PRISMA_MIGRATIONS_SQLITE = """

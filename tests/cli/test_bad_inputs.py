@@ -6,7 +6,7 @@ on stderr naming what and what to do) or ``quarantined`` (exit 0, the bad row re
 also asserts that no traceback was printed and, for refusals, that nothing was half-written: the
 source file unchanged, no target table created or changed, no output left behind.
 
-``docs/bad-inputs.md`` is generated from the same table: ``python -m tests.test_bad_inputs`` rewrites
+``docs/bad-inputs.md`` is generated from the same table: ``python -m tests.cli.test_bad_inputs`` rewrites
 it, and :func:`test_catalogue_doc_is_current` fails when it is stale.
 """
 
@@ -29,13 +29,13 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from tests.pgserver import as_uri
 from tests.support.cli import Ran, free_port, run_cli
 from tests.support.daemon import DaemonProcess
+from tests.support.paths import ROOT
+from tests.support.pgserver import as_uri
 from tests.support.scram import ScramServer
 from tests.support.source import make_db, sqlite_write
 
-ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 UNREACHABLE = "postgresql://postgres:pw@127.0.0.1:9/postgres?connect_timeout=3"
 SIMPLE = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b');"
@@ -1995,7 +1995,7 @@ def render() -> str:
     lines = [
         "# Bad-input catalogue",
         "",
-        "Generated from `tests/test_bad_inputs.py` (`python -m tests.test_bad_inputs` rewrites this file;",
+        "Generated from `tests/cli/test_bad_inputs.py` (`python -m tests.cli.test_bad_inputs` rewrites this file;",
         "`test_catalogue_doc_is_current` fails when it is stale). Every row is a test that runs the real",
         "`replicator` console script as a subprocess and asserts the exit code, that stderr holds exactly one",
         "`error: what — what to do` line for a refusal (structured JSON log lines aside), the key words of",
@@ -2036,7 +2036,7 @@ def render() -> str:
 
 def test_catalogue_doc_is_current() -> None:
     assert DOC.read_text(encoding="utf-8") == render(), (
-        "docs/bad-inputs.md is stale: run python -m tests.test_bad_inputs"
+        "docs/bad-inputs.md is stale: run python -m tests.cli.test_bad_inputs"
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests import independent_audit as mine
+from tests.support import independent_audit as mine
 from tests.support.migrated import (
     Migration,
     append_after_cutover,

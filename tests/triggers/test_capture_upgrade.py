@@ -17,10 +17,11 @@ import pytest
 from replicator import config
 from replicator.load import snapshot
 from tests.support.compare import check_same, drain
+from tests.support.paths import FIXTURES
 from tests.support.source import app
 from triggers import install, journal
 
-FIXTURE = Path(__file__).parent / "fixtures" / "capture_format2.sql"
+FIXTURE = FIXTURES / "capture_format2.sql"
 OLD_PENDING = [
     ("parent", "R", (1,), None),  # the old victim trigger named the saved row itself
     ("parent", "U", (1,), None),

@@ -232,7 +232,7 @@ def test_rows_journaled_after_the_applied_position_with_no_daemon_differ(tmp_pat
     assert t.in_flight == 3
     assert (t.different, t.extra, t.missing) == (((5,),), ((7,),), ((1000,),))  # named without keys=True
     # Journaled after the compared position, but no daemon applies them: not in flight, a mismatch
-    # (tests/test_verify_in_flight.py has the daemon that makes them in flight).
+    # (tests/inspect/test_verify_in_flight.py has the daemon that makes them in flight).
     assert t.status == "mismatch"
     assert not report.match
     assert report.not_applying is not None

@@ -23,7 +23,7 @@ from replicator.cutover import certificate
 from replicator.cutover.session import CutoverAborted, Options
 from replicator.cutover.window import cutover
 from replicator.load import snapshot
-from tests import independent_audit
+from tests.support import independent_audit
 from tests.support.compare import drain
 from tests.support.migrated import run_cli
 from tests.support.source import app, make_source

@@ -20,9 +20,9 @@ from replicator.load.offline import export, importer
 from replicator.load.offline.manifest import Manifest
 from replicator.load.offline.verifier import ExportError, verify_export
 from tests.conftest import REALWORLD
-from tests.pgserver import fresh_database
 from tests.support.compare import assert_same
 from tests.support.export import export_source, reseal
+from tests.support.pgserver import fresh_database
 
 CFG = config.load(None, environ={})
 #: test_export's source holds NUL and non-UTF-8 values: quarantined (3 rows) by the import.

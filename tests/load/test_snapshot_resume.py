@@ -14,8 +14,8 @@ from replicator import config
 from replicator.errors import TargetError, TargetNotEmpty, UsageError
 from replicator.load import snapshot
 from replicator.state import schema as state
-from tests.pgserver import fresh_database
 from tests.support.compare import assert_same
+from tests.support.pgserver import fresh_database
 from tests.support.snapshot import Interrupt
 from triggers.schema import read_schema
 

@@ -28,9 +28,9 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from tests.pgserver import as_uri
 from tests.support.cli import Ran, run_cli
 from tests.support.daemon import DaemonProcess
+from tests.support.pgserver import as_uri
 from tests.support.scram import SENTINEL, ScramServer
 from tests.support.source import make_db, sqlite_write
 

@@ -26,6 +26,7 @@ from checkpoints.model import (
     seal,
 )
 from tests.support.chain import SCHEMA, batch_tables, build_chain
+from tests.support.paths import ROOT
 
 
 def problems(findings: list[Finding]) -> set[tuple[int | None, Problem]]:
@@ -512,7 +513,7 @@ def test_python_m_checkpoints_verifies_an_export_without_the_replicator(
 def test_checkpoints_never_imports_the_replicator_or_triggers() -> None:
     import ast
 
-    package = Path(__file__).resolve().parents[1] / "checkpoints"
+    package = ROOT / "checkpoints"
     for module in package.glob("*.py"):
         tree = ast.parse(module.read_text())
         for node in ast.walk(tree):

@@ -21,10 +21,10 @@ from replicator.errors import EXIT_USAGE
 from replicator.state import stateschema
 from replicator.state.stateschema import VERSION, NewerStateSchema
 from tests.support.compare import check_same, drain
+from tests.support.paths import FIXTURES, ROOT
 from tests.support.source import app, make_source
 
-ROOT = Path(__file__).resolve().parents[1]
-UNVERSIONED = Path(__file__).parent / "fixtures" / "state_schema_unversioned.sql"
+UNVERSIONED = FIXTURES / "state_schema_unversioned.sql"
 SCHEMA = "replicator"
 
 #: How the code names a state table in SQL: ``{}.name`` / ``{schema}.name`` in a composed query,
@@ -95,7 +95,7 @@ def test_fresh_target_gets_the_current_version(pg: psycopg.Connection[Any]) -> N
 
 def test_version_1_is_the_layout_before_versions(pg_dsn: str, pg: psycopg.Connection[Any], pg_server: str) -> None:
     """The dump of the schema the unversioned code laid out equals a fresh ensure's, table for table."""
-    from tests.pgserver import fresh_database
+    from tests.support.pgserver import fresh_database
 
     with capture_logs() as created:
         stateschema.ensure(pg, SCHEMA)

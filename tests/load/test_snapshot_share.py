@@ -24,8 +24,9 @@ from replicator.errors import BadValue, ConfigError
 from replicator.load import costs, snapshot
 from replicator.state import schema as state
 from replicator.stream.worker import Worker
-from tests.pgserver import fresh_database
 from tests.support.compare import assert_same, compare_table
+from tests.support.paths import ROOT
+from tests.support.pgserver import fresh_database
 from triggers import install
 
 SIZES = {"event": 3000, "tag": 1500, "kv": 1200, "small": 10}
@@ -386,7 +387,7 @@ def test_killed_in_the_middle_of_a_shared_table_the_helper_exits_and_a_resume_co
 ) -> None:
     path = make_source(tmp_path / "app.db")
     pids = tmp_path / "children"
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     env = {**os.environ, "PYTHONPATH": str(root)}
     with (tmp_path / "run.log").open("wb") as out:
         done = subprocess.run(

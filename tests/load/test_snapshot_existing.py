@@ -21,8 +21,9 @@ from replicator.config import ColumnOverride
 from replicator.errors import UsageError
 from replicator.load import snapshot
 from tests.support.compare import assert_same
+from tests.support.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "orm_pg"
+ORM_PG = FIXTURES / "orm_pg"
 CFG = config.load(None, environ={})
 
 
@@ -31,7 +32,7 @@ def _with_types(types: dict[str, dict[str, ColumnOverride]]) -> config.Config:
 
 
 def _apply(pg: psycopg.Connection[Any], fixture: str) -> None:
-    pg.execute((FIXTURES / fixture).read_text())
+    pg.execute((ORM_PG / fixture).read_text())
 
 
 @pytest.mark.parametrize("name", ["prisma7_small_unixms.db", "prisma7_small_iso8601.db", "prisma7_json_scalars.db"])

@@ -12,6 +12,7 @@ import pytest
 
 from replicator import config, log, pg
 from replicator.errors import ConfigError, TargetError, UsageError
+from tests.support.paths import ROOT
 from triggers import source
 from triggers.errors import SourceError
 
@@ -56,7 +57,7 @@ def test_config_type_overrides(tmp_path: Path) -> None:
 
 
 def test_example_config_loads() -> None:
-    example = Path(__file__).resolve().parents[1] / "replicator.example.toml"
+    example = ROOT / "replicator.example.toml"
     cfg = config.load(example, environ={})
     assert cfg.snapshot.on_bad_value == "stop"
 

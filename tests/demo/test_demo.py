@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from replicator.demo import database, seed
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 

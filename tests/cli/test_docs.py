@@ -8,15 +8,13 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import msgspec
 import pytest
 
 from replicator import config
 from replicator.cli import docs
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
 
 
 def test_command_reference_is_current() -> None:

@@ -74,7 +74,7 @@ def test_sqlalchemy_numeric_reads_a_real_with_its_scale() -> None:
 
 
 #: What ActiveRecord 6.1.7.10 (Debian bookworm ruby-activerecord, Ruby 3.1.2, bigdecimal 3.1.1, sqlite3 gem
-#: 1.4.2) reads from SQLite for each stored number, per declared column type (recorded with tests/rails_reads.rb).
+#: 1.4.2) reads from SQLite for each stored number, per declared column type (recorded with tests/values/rails_reads.rb).
 RAILS_READS: list[tuple[float | int, dict[str, str]]] = [
     (
         30475227.150471002,

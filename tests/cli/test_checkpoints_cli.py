@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from replicator.cli.main import cli
-from tests.pgserver import as_uri
 from tests.support.chain import build_chain
+from tests.support.pgserver import as_uri
 
 ENV = {"COLUMNS": "200", "REPLICATOR_LOG__FORMAT": "json"}
 
