@@ -415,12 +415,10 @@ MAX_MODULE_LINES: Final = 600
 OVERSIZED_MODULES: Final[dict[str, int]] = {
     "replicator.cutover.window": 1443,
     "replicator.plan.pgschema": 1418,
-    "replicator.inspect.verify": 1360,
     "replicator.apply.batch": 1274,
     "replicator.values.convert": 1186,
     "replicator.cli.main": 1162,
     "replicator.plan.profile": 1088,
-    "replicator.inspect.proof": 785,
     "replicator.load.export": 765,
     "replicator.demo.app": 763,
     "checkpoints.audit": 697,

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from replicator.config import Config, Snapshot
 from replicator.errors import BadValue
-from replicator.inspect.proof import decimal_of_real
+from replicator.inspect.proof_numbers import decimal_of_real
 from replicator.load import snapshot
 from replicator.plan import pgschema
 from replicator.values.convert import parse_type, value_converter

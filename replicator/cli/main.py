@@ -26,7 +26,7 @@ from triggers import source as sqlite_source
 from triggers.errors import CaptureError
 
 if TYPE_CHECKING:
-    from replicator.inspect.verify import TableVerify
+    from replicator.inspect.verify_compare import TableVerify
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -77,7 +77,7 @@ from replicator.config import Config
 from replicator.cutover import backup, signing
 from replicator.cutover.certificate import Certificate, IndependentCheck, QuarantineEntry, TableProof
 from replicator.errors import WAIT_CUT_SHORT, ReplicatorError, UsageError, VerificationFailed
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare, verify_pg, verify_shape, verify_sides, verify_sqlite
 from replicator.load import resnapshot, snapshot
 from replicator.plan import pgschema, skips
 from replicator.progress import Progress
@@ -682,7 +682,7 @@ def _refuse_not_created(missing: list[pgschema.NotCreated]) -> None:
         )
 
 
-def _independent(t: verify.TableVerify, at: str, seq: int | None) -> IndependentCheck:
+def _independent(t: verify_compare.TableVerify, at: str, seq: int | None) -> IndependentCheck:
     return IndependentCheck(
         at, t.status, t.source_rows, t.source_digest, t.target_rows, t.target_digest, seq=seq, in_flight=t.in_flight
     )
@@ -727,9 +727,9 @@ class Prepass:
                 head = journal.head(conn)
                 digests = {}
                 for name in names:
-                    shown = verify.TableProgress(session.progress, name, counts.get(name, (0, ""))[0])
+                    shown = verify_compare.TableProgress(session.progress, name, counts.get(name, (0, ""))[0])
                     shape = _shape(session, name, quarantined)
-                    side = verify.table_digest_sqlite(conn, shape, on_rows=shown.side("sqlite"))
+                    side = verify_sqlite.table_digest_sqlite(conn, shape, on_rows=shown.side("sqlite"))
                     shown.finish(side.count + side.refused)
                     digests[name] = (side.count, side.sum)
                 bad = pg_check.result()
@@ -1024,7 +1024,7 @@ def _changed_differ(session: _Session, now: sqlite3.Connection, applied: int) ->
                 continue
             flying = {verify.key_marker(k) for k in again.get(name, ())}
             keys = [k for k in journaled if verify.key_marker(k) not in flying]
-            shape = verify.independent_shape(session.pconn, session.state_schema, session.plan, name)
+            shape = verify_shape.independent_shape(session.pconn, session.state_schema, session.plan, name)
             cap = session.meta.tables.get(name)
             if cap is None or not shape.key_positions or tuple(cap.key_columns or ()) != shape.key_source:
                 whole.append(name)
@@ -1039,16 +1039,16 @@ def _changed_differ(session: _Session, now: sqlite3.Connection, applied: int) ->
     return bad
 
 
-def _shape(session: _Session, name: str, quarantined: dict[str, frozenset[str]] | None = None) -> verify.Shape:
+def _shape(session: _Session, name: str, quarantined: dict[str, frozenset[str]] | None = None) -> verify_shape.Shape:
     """The load-path shape; with ``quarantined``, the SQLite side leaves the table's quarantined keys out."""
-    shape = verify.shape_of(session.plan.table(name), session.plan.schema)
+    shape = verify_shape.shape_of(session.plan.table(name), session.plan.schema)
     keys = (quarantined or {}).get(name)
     return msgspec.structs.replace(shape, quarantined=keys) if keys else shape
 
 
 def _quarantined(session: _Session) -> dict[str, frozenset[str]]:
     """The quarantine's keys per table, as the apply has left it so far (the caller's transaction)."""
-    return verify.quarantined_keys(session.pconn, session.state_schema, session.plan.tables)
+    return verify_shape.quarantined_keys(session.pconn, session.state_schema, session.plan.tables)
 
 
 def _sqlite_at_stop(
@@ -1065,19 +1065,19 @@ def _sqlite_at_stop(
     shape = _shape(session, name, quarantined)
     whole = quarantined.get(name) != prepass.quarantined.get(name)
     if name not in session.targets or whole:  # not journaled (snapshot-only): read it whole
-        side = verify.table_digest_sqlite(now, shape)
+        side = verify_sqlite.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     if not keys:
         return base, "prepass"
     cap = session.meta.tables.get(name)
     if cap is None or cap.key_columns is None or len(set(keys)) > max(1, base[0]) * FULL_RECHECK_FRACTION:
-        side = verify.table_digest_sqlite(now, shape)
+        side = verify_sqlite.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     try:
         old = _rows_by_key(prepass.conn, shape, cap.key_columns, keys)
         new = _rows_by_key(now, shape, cap.key_columns, keys)
     except (sqlite3.OperationalError, UnicodeDecodeError):  # text that is not UTF-8: the full read handles it
-        side = verify.table_digest_sqlite(now, shape)
+        side = verify_sqlite.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     count, total = base
     count += new[0] - old[0]
@@ -1086,10 +1086,10 @@ def _sqlite_at_stop(
 
 
 def _rows_by_key(
-    conn: sqlite3.Connection, shape: verify.Shape, key_columns: tuple[str, ...], keys: list[tuple[Any, ...]]
+    conn: sqlite3.Connection, shape: verify_shape.Shape, key_columns: tuple[str, ...], keys: list[tuple[Any, ...]]
 ) -> tuple[int, int]:
     """Count and digest sum of the rows holding ``keys`` in this connection's read transaction."""
-    to_rows = verify.source_rows(shape)
+    to_rows = verify_shape.source_rows(shape)
     encoder = RowEncoder(shape.kinds)
     cols = ", ".join(quote_ident(c) for c in shape.source_columns) or "NULL"
     keyed = ", ".join(quote_ident(c) for c in key_columns)
@@ -1128,7 +1128,7 @@ def _pg_inconsistent(session: _Session) -> list[str]:
 
 def _pg_full(session: _Session, name: str) -> tuple[int, str]:
     with session.pconn.transaction():
-        side = verify.table_digest_pg(session.pconn, _shape(session, name))
+        side = verify_pg.table_digest_pg(session.pconn, _shape(session, name))
     return side.count, side.hexdigest()
 
 
@@ -1178,11 +1178,11 @@ def copy_again(session: _Session, frozen: Frozen, options: Options) -> tuple[Tab
             )
         rows, refused = rows + result.rows, refused + result.quarantined
         shape = _shape(session, table.source, _quarantined(session))
-        ours = verify.table_digest_sqlite(frozen.conn, shape)
-        theirs = verify.table_digest_pg(conn, shape)
-        independent = verify.verify_table(
-            verify._Sides(frozen.conn, conn, None, "off"),
-            verify.independent_shape(conn, session.state_schema, session.plan, table.source),
+        ours = verify_sqlite.table_digest_sqlite(frozen.conn, shape)
+        theirs = verify_pg.table_digest_pg(conn, shape)
+        independent = verify_compare.verify_table(
+            verify_sides.Sides(frozen.conn, conn, None, "off"),
+            verify_shape.independent_shape(conn, session.state_schema, session.plan, table.source),
         )
         proofs.append(
             TableProof(
