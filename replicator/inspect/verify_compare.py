@@ -33,7 +33,7 @@ from checkpoints.digest import RowEncoder
 from replicator import log
 from replicator.inspect import status
 from replicator.inspect.proof_rule import Unreadable
-from replicator.inspect.verify_digest import MODULUS, Keep, SideDigest
+from replicator.inspect.verify_digest import MODULUS, Keep, SideDigest, Span
 from replicator.inspect.verify_pg import estimate_rows, pg_leaf, table_digest_pg
 from replicator.inspect.verify_shape import FETCH_ROWS, Bound, Key, OnRows, Shape, key_converters
 from replicator.inspect.verify_sides import Sides
@@ -145,8 +145,8 @@ def _range_digests(
     """Both sides' digests of [lo, hi) split at ``bounds``, read concurrently."""
     return sides.both(
         table_digest_sqlite,
-        (shape, lo[0], hi[0], bounds),
-        lambda: table_digest_pg(sides.pconn, shape, lo=lo[1], hi=hi[1], bounds=bounds),
+        (shape, Span(lo[0], hi[0], bounds)),
+        lambda: table_digest_pg(sides.pconn, shape, Span(lo[1], hi[1], bounds)),
     )
 
 
@@ -204,10 +204,9 @@ def _find_keys(
         log.get("verify", table=shape.source).warning("key ranges differ between the sides; comparing by hash")
         diff.reset()
         buckets = max(1, min(MAX_BUCKETS, ours.count // BUCKET_ROWS))
+        hashed = Span(buckets=buckets)
         ours, theirs = sides.both(
-            table_digest_sqlite,
-            (shape, None, None, None, buckets),
-            lambda: table_digest_pg(sides.pconn, shape, buckets=buckets),
+            table_digest_sqlite, (shape, hashed), lambda: table_digest_pg(sides.pconn, shape, hashed)
         )
     slots = frozenset(i for i in range(buckets) if ours.counts[i] != theirs.counts[i] or ours.sums[i] != theirs.sums[i])
     _compare_leaf(sides, shape, None, None, whole, False, diff, (buckets, slots))
@@ -277,12 +276,12 @@ def verify_table(
             bounds = _boundaries(sides, shape, None, None, count, FANOUT)
         else:
             buckets = max(1, min(MAX_BUCKETS, count // BUCKET_ROWS))
-    conv = [b[1] for b in bounds] if ranged else None
+    span = Span(bounds=[b[1] for b in bounds] if ranged else None, buckets=buckets)
     shown = TableProgress(progress, shape.source, count if want else estimate_rows(sides.pconn, shape))
     ours, theirs = sides.both(
         table_digest_sqlite,
-        (shape, None, None, conv, buckets, FETCH_ROWS, shown.side("sqlite") if sides.parallel != "process" else None),
-        lambda: table_digest_pg(sides.pconn, shape, bounds=conv, buckets=buckets, on_rows=shown.side("pg")),
+        (shape, span, FETCH_ROWS, shown.side("sqlite") if sides.parallel != "process" else None),
+        lambda: table_digest_pg(sides.pconn, shape, span, on_rows=shown.side("pg")),
     )
     shown.finish(max(ours.count + ours.refused, theirs.count))
     same = ours.count == theirs.count and ours.sum == theirs.sum

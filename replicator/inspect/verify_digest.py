@@ -19,12 +19,28 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from checkpoints.digest import RowEncoder, TableDigest
-from replicator.inspect.verify_shape import Key, Shape
+from replicator.inspect.verify_shape import Bound, Key, Shape
 
 MODULUS: Final = 1 << 256
 _KEY_ENCODER: Final = RowEncoder()
 Keep: TypeAlias = tuple[int, frozenset[int]] | None
 """Only the rows in these hash buckets: (bucket count, buckets)."""
+
+
+class Span(msgspec.Struct, frozen=True):
+    """Which rows of a table a side digests, and how it splits them: the key range [lo, hi) (None: open) and
+    either split points ``bounds`` (a digest per sub-range) or ``buckets`` hash buckets. ``bounds`` are
+    converted key values; ``lo``/``hi`` raw SQLite values on the SQLite side, converted ones on PostgreSQL's
+    (both sides digest the same span, each bound as that side reads its key)."""
+
+    lo: Bound = None
+    hi: Bound = None
+    bounds: Sequence[Key] | None = None
+    buckets: int = 0
+
+
+WHOLE: Final = Span()
+"""The whole table, one digest."""
 
 
 class SideDigest(msgspec.Struct):
@@ -56,13 +72,10 @@ def _hash_slot(row: Sequence[Any], row_hash: int, key_positions: Sequence[int], 
 
 
 def digest_rows(
-    rows: Iterable[tuple[Any, ...] | None],
-    encoder: RowEncoder,
-    key_positions: Sequence[int],
-    bounds: Sequence[Key] | None,
-    buckets: int = 0,
+    rows: Iterable[tuple[Any, ...] | None], encoder: RowEncoder, key_positions: Sequence[int], span: Span
 ) -> SideDigest:
-    """Count and digest ``rows``; per key range (``bounds``) or per hash bucket (``buckets``) too."""
+    """Count and digest ``rows``; per key range (``span.bounds``) or per hash bucket (``span.buckets``) too."""
+    bounds, buckets = span.bounds, span.buckets
     encode, sha256, from_bytes = encoder.encode, hashlib.sha256, int.from_bytes
     total = count = refused = 0
     if bounds is None and not buckets:

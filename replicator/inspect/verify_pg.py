@@ -20,7 +20,7 @@ from psycopg import sql
 from checkpoints.digest import RowEncoder
 from replicator import pg
 from replicator.inspect import proof
-from replicator.inspect.verify_digest import Keep, SideDigest, digest_rows, leaf_rows
+from replicator.inspect.verify_digest import WHOLE, Keep, SideDigest, Span, digest_rows, leaf_rows
 from replicator.inspect.verify_shape import (
     FETCH_ROWS,
     TEXT_TYPES,
@@ -100,20 +100,17 @@ def _pg_fetch(
 def table_digest_pg(
     conn: psycopg.Connection[Any],
     shape: Shape,
+    span: Span = WHOLE,
     *,
-    lo: Bound = None,
-    hi: Bound = None,
-    bounds: Sequence[Key] | None = None,
-    buckets: int = 0,
     fetch_rows: int = FETCH_ROWS,
     on_rows: OnRows | None = None,
 ) -> SideDigest:
-    """PostgreSQL side: rows of [lo, hi) digested as psycopg returns them, in the caller's transaction
-    (a server-side cursor needs one). ``lo``/``hi``/``bounds`` are converted key values."""
+    """PostgreSQL side: rows of ``span`` digested as psycopg returns them, in the caller's transaction
+    (a server-side cursor needs one). The span's key values are converted ones."""
     started = time.monotonic()
-    where, params = _pg_where(shape, lo, hi)
+    where, params = _pg_where(shape, span.lo, span.hi)
     rows = target_rows(shape, _pg_fetch(conn, shape, where, params, fetch_rows, on_rows))
-    result = digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, bounds, buckets)
+    result = digest_rows(rows, RowEncoder(shape.kinds), shape.key_positions, span)
     result.seconds = time.monotonic() - started
     return result
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from checkpoints.digest import RowEncoder
-from replicator.inspect.verify_digest import Keep, SideDigest, digest_rows, leaf_rows
+from replicator.inspect.verify_digest import WHOLE, Keep, SideDigest, Span, digest_rows, leaf_rows
 from replicator.inspect.verify_shape import FETCH_ROWS, TEXT_TYPES, Bound, Key, OnRows, Shape, source_rows
 from replicator.values import convert
 from triggers import journal
@@ -80,25 +80,22 @@ def with_text_fallback(conn: sqlite3.Connection, read: Callable[[], Any]) -> Any
 def table_digest_sqlite(
     conn: sqlite3.Connection,
     shape: Shape,
-    lo: Bound = None,
-    hi: Bound = None,
-    bounds: Sequence[Key] | None = None,
-    buckets: int = 0,
+    span: Span = WHOLE,
     fetch_rows: int = FETCH_ROWS,
     on_rows: OnRows | None = None,
 ) -> SideDigest:
-    """SQLite side: rows of [lo, hi) (default: the table) converted and digested, in the caller's read
-    transaction. ``lo``/``hi`` are raw SQLite key values; ``bounds`` converted ones (see SideDigest).
-    ``on_rows`` is told each fetched batch's size (progress)."""
+    """SQLite side: rows of ``span`` (default: the table) converted and digested, in the caller's read
+    transaction. ``span.lo``/``span.hi`` are raw SQLite key values; ``span.bounds`` converted ones (see
+    SideDigest). ``on_rows`` is told each fetched batch's size (progress)."""
     started = time.monotonic()
-    where, params = _sqlite_where(shape, lo, hi)
+    where, params = _sqlite_where(shape, span.lo, span.hi)
     query = _sqlite_select(shape, where)
     to_rows = source_rows(shape)
     encoder = RowEncoder(shape.kinds)
 
     def read() -> SideDigest:
         rows = to_rows(_sqlite_fetch(conn, query, params, fetch_rows, on_rows))
-        return digest_rows(rows, encoder, shape.key_positions, bounds, buckets)
+        return digest_rows(rows, encoder, shape.key_positions, span)
 
     result: SideDigest = with_text_fallback(conn, read)
     result.seconds = time.monotonic() - started
