@@ -127,68 +127,54 @@ def _same(value: object) -> object:
     return value
 
 
+#: The rule table (the module docstring's, in code): the reading of each PostgreSQL type on either side. A
+#: rule that depends on the column's meaning (its format, scale, NUL and UTF-8 settings) is built per column
+#: (``*_OF``); the others are the same function for every column of the type. A type not listed reads
+#: SQLite's text form (:func:`text_form`) and, on PostgreSQL's side, its value as psycopg returns it.
+_SOURCE: Final[dict[str, Read]] = {
+    **dict.fromkeys(("smallint", "integer", "bigint"), integer_source),
+    "double precision": double_source,
+    "real": real_source,
+    "bytea": bytea_source,
+    "boolean": boolean_source,
+    "time": time_source,
+    "uuid": uuid_source,
+    "interval": interval_source,
+    "inet": inet,
+    "cidr": cidr,
+    "timetz": timetz,
+}
+_SOURCE_OF: Final[dict[str, Callable[[ColumnType], Read]]] = {
+    "numeric": numeric_source,
+    **dict.fromkeys(("text", "varchar", "char", "enum"), text_source),
+    **dict.fromkeys(("timestamp", "timestamptz"), timestamp_source),
+    "date": date_source,
+    **dict.fromkeys(("json", "jsonb"), json_source),
+    **dict.fromkeys(("macaddr", "macaddr8"), mac),
+}
+_TARGET: Final[dict[str, Read]] = {
+    "real": real_target,
+    "numeric": numeric_target,
+    "char": char_target,
+    "bytea": bytea_target,
+    **dict.fromkeys(("timestamp", "timestamptz"), timestamp_target),
+    "interval": interval_target,
+    "inet": inet,
+    "cidr": cidr,
+    "timetz": timetz,
+}
+_TARGET_OF: Final[dict[str, Callable[[ColumnType], Read]]] = dict.fromkeys(("json", "jsonb"), json_target)
+
+
 def _source(t: ColumnType) -> Read:
-    name = t.name
-    if name in ("smallint", "integer", "bigint"):
-        return integer_source
-    if name == "double precision":
-        return double_source
-    if name == "real":
-        return real_source
-    if name == "numeric":
-        return numeric_source(t)
-    if name in ("text", "varchar", "char", "enum"):
-        return text_source(t)
-    if name == "bytea":
-        return bytea_source
-    if name == "boolean":
-        return boolean_source
-    if name in ("timestamp", "timestamptz"):
-        return timestamp_source(t)
-    if name == "date":
-        return date_source(t)
-    if name == "time":
-        return time_source
-    if name in ("json", "jsonb"):
-        return json_source(t)
-    if name == "uuid":
-        return uuid_source
-    if name == "interval":
-        return interval_source
-    if name == "inet":
-        return inet
-    if name == "cidr":
-        return cidr
-    if name in ("macaddr", "macaddr8"):
-        return mac(name == "macaddr8")
-    if name == "timetz":
-        return timetz
-    return text_form
+    build = _SOURCE_OF.get(t.name)
+    return build(t) if build is not None else _SOURCE.get(t.name, text_form)
 
 
 def _target(t: ColumnType) -> Read:
-    name = t.name
-    if name == "real":
-        return real_target
-    if name == "numeric":
-        return numeric_target
-    if name == "char":
-        return char_target
-    if name == "bytea":
-        return bytea_target
-    if name in ("timestamp", "timestamptz"):
-        return timestamp_target
-    if name in ("json", "jsonb"):
-        return json_target(t)
-    if name == "interval":
-        return interval_target
-    if name == "inet":
-        return inet
-    if name == "cidr":
-        return cidr
-    if name == "timetz":
-        return timetz
-    return _same  # int, float, str, bool, date, time, UUID and macaddr text are canonical as psycopg returns them
+    build = _TARGET_OF.get(t.name)
+    # int, float, str, bool, date, time, UUID and macaddr text are canonical as psycopg returns them
+    return build(t) if build is not None else _TARGET.get(t.name, _same)
 
 
 def text_output(t: ColumnType) -> bool:

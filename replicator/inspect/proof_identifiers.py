@@ -9,7 +9,7 @@ import re
 import uuid
 from typing import Final
 
-from replicator.inspect.proof_rule import Read, unreadable
+from replicator.inspect.proof_rule import ColumnType, Read, unreadable
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}")
 
@@ -38,7 +38,9 @@ def cidr(value: object) -> object:
         return unreadable(value)
 
 
-def mac(eight: bool) -> Read:
+def mac(t: ColumnType) -> Read:
+    eight = t.name == "macaddr8"
+
     def read(value: object) -> object:
         if type(value) is not str:
             return unreadable(value)
