@@ -222,10 +222,7 @@ def store(conn: psycopg.Connection[Any], schema_name: str, cert: Certificate) ->
 
 
 def latest(conn: psycopg.Connection[Any], schema_name: str) -> Certificate | None:
-    found = conn.execute(
-        "SELECT to_regclass(%s)", (sql.Identifier(schema_name, "cutover_certificates").as_string(conn),)
-    ).fetchone()
-    if not found or found[0] is None:
+    if not stateschema.has_table(conn, schema_name, "cutover_certificates"):
         return None
     row = conn.execute(
         sql.SQL("SELECT body FROM {}.cutover_certificates ORDER BY id DESC LIMIT 1").format(sql.Identifier(schema_name))

@@ -44,7 +44,6 @@ from typing import Any, Final, Literal
 
 import msgspec
 import psycopg
-from psycopg import sql
 
 from checkpoints.digest import RowEncoder
 from replicator import log, pg
@@ -61,6 +60,7 @@ from replicator.plan import pgreflect, pgschema
 from replicator.plan.profile import TableProfile, profile_table
 from replicator.progress import Progress
 from replicator.state import schema as state
+from replicator.state import stateschema
 from replicator.values import convert
 from triggers import journal
 from triggers import source as sqlite_source
@@ -119,10 +119,7 @@ def _applied_through(pconn: psycopg.Connection[Any], state_schema: str) -> int |
     """The latest checkpoint's seq_to, read in the caller's transaction; None without checkpoints."""
     from checkpoints import store
 
-    exists = pconn.execute(
-        "SELECT to_regclass(%s)", (sql.Identifier(state_schema, "checkpoints").as_string(pconn),)
-    ).fetchone()
-    if not exists or exists[0] is None:
+    if not stateschema.has_table(pconn, state_schema, "checkpoints"):
         return None
     with pconn.transaction():  # a savepoint: a damaged head must not abort the read transaction
         head = store.latest(pconn, schema=state_schema)

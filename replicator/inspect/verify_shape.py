@@ -30,6 +30,7 @@ from checkpoints.digest import Kind
 from replicator.inspect import proof
 from replicator.plan import pgschema
 from replicator.plan.shape import TableShape, table_shape
+from replicator.state import stateschema
 from replicator.values import convert, quarantine, readback
 
 FETCH_ROWS: Final = 5_000
@@ -144,13 +145,13 @@ def quarantined_keys(
     pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[pgschema.TablePlan]
 ) -> dict[str, frozenset[str]]:
     """Per keyed table, the keys the quarantine holds (as :func:`_quarantine_ident` spells them)."""
-    ident = sql.Identifier(state_schema, "quarantine")
-    found = pconn.execute("SELECT to_regclass(%s)", (ident.as_string(pconn),)).fetchone()
-    if not found or found[0] is None:
+    if not stateschema.has_table(pconn, state_schema, "quarantine"):
         return {}
     keyed = {t.source: t.key_source for t in tables if t.key_source}
     out: dict[str, set[str]] = {}
-    query = sql.SQL("SELECT table_name, key FROM {} WHERE table_name = ANY(%s)").format(ident)
+    query = sql.SQL("SELECT table_name, key FROM {} WHERE table_name = ANY(%s)").format(
+        sql.Identifier(state_schema, "quarantine")
+    )
     for name, k in pconn.execute(query, (list(keyed),)).fetchall():
         columns = keyed[str(name)]
         if all(c in k for c in columns):
