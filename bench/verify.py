@@ -44,7 +44,7 @@ import psycopg
 from psycopg import conninfo
 
 from replicator import config
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_pg, verify_shape, verify_sqlite
 from replicator.load import snapshot
 from triggers import source as sqlite_source
 from triggers.schema import read_schema
@@ -95,9 +95,9 @@ def sides(path: Path, dsn: str, cfg: config.Config, rows: int) -> None:
     sconn.execute("BEGIN")
     with psycopg.connect(dsn) as pconn:
         plan = verify.plan_for(sconn, pconn, cfg, read_schema(sconn))
-        shape = verify.shape_of(plan.table("orders"), plan.schema)
-        s, s_time = timed(lambda: verify.table_digest_sqlite(sconn, shape))
-        p, p_time = timed(lambda: verify.table_digest_pg(pconn, shape))
+        shape = verify_shape.shape_of(plan.table("orders"), plan.schema)
+        s, s_time = timed(lambda: verify_sqlite.table_digest_sqlite(sconn, shape))
+        p, p_time = timed(lambda: verify_pg.table_digest_pg(pconn, shape))
         assert s.hexdigest() == p.hexdigest(), "clean table must match"
         print(f"  SQLite side alone:       {s_time:6.2f} s  {rows / s_time:>10,.0f} rows/s")
         print(f"  PostgreSQL side alone:   {p_time:6.2f} s  {rows / p_time:>10,.0f} rows/s")

@@ -451,16 +451,10 @@ def test_negative_control_planted_failpoint_mistakes_are_found() -> None:
     ]
 
 
-# --- (d) sizes: no function over 80 lines; modules over 600 only where listed, and never growing ---------
+# --- (d) sizes: no function over 80 lines, no module over 600 --------------------------------------------
 
 MAX_FUNCTION_LINES: Final = 80
 MAX_MODULE_LINES: Final = 600
-OVERSIZED_MODULES: Final[dict[str, int]] = {
-    "replicator.inspect.verify": 1362,
-    "replicator.inspect.proof": 785,
-}
-"""Modules still over :data:`MAX_MODULE_LINES` (issue 19: to be split by concern), with the most lines each may
-have: a split lowers its entry or removes it; growing one fails here."""
 
 
 def long_functions(source: str, module: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
@@ -475,9 +469,9 @@ def long_functions(source: str, module: str, limit: int = MAX_FUNCTION_LINES) ->
 
 
 def oversized(modules: Mapping[str, str]) -> dict[str, int]:
-    """Modules over their allowance: :data:`MAX_MODULE_LINES`, or their :data:`OVERSIZED_MODULES` entry."""
+    """Modules over :data:`MAX_MODULE_LINES` lines."""
     lines = {m: src.count("\n") for m, src in modules.items()}
-    return {m: n for m, n in lines.items() if n > OVERSIZED_MODULES.get(m, MAX_MODULE_LINES)}
+    return {m: n for m, n in lines.items() if n > MAX_MODULE_LINES}
 
 
 def our_sources() -> dict[str, str]:
@@ -489,18 +483,13 @@ def test_no_function_is_over_80_lines() -> None:
     assert found == []
 
 
-def test_no_module_grows_past_its_allowance() -> None:
-    modules = our_sources()
-    assert oversized(modules) == {}
-    stale = {
-        m: n for m, n in OVERSIZED_MODULES.items() if m not in modules or modules[m].count("\n") <= MAX_MODULE_LINES
-    }
-    assert stale == {}, "split below 600 lines: remove its OVERSIZED_MODULES entry"
+def test_no_module_is_over_600_lines() -> None:
+    assert oversized(our_sources()) == {}
 
 
 def test_negative_control_a_long_function_and_a_big_module_are_found() -> None:
     planted = "def f():\n" + "    x = 1\n" * 85
     assert long_functions(planted, "replicator.planted") == [("replicator.planted.f", 86)]
-    assert oversized({"replicator.planted": "x = 1\n" * 601}) == {"replicator.planted": 601}
-    listed, allowed = next(iter(OVERSIZED_MODULES.items()))  # a listed module one line past its allowance
-    assert oversized({listed: "x = 1\n" * (allowed + 1)}) == {listed: allowed + 1}
+    assert oversized({"replicator.planted": "x = 1\n" * 601, "replicator.fits": "x = 1\n" * 600}) == {
+        "replicator.planted": 601
+    }

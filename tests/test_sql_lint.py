@@ -33,7 +33,11 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     # values as parameters (a tuple-unpacked name the checker cannot follow).
     ("replicator/apply/lookup.py", "_current_rows", "where"): "quote_ident terms from journal.key_predicate",
     ("replicator/cutover/prepass.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
-    ("replicator/inspect/verify.py", "_sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/inspect/verify_sqlite.py", "sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    # SQLite: verify's key-range predicate and key order, quote_ident(column) terms with ? placeholders and
+    # COLLATE BINARY, built by _sqlite_where / _sqlite_key_expr in the same module.
+    ("replicator/inspect/verify_sqlite.py", "boundary_keys", "order"): "quote_ident terms from _sqlite_key_expr",
+    ("replicator/inspect/verify_sqlite.py", "boundary_keys", "where"): "quote_ident terms and ? from _sqlite_where",
     # The demo app's own tables: t iterates the module constant TABLES (literal names, no quotes in them).
     ("replicator/demo/seed.py", "create", "t"): "constant table names",
     # PostgreSQL type modifiers: mods holds the TargetType's int precision/scale/length.

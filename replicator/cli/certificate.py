@@ -14,7 +14,7 @@ from replicator.cli.context import Context, common_options, fail
 from replicator.errors import OperatorError, UsageError
 
 if TYPE_CHECKING:
-    from replicator.inspect.verify import TableVerify
+    from replicator.inspect.verify_compare import TableVerify
 
 
 @click.command()

@@ -25,7 +25,7 @@ from psycopg import sql
 from replicator import files, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare, verify_pg, verify_shape, verify_sqlite
 from replicator.plan.schemaplan import NotCreated, SchemaPlan
 from replicator.state import stateschema
 from triggers import source as sqlite_source
@@ -221,10 +221,7 @@ def store(conn: psycopg.Connection[Any], schema_name: str, cert: Certificate) ->
 
 
 def latest(conn: psycopg.Connection[Any], schema_name: str) -> Certificate | None:
-    found = conn.execute(
-        "SELECT to_regclass(%s)", (sql.Identifier(schema_name, "cutover_certificates").as_string(conn),)
-    ).fetchone()
-    if not found or found[0] is None:
+    if not stateschema.has_table(conn, schema_name, "cutover_certificates"):
         return None
     row = conn.execute(
         sql.SQL("SELECT body FROM {}.cutover_certificates ORDER BY id DESC LIMIT 1").format(sql.Identifier(schema_name))
@@ -259,7 +256,7 @@ def pg_side(conn: psycopg.Connection[Any], plan: SchemaPlan, names: list[str]) -
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for name in names:
-            side = verify.table_digest_pg(conn, verify.shape_of(plan.table(name), plan.schema))
+            side = verify_pg.table_digest_pg(conn, verify_shape.shape_of(plan.table(name), plan.schema))
             out[name] = (side.count, side.hexdigest())
     return out
 
@@ -277,10 +274,10 @@ def sqlite_side(
         conn.execute("BEGIN")
         out: dict[str, tuple[int, str]] = {}
         for name in names:
-            shape = verify.shape_of(plan.table(name), plan.schema)
+            shape = verify_shape.shape_of(plan.table(name), plan.schema)
             if quarantined and quarantined.get(name):
                 shape = msgspec.structs.replace(shape, quarantined=quarantined[name])
-            side = verify.table_digest_sqlite(conn, shape)
+            side = verify_sqlite.table_digest_sqlite(conn, shape)
             out[name] = (side.count, side.hexdigest())
         return out
     except sqlite3.Error as exc:
@@ -311,14 +308,14 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
         if plan is None:
             raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
         found = moved(cert, "postgresql", pg_side(conn, plan, names))
-        quarantined = verify.quarantined_keys(conn, config.target.state_schema, plan.tables)
+        quarantined = verify_shape.quarantined_keys(conn, config.target.state_schema, plan.tables)
     if source is not None:
         busy_ms = config.source.busy_timeout_ms
         found += moved(cert, "sqlite", sqlite_side(source, plan, names, busy_ms, quarantined))
     return found
 
 
-def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify.VerifyReport:
+def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify_compare.VerifyReport:
     """The certified tables compared now, SQLite against PostgreSQL, by verify's independent reading (the
     comparison cutover's preflight ran; the moved check above compares each side with its own record)."""
     from replicator.apply.savedplan import load_plan

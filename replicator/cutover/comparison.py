@@ -15,11 +15,11 @@ import msgspec
 from replicator.cutover.certificate import IndependentCheck
 from replicator.cutover.session import Session
 from replicator.errors import VerificationFailed
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare, verify_pg, verify_shape
 from triggers import journal
 
 
-def independent_check(t: verify.TableVerify, at: str, seq: int | None) -> IndependentCheck:
+def independent_check(t: verify_compare.TableVerify, at: str, seq: int | None) -> IndependentCheck:
     return IndependentCheck(
         at, t.status, t.source_rows, t.source_digest, t.target_rows, t.target_digest, seq=seq, in_flight=t.in_flight
     )
@@ -61,7 +61,7 @@ def changed_differ(session: Session, now: sqlite3.Connection, applied: int) -> l
                 continue
             flying = {verify.key_marker(k) for k in again.get(name, ())}
             keys = [k for k in journaled if verify.key_marker(k) not in flying]
-            shape = verify.independent_shape(session.pconn, session.state_schema, session.plan, name)
+            shape = verify_shape.independent_shape(session.pconn, session.state_schema, session.plan, name)
             cap = session.meta.tables.get(name)
             if cap is None or not shape.key_positions or tuple(cap.key_columns or ()) != shape.key_source:
                 whole.append(name)
@@ -76,21 +76,21 @@ def changed_differ(session: Session, now: sqlite3.Connection, applied: int) -> l
     return bad
 
 
-def load_shape(session: Session, name: str, quarantined: dict[str, frozenset[str]] | None = None) -> verify.Shape:
+def load_shape(session: Session, name: str, quarantined: dict[str, frozenset[str]] | None = None) -> verify_shape.Shape:
     """The load-path shape; with ``quarantined``, the SQLite side leaves the table's quarantined keys out."""
-    shape = verify.shape_of(session.plan.table(name), session.plan.schema)
+    shape = verify_shape.shape_of(session.plan.table(name), session.plan.schema)
     keys = (quarantined or {}).get(name)
     return msgspec.structs.replace(shape, quarantined=keys) if keys else shape
 
 
 def quarantined_keys(session: Session) -> dict[str, frozenset[str]]:
     """The quarantine's keys per table, as the apply has left it so far (the caller's transaction)."""
-    return verify.quarantined_keys(session.pconn, session.state_schema, session.plan.tables)
+    return verify_shape.quarantined_keys(session.pconn, session.state_schema, session.plan.tables)
 
 
 def pg_full(session: Session, name: str) -> tuple[int, str]:
     with session.pconn.transaction():
-        side = verify.table_digest_pg(session.pconn, load_shape(session, name))
+        side = verify_pg.table_digest_pg(session.pconn, load_shape(session, name))
     return side.count, side.hexdigest()
 
 

@@ -22,7 +22,7 @@ from replicator.apply.digests import table_digest_of
 from replicator.apply.tablestate import read_digests
 from replicator.cutover.comparison import load_shape, quarantined_keys, report_keys
 from replicator.cutover.session import Session
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare, verify_shape, verify_sqlite
 from triggers import journal
 from triggers.schema import quote_ident
 
@@ -61,9 +61,9 @@ class Prepass:
                 head = journal.head(conn)
                 digests = {}
                 for name in names:
-                    shown = verify.TableProgress(session.progress, name, counts.get(name, (0, ""))[0])
+                    shown = verify_compare.TableProgress(session.progress, name, counts.get(name, (0, ""))[0])
                     shape = load_shape(session, name, quarantined)
-                    side = verify.table_digest_sqlite(conn, shape, on_rows=shown.side("sqlite"))
+                    side = verify_sqlite.table_digest_sqlite(conn, shape, on_rows=shown.side("sqlite"))
                     shown.finish(side.count + side.refused)
                     digests[name] = (side.count, side.sum)
                 bad = pg_check.result()
@@ -114,19 +114,19 @@ def sqlite_at_stop(
     shape = load_shape(session, name, quarantined)
     whole = quarantined.get(name) != prepass.quarantined.get(name)
     if name not in session.targets or whole:  # not journaled (snapshot-only): read it whole
-        side = verify.table_digest_sqlite(now, shape)
+        side = verify_sqlite.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     if not keys:
         return base, "prepass"
     cap = session.meta.tables.get(name)
     if cap is None or cap.key_columns is None or len(set(keys)) > max(1, base[0]) * FULL_RECHECK_FRACTION:
-        side = verify.table_digest_sqlite(now, shape)
+        side = verify_sqlite.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     try:
         old = _rows_by_key(prepass.conn, shape, cap.key_columns, keys)
         new = _rows_by_key(now, shape, cap.key_columns, keys)
     except (sqlite3.OperationalError, UnicodeDecodeError):  # text that is not UTF-8: the full read handles it
-        side = verify.table_digest_sqlite(now, shape)
+        side = verify_sqlite.table_digest_sqlite(now, shape)
         return (side.count, side.sum), "full"
     count, total = base
     count += new[0] - old[0]
@@ -135,10 +135,10 @@ def sqlite_at_stop(
 
 
 def _rows_by_key(
-    conn: sqlite3.Connection, shape: verify.Shape, key_columns: tuple[str, ...], keys: list[tuple[Any, ...]]
+    conn: sqlite3.Connection, shape: verify_shape.Shape, key_columns: tuple[str, ...], keys: list[tuple[Any, ...]]
 ) -> tuple[int, int]:
     """Count and digest sum of the rows holding ``keys`` in this connection's read transaction."""
-    to_rows = verify.source_rows(shape)
+    to_rows = verify_shape.source_rows(shape)
     encoder = RowEncoder(shape.kinds)
     cols = ", ".join(quote_ident(c) for c in shape.source_columns) or "NULL"
     keyed = ", ".join(quote_ident(c) for c in key_columns)

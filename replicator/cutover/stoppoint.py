@@ -25,7 +25,7 @@ from replicator.cutover.freeze import Frozen
 from replicator.cutover.prepass import MODULUS, Prepass, sqlite_at_stop
 from replicator.cutover.session import CutoverAborted, Options, Session
 from replicator.errors import VerificationFailed
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare, verify_pg, verify_shape, verify_sides, verify_sqlite
 from replicator.load import snapshot
 from replicator.state import schema as runs
 
@@ -102,11 +102,11 @@ def copy_again(session: Session, frozen: Frozen, options: Options) -> tuple[Tabl
             )
         rows, refused = rows + result.rows, refused + result.quarantined
         shape = load_shape(session, table.source, quarantined_keys(session))
-        ours = verify.table_digest_sqlite(frozen.conn, shape)
-        theirs = verify.table_digest_pg(conn, shape)
-        independent = verify.verify_table(
-            verify._Sides(frozen.conn, conn, None, "off"),
-            verify.independent_shape(conn, session.state_schema, session.plan, table.source),
+        ours = verify_sqlite.table_digest_sqlite(frozen.conn, shape)
+        theirs = verify_pg.table_digest_pg(conn, shape)
+        independent = verify_compare.verify_table(
+            verify_sides.Sides(frozen.conn, conn, None, "off"),
+            verify_shape.independent_shape(conn, session.state_schema, session.plan, table.source),
         )
         proofs.append(
             TableProof(

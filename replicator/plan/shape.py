@@ -5,7 +5,7 @@ Why one model: the apply (what to read in SQLite and write in PostgreSQL for a j
 the same things: the SQLite and PostgreSQL names of the table and of its loaded columns, the columns'
 types, and where the key sits among them. They used to build two structs for it (``apply.TableTarget``,
 ``verify.Shape``); the key's positions were computed twice, one way in each. verify's own reading options
-(key ranges, the independent reading, the quarantined keys) stay on its subclass, ``verify.Shape``.
+(key ranges, the independent reading, the quarantined keys) stay on its subclass, ``verify_shape.Shape``.
 
 Here, in ``plan/``, because it is a view of the plan, and both ``apply/`` and ``inspect/`` import ``plan/``.
 """

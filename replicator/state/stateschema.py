@@ -237,6 +237,15 @@ def refuse_newer(conn: psycopg.Connection[Any], schema_name: str) -> None:
     _refuse_newer(recorded_version(conn, schema_name), schema_name)
 
 
+def has_table(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
+    """Whether the state schema holds ``table`` now (one catalog lookup, in the caller's transaction).
+
+    For readers, which never lay the schema out (``verify``, the certificate): an absent table is "nothing
+    yet", not an error."""
+    found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema_name, table).as_string(conn),)).fetchone()
+    return found is not None and found[0] is not None
+
+
 def _refuse_newer(found: int, schema_name: str) -> None:
     if found > VERSION:
         raise NewerStateSchema(

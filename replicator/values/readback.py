@@ -1,7 +1,7 @@
 """Converted values as PostgreSQL gives them back: the one normalisation the load path's digests share.
 
 Why one home: the snapshot's checksums (:mod:`replicator.load.snapshot`), the digests ``verify``'s
-load-path reading computes over SQLite (:mod:`replicator.inspect.verify`, cutover's pre-pass and stop
+load-path reading computes over SQLite (:mod:`replicator.inspect.verify_shape`, cutover's pre-pass and stop
 point, the certificate's per-side records) and the apply's running digests must all equal the digest of
 what PostgreSQL holds. A converted value and the value psycopg reads back differ for a few types only, and
 this module says which and how. Two copies of it (there were: ``snapshot.digest_finisher`` and

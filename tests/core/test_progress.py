@@ -21,7 +21,7 @@ import pytest
 
 from replicator.cutover import backup, window
 from replicator.cutover.session import Options
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_sides
 from replicator.load.offline import export
 from replicator.stream.worker import Worker
 from tests.support.cli import cli_env
@@ -87,7 +87,7 @@ def test_export_reports_each_tables_rows(src: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("parallel", ["off", "thread", "process"])
-def test_verify_reports_each_tables_rows(src: Path, pg_dsn: str, parallel: verify.Parallel) -> None:
+def test_verify_reports_each_tables_rows(src: Path, pg_dsn: str, parallel: verify_sides.Parallel) -> None:
     shown = Recorder()
     report = verify.verify(src, pg_dsn, cfg(), parallel=parallel, progress=shown)
     assert report.match

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from replicator.inspect import proof
+from replicator.inspect import proof, proof_numbers, proof_rule
 from replicator.values.targettype import TargetType
 
 TZ = TargetType("timestamptz", precision=6)
@@ -154,13 +154,13 @@ def test_a_changed_value_differs(
 
 def test_the_decimal_rule_for_reals_is_one_function() -> None:
     """The shortest round-trip decimal of the double, quantized to the column's scale (not Django's 15 digits)."""
-    assert proof.decimal_of_real(51891460955981.88, 6) == Decimal("51891460955981.880000")
-    assert proof.decimal_of_real(0.03201, None) == Decimal("0.03201")
-    assert proof.decimal_of_real(1.0000005, 6) == Decimal("1.000000")  # half-even at the scale
+    assert proof_numbers.decimal_of_real(51891460955981.88, 6) == Decimal("51891460955981.880000")
+    assert proof_numbers.decimal_of_real(0.03201, None) == Decimal("0.03201")
+    assert proof_numbers.decimal_of_real(1.0000005, 6) == Decimal("1.000000")  # half-even at the scale
 
 
 def test_unreadable_keys_are_refused_for_bounds() -> None:
     read = proof.key_value(TargetType("bigint"))
     assert read("12") == 12
-    with pytest.raises(proof.Unreadable):
+    with pytest.raises(proof_rule.Unreadable):
         read("twelve")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from replicator import config
 from replicator.cli.main import cli
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare
 from replicator.load import snapshot
 from tests.conftest import REALWORLD, realworld_files
 
@@ -112,7 +112,7 @@ def _app(path: Path, *statements: str) -> None:
 def test_text_composite_keyless_and_uuid_tables(
     tmp_path: Path, pg_dsn: str, pg: Any, monkeypatch: Any, bucket_rows: int
 ) -> None:
-    monkeypatch.setattr(verify, "BUCKET_ROWS", bucket_rows)  # 8: dozens of hash buckets, few compared
+    monkeypatch.setattr(verify_compare, "BUCKET_ROWS", bucket_rows)  # 8: dozens of hash buckets, few compared
     path = tmp_path / "app.db"
     ids = [uuid.UUID(int=i * 7919) for i in range(300)]
     _app(
@@ -159,9 +159,9 @@ def test_bisection_recurses_through_several_levels(tmp_path: Path, pg_dsn: str, 
         "INSERT INTO pair SELECT 'k' || (i % 100), i, 'v' || i FROM n",
     )
     snapshot.snapshot(path, pg_dsn, CFG, mode="create")
-    monkeypatch.setattr(verify, "FANOUT", 4)
-    monkeypatch.setattr(verify, "SUBFANOUT", 4)
-    monkeypatch.setattr(verify, "LEAF_ROWS", 20)
+    monkeypatch.setattr(verify_compare, "FANOUT", 4)
+    monkeypatch.setattr(verify_compare, "SUBFANOUT", 4)
+    monkeypatch.setattr(verify_compare, "LEAF_ROWS", 20)
     pg.execute("UPDATE big SET note = 'x' WHERE id IN (3, 30000, 59997)")
     pg.execute("DELETE FROM big WHERE id = 45000")
     pg.execute("INSERT INTO big VALUES (45001, 'g1', 1.5, 'extra'), (-5, 'g0', 0, 'before all')")
@@ -268,9 +268,9 @@ def test_key_whose_sqlite_storage_orders_differently_is_still_diagnosed(
     )
     snapshot.snapshot(path, pg_dsn, CFG, mode="create")
     assert verify.verify(path, pg_dsn, CFG, keys=True).match
-    monkeypatch.setattr(verify, "FANOUT", 4)
-    monkeypatch.setattr(verify, "SUBFANOUT", 4)
-    monkeypatch.setattr(verify, "LEAF_ROWS", 5)
+    monkeypatch.setattr(verify_compare, "FANOUT", 4)
+    monkeypatch.setattr(verify_compare, "SUBFANOUT", 4)
+    monkeypatch.setattr(verify_compare, "LEAF_ROWS", 5)
     pg.execute("UPDATE m SET v = 'x' WHERE code IN ('3', '4')")
     m = verify.verify(path, pg_dsn, CFG, keys=True).tables[0]
     assert m.status == "mismatch"

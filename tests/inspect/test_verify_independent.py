@@ -324,21 +324,27 @@ def test_without_a_bug_verify_and_cutover_pass_and_the_certificate_says_which_ch
 
 
 def test_the_independent_reading_imports_no_converter() -> None:
-    """replicator.inspect.proof imports nothing from the load path's conversion modules."""
-    tree = ast.parse(Path(proof.__file__).read_text())
-    imported = {
-        *(n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module),
-        *(a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names),
-    }
+    """replicator.inspect.proof and its rules (``proof_*.py``) import nothing from the load path's conversion
+    modules: of our code, only each other."""
+    modules = sorted(Path(proof.__file__).parent.glob("proof*.py"))
+    assert len(modules) >= 7, modules  # the rules were read, not an empty glob
     forbidden = {
         "replicator.plan.typemap",
         "replicator",
         "replicator.values",  # from replicator.values import convert
         "replicator.plan",
     }
-    # Every module of replicator.values: the converters (convert*), the parsers they use (datetimes,
-    # decimals, addresses) and the rest of the load path's value handling.
-    assert not {m for m in imported if m in forbidden or m.startswith("replicator.values.")}, imported
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        imported = {
+            *(n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module),
+            *(a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names),
+        }
+        # Every module of replicator.values: the converters (convert*), the parsers they use (datetimes,
+        # decimals, addresses) and the rest of the load path's value handling.
+        assert not {m for m in imported if m in forbidden or m.startswith("replicator.values.")}, (path.name, imported)
+        ours = {m for m in imported if m.split(".")[0] in {"replicator", "triggers", "checkpoints"}}
+        assert all(m.startswith("replicator.inspect.proof") for m in ours), (path.name, ours)
 
 
 def test_certificate_live_compares_independently(tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
 """The snapshot's checksum and verify's load-path digests agree, for every PostgreSQL type the load writes.
 
 Why: cutover's pre-pass and stop point and the certificate set verify's load-path reading
-(``verify.shape_of(..., independent=False)``) against the digests the load keeps (the snapshot's checksums,
+(``verify_shape.shape_of(..., independent=False)``) against the digests the load keeps (the snapshot's checksums,
 then the apply's running digests). Both bring converted values to what PostgreSQL gives back with one
 normalisation (:mod:`replicator.values.readback`); if the two paths normalised differently, cutover would
 report false mismatches. Here the same SQLite rows go through the snapshot (into a real PostgreSQL) and
@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from replicator import config
-from replicator.inspect import verify
+from replicator.inspect import verify_pg, verify_shape, verify_sqlite
 from replicator.load import snapshot
 from replicator.pg import connect
 from replicator.plan.schemaplan import SchemaPlan
@@ -97,10 +97,10 @@ def _verify_digests(path: Path, dsn: str, plan: SchemaPlan) -> dict[str, tuple[s
     try:
         with connect(dsn) as pconn:
             for table in plan.tables:
-                shape = verify.shape_of(table, plan.schema)
+                shape = verify_shape.shape_of(table, plan.schema)
                 with pconn.transaction():
-                    target = verify.table_digest_pg(pconn, shape).hexdigest()
-                found[table.source] = (verify.table_digest_sqlite(sconn, shape).hexdigest(), target)
+                    target = verify_pg.table_digest_pg(pconn, shape).hexdigest()
+                found[table.source] = (verify_sqlite.table_digest_sqlite(sconn, shape).hexdigest(), target)
     finally:
         sconn.close()
     return found

@@ -28,11 +28,13 @@ UNVERSIONED = FIXTURES / "state_schema_unversioned.sql"
 SCHEMA = "replicator"
 
 #: How the code names a state table in SQL: ``{}.name`` / ``{schema}.name`` in a composed query,
-#: ``f"{...schema...}.name"`` in a to_regclass argument, ``sql.Identifier(<schema variable>, "name")``.
+#: ``f"{...schema...}.name"`` in a to_regclass argument, ``sql.Identifier(<schema variable>, "name")``,
+#: ``stateschema.has_table(conn, <schema variable>, "name")``.
 _REFERENCES = (
     r"\{(?:schema)?\}\.(\w+)",
     r"\{[^{}\"]*schema[^{}\"]*\}\.(\w+)",
     r"Identifier\([\w.]*schema[\w.]*, \"(\w+)\"\)",
+    r"has_table\(\w+, [\w.]*schema[\w.]*, \"(\w+)\"\)",
 )
 
 
@@ -281,6 +283,15 @@ def test_a_missing_schema_does_not_abort_the_callers_transaction(pg: psycopg.Con
     with pg.transaction():
         assert stateschema.recorded_version(pg, "nowhere") == 0
         assert pg.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_has_table_tells_a_table_not_laid_out_yet(pg: psycopg.Connection[Any]) -> None:
+    """Readers ask before they read (verify, the certificate): a schema or table not laid out is "nothing yet"."""
+    assert not stateschema.has_table(pg, SCHEMA, "checkpoints")
+    assert not stateschema.has_table(pg, 'a "quoted" %s schema', "checkpoints")
+    stateschema.ensure(pg, SCHEMA)
+    assert stateschema.has_table(pg, SCHEMA, "checkpoints")
+    assert not stateschema.has_table(pg, SCHEMA, "no_such_table")
 
 
 def test_every_state_table_the_code_uses_exists_after_ensure(pg: psycopg.Connection[Any]) -> None:

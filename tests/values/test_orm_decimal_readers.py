@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from replicator.config import Config, Snapshot
 from replicator.errors import BadValue
-from replicator.inspect.proof import decimal_of_real
+from replicator.inspect.proof_numbers import decimal_of_real
 from replicator.load import snapshot
 from replicator.plan import existingmode
 from replicator.values.convert import value_converter
@@ -74,7 +74,8 @@ def test_sqlalchemy_numeric_reads_a_real_with_its_scale() -> None:
 
 
 #: What ActiveRecord 6.1.7.10 (Debian bookworm ruby-activerecord, Ruby 3.1.2, bigdecimal 3.1.1, sqlite3 gem
-#: 1.4.2) reads from SQLite for each stored number, per declared column type (recorded with tests/values/rails_reads.rb).
+#: 1.4.2) reads from SQLite for each stored number, per declared column type (recorded with
+#: tests/values/rails_reads.rb).
 RAILS_READS: list[tuple[float | int, dict[str, str]]] = [
     (
         30475227.150471002,
