@@ -38,6 +38,7 @@ import msgspec
 from replicator import faults
 from replicator.state import phase
 from tests.reliability import harness, loadgen
+from tests.support.daemon import DaemonProcess
 from tests.support.pgserver import fresh_database
 
 CUTOVER_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("cutover."))
@@ -148,7 +149,7 @@ class Matrix:
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
-    def _died(self, proc: harness.Proc, result: Kill, *, expect_alive: bool) -> None:
+    def _died(self, proc: DaemonProcess, result: Kill, *, expect_alive: bool) -> None:
         """SIGKILL ``proc``; a daemon that already exited on its own stopped on an error."""
         code = proc.poll()
         if code is None:
@@ -158,14 +159,14 @@ class Matrix:
                 result.note += f"daemon held deleted files: {result.held_deleted} "
             proc.kill()
         elif expect_alive:
-            result.note += f"daemon stopped by itself (exit {code}): {proc.tail(600)}"
+            result.note += f"daemon stopped by itself (exit {code}): {proc.output(600)}"
 
     def _failpoint(self, name: str, result: Kill) -> None:
         proc = harness.daemon(self.source, self.dsn, self._log(name), failpoints=f"{name}:crash", **PRUNE_OFTEN)
         if name in RESNAPSHOT_POINTS:
             self._add_column(proc)
         try:
-            code = proc.wait(KILL_TIMEOUT_S)
+            code = proc.wait(KILL_TIMEOUT_S).code
         except subprocess.TimeoutExpired:
             proc.kill()
             result.note = "window not reached; killed"
@@ -173,11 +174,11 @@ class Matrix:
         if code == faults.CRASH_EXIT:
             result.hit = True
         else:
-            result.note = f"daemon stopped by itself (exit {code}): {proc.tail(600)}"
+            result.note = f"daemon stopped by itself (exit {code}): {proc.output(600)}"
 
-    def _add_column(self, proc: harness.Proc) -> None:
+    def _add_column(self, proc: DaemonProcess) -> None:
         """Once the daemon streams, add a column with a default in SQLite: create mode re-snapshots the table."""
-        harness.wait_for(lambda: self._phase() in ("STREAMING", "CATCHUP") or proc.poll() is not None, 15, 0.05)
+        harness.wait_for(lambda: self._phase() in ("STREAMING", "CATCHUP") or not proc.alive(), 15, 0.05)
         self._columns += 1
         with contextlib.closing(sqlite3.connect(self.source, timeout=30, isolation_level=None)) as db:
             db.execute(f"ALTER TABLE event ADD COLUMN x{self._columns} TEXT DEFAULT 'd{self._columns}'")

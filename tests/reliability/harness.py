@@ -1,5 +1,6 @@
-"""Shared pieces of the reliability harness: the real daemon as a subprocess, the load generator as a
-subprocess, and a row-by-row comparison that counts rows lost and rows doubled (not only the first five)."""
+"""Shared pieces of the reliability harness: the real daemon as a subprocess (tests.support.daemon's launcher,
+small batches and fast retries), the load generator and the other commands as subprocesses, and a row-by-row
+comparison that counts rows lost and rows doubled (not only the first five)."""
 
 from __future__ import annotations
 
@@ -23,22 +24,29 @@ from checkpoints import audit, store
 from replicator.apply.savedplan import load_plan
 from replicator.state import phase
 from tests.support.compare import pg_canon, sqlite_canon
+from tests.support.daemon import DaemonProcess
 from triggers.schema import quote_ident
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = "replicator"
 
 
+DAEMON_ENV: dict[str, str] = {
+    "REPLICATOR_APPLY__BATCH_ROWS": "25",
+    "REPLICATOR_APPLY__RETRY_MAX_WAIT_S": "1",
+    "REPLICATOR_TARGET__CONNECT_TIMEOUT_S": "3",
+}
+"""Small batches and fast retries (tests wait less); tests.support.daemon adds the fast poll."""
+
+
 def env(**extra: str) -> dict[str, str]:
-    """The daemon's environment: small batches, fast polls and retries (tests wait less)."""
+    """The environment of the other processes (the load generator, cutover): the daemon's settings too."""
     base = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "REPLICATOR_FAILPOINTS": "",
-        "REPLICATOR_APPLY__BATCH_ROWS": "25",
         "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05",
-        "REPLICATOR_APPLY__RETRY_MAX_WAIT_S": "1",
-        "REPLICATOR_TARGET__CONNECT_TIMEOUT_S": "3",
+        **DAEMON_ENV,
     }
     base.update(extra)
     return base
@@ -88,9 +96,9 @@ class Proc:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def daemon(source: Path, dsn: str, log_path: Path, *args: str, failpoints: str = "", **extra: str) -> Proc:
-    cmd = [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", dsn, "--log-format", "json"]
-    return Proc([*cmd, *args], log_path, env(REPLICATOR_FAILPOINTS=failpoints, **extra))
+def daemon(source: Path, dsn: str, log_path: Path, *args: str, failpoints: str = "", **extra: str) -> DaemonProcess:
+    """The daemon (tests.support.daemon's launcher) with the harness's settings, logging to ``log_path``."""
+    return DaemonProcess(source, dsn, *args, env={**DAEMON_ENV, **extra}, failpoints=failpoints, log=log_path, cwd=ROOT)
 
 
 def replicator(args: list[str], log_path: Path, failpoints: str = "", **extra: str) -> Proc:
@@ -142,12 +150,12 @@ def drain(source: Path, dsn: str, log_path: Path, timeout: float = 120) -> None:
     """``replicator run --until-drained`` to the end; raises with the log tail if it fails."""
     proc = daemon(source, dsn, log_path, "--until-drained", REPLICATOR_APPLY__BATCH_ROWS="500")
     try:
-        code = proc.wait(timeout)
+        code = proc.wait(timeout).code
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"drain did not finish in {timeout}s:\n{proc.tail()}") from None
+        raise AssertionError(f"drain did not finish in {timeout}s:\n{proc.output(3000)}") from None
     if code != 0:
-        raise AssertionError(f"drain exited {code}:\n{proc.tail()}")
+        raise AssertionError(f"drain exited {code}:\n{proc.output(3000)}")
 
 
 class Diff(msgspec.Struct):

@@ -21,6 +21,7 @@ from replicator import config as config_mod
 from replicator.inspect.status import Status, read_status
 from tests.reliability import harness, loadgen
 from tests.reliability.proxy import Proxy
+from tests.support.daemon import DaemonProcess
 
 RETRY_LINE: Final = "transient error; retrying with backoff"
 RECOVERED_LINE: Final = '"recovered"'
@@ -53,7 +54,7 @@ def _caught_up(dsn: str, source: Path) -> bool:
     return st.changes_behind == 0 and bool(st.daemon_running)
 
 
-def _finish(out: Outcome, source: Path, dsn: str, daemon: harness.Proc, logs: Path) -> None:
+def _finish(out: Outcome, source: Path, dsn: str, daemon: DaemonProcess, logs: Path) -> None:
     """Stop the daemon (SIGTERM), drain what is left, compare row by row, verify the chain."""
     code = daemon.term(60)
     if code != 0:
@@ -98,11 +99,11 @@ def postgres_unreachable(workdir: Path, dsn: str, *, seconds: float, seed: int =
                 seen_behind = seen_behind or (st.changes_behind or 0) > 0
                 time.sleep(min(1.0, max(0.05, seconds - (time.monotonic() - cut))))
             out.status_showed = seen_down and seen_behind
-            out.retried = daemon.poll() is None and RETRY_LINE in daemon.tail(10**7)
+            out.retried = daemon.alive() and RETRY_LINE in daemon.output(10**7)
             proxy.resume()
             gen.term(30)
             out.recovered = harness.wait_for(lambda: _caught_up(dsn, source), 60, 0.2)
-            out.recovered = out.recovered and RECOVERED_LINE in daemon.tail(10**7)
+            out.recovered = out.recovered and RECOVERED_LINE in daemon.output(10**7)
         finally:
             gen.kill()
             _finish(out, source, dsn, daemon, logs)
@@ -143,10 +144,10 @@ def postgres_gone_during_batch(
                 proxy.resume()
                 time.sleep(1.0)
             out.status_showed = showed
-            out.retried = cuts == times and daemon.poll() is None and RETRY_LINE in daemon.tail(10**7)
+            out.retried = cuts == times and daemon.alive() and RETRY_LINE in daemon.output(10**7)
             gen.term(30)
             out.recovered = harness.wait_for(lambda: _caught_up(dsn, source), 60, 0.2)
-            out.recovered = out.recovered and RECOVERED_LINE in daemon.tail(10**7)
+            out.recovered = out.recovered and RECOVERED_LINE in daemon.output(10**7)
             out.note = f"cut {cuts} times inside a batch"
         finally:
             gen.kill()
@@ -182,7 +183,7 @@ def sqlite_write_lock(workdir: Path, dsn: str, *, seconds: float, seed: int = 3)
         # The app's other writers wait on the same lock, so the journal does not grow: what status must show
         # is a daemon still holding its lock, not ERRORED, with the journal readable.
         out.status_showed = polls > 0 and answered == polls and running == polls and "ERRORED" not in phases
-        out.retried = daemon.poll() is None
+        out.retried = daemon.alive()
         out.note = (
             f"status during the lock: phases {sorted(phases)}, daemon running {running}/{polls}, behind <= {behind}"
         )

@@ -183,7 +183,7 @@ def test_app_closing_its_last_connection_does_not_stall_the_daemon(tmp_path: Pat
     src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5);")
     proc = harness.daemon(src, pg_dsn, tmp_path / "daemon.log")
     try:
-        assert harness.wait_for(lambda: harness.phase_of(pg_dsn) == "STREAMING", 30, 0.1), proc.tail()
+        assert harness.wait_for(lambda: harness.phase_of(pg_dsn) == "STREAMING", 30, 0.1), proc.output(3000)
         for i in range(3):
             subprocess.run(
                 [sys.executable, "-c", WRITE_ONCE, str(src), str(10 + i)], check=True, timeout=30, cwd=harness.ROOT

@@ -79,8 +79,8 @@ def beside(
     daemon = harness.daemon(source, dsn, logs / "daemon.log")
     gen: harness.Proc | None = None
     try:
-        if not harness.wait_for(lambda: harness.phase_of(dsn) == "STREAMING" or daemon.poll() is not None, 30, 0.1):
-            out.note = f"the daemon did not reach STREAMING: {daemon.tail(800)}"
+        if not harness.wait_for(lambda: harness.phase_of(dsn) == "STREAMING" or not daemon.alive(), 30, 0.1):
+            out.note = f"the daemon did not reach STREAMING: {daemon.output(800)}"
             return out
         gen = harness.loadgen(source, logs / "loadgen.log", seconds=seconds, seed=seed, tps=tps, mode=mode)
         time.sleep(seconds / 2)
@@ -97,8 +97,8 @@ def beside(
         wait = CATCH_UP_S if out.caught_up_mid else STALLED_S
         out.caught_up_end, out.applied, out.journal_head = _caught_up(dsn, source, wait)
         out.held_end = harness.deleted_files(daemon.pid, source)
-        if daemon.poll() is not None:
-            out.note += f" daemon stopped by itself: {daemon.tail(600)}"
+        if not daemon.alive():
+            out.note += f" daemon stopped by itself: {daemon.output(600)}"
     finally:
         if gen is not None:
             gen.kill()

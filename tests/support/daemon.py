@@ -6,6 +6,7 @@ not a sleep."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -52,7 +53,8 @@ class DaemonProcess:
     """`replicator run` as its own process: the app's connections are another process's, as in production.
 
     Its environment is this one's without REPLICATOR_* settings (a developer's own must not leak in),
-    a 50 ms poll, the failpoints and batch size asked for, and ``env``."""
+    a 50 ms poll, the failpoints and batch size asked for, and ``env``. It runs in a process group of its
+    own, so a signal (SIGKILL above all) takes any child with it."""
 
     def __init__(
         self,
@@ -76,7 +78,9 @@ class DaemonProcess:
         if json_log:
             cmd += ["--log-format", "json"]
         with self.out.open("ab") as out, self.log.open("ab") as err:
-            self.proc = subprocess.Popen([*cmd, *args], env=full, stdout=out, stderr=err, cwd=cwd)
+            self.proc = subprocess.Popen(
+                [*cmd, *args], env=full, stdout=out, stderr=err, cwd=cwd, start_new_session=True
+            )
 
     @property
     def pid(self) -> int:
@@ -84,6 +88,10 @@ class DaemonProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def poll(self) -> int | None:
+        """Its exit code, None while it runs."""
+        return self.proc.poll()
 
     def output(self, tail: int = 4000) -> str:
         """The end of its log (stderr), for assertion messages."""
@@ -101,14 +109,25 @@ class DaemonProcess:
 
     def stop(self, timeout: float = 60) -> Exited:
         """SIGTERM (finish the batch, exit), as a service manager stops it."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self._signal(signal.SIGTERM)
         return self.wait(timeout)
 
-    def kill(self) -> None:
+    def term(self, timeout: float = 60) -> int:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``: its exit code (-9 when killed)."""
+        try:
+            return self.stop(timeout).code
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL (no ``finally``, no flush, no rollback): its exit code (-9 if it was still running)."""
+        self._signal(signal.SIGKILL)
+        return self.proc.wait(timeout=60)
+
+    def _signal(self, signum: int) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):  # it exited between the poll and the signal
+                os.killpg(self.proc.pid, signum)
 
     def wait_streaming(self, dsn: str, timeout: float = 60) -> None:
         """Until the target's state row says STREAMING under this process's pid: it holds the source lock."""
