@@ -25,6 +25,7 @@ from replicator.load import snapshot
 from replicator.state import schema as state
 from replicator.stream.worker import Worker
 from tests.support.compare import assert_same
+from tests.support.source import make_source
 from triggers import install, journal
 
 SCHEMA = """
@@ -47,10 +48,10 @@ def cfg() -> config.Config:
     return config.load(overrides={"apply": {"poll_interval_s": 0.05}}, environ={})
 
 
-def make_source(path: Path) -> Path:
+def customers(path: Path) -> Path:
+    """``ROWS`` customers with a purchase each (seeded values), capture installed after them."""
+    make_source(path, SCHEMA, capture=False)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.executescript(SCHEMA)
     rnd = random.Random(5)
     conn.execute("BEGIN")
     for i in range(1, ROWS + 1):
@@ -162,7 +163,7 @@ def read_back_digests(conn: psycopg.Connection[Any], plan: Any) -> dict[str, tup
 
 
 def test_mark_genesis_and_handoff_under_concurrent_writes(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = customers(tmp_path / "app.db")
     app = App(path)
     app.start()
     while app.commits < 5 and app.is_alive():  # the journal has entries before the snapshot starts
@@ -229,7 +230,7 @@ def test_without_capture_no_genesis_and_no_mark(tmp_path: Path, pg_dsn: str, pg:
 
 
 def test_replace_starts_a_new_chain_and_a_plain_rerun_is_refused(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = customers(tmp_path / "app.db")
     first = snapshot.snapshot(path, pg_dsn, cfg())
     with pytest.raises(TargetNotEmpty, match=r"customer, purchase"):
         snapshot.snapshot(path, pg_dsn, cfg())

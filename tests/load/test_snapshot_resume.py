@@ -17,6 +17,7 @@ from replicator.state import schema as state
 from tests.support.compare import assert_same
 from tests.support.pgserver import fresh_database
 from tests.support.snapshot import Interrupt
+from tests.support.source import make_source
 from triggers.schema import read_schema
 
 #: One process: Ctrl-C here stops the one table being loaded (a parallel run is tested apart).
@@ -25,11 +26,7 @@ PARALLEL = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
 SIZES = {"author": 300, "book": 900, "review": 1500}
 
 
-def make_source(path: Path) -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.executescript(
-        """
+BOOKSHOP = """
         CREATE TABLE author (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, born DATE);
         CREATE TABLE book (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES author (id), title TEXT,
                            price REAL, cover BLOB);
@@ -37,7 +34,12 @@ def make_source(path: Path) -> Path:
         CREATE TABLE review (id INTEGER PRIMARY KEY, book_id INTEGER REFERENCES book (id), stars INTEGER,
                              body TEXT, at DATETIME);
         """
-    )
+
+
+def bookshop(path: Path) -> Path:
+    """Authors, books and reviews (``SIZES`` rows, seeded values), without capture: a snapshot's source."""
+    make_source(path, BOOKSHOP, capture=False)
+    conn = sqlite3.connect(path, isolation_level=None)
     rnd = random.Random(3)
     conn.execute("BEGIN")
     conn.executemany(
@@ -65,7 +67,7 @@ def loaded(pg: psycopg.Connection[Any]) -> dict[str, int]:
 def test_interrupted_at_a_random_row_then_resumed(
     tmp_path: Path, pg_dsn: str, pg: Any, pg_server: str, seed: int
 ) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = bookshop(tmp_path / "app.db")
     at = random.Random(seed).randrange(1, sum(SIZES.values()))
     with pytest.raises(KeyboardInterrupt):
         snapshot.snapshot(path, pg_dsn, CFG, fetch_rows=37, progress=Interrupt(at))
@@ -99,8 +101,8 @@ def test_interrupted_at_a_random_row_then_resumed(
 
 
 def test_resume_refuses_another_source_file(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    first = make_source(tmp_path / "a.db")
-    second = make_source(tmp_path / "b.db")
+    first = bookshop(tmp_path / "a.db")
+    second = bookshop(tmp_path / "b.db")
     with pytest.raises(KeyboardInterrupt):
         snapshot.snapshot(first, pg_dsn, CFG, fetch_rows=50, progress=Interrupt(SIZES["author"] + 100))
     with pytest.raises(UsageError, match=r"another source file: .*a\.db"):
@@ -112,7 +114,7 @@ def test_resume_refuses_another_source_file(tmp_path: Path, pg_dsn: str, pg: Any
 
 
 def test_resume_of_a_finished_snapshot_loads_nothing(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = bookshop(tmp_path / "app.db")
     first = snapshot.snapshot(path, pg_dsn, CFG)
     again = snapshot.snapshot(path, pg_dsn, CFG, resume=True)
     assert all(t.resumed for t in again.tables)
@@ -121,7 +123,7 @@ def test_resume_of_a_finished_snapshot_loads_nothing(tmp_path: Path, pg_dsn: str
 
 
 def test_resume_refuses_rows_it_did_not_load(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = bookshop(tmp_path / "app.db")
     with pytest.raises(KeyboardInterrupt):
         snapshot.snapshot(path, pg_dsn, CFG, fetch_rows=50, progress=Interrupt(SIZES["author"] + 100))
     pg.execute("INSERT INTO review (id) VALUES (1)")  # someone else's row
@@ -131,7 +133,7 @@ def test_resume_refuses_rows_it_did_not_load(tmp_path: Path, pg_dsn: str, pg: An
 
 def test_parallel_run_interrupted_then_resumed(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     """Two processes: the helper finishes (or rolls back) its own table; only whole tables are recorded."""
-    path = make_source(tmp_path / "app.db")
+    path = bookshop(tmp_path / "app.db")
     with pytest.raises(KeyboardInterrupt):
         snapshot.snapshot(path, pg_dsn, PARALLEL, fetch_rows=37, progress=Interrupt(500))
     done = loaded(pg)
@@ -148,7 +150,7 @@ def test_parallel_run_interrupted_then_resumed(tmp_path: Path, pg_dsn: str, pg: 
 def test_each_table_is_indexed_and_analyzed_after_its_load(tmp_path: Path, pg_dsn: str, pg: Any, cfg: Any) -> None:
     """Indexes, UNIQUE and ANALYZE follow each table's load (overlapping the other process's COPY);
     the FKs come last, NOT VALID, once every table they reference is there."""
-    path = make_source(tmp_path / "app.db")
+    path = bookshop(tmp_path / "app.db")
     result = snapshot.snapshot(path, pg_dsn, cfg, mode="create")
     assert all(t.analyzed for t in result.tables)
     analyzed = dict(
@@ -202,7 +204,7 @@ def test_the_primary_key_is_built_after_the_load_and_a_collision_is_an_error(
 ) -> None:
     """Create mode COPYs into key-less tables and adds each primary key over the loaded rows. Two
     SQLite keys that one narrower PostgreSQL type makes equal stop the snapshot, naming the table."""
-    path = make_source(tmp_path / "app.db")
+    path = bookshop(tmp_path / "app.db")
     result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
     keys = pg.execute(
         "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'p'"

@@ -27,6 +27,7 @@ from replicator.stream.worker import Worker
 from tests.support.compare import assert_same, compare_table
 from tests.support.paths import ROOT
 from tests.support.pgserver import fresh_database
+from tests.support.source import make_source
 from triggers import install
 
 SIZES = {"event": 3000, "tag": 1500, "kv": 1200, "small": 10}
@@ -46,13 +47,7 @@ def cfg(workers: int = 2, **snapshot_options: Any) -> config.Config:
     )
 
 
-def make_source(path: Path, *, nul_every: int = 0, bad_utf8_at: int = 0) -> Path:
-    """Three tables over the threshold -- an INTEGER PRIMARY KEY one, a rowid one keyed by text (a
-    REPLACE moves a row to a new rowid) and a WITHOUT ROWID one -- and one under it."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.executescript(
-        """
+SHARED_SCHEMA = """
         CREATE TABLE event (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload JSON, at DATETIME, score REAL,
                             token BLOB);
         CREATE INDEX event_kind ON event (kind);
@@ -60,7 +55,13 @@ def make_source(path: Path, *, nul_every: int = 0, bad_utf8_at: int = 0) -> Path
         CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
         CREATE TABLE small (id INTEGER PRIMARY KEY, label TEXT);
         """
-    )
+
+
+def over_threshold(path: Path, *, nul_every: int = 0, bad_utf8_at: int = 0) -> Path:
+    """Three tables over the threshold -- an INTEGER PRIMARY KEY one, a rowid one keyed by text (a
+    REPLACE moves a row to a new rowid) and a WITHOUT ROWID one -- and one under it; no capture."""
+    make_source(path, SHARED_SCHEMA, capture=False)
+    conn = sqlite3.connect(path, isolation_level=None)
     rnd = random.Random(9)
     conn.execute("BEGIN")
     for i in range(1, SIZES["event"] + 1):
@@ -145,7 +146,7 @@ def by_table(result: snapshot.SnapshotResult) -> dict[str, snapshot.TableResult]
 def test_both_processes_convert_a_dominant_table_with_the_checksums_of_one(
     tmp_path: Path, pg_dsn: str, pg: Any, pg_server: str, mode: str
 ) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = over_threshold(tmp_path / "app.db")
     if mode == "existing":
         app_schema(pg)
     result = load(path, pg_dsn, cfg(), mode=mode)
@@ -184,7 +185,7 @@ def app_schema(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_without_a_threshold_no_table_is_shared(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = over_threshold(tmp_path / "app.db")
     result = snapshot.snapshot(path, pg_dsn, cfg(split_rows=0), fetch_rows=FETCH)
     assert all(t.helper_rows == 0 for t in result.tables)
     assert result.plan is not None
@@ -240,7 +241,7 @@ class App(threading.Thread):
 def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies_the_rest(
     tmp_path: Path, pg_dsn: str, pg: Any, mode: str
 ) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = over_threshold(tmp_path / "app.db")
     install.install(path)
     if mode == "existing":
         app_schema(pg)
@@ -295,7 +296,7 @@ def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies
 
 
 def test_refused_values_are_quarantined_from_every_part(tmp_path: Path, pg_dsn: str, pg: Any, pg_server: str) -> None:
-    path = make_source(tmp_path / "app.db", nul_every=170)
+    path = over_threshold(tmp_path / "app.db", nul_every=170)
     result = load(path, pg_dsn, cfg(on_bad_value="quarantine"))
     event = by_table(result)["event"]
     bad = SIZES["event"] // 170
@@ -309,7 +310,7 @@ def test_refused_values_are_quarantined_from_every_part(tmp_path: Path, pg_dsn: 
 
 
 def test_stop_names_the_first_refused_value_in_read_order(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
-    path = make_source(tmp_path / "app.db", nul_every=170)
+    path = over_threshold(tmp_path / "app.db", nul_every=170)
     with pytest.raises(BadValue, match=r"refused value in event \(id=170\) column kind"):
         load(path, pg_dsn, cfg())
     assert pg.execute("SELECT count(*) FROM event").fetchone() == (0,)
@@ -318,7 +319,7 @@ def test_stop_names_the_first_refused_value_in_read_order(tmp_path: Path, pg_dsn
 def test_invalid_utf8_late_in_a_shared_table_rereads_it_whole(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     """The first read stops at the bad text with batches at the helper; the bytes-fallback reread
     is a new session whose blocks are not mixed with the abandoned one's."""
-    path = make_source(tmp_path / "app.db", bad_utf8_at=2500)
+    path = over_threshold(tmp_path / "app.db", bad_utf8_at=2500)
     result = load(path, pg_dsn, cfg(on_bad_value="quarantine"))
     event = by_table(result)["event"]
     assert (event.rows, event.quarantined) == (SIZES["event"] - 1, 1)
@@ -329,7 +330,7 @@ def test_invalid_utf8_late_in_a_shared_table_rereads_it_whole(tmp_path: Path, pg
 def test_interrupted_in_the_middle_of_a_shared_table_then_resumed(
     tmp_path: Path, pg_dsn: str, pg: Any, pg_server: str
 ) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = over_threshold(tmp_path / "app.db")
     seen: dict[str, int] = {}
 
     def stop_halfway(table: str, rows: int) -> None:
@@ -385,7 +386,7 @@ snapshot.snapshot(Path(sys.argv[1]), sys.argv[2], conf, fetch_rows=100, progress
 def test_killed_in_the_middle_of_a_shared_table_the_helper_exits_and_a_resume_completes(
     tmp_path: Path, pg_dsn: str, pg: Any
 ) -> None:
-    path = make_source(tmp_path / "app.db")
+    path = over_threshold(tmp_path / "app.db")
     pids = tmp_path / "children"
     root = ROOT
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -439,7 +440,7 @@ def test_a_dominant_tables_profile_is_scanned_by_both_processes(
     from replicator.plan import chunkscan, profiler
     from triggers.schema import read_schema
 
-    path = make_source(tmp_path / "app.db")
+    path = over_threshold(tmp_path / "app.db")
     monkeypatch.setattr(chunkscan, "CHUNK_CHARS", 1000)  # 256-row chunks (the helper scans what it is given)
     monkeypatch.setattr(costs, "HELPER_START_NS", 0)  # a helper not yet started still gets its share
     conf = cfg()
