@@ -38,7 +38,7 @@ from replicator.values.refusal import RowRefused
 from replicator.values.targettype import parse_type
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
-from tests.support.source import app
+from tests.support.source import app, make_db
 from triggers import install
 
 pytestmark = pytest.mark.e2e
@@ -158,15 +158,13 @@ def _pg_table(pg: psycopg.Connection[Any], name: str = "every") -> None:
 
 
 def _sqlite_source(path: Path, rows: list[dict[str, object]], name: str = "every") -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
     columns = ", ".join(f'"{c}" {decl}' for c, (decl, _t, _v) in TYPES.items())
-    conn.execute(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns})')
+    inserts = []
     for i, row in enumerate(rows, start=1):
         names = ", ".join(f'"{c}"' for c in row)
         marks = ", ".join("?" * len(row))
-        conn.execute(f'INSERT INTO "{name}" (id, {names}) VALUES (?, {marks})', (i, *row.values()))
-    conn.close()
+        inserts.append((f'INSERT INTO "{name}" (id, {names}) VALUES (?, {marks})', (i, *row.values())))
+    make_db(path, f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns})', *inserts, wal=True)
 
 
 def _good_rows() -> list[dict[str, object]]:
@@ -327,10 +325,11 @@ def test_django_project_numeric_reads_fifteen_digits(tmp_path: Path, pg_dsn: str
     """With django_migrations in the target, numeric columns take Django's reading; without, the one-ulp
     REAL is refused by name (no reader is known), and 16-digit REALs keep their shortest repr."""
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute('CREATE TABLE "shop_item" (id integer PRIMARY KEY, price decimal NOT NULL)')
-        conn.executemany("INSERT INTO shop_item VALUES (?, ?)", list(enumerate((p for p, _ in DJANGO_PRICES), 1)))
-    conn.close()
+    make_db(
+        path,
+        'CREATE TABLE "shop_item" (id integer PRIMARY KEY, price decimal NOT NULL)',
+        *(("INSERT INTO shop_item VALUES (?, ?)", row) for row in enumerate((p for p, _ in DJANGO_PRICES), 1)),
+    )
     pg.execute("CREATE TABLE shop_item (id bigint PRIMARY KEY, price numeric(20, 6) NOT NULL)")
     with pytest.raises(BadValue) as info:
         snapshot.snapshot(path, pg_dsn, CFG, mode="existing")
@@ -366,16 +365,15 @@ def _follow(hint_text: str, config_file: Path) -> None:
 
 def test_every_schema_problem_at_once_and_each_fix_works_as_written(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE a (id integer PRIMARY KEY, pt text, tags text, gone text);
-            CREATE TABLE b (id integer PRIMARY KEY, cash real);
-            INSERT INTO a VALUES (1, '(1,2)', '{x}', 'g');
-            INSERT INTO b VALUES (1, 1.5);
-            """
-        )
-    conn.close()
+    make_db(
+        path,
+        """
+        CREATE TABLE a (id integer PRIMARY KEY, pt text, tags text, gone text);
+        CREATE TABLE b (id integer PRIMARY KEY, cash real);
+        INSERT INTO a VALUES (1, '(1,2)', '{x}', 'g');
+        INSERT INTO b VALUES (1, 1.5);
+        """,
+    )
     pg.execute(
         "CREATE TABLE a (id bigint PRIMARY KEY, pt point, tags text[], extra text);"
         "CREATE TABLE b (id bigint PRIMARY KEY, cash money)"
@@ -396,10 +394,10 @@ def test_every_schema_problem_at_once_and_each_fix_works_as_written(tmp_path: Pa
 
 def test_a_type_override_that_cannot_be_written_is_refused_by_name(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE t (id integer PRIMARY KEY, u text, label text)")
-        conn.execute("INSERT INTO t VALUES (1, 'not-a-uuid', 'x')")
-    conn.close()
+    make_db(
+        path,
+        "CREATE TABLE t (id integer PRIMARY KEY, u text, label text); INSERT INTO t VALUES (1, 'not-a-uuid', 'x');",
+    )
     pg.execute("CREATE TABLE t (id bigint PRIMARY KEY, u uuid, label varchar(3))")
     types = {"t": {"u": ColumnOverride(type="text"), "label": ColumnOverride(type="text")}}
     with pytest.raises(UsageError) as info:
@@ -410,10 +408,7 @@ def test_a_type_override_that_cannot_be_written_is_refused_by_name(tmp_path: Pat
 
 def test_hint_of_a_refused_value_is_followed_as_written(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE t (id integer PRIMARY KEY, s text)")
-        conn.execute("INSERT INTO t VALUES (1, 'a' || char(0) || 'b')")
-    conn.close()
+    make_db(path, "CREATE TABLE t (id integer PRIMARY KEY, s text); INSERT INTO t VALUES (1, 'a' || char(0) || 'b');")
     pg.execute("CREATE TABLE t (id bigint PRIMARY KEY, s text)")
     config_file = tmp_path / "replicator.toml"
     config_file.write_text("")
@@ -443,10 +438,11 @@ def test_a_one_ulp_real_outside_django_names_the_reading_that_loads_it(tmp_path:
     """Not a Django project: the shortest repr (what Prisma and Python print) has a 9th decimal, so the
     value is refused; the hint names format = "real15", and followed as written the price loads."""
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE item (id integer PRIMARY KEY, price decimal)")
-        conn.execute("INSERT INTO item VALUES (1, '30475227.150471')")  # SQLite stores 30475227.150471002
-    conn.close()
+    make_db(
+        path,
+        "CREATE TABLE item (id integer PRIMARY KEY, price decimal);"
+        "INSERT INTO item VALUES (1, '30475227.150471');",  # SQLite stores 30475227.150471002
+    )
     pg.execute("CREATE TABLE item (id bigint PRIMARY KEY, price numeric(20, 6))")
     config_file = tmp_path / "replicator.toml"
     config_file.write_text("")
@@ -465,17 +461,16 @@ def test_analyze_existing_lists_every_problem_in_one_pass(tmp_path: Path, pg_dsn
     """What took a Django project eight snapshot attempts: one read-only pass names every schema problem
     and every column holding refused values, with row counts, the first key and each fix."""
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE a (id integer PRIMARY KEY, ip text, u text, price decimal, s text, pt text);
-            INSERT INTO a VALUES (1, '300.1.1.1', 'nope', '30475227.150471', 'a' || char(0) || 'b', '(1,2)');
-            INSERT INTO a VALUES (2, 'also bad', '256f090027a041bbafeb104a4c0760b6', '1.5', 'ok', NULL);
-            CREATE TABLE b (id integer PRIMARY KEY, n integer);
-            INSERT INTO b VALUES (7, 40000);
-            """
-        )
-    conn.close()
+    make_db(
+        path,
+        """
+        CREATE TABLE a (id integer PRIMARY KEY, ip text, u text, price decimal, s text, pt text);
+        INSERT INTO a VALUES (1, '300.1.1.1', 'nope', '30475227.150471', 'a' || char(0) || 'b', '(1,2)');
+        INSERT INTO a VALUES (2, 'also bad', '256f090027a041bbafeb104a4c0760b6', '1.5', 'ok', NULL);
+        CREATE TABLE b (id integer PRIMARY KEY, n integer);
+        INSERT INTO b VALUES (7, 40000);
+        """,
+    )
     pg.execute(
         "CREATE TABLE a (id bigint PRIMARY KEY, ip inet, u uuid, price numeric(20, 6), s text, pt point);"
         "CREATE TABLE b (id bigint PRIMARY KEY, n smallint)"

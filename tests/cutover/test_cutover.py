@@ -34,7 +34,7 @@ from replicator.state.lock import open_lock_file, try_flock
 from replicator.values import quarantine
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
-from tests.support.source import FENCED, app, make_source, writable
+from tests.support.source import FENCED, app, make_source, sqlite_write, writable
 
 pytestmark = pytest.mark.e2e
 
@@ -536,15 +536,14 @@ def test_max_downtime_exceeded_rolls_back(src: Path, pg_dsn: str, tmp_path: Path
 
 def test_orphan_foreign_key_reported_by_key(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     drain(src, pg_dsn)
-    db = sqlite3.connect(src, isolation_level=None)  # SQLite does not enforce FKs by default
-    db.execute("INSERT INTO child VALUES (99, 999, 'orphan', 'c99')")
+    sqlite_write(src, "INSERT INTO child VALUES (99, 999, 'orphan', 'c99')")  # SQLite does not enforce FKs by default
     with pytest.raises(CutoverAborted) as caught:
         cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
     assert "child_parent_id_fkey" in caught.value.message
     assert "(parent_id)=(999)" in caught.value.message
     assert "NOT fenced" in caught.value.message
     assert writable(src)
-    db.execute("DELETE FROM child WHERE id = 99")
+    sqlite_write(src, "DELETE FROM child WHERE id = 99")
     result = cutover(src, pg_dsn, cfg(), opts(tmp_path, backup=False))
     assert result.certificate is not None
 

@@ -25,6 +25,7 @@ from replicator.cli.main import cli
 from replicator.errors import ReplicatorError
 from replicator.plan.analyze import Report, analyze, render, to_json, write_json
 from replicator.plan.analyze_report import REPORT_VERSION
+from tests.support.source import make_db
 from triggers.errors import SourceError
 
 LONG = "x" * 70
@@ -103,10 +104,7 @@ EXPECTED = {
 @pytest.fixture
 def traps(tmp_path: Path) -> Path:
     path = tmp_path / "traps.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(TRAPS_SQL)  # foreign_keys is off by default: the orphans get in
-    conn.close()
-    return path
+    return make_db(path, TRAPS_SQL)  # foreign_keys is off by default: the orphans get in
 
 
 def _digest(path: Path) -> str:
@@ -372,10 +370,7 @@ INSERT INTO sqlite_sequence (name, seq) VALUES ('dropped_long_ago', 41);
 @pytest.fixture
 def selfref(tmp_path: Path) -> Path:
     path = tmp_path / "selfref.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(SELF_SQL)
-    conn.close()
-    return path
+    return make_db(path, SELF_SQL)
 
 
 def test_self_references_are_reported_beside_cycles_and_are_not_fatal(selfref: Path) -> None:
@@ -468,12 +463,11 @@ def test_one_or_two_connections_and_any_chunk_size_give_the_same_report(
 def test_a_django_app_is_told_about_deferred_transactions(tmp_path: Path) -> None:
     """Django begins deferred: another commit between its read and its write fails the request."""
     path = tmp_path / "django.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(
+    make_db(
+        path,
         "CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT, name TEXT, applied TEXT);"
-        "CREATE TABLE shop_item (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE shop_item (id INTEGER PRIMARY KEY, name TEXT);",
     )
-    conn.close()
     found = [f for f in analyze(path).findings if f.code == "deferred_transactions"]
     assert len(found) == 1
     assert found[0].severity == "warning"
@@ -502,9 +496,7 @@ def test_unique_indexes_whose_equality_differs_in_postgresql_are_warned_about(tm
     """Expression UNIQUE indexes, UNIQUE over date-time text, NOCASE/RTRIM keys; and nothing else:
     a plain UNIQUE text column, and a date-time column stored as epoch integers, are left alone."""
     path = tmp_path / "unique.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(UNIQUE_SQL)
-    conn.close()
+    make_db(path, UNIQUE_SQL)
     report = analyze(path)
     got = {(f.code, f.table, f.column) for f in report.findings if f.code.startswith("unique_")}
     assert got == {

@@ -23,6 +23,7 @@ from replicator.plan import category, chunkscan, formatsql, profile, profiler, t
 from replicator.plan.profile import TEMPORAL_FORMATS, ColumnProfile
 from replicator.plan.profiler import profile_table
 from tests.conftest import realworld_files
+from tests.support.source import make_db
 from triggers import source
 from triggers.errors import SourceBusy
 from triggers.schema import read_schema
@@ -280,14 +281,14 @@ def test_profile_matches_the_oracle_on_generated_values(values: list[Value]) -> 
 
 def test_sizes_count_bytes_not_characters(tmp_path: Path) -> None:
     path = tmp_path / "sizes.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT, b BLOB, n INTEGER)")
-    conn.executemany(
-        "INSERT INTO t(s, b, n) VALUES (?, ?, ?)",
-        [("日本", b"\x00" * 1000, -(2**63)), ("abc", b"x", 2**63 - 1), (None, None, None)],
+    insert = "INSERT INTO t(s, b, n) VALUES (?, ?, ?)"
+    make_db(
+        path,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT, b BLOB, n INTEGER)",
+        (insert, ("日本", b"\x00" * 1000, -(2**63))),
+        (insert, ("abc", b"x", 2**63 - 1)),
+        (insert, (None, None, None)),
     )
-    conn.commit()
-    conn.close()
     ro = source.connect(path)
     prof = profile_table(ro, "t")
     assert prof.rows == 3
@@ -301,11 +302,12 @@ def test_sizes_count_bytes_not_characters(tmp_path: Path) -> None:
 def test_null_primary_key_rows_are_counted(tmp_path: Path) -> None:
     """Trap d8: SQLite accepts NULL in a composite (or non-INTEGER) primary key."""
     path = tmp_path / "nullpk.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE t(a TEXT, b INT, v, PRIMARY KEY (a, b))")
-    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [("x", 1, 0), (None, 1, 0), ("y", None, 0), (None, None, 0)])
-    conn.commit()
-    conn.close()
+    rows = [("x", 1, 0), (None, 1, 0), ("y", None, 0), (None, None, 0)]
+    make_db(
+        path,
+        "CREATE TABLE t(a TEXT, b INT, v, PRIMARY KEY (a, b))",
+        *(("INSERT INTO t VALUES (?, ?, ?)", r) for r in rows),
+    )
     prof = profile_table(source.connect(path), "t")
     assert prof.rows == 4
     assert prof.null_key_rows == 3
@@ -313,17 +315,16 @@ def test_null_primary_key_rows_are_counted(tmp_path: Path) -> None:
 
 def test_awkward_names_generated_columns_and_without_rowid(tmp_path: Path) -> None:
     path = tmp_path / "names.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(
+    make_db(
+        path,
         """
         CREATE TABLE "Order ""Details"" @c" ("@c" INTEGER PRIMARY KEY, "select" TEXT, "x y" REAL,
             g INTEGER GENERATED ALWAYS AS ("@c" * 2) VIRTUAL) ;
         INSERT INTO "Order ""Details"" @c" ("@c", "select", "x y") VALUES (1, '2024-01-01', 1.5), (2, 'no', NULL);
         CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
         INSERT INTO kv VALUES ('a', '{"x": 1}'), ('b', '[1]');
-        """
+        """,
     )
-    conn.close()
     ro = source.connect(path)
     schema = read_schema(ro)
     odd = profile_table(ro, schema.table('Order "Details" @c'))
@@ -339,14 +340,13 @@ def test_awkward_names_generated_columns_and_without_rowid(tmp_path: Path) -> No
 def test_wide_table_takes_several_scans_and_keeps_column_order(tmp_path: Path) -> None:
     width = formatsql.COLUMNS_PER_SCAN * 2 + 5
     path = tmp_path / "wide.db"
-    conn = sqlite3.connect(path)
     cols = ", ".join(f"c{i} INTEGER" for i in range(width))
-    conn.execute(f"CREATE TABLE w(id INTEGER PRIMARY KEY, {cols})")
-    conn.executemany(
-        f"INSERT INTO w VALUES (NULL, {', '.join('?' * width)})", [tuple(range(r, r + width)) for r in range(3)]
+    insert = f"INSERT INTO w VALUES (NULL, {', '.join('?' * width)})"
+    make_db(
+        path,
+        f"CREATE TABLE w(id INTEGER PRIMARY KEY, {cols})",
+        *((insert, tuple(range(r, r + width))) for r in range(3)),
     )
-    conn.commit()
-    conn.close()
     prof = profile_table(source.connect(path), "w")
     assert len(prof.columns) == width + 1
     assert [c.name for c in prof.columns[1:]] == [f"c{i}" for i in range(width)]
@@ -357,9 +357,7 @@ def test_wide_table_takes_several_scans_and_keeps_column_order(tmp_path: Path) -
 
 def test_empty_table(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE e(id INTEGER PRIMARY KEY, v TEXT)")
-    conn.close()
+    make_db(path, "CREATE TABLE e(id INTEGER PRIMARY KEY, v TEXT)")
     prof = profile_table(source.connect(path), "e")
     assert prof.rows == 0
     assert prof.column("v") == ColumnProfile(name="v", storage={}, formats={})

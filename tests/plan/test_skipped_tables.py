@@ -33,6 +33,7 @@ from replicator.state import phase
 from tests.support.compare import assert_same
 from tests.support.daemon import Daemon, wait_for
 from tests.support.paths import FIXTURES
+from tests.support.source import app, make_db, make_source, sqlite_write
 from triggers import install
 from triggers.meta import read_meta
 
@@ -88,11 +89,8 @@ def prisma_app(realworld: Path, tmp_path: Path, pg: psycopg.Connection[Any]) -> 
     path = tmp_path / "dev.db"
     shutil.copyfile(realworld / "orm-samples" / "prisma7_small_unixms.db", path)
     path.chmod(0o644)
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = wal")
-    db.executescript(PRISMA_MIGRATIONS_SQLITE)
-    db.close()
-    install.install(path)  # before the snapshot: the mode is not known yet, so every table is captured
+    # WAL and capture installed before the snapshot: the mode is not known yet, so every table is captured
+    make_source(path, PRISMA_MIGRATIONS_SQLITE)
     pg.execute(PRISMA_PG.read_text())
     pg.execute(
         'INSERT INTO "_prisma_migrations" (id, checksum, migration_name, finished_at, applied_steps_count) '
@@ -183,17 +181,16 @@ def test_prisma_existing_mode_streams_and_cuts_over_with_its_migrations_table_sk
 
 def test_config_skipped_table_is_consumed_counted_and_shown_as_skipped(tmp_path: Path, pg_dsn: str) -> None:
     path = tmp_path / "app.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = wal")
-    db.executescript(
+    make_source(
+        path,
         """
         CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
         CREATE TABLE scratch (id INTEGER PRIMARY KEY, v TEXT);
         INSERT INTO item VALUES (1, 'a'), (2, 'b');
         INSERT INTO scratch VALUES (1, 'x');
-        """
+        """,
     )
-    install.install(path)
+    db = app(path)
     c = conf(types={"scratch": {"*": {"skip": True}}})
     with Daemon(path, pg_dsn, c) as daemon:
         wait_for(lambda: drained(pg_dsn, path, c) or bool(daemon.errors), timeout=60)
@@ -216,17 +213,16 @@ def test_config_skipped_table_is_consumed_counted_and_shown_as_skipped(tmp_path:
 
 
 def _snapshot_only_source(path: Path) -> Path:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = wal")
-    db.executescript(
+    make_source(
+        path,
         """
         CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
         CREATE TABLE audit (at INTEGER NOT NULL, msg TEXT, item_id INTEGER REFERENCES item (id));
         INSERT INTO item VALUES (1, 'a'), (2, 'b');
         INSERT INTO audit VALUES (100, 'created a', 1), (101, 'created b', 2), (102, 'dup', 2), (102, 'dup', 2);
-        """
+        """,
+        capture=False,
     )
-    db.close()
     install.install(path, default_policy="snapshot-only")
     return path
 
@@ -321,12 +317,13 @@ def test_a_snapshot_only_copy_that_fails_aborts_at_copy_and_rolls_back(tmp_path:
 
 def test_capture_status_hint_and_new_table_note(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    make_db(path, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
     install.install(path)
-    db.execute("CREATE TABLE fresh (id INTEGER PRIMARY KEY)")
-    db.executescript("CREATE TABLE t2 (id INTEGER PRIMARY KEY); DROP TABLE t; ALTER TABLE t2 RENAME TO t;")
-    db.close()
+    sqlite_write(
+        path,
+        "CREATE TABLE fresh (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE t2 (id INTEGER PRIMARY KEY); DROP TABLE t; ALTER TABLE t2 RENAME TO t;",
+    )
     result = CliRunner().invoke(cli, ["capture", "status", "--source", str(path)], catch_exceptions=False)
     out = " ".join(result.output.split())
     assert result.exit_code != 0

@@ -197,10 +197,7 @@ def test_capture_install_run_by_hand_is_picked_up_too(src: Path, pg_dsn: str) ->
 
 def test_stamp_time_survives_the_reinstall(tmp_path: Path, pg_dsn: str) -> None:
     path = tmp_path / "app.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = wal")
-    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)")
-    db.close()
+    make_source(path, "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)", capture=False)
     install.install(path, stamp_time=True)
     drain(path, pg_dsn)
     migrate(path, "CREATE TABLE extra (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO extra VALUES (1, 'a');")

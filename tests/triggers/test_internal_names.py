@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.support.compare import check_same
+from tests.support.source import make_source, write
 from triggers import fence, install, names
 from triggers.errors import SchemaUnsupported
 from triggers.schema import read_schema
@@ -59,16 +60,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def write(path: Path, statement: str, params: tuple[Any, ...] = ()) -> None:
-    """One app write on its own connection, as a per-request app does."""
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            conn.execute(statement, params)
-    finally:
-        conn.close()
-
-
 def pg_rows(dsn: str, table: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(f'SELECT * FROM public."{table}" ORDER BY 1').fetchall()
@@ -76,12 +67,7 @@ def pg_rows(dsn: str, table: str) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    path = tmp_path / "app.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.executescript(SCHEMA)
-    conn.close()
-    return path
+    return make_source(tmp_path / "app.db", SCHEMA, capture=False)
 
 
 @pytest.mark.e2e
