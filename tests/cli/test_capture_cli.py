@@ -9,16 +9,16 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from replicator.cli.main import cli
+from tests.support.source import make_db
 
 
 def _db(tmp_path: Path) -> Path:
     path = tmp_path / "app db.sqlite"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE)")
-    conn.execute("CREATE TABLE audit (at TEXT, msg TEXT)")  # no primary key
-    conn.commit()
-    conn.close()
-    return path
+    return make_db(
+        path,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE);"
+        "CREATE TABLE audit (at TEXT, msg TEXT);",  # no primary key
+    )
 
 
 def _run(*args: str) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from replicator.load import snapshot
 from replicator.plan import createmode
 from replicator.values import quarantine
 from tests.support.compare import assert_same
+from tests.support.source import make_db, sqlite_write
 
 CFG = config.load(None, environ={})
 
@@ -45,11 +46,12 @@ GOOD = {
 
 def _database(tmp_path: Path, declared: str, bad: str) -> Path:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute(f"CREATE TABLE items (id INTEGER PRIMARY KEY, v {declared}, note TEXT)")
-        good = GOOD[declared]
-        conn.execute(f"INSERT INTO items VALUES (1, {good}, 'first'), (2, {bad}, 'bad'), (3, {good}, 'last')")
-    return path
+    good = GOOD[declared]
+    return make_db(
+        path,
+        f"CREATE TABLE items (id INTEGER PRIMARY KEY, v {declared}, note TEXT);"
+        f"INSERT INTO items VALUES (1, {good}, 'first'), (2, {bad}, 'bad'), (3, {good}, 'last');",
+    )
 
 
 def _config(override: str | None) -> config.Config:
@@ -143,9 +145,11 @@ def test_opt_in_alterations_load_the_row(
 
 def test_enum_label_refused_in_existing_mode(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, role TEXT NOT NULL)")
-        conn.execute("INSERT INTO users VALUES (1, 'ADMIN'), (2, 'SUPERUSER'), (3, 'USER')")
+    make_db(
+        path,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, role TEXT NOT NULL);"
+        "INSERT INTO users VALUES (1, 'ADMIN'), (2, 'SUPERUSER'), (3, 'USER');",
+    )
     pg.execute(
         "CREATE TYPE role AS ENUM ('USER', 'ADMIN'); CREATE TABLE users (id serial PRIMARY KEY, role role NOT NULL)"
     )
@@ -159,22 +163,21 @@ def test_enum_label_refused_in_existing_mode(tmp_path: Path, pg_dsn: str, pg: An
 
 def test_rerun_after_a_stop_rebuilds_in_create_mode(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
+    make_db(
+        path,
+        """
             CREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT); CREATE INDEX a_name ON a (name);
             CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INTEGER REFERENCES a(id), n INTEGER NOT NULL);
             INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, 5), (2, 1, 'five'), (3, 1, 6);
-            """
-        )
+            """,
+    )
     with pytest.raises(BadValue, match="--replace"):
         snapshot.snapshot(path, pg_dsn, CFG)
     assert pg.execute("SELECT count(*) FROM a").fetchone() == (1,)  # loaded before the refusal...
     assert pg.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'a_name'").fetchone() == (1,)  # ...indexed
     fks = "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
     assert pg.execute(fks).fetchone() == (0,)  # FKs come last
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE b SET n = 55 WHERE id = 2")
+    sqlite_write(path, "UPDATE b SET n = 55 WHERE id = 2")
     result = snapshot.snapshot(path, pg_dsn, CFG, replace=True)
     assert result.mode == "create"
     assert result.rows == 4

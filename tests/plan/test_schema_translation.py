@@ -7,7 +7,6 @@ indexes, CHECKs and every default form from the issue.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from replicator.plan import createmode, ddl, typemap
 from replicator.plan.profile import ColumnProfile
 from replicator.values.targettype import TargetType
 from tests.support.compare import assert_same
+from tests.support.source import make_db
 from triggers.schema import Affinity, Column
 
 CFG = config.load(None, environ={})
@@ -78,9 +78,7 @@ INSERT INTO gen (name, qty, email, deleted, data) VALUES ('abc', 2, 'a@x', 0, '{
 @pytest.fixture
 def torture(tmp_path: Path) -> Path:
     path = tmp_path / "torture.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(TORTURE)
-    return path
+    return make_db(path, TORTURE)
 
 
 def _columns(pg: Any, table: str) -> dict[str, tuple[str, str | None, str]]:
@@ -282,15 +280,15 @@ def test_rowid_alias_is_an_identity_and_overrides_win() -> None:
 
 def test_foreign_keys_written_in_another_case(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "case.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
+    make_db(
+        path,
+        """
             CREATE TABLE Parent (Id INTEGER PRIMARY KEY, Code SMALLINT UNIQUE);
             CREATE TABLE child (id INTEGER PRIMARY KEY, parent_ID INTEGER REFERENCES PARENT(ID),
                 code SMALLINT REFERENCES parent(code));
             INSERT INTO Parent VALUES (1, 10); INSERT INTO child VALUES (1, 1, 10);
-            """
-        )
+            """,
+    )
     result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
     assert not [w for w in result.warnings if "foreign key" in w]
     fks = pg.execute(
@@ -303,9 +301,11 @@ def test_foreign_keys_written_in_another_case(tmp_path: Path, pg_dsn: str, pg: A
 
 def test_generated_column_not_proved_becomes_a_loaded_plain_column(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "gen.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, c TEXT AS (a || b) STORED)")
-        conn.execute("INSERT INTO g (id, a, b) VALUES (1, 12, 34)")
+    make_db(
+        path,
+        "CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, c TEXT AS (a || b) STORED);"
+        "INSERT INTO g (id, a, b) VALUES (1, 12, 34);",
+    )
     result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
     assert "generated column 'c': || is proved on text values only" in "\n".join(result.warnings)
     assert _columns(pg, "g")["c"][2] == "NEVER"
@@ -315,8 +315,7 @@ def test_generated_column_not_proved_becomes_a_loaded_plain_column(tmp_path: Pat
 def test_generated_column_postgresql_refuses_becomes_a_plain_column(tmp_path: Path, pg: Any) -> None:
     """The safety net behind the allow-list: an expression PostgreSQL refuses leaves a plain column."""
     path = tmp_path / "gen.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, c INTEGER AS (a + 1) STORED)")
+    make_db(path, "CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, c INTEGER AS (a + 1) STORED)")
     conn = snapshot.open_source(path, CFG)
     try:
         plan = createmode.plan_create(snapshot.read_source(conn).schema, {}, CFG)
@@ -335,17 +334,17 @@ def test_generated_column_postgresql_refuses_becomes_a_plain_column(tmp_path: Pa
 
 def test_identity_respects_sqlite_sequence_after_deletes(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     path = tmp_path / "seq.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
+    make_db(
+        path,
+        """
             CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
             CREATE TABLE r (id INTEGER PRIMARY KEY, v TEXT);
             CREATE TABLE e (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
             INSERT INTO a (v) VALUES ('1'), ('2'), ('3'); DELETE FROM a WHERE id = 3;
             INSERT INTO r (v) VALUES ('1'), ('2'), ('3'); DELETE FROM r WHERE id = 3;
             INSERT INTO e (v) VALUES ('1'); DELETE FROM e;
-            """
-        )
+            """,
+    )
     result = snapshot.snapshot(path, pg_dsn, CFG, mode="create")
     # AUTOINCREMENT never reuses 3 (sqlite_sequence says 3); a plain rowid table would, as SQLite does.
     assert result.sequences == {"a.id": 4, "r.id": 3, "e.id": 2}

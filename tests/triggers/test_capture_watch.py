@@ -11,18 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.source import make_db
 from triggers.errors import SourceError
 from triggers.watch import Watcher, refuse_network_wal
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    path = tmp_path / "app.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-    conn.close()
-    return path
+    return make_db(tmp_path / "app.db", "CREATE TABLE t (id INTEGER PRIMARY KEY)", wal=True)
 
 
 def _commit_later(path: Path, delay: float, n: int = 1) -> threading.Thread:
@@ -120,10 +116,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_rollback_journal_mode_database(tmp_path: Path) -> None:
     path = tmp_path / "legacy.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-    conn.close()
+    make_db(path, "PRAGMA journal_mode=DELETE; CREATE TABLE t (id INTEGER PRIMARY KEY)")
     with Watcher(path, poll_interval_s=10.0) as watcher:
         thread = _commit_later(path, 0.1)
         started = time.monotonic()
