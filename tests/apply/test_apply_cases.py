@@ -18,7 +18,7 @@ from replicator.stream.worker import Worker
 from replicator.values import readback
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
-from tests.support.source import app, make_source
+from tests.support.source import app, make_db, make_source
 from triggers import install, journal
 
 
@@ -324,9 +324,7 @@ def test_sqlite_busy_is_transient_and_retried(tmp_path: Path, pg_dsn: str) -> No
     import time
 
     path = tmp_path / "busy.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');")
-    conn.close()
+    make_db(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');")
     install.install(path)
     conf = config.load(
         overrides={"apply": {"poll_interval_s": 0.05, "retry_max_wait_s": 0.3}, "source": {"busy_timeout_ms": 50}},

@@ -17,20 +17,10 @@ import pytest
 
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
-from tests.support.source import make_source
+from tests.support.source import make_source, write
 
 KEYS = ("Tag", "Straße", "alpha", "Zeta ", "mixed Case")
 """NOCASE folds ASCII letters only: 'Straße' and 'STRAßE' are equal, 'ß' itself is untouched."""
-
-
-def write(path: Path, statement: str, params: tuple[Any, ...] = ()) -> None:
-    """One app write on its own short-lived connection (deferred transaction, autocommit)."""
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            conn.execute(statement, params)
-    finally:
-        conn.close()
 
 
 def source(tmp_path: Path, schema: str, rows: list[tuple[Any, ...]], table: str) -> Path:

@@ -11,7 +11,6 @@ fixed in SQLite. A genuine orphan still refuses with the orphan message.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from replicator.inspect import verify
 from replicator.load import snapshot
 from replicator.values import quarantine
 from tests.support.compare import check_same, drain
-from tests.support.source import app, make_source
+from tests.support.source import app, make_db, make_source, sqlite_write
 
 BIG = 2**40  # an INTEGER SQLite holds that PostgreSQL's integer cannot
 
@@ -78,9 +77,7 @@ EXPECTED = {
 def _source(path: Path, *, capture: bool = False) -> Path:
     if capture:
         return make_source(path, SQLITE, ROWS)
-    with sqlite3.connect(path) as conn:
-        conn.executescript(SQLITE + ROWS)
-    return path
+    return make_db(path, SQLITE + ROWS)
 
 
 def _quarantined(pg: Any) -> dict[str, dict[int, str]]:
@@ -146,8 +143,8 @@ def test_a_genuine_orphan_still_refuses_with_the_orphan_message(
     deferred: bool, tmp_path: Path, pg_dsn: str, pg: Any
 ) -> None:
     path = _source(tmp_path / "app.db")
-    with sqlite3.connect(path) as conn:  # SQLite's foreign keys are off: it keeps a child of no parent
-        conn.execute("INSERT INTO app_child VALUES (99, 77, 'orphan')")
+    # SQLite's foreign keys are off: it keeps a child of no parent
+    sqlite_write(path, "INSERT INTO app_child VALUES (99, 77, 'orphan')")
     pg.execute(PG_SCHEMA.replace(" (id)", " (id) DEFERRABLE INITIALLY DEFERRED") if deferred else PG_SCHEMA)
     result = CliRunner().invoke(
         cli,
@@ -271,15 +268,15 @@ def test_existing_mode_follows_postgresqls_own_foreign_keys(tmp_path: Path, pg_d
     """SQLite declares no foreign key here (and its names sort the child first): PostgreSQL's keys decide
     both the load order and which rows follow a quarantined parent."""
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            f"""
+    make_db(
+        path,
+        f"""
             CREATE TABLE a_line (id INTEGER PRIMARY KEY, order_id INTEGER, sku TEXT);
             CREATE TABLE b_order (id INTEGER PRIMARY KEY, total INTEGER);
             INSERT INTO b_order VALUES (1, 5), (2, {BIG});
             INSERT INTO a_line VALUES (10, 1, 'x'), (20, 2, 'y'), (21, 2, 'z');
-            """
-        )
+            """,
+    )
     pg.execute(
         "CREATE TABLE b_order (id integer PRIMARY KEY, total integer);"
         "CREATE TABLE a_line (id integer PRIMARY KEY, order_id integer REFERENCES b_order (id), sku text);"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import json
-import sqlite3
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +31,7 @@ from replicator.inspect import proof
 from replicator.plan import sqlexpr
 from replicator.values import convert, fastpath, targettype
 from tests.support.compare import drain
-from tests.support.source import make_source
+from tests.support.source import make_source, write
 
 SCHEMA = """
 CREATE TABLE t (
@@ -128,9 +127,7 @@ def _load(path: Path, dsn: str, plant: Planter | None, monkeypatch: pytest.Monke
     if plant is not None:
         plant(monkeypatch)
     drain(path, dsn, conf())
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute(APPLIED_ROW)
-    db.close()
+    write(path, APPLIED_ROW)
     drain(path, dsn, conf())
 
 
@@ -180,9 +177,7 @@ def test_cutover_preflight_catches_a_planted_load_bug(
         cutover(path, pg_dsn, conf(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
     assert "t (3 vs 3 rows; different (2,))" in str(caught.value)
     assert not (tmp_path / "cert.json").exists()
-    db = sqlite3.connect(path, isolation_level=None)  # nothing fenced: the app still writes
-    db.execute("INSERT INTO t (id) VALUES (4)")
-    db.close()
+    write(path, "INSERT INTO t (id) VALUES (4)")  # nothing fenced: the app still writes
 
 
 PLANTED = [bug for bug, plant in BUGS.items() if plant is not None]
@@ -205,10 +200,8 @@ def _app_writes_row_2_after(monkeypatch: pytest.MonkeyPatch, path: Path, step: s
 
 
 def _write(path: Path, *statements: str) -> None:
-    db = sqlite3.connect(path, isolation_level=None)
     for statement in statements or (APPLIED_ROW,):
-        db.execute(statement)
-    db.close()
+        write(path, statement)
 
 
 @pytest.mark.parametrize("bug", PLANTED)

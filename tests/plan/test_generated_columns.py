@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.support.cli import Ran, run_cli
+from tests.support.source import make_db
 
 TABLE = """
 CREATE TABLE g (
@@ -70,10 +71,7 @@ def _generated_in_pg(pg: psycopg.Connection[Any]) -> dict[str, str]:
 def migrated(tmp_path: Path, pg_dsn: str, pg: psycopg.Connection[Any]) -> Path:
     """Snapshot, app writes (insert, update of the inputs, delete), run: PostgreSQL caught up."""
     path = tmp_path / "app.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.execute(TABLE)
-    conn.close()
+    make_db(path, TABLE, wal=True)
     _write(path, "INSERT INTO g (id, h, a, b) VALUES (1, 'héllo', 1, NULL)")
     _write(path, "INSERT INTO g (id, h, a, b) VALUES (2, 'ÉTÉ straße', -5, 3)")
     _write(path, "INSERT INTO g (id, h, a, b) VALUES (3, NULL, NULL, NULL)")

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cli import free_port
 from tests.support.daemon import DaemonProcess
-from tests.support.source import make_source
+from tests.support.source import make_source, write
 
 pytestmark = pytest.mark.e2e
 
@@ -57,8 +57,7 @@ def journal_rows(path: Path) -> int:
 
 def app_write(path: Path, i: int) -> None:
     """One app request: its own connection, one autocommitted write."""
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("INSERT INTO parent VALUES (?, ?, ?)", (100 + i, f"p{i}", float(i)))
+    write(path, "INSERT INTO parent VALUES (?, ?, ?)", (100 + i, f"p{i}", float(i)))
 
 
 def test_a_running_daemon_serves_phase_up_journal_and_checkpoint_age(tmp_path: Path, pg_dsn: str) -> None:
