@@ -16,19 +16,16 @@ environment: ``DB=sqlite`` or ``DB=pg``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import replicator
-from tests.support.daemon import DaemonProcess
+from tests.support.ormapp import OrmApp, move_under_writes, to_wal
 
 pytestmark = pytest.mark.e2e
 
@@ -190,34 +187,14 @@ raise SystemExit(f"unknown command {command}")
 """
 
 
-class Project:
+class Project(OrmApp):
+    """The Django project in ``root``: ``run.py`` runs its commands and ``manage.py``'s."""
+
     def __init__(self, root: Path, sqlite: Path, pg_dsn: str) -> None:
-        self.root, self.sqlite, self.pg_dsn = root, sqlite, pg_dsn
-
-    def env(self, db: str) -> dict[str, str]:
-        return {**os.environ, "DB": db, "SQLITE": str(self.sqlite), "PG": self.pg_dsn}
-
-    def run(self, db: str, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, str(self.root / "run.py"), *args],
-            env=self.env(db),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
-        return done.stdout
+        super().__init__(root, sqlite, {"PG": pg_dsn})
 
     def manage(self, db: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(self.root / "run.py"), "manage", *args],
-            env=self.env(db),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return self.call(db, "manage", *args)
 
 
 def _project(tmp_path: Path, pg_dsn: str) -> Project:
@@ -237,57 +214,13 @@ def test_django_project_moves_with_every_field_type(tmp_path: Path, pg_dsn: str)
     assert made.returncode == 0, made.stderr
     assert proj.manage("sqlite", "migrate", "--verbosity", "0").returncode == 0
     proj.run("sqlite", "seed")
-    with sqlite3.connect(proj.sqlite) as conn:  # the runbook's one-time switch (Django's default is delete)
-        assert conn.execute("PRAGMA journal_mode = wal").fetchone() == ("wal",)
-    conn.close()
+    to_wal(proj.sqlite)
     sqlite_before = json.loads(proj.run("sqlite", "dump"))
     # The app's own migrations create the PostgreSQL schema (and seed content types and permissions).
     migrated = proj.manage("pg", "migrate", "--verbosity", "0")
     assert migrated.returncode == 0, migrated.stderr
-    src, dsn = str(proj.sqlite), pg_dsn
-    cwd = tmp_path
-    analyzed = replicator("analyze", "--source", src, "--target", dsn, "--mode", "existing", "-q", cwd=cwd)
-    assert analyzed.returncode == 0, analyzed.stderr  # every column loads: nothing to fix
-    assert replicator("capture", "install", "--source", src, cwd=cwd).returncode == 0
-    first = replicator("snapshot", "--source", src, "--target", dsn, "--mode", "existing", cwd=cwd)
     # Django's migrate seeded django_content_type and auth_permission: existing mode asks before emptying them.
-    assert first.returncode == 2, first.stderr
-    assert "django_content_type" in first.stderr
-    assert "--replace" in first.stderr
-    snap = replicator("snapshot", "--source", src, "--target", dsn, "--mode", "existing", "--replace", cwd=cwd)
-    assert snap.returncode == 0, snap.stderr
-    # The daemon streams while the app writes through the ORM; cutover runs with both running.
-    daemon = DaemonProcess(Path(src), dsn, cwd=cwd)
-    stop = tmp_path / "stop"
-    writer = subprocess.Popen(
-        [sys.executable, str(proj.root / "run.py"), "writer", str(stop)],
-        env=proj.env("sqlite"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(2.0)
-        cut = replicator(
-            "cutover", "--source", src, "--target", dsn, "--no-backup", "--certificate", str(tmp_path / "c.json"),
-            cwd=cwd,
-        )  # fmt: skip
-        assert cut.returncode == 0, cut.stderr[-3000:]
-        time.sleep(0.3)
-    finally:
-        stop.touch()
-        out, err = writer.communicate(timeout=60)
-        try:
-            daemon.wait(15)  # after a cutover the daemon exits by itself
-        except subprocess.TimeoutExpired:
-            daemon.stop(30)
-    outcomes = [line.split(" ", 2) for line in out.splitlines()]
-    committed = [int(o[1]) for o in outcomes if o[0] == "ok"]
-    refused = [o for o in outcomes if o[0] == "refused"]
-    assert committed, err[-2000:]
-    assert refused
-    assert all("fenced" in o[2] for o in refused), refused[:3]
-    assert min(int(o[1]) for o in refused) > max(committed)
+    move_under_writes(proj, tmp_path, pg_dsn, seeded="django_content_type")
     # Every row, read through the ORM from both databases: the same Python values.
     on_sqlite = json.loads(proj.run("sqlite", "dump"))
     on_pg = json.loads(proj.run("pg", "dump"))

@@ -15,19 +15,14 @@ their transactions with ``BEGIN IMMEDIATE`` (the README's SQLAlchemy note).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.support.cli import replicator
-from tests.support.daemon import DaemonProcess
+from tests.support.ormapp import OrmApp, move_under_writes, to_wal
 
 pytestmark = pytest.mark.e2e
 
@@ -155,98 +150,26 @@ raise SystemExit(f"unknown command {command}")
 """
 
 
-class App:
+class App(OrmApp):
     """An app in tmp: ``run.py`` beside ``common.py``, run against SQLite or PostgreSQL."""
 
     def __init__(self, root: Path, run: str, pg_dsn: str, *files: tuple[str, str]) -> None:
-        self.root, self.sqlite = root / "app", root / "app.db"
-        self.root.mkdir()
         url = sa.make_url(pg_dsn).set(drivername="postgresql+psycopg")
-        self.pg_url = url.render_as_string(hide_password=False)
+        super().__init__(root / "app", root / "app.db", {"PG_URL": url.render_as_string(hide_password=False)})
+        self.root.mkdir()
         for name, text in (("common.py", COMMON), ("run.py", "from common import *\n" + run), *files):
             (self.root / name).write_text(textwrap.dedent(text))
-
-    def env(self, db: str) -> dict[str, str]:
-        return {**os.environ, "DB": db, "SQLITE": str(self.sqlite), "PG_URL": self.pg_url}
-
-    def run(self, db: str, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, str(self.root / "run.py"), *args],
-            env=self.env(db),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            cwd=self.root,
-        )
-        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
-        return done.stdout
-
-    def writer(self, stop: Path, log: Path) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, str(self.root / "run.py"), "writer", str(stop)],
-            env=self.env("sqlite"),
-            cwd=self.root,
-            stdout=subprocess.PIPE,
-            stderr=log.open("w"),
-            text=True,
-        )
-
-
-def _wal(path: Path) -> None:
-    with sqlite3.connect(path) as conn:  # the runbook's one-time switch
-        assert conn.execute("PRAGMA journal_mode = wal").fetchone() == ("wal",)
-    conn.close()
-
-
-def _move_under_writes(app: App, tmp_path: Path, pg_dsn: str, seeded: str | None) -> list[list[str]]:
-    """The README runbook from analyze to cutover, with the app's writer running; the writer's outcomes."""
-    src, cwd = str(app.sqlite), tmp_path
-    analyzed = replicator("analyze", "--source", src, "--target", pg_dsn, "--mode", "existing", "-q", cwd=cwd)
-    assert analyzed.returncode == 0, analyzed.stderr[-3000:]  # every column loads: nothing to fix
-    assert replicator("capture", "install", "--source", src, cwd=cwd).returncode == 0
-    snap = ("snapshot", "--source", src, "--target", pg_dsn, "--mode", "existing")
-    if seeded is not None:  # the app's migrations seeded rows: existing mode asks before replacing them
-        first = replicator(*snap, cwd=cwd)
-        assert first.returncode == 2, first.stderr[-3000:]
-        assert seeded in first.stderr
-        assert "--replace" in first.stderr
-    done = replicator(*snap, *(["--replace"] if seeded else []), cwd=cwd)
-    assert done.returncode == 0, done.stderr[-3000:]
-    daemon = DaemonProcess(Path(src), pg_dsn, cwd=cwd, log=tmp_path / "daemon.log")
-    stop = tmp_path / "stop"
-    writer = app.writer(stop, tmp_path / "writer.log")
-    try:
-        time.sleep(2.0)
-        cut = ("cutover", "--source", src, "--target", pg_dsn, "--no-backup", "--certificate", str(tmp_path / "c.json"))
-        done = replicator(*cut, cwd=cwd)
-        assert done.returncode == 0, done.stderr[-3000:] + daemon.output(3000)
-    finally:
-        stop.touch()
-        out, _ = writer.communicate(timeout=60)
-        try:
-            daemon.wait(15)  # after a cutover the daemon exits by itself
-        except subprocess.TimeoutExpired:
-            daemon.stop(30)
-    outcomes = [line.split(" ", 2) for line in out.splitlines()]
-    committed = [int(o[1]) for o in outcomes if o[0] == "ok"]
-    refused = [o for o in outcomes if o[0] == "refused"]
-    assert committed, (tmp_path / "writer.log").read_text()[-2000:]
-    assert refused  # the writer was still writing when SQLite was fenced
-    assert all("fenced" in o[2] for o in refused), refused[:3]
-    assert min(int(o[1]) for o in refused) > max(committed)
-    return outcomes
 
 
 def test_optuna_rdb_storage_moves_under_writes(tmp_path: Path, pg_dsn: str) -> None:
     pytest.importorskip("optuna", reason="optuna is a test dependency: pip install -e '.[test]'")
     app = App(tmp_path, OPTUNA_RUN, pg_dsn)
     app.run("sqlite", "setup")
-    _wal(app.sqlite)
+    to_wal(app.sqlite)
     with sqlite3.connect(app.sqlite) as conn:
         (seeded_trials,) = conn.execute("SELECT count(*) FROM trials").fetchone()
     conn.close()
-    _move_under_writes(app, tmp_path, pg_dsn, seeded="version_info")
+    move_under_writes(app, tmp_path, pg_dsn, seeded="version_info")
     checked = json.loads(app.run("sqlite", "check"))
     on_sqlite, on_pg = checked["sqlite"], checked["pg"]
     assert len(on_sqlite["single"]["trials"]) + len(on_sqlite["multi"]["trials"]) > seeded_trials  # the writer's too
@@ -428,12 +351,12 @@ def test_sqlalchemy_model_with_alembic_moves_under_writes(tmp_path: Path, pg_dsn
     app.run("sqlite", "setup")
     migration = next((app.root / "migrations" / "versions").glob("*.py")).read_text()
     assert "sa.Enum('RED', 'GREEN', 'BLUE', name='color')" in migration  # autogenerated: a PostgreSQL enum type
-    _wal(app.sqlite)
+    to_wal(app.sqlite)
     with sqlite3.connect(app.sqlite) as conn:
         (legacy,) = conn.execute("SELECT price FROM item WHERE name = 'legacy'").fetchone()
     conn.close()
     assert legacy == 30475227.150471002  # SQLite's REAL for the text: the shortest repr has 9 decimals
-    _move_under_writes(app, tmp_path, pg_dsn, seeded=None)
+    move_under_writes(app, tmp_path, pg_dsn, seeded=None)
     checked = json.loads(app.run("sqlite", "check"))
     on_sqlite, on_pg = checked["sqlite"], checked["pg"]
     differences = [
