@@ -7,8 +7,6 @@ import hashlib
 import json
 import sqlite3
 import stat
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from click.testing import CliRunner
 
 from replicator.cli.main import cli
 from replicator.cutover import backup
+from tests.support.source import AppThread
 
 BATCH = 10
 
@@ -33,33 +32,18 @@ def _app(path: Path, journal_mode: str) -> None:
     conn.close()
 
 
-class Writer(threading.Thread):
+class Writer(AppThread):
     """The app: commits BATCH rows into both tables per transaction until stopped."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.stop = threading.Event()
-        self.commits = 0
-        self.errors: list[BaseException] = []
+        super().__init__(path, pause_s=0.0005)
+        self.batch = 1
 
-    def run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        try:
-            batch = 1
-            while not self.stop.is_set():
-                conn.execute("BEGIN IMMEDIATE")
-                for _ in range(BATCH):
-                    conn.execute("INSERT INTO orders (batch, note) VALUES (?, 'x')", (batch,))
-                    conn.execute("INSERT INTO lines (batch, payload) VALUES (?, x'00')", (batch,))
-                conn.execute("COMMIT")
-                self.commits += 1
-                batch += 1
-                time.sleep(0.0005)
-        except BaseException as exc:
-            self.errors.append(exc)
-        finally:
-            conn.close()
+    def transaction(self, conn: sqlite3.Connection) -> None:
+        for _ in range(BATCH):
+            conn.execute("INSERT INTO orders (batch, note) VALUES (?, 'x')", (self.batch,))
+            conn.execute("INSERT INTO lines (batch, payload) VALUES (?, x'00')", (self.batch,))
+        self.batch += 1
 
 
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
@@ -68,15 +52,14 @@ def test_backup_under_concurrent_writes_is_one_committed_state(tmp_path: Path, j
     _app(source, journal_mode)
     writer = Writer(source)
     writer.start()
-    while writer.commits < 5:
-        time.sleep(0.005)
+    writer.wait_for_commits(5)
     try:
         result = backup.backup(source, tmp_path / "out", verify=True, pages_per_step=16, step_sleep_s=0.001)
         commits_during = writer.commits
     finally:
         writer.stop.set()
         writer.join()
-    assert writer.errors == []
+    assert writer.error is None
     assert commits_during > 5  # the app kept committing while the copy ran
     copy = Path(result.path)
     assert copy.exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from replicator.load import snapshot
 from replicator.state import schema as state
 from replicator.stream.worker import Worker
 from tests.support.compare import assert_same
-from tests.support.source import make_source
+from tests.support.source import AppThread, make_source
 from triggers import install, journal
 
 SCHEMA = """
@@ -76,52 +75,40 @@ def customers(path: Path) -> Path:
     return path
 
 
-class App(threading.Thread):
+class App(AppThread):
     """The live app: inserts, updates, deletes and key changes, one small transaction at a time."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.stop = threading.Event()
-        self.commits = 0
-        self.error: BaseException | None = None
+        super().__init__(path)
+        self.rnd = random.Random(11)
+        self.next_id = ROWS + 1
 
-    def run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        rnd = random.Random(11)
-        next_id = ROWS + 1
-        try:
-            while not self.stop.is_set():
-                conn.execute("BEGIN IMMEDIATE")
-                op = rnd.randrange(5)
-                if op == 0:
-                    conn.execute(
-                        "INSERT INTO customer VALUES (?, ?, 'new', 1.5, '2024-01-01 00:00:00', X'01')",
-                        (next_id, f"n{next_id}@example.com"),
-                    )
-                    conn.execute("INSERT INTO purchase VALUES (?, ?, '1.00', '{}', 1700000000000)", (next_id, next_id))
-                    next_id += 1
-                elif op == 1:
-                    conn.execute(
-                        "UPDATE customer SET score = score + 1, name = 'upd' WHERE id = ?", (rnd.randrange(1, ROWS),)
-                    )
-                elif op == 2:
-                    victim = rnd.randrange(1, ROWS)
-                    conn.execute("DELETE FROM purchase WHERE customer_id = ?", (victim,))
-                elif op == 3:
-                    conn.execute(
-                        "UPDATE purchase SET amount = '9.99', meta = '[1,2]' WHERE id = ?", (rnd.randrange(1, ROWS),)
-                    )
-                else:  # a key change: journaled with its old key
-                    old = rnd.randrange(1, ROWS)
-                    conn.execute("UPDATE purchase SET id = ? WHERE id = ?", (next_id + 1_000_000, old))
-                    next_id += 1
-                conn.execute("COMMIT")
-                self.commits += 1
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-        finally:
-            conn.close()
+    def transaction(self, conn: sqlite3.Connection) -> None:
+        op = self.rnd.randrange(5)
+        if op == 0:
+            conn.execute(
+                "INSERT INTO customer VALUES (?, ?, 'new', 1.5, '2024-01-01 00:00:00', X'01')",
+                (self.next_id, f"n{self.next_id}@example.com"),
+            )
+            conn.execute(
+                "INSERT INTO purchase VALUES (?, ?, '1.00', '{}', 1700000000000)", (self.next_id, self.next_id)
+            )
+            self.next_id += 1
+        elif op == 1:
+            conn.execute(
+                "UPDATE customer SET score = score + 1, name = 'upd' WHERE id = ?", (self.rnd.randrange(1, ROWS),)
+            )
+        elif op == 2:
+            victim = self.rnd.randrange(1, ROWS)
+            conn.execute("DELETE FROM purchase WHERE customer_id = ?", (victim,))
+        elif op == 3:
+            conn.execute(
+                "UPDATE purchase SET amount = '9.99', meta = '[1,2]' WHERE id = ?", (self.rnd.randrange(1, ROWS),)
+            )
+        else:  # a key change: journaled with its old key
+            old = self.rnd.randrange(1, ROWS)
+            conn.execute("UPDATE purchase SET id = ? WHERE id = ?", (self.next_id + 1_000_000, old))
+            self.next_id += 1
 
 
 class WaitForApp:
@@ -136,9 +123,7 @@ class WaitForApp:
 
     def advance(self, table: str, rows: int) -> None:
         self.batches += 1
-        target = self.app.commits + 3
-        while self.app.commits < target and self.app.is_alive():
-            self.app.stop.wait(0.001)
+        self.app.wait_for_commits(self.app.commits + 3)
 
     def finish(self, table: str, rows: int, seconds: float) -> None:
         pass
@@ -166,8 +151,7 @@ def test_mark_genesis_and_handoff_under_concurrent_writes(tmp_path: Path, pg_dsn
     path = customers(tmp_path / "app.db")
     app = App(path)
     app.start()
-    while app.commits < 5 and app.is_alive():  # the journal has entries before the snapshot starts
-        app.stop.wait(0.001)
+    app.wait_for_commits(5)  # the journal has entries before the snapshot starts
     hook = WaitForApp(app)
     try:
         result = snapshot.snapshot(path, pg_dsn, cfg(), fetch_rows=250, progress=hook)

@@ -8,7 +8,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from replicator.stream.worker import Worker
 from tests.support.compare import assert_same, compare_table
 from tests.support.paths import ROOT
 from tests.support.pgserver import fresh_database
-from tests.support.source import make_source
+from tests.support.source import AppThread, make_source
 from triggers import install
 
 SIZES = {"event": 3000, "tag": 1500, "kv": 1200, "small": 10}
@@ -192,49 +191,37 @@ def test_without_a_threshold_no_table_is_shared(tmp_path: Path, pg_dsn: str, pg:
     assert assert_same(path, pg, result.plan) == SIZES
 
 
-class App(threading.Thread):
+class App(AppThread):
     """The live app: inserts, updates, deletes, REPLACEs (a new rowid for an old key) in every table."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.stop = threading.Event()
-        self.commits = 0
-        self.error: BaseException | None = None
+        super().__init__(path)
+        self.rnd = random.Random(4)
+        self.next_id = SIZES["event"] + 1
 
-    def run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        rnd = random.Random(4)
-        next_id = SIZES["event"] + 1
-        try:
-            while not self.stop.is_set():
-                conn.execute("BEGIN IMMEDIATE")
-                op = rnd.randrange(6)
-                if op == 0:
-                    conn.execute(
-                        "INSERT INTO event VALUES (?, 'new', '{}', '2025-01-01 00:00:00', 1.0, X'00')", (next_id,)
-                    )
-                    next_id += 1
-                elif op == 1:
-                    conn.execute("UPDATE event SET score = -1, kind = 'upd' WHERE id = ?", (rnd.randrange(1, next_id),))
-                elif op == 2:
-                    conn.execute("DELETE FROM event WHERE id = ?", (rnd.randrange(1, next_id),))
-                elif op == 3:  # the row leaves its place among the rowids for the end of the table
-                    conn.execute(
-                        "INSERT OR REPLACE INTO tag VALUES (?, ?)", (f"tag-{rnd.randrange(SIZES['tag']):05d}", -1)
-                    )
-                elif op == 4:
-                    conn.execute("UPDATE kv SET v = 'changed' WHERE k = ?", (f"k{rnd.randrange(SIZES['kv']):05d}",))
-                else:
-                    conn.execute("DELETE FROM kv WHERE k = ?", (f"k{rnd.randrange(SIZES['kv']):05d}",))
-                    conn.execute("INSERT OR REPLACE INTO kv VALUES (?, 'new')", (f"z{next_id}",))
-                    next_id += 1
-                conn.execute("COMMIT")
-                self.commits += 1
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-        finally:
-            conn.close()
+    def transaction(self, conn: sqlite3.Connection) -> None:
+        op = self.rnd.randrange(6)
+        if op == 0:
+            conn.execute(
+                "INSERT INTO event VALUES (?, 'new', '{}', '2025-01-01 00:00:00', 1.0, X'00')", (self.next_id,)
+            )
+            self.next_id += 1
+        elif op == 1:
+            conn.execute(
+                "UPDATE event SET score = -1, kind = 'upd' WHERE id = ?", (self.rnd.randrange(1, self.next_id),)
+            )
+        elif op == 2:
+            conn.execute("DELETE FROM event WHERE id = ?", (self.rnd.randrange(1, self.next_id),))
+        elif op == 3:  # the row leaves its place among the rowids for the end of the table
+            conn.execute(
+                "INSERT OR REPLACE INTO tag VALUES (?, ?)", (f"tag-{self.rnd.randrange(SIZES['tag']):05d}", -1)
+            )
+        elif op == 4:
+            conn.execute("UPDATE kv SET v = 'changed' WHERE k = ?", (f"k{self.rnd.randrange(SIZES['kv']):05d}",))
+        else:
+            conn.execute("DELETE FROM kv WHERE k = ?", (f"k{self.rnd.randrange(SIZES['kv']):05d}",))
+            conn.execute("INSERT OR REPLACE INTO kv VALUES (?, 'new')", (f"z{self.next_id}",))
+            self.next_id += 1
 
 
 @pytest.mark.parametrize("mode", ["create", "existing"])
@@ -250,9 +237,7 @@ def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies
     app.start()
 
     def let_the_app_commit(table: str, rows: int) -> None:  # between every two batches read
-        target = app.commits + 2
-        while app.commits < target and app.is_alive():
-            app.stop.wait(0.001)
+        app.wait_for_commits(app.commits + 2)
 
     conf = cfg()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,44 @@ def write(path: Path, statement: str, params: tuple[Any, ...] = ()) -> None:
         db.execute(statement, params)
     finally:
         db.close()
+
+
+class AppThread(threading.Thread):
+    """The live app in a thread of this process: ``transaction`` inside BEGIN IMMEDIATE ... COMMIT, again and
+    again on one connection until ``stop`` is set (``pause_s`` between two). ``commits`` counts them; ``error``
+    is what ended it early, for the test to surface."""
+
+    def __init__(self, path: Path, *, pause_s: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.pause_s = pause_s
+        self.stop = threading.Event()
+        self.commits = 0
+        self.error: BaseException | None = None
+
+    def transaction(self, conn: sqlite3.Connection) -> None:
+        """The writes of one transaction (a subclass's)."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            while not self.stop.is_set():
+                conn.execute("BEGIN IMMEDIATE")
+                self.transaction(conn)
+                conn.execute("COMMIT")
+                self.commits += 1
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+        finally:
+            conn.close()
+
+    def wait_for_commits(self, total: int) -> None:
+        """Until it has committed ``total`` transactions in all, or has ended."""
+        while self.commits < total and self.is_alive():
+            self.stop.wait(0.001)
 
 
 def changes(source: Path) -> None:
