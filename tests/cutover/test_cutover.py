@@ -32,23 +32,17 @@ from replicator.errors import TargetError, VerificationFailed
 from replicator.state import phase
 from replicator.state.lock import open_lock_file, try_flock
 from replicator.values import quarantine
+from tests.support.cli import replicator
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
-from tests.support.source import FENCED, app, make_source, sqlite_write, writable
+from tests.support.source import FENCED, ROWS, app, make_source, sqlite_write, writable
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
-    return make_source(
-        tmp_path / "app.db",
-        rows="""
-        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
-        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11');
-        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
-        """,
-    )
+    return make_source(tmp_path / "app.db", rows=ROWS)
 
 
 def opts(tmp_path: Path, **kw: Any) -> Options:
@@ -118,38 +112,28 @@ def test_certificate_cli_verifies_and_tampered_fails(src: Path, pg_dsn: str, tmp
     drain(src, pg_dsn)
     cutover(src, pg_dsn, cfg(), opts(tmp_path, accept_quarantine=True))
     path = tmp_path / "cert.json"
-    ok = _cli("certificate", "--target", pg_dsn, "--source", str(src), "--verify", str(path), "--live")
+    ok = replicator(
+        "certificate", "--target", pg_dsn, "--source", str(src), "--verify", str(path), "--live", cwd=tmp_path
+    )
     assert ok.returncode == 0, ok.stderr
     assert "SHA-256 verifies" in ok.stdout
     body = json.loads(path.read_text())
     body["stop_seq"] += 1
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(body))
-    bad = _cli("certificate", "--verify", str(tampered))
+    bad = replicator("certificate", "--verify", str(tampered), cwd=tmp_path)
     assert bad.returncode == 3, bad.stderr
     assert "does not verify" in bad.stderr
-    stored = _cli("certificate", "--target", pg_dsn, "--json")
+    stored = replicator("certificate", "--target", pg_dsn, "--json", cwd=tmp_path)
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["sha256"] == json.loads(path.read_text())["sha256"]
     assert certificate.seal_ok(certificate.read_file(path))
     resealed = certificate.seal(msgspec.structs.replace(certificate.read_file(path), operator="someone else"))
     other = tmp_path / "other.json"
     certificate.write_file(other, resealed)
-    not_stored = _cli("certificate", "--target", pg_dsn, "--verify", str(other))
+    not_stored = replicator("certificate", "--target", pg_dsn, "--verify", str(other), cwd=tmp_path)
     assert not_stored.returncode == 3, not_stored.stderr
     assert "not the certificate stored in the target" in not_stored.stderr
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "replicator", *args, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_dry_run_changes_nothing(src: Path, pg_dsn: str, tmp_path: Path) -> None:
@@ -631,7 +615,7 @@ def test_run_after_cutover_refuses_and_keeps_phase_done(src: Path, pg_dsn: str, 
     (finished, not failed) so that ``Restart=on-failure`` leaves it down."""
     drain(src, pg_dsn)
     cutover(src, pg_dsn, cfg(), opts(tmp_path))
-    done = _cli("run", "--source", str(src), "--target", pg_dsn, "--until-drained")
+    done = replicator("run", "--source", str(src), "--target", pg_dsn, "--until-drained", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "error:" not in done.stderr
     assert "cut over" in done.stdout

@@ -29,7 +29,7 @@ from replicator.stream.worker import Worker
 from tests.support.cli import status_json
 from tests.support.compare import drain
 from tests.support.daemon import DaemonProcess, cfg
-from tests.support.source import app, changes, make_source
+from tests.support.source import ROWS, app, changes, make_source
 from triggers.journal import ANCHOR
 
 pytestmark = pytest.mark.e2e
@@ -69,14 +69,7 @@ def applied_seq(dsn: str) -> int:
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
-    return make_source(
-        tmp_path / "app.db",
-        rows="""
-        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
-        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11');
-        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
-        """,
-    )
+    return make_source(tmp_path / "app.db", rows=ROWS)
 
 
 def streamed(src: Path, dsn: str) -> None:

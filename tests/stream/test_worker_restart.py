@@ -19,7 +19,7 @@ from replicator import faults
 from replicator.state import lock, phase
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess
-from tests.support.source import app, changes, make_source
+from tests.support.source import ROWS, app, changes, make_source
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +33,7 @@ def applied_parents(dsn: str) -> int:
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
-    return make_source(
-        tmp_path / "app.db",
-        rows="""
-        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
-        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11');
-        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
-        """,
-    )
+    return make_source(tmp_path / "app.db", rows=ROWS)
 
 
 @pytest.mark.parametrize(

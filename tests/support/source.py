@@ -22,6 +22,13 @@ CREATE TABLE child (
 CREATE TABLE pair (a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b));
 """
 
+ROWS = """
+INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
+INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11');
+INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
+"""
+"""A few rows in each ``SCHEMA`` table: three parents (one score NULL), two children of parent 1, two pairs."""
+
 FENCED = "writes are fenced"
 
 

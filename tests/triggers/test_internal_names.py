@@ -10,16 +10,15 @@ install, snapshot, app writes on short-lived connections, run, verify, cutover.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.support.cli import replicator
 from tests.support.compare import check_same
 from tests.support.source import make_source, write
 from triggers import fence, install, names
@@ -43,18 +42,6 @@ INSERT INTO _replicator_journal_v2 VALUES (1, 'an app table whose name starts li
 """
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "replicator", *args, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -73,20 +60,20 @@ def source(tmp_path: Path) -> Path:
 @pytest.mark.e2e
 def test_app_tables_with_our_prefix_are_migrated_proven_and_fenced(source: Path, pg_dsn: str, tmp_path: Path) -> None:
     report_file = tmp_path / "analyze.json"
-    ok(cli("analyze", "--source", str(source), "--json", str(report_file)))
+    ok(replicator("analyze", "--source", str(source), "--json", str(report_file), cwd=tmp_path))
     report = json.loads(report_file.read_text())
     assert {t["name"] for t in report["tables"]} == set(APP_TABLES)
     users = next(t for t in report["tables"] if t["name"] == "users")
     assert users["triggers"] == [APP_TRIGGER]
 
-    ok(cli("capture", "install", "--source", str(source)))
-    ok(cli("snapshot", "--source", str(source), "--target", pg_dsn))
+    ok(replicator("capture", "install", "--source", str(source), cwd=tmp_path))
+    ok(replicator("snapshot", "--source", str(source), "--target", pg_dsn, cwd=tmp_path))
     assert pg_rows(pg_dsn, "_Replicator_Stats") == [("logins", 3), ("signups", 2)]
 
     write(source, "INSERT INTO users VALUES (3, 'cy')")  # the app's own trigger writes _replicator_audit
     write(source, "UPDATE \"_Replicator_Stats\" SET v = v + 1 WHERE k = 'signups'")
     write(source, "INSERT INTO _replicator_journal_v2 VALUES (2, 'second')")
-    ok(cli("run", "--source", str(source), "--target", pg_dsn, "--until-drained"))
+    ok(replicator("run", "--source", str(source), "--target", pg_dsn, "--until-drained", cwd=tmp_path))
     assert pg_rows(pg_dsn, "_replicator_audit") == [(1, 1, "created"), (2, 2, "created"), (3, 3, "created")]
     assert pg_rows(pg_dsn, "_Replicator_Stats") == [("logins", 3), ("signups", 3)]
     assert check_same(source, pg_dsn) == {
@@ -96,12 +83,12 @@ def test_app_tables_with_our_prefix_are_migrated_proven_and_fenced(source: Path,
         "_replicator_journal_v2": 2,
     }
 
-    verified = json.loads(ok(cli("verify", "--source", str(source), "--target", pg_dsn, "--json")))
+    verified = json.loads(ok(replicator("verify", "--source", str(source), "--target", pg_dsn, "--json", cwd=tmp_path)))
     assert {t["table"] for t in verified["tables"]} == set(APP_TABLES)
 
     cert_path = tmp_path / "cert.json"
     args = ["--source", str(source), "--target", pg_dsn, "--no-backup", "--certificate", str(cert_path)]
-    ok(cli("cutover", *args))
+    ok(replicator("cutover", *args, cwd=tmp_path))
     cert = json.loads(cert_path.read_text())
     assert {t["table"] for t in cert["tables"]} == set(APP_TABLES)
     assert all(t["sqlite_rows"] == t["pg_rows"] and t["sqlite_digest"] == t["pg_digest"] for t in cert["tables"])
@@ -165,6 +152,6 @@ def test_install_refuses_an_app_table_holding_our_name(tmp_path: Path, table: st
         install.install_on(conn)
     assert refused.value.hint
     assert conn.execute("SELECT * FROM sqlite_schema ORDER BY name").fetchall() == before  # nothing half-written
-    result = cli("capture", "install", "--source", str(path))
+    result = replicator("capture", "install", "--source", str(path), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 2, result.stderr
