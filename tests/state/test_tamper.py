@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,10 +24,9 @@ import pytest
 from checkpoints.anchor import Anchor
 from replicator.state import phase
 from replicator.stream.metrics import Metrics
-from replicator.stream.worker import Worker
 from tests.support.cli import status_json
 from tests.support.compare import drain
-from tests.support.daemon import DaemonProcess, cfg
+from tests.support.daemon import Daemon, DaemonProcess, cfg
 from tests.support.source import ROWS, app, changes, make_source
 from triggers.journal import ANCHOR
 
@@ -313,20 +311,9 @@ def test_stall_metrics_while_a_batch_is_held_back(src: Path, pg_dsn: str) -> Non
     conf = cfg()
     conf = type(conf)(**{**{f: getattr(conf, f) for f in conf.__struct_fields__}, "status": stall_config()})
     metrics = Metrics()
-    worker = Worker(src, pg_dsn, conf, metrics=metrics)
-    errors: list[BaseException] = []
-
-    def loop() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            errors.append(exc)
-
     port = 19500 + os.getpid() % 400
     metrics.serve(port)
-    thread = threading.Thread(target=loop)
-    thread.start()
-    try:
+    with Daemon(src, pg_dsn, conf, metrics=metrics) as daemon:
         with psycopg.connect(pg_dsn) as holder:
             holder.execute("LOCK TABLE replicator.checkpoints IN SHARE ROW EXCLUSIVE MODE")
             app(src).execute("UPDATE parent SET score = 3 WHERE id = 3")
@@ -345,10 +332,7 @@ def test_stall_metrics_while_a_batch_is_held_back(src: Path, pg_dsn: str) -> Non
         while "replicator_stalled 0.0" not in (body := scrape(port)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "replicator_stalled 0.0" in body
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
-    assert not errors, errors
+    assert not daemon.errors, daemon.errors
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         state = phase.read(conn, "replicator")
     assert state is not None

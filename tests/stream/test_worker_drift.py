@@ -20,7 +20,7 @@ from replicator.state import phase
 from replicator.stream.session import WorkerError
 from tests.support.cli import caught_up, cli, status_json
 from tests.support.compare import check_same, drain
-from tests.support.daemon import DaemonProcess, cfg, eventually
+from tests.support.daemon import Daemon, DaemonProcess, cfg, eventually
 from tests.support.source import app, make_source, write
 
 
@@ -125,23 +125,8 @@ def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivil
 
 def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
     """The writer is rebuilt on the same connection: staging tables of the old shape must not collide."""
-    import threading
-
-    from replicator.stream.worker import Worker
-
     drain(src, pg_dsn)
-    worker = Worker(src, pg_dsn, cfg())
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
+    with Daemon(src, pg_dsn, cfg()) as daemon:
         db = app(src)
         db.execute("UPDATE parent SET score = 1 WHERE id = 1")
         time.sleep(0.5)
@@ -150,10 +135,7 @@ def test_added_column_while_the_daemon_runs(src: Path, pg_dsn: str) -> None:
         time.sleep(0.5)
         db.execute("INSERT INTO parent VALUES (9, 'nine', 9.0, 9)")
         time.sleep(0.5)
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
-    assert not errors, errors
+    assert not daemon.errors, daemon.errors
     check_same(src, pg_dsn)
 
 

@@ -18,7 +18,7 @@ from checkpoints.findings import Problem
 from replicator import faults
 from replicator.state import lock, phase
 from tests.support.compare import check_same, drain
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import Daemon, DaemonProcess
 from tests.support.source import ROWS, app, changes, make_source
 
 pytestmark = pytest.mark.e2e
@@ -144,24 +144,10 @@ def test_tampered_checkpoint_is_detected(src: Path, pg_dsn: str) -> None:
 
 def test_connection_loss_is_retried_and_resumes_from_the_checkpoint(src: Path, pg_dsn: str) -> None:
     """pg_terminate_backend on the apply connection mid-stream: transient, reconnect, no loss, no double."""
-    import threading
-
-    from replicator.stream.worker import Worker
     from tests.support.daemon import cfg
 
     drain(src, pg_dsn)
-    worker = Worker(src, pg_dsn, cfg(batch_rows=2, retry_max_wait_s=0.5))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
+    with Daemon(src, pg_dsn, cfg(batch_rows=2, retry_max_wait_s=0.5)) as daemon:
         db = app(src)
         db.execute("PRAGMA foreign_keys = OFF")
         with psycopg.connect(pg_dsn, autocommit=True) as admin:
@@ -175,10 +161,7 @@ def test_connection_loss_is_retried_and_resumes_from_the_checkpoint(src: Path, p
                 ).fetchone()
                 assert killed is not None
                 time.sleep(0.7)
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
-    assert not errors, errors
+    assert not daemon.errors, daemon.errors
     drain(src, pg_dsn)
     check_same(src, pg_dsn)
 

@@ -23,6 +23,7 @@ import psycopg
 
 from replicator import config
 from replicator.state import phase
+from replicator.stream.metrics import Metrics
 from replicator.stream.worker import Worker
 
 _launches = itertools.count(1)
@@ -164,8 +165,8 @@ class Daemon:
     """`replicator run` in a thread of this process (stopped like SIGTERM does): for tests that arm
     failpoints or read the worker's errors in-process."""
 
-    def __init__(self, path: Path, dsn: str, c: config.Config | None = None) -> None:
-        self.worker = Worker(path, dsn, c or conf())
+    def __init__(self, path: Path, dsn: str, c: config.Config | None = None, *, metrics: Metrics | None = None) -> None:
+        self.worker = Worker(path, dsn, c or conf(), metrics=metrics)
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run)
 
