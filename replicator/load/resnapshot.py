@@ -431,14 +431,7 @@ def replace_tables(
                 )
     finally:
         sconn.close()
-    return snapshot.SnapshotResult(
-        mode=plan.mode,
-        run_id=run_id,
-        tables=tuple(results),
-        warnings=tuple(warnings),
-        seconds=time.monotonic() - started,
-        plan=plan,
-    )
+    return snapshot.SnapshotResult.of_run(plan, run_id, results, warnings, started)
 
 
 def _check_captured(sconn: sqlite3.Connection, table: str) -> None:
