@@ -546,10 +546,8 @@ class Writer:
     def _refused(self, t: TableShape, key: Sequence[Any], exc: refusal.RowRefused) -> quarantine.Refusal:
         named = dict(zip(t.key_source, key, strict=True))
         if self.on_bad_value != "quarantine":
-            shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
             raise BadValue(
-                f"refused value in {t.source} ({shown}) column {exc.column}: {exc.reason}; "
-                f"value {refusal.excerpt(exc.value)}; the batch was not applied",
+                f"{exc.stopped_at(t.source, named)}; the batch was not applied",
                 hint=(
                     f"fix the value in SQLite (the daemon resumes at this batch), override the type "
                     f"([types.{t.source}.{exc.column}] type = ...), or set snapshot.on_bad_value = 'quarantine'"

@@ -130,21 +130,13 @@ def snapshot(
     """
     from replicator import progress
     from replicator.load import snapshot as snapshot_mod
+    from replicator.load.options import SnapshotOptions
 
     cfg = _with_snapshot_options(ctx, identifiers)
-    names = options.table_names(tables) or None
+    names = tuple(options.table_names(tables))
+    asked = SnapshotOptions(mode=mode, on_bad_value=on_bad_value, replace=replace, resume=resume, tables=names)
     with progress.shown(cfg, quiet=ctx.quiet, component="snapshot") as shown:
-        result = snapshot_mod.snapshot(
-            ctx.source,
-            ctx.target,
-            cfg,
-            mode=mode,
-            on_bad_value=on_bad_value,
-            replace=replace,
-            resume=resume,
-            tables=names,
-            progress=shown,
-        )
+        result = snapshot_mod.snapshot(ctx.source, ctx.target, cfg, asked, progress=shown)
     if not ctx.quiet:
         snapshot_mod.render(result)
 
@@ -220,18 +212,12 @@ def import_(
     """Load an export into PostgreSQL through the snapshot's binary COPY path, checksums verified first."""
     from replicator import progress
     from replicator.load.offline import importer
+    from replicator.load.options import ImportOptions
 
+    asked = ImportOptions(
+        mode=mode, on_bad_value=on_bad_value, replace=replace, single_transaction=single_transaction, dry_run=dry_run
+    )
     with progress.shown(ctx.config, quiet=ctx.quiet, component="import") as shown:
-        result = importer.import_export(
-            path,
-            ctx.target,
-            ctx.config,
-            mode=mode,
-            on_bad_value=on_bad_value,
-            replace=replace,
-            single_transaction=single_transaction,
-            dry_run=dry_run,
-            progress=shown,
-        )
+        result = importer.import_export(path, ctx.target, ctx.config, asked, progress=shown)
     if not ctx.quiet:
         importer.render(result)

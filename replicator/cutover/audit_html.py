@@ -112,7 +112,7 @@ def _checks(checks: tuple[Check, ...]) -> str:
 def _tables(result: Audit) -> str:
     rows = []
     for t in result.certificate.tables:
-        same = (t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest)
+        same = t.equal
         f = result.figures.get(t.table)
         adds = f is not None and (f.rows, f.digest) == (t.pg_rows, t.pg_digest)
         independent = t.independent.status if t.independent is not None else "not run"

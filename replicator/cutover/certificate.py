@@ -81,6 +81,11 @@ class TableProof(msgspec.Struct, frozen=True):
     independent: IndependentCheck | None = None
     """The independent comparison the verdict rests on; None: none ran (cutover ``--skip-full-verify``)."""
 
+    @property
+    def equal(self) -> bool:
+        """Both sides hold the same rows: the counts and the checksums agree."""
+        return (self.sqlite_rows, self.sqlite_digest) == (self.pg_rows, self.pg_digest)
+
 
 class QuarantineEntry(msgspec.Struct, frozen=True):
     """One value the migration did not carry (``--on-bad-value quarantine``), and whether someone accepted it."""
@@ -430,7 +435,7 @@ def render(cert: Certificate) -> str:
     width = max([5, *(len(t.table) for t in cert.tables)])
     lines.append(f"  {'table':<{width}}  {'sqlite rows':>12}  {'pg rows':>12}  checksum          how")
     for t in cert.tables:
-        same = "=" if (t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) else "≠"
+        same = "=" if t.equal else "≠"
         lines.append(
             f"  {t.table:<{width}}  {t.sqlite_rows:>12,}  {t.pg_rows:>12,}  {t.sqlite_digest[:12]} {same}  {t.how}"
         )

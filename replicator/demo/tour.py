@@ -419,7 +419,7 @@ class Demo:
         self.summary.write_outage_s = result.write_outage_s
         self.summary.certificate = str(result.certificate_path)
         self.summary.certificate_sha256 = result.certificate.sha256
-        equal = sum(1 for t in result.tables if (t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest))
+        equal = sum(1 for t in result.tables if t.equal)
         return (
             f"froze the app's writes for {result.write_outage_s * 1000:.0f} ms, drained to stop seq "
             f"{result.stop_seq:,}, {equal}/{len(result.tables)} tables proven equal, SQLite fenced"
@@ -438,7 +438,7 @@ class Demo:
         certificate.check(on_disk)
         if on_disk.sha256 != stored.sha256:
             raise StepFailed("certificate", "the file and the stored certificate differ", exit_code=3)
-        proven = sum(1 for t in stored.tables if (t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest))
+        proven = sum(1 for t in stored.tables if t.equal)
         return (
             f"SHA-256 seal verifies ({stored.sha256[:16]}…), the file equals the copy stored in the target; "
             f"{proven} table proofs, chain head #{stored.chain_head}"

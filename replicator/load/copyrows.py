@@ -223,10 +223,8 @@ def copy_error(table: schemaplan.TablePlan, exc: psycopg.Error) -> TargetError:
 
 
 def _stopped(table: schemaplan.TablePlan, key: dict[str, Any], exc: refusal.RowRefused) -> BadValue:
-    shown = ", ".join(f"{k}={v!r}" for k, v in key.items())
     return BadValue(
-        f"refused value in {table.source} ({shown}) column {exc.column}: {exc.reason}; "
-        f"value {refusal.excerpt(exc.value)}; nothing was written to {table.name}",
+        f"{exc.stopped_at(table.source, key)}; nothing was written to {table.name}",
         hint=(
             f"{exc.fixes + '; or ' if exc.fixes else ''}fix the value in SQLite, or use --on-bad-value "
             "quarantine to skip and record such rows; then rerun with --replace"

@@ -35,7 +35,7 @@ def _existing_objects(pconn: psycopg.Connection[Any], schema_name: str) -> set[s
     return {str(r[0]) for r in rows}
 
 
-def _pending_post_load(pconn: psycopg.Connection[Any], plan: SchemaPlan) -> SchemaPlan:
+def pending_post_load(pconn: psycopg.Connection[Any], plan: SchemaPlan) -> SchemaPlan:
     """The plan without the post-load statements an interrupted earlier run already completed."""
     have = _existing_objects(pconn, plan.schema)
     tables = tuple(
@@ -54,7 +54,7 @@ def index_table(pconn: psycopg.Connection[Any], plan: SchemaPlan, result: TableR
         return result
     table = plan.table(result.table)
     ddl.add_primary_key(pconn, plan.schema, table)
-    pending = _pending_post_load(pconn, only_tables(plan, [result.table]))
+    pending = pending_post_load(pconn, only_tables(plan, [result.table]))
     refused = constraints.apply_post_load(pconn, pending, kinds=constraints.TABLE_LOCAL_KINDS)
     pconn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(plan.schema, table.name)))
     return msgspec.structs.replace(result, analyzed=True, warnings=result.warnings + tuple(refused))
@@ -74,7 +74,7 @@ def finish_target(
     if plan.mode == "create":
         for table in plan.tables:  # tables an earlier, interrupted run loaded before their key was built
             ddl.add_primary_key(pconn, plan.schema, table)
-        pending = _pending_post_load(pconn, plan)
+        pending = pending_post_load(pconn, plan)
         # What index_table already tried and PostgreSQL refused is not tried (and warned) twice.
         tables = tuple(
             msgspec.structs.replace(t, post_load=tuple(x for x in t.post_load if x.kind == "fk"))

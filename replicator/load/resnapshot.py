@@ -43,9 +43,10 @@ when the role cannot disable them. A table the no-key policy keeps out of the jo
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,7 +65,9 @@ from replicator.apply.targets import resolve_targets
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
+from replicator.load.postload import pending_post_load
 from replicator.plan import constraints, createmode, ddl, existingmode, pgreflect, schemaplan, skips
+from replicator.plan.profile import TableProfile
 from replicator.plan.profiler import profile_table
 from replicator.plan.shape import TableShape
 from replicator.state import lock
@@ -72,7 +75,7 @@ from replicator.state import schema as state
 from triggers import drift
 from triggers import source as sqlite_source
 from triggers.meta import read_meta
-from triggers.schema import read_schema
+from triggers.schema import Schema, read_schema
 
 NEW_TABLE: Final = "new table"
 """The reason of an owed reload that picks up a table created in SQLite after the snapshot."""
@@ -157,13 +160,7 @@ def adopt(
             with conn.transaction():
                 ddl.create_tables(conn, _only(plan, planned))
         return plan
-    sconn.execute("BEGIN")
-    try:
-        schema = read_schema(sconn)
-        source_table = schema.table(table)
-        profiles = {table: profile_table(sconn, source_table)}
-    finally:
-        sconn.execute("COMMIT")
+    schema, profiles = _read_table(sconn, table)
     taken = {t.name: t.source for t in plan.tables}
     if plan.mode == "create":
         fresh = createmode.plan_create(schema, profiles, config).table(table)
@@ -175,22 +172,7 @@ def adopt(
                 f'or leave {table!r} out with [types."{table}"."*"] skip = true; then restart `replicator run`',
             )
     else:
-        only = msgspec.structs.replace(schema, tables=(source_table,))
-        try:
-            mapped = existingmode.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
-        except UsageError as exc:
-            if isinstance(exc, existingmode.SchemaMismatch) and table in exc.missing_tables:
-                raise _missing(table, table, plan.schema) from None
-            raise NotAdopted(
-                f"new table {table!r} cannot be loaded into PostgreSQL (existing mode): {exc.message}",
-                hint=exc.hint,
-            ) from None
-        if not mapped.tables:
-            raise NotAdopted(
-                f"new table {table!r} is left out by the existing-mode mapping: {'; '.join(mapped.warnings)}",
-                hint=f'set [types."{table}"."*"] skip = true to leave it out (then restart `replicator run`)',
-            )
-        fresh = mapped.tables[0]
+        fresh = _map_existing(conn, plan, schema, profiles, table, config, new=True)
         if fresh.name in taken:
             raise NotAdopted(
                 f"new table {table!r} maps onto {plan.schema}.{fresh.name}, already loaded from {taken[fresh.name]!r}",
@@ -221,11 +203,8 @@ def is_columns_dropped(reason: str) -> bool:
 def dropped_columns(sconn: sqlite3.Connection, plan: schemaplan.SchemaPlan, table: str) -> list[schemaplan.ColumnPlan]:
     """The table's planned columns SQLite no longer has (read now, not from the owed reason: a restart
     sees the same answer). ``sconn``: read-only, autocommit."""
-    sconn.execute("BEGIN")
-    try:
+    with _reading(sconn):
         current = {c.name for c in read_schema(sconn).table(table).columns}
-    finally:
-        sconn.execute("COMMIT")
     return [c for c in plan.table(table).columns if c.source is not None and c.source not in current]
 
 
@@ -241,30 +220,60 @@ def replan(
     """Existing mode, a table whose SQLite columns changed: map it again onto the PostgreSQL table as the
     app's migration left it, and save the plan; returns the new plan. Raises :class:`NotAdopted` (nothing
     saved) while the two do not match. Idempotent: a table that maps the same is saved unchanged."""
-    sconn.execute("BEGIN")
-    try:
-        schema = read_schema(sconn)
-        source_table = schema.table(table)
-        profiles = {table: profile_table(sconn, source_table)}
-    finally:
-        sconn.execute("COMMIT")
-    only = msgspec.structs.replace(schema, tables=(source_table,))
-    try:
-        mapped = existingmode.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
-    except UsageError as exc:
-        raise NotAdopted(
-            f"table {table!r} cannot be mapped again (existing mode): {exc.message}", hint=exc.hint
-        ) from None
-    if not mapped.tables:
-        raise NotAdopted(
-            f"table {table!r} is left out by the existing-mode mapping: {'; '.join(mapped.warnings)}",
-            hint=f'set [types."{table}"."*"] skip = true to leave it out (then restart `replicator run`)',
-        )
-    fresh = mapped.tables[0]
+    schema, profiles = _read_table(sconn, table)
+    fresh = _map_existing(conn, plan, schema, profiles, table, config, new=False)
     new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
     with conn.transaction():
         save_plan(conn, state_schema, new_plan)
     return new_plan
+
+
+@contextlib.contextmanager
+def _reading(sconn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction on ``sconn`` (read-only, autocommit), so what is read in it agrees."""
+    sconn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        sconn.execute("COMMIT")
+
+
+def _read_table(sconn: sqlite3.Connection, table: str) -> tuple[Schema, dict[str, TableProfile]]:
+    """SQLite's schema as it is now and ``table``'s profile, the two read in one transaction: what a
+    table is planned from again (a new table, a changed one, one ``snapshot --replace --tables`` reloads)."""
+    with _reading(sconn):
+        schema = read_schema(sconn)
+        return schema, {table: profile_table(sconn, schema.table(table))}
+
+
+def _map_existing(
+    conn: psycopg.Connection[Any],
+    plan: schemaplan.SchemaPlan,
+    schema: Schema,
+    profiles: dict[str, TableProfile],
+    table: str,
+    config: Config,
+    *,
+    new: bool,
+) -> schemaplan.TablePlan:
+    """Existing mode: ``table`` mapped onto the PostgreSQL table the app's migration left, or
+    :class:`NotAdopted` naming the fix. ``new``: a table created after the snapshot (:func:`adopt`), whose
+    missing PostgreSQL table has its own message; else a table mapped again (:func:`replan`)."""
+    named = f"new table {table!r}" if new else f"table {table!r}"
+    only = msgspec.structs.replace(schema, tables=(schema.table(table),))
+    try:
+        mapped = existingmode.plan_existing(only, pgreflect.reflect(conn, plan.schema), profiles, config)
+    except UsageError as exc:
+        if new and isinstance(exc, existingmode.SchemaMismatch) and table in exc.missing_tables:
+            raise _missing(table, table, plan.schema) from None
+        failed = "cannot be loaded into PostgreSQL" if new else "cannot be mapped again"
+        raise NotAdopted(f"{named} {failed} (existing mode): {exc.message}", hint=exc.hint) from None
+    if not mapped.tables:
+        raise NotAdopted(
+            f"{named} is left out by the existing-mode mapping: {'; '.join(mapped.warnings)}",
+            hint=f'set [types."{table}"."*"] skip = true to leave it out (then restart `replicator run`)',
+        )
+    return mapped.tables[0]
 
 
 def _only(plan: schemaplan.SchemaPlan, table: schemaplan.TablePlan) -> schemaplan.SchemaPlan:
@@ -282,18 +291,7 @@ def _missing(table: str, target: str, schema_name: str) -> NotAdopted:
 
 def _post_load(conn: psycopg.Connection[Any], plan: schemaplan.SchemaPlan, table: schemaplan.TablePlan) -> list[str]:
     """The table's indexes and constraints not built yet (a redone reload finds some), after its rows."""
-    have = {
-        str(r[0])
-        for r in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind = 'i' "
-            "UNION SELECT con.conname FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace "
-            "WHERE n.nspname = %s",
-            (plan.schema, plan.schema),
-        )
-    }
-    todo = msgspec.structs.replace(table, post_load=tuple(s for s in table.post_load if s.name not in have))
-    return constraints.apply_post_load(conn, _only(plan, todo))
+    return constraints.apply_post_load(conn, pending_post_load(conn, _only(plan, table)))
 
 
 def reload(
@@ -431,14 +429,7 @@ def replace_tables(
                 )
     finally:
         sconn.close()
-    return snapshot.SnapshotResult(
-        mode=plan.mode,
-        run_id=run_id,
-        tables=tuple(results),
-        warnings=tuple(warnings),
-        seconds=time.monotonic() - started,
-        plan=plan,
-    )
+    return snapshot.SnapshotResult.of_run(plan, run_id, results, warnings, started)
 
 
 def _check_captured(sconn: sqlite3.Connection, table: str) -> None:
@@ -463,12 +454,7 @@ def _plan_again(
     """The table planned from SQLite as it is now and saved with the plan; create mode recreates it."""
     if plan.mode != "create":
         return replan(conn, sconn, plan=plan, table=table, config=config, state_schema=state_schema)
-    sconn.execute("BEGIN")
-    try:
-        schema = read_schema(sconn)
-        profiles = {table: profile_table(sconn, schema.table(table))}
-    finally:
-        sconn.execute("COMMIT")
+    schema, profiles = _read_table(sconn, table)
     old = plan.table(table)
     fresh = createmode.plan_create(schema, profiles, config).table(table)
     ident = sql.Identifier(plan.schema, old.name)

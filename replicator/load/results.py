@@ -6,6 +6,9 @@ A module of its own because every stage of the load returns them: the per-table 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 import msgspec
 
 from checkpoints.digest import EMPTY
@@ -55,3 +58,18 @@ class SnapshotResult(msgspec.Struct, frozen=True):
     @property
     def quarantined(self) -> int:
         return sum(t.quarantined for t in self.tables)
+
+    @classmethod
+    def of_run(
+        cls, plan: SchemaPlan, run_id: int, tables: Iterable[TableResult], warnings: Iterable[str], started: float
+    ) -> SnapshotResult:
+        """A run that loaded ``plan``'s tables, timed from ``started`` (``time.monotonic``): the snapshot's, and
+        the one that reloads some tables of a streaming target (``snapshot --replace --tables``)."""
+        return cls(
+            mode=plan.mode,
+            run_id=run_id,
+            tables=tuple(tables),
+            warnings=tuple(warnings),
+            seconds=time.monotonic() - started,
+            plan=plan,
+        )

@@ -26,6 +26,7 @@ from replicator.load.context import LoadContext
 from replicator.load.costs import table_rows
 from replicator.load.helper import Helper, read_source_parallel
 from replicator.load.loader import Loader
+from replicator.load.options import SnapshotOptions
 from replicator.load.postload import finish_target
 from replicator.load.results import TableResult
 from replicator.load.source import SourceRead, read_source
@@ -35,15 +36,6 @@ from replicator.plan.sequences import read_sqlite_sequence
 from replicator.state import schema as state
 from replicator.state import stateschema
 from triggers.schema import read_schema
-
-
-class Options(msgspec.Struct, frozen=True):
-    """What the command asked for (``snapshot``'s keyword arguments), once per run."""
-
-    mode: str | None = None
-    replace: bool = False
-    resume: bool = False
-    tables: tuple[str, ...] = ()
 
 
 class Setup(msgspec.Struct):
@@ -60,7 +52,7 @@ def setup(
     pconn: psycopg.Connection[Any],
     identity: state.SourceIdentity,
     config: Config,
-    options: Options,
+    options: SnapshotOptions,
     parallel: tuple[Helper, Path] | None = None,
 ) -> Setup:
     """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
@@ -106,7 +98,7 @@ def load_tables(
     ctx: LoadContext,
     setup: Setup,
     config: Config,
-    options: Options,
+    options: SnapshotOptions,
     warnings: list[str],
     parallel: tuple[Helper, Path] | None,
 ) -> tuple[SchemaPlan, list[TableResult], dict[str, int]]:

@@ -57,22 +57,22 @@ Measured in ``bench/snapshot.py``.
 
 Where it lives: this module is the entry (:func:`snapshot`, :func:`snapshot_from`, :func:`render`) and
 keeps every public name of the load importable; each step has its module under ``replicator/load/``:
-``context`` (what a run's table loads share), ``run`` (setup, order, genesis), ``loader`` (tables here or
-with the helper), ``table`` (one table's transaction), ``copyrows`` (rows to binary COPY), ``checksum``,
-``guess`` (sampled types and the full profile that replaces a disproved guess), ``source`` (reading
-SQLite), ``target`` (mode, plan, refusals, tables created), ``postload``, ``helper`` (the second
-process), ``costs`` (balancing the two), ``share`` (a dominant table converted by both).
+``options`` (what the command asked, made once), ``context`` (what a run's table loads share), ``run``
+(setup, order, genesis), ``loader`` (tables here or with the helper), ``table`` (one table's transaction),
+``copyrows`` (rows to binary COPY), ``checksum``, ``guess`` (sampled types and the full profile that replaces
+a disproved guess), ``source`` (reading SQLite), ``target`` (mode, plan, refusals, tables created),
+``postload``, ``helper`` (the second process), ``costs`` (balancing the two), ``share`` (a dominant table
+converted by both).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
-from psycopg import sql
 
 from checkpoints import store
 from replicator import log, pg
@@ -93,14 +93,15 @@ from replicator.load.copyrows import (
 from replicator.load.costs import load_costs, profile_costs, split, table_rows
 from replicator.load.guess import GUESS_SAMPLE_ROWS, _types_of, guess_profile, plain_columns, verifier
 from replicator.load.helper import Helper, helper_queues, read_source_parallel
+from replicator.load.options import SnapshotOptions, asked
 from replicator.load.postload import finish_target, index_table
 from replicator.load.results import SnapshotResult, TableResult
-from replicator.load.run import Options
 from replicator.load.source import SourceRead, open_source, read_source
 from replicator.load.table import empty_table, load_table, truncate_table
 from replicator.load.target import build_plan, check_target, only_tables, prepare_target, resolve_mode
 from replicator.progress import Progress
 from replicator.state import schema as state
+from replicator.state import stateschema
 from replicator.values.readback import Finisher, digest_finisher, digest_kinds
 from triggers import journal
 from triggers.meta import read_meta
@@ -161,49 +162,35 @@ def snapshot(
     source: Path,
     dsn: str,
     config: Config,
+    options: SnapshotOptions | None = None,
     *,
-    mode: str | None = None,
-    on_bad_value: str | None = None,
-    replace: bool = False,
-    resume: bool = False,
-    tables: Sequence[str] | None = None,
-    fetch_rows: int = FETCH_ROWS,
     progress: Progress | None = None,
+    **keywords: Any,
 ) -> SnapshotResult:
     """Create (or map) the schema and load every table with its indexes and constraints, then foreign
     keys, sequences and ANALYZE (the module docstring says in which order and why).
 
+    ``options`` (the command's), or its fields as ``keywords`` (``mode="existing"``): :mod:`replicator.load.options`.
     ``replace`` with ``tables`` on a target that streams (it has a checkpoint chain) reloads only those
     tables and keeps the chain and every other table's position (:func:`replicator.load.resnapshot.replace_tables`).
     """
+    options = asked(SnapshotOptions, options, keywords)
     config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
-    if on_bad_value is not None:
+    if options.on_bad_value is not None:
         config = msgspec.structs.replace(
-            config, snapshot=msgspec.structs.replace(config.snapshot, on_bad_value=on_bad_value)
+            config, snapshot=msgspec.structs.replace(config.snapshot, on_bad_value=options.on_bad_value)
         )
-    if replace and tables and not resume and _has_chain(dsn, config):
+    if options.replace and options.tables and not options.resume and _has_chain(dsn, config):
         from replicator.load import resnapshot  # it loads tables with this module
 
-        return resnapshot.replace_tables(source, dsn, config, tables, mode=mode)
+        return resnapshot.replace_tables(source, dsn, config, options.tables, mode=options.mode)
     identity = state.source_identity(source)
     sconn = open_source(source, config)
     helper: Helper | None = None
     try:
         helper = Helper(config, progress) if config.snapshot.workers > 1 else None
         return snapshot_from(
-            sconn,
-            identity,
-            dsn,
-            config,
-            mode=mode,
-            on_bad_value=on_bad_value,
-            replace=replace,
-            resume=resume,
-            tables=tables,
-            fetch_rows=fetch_rows,
-            progress=progress,
-            helper=helper,
-            source_path=source,
+            sconn, identity, dsn, config, options, progress=progress, helper=helper, source_path=source
         )
     finally:
         sconn.close()
@@ -215,9 +202,10 @@ def _has_chain(dsn: str, config: Config) -> bool:
     """Does the target hold a checkpoint chain (a snapshot with capture, maybe streaming since)?"""
     schema_name = config.target.state_schema
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema_name, "checkpoints").as_string(conn),))
-        row = found.fetchone()
-        return bool(row and row[0] is not None) and store.latest(conn, schema=schema_name) is not None
+        return (
+            stateschema.has_table(conn, schema_name, "checkpoints")
+            and store.latest(conn, schema=schema_name) is not None
+        )
 
 
 def snapshot_from(
@@ -225,16 +213,12 @@ def snapshot_from(
     identity: state.SourceIdentity,
     dsn: str,
     config: Config,
+    options: SnapshotOptions | None = None,
     *,
-    mode: str | None = None,
-    on_bad_value: str | None = None,
-    replace: bool = False,
-    resume: bool = False,
-    tables: Sequence[str] | None = None,
-    fetch_rows: int = FETCH_ROWS,
     progress: Progress | None = None,
     helper: Helper | None = None,
     source_path: Path | None = None,
+    **keywords: Any,
 ) -> SnapshotResult:
     """The load from a source connection whose read transaction is already open (see open_source).
 
@@ -242,7 +226,8 @@ def snapshot_from(
     capture is installed, the journal's high-water mark is read here, in that transaction, before any
     row: streaming starts right after it, and the genesis checkpoint records it.
     """
-    if replace and resume:
+    options = asked(SnapshotOptions, options, keywords)
+    if options.replace and options.resume:
         raise UsageError("--replace and --resume exclude each other", hint="pass one of them")
     started = time.monotonic()
     config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
@@ -250,8 +235,6 @@ def snapshot_from(
     mark = journal.head(sconn) if meta is not None else None
     if meta is not None:
         identity = state.capture_identity(identity.path, meta.source_id)
-    options = Options(mode=mode, replace=replace, resume=resume, tables=tuple(tables or ()))
-    policy = on_bad_value or config.snapshot.on_bad_value
     state_schema = config.target.state_schema
     bound = log.get("snapshot")
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
@@ -261,24 +244,20 @@ def snapshot_from(
         warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
         with pconn.transaction():
             run_id = state.start_run(pconn, state_schema, command="snapshot", mode=plan.mode, source=identity)
-        ctx = LoadContext(sconn, pconn, LoadRun(state_schema, identity, run_id, policy, fetch_rows, mark), progress)
+        ctx = LoadContext(
+            sconn,
+            pconn,
+            LoadRun(state_schema, identity, run_id, options.policy(config), options.fetch_rows, mark),
+            progress,
+        )
         try:
             plan, results, sequences = run.load_tables(ctx, setup, config, options, warnings, parallel)
             seq_to, genesis_hash = run.finish_run(ctx, plan, results)
         except BaseException as exc:
             run.mark_failed(pconn, state_schema, run_id, exc)
             raise
-        result = SnapshotResult(
-            mode=plan.mode,
-            run_id=run_id,
-            tables=tuple(results),
-            warnings=tuple(warnings),
-            seconds=time.monotonic() - started,
-            sequences=sequences,
-            plan=plan,
-            snapshot_seq=seq_to,
-            genesis_hash=genesis_hash,
-        )
+        loaded = SnapshotResult.of_run(plan, run_id, results, warnings, started)
+        result = msgspec.structs.replace(loaded, sequences=sequences, snapshot_seq=seq_to, genesis_hash=genesis_hash)
     for warning in result.warnings:
         bound.warning("schema", detail=warning)
     return result

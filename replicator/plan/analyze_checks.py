@@ -327,26 +327,36 @@ def _column_checks(table: TableReport, col: ColumnReport) -> Iterator[Finding]:
     yield from _boolean_checks(table, col)
 
 
+_BAD_ENCODINGS = (
+    (
+        "nul_text",
+        "nul_in_text",
+        "value(s) contain a NUL character, which PostgreSQL text cannot hold",
+        "strip_nul = true in {override} to drop the NULs",
+    ),
+    (
+        "invalid_utf8",
+        "invalid_utf8",
+        "text value(s) are not valid UTF-8; PostgreSQL refuses them",
+        "replace_bad_utf8 = true in {override}",
+    ),
+)
+"""Text PostgreSQL refuses, each with the type override's switch that repairs it: (the format counted, the
+finding's code, what the values hold, the setting)."""
+
+
 def _text_encoding_checks(table: TableReport, col: ColumnReport) -> Iterator[Finding]:
     override = _override(table, col)
-    if col.formats.get("nul_text"):
-        yield Finding(
-            "error",
-            "nul_in_text",
-            f"{col.formats['nul_text']} value(s) contain a NUL character, which PostgreSQL text cannot hold",
-            hint=f"fix those rows, or set strip_nul = true in {override} to drop the NULs",
-            table=table.name,
-            column=col.name,
-        )
-    if col.formats.get("invalid_utf8"):
-        yield Finding(
-            "error",
-            "invalid_utf8",
-            f"{col.formats['invalid_utf8']} text value(s) are not valid UTF-8; PostgreSQL refuses them",
-            hint=f"fix those rows, or set replace_bad_utf8 = true in {override}",
-            table=table.name,
-            column=col.name,
-        )
+    for counted, code, holds, setting in _BAD_ENCODINGS:
+        if col.formats.get(counted):
+            yield Finding(
+                "error",
+                code,
+                f"{col.formats[counted]} {holds}",
+                hint=f"fix those rows, or set {setting.format(override=override)}",
+                table=table.name,
+                column=col.name,
+            )
 
 
 def _declared_numeric(col: ColumnReport) -> bool:

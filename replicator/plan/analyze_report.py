@@ -10,6 +10,7 @@ from typing import Literal
 
 import msgspec
 
+from replicator.plan.named import by_name
 from triggers.schema import Affinity, Generated, Index
 
 REPORT_VERSION = 1
@@ -113,10 +114,7 @@ class Report(msgspec.Struct, frozen=True):
     """The tables a virtual table keeps its data in (``docs_data``...): not copied, like their owner."""
 
     def table(self, name: str) -> TableReport:
-        for table in self.tables:
-            if table.name == name:
-                return table
-        raise KeyError(name)
+        return by_name(self.tables, name)
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)

@@ -17,6 +17,8 @@ from typing import Final
 
 import msgspec
 
+from replicator.plan.named import by_name
+
 #: Value formats detected per column (keys of ColumnProfile.formats):
 FORMATS = (
     "unix_s",  # integer or real within a plausible epoch-seconds range (1970..2100)
@@ -82,10 +84,7 @@ class TableProfile(msgspec.Struct, frozen=True):
     """Rows with a NULL in any primary-key column (allowed by SQLite outside INTEGER PRIMARY KEY)."""
 
     def column(self, name: str) -> ColumnProfile:
-        for col in self.columns:
-            if col.name == name:
-                return col
-        raise KeyError(name)
+        return by_name(self.columns, name)
 
 
 Plain = Mapping[str, frozenset[str]]

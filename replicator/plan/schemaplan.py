@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from replicator.plan.named import by_name
 from replicator.values.targettype import TargetType
 
 
@@ -107,7 +108,4 @@ class SchemaPlan(msgspec.Struct, frozen=True):
     """Saved with the plan: the apply quarantines the children of quarantined rows by them too."""
 
     def table(self, source: str) -> TablePlan:
-        for table in self.tables:
-            if table.source == source:
-                return table
-        raise KeyError(source)
+        return by_name(self.tables, source, attr="source")

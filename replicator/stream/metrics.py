@@ -10,6 +10,7 @@ while the loop's thread is stuck, which is when they matter.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -61,62 +62,47 @@ class _Every:
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.applied = Counter(
-            "replicator_applied_changes", "Journal entries applied to PostgreSQL", registry=self.registry
+        # Every metric in this registry, never the process-global default (the module docstring says why).
+        counter = functools.partial(Counter, registry=self.registry)
+        gauge = functools.partial(Gauge, registry=self.registry)
+        histogram = functools.partial(Histogram, registry=self.registry)
+        self.applied = counter("replicator_applied_changes", "Journal entries applied to PostgreSQL")
+        self.batches = counter("replicator_batches", "Batches committed (each with its checkpoint)")
+        self.behind = gauge("replicator_changes_behind", "Journal entries visible but not applied yet")
+        self.lag = gauge("replicator_lag_seconds", "Age of the oldest change seen but not yet applied")
+        self.batch_seconds = histogram(
+            "replicator_batch_seconds", "Read + apply + checkpoint + prune time per batch", buckets=BATCH_BUCKETS
         )
-        self.batches = Counter(
-            "replicator_batches", "Batches committed (each with its checkpoint)", registry=self.registry
-        )
-        self.behind = Gauge(
-            "replicator_changes_behind", "Journal entries visible but not applied yet", registry=self.registry
-        )
-        self.lag = Gauge(
-            "replicator_lag_seconds", "Age of the oldest change seen but not yet applied", registry=self.registry
-        )
-        self.batch_seconds = Histogram(
-            "replicator_batch_seconds",
-            "Read + apply + checkpoint + prune time per batch",
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self.errors = Counter("replicator_errors", "Errors seen by the loop, by kind", ["kind"], registry=self.registry)
-        self.without_progress = Gauge(
+        self.errors = counter("replicator_errors", "Errors seen by the loop, by kind", ["kind"])
+        self.without_progress = gauge(
             "replicator_seconds_without_progress",
             "Seconds since the daemon last committed a batch while journal entries wait (0 when none wait)",
-            registry=self.registry,
         )
-        self.stalled = Gauge(
-            "replicator_stalled",
-            "1 while entries wait and nothing was applied for status.stall_after_s, else 0",
-            registry=self.registry,
+        self.stalled = gauge(
+            "replicator_stalled", "1 while entries wait and nothing was applied for status.stall_after_s, else 0"
         )
-        self.phase = Gauge(
+        self.phase = gauge(
             "replicator_phase",
             "1 for the daemon's current phase (INIT, SNAPSHOT, CATCHUP, STREAMING, ...), 0 for the others",
             ["phase"],
-            registry=self.registry,
         )
-        self.up = Gauge(
+        self.up = gauge(
             "replicator_daemon_up",
             "1 while the daemon runs its apply loop connected to PostgreSQL; 0 while it retries after an "
             "error, and once it stopped",
-            registry=self.registry,
         )
-        self.checkpoint_age = Gauge(
+        self.checkpoint_age = gauge(
             "replicator_last_checkpoint_age_seconds",
             "Seconds since the chain head's checkpoint was written (grows while nothing is written)",
-            registry=self.registry,
         )
-        self.journal_rows = Gauge(
+        self.journal_rows = gauge(
             "replicator_journal_rows",
             "Entries in the SQLite journal (_replicator_journal), applied or not: its seq bounds",
-            registry=self.registry,
         )
-        self.journal_bytes = Gauge(
+        self.journal_bytes = gauge(
             "replicator_journal_bytes",
             f"Bytes of the journal's pages in the SQLite file (read at most every {JOURNAL_BYTES_EVERY_S:.0f} s; "
             "NaN where SQLite has no dbstat)",
-            registry=self.registry,
         )
 
     def watch_progress(self, stalled_for: Callable[[], float], stall_after_s: float) -> None:

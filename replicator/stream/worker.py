@@ -180,7 +180,13 @@ class Worker:
 
     def run(self, *, once: bool = False, until_drained: bool = False) -> RunResult:
         """Run until stopped (or one batch with ``once``, or until the journal is drained)."""
-        with self._signals(), self._file_lock(), self._serving(), self._source() as sconn, self._writer_conn() as wconn:
+        with (
+            self._signals(),
+            self._file_lock(),
+            self._serving(),
+            self._connected(readonly=True) as sconn,
+            self._connected(readonly=False) as wconn,
+        ):
             meta = read_meta(sconn)
             if meta is None:
                 raise CaptureNotInstalled(
@@ -489,22 +495,10 @@ class Worker:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    @contextlib.contextmanager
-    def _source(self) -> Iterator[sqlite3.Connection]:
-        conn = self._open_source(readonly=True)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _writer_conn(self) -> Iterator[sqlite3.Connection]:
-        """Read-write connection used only to prune the journal and reinstall triggers."""
-        conn = self._open_source(readonly=False)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def _connected(self, *, readonly: bool) -> contextlib.closing[sqlite3.Connection]:
+        """A connection to the source, closed on the way out: read-only for every read; the read-write one is
+        used only to prune the journal and reinstall triggers."""
+        return contextlib.closing(self._open_source(readonly=readonly))
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:

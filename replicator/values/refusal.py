@@ -10,6 +10,7 @@ would make it load.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from replicator.config import column_fix
@@ -60,6 +61,13 @@ class RowRefused(BadValue):
         """What makes this value load, naming the table and column; empty when only the data can change."""
         fixes = [column_fix(self.table, self.column, self.setting)] if self.setting else []
         return "; or ".join(fixes + ([self._hint_given] if self._hint_given else []))
+
+    def stopped_at(self, table: str, key: Mapping[str, object]) -> str:
+        """``refused value in t (id=2) column n: <reason>; value <excerpt>``: how a load and the apply both
+        begin the message they stop on (by the row's key, not its table.column); each then says what it did
+        not write."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in key.items())
+        return f"refused value in {table} ({shown}) column {self.column}: {self.reason}; value {excerpt(self.value)}"
 
     def __reduce__(self) -> tuple[type[RowRefused], tuple[str, str, object, str, str, str]]:
         """Picklable (worker processes send refusals back): rebuilt from its own fields."""

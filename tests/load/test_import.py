@@ -19,6 +19,7 @@ from replicator.load import snapshot
 from replicator.load.offline import export, importer
 from replicator.load.offline.manifest import Manifest
 from replicator.load.offline.verifier import ExportError, verify_export
+from replicator.load.options import ImportOptions
 from tests.conftest import REALWORLD
 from tests.support.compare import assert_same
 from tests.support.export import export_source, reseal
@@ -52,7 +53,7 @@ def test_export_verify_import_equals_a_direct_snapshot(
     out = tmp_path / "dump"
     export.export(source, out, CFG)
     assert verify_export(out).ok or name in QUARANTINE or "orphan" in " ".join(verify_export(out).problems)
-    imported = importer.import_export(out, pg_dsn, CFG, on_bad_value=policy)
+    imported = importer.import_export(out, pg_dsn, CFG, ImportOptions(on_bad_value=policy))
     with fresh_database(pg_server) as other:
         direct = snapshot.snapshot(source, other, CFG, on_bad_value=policy)
         with psycopg.connect(other, autocommit=True) as pconn:
@@ -81,7 +82,7 @@ def test_import_refuses_a_non_empty_target_and_replaces(tmp_path: Path, pg_dsn: 
         importer.import_export(out, pg_dsn, Q)
     assert "--replace" in refused.value.hint
     assert "--resume" not in refused.value.hint  # import has no --resume
-    again = importer.import_export(out, pg_dsn, Q, replace=True)
+    again = importer.import_export(out, pg_dsn, Q, ImportOptions(replace=True))
     assert again.tables[-1].quarantined == 3  # NUL text, text and a blob that are not UTF-8
     assert (
         again.rows
@@ -94,7 +95,7 @@ def test_import_refuses_a_non_empty_target_and_replaces(tmp_path: Path, pg_dsn: 
 def test_dry_run_commits_nothing(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     out = tmp_path / "dump"
     export.export(export_source(tmp_path / "app.db"), out, CFG)
-    result = importer.import_export(out, pg_dsn, Q, dry_run=True)
+    result = importer.import_export(out, pg_dsn, Q, ImportOptions(dry_run=True))
     assert result.dry_run
     assert result.rows > 0
     assert tables(pg) == []
@@ -136,7 +137,7 @@ def test_bad_row_rolls_back_its_table_and_names_table_and_row(tmp_path: Path, pg
 def test_single_transaction_rolls_back_everything(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     out, _file = _bad_row_export(tmp_path)
     with pytest.raises(BadValue, match="child"):
-        importer.import_export(out, pg_dsn, CFG, single_transaction=True)
+        importer.import_export(out, pg_dsn, CFG, ImportOptions(single_transaction=True))
     assert tables(pg) == []
 
 

@@ -36,6 +36,7 @@ from replicator.load import snapshot
 from replicator.load.offline.manifest import FETCH_ROWS, Manifest, TableEntry
 from replicator.load.offline.reader import Reader, iter_rows
 from replicator.load.offline.verifier import ExportError, check_files, read_manifest
+from replicator.load.options import ImportOptions
 from replicator.plan import schemaplan
 from replicator.progress import Progress
 from replicator.state import schema as state
@@ -95,18 +96,11 @@ def schema_of(manifest: Manifest) -> Schema:
 
 
 def import_export(
-    path: Path,
-    dsn: str,
-    config: Config,
-    *,
-    mode: str | None = None,
-    on_bad_value: str | None = None,
-    replace: bool = False,
-    single_transaction: bool = False,
-    dry_run: bool = False,
-    progress: Progress | None = None,
+    path: Path, dsn: str, config: Config, options: ImportOptions | None = None, progress: Progress | None = None
 ) -> ImportResult:
     """Verify the export's checksums, then load it; see the module docstring."""
+    options = options or ImportOptions()
+    replace, dry_run = options.replace, options.dry_run
     started = time.monotonic()
     bound = log.get("import")
     with Reader(path) as reader:
@@ -119,18 +113,18 @@ def import_export(
         )
         identity = state.SourceIdentity(path=str(path.resolve()), id=f"export:{manifest.source.sha256[:16]}")
         state_schema = config.target.state_schema
-        policy = on_bad_value or config.snapshot.on_bad_value
+        policy = options.policy(config)
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
             stateschema.ensure(pconn, state_schema)
             state.mark_killed(pconn, state_schema)
-            plan = snapshot.build_plan(pconn, read, config, snapshot.resolve_mode(pconn, config, mode))
+            plan = snapshot.build_plan(pconn, read, config, snapshot.resolve_mode(pconn, config, options.mode))
             snapshot.check_target(pconn, plan, replace=replace, can_resume=False)
             warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
             with pconn.transaction():
                 run_id = state.start_run(pconn, state_schema, command="import", mode=plan.mode, source=identity)
             job = _Job(reader, manifest, read, identity, state_schema, policy, run_id, progress)
             try:
-                if dry_run or single_transaction:
+                if dry_run or options.single_transaction:
                     with pconn.transaction():
                         plan, results, sequences = job.run(pconn, plan, replace, warnings)
                         if dry_run:

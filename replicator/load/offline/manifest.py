@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 
+from replicator.plan.named import by_name
 from replicator.plan.profile import TableProfile
 
 FORMAT: Final = 1
@@ -76,7 +77,4 @@ class Manifest(msgspec.Struct, frozen=True):
         return hashlib.sha256(msgspec.json.encode(msgspec.structs.replace(self, checksum=""))).hexdigest()
 
     def table(self, name: str) -> TableEntry:
-        for entry in self.tables:
-            if entry.name == name:
-                return entry
-        raise KeyError(name)
+        return by_name(self.tables, name)
