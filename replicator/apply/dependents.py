@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 
 from replicator.plan.schemaplan import ForeignKey, SchemaPlan, TablePlan
+from replicator.state.store import StateStore
 from replicator.values import convert, quarantine, targettype
 from replicator.values.refusal import RowRefused
 from triggers.schema import Schema
@@ -46,14 +47,14 @@ Key = dict[str, Any]
 
 
 def with_foreign_keys(
-    plan: SchemaPlan, conn: psycopg.Connection[Any] | None, schema: Schema, state_schema: str | None = None
+    plan: SchemaPlan, conn: psycopg.Connection[Any] | None, schema: Schema, state_store: StateStore | None = None
 ) -> SchemaPlan:
     """The plan with the foreign keys the quarantine follows, and (existing mode) parents first by them.
-    ``state_schema``: also the app's keys the apply parked there (they come back at cutover)."""
+    ``state_store``: also the app's keys the apply parked there (they come back at cutover)."""
     if plan.mode == "existing" and conn is not None:
         fks = existing_foreign_keys(conn, plan)
-        if state_schema is not None:
-            fks += tuple(fk for fk in parked_foreign_keys(conn, state_schema, plan) if fk not in fks)
+        if state_store is not None:
+            fks += tuple(fk for fk in parked_foreign_keys(state_store, plan) if fk not in fks)
         return msgspec.structs.replace(plan, foreign_keys=fks, order=parents_first(plan.order, fks))
     return msgspec.structs.replace(plan, foreign_keys=declared_foreign_keys(schema, plan))
 
@@ -104,15 +105,15 @@ def _names(text: str) -> list[str]:
     return [m[1:-1].replace('""', '"') if m.startswith('"') else m for m in re.findall(_IDENT, text)]
 
 
-def parked_foreign_keys(conn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan) -> tuple[ForeignKey, ...]:
+def parked_foreign_keys(state_store: StateStore, plan: SchemaPlan) -> tuple[ForeignKey, ...]:
     """The app's foreign keys the apply parked (dropped until cutover: no privilege for the replica role)."""
-    ident = sql.Identifier(state_schema, "parked_foreign_keys")
-    found = conn.execute("SELECT to_regclass(%s)", (ident.as_string(conn),)).fetchone()
-    if not found or found[0] is None:
+    if not state_store.has_table("parked_foreign_keys"):
         return ()
     by_target = {t.name: t for t in plan.tables}
     out: list[ForeignKey] = []
-    rows = conn.execute(sql.SQL("SELECT table_name, constraint_name, definition FROM {} ORDER BY 1, 2").format(ident))
+    rows = state_store.execute(
+        "SELECT table_name, constraint_name, definition FROM {schema}.parked_foreign_keys ORDER BY 1, 2"
+    )
     for child_name, name, definition in rows:
         parsed = _PARKED.match(str(definition))
         child = by_target.get(str(child_name))
@@ -375,27 +376,24 @@ def blocked_refusal(table: str, key: dict[str, Any], blocked: Blocked) -> quaran
     return msgspec.structs.replace(refusal, parent=fk.parent, parent_key=blocked.parent_key)
 
 
-def seed(held: Held, conn: psycopg.Connection[Any], state_schema: str, tables: Iterable[str] | None = None) -> Held:
+def seed(held: Held, state_store: StateStore, tables: Iterable[str] | None = None) -> Held:
     """Hold what the quarantine records (of ``tables``, or all); read in the caller's transaction."""
-    ident = sql.Identifier(state_schema, "quarantine")
-    found = conn.execute("SELECT to_regclass(%s)", (ident.as_string(conn),)).fetchone()
-    if not found or found[0] is None:
+    if not state_store.has_table("quarantine"):
         return held
     where = sql.SQL("") if tables is None else sql.SQL(" WHERE table_name = ANY(%s)")
     params = None if tables is None else (list(tables),)
-    for table, key, refs in conn.execute(sql.SQL("SELECT table_name, key, refs FROM {}").format(ident) + where, params):
+    query = state_store.query("SELECT table_name, key, refs FROM {schema}.quarantine") + where
+    for table, key, refs in state_store.conn.execute(query, params):
         held.hold_recorded(str(table), key, refs)
     return held
 
 
-def seeded(
-    plan: SchemaPlan, policy: str, conn: psycopg.Connection[Any], state_schema: str, reloaded: Iterable[str]
-) -> Held | None:
+def seeded(plan: SchemaPlan, policy: str, state_store: StateStore, reloaded: Iterable[str]) -> Held | None:
     """For a reload of some tables: the rows the quarantine records for every other table, held."""
     if policy != "quarantine" or not plan.foreign_keys:
         return None
     skip = set(reloaded)
-    return seed(Held(plan), conn, state_schema, [t.source for t in plan.tables if t.source not in skip])
+    return seed(Held(plan), state_store, [t.source for t in plan.tables if t.source not in skip])
 
 
 # --- children in PostgreSQL ---------------------------------------------------------------------
@@ -448,17 +446,15 @@ class Follow:
     in step by the writer's batches; dropped (read again) when a batch fails or a reload wrote it.
     """
 
-    def __init__(self, plan: SchemaPlan, conn: psycopg.Connection[Any], state_schema: str) -> None:
+    def __init__(self, plan: SchemaPlan, state_store: StateStore) -> None:
         self.plan = plan
         self.held = Held(plan, track_fresh=False)
         self._children: dict[tuple[str, str], dict[tuple[str, str], Key]] = {}
         self._parent: dict[tuple[str, str], tuple[str, str]] = {}
         self._waiting: set[str] = set()
         """Tables with a row waiting for a parent, or with a row others wait for (only ever grows)."""
-        query = sql.SQL("SELECT table_name, key, refs, parent_table, parent_key FROM {}").format(
-            sql.Identifier(state_schema, "quarantine")
-        )
-        for table, key, refs, parent, parent_key in conn.execute(query):
+        query = "SELECT table_name, key, refs, parent_table, parent_key FROM {schema}.quarantine"
+        for table, key, refs, parent, parent_key in state_store.execute(query):
             self.held.hold_recorded(str(table), key, refs)
             if parent is not None and parent_key is not None:
                 self._wait(str(table), key, str(parent), parent_key)

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from replicator.errors import WAIT_CUT_SHORT
 from replicator.plan.refusals import pg_message
+from replicator.state.store import StateStore
 
 FkMode = Literal["replica", "parked"]
 
@@ -33,15 +34,14 @@ def fk_mode(conn: psycopg.Connection[Any]) -> FkMode:
         return "parked"
 
 
-def park_foreign_keys(
-    conn: psycopg.Connection[Any], schema_name: str, target_schema: str, tables: Sequence[str]
-) -> list[str]:
+def park_foreign_keys(state_store: StateStore, target_schema: str, tables: Sequence[str]) -> list[str]:
     """Record, then drop, every FK on or referencing ``tables`` (one transaction); returns their names.
 
     Without the privilege to disable FK triggers, an FK would cascade or refuse on the
     delete-then-insert of a batch. The definitions are kept so cutover recreates them NOT VALID and
     then VALIDATEs (:func:`restore_foreign_keys`).
     """
+    conn = state_store.conn
     rows = conn.execute(
         "SELECT DISTINCT c.conrelid::regclass::text, cl.relname, c.conname, pg_get_constraintdef(c.oid) "
         "FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace "
@@ -53,11 +53,9 @@ def park_foreign_keys(
     names = []
     with conn.transaction():
         for _qualified, table, name, definition in rows:
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {}.parked_foreign_keys (table_name, constraint_name, definition) VALUES (%s, %s, %s) "
-                    "ON CONFLICT DO NOTHING"
-                ).format(sql.Identifier(schema_name)),
+            state_store.execute(
+                "INSERT INTO {schema}.parked_foreign_keys (table_name, constraint_name, definition) "
+                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                 (table, name, definition),
             )
             conn.execute(
@@ -75,12 +73,11 @@ class RestoredFk(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-def restore_foreign_keys(conn: psycopg.Connection[Any], schema_name: str, target_schema: str) -> list[RestoredFk]:
+def restore_foreign_keys(state_store: StateStore, target_schema: str) -> list[RestoredFk]:
     """Cutover: re-add each parked FK ``NOT VALID``, then ``VALIDATE`` it; each in its own savepoint."""
-    rows = conn.execute(
-        sql.SQL("SELECT table_name, constraint_name, definition FROM {}.parked_foreign_keys ORDER BY 1, 2").format(
-            sql.Identifier(schema_name)
-        )
+    conn = state_store.conn
+    rows = state_store.execute(
+        "SELECT table_name, constraint_name, definition FROM {schema}.parked_foreign_keys ORDER BY 1, 2"
     ).fetchall()
     out = []
     for table, name, definition in rows:
@@ -93,10 +90,8 @@ def restore_foreign_keys(conn: psycopg.Connection[Any], schema_name: str, target
                         ident, sql.Identifier(name), sql.SQL(text)
                     )
                 )
-                conn.execute(
-                    sql.SQL("DELETE FROM {}.parked_foreign_keys WHERE table_name = %s AND constraint_name = %s").format(
-                        sql.Identifier(schema_name)
-                    ),
+                state_store.execute(
+                    "DELETE FROM {schema}.parked_foreign_keys WHERE table_name = %s AND constraint_name = %s",
                     (table, name),
                 )
         except WAIT_CUT_SHORT:

@@ -29,13 +29,14 @@ from replicator.apply.batch import Batch, TableRows
 from replicator.apply.digests import Folded, Pending, TableResult, digest_reads_json, fold_rows
 from replicator.apply.foreignkeys import FkMode
 from replicator.apply.lookup import KeyTuple, exact_keys, read_current, rows_for_target_keys
-from replicator.apply.refusals import has_quarantine, record_refusals
 from replicator.apply.tablestate import read_digests, write_table_state
 from replicator.apply.uniques import UniqueIndex, conflict_select, unique_indexes
 from replicator.errors import BadValue, TargetError, UniqueCollision, refused_by_target
 from replicator.plan.refusals import collision_message, duplicates_query, pg_message
 from replicator.plan.schemaplan import SchemaPlan
 from replicator.plan.shape import TableShape
+from replicator.state.quarantine import has_quarantine, record_refusals
+from replicator.state.store import StateStore
 from replicator.values import convert, quarantine, refusal, targettype
 from replicator.values.readback import digest_exact
 
@@ -80,20 +81,20 @@ class Writer:
 
     def __init__(
         self,
-        conn: psycopg.Connection[Any],
+        state_store: StateStore,
         targets: dict[str, TableShape],
         *,
-        state_schema: str,
         fk: FkMode,
         on_bad_value: str,
         source: sqlite3.Connection,
         plan: SchemaPlan | None = None,
     ) -> None:
-        self.conn = conn
+        self.state_store = state_store
+        """The rows, the checkpoint and the tables' state commit together: one connection, one transaction."""
+        self.conn = state_store.conn
         self.source = source
         """SQLite, read (outside any batch's read transaction) for rows that conflict on a UNIQUE index."""
         self.targets = targets
-        self.state_schema = state_schema
         self.fk = fk
         self.on_bad_value = on_bad_value
         self._staged: dict[str, tuple[sql.Identifier, sql.Identifier]] = {}
@@ -141,7 +142,7 @@ class Writer:
     def write_batch(self, batch: Batch, prev: Checkpoint, extra: Any = None) -> Applied:
         """Apply ``batch`` and append its checkpoint in one transaction; returns what was written.
 
-        ``extra(conn, applied)`` runs inside the transaction before commit (the worker records its
+        ``extra(state_store, applied)`` runs inside the transaction before commit (the worker records its
         phase there). Raises BadValue (policy stop) naming table, key and column; nothing is written.
         """
         for name in batch.tables:
@@ -168,7 +169,7 @@ class Writer:
             self.conn.execute("SET LOCAL enable_mergejoin = off")
             self.conn.execute("SET LOCAL enable_hashjoin = off")
             planned = self._plan_batch(batch)
-            digests = read_digests(self.conn, self.state_schema, list(planned))
+            digests = read_digests(self.state_store, list(planned))
             pending: dict[str, Pending] = {}
             for name, work in planned.items():
                 try:
@@ -188,12 +189,12 @@ class Writer:
             faults.point("apply.after_write")
             changes = {n: r.change for n, r in results.items()}
             cp = next_checkpoint(prev, seq_to=batch.seq_to, tables=changes, journal_head=batch.head)
-            store.append(self.conn, cp, self.state_schema)
+            store.append(self.conn, cp, self.state_store.schema_name)
             for name, result in results.items():
-                write_table_state(self.conn, self.state_schema, self.targets[name], result, planned[name].part.last_seq)
+                write_table_state(self.state_store, self.targets[name], result, planned[name].part.last_seq)
             applied = Applied(cp, results, batch.entries)
             if extra is not None:
-                extra(self.conn, applied)
+                extra(self.state_store, applied)
             faults.point("apply.before_commit")
         return applied
 
@@ -224,12 +225,12 @@ class Writer:
                 raise
             added = self._digester.submit(fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
         if name not in self._quarantined:  # asked once: only this writer adds rows while it streams
-            self._quarantined[name] = has_quarantine(self.conn, self.state_schema, name)
+            self._quarantined[name] = has_quarantine(self.state_store, name)
         if refusals or self._quarantined[name]:
             width = len(t.source_columns)
             spelled = [] if rows is part.rows else rows  # other spellings of the batch's keys (their own keys)
             keys_named = [*part.keys, *(row[width:] for row in [*spelled, *looked_up])]
-            record_refusals(self.conn, self.state_schema, name, t.key_source, keys_named, refusals)
+            record_refusals(self.state_store, name, t.key_source, keys_named, refusals)
             self._quarantined[name] = True
         return Pending(removed, added, conflicts, len(refusals))
 
@@ -284,7 +285,7 @@ class Writer:
         if self.plan is None:
             return {name: self._plan_table(name, part, None) for name, part in batch.tables.items()}
         if self._follow is None:
-            self._follow = dependents.Follow(self.plan, self.conn, self.state_schema)
+            self._follow = dependents.Follow(self.plan, self.state_store)
         parts, planned = dict(batch.tables), dict[str, _Planned]()
         todo = set(parts)
         while todo:

@@ -30,11 +30,12 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
     """Show the stored cutover certificate and check its SHA-256; exit 3 if it does not verify."""
     from replicator.cutover import certificate as cert_mod
     from replicator.errors import VerificationFailed
+    from replicator.state.store import StateStore
 
     stored = None
     if ctx.config.target.dsn:
         with pg.connect(ctx.target, autocommit=True) as conn:
-            stored = cert_mod.latest(conn, ctx.config.target.state_schema)
+            stored = cert_mod.latest(StateStore(conn, ctx.config.target.state_schema))
     cert = cert_mod.read_file(verify_file) if verify_file is not None else stored
     if cert is None:
         raise UsageError("no cutover certificate in the target", hint="pass --verify FILE or run cutover first")

@@ -222,8 +222,9 @@ _after_cutover_hint = (
 
 def _cut_over(ctx: Context) -> bool:
     """Whether the target's phase is DONE (advice after a cutover is not advice before one)."""
-    from replicator.state import phase
+    from replicator.state.phase import Phase
+    from replicator.state.store import StateStore
 
     with ctx.connect() as conn:
-        state = phase.read(conn, ctx.config.target.state_schema)
-    return state is not None and state.phase is phase.Phase.DONE
+        state = StateStore(conn, ctx.config.target.state_schema).read_phase()
+    return state is not None and state.phase is Phase.DONE

@@ -26,10 +26,11 @@ def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) 
     from rich.markup import escape
     from rich.table import Table
 
-    from replicator.values import quarantine
+    from replicator.state.quarantine import list_values
+    from replicator.state.store import StateStore
 
     with pg.connect(ctx.target, autocommit=True) as conn:
-        values = quarantine.list_values(conn, ctx.config.target.state_schema, table, limit)
+        values = list_values(StateStore(conn, ctx.config.target.state_schema), table, limit)
     if as_json:
         click.echo(msgspec.json.encode(values).decode())
         return
@@ -52,10 +53,11 @@ def quarantine_list(ctx: Context, table: str | None, limit: int, as_json: bool) 
 @click.option("--table", default=None, help="Only this source table (default: all).")
 def quarantine_ack(ctx: Context, table: str | None) -> None:
     """Acknowledge quarantined values after review; cutover then proceeds (the values stay listed)."""
-    from replicator.state import stateschema
-    from replicator.values import quarantine
+    from replicator.state.quarantine import acknowledge
+    from replicator.state.store import StateStore
 
     with pg.connect(ctx.target, autocommit=True) as conn:
-        stateschema.ensure(conn, ctx.config.target.state_schema)
-        changed = quarantine.acknowledge(conn, ctx.config.target.state_schema, table)
+        state_store = StateStore(conn, ctx.config.target.state_schema)
+        state_store.ensure()
+        changed = acknowledge(state_store, table)
     click.echo(f"acknowledged {changed} quarantined value(s)")

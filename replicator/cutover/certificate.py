@@ -20,14 +20,13 @@ from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
 
 from replicator import files, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError, VerificationFailed
 from replicator.inspect import verify, verify_compare, verify_pg, verify_shape, verify_sqlite
 from replicator.plan.schemaplan import NotCreated, SchemaPlan
-from replicator.state import stateschema
+from replicator.state.store import StateStore
 from triggers import source as sqlite_source
 
 FORMAT = 5
@@ -215,22 +214,17 @@ def read_file(path: Path) -> Certificate:
         ) from None
 
 
-def store(conn: psycopg.Connection[Any], schema_name: str, cert: Certificate) -> None:
-    stateschema.ensure(conn, schema_name)
-    conn.execute(
-        sql.SQL("INSERT INTO {}.cutover_certificates (sha256, body) VALUES (%s, %s)").format(
-            sql.Identifier(schema_name)
-        ),
-        (cert.sha256, encode(cert)),
+def store(state_store: StateStore, cert: Certificate) -> None:
+    state_store.ensure()
+    state_store.execute(
+        "INSERT INTO {schema}.cutover_certificates (sha256, body) VALUES (%s, %s)", (cert.sha256, encode(cert))
     )
 
 
-def latest(conn: psycopg.Connection[Any], schema_name: str) -> Certificate | None:
-    if not stateschema.has_table(conn, schema_name, "cutover_certificates"):
+def latest(state_store: StateStore) -> Certificate | None:
+    if not state_store.has_table("cutover_certificates"):
         return None
-    row = conn.execute(
-        sql.SQL("SELECT body FROM {}.cutover_certificates ORDER BY id DESC LIMIT 1").format(sql.Identifier(schema_name))
-    ).fetchone()
+    row = state_store.execute("SELECT body FROM {schema}.cutover_certificates ORDER BY id DESC LIMIT 1").fetchone()
     return None if row is None else msgspec.json.decode(bytes(row[0]), type=Certificate)
 
 
@@ -305,15 +299,14 @@ def moved(cert: Certificate, side: str, now: dict[str, tuple[int, str]]) -> list
 
 def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config) -> list[Moved]:
     """Tables whose count or checksum moved since the certificate, on each side that is reachable."""
-    from replicator.apply.savedplan import load_plan
-
     names = [t.table for t in cert.tables]
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        plan = load_plan(conn, config.target.state_schema)
+        state_store = StateStore(conn, config.target.state_schema)
+        plan = state_store.load_plan()
         if plan is None:
             raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
         found = moved(cert, "postgresql", pg_side(conn, plan, names))
-        quarantined = verify_shape.quarantined_keys(conn, config.target.state_schema, plan.tables)
+        quarantined = verify_shape.quarantined_keys(state_store, plan.tables)
     if source is not None:
         busy_ms = config.source.busy_timeout_ms
         found += moved(cert, "sqlite", sqlite_side(source, plan, names, busy_ms, quarantined))
@@ -323,10 +316,8 @@ def live_check(cert: Certificate, source: Path | None, dsn: str, config: Config)
 def live_compare(cert: Certificate, source: Path, dsn: str, config: Config) -> verify_compare.VerifyReport:
     """The certified tables compared now, SQLite against PostgreSQL, by verify's independent reading (the
     comparison cutover's preflight ran; the moved check above compares each side with its own record)."""
-    from replicator.apply.savedplan import load_plan
-
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        plan = load_plan(conn, config.target.state_schema)
+        plan = StateStore(conn, config.target.state_schema).load_plan()
     if plan is None:
         raise UsageError("the target holds no saved plan", hint="is this the target the certificate names?")
     return verify.verify(source, dsn, config, [t.table for t in cert.tables], keys=True, plan=plan)

@@ -61,7 +61,7 @@ def changed_differ(session: Session, now: sqlite3.Connection, applied: int) -> l
                 continue
             flying = {verify.key_marker(k) for k in again.get(name, ())}
             keys = [k for k in journaled if verify.key_marker(k) not in flying]
-            shape = verify_shape.independent_shape(session.pconn, session.state_schema, session.plan, name)
+            shape = verify_shape.independent_shape(session.state_store, session.plan, name)
             cap = session.meta.tables.get(name)
             if cap is None or not shape.key_positions or tuple(cap.key_columns or ()) != shape.key_source:
                 whole.append(name)
@@ -85,7 +85,7 @@ def load_shape(session: Session, name: str, quarantined: dict[str, frozenset[str
 
 def quarantined_keys(session: Session) -> dict[str, frozenset[str]]:
     """The quarantine's keys per table, as the apply has left it so far (the caller's transaction)."""
-    return verify_shape.quarantined_keys(session.pconn, session.state_schema, session.plan.tables)
+    return verify_shape.quarantined_keys(session.state_store, session.plan.tables)
 
 
 def pg_full(session: Session, name: str) -> tuple[int, str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Final
-
-import psycopg
+from typing import Final
 
 from checkpoints import audit, store
 from checkpoints.findings import Problem
@@ -23,9 +21,8 @@ from replicator.apply.writer import Applied
 from replicator.cutover.freeze import Budget
 from replicator.cutover.session import CutoverAborted, Session
 from replicator.errors import ReplicatorError, VerificationFailed
-from replicator.plan import skips
-from replicator.state import phase
 from replicator.state.phase import ApplyState, Phase
+from replicator.state.store import StateStore
 
 CATCHUP_RETRIES: Final = 5
 """Times in a row a catch-up batch is read again after a transient error (the app changed its rows meanwhile)."""
@@ -81,13 +78,11 @@ def drain(session: Session, *, stop: int | None, budget: Budget | None, leave: i
             return session.prev
 
 
-def _record(session: Session, batch: Batch, current: Phase) -> Callable[[psycopg.Connection[Any], Applied], None]:
-    def record(conn: psycopg.Connection[Any], applied: Applied) -> None:
-        phase.write(
-            conn, session.state_schema, ApplyState(phase=current, applied_seq=batch.seq_to, head_seq=batch.head)
-        )
+def _record(session: Session, batch: Batch, current: Phase) -> Callable[[StateStore, Applied], None]:
+    def record(state_store: StateStore, applied: Applied) -> None:
+        state_store.write_phase(ApplyState(phase=current, applied_seq=batch.seq_to, head_seq=batch.head))
         if batch.ignored:
-            skips.count_ignored(conn, session.state_schema, batch.ignored, batch.seq_to, session.skipped)
+            state_store.count_ignored(batch.ignored, batch.seq_to, session.skipped)
 
     return record
 

@@ -23,7 +23,6 @@ from replicator.cutover.certificate import TableProof
 from replicator.cutover.freeze import Frozen
 from replicator.cutover.session import CutoverAborted, Options, Session
 from replicator.plan import constraints, schemaplan, sequences
-from replicator.state import phase
 from replicator.state.phase import ApplyState, Phase
 
 
@@ -40,7 +39,7 @@ def finish_postgres(
     session: Session, head: Checkpoint, frozen: Frozen, proofs: tuple[TableProof, ...], options: Options
 ) -> Finished:
     conn, schema = session.pconn, session.state_schema
-    restored = restore_foreign_keys(conn, schema, session.plan.schema)
+    restored = restore_foreign_keys(session.state_store, session.plan.schema)
     checks = constraints.validate_foreign_keys(conn, session.plan.schema)
     results = [(c.table, c.name, c.error) for c in restored] + [(c.table, c.name, c.error) for c in checks]
     broken = [
@@ -61,7 +60,7 @@ def finish_postgres(
         refuse_not_created(list(not_created))
     cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables=_restated(session, proofs), kind=Kind.CUTOVER)
     store.append(conn, cut, schema)
-    phase.write(conn, schema, ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
+    session.state_store.write_phase(ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
     warnings = tuple(constraints.warning(n) for n in refused)
     return Finished(cut, proofs, synced, fks, warnings, not_created)

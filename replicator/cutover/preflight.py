@@ -16,11 +16,9 @@ from replicator.cutover.finish import dropped, refuse_not_created
 from replicator.cutover.session import CutoverAborted, Held, Options, Session
 from replicator.errors import VerificationFailed
 from replicator.inspect import verify
-from replicator.load import resnapshot
 from replicator.plan import constraints, skips
-from replicator.state import phase
 from replicator.state.phase import Phase
-from replicator.values import quarantine
+from replicator.state.quarantine import unacknowledged
 from triggers import drift, fence
 
 CATCHUP_BACKLOG: Final = 2_000
@@ -33,7 +31,7 @@ def preflight(held: Held, options: Options) -> tuple[Session, dict[str, int]]:
     bound = held.log.bind(step="preflight")
     _refuse_source_or_target(held, bound)
     applying = held.open_apply()
-    owed = resnapshot.pending(held.pconn, held.state_schema)
+    owed = held.state_store.pending_reloads()
     if owed:
         raise CutoverAborted(
             f"an online re-snapshot was interrupted and is still owed: {', '.join(sorted(owed))}",
@@ -54,7 +52,7 @@ def preflight(held: Held, options: Options) -> tuple[Session, dict[str, int]]:
         )
     if not options.accept_missing_constraints:
         refuse_not_created(dropped(session.plan) + constraints.would_refuse(session.pconn, session.plan))
-    quarantined = quarantine.unacknowledged(session.pconn, session.state_schema)
+    quarantined = unacknowledged(session.state_store)
     if quarantined and not options.accept_quarantine:
         listed = ", ".join(f"{t}: {n}" for t, n in quarantined.items())
         raise CutoverAborted(
@@ -87,7 +85,7 @@ def _refuse_source_or_target(held: Held, bound: Any) -> None:
             f"the SQLite schema drifted since capture was installed: {what or 'capture removed'}",
             hint="run `replicator run` (it follows or reports drift) until it streams, then cut over",
         )
-    state = phase.read(held.pconn, held.state_schema)
+    state = held.state_store.read_phase()
     fenced = fence.status_on(held.sconn)
     if state is not None and state.phase == Phase.DONE:
         if not fenced.fenced:

@@ -23,6 +23,7 @@ from replicator.apply.tablestate import read_digests
 from replicator.cutover.comparison import load_shape, quarantined_keys, report_keys
 from replicator.cutover.session import Session
 from replicator.inspect import verify, verify_compare, verify_shape, verify_sqlite
+from replicator.state.store import StateStore
 from triggers import journal
 from triggers.schema import quote_ident
 
@@ -51,7 +52,7 @@ class Prepass:
     def read(cls, session: Session) -> Prepass:
         """SQLite at H0 in this thread; PostgreSQL checked against its running digests in another."""
         names = session.journaled_tables()  # snapshot-only tables are copied again, then proven
-        counts = read_digests(session.pconn, session.state_schema, names)  # the progress bars' totals
+        counts = read_digests(session.state_store, names)  # the progress bars' totals
         quarantined = quarantined_keys(session)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutover-pg-prepass") as pool:
             pg_check = pool.submit(_pg_inconsistent, session)
@@ -166,7 +167,7 @@ def _pg_inconsistent(session: Session) -> list[str]:
     Nothing applies meanwhile (we hold the daemon's lock), so from here to the stop point PostgreSQL
     changes only through the drain, whose batches keep the running digests exact."""
     with pg.connect(session.dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as conn:
-        running = read_digests(conn, session.state_schema, list(session.targets))
+        running = read_digests(StateStore(conn, session.state_schema), list(session.targets))
         bad = []
         for name, target in session.targets.items():
             digest = table_digest_of(conn, target)

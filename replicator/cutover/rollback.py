@@ -16,14 +16,13 @@ from pathlib import Path
 import msgspec
 
 from replicator import log, pg
-from replicator.apply.savedplan import load_plan
 from replicator.config import Config
 from replicator.cutover import certificate
 from replicator.cutover.certificate import Moved
 from replicator.errors import UsageError, VerificationFailed
-from replicator.state import phase
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
 from replicator.state.phase import ApplyState, Phase
+from replicator.state.store import StateStore
 from triggers import fence
 
 
@@ -43,11 +42,12 @@ class RollbackReport(msgspec.Struct, frozen=True):
 def changes_since(dsn: str, config: Config) -> tuple[certificate.Certificate, list[Moved]]:
     """The stored certificate (seal checked) and the tables PostgreSQL changed since it."""
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        cert = certificate.latest(conn, config.target.state_schema)
+        state_store = StateStore(conn, config.target.state_schema)
+        cert = certificate.latest(state_store)
         if cert is None:
             raise UsageError("the target holds no cutover certificate", hint="rollback follows `replicator cutover`")
         certificate.check(cert)
-        plan = load_plan(conn, config.target.state_schema)
+        plan = state_store.load_plan()
         if plan is None:
             raise UsageError("the target holds no saved plan", hint="is this the target that was cut over?")
         now = certificate.pg_side(conn, plan, [t.table for t in cert.tables])
@@ -65,18 +65,16 @@ def rollback(source: Path, dsn: str, config: Config, *, force: bool = False) -> 
             hint="copy them out first, or pass --force to go back anyway",
         )
     report = fence.unfence(source, busy_timeout_ms=config.source.busy_timeout_ms)
-    identity = state.source_identity(source)
-    schema = config.target.state_schema
+    identity = source_identity(source)
     with (
         pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn,
         conn.transaction(),
     ):
-        run = state.start_run(conn, schema, command="rollback", mode="forced" if force else "clean", source=identity)
+        state_store = StateStore(conn, config.target.state_schema)
+        run = state_store.start_run(command="rollback", mode="forced" if force else "clean", source=identity)
         message = f"rolled back cutover {cert.sha256[:16]} (stop seq {cert.stop_seq}); {len(changed)} table(s) lost"
-        state.finish_run(conn, schema, run, status="ok", message=message)
-        phase.write(
-            conn,
-            schema,
+        state_store.finish_run(run, status="ok", message=message)
+        state_store.write_phase(
             ApplyState(
                 phase=Phase.ERRORED,
                 reason=f"rolled back after cutover: the SQLite file is the source of truth again ({message})",

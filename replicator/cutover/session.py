@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from checkpoints import store
 from checkpoints.model import Checkpoint
 from replicator import log, pg
-from replicator.apply.savedplan import load_plan
 from replicator.apply.writer import Writer
 from replicator.config import Config
 from replicator.cutover.certificate import IndependentCheck
@@ -39,7 +38,8 @@ from replicator.errors import ReplicatorError, UsageError
 from replicator.plan import schemaplan
 from replicator.plan.shape import TableShape
 from replicator.progress import Progress
-from replicator.state import lock, stateschema
+from replicator.state import lock
+from replicator.state.store import StateStore
 from replicator.stream.session import ApplySession, skips_of
 from triggers import source as sqlite_source
 from triggers.meta import Meta, read_meta
@@ -101,6 +101,8 @@ class Held:
         self.sconn: Final = sconn
         self.meta: Final = meta
         self.pconn: Final = pconn
+        self.state_store: Final = StateStore(pconn, config.target.state_schema)
+        """The state schema on :attr:`pconn`, the connection that holds the advisory lock and commits the finish."""
         self.progress: Final = progress
         """Follows the reads before the freeze: the preflight's full verify and the pre-pass."""
         self.signing_key: Final = signing_key
@@ -140,8 +142,8 @@ class Held:
     def open_apply(self) -> ApplySession:
         """The daemon's start-up, minus the snapshot: the same apply session, on our connection."""
         conn = self.pconn
-        stateschema.ensure(conn, self.state_schema)
-        plan = load_plan(conn, self.state_schema)
+        self.state_store.ensure()
+        plan = self.state_store.load_plan()
         prev = store.latest(conn, schema=self.state_schema)
         if plan is None or prev is None:
             raise CutoverAborted(
@@ -243,6 +245,7 @@ class Session:
         # Held's fields, copied for the steps to read directly: none of them changes once opened (Final).
         self.source, self.dsn, self.config, self.state_schema = held.source, held.dsn, held.config, held.state_schema
         self.log, self.pconn, self.sconn, self.meta = held.log, held.pconn, held.sconn, held.meta
+        self.state_store = held.state_store
         self.progress, self.signing_key = held.progress, held.signing_key
         self.applying: Final = applying
         """The daemon's apply machinery on our connection: plan, targets, skipped tables, writer, chain head

@@ -27,7 +27,7 @@ from replicator.cutover.session import CutoverAborted, Options, Session
 from replicator.errors import VerificationFailed
 from replicator.inspect import verify, verify_compare, verify_pg, verify_shape, verify_sides, verify_sqlite
 from replicator.load import snapshot
-from replicator.state import schema as runs
+from replicator.state.identity import source_identity
 
 
 def verify_stop_point(session: Session, prepass: Prepass, stop: int) -> tuple[TableProof, ...]:
@@ -35,7 +35,7 @@ def verify_stop_point(session: Session, prepass: Prepass, stop: int) -> tuple[Ta
 
     Snapshot-only tables are proven by :func:`copy_again`, after they are copied from the frozen SQLite."""
     names = session.journaled_tables()
-    running = session.running = read_digests(session.pconn, session.state_schema, names)
+    running = session.running = read_digests(session.state_store, names)
     changed = verify._pending_keys(session.sconn, prepass.head, stop) if stop > prepass.head else {}
     now = session.open_again()
     try:
@@ -78,19 +78,19 @@ def copy_again(session: Session, frozen: Frozen, options: Options) -> tuple[Tabl
     can reach it). Runs in the PostgreSQL transaction the fence commit waits for: an abort (or ``--dry-run``)
     leaves PostgreSQL's copy as it was. Foreign keys do not act on the reload (``session_replication_role``
     = replica, or parked here and restored and validated by :func:`finish_postgres`)."""
-    conn, names = session.pconn, session.copied_tables()
+    conn, state_store, names = session.pconn, session.state_store, session.copied_tables()
     tables = [session.plan.table(n) for n in names]
-    identity = runs.source_identity(session.source)
-    run_id = runs.start_run(conn, session.state_schema, command="cutover-copy", mode=session.plan.mode, source=identity)
+    identity = source_identity(session.source)
+    run_id = state_store.start_run(command="cutover-copy", mode=session.plan.mode, source=identity)
     row = conn.execute("SELECT current_setting('session_replication_role')").fetchone()
     role = str(row[0]) if row else "origin"
     if session.writer.fk == "replica":
         conn.execute("SET LOCAL session_replication_role = replica")
     else:
-        park_foreign_keys(conn, session.state_schema, session.plan.schema, [t.name for t in tables])
+        park_foreign_keys(state_store, session.plan.schema, [t.name for t in tables])
     proofs, rows, refused, bad = [], 0, 0, []
     policy = session.config.snapshot.on_bad_value
-    held = dependents.seeded(session.plan, policy, conn, session.state_schema, names)
+    held = dependents.seeded(session.plan, policy, state_store, names)
     ctx = snapshot.LoadContext(frozen.conn, conn, snapshot.LoadRun(session.state_schema, identity, run_id, policy))
     for table in tables:
         result = snapshot.load_table(ctx, session.plan, table, held=held)
@@ -106,7 +106,7 @@ def copy_again(session: Session, frozen: Frozen, options: Options) -> tuple[Tabl
         theirs = verify_pg.table_digest_pg(conn, shape)
         independent = verify_compare.verify_table(
             verify_sides.Sides(frozen.conn, conn, None, "off"),
-            verify_shape.independent_shape(conn, session.state_schema, session.plan, table.source),
+            verify_shape.independent_shape(state_store, session.plan, table.source),
         )
         proofs.append(
             TableProof(
@@ -124,7 +124,7 @@ def copy_again(session: Session, frozen: Frozen, options: Options) -> tuple[Tabl
             bad.append(table.source)
     if session.writer.fk == "replica":
         conn.execute("SELECT set_config('session_replication_role', %s, true)", (role,))
-    runs.finish_run(conn, session.state_schema, run_id, status="ok", rows=rows, quarantined=refused)
+    state_store.finish_run(run_id, status="ok", rows=rows, quarantined=refused)
     if bad:
         raise VerificationFailed(
             f"snapshot-only table(s) differ right after they were copied again: {', '.join(bad)}",

@@ -91,9 +91,8 @@ from replicator.cutover.stoppoint import copy_again, in_order, verify_stop_point
 from replicator.errors import ReplicatorError
 from replicator.plan import refusals, schemaplan, skips
 from replicator.progress import Progress
-from replicator.state import phase
 from replicator.state.phase import FINISH_HINT, INTERRUPTED_BETWEEN_COMMITS, ApplyState, Phase
-from replicator.values import quarantine
+from replicator.state.quarantine import list_values
 from triggers import fence
 from triggers import source as sqlite_source
 
@@ -185,7 +184,7 @@ def _steps(held: Held, clock: Clock, options: Options) -> Result:
 
 def _quarantine_entries(session: Session) -> tuple[QuarantineEntry, ...]:
     """Every quarantined value, for the certificate (reviewed and acknowledged, or accepted at cutover)."""
-    values = quarantine.list_values(session.pconn, session.state_schema, limit=10_000_000)
+    values = list_values(session.state_store, limit=10_000_000)
     return tuple(QuarantineEntry(v.table, v.key, v.column, v.reason, v.action, v.acknowledged) for v in values)
 
 
@@ -290,7 +289,7 @@ def _after_fence(
             unwritten = exc
         try:
             with session.pconn.transaction():
-                certificate.store(session.pconn, session.state_schema, cert)
+                certificate.store(session.state_store, cert)
         except psycopg.Error as exc:
             warnings.append(f"certificate not stored in the target ({refusals.pg_message(exc)}); the file {path} is")
         if unwritten is not None:
@@ -326,7 +325,7 @@ def _set_phase(session: Session, current: Phase, stop: int, reason: str, hint: s
             state = ApplyState(
                 phase=current, applied_seq=session.prev.seq_to, head_seq=stop, reason=reason[:2000], hint=hint
             )
-            phase.write(session.pconn, session.state_schema, state)
+            session.state_store.write_phase(state)
 
 
 def _abort(session: Session, frozen: Frozen, clock: Clock, exc: BaseException) -> BaseException:

@@ -428,9 +428,10 @@ class Demo:
     def _certificate(self) -> tuple[str, None]:
         from replicator import pg
         from replicator.cutover import certificate
+        from replicator.state.store import StateStore
 
         with pg.connect(self.dsn, autocommit=True) as conn:
-            stored = certificate.latest(conn, self.config.target.state_schema)
+            stored = certificate.latest(StateStore(conn, self.config.target.state_schema))
         if stored is None:
             raise StepFailed("certificate", "no certificate stored in the target")
         certificate.check(stored)

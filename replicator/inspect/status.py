@@ -24,7 +24,6 @@ from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
 
 from checkpoints import store
 from checkpoints.anchor import Anchor
@@ -32,10 +31,10 @@ from checkpoints.errors import ChainBroken, NoChainTable
 from checkpoints.model import Checkpoint
 from replicator import pg
 from replicator.config import Config
-from replicator.plan import skips
-from replicator.state import integrity, lock, phase, stateschema
+from replicator.state import integrity, lock, phase
 from replicator.state.phase import ApplyState, Phase
-from replicator.values import quarantine
+from replicator.state.quarantine import unacknowledged
+from replicator.state.store import SkippedTable, StateStore
 from triggers import fence, journal
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, JournalTampered
@@ -85,7 +84,7 @@ class Status(msgspec.Struct, frozen=True):
     source_note: str = ""
     daemon_running: bool | None = None
     """Whether a daemon holds the source's advisory lock on the target now (None: source unknown)."""
-    skipped: tuple[skips.SkippedTable, ...] = ()
+    skipped: tuple[SkippedTable, ...] = ()
     """Tables the migration leaves out on purpose (not errors): the reason and the journal entries ignored."""
     tampering: tuple[str, ...] = ()
     """Damage to the checkpoint chain or the journal found by :mod:`replicator.state.integrity`, one line each."""
@@ -113,24 +112,25 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         tampering: list[str] = []
         anchor = _anchor(sconn, tampering)
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-            stateschema.refuse_newer(conn, schema)
+            state_store = StateStore(conn, schema)
+            state_store.refuse_newer()
             now = _now(conn)
-            state = phase.read(conn, schema)
-            chain = _chain_head(conn, schema, tampering)
-            recorded = integrity.for_chain(conn, schema, state)
+            state = state_store.read_phase()
+            chain = _chain_head(state_store, tampering)
+            recorded = integrity.for_chain(state_store, state)
             if chain is not None:
                 tampering += integrity.chain_findings(
-                    conn, schema, anchor=anchor, state=recorded, head=chain, tail_only=True
+                    state_store, anchor=anchor, state=recorded, head=chain, tail_only=True
                 )
-            left_out = tuple(skips.read(conn, schema))
+            left_out = tuple(state_store.skipped_tables())
             named = {s.table for s in left_out}
-            tables = [t for t in _tables(conn, schema) if t.table not in named]
-            waiting = quarantine.unacknowledged(conn, schema)
+            tables = [t for t in _tables(state_store) if t.table not in named]
+            waiting = unacknowledged(state_store)
             applied = state.applied_seq if state is not None else (chain.seq_to if chain is not None else 0)
             found = _journal(sconn, note, applied)
             tampering += found.tampering
             if sconn is not None and chain is not None and found.head is not None:
-                tampering += integrity.journal_findings(sconn, conn, schema, chain.seq_to, recorded)
+                tampering += integrity.journal_findings(sconn, state_store, chain.seq_to, recorded)
             journal_head, seconds, source_id, note = found.head, found.seconds, found.source_id, found.note
             running = None if source_id is None else _daemon_running(conn, source_id)
     finally:
@@ -214,7 +214,7 @@ class NotApplying(msgspec.Struct, frozen=True):
 
 
 def not_applying(
-    conn: psycopg.Connection[Any], schema: str, source_id: str, journal_head: int, stall_after_s: float
+    state_store: StateStore, source_id: str, journal_head: int, stall_after_s: float
 ) -> NotApplying | None:
     """None while a daemon is alive and advancing: it holds the source's advisory lock, its phase is
     CATCHUP or STREAMING and it is not stalled (:func:`_stalled`); else why not.
@@ -222,9 +222,11 @@ def not_applying(
     This is what lets ``verify`` call a difference "in flight": only a daemon that is applying the journal
     will make keys journaled after the compared position converge. After DONE (cut over, whether or not
     the file was unfenced since), after a rollback or an error (ERRORED) and while no daemon runs, nothing
-    will. ``conn`` reads now (autocommit or a fresh transaction), not in an old snapshot: the lock is live.
+    will. The store's connection reads now (autocommit or a fresh transaction), not in an old snapshot: the
+    lock is live.
     """
-    state = phase.read(conn, schema)
+    conn = state_store.conn
+    state = state_store.read_phase()
     if state is None:
         return NotApplying("no daemon has run against this target", "run `replicator run` to apply them")
     if state.phase == Phase.DONE:
@@ -284,9 +286,9 @@ def _anchor(sconn: sqlite3.Connection | None, tampering: list[str]) -> Anchor | 
     return None
 
 
-def _chain_head(conn: psycopg.Connection[Any], schema: str, tampering: list[str]) -> Checkpoint | None:
+def _chain_head(state_store: StateStore, tampering: list[str]) -> Checkpoint | None:
     try:
-        return store.latest(conn, schema=schema)
+        return store.latest(state_store.conn, schema=state_store.schema_name)
     except ChainBroken as exc:
         tampering.append(exc.message)
         return None
@@ -323,16 +325,12 @@ def _missing(name: str, quarantined: int) -> TableStatus:
     return TableStatus(name, name, 0, 0, 0, None, None, quarantined)
 
 
-def _tables(conn: psycopg.Connection[Any], schema: str) -> list[TableStatus]:
-    found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, "apply_tables").as_string(conn),))
-    row = found.fetchone()
-    if not row or row[0] is None:
+def _tables(state_store: StateStore) -> list[TableStatus]:
+    if not state_store.has_table("apply_tables"):
         return []
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT table_name, target_table, digest_count, upserted, deleted, last_seq, last_change_at, error, hint "
-            "FROM {}.apply_tables ORDER BY table_name"
-        ).format(sql.Identifier(schema))
+    rows = state_store.execute(
+        "SELECT table_name, target_table, digest_count, upserted, deleted, last_seq, last_change_at, error, hint "
+        "FROM {schema}.apply_tables ORDER BY table_name"
     ).fetchall()
     return [
         TableStatus(

@@ -60,8 +60,7 @@ from replicator.plan import existingmode, pgreflect, schemaplan
 from replicator.plan.profile import TableProfile
 from replicator.plan.profiler import profile_table
 from replicator.progress import Progress
-from replicator.state import schema as state
-from replicator.state import stateschema
+from replicator.state.store import StateStore
 from replicator.values import refusal
 from triggers import journal
 from triggers import source as sqlite_source
@@ -81,7 +80,7 @@ def plan_for(
     An ORM bookkeeping table (which existing mode leaves alone) is compared when the snapshot
     recorded loading it (create mode loads it).
     """
-    loaded = state.loaded_tables(pconn, config.target.state_schema)
+    loaded = StateStore(pconn, config.target.state_schema).loaded_tables()
     bookkeeping = {
         name: {**config.types.get(name, {}), "*": ColumnOverride()}
         for name in loaded
@@ -116,14 +115,14 @@ def _holds_numbers(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return bool(conn.execute(query).fetchone()[0])
 
 
-def _applied_through(pconn: psycopg.Connection[Any], state_schema: str) -> int | None:
+def _applied_through(state_store: StateStore) -> int | None:
     """The latest checkpoint's seq_to, read in the caller's transaction; None without checkpoints."""
     from checkpoints import store
 
-    if not stateschema.has_table(pconn, state_schema, "checkpoints"):
+    if not state_store.has_table("checkpoints"):
         return None
-    with pconn.transaction():  # a savepoint: a damaged head must not abort the read transaction
-        head = store.latest(pconn, schema=state_schema)
+    with state_store.conn.transaction():  # a savepoint: a damaged head must not abort the read transaction
+        head = store.latest(state_store.conn, schema=state_store.schema_name)
     return head.seq_to if head is not None else None
 
 
@@ -212,7 +211,7 @@ def _compare(
         # Every row is read in the read transaction this call runs in (the child's, in process mode).
         head, pending = sides.sqlite(_sqlite_position, applied).result()
         for name in names:
-            shape = independent_shape(pconn, config.target.state_schema, plan, name)
+            shape = independent_shape(StateStore(pconn, config.target.state_schema), plan, name)
             found = verify_table(
                 sides, shape, keys=keys, max_keys=max_keys, pending=pending.get(name), progress=progress
             )
@@ -245,7 +244,7 @@ def verify(
     started = time.monotonic()
     with pg.connect(dsn, connect_timeout=config.target.connect_timeout_s) as pconn:
         pconn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        applied = _applied_through(pconn, config.target.state_schema)  # the PG snapshot is taken here
+        applied = _applied_through(StateStore(pconn, config.target.state_schema))  # the PG snapshot is taken here
         sconn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
         try:
             sconn.execute("BEGIN")
@@ -292,8 +291,9 @@ def _not_applying(
 ) -> status.NotApplying | None:
     """Whether a daemon applies the journal *now*, after the comparison (a fresh read: the lock is live, and
     a daemon that stopped while we compared no longer makes anything converge)."""
+    state_store = StateStore(pconn, config.target.state_schema)
     try:
-        return status.not_applying(pconn, config.target.state_schema, source_id, head, config.status.stall_after_s)
+        return status.not_applying(state_store, source_id, head, config.status.stall_after_s)
     finally:
         pconn.rollback()
 

@@ -23,14 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, TypeAlias
 
 import msgspec
-import psycopg
-from psycopg import sql
 
 from checkpoints.digest import Kind
 from replicator.inspect import proof
 from replicator.plan import schemaplan
 from replicator.plan.shape import TableShape, table_shape
-from replicator.state import stateschema
+from replicator.state.store import StateStore
 from replicator.values import convert, quarantine, readback, refusal
 from replicator.values.fastpath import Converter
 
@@ -132,41 +130,35 @@ def _quarantine_ident(key: Sequence[Any]) -> str:
     return json.dumps(list(quarantine.make("", {str(i): v for i, v in enumerate(key)}, "", None, "").key.values()))
 
 
-def _quarantined(pconn: psycopg.Connection[Any], state_schema: str, table: schemaplan.TablePlan) -> frozenset[str]:
+def _quarantined(state_store: StateStore, table: schemaplan.TablePlan) -> frozenset[str]:
     """The keys of ``table`` the load quarantined (read in the caller's transaction).
 
     Only keyed tables: a keyless table's quarantine names rowids, which verify does not read, so its
     quarantined rows count as missing in PostgreSQL (they are)."""
     if not table.key_source:
         return frozenset()
-    return quarantined_keys(pconn, state_schema, [table]).get(table.source, frozenset())
+    return quarantined_keys(state_store, [table]).get(table.source, frozenset())
 
 
-def quarantined_keys(
-    pconn: psycopg.Connection[Any], state_schema: str, tables: Sequence[schemaplan.TablePlan]
-) -> dict[str, frozenset[str]]:
+def quarantined_keys(state_store: StateStore, tables: Sequence[schemaplan.TablePlan]) -> dict[str, frozenset[str]]:
     """Per keyed table, the keys the quarantine holds (as :func:`_quarantine_ident` spells them)."""
-    if not stateschema.has_table(pconn, state_schema, "quarantine"):
+    if not state_store.has_table("quarantine"):
         return {}
     keyed = {t.source: t.key_source for t in tables if t.key_source}
     out: dict[str, set[str]] = {}
-    query = sql.SQL("SELECT table_name, key FROM {} WHERE table_name = ANY(%s)").format(
-        sql.Identifier(state_schema, "quarantine")
-    )
-    for name, k in pconn.execute(query, (list(keyed),)).fetchall():
+    query = "SELECT table_name, key FROM {schema}.quarantine WHERE table_name = ANY(%s)"
+    for name, k in state_store.execute(query, (list(keyed),)).fetchall():
         columns = keyed[str(name)]
         if all(c in k for c in columns):
             out.setdefault(str(name), set()).add(json.dumps([k[c] for c in columns]))
     return {name: frozenset(keys) for name, keys in out.items()}
 
 
-def independent_shape(
-    pconn: psycopg.Connection[Any], state_schema: str, plan: schemaplan.SchemaPlan, name: str
-) -> Shape:
+def independent_shape(state_store: StateStore, plan: schemaplan.SchemaPlan, name: str) -> Shape:
     """The shape verify compares ``name`` with: the independent reading, without the quarantined keys."""
     table = plan.table(name)
     shape = shape_of(table, plan.schema, computed=True, independent=True)
-    return msgspec.structs.replace(shape, quarantined=_quarantined(pconn, state_schema, table))
+    return msgspec.structs.replace(shape, quarantined=_quarantined(state_store, table))
 
 
 def key_converters(shape: Shape) -> list[Converter]:

@@ -23,7 +23,8 @@ import msgspec
 import psycopg
 
 from replicator.progress import Progress
-from replicator.state import schema as state
+from replicator.state.identity import SourceIdentity
+from replicator.state.store import StateStore
 
 #: Rows per ``fetchmany`` batch from SQLite: bounds the memory a table's load holds.
 FETCH_ROWS: Final = 5_000
@@ -34,7 +35,7 @@ class LoadRun(msgspec.Struct, frozen=True):
 
     state_schema: str
     """Where the ``snapshot_tables`` row and the quarantine rows of each table go."""
-    source: state.SourceIdentity
+    source: SourceIdentity
     """The SQLite file (or capture) the rows come from, recorded per table (``--resume`` checks it)."""
     run_id: int
     """The ``runs`` row the tables' state and quarantine rows point to."""
@@ -62,3 +63,8 @@ class LoadContext:
 
     def with_progress(self, progress: Progress | None) -> LoadContext:
         return dataclasses.replace(self, progress=progress)
+
+    @property
+    def state_store(self) -> StateStore:
+        """The run's state schema on :attr:`pconn`: a table's state rows commit with its rows."""
+        return StateStore(self.pconn, self.run.state_schema)

@@ -30,6 +30,7 @@ from replicator.plan.profile import (
     TableProfile,
 )
 from replicator.plan.profiler import profile_table
+from replicator.state.store import StateStore
 from replicator.values import targettype
 from triggers.schema import Table
 
@@ -182,5 +183,5 @@ def replan(
     fresh = ddl.without_generated(alone, created.plain_generated).table(name)
     plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == name else t for t in plan.tables))
     with ctx.pconn.transaction():
-        save_plan(ctx.pconn, config.target.state_schema, plan, replace=False)
+        save_plan(StateStore(ctx.pconn, config.target.state_schema), plan, replace=False)
     return plan

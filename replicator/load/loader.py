@@ -23,6 +23,7 @@ from replicator.load.source import SourceRead
 from replicator.load.table import load_table
 from replicator.plan.schemaplan import SchemaPlan
 from replicator.progress import Progress
+from replicator.state.store import StateStore
 
 if TYPE_CHECKING:
     from replicator.load.share import Coprocessor
@@ -76,7 +77,7 @@ class Loader:
             return {}
         self.held = held = dependents.Held(self.plan)
         with self.ctx.pconn.transaction():
-            dependents.seed(held, self.ctx.pconn, self.config.target.state_schema)
+            dependents.seed(held, StateStore(self.ctx.pconn, self.config.target.state_schema))
         again: dict[str, TableResult] = {}
         for name in self.plan.order:
             fks = held.into(name)

@@ -8,9 +8,10 @@ table again onto what the app's migration left in PostgreSQL, :func:`replan`, an
 reload still owed, while PostgreSQL keeps the column). ``snapshot --replace --tables`` on a streaming
 target reloads tables the same way (:func:`replace_tables`). Once
 the capture triggers are reinstalled, drift no longer shows anything, so the reload that is still owed
-is written down in PostgreSQL first (``{state}.resnapshot_pending``) and struck off by the reload's
-own transaction. Commits in order, and what a crash (or a transient error, which restarts the loop
-the same way) right after each one leaves::
+is written down in PostgreSQL first (``{state}.resnapshot_pending``, through the
+:class:`~replicator.state.store.StateStore`) and struck off by the reload's own transaction. Commits in
+order, and what a crash (or a transient error, which restarts the loop the same way) right after each one
+leaves::
 
     1. ADD COLUMN + saved plan (create mode only)   drift still shows the column (the install record
                                                      lacks it): found again; the plan already has it,
@@ -46,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -60,7 +61,6 @@ from replicator import faults, log, pg
 from replicator.apply import dependents
 from replicator.apply.digests import table_digest_of
 from replicator.apply.foreignkeys import FkMode, fk_mode, park_foreign_keys
-from replicator.apply.savedplan import load_plan, save_plan
 from replicator.apply.targets import resolve_targets
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
@@ -71,7 +71,8 @@ from replicator.plan.profile import TableProfile
 from replicator.plan.profiler import profile_table
 from replicator.plan.shape import TableShape
 from replicator.state import lock
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
+from replicator.state.store import StateStore
 from triggers import drift
 from triggers import source as sqlite_source
 from triggers.meta import read_meta
@@ -96,36 +97,6 @@ class NotAdopted(ReplicatorError):
 
 def is_new_table(reason: str) -> bool:
     return reason.startswith(NEW_TABLE)
-
-
-def mark(conn: psycopg.Connection[Any], schema_name: str, tables: Iterable[tuple[str, str]]) -> None:
-    """Record (table, reason) reloads as owed; call in a transaction that commits before the triggers are
-    reinstalled."""
-    for table, reason in tables:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.resnapshot_pending (table_name, reason) VALUES (%s, %s) "
-                "ON CONFLICT (table_name) DO UPDATE SET reason = EXCLUDED.reason"
-            ).format(sql.Identifier(schema_name)),
-            (table, reason),
-        )
-
-
-def clear(conn: psycopg.Connection[Any], schema_name: str, table: str) -> None:
-    conn.execute(
-        sql.SQL("DELETE FROM {}.resnapshot_pending WHERE table_name = %s").format(sql.Identifier(schema_name)),
-        (table,),
-    )
-
-
-def pending(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, str]:
-    """Owed reloads: table → reason, oldest first."""
-    rows = conn.execute(
-        sql.SQL("SELECT table_name, reason FROM {}.resnapshot_pending ORDER BY since, table_name").format(
-            sql.Identifier(schema_name)
-        )
-    ).fetchall()
-    return {str(t): str(r) for t, r in rows}
 
 
 def _table_exists(conn: psycopg.Connection[Any], schema_name: str, name: str) -> bool:
@@ -184,7 +155,7 @@ def adopt(
             fresh = ddl.without_generated(_only(plan, fresh), created.plain_generated).tables[0]
         new_plan = msgspec.structs.replace(plan, tables=(*plan.tables, fresh), order=(*plan.order, table))
         new_plan = dependents.adopted(new_plan, conn, schema, table)
-        save_plan(conn, state_schema, new_plan)
+        StateStore(conn, state_schema).save_plan(new_plan)
     bound = log.get("resnapshot", table=table)
     for warning in fresh.warnings:
         bound.warning("new table: schema", detail=warning)
@@ -224,7 +195,7 @@ def replan(
     fresh = _map_existing(conn, plan, schema, profiles, table, config, new=False)
     new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
     with conn.transaction():
-        save_plan(conn, state_schema, new_plan)
+        StateStore(conn, state_schema).save_plan(new_plan)
     return new_plan
 
 
@@ -317,26 +288,27 @@ def reload(
     table = target.source if target is not None else table_name
     assert table is not None
     table_plan = plan.table(table)
-    identity = state.source_identity(source)
+    identity = source_identity(source)
+    state_store = StateStore(conn, state_schema)
     warnings: list[str] = []
     sconn = snapshot.open_source(source, config)
     try:
         with conn.transaction():
-            run_id = state.start_run(conn, state_schema, command="resnapshot", mode=plan.mode, source=identity)
+            run_id = state_store.start_run(command="resnapshot", mode=plan.mode, source=identity)
         with conn.transaction():
             if fk == "replica":
                 conn.execute("SET LOCAL session_replication_role = replica")
             elif new_table:  # existing mode: the app's FKs on it would refuse rows whose parent is not there yet
-                park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
+                park_foreign_keys(state_store, plan.schema, [table_plan.name])
             policy = config.snapshot.on_bad_value
             ctx = snapshot.LoadContext(sconn, conn, snapshot.LoadRun(state_schema, identity, run_id, policy))
             result = snapshot.load_table(
-                ctx, plan, table_plan, held=dependents.seeded(plan, policy, conn, state_schema, [table])
+                ctx, plan, table_plan, held=dependents.seeded(plan, policy, state_store, [table])
             )
             if new_table and plan.mode == "create":
                 warnings = _post_load(conn, plan, table_plan)
                 if fk == "parked":
-                    park_foreign_keys(conn, state_schema, plan.schema, [table_plan.name])
+                    park_foreign_keys(state_store, plan.schema, [table_plan.name])
             if target is not None:
                 digest = table_digest_of(conn, target)
                 conn.execute(
@@ -353,8 +325,8 @@ def reload(
                 change = TableChange(upserted=result.rows, upserted_digest=result.checksum, restated="reload")
             cp = next_checkpoint(prev, seq_to=prev.seq_to, tables={table: change})
             store.append(conn, cp, state_schema)
-            state.finish_run(conn, state_schema, run_id, status="ok", rows=result.rows, quarantined=result.quarantined)
-            clear(conn, state_schema, table)
+            state_store.finish_run(run_id, status="ok", rows=result.rows, quarantined=result.quarantined)
+            state_store.clear_pending_reload(table)
             faults.point("resnapshot.before_commit")
     finally:
         sconn.close()
@@ -382,7 +354,7 @@ def replace_tables(
         if meta is None:
             raise UsageError(f"capture is not installed in {source}", hint="run `replicator capture install` first")
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-            plan = load_plan(conn, schema_name)
+            plan = StateStore(conn, schema_name).load_plan()
             head = store.latest(conn, schema=schema_name)
             if plan is None or head is None:
                 raise UsageError(
@@ -475,5 +447,5 @@ def _plan_again(
                 )
             )
         new_plan = msgspec.structs.replace(plan, tables=tuple(fresh if t.source == table else t for t in plan.tables))
-        save_plan(conn, state_schema, new_plan)
+        StateStore(conn, state_schema).save_plan(new_plan)
     return new_plan

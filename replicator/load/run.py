@@ -13,7 +13,6 @@ from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
 
 from checkpoints import store
 from checkpoints.digest import EMPTY
@@ -33,8 +32,8 @@ from replicator.load.source import SourceRead, read_source
 from replicator.load.target import build_plan, check_target, only_tables, prepare_target, resolve_mode, save_plan
 from replicator.plan.schemaplan import SchemaPlan
 from replicator.plan.sequences import read_sqlite_sequence
-from replicator.state import schema as state
-from replicator.state import stateschema
+from replicator.state.identity import SourceIdentity
+from replicator.state.store import StateStore, TableState
 from triggers.schema import read_schema
 
 
@@ -43,29 +42,27 @@ class Setup(msgspec.Struct):
 
     plan: SchemaPlan
     read: SourceRead
-    loaded: dict[str, state.TableState]
+    loaded: dict[str, TableState]
     reused_plan: bool
 
 
 def setup(
     sconn: sqlite3.Connection,
     pconn: psycopg.Connection[Any],
-    identity: state.SourceIdentity,
+    identity: SourceIdentity,
     config: Config,
     options: SnapshotOptions,
     parallel: tuple[Helper, Path] | None = None,
 ) -> Setup:
     """The plan and what earlier runs loaded; refuses another source's state and a non-empty target."""
-    from replicator.apply.savedplan import load_plan
-
-    state_schema = config.target.state_schema
-    stateschema.ensure(pconn, state_schema)
-    state.mark_killed(pconn, state_schema)
+    state_store = StateStore(pconn, config.target.state_schema)
+    state_store.ensure()
+    state_store.mark_killed()
     replace, resume = options.replace, options.resume
-    loaded = {} if replace else state.loaded_tables(pconn, state_schema)
+    loaded = {} if replace else state_store.loaded_tables()
     if resume:
-        _same_source(pconn, state_schema, identity, loaded)
-    saved = load_plan(pconn, state_schema) if resume and _last_run_source(pconn, state_schema) else None
+        _same_source(state_store, identity, loaded)
+    saved = state_store.load_plan() if resume and state_store.last_snapshot_source() else None
     if saved is not None:
         read = SourceRead(schema=read_schema(sconn), profiles={}, sqlite_sequence=read_sqlite_sequence(sconn))
         plan = saved
@@ -85,7 +82,7 @@ def setup(
         plan = only_tables(plan, options.tables)
     check_target(pconn, plan, replace=replace, resume=resume, loaded=[s.target_table for s in loaded.values()])
     if not replace and not resume:
-        head = store.latest(pconn, schema=state_schema)
+        head = store.latest(pconn, schema=state_store.schema_name)
         if head is not None:
             raise TargetNotEmpty(
                 f"the target already holds a checkpoint chain (head {head.number}) from an earlier snapshot",
@@ -107,7 +104,7 @@ def load_tables(
     pconn = ctx.pconn
     plan = prepare_target(pconn, setup.plan, replace=options.replace, reuse=setup.reused_plan, warnings=warnings)
     with pconn.transaction():
-        save_plan(pconn, ctx.run.state_schema, plan, replace=options.replace)
+        save_plan(ctx.state_store, plan, replace=options.replace)
     bound = log.get("snapshot")
     bound.info(
         "snapshot started", mode=plan.mode, tables=len(plan.tables), run_id=ctx.run.run_id, journal_mark=ctx.run.mark
@@ -123,7 +120,7 @@ def load_tables(
     load = Loader(ctx, plan, config, setup.read)
     if load.held is not None and done:  # resumed: what the earlier run quarantined is held
         with pconn.transaction():
-            dependents.seed(load.held, pconn, ctx.run.state_schema, list(done))
+            dependents.seed(load.held, ctx.state_store, list(done))
     done.update(_load(load, todo, setup.read, config, parallel))
     plan = load.plan  # a disproved guess may have changed a table's types
     results = [done[name] for name in plan.order]
@@ -154,24 +151,10 @@ def _load(
     return done
 
 
-def _last_run_source(conn: psycopg.Connection[Any], schema_name: str) -> str | None:
-    row = conn.execute(
-        sql.SQL("SELECT source_id FROM {}.runs WHERE command = 'snapshot' ORDER BY id DESC LIMIT 1").format(
-            sql.Identifier(schema_name)
-        )
-    ).fetchone()
-    return str(row[0]) if row else None
-
-
-def _same_source(
-    conn: psycopg.Connection[Any],
-    schema_name: str,
-    identity: state.SourceIdentity,
-    loaded: dict[str, state.TableState],
-) -> None:
+def _same_source(state_store: StateStore, identity: SourceIdentity, loaded: dict[str, TableState]) -> None:
     """``--resume`` never mixes two source files: every recorded table and the last run must be this one."""
     others = sorted({(s.source_path, s.source_id) for s in loaded.values() if s.source_id != identity.id})
-    last = _last_run_source(conn, schema_name)
+    last = state_store.last_snapshot_source()
     if not others and last is not None and last != identity.id:
         others = [("(the last snapshot run)", last)]
     if others:
@@ -182,7 +165,7 @@ def _same_source(
         )
 
 
-def _resumed(done: state.TableState) -> TableResult:
+def _resumed(done: TableState) -> TableResult:
     return TableResult(
         table=done.table_name,
         target=done.target_table,
@@ -194,12 +177,12 @@ def _resumed(done: state.TableState) -> TableResult:
     )
 
 
-def mark_failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int, exc: BaseException) -> None:
+def mark_failed(state_store: StateStore, run_id: int, exc: BaseException) -> None:
     """Record the failure (Ctrl-C included) without hiding the original error if that fails too."""
     message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)[:1000]
     try:
-        with pconn.transaction():
-            state.finish_run(pconn, state_schema, run_id, status="failed", message=message)
+        with state_store.conn.transaction():
+            state_store.finish_run(run_id, status="failed", message=message)
     except psycopg.Error:
         log.get("snapshot").warning("could not record the failed run", run_id=run_id)
 
@@ -210,8 +193,8 @@ def finish_run(ctx: LoadContext, plan: SchemaPlan, results: Sequence[TableResult
     The genesis covers every table with its count and checksum; its ``seq_to`` is the oldest mark a
     loaded table was read at (a resumed run's earlier tables), so streaming replays from there.
     """
-    pconn, state_schema, mark = ctx.pconn, ctx.run.state_schema, ctx.run.mark
-    loaded = state.loaded_tables(pconn, state_schema)
+    pconn, state_store, mark = ctx.pconn, ctx.state_store, ctx.run.mark
+    loaded = state_store.loaded_tables()
     rows = sum(r.rows for r in results)
     quarantined = sum(r.quarantined for r in results)
     seq_to: int | None = None
@@ -226,7 +209,7 @@ def finish_run(ctx: LoadContext, plan: SchemaPlan, results: Sequence[TableResult
                     hint="pass --replace to reload every table now that capture is installed",
                 )
             seq_to = min([m for m in marks if m is not None] + [mark])
-            head = store.latest(pconn, schema=state_schema)
+            head = store.latest(pconn, schema=state_store.schema_name)
             if head is None:
                 tables = {
                     name: TableChange(upserted=loaded[name].rows, upserted_digest=loaded[name].checksum or EMPTY)
@@ -234,21 +217,16 @@ def finish_run(ctx: LoadContext, plan: SchemaPlan, results: Sequence[TableResult
                     if name in loaded
                 }
                 checkpoint = genesis(tables, seq_to=seq_to)
-                store.append(pconn, checkpoint, state_schema)
+                store.append(pconn, checkpoint, state_store.schema_name)
                 faults.point("snapshot.after_genesis")
                 genesis_hash = checkpoint.hash
             else:
                 genesis_hash = None if head.number != 1 else head.hash
                 seq_to = None if head.number != 1 else head.seq_to
-        state.record_mark(
-            pconn,
-            state_schema,
-            source=ctx.run.source,
-            snapshot_seq=seq_to,
-            genesis_hash=genesis_hash,
-            run_id=ctx.run.run_id,
+        state_store.record_mark(
+            source=ctx.run.source, snapshot_seq=seq_to, genesis_hash=genesis_hash, run_id=ctx.run.run_id
         )
-        state.finish_run(pconn, state_schema, ctx.run.run_id, status="ok", rows=rows, quarantined=quarantined)
+        state_store.finish_run(ctx.run.run_id, status="ok", rows=rows, quarantined=quarantined)
     if mark is not None:
         log.get("snapshot").info("journal mark recorded", snapshot_seq=seq_to, genesis=genesis_hash)
     return seq_to, genesis_hash

@@ -100,8 +100,8 @@ from replicator.load.source import SourceRead, open_source, read_source
 from replicator.load.table import empty_table, load_table, truncate_table
 from replicator.load.target import build_plan, check_target, only_tables, prepare_target, resolve_mode
 from replicator.progress import Progress
-from replicator.state import schema as state
-from replicator.state import stateschema
+from replicator.state.identity import SourceIdentity, capture_identity, source_identity
+from replicator.state.store import StateStore
 from replicator.values.readback import Finisher, digest_finisher, digest_kinds
 from triggers import journal
 from triggers.meta import read_meta
@@ -184,7 +184,7 @@ def snapshot(
         from replicator.load import resnapshot  # it loads tables with this module
 
         return resnapshot.replace_tables(source, dsn, config, options.tables, mode=options.mode)
-    identity = state.source_identity(source)
+    identity = source_identity(source)
     sconn = open_source(source, config)
     helper: Helper | None = None
     try:
@@ -203,14 +203,14 @@ def _has_chain(dsn: str, config: Config) -> bool:
     schema_name = config.target.state_schema
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
         return (
-            stateschema.has_table(conn, schema_name, "checkpoints")
+            StateStore(conn, schema_name).has_table("checkpoints")
             and store.latest(conn, schema=schema_name) is not None
         )
 
 
 def snapshot_from(
     sconn: sqlite3.Connection,
-    identity: state.SourceIdentity,
+    identity: SourceIdentity,
     dsn: str,
     config: Config,
     options: SnapshotOptions | None = None,
@@ -234,7 +234,7 @@ def snapshot_from(
     meta = read_meta(sconn)
     mark = journal.head(sconn) if meta is not None else None
     if meta is not None:
-        identity = state.capture_identity(identity.path, meta.source_id)
+        identity = capture_identity(identity.path, meta.source_id)
     state_schema = config.target.state_schema
     bound = log.get("snapshot")
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
@@ -243,7 +243,7 @@ def snapshot_from(
         plan = setup.plan
         warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
         with pconn.transaction():
-            run_id = state.start_run(pconn, state_schema, command="snapshot", mode=plan.mode, source=identity)
+            run_id = StateStore(pconn, state_schema).start_run(command="snapshot", mode=plan.mode, source=identity)
         ctx = LoadContext(
             sconn,
             pconn,
@@ -254,7 +254,7 @@ def snapshot_from(
             plan, results, sequences = run.load_tables(ctx, setup, config, options, warnings, parallel)
             seq_to, genesis_hash = run.finish_run(ctx, plan, results)
         except BaseException as exc:
-            run.mark_failed(pconn, state_schema, run_id, exc)
+            run.mark_failed(ctx.state_store, run_id, exc)
             raise
         loaded = SnapshotResult.of_run(plan, run_id, results, warnings, started)
         result = msgspec.structs.replace(loaded, sequences=sequences, snapshot_seq=seq_to, genesis_hash=genesis_hash)

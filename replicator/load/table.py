@@ -27,8 +27,8 @@ from replicator.load.source import _batches, _DecodeFallback, _select
 from replicator.plan import refusals
 from replicator.plan.schemaplan import ForeignKey, SchemaPlan, TablePlan
 from replicator.progress import Progress
-from replicator.state import schema as state
-from replicator.values import convert_text, quarantine
+from replicator.state.quarantine import replace_for_table
+from replicator.values import convert_text
 from triggers.schema import quote_ident
 
 if TYPE_CHECKING:
@@ -154,11 +154,10 @@ def _load_table(
     with pconn.transaction():
         copied = _copy_table(ctx, plan, table, how)
         _count_check(table, int(source_count), copied)
-        quarantine.replace_for_table(pconn, ctx.run.state_schema, table.source, copied.refusals, ctx.run.run_id)
+        state_store = ctx.state_store
+        replace_for_table(state_store, table.source, copied.refusals, ctx.run.run_id)
         seconds = time.monotonic() - started
-        state.record_table(
-            pconn,
-            ctx.run.state_schema,
+        state_store.record_table(
             table=table.source,
             target_table=table.name,
             rows=copied.written,

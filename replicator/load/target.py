@@ -20,7 +20,7 @@ from replicator.errors import TargetError, TargetNotEmpty, UsageError
 from replicator.plan import createmode, ddl, existingmode, pgreflect
 from replicator.plan.refusals import pg_message
 from replicator.plan.schemaplan import SchemaPlan
-from replicator.state import schema as state
+from replicator.state.store import StateStore
 
 if TYPE_CHECKING:
     from replicator.load.source import SourceRead
@@ -43,7 +43,7 @@ def resolve_mode(conn: psycopg.Connection[Any], config: Config, mode: str | None
     ).fetchone()
     if not row or not row[0]:
         return "create"
-    return "create" if state.last_snapshot_mode(conn, config.target.state_schema) == "create" else "existing"
+    return "create" if StateStore(conn, config.target.state_schema).last_snapshot_mode() == "create" else "existing"
 
 
 def build_plan(conn: psycopg.Connection[Any] | None, read: SourceRead, config: Config, mode: str) -> SchemaPlan:
@@ -55,7 +55,7 @@ def build_plan(conn: psycopg.Connection[Any] | None, read: SourceRead, config: C
     if conn is None:
         raise UsageError("existing mode needs the target", hint="pass --target")
     plan = existingmode.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
-    return dependents.with_foreign_keys(plan, conn, read.schema, config.target.state_schema)
+    return dependents.with_foreign_keys(plan, conn, read.schema, StateStore(conn, config.target.state_schema))
 
 
 def _existing_tables(conn: psycopg.Connection[Any], schema_name: str, names: Sequence[str]) -> list[str]:
@@ -210,17 +210,14 @@ def prepare_target(
     return ddl.without_generated(plan, created.plain_generated)
 
 
-def save_plan(pconn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan, *, replace: bool) -> None:
+def save_plan(state_store: StateStore, plan: SchemaPlan, *, replace: bool) -> None:
     """Keep the plan (a resumed run and the daemon convert exactly as this run does); on ``--replace``
     forget every earlier table mark, the mark, and the checkpoint chain: this snapshot supersedes them."""
-    from replicator.apply.savedplan import save_plan
-
-    save_plan(pconn, state_schema, plan)
+    state_store.save_plan(plan)
     if replace:
-        state.forget_tables(pconn, state_schema)
-        state.clear_mark(pconn, state_schema)
-        schema = sql.Identifier(state_schema)
-        dropped = pconn.execute(sql.SQL("DELETE FROM {}.checkpoints").format(schema)).rowcount
-        pconn.execute(sql.SQL("DELETE FROM {}.apply_tables").format(schema))
+        state_store.forget_tables()
+        state_store.clear_mark()
+        dropped = state_store.execute("DELETE FROM {schema}.checkpoints").rowcount
+        state_store.execute("DELETE FROM {schema}.apply_tables")
         if dropped:
             log.get("snapshot").warning("--replace: the earlier checkpoint chain was cleared", checkpoints=dropped)

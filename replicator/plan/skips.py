@@ -11,19 +11,16 @@ Two kinds of table are never applied:
 
 ``capture install`` runs before any plan exists (the mode is chosen by the snapshot), so it captures
 them like the rest. Their journal entries are consumed like any other (the batch's checkpoint covers
-their seqs and the pruner deletes them), never applied, and counted as ignored in
-``{state}.skipped_tables``, which ``status`` shows with the reason. A table skipped after it was
-captured is no error anywhere: not in the daemon's start-up, not in its drift check, not in cutover.
+their seqs and the pruner deletes them), never applied, and counted as ignored in the state schema's
+``skipped_tables`` (:meth:`replicator.state.store.StateStore.count_ignored`), which ``status`` shows with the
+reason. A table skipped after it was captured is no error anywhere: not in the daemon's start-up, not in its
+drift check, not in cutover.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
-
-import msgspec
-import psycopg
-from psycopg import sql
+from collections.abc import Iterable
+from typing import Final
 
 from replicator.config import Config
 from replicator.plan.existingmode import MIGRATION_TABLES
@@ -73,60 +70,3 @@ def skipped(config: Config, plan: SchemaPlan | None, names: Iterable[str]) -> di
         if why is not None:
             out[name] = why
     return out
-
-
-def record(conn: psycopg.Connection[Any], schema_name: str, reasons: Mapping[str, str]) -> None:
-    """Make ``{state}.skipped_tables`` name exactly these tables (their ignored counts are kept)."""
-    table = sql.Identifier(schema_name, "skipped_tables")
-    conn.execute(sql.SQL("DELETE FROM {} WHERE NOT (table_name = ANY(%s))").format(table), (list(reasons),))
-    for name, why in reasons.items():
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (table_name, reason) VALUES (%s, %s) "
-                "ON CONFLICT (table_name) DO UPDATE SET reason = EXCLUDED.reason"
-            ).format(table),
-            (name, why),
-        )
-
-
-def count_ignored(
-    conn: psycopg.Connection[Any],
-    schema_name: str,
-    counts: Mapping[str, int],
-    last_seq: int,
-    reasons: Mapping[str, str],
-) -> None:
-    """Add a batch's ignored journal entries per table (in the batch's own transaction)."""
-    for name, n in counts.items():
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} AS s (table_name, reason, ignored, last_seq, last_ignored_at) "
-                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (table_name) DO UPDATE SET "
-                "ignored = s.ignored + EXCLUDED.ignored, last_seq = EXCLUDED.last_seq, "
-                "last_ignored_at = EXCLUDED.last_ignored_at"
-            ).format(sql.Identifier(schema_name, "skipped_tables")),
-            (name, reasons.get(name, "skipped"), n, last_seq),
-        )
-
-
-class SkippedTable(msgspec.Struct, frozen=True):
-    table: str
-    reason: str
-    ignored: int
-    """Journal entries consumed without being applied."""
-    last_seq: int | None = None
-
-
-def read(conn: psycopg.Connection[Any], schema_name: str) -> list[SkippedTable]:
-    """What ``{state}.skipped_tables`` holds (nothing when no daemon of this version ran)."""
-    found = conn.execute(
-        "SELECT to_regclass(%s)", (sql.Identifier(schema_name, "skipped_tables").as_string(conn),)
-    ).fetchone()
-    if not found or found[0] is None:
-        return []
-    rows = conn.execute(
-        sql.SQL("SELECT table_name, reason, ignored, last_seq FROM {} ORDER BY table_name").format(
-            sql.Identifier(schema_name, "skipped_tables")
-        )
-    ).fetchall()
-    return [SkippedTable(str(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]

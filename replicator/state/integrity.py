@@ -38,8 +38,8 @@ from checkpoints.findings import Report
 from checkpoints.model import Checkpoint
 from replicator.config import Config
 from replicator.errors import EXIT_MISMATCH, ReplicatorError
-from replicator.state import phase
 from replicator.state.phase import ApplyState
+from replicator.state.store import StateStore
 from triggers import journal
 from triggers import source as sqlite_source
 from triggers.errors import JournalTampered
@@ -71,24 +71,23 @@ def anchor_for(head: Checkpoint, root: str) -> str:
     return Anchor(number=head.number, hash=head.hash, seq_to=head.seq_to, root=root).encode()
 
 
-def chain_root(conn: psycopg.Connection[Any], schema: str) -> str | None:
+def chain_root(state_store: StateStore) -> str | None:
     """Hash of the chain's first stored record: which chain an anchor belongs to."""
-    first = next(store.iter_records(conn, limit=1, schema=schema), None)
+    first = next(store.iter_records(state_store.conn, limit=1, schema=state_store.schema_name), None)
     return None if first is None else first.hash
 
 
-def for_chain(conn: psycopg.Connection[Any], schema: str, state: ApplyState | None) -> ApplyState | None:
+def for_chain(state_store: StateStore, state: ApplyState | None) -> ApplyState | None:
     """The phase row if it was written for the current chain; None if it predates it (``snapshot
     --replace`` began a new chain, whose numbers the old row's do not describe)."""
     if state is None or state.updated_at is None:
         return None
-    started = store.started_at(conn, schema=schema)
+    started = store.started_at(state_store.conn, schema=state_store.schema_name)
     return state if started is not None and state.updated_at >= started else None
 
 
 def chain_findings(
-    conn: psycopg.Connection[Any],
-    schema: str,
+    state_store: StateStore,
     *,
     anchor: Anchor | None,
     state: ApplyState | None,
@@ -98,7 +97,9 @@ def chain_findings(
     """What the anchor and the phase row (read before ``head``, see :func:`for_chain`) say is missing."""
     found: list[str] = []
     if anchor is not None:
-        found += [str(f) for f in check_anchor(conn, anchor, schema=schema, tail_only=tail_only)]
+        found += [
+            str(f) for f in check_anchor(state_store.conn, anchor, schema=state_store.schema_name, tail_only=tail_only)
+        ]
     if head is not None and state is not None and state.applied_seq > head.seq_to:
         found.append(
             f"the phase row records journal seq {state.applied_seq} as applied, but the checkpoint chain ends at "
@@ -115,7 +116,7 @@ def refuse(findings: list[str]) -> None:
 
 
 def journal_findings(
-    sconn: sqlite3.Connection, conn: psycopg.Connection[Any], schema: str, applied: int, state: ApplyState | None
+    sconn: sqlite3.Connection, state_store: StateStore, applied: int, state: ApplyState | None
 ) -> list[str]:
     """:func:`triggers.journal.check_range` above the chain's head (seq ``applied``), in one read transaction.
 
@@ -129,7 +130,7 @@ def journal_findings(
             try:
                 journal.check_range(sconn, applied, seen=seen)
             except JournalTampered:
-                fresh = store.latest(conn, schema=schema)
+                fresh = store.latest(state_store.conn, schema=state_store.schema_name)
                 if fresh is None or fresh.seq_to <= applied:
                     raise
                 journal.check_range(sconn, fresh.seq_to, seen=seen)
@@ -144,6 +145,7 @@ def verify_target(
     """``checkpoints verify`` against the database: the full chain audit, then what it cannot show
     alone (the phase row; with ``source``, the anchor and the journal), each finding once."""
     schema = config.target.state_schema
+    state_store = StateStore(conn, schema)
     sconn = None
     if source is not None:
         sconn = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
@@ -155,15 +157,15 @@ def verify_target(
                 anchor = read_anchor(sconn)
             except ChainBroken as exc:
                 extra.append(exc.message)
-        state = for_chain(conn, schema, phase.read(conn, schema))
+        state = for_chain(state_store, state_store.read_phase())
         report = audit.report_db(conn, schema=schema, against=against)
         try:
             head = store.latest(conn, schema=schema)
         except ChainBroken:
             head = None  # the audit above names it
-        extra += chain_findings(conn, schema, anchor=anchor, state=state, head=head)
+        extra += chain_findings(state_store, anchor=anchor, state=state, head=head)
         if sconn is not None and head is not None:
-            extra += journal_findings(sconn, conn, schema, head.seq_to, state)
+            extra += journal_findings(sconn, state_store, head.seq_to, state)
     finally:
         if sconn is not None:
             sconn.close()

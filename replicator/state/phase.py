@@ -1,4 +1,5 @@
-"""The daemon's lifecycle phase, persisted in the target's state schema so every reader sees one truth.
+"""The daemon's lifecycle phase, persisted in the target's state schema so every reader sees one truth
+(:meth:`~replicator.state.store.StateStore.write_phase` and ``read_phase``).
 
 Who sets what (the worker is the only writer; ``status`` and cutover only read):
 
@@ -18,13 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import os
-import socket
-from typing import Any, Final
+from typing import Final
 
 import msgspec
-import psycopg
-from psycopg import sql
 
 
 class Phase(enum.StrEnum):
@@ -62,42 +59,5 @@ class ApplyState(msgspec.Struct, frozen=True):
     updated_at: dt.datetime | None = None
 
 
-_COLUMNS = tuple(f for f in ApplyState.__struct_fields__ if f != "updated_at")
-
-
-def write(conn: psycopg.Connection[Any], schema_name: str, state: ApplyState) -> None:
-    """Upsert the one state row (in the caller's transaction, so it commits with the batch)."""
-    values = msgspec.structs.asdict(state)
-    values["pid"] = os.getpid() if state.pid is None else state.pid
-    values["host"] = state.host or socket.gethostname()
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.apply_state (id, {}, updated_at) VALUES (1, {}, clock_timestamp()) "
-            "ON CONFLICT (id) DO UPDATE SET ({}, updated_at) = ({}, clock_timestamp())"
-        ).format(
-            sql.Identifier(schema_name),
-            cols,
-            sql.SQL(", ").join(sql.Placeholder(c) for c in _COLUMNS),
-            cols,
-            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in _COLUMNS),
-        ),
-        {c: (str(values[c]) if c == "phase" else values[c]) for c in _COLUMNS},
-    )
-
-
-def read(conn: psycopg.Connection[Any], schema_name: str) -> ApplyState | None:
-    """The state row, or None when no daemon ever ran against this target."""
-    found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema_name, "apply_state").as_string(conn),))
-    row = found.fetchone()
-    if not row or row[0] is None:
-        return None
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in (*_COLUMNS, "updated_at"))
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {} FROM {}.apply_state WHERE id = 1").format(cols, sql.Identifier(schema_name)))
-        got = cur.fetchone()
-    if got is None:
-        return None
-    fields = dict(zip((*_COLUMNS, "updated_at"), got, strict=True))
-    fields["phase"] = Phase(fields["phase"])
-    return ApplyState(**fields)
+COLUMNS: Final = tuple(f for f in ApplyState.__struct_fields__ if f != "updated_at")
+"""The columns the phase row is written with (``updated_at`` is PostgreSQL's clock at the write)."""

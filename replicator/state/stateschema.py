@@ -1,6 +1,7 @@
 """The one home of the target's state schema (``replicator`` by default): DDL, a version row, the upgrades.
 
-Every command that writes state calls :func:`ensure` first. When the schema is at :data:`VERSION` that is
+Every command that writes state calls :func:`ensure` first (as :meth:`StateStore.ensure
+<replicator.state.store.StateStore.ensure>`). When the schema is at :data:`VERSION` that is
 one SELECT of the version row. Otherwise it takes an advisory lock (so a daemon and another command
 starting together never race on ``CREATE``), reads the version again under the lock, runs each
 :data:`STEPS` entry above it in one transaction and records the new version: a crash mid-upgrade leaves
@@ -18,17 +19,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
-import psycopg
 import psycopg.errors
-from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from checkpoints import store
 from replicator import log
 from replicator.errors import EXIT_USAGE, ReplicatorError
+
+if TYPE_CHECKING:
+    from replicator.state.store import StateStore
 
 LOCK_CLASS: Final = 0x5250_5353
 """First key of the upgrade's two-key advisory lock ('RPSS'); the daemon's one-key lock never overlaps it."""
@@ -45,7 +47,7 @@ class Step(msgspec.Struct, frozen=True):
 
     version: int
     summary: str
-    apply: Callable[[psycopg.Connection[Any], str], None]
+    apply: Callable[[StateStore], None]
 
 
 #: Version 1: the layout replicator reached before the schema had a version, in the order it was created
@@ -178,16 +180,15 @@ _VERSION_DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.schema_version (
 )"""
 
 
-def _run(conn: psycopg.Connection[Any], schema_name: str, statements: tuple[str, ...]) -> None:
-    schema = sql.Identifier(schema_name)
+def _run(state_store: StateStore, statements: tuple[str, ...]) -> None:
     for ddl in statements:
-        conn.execute(sql.SQL(ddl).format(schema=schema))
+        state_store.execute(ddl)
 
 
-def _layout_v1(conn: psycopg.Connection[Any], schema_name: str) -> None:
-    _run(conn, schema_name, _V1_BEFORE_CHAIN)
-    store.ensure_schema(conn, schema_name)
-    _run(conn, schema_name, _V1_AFTER_CHAIN)
+def _layout_v1(state_store: StateStore) -> None:
+    _run(state_store, _V1_BEFORE_CHAIN)
+    store.ensure_schema(state_store.conn, state_store.schema_name)
+    _run(state_store, _V1_AFTER_CHAIN)
 
 
 STEPS: Final = (Step(1, "the layout of replicator before the schema had a version", _layout_v1),)
@@ -214,12 +215,13 @@ TABLES: Final = (
 """The tables of the state schema at :data:`VERSION` (ARCHITECTURE.md says what each holds)."""
 
 
-def recorded_version(conn: psycopg.Connection[Any], schema_name: str) -> int:
+def recorded_version(state_store: StateStore) -> int:
     """The version the target records; 0 when it records none (no schema, or one laid out before versions).
 
     One SELECT. A missing table must not abort the caller's transaction, so inside one it runs in a savepoint.
     """
-    query = sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema_name))
+    conn = state_store.conn
+    query = state_store.query("SELECT version FROM {schema}.schema_version")
     try:
         if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
             row = conn.execute(query).fetchone()
@@ -231,19 +233,10 @@ def recorded_version(conn: psycopg.Connection[Any], schema_name: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-def refuse_newer(conn: psycopg.Connection[Any], schema_name: str) -> None:
+def refuse_newer(state_store: StateStore) -> None:
     """For readers that never lay the schema out (``status``): refuse a layout a newer replicator wrote, whose
     tables this code would misread; one SELECT."""
-    _refuse_newer(recorded_version(conn, schema_name), schema_name)
-
-
-def has_table(conn: psycopg.Connection[Any], schema_name: str, table: str) -> bool:
-    """Whether the state schema holds ``table`` now (one catalog lookup, in the caller's transaction).
-
-    For readers, which never lay the schema out (``verify``, the certificate): an absent table is "nothing
-    yet", not an error."""
-    found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema_name, table).as_string(conn),)).fetchone()
-    return found is not None and found[0] is not None
+    _refuse_newer(recorded_version(state_store), state_store.schema_name)
 
 
 def _refuse_newer(found: int, schema_name: str) -> None:
@@ -259,32 +252,31 @@ def _lock_keys(schema_name: str) -> tuple[int, int]:
     return LOCK_CLASS, low
 
 
-def ensure(conn: psycopg.Connection[Any], schema_name: str) -> None:
+def ensure(state_store: StateStore) -> None:
     """Bring the state schema to :data:`VERSION` (create it on a fresh target); one SELECT when it is there.
 
     Raises :class:`NewerStateSchema` for a schema a newer replicator wrote. Inside the caller's transaction
     the upgrade commits with it; otherwise it commits on its own.
     """
-    found = recorded_version(conn, schema_name)
+    conn, schema_name = state_store.conn, state_store.schema_name
+    found = recorded_version(state_store)
     if found == VERSION:
         return
     _refuse_newer(found, schema_name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _lock_keys(schema_name))
-        found = recorded_version(conn, schema_name)  # another process may have upgraded it while we waited
+        found = recorded_version(state_store)  # another process may have upgraded it while we waited
         _refuse_newer(found, schema_name)
         if found == VERSION:
             return
         row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema_name,)).fetchone()
         upgrading = bool(row and row[0])
         for step in STEPS[found:]:
-            step.apply(conn, schema_name)
-        _run(conn, schema_name, (_VERSION_DDL,))
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.schema_version (id, version) VALUES (1, %s) "
-                "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, upgraded_at = now()"
-            ).format(sql.Identifier(schema_name)),
+            step.apply(state_store)
+        _run(state_store, (_VERSION_DDL,))
+        state_store.execute(
+            "INSERT INTO {schema}.schema_version (id, version) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, upgraded_at = now()",
             (VERSION,),
         )
     if upgrading:  # an operator learns their target's layout changed; a new target's creation is no news

@@ -25,7 +25,6 @@ import msgspec
 from psycopg import sql
 
 from replicator import faults
-from replicator.apply.savedplan import save_plan
 from replicator.apply.tablestate import set_table_error
 from replicator.config import Config
 from replicator.load import resnapshot, snapshot
@@ -60,7 +59,7 @@ class DriftFollower:
         """A new session: check the whole schema again at the next cycle, read the owed reloads from PostgreSQL,
         and try held tables again (the hint says: fix it, then restart)."""
         self.mark = drift.SchemaMark(-1, "")
-        self.pending = resnapshot.pending(s.conn, self.state_schema)
+        self.pending = s.state_store.pending_reloads()
         self.held = {}
         if self.pending:
             self._log.warning("an interrupted online re-snapshot is redone", tables=sorted(self.pending))
@@ -86,7 +85,7 @@ class DriftFollower:
         left_out = self._new_tables(s, found.new_tables, reload)
         if reload:  # owed durably before the reinstall hides the drift (ordering: replicator.load.resnapshot)
             with s.conn.transaction():
-                resnapshot.mark(s.conn, self.state_schema, reload.items())
+                s.state_store.mark_pending_reloads(reload.items())
             self.pending.update(reload)
             faults.point("resnapshot.after_pending")
         if reload or refresh or any(t.needs_reinstall for t in found.tables) or set(found.new_tables) - set(left_out):
@@ -168,10 +167,10 @@ class DriftFollower:
             s.plan = msgspec.structs.replace(
                 s.plan, tables=tuple(new_table if t.source == table else t for t in s.plan.tables)
             )
-            save_plan(pconn, self.state_schema, s.plan)
+            s.state_store.save_plan(s.plan)
             # owed in the same commit: after it the plan lacks the columns, and a restart could not tell
             # this table's (stale) running digest from one `snapshot --replace --tables` already renewed
-            resnapshot.mark(pconn, self.state_schema, [(table, reason)])
+            s.state_store.mark_pending_reloads([(table, reason)])
         self.pending[table] = reason
         self._log.warning("column(s) dropped in PostgreSQL", table=table, columns=[c.name for c in gone])
         s.rebuild_writer(self.meta)
@@ -236,7 +235,7 @@ class DriftFollower:
     def _table_error(self, s: ApplySession, table: str, target: str, message: str, hint: str) -> None:
         """Record a table's error for status (a table in error never disappears from it)."""
         with s.conn.transaction():
-            set_table_error(s.conn, self.state_schema, table, target, message, hint)
+            set_table_error(s.state_store, table, target, message, hint)
 
     def _fail_table(self, s: ApplySession, table: str, message: str, hint: str) -> None:
         target = s.targets[table].target if table in s.targets else table
@@ -275,7 +274,7 @@ class DriftFollower:
             s.plan = msgspec.structs.replace(
                 s.plan, tables=tuple(new_table if t.source == table else t for t in s.plan.tables)
             )
-            save_plan(s.conn, self.state_schema, s.plan)
+            s.state_store.save_plan(s.plan)
         self._log.warning("column(s) added in PostgreSQL", table=table, columns=[c.name for c in added])
         s.rebuild_writer(self.meta)
 
@@ -290,7 +289,7 @@ class DriftFollower:
             solo = cap is not None and cap.mode == "snapshot-only" and table in planned and table not in s.skipped
             if target is None and not solo:  # no longer applied (config skips it now): nothing to reload into
                 with conn.transaction():
-                    resnapshot.clear(conn, self.state_schema, table)
+                    s.state_store.clear_pending_reload(table)
                 self.pending.pop(table)
                 self._log.warning("owed re-snapshot dropped: the table is not applied", table=table)
                 continue

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from checkpoints import ledger, store
 from checkpoints.errors import NoChainTable
@@ -30,7 +29,6 @@ from replicator import faults
 from replicator.apply import dependents
 from replicator.apply.digests import table_digest_of
 from replicator.apply.foreignkeys import fk_mode, park_foreign_keys
-from replicator.apply.savedplan import load_plan, save_plan
 from replicator.apply.tablestate import clear_table_errors, read_digests, seed_digests, set_table_error
 from replicator.apply.targets import resolve_targets
 from replicator.apply.writer import Writer
@@ -39,8 +37,9 @@ from replicator.errors import ReplicatorError, UsageError
 from replicator.load import snapshot
 from replicator.plan import existingmode, pgreflect, skips
 from replicator.plan.schemaplan import SchemaPlan
-from replicator.state import integrity, phase, stateschema
-from replicator.state import schema as state
+from replicator.state import integrity, phase
+from replicator.state.identity import source_identity
+from replicator.state.store import StateStore
 from triggers import fence, journal
 from triggers.meta import Meta
 
@@ -72,7 +71,7 @@ class WrongSource(UsageError):
 
 Refuse = Callable[[dict[str, str]], None]
 """Given the tables the apply cannot resolve (name -> why), raise (or record and raise) the caller's refusal."""
-InSeed = Callable[[psycopg.Connection[Any], Checkpoint, list[str]], Checkpoint]
+InSeed = Callable[[StateStore, Checkpoint, list[str]], Checkpoint]
 """Runs in the transaction that seeds the running digests, with the chain head and the tables seeded;
 returns the (possibly new) chain head."""
 
@@ -97,7 +96,8 @@ class ApplySession:
         """Resolve the tables (``refuse`` sees the problems), pick the FK mode (parking the FKs when we may
         not disable their triggers), seed the running digests, build the writer."""
         self.conn, self.sconn, self.config = conn, sconn, config
-        self.state_schema = config.target.state_schema
+        self.state_store = StateStore(conn, config.target.state_schema)
+        """The state schema on :attr:`conn`: what the apply records commits with the rows it writes."""
         self.plan = plan
         self.skip_reasons = skip_reasons
         """Tables the migration leaves out (:mod:`replicator.plan.skips`): their journal entries are passed over."""
@@ -109,17 +109,16 @@ class ApplySession:
         self.parked: list[str] = []
         """The foreign keys parked until cutover (``fk == "parked"``: no privilege for the replica role)."""
         if self.fk == "parked":
-            self.parked = park_foreign_keys(conn, self.state_schema, plan.schema, [t.target for t in targets.values()])
+            self.parked = park_foreign_keys(self.state_store, plan.schema, [t.target for t in targets.values()])
         with conn.transaction():
-            self.seeded = seed_digests(conn, self.state_schema, targets)
-            self.prev = prev if in_seed is None else in_seed(conn, prev, self.seeded)
+            self.seeded = seed_digests(self.state_store, targets)
+            self.prev = prev if in_seed is None else in_seed(self.state_store, prev, self.seeded)
         self.writer = self._new_writer()
 
     def _new_writer(self) -> Writer:
         return Writer(
-            self.conn,
+            self.state_store,
             self.targets,
-            state_schema=self.state_schema,
             fk=self.fk,
             on_bad_value=self.config.snapshot.on_bad_value,
             source=self.sconn,
@@ -140,7 +139,7 @@ class ApplySession:
         reasons = skips_of(self.config, self.plan, meta, new)
         if reasons == self.skip_reasons:
             return
-        record_skips(self.conn, self.state_schema, reasons, meta, log_)
+        record_skips(self.state_store, reasons, meta, log_)
         self.skip_reasons, self.skipped = reasons, frozenset(reasons)
 
     def planned_sources(self, table: str) -> set[str]:
@@ -169,12 +168,10 @@ def skips_of(config: Config, plan: SchemaPlan | None, meta: Meta, new: Iterable[
     return skips.skipped(config, plan, {*meta.tables, *config.types, *new})
 
 
-def record_skips(
-    conn: psycopg.Connection[Any], state_schema: str, reasons: dict[str, str], meta: Meta, log_: Any
-) -> None:
+def record_skips(state_store: StateStore, reasons: dict[str, str], meta: Meta, log_: Any) -> None:
     """Record the skipped tables for status, and say which captured ones are consumed unapplied."""
-    with conn.transaction():
-        skips.record(conn, state_schema, reasons)
+    with state_store.conn.transaction():
+        state_store.record_skipped(reasons)
     captured = sorted(n for n in reasons if n in meta.tables)
     if captured:
         log_.info("skipped tables: their journal entries are consumed, never applied", tables=captured)
@@ -196,21 +193,21 @@ def open_for_daemon(
     """The daemon's session on ``conn`` (locked already), and the chain's root hash (each anchor records it):
     refuse to resume where the daemon must not, take the first snapshot when there is none (``on_snapshot``
     first: the phase says so), then resolve, seed and restate."""
-    state_schema = config.target.state_schema
+    state_store = StateStore(conn, config.target.state_schema)
     pgreflect.warm()
-    stateschema.ensure(conn, state_schema)
-    prev = latest(conn, state_schema)
+    state_store.ensure()
+    prev = latest(state_store)
     refuse_after_cutover(source, config, prev)
     if prev is None:
         on_snapshot()
-        prev = snapshot_first(conn, source, dsn, config, meta, log_)
+        prev = snapshot_first(state_store, source, dsn, config, meta, log_)
     else:
-        check_same_source(conn, state_schema, source, meta)
-        check_integrity(conn, state_schema, sconn, prev)
-    root = integrity.chain_root(conn, state_schema) or prev.hash
-    plan = saved_plan(conn, sconn, config, log_)
+        check_same_source(state_store, source, meta)
+        check_integrity(state_store, sconn, prev)
+    root = integrity.chain_root(state_store) or prev.hash
+    plan = saved_plan(state_store, sconn, config, log_)
     reasons = skips_of(config, plan, meta)
-    record_skips(conn, state_schema, reasons, meta, log_)
+    record_skips(state_store, reasons, meta, log_)
     live = ApplySession(
         conn,
         sconn,
@@ -219,8 +216,8 @@ def open_for_daemon(
         plan=plan,
         prev=prev,
         skip_reasons=reasons,
-        refuse=_recorded_refusal(conn, state_schema, plan),
-        in_seed=_restated_and_cleared(state_schema),
+        refuse=_recorded_refusal(state_store, plan),
+        in_seed=_restated_and_cleared,
     )
     if live.parked:
         log_.warning("foreign keys parked until cutover (no privilege for replica role)", fks=live.parked)
@@ -231,38 +228,34 @@ def open_for_daemon(
     return live, root
 
 
-def _recorded_refusal(conn: psycopg.Connection[Any], state_schema: str, plan: SchemaPlan) -> Refuse:
+def _recorded_refusal(state_store: StateStore, plan: SchemaPlan) -> Refuse:
     """Tables the plan has but the apply cannot resolve: each recorded for status, then the daemon stops."""
 
     def refuse(problems: dict[str, str]) -> None:
         problems = fatal(plan, problems)
         if not problems:
             return
-        with conn.transaction():
+        with state_store.conn.transaction():
             for name, why in problems.items():
-                set_table_error(conn, state_schema, name, name, why, "see the message")
+                set_table_error(state_store, name, name, why, "see the message")
         listed = "; ".join(f"{n} {why}" for n, why in sorted(problems.items()))
         raise WorkerError(f"cannot apply table(s): {listed}", hint="fix the capture policy or the plan, then rerun")
 
     return refuse
 
 
-def _restated_and_cleared(state_schema: str) -> InSeed:
+def _restated_and_cleared(state_store: StateStore, prev: Checkpoint, seeded: list[str]) -> Checkpoint:
     """With the digests seeded: restate what the seeding read otherwise (:func:`restate`), and clear the table
     errors an earlier run recorded (this run's first drift check raises them again if still true)."""
-
-    def in_seed(conn: psycopg.Connection[Any], prev: Checkpoint, seeded: list[str]) -> Checkpoint:
-        prev = restate(conn, state_schema, prev, seeded)
-        clear_table_errors(conn, state_schema)
-        return prev
-
-    return in_seed
+    prev = restate(state_store, prev, seeded)
+    clear_table_errors(state_store)
+    return prev
 
 
-def latest(conn: psycopg.Connection[Any], state_schema: str) -> Checkpoint | None:
+def latest(state_store: StateStore) -> Checkpoint | None:
     """The chain head; None when there is no chain yet."""
     try:
-        return store.latest(conn, schema=state_schema)
+        return store.latest(state_store.conn, schema=state_store.schema_name)
     except NoChainTable:
         return None
 
@@ -292,59 +285,50 @@ def refuse_after_cutover(source: Path, config: Config, prev: Checkpoint | None) 
         )
 
 
-def check_same_source(conn: psycopg.Connection[Any], state_schema: str, source: Path, meta: Meta) -> None:
+def check_same_source(state_store: StateStore, source: Path, meta: Meta) -> None:
     """Refuse to apply this file's journal to a target loaded from another file (its positions mean nothing)."""
-    if conn.execute("SELECT to_regclass(%s)", (f"{state_schema}.runs",)).fetchone() == (None,):
+    loaded = state_store.last_loaded_source()
+    if loaded is None:
         return
-    row = conn.execute(
-        sql.SQL(
-            "SELECT source_path, source_id FROM {}.runs WHERE command = 'snapshot' AND status = 'ok' "
-            "ORDER BY id DESC LIMIT 1"
-        ).format(sql.Identifier(state_schema))
-    ).fetchone()
-    if row is None:
-        return
-    ours = {f"capture:{meta.source_id}", state.source_identity(source).id}
-    if str(row[1]) not in ours:
+    ours = {f"capture:{meta.source_id}", source_identity(source).id}
+    if loaded[1] not in ours:
         raise WrongSource(
-            f"the target was loaded from another source file: {row[0]} (id {row[1]}); "
+            f"the target was loaded from another source file: {loaded[0]} (id {loaded[1]}); "
             f"this is {source} (capture source id {meta.source_id})",
             hint="run against the file the target was snapshotted from, "
             "or reload the target from this one with `replicator snapshot --replace`",
         )
 
 
-def check_integrity(
-    conn: psycopg.Connection[Any], state_schema: str, sconn: sqlite3.Connection, prev: Checkpoint
-) -> None:
+def check_integrity(state_store: StateStore, sconn: sqlite3.Connection, prev: Checkpoint) -> None:
     """Refuse to resume on a chain or journal changed by hand (:mod:`replicator.state.integrity`): the
     anchor kept in SQLite, the phase row (read before anything here rewrites it), then the journal
     above the head. The whole segment from the anchor to the head is verified: a start is rare."""
     anchor = integrity.read_anchor(sconn)
-    recorded = integrity.for_chain(conn, state_schema, phase.read(conn, state_schema))
-    integrity.refuse(integrity.chain_findings(conn, state_schema, anchor=anchor, state=recorded, head=prev))
+    recorded = integrity.for_chain(state_store, state_store.read_phase())
+    integrity.refuse(integrity.chain_findings(state_store, anchor=anchor, state=recorded, head=prev))
     with journal.read_transaction(sconn):
         journal.check_range(sconn, prev.seq_to, seen=recorded.head_seq if recorded else 0)
 
 
 def snapshot_first(
-    conn: psycopg.Connection[Any], source: Path, dsn: str, config: Config, meta: Meta, log_: Any
+    state_store: StateStore, source: Path, dsn: str, config: Config, meta: Meta, log_: Any
 ) -> Checkpoint:
     """No genesis: load the snapshot now, in one SQLite read transaction with the journal head."""
-    state_schema = config.target.state_schema
-    identity = state.source_identity(source)
+    conn = state_store.conn
+    identity = source_identity(source)
     sconn = snapshot.open_source(source, config)
     try:
         head = journal.head(sconn)  # same read transaction as every row the snapshot loads
-        retry = state.last_snapshot_mode(conn, state_schema) is not None
+        retry = state_store.last_snapshot_mode() is not None
         log_.info("no snapshot in the target: taking it first", journal_head=head, replace=retry)
         result = snapshot.snapshot_from(sconn, identity, dsn, config, replace=retry)
     finally:
         sconn.close()
     assert result.plan is not None
     with conn.transaction():
-        save_plan(conn, state_schema, result.plan)
-        existing = latest(conn, state_schema)
+        state_store.save_plan(result.plan)
+        existing = latest(state_store)
         if existing is not None:  # the snapshot stage wrote its own genesis
             return existing
         left_out = skips.skipped(config, result.plan, meta.tables)
@@ -354,15 +338,15 @@ def snapshot_first(
             digest = table_digest_of(conn, t)
             tables[name] = TableChange.of(digest)
         cp = genesis(tables, seq_to=head)
-        store.append(conn, cp, state_schema)
+        store.append(conn, cp, state_store.schema_name)
         faults.point("snapshot.after_genesis")
     return cp
 
 
-def saved_plan(conn: psycopg.Connection[Any], sconn: sqlite3.Connection, config: Config, log_: Any) -> SchemaPlan:
+def saved_plan(state_store: StateStore, sconn: sqlite3.Connection, config: Config, log_: Any) -> SchemaPlan:
     """The plan the snapshot loaded with; rebuilt from the target (and saved) when none was kept."""
-    state_schema = config.target.state_schema
-    plan = load_plan(conn, state_schema)
+    conn = state_store.conn
+    plan = state_store.load_plan()
     if plan is not None:
         return plan
     sconn.execute("BEGIN")
@@ -371,24 +355,25 @@ def saved_plan(conn: psycopg.Connection[Any], sconn: sqlite3.Connection, config:
     finally:
         sconn.execute("COMMIT")
     plan = existingmode.plan_existing(read.schema, pgreflect.reflect(conn, config.target.schema), read.profiles, config)
-    plan = dependents.with_foreign_keys(plan, conn, read.schema, state_schema)
+    plan = dependents.with_foreign_keys(plan, conn, read.schema, state_store)
     with conn.transaction():
-        save_plan(conn, state_schema, plan)
+        state_store.save_plan(plan)
     log_.warning(
         "no saved plan: mapped the target tables by name",
-        hint="the snapshot stage should save its plan (replicator.apply.savedplan.save_plan) so formats match exactly",
+        hint="the snapshot stage should save its plan (replicator.state.store.StateStore.save_plan) so formats match "
+        "exactly",
     )
     return plan
 
 
-def restate(conn: psycopg.Connection[Any], state_schema: str, prev: Checkpoint, seeded: list[str]) -> Checkpoint:
+def restate(state_store: StateStore, prev: Checkpoint, seeded: list[str]) -> Checkpoint:
     """Tables whose running checksum was just seeded by reading PostgreSQL: where that reading differs from
     what the chain adds up to (the snapshot's checksum reads some types otherwise), a checkpoint restates
     them (``read``: same rows, so the count must agree), and the chain keeps adding up (checkpoints.ledger)."""
     if not seeded or prev.kind is Kind.CUTOVER:
         return prev
-    book = ledger.add_up(store.iter_records(conn, schema=state_schema))
-    running = read_digests(conn, state_schema, seeded)
+    book = ledger.add_up(store.iter_records(state_store.conn, schema=state_store.schema_name))
+    running = read_digests(state_store, seeded)
     changes = {
         name: TableChange(upserted=rows, upserted_digest=digest, restated="read")
         for name, (rows, digest) in sorted(running.items())
@@ -397,5 +382,5 @@ def restate(conn: psycopg.Connection[Any], state_schema: str, prev: Checkpoint, 
     if not changes:
         return prev
     cp = next_checkpoint(prev, seq_to=prev.seq_to, tables=changes)
-    store.append(conn, cp, state_schema)
+    store.append(state_store.conn, cp, state_store.schema_name)
     return cp

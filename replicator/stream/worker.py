@@ -54,9 +54,9 @@ from replicator.apply.batch import Batch, read_batch
 from replicator.apply.writer import Applied
 from replicator.config import Config
 from replicator.errors import UsageError
-from replicator.plan import skips
-from replicator.state import integrity, lock, phase, stateschema
+from replicator.state import integrity, lock
 from replicator.state.phase import ApplyState, Phase
+from replicator.state.store import StateStore
 from replicator.stream.drift import DriftFollower
 from replicator.stream.handover import wait_for_cutover
 from replicator.stream.metrics import SCRAPE_BUSY_MS, Metrics
@@ -378,11 +378,11 @@ class Worker:
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _record(self, batch: Batch, next_phase: Phase, live: ApplySession) -> Any:
-        def record(conn: psycopg.Connection[Any], applied: Applied) -> None:
-            phase.write(conn, self.state_schema, self._state(next_phase, batch.seq_to, batch.head, applied.entries))
+        def record(state_store: StateStore, applied: Applied) -> None:
+            state_store.write_phase(self._state(next_phase, batch.seq_to, batch.head, applied.entries))
             skipped = {t: n for t, n in batch.ignored.items() if t in live.skipped}  # not a held table's
             if skipped:
-                skips.count_ignored(conn, self.state_schema, skipped, batch.seq_to, live.skip_reasons)
+                state_store.count_ignored(skipped, batch.seq_to, live.skip_reasons)
 
         return record
 
@@ -412,7 +412,7 @@ class Worker:
         if conn is None:
             return
         with conn.transaction():
-            phase.write(conn, self.state_schema, self._state(new, self._applied, self._head))
+            StateStore(conn, self.state_schema).write_phase(self._state(new, self._applied, self._head))
         self._written_at = time.monotonic()
         if new != self._phase:
             self._log.info("phase", phase=str(new))
@@ -425,14 +425,13 @@ class Worker:
         self._phase = Phase.ERRORED
         try:
             with pg.connect(self.dsn, autocommit=True, connect_timeout=self.config.target.connect_timeout_s) as conn:
-                stateschema.ensure(conn, self.state_schema)
+                state_store = StateStore(conn, self.state_schema)
+                state_store.ensure()
                 applied, head = self._applied, self._head
-                recorded = None if self._chain_head() is not None else phase.read(conn, self.state_schema)
+                recorded = None if self._chain_head() is not None else state_store.read_phase()
                 if recorded is not None:  # refused before resuming: keep what the row says was applied and seen
                     applied, head = max(applied, recorded.applied_seq), max(head, recorded.head_seq)
-                phase.write(
-                    conn,
-                    self.state_schema,
+                state_store.write_phase(
                     self._state(
                         Phase.ERRORED,
                         applied,

@@ -14,21 +14,18 @@ key <k> quarantined`` and the parent recorded (``parent_table``, ``parent_key``)
 the parent in SQLite releases it (:mod:`replicator.apply.dependents`). ``refs`` keeps the values
 children reference (foreign keys may point at a column other than the key).
 
-A table's quarantine rows are replaced in the same transaction that reloads the table, so they
-always describe the rows currently missing from it.
+The rows recording them live in the state schema's ``quarantine`` table (:mod:`replicator.state.quarantine`),
+replaced in the same transaction that reloads the table, so they always describe the rows currently missing
+from it.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import psycopg
-from psycopg import sql
 
 EXCERPT_CHARS = 60
 
@@ -116,104 +113,3 @@ def _json_safe(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-def replace_for_table(
-    conn: psycopg.Connection[Any], schema_name: str, table: str, refusals: Sequence[Refusal], run_id: int | None
-) -> None:
-    """Drop the table's previous quarantine rows and write the new ones (in the load transaction)."""
-    schema = sql.Identifier(schema_name)
-    conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE table_name = %s").format(schema), (table,))
-    insert(conn, schema_name, refusals, run_id, "row skipped")
-
-
-def insert(
-    conn: psycopg.Connection[Any], schema_name: str, refusals: Sequence[Refusal], run_id: int | None, action: str
-) -> None:
-    """Record ``refusals`` (the caller removed what they replace)."""
-    if not refusals:
-        return
-    with conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "INSERT INTO {}.quarantine (run_id, table_name, key, column_name, storage_class, original_base64, "
-                "reason, action, parent_table, parent_key, refs) "
-                "VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
-            ).format(sql.Identifier(schema_name)),
-            [
-                (
-                    *(run_id, r.table, json.dumps(r.key), r.column, r.storage_class, r.original, r.reason, action),
-                    r.parent,
-                    None if r.parent_key is None else json.dumps(r.parent_key),
-                    None if r.refs is None else json.dumps(r.refs),
-                )
-                for r in refusals
-            ],
-        )
-
-
-def unacknowledged(conn: psycopg.Connection[Any], schema_name: str) -> dict[str, int]:
-    """Table → count of quarantined values nobody has acknowledged (cutover refuses while any)."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema_name}".quarantine',)).fetchone()
-    if not exists or exists[0] is None:
-        return {}
-    rows = conn.execute(
-        sql.SQL("SELECT table_name, count(*) FROM {}.quarantine WHERE NOT acknowledged GROUP BY 1 ORDER BY 1").format(
-            sql.Identifier(schema_name)
-        )
-    ).fetchall()
-    return {str(t): int(n) for t, n in rows}
-
-
-def acknowledge(conn: psycopg.Connection[Any], schema_name: str, table: str | None = None) -> int:
-    """Mark quarantined values as seen (all, or one table's); returns how many changed."""
-    query = sql.SQL(
-        "UPDATE {}.quarantine SET acknowledged = true, acknowledged_at = now() WHERE NOT acknowledged"
-    ).format(sql.Identifier(schema_name))
-    where = sql.SQL(" AND table_name = %s") if table is not None else sql.SQL("")
-    return conn.execute(query + where, (table,) if table is not None else None).rowcount
-
-
-class QuarantinedValue(msgspec.Struct, frozen=True):
-    """One refused value as an operator reviews it."""
-
-    id: int
-    table: str
-    key: Any
-    column: str
-    storage_class: str
-    original_base64: str
-    reason: str
-    action: str
-    recorded_at: str
-    acknowledged: bool
-
-
-def list_values(
-    conn: psycopg.Connection[Any], schema_name: str, table: str | None = None, limit: int = 1000
-) -> list[QuarantinedValue]:
-    """The quarantined values, oldest first, for review before cutover."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema_name}".quarantine',)).fetchone()
-    if not exists or exists[0] is None:
-        return []
-    where = sql.SQL("WHERE table_name = %s") if table is not None else sql.SQL("")
-    query = sql.SQL(
-        "SELECT id, table_name, key, column_name, storage_class, original_base64, reason, action,"
-        " recorded_at, acknowledged FROM {}.quarantine {} ORDER BY id LIMIT %s"
-    ).format(sql.Identifier(schema_name), where)
-    params: tuple[Any, ...] = (table, limit) if table is not None else (limit,)
-    return [
-        QuarantinedValue(
-            id=int(r[0]),
-            table=str(r[1]),
-            key=r[2],
-            column=str(r[3]),
-            storage_class=str(r[4]),
-            original_base64=str(r[5]),
-            reason=str(r[6]),
-            action=str(r[7]),
-            recorded_at=r[8].isoformat(),
-            acknowledged=bool(r[9]),
-        )
-        for r in conn.execute(query, params).fetchall()
-    ]

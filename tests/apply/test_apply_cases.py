@@ -11,9 +11,9 @@ import pytest
 
 from checkpoints.digest import JsonText, TableDigest, kinds_from_oids
 from replicator import config, pg
-from replicator.apply.savedplan import load_plan
 from replicator.apply.tablestate import read_digests
 from replicator.state import phase
+from replicator.state.store import StateStore
 from replicator.stream.worker import Worker
 from replicator.values import readback
 from tests.support.compare import check_same, drain
@@ -46,7 +46,7 @@ def test_snapshot_first_then_inserts_updates_deletes(src: Path, pg_dsn: str) -> 
     assert result.changes == 4
     assert check_same(src, pg_dsn) == {"parent": 4, "child": 2, "pair": 2}
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase is phase.Phase.STREAMING
         assert state.applied_seq == result.applied_seq
@@ -197,7 +197,7 @@ def test_bad_value_stop_names_table_key_column(tmp_path: Path, pg_dsn: str) -> N
     with pytest.raises(Exception, match=r"refused value in t \(id=1\) column n"):
         drain(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase is phase.Phase.ERRORED
         assert "column n" in state.reason
@@ -263,7 +263,7 @@ def test_running_digest_exact_for_every_type(tmp_path: Path, pg_dsn: str) -> Non
     drain(path, pg_dsn)
     check_same(path, pg_dsn)  # includes running digest == digest of the table read back
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
     assert plan is not None
     exact = [c.source for c in plan.table("t").load_columns if c.type.name in readback.DIGEST_EXACT_TYPES]
     assert len(exact) >= 12, exact
@@ -282,7 +282,7 @@ def test_running_digest_from_converted_values(tmp_path: Path, pg_dsn: str) -> No
     )
     drain(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
     assert plan is not None
     assert readback.digest_exact([c.type for c in plan.table("t").load_columns])
     db = app(path)
@@ -304,7 +304,7 @@ def test_without_a_saved_plan_the_target_is_mapped_by_name(src: Path, pg_dsn: st
     drain(src, pg_dsn)
     check_same(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
     assert plan is not None
     assert plan.mode == "existing"
 
@@ -373,7 +373,7 @@ def test_running_digests_of_json_tables_equal_the_parsed_reading(tmp_path: Path,
     check_same(path, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert [t for (t,) in conn.execute("SELECT pg_typeof(jb)::text FROM docs LIMIT 1")] == ["jsonb"]
-        running = read_digests(conn, "replicator", ["docs"])["docs"]
+        running = read_digests(StateStore(conn, "replicator"), ["docs"])["docs"]
         assert running == _parsed_digest(conn)
         conn.execute("""UPDATE docs SET jb = '[10, {"a": 0.001, "b": 0}]' WHERE id = 1""")  # negative control
         assert running != _parsed_digest(conn)

@@ -17,12 +17,12 @@ import pytest
 from checkpoints import store
 from replicator import config
 from replicator.apply.batch import read_batch
-from replicator.apply.savedplan import load_plan
 from replicator.apply.targets import resolve_targets
 from replicator.apply.writer import Writer
 from replicator.errors import TargetError, UniqueCollision
 from replicator.load import snapshot
 from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.support.cli import status_json
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
@@ -58,7 +58,7 @@ def assert_refused_and_errored(path: Path, dsn: str, index: str) -> None:
     assert index in message, message
     assert raised.value.hint
     with psycopg.connect(dsn, autocommit=True) as conn:
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase is phase.Phase.ERRORED
     code, got = status_json(path, dsn)
@@ -239,7 +239,7 @@ def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_ref
     db.execute("UPDATE users SET name = 'w' WHERE id = 1")  # seq 2: key 1 leaves 'x'
     db.execute("UPDATE users SET name = 'x' WHERE id = 2")  # seq 3: key 2 takes 'x'
     with psycopg.connect(pg_dsn, autocommit=True) as pconn, sqlite3.connect(path, isolation_level=None) as sconn:
-        plan = load_plan(pconn, "replicator")
+        plan = StateStore(pconn, "replicator").load_plan()
         meta = read_meta(sconn)
         assert plan is not None
         assert meta is not None
@@ -252,7 +252,7 @@ def test_two_rows_swapping_a_value_while_the_batch_is_applied_is_retried_not_ref
         db.execute("UPDATE users SET name = 'tmp' WHERE id = 2")
         db.execute("UPDATE users SET name = 'x' WHERE id = 1")
         db.execute("COMMIT")
-        writer = Writer(pconn, targets, state_schema="replicator", fk="replica", on_bad_value="stop", source=sconn)
+        writer = Writer(StateStore(pconn, "replicator"), targets, fk="replica", on_bad_value="stop", source=sconn)
         try:
             with pytest.raises(TargetError) as raised:
                 writer.write_batch(batch, prev)

@@ -24,7 +24,8 @@ from replicator.cutover.session import Options
 from replicator.cutover.window import cutover
 from replicator.inspect import verify
 from replicator.load import snapshot
-from replicator.values import quarantine
+from replicator.state.quarantine import acknowledge
+from replicator.state.store import StateStore
 from tests.support.compare import check_same, drain
 from tests.support.source import app, make_db, make_source, sqlite_write
 
@@ -238,7 +239,7 @@ def test_cutover_lists_the_quarantined_descendants_and_the_foreign_keys_hold(
     path = _source(tmp_path / "app.db", capture=True)
     conf = _existing(path, pg_dsn)
     drain(path, pg_dsn, conf)
-    assert quarantine.acknowledge(pg, "replicator") == 9
+    assert acknowledge(StateStore(pg, "replicator")) == 9
     result = cutover(path, pg_dsn, conf, Options(backup_dir=tmp_path / "b", certificate_path=tmp_path / "c.json"))
     assert result.certificate is not None
     entries = {(e.table, e.key["id"]): e.reason for e in result.certificate.quarantine}
@@ -253,7 +254,7 @@ def test_a_fixed_parent_releases_acknowledged_dependents_too(tmp_path: Path, pg_
     path = _source(tmp_path / "app.db", capture=True)
     conf = _existing(path, pg_dsn)
     drain(path, pg_dsn, conf)
-    assert quarantine.acknowledge(pg, "replicator") == 9  # reviewed: nothing waits unacknowledged
+    assert acknowledge(StateStore(pg, "replicator")) == 9  # reviewed: nothing waits unacknowledged
     app(path).execute("UPDATE app_parent SET n = 2 WHERE id = 2")
     drain(path, pg_dsn, conf)
     # An acknowledged entry leaves the quarantine once its row is in PostgreSQL: kept, it would make

@@ -23,6 +23,7 @@ from replicator.demo.tour import StepFailed
 from replicator.errors import ReplicatorError, UsageError
 from replicator.inspect import status
 from replicator.plan import existingmode, pgreflect
+from replicator.state.store import StateStore
 from triggers import fence
 from triggers import source as sqlite_source
 from triggers.errors import CaptureError, JournalTampered
@@ -74,7 +75,7 @@ def test_no_checkpoint_table_is_its_own_type_with_the_same_words(pg: psycopg.Con
     assert missing.value.message == "there is no checkpoint table nothing_here.checkpoints in this database"
     assert missing.value.exit_code == 1
     tampering: list[str] = []
-    assert status._chain_head(pg, "nothing_here", tampering) is None  # no chain yet: a state, not a failure
+    assert status._chain_head(StateStore(pg, "nothing_here"), tampering) is None  # no chain yet: a state, not a failure
     assert tampering == []
 
 
@@ -87,7 +88,7 @@ def test_negative_control_a_broken_chain_is_not_taken_for_no_chain(pg: psycopg.C
         store.latest(pg, schema="st")
     assert not isinstance(broken.value, NoChainTable)
     tampering: list[str] = []
-    assert status._chain_head(pg, "st", tampering) is None
+    assert status._chain_head(StateStore(pg, "st"), tampering) is None
     assert tampering == [broken.value.message]  # reported as tampering, never silently as "no chain yet"
 
 

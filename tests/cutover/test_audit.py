@@ -212,25 +212,24 @@ def test_a_run_whose_session_lives_is_not_marked_killed(pg_dsn: str) -> None:
     """Negative control: only a run whose PostgreSQL session ended is settled."""
     import psycopg
 
-    from replicator.state import schema as state
-    from replicator.state import stateschema
+    from replicator.state.identity import SourceIdentity
+    from replicator.state.store import KILLED_MESSAGE, StateStore
 
     alive = psycopg.connect(pg_dsn, autocommit=True)
     with alive.transaction():
-        stateschema.ensure(alive, "replicator")
-        state.mark_killed(alive, "replicator")
-        run = state.start_run(
-            alive, "replicator", command="import", mode="create", source=state.SourceIdentity("p", "i")
-        )
+        state_store = StateStore(alive, "replicator")
+        state_store.ensure()
+        state_store.mark_killed()
+        run = state_store.start_run(command="import", mode="create", source=SourceIdentity("p", "i"))
     with psycopg.connect(pg_dsn, autocommit=True) as other:
-        assert state.mark_killed(other, "replicator") == 0
+        assert StateStore(other, "replicator").mark_killed() == 0
         alive.close()
         for _ in range(100):  # the backend ends as soon as it reads the closed socket
-            if state.mark_killed(other, "replicator"):
+            if StateStore(other, "replicator").mark_killed():
                 break
             time.sleep(0.05)
         row = other.execute("SELECT status, message FROM replicator.runs WHERE id = %s", (run,)).fetchone()
-    assert row == ("killed", state.KILLED_MESSAGE)
+    assert row == ("killed", KILLED_MESSAGE)
 
 
 def test_finding_8_verify_after_the_cutover_gives_advice_for_after(migration: Migration) -> None:

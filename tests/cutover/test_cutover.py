@@ -22,7 +22,6 @@ from checkpoints import audit, store
 from checkpoints.model import Kind
 from replicator import faults, pg
 from replicator.apply.batch import Batch
-from replicator.apply.savedplan import load_plan
 from replicator.apply.writer import Applied, Writer
 from replicator.cutover import certificate
 from replicator.cutover.finish import fence_where
@@ -31,7 +30,8 @@ from replicator.cutover.window import cutover
 from replicator.errors import TargetError, VerificationFailed
 from replicator.state import phase
 from replicator.state.lock import open_lock_file, try_flock
-from replicator.values import quarantine
+from replicator.state.quarantine import acknowledge
+from replicator.state.store import StateStore
 from tests.support.cli import replicator
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
@@ -94,10 +94,10 @@ def test_cutover_happy_path_certificate(src: Path, pg_dsn: str, tmp_path: Path) 
         assert head.seq_to == cert.stop_seq
         assert head.hash == cert.chain_head_hash
         assert audit.verify(store.records(conn)) == []
-        st = phase.read(conn, "replicator")
+        st = StateStore(conn, "replicator").read_phase()
         assert st is not None
         assert st.phase == phase.Phase.DONE
-        stored = certificate.latest(conn, "replicator")
+        stored = certificate.latest(StateStore(conn, "replicator"))
         assert stored == cert
     on_disk = certificate.read_file(tmp_path / "cert.json")
     assert on_disk == cert
@@ -148,7 +148,7 @@ def test_dry_run_changes_nothing(src: Path, pg_dsn: str, tmp_path: Path) -> None
     assert sqlite_tables(src) == before_sqlite
     with psycopg.connect(pg_dsn) as conn:
         assert [r.hash for r in store.records(conn)] == chain_before
-        st = phase.read(conn, "replicator")
+        st = StateStore(conn, "replicator").read_phase()
         assert st is not None
         assert st.phase == phase.Phase.STREAMING
     assert writable(src)
@@ -186,8 +186,8 @@ def test_failure_at_each_step_leaves_replicating_and_unfenced(
         head = store.latest(conn)
         assert head is not None
         assert head.kind is Kind.BATCH
-        assert certificate.latest(conn, "replicator") is None
-        st = phase.read(conn, "replicator")
+        assert certificate.latest(StateStore(conn, "replicator")) is None
+        st = StateStore(conn, "replicator").read_phase()
         assert st is not None
         assert st.phase != phase.Phase.DONE
         locks = conn.execute(
@@ -304,7 +304,7 @@ def test_an_acknowledged_quarantine_needs_no_flag_and_is_in_the_certificate_as_a
             "INSERT INTO replicator.quarantine (table_name, key, column_name, storage_class, original_base64, reason) "
             "VALUES ('t', '{\"id\": 99}', 'n', 'text', 'eA==', 'test')"
         )
-        assert quarantine.acknowledge(conn, "replicator") == 1
+        assert acknowledge(StateStore(conn, "replicator")) == 1
     result = cutover(src, pg_dsn, conf, opts(tmp_path))
     assert result.certificate is not None
     assert not result.certificate.accept_quarantine
@@ -622,7 +622,7 @@ def test_run_after_cutover_refuses_and_keeps_phase_done(src: Path, pg_dsn: str, 
     assert "rollback" in done.stdout
     assert "Traceback" not in done.stderr
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase is phase.Phase.DONE
 
@@ -673,7 +673,7 @@ def test_crash_between_the_two_commits_loses_nothing_and_cutover_finishes_it(
         assert head is not None
         assert head.kind is Kind.CUTOVER
         assert audit.verify(store.records(conn)) == []
-        st = phase.read(conn, "replicator")
+        st = StateStore(conn, "replicator").read_phase()
         assert st is not None
         assert st.phase == phase.Phase.DONE
     assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
@@ -831,7 +831,7 @@ def test_a_lock_on_a_post_load_index_table_during_the_freeze_is_named_not_warned
     )
     drain(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
         assert plan is not None
         [unique] = [s for s in plan.table("tag").post_load if s.kind == "unique"]
         conn.execute(f'DROP INDEX IF EXISTS public."{unique.name}"')  # as if the snapshot had been refused it

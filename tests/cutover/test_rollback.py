@@ -14,7 +14,7 @@ import pytest
 from replicator.cutover.rollback import RollbackRefused, rollback
 from replicator.cutover.session import Options
 from replicator.cutover.window import cutover
-from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.support.compare import drain
 from tests.support.daemon import cfg
 from tests.support.source import make_source, writable
@@ -44,7 +44,7 @@ def test_rollback_without_changes_unfences(cut: Path, pg_dsn: str) -> None:
     assert report.unfenced_triggers == 9
     assert writable(cut)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        st = phase.read(conn, "replicator")
+        st = StateStore(conn, "replicator").read_phase()
         assert st is not None
         assert "rolled back" in st.reason
         runs = conn.execute("SELECT command, status FROM replicator.runs WHERE command = 'rollback'").fetchall()

@@ -8,7 +8,7 @@ from typing import Any
 
 from replicator import config
 from replicator.load import snapshot
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
 
 CFG = config.load(None, environ={})
 
@@ -31,7 +31,7 @@ def test_writes_committed_after_the_read_transaction_starts_are_not_loaded(
             writer.execute("INSERT INTO lines VALUES (101, 101)")
             writer.execute("DELETE FROM lines WHERE id = 1")
         writer.close()
-        result = snapshot.snapshot_from(reader, state.source_identity(path), pg_dsn, CFG, fetch_rows=7)
+        result = snapshot.snapshot_from(reader, source_identity(path), pg_dsn, CFG, fetch_rows=7)
     finally:
         reader.close()
     assert {t.table: t.rows for t in result.tables} == {"orders": 100, "lines": 100}

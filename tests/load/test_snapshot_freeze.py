@@ -11,7 +11,8 @@ import pytest
 
 from replicator import config
 from replicator.load import snapshot
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
+from replicator.state.store import StateStore
 
 CFG = config.load(None, environ={})
 
@@ -33,13 +34,15 @@ def test_reload_into_an_existing_table_that_holds_rows(partitioned: bool, tmp_pa
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO events VALUES (3, 'c')")
     # The daemon's reload of a table (resnapshot.reload) and cutover's copy_again: the table holds rows.
-    identity = state.source_identity(db)
+    identity = source_identity(db)
     sconn = snapshot.open_source(db, CFG)
     try:
         with psycopg.connect(pg_dsn, autocommit=True) as pconn:
             state_schema = CFG.target.state_schema
             with pconn.transaction():
-                run_id = state.start_run(pconn, state_schema, command="resnapshot", mode=plan.mode, source=identity)
+                run_id = StateStore(pconn, state_schema).start_run(
+                    command="resnapshot", mode=plan.mode, source=identity
+                )
             with pconn.transaction():
                 run = snapshot.LoadRun(state_schema, identity, run_id, policy="stop")
                 loaded = snapshot.load_table(snapshot.LoadContext(sconn, pconn, run), plan, plan.table("events"))

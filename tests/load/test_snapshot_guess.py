@@ -13,6 +13,7 @@ from replicator import config
 from replicator.load import snapshot
 from replicator.plan import createmode
 from replicator.plan.schemaplan import SchemaPlan
+from replicator.state.store import StateStore
 from tests.support.compare import assert_same
 
 ONE = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
@@ -99,10 +100,8 @@ def test_guessed_types_are_the_full_profiles_types(
     if late_value is None:
         return
     # the contradicted table was reloaded under the full profile's plan; the saved plan says so too
-    from replicator.apply.savedplan import load_plan
-
     with pg.transaction():
-        stored = load_plan(pg, "replicator")
+        stored = StateStore(pg, "replicator").load_plan()
     assert stored is not None
     assert _types(stored) == _types(result.plan)
 

@@ -21,7 +21,8 @@ from checkpoints.model import Kind
 from replicator import config
 from replicator.errors import TargetNotEmpty
 from replicator.load import snapshot
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
+from replicator.state.store import StateStore
 from replicator.stream.worker import Worker
 from tests.support.compare import assert_same
 from tests.support.source import AppThread, make_source
@@ -181,7 +182,7 @@ def test_mark_genesis_and_handoff_under_concurrent_writes(tmp_path: Path, pg_dsn
     back = read_back_digests(pg, result.plan)
     assert {n: (c.upserted, c.upserted_digest) for n, c in first.tables.items()} == back
     assert {t.table: (t.rows, t.checksum) for t in result.tables} == back
-    mark = state.read_mark(pg, "replicator")
+    mark = StateStore(pg, "replicator").read_mark()
     assert mark is not None
     assert mark.snapshot_seq == result.snapshot_seq
     assert mark.genesis_hash == first.hash
@@ -206,10 +207,10 @@ def test_without_capture_no_genesis_and_no_mark(tmp_path: Path, pg_dsn: str, pg:
     assert result.snapshot_seq is None
     assert result.genesis_hash is None
     assert pg.execute("SELECT count(*) FROM replicator.checkpoints").fetchone() == (0,)
-    mark = state.read_mark(pg, "replicator")
+    mark = StateStore(pg, "replicator").read_mark()
     assert mark is not None
     assert mark.snapshot_seq is None
-    assert mark.source_id == state.source_identity(path).id
+    assert mark.source_id == source_identity(path).id
     assert result.tables[0].checksum == read_back_digests(pg, result.plan)["t"][1]
 
 

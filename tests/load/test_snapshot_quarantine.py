@@ -15,7 +15,8 @@ from replicator.config import ColumnOverride
 from replicator.errors import BadValue
 from replicator.load import snapshot
 from replicator.plan import createmode
-from replicator.values import quarantine
+from replicator.state.quarantine import acknowledge, unacknowledged
+from replicator.state.store import StateStore
 from tests.support.compare import assert_same
 from tests.support.source import make_db, sqlite_write
 
@@ -112,7 +113,7 @@ def test_quarantine_skips_the_row_and_records_the_original(kind: str, tmp_path: 
     assert base64.b64decode(row[4]) == expected
     assert reason in row[5]
     assert row[6:] == ("row skipped", False)
-    assert quarantine.unacknowledged(pg, "replicator") == {"items": 1}
+    assert unacknowledged(StateStore(pg, "replicator")) == {"items": 1}
     assert pg.execute("SELECT quarantined FROM replicator.snapshot_tables").fetchone() == (1,)
 
 
@@ -121,8 +122,8 @@ def test_reload_replaces_the_quarantine_and_acknowledge_clears_it(tmp_path: Path
     snapshot.snapshot(path, pg_dsn, CFG, mode="create", on_bad_value="quarantine")
     snapshot.snapshot(path, pg_dsn, CFG, mode="create", on_bad_value="quarantine", replace=True)
     assert pg.execute("SELECT count(*) FROM replicator.quarantine").fetchone() == (1,)
-    assert quarantine.acknowledge(pg, "replicator", "items") == 1
-    assert quarantine.unacknowledged(pg, "replicator") == {}
+    assert acknowledge(StateStore(pg, "replicator"), "items") == 1
+    assert unacknowledged(StateStore(pg, "replicator")) == {}
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ import pytest
 from replicator import config
 from replicator.errors import TargetError, TargetNotEmpty, UsageError
 from replicator.load import snapshot
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
+from replicator.state.store import StateStore
 from tests.support.compare import assert_same
 from tests.support.pgserver import fresh_database
 from tests.support.snapshot import Interrupt
@@ -110,7 +111,7 @@ def test_resume_refuses_another_source_file(tmp_path: Path, pg_dsn: str, pg: Any
     assert loaded(pg) == {"author": SIZES["author"]}
     result = snapshot.snapshot(second, pg_dsn, CFG, replace=True)
     assert result.rows == sum(SIZES.values())
-    assert {s.source_id for s in state.loaded_tables(pg, "replicator").values()} == {state.source_identity(second).id}
+    assert {s.source_id for s in StateStore(pg, "replicator").loaded_tables().values()} == {source_identity(second).id}
 
 
 def test_resume_of_a_finished_snapshot_loads_nothing(tmp_path: Path, pg_dsn: str, pg: Any) -> None:

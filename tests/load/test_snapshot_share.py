@@ -21,7 +21,7 @@ from checkpoints import audit, store
 from replicator import config
 from replicator.errors import BadValue, ConfigError
 from replicator.load import costs, snapshot
-from replicator.state import schema as state
+from replicator.state.identity import source_identity
 from replicator.stream.worker import Worker
 from tests.support.compare import assert_same, compare_table
 from tests.support.paths import ROOT
@@ -125,7 +125,7 @@ def load(path: Path, dsn: str, conf: config.Config, mode: str = "create", **opti
     with sharing(path, conf, mode=mode) as (reader, hook):
         return snapshot.snapshot_from(
             reader,
-            state.source_identity(path),
+            source_identity(path),
             dsn,
             conf,
             mode=mode,
@@ -244,7 +244,7 @@ def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies
         with sharing(path, conf, on_batch=let_the_app_commit, mode=mode) as (reader, hook):
             result = snapshot.snapshot_from(
                 reader,
-                state.source_identity(path),
+                source_identity(path),
                 pg_dsn,
                 conf,
                 mode=mode,
@@ -326,7 +326,7 @@ def test_interrupted_in_the_middle_of_a_shared_table_then_resumed(
     with pytest.raises(KeyboardInterrupt), sharing(path, cfg(), on_batch=stop_halfway) as (reader, hook):
         snapshot.snapshot_from(
             reader,
-            state.source_identity(path),
+            source_identity(path),
             pg_dsn,
             cfg(),
             fetch_rows=FETCH,

@@ -23,13 +23,13 @@ from click.testing import CliRunner
 
 from checkpoints import audit, store
 from replicator import config
-from replicator.apply.savedplan import load_plan
 from replicator.cli.main import cli
 from replicator.cutover import certificate
 from replicator.cutover.session import CutoverAborted, Options
 from replicator.cutover.window import cutover
 from replicator.inspect import status
 from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.support.compare import assert_same
 from tests.support.daemon import Daemon, wait_for
 from tests.support.paths import FIXTURES
@@ -165,7 +165,7 @@ def test_prisma_existing_mode_streams_and_cuts_over_with_its_migrations_table_sk
     assert "skipped table _prisma_migrations: " in certificate.render(cert)
     assert all((t.sqlite_rows, t.sqlite_digest) == (t.pg_rows, t.pg_digest) for t in cert.tables)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
         assert plan is not None
         assert "_prisma_migrations" not in {t.source for t in plan.tables}
         assert assert_same(path, conn, plan) == {"Account": 4, "Post": 1}
@@ -308,7 +308,7 @@ def test_a_snapshot_only_copy_that_fails_aborts_at_copy_and_rolls_back(tmp_path:
     assert _pg_audit(pg_dsn) == snapshotted  # the copy was rolled back with the finishing transaction
     db.execute("INSERT INTO item VALUES (5, 'e')")  # not fenced
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        st = phase.read(conn, "replicator")
+        st = StateStore(conn, "replicator").read_phase()
         assert st is not None
         assert st.phase == phase.Phase.STREAMING
         assert "cutover aborted at copy" in st.reason

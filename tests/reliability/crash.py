@@ -36,7 +36,7 @@ from typing import Final
 import msgspec
 
 from replicator import faults
-from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.reliability import harness, loadgen
 from tests.support.daemon import DaemonProcess
 from tests.support.pgserver import fresh_database
@@ -236,7 +236,7 @@ class Matrix:
 
     def _phase(self) -> str:
         with harness.connect(self.dsn) as conn:
-            state = phase.read(conn, harness.STATE)
+            state = StateStore(conn, harness.STATE).read_phase()
         return str(state.phase) if state is not None else "NONE"
 
     # --- the round -----------------------------------------------------------------------------

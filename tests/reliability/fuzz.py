@@ -32,6 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
 from tests.support.source import make_source
@@ -378,7 +379,7 @@ class Differential(RuleBasedStateMachine):
         """A refusal is correct only for a real collision, stopped ERRORED, said in one line with a hint."""
         found = collisions(self.path, self.schema)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            state = phase.read(conn, "replicator")
+            state = StateStore(conn, "replicator").read_phase()
         message = str(getattr(exc, "message", exc))
         if not found or state is None or state.phase != phase.Phase.ERRORED or "\n" in message:
             raise AssertionError(

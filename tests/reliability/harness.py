@@ -21,8 +21,7 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import audit, store
-from replicator.apply.savedplan import load_plan
-from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.support.compare import pg_canon, sqlite_canon
 from tests.support.daemon import DaemonProcess
 from triggers.schema import quote_ident
@@ -142,7 +141,7 @@ def applied_seq(dsn: str) -> int:
 def phase_of(dsn: str) -> str:
     """The daemon's phase as the target records it (``NONE`` before any daemon ran)."""
     with connect(dsn) as conn:
-        state = phase.read(conn, STATE)
+        state = StateStore(conn, STATE).read_phase()
     return str(state.phase) if state is not None else "NONE"
 
 
@@ -171,7 +170,7 @@ def diff(source: Path, dsn: str) -> Diff:
     """Every table row by row under the documented mapping (tests.support.compare's canonical values), counted."""
     out = Diff()
     with psycopg.connect(dsn, autocommit=True) as pconn:
-        plan = load_plan(pconn, STATE)
+        plan = StateStore(pconn, STATE).load_plan()
         assert plan is not None, "no saved plan in the target"
         sconn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
         sconn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")

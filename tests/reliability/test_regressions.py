@@ -15,6 +15,7 @@ from replicator.cutover.session import CutoverAborted, Options
 from replicator.cutover.window import cutover
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
+from replicator.state.store import StateStore
 from tests.reliability import harness
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
@@ -115,7 +116,7 @@ def converges_or_refuses(src: Path, dsn: str) -> None:
         drain(src, dsn)
     except (ReplicatorError, CaptureError):
         with psycopg.connect(dsn, autocommit=True) as conn:
-            state = phase.read(conn, "replicator")
+            state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase == phase.Phase.ERRORED
         return

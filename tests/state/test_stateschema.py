@@ -20,6 +20,7 @@ from checkpoints import audit, store
 from replicator.errors import EXIT_USAGE
 from replicator.state import stateschema
 from replicator.state.stateschema import VERSION, NewerStateSchema
+from replicator.state.store import StateStore
 from tests.support.compare import check_same, drain
 from tests.support.paths import FIXTURES, ROOT
 from tests.support.source import app, make_source
@@ -29,12 +30,12 @@ SCHEMA = "replicator"
 
 #: How the code names a state table in SQL: ``{}.name`` / ``{schema}.name`` in a composed query,
 #: ``f"{...schema...}.name"`` in a to_regclass argument, ``sql.Identifier(<schema variable>, "name")``,
-#: ``stateschema.has_table(conn, <schema variable>, "name")``.
+#: ``<state store>.table("name")`` and ``<state store>.has_table("name")``.
 _REFERENCES = (
     r"\{(?:schema)?\}\.(\w+)",
     r"\{[^{}\"]*schema[^{}\"]*\}\.(\w+)",
     r"Identifier\([\w.]*schema[\w.]*, \"(\w+)\"\)",
-    r"has_table\(\w+, [\w.]*schema[\w.]*, \"(\w+)\"\)",
+    r"(?:state_store|self|StateStore\([^()]*\))\.(?:has_)?table\(\"(\w+)\"\)",
 )
 
 
@@ -88,8 +89,8 @@ def load_unversioned(dsn: str) -> None:
 
 
 def test_fresh_target_gets_the_current_version(pg: psycopg.Connection[Any]) -> None:
-    stateschema.ensure(pg, SCHEMA)
-    assert stateschema.recorded_version(pg, SCHEMA) == VERSION
+    StateStore(pg, SCHEMA).ensure()
+    assert StateStore(pg, SCHEMA).recorded_version() == VERSION
     row = pg.execute("SELECT version, upgraded_at IS NOT NULL FROM replicator.schema_version").fetchone()
     assert row == (VERSION, True)
     assert sorted(layout(pg)) == sorted(stateschema.TABLES)
@@ -100,19 +101,19 @@ def test_version_1_is_the_layout_before_versions(pg_dsn: str, pg: psycopg.Connec
     from tests.support.pgserver import fresh_database
 
     with capture_logs() as created:
-        stateschema.ensure(pg, SCHEMA)
+        StateStore(pg, SCHEMA).ensure()
     assert created == []  # a new target's creation is no news
     fresh = layout(pg)
     with fresh_database(pg_server) as old_dsn, psycopg.connect(old_dsn, autocommit=True) as old:
         load_unversioned(old_dsn)
         before = layout(old)
-        assert stateschema.recorded_version(old, SCHEMA) == 0
+        assert StateStore(old, SCHEMA).recorded_version() == 0
         with capture_logs() as upgraded:
-            stateschema.ensure(old, SCHEMA)
+            StateStore(old, SCHEMA).ensure()
         assert [(e["event"], e["from_version"], e["to_version"]) for e in upgraded] == [
             ("state schema upgraded", 0, VERSION)
         ]
-        assert stateschema.recorded_version(old, SCHEMA) == VERSION
+        assert StateStore(old, SCHEMA).recorded_version() == VERSION
         after = layout(old)
     assert {k: v for k, v in fresh.items() if k != "schema_version"} == before
     assert after == fresh
@@ -120,7 +121,7 @@ def test_version_1_is_the_layout_before_versions(pg_dsn: str, pg: psycopg.Connec
 
 def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> None:
     """A target from before the ADD COLUMN upgrades (and before versions) reaches the same layout."""
-    stateschema.ensure(pg, SCHEMA)
+    StateStore(pg, SCHEMA).ensure()
     fresh = layout(pg)
     pg.execute("DROP TABLE replicator.schema_version")
     pg.execute(
@@ -129,7 +130,7 @@ def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> No
     pg.execute("ALTER TABLE replicator.quarantine DROP COLUMN parent_table, DROP COLUMN parent_key, DROP COLUMN refs")
     pg.execute("DROP TABLE replicator.cutover_certificates, replicator.skipped_tables")
     assert layout(pg) != fresh  # the control: the damage is visible to the comparison
-    stateschema.ensure(pg, SCHEMA)
+    StateStore(pg, SCHEMA).ensure()
     assert layout(pg) == fresh
 
 
@@ -144,13 +145,13 @@ def test_target_laid_out_before_versions_is_upgraded_and_keeps_working(tmp_path:
         conn.execute("DROP TABLE replicator.schema_version")  # now as the unversioned code left it
         runs = conn.execute("SELECT id, command, status FROM replicator.runs ORDER BY id").fetchall()
         chain = [c.hash for c in store.iter_records(conn)]
-        assert stateschema.recorded_version(conn, SCHEMA) == 0
+        assert StateStore(conn, SCHEMA).recorded_version() == 0
     db.execute("UPDATE parent SET score = 9 WHERE id = 1")
     db.execute("DELETE FROM parent WHERE id = 2")
     drain(src, pg_dsn)  # the daemon's start upgrades, then applies
     check_same(src, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        assert stateschema.recorded_version(conn, SCHEMA) == VERSION
+        assert StateStore(conn, SCHEMA).recorded_version() == VERSION
         assert conn.execute("SELECT id, command, status FROM replicator.runs ORDER BY id").fetchall() == runs
         records = list(store.iter_records(conn))
         assert [c.hash for c in records][: len(chain)] == chain
@@ -161,11 +162,11 @@ def test_target_laid_out_before_versions_is_upgraded_and_keeps_working(tmp_path:
 
 
 def test_newer_version_is_refused_in_one_line(tmp_path: Path, pg_dsn: str, pg: psycopg.Connection[Any]) -> None:
-    stateschema.ensure(pg, SCHEMA)
+    StateStore(pg, SCHEMA).ensure()
     pg.execute("UPDATE replicator.schema_version SET version = %s", (VERSION + 1,))
     before = layout(pg)
     with pytest.raises(NewerStateSchema, match=f"version {VERSION + 1}, newer than this replicator knows") as caught:
-        stateschema.ensure(pg, SCHEMA)
+        StateStore(pg, SCHEMA).ensure()
     assert caught.value.exit_code == EXIT_USAGE
     assert "upgrade replicator" in caught.value.hint
     cmd = [sys.executable, "-m", "replicator", "quarantine", "ack", "--target", pg_dsn]
@@ -181,7 +182,7 @@ def test_newer_version_is_refused_in_one_line(tmp_path: Path, pg_dsn: str, pg: p
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"error: the state schema replicator is at version {VERSION + 1}")
     assert layout(pg) == before
-    assert stateschema.recorded_version(pg, SCHEMA) == VERSION + 1
+    assert StateStore(pg, SCHEMA).recorded_version() == VERSION + 1
 
 
 def _wait_for_lock_waiter(conn: psycopg.Connection[Any], deadline_s: float = 20.0) -> str:
@@ -213,7 +214,7 @@ def _race(pg_dsn: str, second: Callable[[psycopg.Connection[Any]], None]) -> tup
     thread = threading.Thread(target=run)
     with psycopg.connect(pg_dsn, autocommit=True) as first, psycopg.connect(pg_dsn, autocommit=True) as watch:
         with first.transaction():
-            stateschema.ensure(first, SCHEMA)
+            StateStore(first, SCHEMA).ensure()
             thread.start()
             waited = _wait_for_lock_waiter(watch)
         thread.join(timeout=30)
@@ -222,15 +223,15 @@ def _race(pg_dsn: str, second: Callable[[psycopg.Connection[Any]], None]) -> tup
 
 
 def test_concurrent_ensures_do_not_fail(pg_dsn: str, pg: psycopg.Connection[Any]) -> None:
-    errors, waited = _race(pg_dsn, lambda conn: stateschema.ensure(conn, SCHEMA))
+    errors, waited = _race(pg_dsn, lambda conn: StateStore(conn, SCHEMA).ensure())
     assert waited == "advisory"
     assert errors == []
-    assert stateschema.recorded_version(pg, SCHEMA) == VERSION
+    assert StateStore(pg, SCHEMA).recorded_version() == VERSION
 
 
 def test_without_the_lock_the_same_race_fails(pg_dsn: str) -> None:
     """Negative control: the layout's statements alone, raced the same way, collide in the catalog."""
-    errors, waited = _race(pg_dsn, lambda conn: stateschema.STEPS[0].apply(conn, SCHEMA))
+    errors, waited = _race(pg_dsn, lambda conn: stateschema.STEPS[0].apply(StateStore(conn, SCHEMA)))
     assert waited == "transactionid"
     assert len(errors) == 1
     assert isinstance(errors[0], psycopg.errors.UniqueViolation)
@@ -244,7 +245,7 @@ def test_many_concurrent_ensures_on_a_fresh_target(pg_dsn: str, pg: psycopg.Conn
         try:
             with psycopg.connect(pg_dsn, autocommit=True) as conn:
                 barrier.wait()
-                stateschema.ensure(conn, SCHEMA)
+                StateStore(conn, SCHEMA).ensure()
         except BaseException as exc:
             errors.append(exc)
 
@@ -268,36 +269,40 @@ class _Counting(psycopg.Connection[Any]):
 
 
 def test_ensure_on_a_current_schema_is_one_select(pg_dsn: str, pg: psycopg.Connection[Any]) -> None:
-    stateschema.ensure(pg, SCHEMA)
+    StateStore(pg, SCHEMA).ensure()
     with _Counting.connect(pg_dsn, autocommit=True) as conn:
         conn.executed = []
-        stateschema.ensure(conn, SCHEMA)
+        StateStore(conn, SCHEMA).ensure()
         assert len(conn.executed) == 1
         conn.execute("DROP TABLE replicator.schema_version")
         conn.executed = []
-        stateschema.ensure(conn, SCHEMA)  # the control: an upgrade is more than one statement
+        StateStore(conn, SCHEMA).ensure()  # the control: an upgrade is more than one statement
         assert len(conn.executed) > 1
 
 
 def test_a_missing_schema_does_not_abort_the_callers_transaction(pg: psycopg.Connection[Any]) -> None:
     with pg.transaction():
-        assert stateschema.recorded_version(pg, "nowhere") == 0
+        assert StateStore(pg, "nowhere").recorded_version() == 0
         assert pg.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_has_table_tells_a_table_not_laid_out_yet(pg: psycopg.Connection[Any]) -> None:
-    """Readers ask before they read (verify, the certificate): a schema or table not laid out is "nothing yet"."""
-    assert not stateschema.has_table(pg, SCHEMA, "checkpoints")
-    assert not stateschema.has_table(pg, 'a "quoted" %s schema', "checkpoints")
-    stateschema.ensure(pg, SCHEMA)
-    assert stateschema.has_table(pg, SCHEMA, "checkpoints")
-    assert not stateschema.has_table(pg, SCHEMA, "no_such_table")
+    """Readers ask before they read (status, verify, the certificate): a schema or table not laid out is
+    "nothing yet", and the question aborts nothing."""
+    assert not StateStore(pg, SCHEMA).has_table("checkpoints")
+    assert not StateStore(pg, 'a "quoted" %s schema').has_table("checkpoints")
+    with pg.transaction():
+        assert not StateStore(pg, SCHEMA).has_table("checkpoints")
+        assert pg.execute("SELECT 1").fetchone() == (1,)
+    StateStore(pg, SCHEMA).ensure()
+    assert StateStore(pg, SCHEMA).has_table("checkpoints")
+    assert not StateStore(pg, SCHEMA).has_table("no_such_table")
 
 
 def test_every_state_table_the_code_uses_exists_after_ensure(pg: psycopg.Connection[Any]) -> None:
     used = tables_the_code_uses()
     assert {"runs", "checkpoints", "skipped_tables", "cutover_certificates"} <= used.keys()  # the collector reads
-    stateschema.ensure(pg, SCHEMA)
+    StateStore(pg, SCHEMA).ensure()
     present = set(layout(pg))
     assert set(used) - present == set(), used
     assert present == set(stateschema.TABLES)

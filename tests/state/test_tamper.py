@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from checkpoints.anchor import Anchor
-from replicator.state import phase
+from replicator.state.store import StateStore
 from replicator.stream.metrics import Metrics
 from tests.support.cli import status_json
 from tests.support.compare import drain
@@ -334,7 +334,7 @@ def test_stall_metrics_while_a_batch_is_held_back(src: Path, pg_dsn: str) -> Non
         assert "replicator_stalled 0.0" in body
     assert not daemon.errors, daemon.errors
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
     assert state is not None
     assert state.applied_seq == state.head_seq == 1
 

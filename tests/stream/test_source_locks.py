@@ -155,19 +155,19 @@ def test_a_held_write_lock_survives_every_check_of_the_file(tmp_path: Path, jour
     In rollback-journal mode that lock is a POSIX lock on the database file itself, the one an ``open()``
     and ``close()`` of the file would have dropped.
     """
-    from replicator.state import schema as state
+    from replicator.state.identity import source_identity
     from triggers import source as sqlite_source
 
     path = make_source(tmp_path / "app.db", SCHEMA)
     setup = sqlite3.connect(path, isolation_level=None)
     setup.execute(f"PRAGMA journal_mode = {journal_mode}")
     setup.close()
-    identity = state.source_identity(path)
+    identity = source_identity(path)
     freeze = sqlite_source.connect(path, readonly=False)
     freeze.execute("BEGIN IMMEDIATE")
     try:
         sqlite_source.check_file(path)
-        assert state.source_identity(path) == identity
+        assert source_identity(path) == identity
         other = sqlite_source.connect(path, readonly=True)  # a second connection: still no raw open
         other.close()
         probe = [

@@ -17,6 +17,7 @@ import pytest
 from replicator.apply.foreignkeys import fk_mode, restore_foreign_keys
 from replicator.inspect import status
 from replicator.state import phase
+from replicator.state.store import StateStore
 from replicator.stream.session import WorkerError
 from tests.support.cli import caught_up, cli, status_json
 from tests.support.compare import check_same, drain
@@ -112,13 +113,13 @@ def test_foreign_keys_parked_without_privilege_then_restored(src: Path, unprivil
     drain(src, dsn)
     assert check_same(src, dsn)["child"] == 3
     with psycopg.connect(dsn, autocommit=True) as conn:
-        restored = restore_foreign_keys(conn, "replicator", "public")
+        restored = restore_foreign_keys(StateStore(conn, "replicator"), "public")
         assert [(r.table, r.error) for r in restored] == [("child", None)]
         row = conn.execute(
             "SELECT convalidated, confdeltype FROM pg_constraint WHERE contype = 'f' AND conrelid = 'child'::regclass"
         ).fetchone()
         assert row == (True, "c")
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase is phase.Phase.STREAMING
 

@@ -17,9 +17,8 @@ import pytest
 from checkpoints import audit, store
 from replicator import config, faults
 from replicator.apply.foreignkeys import restore_foreign_keys
-from replicator.apply.savedplan import load_plan
 from replicator.inspect import status, verify
-from replicator.load import resnapshot
+from replicator.state.store import StateStore
 from tests.support.cli import caught_up
 from tests.support.compare import check_same, drain
 from tests.support.daemon import Daemon, DaemonProcess, conf, eventually, wait_for
@@ -69,7 +68,7 @@ def migrate(path: Path, script: str) -> None:
 
 def planned(dsn: str) -> set[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
     assert plan is not None
     return {t.source for t in plan.tables}
 
@@ -122,7 +121,7 @@ def test_new_table_and_rebuild_in_one_migration_while_running(src: Path, pg_dsn:
         types = {str(name): str(kind) for name, kind in rows.fetchall()}
         assert types["payload"] == "bytea"
         assert types["id"] == "bigint"
-        assert resnapshot.pending(conn, "replicator") == {}
+        assert StateStore(conn, "replicator").pending_reloads() == {}
     found = drift.check(sqlite3.connect(src), drift.SchemaMark(-1, ""))
     assert not found.tables
     assert not found.new_tables  # what cutover's preflight asks
@@ -386,7 +385,7 @@ def test_kill_while_picking_up_a_new_table(src: Path, pg_dsn: str, point: str, n
     drain(src, pg_dsn)
     assert check_same(src, pg_dsn)["tag"] == 2
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        assert resnapshot.pending(conn, "replicator") == {}
+        assert StateStore(conn, "replicator").pending_reloads() == {}
         assert audit.verify(store.records(conn)) == []
         chain = store.read(conn)
         head = sqlite3.connect(src).execute("SELECT max(seq) FROM _replicator_journal").fetchone()[0]
@@ -413,7 +412,7 @@ def test_new_table_foreign_keys_parked_without_privilege(src: Path, unprivileged
         ).fetchone() == (0,)
         parked = conn.execute("SELECT table_name FROM replicator.parked_foreign_keys ORDER BY 1").fetchall()
         assert parked == [("child",), ("tag",)]
-        restored = restore_foreign_keys(conn, "replicator", "public")
+        restored = restore_foreign_keys(StateStore(conn, "replicator"), "public")
         assert sorted((r.table, r.error) for r in restored) == [("child", None), ("tag", None)]
 
 

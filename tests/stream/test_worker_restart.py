@@ -17,6 +17,7 @@ from checkpoints import audit, store
 from checkpoints.findings import Problem
 from replicator import faults
 from replicator.state import lock, phase
+from replicator.state.store import StateStore
 from tests.support.compare import check_same, drain
 from tests.support.daemon import Daemon, DaemonProcess
 from tests.support.source import ROWS, app, changes, make_source
@@ -108,7 +109,7 @@ def test_sigterm_mid_stream_exits_zero(src: Path, pg_dsn: str) -> None:
     assert stopped.code == 0, stopped.log[-2000:]
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert audit.verify(store.records(conn)) == []
-        state = phase.read(conn, "replicator")
+        state = StateStore(conn, "replicator").read_phase()
         assert state is not None
         assert state.phase is not phase.Phase.ERRORED
     drain(src, pg_dsn)

@@ -31,10 +31,10 @@ from psycopg import sql
 from checkpoints import audit, store
 from replicator import config, pg
 from replicator.apply.digests import table_digest_of
-from replicator.apply.savedplan import load_plan
 from replicator.apply.tablestate import read_digests
 from replicator.apply.targets import resolve_targets
 from replicator.plan.schemaplan import SchemaPlan, TablePlan
+from replicator.state.store import StateStore
 from replicator.stream.worker import RunResult, Worker
 from replicator.values.targettype import TargetType
 from tests.support.daemon import cfg
@@ -277,14 +277,14 @@ def check_same(path: Path, dsn: str) -> dict[str, int]:
     """Row-by-row comparison, a verified chain, and running digests equal to the tables' digests
     (read on a connection set up as the replicator's own: enum labels and citext as text)."""
     with pg.connect(dsn, autocommit=True) as conn:
-        plan = load_plan(conn, "replicator")
+        plan = StateStore(conn, "replicator").load_plan()
         assert plan is not None
         counts = assert_same(path, conn, plan)
         assert audit.verify(store.records(conn)) == []
         meta = read_meta(sqlite3.connect(path))
         assert meta is not None
         targets, _ = resolve_targets(plan, meta)
-        running = read_digests(conn, "replicator", list(targets))
+        running = read_digests(StateStore(conn, "replicator"), list(targets))
         for name, t in targets.items():
             actual = table_digest_of(conn, t)
             assert running[name] == (actual.count, actual.hexdigest()), name

@@ -23,6 +23,7 @@ import psycopg
 
 from replicator import config
 from replicator.state import phase
+from replicator.state.store import StateStore
 from replicator.stream.metrics import Metrics
 from replicator.stream.worker import Worker
 
@@ -135,7 +136,7 @@ class DaemonProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                st = phase.read(conn, "replicator")
+                st = StateStore(conn, "replicator").read_phase()
             if st is not None and st.phase == phase.Phase.STREAMING and st.pid == self.proc.pid:
                 return
             assert self.alive(), f"the daemon exited {self.proc.returncode}:\n{self.output(2000)}"

@@ -39,9 +39,9 @@ from replicator.load.offline.verifier import ExportError, check_files, read_mani
 from replicator.load.options import ImportOptions
 from replicator.plan import schemaplan
 from replicator.progress import Progress
-from replicator.state import schema as state
-from replicator.state import stateschema
-from replicator.values import quarantine
+from replicator.state.identity import SourceIdentity
+from replicator.state.quarantine import replace_for_table
+from replicator.state.store import StateStore
 from triggers.schema import Schema, read_schema
 
 
@@ -111,17 +111,18 @@ def import_export(
         read = snapshot.SourceRead(
             schema=schema_of(manifest), profiles=manifest.profiles, sqlite_sequence=manifest.sqlite_sequence
         )
-        identity = state.SourceIdentity(path=str(path.resolve()), id=f"export:{manifest.source.sha256[:16]}")
+        identity = SourceIdentity(path=str(path.resolve()), id=f"export:{manifest.source.sha256[:16]}")
         state_schema = config.target.state_schema
         policy = options.policy(config)
         with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
-            stateschema.ensure(pconn, state_schema)
-            state.mark_killed(pconn, state_schema)
+            state_store = StateStore(pconn, state_schema)
+            state_store.ensure()
+            state_store.mark_killed()
             plan = snapshot.build_plan(pconn, read, config, snapshot.resolve_mode(pconn, config, options.mode))
             snapshot.check_target(pconn, plan, replace=replace, can_resume=False)
             warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
             with pconn.transaction():
-                run_id = state.start_run(pconn, state_schema, command="import", mode=plan.mode, source=identity)
+                run_id = state_store.start_run(command="import", mode=plan.mode, source=identity)
             job = _Job(reader, manifest, read, identity, state_schema, policy, run_id, progress)
             try:
                 if dry_run or options.single_transaction:
@@ -133,16 +134,14 @@ def import_export(
                 else:
                     plan, results, sequences = job.run(pconn, plan, replace, warnings)
                 with pconn.transaction():
-                    state.finish_run(
-                        pconn,
-                        state_schema,
+                    state_store.finish_run(
                         run_id,
                         status="dry-run" if dry_run else "ok",
                         rows=sum(r.rows for r in results),
                         quarantined=sum(r.quarantined for r in results),
                     )
             except BaseException as exc:
-                _failed(pconn, state_schema, run_id, exc)
+                _failed(state_store, run_id, exc)
                 raise
     return ImportResult(
         run_id=run_id,
@@ -155,10 +154,10 @@ def import_export(
     )
 
 
-def _failed(pconn: psycopg.Connection[Any], state_schema: str, run_id: int, exc: BaseException) -> None:
+def _failed(state_store: StateStore, run_id: int, exc: BaseException) -> None:
     try:
-        with pconn.transaction():
-            state.finish_run(pconn, state_schema, run_id, status="failed", message=str(exc)[:1000] or "interrupted")
+        with state_store.conn.transaction():
+            state_store.finish_run(run_id, status="failed", message=str(exc)[:1000] or "interrupted")
     except psycopg.Error:
         log.get("import").warning("could not record the failed run", run_id=run_id)
 
@@ -167,7 +166,7 @@ class _Job(msgspec.Struct):
     reader: Reader
     manifest: Manifest
     read: snapshot.SourceRead
-    identity: state.SourceIdentity
+    identity: SourceIdentity
     state_schema: str
     policy: str
     run_id: int
@@ -178,7 +177,7 @@ class _Job(msgspec.Struct):
     ) -> tuple[schemaplan.SchemaPlan, list[snapshot.TableResult], dict[str, int]]:
         plan = snapshot.prepare_target(pconn, plan, replace=replace, reuse=False, warnings=warnings)
         if replace:
-            state.forget_tables(pconn, self.state_schema)
+            StateStore(pconn, self.state_schema).forget_tables()
         parents = dependents.Held(plan) if self.policy == "quarantine" and plan.foreign_keys else None
         results = [self.load(pconn, plan, plan.table(name), parents) for name in plan.order]
         sequences = snapshot.finish_target(pconn, plan, self.read, warnings)
@@ -221,11 +220,10 @@ class _Job(msgspec.Struct):
                         f"gave {copied.read}, PostgreSQL holds {held}; rolled back",
                         hint="run `replicator verify-export` on the export",
                     )
-                quarantine.replace_for_table(pconn, self.state_schema, table.source, copied.refusals, self.run_id)
+                state_store = StateStore(pconn, self.state_schema)
+                replace_for_table(state_store, table.source, copied.refusals, self.run_id)
                 seconds = time.monotonic() - started
-                state.record_table(
-                    pconn,
-                    self.state_schema,
+                state_store.record_table(
                     table=table.source,
                     target_table=table.name,
                     rows=copied.written,
