@@ -196,14 +196,15 @@ class StateStore:
         seconds: float,
         source: SourceIdentity,
         run_id: int,
-        checksum: str | None = None,
-        snapshot_seq: int | None = None,
+        checksum: str | None,
+        snapshot_seq: int | None,
     ) -> None:
         """Mark a table loaded; called inside the table's own load transaction.
 
         ``checksum`` is the table's :mod:`checkpoints.digest` hexdigest over the rows loaded;
         ``snapshot_seq`` the journal high-water mark of the read transaction the rows came from (None
-        when capture is not installed).
+        when capture is not installed: an import). Both are said by every caller: a mark left out by
+        mistake would make the snapshot's end refuse the table as loaded before capture.
         """
         self.execute(
             "INSERT INTO {schema}.snapshot_tables (table_name, target_table, rows, quarantined, seconds, "

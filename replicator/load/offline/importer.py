@@ -232,6 +232,7 @@ class _Job(msgspec.Struct):
                     source=self.identity,
                     run_id=self.run_id,
                     checksum=copied.checksum,
+                    snapshot_seq=None,
                 )
         except psycopg.Error as exc:
             raise snapshot.copy_error(table, exc) from None
