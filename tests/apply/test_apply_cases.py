@@ -19,6 +19,7 @@ from replicator.values import readback
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
 from tests.support.source import app, make_db, make_source
+from tests.support.state import read_phase
 from triggers import install, journal
 
 
@@ -45,11 +46,10 @@ def test_snapshot_first_then_inserts_updates_deletes(src: Path, pg_dsn: str) -> 
     result = drain(src, pg_dsn)
     assert result.changes == 4
     assert check_same(src, pg_dsn) == {"parent": 4, "child": 2, "pair": 2}
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = StateStore(conn, "replicator").read_phase()
-        assert state is not None
-        assert state.phase is phase.Phase.STREAMING
-        assert state.applied_seq == result.applied_seq
+    state = read_phase(pg_dsn)
+    assert state is not None
+    assert state.phase is phase.Phase.STREAMING
+    assert state.applied_seq == result.applied_seq
     sconn = sqlite3.connect(src)
     assert journal.stats(sconn).rows == 1  # pruned after the commit (the high-water row stays)
 
@@ -196,12 +196,11 @@ def test_bad_value_stop_names_table_key_column(tmp_path: Path, pg_dsn: str) -> N
     app(path).execute("UPDATE t SET n = 'not a number' WHERE id = 1")
     with pytest.raises(Exception, match=r"refused value in t \(id=1\) column n"):
         drain(path, pg_dsn)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = StateStore(conn, "replicator").read_phase()
-        assert state is not None
-        assert state.phase is phase.Phase.ERRORED
-        assert "column n" in state.reason
-        assert state.hint
+    state = read_phase(pg_dsn)
+    assert state is not None
+    assert state.phase is phase.Phase.ERRORED
+    assert "column n" in state.reason
+    assert state.hint
     app(path).execute("UPDATE t SET n = 6 WHERE id = 1")  # the fix: the daemon resumes at that batch
     drain(path, pg_dsn)
     check_same(path, pg_dsn)

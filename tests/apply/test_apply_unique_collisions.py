@@ -27,6 +27,7 @@ from tests.support.cli import status_json
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
 from tests.support.source import app, make_source
+from tests.support.state import read_phase
 from triggers.meta import read_meta
 
 pytestmark = pytest.mark.e2e
@@ -57,10 +58,9 @@ def assert_refused_and_errored(path: Path, dsn: str, index: str) -> None:
     assert "id=2" in message, message
     assert index in message, message
     assert raised.value.hint
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        state = StateStore(conn, "replicator").read_phase()
-        assert state is not None
-        assert state.phase is phase.Phase.ERRORED
+    state = read_phase(dsn)
+    assert state is not None
+    assert state.phase is phase.Phase.ERRORED
     code, got = status_json(path, dsn)
     assert code == 1
     assert got["phase"] == "ERRORED"

@@ -36,6 +36,7 @@ from tests.support.cli import replicator
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
 from tests.support.source import FENCED, ROWS, app, make_source, sqlite_write, writable
+from tests.support.state import read_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -621,10 +622,9 @@ def test_run_after_cutover_refuses_and_keeps_phase_done(src: Path, pg_dsn: str, 
     assert "cut over" in done.stdout
     assert "rollback" in done.stdout
     assert "Traceback" not in done.stderr
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = StateStore(conn, "replicator").read_phase()
-        assert state is not None
-        assert state.phase is phase.Phase.DONE
+    state = read_phase(pg_dsn)
+    assert state is not None
+    assert state.phase is phase.Phase.DONE
 
 
 def _replicator(*args: str, failpoints: str = "") -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,7 @@ from tests.support.compare import assert_same
 from tests.support.daemon import Daemon, wait_for
 from tests.support.paths import FIXTURES
 from tests.support.source import app, make_db, make_source, sqlite_write
+from tests.support.state import read_phase
 from triggers import install
 from triggers.meta import read_meta
 
@@ -307,11 +308,10 @@ def test_a_snapshot_only_copy_that_fails_aborts_at_copy_and_rolls_back(tmp_path:
     assert "audit" in info.value.message
     assert _pg_audit(pg_dsn) == snapshotted  # the copy was rolled back with the finishing transaction
     db.execute("INSERT INTO item VALUES (5, 'e')")  # not fenced
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        st = StateStore(conn, "replicator").read_phase()
-        assert st is not None
-        assert st.phase == phase.Phase.STREAMING
-        assert "cutover aborted at copy" in st.reason
+    st = read_phase(pg_dsn)
+    assert st is not None
+    assert st.phase == phase.Phase.STREAMING
+    assert "cutover aborted at copy" in st.reason
     db.close()
 
 

@@ -32,10 +32,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
-from replicator.state.store import StateStore
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
 from tests.support.source import make_source
+from tests.support.state import read_phase
 from triggers.errors import CaptureError
 from triggers.schema import quote_ident
 
@@ -378,8 +378,7 @@ class Differential(RuleBasedStateMachine):
     def accept_refusal(self, exc: ReplicatorError | CaptureError) -> None:
         """A refusal is correct only for a real collision, stopped ERRORED, said in one line with a hint."""
         found = collisions(self.path, self.schema)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            state = StateStore(conn, "replicator").read_phase()
+        state = read_phase(self.dsn)
         message = str(getattr(exc, "message", exc))
         if not found or state is None or state.phase != phase.Phase.ERRORED or "\n" in message:
             raise AssertionError(

@@ -15,11 +15,11 @@ from replicator.cutover.session import CutoverAborted, Options
 from replicator.cutover.window import cutover
 from replicator.errors import ReplicatorError, UniqueCollision
 from replicator.state import phase
-from replicator.state.store import StateStore
 from tests.reliability import harness
 from tests.support.compare import check_same, drain
 from tests.support.daemon import DaemonProcess, cfg
 from tests.support.source import app, make_source
+from tests.support.state import read_phase
 from triggers.errors import CaptureError
 
 RESNAPSHOT_WINDOWS = ["resnapshot.after_pending", "resnapshot.after_reinstall", "resnapshot.before_commit"]
@@ -115,8 +115,7 @@ def converges_or_refuses(src: Path, dsn: str) -> None:
     try:
         drain(src, dsn)
     except (ReplicatorError, CaptureError):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            state = StateStore(conn, "replicator").read_phase()
+        state = read_phase(dsn)
         assert state is not None
         assert state.phase == phase.Phase.ERRORED
         return

@@ -22,12 +22,12 @@ import psycopg
 import pytest
 
 from checkpoints.anchor import Anchor
-from replicator.state.store import StateStore
 from replicator.stream.metrics import Metrics
 from tests.support.cli import status_json
 from tests.support.compare import drain
 from tests.support.daemon import Daemon, DaemonProcess, cfg
 from tests.support.source import ROWS, app, changes, make_source
+from tests.support.state import read_phase
 from triggers.journal import ANCHOR
 
 pytestmark = pytest.mark.e2e
@@ -333,8 +333,7 @@ def test_stall_metrics_while_a_batch_is_held_back(src: Path, pg_dsn: str) -> Non
             time.sleep(0.2)
         assert "replicator_stalled 0.0" in body
     assert not daemon.errors, daemon.errors
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        state = StateStore(conn, "replicator").read_phase()
+    state = read_phase(pg_dsn)
     assert state is not None
     assert state.applied_seq == state.head_seq == 1
 

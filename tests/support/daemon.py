@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from replicator import config
 from replicator.state import phase
-from replicator.state.store import StateStore
 from replicator.stream.metrics import Metrics
 from replicator.stream.worker import Worker
+from tests.support.state import read_phase
 
 _launches = itertools.count(1)
 
@@ -135,8 +133,7 @@ class DaemonProcess:
         """Until the target's state row says STREAMING under this process's pid: it holds the source lock."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                st = StateStore(conn, "replicator").read_phase()
+            st = read_phase(dsn)
             if st is not None and st.phase == phase.Phase.STREAMING and st.pid == self.proc.pid:
                 return
             assert self.alive(), f"the daemon exited {self.proc.returncode}:\n{self.output(2000)}"
