@@ -27,7 +27,9 @@ from replicator.load.source import _batches, _DecodeFallback, _select
 from replicator.plan import refusals
 from replicator.plan.schemaplan import ForeignKey, SchemaPlan, TablePlan
 from replicator.progress import Progress
+from replicator.state.identity import SourceIdentity
 from replicator.state.quarantine import replace_for_table
+from replicator.state.store import StateStore
 from replicator.values import convert_text
 from triggers.schema import quote_ident
 
@@ -154,20 +156,7 @@ def _load_table(
     with pconn.transaction():
         copied = _copy_table(ctx, plan, table, how)
         _count_check(table, int(source_count), copied)
-        state_store = ctx.state_store
-        replace_for_table(state_store, table.source, copied.refusals, ctx.run.run_id)
-        seconds = time.monotonic() - started
-        state_store.record_table(
-            table=table.source,
-            target_table=table.name,
-            rows=copied.written,
-            quarantined=len(copied.refusals),
-            seconds=seconds,
-            source=ctx.run.source,
-            run_id=ctx.run.run_id,
-            checksum=copied.checksum,
-            snapshot_seq=ctx.run.mark,
-        )
+        seconds = record_loaded(ctx.state_store, table, copied, started, ctx.run.source, ctx.run.run_id, ctx.run.mark)
     faults.point("snapshot.after_table")  # this table committed with its state row, the next not begun
     _loaded(table, copied, seconds, progress, shared=how.shared is not None)
     return TableResult(
@@ -179,6 +168,34 @@ def _load_table(
         copied.checksum,
         helper_rows=copied.helper_rows,
     )
+
+
+def record_loaded(
+    store: StateStore,
+    table: TablePlan,
+    copied: Copied,
+    started: float,
+    source: SourceIdentity,
+    run_id: int,
+    snapshot_seq: int | None,
+) -> float:
+    """Record a table loaded, in the transaction that loaded it: its refused rows and its state row (so a
+    crash can never leave "loaded" for rows that are not there); returns the seconds since ``started``.
+    The snapshot and the offline import both record a table this way."""
+    replace_for_table(store, table.source, copied.refusals, run_id)
+    seconds = time.monotonic() - started
+    store.record_table(
+        table=table.source,
+        target_table=table.name,
+        rows=copied.written,
+        quarantined=len(copied.refusals),
+        seconds=seconds,
+        source=source,
+        run_id=run_id,
+        checksum=copied.checksum,
+        snapshot_seq=snapshot_seq,
+    )
+    return seconds
 
 
 def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How) -> Copied:

@@ -37,10 +37,10 @@ from replicator.load.offline.manifest import FETCH_ROWS, Manifest, TableEntry
 from replicator.load.offline.reader import Reader, iter_rows
 from replicator.load.offline.verifier import ExportError, check_files, read_manifest
 from replicator.load.options import ImportOptions
+from replicator.load.table import record_loaded
 from replicator.plan import schemaplan
 from replicator.progress import Progress
 from replicator.state.identity import SourceIdentity
-from replicator.state.quarantine import replace_for_table
 from replicator.state.store import StateStore
 from triggers.schema import Schema, read_schema
 
@@ -220,20 +220,8 @@ class _Job(msgspec.Struct):
                         f"gave {copied.read}, PostgreSQL holds {held}; rolled back",
                         hint="run `replicator verify-export` on the export",
                     )
-                state_store = StateStore(pconn, self.state_schema)
-                replace_for_table(state_store, table.source, copied.refusals, self.run_id)
-                seconds = time.monotonic() - started
-                state_store.record_table(
-                    table=table.source,
-                    target_table=table.name,
-                    rows=copied.written,
-                    quarantined=len(copied.refusals),
-                    seconds=seconds,
-                    source=self.identity,
-                    run_id=self.run_id,
-                    checksum=copied.checksum,
-                    snapshot_seq=None,
-                )
+                store = StateStore(pconn, self.state_schema)
+                seconds = record_loaded(store, table, copied, started, self.identity, self.run_id, None)
         except psycopg.Error as exc:
             raise snapshot.copy_error(table, exc) from None
         faults.point("import.after_table")  # this table committed, the run not finished
