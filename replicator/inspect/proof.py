@@ -13,7 +13,7 @@ text output). Both sides are brought to one **canonical form** per column, decid
 (``TargetType.format``: ``unix_ms`` and so on; the plan says *what* a stored value means, this module
 decides *how* to read it). This module (the rule table and the rows) and its rules, one module per kind of
 value (``proof_numbers``, ``proof_text``, ``proof_time``, ``proof_json``, ``proof_identifiers``, the marker in
-``proof_rule``), import nothing from ``replicator.values.convert``, ``replicator.values.formats`` or
+``proof_rule``), import nothing from ``replicator.values.convert``, ``replicator.values.decimals`` or
 ``replicator.plan.typemap`` (a test checks it): a bug there cannot be repeated here.
 
 Canonical forms (values ``checkpoints.digest`` encodes natively, so a row is one msgspec call: None,

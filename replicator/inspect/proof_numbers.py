@@ -34,7 +34,7 @@ def decimal_of_real(
     """The meaning of a number stored for a decimal column: the value the ORM reads back.
 
     The plan records which reader the column has (``TargetType.format``); how it reads is written here,
-    apart from the load's :func:`replicator.values.formats.app_decimal`:
+    apart from the load's :func:`replicator.values.decimals.app_decimal`:
 
     * no reader (Prisma, plain SQL): the shortest decimal that round-trips the double (``repr``),
       quantized to the column's scale (half-even); an integer is itself;

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from replicator.values.fastpath import Plan, unchanged, utf8_ok
-from replicator.values.refusal import ValueRefused, refuse_storage, storage_class
+from replicator.values.refusal import ValueRefused, refuse_storage, storage_name
 from replicator.values.targettype import TargetType, UnsupportedType
 
 
@@ -121,7 +121,7 @@ def boolean_plan(t: TargetType) -> Plan:
         if result is None and type(v) is str:
             result = _BOOLEANS.get(v.lower())
         if result is None or type(v) is bytes:
-            raise ValueRefused(f"{storage_class(v)} value is not a boolean (0/1, t/f, true/false, yes/no, y/n, on/off)")
+            raise ValueRefused(f"{storage_name(v)} value is not a boolean (0/1, t/f, true/false, yes/no, y/n, on/off)")
         return result
 
     return Plan(convert, (("type({v}) is int and ({v} == 0 or {v} == 1)", "{v} == 1"),))
@@ -158,6 +158,6 @@ def enum_plan(t: TargetType) -> Plan:
     def convert(v: object) -> object:
         if v is None or v in labels:
             return v
-        raise ValueRefused(f"{storage_class(v)} value is not a label of enum {t.enum_name or '(unnamed)'}: {shown}")
+        raise ValueRefused(f"{storage_name(v)} value is not a label of enum {t.enum_name or '(unnamed)'}: {shown}")
 
     return Plan(convert, unchanged("{v} in {k}"), labels)

@@ -87,11 +87,11 @@ def excerpt(value: object) -> str:
     return repr(value)
 
 
-def storage_class(value: object) -> str:
+def storage_name(value: object) -> str:
     """The SQLite storage class name of a Python value, for reasons."""
     return {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(value), type(value).__name__)
 
 
 def refuse_storage(value: object, target: str) -> ValueRefused:
     """The refusal of a storage class the target never takes (a blob into integer), named by both."""
-    return ValueRefused(f"{storage_class(value)} value cannot be stored as {target}")
+    return ValueRefused(f"{storage_name(value)} value cannot be stored as {target}")

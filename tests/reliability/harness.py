@@ -39,9 +39,10 @@ DAEMON_ENV: dict[str, str] = {
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The environment of the other processes (the load generator, cutover): the daemon's settings too."""
+    """The environment of the other processes (the load generator, cutover): the daemon's settings too, and,
+    like the daemon's (:class:`tests.support.daemon.DaemonProcess`), none of the caller's ``REPLICATOR_*``."""
     base = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("REPLICATOR_")},
         "PYTHONPATH": str(ROOT),
         "REPLICATOR_FAILPOINTS": "",
         "REPLICATOR_APPLY__POLL_INTERVAL_S": "0.05",

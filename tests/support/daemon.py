@@ -108,8 +108,9 @@ class DaemonProcess:
         return self.exited()
 
     def stop(self, timeout: float = 60) -> Exited:
-        """SIGTERM (finish the batch, exit), as a service manager stops it."""
-        self._signal(signal.SIGTERM)
+        """SIGTERM to the daemon alone (finish the batch, exit), as a service manager stops it: a child it
+        left running would then still be there for the test to see."""
+        self._signal(signal.SIGTERM, group=False)
         return self.wait(timeout)
 
     def term(self, timeout: float = 60) -> int:
@@ -120,14 +121,18 @@ class DaemonProcess:
             return self.kill()
 
     def kill(self) -> int:
-        """SIGKILL (no ``finally``, no flush, no rollback): its exit code (-9 if it was still running)."""
-        self._signal(signal.SIGKILL)
+        """SIGKILL to its process group (no ``finally``, no flush, no rollback): its exit code (-9 if it was
+        still running)."""
+        self._signal(signal.SIGKILL, group=True)
         return self.proc.wait(timeout=60)
 
-    def _signal(self, signum: int) -> None:
+    def _signal(self, signum: int, *, group: bool) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):  # it exited between the poll and the signal
-                os.killpg(self.proc.pid, signum)
+                if group:
+                    os.killpg(self.proc.pid, signum)
+                else:
+                    os.kill(self.proc.pid, signum)
 
     def wait_streaming(self, dsn: str, timeout: float = 60) -> None:
         """Until the target's state row says STREAMING under this process's pid: it holds the source lock."""
