@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from checkpoints.digest import TableDigest
 from replicator.apply.digests import TableResult, table_digest_of
 from replicator.plan.shape import TableShape
 from replicator.state.store import StateStore
@@ -69,3 +70,15 @@ def seed_digests(state_store: StateStore, targets: dict[str, TableShape]) -> lis
         )
         seeded.append(name)
     return seeded
+
+
+def restate_digest(state_store: StateStore, table: str, t: TableShape, digest: TableDigest) -> None:
+    """A table reloaded whole (the online re-snapshot): its running digest restarts from the rows now in
+    PostgreSQL, and an error it was parked with is cleared; the apply counters carry on."""
+    state_store.execute(
+        "INSERT INTO {schema}.apply_tables AS a (table_name, target_table, digest_count, digest) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET "
+        "target_table = EXCLUDED.target_table, digest_count = EXCLUDED.digest_count, "
+        "digest = EXCLUDED.digest, error = NULL, hint = NULL",
+        (table, t.target, digest.count, digest.hexdigest()),
+    )

@@ -61,6 +61,7 @@ from replicator import faults, log, pg
 from replicator.apply import dependents
 from replicator.apply.digests import table_digest_of
 from replicator.apply.foreignkeys import FkMode, fk_mode, park_foreign_keys
+from replicator.apply.tablestate import restate_digest
 from replicator.apply.targets import resolve_targets
 from replicator.config import Config
 from replicator.errors import ReplicatorError, UsageError
@@ -311,15 +312,7 @@ def reload(
                     park_foreign_keys(state_store, plan.schema, [table_plan.name])
             if target is not None:
                 digest = table_digest_of(conn, target)
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.apply_tables AS a (table_name, target_table, digest_count, digest) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (table_name) DO UPDATE SET "
-                        "target_table = EXCLUDED.target_table, digest_count = EXCLUDED.digest_count, "
-                        "digest = EXCLUDED.digest, error = NULL, hint = NULL"
-                    ).format(sql.Identifier(state_schema)),
-                    (table, target.target, digest.count, digest.hexdigest()),
-                )
+                restate_digest(state_store, table, target, digest)
                 change = TableChange.of(digest, restated="reload")
             else:
                 change = TableChange(upserted=result.rows, upserted_digest=result.checksum, restated="reload")
