@@ -25,6 +25,7 @@ from checkpoints.errors import CheckpointError
 from checkpoints.exportfile import read_file
 from checkpoints.findings import Finding, Problem, Report
 from checkpoints.model import Checkpoint, Kind, Record
+from replicator import files
 from replicator.cutover import certificate as cert_mod
 from replicator.cutover import signing
 from replicator.cutover.certificate import Certificate
@@ -275,7 +276,7 @@ def _backup(cert: Certificate, backup: Path | None) -> Check:
         return Check(name, "not run", f"no --backup given ({named})")
     if not cert.backup_sha256:
         return Check(name, "fail", "the certificate records no backup (the cutover ran with --no-backup)")
-    actual = cert_mod.file_sha256(backup)
+    actual = files.sha256_file(backup)
     if actual != cert.backup_sha256:
         return Check(
             name,

@@ -228,14 +228,6 @@ def latest(state_store: StateStore) -> Certificate | None:
     return None if row is None else msgspec.json.decode(bytes(row[0]), type=Certificate)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Moved(msgspec.Struct, frozen=True):
     """A table whose count or checksum differs from the certificate on one side."""
 
