@@ -56,6 +56,18 @@ def test_the_real_files_pass_and_the_output_says_what_ran(files: Migration) -> N
     assert check_line(with_backup, "backup").startswith("ran")
 
 
+def test_a_backup_changed_by_one_byte_fails(files: Migration) -> None:
+    """The backup check hashes the file given, not the name: one flipped byte fails it, in words."""
+    data = bytearray(files.backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    files.backup.write_bytes(bytes(data))
+    result = audit(files, "--backup", str(files.backup))
+    assert result.exit_code != 0, result.output
+    assert verdict(result) == "FAIL"
+    assert check_line(result, "backup").startswith("FAILED")
+    assert "is not the backup the certificate names" in check_line(result, "backup")
+
+
 def test_finding_1_a_certificate_for_another_chain_head_fails(files: Migration) -> None:
     """Each file passes its own check; only together do they disagree."""
 
