@@ -36,6 +36,8 @@ class Copied(msgspec.Struct):
     """Rows PostgreSQL says the COPY stored (its ``COPY n`` tag): the count check, without a scan."""
     helper_rows: int = 0
     """Rows the helper process converted (a shared table, :mod:`replicator.load.share`)."""
+    helper_ranges: int = 0
+    """Rowid ranges of a shared table the helper read itself, from its twin read transaction."""
 
     @property
     def checksum(self) -> str:

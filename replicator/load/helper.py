@@ -27,6 +27,7 @@ from replicator.apply import dependents
 from replicator.config import Config
 from replicator.errors import ReplicatorError, TargetError
 from replicator.load import costs as cost_model
+from replicator.load import twin as twin_module
 from replicator.load.context import LoadContext, LoadRun
 from replicator.load.costs import profile_costs, split
 from replicator.load.guess import _Unverified, guess_profile
@@ -148,9 +149,11 @@ def _helper_profile(
 
 
 def _helper_load(job: _LoadJob) -> TableResult | _Failure:
-    """Load one table from the helper's own read transaction, over its own PostgreSQL connection."""
+    """Load one table over the helper's own PostgreSQL connection, from the twin of the main read
+    transaction when there is one (:mod:`replicator.load.twin`), else from a read transaction of its own."""
     try:
-        sconn = open_source(Path(job.path), job.config)
+        twin = twin_module.held()
+        sconn = twin if twin is not None else open_source(Path(job.path), job.config)
         try:
             timeout = job.config.target.connect_timeout_s
             with pg.connect(job.config.target.dsn, autocommit=True, connect_timeout=timeout) as pconn:
@@ -165,7 +168,8 @@ def _helper_load(job: _LoadJob) -> TableResult | _Failure:
                 )
                 return index_table(pconn, job.plan, result)
         finally:
-            sconn.close()
+            if twin is None:
+                sconn.close()
     except _Unverified as exc:
         return _Failure(kind=_UNVERIFIED, message=exc.column, hint="", exit_code=1)
     except Exception as exc:
@@ -197,7 +201,9 @@ class Helper:
             initializer=_init_helper,
             initargs=(self.queue, self.work, self.results, fmt, level),
         )
-        self._started = self.pool.submit(_ready)  # start the process now: it imports while this one plans
+        self.started = self.pool.submit(_ready)  # start the process now: it imports while this one plans
+        self.twin = False
+        """The helper holds a twin of the main read transaction (:mod:`replicator.load.twin`)."""
 
     def coprocessor(self, config: Config | None = None) -> Coprocessor:
         """The helper's conversion loop for shared tables, queued after the tasks submitted so far
@@ -224,7 +230,7 @@ class Helper:
     def close(self) -> None:
         # A helper still starting when the work is done (a tiny source) must finish starting first:
         # shut down mid-spawn, it fails to unpickle its queue and prints a traceback.
-        wait([self._started], timeout=30)
+        wait([self.started], timeout=30)
         if self._coprocessor is not None:
             self._coprocessor.stop()  # after an error too: its loop waits for this
         if self._exiting is None:

@@ -93,6 +93,7 @@ class Loader:
             log.get("snapshot").info("quarantine follows foreign keys: tables not shared", tables=list(dominant))
         elif dominant:
             self.dominant, self.coprocessor = frozenset(dominant), helper.coprocessor(self.config)
+            self.coprocessor.schema = self.read.schema if self.read is not None else None
             log.get("snapshot").info("tables shared by both processes", tables=list(dominant))
 
     def shared(self, names: Sequence[str], read: SourceRead, helper: Helper, path: Path) -> dict[str, TableResult]:

@@ -31,6 +31,8 @@ class TableResult(msgspec.Struct, frozen=True):
     """Post-load statements PostgreSQL refused right after the load."""
     helper_rows: int = 0
     """Of ``rows``, those the helper process converted (a dominant table both processes shared)."""
+    helper_ranges: int = 0
+    """Rowid ranges of it the helper read itself, from its twin read transaction (:mod:`replicator.load.twin`)."""
 
     @property
     def rows_per_second(self) -> float:

@@ -51,15 +51,17 @@ from psycopg.copy import Copy, Writer
 from replicator import faults, log, pg
 from replicator.config import Config
 from replicator.errors import BadValue, TargetError
+from replicator.load import twin
 from replicator.load.copyrows import Copied, RowPipe, copy_statement, key_getter, read_layout
 from replicator.load.costs import table_rows
 from replicator.load.guess import _Unverified, plain_columns
 from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
+from replicator.load.source import _batches, _DecodeFallback
 from replicator.plan import chunkscan, profiler, schemaplan
 from replicator.plan.chunkscan import Chunk, ChunkResult
 from replicator.plan.profile import TableProfile
 from replicator.values import quarantine, targettype
-from triggers.schema import Schema
+from triggers.schema import Schema, Table, quote_ident
 
 if TYPE_CHECKING:
     from replicator.load.helper import Helper
@@ -72,6 +74,10 @@ DEPTH: Final = 2
 SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 TRAILER: Final = b"\xff\xff"
 _WAIT_S: Final = 0.2
+#: Batches of ``fetch_rows`` per rowid range a process reads at once (with a twin read transaction):
+#: small enough that the last range leaves the other process idle briefly, large enough to deal rarely.
+RANGE_BATCHES: Final = 4
+MAX_RANGES: Final = 4096
 #: A batch larger than this (encoded) is converted where it was read.
 MAX_DEAL_BYTES: Final = 64 * 2**20
 
@@ -87,7 +93,44 @@ class Block(msgspec.Struct, frozen=True):
     digest_sum: int = 0
     refusals: list[quarantine.Refusal] = []
     error: tuple[str, str, str] | None = None
-    """(kind, message, hint): ``unverified`` (message: the column), ``bad_value``, ``failed``."""
+    """(kind, message, hint): ``unverified`` (message: the column), ``bad_value``, ``decode``, ``failed``."""
+    last: bool = True
+    """The last block of its batch or range (a range the helper reads comes back in several)."""
+
+
+class Ranges(msgspec.Struct, frozen=True):
+    """A shared table's rowid ranges, each read whole by the process it is dealt to: with a twin
+    (:mod:`replicator.load.twin`) the helper reads the same state, so no row is read twice or missed."""
+
+    query: str
+    """The table's SELECT with ``WHERE <rowid> BETWEEN ? AND ?``."""
+    bounds: list[tuple[int, int]]
+    fetch_rows: int
+
+
+def ranges_of(conn: sqlite3.Connection, table: Table, select: str, fetch_rows: int) -> Ranges | None:
+    """Equal rowid ranges of about :data:`RANGE_BATCHES` batches each, or None (WITHOUT ROWID, one range).
+
+    Equal steps between the smallest and largest rowid cost no read; sparse rowids make ranges of
+    uneven rows, which the dealing evens out (a range goes to whichever process is free)."""
+    rowid = chunkscan.rowid_name(table)
+    if rowid is None:
+        return None
+    query = f"SELECT min({rowid}), max({rowid}), count(*) FROM {quote_ident(table.name)}"  # noqa: S608
+    low, high, rows = conn.execute(query).fetchone()
+    count = min(MAX_RANGES, -(-int(rows) // (RANGE_BATCHES * fetch_rows)))
+    if low is None or count < 2:
+        return None
+    step = -(-(int(high) - int(low) + 1) // count)
+    starts = [int(low) + i * step for i in range(count)]
+    bounds = [(start, start + step - 1) for start in starts]
+    bounds[0], bounds[-1] = (-(2**63), bounds[0][1]), (bounds[-1][0], 2**63 - 1)
+    return Ranges(f"{select} WHERE {rowid} BETWEEN ? AND ?", bounds, fetch_rows)
+
+
+def range_batches(conn: sqlite3.Connection, ranges: Ranges, low: int, high: int) -> Iterator[list[Any]]:
+    """One range's rows in batches of ``fetch_rows`` (a text SQLite cannot decode: :class:`_DecodeFallback`)."""
+    return _batches(conn, ranges.query, ranges.fetch_rows, (low, high))
 
 
 class _Collect(Writer):
@@ -118,6 +161,8 @@ def format_block(cursor: psycopg.Cursor[Any], types: Sequence[str], pipe: RowPip
 def _error_of(exc: BaseException) -> tuple[str, str, str]:
     if isinstance(exc, _Unverified):
         return ("unverified", exc.column, "")
+    if isinstance(exc, _DecodeFallback):
+        return ("decode", str(exc), "")
     if isinstance(exc, BadValue):
         return ("bad_value", exc.message, exc.hint)
     failure = _failure(exc)
@@ -130,6 +175,8 @@ def _raise_error(table: schemaplan.TablePlan, error: tuple[str, str, str]) -> Ba
         return _Unverified(table.source, message)
     if kind == "bad_value":
         return BadValue(message, hint=hint)
+    if kind == "decode":  # the main process re-reads the table with the bytes fallback, unshared by ranges
+        return _DecodeFallback(message)
     return TargetError(f"the helper process failed converting {table.source}: {message}", hint=hint)
 
 
@@ -139,8 +186,11 @@ def _raise_error(table: schemaplan.TablePlan, error: tuple[str, str, str]) -> Ba
 class _Session:
     """The helper's state for one shared table: its pipe, built from the plan the main process sent."""
 
-    def __init__(self, session: int, table: schemaplan.TablePlan, verify: bool, policy: str) -> None:
+    def __init__(
+        self, session: int, table: schemaplan.TablePlan, verify: bool, policy: str, ranges: Ranges | None
+    ) -> None:
         self.session = session
+        self.ranges = ranges
         self.pipe: RowPipe | None = None
         self.error: tuple[str, str, str] | None = None
         try:
@@ -157,6 +207,23 @@ class _Session:
         except Exception as exc:
             return Block(self.session, seq, len(rows), error=_error_of(exc))
         return msgspec.structs.replace(block, session=self.session, seq=seq)
+
+    def convert_range(self, cursor: psycopg.Cursor[Any], seq: int, low: int, high: int) -> Iterator[Block]:
+        """Read one rowid range from the twin read transaction and convert it, a block per batch."""
+        conn = twin.held()
+        if conn is None or self.ranges is None:
+            yield Block(self.session, seq, 0, error=("failed", "the helper holds no twin read transaction", ""))
+            return
+        try:
+            for batch in range_batches(conn, self.ranges, low, high):
+                block = self.convert(cursor, seq, batch)
+                yield msgspec.structs.replace(block, last=block.error is not None)
+                if block.error is not None:
+                    return
+        except Exception as exc:
+            yield Block(self.session, seq, 0, error=_error_of(exc))
+            return
+        yield Block(self.session, seq, 0)
 
 
 def coprocess(config: Config) -> _Failure | None:
@@ -179,10 +246,13 @@ def coprocess(config: Config) -> _Failure | None:
                 if message[0] == "table":
                     current = _Session(*message[1:])
                     continue
-                _, session, seq, payload = message
                 assert current is not None  # a table's batches follow its "table" message
-                assert current.session == session
-                results.put(current.convert(cur, seq, marshal.loads(payload)))
+                assert current.session == message[1]
+                if message[0] == "range":
+                    for block in current.convert_range(cur, *message[2:]):
+                        results.put(block)
+                    continue
+                results.put(current.convert(cur, message[2], marshal.loads(message[3])))
     except Exception as exc:
         return _failure(exc)
 
@@ -200,6 +270,18 @@ class Coprocessor:
         self.stopped = False
         self.session = 0
         self.inflight: set[int] = set()
+        self.schema: Schema | None = None
+        """The source schema (the loader's), to find a shared table's rowid ranges."""
+
+    def ranged(
+        self, conn: sqlite3.Connection, table: str, select: str, fetch_rows: int
+    ) -> tuple[sqlite3.Connection, Ranges] | None:
+        """``table``'s rowid ranges when the helper can read them itself: it holds a twin of ``conn``'s
+        read transaction, the table has a rowid, and its text decodes (the bytes fallback is read here)."""
+        if not self.helper.twin or self.schema is None or conn.text_factory is not str:
+            return None
+        ranges = ranges_of(conn, self.schema.table(table), select, fetch_rows)
+        return None if ranges is None else (conn, ranges)
 
     def stop(self) -> None:
         """No more shared tables: the helper's loop returns (idempotent)."""
@@ -218,19 +300,26 @@ class Coprocessor:
         on_batch: Callable[[int], None],
         freeze: bool,
         verify: bool,
+        ranged: tuple[sqlite3.Connection, Ranges] | None = None,
     ) -> Copied:
-        """What :func:`replicator.load.copyrows.copy_rows` does, the batches converted here or in the helper."""
+        """What :func:`replicator.load.copyrows.copy_rows` does, the batches converted here or in the helper.
+
+        ``ranged`` (the helper holds a twin of ``conn``'s read transaction): rowid ranges are dealt
+        instead of batches, and the helper reads its ranges itself; ``batches`` is then not read."""
         _, extra = read_layout(table)
         pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
         self.session += 1
         self.inflight = set()
-        self.helper.work.put(("table", self.session, table, verify, policy))
+        self.helper.work.put(("table", self.session, table, verify, policy, ranged[1] if ranged else None))
         load = _SharedLoad(self, table, on_batch)
         with pconn.cursor() as cur, pconn.cursor() as local:
             try:
                 with cur.copy(copy_statement(schema_name, table, freeze=freeze)) as copy:
                     copy.write(SIGNATURE)
-                    load.run(copy, local, pipe, batches)
+                    if ranged is None:
+                        load.run(copy, local, pipe, batches)
+                    else:
+                        load.run_ranges(copy, local, pipe, *ranged)
                     copy.write(TRAILER)
             except psycopg.Error:
                 if pipe.missed:
@@ -245,6 +334,7 @@ class Coprocessor:
             digest_sum=load.total,
             server_rows=server_rows,
             helper_rows=load.helper_rows,
+            helper_ranges=load.helper_ranges,
         )
 
     def wait_ready(self, timeout: float) -> bool:
@@ -280,6 +370,11 @@ class Coprocessor:
         self.inflight.add(seq)
         return True
 
+    def send_range(self, seq: int, low: int, high: int) -> None:
+        """Deal one rowid range: the helper reads it from its twin read transaction."""
+        self.helper.work.put(("range", self.session, seq, low, high))
+        self.inflight.add(seq)
+
     def received(self, *, block: bool) -> Iterator[Block]:
         """The current table's blocks that arrived (``block``: at least one, unless none is due)."""
         while True:
@@ -295,7 +390,8 @@ class Coprocessor:
                 continue
             if message.session != self.session or message.seq not in self.inflight:
                 continue  # a block of a table whose load was abandoned
-            self.inflight.discard(message.seq)
+            if message.last:
+                self.inflight.discard(message.seq)
             yield message
             block = False
 
@@ -317,7 +413,7 @@ class _SharedLoad:
 
     def __init__(self, copro: Coprocessor, table: schemaplan.TablePlan, on_batch: Callable[[int], None]) -> None:
         self.copro, self.table, self.on_batch = copro, table, on_batch
-        self.read = self.total = self.helper_rows = 0
+        self.read = self.total = self.helper_rows = self.helper_ranges = 0
         self.refusals: dict[int, list[quarantine.Refusal]] = {}
         self.copy: Copy | None = None
 
@@ -339,6 +435,34 @@ class _SharedLoad:
             for block in copro.received(block=True):
                 self._write(block, remote=True)
 
+    def run_ranges(
+        self, copy: Copy, local: psycopg.Cursor[Any], pipe: RowPipe, conn: sqlite3.Connection, ranges: Ranges
+    ) -> None:
+        """Each range to the helper while it can take one, else read and converted here."""
+        self.copy = copy
+        types = targettype.copy_types(pipe.types)
+        copro = self.copro
+        for seq, (low, high) in enumerate(ranges.bounds):
+            self._collect()
+            if copro.can_take():
+                copro.send_range(seq, low, high)
+                self.helper_ranges += 1
+                continue
+            for batch in range_batches(conn, ranges, low, high):
+                try:
+                    block = format_block(local, types, pipe, batch)
+                except (BadValue, _Unverified) as exc:
+                    raise self._earliest(seq, exc) from None
+                self._write(msgspec.structs.replace(block, seq=seq), remote=False)
+                self._collect()
+        while copro.inflight:
+            for block in copro.received(block=True):
+                self._write(block, remote=True)
+
+    def _collect(self) -> None:
+        for block in self.copro.received(block=False):
+            self._write(block, remote=True)
+
     def _write(self, block: Block, *, remote: bool) -> None:
         if block.error is not None:
             raise self._earliest(block.seq, _raise_error(self.table, block.error))
@@ -348,7 +472,7 @@ class _SharedLoad:
         self.read += block.rows
         self.total += block.digest_sum
         if block.refusals:
-            self.refusals[block.seq] = block.refusals
+            self.refusals.setdefault(block.seq, []).extend(block.refusals)
         if remote:
             self.helper_rows += block.rows
         faults.point("snapshot.copying")  # rows streamed, nothing committed

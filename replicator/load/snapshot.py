@@ -67,18 +67,21 @@ converted by both).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 
 from checkpoints import store
 from replicator import log, pg
 from replicator.config import Config
 from replicator.errors import UsageError
-from replicator.load import run
+from replicator.load import run, twin
 from replicator.load.context import FETCH_ROWS, LoadContext, LoadRun
 from replicator.load.copyrows import (
     Copied,
@@ -99,6 +102,7 @@ from replicator.load.results import SnapshotResult, TableResult
 from replicator.load.source import SourceRead, open_source, read_source
 from replicator.load.table import empty_table, load_table, truncate_table
 from replicator.load.target import build_plan, check_target, only_tables, prepare_target, resolve_mode
+from replicator.plan.sequences import read_sqlite_sequence
 from replicator.progress import Progress
 from replicator.state.identity import SourceIdentity, capture_identity, source_identity
 from replicator.state.store import StateStore
@@ -223,8 +227,9 @@ def snapshot_from(
     """The load from a source connection whose read transaction is already open (see open_source).
 
     The caller owns that transaction (the daemon opens it and reads the journal head too). When
-    capture is installed, the journal's high-water mark is read here, in that transaction, before any
-    row: streaming starts right after it, and the genesis checkpoint records it.
+    capture is installed, the journal's high-water mark is read in the transaction the rows come from,
+    before any row: streaming starts right after it, and the genesis checkpoint records it. That is the
+    caller's transaction, or with a helper a new one the helper holds a twin of (:func:`_loading`).
     """
     options = asked(SnapshotOptions, options, keywords)
     if options.replace and options.resume:
@@ -232,35 +237,77 @@ def snapshot_from(
     started = time.monotonic()
     config = msgspec.structs.replace(config, target=msgspec.structs.replace(config.target, dsn=dsn))
     meta = read_meta(sconn)
-    mark = journal.head(sconn) if meta is not None else None
     if meta is not None:
         identity = capture_identity(identity.path, meta.source_id)
-    state_schema = config.target.state_schema
-    bound = log.get("snapshot")
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as pconn:
         parallel = (helper, source_path) if helper is not None and source_path is not None else None
         setup = run.setup(sconn, pconn, identity, config, options, parallel)
-        plan = setup.plan
-        warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
-        with pconn.transaction():
-            run_id = StateStore(pconn, state_schema).start_run(command="snapshot", mode=plan.mode, source=identity)
-        ctx = LoadContext(
-            sconn,
-            pconn,
-            LoadRun(state_schema, identity, run_id, options.policy(config), options.fetch_rows, mark),
-            progress,
-        )
-        try:
-            plan, results, sequences = run.load_tables(ctx, setup, config, options, warnings, parallel)
-            seq_to, genesis_hash = run.finish_run(ctx, plan, results)
-        except BaseException as exc:
-            run.mark_failed(ctx.state_store, run_id, exc)
-            raise
-        loaded = SnapshotResult.of_run(plan, run_id, results, warnings, started)
-        result = msgspec.structs.replace(loaded, sequences=sequences, snapshot_seq=seq_to, genesis_hash=genesis_hash)
+        with _loading(sconn, setup, config, parallel) as (sconn, setup):
+            return _load_run(
+                sconn, pconn, setup, identity, config, options, progress, parallel, meta is not None, started
+            )
+
+
+def _load_run(
+    sconn: sqlite3.Connection,
+    pconn: psycopg.Connection[Any],
+    setup: run.Setup,
+    identity: SourceIdentity,
+    config: Config,
+    options: SnapshotOptions,
+    progress: Progress | None,
+    parallel: tuple[Helper, Path] | None,
+    captured: bool,
+    started: float,
+) -> SnapshotResult:
+    """The run itself, its rows read in ``sconn``: the journal mark is read there before any row."""
+    mark = journal.head(sconn) if captured else None
+    state_schema = config.target.state_schema
+    bound = log.get("snapshot")
+    plan = setup.plan
+    warnings = list(plan.warnings) + [f"{t.source}: {w}" for t in plan.tables for w in t.warnings]
+    with pconn.transaction():
+        run_id = StateStore(pconn, state_schema).start_run(command="snapshot", mode=plan.mode, source=identity)
+    ctx = LoadContext(
+        sconn,
+        pconn,
+        LoadRun(state_schema, identity, run_id, options.policy(config), options.fetch_rows, mark),
+        progress,
+    )
+    try:
+        plan, results, sequences = run.load_tables(ctx, setup, config, options, warnings, parallel)
+        seq_to, genesis_hash = run.finish_run(ctx, plan, results)
+    except BaseException as exc:
+        run.mark_failed(ctx.state_store, run_id, exc)
+        raise
+    loaded = SnapshotResult.of_run(plan, run_id, results, warnings, started)
+    result = msgspec.structs.replace(loaded, sequences=sequences, snapshot_seq=seq_to, genesis_hash=genesis_hash)
     for warning in result.warnings:
         bound.warning("schema", detail=warning)
     return result
+
+
+@contextlib.contextmanager
+def _loading(
+    sconn: sqlite3.Connection, setup: run.Setup, config: Config, parallel: tuple[Helper, Path] | None
+) -> Iterator[tuple[sqlite3.Connection, run.Setup]]:
+    """The read transaction the rows come from: with a helper, a new one it holds a twin of
+    (:mod:`replicator.load.twin`), the planning one ended; else (or when no pair can be made) ``sconn``."""
+    if parallel is None:
+        yield sconn, setup
+        return
+    helper, path = parallel
+    conn, pairing = twin.pair(sconn, path, config, helper)
+    if not pairing.twin:
+        yield sconn, setup
+        return
+    helper.twin = True
+    sconn.execute("ROLLBACK")  # the plan is made; its transaction would only hold back WAL checkpoints
+    try:
+        read = msgspec.structs.replace(setup.read, sqlite_sequence=read_sqlite_sequence(conn))
+        yield conn, msgspec.structs.replace(setup, read=read)
+    finally:
+        conn.close()
 
 
 # --- progress and the summary ---------------------------------------------------------------------

@@ -83,10 +83,12 @@ def _select(table: str, columns: Sequence[str]) -> str:
     return f"SELECT {cols} FROM {quote_ident(table)}"  # noqa: S608 - SQLite identifiers quoted by quote_ident
 
 
-def _batches(conn: sqlite3.Connection, query: str, fetch_rows: int) -> Iterator[list[Any]]:
+def _batches(
+    conn: sqlite3.Connection, query: str, fetch_rows: int, parameters: Sequence[Any] = ()
+) -> Iterator[list[Any]]:
     """Stream rows in batches of ``fetch_rows``; bounded memory whatever the table size."""
     try:
-        cursor = conn.execute(query)
+        cursor = conn.execute(query, parameters)
         while True:
             batch = cursor.fetchmany(fetch_rows)
             if not batch:

@@ -167,6 +167,7 @@ def _load_table(
         seconds,
         copied.checksum,
         helper_rows=copied.helper_rows,
+        helper_ranges=copied.helper_ranges,
     )
 
 
@@ -209,7 +210,8 @@ def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How)
             progress.advance(table.source, read)
 
     freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
-    batches = _batches(ctx.sconn, _select(table.source, source_cols + extra), ctx.run.fetch_rows)
+    select = _select(table.source, source_cols + extra)
+    batches = _batches(ctx.sconn, select, ctx.run.fetch_rows)
     with _self_references(pconn, plan, how.held, table.source):
         if how.shared is None or how.held is not None:
             pipe = RowPipe(table, key_of=key_getter(table), policy=ctx.run.policy, verify=how.verify, extra=bool(extra))
@@ -223,6 +225,7 @@ def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How)
             on_batch=on_batch,
             freeze=freeze,
             verify=how.verify,
+            ranged=how.shared.ranged(ctx.sconn, table.source, select, ctx.run.fetch_rows),
         )
 
 
@@ -238,7 +241,7 @@ def _loaded(table: TablePlan, copied: Copied, seconds: float, progress: Progress
         rows=copied.written,
         seconds=round(seconds, 3),
         checksum=copied.checksum[:16],
-        **({"helper_rows": copied.helper_rows} if shared else {}),
+        **({"helper_rows": copied.helper_rows, "helper_ranges": copied.helper_ranges} if shared else {}),
     )
 
 

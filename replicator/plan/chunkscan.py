@@ -102,7 +102,7 @@ MAX_CHUNKS = 1024
 _FILE_BYTES_SQL = "SELECT p.page_size * c.page_count FROM pragma_page_size AS p, pragma_page_count AS c"
 
 
-def _rowid_name(table: Table) -> str | None:
+def rowid_name(table: Table) -> str | None:
     """A name that reaches the rowid in this table, or None (WITHOUT ROWID, or every alias shadowed)."""
     if table.without_rowid:
         return None
@@ -148,14 +148,14 @@ def chunk_sql(
         exprs.append("sum(" + " OR ".join(f"{quote_ident(c)} IS NULL" for c in table.primary_key) + ")")
     where = ""
     if ranged:
-        rowid = _rowid_name(table)
+        rowid = rowid_name(table)
         where = f" WHERE {rowid} BETWEEN ? AND ?"
     return f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}{where}", extremes  # noqa: S608
 
 
 def chunks(conn: sqlite3.Connection, table: Table) -> list[Chunk]:
     """Rowid ranges of about CHUNK_CHARS values and CHUNK_BYTES bytes each, or the whole table."""
-    rowid = _rowid_name(table)
+    rowid = rowid_name(table)
     if rowid is None:
         return [Chunk(table.name)]
     try:
@@ -327,7 +327,7 @@ def exact_sql(table: Table, columns: Sequence[Column], chunk: Chunk) -> str:
     codes = [code_sql(c) for c in columns]
     row = " || ".join(f"char({', '.join(codes[i : i + CHAR_ARGS])})" for i in range(0, len(codes), CHAR_ARGS))
     exprs = [f"group_concat({row}, '')"]
-    where = f" WHERE {_rowid_name(table)} BETWEEN ? AND ?" if chunk.low is not None else ""
+    where = f" WHERE {rowid_name(table)} BETWEEN ? AND ?" if chunk.low is not None else ""
     return f"SELECT {', '.join(exprs)} FROM main.{quote_ident(table.name)}{where}"  # noqa: S608
 
 
@@ -426,7 +426,7 @@ def finish_profile(
 
 def first_rows(conn: sqlite3.Connection, table: Table, rows: int) -> list[Chunk]:
     """One chunk of the ``rows`` lowest rowids (a sample; the whole table when it has no rowid)."""
-    rowid = _rowid_name(table)
+    rowid = rowid_name(table)
     if rowid is None:
         return [Chunk(table.name)]
     try:

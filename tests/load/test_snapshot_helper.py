@@ -23,7 +23,7 @@ def _managers() -> list[threading.Thread]:
 def _helper() -> Helper:
     conf = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
     helper = Helper(conf, None)
-    helper.wait([helper._started])
+    helper.wait([helper.started])
     return helper
 
 

@@ -1,5 +1,6 @@
-"""A dominant table converted by both processes (replicator/load/share.py): read once, in the journal mark's
-read transaction; the same rows, checksums, refusals and resume as when one process loads it."""
+"""A dominant table converted by both processes (replicator/load/share.py): its rowid ranges read by either
+(with a twin read transaction) or read here and dealt in batches; the same rows, checksums, refusals and
+resume as when one process loads it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from checkpoints import audit, store
 from replicator import config
 from replicator.errors import BadValue, ConfigError
-from replicator.load import costs, snapshot
+from replicator.load import costs, snapshot, twin
 from replicator.state.identity import source_identity
 from replicator.stream.worker import Worker
 from tests.support.compare import assert_same, compare_table
@@ -226,8 +227,11 @@ class App(AppThread):
 
 @pytest.mark.parametrize("mode", ["create", "existing"])
 def test_a_shared_table_is_the_state_at_the_journal_mark_and_the_journal_applies_the_rest(
-    tmp_path: Path, pg_dsn: str, pg: Any, mode: str
+    tmp_path: Path, pg_dsn: str, pg: Any, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without a twin (no pair made: an app that never pauses), the main process reads every row of a
+    shared table in the planning transaction and deals batches; tests/load/test_snapshot_twin.py: with one."""
+    monkeypatch.setattr(twin, "ATTEMPTS", 0)
     path = over_threshold(tmp_path / "app.db")
     install.install(path)
     if mode == "existing":
