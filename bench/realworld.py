@@ -208,10 +208,14 @@ def _child(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[floa
         return seconds, int(usage.ru_maxrss), os.waitstatus_to_exitcode(status), out.read().decode(errors="replace")
 
 
+def _command_file() -> Path:
+    return Path(tempfile.gettempdir()) / f"bench-realworld-{os.getpid()}.load"
+
+
 def _pgloader_command(db: Path, dsn: str) -> Path:
     """bench/snapshot.py's pgloader options; the source as a quoted absolute path, the form pgloader
     parses for a name with a space ("my db.sqlite"; ``sqlite://`` + such a path is a parse error)."""
-    command = Path(tempfile.gettempdir()) / f"bench-realworld-{os.getpid()}.load"
+    command = _command_file()
     target = dsn.replace("postgresql://", "pgsql://", 1)
     command.write_text(
         f"LOAD DATABASE FROM '{db.resolve()}' INTO {target}\n"
@@ -286,6 +290,7 @@ def run_once(approach: str, db: Path, admin_dsn: str, result: Result) -> None:
         result.loaded = _target_rows(dsn)
         result.notes |= _notes(approach, output)
     finally:
+        _command_file().unlink(missing_ok=True)
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
