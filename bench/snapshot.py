@@ -22,6 +22,10 @@ d. the raw limit: rows read with sqlite3 and streamed unconverted through binary
 
 Medians over ``--rounds`` (``--slow-rounds`` for c, which is slow), and the ratios the issue asks
 for: a vs b (≥ 3×, must 2.5×), a vs c (≥ 10×), a vs d (≥ 0.9×), peak RSS of a (≤ 300 MB).
+
+``--shape realworld`` runs a, b and a reference that works on any schema on each real-world SQLite
+file instead (bench/realworld.py: ``--realworld``, ``--files``, ``--scale``; its docstring says what
+its reference is and how the small files' start-up is reported).
 """
 
 from __future__ import annotations
@@ -183,10 +187,19 @@ def main() -> None:
     parser.add_argument("--only", default="abcd", help="approaches to run, e.g. 'ad'")
     parser.add_argument("--db", type=Path, default=None, help="keep/reuse the generated database here")
     parser.add_argument("--dsn", default=os.environ.get("REPLICATOR_BENCH_DSN", DEFAULT_DSN))
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="narrow", help="see bench/shapes.py")
+    shapes = [*sorted(SHAPES), "realworld"]
+    parser.add_argument("--shape", choices=shapes, default="narrow", help="bench/shapes.py, or bench/realworld.py")
     parser.add_argument("--json-bytes", type=int, default=400, help="wide shape: size of each row's JSON document")
+    parser.add_argument("--realworld", type=Path, help="realworld shape: the folder ($REPLICATOR_SHARED/realworld)")
+    parser.add_argument("--files", help="realworld shape: only files whose path holds one of these (comma-separated)")
+    parser.add_argument("--scale", type=int, default=1, help="realworld shape: each file's rows N times, new keys")
     parser.add_argument("--inner", choices=["c", "d"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.shape == "realworld":
+        import realworld  # bench/realworld.py: every file, a reference that works on any schema
+
+        realworld.main(args)
+        return
     shape = SHAPES[args.shape]
     if args.inner:
         (load_executemany if args.inner == "c" else load_raw_copy)(args.db, args.dsn, shape)
