@@ -1,27 +1,31 @@
-"""A dominant table loaded by both processes: read once, in the mark's transaction, converted in two.
+"""A dominant table loaded by both processes: its rowid ranges read by either, or its batches dealt.
 
 A database whose rows are mostly one table used to load that table in one process while the
 other sat idle: conversion and checksums are Python, one core each. pgcopydb splits such a table
 into key or ``ctid`` ranges that several connections COPY at once, each reading the *same*
-source snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``). SQLite has no way to hand
-a snapshot to another connection here: ``sqlite3_snapshot_open`` needs ``SQLITE_ENABLE_SNAPSHOT``,
-which the system library lacks and the ``sqlite3`` module does not expose, and two WAL readers see
-one state only if no write committed between their first reads, which only the write lock (that
-is, stopping the app) could promise. Ranges read by the helper from its own read transaction
-would be torn: a row the app moves between ranges (a REPLACE, a key change) would be loaded twice
-or not at all, and the table would not be the state at the journal mark its genesis digest claims.
+source snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``). SQLite cannot export a
+snapshot here, but the helper can hold a *twin* of the main read transaction, proved to see the
+same state (:mod:`replicator.load.twin`). Then the table's rowid ranges (:data:`RANGE_BATCHES` batches
+each) are dealt: each goes to the helper while it can take one, which reads it from its twin and
+sends back binary COPY tuples, else it is read and converted here. A row the app moves between
+ranges cannot be read twice or missed: both transactions see the state at the journal mark.
 
-So the split is of the *work*, not the read. The main process reads every row of a shared table
-in the read transaction that read the journal mark (exactly as for any other table it loads),
-and deals whole batches to the helper process whenever the helper is idle: ``marshal``, about half
-a microsecond a row to send, against tens to convert and hash one. The helper runs the same
-:class:`replicator.load.copyrows.RowPipe` and sends back each batch as binary COPY tuples, their digest
-sum and their refused values; the main process writes those bytes into its own COPY. What does
-not change: one PostgreSQL transaction per table (TRUNCATE, COPY ``FREEZE``, the count check, the
-quarantine rows and the ``snapshot_tables`` row commit together), so ``--resume`` still reloads
-an interrupted table whole; indexes and constraints after its last row; the table's checksum (a
-sum of row hashes: it does not depend on which process hashed a row, nor on row order); the first
-value refused in read order is the one reported (an error waits for the batches before it).
+Without a twin (the app committed inside the pairing window on every try), the split is of the
+*work*, not the read: ranges read by the helper from a transaction of its own would be torn (a
+REPLACE or a key change moving a row between ranges would load it twice or not at all). The main
+process reads every row, in the read transaction that read the journal mark, and deals whole
+batches to the helper whenever it is idle: ``marshal``, about half a microsecond a row to send,
+against tens to convert and hash one.
+
+Either way the helper runs the same :class:`replicator.load.copyrows.RowPipe` and sends back each batch
+as binary COPY tuples, their digest sum and their refused values; the main process writes those
+bytes into its own COPY. What does not change: one PostgreSQL transaction per table (TRUNCATE, COPY
+``FREEZE``, the count check, the quarantine rows and the ``snapshot_tables`` row commit together),
+so ``--resume`` still reloads an interrupted table whole; indexes and constraints after its last
+row; the table's checksum (a sum of row hashes: it does not depend on which process hashed a row,
+nor on row order); the first value refused in read order is the one reported (an error waits for
+the batches and ranges before it). A table whose text SQLite cannot decode is re-read here with the
+bytes fallback, its batches dealt; a WITHOUT ROWID table too (it has no rowid to range over).
 
 Balance: the helper joins the shared tables once its own tables are done (it signals ``ready``);
 until then, and for every batch beyond the :data:`DEPTH` it holds, the main process converts

@@ -7,21 +7,27 @@ high-water mark is read in it before any row. What we chose, and why:
 * ``snapshot.workers = 1``: every table comes from that one read transaction, so the snapshot and
   the mark describe exactly one state (the genesis digests are the state at ``seq_to``).
 * ``snapshot.workers = 2`` (the default, create mode): a helper process loads about half the rows
-  (largest tables first, balanced by size), each table from its own read transaction opened
-  *after* the mark. On 2 cores this is what buys the speed (conversion and checksums are Python,
-  one core each), and each reader is shorter, so WAL checkpoints stall less. It is exact because
-  the apply is state-based: for every journaled key it re-reads the current row, so replaying
-  entries between the mark and a table's later read point rewrites rows to the values they
-  already have; nothing is lost (every change after a table's read is journaled after the mark)
-  and nothing is doubled (a key is deleted before its current row is inserted). The genesis holds
-  the digests of the rows loaded; the running digests the apply keeps start from them. Without
-  capture, an app writing during a parallel snapshot means tables from slightly different moments:
-  for one instant use ``workers = 1`` or stop the app. Existing mode loads one table at a time in
-  the main transaction (the app's foreign keys are enforced, so parents must come first).
-* A dominant table (``snapshot.split_rows`` rows or more, either mode) is never handed to the
-  helper whole: the main process reads it, from the mark's own read transaction, and the helper
-  converts batches of it once its own tables are done (:mod:`replicator.load.share`, which says why the
-  read cannot be split as pgcopydb splits one). So a split table is exactly the state at the mark.
+  (largest tables first, balanced by size). On 2 cores this is what buys the speed (conversion and
+  checksums are Python, one core each). The plan is made in the caller's transaction while the helper
+  starts; then the main process opens the transaction the rows come from and the helper opens its
+  *twin*, and ``PRAGMA data_version`` on a third connection proves no commit landed between them
+  (:mod:`replicator.load.twin`): both read one state, the mark's, so every table is exactly the state at
+  ``seq_to``, whichever process read it. A dominant table (``snapshot.split_rows`` rows or more, that
+  no split of whole tables balances) is cut into rowid ranges that go to whichever process is free,
+  into the one COPY of its one transaction (:mod:`replicator.load.share`).
+* Without a twin (an app that committed inside the window on every try, or a schema changed since the
+  plan), the planning transaction is the one the rows come from and the mark is read in it; the
+  helper's whole tables each come from a read transaction of its own opened *after* the mark, and a
+  dominant table is read by the main process alone and its batches dealt to the helper for
+  conversion. That is exact too, because the apply is state-based: for every journaled key it re-reads
+  the current row, so replaying entries between the mark and a table's later read point rewrites rows
+  to the values they already have; nothing is lost (every change after a table's read is journaled
+  after the mark) and nothing is doubled (a key is deleted before its current row is inserted). The
+  genesis holds the digests of the rows loaded; the running digests the apply keeps start from them.
+  Without capture, an app writing during such a snapshot means tables from slightly different
+  moments: for one instant use ``workers = 1`` or stop the app. Existing mode loads one table at a
+  time in the main transaction (the app's foreign keys are enforced, so parents must come first),
+  sharing only the dominant tables' work.
 * A resumed snapshot loads the remaining tables from a newer read transaction: the genesis takes
   the *oldest* mark of the tables it covers, by the same argument.
 
@@ -61,8 +67,8 @@ keeps every public name of the load importable; each step has its module under `
 (setup, order, genesis), ``loader`` (tables here or with the helper), ``table`` (one table's transaction),
 ``copyrows`` (rows to binary COPY), ``checksum``, ``guess`` (sampled types and the full profile that replaces
 a disproved guess), ``source`` (reading SQLite), ``target`` (mode, plan, refusals, tables created),
-``postload``, ``helper`` (the second process), ``costs`` (balancing the two), ``share`` (a dominant table
-converted by both).
+``postload``, ``helper`` (the second process), ``twin`` (its twin read transaction), ``costs`` (balancing the two),
+``share`` (a dominant table loaded by both).
 """
 
 from __future__ import annotations
