@@ -28,6 +28,7 @@ DEFAULT_TARGET_SCHEMA = "public"
 DEFAULT_CONNECT_TIMEOUT_S = 10
 DEFAULT_SNAPSHOT_WORKERS = 2
 DEFAULT_SPLIT_ROWS = 100_000
+DEFAULT_HELPER_MIN_BYTES = 32 * 2**20
 DEFAULT_BATCH_ROWS = 20_000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 DEFAULT_POLL_INTERVAL_S = 0.5
@@ -81,9 +82,13 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reads it (docs/types.md). auto: Django if the target has django_migrations, Rails if ar_internal_metadata,
     SQLAlchemy if alembic_version; none: the shortest round-trip decimal. A column's format overrides it."""
     split_rows: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_SPLIT_ROWS
-    """With two workers, a table of at least this many rows is read by the main process (in the read
-    transaction of the journal mark) and converted by both processes, so a dominant table keeps both
-    cores busy; 0: every table is loaded by one process."""
+    """With two workers, a table of at least this many rows that no split of whole tables balances is
+    loaded by both processes (its rowid ranges, or its batches: replicator/load/share.py), so a dominant
+    table keeps both cores busy; 0: every table is loaded by one process."""
+    helper_min_bytes: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_HELPER_MIN_BYTES
+    """With two workers, the helper process is started only for a source file (with its WAL) of at least
+    this many bytes: below, its start (a Python process and its imports, ~0.3 s of a core) costs more
+    than the half of the load it would take."""
 
 
 class Apply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

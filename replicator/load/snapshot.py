@@ -198,7 +198,7 @@ def snapshot(
     sconn = open_source(source, config)
     helper: Helper | None = None
     try:
-        helper = Helper(config, progress) if config.snapshot.workers > 1 else None
+        helper = Helper(config, progress) if _worth_a_helper(source, config) else None
         return snapshot_from(
             sconn, identity, dsn, config, options, progress=progress, helper=helper, source_path=source
         )
@@ -206,6 +206,15 @@ def snapshot(
         sconn.close()
         if helper is not None:
             helper.close()
+
+
+def _worth_a_helper(source: Path, config: Config) -> bool:
+    """Two workers asked, and a source big enough to repay the helper's start (``snapshot.helper_min_bytes``)."""
+    if config.snapshot.workers < 2:
+        return False
+    wal = source.with_name(source.name + "-wal")
+    size = source.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    return size >= config.snapshot.helper_min_bytes
 
 
 def _has_chain(dsn: str, config: Config) -> bool:

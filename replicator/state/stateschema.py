@@ -181,8 +181,9 @@ _VERSION_DDL: Final = """CREATE TABLE IF NOT EXISTS {schema}.schema_version (
 
 
 def _run(state_store: StateStore, statements: tuple[str, ...]) -> None:
-    for ddl in statements:
-        state_store.execute(ddl)
+    """All of ``statements`` in one round trip (no parameters: PostgreSQL runs them in order; the
+    caller's transaction makes them one unit)."""
+    state_store.execute(";\n".join(statements))
 
 
 def _layout_v1(state_store: StateStore) -> None:

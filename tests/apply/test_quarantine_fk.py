@@ -162,7 +162,7 @@ def test_create_mode_quarantines_the_descendants_too(workers: int, tmp_path: Pat
     path = _source(tmp_path / "app.db")
     cfg = config.load(
         overrides={
-            "snapshot": {"workers": workers},
+            "snapshot": {"workers": workers, "helper_min_bytes": 0},
             "types": {"app_parent": {"n": {"type": "integer"}}, "app_node": {"label": {"type": "varchar(12)"}}},
         },
         environ={},

@@ -17,7 +17,7 @@ from replicator.state.store import StateStore
 from tests.support.compare import assert_same
 
 ONE = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
-TWO = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
+TWO = config.load(overrides={"snapshot": {"workers": 2, "helper_min_bytes": 0}}, environ={})
 LATE = snapshot.GUESS_SAMPLE_ROWS + 500  # a row the sample does not see
 
 

@@ -9,10 +9,13 @@ thread's wake-up pipe while the thread closes it, and a snapshot that succeeded 
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from concurrent.futures import process
+from pathlib import Path
 
 from replicator import config
+from replicator.load import snapshot
 from replicator.load.helper import Helper
 
 
@@ -21,7 +24,7 @@ def _managers() -> list[threading.Thread]:
 
 
 def _helper() -> Helper:
-    conf = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
+    conf = config.load(overrides={"snapshot": {"workers": 2, "helper_min_bytes": 0}}, environ={})
     helper = Helper(conf, None)
     helper.wait([helper.started])
     return helper
@@ -40,3 +43,22 @@ def test_close_without_finish_leaves_no_manager_thread() -> None:
     helper = _helper()
     helper.close()
     assert [t for t in _managers() if t not in before] == []
+
+
+def test_the_helper_starts_only_for_a_source_worth_it(tmp_path: Path) -> None:
+    """``snapshot.helper_min_bytes``: a helper costs a process start (~0.3 s of a core), so a small file
+    is loaded by one process; the file's WAL counts with it."""
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [("x" * 100,)] * 100)
+    conn.commit()
+    size = path.stat().st_size + path.with_name("app.db-wal").stat().st_size
+    assert path.with_name("app.db-wal").stat().st_size > 0  # the rows are in the WAL still
+    for minimum, expected in [(size, True), (size + 1, False), (0, True)]:
+        conf = config.load(overrides={"snapshot": {"workers": 2, "helper_min_bytes": minimum}}, environ={})
+        assert snapshot._worth_a_helper(path, conf) is expected, minimum
+    one = config.load(overrides={"snapshot": {"workers": 1, "helper_min_bytes": 0}}, environ={})
+    assert snapshot._worth_a_helper(path, one) is False
+    conn.close()

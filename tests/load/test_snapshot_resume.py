@@ -23,7 +23,7 @@ from triggers.schema import read_schema
 
 #: One process: Ctrl-C here stops the one table being loaded (a parallel run is tested apart).
 CFG = config.load(overrides={"snapshot": {"workers": 1}}, environ={})
-PARALLEL = config.load(overrides={"snapshot": {"workers": 2}}, environ={})
+PARALLEL = config.load(overrides={"snapshot": {"workers": 2, "helper_min_bytes": 0}}, environ={})
 SIZES = {"author": 300, "book": 900, "review": 1500}
 
 

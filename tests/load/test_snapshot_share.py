@@ -40,7 +40,7 @@ FETCH = 100
 def cfg(workers: int = 2, **snapshot_options: Any) -> config.Config:
     return config.load(
         overrides={
-            "snapshot": {"workers": workers, "split_rows": 1000, **snapshot_options},
+            "snapshot": {"workers": workers, "split_rows": 1000, "helper_min_bytes": 0, **snapshot_options},
             "apply": {"poll_interval_s": 0.05},
         },
         environ={},
@@ -355,7 +355,7 @@ import os, sys
 from pathlib import Path
 from replicator import config, faults
 from replicator.load import snapshot
-conf = config.load(overrides={"snapshot": {"workers": 2, "split_rows": 1000}}, environ={})
+conf = config.load(overrides={"snapshot": {"workers": 2, "split_rows": 1000, "helper_min_bytes": 0}}, environ={})
 
 class Hook:
     def start(self, table, total):
