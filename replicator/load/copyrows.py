@@ -15,14 +15,14 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from checkpoints.digest import MODULUS, RowEncoder
+from checkpoints.digest import MODULUS
 from replicator import faults
 from replicator.apply import dependents
 from replicator.errors import BadValue, TargetError, refused_by_target
 from replicator.load.guess import _Unverified, verifier
 from replicator.plan import refusals, schemaplan
 from replicator.values import convert, quarantine, refusal, targettype
-from replicator.values.readback import digest_finisher, digest_kinds
+from replicator.values.readback import row_digester
 
 
 class Copied(msgspec.Struct):
@@ -93,8 +93,7 @@ class RowPipe:
         self.convert_row = convert.row_converter(
             table.source, source_cols, self.types, watch=rules, missed=self.missed, extra=extra
         )
-        self.finish = digest_finisher(self.types)
-        self.encode = RowEncoder(digest_kinds(self.types)).encode
+        self.digest_bytes = row_digester(self.types)  # the finisher and the encoder in one pass
         self.refusals: list[quarantine.Refusal] = []
 
     def run(
@@ -108,7 +107,7 @@ class RowPipe:
 
         ``check``/``keep`` (:meth:`replicator.apply.dependents.Held.hooks`): a row whose parent is quarantined
         is quarantined with it; each refused row is remembered for its own children."""
-        convert_row, finish, encode, missed = self.convert_row, self.finish, self.encode, self.missed
+        convert_row, digest_bytes, missed = self.convert_row, self.digest_bytes, self.missed
         sha256, from_bytes = hashlib.sha256, int.from_bytes
         name, total = self.table.source, 0
         for row in batch:
@@ -127,7 +126,7 @@ class RowPipe:
                 self.refusals.append(keep(name, row, refused) if keep is not None else refused)
                 continue
             write_row(out)
-            total += from_bytes(sha256(encode(finish(out) if finish else out)).digest(), "big")
+            total += from_bytes(sha256(digest_bytes(out)).digest(), "big")
         if missed:
             raise self.unverified()
         return total

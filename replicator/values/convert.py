@@ -163,7 +163,9 @@ def row_converter(
 
     The generated function unpacks the row and, per column, computes the value inline when a fast
     path's guard holds (an in-range int into bigint, integer milliseconds into timestamp(3), a double
-    into numeric(65,30)...), else calls the column's converter.
+    into numeric(65,30), ISO text into timestamp by one fromisoformat...), else calls the column's
+    converter. A fast path whose result raises ``ValueError`` (February 30th) sends the row to the
+    converters alone, which refuse by name or read it as they do.
 
     ``wire=True`` is for binary COPY only (pair it with ``copy_types(types, wire=True)``): datetimes
     are produced directly in PostgreSQL's binary form (int8 µs / int4 days since 2000-01-01) and
@@ -186,38 +188,59 @@ def row_converter(
         "_locate": _locator(table, columns, converters),
         "ValueRefused": ValueRefused,
     }
-    exprs: list[str] = []
+    exprs: list[tuple[str, str]] = []
     watch = watch or {}
     for i, p in enumerate(plans):
         namespace[f"c{i}"] = p.convert
         namespace[f"k{i}"] = p.const
-        v, k = f"v{i}", f"k{i}"
-        branches = "".join(
-            f"({result.format(v=v, k=k)}) if ({guard.format(v=v, k=k)}) else " for guard, result in p.fast
-        )
         if i in watch:
             assert missed is not None, "watch needs a missed list"
             namespace[f"c{i}"] = _watched(i, watch[i], p.convert, missed)
-            null = f"c{i}(None)" if not watch[i](None) else "None"
-            if types[i].name not in _EXACT_FAST:  # a fast path for another storage class: watch every value
-                branches = ""
-            exprs.append(f"({null} if {v} is None else {branches}c{i}({v}))")
+            exprs.append(_watched_expr(i, p, types[i], watch[i]))
             continue
-        exprs.append(f"(None if {v} is None else {branches}c{i}({v}))")
+        exprs.append(_expr(i, p))
     if not plans:
         return lambda row: ()
     names = ", ".join(f"v{i}" for i in range(len(plans)))
+    unpack = f"{names}, {'*_' if extra else ''} = row"
     source = (
         "def convert_row(row):\n"
         "    try:\n"
-        f"        {names}, {'*_' if extra else ''} = row\n"
-        f"        return ({', '.join(exprs)},)\n"
+        f"        {unpack}\n"
+        f"        return ({', '.join(fast for fast, _ in exprs)},)\n"
+        "    except ValueRefused:\n"
+        "        raise _locate(row) from None\n"
+        "    except ValueError:\n"  # a fast path's result refused its value (fromisoformat): the converters decide
+        "        return convert_row_plain(row)\n"
+        "def convert_row_plain(row):\n"
+        "    try:\n"
+        f"        {unpack}\n"
+        f"        return ({', '.join(plain for _, plain in exprs)},)\n"
         "    except ValueRefused:\n"
         "        raise _locate(row) from None\n"
     )
     exec(compile(source, f"<row_converter {table}>", "exec"), namespace)
     function: RowConverter = namespace["convert_row"]  # type: ignore[assignment]
     return function
+
+
+def _branches(i: int, p: Plan) -> str:
+    v, k = f"v{i}", f"k{i}"
+    return "".join(f"({result.format(v=v, k=k)}) if ({guard.format(v=v, k=k)}) else " for guard, result in p.fast)
+
+
+def _expr(i: int, p: Plan) -> tuple[str, str]:
+    """Column ``i``'s expression with its fast paths inlined, and without (the converter alone)."""
+    return f"(None if v{i} is None else {_branches(i, p)}c{i}(v{i}))", f"(None if v{i} is None else c{i}(v{i}))"
+
+
+def _watched_expr(i: int, p: Plan, t: TargetType, ok: Callable[[object], bool]) -> tuple[str, str]:
+    """A watched column's expression (twice: its kept fast paths never raise): every value off the
+    fast paths goes through the watch, a NULL too when the predicate rejects it."""
+    null = f"c{i}(None)" if not ok(None) else "None"
+    branches = _branches(i, p) if t.name in _EXACT_FAST else ""  # another storage class's fast path: watch all
+    expr = f"({null} if v{i} is None else {branches}c{i}(v{i}))"
+    return expr, expr
 
 
 #: Types whose fast paths take only values already of the target's Python type (``_unchanged``):

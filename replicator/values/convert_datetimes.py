@@ -112,7 +112,20 @@ def timestamp_plan(t: TargetType, wire: bool) -> Plan:
         paths.append(millis)  # first: milliseconds are Prisma's storage, the common case
     if unit in (None, "unix_s"):
         paths.append(seconds)
-    return Plan(convert, tuple((f"type({{v}}) is int and {g}", r) for g, r in paths), base)
+    fast = tuple((f"type({{v}}) is int and {g}", r) for g, r in paths)
+    if not wire and step == 1:
+        fast += (_naive_text_path(aware),)
+    return Plan(convert, fast, base)
+
+
+def _naive_text_path(aware: bool) -> tuple[str, str]:
+    """ISO/SQL text without an offset, as :func:`~replicator.values.datetimes.parse_instant_text` reads it
+    (one fromisoformat call for these shapes), without its three calls: the ORMs' DATETIME text.
+    Text is never an epoch number here (a shape has a ``-`` past its first character)."""
+    guard = "type({v}) is str and {v}.isascii() and {v}.encode().translate(_NINES) in _NAIVE_SHAPES"
+    if aware:  # a date alone is midnight UTC through datetime.replace: left to the converter
+        return (f"{guard} and len({{v}}) > 10", "_fromiso({v} + '+00:00')")
+    return (guard, "_fromiso({v})")
 
 
 def date_plan(t: TargetType, wire: bool) -> Plan:
@@ -125,7 +138,10 @@ def date_plan(t: TargetType, wire: bool) -> Plan:
         day = midnight_date(instant(v))
         return day.toordinal() - PG_EPOCH_ORDINAL if wire else day
 
-    return Plan(convert)
+    # Inline: ``YYYY-MM-DD`` text (the ORMs' DATE), which the converter reads by one fromisoformat too.
+    guard = "type({v}) is str and len({v}) == 10 and {v}.isascii() and {v}.encode().translate(_NINES) == _DATE_SHAPE"
+    result = "_date_fromiso({v}).toordinal() - {k}" if wire else "_date_fromiso({v})"
+    return Plan(convert, ((guard, result),), PG_EPOCH_ORDINAL)
 
 
 def time_plan(t: TargetType, wire: bool) -> Plan:

@@ -107,7 +107,7 @@ def parse_datetime_text(text: str) -> datetime:
     the extra digits are zeros.
     """
     if text.isascii():
-        cut = _FAST_SHAPES.get(text.encode().translate(_NINES))
+        cut = _FAST_SHAPES.get(text.encode().translate(NINES))
         if cut is not None:
             try:
                 return datetime.fromisoformat(text)
@@ -121,7 +121,7 @@ def parse_datetime_text(text: str) -> datetime:
 # Each candidate shape is checked once, at import, against the grammar's own reading of a sample,
 # so a Python whose fromisoformat reads a layout differently (or not at all) simply keeps the slow
 # path for it: fromisoformat in 3.11 refuses "08.5 +01:00", for one.
-_NINES: Final = bytes.maketrans(b"0123456789", b"9999999999")
+NINES: Final = bytes.maketrans(b"0123456789", b"9999999999")
 _ZERO_OFFSETS: Final = frozenset({"Z", "+00", "-00", "+0000", "-0000", "+00:00", "-00:00"})
 
 
@@ -140,7 +140,7 @@ def _fast_shapes() -> dict[bytes, int]:
                 continue
         except (ValueError, ValueRefused):
             continue
-        shapes[text.encode().translate(_NINES)] = len(text) - len(offset)
+        shapes[text.encode().translate(NINES)] = len(text) - len(offset)
     return shapes
 
 
@@ -149,6 +149,10 @@ _DATE_SHAPE_LENGTH: Final = 10
 
 
 _FAST_SHAPES: Final = _fast_shapes()
+#: The fast layouts without an offset (a date alone among them), and the date alone: the row converter
+#: reads text of these shapes with one fromisoformat call, inline (see convert_datetimes).
+NAIVE_SHAPES: Final = frozenset(shape for shape, cut in _FAST_SHAPES.items() if cut == len(shape))
+DATE_SHAPE: Final = b"9999-99-99"
 
 
 def parse_instant_text(text: str, aware: bool) -> datetime:
@@ -159,7 +163,7 @@ def parse_instant_text(text: str, aware: bool) -> datetime:
     hot path for Prisma 7's ``2024-03-05T06:07:08.009+00:00`` and SQL ``2024-03-05 06:07:08``.
     """
     if text.isascii():
-        cut = _FAST_SHAPES.get(text.encode().translate(_NINES))
+        cut = _FAST_SHAPES.get(text.encode().translate(NINES))
         if cut is not None:
             zone = text[cut:].lstrip(" ")
             try:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Final, NamedTuple
 
-from replicator.values.datetimes import JULIAN_MAX, JULIAN_MIN, MS_THRESHOLD
+from replicator.values.datetimes import DATE_SHAPE, JULIAN_MAX, JULIAN_MIN, MS_THRESHOLD, NAIVE_SHAPES, NINES
 
 Converter = Callable[[object], object]
 
@@ -23,7 +23,9 @@ class Plan(NamedTuple):
 
     Each fast path is ``(guard, result)``: Python expressions over ``{v}`` (the value), ``{k}``
     (``const``) and the helpers in ``INLINE_NAMES``. Where ``guard`` is true, ``result`` must equal
-    what ``convert`` returns (the tests check both agree); elsewhere ``convert`` is called.
+    what ``convert`` returns (the tests check both agree); elsewhere ``convert`` is called. A result
+    may raise ``ValueError`` (``fromisoformat`` on February 30th): the row is then converted again
+    without fast paths, so ``convert`` decides.
     """
 
     convert: Converter
@@ -64,6 +66,11 @@ INLINE_NAMES: Final[Mapping[str, object]] = {
     "_MAX_S": _MAX_S,
     "_MIN_MS": _MIN_MS,
     "_MAX_MS": _MAX_MS,
+    "_NINES": NINES,
+    "_NAIVE_SHAPES": NAIVE_SHAPES,
+    "_DATE_SHAPE": DATE_SHAPE,
+    "_fromiso": datetime.fromisoformat,
+    "_date_fromiso": date.fromisoformat,
 }
 
 

@@ -1,0 +1,193 @@
+"""The per-row fast paths of the load give exactly what the slow paths give.
+
+``readback.row_digester`` (the finisher and the encoder in one pass) must give the bytes of
+``RowEncoder(digest_kinds).encode(digest_finisher(row))`` for every converted row, or the snapshot's
+checksums would stop matching verify's and the apply's. The row converter's inlined ISO-text path
+for timestamp and date columns must convert, or refuse, every text as the column's converter does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from psycopg.types.json import Json, Jsonb
+
+from checkpoints.digest import RowEncoder
+from replicator.values import convert_datetimes, readback
+from replicator.values.convert import row_converter, value_converter
+from replicator.values.convert_json import _identity
+from replicator.values.readback import digest_finisher, digest_kinds, row_digester
+from replicator.values.refusal import RowRefused, ValueRefused
+from replicator.values.targettype import TargetType, parse_type
+
+# -- row_digester against the finisher + encoder ------------------------------------------------------------------
+
+DIGEST_TYPES = [
+    parse_type(n)
+    for n in ("bigint", "json", "jsonb", "real", "char(3)", "text", "numeric", "double precision", "timestamp", "bytea")
+]
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=15,
+)
+#: Texts the digest must read as JSON does: duplicate keys, numbers spelled several ways, escapes
+#: (a lone surrogate among them, which msgspec refuses), the document null, deep nesting.
+TRICKY_JSON = [
+    "null",
+    " null ",
+    '"null"',
+    '{"b": 1, "a": 2, "a": 3}',
+    "[1.0, 1, 1e2, 1E+2, -0.0, 0.1000000000000000000001, 5e-324, 1e400]",
+    '{"\\u00e9": "\\ud800", "e\\u0301": "\\udc80"}',
+    "12345678901234567890123456789",
+    '{"n": -9223372036854775809, "m": 18446744073709551616}',
+    "[" * 300 + "]" * 300,
+    '"\\u0000 in json"',
+    '{"k": "tab\\there", "z": {"y": [], "x": {}}}',
+]
+
+
+def _rows(docs: Sequence[str], wire: bool) -> list[tuple[Any, ...]]:
+    """Converted rows, one per document, with values of every other type beside it."""
+    convert = row_converter("t", [f"c{i}" for i in range(len(DIGEST_TYPES))], DIGEST_TYPES, wire=wire)
+    rows = [convert((None,) * len(DIGEST_TYPES))]
+    for n, doc in enumerate(docs):
+        source = (n, "[]", "[]", 0.5 * n, "ab", "é\x7f", "1.50", -0.0, f"2024-01-0{n % 9 + 1} 10:00:00", b"\x00")
+        row = list(convert(source))
+        # the converted document as the converter gives it, also where it refuses the text (a lone
+        # surrogate escape, which msgspec cannot read, or jsonb's \u0000): the digest reads any text
+        row[1:3] = [doc, "\x01" + doc] if wire else [Json(doc, _identity), Jsonb(doc, _identity)]
+        rows.append(tuple(row))
+    return rows
+
+
+def _disagreements(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    finish, encode = digest_finisher(DIGEST_TYPES), RowEncoder(digest_kinds(DIGEST_TYPES)).encode
+    assert finish is not None
+    fused = row_digester(DIGEST_TYPES)
+    return [row for row in rows if fused(row) != encode(finish(row))]
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["values", "wire"])
+def test_row_digester_gives_the_finisher_and_encoders_bytes_on_tricky_documents(wire: bool) -> None:
+    assert _disagreements(_rows(TRICKY_JSON, wire)) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.booleans(), st.booleans())
+def test_row_digester_gives_the_finisher_and_encoders_bytes(value: Any, spaced: bool, wire: bool) -> None:
+    text = json.dumps(value, ensure_ascii=spaced, separators=(", ", ": ") if spaced else (",", ":"))
+    assert _disagreements(_rows([text], wire)) == []
+
+
+def test_a_planted_difference_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: a digester whose JSON text keeps the source's key order disagrees."""
+
+    def unsorted(text: str | bytes) -> str:
+        return msgspec.json.encode(msgspec.json.decode(text)).decode()
+
+    monkeypatch.setattr(readback, "canonical_json_text", unsorted)
+    found = _disagreements(_rows(['{"b": 1, "a": 2}', "[1, 2]"], wire=False))
+    assert len(found) == 1  # the object; the array's text is the same either way
+    assert found[0][1].obj == '{"b": 1, "a": 2}'
+
+
+def test_a_table_without_json_is_hashed_as_converted() -> None:
+    types = [parse_type("bigint"), parse_type("text")]
+    assert row_digester(types)((1, "x")) == RowEncoder(digest_kinds(types)).encode((1, "x"))
+
+
+# -- the inlined ISO text path of timestamp and date columns --------------------------------------------------------
+
+DATETIME_TYPES = [
+    parse_type(n) for n in ("timestamp", "timestamptz", "timestamp(6)", "timestamp(3)", "timestamptz(0)", "date")
+]
+
+_digits = st.text(alphabet="0123456789", min_size=1, max_size=1)
+
+
+@st.composite
+def datetime_texts(draw: Callable[..., Any]) -> str:
+    """Texts of the fast layouts with any digits (February 30th, hour 24, month 13, second 60...), and
+    some that only look alike (offsets, other separators, non-ASCII digits)."""
+    layout = draw(
+        st.sampled_from(
+            [
+                "dddd-dd-dd",
+                "dddd-dd-dd dd:dd",
+                "dddd-dd-dd dd:dd:dd",
+                "dddd-dd-ddTdd:dd:dd.dddddd",
+                "dddd-dd-dd dd:dd:dd.ddd",
+                "dddd-dd-dd dd:dd:dd,dd",
+                "dddd-dd-ddtdd:dd:dd",
+                "dddd-dd-dd dd:dd:dd+dd:dd",
+                "dddd-dd-dd dd:dd:ddZ",
+                "dddd-dd-dd dd:dd:dd.ddddddddd",
+                "dddd/dd/dd",
+                "dddd-dd-dd\u00a0dd:dd",
+            ]
+        )
+    )
+    realistic = draw(st.booleans())
+    sample = "2024-02-29 23:59:59.123456789+01:00"  # a valid date-time to take digits from
+    out = []
+    for n, c in enumerate(layout):
+        if c != "d":
+            out.append(c)
+        else:
+            out.append(sample[n] if realistic and n < len(sample) and sample[n].isdigit() else draw(_digits))
+    text = "".join(out)
+    return text.replace("1", "١") if draw(st.integers(0, 20)) == 0 else text  # an Arabic-Indic digit
+
+
+def _outcome(call: Callable[[object], object], value: object) -> str:
+    try:
+        return repr(call(value))
+    except (ValueRefused, RowRefused) as exc:
+        return f"refused: {exc.reason}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(range(len(DATETIME_TYPES))), datetime_texts(), st.booleans())
+def test_the_inlined_text_path_agrees_with_the_converter(index: int, text: str, wire: bool) -> None:
+    t = DATETIME_TYPES[index]
+    single = value_converter(t, wire=wire)
+    row = row_converter("t", ["c", "d"], [t, parse_type("bigint")], wire=wire)
+    assert _outcome(lambda v: row((v, 7))[0], text) == _outcome(single, text)
+
+
+def test_the_text_path_is_inlined(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(text: str, aware: bool) -> datetime:
+        raise AssertionError("the converter ran")
+
+    monkeypatch.setattr(convert_datetimes, "parse_instant_text", slow)
+    types: list[TargetType] = [parse_type("timestamp"), parse_type("timestamptz"), parse_type("date")]
+    row = row_converter("t", ["a", "b", "c"], types)
+    a, b, c = row(("2024-03-05 06:07:08.123456", "2024-03-05T06:07:08", "2024-03-05"))
+    assert a == datetime.fromisoformat("2024-03-05 06:07:08.123456")
+    assert b == datetime.fromisoformat("2024-03-05T06:07:08+00:00")
+    assert str(c) == "2024-03-05"
+
+
+def test_a_date_fromisoformat_refuses_is_refused_by_name_in_its_column() -> None:
+    types = [parse_type("bigint"), parse_type("timestamp"), parse_type("date")]
+    row = row_converter("t", ["id", "at", "day"], types)
+    with pytest.raises(RowRefused) as refused:
+        row((1, "2024-02-28 10:00:00", "2024-02-30"))
+    assert (refused.value.column, refused.value.value) == ("day", "2024-02-30")
+    with pytest.raises(RowRefused) as refused:
+        row((1, "2024-02-28 24:00:00", "2024-02-28"))
+    assert refused.value.column == "at"
