@@ -21,7 +21,11 @@ its whole tables from the twin too: every row of the snapshot is the state at th
 The pairing happens after the plan (made in the caller's transaction while the helper starts), so
 the main process never waits for the helper to start. The plan needs only the schema of the state
 loaded: the schema version of the new transaction must equal the planning one's, else no pair is
-made and the planning transaction (still open) is the one the rows come from.
+made and the planning transaction (still open) is the one the rows come from. Rows committed between
+the plan and the pair are loaded with the types chosen before them, exactly as rows committed after
+the snapshot are applied with them (and as the helper's tables always were, profiled in one of its
+transactions and loaded in a later one): a sampled table verifies every row and is re-planned on a
+contradiction, and a value a profiled type cannot hold is refused by name or quarantined, never altered.
 """
 
 from __future__ import annotations
