@@ -122,12 +122,14 @@ def ranges_of(conn: sqlite3.Connection, table: Table, select: str, fetch_rows: i
         return None
     query = f"SELECT min({rowid}), max({rowid}), count(*) FROM {quote_ident(table.name)}"  # noqa: S608
     low, high, rows = conn.execute(query).fetchone()
-    count = min(MAX_RANGES, -(-int(rows) // (RANGE_BATCHES * fetch_rows)))
-    if low is None or count < 2:
+    if low is None:
         return None
-    step = -(-(int(high) - int(low) + 1) // count)
-    starts = [int(low) + i * step for i in range(count)]
-    bounds = [(start, start + step - 1) for start in starts]
+    span = int(high) - int(low) + 1
+    count = min(MAX_RANGES, span, -(-int(rows) // (RANGE_BATCHES * fetch_rows)))
+    if count < 2:
+        return None
+    starts = [int(low) + i * span // count for i in range(count)]  # strictly increasing, within [low, high]
+    bounds = [(start, end - 1) for start, end in zip(starts, [*starts[1:], int(high) + 1], strict=True)]
     bounds[0], bounds[-1] = (-(2**63), bounds[0][1]), (bounds[-1][0], 2**63 - 1)
     return Ranges(f"{select} WHERE {rowid} BETWEEN ? AND ?", bounds, fetch_rows)
 

@@ -244,7 +244,8 @@ def snapshot_from(
     The caller owns that transaction (the daemon opens it and reads the journal head too). When
     capture is installed, the journal's high-water mark is read in the transaction the rows come from,
     before any row: streaming starts right after it, and the genesis checkpoint records it. That is the
-    caller's transaction, or with a helper a new one the helper holds a twin of (:func:`_loading`).
+    caller's transaction, or with a helper a new one the helper holds a twin of (:func:`_loading`); the
+    caller's transaction is then ended (ROLLBACK: it only read), and the caller still closes its connection.
     """
     options = asked(SnapshotOptions, options, keywords)
     if options.replace and options.resume:

@@ -41,6 +41,7 @@ from replicator import log
 from replicator.config import Config
 from replicator.load.source import open_source
 from triggers import source as sqlite_source
+from triggers.errors import SourceBusy, SourceError
 
 if TYPE_CHECKING:
     from replicator.load.helper import Helper
@@ -56,12 +57,16 @@ _held: sqlite3.Connection | None = None
 # --- the helper's side ----------------------------------------------------------------------------
 
 
-def hold(path: str, config: Config) -> bool:
-    """In the helper: open (or re-open) its twin read transaction and keep it for the rest of its life."""
+def hold(path: str, config: Config) -> str:
+    """In the helper: open (or re-open) its twin read transaction and keep it for the rest of its life;
+    why it could not, or "" (our errors do not all pickle: the reason travels as text)."""
     global _held  # one twin per helper process, replaced by each try at a pair
     release()
-    _held = open_source(Path(path), config)
-    return True
+    try:
+        _held = open_source(Path(path), config)
+    except (SourceError, SourceBusy, sqlite3.Error) as exc:
+        return f"the helper could not read the source: {exc}"
+    return ""
 
 
 def release() -> None:
@@ -92,6 +97,10 @@ def data_version(probe: sqlite3.Connection) -> int:
     return int(probe.execute("PRAGMA data_version").fetchone()[0])
 
 
+def journal_mode(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA schema_version").fetchone()[0])
 
@@ -103,35 +112,55 @@ def pair(
 
     ``planning`` (open, its plan made) is left as it is: the caller ends it when a new transaction is
     returned (it must stay open until then: its schema version is what the new one is checked against).
+    Only in WAL mode: with a rollback journal, ``planning``'s SHARED lock makes a committing app wait
+    holding PENDING, which refuses every new reader (and readers block its commit for the whole load).
     """
     bound = log.get("snapshot")
+    if journal_mode(planning) != "wal":
+        return planning, Pairing(twin=False, attempts=0, reason="the source is not in WAL mode")
     wait([helper.started], timeout=START_WAIT_S)
     if not helper.started.done() or helper.started.exception() is not None:
         return planning, Pairing(twin=False, attempts=0, reason="the helper process did not start")
     planned = schema_version(planning)
-    probe = sqlite_source.connect(path, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
     attempt, reason = 0, "no try was made (twin.ATTEMPTS is 0)"
+    probe = sqlite_source.connect(path, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
     try:
         for attempt in range(1, ATTEMPTS + 1):
-            before = data_version(probe)
-            conn = open_source(path, config)
-            try:
-                helper.pool.submit(hold, str(path), config).result()
-                raced = data_version(probe) != before
-                changed = schema_version(conn) != planned
-            except BaseException:
-                conn.close()
-                raise
-            if not raced and not changed:
+            conn, reason = _try(probe, path, config, helper, planned)
+            if conn is not None:
                 bound.info("the helper reads the same SQLite state", attempts=attempt)
                 return conn, Pairing(twin=True, attempts=attempt)
-            conn.close()
-            helper.pool.submit(release).result()
-            if changed:
-                reason = "the SQLite schema changed after the plan was made"
+            if "schema" in reason:
                 break
-            reason = "the app committed during every try"
     finally:
         probe.close()
     bound.info("the helper reads its own SQLite state; dominant tables are read here", reason=reason)
     return planning, Pairing(twin=False, attempts=attempt, reason=reason)
+
+
+def _try(
+    probe: sqlite3.Connection, path: Path, config: Config, helper: Helper, planned: int
+) -> tuple[sqlite3.Connection | None, str]:
+    """One try at a pair: the new main transaction, or None and why not (the helper then holds none)."""
+    try:
+        before = data_version(probe)
+        conn = open_source(path, config)
+    except (SourceError, SourceBusy, sqlite3.Error) as exc:  # WAL recovery by another connection...
+        return None, f"the source could not be read: {exc}"
+    try:
+        failed = helper.pool.submit(hold, str(path), config).result()
+        reason = failed or (
+            "the app committed during every try"
+            if data_version(probe) != before
+            else ("the SQLite schema changed after the plan was made" if schema_version(conn) != planned else "")
+        )
+    except (SourceError, SourceBusy, sqlite3.Error) as exc:
+        reason = f"the source could not be read: {exc}"
+    except BaseException:
+        conn.close()
+        raise
+    if not reason:
+        return conn, ""
+    conn.close()
+    helper.pool.submit(release).result()
+    return None, reason
