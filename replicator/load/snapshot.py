@@ -314,10 +314,10 @@ def _loading(
         return
     helper, path = parallel
     conn, pairing = twin.pair(sconn, path, config, helper)
-    if not pairing.twin:
+    helper.twin = pairing.twin
+    if conn is sconn:  # no pair, or the planning transaction's twin (rollback-journal mode)
         yield sconn, setup
         return
-    helper.twin = True
     sconn.execute("ROLLBACK")  # the plan is made; its transaction would only hold back WAL checkpoints
     try:
         read = msgspec.structs.replace(setup.read, sqlite_sequence=read_sqlite_sequence(conn))

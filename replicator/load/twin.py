@@ -11,6 +11,11 @@ values: no commit came between the first read and the last, so both transactions
 first read saw (each started inside that window and sees the newest commit). A VACUUM, a migration,
 a write to a table capture does not watch: any commit moves the counter, so none can slip through.
 
+That is WAL mode, where readers never block writers. In rollback-journal mode (SQLite's default, and
+Django's, Prisma's and SQLAlchemy's unless the app changes it) the planning transaction's SHARED lock
+keeps every commit out for as long as it is held, so the helper's twin, opened while it is held, reads
+exactly its state: the planning transaction is the one paired, and no probe is needed.
+
 The window is two messages to the helper and back (well under a millisecond when the helper is
 idle); an app that commits inside it makes us try again, a few times, with a new pair. If every
 try loses the race (an app committing without pause), the run keeps its planning transaction and
@@ -110,17 +115,17 @@ def pair(
 ) -> tuple[sqlite3.Connection, Pairing]:
     """A read transaction of the main process that the helper holds a twin of, or ``planning`` itself.
 
-    ``planning`` (open, its plan made) is left as it is: the caller ends it when a new transaction is
-    returned (it must stay open until then: its schema version is what the new one is checked against).
-    Only in WAL mode: with a rollback journal, ``planning``'s SHARED lock makes a committing app wait
-    holding PENDING, which refuses every new reader (and readers block its commit for the whole load).
+    WAL mode: a new transaction, proved by the probe; ``planning`` (open, its plan made) is left as it
+    is, and the caller ends it when a new transaction is returned (it must stay open until then: its
+    schema version is what the new one is checked against). Rollback-journal mode: ``planning`` itself
+    (:func:`_pair_locked`).
     """
     bound = log.get("snapshot")
-    if journal_mode(planning) != "wal":
-        return planning, Pairing(twin=False, attempts=0, reason="the source is not in WAL mode")
     wait([helper.started], timeout=START_WAIT_S)
     if not helper.started.done() or helper.started.exception() is not None:
         return planning, Pairing(twin=False, attempts=0, reason="the helper process did not start")
+    if journal_mode(planning) != "wal":
+        return planning, _pair_locked(path, config, helper)
     planned = schema_version(planning)
     attempt, reason = 0, "no try was made (twin.ATTEMPTS is 0)"
     probe = sqlite_source.connect(path, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
@@ -136,6 +141,22 @@ def pair(
         probe.close()
     bound.info("the helper reads its own SQLite state; dominant tables are read here", reason=reason)
     return planning, Pairing(twin=False, attempts=attempt, reason=reason)
+
+
+def _pair_locked(path: Path, config: Config, helper: Helper) -> Pairing:
+    """Rollback-journal mode: the planning transaction's SHARED lock has kept every commit out since
+    its first read (a writer needs every reader gone), so a twin the helper opens while it is held
+    reads exactly its state: no new transaction, no probe. A writer already waiting to commit holds
+    PENDING, which refuses new readers: the helper then gives up at once (it would wait for a writer
+    that waits for us) and the run goes on without a twin."""
+    at_once = msgspec.structs.replace(config, source=msgspec.structs.replace(config.source, busy_timeout_ms=0))
+    failed = helper.pool.submit(hold, str(path), at_once).result()
+    if failed:
+        helper.pool.submit(release).result()
+        log.get("snapshot").info("the helper reads its own SQLite state; dominant tables are read here", reason=failed)
+        return Pairing(twin=False, attempts=1, reason=failed)
+    log.get("snapshot").info("the helper reads the same SQLite state", attempts=1, locked=True)
+    return Pairing(twin=True, attempts=1)
 
 
 def _try(

@@ -214,7 +214,9 @@ def test_a_writer_waiting_to_commit_in_rollback_journal_mode_does_not_fail_the_p
         time.sleep(0.3)  # the writer's COMMIT now holds PENDING, waiting for the planning transaction
         conn, pairing = twin.pair(planning, path, conf, helper)
         assert conn is planning
-        assert (pairing.twin, pairing.reason) == (False, "the source is not in WAL mode")
+        assert pairing.twin is False
+        assert "locked" in pairing.reason
+        assert helper.pool.submit(held_count, "t").result() is None
     finally:
         planning.close()
         helper.close()
@@ -262,3 +264,52 @@ def test_the_snapshot_of_a_rollback_journal_source_survives_an_app_commit_during
         reader.close()
         helper.close()
         writer.wait(timeout=30)
+
+
+def test_in_rollback_journal_mode_the_planning_transaction_is_the_one_paired(tmp_path: Path) -> None:
+    """No writer can commit while the planning transaction holds its SHARED lock: the helper's twin,
+    opened while it is held, reads its state, and the rows come from the transaction the plan was made in."""
+    path = rollback_source(tmp_path / "rb.db")
+    conf = config.load(overrides={"snapshot": {"workers": 2, "helper_min_bytes": 0}}, environ={})
+    planning = snapshot.open_source(path, conf)
+    helper = snapshot.Helper(conf, None)
+    try:
+        writer = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # the control: the lock keeps commits out
+            writer.execute("INSERT INTO t (v) VALUES ('app')")
+        writer.close()
+        conn, pairing = twin.pair(planning, path, conf, helper)
+        assert conn is planning
+        assert (pairing.twin, pairing.attempts) == (True, 1)
+        assert helper.pool.submit(held_count, "t").result() == count(planning, "t") == 100
+    finally:
+        helper.close()
+        planning.close()
+
+
+def test_a_rollback_journal_source_loads_its_dominant_table_by_ranges(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    path = over_threshold(tmp_path / "app.db")
+    writer = sqlite3.connect(path, isolation_level=None)
+    assert writer.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"  # as Django leaves it
+    writer.close()
+    conf = cfg()
+    reader = snapshot.open_source(path, conf)
+    helper = snapshot.Helper(conf, None)
+    try:
+        hook = Hook(helper, wait_for={"event"})
+        result = snapshot.snapshot_from(
+            reader,
+            source_identity(path),
+            pg_dsn,
+            conf,
+            fetch_rows=FETCH,
+            progress=hook,
+            helper=helper,
+            source_path=path,
+        )
+    finally:
+        helper.close()
+        reader.close()
+    assert by_table(result)["event"].helper_ranges > 0
+    assert result.plan is not None
+    assert assert_same(path, pg, result.plan) == SIZES
