@@ -26,7 +26,7 @@ from checkpoints.model import Checkpoint, next_checkpoint
 from replicator import faults, log
 from replicator.apply import dependents
 from replicator.apply.batch import Batch, TableRows
-from replicator.apply.digests import Folded, Pending, TableResult, digest_reads_json, fold_rows
+from replicator.apply.digests import Folded, Pending, TableResult, digest_reads_json, fold_rows, written_digest
 from replicator.apply.foreignkeys import FkMode
 from replicator.apply.lookup import KeyTuple, exact_keys, read_current, rows_for_target_keys
 from replicator.apply.tablestate import read_digests, write_table_state
@@ -38,7 +38,6 @@ from replicator.plan.shape import TableShape
 from replicator.state.quarantine import has_quarantine, record_refusals
 from replicator.state.store import StateStore
 from replicator.values import convert, quarantine, refusal, targettype
-from replicator.values.readback import digest_exact
 
 
 class Applied(msgspec.Struct, frozen=True):
@@ -103,6 +102,7 @@ class Writer:
         self._key_converters = {
             n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
         }
+        self._written_digest = {n: written_digest(t.types) for n, t in targets.items()}
         self._quarantined: dict[str, bool] = {}
         self.plan = plan if plan is not None and on_bad_value == "quarantine" and plan.foreign_keys else None
         """Followed for the quarantine: a row whose parent is quarantined is quarantined too (:mod:`dependents`)."""
@@ -211,19 +211,23 @@ class Writer:
             conflicts, looked_up = 0, list[tuple[Any, ...]]()
             if self._uniques[name]:
                 conflicts, looked_up = self._rewrite_conflicts(cur, name, ident, written, removed, refusals)
-            exact = digest_exact(t.types)
+            exact = self._written_digest[name]
             insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
-            if not exact:  # PostgreSQL may store these values differently: digest what it returns
+            if exact is None:  # PostgreSQL's value is not known from the converted one: digest what it returns
                 insert += sql.SQL(" RETURNING {}").format(cols)
             try:
                 # a savepoint (cheaper than looking for equal staged rows in every batch): a unique violation
                 # is then explained by _refuse_collisions, which reads the staging table
                 with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
-                    cur.execute(insert, binary=not exact)
+                    cur.execute(insert, binary=exact is None)
             except psycopg.errors.UniqueViolation:
                 self._refuse_collisions(cur, name, [*rows, *looked_up])
                 raise
-            added = self._digester.submit(fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
+            added = (
+                self._fold(cur, t)
+                if exact is None
+                else self._digester.submit(fold_rows, written, exact.kinds, t.key_positions, exact.finish)
+            )
         if name not in self._quarantined:  # asked once: only this writer adds rows while it streams
             self._quarantined[name] = has_quarantine(self.state_store, name)
         if refusals or self._quarantined[name]:
