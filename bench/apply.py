@@ -184,8 +184,9 @@ class WideWorkload(Workload):
         self.top.update(counts)
 
     def _documents(self, rng: random.Random) -> Any:
-        if self._document is None:  # pools built once, parents' ids as the source holds them now
-            self._document = shapes.document_maker(random.Random(self.seed), dict(self.top), self.json_bytes)
+        if self._document is None:  # pools built once, parents' ids as the source holds them now; seeded
+            # from the caller's generator: the app's process must not make the uuids this one made
+            self._document = shapes.document_maker(random.Random(rng.getrandbits(64)), dict(self.top), self.json_bytes)
         return self._document
 
     def row(self, table: str, i: int, rng: random.Random) -> tuple[Any, ...]:
