@@ -91,7 +91,7 @@ class Pending(msgspec.Struct):
     """One table's statements are done; its digests may still be being computed."""
 
     removed: list[Future[Folded]]
-    added: Future[Folded]
+    added: list[Future[Folded]]
     conflicts: int
     quarantined: int
 
@@ -101,7 +101,11 @@ class Pending(msgspec.Struct):
             digest, keys = future.result()
             removed.merge(digest)
             removed_keys |= keys
-        added, added_keys = self.added.result()
+        added, added_keys = TableDigest(), set()
+        for future in self.added:
+            digest, keys = future.result()
+            added.merge(digest)
+            added_keys |= keys
         deleted = TableDigest()
         deleted.add_rows(removed_keys - added_keys)
         total = TableDigest() if running is None else TableDigest.from_hex(running[0], running[1])
