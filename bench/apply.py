@@ -2,8 +2,13 @@
 
     .venv/bin/python bench/apply.py --dsn postgresql://postgres@127.0.0.1:5432/postgres --changes 1000000
 
+``--shape wide`` runs the same measurements on bench/shapes.py's wide SaaS database instead of the three
+narrow tables: ``documents`` (17 columns, a JSON object, micro-second date-times, 5 secondary indexes, a
+UNIQUE uuid, 3 FKs) holds 80 % of ``--initial`` rows (default 1,000,000 there), and the backlog's changes
+land on it and its parents (:class:`WideWorkload`); ``--json-bytes`` sizes the JSON documents.
+
 Per round: build a backlog of ``--changes`` journal entries (60 % UPDATE, 30 % INSERT, 10 % DELETE over
-three tables with secondary indexes, untimed), drain it with ``replicator run --until-drained`` in a
+the shape's tables with secondary indexes, untimed), drain it with ``replicator run --until-drained`` in a
 subprocess (timed from process start, so start-up is included; its peak RSS, VmHWM sampled from
 /proc, to show memory stays flat), then binary-COPY the same number of new rows into the same populated, indexed
 tables inside a transaction that is rolled back (timed; rows converted in memory before the clock
@@ -49,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import shapes  # bench/ is on sys.path when this file runs as a script
 from psycopg import sql
 
 from replicator.config import DEFAULT_BATCH_ROWS
@@ -108,42 +114,151 @@ UPDATE = {
 }
 
 
-def build_source(path: Path, initial: int, rng: random.Random) -> dict[str, int]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = wal")
-    conn.execute("PRAGMA synchronous = normal")
-    conn.executescript(SCHEMA)
-    conn.execute("BEGIN")
-    for table in TABLES:
-        conn.executemany(INSERT[table], (MAKERS[table](i, rng) for i in range(1, initial + 1)))
-    conn.execute("COMMIT")
-    conn.close()
+class Workload:
+    """One shape's tables and its changes: what the backlog, the raw COPY and the app load write.
+
+    ``top`` is each table's highest id (inserts append after it). ``change`` makes one change of the
+    mix (60 % UPDATE, 30 % INSERT, 10 % DELETE); ``row`` makes a new row of a table; ``copy_share``
+    is each table's share of the raw COPY's rows (the backlog's inserts split the same way).
+    """
+
+    name = "narrow"
+    tables: tuple[str, ...] = TABLES
+    copy_share: dict[str, float] = dict.fromkeys(TABLES, 1 / len(TABLES))
+
+    def __init__(self, top: dict[str, int]) -> None:
+        self.top = top
+
+    def build(self, path: Path, initial: int, rng: random.Random) -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = wal")
+        conn.execute("PRAGMA synchronous = normal")
+        conn.executescript(SCHEMA)
+        conn.execute("BEGIN")
+        for table in TABLES:
+            conn.executemany(INSERT[table], (MAKERS[table](i, rng) for i in range(1, initial + 1)))
+        conn.execute("COMMIT")
+        conn.close()
+        self.top.update(dict.fromkeys(TABLES, initial))
+
+    def row(self, table: str, i: int, rng: random.Random) -> tuple[Any, ...]:
+        return MAKERS[table](i, rng)
+
+    def change(self, conn: sqlite3.Connection, rng: random.Random) -> None:
+        table = rng.choice(TABLES)
+        roll = rng.random()
+        if roll < 0.6:
+            conn.execute(UPDATE[table], (rng.randint(1, 100_000), rng.randint(1, self.top[table])))
+        elif roll < 0.9:
+            self.top[table] += 1
+            conn.execute(INSERT[table], MAKERS[table](self.top[table], rng))
+        else:
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (rng.randint(1, self.top[table]),))
+
+
+class WideWorkload(Workload):
+    """bench/shapes.py's wide shape: ``documents`` (17 columns, JSON, micro-second date-times, 5 indexes,
+    3 FKs) and its parents ``tenants``, ``users`` and ``projects``. ``--initial`` counts the rows of all
+    four tables (80 % documents). Updates and inserts pick a table by its share of the rows, so 80 % of
+    them land on ``documents``; deletes hit ``documents`` only (its parents keep their children, as an
+    app with foreign keys on would). A ``documents`` update is an ORM save of the fields an edit
+    touches: title, status, the JSON metadata, updated_at, score and version."""
+
+    name = "wide"
+    tables = tuple(shapes.WIDE_SHARES)
+    copy_share = shapes.WIDE_SHARES
+
+    def __init__(self, top: dict[str, int], json_bytes: int, seed: int) -> None:
+        super().__init__(top)
+        self.json_bytes, self.seed = json_bytes, seed
+        self._document: Any = None
+        pool = random.Random(seed)
+        self._docs = [shapes.metadata_doc(pool, json_bytes) for _ in range(256)]
+        self._titles = [shapes.text_of(pool, pool.randrange(20, 120)).title() for _ in range(256)]
+
+    def build(self, path: Path, initial: int, rng: random.Random) -> None:
+        counts = shapes.build_wide(path, initial, seed=rng.randrange(2**31), json_bytes=self.json_bytes)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = wal")
+        conn.close()
+        self.top.update(counts)
+
+    def _documents(self, rng: random.Random) -> Any:
+        if self._document is None:  # pools built once, parents' ids as the source holds them now; seeded
+            # from the caller's generator: the app's process must not make the uuids this one made
+            self._document = shapes.document_maker(random.Random(rng.getrandbits(64)), dict(self.top), self.json_bytes)
+        return self._document
+
+    def row(self, table: str, i: int, rng: random.Random) -> tuple[Any, ...]:
+        words = shapes.WORDS
+        if table == "documents":
+            return tuple(self._documents(rng)(i))
+        if table == "tenants":
+            plan = rng.choice(("free", "team", "business", "enterprise"))
+            return (i, f"tenant-{i}", f"{rng.choice(words).title()} Inc {i}", plan, shapes.iso_micros(rng))
+        tenant = rng.randrange(1, self.top["tenants"] + 1)
+        if table == "users":
+            name = f"{rng.choice(words).title()} {rng.choice(words).title()}"
+            return (i, tenant, f"user{i}@example.com", name, int(rng.random() < 0.05), shapes.iso_micros(rng))
+        return (i, tenant, f"project {i}", shapes.text_of(rng, 80), shapes.iso_micros(rng))
+
+    def change(self, conn: sqlite3.Connection, rng: random.Random) -> None:
+        roll = rng.random()
+        if roll >= 0.9:
+            conn.execute("DELETE FROM documents WHERE id = ?", (rng.randint(1, self.top["documents"]),))
+            return
+        (table,) = rng.choices(self.tables, weights=list(self.copy_share.values()))
+        if roll >= 0.6:
+            self.top[table] += 1
+            marks = ", ".join("?" * len(shapes.WIDE_RAW[table]))
+            conn.execute(f"INSERT INTO {table} VALUES ({marks})", self.row(table, self.top[table], rng))
+            return
+        key = rng.randint(1, self.top[table])
+        if table == "documents":
+            conn.execute(
+                "UPDATE documents SET title = ?, status = ?, metadata = ?, updated_at = ?, score = ?, "
+                "version = version + 1 WHERE id = ?",
+                (
+                    rng.choice(self._titles),
+                    rng.choice(("draft", "review", "published", "archived")),
+                    rng.choice(self._docs),
+                    shapes.iso_micros(rng),
+                    round(rng.uniform(0, 100), 3),
+                    key,
+                ),
+            )
+        elif table == "users":
+            conn.execute(
+                "UPDATE users SET full_name = ?, is_staff = ? WHERE id = ?",
+                (rng.choice(self._titles)[:60], int(rng.random() < 0.05), key),
+            )
+        elif table == "projects":
+            conn.execute("UPDATE projects SET description = ? WHERE id = ?", (shapes.text_of(rng, 80), key))
+        else:
+            conn.execute("UPDATE tenants SET plan = ? WHERE id = ?", (rng.choice(("free", "team", "business")), key))
+
+
+def workload(shape: str, top: dict[str, int], json_bytes: int, seed: int) -> Workload:
+    return WideWorkload(top, json_bytes, seed) if shape == "wide" else Workload(top)
+
+
+def build_source(path: Path, work: Workload, initial: int, rng: random.Random) -> None:
+    work.build(path, initial, rng)
     install.install(path)
-    return dict.fromkeys(TABLES, initial)
 
 
-def make_backlog(path: Path, changes: int, top: dict[str, int], rng: random.Random) -> None:
-    """``changes`` journal entries: 60 % updates, 30 % inserts, 10 % deletes, spread over the tables."""
+def make_backlog(path: Path, changes: int, work: Workload, rng: random.Random) -> None:
+    """``changes`` changes: 60 % updates, 30 % inserts, 10 % deletes, spread over the tables."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = normal")
     done = 0
     while done < changes:
         conn.execute("BEGIN")
         for _ in range(min(10_000, changes - done)):
-            table = rng.choice(TABLES)
-            roll = rng.random()
-            if roll < 0.6:
-                conn.execute(UPDATE[table], (rng.randint(1, 100_000), rng.randint(1, top[table])))
-            elif roll < 0.9:
-                top[table] += 1
-                conn.execute(INSERT[table], MAKERS[table](top[table], rng))
-            else:
-                conn.execute(f"DELETE FROM {table} WHERE id = ?", (rng.randint(1, top[table]),))
+            work.change(conn, rng)
             done += 1
         conn.execute("COMMIT")
-    (head,) = conn.execute("SELECT max(seq) FROM _replicator_journal").fetchone()
     conn.close()
-    del head
 
 
 def pending(path: Path, applied: int) -> int:
@@ -300,15 +415,16 @@ def compare_round(
     return out
 
 
-def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
-    """Binary COPY of ``changes`` new rows (split like the backlog) into the same, populated, indexed
-    tables, in a transaction rolled back afterwards (the rollback is not timed)."""
+def raw_copy(dsn: str, changes: int, work: Workload, rng: random.Random) -> float:
+    """Binary COPY of ``changes`` new rows (split like the backlog's inserts) into the same, populated,
+    indexed tables, in a transaction rolled back afterwards (the rollback is not timed). Foreign keys
+    do not act (``session_replication_role = replica``), as in the daemon's transactions."""
     from replicator.values import convert, targettype
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         prepared: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
-        per = changes // len(TABLES)
-        for table in TABLES:
+        for table in work.tables:
+            per = int(changes * work.copy_share[table])
             rows = conn.execute(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -318,11 +434,12 @@ def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
             conv = convert.row_converter(table, [f"c{i}" for i in range(len(tts))], tts)
             prepared[table] = (
                 targettype.copy_types(tts),
-                [conv(MAKERS[table](50_000_000 + i, rng)) for i in range(per)],
+                [conv(work.row(table, 50_000_000 + i, rng)) for i in range(per)],
             )
         with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL session_replication_role = replica")
             started = time.perf_counter()
-            for table in TABLES:
+            for table in work.tables:
                 types, data = prepared[table]
                 copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier("public", table))
                 with conn.cursor() as cur, cur.copy(copy_sql) as copy:
@@ -336,7 +453,7 @@ def raw_copy(dsn: str, changes: int, rng: random.Random) -> float:
 ChangeSet = dict[str, tuple[list[int], list[tuple[Any, ...]]]]
 
 
-def change_sets(path: Path, dsn: str, batch: int) -> tuple[ChangeSet, list[ChangeSet]]:
+def change_sets(path: Path, dsn: str, batch: int, tables: tuple[str, ...]) -> tuple[ChangeSet, list[ChangeSet]]:
     """What any state-based applier of the pending backlog must write: the distinct keys it names per
     table and SQLite's current rows for them, for the whole backlog at once and per ``batch`` entries
     (the daemon's batches: a key changed in two batches is written twice)."""
@@ -345,7 +462,7 @@ def change_sets(path: Path, dsn: str, batch: int) -> tuple[ChangeSet, list[Chang
     conn = sqlite3.connect(path)
     entries = conn.execute("SELECT tbl, k1 FROM _replicator_journal WHERE seq > ? ORDER BY seq", (applied,)).fetchall()
     current: dict[str, dict[int, tuple[Any, ...]]] = {}
-    for table in TABLES:
+    for table in tables:
         keys = sorted({int(k) for t, k in entries if t == table})
         found: dict[int, tuple[Any, ...]] = {}
         for i in range(0, len(keys), 10_000):
@@ -358,7 +475,7 @@ def change_sets(path: Path, dsn: str, batch: int) -> tuple[ChangeSet, list[Chang
 
     def of(part: list[tuple[str, int]]) -> ChangeSet:
         out: ChangeSet = {}
-        for table in TABLES:
+        for table in tables:
             keys = sorted({int(k) for t, k in part if t == table})
             out[table] = (keys, [current[table][k] for k in keys if k in current[table]])
         return out
@@ -386,10 +503,11 @@ def floor(dsn: str, batches: list[ChangeSet]) -> tuple[float, float]:
 
     best_sql, best_all = float("inf"), float("inf")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        types = {table: _pg_types(conn, table) for table in TABLES}
+        types = {table: _pg_types(conn, table) for table in batches[0]}
         convs = {t: convert.row_converter(t, [f"c{i}" for i in range(len(tt))], tt) for t, tt in types.items()}
         for nested in (True, False):
             with conn.transaction(force_rollback=True):
+                conn.execute("SET LOCAL session_replication_role = replica")
                 if nested:
                     conn.execute("SET LOCAL enable_mergejoin = off")
                     conn.execute("SET LOCAL enable_hashjoin = off")
@@ -434,9 +552,9 @@ def floor_batches(admin: str, dsn: str, batches: list[ChangeSet]) -> tuple[float
     applying = staging = 0.0
     try:
         with psycopg.connect(copy_dsn, autocommit=True) as conn:
-            types = {table: _pg_types(conn, table) for table in TABLES}
+            types = {table: _pg_types(conn, table) for table in batches[0]}
             convs = {t: convert.row_converter(t, [f"c{i}" for i in range(len(tt))], tt) for t, tt in types.items()}
-            for table in TABLES:
+            for table in types:
                 conn.execute(f"CREATE TEMP TABLE fk_{table} (id bigint) ON COMMIT DELETE ROWS")
                 conn.execute(
                     f"CREATE TEMP TABLE fr_{table} ON COMMIT DELETE ROWS AS SELECT * FROM {table} WITH NO DATA"
@@ -444,6 +562,7 @@ def floor_batches(admin: str, dsn: str, batches: list[ChangeSet]) -> tuple[float
             for part in batches:
                 data = {table: [convs[table](r) for r in rows] for table, (_keys, rows) in part.items()}
                 with conn.transaction():
+                    conn.execute("SET LOCAL session_replication_role = replica")
                     conn.execute("SET LOCAL enable_mergejoin = off")
                     conn.execute("SET LOCAL enable_hashjoin = off")
                     started = time.perf_counter()
@@ -515,9 +634,13 @@ def fastpath(dsn: str, rows_per_batch: int = 20_000, reps: int = 5) -> dict[str,
     return {k: rows_per_batch / statistics.median(v) for k, v in out.items()}
 
 
-def app_load(path: str, out: str, seconds: float, txn_rate: int, top: dict[str, int], seed: int) -> None:
+WorkloadSpec = tuple[str, dict[str, int], int, int]
+"""What rebuilds a :class:`Workload` in another process: (shape, top ids, JSON bytes, seed)."""
+
+
+def app_load(path: str, out: str, seconds: float, txn_rate: int, spec: WorkloadSpec, seed: int) -> None:
     """The app (run in its own process): ``txn_rate`` transactions/s for ``seconds``, each of 1-5 rows
-    (60 % UPDATE, 30 % INSERT, 10 % DELETE over the three tables), paced to an absolute schedule (a
+    (the workload's mix: 60 % UPDATE, 30 % INSERT, 10 % DELETE), paced to an absolute schedule (a
     late transaction does not push the next ones back). Writes one ``(last seq, commit time)`` pair
     per transaction to ``out``: the seq is read inside the transaction (the writer holds the lock, so
     the journal's max is its own last entry), the time right after COMMIT returns."""
@@ -525,6 +648,7 @@ def app_load(path: str, out: str, seconds: float, txn_rate: int, top: dict[str, 
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA synchronous = normal")
     rng = random.Random(seed)
+    work = workload(*spec)
     seqs, times = array.array("q"), array.array("d")
     interval = 1.0 / txn_rate
     start = time.monotonic()
@@ -538,15 +662,7 @@ def app_load(path: str, out: str, seconds: float, txn_rate: int, top: dict[str, 
             time.sleep(due - now)
         conn.execute("BEGIN IMMEDIATE")
         for _ in range(rng.randint(1, 5)):
-            table = rng.choice(TABLES)
-            roll = rng.random()
-            if roll < 0.6:
-                conn.execute(UPDATE[table], (rng.randint(1, 100_000), rng.randint(1, top[table])))
-            elif roll < 0.9:
-                top[table] += 1
-                conn.execute(INSERT[table], MAKERS[table](top[table], rng))
-            else:
-                conn.execute(f"DELETE FROM {table} WHERE id = ?", (rng.randint(1, top[table]),))
+            work.change(conn, rng)
         (seq,) = conn.execute("SELECT max(seq) FROM _replicator_journal").fetchone()
         conn.execute("COMMIT")
         times.append(time.time())
@@ -572,7 +688,7 @@ class Lag:
         self.cpu = 0.0
 
 
-def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, txn_rate: int, top: dict[str, int]) -> Lag:
+def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, txn_rate: int, spec: WorkloadSpec) -> Lag:
     """End-to-end lag at a steady app load: the daemon (``replicator run``) and the app (:func:`app_load`)
     each in their own process. A commit's lag is the time PostgreSQL first showed a checkpoint covering
     its seq (polled every 5 ms by this process, so at most ~5 ms late) minus its SQLite commit time.
@@ -580,7 +696,7 @@ def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, txn_rate: int
     cmd = [sys.executable, "-m", "replicator", "run", "--source", str(path), "--target", dsn, "-q"]
     daemon = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
-        return _lag(daemon, path, dsn, seconds, txn_rate, top)
+        return _lag(daemon, path, dsn, seconds, txn_rate, spec)
     finally:
         if daemon.returncode is None:
             daemon.kill()
@@ -588,7 +704,7 @@ def lag(path: Path, dsn: str, env: dict[str, str], seconds: float, txn_rate: int
 
 
 def _lag(
-    daemon: subprocess.Popen[bytes], path: Path, dsn: str, seconds: float, txn_rate: int, top: dict[str, int]
+    daemon: subprocess.Popen[bytes], path: Path, dsn: str, seconds: float, txn_rate: int, spec: WorkloadSpec
 ) -> Lag:
     out = Lag()
     seen: list[tuple[int, float]] = []
@@ -604,7 +720,7 @@ def _lag(
             raise SystemExit("the daemon did not reach STREAMING within 120 s")
         result = Path(path).with_name("app_load.bin")
         app = multiprocessing.get_context("spawn").Process(
-            target=app_load, args=(str(path), str(result), seconds, txn_rate, dict(top), 11)
+            target=app_load, args=(str(path), str(result), seconds, txn_rate, spec, 11)
         )
         app.start()
         last_sample = 0.0
@@ -665,14 +781,14 @@ def conninfo_dbname(dsn: str) -> str:
     return str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
 
 
-def vacuum(dsn: str) -> None:
-    """VACUUM ANALYZE the three tables (untimed). A database copied with CREATE DATABASE ... TEMPLATE
+def vacuum(dsn: str, tables: tuple[str, ...]) -> None:
+    """VACUUM ANALYZE the tables (untimed). A database copied with CREATE DATABASE ... TEMPLATE
     starts with no statistics, so autovacuum never learns of the dead rows a drain leaves there and
     every round would start on the bloat of all the rounds before it (measured: the apply and the floor
     both ran twice as long in round 3 as in round 1). Each round starts from a vacuumed table, as a
     database autovacuum keeps up with would."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in TABLES:
+        for table in tables:
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier("public", table)))
 
 
@@ -690,7 +806,15 @@ def main() -> None:
         "--dsn", default=os.environ.get("REPLICATOR_TEST_DSN", "postgresql://postgres@127.0.0.1/postgres")
     )
     parser.add_argument("--changes", type=int, default=200_000)
-    parser.add_argument("--initial", type=int, default=100_000, help="rows per table before the backlog")
+    parser.add_argument("--shape", choices=("narrow", "wide"), default="narrow", help="see Workload, WideWorkload")
+    parser.add_argument(
+        "--initial",
+        type=int,
+        default=None,
+        help="rows before the backlog: per table for narrow (default 100,000), in all tables for wide "
+        "(default 1,000,000, 80 %% of them in documents)",
+    )
+    parser.add_argument("--json-bytes", type=int, default=400, help="wide: the JSON documents' size")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-rows", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
@@ -719,7 +843,9 @@ def main() -> None:
     dsn = fresh_db(args.dsn)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
-        top = build_source(path, args.initial, rng)
+        work = workload(args.shape, {}, args.json_bytes, args.seed)
+        initial = args.initial or (1_000_000 if args.shape == "wide" else 100_000)
+        build_source(path, work, initial, rng)
         drain(path, dsn, env)  # the snapshot (untimed)
         if args.fastpath:
             for variant, rate in fastpath(dsn).items():
@@ -733,9 +859,9 @@ def main() -> None:
             variants.append((label, None if code == "." else str(Path(code).resolve()), extra))
         runs: dict[str, list[Drained]] = {label: [] for label, _, _ in variants}
         for round_no in range(1, args.rounds + 1):
-            make_backlog(path, args.changes, top, rng)
-            vacuum(dsn)
-            whole, batched = change_sets(path, dsn, args.batch_rows or DEFAULT_BATCH_ROWS)
+            make_backlog(path, args.changes, work, rng)
+            vacuum(dsn, work.tables)
+            whole, batched = change_sets(path, dsn, args.batch_rows or DEFAULT_BATCH_ROWS, work.tables)
             distinct = sum(len(k) for k, _ in whole.values())
             distinct_batched = sum(len(k) for part in batched for k, _ in part.values())
             if len(variants) > 1:
@@ -747,8 +873,8 @@ def main() -> None:
                 run = drain_measured(path, dsn, env)
                 runs["this"].append(run)
                 seconds, peak = run.seconds, run.rss_kib
-            vacuum(dsn)  # the references start from a vacuumed table too
-            copy_seconds = raw_copy(dsn, args.changes, rng)
+            vacuum(dsn, work.tables)  # the references start from a vacuumed table too
+            copy_seconds = raw_copy(dsn, args.changes, work, rng)
             floor_sql, floor_all = floor_batches(args.dsn, dsn, batched)
             merged_sql, _ = floor(dsn, [whole])
             del whole, batched
@@ -777,7 +903,8 @@ def main() -> None:
                 flush=True,
             )
         if args.lag_seconds:
-            m = lag(path, dsn, env, args.lag_seconds, args.lag_txn_rate, top)
+            spec: WorkloadSpec = (args.shape, dict(work.top), args.json_bytes, args.seed)
+            m = lag(path, dsn, env, args.lag_seconds, args.lag_txn_rate, spec)
             lags = m.lags
             print(
                 f"streaming lag, app at {args.lag_txn_rate:,} txn/s (1-5 rows each) for {args.lag_seconds:.0f} s: "

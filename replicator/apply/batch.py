@@ -158,12 +158,19 @@ _TEXT: Final = (str, bytes)
 _SIZER: Final = msgspec.msgpack.Encoder()
 
 
+_SIZE_CHUNK: Final = 1_000
+"""Rows encoded at a time by :func:`_size`: a batch of wide rows encoded whole was one buffer as large as the
+bound itself (32 MiB by default), allocated and freed per batch, on top of the rows."""
+
+
 def _size(rows: list[tuple[Any, ...]]) -> int:
     """Roughly the bytes the rows hold: their msgpack length (text and blobs at their length, numbers
-    at 1-9 bytes; 8x faster than a loop over the values), or, when text holds lone surrogates (not
-    UTF-8 in SQLite) that msgpack refuses, a loop counting each non-text value as ``_VALUE_BYTES``."""
+    at 1-9 bytes; 8x faster than a loop over the values), encoded ``_SIZE_CHUNK`` rows at a time, or,
+    when text holds lone surrogates (not UTF-8 in SQLite) that msgpack refuses, a loop counting each
+    non-text value as ``_VALUE_BYTES``."""
+    encode = _SIZER.encode
     try:
-        return len(_SIZER.encode(rows))
+        return sum(len(encode(rows[i : i + _SIZE_CHUNK])) for i in range(0, len(rows), _SIZE_CHUNK))
     except UnicodeEncodeError:
         pass
     total = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -22,6 +22,7 @@ from checkpoints.model import TableChange
 from replicator import pg
 from replicator.apply.lookup import KeyTuple
 from replicator.plan.shape import TableShape
+from replicator.values.readback import DIGEST_EXACT_TYPES, Finisher, digest_finisher, digest_kinds
 from replicator.values.targettype import TargetType
 
 
@@ -44,8 +45,39 @@ def digest_reads_json(cur: psycopg.Cursor[Any], types: Sequence[TargetType]) -> 
         pg.json_as_text(cur)
 
 
-def fold_rows(rows: list[tuple[Any, ...]], kinds: list[Kind] | None, positions: tuple[int, ...]) -> Folded:
-    """The digest of row images (json columns by kind) and the set of their keys."""
+#: Types whose value PostgreSQL gives back is the converted value, or the converted value brought to it by
+#: :func:`~replicator.values.readback.digest_finisher` (float4 rounding, char padding, JSON documents): the
+#: normalisation the snapshot's checksums already rely on.
+_FINISHABLE: Final = DIGEST_EXACT_TYPES | {"real", "char", "json", "jsonb"}
+
+
+class WrittenDigest(msgspec.Struct, frozen=True):
+    """How rows a batch writes are digested from their converted values, without reading them back."""
+
+    kinds: list[Kind] | None
+    finish: Finisher | None
+
+
+def written_digest(types: Sequence[TargetType]) -> WrittenDigest | None:
+    """How to digest converted rows of ``types`` as PostgreSQL will give them back, or None when a
+    type's read-back value is not known from the converted one (an enum): the INSERT then returns
+    the rows it stored and those are digested.
+
+    Why: ``INSERT ... RETURNING`` sends every written row back over the wire, parsed again by psycopg
+    (on a wide JSON table that was the largest part of a batch's INSERT)."""
+    if not all(t.name in _FINISHABLE for t in types):
+        return None
+    finish = digest_finisher(types)
+    return WrittenDigest(digest_kinds(types) if finish is not None else None, finish)
+
+
+def fold_rows(
+    rows: list[tuple[Any, ...]], kinds: list[Kind] | None, positions: tuple[int, ...], finish: Finisher | None = None
+) -> Folded:
+    """The digest of row images (json columns by kind) and the set of their keys; ``finish`` first
+    brings converted rows to what PostgreSQL gives back (:mod:`replicator.values.readback`)."""
+    if finish is not None:
+        rows = [finish(row) for row in rows]
     digest = TableDigest(kinds)
     digest.add_rows(rows)
     if len(positions) == 1:  # 5x faster than a tuple built from a generator per row
@@ -59,7 +91,7 @@ class Pending(msgspec.Struct):
     """One table's statements are done; its digests may still be being computed."""
 
     removed: list[Future[Folded]]
-    added: Future[Folded]
+    added: list[Future[Folded]]
     conflicts: int
     quarantined: int
 
@@ -69,7 +101,11 @@ class Pending(msgspec.Struct):
             digest, keys = future.result()
             removed.merge(digest)
             removed_keys |= keys
-        added, added_keys = self.added.result()
+        added, added_keys = TableDigest(), set()
+        for future in self.added:
+            digest, keys = future.result()
+            added.merge(digest)
+            added_keys |= keys
         deleted = TableDigest()
         deleted.add_rows(removed_keys - added_keys)
         total = TableDigest() if running is None else TableDigest.from_hex(running[0], running[1])

@@ -19,12 +19,14 @@ class UniqueIndex(msgspec.Struct, frozen=True):
     exprs: tuple[str, ...]
     """Each key column's definition as pg_get_indexdef prints it: a quoted column name or an expression."""
     predicate: str | None
+    immediate: bool = True
+    """Checked at each statement; False for a constraint DEFERRABLE (PostgreSQL may check it at COMMIT)."""
 
 
 def unique_indexes(conn: psycopg.Connection[Any], t: TableShape) -> list[UniqueIndex]:
     """The target's valid UNIQUE indexes other than the one on exactly the capture key."""
     rows = conn.execute(
-        "SELECT c.relname, i.indnkeyatts, pg_get_expr(i.indpred, i.indrelid), "
+        "SELECT c.relname, i.indimmediate, pg_get_expr(i.indpred, i.indrelid), "
         "  array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k) "
         "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid ORDER BY c.relname",
@@ -32,10 +34,10 @@ def unique_indexes(conn: psycopg.Connection[Any], t: TableShape) -> list[UniqueI
     ).fetchall()
     key = {sql.Identifier(k).as_string(conn) for k in t.key_target} | set(t.key_target)
     out: list[UniqueIndex] = []
-    for name, _n, predicate, exprs in rows:
+    for name, immediate, predicate, exprs in rows:
         if predicate is None and len(exprs) == len(t.key_target) and set(exprs) <= key:
             continue  # the key delete already removed every row this index could conflict on
-        out.append(UniqueIndex(str(name), tuple(str(e) for e in exprs), predicate))
+        out.append(UniqueIndex(str(name), tuple(str(e) for e in exprs), predicate, bool(immediate)))
     return out
 
 

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -26,9 +26,10 @@ from checkpoints.model import Checkpoint, next_checkpoint
 from replicator import faults, log
 from replicator.apply import dependents
 from replicator.apply.batch import Batch, TableRows
-from replicator.apply.digests import Folded, Pending, TableResult, digest_reads_json, fold_rows
+from replicator.apply.digests import Folded, Pending, TableResult, digest_reads_json, fold_rows, written_digest
 from replicator.apply.foreignkeys import FkMode
-from replicator.apply.lookup import KeyTuple, exact_keys, read_current, rows_for_target_keys
+from replicator.apply.keyforms import KeyForms
+from replicator.apply.lookup import KeyTuple, exact_keys, read_current
 from replicator.apply.tablestate import read_digests, write_table_state
 from replicator.apply.uniques import UniqueIndex, conflict_select, unique_indexes
 from replicator.errors import BadValue, TargetError, UniqueCollision, refused_by_target
@@ -38,7 +39,6 @@ from replicator.plan.shape import TableShape
 from replicator.state.quarantine import has_quarantine, record_refusals
 from replicator.state.store import StateStore
 from replicator.values import convert, quarantine, refusal, targettype
-from replicator.values.readback import digest_exact
 
 
 class Applied(msgspec.Struct, frozen=True):
@@ -61,7 +61,7 @@ class _Planned(msgspec.Struct):
     keys: list[KeyTuple]
     """The part's keys in PostgreSQL form (deleted, then the rows written)."""
     rows: list[tuple[Any, ...]]
-    """SQLite's rows for them (every spelling of a key, :meth:`Writer._rows_of_every_spelling`)."""
+    """SQLite's rows for them (every spelling of a key, :meth:`KeyForms.rows_of_every_spelling`)."""
     written: list[tuple[Any, ...]]
     refusals: list[quarantine.Refusal]
     waiting: list[tuple[str, dependents.Key]] = msgspec.field(default_factory=list)
@@ -71,6 +71,15 @@ class _Planned(msgspec.Struct):
 def _key_dict(t: TableShape, key: Sequence[Any]) -> dependents.Key:
     """A key of ``t`` as the quarantine records keys."""
     return quarantine.json_safe_dict(dict(zip(t.key_source, key, strict=True)))
+
+
+class _Written(msgspec.Struct):
+    """One table's statements are done: the row images its DELETEs returned, and the rows it rewrote."""
+
+    removed: list[Future[Folded]]
+    conflicts: int
+    looked_up: list[tuple[Any, ...]]
+    """SQLite's rows for the PostgreSQL rows in the way on a UNIQUE index (:meth:`Writer._rewrite_conflicts`)."""
 
 
 class Writer:
@@ -100,9 +109,8 @@ class Writer:
         self._staged: dict[str, tuple[sql.Identifier, sql.Identifier]] = {}
         self._uniques: dict[str, list[UniqueIndex]] = {}
         self._converters = {n: convert.row_converter(t.source, t.source_columns, t.types) for n, t in targets.items()}
-        self._key_converters = {
-            n: convert.row_converter(t.source, t.key_source, t.key_types) for n, t in targets.items()
-        }
+        self._keys = {n: KeyForms(t, source) for n, t in targets.items()}
+        self._written_digest = {n: written_digest(t.types) for n, t in targets.items()}
         self._quarantined: dict[str, bool] = {}
         self.plan = plan if plan is not None and on_bad_value == "quarantine" and plan.foreign_keys else None
         """Followed for the quarantine: a row whose parent is quarantined is quarantined too (:mod:`dependents`)."""
@@ -200,39 +208,99 @@ class Writer:
 
     def _write_table(self, name: str, work: _Planned) -> Pending:
         t = self.targets[name]
-        rows_tmp, keys_tmp = self._staged[name]
-        ident = sql.Identifier(t.schema, t.target)
-        part, rows, refusals = work.part, work.rows, work.refusals
-        cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
+        exact = self._written_digest[name]
+        added: list[Future[Folded]] = []
+        if exact is not None:  # hashed on the digest thread while PostgreSQL writes them
+            added.append(self._digester.submit(fold_rows, work.written, exact.kinds, t.key_positions, exact.finish))
         with self.conn.cursor() as cur:
             digest_reads_json(cur, t.types)
-            written = self._stage(cur, name, work.keys, rows, refusals, converted=work.written)
-            removed = [self._delete_keys(cur, t, ident, keys_tmp)]
-            conflicts, looked_up = 0, list[tuple[Any, ...]]()
-            if self._uniques[name]:
-                conflicts, looked_up = self._rewrite_conflicts(cur, name, ident, written, removed, refusals)
-            exact = digest_exact(t.types)
-            insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
-            if not exact:  # PostgreSQL may store these values differently: digest what it returns
-                insert += sql.SQL(" RETURNING {}").format(cols)
-            try:
-                # a savepoint (cheaper than looking for equal staged rows in every batch): a unique violation
-                # is then explained by _refuse_collisions, which reads the staging table
-                with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
-                    cur.execute(insert, binary=not exact)
-            except psycopg.errors.UniqueViolation:
-                self._refuse_collisions(cur, name, [*rows, *looked_up])
-                raise
-            added = self._digester.submit(fold_rows, written, None, t.key_positions) if exact else self._fold(cur, t)
+            done = None
+            if exact is not None and all(u.immediate for u in self._uniques[name]):
+                done = self._write_direct(cur, name, work)
+            if done is None:
+                done = self._write_staged(cur, name, work, added)
+        part, rows, refusals = work.part, work.rows, work.refusals
         if name not in self._quarantined:  # asked once: only this writer adds rows while it streams
             self._quarantined[name] = has_quarantine(self.state_store, name)
         if refusals or self._quarantined[name]:
             width = len(t.source_columns)
             spelled = [] if rows is part.rows else rows  # other spellings of the batch's keys (their own keys)
-            keys_named = [*part.keys, *(row[width:] for row in [*spelled, *looked_up])]
+            keys_named = [*part.keys, *(row[width:] for row in [*spelled, *done.looked_up])]
             record_refusals(self.state_store, name, t.key_source, keys_named, refusals)
             self._quarantined[name] = True
-        return Pending(removed, added, conflicts, len(refusals))
+        return Pending(done.removed, added, done.conflicts, len(refusals))
+
+    def _write_direct(self, cur: psycopg.Cursor[Any], name: str, work: _Planned) -> _Written | None:
+        """DELETE the keys, then COPY the rows straight into the table: no staging table, no INSERT ... SELECT
+        and no conflict query. Only for rows digested from their converted values (nothing read back).
+
+        A row in the way on a UNIQUE index (checked at once: the caller makes sure no index defers it to
+        COMMIT) fails the COPY: then everything here is rolled back to a savepoint and None returned, for
+        :meth:`_write_staged` to make room first. Such a row is rare (a REPLACE victim no trigger names, a
+        row a later batch moves away), so the query that looks for them in every batch is saved."""
+        t = self.targets[name]
+        ident = sql.Identifier(t.schema, t.target)
+        keys_tmp = self._staged[name][1]
+        cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
+        uniques = bool(self._uniques[name])
+        try:
+            with self.conn.transaction() if uniques else contextlib.nullcontext():
+                self._stage_keys(cur, name, work.keys)
+                removed = self._delete_keys(cur, t, ident, keys_tmp)
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(ident, cols)) as copy:
+                    copy.set_types(targettype.copy_types(t.types))
+                    for values in work.written:
+                        copy.write_row(values)
+        except psycopg.errors.UniqueViolation:
+            if not uniques:
+                raise
+            self._log.debug("unique conflict: batch rows staged", table=name)
+            return None
+        return _Written([removed], 0, [])
+
+    def _write_staged(
+        self, cur: psycopg.Cursor[Any], name: str, work: _Planned, added: list[Future[Folded]]
+    ) -> _Written:
+        """Stage keys and rows, DELETE the keys, make room on UNIQUE indexes (:meth:`_rewrite_conflicts`), then
+        INSERT the staged rows; a type read back (``exact`` None) has them returned and digested from there."""
+        t = self.targets[name]
+        rows_tmp, keys_tmp = self._staged[name]
+        ident = sql.Identifier(t.schema, t.target)
+        cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
+        self._stage(cur, name, work.keys, work.rows, work.refusals, converted=work.written)
+        removed = [self._delete_keys(cur, t, ident, keys_tmp)]
+        conflicts, looked_up, more = 0, list[tuple[Any, ...]](), list[tuple[Any, ...]]()
+        if self._uniques[name]:
+            conflicts, looked_up, more = self._rewrite_conflicts(cur, name, ident, removed, work.refusals)
+        exact = self._written_digest[name]
+        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(ident, cols, cols, rows_tmp)
+        if exact is None:  # PostgreSQL's value is not known from the converted one: digest what it returns
+            insert += sql.SQL(" RETURNING {}").format(cols)
+        try:
+            # a savepoint (cheaper than looking for equal staged rows in every batch): a unique violation
+            # is then explained by _refuse_collisions, which reads the staging table
+            with self.conn.transaction() if self._uniques[name] else contextlib.nullcontext():
+                cur.execute(insert, binary=exact is None)
+        except psycopg.errors.UniqueViolation:
+            self._refuse_collisions(cur, name, [*work.rows, *looked_up])
+            raise
+        if exact is None:
+            added.append(self._fold(cur, t))
+        elif more:
+            added.append(self._digester.submit(fold_rows, more, exact.kinds, t.key_positions, exact.finish))
+        return _Written(removed, conflicts, looked_up)
+
+    def _stage_keys(self, cur: psycopg.Cursor[Any], name: str, keys: Sequence[KeyTuple]) -> None:
+        """COPY keys (PostgreSQL form) into the key staging table."""
+        t = self.targets[name]
+        with cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                self._staged[name][1], sql.SQL(", ").join(map(sql.Identifier, t.key_target))
+            )
+        ) as copy:
+            copy.set_types(targettype.copy_types(t.key_types))
+            for key in keys:
+                copy.write_row(key)
 
     def _stage(
         self,
@@ -246,16 +314,9 @@ class Writer:
         """COPY keys (PostgreSQL form) and converted rows into the staging tables; returns the rows written.
         ``converted``: the rows to write, converted already (:meth:`_plan_table`); else ``rows`` are."""
         t = self.targets[name]
-        rows_tmp, keys_tmp = self._staged[name]
+        rows_tmp = self._staged[name][0]
         width = len(t.source_columns)
-        with cur.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                keys_tmp, sql.SQL(", ").join(map(sql.Identifier, t.key_target))
-            )
-        ) as copy:
-            copy.set_types(targettype.copy_types(t.key_types))
-            for key in keys:
-                copy.write_row(key)
+        self._stage_keys(cur, name, keys)
         convert_row = self._converters[name]
         written: list[tuple[Any, ...]] = []
         cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
@@ -299,8 +360,8 @@ class Writer:
 
     def _plan_table(self, name: str, part: TableRows, follow: dependents.Follow | None) -> _Planned:
         t = self.targets[name]
-        keys = self._convert_keys(name, part.keys)
-        rows = part.rows if exact_keys(t) else self._rows_of_every_spelling(name, keys)
+        keys = self._keys[name].convert(part.keys)
+        rows = part.rows if exact_keys(t) else self._keys[name].rows_of_every_spelling(keys)
         width = len(t.source_columns)
         convert_row = self._converters[name]
         refusals: list[quarantine.Refusal] = []
@@ -348,7 +409,7 @@ class Writer:
             rows = [row for row in work.rows if json.dumps(_key_dict(t, row[width:]), sort_keys=True) in quarantined]
             for child, pg_keys in self._follow.captured(self.conn, name, rows, self._key_target).items():
                 target = self.targets[child]
-                read = rows_for_target_keys(self.source, target, set(pg_keys), self._key_converters[child])
+                read = self._keys[child].rows_for(set(pg_keys))
                 keys, before = found.setdefault(child, ([], []))
                 before.extend(read)
                 keys.extend(tuple(row[len(target.source_columns) :]) for row in read)
@@ -394,12 +455,12 @@ class Writer:
         cur: psycopg.Cursor[Any],
         name: str,
         ident: sql.Identifier,
-        written: list[tuple[Any, ...]],
         removed: list[Future[Folded]],
         refusals: list[quarantine.Refusal],
-    ) -> tuple[int, list[tuple[Any, ...]]]:
+    ) -> tuple[int, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Make room for the staged rows: rewrite every PostgreSQL row they conflict with on a UNIQUE index
-        from SQLite's current state. Returns (rows SQLite no longer has, the SQLite rows looked up).
+        from SQLite's current state. Returns (rows SQLite no longer has, the SQLite rows looked up, the rows
+        staged for them).
 
         SQLite's REPLACE deletes the rows conflicting on a UNIQUE index without a DELETE trigger (an
         expression index has no victim trigger at all), and a batch may end before the entry that
@@ -412,21 +473,22 @@ class Writer:
         _rows_tmp, keys_tmp = self._staged[name]
         victims = 0
         looked_up: list[tuple[Any, ...]] = []
+        written: list[tuple[Any, ...]] = []
         seen: set[KeyTuple] = set()
         # a key seen twice was not deleted (a NULL in a nullable key): the INSERT reports the conflict
         while found := self._conflicting_keys(cur, name, ident) - seen:
             seen |= found
-            rows = rows_for_target_keys(self.source, t, found, self._key_converters[name])
+            rows = self._keys[name].rows_for(found)
             width = len(t.source_columns)
             sqlite_keys = [row[width:] for row in rows]
             looked_up += rows
             cur.execute(sql.SQL("DELETE FROM {}").format(keys_tmp))
-            still = self._convert_keys(name, sqlite_keys)
+            still = self._keys[name].convert(sqlite_keys)
             written += self._stage(cur, name, [*found, *(k for k in still if k not in found)], rows, refusals)
             removed.append(self._delete_keys(cur, t, ident, keys_tmp))
             victims += len(found - set(still))
             self._log.debug("unique conflicts rewritten", table=name, found=len(found), gone=len(found - set(still)))
-        return victims, looked_up
+        return victims, looked_up, written
 
     def _conflicting_keys(self, cur: psycopg.Cursor[Any], name: str, ident: sql.Identifier) -> set[KeyTuple]:
         """Keys of the PostgreSQL rows that conflict with a staged row on any UNIQUE index."""
@@ -454,9 +516,8 @@ class Writer:
             keys = {tuple(row) for row in cur.fetchall()}
             if len(keys) < 2:
                 continue
-            if self._by_key(name, staged, keys) != self._by_key(
-                name, rows_for_target_keys(self.source, t, keys, self._key_converters[name]), keys
-            ):
+            forms = self._keys[name]
+            if forms.by_key(staged, keys) != forms.by_key(forms.rows_for(keys), keys):
                 raise TargetError(
                     f"rows of {t.source} changed in SQLite while a batch was applied (two rows swapping a value "
                     f"of unique index {index.name}); the batch is read again",
@@ -472,45 +533,6 @@ class Writer:
                     f"again: the daemon resumes at this batch; or drop index {index.name} in PostgreSQL"
                 ),
             )
-
-    def _rows_of_every_spelling(self, name: str, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
-        """SQLite's current rows for the batch's keys in PostgreSQL form, whatever their SQLite spelling.
-
-        A key column whose conversion is not one-to-one (date-time text: '2024-05-01 10:00:00' and
-        '2024-05-01T10:00:00' name one instant) lets the batch's key name a PostgreSQL row that another
-        spelling wrote. Deleting the key and inserting only the batch spelling's row would lose that
-        row, silently: so every spelling's row is written back, and two spellings alive at once (two
-        rows SQLite keeps apart, one key in PostgreSQL) are refused, both named. Costs a read of the
-        table's keys per batch (:func:`rows_for_target_keys`), on such tables only.
-        """
-        t = self.targets[name]
-        width = len(t.source_columns)
-        rows = rows_for_target_keys(self.source, t, set(keys), self._key_converters[name])
-        raw = [row[width:] for row in rows]
-        spellings: dict[KeyTuple, list[KeyTuple]] = {}
-        for converted, original in zip(self._convert_keys_of(name, raw), raw, strict=True):
-            if converted is not None:
-                spellings.setdefault(converted, []).append(tuple(original))
-        for found in spellings.values():
-            if len(found) > 1:
-                raise UniqueCollision(
-                    collision_message(t.source, t.key_source, found[:2], "primary key", t.key_source)
-                    + "; the batch was not applied, so neither is lost",
-                    hint="write the key in one spelling in SQLite (PostgreSQL compares date-time text as the "
-                    "instant it names) and run again: the daemon resumes at this batch",
-                )
-        return rows
-
-    def _by_key(
-        self, name: str, rows: Iterable[tuple[Any, ...]], keys: set[KeyTuple]
-    ) -> dict[KeyTuple, tuple[Any, ...]]:
-        """SQLite rows (as read: loaded columns, then key) by their key in PostgreSQL form, for ``keys`` only."""
-        width = len(self.targets[name].source_columns)
-        out: dict[KeyTuple, tuple[Any, ...]] = {}
-        for key, row in zip(self._convert_keys_of(name, [r[width:] for r in rows]), rows, strict=True):
-            if key in keys:
-                out[key] = tuple(row)
-        return out
 
     def _fold(self, cur: psycopg.Cursor[Any], t: TableShape) -> Future[Folded]:
         """Hand the returned row images to the digest thread, which hashes them while PostgreSQL works."""
@@ -528,21 +550,6 @@ class Writer:
             with contextlib.suppress(psycopg.Error), self.conn.transaction():
                 for rows, keys in staged.values():
                     self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(rows, keys))
-
-    def _convert_keys_of(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple | None]:
-        """Each key in PostgreSQL form, None where its column type refuses it (positions kept)."""
-        convert_key = self._key_converters[name]
-        out: list[KeyTuple | None] = []
-        for key in keys:
-            try:
-                out.append(convert_key(key))
-            except refusal.RowRefused:
-                out.append(None)
-        return out
-
-    def _convert_keys(self, name: str, keys: Sequence[KeyTuple]) -> list[KeyTuple]:
-        """Keys in PostgreSQL form; a key its column type refuses cannot be in PostgreSQL, so it is dropped."""
-        return [k for k in self._convert_keys_of(name, keys) if k is not None]
 
     def _refused(self, t: TableShape, key: Sequence[Any], exc: refusal.RowRefused) -> quarantine.Refusal:
         named = dict(zip(t.key_source, key, strict=True))

@@ -23,6 +23,7 @@ from replicator.errors import TargetError, UniqueCollision
 from replicator.load import snapshot
 from replicator.state import phase
 from replicator.state.store import StateStore
+from replicator.stream.worker import Worker
 from tests.support.cli import status_json
 from tests.support.compare import check_same, drain
 from tests.support.daemon import cfg
@@ -348,3 +349,27 @@ def test_existing_mode_apply_keeps_the_row_the_apps_lower_index_would_lose(tmp_p
     code, got = status_json(path, pg_dsn)
     assert code == 1
     assert got["phase"] == "ERRORED"
+
+
+def test_a_unique_constraint_checked_at_commit_still_has_its_row_rewritten(tmp_path: Path, pg_dsn: str) -> None:
+    """A target UNIQUE constraint DEFERRABLE INITIALLY DEFERRED: PostgreSQL checks it at COMMIT, by a trigger
+    that ``session_replication_role = replica`` turns off, so nothing would ever refuse a row written into its
+    way. A row that moves away only in a later batch is still found in the way and rewritten from SQLite in
+    the same batch: no checkpoint ever holds two rows equal on the constraint."""
+    path = make_source(
+        tmp_path / "h.db",
+        "CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL);",
+        "INSERT INTO codes VALUES (1, 'x'), (2, 'y');",
+    )
+    drain(path, pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE codes ADD CONSTRAINT codes_code UNIQUE (code) DEFERRABLE INITIALLY DEFERRED")
+    db = app(path)
+    db.execute("UPDATE codes SET code = 'y2' WHERE id = 2")  # seq 1: key 2, whose current code will be 'x'
+    db.execute("UPDATE codes SET code = 'z' WHERE id = 1")  # seq 2: key 1 moves away from 'x'
+    db.execute("UPDATE codes SET code = 'x' WHERE id = 2")  # seq 3: key 2 takes 'x'
+    one = Worker(path, pg_dsn, cfg(batch_rows=1, batch_bytes=1 << 20)).run(once=True)
+    assert (one.batches, one.applied_seq) == (1, 1)
+    assert pg_rows(pg_dsn, "SELECT id, code FROM codes ORDER BY id") == [(1, "z"), (2, "x")]
+    drain(path, pg_dsn)
+    check_same(path, pg_dsn)
