@@ -47,9 +47,10 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     ("replicator/load/offline/verifier.py", "_scan_table", "defs"): "quote_ident names + constant affinity keywords",
     # ASC / DESC only: the token is popped only after sqlexpr.is_word(token, "ASC", "DESC").
     ("replicator/plan/constraints.py", "_index_key", "tokens.pop().text.upper()"): "ASC or DESC",
-    # SQLite: rowid is _rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
+    # SQLite: rowid is rowid_name(table): the literal rowid/_rowid_/oid or quote_ident(alias).
     ("replicator/plan/chunkscan.py", "_chunks", "rowid"): "literal rowid name or quote_ident(alias)",
     ("replicator/plan/chunkscan.py", "first_rows", "rowid"): "literal rowid name or quote_ident(alias)",
+    ("replicator/load/share.py", "ranges_of", "rowid"): "literal rowid name or quote_ident(alias)",
     # SQLite: exprs are constant templates from _EXACT with @c replaced by quote_ident(column).
     ("replicator/plan/chunkscan.py", "finish_profile", "', '.join(exprs)"): "constant templates + quote_ident",
     # The plan's own CREATE UNIQUE INDEX statement (built with sql.Identifier), re-run without UNIQUE to find
