@@ -100,8 +100,7 @@ class Loader:
         """Half the work here, half in the helper: whole tables the helper loads from its own read
         transaction (opened after the mark), then the dominant tables, read here and converted by both.
 
-        A table is dominant when no split of whole tables can balance it, or with a twin read transaction
-        the largest one over the threshold (``share.dominant_tables``).
+        A table is dominant when no split of whole tables can balance it (``share.dominant_tables``).
         The main process starts with its own whole tables, then the dominant one, and the helper
         joins it once its tables are done: so the split by estimated cost only has to be about
         right, the dealing of batches evens out the rest. The main process is given half of the
@@ -111,7 +110,7 @@ class Loader:
 
         costs = load_costs(self.ctx.sconn, read.schema, names, read.profiles)
         rows = table_rows(self.ctx.sconn, read.schema, names, read.profiles)
-        dominant = dominant_tables(rows, self.config.snapshot.split_rows, costs, ranged=helper.twin)
+        dominant = dominant_tables(rows, self.config.snapshot.split_rows, costs)
         whole = {name: cost for name, cost in costs.items() if name not in dominant}
         mine, theirs = split(whole, main_start=sum(costs[name] for name in dominant) // 2)
         futures = {

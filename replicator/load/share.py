@@ -559,23 +559,16 @@ def finish_profiles(
     return out
 
 
-def dominant_tables(
-    rows: Mapping[str, int], split_rows: int, costs: Mapping[str, int] | None = None, *, ranged: bool = False
-) -> list[str]:
-    """The tables both processes load, largest first: at least ``split_rows`` rows (0: none).
+def dominant_tables(rows: Mapping[str, int], split_rows: int, costs: Mapping[str, int] | None = None) -> list[str]:
+    """The tables both processes convert, largest first: at least ``split_rows`` rows (0: none).
 
-    With ``costs`` (the helper loads whole tables too), a table that costs more than all the others
-    together: any other mix the split of whole tables balances, roughly. With ``ranged`` too (the
-    helper reads ranges itself, :mod:`replicator.load.twin`), sharing costs next to nothing, so the
-    largest such table is shared anyway: it evens out what the split of whole tables mispredicts,
-    and both processes end together. Without ``costs`` (the helper is otherwise idle), every such table."""
+    With ``costs`` (the helper loads whole tables too), only a table that costs more than all the
+    others together: any other mix the split of whole tables balances, without the main process
+    reading for the helper. Without (the helper is otherwise idle), every such table."""
     if split_rows <= 0:
         return []
     big = sorted((n for n, r in rows.items() if r >= split_rows), key=lambda n: (-rows[n], n))
     if costs is None:
         return big
     total = sum(costs.values())
-    dominant = [n for n in big if costs[n] * 2 > total]
-    if ranged and big and not dominant:
-        return [max(big, key=lambda n: (costs[n], n))]
-    return dominant
+    return [n for n in big if costs[n] * 2 > total]

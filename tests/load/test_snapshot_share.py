@@ -412,10 +412,6 @@ def test_a_table_is_shared_when_no_split_of_whole_tables_balances_it() -> None:
     assert dominant_tables(rows, 1000, {"big": 45, "mid": 40, "small": 15}) == []  # 45 | 55: balanced
     assert dominant_tables(rows, 1000) == ["big", "mid"]  # existing mode: the helper has nothing else
     assert dominant_tables(rows, 0, {"big": 99, "mid": 0, "small": 0}) == []
-    # With a twin the helper reads ranges itself: the costliest table over the threshold is shared anyway.
-    assert dominant_tables(rows, 1000, {"big": 45, "mid": 50, "small": 5}, ranged=True) == ["mid"]
-    assert dominant_tables(rows, 1000, {"big": 60, "mid": 30, "small": 1}, ranged=True) == ["big"]
-    assert dominant_tables({"small": 10}, 1000, {"small": 1}, ranged=True) == []
 
 
 def test_the_split_counts_half_the_shared_tables_for_the_main_process() -> None:
