@@ -416,6 +416,13 @@ def _mapped(value: Any) -> Any:
     )
 
 
+def canonical_value(value: Any) -> Any:
+    """One value as the MessagePack value the module docstring gives it: what the ``auto`` kind does
+    to every value of a row, for a caller that maps only the columns that need it and encodes the
+    row as ``native`` (the same bytes)."""
+    return _mapped(value)
+
+
 def _encode_native(row: Sequence[Any]) -> bytes:
     """Every value is None or natively encoded (the caller's column kinds say so): one C call."""
     try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias
 
-from checkpoints.digest import JsonText, Kind, RowEncoder, canonical_json_text, kinds_from_types
+from checkpoints.digest import JsonText, Kind, RowEncoder, canonical_json_text, canonical_value, kinds_from_types
 from replicator.values.decimals import float4_value
 from replicator.values.targettype import TargetType
 
@@ -125,6 +125,9 @@ def row_digester(types: Sequence[TargetType]) -> RowBytes:
             kinds[i] = "native"  # a str or None, which msgspec writes as the JSON column's encoding
         elif (fix := _fix(t)) is not None:
             fixes.append((i, fix))
+        elif t.name == "numeric":  # an int or the exact text (never a Raw): the row stays one C call
+            fixes.append((i, canonical_value))
+            kinds[i] = "native"
     encode = RowEncoder(kinds).encode
     if not fixes:
         return encode

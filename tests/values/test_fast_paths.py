@@ -8,6 +8,7 @@ for timestamp and date columns must convert, or refuse, every text as the column
 
 from __future__ import annotations
 
+import decimal
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -191,3 +192,52 @@ def test_a_date_fromisoformat_refuses_is_refused_by_name_in_its_column() -> None
     with pytest.raises(RowRefused) as refused:
         row((1, "2024-02-28 24:00:00", "2024-02-28"))
     assert refused.value.column == "at"
+
+
+NUMERIC_TYPES = [parse_type("numeric"), parse_type("text"), parse_type("bigint"), parse_type("numeric(10,2)")]
+TRICKY_DECIMALS = [
+    decimal.Decimal("1.50"),
+    decimal.Decimal("100.00"),
+    decimal.Decimal("-0"),
+    decimal.Decimal("-0.000"),
+    decimal.Decimal("15E-1"),
+    decimal.Decimal("1E+30"),
+    decimal.Decimal(2**64),
+    decimal.Decimal(-(2**63) - 1),
+    decimal.Decimal("NaN"),
+    decimal.Decimal("sNaN"),
+    decimal.Decimal("Infinity"),
+    decimal.Decimal("-Infinity"),
+    2**70,
+    -5,
+    True,
+]
+
+
+def _numeric_disagreements(values: Sequence[Any], text: str = "x") -> list[tuple[Any, ...]]:
+    encode = RowEncoder(digest_kinds(NUMERIC_TYPES)).encode  # numeric is an "auto" column: every value mapped
+    fused = row_digester(NUMERIC_TYPES)
+    rows = [(v, text, 7, v) for v in values] + [(None, None, None, None)]
+    return [row for row in rows if fused(row) != encode(row)]
+
+
+def test_numeric_columns_are_mapped_alone_with_the_auto_paths_bytes() -> None:
+    """A numeric column is mapped by itself (checkpoints.digest.canonical_value) and the row encoded in one
+    call; the bytes are the auto path's, which maps every value of the row. A lone surrogate in the text
+    column sends the row down the per-value fallback after the numeric column was mapped."""
+    assert _numeric_disagreements(TRICKY_DECIMALS) == []
+    assert _numeric_disagreements(TRICKY_DECIMALS, text="\udc80 lone") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.decimals(allow_nan=True, allow_infinity=True) | st.integers(min_value=-(2**90), max_value=2**90))
+def test_numeric_columns_give_the_auto_paths_bytes(value: Any) -> None:
+    assert _numeric_disagreements([value]) == []
+
+
+def test_a_planted_numeric_difference_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: a mapping that writes every number as its text disagrees on integral values
+    (100.00 is the int 100) and agrees on the rest (1.5's exact text is its text)."""
+    monkeypatch.setattr(readback, "canonical_value", str)
+    found = _numeric_disagreements([decimal.Decimal("100.00"), decimal.Decimal("2"), decimal.Decimal("1.5")])
+    assert [row[0] for row in found] == [decimal.Decimal("100.00"), decimal.Decimal("2")]
