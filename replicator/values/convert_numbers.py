@@ -163,9 +163,12 @@ def numeric_plan(t: TargetType) -> Plan:
             return checked(app_decimal(v, precision, scale, reader))
         if type(v) is float:
             number = app_decimal(v, precision, scale, reader)
-            if reader is None and decimal_fits(number, precision, scale) is not None:
+            reason = decimal_fits(number, precision, scale)  # once: most prices fit
+            if reason is None:
+                return number
+            if reader is None:
                 _refuse_real(v, number, precision, scale)
-            return checked(number)
+            raise ValueRefused(reason)
         if type(v) is str:
             return checked(parse_decimal_text(v))
         raise refuse_storage(v, label)
