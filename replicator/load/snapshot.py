@@ -198,7 +198,7 @@ def snapshot(
     sconn = open_source(source, config)
     helper: Helper | None = None
     try:
-        helper = Helper(config, progress) if _worth_a_helper(source, config) else None
+        helper = Helper(config, progress) if worth_a_helper(source, config) else None
         return snapshot_from(
             sconn, identity, dsn, config, options, progress=progress, helper=helper, source_path=source
         )
@@ -208,7 +208,7 @@ def snapshot(
             helper.close()
 
 
-def _worth_a_helper(source: Path, config: Config) -> bool:
+def worth_a_helper(source: Path, config: Config) -> bool:
     """Two workers asked, and a source big enough to repay the helper's start (``snapshot.helper_min_bytes``)."""
     if config.snapshot.workers < 2:
         return False

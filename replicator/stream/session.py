@@ -318,13 +318,20 @@ def snapshot_first(
     conn = state_store.conn
     identity = source_identity(source)
     sconn = snapshot.open_source(source, config)
+    helper = snapshot.Helper(config, None) if snapshot.worth_a_helper(source, config) else None
     try:
-        head = journal.head(sconn)  # same read transaction as every row the snapshot loads
+        # The mark the snapshot records is read in the transaction its rows come from (this one, or
+        # the one it pairs with the helper's twin); this head is only the floor for a genesis of ours.
+        head = journal.head(sconn)
         retry = state_store.last_snapshot_mode() is not None
         log_.info("no snapshot in the target: taking it first", journal_head=head, replace=retry)
-        result = snapshot.snapshot_from(sconn, identity, dsn, config, replace=retry)
+        result = snapshot.snapshot_from(
+            sconn, identity, dsn, config, replace=retry, helper=helper, source_path=source if helper else None
+        )
     finally:
         sconn.close()
+        if helper is not None:
+            helper.close()
     assert result.plan is not None
     with conn.transaction():
         state_store.save_plan(result.plan)

@@ -58,7 +58,7 @@ def test_the_helper_starts_only_for_a_source_worth_it(tmp_path: Path) -> None:
     assert path.with_name("app.db-wal").stat().st_size > 0  # the rows are in the WAL still
     for minimum, expected in [(size, True), (size + 1, False), (0, True)]:
         conf = config.load(overrides={"snapshot": {"workers": 2, "helper_min_bytes": minimum}}, environ={})
-        assert snapshot._worth_a_helper(path, conf) is expected, minimum
+        assert snapshot.worth_a_helper(path, conf) is expected, minimum
     one = config.load(overrides={"snapshot": {"workers": 1, "helper_min_bytes": 0}}, environ={})
-    assert snapshot._worth_a_helper(path, one) is False
+    assert snapshot.worth_a_helper(path, one) is False
     conn.close()

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from checkpoints import audit, store
 from replicator import config
 from replicator.load import share, snapshot, twin
 from replicator.load.source import _select
 from replicator.state.identity import source_identity
+from replicator.state.store import StateStore
 from replicator.stream.worker import Worker
 from tests.load.test_snapshot_share import FETCH, SIZES, App, Hook, by_table, cfg, over_threshold
 from tests.support.compare import assert_same, compare_table
@@ -313,3 +315,23 @@ def test_a_rollback_journal_source_loads_its_dominant_table_by_ranges(tmp_path: 
     assert by_table(result)["event"].helper_ranges > 0
     assert result.plan is not None
     assert assert_same(path, pg, result.plan) == SIZES
+
+
+def test_the_daemons_first_snapshot_loads_with_a_helper_and_its_twin(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """`replicator run` on a target with no snapshot takes it first (stream/session.snapshot_first): with
+    two workers and a source worth it, through the same helper and twin as `replicator snapshot`."""
+    path = over_threshold(tmp_path / "app.db")
+    install.install(path)
+    insert_small(path, 3)  # journaled before the snapshot: inside the state it loads
+    conf = cfg()
+    with capture_logs() as logs:
+        run = Worker(path, pg_dsn, conf).run(until_drained=True)
+    paired = [entry for entry in logs if entry.get("event") == "the helper reads the same SQLite state"]
+    assert len(paired) == 1
+    shared = [entry["tables"] for entry in logs if entry.get("event") == "tables shared by both processes"]
+    assert shared == [["event"]]
+    assert run.applied_seq is not None
+    plan = StateStore(pg, "replicator").load_plan()
+    assert plan is not None
+    assert assert_same(path, pg, plan) == {**SIZES, "small": SIZES["small"] + 3}
+    assert audit.verify(store.records(pg)) == []
