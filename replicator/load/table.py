@@ -154,7 +154,7 @@ def _load_table(
     if text_factory is not None:
         sconn.text_factory = text_factory
     with pconn.transaction():
-        copied = _copy_table(ctx, plan, table, how)
+        copied = _copy_table(ctx, plan, table, how, int(source_count))
         _count_check(table, int(source_count), copied)
         seconds = record_loaded(ctx.state_store, table, copied, started, ctx.run.source, ctx.run.run_id, ctx.run.mark)
     faults.point("snapshot.after_table")  # this table committed with its state row, the next not begun
@@ -199,8 +199,9 @@ def record_loaded(
     return seconds
 
 
-def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How) -> Copied:
-    """Empty the table and COPY its rows into it, in the caller's transaction (here or shared with the helper)."""
+def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How, rows: int) -> Copied:
+    """Empty the table and COPY its rows into it, in the caller's transaction (here or shared with the helper);
+    ``rows``: SQLite's count in the same read transaction."""
     pconn, progress = ctx.pconn, ctx.progress
     source_cols, extra = read_layout(table)
     ident = sql.Identifier(plan.schema, table.name)
@@ -225,7 +226,7 @@ def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How)
             on_batch=on_batch,
             freeze=freeze,
             verify=how.verify,
-            ranged=how.shared.ranged(ctx.sconn, table.source, select, ctx.run.fetch_rows),
+            ranged=how.shared.ranged(ctx.sconn, table.source, select, ctx.run.fetch_rows, rows),
         )
 
 
