@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +199,10 @@ def rollback_source(path: Path) -> Path:
     return path
 
 
-def test_a_writer_waiting_to_commit_in_rollback_journal_mode_does_not_fail_the_pairing(tmp_path: Path) -> None:
-    """Rollback-journal mode (allowed by snapshot, warned by analyze): the planning transaction holds SHARED, so
-    an app's COMMIT waits holding PENDING, and a PENDING lock refuses every *new* SHARED lock: the probe, the
-    new main transaction and the helper's twin. The pairing must fall back to the planning transaction (no
-    twin), not raise SourceBusy and fail the snapshot: it goes on in its transaction, as before twins."""
+@contextmanager
+def writer_waiting(tmp_path: Path) -> Iterator[tuple[Path, config.Config, sqlite3.Connection, snapshot.Helper]]:
+    """A rollback-journal source, its planning transaction open, a started helper, and an app in another
+    process whose COMMIT waits for that transaction, holding PENDING (which refuses every new reader)."""
     path = rollback_source(tmp_path / "rb.db")
     conf = config.load(
         overrides={"snapshot": {"workers": 2, "helper_min_bytes": 0}, "source": {"busy_timeout_ms": 1000}}, environ={}
@@ -214,15 +215,24 @@ def test_a_writer_waiting_to_commit_in_rollback_journal_mode_does_not_fail_the_p
         assert writer.stdout is not None
         assert writer.stdout.readline().strip() == "waiting"
         time.sleep(0.3)  # the writer's COMMIT now holds PENDING, waiting for the planning transaction
+        yield path, conf, planning, helper
+    finally:
+        planning.close()
+        helper.close()
+        writer.wait(timeout=30)
+
+
+def test_a_writer_waiting_to_commit_in_rollback_journal_mode_does_not_fail_the_pairing(tmp_path: Path) -> None:
+    """Rollback-journal mode (allowed by snapshot, warned by analyze): the planning transaction holds SHARED, so
+    an app's COMMIT waits holding PENDING, and a PENDING lock refuses every *new* SHARED lock: the probe, the
+    new main transaction and the helper's twin. The pairing must fall back to the planning transaction (no
+    twin), not raise SourceBusy and fail the snapshot: it goes on in its transaction, as before twins."""
+    with writer_waiting(tmp_path) as (path, conf, planning, helper):
         conn, pairing = twin.pair(planning, path, conf, helper)
         assert conn is planning
         assert pairing.twin is False
         assert "locked" in pairing.reason
         assert helper.pool.submit(held_count, "t").result() is None
-    finally:
-        planning.close()
-        helper.close()
-        writer.wait(timeout=30)
 
 
 def test_rowid_ranges_near_the_largest_rowid_stay_within_sqlite_integers() -> None:
@@ -235,7 +245,7 @@ def test_rowid_ranges_near_the_largest_rowid_stay_within_sqlite_integers() -> No
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
     conn.executemany("INSERT INTO t VALUES (?, 'x')", [(i,) for i in range(top - 20_000 + 1, top + 1)])
     table = read_schema(conn).table("t")
-    ranges = share.ranges_of(conn, table, _select("t", ["id", "v"]), fetch_rows=1)
+    ranges = share.ranges_of(conn, table, _select("t", ["id", "v"]), fetch_rows=1, rows=20_000)
     assert ranges is not None
     assert all(low >= -(2**63) and high <= top for low, high in ranges.bounds), "a bound outside int64"
     read = sum(len(batch) for low, high in ranges.bounds for batch in share.range_batches(conn, ranges, low, high))
@@ -243,29 +253,15 @@ def test_rowid_ranges_near_the_largest_rowid_stay_within_sqlite_integers() -> No
 
 
 def test_the_snapshot_of_a_rollback_journal_source_survives_an_app_commit_during_the_plan(
-    tmp_path: Path, pg_dsn: str
+    tmp_path: Path, pg_dsn: str, pg: Any
 ) -> None:
     """End to end: the app tries to commit while the plan is made (its COMMIT waits for the planning
-    transaction, holding PENDING); before c/twin the snapshot went on in that transaction; on c/twin the
-    pairing's new read transactions are refused by the PENDING lock and the whole snapshot fails."""
-    path = rollback_source(tmp_path / "rb.db")
-    conf = config.load(
-        overrides={"snapshot": {"workers": 2, "helper_min_bytes": 0}, "source": {"busy_timeout_ms": 1000}}, environ={}
-    )
-    reader = snapshot.open_source(path, conf)
-    helper = snapshot.Helper(conf, None)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        helper.started.result(timeout=60)
-        assert writer.stdout is not None
-        assert writer.stdout.readline().strip() == "waiting"
-        time.sleep(0.3)
-        result = snapshot.snapshot_from(reader, source_identity(path), pg_dsn, conf, helper=helper, source_path=path)
+    transaction, holding PENDING). The pairing's new readers would be refused by the PENDING lock (found in
+    review: the whole snapshot failed); the snapshot goes on in the planning transaction, its state."""
+    with writer_waiting(tmp_path) as (path, conf, planning, helper):
+        result = snapshot.snapshot_from(planning, source_identity(path), pg_dsn, conf, helper=helper, source_path=path)
         assert result.plan is not None
-    finally:
-        reader.close()
-        helper.close()
-        writer.wait(timeout=30)
+    assert pg.execute("SELECT count(*), count(*) FILTER (WHERE v = 'app') FROM t").fetchone() == (100, 0)
 
 
 def test_in_rollback_journal_mode_the_planning_transaction_is_the_one_paired(tmp_path: Path) -> None:
