@@ -26,7 +26,20 @@ from typing import Final, NamedTuple
 
 from tests.support.paths import ROOT
 
-LAYERS: Final = ("core", "values", "plan", "state", "apply", "load", "stream", "inspect", "cutover", "demo", "cli")
+LAYERS: Final = (
+    "core",
+    "values",
+    "plan",
+    "state",
+    "apply",
+    "load",
+    "stream",
+    "inspect",
+    "reverse",
+    "cutover",
+    "demo",
+    "cli",
+)
 """Lowest first. ``core`` is the modules directly in ``replicator/`` (errors, config, log, pg, files, faults,
 progress); every other name is a package of ``replicator/``. apply/ sits under load/ because the snapshot saves
 the plan and the digests the apply reads through it, and the online re-load writes with its FK parking; stream/
