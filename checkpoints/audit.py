@@ -7,9 +7,12 @@ an operator deciding whether to trust a migration needs the whole picture. What 
 * each record sits where its body says (``reordered``), once (``duplicate``);
 * numbers have no holes (``deleted``), and the chain starts at a genesis or a compaction (``bad_root``);
 * each ``prev_hash`` is its predecessor's link hash (``broken_link``);
-* consecutive journal ranges neither overlap nor leave a gap (``seq_overlap``, ``seq_gap``);
+* consecutive journal ranges neither overlap nor leave a gap (``seq_overlap``, ``seq_gap``): in SQLite's
+  journal up to the cutover, then in PostgreSQL's reverse journal, which starts at 1 right after it;
 * an unreadable last record is a torn write (``torn_tail``); an unreadable one before it is ``corrupt``;
-* nothing follows a cutover checkpoint, the migration's last record (``after_cutover``).
+* the chain's grammar (:data:`checkpoints.model.FOLLOWERS`): after the cutover only the rollback window's
+  reverse, rollback or finalize records (``after_cutover``), none of them before a cutover
+  (``before_cutover``), and nothing after a rollback or finalize, the chain's last record (``after_end``).
 
 A chain alone cannot reveal that its newest records were cut off, or that it was rewritten whole
 with fresh hashes. :func:`verify_against` closes that gap with an anchor kept elsewhere: an earlier
@@ -32,7 +35,18 @@ import msgspec
 from checkpoints.errors import CheckpointError
 from checkpoints.exportfile import read_file
 from checkpoints.findings import Finding, Problem, Report, Tally
-from checkpoints.model import ZERO_HASH, Checkpoint, Kind, Record, fold_hashes, hash_body
+from checkpoints.model import (
+    CUT_OVER_KINDS,
+    ENDING_KINDS,
+    REVERSE_KINDS,
+    ZERO_HASH,
+    Checkpoint,
+    Kind,
+    Record,
+    fold_hashes,
+    hash_body,
+    seq_from_after,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -82,8 +96,11 @@ def _verify(items: Iterable[Record | Checkpoint], whole: bool) -> tuple[list[Fin
     ordered = [chain[number] for number in sorted(chain)]
     if ordered and whole:
         _check_root(ordered[0], findings)
+    window = _Window(ordered[0]) if ordered else None
     for prev, cur in itertools.pairwise(ordered):
         _check_link(prev, cur, findings)
+        if window is not None:
+            window.check(cur, findings, adjacent=cur.number == prev.number + 1)
     return findings, next((c.number for c in ordered if c.kind is Kind.CUTOVER), None)
 
 
@@ -152,14 +169,6 @@ def _check_root(root: Checkpoint, findings: list[Finding]) -> None:
 
 
 def _check_link(prev: Checkpoint, cur: Checkpoint, findings: list[Finding]) -> None:
-    if prev.kind is Kind.CUTOVER:
-        findings.append(
-            Finding(
-                cur.number,
-                Problem.AFTER_CUTOVER,
-                f"recorded after the cutover checkpoint {prev.number}: a migration applies nothing after its cutover",
-            )
-        )
     if cur.kind in (Kind.GENESIS, Kind.COMPACTION):
         findings.append(Finding(cur.number, Problem.BAD_ROOT, f"a {cur.kind} checkpoint can only start the chain"))
     if cur.number != prev.number + 1:
@@ -175,30 +184,100 @@ def _check_link(prev: Checkpoint, cur: Checkpoint, findings: list[Finding]) -> N
                 f"prev_hash {cur.prev_hash[:12]}… is not checkpoint {prev.number}'s hash {prev.link_hash[:12]}…",
             )
         )
+    _check_range(prev, cur, findings)
+
+
+class _Window:
+    """Where the chain stands in its grammar (:data:`checkpoints.model.FOLLOWERS`): before the cutover, in the
+    rollback window ``opened`` by it, or ``closed`` by a rollback or finalize. Each record out of place is
+    named by what it breaks; it does not move the chain on, so what follows it is judged as if it were absent.
+    """
+
+    def __init__(self, first: Checkpoint) -> None:
+        # A segment (from an anchor) may start inside the window, or at its end.
+        self.opened = first if first.kind in CUT_OVER_KINDS else None
+        self.closed = first if first.kind in ENDING_KINDS else None
+
+    def check(self, cur: Checkpoint, findings: list[Finding], *, adjacent: bool) -> None:
+        if self.closed is not None:
+            findings.append(
+                Finding(
+                    cur.number,
+                    Problem.AFTER_END,
+                    f"a {cur.kind} recorded after the {self.closed.kind} checkpoint {self.closed.number}, which "
+                    "ended the rollback window and the chain: nothing may follow it",
+                )
+            )
+        elif self.opened is not None:
+            if cur.kind not in REVERSE_KINDS:
+                where = (
+                    f"the cutover checkpoint {self.opened.number}"
+                    if self.opened.kind is Kind.CUTOVER
+                    else f"the cutover (in its rollback window, at checkpoint {self.opened.number})"
+                )
+                findings.append(
+                    Finding(
+                        cur.number,
+                        Problem.AFTER_CUTOVER,
+                        f"a {cur.kind} recorded after {where}: a migration applies nothing after its cutover, "
+                        "where only the rollback window's reverse, rollback or finalize records follow",
+                    )
+                )
+            elif cur.kind in ENDING_KINDS:
+                self.closed = cur
+        elif cur.kind is Kind.CUTOVER:
+            self.opened = cur
+        elif cur.kind in REVERSE_KINDS:
+            if adjacent:
+                findings.append(
+                    Finding(
+                        cur.number,
+                        Problem.BEFORE_CUTOVER,
+                        f"a {cur.kind} recorded before any cutover checkpoint: the rollback window opens only after "
+                        "the cutover",
+                    )
+                )
+            else:  # the cutover may be in the hole before it, which is the finding
+                self.opened = cur
+                self.closed = cur if cur.kind in ENDING_KINDS else None
+
+
+def _check_range(prev: Checkpoint, cur: Checkpoint, findings: list[Finding]) -> None:
+    """Contiguous ranges in each journal: SQLite's up to the cutover, PostgreSQL's reverse journal after it."""
     if cur.seq_to < cur.seq_from - 1:
         findings.append(
             Finding(
                 cur.number, Problem.SEQ_OVERLAP, f"journal range {cur.seq_from}..{cur.seq_to} ends before it starts"
             )
         )
-    if cur.seq_from > prev.seq_to + 1:
+    expected = seq_from_after(prev, cur.kind)
+    if expected is None:
+        return  # across the journals other than at the cutover: the grammar's finding says it
+    opens = cur.kind in REVERSE_KINDS and prev.kind not in REVERSE_KINDS
+    journal = "reverse journal entries" if cur.kind in REVERSE_KINDS else "journal entries"
+    before = (
+        f"the reverse journal starts at 1 after checkpoint {prev.number}"
+        if opens
+        else f"checkpoint {prev.number} ends at {prev.seq_to}"
+    )
+    if cur.seq_from > expected:
         findings.append(
             Finding(
                 cur.number,
                 Problem.SEQ_GAP,
-                f"journal entries {prev.seq_to + 1}..{cur.seq_from - 1} are in no checkpoint "
-                f"(checkpoint {prev.number} ends at {prev.seq_to}, this starts at {cur.seq_from})",
+                f"{journal} {expected}..{cur.seq_from - 1} are in no checkpoint ({before}, this starts at "
+                f"{cur.seq_from})",
             )
         )
-    elif cur.seq_from < prev.seq_to + 1:
-        findings.append(
-            Finding(
-                cur.number,
-                Problem.SEQ_OVERLAP,
-                f"journal entries {cur.seq_from}..{min(prev.seq_to, cur.seq_to)} were already in checkpoint "
-                f"{prev.number} (which ends at {prev.seq_to})",
-            )
+    elif cur.seq_from < expected:
+        detail = (
+            f"its range starts at {cur.seq_from}, before the reverse journal's first entry 1 (which opens after "
+            f"checkpoint {prev.number})"
+            if opens
+            else f"{journal} {cur.seq_from}..{min(prev.seq_to, cur.seq_to)} were already in checkpoint "
+            f"{prev.number} (which ends at {prev.seq_to})"
         )
+        findings.append(Finding(cur.number, Problem.SEQ_OVERLAP, detail))
 
 
 def verify_compaction(base: Checkpoint, replaced: Iterable[Record | Checkpoint]) -> list[Finding]:

@@ -3,6 +3,8 @@
 Compaction replaces checkpoints ``first..upto`` with one record numbered ``upto`` that carries the
 hash of the original checkpoint ``upto`` (its successor still points at it), their count, and a fold
 of their hashes that an auditor holding an older export can recompute (:func:`verify_compaction`).
+Only records before the cutover are compacted: the cutover certificate names the cutover checkpoint, and the
+rollback window after it (:mod:`checkpoints.model`) counts PostgreSQL's reverse journal, not SQLite's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import structlog
 from checkpoints.audit import verify
 from checkpoints.errors import ChainBroken, CheckpointUsageError
 from checkpoints.findings import Tally
-from checkpoints.model import Checkpoint, compaction_of
+from checkpoints.model import CUT_OVER_KINDS, Checkpoint, Kind, compaction_of
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,6 +66,16 @@ def _check_upto(replaced: Sequence[Checkpoint], head: int | None, upto: int) -> 
         raise CheckpointUsageError(
             f"cannot compact up to {upto}: the head is checkpoint {head} and must stay",
             hint=f"pass --upto {head - 1} or less",
+        )
+    past = next((c for c in replaced if c.kind in CUT_OVER_KINDS), None)
+    if past is not None:
+        # The cutover certificate names the cutover checkpoint, so it must stay; the rollback window after it
+        # counts another journal's positions, which a compaction's range cannot hold with SQLite's.
+        raise CheckpointUsageError(
+            f"cannot compact up to {upto}: checkpoint {past.number} is the {past.kind}"
+            + ("" if past.kind is Kind.CUTOVER else " of the rollback window after the cutover")
+            + ", and only the records before the cutover can be compacted",
+            hint=f"pass --upto {past.number - 1} or less",
         )
     if len(replaced) < 2:
         first = f"{replaced[0].number} ({replaced[0].kind})" if replaced else "above it"

@@ -27,6 +27,11 @@ class Problem(enum.StrEnum):
     TORN_TAIL = "torn_tail"
     HEAD_MISMATCH = "head_mismatch"
     AFTER_CUTOVER = "after_cutover"
+    """A forward record (a batch, another cutover) after the cutover: only the rollback window follows it."""
+    AFTER_END = "after_end"
+    """A record after a rollback or finalize checkpoint, which ends the chain."""
+    BEFORE_CUTOVER = "before_cutover"
+    """A rollback window record (reverse, rollback, finalize) where no cutover precedes it."""
 
 
 class Finding(msgspec.Struct, frozen=True):

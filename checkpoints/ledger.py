@@ -1,4 +1,5 @@
-"""The chain as a ledger: each table's row count and checksum, added up from the genesis through the head.
+"""The chain as a ledger: each table's row count and checksum, added up from the genesis through the head
+(or through the cutover).
 
 Every checkpoint says, per table, which row images it wrote (``upserted``) and which it took out
 (``removed``, from format 2 on), each as a count and a :mod:`checkpoints.digest` sum. The table after a
@@ -11,7 +12,13 @@ table whole. So, modulo 2**256 for the digest::
 
 over the records after the last entry that stated the table whole. At the cutover checkpoint these are
 the figures PostgreSQL held at the stop point, which the certificate records per table (``pg_rows``,
-``pg_digest``): an auditor recomputes them from the chain alone.
+``pg_digest``): an auditor recomputes them from the chain alone (:func:`at_cutover`).
+
+The rollback window's ``reverse`` records (and a ``rollback``'s final drain) add up the same way: they write
+PostgreSQL's changes back into SQLite and digest the row images, written and removed, in their PostgreSQL
+form with the same encoding. So the figures at the chain's end (:func:`at_end`) are PostgreSQL's tables as
+written back into SQLite by the window's last record, what a rollback's proof checks; the cutover
+certificate's check stays at the cutover checkpoint, whatever follows it.
 
 A ``read`` restatement reads the same rows anew (another reading of the same values; see
 :class:`checkpoints.model.TableChange`): it may restate the checksum but never the count, so counts add
@@ -51,6 +58,7 @@ class Ledger(msgspec.Struct, frozen=True):
     breaks: dict[str, str]
     """Tables whose count a ``read`` restatement changed: rows appeared or vanished outside any batch."""
     head: int | None
+    """The number of the last checkpoint added up (None: none)."""
 
 
 class _Sum:
@@ -102,19 +110,56 @@ class _Book:
             )
 
 
-def add_up(items: Iterable[Record | Checkpoint]) -> Ledger:
+def add_up(items: Iterable[Record | Checkpoint], *, through: int | None = None) -> Ledger:
     """Each table's figures after the last of ``items`` (a whole chain, in order; it is not verified here:
-    run :func:`checkpoints.audit.verify` on the same records)."""
+    run :func:`checkpoints.audit.verify` on the same records), or after checkpoint ``through`` when given:
+    ``items`` is read no further than it, so a stream is never read past it."""
     book = _Book()
     first, head = True, None
     for item in items:
         checkpoint = item.decode() if isinstance(item, Record) else item
+        if through is not None and checkpoint.number > through:
+            break
         head = checkpoint.number
-        for name, change in checkpoint.tables.items():
-            if first or change.restated or checkpoint.kind in (Kind.GENESIS, Kind.COMPACTION):
-                book.whole(name, change, checkpoint)
-            else:
-                book.add(name, change, checkpoint)
+        _enter(book, checkpoint, first)
         first = False
+        if checkpoint.number == through:
+            break
+    return _ledger(book, head)
+
+
+def at_cutover(items: Iterable[Record | Checkpoint]) -> Ledger | None:
+    """The figures through the chain's (first) cutover checkpoint, what the cutover certificate records per
+    table, whatever the rollback window added after it; None for a chain with no cutover. ``items`` is read
+    no further than the cutover."""
+    book = _Book()
+    first = True
+    for item in items:
+        checkpoint = item.decode() if isinstance(item, Record) else item
+        _enter(book, checkpoint, first)
+        first = False
+        if checkpoint.kind is Kind.CUTOVER:
+            return _ledger(book, checkpoint.number)
+    return None
+
+
+def at_end(items: Iterable[Record | Checkpoint]) -> Ledger:
+    """The figures through the chain's last record: after a rollback window, PostgreSQL's tables as its
+    reverse records wrote them back into SQLite (what a rollback's proof checks); before the cutover, the
+    head's. The same as :func:`add_up` without ``through``."""
+    return add_up(items)
+
+
+def _enter(book: _Book, checkpoint: Checkpoint, first: bool) -> None:
+    """One checkpoint's table changes into the book: a batch's, a reverse batch's or a rollback's are added;
+    the first record's, a genesis's, a compaction's and a restated entry state the table whole."""
+    for name, change in checkpoint.tables.items():
+        if first or change.restated or checkpoint.kind in (Kind.GENESIS, Kind.COMPACTION):
+            book.whole(name, change, checkpoint)
+        else:
+            book.add(name, change, checkpoint)
+
+
+def _ledger(book: _Book, head: int | None) -> Ledger:
     tables = {name: s.figures() for name, s in book.sums.items() if name not in book.unknown}
     return Ledger(tables=tables, unknown=book.unknown, breaks=book.breaks, head=head)

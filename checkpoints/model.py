@@ -15,6 +15,13 @@ journal entries ``seq_from..seq_to`` and the next starts at ``seq_to + 1``; an e
 The genesis checkpoint (number 1) records the snapshot: per table, the rows loaded and their
 :mod:`checkpoints.digest` checksum, with ``seq_from = 0`` and ``seq_to`` the journal position the
 snapshot was read at.
+
+After the cutover the chain goes on through the *rollback window* (issue 20): PostgreSQL's changes, made by
+the app, flow back into the fenced SQLite file, one ``reverse`` checkpoint per batch, and the window ends
+with a ``rollback`` (back to SQLite) or a ``finalize`` (stay on PostgreSQL), the chain's last record. Their
+ranges are in PostgreSQL's *reverse journal*, which starts again at 1 after the cutover. What may follow
+what is :data:`FOLLOWERS`; where a range starts, :func:`seq_from_after`; :func:`next_checkpoint`, the store
+and the audit all hold the chain to them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import enum
 import hashlib
 from collections.abc import Mapping
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
@@ -50,7 +58,47 @@ class Kind(enum.StrEnum):
     COMPACTION = "compaction"
     """Stands in for the checkpoints it replaced, at the base of the chain."""
     CUTOVER = "cutover"
-    """The final drain at cutover; the chain's last record for this migration."""
+    """The final drain at cutover: the last record of SQLite's journal; only the rollback window follows."""
+    REVERSE = "reverse"
+    """One reverse batch of the rollback window: PostgreSQL's changes (the app's, after the cutover) written
+    back into the fenced SQLite file. Its range is in PostgreSQL's reverse journal (1, 2, 3... from the first
+    record after the cutover), not SQLite's. Its tables hold, per table, the row images written into SQLite
+    (``upserted``, digested from their PostgreSQL values with :mod:`checkpoints.digest`, the same canonical
+    encoding as forward), the keys deleted, and the old SQLite row images replaced or deleted (``removed``,
+    in their PostgreSQL form): so the ledger goes on adding up through it as through a batch."""
+    ROLLBACK = "rollback"
+    """The window closed by going back to SQLite: the final drain of the reverse journal (its range possibly
+    empty), recorded like a reverse batch. The chain's last record: nothing may follow it."""
+    FINALIZE = "finalize"
+    """The window closed by staying on PostgreSQL: nothing is written back (an empty range, no tables). The
+    chain's last record: nothing may follow it."""
+
+
+REVERSE_KINDS: Final = frozenset({Kind.REVERSE, Kind.ROLLBACK, Kind.FINALIZE})
+"""The rollback window's kinds: their ranges are in PostgreSQL's reverse journal, and only they follow the
+cutover."""
+
+ENDING_KINDS: Final = frozenset({Kind.ROLLBACK, Kind.FINALIZE})
+"""The kinds that end a chain: nothing may follow them."""
+
+CUT_OVER_KINDS: Final = frozenset({Kind.CUTOVER, *REVERSE_KINDS})
+"""The kinds a chain's head has once its migration cut over (the cutover itself or the window after it)."""
+
+_FORWARD: Final = frozenset({Kind.BATCH, Kind.CUTOVER})
+
+FOLLOWERS: Final[Mapping[Kind, frozenset[Kind]]] = MappingProxyType(
+    {
+        Kind.GENESIS: _FORWARD,
+        Kind.BATCH: _FORWARD,
+        Kind.COMPACTION: _FORWARD,
+        Kind.CUTOVER: REVERSE_KINDS,
+        Kind.REVERSE: REVERSE_KINDS,
+        Kind.ROLLBACK: frozenset(),
+        Kind.FINALIZE: frozenset(),
+    }
+)
+"""The chain's grammar: the kinds that may follow each kind (a genesis or a compaction only starts a chain).
+Forward batches until the cutover, then only the rollback window, then nothing."""
 
 
 class TableChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -261,6 +309,50 @@ def genesis(
     return seal(draft)[0]
 
 
+def seq_from_after(prev: Checkpoint, kind: Kind) -> int | None:
+    """Where the range of a ``kind`` checkpoint after ``prev`` starts: ``prev.seq_to + 1`` in the same journal
+    (both forward, or both of the rollback window), 1 for a window record right after the cutover (it opens
+    PostgreSQL's reverse journal), and None for any other crossing between the journals: positions in two
+    journals do not compare, and the grammar refuses such a pair anyway."""
+    if (kind in REVERSE_KINDS) == (prev.kind in REVERSE_KINDS):
+        return prev.seq_to + 1
+    if kind in REVERSE_KINDS and prev.kind is Kind.CUTOVER:
+        return 1
+    return None
+
+
+def check_follows(prev: Checkpoint, kind: Kind) -> None:
+    """Refuse a ``kind`` checkpoint after ``prev`` unless :data:`FOLLOWERS` allows it, saying why in an
+    operator's words: the writer, the store and the audit hold the chain to the same grammar."""
+    if kind in FOLLOWERS[prev.kind]:
+        return
+    where = f"checkpoint {prev.number}"
+    if prev.kind in ENDING_KINDS:
+        stayed = "went back to SQLite" if prev.kind is Kind.ROLLBACK else "stays on PostgreSQL"
+        raise CheckpointError(
+            f"a {kind} checkpoint cannot follow: the chain ended with a {prev.kind} checkpoint ({where}), the "
+            f"migration {stayed} and its rollback window is closed",
+            hint="nothing more is recorded in this chain; a new migration starts a new chain with its snapshot",
+        )
+    if kind in (Kind.GENESIS, Kind.COMPACTION):
+        raise CheckpointError(
+            f"a {kind} checkpoint cannot follow another: it only starts a chain",
+            hint=f"after a {prev.kind} checkpoint, use {' or '.join(sorted(FOLLOWERS[prev.kind]))}",
+        )
+    if prev.kind in CUT_OVER_KINDS:
+        raise CheckpointError(
+            f"a {kind} checkpoint cannot follow the {prev.kind} checkpoint ({where}): after the cutover only the "
+            "rollback window's reverse, rollback or finalize checkpoints are recorded",
+            hint="the migration's forward replication ended at its cutover; to migrate again, start a new "
+            "migration (its snapshot starts a new chain)",
+        )
+    raise CheckpointError(
+        f"a {kind} checkpoint cannot follow the {prev.kind} checkpoint ({where}): the rollback window opens only "
+        "after the cutover checkpoint",
+        hint="record batches until the cutover; reverse, rollback and finalize checkpoints come after it",
+    )
+
+
 def next_checkpoint(
     prev: Checkpoint,
     *,
@@ -271,22 +363,37 @@ def next_checkpoint(
     tool: str | None = None,
     journal_head: int | None = None,
 ) -> Checkpoint:
-    """The checkpoint after ``prev``, covering journal entries ``prev.seq_to + 1 .. seq_to``."""
+    """The checkpoint after ``prev``, covering journal entries :func:`seq_from_after` ``.. seq_to``.
+
+    ``kind`` must be allowed after ``prev`` (:data:`FOLLOWERS`): the first window record after the cutover
+    starts PostgreSQL's reverse journal at 1; a finalize records nothing."""
     if not prev.hash:
         raise CheckpointError("previous checkpoint is not sealed", hint="build checkpoints with genesis()/seal()")
-    if kind in (Kind.GENESIS, Kind.COMPACTION):
-        raise CheckpointError(f"a {kind} checkpoint cannot follow another", hint="use batch or cutover")
-    if seq_to < prev.seq_to:
+    check_follows(prev, kind)
+    seq_from = seq_from_after(prev, kind)
+    assert seq_from is not None, "the grammar lets no forward record follow a window record"
+    if seq_to < seq_from - 1:
+        journal = "reverse journal" if kind in REVERSE_KINDS else "journal"
+        behind = (
+            f"the start of the reverse journal, opened after the cutover checkpoint {prev.number}"
+            if kind in REVERSE_KINDS and prev.kind is Kind.CUTOVER
+            else f"checkpoint {prev.number}'s {prev.seq_to}"
+        )
         raise CheckpointError(
-            f"journal position {seq_to} is behind checkpoint {prev.number}'s {prev.seq_to}",
+            f"{journal} position {seq_to} is behind {behind}",
             hint="the journal was reset or another writer is ahead; do not append",
         )
-    if prev.kind is Kind.CUTOVER:
-        raise CheckpointError("the chain ended with a cutover checkpoint", hint="start a new migration instead")
+    if kind is Kind.FINALIZE and (tables or seq_to != seq_from - 1):
+        raise CheckpointError(
+            f"a finalize checkpoint records nothing, but this one covers reverse journal entries "
+            f"{seq_from}..{seq_to} and {len(tables)} table(s)",
+            hint="finalize keeps PostgreSQL and writes nothing back: record the last reverse batch first, "
+            "then finalize with seq_to = its seq_to and no tables",
+        )
     draft = Checkpoint(
         number=prev.number + 1,
         kind=kind,
-        seq_from=prev.seq_to + 1,
+        seq_from=seq_from,
         seq_to=seq_to,
         tables=dict(tables),
         at=at or utc_now(),
@@ -309,6 +416,14 @@ def compaction_of(replaced: list[Checkpoint], *, at: str | None = None, tool: st
     """One compaction record standing for ``replaced`` (the chain's first records, in order)."""
     if not replaced:
         raise CheckpointError("nothing to compact", hint="pass --upto above the chain's first checkpoint")
+    past = next((c for c in replaced if c.kind in CUT_OVER_KINDS), None)
+    if past is not None:
+        # The cutover certificate names the cutover checkpoint, and the window's ranges are in another journal.
+        raise CheckpointError(
+            f"a compaction cannot stand for checkpoint {past.number} ({past.kind}): only the records before the "
+            "cutover can be compacted",
+            hint=f"pass --upto below the cutover checkpoint (at most {past.number - 1})",
+        )
     base = replaced[0]
     if base.kind is Kind.COMPACTION and base.compaction is not None:
         first, count, start, fresh = base.compaction.first, base.compaction.count, base.compaction.hashes_digest, 1

@@ -8,7 +8,9 @@ normalisation can alter them) and its hash; ``kind``, ``seq_from``, ``seq_to``, 
 ``at`` are copies for SQL queries (the audit checks all but ``at`` against the body; readers decode
 the body, never trust a copy). Two writers are fenced twice over: ``append`` locks the head row and
 refuses a checkpoint that does not extend it (number, prev_hash, journal range), and the primary
-key refuses a second checkpoint with the same number. A maintenance ``compact`` takes a table lock,
+key refuses a second checkpoint with the same number; ``append`` also holds the chain to its grammar
+(:data:`checkpoints.model.FOLLOWERS`: nothing but the rollback window after the cutover, nothing after a
+rollback or finalize). A maintenance ``compact`` takes a table lock,
 so appends wait for it rather than fail.
 
 In psql: ``SELECT number, kind, seq_to, convert_from(body, 'UTF8')::jsonb FROM replicator.checkpoints``.
@@ -26,7 +28,17 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from checkpoints.errors import ChainBroken, CheckpointError, CheckpointNotFound, NoChainTable, WriterConflict
-from checkpoints.model import ZERO_HASH, Checkpoint, Kind, Record, encode_body, hash_body
+from checkpoints.model import (
+    REVERSE_KINDS,
+    ZERO_HASH,
+    Checkpoint,
+    Kind,
+    Record,
+    check_follows,
+    encode_body,
+    hash_body,
+    seq_from_after,
+)
 
 DEFAULT_SCHEMA: Final = "replicator"
 TABLE: Final = "checkpoints"
@@ -124,10 +136,18 @@ def _check_extends(checkpoint: Checkpoint, head: Checkpoint | None) -> None:
             hint="another writer is appending to this target, or this process resumed from a stale head; "
             "stop the other writer and restart",
         )
-    if checkpoint.seq_from != head.seq_to + 1 or checkpoint.seq_to < head.seq_to:
+    check_follows(head, checkpoint.kind)
+    seq_from = seq_from_after(head, checkpoint.kind)
+    if checkpoint.seq_from != seq_from or checkpoint.seq_to < checkpoint.seq_from - 1:
+        opens = checkpoint.kind in REVERSE_KINDS and head.kind not in REVERSE_KINDS
+        where = (
+            f"the reverse journal starts at 1 after the cutover checkpoint {head.number}"
+            if opens
+            else f"the head ends at {head.seq_to}"
+        )
         raise CheckpointError(
-            f"checkpoint {checkpoint.number} covers journal entries {checkpoint.seq_from}..{checkpoint.seq_to}, "
-            f"but the head ends at {head.seq_to}",
+            f"checkpoint {checkpoint.number} ({checkpoint.kind}) covers journal entries "
+            f"{checkpoint.seq_from}..{checkpoint.seq_to}, but {where}",
             hint="a batch must start right after the previous one; build it with checkpoints.model.next_checkpoint()",
         )
 
