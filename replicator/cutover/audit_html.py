@@ -169,9 +169,13 @@ def _chain(result: Audit) -> str:
         ("batches of changes copied", f"{len(batches):,}"),
         ("changes copied after the snapshot", f"{cert.stop_seq - (points[0].seq_to if points else 0):,}"),
         ("rows written or deleted by those batches", f"{sum(p.rows for p in batches):,}"),
-        ("last checkpoint (the cutover)", f"#{cert.chain_head} <code>{escape(cert.chain_head_hash)}</code>"),
+        ("the cutover checkpoint", f"#{cert.chain_head} <code>{escape(cert.chain_head_hash)}</code>"),
         ("certificate seal (SHA-256)", f"<code>{escape(cert.sha256)}</code>"),
     ]
+    window = [p for p in points if p.number > cert.chain_head]
+    if window:
+        kinds = ", ".join(f"{sum(p.kind == k for p in window)} {k}" for k in dict.fromkeys(p.kind for p in window))
+        rows.append(("after the cutover: the rollback window (not vouched for by this certificate)", escape(kinds)))
     if cert.signature is not None:
         rows.append(("signed by key", f"<code>{escape(cert.signature.key_id)}</code>"))
     cells = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
@@ -228,7 +232,9 @@ def _timeline(result: Audit) -> str:
     cert, points = result.certificate, result.points
     if not points:
         return "<p>The chain could not be read, so there is no timeline.</p>"
-    start, end = _time(points[0].at), max(_time(cert.fenced_at), _time(points[-1].at))
+    # The migration's timeline ends at the cutover: a rollback window after it may last hours or days.
+    migrated = [p for p in points if p.number <= cert.chain_head] or points
+    start, end = _time(points[0].at), max(_time(cert.fenced_at), _time(migrated[-1].at))
     axis = _Axis(start, end + (end - start) * 0.03, 60, WIDTH - 20)
     top, base = 30, 190
     batches = [p for p in points if p.kind == "batch"]

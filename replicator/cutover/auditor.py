@@ -3,10 +3,12 @@
 What an auditor holds after a cutover is files, not databases: the certificate cutover wrote, a
 ``checkpoints export`` and perhaps the backup and the signing key's public half. Each file has its own
 check (``checkpoints verify --file``, ``certificate --verify``), but only together do they prove the
-migration: the chain's head must be the certificate's, its last record the cutover checkpoint with nothing
-after it, its figures must add up to the certificate's per-table counts and checksums, every table proof
-must hold, the backup must be the one the certificate names, and the signature (when a public key is
-given) must sign it all. :func:`audit` runs each check it can and says which it could not run and why;
+migration: the chain must hold the cutover checkpoint the certificate names, at its stop point, with nothing
+after it but the rollback window's records (reverse batches, then a rollback or a finalize: a chain exported
+after the cutover may hold them, and the certificate does not vouch for them), its figures added up through
+that checkpoint must be the certificate's per-table counts and checksums, every table proof must hold, the
+backup must be the one the certificate names, and the signature (when a public key is given) must sign it
+all. :func:`audit` runs each check it can and says which it could not run and why;
 the verdict is PASS only when none that ran failed. Each finding is said in words an auditor reads, the
 technical detail after it. The formats are in docs/audit.md.
 """
@@ -24,7 +26,7 @@ from checkpoints import ledger
 from checkpoints.errors import CheckpointError
 from checkpoints.exportfile import read_file
 from checkpoints.findings import Finding, Problem, Report
-from checkpoints.model import Checkpoint, Kind, Record
+from checkpoints.model import REVERSE_KINDS, Checkpoint, Kind, Record
 from replicator import files
 from replicator.cutover import certificate as cert_mod
 from replicator.cutover import signing
@@ -47,6 +49,8 @@ PLAIN: dict[Problem, str] = {
     Problem.TORN_TAIL: "is cut short: the file ends in the middle",
     Problem.HEAD_MISMATCH: "has a closing line that does not describe the records above it",
     Problem.AFTER_CUTOVER: "was recorded after the cutover, when the migration had ended",
+    Problem.AFTER_END: "was recorded after the rollback window had closed: nothing may follow a rollback or finalize",
+    Problem.BEFORE_CUTOVER: "claims to write PostgreSQL's changes back into SQLite before any cutover",
 }
 
 
@@ -97,12 +101,13 @@ def audit(certificate: Path, chain: Path, *, backup: Path | None = None, public_
     report = chain_audit.report_file(chain)
     records, _, _ = read_file(chain)
     decoded = _decoded(records)
-    book = ledger.add_up(decoded) if decoded is not None else None
+    # What the certificate vouches for ends at its cutover checkpoint: the rollback window after it is not added.
+    book = ledger.add_up(decoded, through=cert.chain_head) if decoded is not None else None
     checks = (
         _seal(cert, public),
         _signature(cert, public),
         _integrity(report),
-        _head(cert, report, decoded),
+        _head(cert, report, records, decoded),
         _proofs(cert),
         _figures(cert, book),
         _backup(cert, backup),
@@ -185,30 +190,71 @@ def _plain(finding: Finding) -> str:
     return f"{where} {PLAIN.get(finding.problem, str(finding.problem))} ({finding.problem}: {finding.detail})"
 
 
-def _head(cert: Certificate, report: Report, decoded: list[Checkpoint] | None) -> Check:
-    name, found = "chain head", []
-    if (report.head, report.head_hash) != (cert.chain_head, cert.chain_head_hash):
-        found.append(
-            f"the chain ends at checkpoint {report.head} ({(report.head_hash or '')[:12]}…), but the certificate says "
-            f"the migration ended at checkpoint #{cert.chain_head} ({cert.chain_head_hash[:12]}…)"
+def _head(cert: Certificate, report: Report, records: list[Record], decoded: list[Checkpoint] | None) -> Check:
+    """The certificate's cutover checkpoint is in the chain, at its stop point; only the window follows it."""
+    name = "chain head"
+    at = next((i for i, r in enumerate(records) if r.number == cert.chain_head), None)
+    if at is None or records[at].hash != cert.chain_head_hash:
+        named = (
+            f"the certificate says the migration ended at checkpoint #{cert.chain_head} ({cert.chain_head_hash[:12]}…)"
         )
-    last = decoded[-1] if decoded else None
-    if last is not None and last.kind is not Kind.CUTOVER:
-        found.append(f"the chain's last record is a {last.kind}, not the cutover checkpoint")
-    if report.cutover is not None and last is not None and report.cutover != last.number:
-        found.append(f"records follow the cutover checkpoint {report.cutover}, up to checkpoint {last.number}")
-    if last is not None and last.kind is Kind.CUTOVER and last.seq_to != cert.stop_seq:
+        if at is not None:
+            held = f"the chain's checkpoint {cert.chain_head} is {records[at].hash[:12]}…"
+        elif records:
+            held = (
+                f"the chain does not hold checkpoint {cert.chain_head}: it ends at checkpoint {report.head} "
+                f"({(report.head_hash or '')[:12]}…)"
+            )
+        else:
+            held = "the chain holds no checkpoints"
+        found = [f"{held}, but {named}"]
+        if report.cutover is None:
+            found.append("the chain holds no cutover checkpoint")
+        return Check(name, "fail", "the chain and the certificate describe different ends", tuple(found))
+    if decoded is None:
+        return Check(name, "not run", "the chain cannot be read to check its cutover (see the integrity check above)")
+    return _window(cert, decoded[at], decoded[at + 1 :])
+
+
+def _window(cert: Certificate, cut: Checkpoint, after: list[Checkpoint]) -> Check:
+    """The certificate's head checkpoint and what follows it: the rollback window's records, or nothing."""
+    name, found = "chain head", []
+    if cut.kind is not Kind.CUTOVER:
+        found.append(f"the checkpoint #{cut.number} the certificate names is a {cut.kind}, not the cutover checkpoint")
+    elif cut.seq_to != cert.stop_seq:
         found.append(
-            f"the cutover checkpoint covers changes up to {last.seq_to}; "
-            f"the certificate's stop point is {cert.stop_seq}"
+            f"the cutover checkpoint covers changes up to {cut.seq_to}; the certificate's stop point is {cert.stop_seq}"
+        )
+    strays = [c for c in after if c.kind not in REVERSE_KINDS]
+    if strays:
+        listed = ", ".join(f"{c.number} ({c.kind})" for c in strays[:5]) + (", …" if len(strays) > 5 else "")
+        found.append(
+            f"records other than the rollback window's follow the cutover checkpoint {cut.number}: checkpoint(s) "
+            f"{listed}"
         )
     if found:
         return Check(name, "fail", "the chain and the certificate describe different ends", tuple(found))
-    return Check(
-        name,
-        "pass",
-        f"the chain ends at the cutover checkpoint #{cert.chain_head} the certificate names "
-        f"({cert.chain_head_hash[:12]}…), at the stop point (change {cert.stop_seq:,})",
+    summary = (
+        f"the chain holds the cutover checkpoint #{cert.chain_head} the certificate names "
+        f"({cert.chain_head_hash[:12]}…), at the stop point (change {cert.stop_seq:,})"
+    )
+    if not after:
+        return Check(name, "pass", f"{summary}, and ends there")
+    window = f"{summary}, followed by {len(after)} record(s) of the rollback window"
+    return Check(name, "pass", window, (), (_tail(after),))
+
+
+def _tail(after: list[Checkpoint]) -> str:
+    """The rollback window's records in words: what they are, and that the cutover certificate stops before them."""
+    reverse = sum(1 for c in after if c.kind is Kind.REVERSE)
+    last = after[-1]
+    state = {
+        Kind.ROLLBACK: f"closed by a rollback to SQLite at checkpoint {last.number}",
+        Kind.FINALIZE: f"closed by finalizing PostgreSQL at checkpoint {last.number}",
+    }.get(last.kind, "still open when the chain was exported")
+    return (
+        f"checkpoints {after[0].number}..{last.number}: {reverse} reverse batch(es) of PostgreSQL's changes written "
+        f"back into SQLite, {state}; the chain integrity check covers them, this certificate does not vouch for them"
     )
 
 
@@ -258,8 +304,8 @@ def _figures(cert: Certificate, book: ledger.Ledger | None) -> Check:
     return Check(
         name,
         "pass",
-        f"{checked} table(s): added up from the first record through the cutover, the chain gives the rows and "
-        "checksum the certificate records for each",
+        f"{checked} table(s): added up from the first record through the cutover checkpoint, the chain gives the "
+        "rows and checksum the certificate records for each",
         (),
         tuple(unknown + notes),
     )

@@ -104,6 +104,19 @@ def read_chain(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
     return records, head, problems
 
 
+#: docs/audit.md, "Chain rules", rule 6: the kinds each kind may be followed by.
+FOLLOWED_BY = {
+    "genesis": ("batch", "cutover"),
+    "batch": ("batch", "cutover"),
+    "compaction": ("batch", "cutover"),
+    "cutover": ("reverse", "rollback", "finalize"),
+    "reverse": ("reverse", "rollback", "finalize"),
+    "rollback": (),
+    "finalize": (),
+}
+WINDOW = ("reverse", "rollback", "finalize")
+
+
 def link_hash(body: dict[str, Any], own: str) -> str:
     if body["kind"] == "compaction" and body.get("compaction"):
         return str(body["compaction"]["head_hash"])
@@ -111,7 +124,7 @@ def link_hash(body: dict[str, Any], own: str) -> str:
 
 
 def chain_problems(records: list[dict[str, Any]], head: dict[str, Any] | None) -> list[str]:
-    """Every chain rule broken (rules 1-7)."""
+    """Every chain rule broken (rules 1-7; the rollback window's records after the cutover included)."""
     out: list[str] = []
     for r in records:
         if sha256(r["body"]) != r["hash"]:
@@ -138,10 +151,11 @@ def chain_problems(records: list[dict[str, Any]], head: dict[str, Any] | None) -
             out.append(f"checkpoint {after['number']}: a {a.get('kind')} inside the chain")
         if a.get("prev_hash") != link_hash(b, before["hash"]):
             out.append(f"checkpoint {after['number']} does not link to {before['number']}")
-        if a.get("seq_from") != b.get("seq_to", 0) + 1 or a.get("seq_to", 0) < a.get("seq_from", 0) - 1:
+        start = 1 if b.get("kind") == "cutover" and a.get("kind") in WINDOW else b.get("seq_to", 0) + 1
+        if a.get("seq_from") != start or a.get("seq_to", 0) < a.get("seq_from", 0) - 1:
             out.append(f"checkpoint {after['number']}: journal range does not follow {before['number']}'s")
-        if b.get("kind") == "cutover":
-            out.append(f"checkpoint {after['number']} follows the cutover")
+        if a.get("kind") not in FOLLOWED_BY.get(b.get("kind"), ()):
+            out.append(f"checkpoint {after['number']}: a {a.get('kind')} cannot follow a {b.get('kind')}")
     if (
         head is not None
         and records
@@ -304,17 +318,20 @@ def audit(
         key = public_key(public_pem.read_text())
         if not signature_ok(cert, key, recomputed) or cert["signature"]["key_id"] != sha256(key)[:16]:
             problems.append("the signature does not sign this certificate with this key")
-    if not records or (records[-1]["number"], records[-1]["hash"]) != (cert["chain_head"], cert["chain_head_hash"]):
-        problems.append("the chain does not end at the certificate's head")
-    elif records[-1]["parsed"].get("kind") != "cutover" or records[-1]["parsed"].get("seq_to") != cert["stop_seq"]:
-        problems.append("the chain's last record is not the cutover at the stop point")
+    cut = next((i for i, r in enumerate(records) if r["number"] == cert["chain_head"]), None)
+    if cut is None or records[cut]["hash"] != cert["chain_head_hash"]:
+        problems.append("the chain does not hold the certificate's head")
+    elif records[cut]["parsed"].get("kind") != "cutover" or records[cut]["parsed"].get("seq_to") != cert["stop_seq"]:
+        problems.append("the certificate's head is not the cutover at the stop point")
+    elif any(r["parsed"].get("kind") not in WINDOW for r in records[cut + 1 :]):
+        problems.append("records other than the rollback window's follow the cutover")
     for t in cert["tables"]:
         independent = t.get("independent") or {}
         if (t["sqlite_rows"], t["sqlite_digest"]) != (t["pg_rows"], t["pg_digest"]):
             problems.append(f"{t['table']}: the sides differ")
         if independent.get("status") == "mismatch":
             problems.append(f"{t['table']}: the independent comparison differs")
-    figures, breaks, unknown = ledger(records)
+    figures, breaks, unknown = ledger([r for r in records if r["number"] <= cert["chain_head"]])
     problems += breaks
     for t in cert["tables"]:
         if t["table"] not in unknown and figures.get(t["table"]) != (t["pg_rows"], t["pg_digest"]):
