@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpoints import audit, compaction, ledger, store
+from checkpoints.anchor import Anchor, check_anchor
 from checkpoints.digest import TableDigest, table_digest
 from checkpoints.errors import CheckpointError, CheckpointUsageError
 from checkpoints.findings import Finding, Problem
@@ -409,3 +410,17 @@ def test_compaction_keeps_the_cutover_and_the_window(pg: psycopg.Connection[Any]
 def sums(book: ledger.Ledger | None) -> dict[str, tuple[int, str]]:
     assert book is not None
     return {name: (f.rows, f.digest) for name, f in book.tables.items()}
+
+
+def test_an_anchor_before_the_window_still_checks_the_chain(pg: psycopg.Connection[Any]) -> None:
+    """The anchor kept in SQLite names a forward checkpoint; the segment from it runs into the window."""
+    chain = cut_over(pg, 3)
+    cut = chain[-1]
+    anchor = Anchor(number=cut.number, hash=cut.hash, seq_to=cut.seq_to, root=chain[0].hash)
+    first = next_checkpoint(cut, seq_to=2, tables=users(4), kind=Kind.REVERSE)
+    append(pg, first)
+    append(pg, next_checkpoint(first, seq_to=2, tables={}, kind=Kind.FINALIZE))
+    assert check_anchor(pg, anchor) == []
+    assert check_anchor(pg, anchor, tail_only=True) == []
+    pg.execute("UPDATE replicator.checkpoints SET kind = 'batch' WHERE number = %s", (first.number,))
+    assert problems(check_anchor(pg, anchor)) == {(first.number, Problem.EDITED)}
