@@ -8,7 +8,8 @@ after a cutover keeps the old SQLite file current from it (state-based, exactly 
 equal and un-fences SQLite, and ``replicator finalize`` ends the window.
 
 One module per step: ``capture`` (PostgreSQL's reverse journal and triggers, and PostgreSQL's write fence),
-``writeback`` (a PostgreSQL value in the storage form the app used in SQLite, exact or refused),
+``writeback`` (a PostgreSQL value in the storage form the app used in SQLite, exact or refused; the forms
+learned from the app's own rows in ``writeback_forms``, the spellings in ``writeback_spell``),
 ``batch`` (one reverse batch read from PostgreSQL), ``writer`` (one batch written into SQLite, position
 and checkpoint exactly once), ``loop`` (the daemon's reverse direction), ``rollback`` and ``finalize``.
 """
