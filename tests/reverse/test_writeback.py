@@ -522,6 +522,8 @@ def test_learn_forms_from_real_databases(realworld: Path) -> None:
         realworld / "chinook/Chinook_Sqlite.sqlite", "Invoice", {"InvoiceId": "bigint", "Total": "numeric(10,2)"}
     )
     assert (chinook["Total"].storage, chinook["Total"].spelling) == ("real", "number")
+    sakila = _forms(realworld / "sakila/sakila.db", "customer", {"customer_id": "bigint", "active": "boolean"})
+    assert (sakila["active"].storage, sakila["active"].true_text, sakila["active"].false_text) == ("text", "1", "0")
 
 
 # -- refusals ------------------------------------------------------------------------------------------
