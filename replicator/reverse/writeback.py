@@ -15,11 +15,11 @@ How, per column and once per table (:func:`row_writer`): spell the value in the 
 (SQLite itself is asked where it converts: number-like text in a NUMERIC column, a REAL in a TEXT one),
 convert that forward, compare. The check runs for every value, so a spelling can never lose a digit unseen.
 
-Rules per PostgreSQL type (the form in brackets; "equal" is PostgreSQL's equality, said per type):
+Rules per PostgreSQL type (the forms in parentheses; "equal" is PostgreSQL's equality, said per type):
 
 * smallint / integer / bigint: the int (integer; text ``str(n)``; real when exact). Equal as integers.
-* double precision: the float (real; text ``repr``). Equal with its sign (``-0.0`` is not ``0.0``); NaN is
-  refused: SQLite stores NULL for it.
+* double precision: the float (real; text ``repr``). Equal with its sign (PostgreSQL prints ``-0``, so a
+  ``-0.0`` that a REAL or NUMERIC column turns into 0 is refused); NaN is refused: SQLite stores NULL for it.
 * real (float4): the double of PostgreSQL's shortest digits (``0.1``, not ``0.10000000149011612``: both are
   the same float4, and the first is what the app wrote). Equal as float4.
 * numeric: a number (integer when whole and within int64, else the nearest double) or decimal text
@@ -42,7 +42,7 @@ Rules per PostgreSQL type (the form in brackets; "equal" is PostgreSQL's equalit
   when the app writes none (then only a UTC value is exact); equal as time and offset, as PostgreSQL
   compares timetz.
 * interval: integer microseconds (Django), or 1970-01-01 plus it as date-time text (SQLAlchemy). Equal as
-  timedeltas (psycopg's reading of months and years as days is psycopg's, upstream of this module).
+  timedeltas; psycopg reads a month as 30 days and a year as 365, which PostgreSQL's ``=`` equates too.
 * json: the text verbatim. PostgreSQL keeps json as the text the app sent, so that text is already the
   app's spelling, and equality is text equality (another spelling would be another json value).
 * jsonb: PostgreSQL's text re-spelled in the app's separators (compact or ``json.dumps``'s ``", "``/``": "``)
@@ -55,6 +55,8 @@ Rules per PostgreSQL type (the form in brackets; "equal" is PostgreSQL's equalit
   macaddr / macaddr8: colon (or dash) text in the app's case, or the bytes.
 
 The refusal names the PostgreSQL column (the value to change is there) and carries the PostgreSQL value.
+Values come as psycopg returns them; enum and citext as ``str`` (text results, or ``pg.read_citext_as_text``),
+macaddr as its text or its bytes, json and jsonb as ``JsonText``.
 """
 
 from __future__ import annotations

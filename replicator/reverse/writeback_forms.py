@@ -11,7 +11,11 @@ spelled the way the app spells that column: :func:`learn_column` reads it off th
 
 A column's form is the *dominant* one among its sampled values (a Prisma 6 file later written by Prisma 7
 holds integer milliseconds and ISO text; the majority wins, ties go to the first sample, which the caller
-passes newest first). Values that spell nothing recognisable for the type do not vote. When the column has
+passes newest first). Values that spell nothing recognisable for the type do not vote. Fractions are read
+off the whole spelling (:func:`fraction_style`): six digits in every sample is "always six" (SQLAlchemy),
+six or none is "none when zero" (Django's ``str(datetime)``, Rails); a Django or Rails column whose samples
+happen to hold no whole second reads as "always six", and a whole second is then written ``.000000``,
+which those apps read as the same instant. When the column has
 no values, :func:`default_form` gives the documented default per type, one the forward converter
 (:mod:`replicator.values.convert`) reads exactly:
 

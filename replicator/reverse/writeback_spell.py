@@ -431,10 +431,13 @@ _BUILDERS: Final[dict[str, Callable[[TargetType, ColumnForm], Encoder]]] = {
 _MAYBE_NUMBER: Final = re.compile(
     r"\s*(?:[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan))\s*", re.IGNORECASE
 )
+#: One column per converting affinity: its value is set, then read back by a SELECT (``RETURNING`` gives
+#: the value before a REAL column's read-back conversion: 0 for -0.0 where the column then reads 0.0).
 _PROBES: Final = {
-    "TEXT": "UPDATE probe SET t = ? RETURNING t",
-    "NUMERIC": "UPDATE probe SET n = ? RETURNING n",
-    "REAL": "UPDATE probe SET r = ? RETURNING r",
+    "TEXT": ("UPDATE probe SET t = ?", "SELECT t FROM probe"),
+    "NUMERIC": ("UPDATE probe SET n = ?", "SELECT n FROM probe"),
+    "REAL": ("UPDATE probe SET r = ?", "SELECT r FROM probe"),
+    "INTEGER": ("UPDATE probe SET n = ?", "SELECT n FROM probe"),  # stores as NUMERIC does
 }
 _LOCAL: Final = threading.local()
 
@@ -449,7 +452,9 @@ def _probe(value: object, affinity: str) -> object:
         conn.execute("CREATE TABLE probe (t TEXT, n NUMERIC, r REAL)")
         conn.execute("INSERT INTO probe VALUES (NULL, NULL, NULL)")
         _LOCAL.conn = conn
-    row = conn.execute(_PROBES[affinity], (value,)).fetchone()
+    update, select = _PROBES[affinity]
+    conn.execute(update, (value,))
+    row = conn.execute(select).fetchone()
     return row[0]
 
 
@@ -467,7 +472,9 @@ def stored_as(value: object, affinity: str) -> object:
             return str(value)
         return float(value) if affinity == "REAL" else value
     if type(value) is float:
-        if affinity == "BLOB" or (affinity != "TEXT" and value == value and not value.is_integer()):
+        if value != value:
+            return None  # SQLite stores NULL for NaN, in every column
+        if affinity == "BLOB" or (affinity != "TEXT" and not value.is_integer()):
             return value
         return _probe(value, affinity)
     return value

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 import psycopg
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
@@ -34,11 +34,11 @@ from psycopg.types.json import Json, Jsonb
 from checkpoints.digest import JsonText
 from replicator import pg as pgio
 from replicator.plan.shape import TableShape
-from replicator.reverse import writeback, writeback_forms
+from replicator.reverse import writeback, writeback_forms, writeback_spell
 from replicator.reverse.writeback import learn_forms, row_writer
 from replicator.reverse.writeback_forms import json_spelling
 from replicator.values.convert import row_converter, value_converter
-from replicator.values.refusal import RowRefused
+from replicator.values.refusal import RowRefused, ValueRefused
 from replicator.values.targettype import TargetType, parse_type, type_sql
 from triggers.schema import read_schema
 
@@ -522,6 +522,8 @@ def test_learn_forms_from_real_databases(realworld: Path) -> None:
         realworld / "chinook/Chinook_Sqlite.sqlite", "Invoice", {"InvoiceId": "bigint", "Total": "numeric(10,2)"}
     )
     assert (chinook["Total"].storage, chinook["Total"].spelling) == ("real", "number")
+    sakila = _forms(realworld / "sakila/sakila.db", "customer", {"customer_id": "bigint", "active": "boolean"})
+    assert (sakila["active"].storage, sakila["active"].true_text, sakila["active"].false_text) == ("text", "1", "0")
 
 
 # -- refusals ------------------------------------------------------------------------------------------
@@ -742,3 +744,96 @@ def test_negative_control_a_writer_without_the_exactness_check_is_caught(pg: Pg,
         out = write_back(pg, tmp_path, source, "r", cols, [row])
     assert out.new[0][1] == "2024-03-05 06:07:08"
     assert forward_problems(pg, "r", cols, [r[:2] for r in out.new]) == ["at differs for key 2"]
+
+
+# -- what SQLite stores, against SQLite itself ------------------------------------------------------------
+
+TRICKY: list[object] = [-0.0, 3.0, 1.5, 1e18, 9.3e18, 0.12345678901234568, float("inf"), float("nan"), -5, 2**63 - 1]
+TRICKY += [" 12 ", "12", "12.0", "+7", ".5", "5.", "1.5e3", "1e400", "0x10", "Inf", "abc", "2024-03-05", b"x"]
+TRICKY += ["12345678901234567890", "0.1234567890123456789"]
+DECLARED = {"TEXT": "TEXT", "NUMERIC": "DATETIME", "INTEGER": "BIGINT", "REAL": "DOUBLE", "BLOB": "BLOB"}
+
+
+def storage_problems(stored_as: Callable[[object, str], object], path: Path) -> list[str]:
+    """Each tricky value bound into a real column of each affinity: what SQLite keeps, against ``stored_as``."""
+    problems = []
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE s (" + ", ".join(f"{a} {d}" for a, d in DECLARED.items()) + ")")
+        for value in TRICKY:
+            conn.execute("DELETE FROM s")
+            conn.execute(f"INSERT INTO s VALUES ({', '.join('?' * len(DECLARED))})", (value,) * len(DECLARED))
+            row = conn.execute("SELECT * FROM s").fetchone()
+            for affinity, kept in zip(DECLARED, row, strict=True):
+                ours = stored_as(value, affinity)
+                if type(ours) is not type(kept) or (ours != kept and ours == ours):
+                    problems.append(f"{value!r} in {affinity}: SQLite keeps {kept!r}, we said {ours!r}")
+    return problems
+
+
+def test_what_sqlite_stores_is_asked_of_sqlite(tmp_path: Path) -> None:
+    assert storage_problems(writeback_spell.stored_as, tmp_path / "s.db") == []
+
+
+def test_negative_control_a_python_guess_of_the_affinity_is_caught(tmp_path: Path) -> None:
+    """Without SQLite's own answer (the value taken as kept), the comparison with a real table finds it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(writeback_spell, "_probe", lambda value, affinity: value)
+        problems = storage_problems(writeback_spell.stored_as, tmp_path / "s.db")
+    assert "' 12 ' in NUMERIC: SQLite keeps 12, we said ' 12 '" in problems
+    assert "0.12345678901234568 in TEXT: SQLite keeps '0.123456789012346', we said 0.12345678901234568" in problems
+
+
+# -- property: JSON documents through PostgreSQL's jsonb, back in Django's and Prisma's spelling -------------
+
+JSON_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=6)
+DOCUMENTS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(JSON_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+JSONB = parse_type("jsonb")
+DJANGO_JSON = writeback_forms.learn_column("d", JSONB, ['{"a": [1, 2], "\\u00fc": 1}'], ("TEXT",))
+PRISMA_JSON = writeback_forms.learn_column("d", JSONB, ['{"a":[1,2]}', 42], ("NUMERIC",))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=DOCUMENTS)
+def test_jsonb_documents_come_back_in_the_apps_spelling(pg: Pg, document: object) -> None:
+    with pg.cursor() as cur:
+        pgio.json_as_text(cur)
+        (value,) = cur.execute("SELECT %s::jsonb", (Jsonb(document),)).fetchone() or (None,)
+    for form, affinity in ((DJANGO_JSON, "TEXT"), (PRISMA_JSON, "NUMERIC")):
+        try:
+            written = writeback.column_writer(JSONB, form)(value)
+        except ValueRefused:
+            assert affinity == "NUMERIC"  # a bare number a NUMERIC column would keep as a lossy REAL
+            assert not isinstance(document, dict | list | str | bool | None)
+            continue
+        stored = writeback_spell.stored_as(written, affinity)
+        back = value_converter(JSONB)(stored)
+        assert pg.execute("SELECT %s::jsonb = %s::jsonb", (back, Jsonb(document))).fetchone() == (True,)
+        if isinstance(written, str):
+            spacing, escaped = json_spelling(written)
+            assert spacing in (None, form.spelling)
+            assert escaped in (None, form.ascii)
+
+
+@settings(max_examples=100, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999000)))
+def test_epoch_numbers_come_back_as_the_same_instant(moment: datetime) -> None:
+    """Julian days (read to the millisecond, as SQLite reads them) and REAL unix seconds: the forward reading
+    of what is written is PostgreSQL's instant, whether or not the double is the one the app had."""
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    for fmt, storage in (("julian_day", "real"), ("unix_s", "real"), ("unix_s", "integer")):
+        t = TargetType("timestamp", precision=3, format=fmt)
+        form = writeback.ColumnForm("c", storage, fmt, affinities=("REAL" if storage == "real" else "INTEGER",))
+        write = writeback.column_writer(t, form)
+        if storage == "integer" and moment.microsecond:
+            with pytest.raises(ValueRefused):
+                write(moment)
+            continue
+        assert value_converter(t)(write(moment)) == moment
