@@ -46,6 +46,12 @@ NAMES: Final = (
     "cutover.after_finish_pg",
     "cutover.before_fence_commit",
     "cutover.between_commits",
+    "reverse.before_sqlite_commit",
+    "reverse.between_commits",
+    "reverse.before_postgres_commit",
+    "rollback.after_fence",
+    "rollback.before_close_commit",
+    "rollback.between_commits",
 )
 
 

@@ -77,6 +77,12 @@ NOT_FAILPOINT_KINDS: Final = frozenset({"random"})
 EXERCISED_ELSEWHERE: Final[dict[str, str]] = {
     "import.after_table": "tests/cutover/test_audit.py",
     "newtable.after_plan": "tests/stream/test_worker_new_tables.py",
+    "reverse.before_sqlite_commit": "tests/reverse/test_crash.py",
+    "reverse.between_commits": "tests/reverse/test_crash.py",
+    "reverse.before_postgres_commit": "tests/reverse/test_crash.py",
+    "rollback.after_fence": "tests/reverse/test_crash.py",
+    "rollback.before_close_commit": "tests/reverse/test_crash.py",
+    "rollback.between_commits": "tests/reverse/test_crash.py",
 }
 """Failpoints the crash matrix does not kill at (not a daemon window), and the test that arms each."""
 

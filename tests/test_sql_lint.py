@@ -34,6 +34,8 @@ ALLOWLIST: dict[tuple[str, str, str], str] = {
     ("replicator/apply/lookup.py", "_current_rows", "where"): "quote_ident terms from journal.key_predicate",
     ("replicator/cutover/prepass.py", "_rows_by_key", "where"): "quote_ident terms from journal.key_predicate",
     ("replicator/inspect/verify_sqlite.py", "sqlite_by_key", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/reverse/writer.py", "Writer._delete", "where"): "quote_ident terms from journal.key_predicate",
+    ("replicator/reverse/writer.py", "Writer._update", "where"): "quote_ident terms from journal.key_predicate",
     # SQLite: verify's key-range predicate and key order, quote_ident(column) terms with ? placeholders and
     # COLLATE BINARY, built by _sqlite_where / _sqlite_key_expr in the same module.
     ("replicator/inspect/verify_sqlite.py", "boundary_keys", "order"): "quote_ident terms from _sqlite_key_expr",

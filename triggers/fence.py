@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,6 +283,36 @@ def unfence_on(conn: sqlite3.Connection, *, path: Path | str = "source") -> Unfe
     return UnfenceReport(dropped=tuple(names), record_removed=removed, was_fenced_at=was_at)
 
 
+@contextmanager
+def lifted(conn: sqlite3.Connection, tables: Collection[str]) -> Iterator[int]:
+    """Inside the caller's open write transaction: every trigger on ``tables`` dropped, then put back SQL for SQL.
+
+    Why: during the rollback window the reverse apply, and only it, writes PostgreSQL's rows into the fenced
+    file, and they must land exactly as PostgreSQL holds them: not refused by the fence, not journaled again
+    by the capture, not rewritten by an app trigger (Sakila's ``last_update`` triggers would stamp every row
+    we write; PostgreSQL's rows already are what the app made of them there). SQLite's DDL is transactional
+    and a write transaction excludes every other writer, so between our ``BEGIN IMMEDIATE`` and ``COMMIT``
+    nobody else writes, and no reader ever sees the triggers gone: it sees the schema before or after, which
+    are the same. The schema cookie changes, so other connections re-prepare their statements once.
+    Yields how many triggers were lifted. (``SQLITE_DBCONFIG_ENABLE_TRIGGER`` would do it per connection, but
+    Python's ``sqlite3`` exposes it only from 3.12.)"""
+    if not conn.in_transaction:
+        raise RuntimeError("fence.lifted needs the caller's open write transaction")
+    wanted = set(tables)
+    saved = [
+        (str(name), str(sql))
+        for name, table, sql in conn.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_schema WHERE type = 'trigger' ORDER BY rowid"
+        ).fetchall()
+        if table in wanted
+    ]
+    for name, _sql in saved:
+        conn.execute(f"DROP TRIGGER {quote_ident(name)}")
+    yield len(saved)
+    for _name, sql in saved:
+        conn.execute(sql)
+
+
 def status_on(conn: sqlite3.Connection) -> FenceStatus:
     """Which tables are fenced, and since when (read in one read transaction if none is open)."""
     own = not conn.in_transaction
@@ -344,6 +374,7 @@ __all__ = [
     "fence",
     "fence_on",
     "is_fenced",
+    "lifted",
     "refused",
     "status",
     "status_on",

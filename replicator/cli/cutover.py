@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
 
 from replicator.cli import options
 from replicator.cli.context import Context, common_options
+from replicator.errors import UsageError
 
 
 @click.command()
@@ -105,6 +107,11 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--certificate", "certificate_path", type=click.Path(path_type=Path), default=None, help="Output file.")
 @click.option("--operator", default="", help="Who runs the cutover (default: the login name).")
 @click.option("--skip-full-verify", is_flag=True, help="Skip the preflight's full verify (the stop point is verified).")
+@click.option(
+    "--no-rollback-window",
+    is_flag=True,
+    help="Do not capture PostgreSQL's changes for a lossless rollback (rollback then needs an unchanged target).",
+)
 @options.json_flag("Print the result as JSON.")
 def cutover(
     ctx: Context,
@@ -118,6 +125,7 @@ def cutover(
     certificate_path: Path | None,
     operator: str,
     skip_full_verify: bool,
+    no_rollback_window: bool,
     as_json: bool,
 ) -> None:
     """Freeze SQLite, drain, prove completeness, finish PostgreSQL, fence SQLite; write the certificate."""
@@ -136,6 +144,7 @@ def cutover(
         certificate_path=certificate_path,
         operator=operator,
         full_verify=not skip_full_verify,
+        rollback_window=not no_rollback_window,
     )
     with progress.shown(ctx.config, quiet=ctx.quiet, component="cutover") as shown:
         result = window.cutover(ctx.source, ctx.target, ctx.config, options, progress=shown)
@@ -157,12 +166,56 @@ def cutover(
 
 @click.command()
 @common_options
-@click.option("--force", is_flag=True, help="Go back even though PostgreSQL changed since the cutover.")
+@click.option(
+    "--force", is_flag=True, help="Without a rollback window: go back although PostgreSQL changed (loses it)."
+)
+@click.option("--dry-run", is_flag=True, help="With the window open: catch up and prove equal, fence nothing.")
+@click.option(
+    "--max-downtime",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Bound on fencing PostgreSQL (s).",
+)
+@click.option("--certificate", "certificate_path", type=click.Path(path_type=Path), default=None, help="Output file.")
 @options.json_flag("Print the report as JSON.")
-def rollback(ctx: Context, force: bool, as_json: bool) -> None:
-    """After a cutover: un-fence SQLite so the app can go back; report what PostgreSQL changed since."""
+def rollback(
+    ctx: Context, force: bool, dry_run: bool, max_downtime: float, certificate_path: Path | None, as_json: bool
+) -> None:
+    """After a cutover: go back to SQLite. With the rollback window open, PostgreSQL's writes are carried back
+    first and nothing is lost; without it, SQLite is un-fenced if PostgreSQL has not changed (or --force)."""
     from replicator.cutover import rollback as rollback_mod
+    from replicator.reverse import rollback as window_mod
+    from replicator.state import reverse
 
+    if _window_open(ctx, reverse) or _window_closed_by_rollback(ctx, reverse):
+        result = window_mod.rollback(
+            ctx.source,
+            ctx.target,
+            ctx.config,
+            dry_run=dry_run,
+            max_downtime_s=max_downtime,
+            certificate_path=certificate_path,
+        )
+        if as_json:
+            click.echo(msgspec.json.encode(result).decode())
+        elif not ctx.quiet:
+            if result.resumed:
+                click.echo("finished an interrupted rollback: SQLite un-fenced, the app writes to SQLite again")
+            elif result.dry_run:
+                click.echo(
+                    f"dry run: {len(result.tables)} table(s) equal after carrying back {result.drained_entries} "
+                    "change(s); nothing fenced"
+                )
+            else:
+                click.echo(
+                    f"rolled back with nothing lost: {result.drained_entries} change(s) carried back, "
+                    f"{len(result.tables)} table(s) proved equal, write outage {result.write_outage_s:.3f}s; "
+                    f"certificate {result.certificate_path}"
+                )
+        return
+    if dry_run:
+        raise UsageError("--dry-run needs an open rollback window", hint="the window opens with `replicator cutover`")
     report = rollback_mod.rollback(ctx.source, ctx.target, ctx.config, force=force)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
@@ -170,3 +223,37 @@ def rollback(ctx: Context, force: bool, as_json: bool) -> None:
         for m in report.changed:
             click.echo(f"lost: {m.table}: {m.certified_rows} rows at cutover, {m.rows} in PostgreSQL now", err=True)
         click.echo(f"rolled back cutover {report.certificate_sha256[:16]}: SQLite writable again")
+
+
+def _read_window(ctx: Context, reverse: Any) -> Any:
+    from replicator import pg
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        return reverse.read_window(conn, ctx.config.target.state_schema)
+
+
+def _window_open(ctx: Context, reverse: Any) -> bool:
+    window = _read_window(ctx, reverse)
+    return window is not None and window.open
+
+
+def _window_closed_by_rollback(ctx: Context, reverse: Any) -> bool:
+    window = _read_window(ctx, reverse)
+    return window is not None and window.closed_how == "rollback"
+
+
+@click.command()
+@common_options
+@options.json_flag("Print the result as JSON.")
+def finalize(ctx: Context, as_json: bool) -> None:
+    """End the rollback window: stay on PostgreSQL, drop the reverse capture, seal the chain."""
+    from replicator.reverse import finalize as finalize_mod
+
+    result = finalize_mod.finalize(ctx.source, ctx.target, ctx.config)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+    elif not ctx.quiet:
+        click.echo(
+            f"rollback window closed (open since {result.opened_at}): the chain is sealed by checkpoint "
+            f"#{result.checkpoint}; the reverse capture is gone from PostgreSQL"
+        )

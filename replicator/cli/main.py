@@ -47,6 +47,7 @@ for command in (
     cutover.unfence,
     cutover.cutover,
     cutover.rollback,
+    cutover.finalize,
     certificate.certificate,
     certificate.audit_command,
     certificate.keys_group,

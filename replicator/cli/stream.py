@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import cast
+from typing import Any, cast
 
 import click
 import msgspec
@@ -109,6 +109,31 @@ def capture_status(ctx: Context, as_json: bool) -> None:
         )
 
 
+def _reverse(ctx: Context, cfg: Any, *, once: bool, until_drained: bool) -> bool:
+    """After a cutover with the rollback window open: keep the fenced SQLite file current (the reverse
+    direction). False when no window is open (the cutover finished replication for good)."""
+    import signal
+    import threading
+
+    from replicator.reverse import loop
+
+    stop = threading.Event()  # SIGTERM (a service manager) or Ctrl-C: the batch in hand is finished first
+    previous = {s: signal.signal(s, lambda _n, _f: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = loop.run(ctx.source, ctx.target, cfg, once=once, until_drained=until_drained, stop=stop)
+    except loop.NoWindow:
+        return False
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not ctx.quiet:
+        click.echo(
+            f"reverse: {result.entries} change(s) in {result.batches} batch(es) written back to SQLite "
+            f"({result.upserted} row(s) written, {result.deleted} deleted, {result.refused} refused)"
+        )
+    return True
+
+
 @click.command()
 @common_options
 @click.option("--once", is_flag=True, help="Apply at most one batch, then exit.")
@@ -132,6 +157,8 @@ def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None)
     except AlreadyCutOver as exc:
         if exc.exit_code != 0:
             raise
+        if _reverse(ctx, cfg, once=once, until_drained=until_drained):
+            return
         if not ctx.quiet:  # finished, not failed: exit 0 so that Restart=on-failure leaves the daemon down
             click.echo(f"{exc.message}; {exc.hint}")
         return

@@ -23,6 +23,7 @@ from replicator.cutover.certificate import TableProof
 from replicator.cutover.freeze import Frozen
 from replicator.cutover.session import CutoverAborted, Options, Session
 from replicator.plan import constraints, schemaplan, sequences
+from replicator.state import reverse
 from replicator.state.phase import ApplyState, Phase
 
 
@@ -60,6 +61,8 @@ def finish_postgres(
         refuse_not_created(list(not_created))
     cut = next_checkpoint(head, seq_to=frozen.stop_seq, tables=_restated(session, proofs), kind=Kind.CUTOVER)
     store.append(conn, cut, schema)
+    if options.rollback_window:  # in the cutover's transaction: no app write on PostgreSQL escapes it
+        reverse.install(conn, schema, list(reverse.shapes_of(session.plan).values()), cut.hash)
     session.state_store.write_phase(ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
     warnings = tuple(constraints.warning(n) for n in refused)

@@ -74,6 +74,9 @@ class Options(msgspec.Struct, frozen=True):
     operator: str = ""
     full_verify: bool = True
     """Run a full verify in the preflight (both sides read whole; outside the outage)."""
+    rollback_window: bool = True
+    """Install the reverse capture in PostgreSQL with the cutover (:mod:`replicator.state.reverse`), so that
+    ``replicator run`` keeps the SQLite file current and ``rollback`` loses nothing."""
 
 
 class Held:

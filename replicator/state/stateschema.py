@@ -28,6 +28,7 @@ from psycopg.pq import TransactionStatus
 from checkpoints import store
 from replicator import log
 from replicator.errors import EXIT_USAGE, ReplicatorError
+from replicator.state import reverse
 
 if TYPE_CHECKING:
     from replicator.state.store import StateStore
@@ -192,7 +193,40 @@ def _layout_v1(state_store: StateStore) -> None:
     _run(state_store, _V1_AFTER_CHAIN)
 
 
-STEPS: Final = (Step(1, "the layout of replicator before the schema had a version", _layout_v1),)
+#: Version 2: the rollback window (:mod:`replicator.state.reverse`). ``{schema}`` is the quoted state schema.
+_V2_WINDOW: Final = (
+    """CREATE TABLE IF NOT EXISTS {schema}.reverse_journal (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+        tbl text NOT NULL,
+        op "char" NOT NULL,
+        key jsonb,
+        at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS reverse_journal_xid ON {schema}.reverse_journal (xid)",
+    """CREATE TABLE IF NOT EXISTS {schema}.reverse_window (
+        id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        opened_at timestamptz NOT NULL DEFAULT now(),
+        cutover text NOT NULL,
+        tables text[] NOT NULL,
+        applied_through bigint NOT NULL DEFAULT 0,
+        applied_at timestamptz,
+        fenced_at timestamptz,
+        closed_at timestamptz,
+        closed_how text,
+        message text NOT NULL DEFAULT ''
+    )""",
+)
+
+
+def _rollback_window(state_store: StateStore) -> None:
+    _run(state_store, _V2_WINDOW)
+
+
+STEPS: Final = (
+    Step(1, "the layout of replicator before the schema had a version", _layout_v1),
+    Step(2, "the rollback window: the reverse journal and the window's row", _rollback_window),
+)
 """Every upgrade, in order; ``STEPS[i].version == i + 1``."""
 
 VERSION: Final = STEPS[-1].version
@@ -212,6 +246,8 @@ TABLES: Final = (
     "skipped_tables",
     "cutover_certificates",
     "schema_version",
+    reverse.JOURNAL,
+    reverse.WINDOW,
 )
 """The tables of the state schema at :data:`VERSION` (ARCHITECTURE.md says what each holds)."""
 

@@ -24,7 +24,7 @@ import psycopg
 
 from checkpoints import ledger, store
 from checkpoints.errors import NoChainTable
-from checkpoints.model import Checkpoint, Kind, TableChange, genesis, next_checkpoint
+from checkpoints.model import CUT_OVER_KINDS, ENDING_KINDS, Checkpoint, Kind, TableChange, genesis, next_checkpoint
 from replicator import faults
 from replicator.apply import dependents
 from replicator.apply.digests import table_digest_of
@@ -263,7 +263,21 @@ def latest(state_store: StateStore) -> Checkpoint | None:
 def refuse_after_cutover(source: Path, config: Config, prev: Checkpoint | None) -> None:
     """A cut-over target applies nothing; say which of the two cutover states it is in, truthfully."""
     fenced = bool(fence.status(source, busy_timeout_ms=config.source.busy_timeout_ms).tables)
-    if prev is not None and prev.kind is Kind.CUTOVER:
+    if prev is not None and prev.kind in ENDING_KINDS:
+        if prev.kind is Kind.FINALIZE:
+            error = AlreadyCutOver(
+                f"this target was cut over and its rollback window finalized at {prev.at} (checkpoint "
+                f"{prev.number}): the app runs on PostgreSQL for good",
+                hint="nothing to run",
+            )
+            error.exit_code = 0
+            raise error
+        raise AlreadyCutOver(
+            f"this target was rolled back to SQLite at {prev.at} (checkpoint {prev.number}): the SQLite file is "
+            "the source of truth again",
+            hint="to migrate again: `replicator snapshot --replace`, then `replicator run`",
+        )
+    if prev is not None and prev.kind in CUT_OVER_KINDS:
         if fenced:
             error = AlreadyCutOver(
                 f"this target was cut over at {prev.at} (checkpoint {prev.number}): replication is finished "

@@ -34,7 +34,7 @@ from replicator.state.quarantine import acknowledge
 from replicator.state.store import StateStore
 from tests.support.cli import replicator
 from tests.support.compare import check_same, drain
-from tests.support.daemon import DaemonProcess, cfg
+from tests.support.daemon import DaemonProcess, cfg, wait_for
 from tests.support.source import FENCED, ROWS, app, make_source, sqlite_write, writable
 from tests.support.state import read_phase
 
@@ -613,9 +613,10 @@ def test_cutover_after_the_daemon_applied_batches(src: Path, pg_dsn: str, tmp_pa
 
 def test_run_after_cutover_refuses_and_keeps_phase_done(src: Path, pg_dsn: str, tmp_path: Path) -> None:
     """A daemon restarted by a service manager after the cutover must not reopen replication, and exits 0
-    (finished, not failed) so that ``Restart=on-failure`` leaves it down."""
+    (finished, not failed) so that ``Restart=on-failure`` leaves it down. (With the rollback window open it
+    runs the reverse direction instead: tests/reverse/.)"""
     drain(src, pg_dsn)
-    cutover(src, pg_dsn, cfg(), opts(tmp_path))
+    cutover(src, pg_dsn, cfg(), opts(tmp_path, rollback_window=False))
     done = replicator("run", "--source", str(src), "--target", pg_dsn, "--until-drained", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "error:" not in done.stderr
@@ -679,9 +680,9 @@ def test_crash_between_the_two_commits_loses_nothing_and_cutover_finishes_it(
     assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
     after = _replicator("status", *where)
     assert after.returncode == 0, after.stdout + after.stderr
-    done = _replicator("run", *where)  # a service restarted after the window: finished, exit 0
+    done = _replicator("run", *where, "--until-drained")  # after the window: the reverse direction
     assert done.returncode == 0, done.stderr
-    assert "replication is finished" in done.stdout
+    assert "written back to SQLite" in done.stdout
 
 
 def test_unfenced_after_cutover_is_a_problem_status_and_run_name(src: Path, pg_dsn: str, tmp_path: Path) -> None:
@@ -738,13 +739,48 @@ def test_one_command_window_with_the_daemon_running(src: Path, pg_dsn: str, tmp_
         where = ["--source", str(src), "--target", pg_dsn]
         done = _replicator("cutover", *where, "--no-backup", "--certificate", str(tmp_path / "cert.json"))
         assert done.returncode == 0, done.stderr[-2000:]
-        finished = service.wait(60)  # it saw the cutover done: finished, not failed
+        assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
+        # The service goes on as the rollback window's reverse direction: the app's writes on PostgreSQL reach
+        # the fenced SQLite file.
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO public.parent (id, name, score) VALUES (21, 'on postgres', 4.0)")
+        wait_for(lambda: _sqlite_has(src, 21), timeout=60)
+        assert service.alive(), service.output(2000)
+        finished = service.stop(60)
+    finally:
+        service.kill()
+    assert finished.code == 0, finished.log[-2000:]
+    assert "written back to SQLite" in finished.out
+    assert not writable(src)
+
+
+def test_one_command_window_without_the_rollback_window_the_daemon_exits(
+    src: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    """cutover --no-rollback-window: the daemon finishes its batch, waits, sees the cutover done and exits 0."""
+    drain(src, pg_dsn)
+    service = DaemonProcess(src, pg_dsn, json_log=False, log=tmp_path / "service.log")
+    try:
+        service.wait_streaming(pg_dsn)
+        where = ["--source", str(src), "--target", pg_dsn]
+        done = _replicator(
+            "cutover", *where, "--no-backup", "--no-rollback-window", "--certificate", str(tmp_path / "cert.json")
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        finished = service.wait(60)
     finally:
         service.kill()
     assert finished.code == 0, finished.log[-2000:]
     assert "replication is finished" in finished.out
     assert not writable(src)
-    assert user_tables(pg_dsn) == {k: v for k, v in sqlite_tables(src).items() if k != "schema"}
+
+
+def _sqlite_has(src: Path, parent_id: int) -> bool:
+    conn = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM parent WHERE id = ?", (parent_id,)).fetchone() is not None
+    finally:
+        conn.close()
 
 
 def test_daemon_resumes_by_itself_after_an_aborted_cutover(src: Path, pg_dsn: str, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def cut(tmp_path: Path, pg_dsn: str) -> Path:
         """,
     )
     drain(src, pg_dsn)
-    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    # Without the rollback window: the rollback that can only un-fence (with the window: tests/reverse/).
+    cutover(src, pg_dsn, cfg(), Options(backup=False, rollback_window=False, certificate_path=tmp_path / "cert.json"))
     assert not writable(src)
     return src
 

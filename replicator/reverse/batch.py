@@ -1,0 +1,144 @@
+"""One reverse batch: the journal entries of a range of PostgreSQL transactions, and the rows they name as
+PostgreSQL holds them now, read in one ``REPEATABLE READ`` snapshot.
+
+Why state-based, as the forward apply: the journal holds keys, so a batch writes each key's *current* row
+(or deletes it where PostgreSQL no longer has one). Entries whose effect a later batch also carries are
+rewritten to the values they already have, so a batch re-read after a crash converges.
+
+Why the range is of transaction ids (:mod:`replicator.state.reverse`): a snapshot's ``xmin`` is the oldest
+transaction still running, so the entries of every transaction below it are final. A batch takes the entries
+of the transactions in ``[lo, hi)``, with ``hi`` that ``xmin`` (or less, to bound the batch's size); after
+``rollback``'s fence has committed no app transaction can still write an entry, so the final drain takes
+everything up to the snapshot's ``xmax``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator import pg
+from replicator.plan.shape import TableShape
+from replicator.state import reverse
+
+KeyTuple = tuple[Any, ...]
+
+DEFAULT_LIMIT: Final = 5_000
+"""Journal entries per batch, about (a transaction's entries are never split)."""
+
+
+class TableBatch(msgspec.Struct):
+    """What one table's entries name: keys (PostgreSQL form) and each key's row now (None: deleted)."""
+
+    table: str
+    entries: int
+    rows: dict[KeyTuple, tuple[Any, ...] | None]
+    """Per journaled key: the row (``shape.target_columns`` order, as psycopg reads it in binary, JSON as
+    :class:`~checkpoints.digest.JsonText`), or None where PostgreSQL holds no row for it now."""
+    whole: list[tuple[Any, ...]] | None = None
+    """Set when the table is to be written whole (a TRUNCATE, or a table without a key): every row now."""
+
+
+class ReverseBatch(msgspec.Struct):
+    lo: int
+    """First transaction id covered (inclusive)."""
+    hi: int
+    """First transaction id not covered: entries of transactions below it are final and in this batch."""
+    entries: int
+    tables: list[TableBatch]
+
+    @property
+    def empty(self) -> bool:
+        return self.entries == 0
+
+
+def read_batch(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    shapes: Mapping[str, TableShape],
+    lo: int,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    final: bool = False,
+) -> ReverseBatch:
+    """The entries of transactions ``lo`` .. below the horizon, and their rows, in one snapshot.
+
+    ``conn`` is in autocommit mode; this opens and ends its own read-only transaction. ``final``: the app's
+    writes are fenced (rollback), so the horizon is the snapshot's ``xmax`` and the batch is not cut short."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return _read(conn, schema, shapes, lo, limit, final)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _read(
+    conn: psycopg.Connection[Any], schema: str, shapes: Mapping[str, TableShape], lo: int, limit: int, final: bool
+) -> ReverseBatch:
+    edge = "pg_snapshot_xmax" if final else "pg_snapshot_xmin"
+    row = conn.execute(
+        sql.SQL("SELECT {}(pg_current_snapshot())::text::bigint").format(sql.Identifier(edge))
+    ).fetchone()
+    assert row is not None
+    hi = max(lo, int(row[0]))
+    journal = reverse.journal(schema)
+    if not final:
+        cut = conn.execute(
+            sql.SQL(
+                "SELECT xid::text::bigint FROM {} WHERE xid >= %s::text::xid8 AND xid < %s::text::xid8 "
+                "ORDER BY xid OFFSET %s LIMIT 1"
+            ).format(journal),
+            (str(lo), str(hi), limit),
+        ).fetchone()
+        if cut is not None:
+            hi = int(cut[0]) if int(cut[0]) > lo else lo + 1
+    counts: dict[str, int] = {}
+    wholes: set[str] = set()
+    for tbl, op, n in conn.execute(
+        sql.SQL(
+            "SELECT tbl, op, count(*) FROM {} WHERE xid >= %s::text::xid8 AND xid < %s::text::xid8 GROUP BY tbl, op"
+        ).format(journal),
+        (str(lo), str(hi)),
+    ):
+        counts[tbl] = counts.get(tbl, 0) + int(n)
+        if op == "T":
+            wholes.add(tbl)
+    tables = [_table(conn, schema, shapes[name], lo, hi, counts[name], name in wholes) for name in sorted(counts)]
+    return ReverseBatch(lo, hi, sum(counts.values()), tables)
+
+
+def _table(
+    conn: psycopg.Connection[Any], schema: str, t: TableShape, lo: int, hi: int, entries: int, whole: bool
+) -> TableBatch:
+    columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in t.target_columns)
+    relation = sql.Identifier(t.schema, t.target)
+    if whole or not t.key_target:
+        with conn.cursor(binary=True) as cur:
+            pg.json_as_text(cur)
+            rows = cur.execute(sql.SQL("SELECT {} FROM {} t").format(columns, relation)).fetchall()
+        return TableBatch(t.source, entries, {}, whole=rows)
+    keys = sql.SQL(", ").join(sql.SQL("k.{}").format(sql.Identifier(c)) for c in t.key_target)
+    built = sql.SQL(", ").join(
+        sql.SQL("{}, j.key -> {}").format(sql.Literal(c), sql.Literal(i)) for i, c in enumerate(t.key_target)
+    )
+    on = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in t.key_target)
+    query = sql.SQL(
+        "SELECT {keys}, t.ctid IS NOT NULL, {columns} FROM "
+        "(SELECT DISTINCT key FROM {journal} WHERE tbl = %s AND xid >= %s::text::xid8 AND xid < %s::text::xid8 "
+        "AND key IS NOT NULL) j "
+        "CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{relation}, "
+        "pg_catalog.jsonb_build_object({built})) k "
+        "LEFT JOIN {relation} t ON {on}"
+    ).format(keys=keys, columns=columns, journal=reverse.journal(schema), relation=relation, built=built, on=on)
+    width = len(t.key_target)
+    out: dict[KeyTuple, tuple[Any, ...] | None] = {}
+    with conn.cursor(binary=True) as cur:
+        pg.json_as_text(cur)
+        for found in cur.execute(query, (t.source, str(lo), str(hi))):
+            key = tuple(found[:width])
+            out[key] = tuple(found[width + 1 :]) if found[width] else None
+    return TableBatch(t.source, entries, out)

@@ -1,0 +1,309 @@
+"""The rollback window's objects in PostgreSQL: the reverse journal, its capture triggers, the write fence.
+
+Why here, in ``state/``: they live in the state schema (the journal, the window's row, the trigger
+functions) and every stage that meets them is above this layer: the cutover installs the capture, the
+daemon's reverse direction reads the journal, ``rollback`` fences, ``finalize`` and ``snapshot --replace``
+remove them, ``status`` reads the journal's size.
+
+**Capture.** One ``AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW`` trigger per migrated table appends
+``(tbl, op, key)`` to ``reverse_journal`` inside the app's own transaction (an app transaction that rolls
+back leaves no entry; one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement
+trigger that appends one entry without a key (the whole table). Key-only, as the forward capture: the key
+columns as a JSON array (``jsonb_build_array``: ISO text for dates whatever the session's ``DateStyle``,
+exact numbers), the row itself read at apply time. An UPDATE that moves a key journals both keys. The
+functions are ``SECURITY DEFINER`` with a fixed ``search_path``, so an app role that may not touch the
+state schema still journals its writes, and nothing in the function resolves through the caller's path.
+
+**Ordering: transaction ids, not sequence numbers.** A journal ``seq`` from an identity column is taken at
+insert time, not at commit: transaction A can take seq 10, B seq 11 and commit first, and a reader that
+applied "up to 11" would never see 10. Every entry therefore records its transaction's id
+(``pg_current_xact_id()``, the top-level ``xid8``, which never wraps), and a reader takes entries by xid
+below its snapshot's ``xmin``: every transaction below it has ended, so that set is final. The reverse
+direction's positions are these horizons (a checkpoint covers the entries of the transactions whose ids
+lie in its range), contiguous like the forward journal's seqs. A long-running writing transaction holds
+the horizon back, as it should: its rows are not committed yet.
+
+**The fence** (``rollback``). A ``BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ... FOR EACH STATEMENT``
+trigger on every migrated table raises ``read_only_sql_transaction`` (SQLSTATE 25006) with a message that
+says where the data went: ORMs report it as the operational error it is, not as a constraint violation
+they would retry. Creating it takes each table's ``SHARE ROW EXCLUSIVE`` lock, so it waits for the app
+transactions already writing there, and its commit is the moment after which no app write reaches
+PostgreSQL: every journal entry is then final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from replicator.plan.schemaplan import SchemaPlan
+from replicator.plan.shape import TableShape, table_shape
+
+JOURNAL: Final = "reverse_journal"
+WINDOW: Final = "reverse_window"
+CAPTURE_TRIGGER: Final = "replicator_reverse_capture"
+TRUNCATE_TRIGGER: Final = "replicator_reverse_truncate"
+FENCE_TRIGGER: Final = "replicator_rollback_fence"
+FENCE_FUNCTION: Final = "rollback_fence"
+TRUNCATE_FUNCTION: Final = "reverse_truncate"
+
+
+class Window(msgspec.Struct, frozen=True):
+    """The window's row: open since when, for which cutover, where the reverse apply stands, how it closed."""
+
+    opened_at: str
+    cutover: str
+    """The hash of the cutover checkpoint that opened it."""
+    tables: tuple[str, ...]
+    applied_through: int
+    """The reverse direction's horizon: every journal entry of a transaction below it is in SQLite."""
+    applied_at: str | None
+    fenced_at: str | None
+    closed_at: str | None
+    closed_how: str | None
+    message: str
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+
+class JournalStats(msgspec.Struct, frozen=True):
+    entries: int
+    oldest_at: str | None
+    bytes: int
+
+
+def shapes_of(plan: SchemaPlan) -> dict[str, TableShape]:
+    """The migrated tables as the window captures and writes them back, by SQLite name."""
+    return {t.source: table_shape(t, plan.schema) for t in plan.tables}
+
+
+def journal(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, "reverse_journal")
+
+
+def window(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, "reverse_window")
+
+
+def function_name(table: str) -> str:
+    """The capture function of the SQLite table ``table``: a stable name within PostgreSQL's 63 bytes."""
+    return "reverse_capture_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
+
+
+def _relation(t: TableShape) -> sql.Identifier:
+    return sql.Identifier(t.schema, t.target)
+
+
+def _function(t: TableShape) -> sql.Identifier:
+    return sql.Identifier(function_name(t.source))
+
+
+def _key_array(t: TableShape, row: str) -> sql.Composable:
+    return sql.SQL("pg_catalog.jsonb_build_array({})").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(c)) for c in t.key_target)
+    )
+
+
+def _capture_function(schema: str, t: TableShape) -> sql.Composed:
+    """The row trigger's function: one journal entry per row (two for an UPDATE that moves the key)."""
+
+    def entry(op: str, row: str) -> sql.Composed:
+        return sql.SQL("INSERT INTO {} (tbl, op, key) VALUES ({}, {}, {});").format(
+            journal(schema), sql.Literal(t.source), sql.Literal(op), _key_array(t, row)
+        )
+
+    moved = sql.SQL(" OR ").join(
+        sql.SQL("OLD.{c} IS DISTINCT FROM NEW.{c}").format(c=sql.Identifier(c)) for c in t.key_target
+    )
+    body = sql.SQL(
+        "BEGIN\n"
+        "  IF TG_OP = 'INSERT' THEN\n    {ins}\n"
+        "  ELSIF TG_OP = 'UPDATE' THEN\n    {upd}\n    IF {moved} THEN\n      {old}\n    END IF;\n"
+        "  ELSE\n    {dele}\n  END IF;\n"
+        "  RETURN NULL;\n"
+        "END"
+    ).format(ins=entry("I", "NEW"), upd=entry("U", "NEW"), moved=moved, old=entry("U", "OLD"), dele=entry("D", "OLD"))
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = pg_catalog, pg_temp AS {}"
+    ).format(sql.Identifier(schema), sql.Identifier(function_name(t.source)), sql.Literal(body.as_string(None)))
+
+
+def _truncate_function(schema: str) -> sql.Composed:
+    body = sql.SQL("BEGIN INSERT INTO {} (tbl, op, key) VALUES (TG_ARGV[0], 'T', NULL); RETURN NULL; END").format(
+        journal(schema)
+    )
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = pg_catalog, pg_temp AS {}"
+    ).format(sql.Identifier(schema), sql.Identifier(TRUNCATE_FUNCTION), sql.Literal(body.as_string(None)))
+
+
+def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableShape], cutover: str) -> None:
+    """The reverse capture on every table, and the window opened, in the caller's transaction (the cutover's).
+
+    A table without a key the journal can name gets only a keyless entry per statement (whole-table
+    entries: the reverse apply copies such a table whole)."""
+    statements: list[sql.Composable] = [_truncate_function(schema)]
+    for t in tables:
+        rel = _relation(t)
+        if t.key_target:
+            statements.append(_capture_function(schema, t))
+            statements.append(
+                sql.SQL(
+                    "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} "
+                    "FOR EACH ROW EXECUTE FUNCTION {}.{}()"
+                ).format(sql.Identifier(CAPTURE_TRIGGER), rel, sql.Identifier(schema), _function(t))
+            )
+            truncate_events = sql.SQL("TRUNCATE")
+        else:
+            truncate_events = sql.SQL("INSERT OR UPDATE OR DELETE OR TRUNCATE")
+        statements.append(
+            sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}.{}({})").format(
+                sql.Identifier(TRUNCATE_TRIGGER),
+                truncate_events,
+                rel,
+                sql.Identifier(schema),
+                sql.Identifier(TRUNCATE_FUNCTION),
+                sql.Literal(t.source),
+            )
+        )
+    conn.execute(sql.SQL(";\n").join(statements))  # one round trip: this runs inside the cutover's outage
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (cutover, tables) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET "
+            "opened_at = now(), cutover = EXCLUDED.cutover, tables = EXCLUDED.tables, applied_through = 0, "
+            "applied_at = NULL, fenced_at = NULL, closed_at = NULL, closed_how = NULL, message = ''"
+        ).format(window(schema)),
+        (cutover, [t.source for t in tables]),
+    )
+
+
+def remove(
+    conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableShape], *, keep_fence: bool = False
+) -> None:
+    """Drop the capture (and, unless ``keep_fence``, the fence) from every table, the functions, and the
+    journal's entries, in the caller's transaction. Idempotent: a table dropped since is skipped."""
+    triggers = (CAPTURE_TRIGGER, TRUNCATE_TRIGGER) if keep_fence else (CAPTURE_TRIGGER, TRUNCATE_TRIGGER, FENCE_TRIGGER)
+    for t in tables:
+        if conn.execute("SELECT to_regclass(%s)", (_relation(t).as_string(conn),)).fetchone() in (None, (None,)):
+            continue
+        for trigger in triggers:
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t)))
+        conn.execute(
+            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(
+                sql.Identifier(schema), sql.Identifier(function_name(t.source))
+            )
+        )
+    for name in (TRUNCATE_FUNCTION,) if keep_fence else (TRUNCATE_FUNCTION, FENCE_FUNCTION):
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name)))
+    if conn.execute("SELECT to_regclass(%s)", (journal(schema).as_string(conn),)).fetchone() not in (None, (None,)):
+        conn.execute(sql.SQL("DELETE FROM {}").format(journal(schema)))
+
+
+def fence(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableShape], message: str) -> None:
+    """PostgreSQL's write fence on every table, in the caller's transaction: its commit ends the app's writes."""
+    body = sql.SQL(
+        "BEGIN RAISE EXCEPTION USING ERRCODE = 'read_only_sql_transaction', MESSAGE = TG_ARGV[0], "
+        "HINT = 'point the app at the SQLite file: writes on PostgreSQL are fenced'; END"
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql "
+            "SET search_path = pg_catalog, pg_temp AS {}"
+        ).format(sql.Identifier(schema), sql.Identifier(FENCE_FUNCTION), sql.Literal(body.as_string(None)))
+    )
+    for t in tables:
+        conn.execute(
+            sql.SQL(
+                "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION {}.{}({})"
+            ).format(
+                sql.Identifier(FENCE_TRIGGER),
+                _relation(t),
+                sql.Identifier(schema),
+                sql.Identifier(FENCE_FUNCTION),
+                sql.Literal(message),
+            )
+        )
+    conn.execute(sql.SQL("UPDATE {} SET fenced_at = now()").format(window(schema)))
+
+
+def unfence(conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableShape]) -> None:
+    """Drop PostgreSQL's fence (a rollback that did not finish gives the app its writes back)."""
+    for t in tables:
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(FENCE_TRIGGER), _relation(t)))
+    conn.execute(sql.SQL("UPDATE {} SET fenced_at = NULL WHERE closed_at IS NULL").format(window(schema)))
+
+
+def fenced_tables(conn: psycopg.Connection[Any], tables: Iterable[TableShape]) -> list[str]:
+    """The tables whose fence trigger is in place now."""
+    out = []
+    for t in tables:
+        row = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
+            (FENCE_TRIGGER, _relation(t).as_string(conn)),
+        ).fetchone()
+        if row is not None:
+            out.append(t.source)
+    return out
+
+
+def read_window(conn: psycopg.Connection[Any], schema: str) -> Window | None:
+    """The window's row, or None when no cutover opened one (or the layout predates it)."""
+    found = conn.execute("SELECT to_regclass(%s)", (window(schema).as_string(conn),)).fetchone()
+    if found is None or found[0] is None:
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT opened_at::text, cutover, tables, applied_through, applied_at::text, fenced_at::text, "
+            "closed_at::text, closed_how, message FROM {}"
+        ).format(window(schema))
+    ).fetchone()
+    if row is None:
+        return None
+    return Window(row[0], row[1], tuple(row[2]), int(row[3]), row[4], row[5], row[6], row[7], row[8])
+
+
+def record_applied(conn: psycopg.Connection[Any], schema: str, through: int) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {} SET applied_through = %s, applied_at = now()").format(window(schema)),
+        (through,),
+    )
+
+
+def close(conn: psycopg.Connection[Any], schema: str, how: str, message: str) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {} SET closed_at = now(), closed_how = %s, message = %s").format(window(schema)),
+        (how, message),
+    )
+
+
+def prune(conn: psycopg.Connection[Any], schema: str, below: int) -> int:
+    """Delete the entries of transactions below ``below`` (applied and checkpointed), in the caller's transaction."""
+    cur = conn.execute(
+        sql.SQL("DELETE FROM {} WHERE xid < %s::text::xid8").format(journal(schema)),
+        (str(below),),
+    )
+    return cur.rowcount
+
+
+def journal_stats(conn: psycopg.Connection[Any], schema: str) -> JournalStats | None:
+    found = conn.execute("SELECT to_regclass(%s)", (journal(schema).as_string(conn),)).fetchone()
+    if found is None or found[0] is None:
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT count(*), min(at)::text, pg_catalog.pg_total_relation_size(%s::regclass) FROM {}").format(
+            journal(schema)
+        ),
+        (journal(schema).as_string(conn),),
+    ).fetchone()
+    assert row is not None
+    return JournalStats(int(row[0]), row[1], int(row[2]))

@@ -1,0 +1,198 @@
+"""The rollback window end to end: the app writes on PostgreSQL after the cutover, ``run`` carries it back into
+the fenced SQLite file exactly once, ``rollback`` fences PostgreSQL, drains, proves and un-fences SQLite;
+``finalize`` ends the window."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from checkpoints import audit, store
+from checkpoints.model import Kind
+from replicator.cutover.session import Options
+from replicator.cutover.window import cutover
+from replicator.reverse import finalize, loop
+from replicator.reverse import rollback as window_rollback
+from replicator.state import reverse
+from tests.support.compare import drain
+from tests.support.daemon import cfg
+from tests.support.source import make_source, writable
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def cut(tmp_path: Path, pg_dsn: str) -> Path:
+    src = make_source(
+        tmp_path / "app.db",
+        rows="""
+        INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 2.25);
+        INSERT INTO child VALUES (10, 1, 'x', 'c10'), (11, 1, 'y', 'c11');
+        INSERT INTO pair VALUES ('k', 1, 'one'), ('k', 2, 'two');
+        """,
+    )
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    assert not writable(src)
+    return src
+
+
+def _app_writes_on_postgres(dsn: str) -> None:
+    """What an app does on PostgreSQL in its first hours: creates, updates, deletes, a key change, a swap of
+    UNIQUE values between two rows in one transaction, and a transaction it rolls back."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name, score) VALUES (4, 'dé', 0.1), (5, 'e', -3.5)")
+        conn.execute("UPDATE public.parent SET score = 9.75 WHERE id = 2")
+        conn.execute("DELETE FROM public.child WHERE id = 11")
+        conn.execute("UPDATE public.pair SET b = 7 WHERE a = 'k' AND b = 2")  # the key moves
+        with conn.transaction():  # the UNIQUE name swaps between two rows
+            conn.execute("UPDATE public.parent SET name = 'tmp' WHERE id = 1")
+            conn.execute("UPDATE public.parent SET name = 'a' WHERE id = 3")
+            conn.execute("UPDATE public.parent SET name = 'c' WHERE id = 1")
+        with psycopg.connect(dsn) as undone:  # a transaction the app rolls back leaves nothing
+            undone.execute("INSERT INTO public.child (id, parent_id, label, code) VALUES (99, 1, 'never', 'c99')")
+            undone.rollback()
+        conn.execute("INSERT INTO public.child (id, parent_id, label, code) VALUES (12, 4, 'new', 'c12')")
+
+
+def _sqlite(src: Path) -> dict[str, list[tuple[object, ...]]]:
+    conn = sqlite3.connect(src)
+    try:
+        return {
+            "parent": conn.execute("SELECT id, name, score, typeof(score) FROM parent ORDER BY id").fetchall(),
+            "child": conn.execute("SELECT id, parent_id, label, code FROM child ORDER BY id").fetchall(),
+            "pair": conn.execute("SELECT a, b, v FROM pair ORDER BY a, b").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+EXPECTED = {
+    "parent": [
+        (1, "c", 1.5, "real"),
+        (2, "b", 9.75, "real"),
+        (3, "a", 2.25, "real"),
+        (4, "dé", 0.1, "real"),
+        (5, "e", -3.5, "real"),
+    ],
+    "child": [(10, 1, "x", "c10"), (12, 4, "new", "c12")],
+    "pair": [("k", 1, "one"), ("k", 7, "two")],
+}
+
+
+def _forward_journal(src: Path) -> int:
+    conn = sqlite3.connect(src)
+    try:
+        return int(conn.execute("SELECT count(*) FROM _replicator_journal").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_run_carries_postgres_writes_back_exactly_once(cut: Path, pg_dsn: str) -> None:
+    _app_writes_on_postgres(pg_dsn)
+    journaled = _forward_journal(cut)
+    result = loop.run(cut, pg_dsn, cfg(), until_drained=True)
+    assert result.batches >= 1
+    assert _sqlite(cut) == EXPECTED
+    assert not writable(cut)  # still fenced for the app
+    again = loop.run(cut, pg_dsn, cfg(), until_drained=True)
+    assert again.batches == 0  # nothing twice
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        head = store.latest(conn, schema="replicator")
+        assert head is not None
+        assert head.kind is Kind.REVERSE
+        assert audit.verify_db(conn, schema="replicator") == []  # the chain goes on through the window
+        assert conn.execute("SELECT count(*) FROM replicator.reverse_journal").fetchone() == (0,)  # pruned
+    assert _forward_journal(cut) == journaled  # our writes fired neither the capture nor the app's triggers
+
+
+def test_rollback_loses_nothing_and_fences_postgres(cut: Path, pg_dsn: str, tmp_path: Path) -> None:
+    _app_writes_on_postgres(pg_dsn)
+    result = window_rollback.rollback(cut, pg_dsn, cfg(), certificate_path=tmp_path / "rb.json")
+    assert result.certificate is not None
+    assert {p.table: p.status for p in result.tables} == {"parent": "match", "child": "match", "pair": "match"}
+    assert _sqlite(cut) == EXPECTED
+    assert writable(cut)  # (writes a probe row)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="rolled back to SQLite"):
+            conn.execute("INSERT INTO public.parent (id, name) VALUES (50, 'late')")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        assert window.closed_how == "rollback"
+        head = store.latest(conn, schema="replicator")
+        assert head is not None
+        assert head.kind is Kind.ROLLBACK
+    assert (tmp_path / "rb.json").exists()
+
+
+def test_rollback_dry_run_changes_nothing(cut: Path, pg_dsn: str) -> None:
+    _app_writes_on_postgres(pg_dsn)
+    result = window_rollback.rollback(cut, pg_dsn, cfg(), dry_run=True)
+    assert result.dry_run
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (50, 'still writable')")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        assert window.open
+
+
+def test_finalize_ends_the_window(cut: Path, pg_dsn: str) -> None:
+    _app_writes_on_postgres(pg_dsn)
+    done = finalize.finalize(cut, pg_dsn, cfg())
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (60, 'after finalize')")
+        assert conn.execute("SELECT count(*) FROM replicator.reverse_journal").fetchone() == (0,)
+        head = store.latest(conn, schema="replicator")
+        assert head is not None
+        assert head.kind is Kind.FINALIZE
+        assert head.number == done.checkpoint
+    with pytest.raises(loop.NoWindow):
+        loop.run(cut, pg_dsn, cfg(), until_drained=True)
+    assert not writable(cut)
+
+
+def test_negative_control_a_lost_update_is_caught_and_rollback_aborts(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant a writer that drops updates: the independent comparison catches it, rollback aborts, PostgreSQL is
+    writable again and SQLite stays fenced (the app keeps running on PostgreSQL, nothing lost)."""
+    from replicator.reverse.writer import Writer
+
+    monkeypatch.setattr(Writer, "_update", lambda self, t, row, key: None)
+    _app_writes_on_postgres(pg_dsn)
+    with pytest.raises(window_rollback.RollbackAborted, match="differ after the drain") as aborted:
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert "parent" in aborted.value.message
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (70, 'app still writes')")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        assert window.open
+        assert window.fenced_at is None
+
+
+def test_negative_control_a_value_written_altered_is_caught(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant a write-back that stores text decomposed (NFD: 'dé' as 'de' + U+0301, which looks the same):
+    verify reads what SQLite returns and refuses."""
+    import unicodedata
+
+    from replicator.reverse import writeback
+
+    real_writer = writeback.row_writer
+
+    def decomposed(table: str, shape, forms):  # type: ignore[no-untyped-def]
+        write = real_writer(table, shape, forms)
+        return lambda row: tuple(unicodedata.normalize("NFD", v) if isinstance(v, str) else v for v in write(row))
+
+    monkeypatch.setattr(writeback, "row_writer", decomposed)
+    _app_writes_on_postgres(pg_dsn)
+    with pytest.raises(window_rollback.RollbackAborted, match="parent"):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
