@@ -90,7 +90,6 @@ def test_a_kill_in_rollback_loses_nothing_and_a_rerun_completes(cut: Path, pg_ds
     kinds = _chain(pg_dsn)
     assert kinds[-1] is Kind.ROLLBACK
     assert kinds.count(Kind.ROLLBACK) == 1
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            conn.execute("INSERT INTO public.parent (id, name) VALUES (9, 'late')")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (9, 'late')")
     assert writable(cut)
