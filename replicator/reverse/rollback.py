@@ -19,7 +19,8 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
    sees the window closed by rollback and only un-fences.
 8. The **rollback certificate**: what was proved, sealed with its SHA-256.
 
-``--dry-run`` runs 1, 2, 4 (catch-up only) and 5 without fencing anything.
+``--dry-run`` runs 1, 2, 4 and 5 without fencing anything (the app may write meanwhile: a row it changes
+between the comparison and the recheck can show as a difference the real rollback would not have).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from checkpoints.model import Kind, next_checkpoint
 from replicator import faults, files, log, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, VerificationFailed
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_compare, verify_shape
+from replicator.inspect.verify_shape import Key
 from replicator.reverse import loop
 from replicator.reverse.writer import REFUSED_ACTION, first_horizon
 from replicator.state import reverse
@@ -47,6 +49,7 @@ from replicator.state.phase import ApplyState, Phase
 from replicator.state.quarantine import list_values
 from replicator.state.store import StateStore
 from triggers import fence
+from triggers import source as sqlite_source
 
 
 class RollbackRefused(VerificationFailed):
@@ -111,16 +114,21 @@ def rollback(
     with loop.opened(source, dsn, config) as session:
         drained = _catch_up(session)
         _refuse_unacknowledged(session)
-        if dry_run:
-            proofs = _prove(source, dsn, config, session)
+        if dry_run:  # the app still writes: what differed is compared again after one more catch-up
+            rehearsed = _compare_whole(source, dsn, config, session)
+            session.writer.watch()
+            drained += _catch_up(session)
+            proofs = _prove_changed(source, dsn, config, session, rehearsed)
             bound.info("rollback --dry-run: the sides are equal", tables=len(proofs))
             return RollbackResult(True, drained, 0.0, proofs)
+        before = _compare_whole(source, dsn, config, session)  # outside the outage: O(tables)
+        session.writer.watch()
         started = time.monotonic()
         _fence_postgres(session, dsn, max_downtime_s)
         try:
             faults.point("rollback.after_fence")
             drained += _catch_up(session, final=True)
-            proofs = _prove(source, dsn, config, session)
+            proofs = _prove_changed(source, dsn, config, session, before)  # inside it: O(changed keys)
             closing = _close_window(session, proofs)
         except BaseException as exc:
             _unfence_postgres(session)
@@ -207,19 +215,79 @@ def _unfence_postgres(session: loop.Session) -> None:
         session.log.error("could not un-fence PostgreSQL after an aborted rollback", error=str(exc))
 
 
-def _prove(source: Path, dsn: str, config: Config, session: loop.Session) -> tuple[TableProof, ...]:
+class Compared(msgspec.Struct):
+    """The full comparison made before the fence, while the app still wrote on PostgreSQL."""
+
+    report: verify_compare.VerifyReport
+    keys: dict[str, set[Key]]
+    """Per table, the keys that differed then (rows the app changed after the last batch, or a real
+    difference): compared again after the final drain."""
+    whole: list[str]
+    """Tables whose differing keys could not all be named (too many): compared whole again."""
+
+
+def _compare_whole(source: Path, dsn: str, config: Config, session: loop.Session) -> Compared:
+    """Every table compared by the independent reading (:func:`replicator.inspect.verify.verify`), naming the
+    differing keys. The app may be writing on PostgreSQL meanwhile, so a difference here is not yet a failure:
+    the row is either journaled since the last batch (the final drain writes it back) or really different,
+    and both are compared again after the drain."""
+    plan = StateStore(session.pconn, session.schema).load_plan()
+    report = verify.verify(
+        source, dsn, config, tables=list(session.shapes), keys=True, plan=plan, applied_by_caller=True
+    )
+    keys: dict[str, set[Key]] = {}
+    whole: list[str] = []
+    for t in report.tables:
+        if t.match:
+            continue
+        if t.keys_truncated or not t.key_columns:
+            whole.append(t.table)
+        keys[t.table] = {tuple(k) for k in (*t.missing, *t.extra, *t.different)}
+    return Compared(report, keys, whole)
+
+
+def _prove_changed(
+    source: Path, dsn: str, config: Config, session: loop.Session, before: Compared
+) -> tuple[TableProof, ...]:
+    """After the fence and the final drain: the keys that differed before and every key the drain wrote, read
+    again on both sides by the independent reading (:func:`replicator.inspect.verify.compare_keys`); tables
+    written whole, or with too many differences to name, read whole again. Nothing else changed on either side
+    since the full comparison (PostgreSQL's changes are all journaled, and only the drain wrote SQLite)."""
     state_store = StateStore(session.pconn, session.schema)
     plan = state_store.load_plan()
-    report = verify.verify(source, dsn, config, tables=list(session.shapes), plan=plan, applied_by_caller=True)
-    proofs = tuple(TableProof(t.table, t.source_rows, t.target_rows, t.status) for t in report.tables)
-    differing = [p for p in proofs if p.status != "match"]
+    assert plan is not None
+    whole = sorted(set(before.whole) | (session.writer.touched_whole & set(session.shapes)))
+    differing: list[str] = []
+    reader = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
+    try:
+        reader.execute("BEGIN")
+        with session.pconn.transaction():
+            for name in sorted(session.shapes):
+                if name in whole:
+                    continue
+                keys = before.keys.get(name, set()) | session.writer.touched.get(name, set())
+                if not keys:
+                    continue
+                shape = verify_shape.independent_shape(state_store, plan, name)
+                if verify.compare_keys(reader, session.pconn, shape, sorted(keys, key=repr)):
+                    differing.append(name)
+    finally:
+        reader.close()
+    proofs = {p.table: p for p in _proofs(before.report)}
+    if whole:
+        again = verify.verify(source, dsn, config, tables=whole, plan=plan, applied_by_caller=True)
+        proofs.update({p.table: p for p in _proofs(again)})
+        differing += again.mismatched
     if differing:
-        listed = "; ".join(f"{p.table}: {p.status} ({p.sqlite_rows} vs {p.postgres_rows} rows)" for p in differing)
         raise RollbackRefused(
-            f"SQLite and PostgreSQL differ after the drain in {len(differing)} table(s): {listed}",
+            f"SQLite and PostgreSQL differ after the drain in {len(differing)} table(s): {', '.join(differing)}",
             hint="`replicator verify --keys` names the rows; nothing was changed",
         )
-    return proofs
+    return tuple(msgspec.structs.replace(p, status="match") for p in proofs.values())
+
+
+def _proofs(report: verify_compare.VerifyReport) -> tuple[TableProof, ...]:
+    return tuple(TableProof(t.table, t.source_rows, t.target_rows, t.status) for t in report.tables)
 
 
 def _close_window(session: loop.Session, proofs: tuple[TableProof, ...]) -> RollbackCertificate:

@@ -90,6 +90,16 @@ class Writer:
         self._writers: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
         self._forward: dict[str, convert.RowConverter] = {}
         self._keys: dict[str, KeyForms] = {}
+        self.touched: dict[str, set[KeyTuple]] = {}
+        """Per table, the SQLite keys (as SQLite holds them) of the rows written or deleted since
+        :meth:`watch` (``rollback`` compares them again after its final drain)."""
+        self.touched_whole: set[str] = set()
+        """Tables written whole since :meth:`watch` (a TRUNCATE, a table without a key)."""
+
+    def watch(self) -> None:
+        """Start collecting the keys written from here on (forget those before)."""
+        self.touched = {}
+        self.touched_whole = set()
 
     # --- per table, built once ---------------------------------------------------------------------------
 
@@ -222,6 +232,7 @@ class Writer:
             self.sconn.execute(f"DELETE FROM {quote_ident(t.source)}")  # noqa: S608 - quoted
             self.sconn.executemany(_insert(t), p.whole)
             upserted.add_rows(p.pg_whole or [])
+            self.touched_whole.add(t.source)
             return TableChange.of(upserted, None, removed, restated="reload")
         keyforms = self._keyforms(t)
         width = len(t.source_columns)
@@ -241,6 +252,9 @@ class Writer:
         for old in existing.values():
             _add_forward(removed, forward, old[:width])
         upserted.add_rows(list(p.pg_rows.values()))
+        touched = self.touched.setdefault(t.source, set())
+        touched.update(tuple(old[width:]) for old in existing.values())
+        touched.update(tuple(row[i] for i in t.key_positions) for row in p.present.values())
         return TableChange.of(upserted, deleted, removed)
 
     def _write_keys(

@@ -196,3 +196,54 @@ def test_negative_control_a_value_written_altered_is_caught(
     with pytest.raises(window_rollback.RollbackAborted, match="parent"):
         window_rollback.rollback(cut, pg_dsn, cfg())
     assert not writable(cut)
+
+
+def test_negative_control_a_bug_in_the_final_drain_is_caught(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app writes on PostgreSQL after rollback's full comparison and before its fence; the final drain
+    writes that row wrong (planted). Only the changed-keys proof sees it: rollback aborts, nothing lost."""
+    from replicator.reverse import writer as writer_mod
+
+    real_compare = window_rollback._compare_whole
+    real_apply = writer_mod.Writer._apply
+
+    def compare_then_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        compared = real_compare(*args, **kwargs)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE public.parent SET name = 'changed late' WHERE id = 3")
+
+        def wrong(self, p):  # type: ignore[no-untyped-def]
+            p.present = {k: tuple("WRONG" if v == "changed late" else v for v in row) for k, row in p.present.items()}
+            return real_apply(self, p)
+
+        monkeypatch.setattr(writer_mod.Writer, "_apply", wrong)
+        return compared
+
+    monkeypatch.setattr(window_rollback, "_compare_whole", compare_then_write)
+    with pytest.raises(window_rollback.RollbackAborted, match="parent"):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (71, 'app still writes')")
+
+
+def test_rollback_with_the_app_writing_during_the_comparison(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows the app changes between the full comparison and the fence differ at the comparison, are written
+    back by the final drain and proved then: the rollback succeeds with them."""
+    real_compare = window_rollback._compare_whole
+
+    def compare_then_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        compared = real_compare(*args, **kwargs)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE public.parent SET name = 'changed late' WHERE id = 3")
+            conn.execute("INSERT INTO public.parent (id, name, score) VALUES (40, 'late', 1.0)")
+        return compared
+
+    monkeypatch.setattr(window_rollback, "_compare_whole", compare_then_write)
+    window_rollback.rollback(cut, pg_dsn, cfg())
+    rows = _sqlite(cut)["parent"]
+    assert (3, "changed late", 2.25, "real") in rows
+    assert (40, "late", 1.0, "real") in rows
