@@ -47,7 +47,7 @@ from replicator.state.store import StateStore
 from replicator.values import convert, refusal
 from replicator.values.quarantine import Refusal, make
 from triggers import fence, meta
-from triggers.schema import quote_ident
+from triggers.schema import Generated, Schema, Table, quote_ident, read_schema
 
 POSITION_KEY: Final = "reverse_position"
 PENDING_KEY: Final = "reverse_pending"
@@ -90,6 +90,8 @@ class Writer:
         self._writers: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
         self._forward: dict[str, convert.RowConverter] = {}
         self._keys: dict[str, KeyForms] = {}
+        self._schema: Schema | None = None
+        self._stored_positions: dict[str, tuple[int, ...]] = {}
         self.touched: dict[str, set[KeyTuple]] = {}
         """Per table, the SQLite keys (as SQLite holds them) of the rows written or deleted since
         :meth:`watch` (``rollback`` compares them again after its final drain)."""
@@ -103,6 +105,20 @@ class Writer:
 
     # --- per table, built once ---------------------------------------------------------------------------
 
+    def _table(self, t: TableShape) -> Table:
+        """SQLite's own description of the table (affinities, generated columns), read once."""
+        if self._schema is None:
+            self._schema = read_schema(self.sconn)
+        return self._schema.table(t.source)
+
+    def _stored(self, t: TableShape) -> tuple[int, ...]:
+        """Positions of the columns we write: SQLite computes its generated columns itself (and refuses a
+        value for one); the comparison after the drain checks what it computed."""
+        if t.source not in self._stored_positions:
+            generated = {c.name for c in self._table(t).columns if c.generated is not Generated.NO}
+            self._stored_positions[t.source] = tuple(i for i, c in enumerate(t.source_columns) if c not in generated)
+        return self._stored_positions[t.source]
+
     def _writer(self, t: TableShape) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
         if t.source not in self._writers:
             columns = ", ".join(quote_ident(c) for c in t.source_columns)
@@ -112,7 +128,8 @@ class Writer:
             except sqlite3.OperationalError:  # WITHOUT ROWID: any rows will do
                 fallback = f"SELECT {columns} FROM {quote_ident(t.source)} LIMIT {int(SAMPLE_ROWS)}"  # noqa: S608
                 samples = self.sconn.execute(fallback).fetchall()
-            forms = writeback.learn_forms(t, samples)
+            affinity = {c.name: str(c.affinity) for c in self._table(t).columns}
+            forms = writeback.learn_forms(t, samples, affinities=[affinity[c] for c in t.source_columns])
             self._writers[t.source] = writeback.row_writer(t.source, t, forms)
         return self._writers[t.source]
 
@@ -230,7 +247,7 @@ class Writer:
             for row in self.sconn.execute(_select_all(t)):
                 _add_forward(removed, forward, row)
             self.sconn.execute(f"DELETE FROM {quote_ident(t.source)}")  # noqa: S608 - quoted
-            self.sconn.executemany(_insert(t), p.whole)
+            self._insert(t, p.whole)
             upserted.add_rows(p.pg_whole or [])
             self.touched_whole.add(t.source)
             return TableChange.of(upserted, None, removed, restated="reload")
@@ -272,7 +289,7 @@ class Writer:
             else:
                 self._update(t, row, old[width:])
         if inserts:
-            self.sconn.executemany(_insert(t), inserts)
+            self._insert(t, inserts)
 
     def _rewrite_keys(
         self, t: TableShape, p: _Prepared, existing: Mapping[KeyTuple, tuple[Any, ...]], width: int
@@ -281,15 +298,24 @@ class Writer:
         for old in existing.values():
             self._delete(t, old[width:])
         if p.present:
-            self.sconn.executemany(_insert(t), list(p.present.values()))
+            self._insert(t, list(p.present.values()))
 
     def _delete(self, t: TableShape, key: Sequence[Any]) -> None:
         where, params = _key_where(t, key)
         self.sconn.execute(f"DELETE FROM {quote_ident(t.source)} WHERE {where}", params)  # noqa: S608 - quoted
 
+    def _insert(self, t: TableShape, rows: Sequence[tuple[Any, ...]]) -> None:
+        stored = self._stored(t)
+        columns = ", ".join(quote_ident(t.source_columns[i]) for i in stored)
+        marks = ", ".join("?" * len(stored))
+        self.sconn.executemany(
+            f"INSERT INTO {quote_ident(t.source)} ({columns}) VALUES ({marks})",  # noqa: S608 - quoted
+            [[row[i] for i in stored] for row in rows],
+        )
+
     def _update(self, t: TableShape, row: tuple[Any, ...], key: Sequence[Any]) -> None:
         keys = set(t.key_positions)
-        sets = [i for i in range(len(t.source_columns)) if i not in keys]
+        sets = [i for i in self._stored(t) if i not in keys]
         if not sets:
             return
         assignments = ", ".join(f"{quote_ident(t.source_columns[i])} = ?" for i in sets)
@@ -319,12 +345,6 @@ def _key_where(t: TableShape, key: Sequence[Any]) -> tuple[str, list[Any]]:
 
     where, params = journal.key_predicate(t.key_source, key)
     return where, list(params)
-
-
-def _insert(t: TableShape) -> str:
-    columns = ", ".join(quote_ident(c) for c in t.source_columns)
-    marks = ", ".join("?" * len(t.source_columns))
-    return f"INSERT INTO {quote_ident(t.source)} ({columns}) VALUES ({marks})"  # noqa: S608 - quoted
 
 
 def _select_all(t: TableShape) -> str:

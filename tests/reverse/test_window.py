@@ -247,3 +247,44 @@ def test_rollback_with_the_app_writing_during_the_comparison(
     rows = _sqlite(cut)["parent"]
     assert (3, "changed late", 2.25, "real") in rows
     assert (40, "late", 1.0, "real") in rows
+
+
+def test_app_triggers_and_generated_columns_do_not_alter_what_is_written_back(tmp_path: Path, pg_dsn: str) -> None:
+    """Sakila-style triggers stamp every row the app writes in SQLite; PostgreSQL's rows already are what the app
+    made of them there, so the reverse apply writes them as they are. A STORED generated column is computed by
+    SQLite itself (it refuses a value for one)."""
+    src = make_source(
+        tmp_path / "app.db",
+        schema="""
+        CREATE TABLE film (
+            id INTEGER PRIMARY KEY, title TEXT NOT NULL, last_update TEXT,
+            upper_title TEXT GENERATED ALWAYS AS (upper(title)) STORED
+        );
+        CREATE TRIGGER film_stamp AFTER UPDATE ON film BEGIN
+            UPDATE film SET last_update = 'stamped by sqlite' WHERE rowid = new.rowid;
+        END;
+        """,
+        rows="INSERT INTO film (id, title, last_update) VALUES (1, 'alien', '2020-01-01 00:00:00');",
+    )
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        generated = conn.execute(
+            "SELECT is_generated FROM information_schema.columns WHERE table_name = 'film' AND column_name = 'upper_title'"
+        ).fetchone()
+        conn.execute("UPDATE public.film SET title = 'aliens', last_update = '2021-02-03 04:05:06' WHERE id = 1")
+        conn.execute("INSERT INTO public.film (id, title, last_update) VALUES (2, 'heat', '2022-01-01 00:00:00')")
+    loop.run(src, pg_dsn, cfg(), until_drained=True)
+    db = sqlite3.connect(src)
+    try:
+        rows = db.execute("SELECT id, title, last_update, upper_title FROM film ORDER BY id").fetchall()
+        triggers = db.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name = 'film_stamp'"
+        ).fetchall()
+    finally:
+        db.close()
+    assert rows == [(1, "aliens", "2021-02-03 04:05:06", "ALIENS"), (2, "heat", "2022-01-01 00:00:00", "HEAT")]
+    assert triggers == [("film_stamp",)]  # put back exactly
+    assert generated is not None
+    result = window_rollback.rollback(src, pg_dsn, cfg(), certificate_path=tmp_path / "rb.json")
+    assert {p.table: p.status for p in result.tables} == {"film": "match"}
