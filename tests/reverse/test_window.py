@@ -270,7 +270,8 @@ def test_app_triggers_and_generated_columns_do_not_alter_what_is_written_back(tm
     cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         generated = conn.execute(
-            "SELECT is_generated FROM information_schema.columns WHERE table_name = 'film' AND column_name = 'upper_title'"
+            "SELECT is_generated FROM information_schema.columns "
+            "WHERE table_name = 'film' AND column_name = 'upper_title'"
         ).fetchone()
         conn.execute("UPDATE public.film SET title = 'aliens', last_update = '2021-02-03 04:05:06' WHERE id = 1")
         conn.execute("INSERT INTO public.film (id, title, last_update) VALUES (2, 'heat', '2022-01-01 00:00:00')")
