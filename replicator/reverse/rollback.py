@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from replicator.state import reverse
 from replicator.state.phase import ApplyState, Phase
 from replicator.state.quarantine import list_values
 from replicator.state.store import StateStore
+from replicator.values.quarantine import json_safe_dict
 from triggers import fence
 from triggers import source as sqlite_source
 
@@ -256,6 +259,7 @@ def _prove_changed(
     state_store = StateStore(session.pconn, session.schema)
     plan = state_store.load_plan()
     assert plan is not None
+    accepted = _acknowledged(state_store)
     whole = sorted(set(before.whole) | (session.writer.touched_whole & set(session.shapes)))
     differing: list[str] = []
     reader = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
@@ -269,21 +273,44 @@ def _prove_changed(
                 if not keys:
                     continue
                 shape = verify_shape.independent_shape(state_store, plan, name)
-                if verify.compare_keys(reader, session.pconn, shape, sorted(keys, key=repr)):
+                found = verify.compare_keys(reader, session.pconn, shape, sorted(keys, key=repr))
+                if _unaccepted(found, shape.key_source, accepted.get(name, set())):
                     differing.append(name)
     finally:
         reader.close()
     proofs = {p.table: p for p in _proofs(before.report)}
     if whole:
-        again = verify.verify(source, dsn, config, tables=whole, plan=plan, applied_by_caller=True)
+        again = verify.verify(source, dsn, config, tables=whole, keys=True, plan=plan, applied_by_caller=True)
         proofs.update({p.table: p for p in _proofs(again)})
-        differing += again.mismatched
+        for t in again.tables:
+            named = (*t.missing, *t.extra, *t.different)
+            if not t.match and (t.keys_truncated or _unaccepted(named, t.key_columns, accepted.get(t.table, set()))):
+                differing.append(t.table)
     if differing:
         raise RollbackRefused(
             f"SQLite and PostgreSQL differ after the drain in {len(differing)} table(s): {', '.join(differing)}",
             hint="`replicator verify --keys` names the rows; nothing was changed",
         )
     return tuple(msgspec.structs.replace(p, status="match") for p in proofs.values())
+
+
+def _acknowledged(state_store: StateStore) -> dict[str, set[str]]:
+    """Per table, the keys whose PostgreSQL change the operator accepted losing (``quarantine ack`` of a value
+    the reverse apply refused): SQLite keeps its own row there, so that row may differ, and only it."""
+    out: dict[str, set[str]] = {}
+    for v in list_values(state_store, limit=1_000_000):
+        if v.action == REFUSED_ACTION and v.acknowledged and isinstance(v.key, dict):
+            out.setdefault(v.table, set()).add(_marker(v.key))
+    return out
+
+
+def _marker(key: dict[str, Any]) -> str:
+    return json.dumps({str(k): v for k, v in sorted(key.items())}, default=str)
+
+
+def _unaccepted(keys: Sequence[Key], columns: Sequence[str], accepted: set[str]) -> list[Key]:
+    """The differing keys that are not an acknowledged refusal (keys compared as the quarantine records them)."""
+    return [k for k in keys if _marker(json_safe_dict(dict(zip(columns, k, strict=False)))) not in accepted]
 
 
 def _proofs(report: verify_compare.VerifyReport) -> tuple[TableProof, ...]:

@@ -289,3 +289,51 @@ def test_app_triggers_and_generated_columns_do_not_alter_what_is_written_back(tm
     assert generated is not None
     result = window_rollback.rollback(src, pg_dsn, cfg(), certificate_path=tmp_path / "rb.json")
     assert {p.table: p.status for p in result.tables} == {"film": "match"}
+
+
+def test_a_value_sqlite_cannot_hold_is_refused_and_rollback_waits_for_an_acknowledgement(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """The app stores whole-second date-times as text; on PostgreSQL it writes microseconds. That value is not
+    written back (never rounded): the quarantine names table, key and column, rollback refuses until it is
+    acknowledged, then goes back with the row as SQLite had it, and the certificate lists it."""
+    from replicator.state.quarantine import acknowledge, list_values
+    from replicator.state.store import StateStore
+
+    src = make_source(
+        tmp_path / "app.db",
+        schema="CREATE TABLE event (id INTEGER PRIMARY KEY, at DATETIME NOT NULL, note TEXT);",
+        rows="""
+        INSERT INTO event VALUES (1, '2021-01-01 10:00:00', 'a'), (2, '2021-01-02 11:30:00', 'b');
+        """,
+    )
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.event SET at = at + interval '0.123456 second', note = 'moved' WHERE id = 2")
+        conn.execute("INSERT INTO public.event VALUES (3, '2021-01-03 12:00:00', 'c')")
+    result = loop.run(src, pg_dsn, cfg(), until_drained=True)
+    assert result.refused == 1
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        (value,) = [v for v in list_values(StateStore(conn, "replicator")) if v.action == "not written back to SQLite"]
+        assert (value.table, value.column) == ("event", "at")
+        assert value.key == {"id": 2}
+    db = sqlite3.connect(src)
+    assert db.execute("SELECT id, at, note FROM event ORDER BY id").fetchall() == [
+        (1, "2021-01-01 10:00:00", "a"),
+        (2, "2021-01-02 11:30:00", "b"),  # untouched: not half-written
+        (3, "2021-01-03 12:00:00", "c"),  # the app's spelling
+    ]
+    db.close()
+    with pytest.raises(window_rollback.RollbackRefused, match=r"event .*at"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    db = sqlite3.connect(src)
+    with pytest.raises(sqlite3.OperationalError, match="writes are fenced"):
+        db.execute("DELETE FROM event")
+    db.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert acknowledge(StateStore(conn, "replicator"), "event") == 1
+    done = window_rollback.rollback(src, pg_dsn, cfg(), certificate_path=tmp_path / "rb.json")
+    assert done.certificate is not None
+    assert len(done.certificate.acknowledged_refusals) == 1
+    assert "event" in done.certificate.acknowledged_refusals[0]
