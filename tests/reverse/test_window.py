@@ -337,3 +337,29 @@ def test_a_value_sqlite_cannot_hold_is_refused_and_rollback_waits_for_an_acknowl
     assert done.certificate is not None
     assert len(done.certificate.acknowledged_refusals) == 1
     assert "event" in done.certificate.acknowledged_refusals[0]
+
+
+def test_after_rollback_the_migration_starts_again_and_verifies(cut: Path, pg_dsn: str, tmp_path: Path) -> None:
+    """Back on SQLite, the app writes there; `snapshot --replace` then starts a new migration on the fenced
+    PostgreSQL (its fence and capture leave with the old window), the daemon catches up, verify passes, and a
+    second cutover opens a new window."""
+    from tests.support.cli import cli
+
+    _app_writes_on_postgres(pg_dsn)
+    window_rollback.rollback(cut, pg_dsn, cfg(), certificate_path=tmp_path / "rb.json")
+    db = sqlite3.connect(cut, isolation_level=None)
+    db.execute("INSERT INTO parent VALUES (6, 'back on sqlite', 6.5)")
+    db.close()
+    replaced = cli(cut, pg_dsn, "snapshot", "--replace")
+    assert replaced.code == 0, replaced.err[-2000:]
+    ran = cli(cut, pg_dsn, "run", "--until-drained")
+    assert ran.code == 0, ran.err[-2000:]
+    verified = cli(cut, pg_dsn, "verify")
+    assert verified.code == 0, verified.out + verified.err[-2000:]
+    again = cli(cut, pg_dsn, "cutover", "--no-backup")
+    assert again.code == 0, again.err[-2000:]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (80, 'second window')")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        assert window.open
