@@ -182,8 +182,11 @@ def cutover(
 def rollback(
     ctx: Context, force: bool, dry_run: bool, max_downtime: float, certificate_path: Path | None, as_json: bool
 ) -> None:
-    """After a cutover: go back to SQLite. With the rollback window open, PostgreSQL's writes are carried back
-    first and nothing is lost; without it, SQLite is un-fenced if PostgreSQL has not changed (or --force)."""
+    """After a cutover: go back to SQLite, carrying PostgreSQL's writes back first (the rollback window).
+
+    With the window open: fence PostgreSQL, drain its changes into SQLite, prove both sides equal, un-fence
+    SQLite, write a rollback certificate. Without it (--no-rollback-window at cutover): un-fence SQLite if
+    PostgreSQL has not changed since the cutover, or with --force."""
     from replicator.cutover import rollback as rollback_mod
     from replicator.reverse import rollback as window_mod
     from replicator.state import reverse

@@ -142,7 +142,10 @@ def _reverse(ctx: Context, cfg: Any, *, once: bool, until_drained: bool) -> bool
     "--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="N", help="Serve Prometheus metrics on N."
 )
 def run(ctx: Context, once: bool, until_drained: bool, metrics_port: int | None) -> None:
-    """Apply the change journal to PostgreSQL exactly once (snapshot first if the target has none)."""
+    """Apply the change journal to PostgreSQL exactly once (snapshot first if none); after a cutover, the reverse.
+
+    With the rollback window open after a cutover, it writes PostgreSQL's changes back into the fenced SQLite
+    file instead, exactly once, so that `replicator rollback` loses nothing."""
     from replicator.stream import worker
     from replicator.stream.metrics import Metrics
     from replicator.stream.session import AlreadyCutOver
