@@ -28,10 +28,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -53,6 +54,7 @@ from replicator.state.store import StateStore
 from replicator.values.quarantine import json_safe_dict
 from triggers import fence
 from triggers import source as sqlite_source
+from triggers.schema import quote_ident
 
 
 class RollbackRefused(VerificationFailed):
@@ -174,12 +176,21 @@ def _finish_interrupted(source: Path, dsn: str, config: Config) -> RollbackResul
 
 
 def _catch_up(session: loop.Session, *, final: bool = False) -> int:
+    """Write back what is journaled. Before the fence: up to the horizon seen when it starts (an app committing
+    all the time would otherwise keep it going; the final drain takes the rest). After it: everything."""
+    target = None if final else _horizon(session)
     total = 0
     while True:
-        entries, *_ = session.step(final=final)
+        entries, _up, _del, _ref, reached = session.step(final=final)
         total += entries
-        if not entries:
+        if not entries or (target is not None and reached >= target):
             return total
+
+
+def _horizon(session: loop.Session) -> int:
+    row = session.pconn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _refuse_unacknowledged(session: loop.Session) -> None:
@@ -195,19 +206,37 @@ def _refuse_unacknowledged(session: loop.Session) -> None:
         )
 
 
+FENCE_LOCK_WAIT_MS: Final = 100
+"""How long one attempt to fence PostgreSQL waits for a table lock. Shorter than PostgreSQL's
+``deadlock_timeout`` (1 s): an app transaction that holds one table and wants another would otherwise form a
+deadlock with the fence, and one of the two would be aborted after a second. The attempt gives up first, the app
+transactions go on, and the fence tries again until ``--max-downtime``."""
+
+
 def _fence_postgres(session: loop.Session, dsn: str, max_downtime_s: float) -> None:
+    """PostgreSQL's fence committed: it waits for the app transactions writing, never more than an attempt."""
     message = (
         f"this database was rolled back to SQLite at {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}; writes are fenced"
     )
-    with pg.connect(pg.with_lock_timeout(dsn, int(max_downtime_s * 1000))) as conn:
-        try:
-            reverse.fence(conn, session.schema, list(session.shapes.values()), message)
-            conn.commit()
-        except psycopg.errors.LockNotAvailable as exc:
-            raise RollbackAborted(
-                f"the app's transactions kept PostgreSQL's tables locked for over {max_downtime_s:g} s: not fenced",
-                hint="run rollback again at a quieter moment, or raise --max-downtime",
-            ) from exc
+    deadline = time.monotonic() + max_downtime_s
+    attempts = 0
+    with pg.connect(pg.with_lock_timeout(dsn, FENCE_LOCK_WAIT_MS)) as conn:
+        while True:
+            attempts += 1
+            try:
+                reverse.fence(conn, session.schema, list(session.shapes.values()), message)
+                conn.commit()
+                if attempts > 1:
+                    session.log.info("PostgreSQL fenced", attempts=attempts)
+                return
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                conn.rollback()
+                if time.monotonic() >= deadline:
+                    raise RollbackAborted(
+                        f"the app's transactions kept PostgreSQL's tables locked for {max_downtime_s:g} s "
+                        f"({attempts} attempts): not fenced ({type(exc).__name__})",
+                        hint="run rollback again at a quieter moment, or raise --max-downtime",
+                    ) from exc
 
 
 def _unfence_postgres(session: loop.Session) -> None:
@@ -276,9 +305,10 @@ def _prove_changed(
                 found = verify.compare_keys(reader, session.pconn, shape, sorted(keys, key=repr))
                 if _unaccepted(found, shape.key_source, accepted.get(name, set())):
                     differing.append(name)
+            counted = _counts(reader, session, [n for n in sorted(session.shapes) if n not in whole])
     finally:
         reader.close()
-    proofs = {p.table: p for p in _proofs(before.report)}
+    proofs = {p.table: p for p in counted}
     if whole:
         again = verify.verify(source, dsn, config, tables=whole, keys=True, plan=plan, applied_by_caller=True)
         proofs.update({p.table: p for p in _proofs(again)})
@@ -292,6 +322,22 @@ def _prove_changed(
             hint="`replicator verify --keys` names the rows; nothing was changed",
         )
     return tuple(msgspec.structs.replace(p, status="match") for p in proofs.values())
+
+
+def _counts(reader: sqlite3.Connection, session: loop.Session, names: Sequence[str]) -> list[TableProof]:
+    """Each table's rows on both sides now (both are still: PostgreSQL fenced, SQLite written by us only), for
+    the certificate: the full comparison's counts were taken while the app still wrote."""
+    out = []
+    for name in names:
+        t = session.shapes[name]
+        mine = reader.execute(f"SELECT count(*) FROM {quote_ident(t.source)}").fetchone()  # noqa: S608 - quoted
+        theirs = session.pconn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.schema, t.target))
+        ).fetchone()
+        assert mine is not None
+        assert theirs is not None
+        out.append(TableProof(name, int(mine[0]), int(theirs[0]), "match"))
+    return out
 
 
 def _acknowledged(state_store: StateStore) -> dict[str, set[str]]:

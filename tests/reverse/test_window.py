@@ -363,3 +363,33 @@ def test_after_rollback_the_migration_starts_again_and_verifies(cut: Path, pg_ds
         window = reverse.read_window(conn, "replicator")
         assert window is not None
         assert window.open
+
+
+def test_the_fence_gives_way_to_an_app_transaction_that_would_deadlock_with_it(cut: Path, pg_dsn: str) -> None:
+    """An app transaction holds one table and then writes another while rollback fences PostgreSQL table by
+    table: the fence's short lock attempts give way (no 1-second deadlock abort of either), the app commits,
+    the fence commits after it, and the app's writes are carried back."""
+    import threading
+
+    outcome: dict[str, object] = {}
+    with psycopg.connect(pg_dsn) as app_tx:
+        app_tx.execute("INSERT INTO public.child (id, parent_id, label, code) VALUES (50, 1, 'held', 'c50')")
+
+        def go_back() -> None:
+            try:
+                outcome["result"] = window_rollback.rollback(cut, pg_dsn, cfg())
+            except BaseException as exc:  # reported below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=go_back)
+        worker.start()
+        import time
+
+        time.sleep(0.5)  # the rollback is fencing now, waiting on the app's lock on child
+        app_tx.execute("UPDATE public.parent SET name = 'written while fencing' WHERE id = 2")
+        app_tx.commit()
+        worker.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    rows = _sqlite(cut)
+    assert (50, 1, "held", "c50") in rows["child"]
+    assert (2, "written while fencing", None, "null") in rows["parent"]
