@@ -370,10 +370,20 @@ def test_the_fence_gives_way_to_an_app_transaction_that_would_deadlock_with_it(c
     table: the fence's short lock attempts give way (no 1-second deadlock abort of either), the app commits,
     the fence commits after it, and the app's writes are carried back."""
     import threading
+    import time
 
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        window = reverse.read_window(conn, "replicator")
+    assert window is not None
+    order = list(window.tables)  # the order the fence takes the tables in
+    writes = {
+        "child": "INSERT INTO public.child (id, parent_id, label, code) VALUES (50, 1, 'held', 'c50')",
+        "parent": "UPDATE public.parent SET name = 'written while fencing' WHERE id = 2",
+    }
+    first, second = sorted(writes, key=order.index, reverse=True)  # hold the table the fence takes last
     outcome: dict[str, object] = {}
     with psycopg.connect(pg_dsn) as app_tx:
-        app_tx.execute("INSERT INTO public.child (id, parent_id, label, code) VALUES (50, 1, 'held', 'c50')")
+        app_tx.execute(writes[first])
 
         def go_back() -> None:
             try:
@@ -383,10 +393,8 @@ def test_the_fence_gives_way_to_an_app_transaction_that_would_deadlock_with_it(c
 
         worker = threading.Thread(target=go_back)
         worker.start()
-        import time
-
-        time.sleep(0.5)  # the rollback is fencing now, waiting on the app's lock on child
-        app_tx.execute("UPDATE public.parent SET name = 'written while fencing' WHERE id = 2")
+        time.sleep(0.5)  # the rollback is fencing now: it holds the other table and waits for the app's
+        app_tx.execute(writes[second])
         app_tx.commit()
         worker.join(60)
     assert "error" not in outcome, outcome.get("error")
