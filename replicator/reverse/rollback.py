@@ -10,9 +10,15 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
    its commit waits for the app's transactions already writing, and from then on every app write on
    PostgreSQL fails with a message that says where the data went. The write outage starts here.
 4. **Final drain**: every journal entry is now final; the last batches are written into SQLite.
+   A value refused here (its transaction was still below the horizon at step 1) refuses the rollback as
+   step 2 does, after PostgreSQL is un-fenced again.
 5. **Prove**: an independent full comparison of every table (:func:`replicator.inspect.verify.verify`: what
    ``sqlite3`` returns against what PostgreSQL returns, read without the conversions the reverse apply used).
-   A difference aborts: PostgreSQL is un-fenced again and the SQLite file stays fenced.
+   A difference aborts: PostgreSQL is un-fenced again and the SQLite file stays fenced. The one difference
+   allowed is an acknowledged refusal's: its key keeps the row SQLite had (verify leaves a quarantined key
+   out of SQLite's side, so PostgreSQL's row shows as extra); a table that differs and holds such keys is
+   compared again key by key, and passes (status ``acknowledged``) only when every differing key is one of
+   them.
 6. **Close the window** in PostgreSQL (one transaction): the ``rollback`` checkpoint, the capture dropped, the
    window's row and the phase. PostgreSQL stays fenced: the app runs on SQLite now.
 7. **Un-fence SQLite**: the outage ends. A crash between 6 and 7 leaves both fenced; ``rollback`` run again
@@ -27,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +42,32 @@ import psycopg
 from psycopg import sql
 
 from checkpoints import store
+from checkpoints.digest import RowEncoder
 from checkpoints.model import Kind, next_checkpoint
 from replicator import faults, files, log, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, VerificationFailed
-from replicator.inspect import verify
+from replicator.inspect import verify, verify_shape
+from replicator.inspect.proof_rule import Unreadable
+from replicator.inspect.verify_compare import TableVerify
+from replicator.plan.schemaplan import SchemaPlan
 from replicator.reverse import loop
 from replicator.reverse.writer import REFUSED_ACTION, first_horizon
 from replicator.state import reverse
 from replicator.state.phase import ApplyState, Phase
 from replicator.state.quarantine import list_values
 from replicator.state.store import StateStore
+from replicator.values.quarantine import from_json_safe
+from replicator.values.refusal import ValueRefused
 from triggers import fence
 
 
 class RollbackRefused(VerificationFailed):
     """Going back now would lose something (a refused value not acknowledged, or the sides differ)."""
+
+
+class RefusedValues(RollbackRefused):
+    """Values PostgreSQL holds were not written back and are not acknowledged: going back would lose them."""
 
 
 class RollbackAborted(ReplicatorError):
@@ -120,10 +137,13 @@ def rollback(
         try:
             faults.point("rollback.after_fence")
             drained += _catch_up(session, final=True)
+            _refuse_unacknowledged(session)
             proofs = _prove(source, dsn, config, session)
             closing = _close_window(session, proofs)
         except BaseException as exc:
             _unfence_postgres(session)
+            if isinstance(exc, RefusedValues):
+                raise  # as before the fence: the same refusal, the same state, the same way out
             raise RollbackAborted(
                 f"rollback aborted, nothing changed for the app: PostgreSQL writable again, SQLite still fenced "
                 f"({exc.message if isinstance(exc, ReplicatorError) else exc!r})",
@@ -176,7 +196,7 @@ def _refuse_unacknowledged(session: loop.Session) -> None:
     waiting = [v for v in list_values(state_store, limit=100_000) if v.action == REFUSED_ACTION and not v.acknowledged]
     if waiting:
         named = "; ".join(f"{v.table} {v.key} column {v.column}: {v.reason}" for v in waiting[:10])
-        raise RollbackRefused(
+        raise RefusedValues(
             f"{len(waiting)} value(s) PostgreSQL holds were not written back to SQLite, whose form cannot hold them "
             f"exactly: {named}",
             hint="change them in PostgreSQL to values SQLite's form holds, or accept losing them with "
@@ -211,8 +231,14 @@ def _prove(source: Path, dsn: str, config: Config, session: loop.Session) -> tup
     state_store = StateStore(session.pconn, session.schema)
     plan = state_store.load_plan()
     report = verify.verify(source, dsn, config, tables=list(session.shapes), plan=plan, applied_by_caller=True)
-    proofs = tuple(TableProof(t.table, t.source_rows, t.target_rows, t.status) for t in report.tables)
-    differing = [p for p in proofs if p.status != "match"]
+    acknowledged = _acknowledged_keys(state_store, plan) if plan is not None else {}
+    proofs = tuple(
+        _reproved(source, dsn, config, plan, t, acknowledged[t.table])
+        if plan is not None and t.status != "match" and t.table in acknowledged
+        else TableProof(t.table, t.source_rows, t.target_rows, t.status)
+        for t in report.tables
+    )
+    differing = [p for p in proofs if p.status not in ("match", "acknowledged")]
     if differing:
         listed = "; ".join(f"{p.table}: {p.status} ({p.sqlite_rows} vs {p.postgres_rows} rows)" for p in differing)
         raise RollbackRefused(
@@ -220,6 +246,50 @@ def _prove(source: Path, dsn: str, config: Config, session: loop.Session) -> tup
             hint="`replicator verify --keys` names the rows; nothing was changed",
         )
     return proofs
+
+
+def _acknowledged_keys(state_store: StateStore, plan: SchemaPlan) -> dict[str, list[list[Any]]]:
+    """Per table, the keys (SQLite's key columns' values, as the quarantine records them) of the acknowledged
+    values the reverse apply refused: their rows stay as SQLite had them."""
+    key_columns = {t.source: t.key_source for t in plan.tables}
+    out: dict[str, list[list[Any]]] = {}
+    for v in list_values(state_store, limit=100_000):
+        columns = key_columns.get(v.table, ())
+        if v.action == REFUSED_ACTION and v.acknowledged and columns and all(c in v.key for c in columns):
+            out.setdefault(v.table, []).append([from_json_safe(v.key[c]) for c in columns])
+    return out
+
+
+def _reproved(
+    source: Path, dsn: str, config: Config, plan: SchemaPlan, differing: TableVerify, keys: Sequence[Sequence[Any]]
+) -> TableProof:
+    """A table that differs and holds acknowledged keys, compared again key by key: ``acknowledged`` when every
+    differing key is one of them, else the mismatch it was. A key that cannot be matched stays a difference."""
+    report = verify.verify(
+        source, dsn, config, [differing.table], keys=True, max_keys=len(keys) + 1, plan=plan, applied_by_caller=True
+    )
+    (t,) = report.tables
+    if t.status == "match":
+        return TableProof(t.table, t.source_rows, t.target_rows, t.status)
+    allowed = _encoded(plan, t.table, keys)
+    named = [*t.missing, *t.extra, *t.different]
+    if named and not t.keys_truncated and all(RowEncoder().encode(tuple(k)) in allowed for k in named):
+        return TableProof(t.table, t.source_rows, t.target_rows, "acknowledged")
+    return TableProof(t.table, t.source_rows, t.target_rows, differing.status)
+
+
+def _encoded(plan: SchemaPlan, table: str, keys: Sequence[Sequence[Any]]) -> set[bytes]:
+    """Recorded keys as verify names differing keys: converted by the independent reading, then encoded."""
+    converters = verify_shape.key_converters(
+        verify_shape.shape_of(plan.table(table), plan.schema, computed=True, independent=True)
+    )
+    out: set[bytes] = set()
+    for raw in keys:
+        try:
+            out.add(RowEncoder().encode(tuple(c(v) for c, v in zip(converters, raw, strict=True))))
+        except (ValueRefused, Unreadable, ValueError):
+            continue  # unmatched: the key stays a difference
+    return out
 
 
 def _close_window(session: loop.Session, proofs: tuple[TableProof, ...]) -> RollbackCertificate:

@@ -14,9 +14,11 @@ from checkpoints import audit, store
 from checkpoints.model import Kind
 from replicator.cutover.session import Options
 from replicator.cutover.window import cutover
+from replicator.load.snapshot import snapshot
 from replicator.reverse import finalize, loop
 from replicator.reverse import rollback as window_rollback
-from replicator.state import reverse
+from replicator.state import quarantine, reverse
+from replicator.state.store import StateStore
 from tests.support.compare import drain
 from tests.support.daemon import cfg
 from tests.support.source import make_source, writable
@@ -196,3 +198,96 @@ def test_negative_control_a_value_written_altered_is_caught(
     with pytest.raises(window_rollback.RollbackAborted, match="parent"):
         window_rollback.rollback(cut, pg_dsn, cfg())
     assert not writable(cut)
+
+
+def _unholdable_on_postgres(dsn: str) -> None:
+    """Parent 3's score becomes NaN (SQLite stores NULL for it: refused, its row left as SQLite had it), with
+    another change to the same row; parent 4 is new and holdable."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.parent SET score = 'NaN', name = 'z' WHERE id = 3")
+        conn.execute("INSERT INTO public.parent (id, name, score) VALUES (4, 'd', 0.5)")
+
+
+def test_rollback_goes_back_once_the_refused_value_is_acknowledged(cut: Path, pg_dsn: str) -> None:
+    """The runbook's way past a refusal it cannot fix in PostgreSQL: ``quarantine ack`` accepts losing that
+    value, and the next rollback goes back with the row as SQLite had it, the rest proved equal."""
+    _unholdable_on_postgres(pg_dsn)
+    with pytest.raises(window_rollback.RollbackRefused, match=r"parent \{'id': 3\} column score"):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert quarantine.acknowledge(StateStore(conn, "replicator"), None) == 1
+    result = window_rollback.rollback(cut, pg_dsn, cfg())
+    assert result.certificate is not None
+    (acknowledged,) = result.certificate.acknowledged_refusals
+    assert acknowledged.startswith("parent {'id': 3} score:"), acknowledged
+    assert {p.table: p.status for p in result.tables} == {"parent": "acknowledged", "child": "match", "pair": "match"}
+    assert _sqlite(cut)["parent"] == [
+        (1, "a", 1.5, "real"),
+        (2, "b", None, "null"),
+        (3, "c", 2.25, "real"),  # as SQLite had it: the acknowledged loss
+        (4, "d", 0.5, "real"),
+    ]
+    assert writable(cut)
+
+
+def test_negative_control_an_acknowledged_refusal_hides_no_other_difference(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant a writer that drops parent 4: with parent 3's refusal acknowledged, the proof still names the
+    table and rollback aborts."""
+    from replicator.reverse.writer import Writer
+
+    real_insert = Writer._write_keys
+
+    def dropping(self, t, p, existing, width):  # type: ignore[no-untyped-def]
+        p.present.pop((4,), None)
+        return real_insert(self, t, p, existing, width)
+
+    monkeypatch.setattr(Writer, "_write_keys", dropping)
+    _unholdable_on_postgres(pg_dsn)
+    with pytest.raises(window_rollback.RollbackRefused):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert quarantine.acknowledge(StateStore(conn, "replicator"), None) == 1
+    with pytest.raises(window_rollback.RollbackAborted, match="differ after the drain in 1 table"):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+
+
+def test_a_value_only_the_final_drain_meets_refuses_the_rollback(cut: Path, pg_dsn: str) -> None:
+    """A transaction older than the app's writes (any database of the cluster) holds the horizon back, so
+    the catch-up before the fence writes nothing back and only the final drain meets the refused value: the
+    rollback refuses as it does before the fence (not an abort saying the sides differ), PostgreSQL writable
+    again, SQLite still fenced."""
+    with psycopg.connect(pg_dsn) as held:
+        held.execute("SELECT pg_current_xact_id()")  # an xid below the app's: still running
+        _unholdable_on_postgres(pg_dsn)
+        with pytest.raises(window_rollback.RefusedValues, match=r"parent \{'id': 3\} column score"):
+            window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (90, 'still writable')")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: snapshot --replace in existing mode keeps PostgreSQL's rollback fence (replicator/load/target.py "
+    "prepare_target/_truncate_all never calls replicator.state.reverse.remove): its TRUNCATE is refused",
+)
+def test_snapshot_replace_in_existing_mode_after_a_rollback_migrates_again(
+    cut: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    """The rollback's own hint: to migrate again, ``snapshot --replace``, ``run``, cutover. In existing mode
+    the reload empties the app's tables with TRUNCATE, which PostgreSQL's rollback fence refuses unless the
+    reload removes it; after the second cutover the app writes on PostgreSQL."""
+    _app_writes_on_postgres(pg_dsn)
+    window_rollback.rollback(cut, pg_dsn, cfg())
+    snapshot(cut, pg_dsn, cfg(), mode="existing", replace=True)
+    drain(cut, pg_dsn)
+    cutover(cut, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert2.json"))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (80, 'after the second cutover')")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        assert window.open
