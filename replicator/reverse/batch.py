@@ -50,6 +50,10 @@ class ReverseBatch(msgspec.Struct):
     """First transaction id not covered: entries of transactions below it are final and in this batch."""
     entries: int
     tables: list[TableBatch]
+    held: bool = False
+    """Committed entries at or above ``hi`` exist: a transaction older than theirs is still running (in any
+    database of the cluster: transaction ids are the cluster's) and holds the horizon below them. A batch
+    that read nothing is then not the end of the journal, only a wait."""
 
     @property
     def empty(self) -> bool:
@@ -108,7 +112,10 @@ def _read(
         if op == "T":
             wholes.add(tbl)
     tables = [_table(conn, schema, shapes[name], lo, hi, counts[name], name in wholes) for name in sorted(counts)]
-    return ReverseBatch(lo, hi, sum(counts.values()), tables)
+    held = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE xid >= %s::text::xid8)").format(journal), (str(hi),)
+    ).fetchone()
+    return ReverseBatch(lo, hi, sum(counts.values()), tables, held=bool(held and held[0]))
 
 
 def _table(

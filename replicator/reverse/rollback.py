@@ -2,7 +2,9 @@
 
 In order (each step's failure leaves a state the next run finishes or undoes, named in the error):
 
-1. **Catch up** (no outage): the reverse direction's batches until the journal is empty.
+1. **Catch up** (no outage): the reverse direction's batches until the journal is empty; entries an older
+   running transaction (of any database in the cluster) holds above the horizon are waited for up to
+   :data:`HELD_WAIT_S`, then left to step 4.
 2. **Refused values**: a value the SQLite form cannot hold exactly was not written back
    (:mod:`~replicator.reverse.writeback`); while any is not acknowledged (``replicator quarantine ack``) going
    back would lose it, so rollback refuses, naming each.
@@ -35,7 +37,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -60,6 +62,9 @@ from replicator.state.store import StateStore
 from replicator.values.quarantine import from_json_safe
 from replicator.values.refusal import ValueRefused
 from triggers import fence
+
+HELD_WAIT_S: Final = 30.0
+"""How long the catch-up before the fence waits for writes an older running transaction holds back."""
 
 
 class RollbackRefused(VerificationFailed):
@@ -126,7 +131,7 @@ def rollback(
     if resumed is not None:
         return resumed
     with loop.opened(source, dsn, config) as session:
-        drained = _catch_up(session)
+        drained = _catch_up(session, wait_s=HELD_WAIT_S)
         _refuse_unacknowledged(session)
         if dry_run:
             proofs = _prove(source, dsn, config, session)
@@ -182,13 +187,28 @@ def _finish_interrupted(source: Path, dsn: str, config: Config) -> RollbackResul
     return RollbackResult(False, 0, 0.0, (), resumed=True)
 
 
-def _catch_up(session: loop.Session, *, final: bool = False) -> int:
+def _catch_up(session: loop.Session, *, final: bool = False, wait_s: float = 0.0) -> int:
+    """Batches until one reads nothing; with ``wait_s``, also until no committed entry waits above the horizon,
+    for up to that long: the refusals named before the fence and a dry run's proof are then of PostgreSQL as
+    it is (a value changed there since is not named). Past it, the final drain takes them after the fence."""
     total = 0
+    deadline = time.monotonic() + wait_s
     while True:
         entries, *_ = session.step(final=final)
         total += entries
-        if not entries:
+        if entries:
+            continue
+        if not session.held:
             return total
+        if time.monotonic() >= deadline:
+            if wait_s:
+                session.log.warning(
+                    "an older transaction still running holds PostgreSQL's last writes back; the final drain "
+                    "takes them after the fence",
+                    waited_s=wait_s,
+                )
+            return total
+        time.sleep(loop.POLL_S)
 
 
 def _refuse_unacknowledged(session: loop.Session) -> None:

@@ -4,10 +4,14 @@ the fenced SQLite file exactly once, ``rollback`` fences PostgreSQL, drains, pro
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
 import pytest
 
 from checkpoints import audit, store
@@ -109,6 +113,58 @@ def test_run_carries_postgres_writes_back_exactly_once(cut: Path, pg_dsn: str) -
         assert audit.verify_db(conn, schema="replicator") == []  # the chain goes on through the window
         assert conn.execute("SELECT count(*) FROM replicator.reverse_journal").fetchone() == (0,)  # pruned
     assert _forward_journal(cut) == journaled  # our writes fired neither the capture nor the app's triggers
+
+
+@contextlib.contextmanager
+def _older_transaction_running(pg_dsn: str, writes: Callable[[str], None] = _app_writes_on_postgres) -> Iterator[None]:
+    """The app's ``writes`` come after a transaction that is still running, in another database of the
+    cluster (a parallel test's, another app's): it holds the reverse horizon below them until it ends, 0.5 s
+    after the block starts waiting."""
+    elsewhere = psycopg.conninfo.make_conninfo(pg_dsn, dbname="postgres")
+    with psycopg.connect(elsewhere) as held:
+        held.execute("SELECT pg_current_xact_id()")  # an xid below the app's, running
+        writes(pg_dsn)
+        ends = threading.Timer(0.5, held.rollback)
+        ends.start()
+        try:
+            yield
+        finally:
+            ends.join()
+
+
+def test_until_drained_waits_for_writes_an_older_transaction_holds_back(cut: Path, pg_dsn: str) -> None:
+    """``run --until-drained`` waits for the horizon to pass the committed writes and writes them back, instead
+    of stopping at a read that found nothing below it (which made the tests here flaky beside others)."""
+    with _older_transaction_running(pg_dsn):
+        result = loop.run(cut, pg_dsn, cfg(), until_drained=True)
+    assert result.batches >= 1
+    assert _sqlite(cut) == EXPECTED
+
+
+def test_rollback_dry_run_waits_for_writes_an_older_transaction_holds_back(cut: Path, pg_dsn: str) -> None:
+    """``rollback --dry-run`` fences nothing, so only waiting brings the held writes back before it proves."""
+    with _older_transaction_running(pg_dsn):
+        result = window_rollback.rollback(cut, pg_dsn, cfg(), dry_run=True)
+    assert {p.status for p in result.tables} == {"match"}
+    assert _sqlite(cut) == EXPECTED
+
+
+def test_a_refused_value_changed_since_is_not_named_while_an_older_transaction_holds_it_back(
+    cut: Path, pg_dsn: str
+) -> None:
+    """The operator changes the refused value in PostgreSQL (the hint's first way) while an older transaction
+    runs elsewhere: rollback waits for that change to come back, instead of refusing the value it no longer is."""
+    _unholdable_on_postgres(pg_dsn)
+    loop.run(cut, pg_dsn, cfg(), until_drained=True)
+
+    def fixed(dsn: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE public.parent SET score = 0.75 WHERE id = 3")
+
+    with _older_transaction_running(pg_dsn, fixed):
+        result = window_rollback.rollback(cut, pg_dsn, cfg())
+    assert {p.status for p in result.tables} == {"match"}
+    assert _sqlite(cut)["parent"][2] == (3, "z", 0.75, "real")
 
 
 def test_rollback_loses_nothing_and_fences_postgres(cut: Path, pg_dsn: str, tmp_path: Path) -> None:
@@ -255,11 +311,13 @@ def test_negative_control_an_acknowledged_refusal_hides_no_other_difference(
     assert not writable(cut)
 
 
-def test_a_value_only_the_final_drain_meets_refuses_the_rollback(cut: Path, pg_dsn: str) -> None:
-    """A transaction older than the app's writes (any database of the cluster) holds the horizon back, so
-    the catch-up before the fence writes nothing back and only the final drain meets the refused value: the
-    rollback refuses as it does before the fence (not an abort saying the sides differ), PostgreSQL writable
-    again, SQLite still fenced."""
+def test_a_value_only_the_final_drain_meets_refuses_the_rollback(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction older than the app's writes (any database of the cluster) holds the horizon back past
+    the catch-up's wait, so only the final drain meets the refused value: the rollback refuses as it does
+    before the fence (not an abort saying the sides differ), PostgreSQL writable again, SQLite still fenced."""
+    monkeypatch.setattr(window_rollback, "HELD_WAIT_S", 0.3)
     with psycopg.connect(pg_dsn) as held:
         held.execute("SELECT pg_current_xact_id()")  # an xid below the app's: still running
         _unholdable_on_postgres(pg_dsn)
