@@ -7,12 +7,13 @@ with microseconds, DecimalField, BooleanField, JSONField, UUIDField, non-ASCII T
 cascade from items, and an items-tags M2M. After ``cutover`` each Django process writes on PostgreSQL:
 creates with auto ids, updates of every field type, deletes with cascades, a primary key change, a swap of
 UNIQUE values, M2M adds and removes, a ``bulk_create``. ``replicator run --until-drained`` carries that
-back into the fenced SQLite file, ``replicator rollback`` refuses while a value Django wrote on PostgreSQL
-cannot be held by Django's SQLite form (a 20-digit price: SQLite's REAL keeps 15), names its table, key and
-column, and goes back once it is acknowledged. Django on SQLite then reads every row as Django on
-PostgreSQL read it just before (the acknowledged row as SQLite had it), writes there again, and is refused
-on PostgreSQL; ``snapshot --replace``, ``run --until-drained``, ``verify`` and a second ``cutover`` migrate
-it forward again.
+back into the fenced SQLite file, ``replicator rollback`` refuses while values Django wrote on PostgreSQL
+cannot be held by Django's SQLite form, naming table, key and column: a microsecond in a DateTimeField whose
+SQLite rows are all at whole seconds (the form learned has no fraction; changed in PostgreSQL, it goes) and
+a 20-digit price (SQLite's REAL keeps 15; ``replicator quarantine ack`` accepts losing it). Django on SQLite
+then reads every row as Django on PostgreSQL read it just before (the acknowledged row as SQLite had it),
+writes there again, and is refused on PostgreSQL; ``snapshot --replace``, ``run --until-drained``,
+``verify`` and a second ``cutover`` migrate it forward again.
 """
 
 from __future__ import annotations
