@@ -32,6 +32,7 @@ from replicator.load.source import SourceRead, read_source
 from replicator.load.target import build_plan, check_target, only_tables, prepare_target, resolve_mode, save_plan
 from replicator.plan.schemaplan import SchemaPlan
 from replicator.plan.sequences import read_sqlite_sequence
+from replicator.state import reverse
 from replicator.state.identity import SourceIdentity
 from replicator.state.store import StateStore, TableState
 from triggers.schema import read_schema
@@ -102,6 +103,11 @@ def load_tables(
     """Prepare the target, load what is left to load, then what ``index_table`` left: the plan loaded
     (a disproved guess may have changed a table's types), each table's result, the sequences."""
     pconn = ctx.pconn
+    if options.replace and not setup.reused_plan:  # a new migration: an earlier rollback window's objects go
+        with pconn.transaction():
+            previous = ctx.state_store.load_plan()
+            shapes = {**reverse.shapes_of(setup.plan), **(reverse.shapes_of(previous) if previous else {})}
+            reverse.forget(pconn, ctx.state_store.schema_name, list(shapes.values()))
     plan = prepare_target(pconn, setup.plan, replace=options.replace, reuse=setup.reused_plan, warnings=warnings)
     with pconn.transaction():
         save_plan(ctx.state_store, plan, replace=options.replace)

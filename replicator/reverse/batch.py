@@ -31,6 +31,29 @@ DEFAULT_LIMIT: Final = 5_000
 """Journal entries per batch, about (a transaction's entries are never split)."""
 
 
+HORIZON: Final = """
+SELECT coalesce(min(x::text::bigint), max(pg_snapshot_xmax(s)::text::bigint))
+FROM (SELECT pg_current_snapshot() AS s) snap
+LEFT JOIN LATERAL pg_snapshot_xip(snap.s) AS x ON NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity a
+    WHERE a.backend_xid = x::xid AND a.datname IS DISTINCT FROM current_database()
+) AND NOT EXISTS (
+    SELECT 1 FROM pg_prepared_xacts p WHERE p.transaction = x::xid AND p.database IS DISTINCT FROM current_database()
+)
+"""
+"""The first transaction id whose journal entries may not be final yet: the oldest transaction this
+snapshot sees running, leaving out those running in *another* database of the cluster (transaction ids are
+the cluster's, and a long transaction elsewhere, a report, another app, a test next door, would otherwise
+hold the reverse direction back without ever writing an entry here); with none, the snapshot's ``xmax``. A
+transaction that ended between the snapshot and the look at ``pg_stat_activity`` is not found there and so
+counts as this database's: the horizon can only come out lower than needed, never higher. Where
+``pg_stat_activity`` hides other users' sessions (no ``pg_read_all_stats``), their transactions count as ours,
+the same safe way."""
+
+FINAL_HORIZON: Final = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+"""After rollback's fence no app transaction can still write an entry: everything the snapshot sees is final."""
+
+
 class TableBatch(msgspec.Struct):
     """What one table's entries name: keys (PostgreSQL form) and each key's row now (None: deleted)."""
 
@@ -50,6 +73,10 @@ class ReverseBatch(msgspec.Struct):
     """First transaction id not covered: entries of transactions below it are final and in this batch."""
     entries: int
     tables: list[TableBatch]
+    held: bool = False
+    """Committed entries at or above ``hi`` exist: a transaction older than theirs is still running (in any
+    database of the cluster: transaction ids are the cluster's) and holds the horizon below them. A batch
+    that read nothing is then not the end of the journal, only a wait."""
 
     @property
     def empty(self) -> bool:
@@ -79,10 +106,7 @@ def read_batch(
 def _read(
     conn: psycopg.Connection[Any], schema: str, shapes: Mapping[str, TableShape], lo: int, limit: int, final: bool
 ) -> ReverseBatch:
-    edge = "pg_snapshot_xmax" if final else "pg_snapshot_xmin"
-    row = conn.execute(
-        sql.SQL("SELECT {}(pg_current_snapshot())::text::bigint").format(sql.Identifier(edge))
-    ).fetchone()
+    row = conn.execute(FINAL_HORIZON if final else HORIZON).fetchone()
     assert row is not None
     hi = max(lo, int(row[0]))
     journal = reverse.journal(schema)
@@ -108,7 +132,10 @@ def _read(
         if op == "T":
             wholes.add(tbl)
     tables = [_table(conn, schema, shapes[name], lo, hi, counts[name], name in wholes) for name in sorted(counts)]
-    return ReverseBatch(lo, hi, sum(counts.values()), tables)
+    held = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE xid >= %s::text::xid8)").format(journal), (str(hi),)
+    ).fetchone()
+    return ReverseBatch(lo, hi, sum(counts.values()), tables, held=bool(held and held[0]))
 
 
 def _table(

@@ -57,6 +57,9 @@ class Session:
         self.config = config
         self.schema = config.target.state_schema
         self.log = log.get("reverse", source=str(source))
+        self.held = False
+        """The last batch read left committed entries above its horizon (an older transaction still runs):
+        the journal is not drained yet, whatever that batch read."""
         self._stack = contextlib.ExitStack()
         try:
             self._open(dsn)
@@ -123,6 +126,7 @@ class Session:
         written = self.writer.write(batch, self.head)
         if written.checkpoint is not None:
             self.head = written.checkpoint
+        self.held = batch.held
         return batch.entries, written.upserted, written.deleted, written.refused, batch.hi
 
     def close(self) -> None:
@@ -148,7 +152,8 @@ def run(
     stop: threading.Event | None = None,
 ) -> Result:
     """Apply the reverse journal to the SQLite file until stopped (``once``: one batch; ``until_drained``:
-    until a read finds nothing)."""
+    until a read finds nothing and no committed entry waits above its horizon: writes an older transaction
+    holds back are waited for, not left behind)."""
     totals = [0, 0, 0, 0, 0, 0]
     with opened(source, dsn, config) as session:
         session.log.info("reverse direction started", head=session.head.number, window_opened=session.window.opened_at)
@@ -158,7 +163,7 @@ def run(
                 for i, n in enumerate((1, entries, upserted, deleted, refused)):
                     totals[i] += n
             totals[5] = horizon
-            if once or (until_drained and not entries):
+            if once or (until_drained and not entries and not session.held):
                 break
             if not entries:
                 if stop is not None:

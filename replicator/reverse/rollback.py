@@ -2,7 +2,9 @@
 
 In order (each step's failure leaves a state the next run finishes or undoes, named in the error):
 
-1. **Catch up** (no outage): the reverse direction's batches until the journal is empty.
+1. **Catch up** (no outage): the reverse direction's batches until the journal is empty; entries an older
+   running transaction (of any database in the cluster) holds above the horizon are waited for up to
+   :data:`HELD_WAIT_S`, then left to step 4.
 2. **Refused values**: a value the SQLite form cannot hold exactly was not written back
    (:mod:`~replicator.reverse.writeback`); while any is not acknowledged (``replicator quarantine ack``) going
    back would lose it, so rollback refuses, naming each.
@@ -10,9 +12,15 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
    its commit waits for the app's transactions already writing, and from then on every app write on
    PostgreSQL fails with a message that says where the data went. The write outage starts here.
 4. **Final drain**: every journal entry is now final; the last batches are written into SQLite.
+   A value refused here (its transaction was still below the horizon at step 1) refuses the rollback as
+   step 2 does, after PostgreSQL is un-fenced again.
 5. **Prove**: an independent full comparison of every table (:func:`replicator.inspect.verify.verify`: what
    ``sqlite3`` returns against what PostgreSQL returns, read without the conversions the reverse apply used).
-   A difference aborts: PostgreSQL is un-fenced again and the SQLite file stays fenced.
+   A difference aborts: PostgreSQL is un-fenced again and the SQLite file stays fenced. The one difference
+   allowed is an acknowledged refusal's: its key keeps the row SQLite had (verify leaves a quarantined key
+   out of SQLite's side, so PostgreSQL's row shows as extra); a table that differs and holds such keys is
+   compared again key by key, and passes (status ``acknowledged``) only when every differing key is one of
+   them.
 6. **Close the window** in PostgreSQL (one transaction): the ``rollback`` checkpoint, the capture dropped, the
    window's row and the phase. PostgreSQL stays fenced: the app runs on SQLite now.
 7. **Un-fence SQLite**: the outage ends. A crash between 6 and 7 leaves both fenced; ``rollback`` run again
@@ -56,9 +64,16 @@ from triggers import fence
 from triggers import source as sqlite_source
 from triggers.schema import quote_ident
 
+HELD_WAIT_S: Final = 30.0
+"""How long the catch-up before the fence waits for writes an older running transaction holds back."""
+
 
 class RollbackRefused(VerificationFailed):
     """Going back now would lose something (a refused value not acknowledged, or the sides differ)."""
+
+
+class RefusedValues(RollbackRefused):
+    """Values PostgreSQL holds were not written back and are not acknowledged: going back would lose them."""
 
 
 class RollbackAborted(ReplicatorError):
@@ -117,7 +132,7 @@ def rollback(
     if resumed is not None:
         return resumed
     with loop.opened(source, dsn, config) as session:
-        drained = _catch_up(session)
+        drained = _catch_up(session, wait_s=HELD_WAIT_S)
         _refuse_unacknowledged(session)
         if dry_run:  # the app still writes: what differed is compared again after one more catch-up
             rehearsed = _compare_whole(source, dsn, config, session)
@@ -133,10 +148,13 @@ def rollback(
         try:
             faults.point("rollback.after_fence")
             drained += _catch_up(session, final=True)
+            _refuse_unacknowledged(session)  # a value refused by the final drain
             proofs = _prove_changed(source, dsn, config, session, before)  # inside it: O(changed keys)
             closing = _close_window(session, proofs)
         except BaseException as exc:
             _unfence_postgres(session)
+            if isinstance(exc, RefusedValues):
+                raise  # as before the fence: the same refusal, the same state, the same way out
             raise RollbackAborted(
                 f"rollback aborted, nothing changed for the app: PostgreSQL writable again, SQLite still fenced "
                 f"({exc.message if isinstance(exc, ReplicatorError) else exc!r})",
@@ -175,16 +193,30 @@ def _finish_interrupted(source: Path, dsn: str, config: Config) -> RollbackResul
     return RollbackResult(False, 0, 0.0, (), resumed=True)
 
 
-def _catch_up(session: loop.Session, *, final: bool = False) -> int:
+def _catch_up(session: loop.Session, *, final: bool = False, wait_s: float = 0.0) -> int:
     """Write back what is journaled. Before the fence: up to the horizon seen when it starts (an app committing
-    all the time would otherwise keep it going; the final drain takes the rest). After it: everything."""
+    all the time would otherwise keep it going; the final drain takes the rest), and with ``wait_s`` also the
+    committed entries an older transaction still running holds above the horizon, for up to that long: the
+    refusals named before the fence are then of PostgreSQL as it is. After the fence: everything."""
     target = None if final else _horizon(session)
     total = 0
+    deadline = time.monotonic() + wait_s
     while True:
         entries, _up, _del, _ref, reached = session.step(final=final)
         total += entries
-        if not entries or (target is not None and reached >= target):
+        if entries and (target is None or reached < target):
+            continue
+        if not session.held:
             return total
+        if time.monotonic() >= deadline:
+            if wait_s:
+                session.log.warning(
+                    "an older transaction still running holds PostgreSQL's last writes back; the final drain "
+                    "takes them after the fence",
+                    waited_s=wait_s,
+                )
+            return total
+        time.sleep(loop.POLL_S)
 
 
 def _horizon(session: loop.Session) -> int:
@@ -198,7 +230,7 @@ def _refuse_unacknowledged(session: loop.Session) -> None:
     waiting = [v for v in list_values(state_store, limit=100_000) if v.action == REFUSED_ACTION and not v.acknowledged]
     if waiting:
         named = "; ".join(f"{v.table} {v.key} column {v.column}: {v.reason}" for v in waiting[:10])
-        raise RollbackRefused(
+        raise RefusedValues(
             f"{len(waiting)} value(s) PostgreSQL holds were not written back to SQLite, whose form cannot hold them "
             f"exactly: {named}",
             hint="change them in PostgreSQL to values SQLite's form holds, or accept losing them with "
@@ -291,6 +323,8 @@ def _prove_changed(
     accepted = _acknowledged(state_store)
     whole = sorted(set(before.whole) | (session.writer.touched_whole & set(session.shapes)))
     differing: list[str] = []
+    lost: set[str] = set()
+    """Tables where only acknowledged refusals differ: SQLite keeps its row there, as the operator accepted."""
     reader = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
     try:
         reader.execute("BEGIN")
@@ -305,6 +339,8 @@ def _prove_changed(
                 found = verify.compare_keys(reader, session.pconn, shape, sorted(keys, key=repr))
                 if _unaccepted(found, shape.key_source, accepted.get(name, set())):
                     differing.append(name)
+                elif found:
+                    lost.add(name)
             counted = _counts(reader, session, [n for n in sorted(session.shapes) if n not in whole])
     finally:
         reader.close()
@@ -316,12 +352,16 @@ def _prove_changed(
             named = (*t.missing, *t.extra, *t.different)
             if not t.match and (t.keys_truncated or _unaccepted(named, t.key_columns, accepted.get(t.table, set()))):
                 differing.append(t.table)
+            elif not t.match:
+                lost.add(t.table)
     if differing:
         raise RollbackRefused(
             f"SQLite and PostgreSQL differ after the drain in {len(differing)} table(s): {', '.join(differing)}",
             hint="`replicator verify --keys` names the rows; nothing was changed",
         )
-    return tuple(msgspec.structs.replace(p, status="match") for p in proofs.values())
+    return tuple(
+        msgspec.structs.replace(p, status="acknowledged" if p.table in lost else "match") for p in proofs.values()
+    )
 
 
 def _counts(reader: sqlite3.Connection, session: loop.Session, names: Sequence[str]) -> list[TableProof]:

@@ -208,6 +208,15 @@ def remove(
         conn.execute(sql.SQL("DELETE FROM {}").format(journal(schema)))
 
 
+def forget(conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableShape]) -> None:
+    """A new migration (``snapshot --replace``): the earlier window's capture and fence leave every table (an
+    existing-mode reload TRUNCATEs them: the fence would refuse it), its journal and its row go."""
+    remove(conn, schema, tables)
+    found = conn.execute("SELECT to_regclass(%s)", (window(schema).as_string(conn),)).fetchone()
+    if found is not None and found[0] is not None:
+        conn.execute(sql.SQL("DELETE FROM {}").format(window(schema)))
+
+
 def fence(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableShape], message: str) -> None:
     """PostgreSQL's write fence on every table, in the caller's transaction: its commit ends the app's writes."""
     body = sql.SQL(

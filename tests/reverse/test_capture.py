@@ -4,6 +4,7 @@ reverse batch reads by transaction-id horizon rather than by sequence number."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,14 @@ def test_a_transaction_that_commits_late_is_not_skipped(cut: Path, pg_dsn: str) 
         b.commit()
         seen = read_batch(reader, "replicator", shapes, 1)
         assert seen.entries == 0  # B is above A's xid: not final while A runs
+        assert seen.held  # B's entry is committed, above the horizon
         a.commit()
         batch = read_batch(reader, "replicator", shapes, seen.lo)
+        for _ in range(200):  # another test's transaction in the cluster may hold the horizon a moment longer
+            if batch.entries or not batch.held:
+                break
+            time.sleep(0.05)
+            batch = read_batch(reader, "replicator", shapes, seen.lo)
         assert batch.entries == 2
         (parent,) = batch.tables
         assert sorted(k[0] for k in parent.rows) == [20, 21]
@@ -143,3 +150,22 @@ def test_the_fence_refuses_app_writes_and_waits_for_writers(cut: Path, pg_dsn: s
         assert batch.entries == 1  # the in-flight write committed before the fence, and is journaled
         reverse.unfence(conn, "replicator", shapes)
         conn.execute("UPDATE public.parent SET name = 'x' WHERE id = 30")
+
+
+def test_a_transaction_running_in_another_database_does_not_hold_the_reverse_direction(cut: Path, pg_dsn: str) -> None:
+    """Transaction ids are the cluster's: a long transaction in another database (a report, another app) sits
+    below every later xid. It can never write this database's journal, so it must not hold the horizon back."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    elsewhere = make_conninfo(**{**conninfo_to_dict(pg_dsn), "dbname": "postgres"})
+    with psycopg.connect(elsewhere) as other, psycopg.connect(pg_dsn, autocommit=True) as conn:
+        other.execute("SELECT pg_current_xact_id()")  # takes an xid, and keeps it while the transaction is open
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (40, 'behind a long transaction elsewhere')")
+        batch = read_batch(conn, "replicator", _shapes(conn), 1)
+        assert batch.entries == 1
+        from replicator.reverse import batch as batch_mod
+
+        # The control: the plain xmin is held back by the other database's transaction.
+        monkeypatch.setattr(batch_mod, "HORIZON", "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        assert read_batch(conn, "replicator", _shapes(conn), 1).entries == 0
+        other.rollback()

@@ -4,19 +4,25 @@ the fenced SQLite file exactly once, ``rollback`` fences PostgreSQL, drains, pro
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
 import pytest
 
 from checkpoints import audit, store
 from checkpoints.model import Kind
 from replicator.cutover.session import Options
 from replicator.cutover.window import cutover
+from replicator.load.snapshot import snapshot
 from replicator.reverse import finalize, loop
 from replicator.reverse import rollback as window_rollback
-from replicator.state import reverse
+from replicator.state import quarantine, reverse
+from replicator.state.store import StateStore
 from tests.support.compare import drain
 from tests.support.daemon import cfg
 from tests.support.source import make_source, writable
@@ -107,6 +113,58 @@ def test_run_carries_postgres_writes_back_exactly_once(cut: Path, pg_dsn: str) -
         assert audit.verify_db(conn, schema="replicator") == []  # the chain goes on through the window
         assert conn.execute("SELECT count(*) FROM replicator.reverse_journal").fetchone() == (0,)  # pruned
     assert _forward_journal(cut) == journaled  # our writes fired neither the capture nor the app's triggers
+
+
+@contextlib.contextmanager
+def _older_transaction_running(pg_dsn: str, writes: Callable[[str], None] = _app_writes_on_postgres) -> Iterator[None]:
+    """The app's ``writes`` come after a transaction that is still running, in another database of the
+    cluster (a parallel test's, another app's): it holds the reverse horizon below them until it ends, 0.5 s
+    after the block starts waiting."""
+    elsewhere = psycopg.conninfo.make_conninfo(pg_dsn, dbname="postgres")
+    with psycopg.connect(elsewhere) as held:
+        held.execute("SELECT pg_current_xact_id()")  # an xid below the app's, running
+        writes(pg_dsn)
+        ends = threading.Timer(0.5, held.rollback)
+        ends.start()
+        try:
+            yield
+        finally:
+            ends.join()
+
+
+def test_until_drained_waits_for_writes_an_older_transaction_holds_back(cut: Path, pg_dsn: str) -> None:
+    """``run --until-drained`` waits for the horizon to pass the committed writes and writes them back, instead
+    of stopping at a read that found nothing below it (which made the tests here flaky beside others)."""
+    with _older_transaction_running(pg_dsn):
+        result = loop.run(cut, pg_dsn, cfg(), until_drained=True)
+    assert result.batches >= 1
+    assert _sqlite(cut) == EXPECTED
+
+
+def test_rollback_dry_run_waits_for_writes_an_older_transaction_holds_back(cut: Path, pg_dsn: str) -> None:
+    """``rollback --dry-run`` fences nothing, so only waiting brings the held writes back before it proves."""
+    with _older_transaction_running(pg_dsn):
+        result = window_rollback.rollback(cut, pg_dsn, cfg(), dry_run=True)
+    assert {p.status for p in result.tables} == {"match"}
+    assert _sqlite(cut) == EXPECTED
+
+
+def test_a_refused_value_changed_since_is_not_named_while_an_older_transaction_holds_it_back(
+    cut: Path, pg_dsn: str
+) -> None:
+    """The operator changes the refused value in PostgreSQL (the hint's first way) while an older transaction
+    runs elsewhere: rollback waits for that change to come back, instead of refusing the value it no longer is."""
+    _unholdable_on_postgres(pg_dsn)
+    loop.run(cut, pg_dsn, cfg(), until_drained=True)
+
+    def fixed(dsn: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE public.parent SET score = 0.75 WHERE id = 3")
+
+    with _older_transaction_running(pg_dsn, fixed):
+        result = window_rollback.rollback(cut, pg_dsn, cfg())
+    assert {p.status for p in result.tables} == {"match"}
+    assert _sqlite(cut)["parent"][2] == (3, "z", 0.75, "real")
 
 
 def test_rollback_loses_nothing_and_fences_postgres(cut: Path, pg_dsn: str, tmp_path: Path) -> None:
@@ -401,3 +459,93 @@ def test_the_fence_gives_way_to_an_app_transaction_that_would_deadlock_with_it(c
     rows = _sqlite(cut)
     assert (50, 1, "held", "c50") in rows["child"]
     assert (2, "written while fencing", None, "null") in rows["parent"]
+
+
+def _unholdable_on_postgres(dsn: str) -> None:
+    """Parent 3's score becomes NaN (SQLite stores NULL for it: refused, its row left as SQLite had it), with
+    another change to the same row; parent 4 is new and holdable."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.parent SET score = 'NaN', name = 'z' WHERE id = 3")
+        conn.execute("INSERT INTO public.parent (id, name, score) VALUES (4, 'd', 0.5)")
+
+
+def test_rollback_goes_back_once_the_refused_value_is_acknowledged(cut: Path, pg_dsn: str) -> None:
+    """The runbook's way past a refusal it cannot fix in PostgreSQL: ``quarantine ack`` accepts losing that
+    value, and the next rollback goes back with the row as SQLite had it, the rest proved equal."""
+    _unholdable_on_postgres(pg_dsn)
+    with pytest.raises(window_rollback.RollbackRefused, match=r"parent \{'id': 3\} column score"):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert quarantine.acknowledge(StateStore(conn, "replicator"), None) == 1
+    result = window_rollback.rollback(cut, pg_dsn, cfg())
+    assert result.certificate is not None
+    (acknowledged,) = result.certificate.acknowledged_refusals
+    assert acknowledged.startswith("parent {'id': 3} score:"), acknowledged
+    assert {p.table: p.status for p in result.tables} == {"parent": "acknowledged", "child": "match", "pair": "match"}
+    assert _sqlite(cut)["parent"] == [
+        (1, "a", 1.5, "real"),
+        (2, "b", None, "null"),
+        (3, "c", 2.25, "real"),  # as SQLite had it: the acknowledged loss
+        (4, "d", 0.5, "real"),
+    ]
+    assert writable(cut)
+
+
+def test_negative_control_an_acknowledged_refusal_hides_no_other_difference(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant a writer that drops parent 4: with parent 3's refusal acknowledged, the proof still names the
+    table and rollback aborts."""
+    from replicator.reverse.writer import Writer
+
+    real_insert = Writer._write_keys
+
+    def dropping(self, t, p, existing, width):  # type: ignore[no-untyped-def]
+        p.present.pop((4,), None)
+        return real_insert(self, t, p, existing, width)
+
+    monkeypatch.setattr(Writer, "_write_keys", dropping)
+    _unholdable_on_postgres(pg_dsn)
+    with pytest.raises(window_rollback.RollbackRefused):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert quarantine.acknowledge(StateStore(conn, "replicator"), None) == 1
+    with pytest.raises(window_rollback.RollbackAborted, match="differ after the drain in 1 table"):
+        window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+
+
+def test_a_value_only_the_final_drain_meets_refuses_the_rollback(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction older than the app's writes (any database of the cluster) holds the horizon back past
+    the catch-up's wait, so only the final drain meets the refused value: the rollback refuses as it does
+    before the fence (not an abort saying the sides differ), PostgreSQL writable again, SQLite still fenced."""
+    monkeypatch.setattr(window_rollback, "HELD_WAIT_S", 0.3)
+    with psycopg.connect(pg_dsn) as held:
+        held.execute("SELECT pg_current_xact_id()")  # an xid below the app's: still running
+        _unholdable_on_postgres(pg_dsn)
+        with pytest.raises(window_rollback.RefusedValues, match=r"parent \{'id': 3\} column score"):
+            window_rollback.rollback(cut, pg_dsn, cfg())
+    assert not writable(cut)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (90, 'still writable')")
+
+
+def test_snapshot_replace_in_existing_mode_after_a_rollback_migrates_again(
+    cut: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    """The rollback's own hint: to migrate again, ``snapshot --replace``, ``run``, cutover. In existing mode
+    the reload empties the app's tables with TRUNCATE, which PostgreSQL's rollback fence refuses unless the
+    reload removes it; after the second cutover the app writes on PostgreSQL."""
+    _app_writes_on_postgres(pg_dsn)
+    window_rollback.rollback(cut, pg_dsn, cfg())
+    snapshot(cut, pg_dsn, cfg(), mode="existing", replace=True)
+    drain(cut, pg_dsn)
+    cutover(cut, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert2.json"))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (80, 'after the second cutover')")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        assert window.open
