@@ -152,12 +152,14 @@ def test_the_fence_refuses_app_writes_and_waits_for_writers(cut: Path, pg_dsn: s
         conn.execute("UPDATE public.parent SET name = 'x' WHERE id = 30")
 
 
-def test_a_transaction_running_in_another_database_does_not_hold_the_reverse_direction(cut: Path, pg_dsn: str) -> None:
+def test_a_transaction_running_in_another_database_does_not_hold_the_reverse_direction(
+    cut: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Transaction ids are the cluster's: a long transaction in another database (a report, another app) sits
     below every later xid. It can never write this database's journal, so it must not hold the horizon back."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    elsewhere = make_conninfo(**{**conninfo_to_dict(pg_dsn), "dbname": "postgres"})
+    elsewhere = make_conninfo(pg_dsn, dbname="postgres")
     with psycopg.connect(elsewhere) as other, psycopg.connect(pg_dsn, autocommit=True) as conn:
         other.execute("SELECT pg_current_xact_id()")  # takes an xid, and keeps it while the transaction is open
         conn.execute("INSERT INTO public.parent (id, name) VALUES (40, 'behind a long transaction elsewhere')")
