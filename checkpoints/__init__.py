@@ -12,7 +12,8 @@ Modules, each with its contract in its docstring:
   ``next_checkpoint``, and the chain's grammar (``FOLLOWERS``: batches until the cutover, then the rollback
   window's ``reverse`` records, ended by a ``rollback`` or a ``finalize``);
 * :mod:`checkpoints.store` -- the chain in PostgreSQL: ``ensure_schema``, ``append`` (in the caller's
-  transaction), ``latest``, ``read``, ``get``;
+  transaction), ``latest``, ``last_forward`` (where SQLite's journal stands, after the cutover too), ``read``,
+  ``get``;
 * :mod:`checkpoints.findings` -- what a verification reports: ``Problem``, ``Finding``, ``Report``;
 * :mod:`checkpoints.audit` -- ``verify`` (every finding), ``verify_db``, ``verify_file`` and
   ``verify_against`` an earlier export;

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from checkpoints.exportfile import Head
 from checkpoints.findings import Finding
-from checkpoints.model import Checkpoint
+from checkpoints.model import REVERSE_KINDS, Checkpoint
 
 PIPE_WIDTH = 160
 """Output width when stdout is not a terminal: a pipe or a file has no reason to squeeze columns."""
@@ -31,16 +31,19 @@ def as_json(value: Checkpoint | Sequence[Checkpoint]) -> str:
 
 
 def _seq(checkpoint: Checkpoint) -> str:
+    """The range it covers: SQLite journal seqs, or for the rollback window's records PostgreSQL transaction
+    ids of the reverse journal (``xid``), which are not comparable with seqs."""
     if checkpoint.seq_to < checkpoint.seq_from:
         return "-"
-    return f"{checkpoint.seq_from}..{checkpoint.seq_to}"
+    span = f"{checkpoint.seq_from}..{checkpoint.seq_to}"
+    return f"xid {span}" if checkpoint.kind in REVERSE_KINDS else span
 
 
 def render_list(checkpoints: Sequence[Checkpoint], console: Console) -> None:
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     table.add_column("#", justify="right", no_wrap=True, min_width=3)
     table.add_column("kind", no_wrap=True, min_width=10)
-    table.add_column("journal seq", justify="right", no_wrap=True)
+    table.add_column("journal seq / xid", justify="right", no_wrap=True)
     table.add_column("upserted", justify="right", no_wrap=True)
     table.add_column("deleted", justify="right", no_wrap=True)
     table.add_column("at (UTC)", no_wrap=True)
@@ -70,7 +73,7 @@ def render_show(checkpoint: Checkpoint, console: Console) -> None:
     for name, value in (
         ("number", str(c.number)),
         ("kind", str(c.kind)),
-        ("journal seq", _seq(c)),
+        ("journal xids" if c.kind in REVERSE_KINDS else "journal seq", _seq(c)),
         ("at", c.at),
         ("tool", c.tool),
         ("hash", c.hash),

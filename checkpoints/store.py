@@ -255,8 +255,38 @@ def latest(conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> Ch
     return None if row is None else _head_of(_record(row))
 
 
-def _head_of(record: Record) -> Checkpoint:
-    """The head record decoded, refused unless it is what it claims: its own hash, in its own place.
+def last_forward(conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA) -> Checkpoint | None:
+    """The newest checkpoint of the forward direction (any kind but the rollback window's): where SQLite's
+    journal stands for this chain; None before the genesis.
+
+    Why not :func:`latest`: after the cutover the chain goes on with the window's records, whose ranges are
+    PostgreSQL transaction-id horizons, not SQLite journal seqs. Whatever compares a position with SQLite's
+    journal (the phase row, the journal's head, the keys journaled since) needs this record: the head
+    itself before the cutover, the cutover checkpoint after it. One query, walking back from the head over
+    the window's records only. The record is checked as the head is (its hash, its number) and its body
+    must say it is a forward kind: the ``kind`` column is only a copy."""
+    kinds = sorted(str(k) for k in REVERSE_KINDS)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_select(schema, sql.SQL("WHERE kind <> ALL(%s)"), 1, newest_first=True), (kinds,))
+            row = cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise _missing_table(schema) from None
+    if row is None:
+        return None
+    checkpoint = _head_of(_record(row), "the last forward checkpoint")
+    if checkpoint.kind in REVERSE_KINDS:
+        raise ChainBroken(
+            f"checkpoint {checkpoint.number} is filed as a {row[3]} checkpoint but its body is a {checkpoint.kind} "
+            "one: the kind column was edited by hand",
+            hint="run 'replicator checkpoints verify' to see every finding; do not resume until the chain verifies",
+        )
+    return checkpoint
+
+
+def _head_of(record: Record, what: str = "the head checkpoint") -> Checkpoint:
+    """The head record (or another one read alone, ``what``) decoded, refused unless it is what it claims: its own
+    hash, in its own place.
 
     A record whose body names another number was swapped or renumbered by hand; building on it
     would collide with the real checkpoint of that number and be blamed on another writer.
@@ -264,7 +294,7 @@ def _head_of(record: Record) -> Checkpoint:
     checkpoint = _decode(record)
     hint = "run 'replicator checkpoints verify' to see every finding; do not resume until the chain verifies"
     if hash_body(record.body) != record.hash:
-        raise ChainBroken(f"the head checkpoint {record.number} does not match its hash", hint=hint)
+        raise ChainBroken(f"{what} {record.number} does not match its hash", hint=hint)
     if checkpoint.number != record.number:
         raise ChainBroken(
             f"checkpoint {record.number} holds the body of checkpoint {checkpoint.number}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from replicator.cli.context import Context, common_options, fail
 from replicator.errors import OperatorError, UsageError
 
 if TYPE_CHECKING:
+    from replicator.cutover.certificate import Moved
     from replicator.inspect.verify_compare import TableVerify
 
 
@@ -27,7 +29,12 @@ if TYPE_CHECKING:
     help="Also re-read both databases: did anything change since, and do they still compare equal (verify's reading)?",
 )
 def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: bool) -> None:
-    """Show the stored cutover certificate and check its SHA-256; exit 3 if it does not verify."""
+    """Show the stored cutover certificate and check its SHA-256; exit 3 if it does not verify.
+
+    With --live, exit 3 also when a table changed since the cutover or SQLite and PostgreSQL differ now. While
+    the rollback window is open both sides change by design (the app writes PostgreSQL, `replicator run`
+    writes it back into SQLite): the changes are listed, and only a difference between the two sides fails.
+    """
     from replicator.cutover import certificate as cert_mod
     from replicator.errors import VerificationFailed
     from replicator.state.store import StateStore
@@ -48,30 +55,58 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
         )
     moved = []
     differ: list[str] = []
+    window: str | None = None
+    source = Path(ctx.config.source.path) if ctx.config.source.path else None
     if live:
-        source = Path(ctx.config.source.path) if ctx.config.source.path else None
+        window = _window_hint(ctx)
         moved = cert_mod.live_check(cert, source, ctx.target, ctx.config)
         if source is not None:
             report = cert_mod.live_compare(cert, source, ctx.target, ctx.config)
             differ = [_differing(t) for t in report.tables if t.status == "mismatch"]
     unequal = cert_mod.proof_problems(cert)
+    listed = "; ".join(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved)
     if as_json:
         click.echo(msgspec.json.encode(cert).decode())
     elif not ctx.quiet:
         click.echo(cert_mod.render(cert))
-        unchanged = live and not moved and not differ
-        click.echo("seal: SHA-256 verifies" + ("; live: unchanged since the cutover" if unchanged else ""))
+        click.echo("seal: SHA-256 verifies" + _live_line(live, moved, differ, listed, window, source is not None))
     if unequal:
         raise VerificationFailed(
             f"the certificate records tables that differ: {'; '.join(unequal)}",
             hint="a cutover never certifies a difference: this certificate was edited and resealed; "
             "`replicator audit` checks it with the chain",
         )
+    if window is not None and not differ:
+        return  # the window carries PostgreSQL's changes back: moving is what both sides do there
     if moved or differ:
-        listed = "; ".join([*(f"{m.side} {m.table}: {m.certified_rows} → {m.rows} rows" for m in moved), *differ])
         raise VerificationFailed(
-            f"changed since the cutover: {listed}", hint="see `replicator rollback` before going back"
+            f"changed since the cutover: {'; '.join([listed, *differ] if listed else differ)}",
+            hint=window or "see `replicator rollback` before going back",
         )
+
+
+def _live_line(
+    live: bool, moved: Sequence[Moved], differ: list[str], listed: str, window: str | None, compared: bool
+) -> str:
+    """What ``--live`` found, after the seal's line (the failures are the error's, below)."""
+    if not live:
+        return ""
+    if not moved and not differ:
+        return "; live: unchanged since the cutover"
+    if window is None or differ:
+        return ""
+    carried = f"; live: changed since the cutover as the rollback window carries PostgreSQL's changes back ({listed})"
+    if compared:
+        return carried + "; SQLite and PostgreSQL compare equal"
+    return carried + "; pass --source to compare SQLite with PostgreSQL"
+
+
+def _window_hint(ctx: Context) -> str | None:
+    """With the rollback window open, what a difference means (:func:`replicator.inspect.window.window_hint`)."""
+    from replicator.inspect import window
+
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        return window.window_hint(conn, ctx.config.target.state_schema)
 
 
 def _differing(t: TableVerify) -> str:

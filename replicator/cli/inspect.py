@@ -184,7 +184,11 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
     if not report.match:
         listed = keys or verify_mod.keys_listed(report)
         hint = "the differing keys are listed above" if listed else "rerun with --keys to list the differing keys"
-        hint += "; " + (_after_cutover_hint if _cut_over(ctx) else "do not cut over")
+        window = _window_hint(ctx)
+        if window is not None:  # after the cutover, PostgreSQL's changes flow back: say where they stand
+            hint += "; " + window
+        else:
+            hint += "; " + (_after_cutover_hint if _cut_over(ctx) else "do not cut over")
         if report.not_applying is not None:  # journaled keys that nothing applies: say why they are not in flight
             hint = f"{report.not_applying.reason}, so these differences are not in flight: {report.not_applying.hint}"
         raise VerificationFailed(
@@ -199,9 +203,15 @@ def verify(ctx: Context, tables: tuple[str, ...], keys: bool, max_keys: int, as_
 def status(ctx: Context, as_json: bool) -> None:
     """Phase, lag (changes and seconds), apply rate, per-table state, checkpoint head; exit 1 if ERRORED.
 
+    After a cutover it also shows the rollback window: open since when and from which cutover checkpoint,
+    the reverse lag (the age of the oldest change made on PostgreSQL not written back to SQLite yet), the
+    reverse journal's entries and size, the horizon applied and whether PostgreSQL is fenced; once closed,
+    by rollback or finalize and when. Journal positions stay SQLite's: the cutover checkpoint's.
+
     Also exit 1 when the checkpoint chain or the journal was tampered with (each finding named), when
     the daemon holds the lock but has recorded no progress for status.stall_after_s while changes wait,
-    or when the SQLite side disagrees with the phase (a cutover interrupted between its two commits).
+    or when the SQLite side disagrees with the phase (a cutover, or a rollback, interrupted between its
+    two commits).
     """
     from replicator.inspect import status as status_mod
 
@@ -218,6 +228,14 @@ _after_cutover_hint = (
     "this target was cut over, so one side changed since the stop point (the app writing to PostgreSQL, or "
     "SQLite written after an unfence): `replicator certificate --live` compares both with the certificate"
 )
+
+
+def _window_hint(ctx: Context) -> str | None:
+    """With the rollback window open: what a difference means there (changes not written back yet, or real)."""
+    from replicator.inspect import window
+
+    with ctx.connect() as conn:
+        return window.window_hint(conn, ctx.config.target.state_schema)
 
 
 def _cut_over(ctx: Context) -> bool:

@@ -116,11 +116,15 @@ def _reverse(ctx: Context, cfg: Any, *, once: bool, until_drained: bool) -> bool
     import threading
 
     from replicator.reverse import loop
+    from replicator.stream.metrics import Metrics
 
     stop = threading.Event()  # SIGTERM (a service manager) or Ctrl-C: the batch in hand is finished first
     previous = {s: signal.signal(s, lambda _n, _f: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    metrics = Metrics() if cfg.metrics.port is not None else None  # the forward daemon's gauges would lie here
     try:
-        result = loop.run(ctx.source, ctx.target, cfg, once=once, until_drained=until_drained, stop=stop)
+        result = loop.run(
+            ctx.source, ctx.target, cfg, once=once, until_drained=until_drained, stop=stop, metrics=metrics
+        )
     except loop.NoWindow:
         return False
     finally:

@@ -13,6 +13,13 @@ batch and as a heartbeat while idle, is older than ``status.stall_after_s``). Ei
 The reads come in an order that makes a concurrent daemon harmless: the anchor before the chain
 (it anchors only what committed), the phase row before the chain head, PostgreSQL before the
 journal (the journal only grows ahead of what was applied).
+
+After a cutover it shows the **rollback window** (:class:`WindowStatus`): open since when, the cutover
+checkpoint that opened it, the reverse direction's lag (the age of the oldest entry of PostgreSQL's reverse
+journal, all of which waits to be written back), the journal's size, the horizon applied, whether
+PostgreSQL is fenced; once closed, how and when. Every SQLite journal position (applied, behind, the
+journal's tamper checks) comes from the chain's last *forward* checkpoint, the cutover's: the window's
+records after it count PostgreSQL transaction ids.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from checkpoints.errors import ChainBroken, NoChainTable
 from checkpoints.model import Checkpoint
 from replicator import pg
 from replicator.config import Config
+from replicator.inspect import window as window_mod
 from replicator.state import integrity, lock, phase
 from replicator.state.phase import ApplyState, Phase
 from replicator.state.quarantine import unacknowledged
@@ -95,8 +103,11 @@ class Status(msgspec.Struct, frozen=True):
     """Whether the SQLite file carries the cutover's write fence (None: source unknown)."""
     problem: str = ""
     """A state that needs the operator although the phase looks healthy (``status`` exits 1): a cutover
-    interrupted between its two commits, or a cut-over target whose SQLite file is writable again."""
+    interrupted between its two commits, or a cut-over target whose SQLite file is writable again, or a
+    rollback interrupted between its two commits (both sides fenced)."""
     problem_hint: str = ""
+    window: window_mod.WindowStatus | None = None
+    """The rollback window, once a cutover opened one (None: no cutover, or one without a window)."""
 
 
 _STALLABLE = (Phase.CATCHUP, Phase.STREAMING)
@@ -117,6 +128,7 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
             now = _now(conn)
             state = state_store.read_phase()
             chain = _chain_head(state_store, tampering)
+            forward = _forward(state_store, chain, tampering)
             recorded = integrity.for_chain(state_store, state)
             if chain is not None:
                 tampering += integrity.chain_findings(
@@ -126,17 +138,18 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
             named = {s.table for s in left_out}
             tables = [t for t in _tables(state_store) if t.table not in named]
             waiting = unacknowledged(state_store)
-            applied = state.applied_seq if state is not None else (chain.seq_to if chain is not None else 0)
+            window = window_mod.read(conn, schema, forward)
+            applied = state.applied_seq if state is not None else (forward.seq_to if forward is not None else 0)
             found = _journal(sconn, note, applied)
             tampering += found.tampering
-            if sconn is not None and chain is not None and found.head is not None:
-                tampering += integrity.journal_findings(sconn, state_store, chain.seq_to, recorded)
+            if sconn is not None and forward is not None and found.head is not None:
+                tampering += integrity.journal_findings(sconn, state_store, forward.seq_to, recorded)
             journal_head, seconds, source_id, note = found.head, found.seconds, found.source_id, found.note
             running = None if source_id is None else _daemon_running(conn, source_id)
     finally:
         if sconn is not None:
             sconn.close()
-    problem, problem_hint = _two_sides(str(state.phase) if state is not None else "NONE", found.fenced)
+    problem, problem_hint = _two_sides(str(state.phase) if state is not None else "NONE", found.fenced, window)
     behind = None if journal_head is None else max(0, journal_head - applied)
     if seconds is None and behind is not None:
         if behind == 0:
@@ -172,12 +185,22 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
         fenced=found.fenced,
         problem=problem,
         problem_hint=problem_hint,
+        window=window,
     )
 
 
-def _two_sides(current: str, fenced: bool | None) -> tuple[str, str]:
-    """What the phase alone cannot show: the SQLite side disagrees with it (see cutover, step 6)."""
+def _two_sides(current: str, fenced: bool | None, window: window_mod.WindowStatus | None = None) -> tuple[str, str]:
+    """What the phase alone cannot show: the SQLite side disagrees with it (see cutover, step 6, and the
+    window's rollback, step 7)."""
     if fenced is None or current == "NONE":
+        return "", ""
+    if window is not None and window.closed_how == "rollback":
+        if fenced:
+            return (
+                f"a rollback was interrupted between its two commits: the window closed at {window.closed_at} and "
+                "PostgreSQL is fenced, but the SQLite file is still fenced too (the app can write to neither)",
+                "run `replicator rollback` again: it only un-fences SQLite",
+            )
         return "", ""
     if fenced and current != "DONE":
         return (
@@ -286,6 +309,15 @@ def _anchor(sconn: sqlite3.Connection | None, tampering: list[str]) -> Anchor | 
     return None
 
 
+def _forward(state_store: StateStore, chain: Checkpoint | None, tampering: list[str]) -> Checkpoint | None:
+    """The chain's last forward checkpoint: where SQLite's journal stands (:func:`integrity.forward_of`)."""
+    try:
+        return integrity.forward_of(state_store, chain)
+    except ChainBroken as exc:
+        tampering.append(exc.message)
+        return None
+
+
 def _chain_head(state_store: StateStore, tampering: list[str]) -> Checkpoint | None:
     try:
         return store.latest(state_store.conn, schema=state_store.schema_name)
@@ -384,7 +416,11 @@ def render(status: Status) -> None:
     console = Console()
     style = "red" if status.phase == "ERRORED" else "green" if status.phase == "STREAMING" else "yellow"
     daemon = ""
-    if status.daemon_running is not None:
+    if status.daemon_running is not None and status.window is not None and status.window.state == "open":
+        # after the cutover only the reverse direction (or a rollback, a finalize) holds the lock; the phase
+        # row's pid is the forward daemon's, long gone
+        daemon = ", reverse direction running" if status.daemon_running else ", reverse direction not running"
+    elif status.daemon_running is not None:
         daemon = (
             f", daemon running (pid {status.pid} on {status.host})" if status.daemon_running else ", no daemon running"
         )
@@ -416,7 +452,11 @@ def render(status: Status) -> None:
     )
     if status.last_checkpoint is not None:
         cp = status.last_checkpoint
-        console.print(f"last checkpoint {cp.number} ({cp.kind}, seq {cp.seq_to}, {cp.at}), chain head {cp.hash[:16]}…")
+        where = f"horizon {cp.seq_to + 1}" if cp.kind in window_mod.KINDS else f"seq {cp.seq_to}"
+        console.print(f"last checkpoint {cp.number} ({cp.kind}, {where}, {cp.at}), chain head {cp.hash[:16]}…")
+    if status.window is not None:
+        for line in window_mod.lines(status.window):
+            console.print(line, highlight=False)
     if status.quarantined:
         console.print(f"[yellow]{status.quarantined} quarantined value(s) not acknowledged[/yellow]")
     out = Table()

@@ -13,7 +13,8 @@ PostgreSQL computes is read there and set against the value SQLite computes.
 
 Consistency: PostgreSQL is read in one REPEATABLE READ READ ONLY transaction, SQLite in one read
 transaction opened *after* it, so with the apply running, PostgreSQL is never ahead of the SQLite
-view. When capture is installed and the latest checkpoint says the apply stopped at seq A while the
+view. When capture is installed and the last forward checkpoint (the cutover's, once the rollback window's
+records follow it) says the apply stopped at seq A while the
 SQLite view is at journal head H > A, the keys journaled in (A, H] are "in flight" if something will
 apply them: a daemon alive and advancing (:func:`replicator.inspect.status.not_applying`: it holds the source's
 lock, in CATCHUP or STREAMING, not stalled), checked after the comparison, or the caller itself
@@ -116,13 +117,15 @@ def _holds_numbers(conn: sqlite3.Connection, table: str, column: str) -> bool:
 
 
 def _applied_through(state_store: StateStore) -> int | None:
-    """The latest checkpoint's seq_to, read in the caller's transaction; None without checkpoints."""
+    """The SQLite journal seq PostgreSQL holds everything through: the last forward checkpoint's seq_to
+    (after the cutover, the cutover's: the rollback window's records count PostgreSQL transaction ids), read
+    in the caller's transaction; None without checkpoints."""
     from checkpoints import store
 
     if not state_store.has_table("checkpoints"):
         return None
     with state_store.conn.transaction():  # a savepoint: a damaged head must not abort the read transaction
-        head = store.latest(state_store.conn, schema=state_store.schema_name)
+        head = store.last_forward(state_store.conn, schema=state_store.schema_name)
     return head.seq_to if head is not None else None
 
 

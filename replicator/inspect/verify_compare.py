@@ -366,7 +366,8 @@ class VerifyReport(msgspec.Struct, frozen=True):
     journal_head: int | None = None
     """The capture journal's head in the SQLite view compared (None: capture not installed)."""
     applied_through: int | None = None
-    """The latest checkpoint's ``seq_to`` in the PostgreSQL view compared (None: no checkpoints)."""
+    """The last forward checkpoint's ``seq_to`` (a SQLite journal seq; after the cutover, the cutover's) in the
+    PostgreSQL view compared (None: no checkpoints)."""
     not_applying: status.NotApplying | None = None
     """Why keys journaled after ``applied_through`` are not in flight (nothing applies them); None when
     a daemon is applying the journal or no differing key was journaled since."""

@@ -24,11 +24,13 @@ from checkpoints.model import Checkpoint, Kind
 from replicator import log, pg
 from replicator.config import Config
 from replicator.errors import UsageError
+from replicator.inspect import window as window_status
 from replicator.plan.shape import TableShape
 from replicator.reverse.batch import DEFAULT_LIMIT, read_batch
 from replicator.reverse.writer import ReverseError, Writer, first_horizon, settle
 from replicator.state import lock, reverse
 from replicator.state.store import StateStore
+from replicator.stream.metrics import Metrics
 from triggers import meta as capture_meta
 from triggers import source as sqlite_source
 
@@ -150,12 +152,14 @@ def run(
     once: bool = False,
     until_drained: bool = False,
     stop: threading.Event | None = None,
+    metrics: Metrics | None = None,
 ) -> Result:
     """Apply the reverse journal to the SQLite file until stopped (``once``: one batch; ``until_drained``:
     until a read finds nothing and no committed entry waits above its horizon: writes an older transaction
-    holds back are waited for, not left behind)."""
+    holds back are waited for, not left behind). ``metrics``: the reverse lag and journal gauges, served on
+    ``metrics.port`` once the locks are ours (as the forward daemon does)."""
     totals = [0, 0, 0, 0, 0, 0]
-    with opened(source, dsn, config) as session:
+    with opened(source, dsn, config) as session, _serving(session, dsn, metrics):
         session.log.info("reverse direction started", head=session.head.number, window_opened=session.window.opened_at)
         while stop is None or not stop.is_set():
             entries, upserted, deleted, refused, horizon = session.step()
@@ -171,3 +175,27 @@ def run(
                 else:
                     time.sleep(POLL_S)
     return Result(*totals)
+
+
+@contextlib.contextmanager
+def _serving(session: Session, dsn: str, metrics: Metrics | None) -> Iterator[None]:
+    """The /metrics endpoint while the loop runs: the reverse journal read at each scrape, on a connection of
+    its own (the scrape runs in the HTTP server's thread)."""
+    port = session.config.metrics.port
+    if metrics is None or port is None:
+        yield
+        return
+
+    def reading() -> tuple[int, float] | None:
+        with pg.connect(dsn, autocommit=True, connect_timeout=session.config.target.connect_timeout_s) as conn:
+            stats = reverse.journal_stats(conn, session.schema)
+        return None if stats is None else (stats.entries, window_status.lag(stats))
+
+    metrics.watch_reverse(reading)
+    metrics.up.set(1)
+    stop = metrics.serve(port, session.config.metrics.host)
+    try:
+        yield
+    finally:
+        metrics.up.set(0)
+        stop()

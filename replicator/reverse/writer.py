@@ -51,7 +51,7 @@ from triggers.schema import Generated, Schema, Table, quote_ident, read_schema
 
 POSITION_KEY: Final = "reverse_position"
 PENDING_KEY: Final = "reverse_pending"
-REFUSED_ACTION: Final = "not written back to SQLite"
+REFUSED_ACTION: Final = reverse.REFUSED_ACTION
 """The quarantine action of a value the reverse apply refused (its row is not written back)."""
 SAMPLE_ROWS: Final = 200
 

@@ -16,6 +16,10 @@ in a chain that never saw them. So each side is checked against a record kept on
   what a committed checkpoint covers, so above the chain's head no seq may be missing, the head may
   not fall below what was applied or seen, and ``pruned_through`` may not pass the chain's head.
 
+After the cutover the chain goes on with the rollback window's records, whose ranges are PostgreSQL
+transaction-id horizons: every comparison with SQLite's journal above is made with the chain's last
+*forward* checkpoint (:func:`forward_of`, the cutover's), never with a horizon.
+
 Every finding is one line naming what was tampered with; ``run`` refuses on the first
 (:class:`Tampered`, exit 3), ``status`` lists them and exits 1, ``checkpoints verify`` exits 3.
 
@@ -35,7 +39,7 @@ from checkpoints import audit, store
 from checkpoints.anchor import Anchor, check_anchor
 from checkpoints.errors import ChainBroken
 from checkpoints.findings import Report
-from checkpoints.model import Checkpoint
+from checkpoints.model import REVERSE_KINDS, Checkpoint
 from replicator.config import Config
 from replicator.errors import EXIT_MISMATCH, ReplicatorError
 from replicator.state.phase import ApplyState
@@ -86,6 +90,15 @@ def for_chain(state_store: StateStore, state: ApplyState | None) -> ApplyState |
     return state if started is not None and state.updated_at >= started else None
 
 
+def forward_of(state_store: StateStore, head: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint that says where SQLite's journal stands: ``head`` itself, unless it is one of the
+    rollback window's records (a horizon in PostgreSQL's reverse journal), then the last forward one
+    (:func:`checkpoints.store.last_forward`: the cutover's)."""
+    if head is None or head.kind not in REVERSE_KINDS:
+        return head
+    return store.last_forward(state_store.conn, schema=state_store.schema_name)
+
+
 def chain_findings(
     state_store: StateStore,
     *,
@@ -94,16 +107,24 @@ def chain_findings(
     head: Checkpoint | None,
     tail_only: bool = False,
 ) -> list[str]:
-    """What the anchor and the phase row (read before ``head``, see :func:`for_chain`) say is missing."""
+    """What the anchor and the phase row (read before ``head``, see :func:`for_chain`) say is missing.
+
+    ``head`` is the chain's head; the phase row's journal seq is held against the forward part's end
+    (:func:`forward_of`)."""
     found: list[str] = []
     if anchor is not None:
         found += [
             str(f) for f in check_anchor(state_store.conn, anchor, schema=state_store.schema_name, tail_only=tail_only)
         ]
-    if head is not None and state is not None and state.applied_seq > head.seq_to:
+    try:
+        forward = forward_of(state_store, head)
+    except ChainBroken as exc:
+        return [*found, exc.message]
+    if forward is not None and state is not None and state.applied_seq > forward.seq_to:
+        ends = "ends" if forward is head else "ends its forward part"
         found.append(
-            f"the phase row records journal seq {state.applied_seq} as applied, but the checkpoint chain ends at "
-            f"checkpoint {head.number} (seq {head.seq_to}): the newest checkpoints were deleted"
+            f"the phase row records journal seq {state.applied_seq} as applied, but the checkpoint chain {ends} at "
+            f"checkpoint {forward.number} (seq {forward.seq_to}): the newest checkpoints were deleted"
         )
     return found
 
@@ -118,10 +139,11 @@ def refuse(findings: list[str]) -> None:
 def journal_findings(
     sconn: sqlite3.Connection, state_store: StateStore, applied: int, state: ApplyState | None
 ) -> list[str]:
-    """:func:`triggers.journal.check_range` above the chain's head (seq ``applied``), in one read transaction.
+    """:func:`triggers.journal.check_range` above the chain's forward end (seq ``applied``: the
+    :func:`forward_of` the head, never a reverse horizon), in one read transaction.
 
     A running daemon may commit and prune between the caller's chain read and this one: a prune past
-    ``applied`` is checked again against the chain's head read anew (it only grows), and named only
+    ``applied`` is checked again against the chain's forward end read anew (it only grows), and named only
     if it still holds.
     """
     seen = state.head_seq if state is not None else 0
@@ -130,7 +152,7 @@ def journal_findings(
             try:
                 journal.check_range(sconn, applied, seen=seen)
             except JournalTampered:
-                fresh = store.latest(state_store.conn, schema=state_store.schema_name)
+                fresh = store.last_forward(state_store.conn, schema=state_store.schema_name)
                 if fresh is None or fresh.seq_to <= applied:
                     raise
                 journal.check_range(sconn, fresh.seq_to, seen=seen)
@@ -164,8 +186,12 @@ def verify_target(
         except ChainBroken:
             head = None  # the audit above names it
         extra += chain_findings(state_store, anchor=anchor, state=state, head=head)
-        if sconn is not None and head is not None:
-            extra += journal_findings(sconn, state_store, head.seq_to, state)
+        try:
+            forward = forward_of(state_store, head)
+        except ChainBroken:
+            forward = None  # chain_findings named it
+        if sconn is not None and forward is not None:
+            extra += journal_findings(sconn, state_store, forward.seq_to, state)
     finally:
         if sconn is not None:
             sconn.close()

@@ -51,6 +51,9 @@ TRUNCATE_TRIGGER: Final = "replicator_reverse_truncate"
 FENCE_TRIGGER: Final = "replicator_rollback_fence"
 FENCE_FUNCTION: Final = "rollback_fence"
 TRUNCATE_FUNCTION: Final = "reverse_truncate"
+REFUSED_ACTION: Final = "not written back to SQLite"
+"""The quarantine action of a value the reverse apply refused (its row is not written back); here, below the
+writer, so that ``status`` counts what ``rollback`` would refuse for."""
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -77,6 +80,10 @@ class JournalStats(msgspec.Struct, frozen=True):
     entries: int
     oldest_at: str | None
     bytes: int
+    oldest_age_s: float | None = None
+    """Seconds since the oldest entry's transaction began (PostgreSQL's clock); None when the journal is empty.
+    Every entry still in the journal waits to be written back (a batch prunes what it applied), so this is
+    the reverse direction's lag."""
 
 
 def shapes_of(plan: SchemaPlan) -> dict[str, TableShape]:
@@ -309,10 +316,25 @@ def journal_stats(conn: psycopg.Connection[Any], schema: str) -> JournalStats | 
     if found is None or found[0] is None:
         return None
     row = conn.execute(
-        sql.SQL("SELECT count(*), min(at)::text, pg_catalog.pg_total_relation_size(%s::regclass) FROM {}").format(
-            journal(schema)
-        ),
+        sql.SQL(
+            "SELECT count(*), min(at)::text, pg_catalog.pg_total_relation_size(%s::regclass), "
+            "extract(epoch FROM pg_catalog.clock_timestamp() - min(at))::float8 FROM {}"
+        ).format(journal(schema)),
         (journal(schema).as_string(conn),),
     ).fetchone()
     assert row is not None
-    return JournalStats(int(row[0]), row[1], int(row[2]))
+    return JournalStats(int(row[0]), row[1], int(row[2]), None if row[3] is None else max(0.0, float(row[3])))
+
+
+def refused_waiting(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Values the reverse apply refused that nobody acknowledged: ``rollback`` refuses while any."""
+    found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, "quarantine").as_string(conn),)).fetchone()
+    if found is None or found[0] is None:
+        return 0
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE action = %s AND NOT acknowledged").format(
+            sql.Identifier(schema, "quarantine")
+        ),
+        (REFUSED_ACTION,),
+    ).fetchone()
+    return int(row[0]) if row else 0

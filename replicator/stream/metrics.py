@@ -1,5 +1,6 @@
 """Prometheus metrics for ``replicator run --metrics-port``: phase, lag, applied changes, batch latency,
-errors, stalls, the journal's size and the last checkpoint's age.
+errors, stalls, the journal's size and the last checkpoint's age; after a cutover, while ``run`` writes
+PostgreSQL's changes back into SQLite (the rollback window), the reverse direction's lag and journal.
 
 A registry of our own (not the process-global default), so tests and several workers in one process
 never collide; the HTTP endpoint binds to 127.0.0.1 unless the config says otherwise, because the
@@ -14,6 +15,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -25,6 +27,8 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 JOURNAL_BYTES_EVERY_S = 60.0
 """The journal's bytes are read from its pages (``dbstat``: a walk of the journal's b-tree, ~40 ms per
 million entries), so at most this often, whatever the scrape interval; its rows cost two index seeks."""
+T = TypeVar("T")
+
 SCRAPE_BUSY_MS = 200
 """A scrape reading SQLite waits at most this long for a lock (the reading is NaN if it cannot)."""
 
@@ -44,15 +48,15 @@ def _or_nan(read: Callable[[], float | None]) -> Callable[[], float]:
     return value
 
 
-class _Every:
+class _Every(Generic[T]):
     """The last value of ``read``, read again only after ``seconds`` (a cache for costly readings)."""
 
-    def __init__(self, read: Callable[[], float | None], seconds: float) -> None:
+    def __init__(self, read: Callable[[], T | None], seconds: float) -> None:
         self._read, self._seconds = read, seconds
-        self._value: float | None = None
+        self._value: T | None = None
         self._at = -math.inf
 
-    def __call__(self) -> float | None:
+    def __call__(self) -> T | None:
         now = time.monotonic()
         if now - self._at >= self._seconds:
             self._value, self._at = self._read(), now
@@ -104,6 +108,31 @@ class Metrics:
             f"Bytes of the journal's pages in the SQLite file (read at most every {JOURNAL_BYTES_EVERY_S:.0f} s; "
             "NaN where SQLite has no dbstat)",
         )
+
+        self.reverse_lag = gauge(
+            "replicator_reverse_lag_seconds",
+            "Rollback window: age of the oldest change made on PostgreSQL not yet written back to SQLite "
+            "(0 when none waits)",
+        )
+        self.reverse_entries = gauge(
+            "replicator_reverse_journal_entries",
+            "Rollback window: entries in PostgreSQL's reverse journal, all waiting to be written back to SQLite",
+        )
+
+    def watch_reverse(self, reading: Callable[[], tuple[int, float] | None]) -> None:
+        """The reverse direction's journal (entries, lag in seconds), read at scrape time (once for both
+        gauges: ``reading`` opens a connection of its own)."""
+        once = _Every(reading, 1.0)
+
+        def part(i: int) -> Callable[[], float | None]:
+            def value() -> float | None:
+                got = once()
+                return None if got is None else float(got[i])
+
+            return value
+
+        self.reverse_entries.set_function(_or_nan(part(0)))
+        self.reverse_lag.set_function(_or_nan(part(1)))
 
     def watch_progress(self, stalled_for: Callable[[], float], stall_after_s: float) -> None:
         """Compute both stall gauges at scrape time: they must move while the loop's thread is stuck."""

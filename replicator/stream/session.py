@@ -391,7 +391,7 @@ def restate(state_store: StateStore, prev: Checkpoint, seeded: list[str]) -> Che
     """Tables whose running checksum was just seeded by reading PostgreSQL: where that reading differs from
     what the chain adds up to (the snapshot's checksum reads some types otherwise), a checkpoint restates
     them (``read``: same rows, so the count must agree), and the chain keeps adding up (checkpoints.ledger)."""
-    if not seeded or prev.kind is Kind.CUTOVER:
+    if not seeded or prev.kind in CUT_OVER_KINDS:
         return prev
     book = ledger.add_up(store.iter_records(state_store.conn, schema=state_store.schema_name))
     running = read_digests(state_store, seeded)
