@@ -149,7 +149,8 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
     finally:
         if sconn is not None:
             sconn.close()
-    problem, problem_hint = _two_sides(str(state.phase) if state is not None else "NONE", found.fenced, window)
+    current = str(state.phase) if state is not None else "NONE"
+    problem, problem_hint = _two_sides(current, found.fenced, window, running)
     behind = None if journal_head is None else max(0, journal_head - applied)
     if seconds is None and behind is not None:
         if behind == 0:
@@ -189,11 +190,20 @@ def read_status(dsn: str, config: Config, source: Path | None = None) -> Status:
     )
 
 
-def _two_sides(current: str, fenced: bool | None, window: window_mod.WindowStatus | None = None) -> tuple[str, str]:
-    """What the phase alone cannot show: the SQLite side disagrees with it (see cutover, step 6, and the
-    window's rollback, step 7)."""
+def _two_sides(
+    current: str, fenced: bool | None, window: window_mod.WindowStatus | None = None, running: bool | None = None
+) -> tuple[str, str]:
+    """What the phase alone cannot show: the SQLite side disagrees with it (see cutover, step 6), or both sides
+    are fenced and no rollback is running (the window's rollback stopped after fencing PostgreSQL, step 3, or
+    between its two commits, step 7)."""
     if fenced is None or current == "NONE":
         return "", ""
+    if window is not None and window.state == "open" and window.postgres_fenced and fenced and running is False:
+        return (
+            f"a rollback was interrupted after fencing PostgreSQL at {window.fenced_at}: both sides are fenced "
+            "(the app can write to neither) and the rollback window is still open",
+            "run `replicator rollback` again: it drains, proves and un-fences SQLite (nothing is lost)",
+        )
     if window is not None and window.closed_how == "rollback":
         if fenced:
             return (

@@ -256,6 +256,23 @@ def test_status_names_a_rollback_interrupted_between_its_commits(window: Cut) ->
     assert got["tampering"] == []
 
 
+@pytest.mark.parametrize("point", ["rollback.after_fence", "rollback.before_close_commit"])
+def test_status_names_a_rollback_interrupted_after_fencing_postgres(window: Cut, point: str) -> None:
+    crashed = cli(window.src, window.dsn, "rollback", env={"REPLICATOR_FAILPOINTS": f"{point}:crash"})
+    assert crashed.code == faults.CRASH_EXIT, str(crashed)
+    ran, got = _status(window)
+    assert ran.code == 1
+    assert got["window"]["state"] == "open"
+    assert got["window"]["postgres_fenced"] is True
+    assert "interrupted after fencing PostgreSQL" in got["problem"]
+    assert "replicator rollback" in got["problem_hint"]
+    finished = cli(window.src, window.dsn, "rollback")
+    assert finished.code == 0, str(finished)
+    ran, got = _status(window)
+    assert got["problem"] == ""
+    assert got["window"]["closed_how"] == "rollback"
+
+
 def test_negative_control_tampering_inside_the_window_is_still_found(window: Cut) -> None:
     """The phase row claims more than the chain's forward part covers: found in the window too."""
     with psycopg.connect(window.dsn, autocommit=True) as conn:
