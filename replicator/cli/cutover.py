@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 import msgspec
@@ -189,9 +188,8 @@ def rollback(
     PostgreSQL has not changed since the cutover, or with --force."""
     from replicator.cutover import rollback as rollback_mod
     from replicator.reverse import rollback as window_mod
-    from replicator.state import reverse
 
-    if _window_open(ctx, reverse) or _window_closed_by_rollback(ctx, reverse):
+    if _windowed(ctx):
         result = window_mod.rollback(
             ctx.source,
             ctx.target,
@@ -228,21 +226,26 @@ def rollback(
         click.echo(f"rolled back cutover {report.certificate_sha256[:16]}: SQLite writable again")
 
 
-def _read_window(ctx: Context, reverse: Any) -> Any:
+def _windowed(ctx: Context) -> bool:
+    """Whether this cutover opened a rollback window: it is open, or it was closed (by a rollback, perhaps
+    interrupted, or by finalize) after this chain's cutover checkpoint. Then rollback is the window's, which
+    finishes an interrupted one and refuses after finalize; never the path of a cutover without a window, whose
+    --force would un-fence SQLite and lose what PostgreSQL holds."""
+    from checkpoints import store
+    from checkpoints.errors import NoChainTable
     from replicator import pg
+    from replicator.state import reverse
 
+    schema = ctx.config.target.state_schema
     with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
-        return reverse.read_window(conn, ctx.config.target.state_schema)
-
-
-def _window_open(ctx: Context, reverse: Any) -> bool:
-    window = _read_window(ctx, reverse)
-    return window is not None and window.open
-
-
-def _window_closed_by_rollback(ctx: Context, reverse: Any) -> bool:
-    window = _read_window(ctx, reverse)
-    return window is not None and window.closed_how == "rollback"
+        window = reverse.read_window(conn, schema)
+        if window is None or window.open:
+            return window is not None
+        try:
+            forward = store.last_forward(conn, schema=schema)
+        except NoChainTable:
+            return False
+    return forward is not None and forward.hash == window.cutover
 
 
 @click.command()

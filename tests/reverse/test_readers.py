@@ -36,7 +36,7 @@ from replicator.stream.metrics import Metrics
 from tests.support.cli import Ran, cli, free_port
 from tests.support.compare import drain
 from tests.support.daemon import cfg, conf
-from tests.support.source import app, make_source
+from tests.support.source import app, make_source, writable
 
 pytestmark = pytest.mark.e2e
 
@@ -412,3 +412,14 @@ def test_metrics_show_the_reverse_lag(window: Cut) -> None:
         stop.set()
         running.join(30)
     assert not running.is_alive()
+
+
+def test_rollback_after_finalize_is_refused_even_with_force(window: Cut) -> None:
+    """After finalize PostgreSQL is the app's database for good: rollback must not take the path of a cutover
+    without a window (which un-fences SQLite with --force and loses what PostgreSQL holds)."""
+    finalize.finalize(window.src, window.dsn, cfg())
+    for args in ((), ("--force",)):
+        ran = cli(window.src, window.dsn, "rollback", *args)
+        assert ran.code == 3, str(ran)
+        assert "for good" in ran.err
+    assert not writable(window.src)
