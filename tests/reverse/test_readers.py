@@ -423,3 +423,20 @@ def test_rollback_after_finalize_is_refused_even_with_force(window: Cut) -> None
         assert ran.code == 3, str(ran)
         assert "for good" in ran.err
     assert not writable(window.src)
+
+
+def test_negative_control_the_head_read_as_the_journal_position_is_caught(
+    window: Cut, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant the old reading (the chain's head, a reverse horizon, taken for SQLite's journal position): the
+    status test's assertions fail on it (false tampering, a horizon as applied seq)."""
+    from replicator.inspect import status as status_mod
+    from replicator.state import integrity
+
+    clean = status_mod.read_status(window.dsn, cfg(), window.src)
+    assert clean.tampering == ()
+    assert clean.applied_seq == window.cutover.seq_to
+    monkeypatch.setattr(integrity, "forward_of", lambda state_store, head: head)
+    monkeypatch.setattr(store, "last_forward", store.latest)
+    planted = status_mod.read_status(window.dsn, cfg(), window.src)
+    assert planted.tampering != ()
