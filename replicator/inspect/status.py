@@ -104,7 +104,7 @@ class Status(msgspec.Struct, frozen=True):
     problem: str = ""
     """A state that needs the operator although the phase looks healthy (``status`` exits 1): a cutover
     interrupted between its two commits, or a cut-over target whose SQLite file is writable again, or a
-    rollback interrupted between its two commits (both sides fenced)."""
+    rollback interrupted after fencing PostgreSQL or between its two commits (both sides fenced)."""
     problem_hint: str = ""
     window: window_mod.WindowStatus | None = None
     """The rollback window, once a cutover opened one (None: no cutover, or one without a window)."""

@@ -49,9 +49,15 @@ class WindowStatus(msgspec.Struct, frozen=True):
 
 
 def read(conn: psycopg.Connection[Any], schema: str, forward: Checkpoint | None) -> WindowStatus | None:
-    """The rollback window's row, the reverse journal's size and lag while it is open, and the refusals."""
+    """The rollback window's row, the reverse journal's size and lag while it is open, and the refusals.
+
+    None without one, and for a closed window another migration opened: after a rollback, ``snapshot
+    --replace`` starts a new chain and the old row stays; it says nothing about this one (``forward``, the
+    chain's last forward checkpoint, is then not the cutover that opened it)."""
     window = reverse.read_window(conn, schema)
     if window is None:
+        return None
+    if not window.open and (forward is None or forward.hash != window.cutover):
         return None
     stats = reverse.journal_stats(conn, schema) if window.open else None
     return WindowStatus(

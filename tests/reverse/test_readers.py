@@ -244,6 +244,23 @@ def test_status_after_rollback(window: Cut, tmp_path: Path) -> None:
     assert "rollback window closed by rollback" in cli(window.src, window.dsn, "status").out
 
 
+def test_status_forgets_the_window_of_a_previous_migration(window: Cut, tmp_path: Path) -> None:
+    """After a rollback, `snapshot --replace` starts a new migration: the old window's row says nothing about it
+    (negative control: before the new chain the closed window is shown)."""
+    window_rollback.rollback(window.src, window.dsn, cfg(), certificate_path=tmp_path / "rb.json")
+    assert _status(window)[1]["window"]["closed_how"] == "rollback"
+    replaced = cli(window.src, window.dsn, "snapshot", "--replace")
+    assert replaced.code == 0, str(replaced)
+    ran = cli(window.src, window.dsn, "run", "--until-drained")
+    assert ran.code == 0, str(ran)
+    fence = cli(window.src, window.dsn, "fence")  # a new cutover's fence, as if it stopped between its commits
+    assert fence.code == 0, str(fence)
+    _, got = _status(window)
+    assert got["window"] is None
+    assert "rollback" not in got["problem"]
+    assert "SQLite is fenced but PostgreSQL is not finished" in got["problem"]
+
+
 def test_status_names_a_rollback_interrupted_between_its_commits(window: Cut) -> None:
     crashed = cli(window.src, window.dsn, "rollback", env={"REPLICATOR_FAILPOINTS": "rollback.between_commits:crash"})
     assert crashed.code == faults.CRASH_EXIT, str(crashed)
