@@ -262,4 +262,9 @@ def finalize(ctx: Context, as_json: bool) -> None:
         click.echo(
             f"rollback window closed (open since {result.opened_at}): the chain is sealed by checkpoint "
             f"#{result.checkpoint}; the reverse capture is gone from PostgreSQL"
+            + (
+                f"; {result.entries_dropped} change(s) not yet written back to the SQLite file were dropped"
+                if result.entries_dropped
+                else ""
+            )
         )

@@ -25,7 +25,9 @@ class Finalized(msgspec.Struct, frozen=True):
     checkpoint: int
     hash: str
     opened_at: str
-    reverse_batches_dropped: int
+    entries_dropped: int
+    """Reverse journal entries not yet written back when the window closed: SQLite will never hold them (it is
+    not the app's database any more)."""
 
 
 def finalize(source: Path, dsn: str, config: Config) -> Finalized:
