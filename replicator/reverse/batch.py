@@ -111,15 +111,7 @@ def _read(
     hi = max(lo, int(row[0]))
     journal = reverse.journal(schema)
     if not final:
-        cut = conn.execute(
-            sql.SQL(
-                "SELECT xid::text::bigint FROM {} WHERE xid >= %s::text::xid8 AND xid < %s::text::xid8 "
-                "ORDER BY xid OFFSET %s LIMIT 1"
-            ).format(journal),
-            (str(lo), str(hi), limit),
-        ).fetchone()
-        if cut is not None:
-            hi = int(cut[0]) if int(cut[0]) > lo else lo + 1
+        hi = _cut(conn, journal, lo, hi, limit)
     counts: dict[str, int] = {}
     wholes: set[str] = set()
     for tbl, op, n in conn.execute(
@@ -136,6 +128,29 @@ def _read(
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE xid >= %s::text::xid8)").format(journal), (str(hi),)
     ).fetchone()
     return ReverseBatch(lo, hi, sum(counts.values()), tables, held=bool(held and held[0]))
+
+
+def _cut(conn: psycopg.Connection[Any], journal: sql.Identifier, lo: int, hi: int, limit: int) -> int:
+    """The horizon that bounds the batch to about ``limit`` entries without splitting a transaction.
+
+    The entry at position ``limit`` (in xid order) names the first transaction left out; when that is the
+    batch's first transaction (one transaction with more entries than ``limit``), the batch is that transaction
+    whole. Comparing with ``lo`` instead would give an empty batch whenever the big transaction's id lies above
+    ``lo``, and the reader would never get past it."""
+    cut = conn.execute(
+        sql.SQL(
+            "SELECT xid::text::bigint FROM {} WHERE xid >= %s::text::xid8 AND xid < %s::text::xid8 "
+            "ORDER BY xid OFFSET %s LIMIT 1"
+        ).format(journal),
+        (str(lo), str(hi), limit),
+    ).fetchone()
+    if cut is None:
+        return hi
+    first = conn.execute(
+        sql.SQL("SELECT min(xid)::text::bigint FROM {} WHERE xid >= %s::text::xid8").format(journal), (str(lo),)
+    ).fetchone()
+    assert first is not None  # the cut is an entry at or above lo
+    return max(int(cut[0]), int(first[0]) + 1)
 
 
 def _table(

@@ -1,0 +1,529 @@
+"""The rollback window attacked as a hostile app and operator would: odd keys and tables, session settings, big
+and concurrent transactions, schema changes in PostgreSQL, refused values, a second migration after a rollback.
+
+Each test states what must hold; a bug found and not fixed here is ``xfail(strict=True)`` with why."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from replicator.config import Config
+from replicator.cutover.session import Options
+from replicator.cutover.window import cutover
+from replicator.errors import ReplicatorError
+from replicator.load import snapshot as snapshot_mod
+from replicator.load.options import SnapshotOptions
+from replicator.reverse import finalize, loop
+from replicator.reverse import rollback as window_rollback
+from replicator.state import quarantine
+from replicator.state.store import StateStore
+from tests.support.compare import drain
+from tests.support.daemon import cfg, conf
+from tests.support.source import SCHEMA, make_source, writable
+from triggers import install
+
+pytestmark = pytest.mark.e2e
+
+
+def _cut(tmp_path: Path, dsn: str, schema: str = SCHEMA, rows: str = "", config: Config | None = None) -> Path:
+    """A SQLite file with ``schema`` and ``rows``, migrated and cut over with the rollback window open."""
+    src = make_source(tmp_path / "app.db", schema=schema, rows=rows)
+    drain(src, dsn, config)
+    options = Options(backup=False, certificate_path=tmp_path / "cert.json", accept_missing_constraints=True)
+    cutover(src, dsn, config or cfg(), options)
+    return src
+
+
+PARENTS = "INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL); INSERT INTO child VALUES (10, 1, 'x', 'c10');"
+
+
+def _rows(src: Path, query: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def _on_postgres(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _journaled(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM replicator.reverse_journal").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _run(src: Path, dsn: str, timeout_s: float = 30.0) -> loop.Result:
+    """The reverse direction until the journal is empty. ``until_drained`` alone may stop early here: the
+    horizon is the whole cluster's oldest writing transaction, and other tests write in other databases."""
+    deadline = time.monotonic() + timeout_s
+    total = loop.run(src, dsn, cfg(), until_drained=True)
+    while _journaled(dsn) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        more = loop.run(src, dsn, cfg(), until_drained=True)
+        total = loop.Result(
+            total.batches + more.batches,
+            total.entries + more.entries,
+            total.upserted + more.upserted,
+            total.deleted + more.deleted,
+            total.refused + more.refused,
+            more.horizon,
+        )
+    return total
+
+
+# --- batches --------------------------------------------------------------------------------------------------
+
+
+def test_a_transaction_larger_than_a_batch_is_written_not_stalled(tmp_path: Path, pg_dsn: str) -> None:
+    """One app transaction with more entries than a batch holds (5,000): the batch must take it whole. The
+    horizon cut used to land *on* that transaction's id when it was not the first id after the position, so the
+    batch came back empty, the daemon reported nothing to do, and the journal grew forever behind it."""
+    src = _cut(tmp_path, pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);", "INSERT INTO t VALUES (1, 'a');")
+    _on_postgres(pg_dsn, "SELECT pg_current_xact_id()")  # an id consumed: the big one is not the first after 1
+    _on_postgres(pg_dsn, "INSERT INTO public.t SELECT g, 'x' FROM generate_series(2, 5200) g")
+    result = _run(src, pg_dsn)
+    assert result.entries == 5199
+    assert _rows(src, "SELECT count(*) FROM t") == [(5200,)]
+
+
+def test_several_tables_in_one_transaction_and_cascades(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: an FK ON DELETE CASCADE and a TRUNCATE ... CASCADE in PostgreSQL reach SQLite as deletes."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS + "INSERT INTO child VALUES (11, 2, 'y', 'c11');")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("INSERT INTO public.parent VALUES (3, 'c', 3)")
+        conn.execute("INSERT INTO public.child VALUES (12, 3, 'z', 'c12')")
+        conn.execute("DELETE FROM public.parent WHERE id = 1")  # cascades to child 10
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id FROM child ORDER BY id") == [(11,), (12,)]
+    _on_postgres(pg_dsn, "TRUNCATE public.parent CASCADE", "INSERT INTO public.parent VALUES (5, 'e', 5)")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id FROM parent") == [(5,)]
+    assert _rows(src, "SELECT id FROM child") == []
+
+
+# --- keys and tables ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the capture's float8 key follows the session's extra_float_digits")
+def test_a_float_key_is_captured_exactly_whatever_the_sessions_extra_float_digits(tmp_path: Path, pg_dsn: str) -> None:
+    """The capture spells the key through ``jsonb_build_array``, whose float8 output follows the app session's
+    ``extra_float_digits``: at 0 it rounds 0.30000000000000004 to 0.3, which names no row, and the update was
+    lost without a word (the batch took the key for a row PostgreSQL no longer has)."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (k REAL PRIMARY KEY, v TEXT);",
+        "INSERT INTO t VALUES (0.30000000000000004, 'a');",
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("SET extra_float_digits = 0")
+        conn.execute("UPDATE public.t SET v = 'b'")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT k, v FROM t") == [(0.30000000000000004, "b")]
+
+
+def test_key_spellings_under_the_apps_session_settings(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: a timestamptz and a bytea key written by a session with another TimeZone, DateStyle,
+    bytea_output = escape and an empty search_path are found and written back."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (at TIMESTAMPTZ PRIMARY KEY, v TEXT); CREATE TABLE u (b BLOB PRIMARY KEY, v TEXT);",
+        "INSERT INTO t VALUES ('2024-05-01T10:00:00+00:00', '1');"
+        "INSERT INTO u VALUES (x'5c7830', 'a'), (x'00ff', 'b');",
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for setting in (
+            "bytea_output = escape",
+            "DateStyle = 'SQL, DMY'",
+            "TimeZone = 'Asia/Kolkata'",
+            "search_path = ''",
+        ):
+            conn.execute(f"SET {setting}")
+        conn.execute("UPDATE public.t SET v = '2'")
+        conn.execute("INSERT INTO public.t VALUES ('2024-06-01 12:00:00', 'n')")
+        conn.execute("UPDATE public.u SET v = v || '!'")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT at, v FROM t ORDER BY at") == [
+        ("2024-05-01T10:00:00+00:00", "2"),
+        ("2024-06-01T06:30:00+00:00", "n"),
+    ]
+    assert _rows(src, "SELECT b, v FROM u ORDER BY b") == [(b"\x00\xff", "b!"), (b"\\x0", "a!")]
+
+
+def test_keys_in_other_spellings_without_rowid_and_composite(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: a date-time text key in two spellings (the row keeps its own), a key that moves, a WITHOUT ROWID
+    table, a composite key."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE d (at DATETIME PRIMARY KEY, v TEXT);"
+        "CREATE TABLE w (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;"
+        "CREATE TABLE c (a TEXT, b INTEGER, v TEXT, PRIMARY KEY (a, b));",
+        "INSERT INTO d VALUES ('2024-05-01 10:00:00', '1'), ('2024-05-02T10:00:00', 'x'), ('2024-05-03 10:00:00', 'y');"
+        "INSERT INTO w VALUES ('x', 1), ('y', 2); INSERT INTO c VALUES ('k', 1, 'one'), ('k', 2, 'two');",
+    )
+    _on_postgres(
+        pg_dsn,
+        "UPDATE public.d SET v = 'X' WHERE v = 'x'",
+        "UPDATE public.d SET at = at + interval '1 hour' WHERE v = 'y'",
+        "UPDATE public.w SET v = 5 WHERE k = 'y'",
+        "DELETE FROM public.w WHERE k = 'x'",
+        "UPDATE public.c SET b = 7 WHERE b = 2",
+    )
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT at, v FROM d ORDER BY v") == [
+        ("2024-05-01 10:00:00", "1"),
+        ("2024-05-02T10:00:00", "X"),
+        ("2024-05-03 11:00:00", "y"),
+    ]
+    assert _rows(src, "SELECT * FROM w") == [("y", 5)]
+    assert _rows(src, "SELECT * FROM c ORDER BY b") == [("k", 1, "one"), ("k", 7, "two")]
+
+
+@pytest.mark.xfail(strict=True, reason="text keys are looked up as text only")
+def test_a_key_sqlite_stores_as_an_integer_in_an_untyped_column_is_updated_not_duplicated(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """A key column without a declared type holds the app's integers; the plan makes it text ('2' in
+    PostgreSQL). The writer looked the key up as the text '2', found nothing and inserted a second row: SQLite
+    then held 2 and '2', the update never reached the app's row, and no rollback could ever pass."""
+    src = _cut(
+        tmp_path, pg_dsn, "CREATE TABLE t (k PRIMARY KEY, v);", "INSERT INTO t VALUES (1, 'a'), (2, 'b'), ('x', 'c');"
+    )
+    _on_postgres(pg_dsn, "UPDATE public.t SET v = 'B' WHERE k = '2'", "DELETE FROM public.t WHERE k = '1'")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT k, typeof(k), v FROM t ORDER BY v") == [(2, "integer", "B"), ("x", "text", "c")]
+
+
+@pytest.mark.xfail(strict=True, reason="sqlite3.IntegrityError escapes bare")
+def test_a_nocase_key_postgres_holds_twice_is_refused_by_name(tmp_path: Path, pg_dsn: str) -> None:
+    """SQLite's key is COLLATE NOCASE, PostgreSQL's is not: the app inserts 'A' beside 'a'. SQLite cannot hold
+    both; the reverse apply must say so (table, what collides, what to do), not raise sqlite3's bare
+    IntegrityError at every retry."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (k TEXT COLLATE NOCASE PRIMARY KEY, v TEXT);",
+        "INSERT INTO t VALUES ('a', '1');",
+    )
+    _on_postgres(pg_dsn, "INSERT INTO public.t VALUES ('A', '2')")
+    with pytest.raises(ReplicatorError, match=r"(?s)\bt\b.*UNIQUE.*") as refused:
+        _run(src, pg_dsn)
+    assert refused.value.hint
+    assert _rows(src, "SELECT * FROM t") == [("a", "1")]  # nothing half-written
+    assert not writable(src)
+
+
+@pytest.mark.xfail(strict=True, reason="the writer writes SQLite's generated columns")
+def test_a_column_sqlite_generates_is_not_written(tmp_path: Path, pg_dsn: str) -> None:
+    """A VIRTUAL column PostgreSQL cannot compute (printf) is loaded as a plain column. The writer wrote every
+    SQLite column back, that one too: 'cannot UPDATE generated column', at every retry."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, "
+        "b TEXT GENERATED ALWAYS AS (upper(a) || printf('%05d', id)) VIRTUAL, "
+        "c INTEGER GENERATED ALWAYS AS (length(a)) STORED);",
+        "INSERT INTO t (id, a) VALUES (1, 'x'), (2, 'y');",
+    )
+    _on_postgres(pg_dsn, "UPDATE public.t SET a = 'qq' WHERE id = 1", "INSERT INTO public.t (id, a) VALUES (3, 'z')")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id, a, b, c FROM t ORDER BY id") == [
+        (1, "qq", "QQ00001", 2),
+        (2, "y", "Y00002", 1),
+        (3, "z", "Z00003", 1),
+    ]
+
+
+def test_app_triggers_do_not_rewrite_the_rows_and_stay(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: a Sakila-like ``last_update`` trigger does not stamp the rows written back, and is still there."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, last_update TEXT);"
+        "CREATE TRIGGER t_stamp AFTER UPDATE ON t BEGIN "
+        "UPDATE t SET last_update = 'by trigger' WHERE id = NEW.id; END;",
+        "INSERT INTO t VALUES (1, 'a', '2020-01-01 00:00:00');",
+    )
+    _on_postgres(pg_dsn, "UPDATE public.t SET v = 'b', last_update = '2024-01-01 00:00:00'")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT * FROM t") == [(1, "b", "2024-01-01 00:00:00")]
+    assert _rows(src, "SELECT name FROM sqlite_schema WHERE name = 't_stamp'") == [("t_stamp",)]
+
+
+def test_a_snapshot_only_table_is_written_whole(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: a table without a key ('snapshot-only') is copied back whole, duplicates kept."""
+    src = make_source(
+        tmp_path / "app.db",
+        "CREATE TABLE t (a TEXT, b INTEGER);",
+        "INSERT INTO t VALUES ('x', 1), ('x', 1);",
+        capture=False,
+    )
+    install.install(src, default_policy="snapshot-only")
+    config = conf(capture={"no_key_policy": "snapshot-only"})
+    drain(src, pg_dsn, config)
+    cutover(src, pg_dsn, config, Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    _on_postgres(pg_dsn, "INSERT INTO public.t VALUES ('y', 2)", "UPDATE public.t SET b = 3 WHERE a = 'y'")
+    window_rollback.rollback(src, pg_dsn, config)
+    assert sorted(_rows(src, "SELECT a, b FROM t")) == [("x", 1), ("x", 1), ("y", 3)]
+
+
+# --- schema changes in PostgreSQL during the window -----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="schema changes in PostgreSQL are not looked for")
+def test_a_column_added_in_postgres_is_refused_not_dropped(tmp_path: Path, pg_dsn: str) -> None:
+    """An ORM migration adds a column on PostgreSQL and the app fills it. SQLite has nowhere to put it: rollback
+    used to prove the *planned* columns equal and go back, losing the column's values without a word."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(
+        pg_dsn,
+        "ALTER TABLE public.parent ADD COLUMN nickname text",
+        "UPDATE public.parent SET nickname = 'important', score = 2 WHERE id = 1",
+    )
+    with pytest.raises(ReplicatorError, match=r"(?s)parent.*nickname"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    assert not writable(src)
+    _on_postgres(pg_dsn, "INSERT INTO public.parent (id, name) VALUES (9, 'app still writes')")
+
+
+@pytest.mark.xfail(strict=True, reason="schema changes in PostgreSQL are not looked for")
+def test_a_column_dropped_in_postgres_is_refused_by_name(tmp_path: Path, pg_dsn: str) -> None:
+    """A column dropped on PostgreSQL: the batch's SELECT failed with psycopg's bare UndefinedColumn."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(pg_dsn, "ALTER TABLE public.child DROP COLUMN label", "UPDATE public.child SET code = 'q'")
+    with pytest.raises(ReplicatorError, match=r"(?s)child.*label"):
+        _run(src, pg_dsn)
+    assert _rows(src, "SELECT * FROM child") == [(10, 1, "x", "c10")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a table created on PostgreSQL during the window is not captured and rollback does not look for it: "
+    "its rows stay behind in PostgreSQL without a word (the window does not record which tables existed at cutover)",
+)
+def test_a_table_created_in_postgres_during_the_window_stops_rollback(tmp_path: Path, pg_dsn: str) -> None:
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(
+        pg_dsn,
+        "CREATE TABLE public.invoices (id int PRIMARY KEY, total numeric)",
+        "INSERT INTO public.invoices VALUES (1, 9.5)",
+    )
+    with pytest.raises(ReplicatorError, match="invoices"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+
+
+# --- refused values -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="refused values are checked before the fence only")
+def test_a_value_refused_in_the_final_drain_stops_rollback_by_name(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app writes a value SQLite's form cannot hold (NaN into a REAL) after rollback's check of the refused
+    values and before the fence: the final drain refuses it. Rollback must stop and name it, as it does for one
+    refused earlier (it only ever checked before the fence)."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    fence_postgres = window_rollback._fence_postgres
+
+    def app_writes_first(session: loop.Session, dsn: str, max_downtime_s: float) -> None:
+        _on_postgres(pg_dsn, "UPDATE public.parent SET score = 'NaN' WHERE id = 1")
+        fence_postgres(session, dsn, max_downtime_s)
+
+    monkeypatch.setattr(window_rollback, "_fence_postgres", app_writes_first)
+    with pytest.raises(window_rollback.RollbackAborted, match="not written back"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    assert not writable(src)
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 1 WHERE id = 2")  # PostgreSQL writable again
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="after `quarantine ack` the proof still compares the refused row: verify leaves quarantined keys out "
+    "of SQLite's reading only (right for the load's refusals, which are not in PostgreSQL), so PostgreSQL's row "
+    "counts as extra and rollback aborts 'differ' for ever",
+)
+def test_an_acknowledged_refusal_lets_rollback_proceed(tmp_path: Path, pg_dsn: str) -> None:
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 'NaN' WHERE id = 1")
+    with pytest.raises(window_rollback.RollbackRefused, match="not written back"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert quarantine.acknowledge(StateStore(conn, "replicator")) == 1
+    window_rollback.rollback(src, pg_dsn, cfg())
+    assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 1.5), (2, None)]  # the loss accepted
+
+
+# --- the window's life ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the first window's reverse position stays in the SQLite file")
+def test_a_second_window_after_a_rollback_and_a_new_migration(tmp_path: Path, pg_dsn: str) -> None:
+    """Rolled back, then migrated again (snapshot --replace, run, cutover): the first window's position stayed
+    in the SQLite file, so the second window's daemon, rollback and finalize all refused ('one side was restored
+    or edited'), with no way out."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 3 WHERE id = 1")
+    window_rollback.rollback(src, pg_dsn, cfg())
+    snapshot_mod.snapshot(src, pg_dsn, cfg(), SnapshotOptions(replace=True))
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert2.json"))
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 4 WHERE id = 1")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 4.0), (2, None)]
+    window_rollback.rollback(src, pg_dsn, cfg())
+    assert writable(src)
+
+
+@pytest.mark.xfail(strict=True, reason="sqlite_sequence is not moved past PostgreSQL's ids")
+def test_autoincrement_after_rollback_never_reuses_an_id_postgres_gave(tmp_path: Path, pg_dsn: str) -> None:
+    """AUTOINCREMENT promises an id is never reused. PostgreSQL gave 3 and 4 and the app deleted 4: after the
+    rollback SQLite's counter stood at 3 and the next insert took 4 again."""
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);",
+        "INSERT INTO t (v) VALUES ('a'), ('b');",
+    )
+    _on_postgres(pg_dsn, "INSERT INTO public.t (v) VALUES ('c'), ('d')", "DELETE FROM public.t WHERE v = 'd'")
+    window_rollback.rollback(src, pg_dsn, cfg())
+    conn = sqlite3.connect(src, isolation_level=None)
+    try:
+        conn.execute("INSERT INTO t (v) VALUES ('after')")
+        assert conn.execute("SELECT id FROM t WHERE v = 'after'").fetchone() == (5,)
+    finally:
+        conn.close()
+
+
+@pytest.mark.xfail(strict=True, reason="the fence deadlocks with app transactions")
+def test_rollback_while_the_app_writes_across_tables_loses_nothing(tmp_path: Path, pg_dsn: str) -> None:
+    """Three app threads write parent then child in one transaction, all touching one hot row, while rollback
+    runs. Every transaction that committed is in SQLite (the hot row's sum says no update was lost), the others
+    were refused by the fence with its message. The fence used to lock the tables in name order (child first),
+    deadlock with such transactions and fail with psycopg's bare DeadlockDetected."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    committed: list[int] = []
+    fenced: list[str] = []
+    stop = threading.Event()
+
+    def app(n: int) -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            for i in range(1, 100_000):
+                if stop.is_set():
+                    return
+                k = 1000 * (n + 1) + i
+                try:
+                    with conn.transaction():
+                        conn.execute("INSERT INTO public.parent VALUES (%s, %s, 1)", (k, f"n{k}"))
+                        conn.execute("UPDATE public.parent SET score = score + 1 WHERE id = 1")
+                        conn.execute("INSERT INTO public.child VALUES (%s, %s, 'l', %s)", (k, k, f"c{k}"))
+                    committed.append(k)
+                except psycopg.errors.ReadOnlySqlTransaction as exc:
+                    fenced.append(str(exc))
+                    time.sleep(0.01)
+
+    threads = [threading.Thread(target=app, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        window_rollback.rollback(src, pg_dsn, cfg())
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert committed
+    assert {r[0] for r in _rows(src, "SELECT id FROM parent WHERE id >= 1000")} == set(committed)
+    assert {r[0] for r in _rows(src, "SELECT id FROM child WHERE id >= 1000")} == set(committed)
+    assert _rows(src, "SELECT score FROM parent WHERE id = 1") == [(1.5 + len(committed),)]
+    assert fenced
+    assert all("rolled back to SQLite" in m for m in fenced)
+
+
+def test_rollback_and_a_daemon_at_once_finalize_then_rollback_rollback_twice(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: rollback beside a running reverse daemon is refused (the lock); finalize then rollback is refused;
+    a second rollback says it is done."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    stop = threading.Event()
+    daemon = threading.Thread(target=lambda: loop.run(src, pg_dsn, cfg(), stop=stop))
+    daemon.start()
+    try:
+        time.sleep(0.5)
+        with pytest.raises(ReplicatorError, match="another replicator"):
+            window_rollback.rollback(src, pg_dsn, cfg())
+    finally:
+        stop.set()
+        daemon.join(30)
+    window_rollback.rollback(src, pg_dsn, cfg())
+    with pytest.raises(window_rollback.RollbackRefused, match="already rolled back"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    with pytest.raises(loop.NoWindow):
+        finalize.finalize(src, pg_dsn, cfg())
+
+
+def test_finalize_then_rollback_is_refused(tmp_path: Path, pg_dsn: str) -> None:
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    finalize.finalize(src, pg_dsn, cfg())
+    with pytest.raises(window_rollback.RollbackRefused, match="closed by finalize"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    assert not writable(src)
+
+
+@pytest.fixture
+def app_role(pg_dsn: str) -> Iterator[str]:
+    """A login role with rights on the app's tables only: none on the state schema."""
+    role = f"app_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    yield conninfo.make_conninfo(pg_dsn, user=role)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_an_app_role_without_rights_on_the_state_schema_still_journals(
+    tmp_path: Path, pg_dsn: str, app_role: str
+) -> None:
+    """Holds: SECURITY DEFINER capture journals the writes of a role that may not touch the state schema, and
+    the fence refuses it afterwards with its message."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    role = sql.Identifier(str(conninfo.conninfo_to_dict(app_role)["user"]))
+    _on_postgres(
+        pg_dsn,
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role).as_string(None),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO {}")
+        .format(role)
+        .as_string(None),
+        "REVOKE ALL ON SCHEMA replicator FROM PUBLIC",
+    )
+    with psycopg.connect(app_role, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT 1 FROM replicator.reverse_journal")
+        conn.execute("INSERT INTO public.parent VALUES (3, 'c', 2)")
+        conn.execute("TRUNCATE public.child")
+    window_rollback.rollback(src, pg_dsn, cfg())
+    assert _rows(src, "SELECT id FROM parent ORDER BY id") == [(1,), (2,), (3,)]
+    assert _rows(src, "SELECT id FROM child") == []
+    with (
+        psycopg.connect(app_role, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="rolled back to SQLite"),
+    ):
+        conn.execute("INSERT INTO public.parent VALUES (4, 'd', 2)")
