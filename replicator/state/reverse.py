@@ -10,9 +10,11 @@ remove them, ``status`` reads the journal's size.
 back leaves no entry; one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement
 trigger that appends one entry without a key (the whole table). Key-only, as the forward capture: the key
 columns as a JSON array (``jsonb_build_array``: ISO text for dates whatever the session's ``DateStyle``,
-exact numbers), the row itself read at apply time. An UPDATE that moves a key journals both keys. The
-functions are ``SECURITY DEFINER`` with a fixed ``search_path``, so an app role that may not touch the
-state schema still journals its writes, and nothing in the function resolves through the caller's path.
+exact numbers: a float's text follows ``extra_float_digits``, which the function fixes at 3, as it would
+round 0.30000000000000004 to 0.3 in a session set to 0 and name no row), the row itself read at apply
+time. An UPDATE that moves a key journals both keys. The functions are ``SECURITY DEFINER`` with a fixed
+``search_path``, so an app role that may not touch the state schema still journals its writes, and nothing
+in the function resolves through the caller's path.
 
 **Ordering: transaction ids, not sequence numbers.** A journal ``seq`` from an identity column is taken at
 insert time, not at commit: transaction A can take seq 10, B seq 11 and commit first, and a reader that
@@ -139,7 +141,7 @@ def _capture_function(schema: str, t: TableShape) -> sql.Composed:
     ).format(ins=entry("I", "NEW"), upd=entry("U", "NEW"), moved=moved, old=entry("U", "OLD"), dele=entry("D", "OLD"))
     return sql.SQL(
         "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {}"
+        "SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS {}"
     ).format(sql.Identifier(schema), sql.Identifier(function_name(t.source)), sql.Literal(body.as_string(None)))
 
 
