@@ -7,7 +7,8 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
    :data:`HELD_WAIT_S`, then left to step 4.
 2. **Refused values**: a value the SQLite form cannot hold exactly was not written back
    (:mod:`~replicator.reverse.writeback`); while any is not acknowledged (``replicator quarantine ack``) going
-   back would lose it, so rollback refuses, naming each.
+   back would lose it, so rollback refuses, naming each. Checked again after the final drain (4): the app may
+   write such a value until the fence, and the comparison after the drain does not read a row it did not write.
 3. **Fence PostgreSQL** (:func:`replicator.state.reverse.fence`, one transaction, bounded by ``--max-downtime``):
    its commit waits for the app's transactions already writing, and from then on every app write on
    PostgreSQL fails with a message that says where the data went. The write outage starts here.
@@ -138,6 +139,7 @@ def rollback(
             rehearsed = _compare_whole(source, dsn, config, session)
             session.writer.watch()
             drained += _catch_up(session)
+            _refuse_unacknowledged(session)
             proofs = _prove_changed(source, dsn, config, session, rehearsed)
             bound.info("rollback --dry-run: the sides are equal", tables=len(proofs))
             return RollbackResult(True, drained, 0.0, proofs)
