@@ -23,6 +23,7 @@ from replicator.cutover.certificate import TableProof
 from replicator.cutover.freeze import Frozen
 from replicator.cutover.session import CutoverAborted, Options, Session
 from replicator.plan import constraints, schemaplan, sequences
+from replicator.reverse.writer import forget_position
 from replicator.state import reverse
 from replicator.state.phase import ApplyState, Phase
 
@@ -63,6 +64,7 @@ def finish_postgres(
     store.append(conn, cut, schema)
     if options.rollback_window:  # in the cutover's transaction: no app write on PostgreSQL escapes it
         reverse.install(conn, schema, list(reverse.shapes_of(session.plan).values()), cut.hash)
+    forget_position(frozen.conn)  # an earlier window's position (in SQLite's held transaction): this one starts anew
     session.state_store.write_phase(ApplyState(phase=Phase.DONE, applied_seq=frozen.stop_seq, head_seq=frozen.stop_seq))
     fks = tuple(f"{table}.{name}" for table, name, _error in results)
     warnings = tuple(constraints.warning(n) for n in refused)

@@ -403,6 +403,16 @@ def read_position(sconn: sqlite3.Connection) -> tuple[int | None, Record | None]
     return position, record
 
 
+def forget_position(sconn: sqlite3.Connection) -> None:
+    """Remove the reverse position from the SQLite file, in the caller's write transaction (the cutover's).
+
+    Why: a cutover opens a new window on a new chain. A position left by an earlier window (rolled back, then
+    migrated again with ``snapshot --replace``) names horizons and a record of a chain that no longer exists,
+    and :func:`settle` would take it for a restored or edited file: the new window's daemon, rollback and
+    finalize would all refuse, with no way out."""
+    sconn.execute('DELETE FROM "_replicator_meta" WHERE key IN (?, ?)', (POSITION_KEY, PENDING_KEY))
+
+
 def settle(sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], schema: str, head: Checkpoint) -> Checkpoint:
     """Bring the chain level with SQLite after a crash between the two commits; returns the head.
 

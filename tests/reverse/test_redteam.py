@@ -384,7 +384,6 @@ def test_an_acknowledged_refusal_on_a_date_time_key(tmp_path: Path, pg_dsn: str)
 # --- the window's life ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the first window's reverse position stays in the SQLite file")
 def test_a_second_window_after_a_rollback_and_a_new_migration(tmp_path: Path, pg_dsn: str) -> None:
     """Rolled back, then migrated again (snapshot --replace, run, cutover): the first window's position stayed
     in the SQLite file, so the second window's daemon, rollback and finalize all refused ('one side was restored
