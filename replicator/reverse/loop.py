@@ -111,7 +111,10 @@ class Session:
         if plan is None:
             raise NoWindow("the target holds no saved plan", hint="is this the target that was cut over?")
         every = reverse.shapes_of(plan)
-        self.shapes: dict[str, TableShape] = {name: every[name] for name in window.tables if name in every}
+        ordered = [*plan.order, *sorted(set(window.tables) - set(plan.order))]
+        self.shapes: dict[str, TableShape] = {n: every[n] for n in ordered if n in window.tables and n in every}
+        """The window's tables, parents first: the order apps write in, so the order rollback fences them in
+        (fencing a child first waits for app transactions that hold the parent and then wait for the child)."""
         head = store.latest(self.pconn, schema=self.schema)
         if head is None or head.kind not in (Kind.CUTOVER, Kind.REVERSE):
             raise NoWindow(

@@ -430,10 +430,8 @@ def test_the_fence_gives_way_to_an_app_transaction_that_would_deadlock_with_it(c
     import threading
     import time
 
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        window = reverse.read_window(conn, "replicator")
-    assert window is not None
-    order = list(window.tables)  # the order the fence takes the tables in
+    with loop.opened(cut, pg_dsn, cfg()) as session:
+        order = list(session.shapes)  # the order the fence takes the tables in (parents first)
     writes = {
         "child": "INSERT INTO public.child (id, parent_id, label, code) VALUES (50, 1, 'held', 'c50')",
         "parent": "UPDATE public.parent SET name = 'written while fencing' WHERE id = 2",
