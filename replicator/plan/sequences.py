@@ -53,3 +53,45 @@ def read_sqlite_sequence(conn: sqlite3.Connection) -> dict[str, int]:
         return {str(name): int(seq) for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence")}
     except sqlite3.Error:
         return {}
+
+
+def given_ids(conn: psycopg.Connection[Any], plan: SchemaPlan) -> dict[str, int]:
+    """Per AUTOINCREMENT table (SQLite name), the last id its PostgreSQL sequence gave (tables whose sequence
+    never gave one are left out): the other direction of :func:`sync_sequences`, for a rollback."""
+    given: dict[str, int] = {}
+    for table in plan.tables:
+        key = [c.name for c in table.columns if table.key_source == (c.source,)]  # the INTEGER PRIMARY KEY's
+        if not table.autoincrement or len(key) != 1:
+            continue
+        qualified = sql.Identifier(plan.schema, table.name).as_string(conn)
+        row = conn.execute(
+            "SELECT pg_catalog.pg_sequence_last_value(pg_get_serial_sequence(%s, %s)::regclass)",
+            (qualified, truncated(key[0])),
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            given[table.source] = int(row[0])
+    return given
+
+
+def carry_to_sqlite(conn: sqlite3.Connection, given: Mapping[str, int]) -> None:
+    """Move SQLite's AUTOINCREMENT counters (``sqlite_sequence``) up to ``given``, never down, in one write
+    transaction on ``conn`` (autocommit mode).
+
+    Why: AUTOINCREMENT promises that an id is never given twice, even after its row is deleted. After a rollback
+    window PostgreSQL has given ids whose rows the app deleted there; they never reached SQLite, whose counter
+    would give them again. Only forward: running it twice, or after SQLite's own inserts, changes nothing."""
+    if not given:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, last in given.items():
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, last))
+            elif int(row[0]) < last:
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (last, name))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

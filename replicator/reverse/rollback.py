@@ -22,6 +22,7 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
    out of SQLite's side, so PostgreSQL's row shows as extra); a table that differs and holds such keys is
    compared again key by key, and passes (status ``acknowledged``) only when every differing key is one of
    them.
+   Then SQLite's AUTOINCREMENT counters are moved past the ids PostgreSQL gave (a deleted one is never reused).
 6. **Close the window** in PostgreSQL (one transaction): the ``rollback`` checkpoint, the capture dropped, the
    window's row and the phase. PostgreSQL stays fenced: the app runs on SQLite now.
 7. **Un-fence SQLite**: the outage ends. A crash between 6 and 7 leaves both fenced; ``rollback`` run again
@@ -54,6 +55,7 @@ from replicator.config import Config
 from replicator.errors import ReplicatorError, VerificationFailed
 from replicator.inspect import verify, verify_compare, verify_shape
 from replicator.inspect.verify_shape import Key
+from replicator.plan import sequences
 from replicator.reverse import loop
 from replicator.reverse.writer import REFUSED_ACTION, first_horizon
 from replicator.state import reverse
@@ -152,6 +154,7 @@ def rollback(
             drained += _catch_up(session, final=True)
             _refuse_unacknowledged(session)  # a value refused by the final drain
             proofs = _prove_changed(source, dsn, config, session, before)  # inside it: O(changed keys)
+            _carry_sequences(session)
             closing = _close_window(session, proofs)
         except BaseException as exc:
             _unfence_postgres(session)
@@ -403,6 +406,16 @@ def _unaccepted(keys: Sequence[Key], columns: Sequence[str], accepted: set[str])
 
 def _proofs(report: verify_compare.VerifyReport) -> tuple[TableProof, ...]:
     return tuple(TableProof(t.table, t.source_rows, t.target_rows, t.status) for t in report.tables)
+
+
+def _carry_sequences(session: loop.Session) -> None:
+    """SQLite's AUTOINCREMENT counters past every id PostgreSQL gave in the window (:func:`sequences.carry_to_sqlite`).
+
+    Here, after the final drain and before the window closes: PostgreSQL is fenced, so no id is given any more,
+    and the counters only move forward, so a rollback run again after a failure does it again harmlessly."""
+    plan = StateStore(session.pconn, session.schema).load_plan()
+    assert plan is not None
+    sequences.carry_to_sqlite(session.sconn, sequences.given_ids(session.pconn, plan))
 
 
 def _close_window(session: loop.Session, proofs: tuple[TableProof, ...]) -> RollbackCertificate:

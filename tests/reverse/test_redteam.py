@@ -401,7 +401,6 @@ def test_a_second_window_after_a_rollback_and_a_new_migration(tmp_path: Path, pg
     assert writable(src)
 
 
-@pytest.mark.xfail(strict=True, reason="sqlite_sequence is not moved past PostgreSQL's ids")
 def test_autoincrement_after_rollback_never_reuses_an_id_postgres_gave(tmp_path: Path, pg_dsn: str) -> None:
     """AUTOINCREMENT promises an id is never reused. PostgreSQL gave 3 and 4 and the app deleted 4: after the
     rollback SQLite's counter stood at 3 and the next insert took 4 again."""
