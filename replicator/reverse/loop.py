@@ -110,6 +110,7 @@ class Session:
         plan = state_store.load_plan()
         if plan is None:
             raise NoWindow("the target holds no saved plan", hint="is this the target that was cut over?")
+        self.plan = plan
         every = reverse.shapes_of(plan)
         ordered = [*plan.order, *sorted(set(window.tables) - set(plan.order))]
         self.shapes: dict[str, TableShape] = {n: every[n] for n in ordered if n in window.tables and n in every}
@@ -127,12 +128,31 @@ class Session:
 
     def step(self, *, final: bool = False, limit: int = DEFAULT_LIMIT) -> tuple[int, int, int, int, int]:
         """One batch read and written: (entries, upserted, deleted, refused, horizon reached)."""
-        batch = read_batch(self.pconn, self.schema, self.shapes, first_horizon(self.head), limit=limit, final=final)
+        lo = first_horizon(self.head)
+        try:
+            batch = read_batch(self.pconn, self.schema, self.shapes, lo, limit=limit, final=final)
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+            self.check_schema()  # names the change; anything else is raised as it came
+            raise
+        if not batch.empty:
+            self.check_schema()
         written = self.writer.write(batch, self.head)
         if written.checkpoint is not None:
             self.head = written.checkpoint
         self.held = batch.held
         return batch.entries, written.upserted, written.deleted, written.refused, batch.hi
+
+    def check_schema(self) -> None:
+        """Refuse to go on when the app changed a migrated table's columns in PostgreSQL
+        (:func:`~replicator.state.reverse.schema_changes`): before a batch is written, and in rollback."""
+        changes = reverse.schema_changes(self.pconn, self.plan, self.shapes)
+        if changes:
+            raise ReverseError(
+                f"PostgreSQL's tables changed during the rollback window: {'; '.join(changes)}; the reverse "
+                "direction writes back the migrated columns only, so going on would leave values behind",
+                hint="undo the change in PostgreSQL (drop a column you added once its values are not needed, add "
+                "back one you dropped), or stay on PostgreSQL with `replicator finalize`",
+            )
 
     def close(self) -> None:
         self._stack.close()

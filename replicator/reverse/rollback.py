@@ -136,6 +136,7 @@ def rollback(
         return resumed
     with loop.opened(source, dsn, config) as session:
         drained = _catch_up(session, wait_s=HELD_WAIT_S)
+        session.check_schema()
         _refuse_unacknowledged(session)
         if dry_run:  # the app still writes: what differed is compared again after one more catch-up
             rehearsed = _compare_whole(source, dsn, config, session)
@@ -153,6 +154,7 @@ def rollback(
             faults.point("rollback.after_fence")
             drained += _catch_up(session, final=True)
             _refuse_unacknowledged(session)  # a value refused by the final drain
+            session.check_schema()  # DDL is not fenced
             proofs = _prove_changed(source, dsn, config, session, before)  # inside it: O(changed keys)
             _carry_sequences(session)
             closing = _close_window(session, proofs)

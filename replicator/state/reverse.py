@@ -43,6 +43,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from replicator.plan.pgnames import truncated
 from replicator.plan.schemaplan import SchemaPlan
 from replicator.plan.shape import TableShape, table_shape
 
@@ -288,6 +289,32 @@ def read_window(conn: psycopg.Connection[Any], schema: str) -> Window | None:
     if row is None:
         return None
     return Window(row[0], row[1], tuple(row[2]), int(row[3]), row[4], row[5], row[6], row[7], row[8])
+
+
+def schema_changes(conn: psycopg.Connection[Any], plan: SchemaPlan, tables: Iterable[str]) -> list[str]:
+    """What changed in PostgreSQL's migrated tables since the plan: columns added or dropped, tables gone.
+
+    Why: the reverse direction reads and writes back the planned columns only. A column the app's migration
+    added on PostgreSQL during the window has nowhere to go in SQLite (a rollback would leave its values
+    behind without a word); one it dropped makes every batch fail on a bare "column does not exist". Both are
+    named so the reverse direction and rollback refuse them loudly."""
+    out = []
+    for name in tables:
+        table = plan.table(name)
+        relation = sql.Identifier(plan.schema, table.name).as_string(conn)
+        rows = conn.execute(
+            "SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = to_regclass(%s) "
+            "AND a.attnum > 0 AND NOT a.attisdropped",
+            (relation,),
+        ).fetchall()
+        if not rows:
+            out.append(f"{name}: the table {relation} is gone")
+            continue
+        now = {str(r[0]) for r in rows}
+        planned = {truncated(c.name) for c in table.columns}
+        out += [f"{name}: column {c!r} added" for c in sorted(now - planned)]
+        out += [f"{name}: column {c!r} dropped" for c in sorted(planned - now)]
+    return out
 
 
 def record_applied(conn: psycopg.Connection[Any], schema: str, through: int) -> None:
