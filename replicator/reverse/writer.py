@@ -24,9 +24,10 @@ form cannot hold exactly is refused with table, key and column, recorded in the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -247,7 +248,8 @@ class Writer:
             for row in self.sconn.execute(_select_all(t)):
                 _add_forward(removed, forward, row)
             self.sconn.execute(f"DELETE FROM {quote_ident(t.source)}")  # noqa: S608 - quoted
-            self._insert(t, p.whole)
+            with _sqlite_refuses(t, [tuple(r[i] for i in t.key_positions) for r in p.whole]):
+                self._insert(t, p.whole)
             upserted.add_rows(p.pg_whole or [])
             self.touched_whole.add(t.source)
             return TableChange.of(upserted, None, removed, restated="reload")
@@ -261,7 +263,8 @@ class Writer:
             self._write_keys(t, p, existing, width)
         except sqlite3.IntegrityError:
             self.sconn.execute("ROLLBACK TO reverse_table")
-            self._rewrite_keys(t, p, existing, width)
+            with _sqlite_refuses(t, list(p.present)):
+                self._rewrite_keys(t, p, existing, width)
         self.sconn.execute("RELEASE reverse_table")
         for key in p.gone:
             if key in existing:
@@ -338,6 +341,26 @@ class _Prepared(msgspec.Struct):
     pg_whole: list[tuple[Any, ...]] | None = None
     refusals: list[Refusal] = msgspec.field(default_factory=list)
     named_keys: list[KeyTuple] = msgspec.field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _sqlite_refuses(t: TableShape, keys: Sequence[KeyTuple]) -> Iterator[None]:
+    """A constraint of SQLite's refusing rows PostgreSQL holds, named (the batch is not written, nor any later).
+
+    Why: PostgreSQL may hold rows SQLite cannot: two keys equal under SQLite's NOCASE collation ('a' and 'A'),
+    a UNIQUE, CHECK or NOT NULL of SQLite's that PostgreSQL does not have. Raised bare, sqlite3's
+    IntegrityError said nothing of which table, which rows or what to do, at every retry."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        shown = ", ".join(repr(k if len(k) != 1 else k[0]) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+        raise ReverseError(
+            f"SQLite refuses rows PostgreSQL holds in table {t.source!r} ({exc}); the batch's keys: {shown}. "
+            "Nothing of the batch was written",
+            hint="SQLite has a constraint PostgreSQL does not (a NOCASE key, a UNIQUE, CHECK or NOT NULL): change "
+            "those rows in PostgreSQL and the reverse direction resumes at this batch, or stay on PostgreSQL with "
+            "`replicator finalize`",
+        ) from exc
 
 
 def _key_where(t: TableShape, key: Sequence[Any]) -> tuple[str, list[Any]]:
