@@ -56,7 +56,7 @@ from replicator.errors import ReplicatorError, VerificationFailed
 from replicator.inspect import verify, verify_compare, verify_shape
 from replicator.inspect.verify_shape import Key
 from replicator.plan import sequences
-from replicator.reverse import loop
+from replicator.reverse import batch, loop
 from replicator.reverse.writer import REFUSED_ACTION, first_horizon
 from replicator.state import reverse
 from replicator.state.phase import ApplyState, Phase
@@ -227,7 +227,9 @@ def _catch_up(session: loop.Session, *, final: bool = False, wait_s: float = 0.0
 
 
 def _horizon(session: loop.Session) -> int:
-    row = session.pconn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()
+    """Where the catch-up before the fence stops: the batches' own horizon (other databases' transactions left
+    out), not the snapshot's xmin, which one of them would hold below what the batches can already reach."""
+    row = session.pconn.execute(batch.HORIZON).fetchone()
     assert row is not None
     return int(row[0])
 

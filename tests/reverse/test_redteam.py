@@ -102,6 +102,38 @@ def test_a_transaction_larger_than_a_batch_is_written_not_stalled(tmp_path: Path
     assert _rows(src, "SELECT count(*) FROM t") == [(5200,)]
 
 
+def test_a_transaction_open_in_another_database_does_not_hold_the_window_back(tmp_path: Path, pg_dsn: str) -> None:
+    """The horizon was the snapshot's xmin, the oldest writing transaction of the whole cluster: one left open
+    in another database (a batch job, an idle-in-transaction session) held the reverse direction back for as
+    long as it lived: ``run --until-drained`` stopped with the journal full, rollback's catch-up before the
+    fence did nothing (all of it then inside the outage) and ``rollback --dry-run`` reported differences."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    with psycopg.connect(conninfo.make_conninfo(pg_dsn, dbname="postgres")) as elsewhere:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # writing, in another database, until the end
+        _on_postgres(
+            pg_dsn, "INSERT INTO public.parent VALUES (3, 'c', 3)", "UPDATE public.parent SET score = 9 WHERE id = 1"
+        )
+        result = loop.run(src, pg_dsn, cfg(), until_drained=True)
+        assert result.entries == 2
+        assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 9.0), (2, None), (3, 3.0)]
+        window_rollback.rollback(src, pg_dsn, cfg(), dry_run=True)
+        elsewhere.rollback()
+
+
+def test_a_transaction_open_in_this_database_holds_the_window_back(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds (the negative control of the test above): a writing transaction open in the target's own database
+    may still write a migrated table, so the horizon stays below it."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    with psycopg.connect(pg_dsn) as app:
+        app.execute("SELECT pg_current_xact_id()")
+        _on_postgres(pg_dsn, "UPDATE public.parent SET score = 9 WHERE id = 1")
+        assert loop.run(src, pg_dsn, cfg(), once=True).entries == 0
+        app.execute("UPDATE public.parent SET score = 7 WHERE id = 2")
+        app.commit()
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 9.0), (2, 7.0)]
+
+
 def test_several_tables_in_one_transaction_and_cascades(tmp_path: Path, pg_dsn: str) -> None:
     """Holds: an FK ON DELETE CASCADE and a TRUNCATE ... CASCADE in PostgreSQL reach SQLite as deletes."""
     src = _cut(tmp_path, pg_dsn, rows=PARENTS + "INSERT INTO child VALUES (11, 2, 'y', 'c11');")
