@@ -22,11 +22,13 @@ from replicator.values import convert, refusal
 class KeyForms:
     """One table's key conversion and the SQLite lookups by converted key."""
 
-    def __init__(self, t: TableShape, source: sqlite3.Connection) -> None:
+    def __init__(self, t: TableShape, source: sqlite3.Connection, *, exact: bool | None = None) -> None:
         self.t = t
         self.source = source
         """SQLite, read outside any batch's read transaction (each lookup opens its own)."""
         self.convert_key = convert.row_converter(t.source, t.key_source, t.key_types)
+        self.exact = exact
+        """Whether SQLite holds the keys in their PostgreSQL form (None: judged by the key types alone)."""
 
     def convert_each(self, keys: Sequence[KeyTuple]) -> list[KeyTuple | None]:
         """Each key in PostgreSQL form, None where its column type refuses it (positions kept)."""
@@ -45,7 +47,7 @@ class KeyForms:
 
     def rows_for(self, keys: Collection[KeyTuple]) -> list[tuple[Any, ...]]:
         """SQLite's current rows for keys in PostgreSQL form (:func:`rows_for_target_keys`)."""
-        return rows_for_target_keys(self.source, self.t, keys, self.convert_key)
+        return rows_for_target_keys(self.source, self.t, keys, self.convert_key, exact=self.exact)
 
     def rows_of_every_spelling(self, keys: Sequence[KeyTuple]) -> list[tuple[Any, ...]]:
         """SQLite's current rows for the batch's keys in PostgreSQL form, whatever their SQLite spelling.

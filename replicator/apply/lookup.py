@@ -49,7 +49,12 @@ _SAME_KEY_TYPES: Final = frozenset({"smallint", "integer", "bigint", "text", "va
 
 
 def rows_for_target_keys(
-    conn: sqlite3.Connection, target: TableShape, keys: Collection[KeyTuple], convert_key: convert.RowConverter
+    conn: sqlite3.Connection,
+    target: TableShape,
+    keys: Collection[KeyTuple],
+    convert_key: convert.RowConverter,
+    *,
+    exact: bool | None = None,
 ) -> list[tuple[Any, ...]]:
     """SQLite's current rows for keys read from PostgreSQL (as :func:`current_rows` returns them).
 
@@ -57,9 +62,11 @@ def rows_for_target_keys(
     converted from text, say) have several SQLite spellings per value: the table's keys are read and
     converted to find them, a full read of the key column that only a UNIQUE conflict on such a
     table costs. One read transaction, unless the caller holds one (the cutover's frozen source).
+    ``exact``: the caller knows better than the key types whether SQLite holds the keys in their PostgreSQL form
+    (the reverse writer: by the columns' affinity).
     """
     with contextlib.nullcontext() if conn.in_transaction else journal.read_transaction(conn):
-        if exact_keys(target):
+        if exact_keys(target) if exact is None else exact:
             return current_rows(conn, target, list(keys))
         wanted = set(keys)
         names = ", ".join(quote_ident(c) for c in target.key_source)

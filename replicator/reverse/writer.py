@@ -39,6 +39,7 @@ from checkpoints.digest import TableDigest, kinds_from_types
 from checkpoints.model import Checkpoint, Kind, Record, TableChange, next_checkpoint
 from replicator import faults, log
 from replicator.apply.keyforms import KeyForms
+from replicator.apply.lookup import exact_keys
 from replicator.errors import ReplicatorError
 from replicator.plan.shape import TableShape
 from replicator.reverse import writeback
@@ -48,8 +49,16 @@ from replicator.state.store import StateStore
 from replicator.values import convert, refusal
 from replicator.values.quarantine import Refusal, make
 from triggers import fence, meta
-from triggers.schema import Generated, Schema, Table, quote_ident, read_schema
+from triggers.schema import Affinity, Generated, Schema, Table, quote_ident, read_schema
 
+_KEY_AFFINITY: Final = {
+    "smallint": Affinity.INTEGER,
+    "integer": Affinity.INTEGER,
+    "bigint": Affinity.INTEGER,
+    "text": Affinity.TEXT,
+    "varchar": Affinity.TEXT,
+}
+"""The affinity under which SQLite stores a key of this PostgreSQL type in that type's form."""
 POSITION_KEY: Final = "reverse_position"
 PENDING_KEY: Final = "reverse_pending"
 REFUSED_ACTION: Final = reverse.REFUSED_ACTION
@@ -139,9 +148,20 @@ class Writer:
             self._forward[t.source] = convert.row_converter(t.source, t.source_columns, t.types)
         return self._forward[t.source]
 
+    def _keys_as_stored(self, t: TableShape) -> bool:
+        """Whether SQLite holds this table's keys exactly in their PostgreSQL form, so that a key read from
+        PostgreSQL finds its row by ``=``: an integer key in a column of INTEGER affinity, a text key in one of
+        TEXT affinity. Else (a column without a declared type holding the app's integers, planned as text: '2'
+        in PostgreSQL, 2 in SQLite) the table's keys are read and converted to find the row: looked up as '2',
+        the app's row was not found, a second row was inserted beside it and the update never reached it."""
+        affinity = {c.name: c.affinity for c in self._table(t).columns}
+        return exact_keys(t) and all(
+            _KEY_AFFINITY.get(ty.name) == affinity.get(c) for c, ty in zip(t.key_source, t.key_types, strict=True)
+        )
+
     def _keyforms(self, t: TableShape) -> KeyForms:
         if t.source not in self._keys:
-            self._keys[t.source] = KeyForms(t, self.sconn)
+            self._keys[t.source] = KeyForms(t, self.sconn, exact=self._keys_as_stored(t))
         return self._keys[t.source]
 
     # --- one batch -----------------------------------------------------------------------------------------

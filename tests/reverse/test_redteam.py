@@ -228,7 +228,6 @@ def test_keys_in_other_spellings_without_rowid_and_composite(tmp_path: Path, pg_
     assert _rows(src, "SELECT * FROM c ORDER BY b") == [("k", 1, "one"), ("k", 7, "two")]
 
 
-@pytest.mark.xfail(strict=True, reason="text keys are looked up as text only")
 def test_a_key_sqlite_stores_as_an_integer_in_an_untyped_column_is_updated_not_duplicated(
     tmp_path: Path, pg_dsn: str
 ) -> None:
