@@ -183,8 +183,10 @@ class Writer:
                 changes = {p.table: self._apply(p) for p in prepared}
             checkpoint = next_checkpoint(head, seq_to=batch.hi - 1, tables=changes, kind=Kind.REVERSE)
             record = Record.of(checkpoint)
+            quarantined = [_quarantine_change(p, refusals) for p in prepared]
+            pending = [record.hash, record.body.decode(), quarantined]
             meta.put(self.sconn, POSITION_KEY, str(batch.hi))
-            meta.put(self.sconn, PENDING_KEY, msgspec.json.encode([record.hash, record.body.decode()]).decode())
+            meta.put(self.sconn, PENDING_KEY, msgspec.json.encode(pending).decode())
             faults.point("reverse.before_sqlite_commit")
             self.sconn.execute("COMMIT")
         except BaseException:
@@ -192,7 +194,7 @@ class Writer:
                 self.sconn.execute("ROLLBACK")
             raise
         faults.point("reverse.between_commits")
-        self._commit_postgres(checkpoint, batch.hi, refusals, prepared)
+        self._commit_postgres(checkpoint, batch.hi, quarantined)
         upserted = sum(c.upserted for c in changes.values())
         deleted = sum(c.deleted for c in changes.values())
         self.log.info(
@@ -205,16 +207,12 @@ class Writer:
         )
         return Written(checkpoint, upserted, deleted, len(refusals))
 
-    def _commit_postgres(
-        self, checkpoint: Checkpoint, hi: int, refusals: Sequence[Refusal], prepared: Sequence[_Prepared]
-    ) -> None:
+    def _commit_postgres(self, checkpoint: Checkpoint, hi: int, quarantined: Sequence[QuarantineChange]) -> None:
         with self.pconn.transaction():
             store.append(self.pconn, checkpoint, self.schema)
             reverse.prune(self.pconn, self.schema, hi)
             reverse.record_applied(self.pconn, self.schema, hi)
-            state_store = StateStore(self.pconn, self.schema)
-            for p in prepared:
-                _replace_refusals(state_store, p.shape, p.named_keys, [r for r in refusals if r.table == p.table])
+            _replace_refusals(StateStore(self.pconn, self.schema), quarantined)
             faults.point("reverse.before_postgres_commit")
 
     # --- preparing: values converted outside the write lock --------------------------------------------------
@@ -415,24 +413,38 @@ def _key_dict(t: TableShape, key: Sequence[Any]) -> dict[str, Any]:
     return {c: _json_safe(v) for c, v in zip(t.key_source, key, strict=True)}
 
 
-def _replace_refusals(
-    state_store: StateStore, t: TableShape, keys: Sequence[KeyTuple], refusals: Sequence[Refusal]
-) -> None:
-    """The reverse apply's quarantine rows of exactly these keys replaced: a key written back leaves it."""
-    if not keys:
-        return
-    named = [json.dumps(make(t.source, _key_dict(t, k), "", None, "").key) for k in keys]
-    state_store.conn.execute(
-        sql.SQL("DELETE FROM {} WHERE table_name = %s AND action = %s AND key = ANY(%s::jsonb[])").format(
-            state_store.table("quarantine")
-        ),
-        (t.source, REFUSED_ACTION, named),
-    )
-    quarantine.insert(state_store, refusals, None, REFUSED_ACTION)
+class QuarantineChange(msgspec.Struct, frozen=True):
+    """One table's reverse refusals after a batch: the keys it named (as the quarantine spells them) and the
+    values it refused among them. Kept in the SQLite file's pending record with the checkpoint, so that
+    :func:`settle` records them too when a crash fell between the two commits."""
+
+    table: str
+    named: list[str]
+    refusals: list[Refusal]
 
 
-def read_position(sconn: sqlite3.Connection) -> tuple[int | None, Record | None]:
-    """SQLite's side of the position: the horizon its last reverse batch reached, and that batch's record."""
+def _quarantine_change(p: _Prepared, refusals: Sequence[Refusal]) -> QuarantineChange:
+    named = [json.dumps(make(p.table, _key_dict(p.shape, k), "", None, "").key) for k in p.named_keys]
+    return QuarantineChange(p.table, named, [r for r in refusals if r.table == p.table])
+
+
+def _replace_refusals(state_store: StateStore, changes: Sequence[QuarantineChange]) -> None:
+    """The reverse apply's quarantine rows of exactly the named keys replaced: a key written back leaves it."""
+    for change in changes:
+        if not change.named:
+            continue
+        state_store.conn.execute(
+            sql.SQL("DELETE FROM {} WHERE table_name = %s AND action = %s AND key = ANY(%s::jsonb[])").format(
+                state_store.table("quarantine")
+            ),
+            (change.table, REFUSED_ACTION, change.named),
+        )
+        quarantine.insert(state_store, change.refusals, None, REFUSED_ACTION)
+
+
+def read_position(sconn: sqlite3.Connection) -> tuple[int | None, Record | None, list[QuarantineChange]]:
+    """SQLite's side of the position: the horizon its last reverse batch reached, that batch's record and its
+    quarantine changes (none in a record written before they were kept there)."""
     rows = dict(
         sconn.execute(
             'SELECT key, value FROM "_replicator_meta" WHERE key IN (?, ?)', (POSITION_KEY, PENDING_KEY)
@@ -440,10 +452,12 @@ def read_position(sconn: sqlite3.Connection) -> tuple[int | None, Record | None]
     )
     position = int(rows[POSITION_KEY]) if POSITION_KEY in rows else None
     record = None
+    quarantined: list[QuarantineChange] = []
     if PENDING_KEY in rows:
-        hash_, body = msgspec.json.decode(rows[PENDING_KEY])
+        hash_, body, *rest = msgspec.json.decode(rows[PENDING_KEY])
         record = Record(number=0, hash=hash_, body=body.encode())
-    return position, record
+        quarantined = msgspec.convert(rest[0], list[QuarantineChange]) if rest else []
+    return position, record, quarantined
 
 
 def forget_position(sconn: sqlite3.Connection) -> None:
@@ -462,7 +476,7 @@ def settle(sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], schema: st
     SQLite ahead by exactly its recorded batch: that record is appended (it was built on this head). Level:
     nothing to do. Anything else (SQLite behind the chain, or ahead by a record that does not extend the
     head) means one side was restored or edited: refused, naming both positions."""
-    position, record = read_position(sconn)
+    position, record, quarantined = read_position(sconn)
     expected = first_horizon(head)
     if position is None or position == expected:
         return head
@@ -477,6 +491,7 @@ def settle(sconn: sqlite3.Connection, pconn: psycopg.Connection[Any], schema: st
                 store.append(pconn, checkpoint, schema)
                 reverse.prune(pconn, schema, position)
                 reverse.record_applied(pconn, schema, position)
+                _replace_refusals(StateStore(pconn, schema), quarantined)
             log.get("reverse").warning(
                 "reverse checkpoint recovered from the SQLite file (a crash fell between the two commits)",
                 checkpoint=checkpoint.number,

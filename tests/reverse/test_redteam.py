@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from replicator import faults
 from replicator.config import Config
 from replicator.cutover.session import Options
 from replicator.cutover.window import cutover
@@ -407,6 +408,32 @@ def test_an_acknowledged_refusal_on_a_date_time_key(tmp_path: Path, pg_dsn: str)
         assert quarantine.acknowledge(StateStore(conn, "replicator")) == 1
     window_rollback.rollback(src, pg_dsn, cfg())
     assert _rows(src, "SELECT at, v FROM t ORDER BY at") == [("2024-05-01 10:00:00", 1.5), ("2024-05-02 10:00:00", 2.5)]
+
+
+def test_a_refusal_survives_a_crash_between_the_two_commits(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch with a refused value is committed in SQLite, then the process dies before PostgreSQL's commit:
+    settle() appends the batch's checkpoint from the SQLite file, but the refusal was recorded only in the
+    PostgreSQL transaction that never committed. Rollback must still name the value (and wait for its
+    acknowledgement), not go on or fail with an unexplained difference."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 'NaN' WHERE id = 1")
+
+    class Crash(Exception):
+        pass
+
+    def crash_between_commits(name: str) -> None:
+        if name == "reverse.between_commits":
+            raise Crash(name)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(faults, "point", crash_between_commits)
+        with pytest.raises(Crash):
+            _run(src, pg_dsn)
+    _run(src, pg_dsn)  # settles
+    with pytest.raises(ReplicatorError, match="not written back"):
+        window_rollback.rollback(src, pg_dsn, cfg())
 
 
 # --- the window's life ----------------------------------------------------------------------------------------
