@@ -357,6 +357,29 @@ def test_a_table_created_in_postgres_during_the_window_stops_rollback(tmp_path: 
         window_rollback.rollback(src, pg_dsn, cfg())
 
 
+def test_an_app_session_in_replica_mode_is_still_journaled_and_fenced(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SET session_replication_role = replica`` (bulk loaders, pg_restore-like tools, an app connected as a
+    superuser) turns off ordinary triggers: the capture did not journal such a write, so one made after
+    rollback's full comparison and before its fence was lost without a word, and the fence itself let such a
+    session write after the rollback. Both triggers must fire in every mode (ENABLE ALWAYS)."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    fence_postgres = window_rollback._fence_postgres
+
+    def replica_write_first(session: loop.Session, dsn: str, max_downtime_s: float) -> None:
+        _on_postgres(
+            pg_dsn, "SET session_replication_role = replica", "UPDATE public.parent SET score = 8 WHERE id = 2"
+        )
+        fence_postgres(session, dsn, max_downtime_s)
+
+    monkeypatch.setattr(window_rollback, "_fence_postgres", replica_write_first)
+    window_rollback.rollback(src, pg_dsn, cfg())
+    assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 1.5), (2, 8.0)]
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="rolled back to SQLite"):
+        _on_postgres(pg_dsn, "SET session_replication_role = replica", "INSERT INTO public.parent VALUES (9, 'z', 1)")
+
+
 # --- refused values -------------------------------------------------------------------------------------------
 
 
@@ -454,6 +477,21 @@ def test_a_second_window_after_a_rollback_and_a_new_migration(tmp_path: Path, pg
     assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 4.0), (2, None)]
     window_rollback.rollback(src, pg_dsn, cfg())
     assert writable(src)
+
+
+def test_migrating_again_in_existing_mode_after_a_rollback(tmp_path: Path, pg_dsn: str) -> None:
+    """After a rollback the phase says 'start over with snapshot --replace'. In existing mode (the app's ORM owns
+    PostgreSQL's schema) that empties the tables with TRUNCATE, which the rollback's fence refused: the new
+    migration failed on a bare ReadOnlySqlTransaction. In create mode the tables are dropped, fence and all."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 3 WHERE id = 1")
+    window_rollback.rollback(src, pg_dsn, cfg())
+    snapshot_mod.snapshot(src, pg_dsn, cfg(), SnapshotOptions(replace=True, mode="existing"))
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert2.json"))
+    _on_postgres(pg_dsn, "UPDATE public.parent SET score = 4 WHERE id = 1")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id, score FROM parent ORDER BY id") == [(1, 4.0), (2, None)]
 
 
 def test_autoincrement_after_rollback_never_reuses_an_id_postgres_gave(tmp_path: Path, pg_dsn: str) -> None:
