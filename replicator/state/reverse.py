@@ -14,7 +14,8 @@ exact numbers: a float's text follows ``extra_float_digits``, which the function
 round 0.30000000000000004 to 0.3 in a session set to 0 and name no row), the row itself read at apply
 time. An UPDATE that moves a key journals both keys. The functions are ``SECURITY DEFINER`` with a fixed
 ``search_path``, so an app role that may not touch the state schema still journals its writes, and nothing
-in the function resolves through the caller's path.
+in the function resolves through the caller's path. Capture and fence triggers are ``ENABLE ALWAYS``: they
+fire in a session whose ``session_replication_role`` is ``replica`` too.
 
 **Ordering: transaction ids, not sequence numbers.** A journal ``seq`` from an identity column is taken at
 insert time, not at commit: transaction A can take seq 10, B seq 11 and commit first, and a reader that
@@ -121,6 +122,13 @@ def _key_array(t: TableShape, row: str) -> sql.Composable:
     )
 
 
+def _always(relation: sql.Identifier, trigger: str) -> sql.Composed:
+    """The trigger fires whatever the session's ``session_replication_role``: an ordinary trigger does not in
+    ``replica`` mode (bulk loaders, pg_restore-like tools, an app connected as a superuser set it), so the
+    capture would miss such a session's writes and the fence would let them through."""
+    return sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(relation, sql.Identifier(trigger))
+
+
 def _capture_function(schema: str, t: TableShape) -> sql.Composed:
     """The row trigger's function: one journal entry per row (two for an UPDATE that moves the key)."""
 
@@ -172,6 +180,7 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
                     "FOR EACH ROW EXECUTE FUNCTION {}.{}()"
                 ).format(sql.Identifier(CAPTURE_TRIGGER), rel, sql.Identifier(schema), _function(t))
             )
+            statements.append(_always(rel, CAPTURE_TRIGGER))
             truncate_events = sql.SQL("TRUNCATE")
         else:
             truncate_events = sql.SQL("INSERT OR UPDATE OR DELETE OR TRUNCATE")
@@ -185,6 +194,7 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
                 sql.Literal(t.source),
             )
         )
+        statements.append(_always(rel, TRUNCATE_TRIGGER))
     conn.execute(sql.SQL(";\n").join(statements))  # one round trip: this runs inside the cutover's outage
     conn.execute(
         sql.SQL(
@@ -252,6 +262,7 @@ def fence(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableShap
                 sql.Literal(message),
             )
         )
+        conn.execute(_always(_relation(t), FENCE_TRIGGER))
     conn.execute(sql.SQL("UPDATE {} SET fenced_at = now()").format(window(schema)))
 
 
