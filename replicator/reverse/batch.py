@@ -153,6 +153,21 @@ def _cut(conn: psycopg.Connection[Any], journal: sql.Identifier, lo: int, hi: in
     return max(int(cut[0]), int(first[0]) + 1)
 
 
+def _key_types(conn: psycopg.Connection[Any], t: TableShape) -> list[tuple[str, str]]:
+    """The key columns and their PostgreSQL types as SQL text (``format_type``: qualified where needed).
+
+    Why the key columns' types alone: the journal's keys are typed by ``jsonb_to_record`` with exactly these
+    columns. ``jsonb_populate_record(NULL::table, ...)`` typed them as the whole row, every other column NULL,
+    which a NOT NULL domain on any column refused: every batch of that table failed."""
+    rows = conn.execute(
+        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attname = ANY(%s) AND NOT a.attisdropped",
+        (sql.Identifier(t.schema, t.target).as_string(conn), list(t.key_target)),
+    ).fetchall()
+    types = {str(name): str(ty) for name, ty in rows}
+    return [(c, types.get(c, "text")) for c in t.key_target]  # one dropped: the join names it (UndefinedColumn)
+
+
 def _table(
     conn: psycopg.Connection[Any], schema: str, t: TableShape, lo: int, hi: int, entries: int, whole: bool
 ) -> TableBatch:
@@ -168,14 +183,16 @@ def _table(
         sql.SQL("{}, j.key -> {}").format(sql.Literal(c), sql.Literal(i)) for i, c in enumerate(t.key_target)
     )
     on = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in t.key_target)
+    typed = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(ty)) for c, ty in _key_types(conn, t))
     query = sql.SQL(
         "SELECT {keys}, t.ctid IS NOT NULL, {columns} FROM "
         "(SELECT DISTINCT key FROM {journal} WHERE tbl = %s AND xid >= %s::text::xid8 AND xid < %s::text::xid8 "
         "AND key IS NOT NULL) j "
-        "CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{relation}, "
-        "pg_catalog.jsonb_build_object({built})) k "
+        "CROSS JOIN LATERAL pg_catalog.jsonb_to_record(pg_catalog.jsonb_build_object({built})) AS k({typed}) "
         "LEFT JOIN {relation} t ON {on}"
-    ).format(keys=keys, columns=columns, journal=reverse.journal(schema), relation=relation, built=built, on=on)
+    ).format(
+        keys=keys, columns=columns, journal=reverse.journal(schema), built=built, typed=typed, relation=relation, on=on
+    )
     width = len(t.key_target)
     out: dict[KeyTuple, tuple[Any, ...] | None] = {}
     with conn.cursor(binary=True) as cur:

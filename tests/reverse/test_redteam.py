@@ -229,6 +229,27 @@ def test_keys_in_other_spellings_without_rowid_and_composite(tmp_path: Path, pg_
     assert _rows(src, "SELECT * FROM c ORDER BY b") == [("k", 1, "one"), ("k", 7, "two")]
 
 
+def test_an_app_schema_with_a_not_null_domain_column(tmp_path: Path, pg_dsn: str) -> None:
+    """Existing mode: the app's own PostgreSQL schema types a column with a NOT NULL domain. The batch typed its
+    keys with ``jsonb_populate_record(NULL::table, ...)``, which builds the whole row, the other columns NULL:
+    the domain refused that NULL, and every batch of the table failed ('domain ... does not allow null values')."""
+    _on_postgres(
+        pg_dsn,
+        "CREATE DOMAIN public.quantity AS integer NOT NULL CHECK (VALUE >= 0)",
+        "CREATE TABLE public.t (id bigint PRIMARY KEY, n public.quantity)",
+    )
+    src = _cut(
+        tmp_path, pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);", "INSERT INTO t VALUES (1, 5);"
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        plan = StateStore(conn, "replicator").load_plan()
+        assert plan is not None
+        assert plan.mode == "existing"
+    _on_postgres(pg_dsn, "UPDATE public.t SET n = 6", "INSERT INTO public.t VALUES (2, 7)")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id, n FROM t ORDER BY id") == [(1, 6), (2, 7)]
+
+
 def test_a_key_sqlite_stores_as_an_integer_in_an_untyped_column_is_updated_not_duplicated(
     tmp_path: Path, pg_dsn: str
 ) -> None:
