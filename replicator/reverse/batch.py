@@ -199,5 +199,13 @@ def _table(
         pg.json_as_text(cur)
         for found in cur.execute(query, (t.source, str(lo), str(hi))):
             key = tuple(found[:width])
-            out[key] = tuple(found[width + 1 :]) if found[width] else None
+            row = tuple(found[width + 1 :]) if found[width] else None
+            out[key] = row if row is not None and _own_key(t, key, row) else None
     return TableBatch(t.source, entries, out)
+
+
+def _own_key(t: TableShape, key: KeyTuple, row: tuple[Any, ...]) -> bool:
+    """Whether the row the join found is the journaled key's own, not another key's that PostgreSQL's ``=`` also
+    matches: a citext key 'bob' finds the row renamed 'Bob'. That row is its new key's (journaled too); for
+    'bob' there is no row any more, and taking 'Bob''s row for it wrote it back twice, under both keys."""
+    return tuple(row[p] for p in t.key_positions) == key

@@ -137,9 +137,8 @@ def _capture_function(schema: str, t: TableShape) -> sql.Composed:
             journal(schema), sql.Literal(t.source), sql.Literal(op), _key_array(t, row)
         )
 
-    moved = sql.SQL(" OR ").join(
-        sql.SQL("OLD.{c} IS DISTINCT FROM NEW.{c}").format(c=sql.Identifier(c)) for c in t.key_target
-    )
+    # the keys as journaled, compared: the column type's own "=" may equate two keys (citext 'bob' and 'Bob')
+    moved = sql.SQL("{} IS DISTINCT FROM {}").format(_key_array(t, "OLD"), _key_array(t, "NEW"))
     body = sql.SQL(
         "BEGIN\n"
         "  IF TG_OP = 'INSERT' THEN\n    {ins}\n"

@@ -250,6 +250,24 @@ def test_an_app_schema_with_a_not_null_domain_column(tmp_path: Path, pg_dsn: str
     assert _rows(src, "SELECT id, n FROM t ORDER BY id") == [(1, 6), (2, 7)]
 
 
+def test_a_case_only_change_of_a_citext_key(tmp_path: Path, pg_dsn: str) -> None:
+    """Existing mode, a citext primary key (SQLite: NOCASE): the app renames 'bob' to 'Bob'."""
+    _on_postgres(
+        pg_dsn,
+        "CREATE EXTENSION IF NOT EXISTS citext",
+        "CREATE TABLE public.users (name citext PRIMARY KEY, age integer)",
+    )
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE users (name TEXT COLLATE NOCASE PRIMARY KEY, age INTEGER);",
+        "INSERT INTO users VALUES ('bob', 30), ('eve', 40);",
+    )
+    _on_postgres(pg_dsn, "UPDATE public.users SET name = 'Bob', age = 31 WHERE name = 'bob'")
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT name, age FROM users ORDER BY name") == [("Bob", 31), ("eve", 40)]
+
+
 def test_a_key_sqlite_stores_as_an_integer_in_an_untyped_column_is_updated_not_duplicated(
     tmp_path: Path, pg_dsn: str
 ) -> None:
