@@ -421,24 +421,32 @@ class QuarantineChange(msgspec.Struct, frozen=True):
     table: str
     named: list[str]
     refusals: list[Refusal]
+    whole: bool = False
+    """The table was written whole: every earlier refusal of it is replaced, whatever its key."""
 
 
 def _quarantine_change(p: _Prepared, refusals: Sequence[Refusal]) -> QuarantineChange:
     named = [json.dumps(make(p.table, _key_dict(p.shape, k), "", None, "").key) for k in p.named_keys]
-    return QuarantineChange(p.table, named, [r for r in refusals if r.table == p.table])
+    return QuarantineChange(p.table, named, [r for r in refusals if r.table == p.table], whole=p.whole is not None)
 
 
 def _replace_refusals(state_store: StateStore, changes: Sequence[QuarantineChange]) -> None:
     """The reverse apply's quarantine rows of exactly the named keys replaced: a key written back leaves it."""
     for change in changes:
-        if not change.named:
+        if change.whole:  # a table written whole: its earlier refusals are all replaced by this batch's
+            state_store.conn.execute(
+                sql.SQL("DELETE FROM {} WHERE table_name = %s AND action = %s").format(state_store.table("quarantine")),
+                (change.table, REFUSED_ACTION),
+            )
+        elif change.named:
+            state_store.conn.execute(
+                sql.SQL("DELETE FROM {} WHERE table_name = %s AND action = %s AND key = ANY(%s::jsonb[])").format(
+                    state_store.table("quarantine")
+                ),
+                (change.table, REFUSED_ACTION, change.named),
+            )
+        else:
             continue
-        state_store.conn.execute(
-            sql.SQL("DELETE FROM {} WHERE table_name = %s AND action = %s AND key = ANY(%s::jsonb[])").format(
-                state_store.table("quarantine")
-            ),
-            (change.table, REFUSED_ACTION, change.named),
-        )
         quarantine.insert(state_store, change.refusals, None, REFUSED_ACTION)
 
 
