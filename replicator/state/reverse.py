@@ -302,12 +302,15 @@ def read_window(conn: psycopg.Connection[Any], schema: str) -> Window | None:
 
 
 def schema_changes(conn: psycopg.Connection[Any], plan: SchemaPlan, tables: Iterable[str]) -> list[str]:
-    """What changed in PostgreSQL's migrated tables since the plan: columns added or dropped, tables gone.
+    """What changed in PostgreSQL's migrated tables since the plan: columns added or dropped, tables gone, the
+    capture no longer on a table (re-created by a migration, or its trigger dropped or disabled).
 
     Why: the reverse direction reads and writes back the planned columns only. A column the app's migration
     added on PostgreSQL during the window has nowhere to go in SQLite (a rollback would leave its values
-    behind without a word); one it dropped makes every batch fail on a bare "column does not exist". Both are
-    named so the reverse direction and rollback refuse them loudly."""
+    behind without a word); one it dropped makes every batch fail on a bare "column does not exist"; a table
+    without its capture journals nothing, and what the app writes there is never carried back. All are named
+    so the reverse direction and rollback refuse them loudly."""
+    shapes = shapes_of(plan)
     out = []
     for name in tables:
         table = plan.table(name)
@@ -324,6 +327,15 @@ def schema_changes(conn: psycopg.Connection[Any], plan: SchemaPlan, tables: Iter
         planned = {truncated(c.name) for c in table.columns}
         out += [f"{name}: column {c!r} added" for c in sorted(now - planned)]
         out += [f"{name}: column {c!r} dropped" for c in sorted(planned - now)]
+        wanted = (CAPTURE_TRIGGER, TRUNCATE_TRIGGER) if shapes[name].key_target else (TRUNCATE_TRIGGER,)
+        enabled = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass(%s) AND tgenabled IN ('O', 'A')",
+                (relation,),
+            )
+        }
+        out += [f"{name}: the capture trigger {t} is missing or disabled" for t in wanted if t not in enabled]
     return out
 
 

@@ -380,6 +380,30 @@ def test_a_column_dropped_in_postgres_is_refused_by_name(tmp_path: Path, pg_dsn:
     assert _rows(src, "SELECT * FROM child") == [(10, 1, "x", "c10")]
 
 
+def test_a_table_recreated_in_postgres_during_the_window_is_refused(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ORM migration drops and re-creates a table with the same columns: the capture trigger went with the
+    old table, so the new one's rows were never journaled, and those written after rollback's full comparison
+    were left behind without a word (the columns matched the plan)."""
+    src = _cut(tmp_path, pg_dsn, rows=PARENTS)
+    fence_postgres = window_rollback._fence_postgres
+
+    def recreate_first(session: loop.Session, dsn: str, max_downtime_s: float) -> None:
+        _on_postgres(
+            pg_dsn,
+            "DROP TABLE public.child",
+            "CREATE TABLE public.child (id bigint PRIMARY KEY, parent_id bigint, label text, code text)",
+            "INSERT INTO public.child VALUES (10, 1, 'x', 'c10'), (20, 2, 'new', 'c20')",
+        )
+        fence_postgres(session, dsn, max_downtime_s)
+
+    monkeypatch.setattr(window_rollback, "_fence_postgres", recreate_first)
+    with pytest.raises(ReplicatorError, match=r"(?s)child.*capture"):
+        window_rollback.rollback(src, pg_dsn, cfg())
+    assert not writable(src)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a table created on PostgreSQL during the window is not captured and rollback does not look for it: "
