@@ -250,6 +250,27 @@ def test_an_app_schema_with_a_not_null_domain_column(tmp_path: Path, pg_dsn: str
     assert _rows(src, "SELECT id, n FROM t ORDER BY id") == [(1, 6), (2, 7)]
 
 
+def test_a_uuid_key_sqlite_stores_as_32_hex(tmp_path: Path, pg_dsn: str) -> None:
+    """Holds: existing mode, a uuid primary key in PostgreSQL that SQLite stores as 32 hex digits: updated in
+    place, deleted, and a new one written in the app's spelling."""
+    _on_postgres(pg_dsn, "CREATE TABLE public.t (id uuid PRIMARY KEY, v text)")
+    a, b, c = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210", "00000000000040008000000000000001"
+    src = _cut(
+        tmp_path,
+        pg_dsn,
+        "CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT);",
+        f"INSERT INTO t VALUES ('{a}', 'a'), ('{b}', 'b');",
+    )
+    _on_postgres(
+        pg_dsn,
+        f"UPDATE public.t SET v = 'A' WHERE id = '{a}'",
+        f"DELETE FROM public.t WHERE id = '{b}'",
+        f"INSERT INTO public.t VALUES ('{c}', 'c')",
+    )
+    _run(src, pg_dsn)
+    assert _rows(src, "SELECT id, v FROM t ORDER BY v") == [(a, "A"), (c, "c")]
+
+
 def test_a_case_only_change_of_a_citext_key(tmp_path: Path, pg_dsn: str) -> None:
     """Existing mode, a citext primary key (SQLite: NOCASE): the app renames 'bob' to 'Bob'."""
     _on_postgres(
