@@ -481,7 +481,7 @@ def test_a_value_refused_in_the_final_drain_stops_rollback_by_name(
         fence_postgres(session, dsn, max_downtime_s)
 
     monkeypatch.setattr(window_rollback, "_fence_postgres", app_writes_first)
-    with pytest.raises(window_rollback.RollbackAborted, match="not written back"):
+    with pytest.raises(ReplicatorError, match="not written back"):
         window_rollback.rollback(src, pg_dsn, cfg())
     assert not writable(src)
     _on_postgres(pg_dsn, "UPDATE public.parent SET score = 1 WHERE id = 2")  # PostgreSQL writable again
