@@ -17,6 +17,7 @@ from replicator.cutover.session import CutoverAborted, Held, Options, Session
 from replicator.errors import VerificationFailed
 from replicator.inspect import verify
 from replicator.plan import constraints, skips
+from replicator.state import reverse
 from replicator.state.phase import Phase
 from replicator.state.quarantine import unacknowledged
 from triggers import drift, fence
@@ -43,6 +44,15 @@ def preflight(held: Held, options: Options) -> tuple[Session, dict[str, int]]:
             f"the checkpoint chain does not verify: {findings[0]}", hint="run `replicator checkpoints verify`"
         )
     session = Session(held, applying)  # verified: the chain head is the one just verified
+    if options.rollback_window and not options.dry_run:
+        not_owned = reverse.not_owned(session.pconn, list(reverse.shapes_of(session.plan).values()))
+        if not_owned:
+            raise CutoverAborted(
+                f"the rollback window needs this role to own the migrated tables (its capture and fence triggers "
+                f"fire in every session, replica mode included): not owned: {', '.join(not_owned[:10])}",
+                hint="grant this role membership in the tables' owner (docs/least-privilege.md), or cut over with "
+                "--no-rollback-window (then rollback needs an unchanged PostgreSQL)",
+            )
     left_out = skips.skipped_columns(session.config, session.plan)
     if left_out and not options.accept_skipped_columns:
         raise CutoverAborted(

@@ -227,6 +227,22 @@ def remove(
         conn.execute(sql.SQL("DELETE FROM {}").format(journal(schema)))
 
 
+def not_owned(conn: psycopg.Connection[Any], tables: Iterable[TableShape]) -> list[str]:
+    """The tables this role may not ``ALTER`` (it neither owns them nor belongs to their owner's role): the
+    window's ``ENABLE ALWAYS`` triggers need that. Checked before the cutover's freeze, so a role without it is
+    told at once instead of the cutover failing in its last transaction."""
+    out = []
+    for t in tables:
+        row = conn.execute(
+            "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = "
+            "to_regclass(%s)",
+            (_relation(t).as_string(conn),),
+        ).fetchone()
+        if row is not None and not row[0]:
+            out.append(t.source)
+    return out
+
+
 def forget(conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableShape]) -> None:
     """A new migration (``snapshot --replace``): the earlier window's capture and fence leave every table (an
     existing-mode reload TRUNCATEs them: the fence would refuse it), its journal and its row go."""

@@ -455,3 +455,34 @@ def test_least_privilege_role_with_set_on_parameter_keeps_foreign_keys(
         assert fks == (1,)
     finally:
         pg.execute(sql.SQL("REVOKE SET ON PARAMETER session_replication_role FROM {}").format(sql.Identifier(APP_ROLE)))
+
+
+def test_a_role_that_does_not_own_the_tables_is_told_before_the_freeze_about_the_rollback_window(
+    tmp_path: Path, app_role: str, pg: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    """The window's triggers are ENABLE ALWAYS, an ALTER TABLE only the owner may run: a role that does not own
+    a migrated table is refused in the preflight (nothing fenced, naming the table and both ways out), and
+    ``--no-rollback-window`` cuts over."""
+    source = _app(tmp_path / "app.db")
+    wal = sqlite3.connect(source)
+    wal.execute("PRAGMA journal_mode = wal")  # cutover's own requirement
+    wal.close()
+    env = {"REPLICATOR_LOG__LEVEL": "warning"}
+    where = ("--source", str(source), "--target", app_role)
+    assert run_cli("capture", "install", "--source", str(source), cwd=tmp_path, extra_env=env).code == 0
+    assert run_cli("snapshot", *where, cwd=tmp_path, extra_env=env).code == 0
+    assert run_cli("run", "--until-drained", *where, cwd=tmp_path, extra_env=env).code == 0
+    pg.execute("ALTER TABLE public.parent OWNER TO postgres")  # the app's migration user owns it, say
+    pg.execute(sql.SQL("GRANT ALL ON public.parent TO {}").format(sql.Identifier(APP_ROLE)))
+    pg.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}").format(sql.Identifier(APP_ROLE)))
+    refused = run_cli("cutover", "--no-backup", *where, cwd=tmp_path, extra_env=env)
+    assert refused.code != 0, refused
+    assert "not owned: parent" in refused.err
+    assert "--no-rollback-window" in refused.err
+    db = sqlite3.connect(source, isolation_level=None)
+    db.execute("INSERT INTO child VALUES (14, 1, 'still writable')")  # nothing was fenced
+    db.close()
+    # (the FK onto the table it no longer owns cannot be validated by this role: accepted, recorded)
+    flags = ("--no-backup", "--no-rollback-window", "--accept-missing-constraints")
+    done = run_cli("cutover", *flags, *where, cwd=tmp_path, extra_env=env)
+    assert done.code == 0, done.err[-3000:]
