@@ -15,13 +15,16 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
 4. **Final drain**: every journal entry is now final; the last batches are written into SQLite.
    A value refused here (its transaction was still below the horizon at step 1) refuses the rollback as
    step 2 does, after PostgreSQL is un-fenced again.
-5. **Prove**: an independent full comparison of every table (:func:`replicator.inspect.verify.verify`: what
-   ``sqlite3`` returns against what PostgreSQL returns, read without the conversions the reverse apply used).
-   A difference aborts: PostgreSQL is un-fenced again and the SQLite file stays fenced. The one difference
-   allowed is an acknowledged refusal's: its key keeps the row SQLite had (verify leaves a quarantined key
-   out of SQLite's side, so PostgreSQL's row shows as extra); a table that differs and holds such keys is
-   compared again key by key, and passes (status ``acknowledged``) only when every differing key is one of
-   them.
+5. **Prove**, in two parts so that the outage pays only for what changed. Before the fence (step 3), with
+   the app still writing, an independent full comparison of every table (:func:`replicator.inspect.verify.verify`:
+   what ``sqlite3`` returns against what PostgreSQL returns, read without the conversions the reverse apply
+   used) names the keys that differ then: rows the app changed since the last batch, or real differences.
+   After the final drain, those keys and every key the drain wrote are read again on both sides by the same
+   reading (:func:`replicator.inspect.verify.compare_keys`); a table written whole, or with too many
+   differences to name, is compared whole again. Nothing else can have changed: PostgreSQL's changes are all
+   journaled, and only the drain wrote SQLite. A difference aborts: PostgreSQL is un-fenced again and the SQLite
+   file stays fenced. The one difference allowed is an acknowledged refusal's key, which keeps the row SQLite
+   had (the table's status is then ``acknowledged``).
    Then SQLite's AUTOINCREMENT counters are moved past the ids PostgreSQL gave (a deleted one is never reused).
 6. **Close the window** in PostgreSQL (one transaction): the ``rollback`` checkpoint, the capture dropped, the
    window's row and the phase. PostgreSQL stays fenced: the app runs on SQLite now.
@@ -332,8 +335,7 @@ def _prove_changed(
     accepted = _acknowledged(state_store)
     whole = sorted(set(before.whole) | (session.writer.touched_whole & set(session.shapes)))
     differing: list[str] = []
-    lost: set[str] = set()
-    """Tables where only acknowledged refusals differ: SQLite keeps its row there, as the operator accepted."""
+    lost: set[str] = set()  # tables where only acknowledged refusals differ: SQLite keeps its row there
     reader = sqlite_source.connect(source, readonly=True, busy_timeout_ms=config.source.busy_timeout_ms)
     try:
         reader.execute("BEGIN")
