@@ -61,7 +61,7 @@ from replicator.inspect.verify_shape import Key
 from replicator.plan import sequences
 from replicator.reverse import batch, loop
 from replicator.reverse.writer import REFUSED_ACTION, first_horizon
-from replicator.state import reverse
+from replicator.state import reverse, stateschema
 from replicator.state.phase import ApplyState, Phase
 from replicator.state.quarantine import list_values
 from replicator.state.store import StateStore
@@ -141,6 +141,7 @@ def rollback(
         drained = _catch_up(session, wait_s=HELD_WAIT_S)
         session.check_schema()
         _refuse_unacknowledged(session)
+        _refuse_new_tables(session)
         if dry_run:  # the app still writes: what differed is compared again after one more catch-up
             rehearsed = _compare_whole(source, dsn, config, session)
             session.writer.watch()
@@ -158,6 +159,7 @@ def rollback(
             drained += _catch_up(session, final=True)
             _refuse_unacknowledged(session)  # a value refused by the final drain
             session.check_schema()  # DDL is not fenced
+            _refuse_new_tables(session)
             proofs = _prove_changed(source, dsn, config, session, before)  # inside it: O(changed keys)
             _carry_sequences(session)
             closing = _close_window(session, proofs)
@@ -235,6 +237,23 @@ def _horizon(session: loop.Session) -> int:
     row = session.pconn.execute(batch.HORIZON).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _refuse_new_tables(session: loop.Session) -> None:
+    """A table the app created on PostgreSQL during the window is not carried back: going back would leave its
+    rows behind, so rollback names it instead (before the fence, and again after it: DDL is not fenced)."""
+    plan = session.plan
+    known = [t.target for t in session.shapes.values()]
+    if plan.schema == session.schema:
+        known += list(stateschema.TABLES)
+    created = reverse.tables_since_cutover(session.pconn, session.schema, plan.schema, known)
+    if created:
+        raise RollbackRefused(
+            f"table(s) created or changed on PostgreSQL after the cutover that the rollback window does not carry "
+            f"back: {', '.join(created)}; their rows would stay behind in PostgreSQL",
+            hint="copy out what they hold and drop them (the app on SQLite does not know them), or stay on "
+            "PostgreSQL with `replicator finalize`",
+        )
 
 
 def _refuse_unacknowledged(session: loop.Session) -> None:

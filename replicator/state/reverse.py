@@ -243,6 +243,31 @@ def not_owned(conn: psycopg.Connection[Any], tables: Iterable[TableShape]) -> li
     return out
 
 
+def tables_since_cutover(
+    conn: psycopg.Connection[Any], schema: str, target_schema: str, known: Iterable[str]
+) -> list[str]:
+    """Tables of the target schema created (or altered) after the cutover that are not migrated ones: the window
+    does not capture them, so their rows would stay behind in PostgreSQL if the app went back.
+
+    A catalog row's ``xmin`` is the transaction that last wrote it; the cutover checkpoint's row was written by
+    the cutover's transaction and never again, so a table whose ``pg_class`` row is younger came later.
+    (VACUUM and ANALYZE update ``pg_class`` in place, which keeps ``xmin``.)"""
+    row = conn.execute(
+        sql.SQL("SELECT age(xmin) FROM {} WHERE kind = 'cutover' ORDER BY number DESC LIMIT 1").format(
+            sql.Identifier(schema, "checkpoints")
+        )
+    ).fetchone()
+    if row is None:
+        return []
+    found = conn.execute(
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND age(c.xmin) < %s AND NOT (c.relname = ANY(%s)) "
+        "ORDER BY c.relname",
+        (target_schema, int(row[0]), list(known)),
+    ).fetchall()
+    return [str(r[0]) for r in found]
+
+
 def forget(conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableShape]) -> None:
     """A new migration (``snapshot --replace``): the earlier window's capture and fence leave every table (an
     existing-mode reload TRUNCATEs them: the fence would refuse it), its journal and its row go."""

@@ -18,12 +18,15 @@ import sqlite3
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from checkpoints import store
 from checkpoints.model import Checkpoint, Kind
@@ -36,6 +39,7 @@ from replicator.stream.metrics import Metrics
 from tests.support.cli import Ran, cli, free_port
 from tests.support.compare import drain
 from tests.support.daemon import cfg, conf
+from tests.support.pgserver import as_uri
 from tests.support.source import app, make_source, writable
 
 pytestmark = pytest.mark.e2e
@@ -199,9 +203,10 @@ def test_status_before_a_reverse_batch_and_without_a_window(cut: Cut, tmp_path: 
     assert got["window"]["state"] == "open"
     assert got["window"]["applied_horizon"] == 0
     other = make_source(tmp_path / "other.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5);")
+    name = f"plain_window_{uuid.uuid4().hex[:12]}"  # its own database: tests run side by side on one server
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE plain_window_test")
-    plain = pg_dsn.rsplit("/", 1)[0] + "/plain_window_test"
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    plain = as_uri(make_conninfo(pg_dsn, dbname=name))
     try:
         drain(other, plain)
         cutover(
@@ -213,7 +218,7 @@ def test_status_before_a_reverse_batch_and_without_a_window(cut: Cut, tmp_path: 
         assert "rollback window" not in cli(other, plain, "status").out
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute("DROP DATABASE plain_window_test WITH (FORCE)")
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_status_after_finalize(window: Cut) -> None:
