@@ -48,7 +48,7 @@ from replicator.state import quarantine, reverse
 from replicator.state.store import StateStore
 from replicator.values import convert, refusal
 from replicator.values.quarantine import Refusal, make
-from triggers import fence, meta
+from triggers import fence, journal, meta
 from triggers.schema import Affinity, Generated, Schema, Table, quote_ident, read_schema
 
 _KEY_AFFINITY: Final = {
@@ -382,8 +382,6 @@ def _sqlite_refuses(t: TableShape, keys: Sequence[KeyTuple]) -> Iterator[None]:
 
 
 def _key_where(t: TableShape, key: Sequence[Any]) -> tuple[str, list[Any]]:
-    from triggers import journal
-
     where, params = journal.key_predicate(t.key_source, key)
     return where, list(params)
 

@@ -95,6 +95,12 @@ def shapes_of(plan: SchemaPlan) -> dict[str, TableShape]:
     return {t.source: table_shape(t, plan.schema) for t in plan.tables}
 
 
+def _exists(conn: psycopg.Connection[Any], relation: sql.Identifier) -> bool:
+    """Whether the relation is there now (a target laid out before the window, a table dropped since)."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation.as_string(conn),)).fetchone()
+    return bool(row and row[0])
+
+
 def journal(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, "reverse_journal")
 
@@ -212,7 +218,7 @@ def remove(
     journal's entries, in the caller's transaction. Idempotent: a table dropped since is skipped."""
     triggers = (CAPTURE_TRIGGER, TRUNCATE_TRIGGER) if keep_fence else (CAPTURE_TRIGGER, TRUNCATE_TRIGGER, FENCE_TRIGGER)
     for t in tables:
-        if conn.execute("SELECT to_regclass(%s)", (_relation(t).as_string(conn),)).fetchone() in (None, (None,)):
+        if not _exists(conn, _relation(t)):
             continue
         for trigger in triggers:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t)))
@@ -223,7 +229,7 @@ def remove(
         )
     for name in (TRUNCATE_FUNCTION,) if keep_fence else (TRUNCATE_FUNCTION, FENCE_FUNCTION):
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name)))
-    if conn.execute("SELECT to_regclass(%s)", (journal(schema).as_string(conn),)).fetchone() not in (None, (None,)):
+    if _exists(conn, journal(schema)):
         conn.execute(sql.SQL("DELETE FROM {}").format(journal(schema)))
 
 
@@ -272,8 +278,7 @@ def forget(conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableSha
     """A new migration (``snapshot --replace``): the earlier window's capture and fence leave every table (an
     existing-mode reload TRUNCATEs them: the fence would refuse it), its journal and its row go."""
     remove(conn, schema, tables)
-    found = conn.execute("SELECT to_regclass(%s)", (window(schema).as_string(conn),)).fetchone()
-    if found is not None and found[0] is not None:
+    if _exists(conn, window(schema)):
         conn.execute(sql.SQL("DELETE FROM {}").format(window(schema)))
 
 
@@ -328,8 +333,7 @@ def fenced_tables(conn: psycopg.Connection[Any], tables: Iterable[TableShape]) -
 
 def read_window(conn: psycopg.Connection[Any], schema: str) -> Window | None:
     """The window's row, or None when no cutover opened one (or the layout predates it)."""
-    found = conn.execute("SELECT to_regclass(%s)", (window(schema).as_string(conn),)).fetchone()
-    if found is None or found[0] is None:
+    if not _exists(conn, window(schema)):
         return None
     row = conn.execute(
         sql.SQL(
@@ -404,8 +408,7 @@ def prune(conn: psycopg.Connection[Any], schema: str, below: int) -> int:
 
 
 def journal_stats(conn: psycopg.Connection[Any], schema: str) -> JournalStats | None:
-    found = conn.execute("SELECT to_regclass(%s)", (journal(schema).as_string(conn),)).fetchone()
-    if found is None or found[0] is None:
+    if not _exists(conn, journal(schema)):
         return None
     row = conn.execute(
         sql.SQL(
@@ -420,8 +423,7 @@ def journal_stats(conn: psycopg.Connection[Any], schema: str) -> JournalStats | 
 
 def refused_waiting(conn: psycopg.Connection[Any], schema: str) -> int:
     """Values the reverse apply refused that nobody acknowledged: ``rollback`` refuses while any."""
-    found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, "quarantine").as_string(conn),)).fetchone()
-    if found is None or found[0] is None:
+    if not _exists(conn, sql.Identifier(schema, "quarantine")):
         return 0
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE action = %s AND NOT acknowledged").format(
