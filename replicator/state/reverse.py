@@ -5,26 +5,37 @@ functions) and every stage that meets them is above this layer: the cutover inst
 daemon's reverse direction reads the journal, ``rollback`` fences, ``finalize`` and ``snapshot --replace``
 remove them, ``status`` reads the journal's size.
 
-**Capture.** One ``AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW`` trigger per migrated table appends
-``(tbl, op, key)`` to ``reverse_journal`` inside the app's own transaction (an app transaction that rolls
-back leaves no entry; one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement
-trigger that appends one entry without a key (the whole table). Key-only, as the forward capture: the key
-columns as a JSON array (``jsonb_build_array``: ISO text for dates whatever the session's ``DateStyle``,
-exact numbers: a float's text follows ``extra_float_digits``, which the function fixes at 3, as it would
-round 0.30000000000000004 to 0.3 in a session set to 0 and name no row), the row itself read at apply
-time. An UPDATE that moves a key journals both keys. The functions are ``SECURITY DEFINER`` with a fixed
-``search_path``, so an app role that may not touch the state schema still journals its writes, and nothing
-in the function resolves through the caller's path. Capture and fence triggers are ``ENABLE ALWAYS``: they
-fire in a session whose ``session_replication_role`` is ``replica`` too.
+**Capture.** Per migrated table, one ``AFTER ... FOR EACH ROW`` trigger per event appends ``(tbl, op, key)``
+to ``reverse_journal`` inside the app's own transaction (an app transaction that rolls back leaves no entry;
+one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement trigger that appends one entry
+without a key (the whole table). Key-only, as the forward capture: the key columns as a JSON array
+(``jsonb_build_array``: ISO text for dates whatever the session's ``DateStyle``), the row itself read at
+apply time. An UPDATE that moves the key journals both keys: the old key by a second UPDATE trigger whose
+``WHEN`` compares the keys as journaled (the column type's own ``=`` may equate two keys: citext 'bob' and
+'Bob'), so an UPDATE that keeps its key (nearly all of them) pays no second call.
 
-**Ordering: transaction ids, not sequence numbers.** A journal ``seq`` from an identity column is taken at
-insert time, not at commit: transaction A can take seq 10, B seq 11 and commit first, and a reader that
-applied "up to 11" would never see 10. Every entry therefore records its transaction's id
-(``pg_current_xact_id()``, the top-level ``xid8``, which never wraps), and a reader takes entries by xid
-below its snapshot's ``xmin``: every transaction below it has ended, so that set is final. The reverse
-direction's positions are these horizons (a checkpoint covers the entries of the transactions whose ids
-lie in its range), contiguous like the forward journal's seqs. A long-running writing transaction holds
-the horizon back, as it should: its rows are not committed yet.
+**What the capture costs, and why it looks like this.** It runs once per row the app writes, so it is built
+to cost what the cheapest possible trigger costs (bench/reverse_capture.py's ``floor``): one PL/pgSQL call
+doing one ``INSERT`` with literals, no branching on ``TG_OP``, and a journal with a single index (``xid``, what
+every reader goes by) and no identity column. The functions are ``SECURITY DEFINER``, so an app role that may
+not touch the state schema still journals its writes, yet they carry no ``SET search_path``: a ``SET`` clause
+makes every call save and restore the setting, which measured 10-30 % of the trigger's own time. They are
+safe without it because nothing in their bodies is resolved through the caller's path: the journal is
+schema-qualified, the one function call is ``pg_catalog.``-qualified, the literals take the journal columns'
+types (no operator, no cast looked up), the columns' defaults were resolved when the journal was made, and
+the moved-key test is the ``WHEN`` clause, resolved when the trigger is created, with ``OPERATOR(pg_catalog.=)``.
+A table whose key has a float column keeps ``SET extra_float_digits = 3``: a float's JSON text follows that
+setting, and a session set to 0 would round 0.30000000000000004 to 0.3 and name no row. Capture and fence
+triggers are ``ENABLE ALWAYS``: they fire in a session whose ``session_replication_role`` is ``replica`` too.
+
+**Ordering: transaction-id horizons, not positions seen.** Transactions commit in no particular order of
+anything taken while they run: transaction A can write its entry first (a lower sequence number, a lower
+xid) and commit after B, and a reader that moved "past B's entry" would never see A's. Every entry therefore
+records its transaction's id (``pg_current_xact_id()``, the top-level ``xid8``, which never wraps), and a
+reader takes entries by xid below its snapshot's ``xmin``: every transaction below it has ended, so that set
+is final. The reverse direction's positions are these horizons (a checkpoint covers the entries of the
+transactions whose ids lie in its range), contiguous like the forward journal's seqs. A long-running
+writing transaction holds the horizon back, as it should: its rows are not committed yet.
 
 **The fence** (``rollback``). A ``BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ... FOR EACH STATEMENT``
 trigger on every migrated table raises ``read_only_sql_transaction`` (SQLSTATE 25006) with a message that
@@ -50,7 +61,16 @@ from replicator.plan.shape import TableShape, table_shape
 
 JOURNAL: Final = "reverse_journal"
 WINDOW: Final = "reverse_window"
-CAPTURE_TRIGGER: Final = "replicator_reverse_capture"
+CAPTURE_TRIGGERS: Final = {
+    # event → (trigger, op journaled, row whose key is journaled); a trigger's name orders it among its event's
+    "insert": ("replicator_reverse_insert", "I", "NEW"),
+    "update": ("replicator_reverse_update", "U", "NEW"),
+    "moved": ("replicator_reverse_update_moved", "U", "OLD"),
+    "delete": ("replicator_reverse_delete", "D", "OLD"),
+}
+"""The row triggers of a keyed table; ``moved`` is the UPDATE trigger for the old key of a row whose key moved."""
+LEGACY_CAPTURE_TRIGGER: Final = "replicator_reverse_capture"
+"""The one row trigger (and ``reverse_capture_<hash>`` function) an earlier release installed: removed too."""
 TRUNCATE_TRIGGER: Final = "replicator_reverse_truncate"
 FENCE_TRIGGER: Final = "replicator_rollback_fence"
 FENCE_FUNCTION: Final = "rollback_fence"
@@ -109,17 +129,18 @@ def window(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, "reverse_window")
 
 
-def function_name(table: str) -> str:
-    """The capture function of the SQLite table ``table``: a stable name within PostgreSQL's 63 bytes."""
+def function_name(table: str, event: str) -> str:
+    """The capture function of ``event`` (a :data:`CAPTURE_TRIGGERS` key) on the SQLite table ``table``: a stable
+    name within PostgreSQL's 63 bytes."""
+    return f"reverse_{event}_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
+
+
+def _legacy_function_name(table: str) -> str:
     return "reverse_capture_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
 
 
 def _relation(t: TableShape) -> sql.Identifier:
     return sql.Identifier(t.schema, t.target)
-
-
-def _function(t: TableShape) -> sql.Identifier:
-    return sql.Identifier(function_name(t.source))
 
 
 def _key_array(t: TableShape, row: str) -> sql.Composable:
@@ -135,38 +156,68 @@ def _always(relation: sql.Identifier, trigger: str) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(relation, sql.Identifier(trigger))
 
 
-def _capture_function(schema: str, t: TableShape) -> sql.Composed:
-    """The row trigger's function: one journal entry per row (two for an UPDATE that moves the key)."""
-
-    def entry(op: str, row: str) -> sql.Composed:
-        return sql.SQL("INSERT INTO {} (tbl, op, key) VALUES ({}, {}, {});").format(
-            journal(schema), sql.Literal(t.source), sql.Literal(op), _key_array(t, row)
-        )
-
-    # the keys as journaled, compared: the column type's own "=" may equate two keys (citext 'bob' and 'Bob')
-    moved = sql.SQL("{} IS DISTINCT FROM {}").format(_key_array(t, "OLD"), _key_array(t, "NEW"))
-    body = sql.SQL(
-        "BEGIN\n"
-        "  IF TG_OP = 'INSERT' THEN\n    {ins}\n"
-        "  ELSIF TG_OP = 'UPDATE' THEN\n    {upd}\n    IF {moved} THEN\n      {old}\n    END IF;\n"
-        "  ELSE\n    {dele}\n  END IF;\n"
-        "  RETURN NULL;\n"
-        "END"
-    ).format(ins=entry("I", "NEW"), upd=entry("U", "NEW"), moved=moved, old=entry("U", "OLD"), dele=entry("D", "OLD"))
+def _capture_function(schema: str, t: TableShape, event: str, *, float_key: bool) -> sql.Composed:
+    """One event's row trigger function: one journal entry, spelled with literals (see the module's docstring
+    for why it needs no ``SET search_path``)."""
+    _, op, row = CAPTURE_TRIGGERS[event]
+    body = sql.SQL("BEGIN INSERT INTO {} (tbl, op, key) VALUES ({}, {}, {}); RETURN NULL; END").format(
+        journal(schema), sql.Literal(t.source), sql.Literal(op), _key_array(t, row)
+    )
+    setting = sql.SQL(" SET extra_float_digits = 3") if float_key else sql.SQL("")
     return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS {}"
-    ).format(sql.Identifier(schema), sql.Identifier(function_name(t.source)), sql.Literal(body.as_string(None)))
+        "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER{} AS {}"
+    ).format(
+        sql.Identifier(schema),
+        sql.Identifier(function_name(t.source, event)),
+        setting,
+        sql.Literal(body.as_string(None)),
+    )
+
+
+def _capture_triggers(schema: str, t: TableShape) -> list[sql.Composable]:
+    """The keyed table's row triggers, ``ENABLE ALWAYS``. The moved-key trigger's ``WHEN`` compares the keys as
+    journaled, with ``pg_catalog``'s ``=`` named (resolved now, whatever the creating session's path)."""
+    rel = _relation(t)
+    moved = sql.SQL("NOT ({} OPERATOR(pg_catalog.=) {})").format(_key_array(t, "OLD"), _key_array(t, "NEW"))
+    out: list[sql.Composable] = []
+    for event, (trigger, _, _) in CAPTURE_TRIGGERS.items():
+        out.append(
+            sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH ROW {}EXECUTE FUNCTION {}.{}()").format(
+                sql.Identifier(trigger),
+                sql.SQL("UPDATE" if event == "moved" else event.upper()),
+                rel,
+                sql.SQL("WHEN ({}) ").format(moved) if event == "moved" else sql.SQL(""),
+                sql.Identifier(schema),
+                sql.Identifier(function_name(t.source, event)),
+            )
+        )
+        out.append(_always(rel, trigger))
+    return out
 
 
 def _truncate_function(schema: str) -> sql.Composed:
     body = sql.SQL("BEGIN INSERT INTO {} (tbl, op, key) VALUES (TG_ARGV[0], 'T', NULL); RETURN NULL; END").format(
         journal(schema)
     )
-    return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {}"
-    ).format(sql.Identifier(schema), sql.Identifier(TRUNCATE_FUNCTION), sql.Literal(body.as_string(None)))
+    return sql.SQL("CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS {}").format(
+        sql.Identifier(schema), sql.Identifier(TRUNCATE_FUNCTION), sql.Literal(body.as_string(None))
+    )
+
+
+def _float_keys(conn: psycopg.Connection[Any], tables: Sequence[TableShape]) -> set[str]:
+    """The tables (SQLite names) whose key has a ``real`` or ``double precision`` column (or a domain over one),
+    as PostgreSQL has them now: one query, inside the cutover's outage."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a "
+        "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid "
+        "WHERE n.nspname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND (CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END) "
+        "IN ('pg_catalog.float4'::pg_catalog.regtype, 'pg_catalog.float8'::pg_catalog.regtype)",
+        (sorted({t.schema for t in tables}),),
+    ).fetchall()
+    floats = {(str(r[0]), str(r[1]), str(r[2])) for r in rows}
+    return {t.source for t in tables if any((t.schema, t.target, k) in floats for k in t.key_target)}
 
 
 def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableShape], cutover: str) -> None:
@@ -175,17 +226,13 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
     A table without a key the journal can name gets only a keyless entry per statement (whole-table
     entries: the reverse apply copies such a table whole)."""
     statements: list[sql.Composable] = [_truncate_function(schema)]
+    float_keys = _float_keys(conn, tables)
     for t in tables:
         rel = _relation(t)
         if t.key_target:
-            statements.append(_capture_function(schema, t))
-            statements.append(
-                sql.SQL(
-                    "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} "
-                    "FOR EACH ROW EXECUTE FUNCTION {}.{}()"
-                ).format(sql.Identifier(CAPTURE_TRIGGER), rel, sql.Identifier(schema), _function(t))
-            )
-            statements.append(_always(rel, CAPTURE_TRIGGER))
+            for event in CAPTURE_TRIGGERS:
+                statements.append(_capture_function(schema, t, event, float_key=t.source in float_keys))
+            statements += _capture_triggers(schema, t)
             truncate_events = sql.SQL("TRUNCATE")
         else:
             truncate_events = sql.SQL("INSERT OR UPDATE OR DELETE OR TRUNCATE")
@@ -216,17 +263,20 @@ def remove(
 ) -> None:
     """Drop the capture (and, unless ``keep_fence``, the fence) from every table, the functions, and the
     journal's entries, in the caller's transaction. Idempotent: a table dropped since is skipped."""
-    triggers = (CAPTURE_TRIGGER, TRUNCATE_TRIGGER) if keep_fence else (CAPTURE_TRIGGER, TRUNCATE_TRIGGER, FENCE_TRIGGER)
+    capture = (*(trigger for trigger, _, _ in CAPTURE_TRIGGERS.values()), LEGACY_CAPTURE_TRIGGER, TRUNCATE_TRIGGER)
+    triggers = capture if keep_fence else (*capture, FENCE_TRIGGER)
     for t in tables:
         if not _exists(conn, _relation(t)):
             continue
         for trigger in triggers:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t)))
-        conn.execute(
-            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(
-                sql.Identifier(schema), sql.Identifier(function_name(t.source))
+        for function in (
+            *(function_name(t.source, event) for event in CAPTURE_TRIGGERS),
+            _legacy_function_name(t.source),
+        ):
+            conn.execute(
+                sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(function))
             )
-        )
     for name in (TRUNCATE_FUNCTION,) if keep_fence else (TRUNCATE_FUNCTION, FENCE_FUNCTION):
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name)))
     if _exists(conn, journal(schema)):
@@ -372,7 +422,6 @@ def schema_changes(conn: psycopg.Connection[Any], plan: SchemaPlan, tables: Iter
         planned = {truncated(c.name) for c in table.columns}
         out += [f"{name}: column {c!r} added" for c in sorted(now - planned)]
         out += [f"{name}: column {c!r} dropped" for c in sorted(planned - now)]
-        wanted = (CAPTURE_TRIGGER, TRUNCATE_TRIGGER) if shapes[name].key_target else (TRUNCATE_TRIGGER,)
         enabled = {
             str(r[0])
             for r in conn.execute(
@@ -380,6 +429,9 @@ def schema_changes(conn: psycopg.Connection[Any], plan: SchemaPlan, tables: Iter
                 (relation,),
             )
         }
+        wanted = [TRUNCATE_TRIGGER]
+        if shapes[name].key_target and LEGACY_CAPTURE_TRIGGER not in enabled:  # a window an earlier release opened
+            wanted += [trigger for trigger, _, _ in CAPTURE_TRIGGERS.values()]
         out += [f"{name}: the capture trigger {t} is missing or disabled" for t in wanted if t not in enabled]
     return out
 

@@ -196,7 +196,6 @@ def _layout_v1(state_store: StateStore) -> None:
 #: Version 2: the rollback window (:mod:`replicator.state.reverse`). ``{schema}`` is the quoted state schema.
 _V2_WINDOW: Final = (
     """CREATE TABLE IF NOT EXISTS {schema}.reverse_journal (
-        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
         tbl text NOT NULL,
         op "char" NOT NULL,
@@ -223,9 +222,20 @@ def _rollback_window(state_store: StateStore) -> None:
     _run(state_store, _V2_WINDOW)
 
 
+#: Version 3: the reverse journal loses the identity column version 2 gave it. Nothing reads it (readers go by
+#: transaction-id horizon), and every app write on PostgreSQL paid for it during the window: a ``nextval`` and a
+#: second index entry per row. (Version 2 now lays the journal out without it, so this is a no-op there.)
+_V3_JOURNAL: Final = ("ALTER TABLE {schema}.reverse_journal DROP COLUMN IF EXISTS seq",)
+
+
+def _lean_journal(state_store: StateStore) -> None:
+    _run(state_store, _V3_JOURNAL)
+
+
 STEPS: Final = (
     Step(1, "the layout of replicator before the schema had a version", _layout_v1),
     Step(2, "the rollback window: the reverse journal and the window's row", _rollback_window),
+    Step(3, "the reverse journal without its identity column (one index per captured row, not two)", _lean_journal),
 )
 """Every upgrade, in order; ``STEPS[i].version == i + 1``."""
 

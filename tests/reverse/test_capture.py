@@ -1,5 +1,5 @@
 """The reverse capture in PostgreSQL: what the cutover installs, what the app's writes journal, and why the
-reverse batch reads by transaction-id horizon rather than by sequence number."""
+reverse batch reads by transaction-id horizon rather than by the positions it has seen."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def _shapes(conn: psycopg.Connection[Any]) -> dict[str, TableShape]:
 
 
 def _journal(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-    return conn.execute("SELECT tbl, op, key FROM replicator.reverse_journal ORDER BY seq").fetchall()
+    # within a transaction, the order the row triggers wrote (a small table nothing deleted from: ctid order)
+    return conn.execute("SELECT tbl, op, key FROM replicator.reverse_journal ORDER BY xid, ctid").fetchall()
 
 
 def test_cutover_opens_the_window_and_app_writes_are_journaled(cut: Path, pg_dsn: str) -> None:
@@ -83,16 +84,17 @@ def test_without_rollback_window_nothing_is_installed(tmp_path: Path, pg_dsn: st
 
 
 def test_a_transaction_that_commits_late_is_not_skipped(cut: Path, pg_dsn: str) -> None:
-    """A takes the lower journal seq, B the higher and commits first: a reader that went by seq would move
-    past A's entry before A commits. By transaction-id horizon, B waits for A (A holds the horizon back)."""
+    """A writes its entry first (the lower xid), B after and commits first: a reader that moved past the
+    entries it had seen would move past A's before A commits. By transaction-id horizon, B waits for A (A
+    holds the horizon back)."""
     with (
         psycopg.connect(pg_dsn, autocommit=True) as reader,
         psycopg.connect(pg_dsn) as a,
         psycopg.connect(pg_dsn) as b,
     ):
         shapes = _shapes(reader)
-        a.execute("INSERT INTO public.parent (id, name) VALUES (20, 'A first')")  # seq n, xid x
-        b.execute("INSERT INTO public.parent (id, name) VALUES (21, 'B second')")  # seq n+1, xid x+1
+        a.execute("INSERT INTO public.parent (id, name) VALUES (20, 'A first')")  # xid x
+        b.execute("INSERT INTO public.parent (id, name) VALUES (21, 'B second')")  # xid x+1
         b.commit()
         seen = read_batch(reader, "replicator", shapes, 1)
         assert seen.entries == 0  # B is above A's xid: not final while A runs
@@ -111,17 +113,19 @@ def test_a_transaction_that_commits_late_is_not_skipped(cut: Path, pg_dsn: str) 
         assert names == ["A first", "B second"]
 
 
-def test_negative_control_a_seq_reader_would_lose_the_late_commit(cut: Path, pg_dsn: str) -> None:
-    """The control: reading by seq at the same moment sees only B's entry and would move its position past A."""
+def test_negative_control_a_reader_by_position_seen_would_lose_the_late_commit(cut: Path, pg_dsn: str) -> None:
+    """The control: reading "what is there" at the same moment sees only B's entry, and a reader that kept the
+    highest transaction id it had seen as its position would be past A's entry when A commits."""
     with psycopg.connect(pg_dsn, autocommit=True) as reader, psycopg.connect(pg_dsn) as a, psycopg.connect(pg_dsn) as b:
         a.execute("INSERT INTO public.parent (id, name) VALUES (20, 'A first')")
         b.execute("INSERT INTO public.parent (id, name) VALUES (21, 'B second')")
         b.commit()
-        seqs = [r[0] for r in reader.execute("SELECT seq FROM replicator.reverse_journal ORDER BY seq")]
-        assert len(seqs) == 1  # only B's row is visible, and it has the higher seq
+        query = "SELECT xid::text::bigint FROM replicator.reverse_journal ORDER BY xid"
+        seen = [r[0] for r in reader.execute(query)]
+        assert len(seen) == 1  # only B's entry is visible, and it has the higher xid
         a.commit()
-        later = [r[0] for r in reader.execute("SELECT seq FROM replicator.reverse_journal ORDER BY seq")]
-        assert later[0] < seqs[0]  # A's entry appeared *below* the position a seq reader had reached
+        later = [r[0] for r in reader.execute(query)]
+        assert later[0] < seen[0]  # A's entry appeared *below* the position such a reader had reached
 
 
 def test_the_fence_refuses_app_writes_and_waits_for_writers(cut: Path, pg_dsn: str) -> None:
@@ -171,3 +175,96 @@ def test_a_transaction_running_in_another_database_does_not_hold_the_reverse_dir
         monkeypatch.setattr(batch_mod, "HORIZON", "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
         assert read_batch(conn, "replicator", _shapes(conn), 1).entries == 0
         other.rollback()
+
+
+def test_a_hostile_search_path_in_the_app_session_changes_nothing(cut: Path, pg_dsn: str) -> None:
+    """The capture functions run as their owner (``SECURITY DEFINER``) without a ``SET search_path``: nothing in
+    them may resolve through the caller's path. An app session puts its own schema before ``pg_catalog``, with
+    an ``=`` on jsonb and on text that raise, a ``jsonb_build_array`` and a ``reverse_journal`` of its own, and a
+    temporary ``reverse_journal``: every write is still journaled, in the real journal, and nothing of the
+    caller's is called."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA evil")
+        conn.execute(
+            "CREATE FUNCTION evil.hijack(jsonb, jsonb) RETURNS boolean LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'hijacked'; END$$"
+        )
+        conn.execute("CREATE OPERATOR evil.= (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = evil.hijack)")
+        conn.execute(
+            "CREATE FUNCTION evil.hijack_text(text, text) RETURNS boolean LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'hijacked'; END$$"
+        )
+        conn.execute("CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.hijack_text)")
+        conn.execute(
+            "CREATE FUNCTION evil.jsonb_build_array(bigint) RETURNS jsonb LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'hijacked'; END$$"
+        )
+        conn.execute('CREATE TABLE evil.reverse_journal (tbl text, op "char", key jsonb)')
+        conn.execute("GRANT USAGE ON SCHEMA evil TO PUBLIC")
+    with psycopg.connect(pg_dsn, autocommit=True) as app:
+        app.execute('CREATE TEMP TABLE reverse_journal (tbl text, op "char", key jsonb)')
+        app.execute("SET search_path = evil, pg_catalog, public")
+        app.execute("INSERT INTO public.parent (id, name) VALUES (50, 'n')")
+        app.execute("UPDATE public.parent SET name = 'm' WHERE id = 50")
+        app.execute("UPDATE public.pair SET b = 7 WHERE a OPERATOR(pg_catalog.=) 'k'")  # the key moves: WHEN runs
+        app.execute("DELETE FROM public.parent WHERE id = 50")
+        assert app.execute("SELECT count(*) FROM pg_temp.reverse_journal").fetchone() == (0,)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert _journal(conn) == [
+            ("parent", "I", [50]),
+            ("parent", "U", [50]),
+            ("pair", "U", ["k", 7]),
+            ("pair", "U", ["k", 1]),
+            ("parent", "D", [50]),
+        ]
+        assert conn.execute("SELECT count(*) FROM evil.reverse_journal").fetchone() == (0,)
+
+
+def test_the_capture_functions_carry_no_setting_but_a_float_keys(tmp_path: Path, pg_dsn: str) -> None:
+    """A ``SET`` clause costs every call a save and restore of the setting; only a table whose key is a float
+    needs one (``extra_float_digits``, for the key's exact JSON text: tests/reverse/test_redteam.py shows why)."""
+    src = make_source(
+        tmp_path / "app.db",
+        schema="CREATE TABLE m (x REAL PRIMARY KEY, v TEXT); CREATE TABLE n (id INTEGER PRIMARY KEY, v TEXT);",
+        rows="INSERT INTO m VALUES (0.5, 'a'); INSERT INTO n VALUES (1, 'a');",
+    )
+    drain(src, pg_dsn)
+    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        shapes = _shapes(conn)
+        settings = {}
+        for table in ("m", "n"):
+            for event in reverse.CAPTURE_TRIGGERS:
+                row = conn.execute(
+                    "SELECT proconfig, prosecdef FROM pg_proc WHERE proname = %s",
+                    (reverse.function_name(shapes[table].source, event),),
+                ).fetchone()
+                assert row is not None, (table, event)
+                assert row[1], (table, event)  # SECURITY DEFINER
+                settings[table, event] = row[0]
+        assert {v for (t, _), v in settings.items() if t == "n"} == {None}
+        assert all(v == ["extra_float_digits=3"] for (t, _), v in settings.items() if t == "m")
+
+
+def test_remove_also_takes_an_earlier_releases_capture(cut: Path, pg_dsn: str) -> None:
+    """A window an earlier release opened has one row trigger ``replicator_reverse_capture`` per table calling
+    ``reverse_capture_<hash>``: ``finalize`` (``remove``) must take it off too, or the app's writes would go
+    on journaling into a window that is closed."""
+    with psycopg.connect(pg_dsn) as conn:
+        shapes = _shapes(conn)
+        legacy = "reverse_capture_" + reverse.function_name("parent", "insert").removeprefix("reverse_insert_")
+        conn.execute(
+            f"CREATE FUNCTION replicator.{legacy}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN INSERT INTO replicator.reverse_journal (tbl, op, key) VALUES ('parent', 'L', NULL); "
+            "RETURN NULL; END$$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER {reverse.LEGACY_CAPTURE_TRIGGER} AFTER INSERT ON public.parent FOR EACH ROW "
+            f"EXECUTE FUNCTION replicator.{legacy}()"
+        )
+        reverse.remove(conn, "replicator", list(shapes.values()))
+        conn.commit()
+        conn.execute("INSERT INTO public.parent (id, name) VALUES (60, 'after')")
+        conn.commit()
+        assert _journal(conn) == []
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = %s", (legacy,)).fetchone() == (0,)

@@ -121,8 +121,8 @@ def test_version_1_is_the_layout_before_versions(pg_dsn: str, pg: psycopg.Connec
 
 
 def _tables_of(step: stateschema.Step) -> tuple[str, ...]:
-    """The tables a later step adds (the window's, for step 2)."""
-    return {2: (reverse.JOURNAL, reverse.WINDOW)}[step.version]
+    """The tables a later step adds (the window's, for step 2; none for step 3, which changes one of them)."""
+    return {2: (reverse.JOURNAL, reverse.WINDOW), 3: ()}[step.version]
 
 
 def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> None:
@@ -138,6 +138,21 @@ def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> No
     assert layout(pg) != fresh  # the control: the damage is visible to the comparison
     StateStore(pg, SCHEMA).ensure()
     assert layout(pg) == fresh
+
+
+def test_version_2s_reverse_journal_loses_its_identity_column(pg: psycopg.Connection[Any]) -> None:
+    """Version 2 gave the reverse journal an identity ``seq`` (a ``nextval`` and a second index entry per row the
+    app writes on PostgreSQL during the window) that nothing reads; version 3 drops it, entries kept."""
+    StateStore(pg, SCHEMA).ensure()
+    fresh = layout(pg)
+    pg.execute("ALTER TABLE replicator.reverse_journal ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    pg.execute("INSERT INTO replicator.reverse_journal (tbl, op, key) VALUES ('t', 'I', '[1]')")
+    pg.execute("UPDATE replicator.schema_version SET version = 2")
+    assert layout(pg) != fresh  # the control: the column is visible to the comparison
+    StateStore(pg, SCHEMA).ensure()
+    assert layout(pg) == fresh
+    assert StateStore(pg, SCHEMA).recorded_version() == VERSION
+    assert pg.execute("SELECT tbl, op, key FROM replicator.reverse_journal").fetchall() == [("t", "I", [1])]
 
 
 def test_target_laid_out_before_versions_is_upgraded_and_keeps_working(tmp_path: Path, pg_dsn: str) -> None:
