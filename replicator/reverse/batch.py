@@ -115,18 +115,14 @@ def _read(
     counts: dict[str, int] = {}
     wholes: set[str] = set()
     for tbl, op, n in conn.execute(
-        sql.SQL(
-            "SELECT tbl, op, count(*) FROM {} WHERE xid >= %s::text::xid8 AND xid < %s::text::xid8 GROUP BY tbl, op"
-        ).format(journal),
-        (str(lo), str(hi)),
+        sql.SQL("SELECT tbl, op, count(*) FROM {} WHERE xid >= %s AND xid < %s GROUP BY tbl, op").format(journal),
+        (lo, hi),
     ):
         counts[tbl] = counts.get(tbl, 0) + int(n)
         if op == "T":
             wholes.add(tbl)
     tables = [_table(conn, schema, shapes[name], lo, hi, counts[name], name in wholes) for name in sorted(counts)]
-    held = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE xid >= %s::text::xid8)").format(journal), (str(hi),)
-    ).fetchone()
+    held = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE xid >= %s)").format(journal), (hi,)).fetchone()
     return ReverseBatch(lo, hi, sum(counts.values()), tables, held=bool(held and held[0]))
 
 
@@ -138,17 +134,12 @@ def _cut(conn: psycopg.Connection[Any], journal: sql.Identifier, lo: int, hi: in
     whole. Comparing with ``lo`` instead would give an empty batch whenever the big transaction's id lies above
     ``lo``, and the reader would never get past it."""
     cut = conn.execute(
-        sql.SQL(
-            "SELECT xid::text::bigint FROM {} WHERE xid >= %s::text::xid8 AND xid < %s::text::xid8 "
-            "ORDER BY xid OFFSET %s LIMIT 1"
-        ).format(journal),
-        (str(lo), str(hi), limit),
+        sql.SQL("SELECT xid FROM {} WHERE xid >= %s AND xid < %s ORDER BY xid OFFSET %s LIMIT 1").format(journal),
+        (lo, hi, limit),
     ).fetchone()
     if cut is None:
         return hi
-    first = conn.execute(
-        sql.SQL("SELECT min(xid)::text::bigint FROM {} WHERE xid >= %s::text::xid8").format(journal), (str(lo),)
-    ).fetchone()
+    first = conn.execute(sql.SQL("SELECT min(xid) FROM {} WHERE xid >= %s").format(journal), (lo,)).fetchone()
     assert first is not None  # the cut is an entry at or above lo
     return max(int(cut[0]), int(first[0]) + 1)
 
@@ -186,7 +177,7 @@ def _table(
     typed = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(ty)) for c, ty in _key_types(conn, t))
     query = sql.SQL(
         "SELECT {keys}, t.ctid IS NOT NULL, {columns} FROM "
-        "(SELECT DISTINCT key FROM {journal} WHERE tbl = %s AND xid >= %s::text::xid8 AND xid < %s::text::xid8 "
+        "(SELECT DISTINCT key FROM {journal} WHERE tbl = %s AND xid >= %s AND xid < %s "
         "AND key IS NOT NULL) j "
         "CROSS JOIN LATERAL pg_catalog.jsonb_to_record(pg_catalog.jsonb_build_object({built})) AS k({typed}) "
         "LEFT JOIN {relation} t ON {on}"
@@ -197,7 +188,7 @@ def _table(
     out: dict[KeyTuple, tuple[Any, ...] | None] = {}
     with conn.cursor(binary=True) as cur:
         pg.json_as_text(cur)
-        for found in cur.execute(query, (t.source, str(lo), str(hi))):
+        for found in cur.execute(query, (t.source, lo, hi)):
             key = tuple(found[:width])
             row = tuple(found[width + 1 :]) if found[width] else None
             out[key] = row if row is not None and _own_key(t, key, row) else None

@@ -31,11 +31,11 @@ triggers are ``ENABLE ALWAYS``: they fire in a session whose ``session_replicati
 **Ordering: transaction-id horizons, not positions seen.** Transactions commit in no particular order of
 anything taken while they run: transaction A can write its entry first (a lower sequence number, a lower
 xid) and commit after B, and a reader that moved "past B's entry" would never see A's. Every entry therefore
-records its transaction's id (``pg_current_xact_id()``, the top-level ``xid8``, which never wraps), and a
-reader takes entries by xid below its snapshot's ``xmin``: every transaction below it has ended, so that set
-is final. The reverse direction's positions are these horizons (a checkpoint covers the entries of the
-transactions whose ids lie in its range), contiguous like the forward journal's seqs. A long-running
-writing transaction holds the horizon back, as it should: its rows are not committed yet.
+records its transaction's id (``pg_current_xact_id()``, the top-level ``xid8``, which never wraps; kept as a
+``bigint``), and a reader takes entries by xid below its snapshot's ``xmin``: every transaction below it has
+ended, so that set is final. The reverse direction's positions are these horizons (a checkpoint covers the
+entries of the transactions whose ids lie in its range), contiguous like the forward journal's seqs. A
+long-running writing transaction holds the horizon back, as it should: its rows are not committed yet.
 
 **The fence** (``rollback``). A ``BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ... FOR EACH STATEMENT``
 trigger on every migrated table raises ``read_only_sql_transaction`` (SQLSTATE 25006) with a message that
@@ -453,8 +453,8 @@ def close(conn: psycopg.Connection[Any], schema: str, how: str, message: str) ->
 def prune(conn: psycopg.Connection[Any], schema: str, below: int) -> int:
     """Delete the entries of transactions below ``below`` (applied and checkpointed), in the caller's transaction."""
     cur = conn.execute(
-        sql.SQL("DELETE FROM {} WHERE xid < %s::text::xid8").format(journal(schema)),
-        (str(below),),
+        sql.SQL("DELETE FROM {} WHERE xid < %s").format(journal(schema)),
+        (below,),
     )
     return cur.rowcount
 

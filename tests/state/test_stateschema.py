@@ -140,19 +140,28 @@ def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> No
     assert layout(pg) == fresh
 
 
-def test_version_2s_reverse_journal_loses_its_identity_column(pg: psycopg.Connection[Any]) -> None:
-    """Version 2 gave the reverse journal an identity ``seq`` (a ``nextval`` and a second index entry per row the
-    app writes on PostgreSQL during the window) that nothing reads; version 3 drops it, entries kept."""
+def test_version_2s_reverse_journal_becomes_version_3s_entries_kept(pg: psycopg.Connection[Any]) -> None:
+    """Version 2 gave the reverse journal an identity ``seq`` and an ``xid8`` xid; version 3 drops the one and
+    makes the other a ``bigint`` (each cost every captured app row), keeping the entries and their xids."""
     StateStore(pg, SCHEMA).ensure()
     fresh = layout(pg)
-    pg.execute("ALTER TABLE replicator.reverse_journal ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    pg.execute("DROP TABLE replicator.reverse_journal")
+    for statement in stateschema._V2_WINDOW[:2]:  # version 2's journal, as it laid it out
+        pg.execute(statement.format(schema="replicator"))
     pg.execute("INSERT INTO replicator.reverse_journal (tbl, op, key) VALUES ('t', 'I', '[1]')")
+    xid = pg.execute("SELECT xid::text::bigint FROM replicator.reverse_journal").fetchone()
     pg.execute("UPDATE replicator.schema_version SET version = 2")
-    assert layout(pg) != fresh  # the control: the column is visible to the comparison
+    assert layout(pg) != fresh  # the control: the old journal is visible to the comparison
     StateStore(pg, SCHEMA).ensure()
     assert layout(pg) == fresh
     assert StateStore(pg, SCHEMA).recorded_version() == VERSION
-    assert pg.execute("SELECT tbl, op, key FROM replicator.reverse_journal").fetchall() == [("t", "I", [1])]
+    assert pg.execute("SELECT tbl, op, key, xid FROM replicator.reverse_journal").fetchall() == [
+        ("t", "I", [1], xid[0] if xid else None)
+    ]
+    with pg.transaction():  # the new default is the writing transaction's id, as a bigint
+        pg.execute("INSERT INTO replicator.reverse_journal (tbl, op, key) VALUES ('t', 'U', '[1]')")
+        now = pg.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+        assert pg.execute("SELECT max(xid) FROM replicator.reverse_journal").fetchone() == now
 
 
 def test_target_laid_out_before_versions_is_upgraded_and_keeps_working(tmp_path: Path, pg_dsn: str) -> None:
