@@ -11,8 +11,9 @@ one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement t
 without a key (the whole table). Key-only, as the forward capture: the key columns as a JSON array
 (``jsonb_build_array``: ISO text for dates whatever the session's ``DateStyle``), the row itself read at
 apply time. An UPDATE that moves the key journals both keys: the old key by a second UPDATE trigger whose
-``WHEN`` compares the keys as journaled (the column type's own ``=`` may equate two keys: citext 'bob' and
-'Bob'), so an UPDATE that keeps its key (nearly all of them) pays no second call.
+``WHEN`` tests whether the key moved (the key columns themselves where their type's ``=`` is exact, the keys as
+journaled otherwise: citext's ``=`` equates 'bob' and 'Bob'), so an UPDATE that keeps its key (nearly all of
+them) pays no second call.
 
 **What the capture costs, and why it looks like this.** It runs once per row the app writes, so it is built
 to cost what the cheapest possible trigger costs (bench/reverse_capture.py's ``floor``): one PL/pgSQL call
@@ -23,7 +24,8 @@ makes every call save and restore the setting, which measured 10-30 % of the tri
 safe without it because nothing in their bodies is resolved through the caller's path: the journal is
 schema-qualified, the one function call is ``pg_catalog.``-qualified, the literals take the journal columns'
 types (no operator, no cast looked up), the columns' defaults were resolved when the journal was made, and
-the moved-key test is the ``WHEN`` clause, resolved when the trigger is created, with ``OPERATOR(pg_catalog.=)``.
+the moved-key test is the ``WHEN`` clause, resolved when the trigger is created, under a ``search_path`` pinned
+to ``pg_catalog``.
 A table whose key has a float column keeps ``SET extra_float_digits = 3``: a float's JSON text follows that
 setting, and a session set to 0 would round 0.30000000000000004 to 0.3 and name no row. Capture and fence
 triggers are ``ENABLE ALWAYS``: they fire in a session whose ``session_replication_role`` is ``replica`` too.
@@ -174,11 +176,22 @@ def _capture_function(schema: str, t: TableShape, event: str, *, float_key: bool
     )
 
 
-def _capture_triggers(schema: str, t: TableShape) -> list[sql.Composable]:
-    """The keyed table's row triggers, ``ENABLE ALWAYS``. The moved-key trigger's ``WHEN`` compares the keys as
-    journaled, with ``pg_catalog``'s ``=`` named (resolved now, whatever the creating session's path)."""
+def _moved(t: TableShape, *, exact: bool) -> sql.Composable:
+    """The moved-key trigger's ``WHEN``: the key columns themselves where their type's ``=`` is exact (integers,
+    uuid...: nearly every app's key, and the cheap test: a jsonb comparison cost a quarter of the capture's time
+    per UPDATE row), otherwise the keys as journaled (citext's ``=`` equates 'bob' and 'Bob', numeric's 1.0 and
+    1.00, float's 0 and -0: different journal keys)."""
+    if exact:
+        return sql.SQL(" OR ").join(
+            sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(c)) for c in t.key_target
+        )
+    return sql.SQL("NOT ({} OPERATOR(pg_catalog.=) {})").format(_key_array(t, "OLD"), _key_array(t, "NEW"))
+
+
+def _capture_triggers(schema: str, t: TableShape, *, exact: bool) -> list[sql.Composable]:
+    """The keyed table's row triggers, ``ENABLE ALWAYS``. The moved-key trigger's ``WHEN`` is resolved when it is
+    created, under :func:`install`'s pinned ``search_path``."""
     rel = _relation(t)
-    moved = sql.SQL("NOT ({} OPERATOR(pg_catalog.=) {})").format(_key_array(t, "OLD"), _key_array(t, "NEW"))
     out: list[sql.Composable] = []
     for event, (trigger, _, _) in CAPTURE_TRIGGERS.items():
         out.append(
@@ -186,7 +199,7 @@ def _capture_triggers(schema: str, t: TableShape) -> list[sql.Composable]:
                 sql.Identifier(trigger),
                 sql.SQL("UPDATE" if event == "moved" else event.upper()),
                 rel,
-                sql.SQL("WHEN ({}) ").format(moved) if event == "moved" else sql.SQL(""),
+                sql.SQL("WHEN ({}) ").format(_moved(t, exact=exact)) if event == "moved" else sql.SQL(""),
                 sql.Identifier(schema),
                 sql.Identifier(function_name(t.source, event)),
             )
@@ -204,20 +217,23 @@ def _truncate_function(schema: str) -> sql.Composed:
     )
 
 
-def _float_keys(conn: psycopg.Connection[Any], tables: Sequence[TableShape]) -> set[str]:
-    """The tables (SQLite names) whose key has a ``real`` or ``double precision`` column (or a domain over one),
-    as PostgreSQL has them now: one query, inside the cutover's outage."""
+FLOAT_TYPES: Final = frozenset({"real", "double precision"})
+EXACT_EQUALITY: Final = frozenset({"smallint", "integer", "bigint", "uuid", "boolean", "date", "bytea"})
+"""Types whose ``=`` holds only between values with the same journaled (JSON) spelling."""
+
+
+def _key_column_types(conn: psycopg.Connection[Any], tables: Sequence[TableShape]) -> dict[tuple[str, str, str], str]:
+    """(schema, table, column) → the column's type as PostgreSQL has it now (a domain's base type), for every
+    column of the tables' schemas: one query, inside the cutover's outage."""
     rows = conn.execute(
-        "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a "
-        "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid "
-        "WHERE n.nspname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped "
-        "AND (CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END) "
-        "IN ('pg_catalog.float4'::pg_catalog.regtype, 'pg_catalog.float8'::pg_catalog.regtype)",
+        "SELECT n.nspname, c.relname, a.attname, "
+        "pg_catalog.format_type(CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END, NULL) "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid "
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
         (sorted({t.schema for t in tables}),),
     ).fetchall()
-    floats = {(str(r[0]), str(r[1]), str(r[2])) for r in rows}
-    return {t.source for t in tables if any((t.schema, t.target, k) in floats for k in t.key_target)}
+    return {(str(r[0]), str(r[1]), str(r[2])): str(r[3]) for r in rows}
 
 
 def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableShape], cutover: str) -> None:
@@ -225,14 +241,21 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
 
     A table without a key the journal can name gets only a keyless entry per statement (whole-table
     entries: the reverse apply copies such a table whole)."""
-    statements: list[sql.Composable] = [_truncate_function(schema)]
-    float_keys = _float_keys(conn, tables)
+    types = _key_column_types(conn, tables)
+    path = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()
+    # every operator a WHEN names resolves to pg_catalog's, whatever the cutover session's path; restored below
+    statements: list[sql.Composable] = [
+        sql.SQL("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)"),
+        _truncate_function(schema),
+    ]
     for t in tables:
         rel = _relation(t)
         if t.key_target:
+            key_types = [types.get((t.schema, t.target, k), "") for k in t.key_target]
+            float_key = any(ty in FLOAT_TYPES for ty in key_types)
             for event in CAPTURE_TRIGGERS:
-                statements.append(_capture_function(schema, t, event, float_key=t.source in float_keys))
-            statements += _capture_triggers(schema, t)
+                statements.append(_capture_function(schema, t, event, float_key=float_key))
+            statements += _capture_triggers(schema, t, exact=all(ty in EXACT_EQUALITY for ty in key_types))
             truncate_events = sql.SQL("TRUNCATE")
         else:
             truncate_events = sql.SQL("INSERT OR UPDATE OR DELETE OR TRUNCATE")
@@ -247,6 +270,9 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
             )
         )
         statements.append(_always(rel, TRUNCATE_TRIGGER))
+    statements.append(
+        sql.SQL("SELECT pg_catalog.set_config('search_path', {}, true)").format(sql.Literal(path[0] if path else ""))
+    )
     conn.execute(sql.SQL(";\n").join(statements))  # one round trip: this runs inside the cutover's outage
     conn.execute(
         sql.SQL(

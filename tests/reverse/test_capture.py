@@ -268,3 +268,34 @@ def test_remove_also_takes_an_earlier_releases_capture(cut: Path, pg_dsn: str) -
         conn.commit()
         assert _journal(conn) == []
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = %s", (legacy,)).fetchone() == (0,)
+
+
+def test_an_integer_key_that_moves_journals_both_keys_and_the_install_pins_its_path(cut: Path, pg_dsn: str) -> None:
+    """An integer key's move is tested on the columns themselves (the cheap ``WHEN``); its ``=`` is resolved when
+    the trigger is created. The cutover's session could carry any ``search_path``: reinstalled from a session
+    whose path puts a schema with a raising ``=`` on integers first, the capture still uses pg_catalog's."""
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE SCHEMA evil")
+        for ty in ("bigint", "integer"):
+            conn.execute(
+                f"CREATE FUNCTION evil.hijack({ty}, {ty}) RETURNS boolean LANGUAGE plpgsql AS "
+                "$$BEGIN RAISE EXCEPTION 'hijacked'; END$$"
+            )
+            conn.execute(f"CREATE OPERATOR evil.= (LEFTARG = {ty}, RIGHTARG = {ty}, FUNCTION = evil.hijack)")
+        window = reverse.read_window(conn, "replicator")
+        assert window is not None
+        shapes = list(_shapes(conn).values())
+        conn.execute("SET search_path = evil, pg_catalog, public")
+        reverse.install(conn, "replicator", shapes, window.cutover)
+        assert conn.execute("SHOW search_path").fetchone() == ("evil, pg_catalog, public",)  # restored
+        conn.commit()
+        triggers = conn.execute(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = %s AND tgrelid = 'public.parent'::regclass",
+            (reverse.CAPTURE_TRIGGERS["moved"][0],),
+        ).fetchone()
+        assert triggers is not None
+        assert "jsonb" not in triggers[0]  # the integer key is compared as itself
+    with psycopg.connect(pg_dsn, autocommit=True) as app:
+        app.execute("UPDATE public.parent SET id = 70 WHERE id = 2")
+        app.execute("UPDATE public.parent SET name = 'same key' WHERE id = 70")
+        assert _journal(app) == [("parent", "U", [70]), ("parent", "U", [2]), ("parent", "U", [70])]
