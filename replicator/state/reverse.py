@@ -119,8 +119,7 @@ def shapes_of(plan: SchemaPlan) -> dict[str, TableShape]:
 
 def _exists(conn: psycopg.Connection[Any], relation: sql.Identifier) -> bool:
     """Whether the relation is there now (a target laid out before the window, a table dropped since)."""
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation.as_string(conn),)).fetchone()
-    return bool(row and row[0])
+    return _all_exist(conn, [relation])[0]
 
 
 def journal(schema: str) -> sql.Identifier:
@@ -288,25 +287,46 @@ def remove(
     conn: psycopg.Connection[Any], schema: str, tables: Iterable[TableShape], *, keep_fence: bool = False
 ) -> None:
     """Drop the capture (and, unless ``keep_fence``, the fence) from every table, the functions, and the
-    journal's entries, in the caller's transaction. Idempotent: a table dropped since is skipped."""
+    journal's entries, in the caller's transaction. Idempotent: a table dropped since is skipped.
+
+    Two round trips whatever the number of tables: ``rollback`` runs this inside its write outage."""
     capture = (*(trigger for trigger, _, _ in CAPTURE_TRIGGERS.values()), LEGACY_CAPTURE_TRIGGER, TRUNCATE_TRIGGER)
     triggers = capture if keep_fence else (*capture, FENCE_TRIGGER)
-    for t in tables:
-        if not _exists(conn, _relation(t)):
+    shapes = list(tables)
+    there = _all_exist(conn, [*(_relation(t) for t in shapes), journal(schema)])
+    statements: list[sql.Composable] = []
+    for t, exists in zip(shapes, there, strict=False):
+        if not exists:
             continue
-        for trigger in triggers:
-            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t)))
-        for function in (
-            *(function_name(t.source, event) for event in CAPTURE_TRIGGERS),
-            _legacy_function_name(t.source),
-        ):
-            conn.execute(
-                sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(function))
-            )
+        statements += [
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t))
+            for trigger in triggers
+        ]
+        functions = [function_name(t.source, event) for event in CAPTURE_TRIGGERS] + [_legacy_function_name(t.source)]
+        statements += [
+            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(f))
+            for f in functions
+        ]
     for name in (TRUNCATE_FUNCTION,) if keep_fence else (TRUNCATE_FUNCTION, FENCE_FUNCTION):
-        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name)))
-    if _exists(conn, journal(schema)):
-        conn.execute(sql.SQL("DELETE FROM {}").format(journal(schema)))
+        statements.append(
+            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name))
+        )
+    if there[-1]:
+        statements.append(sql.SQL("DELETE FROM {}").format(journal(schema)))
+    conn.execute(sql.SQL(";\n").join(statements))
+
+
+def _drop_function(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def _all_exist(conn: psycopg.Connection[Any], relations: Sequence[sql.Identifier]) -> list[bool]:
+    """:func:`_exists` for many relations in one query, in order."""
+    rows = conn.execute(
+        "SELECT to_regclass(r) IS NOT NULL FROM unnest(%s::text[]) WITH ORDINALITY AS u(r, i) ORDER BY i",
+        ([r.as_string(conn) for r in relations],),
+    ).fetchall()
+    return [bool(r[0]) for r in rows]
 
 
 def not_owned(conn: psycopg.Connection[Any], tables: Iterable[TableShape]) -> list[str]:
