@@ -149,7 +149,7 @@ def configure(dsn: str, config: str) -> None:
     expected = {
         "none": set(),
         "floor": {FLOOR_TRIGGER},
-        "capture": {*(t for t, _, _ in reverse.CAPTURE_TRIGGERS.values()), reverse.TRUNCATE_TRIGGER},
+        "capture": {*reverse.CAPTURE_TRIGGERS, reverse.TRUNCATE_TRIGGER},
     }
     if triggers != expected[config]:
         raise RuntimeError(f"{config}: triggers {sorted(triggers)} on the tables")

@@ -5,10 +5,10 @@ functions) and every stage that meets them is above this layer: the cutover inst
 daemon's reverse direction reads the journal, ``rollback`` fences, ``finalize`` and ``snapshot --replace``
 remove them, ``status`` reads the journal's size.
 
-**Capture.** Per migrated table, one ``AFTER ... FOR EACH ROW`` trigger per event appends ``(tbl, op, key)``
-to ``reverse_journal`` inside the app's own transaction (an app transaction that rolls back leaves no entry;
-one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement trigger that appends one entry
-without a key (the whole table). Key-only, as the forward capture: the key columns as a JSON array
+**Capture.** Per migrated table, ``AFTER ... FOR EACH ROW`` triggers (:data:`CAPTURE_TRIGGERS`) append
+``(tbl, op, key)`` to ``reverse_journal`` inside the app's own transaction (an app transaction that rolls back
+leaves no entry; one that commits always has its entries), plus an ``AFTER TRUNCATE`` statement trigger that
+appends one entry without a key (the whole table). Key-only, as the forward capture: the key columns as a JSON array
 (``jsonb_build_array``: ISO text for dates whatever the session's ``DateStyle``), the row itself read at
 apply time. An UPDATE that moves the key journals both keys: the old key by a second UPDATE trigger whose
 ``WHEN`` tests whether the key moved (the key columns themselves where their type's ``=`` is exact, the keys as
@@ -17,7 +17,7 @@ them) pays no second call.
 
 **What the capture costs, and why it looks like this.** It runs once per row the app writes, so it is built
 to cost what the cheapest possible trigger costs (bench/reverse_capture.py's ``floor``): one PL/pgSQL call
-doing one ``INSERT`` with literals, no branching on ``TG_OP``, and a journal with a single index (``xid``, what
+doing one ``INSERT`` of literals, no branching on ``TG_OP``, and a journal with a single index (``xid``, what
 every reader goes by) and no identity column. The functions are ``SECURITY DEFINER``, so an app role that may
 not touch the state schema still journals its writes, yet they carry no ``SET search_path``: a ``SET`` clause
 makes every call save and restore the setting, which measured 10-30 % of the trigger's own time. They are
@@ -64,13 +64,14 @@ from replicator.plan.shape import TableShape, table_shape
 JOURNAL: Final = "reverse_journal"
 WINDOW: Final = "reverse_window"
 CAPTURE_TRIGGERS: Final = {
-    # event → (trigger, op journaled, row whose key is journaled); a trigger's name orders it among its event's
-    "insert": ("replicator_reverse_insert", "I", "NEW"),
-    "update": ("replicator_reverse_update", "U", "NEW"),
-    "moved": ("replicator_reverse_update_moved", "U", "OLD"),
-    "delete": ("replicator_reverse_delete", "D", "OLD"),
+    # name → (events, row whose key is journaled, WHEN the key moved); within an event, triggers fire in name order
+    "replicator_reverse_row": ("INSERT OR UPDATE", "NEW", False),
+    "replicator_reverse_row_moved": ("UPDATE", "OLD", True),
+    "replicator_reverse_row_deleted": ("DELETE", "OLD", False),
 }
-"""The row triggers of a keyed table; ``moved`` is the UPDATE trigger for the old key of a row whose key moved."""
+"""The row triggers of a keyed table: the new key of an INSERT or UPDATE, the old key of an UPDATE that moved it,
+the old key of a DELETE. Two functions serve them, one per row (``NEW``, ``OLD``); the entry's op is the first
+letter of ``TG_OP`` (I, U, D)."""
 LEGACY_CAPTURE_TRIGGER: Final = "replicator_reverse_capture"
 """The one row trigger (and ``reverse_capture_<hash>`` function) an earlier release installed: removed too."""
 TRUNCATE_TRIGGER: Final = "replicator_reverse_truncate"
@@ -130,10 +131,10 @@ def window(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, "reverse_window")
 
 
-def function_name(table: str, event: str) -> str:
-    """The capture function of ``event`` (a :data:`CAPTURE_TRIGGERS` key) on the SQLite table ``table``: a stable
+def function_name(table: str, row: str) -> str:
+    """The capture function journaling ``row``'s key (``NEW`` or ``OLD``) on the SQLite table ``table``: a stable
     name within PostgreSQL's 63 bytes."""
-    return f"reverse_{event}_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
+    return f"reverse_{row.lower()}_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
 
 
 def _legacy_function_name(table: str) -> str:
@@ -150,26 +151,28 @@ def _key_array(t: TableShape, row: str) -> sql.Composable:
     )
 
 
-def _always(relation: sql.Identifier, trigger: str) -> sql.Composed:
-    """The trigger fires whatever the session's ``session_replication_role``: an ordinary trigger does not in
+def _always(relation: sql.Identifier, *triggers: str) -> sql.Composed:
+    """The triggers fire whatever the session's ``session_replication_role``: an ordinary trigger does not in
     ``replica`` mode (bulk loaders, pg_restore-like tools, an app connected as a superuser set it), so the
-    capture would miss such a session's writes and the fence would let them through."""
-    return sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(relation, sql.Identifier(trigger))
-
-
-def _capture_function(schema: str, t: TableShape, event: str, *, float_key: bool) -> sql.Composed:
-    """One event's row trigger function: one journal entry, spelled with literals (see the module's docstring
-    for why it needs no ``SET search_path``)."""
-    _, op, row = CAPTURE_TRIGGERS[event]
-    body = sql.SQL("BEGIN INSERT INTO {} (tbl, op, key) VALUES ({}, {}, {}); RETURN NULL; END").format(
-        journal(schema), sql.Literal(t.source), sql.Literal(op), _key_array(t, row)
+    capture would miss such a session's writes and the fence would let them through. One ``ALTER TABLE`` for
+    all of a table's triggers: each is a lock and a relation-cache invalidation inside the cutover's outage."""
+    return sql.SQL("ALTER TABLE {} {}").format(
+        relation, sql.SQL(", ").join(sql.SQL("ENABLE ALWAYS TRIGGER {}").format(sql.Identifier(t)) for t in triggers)
     )
+
+
+def _capture_function(schema: str, t: TableShape, row: str, *, float_key: bool) -> sql.Composed:
+    """The function journaling ``row``'s key: one ``INSERT`` (see the module's docstring for why it needs no
+    ``SET search_path``); the op is ``TG_OP``'s first letter, taken by a ``pg_catalog`` function, not compared."""
+    body = sql.SQL(
+        "BEGIN INSERT INTO {} (tbl, op, key) VALUES ({}, pg_catalog.left(TG_OP, 1), {}); RETURN NULL; END"
+    ).format(journal(schema), sql.Literal(t.source), _key_array(t, row))
     setting = sql.SQL(" SET extra_float_digits = 3") if float_key else sql.SQL("")
     return sql.SQL(
         "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER{} AS {}"
     ).format(
         sql.Identifier(schema),
-        sql.Identifier(function_name(t.source, event)),
+        sql.Identifier(function_name(t.source, row)),
         setting,
         sql.Literal(body.as_string(None)),
     )
@@ -188,23 +191,19 @@ def _moved(t: TableShape, *, exact: bool) -> sql.Composable:
 
 
 def _capture_triggers(schema: str, t: TableShape, *, exact: bool) -> list[sql.Composable]:
-    """The keyed table's row triggers, ``ENABLE ALWAYS``. The moved-key trigger's ``WHEN`` is resolved when it is
-    created, under :func:`install`'s pinned ``search_path``."""
-    rel = _relation(t)
-    out: list[sql.Composable] = []
-    for event, (trigger, _, _) in CAPTURE_TRIGGERS.items():
-        out.append(
-            sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH ROW {}EXECUTE FUNCTION {}.{}()").format(
-                sql.Identifier(trigger),
-                sql.SQL("UPDATE" if event == "moved" else event.upper()),
-                rel,
-                sql.SQL("WHEN ({}) ").format(_moved(t, exact=exact)) if event == "moved" else sql.SQL(""),
-                sql.Identifier(schema),
-                sql.Identifier(function_name(t.source, event)),
-            )
+    """The keyed table's row triggers. The moved-key trigger's ``WHEN`` is resolved when it is created, under
+    :func:`install`'s pinned ``search_path``."""
+    return [
+        sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH ROW {}EXECUTE FUNCTION {}.{}()").format(
+            sql.Identifier(trigger),
+            sql.SQL(events),
+            _relation(t),
+            sql.SQL("WHEN ({}) ").format(_moved(t, exact=exact)) if moved else sql.SQL(""),
+            sql.Identifier(schema),
+            sql.Identifier(function_name(t.source, row)),
         )
-        out.append(_always(rel, trigger))
-    return out
+        for trigger, (events, row, moved) in CAPTURE_TRIGGERS.items()
+    ]
 
 
 def _truncate_function(schema: str) -> sql.Composed:
@@ -252,12 +251,13 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
         if t.key_target:
             key_types = [types.get((t.schema, t.target, k), "") for k in t.key_target]
             float_key = any(ty in FLOAT_TYPES for ty in key_types)
-            for event in CAPTURE_TRIGGERS:
-                statements.append(_capture_function(schema, t, event, float_key=float_key))
+            statements += [_capture_function(schema, t, row, float_key=float_key) for row in ("NEW", "OLD")]
             statements += _capture_triggers(schema, t, exact=all(ty in EXACT_EQUALITY for ty in key_types))
             truncate_events = sql.SQL("TRUNCATE")
+            triggers = [*CAPTURE_TRIGGERS, TRUNCATE_TRIGGER]
         else:
             truncate_events = sql.SQL("INSERT OR UPDATE OR DELETE OR TRUNCATE")
+            triggers = [TRUNCATE_TRIGGER]
         statements.append(
             sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}.{}({})").format(
                 sql.Identifier(TRUNCATE_TRIGGER),
@@ -268,7 +268,7 @@ def install(conn: psycopg.Connection[Any], schema: str, tables: Sequence[TableSh
                 sql.Literal(t.source),
             )
         )
-        statements.append(_always(rel, TRUNCATE_TRIGGER))
+        statements.append(_always(rel, *triggers))
     statements.append(
         sql.SQL("SELECT pg_catalog.set_config('search_path', {}, true)").format(sql.Literal(path[0] if path else ""))
     )
@@ -290,7 +290,7 @@ def remove(
     journal's entries, in the caller's transaction. Idempotent: a table dropped since is skipped.
 
     Two round trips whatever the number of tables: ``rollback`` runs this inside its write outage."""
-    capture = (*(trigger for trigger, _, _ in CAPTURE_TRIGGERS.values()), LEGACY_CAPTURE_TRIGGER, TRUNCATE_TRIGGER)
+    capture = (*CAPTURE_TRIGGERS, LEGACY_CAPTURE_TRIGGER, TRUNCATE_TRIGGER)
     triggers = capture if keep_fence else (*capture, FENCE_TRIGGER)
     shapes = list(tables)
     there = _all_exist(conn, [*(_relation(t) for t in shapes), journal(schema)])
@@ -302,7 +302,7 @@ def remove(
             sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t))
             for trigger in triggers
         ]
-        functions = [function_name(t.source, event) for event in CAPTURE_TRIGGERS] + [_legacy_function_name(t.source)]
+        functions = [function_name(t.source, "NEW"), function_name(t.source, "OLD"), _legacy_function_name(t.source)]
         statements += [
             sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(f))
             for f in functions
@@ -477,7 +477,7 @@ def schema_changes(conn: psycopg.Connection[Any], plan: SchemaPlan, tables: Iter
         }
         wanted = [TRUNCATE_TRIGGER]
         if shapes[name].key_target and LEGACY_CAPTURE_TRIGGER not in enabled:  # a window an earlier release opened
-            wanted += [trigger for trigger, _, _ in CAPTURE_TRIGGERS.values()]
+            wanted += list(CAPTURE_TRIGGERS)
         out += [f"{name}: the capture trigger {t} is missing or disabled" for t in wanted if t not in enabled]
     return out
 

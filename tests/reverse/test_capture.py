@@ -234,14 +234,14 @@ def test_the_capture_functions_carry_no_setting_but_a_float_keys(tmp_path: Path,
         shapes = _shapes(conn)
         settings = {}
         for table in ("m", "n"):
-            for event in reverse.CAPTURE_TRIGGERS:
+            for which in ("NEW", "OLD"):
                 row = conn.execute(
                     "SELECT proconfig, prosecdef FROM pg_proc WHERE proname = %s",
-                    (reverse.function_name(shapes[table].source, event),),
+                    (reverse.function_name(shapes[table].source, which),),
                 ).fetchone()
-                assert row is not None, (table, event)
-                assert row[1], (table, event)  # SECURITY DEFINER
-                settings[table, event] = row[0]
+                assert row is not None, (table, which)
+                assert row[1], (table, which)  # SECURITY DEFINER
+                settings[table, which] = row[0]
         assert {v for (t, _), v in settings.items() if t == "n"} == {None}
         assert all(v == ["extra_float_digits=3"] for (t, _), v in settings.items() if t == "m")
 
@@ -252,7 +252,7 @@ def test_remove_also_takes_an_earlier_releases_capture(cut: Path, pg_dsn: str) -
     on journaling into a window that is closed."""
     with psycopg.connect(pg_dsn) as conn:
         shapes = _shapes(conn)
-        legacy = "reverse_capture_" + reverse.function_name("parent", "insert").removeprefix("reverse_insert_")
+        legacy = "reverse_capture_" + reverse.function_name("parent", "NEW").removeprefix("reverse_new_")
         conn.execute(
             f"CREATE FUNCTION replicator.{legacy}() RETURNS trigger LANGUAGE plpgsql AS "
             "$$BEGIN INSERT INTO replicator.reverse_journal (tbl, op, key) VALUES ('parent', 'L', NULL); "
@@ -291,7 +291,7 @@ def test_an_integer_key_that_moves_journals_both_keys_and_the_install_pins_its_p
         conn.commit()
         triggers = conn.execute(
             "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = %s AND tgrelid = 'public.parent'::regclass",
-            (reverse.CAPTURE_TRIGGERS["moved"][0],),
+            ("replicator_reverse_row_moved",),
         ).fetchone()
         assert triggers is not None
         assert "jsonb" not in triggers[0]  # the integer key is compared as itself
