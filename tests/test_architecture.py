@@ -71,18 +71,13 @@ SHARED_WINDOWS: Final[dict[str, str]] = {
 }
 """Failpoints called at more than one place: one window reached by two code paths, on purpose."""
 
-NOT_FAILPOINT_KINDS: Final = frozenset({"random"})
-"""Crash-matrix kill kinds that are not failpoints (a SIGKILL after a random delay)."""
+NOT_FAILPOINT_KINDS: Final = frozenset({"random", "random-reverse"})
+"""Crash-matrix kill kinds that are not failpoints (a SIGKILL after a random delay: of the daemon, of the reverse
+direction in the rollback window)."""
 
 EXERCISED_ELSEWHERE: Final[dict[str, str]] = {
     "import.after_table": "tests/cutover/test_audit.py",
     "newtable.after_plan": "tests/stream/test_worker_new_tables.py",
-    "reverse.before_sqlite_commit": "tests/reverse/test_crash.py",
-    "reverse.between_commits": "tests/reverse/test_crash.py",
-    "reverse.before_postgres_commit": "tests/reverse/test_crash.py",
-    "rollback.after_fence": "tests/reverse/test_crash.py",
-    "rollback.before_close_commit": "tests/reverse/test_crash.py",
-    "rollback.between_commits": "tests/reverse/test_crash.py",
 }
 """Failpoints the crash matrix does not kill at (not a daemon window), and the test that arms each."""
 

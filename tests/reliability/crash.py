@@ -11,11 +11,18 @@ and a list of kills. Kinds of kill:
   ``cutover.*`` by running ``replicator cutover`` with the daemon stopped;
 * ``copy`` — SIGKILL while PostgreSQL reports a snapshot COPY in progress (``pg_stat_progress_copy``);
 * ``table`` — SIGKILL once the snapshot committed its first table (``snapshot_tables``), before the genesis;
-* ``random`` — SIGKILL after a random delay (seeded).
+* ``random`` — SIGKILL after a random delay (seeded);
+* the rollback window's (:mod:`tests.reliability.window`): after the round's cutover the app writes on
+  PostgreSQL in its own process while the reverse direction (``replicator run`` after a cutover) is killed at
+  each ``reverse.*`` failpoint and at a random time (``random-reverse``), then ``replicator rollback`` at each
+  ``rollback.*`` failpoint, run again until it completes. They come last (after the cutover kills), and such a
+  round ends with the completed rollback instead of a drain: SQLite equal to PostgreSQL row for row, the chain
+  ending in its ``reverse`` batches and one ``rollback`` checkpoint, and the app writing to SQLite again.
 
 A kill counts as *survived* when the chain still verifies after it, the next daemon starts and goes on
 without stopping on an error, and the round ends with PostgreSQL equal to SQLite row for row (0 rows
-lost, 0 doubled) and the chain head covering the journal head exactly.
+lost, 0 doubled) and the chain head covering the journal head exactly (a window's kill: SQLite still fenced
+after it, and the window's end as above).
 (a ``random`` kill also requires that the daemon held no deleted ``-wal``/``-shm`` when killed: with the
 ``conn-per-txn`` writer every commit is the app's last close). The load generator's mode is
 :func:`soak_writer` unless a round names one.
@@ -37,7 +44,7 @@ import msgspec
 
 from replicator import faults
 from replicator.state.store import StateStore
-from tests.reliability import harness, loadgen
+from tests.reliability import harness, loadgen, window
 from tests.support.daemon import DaemonProcess
 from tests.support.pgserver import fresh_database
 
@@ -56,7 +63,11 @@ STREAM_POINTS: Final = (
 KNOWN_BUGS: Final[dict[str, str]] = {}
 """Windows where the harness found a bug not fixed yet: run in rounds of their own (they fail the round)."""
 RESNAPSHOT_POINTS: Final = tuple(n for n in faults.NAMES if n.startswith("resnapshot."))
-ALL_KINDS: Final = (*SNAPSHOT_KINDS, *STREAM_POINTS, *RESNAPSHOT_POINTS, *CUTOVER_POINTS, "random")
+REVERSE_POINTS: Final = window.REVERSE_POINTS
+ROLLBACK_POINTS: Final = window.ROLLBACK_POINTS
+WINDOW_KINDS: Final = window.KINDS
+"""The rollback window's kills: the reverse daemon's failpoints and a random time, then rollback's failpoints."""
+ALL_KINDS: Final = (*SNAPSHOT_KINDS, *STREAM_POINTS, *RESNAPSHOT_POINTS, *CUTOVER_POINTS, "random", *WINDOW_KINDS)
 """Every kind once."""
 PRUNE_OFTEN: Final = {"REPLICATOR_APPLY__PRUNE_MAX_ROWS": "200"}
 """The load generator never pauses long enough for the daemon's idle pruning (``apply.prune_idle_s``): the
@@ -88,6 +99,8 @@ class Round(msgspec.Struct):
     error: str = ""
     seconds: float = 0.0
     transactions: int = 0
+    window_transactions: int = 0
+    """The app's transactions on PostgreSQL during the rollback window (0: no window in the round)."""
 
     @property
     def passed(self) -> bool:
@@ -95,11 +108,13 @@ class Round(msgspec.Struct):
 
 
 def order(kinds: Sequence[str]) -> list[str]:
-    """Snapshot kills first (they need a target without a genesis), cutover kills last, the rest as given."""
+    """Snapshot kills first (they need a target without a genesis), cutover kills last, the rest as given; the
+    rollback window's after the cutover (:func:`window.order`)."""
     first = [k for k in kinds if k in SNAPSHOT_KINDS]
     last = [k for k in kinds if k in CUTOVER_POINTS and k != FINISHING]
     final = [FINISHING] if FINISHING in kinds else []
-    return first + [k for k in kinds if k not in SNAPSHOT_KINDS and k not in CUTOVER_POINTS] + last + final
+    rest = [k for k in kinds if k not in SNAPSHOT_KINDS and k not in CUTOVER_POINTS and k not in WINDOW_KINDS]
+    return first + rest + last + final + window.order([k for k in kinds if k in WINDOW_KINDS])
 
 
 class Matrix:
@@ -120,6 +135,8 @@ class Matrix:
         self._columns = 0
         self.finished = False
         """A kill between the commits was followed by a cutover that finished the migration."""
+        self.window: window.Window | None = None
+        """The rollback window's app and kills, once the round's cutover finished."""
 
     def _log(self, what: str) -> Path:
         self._n += 1
@@ -130,9 +147,12 @@ class Matrix:
     def kill(self, kind: str) -> Kill:
         started = time.monotonic()
         result = Kill(kind)
+        failed = False
         try:
             if kind in CUTOVER_POINTS:
                 self._cutover(kind, result)
+            elif kind in WINDOW_KINDS:
+                failed = self._in_window(kind, result)
             elif kind == "random":
                 proc = harness.daemon(self.source, self.dsn, self._log("random"), **PRUNE_OFTEN)
                 time.sleep(self.rng.uniform(0.05, 2.5))
@@ -143,7 +163,8 @@ class Matrix:
             problems = harness.chain_problems(self.dsn) if self._has_chain() else []
             if problems:
                 result.note += f"chain after kill: {problems}"
-            result.ok = not problems and not result.note.startswith("daemon stopped") and not result.held_deleted
+            stopped = failed or result.note.startswith("daemon stopped")
+            result.ok = not problems and not stopped and not result.held_deleted
         except Exception as exc:  # recorded, the round goes on and fails at the end
             result.note += f"harness: {type(exc).__name__}: {exc}"
         result.seconds = round(time.monotonic() - started, 3)
@@ -187,9 +208,7 @@ class Matrix:
         """The daemon is down (killed by the previous kill); cutover crashes in its step; the app stays writable."""
         if not self._has_genesis():  # a kill in the snapshot came last: cutover needs a target that streams
             harness.drain(self.source, self.dsn, self._log("snapshot"))
-        args = ["cutover", "--source", str(self.source), "--target", self.dsn, "--no-backup", "--skip-full-verify"]
-        args += ["--max-downtime", "60s", "--certificate", str(self.dir / "cert.json"), "--log-format", "json"]
-        proc = harness.replicator(args, self._log(name), failpoints=f"{name}:crash")
+        proc = harness.replicator(self._cutover_args(), self._log(name), failpoints=f"{name}:crash")
         try:
             code = proc.wait(90)
         except subprocess.TimeoutExpired:
@@ -212,13 +231,42 @@ class Matrix:
             result.note += " SQLite writable after a kill between the commits: app writes would be lost"
             result.hit = False
             return
-        args = ["cutover", "--source", str(self.source), "--target", self.dsn, "--no-backup", "--skip-full-verify"]
-        args += ["--max-downtime", "60s", "--certificate", str(self.dir / "cert.json"), "--log-format", "json"]
-        proc = harness.replicator(args, self._log("cutover-again"))
+        proc = harness.replicator(self._cutover_args(), self._log("cutover-again"))
         code = proc.wait(120)
         if code != 0:
             result.note += f" cutover run again exited {code}: {proc.tail(400)}"
         self.finished = code == 0
+
+    def _cutover_args(self) -> list[str]:
+        args = ["cutover", "--source", str(self.source), "--target", self.dsn, "--no-backup", "--skip-full-verify"]
+        return [*args, "--max-downtime", "60s", "--certificate", str(self.dir / "cert.json"), "--log-format", "json"]
+
+    # --- the rollback window -------------------------------------------------------------------
+
+    def _open_window(self) -> str:
+        """The round's cutover (unless a kill between its commits was followed by one that finished it), then
+        the app on PostgreSQL. Returns what went wrong ("" when the window is open)."""
+        if not self.finished:
+            if not self._has_genesis():  # no kill before: the snapshot first (cutover needs a streaming target)
+                harness.drain(self.source, self.dsn, self._log("snapshot"))
+            proc = harness.replicator(self._cutover_args(), self._log("cutover"))
+            code = proc.wait(120)
+            if code != 0:
+                return f"cutover before the window exited {code}: {proc.tail(600)}"
+            self.finished = True
+        self.window = window.Window(self.source, self.dsn, self.dir, self._log, self.seed, self.tps / 2)
+        return ""
+
+    def _in_window(self, kind: str, result: Kill) -> bool:
+        """A kill in the rollback window; True when the process stopped on its own error or SQLite was left
+        writable while the window is open (the app could write there and lose it at the next batch)."""
+        assert self.window is not None
+        got = self.window.kill(kind)
+        result.hit, result.note = got.hit, got.note
+        if got.hit and writable(self.source):
+            result.note += " SQLite writable after a kill in the window"
+            return True
+        return got.failed
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -250,10 +298,16 @@ class Matrix:
         )
         try:
             for kind in order(kinds):
+                if kind in WINDOW_KINDS and self.window is None:
+                    out.error = self._open_window()
+                    if out.error:
+                        break
                 out.kills.append(self.kill(kind))
                 if gen.poll() is not None and not self.finished:  # a finished cutover fences the writer out
                     out.error = f"load generator stopped: {gen.tail(600)}"
                     break
+        except Exception as exc:
+            out.error = f"{type(exc).__name__}: {exc}"[:3000]
         finally:
             code = gen.term(30)
         if code not in (0, -15) and not out.error:
@@ -261,22 +315,40 @@ class Matrix:
         with contextlib.suppress(Exception):
             out.transactions = int(msgspec.json.decode(gen.tail(300).strip().splitlines()[-1])["transactions"])
         try:
-            harness.drain(self.source, self.dsn, self._log("drain"))
-            d = harness.diff(self.source, self.dsn)
-            out.compared, out.lost, out.doubled = d.compared, d.lost, d.doubled
-            if d.examples:
-                out.error = "; ".join(d.examples)[:2000]
-            out.chain = harness.chain_problems(self.dsn, self.source)
-            state = self._phase()
-            if state == "ERRORED":
-                out.error += " phase ERRORED after the drain"
+            if self.window is not None:
+                self._end_window(self.window, out)
+            else:
+                self._end_forward(out)
         except Exception as exc:
             out.error = f"{type(exc).__name__}: {exc}"[:3000]
+        finally:
+            if self.window is not None:
+                self.window.close()
         if not out.passed:
             for k in out.kills:
                 k.ok = False
         out.seconds = round(time.monotonic() - started, 2)
         return out
+
+    def _end_forward(self, out: Round) -> None:
+        """Drain, compare row by row, verify the chain up to the journal's head."""
+        harness.drain(self.source, self.dsn, self._log("drain"))
+        d = harness.diff(self.source, self.dsn)
+        out.compared, out.lost, out.doubled = d.compared, d.lost, d.doubled
+        if d.examples:
+            out.error = "; ".join(d.examples)[:2000]
+        out.chain = harness.chain_problems(self.dsn, self.source)
+        state = self._phase()
+        if state == "ERRORED":
+            out.error += " phase ERRORED after the drain"
+
+    def _end_window(self, win: window.Window, out: Round) -> None:
+        """The rollback run to completion and the window's final checks (:meth:`window.Window.finish`)."""
+        end = win.finish()
+        out.compared, out.lost, out.doubled, out.chain = end.compared, end.lost, end.doubled, end.chain
+        out.window_transactions = end.app_transactions
+        if end.errors:
+            out.error = (out.error + " " + "; ".join(end.errors)).strip()[:3000]
 
 
 def writable(path: Path) -> bool:
@@ -311,9 +383,9 @@ def soak_writer() -> str:
     return mode
 
 
-def plan(kills: int, seed: int, per_round: int = 25) -> list[list[str]]:
-    """``kills`` kills in rounds of at most ``per_round``: every kind at least once per full round (snapshot
-    and cutover windows once per round), the rest streaming failpoints and random times, seeded.
+def plan(kills: int, seed: int, per_round: int = 32) -> list[list[str]]:
+    """``kills`` kills in rounds of at most ``per_round``: every kind at least once per full round (snapshot,
+    cutover and rollback-window kinds once per round), the rest streaming failpoints and random times, seeded.
     :data:`KNOWN_BUGS` windows are left out (see :func:`known_bug_rounds`)."""
     rng = random.Random(f"plan:{seed}")
     rounds: list[list[str]] = []

@@ -32,6 +32,7 @@ WINDOWS = {
     "snapshot.copying": "snapshot: mid-COPY",
     "snapshot.after_table": "snapshot: between tables",
     "random": "random time",
+    "random-reverse": "rollback window: reverse direction at a random time",
 }
 
 
@@ -84,7 +85,7 @@ def crash_figures(fig: Figures, admin: str, work: Path, kills: int, jobs: int, s
         fig.rows_lost += r.lost
         fig.rows_doubled += r.doubled
         fig.rows_compared += r.compared
-        fig.app_transactions += r.transactions
+        fig.app_transactions += r.transactions + r.window_transactions
         if not r.passed:
             fig.failures.append(f"round seed {r.seed}: {r.error[:500]} {r.chain}")
     for kind in [k for k in crash.ALL_KINDS if k in per]:

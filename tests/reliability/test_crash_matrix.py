@@ -63,6 +63,19 @@ def test_kills_under_a_connection_per_transaction_writer(tmp_path: Path, pg_serv
     assert all(k.hit for k in result.kills), [f"{k.kind}: {k.note[-300:]}" for k in result.kills]
 
 
+def test_kills_in_the_rollback_window(tmp_path: Path, pg_server: str) -> None:
+    """Issue 20: after the round's cutover the app writes on PostgreSQL (its own process, a connection per
+    transaction) while the reverse direction is killed at each commit boundary of its batches and at a random
+    time, then rollback at each of its steps, each run the rerun of the one before; the last run completes:
+    nothing lost or doubled, the chain verifies through its reverse and rollback checkpoints, the app writes
+    to SQLite again."""
+    result = crash.run_round(tmp_path, pg_server, list(crash.WINDOW_KINDS), seed=27, rows=300)
+    _check(result)
+    assert [k.kind for k in result.kills] == list(crash.WINDOW_KINDS)
+    assert all(k.hit for k in result.kills), [f"{k.kind}: {k.note[-300:]}" for k in result.kills]
+    assert result.window_transactions > 0
+
+
 @pytest.mark.soak
 def test_soak_crash_matrix(tmp_path: Path, pg_server: str) -> None:
     kills = int(os.environ.get("REPLICATOR_SOAK_KILLS", "200"))
