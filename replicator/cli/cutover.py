@@ -176,7 +176,13 @@ def cutover(
     show_default=True,
     help="Bound on fencing PostgreSQL (s).",
 )
-@click.option("--certificate", "certificate_path", type=click.Path(path_type=Path), default=None, help="Output file.")
+@click.option(
+    "--certificate",
+    "certificate_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Rollback certificate file [default: <source>.rollback-certificate.json].",
+)
 @options.json_flag("Print the report as JSON.")
 def rollback(
     ctx: Context, force: bool, dry_run: bool, max_downtime: float, certificate_path: Path | None, as_json: bool
@@ -184,8 +190,9 @@ def rollback(
     """After a cutover: go back to SQLite, carrying PostgreSQL's writes back first (the rollback window).
 
     With the window open: fence PostgreSQL, drain its changes into SQLite, prove both sides equal, un-fence
-    SQLite, write a rollback certificate. Without it (--no-rollback-window at cutover): un-fence SQLite if
-    PostgreSQL has not changed since the cutover, or with --force."""
+    SQLite, write a rollback certificate (also kept in the state schema: run again after an interruption,
+    rollback writes it). Without it (--no-rollback-window at cutover): un-fence SQLite if PostgreSQL has not
+    changed since the cutover, or with --force."""
     from replicator.cutover import rollback as rollback_mod
     from replicator.reverse import rollback as window_mod
 
@@ -203,6 +210,11 @@ def rollback(
         elif not ctx.quiet:
             if result.resumed:
                 click.echo("finished an interrupted rollback: SQLite un-fenced, the app writes to SQLite again")
+                if result.certificate_path is not None:
+                    click.echo(
+                        f"certificate {result.certificate_path}, as the rollback stored it in the state schema "
+                        "(write outage not measured)"
+                    )
             elif result.dry_run:
                 click.echo(
                     f"dry run: {len(result.tables)} table(s) equal after carrying back {result.drained_entries} "

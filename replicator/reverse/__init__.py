@@ -11,5 +11,6 @@ One module per step: ``capture`` (PostgreSQL's reverse journal and triggers, and
 ``writeback`` (a PostgreSQL value in the storage form the app used in SQLite, exact or refused; the forms
 learned from the app's own rows in ``writeback_forms``, the spellings in ``writeback_spell``),
 ``batch`` (one reverse batch read from PostgreSQL), ``writer`` (one batch written into SQLite, position
-and checkpoint exactly once), ``loop`` (the daemon's reverse direction), ``rollback`` and ``finalize``.
+and checkpoint exactly once), ``loop`` (the daemon's reverse direction), ``rollback`` (its certificate in
+``rollback_certificate``) and ``finalize``.
 """

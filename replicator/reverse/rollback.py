@@ -27,10 +27,18 @@ In order (each step's failure leaves a state the next run finishes or undoes, na
    had (the table's status is then ``acknowledged``).
    Then SQLite's AUTOINCREMENT counters are moved past the ids PostgreSQL gave (a deleted one is never reused).
 6. **Close the window** in PostgreSQL (one transaction): the ``rollback`` checkpoint, the capture dropped, the
-   window's row and the phase. PostgreSQL stays fenced: the app runs on SQLite now.
-7. **Un-fence SQLite**: the outage ends. A crash between 6 and 7 leaves both fenced; ``rollback`` run again
-   sees the window closed by rollback and only un-fences.
-8. The **rollback certificate**: what was proved, sealed with its SHA-256.
+   window's row, the phase, and the **rollback certificate** (what was proved, sealed with its SHA-256) stored in
+   the state schema (:func:`replicator.state.reverse.store_certificate`), its outage not measured yet.
+   PostgreSQL stays fenced: the app runs on SQLite now.
+7. **Un-fence SQLite**: the outage ends. The certificate is sealed again with the outage measured and stored
+   in place of the first.
+8. The certificate **file** (``<source>.rollback-certificate.json`` or ``--certificate``).
+
+A crash after 6 loses no proof: the closed window has its stored certificate. ``rollback`` run again sees the
+window closed by rollback, un-fences SQLite if a crash left it fenced, and writes the stored certificate to the
+file (sealed as the close stored it: its outage ``null``, not measured, when the crash came before 7 ended); run
+after a finished rollback it refuses as "already rolled back", naming the stored certificate, and writes it
+again if the file is missing.
 
 ``--dry-run`` runs 1, 2, 4 and 5 without fencing anything (the app may write meanwhile: a row it changes
 between the comparison and the recheck can show as a difference the real rollback would not have).
@@ -39,7 +47,6 @@ between the comparison and the recheck can show as a difference the real rollbac
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import sqlite3
 import time
@@ -53,13 +60,24 @@ from psycopg import sql
 
 from checkpoints import store
 from checkpoints.model import Kind, next_checkpoint
-from replicator import faults, files, log, pg
+from replicator import faults, log, pg
 from replicator.config import Config
 from replicator.errors import ReplicatorError, VerificationFailed
 from replicator.inspect import verify, verify_compare, verify_shape
 from replicator.inspect.verify_shape import Key
 from replicator.plan import sequences
 from replicator.reverse import batch, loop
+from replicator.reverse.rollback_certificate import (
+    RollbackCertificate,
+    StoredCertificateDamaged,
+    TableProof,
+    default_path,
+    encode,
+    kept,
+    seal,
+    verified,
+    write_file,
+)
 from replicator.reverse.writer import REFUSED_ACTION, first_horizon
 from replicator.state import reverse, stateschema
 from replicator.state.phase import ApplyState, Phase
@@ -86,28 +104,6 @@ class RollbackAborted(ReplicatorError):
     """A step failed; the message says the state things are in."""
 
 
-class TableProof(msgspec.Struct, frozen=True):
-    table: str
-    sqlite_rows: int
-    postgres_rows: int
-    status: str
-
-
-class RollbackCertificate(msgspec.Struct, frozen=True):
-    source: str
-    target: str
-    cutover_checkpoint: str
-    window_opened_at: str
-    rolled_back_at: str
-    chain_head: str
-    """The hash of the ``rollback`` checkpoint that closed the window."""
-    tables: tuple[TableProof, ...]
-    write_outage_s: float
-    batches_in_window: int
-    acknowledged_refusals: tuple[str, ...]
-    sha256: str = ""
-
-
 class RollbackResult(msgspec.Struct, frozen=True):
     dry_run: bool
     drained_entries: int
@@ -116,12 +112,8 @@ class RollbackResult(msgspec.Struct, frozen=True):
     certificate: RollbackCertificate | None = None
     certificate_path: str | None = None
     resumed: bool = False
-    """A previous rollback had closed the window and crashed before un-fencing SQLite: this run only un-fenced."""
-
-
-def seal(cert: RollbackCertificate) -> RollbackCertificate:
-    body = msgspec.json.encode(msgspec.structs.replace(cert, sha256=""), order="sorted")
-    return msgspec.structs.replace(cert, sha256=hashlib.sha256(body).hexdigest())
+    """A previous rollback had closed the window and crashed before un-fencing SQLite: this run un-fenced it and
+    wrote the certificate that rollback stored (``write_outage_s`` is then 0.0: not measured)."""
 
 
 def rollback(
@@ -134,7 +126,8 @@ def rollback(
     certificate_path: Path | None = None,
 ) -> RollbackResult:
     bound = log.get("rollback", source=str(source))
-    resumed = _finish_interrupted(source, dsn, config)
+    path = certificate_path or default_path(source)
+    resumed = _finish_interrupted(source, dsn, config, path)
     if resumed is not None:
         return resumed
     with loop.opened(source, dsn, config) as session:
@@ -174,21 +167,37 @@ def rollback(
             ) from exc
         faults.point("rollback.between_commits")
         fence.unfence_on(session.sconn, path=source)
-        outage = time.monotonic() - started
-    cert = seal(msgspec.structs.replace(closing, write_outage_s=round(outage, 3)))
-    path = certificate_path or source.with_name(source.name + ".rollback-certificate.json")
-    with files.writing(path, what="the rollback certificate", instead="its fields are in the log line below"):
-        path.write_bytes(msgspec.json.format(msgspec.json.encode(cert), indent=2) + b"\n")
-    bound.warning("rolled back: the app writes to SQLite again", outage_s=round(outage, 3), certificate=str(path))
-    return RollbackResult(False, drained, round(outage, 3), proofs, cert, str(path))
+        outage = round(time.monotonic() - started, 3)
+        cert = seal(msgspec.structs.replace(closing, write_outage_s=outage))
+        _store_measured(session, cert)
+    write_file(path, cert)
+    bound.warning("rolled back: the app writes to SQLite again", outage_s=outage, certificate=str(path))
+    return RollbackResult(False, drained, outage, proofs, cert, str(path))
 
 
-def _finish_interrupted(source: Path, dsn: str, config: Config) -> RollbackResult | None:
-    """A rollback closed the window and crashed before un-fencing SQLite: un-fence now (step 7 only)."""
+def _store_measured(session: loop.Session, cert: RollbackCertificate) -> None:
+    """The certificate with the outage measured, in place of the one the close stored. The app already writes to
+    SQLite: a failure here is logged, not raised, and the stored one (outage not measured) stays valid."""
+    try:
+        reverse.store_certificate(session.pconn, session.schema, cert.cutover_checkpoint, cert.sha256, encode(cert))
+    except psycopg.Error as exc:
+        session.log.error(
+            "the rollback certificate with the measured outage was not stored; the state schema keeps the one the "
+            "close stored (outage not measured)",
+            error=str(exc),
+        )
+
+
+def _finish_interrupted(source: Path, dsn: str, config: Config, path: Path) -> RollbackResult | None:
+    """A rollback closed the window and crashed before it ended: un-fence SQLite if it is still fenced (step 7)
+    and write the certificate the close stored (step 8). Run after a finished rollback: the one-line refusal,
+    naming the stored certificate (and writing it to ``path`` if no file is there)."""
+    schema = config.target.state_schema
     with pg.connect(dsn, autocommit=True, connect_timeout=config.target.connect_timeout_s) as conn:
-        window = reverse.read_window(conn, config.target.state_schema)
-    if window is None or window.open:
-        return None
+        window = reverse.read_window(conn, schema)
+        if window is None or window.open:
+            return None
+        stored = reverse.read_certificate(conn, schema, window.cutover)
     if window.closed_how != "rollback":
         raise RollbackRefused(
             f"the rollback window was closed by {window.closed_how} at {window.closed_at}: PostgreSQL is the app's "
@@ -198,11 +207,25 @@ def _finish_interrupted(source: Path, dsn: str, config: Config) -> RollbackResul
     status = fence.status(source, busy_timeout_ms=config.source.busy_timeout_ms)
     if not status.tables:
         raise RollbackRefused(
-            f"already rolled back at {window.closed_at}: the SQLite file is writable", hint="nothing to do"
+            f"already rolled back at {window.closed_at}: the SQLite file is writable{kept(stored, path)}",
+            hint="nothing to do",
         )
     fence.unfence(source, busy_timeout_ms=config.source.busy_timeout_ms)
-    log.get("rollback").warning("finished an interrupted rollback: SQLite un-fenced", closed_at=window.closed_at)
-    return RollbackResult(False, 0, 0.0, (), resumed=True)
+    bound = log.get("rollback", source=str(source))
+    bound.warning("finished an interrupted rollback: SQLite un-fenced", closed_at=window.closed_at)
+    if stored is None:  # a window closed by a release that wrote the certificate to a file only
+        return RollbackResult(False, 0, 0.0, (), resumed=True)
+    try:
+        cert = verified(stored)
+    except StoredCertificateDamaged as exc:
+        raise StoredCertificateDamaged(
+            f"finished an interrupted rollback (SQLite un-fenced, the app writes to SQLite again), but {exc.message}; "
+            "not written",
+            hint=f"the {schema}.{reverse.CERTIFICATES} row and the chain's `rollback` checkpoint are the evidence left",
+        ) from None
+    write_file(path, cert)
+    bound.warning("rollback certificate written from the state schema", certificate=str(path))
+    return RollbackResult(False, 0, 0.0, cert.tables, cert, str(path), resumed=True)
 
 
 def _catch_up(session: loop.Session, *, final: bool = False, wait_s: float = 0.0) -> int:
@@ -444,6 +467,8 @@ def _carry_sequences(session: loop.Session) -> None:
 
 
 def _close_window(session: loop.Session, proofs: tuple[TableProof, ...]) -> RollbackCertificate:
+    """The window closed and its sealed certificate stored, in one transaction: a closed window always has the
+    proof of what was carried back, whatever happens to the process after the commit."""
     conn, schema = session.pconn, session.schema
     state_store = StateStore(conn, schema)
     acknowledged = tuple(
@@ -452,6 +477,7 @@ def _close_window(session: loop.Session, proofs: tuple[TableProof, ...]) -> Roll
         if v.action == REFUSED_ACTION
     )
     before = state_store.read_phase()
+    window = session.window
     with conn.transaction():
         closing = next_checkpoint(session.head, seq_to=first_horizon(session.head) - 1, tables={}, kind=Kind.ROLLBACK)
         store.append(conn, closing, schema)
@@ -468,20 +494,23 @@ def _close_window(session: loop.Session, proofs: tuple[TableProof, ...]) -> Roll
                 head_seq=before.head_seq if before is not None else 0,
             )
         )
+        cert = seal(
+            RollbackCertificate(
+                source=str(session.source),
+                target=_target_of(conn),
+                cutover_checkpoint=window.cutover,
+                window_opened_at=window.opened_at,
+                rolled_back_at=dt.datetime.now(dt.UTC).isoformat(),
+                chain_head=closing.hash,
+                tables=proofs,
+                write_outage_s=None,  # measured after SQLite's un-fence, then stored again
+                batches_in_window=_reverse_batches(conn, schema),
+                acknowledged_refusals=acknowledged,
+            )
+        )
+        reverse.store_certificate(conn, schema, window.cutover, cert.sha256, encode(cert))
         faults.point("rollback.before_close_commit")
-    window = session.window
-    return RollbackCertificate(
-        source=str(session.source),
-        target=_target_of(conn),
-        cutover_checkpoint=window.cutover,
-        window_opened_at=window.opened_at,
-        rolled_back_at=dt.datetime.now(dt.UTC).isoformat(),
-        chain_head=closing.hash,
-        tables=proofs,
-        write_outage_s=0.0,
-        batches_in_window=_reverse_batches(conn, schema),
-        acknowledged_refusals=acknowledged,
-    )
+    return cert
 
 
 def _target_of(conn: psycopg.Connection[Any]) -> str:

@@ -63,6 +63,8 @@ from replicator.plan.shape import TableShape, table_shape
 
 JOURNAL: Final = "reverse_journal"
 WINDOW: Final = "reverse_window"
+CERTIFICATES: Final = "rollback_certificates"
+"""The sealed rollback certificates, one per window a rollback closed (:func:`store_certificate`)."""
 CAPTURE_TRIGGERS: Final = {
     # name → (events, row whose key is journaled, WHEN the key moved); within an event, triggers fire in name order
     "replicator_reverse_row": ("INSERT OR UPDATE", "NEW", False),
@@ -494,6 +496,37 @@ def close(conn: psycopg.Connection[Any], schema: str, how: str, message: str) ->
         sql.SQL("UPDATE {} SET closed_at = now(), closed_how = %s, message = %s").format(window(schema)),
         (how, message),
     )
+
+
+def certificates(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, "rollback_certificates")
+
+
+def store_certificate(conn: psycopg.Connection[Any], schema: str, cutover: str, sha256: str, body: bytes) -> None:
+    """The sealed rollback certificate of the window ``cutover`` opened, in the caller's transaction.
+
+    Why a table of its own, not a column of the window's row: that row is reset by the next cutover and deleted
+    by ``snapshot --replace`` (:func:`forget`), and the proof of what a rollback carried back must outlive both,
+    as the cutover certificates do. Keyed by the cutover checkpoint's hash (one window per cutover, closed once):
+    ``rollback`` writes it in the transaction that closes the window, so a window closed by rollback always has
+    its row, and again (an upsert) once the outage is measured, after SQLite's un-fence."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (cutover, sha256, body) VALUES (%s, %s, %s) ON CONFLICT (cutover) DO UPDATE SET "
+            "sha256 = EXCLUDED.sha256, body = EXCLUDED.body, stored_at = now()"
+        ).format(certificates(schema)),
+        (cutover, sha256, body),
+    )
+
+
+def read_certificate(conn: psycopg.Connection[Any], schema: str, cutover: str) -> bytes | None:
+    """The stored body of the window's rollback certificate; None when none is (a window not closed by rollback,
+    or closed by a release that kept it in a file only)."""
+    if not _exists(conn, certificates(schema)):
+        return None
+    row = conn.execute(sql.SQL("SELECT body FROM {} WHERE cutover = %s").format(certificates(schema)), (cutover,))
+    found = row.fetchone()
+    return None if found is None else bytes(found[0])
 
 
 def prune(conn: psycopg.Connection[Any], schema: str, below: int) -> int:

@@ -229,21 +229,35 @@ def _rollback_window(state_store: StateStore) -> None:
 #: number: an ``xid8`` is the 64-bit, epoch-extended id): a B-tree entry on ``xid8`` cost about twice one on
 #: ``bigint`` per captured row in a micro-benchmark (50,000-row UPDATE, 9 rounds: 14.4 us against 8.7 us of
 #: trigger time per row, no index at all 7.1 us), and the readers compared through ``::text::xid8`` anyway.
-_V3_JOURNAL: Final = (
+#: And the sealed rollback certificates, one per window a rollback closed, keyed by its cutover checkpoint's hash
+#: and written in the transaction that closes it (:func:`replicator.state.reverse.store_certificate` says why a
+#: table and not a column of the window's row): a rollback killed after that commit still has its proof.
+_V3_WINDOW: Final = (
     """ALTER TABLE {schema}.reverse_journal DROP COLUMN IF EXISTS seq, ALTER COLUMN xid DROP DEFAULT,
         ALTER COLUMN xid TYPE bigint USING xid::text::bigint,
         ALTER COLUMN xid SET DEFAULT pg_catalog.pg_current_xact_id()::text::bigint""",
+    """CREATE TABLE IF NOT EXISTS {schema}.rollback_certificates (
+        cutover text PRIMARY KEY,
+        stored_at timestamptz NOT NULL DEFAULT now(),
+        sha256 text NOT NULL,
+        body bytea NOT NULL
+    )""",
 )
 
 
-def _lean_journal(state_store: StateStore) -> None:
-    _run(state_store, _V3_JOURNAL)
+def _window_v3(state_store: StateStore) -> None:
+    _run(state_store, _V3_WINDOW)
 
 
 STEPS: Final = (
     Step(1, "the layout of replicator before the schema had a version", _layout_v1),
     Step(2, "the rollback window: the reverse journal and the window's row", _rollback_window),
-    Step(3, "the reverse journal without its identity column, its xid a bigint (a cheaper index entry)", _lean_journal),
+    Step(
+        3,
+        "the reverse journal without its identity column, its xid a bigint (a cheaper index entry); the rollback "
+        "certificates",
+        _window_v3,
+    ),
 )
 """Every upgrade, in order; ``STEPS[i].version == i + 1``."""
 
@@ -266,6 +280,7 @@ TABLES: Final = (
     "schema_version",
     reverse.JOURNAL,
     reverse.WINDOW,
+    reverse.CERTIFICATES,
 )
 """The tables of the state schema at :data:`VERSION` (ARCHITECTURE.md says what each holds)."""
 

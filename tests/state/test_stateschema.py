@@ -121,8 +121,9 @@ def test_version_1_is_the_layout_before_versions(pg_dsn: str, pg: psycopg.Connec
 
 
 def _tables_of(step: stateschema.Step) -> tuple[str, ...]:
-    """The tables a later step adds (the window's, for step 2; none for step 3, which changes one of them)."""
-    return {2: (reverse.JOURNAL, reverse.WINDOW), 3: ()}[step.version]
+    """The tables a later step adds (the window's, for step 2; the rollback certificates for step 3, which also
+    changes the journal)."""
+    return {2: (reverse.JOURNAL, reverse.WINDOW), 3: (reverse.CERTIFICATES,)}[step.version]
 
 
 def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> None:
@@ -142,18 +143,26 @@ def test_older_layout_gains_the_later_columns(pg: psycopg.Connection[Any]) -> No
 
 def test_version_2s_reverse_journal_becomes_version_3s_entries_kept(pg: psycopg.Connection[Any]) -> None:
     """Version 2 gave the reverse journal an identity ``seq`` and an ``xid8`` xid; version 3 drops the one and
-    makes the other a ``bigint`` (each cost every captured app row), keeping the entries and their xids."""
+    makes the other a ``bigint`` (each cost every captured app row), keeping the entries and their xids, and adds
+    the rollback certificates' table."""
     StateStore(pg, SCHEMA).ensure()
     fresh = layout(pg)
-    pg.execute("DROP TABLE replicator.reverse_journal")
+    pg.execute("DROP TABLE replicator.reverse_journal, replicator.rollback_certificates")
     for statement in stateschema._V2_WINDOW[:2]:  # version 2's journal, as it laid it out
         pg.execute(statement.format(schema="replicator"))
     pg.execute("INSERT INTO replicator.reverse_journal (tbl, op, key) VALUES ('t', 'I', '[1]')")
     xid = pg.execute("SELECT xid::text::bigint FROM replicator.reverse_journal").fetchone()
     pg.execute("UPDATE replicator.schema_version SET version = 2")
     assert layout(pg) != fresh  # the control: the old journal is visible to the comparison
+    assert reverse.CERTIFICATES not in layout(pg)
     StateStore(pg, SCHEMA).ensure()
     assert layout(pg) == fresh
+    assert [c[1:3] for c in layout(pg)[reverse.CERTIFICATES] if c[0] == "column"] == [
+        ("cutover", "text"),
+        ("stored_at", "timestamp with time zone"),
+        ("sha256", "text"),
+        ("body", "bytea"),
+    ]
     assert StateStore(pg, SCHEMA).recorded_version() == VERSION
     assert pg.execute("SELECT tbl, op, key, xid FROM replicator.reverse_journal").fetchall() == [
         ("t", "I", [1], xid[0] if xid else None)
