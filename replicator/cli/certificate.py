@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 import msgspec
+from psycopg import sql
 
 from replicator import pg
 from replicator.cli import options
@@ -17,6 +18,7 @@ from replicator.errors import OperatorError, UsageError
 if TYPE_CHECKING:
     from replicator.cutover.certificate import Moved
     from replicator.inspect.verify_compare import TableVerify
+    from replicator.reverse.rollback_certificate import RollbackCertificate
 
 
 @click.command()
@@ -34,11 +36,22 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
     With --live, exit 3 also when a table changed since the cutover or SQLite and PostgreSQL differ now. While
     the rollback window is open both sides change by design (the app writes PostgreSQL, `replicator run`
     writes it back into SQLite): the changes are listed, and only a difference between the two sides fails.
+
+    --verify also takes the rollback certificate `replicator rollback` wrote: its seal is checked, and with a
+    target, that it is the one the state schema keeps and that the chain holds the checkpoint it names.
     """
     from replicator.cutover import certificate as cert_mod
     from replicator.errors import VerificationFailed
     from replicator.state.store import StateStore
 
+    if verify_file is not None and _is_rollback_certificate(verify_file):
+        if live:
+            raise UsageError(
+                "--live re-reads the databases against a cutover certificate, not a rollback one",
+                hint="drop --live: after a rollback, SQLite is the app's database again",
+            )
+        _verify_rollback(ctx, verify_file, as_json)
+        return
     stored = None
     if ctx.config.target.dsn:
         with pg.connect(ctx.target, autocommit=True) as conn:
@@ -83,6 +96,89 @@ def certificate(ctx: Context, as_json: bool, verify_file: Path | None, live: boo
             f"changed since the cutover: {'; '.join([listed, *differ] if listed else differ)}",
             hint=window or "see `replicator rollback` before going back",
         )
+
+
+def _is_rollback_certificate(path: Path) -> bool:
+    """Whether the file is a rollback certificate (it names when it rolled back); anything else, a file that is
+    not there or not JSON included, is read as a cutover certificate, which reports it."""
+    try:
+        data = msgspec.json.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return False
+    return isinstance(data, dict) and "rolled_back_at" in data
+
+
+def _verify_rollback(ctx: Context, path: Path, as_json: bool) -> None:
+    """The rollback certificate's checks: its seal; with a target, the same seal as the one the state schema keeps
+    (:func:`replicator.state.reverse.store_certificate`) and a ``rollback`` checkpoint in the chain with the hash
+    it names; every table it certifies equal or its refusals acknowledged."""
+    from replicator.cutover.certificate import CertificateError
+    from replicator.errors import VerificationFailed
+    from replicator.reverse import rollback_certificate as rb
+
+    try:
+        cert = rb.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise CertificateError(
+            f"{path} is not a rollback certificate: {exc}", hint="pass the file rollback wrote"
+        ) from None
+    if not rb.seal_ok(cert):
+        raise VerificationFailed(
+            f"{path} does not hash to its seal {cert.sha256[:16]}: it was changed after it was sealed",
+            hint="the state schema keeps the certificate as sealed: `replicator rollback` writes it again",
+        )
+    found = _rollback_in_target(ctx, cert) if ctx.config.target.dsn else ""
+    uncertified = [
+        f"{t.table} ({t.status}, SQLite {t.sqlite_rows} / PostgreSQL {t.postgres_rows} rows)"
+        for t in cert.tables
+        if t.status not in ("match", "acknowledged") or (t.status == "match" and t.sqlite_rows != t.postgres_rows)
+    ]
+    if uncertified:
+        raise VerificationFailed(
+            f"the rollback certificate records tables that were not proved equal: {', '.join(uncertified)}",
+            hint="rollback never certifies a difference: this certificate was edited and resealed",
+        )
+    if as_json:
+        click.echo(msgspec.json.encode(cert).decode())
+    elif not ctx.quiet:
+        outage = "not measured (finished by a rerun)" if cert.write_outage_s is None else f"{cert.write_outage_s} s"
+        click.echo(f"rollback certificate: {cert.source} ← {cert.target}, rolled back at {cert.rolled_back_at}")
+        click.echo(f"window opened {cert.window_opened_at}, {cert.batches_in_window} batches; write outage {outage}")
+        for t in cert.tables:
+            click.echo(f"  {t.table}: SQLite {t.sqlite_rows} = PostgreSQL {t.postgres_rows} rows ({t.status})")
+        for refusal in cert.acknowledged_refusals:
+            click.echo(f"  acknowledged, not carried back: {refusal}")
+        click.echo("seal: SHA-256 verifies" + found)
+
+
+def _rollback_in_target(ctx: Context, cert: RollbackCertificate) -> str:
+    """The target's side of a rollback certificate's check (the seal line's tail when it holds)."""
+    from checkpoints import store
+    from replicator.errors import VerificationFailed
+    from replicator.reverse import rollback_certificate as rb
+    from replicator.state import reverse
+
+    schema = ctx.config.target.state_schema
+    with pg.connect(ctx.target, autocommit=True, connect_timeout=ctx.config.target.connect_timeout_s) as conn:
+        body = reverse.read_certificate(conn, schema, cert.cutover_checkpoint)
+        row = conn.execute(
+            sql.SQL("SELECT kind FROM {} WHERE hash = %s").format(sql.Identifier(schema, store.TABLE)),
+            (cert.chain_head,),
+        ).fetchone()
+    if body is not None:
+        kept = rb.verified(body)
+        if kept.sha256 != cert.sha256:
+            raise VerificationFailed(
+                f"the file is sealed ({cert.sha256[:16]}) but is not the rollback certificate the target keeps "
+                f"({kept.sha256[:16]})",
+                hint="another rollback's file, or another target",
+            )
+    if row is None or row[0] != "rollback":
+        raise VerificationFailed(
+            f"the target's chain has no rollback checkpoint {cert.chain_head[:16]}, which the certificate names",
+            hint="another target, or a chain replaced since (`replicator audit` checks the chain)",
+        )
+    return "; the target keeps the same certificate" if body is not None else "; the target's chain names it"
 
 
 def _live_line(

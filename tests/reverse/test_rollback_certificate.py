@@ -220,3 +220,53 @@ def test_the_seal_covers_the_outage_marker() -> None:
     measured = rbcert.seal(msgspec.structs.replace(cert, write_outage_s=0.0))
     assert measured.sha256 != cert.sha256
     assert not rbcert.seal_ok(msgspec.structs.replace(measured, sha256=cert.sha256))
+
+
+def test_certificate_verify_checks_a_rollback_certificate_against_the_target(
+    cut: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    """``replicator certificate --verify FILE`` takes the rollback certificate too: its seal, the same seal as the
+    one the target keeps, and the chain's rollback checkpoint it names. Negative controls: an edited file, a file
+    resealed after an edit (not the one the target keeps), and another target's chain."""
+    path = tmp_path / "rb.json"
+    window_rollback.rollback(cut, pg_dsn, cfg(), certificate_path=path)
+    ok = _cli("certificate", "--target", pg_dsn, "--verify", str(path))
+    assert ok.returncode == 0, ok.stderr
+    assert "seal: SHA-256 verifies; the target keeps the same certificate" in ok.stdout
+    assert "parent: SQLite 2 = PostgreSQL 2 rows (match)" in ok.stdout
+    offline = _cli("certificate", "--verify", str(path))  # no target: the seal alone
+    assert offline.returncode == 0, offline.stderr
+
+    edited = tmp_path / "edited.json"
+    edited.write_bytes(path.read_bytes().replace(b'"postgres_rows": 2', b'"postgres_rows": 3'))
+    caught = _cli("certificate", "--target", pg_dsn, "--verify", str(edited))
+    assert caught.returncode == 3
+    assert "does not hash to its seal" in caught.stderr
+
+    resealed = tmp_path / "resealed.json"
+    cert = rbcert.decode(path.read_bytes())
+    others = tuple(t for t in cert.tables if t.table != "parent")
+    forged = rbcert.seal(msgspec.structs.replace(cert, tables=(*others, TableProof("parent", 3, 3, "match"))))
+    rbcert.write_file(resealed, forged)
+    offline_forged = _cli("certificate", "--verify", str(resealed))
+    assert offline_forged.returncode == 0  # offline, a resealed file is only as good as its seal
+    against = _cli("certificate", "--target", pg_dsn, "--verify", str(resealed))
+    assert against.returncode == 3
+    assert "is not the rollback certificate the target keeps" in against.stderr
+    unequal = tmp_path / "unequal.json"  # resealed, and certifying unequal counts as a match: caught offline
+    rbcert.write_file(
+        unequal, rbcert.seal(msgspec.structs.replace(cert, tables=(*others, TableProof("parent", 2, 3, "match"))))
+    )
+    refused = _cli("certificate", "--verify", str(unequal))
+    assert refused.returncode == 3
+    assert "not proved equal: parent" in refused.stderr
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM replicator.rollback_certificates")
+        conn.execute("UPDATE replicator.checkpoints SET kind = 'reverse' WHERE kind = 'rollback'")
+    elsewhere = _cli("certificate", "--target", pg_dsn, "--verify", str(path))
+    assert elsewhere.returncode == 3
+    assert "has no rollback checkpoint" in elsewhere.stderr
+    live = _cli("certificate", "--target", pg_dsn, "--verify", str(path), "--live")
+    assert live.returncode != 0
+    assert "--live re-reads the databases against a cutover certificate" in live.stderr
