@@ -3,10 +3,7 @@ loses nothing, and a rerun completes (the process is killed with ``os._exit`` at
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +13,8 @@ import pytest
 from checkpoints import audit, store
 from checkpoints.model import Kind
 from replicator import faults
-from replicator.cutover.session import Options
-from replicator.cutover.window import cutover
-from tests.support.compare import drain
-from tests.support.daemon import cfg
-from tests.support.source import make_source, writable
+from tests.support.rollback_window import cli_with_failpoint, cut_over_with_app_writes
+from tests.support.source import writable
 
 pytestmark = pytest.mark.e2e
 
@@ -30,21 +24,7 @@ ROLLBACK_POINTS = ("rollback.after_fence", "rollback.before_close_commit", "roll
 
 @pytest.fixture
 def cut(tmp_path: Path, pg_dsn: str) -> Path:
-    src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL);")
-    drain(src, pg_dsn)
-    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO public.parent (id, name, score) VALUES (3, 'c', 0.5)")
-        conn.execute("UPDATE public.parent SET score = 7.25 WHERE id = 1")
-        conn.execute("DELETE FROM public.parent WHERE id = 2")
-    return src
-
-
-def _cli(*args: str, failpoint: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REPLICATOR_FAILPOINTS": failpoint}
-    return subprocess.run(
-        [sys.executable, "-m", "replicator", *args], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+    return cut_over_with_app_writes(tmp_path, pg_dsn)
 
 
 def _rows(src: Path) -> list[tuple[Any, ...]]:
@@ -67,9 +47,9 @@ def _chain(dsn: str) -> list[Kind]:
 @pytest.mark.parametrize("point", REVERSE_POINTS)
 def test_a_kill_in_the_reverse_apply_loses_nothing(cut: Path, pg_dsn: str, point: str) -> None:
     where = ("--source", str(cut), "--target", pg_dsn)
-    crashed = _cli("run", *where, "--until-drained", failpoint=f"{point}:crash")
+    crashed = cli_with_failpoint("run", *where, "--until-drained", failpoint=f"{point}:crash")
     assert crashed.returncode == faults.CRASH_EXIT, crashed.stderr[-2000:]
-    rerun = _cli("run", *where, "--until-drained")
+    rerun = cli_with_failpoint("run", *where, "--until-drained")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _rows(cut) == EXPECTED
     kinds = _chain(pg_dsn)
@@ -82,9 +62,9 @@ def test_a_kill_in_the_reverse_apply_loses_nothing(cut: Path, pg_dsn: str, point
 @pytest.mark.parametrize("point", ROLLBACK_POINTS)
 def test_a_kill_in_rollback_loses_nothing_and_a_rerun_completes(cut: Path, pg_dsn: str, point: str) -> None:
     where = ("--source", str(cut), "--target", pg_dsn)
-    crashed = _cli("rollback", *where, failpoint=f"{point}:crash")
+    crashed = cli_with_failpoint("rollback", *where, failpoint=f"{point}:crash")
     assert crashed.returncode == faults.CRASH_EXIT, crashed.stderr[-2000:]
-    rerun = _cli("rollback", *where)
+    rerun = cli_with_failpoint("rollback", *where)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _rows(cut) == EXPECTED
     kinds = _chain(pg_dsn)

@@ -6,9 +6,6 @@ Before, the window's close stored nothing: the rerun un-fenced SQLite and return
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -18,15 +15,13 @@ import pytest
 from checkpoints import store
 from checkpoints.model import Kind
 from replicator import faults
-from replicator.cutover.session import Options
-from replicator.cutover.window import cutover
 from replicator.files import WriteFailed
 from replicator.reverse import rollback as window_rollback
 from replicator.reverse import rollback_certificate as rbcert
 from replicator.reverse.rollback_certificate import RollbackCertificate, TableProof
-from tests.support.compare import drain
 from tests.support.daemon import cfg
-from tests.support.source import make_source, writable
+from tests.support.rollback_window import cli_with_failpoint, cut_over_with_app_writes
+from tests.support.source import writable
 
 pytestmark = pytest.mark.e2e
 
@@ -46,21 +41,7 @@ def _by_table(tables: tuple[TableProof, ...]) -> dict[str, TableProof]:
 @pytest.fixture
 def cut(tmp_path: Path, pg_dsn: str) -> Path:
     """Cut over with the window open, then the app writes on PostgreSQL (as tests/reverse/test_crash.py)."""
-    src = make_source(tmp_path / "app.db", rows="INSERT INTO parent VALUES (1, 'a', 1.5), (2, 'b', NULL);")
-    drain(src, pg_dsn)
-    cutover(src, pg_dsn, cfg(), Options(backup=False, certificate_path=tmp_path / "cert.json"))
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO public.parent (id, name, score) VALUES (3, 'c', 0.5)")
-        conn.execute("UPDATE public.parent SET score = 7.25 WHERE id = 1")
-        conn.execute("DELETE FROM public.parent WHERE id = 2")
-    return src
-
-
-def _cli(*args: str, failpoint: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REPLICATOR_FAILPOINTS": failpoint}
-    return subprocess.run(
-        [sys.executable, "-m", "replicator", *args], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+    return cut_over_with_app_writes(tmp_path, pg_dsn)
 
 
 def _stored(dsn: str) -> bytes:
@@ -97,7 +78,7 @@ def _tamper(dsn: str) -> None:
 
 def test_a_kill_after_the_close_leaves_the_certificate_and_the_rerun_writes_it(cut: Path, pg_dsn: str) -> None:
     where = ("--source", str(cut), "--target", pg_dsn)
-    crashed = _cli("rollback", *where, failpoint="rollback.between_commits:crash")
+    crashed = cli_with_failpoint("rollback", *where, failpoint="rollback.between_commits:crash")
     assert crashed.returncode == faults.CRASH_EXIT, crashed.stderr[-2000:]
     assert not writable(cut)
     path = cut.with_name("app.db.rollback-certificate.json")
@@ -109,7 +90,7 @@ def test_a_kill_after_the_close_leaves_the_certificate_and_the_rerun_writes_it(c
     assert proved.write_outage_s is None  # the kill came before the outage ended
     assert proved.chain_head == _rollback_head(pg_dsn)
 
-    rerun = _cli("rollback", *where)
+    rerun = cli_with_failpoint("rollback", *where)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "finished an interrupted rollback" in rerun.stdout
     assert f"certificate {path}" in rerun.stdout
@@ -126,7 +107,9 @@ def test_a_kill_after_the_close_leaves_the_certificate_and_the_rerun_writes_it(c
 def test_the_resumed_rollback_returns_the_certificate_and_writes_it_where_asked(
     cut: Path, pg_dsn: str, tmp_path: Path
 ) -> None:
-    crashed = _cli("rollback", "--source", str(cut), "--target", pg_dsn, failpoint="rollback.between_commits:crash")
+    crashed = cli_with_failpoint(
+        "rollback", "--source", str(cut), "--target", pg_dsn, failpoint="rollback.between_commits:crash"
+    )
     assert crashed.returncode == faults.CRASH_EXIT, crashed.stderr[-2000:]
     asked = tmp_path / "elsewhere.json"
     result = window_rollback.rollback(cut, pg_dsn, cfg(), certificate_path=asked)
@@ -184,7 +167,7 @@ def test_the_file_not_written_after_the_unfence_is_written_by_the_next_run(
     stored = rbcert.decode(_stored(pg_dsn))
     assert stored.write_outage_s is not None  # stored again once measured, before the file
     path = tmp_path / "rb.json"
-    ran = _cli("rollback", "--source", str(cut), "--target", pg_dsn, "--certificate", str(path))
+    ran = cli_with_failpoint("rollback", "--source", str(cut), "--target", pg_dsn, "--certificate", str(path))
     assert ran.returncode == 3, ran.stderr
     assert ran.stderr.count("\n") == 1, ran.stderr
     assert f"written again to {path}" in ran.stderr
@@ -196,14 +179,14 @@ def test_a_tampered_stored_certificate_is_caught_by_its_seal(cut: Path, pg_dsn: 
     """Negative control: the seal check is not vacuous. The body changed after the seal no longer hashes to it,
     the rerun still gives the app SQLite back, and writes no certificate it cannot vouch for."""
     where = ("--source", str(cut), "--target", pg_dsn)
-    crashed = _cli("rollback", *where, failpoint="rollback.between_commits:crash")
+    crashed = cli_with_failpoint("rollback", *where, failpoint="rollback.between_commits:crash")
     assert crashed.returncode == faults.CRASH_EXIT, crashed.stderr[-2000:]
     assert rbcert.seal_ok(rbcert.decode(_stored(pg_dsn)))
     _tamper(pg_dsn)
     tampered = rbcert.decode(_stored(pg_dsn))
     assert _by_table(tampered.tables)["parent"] == TableProof("parent", 2, 3, "match")
     assert not rbcert.seal_ok(tampered)
-    rerun = _cli("rollback", *where)
+    rerun = cli_with_failpoint("rollback", *where)
     assert rerun.returncode == 3, rerun.stderr[-2000:]
     assert "does not hash to its seal" in rerun.stderr
     assert writable(cut)  # un-fenced all the same: the close was proved and committed
@@ -230,16 +213,16 @@ def test_certificate_verify_checks_a_rollback_certificate_against_the_target(
     resealed after an edit (not the one the target keeps), and another target's chain."""
     path = tmp_path / "rb.json"
     window_rollback.rollback(cut, pg_dsn, cfg(), certificate_path=path)
-    ok = _cli("certificate", "--target", pg_dsn, "--verify", str(path))
+    ok = cli_with_failpoint("certificate", "--target", pg_dsn, "--verify", str(path))
     assert ok.returncode == 0, ok.stderr
     assert "seal: SHA-256 verifies; the target keeps the same certificate" in ok.stdout
     assert "parent: SQLite 2 = PostgreSQL 2 rows (match)" in ok.stdout
-    offline = _cli("certificate", "--verify", str(path))  # no target: the seal alone
+    offline = cli_with_failpoint("certificate", "--verify", str(path))  # no target: the seal alone
     assert offline.returncode == 0, offline.stderr
 
     edited = tmp_path / "edited.json"
     edited.write_bytes(path.read_bytes().replace(b'"postgres_rows": 2', b'"postgres_rows": 3'))
-    caught = _cli("certificate", "--target", pg_dsn, "--verify", str(edited))
+    caught = cli_with_failpoint("certificate", "--target", pg_dsn, "--verify", str(edited))
     assert caught.returncode == 3
     assert "does not hash to its seal" in caught.stderr
 
@@ -248,25 +231,25 @@ def test_certificate_verify_checks_a_rollback_certificate_against_the_target(
     others = tuple(t for t in cert.tables if t.table != "parent")
     forged = rbcert.seal(msgspec.structs.replace(cert, tables=(*others, TableProof("parent", 3, 3, "match"))))
     rbcert.write_file(resealed, forged)
-    offline_forged = _cli("certificate", "--verify", str(resealed))
+    offline_forged = cli_with_failpoint("certificate", "--verify", str(resealed))
     assert offline_forged.returncode == 0  # offline, a resealed file is only as good as its seal
-    against = _cli("certificate", "--target", pg_dsn, "--verify", str(resealed))
+    against = cli_with_failpoint("certificate", "--target", pg_dsn, "--verify", str(resealed))
     assert against.returncode == 3
     assert "is not the rollback certificate the target keeps" in against.stderr
     unequal = tmp_path / "unequal.json"  # resealed, and certifying unequal counts as a match: caught offline
     rbcert.write_file(
         unequal, rbcert.seal(msgspec.structs.replace(cert, tables=(*others, TableProof("parent", 2, 3, "match"))))
     )
-    refused = _cli("certificate", "--verify", str(unequal))
+    refused = cli_with_failpoint("certificate", "--verify", str(unequal))
     assert refused.returncode == 3
     assert "not proved equal: parent" in refused.stderr
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM replicator.rollback_certificates")
         conn.execute("UPDATE replicator.checkpoints SET kind = 'reverse' WHERE kind = 'rollback'")
-    elsewhere = _cli("certificate", "--target", pg_dsn, "--verify", str(path))
+    elsewhere = cli_with_failpoint("certificate", "--target", pg_dsn, "--verify", str(path))
     assert elsewhere.returncode == 3
     assert "has no rollback checkpoint" in elsewhere.stderr
-    live = _cli("certificate", "--target", pg_dsn, "--verify", str(path), "--live")
+    live = cli_with_failpoint("certificate", "--target", pg_dsn, "--verify", str(path), "--live")
     assert live.returncode != 0
     assert "--live re-reads the databases against a cutover certificate" in live.stderr
