@@ -97,6 +97,17 @@ def scripts() -> dict[str, str]:
     return {"update": UPDATE_ACCOUNT, "insert": INSERT_ORDER, "mixed": "".join(mixed)}
 
 
+def pgbench_variables(rows: int, clients: int) -> dict[str, int]:
+    """The scripts' ``-D`` variables for bench/cutover.py's base of ``rows`` (accounts: a tenth), split by client."""
+    accounts = max(1, rows // 10)
+    return {
+        "naccounts": accounts,
+        "nclients": clients,
+        "accounts_per_client": accounts // clients,
+        "orders_per_client": (rows - accounts) // clients,
+    }
+
+
 def find_pgbench(given: str | None) -> str | None:
     if given:
         return given
@@ -226,14 +237,7 @@ def main() -> None:
     workloads = [w for w in args.workloads.split(",") if w]
     if unknown := sorted(set(workloads) - set(WORKLOADS)):
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
-    accounts = max(1, args.rows // 10)
-    orders = args.rows - accounts
-    variables = {
-        "naccounts": accounts,
-        "nclients": args.clients,
-        "accounts_per_client": accounts // args.clients,
-        "orders_per_client": orders // args.clients,
-    }
+    variables = pgbench_variables(args.rows, args.clients)
     if min(variables.values()) < 1:
         parser.error("--rows too small for --clients")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

@@ -653,14 +653,7 @@ def main() -> None:
     args = parse()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally blocks: the cluster goes
-    accounts = max(1, args.rows // 10)
-    orders = args.rows - accounts
-    variables = {
-        "naccounts": accounts,
-        "nclients": args.clients,
-        "accounts_per_client": accounts // args.clients,
-        "orders_per_client": orders // args.clients,
-    }
+    variables = reverse_capture.pgbench_variables(args.rows, args.clients)
     configs = DSN_CONFIGS if args.dsn else CONFIGS
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {w: {c: [] for c in configs} for w in args.workload_list}
     lag_rounds: list[dict[str, Any]] = []
@@ -694,7 +687,7 @@ def main() -> None:
                         if result.get("drain_s", 0) > args.behind_s:
                             print(f"  consumer behind: {result['drain_s']}s to read the end marker")
             for n in range(args.lag_rounds):
-                lr = lag_round(srv, dsn, accounts, ctx)
+                lr = lag_round(srv, dsn, variables["naccounts"], ctx)
                 print(f"lag round {n + 1}: {lr}")
                 if lr["drain_s"] > args.behind_s or lr["unseen"]:
                     print(f"  consumer behind: {lr['drain_s']}s to read the end marker, {lr['unseen']} samples unseen")
