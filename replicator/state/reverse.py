@@ -75,7 +75,7 @@ CAPTURE_TRIGGERS: Final = {
 the old key of a DELETE. Two functions serve them, one per row (``NEW``, ``OLD``); the entry's op is the first
 letter of ``TG_OP`` (I, U, D)."""
 LEGACY_CAPTURE_TRIGGER: Final = "replicator_reverse_capture"
-"""The one row trigger (and ``reverse_capture_<hash>`` function) an earlier release installed: removed too."""
+"""The one row trigger (and ``function_name(table, "capture")``) an earlier release installed: removed too."""
 TRUNCATE_TRIGGER: Final = "replicator_reverse_truncate"
 FENCE_TRIGGER: Final = "replicator_rollback_fence"
 FENCE_FUNCTION: Final = "rollback_fence"
@@ -135,12 +135,8 @@ def window(schema: str) -> sql.Identifier:
 
 def function_name(table: str, row: str) -> str:
     """The capture function journaling ``row``'s key (``NEW`` or ``OLD``) on the SQLite table ``table``: a stable
-    name within PostgreSQL's 63 bytes."""
+    name within PostgreSQL's 63 bytes. (``capture``: the one function an earlier release installed.)"""
     return f"reverse_{row.lower()}_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
-
-
-def _legacy_function_name(table: str) -> str:
-    return "reverse_capture_" + hashlib.sha256(table.encode("utf-8")).hexdigest()[:24]
 
 
 def _relation(t: TableShape) -> sql.Identifier:
@@ -300,19 +296,11 @@ def remove(
     for t, exists in zip(shapes, there, strict=False):
         if not exists:
             continue
-        statements += [
-            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(trigger), _relation(t))
-            for trigger in triggers
-        ]
-        functions = [function_name(t.source, "NEW"), function_name(t.source, "OLD"), _legacy_function_name(t.source)]
-        statements += [
-            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(f))
-            for f in functions
-        ]
+        drop_trigger = sql.SQL("DROP TRIGGER IF EXISTS {} ON {}")
+        statements += [drop_trigger.format(sql.Identifier(trigger), _relation(t)) for trigger in triggers]
+        statements += [_drop_function(schema, function_name(t.source, row)) for row in ("NEW", "OLD", "capture")]
     for name in (TRUNCATE_FUNCTION,) if keep_fence else (TRUNCATE_FUNCTION, FENCE_FUNCTION):
-        statements.append(
-            sql.SQL("DROP FUNCTION IF EXISTS {}.{}()").format(sql.Identifier(schema), sql.Identifier(name))
-        )
+        statements.append(_drop_function(schema, name))
     if there[-1]:
         statements.append(sql.SQL("DELETE FROM {}").format(journal(schema)))
     conn.execute(sql.SQL(";\n").join(statements))
