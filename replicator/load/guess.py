@@ -49,6 +49,11 @@ _GUESSABLE: dict[str, frozenset[str]] = {
     "time": frozenset(STORAGE_CLASSES) - {"null"},
     "date": frozenset({"text"}),
     "timestamp": frozenset({"text"}),
+    # JSON is json/jsonb unless a blob is held; a BOOLEAN column is boolean when it holds 0/1 (the
+    # sample must show only those: the load's rule takes nothing else, see ``_rule``)
+    "json": frozenset({"integer", "real", "text"}),
+    "jsonb": frozenset({"integer", "real", "text"}),
+    "bool": frozenset({"integer"}),
 }
 
 
@@ -63,8 +68,8 @@ def guess_profile(conn: sqlite3.Connection, table: Table, create: Config) -> Tab
     differently -- another storage class, a date-time in another format, a NULL key -- stops the
     table's load, which is then profiled in full and reloaded (:func:`replan`). So the choice is the
     full profile's whenever the guess stands, and the full profile's own when it does not.
-    None: not guessable (overrides, WITHOUT ROWID, NUMERIC/JSON/UUID/BOOLEAN/untyped columns,
-    a sample holding anything else).
+    None: not guessable (overrides, WITHOUT ROWID, NUMERIC/UUID/untyped columns, a JSON column
+    holding a blob, a BOOLEAN column holding anything but 0/1, a sample holding anything else).
     """
     if table.without_rowid or create.types.get(table.name):
         return None
@@ -83,6 +88,8 @@ def guess_profile(conn: sqlite3.Connection, table: Table, create: Config) -> Tab
             temporal = sum(col.formats.get(f, 0) for f in ("date", "sql_datetime", "iso8601", "iso8601_tz"))
             if temporal != col.storage["text"] or (family == "date" and col.formats.get("date", 0) != temporal):
                 return None
+        if family == "bool" and col.formats.get("bool01", 0) != col.storage.get("integer", 0):
+            return None
     columns = tuple(msgspec.structs.replace(c, sampled=GUESS_SAMPLE_ROWS) for c in sample.columns)
     return msgspec.structs.replace(sample, rows=row_estimate(conn, table), columns=columns)
 
@@ -94,7 +101,8 @@ def verifier(
 
     A value the fast path takes is of the guessed storage class; of the others only these keep the
     full profile's choice: NULL outside the key, numbers in a double column, any text in a text
-    column, blobs in bytea, ISO text of the guessed kind in date-time columns, anything in ``time``.
+    column, blobs in bytea, ISO text of the guessed kind in date-time columns, anything in ``time``,
+    anything but a blob in json/jsonb, 0/1 in boolean.
     None when a type has no such rule (the table cannot be guessed).
     """
     rules: dict[int, Callable[[object], bool]] = {}
@@ -119,6 +127,10 @@ def _rule(t: targettype.TargetType) -> Callable[[object], bool] | None:
         return lambda v: type(v) is bytes
     if name == "time":
         return lambda v: True
+    if name in ("json", "jsonb"):  # the full profile makes it text only for a blob; bad JSON is refused either way
+        return lambda v: type(v) is not bytes
+    if name == "boolean":  # 0/1; a boolean word or another number: the full profile decides
+        return lambda v: type(v) is int and (v == 0 or v == 1)
     if name in ("timestamp", "timestamptz", "date") and t.format == "iso8601":
         return partial(_temporal_text, name)
     return None

@@ -243,10 +243,11 @@ def _watched_expr(i: int, p: Plan, t: TargetType, ok: Callable[[object], bool]) 
     return expr, expr
 
 
-#: Types whose fast paths take only values already of the target's Python type (``_unchanged``):
-#: a watched column keeps them. Others (a timestamp's integer epochs) send every value to the watch.
+#: Types whose fast paths take only values a guess's watch accepts (``replicator.load.guess._rule``):
+#: values already of the target's Python type (``_unchanged``), and boolean's 0/1. A watched column
+#: keeps them. Others (a timestamp's integer epochs) send every value to the watch.
 _EXACT_FAST: Final = frozenset(
-    {"smallint", "integer", "bigint", "double precision", "text", "varchar", "char", "bytea", "citext"}
+    {"smallint", "integer", "bigint", "double precision", "text", "varchar", "char", "bytea", "citext", "boolean"}
 )
 
 

@@ -22,7 +22,7 @@ LATE = snapshot.GUESS_SAMPLE_ROWS + 500  # a row the sample does not see
 
 
 def _source(path: Path, late_value: str | None) -> Path:
-    """Four tables the guess can take; ``late_value`` names the one that a late row contradicts."""
+    """Five tables the guess can take; ``late_value`` names the one that a late row contradicts."""
     conn = sqlite3.connect(path)
     conn.executescript(
         """
@@ -30,6 +30,7 @@ def _source(path: Path, late_value: str | None) -> Path:
         CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, raw BLOB);
         CREATE TABLE stamps (id INTEGER PRIMARY KEY, at DATETIME, day DATE);
         CREATE TABLE pairs (a TEXT, b INTEGER, v TEXT, PRIMARY KEY (a, b));
+        CREATE TABLE docs (id INTEGER PRIMARY KEY, meta JSON, flag BOOLEAN NOT NULL, seen BOOLEAN);
         """
     )
     rows = range(1, 3 * snapshot.GUESS_SAMPLE_ROWS)
@@ -39,6 +40,10 @@ def _source(path: Path, late_value: str | None) -> Path:
         "INSERT INTO stamps VALUES (?, ?, ?)", [(i, f"2024-01-02 03:04:{i % 60:02d}", "2024-02-03") for i in rows]
     )
     conn.executemany("INSERT INTO pairs VALUES (?, ?, ?)", [(f"k{i}", i, "v") for i in rows])
+    conn.executemany(  # as Django and SQLAlchemy write them: JSON text, booleans 0/1, a nullable one
+        "INSERT INTO docs VALUES (?, ?, ?, ?)",
+        [(i, f'{{"n": {i}, "tags": ["é", {i / 8}]}}', i % 2, None if i % 3 else i % 2) for i in rows],
+    )
     late = {
         "text in an integer column": "UPDATE nums SET n = 'many' WHERE id = ?",
         "an offset in a naive date-time column": "UPDATE stamps SET at = '2024-01-02T03:04:05+02:00' WHERE id = ?",
@@ -46,6 +51,11 @@ def _source(path: Path, late_value: str | None) -> Path:
         "a blob in a text column": "UPDATE notes SET body = x'00ff' WHERE id = ?",
         "text in a blob column": "UPDATE notes SET raw = 'plain' WHERE id = ?",
         "a NULL in a composite key": "UPDATE pairs SET a = NULL WHERE rowid = ?",
+        "a blob in a JSON column": "UPDATE docs SET meta = x'7b7d' WHERE id = ?",
+        "a number in a JSON column": "UPDATE docs SET meta = 2.5 WHERE id = ?",
+        "text that is not JSON in a JSON column": "UPDATE docs SET meta = '{oops' WHERE id = ?",
+        "2 in a BOOLEAN column": "UPDATE docs SET flag = 2 WHERE id = ?",
+        "a boolean word in a BOOLEAN column": "UPDATE docs SET seen = 'true' WHERE id = ?",
     }
     if late_value is not None:
         conn.execute(late[late_value], (LATE,))
@@ -75,6 +85,11 @@ LATE_VALUES = [
     "a blob in a text column",
     "text in a blob column",
     "a NULL in a composite key",
+    "a blob in a JSON column",
+    "a number in a JSON column",
+    "text that is not JSON in a JSON column",
+    "2 in a BOOLEAN column",
+    "a boolean word in a BOOLEAN column",
 ]
 
 
@@ -89,14 +104,14 @@ def test_guessed_types_are_the_full_profiles_types(
         guessed = snapshot.read_source(conn, cfg).guessed
     finally:
         conn.close()
-    assert guessed == {"nums", "notes", "stamps", "pairs"}  # every table is planned from its sample
+    assert guessed == {"nums", "notes", "stamps", "pairs", "docs"}  # every table is planned from its sample
     result = snapshot.snapshot(path, pg_dsn, cfg, mode="create", on_bad_value="quarantine")
     assert result.plan is not None
     assert _types(result.plan) == _types(_full_plan(path))
     refused = dict(pg.execute("SELECT table_name, count(*) FROM replicator.quarantine GROUP BY 1").fetchall())
     assert_same(path, pg, result.plan, exclude={t: {(LATE,)} for t in refused})
     saved = pg.execute("SELECT count(*) FROM replicator.snapshot_tables").fetchone()
-    assert saved == (4,)
+    assert saved == (5,)
     if late_value is None:
         return
     # the contradicted table was reloaded under the full profile's plan; the saved plan says so too

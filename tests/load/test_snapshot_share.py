@@ -430,6 +430,8 @@ def test_a_dominant_tables_profile_is_scanned_by_both_processes(
     from triggers.schema import read_schema
 
     path = over_threshold(tmp_path / "app.db")
+    with sqlite3.connect(path) as conn:  # a blob in event's JSON column, in the guess's sample: no guess
+        conn.execute("UPDATE event SET payload = x'7b7d' WHERE id = 5")
     monkeypatch.setattr(chunkscan, "CHUNK_CHARS", 1000)  # 256-row chunks (the helper scans what it is given)
     monkeypatch.setattr(costs, "HELPER_START_NS", 0)  # a helper not yet started still gets its share
     conf = cfg()
@@ -444,7 +446,7 @@ def test_a_dominant_tables_profile_is_scanned_by_both_processes(
         monkeypatch.setattr(hook.helper.pool, "submit", spy)
         read = snapshot.read_source_parallel(reader, path, conf, hook.helper, create=True)
         schema = read_schema(reader)
-        assert {"event", "kv"}.isdisjoint(read.guessed)  # JSON, WITHOUT ROWID: profiled in full
+        assert {"event", "kv"}.isdisjoint(read.guessed)  # a blob in JSON, WITHOUT ROWID: profiled in full
         for name in ("event", "kv"):  # as one process profiles the whole table in its transaction
             table = schema.table(name)
             assert read.profiles[name] == profiler.profile_table(
