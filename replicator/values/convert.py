@@ -238,8 +238,16 @@ def _watched_expr(i: int, p: Plan, t: TargetType, ok: Callable[[object], bool]) 
     """A watched column's expression (twice: its kept fast paths never raise): every value off the
     fast paths goes through the watch, a NULL too when the predicate rejects it."""
     null = f"c{i}(None)" if not ok(None) else "None"
-    branches = _branches(i, p) if t.name in _EXACT_FAST else ""  # another storage class's fast path: watch all
-    expr = f"({null} if v{i} is None else {branches}c{i}(v{i}))"
+    if t.name in _EXACT_FAST:
+        kept = p
+    elif t.name in _TEXT_FAST:  # the date-time text paths, for the shapes a profile counts; not integer epochs
+        text = [
+            (g.replace("_NAIVE_SHAPES", "_PROFILED_SHAPES"), r) for g, r in p.fast if g.startswith("type({v}) is str")
+        ]
+        kept = p._replace(fast=tuple(text))
+    else:  # another storage class's fast path: watch all
+        kept = p._replace(fast=())
+    expr = f"({null} if v{i} is None else {_branches(i, kept)}c{i}(v{i}))"
     return expr, expr
 
 
@@ -249,6 +257,10 @@ def _watched_expr(i: int, p: Plan, t: TargetType, ok: Callable[[object], bool]) 
 _EXACT_FAST: Final = frozenset(
     {"smallint", "integer", "bigint", "double precision", "text", "varchar", "char", "bytea", "citext", "boolean"}
 )
+#: Date-time types whose text fast paths take only ISO text without an offset: a watched column keeps
+#: them for the shapes the guess's watch accepts (``PROFILED_SHAPES``; a test holds every shape to it),
+#: not its integer epochs.
+_TEXT_FAST: Final = frozenset({"timestamp", "timestamptz", "date"})
 
 
 def _watched(position: int, ok: Callable[[object], bool], convert: Converter, missed: list[int]) -> Converter:

@@ -153,6 +153,10 @@ _FAST_SHAPES: Final = _fast_shapes()
 #: reads text of these shapes with one fromisoformat call, inline (see convert_datetimes).
 NAIVE_SHAPES: Final = frozenset(shape for shape, cut in _FAST_SHAPES.items() if cut == len(shape))
 DATE_SHAPE: Final = b"9999-99-99"
+#: Of those, the ones a profile counts as ISO date-times (seconds, a ``.`` fraction, ``T`` or a space;
+#: not ``HH:MM``, a ``,`` fraction or ``t``): a guessed column's inline path takes only these, as the
+#: guess's check takes nothing else (``replicator.load.guess``; a test holds the two together).
+PROFILED_SHAPES: Final = frozenset(s for s in NAIVE_SHAPES if b"," not in s and b"t" not in s and s.count(b":") != 1)
 
 
 def parse_instant_text(text: str, aware: bool) -> datetime:

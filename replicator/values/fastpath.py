@@ -13,7 +13,15 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Final, NamedTuple
 
-from replicator.values.datetimes import DATE_SHAPE, JULIAN_MAX, JULIAN_MIN, MS_THRESHOLD, NAIVE_SHAPES, NINES
+from replicator.values.datetimes import (
+    DATE_SHAPE,
+    JULIAN_MAX,
+    JULIAN_MIN,
+    MS_THRESHOLD,
+    NAIVE_SHAPES,
+    NINES,
+    PROFILED_SHAPES,
+)
 
 Converter = Callable[[object], object]
 
@@ -68,6 +76,7 @@ INLINE_NAMES: Final[Mapping[str, object]] = {
     "_MAX_MS": _MAX_MS,
     "_NINES": NINES,
     "_NAIVE_SHAPES": NAIVE_SHAPES,
+    "_PROFILED_SHAPES": PROFILED_SHAPES,
     "_DATE_SHAPE": DATE_SHAPE,
     "_fromiso": datetime.fromisoformat,
     "_date_fromiso": date.fromisoformat,

@@ -3,6 +3,7 @@ guess cannot account for sends the table to a full profile and a reload, whichev
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,37 @@ def test_a_resumed_snapshot_still_verifies_the_guessed_tables_it_loads(tmp_path:
     assert _types(result.plan) == _types(_full_plan(path))
     assert result.plan.table("stamps").columns[1].type.name == "timestamptz"
     assert_same(path, pg, result.plan)
+
+
+@pytest.mark.parametrize("name", ["timestamp", "timestamptz", "date"])
+def test_the_date_time_text_a_watched_column_converts_inline_is_text_its_guess_accepts(name: str) -> None:
+    """A guessed date-time column keeps its inline ISO-text path (the converter's speed on ORM
+    text) only for the shapes the guess's watch accepts; every other value still reaches the watch."""
+    from replicator.load.guess import verifier
+    from replicator.values import convert
+    from replicator.values.datetimes import DATE_SHAPE, NAIVE_SHAPES, PROFILED_SHAPES
+    from replicator.values.refusal import RowRefused
+    from replicator.values.targettype import TargetType
+
+    t = TargetType(name, format="iso8601")
+    rules = verifier([t], keys=set())
+    assert rules is not None
+    rule = rules[0]
+    watched = [DATE_SHAPE] if name == "date" else sorted(PROFILED_SHAPES)
+    others = [] if name == "date" else sorted(NAIVE_SHAPES - PROFILED_SHAPES)
+    assert watched
+    assert others or name == "date"
+    for shape in watched + others:
+        text = shape.decode().replace("9", "1")  # 1111-11-11 11:11:11.111...
+        missed: list[int] = []
+        convert.row_converter("t", ["at"], [t], watch={0: rule}, missed=missed)((text,))
+        assert rule(text) is (shape in watched), text  # the guess accepts exactly the shapes kept inline
+        assert missed == ([] if shape in watched else [0]), text
+    off_guess: list[object] = [1704164645000, 1704164645] if name != "date" else ["2024-01-02 03:04:05"]
+    if name == "timestamp":
+        off_guess.append("2024-01-02T03:04:05+02:00")
+    for value in off_guess:
+        missed = []
+        with contextlib.suppress(RowRefused):
+            convert.row_converter("t", ["at"], [t], watch={0: rule}, missed=missed)((value,))
+        assert missed == [0], value
