@@ -74,10 +74,21 @@ class RowPipe:
     ``verify``: the table's types are a guess (``guess_profile``): a value off the guess raises
     ``_Unverified`` once its batch is through. A refused value raises ``BadValue`` naming table,
     key, column and value or, with the quarantine policy, is recorded in ``refusals`` and its row
-    skipped.
+    skipped. ``strict_text``: the rows come from a strict UTF-8 read (:func:`replicator.load.source.strict_text`),
+    so the converter skips its lone-surrogate check (``row_converter``); never for a bytes-fallback read or
+    an export's JSON Lines, whose text may hold one.
     """
 
-    def __init__(self, table: schemaplan.TablePlan, *, key_of: KeyOf, policy: str, verify: bool, extra: bool) -> None:
+    def __init__(
+        self,
+        table: schemaplan.TablePlan,
+        *,
+        key_of: KeyOf,
+        policy: str,
+        verify: bool,
+        extra: bool,
+        strict_text: bool = False,
+    ) -> None:
         self.table, self.key_of, self.policy = table, key_of, policy
         self.columns = table.load_columns
         source_cols = [c.source for c in self.columns if c.source is not None]
@@ -91,7 +102,7 @@ class RowPipe:
                 raise _Unverified(table.source, "?")
         # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
         self.convert_row = convert.row_converter(
-            table.source, source_cols, self.types, watch=rules, missed=self.missed, extra=extra
+            table.source, source_cols, self.types, watch=rules, missed=self.missed, extra=extra, strict_text=strict_text
         )
         self.digest_bytes = row_digester(self.types)  # the finisher and the encoder in one pass
         self.refusals: list[quarantine.Refusal] = []

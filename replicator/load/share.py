@@ -60,7 +60,7 @@ from replicator.load.copyrows import Copied, RowPipe, copy_statement, key_getter
 from replicator.load.costs import table_rows
 from replicator.load.guess import _Unverified, plain_columns
 from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
-from replicator.load.source import _batches, _DecodeFallback
+from replicator.load.source import _batches, _DecodeFallback, strict_text
 from replicator.plan import chunkscan, profiler, schemaplan
 from replicator.plan.chunkscan import Chunk, ChunkResult
 from replicator.plan.profile import TableProfile
@@ -193,18 +193,33 @@ def _raise_error(table: schemaplan.TablePlan, error: tuple[str, str, str]) -> Ba
 
 
 class _Session:
-    """The helper's state for one shared table: its pipe, built from the plan the main process sent."""
+    """The helper's state for one shared table: its pipe, built from the plan the main process sent.
+
+    ``strict``: the main process reads the table strictly (:func:`replicator.load.source.strict_text`; not
+    on its bytes-fallback re-read), so the batches it deals hold no lone surrogate; with ``ranges`` the rows
+    come from the twin instead, which must read strictly too for the pipe to skip the check."""
 
     def __init__(
-        self, session: int, table: schemaplan.TablePlan, verify: bool, policy: str, ranges: Ranges | None
+        self,
+        session: int,
+        table: schemaplan.TablePlan,
+        verify: bool,
+        policy: str,
+        ranges: Ranges | None,
+        strict: bool,
     ) -> None:
         self.session = session
         self.ranges = ranges
         self.pipe: RowPipe | None = None
         self.error: tuple[str, str, str] | None = None
+        if ranges is not None:
+            held = twin.held()
+            strict = strict and held is not None and strict_text(held)
         try:
             _, extra = read_layout(table)
-            self.pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
+            self.pipe = RowPipe(
+                table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra), strict_text=strict
+            )
         except Exception as exc:  # answered with each batch
             self.error = _error_of(exc)
 
@@ -309,17 +324,22 @@ class Coprocessor:
         on_batch: Callable[[int], None],
         freeze: bool,
         verify: bool,
+        strict_text: bool = False,
         ranged: tuple[sqlite3.Connection, Ranges] | None = None,
     ) -> Copied:
         """What :func:`replicator.load.copyrows.copy_rows` does, the batches converted here or in the helper.
 
         ``ranged`` (the helper holds a twin of ``conn``'s read transaction): rowid ranges are dealt
-        instead of batches, and the helper reads its ranges itself; ``batches`` is then not read."""
+        instead of batches, and the helper reads its ranges itself; ``batches`` is then not read.
+        ``strict_text``: ``batches`` and ``conn`` read text strictly (``RowPipe``), here and in the helper."""
         _, extra = read_layout(table)
-        pipe = RowPipe(table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra))
+        pipe = RowPipe(
+            table, key_of=key_getter(table), policy=policy, verify=verify, extra=bool(extra), strict_text=strict_text
+        )
         self.session += 1
         self.inflight = set()
-        self.helper.work.put(("table", self.session, table, verify, policy, ranged[1] if ranged else None))
+        ranges = ranged[1] if ranged else None
+        self.helper.work.put(("table", self.session, table, verify, policy, ranges, strict_text))
         load = _SharedLoad(self, table, on_batch)
         with pconn.cursor() as cur, pconn.cursor() as local:
             try:

@@ -74,6 +74,14 @@ def _profiles(
 # --- reading SQLite -----------------------------------------------------------------------------
 
 
+def strict_text(conn: sqlite3.Connection) -> bool:
+    """Whether every text ``conn`` reads now is valid UTF-8, so its rows' converter may skip the check for a
+    lone surrogate (``RowPipe(strict_text=)``): its text factory is sqlite3's own ``str``, a strict decode
+    that raises (:class:`_DecodeFallback`) rather than yield one. The bytes fallback
+    (``convert_text.decode_text``) turns invalid bytes into surrogates, which the check must catch."""
+    return conn.text_factory is str
+
+
 class _DecodeFallback(Exception):
     """sqlite3 met TEXT that is not UTF-8: the table is re-read with a bytes-tolerant text factory."""
 

@@ -23,7 +23,7 @@ from replicator.errors import ReplicatorError, TargetError, UniqueCollision
 from replicator.load.context import LoadContext
 from replicator.load.copyrows import Copied, RowPipe, copy_error, copy_rows, key_getter, read_layout
 from replicator.load.results import TableResult
-from replicator.load.source import _batches, _DecodeFallback, _select
+from replicator.load.source import _batches, _DecodeFallback, _select, strict_text
 from replicator.plan import refusals
 from replicator.plan.schemaplan import ForeignKey, SchemaPlan, TablePlan
 from replicator.progress import Progress
@@ -213,9 +213,17 @@ def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How,
     freeze = truncate_table(pconn, ident) if plan.mode == "create" else empty_table(pconn, ident)
     select = _select(table.source, source_cols + extra)
     batches = _batches(ctx.sconn, select, ctx.run.fetch_rows)
+    strict = strict_text(ctx.sconn)  # False on the bytes-fallback re-read (see load_table)
     with _self_references(pconn, plan, how.held, table.source):
         if how.shared is None or how.held is not None:
-            pipe = RowPipe(table, key_of=key_getter(table), policy=ctx.run.policy, verify=how.verify, extra=bool(extra))
+            pipe = RowPipe(
+                table,
+                key_of=key_getter(table),
+                policy=ctx.run.policy,
+                verify=how.verify,
+                extra=bool(extra),
+                strict_text=strict,
+            )
             return copy_rows(pconn, plan.schema, pipe, batches, on_batch=on_batch, freeze=freeze, held=how.held)
         return how.shared.copy(
             pconn,
@@ -226,6 +234,7 @@ def _copy_table(ctx: LoadContext, plan: SchemaPlan, table: TablePlan, how: _How,
             on_batch=on_batch,
             freeze=freeze,
             verify=how.verify,
+            strict_text=strict,
             ranged=how.shared.ranged(ctx.sconn, table.source, select, ctx.run.fetch_rows, rows),
         )
 
@@ -282,7 +291,14 @@ def unique_refusal(
                 pconn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(plan.schema, name)))
             empty_table(pconn, ident)
             batches = _batches(sconn, _select(table.source, source_cols + extra), ctx.run.fetch_rows)
-            pipe = RowPipe(table, key_of=key_getter(table), policy=ctx.run.policy, verify=False, extra=bool(extra))
+            pipe = RowPipe(
+                table,
+                key_of=key_getter(table),
+                policy=ctx.run.policy,
+                verify=False,
+                extra=bool(extra),
+                strict_text=strict_text(sconn),
+            )
             copy_rows(pconn, plan.schema, pipe, batches)
             keys = pconn.execute(refusals.duplicates_query(ident, exprs, predicate, key)).fetchall()
     except psycopg.Error:  # another constraint refused the copy without the index: PostgreSQL's own message

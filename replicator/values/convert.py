@@ -87,7 +87,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from replicator.values import convert_addresses, convert_datetimes, convert_json, convert_numbers, convert_text
-from replicator.values.fastpath import INLINE_NAMES, Converter, Plan
+from replicator.values.fastpath import INLINE_NAMES, UTF8_CLAUSE, Converter, Plan
 from replicator.values.refusal import RowRefused, ValueRefused
 from replicator.values.targettype import TargetType, UnsupportedType
 
@@ -158,6 +158,7 @@ def row_converter(
     watch: Mapping[int, Callable[[object], bool]] | None = None,
     missed: list[int] | None = None,
     extra: bool = False,
+    strict_text: bool = False,
 ) -> RowConverter:
     """One table's row converter, compiled once; raises :class:`RowRefused` naming the column.
 
@@ -178,10 +179,15 @@ def row_converter(
     converted (a NULL counts as missed when the predicate rejects None). The snapshot uses it to
     prove that a type chosen from a sample of the table held for every row. ``extra``: rows may
     carry more values after these columns (ignored).
+
+    ``strict_text``: every str comes from a strict UTF-8 decode (sqlite3's own ``text_factory = str``),
+    which never yields a lone surrogate, so the text fast path leaves out its check for one
+    (:data:`~replicator.values.fastpath.UTF8_CLAUSE`). Never for the bytes-fallback read, JSON Lines or
+    the capture journal: their surrogates must reach the converter, to be refused or replaced.
     """
     if len(columns) != len(types):
         raise ValueError(f"{len(columns)} columns but {len(types)} types for table {table}")
-    plans = [_plan(t, wire) for t in types]
+    plans = [_strict(_plan(t, wire)) if strict_text else _plan(t, wire) for t in types]
     converters = [p.convert for p in plans]
     namespace: dict[str, object] = {
         **INLINE_NAMES,
@@ -222,6 +228,11 @@ def row_converter(
     exec(compile(source, f"<row_converter {table}>", "exec"), namespace)
     function: RowConverter = namespace["convert_row"]  # type: ignore[assignment]
     return function
+
+
+def _strict(p: Plan) -> Plan:
+    """``p`` without the fast path's UTF-8 clause (see ``strict_text`` in :func:`row_converter`)."""
+    return p._replace(fast=tuple((guard.replace(UTF8_CLAUSE, ""), result) for guard, result in p.fast))
 
 
 def _branches(i: int, p: Plan) -> str:

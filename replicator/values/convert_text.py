@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from replicator.values.fastpath import Plan, unchanged, utf8_ok
+from replicator.values.fastpath import UTF8_CLAUSE, Plan, unchanged, utf8_ok
 from replicator.values.refusal import ValueRefused, refuse_storage, storage_name
 from replicator.values.targettype import TargetType, UnsupportedType
 
@@ -85,7 +85,7 @@ def text_plan(t: TargetType) -> Plan:
             raise ValueRefused(f"{len(s)} characters do not fit {label}")
         return s
 
-    guard = "type({v}) is str and '\\x00' not in {v} and ({v}.isascii() or _utf8_ok({v}))"
+    guard = "type({v}) is str and '\\x00' not in {v}" + UTF8_CLAUSE
     if limit is not None:
         guard += f" and len({{v}}) <= {limit}"
     return Plan(convert, unchanged(guard))

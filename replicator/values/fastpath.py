@@ -50,6 +50,12 @@ def utf8_ok(s: str) -> bool:
     return True
 
 
+#: The text fast path's UTF-8 clause (``convert_text.text_plan``): a non-ASCII text is checked for a lone
+#: surrogate. ``row_converter(strict_text=True)`` drops exactly this clause: its rows come from a strict
+#: UTF-8 read, whose decoder never produces a surrogate, so the check (an encode of the whole text) is void.
+UTF8_CLAUSE: Final = " and ({v}.isascii() or _utf8_ok({v}))"
+
+
 #: Epoch numbers of 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999 (UTC).
 _MIN_S: Final = -62_135_596_800
 _MAX_S: Final = 253_402_300_799

@@ -14,9 +14,12 @@ from replicator import config
 from replicator.config import ColumnOverride
 from replicator.errors import BadValue
 from replicator.load import snapshot
+from replicator.load.copyrows import RowPipe, copy_rows, key_getter
 from replicator.plan import createmode
+from replicator.plan.schemaplan import ColumnPlan, TablePlan
 from replicator.state.quarantine import acknowledge, unacknowledged
 from replicator.state.store import StateStore
+from replicator.values.targettype import parse_type
 from tests.support.compare import assert_same
 from tests.support.source import make_db, sqlite_write
 
@@ -186,3 +189,18 @@ def test_rerun_after_a_stop_rebuilds_in_create_mode(tmp_path: Path, pg_dsn: str,
     assert pg.execute(
         "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conname = 'b_a_id_fkey'"
     ).fetchone() == (1,)
+
+
+def test_a_lone_surrogate_that_reached_a_strict_pipe_fails_the_copy_loudly(pg: Any) -> None:
+    """A strict pipe (``strict_text``: rows from a read that cannot produce a lone surrogate) skips the
+    converter's UTF-8 check. Were it ever handed a fallback read's surrogate, psycopg could not encode
+    the value: the COPY stops with an error and nothing is committed, never a silently altered row."""
+    pg.execute("CREATE TABLE items (id bigint PRIMARY KEY, v text)")
+    columns = (ColumnPlan("id", "id", parse_type("bigint")), ColumnPlan("v", "v", parse_type("text")))
+    table = TablePlan("items", "items", columns, primary_key=("id",), key_source=("id",))
+    pipe = RowPipe(table, key_of=key_getter(table), policy="quarantine", verify=False, extra=False, strict_text=True)
+    rows = [(1, "café"), (2, "file\udc96name"), (3, "last")]
+    with pytest.raises(UnicodeEncodeError, match="surrogates not allowed"), pg.transaction():
+        copy_rows(pg, "public", pipe, [rows])
+    assert pg.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    assert pipe.refusals == []  # not quarantined: the strict converter let it through

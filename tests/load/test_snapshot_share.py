@@ -4,6 +4,7 @@ resume as when one process loads it."""
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import sqlite3
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -35,6 +37,8 @@ SIZES = {"event": 3000, "tag": 1500, "kv": 1200, "small": 10}
 #: (the helper loads the others whole), in existing mode every one over the threshold.
 SHARED = {"create": {"event"}, "existing": {"event", "tag", "kv"}}
 FETCH = 100
+#: SQLite text that is not UTF-8: b"file\\x96name" (cp1252's en dash).
+CAST_BAD_UTF8 = "CAST(x'66696c65966e616d65' AS TEXT)"
 
 
 def cfg(workers: int = 2, **snapshot_options: Any) -> config.Config:
@@ -57,9 +61,10 @@ SHARED_SCHEMA = """
         """
 
 
-def over_threshold(path: Path, *, nul_every: int = 0, bad_utf8_at: int = 0) -> Path:
+def over_threshold(path: Path, *, nul_every: int = 0, bad_utf8_at: int = 0, bad_utf8_every: int = 0) -> Path:
     """Three tables over the threshold -- an INTEGER PRIMARY KEY one, a rowid one keyed by text (a
-    REPLACE moves a row to a new rowid) and a WITHOUT ROWID one -- and one under it; no capture."""
+    REPLACE moves a row to a new rowid) and a WITHOUT ROWID one -- and one under it; no capture.
+    ``bad_utf8_at`` / ``bad_utf8_every``: event.kind holds b"file\\x96name" (not UTF-8) at that id / those ids."""
     make_source(path, SHARED_SCHEMA, capture=False)
     conn = sqlite3.connect(path, isolation_level=None)
     rnd = random.Random(9)
@@ -78,7 +83,9 @@ def over_threshold(path: Path, *, nul_every: int = 0, bad_utf8_at: int = 0) -> P
             ),
         )
     if bad_utf8_at:
-        conn.execute("UPDATE event SET kind = CAST(x'66696c65966e616d65' AS TEXT) WHERE id = ?", (bad_utf8_at,))
+        conn.execute(f"UPDATE event SET kind = {CAST_BAD_UTF8} WHERE id = ?", (bad_utf8_at,))
+    if bad_utf8_every:
+        conn.execute(f"UPDATE event SET kind = {CAST_BAD_UTF8} WHERE id % ? = 0", (bad_utf8_every,))
     conn.executemany("INSERT INTO tag VALUES (?, ?)", [(f"tag-{i:05d}", i) for i in range(SIZES["tag"])])
     conn.executemany("INSERT INTO kv VALUES (?, ?)", [(f"k{i:05d}", "v" * (i % 50)) for i in range(SIZES["kv"])])
     conn.executemany("INSERT INTO small VALUES (?, ?)", [(i, f"s{i}") for i in range(SIZES["small"])])
@@ -314,6 +321,50 @@ def test_invalid_utf8_late_in_a_shared_table_rereads_it_whole(tmp_path: Path, pg
     assert (event.rows, event.quarantined) == (SIZES["event"] - 1, 1)
     assert pg.execute("SELECT key FROM replicator.quarantine").fetchall() == [({"id": 2500},)]
     assert pg.execute("SELECT count(*), count(DISTINCT id) FROM event").fetchone() == (2999, 2999)
+
+
+BAD_EVERY = 170
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("outcome", ["stop", "quarantine", "replace"])
+def test_invalid_utf8_in_a_large_table_is_refused_quarantined_or_replaced(
+    tmp_path: Path, pg_dsn: str, pg: Any, workers: int, outcome: str
+) -> None:
+    """Rows read strictly skip the converter's UTF-8 check (``strict_text``); the bytes-fallback re-read
+    of a table with invalid UTF-8 must not: in one process, and in two (its batches dealt to the helper,
+    whose other tables come from its twin read transaction), the bad values are refused by name,
+    quarantined with their original bytes, or replaced, as the policy says."""
+    path = over_threshold(tmp_path / "app.db", bad_utf8_every=BAD_EVERY)
+    bad_ids = [i for i in range(1, SIZES["event"] + 1) if i % BAD_EVERY == 0]
+    options: dict[str, Any] = {"on_bad_value": "quarantine"} if outcome == "quarantine" else {}
+    conf = cfg(workers=workers, **options)
+    if outcome == "replace":
+        conf = msgspec.structs.replace(conf, types={"event": {"kind": config.ColumnOverride(replace_bad_utf8=True)}})
+
+    def run() -> snapshot.SnapshotResult:
+        if workers == 1:
+            return snapshot.snapshot(path, pg_dsn, conf, fetch_rows=FETCH)
+        return load(path, pg_dsn, conf)
+
+    if outcome == "stop":
+        with pytest.raises(BadValue, match=rf"event \(id={BAD_EVERY}\) column kind: text is not valid UTF-8"):
+            run()
+        assert pg.execute("SELECT count(*) FROM event").fetchone() == (0,)
+        return
+    event = by_table(run())["event"]
+    assert event.helper_rows > 0 if workers == 2 else event.helper_rows == 0
+    kinds = dict(pg.execute("SELECT id, kind FROM event").fetchall())
+    if outcome == "quarantine":
+        assert (event.rows, event.quarantined) == (SIZES["event"] - len(bad_ids), len(bad_ids))
+        found = pg.execute("SELECT key, original_base64 FROM replicator.quarantine WHERE table_name = 'event'")
+        assert sorted((k["id"], base64.b64decode(b)) for k, b in found) == [(i, b"file\x96name") for i in bad_ids]
+        assert not set(kinds) & set(bad_ids)
+    else:
+        assert (event.rows, event.quarantined) == (SIZES["event"], 0)
+        assert [i for i, k in sorted(kinds.items()) if k == "file\ufffdname"] == bad_ids
+    assert len(kinds) == event.rows
+    assert all(kinds[i] == f"kind {i % 7}" for i in kinds if i % BAD_EVERY)
 
 
 def test_interrupted_in_the_middle_of_a_shared_table_then_resumed(

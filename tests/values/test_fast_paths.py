@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Json, Jsonb
 
 from checkpoints.digest import RowEncoder
-from replicator.values import convert_datetimes, readback
+from replicator.values import convert_datetimes, fastpath, readback
 from replicator.values.convert import row_converter, value_converter
 from replicator.values.convert_json import _identity
 from replicator.values.readback import digest_finisher, digest_kinds, row_digester
@@ -241,3 +241,49 @@ def test_a_planted_numeric_difference_is_caught(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(readback, "canonical_value", str)
     found = _numeric_disagreements([decimal.Decimal("100.00"), decimal.Decimal("2"), decimal.Decimal("1.5")])
     assert [row[0] for row in found] == [decimal.Decimal("100.00"), decimal.Decimal("2")]
+
+
+# -- strict_text: the UTF-8 check of the text fast path skipped for rows of a strict read ---------------------------
+
+TEXT_TYPES = [parse_type("text"), parse_type("varchar(2000)"), parse_type("citext"), parse_type("bigint")]
+
+
+def _counting_utf8_ok(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace the fast path's UTF-8 check by one that records each text it is asked about."""
+    calls: list[str] = []
+
+    def counted(s: str) -> bool:
+        calls.append(s)
+        return fastpath.utf8_ok(s)
+
+    monkeypatch.setitem(fastpath.INLINE_NAMES, "_utf8_ok", counted)
+    return calls
+
+
+def test_a_strict_converter_skips_the_utf8_check_a_default_one_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _counting_utf8_ok(monkeypatch)
+    row = ("café " * 300, "naïve", "Ünïcode", 7)
+    default = row_converter("t", ["a", "b", "c", "d"], TEXT_TYPES)
+    strict = row_converter("t", ["a", "b", "c", "d"], TEXT_TYPES, strict_text=True)
+    assert default(row) == row
+    assert calls == list(row[:3])  # every non-ASCII text checked, once
+    calls.clear()
+    assert strict(row) == row
+    assert strict(("ascii", "x", "y", 1)) == ("ascii", "x", "y", 1)
+    assert calls == []
+    # The rest of the guard holds in strict mode: NUL and length still go to the converter, which refuses them.
+    with pytest.raises(RowRefused, match=r"t\.a: text contains NUL"):
+        strict(("caf\x00é", "b", "c", 1))
+    with pytest.raises(RowRefused, match=r"t\.b: 2001 characters do not fit varchar\(2000\)"):
+        strict(("a", "é" * 2001, "c", 1))
+
+
+@pytest.mark.parametrize("bad", ["file\udc96name", "\udcff", "café\udc80"])
+def test_a_default_converter_still_refuses_or_replaces_a_lone_surrogate(bad: str) -> None:
+    """What a decode-fallback read gives for invalid UTF-8 (convert_text.decode_text): refused by name, or
+    replaced by U+FFFD when the column asks; never passed on (psycopg could not encode it)."""
+    default = row_converter("t", ["a", "b", "c", "d"], TEXT_TYPES)
+    with pytest.raises(RowRefused, match=r"t\.b: text is not valid UTF-8"):
+        default(("ok", bad, "ok", 1))
+    replacing = row_converter("t", ["a"], [TargetType("text", replace_bad_utf8=True)])
+    assert replacing((bad,)) == (bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),)
