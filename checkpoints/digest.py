@@ -87,9 +87,13 @@ a double's precision (``0.1`` and ``0.1000000000000000000001``) share a text.
 ``order="sorted"``: msgspec's key order (UTF-8 bytes) is code-point order and its escapes are
 exactly ``json.dumps``'s (a test checks every code point), and it writes a float in plain notation
 with the shortest round-trip digits -- its canonical text -- unless it needs an exponent or ends in
-``.0``. When the output holds neither (a digit then ``e``, or ``.0`` not followed by a digit,
-anywhere, strings included), it is the canonical text; otherwise the text is decoded again with a
-``float_hook`` that turns each fraction-or-exponent literal into its canonical text. A text msgspec
+``.0``. When the output holds neither (``.0`` not followed by a digit, or a digit, ``e``, then digits
+or ``-`` up to the end of a number, anywhere, strings included), it is the canonical text. Otherwise
+each such float outside the strings is replaced by its canonical text (msgspec's digits round-trip,
+so it is the literal's float), strings told apart by counting ``"`` -- exact when the output holds
+no backslash, hence no escaped quote; an output with one is decoded again with a ``float_hook``
+that turns each fraction-or-exponent literal into its canonical text (the scan and the rewrite:
+:mod:`checkpoints.canonical_numbers`, with :func:`exact_number`). A text msgspec
 refuses (a lone surrogate escape, ``NaN``, ints beyond its range, nesting beyond its depth) is read
 by ``json.loads`` and canonicalised in Python (:func:`canonical_json_py`, the definition written as
 code, which the tests hold the fast paths to). A parsed value is first written by msgspec and read
@@ -117,13 +121,14 @@ import decimal
 import hashlib
 import ipaddress
 import json.encoder
-import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
+from checkpoints.canonical_numbers import DIGITS_AS_ZERO, DOT_ZERO_END, EXPONENT, float_as_exact, float_text, rewritten
+from checkpoints.canonical_numbers import exact_number as exact_number  # part of this module's API
 from checkpoints.errors import CheckpointError
 
 Kind: TypeAlias = Literal["auto", "json", "native"]
@@ -167,32 +172,6 @@ class Json:
         return f"Json({self.value!r})"
 
 
-def exact_number(value: int | decimal.Decimal) -> str:
-    """The canonical text of an exact number (see the module docstring); never rounds."""
-    if type(value) is int:
-        return str(value)
-    if isinstance(value, int):
-        return str(int(value))
-    if not value.is_finite():
-        if value.is_nan():
-            return "NaN"
-        return "-Infinity" if value.is_signed() else "Infinity"
-    text = format(value, "f")  # plain notation, all digits, no context rounding
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    if text in ("-0", ""):
-        return "0"
-    return text
-
-
-def _float_as_exact(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return exact_number(decimal.Decimal(repr(value)))
-
-
 def canonical_json_py(value: Any) -> str:
     """The canonical JSON text of a parsed JSON value, computed in Python: the definition as code
     (see the module docstring), the fallback of :func:`canonical_json` and its reference in tests."""
@@ -207,7 +186,7 @@ def canonical_json_py(value: Any) -> str:
     if isinstance(value, int | decimal.Decimal):
         return exact_number(value)
     if isinstance(value, float):
-        return _float_as_exact(value)
+        return float_as_exact(value)
     if isinstance(value, dict):
         items = []
         for key in sorted(value):
@@ -227,47 +206,39 @@ def canonical_json_py(value: Any) -> str:
 
 
 def _number(literal: str) -> msgspec.Raw:
-    """msgspec's ``float_hook``: a number literal with a fraction or exponent → its canonical text.
-
-    The float's shortest repr is already the canonical text unless it ends in ``.0`` (drop it) or
-    has an exponent or is not finite (the exact-number path)."""
-    text = repr(float(literal))
-    if text[-2:] == ".0":
-        text = text[:-2] if text != "-0.0" else "0"
-    elif "e" in text or "n" in text:
-        text = _float_as_exact(float(literal))
-    return msgspec.Raw(text)
+    """msgspec's ``float_hook``: each float literal as its canonical text."""
+    return msgspec.Raw(float_text(literal))
 
 
 #: JSON text → Python values whose floats are already their canonical text (``msgspec.Raw``).
 _JSON_NUMBERS: Final = msgspec.json.Decoder(float_hook=_number)
 _JSON_PLAIN: Final = msgspec.json.Decoder()
 _JSON_SORTED: Final = msgspec.json.Encoder(order="sorted")
-#: msgspec's JSON writes a float unlike its canonical text only with an exponent (``1e16``, ``1e-7``:
-#: a digit, then ``e``) or a ``.0`` ending (``100.0``, ``-0.0``). Any other float it writes in plain
-#: notation with the shortest round-trip digits, the digits of Python's repr: its canonical text (a
-#: test checks). Digits are mapped to 0 to find "a digit, then e" with one substring search (a regex
-#: alternation costs ~5x more); a match inside a string only sends the document down the float_hook
-#: path, which gives the same text.
-_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
-_DOT_ZERO_END: Final = re.compile(rb"\.0(?![0-9])")
+_decode_plain: Final = _JSON_PLAIN.decode
+_encode_sorted: Final = _JSON_SORTED.encode
 
 
 def _sorted_json(value: Any) -> str | None:
-    """msgspec's sorted text of a decoded value, if every float in it is already canonical."""
-    out = _JSON_SORTED.encode(value)
-    if b"0e" in out.translate(_DIGITS_AS_ZERO) or _DOT_ZERO_END.search(out) is not None:
-        return None
-    return out.decode()
+    """msgspec's sorted text of a decoded value with every float in its canonical text, or None
+    (a float to rewrite in a text with a backslash: the float_hook pass)."""
+    out = _encode_sorted(value)
+    digits_as_zero = out.translate(DIGITS_AS_ZERO)
+    if DOT_ZERO_END.search(out) is None and EXPONENT.search(digits_as_zero) is None:
+        return out.decode()
+    return rewritten(out, digits_as_zero)
 
 
 def canonical_json_text(text: str | bytes) -> str:
     """The canonical JSON text of a JSON document given as text (or UTF-8 bytes); see the module
     docstring. Raises :class:`CheckpointError` when the text is not JSON."""
     try:
-        fast = _sorted_json(_JSON_PLAIN.decode(text))  # floats as Python floats: one C pass each way
-        if fast is not None:
-            return fast
+        out = _encode_sorted(_decode_plain(text))  # floats as Python floats: one C pass each way
+        digits_as_zero = out.translate(DIGITS_AS_ZERO)  # _sorted_json inlined: one call less
+        if DOT_ZERO_END.search(out) is None and EXPONENT.search(digits_as_zero) is None:
+            return out.decode()
+        fixed = rewritten(out, digits_as_zero)
+        if fixed is not None:
+            return fixed
     except (ValueError, RecursionError):  # msgspec.DecodeError and UnicodeError are ValueErrors
         pass
     try:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from checkpoints import canonical_numbers as numbers
 from checkpoints import digest
 from checkpoints.digest import Json, JsonText, RowEncoder, canonical_json, canonical_json_py, canonical_json_text
 from checkpoints.errors import CheckpointError
@@ -166,13 +167,14 @@ def test_the_parsed_path_stays_strict() -> None:
 @settings(max_examples=3000)
 @given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(0, 2**64 - 1).map(_bits_float))
 def test_a_float_msgspec_writes_without_exponent_or_dot_zero_is_canonical(number: float) -> None:
-    """What lets canonical_json_text return msgspec's own text (see _DIGITS_AS_ZERO)."""
+    """What lets canonical_json_text return msgspec's own text (see canonical_numbers)."""
     written = msgspec.json.encode(number)
-    fast = digest._sorted_json(number)
-    if fast is not None:  # no exponent, no ".0" ending: msgspec's text is the canonical one
-        assert fast == written.decode() == canonical_json_py(number)
+    flagged = numbers.DOT_ZERO_END.search(written) or numbers.EXPONENT.search(written.translate(numbers.DIGITS_AS_ZERO))
+    if not flagged:  # no exponent, no ".0" ending: msgspec's text is the canonical one
+        assert written.decode() == canonical_json_py(number)
     else:
         assert "e" in written.decode() or written.endswith(b".0")
+    assert digest._sorted_json(number) == canonical_json_py(number)  # flagged: rewritten
     assert canonical_json_text(written) == canonical_json_py(number)
     assert canonical_json_text(f"[{written.decode()}, 1]") == f"[{canonical_json_py(number)},1]"
 
@@ -191,8 +193,15 @@ def test_the_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     assert canonical_json_text(plain.replace('"1.0e5"', '"x"')) == (
         '{"n":[1,-2],"price":471.5,"ratio":0.7548,"s":"x","tiny":0.00001}'
     )
-    with pytest.raises(AttributeError):  # ".0e" inside a string: the float_hook pass (harmless) runs
-        canonical_json_text(plain)
+    # ".0e" inside a string, a float to rewrite: quotes tell them apart, the float_hook is not needed
+    assert canonical_json_text(plain.replace("0.00001", "1e16")) == (
+        '{"n":[1,-2],"price":471.5,"ratio":0.7548,"s":"1.0e5","tiny":10000000000000000}'
+    )
+    assert canonical_json_text(plain.replace('"1.0e5"', '"a\\\\b"')) == (  # a backslash, all floats plain
+        '{"n":[1,-2],"price":471.5,"ratio":0.7548,"s":"a\\\\b","tiny":0.00001}'
+    )
+    with pytest.raises(AttributeError):  # a backslash and a float to rewrite: the float_hook pass runs
+        canonical_json_text(plain.replace('"1.0e5"', '"a\\\\b"').replace("0.00001", "1e16"))
 
 
 #: Row digests computed by the implementation before the msgspec path (commit aa4f9db, recursive
