@@ -246,20 +246,26 @@ def _expr(i: int, p: Plan) -> tuple[str, str]:
 
 
 def _watched_expr(i: int, p: Plan, t: TargetType, ok: Callable[[object], bool]) -> tuple[str, str]:
-    """A watched column's expression (twice: its kept fast paths never raise): every value off the
-    fast paths goes through the watch, a NULL too when the predicate rejects it."""
+    """A watched column's expression with its kept fast paths inlined, and without them: every value
+    off the fast paths goes through the watch, a NULL too when the predicate rejects it.
+
+    Without them (the row's second pass, after a fast path's ``ValueError``) a date-time text path's
+    value goes through the watch, which accepts it, and the converter, which refuses February 30th
+    by name; the other kept paths never raise, so keep them there too."""
     null = f"c{i}(None)" if not ok(None) else "None"
     if t.name in _EXACT_FAST:
-        kept = p
+        kept, plain = p, p
     elif t.name in _TEXT_FAST:  # the date-time text paths, for the shapes a profile counts; not integer epochs
         text = [
             (g.replace("_NAIVE_SHAPES", "_PROFILED_SHAPES"), r) for g, r in p.fast if g.startswith("type({v}) is str")
         ]
-        kept = p._replace(fast=tuple(text))
+        kept, plain = p._replace(fast=tuple(text)), p._replace(fast=())
     else:  # another storage class's fast path: watch all
-        kept = p._replace(fast=())
-    expr = f"({null} if v{i} is None else {_branches(i, kept)}c{i}(v{i}))"
-    return expr, expr
+        kept = plain = p._replace(fast=())
+    return (
+        f"({null} if v{i} is None else {_branches(i, kept)}c{i}(v{i}))",
+        f"({null} if v{i} is None else {_branches(i, plain)}c{i}(v{i}))",
+    )
 
 
 #: Types whose fast paths take only values a guess's watch accepts (``replicator.load.guess._rule``):

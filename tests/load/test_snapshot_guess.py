@@ -52,6 +52,8 @@ def _source(path: Path, late_value: str | None) -> Path:
         "a blob in a text column": "UPDATE notes SET body = x'00ff' WHERE id = ?",
         "text in a blob column": "UPDATE notes SET raw = 'plain' WHERE id = ?",
         "a NULL in a composite key": "UPDATE pairs SET a = NULL WHERE rowid = ?",
+        "February 30th in a date-time column": "UPDATE stamps SET at = '2024-02-30 03:04:05' WHERE id = ?",
+        "February 30th in a date column": "UPDATE stamps SET day = '2024-02-30' WHERE id = ?",
         "a blob in a JSON column": "UPDATE docs SET meta = x'7b7d' WHERE id = ?",
         "a number in a JSON column": "UPDATE docs SET meta = 2.5 WHERE id = ?",
         "text that is not JSON in a JSON column": "UPDATE docs SET meta = '{oops' WHERE id = ?",
@@ -86,6 +88,8 @@ LATE_VALUES = [
     "a blob in a text column",
     "text in a blob column",
     "a NULL in a composite key",
+    "February 30th in a date-time column",
+    "February 30th in a date column",
     "a blob in a JSON column",
     "a number in a JSON column",
     "text that is not JSON in a JSON column",
@@ -166,6 +170,11 @@ def test_the_date_time_text_a_watched_column_converts_inline_is_text_its_guess_a
     off_guess: list[object] = [1704164645000, 1704164645] if name != "date" else ["2024-01-02 03:04:05"]
     if name == "timestamp":
         off_guess.append("2024-01-02T03:04:05+02:00")
+    impossible = "2024-02-30" if name == "date" else "2024-02-30 03:04:05"  # an inline shape fromisoformat refuses
+    missed = []
+    with pytest.raises(RowRefused, match=r"t\.at"):  # refused by name, as without the guess, not a ValueError
+        convert.row_converter("t", ["at"], [t], watch={0: rule}, missed=missed)((impossible,))
+    assert missed == []
     for value in off_guess:
         missed = []
         with contextlib.suppress(RowRefused):
