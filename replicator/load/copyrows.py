@@ -74,7 +74,11 @@ class RowPipe:
     ``verify``: the table's types are a guess (``guess_profile``): a value off the guess raises
     ``_Unverified`` once its batch is through. A refused value raises ``BadValue`` naming table,
     key, column and value or, with the quarantine policy, is recorded in ``refusals`` and its row
-    skipped. ``strict_text``: the rows come from a strict UTF-8 read (:func:`replicator.load.source.strict_text`),
+    skipped. In a guessed table it raises ``_Unverified`` instead, whatever the policy: a later row may
+    make the full profile choose a type that holds the value (a blob after JSON that is not JSON: text),
+    and a row quarantined under the guess would hold back the rows referencing it; the reload under
+    the full profile's type refuses it if that type does too.
+    ``strict_text``: the rows come from a strict UTF-8 read (:func:`replicator.load.source.strict_text`),
     so the converter skips its lone-surrogate check (``row_converter``); never for a bytes-fallback read or
     an export's JSON Lines, whose text may hold one.
     """
@@ -94,6 +98,7 @@ class RowPipe:
         source_cols = [c.source for c in self.columns if c.source is not None]
         self.types = [c.type for c in self.columns]
         self.missed: list[int] = []
+        self.verify = verify
         rules = None
         if verify:
             keys = {i for i, c in enumerate(self.columns) if c.name in table.primary_key}
@@ -127,6 +132,8 @@ class RowPipe:
             except refusal.RowRefused as exc:
                 if missed:
                     raise self.unverified() from None
+                if self.verify:  # refused under a guess: the full profile's type decides, before anything is held
+                    raise _Unverified(name, exc.column) from None
                 if self.policy != "quarantine":
                     raise _stopped(self.table, self.key_of(row), exc) from None
                 refused = quarantine.make(name, self.key_of(row), exc.column, exc.value, exc.reason)

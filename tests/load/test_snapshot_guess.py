@@ -126,6 +126,61 @@ def test_guessed_types_are_the_full_profiles_types(
     assert _types(stored) == _types(result.plan)
 
 
+#: A value the guessed type refuses, then a later one that makes the full profile choose text, which takes both.
+REFUSED_THEN_TEXT = {
+    "text that is not JSON, then a blob, in a JSON column": [
+        "UPDATE docs SET meta = '{oops' WHERE id = ?",
+        "UPDATE docs SET meta = x'7b7d' WHERE id = ? + 1",
+    ],
+    "February 30th, then a word, in a date-time column": [
+        "UPDATE stamps SET at = '2024-02-30 03:04:05' WHERE id = ?",
+        "UPDATE stamps SET at = 'soon' WHERE id = ? + 1",
+    ],
+}
+
+
+@pytest.mark.parametrize("cfg", [ONE, TWO], ids=["one-process", "two-processes"])
+@pytest.mark.parametrize("case", sorted(REFUSED_THEN_TEXT))
+def test_a_value_the_guess_refuses_stops_nothing_the_full_profile_loads(
+    tmp_path: Path, pg_dsn: str, pg: Any, cfg: config.Config, case: str
+) -> None:
+    """With on_bad_value = stop, a value the guessed type refuses (JSON that is not JSON, February 30th)
+    is judged under the full profile's type: a later row may make that text, which holds it."""
+    path = _source(tmp_path / "app.db", None)
+    conn = sqlite3.connect(path)
+    for statement in REFUSED_THEN_TEXT[case]:
+        conn.execute(statement, (LATE,))
+    conn.commit()
+    conn.close()
+    full = _full_plan(path)
+    assert {c.type.name for t in full.tables for c in t.columns if t.source in ("docs", "stamps")} >= {"text"}
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create")  # on_bad_value = stop
+    assert result.plan is not None
+    assert _types(result.plan) == _types(full)
+    assert_same(path, pg, result.plan)
+
+
+@pytest.mark.parametrize("cfg", [ONE, TWO], ids=["one-process", "two-processes"])
+def test_a_row_the_guess_quarantines_holds_back_no_child_the_full_profile_loads(
+    tmp_path: Path, pg_dsn: str, pg: Any, cfg: config.Config
+) -> None:
+    """With on_bad_value = quarantine, a row refused under a guess that a later row disproves is not
+    quarantined, nor are the rows referencing it: the full profile's type (text) holds its value."""
+    path = _source(tmp_path / "app.db", None)
+    conn = sqlite3.connect(path)
+    for statement in REFUSED_THEN_TEXT["text that is not JSON, then a blob, in a JSON column"]:
+        conn.execute(statement, (LATE,))
+    conn.execute("CREATE TABLE links (id INTEGER PRIMARY KEY, doc INTEGER REFERENCES docs (id))")
+    conn.executemany("INSERT INTO links VALUES (?, ?)", [(i, LATE) for i in range(1, 4)])
+    conn.commit()
+    conn.close()
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create", on_bad_value="quarantine")
+    assert result.plan is not None
+    assert _types(result.plan) == _types(_full_plan(path))
+    assert pg.execute("SELECT table_name, count(*) FROM replicator.quarantine GROUP BY 1").fetchall() == []
+    assert_same(path, pg, result.plan)
+
+
 def test_a_resumed_snapshot_still_verifies_the_guessed_tables_it_loads(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
     """The saved plan marks guessed tables: a run interrupted before the contradicted table loads
     is resumed with the saved plan, and the resumed load still verifies, re-profiles and reloads it."""
