@@ -56,8 +56,13 @@ class Loader:
                 shared=self.coprocessor if name in self.dominant else None,
             )
         except _Unverified as exc:
-            return self.measured(name, exc.column, progress)
-        return index_table(self.ctx.pconn, self.plan, result)
+            column = exc.column
+        else:
+            return index_table(self.ctx.pconn, self.plan, result)
+        # Profiled outside the handler: the traceback kept the load's frames, and with them a SQLite cursor
+        # whose statement still runs (rows were left unread), and SQLite refuses to register the profile's
+        # functions again while a statement runs ("Error creating function").
+        return self.measured(name, column, progress)
 
     def measured(self, name: str, column: str, progress: Progress | None = None) -> TableResult:
         """A guess the rows disproved: re-plan the table from a full profile (:func:`guess.replan`),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from replicator import config
+from replicator.errors import BadValue
 from replicator.load import snapshot
 from replicator.plan import createmode
 from replicator.plan.schemaplan import SchemaPlan
@@ -179,6 +180,46 @@ def test_a_row_the_guess_quarantines_holds_back_no_child_the_full_profile_loads(
     assert _types(result.plan) == _types(_full_plan(path))
     assert pg.execute("SELECT table_name, count(*) FROM replicator.quarantine GROUP BY 1").fetchall() == []
     assert_same(path, pg, result.plan)
+
+
+@pytest.mark.parametrize("cfg", [ONE, TWO], ids=["one-process", "two-processes"])
+def test_a_guess_disproved_with_rows_left_unread_is_profiled_and_reloaded(
+    tmp_path: Path, pg_dsn: str, pg: Any, cfg: config.Config
+) -> None:
+    """The row that disproves a guess stops the load with batches of the table left unread: the full
+    profile that follows must still be able to scan SQLite (the stopped read's statement ended)."""
+    path = _source(tmp_path / "app.db", "an offset in a naive date-time column")
+    result = snapshot.snapshot(path, pg_dsn, cfg, mode="create", fetch_rows=100)  # 30 batches, stopped in the 16th
+    assert result.plan is not None
+    assert _types(result.plan) == _types(_full_plan(path))
+    assert result.plan.table("stamps").columns[1].type.name == "timestamptz"
+    assert_same(path, pg, result.plan)
+
+
+@pytest.mark.parametrize("policy", ["stop", "quarantine"])
+def test_a_guess_disproved_on_the_bytes_fallback_re_read_is_profiled_and_reloaded(
+    tmp_path: Path, pg_dsn: str, pg: Any, policy: str
+) -> None:
+    """A guessed table with text that is not UTF-8 is re-read with the bytes fallback; a row of that
+    re-read that disproves the guess (a blob in a TEXT column) sends it to the full profile, which
+    must be able to scan SQLite (no statement of the failed reads left running), then a reload. Small
+    batches: the re-read's statement is still running when the row disproves the guess."""
+    path = _source(tmp_path / "app.db", None)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE notes SET body = CAST(x'66696c6596' AS TEXT) WHERE id = ?", (LATE,))
+    conn.execute("UPDATE notes SET body = x'0102' WHERE id = ?", (LATE + 1,))
+    conn.commit()
+    conn.close()
+    if policy == "stop":
+        with pytest.raises(BadValue, match=rf"notes \(id={LATE}\) column body: text is not valid UTF-8"):
+            snapshot.snapshot(path, pg_dsn, ONE, mode="create", fetch_rows=100)
+        return
+    result = snapshot.snapshot(path, pg_dsn, ONE, mode="create", on_bad_value="quarantine", fetch_rows=100)
+    assert result.plan is not None
+    assert _types(result.plan) == _types(_full_plan(path))
+    refused = pg.execute("SELECT table_name, key FROM replicator.quarantine").fetchall()
+    assert refused == [("notes", {"id": LATE})]
+    assert_same(path, pg, result.plan, exclude={"notes": {(LATE,)}})
 
 
 def test_a_resumed_snapshot_still_verifies_the_guessed_tables_it_loads(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
