@@ -169,3 +169,33 @@ def test_orphans_under_an_app_foreign_key_are_named(tmp_path: Path, pg_dsn: str,
     pg.execute("DROP TABLE child; DROP TABLE parent")
     result = snapshot.snapshot(db, pg_dsn, CFG, mode="create")
     assert result.rows == 1
+
+
+@pytest.mark.parametrize("policy", ["stop", "quarantine"])
+def test_a_unique_collision_then_invalid_utf8_is_named_not_an_internal_error(
+    tmp_path: Path, pg_dsn: str, pg: Any, policy: str
+) -> None:
+    """The app's UNIQUE index on lower(email) refuses two rows SQLite keeps distinct, early in the table,
+    and a later row holds text that is not UTF-8: the refusal is named (the collision, or the bad value),
+    never the load's internal signal to re-read the table with the bytes fallback."""
+    import sqlite3
+
+    from replicator.errors import ReplicatorError
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL)")
+        conn.executemany("INSERT INTO users VALUES (?, ?)", [(i, f"user{i}@example.com") for i in range(1, 60_001)])
+        conn.execute("UPDATE users SET email = 'USER1@example.com' WHERE id = 2")  # equal to row 1 under lower()
+        conn.execute("UPDATE users SET email = CAST(x'66696c65966e616d65' AS TEXT) WHERE id = 59000")
+    pg.execute("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+    pg.execute("CREATE UNIQUE INDEX users_email ON users (lower(email))")
+    cfg = msgspec.structs.replace(CFG, snapshot=msgspec.structs.replace(CFG.snapshot, on_bad_value=policy))
+    with pytest.raises(ReplicatorError) as info:
+        snapshot.snapshot(db, pg_dsn, cfg, mode="existing")
+    if policy == "stop":  # the bad value stops the load first
+        assert "refused value in users (id=59000) column email" in info.value.message
+    else:  # it is quarantined; the collision is then named, both rows
+        assert "(id=1) and (id=2)" in info.value.message
+        assert "users_email" in info.value.message
+    assert pg.execute("SELECT count(*) FROM users").fetchone() == (0,)
