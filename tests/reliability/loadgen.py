@@ -17,19 +17,17 @@ capture. The last stdout line is a JSON summary. Bounded: by ``--seconds`` and `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
+from tests.reliability.pacing import Stop, paced
 from tests.support.workload import SCHEMA as DIFF_SCHEMA
 from tests.support.workload import random_transaction
 
@@ -302,39 +300,24 @@ def run(
     restart_every: int = 25,
 ) -> Summary:
     """Write until ``seconds`` pass or ``transactions`` commit (or SIGTERM), paced at ``tps``."""
-    stop = False
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    with contextlib.suppress(ValueError):  # not the main thread (called from a test)
-        signal.signal(signal.SIGTERM, on_term)
     summary = Summary(mode)
     writer = Writer(path, mode, restart_every)
-    started = time.monotonic()
-    deadline = started + seconds
-    limit = transactions if transactions is not None else 10**9
-    interval = 1.0 / tps if tps > 0 else 0.0
-    i = 0
+
+    def attempt(i: int) -> bool:
+        try:
+            writer.write(random.Random(f"{seed}:{i}"))
+        except Busy:
+            summary.busy_retries += 1
+            time.sleep(0.05)
+            return False
+        except Fenced:
+            raise Stop from None
+        return True
+
     try:
-        while not stop and i < limit and time.monotonic() < deadline:
-            try:
-                writer.write(random.Random(f"{seed}:{i}"))
-            except Busy:
-                summary.busy_retries += 1
-                time.sleep(0.05)
-                continue
-            except Fenced:
-                break
-            i += 1
-            summary.transactions = i
-            if interval:
-                sleep = started + i * interval - time.monotonic()
-                if sleep > 0:
-                    time.sleep(min(sleep, max(0.0, deadline - time.monotonic())))
+        done = paced(attempt, seconds=seconds, tps=tps, transactions=transactions)
+        summary.transactions, summary.seconds = done.transactions, done.seconds
     finally:
-        summary.seconds = time.monotonic() - started
         summary.restarts = writer.restarts
         writer.close()
     return summary

@@ -22,14 +22,14 @@ import argparse
 import contextlib
 import json
 import random
-import signal
 import sys
 import time
-from types import FrameType
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+
+from tests.reliability.pacing import paced
 
 RETRY_PAUSE_S: Final = 0.05
 REFUSED: Final = (psycopg.errors.IntegrityError,)
@@ -146,41 +146,23 @@ class App:
 
 def run(dsn: str, *, seconds: float, seed: int, tps: float, transactions: int | None, schema: str) -> Summary:
     """Write until ``seconds`` pass or ``transactions`` commit (or SIGTERM), paced at ``tps``."""
-    stop = False
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGTERM, on_term)
     app = App(dsn, schema)
     summary = Summary()
-    started = time.monotonic()
-    deadline = started + seconds
-    limit = transactions if transactions is not None else 10**9
-    interval = 1.0 / tps if tps > 0 else 0.0
-    i = 0
-    try:
-        while not stop and i < limit and time.monotonic() < deadline:
-            try:
-                app.transaction(random.Random(f"{seed}:{i}"))
-            except psycopg.errors.ReadOnlySqlTransaction:
-                summary.fenced += 1
-                time.sleep(RETRY_PAUSE_S)
-                continue
-            except LOST_TO_FENCE:
-                summary.lost_locks += 1
-                time.sleep(RETRY_PAUSE_S)
-                continue
-            i += 1
-            summary.transactions = i
-            if interval:
-                sleep = started + i * interval - time.monotonic()
-                if sleep > 0:
-                    time.sleep(min(sleep, max(0.0, deadline - time.monotonic())))
-    finally:
-        summary.seconds = time.monotonic() - started
+
+    def attempt(i: int) -> bool:
+        try:
+            app.transaction(random.Random(f"{seed}:{i}"))
+        except psycopg.errors.ReadOnlySqlTransaction:
+            summary.fenced += 1
+        except LOST_TO_FENCE:
+            summary.lost_locks += 1
+        else:
+            return True
+        time.sleep(RETRY_PAUSE_S)
+        return False
+
+    done = paced(attempt, seconds=seconds, tps=tps, transactions=transactions)
+    summary.transactions, summary.seconds = done.transactions, done.seconds
     return summary
 
 
