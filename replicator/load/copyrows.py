@@ -130,10 +130,8 @@ class RowPipe:
             try:
                 out = convert_row(row)
             except refusal.RowRefused as exc:
-                if missed:
-                    raise self.unverified() from None
                 if self.verify:  # refused under a guess: the full profile's type decides, before anything is held
-                    raise _Unverified(name, exc.column) from None
+                    raise (self.unverified() if missed else _Unverified(name, exc.column)) from None
                 if self.policy != "quarantine":
                     raise _stopped(self.table, self.key_of(row), exc) from None
                 refused = quarantine.make(name, self.key_of(row), exc.column, exc.value, exc.reason)
