@@ -83,7 +83,13 @@ exponent are compared as doubles, as psycopg's parsed documents hold them: two t
 a double's precision (``0.1`` and ``0.1000000000000000000001``) share a text.
 
 *How the JSON text is computed* (not part of the definition, which the paragraph above is):
-:func:`canonical_json_text` decodes the text with ``msgspec`` (C) and encodes it with
+:func:`canonical_json_text` first tries one C pass over the text (``checkpoints/_canonical.c``, built
+at install when a C compiler is there): it parses the document and writes the canonical text as it
+goes, reordering only an object's members, and writes a float literal of at most 15 significant
+digits in the normal range as its own exact value (such a literal is its double's shortest repr:
+DBL_DIG is 15). Anything else -- a longer float literal, NaN, a lone surrogate, a huge integer, text
+that is not JSON, deep nesting, a ``bytes`` argument -- makes it answer None, and the text takes the
+paths below, which hold the whole definition. Otherwise it decodes the text with ``msgspec`` (C) and encodes it with
 ``order="sorted"``: msgspec's key order (UTF-8 bytes) is code-point order and its escapes are
 exactly ``json.dumps``'s (a test checks every code point), and it writes a float in plain notation
 with the shortest round-trip digits -- its canonical text -- unless it needs an exponent or ends in
@@ -130,6 +136,12 @@ import msgspec
 from checkpoints.canonical_numbers import DIGITS_AS_ZERO, DOT_ZERO_END, EXPONENT, float_as_exact, float_text, rewritten
 from checkpoints.canonical_numbers import exact_number as exact_number  # part of this module's API
 from checkpoints.errors import CheckpointError
+
+_c_canonical: Callable[[object], str | None] | None
+try:  # the common documents in one C pass (checkpoints/_canonical.c); built at install when a compiler is there
+    from checkpoints._canonical import canonical as _c_canonical
+except ImportError:  # pragma: no cover - an install without a C compiler: the msgspec path below does it all
+    _c_canonical = None
 
 Kind: TypeAlias = Literal["auto", "json", "native"]
 """How a column's values are read: ``auto`` by Python type, ``json`` as a parsed JSON document,
@@ -231,6 +243,8 @@ def _sorted_json(value: Any) -> str | None:
 def canonical_json_text(text: str | bytes) -> str:
     """The canonical JSON text of a JSON document given as text (or UTF-8 bytes); see the module
     docstring. Raises :class:`CheckpointError` when the text is not JSON."""
+    if _c_canonical is not None and (done := _c_canonical(text)) is not None:
+        return done
     try:
         fast = _sorted_json(_decode_plain(text))  # floats as Python floats: one C pass each way
         if fast is not None:

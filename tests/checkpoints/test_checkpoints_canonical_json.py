@@ -14,6 +14,7 @@ import struct
 import sys
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 
 import msgspec
 import pytest
@@ -54,10 +55,13 @@ def _spellings(value: Any) -> list[str]:
 @settings(max_examples=400)
 @given(json_values)
 def test_the_text_path_gives_the_definitions_text(value: Any) -> None:
+    """Through the C pass where it answers (bytes never take it), and with it off: the msgspec path."""
     expected = canonical_json_py(value)
     for text in _spellings(value):
         assert canonical_json_text(text) == expected
         assert canonical_json_text(text.encode()) == expected
+        with mock.patch.object(digest, "_c_canonical", None):
+            assert canonical_json_text(text) == expected
 
 
 @settings(max_examples=400)
@@ -179,10 +183,11 @@ def test_a_float_msgspec_writes_without_exponent_or_dot_zero_is_canonical(number
     assert canonical_json_text(f"[{written.decode()}, 1]") == f"[{canonical_json_py(number)},1]"
 
 
-def test_the_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_msgspec_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(value: Any) -> str:
         raise AssertionError("the Python definition ran")
 
+    monkeypatch.setattr(digest, "_c_canonical", None)  # as on an install without a C compiler
     monkeypatch.setattr(digest, "canonical_json_py", refuse)
     doc = '{"b": [1.25, 100.0, 1e-9, -0.0], "a": {"é": null, "n": 12345678901234567890123}}'
     assert canonical_json_text(doc) == '{"a":{"n":12345678901234567890123,"é":null},"b":[1.25,100,0.000000001,0]}'
@@ -202,6 +207,67 @@ def test_the_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(AttributeError):  # a backslash and a float to rewrite: the float_hook pass runs
         canonical_json_text(plain.replace('"1.0e5"', '"a\\\\b"').replace("0.00001", "1e16"))
+
+
+#: Documents the C pass writes itself, each a case of its own: key order (nested, unsorted, equal
+#: after unescaping, duplicates: the last kept), escapes (short forms, controls, ``\/``, pairs), each
+#: number form it takes (-0, 15 significant digits, exponents, trailing zeros, a ``.0`` ending) and
+#: whitespace.
+C_DOCUMENTS = [
+    '{"schema": 3, "theme": "dark", "flags": {"sso": null, "beta": false}, "ratio": 0.8213, "tags": ["café"]}',
+    '{"b": {"d": {"f": 1, "e": 2}, "c": 3}, "a": {"z": 1, "y": {"q": [1, {"s": 1, "r": 2}], "p": 2}}}',
+    r'{"a": 1, "\u0061": 2, "b": 3, "a": 4}',
+    r'{"é": 1, "e": 2, "😀": 3, "\uffff": 4, "": 5, "\u0000": 6, "\ud83d\ude00": 7}',
+    r'["\"\\\/\b\f\n\r\t\u0001\u001f\u007f\u00e9\u2028\ud83d\ude00", "tab\tnew", "\u00E9\u00e9"]',
+    "[0, -0, 1, -1, 123456789012345678, -123456789012345678, 0.0, -0.0, 0e0, -0E-5]",
+    "[1.5, 1.50, 100.0, 1e2, 1E+2, 1e-7, 2.5E-5, 123456789012345.0, 0.1, 12.0e-1, 1e16, 1e298, 1e-298]",
+    ' \t\r\n{ "k" : [ true , false , null , { } , [ ] , "" ] } \n',
+    '"just a string, \x7f and \u2028 as they are"',
+    "-12.340",
+]
+#: Documents it leaves to the Python paths (None), each for its own reason.
+C_DECLINED = [
+    "0.30000000000000004",  # 17 significant digits: its shortest repr needs arithmetic
+    "[1.5, 1e300]",  # outside the normal range the 15-digit rule is proved for
+    "1e400",
+    "NaN",
+    "[-Infinity]",
+    r'"\ud800"',  # a lone surrogate escape
+    r'"\udc00x"',
+    r'"\ud800\u0041"',
+    "1234567890123456789",  # 19 digits
+    '"a\x01b"',  # a raw control character: json.loads refuses it
+    "[1,]",
+    '{"a" 1}',
+    "01",
+    "1.",
+    '{"a":1}x',
+    "",
+    r'"\x"',
+    "[" * 1001 + "]" * 1001,
+]
+
+
+def test_the_c_pass_is_built_and_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common documents never reach msgspec nor the Python definition; what it declines does."""
+    assert digest._c_canonical is not None, "checkpoints/_canonical.c was not built: pip install -e . with a C compiler"
+    expected = [canonical_json_py(json.loads(text)) for text in C_DOCUMENTS]
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("a Python path ran")
+
+    for name in ("canonical_json_py", "_decode_plain", "_sorted_json"):
+        monkeypatch.setattr(digest, name, refuse)
+    for text, canonical in zip(C_DOCUMENTS, expected, strict=True):
+        assert digest._c_canonical(text) == canonical, text
+        assert canonical_json_text(text) == canonical, text
+    monkeypatch.undo()
+    for text in C_DECLINED:
+        assert digest._c_canonical(text) is None, text
+    assert digest._c_canonical(b"[1]") is None  # bytes: msgspec validates their UTF-8
+    assert digest._c_canonical("\ud800") is None  # a lone surrogate in the str itself
+    for text in C_DECLINED[:9]:  # the valid ones still get the definition's text
+        assert canonical_json_text(text) == canonical_json_py(json.loads(text)), text
 
 
 #: Row digests computed by the implementation before the msgspec path (commit aa4f9db, recursive

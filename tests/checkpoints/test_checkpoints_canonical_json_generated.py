@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from checkpoints import digest
 from checkpoints.digest import canonical_json, canonical_json_py, canonical_json_text
 
 FLOAT_LITERALS = [
@@ -125,8 +126,16 @@ def _expected(text: str) -> str:
     return canonical_json_py(value)
 
 
+@pytest.fixture(params=["c", "msgspec"])
+def text_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each text test twice: with the C pass (where it answers), and without it (the msgspec path)."""
+    if request.param == "msgspec":
+        monkeypatch.setattr(digest, "_c_canonical", None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_generated_texts_give_the_definitions_text(seed: int) -> None:
+def test_generated_texts_give_the_definitions_text(seed: int, text_path: str) -> None:
     rnd = random.Random(seed)
     for _ in range(1500):
         text = _document(rnd)
@@ -137,7 +146,7 @@ def test_generated_texts_give_the_definitions_text(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_float_arrays_give_the_definitions_text(seed: int) -> None:
+def test_float_arrays_give_the_definitions_text(seed: int, text_path: str) -> None:
     """Embedding-like arrays (no strings), each with a few floats msgspec writes with an exponent or
     a ``.0`` ending among many it writes canonically."""
     rnd = random.Random(seed)
@@ -149,7 +158,7 @@ def test_float_arrays_give_the_definitions_text(seed: int) -> None:
         assert canonical_json_text(text) == _expected(text), text
 
 
-def test_look_alikes_inside_strings_stay_as_they_are() -> None:
+def test_look_alikes_inside_strings_stay_as_they_are(text_path: str) -> None:
     """Strings and keys holding what a non-canonical float looks like, next to real ones, with and
     without an escape (a backslash) in the document."""
     cases = {
@@ -163,3 +172,40 @@ def test_look_alikes_inside_strings_stay_as_they_are() -> None:
     for text, canonical in cases.items():
         assert _expected(text) == canonical
         assert canonical_json_text(text) == canonical
+
+
+def _short_literal(rnd: random.Random) -> str:
+    """A number literal of 1-15 significant digits, spelled with leading and trailing zeros, a point
+    anywhere, an exponent of either case and sign, or none."""
+    digits = str(rnd.randrange(1, 10 ** rnd.randrange(1, 16)))
+    digits = "0" * rnd.randrange(3) + digits + "0" * rnd.randrange(4)
+    point = rnd.randrange(1, len(digits) + 1)
+    mantissa = digits[:point].lstrip("0") or "0"
+    if point < len(digits) or rnd.random() < 0.3:
+        mantissa += "." + (digits[point:] or "0")
+    if rnd.random() < 0.6:
+        mantissa += rnd.choice("eE") + rnd.choice(("", "+", "-")) + str(rnd.randrange(0, 330))
+    return rnd.choice(("", "-")) + mantissa
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_short_float_literals_are_their_shortest_repr(seed: int) -> None:
+    """The C pass writes a float literal of at most 15 significant digits as its own exact value,
+    with no arithmetic, because such a literal is its double's shortest repr (DBL_DIG = 15) in the
+    normal range. Held to the definition (float(), repr, exact decimal) on 5,000 literals a seed,
+    and the pass must take each such literal in range (declining only what it must)."""
+    rnd = random.Random(seed)
+    taken = 0
+    for _ in range(5000):
+        literal = _short_literal(rnd)
+        if "." not in literal and "e" not in literal.lower():
+            continue  # an integer: exact, not this rule
+        expected = canonical_json_py(json.loads(literal))
+        got = digest._c_canonical(literal) if digest._c_canonical is not None else None
+        value = abs(float(literal))
+        if got is None:
+            assert value == 0.0 or not 1e-299 <= value < 1e299 or value == float("inf"), literal
+            continue
+        taken += 1
+        assert got == expected, literal
+    assert digest._c_canonical is None or taken > 2500
