@@ -138,10 +138,12 @@ from checkpoints.canonical_numbers import exact_number as exact_number  # part o
 from checkpoints.errors import CheckpointError
 
 _c_canonical: Callable[[object], str | None] | None
+_c_canonical_exact: Callable[[object], str | None] | None
 try:  # the common documents in one C pass (checkpoints/_canonical.c); built at install when a compiler is there
     from checkpoints._canonical import canonical as _c_canonical
+    from checkpoints._canonical import canonical_exact as _c_canonical_exact
 except ImportError:  # pragma: no cover - an install without a C compiler: the msgspec path below does it all
-    _c_canonical = None
+    _c_canonical = _c_canonical_exact = None
 
 Kind: TypeAlias = Literal["auto", "json", "native"]
 """How a column's values are read: ``auto`` by Python type, ``json`` as a parsed JSON document,
@@ -255,13 +257,36 @@ def canonical_json_text(text: str | bytes) -> str:
         return _JSON_SORTED.encode(_JSON_NUMBERS.decode(text)).decode()  # each float through _number
     except (ValueError, RecursionError):
         pass
+    deep = _deep_json(text)  # nested beyond the recursion limit, or floats and ints msgspec left
+    if deep is not None:
+        return deep
     try:
-        value = json.loads(text)
+        return canonical_json_py(json.loads(text))
     except ValueError as exc:
         raise CheckpointError(
             f"a JSON column holds text that is not JSON ({exc})", hint="pass the document as PostgreSQL returns it"
         ) from None
-    return canonical_json_py(value)
+    except RecursionError:
+        raise CheckpointError(
+            "a JSON document nests deeper than Python's recursion limit and is not one the C reader takes"
+            " (it is not JSON; or holds NaN, Infinity or a lone surrogate, which only the Python reading takes;"
+            " or its objects' keys are out of order at thousands of levels)",
+            hint="such a document cannot be checksummed: correct or remove it",
+        ) from None
+
+
+def _deep_json(text: str | bytes) -> str | None:
+    """The C pass in its exact mode (every float through ``float()`` and its repr, integers of any
+    length, no recursion): for what the msgspec paths could not read, documents nested deeper than
+    the recursion limit above all (PostgreSQL stores them; json.loads cannot read them)."""
+    if _c_canonical_exact is None:
+        return None
+    if not isinstance(text, str):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return _c_canonical_exact(text)
 
 
 def canonical_json(value: Any) -> str:

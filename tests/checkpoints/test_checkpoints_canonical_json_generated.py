@@ -209,3 +209,21 @@ def test_short_float_literals_are_their_shortest_repr(seed: int) -> None:
         taken += 1
         assert got == expected, literal
     assert digest._c_canonical is None or taken > 2500
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_exact_mode_gives_the_definitions_text(seed: int) -> None:
+    """The C pass's exact mode (for documents too deep for the Python paths) takes every float and
+    integer: held to the definition on the generated texts, those with long floats and big integers
+    above all."""
+    if digest._c_canonical_exact is None:
+        pytest.fail("checkpoints/_canonical.c was not built")
+    rnd = random.Random(100 + seed)
+    answered = 0
+    for _ in range(1500):
+        text = _document(rnd)
+        got = digest._c_canonical_exact(text)
+        if got is not None:
+            answered += 1
+            assert got == _expected(text), text
+    assert answered > 900

@@ -30,6 +30,10 @@ from replicator.values.targettype import TYPE_NAMES, TargetType, parse_type
 
 CFG = config.load(None, environ={})
 
+#: A document nested 5,000 deep, with a float of 17 digits at the bottom: PostgreSQL and the load take
+#: it, json.loads and msgspec cannot read it (the digest's C reader does, in its exact mode).
+DEEP_JSON = "'" + '{"a": 0.30000000000000004, "b": ' * 5000 + "[1.50]" + "}" * 5000 + "'"
+
 #: PostgreSQL type (as declared in the existing schema) → SQLite declaration and the values stored.
 #: Each list holds a value the normalisation changes where it applies (0.1 as float4, 'ab  ' padded).
 CASES: dict[str, tuple[str, str, list[str]]] = {
@@ -50,8 +54,8 @@ CASES: dict[str, tuple[str, str, list[str]]] = {
     "time": ("time", "TIME", ["'10:11:12'", "'00:00:00.5'"]),
     "timetz": ("timetz", "TEXT", ["'10:11:12+02:00'", "'23:59:59'"]),
     "interval": ("interval", "INTEGER", ["90061000001", "0"]),
-    "json": ("json", "JSON", ["""'{"b": 1, "a": [1, 2.5, null]}'""", "'[1.0, \"x\"]'"]),
-    "jsonb": ("jsonb", "JSON", ["""'{"b": 1, "a": [1, 2.5, null]}'""", "'[1.0, \"x\"]'"]),
+    "json": ("json", "JSON", ["""'{"b": 1, "a": [1, 2.5, null]}'""", "'[1.0, \"x\"]'", DEEP_JSON]),
+    "jsonb": ("jsonb", "JSON", ["""'{"b": 1, "a": [1, 2.5, null]}'""", "'[1.0, \"x\"]'", DEEP_JSON]),
     "uuid": ("uuid", "TEXT", ["'123e4567-e89b-12d3-a456-426614174000'"]),
     "enum": ("colour", "TEXT", ["'red'", "'green'"]),
     "citext": ("citext", "TEXT", ["'MiXed'"]),
