@@ -83,13 +83,12 @@ exponent are compared as doubles, as psycopg's parsed documents hold them: two t
 a double's precision (``0.1`` and ``0.1000000000000000000001``) share a text.
 
 *How the JSON text is computed* (not part of the definition, which the paragraph above is):
-:func:`canonical_json_text` first tries one C pass over the text (``checkpoints/_canonical.c``, built
-at install when a C compiler is there): it parses the document and writes the canonical text as it
-goes, reordering only an object's members, and writes a float literal of at most 15 significant
-digits in the normal range as its own exact value (such a literal is its double's shortest repr:
-DBL_DIG is 15). Anything else -- a longer float literal, NaN, a lone surrogate, a huge integer, text
-that is not JSON, deep nesting, a ``bytes`` argument -- makes it answer None, and the text takes the
-paths below, which hold the whole definition. Otherwise it decodes the text with ``msgspec`` (C) and encodes it with
+:func:`canonical_json_text` first tries one C pass (``checkpoints/_canonical.c``, built at install
+with a C compiler): it writes the canonical text as it parses, reordering only objects' members, and a
+float literal of at most 15 significant digits in the normal range as its own digits (DBL_DIG: it is
+its double's shortest repr). A longer float, NaN, a lone surrogate, a huge integer, text that is not
+JSON or ``bytes`` make it answer None: the paths below, then its exact mode (every number, for
+documents too deep for msgspec and json.loads). Else the text is decoded by ``msgspec`` and encoded with
 ``order="sorted"``: msgspec's key order (UTF-8 bytes) is code-point order and its escapes are
 exactly ``json.dumps``'s (a test checks every code point), and it writes a float in plain notation
 with the shortest round-trip digits -- its canonical text -- unless it needs an exponent or ends in
@@ -257,8 +256,7 @@ def canonical_json_text(text: str | bytes) -> str:
         return _JSON_SORTED.encode(_JSON_NUMBERS.decode(text)).decode()  # each float through _number
     except (ValueError, RecursionError):
         pass
-    deep = _deep_json(text)  # nested beyond the recursion limit, or floats and ints msgspec left
-    if deep is not None:
+    if (deep := _deep_json(text)) is not None:  # nested beyond the recursion limit, say
         return deep
     try:
         return canonical_json_py(json.loads(text))
@@ -276,9 +274,8 @@ def canonical_json_text(text: str | bytes) -> str:
 
 
 def _deep_json(text: str | bytes) -> str | None:
-    """The C pass in its exact mode (every float through ``float()`` and its repr, integers of any
-    length, no recursion): for what the msgspec paths could not read, documents nested deeper than
-    the recursion limit above all (PostgreSQL stores them; json.loads cannot read them)."""
+    """The C pass's exact mode (every number; no recursion) for what msgspec could not read: documents
+    nested deeper than the recursion limit above all (PostgreSQL stores them, json.loads cannot)."""
     if _c_canonical_exact is None:
         return None
     if not isinstance(text, str):
