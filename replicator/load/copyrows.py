@@ -107,7 +107,14 @@ class RowPipe:
                 raise _Unverified(table.source, "?")
         # Rows may carry key values after the loaded columns (for messages): the converter ignores them.
         self.convert_row = convert.row_converter(
-            table.source, source_cols, self.types, watch=rules, missed=self.missed, extra=extra, strict_text=strict_text
+            table.source,
+            source_cols,
+            self.types,
+            watch=rules,
+            missed=self.missed,
+            extra=extra,
+            strict_text=strict_text,
+            digest=True,  # every converted row is digested below: JSON is validated by the pass the digest takes
         )
         self.digest_bytes = row_digester(self.types)  # the finisher and the encoder in one pass
         self.refusals: list[quarantine.Refusal] = []

@@ -131,12 +131,14 @@ _BUILDERS: Final[Mapping[str, Callable[[TargetType, bool], Plan]]] = {
 }
 
 
-def _plan(t: TargetType, wire: bool = False) -> Plan:
+def _plan(t: TargetType, wire: bool = False, digest: bool = False) -> Plan:
     builder = _BUILDERS.get(t.name)
     if builder is None:
         raise UnsupportedType(
             f"target type {t.name!r} is not a normalised type name", hint="build TargetType with parse_type()"
         )
+    if digest and builder is convert_json.json_plan:
+        return convert_json.json_plan(t, wire, digest=True)
     return builder(t, wire)
 
 
@@ -159,6 +161,7 @@ def row_converter(
     missed: list[int] | None = None,
     extra: bool = False,
     strict_text: bool = False,
+    digest: bool = False,
 ) -> RowConverter:
     """One table's row converter, compiled once; raises :class:`RowRefused` naming the column.
 
@@ -184,10 +187,13 @@ def row_converter(
     which never yields a lone surrogate, so the text fast path leaves out its check for one
     (:data:`~replicator.values.fastpath.UTF8_CLAUSE`). Never for the bytes-fallback read, JSON Lines or
     the capture journal: their surrogates must reach the converter, to be refused or replaced.
+
+    ``digest``: the caller digests every row it converts (``readback.row_digester``), which then takes each
+    JSON document's canonical text from the C pass that validated it (``convert_json.json_plan``).
     """
     if len(columns) != len(types):
         raise ValueError(f"{len(columns)} columns but {len(types)} types for table {table}")
-    plans = [_strict(_plan(t, wire)) if strict_text else _plan(t, wire) for t in types]
+    plans = [_strict(_plan(t, wire, digest)) if strict_text else _plan(t, wire, digest) for t in types]
     converters = [p.convert for p in plans]
     namespace: dict[str, object] = {
         **INLINE_NAMES,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias
 
 from checkpoints.digest import JsonText, Kind, RowEncoder, canonical_json_text, canonical_value, kinds_from_types
+from replicator.values.convert_json import CANONICAL
 from replicator.values.decimals import float4_value
 from replicator.values.targettype import TargetType
 
@@ -99,11 +100,18 @@ RowBytes: TypeAlias = Callable[[Sequence[Any]], bytes]
 
 def _json_canonical(value: Any) -> str | None:
     """A converted JSON value → what the digest writes for a JSON column: its canonical text
-    (:func:`checkpoints.digest.canonical_json_text`), or None (nil) for the document ``null``."""
-    text = value if isinstance(value, str) else value.obj
-    if text[:1] == "\x01":  # jsonb on the wire (row_converter(wire=True)); no JSON text starts with \x01
-        text = text[1:]
-    canonical = canonical_json_text(text)
+    (:func:`checkpoints.digest.canonical_json_text`), or None (nil) for the document ``null``.
+
+    A digesting converter (``row_converter(digest=True)``) left the text its validating C pass wrote for this
+    very value in ``convert_json.CANONICAL``: taken by identity, else computed here."""
+    kept = CANONICAL.pop(id(value), None)
+    if kept is not None and kept[0] is value:
+        canonical = kept[1]
+    else:
+        text = value if isinstance(value, str) else value.obj
+        if text[:1] == "\x01":  # jsonb on the wire (row_converter(wire=True)); no JSON text starts with \x01
+            text = text[1:]
+        canonical = canonical_json_text(text)
     return None if canonical == "null" else canonical
 
 

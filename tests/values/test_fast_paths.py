@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Json, Jsonb
 
 from checkpoints.digest import RowEncoder
-from replicator.values import convert_datetimes, fastpath, readback
+from replicator.values import convert_datetimes, convert_json, fastpath, readback
 from replicator.values.convert import row_converter, value_converter
 from replicator.values.convert_json import _identity
 from replicator.values.readback import digest_finisher, digest_kinds, row_digester
@@ -109,6 +109,84 @@ def test_a_planted_difference_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a_table_without_json_is_hashed_as_converted() -> None:
     types = [parse_type("bigint"), parse_type("text")]
     assert row_digester(types)((1, "x")) == RowEncoder(digest_kinds(types)).encode((1, "x"))
+
+
+# -- the digesting converter: JSON validated by the C pass whose text the digest then takes ----------------------------
+
+#: What a JSON column may hold, valid or not: each must be converted, refused and digested as without the C pass.
+CONVERTER_INPUTS: list[object] = [
+    *TRICKY_JSON,
+    *("not json", '{"a": 1} x', "[1,]", "", "   ", '{"a":\x00 1}', '"raw \x00 nul"', '"\x01"', "\ud800"),
+    *('"lone \udc80"', '{"é": "naïve ☃ 𝄞"}', "  [1, 2]  ", '"\\u0000 kept"', '{"z": "\\\u0000"}'),
+    *("[1.00000000000000001, 0.30000000000000004]", '{"a": {"c": 1, "b": [true, false, null]}, "A": 0}'),
+    *("[" * 30_000 + "]" * 30_000, '{"d": ' + "[" * 3_000 + "]" * 3_000 + "}", '"' + "x" * 50_000 + '"'),
+    *(7, -0.0, 2.5, 1e300, float("nan"), float("inf"), b'{"b": 1, "a": 2}', b"\xff\xfe", b"[1, 2]"),
+]
+JSON_TYPES = [parse_type("json"), parse_type("jsonb"), msgspec.structs.replace(parse_type("jsonb"), strip_nul=True)]
+
+
+def _json_outcome(convert: Callable[[tuple[Any, ...]], tuple[Any, ...]], value: object) -> tuple[str, object]:
+    try:
+        (out,) = convert((value,))
+    except RowRefused as exc:
+        return ("refused", exc.reason)
+    return ("value", out.obj if isinstance(out, Json | Jsonb) else out)
+
+
+def _converter_disagreements(t: TargetType, wire: bool) -> list[object]:
+    """Inputs the digesting converter converts, refuses or digests otherwise than the plain converter does;
+    the reference digest is the finisher's and encoder's, which never read ``convert_json.CANONICAL``."""
+    plain = row_converter("t", ["c"], [t], wire=wire)
+    digesting = row_converter("t", ["c"], [t], wire=wire, digest=True)
+    finish, encode, fused = digest_finisher([t]), RowEncoder(digest_kinds([t])).encode, row_digester([t])
+    assert finish is not None
+    wrong: list[object] = []
+    for value in CONVERTER_INPUTS:
+        expected = _json_outcome(plain, value)
+        same = _json_outcome(digesting, value) == expected
+        if not same or (expected[0] == "value" and fused(digesting((value,))) != encode(finish(plain((value,))))):
+            wrong.append(value)
+    return wrong
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["values", "wire"])
+@pytest.mark.parametrize("t", JSON_TYPES, ids=["json", "jsonb", "jsonb-strip-nul"])
+def test_the_digesting_converter_converts_refuses_and_digests_as_the_plain_one(t: TargetType, wire: bool) -> None:
+    assert _converter_disagreements(t, wire) == []
+
+
+@pytest.mark.skipif(convert_json._c_canonical is None, reason="the C pass is not built (a test elsewhere says so)")
+def test_the_digest_takes_the_text_the_converter_validated() -> None:
+    """The optimisation is in force: the converter leaves its C pass's text, the digest takes it."""
+    t = parse_type("json")
+    (value,) = row_converter("t", ["c"], [t], digest=True)(('{"b": 1, "a": 2}',))
+    assert convert_json.CANONICAL[id(value)] == (value, '{"a":2,"b":1}')
+    row_digester([t])((value,))
+    assert id(value) not in convert_json.CANONICAL
+
+
+def test_the_converters_texts_are_bounded_when_no_digest_follows() -> None:
+    convert = row_converter("t", ["c"], [parse_type("json")], digest=True)
+    for n in range(1_000):
+        convert((f'{{"n": {n}}}',))  # refused rows and blocked rows are converted and never digested
+    assert len(convert_json.CANONICAL) <= 64
+
+
+@pytest.mark.skipif(convert_json._c_canonical is None, reason="the C pass is not built (a test elsewhere says so)")
+@pytest.mark.parametrize(
+    ("planted", "caught"),
+    [
+        (lambda text: text if isinstance(text, str) else None, '{"b": 1, "a": 2, "a": 3}'),  # the source's text
+        (lambda text: "[]", "not json"),  # accepts what is not JSON
+    ],
+    ids=["unsorted-text", "accepts-anything"],
+)
+def test_a_planted_c_pass_is_caught(
+    monkeypatch: pytest.MonkeyPatch, planted: Callable[[object], Any], caught: str
+) -> None:
+    """Negative controls: a validating pass that writes the wrong text, or takes what is not JSON, disagrees."""
+    monkeypatch.setattr(convert_json, "_c_canonical", planted)
+    assert caught in _converter_disagreements(parse_type("json"), wire=False)
 
 
 # -- the inlined ISO text path of timestamp and date columns --------------------------------------------------------
