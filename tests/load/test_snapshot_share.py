@@ -525,3 +525,34 @@ def test_a_guess_disproved_late_in_a_shared_table_is_profiled_and_reloaded(
     (n,) = [c for c in result.plan.table("event").columns if c.name == "n"]
     assert n.type.name not in ("bigint", "integer")
     assert_same(path, pg, result.plan)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3_000], ids=["no-row", "one-row", "many-buffers"])
+def test_formatted_parts_load_exactly_their_rows(pg: Any, rows: int) -> None:
+    """``share.format_parts`` hands the main process psycopg's buffers less header and trailer, as views:
+    written between one header and one trailer they load exactly the batch, and joined they are the block
+    the helper sends. A batch whose every row is refused (no row) or of one row leaves the framing intact."""
+    from replicator.load.copyrows import RowPipe, key_getter
+    from replicator.load.share import SIGNATURE, TRAILER, format_block, format_parts
+    from replicator.plan.schemaplan import ColumnPlan, TablePlan
+    from replicator.values.targettype import copy_types, parse_type
+
+    pg.execute("CREATE TABLE items (id bigint PRIMARY KEY, v text, doc json)")
+    types = (parse_type("bigint"), parse_type("text"), parse_type("json"))
+    columns = tuple(ColumnPlan(n, n, t) for n, t in zip(("id", "v", "doc"), types, strict=True))
+    table = TablePlan("items", "items", columns, primary_key=("id",), key_source=("id",))
+    pipe = RowPipe(table, key_of=key_getter(table), policy="quarantine", verify=False, extra=False, strict_text=True)
+    batch = [(n, "café " * 20, f'{{"n": {n}, "a": [1, 2]}}') for n in range(rows)] + [(-1, "refused", "not json")]
+    with pg.cursor() as cur:
+        done = format_parts(cur, copy_types(list(types)), pipe, batch)
+        again = format_block(cur, copy_types(list(types)), pipe, batch)
+        assert (rows > 3_000 // 2) == (len(done.parts) > 1)  # the many-row batch spans several buffers
+        assert b"".join(done.parts) == again.data
+        assert done.digest_sum == again.digest_sum
+        assert len(done.refusals) == len(again.refusals) == 1
+        with cur.copy("COPY items FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(SIGNATURE)
+            for part in done.parts:
+                copy.write(part)
+            copy.write(TRAILER)
+    assert pg.execute("SELECT count(*), coalesce(sum(id), 0) FROM items").fetchone() == (rows, sum(range(rows)))
