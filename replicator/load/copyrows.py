@@ -115,7 +115,10 @@ class RowPipe:
             extra=extra,
             strict_text=strict_text,
             digest=True,  # every converted row is digested below: JSON is validated by the pass the digest takes
+            json_wire=True,  # documents as text for the COPY, no wrapper
         )
+        self.copy_types = targettype.copy_types(self.types, json_wire=True)
+        """What the COPY that takes these rows is typed as (``Copy.set_types``)."""
         self.digest_bytes = row_digester(self.types)  # the finisher and the encoder in one pass
         self.refusals: list[quarantine.Refusal] = []
 
@@ -202,7 +205,7 @@ def copy_rows(
     with pconn.cursor() as cur:
         try:
             with cur.copy(copy_statement(schema_name, table, freeze=freeze)) as copy:
-                copy.set_types(targettype.copy_types(pipe.types))
+                copy.set_types(pipe.copy_types)
                 for batch in batches:
                     total += pipe.run(batch, copy.write_row, check, keep)
                     read += len(batch)

@@ -65,7 +65,7 @@ from replicator.load.source import _batches, _DecodeFallback, strict_text
 from replicator.plan import chunkscan, profiler, schemaplan
 from replicator.plan.chunkscan import Chunk, ChunkResult
 from replicator.plan.profile import TableProfile
-from replicator.values import quarantine, targettype
+from replicator.values import quarantine
 from triggers.schema import Schema, Table, quote_ident
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ class _Session:
         if self.pipe is None:
             return Block(self.session, seq, len(rows), error=self.error)
         try:
-            block = format_block(cursor, targettype.copy_types(self.pipe.types), self.pipe, rows)
+            block = format_block(cursor, self.pipe.copy_types, self.pipe, rows)
         except Exception as exc:
             return Block(self.session, seq, len(rows), error=_error_of(exc))
         return msgspec.structs.replace(block, session=self.session, seq=seq)
@@ -470,7 +470,7 @@ class _SharedLoad:
 
     def run(self, copy: Copy, local: psycopg.Cursor[Any], pipe: RowPipe, batches: Iterable[Sequence[Any]]) -> None:
         self.copy = copy
-        types = targettype.copy_types(pipe.types)
+        types = pipe.copy_types
         copro = self.copro
         for seq, batch in enumerate(batches):
             for block in copro.received(block=False):
@@ -491,7 +491,7 @@ class _SharedLoad:
     ) -> None:
         """Each range to the helper while it can take one, else read and converted here."""
         self.copy = copy
-        types = targettype.copy_types(pipe.types)
+        types = pipe.copy_types
         copro = self.copro
         for seq, (low, high) in enumerate(ranges.bounds):
             self._collect()

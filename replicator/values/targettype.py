@@ -93,10 +93,11 @@ WIRE_COPY_NAMES: Final[Mapping[str, str]] = {
 }
 
 
-def copy_types(types: Sequence[TargetType], *, wire: bool = False) -> list[str]:
-    """What to pass to ``Copy.set_types`` for a binary COPY of the converted values."""
+def copy_types(types: Sequence[TargetType], *, wire: bool = False, json_wire: bool = False) -> list[str]:
+    """What to pass to ``Copy.set_types`` for a binary COPY of the converted values (``wire``, ``json_wire``:
+    as ``row_converter`` was given them)."""
     names = WIRE_COPY_NAMES if wire else COPY_NAMES
-    return [names[t.name] for t in types]
+    return [WIRE_COPY_NAMES[t.name] if json_wire and t.name in ("json", "jsonb") else names[t.name] for t in types]
 
 
 _ALIASES: Final[Mapping[str, str]] = {
