@@ -134,6 +134,10 @@ def connect(dsn: str | None, *, autocommit: bool = False, connect_timeout: int =
     assert dsn is not None
     params.setdefault("application_name", APPLICATION_NAME)
     params.setdefault("connect_timeout", connect_timeout)
+    # Text is sent and read as UTF-8, whatever PGCLIENTENCODING or the DSN says: under LATIN1 "é" was stored
+    # as "Ã©" (psycopg's JSON dumper writes UTF-8 regardless) and "€" stopped the load; PostgreSQL converts
+    # UTF-8 to the database's encoding and refuses, by name, what that encoding cannot hold.
+    params["client_encoding"] = "UTF8"
     try:
         conn = psycopg.connect(**params, autocommit=autocommit)
     except psycopg.Error as exc:

@@ -21,7 +21,7 @@ from replicator.apply import dependents
 from replicator.errors import BadValue, TargetError, refused_by_target
 from replicator.load.guess import _Unverified, verifier
 from replicator.plan import refusals, schemaplan
-from replicator.values import convert, quarantine, refusal, targettype
+from replicator.values import convert, convert_json, quarantine, refusal, targettype
 from replicator.values.readback import row_digester
 
 
@@ -136,23 +136,31 @@ class RowPipe:
         convert_row, digest_bytes, missed = self.convert_row, self.digest_bytes, self.missed
         sha256, from_bytes = hashlib.sha256, int.from_bytes
         name, total = self.table.source, 0
-        for row in batch:
-            try:
-                out = convert_row(row)
-            except refusal.RowRefused as exc:
-                if self.verify:  # refused under a guess: the full profile's type decides, before anything is held
-                    raise (self.unverified() if missed else _Unverified(name, exc.column)) from None
-                if self.policy != "quarantine":
-                    raise _stopped(self.table, self.key_of(row), exc) from None
-                refused = quarantine.make(name, self.key_of(row), exc.column, exc.value, exc.reason)
-                self.refusals.append(keep(name, row, refused) if keep is not None else refused)
-                continue
-            if check is not None and (blocked := check(name, row, out)) is not None:
-                refused = dependents.blocked_refusal(name, self.key_of(row), blocked)
-                self.refusals.append(keep(name, row, refused) if keep is not None else refused)
-                continue
-            write_row(out)
-            total += from_bytes(sha256(digest_bytes(out)).digest(), "big")
+        kept = convert_json.CANONICAL  # the texts the converter leaves for the row's digest
+        try:
+            for row in batch:
+                try:
+                    out = convert_row(row)
+                except refusal.RowRefused as exc:
+                    kept.clear()  # the row is not digested: its documents' texts go now (megabytes, some)
+                    if self.verify:  # refused under a guess: the full profile's type decides, before anything is held
+                        raise (self.unverified() if missed else _Unverified(name, exc.column)) from None
+                    if self.policy != "quarantine":
+                        raise _stopped(self.table, self.key_of(row), exc) from None
+                    refused = quarantine.make(name, self.key_of(row), exc.column, exc.value, exc.reason)
+                    self.refusals.append(keep(name, row, refused) if keep is not None else refused)
+                    continue
+                if check is not None and (blocked := check(name, row, out)) is not None:
+                    kept.clear()
+                    refused = dependents.blocked_refusal(name, self.key_of(row), blocked)
+                    self.refusals.append(keep(name, row, refused) if keep is not None else refused)
+                    continue
+                write_row(out)
+                total += from_bytes(sha256(digest_bytes(out)).digest(), "big")
+                if kept:  # what the digest did not take: a row converted twice (a fast path's ValueError)
+                    kept.clear()
+        finally:
+            kept.clear()
         if missed:
             raise self.unverified()
         return total
