@@ -29,10 +29,11 @@ except ImportError:  # built at install where a compiler is there; without it do
     _c_canonical = None
 
 _JSON_VALIDATOR: Final = msgspec.json.Decoder(msgspec.Raw)
-#: msgspec recurses per nesting level within Python's recursion limit (1000); PostgreSQL's parser
-#: goes to about 10k-40k levels with the default max_stack_depth. Deeper documents than this are
-#: refused by name.
-JSON_MAX_DEPTH: Final = 20_000
+#: msgspec recurses per nesting level within Python's recursion limit (1000); PostgreSQL's parser stops at
+#: ~13,000 object levels (~14,500 array levels) with the default 2 MB max_stack_depth (PostgreSQL 15, json and
+#: jsonb alike), and its "stack depth limit exceeded" fails the whole COPY. Deeper documents than this are
+#: refused by name, so a quarantine takes the row and the table loads.
+JSON_MAX_DEPTH: Final = 10_000
 _DEEP_JSON_LOCK: Final = threading.Lock()
 #: A document this short cannot nest deeper than :data:`JSON_MAX_DEPTH` (a level takes two characters), so
 #: the C pass's acceptance is its whole validation.

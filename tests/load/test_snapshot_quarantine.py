@@ -239,3 +239,27 @@ def test_a_client_encoding_from_the_environment_does_not_alter_text(
     snapshot.snapshot(path, pg_dsn, CFG, replace=True)
     monkeypatch.delenv("PGCLIENTENCODING")
     assert pg.execute("SELECT id, doc::text, label FROM t ORDER BY id").fetchall() == values
+
+
+def test_json_deeper_than_postgresql_parses_is_quarantined_not_fatal(tmp_path: Path, pg_dsn: str, pg: Any) -> None:
+    """PostgreSQL 15's JSON parser stops near 13,000 object levels (14,500 array levels) with the default
+    2 MB max_stack_depth, and its "stack depth limit exceeded" aborted the whole table's COPY even under
+    quarantine; the converter accepted up to 20,000. It refuses past JSON_MAX_DEPTH now, by name, so the row
+    is quarantined and the rest of the table loads (found by a red-team pass)."""
+    from replicator.values.convert_json import JSON_MAX_DEPTH
+
+    def nested(levels: int) -> str:
+        return '{"a":' * levels + "1" + "}" * levels
+
+    path = tmp_path / "deep.db"
+    rows = [(1, '{"ok": true}'), (2, nested(13_500)), (3, nested(JSON_MAX_DEPTH))]
+    make_db(
+        path,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, doc JSON);",
+        *[("INSERT INTO t VALUES (?, ?)", row) for row in rows],
+    )
+    result = snapshot.snapshot(path, pg_dsn, CFG, mode="create", on_bad_value="quarantine")
+    assert result.quarantined == 1
+    assert pg.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,), (3,)]
+    (reason,) = pg.execute("SELECT reason FROM replicator.quarantine").fetchone()
+    assert f"deeper than {JSON_MAX_DEPTH}" in reason
