@@ -275,3 +275,30 @@ def test_key_whose_sqlite_storage_orders_differently_is_still_diagnosed(
     m = verify.verify(path, pg_dsn, CFG, keys=True).tables[0]
     assert m.status == "mismatch"
     assert sorted(m.different) == [("3",), ("4",)]
+
+
+@pytest.mark.parametrize("parallel", ["off", "thread"])
+def test_deep_jsonb_documents_verify_and_a_change_deep_inside_is_found(
+    tmp_path: Path, pg_dsn: str, pg: Any, parallel: Any
+) -> None:
+    """The independent reading parsed a document with ``json.loads``, which stops near Python's recursion
+    limit (~1,000 levels): past it the value was compared as its raw text, equal for json (stored verbatim)
+    but not for jsonb (PostgreSQL respaces it), so a faithful load of a 3,000-level jsonb document was
+    reported as a mismatch and blocked the cutover (found by a red-team pass). The same reading must still
+    find a value changed at the innermost level."""
+    path = tmp_path / "deep.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, doc JSON, arr JSON)")
+    deep_object = '{"b": 0, "a":' * 3_000 + "1" + "}" * 3_000
+    deep_array = "[1, " * 6_000 + "[]" + "]" * 6_000
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(1, deep_object, deep_array), (2, '{"b": 1, "a": 2}', "[]")])
+    conn.commit()
+    conn.close()
+    cfg = config.load(overrides={"types": {"t": {"doc": {"type": "jsonb"}, "arr": {"type": "jsonb"}}}}, environ={})
+    snapshot.snapshot(path, pg_dsn, cfg, mode="create")
+    report = verify.verify(path, pg_dsn, cfg, keys=True, parallel=parallel)
+    assert report.match, [(t.table, t.different) for t in report.tables]
+    changed_doc = """UPDATE t SET doc = replace(doc::text, '"a": 1,', '"a": 2,')::jsonb WHERE id = 1"""
+    assert pg.execute(changed_doc).rowcount == 1  # the innermost object, {"a": 1, "b": 0}: its "a" is now 2
+    changed = verify.verify(path, pg_dsn, cfg, keys=True, parallel=parallel)
+    assert [t.different for t in changed.tables] == [((1,),)]
