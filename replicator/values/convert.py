@@ -137,8 +137,9 @@ def _plan(t: TargetType, wire: bool = False, digest: bool = False, json_wire: bo
         raise UnsupportedType(
             f"target type {t.name!r} is not a normalised type name", hint="build TargetType with parse_type()"
         )
-    if builder is convert_json.json_plan and (digest or json_wire):
-        return convert_json.json_plan(t, wire or json_wire, digest=digest)
+    wire = wire or (json_wire and t.name in ("json", "jsonb"))  # by the type: copy_types(json_wire=) says the same
+    if digest and builder is convert_json.json_plan:
+        return convert_json.json_plan(t, wire, digest=True)
     return builder(t, wire)
 
 
