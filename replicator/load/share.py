@@ -46,18 +46,27 @@ import queue as queue_module
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 import psycopg
-from psycopg.abc import Buffer
-from psycopg.copy import Copy, Writer
+from psycopg.copy import Copy
 
 from replicator import faults, log, pg
 from replicator.config import Config
 from replicator.errors import BadValue, TargetError
 from replicator.load import twin
-from replicator.load.copyrows import Copied, RowPipe, copy_statement, key_getter, read_layout
+from replicator.load.copyrows import (
+    SIGNATURE,
+    TRAILER,
+    Copied,
+    Formatted,
+    RowPipe,
+    copy_statement,
+    format_parts,
+    key_getter,
+    read_layout,
+)
 from replicator.load.costs import table_rows
 from replicator.load.guess import _Unverified, plain_columns
 from replicator.load.helper import Scanned, _Failure, _failure, helper_queues
@@ -74,10 +83,6 @@ if TYPE_CHECKING:
 #: Batches the helper holds at most (one converting, one waiting): it never idles for want of work,
 #: and what waits for it is bounded (``fetch_rows`` rows each).
 DEPTH: Final = 2
-#: Binary COPY framing (PostgreSQL's documented file format): the 11-byte signature, the flags field
-#: and the header extension length; the trailer, a field count of -1.
-SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-TRAILER: Final = b"\xff\xff"
 _WAIT_S: Final = 0.2
 #: Batches of ``fetch_rows`` per rowid range a process reads at once (with a twin read transaction):
 #: small enough that the last range leaves the other process idle briefly, large enough to deal rarely.
@@ -145,46 +150,8 @@ def range_batches(conn: sqlite3.Connection, ranges: Ranges, low: int, high: int)
     return _batches(conn, ranges.query, ranges.fetch_rows, (low, high))
 
 
-class _Collect(Writer):
-    """A COPY writer that keeps the formatted buffers (psycopg's documented use of ``Copy(writer=)``).
-
-    Kept as given, not copied: the formatter hands over each buffer it fills (~32 kB) and starts a new one."""
-
-    def __init__(self) -> None:
-        self.parts: list[Buffer] = []
-
-    def write(self, data: Buffer) -> None:
-        self.parts.append(data)
-
-
-class Formatted(NamedTuple):
-    """A batch converted and formatted here: its tuples as the formatter's buffers, unjoined."""
-
-    parts: list[Buffer]
-    digest_sum: int
-    refusals: list[quarantine.Refusal]
-
-
-def format_parts(cursor: psycopg.Cursor[Any], types: Sequence[str], pipe: RowPipe, rows: Sequence[Any]) -> Formatted:
-    """Convert ``rows`` and format them as binary COPY tuples with the cursor's connection's dumpers:
-    the buffers as psycopg filled them, less its header and trailer (views, not copies). The main process
-    writes them into its COPY as they are: a 7 MB batch joined, sliced and split again cost ~1 us a row."""
-    sink = _Collect()
-    copy = Copy(cursor, binary=True, writer=sink)
-    copy.set_types(types)
-    refused = len(pipe.refusals)
-    total = pipe.run(rows, copy.write_row)
-    copy.finish(None)
-    parts = [memoryview(part) for part in sink.parts if len(part)]
-    if not parts or bytes(parts[0][: len(SIGNATURE)]) != SIGNATURE or bytes(parts[-1][-len(TRAILER) :]) != TRAILER:
-        raise TargetError("unexpected binary COPY framing from psycopg", hint="report it with the psycopg version")
-    parts[0] = parts[0][len(SIGNATURE) :]
-    parts[-1] = parts[-1][: len(parts[-1]) - len(TRAILER)]
-    return Formatted([part for part in parts if len(part)], total, pipe.refusals[refused:])
-
-
 def format_block(cursor: psycopg.Cursor[Any], types: Sequence[str], pipe: RowPipe, rows: Sequence[Any]) -> Block:
-    """:func:`format_parts` as one block the helper sends (its tuples joined into one ``bytes``)."""
+    """:func:`~replicator.load.copyrows.format_parts` as one block the helper sends (its tuples joined)."""
     done = format_parts(cursor, types, pipe, rows)
     return Block(0, 0, len(rows), b"".join(done.parts), done.digest_sum, done.refusals)
 

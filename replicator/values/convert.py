@@ -167,39 +167,31 @@ def row_converter(
 ) -> RowConverter:
     """One table's row converter, compiled once; raises :class:`RowRefused` naming the column.
 
-    The generated function unpacks the row and, per column, computes the value inline when a fast
-    path's guard holds (an in-range int into bigint, integer milliseconds into timestamp(3), a double
-    into numeric(65,30), ISO text into timestamp by one fromisoformat...), else calls the column's
-    converter. A fast path whose result raises ``ValueError`` (February 30th) sends the row to the
-    converters alone, which refuse by name or read it as they do.
+    The generated function unpacks the row and, per column, computes the value inline when a fast path's guard
+    holds (an in-range int into bigint, integer milliseconds into timestamp(3), a double into numeric(65,30),
+    ISO text into timestamp by one fromisoformat...), else calls the column's converter. A fast path whose
+    result raises ``ValueError`` (February 30th) sends the row to the converters alone, which decide.
 
-    ``wire=True`` is for binary COPY only (pair it with ``copy_types(types, wire=True)``): datetimes
-    are produced directly in PostgreSQL's binary form (int8 µs / int4 days since 2000-01-01) and
-    jsonb as its binary form (version byte 1 + the text, sent with psycopg's C text dumper),
-    skipping the datetime and Json objects and psycopg's Python JSON dumper: the same bytes reach
-    the server, faster. The default (semantic) values suit SQL parameters as well as COPY.
+    ``wire=True`` is for binary COPY only (with ``copy_types(types, wire=True)``): datetimes in PostgreSQL's
+    binary form (int8 µs / int4 days since 2000-01-01), json as its text and jsonb as "\\x01" + text, without
+    datetime and Json objects or psycopg's Python JSON dumper (~0.6 µs a document); ``json_wire``: the JSON
+    columns alone so. The default (semantic) values suit SQL parameters as well as COPY.
 
-    ``watch`` (column position → predicate) checks every value of those columns that misses the
-    fast paths: one the predicate rejects appends its position to ``missed`` before it is
-    converted (a NULL counts as missed when the predicate rejects None). The snapshot uses it to
-    prove that a type chosen from a sample of the table held for every row. ``extra``: rows may
-    carry more values after these columns (ignored).
+    ``watch`` (column position → predicate) checks each value of those columns off the fast paths: one the
+    predicate rejects (a NULL too, if it rejects None) appends its position to ``missed`` before it is
+    converted; the snapshot proves with it that a type chosen from a sample held for every row. ``extra``:
+    rows may carry more values after these columns (ignored).
 
     ``strict_text``: every str comes from a strict UTF-8 decode (sqlite3's own ``text_factory = str``),
     which never yields a lone surrogate, so the text fast path leaves out its check for one
     (:data:`~replicator.values.fastpath.UTF8_CLAUSE`). Never for the bytes-fallback read, JSON Lines or
     the capture journal: their surrogates must reach the converter, to be refused or replaced.
-
-    ``digest``: the caller digests every row it converts (``readback.row_digester``), which then takes each
-    JSON document's canonical text from the C pass that validated it (``convert_json.json_plan``).
-    ``json_wire``: JSON columns alone in their wire form (json's text, jsonb's "\\x01" + text), the rest as
-    semantic values; pair it with ``copy_types(types, json_wire=True)``. The digest reads either form; the
-    wrapper's Python dumper cost ~0.6 us a document.
+    ``digest``: each row is digested next (``readback.row_digester``), taking the text of the C pass that
+    validated each JSON document (``convert_json.json_plan``).
     """
     if len(columns) != len(types):
         raise ValueError(f"{len(columns)} columns but {len(types)} types for table {table}")
-    plans = [_plan(t, wire, digest, json_wire) for t in types]
-    plans = [_strict(p) for p in plans] if strict_text else plans
+    plans = [(_strict if strict_text else _same)(_plan(t, wire, digest, json_wire)) for t in types]
     converters = [p.convert for p in plans]
     namespace: dict[str, object] = {
         **INLINE_NAMES,
@@ -240,6 +232,10 @@ def row_converter(
     exec(compile(source, f"<row_converter {table}>", "exec"), namespace)
     function: RowConverter = namespace["convert_row"]  # type: ignore[assignment]
     return function
+
+
+def _same(p: Plan) -> Plan:
+    return p
 
 
 def _strict(p: Plan) -> Plan:

@@ -529,11 +529,11 @@ def test_a_guess_disproved_late_in_a_shared_table_is_profiled_and_reloaded(
 
 @pytest.mark.parametrize("rows", [0, 1, 3_000], ids=["no-row", "one-row", "many-buffers"])
 def test_formatted_parts_load_exactly_their_rows(pg: Any, rows: int) -> None:
-    """``share.format_parts`` hands the main process psycopg's buffers less header and trailer, as views:
+    """``copyrows.format_parts`` hands the main process psycopg's buffers less header and trailer, as views:
     written between one header and one trailer they load exactly the batch, and joined they are the block
     the helper sends. A batch whose every row is refused (no row) or of one row leaves the framing intact."""
-    from replicator.load.copyrows import RowPipe, key_getter
-    from replicator.load.share import SIGNATURE, TRAILER, format_block, format_parts
+    from replicator.load.copyrows import SIGNATURE, TRAILER, RowPipe, format_parts, key_getter
+    from replicator.load.share import format_block
     from replicator.plan.schemaplan import ColumnPlan, TablePlan
     from replicator.values.targettype import parse_type
 
