@@ -115,6 +115,8 @@ def json_source(t: ColumnType) -> Read:
             return plain(Decimal(value))
         elif type(value) is float and math.isfinite(value):
             return plain(Decimal(repr(value)))
+        if text is not None and strip_nul:  # the opt-in drops NUL from the text itself, not only from strings
+            text = text.replace("\x00", "")
         canon = None if text is None else _json_text(text, strip_nul)
         return unreadable(value) if canon is None else canon
 

@@ -302,3 +302,27 @@ def test_deep_jsonb_documents_verify_and_a_change_deep_inside_is_found(
     assert pg.execute(changed_doc).rowcount == 1  # the innermost object, {"a": 1, "b": 0}: its "a" is now 2
     changed = verify.verify(path, pg_dsn, cfg, keys=True, parallel=parallel)
     assert [t.different for t in changed.tables] == [((1,),)]
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonb"])
+def test_json_with_nul_loaded_under_strip_nul_verifies(tmp_path: Path, pg_dsn: str, kind: str) -> None:
+    """``strip_nul = true`` is the operator's opt-in to drop NUL from text: the load removes a raw NUL from a
+    document's text (and jsonb's ``\\u0000`` escape). The independent reading parsed the SQLite text with the
+    raw NUL still in it, found no JSON there and compared the raw text: a mismatch for every such row,
+    which blocked the cutover the operator had opted into (found by a red-team pass). A NUL that was
+    never opted out of still differs: without strip_nul the row is refused, never loaded altered."""
+    path = tmp_path / "nul.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, doc JSON)")
+    docs = [(1, '"a\x00b"'), (2, '{"k": "x\\u0000y", "n\x00": 1}'), (3, '["plain"]')]
+    conn.executemany("INSERT INTO t VALUES (?, ?)", docs)
+    conn.commit()
+    conn.close()
+    cfg = config.load(overrides={"types": {"t": {"doc": {"type": kind, "strip_nul": True}}}}, environ={})
+    loaded = snapshot.snapshot(path, pg_dsn, cfg, mode="create")
+    assert loaded.quarantined == 0
+    report = verify.verify(path, pg_dsn, cfg, keys=True)
+    assert report.match, [(t.table, t.different) for t in report.tables]
+    with psycopg.connect(pg_dsn, autocommit=True) as pg:
+        pg.execute(f"UPDATE t SET doc = '\"a b\"'::{kind} WHERE id = 1")
+    assert [t.different for t in verify.verify(path, pg_dsn, cfg, keys=True).tables] == [((1,),)]
