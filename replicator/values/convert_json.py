@@ -44,7 +44,8 @@ CANONICAL: Final[dict[int, tuple[object, str]]] = {}
 (``json_plan(digest=True)``): the row's digest (:func:`replicator.values.readback.row_digester`) takes the
 text the validating C pass wrote instead of parsing the document a second time. The entry holds the value,
 so its id is not reused while it is there; a reader checks identity, so a stale or raced entry can only miss.
-Bounded: cleared past :data:`_CANONICAL_MAX` entries (rows converted and never digested: a refused row)."""
+``RowPipe.run`` clears it after each row it does not digest whole (a refused or blocked row); past
+:data:`_CANONICAL_MAX` entries it is cleared here too, for any other caller."""
 _CANONICAL_MAX: Final = 64
 
 
